@@ -1,0 +1,12 @@
+//! Exit codes: a documented contract.
+
+/// Success: every selected node is fresh or ran.
+pub const OK: i32 = 0;
+/// A node failed (its dependents were skipped; independent branches finished).
+pub const NODE_FAILED: i32 = 1;
+/// Usage error, invalid pipeline, or bad input data (a node failed on the user's files).
+pub const USAGE: i32 = 2;
+/// The store is locked by another `polyflow run` (use `--wait` to wait for it).
+pub const LOCKED: i32 = 3;
+/// The store could not be read or written (I/O, index error), or `verify` found damage.
+pub const STORE: i32 = 4;

@@ -1,0 +1,186 @@
+//! `show`, `gc`, `verify`, `params`, `kinds`.
+
+use super::report::fmt_bytes;
+use super::{env_of, exit, load_graph, CliError, Common};
+use crate::exec::assess::assess_all;
+use crate::exec::State;
+use crate::graph;
+use crate::spec;
+use crate::stage::{InputArtifact, Registry};
+use crate::store::{BlobState, Store};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// `show NODE`.
+pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
+    let g = load_graph(&c, reg)?;
+    let Some(&i) = g.by_id.get(node) else {
+        return Err(CliError::Other(format!("error: no node `{node}`\n  help: {}", spec::error::suggest(node, g.nodes.iter().map(|n| n.id.as_str()))), exit::USAGE));
+    };
+    let store = Store::open(&c.store)?;
+    let sel = g.select(&[node.to_string()])?;
+    let a = {
+        let index = store.index()?;
+        assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
+    };
+    let s = &a[&i];
+    let n = &g.nodes[i];
+    println!("node:   {} ({}, v{})", n.id, n.stage.kind(), n.stage.version());
+    println!("state:  {}", s.state);
+    for r in &s.reasons {
+        println!("  - {r}");
+    }
+    println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
+    if let Some(k) = &s.key {
+        println!("key:    {k}");
+    }
+    let Some(m) = &s.manifest else {
+        println!("no fresh artifact: run `polyflow run {} {}` first", c.file.display(), node);
+        return Ok(exit::OK);
+    };
+    println!("artifact {} ({}, {})", &m.digest[..16], m.artifact_type, fmt_bytes(m.size()));
+    for (name, f) in &m.files {
+        println!("  {name:<28} {:>10}  {}", fmt_bytes(f.size), store.blobs.path(&f.digest).display());
+    }
+    let out_dir = store.root.join("show").join(node);
+    std::fs::create_dir_all(&out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE))?;
+    let art = InputArtifact::new(n.id.clone(), m.clone(), store.clone());
+    match n.stage.describe(&art, &out_dir) {
+        Ok(text) if !text.is_empty() => println!("{text}"),
+        Ok(_) => {}
+        Err(e) => return Err(CliError::Other(format!("error: {e}"), exit::NODE_FAILED)),
+    }
+    Ok(exit::OK)
+}
+
+/// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
+/// record of every node id of those pipelines; deletes the rest.
+pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, yes: bool, reg: &Registry) -> Result<i32, CliError> {
+    let store = Store::open(store_dir)?;
+    let _lock = store.lock(std::time::Duration::from_secs(0))?;
+    let index = store.index()?;
+    let mut keep_keys = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for f in files {
+        let base = spec::load(f, None)?;
+        let mut profiles: Vec<Option<String>> = vec![None];
+        profiles.extend(base.profiles.iter().cloned().map(Some));
+        for p in profiles {
+            let g = graph::build(spec::load(f, p.as_deref())?, reg)?;
+            let sel = g.select(&[])?;
+            let a = assess_all(&g, &sel, &store, &index, &env_of(&g, backend), &|_| false);
+            for (i, s) in a {
+                ids.insert(g.nodes[i].id.clone());
+                if s.state == State::Fresh {
+                    keep_keys.insert(s.key.unwrap());
+                }
+            }
+        }
+    }
+    for r in index.records() {
+        if ids.contains(&r.id) {
+            keep_keys.insert(r.key.clone());
+        }
+    }
+    let all = index.artifacts();
+    let mut keep_blobs = BTreeSet::new();
+    let mut drop_keys = vec![];
+    for (k, m) in &all {
+        if keep_keys.contains(k) {
+            keep_blobs.extend(m.files.values().map(|f| f.digest.clone()));
+        } else {
+            drop_keys.push((k.clone(), m.size()));
+        }
+    }
+    let drop_blobs: Vec<(String, u64)> = store.blobs.list().into_iter().filter(|(d, _)| !keep_blobs.contains(d)).collect();
+    let freed: u64 = drop_blobs.iter().map(|b| b.1).sum();
+    for (k, size) in &drop_keys {
+        println!("{:>12} artifact {} ({})", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
+    }
+    println!("{:>12} {} artifacts, {} blobs, {}", if yes { "Removed" } else { "Would free" }, drop_keys.len(), drop_blobs.len(), fmt_bytes(freed));
+    if yes {
+        for (k, _) in &drop_keys {
+            index.forget_artifact(k)?;
+        }
+        index.flush()?;
+        for (d, _) in &drop_blobs {
+            store.blobs.remove(d)?;
+        }
+    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() {
+        println!("run again with --yes to delete");
+    }
+    Ok(exit::OK)
+}
+
+/// `verify`: checks every blob of every artifact.
+pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
+    let store = Store::open(store_dir)?;
+    let index = store.index()?;
+    let mut bad = 0;
+    let mut n = 0;
+    for (k, m) in index.artifacts() {
+        for (name, f) in &m.files {
+            n += 1;
+            match store.blobs.check(&f.digest, f.size) {
+                BlobState::Ok => {}
+                st => {
+                    bad += 1;
+                    println!("{:>12} {name} of artifact {} ({st:?})", "Damaged", &k[..16]);
+                }
+            }
+        }
+    }
+    println!("{:>12} {n} files checked, {bad} damaged{}", "Verified", if bad > 0 { " (their nodes are stale and re-run on the next `run`)" } else { "" });
+    Ok(if bad > 0 { exit::STORE } else { exit::OK })
+}
+
+/// `params`: static reports (parameter counts) of model-bearing nodes.
+pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
+    let g = load_graph(&c, reg)?;
+    let mut out = serde_json::Map::new();
+    for n in &g.nodes {
+        if let Some(r) = n.stage.static_report(&n.params) {
+            out.insert(n.id.clone(), r);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(vec!["node", "tokenizers", "adapters", "shared encoder", "heads", "total"]);
+    for (id, r) in &out {
+        let f = |k: &str| r.get(k).and_then(|v| v.as_u64()).map(group).unwrap_or_default();
+        t.add_row(vec![id.clone(), f("tokenizers"), f("adapters"), f("shared_encoder"), f("heads"), f("total")]);
+    }
+    println!("{t}");
+    Ok(exit::OK)
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// `kinds`.
+pub fn kinds(reg: &Registry) -> Result<i32, CliError> {
+    for s in reg.stages() {
+        println!("{} (v{}) → {}: {}", s.kind(), s.version(), s.output(), s.doc());
+        for i in s.inputs() {
+            println!("    input  {:<16} {}{}", i.name, i.types.join("|"), if i.optional { " (optional)" } else { "" });
+        }
+        for p in s.params() {
+            let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+            println!("    param  {:<16} {}{d}", p.name, p.doc);
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,267 @@
+//! The `polyflow` command line: argument parsing, one function per command, reporters, exit codes.
+
+pub mod exit;
+mod maintain;
+pub mod report;
+mod status;
+
+use crate::exec::{self, RunOptions};
+use crate::graph::{self, Graph};
+use crate::spec::{self, SpecError};
+use crate::stage::{FailureClass, Registry};
+use crate::store::{Store, StoreError};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Declare an ML study in TOML; regenerate its result tables incrementally.
+#[derive(Parser, Debug)]
+#[command(name = "polyflow", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+    /// More output (`-v`: dirty reasons and timings; `-vv`: debug logs). `RUST_LOG` also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Options shared by every command that reads a pipeline.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Profile to apply (`[profile.NAME]` in the pipeline), e.g. smoke, small, paper.
+    #[arg(short, long)]
+    pub profile: Option<String>,
+    /// Store directory.
+    #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
+    pub store: PathBuf,
+    /// Training backend recorded in keys of backend-dependent nodes: `flex` (CPU) or `cuda`.
+    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex")]
+    pub backend: String,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run what is stale among the targets (default: all nodes) and their inputs.
+    Run(RunArgs),
+    /// Print the plan (what would run and why) without running: same as `run --dry-run`.
+    Plan(RunArgs),
+    /// Show each node's state (fresh / stale / failed), why, size and last duration.
+    Status(StatusArgs),
+    /// Print the graph as Graphviz DOT or Mermaid.
+    Dag(DagArgs),
+    /// Describe a node's artifact (files, shapes, class counts) and write previews.
+    Show(ShowArgs),
+    /// Delete artifacts that no named pipeline references (dry unless --yes).
+    Gc(GcArgs),
+    /// Check every blob in the store against its checksum.
+    Verify(VerifyArgs),
+    /// Parameter counts of every model-bearing node, from parameters alone.
+    Params(ParamsArgs),
+    /// List node kinds with their inputs and parameters.
+    Kinds,
+}
+
+/// `run` / `plan` arguments.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Target nodes (or matrix declarations); default: every node.
+    nodes: Vec<String>,
+    /// Re-run this node even if fresh (repeatable).
+    #[arg(long)]
+    force: Vec<String>,
+    /// Re-run every selected node.
+    #[arg(long)]
+    force_all: bool,
+    /// Print the plan with each node's reason and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Parallel CPU slots (default: number of cores).
+    #[arg(short, long, default_value_t = 0)]
+    jobs: usize,
+    /// Accelerator slots (GPU nodes hold one each).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Events as JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Wait for another run holding the store instead of exiting with code 3.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `status` arguments.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Only these nodes (and what they need).
+    nodes: Vec<String>,
+    /// JSON array of {id, kind, state, reason, reasons, size, last_ms}.
+    #[arg(long)]
+    json: bool,
+    /// Explain one node in full.
+    #[arg(long)]
+    why: Option<String>,
+}
+
+/// `dag` arguments.
+#[derive(Args, Debug)]
+pub struct DagArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Output format.
+    #[arg(long, value_parser = ["dot", "mermaid"], default_value = "dot")]
+    format: String,
+}
+
+/// `show` arguments.
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Node id.
+    node: String,
+}
+
+/// `gc` arguments.
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Pipelines whose artifacts are kept (all their profiles).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Store directory.
+    #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
+    store: PathBuf,
+    /// Training backend recorded in keys.
+    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex")]
+    backend: String,
+    /// Really delete (otherwise only list).
+    #[arg(long)]
+    yes: bool,
+}
+
+/// `verify` arguments.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Pipeline (optional; the whole store is checked).
+    file: Option<PathBuf>,
+    /// Store directory.
+    #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
+    store: PathBuf,
+}
+
+/// `params` arguments.
+#[derive(Args, Debug)]
+pub struct ParamsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A command failure with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Invalid pipeline or usage.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Other, with exit code.
+    #[error("{0}")]
+    Other(String, i32),
+}
+
+impl CliError {
+    /// The documented exit code.
+    pub fn code(&self) -> i32 {
+        match self {
+            CliError::Spec(_) => exit::USAGE,
+            CliError::Store(StoreError::Locked { .. }) => exit::LOCKED,
+            CliError::Store(_) => exit::STORE,
+            CliError::Other(_, c) => *c,
+        }
+    }
+}
+
+impl From<exec::ExecError> for CliError {
+    fn from(e: exec::ExecError) -> Self {
+        match e {
+            exec::ExecError::Spec(s) => CliError::Spec(s),
+            exec::ExecError::Store(s) => CliError::Store(s),
+            exec::ExecError::Other(s) => CliError::Other(s, exit::NODE_FAILED),
+        }
+    }
+}
+
+/// Loads and validates a pipeline.
+pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
+    let p = spec::load(&c.file, c.profile.as_deref())?;
+    Ok(graph::build(p, reg)?)
+}
+
+/// The environment recorded in keys.
+pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("seed".to_string(), g.pipeline.seed.to_string());
+    env.insert("backend".to_string(), backend.to_string());
+    env.insert("precision".to_string(), "f32".to_string());
+    env
+}
+
+/// Runs the parsed command with the given registry; returns the exit code.
+pub fn run(cli: Cli, reg: &Registry) -> i32 {
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let verbose = cli.verbose > 0;
+    let result = match cli.command {
+        Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, reg),
+        Command::Run(a) => cmd_run(a, reg, verbose),
+        Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, reg),
+        Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
+        Command::Dag(a) => status::dag(a.common, &a.format, reg),
+        Command::Show(a) => maintain::show(a.common, &a.node, reg),
+        Command::Gc(a) => maintain::gc(&a.files, &a.store, &a.backend, a.yes, reg),
+        Command::Verify(a) => maintain::verify(a.file.as_deref(), &a.store),
+        Command::Params(a) => maintain::params(a.common, a.json, reg),
+        Command::Kinds => maintain::kinds(reg),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            e.code()
+        }
+    }
+}
+
+fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
+    let g = load_graph(&a.common, reg)?;
+    let store = Store::open(&a.common.store)?;
+    let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
+    let _lock = store.lock(wait)?;
+    let opts = RunOptions { targets: a.nodes, force: a.force, force_all: a.force_all, jobs: a.jobs, devices: a.devices, env: env_of(&g, &a.common.backend) };
+    let rep = report::Reporter::new(a.json, verbose);
+    let sink = |e: &exec::Event| rep.event(e);
+    let summary = exec::run(&g, &store, &opts, &sink)?;
+    if summary.failed.is_empty() {
+        Ok(exit::OK)
+    } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Input) {
+        Ok(exit::USAGE)
+    } else {
+        Ok(exit::NODE_FAILED)
+    }
+}

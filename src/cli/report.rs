@@ -1,0 +1,132 @@
+//! Reporters: render engine [`Event`]s as progress bars (terminal), plain lines, or JSON lines.
+
+use crate::exec::{Event, State};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+/// How to print events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// indicatif bars on a terminal.
+    Bars,
+    /// One plain line per event (not a terminal).
+    Plain,
+    /// JSON lines on stdout (for CI).
+    Json,
+}
+
+/// A reporter.
+pub struct Reporter {
+    mode: Mode,
+    verbose: bool,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+fn status(word: &str, rest: &str) -> String {
+    format!("{word:>12} {rest}")
+}
+
+impl Reporter {
+    /// Chooses bars on a terminal, plain lines otherwise, or JSON when asked.
+    pub fn new(json: bool, verbose: bool) -> Self {
+        let mode = if json { Mode::Json } else if std::io::stderr().is_terminal() { Mode::Bars } else { Mode::Plain };
+        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()) }
+    }
+
+    fn line(&self, s: String) {
+        if self.mode == Mode::Bars {
+            let _ = self.multi.println(s);
+        } else {
+            eprintln!("{s}");
+        }
+    }
+
+    /// Renders one event.
+    pub fn event(&self, e: &Event) {
+        if self.mode == Mode::Json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            return;
+        }
+        match e {
+            Event::Plan { nodes } => {
+                let stale = nodes.iter().filter(|n| n.state != State::Fresh).count();
+                self.line(status("Plan", &format!("{} nodes, {} to run", nodes.len(), stale)));
+                if self.verbose {
+                    for n in nodes.iter().filter(|n| n.state != State::Fresh) {
+                        self.line(status("Dirty", &format!("{}: {}", n.id, n.reasons.join("; "))));
+                    }
+                }
+            }
+            Event::Fresh { id, .. } => {
+                if self.verbose {
+                    self.line(status("Fresh", id));
+                }
+            }
+            Event::Started { id, kind, reasons } => {
+                self.line(status("Running", &format!("{id} ({kind}): {}", reasons.join("; "))));
+                if self.mode == Mode::Bars {
+                    let pb = self.multi.add(ProgressBar::new(1));
+                    pb.set_style(ProgressStyle::with_template("{prefix:>12.cyan} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
+                    pb.set_prefix(id.chars().take(12).collect::<String>());
+                    self.bars.lock().unwrap().insert(id.clone(), pb);
+                }
+            }
+            Event::Progress { id, done, total, message } => {
+                if let Some(pb) = self.bars.lock().unwrap().get(id) {
+                    pb.set_length(*total);
+                    pb.set_position(*done);
+                    pb.set_message(message.clone());
+                } else if self.verbose && (*done == *total || done % 50 == 0) {
+                    self.line(status("Progress", &format!("{id} {done}/{total} {message}")));
+                }
+            }
+            Event::Finished { id, ms, size, .. } => {
+                if let Some(pb) = self.bars.lock().unwrap().remove(id) {
+                    pb.finish_and_clear();
+                }
+                self.line(status("Finished", &format!("{id} in {} ({})", fmt_ms(*ms), fmt_bytes(*size))));
+            }
+            Event::Failed { id, error, .. } => {
+                if let Some(pb) = self.bars.lock().unwrap().remove(id) {
+                    pb.finish_and_clear();
+                }
+                self.line(status("Failed", &format!("{id}: {error}")));
+            }
+            Event::Skipped { id, because } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
+            Event::Summary { ran, fresh, failed, skipped, ms, nodes } => {
+                if self.verbose {
+                    for n in nodes.iter().filter(|n| n.outcome == "ran") {
+                        self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
+                    }
+                }
+                self.line(status("Done", &format!("{ran} ran, {fresh} fresh, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms))));
+            }
+        }
+    }
+}
+
+/// `1.2s`, `340ms`, `3m05s`.
+pub fn fmt_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// `12.3 KiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < 4 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}

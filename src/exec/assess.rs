@@ -1,0 +1,142 @@
+//! Deciding freshness: compute each node's fingerprint from its inputs' digests and look the key up.
+
+use super::event::State;
+use crate::fingerprint::{compare, DirtyReason, Fingerprint, InputDigest, NodeRecord};
+use crate::graph::Graph;
+use crate::store::{BlobState, FailRecord, Index, Manifest, Store};
+use std::collections::BTreeMap;
+
+/// The assessment of one node.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    /// State.
+    pub state: State,
+    /// Reasons it is stale or failed.
+    pub reasons: Vec<DirtyReason>,
+    /// Its fingerprint, if its inputs are all known.
+    pub fingerprint: Option<Fingerprint>,
+    /// Its key, if known.
+    pub key: Option<String>,
+    /// Its artifact, when fresh.
+    pub manifest: Option<Manifest>,
+    /// The last successful run of this id.
+    pub record: Option<NodeRecord>,
+    /// The last failure of this id.
+    pub failure: Option<FailRecord>,
+}
+
+/// The environment entries of `env` a stage depends on.
+pub fn stage_env(keys: &[&str], env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    keys.iter().filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
+}
+
+/// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; `Err(pending ids)` otherwise.
+pub fn fingerprint(
+    g: &Graph,
+    i: usize,
+    env: &BTreeMap<String, String>,
+    digest_of: &dyn Fn(usize) -> Option<String>,
+) -> Result<Result<Fingerprint, String>, Vec<String>> {
+    let n = &g.nodes[i];
+    let mut inputs = BTreeMap::new();
+    let mut pending = vec![];
+    for (slot, ups) in &n.inputs {
+        let mut v = vec![];
+        for &u in ups {
+            match digest_of(u) {
+                Some(d) => v.push(InputDigest { id: g.nodes[u].id.clone(), digest: d }),
+                None => pending.push(g.nodes[u].id.clone()),
+            }
+        }
+        inputs.insert(slot.clone(), v);
+    }
+    if !pending.is_empty() {
+        pending.dedup();
+        return Err(pending);
+    }
+    let external = match n.stage.external_digest(&n.params, &n.base_dir) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e.message)),
+    };
+    Ok(Ok(Fingerprint {
+        kind: n.stage.kind().to_string(),
+        version: n.stage.version(),
+        params: n.params.clone(),
+        inputs,
+        env: stage_env(n.stage.env_keys(), env),
+        external,
+    }))
+}
+
+/// Decides node `i` given its fingerprint (or the pending upstream ids).
+pub fn decide(
+    g: &Graph,
+    i: usize,
+    fp: Result<Result<Fingerprint, String>, Vec<String>>,
+    store: &Store,
+    index: &Index,
+    forced: bool,
+) -> Assessment {
+    let id = &g.nodes[i].id;
+    let record = index.record(id).ok().flatten();
+    let failure = index.failure(id).ok().flatten();
+    let mut a = Assessment { state: State::Stale, reasons: vec![], fingerprint: None, key: None, manifest: None, record, failure };
+    let fp = match fp {
+        Err(pending) => {
+            a.reasons.push(DirtyReason::UpstreamPending { upstream: pending });
+            if a.failure.is_some() {
+                a.state = State::Failed;
+            }
+            return a;
+        }
+        Ok(Err(e)) => {
+            a.reasons.push(DirtyReason::Other { detail: format!("cannot fingerprint sources: {e}") });
+            return a;
+        }
+        Ok(Ok(fp)) => fp,
+    };
+    let key = fp.key();
+    a.key = Some(key.clone());
+    if forced {
+        a.reasons.push(DirtyReason::Forced);
+    } else if let Some(m) = index.artifact(&key).ok().flatten() {
+        match store.check(&m) {
+            None => {
+                a.state = State::Fresh;
+                a.manifest = Some(m);
+            }
+            Some((file, BlobState::Missing)) => a.reasons.push(DirtyReason::ArtifactMissing { file }),
+            Some((file, _)) => a.reasons.push(DirtyReason::ArtifactCorrupt { file }),
+        }
+    } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key) {
+        a.state = State::Failed;
+        a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
+    } else if let Some(r) = &a.record {
+        a.reasons.extend(compare(r, &fp));
+    } else {
+        a.reasons.push(DirtyReason::NeverRun);
+    }
+    a.fingerprint = Some(fp);
+    a
+}
+
+/// Assesses the selected nodes in topological order without running anything (`status`, `--dry-run`).
+pub fn assess_all(
+    g: &Graph,
+    sel: &[usize],
+    store: &Store,
+    index: &Index,
+    env: &BTreeMap<String, String>,
+    forced: &dyn Fn(usize) -> bool,
+) -> BTreeMap<usize, Assessment> {
+    let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
+    for &i in sel {
+        let fp = {
+            let lookup = |u: usize| out.get(&u).and_then(|a| a.manifest.as_ref().map(|m| m.digest.clone()));
+            fingerprint(g, i, env, &lookup)
+        };
+        let a = decide(g, i, fp, store, index, forced(i));
+        out.insert(i, a);
+    }
+    out
+}

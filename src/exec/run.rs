@@ -1,0 +1,282 @@
+//! The executor: runs stale nodes in dependency order, independent ones in parallel, and commits each
+//! artifact (blobs first, then the index entry) as it finishes.
+
+use super::assess::{decide, fingerprint, Assessment};
+use super::event::{Event, NodeTiming, PlanEntry, Sink, State};
+use crate::fingerprint::{DirtyReason, NodeRecord};
+use crate::graph::Graph;
+use crate::stage::{ArtifactWriter, FailureClass, InputArtifact, Progress, StageCtx, StageError};
+use crate::store::{FailRecord, Index, Manifest, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// What to run and how.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Target node ids (empty = all).
+    pub targets: Vec<String>,
+    /// Node ids to re-run even if fresh.
+    pub force: Vec<String>,
+    /// Re-run everything selected.
+    pub force_all: bool,
+    /// Parallel CPU slots (0 = number of cores).
+    pub jobs: usize,
+    /// Accelerator slots.
+    pub devices: usize,
+    /// Environment entries (seed, backend, …).
+    pub env: BTreeMap<String, String>,
+}
+
+/// Outcome counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Nodes that ran.
+    pub ran: Vec<String>,
+    /// Nodes found fresh.
+    pub fresh: Vec<String>,
+    /// Nodes that failed, with their failure class.
+    pub failed: Vec<(String, FailureClass)>,
+    /// Nodes skipped because an upstream failed.
+    pub skipped: Vec<String>,
+}
+
+enum Msg {
+    Progress(usize, Progress),
+    Done(usize, Result<Manifest, StageError>, u64),
+}
+
+/// Keeps the index open while commits arrive and closes it when idle, so `status` can read meanwhile.
+struct IdleIndex<'a> {
+    store: &'a Store,
+    index: Option<Index>,
+}
+
+impl IdleIndex<'_> {
+    fn get(&mut self) -> Result<&Index, StoreError> {
+        if self.index.is_none() {
+            self.index = Some(self.store.index()?);
+        }
+        Ok(self.index.as_ref().unwrap())
+    }
+    fn close(&mut self) {
+        self.index = None;
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs the selected part of `g`. The caller holds the store's writer lock.
+pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Result<RunSummary, super::ExecError> {
+    let t0 = Instant::now();
+    let sel = g.select(&opts.targets)?;
+    for f in &opts.force {
+        if !g.by_id.contains_key(f) {
+            return Err(crate::spec::SpecError::nowhere(crate::spec::SpecErrorKind::UnknownTarget, format!("--force: no node `{f}`")).into());
+        }
+    }
+    store.blobs.clean_tmp();
+    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
+    let forced: BTreeSet<usize> = if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() };
+    let mut idx = IdleIndex { store, index: None };
+
+    // Plan.
+    let mut assessed: BTreeMap<usize, Assessment> = {
+        let index = idx.get()?;
+        super::assess::assess_all(g, &sel, store, index, &opts.env, &|i| forced.contains(&i))
+    };
+    sink(&Event::Plan {
+        nodes: sel
+            .iter()
+            .map(|&i| {
+                let a = &assessed[&i];
+                PlanEntry { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into(), state: a.state, reasons: a.reasons.iter().map(|r| r.to_string()).collect() }
+            })
+            .collect(),
+    });
+
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).thread_name(|i| format!("polyflow-node-{i}")).build().map_err(|e| super::ExecError::Other(e.to_string()))?;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut done: BTreeMap<usize, Manifest> = BTreeMap::new();
+    let mut failed: BTreeSet<usize> = BTreeSet::new();
+    let mut summary = RunSummary::default();
+    let mut timings: Vec<NodeTiming> = vec![];
+    let mut running: BTreeMap<usize, (usize, bool, Instant)> = BTreeMap::new(); // node → (cpu slots, device, started)
+    let mut free_cpu = jobs;
+    let mut free_dev = opts.devices;
+    let selected: BTreeSet<usize> = sel.iter().copied().collect();
+    let mut waiting: Vec<usize> = sel.clone();
+
+    // Nodes fresh at plan time.
+    waiting.retain(|&i| {
+        if assessed[&i].state == State::Fresh {
+            done.insert(i, assessed[&i].manifest.clone().unwrap());
+            summary.fresh.push(g.nodes[i].id.clone());
+            timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
+            sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
+            false
+        } else {
+            true
+        }
+    });
+
+    loop {
+        // Dispatch every ready node that fits the free slots, in topological order.
+        let mut k = 0;
+        while k < waiting.len() {
+            let i = waiting[k];
+            let ups: Vec<usize> = g.nodes[i].inputs.values().flatten().copied().collect();
+            if let Some(&bad) = ups.iter().find(|u| failed.contains(u)) {
+                waiting.remove(k);
+                failed.insert(i);
+                summary.skipped.push(g.nodes[i].id.clone());
+                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "skipped", ms: 0 });
+                sink(&Event::Skipped { id: g.nodes[i].id.clone(), because: g.nodes[bad].id.clone() });
+                continue;
+            }
+            if !ups.iter().all(|u| done.contains_key(u) || !selected.contains(u)) {
+                k += 1;
+                continue;
+            }
+            // Re-decide with the real input digests (early cutoff: identical upstream bytes → fresh).
+            let a = if assessed[&i].key.is_some() {
+                assessed[&i].clone()
+            } else {
+                let fp = fingerprint(g, i, &opts.env, &|u| done.get(&u).map(|m| m.digest.clone()));
+                let index = idx.get()?;
+                decide(g, i, fp, store, index, forced.contains(&i))
+            };
+            if a.state == State::Fresh {
+                waiting.remove(k);
+                done.insert(i, a.manifest.clone().unwrap());
+                summary.fresh.push(g.nodes[i].id.clone());
+                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
+                sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
+                continue;
+            }
+            let res = g.nodes[i].stage.resources(&g.nodes[i].params);
+            let cpu = res.cpu_slots.clamp(1, jobs);
+            let dev = res.device && opts.devices > 0;
+            if cpu > free_cpu || (dev && free_dev == 0) {
+                k += 1;
+                continue;
+            }
+            waiting.remove(k);
+            free_cpu -= cpu;
+            if dev {
+                free_dev -= 1;
+            }
+            let Some(fp) = a.fingerprint.clone() else {
+                // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
+                let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
+                tx.send(Msg::Done(i, Err(StageError::input(msg)), 0)).ok();
+                running.insert(i, (cpu, dev, Instant::now()));
+                assessed.insert(i, a);
+                continue;
+            };
+            let reasons: Vec<String> = a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
+            let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
+            sink(&Event::Started { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into(), reasons });
+            let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
+            for (slot, ups) in &g.nodes[i].inputs {
+                inputs.insert(slot.clone(), ups.iter().map(|&u| InputArtifact::new(g.nodes[u].id.clone(), done[&u].clone(), store.clone())).collect());
+            }
+            let node = &g.nodes[i];
+            let (stage, params, base_dir, id) = (node.stage.clone(), node.params.clone(), node.base_dir.clone(), node.id.clone());
+            let env = fp.env.clone();
+            let mut full_env = opts.env.clone();
+            full_env.extend(env);
+            let store_c = store.clone();
+            let txc = tx.clone();
+            running.insert(i, (cpu, dev, Instant::now()));
+            assessed.insert(i, Assessment { fingerprint: Some(fp), ..a });
+            pool.spawn(move || {
+                let start = Instant::now();
+                let txp = txc.clone();
+                let progress = move |p: Progress| {
+                    let _ = txp.send(Msg::Progress(i, p));
+                };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut ctx = StageCtx {
+                        id: &id,
+                        params: &params,
+                        base_dir: &base_dir,
+                        env: &full_env,
+                        inputs,
+                        out: ArtifactWriter::new(store_c.clone()),
+                        progress: &progress,
+                        threads: cpu,
+                    };
+                    stage.run(&mut ctx).map(|_| ctx.out.finish(stage.output()))
+                }));
+                let result = match result {
+                    Ok(r) => r,
+                    Err(p) => {
+                        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
+                        Err(StageError::failed(format!("panicked: {msg}")))
+                    }
+                };
+                let _ = txc.send(Msg::Done(i, result, start.elapsed().as_millis() as u64));
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        let msg = match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                idx.close();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match msg {
+            Msg::Progress(i, p) => sink(&Event::Progress { id: g.nodes[i].id.clone(), done: p.done, total: p.total, message: p.message }),
+            Msg::Done(i, result, ms) => {
+                let (cpu, dev, _) = running.remove(&i).unwrap();
+                free_cpu += cpu;
+                if dev {
+                    free_dev += 1;
+                }
+                let id = g.nodes[i].id.clone();
+                let kind = g.nodes[i].stage.kind().to_string();
+                let a = &assessed[&i];
+                match result {
+                    Ok(manifest) => {
+                        let fp = a.fingerprint.clone().unwrap();
+                        let key = fp.key();
+                        let record = NodeRecord { id: id.clone(), key: key.clone(), fingerprint: fp, artifact: manifest.digest.clone(), duration_ms: ms, finished_at: now_secs() };
+                        idx.get()?.commit(&key, &manifest, &record)?;
+                        sink(&Event::Finished { id: id.clone(), kind, ms, artifact: manifest.digest.clone(), size: manifest.size() });
+                        done.insert(i, manifest);
+                        summary.ran.push(id.clone());
+                        timings.push(NodeTiming { id, outcome: "ran", ms });
+                    }
+                    Err(e) => {
+                        if let Some(key) = &a.key {
+                            idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone() })?;
+                        }
+                        sink(&Event::Failed { id: id.clone(), kind, error: e.message.clone() });
+                        failed.insert(i);
+                        summary.failed.push((id.clone(), e.class));
+                        timings.push(NodeTiming { id, outcome: "failed", ms });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(ix) = &idx.index {
+        ix.flush()?;
+    }
+    sink(&Event::Summary {
+        ran: summary.ran.len(),
+        fresh: summary.fresh.len(),
+        failed: summary.failed.len(),
+        skipped: summary.skipped.len(),
+        ms: t0.elapsed().as_millis() as u64,
+        nodes: timings,
+    });
+    Ok(summary)
+}

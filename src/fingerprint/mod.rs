@@ -1,0 +1,104 @@
+//! Cache keys and the explanations of why a node is dirty.
+//!
+//! # What goes into a key
+//!
+//! | part | why |
+//! |---|---|
+//! | stage kind and `Stage::version` | a stage whose meaning changes bumps its version |
+//! | canonical parameters (defaults filled, sorted keys, canonical JSON) | the node's declared settings |
+//! | content digests of every input artifact, per slot, in order | *not* the upstream keys: an upstream re-run that produces identical bytes leaves downstream fresh (early cutoff) |
+//! | the environment entries the stage declares (seed, backend, precision) | they change results |
+//! | a digest of external files the stage reads (e.g. a dataset folder) | content, never paths or mtimes |
+//!
+//! Never hashed: absolute paths, mtimes, node ids of inputs (kept only to explain), durations.
+//! The key is blake3 over the canonical JSON of [`Fingerprint::hashed`]; [`compare`] exists only to explain.
+
+mod reason;
+
+pub use reason::{compare, DirtyReason};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One input artifact as seen by a consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputDigest {
+    /// Upstream node id (explanation only, not hashed).
+    pub id: String,
+    /// Content digest of the upstream artifact.
+    pub digest: String,
+}
+
+/// Everything that determines a node's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// Stage kind.
+    pub kind: String,
+    /// Stage version.
+    pub version: u32,
+    /// Canonical parameters.
+    pub params: serde_json::Value,
+    /// Slot → input digests.
+    pub inputs: BTreeMap<String, Vec<InputDigest>>,
+    /// Environment entries the stage depends on.
+    pub env: BTreeMap<String, String>,
+    /// Digest of external files read by the stage, if any.
+    pub external: Option<String>,
+}
+
+impl Fingerprint {
+    /// The part of the fingerprint that is hashed (input ids dropped).
+    pub fn hashed(&self) -> serde_json::Value {
+        let inputs: BTreeMap<&String, Vec<&str>> =
+            self.inputs.iter().map(|(k, v)| (k, v.iter().map(|d| d.digest.as_str()).collect())).collect();
+        serde_json::json!({
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params,
+            "inputs": inputs,
+            "env": self.env,
+            "external": self.external,
+        })
+    }
+
+    /// The cache key: blake3 hex of the canonical JSON of [`Self::hashed`].
+    pub fn key(&self) -> String {
+        let bytes = serde_json::to_vec(&self.hashed()).expect("json");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// The last successful run of a node id, remembered to explain staleness.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub id: String,
+    /// Key it ran under.
+    pub key: String,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Digest of the artifact it produced.
+    pub artifact: String,
+    /// Wall time of the run in milliseconds.
+    pub duration_ms: u64,
+    /// Unix time (seconds) of completion.
+    pub finished_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(p: serde_json::Value, id: &str) -> Fingerprint {
+        let mut inputs = BTreeMap::new();
+        inputs.insert("data".to_string(), vec![InputDigest { id: id.into(), digest: "abc".into() }]);
+        Fingerprint { kind: "k".into(), version: 1, params: p, inputs, env: BTreeMap::new(), external: None }
+    }
+
+    #[test]
+    fn key_ignores_input_ids_but_not_params() {
+        let a = fp(serde_json::json!({"lr": 0.1}), "x");
+        assert_eq!(a.key(), fp(serde_json::json!({"lr": 0.1}), "y").key());
+        assert_ne!(a.key(), fp(serde_json::json!({"lr": 0.2}), "x").key());
+    }
+}

@@ -1,0 +1,171 @@
+//! Why a node is dirty: a comparison of the old and new fingerprints, used only for explanations.
+
+use super::{Fingerprint, NodeRecord};
+use serde::{Deserialize, Serialize};
+
+/// The reason a node must (re)run. Serializable for `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DirtyReason {
+    /// No run of this node id was ever recorded.
+    NeverRun,
+    /// `--force` / `--force-all`.
+    Forced,
+    /// A parameter changed.
+    ParamChanged {
+        /// Dotted parameter path.
+        param: String,
+        /// Old value (JSON), `null` if absent.
+        old: serde_json::Value,
+        /// New value (JSON), `null` if absent.
+        new: serde_json::Value,
+    },
+    /// An input artifact's content changed.
+    InputChanged {
+        /// Input slot.
+        slot: String,
+        /// Upstream node id.
+        upstream: String,
+    },
+    /// The set of inputs of a slot changed.
+    InputsRewired {
+        /// Input slot.
+        slot: String,
+    },
+    /// An upstream node is not fresh yet, so this node's key cannot be known.
+    UpstreamPending {
+        /// Upstream ids that will run first.
+        upstream: Vec<String>,
+    },
+    /// The stage implementation's version changed.
+    VersionBumped {
+        /// Old version.
+        old: u32,
+        /// New version.
+        new: u32,
+    },
+    /// An environment entry changed (seed, backend, …).
+    EnvChanged {
+        /// Entry name.
+        name: String,
+        /// Old value.
+        old: String,
+        /// New value.
+        new: String,
+    },
+    /// External files read by the stage changed.
+    ExternalChanged,
+    /// The artifact is recorded but a blob is missing.
+    ArtifactMissing {
+        /// File inside the artifact.
+        file: String,
+    },
+    /// The artifact is recorded but a blob fails its checksum.
+    ArtifactCorrupt {
+        /// File inside the artifact.
+        file: String,
+    },
+    /// The last attempt with this key failed.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// The kind changed, or something the comparison cannot name.
+    Other {
+        /// Explanation.
+        detail: String,
+    },
+}
+
+fn short(v: &serde_json::Value) -> String {
+    let s = match v {
+        serde_json::Value::Null => "(unset)".to_string(),
+        serde_json::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    };
+    if s.len() > 60 { format!("{}…", &s[..57]) } else { s }
+}
+
+impl std::fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirtyReason::NeverRun => write!(f, "never run"),
+            DirtyReason::Forced => write!(f, "forced"),
+            DirtyReason::ParamChanged { param, old, new } => write!(f, "{param} changed {} → {}", short(old), short(new)),
+            DirtyReason::InputChanged { slot, upstream } => write!(f, "input `{slot}` ({upstream}) changed"),
+            DirtyReason::InputsRewired { slot } => write!(f, "inputs of `{slot}` rewired"),
+            DirtyReason::UpstreamPending { upstream } => write!(f, "waits on {}", upstream.join(", ")),
+            DirtyReason::VersionBumped { old, new } => write!(f, "stage version bumped {old} → {new}"),
+            DirtyReason::EnvChanged { name, old, new } => write!(f, "{name} changed {old} → {new}"),
+            DirtyReason::ExternalChanged => write!(f, "source files changed"),
+            DirtyReason::ArtifactMissing { file } => write!(f, "artifact file `{file}` missing from the store"),
+            DirtyReason::ArtifactCorrupt { file } => write!(f, "artifact file `{file}` is corrupt (checksum mismatch)"),
+            DirtyReason::Failed { error } => {
+                let first = error.lines().next().unwrap_or("");
+                write!(f, "last run failed: {first}")
+            }
+            DirtyReason::Other { detail } => write!(f, "{detail}"),
+        }
+    }
+}
+
+fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<DirtyReason>) {
+    use serde_json::Value as J;
+    match (old, new) {
+        (J::Object(a), J::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                diff_json(&p, a.get(k).unwrap_or(&J::Null), b.get(k).unwrap_or(&J::Null), out);
+            }
+        }
+        _ if old != new => out.push(DirtyReason::ParamChanged { param: prefix.to_string(), old: old.clone(), new: new.clone() }),
+        _ => {}
+    }
+}
+
+/// Explains why `new` differs from the last recorded run. Returns every difference found, most specific first.
+pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
+    let o = &old.fingerprint;
+    let mut out = vec![];
+    if o.kind != new.kind {
+        out.push(DirtyReason::Other { detail: format!("kind changed {} → {}", o.kind, new.kind) });
+        return out;
+    }
+    if o.version != new.version {
+        out.push(DirtyReason::VersionBumped { old: o.version, new: new.version });
+    }
+    diff_json("", &o.params, &new.params, &mut out);
+    let slots: std::collections::BTreeSet<&String> = o.inputs.keys().chain(new.inputs.keys()).collect();
+    for slot in slots {
+        match (o.inputs.get(slot), new.inputs.get(slot)) {
+            (Some(a), Some(b)) if a.len() == b.len() => {
+                for (x, y) in a.iter().zip(b) {
+                    if x.id != y.id {
+                        out.push(DirtyReason::InputsRewired { slot: slot.clone() });
+                        break;
+                    }
+                    if x.digest != y.digest {
+                        out.push(DirtyReason::InputChanged { slot: slot.clone(), upstream: y.id.clone() });
+                    }
+                }
+            }
+            _ => out.push(DirtyReason::InputsRewired { slot: slot.clone() }),
+        }
+    }
+    let names: std::collections::BTreeSet<&String> = o.env.keys().chain(new.env.keys()).collect();
+    for n in names {
+        let a = o.env.get(n).cloned().unwrap_or_default();
+        let b = new.env.get(n).cloned().unwrap_or_default();
+        if a != b {
+            out.push(DirtyReason::EnvChanged { name: n.clone(), old: a, new: b });
+        }
+    }
+    if o.external != new.external {
+        out.push(DirtyReason::ExternalChanged);
+    }
+    if out.is_empty() {
+        out.push(DirtyReason::Other { detail: "key changed".into() });
+    }
+    out
+}

@@ -1,0 +1,226 @@
+//! The validated DAG: a [`Pipeline`] checked against the [`Registry`] and turned into a petgraph graph.
+//!
+//! Checks done here, each reported at the file:line:col that caused it: unknown kind, unknown parameter
+//! (with the closest suggestion), wrong type or out-of-range value, missing required parameter, unknown or
+//! missing input slot, dangling reference, input of the wrong artifact type, and cycles (printed).
+
+use crate::spec::error::suggest;
+use crate::spec::{Pipeline, SpecError, SpecErrorKind as K};
+use crate::stage::{Mismatch, Registry, Stage};
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A validated node.
+pub struct GNode {
+    /// Node id.
+    pub id: String,
+    /// The stage implementing its kind.
+    pub stage: Arc<dyn Stage>,
+    /// Canonical parameters with defaults filled.
+    pub params: serde_json::Value,
+    /// Slot → upstream node indices.
+    pub inputs: BTreeMap<String, Vec<usize>>,
+    /// Directory of the declaring file.
+    pub base_dir: std::path::PathBuf,
+}
+
+/// A validated pipeline graph.
+pub struct Graph {
+    /// Nodes, indexed like the petgraph node weights.
+    pub nodes: Vec<GNode>,
+    /// Edges upstream → downstream.
+    pub dag: DiGraph<usize, ()>,
+    /// Id → index.
+    pub by_id: HashMap<String, usize>,
+    /// The pipeline it came from.
+    pub pipeline: Pipeline,
+}
+
+/// Validates `p` against `reg` and builds the DAG.
+pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
+    let src = &p.sources;
+    let mut by_id = HashMap::new();
+    for (i, n) in p.nodes.iter().enumerate() {
+        by_id.insert(n.id.clone(), i);
+    }
+    let mut nodes = Vec::with_capacity(p.nodes.len());
+    for n in &p.nodes {
+        let Some(stage) = reg.get(&n.kind) else {
+            return Err(SpecError::at(src, n.kind_span, K::UnknownKind, format!("unknown node kind `{}`", n.kind))
+                .help(format!("{} (`polyflow kinds` lists them)", suggest(&n.kind, reg.kinds()))));
+        };
+        let specs = stage.params();
+        let mut params = serde_json::Map::new();
+        for (k, e) in &n.params {
+            let Some(spec) = specs.iter().find(|s| s.name == k) else {
+                let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+                return Err(SpecError::at(src, e.key_span, K::UnknownKey, format!("unknown parameter `{k}` for kind `{}`", n.kind))
+                    .help(suggest(k, names.iter().copied())));
+            };
+            match spec.ty.check(&e.value.to_json()) {
+                Ok(v) => {
+                    params.insert(k.clone(), v);
+                }
+                Err(Mismatch::Type(exp)) => {
+                    return Err(SpecError::at(src, e.value.span, K::WrongType, format!("`{k}` must be {exp}, found {}", e.value.value.type_name()))
+                        .help(spec.doc.to_string()))
+                }
+                Err(Mismatch::Range(why)) => {
+                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("`{k}`: {why}")).help(spec.doc.to_string()))
+                }
+            }
+        }
+        for spec in &specs {
+            if !params.contains_key(spec.name) {
+                match &spec.default {
+                    Some(d) => {
+                        params.insert(spec.name.to_string(), d.clone());
+                    }
+                    None => {
+                        return Err(SpecError::at(src, n.span, K::Missing, format!("node `{}` misses required parameter `{}`", n.id, spec.name))
+                            .help(format!("add `{} = ...`: {}", spec.name, spec.doc)))
+                    }
+                }
+            }
+        }
+        let params = serde_json::Value::Object(params);
+        if let Err((key, msg)) = stage.validate(&params) {
+            let span = n.params.get(&key).map(|e| e.value.span).unwrap_or(n.span);
+            return Err(SpecError::at(src, span, K::OutOfRange, format!("`{key}`: {msg}")));
+        }
+        // Inputs.
+        let slots = stage.inputs();
+        let mut inputs = BTreeMap::new();
+        for (slot, (slot_span, refs)) in &n.inputs {
+            let Some(sd) = slots.iter().find(|s| s.name == slot) else {
+                let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
+                return Err(SpecError::at(src, *slot_span, K::UnknownKey, format!("kind `{}` has no input slot `{slot}`", n.kind))
+                    .help(if names.is_empty() { "this kind takes no inputs".into() } else { suggest(slot, names.iter().copied()) }));
+            };
+            let mut idx = vec![];
+            for r in refs {
+                let targets: Vec<&String> = if let Some(g) = p.groups.get(&r.target) {
+                    g.iter().collect()
+                } else if let Some(prefix) = r.target.strip_suffix(".*") {
+                    p.groups.get(prefix).map(|g| g.iter().collect()).unwrap_or_default()
+                } else {
+                    vec![&r.target]
+                };
+                if targets.is_empty() {
+                    return Err(SpecError::at(src, r.span, K::DanglingReference, format!("`{}` matches no node", r.target)));
+                }
+                for t in targets {
+                    let Some(&j) = by_id.get(t) else {
+                        return Err(SpecError::at(src, r.span, K::DanglingReference, format!("input `{slot}` refers to unknown node `{t}`"))
+                            .help(suggest(t, p.nodes.iter().map(|n| n.id.as_str()))));
+                    };
+                    let up = &p.nodes[j];
+                    if let Some(up_stage) = reg.get(&up.kind) {
+                        if !sd.types.contains(&up_stage.output()) && !sd.types.contains(&"*") {
+                            return Err(SpecError::at(src, r.span, K::InputType, format!(
+                                "input `{slot}` of `{}` takes {} artifacts, but `{t}` ({}) produces `{}`",
+                                n.id, sd.types.join(" or "), up.kind, up_stage.output()
+                            ))
+                            .help("connect a node of a fitting kind"));
+                        }
+                    }
+                    idx.push(j);
+                }
+            }
+            if !sd.multiple && idx.len() != 1 {
+                return Err(SpecError::at(src, *slot_span, K::WrongType, format!("input `{slot}` takes exactly one node, got {}", idx.len()))
+                    .help("give a single node id"));
+            }
+            inputs.insert(slot.clone(), idx);
+        }
+        for sd in &slots {
+            if !sd.optional && !inputs.contains_key(sd.name) {
+                return Err(SpecError::at(src, n.span, K::Missing, format!("node `{}` misses input `{}`", n.id, sd.name))
+                    .help(format!("add `inputs = {{ {} = \"NODE\" }}` (accepts {})", sd.name, sd.types.join(", "))));
+            }
+        }
+        nodes.push(GNode { id: n.id.clone(), stage: stage.clone(), params, inputs, base_dir: n.base_dir.clone() });
+    }
+    let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
+    for i in 0..nodes.len() {
+        dag.add_node(i);
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for ups in n.inputs.values() {
+            for &u in ups {
+                dag.add_edge(NodeIndex::new(u), NodeIndex::new(i), ());
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&dag) {
+        let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
+        let first = &p.nodes[cycle[0]];
+        return Err(SpecError::at(src, first.span, K::Cycle, format!("cycle: {} → {}", names.join(" → "), names[0]))
+            .help("remove one of these input references"));
+    }
+    Ok(Graph { nodes, dag, by_id, pipeline: p })
+}
+
+fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
+    for scc in petgraph::algo::tarjan_scc(dag) {
+        if scc.len() > 1 || dag.contains_edge(scc[0], scc[0]) {
+            // Walk the cycle inside the SCC.
+            let set: std::collections::HashSet<_> = scc.iter().copied().collect();
+            let start = *scc.iter().min().unwrap();
+            let mut path = vec![start];
+            let mut cur = start;
+            loop {
+                let next = dag.neighbors(cur).filter(|n| set.contains(n)).min().unwrap();
+                if next == start || path.contains(&next) {
+                    break;
+                }
+                path.push(next);
+                cur = next;
+            }
+            return Some(path.into_iter().map(|n| n.index()).collect());
+        }
+    }
+    None
+}
+
+impl Graph {
+    /// Indices of `targets` and everything they need, in topological order (all nodes if `targets` is empty).
+    pub fn select(&self, targets: &[String]) -> Result<Vec<usize>, SpecError> {
+        let mut wanted = vec![false; self.nodes.len()];
+        if targets.is_empty() {
+            wanted.iter_mut().for_each(|w| *w = true);
+        } else {
+            let mut stack = vec![];
+            for t in targets {
+                let ids: Vec<usize> = match self.by_id.get(t) {
+                    Some(&i) => vec![i],
+                    None => match self.pipeline.groups.get(t) {
+                        Some(g) => g.iter().map(|x| self.by_id[x]).collect(),
+                        None => {
+                            return Err(SpecError::nowhere(K::UnknownTarget, format!("no node `{t}` in this pipeline"))
+                                .help(suggest(t, self.nodes.iter().map(|n| n.id.as_str()))))
+                        }
+                    },
+                };
+                stack.extend(ids);
+            }
+            while let Some(i) = stack.pop() {
+                if !wanted[i] {
+                    wanted[i] = true;
+                    stack.extend(self.nodes[i].inputs.values().flatten().copied());
+                }
+            }
+        }
+        let order = petgraph::algo::toposort(&self.dag, None).expect("acyclic");
+        Ok(order.into_iter().map(|n| n.index()).filter(|&i| wanted[i]).collect())
+    }
+
+    /// Direct downstream nodes of `i`.
+    pub fn dependents(&self, i: usize) -> Vec<usize> {
+        self.dag.neighbors(NodeIndex::new(i)).map(|n| n.index()).collect()
+    }
+}
+
+mod render;
+pub use render::{to_dot, to_mermaid};

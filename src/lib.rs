@@ -1,0 +1,29 @@
+//! # polyflow
+//!
+//! Declare a whole experiment study in TOML and regenerate its result tables incrementally.
+//!
+//! ## Module map
+//!
+//! Engine (knows nothing of burn, modalities or tables):
+//! - [`spec`]: TOML → spanned, resolved node specs (includes, profiles, matrix expansion).
+//! - [`graph`]: specs checked against the [`stage::Registry`] → petgraph DAG; target selection.
+//! - [`fingerprint`]: cache keys (blake3 of canonical params + input *content* digests + env) and
+//!   [`fingerprint::DirtyReason`]s that explain staleness.
+//! - [`store`]: sled index + content-addressed blobs; atomic commit; writer lock; verify.
+//! - [`exec`]: freshness assessment and the parallel executor; emits [`exec::Event`]s.
+//! - [`stage`]: the trait node kinds implement, and the registry.
+//!
+//! Node kinds and their domains:
+//! - [`stages`]: the built-in kinds (generic `value`/`command`, and the PolyViT study's kinds).
+//!
+//! Front end: [`cli`] (clap commands and reporters). Nothing in the library imports it.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod exec;
+pub mod fingerprint;
+pub mod graph;
+pub mod spec;
+pub mod stage;
+pub mod stages;
+pub mod store;

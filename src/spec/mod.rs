@@ -1,0 +1,14 @@
+//! Pipeline specification: TOML files → a resolved list of [`NodeSpec`]s.
+//!
+//! This layer knows only TOML, spans, includes, profiles and matrices. It does not know which node kinds
+//! exist or what their parameters mean: that is checked against the stage registry by [`crate::graph`].
+
+pub mod error;
+pub mod parse;
+pub mod source;
+pub mod value;
+
+pub use error::{SpecError, SpecErrorKind};
+pub use parse::{load, load_str, InputRef, NodeSpec, Pipeline};
+pub use source::{SourceMap, Span};
+pub use value::{Entry, SValue, Value};

@@ -1,0 +1,472 @@
+//! Loading a pipeline: TOML parsing with spans, includes, profiles and matrix expansion.
+//!
+//! Format (see README.md for a tour):
+//!
+//! ```toml
+//! include = ["../datasets/images.toml"]   # relative to this file
+//! seed = 0                                # pipeline-wide seed, part of every key
+//!
+//! [node.train_digits]
+//! kind = "train"
+//! inputs = { data = "digits_prep" }        # named inputs → other node ids (string or list)
+//! matrix = { lr = [0.01, 0.03] }           # optional: one node per value → ids train_digits.0.01, …
+//! peak_lr = "{lr}"                         # `{var}` expands matrix variables; "{lr}" alone keeps the type
+//!
+//! [profile.smoke.kind.train]               # override every node of a kind under --profile smoke
+//! steps = 5
+//! [profile.smoke.node.train_digits]        # override one node (declaration or expanded id)
+//! batch_size = 8
+//! ```
+
+use super::error::{suggest, SpecError, SpecErrorKind as K};
+use super::source::{SourceMap, Span};
+use super::value::{table_from_toml, Entry, SValue, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A reference from one node's input slot to another node (or a matrix declaration).
+#[derive(Debug, Clone)]
+pub struct InputRef {
+    /// The referenced id as written (after `{var}` substitution).
+    pub target: String,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// One node after includes, profile overrides and matrix expansion.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Unique id.
+    pub id: String,
+    /// The declaration it came from (equals `id` without a matrix).
+    pub decl: String,
+    /// Span of the declaration header key.
+    pub span: Span,
+    /// Stage kind.
+    pub kind: String,
+    /// Span of the `kind` value.
+    pub kind_span: Span,
+    /// Input slots → referenced ids.
+    pub inputs: BTreeMap<String, (Span, Vec<InputRef>)>,
+    /// Parameters (every key except `kind`, `inputs`, `matrix`).
+    pub params: BTreeMap<String, Entry>,
+    /// Matrix variables of this expansion.
+    pub matrix: BTreeMap<String, String>,
+    /// Directory of the file that declared the node (relative paths in params resolve here; never hashed).
+    pub base_dir: PathBuf,
+}
+
+/// A resolved pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// All loaded files.
+    pub sources: SourceMap,
+    /// Nodes in declaration order.
+    pub nodes: Vec<NodeSpec>,
+    /// Pipeline seed (after profile override).
+    pub seed: u64,
+    /// The active profile.
+    pub profile: Option<String>,
+    /// All profile names declared anywhere.
+    pub profiles: BTreeSet<String>,
+    /// Matrix declarations → expanded ids.
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+struct Decl {
+    id: String,
+    key_span: Span,
+    table: BTreeMap<String, Entry>,
+    base_dir: PathBuf,
+}
+
+#[derive(Default)]
+struct Loader {
+    sources: SourceMap,
+    decls: Vec<Decl>,
+    decl_index: BTreeMap<String, usize>,
+    seed: Option<(u64, Span)>,
+    /// profile → (node overrides, kind overrides, seed)
+    profiles: BTreeMap<String, ProfileDecl>,
+    loaded: BTreeSet<PathBuf>,
+}
+
+#[derive(Default)]
+struct ProfileDecl {
+    nodes: Vec<(String, Span, BTreeMap<String, Entry>)>,
+    kinds: Vec<(String, Span, BTreeMap<String, Entry>)>,
+    seed: Option<u64>,
+}
+
+const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description"];
+const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
+
+/// Loads `path` and everything it includes, applies `profile`, expands matrices.
+pub fn load(path: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
+    let mut l = Loader::default();
+    l.load_file(path, None)?;
+    l.finish(profile)
+}
+
+/// Parses pipeline text (for tests); includes resolve against `dir`.
+pub fn load_str(name: &str, text: &str, dir: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
+    let mut l = Loader::default();
+    let file = l.sources.add(&dir.join(name), text.to_string());
+    l.parse_file(file, dir)?;
+    l.finish(profile)
+}
+
+impl Loader {
+    fn load_file(&mut self, path: &Path, from: Option<Span>) -> Result<(), SpecError> {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if self.loaded.contains(&canonical) {
+            return Ok(());
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("cannot read pipeline file `{}`: {e}", path.display());
+                return Err(match from {
+                    Some(span) => SpecError::at(&self.sources, span, K::Io, msg)
+                        .help("include paths are relative to the file that includes them"),
+                    None => SpecError::nowhere(K::Io, msg).help("check the path of the pipeline file"),
+                });
+            }
+        };
+        self.loaded.insert(canonical);
+        let file = self.sources.add(path, text);
+        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        self.parse_file(file, &dir)
+    }
+
+    fn parse_file(&mut self, file: usize, dir: &Path) -> Result<(), SpecError> {
+        let text = self.sources.files[file].text.clone();
+        let doc = match toml::de::DeTable::parse(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                let r = e.span().unwrap_or(0..0);
+                let span = Span { file, start: r.start, end: r.end };
+                let msg = e.message().trim().to_string();
+                return Err(SpecError::at(&self.sources, span, K::Syntax, format!("invalid TOML: {msg}"))
+                    .help("fix the TOML syntax at this place"));
+            }
+        };
+        let top = table_from_toml(doc.get_ref(), file)
+            .map_err(|m| SpecError::at(&self.sources, Span { file, start: 0, end: 0 }, K::Syntax, m))?;
+        for (k, e) in &top {
+            if !TOP_KEYS.contains(&k.as_str()) {
+                return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("unknown top-level key `{k}`"))
+                    .help(suggest(k, TOP_KEYS.iter().copied())));
+            }
+        }
+        if let Some(e) = top.get("seed") {
+            let seed = match e.value.value {
+                Value::Int(i) if i >= 0 => i as u64,
+                _ => return Err(self.type_err(&e.value, "a non-negative integer")),
+            };
+            if let Some((old, sp)) = self.seed {
+                if old != seed {
+                    let other = self.sources.locate(sp);
+                    return Err(SpecError::at(&self.sources, e.value.span, K::DuplicateId, format!("seed = {seed} conflicts with seed = {old} at {other}"))
+                        .help("declare the pipeline seed once"));
+                }
+            }
+            self.seed = Some((seed, e.value.span));
+        }
+        if let Some(e) = top.get("include") {
+            let Value::Array(items) = &e.value.value else {
+                return Err(self.type_err(&e.value, "an array of file paths"));
+            };
+            for item in items {
+                let Some(rel) = item.as_str() else { return Err(self.type_err(item, "a file path string")) };
+                self.load_file(&dir.join(rel), Some(item.span))?;
+            }
+        }
+        if let Some(e) = top.get("node") {
+            let Some(nodes) = e.value.as_table() else { return Err(self.type_err(&e.value, "a table of nodes `[node.ID]`")) };
+            for (id, ne) in nodes {
+                let Some(table) = ne.value.as_table() else {
+                    return Err(self.type_err(&ne.value, "a table (write `[node.ID]` with `kind = ...`)"));
+                };
+                check_id(&self.sources, id, ne.key_span)?;
+                self.add_decl(Decl { id: id.clone(), key_span: ne.key_span, table: table.clone(), base_dir: dir.to_path_buf() })?;
+            }
+        }
+        if let Some(e) = top.get("profile") {
+            let Some(profiles) = e.value.as_table() else { return Err(self.type_err(&e.value, "a table `[profile.NAME]`")) };
+            for (name, pe) in profiles {
+                let Some(pt) = pe.value.as_table() else { return Err(self.type_err(&pe.value, "a table")) };
+                let mut decl = std::mem::take(self.profiles.entry(name.clone()).or_default());
+                for (k, e) in pt {
+                    match k.as_str() {
+                        "seed" => match e.value.value {
+                            Value::Int(i) if i >= 0 => decl.seed = Some(i as u64),
+                            _ => return Err(self.type_err(&e.value, "a non-negative integer")),
+                        },
+                        "node" | "kind" => {
+                            let Some(t) = e.value.as_table() else { return Err(self.type_err(&e.value, "a table")) };
+                            for (target, oe) in t {
+                                let Some(ot) = oe.value.as_table() else { return Err(self.type_err(&oe.value, "a table of overrides")) };
+                                let item = (target.clone(), oe.key_span, ot.clone());
+                                if k == "node" { decl.nodes.push(item) } else { decl.kinds.push(item) }
+                            }
+                        }
+                        _ => {
+                            return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("unknown key `{k}` in profile `{name}`"))
+                                .help(suggest(k, ["seed", "node", "kind"])))
+                        }
+                    }
+                }
+                self.profiles.insert(name.clone(), decl);
+            }
+        }
+        Ok(())
+    }
+
+    fn type_err(&self, v: &SValue, expected: &str) -> SpecError {
+        SpecError::at(&self.sources, v.span, K::WrongType, format!("expected {expected}, found {}", v.value.type_name()))
+    }
+
+    fn add_decl(&mut self, d: Decl) -> Result<(), SpecError> {
+        if let Some(&i) = self.decl_index.get(&d.id) {
+            let old = &self.decls[i];
+            let same = SValue { value: Value::Table(old.table.clone()), span: old.key_span }.to_json()
+                == SValue { value: Value::Table(d.table.clone()), span: d.key_span }.to_json();
+            if same {
+                return Ok(());
+            }
+            let other = self.sources.locate(old.key_span);
+            return Err(SpecError::at(&self.sources, d.key_span, K::DuplicateId, format!("node `{}` is declared twice, differently (first at {other})", d.id))
+                .help("rename one of them, or make both declarations identical"));
+        }
+        self.decl_index.insert(d.id.clone(), self.decls.len());
+        self.decls.push(d);
+        Ok(())
+    }
+
+    fn finish(mut self, profile: Option<&str>) -> Result<Pipeline, SpecError> {
+        let profiles: BTreeSet<String> = self.profiles.keys().cloned().collect();
+        let mut seed = self.seed.map(|s| s.0).unwrap_or(0);
+        let mut node_over: Vec<(String, Span, BTreeMap<String, Entry>)> = vec![];
+        let mut kind_over: Vec<(String, Span, BTreeMap<String, Entry>)> = vec![];
+        if let Some(p) = profile {
+            let Some(decl) = self.profiles.remove(p) else {
+                let list: Vec<&str> = profiles.iter().map(|s| s.as_str()).collect();
+                return Err(SpecError::nowhere(K::UnknownProfile, format!("no profile `{p}` in this pipeline"))
+                    .help(if list.is_empty() { "this pipeline declares no profiles".to_string() } else { suggest(p, list.iter().copied()) }));
+            };
+            if let Some(s) = decl.seed {
+                seed = s;
+            }
+            node_over = decl.nodes;
+            kind_over = decl.kinds;
+        }
+        // Declaration-level node overrides (before matrix expansion).
+        let mut expanded_over = vec![];
+        let mut decl_over: BTreeMap<String, BTreeMap<String, Entry>> = BTreeMap::new();
+        for (target, span, ov) in node_over {
+            if let Some(&i) = self.decl_index.get(&target) {
+                for (k, e) in ov {
+                    if NODE_RESERVED.contains(&k.as_str()) {
+                        self.decls[i].table.insert(k, e);
+                    } else {
+                        decl_over.entry(target.clone()).or_default().insert(k, e);
+                    }
+                }
+            } else {
+                expanded_over.push((target, span, ov));
+            }
+        }
+        let mut nodes = vec![];
+        let mut groups = BTreeMap::new();
+        for d in &self.decls {
+            let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id))?;
+            if d.table.contains_key("matrix") {
+                groups.insert(d.id.clone(), expanded.iter().map(|n| n.id.clone()).collect());
+            }
+            nodes.extend(expanded);
+        }
+        let mut seen = BTreeMap::new();
+        for n in &nodes {
+            if let Some(sp) = seen.insert(n.id.clone(), n.span) {
+                let other = self.sources.locate(sp);
+                return Err(SpecError::at(&self.sources, n.span, K::DuplicateId, format!("node id `{}` is produced twice (also at {other})", n.id))
+                    .help("matrix expansions append `.VALUE` to the id: rename the declaration that collides"));
+            }
+        }
+        for (target, span, ov) in expanded_over {
+            let Some(n) = nodes.iter_mut().find(|n| n.id == target) else {
+                let ids: Vec<&str> = seen.keys().map(|s| s.as_str()).collect();
+                return Err(SpecError::at(&self.sources, span, K::DanglingReference, format!("profile overrides unknown node `{target}`"))
+                    .help(suggest(&target, ids.iter().copied())));
+            };
+            for (k, e) in ov {
+                if NODE_RESERVED.contains(&k.as_str()) {
+                    return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("`{k}` cannot be overridden per expanded node"))
+                        .help("override it on the declaration id instead"));
+                }
+                n.params.insert(k, e);
+            }
+        }
+        Ok(Pipeline { sources: self.sources, nodes, seed, profile: profile.map(|s| s.to_string()), profiles, groups })
+    }
+}
+
+fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
+    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::at(sources, span, K::WrongType, format!("invalid node id `{id}`"))
+            .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"))
+    }
+}
+
+fn value_label(v: &SValue) -> String {
+    match &v.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f}"),
+        Value::Bool(b) => b.to_string(),
+        _ => serde_json::to_string(&v.to_json()).unwrap_or_default(),
+    }
+}
+
+fn expand(
+    sources: &SourceMap,
+    d: &Decl,
+    kind_over: &[(String, Span, BTreeMap<String, Entry>)],
+    node_over: Option<&BTreeMap<String, Entry>>,
+) -> Result<Vec<NodeSpec>, SpecError> {
+    let type_err = |v: &SValue, exp: &str| SpecError::at(sources, v.span, K::WrongType, format!("expected {exp}, found {}", v.value.type_name()));
+    let Some(kind_e) = d.table.get("kind") else {
+        return Err(SpecError::at(sources, d.key_span, K::Missing, format!("node `{}` has no `kind`", d.id))
+            .help("add `kind = \"...\"` (see `polyflow kinds`)"));
+    };
+    let Some(kind) = kind_e.value.as_str() else { return Err(type_err(&kind_e.value, "a string")) };
+    // Matrix: cartesian product over keys (sorted), values kept in order.
+    let mut combos: Vec<(Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>)> = vec![(vec![], BTreeMap::new(), BTreeMap::new())];
+    if let Some(m) = d.table.get("matrix") {
+        let Some(mt) = m.value.as_table() else { return Err(type_err(&m.value, "a table of lists, e.g. `{ lr = [0.1, 0.3] }`")) };
+        if mt.is_empty() {
+            return Err(SpecError::at(sources, m.value.span, K::OutOfRange, "empty matrix").help("give at least one key with a list of values"));
+        }
+        for (k, e) in mt {
+            let Value::Array(vals) = &e.value.value else { return Err(type_err(&e.value, "a list of values")) };
+            if vals.is_empty() {
+                return Err(SpecError::at(sources, e.value.span, K::OutOfRange, format!("matrix key `{k}` has no values")).help("list at least one value"));
+            }
+            let mut next = vec![];
+            for (labels, vars, values) in &combos {
+                for v in vals {
+                    let mut labels = labels.clone();
+                    let mut vars = vars.clone();
+                    let mut values = values.clone();
+                    let label = value_label(v);
+                    labels.push(label.replace(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)), "_"));
+                    vars.insert(k.clone(), label);
+                    values.insert(k.clone(), v.clone());
+                    next.push((labels, vars, values));
+                }
+            }
+            combos = next;
+        }
+    }
+    let mut out = vec![];
+    for (labels, vars, values) in combos {
+        let id = if labels.is_empty() { d.id.clone() } else { format!("{}.{}", d.id, labels.join(".")) };
+        let mut params = BTreeMap::new();
+        // Precedence: declaration < profile kind override < profile node override.
+        for (k, e) in &d.table {
+            if NODE_RESERVED.contains(&k.as_str()) {
+                continue;
+            }
+            params.insert(k.clone(), e.clone());
+        }
+        for (kname, _span, ov) in kind_over {
+            if kname == kind {
+                for (k, e) in ov {
+                    params.insert(k.clone(), e.clone());
+                }
+            }
+        }
+        for (k, e) in node_over.into_iter().flatten() {
+            params.insert(k.clone(), e.clone());
+        }
+        for e in params.values_mut() {
+            e.value.substitute(&vars);
+            // "{lr}" alone keeps the variable's type (so a float stays a float).
+            if let Value::Str(s) = &e.value.value {
+                if let Some(name) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                    if let Some(v) = values.get(name) {
+                        e.value.value = v.value.clone();
+                    }
+                }
+            }
+        }
+        let mut inputs = BTreeMap::new();
+        if let Some(ie) = d.table.get("inputs") {
+            let Some(it) = ie.value.as_table() else { return Err(type_err(&ie.value, "a table `{ slot = \"node\" }`")) };
+            for (slot, se) in it {
+                let mut sv = se.value.clone();
+                sv.substitute(&vars);
+                let refs = match &sv.value {
+                    Value::Str(s) => vec![InputRef { target: s.clone(), span: sv.span }],
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map(|s| InputRef { target: s.to_string(), span: x.span }).ok_or_else(|| type_err(x, "a node id string")))
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(type_err(&sv, "a node id or a list of node ids")),
+                };
+                inputs.insert(slot.clone(), (se.key_span, refs));
+            }
+        }
+        out.push(NodeSpec {
+            id,
+            decl: d.id.clone(),
+            span: d.key_span,
+            kind: kind.to_string(),
+            kind_span: kind_e.value.span,
+            inputs,
+            params,
+            matrix: vars,
+            base_dir: d.base_dir.clone(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_t(text: &str, profile: Option<&str>) -> Result<Pipeline, SpecError> {
+        load_str("t.toml", text, Path::new("."), profile)
+    }
+
+    #[test]
+    fn matrix_expands_with_stable_ids() {
+        let p = load_t("[node.a]\nkind = \"value\"\nmatrix = { s = [\"x\", \"y\"], n = [1, 2] }\nv = \"{s}-{n}\"\nn = \"{n}\"\n", None).unwrap();
+        let ids: Vec<_> = p.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["a.1.x", "a.1.y", "a.2.x", "a.2.y"]);
+        assert_eq!(p.nodes[1].params["v"].value.to_json(), serde_json::json!("y-1"));
+        assert_eq!(p.nodes[1].params["n"].value.to_json(), serde_json::json!(1));
+    }
+
+    #[test]
+    fn profiles_override_kind_then_node() {
+        let t = "[node.a]\nkind = \"value\"\nx = 1\n[profile.s.kind.value]\nx = 2\n[profile.s.node.a]\ny = 3\n";
+        let p = load_t(t, Some("s")).unwrap();
+        assert_eq!(p.nodes[0].params["x"].value.to_json(), serde_json::json!(2));
+        assert_eq!(p.nodes[0].params["y"].value.to_json(), serde_json::json!(3));
+        let p = load_t(t, None).unwrap();
+        assert_eq!(p.nodes[0].params["x"].value.to_json(), serde_json::json!(1));
+        assert!(load_t(t, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = load_t("[node.a]\nkind = \n", None).unwrap_err();
+        assert_eq!(e.location.unwrap().line, 2);
+    }
+}

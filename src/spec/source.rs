@@ -1,0 +1,112 @@
+//! Source files of a pipeline and byte-offset → line:col mapping.
+
+use std::path::{Path, PathBuf};
+
+/// A byte range inside one loaded source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// Index into [`SourceMap::files`].
+    pub file: usize,
+    /// Start byte offset.
+    pub start: usize,
+    /// End byte offset (exclusive).
+    pub end: usize,
+}
+
+/// One loaded pipeline file.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path as shown to the user (relative to the working directory when possible).
+    pub display: String,
+    /// Canonical absolute path (used only to detect the same file included twice; never hashed).
+    pub canonical: PathBuf,
+    /// Full text.
+    pub text: String,
+}
+
+/// All files loaded while resolving one pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMap {
+    /// Files in load order; the root pipeline is file 0.
+    pub files: Vec<SourceFile>,
+}
+
+/// A human-readable location `file:line:col`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// File path as displayed.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+impl SourceMap {
+    /// Adds a file and returns its index.
+    pub fn add(&mut self, path: &Path, text: String) -> usize {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let display = display_path(path);
+        self.files.push(SourceFile { display, canonical, text });
+        self.files.len() - 1
+    }
+
+    /// Location of the start of `span`.
+    pub fn locate(&self, span: Span) -> Location {
+        let Some(file) = self.files.get(span.file) else {
+            return Location { file: "<unknown>".into(), line: 0, col: 0 };
+        };
+        let (line, col) = line_col(&file.text, span.start);
+        Location { file: file.display.clone(), line, col }
+    }
+
+    /// The source line containing `span`'s start (for error excerpts).
+    pub fn line_text(&self, span: Span) -> Option<&str> {
+        let file = self.files.get(span.file)?;
+        let start = span.start.min(file.text.len());
+        let line_start = file.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line_end = file.text[start..].find('\n').map(|i| start + i).unwrap_or(file.text.len());
+        Some(&file.text[line_start..line_end])
+    }
+}
+
+/// 1-based (line, column) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+/// A path relative to the current directory when it lies below it.
+pub fn display_path(path: &Path) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(abs) = path.canonicalize() {
+            if let Ok(rel) = abs.strip_prefix(&cwd) {
+                return rel.display().to_string();
+            }
+        }
+    }
+    path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let t = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        assert_eq!(line_col(t, 9), (2, 4));
+    }
+}

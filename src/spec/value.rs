@@ -1,0 +1,139 @@
+//! Spanned TOML values: every value and key remembers where it came from.
+
+use super::source::Span;
+use std::collections::BTreeMap;
+
+/// A TOML value with its span.
+#[derive(Debug, Clone)]
+pub struct SValue {
+    /// The value.
+    pub value: Value,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// A table entry: the key's span and the value.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Span of the key.
+    pub key_span: Span,
+    /// The value.
+    pub value: SValue,
+}
+
+/// A TOML value (datetimes are kept as strings).
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string (datetimes too).
+    Str(String),
+    /// An array.
+    Array(Vec<SValue>),
+    /// A table, sorted by key.
+    Table(BTreeMap<String, Entry>),
+}
+
+impl Value {
+    /// Name of the TOML type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::Array(_) => "array",
+            Value::Table(_) => "table",
+        }
+    }
+}
+
+impl SValue {
+    /// The value as canonical JSON (tables sorted by key, spans dropped).
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Array(a) => serde_json::Value::Array(a.iter().map(|v| v.to_json()).collect()),
+            Value::Table(t) => {
+                serde_json::Value::Object(t.iter().map(|(k, e)| (k.clone(), e.value.to_json())).collect())
+            }
+        }
+    }
+
+    /// The string, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The table, if this is a table.
+    pub fn as_table(&self) -> Option<&BTreeMap<String, Entry>> {
+        match &self.value {
+            Value::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Replaces `{name}` placeholders in every string with `vars[name]`.
+    pub fn substitute(&mut self, vars: &BTreeMap<String, String>) {
+        match &mut self.value {
+            Value::Str(s) => {
+                if s.contains('{') {
+                    for (k, v) in vars {
+                        *s = s.replace(&format!("{{{k}}}"), v);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| v.substitute(vars)),
+            Value::Table(t) => t.values_mut().for_each(|e| e.value.substitute(vars)),
+            _ => {}
+        }
+    }
+}
+
+/// Converts a parsed `toml` document value into a spanned value of file `file`.
+pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Result<SValue, String> {
+    use toml::de::DeValue;
+    let r = v.span();
+    let span = Span { file, start: r.start, end: r.end };
+    let value = match v.get_ref() {
+        DeValue::String(s) => Value::Str(s.to_string()),
+        DeValue::Integer(i) => {
+            let text = i.as_str().replace('_', "");
+            let parsed = i64::from_str_radix(text.trim_start_matches('+'), i.radix());
+            Value::Int(parsed.map_err(|e| format!("integer out of range: {e}"))?)
+        }
+        DeValue::Float(f) => {
+            let text = f.as_str().replace('_', "");
+            let parsed: f64 = text.trim_start_matches('+').parse().map_err(|e| format!("bad float: {e}"))?;
+            Value::Float(parsed)
+        }
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::Str(d.to_string()),
+        DeValue::Array(a) => Value::Array(a.iter().map(|x| from_toml(x, file)).collect::<Result<_, _>>()?),
+        DeValue::Table(t) => Value::Table(table_from_toml(t, file)?),
+    };
+    Ok(SValue { value, span })
+}
+
+/// Converts a parsed table.
+pub fn table_from_toml(t: &toml::de::DeTable<'_>, file: usize) -> Result<BTreeMap<String, Entry>, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in t.iter() {
+        let r = k.span();
+        let key_span = Span { file, start: r.start, end: r.end };
+        out.insert(k.get_ref().to_string(), Entry { key_span, value: from_toml(v, file)? });
+    }
+    Ok(out)
+}

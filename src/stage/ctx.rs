@@ -1,0 +1,122 @@
+//! What a running stage sees: its parameters, verified input artifacts and a writer for its output.
+
+use super::StageError;
+use crate::store::{FileEntry, Manifest, Store};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A progress report from a running stage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Progress {
+    /// Steps done.
+    pub done: u64,
+    /// Total steps.
+    pub total: u64,
+    /// Short status (e.g. `task=digits loss=0.31`).
+    pub message: String,
+}
+
+/// An input artifact, read with verification.
+#[derive(Debug, Clone)]
+pub struct InputArtifact {
+    /// Upstream node id.
+    pub id: String,
+    /// Its manifest.
+    pub manifest: Manifest,
+    store: Store,
+}
+
+impl InputArtifact {
+    /// Wraps a manifest.
+    pub fn new(id: String, manifest: Manifest, store: Store) -> Self {
+        InputArtifact { id, manifest, store }
+    }
+
+    /// Reads file `name`, checking its checksum.
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, StageError> {
+        let f = self.manifest.files.get(name).ok_or_else(|| {
+            StageError::failed(format!("input `{}` has no file `{name}` (it has: {})", self.id, self.manifest.files.keys().cloned().collect::<Vec<_>>().join(", ")))
+        })?;
+        self.store.blobs.read(&f.digest).map_err(|e| StageError::failed(format!("input `{}`: {e}; run again to recompute it", self.id)))
+    }
+
+    /// Reads and parses a JSON file.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
+        let b = self.read(name)?;
+        serde_json::from_slice(&b).map_err(|e| StageError::failed(format!("input `{}` file `{name}`: {e}", self.id)))
+    }
+
+    /// Whether the artifact has file `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.manifest.files.contains_key(name)
+    }
+}
+
+/// Collects the files of the artifact being produced. Each file is durable in the blob store as soon as it is
+/// put; the index entry is written by the executor only after the stage returns successfully.
+pub struct ArtifactWriter {
+    store: Store,
+    files: BTreeMap<String, FileEntry>,
+}
+
+impl ArtifactWriter {
+    /// A writer into `store`.
+    pub fn new(store: Store) -> Self {
+        ArtifactWriter { store, files: BTreeMap::new() }
+    }
+
+    /// Adds file `name` with `bytes`.
+    pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), StageError> {
+        let digest = self.store.blobs.put(bytes).map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
+        self.files.insert(name.to_string(), FileEntry { digest, size: bytes.len() as u64 });
+        Ok(())
+    }
+
+    /// Adds a pretty JSON file.
+    pub fn put_json<T: serde::Serialize>(&mut self, name: &str, v: &T) -> Result<(), StageError> {
+        let b = serde_json::to_vec_pretty(v).map_err(|e| StageError::failed(e.to_string()))?;
+        self.put(name, &b)
+    }
+
+    /// Finishes into a manifest of `artifact_type`.
+    pub fn finish(self, artifact_type: &str) -> Manifest {
+        Manifest::new(artifact_type, self.files)
+    }
+}
+
+/// Everything a stage's `run` gets.
+pub struct StageCtx<'a> {
+    /// Node id.
+    pub id: &'a str,
+    /// Canonical parameters (defaults filled).
+    pub params: &'a serde_json::Value,
+    /// Directory of the declaring pipeline file (for relative data paths).
+    pub base_dir: &'a Path,
+    /// Environment (seed, backend, …).
+    pub env: &'a BTreeMap<String, String>,
+    /// Slot → input artifacts.
+    pub inputs: BTreeMap<String, Vec<InputArtifact>>,
+    /// The output being written.
+    pub out: ArtifactWriter,
+    /// Progress callback.
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+    /// CPU threads granted.
+    pub threads: usize,
+}
+
+impl StageCtx<'_> {
+    /// The seed of the pipeline.
+    pub fn seed(&self) -> u64 {
+        self.env.get("seed").and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// The single input of `slot`.
+    pub fn input(&self, slot: &str) -> Result<&InputArtifact, StageError> {
+        self.inputs.get(slot).and_then(|v| v.first()).ok_or_else(|| StageError::failed(format!("missing input `{slot}`")))
+    }
+
+    /// Parses parameters into a typed config.
+    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, StageError> {
+        serde_json::from_value(self.params.clone()).map_err(|e| StageError::input(format!("node `{}`: bad parameters: {e}", self.id)))
+    }
+}

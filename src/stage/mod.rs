@@ -1,0 +1,161 @@
+//! The plug-in point of the engine: a [`Stage`] implements one node kind; a [`Registry`] maps kinds to stages.
+//!
+//! The engine (spec, graph, fingerprint, store, exec) only talks to stages through this trait, so it knows
+//! nothing of burn, modalities or tables.
+
+mod ctx;
+mod params;
+
+pub use ctx::{ArtifactWriter, InputArtifact, Progress, StageCtx};
+pub use params::{Mismatch, ParamSpec, ParamType};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An input slot of a stage.
+#[derive(Debug, Clone)]
+pub struct InputSlot {
+    /// Slot name (key in `inputs = { … }`).
+    pub name: &'static str,
+    /// Artifact types accepted.
+    pub types: &'static [&'static str],
+    /// Whether the slot takes several nodes.
+    pub multiple: bool,
+    /// Whether the slot may be left out.
+    pub optional: bool,
+}
+
+impl InputSlot {
+    /// A required slot taking one node.
+    pub fn one(name: &'static str, types: &'static [&'static str]) -> Self {
+        InputSlot { name, types, multiple: false, optional: false }
+    }
+    /// A required slot taking one or more nodes.
+    pub fn many(name: &'static str, types: &'static [&'static str]) -> Self {
+        InputSlot { name, types, multiple: true, optional: false }
+    }
+    /// Marks the slot optional.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+}
+
+/// What a node needs to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU slots taken from the `-j` pool (clamped to the pool size).
+    pub cpu_slots: usize,
+    /// Whether it holds an accelerator slot.
+    pub device: bool,
+}
+
+impl Resources {
+    /// One CPU slot.
+    pub const LIGHT: Resources = Resources { cpu_slots: 1, device: false };
+    /// Every CPU slot (e.g. a training run that parallelises internally).
+    pub const HEAVY: Resources = Resources { cpu_slots: usize::MAX, device: false };
+}
+
+/// Class of a stage failure, which decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Bad user input (a corrupt data file, a label not in the class list): exit code 2.
+    Input,
+    /// The node's work failed: exit code 1.
+    Failed,
+}
+
+/// A stage failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StageError {
+    /// Class.
+    pub class: FailureClass,
+    /// Message, naming the file and what to do where it applies.
+    pub message: String,
+}
+
+impl StageError {
+    /// A bad-input error.
+    pub fn input(message: impl Into<String>) -> Self {
+        StageError { class: FailureClass::Input, message: message.into() }
+    }
+    /// A work failure.
+    pub fn failed(message: impl Into<String>) -> Self {
+        StageError { class: FailureClass::Failed, message: message.into() }
+    }
+}
+
+/// One node kind.
+pub trait Stage: Send + Sync + 'static {
+    /// The `kind = "..."` name.
+    fn kind(&self) -> &'static str;
+    /// Bump when the stage's output for the same inputs changes meaning.
+    fn version(&self) -> u32;
+    /// One-line description.
+    fn doc(&self) -> &'static str;
+    /// Type of the artifact it produces.
+    fn output(&self) -> &'static str;
+    /// Input slots.
+    fn inputs(&self) -> Vec<InputSlot>;
+    /// Parameters.
+    fn params(&self) -> Vec<ParamSpec>;
+    /// Environment entries (from `seed`, `backend`, …) that go into its key.
+    fn env_keys(&self) -> &'static [&'static str] {
+        &["seed"]
+    }
+    /// Resources it needs.
+    fn resources(&self, _params: &serde_json::Value) -> Resources {
+        Resources::LIGHT
+    }
+    /// Cross-field checks after types are checked: `Err((param, message))`.
+    fn validate(&self, _params: &serde_json::Value) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    /// Digest of external files the node reads (dataset folders). Content only, never paths or mtimes.
+    fn external_digest(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<Option<String>, StageError> {
+        Ok(None)
+    }
+    /// Does the work, writing the artifact's files through `ctx.out`.
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError>;
+    /// Human-readable description of a produced artifact for `polyflow show`; may write previews into `out_dir`.
+    fn describe(&self, _artifact: &InputArtifact, _out_dir: &Path) -> Result<String, StageError> {
+        Ok(String::new())
+    }
+    /// A static report computed from parameters alone (e.g. parameter counts), for `polyflow params`.
+    fn static_report(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// Kind name → stage.
+#[derive(Clone, Default)]
+pub struct Registry {
+    stages: BTreeMap<&'static str, Arc<dyn Stage>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Registers a stage (replacing one of the same kind).
+    pub fn register(&mut self, stage: impl Stage) -> &mut Self {
+        self.stages.insert(stage.kind(), Arc::new(stage));
+        self
+    }
+    /// The stage of `kind`.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Stage>> {
+        self.stages.get(kind)
+    }
+    /// All kind names.
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + Clone + '_ {
+        self.stages.keys().copied()
+    }
+    /// All stages.
+    pub fn stages(&self) -> impl Iterator<Item = &Arc<dyn Stage>> {
+        self.stages.values()
+    }
+}

@@ -1,0 +1,123 @@
+//! Content-addressed blob files: `blobs/ab/<blake3 hex>`, written atomically and verified on read.
+
+use super::StoreError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A directory of content-addressed blobs.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+    tmp: PathBuf,
+}
+
+/// The result of checking one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    /// Present with the right size and checksum.
+    Ok,
+    /// The file does not exist.
+    Missing,
+    /// Size or checksum mismatch.
+    Corrupt,
+}
+
+impl BlobStore {
+    /// Blob store under `root` (`root/blobs`, temp files in `root/tmp`).
+    pub fn new(root: &Path) -> Result<Self, StoreError> {
+        let dir = root.join("blobs");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        Ok(BlobStore { dir, tmp })
+    }
+
+    /// Path of blob `digest`.
+    pub fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(&digest[..2.min(digest.len())]).join(digest)
+    }
+
+    /// Writes `bytes` (temp file, fsync, rename, fsync dir) and returns the blake3 digest.
+    /// A blob that already exists intact is not rewritten.
+    pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let digest = blake3::hash(bytes).to_hex().to_string();
+        let path = self.path(&digest);
+        if self.check(&digest, bytes.len() as u64) == BlobState::Ok {
+            return Ok(digest);
+        }
+        let parent = path.parent().expect("blob parent");
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
+        tmp.write_all(bytes).map_err(|e| StoreError::io(tmp.path(), e))?;
+        tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
+        tmp.persist(&path).map_err(|e| StoreError::io(&path, e.error))?;
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(digest)
+    }
+
+    /// Reads blob `digest` and checks its checksum.
+    pub fn read(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(digest);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::Missing { path: path.clone() }
+            } else {
+                StoreError::io(&path, e)
+            }
+        })?;
+        if blake3::hash(&bytes).to_hex().as_str() != digest {
+            return Err(StoreError::Corrupt { path });
+        }
+        Ok(bytes)
+    }
+
+    /// Checks presence, size and checksum of a blob without keeping its bytes.
+    pub fn check(&self, digest: &str, size: u64) -> BlobState {
+        let path = self.path(digest);
+        let Ok(meta) = std::fs::metadata(&path) else { return BlobState::Missing };
+        if meta.len() != size {
+            return BlobState::Corrupt;
+        }
+        let mut hasher = blake3::Hasher::new();
+        if hasher.update_mmap(&path).is_err() {
+            return BlobState::Missing;
+        }
+        if hasher.finalize().to_hex().as_str() == digest {
+            BlobState::Ok
+        } else {
+            BlobState::Corrupt
+        }
+    }
+
+    /// Every blob digest on disk.
+    pub fn list(&self) -> Vec<(String, u64)> {
+        let mut out = vec![];
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return out };
+        for sub in rd.flatten() {
+            let Ok(inner) = std::fs::read_dir(sub.path()) else { continue };
+            for f in inner.flatten() {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((f.file_name().to_string_lossy().to_string(), size));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Deletes one blob.
+    pub fn remove(&self, digest: &str) -> Result<(), StoreError> {
+        let p = self.path(digest);
+        std::fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))
+    }
+
+    /// Removes leftover temp files of interrupted writes.
+    pub fn clean_tmp(&self) {
+        if let Ok(rd) = std::fs::read_dir(&self.tmp) {
+            for f in rd.flatten() {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}

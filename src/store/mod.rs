@@ -1,0 +1,171 @@
+//! The artifact store: a sled index plus content-addressed blob files.
+//!
+//! Layout of a store root (default `.polyflow/`):
+//!
+//! ```text
+//! index/          sled: artifacts (key → manifest), records (node id → last run), failures
+//! blobs/ab/<hex>  file contents, named by their blake3 digest
+//! tmp/            temp files of writes in progress (removed at the next run)
+//! writer.lock     advisory lock held by the one running `polyflow run`
+//! show/<id>/      previews written by `polyflow show`
+//! ```
+//!
+//! **Commit order.** Every blob of an artifact is written (temp file, fsync, rename) *before* its manifest is
+//! inserted in the index, and the index is flushed before the node is reported done. An interrupted run
+//! therefore leaves at most unreferenced blobs, never an index entry whose data is missing. Blobs are checked
+//! (size and blake3) whenever a node's freshness is decided, so a corrupt or deleted blob makes the node stale.
+
+mod blob;
+mod index;
+mod lock;
+
+pub use blob::{BlobState, BlobStore};
+pub use index::{index_dir, FailRecord, Index};
+pub use lock::WriterLock;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Filesystem error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A blob is missing.
+    #[error("blob {path} is missing")]
+    Missing {
+        /// Blob path.
+        path: PathBuf,
+    },
+    /// A blob fails its checksum.
+    #[error("blob {path} is corrupt (checksum mismatch)")]
+    Corrupt {
+        /// Blob path.
+        path: PathBuf,
+    },
+    /// The sled index failed.
+    #[error("store index: {0}")]
+    Index(String),
+    /// Another run holds the writer lock.
+    #[error("the store is in use by another `polyflow run`: {holder}")]
+    Locked {
+        /// Description of the holder.
+        holder: String,
+    },
+}
+
+impl StoreError {
+    /// Io error helper.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// One file of an artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Blob digest.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An artifact: named files plus its type; its digest covers the type and every file digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Artifact type (e.g. `dataset`, `model`, `table`).
+    pub artifact_type: String,
+    /// File name → blob.
+    pub files: BTreeMap<String, FileEntry>,
+    /// Content digest of the artifact.
+    pub digest: String,
+}
+
+impl Manifest {
+    /// Builds a manifest and computes its digest.
+    pub fn new(artifact_type: &str, files: BTreeMap<String, FileEntry>) -> Manifest {
+        let body = serde_json::json!({"type": artifact_type, "files": files});
+        let digest = blake3::hash(&serde_json::to_vec(&body).expect("json")).to_hex().to_string();
+        Manifest { artifact_type: artifact_type.to_string(), files, digest }
+    }
+
+    /// Total size.
+    pub fn size(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+}
+
+/// A store root.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Root directory.
+    pub root: PathBuf,
+    /// Blob files.
+    pub blobs: BlobStore,
+}
+
+impl Store {
+    /// Opens (creating) a store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+        Ok(Store { root: root.to_path_buf(), blobs: BlobStore::new(root)? })
+    }
+
+    /// Opens the index, waiting up to 60 s while another process holds it briefly.
+    pub fn index(&self) -> Result<Index, StoreError> {
+        Index::open(&index_dir(&self.root), std::time::Duration::from_secs(60))
+    }
+
+    /// Checks every file of a manifest; returns the first bad file and its state.
+    pub fn check(&self, m: &Manifest) -> Option<(String, BlobState)> {
+        for (name, f) in &m.files {
+            match self.blobs.check(&f.digest, f.size) {
+                BlobState::Ok => {}
+                bad => return Some((name.clone(), bad)),
+            }
+        }
+        None
+    }
+
+    /// Takes the writer lock.
+    pub fn lock(&self, wait: std::time::Duration) -> Result<WriterLock, StoreError> {
+        WriterLock::acquire(&self.root, wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_roundtrip_and_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let dg = s.blobs.put(b"hello").unwrap();
+        assert_eq!(s.blobs.read(&dg).unwrap(), b"hello");
+        assert_eq!(s.blobs.check(&dg, 5), BlobState::Ok);
+        std::fs::write(s.blobs.path(&dg), b"hellp").unwrap();
+        assert_eq!(s.blobs.check(&dg, 5), BlobState::Corrupt);
+        assert!(matches!(s.blobs.read(&dg), Err(StoreError::Corrupt { .. })));
+        std::fs::remove_file(s.blobs.path(&dg)).unwrap();
+        assert_eq!(s.blobs.check(&dg, 5), BlobState::Missing);
+    }
+
+    #[test]
+    fn index_reopens_after_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        {
+            let _i = s.index().unwrap();
+        }
+        let _j = s.index().unwrap();
+    }
+}
