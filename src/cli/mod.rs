@@ -224,8 +224,12 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let verbose = cli.verbose > 0;
     let result = match cli.command {
         Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, reg),
@@ -251,15 +255,30 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     let store = Store::open(&a.common.store)?;
-    let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
+    let wait = if a.wait {
+        std::time::Duration::from_secs(7 * 24 * 3600)
+    } else {
+        std::time::Duration::from_millis(0)
+    };
     let _lock = store.lock(wait)?;
-    let opts = RunOptions { targets: a.nodes, force: a.force, force_all: a.force_all, jobs: a.jobs, devices: a.devices, env: env_of(&g, &a.common.backend) };
+    let opts = RunOptions {
+        targets: a.nodes,
+        force: a.force,
+        force_all: a.force_all,
+        jobs: a.jobs,
+        devices: a.devices,
+        env: env_of(&g, &a.common.backend),
+    };
     let rep = report::Reporter::new(a.json, verbose);
     let sink = |e: &exec::Event| rep.event(e);
     let summary = exec::run(&g, &store, &opts, &sink)?;
     if summary.failed.is_empty() {
         Ok(exit::OK)
-    } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Input) {
+    } else if summary
+        .failed
+        .iter()
+        .any(|(_, c)| *c == FailureClass::Input)
+    {
         Ok(exit::USAGE)
     } else {
         Ok(exit::NODE_FAILED)

@@ -65,21 +65,43 @@ impl IdleIndex<'_> {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Runs the selected part of `g`. The caller holds the store's writer lock.
-pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Result<RunSummary, super::ExecError> {
+pub fn run(
+    g: &Graph,
+    store: &Store,
+    opts: &RunOptions,
+    sink: Sink<'_>,
+) -> Result<RunSummary, super::ExecError> {
     let t0 = Instant::now();
     let sel = g.select(&opts.targets)?;
     for f in &opts.force {
         if !g.by_id.contains_key(f) {
-            return Err(crate::spec::SpecError::nowhere(crate::spec::SpecErrorKind::UnknownTarget, format!("--force: no node `{f}`")).into());
+            return Err(crate::spec::SpecError::nowhere(
+                crate::spec::SpecErrorKind::UnknownTarget,
+                format!("--force: no node `{f}`"),
+            )
+            .into());
         }
     }
     store.blobs.clean_tmp();
-    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
-    let forced: BTreeSet<usize> = if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() };
+    let jobs = if opts.jobs == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        opts.jobs
+    };
+    let forced: BTreeSet<usize> = if opts.force_all {
+        sel.iter().copied().collect()
+    } else {
+        opts.force.iter().map(|f| g.by_id[f]).collect()
+    };
     let mut idx = IdleIndex { store, index: None };
 
     // Plan.
@@ -92,12 +114,21 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             .iter()
             .map(|&i| {
                 let a = &assessed[&i];
-                PlanEntry { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into(), state: a.state, reasons: a.reasons.iter().map(|r| r.to_string()).collect() }
+                PlanEntry {
+                    id: g.nodes[i].id.clone(),
+                    kind: g.nodes[i].stage.kind().into(),
+                    state: a.state,
+                    reasons: a.reasons.iter().map(|r| r.to_string()).collect(),
+                }
             })
             .collect(),
     });
 
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).thread_name(|i| format!("polyflow-node-{i}")).build().map_err(|e| super::ExecError::Other(e.to_string()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("polyflow-node-{i}"))
+        .build()
+        .map_err(|e| super::ExecError::Other(e.to_string()))?;
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut done: BTreeMap<usize, Manifest> = BTreeMap::new();
     let mut failed: BTreeSet<usize> = BTreeSet::new();
@@ -114,8 +145,15 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         if assessed[&i].state == State::Fresh {
             done.insert(i, assessed[&i].manifest.clone().unwrap());
             summary.fresh.push(g.nodes[i].id.clone());
-            timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
-            sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
+            timings.push(NodeTiming {
+                id: g.nodes[i].id.clone(),
+                outcome: "fresh",
+                ms: 0,
+            });
+            sink(&Event::Fresh {
+                id: g.nodes[i].id.clone(),
+                kind: g.nodes[i].stage.kind().into(),
+            });
             false
         } else {
             true
@@ -132,11 +170,21 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 waiting.remove(k);
                 failed.insert(i);
                 summary.skipped.push(g.nodes[i].id.clone());
-                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "skipped", ms: 0 });
-                sink(&Event::Skipped { id: g.nodes[i].id.clone(), because: g.nodes[bad].id.clone() });
+                timings.push(NodeTiming {
+                    id: g.nodes[i].id.clone(),
+                    outcome: "skipped",
+                    ms: 0,
+                });
+                sink(&Event::Skipped {
+                    id: g.nodes[i].id.clone(),
+                    because: g.nodes[bad].id.clone(),
+                });
                 continue;
             }
-            if !ups.iter().all(|u| done.contains_key(u) || !selected.contains(u)) {
+            if !ups
+                .iter()
+                .all(|u| done.contains_key(u) || !selected.contains(u))
+            {
                 k += 1;
                 continue;
             }
@@ -152,8 +200,15 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 waiting.remove(k);
                 done.insert(i, a.manifest.clone().unwrap());
                 summary.fresh.push(g.nodes[i].id.clone());
-                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
-                sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
+                timings.push(NodeTiming {
+                    id: g.nodes[i].id.clone(),
+                    outcome: "fresh",
+                    ms: 0,
+                });
+                sink(&Event::Fresh {
+                    id: g.nodes[i].id.clone(),
+                    kind: g.nodes[i].stage.kind().into(),
+                });
                 continue;
             }
             let res = g.nodes[i].stage.resources(&g.nodes[i].params);
@@ -176,22 +231,57 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 assessed.insert(i, a);
                 continue;
             };
-            let reasons: Vec<String> = a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
-            let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
-            sink(&Event::Started { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into(), reasons });
+            let reasons: Vec<String> = a
+                .reasons
+                .iter()
+                .filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. }))
+                .map(|r| r.to_string())
+                .collect();
+            let reasons = if reasons.is_empty() {
+                vec!["inputs changed".to_string()]
+            } else {
+                reasons
+            };
+            sink(&Event::Started {
+                id: g.nodes[i].id.clone(),
+                kind: g.nodes[i].stage.kind().into(),
+                reasons,
+            });
             let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
             for (slot, ups) in &g.nodes[i].inputs {
-                inputs.insert(slot.clone(), ups.iter().map(|&u| InputArtifact::new(g.nodes[u].id.clone(), done[&u].clone(), store.clone())).collect());
+                inputs.insert(
+                    slot.clone(),
+                    ups.iter()
+                        .map(|&u| {
+                            InputArtifact::new(
+                                g.nodes[u].id.clone(),
+                                done[&u].clone(),
+                                store.clone(),
+                            )
+                        })
+                        .collect(),
+                );
             }
             let node = &g.nodes[i];
-            let (stage, params, base_dir, id) = (node.stage.clone(), node.params.clone(), node.base_dir.clone(), node.id.clone());
+            let (stage, params, base_dir, id) = (
+                node.stage.clone(),
+                node.params.clone(),
+                node.base_dir.clone(),
+                node.id.clone(),
+            );
             let env = fp.env.clone();
             let mut full_env = opts.env.clone();
             full_env.extend(env);
             let store_c = store.clone();
             let txc = tx.clone();
             running.insert(i, (cpu, dev, Instant::now()));
-            assessed.insert(i, Assessment { fingerprint: Some(fp), ..a });
+            assessed.insert(
+                i,
+                Assessment {
+                    fingerprint: Some(fp),
+                    ..a
+                },
+            );
             pool.spawn(move || {
                 let start = Instant::now();
                 let txp = txc.clone();
@@ -214,7 +304,11 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 let result = match result {
                     Ok(r) => r,
                     Err(p) => {
-                        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "panic".into());
                         Err(StageError::failed(format!("panicked: {msg}")))
                     }
                 };
@@ -233,7 +327,12 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         match msg {
-            Msg::Progress(i, p) => sink(&Event::Progress { id: g.nodes[i].id.clone(), done: p.done, total: p.total, message: p.message }),
+            Msg::Progress(i, p) => sink(&Event::Progress {
+                id: g.nodes[i].id.clone(),
+                done: p.done,
+                total: p.total,
+                message: p.message,
+            }),
             Msg::Done(i, result, ms) => {
                 let (cpu, dev, _) = running.remove(&i).unwrap();
                 free_cpu += cpu;
@@ -247,21 +346,50 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                     Ok(manifest) => {
                         let fp = a.fingerprint.clone().unwrap();
                         let key = fp.key();
-                        let record = NodeRecord { id: id.clone(), key: key.clone(), fingerprint: fp, artifact: manifest.digest.clone(), duration_ms: ms, finished_at: now_secs() };
+                        let record = NodeRecord {
+                            id: id.clone(),
+                            key: key.clone(),
+                            fingerprint: fp,
+                            artifact: manifest.digest.clone(),
+                            duration_ms: ms,
+                            finished_at: now_secs(),
+                        };
                         idx.get()?.commit(&key, &manifest, &record)?;
-                        sink(&Event::Finished { id: id.clone(), kind, ms, artifact: manifest.digest.clone(), size: manifest.size() });
+                        sink(&Event::Finished {
+                            id: id.clone(),
+                            kind,
+                            ms,
+                            artifact: manifest.digest.clone(),
+                            size: manifest.size(),
+                        });
                         done.insert(i, manifest);
                         summary.ran.push(id.clone());
-                        timings.push(NodeTiming { id, outcome: "ran", ms });
+                        timings.push(NodeTiming {
+                            id,
+                            outcome: "ran",
+                            ms,
+                        });
                     }
                     Err(e) => {
                         if let Some(key) = &a.key {
-                            idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone() })?;
+                            idx.get()?.fail(&FailRecord {
+                                id: id.clone(),
+                                key: key.clone(),
+                                error: e.message.clone(),
+                            })?;
                         }
-                        sink(&Event::Failed { id: id.clone(), kind, error: e.message.clone() });
+                        sink(&Event::Failed {
+                            id: id.clone(),
+                            kind,
+                            error: e.message.clone(),
+                        });
                         failed.insert(i);
                         summary.failed.push((id.clone(), e.class));
-                        timings.push(NodeTiming { id, outcome: "failed", ms });
+                        timings.push(NodeTiming {
+                            id,
+                            outcome: "failed",
+                            ms,
+                        });
                     }
                 }
             }

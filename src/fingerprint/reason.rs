@@ -83,7 +83,11 @@ fn short(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => format!("{s:?}"),
         other => other.to_string(),
     };
-    if s.len() > 60 { format!("{}…", &s[..57]) } else { s }
+    if s.len() > 60 {
+        format!("{}…", &s[..57])
+    } else {
+        s
+    }
 }
 
 impl std::fmt::Display for DirtyReason {
@@ -91,15 +95,27 @@ impl std::fmt::Display for DirtyReason {
         match self {
             DirtyReason::NeverRun => write!(f, "never run"),
             DirtyReason::Forced => write!(f, "forced"),
-            DirtyReason::ParamChanged { param, old, new } => write!(f, "{param} changed {} → {}", short(old), short(new)),
-            DirtyReason::InputChanged { slot, upstream } => write!(f, "input `{slot}` ({upstream}) changed"),
+            DirtyReason::ParamChanged { param, old, new } => {
+                write!(f, "{param} changed {} → {}", short(old), short(new))
+            }
+            DirtyReason::InputChanged { slot, upstream } => {
+                write!(f, "input `{slot}` ({upstream}) changed")
+            }
             DirtyReason::InputsRewired { slot } => write!(f, "inputs of `{slot}` rewired"),
-            DirtyReason::UpstreamPending { upstream } => write!(f, "waits on {}", upstream.join(", ")),
-            DirtyReason::VersionBumped { old, new } => write!(f, "stage version bumped {old} → {new}"),
+            DirtyReason::UpstreamPending { upstream } => {
+                write!(f, "waits on {}", upstream.join(", "))
+            }
+            DirtyReason::VersionBumped { old, new } => {
+                write!(f, "stage version bumped {old} → {new}")
+            }
             DirtyReason::EnvChanged { name, old, new } => write!(f, "{name} changed {old} → {new}"),
             DirtyReason::ExternalChanged => write!(f, "source files changed"),
-            DirtyReason::ArtifactMissing { file } => write!(f, "artifact file `{file}` missing from the store"),
-            DirtyReason::ArtifactCorrupt { file } => write!(f, "artifact file `{file}` is corrupt (checksum mismatch)"),
+            DirtyReason::ArtifactMissing { file } => {
+                write!(f, "artifact file `{file}` missing from the store")
+            }
+            DirtyReason::ArtifactCorrupt { file } => {
+                write!(f, "artifact file `{file}` is corrupt (checksum mismatch)")
+            }
             DirtyReason::Failed { error } => {
                 let first = error.lines().next().unwrap_or("");
                 write!(f, "last run failed: {first}")
@@ -109,17 +125,35 @@ impl std::fmt::Display for DirtyReason {
     }
 }
 
-fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<DirtyReason>) {
+fn diff_json(
+    prefix: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<DirtyReason>,
+) {
     use serde_json::Value as J;
     match (old, new) {
         (J::Object(a), J::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                diff_json(&p, a.get(k).unwrap_or(&J::Null), b.get(k).unwrap_or(&J::Null), out);
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                diff_json(
+                    &p,
+                    a.get(k).unwrap_or(&J::Null),
+                    b.get(k).unwrap_or(&J::Null),
+                    out,
+                );
             }
         }
-        _ if old != new => out.push(DirtyReason::ParamChanged { param: prefix.to_string(), old: old.clone(), new: new.clone() }),
+        _ if old != new => out.push(DirtyReason::ParamChanged {
+            param: prefix.to_string(),
+            old: old.clone(),
+            new: new.clone(),
+        }),
         _ => {}
     }
 }
@@ -129,14 +163,20 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
     let o = &old.fingerprint;
     let mut out = vec![];
     if o.kind != new.kind {
-        out.push(DirtyReason::Other { detail: format!("kind changed {} → {}", o.kind, new.kind) });
+        out.push(DirtyReason::Other {
+            detail: format!("kind changed {} → {}", o.kind, new.kind),
+        });
         return out;
     }
     if o.version != new.version {
-        out.push(DirtyReason::VersionBumped { old: o.version, new: new.version });
+        out.push(DirtyReason::VersionBumped {
+            old: o.version,
+            new: new.version,
+        });
     }
     diff_json("", &o.params, &new.params, &mut out);
-    let slots: std::collections::BTreeSet<&String> = o.inputs.keys().chain(new.inputs.keys()).collect();
+    let slots: std::collections::BTreeSet<&String> =
+        o.inputs.keys().chain(new.inputs.keys()).collect();
     for slot in slots {
         match (o.inputs.get(slot), new.inputs.get(slot)) {
             (Some(a), Some(b)) if a.len() == b.len() => {
@@ -146,7 +186,10 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
                         break;
                     }
                     if x.digest != y.digest {
-                        out.push(DirtyReason::InputChanged { slot: slot.clone(), upstream: y.id.clone() });
+                        out.push(DirtyReason::InputChanged {
+                            slot: slot.clone(),
+                            upstream: y.id.clone(),
+                        });
                     }
                 }
             }
@@ -158,14 +201,20 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
         let a = o.env.get(n).cloned().unwrap_or_default();
         let b = new.env.get(n).cloned().unwrap_or_default();
         if a != b {
-            out.push(DirtyReason::EnvChanged { name: n.clone(), old: a, new: b });
+            out.push(DirtyReason::EnvChanged {
+                name: n.clone(),
+                old: a,
+                new: b,
+            });
         }
     }
     if o.external != new.external {
         out.push(DirtyReason::ExternalChanged);
     }
     if out.is_empty() {
-        out.push(DirtyReason::Other { detail: "key changed".into() });
+        out.push(DirtyReason::Other {
+            detail: "key changed".into(),
+        });
     }
     out
 }

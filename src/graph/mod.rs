@@ -47,27 +47,51 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     let mut nodes = Vec::with_capacity(p.nodes.len());
     for n in &p.nodes {
         let Some(stage) = reg.get(&n.kind) else {
-            return Err(SpecError::at(src, n.kind_span, K::UnknownKind, format!("unknown node kind `{}`", n.kind))
-                .help(format!("{} (`polyflow kinds` lists them)", suggest(&n.kind, reg.kinds()))));
+            return Err(SpecError::at(
+                src,
+                n.kind_span,
+                K::UnknownKind,
+                format!("unknown node kind `{}`", n.kind),
+            )
+            .help(format!(
+                "{} (`polyflow kinds` lists them)",
+                suggest(&n.kind, reg.kinds())
+            )));
         };
         let specs = stage.params();
         let mut params = serde_json::Map::new();
         for (k, e) in &n.params {
             let Some(spec) = specs.iter().find(|s| s.name == k) else {
                 let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
-                return Err(SpecError::at(src, e.key_span, K::UnknownKey, format!("unknown parameter `{k}` for kind `{}`", n.kind))
-                    .help(suggest(k, names.iter().copied())));
+                return Err(SpecError::at(
+                    src,
+                    e.key_span,
+                    K::UnknownKey,
+                    format!("unknown parameter `{k}` for kind `{}`", n.kind),
+                )
+                .help(suggest(k, names.iter().copied())));
             };
             match spec.ty.check(&e.value.to_json()) {
                 Ok(v) => {
                     params.insert(k.clone(), v);
                 }
                 Err(Mismatch::Type(exp)) => {
-                    return Err(SpecError::at(src, e.value.span, K::WrongType, format!("`{k}` must be {exp}, found {}", e.value.value.type_name()))
-                        .help(spec.doc.to_string()))
+                    return Err(SpecError::at(
+                        src,
+                        e.value.span,
+                        K::WrongType,
+                        format!("`{k}` must be {exp}, found {}", e.value.value.type_name()),
+                    )
+                    .help(spec.doc.to_string()))
                 }
                 Err(Mismatch::Range(why)) => {
-                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("`{k}`: {why}")).help(spec.doc.to_string()))
+                    return Err(SpecError::at(
+                        src,
+                        e.value.span,
+                        K::OutOfRange,
+                        format!("`{k}`: {why}"),
+                    )
+                    .help(spec.doc.to_string()))
                 }
             }
         }
@@ -78,8 +102,13 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                         params.insert(spec.name.to_string(), d.clone());
                     }
                     None => {
-                        return Err(SpecError::at(src, n.span, K::Missing, format!("node `{}` misses required parameter `{}`", n.id, spec.name))
-                            .help(format!("add `{} = ...`: {}", spec.name, spec.doc)))
+                        return Err(SpecError::at(
+                            src,
+                            n.span,
+                            K::Missing,
+                            format!("node `{}` misses required parameter `{}`", n.id, spec.name),
+                        )
+                        .help(format!("add `{} = ...`: {}", spec.name, spec.doc)))
                     }
                 }
             }
@@ -87,7 +116,12 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         let params = serde_json::Value::Object(params);
         if let Err((key, msg)) = stage.validate(&params) {
             let span = n.params.get(&key).map(|e| e.value.span).unwrap_or(n.span);
-            return Err(SpecError::at(src, span, K::OutOfRange, format!("`{key}`: {msg}")));
+            return Err(SpecError::at(
+                src,
+                span,
+                K::OutOfRange,
+                format!("`{key}`: {msg}"),
+            ));
         }
         // Inputs.
         let slots = stage.inputs();
@@ -95,25 +129,47 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         for (slot, (slot_span, refs)) in &n.inputs {
             let Some(sd) = slots.iter().find(|s| s.name == slot) else {
                 let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
-                return Err(SpecError::at(src, *slot_span, K::UnknownKey, format!("kind `{}` has no input slot `{slot}`", n.kind))
-                    .help(if names.is_empty() { "this kind takes no inputs".into() } else { suggest(slot, names.iter().copied()) }));
+                return Err(SpecError::at(
+                    src,
+                    *slot_span,
+                    K::UnknownKey,
+                    format!("kind `{}` has no input slot `{slot}`", n.kind),
+                )
+                .help(if names.is_empty() {
+                    "this kind takes no inputs".into()
+                } else {
+                    suggest(slot, names.iter().copied())
+                }));
             };
             let mut idx = vec![];
             for r in refs {
                 let targets: Vec<&String> = if let Some(g) = p.groups.get(&r.target) {
                     g.iter().collect()
                 } else if let Some(prefix) = r.target.strip_suffix(".*") {
-                    p.groups.get(prefix).map(|g| g.iter().collect()).unwrap_or_default()
+                    p.groups
+                        .get(prefix)
+                        .map(|g| g.iter().collect())
+                        .unwrap_or_default()
                 } else {
                     vec![&r.target]
                 };
                 if targets.is_empty() {
-                    return Err(SpecError::at(src, r.span, K::DanglingReference, format!("`{}` matches no node", r.target)));
+                    return Err(SpecError::at(
+                        src,
+                        r.span,
+                        K::DanglingReference,
+                        format!("`{}` matches no node", r.target),
+                    ));
                 }
                 for t in targets {
                     let Some(&j) = by_id.get(t) else {
-                        return Err(SpecError::at(src, r.span, K::DanglingReference, format!("input `{slot}` refers to unknown node `{t}`"))
-                            .help(suggest(t, p.nodes.iter().map(|n| n.id.as_str()))));
+                        return Err(SpecError::at(
+                            src,
+                            r.span,
+                            K::DanglingReference,
+                            format!("input `{slot}` refers to unknown node `{t}`"),
+                        )
+                        .help(suggest(t, p.nodes.iter().map(|n| n.id.as_str()))));
                     };
                     let up = &p.nodes[j];
                     if let Some(up_stage) = reg.get(&up.kind) {
@@ -129,18 +185,38 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 }
             }
             if !sd.multiple && idx.len() != 1 {
-                return Err(SpecError::at(src, *slot_span, K::WrongType, format!("input `{slot}` takes exactly one node, got {}", idx.len()))
-                    .help("give a single node id"));
+                return Err(SpecError::at(
+                    src,
+                    *slot_span,
+                    K::WrongType,
+                    format!("input `{slot}` takes exactly one node, got {}", idx.len()),
+                )
+                .help("give a single node id"));
             }
             inputs.insert(slot.clone(), idx);
         }
         for sd in &slots {
             if !sd.optional && !inputs.contains_key(sd.name) {
-                return Err(SpecError::at(src, n.span, K::Missing, format!("node `{}` misses input `{}`", n.id, sd.name))
-                    .help(format!("add `inputs = {{ {} = \"NODE\" }}` (accepts {})", sd.name, sd.types.join(", "))));
+                return Err(SpecError::at(
+                    src,
+                    n.span,
+                    K::Missing,
+                    format!("node `{}` misses input `{}`", n.id, sd.name),
+                )
+                .help(format!(
+                    "add `inputs = {{ {} = \"NODE\" }}` (accepts {})",
+                    sd.name,
+                    sd.types.join(", ")
+                )));
             }
         }
-        nodes.push(GNode { id: n.id.clone(), stage: stage.clone(), params, inputs, base_dir: n.base_dir.clone() });
+        nodes.push(GNode {
+            id: n.id.clone(),
+            stage: stage.clone(),
+            params,
+            inputs,
+            base_dir: n.base_dir.clone(),
+        });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
     for i in 0..nodes.len() {
@@ -156,10 +232,20 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     if let Some(cycle) = find_cycle(&dag) {
         let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
         let first = &p.nodes[cycle[0]];
-        return Err(SpecError::at(src, first.span, K::Cycle, format!("cycle: {} → {}", names.join(" → "), names[0]))
-            .help("remove one of these input references"));
+        return Err(SpecError::at(
+            src,
+            first.span,
+            K::Cycle,
+            format!("cycle: {} → {}", names.join(" → "), names[0]),
+        )
+        .help("remove one of these input references"));
     }
-    Ok(Graph { nodes, dag, by_id, pipeline: p })
+    Ok(Graph {
+        nodes,
+        dag,
+        by_id,
+        pipeline: p,
+    })
 }
 
 fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
@@ -171,7 +257,11 @@ fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
             let mut path = vec![start];
             let mut cur = start;
             loop {
-                let next = dag.neighbors(cur).filter(|n| set.contains(n)).min().unwrap();
+                let next = dag
+                    .neighbors(cur)
+                    .filter(|n| set.contains(n))
+                    .min()
+                    .unwrap();
                 if next == start || path.contains(&next) {
                     break;
                 }
@@ -198,8 +288,11 @@ impl Graph {
                     None => match self.pipeline.groups.get(t) {
                         Some(g) => g.iter().map(|x| self.by_id[x]).collect(),
                         None => {
-                            return Err(SpecError::nowhere(K::UnknownTarget, format!("no node `{t}` in this pipeline"))
-                                .help(suggest(t, self.nodes.iter().map(|n| n.id.as_str()))))
+                            return Err(SpecError::nowhere(
+                                K::UnknownTarget,
+                                format!("no node `{t}` in this pipeline"),
+                            )
+                            .help(suggest(t, self.nodes.iter().map(|n| n.id.as_str()))))
                         }
                     },
                 };
@@ -213,12 +306,19 @@ impl Graph {
             }
         }
         let order = petgraph::algo::toposort(&self.dag, None).expect("acyclic");
-        Ok(order.into_iter().map(|n| n.index()).filter(|&i| wanted[i]).collect())
+        Ok(order
+            .into_iter()
+            .map(|n| n.index())
+            .filter(|&i| wanted[i])
+            .collect())
     }
 
     /// Direct downstream nodes of `i`.
     pub fn dependents(&self, i: usize) -> Vec<usize> {
-        self.dag.neighbors(NodeIndex::new(i)).map(|n| n.index()).collect()
+        self.dag
+            .neighbors(NodeIndex::new(i))
+            .map(|n| n.index())
+            .collect()
     }
 }
 

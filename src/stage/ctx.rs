@@ -29,21 +29,40 @@ pub struct InputArtifact {
 impl InputArtifact {
     /// Wraps a manifest.
     pub fn new(id: String, manifest: Manifest, store: Store) -> Self {
-        InputArtifact { id, manifest, store }
+        InputArtifact {
+            id,
+            manifest,
+            store,
+        }
     }
 
     /// Reads file `name`, checking its checksum.
     pub fn read(&self, name: &str) -> Result<Vec<u8>, StageError> {
         let f = self.manifest.files.get(name).ok_or_else(|| {
-            StageError::failed(format!("input `{}` has no file `{name}` (it has: {})", self.id, self.manifest.files.keys().cloned().collect::<Vec<_>>().join(", ")))
+            StageError::failed(format!(
+                "input `{}` has no file `{name}` (it has: {})",
+                self.id,
+                self.manifest
+                    .files
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         })?;
-        self.store.blobs.read(&f.digest).map_err(|e| StageError::failed(format!("input `{}`: {e}; run again to recompute it", self.id)))
+        self.store.blobs.read(&f.digest).map_err(|e| {
+            StageError::failed(format!(
+                "input `{}`: {e}; run again to recompute it",
+                self.id
+            ))
+        })
     }
 
     /// Reads and parses a JSON file.
     pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
         let b = self.read(name)?;
-        serde_json::from_slice(&b).map_err(|e| StageError::failed(format!("input `{}` file `{name}`: {e}", self.id)))
+        serde_json::from_slice(&b)
+            .map_err(|e| StageError::failed(format!("input `{}` file `{name}`: {e}", self.id)))
     }
 
     /// Whether the artifact has file `name`.
@@ -62,13 +81,26 @@ pub struct ArtifactWriter {
 impl ArtifactWriter {
     /// A writer into `store`.
     pub fn new(store: Store) -> Self {
-        ArtifactWriter { store, files: BTreeMap::new() }
+        ArtifactWriter {
+            store,
+            files: BTreeMap::new(),
+        }
     }
 
     /// Adds file `name` with `bytes`.
     pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), StageError> {
-        let digest = self.store.blobs.put(bytes).map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
-        self.files.insert(name.to_string(), FileEntry { digest, size: bytes.len() as u64 });
+        let digest = self
+            .store
+            .blobs
+            .put(bytes)
+            .map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
+        self.files.insert(
+            name.to_string(),
+            FileEntry {
+                digest,
+                size: bytes.len() as u64,
+            },
+        );
         Ok(())
     }
 
@@ -107,16 +139,23 @@ pub struct StageCtx<'a> {
 impl StageCtx<'_> {
     /// The seed of the pipeline.
     pub fn seed(&self) -> u64 {
-        self.env.get("seed").and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.env
+            .get("seed")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The single input of `slot`.
     pub fn input(&self, slot: &str) -> Result<&InputArtifact, StageError> {
-        self.inputs.get(slot).and_then(|v| v.first()).ok_or_else(|| StageError::failed(format!("missing input `{slot}`")))
+        self.inputs
+            .get(slot)
+            .and_then(|v| v.first())
+            .ok_or_else(|| StageError::failed(format!("missing input `{slot}`")))
     }
 
     /// Parses parameters into a typed config.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, StageError> {
-        serde_json::from_value(self.params.clone()).map_err(|e| StageError::input(format!("node `{}`: bad parameters: {e}", self.id)))
+        serde_json::from_value(self.params.clone())
+            .map_err(|e| StageError::input(format!("node `{}`: bad parameters: {e}", self.id)))
     }
 }

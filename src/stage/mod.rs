@@ -29,11 +29,21 @@ pub struct InputSlot {
 impl InputSlot {
     /// A required slot taking one node.
     pub fn one(name: &'static str, types: &'static [&'static str]) -> Self {
-        InputSlot { name, types, multiple: false, optional: false }
+        InputSlot {
+            name,
+            types,
+            multiple: false,
+            optional: false,
+        }
     }
     /// A required slot taking one or more nodes.
     pub fn many(name: &'static str, types: &'static [&'static str]) -> Self {
-        InputSlot { name, types, multiple: true, optional: false }
+        InputSlot {
+            name,
+            types,
+            multiple: true,
+            optional: false,
+        }
     }
     /// Marks the slot optional.
     pub fn optional(mut self) -> Self {
@@ -53,9 +63,15 @@ pub struct Resources {
 
 impl Resources {
     /// One CPU slot.
-    pub const LIGHT: Resources = Resources { cpu_slots: 1, device: false };
+    pub const LIGHT: Resources = Resources {
+        cpu_slots: 1,
+        device: false,
+    };
     /// Every CPU slot (e.g. a training run that parallelises internally).
-    pub const HEAVY: Resources = Resources { cpu_slots: usize::MAX, device: false };
+    pub const HEAVY: Resources = Resources {
+        cpu_slots: usize::MAX,
+        device: false,
+    };
 }
 
 /// Class of a stage failure, which decides the exit code.
@@ -80,11 +96,17 @@ pub struct StageError {
 impl StageError {
     /// A bad-input error.
     pub fn input(message: impl Into<String>) -> Self {
-        StageError { class: FailureClass::Input, message: message.into() }
+        StageError {
+            class: FailureClass::Input,
+            message: message.into(),
+        }
     }
     /// A work failure.
     pub fn failed(message: impl Into<String>) -> Self {
-        StageError { class: FailureClass::Failed, message: message.into() }
+        StageError {
+            class: FailureClass::Failed,
+            message: message.into(),
+        }
     }
 }
 
@@ -115,7 +137,11 @@ pub trait Stage: Send + Sync + 'static {
         Ok(())
     }
     /// Digest of external files the node reads (dataset folders). Content only, never paths or mtimes.
-    fn external_digest(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<Option<String>, StageError> {
+    fn external_digest(
+        &self,
+        _params: &serde_json::Value,
+        _base_dir: &Path,
+    ) -> Result<Option<String>, StageError> {
         Ok(None)
     }
     /// Does the work, writing the artifact's files through `ctx.out`.

@@ -7,6 +7,7 @@ use crate::stage::Registry;
 /// Every built-in kind.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register(generic::ValueStage).register(generic::CommandStage);
+    r.register(generic::ValueStage)
+        .register(generic::CommandStage);
     r
 }

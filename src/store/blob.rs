@@ -47,10 +47,15 @@ impl BlobStore {
         }
         let parent = path.parent().expect("blob parent");
         std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
-        tmp.write_all(bytes).map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| StoreError::io(&path, e.error))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
+        tmp.write_all(bytes)
+            .map_err(|e| StoreError::io(tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io(tmp.path(), e))?;
+        tmp.persist(&path)
+            .map_err(|e| StoreError::io(&path, e.error))?;
         if let Ok(d) = std::fs::File::open(parent) {
             let _ = d.sync_all();
         }
@@ -76,7 +81,9 @@ impl BlobStore {
     /// Checks presence, size and checksum of a blob without keeping its bytes.
     pub fn check(&self, digest: &str, size: u64) -> BlobState {
         let path = self.path(digest);
-        let Ok(meta) = std::fs::metadata(&path) else { return BlobState::Missing };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return BlobState::Missing;
+        };
         if meta.len() != size {
             return BlobState::Corrupt;
         }
@@ -94,9 +101,13 @@ impl BlobStore {
     /// Every blob digest on disk.
     pub fn list(&self) -> Vec<(String, u64)> {
         let mut out = vec![];
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return out };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
         for sub in rd.flatten() {
-            let Ok(inner) = std::fs::read_dir(sub.path()) else { continue };
+            let Ok(inner) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
             for f in inner.flatten() {
                 let size = f.metadata().map(|m| m.len()).unwrap_or(0);
                 out.push((f.file_name().to_string_lossy().to_string(), size));

@@ -1,0 +1,148 @@
+//! Crash safety and concurrency through the real binary: SIGKILL mid-node, two runs on one store, status
+//! during a run.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn pipeline(dir: &Path, sleep_ms: u64) {
+    std::fs::write(
+        dir.join("p.toml"),
+        format!("[node.a]\nkind = \"value\"\nvalue = 1\n[node.slow]\nkind = \"value\"\nvalue = 2\nsleep_ms = {sleep_ms}\ninputs = {{ after = \"a\" }}\n[node.z]\nkind = \"value\"\nvalue = 3\ninputs = {{ after = \"slow\" }}\n"),
+    )
+    .unwrap();
+}
+
+fn polyflow(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    let out = polyflow(dir, &["status", "p.toml", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn state_of(s: &serde_json::Value, id: &str) -> String {
+    s.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Starts `run --json` and waits until node `id` has started.
+fn start_until(dir: &Path, id: &str) -> std::process::Child {
+    let mut child = Command::new(BIN)
+        .args(["run", "p.toml", "--json"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.next().expect("run ended early").unwrap();
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["event"] == "started" && ev["id"] == id {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[test]
+fn sigkill_mid_node_never_leaves_a_false_fresh_node() {
+    let d = tempfile::tempdir().unwrap();
+    pipeline(d.path(), 1500);
+    let mut child = start_until(d.path(), "slow");
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let s = status(d.path());
+    assert_eq!(state_of(&s, "a"), "fresh");
+    assert_eq!(state_of(&s, "slow"), "stale");
+    assert_eq!(state_of(&s, "z"), "stale");
+    let out = polyflow(d.path(), &["run", "p.toml", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"event\":\"finished\",\"id\":\"slow\""));
+    assert!(
+        !text.contains("\"event\":\"finished\",\"id\":\"a\""),
+        "a was already fresh"
+    );
+    let s = status(d.path());
+    for id in ["a", "slow", "z"] {
+        assert_eq!(state_of(&s, id), "fresh");
+    }
+    assert_eq!(
+        polyflow(d.path(), &["verify", "p.toml"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn second_run_on_the_same_store_exits_3_naming_the_holder_and_status_still_works() {
+    let d = tempfile::tempdir().unwrap();
+    pipeline(d.path(), 2500);
+    let mut child = start_until(d.path(), "slow");
+    let second = polyflow(d.path(), &["run", "p.toml"]);
+    assert_eq!(second.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("in use by another `polyflow run`") && err.contains("pid"),
+        "{err}"
+    );
+    // status reads the index while the run holds the writer lock.
+    let t = Instant::now();
+    let s = status(d.path());
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(state_of(&s, "a"), "fresh");
+    // --wait waits for the holder, then finds everything fresh.
+    let waited = polyflow(d.path(), &["run", "p.toml", "--wait", "--json"]);
+    assert_eq!(waited.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&waited.stdout).contains("\"event\":\"started\""));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(polyflow(d.path(), &["verify"]).status.code(), Some(0));
+}
+
+#[test]
+fn failing_node_exits_1_and_status_shows_failed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.ok]\nkind = \"value\"\n[node.bad]\nkind = \"value\"\nfail = true\n[node.after]\nkind = \"value\"\ninputs = { after = \"bad\" }\n").unwrap();
+    let out = polyflow(d.path(), &["run", "p.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = status(d.path());
+    assert_eq!(state_of(&s, "ok"), "fresh");
+    assert_eq!(state_of(&s, "bad"), "failed");
+    let bad = s
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "bad")
+        .unwrap();
+    assert!(bad["reason"]
+        .as_str()
+        .unwrap()
+        .contains("fails deliberately"));
+}

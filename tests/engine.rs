@@ -1,0 +1,340 @@
+//! Engine integration tests with kinds registered by the test: which nodes ran, from the event log.
+
+use polyflow::exec::{self, Event, RunOptions};
+use polyflow::stage::{InputSlot, ParamSpec, ParamType, Registry, Stage, StageCtx, StageError};
+use polyflow::store::Store;
+use polyflow::{graph, spec};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Writes `out` (or `x` when `out` is absent) and logs each execution.
+struct Count(Arc<Mutex<Vec<String>>>);
+
+impl Stage for Count {
+    fn kind(&self) -> &'static str {
+        "count"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        "test kind"
+    }
+    fn output(&self) -> &'static str {
+        "num"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        vec![InputSlot::many("in", &["num"]).optional()]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::opt("x", ParamType::Int { min: 0, max: 1000 }, json!(0), "value"),
+            ParamSpec::opt("out", ParamType::Any, json!(null), "output override"),
+            ParamSpec::opt("fail", ParamType::Bool, json!(false), "fail"),
+        ]
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        self.0.lock().unwrap().push(ctx.id.to_string());
+        if ctx.params["fail"] == json!(true) {
+            return Err(StageError::failed("boom"));
+        }
+        let mut sum = 0i64;
+        for a in ctx.inputs.values().flatten() {
+            let v: serde_json::Value = a.json("v.json")?;
+            sum += v.as_i64().unwrap_or(0);
+        }
+        let out = if ctx.params["out"].is_null() {
+            json!(ctx.params["x"].as_i64().unwrap() + sum)
+        } else {
+            ctx.params["out"].clone()
+        };
+        ctx.out.put_json("v.json", &out)
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+    reg: Registry,
+}
+
+impl Env {
+    fn new() -> Self {
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut reg = Registry::new();
+        reg.register(Count(log.clone()));
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            log,
+            reg,
+        }
+    }
+    fn write(&self, name: &str, text: &str) {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("store")).unwrap()
+    }
+    /// Runs and returns (ids that ran, all events).
+    fn run_with(&self, profile: Option<&str>, opts: RunOptions) -> (Vec<String>, Vec<Event>) {
+        self.log.lock().unwrap().clear();
+        let p = spec::load(&self.dir.path().join("p.toml"), profile).unwrap();
+        let g = graph::build(p, &self.reg).unwrap();
+        let events = Mutex::new(vec![]);
+        let sink = |e: &Event| events.lock().unwrap().push(e.clone());
+        let mut opts = opts;
+        opts.env.insert("seed".into(), g.pipeline.seed.to_string());
+        exec::run(&g, &self.store(), &opts, &sink).unwrap();
+        let mut ran: Vec<String> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                if let Event::Finished { id, .. } = e {
+                    Some(id.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        ran.sort();
+        (ran, events.into_inner().unwrap())
+    }
+    fn run(&self) -> Vec<String> {
+        self.run_with(None, RunOptions::default()).0
+    }
+    fn reasons(&self, id: &str) -> Vec<String> {
+        let p = spec::load(&self.dir.path().join("p.toml"), None).unwrap();
+        let g = graph::build(p, &self.reg).unwrap();
+        let store = self.store();
+        let index = store.index().unwrap();
+        let sel = g.select(&[]).unwrap();
+        let mut env = BTreeMap::new();
+        env.insert("seed".to_string(), g.pipeline.seed.to_string());
+        let a = exec::assess::assess_all(&g, &sel, &store, &index, &env, &|_| false);
+        a[&g.by_id[id]]
+            .reasons
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+}
+
+const CHAIN: &str = "[node.a]\nkind = \"count\"\nx = 1\n[node.b]\nkind = \"count\"\nx = 10\ninputs = { in = \"a\" }\n[node.c]\nkind = \"count\"\nx = 100\ninputs = { in = \"b\" }\n[node.side]\nkind = \"count\"\nx = 5\n";
+
+#[test]
+fn second_run_executes_nothing() {
+    let e = Env::new();
+    e.write("p.toml", CHAIN);
+    assert_eq!(e.run(), ["a", "b", "c", "side"]);
+    assert_eq!(e.run(), Vec::<String>::new());
+    assert!(e.log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn changed_param_reruns_node_and_dependents_and_status_explains() {
+    let e = Env::new();
+    e.write("p.toml", CHAIN);
+    e.run();
+    e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 2\n["));
+    assert_eq!(e.reasons("a"), ["x changed 1 → 2"]);
+    assert_eq!(e.reasons("b"), ["waits on a"]);
+    assert_eq!(e.run(), ["a", "b", "c"]);
+    // Back to the old value: every artifact is still cached.
+    e.write("p.toml", CHAIN);
+    assert_eq!(e.run(), Vec::<String>::new());
+}
+
+#[test]
+fn upstream_rerun_with_identical_output_leaves_downstream_fresh() {
+    let e = Env::new();
+    e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 1\nout = 7\n["));
+    e.run();
+    // `x` changes but `out` pins the bytes: a re-runs, b and c stay fresh (early cutoff).
+    e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 9\nout = 7\n["));
+    let (ran, events) = e.run_with(None, RunOptions::default());
+    assert_eq!(ran, ["a"]);
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::Fresh { id, .. } if id == "c")));
+}
+
+#[test]
+fn force_targets_and_force_all() {
+    let e = Env::new();
+    e.write("p.toml", CHAIN);
+    e.run();
+    let (ran, _) = e.run_with(
+        None,
+        RunOptions {
+            force: vec!["b".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        ran,
+        ["b"],
+        "b re-runs with identical output, so c stays fresh"
+    );
+    let (ran, _) = e.run_with(
+        None,
+        RunOptions {
+            targets: vec!["b".into()],
+            force_all: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(ran, ["a", "b"]);
+    e.write("p.toml", &CHAIN.replace("x = 5", "x = 6"));
+    let (ran, _) = e.run_with(
+        None,
+        RunOptions {
+            targets: vec!["c".into()],
+            ..Default::default()
+        },
+    );
+    assert!(ran.is_empty(), "side is not needed by c");
+}
+
+#[test]
+fn profiles_matrix_and_includes() {
+    let e = Env::new();
+    e.write("inc/shared.toml", "[node.base]\nkind = \"count\"\nx = 3\n");
+    e.write(
+        "inc/again.toml",
+        "include = [\"shared.toml\"]\n[node.base]\nkind = \"count\"\nx = 3\n",
+    );
+    e.write(
+        "p.toml",
+        "include = [\"inc/shared.toml\", \"inc/again.toml\"]\n[node.m]\nkind = \"count\"\nmatrix = { v = [1, 2, 3] }\nx = \"{v}\"\ninputs = { in = \"base\" }\n[node.sum]\nkind = \"count\"\ninputs = { in = \"m\" }\n[profile.fast.node.base]\nx = 4\n",
+    );
+    assert_eq!(e.run(), ["base", "m.1", "m.2", "m.3", "sum"]);
+    let (ran, events) = e.run_with(Some("fast"), RunOptions::default());
+    assert_eq!(ran, ["base", "m.1", "m.2", "m.3", "sum"]);
+    let plan = events
+        .iter()
+        .find_map(|ev| {
+            if let Event::Plan { nodes } = ev {
+                Some(nodes.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!(plan[0].reasons, ["x changed 3 → 4"]);
+    assert_eq!(
+        e.run_with(Some("fast"), RunOptions::default()).0,
+        Vec::<String>::new()
+    );
+    // The matrix declaration id as a target selects all of its expansions.
+    // Back to the default profile: still cached. The matrix declaration id as a target selects its expansions.
+    let (ran, events) = e.run_with(
+        None,
+        RunOptions {
+            targets: vec!["m".into()],
+            ..Default::default()
+        },
+    );
+    assert!(ran.is_empty());
+    let plan = events
+        .iter()
+        .find_map(|ev| {
+            if let Event::Plan { nodes } = ev {
+                Some(nodes.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    let ids: Vec<&str> = plan.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids.len(), 4);
+    assert!(!ids.contains(&"sum"));
+}
+
+#[test]
+fn failure_stops_dependents_but_not_independent_branches() {
+    let e = Env::new();
+    e.write(
+        "p.toml",
+        &CHAIN.replace("x = 10\n", "x = 10\nfail = true\n"),
+    );
+    let (ran, events) = e.run_with(None, RunOptions::default());
+    assert_eq!(ran, ["a", "side"]);
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::Failed { id, .. } if id == "b")));
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::Skipped { id, because } if id == "c" && because == "b")));
+    assert!(e.reasons("b")[0].starts_with("last run failed: boom"));
+}
+
+#[test]
+fn corrupt_or_missing_blob_is_detected_and_recomputed() {
+    let e = Env::new();
+    e.write("p.toml", CHAIN);
+    e.run();
+    let store = e.store();
+    let blobs = store.blobs.list();
+    // Flip a byte in every blob: everything must be recomputed, nothing trusted.
+    for (d, _) in &blobs {
+        let p = store.blobs.path(d);
+        let mut b = std::fs::read(&p).unwrap();
+        b[0] ^= 0x55;
+        std::fs::write(&p, b).unwrap();
+    }
+    assert!(e.reasons("a")[0].contains("corrupt"));
+    assert_eq!(e.run(), ["a", "b", "c", "side"]);
+    std::fs::remove_file(store.blobs.path(&blobs[0].0)).unwrap();
+    let ran = e.run();
+    assert!(!ran.is_empty());
+    assert!(e.run().is_empty());
+}
+
+#[test]
+fn wrong_artifact_type_is_a_spec_error() {
+    struct Other;
+    impl Stage for Other {
+        fn kind(&self) -> &'static str {
+            "other"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn doc(&self) -> &'static str {
+            ""
+        }
+        fn output(&self) -> &'static str {
+            "text"
+        }
+        fn inputs(&self) -> Vec<InputSlot> {
+            vec![]
+        }
+        fn params(&self) -> Vec<ParamSpec> {
+            vec![]
+        }
+        fn run(&self, _: &mut StageCtx<'_>) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+    let mut e = Env::new();
+    e.reg.register(Other);
+    let p = spec::load_str(
+        "p.toml",
+        "[node.o]\nkind = \"other\"\n[node.c]\nkind = \"count\"\ninputs = { in = \"o\" }\n",
+        Path::new("."),
+        None,
+    )
+    .unwrap();
+    let err = graph::build(p, &e.reg).err().unwrap();
+    assert_eq!(err.location.as_ref().unwrap().line, 5);
+    assert!(
+        err.message.contains("takes num artifacts"),
+        "{}",
+        err.message
+    );
+}
