@@ -23,6 +23,7 @@ pub mod cli;
 pub mod exec;
 pub mod fingerprint;
 pub mod graph;
+pub mod model;
 pub mod spec;
 pub mod stage;
 pub mod stages;

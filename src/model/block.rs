@@ -1,0 +1,146 @@
+//! A pre-LayerNorm transformer block with fused QKV attention (the ViT block of the paper).
+
+use super::init::{param, Init};
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+
+/// `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Pre-attention LayerNorm (timm `norm1`).
+    pub norm1: LayerNorm<B>,
+    /// Fused q, k, v projection `[D, 3D]` (timm `attn.qkv`).
+    pub qkv: Linear<B>,
+    /// Attention output projection (timm `attn.proj`).
+    pub proj: Linear<B>,
+    /// Pre-MLP LayerNorm (timm `norm2`).
+    pub norm2: LayerNorm<B>,
+    /// MLP in (timm `mlp.fc1`).
+    pub fc1: Linear<B>,
+    /// MLP out (timm `mlp.fc2`).
+    pub fc2: Linear<B>,
+    /// Number of heads.
+    pub heads: usize,
+    /// GELU tanh approximation.
+    pub gelu_tanh: bool,
+}
+
+fn linear<B: Backend>(
+    w: Vec<f32>,
+    b: Vec<f32>,
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Linear<B> {
+    Linear {
+        weight: param(w, [d_in, d_out], device),
+        bias: Some(param(b, [d_out], device)),
+    }
+}
+
+impl<B: Backend> Block<B> {
+    /// A block with Xavier-uniform kernels, zero attention biases and N(0, 1e-6) MLP biases (Scenic's init).
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        mlp: usize,
+        eps: f64,
+        gelu_tanh: bool,
+        init: &mut Init,
+        device: &B::Device,
+    ) -> Self {
+        let ln = || LayerNormConfig::new(dim).with_epsilon(eps).init(device);
+        Block {
+            norm1: ln(),
+            qkv: linear(
+                init.xavier_uniform(dim, 3 * dim),
+                vec![0.0; 3 * dim],
+                dim,
+                3 * dim,
+                device,
+            ),
+            proj: linear(
+                init.xavier_uniform(dim, dim),
+                vec![0.0; dim],
+                dim,
+                dim,
+                device,
+            ),
+            norm2: ln(),
+            fc1: linear(
+                init.xavier_uniform(dim, mlp),
+                init.normal(1e-6, mlp),
+                dim,
+                mlp,
+                device,
+            ),
+            fc2: linear(
+                init.xavier_uniform(mlp, dim),
+                init.normal(1e-6, dim),
+                mlp,
+                dim,
+                device,
+            ),
+            heads,
+            gelu_tanh,
+        }
+    }
+
+    /// Multi-head self-attention.
+    ///
+    /// # Shapes
+    /// `x: [B, N, D]` → `[B, N, D]`
+    pub fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, n, d] = x.dims();
+        let h = self.heads;
+        let hd = d / h;
+        let qkv = self.qkv.forward(x); // [B, N, 3D]
+        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+        let att = activation::softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, N, N]
+        let out = att.matmul(v); // [B, H, N, hd]
+        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+    }
+
+    /// MLP with GELU.
+    ///
+    /// # Shapes
+    /// `x: [B, N, D]` → `[B, N, D]`
+    pub fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let hdn = self.fc1.forward(x); // [B, N, MLP]
+        let hdn = if self.gelu_tanh {
+            activation::gelu_approximate(hdn)
+        } else {
+            activation::gelu(hdn)
+        };
+        self.fc2.forward(hdn)
+    }
+
+    /// The block; `drop` is the stochastic-depth probability of this layer (training only, 0 = off).
+    /// As in the paper's code, each branch draws its own per-example mask and there is no 1/(1−p) rescaling.
+    ///
+    /// # Shapes
+    /// `x: [B, N, D]` → `[B, N, D]`
+    pub fn forward(&self, x: Tensor<B, 3>, drop: f64) -> Tensor<B, 3> {
+        let a = self.attention(self.norm1.forward(x.clone()));
+        let x = x + self.drop_mask(a, drop);
+        let m = self.mlp(self.norm2.forward(x.clone()));
+        x + self.drop_mask(m, drop)
+    }
+
+    fn drop_mask(&self, branch: Tensor<B, 3>, p: f64) -> Tensor<B, 3> {
+        if p <= 0.0 {
+            return branch;
+        }
+        let [b, _, _] = branch.dims();
+        let keep = Tensor::<B, 3>::random(
+            [b, 1, 1],
+            Distribution::Bernoulli(1.0 - p),
+            &branch.device(),
+        );
+        branch * keep
+    }
+}

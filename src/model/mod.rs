@@ -1,0 +1,21 @@
+//! The PolyViT model in burn (no engine code here).
+//!
+//! - [`config`]: sizes, modality geometry, tasks (serializable: part of cache keys).
+//! - [`block`], [`tokenizer`], [`polyvit`]: the network.
+//! - [`count`]: parameter accounting from a config alone.
+//! - [`init`]: seeded host-side initialisers (same weights on every backend).
+//! - [`checkpoint`]: safetensors checkpoints by module path; [`import`]: timm ViT weights.
+//! - [`device`]: the one place that names backends.
+
+pub mod block;
+pub mod checkpoint;
+pub mod config;
+pub mod count;
+pub mod device;
+pub mod import;
+pub mod init;
+pub mod polyvit;
+pub mod tokenizer;
+
+pub use config::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
+pub use polyvit::{PolyVit, Route};

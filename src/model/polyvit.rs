@@ -1,0 +1,262 @@
+//! PolyViT: per-modality tokenizers (+ adapters), shared blocks, one shared final LayerNorm, one linear head
+//! per task on the class token.
+
+use super::block::Block;
+use super::config::{HeadInit, ModelConfig};
+use super::init::{param, zeros, Init};
+use super::tokenizer::Tokenizer;
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{backend::Backend, Tensor};
+
+/// The model. Tokenizers are in `cfg.modalities()` order; heads in `cfg.tasks` order.
+#[derive(Module, Debug)]
+pub struct PolyVit<B: Backend> {
+    /// One per modality.
+    pub tokenizers: Vec<Tokenizer<B>>,
+    /// Shared blocks `L_adapt … L−1`.
+    pub blocks: Vec<Block<B>>,
+    /// Shared final LayerNorm (`encoder_norm`).
+    pub norm: LayerNorm<B>,
+    /// One linear head per task.
+    pub heads: Vec<Linear<B>>,
+    /// Total depth L (for the stochastic-depth ramp).
+    pub depth: usize,
+}
+
+/// Which tokenizer and head a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Tokenizer index.
+    pub tokenizer: usize,
+    /// Head index.
+    pub head: usize,
+}
+
+impl<B: Backend> PolyVit<B> {
+    /// A freshly initialised model (host-side seeded init: identical on every backend).
+    pub fn new(cfg: &ModelConfig, seed: u64, device: &B::Device) -> Self {
+        let s = cfg.size;
+        let mut init = Init::new(seed);
+        let blk = |init: &mut Init| {
+            Block::new(
+                s.dim,
+                s.heads,
+                s.mlp,
+                cfg.ln_eps,
+                cfg.gelu_tanh,
+                init,
+                device,
+            )
+        };
+        let tokenizers = cfg
+            .geometry
+            .iter()
+            .map(|(m, g)| {
+                let mut ti = init.fork();
+                let adapters = (0..cfg.l_adapt).map(|_| blk(&mut ti)).collect();
+                Tokenizer::new(*m, g, s.dim, adapters, &mut ti, device)
+            })
+            .collect();
+        let mut bi = init.fork();
+        let blocks = (cfg.l_adapt..s.depth).map(|_| blk(&mut bi)).collect();
+        let mut hi = init.fork();
+        let heads = cfg
+            .tasks
+            .iter()
+            .map(|t| {
+                let w = match t.init {
+                    HeadInit::Zero => vec![0.0; s.dim * t.classes],
+                    HeadInit::LecunNormal => hi.lecun_normal(s.dim, s.dim * t.classes),
+                };
+                Linear {
+                    weight: param(w, [s.dim, t.classes], device),
+                    bias: Some(zeros([t.classes], device)),
+                }
+            })
+            .collect();
+        PolyVit {
+            tokenizers,
+            blocks,
+            norm: LayerNormConfig::new(s.dim)
+                .with_epsilon(cfg.ln_eps)
+                .init(device),
+            heads,
+            depth: s.depth,
+        }
+    }
+
+    /// Route of task `task` under `cfg`.
+    pub fn route(cfg: &ModelConfig, task: usize) -> Route {
+        let m = cfg.tasks[task].modality;
+        Route {
+            tokenizer: cfg
+                .modalities()
+                .iter()
+                .position(|x| *x == m)
+                .expect("tokenizer for task"),
+            head: task,
+        }
+    }
+
+    /// Class-token features after the final norm (what heads and linear probes read).
+    /// `droplayer > 0` enables stochastic depth (training).
+    ///
+    /// # Shapes
+    /// `x: [B, C, T, H, W]` → `[B, D]`
+    pub fn features(&self, tokenizer: usize, x: Tensor<B, 5>, droplayer: f64) -> Tensor<B, 2> {
+        let ramp = |l: usize| {
+            if droplayer > 0.0 && self.depth > 1 {
+                l as f64 / (self.depth - 1) as f64 * droplayer
+            } else {
+                0.0
+            }
+        };
+        let tok = &self.tokenizers[tokenizer];
+        let n_adapt = tok.adapters.len();
+        let drops: Vec<f64> = (0..n_adapt).map(ramp).collect();
+        let mut h = tok.forward(x, &drops); // [B, N+1, D]
+        for (i, blk) in self.blocks.iter().enumerate() {
+            h = blk.forward(h, ramp(n_adapt + i));
+        }
+        let h = self.norm.forward(h);
+        let [b, _, d] = h.dims();
+        h.narrow(1, 0, 1).reshape([b, d]) // [B, D]
+    }
+
+    /// Logits of one task.
+    ///
+    /// # Shapes
+    /// `x: [B, C, T, H, W]` → `[B, classes]`
+    pub fn forward(&self, route: Route, x: Tensor<B, 5>, droplayer: f64) -> Tensor<B, 2> {
+        self.heads[route.head].forward(self.features(route.tokenizer, x, droplayer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::*;
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+
+    type B = Autodiff<Flex>;
+
+    pub fn tiny() -> ModelConfig {
+        ModelConfig {
+            size: Size {
+                dim: 16,
+                depth: 2,
+                heads: 2,
+                mlp: 32,
+            },
+            l_adapt: 0,
+            geometry: vec![
+                (
+                    Modality::Image,
+                    Geometry {
+                        channels: 3,
+                        input: vec![8, 8],
+                        patch: vec![4, 4],
+                    },
+                ),
+                (
+                    Modality::Audio,
+                    Geometry {
+                        channels: 1,
+                        input: vec![8, 16],
+                        patch: vec![4, 8],
+                    },
+                ),
+                (
+                    Modality::Video,
+                    Geometry {
+                        channels: 3,
+                        input: vec![4, 8, 8],
+                        patch: vec![2, 4, 4],
+                    },
+                ),
+            ],
+            tasks: vec![
+                TaskHead {
+                    name: "img".into(),
+                    modality: Modality::Image,
+                    classes: 5,
+                    init: HeadInit::LecunNormal,
+                },
+                TaskHead {
+                    name: "img2".into(),
+                    modality: Modality::Image,
+                    classes: 3,
+                    init: HeadInit::LecunNormal,
+                },
+                TaskHead {
+                    name: "aud".into(),
+                    modality: Modality::Audio,
+                    classes: 4,
+                    init: HeadInit::Zero,
+                },
+                TaskHead {
+                    name: "vid".into(),
+                    modality: Modality::Video,
+                    classes: 2,
+                    init: HeadInit::Zero,
+                },
+            ],
+            gelu_tanh: true,
+            ln_eps: 1e-6,
+            droplayer: 0.0,
+        }
+    }
+
+    #[test]
+    fn shapes_per_modality_and_param_count() {
+        let cfg = tiny();
+        let dev = Default::default();
+        let m = PolyVit::<Flex>::new(&cfg, 0, &dev);
+        assert_eq!(
+            m.num_params() as u64,
+            super::super::count::count(&cfg).total
+        );
+        let img = Tensor::<Flex, 5>::zeros([2, 1, 1, 8, 8], &dev);
+        assert_eq!(
+            m.forward(PolyVit::<Flex>::route(&cfg, 0), img, 0.0).dims(),
+            [2, 5]
+        );
+        let aud = Tensor::<Flex, 5>::zeros([3, 1, 1, 8, 16], &dev);
+        assert_eq!(
+            m.forward(PolyVit::<Flex>::route(&cfg, 2), aud, 0.0).dims(),
+            [3, 4]
+        );
+        let vid = Tensor::<Flex, 5>::zeros([2, 3, 4, 8, 8], &dev);
+        assert_eq!(
+            m.forward(PolyVit::<Flex>::route(&cfg, 3), vid, 0.0).dims(),
+            [2, 2]
+        );
+    }
+
+    #[test]
+    fn gradients_reach_shared_layers_own_tokenizer_and_own_head_only() {
+        let cfg = tiny();
+        let dev = Default::default();
+        let m = PolyVit::<B>::new(&cfg, 0, &dev);
+        let x = Tensor::<B, 5>::random(
+            [2, 1, 1, 8, 8],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let loss = m.forward(PolyVit::<B>::route(&cfg, 0), x, 0.0).sum();
+        let g = loss.backward();
+        let has = |p: &burn::module::Param<Tensor<B, 2>>| p.grad(&g).is_some();
+        assert!(has(&m.blocks[0].qkv.weight) && has(&m.blocks[1].fc2.weight));
+        assert!(has(&m.tokenizers[0].embed.weight));
+        assert!(has(&m.heads[0].weight));
+        assert!(!has(&m.heads[1].weight), "another image task's head");
+        assert!(
+            !has(&m.heads[2].weight) && !has(&m.tokenizers[1].embed.weight),
+            "audio parts"
+        );
+        assert!(!has(&m.tokenizers[2].embed.weight), "video tokenizer");
+        let _ = m.valid();
+    }
+}
