@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod data;
 pub mod exec;
 pub mod fingerprint;
 pub mod graph;

@@ -1,0 +1,12 @@
+//! Data: readers for the formats users have, audio features, video generators, artifact encoding.
+//! No engine code and no burn here.
+
+pub mod audio;
+pub mod error;
+pub mod fbank;
+pub mod idx;
+pub mod images;
+pub mod tensors;
+pub mod video;
+
+pub use error::DataError;

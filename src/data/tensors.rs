@@ -1,0 +1,160 @@
+//! Dataset artifacts as safetensors (one file per split), so a Python user can open them.
+//!
+//! - `dataset` artifacts (ingested): `x` u8 images `[N, H, W, C]` or videos `[N, T, H, W, C]`, or audio as
+//!   `wave` f32 (all clips concatenated) + `offsets` i64 `[N + 1]`; labels `y` i64 `[N]`, or multi-hot u8
+//!   `[N, K]` for multi-label data.
+//! - `tensors` artifacts (preprocessed, model-ready): `x` f32 `[N, C, T, H, W]` (images and spectrograms have
+//!   `T = 1`; spectrograms are `[N, C, 1, time, mel]`), same labels.
+//!
+//! `meta.json` records the modality, class names, split sizes and how the data was made.
+
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A typed host array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    /// Bytes.
+    U8(Vec<u8>),
+    /// Floats.
+    F32(Vec<f32>),
+    /// 64-bit integers.
+    I64(Vec<i64>),
+}
+
+/// A named array with its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Array,
+}
+
+/// Labels of a split.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Labels {
+    /// One class per example.
+    Single(Vec<i64>),
+    /// Multi-hot `[N, K]`.
+    Multi(Vec<u8>, usize),
+}
+
+impl Labels {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Single(v) => v.len(),
+            Labels::Multi(v, k) => v.len() / k.max(&1),
+        }
+    }
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Labels of the given examples.
+    pub fn select(&self, idx: &[usize]) -> Labels {
+        match self {
+            Labels::Single(v) => Labels::Single(idx.iter().map(|&i| v[i]).collect()),
+            Labels::Multi(v, k) => Labels::Multi(idx.iter().flat_map(|&i| v[i * k..(i + 1) * k].to_vec()).collect(), *k),
+        }
+    }
+    /// As a named array `y`.
+    pub fn named(&self) -> Named {
+        match self {
+            Labels::Single(v) => Named { shape: vec![v.len()], data: Array::I64(v.clone()) },
+            Labels::Multi(v, k) => Named { shape: vec![v.len() / k, *k], data: Array::U8(v.clone()) },
+        }
+    }
+    /// From a named array `y`.
+    pub fn from_named(n: &Named) -> Result<Labels, String> {
+        match (&n.data, n.shape.len()) {
+            (Array::I64(v), 1) => Ok(Labels::Single(v.clone())),
+            (Array::U8(v), 2) => Ok(Labels::Multi(v.clone(), n.shape[1])),
+            _ => Err(format!("labels `y` have an unexpected layout {:?}", n.shape)),
+        }
+    }
+}
+
+/// `meta.json` of a dataset or tensors artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// `image`, `audio` or `video`.
+    pub modality: String,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Several labels per example.
+    pub multilabel: bool,
+    /// Split → size.
+    pub splits: BTreeMap<String, usize>,
+    /// Per-example shape of `x` (without N).
+    pub shape: Vec<usize>,
+    /// Audio sample rate (raw audio only).
+    pub sample_rate: Option<u32>,
+    /// How it was made.
+    pub note: String,
+}
+
+/// Serialises named arrays.
+pub fn encode(arrays: &BTreeMap<String, Named>) -> Vec<u8> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = arrays
+        .iter()
+        .map(|(k, a)| {
+            let (dt, bytes): (Dtype, &[u8]) = match &a.data {
+                Array::U8(v) => (Dtype::U8, v),
+                Array::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
+                Array::I64(v) => (Dtype::I64, bytemuck::cast_slice(v)),
+            };
+            (k.clone(), safetensors::tensor::TensorView::new(dt, a.shape.clone(), bytes).expect("consistent shape"))
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialize")
+}
+
+/// Parses named arrays.
+pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, Named>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (name, v) in st.tensors() {
+        let d = v.data();
+        let data = match v.dtype() {
+            Dtype::U8 => Array::U8(d.to_vec()),
+            Dtype::F32 => Array::F32(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            Dtype::I64 => Array::I64(d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            other => return Err(format!("tensor `{name}`: dtype {other:?} not supported")),
+        };
+        out.insert(name, Named { shape: v.shape().to_vec(), data });
+    }
+    Ok(out)
+}
+
+/// A seeded split of `n` examples: returns (kept, carved) index lists with `round(n · fraction)` carved.
+pub fn carve(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let k = ((n as f64) * fraction).round() as usize;
+    let mut carved = idx[..k].to_vec();
+    let mut kept = idx[k..].to_vec();
+    carved.sort();
+    kept.sort();
+    (kept, carved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn roundtrip() {
+        let mut m = BTreeMap::new();
+        m.insert("x".to_string(), Named { shape: vec![2, 2], data: Array::F32(vec![1.0, 2.0, 3.0, 4.5]) });
+        m.insert("y".to_string(), Labels::Single(vec![3, 1]).named());
+        let back = decode(&encode(&m)).unwrap();
+        assert_eq!(back, m);
+        let (a, b) = carve(10, 0.2, 1);
+        assert_eq!((a.len(), b.len()), (8, 2));
+        assert_eq!(carve(10, 0.2, 1), (a, b));
+    }
+}
