@@ -29,3 +29,4 @@ pub mod spec;
 pub mod stage;
 pub mod stages;
 pub mod store;
+pub mod train;

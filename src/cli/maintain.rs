@@ -194,13 +194,74 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     Ok(if bad > 0 { exit::STORE } else { exit::OK })
 }
 
-/// `params`: static reports (parameter counts) of model-bearing nodes.
+/// `params`: parameter counts of every model-bearing node, computed from its config and its tasks' data
+/// (the data and task nodes those need are brought up to date first; nothing is trained).
 pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
+    let wanted: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| !g.nodes[i].stage.report_slots().is_empty())
+        .collect();
+    let mut targets = vec![];
+    for &i in &wanted {
+        for slot in g.nodes[i].stage.report_slots() {
+            for &u in g.nodes[i].inputs.get(*slot).into_iter().flatten() {
+                targets.push(g.nodes[u].id.clone());
+            }
+        }
+    }
+    let store = Store::open(&c.store)?;
+    if !targets.is_empty() {
+        let _lock = store.lock(std::time::Duration::from_secs(3600))?;
+        let opts = crate::exec::RunOptions {
+            targets,
+            env: env_of(&g, &c.backend),
+            ..Default::default()
+        };
+        let rep = super::report::Reporter::new(false, false);
+        let sink = |e: &crate::exec::Event| {
+            if matches!(e, crate::exec::Event::Failed { .. }) {
+                rep.event(e)
+            }
+        };
+        let s = crate::exec::run(&g, &store, &opts, &sink)?;
+        if !s.failed.is_empty() {
+            return Ok(exit::NODE_FAILED);
+        }
+    }
+    let index = store.index()?;
+    let sel = g.select(&[])?;
+    let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| {
+        false
+    });
     let mut out = serde_json::Map::new();
-    for n in &g.nodes {
-        if let Some(r) = n.stage.static_report(&n.params) {
-            out.insert(n.id.clone(), r);
+    for &i in &wanted {
+        let n = &g.nodes[i];
+        let mut inputs = std::collections::BTreeMap::new();
+        for slot in n.stage.report_slots() {
+            let arts: Vec<InputArtifact> = n
+                .inputs
+                .get(*slot)
+                .into_iter()
+                .flatten()
+                .filter_map(|&u| {
+                    a.get(&u)
+                        .and_then(|s| s.manifest.clone())
+                        .map(|m| InputArtifact::new(g.nodes[u].id.clone(), m, store.clone()))
+                })
+                .collect();
+            inputs.insert(slot.to_string(), arts);
+        }
+        match n.stage.report(&n.params, &inputs) {
+            Some(Ok(r)) => {
+                out.insert(n.id.clone(), r);
+            }
+            Some(Err(e)) => {
+                return Err(CliError::Other(
+                    format!("error: {}: {e}", n.id),
+                    exit::USAGE,
+                ))
+            }
+            None => {}
         }
     }
     if json {

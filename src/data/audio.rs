@@ -20,24 +20,46 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         hint.with_extension(ext);
     }
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
-        .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: WAV, FLAC, OGG/Vorbis, MP3")))?;
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| {
+            err(format!(
+                "corrupt or unsupported audio ({e}); supported: WAV, FLAC, OGG/Vorbis, MP3"
+            ))
+        })?;
     let mut format = probed.format;
-    let track = format.default_track().ok_or_else(|| err("no audio track".into()))?;
+    let track = format
+        .default_track()
+        .ok_or_else(|| err("no audio track".into()))?;
     let track_id = track.id;
-    let rate = track.codec_params.sample_rate.ok_or_else(|| err("unknown sample rate".into()))?;
-    let mut decoder = symphonia::default::get_codecs().make(&track.codec_params, &DecoderOptions::default()).map_err(|e| err(format!("unsupported codec: {e}")))?;
+    let rate = track
+        .codec_params
+        .sample_rate
+        .ok_or_else(|| err("unknown sample rate".into()))?;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| err(format!("unsupported codec: {e}")))?;
     let mut out = vec![];
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
-            Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(symphonia::core::errors::Error::IoError(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                break
+            }
             Err(e) => return Err(err(format!("corrupt audio stream: {e}"))),
         };
         if packet.track_id() != track_id {
             continue;
         }
-        let decoded = decoder.decode(&packet).map_err(|e| err(format!("corrupt audio frame: {e}")))?;
+        let decoded = decoder
+            .decode(&packet)
+            .map_err(|e| err(format!("corrupt audio frame: {e}")))?;
         let spec = *decoded.spec();
         let ch = spec.channels.count();
         let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
@@ -54,12 +76,21 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
 
 /// Resamples `x` from `from` Hz to `to` Hz (sinc interpolation).
 pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String> {
-    use rubato::{Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction};
+    use rubato::{
+        Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction,
+    };
     if from == to {
         return Ok(x.to_vec());
     }
-    let params = SincInterpolationParameters { sinc_len: 128, f_cutoff: 0.95, interpolation: SincInterpolationType::Linear, oversampling_factor: 128, window: WindowFunction::BlackmanHarris2 };
-    let mut r = SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, x.len(), 1).map_err(|e| e.to_string())?;
+    let params = SincInterpolationParameters {
+        sinc_len: 128,
+        f_cutoff: 0.95,
+        interpolation: SincInterpolationType::Linear,
+        oversampling_factor: 128,
+        window: WindowFunction::BlackmanHarris2,
+    };
+    let mut r = SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, x.len(), 1)
+        .map_err(|e| e.to_string())?;
     let out = r.process(&[x.to_vec()], None).map_err(|e| e.to_string())?;
     let want = (x.len() as f64 * to as f64 / from as f64).round() as usize;
     let mut y = out.into_iter().next().unwrap_or_default();
@@ -87,7 +118,12 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
         if !p.exists() {
             return Ok(Default::default());
         }
-        Ok(std::fs::read_to_string(&p).map_err(|e| DataError::new(&p, e.to_string()))?.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        Ok(std::fs::read_to_string(&p)
+            .map_err(|e| DataError::new(&p, e.to_string()))?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     };
     let test = list("testing_list.txt")?;
     let val = list("validation_list.txt")?;
@@ -98,21 +134,44 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
             .map_err(|e| DataError::new(&dir, e.to_string()))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "wav" | "flac" | "ogg" | "mp3")))
+            .filter(|p| {
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(
+                        e.to_ascii_lowercase().as_str(),
+                        "wav" | "flac" | "ogg" | "mp3"
+                    )
+                })
+            })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(DataError::new(&dir, "empty class folder: no WAV/FLAC/OGG/MP3 clips; remove it or add clips"));
+            return Err(DataError::new(
+                &dir,
+                "empty class folder: no WAV/FLAC/OGG/MP3 clips; remove it or add clips",
+            ));
         }
         for f in files {
             let rel = format!("{c}/{}", f.file_name().unwrap().to_string_lossy());
-            let split = if test.contains(&rel) { "test" } else if val.contains(&rel) { "val" } else { "train" };
-            clips.push(ClipRef { path: f, labels: vec![ci], split: split.into() });
+            let split = if test.contains(&rel) {
+                "test"
+            } else if val.contains(&rel) {
+                "val"
+            } else {
+                "train"
+            };
+            clips.push(ClipRef {
+                path: f,
+                labels: vec![ci],
+                split: split.into(),
+            });
         }
     }
     for name in test.iter().chain(val.iter()) {
         if !root.join(name).exists() {
-            return Err(DataError::new(&root.join("testing_list.txt"), format!("lists `{name}`, which does not exist")));
+            return Err(DataError::new(
+                &root.join("testing_list.txt"),
+                format!("lists `{name}`, which does not exist"),
+            ));
         }
     }
     Ok((classes, clips))
@@ -121,9 +180,17 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
 /// A CSV manifest `path,label[,split]` (header row optional, paths relative to the CSV's folder).
 /// With `multilabel`, the label field holds several labels separated by `;` or `,` (AudioSet style, quoted).
 /// `classes` fixes the class list; empty = sorted labels found.
-pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
+pub fn csv_manifest(
+    csv_path: &Path,
+    classes: &[String],
+    multilabel: bool,
+) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
     let base = csv_path.parent().unwrap_or(Path::new("."));
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(csv_path).map_err(|e| DataError::new(csv_path, e.to_string()))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(csv_path)
+        .map_err(|e| DataError::new(csv_path, e.to_string()))?;
     let mut rows = vec![];
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::new(csv_path, format!("line {}: {e}", i + 1)))?;
@@ -131,12 +198,29 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
             continue;
         }
         if rec.len() < 2 {
-            return Err(DataError::new(csv_path, format!("line {}: expected `path,label[,split]`", i + 1)));
+            return Err(DataError::new(
+                csv_path,
+                format!("line {}: expected `path,label[,split]`", i + 1),
+            ));
         }
-        let labels: Vec<String> = if multilabel { rec[1].split([';', ',']).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect() } else { vec![rec[1].trim().to_string()] };
-        let split = rec.get(2).map(|s| s.trim().to_string()).unwrap_or_else(|| "train".into());
+        let labels: Vec<String> = if multilabel {
+            rec[1]
+                .split([';', ','])
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        } else {
+            vec![rec[1].trim().to_string()]
+        };
+        let split = rec
+            .get(2)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "train".into());
         if !matches!(split.as_str(), "train" | "val" | "test") {
-            return Err(DataError::new(csv_path, format!("line {}: split `{split}` is not train, val or test", i + 1)));
+            return Err(DataError::new(
+                csv_path,
+                format!("line {}: split `{split}` is not train, val or test", i + 1),
+            ));
         }
         rows.push((i + 1, base.join(rec[0].trim()), labels, split));
     }
@@ -153,11 +237,18 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
         let mut idx = vec![];
         for l in &labels {
             let Some(k) = classes.iter().position(|c| c == l) else {
-                return Err(DataError::new(csv_path, format!("line {line}: label `{l}` is not in the class list")));
+                return Err(DataError::new(
+                    csv_path,
+                    format!("line {line}: label `{l}` is not in the class list"),
+                ));
             };
             idx.push(k);
         }
-        clips.push(ClipRef { path, labels: idx, split });
+        clips.push(ClipRef {
+            path,
+            labels: idx,
+            split,
+        });
     }
     Ok((classes, clips))
 }
@@ -169,7 +260,11 @@ mod tests {
     fn csv_multilabel_and_unknown_label() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("m.csv");
-        std::fs::write(&p, "path,label,split\na.wav,\"dog;cat\",train\nb.wav,cat,test\n").unwrap();
+        std::fs::write(
+            &p,
+            "path,label,split\na.wav,\"dog;cat\",train\nb.wav,cat,test\n",
+        )
+        .unwrap();
         let (classes, clips) = csv_manifest(&p, &[], true).unwrap();
         assert_eq!(classes, ["cat", "dog"]);
         assert_eq!(clips[0].labels, [1, 0]);

@@ -102,7 +102,13 @@ impl Default for FbankOptions {
 impl FbankOptions {
     /// Kaldi's own defaults (`compute-fbank-feats`): povey window, 23 bins, int16-scaled samples.
     pub fn kaldi_defaults() -> Self {
-        FbankOptions { num_mel_bins: 23, window_type: Window::Povey, htk_compat: false, input_scale: 32768.0, ..Default::default() }
+        FbankOptions {
+            num_mel_bins: 23,
+            window_type: Window::Povey,
+            htk_compat: false,
+            input_scale: 32768.0,
+            ..Default::default()
+        }
     }
 }
 
@@ -130,9 +136,16 @@ impl Fbank {
         let win_size = (opts.sample_frequency * opts.frame_length * 0.001) as usize;
         let shift = (opts.sample_frequency * opts.frame_shift * 0.001) as usize;
         if win_size < 2 || shift == 0 {
-            return Err(format!("frame length {} ms / shift {} ms too short at {} Hz", opts.frame_length, opts.frame_shift, opts.sample_frequency));
+            return Err(format!(
+                "frame length {} ms / shift {} ms too short at {} Hz",
+                opts.frame_length, opts.frame_shift, opts.sample_frequency
+            ));
         }
-        let padded = if opts.round_to_power_of_two { win_size.next_power_of_two() } else { win_size };
+        let padded = if opts.round_to_power_of_two {
+            win_size.next_power_of_two()
+        } else {
+            win_size
+        };
         let n = win_size as f64;
         let window: Vec<f64> = (0..win_size)
             .map(|i| {
@@ -143,14 +156,24 @@ impl Fbank {
                     Window::Hamming => 0.54 - 0.46 * (a * i).cos(),
                     Window::Povey => (0.5 - 0.5 * (a * i).cos()).powf(0.85),
                     Window::Rectangular => 1.0,
-                    Window::Blackman => opts.blackman_coeff - 0.5 * (a * i).cos() + (0.5 - opts.blackman_coeff) * (2.0 * a * i).cos(),
+                    Window::Blackman => {
+                        opts.blackman_coeff - 0.5 * (a * i).cos()
+                            + (0.5 - opts.blackman_coeff) * (2.0 * a * i).cos()
+                    }
                 }
             })
             .collect();
         let nyquist = 0.5 * opts.sample_frequency;
-        let high = if opts.high_freq <= 0.0 { opts.high_freq + nyquist } else { opts.high_freq };
+        let high = if opts.high_freq <= 0.0 {
+            opts.high_freq + nyquist
+        } else {
+            opts.high_freq
+        };
         if !(0.0 <= opts.low_freq && opts.low_freq < high && high <= nyquist) {
-            return Err(format!("bad mel range: low_freq {} / high_freq {high} at Nyquist {nyquist}", opts.low_freq));
+            return Err(format!(
+                "bad mel range: low_freq {} / high_freq {high} at Nyquist {nyquist}",
+                opts.low_freq
+            ));
         }
         let num_fft_bins = padded / 2;
         let bin_width = opts.sample_frequency / padded as f64;
@@ -172,18 +195,34 @@ impl Fbank {
                     })
                     .collect();
                 let first = w.iter().position(|&x| x > 0.0).unwrap_or(0);
-                let last = w.iter().rposition(|&x| x > 0.0).map(|i| i + 1).unwrap_or(first);
+                let last = w
+                    .iter()
+                    .rposition(|&x| x > 0.0)
+                    .map(|i| i + 1)
+                    .unwrap_or(first);
                 (first, w[first..last].to_vec())
             })
             .collect();
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(padded);
-        Ok(Fbank { opts, win_size, shift, padded, window, banks, fft })
+        Ok(Fbank {
+            opts,
+            win_size,
+            shift,
+            padded,
+            window,
+            banks,
+            fft,
+        })
     }
 
     /// Number of frames for `n` samples.
     pub fn num_frames(&self, n: usize) -> usize {
         if self.opts.snip_edges {
-            if n < self.win_size { 0 } else { 1 + (n - self.win_size) / self.shift }
+            if n < self.win_size {
+                0
+            } else {
+                1 + (n - self.win_size) / self.shift
+            }
         } else {
             (n + self.shift / 2) / self.shift
         }
@@ -204,11 +243,21 @@ impl Fbank {
         let sample = |i: isize| -> f64 {
             // Reflection used when snip_edges = false (torchaudio: flip-padded edges).
             let n = x.len() as isize;
-            let j = if i < 0 { -i - 1 } else if i >= n { 2 * n - i - 1 } else { i };
+            let j = if i < 0 {
+                -i - 1
+            } else if i >= n {
+                2 * n - i - 1
+            } else {
+                i
+            };
             x[j.clamp(0, n - 1) as usize]
         };
         for f in 0..m {
-            let start = if o.snip_edges { (f * self.shift) as isize } else { (f * self.shift) as isize + (self.shift / 2) as isize - (self.win_size / 2) as isize };
+            let start = if o.snip_edges {
+                (f * self.shift) as isize
+            } else {
+                (f * self.shift) as isize + (self.shift / 2) as isize - (self.win_size / 2) as isize
+            };
             let w = &mut frame[..self.win_size];
             for (k, v) in w.iter_mut().enumerate() {
                 *v = sample(start + k as isize);
@@ -219,7 +268,11 @@ impl Fbank {
             }
             let log_energy = |v: &[f64]| {
                 let e = v.iter().map(|a| a * a).sum::<f64>().max(EPS).ln();
-                if o.energy_floor > 0.0 { e.max(o.energy_floor.ln()) } else { e }
+                if o.energy_floor > 0.0 {
+                    e.max(o.energy_floor.ln())
+                } else {
+                    e
+                }
             };
             let mut energy = if o.raw_energy { log_energy(w) } else { 0.0 };
             if o.preemphasis_coefficient != 0.0 {
@@ -235,7 +288,9 @@ impl Fbank {
             if !o.raw_energy {
                 energy = log_energy(&frame);
             }
-            self.fft.process_with_scratch(&mut frame, &mut spec, &mut scratch).expect("fft");
+            self.fft
+                .process_with_scratch(&mut frame, &mut spec, &mut scratch)
+                .expect("fft");
             for (p, c) in power.iter_mut().zip(&spec) {
                 let mag2 = c.re * c.re + c.im * c.im;
                 *p = if o.use_power { mag2 } else { mag2.sqrt() };
@@ -244,7 +299,11 @@ impl Fbank {
             let off = usize::from(o.use_energy && !o.htk_compat);
             for (b, (first, w)) in self.banks.iter().enumerate() {
                 let e: f64 = w.iter().zip(&power[*first..]).map(|(a, p)| a * p).sum();
-                row[off + b] = if o.use_log_fbank { e.max(EPS).ln() as f32 } else { e as f32 };
+                row[off + b] = if o.use_log_fbank {
+                    e.max(EPS).ln() as f32
+                } else {
+                    e as f32
+                };
             }
             if o.use_energy {
                 row[if o.htk_compat { bins } else { 0 }] = energy as f32;

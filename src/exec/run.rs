@@ -273,6 +273,7 @@ pub fn run(
             let mut full_env = opts.env.clone();
             full_env.extend(env);
             let store_c = store.clone();
+            let scratch = store.root.join("partial").join(&fp.key()[..24]);
             let txc = tx.clone();
             running.insert(i, (cpu, dev, Instant::now()));
             assessed.insert(
@@ -298,6 +299,7 @@ pub fn run(
                         out: ArtifactWriter::new(store_c.clone()),
                         progress: &progress,
                         threads: cpu,
+                        scratch: scratch.clone(),
                     };
                     stage.run(&mut ctx).map(|_| ctx.out.finish(stage.output()))
                 }));
@@ -355,6 +357,8 @@ pub fn run(
                             finished_at: now_secs(),
                         };
                         idx.get()?.commit(&key, &manifest, &record)?;
+                        let _ =
+                            std::fs::remove_dir_all(store.root.join("partial").join(&key[..24]));
                         sink(&Event::Finished {
                             id: id.clone(),
                             kind,

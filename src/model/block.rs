@@ -3,7 +3,10 @@
 use super::init::{param, Init};
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+use burn::tensor::{activation, backend::Backend, Tensor};
+
+/// Stochastic-depth keep masks `[B, 1, 1]` of one block: (attention branch, MLP branch).
+pub type DropMasks<B> = (Tensor<B, 3>, Tensor<B, 3>);
 
 /// `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 #[derive(Module, Debug)]
@@ -119,28 +122,24 @@ impl<B: Backend> Block<B> {
         self.fc2.forward(hdn)
     }
 
-    /// The block; `drop` is the stochastic-depth probability of this layer (training only, 0 = off).
-    /// As in the paper's code, each branch draws its own per-example mask and there is no 1/(1−p) rescaling.
+    /// The block. `keep` are stochastic-depth masks `[B, 1, 1]` for the attention and MLP branches
+    /// (training only; drawn by the caller on the host). As in the paper's code each branch has its own
+    /// per-example mask and there is no 1/(1−p) rescaling.
     ///
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
-    pub fn forward(&self, x: Tensor<B, 3>, drop: f64) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
         let a = self.attention(self.norm1.forward(x.clone()));
-        let x = x + self.drop_mask(a, drop);
+        let a = match keep {
+            Some(k) => a * k.0.clone(),
+            None => a,
+        };
+        let x = x + a;
         let m = self.mlp(self.norm2.forward(x.clone()));
-        x + self.drop_mask(m, drop)
-    }
-
-    fn drop_mask(&self, branch: Tensor<B, 3>, p: f64) -> Tensor<B, 3> {
-        if p <= 0.0 {
-            return branch;
-        }
-        let [b, _, _] = branch.dims();
-        let keep = Tensor::<B, 3>::random(
-            [b, 1, 1],
-            Distribution::Bernoulli(1.0 - p),
-            &branch.device(),
-        );
-        branch * keep
+        let m = match keep {
+            Some(k) => m * k.1.clone(),
+            None => m,
+        };
+        x + m
     }
 }

@@ -227,7 +227,7 @@ mod tests {
             "size": {"dim": 8, "depth": 2, "heads": 2, "mlp": 16}, "l_adapt": 1,
             "geometry": [["image", {"channels": 3, "input": [4, 4], "patch": [2, 2]}]],
             "tasks": [{"name": "a", "modality": "image", "classes": 3, "init": "lecun_normal"}],
-            "gelu_tanh": true, "ln_eps": 1e-6, "droplayer": 0.0
+            "gelu_tanh": true, "ln_eps": 1e-6
         }))
         .unwrap()
     }

@@ -152,8 +152,6 @@ pub struct ModelConfig {
     pub gelu_tanh: bool,
     /// LayerNorm ε.
     pub ln_eps: f64,
-    /// Stochastic depth rate at the last layer (0 = off); ramp `l/(L−1) · rate`.
-    pub droplayer: f64,
 }
 
 impl ModelConfig {

@@ -106,7 +106,6 @@ mod tests {
                 .collect(),
             gelu_tanh: true,
             ln_eps: 1e-6,
-            droplayer: 0.0,
         }
     }
 

@@ -1,7 +1,7 @@
 //! PolyViT: per-modality tokenizers (+ adapters), shared blocks, one shared final LayerNorm, one linear head
 //! per task on the class token.
 
-use super::block::Block;
+use super::block::{Block, DropMasks};
 use super::config::{HeadInit, ModelConfig};
 use super::init::{param, zeros, Init};
 use super::tokenizer::Tokenizer;
@@ -100,24 +100,21 @@ impl<B: Backend> PolyVit<B> {
     }
 
     /// Class-token features after the final norm (what heads and linear probes read).
-    /// `droplayer > 0` enables stochastic depth (training).
+    /// `masks[l]` are the stochastic-depth masks of layer `l` (global index; empty = off).
     ///
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, D]`
-    pub fn features(&self, tokenizer: usize, x: Tensor<B, 5>, droplayer: f64) -> Tensor<B, 2> {
-        let ramp = |l: usize| {
-            if droplayer > 0.0 && self.depth > 1 {
-                l as f64 / (self.depth - 1) as f64 * droplayer
-            } else {
-                0.0
-            }
-        };
+    pub fn features(
+        &self,
+        tokenizer: usize,
+        x: Tensor<B, 5>,
+        masks: &[Option<DropMasks<B>>],
+    ) -> Tensor<B, 2> {
         let tok = &self.tokenizers[tokenizer];
         let n_adapt = tok.adapters.len();
-        let drops: Vec<f64> = (0..n_adapt).map(ramp).collect();
-        let mut h = tok.forward(x, &drops); // [B, N+1, D]
+        let mut h = tok.forward(x, masks); // [B, N+1, D]
         for (i, blk) in self.blocks.iter().enumerate() {
-            h = blk.forward(h, ramp(n_adapt + i));
+            h = blk.forward(h, masks.get(n_adapt + i).and_then(|m| m.as_ref()));
         }
         let h = self.norm.forward(h);
         let [b, _, d] = h.dims();
@@ -128,8 +125,13 @@ impl<B: Backend> PolyVit<B> {
     ///
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, classes]`
-    pub fn forward(&self, route: Route, x: Tensor<B, 5>, droplayer: f64) -> Tensor<B, 2> {
-        self.heads[route.head].forward(self.features(route.tokenizer, x, droplayer))
+    pub fn forward(
+        &self,
+        route: Route,
+        x: Tensor<B, 5>,
+        masks: &[Option<DropMasks<B>>],
+    ) -> Tensor<B, 2> {
+        self.heads[route.head].forward(self.features(route.tokenizer, x, masks))
     }
 }
 
@@ -205,7 +207,6 @@ mod tests {
             ],
             gelu_tanh: true,
             ln_eps: 1e-6,
-            droplayer: 0.0,
         }
     }
 
@@ -220,17 +221,17 @@ mod tests {
         );
         let img = Tensor::<Flex, 5>::zeros([2, 1, 1, 8, 8], &dev);
         assert_eq!(
-            m.forward(PolyVit::<Flex>::route(&cfg, 0), img, 0.0).dims(),
+            m.forward(PolyVit::<Flex>::route(&cfg, 0), img, &[]).dims(),
             [2, 5]
         );
         let aud = Tensor::<Flex, 5>::zeros([3, 1, 1, 8, 16], &dev);
         assert_eq!(
-            m.forward(PolyVit::<Flex>::route(&cfg, 2), aud, 0.0).dims(),
+            m.forward(PolyVit::<Flex>::route(&cfg, 2), aud, &[]).dims(),
             [3, 4]
         );
         let vid = Tensor::<Flex, 5>::zeros([2, 3, 4, 8, 8], &dev);
         assert_eq!(
-            m.forward(PolyVit::<Flex>::route(&cfg, 3), vid, 0.0).dims(),
+            m.forward(PolyVit::<Flex>::route(&cfg, 3), vid, &[]).dims(),
             [2, 2]
         );
     }
@@ -245,7 +246,7 @@ mod tests {
             burn::tensor::Distribution::Normal(0.0, 1.0),
             &dev,
         );
-        let loss = m.forward(PolyVit::<B>::route(&cfg, 0), x, 0.0).sum();
+        let loss = m.forward(PolyVit::<B>::route(&cfg, 0), x, &[]).sum();
         let g = loss.backward();
         let has = |p: &burn::module::Param<Tensor<B, 2>>| p.grad(&g).is_some();
         assert!(has(&m.blocks[0].qkv.weight) && has(&m.blocks[1].fc2.weight));

@@ -6,7 +6,7 @@
 //! conv kernel `[D, C, t, h, w]`, so a conv weight loads by reshaping. Tokens are ordered time-major
 //! `(t, h, w)`, as in ViViT.
 
-use super::block::Block;
+use super::block::{Block, DropMasks};
 use super::config::{Geometry, Modality};
 use super::init::{param, zeros, Init};
 use burn::module::{Module, Param};
@@ -100,13 +100,13 @@ impl<B: Backend> Tokenizer<B> {
     ///
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, N + 1, D]`
-    pub fn forward(&self, x: Tensor<B, 5>, drops: &[f64]) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 5>, masks: &[Option<DropMasks<B>>]) -> Tensor<B, 3> {
         let tokens = self.embed.forward(self.patchify(x)); // [B, N, D]
         let [b, _, d] = tokens.dims();
         let cls = self.cls.val().expand([b as i64, 1, d as i64]); // [B, 1, D]
         let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos.val(); // [B, N+1, D]
         for (i, blk) in self.adapters.iter().enumerate() {
-            x = blk.forward(x, drops.get(i).copied().unwrap_or(0.0));
+            x = blk.forward(x, masks.get(i).and_then(|m| m.as_ref()));
         }
         x
     }

@@ -104,6 +104,20 @@ impl ArtifactWriter {
         Ok(())
     }
 
+    /// Adds file `name` as a reference to `file` of an input artifact (no copy: same blob).
+    pub fn link(
+        &mut self,
+        name: &str,
+        input: &InputArtifact,
+        file: &str,
+    ) -> Result<(), StageError> {
+        let f = input.manifest.files.get(file).ok_or_else(|| {
+            StageError::failed(format!("input `{}` has no file `{file}`", input.id))
+        })?;
+        self.files.insert(name.to_string(), f.clone());
+        Ok(())
+    }
+
     /// Adds a pretty JSON file.
     pub fn put_json<T: serde::Serialize>(&mut self, name: &str, v: &T) -> Result<(), StageError> {
         let b = serde_json::to_vec_pretty(v).map_err(|e| StageError::failed(e.to_string()))?;
@@ -134,6 +148,9 @@ pub struct StageCtx<'a> {
     pub progress: &'a (dyn Fn(Progress) + Sync),
     /// CPU threads granted.
     pub threads: usize,
+    /// A private directory that survives an interrupted run (for resumable checkpoints); keyed by the node's
+    /// cache key and removed once the node's artifact is committed.
+    pub scratch: std::path::PathBuf,
 }
 
 impl StageCtx<'_> {

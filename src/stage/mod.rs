@@ -150,8 +150,17 @@ pub trait Stage: Send + Sync + 'static {
     fn describe(&self, _artifact: &InputArtifact, _out_dir: &Path) -> Result<String, StageError> {
         Ok(String::new())
     }
-    /// A static report computed from parameters alone (e.g. parameter counts), for `polyflow params`.
-    fn static_report(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
+    /// Input slots whose artifacts [`Stage::report`] needs (e.g. the tasks of a model, not its training).
+    fn report_slots(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// A report computed without running the node (e.g. parameter counts), for `polyflow params`; gets the
+    /// artifacts of [`Stage::report_slots`]. `None` if the kind has no such report.
+    fn report(
+        &self,
+        _params: &serde_json::Value,
+        _inputs: &BTreeMap<String, Vec<InputArtifact>>,
+    ) -> Option<Result<serde_json::Value, StageError>> {
         None
     }
 }

@@ -1,6 +1,17 @@
 //! Built-in node kinds. [`registry`] returns all of them.
+//!
+//! - generic: `value`, `command`
+//! - data: `dataset`, `video_synth`, `image_prep`, `audio_prep`, `video_prep`
+//! - models: `task`, `train`, `cotrain`
 
+pub mod datautil;
 pub mod generic;
+pub mod ingest;
+pub mod modelspec;
+pub mod plot;
+pub mod prep;
+pub mod task;
+pub mod training;
 
 use crate::stage::Registry;
 
@@ -9,5 +20,13 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(generic::ValueStage)
         .register(generic::CommandStage);
+    r.register(ingest::DatasetStage)
+        .register(ingest::VideoSynthStage);
+    r.register(prep::ImagePrep)
+        .register(prep::AudioPrep)
+        .register(prep::VideoPrep);
+    r.register(task::TaskStage)
+        .register(training::TrainStage { multi: false })
+        .register(training::TrainStage { multi: true });
     r
 }

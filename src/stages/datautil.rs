@@ -1,0 +1,230 @@
+//! Shared helpers of the data stages: hashing source trees, writing/reading split files, `show` output.
+
+use crate::data::tensors::{decode, encode, Array, Labels, Meta, Named};
+use crate::stage::{InputArtifact, StageCtx, StageError};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One split's arrays (besides `y`) and labels.
+pub struct Split {
+    /// Named arrays (`x`, or `wave` + `offsets`).
+    pub x: Vec<(String, Named)>,
+    /// Labels.
+    pub y: Labels,
+}
+
+/// blake3 over the relative paths and contents of every file below `p` (content only: no mtimes, no
+/// absolute paths).
+pub fn hash_tree(p: &Path) -> Result<String, StageError> {
+    let mut files = vec![];
+    super::generic::collect_files(p, &mut files).map_err(|e| {
+        StageError::input(format!("{}: {e}; check the dataset `path`", p.display()))
+    })?;
+    files.sort();
+    let mut h = blake3::Hasher::new();
+    for f in files {
+        let rel = f
+            .strip_prefix(p)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .to_string();
+        h.update(rel.as_bytes());
+        h.update(&[0]);
+        h.update_mmap(&f)
+            .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Writes `{split}.safetensors` for each split and `meta.json`.
+pub fn write_dataset(
+    ctx: &mut StageCtx<'_>,
+    modality: &str,
+    classes: Vec<String>,
+    multilabel: bool,
+    splits: Vec<(&str, Split)>,
+    sample_rate: Option<u32>,
+    note: String,
+) -> Result<(), StageError> {
+    let mut sizes = BTreeMap::new();
+    let mut shape = vec![];
+    for (name, s) in splits {
+        if s.y.is_empty() && name == "train" {
+            return Err(StageError::input(format!(
+                "node `{}`: the train split is empty",
+                ctx.id
+            )));
+        }
+        sizes.insert(name.to_string(), s.y.len());
+        let mut arrays: BTreeMap<String, Named> = s.x.into_iter().collect();
+        if let Some(x) = arrays.get("x") {
+            shape = x.shape[1..].to_vec();
+        }
+        arrays.insert("y".into(), s.y.named());
+        ctx.out
+            .put(&format!("{name}.safetensors"), &encode(&arrays))?;
+    }
+    let meta = Meta {
+        modality: modality.into(),
+        classes,
+        multilabel,
+        splits: sizes,
+        shape,
+        sample_rate,
+        note,
+    };
+    ctx.out.put_json("meta.json", &meta)
+}
+
+/// Reads one split's arrays.
+pub fn read_split(a: &InputArtifact, split: &str) -> Result<BTreeMap<String, Named>, StageError> {
+    let bytes = a.read(&format!("{split}.safetensors"))?;
+    decode(&bytes).map_err(|e| StageError::failed(format!("input `{}` split {split}: {e}", a.id)))
+}
+
+/// `show`: shapes, split sizes, class counts; writes `preview.png` (a grid of images, spectrograms or
+/// video frames from the train split).
+pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
+    let meta: Meta = a.json("meta.json")?;
+    let mut s = format!(
+        "modality {}, {} classes{}, example shape {:?}\n{}\n",
+        meta.modality,
+        meta.classes.len(),
+        if meta.multilabel {
+            " (multi-label)"
+        } else {
+            ""
+        },
+        meta.shape,
+        meta.note
+    );
+    for (split, n) in &meta.splits {
+        let arrays = read_split(a, split)?;
+        let counts = match Labels::from_named(&arrays["y"]).map_err(StageError::failed)? {
+            Labels::Single(v) => {
+                let mut c = vec![0usize; meta.classes.len()];
+                v.iter().for_each(|&l| c[l as usize] += 1);
+                c
+            }
+            Labels::Multi(v, k) => (0..k)
+                .map(|j| v.iter().skip(j).step_by(k).filter(|&&b| b > 0).count())
+                .collect(),
+        };
+        let per: Vec<String> = meta
+            .classes
+            .iter()
+            .zip(&counts)
+            .map(|(c, n)| format!("{c}:{n}"))
+            .collect();
+        let shapes: Vec<String> = arrays
+            .iter()
+            .map(|(k, v)| format!("{k} {:?}", v.shape))
+            .collect();
+        s.push_str(&format!(
+            "  {split:<5} {n:>6} examples  [{}]  {}\n",
+            shapes.join(", "),
+            per.join(" ")
+        ));
+    }
+    if let Ok(arrays) = read_split(a, "train") {
+        if let Some(png) = preview(&arrays, &meta) {
+            let p = out.join("preview.png");
+            png.save(&p)
+                .map_err(|e| StageError::failed(format!("{}: {e}", p.display())))?;
+            s.push_str(&format!("preview: {}\n", p.display()));
+        }
+    }
+    Ok(s)
+}
+
+fn to_u8(v: f32, lo: f32, hi: f32) -> u8 {
+    (((v - lo) / (hi - lo).max(1e-6)) * 255.0).clamp(0.0, 255.0) as u8
+}
+
+/// A grid of up to 16 examples (for 5-D tensors: the frames of up to 4 clips, one clip per row).
+fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::GrayImage> {
+    let x = arrays.get("x")?;
+    let vals: Vec<f32> = match &x.data {
+        Array::U8(v) => v.iter().map(|&b| b as f32).collect(),
+        Array::F32(v) => v.clone(),
+        Array::I64(_) => return None,
+    };
+    let (lo, hi) = vals
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    // Normalise to (n, t, h, w) taking channel 0.
+    let (n, t, h, w, get): (
+        usize,
+        usize,
+        usize,
+        usize,
+        Box<dyn Fn(usize, usize, usize, usize) -> f32>,
+    ) = match x.shape.as_slice() {
+        [n, h, w, c] if meta.modality == "image" => {
+            let (h, w, c) = (*h, *w, *c);
+            (
+                *n,
+                1,
+                h,
+                w,
+                Box::new(move |i, _, y, xx| vals[((i * h + y) * w + xx) * c]),
+            )
+        }
+        [n, t, h, w, c] if matches!(&x.data, Array::U8(_)) => {
+            let (t, h, w, c) = (*t, *h, *w, *c);
+            (
+                *n,
+                t,
+                h,
+                w,
+                Box::new(move |i, f, y, xx| vals[(((i * t + f) * h + y) * w + xx) * c]),
+            )
+        }
+        [n, c, t, h, w] => {
+            let (c, t, h, w) = (*c, *t, *h, *w);
+            // Spectrograms [N, C, 1, time, mel] are drawn with time along x.
+            if meta.modality == "audio" {
+                (
+                    *n,
+                    1,
+                    w,
+                    h,
+                    Box::new(move |i, _, y, xx| vals[(((i * c) * t) * h + xx) * w + (w - 1 - y)]),
+                )
+            } else {
+                (
+                    *n,
+                    t,
+                    h,
+                    w,
+                    Box::new(move |i, f, y, xx| vals[(((i * c) * t + f) * h + y) * w + xx]),
+                )
+            }
+        }
+        _ => return None,
+    };
+    let (rows, cols) = if t > 1 {
+        (n.min(4), t)
+    } else {
+        (n.min(16).div_ceil(4), n.min(4))
+    };
+    let mut img = image::GrayImage::new((cols * (w + 1)) as u32, (rows * (h + 1)) as u32);
+    for r in 0..rows {
+        for c in 0..cols {
+            let (i, f) = if t > 1 { (r, c) } else { (r * 4 + c, 0) };
+            if i >= n {
+                continue;
+            }
+            for y in 0..h {
+                for xx in 0..w {
+                    img.put_pixel(
+                        (c * (w + 1) + xx) as u32,
+                        (r * (h + 1) + y) as u32,
+                        image::Luma([to_u8(get(i, f, y, xx), lo, hi)]),
+                    );
+                }
+            }
+        }
+    }
+    Some(img)
+}

@@ -1,0 +1,194 @@
+//! `task`: one task's hyperparameters (reused unchanged by its single-task baseline and every co-training run,
+//! as in the paper), bundled with its data. The artifact links the data blobs (no copy) and adds `task.json`,
+//! so changing one task's LR re-runs exactly what trains on that task.
+
+use crate::data::tensors::Meta;
+use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::train::batch::Augment;
+use crate::train::metrics::Loss;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The contents of `task.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Task name (the node id).
+    pub name: String,
+    /// `image`, `audio` or `video`.
+    pub modality: String,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Multi-label.
+    pub multilabel: bool,
+    /// Loss.
+    pub loss: Loss,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Step budget U_j.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup steps.
+    pub warmup: usize,
+    /// Augmentation.
+    pub augment: Augment,
+    /// Stochastic depth rate.
+    pub droplayer: f64,
+    /// Head init: `zero` or `lecun_normal`.
+    pub head_init: String,
+    /// Report mAP.
+    pub map: bool,
+}
+
+/// `task`.
+pub struct TaskStage;
+
+impl Stage for TaskStage {
+    fn kind(&self) -> &'static str {
+        "task"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        "a task: its data plus its hyperparameters (steps U_j, batch, peak LR, loss, head init, augmentation)"
+    }
+    fn output(&self) -> &'static str {
+        "task"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        vec![InputSlot::one("data", &["tensors"])]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::req(
+                "steps",
+                T::Int {
+                    min: 1,
+                    max: 100_000_000,
+                },
+                "step budget U_j of the single-task baseline",
+            ),
+            ParamSpec::opt(
+                "batch_size",
+                T::Int { min: 1, max: 65536 },
+                json!(32),
+                "minibatch size",
+            ),
+            ParamSpec::opt(
+                "lr",
+                T::Float {
+                    min: 0.0,
+                    max: 100.0,
+                },
+                json!(0.03),
+                "peak learning rate",
+            ),
+            ParamSpec::opt(
+                "warmup",
+                T::Int {
+                    min: 0,
+                    max: 100_000_000,
+                },
+                json!(0),
+                "warmup steps (summed into the global warmup when co-training)",
+            ),
+            ParamSpec::opt(
+                "loss",
+                T::Choice(&["auto", "softmax", "sigmoid"]),
+                json!("auto"),
+                "auto = the paper's choice: sigmoid for images and multi-label, softmax otherwise",
+            ),
+            ParamSpec::opt(
+                "head_init",
+                T::Choice(&["auto", "zero", "lecun_normal"]),
+                json!("auto"),
+                "auto = zero for audio/video, LeCun-normal for images (the paper)",
+            ),
+            ParamSpec::opt(
+                "augment",
+                T::Table,
+                json!({}),
+                "crop_pad, flip, freq_masks, freq_mask_width, time_masks, time_mask_width, mixup",
+            ),
+            ParamSpec::opt(
+                "droplayer",
+                T::Float { min: 0.0, max: 1.0 },
+                json!(0.0),
+                "stochastic depth rate (paper: 0.3 for its audio tasks)",
+            ),
+            ParamSpec::opt(
+                "map",
+                T::Bool,
+                json!(false),
+                "also report mAP (always for multi-label data)",
+            ),
+        ]
+    }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        serde_json::from_value::<Augment>(params["augment"].clone())
+            .map(|_| ())
+            .map_err(|e| ("augment".into(), format!("bad augmentation option: {e}")))
+    }
+    fn env_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let data = ctx.input("data")?.clone();
+        let meta: Meta = data.json("meta.json")?;
+        let p = ctx.params;
+        let loss = match p["loss"].as_str().unwrap() {
+            "softmax" => Loss::Softmax,
+            "sigmoid" => Loss::Sigmoid,
+            _ => {
+                if meta.modality == "image" || meta.multilabel {
+                    Loss::Sigmoid
+                } else {
+                    Loss::Softmax
+                }
+            }
+        };
+        let head_init = match p["head_init"].as_str().unwrap() {
+            "auto" => {
+                if meta.modality == "image" {
+                    "lecun_normal"
+                } else {
+                    "zero"
+                }
+            }
+            other => other,
+        };
+        let spec = TaskSpec {
+            name: ctx.id.to_string(),
+            modality: meta.modality.clone(),
+            classes: meta.classes.clone(),
+            multilabel: meta.multilabel,
+            loss,
+            batch_size: p["batch_size"].as_u64().unwrap() as usize,
+            steps: p["steps"].as_u64().unwrap() as usize,
+            lr: p["lr"].as_f64().unwrap(),
+            warmup: p["warmup"].as_u64().unwrap() as usize,
+            augment: serde_json::from_value(p["augment"].clone())
+                .map_err(|e| StageError::input(e.to_string()))?,
+            droplayer: p["droplayer"].as_f64().unwrap(),
+            head_init: head_init.to_string(),
+            map: p["map"].as_bool().unwrap() || meta.multilabel,
+        };
+        for f in data.manifest.files.keys().cloned().collect::<Vec<_>>() {
+            ctx.out.link(&f, &data, &f)?;
+        }
+        ctx.out.put_json("task.json", &spec)
+    }
+    fn describe(
+        &self,
+        a: &crate::stage::InputArtifact,
+        out: &std::path::Path,
+    ) -> Result<String, StageError> {
+        let spec: TaskSpec = a.json("task.json")?;
+        Ok(format!(
+            "{}\n{}",
+            serde_json::to_string_pretty(&spec).unwrap_or_default(),
+            super::datautil::describe(a, out)?
+        ))
+    }
+}

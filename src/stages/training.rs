@@ -1,0 +1,438 @@
+//! `train` (one task) and `cotrain` (several tasks, any modalities): produce a `model` artifact —
+//! `model.safetensors`, `config.json`, `metrics.json`, `steps.jsonl`, `evals.jsonl`, `curves.svg`.
+//!
+//! Resumable: every `checkpoint_every` updates the weights, optimizer state, step and data-stream positions go
+//! to the node's scratch directory in the store; a killed run resumes there and ends with exactly the
+//! weights and metrics of an uninterrupted run.
+
+use super::modelspec::{load_task, model_config, model_params, LoadedTask};
+use crate::model::checkpoint::{from_safetensors, to_safetensors, HostTensor};
+use crate::model::count::count;
+use crate::model::device::{dispatch, BackendJob};
+use crate::model::import::{from_timm, Inflation};
+use crate::stage::{
+    InputArtifact, InputSlot, ParamSpec, ParamType as T, Progress, Resources, Stage, StageCtx,
+    StageError,
+};
+use crate::train::batch::Cursor;
+use crate::train::optim::OptKind;
+use crate::train::run::{run, Outcome, Resume, RunConfig, TaskRun};
+use crate::train::schedule::{Schedule, SCHEDULES};
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `train` (`multi = false`) and `cotrain` (`multi = true`).
+pub struct TrainStage {
+    /// Co-training over several tasks.
+    pub multi: bool,
+}
+
+fn optim_params(multi: bool) -> Vec<ParamSpec> {
+    let mut v = vec![
+        ParamSpec::opt(
+            "optimizer",
+            T::Choice(&["sgd", "adam", "adamw"]),
+            json!("sgd"),
+            "one shared optimizer (paper: SGD, momentum 0.9)",
+        ),
+        ParamSpec::opt(
+            "momentum",
+            T::Float { min: 0.0, max: 1.0 },
+            json!(0.9),
+            "SGD momentum",
+        ),
+        ParamSpec::opt(
+            "weight_decay",
+            T::Float {
+                min: 0.0,
+                max: 10.0,
+            },
+            json!(0.0),
+            "AdamW decoupled weight decay",
+        ),
+        ParamSpec::opt(
+            "clip",
+            T::Float { min: 0.0, max: 1e9 },
+            json!(1.0),
+            "global gradient-norm clip (0 = off)",
+        ),
+        ParamSpec::opt(
+            "wrap_last",
+            T::Bool,
+            json!(true),
+            "Scenic's cosine wrap: the last update uses the full peak LR",
+        ),
+        ParamSpec::opt(
+            "total_steps",
+            T::Int {
+                min: 0,
+                max: 1_000_000_000,
+            },
+            json!(0),
+            "override Σ U_j (0 = Σ U_j)",
+        ),
+        ParamSpec::opt(
+            "eval_every",
+            T::Int {
+                min: 0,
+                max: 1_000_000_000,
+            },
+            json!(0),
+            "evaluate on val every N updates (0 = at the end)",
+        ),
+        ParamSpec::opt(
+            "checkpoint_every",
+            T::Int {
+                min: 0,
+                max: 1_000_000_000,
+            },
+            json!(0),
+            "resumable checkpoint every N updates (0 = off)",
+        ),
+        ParamSpec::opt(
+            "init_inflation",
+            T::Choice(&["central", "average"]),
+            json!("central"),
+            "2D → 3D kernel inflation when initialising video from a ViT",
+        ),
+    ];
+    if multi {
+        v.push(ParamSpec::opt(
+            "schedule",
+            T::Choice(SCHEDULES),
+            json!("weighted"),
+            "task sampling: task_by_task, alternating, uniform, weighted, accumulate",
+        ));
+        v.push(ParamSpec::opt(
+            "schedule_seed",
+            T::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            json!(0),
+            "seed of the schedule's permutation (Scenic: 0)",
+        ));
+        v.push(ParamSpec::opt(
+            "accumulate",
+            T::Choice(&["sum", "mean"]),
+            json!("sum"),
+            "accumulate: combine the task gradients by sum or mean",
+        ));
+    }
+    v
+}
+
+fn opt_kind(p: &Value) -> OptKind {
+    match p["optimizer"].as_str().unwrap_or("sgd") {
+        "sgd" => OptKind::Sgd {
+            momentum: p["momentum"].as_f64().unwrap_or(0.9),
+        },
+        "adam" => OptKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        _ => OptKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: p["weight_decay"].as_f64().unwrap_or(0.0),
+        },
+    }
+}
+
+struct Job<'a> {
+    cfg: &'a RunConfig,
+    tasks: Vec<TaskRun>,
+    init: Option<BTreeMap<String, HostTensor>>,
+    resume: Option<Resume>,
+    progress: &'a (dyn Fn(Progress) + Sync),
+    scratch: &'a Path,
+}
+
+impl BackendJob for Job<'_> {
+    type Output = Result<Outcome, String>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let progress = |done: usize, total: usize, message: String| {
+            (self.progress)(Progress {
+                done: done as u64,
+                total: total as u64,
+                message,
+            })
+        };
+        let scratch = self.scratch;
+        let mut save = |r: &Resume| {
+            if let Err(e) = save_resume(scratch, r) {
+                tracing::warn!("cannot write resumable checkpoint: {e}");
+            }
+        };
+        run::<B>(
+            self.cfg,
+            &self.tasks,
+            self.init.as_ref(),
+            self.resume,
+            &device,
+            &progress,
+            &mut save,
+        )
+    }
+}
+
+fn save_resume(dir: &Path, r: &Resume) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut t = r.weights.clone();
+    for (k, v) in &r.opt {
+        t.insert(
+            k.clone(),
+            HostTensor {
+                shape: vec![v.len()],
+                data: v.clone(),
+            },
+        );
+    }
+    let meta = json!({"step": r.step, "opt_t": r.opt_t, "cursors": r.cursors, "steps": r.steps, "evals": r.evals});
+    // Tensors first, then the JSON that makes them count (both atomic renames).
+    let tmp = dir.join("resume.safetensors.tmp");
+    std::fs::write(&tmp, to_safetensors(&t))?;
+    std::fs::rename(&tmp, dir.join("resume.safetensors"))?;
+    let tmp = dir.join("resume.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&meta)?)?;
+    std::fs::rename(&tmp, dir.join("resume.json"))
+}
+
+fn load_resume(dir: &Path) -> Option<Resume> {
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("resume.json")).ok()?).ok()?;
+    let t = from_safetensors(&std::fs::read(dir.join("resume.safetensors")).ok()?).ok()?;
+    let mut weights = BTreeMap::new();
+    let mut opt = vec![];
+    for (k, v) in t {
+        if k.starts_with("opt.") {
+            opt.push((k, v.data))
+        } else {
+            weights.insert(k, v);
+        }
+    }
+    Some(Resume {
+        step: meta["step"].as_u64()? as usize,
+        weights,
+        opt,
+        opt_t: meta["opt_t"].as_u64()? as usize,
+        cursors: serde_json::from_value::<Vec<Cursor>>(meta["cursors"].clone()).ok()?,
+        steps: serde_json::from_value(meta["steps"].clone()).ok()?,
+        evals: serde_json::from_value(meta["evals"].clone()).ok()?,
+    })
+}
+
+impl TrainStage {
+    fn slot(&self) -> &'static str {
+        if self.multi {
+            "tasks"
+        } else {
+            "task"
+        }
+    }
+
+    fn tasks(
+        &self,
+        inputs: &BTreeMap<String, Vec<InputArtifact>>,
+    ) -> Result<Vec<LoadedTask>, StageError> {
+        inputs
+            .get(self.slot())
+            .into_iter()
+            .flatten()
+            .map(load_task)
+            .collect()
+    }
+}
+
+impl Stage for TrainStage {
+    fn kind(&self) -> &'static str {
+        if self.multi {
+            "cotrain"
+        } else {
+            "train"
+        }
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        if self.multi {
+            "co-train one PolyViT on several tasks (one task per minibatch, one shared optimizer)"
+        } else {
+            "train a single-task ViT baseline"
+        }
+    }
+    fn output(&self) -> &'static str {
+        "model"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        let main = if self.multi {
+            InputSlot::many("tasks", &["task"])
+        } else {
+            InputSlot::one("task", &["task"])
+        };
+        vec![
+            main,
+            InputSlot::one("init", &["model", "weights"]).optional(),
+        ]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        let mut v = model_params();
+        v.extend(optim_params(self.multi));
+        v
+    }
+    fn env_keys(&self) -> &'static [&'static str] {
+        &["seed", "backend", "precision"]
+    }
+    fn resources(&self, _params: &Value) -> Resources {
+        Resources::HEAVY
+    }
+    fn report_slots(&self) -> &'static [&'static str] {
+        if self.multi {
+            &["tasks"]
+        } else {
+            &["task"]
+        }
+    }
+    fn report(
+        &self,
+        params: &Value,
+        inputs: &BTreeMap<String, Vec<InputArtifact>>,
+    ) -> Option<Result<Value, StageError>> {
+        Some((|| {
+            let tasks = self.tasks(inputs)?;
+            let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
+            let cfg = model_config(params, &refs)?;
+            Ok(serde_json::to_value(count(&cfg)).unwrap_or_default())
+        })())
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let tasks = self.tasks(&ctx.inputs)?;
+        let p = ctx.params;
+        let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
+        let model = model_config(p, &refs)?;
+        let schedule = if self.multi {
+            Schedule::parse(p["schedule"].as_str().unwrap()).unwrap()
+        } else {
+            Schedule::Weighted
+        };
+        let total = p["total_steps"].as_u64().unwrap_or(0) as usize;
+        let cfg = RunConfig {
+            model: model.clone(),
+            schedule,
+            total_steps: (total > 0).then_some(total),
+            schedule_seed: p.get("schedule_seed").and_then(|v| v.as_u64()).unwrap_or(0),
+            optimizer: opt_kind(p),
+            clip: p["clip"].as_f64().filter(|&c| c > 0.0),
+            wrap_last: p["wrap_last"].as_bool().unwrap_or(true),
+            accumulate_mean: p.get("accumulate").and_then(|v| v.as_str()) == Some("mean"),
+            eval_every: p["eval_every"].as_u64().unwrap_or(0) as usize,
+            checkpoint_every: p["checkpoint_every"].as_u64().unwrap_or(0) as usize,
+            seed: ctx.seed(),
+            eval_batch: 256,
+        };
+        let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
+            None => None,
+            Some(a) if a.has("model.safetensors") => {
+                Some(from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?)
+            }
+            Some(a) => {
+                let timm =
+                    from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
+                let infl = if p["init_inflation"] == "average" {
+                    Inflation::Average
+                } else {
+                    Inflation::Central
+                };
+                Some(
+                    from_timm(&timm, &model, infl)
+                        .map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?,
+                )
+            }
+        };
+        let resume = load_resume(&ctx.scratch);
+        if let Some(r) = &resume {
+            tracing::info!("{}: resuming at update {}", ctx.id, r.step);
+        }
+        let backend = ctx
+            .env
+            .get("backend")
+            .cloned()
+            .unwrap_or_else(|| "flex".into());
+        let job = Job {
+            cfg: &cfg,
+            tasks: tasks.iter().map(|t| t.run.clone()).collect(),
+            init,
+            resume,
+            progress: ctx.progress,
+            scratch: &ctx.scratch,
+        };
+        let out = dispatch(&backend, job)
+            .map_err(StageError::input)?
+            .map_err(StageError::failed)?;
+        write_model(ctx, &cfg, &tasks, &out)
+    }
+    fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
+        let m: Value = a.json("metrics.json")?;
+        Ok(serde_json::to_string_pretty(&m).unwrap_or_default())
+    }
+}
+
+fn write_model(
+    ctx: &mut StageCtx<'_>,
+    cfg: &RunConfig,
+    tasks: &[LoadedTask],
+    out: &Outcome,
+) -> Result<(), StageError> {
+    ctx.out
+        .put("model.safetensors", &to_safetensors(&out.weights))?;
+    ctx.out
+        .put_json("config.json", &json!({"model": cfg.model, "run": cfg}))?;
+    let mut per = serde_json::Map::new();
+    for (j, t) in tasks.iter().enumerate() {
+        let mut e = serde_json::Map::new();
+        for ev in out.evals.iter().filter(|e| {
+            e.task == t.spec.name && e.step == out.steps.len().max(1)
+                || (e.task == t.spec.name && e.split == "test")
+        }) {
+            e.insert(ev.split.clone(), json!(ev.metrics));
+        }
+        e.insert("steps".into(), json!(out.steps_per_task[j]));
+        per.insert(t.spec.name.clone(), Value::Object(e));
+    }
+    let c = count(&cfg.model);
+    ctx.out.put_json("metrics.json", &json!({"tasks": per, "models": 1, "params": c.total, "param_counts": c, "schedule": cfg.schedule, "updates": out.steps.len()}))?;
+    let jsonl = |v: Vec<String>| v.join("\n") + "\n";
+    ctx.out.put(
+        "steps.jsonl",
+        jsonl(
+            out.steps
+                .iter()
+                .map(|s| serde_json::to_string(s).unwrap())
+                .collect(),
+        )
+        .as_bytes(),
+    )?;
+    ctx.out.put(
+        "evals.jsonl",
+        jsonl(
+            out.evals
+                .iter()
+                .map(|s| serde_json::to_string(s).unwrap())
+                .collect(),
+        )
+        .as_bytes(),
+    )?;
+    let svg = super::plot::curves(
+        out,
+        &tasks
+            .iter()
+            .map(|t| t.spec.name.clone())
+            .collect::<Vec<_>>(),
+    );
+    ctx.out.put("curves.svg", svg.as_bytes())
+}

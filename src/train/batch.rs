@@ -1,0 +1,222 @@
+//! Per-task data streams and augmentation, on the host.
+//!
+//! Each task has its own infinite, shuffled stream that advances only when its task is sampled (as in the
+//! paper's code). The permutation of epoch `e` is derived from `(seed, task, e)` and the augmentation noise of
+//! a batch from `(seed, task, step)`, so a stream's whole state is `(epoch, position)`: resuming from a
+//! checkpoint reproduces the same batches bit for bit.
+
+use crate::data::tensors::Labels;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+
+/// One split of a task in memory: `x` is `[N, C, T, H, W]`.
+#[derive(Debug, Clone)]
+pub struct SplitData {
+    /// Values.
+    pub x: Vec<f32>,
+    /// `[C, T, H, W]`.
+    pub shape: [usize; 4],
+    /// Labels.
+    pub y: Labels,
+}
+
+impl SplitData {
+    /// Examples.
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+    /// Values per example.
+    pub fn per(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Gathers examples `idx` → (x, targets `[B, K]`).
+    pub fn gather(&self, idx: &[usize], classes: usize) -> (Vec<f32>, Vec<f32>) {
+        let per = self.per();
+        let mut x = Vec::with_capacity(idx.len() * per);
+        let mut t = vec![0f32; idx.len() * classes];
+        for (b, &i) in idx.iter().enumerate() {
+            x.extend_from_slice(&self.x[i * per..(i + 1) * per]);
+            match &self.y {
+                Labels::Single(v) => t[b * classes + v[i] as usize] = 1.0,
+                Labels::Multi(v, k) => {
+                    (0..*k).for_each(|j| t[b * classes + j] = v[i * k + j] as f32)
+                }
+            }
+        }
+        (x, t)
+    }
+}
+
+/// Augmentation of one task (all off by default).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Augment {
+    /// Images/video: random translation by up to this many pixels (zero padding), as a random crop.
+    pub crop_pad: usize,
+    /// Images/video: random horizontal flip.
+    pub flip: bool,
+    /// Audio: number of SpecAugment frequency masks.
+    pub freq_masks: usize,
+    /// Audio: max width of a frequency mask (bins).
+    pub freq_mask_width: usize,
+    /// Audio: number of SpecAugment time masks.
+    pub time_masks: usize,
+    /// Audio: max width of a time mask (frames).
+    pub time_mask_width: usize,
+    /// Mixup α (0 = off): one λ ~ Beta(α, α) per batch, example i mixed with B−1−i (the paper's recipe).
+    pub mixup: f64,
+}
+
+/// A task's stream position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Cursor {
+    /// Epoch.
+    pub epoch: u64,
+    /// Position in the epoch's permutation.
+    pub pos: usize,
+}
+
+fn perm(n: usize, seed: u64, task: usize, epoch: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed ^ (task as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ epoch.wrapping_mul(0xbf58_476d_1ce4_e5b9),
+    ));
+    idx
+}
+
+/// The next `batch` indices of a stream.
+pub fn next_indices(
+    cur: &mut Cursor,
+    n: usize,
+    batch: usize,
+    seed: u64,
+    task: usize,
+) -> Vec<usize> {
+    let mut out = Vec::with_capacity(batch);
+    let mut p = perm(n, seed, task, cur.epoch);
+    while out.len() < batch {
+        if cur.pos >= n {
+            cur.epoch += 1;
+            cur.pos = 0;
+            p = perm(n, seed, task, cur.epoch);
+        }
+        out.push(p[cur.pos]);
+        cur.pos += 1;
+    }
+    out
+}
+
+/// Applies `aug` to a batch `x [B, C, T, H, W]` with targets `[B, K]`, noise from `(seed, task, step)`.
+pub fn augment(
+    aug: &Augment,
+    x: &mut [f32],
+    t: &mut [f32],
+    shape: [usize; 4],
+    classes: usize,
+    seed: u64,
+    task: usize,
+    step: u64,
+) {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x5eed) ^ ((task as u64) << 40) ^ step);
+    let per: usize = shape.iter().product();
+    let b = x.len() / per;
+    let [c, tt, h, w] = shape;
+    for i in 0..b {
+        let ex = &mut x[i * per..(i + 1) * per];
+        if aug.crop_pad > 0 || aug.flip {
+            let p = aug.crop_pad as i64;
+            let (dy, dx) = if p > 0 {
+                (rng.random_range(-p..=p), rng.random_range(-p..=p))
+            } else {
+                (0, 0)
+            };
+            let flip = aug.flip && rng.random_bool(0.5);
+            let src = ex.to_vec();
+            for plane in 0..c * tt {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let sy = y as i64 + dy;
+                        let sx0 = if flip { w - 1 - xx } else { xx } as i64 + dx;
+                        let v = if sy < 0 || sx0 < 0 || sy >= h as i64 || sx0 >= w as i64 {
+                            0.0
+                        } else {
+                            src[(plane * h + sy as usize) * w + sx0 as usize]
+                        };
+                        ex[(plane * h + y) * w + xx] = v;
+                    }
+                }
+            }
+        }
+        // SpecAugment on [C, 1, time(h), mel(w)]: masks set to 0 (the mean of a normalised spectrogram).
+        for _ in 0..aug.freq_masks {
+            let wd = rng.random_range(0..=aug.freq_mask_width.min(w));
+            let f0 = rng.random_range(0..=w - wd);
+            for plane in 0..c * tt {
+                for y in 0..h {
+                    ex[(plane * h + y) * w + f0..(plane * h + y) * w + f0 + wd]
+                        .iter_mut()
+                        .for_each(|v| *v = 0.0);
+                }
+            }
+        }
+        for _ in 0..aug.time_masks {
+            let wd = rng.random_range(0..=aug.time_mask_width.min(h));
+            let t0 = rng.random_range(0..=h - wd);
+            for plane in 0..c * tt {
+                ex[(plane * h + t0) * w..(plane * h + t0 + wd) * w]
+                    .iter_mut()
+                    .for_each(|v| *v = 0.0);
+            }
+        }
+    }
+    if aug.mixup > 0.0 && b > 1 {
+        let lam = Beta::new(aug.mixup, aug.mixup)
+            .map(|d| d.sample(&mut rng) as f32)
+            .unwrap_or(1.0);
+        let (x0, t0) = (x.to_vec(), t.to_vec());
+        for i in 0..b {
+            let j = b - 1 - i;
+            for k in 0..per {
+                x[i * per + k] = lam * x0[i * per + k] + (1.0 - lam) * x0[j * per + k];
+            }
+            for k in 0..classes {
+                t[i * classes + k] = lam * t0[i * classes + k] + (1.0 - lam) * t0[j * classes + k];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn streams_are_resumable() {
+        let mut a = Cursor::default();
+        let first: Vec<usize> = (0..5)
+            .flat_map(|_| next_indices(&mut a, 7, 3, 1, 0))
+            .collect();
+        let mut b = Cursor::default();
+        let _ = next_indices(&mut b, 7, 3, 1, 0);
+        let saved = b;
+        let mut c = saved;
+        let rest: Vec<usize> = (0..4)
+            .flat_map(|_| next_indices(&mut c, 7, 3, 1, 0))
+            .collect();
+        assert_eq!(&first[3..], &rest[..]);
+        let mut counts = [0; 7];
+        first[..14].iter().for_each(|&i| counts[i] += 1);
+        assert!(
+            counts.iter().all(|&c| c == 2),
+            "each example once per epoch"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! One shared optimizer over every parameter, as the paper's code does it: SGD with momentum (default) or
+//! Adam/AdamW, global-norm gradient clipping, and a momentum buffer that keeps moving parameters whose task
+//! was not sampled in this step (their gradient is zero, their momentum decays). The LR passed to
+//! [`SharedOptimizer::step`] is the global schedule value times the sampled task's peak LR, applied after the
+//! momentum trace (so it scales the whole buffer, as `optax.trace` → `scale_by_schedule` does).
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// Optimizer choice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum OptKind {
+    /// SGD with (heavy-ball) momentum.
+    Sgd {
+        /// Momentum (paper: 0.9).
+        momentum: f64,
+    },
+    /// Adam.
+    Adam {
+        /// β1.
+        beta1: f64,
+        /// β2.
+        beta2: f64,
+        /// ε.
+        eps: f64,
+        /// Decoupled weight decay (AdamW when > 0).
+        weight_decay: f64,
+    },
+}
+
+/// Per-parameter state on the host side of the graph (inner backend), in visit order.
+pub struct SharedOptimizer<B: AutodiffBackend> {
+    /// Kind.
+    pub kind: OptKind,
+    /// Global-norm clip (None = off).
+    pub clip: Option<f64>,
+    /// First moment / velocity per parameter (flattened).
+    pub m: Vec<Option<Tensor<B::InnerBackend, 1>>>,
+    /// Second moment per parameter (Adam).
+    pub v: Vec<Option<Tensor<B::InnerBackend, 1>>>,
+    /// Updates taken.
+    pub t: usize,
+}
+
+struct SqNorm<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SqNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s = g.powf_scalar(2.0).sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    }
+}
+
+struct Update<'a, B: AutodiffBackend> {
+    opt: &'a mut SharedOptimizer<B>,
+    grads: &'a GradientsParams,
+    lr: f64,
+    scale: f64,
+    idx: usize,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let i = self.idx;
+        self.idx += 1;
+        if self.opt.m.len() <= i {
+            self.opt.m.resize(i + 1, None);
+            self.opt.v.resize(i + 1, None);
+        }
+        let (id, tensor, mapper) = param.consume();
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let grad: Option<Tensor<B::InnerBackend, 1>> = self
+            .grads
+            .get::<B::InnerBackend, D>(id)
+            .map(|g| g.reshape([n]) * self.scale);
+        if grad.is_none() && self.opt.m[i].is_none() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let w = tensor.inner().reshape([n]);
+        let new = match self.opt.kind {
+            OptKind::Sgd { momentum } => {
+                let vel = match (self.opt.m[i].take(), grad) {
+                    (Some(m), Some(g)) => m * momentum + g,
+                    (Some(m), None) => m * momentum,
+                    (None, Some(g)) => g,
+                    (None, None) => unreachable!(),
+                };
+                self.opt.m[i] = Some(vel.clone());
+                w - vel * self.lr
+            }
+            OptKind::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let g = grad.unwrap_or_else(|| w.zeros_like());
+                let m = match self.opt.m[i].take() {
+                    Some(m) => m * beta1 + g.clone() * (1.0 - beta1),
+                    None => g.clone() * (1.0 - beta1),
+                };
+                let v = match self.opt.v[i].take() {
+                    Some(v) => v * beta2 + g.powf_scalar(2.0) * (1.0 - beta2),
+                    None => g.powf_scalar(2.0) * (1.0 - beta2),
+                };
+                let t = self.opt.t as i32;
+                let mh = m.clone() / (1.0 - beta1.powi(t));
+                let vh = v.clone() / (1.0 - beta2.powi(t));
+                self.opt.m[i] = Some(m);
+                self.opt.v[i] = Some(v);
+                let upd = mh / (vh.sqrt() + eps);
+                let upd = if weight_decay > 0.0 {
+                    upd + w.clone() * weight_decay
+                } else {
+                    upd
+                };
+                w - upd * self.lr
+            }
+        };
+        let t = Tensor::<B, D>::from_inner(new.reshape(dims)).require_grad();
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+impl<B: AutodiffBackend> SharedOptimizer<B> {
+    /// A fresh optimizer.
+    pub fn new(kind: OptKind, clip: Option<f64>) -> Self {
+        SharedOptimizer {
+            kind,
+            clip,
+            m: vec![],
+            v: vec![],
+            t: 0,
+        }
+    }
+
+    /// One update with learning rate `lr`; returns the model and the pre-clip global gradient norm.
+    pub fn step<M: AutodiffModule<B>>(
+        &mut self,
+        model: M,
+        grads: &GradientsParams,
+        lr: f64,
+    ) -> (M, f64) {
+        let mut sq = SqNorm::<B> { grads, total: None };
+        model.visit(&mut sq);
+        let norm = sq
+            .total
+            .map(|t| t.into_scalar().elem::<f64>().sqrt())
+            .unwrap_or(0.0);
+        let scale = match self.clip {
+            Some(c) if norm > c => c / norm,
+            _ => 1.0,
+        };
+        self.t += 1;
+        let mut u = Update {
+            opt: self,
+            grads,
+            lr,
+            scale,
+            idx: 0,
+        };
+        (model.map(&mut u), norm)
+    }
+
+    /// State as host vectors (for checkpoints).
+    pub fn export(&self) -> Vec<(String, Vec<f32>)> {
+        let mut out = vec![];
+        for (name, v) in [("m", &self.m), ("v", &self.v)] {
+            for (i, t) in v.iter().enumerate() {
+                if let Some(t) = t {
+                    out.push((
+                        format!("opt.{name}.{i}"),
+                        t.clone()
+                            .into_data()
+                            .convert::<f32>()
+                            .into_vec::<f32>()
+                            .expect("f32"),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores state exported by [`Self::export`].
+    pub fn import(&mut self, items: &[(String, Vec<f32>)], t: usize, device: &B::Device) {
+        self.t = t;
+        for (name, data) in items {
+            let parts: Vec<&str> = name.split('.').collect();
+            let (Some(kind), Some(Ok(i))) =
+                (parts.get(1), parts.get(2).map(|s| s.parse::<usize>()))
+            else {
+                continue;
+            };
+            let v = if *kind == "m" {
+                &mut self.m
+            } else {
+                &mut self.v
+            };
+            if v.len() <= i {
+                v.resize(i + 1, None);
+            }
+            v[i] = Some(Tensor::from_data(
+                TensorData::new(data.clone(), [data.len()]),
+                device,
+            ));
+        }
+    }
+}
+
+use burn::tensor::ElementConversion;

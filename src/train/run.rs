@@ -1,0 +1,364 @@
+//! The training loop, generic over the burn backend: one task per minibatch (or every task, for
+//! `accumulate`), one shared optimizer, LR = global warmup+cosine × the sampled task's peak LR, global-norm
+//! clipping, evaluation at intervals, resumable checkpoints.
+
+use super::batch::{augment, next_indices, Augment, Cursor, SplitData};
+use super::metrics::{loss, mean_ap, topk, Loss};
+use super::optim::{OptKind, SharedOptimizer};
+use super::schedule::{plan, LrSchedule, Schedule};
+use crate::model::block::DropMasks;
+use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
+use crate::model::{ModelConfig, PolyVit};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One task of a run, with its data in memory.
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    /// Name (the task node id).
+    pub name: String,
+    /// Loss.
+    pub loss: Loss,
+    /// Minibatch size.
+    pub batch: usize,
+    /// Step budget U_j.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup steps of this task (summed into the global warmup).
+    pub warmup: usize,
+    /// Augmentation.
+    pub augment: Augment,
+    /// Stochastic depth rate (paper: 0.3 for its audio tasks, else 0).
+    pub droplayer: f64,
+    /// Classes.
+    pub classes: usize,
+    /// Report mAP (multi-label / audio).
+    pub map: bool,
+    /// Train split.
+    pub train: SplitData,
+    /// Validation split.
+    pub val: SplitData,
+    /// Test split.
+    pub test: SplitData,
+}
+
+/// Settings of a run that are not per task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The model.
+    pub model: ModelConfig,
+    /// Task-sampling schedule.
+    pub schedule: Schedule,
+    /// Override of Σ U_j.
+    pub total_steps: Option<usize>,
+    /// Seed of the schedule's permutation / draws (Scenic: fixed 0).
+    pub schedule_seed: u64,
+    /// Optimizer.
+    pub optimizer: OptKind,
+    /// Global-norm clip.
+    pub clip: Option<f64>,
+    /// Scenic's final-step cosine wrap.
+    pub wrap_last: bool,
+    /// `accumulate`: mean (true) or sum of the task losses.
+    pub accumulate_mean: bool,
+    /// Evaluate on val every this many updates (0 = only at the end).
+    pub eval_every: usize,
+    /// Checkpoint every this many updates (0 = never).
+    pub checkpoint_every: usize,
+    /// Seed of init, data order and augmentation.
+    pub seed: u64,
+    /// Batch size for evaluation.
+    pub eval_batch: usize,
+}
+
+/// A per-update log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// 1-based update.
+    pub step: usize,
+    /// Task(s) of the update.
+    pub tasks: Vec<String>,
+    /// Loss.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Pre-clip global gradient norm.
+    pub grad_norm: f64,
+}
+
+/// An evaluation result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalLog {
+    /// Update after which it ran.
+    pub step: usize,
+    /// Task.
+    pub task: String,
+    /// `val` or `test`.
+    pub split: String,
+    /// Metric → value.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Everything needed to resume.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Updates done.
+    pub step: usize,
+    /// Model weights.
+    pub weights: BTreeMap<String, HostTensor>,
+    /// Optimizer state.
+    pub opt: Vec<(String, Vec<f32>)>,
+    /// Optimizer step count.
+    pub opt_t: usize,
+    /// Data stream positions per task.
+    pub cursors: Vec<Cursor>,
+    /// Logs so far.
+    pub steps: Vec<StepLog>,
+    /// Evaluations so far.
+    pub evals: Vec<EvalLog>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Final weights.
+    pub weights: BTreeMap<String, HostTensor>,
+    /// Per-update logs.
+    pub steps: Vec<StepLog>,
+    /// Evaluations (val at intervals, val and test at the end).
+    pub evals: Vec<EvalLog>,
+    /// Updates per task actually taken.
+    pub steps_per_task: Vec<usize>,
+}
+
+fn to_tensor<B: Backend>(
+    x: Vec<f32>,
+    b: usize,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 5> {
+    Tensor::from_data(
+        TensorData::new(x, [b, shape[0], shape[1], shape[2], shape[3]]),
+        device,
+    )
+}
+
+/// Evaluates `task` on `split` with the inference model.
+pub fn evaluate<B: Backend>(
+    model: &PolyVit<B>,
+    cfg: &ModelConfig,
+    ti: usize,
+    t: &TaskRun,
+    split: &SplitData,
+    bs: usize,
+    device: &B::Device,
+) -> BTreeMap<String, f64> {
+    let route = PolyVit::<B>::route(cfg, ti);
+    let mut logits = Vec::with_capacity(split.len() * t.classes);
+    let mut targets = Vec::with_capacity(split.len() * t.classes);
+    let idx: Vec<usize> = (0..split.len()).collect();
+    for chunk in idx.chunks(bs.max(1)) {
+        let (x, tg) = split.gather(chunk, t.classes);
+        let out = model.forward(
+            route,
+            to_tensor::<B>(x, chunk.len(), split.shape, device),
+            &[],
+        );
+        logits.extend(
+            out.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32"),
+        );
+        targets.extend(tg);
+    }
+    let mut m = BTreeMap::new();
+    m.insert("top1".to_string(), topk(&logits, &targets, t.classes, 1));
+    if t.classes > 5 {
+        m.insert("top5".to_string(), topk(&logits, &targets, t.classes, 5));
+    }
+    if t.map {
+        m.insert("map".to_string(), mean_ap(&logits, &targets, t.classes));
+    }
+    m
+}
+
+fn drop_masks<B: Backend>(
+    rate: f64,
+    depth: usize,
+    b: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    device: &B::Device,
+) -> Vec<Option<DropMasks<B>>> {
+    if rate <= 0.0 {
+        return vec![];
+    }
+    (0..depth)
+        .map(|l| {
+            let p = if depth > 1 {
+                l as f64 / (depth - 1) as f64 * rate
+            } else {
+                0.0
+            };
+            let mut mk = || {
+                let v: Vec<f32> = (0..b)
+                    .map(|_| if rng.random_bool(1.0 - p) { 1.0 } else { 0.0 })
+                    .collect();
+                Tensor::<B, 3>::from_data(TensorData::new(v, [b, 1, 1]), device)
+            };
+            Some((mk(), mk()))
+        })
+        .collect()
+}
+
+/// Trains. `init`: weights to start from (ignored when resuming). `checkpoint` receives resumable state
+/// every `checkpoint_every` updates. `progress(step, total, message)`.
+pub fn run<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    tasks: &[TaskRun],
+    init: Option<&BTreeMap<String, HostTensor>>,
+    resume: Option<Resume>,
+    device: &B::Device,
+    progress: &dyn Fn(usize, usize, String),
+    checkpoint: &mut dyn FnMut(&Resume),
+) -> Result<Outcome, String> {
+    cfg.model.check()?;
+    let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
+    let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
+    let total = updates.len();
+    let lr_sched = LrSchedule {
+        total,
+        warmup: tasks.iter().map(|t| t.warmup).sum::<usize>().min(total),
+        wrap_last: cfg.wrap_last,
+    };
+    let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
+    let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
+    let mut state = Resume {
+        cursors: vec![Cursor::default(); tasks.len()],
+        ..Default::default()
+    };
+    if let Some(r) = resume {
+        model = load_into(model, &r.weights, false, device)
+            .map_err(|e| format!("resume checkpoint: {e}"))?;
+        opt.import(&r.opt, r.opt_t, device);
+        state = r;
+    } else if let Some(w) = init {
+        model = load_into(model, w, true, device).map_err(|e| format!("init checkpoint: {e}"))?;
+    }
+    let mut per_task = vec![0usize; tasks.len()];
+    for u in &updates[..state.step] {
+        u.iter().for_each(|&j| per_task[j] += 1);
+    }
+    let depth = cfg.model.size.depth;
+    for s in state.step..total {
+        let step = s + 1;
+        let us = &updates[s];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
+        );
+        let mut total_loss: Option<Tensor<B, 1>> = None;
+        for &j in us {
+            let t = &tasks[j];
+            let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
+            let (mut x, mut tg) = t.train.gather(&idx, t.classes);
+            augment(
+                &t.augment,
+                &mut x,
+                &mut tg,
+                t.train.shape,
+                t.classes,
+                cfg.seed,
+                j,
+                step as u64,
+            );
+            let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
+            let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
+            let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);
+            let logits = model.forward(PolyVit::<B>::route(&cfg.model, j), xb, &masks);
+            let l = loss(t.loss, logits, tb);
+            total_loss = Some(match total_loss {
+                Some(a) => a + l,
+                None => l,
+            });
+            per_task[j] += 1;
+        }
+        let mut l = total_loss.expect("an update has at least one task");
+        if us.len() > 1 && cfg.accumulate_mean {
+            l = l / us.len() as f64;
+        }
+        let loss_val: f64 = l.clone().into_scalar().elem();
+        if !loss_val.is_finite() {
+            return Err(format!(
+                "loss became {loss_val} at update {step} (task {}): lower the learning rate",
+                tasks[us[0]].name
+            ));
+        }
+        let grads = GradientsParams::from_grads(l.backward(), &model);
+        // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
+        let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
+        let lr = lr_sched.at(step) * peak;
+        let (m, gn) = opt.step(model, &grads, lr);
+        model = m;
+        let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
+        state.steps.push(StepLog {
+            step,
+            tasks: names.clone(),
+            loss: loss_val,
+            lr,
+            grad_norm: gn,
+        });
+        state.step = step;
+        progress(
+            step,
+            total,
+            format!("{} loss {loss_val:.3}", names.join("+")),
+        );
+        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total {
+            let inf = model.valid();
+            for (j, t) in tasks.iter().enumerate() {
+                let m = evaluate(&inf, &cfg.model, j, t, &t.val, cfg.eval_batch, device);
+                state.evals.push(EvalLog {
+                    step,
+                    task: t.name.clone(),
+                    split: "val".into(),
+                    metrics: m,
+                });
+            }
+        }
+        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total {
+            state.weights = named_tensors(&model);
+            state.opt = opt.export();
+            state.opt_t = opt.t;
+            checkpoint(&state);
+        }
+    }
+    let inf = model.valid();
+    for (j, t) in tasks.iter().enumerate() {
+        for (name, split) in [("val", &t.val), ("test", &t.test)] {
+            if split.is_empty() {
+                continue;
+            }
+            let m = evaluate(&inf, &cfg.model, j, t, split, cfg.eval_batch, device);
+            state.evals.push(EvalLog {
+                step: total,
+                task: t.name.clone(),
+                split: name.into(),
+                metrics: m,
+            });
+        }
+    }
+    Ok(Outcome {
+        weights: named_tensors(&model),
+        steps: state.steps,
+        evals: state.evals,
+        steps_per_task: per_task,
+    })
+}
+
+use burn::tensor::ElementConversion;

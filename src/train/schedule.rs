@@ -1,0 +1,201 @@
+//! Task-sampling schedules (the paper's five) and the learning-rate schedule.
+//!
+//! A schedule turns per-task step budgets `U_j` into the task(s) of every update:
+//!
+//! | schedule | updates | task of update s |
+//! |---|---|---|
+//! | `task_by_task` | Σ U_j | all U_j1 steps of task j1, then j2, … in a seeded random task order |
+//! | `alternating` | Σ U_j | s mod T (each task U/T steps) |
+//! | `uniform` | Σ U_j | i.i.d. uniform draws (seeded) |
+//! | `weighted` | Σ U_j | a seeded permutation of U_j copies of each task: exactly U_j steps each (the paper's choice) |
+//! | `accumulate` | Σ U_j / T | every task, gradients combined (sum or mean) into one update |
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// The five schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// One task after the other.
+    TaskByTask,
+    /// Fixed cycle 1, 2, …, T.
+    Alternating,
+    /// Uniform i.i.d. task draws.
+    Uniform,
+    /// Exact U_j counts in a seeded permutation.
+    Weighted,
+    /// Every task in every update.
+    Accumulate,
+}
+
+/// Names accepted in pipelines.
+pub const SCHEDULES: &[&str] = &[
+    "task_by_task",
+    "alternating",
+    "uniform",
+    "weighted",
+    "accumulate",
+];
+
+impl Schedule {
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Schedule> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
+/// The tasks of every update. `total` overrides Σ U_j (budgets scaled proportionally for `weighted`).
+pub fn plan(
+    schedule: Schedule,
+    budgets: &[usize],
+    total: Option<usize>,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let t = budgets.len();
+    let sum: usize = budgets.iter().sum();
+    let total = total.unwrap_or(sum);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    match schedule {
+        Schedule::TaskByTask => {
+            let mut order: Vec<usize> = (0..t).collect();
+            order.shuffle(&mut rng);
+            let mut v: Vec<Vec<usize>> = order
+                .iter()
+                .flat_map(|&j| std::iter::repeat_n(vec![j], budgets[j]))
+                .collect();
+            v.truncate(total);
+            v
+        }
+        Schedule::Alternating => (0..total).map(|s| vec![s % t]).collect(),
+        Schedule::Uniform => (0..total).map(|_| vec![rng.random_range(0..t)]).collect(),
+        Schedule::Weighted => {
+            let scaled = scale_budgets(budgets, total);
+            let mut v: Vec<usize> = scaled
+                .iter()
+                .enumerate()
+                .flat_map(|(j, &u)| std::iter::repeat_n(j, u))
+                .collect();
+            v.shuffle(&mut rng);
+            v.into_iter().map(|j| vec![j]).collect()
+        }
+        Schedule::Accumulate => (0..total / t.max(1)).map(|_| (0..t).collect()).collect(),
+    }
+}
+
+/// Budgets scaled to sum to `total` (largest remainders), keeping each ≥ 1 when possible.
+pub fn scale_budgets(budgets: &[usize], total: usize) -> Vec<usize> {
+    let sum: usize = budgets.iter().sum();
+    if sum == total || sum == 0 {
+        return budgets.to_vec();
+    }
+    let exact: Vec<f64> = budgets
+        .iter()
+        .map(|&u| u as f64 * total as f64 / sum as f64)
+        .collect();
+    let mut out: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut rest = total - out.iter().sum::<usize>();
+    let mut order: Vec<usize> = (0..budgets.len()).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .partial_cmp(&(exact[a] - exact[a].floor()))
+            .unwrap()
+            .then(a.cmp(&b))
+    });
+    for j in order {
+        if rest == 0 {
+            break;
+        }
+        out[j] += 1;
+        rest -= 1;
+    }
+    out
+}
+
+/// One global linear-warmup + cosine schedule (base 1.0), multiplied by the sampled task's peak LR.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrSchedule {
+    /// Total updates T.
+    pub total: usize,
+    /// Warmup updates W.
+    pub warmup: usize,
+    /// Scenic computes cosine progress modulo 1, so the last update (s = T) uses the full peak LR.
+    pub wrap_last: bool,
+}
+
+impl LrSchedule {
+    /// The schedule value at 1-based step `s`.
+    pub fn at(&self, s: usize) -> f64 {
+        let s = s as f64;
+        let w = self.warmup as f64;
+        let warm = if w > 0.0 { (s / w).min(1.0) } else { 1.0 };
+        let denom = (self.total as f64 - w).max(1.0);
+        let mut progress = ((s - w) / denom).max(0.0);
+        if self.wrap_last {
+            progress %= 1.0;
+        } else {
+            progress = progress.min(1.0);
+        }
+        warm * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(p: &[Vec<usize>], t: usize) -> Vec<usize> {
+        let mut c = vec![0; t];
+        p.iter().flatten().for_each(|&j| c[j] += 1);
+        c
+    }
+
+    #[test]
+    fn step_counts_per_schedule() {
+        let u = [6, 3, 3];
+        assert_eq!(counts(&plan(Schedule::Weighted, &u, None, 0), 3), [6, 3, 3]);
+        assert_eq!(
+            counts(&plan(Schedule::TaskByTask, &u, None, 0), 3),
+            [6, 3, 3]
+        );
+        assert_eq!(
+            counts(&plan(Schedule::Alternating, &u, None, 0), 3),
+            [4, 4, 4]
+        );
+        assert_eq!(plan(Schedule::Uniform, &u, None, 0).len(), 12);
+        let acc = plan(Schedule::Accumulate, &u, None, 0);
+        assert_eq!(acc.len(), 4);
+        assert!(acc.iter().all(|s| s == &[0, 1, 2]));
+        // Task-by-task runs each task's steps contiguously.
+        let tbt: Vec<usize> = plan(Schedule::TaskByTask, &u, None, 3)
+            .into_iter()
+            .flatten()
+            .collect();
+        let switches = tbt.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(switches, 2);
+        assert_eq!(
+            counts(&plan(Schedule::Weighted, &u, Some(6), 0), 3),
+            [3, 2, 1]
+        );
+    }
+
+    #[test]
+    fn lr_warmup_cosine_and_wrap() {
+        let l = LrSchedule {
+            total: 10,
+            warmup: 2,
+            wrap_last: true,
+        };
+        assert!((l.at(1) - 0.5).abs() < 1e-12);
+        assert!((l.at(2) - 1.0).abs() < 1e-12);
+        assert!(l.at(9) < 0.05);
+        assert!((l.at(10) - 1.0).abs() < 1e-12, "Scenic's final-step wrap");
+        let n = LrSchedule {
+            wrap_last: false,
+            ..l
+        };
+        assert!(n.at(10).abs() < 1e-12);
+    }
+}
