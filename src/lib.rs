@@ -29,4 +29,5 @@ pub mod spec;
 pub mod stage;
 pub mod stages;
 pub mod store;
+pub mod tables;
 pub mod train;

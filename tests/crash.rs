@@ -17,44 +17,23 @@ fn pipeline(dir: &Path, sleep_ms: u64) {
 }
 
 fn polyflow(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).current_dir(dir).output().unwrap()
 }
 
 fn status(dir: &Path) -> serde_json::Value {
     let out = polyflow(dir, &["status", "p.toml", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn state_of(s: &serde_json::Value, id: &str) -> String {
-    s.as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == id)
-        .unwrap()["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    s.as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["state"].as_str().unwrap().to_string()
 }
 
 /// Starts `run --json` and waits until node `id` has started.
 fn start_until(dir: &Path, id: &str) -> std::process::Child {
-    let mut child = Command::new(BIN)
-        .args(["run", "p.toml", "--json"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(BIN).args(["run", "p.toml", "--json"]).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -87,18 +66,12 @@ fn sigkill_mid_node_never_leaves_a_false_fresh_node() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"event\":\"finished\",\"id\":\"slow\""));
-    assert!(
-        !text.contains("\"event\":\"finished\",\"id\":\"a\""),
-        "a was already fresh"
-    );
+    assert!(!text.contains("\"event\":\"finished\",\"id\":\"a\""), "a was already fresh");
     let s = status(d.path());
     for id in ["a", "slow", "z"] {
         assert_eq!(state_of(&s, id), "fresh");
     }
-    assert_eq!(
-        polyflow(d.path(), &["verify", "p.toml"]).status.code(),
-        Some(0)
-    );
+    assert_eq!(polyflow(d.path(), &["verify", "p.toml"]).status.code(), Some(0));
 }
 
 #[test]
@@ -109,10 +82,7 @@ fn second_run_on_the_same_store_exits_3_naming_the_holder_and_status_still_works
     let second = polyflow(d.path(), &["run", "p.toml"]);
     assert_eq!(second.status.code(), Some(3));
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        err.contains("in use by another `polyflow run`") && err.contains("pid"),
-        "{err}"
-    );
+    assert!(err.contains("in use by another `polyflow run`") && err.contains("pid"), "{err}");
     // status reads the index while the run holds the writer lock.
     let t = Instant::now();
     let s = status(d.path());
@@ -135,14 +105,6 @@ fn failing_node_exits_1_and_status_shows_failed() {
     let s = status(d.path());
     assert_eq!(state_of(&s, "ok"), "fresh");
     assert_eq!(state_of(&s, "bad"), "failed");
-    let bad = s
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "bad")
-        .unwrap();
-    assert!(bad["reason"]
-        .as_str()
-        .unwrap()
-        .contains("fails deliberately"));
+    let bad = s.as_array().unwrap().iter().find(|n| n["id"] == "bad").unwrap();
+    assert!(bad["reason"].as_str().unwrap().contains("fails deliberately"));
 }

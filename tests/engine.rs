@@ -45,11 +45,7 @@ impl Stage for Count {
             let v: serde_json::Value = a.json("v.json")?;
             sum += v.as_i64().unwrap_or(0);
         }
-        let out = if ctx.params["out"].is_null() {
-            json!(ctx.params["x"].as_i64().unwrap() + sum)
-        } else {
-            ctx.params["out"].clone()
-        };
+        let out = if ctx.params["out"].is_null() { json!(ctx.params["x"].as_i64().unwrap() + sum) } else { ctx.params["out"].clone() };
         ctx.out.put_json("v.json", &out)
     }
 }
@@ -65,11 +61,7 @@ impl Env {
         let log = Arc::new(Mutex::new(vec![]));
         let mut reg = Registry::new();
         reg.register(Count(log.clone()));
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-            log,
-            reg,
-        }
+        Env { dir: tempfile::tempdir().unwrap(), log, reg }
     }
     fn write(&self, name: &str, text: &str) {
         let p = self.dir.path().join(name);
@@ -93,13 +85,7 @@ impl Env {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|e| {
-                if let Event::Finished { id, .. } = e {
-                    Some(id.clone())
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let Event::Finished { id, .. } = e { Some(id.clone()) } else { None })
             .collect();
         ran.sort();
         (ran, events.into_inner().unwrap())
@@ -116,11 +102,7 @@ impl Env {
         let mut env = BTreeMap::new();
         env.insert("seed".to_string(), g.pipeline.seed.to_string());
         let a = exec::assess::assess_all(&g, &sel, &store, &index, &env, &|_| false);
-        a[&g.by_id[id]]
-            .reasons
-            .iter()
-            .map(|r| r.to_string())
-            .collect()
+        a[&g.by_id[id]].reasons.iter().map(|r| r.to_string()).collect()
     }
 }
 
@@ -158,9 +140,7 @@ fn upstream_rerun_with_identical_output_leaves_downstream_fresh() {
     e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 9\nout = 7\n["));
     let (ran, events) = e.run_with(None, RunOptions::default());
     assert_eq!(ran, ["a"]);
-    assert!(events
-        .iter()
-        .any(|ev| matches!(ev, Event::Fresh { id, .. } if id == "c")));
+    assert!(events.iter().any(|ev| matches!(ev, Event::Fresh { id, .. } if id == "c")));
 }
 
 #[test]
@@ -168,35 +148,12 @@ fn force_targets_and_force_all() {
     let e = Env::new();
     e.write("p.toml", CHAIN);
     e.run();
-    let (ran, _) = e.run_with(
-        None,
-        RunOptions {
-            force: vec!["b".into()],
-            ..Default::default()
-        },
-    );
-    assert_eq!(
-        ran,
-        ["b"],
-        "b re-runs with identical output, so c stays fresh"
-    );
-    let (ran, _) = e.run_with(
-        None,
-        RunOptions {
-            targets: vec!["b".into()],
-            force_all: true,
-            ..Default::default()
-        },
-    );
+    let (ran, _) = e.run_with(None, RunOptions { force: vec!["b".into()], ..Default::default() });
+    assert_eq!(ran, ["b"], "b re-runs with identical output, so c stays fresh");
+    let (ran, _) = e.run_with(None, RunOptions { targets: vec!["b".into()], force_all: true, ..Default::default() });
     assert_eq!(ran, ["a", "b"]);
     e.write("p.toml", &CHAIN.replace("x = 5", "x = 6"));
-    let (ran, _) = e.run_with(
-        None,
-        RunOptions {
-            targets: vec!["c".into()],
-            ..Default::default()
-        },
-    );
+    let (ran, _) = e.run_with(None, RunOptions { targets: vec!["c".into()], ..Default::default() });
     assert!(ran.is_empty(), "side is not needed by c");
 }
 
@@ -204,10 +161,7 @@ fn force_targets_and_force_all() {
 fn profiles_matrix_and_includes() {
     let e = Env::new();
     e.write("inc/shared.toml", "[node.base]\nkind = \"count\"\nx = 3\n");
-    e.write(
-        "inc/again.toml",
-        "include = [\"shared.toml\"]\n[node.base]\nkind = \"count\"\nx = 3\n",
-    );
+    e.write("inc/again.toml", "include = [\"shared.toml\"]\n[node.base]\nkind = \"count\"\nx = 3\n");
     e.write(
         "p.toml",
         "include = [\"inc/shared.toml\", \"inc/again.toml\"]\n[node.m]\nkind = \"count\"\nmatrix = { v = [1, 2, 3] }\nx = \"{v}\"\ninputs = { in = \"base\" }\n[node.sum]\nkind = \"count\"\ninputs = { in = \"m\" }\n[profile.fast.node.base]\nx = 4\n",
@@ -215,41 +169,14 @@ fn profiles_matrix_and_includes() {
     assert_eq!(e.run(), ["base", "m.1", "m.2", "m.3", "sum"]);
     let (ran, events) = e.run_with(Some("fast"), RunOptions::default());
     assert_eq!(ran, ["base", "m.1", "m.2", "m.3", "sum"]);
-    let plan = events
-        .iter()
-        .find_map(|ev| {
-            if let Event::Plan { nodes } = ev {
-                Some(nodes.clone())
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let plan = events.iter().find_map(|ev| if let Event::Plan { nodes } = ev { Some(nodes.clone()) } else { None }).unwrap();
     assert_eq!(plan[0].reasons, ["x changed 3 → 4"]);
-    assert_eq!(
-        e.run_with(Some("fast"), RunOptions::default()).0,
-        Vec::<String>::new()
-    );
+    assert_eq!(e.run_with(Some("fast"), RunOptions::default()).0, Vec::<String>::new());
     // The matrix declaration id as a target selects all of its expansions.
     // Back to the default profile: still cached. The matrix declaration id as a target selects its expansions.
-    let (ran, events) = e.run_with(
-        None,
-        RunOptions {
-            targets: vec!["m".into()],
-            ..Default::default()
-        },
-    );
+    let (ran, events) = e.run_with(None, RunOptions { targets: vec!["m".into()], ..Default::default() });
     assert!(ran.is_empty());
-    let plan = events
-        .iter()
-        .find_map(|ev| {
-            if let Event::Plan { nodes } = ev {
-                Some(nodes.clone())
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let plan = events.iter().find_map(|ev| if let Event::Plan { nodes } = ev { Some(nodes.clone()) } else { None }).unwrap();
     let ids: Vec<&str> = plan.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids.len(), 4);
     assert!(!ids.contains(&"sum"));
@@ -258,18 +185,11 @@ fn profiles_matrix_and_includes() {
 #[test]
 fn failure_stops_dependents_but_not_independent_branches() {
     let e = Env::new();
-    e.write(
-        "p.toml",
-        &CHAIN.replace("x = 10\n", "x = 10\nfail = true\n"),
-    );
+    e.write("p.toml", &CHAIN.replace("x = 10\n", "x = 10\nfail = true\n"));
     let (ran, events) = e.run_with(None, RunOptions::default());
     assert_eq!(ran, ["a", "side"]);
-    assert!(events
-        .iter()
-        .any(|ev| matches!(ev, Event::Failed { id, .. } if id == "b")));
-    assert!(events
-        .iter()
-        .any(|ev| matches!(ev, Event::Skipped { id, because } if id == "c" && because == "b")));
+    assert!(events.iter().any(|ev| matches!(ev, Event::Failed { id, .. } if id == "b")));
+    assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because } if id == "c" && because == "b")));
     assert!(e.reasons("b")[0].starts_with("last run failed: boom"));
 }
 
@@ -323,18 +243,10 @@ fn wrong_artifact_type_is_a_spec_error() {
     }
     let mut e = Env::new();
     e.reg.register(Other);
-    let p = spec::load_str(
-        "p.toml",
-        "[node.o]\nkind = \"other\"\n[node.c]\nkind = \"count\"\ninputs = { in = \"o\" }\n",
-        Path::new("."),
-        None,
-    )
-    .unwrap();
+    let p =
+        spec::load_str("p.toml", "[node.o]\nkind = \"other\"\n[node.c]\nkind = \"count\"\ninputs = { in = \"o\" }\n", Path::new("."), None)
+            .unwrap();
     let err = graph::build(p, &e.reg).err().unwrap();
     assert_eq!(err.location.as_ref().unwrap().line, 5);
-    assert!(
-        err.message.contains("takes num artifacts"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("takes num artifacts"), "{}", err.message);
 }

@@ -16,10 +16,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let Some(&i) = g.by_id.get(node) else {
         return Err(CliError::Other(
-            format!(
-                "error: no node `{node}`\n  help: {}",
-                spec::error::suggest(node, g.nodes.iter().map(|n| n.id.as_str()))
-            ),
+            format!("error: no node `{node}`\n  help: {}", spec::error::suggest(node, g.nodes.iter().map(|n| n.id.as_str()))),
             exit::USAGE,
         ));
     };
@@ -27,53 +24,29 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let sel = g.select(&[node.to_string()])?;
     let a = {
         let index = store.index()?;
-        assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| {
-            false
-        })
+        assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
     };
     let s = &a[&i];
     let n = &g.nodes[i];
-    println!(
-        "node:   {} ({}, v{})",
-        n.id,
-        n.stage.kind(),
-        n.stage.version()
-    );
+    println!("node:   {} ({}, v{})", n.id, n.stage.kind(), n.stage.version());
     println!("state:  {}", s.state);
     for r in &s.reasons {
         println!("  - {r}");
     }
-    println!(
-        "params: {}",
-        serde_json::to_string(&n.params).unwrap_or_default()
-    );
+    println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }
     let Some(m) = &s.manifest else {
-        println!(
-            "no fresh artifact: run `polyflow run {} {}` first",
-            c.file.display(),
-            node
-        );
+        println!("no fresh artifact: run `polyflow run {} {}` first", c.file.display(), node);
         return Ok(exit::OK);
     };
-    println!(
-        "artifact {} ({}, {})",
-        &m.digest[..16],
-        m.artifact_type,
-        fmt_bytes(m.size())
-    );
+    println!("artifact {} ({}, {})", &m.digest[..16], m.artifact_type, fmt_bytes(m.size()));
     for (name, f) in &m.files {
-        println!(
-            "  {name:<28} {:>10}  {}",
-            fmt_bytes(f.size),
-            store.blobs.path(&f.digest).display()
-        );
+        println!("  {name:<28} {:>10}  {}", fmt_bytes(f.size), store.blobs.path(&f.digest).display());
     }
     let out_dir = store.root.join("show").join(node);
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE))?;
     let art = InputArtifact::new(n.id.clone(), m.clone(), store.clone());
     match n.stage.describe(&art, &out_dir) {
         Ok(text) if !text.is_empty() => println!("{text}"),
@@ -85,13 +58,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
 
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
 /// record of every node id of those pipelines; deletes the rest.
-pub fn gc(
-    files: &[PathBuf],
-    store_dir: &Path,
-    backend: &str,
-    yes: bool,
-    reg: &Registry,
-) -> Result<i32, CliError> {
+pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, yes: bool, reg: &Registry) -> Result<i32, CliError> {
     let store = Store::open(store_dir)?;
     let _lock = store.lock(std::time::Duration::from_secs(0))?;
     let index = store.index()?;
@@ -128,20 +95,10 @@ pub fn gc(
             drop_keys.push((k.clone(), m.size()));
         }
     }
-    let drop_blobs: Vec<(String, u64)> = store
-        .blobs
-        .list()
-        .into_iter()
-        .filter(|(d, _)| !keep_blobs.contains(d))
-        .collect();
+    let drop_blobs: Vec<(String, u64)> = store.blobs.list().into_iter().filter(|(d, _)| !keep_blobs.contains(d)).collect();
     let freed: u64 = drop_blobs.iter().map(|b| b.1).sum();
     for (k, size) in &drop_keys {
-        println!(
-            "{:>12} artifact {} ({})",
-            if yes { "Removing" } else { "Would remove" },
-            &k[..16],
-            fmt_bytes(*size)
-        );
+        println!("{:>12} artifact {} ({})", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
     }
     println!(
         "{:>12} {} artifacts, {} blobs, {}",
@@ -185,11 +142,7 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     println!(
         "{:>12} {n} files checked, {bad} damaged{}",
         "Verified",
-        if bad > 0 {
-            " (their nodes are stale and re-run on the next `run`)"
-        } else {
-            ""
-        }
+        if bad > 0 { " (their nodes are stale and re-run on the next `run`)" } else { "" }
     );
     Ok(if bad > 0 { exit::STORE } else { exit::OK })
 }
@@ -198,9 +151,7 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
 /// (the data and task nodes those need are brought up to date first; nothing is trained).
 pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
-    let wanted: Vec<usize> = (0..g.nodes.len())
-        .filter(|&i| !g.nodes[i].stage.report_slots().is_empty())
-        .collect();
+    let wanted: Vec<usize> = (0..g.nodes.len()).filter(|&i| !g.nodes[i].stage.report_slots().is_empty()).collect();
     let mut targets = vec![];
     for &i in &wanted {
         for slot in g.nodes[i].stage.report_slots() {
@@ -212,11 +163,7 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let store = Store::open(&c.store)?;
     if !targets.is_empty() {
         let _lock = store.lock(std::time::Duration::from_secs(3600))?;
-        let opts = crate::exec::RunOptions {
-            targets,
-            env: env_of(&g, &c.backend),
-            ..Default::default()
-        };
+        let opts = crate::exec::RunOptions { targets, env: env_of(&g, &c.backend), ..Default::default() };
         let rep = super::report::Reporter::new(false, false);
         let sink = |e: &crate::exec::Event| {
             if matches!(e, crate::exec::Event::Failed { .. }) {
@@ -230,9 +177,7 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     }
     let index = store.index()?;
     let sel = g.select(&[])?;
-    let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| {
-        false
-    });
+    let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false);
     let mut out = serde_json::Map::new();
     for &i in &wanted {
         let n = &g.nodes[i];
@@ -244,9 +189,7 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
                 .into_iter()
                 .flatten()
                 .filter_map(|&u| {
-                    a.get(&u)
-                        .and_then(|s| s.manifest.clone())
-                        .map(|m| InputArtifact::new(g.nodes[u].id.clone(), m, store.clone()))
+                    a.get(&u).and_then(|s| s.manifest.clone()).map(|m| InputArtifact::new(g.nodes[u].id.clone(), m, store.clone()))
                 })
                 .collect();
             inputs.insert(slot.to_string(), arts);
@@ -255,12 +198,7 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
             Some(Ok(r)) => {
                 out.insert(n.id.clone(), r);
             }
-            Some(Err(e)) => {
-                return Err(CliError::Other(
-                    format!("error: {}: {e}", n.id),
-                    exit::USAGE,
-                ))
-            }
+            Some(Err(e)) => return Err(CliError::Other(format!("error: {}: {e}", n.id), exit::USAGE)),
             None => {}
         }
     }
@@ -270,29 +208,10 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     }
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(vec![
-        "node",
-        "tokenizers",
-        "adapters",
-        "shared encoder",
-        "heads",
-        "total",
-    ]);
+    t.set_header(vec!["node", "tokenizers", "adapters", "shared encoder", "heads", "total"]);
     for (id, r) in &out {
-        let f = |k: &str| {
-            r.get(k)
-                .and_then(|v| v.as_u64())
-                .map(group)
-                .unwrap_or_default()
-        };
-        t.add_row(vec![
-            id.clone(),
-            f("tokenizers"),
-            f("adapters"),
-            f("shared_encoder"),
-            f("heads"),
-            f("total"),
-        ]);
+        let f = |k: &str| r.get(k).and_then(|v| v.as_u64()).map(group).unwrap_or_default();
+        t.add_row(vec![id.clone(), f("tokenizers"), f("adapters"), f("shared_encoder"), f("heads"), f("total")]);
     }
     println!("{t}");
     Ok(exit::OK)
@@ -313,26 +232,12 @@ fn group(n: u64) -> String {
 /// `kinds`.
 pub fn kinds(reg: &Registry) -> Result<i32, CliError> {
     for s in reg.stages() {
-        println!(
-            "{} (v{}) → {}: {}",
-            s.kind(),
-            s.version(),
-            s.output(),
-            s.doc()
-        );
+        println!("{} (v{}) → {}: {}", s.kind(), s.version(), s.output(), s.doc());
         for i in s.inputs() {
-            println!(
-                "    input  {:<16} {}{}",
-                i.name,
-                i.types.join("|"),
-                if i.optional { " (optional)" } else { "" }
-            );
+            println!("    input  {:<16} {}{}", i.name, i.types.join("|"), if i.optional { " (optional)" } else { "" });
         }
         for p in s.params() {
-            let d = p
-                .default
-                .map(|d| format!(" = {d}"))
-                .unwrap_or_else(|| " (required)".into());
+            let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
             println!("    param  {:<16} {}{d}", p.name, p.doc);
         }
     }

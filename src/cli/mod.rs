@@ -224,12 +224,8 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let verbose = cli.verbose > 0;
     let result = match cli.command {
         Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, reg),
@@ -255,11 +251,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     let store = Store::open(&a.common.store)?;
-    let wait = if a.wait {
-        std::time::Duration::from_secs(7 * 24 * 3600)
-    } else {
-        std::time::Duration::from_millis(0)
-    };
+    let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
     let _lock = store.lock(wait)?;
     let opts = RunOptions {
         targets: a.nodes,
@@ -272,15 +264,51 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let rep = report::Reporter::new(a.json, verbose);
     let sink = |e: &exec::Event| rep.event(e);
     let summary = exec::run(&g, &store, &opts, &sink)?;
+    materialize(&g, &store, &opts, !a.json)?;
     if summary.failed.is_empty() {
         Ok(exit::OK)
-    } else if summary
-        .failed
-        .iter()
-        .any(|(_, c)| *c == FailureClass::Input)
-    {
+    } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Input) {
         Ok(exit::USAGE)
     } else {
         Ok(exit::NODE_FAILED)
     }
+}
+
+/// Copies declared exports of fresh nodes into the project (atomically) and prints their summary files
+/// (e.g. the rendered tables).
+fn materialize(g: &Graph, store: &Store, opts: &RunOptions, print: bool) -> Result<(), CliError> {
+    let sel = g.select(&opts.targets)?;
+    let wanted: Vec<usize> = sel
+        .iter()
+        .copied()
+        .filter(|&i| !g.nodes[i].stage.exports(&g.nodes[i].params).is_empty() || g.nodes[i].stage.summary_file().is_some())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let index = store.index()?;
+    let a = crate::exec::assess::assess_all(g, &sel, store, &index, &opts.env, &|_| false);
+    for i in wanted {
+        let n = &g.nodes[i];
+        let Some(m) = a.get(&i).and_then(|s| s.manifest.clone()) else { continue };
+        let art = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone());
+        for (file, rel) in n.stage.exports(&n.params) {
+            let dest = n.base_dir.join(&rel);
+            let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
+            }
+            let tmp = dest.with_extension("polyflow-tmp");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|_| std::fs::rename(&tmp, &dest))
+                .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
+            eprintln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
+        }
+        if let (true, Some(f)) = (print, n.stage.summary_file()) {
+            if let Ok(b) = art.read(f) {
+                println!("{}", String::from_utf8_lossy(&b));
+            }
+        }
+    }
+    Ok(())
 }

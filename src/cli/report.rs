@@ -39,12 +39,7 @@ impl Reporter {
         } else {
             Mode::Plain
         };
-        Reporter {
-            mode,
-            verbose,
-            multi: MultiProgress::new(),
-            bars: Mutex::new(HashMap::new()),
-        }
+        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()) }
     }
 
     fn line(&self, s: String) {
@@ -64,16 +59,10 @@ impl Reporter {
         match e {
             Event::Plan { nodes } => {
                 let stale = nodes.iter().filter(|n| n.state != State::Fresh).count();
-                self.line(status(
-                    "Plan",
-                    &format!("{} nodes, {} to run", nodes.len(), stale),
-                ));
+                self.line(status("Plan", &format!("{} nodes, {} to run", nodes.len(), stale)));
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.state != State::Fresh) {
-                        self.line(status(
-                            "Dirty",
-                            &format!("{}: {}", n.id, n.reasons.join("; ")),
-                        ));
+                        self.line(status("Dirty", &format!("{}: {}", n.id, n.reasons.join("; "))));
                     }
                 }
             }
@@ -83,48 +72,32 @@ impl Reporter {
                 }
             }
             Event::Started { id, kind, reasons } => {
-                self.line(status(
-                    "Running",
-                    &format!("{id} ({kind}): {}", reasons.join("; ")),
-                ));
+                self.line(status("Running", &format!("{id} ({kind}): {}", reasons.join("; "))));
                 if self.mode == Mode::Bars {
                     let pb = self.multi.add(ProgressBar::new(1));
                     pb.set_style(
-                        ProgressStyle::with_template(
-                            "{prefix:>12.cyan} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})",
-                        )
-                        .unwrap()
-                        .progress_chars("=> "),
+                        ProgressStyle::with_template("{prefix:>12.cyan} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
+                            .unwrap()
+                            .progress_chars("=> "),
                     );
                     pb.set_prefix(id.chars().take(12).collect::<String>());
                     self.bars.lock().unwrap().insert(id.clone(), pb);
                 }
             }
-            Event::Progress {
-                id,
-                done,
-                total,
-                message,
-            } => {
+            Event::Progress { id, done, total, message } => {
                 if let Some(pb) = self.bars.lock().unwrap().get(id) {
                     pb.set_length(*total);
                     pb.set_position(*done);
                     pb.set_message(message.clone());
                 } else if self.verbose && (*done == *total || done % 50 == 0) {
-                    self.line(status(
-                        "Progress",
-                        &format!("{id} {done}/{total} {message}"),
-                    ));
+                    self.line(status("Progress", &format!("{id} {done}/{total} {message}")));
                 }
             }
             Event::Finished { id, ms, size, .. } => {
                 if let Some(pb) = self.bars.lock().unwrap().remove(id) {
                     pb.finish_and_clear();
                 }
-                self.line(status(
-                    "Finished",
-                    &format!("{id} in {} ({})", fmt_ms(*ms), fmt_bytes(*size)),
-                ));
+                self.line(status("Finished", &format!("{id} in {} ({})", fmt_ms(*ms), fmt_bytes(*size))));
             }
             Event::Failed { id, error, .. } => {
                 if let Some(pb) = self.bars.lock().unwrap().remove(id) {
@@ -132,30 +105,14 @@ impl Reporter {
                 }
                 self.line(status("Failed", &format!("{id}: {error}")));
             }
-            Event::Skipped { id, because } => self.line(status(
-                "Skipped",
-                &format!("{id} (upstream {because} failed)"),
-            )),
-            Event::Summary {
-                ran,
-                fresh,
-                failed,
-                skipped,
-                ms,
-                nodes,
-            } => {
+            Event::Skipped { id, because } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
+            Event::Summary { ran, fresh, failed, skipped, ms, nodes } => {
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.outcome == "ran") {
                         self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
                     }
                 }
-                self.line(status(
-                    "Done",
-                    &format!(
-                        "{ran} ran, {fresh} fresh, {failed} failed, {skipped} skipped in {}",
-                        fmt_ms(*ms)
-                    ),
-                ));
+                self.line(status("Done", &format!("{ran} ran, {fresh} fresh, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms))));
             }
         }
     }

@@ -20,30 +20,19 @@ fn assess(
     let sel = g.select(nodes)?;
     for f in force {
         if !g.by_id.contains_key(f) {
-            return Err(CliError::Other(
-                format!("error: --force: no node `{f}`"),
-                exit::USAGE,
-            ));
+            return Err(CliError::Other(format!("error: --force: no node `{f}`"), exit::USAGE));
         }
     }
     let store = Store::open(&c.store)?;
     let index = store.index()?;
     let env = env_of(g, &c.backend);
     let forced: Vec<usize> = force.iter().map(|f| g.by_id[f]).collect();
-    let a = assess_all(g, &sel, &store, &index, &env, &|i| {
-        force_all || forced.contains(&i)
-    });
+    let a = assess_all(g, &sel, &store, &index, &env, &|i| force_all || forced.contains(&i));
     Ok((sel, a))
 }
 
 /// `plan`: what would run and why.
-pub fn plan(
-    c: Common,
-    nodes: Vec<String>,
-    force: Vec<String>,
-    force_all: bool,
-    reg: &Registry,
-) -> Result<i32, CliError> {
+pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     let mut n_run = 0;
@@ -54,13 +43,7 @@ pub fn plan(
         } else {
             n_run += 1;
             let why: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
-            println!(
-                "{:>12} {} ({}): {}",
-                "Would run",
-                g.nodes[i].id,
-                g.nodes[i].stage.kind(),
-                why.join("; ")
-            );
+            println!("{:>12} {} ({}): {}", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), why.join("; "));
         }
     }
     println!("{:>12} {} of {} nodes would run", "Plan", n_run, sel.len());
@@ -68,27 +51,15 @@ pub fn plan(
 }
 
 /// `status`.
-pub fn status(
-    c: Common,
-    nodes: Vec<String>,
-    json: bool,
-    why: Option<String>,
-    reg: &Registry,
-) -> Result<i32, CliError> {
+pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
     if let Some(w) = why {
         let Some(&i) = g.by_id.get(&w) else {
-            return Err(CliError::Other(
-                format!("error: no node `{w}`"),
-                exit::USAGE,
-            ));
+            return Err(CliError::Other(format!("error: no node `{w}`"), exit::USAGE));
         };
         let Some(s) = a.get(&i) else {
-            return Err(CliError::Other(
-                format!("error: `{w}` is not selected"),
-                exit::USAGE,
-            ));
+            return Err(CliError::Other(format!("error: `{w}` is not selected"), exit::USAGE));
         };
         println!("{} ({}): {}", w, g.nodes[i].stage.kind(), s.state);
         for r in &s.reasons {
@@ -123,8 +94,7 @@ pub fn status(
         return Ok(exit::OK);
     }
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     t.set_header(vec!["id", "kind", "state", "reason", "size", "last run"]);
     for &i in &sel {
         let s = &a[&i];
@@ -137,38 +107,14 @@ pub fn status(
             Cell::new(&g.nodes[i].id),
             Cell::new(g.nodes[i].stage.kind()),
             Cell::new(s.state.to_string()).fg(color),
-            Cell::new(
-                s.reasons
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            Cell::new(
-                s.manifest
-                    .as_ref()
-                    .map(|m| fmt_bytes(m.size()))
-                    .unwrap_or_default(),
-            ),
-            Cell::new(
-                s.record
-                    .as_ref()
-                    .map(|r| fmt_ms(r.duration_ms))
-                    .unwrap_or_default(),
-            ),
+            Cell::new(s.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")),
+            Cell::new(s.manifest.as_ref().map(|m| fmt_bytes(m.size())).unwrap_or_default()),
+            Cell::new(s.record.as_ref().map(|r| fmt_ms(r.duration_ms)).unwrap_or_default()),
         ]);
     }
     println!("{t}");
     let fresh = sel.iter().filter(|i| a[i].state == State::Fresh).count();
-    println!(
-        "{fresh} of {} nodes fresh{}",
-        sel.len(),
-        g.pipeline
-            .profile
-            .as_ref()
-            .map(|p| format!(" (profile {p})"))
-            .unwrap_or_default()
-    );
+    println!("{fresh} of {} nodes fresh{}", sel.len(), g.pipeline.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default());
     Ok(exit::OK)
 }
 
@@ -180,17 +126,8 @@ pub fn dag(c: Common, format: &str, reg: &Registry) -> Result<i32, CliError> {
         Ok((_, a)) => a.into_iter().map(|(i, s)| (i, s.state)).collect(),
         Err(_) => BTreeMap::new(),
     };
-    let label = |i: usize| {
-        states
-            .get(&i)
-            .map(|s| format!(" ({s})"))
-            .unwrap_or_default()
-    };
-    let out = if format == "mermaid" {
-        crate::graph::to_mermaid(&g, &sel, &label)
-    } else {
-        crate::graph::to_dot(&g, &sel, &label)
-    };
+    let label = |i: usize| states.get(&i).map(|s| format!(" ({s})")).unwrap_or_default();
+    let out = if format == "mermaid" { crate::graph::to_mermaid(&g, &sel, &label) } else { crate::graph::to_dot(&g, &sel, &label) };
     print!("{out}");
     Ok(exit::OK)
 }

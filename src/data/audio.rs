@@ -20,26 +20,12 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         hint.with_extension(ext);
     }
     let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(|e| {
-            err(format!(
-                "corrupt or unsupported audio ({e}); supported: WAV, FLAC, OGG/Vorbis, MP3"
-            ))
-        })?;
+        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: WAV, FLAC, OGG/Vorbis, MP3")))?;
     let mut format = probed.format;
-    let track = format
-        .default_track()
-        .ok_or_else(|| err("no audio track".into()))?;
+    let track = format.default_track().ok_or_else(|| err("no audio track".into()))?;
     let track_id = track.id;
-    let rate = track
-        .codec_params
-        .sample_rate
-        .ok_or_else(|| err("unknown sample rate".into()))?;
+    let rate = track.codec_params.sample_rate.ok_or_else(|| err("unknown sample rate".into()))?;
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| err(format!("unsupported codec: {e}")))?;
@@ -47,19 +33,13 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
-            Err(symphonia::core::errors::Error::IoError(e))
-                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                break
-            }
+            Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(err(format!("corrupt audio stream: {e}"))),
         };
         if packet.track_id() != track_id {
             continue;
         }
-        let decoded = decoder
-            .decode(&packet)
-            .map_err(|e| err(format!("corrupt audio frame: {e}")))?;
+        let decoded = decoder.decode(&packet).map_err(|e| err(format!("corrupt audio frame: {e}")))?;
         let spec = *decoded.spec();
         let ch = spec.channels.count();
         let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
@@ -76,9 +56,7 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
 
 /// Resamples `x` from `from` Hz to `to` Hz (sinc interpolation).
 pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String> {
-    use rubato::{
-        Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction,
-    };
+    use rubato::{Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction};
     if from == to {
         return Ok(x.to_vec());
     }
@@ -89,8 +67,7 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String> {
         oversampling_factor: 128,
         window: WindowFunction::BlackmanHarris2,
     };
-    let mut r = SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, x.len(), 1)
-        .map_err(|e| e.to_string())?;
+    let mut r = SincFixedIn::<f32>::new(to as f64 / from as f64, 1.0, params, x.len(), 1).map_err(|e| e.to_string())?;
     let out = r.process(&[x.to_vec()], None).map_err(|e| e.to_string())?;
     let want = (x.len() as f64 * to as f64 / from as f64).round() as usize;
     let mut y = out.into_iter().next().unwrap_or_default();
@@ -135,20 +112,14 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "wav" | "flac" | "ogg" | "mp3"
-                    )
-                })
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "wav" | "flac" | "ogg" | "mp3"))
             })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(DataError::new(
-                &dir,
-                "empty class folder: no WAV/FLAC/OGG/MP3 clips; remove it or add clips",
-            ));
+            return Err(DataError::new(&dir, "empty class folder: no WAV/FLAC/OGG/MP3 clips; remove it or add clips"));
         }
         for f in files {
             let rel = format!("{c}/{}", f.file_name().unwrap().to_string_lossy());
@@ -159,19 +130,12 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
             } else {
                 "train"
             };
-            clips.push(ClipRef {
-                path: f,
-                labels: vec![ci],
-                split: split.into(),
-            });
+            clips.push(ClipRef { path: f, labels: vec![ci], split: split.into() });
         }
     }
     for name in test.iter().chain(val.iter()) {
         if !root.join(name).exists() {
-            return Err(DataError::new(
-                &root.join("testing_list.txt"),
-                format!("lists `{name}`, which does not exist"),
-            ));
+            return Err(DataError::new(&root.join("testing_list.txt"), format!("lists `{name}`, which does not exist")));
         }
     }
     Ok((classes, clips))
@@ -180,11 +144,7 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
 /// A CSV manifest `path,label[,split]` (header row optional, paths relative to the CSV's folder).
 /// With `multilabel`, the label field holds several labels separated by `;` or `,` (AudioSet style, quoted).
 /// `classes` fixes the class list; empty = sorted labels found.
-pub fn csv_manifest(
-    csv_path: &Path,
-    classes: &[String],
-    multilabel: bool,
-) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
+pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
     let base = csv_path.parent().unwrap_or(Path::new("."));
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -198,29 +158,16 @@ pub fn csv_manifest(
             continue;
         }
         if rec.len() < 2 {
-            return Err(DataError::new(
-                csv_path,
-                format!("line {}: expected `path,label[,split]`", i + 1),
-            ));
+            return Err(DataError::new(csv_path, format!("line {}: expected `path,label[,split]`", i + 1)));
         }
         let labels: Vec<String> = if multilabel {
-            rec[1]
-                .split([';', ','])
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
+            rec[1].split([';', ',']).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
         } else {
             vec![rec[1].trim().to_string()]
         };
-        let split = rec
-            .get(2)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| "train".into());
+        let split = rec.get(2).map(|s| s.trim().to_string()).unwrap_or_else(|| "train".into());
         if !matches!(split.as_str(), "train" | "val" | "test") {
-            return Err(DataError::new(
-                csv_path,
-                format!("line {}: split `{split}` is not train, val or test", i + 1),
-            ));
+            return Err(DataError::new(csv_path, format!("line {}: split `{split}` is not train, val or test", i + 1)));
         }
         rows.push((i + 1, base.join(rec[0].trim()), labels, split));
     }
@@ -237,18 +184,11 @@ pub fn csv_manifest(
         let mut idx = vec![];
         for l in &labels {
             let Some(k) = classes.iter().position(|c| c == l) else {
-                return Err(DataError::new(
-                    csv_path,
-                    format!("line {line}: label `{l}` is not in the class list"),
-                ));
+                return Err(DataError::new(csv_path, format!("line {line}: label `{l}` is not in the class list")));
             };
             idx.push(k);
         }
-        clips.push(ClipRef {
-            path,
-            labels: idx,
-            split,
-        });
+        clips.push(ClipRef { path, labels: idx, split });
     }
     Ok((classes, clips))
 }
@@ -260,11 +200,7 @@ mod tests {
     fn csv_multilabel_and_unknown_label() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("m.csv");
-        std::fs::write(
-            &p,
-            "path,label,split\na.wav,\"dog;cat\",train\nb.wav,cat,test\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "path,label,split\na.wav,\"dog;cat\",train\nb.wav,cat,test\n").unwrap();
         let (classes, clips) = csv_manifest(&p, &[], true).unwrap();
         assert_eq!(classes, ["cat", "dog"]);
         assert_eq!(clips[0].labels, [1, 0]);

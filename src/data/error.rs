@@ -15,15 +15,11 @@ pub struct DataError {
 impl DataError {
     /// An error about `path`.
     pub fn new(path: &Path, message: impl Into<String>) -> Self {
-        DataError {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        DataError { path: path.to_path_buf(), message: message.into() }
     }
 }
 
 /// Reads a whole file, naming it on failure.
 pub fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path)
-        .map_err(|e| DataError::new(path, format!("cannot read: {e}; check the dataset `path`")))
+    std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}; check the dataset `path`")))
 }

@@ -102,13 +102,7 @@ impl Default for FbankOptions {
 impl FbankOptions {
     /// Kaldi's own defaults (`compute-fbank-feats`): povey window, 23 bins, int16-scaled samples.
     pub fn kaldi_defaults() -> Self {
-        FbankOptions {
-            num_mel_bins: 23,
-            window_type: Window::Povey,
-            htk_compat: false,
-            input_scale: 32768.0,
-            ..Default::default()
-        }
+        FbankOptions { num_mel_bins: 23, window_type: Window::Povey, htk_compat: false, input_scale: 32768.0, ..Default::default() }
     }
 }
 
@@ -141,11 +135,7 @@ impl Fbank {
                 opts.frame_length, opts.frame_shift, opts.sample_frequency
             ));
         }
-        let padded = if opts.round_to_power_of_two {
-            win_size.next_power_of_two()
-        } else {
-            win_size
-        };
+        let padded = if opts.round_to_power_of_two { win_size.next_power_of_two() } else { win_size };
         let n = win_size as f64;
         let window: Vec<f64> = (0..win_size)
             .map(|i| {
@@ -156,24 +146,14 @@ impl Fbank {
                     Window::Hamming => 0.54 - 0.46 * (a * i).cos(),
                     Window::Povey => (0.5 - 0.5 * (a * i).cos()).powf(0.85),
                     Window::Rectangular => 1.0,
-                    Window::Blackman => {
-                        opts.blackman_coeff - 0.5 * (a * i).cos()
-                            + (0.5 - opts.blackman_coeff) * (2.0 * a * i).cos()
-                    }
+                    Window::Blackman => opts.blackman_coeff - 0.5 * (a * i).cos() + (0.5 - opts.blackman_coeff) * (2.0 * a * i).cos(),
                 }
             })
             .collect();
         let nyquist = 0.5 * opts.sample_frequency;
-        let high = if opts.high_freq <= 0.0 {
-            opts.high_freq + nyquist
-        } else {
-            opts.high_freq
-        };
+        let high = if opts.high_freq <= 0.0 { opts.high_freq + nyquist } else { opts.high_freq };
         if !(0.0 <= opts.low_freq && opts.low_freq < high && high <= nyquist) {
-            return Err(format!(
-                "bad mel range: low_freq {} / high_freq {high} at Nyquist {nyquist}",
-                opts.low_freq
-            ));
+            return Err(format!("bad mel range: low_freq {} / high_freq {high} at Nyquist {nyquist}", opts.low_freq));
         }
         let num_fft_bins = padded / 2;
         let bin_width = opts.sample_frequency / padded as f64;
@@ -195,24 +175,12 @@ impl Fbank {
                     })
                     .collect();
                 let first = w.iter().position(|&x| x > 0.0).unwrap_or(0);
-                let last = w
-                    .iter()
-                    .rposition(|&x| x > 0.0)
-                    .map(|i| i + 1)
-                    .unwrap_or(first);
+                let last = w.iter().rposition(|&x| x > 0.0).map(|i| i + 1).unwrap_or(first);
                 (first, w[first..last].to_vec())
             })
             .collect();
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(padded);
-        Ok(Fbank {
-            opts,
-            win_size,
-            shift,
-            padded,
-            window,
-            banks,
-            fft,
-        })
+        Ok(Fbank { opts, win_size, shift, padded, window, banks, fft })
     }
 
     /// Number of frames for `n` samples.
@@ -288,9 +256,7 @@ impl Fbank {
             if !o.raw_energy {
                 energy = log_energy(&frame);
             }
-            self.fft
-                .process_with_scratch(&mut frame, &mut spec, &mut scratch)
-                .expect("fft");
+            self.fft.process_with_scratch(&mut frame, &mut spec, &mut scratch).expect("fft");
             for (p, c) in power.iter_mut().zip(&spec) {
                 let mag2 = c.re * c.re + c.im * c.im;
                 *p = if o.use_power { mag2 } else { mag2.sqrt() };
@@ -299,11 +265,7 @@ impl Fbank {
             let off = usize::from(o.use_energy && !o.htk_compat);
             for (b, (first, w)) in self.banks.iter().enumerate() {
                 let e: f64 = w.iter().zip(&power[*first..]).map(|(a, p)| a * p).sum();
-                row[off + b] = if o.use_log_fbank {
-                    e.max(EPS).ln() as f32
-                } else {
-                    e as f32
-                };
+                row[off + b] = if o.use_log_fbank { e.max(EPS).ln() as f32 } else { e as f32 };
             }
             if o.use_energy {
                 row[if o.htk_compat { bins } else { 0 }] = energy as f32;

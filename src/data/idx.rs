@@ -21,12 +21,7 @@ pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
         let mut out = vec![];
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| {
-                DataError::new(
-                    path,
-                    format!("corrupt gzip stream: {e}; re-download the file"),
-                )
-            })?;
+            .map_err(|e| DataError::new(path, format!("corrupt gzip stream: {e}; re-download the file")))?;
         out
     } else {
         raw
@@ -40,42 +35,25 @@ pub fn parse_idx(b: &[u8]) -> Result<Idx, String> {
         return Err("truncated IDX file (no header)".into());
     }
     if b[0] != 0 || b[1] != 0 {
-        return Err(format!(
-            "bad IDX magic {:02x}{:02x}{:02x}{:02x}: not an IDX file",
-            b[0], b[1], b[2], b[3]
-        ));
+        return Err(format!("bad IDX magic {:02x}{:02x}{:02x}{:02x}: not an IDX file", b[0], b[1], b[2], b[3]));
     }
     if b[2] != 0x08 {
-        return Err(format!(
-            "IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)",
-            b[2]
-        ));
+        return Err(format!("IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", b[2]));
     }
     let rank = b[3] as usize;
     if rank == 0 || b.len() < 4 + 4 * rank {
         return Err("truncated IDX header".into());
     }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
+    let dims: Vec<usize> = (0..rank).map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
     let n: usize = dims.iter().product();
     let body = &b[4 + 4 * rank..];
     if body.len() < n {
-        return Err(format!(
-            "truncated IDX data: header {dims:?} needs {n} bytes, file has {}",
-            body.len()
-        ));
+        return Err(format!("truncated IDX data: header {dims:?} needs {n} bytes, file has {}", body.len()));
     }
     if body.len() > n {
-        return Err(format!(
-            "IDX file has {} trailing bytes after {dims:?}",
-            body.len() - n
-        ));
+        return Err(format!("IDX file has {} trailing bytes after {dims:?}", body.len() - n));
     }
-    Ok(Idx {
-        dims,
-        data: body.to_vec(),
-    })
+    Ok(Idx { dims, data: body.to_vec() })
 }
 
 #[cfg(test)]
@@ -91,15 +69,8 @@ mod tests {
     }
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(
-            parse_idx(&idx(&[2, 2], &[1, 2, 3, 4])).unwrap().dims,
-            [2, 2]
-        );
-        assert!(parse_idx(&idx(&[2, 2], &[1, 2, 3]))
-            .unwrap_err()
-            .contains("truncated"));
-        assert!(parse_idx(&[1, 2, 3, 4, 5])
-            .unwrap_err()
-            .contains("bad IDX magic"));
+        assert_eq!(parse_idx(&idx(&[2, 2], &[1, 2, 3, 4])).unwrap().dims, [2, 2]);
+        assert!(parse_idx(&idx(&[2, 2], &[1, 2, 3])).unwrap_err().contains("truncated"));
+        assert!(parse_idx(&[1, 2, 3, 4, 5]).unwrap_err().contains("bad IDX magic"));
     }
 }

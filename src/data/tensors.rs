@@ -57,25 +57,14 @@ impl Labels {
     pub fn select(&self, idx: &[usize]) -> Labels {
         match self {
             Labels::Single(v) => Labels::Single(idx.iter().map(|&i| v[i]).collect()),
-            Labels::Multi(v, k) => Labels::Multi(
-                idx.iter()
-                    .flat_map(|&i| v[i * k..(i + 1) * k].to_vec())
-                    .collect(),
-                *k,
-            ),
+            Labels::Multi(v, k) => Labels::Multi(idx.iter().flat_map(|&i| v[i * k..(i + 1) * k].to_vec()).collect(), *k),
         }
     }
     /// As a named array `y`.
     pub fn named(&self) -> Named {
         match self {
-            Labels::Single(v) => Named {
-                shape: vec![v.len()],
-                data: Array::I64(v.clone()),
-            },
-            Labels::Multi(v, k) => Named {
-                shape: vec![v.len() / k, *k],
-                data: Array::U8(v.clone()),
-            },
+            Labels::Single(v) => Named { shape: vec![v.len()], data: Array::I64(v.clone()) },
+            Labels::Multi(v, k) => Named { shape: vec![v.len() / k, *k], data: Array::U8(v.clone()) },
         }
     }
     /// From a named array `y`.
@@ -83,10 +72,7 @@ impl Labels {
         match (&n.data, n.shape.len()) {
             (Array::I64(v), 1) => Ok(Labels::Single(v.clone())),
             (Array::U8(v), 2) => Ok(Labels::Multi(v.clone(), n.shape[1])),
-            _ => Err(format!(
-                "labels `y` have an unexpected layout {:?}",
-                n.shape
-            )),
+            _ => Err(format!("labels `y` have an unexpected layout {:?}", n.shape)),
         }
     }
 }
@@ -120,11 +106,7 @@ pub fn encode(arrays: &BTreeMap<String, Named>) -> Vec<u8> {
                 Array::F32(v) => (Dtype::F32, bytemuck::cast_slice(v)),
                 Array::I64(v) => (Dtype::I64, bytemuck::cast_slice(v)),
             };
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(dt, a.shape.clone(), bytes)
-                    .expect("consistent shape"),
-            )
+            (k.clone(), safetensors::tensor::TensorView::new(dt, a.shape.clone(), bytes).expect("consistent shape"))
         })
         .collect();
     safetensors::serialize(views, None).expect("serialize")
@@ -138,25 +120,11 @@ pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, Named>, String> {
         let d = v.data();
         let data = match v.dtype() {
             Dtype::U8 => Array::U8(d.to_vec()),
-            Dtype::F32 => Array::F32(
-                d.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
-            Dtype::I64 => Array::I64(
-                d.chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
+            Dtype::F32 => Array::F32(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            Dtype::I64 => Array::I64(d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
             other => return Err(format!("tensor `{name}`: dtype {other:?} not supported")),
         };
-        out.insert(
-            name,
-            Named {
-                shape: v.shape().to_vec(),
-                data,
-            },
-        );
+        out.insert(name, Named { shape: v.shape().to_vec(), data });
     }
     Ok(out)
 }
@@ -181,13 +149,7 @@ mod tests {
     #[test]
     fn roundtrip() {
         let mut m = BTreeMap::new();
-        m.insert(
-            "x".to_string(),
-            Named {
-                shape: vec![2, 2],
-                data: Array::F32(vec![1.0, 2.0, 3.0, 4.5]),
-            },
-        );
+        m.insert("x".to_string(), Named { shape: vec![2, 2], data: Array::F32(vec![1.0, 2.0, 3.0, 4.5]) });
         m.insert("y".to_string(), Labels::Single(vec![3, 1]).named());
         let back = decode(&encode(&m)).unwrap();
         assert_eq!(back, m);

@@ -11,16 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 
 /// Names of the 8 fashion motions.
-pub const MOTIONS: [&str; 8] = [
-    "left",
-    "right",
-    "up",
-    "down",
-    "rotate_cw",
-    "rotate_ccw",
-    "zoom_in",
-    "zoom_out",
-];
+pub const MOTIONS: [&str; 8] = ["left", "right", "up", "down", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out"];
 
 /// Generated clips `[N, T, S, S]` (grey u8).
 #[derive(Debug, Clone, Default)]
@@ -49,25 +40,13 @@ fn sample(img: &[u8], h: usize, w: usize, y: f32, x: f32) -> f32 {
             img[yy as usize * w + xx as usize] as f32
         }
     };
-    (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
-        + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1))
+    (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1))
 }
 
 /// Draws `obj` (h×w) into `canvas` (s×s) centred at (cy, cx), rotated by `angle` rad, scaled so the object
 /// spans `obj_size · scale` pixels; max-composited.
 #[allow(clippy::too_many_arguments)]
-fn draw(
-    canvas: &mut [u8],
-    s: usize,
-    obj: &[u8],
-    h: usize,
-    w: usize,
-    obj_size: f32,
-    cy: f32,
-    cx: f32,
-    angle: f32,
-    scale: f32,
-) {
+fn draw(canvas: &mut [u8], s: usize, obj: &[u8], h: usize, w: usize, obj_size: f32, cy: f32, cx: f32, angle: f32, scale: f32) {
     let k = (h as f32 / obj_size) / scale; // canvas px → source px
     let (sin, cos) = angle.sin_cos();
     for y in 0..s {
@@ -75,13 +54,7 @@ fn draw(
             let (dy, dx) = (y as f32 + 0.5 - cy, x as f32 + 0.5 - cx);
             let ry = cos * dy + sin * dx;
             let rx = -sin * dy + cos * dx;
-            let v = sample(
-                obj,
-                h,
-                w,
-                ry * k + h as f32 / 2.0 - 0.5,
-                rx * k + w as f32 / 2.0 - 0.5,
-            );
+            let v = sample(obj, h, w, ry * k + h as f32 / 2.0 - 0.5, rx * k + w as f32 / 2.0 - 0.5);
             let p = &mut canvas[y * s + x];
             *p = (*p).max(v.round().clamp(0.0, 255.0) as u8);
         }
@@ -90,49 +63,18 @@ fn draw(
 
 /// Moving digits: each source image `[h, w]` becomes one clip of `frames` frames on an `size²` canvas; the
 /// digit (drawn at `size/2`) bounces with a random velocity.
-pub fn moving_digits(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    labels: &[i64],
-    frames: usize,
-    size: usize,
-    seed: u64,
-) -> Clips {
+pub fn moving_digits(src: &[u8], h: usize, w: usize, labels: &[i64], frames: usize, size: usize, seed: u64) -> Clips {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let obj = size as f32 / 2.0;
     let span = size as f32 - obj;
-    let mut out = Clips {
-        frames,
-        size,
-        pixels: vec![0; labels.len() * frames * size * size],
-        labels: labels.to_vec(),
-    };
-    for (i, clip) in out
-        .pixels
-        .chunks_exact_mut(frames * size * size)
-        .enumerate()
-    {
+    let mut out = Clips { frames, size, pixels: vec![0; labels.len() * frames * size * size], labels: labels.to_vec() };
+    for (i, clip) in out.pixels.chunks_exact_mut(frames * size * size).enumerate() {
         let img = &src[i * h * w..(i + 1) * h * w];
         let (mut y, mut x) = (rng.random_range(0.0..span), rng.random_range(0.0..span));
         let speed = size as f32 / 10.0;
-        let (mut vy, mut vx) = (
-            rng.random_range(-speed..speed),
-            rng.random_range(-speed..speed),
-        );
+        let (mut vy, mut vx) = (rng.random_range(-speed..speed), rng.random_range(-speed..speed));
         for f in 0..frames {
-            draw(
-                &mut clip[f * size * size..(f + 1) * size * size],
-                size,
-                img,
-                h,
-                w,
-                obj,
-                y + obj / 2.0,
-                x + obj / 2.0,
-                0.0,
-                1.0,
-            );
+            draw(&mut clip[f * size * size..(f + 1) * size * size], size, img, h, w, obj, y + obj / 2.0, x + obj / 2.0, 0.0, 1.0);
             y += vy;
             x += vx;
             if y < 0.0 || y > span {
@@ -149,29 +91,12 @@ pub fn moving_digits(
 }
 
 /// Fashion motion: each source image becomes one clip; the label is one of [`MOTIONS`], drawn uniformly.
-pub fn fashion_motion(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    n: usize,
-    frames: usize,
-    size: usize,
-    seed: u64,
-) -> Clips {
+pub fn fashion_motion(src: &[u8], h: usize, w: usize, n: usize, frames: usize, size: usize, seed: u64) -> Clips {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let obj = size as f32 / 2.0;
-    let mut out = Clips {
-        frames,
-        size,
-        pixels: vec![0; n * frames * size * size],
-        labels: vec![0; n],
-    };
+    let mut out = Clips { frames, size, pixels: vec![0; n * frames * size * size], labels: vec![0; n] };
     let travel = size as f32 - obj; // total displacement of a translation
-    for (i, clip) in out
-        .pixels
-        .chunks_exact_mut(frames * size * size)
-        .enumerate()
-    {
+    for (i, clip) in out.pixels.chunks_exact_mut(frames * size * size).enumerate() {
         let img = &src[i * h * w..(i + 1) * h * w];
         let m = rng.random_range(0..MOTIONS.len());
         out.labels[i] = m as i64;
@@ -180,11 +105,7 @@ pub fn fashion_motion(
         let (jy, jx) = (jitter(&mut rng), jitter(&mut rng));
         let a0 = rng.random_range(-0.5f32..0.5);
         for f in 0..frames {
-            let p = if frames > 1 {
-                f as f32 / (frames - 1) as f32
-            } else {
-                0.0
-            }; // 0 → 1
+            let p = if frames > 1 { f as f32 / (frames - 1) as f32 } else { 0.0 }; // 0 → 1
             let (lo, hi) = (obj / 2.0, size as f32 - obj / 2.0);
             let (cy, cx, ang, sc) = match MOTIONS[m] {
                 "left" => (mid + jy, hi - p * (hi - lo), a0, 1.0),
@@ -196,18 +117,7 @@ pub fn fashion_motion(
                 "zoom_in" => (mid + jy, mid + jx, a0, 0.6 + 0.8 * p),
                 _ => (mid + jy, mid + jx, a0, 1.4 - 0.8 * p),
             };
-            draw(
-                &mut clip[f * size * size..(f + 1) * size * size],
-                size,
-                img,
-                h,
-                w,
-                obj,
-                cy,
-                cx,
-                ang,
-                sc,
-            );
+            draw(&mut clip[f * size * size..(f + 1) * size * size], size, img, h, w, obj, cy, cx, ang, sc);
         }
     }
     out
@@ -215,17 +125,8 @@ pub fn fashion_motion(
 
 /// A folder of frame folders: `root/CLASS/CLIP/frame_*.png|jpg`, each clip resampled to `frames` frames
 /// (uniform indices) of `size²` grey pixels.
-pub fn read_frame_folders(
-    root: &Path,
-    classes: &[String],
-    frames: usize,
-    size: usize,
-) -> Result<Clips, DataError> {
-    let mut out = Clips {
-        frames,
-        size,
-        ..Default::default()
-    };
+pub fn read_frame_folders(root: &Path, classes: &[String], frames: usize, size: usize) -> Result<Clips, DataError> {
+    let mut out = Clips { frames, size, ..Default::default() };
     for (ci, c) in classes.iter().enumerate() {
         let dir = root.join(c);
         let mut clips: Vec<_> = std::fs::read_dir(&dir)
@@ -243,11 +144,7 @@ pub fn read_frame_folders(
                 .map_err(|e| DataError::new(&clip, e.to_string()))?
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| {
-                    p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| matches!(e, "png" | "jpg" | "jpeg"))
-                })
+                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "png" | "jpg" | "jpeg")))
                 .collect();
             fs.sort();
             if fs.is_empty() {
@@ -255,15 +152,8 @@ pub fn read_frame_folders(
             }
             for f in 0..frames {
                 let idx = f * fs.len() / frames;
-                let img = image::open(&fs[idx])
-                    .map_err(|e| DataError::new(&fs[idx], format!("unreadable frame: {e}")))?;
-                let g = img
-                    .resize_exact(
-                        size as u32,
-                        size as u32,
-                        image::imageops::FilterType::Triangle,
-                    )
-                    .to_luma8();
+                let img = image::open(&fs[idx]).map_err(|e| DataError::new(&fs[idx], format!("unreadable frame: {e}")))?;
+                let g = img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle).to_luma8();
                 out.pixels.extend_from_slice(g.as_raw());
             }
             out.labels.push(ci as i64);

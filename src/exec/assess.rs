@@ -27,9 +27,7 @@ pub struct Assessment {
 
 /// The environment entries of `env` a stage depends on.
 pub fn stage_env(keys: &[&str], env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    keys.iter()
-        .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect()
+    keys.iter().filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
 }
 
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; `Err(pending ids)` otherwise.
@@ -46,10 +44,7 @@ pub fn fingerprint(
         let mut v = vec![];
         for &u in ups {
             match digest_of(u) {
-                Some(d) => v.push(InputDigest {
-                    id: g.nodes[u].id.clone(),
-                    digest: d,
-                }),
+                Some(d) => v.push(InputDigest { id: g.nodes[u].id.clone(), digest: d }),
                 None => pending.push(g.nodes[u].id.clone()),
             }
         }
@@ -85,28 +80,17 @@ pub fn decide(
     let id = &g.nodes[i].id;
     let record = index.record(id).ok().flatten();
     let failure = index.failure(id).ok().flatten();
-    let mut a = Assessment {
-        state: State::Stale,
-        reasons: vec![],
-        fingerprint: None,
-        key: None,
-        manifest: None,
-        record,
-        failure,
-    };
+    let mut a = Assessment { state: State::Stale, reasons: vec![], fingerprint: None, key: None, manifest: None, record, failure };
     let fp = match fp {
         Err(pending) => {
-            a.reasons
-                .push(DirtyReason::UpstreamPending { upstream: pending });
+            a.reasons.push(DirtyReason::UpstreamPending { upstream: pending });
             if a.failure.is_some() {
                 a.state = State::Failed;
             }
             return a;
         }
         Ok(Err(e)) => {
-            a.reasons.push(DirtyReason::Other {
-                detail: format!("cannot fingerprint sources: {e}"),
-            });
+            a.reasons.push(DirtyReason::Other { detail: format!("cannot fingerprint sources: {e}") });
             return a;
         }
         Ok(Ok(fp)) => fp,
@@ -121,16 +105,12 @@ pub fn decide(
                 a.state = State::Fresh;
                 a.manifest = Some(m);
             }
-            Some((file, BlobState::Missing)) => {
-                a.reasons.push(DirtyReason::ArtifactMissing { file })
-            }
+            Some((file, BlobState::Missing)) => a.reasons.push(DirtyReason::ArtifactMissing { file }),
             Some((file, _)) => a.reasons.push(DirtyReason::ArtifactCorrupt { file }),
         }
     } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key) {
         a.state = State::Failed;
-        a.reasons.push(DirtyReason::Failed {
-            error: f.error.clone(),
-        });
+        a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
     } else if let Some(r) = &a.record {
         a.reasons.extend(compare(r, &fp));
     } else {
@@ -152,10 +132,7 @@ pub fn assess_all(
     let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
     for &i in sel {
         let fp = {
-            let lookup = |u: usize| {
-                out.get(&u)
-                    .and_then(|a| a.manifest.as_ref().map(|m| m.digest.clone()))
-            };
+            let lookup = |u: usize| out.get(&u).and_then(|a| a.manifest.as_ref().map(|m| m.digest.clone()));
             fingerprint(g, i, env, &lookup)
         };
         let a = decide(g, i, fp, store, index, forced(i));

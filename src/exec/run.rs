@@ -65,43 +65,24 @@ impl IdleIndex<'_> {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Runs the selected part of `g`. The caller holds the store's writer lock.
-pub fn run(
-    g: &Graph,
-    store: &Store,
-    opts: &RunOptions,
-    sink: Sink<'_>,
-) -> Result<RunSummary, super::ExecError> {
+pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Result<RunSummary, super::ExecError> {
     let t0 = Instant::now();
     let sel = g.select(&opts.targets)?;
     for f in &opts.force {
         if !g.by_id.contains_key(f) {
-            return Err(crate::spec::SpecError::nowhere(
-                crate::spec::SpecErrorKind::UnknownTarget,
-                format!("--force: no node `{f}`"),
-            )
-            .into());
+            return Err(
+                crate::spec::SpecError::nowhere(crate::spec::SpecErrorKind::UnknownTarget, format!("--force: no node `{f}`")).into()
+            );
         }
     }
     store.blobs.clean_tmp();
-    let jobs = if opts.jobs == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        opts.jobs
-    };
-    let forced: BTreeSet<usize> = if opts.force_all {
-        sel.iter().copied().collect()
-    } else {
-        opts.force.iter().map(|f| g.by_id[f]).collect()
-    };
+    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
+    let forced: BTreeSet<usize> =
+        if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() };
     let mut idx = IdleIndex { store, index: None };
 
     // Plan.
@@ -145,15 +126,8 @@ pub fn run(
         if assessed[&i].state == State::Fresh {
             done.insert(i, assessed[&i].manifest.clone().unwrap());
             summary.fresh.push(g.nodes[i].id.clone());
-            timings.push(NodeTiming {
-                id: g.nodes[i].id.clone(),
-                outcome: "fresh",
-                ms: 0,
-            });
-            sink(&Event::Fresh {
-                id: g.nodes[i].id.clone(),
-                kind: g.nodes[i].stage.kind().into(),
-            });
+            timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
+            sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
             false
         } else {
             true
@@ -170,45 +144,29 @@ pub fn run(
                 waiting.remove(k);
                 failed.insert(i);
                 summary.skipped.push(g.nodes[i].id.clone());
-                timings.push(NodeTiming {
-                    id: g.nodes[i].id.clone(),
-                    outcome: "skipped",
-                    ms: 0,
-                });
-                sink(&Event::Skipped {
-                    id: g.nodes[i].id.clone(),
-                    because: g.nodes[bad].id.clone(),
-                });
+                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "skipped", ms: 0 });
+                sink(&Event::Skipped { id: g.nodes[i].id.clone(), because: g.nodes[bad].id.clone() });
                 continue;
             }
-            if !ups
-                .iter()
-                .all(|u| done.contains_key(u) || !selected.contains(u))
-            {
+            if !ups.iter().all(|u| done.contains_key(u) || !selected.contains(u)) {
                 k += 1;
                 continue;
             }
             // Re-decide with the real input digests (early cutoff: identical upstream bytes → fresh).
-            let a = if assessed[&i].key.is_some() {
-                assessed[&i].clone()
-            } else {
+            // Always re-check the index: another node with the same key (e.g. a matrix entry identical to a
+            // separately declared node) may have produced it meanwhile.
+            let a = {
                 let fp = fingerprint(g, i, &opts.env, &|u| done.get(&u).map(|m| m.digest.clone()));
                 let index = idx.get()?;
                 decide(g, i, fp, store, index, forced.contains(&i))
             };
             if a.state == State::Fresh {
+                assessed.insert(i, a.clone());
                 waiting.remove(k);
                 done.insert(i, a.manifest.clone().unwrap());
                 summary.fresh.push(g.nodes[i].id.clone());
-                timings.push(NodeTiming {
-                    id: g.nodes[i].id.clone(),
-                    outcome: "fresh",
-                    ms: 0,
-                });
-                sink(&Event::Fresh {
-                    id: g.nodes[i].id.clone(),
-                    kind: g.nodes[i].stage.kind().into(),
-                });
+                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
+                sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
                 continue;
             }
             let res = g.nodes[i].stage.resources(&g.nodes[i].params);
@@ -231,44 +189,25 @@ pub fn run(
                 assessed.insert(i, a);
                 continue;
             };
-            let reasons: Vec<String> = a
-                .reasons
-                .iter()
-                .filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. }))
-                .map(|r| r.to_string())
-                .collect();
-            let reasons = if reasons.is_empty() {
-                vec!["inputs changed".to_string()]
-            } else {
-                reasons
-            };
-            sink(&Event::Started {
-                id: g.nodes[i].id.clone(),
-                kind: g.nodes[i].stage.kind().into(),
-                reasons,
-            });
+            let reasons: Vec<String> =
+                a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
+            let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
+            sink(&Event::Started { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into(), reasons });
             let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
             for (slot, ups) in &g.nodes[i].inputs {
                 inputs.insert(
                     slot.clone(),
                     ups.iter()
                         .map(|&u| {
-                            InputArtifact::new(
-                                g.nodes[u].id.clone(),
-                                done[&u].clone(),
-                                store.clone(),
-                            )
+                            let mut a = InputArtifact::new(g.nodes[u].id.clone(), done[&u].clone(), store.clone());
+                            a.key = assessed.get(&u).and_then(|x| x.key.clone());
+                            a
                         })
                         .collect(),
                 );
             }
             let node = &g.nodes[i];
-            let (stage, params, base_dir, id) = (
-                node.stage.clone(),
-                node.params.clone(),
-                node.base_dir.clone(),
-                node.id.clone(),
-            );
+            let (stage, params, base_dir, id) = (node.stage.clone(), node.params.clone(), node.base_dir.clone(), node.id.clone());
             let env = fp.env.clone();
             let mut full_env = opts.env.clone();
             full_env.extend(env);
@@ -276,13 +215,7 @@ pub fn run(
             let scratch = store.root.join("partial").join(&fp.key()[..24]);
             let txc = tx.clone();
             running.insert(i, (cpu, dev, Instant::now()));
-            assessed.insert(
-                i,
-                Assessment {
-                    fingerprint: Some(fp),
-                    ..a
-                },
-            );
+            assessed.insert(i, Assessment { fingerprint: Some(fp), ..a });
             pool.spawn(move || {
                 let start = Instant::now();
                 let txp = txc.clone();
@@ -329,12 +262,7 @@ pub fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         match msg {
-            Msg::Progress(i, p) => sink(&Event::Progress {
-                id: g.nodes[i].id.clone(),
-                done: p.done,
-                total: p.total,
-                message: p.message,
-            }),
+            Msg::Progress(i, p) => sink(&Event::Progress { id: g.nodes[i].id.clone(), done: p.done, total: p.total, message: p.message }),
             Msg::Done(i, result, ms) => {
                 let (cpu, dev, _) = running.remove(&i).unwrap();
                 free_cpu += cpu;
@@ -357,43 +285,20 @@ pub fn run(
                             finished_at: now_secs(),
                         };
                         idx.get()?.commit(&key, &manifest, &record)?;
-                        let _ =
-                            std::fs::remove_dir_all(store.root.join("partial").join(&key[..24]));
-                        sink(&Event::Finished {
-                            id: id.clone(),
-                            kind,
-                            ms,
-                            artifact: manifest.digest.clone(),
-                            size: manifest.size(),
-                        });
+                        let _ = std::fs::remove_dir_all(store.root.join("partial").join(&key[..24]));
+                        sink(&Event::Finished { id: id.clone(), kind, ms, artifact: manifest.digest.clone(), size: manifest.size() });
                         done.insert(i, manifest);
                         summary.ran.push(id.clone());
-                        timings.push(NodeTiming {
-                            id,
-                            outcome: "ran",
-                            ms,
-                        });
+                        timings.push(NodeTiming { id, outcome: "ran", ms });
                     }
                     Err(e) => {
                         if let Some(key) = &a.key {
-                            idx.get()?.fail(&FailRecord {
-                                id: id.clone(),
-                                key: key.clone(),
-                                error: e.message.clone(),
-                            })?;
+                            idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone() })?;
                         }
-                        sink(&Event::Failed {
-                            id: id.clone(),
-                            kind,
-                            error: e.message.clone(),
-                        });
+                        sink(&Event::Failed { id: id.clone(), kind, error: e.message.clone() });
                         failed.insert(i);
                         summary.failed.push((id.clone(), e.class));
-                        timings.push(NodeTiming {
-                            id,
-                            outcome: "failed",
-                            ms,
-                        });
+                        timings.push(NodeTiming { id, outcome: "failed", ms });
                     }
                 }
             }

@@ -49,11 +49,8 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// The part of the fingerprint that is hashed (input ids dropped).
     pub fn hashed(&self) -> serde_json::Value {
-        let inputs: BTreeMap<&String, Vec<&str>> = self
-            .inputs
-            .iter()
-            .map(|(k, v)| (k, v.iter().map(|d| d.digest.as_str()).collect()))
-            .collect();
+        let inputs: BTreeMap<&String, Vec<&str>> =
+            self.inputs.iter().map(|(k, v)| (k, v.iter().map(|d| d.digest.as_str()).collect())).collect();
         serde_json::json!({
             "kind": self.kind,
             "version": self.version,
@@ -94,21 +91,8 @@ mod tests {
 
     fn fp(p: serde_json::Value, id: &str) -> Fingerprint {
         let mut inputs = BTreeMap::new();
-        inputs.insert(
-            "data".to_string(),
-            vec![InputDigest {
-                id: id.into(),
-                digest: "abc".into(),
-            }],
-        );
-        Fingerprint {
-            kind: "k".into(),
-            version: 1,
-            params: p,
-            inputs,
-            env: BTreeMap::new(),
-            external: None,
-        }
+        inputs.insert("data".to_string(), vec![InputDigest { id: id.into(), digest: "abc".into() }]);
+        Fingerprint { kind: "k".into(), version: 1, params: p, inputs, env: BTreeMap::new(), external: None }
     }
 
     #[test]

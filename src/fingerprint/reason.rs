@@ -125,35 +125,17 @@ impl std::fmt::Display for DirtyReason {
     }
 }
 
-fn diff_json(
-    prefix: &str,
-    old: &serde_json::Value,
-    new: &serde_json::Value,
-    out: &mut Vec<DirtyReason>,
-) {
+fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<DirtyReason>) {
     use serde_json::Value as J;
     match (old, new) {
         (J::Object(a), J::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                diff_json(
-                    &p,
-                    a.get(k).unwrap_or(&J::Null),
-                    b.get(k).unwrap_or(&J::Null),
-                    out,
-                );
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                diff_json(&p, a.get(k).unwrap_or(&J::Null), b.get(k).unwrap_or(&J::Null), out);
             }
         }
-        _ if old != new => out.push(DirtyReason::ParamChanged {
-            param: prefix.to_string(),
-            old: old.clone(),
-            new: new.clone(),
-        }),
+        _ if old != new => out.push(DirtyReason::ParamChanged { param: prefix.to_string(), old: old.clone(), new: new.clone() }),
         _ => {}
     }
 }
@@ -163,20 +145,14 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
     let o = &old.fingerprint;
     let mut out = vec![];
     if o.kind != new.kind {
-        out.push(DirtyReason::Other {
-            detail: format!("kind changed {} → {}", o.kind, new.kind),
-        });
+        out.push(DirtyReason::Other { detail: format!("kind changed {} → {}", o.kind, new.kind) });
         return out;
     }
     if o.version != new.version {
-        out.push(DirtyReason::VersionBumped {
-            old: o.version,
-            new: new.version,
-        });
+        out.push(DirtyReason::VersionBumped { old: o.version, new: new.version });
     }
     diff_json("", &o.params, &new.params, &mut out);
-    let slots: std::collections::BTreeSet<&String> =
-        o.inputs.keys().chain(new.inputs.keys()).collect();
+    let slots: std::collections::BTreeSet<&String> = o.inputs.keys().chain(new.inputs.keys()).collect();
     for slot in slots {
         match (o.inputs.get(slot), new.inputs.get(slot)) {
             (Some(a), Some(b)) if a.len() == b.len() => {
@@ -186,10 +162,7 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
                         break;
                     }
                     if x.digest != y.digest {
-                        out.push(DirtyReason::InputChanged {
-                            slot: slot.clone(),
-                            upstream: y.id.clone(),
-                        });
+                        out.push(DirtyReason::InputChanged { slot: slot.clone(), upstream: y.id.clone() });
                     }
                 }
             }
@@ -201,20 +174,14 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
         let a = o.env.get(n).cloned().unwrap_or_default();
         let b = new.env.get(n).cloned().unwrap_or_default();
         if a != b {
-            out.push(DirtyReason::EnvChanged {
-                name: n.clone(),
-                old: a,
-                new: b,
-            });
+            out.push(DirtyReason::EnvChanged { name: n.clone(), old: a, new: b });
         }
     }
     if o.external != new.external {
         out.push(DirtyReason::ExternalChanged);
     }
     if out.is_empty() {
-        out.push(DirtyReason::Other {
-            detail: "key changed".into(),
-        });
+        out.push(DirtyReason::Other { detail: "key changed".into() });
     }
     out
 }

@@ -47,29 +47,16 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     let mut nodes = Vec::with_capacity(p.nodes.len());
     for n in &p.nodes {
         let Some(stage) = reg.get(&n.kind) else {
-            return Err(SpecError::at(
-                src,
-                n.kind_span,
-                K::UnknownKind,
-                format!("unknown node kind `{}`", n.kind),
-            )
-            .help(format!(
-                "{} (`polyflow kinds` lists them)",
-                suggest(&n.kind, reg.kinds())
-            )));
+            return Err(SpecError::at(src, n.kind_span, K::UnknownKind, format!("unknown node kind `{}`", n.kind))
+                .help(format!("{} (`polyflow kinds` lists them)", suggest(&n.kind, reg.kinds()))));
         };
         let specs = stage.params();
         let mut params = serde_json::Map::new();
         for (k, e) in &n.params {
             let Some(spec) = specs.iter().find(|s| s.name == k) else {
                 let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
-                return Err(SpecError::at(
-                    src,
-                    e.key_span,
-                    K::UnknownKey,
-                    format!("unknown parameter `{k}` for kind `{}`", n.kind),
-                )
-                .help(suggest(k, names.iter().copied())));
+                return Err(SpecError::at(src, e.key_span, K::UnknownKey, format!("unknown parameter `{k}` for kind `{}`", n.kind))
+                    .help(suggest(k, names.iter().copied())));
             };
             match spec.ty.check(&e.value.to_json()) {
                 Ok(v) => {
@@ -85,13 +72,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                     .help(spec.doc.to_string()))
                 }
                 Err(Mismatch::Range(why)) => {
-                    return Err(SpecError::at(
-                        src,
-                        e.value.span,
-                        K::OutOfRange,
-                        format!("`{k}`: {why}"),
-                    )
-                    .help(spec.doc.to_string()))
+                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("`{k}`: {why}")).help(spec.doc.to_string()))
                 }
             }
         }
@@ -116,12 +97,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         let params = serde_json::Value::Object(params);
         if let Err((key, msg)) = stage.validate(&params) {
             let span = n.params.get(&key).map(|e| e.value.span).unwrap_or(n.span);
-            return Err(SpecError::at(
-                src,
-                span,
-                K::OutOfRange,
-                format!("`{key}`: {msg}"),
-            ));
+            return Err(SpecError::at(src, span, K::OutOfRange, format!("`{key}`: {msg}")));
         }
         // Inputs.
         let slots = stage.inputs();
@@ -129,37 +105,20 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         for (slot, (slot_span, refs)) in &n.inputs {
             let Some(sd) = slots.iter().find(|s| s.name == slot) else {
                 let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
-                return Err(SpecError::at(
-                    src,
-                    *slot_span,
-                    K::UnknownKey,
-                    format!("kind `{}` has no input slot `{slot}`", n.kind),
-                )
-                .help(if names.is_empty() {
-                    "this kind takes no inputs".into()
-                } else {
-                    suggest(slot, names.iter().copied())
-                }));
+                return Err(SpecError::at(src, *slot_span, K::UnknownKey, format!("kind `{}` has no input slot `{slot}`", n.kind))
+                    .help(if names.is_empty() { "this kind takes no inputs".into() } else { suggest(slot, names.iter().copied()) }));
             };
             let mut idx = vec![];
             for r in refs {
                 let targets: Vec<&String> = if let Some(g) = p.groups.get(&r.target) {
                     g.iter().collect()
                 } else if let Some(prefix) = r.target.strip_suffix(".*") {
-                    p.groups
-                        .get(prefix)
-                        .map(|g| g.iter().collect())
-                        .unwrap_or_default()
+                    p.groups.get(prefix).map(|g| g.iter().collect()).unwrap_or_default()
                 } else {
                     vec![&r.target]
                 };
                 if targets.is_empty() {
-                    return Err(SpecError::at(
-                        src,
-                        r.span,
-                        K::DanglingReference,
-                        format!("`{}` matches no node", r.target),
-                    ));
+                    return Err(SpecError::at(src, r.span, K::DanglingReference, format!("`{}` matches no node", r.target)));
                 }
                 for t in targets {
                     let Some(&j) = by_id.get(t) else {
@@ -174,10 +133,18 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                     let up = &p.nodes[j];
                     if let Some(up_stage) = reg.get(&up.kind) {
                         if !sd.types.contains(&up_stage.output()) && !sd.types.contains(&"*") {
-                            return Err(SpecError::at(src, r.span, K::InputType, format!(
-                                "input `{slot}` of `{}` takes {} artifacts, but `{t}` ({}) produces `{}`",
-                                n.id, sd.types.join(" or "), up.kind, up_stage.output()
-                            ))
+                            return Err(SpecError::at(
+                                src,
+                                r.span,
+                                K::InputType,
+                                format!(
+                                    "input `{slot}` of `{}` takes {} artifacts, but `{t}` ({}) produces `{}`",
+                                    n.id,
+                                    sd.types.join(" or "),
+                                    up.kind,
+                                    up_stage.output()
+                                ),
+                            )
                             .help("connect a node of a fitting kind"));
                         }
                     }
@@ -197,26 +164,14 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         }
         for sd in &slots {
             if !sd.optional && !inputs.contains_key(sd.name) {
-                return Err(SpecError::at(
-                    src,
-                    n.span,
-                    K::Missing,
-                    format!("node `{}` misses input `{}`", n.id, sd.name),
-                )
-                .help(format!(
+                return Err(SpecError::at(src, n.span, K::Missing, format!("node `{}` misses input `{}`", n.id, sd.name)).help(format!(
                     "add `inputs = {{ {} = \"NODE\" }}` (accepts {})",
                     sd.name,
                     sd.types.join(", ")
                 )));
             }
         }
-        nodes.push(GNode {
-            id: n.id.clone(),
-            stage: stage.clone(),
-            params,
-            inputs,
-            base_dir: n.base_dir.clone(),
-        });
+        nodes.push(GNode { id: n.id.clone(), stage: stage.clone(), params, inputs, base_dir: n.base_dir.clone() });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
     for i in 0..nodes.len() {
@@ -232,20 +187,10 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     if let Some(cycle) = find_cycle(&dag) {
         let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
         let first = &p.nodes[cycle[0]];
-        return Err(SpecError::at(
-            src,
-            first.span,
-            K::Cycle,
-            format!("cycle: {} → {}", names.join(" → "), names[0]),
-        )
-        .help("remove one of these input references"));
+        return Err(SpecError::at(src, first.span, K::Cycle, format!("cycle: {} → {}", names.join(" → "), names[0]))
+            .help("remove one of these input references"));
     }
-    Ok(Graph {
-        nodes,
-        dag,
-        by_id,
-        pipeline: p,
-    })
+    Ok(Graph { nodes, dag, by_id, pipeline: p })
 }
 
 fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
@@ -257,11 +202,7 @@ fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
             let mut path = vec![start];
             let mut cur = start;
             loop {
-                let next = dag
-                    .neighbors(cur)
-                    .filter(|n| set.contains(n))
-                    .min()
-                    .unwrap();
+                let next = dag.neighbors(cur).filter(|n| set.contains(n)).min().unwrap();
                 if next == start || path.contains(&next) {
                     break;
                 }
@@ -278,6 +219,10 @@ impl Graph {
     /// Indices of `targets` and everything they need, in topological order (all nodes if `targets` is empty).
     pub fn select(&self, targets: &[String]) -> Result<Vec<usize>, SpecError> {
         let mut wanted = vec![false; self.nodes.len()];
+        // Default targets: the nodes the root file declares (so `run table1.toml` runs Table 1 and what it
+        // needs, not everything its includes declare); a file that only includes selects everything.
+        let roots: Vec<String> = self.pipeline.nodes.iter().filter(|n| n.span.file == 0).map(|n| n.id.clone()).collect();
+        let targets: &[String] = if targets.is_empty() { &roots } else { targets };
         if targets.is_empty() {
             wanted.iter_mut().for_each(|w| *w = true);
         } else {
@@ -288,11 +233,8 @@ impl Graph {
                     None => match self.pipeline.groups.get(t) {
                         Some(g) => g.iter().map(|x| self.by_id[x]).collect(),
                         None => {
-                            return Err(SpecError::nowhere(
-                                K::UnknownTarget,
-                                format!("no node `{t}` in this pipeline"),
-                            )
-                            .help(suggest(t, self.nodes.iter().map(|n| n.id.as_str()))))
+                            return Err(SpecError::nowhere(K::UnknownTarget, format!("no node `{t}` in this pipeline"))
+                                .help(suggest(t, self.nodes.iter().map(|n| n.id.as_str()))))
                         }
                     },
                 };
@@ -306,19 +248,12 @@ impl Graph {
             }
         }
         let order = petgraph::algo::toposort(&self.dag, None).expect("acyclic");
-        Ok(order
-            .into_iter()
-            .map(|n| n.index())
-            .filter(|&i| wanted[i])
-            .collect())
+        Ok(order.into_iter().map(|n| n.index()).filter(|&i| wanted[i]).collect())
     }
 
     /// Direct downstream nodes of `i`.
     pub fn dependents(&self, i: usize) -> Vec<usize> {
-        self.dag
-            .neighbors(NodeIndex::new(i))
-            .map(|n| n.index())
-            .collect()
+        self.dag.neighbors(NodeIndex::new(i)).map(|n| n.index()).collect()
     }
 }
 

@@ -29,62 +29,21 @@ pub struct Block<B: Backend> {
     pub gelu_tanh: bool,
 }
 
-fn linear<B: Backend>(
-    w: Vec<f32>,
-    b: Vec<f32>,
-    d_in: usize,
-    d_out: usize,
-    device: &B::Device,
-) -> Linear<B> {
-    Linear {
-        weight: param(w, [d_in, d_out], device),
-        bias: Some(param(b, [d_out], device)),
-    }
+fn linear<B: Backend>(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+    Linear { weight: param(w, [d_in, d_out], device), bias: Some(param(b, [d_out], device)) }
 }
 
 impl<B: Backend> Block<B> {
     /// A block with Xavier-uniform kernels, zero attention biases and N(0, 1e-6) MLP biases (Scenic's init).
-    pub fn new(
-        dim: usize,
-        heads: usize,
-        mlp: usize,
-        eps: f64,
-        gelu_tanh: bool,
-        init: &mut Init,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(dim: usize, heads: usize, mlp: usize, eps: f64, gelu_tanh: bool, init: &mut Init, device: &B::Device) -> Self {
         let ln = || LayerNormConfig::new(dim).with_epsilon(eps).init(device);
         Block {
             norm1: ln(),
-            qkv: linear(
-                init.xavier_uniform(dim, 3 * dim),
-                vec![0.0; 3 * dim],
-                dim,
-                3 * dim,
-                device,
-            ),
-            proj: linear(
-                init.xavier_uniform(dim, dim),
-                vec![0.0; dim],
-                dim,
-                dim,
-                device,
-            ),
+            qkv: linear(init.xavier_uniform(dim, 3 * dim), vec![0.0; 3 * dim], dim, 3 * dim, device),
+            proj: linear(init.xavier_uniform(dim, dim), vec![0.0; dim], dim, dim, device),
             norm2: ln(),
-            fc1: linear(
-                init.xavier_uniform(dim, mlp),
-                init.normal(1e-6, mlp),
-                dim,
-                mlp,
-                device,
-            ),
-            fc2: linear(
-                init.xavier_uniform(mlp, dim),
-                init.normal(1e-6, dim),
-                mlp,
-                dim,
-                device,
-            ),
+            fc1: linear(init.xavier_uniform(dim, mlp), init.normal(1e-6, mlp), dim, mlp, device),
+            fc2: linear(init.xavier_uniform(mlp, dim), init.normal(1e-6, dim), mlp, dim, device),
             heads,
             gelu_tanh,
         }
@@ -114,11 +73,7 @@ impl<B: Backend> Block<B> {
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let hdn = self.fc1.forward(x); // [B, N, MLP]
-        let hdn = if self.gelu_tanh {
-            activation::gelu_approximate(hdn)
-        } else {
-            activation::gelu(hdn)
-        };
+        let hdn = if self.gelu_tanh { activation::gelu_approximate(hdn) } else { activation::gelu(hdn) };
         self.fc2.forward(hdn)
     }
 

@@ -29,22 +29,14 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let data = t
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 data");
-        self.out
-            .insert(self.path.join("."), HostTensor { shape, data });
+        let data = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 data");
+        self.out.insert(self.path.join("."), HostTensor { shape, data });
     }
 }
 
 /// Every float parameter of `m` by path.
 pub fn named_tensors<B: Backend, M: Module<B>>(m: &M) -> BTreeMap<String, HostTensor> {
-    let mut c = Collect {
-        path: vec![],
-        out: BTreeMap::new(),
-    };
+    let mut c = Collect { path: vec![], out: BTreeMap::new() };
     m.visit(&mut c);
     c.out
 }
@@ -55,15 +47,7 @@ pub fn to_safetensors(tensors: &BTreeMap<String, HostTensor>) -> Vec<u8> {
         .iter()
         .map(|(k, t)| {
             let bytes: &[u8] = bytemuck::cast_slice(&t.data);
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    t.shape.clone(),
-                    bytes,
-                )
-                .expect("view"),
-            )
+            (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes).expect("view"))
         })
         .collect();
     safetensors::serialize(views, None).expect("serialize")
@@ -71,28 +55,14 @@ pub fn to_safetensors(tensors: &BTreeMap<String, HostTensor>) -> Vec<u8> {
 
 /// Parses safetensors bytes (F32 tensors only).
 pub fn from_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, String> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("not a safetensors file: {e}"))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(format!(
-                "tensor `{name}` has dtype {:?}; only F32 is supported",
-                view.dtype()
-            ));
+            return Err(format!("tensor `{name}` has dtype {:?}; only F32 is supported", view.dtype()));
         }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.insert(
-            name,
-            HostTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
+        let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
     }
     Ok(out)
 }
@@ -113,23 +83,13 @@ impl LoadError {
     fn describe(&self) -> String {
         let mut parts = vec![];
         if !self.missing.is_empty() {
-            parts.push(format!(
-                "missing {}: {}",
-                self.missing.len(),
-                self.missing.join(", ")
-            ));
+            parts.push(format!("missing {}: {}", self.missing.len(), self.missing.join(", ")));
         }
         if !self.unexpected.is_empty() {
-            parts.push(format!(
-                "unexpected {}: {}",
-                self.unexpected.len(),
-                self.unexpected.join(", ")
-            ));
+            parts.push(format!("unexpected {}: {}", self.unexpected.len(), self.unexpected.join(", ")));
         }
         for (n, a, b) in &self.mismatched {
-            parts.push(format!(
-                "`{n}` is {a:?} in the model but {b:?} in the checkpoint"
-            ));
+            parts.push(format!("`{n}` is {a:?} in the model but {b:?} in the checkpoint"));
         }
         parts.join("; ")
     }
@@ -167,10 +127,7 @@ impl<B: Backend> ModuleMapper<B> for Assign<'_, B> {
             Some(h) => {
                 self.used.push(name);
                 let req = tensor.is_require_grad();
-                let t = Tensor::<B, D>::from_data(
-                    TensorData::new(h.data.clone(), h.shape.clone()),
-                    &self.device,
-                );
+                let t = Tensor::<B, D>::from_data(TensorData::new(h.data.clone(), h.shape.clone()), &self.device);
                 if req {
                     t.require_grad()
                 } else {
@@ -190,28 +147,12 @@ pub fn load_into<B: Backend, M: Module<B>>(
     allow_partial: bool,
     device: &B::Device,
 ) -> Result<M, LoadError> {
-    let mut a = Assign::<B> {
-        path: vec![],
-        src,
-        used: vec![],
-        missing: vec![],
-        mismatched: vec![],
-        device: device.clone(),
-    };
+    let mut a = Assign::<B> { path: vec![], src, used: vec![], missing: vec![], mismatched: vec![], device: device.clone() };
     let m = m.map(&mut a);
-    let unexpected: Vec<String> = src
-        .keys()
-        .filter(|k| !a.used.contains(k))
-        .cloned()
-        .collect();
-    let bad = !a.mismatched.is_empty()
-        || (!allow_partial && (!a.missing.is_empty() || !unexpected.is_empty()));
+    let unexpected: Vec<String> = src.keys().filter(|k| !a.used.contains(k)).cloned().collect();
+    let bad = !a.mismatched.is_empty() || (!allow_partial && (!a.missing.is_empty() || !unexpected.is_empty()));
     if bad {
-        return Err(LoadError {
-            missing: a.missing,
-            unexpected,
-            mismatched: a.mismatched,
-        });
+        return Err(LoadError { missing: a.missing, unexpected, mismatched: a.mismatched });
     }
     Ok(m)
 }
@@ -237,11 +178,7 @@ mod tests {
         let dev = Default::default();
         let a = PolyVit::<Flex>::new(&cfg(), 1, &dev);
         let named = named_tensors(&a);
-        assert!(
-            named.contains_key("tokenizers.0.embed.weight"),
-            "{:?}",
-            named.keys().collect::<Vec<_>>()
-        );
+        assert!(named.contains_key("tokenizers.0.embed.weight"), "{:?}", named.keys().collect::<Vec<_>>());
         assert!(named.contains_key("tokenizers.0.adapters.0.qkv.weight"));
         assert!(named.contains_key("blocks.0.norm1.gamma"));
         assert!(named.contains_key("heads.0.bias"));
@@ -256,15 +193,8 @@ mod tests {
         let dev = Default::default();
         let mut named = named_tensors(&PolyVit::<Flex>::new(&cfg(), 1, &dev));
         named.remove("norm.gamma");
-        named.insert(
-            "extra.w".into(),
-            HostTensor {
-                shape: vec![1],
-                data: vec![0.0],
-            },
-        );
-        let err =
-            load_into(PolyVit::<Flex>::new(&cfg(), 2, &dev), &named, false, &dev).unwrap_err();
+        named.insert("extra.w".into(), HostTensor { shape: vec![1], data: vec![0.0] });
+        let err = load_into(PolyVit::<Flex>::new(&cfg(), 2, &dev), &named, false, &dev).unwrap_err();
         assert_eq!(err.missing, ["norm.gamma"]);
         assert_eq!(err.unexpected, ["extra.w"]);
         assert!(err.to_string().contains("missing 1: norm.gamma"));

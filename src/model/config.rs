@@ -49,36 +49,11 @@ impl Size {
     /// Presets: `micro` (CPU-sized), `Ti`, `S`, `B`, `L`.
     pub fn preset(name: &str) -> Option<Size> {
         Some(match name {
-            "micro" => Size {
-                dim: 64,
-                depth: 4,
-                heads: 4,
-                mlp: 128,
-            },
-            "Ti" => Size {
-                dim: 192,
-                depth: 12,
-                heads: 3,
-                mlp: 768,
-            },
-            "S" => Size {
-                dim: 384,
-                depth: 12,
-                heads: 6,
-                mlp: 1536,
-            },
-            "B" => Size {
-                dim: 768,
-                depth: 12,
-                heads: 12,
-                mlp: 3072,
-            },
-            "L" => Size {
-                dim: 1024,
-                depth: 24,
-                heads: 16,
-                mlp: 4096,
-            },
+            "micro" => Size { dim: 64, depth: 4, heads: 4, mlp: 128 },
+            "Ti" => Size { dim: 192, depth: 12, heads: 3, mlp: 768 },
+            "S" => Size { dim: 384, depth: 12, heads: 6, mlp: 1536 },
+            "B" => Size { dim: 768, depth: 12, heads: 12, mlp: 3072 },
+            "L" => Size { dim: 1024, depth: 24, heads: 16, mlp: 4096 },
             _ => return None,
         })
     }
@@ -98,11 +73,7 @@ pub struct Geometry {
 impl Geometry {
     /// Token grid per axis.
     pub fn grid(&self) -> Vec<usize> {
-        self.input
-            .iter()
-            .zip(&self.patch)
-            .map(|(i, p)| i / p)
-            .collect()
+        self.input.iter().zip(&self.patch).map(|(i, p)| i / p).collect()
     }
     /// Number of patch tokens (without the class token).
     pub fn tokens(&self) -> usize {
@@ -171,16 +142,10 @@ impl ModelConfig {
     pub fn check(&self) -> Result<(), String> {
         let s = &self.size;
         if s.dim % s.heads != 0 {
-            return Err(format!(
-                "dim {} is not divisible by heads {}",
-                s.dim, s.heads
-            ));
+            return Err(format!("dim {} is not divisible by heads {}", s.dim, s.heads));
         }
         if self.l_adapt > s.depth {
-            return Err(format!(
-                "l_adapt {} exceeds depth {}",
-                self.l_adapt, s.depth
-            ));
+            return Err(format!("l_adapt {} exceeds depth {}", self.l_adapt, s.depth));
         }
         for (m, g) in &self.geometry {
             let want = if *m == Modality::Video { 3 } else { 2 };
@@ -189,22 +154,13 @@ impl ModelConfig {
             }
             for (i, p) in g.input.iter().zip(&g.patch) {
                 if *p == 0 || i % p != 0 {
-                    return Err(format!(
-                        "{} input {:?} is not divisible by patch {:?}",
-                        m.name(),
-                        g.input,
-                        g.patch
-                    ));
+                    return Err(format!("{} input {:?} is not divisible by patch {:?}", m.name(), g.input, g.patch));
                 }
             }
         }
         for t in &self.tasks {
             if self.geometry(t.modality).is_none() {
-                return Err(format!(
-                    "task `{}` needs a {} tokenizer",
-                    t.name,
-                    t.modality.name()
-                ));
+                return Err(format!("task `{}` needs a {} tokenizer", t.name, t.modality.name()));
             }
         }
         Ok(())

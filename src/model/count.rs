@@ -38,13 +38,7 @@ pub fn count(cfg: &ModelConfig) -> ParamCount {
     }
     let shared_encoder = (cfg.size.depth - cfg.l_adapt) as u64 * block + 2 * d;
     let heads = cfg.tasks.iter().map(|t| (d + 1) * t.classes as u64).sum();
-    ParamCount {
-        tokenizers,
-        adapters,
-        shared_encoder,
-        heads,
-        total: tokenizers + adapters + shared_encoder + heads,
-    }
+    ParamCount { tokenizers, adapters, shared_encoder, heads, total: tokenizers + adapters + shared_encoder + heads }
 }
 
 #[cfg(test)]
@@ -69,40 +63,14 @@ mod tests {
             size: Size::preset("B").unwrap(),
             l_adapt,
             geometry: vec![
-                (
-                    Modality::Image,
-                    Geometry {
-                        channels: 3,
-                        input: vec![384, 384],
-                        patch: vec![16, 16],
-                    },
-                ),
-                (
-                    Modality::Audio,
-                    Geometry {
-                        channels: 3,
-                        input: vec![800, 128],
-                        patch: vec![16, 16],
-                    },
-                ),
-                (
-                    Modality::Video,
-                    Geometry {
-                        channels: 3,
-                        input: vec![32, 224, 224],
-                        patch: vec![4, 16, 16],
-                    },
-                ),
+                (Modality::Image, Geometry { channels: 3, input: vec![384, 384], patch: vec![16, 16] }),
+                (Modality::Audio, Geometry { channels: 3, input: vec![800, 128], patch: vec![16, 16] }),
+                (Modality::Video, Geometry { channels: 3, input: vec![32, 224, 224], patch: vec![4, 16, 16] }),
             ],
             tasks: heads
                 .iter()
                 .enumerate()
-                .map(|(i, (c, m))| TaskHead {
-                    name: format!("t{i}"),
-                    modality: *m,
-                    classes: *c,
-                    init: HeadInit::Zero,
-                })
+                .map(|(i, (c, m))| TaskHead { name: format!("t{i}"), modality: *m, classes: *c, init: HeadInit::Zero })
                 .collect(),
             gelu_tanh: true,
             ln_eps: 1e-6,
@@ -117,9 +85,6 @@ mod tests {
         assert_eq!(c0.heads, 2_127_823);
         assert_eq!(c0.tokenizers, 1_034_496 + 899_328 + 3_565_824);
         assert_eq!(count(&paper(6)).total, 177_737_935);
-        assert_eq!(
-            paper(0).geometry(Modality::Video).unwrap().tokens() + 1,
-            1569
-        );
+        assert_eq!(paper(0).geometry(Modality::Video).unwrap().tokens() + 1, 1569);
     }
 }

@@ -35,10 +35,7 @@ unsafe fn libloading_probe(name: &str) -> bool {
     let c = std::ffi::CString::new(name).unwrap();
     // dlopen/dlclose from libc, declared here to avoid a dependency.
     extern "C" {
-        fn dlopen(
-            filename: *const std::os::raw::c_char,
-            flag: std::os::raw::c_int,
-        ) -> *mut std::ffi::c_void;
+        fn dlopen(filename: *const std::os::raw::c_char, flag: std::os::raw::c_int) -> *mut std::ffi::c_void;
         fn dlclose(handle: *mut std::ffi::c_void) -> std::os::raw::c_int;
     }
     let h = dlopen(c.as_ptr(), 2);
@@ -59,12 +56,8 @@ pub fn dispatch<J: BackendJob>(name: &str, job: J) -> Result<J::Output, String> 
             if !cuda_driver_present() {
                 return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
             }
-            Ok(job
-                .run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice { index: 0 }))
+            Ok(job.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice { index: 0 }))
         }
-        other => Err(format!(
-            "backend `{other}` is not available in this build (available: {})",
-            available().join(", ")
-        )),
+        other => Err(format!("backend `{other}` is not available in this build (available: {})", available().join(", "))),
     }
 }

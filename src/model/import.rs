@@ -37,10 +37,7 @@ fn t2(h: &HostTensor, name: &str) -> Result<HostTensor, String> {
             data[c * o + r] = h.data[r * i + c];
         }
     }
-    Ok(HostTensor {
-        shape: vec![i, o],
-        data,
-    })
+    Ok(HostTensor { shape: vec![i, o], data })
 }
 
 /// Bilinear resize of a `[gh, gw, D]` grid with `scipy.ndimage.zoom(order=1)` sampling
@@ -66,8 +63,7 @@ pub fn resize_grid(src: &[f32], gh: usize, gw: usize, d: usize, oh: usize, ow: u
             let wx = (fx - x0 as f64) as f32;
             for c in 0..d {
                 let at = |yy: usize, xx: usize| src[(yy * gw + xx) * d + c];
-                let v = (1.0 - wy) * ((1.0 - wx) * at(y0, x0) + wx * at(y0, x1))
-                    + wy * ((1.0 - wx) * at(y1, x0) + wx * at(y1, x1));
+                let v = (1.0 - wy) * ((1.0 - wx) * at(y0, x0) + wx * at(y0, x1)) + wy * ((1.0 - wx) * at(y1, x0) + wx * at(y1, x1));
                 out[(y * ow + x) * d + c] = v;
             }
         }
@@ -81,18 +77,12 @@ pub fn from_timm(
     cfg: &ModelConfig,
     inflation: Inflation,
 ) -> Result<BTreeMap<String, HostTensor>, String> {
-    let get = |k: &str| {
-        src.get(k)
-            .ok_or_else(|| format!("timm checkpoint lacks `{k}`"))
-    };
+    let get = |k: &str| src.get(k).ok_or_else(|| format!("timm checkpoint lacks `{k}`"));
     let d = cfg.size.dim;
     let mut out = BTreeMap::new();
     let pw = get("patch_embed.proj.weight")?; // [D, C, ph, pw]
     if pw.shape.len() != 4 || pw.shape[0] != d {
-        return Err(format!(
-            "`patch_embed.proj.weight` is {:?}, expected [{d}, C, ph, pw]",
-            pw.shape
-        ));
+        return Err(format!("`patch_embed.proj.weight` is {:?}, expected [{d}, C, ph, pw]", pw.shape));
     }
     let (c_in, kh, kw) = (pw.shape[1], pw.shape[2], pw.shape[3]);
     let pos = get("pos_embed")?; // [1, 1 + g*g, D]
@@ -104,7 +94,12 @@ pub fn from_timm(
     for (ti, (m, geo)) in cfg.geometry.iter().enumerate() {
         let (input, patch) = as_3d(*m, geo);
         if patch[1] != kh || patch[2] != kw || geo.channels != c_in {
-            return Err(format!("{} tokenizer patch {:?}×{} channels does not match the checkpoint's {kh}×{kw}×{c_in}", m.name(), &patch[1..], geo.channels));
+            return Err(format!(
+                "{} tokenizer patch {:?}×{} channels does not match the checkpoint's {kh}×{kw}×{c_in}",
+                m.name(),
+                &patch[1..],
+                geo.channels
+            ));
         }
         let pt = patch[0];
         let plen = c_in * pt * kh * kw;
@@ -135,74 +130,33 @@ pub fn from_timm(
             }
         }
         let p = format!("tokenizers.{ti}");
-        out.insert(
-            format!("{p}.embed.weight"),
-            HostTensor {
-                shape: vec![plen, d],
-                data: w,
-            },
-        );
-        out.insert(
-            format!("{p}.embed.bias"),
-            get("patch_embed.proj.bias")?.clone(),
-        );
-        out.insert(
-            format!("{p}.cls"),
-            HostTensor {
-                shape: vec![1, 1, d],
-                data: get("cls_token")?.data.clone(),
-            },
-        );
-        let (gt, gh, gw) = (
-            input[0] / patch[0],
-            input[1] / patch[1],
-            input[2] / patch[2],
-        );
+        out.insert(format!("{p}.embed.weight"), HostTensor { shape: vec![plen, d], data: w });
+        out.insert(format!("{p}.embed.bias"), get("patch_embed.proj.bias")?.clone());
+        out.insert(format!("{p}.cls"), HostTensor { shape: vec![1, 1, d], data: get("cls_token")?.data.clone() });
+        let (gt, gh, gw) = (input[0] / patch[0], input[1] / patch[1], input[2] / patch[2]);
         let grid = resize_grid(&pos.data[d..], g, g, d, gh, gw);
         let mut data = pos.data[..d].to_vec();
         for _ in 0..gt {
             data.extend_from_slice(&grid); // temporal tiling (gt = 1 for 2D)
         }
-        out.insert(
-            format!("{p}.pos"),
-            HostTensor {
-                shape: vec![1, 1 + gt * gh * gw, d],
-                data,
-            },
-        );
+        out.insert(format!("{p}.pos"), HostTensor { shape: vec![1, 1 + gt * gh * gw, d], data });
     }
     for i in 0..cfg.size.depth {
         let targets: Vec<String> = if i >= cfg.l_adapt {
             vec![format!("blocks.{}", i - cfg.l_adapt)]
         } else {
-            (0..cfg.geometry.len())
-                .map(|t| format!("tokenizers.{t}.adapters.{i}"))
-                .collect()
+            (0..cfg.geometry.len()).map(|t| format!("tokenizers.{t}.adapters.{i}")).collect()
         };
         let s = format!("blocks.{i}");
         for tgt in targets {
             for (ours, theirs) in [("norm1", "norm1"), ("norm2", "norm2")] {
-                out.insert(
-                    format!("{tgt}.{ours}.gamma"),
-                    get(&format!("{s}.{theirs}.weight"))?.clone(),
-                );
-                out.insert(
-                    format!("{tgt}.{ours}.beta"),
-                    get(&format!("{s}.{theirs}.bias"))?.clone(),
-                );
+                out.insert(format!("{tgt}.{ours}.gamma"), get(&format!("{s}.{theirs}.weight"))?.clone());
+                out.insert(format!("{tgt}.{ours}.beta"), get(&format!("{s}.{theirs}.bias"))?.clone());
             }
-            for (ours, theirs) in [
-                ("qkv", "attn.qkv"),
-                ("proj", "attn.proj"),
-                ("fc1", "mlp.fc1"),
-                ("fc2", "mlp.fc2"),
-            ] {
+            for (ours, theirs) in [("qkv", "attn.qkv"), ("proj", "attn.proj"), ("fc1", "mlp.fc1"), ("fc2", "mlp.fc2")] {
                 let wname = format!("{s}.{theirs}.weight");
                 out.insert(format!("{tgt}.{ours}.weight"), t2(get(&wname)?, &wname)?);
-                out.insert(
-                    format!("{tgt}.{ours}.bias"),
-                    get(&format!("{s}.{theirs}.bias"))?.clone(),
-                );
+                out.insert(format!("{tgt}.{ours}.bias"), get(&format!("{s}.{theirs}.bias"))?.clone());
             }
         }
     }
@@ -212,17 +166,9 @@ pub fn from_timm(
 }
 
 /// The timm head (`head.weight [C, D]`, `head.bias`) as our head `idx`, if present.
-pub fn timm_head(
-    src: &BTreeMap<String, HostTensor>,
-    idx: usize,
-) -> Result<Option<(String, HostTensor, String, HostTensor)>, String> {
+pub fn timm_head(src: &BTreeMap<String, HostTensor>, idx: usize) -> Result<Option<(String, HostTensor, String, HostTensor)>, String> {
     match (src.get("head.weight"), src.get("head.bias")) {
-        (Some(w), Some(b)) => Ok(Some((
-            format!("heads.{idx}.weight"),
-            t2(w, "head.weight")?,
-            format!("heads.{idx}.bias"),
-            b.clone(),
-        ))),
+        (Some(w), Some(b)) => Ok(Some((format!("heads.{idx}.weight"), t2(w, "head.weight")?, format!("heads.{idx}.bias"), b.clone()))),
         _ => Ok(None),
     }
 }

@@ -15,17 +15,13 @@ pub struct Init {
 impl Init {
     /// From a seed.
     pub fn new(seed: u64) -> Self {
-        Init {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
+        Init { rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     /// Xavier-uniform `[fan_in, fan_out]`.
     pub fn xavier_uniform(&mut self, fan_in: usize, fan_out: usize) -> Vec<f32> {
         let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-        (0..fan_in * fan_out)
-            .map(|_| self.rng.random_range(-limit..limit) as f32)
-            .collect()
+        (0..fan_in * fan_out).map(|_| self.rng.random_range(-limit..limit) as f32).collect()
     }
 
     /// LeCun normal (Flax: truncated normal at ±2σ, variance 1/fan_in).
@@ -59,18 +55,11 @@ impl Init {
 }
 
 /// A parameter tensor from host values.
-pub fn param<B: Backend, const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Param<Tensor<B, D>> {
+pub fn param<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
 /// Zeros.
-pub fn zeros<B: Backend, const D: usize>(
-    shape: [usize; D],
-    device: &B::Device,
-) -> Param<Tensor<B, D>> {
+pub fn zeros<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
     Param::from_tensor(Tensor::zeros(shape, device))
 }

@@ -16,6 +16,7 @@ pub mod import;
 pub mod init;
 pub mod polyvit;
 pub mod tokenizer;
+pub mod transfer;
 
 pub use config::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
 pub use polyvit::{PolyVit, Route};

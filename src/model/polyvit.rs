@@ -38,17 +38,7 @@ impl<B: Backend> PolyVit<B> {
     pub fn new(cfg: &ModelConfig, seed: u64, device: &B::Device) -> Self {
         let s = cfg.size;
         let mut init = Init::new(seed);
-        let blk = |init: &mut Init| {
-            Block::new(
-                s.dim,
-                s.heads,
-                s.mlp,
-                cfg.ln_eps,
-                cfg.gelu_tanh,
-                init,
-                device,
-            )
-        };
+        let blk = |init: &mut Init| Block::new(s.dim, s.heads, s.mlp, cfg.ln_eps, cfg.gelu_tanh, init, device);
         let tokenizers = cfg
             .geometry
             .iter()
@@ -69,34 +59,16 @@ impl<B: Backend> PolyVit<B> {
                     HeadInit::Zero => vec![0.0; s.dim * t.classes],
                     HeadInit::LecunNormal => hi.lecun_normal(s.dim, s.dim * t.classes),
                 };
-                Linear {
-                    weight: param(w, [s.dim, t.classes], device),
-                    bias: Some(zeros([t.classes], device)),
-                }
+                Linear { weight: param(w, [s.dim, t.classes], device), bias: Some(zeros([t.classes], device)) }
             })
             .collect();
-        PolyVit {
-            tokenizers,
-            blocks,
-            norm: LayerNormConfig::new(s.dim)
-                .with_epsilon(cfg.ln_eps)
-                .init(device),
-            heads,
-            depth: s.depth,
-        }
+        PolyVit { tokenizers, blocks, norm: LayerNormConfig::new(s.dim).with_epsilon(cfg.ln_eps).init(device), heads, depth: s.depth }
     }
 
     /// Route of task `task` under `cfg`.
     pub fn route(cfg: &ModelConfig, task: usize) -> Route {
         let m = cfg.tasks[task].modality;
-        Route {
-            tokenizer: cfg
-                .modalities()
-                .iter()
-                .position(|x| *x == m)
-                .expect("tokenizer for task"),
-            head: task,
-        }
+        Route { tokenizer: cfg.modalities().iter().position(|x| *x == m).expect("tokenizer for task"), head: task }
     }
 
     /// Class-token features after the final norm (what heads and linear probes read).
@@ -104,12 +76,7 @@ impl<B: Backend> PolyVit<B> {
     ///
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, D]`
-    pub fn features(
-        &self,
-        tokenizer: usize,
-        x: Tensor<B, 5>,
-        masks: &[Option<DropMasks<B>>],
-    ) -> Tensor<B, 2> {
+    pub fn features(&self, tokenizer: usize, x: Tensor<B, 5>, masks: &[Option<DropMasks<B>>]) -> Tensor<B, 2> {
         let tok = &self.tokenizers[tokenizer];
         let n_adapt = tok.adapters.len();
         let mut h = tok.forward(x, masks); // [B, N+1, D]
@@ -125,12 +92,7 @@ impl<B: Backend> PolyVit<B> {
     ///
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, classes]`
-    pub fn forward(
-        &self,
-        route: Route,
-        x: Tensor<B, 5>,
-        masks: &[Option<DropMasks<B>>],
-    ) -> Tensor<B, 2> {
+    pub fn forward(&self, route: Route, x: Tensor<B, 5>, masks: &[Option<DropMasks<B>>]) -> Tensor<B, 2> {
         self.heads[route.head].forward(self.features(route.tokenizer, x, masks))
     }
 }
@@ -146,64 +108,18 @@ mod tests {
 
     pub fn tiny() -> ModelConfig {
         ModelConfig {
-            size: Size {
-                dim: 16,
-                depth: 2,
-                heads: 2,
-                mlp: 32,
-            },
+            size: Size { dim: 16, depth: 2, heads: 2, mlp: 32 },
             l_adapt: 0,
             geometry: vec![
-                (
-                    Modality::Image,
-                    Geometry {
-                        channels: 3,
-                        input: vec![8, 8],
-                        patch: vec![4, 4],
-                    },
-                ),
-                (
-                    Modality::Audio,
-                    Geometry {
-                        channels: 1,
-                        input: vec![8, 16],
-                        patch: vec![4, 8],
-                    },
-                ),
-                (
-                    Modality::Video,
-                    Geometry {
-                        channels: 3,
-                        input: vec![4, 8, 8],
-                        patch: vec![2, 4, 4],
-                    },
-                ),
+                (Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] }),
+                (Modality::Audio, Geometry { channels: 1, input: vec![8, 16], patch: vec![4, 8] }),
+                (Modality::Video, Geometry { channels: 3, input: vec![4, 8, 8], patch: vec![2, 4, 4] }),
             ],
             tasks: vec![
-                TaskHead {
-                    name: "img".into(),
-                    modality: Modality::Image,
-                    classes: 5,
-                    init: HeadInit::LecunNormal,
-                },
-                TaskHead {
-                    name: "img2".into(),
-                    modality: Modality::Image,
-                    classes: 3,
-                    init: HeadInit::LecunNormal,
-                },
-                TaskHead {
-                    name: "aud".into(),
-                    modality: Modality::Audio,
-                    classes: 4,
-                    init: HeadInit::Zero,
-                },
-                TaskHead {
-                    name: "vid".into(),
-                    modality: Modality::Video,
-                    classes: 2,
-                    init: HeadInit::Zero,
-                },
+                TaskHead { name: "img".into(), modality: Modality::Image, classes: 5, init: HeadInit::LecunNormal },
+                TaskHead { name: "img2".into(), modality: Modality::Image, classes: 3, init: HeadInit::LecunNormal },
+                TaskHead { name: "aud".into(), modality: Modality::Audio, classes: 4, init: HeadInit::Zero },
+                TaskHead { name: "vid".into(), modality: Modality::Video, classes: 2, init: HeadInit::Zero },
             ],
             gelu_tanh: true,
             ln_eps: 1e-6,
@@ -215,25 +131,13 @@ mod tests {
         let cfg = tiny();
         let dev = Default::default();
         let m = PolyVit::<Flex>::new(&cfg, 0, &dev);
-        assert_eq!(
-            m.num_params() as u64,
-            super::super::count::count(&cfg).total
-        );
+        assert_eq!(m.num_params() as u64, super::super::count::count(&cfg).total);
         let img = Tensor::<Flex, 5>::zeros([2, 1, 1, 8, 8], &dev);
-        assert_eq!(
-            m.forward(PolyVit::<Flex>::route(&cfg, 0), img, &[]).dims(),
-            [2, 5]
-        );
+        assert_eq!(m.forward(PolyVit::<Flex>::route(&cfg, 0), img, &[]).dims(), [2, 5]);
         let aud = Tensor::<Flex, 5>::zeros([3, 1, 1, 8, 16], &dev);
-        assert_eq!(
-            m.forward(PolyVit::<Flex>::route(&cfg, 2), aud, &[]).dims(),
-            [3, 4]
-        );
+        assert_eq!(m.forward(PolyVit::<Flex>::route(&cfg, 2), aud, &[]).dims(), [3, 4]);
         let vid = Tensor::<Flex, 5>::zeros([2, 3, 4, 8, 8], &dev);
-        assert_eq!(
-            m.forward(PolyVit::<Flex>::route(&cfg, 3), vid, &[]).dims(),
-            [2, 2]
-        );
+        assert_eq!(m.forward(PolyVit::<Flex>::route(&cfg, 3), vid, &[]).dims(), [2, 2]);
     }
 
     #[test]
@@ -241,11 +145,7 @@ mod tests {
         let cfg = tiny();
         let dev = Default::default();
         let m = PolyVit::<B>::new(&cfg, 0, &dev);
-        let x = Tensor::<B, 5>::random(
-            [2, 1, 1, 8, 8],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &dev,
-        );
+        let x = Tensor::<B, 5>::random([2, 1, 1, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
         let loss = m.forward(PolyVit::<B>::route(&cfg, 0), x, &[]).sum();
         let g = loss.backward();
         let has = |p: &burn::module::Param<Tensor<B, 2>>| p.grad(&g).is_some();
@@ -253,10 +153,7 @@ mod tests {
         assert!(has(&m.tokenizers[0].embed.weight));
         assert!(has(&m.heads[0].weight));
         assert!(!has(&m.heads[1].weight), "another image task's head");
-        assert!(
-            !has(&m.heads[2].weight) && !has(&m.tokenizers[1].embed.weight),
-            "audio parts"
-        );
+        assert!(!has(&m.heads[2].weight) && !has(&m.tokenizers[1].embed.weight), "audio parts");
         assert!(!has(&m.tokenizers[2].embed.weight), "video tokenizer");
         let _ = m.valid();
     }

@@ -37,10 +37,7 @@ pub struct Tokenizer<B: Backend> {
 /// `(input [T, H, W], patch [t, h, w])` of a geometry, 2D ones lifted to 3D.
 pub fn as_3d(m: Modality, g: &Geometry) -> ([usize; 3], [usize; 3]) {
     if m == Modality::Video {
-        (
-            [g.input[0], g.input[1], g.input[2]],
-            [g.patch[0], g.patch[1], g.patch[2]],
-        )
+        ([g.input[0], g.input[1], g.input[2]], [g.patch[0], g.patch[1], g.patch[2]])
     } else {
         ([1, g.input[0], g.input[1]], [1, g.patch[0], g.patch[1]])
     }
@@ -49,27 +46,13 @@ pub fn as_3d(m: Modality, g: &Geometry) -> ([usize; 3], [usize; 3]) {
 impl<B: Backend> Tokenizer<B> {
     /// A fresh tokenizer: LeCun-normal patch kernel (Flax conv default), zero bias, zero class token,
     /// N(0, 0.02) positional embedding.
-    pub fn new(
-        m: Modality,
-        g: &Geometry,
-        dim: usize,
-        adapters: Vec<Block<B>>,
-        init: &mut Init,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(m: Modality, g: &Geometry, dim: usize, adapters: Vec<Block<B>>, init: &mut Init, device: &B::Device) -> Self {
         let (_, p) = as_3d(m, g);
         let plen = g.patch_len();
         Tokenizer {
-            embed: Linear {
-                weight: param(init.lecun_normal(plen, plen * dim), [plen, dim], device),
-                bias: Some(zeros([dim], device)),
-            },
+            embed: Linear { weight: param(init.lecun_normal(plen, plen * dim), [plen, dim], device), bias: Some(zeros([dim], device)) },
             cls: zeros([1, 1, dim], device),
-            pos: param(
-                init.normal(0.02, (g.tokens() + 1) * dim),
-                [1, g.tokens() + 1, dim],
-                device,
-            ),
+            pos: param(init.normal(0.02, (g.tokens() + 1) * dim), [1, g.tokens() + 1, dim], device),
             adapters,
             channels: g.channels,
             pt: p[0],
@@ -84,11 +67,7 @@ impl<B: Backend> Tokenizer<B> {
     /// `x: [B, C, T, H, W]` → `[B, (T/t)(H/h)(W/w), C·t·h·w]`
     pub fn patchify(&self, x: Tensor<B, 5>) -> Tensor<B, 3> {
         let [b, c, t, h, w] = x.dims();
-        let x = if c == 1 && self.channels > 1 {
-            x.repeat_dim(1, self.channels)
-        } else {
-            x
-        }; // grey → C channels
+        let x = if c == 1 && self.channels > 1 { x.repeat_dim(1, self.channels) } else { x }; // grey → C channels
         let c = self.channels;
         let (gt, gh, gw) = (t / self.pt, h / self.ph, w / self.pw);
         let x: Tensor<B, 8> = x.reshape([b, c, gt, self.pt, gh, self.ph, gw, self.pw]);

@@ -52,12 +52,7 @@ pub struct SpecError {
 
 impl SpecError {
     /// An error at `span` of `sources`.
-    pub fn at(
-        sources: &SourceMap,
-        span: Span,
-        kind: SpecErrorKind,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(sources: &SourceMap, span: Span, kind: SpecErrorKind, message: impl Into<String>) -> Self {
         SpecError {
             kind,
             location: Some(sources.locate(span)),
@@ -69,13 +64,7 @@ impl SpecError {
 
     /// An error with no source location.
     pub fn nowhere(kind: SpecErrorKind, message: impl Into<String>) -> Self {
-        SpecError {
-            kind,
-            location: None,
-            excerpt: None,
-            message: message.into(),
-            help: None,
-        }
+        SpecError { kind, location: None, excerpt: None, message: message.into(), help: None }
     }
 
     /// Adds a hint.
@@ -92,12 +81,7 @@ impl SpecError {
             None => s.push_str(&format!("error: {}", self.message)),
         }
         if let (Some(l), Some(ex)) = (&self.location, &self.excerpt) {
-            s.push_str(&format!(
-                "\n  {:>4} | {}\n       | {}^",
-                l.line,
-                ex,
-                " ".repeat(l.col.saturating_sub(1))
-            ));
+            s.push_str(&format!("\n  {:>4} | {}\n       | {}^", l.line, ex, " ".repeat(l.col.saturating_sub(1))));
         }
         if let Some(h) = &self.help {
             s.push_str(&format!("\n  help: {h}"));
@@ -132,10 +116,7 @@ mod tests {
     use super::*;
     #[test]
     fn suggests_near_keys() {
-        assert_eq!(
-            closest("lerning_rate", ["learning_rate", "steps"]),
-            Some("learning_rate")
-        );
+        assert_eq!(closest("lerning_rate", ["learning_rate", "steps"]), Some("learning_rate"));
         assert_eq!(closest("zzz", ["learning_rate", "steps"]), None);
     }
 }

@@ -109,12 +109,7 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
 }
 
 /// Parses pipeline text (for tests); includes resolve against `dir`.
-pub fn load_str(
-    name: &str,
-    text: &str,
-    dir: &Path,
-    profile: Option<&str>,
-) -> Result<Pipeline, SpecError> {
+pub fn load_str(name: &str, text: &str, dir: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
     let mut l = Loader::default();
     let file = l.sources.add(&dir.join(name), text.to_string());
     l.parse_file(file, dir)?;
@@ -132,11 +127,10 @@ impl Loader {
             Err(e) => {
                 let msg = format!("cannot read pipeline file `{}`: {e}", path.display());
                 return Err(match from {
-                    Some(span) => SpecError::at(&self.sources, span, K::Io, msg)
-                        .help("include paths are relative to the file that includes them"),
-                    None => {
-                        SpecError::nowhere(K::Io, msg).help("check the path of the pipeline file")
+                    Some(span) => {
+                        SpecError::at(&self.sources, span, K::Io, msg).help("include paths are relative to the file that includes them")
                     }
+                    None => SpecError::nowhere(K::Io, msg).help("check the path of the pipeline file"),
                 });
             }
         };
@@ -152,42 +146,19 @@ impl Loader {
             Ok(d) => d,
             Err(e) => {
                 let r = e.span().unwrap_or(0..0);
-                let span = Span {
-                    file,
-                    start: r.start,
-                    end: r.end,
-                };
+                let span = Span { file, start: r.start, end: r.end };
                 let msg = e.message().trim().to_string();
-                return Err(SpecError::at(
-                    &self.sources,
-                    span,
-                    K::Syntax,
-                    format!("invalid TOML: {msg}"),
-                )
-                .help("fix the TOML syntax at this place"));
+                return Err(
+                    SpecError::at(&self.sources, span, K::Syntax, format!("invalid TOML: {msg}")).help("fix the TOML syntax at this place")
+                );
             }
         };
-        let top = table_from_toml(doc.get_ref(), file).map_err(|m| {
-            SpecError::at(
-                &self.sources,
-                Span {
-                    file,
-                    start: 0,
-                    end: 0,
-                },
-                K::Syntax,
-                m,
-            )
-        })?;
+        let top = table_from_toml(doc.get_ref(), file)
+            .map_err(|m| SpecError::at(&self.sources, Span { file, start: 0, end: 0 }, K::Syntax, m))?;
         for (k, e) in &top {
             if !TOP_KEYS.contains(&k.as_str()) {
-                return Err(SpecError::at(
-                    &self.sources,
-                    e.key_span,
-                    K::UnknownKey,
-                    format!("unknown top-level key `{k}`"),
-                )
-                .help(suggest(k, TOP_KEYS.iter().copied())));
+                return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("unknown top-level key `{k}`"))
+                    .help(suggest(k, TOP_KEYS.iter().copied())));
             }
         }
         if let Some(e) = top.get("seed") {
@@ -226,17 +197,10 @@ impl Loader {
             };
             for (id, ne) in nodes {
                 let Some(table) = ne.value.as_table() else {
-                    return Err(
-                        self.type_err(&ne.value, "a table (write `[node.ID]` with `kind = ...`)")
-                    );
+                    return Err(self.type_err(&ne.value, "a table (write `[node.ID]` with `kind = ...`)"));
                 };
                 check_id(&self.sources, id, ne.key_span)?;
-                self.add_decl(Decl {
-                    id: id.clone(),
-                    key_span: ne.key_span,
-                    table: table.clone(),
-                    base_dir: dir.to_path_buf(),
-                })?;
+                self.add_decl(Decl { id: id.clone(), key_span: ne.key_span, table: table.clone(), base_dir: dir.to_path_buf() })?;
             }
         }
         if let Some(e) = top.get("profile") {
@@ -288,28 +252,15 @@ impl Loader {
     }
 
     fn type_err(&self, v: &SValue, expected: &str) -> SpecError {
-        SpecError::at(
-            &self.sources,
-            v.span,
-            K::WrongType,
-            format!("expected {expected}, found {}", v.value.type_name()),
-        )
-        .help(format!("write {expected} here"))
+        SpecError::at(&self.sources, v.span, K::WrongType, format!("expected {expected}, found {}", v.value.type_name()))
+            .help(format!("write {expected} here"))
     }
 
     fn add_decl(&mut self, d: Decl) -> Result<(), SpecError> {
         if let Some(&i) = self.decl_index.get(&d.id) {
             let old = &self.decls[i];
-            let same = SValue {
-                value: Value::Table(old.table.clone()),
-                span: old.key_span,
-            }
-            .to_json()
-                == SValue {
-                    value: Value::Table(d.table.clone()),
-                    span: d.key_span,
-                }
-                .to_json();
+            let same = SValue { value: Value::Table(old.table.clone()), span: old.key_span }.to_json()
+                == SValue { value: Value::Table(d.table.clone()), span: d.key_span }.to_json();
             if same {
                 return Ok(());
             }
@@ -318,10 +269,7 @@ impl Loader {
                 &self.sources,
                 d.key_span,
                 K::DuplicateId,
-                format!(
-                    "node `{}` is declared twice, differently (first at {other})",
-                    d.id
-                ),
+                format!("node `{}` is declared twice, differently (first at {other})", d.id),
             )
             .help("rename one of them, or make both declarations identical"));
         }
@@ -336,9 +284,7 @@ impl Loader {
         for (pname, decl) in &self.profiles {
             for (target, span, _) in &decl.nodes {
                 let known = self.decl_index.contains_key(target)
-                    || self.decls.iter().any(|d| {
-                        target.starts_with(&format!("{}.", d.id)) && d.table.contains_key("matrix")
-                    });
+                    || self.decls.iter().any(|d| target.starts_with(&format!("{}.", d.id)) && d.table.contains_key("matrix"));
                 if !known {
                     return Err(SpecError::at(
                         &self.sources,
@@ -356,11 +302,7 @@ impl Loader {
         if let Some(p) = profile {
             let Some(decl) = self.profiles.remove(p) else {
                 let list: Vec<&str> = profiles.iter().map(|s| s.as_str()).collect();
-                return Err(SpecError::nowhere(
-                    K::UnknownProfile,
-                    format!("no profile `{p}` in this pipeline"),
-                )
-                .help(if list.is_empty() {
+                return Err(SpecError::nowhere(K::UnknownProfile, format!("no profile `{p}` in this pipeline")).help(if list.is_empty() {
                     "this pipeline declares no profiles".to_string()
                 } else {
                     suggest(p, list.iter().copied())
@@ -393,10 +335,7 @@ impl Loader {
         for d in &self.decls {
             let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id))?;
             if d.table.contains_key("matrix") {
-                groups.insert(
-                    d.id.clone(),
-                    expanded.iter().map(|n| n.id.clone()).collect(),
-                );
+                groups.insert(d.id.clone(), expanded.iter().map(|n| n.id.clone()).collect());
             }
             nodes.extend(expanded);
         }
@@ -404,20 +343,20 @@ impl Loader {
         for n in &nodes {
             if let Some(sp) = seen.insert(n.id.clone(), n.span) {
                 let other = self.sources.locate(sp);
-                return Err(SpecError::at(&self.sources, n.span, K::DuplicateId, format!("node id `{}` is produced twice (also at {other})", n.id))
-                    .help("matrix expansions append `.VALUE` to the id: rename the declaration that collides"));
+                return Err(SpecError::at(
+                    &self.sources,
+                    n.span,
+                    K::DuplicateId,
+                    format!("node id `{}` is produced twice (also at {other})", n.id),
+                )
+                .help("matrix expansions append `.VALUE` to the id: rename the declaration that collides"));
             }
         }
         for (target, span, ov) in expanded_over {
             let Some(n) = nodes.iter_mut().find(|n| n.id == target) else {
                 let ids: Vec<&str> = seen.keys().map(|s| s.as_str()).collect();
-                return Err(SpecError::at(
-                    &self.sources,
-                    span,
-                    K::DanglingReference,
-                    format!("profile overrides unknown node `{target}`"),
-                )
-                .help(suggest(&target, ids.iter().copied())));
+                return Err(SpecError::at(&self.sources, span, K::DanglingReference, format!("profile overrides unknown node `{target}`"))
+                    .help(suggest(&target, ids.iter().copied())));
             };
             for (k, e) in ov {
                 if NODE_RESERVED.contains(&k.as_str()) {
@@ -432,32 +371,17 @@ impl Loader {
                 n.params.insert(k, e);
             }
         }
-        Ok(Pipeline {
-            sources: self.sources,
-            nodes,
-            seed,
-            profile: profile.map(|s| s.to_string()),
-            profiles,
-            groups,
-        })
+        Ok(Pipeline { sources: self.sources, nodes, seed, profile: profile.map(|s| s.to_string()), profiles, groups })
     }
 }
 
 fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
-    let ok = !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(SpecError::at(
-            sources,
-            span,
-            K::WrongType,
-            format!("invalid node id `{id}`"),
-        )
-        .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"))
+        Err(SpecError::at(sources, span, K::WrongType, format!("invalid node id `{id}`"))
+            .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"))
     }
 }
 
@@ -478,43 +402,26 @@ fn expand(
     node_over: Option<&BTreeMap<String, Entry>>,
 ) -> Result<Vec<NodeSpec>, SpecError> {
     let type_err = |v: &SValue, exp: &str| {
-        SpecError::at(
-            sources,
-            v.span,
-            K::WrongType,
-            format!("expected {exp}, found {}", v.value.type_name()),
-        )
-        .help(format!("write {exp} here"))
+        SpecError::at(sources, v.span, K::WrongType, format!("expected {exp}, found {}", v.value.type_name()))
+            .help(format!("write {exp} here"))
     };
     let Some(kind_e) = d.table.get("kind") else {
-        return Err(SpecError::at(
-            sources,
-            d.key_span,
-            K::Missing,
-            format!("node `{}` has no `kind`", d.id),
-        )
-        .help("add `kind = \"...\"` (see `polyflow kinds`)"));
+        return Err(SpecError::at(sources, d.key_span, K::Missing, format!("node `{}` has no `kind`", d.id))
+            .help("add `kind = \"...\"` (see `polyflow kinds`)"));
     };
     let Some(kind) = kind_e.value.as_str() else {
         return Err(type_err(&kind_e.value, "a string"));
     };
     // Matrix: cartesian product over keys (sorted), values kept in order.
-    let mut combos: Vec<(
-        Vec<String>,
-        BTreeMap<String, String>,
-        BTreeMap<String, SValue>,
-    )> = vec![(vec![], BTreeMap::new(), BTreeMap::new())];
+    let mut combos: Vec<(Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>)> =
+        vec![(vec![], BTreeMap::new(), BTreeMap::new())];
     if let Some(m) = d.table.get("matrix") {
         let Some(mt) = m.value.as_table() else {
-            return Err(type_err(
-                &m.value,
-                "a table of lists, e.g. `{ lr = [0.1, 0.3] }`",
-            ));
+            return Err(type_err(&m.value, "a table of lists, e.g. `{ lr = [0.1, 0.3] }`"));
         };
         if mt.is_empty() {
             return Err(
-                SpecError::at(sources, m.value.span, K::OutOfRange, "empty matrix")
-                    .help("give at least one key with a list of values"),
+                SpecError::at(sources, m.value.span, K::OutOfRange, "empty matrix").help("give at least one key with a list of values")
             );
         }
         for (k, e) in mt {
@@ -522,13 +429,8 @@ fn expand(
                 return Err(type_err(&e.value, "a list of values"));
             };
             if vals.is_empty() {
-                return Err(SpecError::at(
-                    sources,
-                    e.value.span,
-                    K::OutOfRange,
-                    format!("matrix key `{k}` has no values"),
-                )
-                .help("list at least one value"));
+                return Err(SpecError::at(sources, e.value.span, K::OutOfRange, format!("matrix key `{k}` has no values"))
+                    .help("list at least one value"));
             }
             let mut next = vec![];
             for (labels, vars, values) in &combos {
@@ -537,10 +439,7 @@ fn expand(
                     let mut vars = vars.clone();
                     let mut values = values.clone();
                     let label = value_label(v);
-                    labels.push(label.replace(
-                        |c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)),
-                        "_",
-                    ));
+                    labels.push(label.replace(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)), "_"));
                     vars.insert(k.clone(), label);
                     values.insert(k.clone(), v.clone());
                     next.push((labels, vars, values));
@@ -551,11 +450,7 @@ fn expand(
     }
     let mut out = vec![];
     for (labels, vars, values) in combos {
-        let id = if labels.is_empty() {
-            d.id.clone()
-        } else {
-            format!("{}.{}", d.id, labels.join("."))
-        };
+        let id = if labels.is_empty() { d.id.clone() } else { format!("{}.{}", d.id, labels.join(".")) };
         let mut params = BTreeMap::new();
         // Precedence: declaration < profile kind override < profile node override.
         for (k, e) in &d.table {
@@ -577,11 +472,7 @@ fn expand(
         for e in params.values_mut() {
             // "{lr}" alone keeps the variable's type (so a float stays a float).
             if let Value::Str(s) = &e.value.value {
-                if let Some(v) = s
-                    .strip_prefix('{')
-                    .and_then(|r| r.strip_suffix('}'))
-                    .and_then(|name| values.get(name))
-                {
+                if let Some(v) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).and_then(|name| values.get(name)) {
                     e.value.value = v.value.clone();
                     continue;
                 }
@@ -597,18 +488,12 @@ fn expand(
                 let mut sv = se.value.clone();
                 sv.substitute(&vars);
                 let refs = match &sv.value {
-                    Value::Str(s) => vec![InputRef {
-                        target: s.clone(),
-                        span: sv.span,
-                    }],
+                    Value::Str(s) => vec![InputRef { target: s.clone(), span: sv.span }],
                     Value::Array(a) => a
                         .iter()
                         .map(|x| {
                             x.as_str()
-                                .map(|s| InputRef {
-                                    target: s.to_string(),
-                                    span: x.span,
-                                })
+                                .map(|s| InputRef { target: s.to_string(), span: x.span })
                                 .ok_or_else(|| type_err(x, "a node id string"))
                         })
                         .collect::<Result<_, _>>()?,
@@ -642,13 +527,11 @@ mod tests {
 
     #[test]
     fn matrix_expands_with_stable_ids() {
-        let p = load_t("[node.a]\nkind = \"value\"\nmatrix = { s = [\"x\", \"y\"], n = [1, 2] }\nv = \"{s}-{n}\"\nn = \"{n}\"\n", None).unwrap();
+        let p = load_t("[node.a]\nkind = \"value\"\nmatrix = { s = [\"x\", \"y\"], n = [1, 2] }\nv = \"{s}-{n}\"\nn = \"{n}\"\n", None)
+            .unwrap();
         let ids: Vec<_> = p.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["a.1.x", "a.1.y", "a.2.x", "a.2.y"]);
-        assert_eq!(
-            p.nodes[1].params["v"].value.to_json(),
-            serde_json::json!("y-1")
-        );
+        assert_eq!(p.nodes[1].params["v"].value.to_json(), serde_json::json!("y-1"));
         assert_eq!(p.nodes[1].params["n"].value.to_json(), serde_json::json!(1));
     }
 

@@ -53,29 +53,17 @@ impl SourceMap {
     pub fn add(&mut self, path: &Path, text: String) -> usize {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let display = display_path(path);
-        self.files.push(SourceFile {
-            display,
-            canonical,
-            text,
-        });
+        self.files.push(SourceFile { display, canonical, text });
         self.files.len() - 1
     }
 
     /// Location of the start of `span`.
     pub fn locate(&self, span: Span) -> Location {
         let Some(file) = self.files.get(span.file) else {
-            return Location {
-                file: "<unknown>".into(),
-                line: 0,
-                col: 0,
-            };
+            return Location { file: "<unknown>".into(), line: 0, col: 0 };
         };
         let (line, col) = line_col(&file.text, span.start);
-        Location {
-            file: file.display.clone(),
-            line,
-            col,
-        }
+        Location { file: file.display.clone(), line, col }
     }
 
     /// The source line containing `span`'s start (for error excerpts).
@@ -83,10 +71,7 @@ impl SourceMap {
         let file = self.files.get(span.file)?;
         let start = span.start.min(file.text.len());
         let line_start = file.text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let line_end = file.text[start..]
-            .find('\n')
-            .map(|i| start + i)
-            .unwrap_or(file.text.len());
+        let line_end = file.text[start..].find('\n').map(|i| start + i).unwrap_or(file.text.len());
         Some(&file.text[line_start..line_end])
     }
 }

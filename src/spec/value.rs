@@ -58,16 +58,12 @@ impl SValue {
         match &self.value {
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map(serde_json::Value::Number)
-                .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or_else(|| serde_json::Value::String(f.to_string()))
+            }
             Value::Str(s) => serde_json::Value::String(s.clone()),
             Value::Array(a) => serde_json::Value::Array(a.iter().map(|v| v.to_json()).collect()),
-            Value::Table(t) => serde_json::Value::Object(
-                t.iter()
-                    .map(|(k, e)| (k.clone(), e.value.to_json()))
-                    .collect(),
-            ),
+            Value::Table(t) => serde_json::Value::Object(t.iter().map(|(k, e)| (k.clone(), e.value.to_json())).collect()),
         }
     }
 
@@ -108,11 +104,7 @@ impl SValue {
 pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Result<SValue, String> {
     use toml::de::DeValue;
     let r = v.span();
-    let span = Span {
-        file,
-        start: r.start,
-        end: r.end,
-    };
+    let span = Span { file, start: r.start, end: r.end };
     let value = match v.get_ref() {
         DeValue::String(s) => Value::Str(s.to_string()),
         DeValue::Integer(i) => {
@@ -122,44 +114,24 @@ pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Resul
         }
         DeValue::Float(f) => {
             let text = f.as_str().replace('_', "");
-            let parsed: f64 = text
-                .trim_start_matches('+')
-                .parse()
-                .map_err(|e| format!("bad float: {e}"))?;
+            let parsed: f64 = text.trim_start_matches('+').parse().map_err(|e| format!("bad float: {e}"))?;
             Value::Float(parsed)
         }
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::Str(d.to_string()),
-        DeValue::Array(a) => Value::Array(
-            a.iter()
-                .map(|x| from_toml(x, file))
-                .collect::<Result<_, _>>()?,
-        ),
+        DeValue::Array(a) => Value::Array(a.iter().map(|x| from_toml(x, file)).collect::<Result<_, _>>()?),
         DeValue::Table(t) => Value::Table(table_from_toml(t, file)?),
     };
     Ok(SValue { value, span })
 }
 
 /// Converts a parsed table.
-pub fn table_from_toml(
-    t: &toml::de::DeTable<'_>,
-    file: usize,
-) -> Result<BTreeMap<String, Entry>, String> {
+pub fn table_from_toml(t: &toml::de::DeTable<'_>, file: usize) -> Result<BTreeMap<String, Entry>, String> {
     let mut out = BTreeMap::new();
     for (k, v) in t.iter() {
         let r = k.span();
-        let key_span = Span {
-            file,
-            start: r.start,
-            end: r.end,
-        };
-        out.insert(
-            k.get_ref().to_string(),
-            Entry {
-                key_span,
-                value: from_toml(v, file)?,
-            },
-        );
+        let key_span = Span { file, start: r.start, end: r.end };
+        out.insert(k.get_ref().to_string(), Entry { key_span, value: from_toml(v, file)? });
     }
     Ok(out)
 }

@@ -23,17 +23,15 @@ pub struct InputArtifact {
     pub id: String,
     /// Its manifest.
     pub manifest: Manifest,
+    /// The cache key it was produced under, when known.
+    pub key: Option<String>,
     store: Store,
 }
 
 impl InputArtifact {
     /// Wraps a manifest.
     pub fn new(id: String, manifest: Manifest, store: Store) -> Self {
-        InputArtifact {
-            id,
-            manifest,
-            store,
-        }
+        InputArtifact { id, manifest, key: None, store }
     }
 
     /// Reads file `name`, checking its checksum.
@@ -42,27 +40,16 @@ impl InputArtifact {
             StageError::failed(format!(
                 "input `{}` has no file `{name}` (it has: {})",
                 self.id,
-                self.manifest
-                    .files
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.manifest.files.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        self.store.blobs.read(&f.digest).map_err(|e| {
-            StageError::failed(format!(
-                "input `{}`: {e}; run again to recompute it",
-                self.id
-            ))
-        })
+        self.store.blobs.read(&f.digest).map_err(|e| StageError::failed(format!("input `{}`: {e}; run again to recompute it", self.id)))
     }
 
     /// Reads and parses a JSON file.
     pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
         let b = self.read(name)?;
-        serde_json::from_slice(&b)
-            .map_err(|e| StageError::failed(format!("input `{}` file `{name}`: {e}", self.id)))
+        serde_json::from_slice(&b).map_err(|e| StageError::failed(format!("input `{}` file `{name}`: {e}", self.id)))
     }
 
     /// Whether the artifact has file `name`.
@@ -81,39 +68,19 @@ pub struct ArtifactWriter {
 impl ArtifactWriter {
     /// A writer into `store`.
     pub fn new(store: Store) -> Self {
-        ArtifactWriter {
-            store,
-            files: BTreeMap::new(),
-        }
+        ArtifactWriter { store, files: BTreeMap::new() }
     }
 
     /// Adds file `name` with `bytes`.
     pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), StageError> {
-        let digest = self
-            .store
-            .blobs
-            .put(bytes)
-            .map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
-        self.files.insert(
-            name.to_string(),
-            FileEntry {
-                digest,
-                size: bytes.len() as u64,
-            },
-        );
+        let digest = self.store.blobs.put(bytes).map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
+        self.files.insert(name.to_string(), FileEntry { digest, size: bytes.len() as u64 });
         Ok(())
     }
 
     /// Adds file `name` as a reference to `file` of an input artifact (no copy: same blob).
-    pub fn link(
-        &mut self,
-        name: &str,
-        input: &InputArtifact,
-        file: &str,
-    ) -> Result<(), StageError> {
-        let f = input.manifest.files.get(file).ok_or_else(|| {
-            StageError::failed(format!("input `{}` has no file `{file}`", input.id))
-        })?;
+    pub fn link(&mut self, name: &str, input: &InputArtifact, file: &str) -> Result<(), StageError> {
+        let f = input.manifest.files.get(file).ok_or_else(|| StageError::failed(format!("input `{}` has no file `{file}`", input.id)))?;
         self.files.insert(name.to_string(), f.clone());
         Ok(())
     }
@@ -156,23 +123,16 @@ pub struct StageCtx<'a> {
 impl StageCtx<'_> {
     /// The seed of the pipeline.
     pub fn seed(&self) -> u64 {
-        self.env
-            .get("seed")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+        self.env.get("seed").and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 
     /// The single input of `slot`.
     pub fn input(&self, slot: &str) -> Result<&InputArtifact, StageError> {
-        self.inputs
-            .get(slot)
-            .and_then(|v| v.first())
-            .ok_or_else(|| StageError::failed(format!("missing input `{slot}`")))
+        self.inputs.get(slot).and_then(|v| v.first()).ok_or_else(|| StageError::failed(format!("missing input `{slot}`")))
     }
 
     /// Parses parameters into a typed config.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, StageError> {
-        serde_json::from_value(self.params.clone())
-            .map_err(|e| StageError::input(format!("node `{}`: bad parameters: {e}", self.id)))
+        serde_json::from_value(self.params.clone()).map_err(|e| StageError::input(format!("node `{}`: bad parameters: {e}", self.id)))
     }
 }

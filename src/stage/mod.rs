@@ -29,21 +29,11 @@ pub struct InputSlot {
 impl InputSlot {
     /// A required slot taking one node.
     pub fn one(name: &'static str, types: &'static [&'static str]) -> Self {
-        InputSlot {
-            name,
-            types,
-            multiple: false,
-            optional: false,
-        }
+        InputSlot { name, types, multiple: false, optional: false }
     }
     /// A required slot taking one or more nodes.
     pub fn many(name: &'static str, types: &'static [&'static str]) -> Self {
-        InputSlot {
-            name,
-            types,
-            multiple: true,
-            optional: false,
-        }
+        InputSlot { name, types, multiple: true, optional: false }
     }
     /// Marks the slot optional.
     pub fn optional(mut self) -> Self {
@@ -63,15 +53,9 @@ pub struct Resources {
 
 impl Resources {
     /// One CPU slot.
-    pub const LIGHT: Resources = Resources {
-        cpu_slots: 1,
-        device: false,
-    };
+    pub const LIGHT: Resources = Resources { cpu_slots: 1, device: false };
     /// Every CPU slot (e.g. a training run that parallelises internally).
-    pub const HEAVY: Resources = Resources {
-        cpu_slots: usize::MAX,
-        device: false,
-    };
+    pub const HEAVY: Resources = Resources { cpu_slots: usize::MAX, device: false };
 }
 
 /// Class of a stage failure, which decides the exit code.
@@ -96,17 +80,11 @@ pub struct StageError {
 impl StageError {
     /// A bad-input error.
     pub fn input(message: impl Into<String>) -> Self {
-        StageError {
-            class: FailureClass::Input,
-            message: message.into(),
-        }
+        StageError { class: FailureClass::Input, message: message.into() }
     }
     /// A work failure.
     pub fn failed(message: impl Into<String>) -> Self {
-        StageError {
-            class: FailureClass::Failed,
-            message: message.into(),
-        }
+        StageError { class: FailureClass::Failed, message: message.into() }
     }
 }
 
@@ -137,11 +115,7 @@ pub trait Stage: Send + Sync + 'static {
         Ok(())
     }
     /// Digest of external files the node reads (dataset folders). Content only, never paths or mtimes.
-    fn external_digest(
-        &self,
-        _params: &serde_json::Value,
-        _base_dir: &Path,
-    ) -> Result<Option<String>, StageError> {
+    fn external_digest(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<Option<String>, StageError> {
         Ok(None)
     }
     /// Does the work, writing the artifact's files through `ctx.out`.
@@ -149,6 +123,15 @@ pub trait Stage: Send + Sync + 'static {
     /// Human-readable description of a produced artifact for `polyflow show`; may write previews into `out_dir`.
     fn describe(&self, _artifact: &InputArtifact, _out_dir: &Path) -> Result<String, StageError> {
         Ok(String::new())
+    }
+    /// Files of the artifact to copy into the project after a run: (file in the artifact, path relative to the
+    /// declaring pipeline file). E.g. a table's Markdown into `results/`.
+    fn exports(&self, _params: &serde_json::Value) -> Vec<(String, String)> {
+        vec![]
+    }
+    /// A file of the artifact to print after a run (e.g. the rendered table).
+    fn summary_file(&self) -> Option<&'static str> {
+        None
     }
     /// Input slots whose artifacts [`Stage::report`] needs (e.g. the tasks of a model, not its training).
     fn report_slots(&self) -> &'static [&'static str] {

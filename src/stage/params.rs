@@ -51,21 +51,11 @@ pub struct ParamSpec {
 impl ParamSpec {
     /// A parameter with a default.
     pub fn opt(name: &'static str, ty: ParamType, default: J, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            ty,
-            default: Some(default),
-            doc,
-        }
+        ParamSpec { name, ty, default: Some(default), doc }
     }
     /// A required parameter.
     pub fn req(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec {
-            name,
-            ty,
-            default: None,
-            doc,
-        }
+        ParamSpec { name, ty, default: None, doc }
     }
 }
 
@@ -82,46 +72,28 @@ impl ParamType {
     /// Checks (and normalises: int → float) `v`.
     pub fn check(&self, v: &J) -> Result<J, Mismatch> {
         match self {
-            ParamType::Bool => v
-                .as_bool()
-                .map(J::Bool)
-                .ok_or_else(|| Mismatch::Type("a boolean".into())),
+            ParamType::Bool => v.as_bool().map(J::Bool).ok_or_else(|| Mismatch::Type("a boolean".into())),
             ParamType::Int { min, max } => {
-                let i = v
-                    .as_i64()
-                    .filter(|_| v.is_i64() || v.is_u64())
-                    .ok_or_else(|| Mismatch::Type("an integer".into()))?;
+                let i = v.as_i64().filter(|_| v.is_i64() || v.is_u64()).ok_or_else(|| Mismatch::Type("an integer".into()))?;
                 if i < *min || i > *max {
                     return Err(Mismatch::Range(format!("{i} is outside [{min}, {max}]")));
                 }
                 Ok(J::from(i))
             }
             ParamType::Float { min, max } => {
-                let f = v
-                    .as_f64()
-                    .ok_or_else(|| Mismatch::Type("a number".into()))?;
+                let f = v.as_f64().ok_or_else(|| Mismatch::Type("a number".into()))?;
                 if !f.is_finite() || f < *min || f > *max {
                     return Err(Mismatch::Range(format!("{f} is outside [{min}, {max}]")));
                 }
-                Ok(serde_json::Number::from_f64(f)
-                    .map(J::Number)
-                    .unwrap_or(J::Null))
+                Ok(serde_json::Number::from_f64(f).map(J::Number).unwrap_or(J::Null))
             }
-            ParamType::Str => v
-                .as_str()
-                .map(|s| J::String(s.into()))
-                .ok_or_else(|| Mismatch::Type("a string".into())),
+            ParamType::Str => v.as_str().map(|s| J::String(s.into())).ok_or_else(|| Mismatch::Type("a string".into())),
             ParamType::Choice(c) => {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| Mismatch::Type(format!("one of {}", c.join(", "))))?;
+                let s = v.as_str().ok_or_else(|| Mismatch::Type(format!("one of {}", c.join(", "))))?;
                 if c.contains(&s) {
                     Ok(J::String(s.into()))
                 } else {
-                    Err(Mismatch::Range(format!(
-                        "`{s}` is not one of: {}",
-                        c.join(", ")
-                    )))
+                    Err(Mismatch::Range(format!("`{s}` is not one of: {}", c.join(", "))))
                 }
             }
             ParamType::StrList => match v {
@@ -130,13 +102,7 @@ impl ParamType {
             },
             ParamType::FloatList => match v {
                 J::Array(a) if a.iter().all(|x| x.is_number()) => Ok(J::Array(
-                    a.iter()
-                        .map(|x| {
-                            serde_json::Number::from_f64(x.as_f64().unwrap())
-                                .map(J::Number)
-                                .unwrap_or(J::Null)
-                        })
-                        .collect(),
+                    a.iter().map(|x| serde_json::Number::from_f64(x.as_f64().unwrap()).map(J::Number).unwrap_or(J::Null)).collect(),
                 )),
                 _ => Err(Mismatch::Type("a list of numbers".into())),
             },
@@ -158,22 +124,10 @@ mod tests {
     #[test]
     fn ranges_and_coercion() {
         let f = ParamType::Float { min: 0.0, max: 1.0 };
-        assert_eq!(
-            f.check(&serde_json::json!(1)).unwrap(),
-            serde_json::json!(1.0)
-        );
-        assert!(matches!(
-            f.check(&serde_json::json!(2.0)),
-            Err(Mismatch::Range(_))
-        ));
-        assert!(matches!(
-            f.check(&serde_json::json!("x")),
-            Err(Mismatch::Type(_))
-        ));
+        assert_eq!(f.check(&serde_json::json!(1)).unwrap(), serde_json::json!(1.0));
+        assert!(matches!(f.check(&serde_json::json!(2.0)), Err(Mismatch::Range(_))));
+        assert!(matches!(f.check(&serde_json::json!("x")), Err(Mismatch::Type(_))));
         let c = ParamType::Choice(&["a", "b"]);
-        assert!(matches!(
-            c.check(&serde_json::json!("c")),
-            Err(Mismatch::Range(_))
-        ));
+        assert!(matches!(c.check(&serde_json::json!("c")), Err(Mismatch::Range(_))));
     }
 }

@@ -17,21 +17,15 @@ pub struct Split {
 /// absolute paths).
 pub fn hash_tree(p: &Path) -> Result<String, StageError> {
     let mut files = vec![];
-    super::generic::collect_files(p, &mut files).map_err(|e| {
-        StageError::input(format!("{}: {e}; check the dataset `path`", p.display()))
-    })?;
+    super::generic::collect_files(p, &mut files)
+        .map_err(|e| StageError::input(format!("{}: {e}; check the dataset `path`", p.display())))?;
     files.sort();
     let mut h = blake3::Hasher::new();
     for f in files {
-        let rel = f
-            .strip_prefix(p)
-            .unwrap_or(&f)
-            .to_string_lossy()
-            .to_string();
+        let rel = f.strip_prefix(p).unwrap_or(&f).to_string_lossy().to_string();
         h.update(rel.as_bytes());
         h.update(&[0]);
-        h.update_mmap(&f)
-            .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
+        h.update_mmap(&f).map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
     }
     Ok(h.finalize().to_hex().to_string())
 }
@@ -50,10 +44,7 @@ pub fn write_dataset(
     let mut shape = vec![];
     for (name, s) in splits {
         if s.y.is_empty() && name == "train" {
-            return Err(StageError::input(format!(
-                "node `{}`: the train split is empty",
-                ctx.id
-            )));
+            return Err(StageError::input(format!("node `{}`: the train split is empty", ctx.id)));
         }
         sizes.insert(name.to_string(), s.y.len());
         let mut arrays: BTreeMap<String, Named> = s.x.into_iter().collect();
@@ -61,18 +52,9 @@ pub fn write_dataset(
             shape = x.shape[1..].to_vec();
         }
         arrays.insert("y".into(), s.y.named());
-        ctx.out
-            .put(&format!("{name}.safetensors"), &encode(&arrays))?;
+        ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
     }
-    let meta = Meta {
-        modality: modality.into(),
-        classes,
-        multilabel,
-        splits: sizes,
-        shape,
-        sample_rate,
-        note,
-    };
+    let meta = Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note };
     ctx.out.put_json("meta.json", &meta)
 }
 
@@ -90,11 +72,7 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         "modality {}, {} classes{}, example shape {:?}\n{}\n",
         meta.modality,
         meta.classes.len(),
-        if meta.multilabel {
-            " (multi-label)"
-        } else {
-            ""
-        },
+        if meta.multilabel { " (multi-label)" } else { "" },
         meta.shape,
         meta.note
     );
@@ -106,31 +84,16 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
                 v.iter().for_each(|&l| c[l as usize] += 1);
                 c
             }
-            Labels::Multi(v, k) => (0..k)
-                .map(|j| v.iter().skip(j).step_by(k).filter(|&&b| b > 0).count())
-                .collect(),
+            Labels::Multi(v, k) => (0..k).map(|j| v.iter().skip(j).step_by(k).filter(|&&b| b > 0).count()).collect(),
         };
-        let per: Vec<String> = meta
-            .classes
-            .iter()
-            .zip(&counts)
-            .map(|(c, n)| format!("{c}:{n}"))
-            .collect();
-        let shapes: Vec<String> = arrays
-            .iter()
-            .map(|(k, v)| format!("{k} {:?}", v.shape))
-            .collect();
-        s.push_str(&format!(
-            "  {split:<5} {n:>6} examples  [{}]  {}\n",
-            shapes.join(", "),
-            per.join(" ")
-        ));
+        let per: Vec<String> = meta.classes.iter().zip(&counts).map(|(c, n)| format!("{c}:{n}")).collect();
+        let shapes: Vec<String> = arrays.iter().map(|(k, v)| format!("{k} {:?}", v.shape)).collect();
+        s.push_str(&format!("  {split:<5} {n:>6} examples  [{}]  {}\n", shapes.join(", "), per.join(" ")));
     }
     if let Ok(arrays) = read_split(a, "train") {
         if let Some(png) = preview(&arrays, &meta) {
             let p = out.join("preview.png");
-            png.save(&p)
-                .map_err(|e| StageError::failed(format!("{}: {e}", p.display())))?;
+            png.save(&p).map_err(|e| StageError::failed(format!("{}: {e}", p.display())))?;
             s.push_str(&format!("preview: {}\n", p.display()));
         }
     }
@@ -149,65 +112,29 @@ fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::GrayI
         Array::F32(v) => v.clone(),
         Array::I64(_) => return None,
     };
-    let (lo, hi) = vals
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = vals.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     // Normalise to (n, t, h, w) taking channel 0.
-    let (n, t, h, w, get): (
-        usize,
-        usize,
-        usize,
-        usize,
-        Box<dyn Fn(usize, usize, usize, usize) -> f32>,
-    ) = match x.shape.as_slice() {
+    let (n, t, h, w, get): (usize, usize, usize, usize, Box<dyn Fn(usize, usize, usize, usize) -> f32>) = match x.shape.as_slice() {
         [n, h, w, c] if meta.modality == "image" => {
             let (h, w, c) = (*h, *w, *c);
-            (
-                *n,
-                1,
-                h,
-                w,
-                Box::new(move |i, _, y, xx| vals[((i * h + y) * w + xx) * c]),
-            )
+            (*n, 1, h, w, Box::new(move |i, _, y, xx| vals[((i * h + y) * w + xx) * c]))
         }
         [n, t, h, w, c] if matches!(&x.data, Array::U8(_)) => {
             let (t, h, w, c) = (*t, *h, *w, *c);
-            (
-                *n,
-                t,
-                h,
-                w,
-                Box::new(move |i, f, y, xx| vals[(((i * t + f) * h + y) * w + xx) * c]),
-            )
+            (*n, t, h, w, Box::new(move |i, f, y, xx| vals[(((i * t + f) * h + y) * w + xx) * c]))
         }
         [n, c, t, h, w] => {
             let (c, t, h, w) = (*c, *t, *h, *w);
             // Spectrograms [N, C, 1, time, mel] are drawn with time along x.
             if meta.modality == "audio" {
-                (
-                    *n,
-                    1,
-                    w,
-                    h,
-                    Box::new(move |i, _, y, xx| vals[(((i * c) * t) * h + xx) * w + (w - 1 - y)]),
-                )
+                (*n, 1, w, h, Box::new(move |i, _, y, xx| vals[(((i * c) * t) * h + xx) * w + (w - 1 - y)]))
             } else {
-                (
-                    *n,
-                    t,
-                    h,
-                    w,
-                    Box::new(move |i, f, y, xx| vals[(((i * c) * t + f) * h + y) * w + xx]),
-                )
+                (*n, t, h, w, Box::new(move |i, f, y, xx| vals[(((i * c) * t + f) * h + y) * w + xx]))
             }
         }
         _ => return None,
     };
-    let (rows, cols) = if t > 1 {
-        (n.min(4), t)
-    } else {
-        (n.min(16).div_ceil(4), n.min(4))
-    };
+    let (rows, cols) = if t > 1 { (n.min(4), t) } else { (n.min(16).div_ceil(4), n.min(4)) };
     let mut img = image::GrayImage::new((cols * (w + 1)) as u32, (rows * (h + 1)) as u32);
     for r in 0..rows {
         for c in 0..cols {
@@ -217,11 +144,7 @@ fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::GrayI
             }
             for y in 0..h {
                 for xx in 0..w {
-                    img.put_pixel(
-                        (c * (w + 1) + xx) as u32,
-                        (r * (h + 1) + y) as u32,
-                        image::Luma([to_u8(get(i, f, y, xx), lo, hi)]),
-                    );
+                    img.put_pixel((c * (w + 1) + xx) as u32, (r * (h + 1) + y) as u32, image::Luma([to_u8(get(i, f, y, xx), lo, hi)]));
                 }
             }
         }

@@ -26,27 +26,9 @@ impl Stage for ValueStage {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::opt(
-                "value",
-                T::Any,
-                json!(null),
-                "the value written to value.json",
-            ),
-            ParamSpec::opt(
-                "comment",
-                T::Str,
-                json!(""),
-                "free text; part of the key but not of the output",
-            ),
-            ParamSpec::opt(
-                "sleep_ms",
-                T::Int {
-                    min: 0,
-                    max: 86_400_000,
-                },
-                json!(0),
-                "sleep this long before finishing",
-            ),
+            ParamSpec::opt("value", T::Any, json!(null), "the value written to value.json"),
+            ParamSpec::opt("comment", T::Str, json!(""), "free text; part of the key but not of the output"),
+            ParamSpec::opt("sleep_ms", T::Int { min: 0, max: 86_400_000 }, json!(0), "sleep this long before finishing"),
             ParamSpec::opt("fail", T::Bool, json!(false), "fail deliberately"),
         ]
     }
@@ -58,17 +40,10 @@ impl Stage for ValueStage {
         let steps = (ms / 100).max(1);
         for s in 0..steps {
             std::thread::sleep(std::time::Duration::from_millis(ms / steps));
-            (ctx.progress)(crate::stage::Progress {
-                done: s + 1,
-                total: steps,
-                message: String::new(),
-            });
+            (ctx.progress)(crate::stage::Progress { done: s + 1, total: steps, message: String::new() });
         }
         if ctx.params["fail"].as_bool() == Some(true) {
-            return Err(StageError::failed(format!(
-                "node `{}` fails deliberately (fail = true)",
-                ctx.id
-            )));
+            return Err(StageError::failed(format!("node `{}` fails deliberately (fail = true)", ctx.id)));
         }
         let v = ctx.params["value"].clone();
         ctx.out.put_json("value.json", &v)
@@ -84,19 +59,13 @@ fn hash_paths(base: &Path, deps: &[String]) -> Result<String, StageError> {
     for d in deps {
         let p = base.join(d);
         let mut files = vec![];
-        collect_files(&p, &mut files)
-            .map_err(|e| StageError::input(format!("dependency `{}`: {e}", p.display())))?;
+        collect_files(&p, &mut files).map_err(|e| StageError::input(format!("dependency `{}`: {e}", p.display())))?;
         files.sort();
         for f in files {
-            let rel = f
-                .strip_prefix(base)
-                .unwrap_or(&f)
-                .to_string_lossy()
-                .to_string();
+            let rel = f.strip_prefix(base).unwrap_or(&f).to_string_lossy().to_string();
             h.update(rel.as_bytes());
             h.update(&[0]);
-            h.update_mmap(&f)
-                .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
+            h.update_mmap(&f).map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
         }
     }
     Ok(h.finalize().to_hex().to_string())
@@ -133,27 +102,14 @@ impl Stage for CommandStage {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::req(
-                "run",
-                T::StrList,
-                "argv of the program, e.g. [\"sh\", \"-c\", \"echo hi > $POLYFLOW_OUT/x\"]",
-            ),
-            ParamSpec::opt(
-                "deps",
-                T::StrList,
-                json!([]),
-                "files or folders (relative to the pipeline file) hashed into the key",
-            ),
+            ParamSpec::req("run", T::StrList, "argv of the program, e.g. [\"sh\", \"-c\", \"echo hi > $POLYFLOW_OUT/x\"]"),
+            ParamSpec::opt("deps", T::StrList, json!([]), "files or folders (relative to the pipeline file) hashed into the key"),
         ]
     }
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
-    fn external_digest(
-        &self,
-        params: &serde_json::Value,
-        base_dir: &Path,
-    ) -> Result<Option<String>, StageError> {
+    fn external_digest(&self, params: &serde_json::Value, base_dir: &Path) -> Result<Option<String>, StageError> {
         let deps: Vec<String> = serde_json::from_value(params["deps"].clone()).unwrap_or_default();
         if deps.is_empty() {
             return Ok(None);
@@ -161,13 +117,9 @@ impl Stage for CommandStage {
         hash_paths(base_dir, &deps).map(Some)
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let argv: Vec<String> =
-            serde_json::from_value(ctx.params["run"].clone()).unwrap_or_default();
+        let argv: Vec<String> = serde_json::from_value(ctx.params["run"].clone()).unwrap_or_default();
         if argv.is_empty() {
-            return Err(StageError::input(format!(
-                "node `{}`: `run` is empty",
-                ctx.id
-            )));
+            return Err(StageError::input(format!("node `{}`: `run` is empty", ctx.id)));
         }
         let work = tempfile::tempdir().map_err(|e| StageError::failed(e.to_string()))?;
         let out_dir = work.path().join("out");
@@ -178,8 +130,7 @@ impl Stage for CommandStage {
                 let d = in_dir.join(slot).join(&a.id);
                 std::fs::create_dir_all(&d).map_err(|e| StageError::failed(e.to_string()))?;
                 for name in a.manifest.files.keys() {
-                    std::fs::write(d.join(name), a.read(name)?)
-                        .map_err(|e| StageError::failed(e.to_string()))?;
+                    std::fs::write(d.join(name), a.read(name)?).map_err(|e| StageError::failed(e.to_string()))?;
                 }
             }
         }
@@ -190,28 +141,15 @@ impl Stage for CommandStage {
             .env("POLYFLOW_IN", &in_dir)
             .env("POLYFLOW_SEED", ctx.seed().to_string())
             .status()
-            .map_err(|e| {
-                StageError::input(format!(
-                    "node `{}`: cannot start `{}`: {e}",
-                    ctx.id, argv[0]
-                ))
-            })?;
+            .map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
         if !status.success() {
-            return Err(StageError::failed(format!(
-                "node `{}`: `{}` exited with {status}",
-                ctx.id,
-                argv.join(" ")
-            )));
+            return Err(StageError::failed(format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "))));
         }
         let mut files = vec![];
         collect_files(&out_dir, &mut files).map_err(|e| StageError::failed(e.to_string()))?;
         files.sort();
         for f in files {
-            let name = f
-                .strip_prefix(&out_dir)
-                .unwrap()
-                .to_string_lossy()
-                .to_string();
+            let name = f.strip_prefix(&out_dir).unwrap().to_string_lossy().to_string();
             let bytes = std::fs::read(&f).map_err(|e| StageError::failed(e.to_string()))?;
             ctx.out.put(&name, &bytes)?;
         }

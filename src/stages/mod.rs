@@ -2,7 +2,8 @@
 //!
 //! - generic: `value`, `command`
 //! - data: `dataset`, `video_synth`, `image_prep`, `audio_prep`, `video_prep`
-//! - models: `task`, `train`, `cotrain`
+//! - models: `task`, `train`, `cotrain`, `features`, `probe`
+//! - results: `table`
 
 pub mod datautil;
 pub mod generic;
@@ -10,6 +11,8 @@ pub mod ingest;
 pub mod modelspec;
 pub mod plot;
 pub mod prep;
+pub mod probe;
+pub mod table;
 pub mod task;
 pub mod training;
 
@@ -18,15 +21,11 @@ use crate::stage::Registry;
 /// Every built-in kind.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register(generic::ValueStage)
-        .register(generic::CommandStage);
-    r.register(ingest::DatasetStage)
-        .register(ingest::VideoSynthStage);
-    r.register(prep::ImagePrep)
-        .register(prep::AudioPrep)
-        .register(prep::VideoPrep);
-    r.register(task::TaskStage)
-        .register(training::TrainStage { multi: false })
-        .register(training::TrainStage { multi: true });
+    r.register(generic::ValueStage).register(generic::CommandStage);
+    r.register(ingest::DatasetStage).register(ingest::VideoSynthStage);
+    r.register(prep::ImagePrep).register(prep::AudioPrep).register(prep::VideoPrep);
+    r.register(task::TaskStage).register(training::TrainStage { multi: false }).register(training::TrainStage { multi: true });
+    r.register(probe::FeaturesStage).register(probe::ProbeStage);
+    r.register(table::TableStage);
     r
 }

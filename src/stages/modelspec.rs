@@ -18,80 +18,22 @@ pub fn model_params() -> Vec<ParamSpec> {
             json!("micro"),
             "size preset (micro is CPU-sized: dim 64, depth 4)",
         ),
-        ParamSpec::opt(
-            "dim",
-            T::Int { min: 0, max: 65536 },
-            json!(0),
-            "override the preset's hidden size (0 = preset)",
-        ),
-        ParamSpec::opt(
-            "depth",
-            T::Int { min: 0, max: 1024 },
-            json!(0),
-            "override the preset's depth L",
-        ),
-        ParamSpec::opt(
-            "heads",
-            T::Int { min: 0, max: 1024 },
-            json!(0),
-            "override the preset's heads",
-        ),
-        ParamSpec::opt(
-            "mlp",
-            T::Int {
-                min: 0,
-                max: 262144,
-            },
-            json!(0),
-            "override the preset's MLP size",
-        ),
-        ParamSpec::opt(
-            "l_adapt",
-            T::Int { min: 0, max: 1024 },
-            json!(0),
-            "modality-specific adapter blocks per tokenizer",
-        ),
-        ParamSpec::opt(
-            "image_patch",
-            T::FloatList,
-            json!([4, 4]),
-            "image patch [h, w]",
-        ),
-        ParamSpec::opt(
-            "audio_patch",
-            T::FloatList,
-            json!([16, 16]),
-            "spectrogram patch [time, mel]",
-        ),
-        ParamSpec::opt(
-            "video_patch",
-            T::FloatList,
-            json!([2, 8, 8]),
-            "video tubelet [t, h, w]",
-        ),
-        ParamSpec::opt(
-            "channels",
-            T::Int { min: 1, max: 3 },
-            json!(3),
-            "tokenizer input channels (grey data is tiled)",
-        ),
-        ParamSpec::opt(
-            "gelu",
-            T::Choice(&["tanh", "erf"]),
-            json!("tanh"),
-            "GELU form (the paper's Flax code uses tanh)",
-        ),
+        ParamSpec::opt("dim", T::Int { min: 0, max: 65536 }, json!(0), "override the preset's hidden size (0 = preset)"),
+        ParamSpec::opt("depth", T::Int { min: 0, max: 1024 }, json!(0), "override the preset's depth L"),
+        ParamSpec::opt("heads", T::Int { min: 0, max: 1024 }, json!(0), "override the preset's heads"),
+        ParamSpec::opt("mlp", T::Int { min: 0, max: 262144 }, json!(0), "override the preset's MLP size"),
+        ParamSpec::opt("l_adapt", T::Int { min: 0, max: 1024 }, json!(0), "modality-specific adapter blocks per tokenizer"),
+        ParamSpec::opt("image_patch", T::FloatList, json!([8, 8]), "image patch [h, w]"),
+        ParamSpec::opt("audio_patch", T::FloatList, json!([8, 8]), "spectrogram patch [time, mel]"),
+        ParamSpec::opt("video_patch", T::FloatList, json!([2, 8, 8]), "video tubelet [t, h, w]"),
+        ParamSpec::opt("channels", T::Int { min: 1, max: 3 }, json!(3), "tokenizer input channels (grey data is tiled)"),
+        ParamSpec::opt("gelu", T::Choice(&["tanh", "erf"]), json!("tanh"), "GELU form (the paper's Flax code uses tanh)"),
     ]
 }
 
 /// Resolves the transformer size from parameters.
 pub fn size_of(p: &Value) -> Size {
-    let mut s = Size::preset(p["size"].as_str().unwrap_or("micro")).unwrap_or(Size {
-        dim: 64,
-        depth: 4,
-        heads: 4,
-        mlp: 128,
-    });
+    let mut s = Size::preset(p["size"].as_str().unwrap_or("micro")).unwrap_or(Size { dim: 64, depth: 4, heads: 4, mlp: 128 });
     let o = |k: &str| p[k].as_u64().filter(|&v| v > 0).map(|v| v as usize);
     s.dim = o("dim").unwrap_or(s.dim);
     s.depth = o("depth").unwrap_or(s.depth);
@@ -101,14 +43,7 @@ pub fn size_of(p: &Value) -> Size {
 }
 
 fn ints(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_f64())
-                .map(|f| f as usize)
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|f| f as usize).collect()).unwrap_or_default()
 }
 
 /// A task loaded from a `task` artifact.
@@ -125,23 +60,13 @@ fn split(a: &InputArtifact, name: &str) -> Result<SplitData, StageError> {
     let arrays = decode(&a.read(&format!("{name}.safetensors"))?).map_err(StageError::failed)?;
     let x = &arrays["x"];
     let Array::F32(v) = &x.data else {
-        return Err(StageError::input(format!(
-            "`{}`: task data must be preprocessed f32 tensors",
-            a.id
-        )));
+        return Err(StageError::input(format!("`{}`: task data must be preprocessed f32 tensors", a.id)));
     };
     if x.shape.len() != 5 {
-        return Err(StageError::input(format!(
-            "`{}`: expected x [N, C, T, H, W], got {:?}",
-            a.id, x.shape
-        )));
+        return Err(StageError::input(format!("`{}`: expected x [N, C, T, H, W], got {:?}", a.id, x.shape)));
     }
     let y = Labels::from_named(&arrays["y"]).map_err(StageError::failed)?;
-    Ok(SplitData {
-        x: v.clone(),
-        shape: [x.shape[1], x.shape[2], x.shape[3], x.shape[4]],
-        y,
-    })
+    Ok(SplitData { x: v.clone(), shape: [x.shape[1], x.shape[2], x.shape[3], x.shape[4]], y })
 }
 
 /// Loads a task artifact.
@@ -173,35 +98,19 @@ pub fn load_task(a: &InputArtifact) -> Result<LoadedTask, StageError> {
 pub fn geometry(m: Modality, shape: [usize; 4], p: &Value) -> Geometry {
     let channels = p["channels"].as_u64().unwrap_or(3) as usize;
     match m {
-        Modality::Video => Geometry {
-            channels,
-            input: vec![shape[1], shape[2], shape[3]],
-            patch: ints(&p["video_patch"]),
-        },
-        Modality::Image => Geometry {
-            channels,
-            input: vec![shape[2], shape[3]],
-            patch: ints(&p["image_patch"]),
-        },
-        Modality::Audio => Geometry {
-            channels,
-            input: vec![shape[2], shape[3]],
-            patch: ints(&p["audio_patch"]),
-        },
+        Modality::Video => Geometry { channels, input: vec![shape[1], shape[2], shape[3]], patch: ints(&p["video_patch"]) },
+        Modality::Image => Geometry { channels, input: vec![shape[2], shape[3]], patch: ints(&p["image_patch"]) },
+        Modality::Audio => Geometry { channels, input: vec![shape[2], shape[3]], patch: ints(&p["audio_patch"]) },
     }
 }
 
 /// Builds the model config for `tasks` (one tokenizer per modality present; all tasks of a modality must
 /// share one input geometry, as the paper's five image tasks share 384²).
-pub fn model_config(
-    p: &Value,
-    tasks: &[(&TaskSpec, [usize; 4])],
-) -> Result<ModelConfig, StageError> {
+pub fn model_config(p: &Value, tasks: &[(&TaskSpec, [usize; 4])]) -> Result<ModelConfig, StageError> {
     let mut geoms: Vec<(Modality, Geometry)> = vec![];
     let mut heads = vec![];
     for (spec, shape) in tasks {
-        let m = Modality::parse(&spec.modality)
-            .ok_or_else(|| StageError::input(format!("unknown modality `{}`", spec.modality)))?;
+        let m = Modality::parse(&spec.modality).ok_or_else(|| StageError::input(format!("unknown modality `{}`", spec.modality)))?;
         let g = geometry(m, *shape, p);
         match geoms.iter().find(|(k, _)| *k == m) {
             Some((_, g0)) if g0 != &g => {
@@ -214,11 +123,7 @@ pub fn model_config(
             name: spec.name.clone(),
             modality: m,
             classes: spec.classes.len(),
-            init: if spec.head_init == "zero" {
-                HeadInit::Zero
-            } else {
-                HeadInit::LecunNormal
-            },
+            init: if spec.head_init == "zero" { HeadInit::Zero } else { HeadInit::LecunNormal },
         });
     }
     geoms.sort_by_key(|(m, _)| *m);

@@ -4,9 +4,7 @@
 use super::datautil::{read_split, write_dataset, Split};
 use crate::data::fbank::{Fbank, FbankOptions};
 use crate::data::tensors::{Array, Labels, Meta, Named};
-use crate::stage::{
-    InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError,
-};
+use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use serde_json::json;
 use std::path::Path;
 
@@ -15,10 +13,7 @@ const SPLITS: [&str; 3] = ["train", "val", "test"];
 fn meta_of(a: &InputArtifact, want: &str) -> Result<Meta, StageError> {
     let m: Meta = a.json("meta.json")?;
     if m.modality != want {
-        return Err(StageError::input(format!(
-            "`{}` holds {} data, this node needs {want}",
-            a.id, m.modality
-        )));
+        return Err(StageError::input(format!("`{}` holds {} data, this node needs {want}", a.id, m.modality)));
     }
     Ok(m)
 }
@@ -85,9 +80,7 @@ fn mean_std(splits: &mut [(&str, Split)], c: usize) {
             let per = x.len() / n / c;
             for (i, chunk) in x.chunks_exact_mut(per).enumerate() {
                 let (m, s) = stats[i % c];
-                chunk
-                    .iter_mut()
-                    .for_each(|v| *v = ((*v as f64 - m) / s) as f32);
+                chunk.iter_mut().for_each(|v| *v = ((*v as f64 - m) / s) as f32);
             }
         }
     }
@@ -116,7 +109,12 @@ impl Stage for ImagePrep {
         vec![
             ParamSpec::opt("height", T::Int { min: 0, max: 4096 }, json!(0), "output height (0 = keep)"),
             ParamSpec::opt("width", T::Int { min: 0, max: 4096 }, json!(0), "output width (0 = keep)"),
-            ParamSpec::opt("channels", T::Int { min: 1, max: 3 }, json!(1), "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)"),
+            ParamSpec::opt(
+                "channels",
+                T::Int { min: 1, max: 3 },
+                json!(1),
+                "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)",
+            ),
             ParamSpec::opt("scale", T::Choice(&["minus_one_one", "unit", "mean_std"]), json!("minus_one_one"), "value scaling"),
         ]
     }
@@ -154,34 +152,14 @@ impl Stage for ImagePrep {
             }
             splits.push((
                 s,
-                Split {
-                    x: vec![(
-                        "x".into(),
-                        Named {
-                            shape: vec![n, oc, 1, oh, ow],
-                            data: Array::F32(out),
-                        },
-                    )],
-                    y: labels(&arrays)?,
-                },
+                Split { x: vec![("x".into(), Named { shape: vec![n, oc, 1, oh, ow], data: Array::F32(out) })], y: labels(&arrays)? },
             ));
         }
         if how == "mean_std" {
             mean_std(&mut splits, oc);
         }
-        let note = format!(
-            "{}; resized to {oh}×{ow}, {oc} channels, scale {how}",
-            meta.note
-        );
-        write_dataset(
-            ctx,
-            "image",
-            meta.classes,
-            meta.multilabel,
-            splits,
-            None,
-            note,
-        )
+        let note = format!("{}; resized to {oh}×{ow}, {oc} channels, scale {how}", meta.note);
+        write_dataset(ctx, "image", meta.classes, meta.multilabel, splits, None, note)
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)
@@ -209,39 +187,19 @@ impl Stage for AudioPrep {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::opt(
-                "fbank",
-                T::Table,
-                json!({}),
-                "fbank options (torchaudio names: num_mel_bins, window_type, frame_length, …)",
-            ),
-            ParamSpec::opt(
-                "frames",
-                T::Int {
-                    min: 1,
-                    max: 100_000,
-                },
-                json!(96),
-                "crop (centre) or zero-pad to this many frames",
-            ),
-            ParamSpec::opt(
-                "normalize",
-                T::Choice(&["none", "train"]),
-                json!("none"),
-                "mean/std normalisation computed on the train split",
-            ),
+            ParamSpec::opt("fbank", T::Table, json!({}), "fbank options (torchaudio names: num_mel_bins, window_type, frame_length, …)"),
+            ParamSpec::opt("frames", T::Int { min: 1, max: 100_000 }, json!(96), "crop (centre) or zero-pad to this many frames"),
+            ParamSpec::opt("normalize", T::Choice(&["none", "train"]), json!("none"), "mean/std normalisation computed on the train split"),
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
         let r: Result<FbankOptions, _> = serde_json::from_value(params["fbank"].clone());
-        r.map(|_| ())
-            .map_err(|e| ("fbank".into(), format!("bad fbank option: {e}")))
+        r.map(|_| ()).map_err(|e| ("fbank".into(), format!("bad fbank option: {e}")))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let a = ctx.input("data")?.clone();
         let meta = meta_of(&a, "audio")?;
-        let mut opts: FbankOptions = serde_json::from_value(ctx.params["fbank"].clone())
-            .map_err(|e| StageError::input(e.to_string()))?;
+        let mut opts: FbankOptions = serde_json::from_value(ctx.params["fbank"].clone()).map_err(|e| StageError::input(e.to_string()))?;
         opts.sample_frequency = meta.sample_rate.unwrap_or(16000) as f64;
         let fb = Fbank::new(opts.clone()).map_err(StageError::input)?;
         let frames = ctx.params["frames"].as_u64().unwrap() as usize;
@@ -249,9 +207,7 @@ impl Stage for AudioPrep {
         let bins = opts.num_mel_bins + usize::from(opts.use_energy);
         for s in SPLITS {
             let arrays = read_split(&a, s)?;
-            let (Array::F32(wave), Array::I64(off)) =
-                (&arrays["wave"].data, &arrays["offsets"].data)
-            else {
+            let (Array::F32(wave), Array::I64(off)) = (&arrays["wave"].data, &arrays["offsets"].data) else {
                 return Err(StageError::failed("audio must be wave f32 + offsets i64"));
             };
             let n = off.len() - 1;
@@ -261,22 +217,12 @@ impl Stage for AudioPrep {
                 // Centre crop or zero-pad (in the log domain a pad is 0, as AST pads).
                 let start = m.saturating_sub(frames) / 2;
                 for f in 0..frames.min(m) {
-                    out[(i * frames + f) * bins..(i * frames + f + 1) * bins]
-                        .copy_from_slice(&feats[(start + f) * c..(start + f + 1) * c]);
+                    out[(i * frames + f) * bins..(i * frames + f + 1) * bins].copy_from_slice(&feats[(start + f) * c..(start + f + 1) * c]);
                 }
             }
             splits.push((
                 s,
-                Split {
-                    x: vec![(
-                        "x".into(),
-                        Named {
-                            shape: vec![n, 1, 1, frames, bins],
-                            data: Array::F32(out),
-                        },
-                    )],
-                    y: labels(&arrays)?,
-                },
+                Split { x: vec![("x".into(), Named { shape: vec![n, 1, 1, frames, bins], data: Array::F32(out) })], y: labels(&arrays)? },
             ));
         }
         if ctx.params["normalize"] == "train" {
@@ -286,15 +232,7 @@ impl Stage for AudioPrep {
             "{}; log-mel {} bins, {:?} window, {} ms / {} ms, {frames} frames",
             meta.note, opts.num_mel_bins, opts.window_type, opts.frame_length, opts.frame_shift
         );
-        write_dataset(
-            ctx,
-            "audio",
-            meta.classes,
-            meta.multilabel,
-            splits,
-            None,
-            note,
-        )
+        write_dataset(ctx, "audio", meta.classes, meta.multilabel, splits, None, note)
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)
@@ -325,17 +263,19 @@ impl Stage for VideoPrep {
             ParamSpec::opt("frames", T::Int { min: 1, max: 1024 }, json!(8), "frames kept per clip"),
             ParamSpec::opt("stride", T::Int { min: 1, max: 64 }, json!(1), "temporal stride"),
             ParamSpec::opt("size", T::Int { min: 0, max: 4096 }, json!(0), "frame side (0 = keep)"),
-            ParamSpec::opt("channels", T::Int { min: 1, max: 3 }, json!(1), "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)"),
+            ParamSpec::opt(
+                "channels",
+                T::Int { min: 1, max: 3 },
+                json!(1),
+                "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)",
+            ),
             ParamSpec::opt("scale", T::Choice(&["minus_one_one", "unit"]), json!("minus_one_one"), "value scaling"),
         ]
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let a = ctx.input("data")?.clone();
         let meta = meta_of(&a, "video")?;
-        let (tf, stride) = (
-            ctx.params["frames"].as_u64().unwrap() as usize,
-            ctx.params["stride"].as_u64().unwrap() as usize,
-        );
+        let (tf, stride) = (ctx.params["frames"].as_u64().unwrap() as usize, ctx.params["stride"].as_u64().unwrap() as usize);
         let oc = ctx.params["channels"].as_u64().unwrap() as usize;
         let how = ctx.params["scale"].as_str().unwrap().to_string();
         let mut splits = vec![];
@@ -361,45 +301,23 @@ impl Stage for VideoPrep {
             let mut out = vec![0f32; n * oc * tf * side * side];
             for i in 0..n {
                 for f in 0..tf {
-                    let src = &px[((i * t + f * stride) * h * w * c)
-                        ..((i * t + f * stride + 1) * h * w * c)];
+                    let src = &px[((i * t + f * stride) * h * w * c)..((i * t + f * stride + 1) * h * w * c)];
                     let img = resize(src, h, w, c, side, side);
                     for ch in 0..oc {
                         let sc = if c == 1 { 0 } else { ch.min(c - 1) };
                         for p in 0..side * side {
-                            out[((i * oc + ch) * tf + f) * side * side + p] =
-                                scale(img[p * c + sc], &how);
+                            out[((i * oc + ch) * tf + f) * side * side + p] = scale(img[p * c + sc], &how);
                         }
                     }
                 }
             }
             splits.push((
                 s,
-                Split {
-                    x: vec![(
-                        "x".into(),
-                        Named {
-                            shape: vec![n, oc, tf, side, side],
-                            data: Array::F32(out),
-                        },
-                    )],
-                    y: labels(&arrays)?,
-                },
+                Split { x: vec![("x".into(), Named { shape: vec![n, oc, tf, side, side], data: Array::F32(out) })], y: labels(&arrays)? },
             ));
         }
-        let note = format!(
-            "{}; {tf} frames at stride {stride}, {side}², {oc} channels",
-            meta.note
-        );
-        write_dataset(
-            ctx,
-            "video",
-            meta.classes,
-            meta.multilabel,
-            splits,
-            None,
-            note,
-        )
+        let note = format!("{}; {tf} frames at stride {stride}, {side}², {oc} channels", meta.note);
+        write_dataset(ctx, "video", meta.classes, meta.multilabel, splits, None, note)
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)

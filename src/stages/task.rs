@@ -61,35 +61,12 @@ impl Stage for TaskStage {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::req(
-                "steps",
-                T::Int {
-                    min: 1,
-                    max: 100_000_000,
-                },
-                "step budget U_j of the single-task baseline",
-            ),
-            ParamSpec::opt(
-                "batch_size",
-                T::Int { min: 1, max: 65536 },
-                json!(32),
-                "minibatch size",
-            ),
-            ParamSpec::opt(
-                "lr",
-                T::Float {
-                    min: 0.0,
-                    max: 100.0,
-                },
-                json!(0.03),
-                "peak learning rate",
-            ),
+            ParamSpec::req("steps", T::Int { min: 1, max: 100_000_000 }, "step budget U_j of the single-task baseline"),
+            ParamSpec::opt("batch_size", T::Int { min: 1, max: 65536 }, json!(32), "minibatch size"),
+            ParamSpec::opt("lr", T::Float { min: 0.0, max: 100.0 }, json!(0.03), "peak learning rate"),
             ParamSpec::opt(
                 "warmup",
-                T::Int {
-                    min: 0,
-                    max: 100_000_000,
-                },
+                T::Int { min: 0, max: 100_000_000 },
                 json!(0),
                 "warmup steps (summed into the global warmup when co-training)",
             ),
@@ -117,12 +94,7 @@ impl Stage for TaskStage {
                 json!(0.0),
                 "stochastic depth rate (paper: 0.3 for its audio tasks)",
             ),
-            ParamSpec::opt(
-                "map",
-                T::Bool,
-                json!(false),
-                "also report mAP (always for multi-label data)",
-            ),
+            ParamSpec::opt("map", T::Bool, json!(false), "also report mAP (always for multi-label data)"),
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
@@ -168,8 +140,7 @@ impl Stage for TaskStage {
             steps: p["steps"].as_u64().unwrap() as usize,
             lr: p["lr"].as_f64().unwrap(),
             warmup: p["warmup"].as_u64().unwrap() as usize,
-            augment: serde_json::from_value(p["augment"].clone())
-                .map_err(|e| StageError::input(e.to_string()))?,
+            augment: serde_json::from_value(p["augment"].clone()).map_err(|e| StageError::input(e.to_string()))?,
             droplayer: p["droplayer"].as_f64().unwrap(),
             head_init: head_init.to_string(),
             map: p["map"].as_bool().unwrap() || meta.multilabel,
@@ -179,16 +150,8 @@ impl Stage for TaskStage {
         }
         ctx.out.put_json("task.json", &spec)
     }
-    fn describe(
-        &self,
-        a: &crate::stage::InputArtifact,
-        out: &std::path::Path,
-    ) -> Result<String, StageError> {
+    fn describe(&self, a: &crate::stage::InputArtifact, out: &std::path::Path) -> Result<String, StageError> {
         let spec: TaskSpec = a.json("task.json")?;
-        Ok(format!(
-            "{}\n{}",
-            serde_json::to_string_pretty(&spec).unwrap_or_default(),
-            super::datautil::describe(a, out)?
-        ))
+        Ok(format!("{}\n{}", serde_json::to_string_pretty(&spec).unwrap_or_default(), super::datautil::describe(a, out)?))
     }
 }

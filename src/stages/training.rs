@@ -10,10 +10,7 @@ use crate::model::checkpoint::{from_safetensors, to_safetensors, HostTensor};
 use crate::model::count::count;
 use crate::model::device::{dispatch, BackendJob};
 use crate::model::import::{from_timm, Inflation};
-use crate::stage::{
-    InputArtifact, InputSlot, ParamSpec, ParamType as T, Progress, Resources, Stage, StageCtx,
-    StageError,
-};
+use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Progress, Resources, Stage, StageCtx, StageError};
 use crate::train::batch::Cursor;
 use crate::train::optim::OptKind;
 use crate::train::run::{run, Outcome, Resume, RunConfig, TaskRun};
@@ -31,63 +28,16 @@ pub struct TrainStage {
 
 fn optim_params(multi: bool) -> Vec<ParamSpec> {
     let mut v = vec![
-        ParamSpec::opt(
-            "optimizer",
-            T::Choice(&["sgd", "adam", "adamw"]),
-            json!("sgd"),
-            "one shared optimizer (paper: SGD, momentum 0.9)",
-        ),
-        ParamSpec::opt(
-            "momentum",
-            T::Float { min: 0.0, max: 1.0 },
-            json!(0.9),
-            "SGD momentum",
-        ),
-        ParamSpec::opt(
-            "weight_decay",
-            T::Float {
-                min: 0.0,
-                max: 10.0,
-            },
-            json!(0.0),
-            "AdamW decoupled weight decay",
-        ),
-        ParamSpec::opt(
-            "clip",
-            T::Float { min: 0.0, max: 1e9 },
-            json!(1.0),
-            "global gradient-norm clip (0 = off)",
-        ),
-        ParamSpec::opt(
-            "wrap_last",
-            T::Bool,
-            json!(true),
-            "Scenic's cosine wrap: the last update uses the full peak LR",
-        ),
-        ParamSpec::opt(
-            "total_steps",
-            T::Int {
-                min: 0,
-                max: 1_000_000_000,
-            },
-            json!(0),
-            "override Σ U_j (0 = Σ U_j)",
-        ),
-        ParamSpec::opt(
-            "eval_every",
-            T::Int {
-                min: 0,
-                max: 1_000_000_000,
-            },
-            json!(0),
-            "evaluate on val every N updates (0 = at the end)",
-        ),
+        ParamSpec::opt("optimizer", T::Choice(&["sgd", "adam", "adamw"]), json!("sgd"), "one shared optimizer (paper: SGD, momentum 0.9)"),
+        ParamSpec::opt("momentum", T::Float { min: 0.0, max: 1.0 }, json!(0.9), "SGD momentum"),
+        ParamSpec::opt("weight_decay", T::Float { min: 0.0, max: 10.0 }, json!(0.0), "AdamW decoupled weight decay"),
+        ParamSpec::opt("clip", T::Float { min: 0.0, max: 1e9 }, json!(1.0), "global gradient-norm clip (0 = off)"),
+        ParamSpec::opt("wrap_last", T::Bool, json!(true), "Scenic's cosine wrap: the last update uses the full peak LR"),
+        ParamSpec::opt("total_steps", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "override Σ U_j (0 = Σ U_j)"),
+        ParamSpec::opt("eval_every", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "evaluate on val every N updates (0 = at the end)"),
         ParamSpec::opt(
             "checkpoint_every",
-            T::Int {
-                min: 0,
-                max: 1_000_000_000,
-            },
+            T::Int { min: 0, max: 1_000_000_000 },
             json!(0),
             "resumable checkpoint every N updates (0 = off)",
         ),
@@ -107,10 +57,7 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
         ));
         v.push(ParamSpec::opt(
             "schedule_seed",
-            T::Int {
-                min: 0,
-                max: i64::MAX,
-            },
+            T::Int { min: 0, max: i64::MAX },
             json!(0),
             "seed of the schedule's permutation (Scenic: 0)",
         ));
@@ -126,21 +73,9 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
 
 fn opt_kind(p: &Value) -> OptKind {
     match p["optimizer"].as_str().unwrap_or("sgd") {
-        "sgd" => OptKind::Sgd {
-            momentum: p["momentum"].as_f64().unwrap_or(0.9),
-        },
-        "adam" => OptKind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        _ => OptKind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: p["weight_decay"].as_f64().unwrap_or(0.0),
-        },
+        "sgd" => OptKind::Sgd { momentum: p["momentum"].as_f64().unwrap_or(0.9) },
+        "adam" => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        _ => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: p["weight_decay"].as_f64().unwrap_or(0.0) },
     }
 }
 
@@ -156,28 +91,15 @@ struct Job<'a> {
 impl BackendJob for Job<'_> {
     type Output = Result<Outcome, String>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let progress = |done: usize, total: usize, message: String| {
-            (self.progress)(Progress {
-                done: done as u64,
-                total: total as u64,
-                message,
-            })
-        };
+        let progress =
+            |done: usize, total: usize, message: String| (self.progress)(Progress { done: done as u64, total: total as u64, message });
         let scratch = self.scratch;
         let mut save = |r: &Resume| {
             if let Err(e) = save_resume(scratch, r) {
                 tracing::warn!("cannot write resumable checkpoint: {e}");
             }
         };
-        run::<B>(
-            self.cfg,
-            &self.tasks,
-            self.init.as_ref(),
-            self.resume,
-            &device,
-            &progress,
-            &mut save,
-        )
+        run::<B>(self.cfg, &self.tasks, self.init.as_ref(), self.resume, &device, &progress, &mut save)
     }
 }
 
@@ -185,13 +107,7 @@ fn save_resume(dir: &Path, r: &Resume) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut t = r.weights.clone();
     for (k, v) in &r.opt {
-        t.insert(
-            k.clone(),
-            HostTensor {
-                shape: vec![v.len()],
-                data: v.clone(),
-            },
-        );
+        t.insert(k.clone(), HostTensor { shape: vec![v.len()], data: v.clone() });
     }
     let meta = json!({"step": r.step, "opt_t": r.opt_t, "cursors": r.cursors, "steps": r.steps, "evals": r.evals});
     // Tensors first, then the JSON that makes them count (both atomic renames).
@@ -235,16 +151,8 @@ impl TrainStage {
         }
     }
 
-    fn tasks(
-        &self,
-        inputs: &BTreeMap<String, Vec<InputArtifact>>,
-    ) -> Result<Vec<LoadedTask>, StageError> {
-        inputs
-            .get(self.slot())
-            .into_iter()
-            .flatten()
-            .map(load_task)
-            .collect()
+    fn tasks(&self, inputs: &BTreeMap<String, Vec<InputArtifact>>) -> Result<Vec<LoadedTask>, StageError> {
+        inputs.get(self.slot()).into_iter().flatten().map(load_task).collect()
     }
 }
 
@@ -270,15 +178,8 @@ impl Stage for TrainStage {
         "model"
     }
     fn inputs(&self) -> Vec<InputSlot> {
-        let main = if self.multi {
-            InputSlot::many("tasks", &["task"])
-        } else {
-            InputSlot::one("task", &["task"])
-        };
-        vec![
-            main,
-            InputSlot::one("init", &["model", "weights"]).optional(),
-        ]
+        let main = if self.multi { InputSlot::many("tasks", &["task"]) } else { InputSlot::one("task", &["task"]) };
+        vec![main, InputSlot::one("init", &["model", "weights"]).optional()]
     }
     fn params(&self) -> Vec<ParamSpec> {
         let mut v = model_params();
@@ -298,11 +199,7 @@ impl Stage for TrainStage {
             &["task"]
         }
     }
-    fn report(
-        &self,
-        params: &Value,
-        inputs: &BTreeMap<String, Vec<InputArtifact>>,
-    ) -> Option<Result<Value, StageError>> {
+    fn report(&self, params: &Value, inputs: &BTreeMap<String, Vec<InputArtifact>>) -> Option<Result<Value, StageError>> {
         Some((|| {
             let tasks = self.tasks(inputs)?;
             let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
@@ -315,11 +212,7 @@ impl Stage for TrainStage {
         let p = ctx.params;
         let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
         let model = model_config(p, &refs)?;
-        let schedule = if self.multi {
-            Schedule::parse(p["schedule"].as_str().unwrap()).unwrap()
-        } else {
-            Schedule::Weighted
-        };
+        let schedule = if self.multi { Schedule::parse(p["schedule"].as_str().unwrap()).unwrap() } else { Schedule::Weighted };
         let total = p["total_steps"].as_u64().unwrap_or(0) as usize;
         let cfg = RunConfig {
             model: model.clone(),
@@ -337,32 +230,18 @@ impl Stage for TrainStage {
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,
-            Some(a) if a.has("model.safetensors") => {
-                Some(from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?)
-            }
+            Some(a) if a.has("model.safetensors") => Some(from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?),
             Some(a) => {
-                let timm =
-                    from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
-                let infl = if p["init_inflation"] == "average" {
-                    Inflation::Average
-                } else {
-                    Inflation::Central
-                };
-                Some(
-                    from_timm(&timm, &model, infl)
-                        .map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?,
-                )
+                let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
+                let infl = if p["init_inflation"] == "average" { Inflation::Average } else { Inflation::Central };
+                Some(from_timm(&timm, &model, infl).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?)
             }
         };
         let resume = load_resume(&ctx.scratch);
         if let Some(r) = &resume {
             tracing::info!("{}: resuming at update {}", ctx.id, r.step);
         }
-        let backend = ctx
-            .env
-            .get("backend")
-            .cloned()
-            .unwrap_or_else(|| "flex".into());
+        let backend = ctx.env.get("backend").cloned().unwrap_or_else(|| "flex".into());
         let job = Job {
             cfg: &cfg,
             tasks: tasks.iter().map(|t| t.run.clone()).collect(),
@@ -371,9 +250,7 @@ impl Stage for TrainStage {
             progress: ctx.progress,
             scratch: &ctx.scratch,
         };
-        let out = dispatch(&backend, job)
-            .map_err(StageError::input)?
-            .map_err(StageError::failed)?;
+        let out = dispatch(&backend, job).map_err(StageError::input)?.map_err(StageError::failed)?;
         write_model(ctx, &cfg, &tasks, &out)
     }
     fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
@@ -382,57 +259,30 @@ impl Stage for TrainStage {
     }
 }
 
-fn write_model(
-    ctx: &mut StageCtx<'_>,
-    cfg: &RunConfig,
-    tasks: &[LoadedTask],
-    out: &Outcome,
-) -> Result<(), StageError> {
-    ctx.out
-        .put("model.safetensors", &to_safetensors(&out.weights))?;
-    ctx.out
-        .put_json("config.json", &json!({"model": cfg.model, "run": cfg}))?;
+fn write_model(ctx: &mut StageCtx<'_>, cfg: &RunConfig, tasks: &[LoadedTask], out: &Outcome) -> Result<(), StageError> {
+    ctx.out.put("model.safetensors", &to_safetensors(&out.weights))?;
+    ctx.out.put_json("config.json", &json!({"model": cfg.model, "run": cfg}))?;
     let mut per = serde_json::Map::new();
     for (j, t) in tasks.iter().enumerate() {
         let mut e = serde_json::Map::new();
-        for ev in out.evals.iter().filter(|e| {
-            e.task == t.spec.name && e.step == out.steps.len().max(1)
-                || (e.task == t.spec.name && e.split == "test")
-        }) {
+        for ev in out
+            .evals
+            .iter()
+            .filter(|e| e.task == t.spec.name && e.step == out.steps.len().max(1) || (e.task == t.spec.name && e.split == "test"))
+        {
             e.insert(ev.split.clone(), json!(ev.metrics));
         }
         e.insert("steps".into(), json!(out.steps_per_task[j]));
         per.insert(t.spec.name.clone(), Value::Object(e));
     }
     let c = count(&cfg.model);
-    ctx.out.put_json("metrics.json", &json!({"tasks": per, "models": 1, "params": c.total, "param_counts": c, "schedule": cfg.schedule, "updates": out.steps.len()}))?;
+    ctx.out.put_json(
+        "metrics.json",
+        &json!({"tasks": per, "models": 1, "params": c.total, "param_counts": c, "schedule": cfg.schedule, "updates": out.steps.len()}),
+    )?;
     let jsonl = |v: Vec<String>| v.join("\n") + "\n";
-    ctx.out.put(
-        "steps.jsonl",
-        jsonl(
-            out.steps
-                .iter()
-                .map(|s| serde_json::to_string(s).unwrap())
-                .collect(),
-        )
-        .as_bytes(),
-    )?;
-    ctx.out.put(
-        "evals.jsonl",
-        jsonl(
-            out.evals
-                .iter()
-                .map(|s| serde_json::to_string(s).unwrap())
-                .collect(),
-        )
-        .as_bytes(),
-    )?;
-    let svg = super::plot::curves(
-        out,
-        &tasks
-            .iter()
-            .map(|t| t.spec.name.clone())
-            .collect::<Vec<_>>(),
-    );
+    ctx.out.put("steps.jsonl", jsonl(out.steps.iter().map(|s| serde_json::to_string(s).unwrap()).collect()).as_bytes())?;
+    ctx.out.put("evals.jsonl", jsonl(out.evals.iter().map(|s| serde_json::to_string(s).unwrap()).collect()).as_bytes())?;
+    let svg = super::plot::curves(out, &tasks.iter().map(|t| t.spec.name.clone()).collect::<Vec<_>>());
     ctx.out.put("curves.svg", svg.as_bytes())
 }

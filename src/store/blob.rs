@@ -47,15 +47,10 @@ impl BlobStore {
         }
         let parent = path.parent().expect("blob parent");
         std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
-        tmp.write_all(bytes)
-            .map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| StoreError::io(&path, e.error))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
+        tmp.write_all(bytes).map_err(|e| StoreError::io(tmp.path(), e))?;
+        tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
+        tmp.persist(&path).map_err(|e| StoreError::io(&path, e.error))?;
         if let Ok(d) = std::fs::File::open(parent) {
             let _ = d.sync_all();
         }

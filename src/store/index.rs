@@ -35,26 +35,13 @@ impl Index {
         loop {
             match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
                 Ok(db) => {
-                    let t = |n: &str| {
-                        db.open_tree(n)
-                            .map_err(|e| StoreError::Index(e.to_string()))
-                    };
-                    return Ok(Index {
-                        artifacts: t("artifacts")?,
-                        records: t("records")?,
-                        failures: t("failures")?,
-                        db,
-                    });
+                    let t = |n: &str| db.open_tree(n).map_err(|e| StoreError::Index(e.to_string()));
+                    return Ok(Index { artifacts: t("artifacts")?, records: t("records")?, failures: t("failures")?, db });
                 }
                 Err(sled::Error::Io(e)) if start.elapsed() < wait && is_lock_error(&e) => {
                     std::thread::sleep(Duration::from_millis(15));
                 }
-                Err(e) => {
-                    return Err(StoreError::Index(format!(
-                        "cannot open index {}: {e}",
-                        dir.display()
-                    )))
-                }
+                Err(e) => return Err(StoreError::Index(format!("cannot open index {}: {e}", dir.display()))),
             }
         }
     }
@@ -74,15 +61,8 @@ impl Index {
         self.get(&self.failures, id)
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(
-        &self,
-        tree: &sled::Tree,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        match tree
-            .get(key.as_bytes())
-            .map_err(|e| StoreError::Index(e.to_string()))?
-        {
+    fn get<T: for<'de> Deserialize<'de>>(&self, tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
+        match tree.get(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))? {
             None => Ok(None),
             // An undecodable entry is treated as absent (the node re-runs); never as fresh.
             Some(v) => Ok(serde_json::from_slice(&v).ok()),
@@ -91,22 +71,10 @@ impl Index {
 
     /// Commits a finished node: the artifact manifest, then the record, then clears its failure; flushed.
     /// Call only after every blob of the manifest is durable.
-    pub fn commit(
-        &self,
-        key: &str,
-        manifest: &Manifest,
-        record: &NodeRecord,
-    ) -> Result<(), StoreError> {
+    pub fn commit(&self, key: &str, manifest: &Manifest, record: &NodeRecord) -> Result<(), StoreError> {
         let e = |e: sled::Error| StoreError::Index(e.to_string());
-        self.artifacts
-            .insert(key.as_bytes(), serde_json::to_vec(manifest).expect("json"))
-            .map_err(e)?;
-        self.records
-            .insert(
-                record.id.as_bytes(),
-                serde_json::to_vec(record).expect("json"),
-            )
-            .map_err(e)?;
+        self.artifacts.insert(key.as_bytes(), serde_json::to_vec(manifest).expect("json")).map_err(e)?;
+        self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).expect("json")).map_err(e)?;
         self.failures.remove(record.id.as_bytes()).map_err(e)?;
         self.db.flush().map_err(e)?;
         Ok(())
@@ -115,18 +83,14 @@ impl Index {
     /// Records a failure of node `id`.
     pub fn fail(&self, rec: &FailRecord) -> Result<(), StoreError> {
         let e = |e: sled::Error| StoreError::Index(e.to_string());
-        self.failures
-            .insert(rec.id.as_bytes(), serde_json::to_vec(rec).expect("json"))
-            .map_err(e)?;
+        self.failures.insert(rec.id.as_bytes(), serde_json::to_vec(rec).expect("json")).map_err(e)?;
         self.db.flush().map_err(e)?;
         Ok(())
     }
 
     /// Removes the artifact entry of `key` (e.g. found corrupt).
     pub fn forget_artifact(&self, key: &str) -> Result<(), StoreError> {
-        self.artifacts
-            .remove(key.as_bytes())
-            .map_err(|e| StoreError::Index(e.to_string()))?;
+        self.artifacts.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
     }
 
@@ -135,38 +99,25 @@ impl Index {
         self.artifacts
             .iter()
             .flatten()
-            .filter_map(|(k, v)| {
-                Some((
-                    String::from_utf8(k.to_vec()).ok()?,
-                    serde_json::from_slice(&v).ok()?,
-                ))
-            })
+            .filter_map(|(k, v)| Some((String::from_utf8(k.to_vec()).ok()?, serde_json::from_slice(&v).ok()?)))
             .collect()
     }
 
     /// All node records.
     pub fn records(&self) -> Vec<NodeRecord> {
-        self.records
-            .iter()
-            .flatten()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect()
+        self.records.iter().flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
     }
 
     /// Flushes to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map_err(|e| StoreError::Index(e.to_string()))?;
+        self.db.flush().map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
     }
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {
     let s = e.to_string();
-    e.kind() == std::io::ErrorKind::WouldBlock
-        || s.contains("lock")
-        || s.contains("Resource temporarily unavailable")
+    e.kind() == std::io::ErrorKind::WouldBlock || s.contains("lock") || s.contains("Resource temporarily unavailable")
 }
 
 /// Where the index lives inside a store root.

@@ -25,15 +25,10 @@ impl WriterLock {
         loop {
             match FileExt::try_lock_exclusive(&file) {
                 Ok(true) => break,
-                Ok(false) | Err(_) if start.elapsed() < wait => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
+                Ok(false) | Err(_) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(50)),
                 _ => {
-                    let holder = std::fs::read_to_string(root.join("writer.info"))
-                        .unwrap_or_else(|_| "another process".into());
-                    return Err(StoreError::Locked {
-                        holder: holder.trim().to_string(),
-                    });
+                    let holder = std::fs::read_to_string(root.join("writer.info")).unwrap_or_else(|_| "another process".into());
+                    return Err(StoreError::Locked { holder: holder.trim().to_string() });
                 }
             }
         }
@@ -41,10 +36,7 @@ impl WriterLock {
             "pid {} ({}) since unix time {}",
             std::process::id(),
             std::env::args().collect::<Vec<_>>().join(" "),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         );
         let _ = std::fs::write(root.join("writer.info"), info);
         Ok(WriterLock { file })

@@ -65,10 +65,7 @@ pub enum StoreError {
 impl StoreError {
     /// Io error helper.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        StoreError::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -96,14 +93,8 @@ impl Manifest {
     /// Builds a manifest and computes its digest.
     pub fn new(artifact_type: &str, files: BTreeMap<String, FileEntry>) -> Manifest {
         let body = serde_json::json!({"type": artifact_type, "files": files});
-        let digest = blake3::hash(&serde_json::to_vec(&body).expect("json"))
-            .to_hex()
-            .to_string();
-        Manifest {
-            artifact_type: artifact_type.to_string(),
-            files,
-            digest,
-        }
+        let digest = blake3::hash(&serde_json::to_vec(&body).expect("json")).to_hex().to_string();
+        Manifest { artifact_type: artifact_type.to_string(), files, digest }
     }
 
     /// Total size.
@@ -125,10 +116,7 @@ impl Store {
     /// Opens (creating) a store at `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
-        Ok(Store {
-            root: root.to_path_buf(),
-            blobs: BlobStore::new(root)?,
-        })
+        Ok(Store { root: root.to_path_buf(), blobs: BlobStore::new(root)? })
     }
 
     /// Opens the index, waiting up to 60 s while another process holds it briefly.

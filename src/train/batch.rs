@@ -45,9 +45,7 @@ impl SplitData {
             x.extend_from_slice(&self.x[i * per..(i + 1) * per]);
             match &self.y {
                 Labels::Single(v) => t[b * classes + v[i] as usize] = 1.0,
-                Labels::Multi(v, k) => {
-                    (0..*k).for_each(|j| t[b * classes + j] = v[i * k + j] as f32)
-                }
+                Labels::Multi(v, k) => (0..*k).for_each(|j| t[b * classes + j] = v[i * k + j] as f32),
             }
         }
         (x, t)
@@ -86,20 +84,13 @@ pub struct Cursor {
 fn perm(n: usize, seed: u64, task: usize, epoch: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(
-        seed ^ (task as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            ^ epoch.wrapping_mul(0xbf58_476d_1ce4_e5b9),
+        seed ^ (task as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ epoch.wrapping_mul(0xbf58_476d_1ce4_e5b9),
     ));
     idx
 }
 
 /// The next `batch` indices of a stream.
-pub fn next_indices(
-    cur: &mut Cursor,
-    n: usize,
-    batch: usize,
-    seed: u64,
-    task: usize,
-) -> Vec<usize> {
+pub fn next_indices(cur: &mut Cursor, n: usize, batch: usize, seed: u64, task: usize) -> Vec<usize> {
     let mut out = Vec::with_capacity(batch);
     let mut p = perm(n, seed, task, cur.epoch);
     while out.len() < batch {
@@ -115,18 +106,8 @@ pub fn next_indices(
 }
 
 /// Applies `aug` to a batch `x [B, C, T, H, W]` with targets `[B, K]`, noise from `(seed, task, step)`.
-pub fn augment(
-    aug: &Augment,
-    x: &mut [f32],
-    t: &mut [f32],
-    shape: [usize; 4],
-    classes: usize,
-    seed: u64,
-    task: usize,
-    step: u64,
-) {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x5eed) ^ ((task as u64) << 40) ^ step);
+pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], classes: usize, seed: u64, task: usize, step: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x5eed) ^ ((task as u64) << 40) ^ step);
     let per: usize = shape.iter().product();
     let b = x.len() / per;
     let [c, tt, h, w] = shape;
@@ -134,11 +115,7 @@ pub fn augment(
         let ex = &mut x[i * per..(i + 1) * per];
         if aug.crop_pad > 0 || aug.flip {
             let p = aug.crop_pad as i64;
-            let (dy, dx) = if p > 0 {
-                (rng.random_range(-p..=p), rng.random_range(-p..=p))
-            } else {
-                (0, 0)
-            };
+            let (dy, dx) = if p > 0 { (rng.random_range(-p..=p), rng.random_range(-p..=p)) } else { (0, 0) };
             let flip = aug.flip && rng.random_bool(0.5);
             let src = ex.to_vec();
             for plane in 0..c * tt {
@@ -162,9 +139,7 @@ pub fn augment(
             let f0 = rng.random_range(0..=w - wd);
             for plane in 0..c * tt {
                 for y in 0..h {
-                    ex[(plane * h + y) * w + f0..(plane * h + y) * w + f0 + wd]
-                        .iter_mut()
-                        .for_each(|v| *v = 0.0);
+                    ex[(plane * h + y) * w + f0..(plane * h + y) * w + f0 + wd].iter_mut().for_each(|v| *v = 0.0);
                 }
             }
         }
@@ -172,16 +147,12 @@ pub fn augment(
             let wd = rng.random_range(0..=aug.time_mask_width.min(h));
             let t0 = rng.random_range(0..=h - wd);
             for plane in 0..c * tt {
-                ex[(plane * h + t0) * w..(plane * h + t0 + wd) * w]
-                    .iter_mut()
-                    .for_each(|v| *v = 0.0);
+                ex[(plane * h + t0) * w..(plane * h + t0 + wd) * w].iter_mut().for_each(|v| *v = 0.0);
             }
         }
     }
     if aug.mixup > 0.0 && b > 1 {
-        let lam = Beta::new(aug.mixup, aug.mixup)
-            .map(|d| d.sample(&mut rng) as f32)
-            .unwrap_or(1.0);
+        let lam = Beta::new(aug.mixup, aug.mixup).map(|d| d.sample(&mut rng) as f32).unwrap_or(1.0);
         let (x0, t0) = (x.to_vec(), t.to_vec());
         for i in 0..b {
             let j = b - 1 - i;
@@ -201,22 +172,15 @@ mod tests {
     #[test]
     fn streams_are_resumable() {
         let mut a = Cursor::default();
-        let first: Vec<usize> = (0..5)
-            .flat_map(|_| next_indices(&mut a, 7, 3, 1, 0))
-            .collect();
+        let first: Vec<usize> = (0..5).flat_map(|_| next_indices(&mut a, 7, 3, 1, 0)).collect();
         let mut b = Cursor::default();
         let _ = next_indices(&mut b, 7, 3, 1, 0);
         let saved = b;
         let mut c = saved;
-        let rest: Vec<usize> = (0..4)
-            .flat_map(|_| next_indices(&mut c, 7, 3, 1, 0))
-            .collect();
+        let rest: Vec<usize> = (0..4).flat_map(|_| next_indices(&mut c, 7, 3, 1, 0)).collect();
         assert_eq!(&first[3..], &rest[..]);
         let mut counts = [0; 7];
         first[..14].iter().for_each(|&i| counts[i] += 1);
-        assert!(
-            counts.iter().all(|&c| c == 2),
-            "each example once per epoch"
-        );
+        assert!(counts.iter().all(|&c| c == 2), "each example once per epoch");
     }
 }

@@ -20,15 +20,11 @@ pub enum Loss {
 /// `logits, targets: [B, K]` → `[1]`
 pub fn loss<B: Backend>(kind: Loss, logits: Tensor<B, 2>, targets: Tensor<B, 2>) -> Tensor<B, 1> {
     match kind {
-        Loss::Softmax => (activation::log_softmax(logits, 1) * targets)
-            .sum_dim(1)
-            .mean()
-            .neg(),
+        Loss::Softmax => (activation::log_softmax(logits, 1) * targets).sum_dim(1).mean().neg(),
         Loss::Sigmoid => {
             // softplus(z) − y·z, stable: max(z, 0) − y·z + log(1 + e^{−|z|})
             let z = logits;
-            let l =
-                z.clone().clamp_min(0.0) - z.clone() * targets + (z.abs().neg().exp() + 1.0).log();
+            let l = z.clone().clamp_min(0.0) - z.clone() * targets + (z.abs().neg().exp() + 1.0).log();
             l.sum_dim(1).mean()
         }
     }
@@ -38,12 +34,7 @@ pub fn loss<B: Backend>(kind: Loss, logits: Tensor<B, 2>, targets: Tensor<B, 2>)
 pub fn topk(logits: &[f32], targets: &[f32], k_cls: usize, k: usize) -> f64 {
     let (mut hit, mut n) = (0usize, 0usize);
     for (l, t) in logits.chunks_exact(k_cls).zip(targets.chunks_exact(k_cls)) {
-        let Some(truth) = t
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v > 0.0)
-            .max_by(|a, b| a.1.partial_cmp(b.1).unwrap())
-            .map(|(i, _)| i)
+        let Some(truth) = t.iter().enumerate().filter(|(_, v)| **v > 0.0).max_by(|a, b| a.1.partial_cmp(b.1).unwrap()).map(|(i, _)| i)
         else {
             continue;
         };
@@ -66,9 +57,7 @@ pub fn mean_ap(logits: &[f32], targets: &[f32], k_cls: usize) -> f64 {
     let n = logits.len() / k_cls;
     let mut aps = vec![];
     for c in 0..k_cls {
-        let mut pairs: Vec<(f32, bool)> = (0..n)
-            .map(|i| (logits[i * k_cls + c], targets[i * k_cls + c] > 0.5))
-            .collect();
+        let mut pairs: Vec<(f32, bool)> = (0..n).map(|i| (logits[i * k_cls + c], targets[i * k_cls + c] > 0.5)).collect();
         let pos = pairs.iter().filter(|p| p.1).count();
         if pos == 0 {
             continue;

@@ -82,10 +82,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
-        let grad: Option<Tensor<B::InnerBackend, 1>> = self
-            .grads
-            .get::<B::InnerBackend, D>(id)
-            .map(|g| g.reshape([n]) * self.scale);
+        let grad: Option<Tensor<B::InnerBackend, 1>> = self.grads.get::<B::InnerBackend, D>(id).map(|g| g.reshape([n]) * self.scale);
         if grad.is_none() && self.opt.m[i].is_none() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
@@ -101,12 +98,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
                 self.opt.m[i] = Some(vel.clone());
                 w - vel * self.lr
             }
-            OptKind::Adam {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => {
+            OptKind::Adam { beta1, beta2, eps, weight_decay } => {
                 let g = grad.unwrap_or_else(|| w.zeros_like());
                 let m = match self.opt.m[i].take() {
                     Some(m) => m * beta1 + g.clone() * (1.0 - beta1),
@@ -122,11 +114,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
                 self.opt.m[i] = Some(m);
                 self.opt.v[i] = Some(v);
                 let upd = mh / (vh.sqrt() + eps);
-                let upd = if weight_decay > 0.0 {
-                    upd + w.clone() * weight_decay
-                } else {
-                    upd
-                };
+                let upd = if weight_decay > 0.0 { upd + w.clone() * weight_decay } else { upd };
                 w - upd * self.lr
             }
         };
@@ -138,40 +126,20 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
 impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// A fresh optimizer.
     pub fn new(kind: OptKind, clip: Option<f64>) -> Self {
-        SharedOptimizer {
-            kind,
-            clip,
-            m: vec![],
-            v: vec![],
-            t: 0,
-        }
+        SharedOptimizer { kind, clip, m: vec![], v: vec![], t: 0 }
     }
 
     /// One update with learning rate `lr`; returns the model and the pre-clip global gradient norm.
-    pub fn step<M: AutodiffModule<B>>(
-        &mut self,
-        model: M,
-        grads: &GradientsParams,
-        lr: f64,
-    ) -> (M, f64) {
+    pub fn step<M: AutodiffModule<B>>(&mut self, model: M, grads: &GradientsParams, lr: f64) -> (M, f64) {
         let mut sq = SqNorm::<B> { grads, total: None };
         model.visit(&mut sq);
-        let norm = sq
-            .total
-            .map(|t| t.into_scalar().elem::<f64>().sqrt())
-            .unwrap_or(0.0);
+        let norm = sq.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
         let scale = match self.clip {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
         };
         self.t += 1;
-        let mut u = Update {
-            opt: self,
-            grads,
-            lr,
-            scale,
-            idx: 0,
-        };
+        let mut u = Update { opt: self, grads, lr, scale, idx: 0 };
         (model.map(&mut u), norm)
     }
 
@@ -181,14 +149,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         for (name, v) in [("m", &self.m), ("v", &self.v)] {
             for (i, t) in v.iter().enumerate() {
                 if let Some(t) = t {
-                    out.push((
-                        format!("opt.{name}.{i}"),
-                        t.clone()
-                            .into_data()
-                            .convert::<f32>()
-                            .into_vec::<f32>()
-                            .expect("f32"),
-                    ));
+                    out.push((format!("opt.{name}.{i}"), t.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32")));
                 }
             }
         }
@@ -200,23 +161,14 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         self.t = t;
         for (name, data) in items {
             let parts: Vec<&str> = name.split('.').collect();
-            let (Some(kind), Some(Ok(i))) =
-                (parts.get(1), parts.get(2).map(|s| s.parse::<usize>()))
-            else {
+            let (Some(kind), Some(Ok(i))) = (parts.get(1), parts.get(2).map(|s| s.parse::<usize>())) else {
                 continue;
             };
-            let v = if *kind == "m" {
-                &mut self.m
-            } else {
-                &mut self.v
-            };
+            let v = if *kind == "m" { &mut self.m } else { &mut self.v };
             if v.len() <= i {
                 v.resize(i + 1, None);
             }
-            v[i] = Some(Tensor::from_data(
-                TensorData::new(data.clone(), [data.len()]),
-                device,
-            ));
+            v[i] = Some(Tensor::from_data(TensorData::new(data.clone(), [data.len()]), device));
         }
     }
 }

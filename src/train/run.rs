@@ -137,16 +137,8 @@ pub struct Outcome {
     pub steps_per_task: Vec<usize>,
 }
 
-fn to_tensor<B: Backend>(
-    x: Vec<f32>,
-    b: usize,
-    shape: [usize; 4],
-    device: &B::Device,
-) -> Tensor<B, 5> {
-    Tensor::from_data(
-        TensorData::new(x, [b, shape[0], shape[1], shape[2], shape[3]]),
-        device,
-    )
+fn to_tensor<B: Backend>(x: Vec<f32>, b: usize, shape: [usize; 4], device: &B::Device) -> Tensor<B, 5> {
+    Tensor::from_data(TensorData::new(x, [b, shape[0], shape[1], shape[2], shape[3]]), device)
 }
 
 /// Evaluates `task` on `split` with the inference model.
@@ -165,17 +157,8 @@ pub fn evaluate<B: Backend>(
     let idx: Vec<usize> = (0..split.len()).collect();
     for chunk in idx.chunks(bs.max(1)) {
         let (x, tg) = split.gather(chunk, t.classes);
-        let out = model.forward(
-            route,
-            to_tensor::<B>(x, chunk.len(), split.shape, device),
-            &[],
-        );
-        logits.extend(
-            out.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("f32"),
-        );
+        let out = model.forward(route, to_tensor::<B>(x, chunk.len(), split.shape, device), &[]);
+        logits.extend(out.into_data().convert::<f32>().into_vec::<f32>().expect("f32"));
         targets.extend(tg);
     }
     let mut m = BTreeMap::new();
@@ -201,15 +184,9 @@ fn drop_masks<B: Backend>(
     }
     (0..depth)
         .map(|l| {
-            let p = if depth > 1 {
-                l as f64 / (depth - 1) as f64 * rate
-            } else {
-                0.0
-            };
+            let p = if depth > 1 { l as f64 / (depth - 1) as f64 * rate } else { 0.0 };
             let mut mk = || {
-                let v: Vec<f32> = (0..b)
-                    .map(|_| if rng.random_bool(1.0 - p) { 1.0 } else { 0.0 })
-                    .collect();
+                let v: Vec<f32> = (0..b).map(|_| if rng.random_bool(1.0 - p) { 1.0 } else { 0.0 }).collect();
                 Tensor::<B, 3>::from_data(TensorData::new(v, [b, 1, 1]), device)
             };
             Some((mk(), mk()))
@@ -232,20 +209,12 @@ pub fn run<B: AutodiffBackend>(
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
     let total = updates.len();
-    let lr_sched = LrSchedule {
-        total,
-        warmup: tasks.iter().map(|t| t.warmup).sum::<usize>().min(total),
-        wrap_last: cfg.wrap_last,
-    };
+    let lr_sched = LrSchedule { total, warmup: tasks.iter().map(|t| t.warmup).sum::<usize>().min(total), wrap_last: cfg.wrap_last };
     let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
     let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
-    let mut state = Resume {
-        cursors: vec![Cursor::default(); tasks.len()],
-        ..Default::default()
-    };
+    let mut state = Resume { cursors: vec![Cursor::default(); tasks.len()], ..Default::default() };
     if let Some(r) = resume {
-        model = load_into(model, &r.weights, false, device)
-            .map_err(|e| format!("resume checkpoint: {e}"))?;
+        model = load_into(model, &r.weights, false, device).map_err(|e| format!("resume checkpoint: {e}"))?;
         opt.import(&r.opt, r.opt_t, device);
         state = r;
     } else if let Some(w) = init {
@@ -259,24 +228,13 @@ pub fn run<B: AutodiffBackend>(
     for s in state.step..total {
         let step = s + 1;
         let us = &updates[s];
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-            cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
-        );
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
         let mut total_loss: Option<Tensor<B, 1>> = None;
         for &j in us {
             let t = &tasks[j];
             let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
             let (mut x, mut tg) = t.train.gather(&idx, t.classes);
-            augment(
-                &t.augment,
-                &mut x,
-                &mut tg,
-                t.train.shape,
-                t.classes,
-                cfg.seed,
-                j,
-                step as u64,
-            );
+            augment(&t.augment, &mut x, &mut tg, t.train.shape, t.classes, cfg.seed, j, step as u64);
             let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
             let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
             let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);
@@ -294,10 +252,7 @@ pub fn run<B: AutodiffBackend>(
         }
         let loss_val: f64 = l.clone().into_scalar().elem();
         if !loss_val.is_finite() {
-            return Err(format!(
-                "loss became {loss_val} at update {step} (task {}): lower the learning rate",
-                tasks[us[0]].name
-            ));
+            return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
         }
         let grads = GradientsParams::from_grads(l.backward(), &model);
         // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
@@ -306,29 +261,14 @@ pub fn run<B: AutodiffBackend>(
         let (m, gn) = opt.step(model, &grads, lr);
         model = m;
         let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
-        state.steps.push(StepLog {
-            step,
-            tasks: names.clone(),
-            loss: loss_val,
-            lr,
-            grad_norm: gn,
-        });
+        state.steps.push(StepLog { step, tasks: names.clone(), loss: loss_val, lr, grad_norm: gn });
         state.step = step;
-        progress(
-            step,
-            total,
-            format!("{} loss {loss_val:.3}", names.join("+")),
-        );
+        progress(step, total, format!("{} loss {loss_val:.3}", names.join("+")));
         if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total {
             let inf = model.valid();
             for (j, t) in tasks.iter().enumerate() {
                 let m = evaluate(&inf, &cfg.model, j, t, &t.val, cfg.eval_batch, device);
-                state.evals.push(EvalLog {
-                    step,
-                    task: t.name.clone(),
-                    split: "val".into(),
-                    metrics: m,
-                });
+                state.evals.push(EvalLog { step, task: t.name.clone(), split: "val".into(), metrics: m });
             }
         }
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total {
@@ -345,20 +285,10 @@ pub fn run<B: AutodiffBackend>(
                 continue;
             }
             let m = evaluate(&inf, &cfg.model, j, t, split, cfg.eval_batch, device);
-            state.evals.push(EvalLog {
-                step: total,
-                task: t.name.clone(),
-                split: name.into(),
-                metrics: m,
-            });
+            state.evals.push(EvalLog { step: total, task: t.name.clone(), split: name.into(), metrics: m });
         }
     }
-    Ok(Outcome {
-        weights: named_tensors(&model),
-        steps: state.steps,
-        evals: state.evals,
-        steps_per_task: per_task,
-    })
+    Ok(Outcome { weights: named_tensors(&model), steps: state.steps, evals: state.evals, steps_per_task: per_task })
 }
 
 use burn::tensor::ElementConversion;

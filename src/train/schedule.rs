@@ -32,13 +32,7 @@ pub enum Schedule {
 }
 
 /// Names accepted in pipelines.
-pub const SCHEDULES: &[&str] = &[
-    "task_by_task",
-    "alternating",
-    "uniform",
-    "weighted",
-    "accumulate",
-];
+pub const SCHEDULES: &[&str] = &["task_by_task", "alternating", "uniform", "weighted", "accumulate"];
 
 impl Schedule {
     /// Parses a name.
@@ -48,12 +42,7 @@ impl Schedule {
 }
 
 /// The tasks of every update. `total` overrides Σ U_j (budgets scaled proportionally for `weighted`).
-pub fn plan(
-    schedule: Schedule,
-    budgets: &[usize],
-    total: Option<usize>,
-    seed: u64,
-) -> Vec<Vec<usize>> {
+pub fn plan(schedule: Schedule, budgets: &[usize], total: Option<usize>, seed: u64) -> Vec<Vec<usize>> {
     let t = budgets.len();
     let sum: usize = budgets.iter().sum();
     let total = total.unwrap_or(sum);
@@ -62,10 +51,7 @@ pub fn plan(
         Schedule::TaskByTask => {
             let mut order: Vec<usize> = (0..t).collect();
             order.shuffle(&mut rng);
-            let mut v: Vec<Vec<usize>> = order
-                .iter()
-                .flat_map(|&j| std::iter::repeat_n(vec![j], budgets[j]))
-                .collect();
+            let mut v: Vec<Vec<usize>> = order.iter().flat_map(|&j| std::iter::repeat_n(vec![j], budgets[j])).collect();
             v.truncate(total);
             v
         }
@@ -73,11 +59,7 @@ pub fn plan(
         Schedule::Uniform => (0..total).map(|_| vec![rng.random_range(0..t)]).collect(),
         Schedule::Weighted => {
             let scaled = scale_budgets(budgets, total);
-            let mut v: Vec<usize> = scaled
-                .iter()
-                .enumerate()
-                .flat_map(|(j, &u)| std::iter::repeat_n(j, u))
-                .collect();
+            let mut v: Vec<usize> = scaled.iter().enumerate().flat_map(|(j, &u)| std::iter::repeat_n(j, u)).collect();
             v.shuffle(&mut rng);
             v.into_iter().map(|j| vec![j]).collect()
         }
@@ -91,19 +73,11 @@ pub fn scale_budgets(budgets: &[usize], total: usize) -> Vec<usize> {
     if sum == total || sum == 0 {
         return budgets.to_vec();
     }
-    let exact: Vec<f64> = budgets
-        .iter()
-        .map(|&u| u as f64 * total as f64 / sum as f64)
-        .collect();
+    let exact: Vec<f64> = budgets.iter().map(|&u| u as f64 * total as f64 / sum as f64).collect();
     let mut out: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
     let mut rest = total - out.iter().sum::<usize>();
     let mut order: Vec<usize> = (0..budgets.len()).collect();
-    order.sort_by(|&a, &b| {
-        (exact[b] - exact[b].floor())
-            .partial_cmp(&(exact[a] - exact[a].floor()))
-            .unwrap()
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).partial_cmp(&(exact[a] - exact[a].floor())).unwrap().then(a.cmp(&b)));
     for j in order {
         if rest == 0 {
             break;
@@ -156,46 +130,27 @@ mod tests {
     fn step_counts_per_schedule() {
         let u = [6, 3, 3];
         assert_eq!(counts(&plan(Schedule::Weighted, &u, None, 0), 3), [6, 3, 3]);
-        assert_eq!(
-            counts(&plan(Schedule::TaskByTask, &u, None, 0), 3),
-            [6, 3, 3]
-        );
-        assert_eq!(
-            counts(&plan(Schedule::Alternating, &u, None, 0), 3),
-            [4, 4, 4]
-        );
+        assert_eq!(counts(&plan(Schedule::TaskByTask, &u, None, 0), 3), [6, 3, 3]);
+        assert_eq!(counts(&plan(Schedule::Alternating, &u, None, 0), 3), [4, 4, 4]);
         assert_eq!(plan(Schedule::Uniform, &u, None, 0).len(), 12);
         let acc = plan(Schedule::Accumulate, &u, None, 0);
         assert_eq!(acc.len(), 4);
         assert!(acc.iter().all(|s| s == &[0, 1, 2]));
         // Task-by-task runs each task's steps contiguously.
-        let tbt: Vec<usize> = plan(Schedule::TaskByTask, &u, None, 3)
-            .into_iter()
-            .flatten()
-            .collect();
+        let tbt: Vec<usize> = plan(Schedule::TaskByTask, &u, None, 3).into_iter().flatten().collect();
         let switches = tbt.windows(2).filter(|w| w[0] != w[1]).count();
         assert_eq!(switches, 2);
-        assert_eq!(
-            counts(&plan(Schedule::Weighted, &u, Some(6), 0), 3),
-            [3, 2, 1]
-        );
+        assert_eq!(counts(&plan(Schedule::Weighted, &u, Some(6), 0), 3), [3, 2, 1]);
     }
 
     #[test]
     fn lr_warmup_cosine_and_wrap() {
-        let l = LrSchedule {
-            total: 10,
-            warmup: 2,
-            wrap_last: true,
-        };
+        let l = LrSchedule { total: 10, warmup: 2, wrap_last: true };
         assert!((l.at(1) - 0.5).abs() < 1e-12);
         assert!((l.at(2) - 1.0).abs() < 1e-12);
         assert!(l.at(9) < 0.05);
         assert!((l.at(10) - 1.0).abs() < 1e-12, "Scenic's final-step wrap");
-        let n = LrSchedule {
-            wrap_last: false,
-            ..l
-        };
+        let n = LrSchedule { wrap_last: false, ..l };
         assert!(n.at(10).abs() < 1e-12);
     }
 }

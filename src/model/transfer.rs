@@ -1,0 +1,89 @@
+//! Building a tokenizer for a modality a model never saw from one it did (the paper's linear-probe rules,
+//! `initialize_from_polyvit_train_state`), on host tensors:
+//!
+//! - 2D → 2D (image ↔ audio): kernel copied; positional grid resized bilinearly;
+//! - 2D → 3D: kernel placed at temporal index `t // 2` of a zero tubelet kernel; the 2D positional grid
+//!   (resized to the frame grid) tiled over time;
+//! - 3D → 2D: kernel summed over time; positional embedding averaged over the temporal slots, then resized.
+//!
+//! The class token and the adapter blocks are copied.
+
+use super::checkpoint::HostTensor;
+use super::config::{Geometry, Modality};
+use super::import::resize_grid;
+use super::tokenizer::as_3d;
+use std::collections::BTreeMap;
+
+/// Copies tokenizer `src_idx` (modality `sm`, geometry `sg`) of `weights` into tokenizer `dst_idx` for
+/// modality `dm` with geometry `dg`, under names `tokenizers.{dst_idx}.…` of the returned map.
+pub fn transfer(
+    weights: &BTreeMap<String, HostTensor>,
+    src_idx: usize,
+    sm: Modality,
+    sg: &Geometry,
+    dst_idx: usize,
+    dm: Modality,
+    dg: &Geometry,
+) -> Result<BTreeMap<String, HostTensor>, String> {
+    let (_, sp) = as_3d(sm, sg);
+    let (di, dp) = as_3d(dm, dg);
+    if sp[1..] != dp[1..] || sg.channels != dg.channels {
+        return Err(format!("cannot build a {} tokenizer with patch {:?}×{}ch from a {} tokenizer with patch {:?}×{}ch: spatial patch and channels must match", dm.name(), dp, dg.channels, sm.name(), sp, sg.channels));
+    }
+    let sname = |k: &str| format!("tokenizers.{src_idx}.{k}");
+    let get = |k: &str| weights.get(&sname(k)).ok_or_else(|| format!("checkpoint lacks `{}`", sname(k)));
+    let w = get("embed.weight")?; // [c·st·h·w, D]
+    let d = w.shape[1];
+    let (c, st, ph, pw) = (sg.channels, sp[0], sp[1], sp[2]);
+    let dt = dp[0];
+    let plane = ph * pw;
+    // To 2D kernel [c, h, w, D]: sum over source time.
+    let mut k2 = vec![0f32; c * plane * d];
+    for ci in 0..c {
+        for t in 0..st {
+            for p in 0..plane {
+                for o in 0..d {
+                    k2[(ci * plane + p) * d + o] += w.data[((ci * st + t) * plane + p) * d + o];
+                }
+            }
+        }
+    }
+    // To the target time extent: central frame.
+    let mut kd = vec![0f32; c * dt * plane * d];
+    for ci in 0..c {
+        for p in 0..plane {
+            for o in 0..d {
+                kd[((ci * dt + dt / 2) * plane + p) * d + o] = k2[(ci * plane + p) * d + o];
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let dname = |k: &str| format!("tokenizers.{dst_idx}.{k}");
+    out.insert(dname("embed.weight"), HostTensor { shape: vec![c * dt * plane, d], data: kd });
+    out.insert(dname("embed.bias"), get("embed.bias")?.clone());
+    out.insert(dname("cls"), get("cls")?.clone());
+    // Positional embedding: average the source's temporal slots → 2D grid → resize → tile.
+    let pos = get("pos")?;
+    let (si, _) = as_3d(sm, sg);
+    let (sgt, sgh, sgw) = (si[0] / sp[0], si[1] / sp[1], si[2] / sp[2]);
+    let (dgt, dgh, dgw) = (di[0] / dp[0], di[1] / dp[1], di[2] / dp[2]);
+    let mut grid = vec![0f32; sgh * sgw * d];
+    for t in 0..sgt {
+        for i in 0..sgh * sgw * d {
+            grid[i] += pos.data[d + t * sgh * sgw * d + i] / sgt as f32;
+        }
+    }
+    let resized = resize_grid(&grid, sgh, sgw, d, dgh, dgw);
+    let mut pd = pos.data[..d].to_vec();
+    for _ in 0..dgt {
+        pd.extend_from_slice(&resized);
+    }
+    out.insert(dname("pos"), HostTensor { shape: vec![1, 1 + dgt * dgh * dgw, d], data: pd });
+    let prefix = format!("tokenizers.{src_idx}.adapters.");
+    for (k, v) in weights {
+        if let Some(rest) = k.strip_prefix(&prefix) {
+            out.insert(format!("tokenizers.{dst_idx}.adapters.{rest}"), v.clone());
+        }
+    }
+    Ok(out)
+}

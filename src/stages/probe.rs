@@ -1,0 +1,380 @@
+//! Linear probes: `features` (a frozen encoder's class-token features after the final norm, for a task's
+//! splits, cached as their own artifact so several probes reuse them) and `probe` (a linear head trained on
+//! them, with a small LR sweep chosen on val, or closed-form ridge; reports the task's metrics on test).
+//!
+//! Without a `model` input, `features` uses the freshly initialised model (the "initial model" row; at small
+//! scale that is a seeded random init, not a pretrained ViT). A modality the encoder never saw gets a
+//! tokenizer built from one it did ([`crate::model::transfer`]).
+
+use super::modelspec::{geometry, load_task, model_config, model_params};
+use crate::data::tensors::{decode, encode, Array, Labels, Named};
+use crate::model::checkpoint::{from_safetensors, load_into, HostTensor};
+use crate::model::device::{dispatch, BackendJob};
+use crate::model::transfer::transfer;
+use crate::model::{Modality, ModelConfig, PolyVit};
+use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Resources, Stage, StageCtx, StageError};
+use crate::train::batch::SplitData;
+use crate::train::metrics::{mean_ap, topk};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// `features`.
+pub struct FeaturesStage;
+
+struct FeatJob<'a> {
+    cfg: ModelConfig,
+    weights: Option<BTreeMap<String, HostTensor>>,
+    tok: usize,
+    splits: Vec<&'a SplitData>,
+    seed: u64,
+    classes: usize,
+}
+
+impl BackendJob for FeatJob<'_> {
+    type Output = Result<Vec<Vec<f32>>, String>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let mut model = PolyVit::<B::InnerBackend>::new(&self.cfg, self.seed, &device);
+        if let Some(w) = &self.weights {
+            model = load_into(model, w, true, &device).map_err(|e| e.to_string())?;
+        }
+        let mut out = vec![];
+        for s in self.splits {
+            let mut f = vec![];
+            let idx: Vec<usize> = (0..s.len()).collect();
+            for chunk in idx.chunks(256) {
+                let (x, _) = s.gather(chunk, self.classes);
+                let sh = s.shape;
+                let xt = Tensor::<B::InnerBackend, 5>::from_data(TensorData::new(x, [chunk.len(), sh[0], sh[1], sh[2], sh[3]]), &device);
+                f.extend(model.features(self.tok, xt, &[]).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| format!("{e:?}"))?);
+            }
+            out.push(f);
+        }
+        Ok(out)
+    }
+}
+
+impl Stage for FeaturesStage {
+    fn kind(&self) -> &'static str {
+        "features"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"
+    }
+    fn output(&self) -> &'static str {
+        "features"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        vec![InputSlot::one("task", &["task"]), InputSlot::one("model", &["model"]).optional()]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        model_params()
+    }
+    fn env_keys(&self) -> &'static [&'static str] {
+        &["seed", "backend", "precision"]
+    }
+    fn resources(&self, _p: &Value) -> Resources {
+        Resources::HEAVY
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let task = load_task(ctx.input("task")?)?;
+        let m = Modality::parse(&task.spec.modality).ok_or_else(|| StageError::input("unknown modality"))?;
+        let (mut cfg, weights, note) = match ctx.inputs.get("model").and_then(|v| v.first()) {
+            None => {
+                let mut cfg = model_config(ctx.params, &[(&task.spec, task.shape)])?;
+                cfg.tasks.clear();
+                (cfg, None, "initial model (seeded random init)".to_string())
+            }
+            Some(a) => {
+                let conf: Value = a.json("config.json")?;
+                let old: ModelConfig = serde_json::from_value(conf["model"].clone())
+                    .map_err(|e| StageError::failed(format!("`{}` config.json: {e}", a.id)))?;
+                let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
+                let mut cfg = old.clone();
+                cfg.tasks.clear();
+                let mut note = format!("encoder of `{}`", a.id);
+                if cfg.geometry(m).is_none() {
+                    cfg.geometry.push((m, geometry(m, task.shape, ctx.params)));
+                    cfg.geometry.sort_by_key(|(k, _)| *k);
+                }
+                // Renumber tokenizers to the new order.
+                let new_idx = |mm: Modality| cfg.geometry.iter().position(|(k, _)| *k == mm).unwrap();
+                let mut w2: BTreeMap<String, HostTensor> = BTreeMap::new();
+                for (k, v) in &w {
+                    if k.starts_with("heads.") {
+                        continue;
+                    }
+                    let k2 = match k.strip_prefix("tokenizers.") {
+                        Some(rest) => {
+                            let (i, tail) = rest.split_once('.').unwrap_or((rest, ""));
+                            let oi: usize = i.parse().unwrap_or(0);
+                            format!("tokenizers.{}.{tail}", new_idx(old.geometry[oi].0))
+                        }
+                        None => k.clone(),
+                    };
+                    w2.insert(k2, v.clone());
+                }
+                if old.geometry(m).is_none() {
+                    let src = [Modality::Image, Modality::Video, Modality::Audio]
+                        .into_iter()
+                        .find(|s| old.geometry(*s).is_some())
+                        .ok_or_else(|| StageError::input("model has no tokenizer"))?;
+                    let t = transfer(&w2, new_idx(src), src, old.geometry(src).unwrap(), new_idx(m), m, cfg.geometry(m).unwrap())
+                        .map_err(StageError::input)?;
+                    w2.extend(t);
+                    note.push_str(&format!("; {} tokenizer built from its {} tokenizer", m.name(), src.name()));
+                }
+                (cfg, Some(w2), note)
+            }
+        };
+        cfg.tasks.clear();
+        let tok = cfg.geometry.iter().position(|(k, _)| *k == m).unwrap();
+        let backend = ctx.env.get("backend").cloned().unwrap_or_else(|| "flex".into());
+        let splits = vec![&task.run.train, &task.run.val, &task.run.test];
+        let feats = dispatch(
+            &backend,
+            FeatJob { cfg: cfg.clone(), weights, tok, splits: splits.clone(), seed: ctx.seed(), classes: task.run.classes },
+        )
+        .map_err(StageError::input)?
+        .map_err(StageError::failed)?;
+        let d = cfg.size.dim;
+        for ((name, s), f) in ["train", "val", "test"].iter().zip(&splits).zip(feats) {
+            let mut arrays = BTreeMap::new();
+            arrays.insert("x".to_string(), Named { shape: vec![s.len(), d], data: Array::F32(f) });
+            arrays.insert("y".to_string(), s.y.named());
+            ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
+        }
+        ctx.out.put_json("features.json", &json!({"task": task.spec, "dim": d, "source": note}))
+    }
+}
+
+/// `probe`.
+pub struct ProbeStage;
+
+struct Data {
+    x: Vec<f32>,
+    y: Labels,
+    n: usize,
+}
+
+fn targets(y: &Labels, k: usize) -> Vec<f32> {
+    let n = y.len();
+    let mut t = vec![0f32; n * k];
+    match y {
+        Labels::Single(v) => v.iter().enumerate().for_each(|(i, &c)| t[i * k + c as usize] = 1.0),
+        Labels::Multi(v, kk) => v.iter().enumerate().for_each(|(i, &b)| t[(i / kk) * k + i % kk] = b as f32),
+    }
+    t
+}
+
+fn logits(x: &[f32], w: &[f32], b: &[f32], d: usize, k: usize) -> Vec<f32> {
+    let n = x.len() / d;
+    let mut out = vec![0f32; n * k];
+    for i in 0..n {
+        for c in 0..k {
+            let mut s = b[c];
+            for j in 0..d {
+                s += x[i * d + j] * w[j * k + c];
+            }
+            out[i * k + c] = s;
+        }
+    }
+    out
+}
+
+/// Trains a linear head with Adam; softmax CE (sigmoid BCE when multi-label).
+fn train_adam(tr: &Data, d: usize, k: usize, lr: f64, epochs: usize, batch: usize, multilabel: bool, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let (mut w, mut b) = (vec![0f32; d * k], vec![0f32; k]);
+    let (mut mw, mut vw, mut mb, mut vb) = (vec![0f32; d * k], vec![0f32; d * k], vec![0f32; k], vec![0f32; k]);
+    let t_all = targets(&tr.y, k);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut idx: Vec<usize> = (0..tr.n).collect();
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut step = 0;
+    for _ in 0..epochs {
+        idx.shuffle(&mut rng);
+        for chunk in idx.chunks(batch) {
+            step += 1;
+            let (mut gw, mut gb) = (vec![0f32; d * k], vec![0f32; k]);
+            for &i in chunk {
+                let xi = &tr.x[i * d..(i + 1) * d];
+                let z = logits(xi, &w, &b, d, k);
+                let ti = &t_all[i * k..(i + 1) * k];
+                let g: Vec<f32> = if multilabel {
+                    z.iter().zip(ti).map(|(z, t)| 1.0 / (1.0 + (-z).exp()) - t).collect()
+                } else {
+                    let m = z.iter().cloned().fold(f32::MIN, f32::max);
+                    let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+                    let s: f32 = e.iter().sum();
+                    e.iter().zip(ti).map(|(e, t)| e / s - t).collect()
+                };
+                for j in 0..d {
+                    for c in 0..k {
+                        gw[j * k + c] += xi[j] * g[c];
+                    }
+                }
+                gb.iter_mut().zip(&g).for_each(|(a, g)| *a += g);
+            }
+            let nb = chunk.len() as f32;
+            let lr_t = lr as f32 * (1.0 - b2.powi(step)).sqrt() / (1.0 - b1.powi(step));
+            for (p, (g, (m, v))) in w
+                .iter_mut()
+                .chain(b.iter_mut())
+                .zip(gw.iter().chain(gb.iter()).zip(mw.iter_mut().chain(mb.iter_mut()).zip(vw.iter_mut().chain(vb.iter_mut()))))
+            {
+                let g = g / nb;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *p -= lr_t * *m / (v.sqrt() + eps);
+            }
+        }
+    }
+    (w, b)
+}
+
+/// Closed-form ridge regression onto one-hot targets (bias unregularised via centring).
+fn ridge(tr: &Data, d: usize, k: usize, lambda: f64) -> (Vec<f32>, Vec<f32>) {
+    let n = tr.n;
+    let t = targets(&tr.y, k);
+    let mx: Vec<f64> = (0..d).map(|j| (0..n).map(|i| tr.x[i * d + j] as f64).sum::<f64>() / n as f64).collect();
+    let mt: Vec<f64> = (0..k).map(|c| (0..n).map(|i| t[i * k + c] as f64).sum::<f64>() / n as f64).collect();
+    let mut a = vec![0f64; d * d];
+    let mut rhs = vec![0f64; d * k];
+    for i in 0..n {
+        for p in 0..d {
+            let xp = tr.x[i * d + p] as f64 - mx[p];
+            for q in 0..d {
+                a[p * d + q] += xp * (tr.x[i * d + q] as f64 - mx[q]);
+            }
+            for c in 0..k {
+                rhs[p * k + c] += xp * (t[i * k + c] as f64 - mt[c]);
+            }
+        }
+    }
+    (0..d).for_each(|p| a[p * d + p] += lambda);
+    // Cholesky solve.
+    let mut l = vec![0f64; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|m| l[i * d + m] * l[j * d + m]).sum();
+            l[i * d + j] = if i == j { (a[i * d + i] - s).max(1e-12).sqrt() } else { (a[i * d + j] - s) / l[j * d + j] };
+        }
+    }
+    let mut w = vec![0f32; d * k];
+    for c in 0..k {
+        let mut y = vec![0f64; d];
+        for i in 0..d {
+            y[i] = (rhs[i * k + c] - (0..i).map(|m| l[i * d + m] * y[m]).sum::<f64>()) / l[i * d + i];
+        }
+        let mut x = vec![0f64; d];
+        for i in (0..d).rev() {
+            x[i] = (y[i] - (i + 1..d).map(|m| l[m * d + i] * x[m]).sum::<f64>()) / l[i * d + i];
+        }
+        (0..d).for_each(|i| w[i * k + c] = x[i] as f32);
+    }
+    let b: Vec<f32> = (0..k).map(|c| (mt[c] - (0..d).map(|j| mx[j] * w[j * k + c] as f64).sum::<f64>()) as f32).collect();
+    (w, b)
+}
+
+fn score(data: &Data, w: &[f32], b: &[f32], d: usize, k: usize, map: bool) -> BTreeMap<String, f64> {
+    let z = logits(&data.x, w, b, d, k);
+    let t = targets(&data.y, k);
+    let mut m = BTreeMap::new();
+    m.insert("top1".to_string(), topk(&z, &t, k, 1));
+    if k > 5 {
+        m.insert("top5".to_string(), topk(&z, &t, k, 5));
+    }
+    if map {
+        m.insert("map".to_string(), mean_ap(&z, &t, k));
+    }
+    m
+}
+
+impl Stage for ProbeStage {
+    fn kind(&self) -> &'static str {
+        "probe"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        "train a linear head on cached features (Adam with an LR sweep chosen on val, or ridge)"
+    }
+    fn output(&self) -> &'static str {
+        "metrics"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        vec![InputSlot::one("features", &["features"])]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::opt("method", T::Choice(&["adam", "ridge"]), json!("adam"), "linear head: Adam sweep or closed-form ridge"),
+            ParamSpec::opt("lrs", T::FloatList, json!([0.001, 0.003, 0.01]), "Adam learning rates swept (best on val)"),
+            ParamSpec::opt("lambdas", T::FloatList, json!([0.1, 1.0, 10.0]), "ridge regularisers swept (best on val)"),
+            ParamSpec::opt("epochs", T::Int { min: 1, max: 10000 }, json!(20), "Adam epochs"),
+            ParamSpec::opt("batch_size", T::Int { min: 1, max: 65536 }, json!(64), "Adam minibatch"),
+        ]
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let a = ctx.input("features")?.clone();
+        let info: Value = a.json("features.json")?;
+        let spec: super::task::TaskSpec = serde_json::from_value(info["task"].clone()).map_err(|e| StageError::failed(e.to_string()))?;
+        let d = info["dim"].as_u64().unwrap_or(0) as usize;
+        let k = spec.classes.len();
+        let load = |s: &str| -> Result<Data, StageError> {
+            let arr = decode(&a.read(&format!("{s}.safetensors"))?).map_err(StageError::failed)?;
+            let Array::F32(x) = arr["x"].data.clone() else { return Err(StageError::failed("features must be f32")) };
+            let y = Labels::from_named(&arr["y"]).map_err(StageError::failed)?;
+            Ok(Data { n: y.len(), x, y })
+        };
+        let (tr, va, te) = (load("train")?, load("val")?, load("test")?);
+        let key_metric = if spec.multilabel { "map" } else { "top1" };
+        let mut best: Option<(f64, f64, Vec<f32>, Vec<f32>)> = None;
+        let mut sweep = vec![];
+        let candidates: Vec<f64> = if ctx.params["method"] == "ridge" {
+            serde_json::from_value(ctx.params["lambdas"].clone()).unwrap_or_default()
+        } else {
+            serde_json::from_value(ctx.params["lrs"].clone()).unwrap_or_default()
+        };
+        for &h in &candidates {
+            let (w, b) = if ctx.params["method"] == "ridge" {
+                ridge(&tr, d, k, h)
+            } else {
+                train_adam(
+                    &tr,
+                    d,
+                    k,
+                    h,
+                    ctx.params["epochs"].as_u64().unwrap() as usize,
+                    ctx.params["batch_size"].as_u64().unwrap() as usize,
+                    spec.multilabel,
+                    ctx.seed(),
+                )
+            };
+            let v = *score(if va.n > 0 { &va } else { &tr }, &w, &b, d, k, spec.map).get(key_metric).unwrap_or(&f64::NAN);
+            sweep.push(json!({"hyper": h, "val": v}));
+            if best.as_ref().is_none_or(|bb| v > bb.0) {
+                best = Some((v, h, w, b));
+            }
+        }
+        let (_, h, w, b) = best.ok_or_else(|| StageError::input("empty sweep: give at least one value in `lrs` / `lambdas`"))?;
+        let val = score(&va, &w, &b, d, k, spec.map);
+        let test = score(&te, &w, &b, d, k, spec.map);
+        let mut tasks = serde_json::Map::new();
+        tasks.insert(spec.name.clone(), json!({"val": val, "test": test}));
+        ctx.out.put_json(
+            "metrics.json",
+            &json!({"tasks": tasks, "probe": {"method": ctx.params["method"], "chosen": h, "sweep": sweep, "source": info["source"]}}),
+        )
+    }
+    fn describe(&self, a: &InputArtifact, _out: &std::path::Path) -> Result<String, StageError> {
+        let m: Value = a.json("metrics.json")?;
+        Ok(serde_json::to_string_pretty(&m).unwrap_or_default())
+    }
+}
