@@ -1,5 +1,6 @@
 //! The `polyflow` command line: argument parsing, one function per command, reporters, exit codes.
 
+mod bench;
 pub mod exit;
 mod maintain;
 pub mod report;
@@ -63,6 +64,8 @@ pub enum Command {
     Params(ParamsArgs),
     /// List node kinds with their inputs and parameters.
     Kinds,
+    /// Train-step and inference throughput of a ViT on random data (for BENCHMARKS.md).
+    BenchModel(bench::BenchArgs),
 }
 
 /// `run` / `plan` arguments.
@@ -238,6 +241,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Verify(a) => maintain::verify(a.file.as_deref(), &a.store),
         Command::Params(a) => maintain::params(a.common, a.json, reg),
         Command::Kinds => maintain::kinds(reg),
+        Command::BenchModel(a) => bench::bench(a),
     };
     match result {
         Ok(code) => code,

@@ -30,6 +30,7 @@ struct DatasetParams {
     sample_rate: u32,
     frames: usize,
     coarse: bool,
+    resplit: bool,
 }
 
 fn input_err(e: crate::data::DataError) -> StageError {
@@ -121,6 +122,7 @@ impl Stage for DatasetStage {
             ParamSpec::opt("sample_rate", T::Int { min: 1000, max: 192000 }, json!(16000), "audio: resample to this rate"),
             ParamSpec::opt("frames", T::Int { min: 1, max: 4096 }, json!(8), "frames: frames per clip"),
             ParamSpec::opt("coarse", T::Bool, json!(false), "cifar100: coarse labels"),
+            ParamSpec::opt("resplit", T::Bool, json!(false), "pool the file's train and test splits and re-split them with the seed (test_fraction)"),
         ]
     }
     fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
@@ -171,14 +173,23 @@ impl Stage for DatasetStage {
                     };
                     (tr, te, class_list(&root, &p.classes, n))
                 };
-                let (tr, va) = splits_from(train.len(), p.val_fraction, seed, p.limit);
-                let te: Vec<usize> = lim((0..test.len()).collect(), p.limit);
-                (
-                    "image",
-                    n_classes,
-                    vec![("train", image_split(&train, &tr)), ("val", image_split(&train, &va)), ("test", image_split(&test, &te))],
-                    None,
-                )
+                if p.resplit {
+                    // Pool the given splits and re-split with the seed (for files whose splits are not
+                    // class-balanced, e.g. a class-sorted subset).
+                    let mut all = train;
+                    all.pixels.extend_from_slice(&test.pixels);
+                    all.labels.extend_from_slice(&test.labels);
+                    let (rest, te) = carve(all.len(), p.test_fraction, seed ^ 0x7e57);
+                    let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
+                    let tr = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
+                    let va = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
+                    let te = lim(te, p.limit);
+                    ("image", n_classes, vec![("train", image_split(&all, &tr)), ("val", image_split(&all, &va)), ("test", image_split(&all, &te))], None)
+                } else {
+                    let (tr, va) = splits_from(train.len(), p.val_fraction, seed, p.limit);
+                    let te: Vec<usize> = lim((0..test.len()).collect(), p.limit);
+                    ("image", n_classes, vec![("train", image_split(&train, &tr)), ("val", image_split(&train, &va)), ("test", image_split(&test, &te))], None)
+                }
             }
             "image_folder" => {
                 let classes = if p.classes.is_empty() { images::class_folders(&root).map_err(input_err)? } else { p.classes.clone() };

@@ -1,0 +1,106 @@
+//! `polyflow bench-model`: train-step and inference throughput of a ViT on random data, on any backend.
+//! The same model as `benches/vit_torch.py` (PyTorch), for side-by-side numbers in BENCHMARKS.md.
+
+use crate::model::device::{dispatch, BackendJob};
+use crate::model::{Geometry, HeadInit, Modality, ModelConfig, PolyVit, Size, TaskHead};
+use crate::train::metrics::{loss, Loss};
+use crate::train::optim::{OptKind, SharedOptimizer};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Tensor};
+use std::time::Instant;
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Hidden size.
+    #[arg(long, default_value_t = 192)]
+    pub dim: usize,
+    /// Blocks.
+    #[arg(long, default_value_t = 6)]
+    pub depth: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 3)]
+    pub heads: usize,
+    /// MLP size.
+    #[arg(long, default_value_t = 768)]
+    pub mlp: usize,
+    /// Image side.
+    #[arg(long, default_value_t = 32)]
+    pub image: usize,
+    /// Patch side.
+    #[arg(long, default_value_t = 4)]
+    pub patch: usize,
+    /// Classes.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Backend: flex or cuda.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+}
+
+struct Job(BenchArgs);
+
+impl BackendJob for Job {
+    type Output = (f64, f64);
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, f64) {
+        let a = self.0;
+        let cfg = ModelConfig {
+            size: Size { dim: a.dim, depth: a.depth, heads: a.heads, mlp: a.mlp },
+            l_adapt: 0,
+            geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![a.image, a.image], patch: vec![a.patch, a.patch] })],
+            tasks: vec![TaskHead { name: "bench".into(), modality: Modality::Image, classes: a.classes, init: HeadInit::LecunNormal }],
+            gelu_tanh: true,
+            ln_eps: 1e-6,
+        };
+        let mut model = PolyVit::<B>::new(&cfg, 0, &device);
+        let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);
+        let route = PolyVit::<B>::route(&cfg, 0);
+        let x = Tensor::<B, 5>::random([a.batch, 3, 1, a.image, a.image], Distribution::Normal(0.0, 1.0), &device);
+        let labels: Vec<i64> = (0..a.batch as i64).map(|i| i % a.classes as i64).collect();
+        let y = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(labels, [a.batch]), &device).one_hot::<2>(a.classes).float();
+        let mut train_step = |model: PolyVit<B>| {
+            let l = loss(Loss::Softmax, model.forward(route, x.clone(), &[]), y.clone());
+            let g = GradientsParams::from_grads(l.backward(), &model);
+            let (m, _) = opt.step(model, &g, 1e-3);
+            m
+        };
+        for _ in 0..3 {
+            model = train_step(model);
+        }
+        let _ = B::sync(&device);
+        let t = Instant::now();
+        for _ in 0..a.steps {
+            model = train_step(model);
+        }
+        let _ = B::sync(&device);
+        let train = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
+        let inf = model.valid();
+        let xi = x.inner();
+        for _ in 0..3 {
+            let _ = inf.forward(route, xi.clone(), &[]).into_data();
+        }
+        let t = Instant::now();
+        for _ in 0..a.steps {
+            let _ = inf.forward(route, xi.clone(), &[]).into_data();
+        }
+        let infer = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
+        (train, infer)
+    }
+}
+
+/// Runs the benchmark and prints one JSON line.
+pub fn bench(a: BenchArgs) -> Result<i32, super::CliError> {
+    let backend = a.backend.clone();
+    let (train, infer) = dispatch(&backend, Job(a.clone())).map_err(|e| super::CliError::Other(format!("error: {e}"), super::exit::USAGE))?;
+    let tokens = (a.image / a.patch).pow(2) + 1;
+    println!("{}", serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer}));
+    Ok(super::exit::OK)
+}
