@@ -1,0 +1,134 @@
+//! Training: schedules yield their step counts, learning on the embedded data, resume bit for bit,
+//! determinism.
+
+use burn::backend::{Autodiff, Flex};
+use polyflow::data::tensors::Labels;
+use polyflow::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
+use polyflow::train::batch::{Augment, SplitData};
+use polyflow::train::metrics::Loss;
+use polyflow::train::optim::OptKind;
+use polyflow::train::run::{run, RunConfig, TaskRun};
+use polyflow::train::schedule::Schedule;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
+    let per: usize = shape.iter().product();
+    let x = (0..n * per).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+    SplitData { x, shape, y: Labels::Single((0..n as i64).map(|i| i % classes).collect()) }
+}
+
+fn task(name: &str, shape: [usize; 4], steps: usize, loss: Loss) -> TaskRun {
+    TaskRun { name: name.into(), loss, batch: 4, steps, lr: 1e-3, warmup: 1, augment: Augment::default(), droplayer: 0.0, classes: 3, map: false, train: split(12, shape, 3, 1), val: split(6, shape, 3, 2), test: split(6, shape, 3, 3) }
+}
+
+#[test]
+fn each_schedule_yields_its_step_counts_on_three_modalities() {
+    let tasks = vec![task("img", [1, 1, 8, 8], 4, Loss::Sigmoid), task("aud", [1, 1, 8, 8], 2, Loss::Softmax), task("vid", [1, 2, 8, 8], 2, Loss::Softmax)];
+    let model = ModelConfig {
+        size: Size { dim: 16, depth: 2, heads: 2, mlp: 32 },
+        l_adapt: 0,
+        geometry: vec![
+            (Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] }),
+            (Modality::Audio, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] }),
+            (Modality::Video, Geometry { channels: 3, input: vec![2, 8, 8], patch: vec![2, 4, 4] }),
+        ],
+        tasks: tasks.iter().zip([Modality::Image, Modality::Audio, Modality::Video]).map(|(t, m)| TaskHead { name: t.name.clone(), modality: m, classes: 3, init: HeadInit::Zero }).collect(),
+        gelu_tanh: true,
+        ln_eps: 1e-6,
+    };
+    let expect = [
+        (Schedule::Weighted, vec![4, 2, 2], 8),
+        (Schedule::TaskByTask, vec![4, 2, 2], 8),
+        (Schedule::Alternating, vec![3, 3, 2], 8),
+        (Schedule::Accumulate, vec![2, 2, 2], 2),
+    ];
+    for (sched, counts, updates) in expect {
+        let cfg = RunConfig { model: model.clone(), schedule: sched, total_steps: None, schedule_seed: 0, optimizer: OptKind::Sgd { momentum: 0.9 }, clip: Some(1.0), wrap_last: true, accumulate_mean: false, eval_every: 0, checkpoint_every: 0, seed: 0, eval_batch: 8 };
+        let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
+        assert_eq!(out.steps_per_task, counts, "{sched:?}");
+        assert_eq!(out.steps.len(), updates, "{sched:?}");
+        for s in &out.steps {
+            assert_eq!(s.tasks.len(), if sched == Schedule::Accumulate { 3 } else { 1 });
+        }
+    }
+    // Uniform: U updates, each one task.
+    let cfg = RunConfig { model, schedule: Schedule::Uniform, total_steps: None, schedule_seed: 0, optimizer: OptKind::Sgd { momentum: 0.9 }, clip: Some(1.0), wrap_last: true, accumulate_mean: true, eval_every: 0, checkpoint_every: 0, seed: 0, eval_batch: 8 };
+    let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
+    assert_eq!(out.steps_per_task.iter().sum::<usize>(), 8);
+}
+
+fn polyflow(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).current_dir(dir).output().unwrap()
+}
+
+fn metrics(store: &Path, file: &str, profile: &str, node: &str) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = polyflow(root, &["status", file, "--profile", profile, "--store", store.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    s.as_array().unwrap().iter().find(|n| n["id"] == node).unwrap().clone()
+}
+
+#[test]
+fn single_task_digits_reaches_90_percent() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("s");
+    let t = std::time::Instant::now();
+    let out = polyflow(root, &["run", "tests/pipelines/digits.toml", "--profile", "minute", "--store", store.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("digits: {:.1}s", t.elapsed().as_secs_f64());
+    let show = polyflow(root, &["show", "tests/pipelines/digits.toml", "st_digits", "--profile", "minute", "--store", store.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    let json_start = text.find("\n{").unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text[json_start..]).unwrap();
+    let top1 = m["tasks"]["t_digits"]["test"]["top1"].as_f64().unwrap();
+    eprintln!("digits test top-1 {top1:.3}");
+    assert!(top1 >= 0.90, "digits test top-1 {top1}");
+}
+
+#[test]
+fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+    let args = |s: &Path| vec!["run".to_string(), "tests/pipelines/resume.toml".into(), "--profile".into(), "t".into(), "--store".into(), s.to_str().unwrap().to_string(), "--json".into()];
+    // Uninterrupted reference.
+    let out = Command::new(BIN).args(args(&a)).current_dir(root).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Killed after update 27 of 60 (checkpoint at 25), then resumed.
+    let mut child = Command::new(BIN).args(args(&b)).current_dir(root).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let l = lines.next().expect("run ended before update 27").unwrap();
+        let ev: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if ev["event"] == "progress" && ev["id"] == "co" && ev["done"].as_u64().unwrap() >= 27 {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(metrics(&b, "tests/pipelines/resume.toml", "t", "co")["state"], "stale");
+    let partial = std::fs::read_dir(b.join("partial")).unwrap().count();
+    assert_eq!(partial, 1, "a resumable checkpoint was left in the store");
+    let out = Command::new(BIN).args(args(&b)).current_dir(root).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // A third, independent run: determinism.
+    let out = Command::new(BIN).args(args(&c)).current_dir(root).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let key = |s: &Path| metrics(s, "tests/pipelines/resume.toml", "t", "co");
+    let (ma, mb, mc) = (key(&a), key(&b), key(&c));
+    assert_eq!(ma["key"], mb["key"]);
+    // Same artifact bytes: compare the committed artifact digests through `show`.
+    let digest = |s: &Path| {
+        let o = polyflow(root, &["show", "tests/pipelines/resume.toml", "co", "--profile", "t", "--store", s.to_str().unwrap()]);
+        String::from_utf8_lossy(&o.stdout).lines().find(|l| l.starts_with("artifact")).unwrap().to_string()
+    };
+    assert_eq!(digest(&a), digest(&b), "resumed run differs from the uninterrupted one");
+    assert_eq!(digest(&a), digest(&c), "two runs differ");
+    assert_eq!(mc["state"], "fresh");
+    assert!(!b.join("partial").exists() || std::fs::read_dir(b.join("partial")).unwrap().count() == 0, "scratch removed after commit");
+}
