@@ -66,6 +66,8 @@ pub enum Command {
     Kinds,
     /// Train-step and inference throughput of a ViT on random data (for BENCHMARKS.md).
     BenchModel(bench::BenchArgs),
+    /// Log-mel filterbank throughput on a folder of clips (for BENCHMARKS.md).
+    BenchFbank(bench::FbankBenchArgs),
 }
 
 /// `run` / `plan` arguments.
@@ -242,6 +244,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Params(a) => maintain::params(a.common, a.json, reg),
         Command::Kinds => maintain::kinds(reg),
         Command::BenchModel(a) => bench::bench(a),
+        Command::BenchFbank(a) => bench::bench_fbank(a),
     };
     match result {
         Ok(code) => code,

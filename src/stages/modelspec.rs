@@ -25,7 +25,7 @@ pub fn model_params() -> Vec<ParamSpec> {
         ParamSpec::opt("l_adapt", T::Int { min: 0, max: 1024 }, json!(0), "modality-specific adapter blocks per tokenizer"),
         ParamSpec::opt("image_patch", T::FloatList, json!([8, 8]), "image patch [h, w]"),
         ParamSpec::opt("audio_patch", T::FloatList, json!([8, 8]), "spectrogram patch [time, mel]"),
-        ParamSpec::opt("video_patch", T::FloatList, json!([2, 8, 8]), "video tubelet [t, h, w]"),
+        ParamSpec::opt("video_patch", T::FloatList, json!([4, 8, 8]), "video tubelet [t, h, w]"),
         ParamSpec::opt("channels", T::Int { min: 1, max: 3 }, json!(3), "tokenizer input channels (grey data is tiled)"),
         ParamSpec::opt("gelu", T::Choice(&["tanh", "erf"]), json!("tanh"), "GELU form (the paper's Flax code uses tanh)"),
     ]

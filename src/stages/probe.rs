@@ -80,7 +80,7 @@ impl Stage for FeaturesStage {
         &["seed", "backend", "precision"]
     }
     fn resources(&self, _p: &Value) -> Resources {
-        Resources::HEAVY
+        Resources::LIGHT
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let task = load_task(ctx.input("task")?)?;
