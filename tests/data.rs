@@ -84,7 +84,12 @@ fn audio_and_folder_failures() {
     image::RgbImage::new(4, 4).save(f.join("cat/1.png")).unwrap();
     assert_input_error(d.path(), "format = \"image_folder\"\npath = \"folder\"", "dog", "empty class folder");
     std::fs::write(d.path().join("m.csv"), "path,label\nsc/yes/a.flac,yes\nsc/yes/a.flac,maybe\n").unwrap();
-    assert_input_error(d.path(), "format = \"csv\"\npath = \"m.csv\"\nclasses = [\"yes\", \"no\"]", "m.csv", "label `maybe` is not in the class list");
+    assert_input_error(
+        d.path(),
+        "format = \"csv\"\npath = \"m.csv\"\nclasses = [\"yes\", \"no\"]",
+        "m.csv",
+        "label `maybe` is not in the class list",
+    );
     assert_input_error(d.path(), "format = \"idx\"\npath = \"missing\"", "missing", "check the dataset `path`");
 }
 
@@ -93,14 +98,24 @@ fn ingest_and_preprocess_every_embedded_dataset_then_nothing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
     let store = d.path().join("s");
-    let run = || Command::new(BIN).args(["run", "pipelines/data.toml", "--json", "--store", store.to_str().unwrap()]).current_dir(root).output().unwrap();
+    let run = || {
+        Command::new(BIN)
+            .args(["run", "pipelines/data.toml", "--json", "--store", store.to_str().unwrap()])
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
     let first = run();
     assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
     let finished = String::from_utf8_lossy(&first.stdout).matches("\"event\":\"finished\"").count();
     assert_eq!(finished, 18, "9 datasets + 9 preprocessing caches");
     let second = run();
     assert!(!String::from_utf8_lossy(&second.stdout).contains("\"event\":\"started\""));
-    let show = Command::new(BIN).args(["show", "pipelines/data.toml", "spoken_digits_x", "--store", store.to_str().unwrap()]).current_dir(root).output().unwrap();
+    let show = Command::new(BIN)
+        .args(["show", "pipelines/data.toml", "spoken_digits_x", "--store", store.to_str().unwrap()])
+        .current_dir(root)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains("x [240, 1, 1, 96, 64]") || text.contains("[1, 1, 96, 64]"), "{text}");
     assert!(store.join("show/spoken_digits_x/preview.png").exists());

@@ -23,7 +23,8 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
     let store = d.path().join("s");
-    let committed: Vec<Option<String>> = (1..=5).map(|i| std::fs::read_to_string(root.join(format!("results/smoke/table{i}.md"))).ok()).collect();
+    let committed: Vec<Option<String>> =
+        (1..=5).map(|i| std::fs::read_to_string(root.join(format!("results/smoke/table{i}.md"))).ok()).collect();
     for i in 1..=5 {
         let file = format!("pipelines/table{i}.toml");
         let (code, ev) = run_json(root, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
@@ -87,11 +88,16 @@ fn changing_one_task_lr_reruns_exactly_its_dependents() {
     let i = text.find("[node.t_digits]").unwrap();
     let j = i + text[i..].find("lr = 0.002").unwrap();
     std::fs::write(&tasks, format!("{}lr = 0.003{}", &text[..j], &text[j + "lr = 0.002".len()..])).unwrap();
-    let st = Command::new(BIN).args(["status", "pipelines/table2.toml", "--profile", "smoke", "--why", "t_digits"]).current_dir(d.path()).output().unwrap();
+    let st = Command::new(BIN)
+        .args(["status", "pipelines/table2.toml", "--profile", "smoke", "--why", "t_digits"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&st.stdout).contains("lr changed 0.002 → 0.003"), "{}", String::from_utf8_lossy(&st.stdout));
     let (code, ev) = run_json(d.path(), &args);
     assert_eq!(code, 0);
-    let want: BTreeSet<String> = ["t_digits", "st.digits", "co_image", "co_all.0", "co_all.2", "feat_init.digits", "table2"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> =
+        ["t_digits", "st.digits", "co_image", "co_all.0", "co_all.2", "feat_init.digits", "table2"].iter().map(|s| s.to_string()).collect();
     assert_eq!(started(&ev), want);
     // The initial model's features do not depend on the LR: rebuilt identically, so its probe stays fresh.
     assert!(ev.iter().any(|e| e["event"] == "fresh" && e["id"] == "probe_init.digits"));

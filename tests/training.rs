@@ -22,12 +22,30 @@ fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
 }
 
 fn task(name: &str, shape: [usize; 4], steps: usize, loss: Loss) -> TaskRun {
-    TaskRun { name: name.into(), loss, batch: 4, steps, lr: 1e-3, warmup: 1, augment: Augment::default(), droplayer: 0.0, classes: 3, map: false, train: split(12, shape, 3, 1), val: split(6, shape, 3, 2), test: split(6, shape, 3, 3) }
+    TaskRun {
+        name: name.into(),
+        loss,
+        batch: 4,
+        steps,
+        lr: 1e-3,
+        warmup: 1,
+        augment: Augment::default(),
+        droplayer: 0.0,
+        classes: 3,
+        map: false,
+        train: split(12, shape, 3, 1),
+        val: split(6, shape, 3, 2),
+        test: split(6, shape, 3, 3),
+    }
 }
 
 #[test]
 fn each_schedule_yields_its_step_counts_on_three_modalities() {
-    let tasks = vec![task("img", [1, 1, 8, 8], 4, Loss::Sigmoid), task("aud", [1, 1, 8, 8], 2, Loss::Softmax), task("vid", [1, 2, 8, 8], 2, Loss::Softmax)];
+    let tasks = vec![
+        task("img", [1, 1, 8, 8], 4, Loss::Sigmoid),
+        task("aud", [1, 1, 8, 8], 2, Loss::Softmax),
+        task("vid", [1, 2, 8, 8], 2, Loss::Softmax),
+    ];
     let model = ModelConfig {
         size: Size { dim: 16, depth: 2, heads: 2, mlp: 32 },
         l_adapt: 0,
@@ -36,7 +54,11 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
             (Modality::Audio, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] }),
             (Modality::Video, Geometry { channels: 3, input: vec![2, 8, 8], patch: vec![2, 4, 4] }),
         ],
-        tasks: tasks.iter().zip([Modality::Image, Modality::Audio, Modality::Video]).map(|(t, m)| TaskHead { name: t.name.clone(), modality: m, classes: 3, init: HeadInit::Zero }).collect(),
+        tasks: tasks
+            .iter()
+            .zip([Modality::Image, Modality::Audio, Modality::Video])
+            .map(|(t, m)| TaskHead { name: t.name.clone(), modality: m, classes: 3, init: HeadInit::Zero })
+            .collect(),
         gelu_tanh: true,
         ln_eps: 1e-6,
     };
@@ -47,7 +69,20 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
         (Schedule::Accumulate, vec![2, 2, 2], 2),
     ];
     for (sched, counts, updates) in expect {
-        let cfg = RunConfig { model: model.clone(), schedule: sched, total_steps: None, schedule_seed: 0, optimizer: OptKind::Sgd { momentum: 0.9 }, clip: Some(1.0), wrap_last: true, accumulate_mean: false, eval_every: 0, checkpoint_every: 0, seed: 0, eval_batch: 8 };
+        let cfg = RunConfig {
+            model: model.clone(),
+            schedule: sched,
+            total_steps: None,
+            schedule_seed: 0,
+            optimizer: OptKind::Sgd { momentum: 0.9 },
+            clip: Some(1.0),
+            wrap_last: true,
+            accumulate_mean: false,
+            eval_every: 0,
+            checkpoint_every: 0,
+            seed: 0,
+            eval_batch: 8,
+        };
         let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
         assert_eq!(out.steps_per_task, counts, "{sched:?}");
         assert_eq!(out.steps.len(), updates, "{sched:?}");
@@ -56,7 +91,20 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
         }
     }
     // Uniform: U updates, each one task.
-    let cfg = RunConfig { model, schedule: Schedule::Uniform, total_steps: None, schedule_seed: 0, optimizer: OptKind::Sgd { momentum: 0.9 }, clip: Some(1.0), wrap_last: true, accumulate_mean: true, eval_every: 0, checkpoint_every: 0, seed: 0, eval_batch: 8 };
+    let cfg = RunConfig {
+        model,
+        schedule: Schedule::Uniform,
+        total_steps: None,
+        schedule_seed: 0,
+        optimizer: OptKind::Sgd { momentum: 0.9 },
+        clip: Some(1.0),
+        wrap_last: true,
+        accumulate_mean: true,
+        eval_every: 0,
+        checkpoint_every: 0,
+        seed: 0,
+        eval_batch: 8,
+    };
     let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
     assert_eq!(out.steps_per_task.iter().sum::<usize>(), 8);
 }
@@ -81,7 +129,8 @@ fn single_task_digits_reaches_90_percent() {
     let out = polyflow(root, &["run", "tests/pipelines/digits.toml", "--profile", "minute", "--store", store.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("digits: {:.1}s", t.elapsed().as_secs_f64());
-    let show = polyflow(root, &["show", "tests/pipelines/digits.toml", "st_digits", "--profile", "minute", "--store", store.to_str().unwrap()]);
+    let show =
+        polyflow(root, &["show", "tests/pipelines/digits.toml", "st_digits", "--profile", "minute", "--store", store.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&show.stdout);
     let json_start = text.find("\n{").unwrap();
     let m: serde_json::Value = serde_json::from_str(&text[json_start..]).unwrap();
@@ -95,7 +144,17 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
     let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
-    let args = |s: &Path| vec!["run".to_string(), "tests/pipelines/resume.toml".into(), "--profile".into(), "t".into(), "--store".into(), s.to_str().unwrap().to_string(), "--json".into()];
+    let args = |s: &Path| {
+        vec![
+            "run".to_string(),
+            "tests/pipelines/resume.toml".into(),
+            "--profile".into(),
+            "t".into(),
+            "--store".into(),
+            s.to_str().unwrap().to_string(),
+            "--json".into(),
+        ]
+    };
     // Uninterrupted reference.
     let out = Command::new(BIN).args(args(&a)).current_dir(root).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

@@ -22,7 +22,8 @@ fn cfg() -> ModelConfig {
 fn image_logits_match_numpy_reference() {
     let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vit_fixture.safetensors")).unwrap();
     let fx = from_safetensors(&bytes).unwrap();
-    let timm: std::collections::BTreeMap<_, _> = fx.iter().filter(|(k, _)| *k != "input" && *k != "logits").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let timm: std::collections::BTreeMap<_, _> =
+        fx.iter().filter(|(k, _)| *k != "input" && *k != "logits").map(|(k, v)| (k.clone(), v.clone())).collect();
     let c = cfg();
     let mut named = from_timm(&timm, &c, Inflation::Central).unwrap();
     let (wn, w, bn, b) = timm_head(&timm, 0).unwrap().unwrap();
@@ -61,6 +62,8 @@ fn adapters_get_copies_of_the_same_vit_block_and_video_is_inflated() {
     assert_eq!(&v.data[64 * 32..128 * 32], &i.data[..64 * 32]);
     // Positions tiled over time: 1 + 2·4 tokens.
     assert_eq!(named["tokenizers.1.pos"].shape, vec![1, 9, 32]);
-    let missing = from_timm(&timm.iter().filter(|(k, _)| *k != "norm.weight").map(|(k, v)| (k.clone(), v.clone())).collect(), &c, Inflation::Central).unwrap_err();
+    let missing =
+        from_timm(&timm.iter().filter(|(k, _)| *k != "norm.weight").map(|(k, v)| (k.clone(), v.clone())).collect(), &c, Inflation::Central)
+            .unwrap_err();
     assert!(missing.contains("norm.weight"));
 }

@@ -65,7 +65,9 @@ impl BackendJob for Job {
         let route = PolyVit::<B>::route(&cfg, 0);
         let x = Tensor::<B, 5>::random([a.batch, 3, 1, a.image, a.image], Distribution::Normal(0.0, 1.0), &device);
         let labels: Vec<i64> = (0..a.batch as i64).map(|i| i % a.classes as i64).collect();
-        let y = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(labels, [a.batch]), &device).one_hot::<2>(a.classes).float();
+        let y = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(labels, [a.batch]), &device)
+            .one_hot::<2>(a.classes)
+            .float();
         let mut train_step = |model: PolyVit<B>| {
             let l = loss(Loss::Softmax, model.forward(route, x.clone(), &[]), y.clone());
             let g = GradientsParams::from_grads(l.backward(), &model);
@@ -99,9 +101,13 @@ impl BackendJob for Job {
 /// Runs the benchmark and prints one JSON line.
 pub fn bench(a: BenchArgs) -> Result<i32, super::CliError> {
     let backend = a.backend.clone();
-    let (train, infer) = dispatch(&backend, Job(a.clone())).map_err(|e| super::CliError::Other(format!("error: {e}"), super::exit::USAGE))?;
+    let (train, infer) =
+        dispatch(&backend, Job(a.clone())).map_err(|e| super::CliError::Other(format!("error: {e}"), super::exit::USAGE))?;
     let tokens = (a.image / a.patch).pow(2) + 1;
-    println!("{}", serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer}));
+    println!(
+        "{}",
+        serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer})
+    );
     Ok(super::exit::OK)
 }
 
@@ -123,12 +129,14 @@ pub fn bench_fbank(a: FbankBenchArgs) -> Result<i32, super::CliError> {
     use crate::data::fbank::{Fbank, FbankOptions};
     let mut files = vec![];
     for d in &a.dirs {
-        crate::stages::generic::collect_files(d, &mut files).map_err(|e| super::CliError::Other(format!("error: {}: {e}", d.display()), super::exit::USAGE))?;
+        crate::stages::generic::collect_files(d, &mut files)
+            .map_err(|e| super::CliError::Other(format!("error: {}: {e}", d.display()), super::exit::USAGE))?;
     }
     files.retain(|f| f.extension().is_some_and(|e| e == "flac" || e == "wav"));
     files.sort();
     let clips: Vec<Vec<f32>> = files.iter().filter_map(|f| crate::data::audio::decode(f).ok().map(|x| x.0)).collect();
-    let fb = Fbank::new(FbankOptions { num_mel_bins: a.bins, ..Default::default() }).map_err(|e| super::CliError::Other(e, super::exit::USAGE))?;
+    let fb = Fbank::new(FbankOptions { num_mel_bins: a.bins, ..Default::default() })
+        .map_err(|e| super::CliError::Other(e, super::exit::USAGE))?;
     let t = Instant::now();
     let mut frames = 0usize;
     for _ in 0..a.reps {
@@ -137,6 +145,9 @@ pub fn bench_fbank(a: FbankBenchArgs) -> Result<i32, super::CliError> {
         }
     }
     let s = t.elapsed().as_secs_f64();
-    println!("{}", serde_json::json!({"impl": "polyflow", "clips": clips.len(), "reps": a.reps, "bins": a.bins, "clips_per_s": (clips.len() * a.reps) as f64 / s, "frames": frames}));
+    println!(
+        "{}",
+        serde_json::json!({"impl": "polyflow", "clips": clips.len(), "reps": a.reps, "bins": a.bins, "clips_per_s": (clips.len() * a.reps) as f64 / s, "frames": frames})
+    );
     Ok(super::exit::OK)
 }

@@ -50,6 +50,7 @@ enum Msg {
 struct IdleIndex<'a> {
     store: &'a Store,
     index: Option<Index>,
+    last_use: Instant,
 }
 
 impl IdleIndex<'_> {
@@ -57,10 +58,14 @@ impl IdleIndex<'_> {
         if self.index.is_none() {
             self.index = Some(self.store.index()?);
         }
+        self.last_use = Instant::now();
         Ok(self.index.as_ref().unwrap())
     }
-    fn close(&mut self) {
-        self.index = None;
+    /// Closes the index when it has not been used for a while (progress messages do not count).
+    fn close_if_idle(&mut self) {
+        if self.index.is_some() && self.last_use.elapsed() > Duration::from_millis(250) {
+            self.index = None;
+        }
     }
 }
 
@@ -83,7 +88,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
     let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
     let forced: BTreeSet<usize> =
         if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() };
-    let mut idx = IdleIndex { store, index: None };
+    let mut idx = IdleIndex { store, index: None, last_use: Instant::now() };
 
     // Plan.
     let mut assessed: BTreeMap<usize, Assessment> = {
@@ -153,6 +158,13 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 continue;
             }
             // Re-decide with the real input digests (early cutoff: identical upstream bytes → fresh).
+            let res = g.nodes[i].stage.resources(&g.nodes[i].params, &opts.env);
+            let cpu = res.cpu_slots.clamp(1, jobs);
+            let dev = res.device && opts.devices > 0;
+            if cpu > free_cpu || (dev && free_dev == 0) {
+                k += 1;
+                continue;
+            }
             // Always re-check the index: another node with the same key (e.g. a matrix entry identical to a
             // separately declared node) may have produced it meanwhile.
             let a = {
@@ -167,13 +179,6 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 summary.fresh.push(g.nodes[i].id.clone());
                 timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
                 sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
-                continue;
-            }
-            let res = g.nodes[i].stage.resources(&g.nodes[i].params);
-            let cpu = res.cpu_slots.clamp(1, jobs);
-            let dev = res.device && opts.devices > 0;
-            if cpu > free_cpu || (dev && free_dev == 0) {
-                k += 1;
                 continue;
             }
             waiting.remove(k);
@@ -253,12 +258,10 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         if running.is_empty() {
             break;
         }
+        idx.close_if_idle();
         let msg = match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(m) => m,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                idx.close();
-                continue;
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         match msg {

@@ -106,8 +106,8 @@ pub trait Stage: Send + Sync + 'static {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed"]
     }
-    /// Resources it needs.
-    fn resources(&self, _params: &serde_json::Value) -> Resources {
+    /// Resources it needs, given its parameters and the run's environment (e.g. `backend`).
+    fn resources(&self, _params: &serde_json::Value, _env: &BTreeMap<String, String>) -> Resources {
         Resources::LIGHT
     }
     /// Cross-field checks after types are checked: `Err((param, message))`.

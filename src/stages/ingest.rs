@@ -122,7 +122,12 @@ impl Stage for DatasetStage {
             ParamSpec::opt("sample_rate", T::Int { min: 1000, max: 192000 }, json!(16000), "audio: resample to this rate"),
             ParamSpec::opt("frames", T::Int { min: 1, max: 4096 }, json!(8), "frames: frames per clip"),
             ParamSpec::opt("coarse", T::Bool, json!(false), "cifar100: coarse labels"),
-            ParamSpec::opt("resplit", T::Bool, json!(false), "pool the file's train and test splits and re-split them with the seed (test_fraction)"),
+            ParamSpec::opt(
+                "resplit",
+                T::Bool,
+                json!(false),
+                "pool the file's train and test splits and re-split them with the seed (test_fraction)",
+            ),
         ]
     }
     fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
@@ -184,11 +189,21 @@ impl Stage for DatasetStage {
                     let tr = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
                     let va = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
                     let te = lim(te, p.limit);
-                    ("image", n_classes, vec![("train", image_split(&all, &tr)), ("val", image_split(&all, &va)), ("test", image_split(&all, &te))], None)
+                    (
+                        "image",
+                        n_classes,
+                        vec![("train", image_split(&all, &tr)), ("val", image_split(&all, &va)), ("test", image_split(&all, &te))],
+                        None,
+                    )
                 } else {
                     let (tr, va) = splits_from(train.len(), p.val_fraction, seed, p.limit);
                     let te: Vec<usize> = lim((0..test.len()).collect(), p.limit);
-                    ("image", n_classes, vec![("train", image_split(&train, &tr)), ("val", image_split(&train, &va)), ("test", image_split(&test, &te))], None)
+                    (
+                        "image",
+                        n_classes,
+                        vec![("train", image_split(&train, &tr)), ("val", image_split(&train, &va)), ("test", image_split(&test, &te))],
+                        None,
+                    )
                 }
             }
             "image_folder" => {

@@ -189,10 +189,10 @@ impl Stage for TrainStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision"]
     }
-    fn resources(&self, _params: &Value) -> Resources {
-        // burn's CPU backend keeps about one core busy for models this small, so two training nodes run side
-        // by side on a 2-core machine (each stays deterministic).
-        Resources::LIGHT
+    fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
+        // burn's CPU backend keeps about one core busy for models this small, so training nodes run side by
+        // side on the CPU slots (each stays deterministic); on CUDA each holds the device slot.
+        Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
     }
     fn report_slots(&self) -> &'static [&'static str] {
         if self.multi {
