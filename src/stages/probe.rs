@@ -62,7 +62,8 @@ impl Stage for FeaturesStage {
         "features"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: features.json keeps only what probes need (no training hyperparameters).
+        2
     }
     fn doc(&self) -> &'static str {
         "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"
@@ -152,12 +153,25 @@ impl Stage for FeaturesStage {
             arrays.insert("y".to_string(), s.y.named());
             ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
         }
-        ctx.out.put_json("features.json", &json!({"task": task.spec, "dim": d, "source": note}))
+        // Only what a probe needs: no training hyperparameters, so a changed LR rebuilds identical features and
+        // every probe downstream stays fresh.
+        let t = &task.spec;
+        let info = json!({"task": {"name": t.name, "modality": t.modality, "classes": t.classes, "multilabel": t.multilabel, "map": t.map}, "dim": d, "source": note});
+        ctx.out.put_json("features.json", &info)
     }
 }
 
 /// `probe`.
 pub struct ProbeStage;
+
+/// The task facts a probe reads from `features.json`.
+#[derive(serde::Deserialize)]
+struct ProbeTask {
+    name: String,
+    classes: Vec<String>,
+    multilabel: bool,
+    map: bool,
+}
 
 struct Data {
     x: Vec<f32>,
@@ -326,7 +340,7 @@ impl Stage for ProbeStage {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let a = ctx.input("features")?.clone();
         let info: Value = a.json("features.json")?;
-        let spec: super::task::TaskSpec = serde_json::from_value(info["task"].clone()).map_err(|e| StageError::failed(e.to_string()))?;
+        let spec: ProbeTask = serde_json::from_value(info["task"].clone()).map_err(|e| StageError::failed(e.to_string()))?;
         let d = info["dim"].as_u64().unwrap_or(0) as usize;
         let k = spec.classes.len();
         let load = |s: &str| -> Result<Data, StageError> {

@@ -95,7 +95,7 @@ mod tests {
         let l = [0.1, 0.9, 0.0, 0.8, 0.1, 0.1];
         let t = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
         assert_eq!(topk(&l, &t, 3, 1), 0.5);
-        assert_eq!(topk(&l, &t, 3, 2), 0.5);
+        assert_eq!(topk(&l, &t, 3, 2), 1.0);
         // AP: perfectly ranked class → 1.
         assert!((mean_ap(&[0.9, 0.1, 0.8, 0.2], &[1.0, 0.0, 1.0, 0.0], 1) - 1.0).abs() < 1e-12);
         assert!((mean_ap(&[0.1, 0.9], &[1.0, 0.0], 1) - 0.5).abs() < 1e-12);
