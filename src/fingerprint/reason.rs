@@ -102,6 +102,9 @@ impl std::fmt::Display for DirtyReason {
                 write!(f, "input `{slot}` ({upstream}) changed")
             }
             DirtyReason::InputsRewired { slot } => write!(f, "inputs of `{slot}` rewired"),
+            DirtyReason::UpstreamPending { upstream } if upstream.len() > 4 => {
+                write!(f, "waits on {} and {} more", upstream[..3].join(", "), upstream.len() - 3)
+            }
             DirtyReason::UpstreamPending { upstream } => {
                 write!(f, "waits on {}", upstream.join(", "))
             }
