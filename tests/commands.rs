@@ -1,0 +1,76 @@
+//! `gc`, `verify`, `dag`, `plan` and `kinds` through the binary.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+const P: &str = "[node.a]\nkind = \"value\"\nvalue = 1\n[node.b]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"a\" }\n[profile.other.node.a]\nvalue = 7\n";
+
+#[test]
+fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--profile", "other"]).0, 0);
+    // An artifact no profile of the pipeline references any more.
+    std::fs::write(d.path().join("p.toml"), P.replace("value = 2", "value = 3")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert_eq!(code, 0);
+    // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob.
+    assert!(out.contains("Would free 2 artifacts, 1 blobs"), "{out}");
+    assert!(out.contains("--yes"));
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--yes"]);
+    assert!(out.contains("Removed 2 artifacts"), "{out}");
+    // Both profiles are still fresh; nothing left to collect; the store verifies.
+    for prof in [None, Some("other")] {
+        let mut args = vec!["run", "p.toml", "--json"];
+        if let Some(p) = prof {
+            args.extend(["--profile", p]);
+        }
+        let (_, out, _) = pf(d.path(), &args);
+        assert!(!out.contains("\"event\":\"started\""), "{prof:?}: {out}");
+    }
+    assert!(pf(d.path(), &["gc", "p.toml"]).1.contains("Would free 0 artifacts"));
+    assert_eq!(pf(d.path(), &["verify"]).0, 0);
+}
+
+#[test]
+fn verify_reports_damage_with_exit_4_and_run_repairs_it() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let blobs = d.path().join(".polyflow/blobs");
+    let sub = std::fs::read_dir(&blobs).unwrap().next().unwrap().unwrap().path();
+    let f = std::fs::read_dir(&sub).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(&f, b"garbage").unwrap();
+    let (code, out, _) = pf(d.path(), &["verify"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("Damaged"));
+    let (code, _, _) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0);
+    assert_eq!(pf(d.path(), &["verify"]).0, 0);
+}
+
+#[test]
+fn dag_plan_and_kinds() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let (_, dot, _) = pf(d.path(), &["dag", "p.toml"]);
+    assert!(dot.starts_with("digraph") && dot.contains("\"a\" -> \"b\" [label=\"after\"]"), "{dot}");
+    let (_, mm, _) = pf(d.path(), &["dag", "p.toml", "--format", "mermaid"]);
+    assert!(mm.contains("n0 -->|after| n1"), "{mm}");
+    let (code, plan, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 0);
+    assert!(plan.contains("Would run a (value): never run") && plan.contains("2 of 2 nodes would run"), "{plan}");
+    let (_, kinds, _) = pf(d.path(), &["kinds"]);
+    for k in ["cotrain", "dataset", "probe", "table", "audio_prep"] {
+        assert!(kinds.contains(&format!("{k} (v")), "{k}");
+    }
+}
