@@ -21,6 +21,7 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     // An artifact no profile of the pipeline references any more.
     std::fs::write(d.path().join("p.toml"), P.replace("value = 2", "value = 3")).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--profile", "other"]).0, 0);
     let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
     assert_eq!(code, 0);
     // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob.
