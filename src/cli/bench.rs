@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Backend: flex or cuda.
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Exact (erf) GELU instead of the tanh approximation.
+    #[arg(long)]
+    pub gelu_erf: bool,
 }
 
 struct Job(BenchArgs);
@@ -57,7 +60,7 @@ impl BackendJob for Job {
             l_adapt: 0,
             geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![a.image, a.image], patch: vec![a.patch, a.patch] })],
             tasks: vec![TaskHead { name: "bench".into(), modality: Modality::Image, classes: a.classes, init: HeadInit::LecunNormal }],
-            gelu_tanh: true,
+            gelu_tanh: !a.gelu_erf,
             ln_eps: 1e-6,
         };
         let mut model = PolyVit::<B>::new(&cfg, 0, &device);
