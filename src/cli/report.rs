@@ -99,11 +99,11 @@ impl Reporter {
                 }
                 self.line(status("Finished", &format!("{id} in {} ({})", fmt_ms(*ms), fmt_bytes(*size))));
             }
-            Event::Failed { id, error, .. } => {
+            Event::Failed { id, at, error, .. } => {
                 if let Some(pb) = self.bars.lock().unwrap().remove(id) {
                     pb.finish_and_clear();
                 }
-                self.line(status("Failed", &format!("{id}: {error}")));
+                self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
             }
             Event::Skipped { id, because } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
             Event::Summary { ran, fresh, failed, skipped, ms, nodes } => {

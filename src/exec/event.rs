@@ -103,6 +103,8 @@ pub enum Event {
         id: String,
         /// Kind.
         kind: String,
+        /// Where the node is declared (`file:line:col`).
+        at: String,
         /// Error text.
         error: String,
     },

@@ -298,7 +298,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                         if let Some(key) = &a.key {
                             idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone() })?;
                         }
-                        sink(&Event::Failed { id: id.clone(), kind, error: e.message.clone() });
+                        sink(&Event::Failed { id: id.clone(), kind, at: g.nodes[i].location.clone(), error: e.message.clone() });
                         failed.insert(i);
                         summary.failed.push((id.clone(), e.class));
                         timings.push(NodeTiming { id, outcome: "failed", ms });

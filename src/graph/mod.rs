@@ -23,6 +23,8 @@ pub struct GNode {
     pub inputs: BTreeMap<String, Vec<usize>>,
     /// Directory of the declaring file.
     pub base_dir: std::path::PathBuf,
+    /// Where the node is declared (`file:line:col`), for messages.
+    pub location: String,
 }
 
 /// A validated pipeline graph.
@@ -171,7 +173,14 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 )));
             }
         }
-        nodes.push(GNode { id: n.id.clone(), stage: stage.clone(), params, inputs, base_dir: n.base_dir.clone() });
+        nodes.push(GNode {
+            id: n.id.clone(),
+            stage: stage.clone(),
+            params,
+            inputs,
+            base_dir: n.base_dir.clone(),
+            location: src.locate(n.span).to_string(),
+        });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
     for i in 0..nodes.len() {

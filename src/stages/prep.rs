@@ -45,11 +45,25 @@ fn resize(px: &[u8], h: usize, w: usize, c: usize, oh: usize, ow: usize) -> Vec<
     }
 }
 
-/// Scales u8 values: `minus_one_one` → [-1, 1] (the paper's convention), `unit` → [0, 1].
-fn scale(v: u8, how: &str) -> f32 {
-    match how {
-        "unit" => v as f32 / 255.0,
-        _ => v as f32 / 127.5 - 1.0,
+/// Scales a u8 value: to [0, 1] when `unit`, else to [-1, 1] (the paper's convention).
+fn scale(v: u8, unit: bool) -> f32 {
+    if unit {
+        v as f32 / 255.0
+    } else {
+        v as f32 / 127.5 - 1.0
+    }
+}
+
+/// Writes an interleaved u8 image (`c` channels) as `oc` scaled channel planes, plane `ch` starting at
+/// `out[offset(ch)]` (grey is tiled to every output channel).
+fn write_planes(img: &[u8], c: usize, oc: usize, unit: bool, out: &mut [f32], offset: impl Fn(usize) -> usize) {
+    let pixels = img.len() / c;
+    for ch in 0..oc {
+        let sc = if c == 1 { 0 } else { ch.min(c - 1) };
+        let o = offset(ch);
+        for p in 0..pixels {
+            out[o + p] = scale(img[p * c + sc], unit);
+        }
     }
 }
 
@@ -143,12 +157,7 @@ impl Stage for ImagePrep {
             let mut out = vec![0f32; n * oc * oh * ow];
             for i in 0..n {
                 let img = resize(&px[i * h * w * c..(i + 1) * h * w * c], h, w, c, oh, ow);
-                for ch in 0..oc {
-                    let src_c = if c == 1 { 0 } else { ch.min(c - 1) };
-                    for p in 0..oh * ow {
-                        out[(i * oc + ch) * oh * ow + p] = scale(img[p * c + src_c], &how);
-                    }
-                }
+                write_planes(&img, c, oc, how == "unit", &mut out, |ch| (i * oc + ch) * oh * ow);
             }
             splits.push((
                 s,
@@ -303,12 +312,7 @@ impl Stage for VideoPrep {
                 for f in 0..tf {
                     let src = &px[((i * t + f * stride) * h * w * c)..((i * t + f * stride + 1) * h * w * c)];
                     let img = resize(src, h, w, c, side, side);
-                    for ch in 0..oc {
-                        let sc = if c == 1 { 0 } else { ch.min(c - 1) };
-                        for p in 0..side * side {
-                            out[((i * oc + ch) * tf + f) * side * side + p] = scale(img[p * c + sc], &how);
-                        }
-                    }
+                    write_planes(&img, c, oc, how == "unit", &mut out, |ch| ((i * oc + ch) * tf + f) * side * side);
                 }
             }
             splits.push((
