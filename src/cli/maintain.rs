@@ -37,6 +37,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }
+    print_runner(&store, s);
     let Some(m) = &s.manifest else {
         println!("no fresh artifact: run `polyflow run {} {}` first", c.file.display(), node);
         return Ok(exit::OK);
@@ -54,6 +55,39 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
         Err(e) => return Err(CliError::Other(format!("error: {e}"), exit::NODE_FAILED)),
     }
     Ok(exit::OK)
+}
+
+/// Where the node last ran, when not in-process (a Slurm job: id, state, logs), and a job still in flight.
+fn print_runner(store: &Store, s: &crate::exec::assess::Assessment) {
+    let line = |what: &str, r: &std::collections::BTreeMap<String, String>| {
+        if let Some(job) = r.get("slurm_job") {
+            println!("{what} Slurm job {job} ({})", r.get("state").map(String::as_str).unwrap_or("?"));
+            for k in ["stdout", "stderr"] {
+                if let Some(p) = r.get(k) {
+                    println!("  {k}: {p}");
+                }
+            }
+        }
+    };
+    if let Some(r) = s.record.as_ref().filter(|r| Some(&r.key) == s.key.as_ref()) {
+        line("ran as:", &r.runner);
+    } else if let Some(f) = &s.failure {
+        line("failed as:", &f.runner);
+    }
+    if let Some(key) = &s.key {
+        let dir = crate::exec::slurm::job::job_dir(&store.root, key);
+        if let (None, Some(sub)) =
+            (&s.manifest, crate::exec::slurm::job::read_json::<crate::exec::slurm::job::Submission>(&dir, "slurm.json"))
+        {
+            let state = crate::exec::slurm::sched::squeue(&[&sub.job_id])
+                .ok()
+                .and_then(|m| m.get(&sub.job_id).map(|j| j.state.clone()))
+                .unwrap_or_else(|| "not known to Slurm now".into());
+            println!("job:    Slurm job {} ({state}), submitted at unix {}", sub.job_id, sub.submitted_at);
+            println!("  stdout: {}", dir.join("stdout.log").display());
+            println!("  stderr: {}", dir.join("stderr.log").display());
+        }
+    }
 }
 
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last

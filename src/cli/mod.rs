@@ -8,12 +8,15 @@ mod status;
 
 use crate::exec::{self, RunOptions};
 use crate::graph::{self, Graph};
+use crate::spec::ExecutorKind;
 use crate::spec::{self, SpecError};
 use crate::stage::{FailureClass, Registry};
 use crate::store::{Store, StoreError};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Declare an ML study in TOML; regenerate its result tables incrementally.
 #[derive(Parser, Debug)]
@@ -68,6 +71,12 @@ pub enum Command {
     BenchModel(bench::BenchArgs),
     /// Log-mel filterbank throughput on a folder of clips (for BENCHMARKS.md).
     BenchFbank(bench::FbankBenchArgs),
+    /// Internal: run one submitted node inside a Slurm job (the directory holds its job.json).
+    #[command(hide = true)]
+    ExecNode {
+        /// The job directory (`STORE/jobs/<key>`).
+        dir: PathBuf,
+    },
 }
 
 /// `run` / `plan` arguments.
@@ -98,6 +107,13 @@ pub struct RunArgs {
     /// Wait for another run holding the store instead of exiting with code 3.
     #[arg(long)]
     wait: bool,
+    /// Where stale nodes run: `local` (threads of this process) or `slurm` (one sbatch job per node);
+    /// default: the pipeline's `[executor] kind`, else local.
+    #[arg(long, value_parser = ["local", "slurm"])]
+    executor: Option<String>,
+    /// On Ctrl-C, leave submitted Slurm jobs running (the next `run` re-attaches) instead of cancelling them.
+    #[arg(long)]
+    keep_jobs: bool,
 }
 
 /// `status` arguments.
@@ -202,6 +218,7 @@ impl From<exec::ExecError> for CliError {
         match e {
             exec::ExecError::Spec(s) => CliError::Spec(s),
             exec::ExecError::Store(s) => CliError::Store(s),
+            e @ exec::ExecError::Interrupted { .. } => CliError::Other(format!("{e}"), exit::INTERRUPTED),
             exec::ExecError::Other(s) => CliError::Other(s, exit::NODE_FAILED),
         }
     }
@@ -245,6 +262,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Kinds => maintain::kinds(reg),
         Command::BenchModel(a) => bench::bench(a),
         Command::BenchFbank(a) => bench::bench_fbank(a),
+        Command::ExecNode { dir } => Ok(exec::slurm::job::run_job(&dir, reg)),
     };
     match result {
         Ok(code) => code,
@@ -267,7 +285,19 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         jobs: a.jobs,
         devices: a.devices,
         env: env_of(&g, &a.common.backend),
+        executor: a.executor.as_deref().map(|e| if e == "slurm" { ExecutorKind::Slurm } else { ExecutorKind::Local }),
+        keep_jobs: a.keep_jobs,
+        interrupt: None,
     };
+    let mut opts = opts;
+    if opts.executor.unwrap_or(g.executor.kind) == ExecutorKind::Slurm {
+        // Ctrl-C / SIGTERM stop the coordinator cleanly: its jobs are cancelled (or kept) and recorded.
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
+            .map_err(|e| CliError::Other(format!("error: cannot install the Ctrl-C handler: {e}"), exit::USAGE))?;
+        opts.interrupt = Some(flag);
+    }
     let rep = report::Reporter::new(a.json, verbose);
     let sink = |e: &exec::Event| rep.event(e);
     let summary = exec::run(&g, &store, &opts, &sink)?;

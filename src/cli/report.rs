@@ -105,6 +105,7 @@ impl Reporter {
                 }
                 self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
             }
+            Event::Note { id, message } => self.line(status("Note", &format!("{id}: {message}"))),
             Event::Skipped { id, because } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
             Event::Summary { ran, fresh, failed, skipped, ms, nodes } => {
                 if self.verbose {

@@ -108,6 +108,13 @@ pub enum Event {
         /// Error text.
         error: String,
     },
+    /// Something worth telling about a running node (e.g. `submitted as Slurm job 12`).
+    Note {
+        /// Node id.
+        id: String,
+        /// The message.
+        message: String,
+    },
     /// A node was not run because an upstream node failed.
     Skipped {
         /// Node id.

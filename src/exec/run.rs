@@ -3,12 +3,15 @@
 
 use super::assess::{decide, fingerprint, Assessment};
 use super::event::{Event, NodeTiming, PlanEntry, Sink, State};
+use super::launch::{Launch, Launcher, LocalLauncher, Msg};
 use crate::fingerprint::{DirtyReason, NodeRecord};
 use crate::graph::Graph;
-use crate::stage::{ArtifactWriter, FailureClass, InputArtifact, Progress, StageCtx, StageError};
+use crate::spec::{ExecutorKind, NodeResources, OnInterrupt};
+use crate::stage::{FailureClass, InputArtifact, StageError};
 use crate::store::{FailRecord, Index, Manifest, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// What to run and how.
@@ -26,6 +29,12 @@ pub struct RunOptions {
     pub devices: usize,
     /// Environment entries (seed, backend, …).
     pub env: BTreeMap<String, String>,
+    /// Executor override (`--executor`); `None` = the pipeline's `[executor] kind`.
+    pub executor: Option<ExecutorKind>,
+    /// Leave submitted jobs running when interrupted (`--keep-jobs`), overriding `[executor] on_interrupt`.
+    pub keep_jobs: bool,
+    /// Set (e.g. by a Ctrl-C handler) to stop the run: jobs are cancelled or left as configured.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Outcome counts of a run.
@@ -39,11 +48,6 @@ pub struct RunSummary {
     pub failed: Vec<(String, FailureClass)>,
     /// Nodes skipped because an upstream failed.
     pub skipped: Vec<String>,
-}
-
-enum Msg {
-    Progress(usize, Progress),
-    Done(usize, Result<Manifest, StageError>, u64),
 }
 
 /// Keeps the index open while commits arrive and closes it when idle, so `status` can read meanwhile.
@@ -110,11 +114,12 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             .collect(),
     });
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .thread_name(|i| format!("polyflow-node-{i}"))
-        .build()
-        .map_err(|e| super::ExecError::Other(e.to_string()))?;
+    let kind = opts.executor.unwrap_or(g.executor.kind);
+    let mut launcher: Box<dyn Launcher> = match kind {
+        ExecutorKind::Local => Box::new(LocalLauncher::new(jobs, store.clone())?),
+        ExecutorKind::Slurm => Box::new(super::slurm::SlurmLauncher::new(g, store)?),
+    };
+    let keep = opts.keep_jobs || g.executor.on_interrupt == OnInterrupt::Keep;
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut done: BTreeMap<usize, Manifest> = BTreeMap::new();
     let mut failed: BTreeSet<usize> = BTreeSet::new();
@@ -159,9 +164,13 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             }
             // Re-decide with the real input digests (early cutoff: identical upstream bytes → fresh).
             let res = g.nodes[i].stage.resources(&g.nodes[i].params, &opts.env);
-            let cpu = res.cpu_slots.clamp(1, jobs);
-            let dev = res.device && opts.devices > 0;
-            if cpu > free_cpu || (dev && free_dev == 0) {
+            let want = g.nodes[i].resources.over(&g.executor.defaults);
+            // A scheduler gets the cores asked for; the local pool clamps them to its size.
+            let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, jobs));
+            let cpu = cpus_req.clamp(1, jobs);
+            let gpus = want.gpus.unwrap_or(u32::from(res.device));
+            let dev = gpus > 0 && (opts.devices > 0 || !launcher.limited());
+            if launcher.limited() && (cpu > free_cpu || (dev && free_dev == 0)) {
                 k += 1;
                 continue;
             }
@@ -182,6 +191,8 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 continue;
             }
             waiting.remove(k);
+            let threads = if launcher.limited() { cpu } else { cpus_req };
+            let (cpu, dev) = if launcher.limited() { (cpu, dev) } else { (0, false) };
             free_cpu -= cpu;
             if dev {
                 free_dev -= 1;
@@ -189,7 +200,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             let Some(fp) = a.fingerprint.clone() else {
                 // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
                 let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
-                tx.send(Msg::Done(i, Err(StageError::input(msg)), 0)).ok();
+                tx.send(Msg::Done(i, Err(StageError::input(msg)), 0, Default::default())).ok();
                 running.insert(i, (cpu, dev, Instant::now()));
                 assessed.insert(i, a);
                 continue;
@@ -212,52 +223,45 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 );
             }
             let node = &g.nodes[i];
-            let (stage, params, base_dir, id) = (node.stage.clone(), node.params.clone(), node.base_dir.clone(), node.id.clone());
-            let env = fp.env.clone();
             let mut full_env = opts.env.clone();
-            full_env.extend(env);
-            let store_c = store.clone();
-            let scratch = store.root.join("partial").join(&fp.key()[..24]);
-            let txc = tx.clone();
+            full_env.extend(fp.env.clone());
+            let key = fp.key();
+            let resources = NodeResources { cpus: Some(threads as u32), gpus: Some(gpus), ..want };
             running.insert(i, (cpu, dev, Instant::now()));
             assessed.insert(i, Assessment { fingerprint: Some(fp), ..a });
-            pool.spawn(move || {
-                let start = Instant::now();
-                let txp = txc.clone();
-                let progress = move |p: Progress| {
-                    let _ = txp.send(Msg::Progress(i, p));
-                };
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let mut ctx = StageCtx {
-                        id: &id,
-                        params: &params,
-                        base_dir: &base_dir,
-                        env: &full_env,
-                        inputs,
-                        out: ArtifactWriter::new(store_c.clone()),
-                        progress: &progress,
-                        threads: cpu,
-                        scratch: scratch.clone(),
-                    };
-                    stage.run(&mut ctx).map(|_| ctx.out.finish(stage.output()))
-                }));
-                let result = match result {
-                    Ok(r) => r,
-                    Err(p) => {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "panic".into());
-                        Err(StageError::failed(format!("panicked: {msg}")))
-                    }
-                };
-                let _ = txc.send(Msg::Done(i, result, start.elapsed().as_millis() as u64));
-            });
+            launcher.start(
+                Launch {
+                    node: i,
+                    id: node.id.clone(),
+                    scratch: store.root.join("partial").join(&key[..24]),
+                    key,
+                    stage: node.stage.clone(),
+                    params: node.params.clone(),
+                    base_dir: node.base_dir.clone(),
+                    env: full_env,
+                    inputs,
+                    resources,
+                },
+                &tx,
+            )?;
         }
         if running.is_empty() {
             break;
         }
+        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+            for (i, runner) in launcher.interrupt(keep) {
+                let a = &assessed[&i];
+                let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
+                if let Some(key) = &a.key {
+                    idx.get()?.fail(&FailRecord { id: g.nodes[i].id.clone(), key: key.clone(), error, runner })?;
+                }
+            }
+            if let Some(ix) = &idx.index {
+                ix.flush()?;
+            }
+            return Err(super::ExecError::Interrupted { kept: if keep { running.len() } else { 0 } });
+        }
+        launcher.tick(&tx)?;
         idx.close_if_idle();
         let msg = match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(m) => m,
@@ -266,7 +270,8 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         };
         match msg {
             Msg::Progress(i, p) => sink(&Event::Progress { id: g.nodes[i].id.clone(), done: p.done, total: p.total, message: p.message }),
-            Msg::Done(i, result, ms) => {
+            Msg::Note(i, message) => sink(&Event::Note { id: g.nodes[i].id.clone(), message }),
+            Msg::Done(i, result, ms, runner) => {
                 let (cpu, dev, _) = running.remove(&i).unwrap();
                 free_cpu += cpu;
                 if dev {
@@ -286,6 +291,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                             artifact: manifest.digest.clone(),
                             duration_ms: ms,
                             finished_at: now_secs(),
+                            runner,
                         };
                         idx.get()?.commit(&key, &manifest, &record)?;
                         let _ = std::fs::remove_dir_all(store.root.join("partial").join(&key[..24]));
@@ -296,7 +302,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                     }
                     Err(e) => {
                         if let Some(key) = &a.key {
-                            idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone() })?;
+                            idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone(), runner })?;
                         }
                         sink(&Event::Failed { id: id.clone(), kind, at: g.nodes[i].location.clone(), error: e.message.clone() });
                         failed.insert(i);

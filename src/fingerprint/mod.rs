@@ -83,6 +83,9 @@ pub struct NodeRecord {
     pub duration_ms: u64,
     /// Unix time (seconds) of completion.
     pub finished_at: u64,
+    /// Where it ran, when not in this process (e.g. `slurm_job`, `state`, `log`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runner: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

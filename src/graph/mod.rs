@@ -25,6 +25,8 @@ pub struct GNode {
     pub base_dir: std::path::PathBuf,
     /// Where the node is declared (`file:line:col`), for messages.
     pub location: String,
+    /// Its `resources = { … }` (not part of its key).
+    pub resources: crate::spec::NodeResources,
 }
 
 /// A validated pipeline graph.
@@ -37,6 +39,8 @@ pub struct Graph {
     pub by_id: HashMap<String, usize>,
     /// The pipeline it came from.
     pub pipeline: Pipeline,
+    /// The parsed `[executor]` table.
+    pub executor: crate::spec::ExecutorSpec,
 }
 
 /// Validates `p` against `reg` and builds the DAG.
@@ -180,6 +184,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             inputs,
             base_dir: n.base_dir.clone(),
             location: src.locate(n.span).to_string(),
+            resources: crate::spec::resources::parse_resources(src, n.resources.as_ref())?,
         });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
@@ -199,7 +204,8 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         return Err(SpecError::at(src, first.span, K::Cycle, format!("cycle: {} → {}", names.join(" → "), names[0]))
             .help("remove one of these input references"));
     }
-    Ok(Graph { nodes, dag, by_id, pipeline: p })
+    let executor = crate::spec::resources::parse_executor(&p.sources, &p.executor)?;
+    Ok(Graph { nodes, dag, by_id, pipeline: p, executor })
 }
 
 fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {

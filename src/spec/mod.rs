@@ -5,10 +5,12 @@
 
 pub mod error;
 pub mod parse;
+pub mod resources;
 pub mod source;
 pub mod value;
 
 pub use error::{SpecError, SpecErrorKind};
 pub use parse::{load, load_str, InputRef, NodeSpec, Pipeline};
+pub use resources::{ExecutorKind, ExecutorSpec, NodeResources, OnInterrupt};
 pub use source::{SourceMap, Span};
 pub use value::{Entry, SValue, Value};

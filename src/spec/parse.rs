@@ -54,6 +54,8 @@ pub struct NodeSpec {
     pub matrix: BTreeMap<String, String>,
     /// Directory of the file that declared the node (relative paths in params resolve here; never hashed).
     pub base_dir: PathBuf,
+    /// The node's `resources = { … }` table, for executors (never hashed: it does not change results).
+    pub resources: Option<Entry>,
 }
 
 /// A resolved pipeline.
@@ -71,6 +73,8 @@ pub struct Pipeline {
     pub profiles: BTreeSet<String>,
     /// Matrix declarations → expanded ids.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// The `[executor]` table (the root file's keys over included ones, then the profile's), for executors.
+    pub executor: BTreeMap<String, Entry>,
 }
 
 struct Decl {
@@ -89,6 +93,7 @@ struct Loader {
     /// profile → (node overrides, kind overrides, seed)
     profiles: BTreeMap<String, ProfileDecl>,
     loaded: BTreeSet<PathBuf>,
+    executor: BTreeMap<String, Entry>,
 }
 
 #[derive(Default)]
@@ -96,9 +101,12 @@ struct ProfileDecl {
     nodes: Vec<(String, Span, BTreeMap<String, Entry>)>,
     kinds: Vec<(String, Span, BTreeMap<String, Entry>)>,
     seed: Option<u64>,
+    executor: BTreeMap<String, Entry>,
 }
 
-const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description"];
+const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor"];
+/// The per-node key that executors read and keys never include.
+const RESOURCES: &str = "resources";
 const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
 
 /// Loads `path` and everything it includes, applies `profile`, expands matrices.
@@ -191,6 +199,13 @@ impl Loader {
                 self.load_file(&dir.join(rel), Some(item.span))?;
             }
         }
+        if let Some(e) = top.get("executor") {
+            let Some(t) = e.value.as_table() else {
+                return Err(self.type_err(&e.value, "a table `[executor]`"));
+            };
+            // Included files were loaded above, so the including file's keys win.
+            self.executor.extend(t.clone());
+        }
         if let Some(e) = top.get("node") {
             let Some(nodes) = e.value.as_table() else {
                 return Err(self.type_err(&e.value, "a table of nodes `[node.ID]`"));
@@ -218,6 +233,12 @@ impl Loader {
                             Value::Int(i) if i >= 0 => decl.seed = Some(i as u64),
                             _ => return Err(self.type_err(&e.value, "a non-negative integer")),
                         },
+                        "executor" => {
+                            let Some(t) = e.value.as_table() else {
+                                return Err(self.type_err(&e.value, "a table `[profile.NAME.executor]`"));
+                            };
+                            decl.executor.extend(t.clone());
+                        }
                         "node" | "kind" => {
                             let Some(t) = e.value.as_table() else {
                                 return Err(self.type_err(&e.value, "a table"));
@@ -241,7 +262,7 @@ impl Loader {
                                 K::UnknownKey,
                                 format!("unknown key `{k}` in profile `{name}`"),
                             )
-                            .help(suggest(k, ["seed", "node", "kind"])))
+                            .help(suggest(k, ["seed", "node", "kind", "executor"])))
                         }
                     }
                 }
@@ -313,6 +334,7 @@ impl Loader {
             }
             node_over = decl.nodes;
             kind_over = decl.kinds;
+            self.executor.extend(decl.executor);
         }
         // Declaration-level node overrides (before matrix expansion).
         let mut expanded_over = vec![];
@@ -368,10 +390,22 @@ impl Loader {
                     )
                     .help("override it on the declaration id instead"));
                 }
-                n.params.insert(k, e);
+                if k == RESOURCES {
+                    n.resources = Some(e);
+                } else {
+                    n.params.insert(k, e);
+                }
             }
         }
-        Ok(Pipeline { sources: self.sources, nodes, seed, profile: profile.map(|s| s.to_string()), profiles, groups })
+        Ok(Pipeline {
+            sources: self.sources,
+            nodes,
+            seed,
+            profile: profile.map(|s| s.to_string()),
+            profiles,
+            groups,
+            executor: self.executor,
+        })
     }
 }
 
@@ -469,6 +503,7 @@ fn expand(
         for (k, e) in node_over.into_iter().flatten() {
             params.insert(k.clone(), e.clone());
         }
+        let resources = params.remove(RESOURCES);
         for e in params.values_mut() {
             // "{lr}" alone keeps the variable's type (so a float stays a float).
             if let Value::Str(s) = &e.value.value {
@@ -512,6 +547,7 @@ fn expand(
             params,
             matrix: vars,
             base_dir: d.base_dir.clone(),
+            resources,
         });
     }
     Ok(out)

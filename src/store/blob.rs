@@ -32,6 +32,14 @@ impl BlobStore {
         Ok(BlobStore { dir, tmp })
     }
 
+    /// The same store writing its temp files into `tmp` instead (on the same filesystem, so renames stay
+    /// atomic): a Slurm job uses its own, which no other run's clean-up touches.
+    pub fn with_tmp(mut self, tmp: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(tmp).map_err(|e| StoreError::io(tmp, e))?;
+        self.tmp = tmp.to_path_buf();
+        Ok(self)
+    }
+
     /// Path of blob `digest`.
     pub fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(&digest[..2.min(digest.len())]).join(digest)

@@ -18,6 +18,9 @@ pub struct FailRecord {
     pub key: String,
     /// The error text.
     pub error: String,
+    /// Where it ran, when not in this process (e.g. `slurm_job`, `state`, `log`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub runner: std::collections::BTreeMap<String, String>,
 }
 
 /// An open index.

@@ -1,0 +1,120 @@
+//! How the coordinator starts a node: a [`Launcher`] runs it in this process ([`LocalLauncher`]) or hands it to
+//! a cluster scheduler ([`super::slurm::SlurmLauncher`]). Results come back as [`Msg`]s on one channel; the
+//! coordinator alone commits them to the index.
+
+use super::node::{execute, NodeJob};
+use super::ExecError;
+use crate::spec::NodeResources;
+use crate::stage::{InputArtifact, Progress, Stage, StageError};
+use crate::store::{Manifest, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A node ready to run, with everything resolved.
+pub struct Launch {
+    /// Node index in the graph.
+    pub node: usize,
+    /// Node id.
+    pub id: String,
+    /// Its cache key.
+    pub key: String,
+    /// The stage.
+    pub stage: Arc<dyn Stage>,
+    /// Canonical parameters.
+    pub params: serde_json::Value,
+    /// Directory of the declaring file.
+    pub base_dir: PathBuf,
+    /// Full environment.
+    pub env: BTreeMap<String, String>,
+    /// Slot → input artifacts.
+    pub inputs: BTreeMap<String, Vec<InputArtifact>>,
+    /// Resolved resources (`cpus` always set).
+    pub resources: NodeResources,
+    /// Resumable scratch directory.
+    pub scratch: PathBuf,
+}
+
+/// Where a node ran, kept with its record (e.g. `slurm_job`, `state`, `log`).
+pub type RunnerNotes = BTreeMap<String, String>;
+
+/// A message from a running node.
+pub enum Msg {
+    /// Progress.
+    Progress(usize, Progress),
+    /// Something worth telling (a submission, a re-attachment).
+    Note(usize, String),
+    /// It ended: its manifest or error, milliseconds, and where it ran.
+    Done(usize, Result<Manifest, StageError>, u64, RunnerNotes),
+}
+
+/// Starts nodes and reports their ends.
+pub trait Launcher {
+    /// Whether the coordinator must keep within its CPU and device slots (a scheduler keeps its own).
+    fn limited(&self) -> bool;
+    /// Starts a node; its end arrives later as [`Msg::Done`].
+    fn start(&mut self, l: Launch, tx: &Sender<Msg>) -> Result<(), ExecError>;
+    /// Called often by the coordinator: poll whatever must be polled.
+    fn tick(&mut self, tx: &Sender<Msg>) -> Result<(), ExecError>;
+    /// The coordinator is interrupted: cancel (or, with `keep`, leave) what runs. Returns the nodes it cancelled.
+    fn interrupt(&mut self, keep: bool) -> Vec<(usize, RunnerNotes)>;
+}
+
+/// Runs nodes on a rayon pool of this process.
+pub struct LocalLauncher {
+    pool: rayon::ThreadPool,
+    store: Store,
+}
+
+impl LocalLauncher {
+    /// A pool of `jobs` threads.
+    pub fn new(jobs: usize, store: Store) -> Result<Self, ExecError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .thread_name(|i| format!("polyflow-node-{i}"))
+            .build()
+            .map_err(|e| ExecError::Other(e.to_string()))?;
+        Ok(LocalLauncher { pool, store })
+    }
+}
+
+impl Launcher for LocalLauncher {
+    fn limited(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, l: Launch, tx: &Sender<Msg>) -> Result<(), ExecError> {
+        let (tx, store) = (tx.clone(), self.store.clone());
+        self.pool.spawn(move || {
+            let start = Instant::now();
+            let i = l.node;
+            let txp = tx.clone();
+            let progress = move |p: Progress| {
+                let _ = txp.send(Msg::Progress(i, p));
+            };
+            let job = NodeJob {
+                id: &l.id,
+                stage: &l.stage,
+                params: &l.params,
+                base_dir: &l.base_dir,
+                env: &l.env,
+                inputs: l.inputs,
+                threads: l.resources.cpus.unwrap_or(1) as usize,
+                scratch: l.scratch.clone(),
+            };
+            let result = execute(job, &store, &progress);
+            let _ = tx.send(Msg::Done(i, result, start.elapsed().as_millis() as u64, RunnerNotes::new()));
+        });
+        Ok(())
+    }
+
+    fn tick(&mut self, _tx: &Sender<Msg>) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    fn interrupt(&mut self, _keep: bool) -> Vec<(usize, RunnerNotes)> {
+        vec![]
+    }
+}

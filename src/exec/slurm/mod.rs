@@ -1,0 +1,302 @@
+//! The Slurm executor: each stale node becomes one `sbatch` job that runs `polyflow exec-node DIR` against
+//! the shared store; the coordinating `polyflow run` submits nodes as their inputs become ready, polls Slurm,
+//! verifies each finished job's artifact and commits it to the index (jobs never touch the index).
+//!
+//! Crash safety: the job writes its blobs (temp file → rename), then `result.json` last; the coordinator
+//! trusts a result only when Slurm says `COMPLETED` (or has forgotten the job) *and* every blob verifies.
+//! Job ids are recorded in the store (`jobs/<key>/slurm.json`), so a later run re-attaches to jobs still
+//! pending or running instead of submitting them twice, and takes the results of jobs that finished meanwhile.
+
+pub mod job;
+pub mod sched;
+
+use super::launch::{Launch, Launcher, Msg, RunnerNotes};
+use super::ExecError;
+use crate::graph::Graph;
+use crate::stage::StageError;
+use crate::store::Store;
+use job::{job_dir, read_json, write_json, JobError, JobInput, JobResult, JobSpec, Submission};
+use sched::JobState;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant, SystemTime};
+
+struct Watched {
+    node: usize,
+    id: String,
+    key: String,
+    job_id: String,
+    dir: PathBuf,
+    since: Instant,
+    progress_seen: Option<SystemTime>,
+}
+
+/// Submits nodes to Slurm and watches them.
+pub struct SlurmLauncher {
+    store: Store,
+    pipeline: PathBuf,
+    profile: Option<String>,
+    exe: PathBuf,
+    prefix: String,
+    poll: Duration,
+    last_poll: Instant,
+    watched: Vec<Watched>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl SlurmLauncher {
+    /// A launcher for graph `g` over `store` (which must live on a filesystem the cluster shares).
+    pub fn new(g: &Graph, store: &Store) -> Result<Self, ExecError> {
+        let root = store.root.canonicalize().map_err(|e| ExecError::Other(format!("{}: {e}", store.root.display())))?;
+        let store = Store::open(&root)?;
+        let pipeline =
+            g.pipeline.sources.files.first().map(|f| f.canonical.clone()).ok_or_else(|| ExecError::Other("empty pipeline".into()))?;
+        let exe = std::env::var_os("POLYFLOW_EXE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_exe().ok())
+            .ok_or_else(|| ExecError::Other("cannot find the polyflow executable for the jobs".into()))?;
+        Ok(SlurmLauncher {
+            store,
+            pipeline,
+            profile: g.pipeline.profile.clone(),
+            exe,
+            prefix: g.executor.job_prefix.clone(),
+            poll: Duration::from_secs_f64(g.executor.poll_s),
+            last_poll: Instant::now() - Duration::from_secs(3600),
+            watched: vec![],
+        })
+    }
+
+    fn notes(w: &Watched, state: &str) -> RunnerNotes {
+        let mut n = RunnerNotes::new();
+        n.insert("executor".into(), "slurm".into());
+        n.insert("slurm_job".into(), w.job_id.clone());
+        n.insert("state".into(), state.to_string());
+        n.insert("stdout".into(), w.dir.join("stdout.log").display().to_string());
+        n.insert("stderr".into(), w.dir.join("stderr.log").display().to_string());
+        n
+    }
+
+    /// The verified result of a job directory, if it holds one for `key`.
+    fn result(&self, dir: &std::path::Path, key: &str) -> Result<JobResult, String> {
+        let Some(r) = read_json::<JobResult>(dir, "result.json") else {
+            return Err(format!("the job left no result ({} missing)", dir.join("result.json").display()));
+        };
+        if r.key != key {
+            return Err(format!("{} belongs to another key", dir.join("result.json").display()));
+        }
+        if let Some((file, state)) = self.store.check(&r.manifest) {
+            return Err(format!("the job's artifact file `{file}` is {state:?} in the store; run again to recompute it"));
+        }
+        Ok(r)
+    }
+
+    /// Turns a job that has ended into its `Done` message.
+    fn finish(&self, w: &Watched, st: Option<JobState>) -> Msg {
+        let state = st.as_ref().map(|s| s.state.clone()).unwrap_or_else(|| "UNKNOWN".into());
+        let notes = Self::notes(w, &state);
+        let log = w.dir.join("stderr.log");
+        let fallback_ms = w.since.elapsed().as_millis() as u64;
+        let word = state.split_whitespace().next().unwrap_or("");
+        // COMPLETED, or forgotten by Slurm with a complete result: take it if every blob verifies.
+        if word == "COMPLETED" || st.is_none() {
+            return match self.result(&w.dir, &w.key) {
+                Ok(r) => Msg::Done(w.node, Ok(r.manifest), r.ms, notes),
+                Err(e) => {
+                    let how = if st.is_none() {
+                        format!("Slurm job {} is no longer known to Slurm and", w.job_id)
+                    } else {
+                        format!("Slurm job {} COMPLETED but", w.job_id)
+                    };
+                    Msg::Done(w.node, Err(StageError::failed(format!("{how} {e}; log: {}", log.display()))), fallback_ms, notes)
+                }
+            };
+        }
+        let st = st.unwrap();
+        let exit = st.exit_code.as_deref().map(|c| format!(", exit code {c}")).unwrap_or_default();
+        let reason = if st.reason != "None" && !st.reason.is_empty() { format!(", reason {}", st.reason) } else { String::new() };
+        let head = format!("Slurm job {} {word}{exit}{reason}", w.job_id);
+        let err = match read_json::<JobError>(&w.dir, "error.json").filter(|e| e.key == w.key && word == "FAILED") {
+            Some(e) if e.input => StageError::input(format!("{} ({head}; log: {})", e.message, log.display())),
+            Some(e) => StageError::failed(format!("{} ({head}; log: {})", e.message, log.display())),
+            None => {
+                let t = job::tail(&log, 5);
+                let t = if t.is_empty() { String::new() } else { format!("; last lines of the log:\n{t}") };
+                StageError::failed(format!("{head}: the node did not finish; run again to resubmit (log: {}){t}", log.display()))
+            }
+        };
+        Msg::Done(w.node, Err(err), fallback_ms, notes)
+    }
+
+    fn submit(&mut self, l: &Launch, dir: &std::path::Path) -> Result<String, ExecError> {
+        let io = |e: std::io::Error| ExecError::Other(format!("{}: {e}", dir.display()));
+        // A fresh directory: results of an earlier attempt must not be mistaken for this one's.
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let spec = JobSpec {
+            pipeline: self.pipeline.clone(),
+            profile: self.profile.clone(),
+            node: l.id.clone(),
+            key: l.key.clone(),
+            env: l.env.clone(),
+            store: self.store.root.clone(),
+            threads: l.resources.cpus.unwrap_or(1) as usize,
+            inputs: l
+                .inputs
+                .iter()
+                .map(|(slot, v)| {
+                    (
+                        slot.clone(),
+                        v.iter().map(|a| JobInput { id: a.id.clone(), manifest: a.manifest.clone(), key: a.key.clone() }).collect(),
+                    )
+                })
+                .collect(),
+        };
+        write_json(dir, "job.json", &spec).map_err(io)?;
+        let script = format!(
+            "#!/bin/sh\n# polyflow node `{}` (key {}), submitted by `polyflow run`.\nexec {} exec-node {}\n",
+            l.id,
+            &l.key[..16],
+            shell_quote(&self.exe.to_string_lossy()),
+            shell_quote(&dir.to_string_lossy())
+        );
+        std::fs::write(dir.join("job.sh"), script).map_err(io)?;
+        let r = &l.resources;
+        let mut args = vec![
+            format!("--job-name={}-{}", self.prefix, l.id),
+            format!("--output={}", dir.join("stdout.log").display()),
+            format!("--error={}", dir.join("stderr.log").display()),
+            format!("--chdir={}", std::env::current_dir().map_err(io)?.display()),
+            "--ntasks=1".into(),
+            format!("--cpus-per-task={}", r.cpus.unwrap_or(1)),
+        ];
+        if let Some(g) = r.gpus.filter(|&g| g > 0) {
+            args.push(format!("--gres=gpu:{g}"));
+        }
+        if let Some(m) = &r.mem {
+            args.push(format!("--mem={m}"));
+        }
+        if let Some(t) = &r.time {
+            args.push(format!("--time={t}"));
+        }
+        if let Some(p) = &r.partition {
+            args.push(format!("--partition={p}"));
+        }
+        args.extend(r.sbatch.iter().cloned());
+        let job_id = sched::sbatch(&args, &dir.join("job.sh")).map_err(|e| ExecError::Other(format!("submitting node `{}`: {e}", l.id)))?;
+        let sub = Submission { job_id: job_id.clone(), node: l.id.clone(), key: l.key.clone(), submitted_at: now_secs() };
+        write_json(dir, "slurm.json", &sub).map_err(io)?;
+        Ok(job_id)
+    }
+}
+
+impl Launcher for SlurmLauncher {
+    fn limited(&self) -> bool {
+        false
+    }
+
+    fn start(&mut self, l: Launch, tx: &Sender<Msg>) -> Result<(), ExecError> {
+        let dir = job_dir(&self.store.root, &l.key);
+        // A job submitted earlier for this very key (by a run that was killed or left its jobs running)?
+        if let Some(prev) = read_json::<Submission>(&dir, "slurm.json").filter(|s| s.key == l.key) {
+            let st = sched::squeue(&[&prev.job_id]).ok().and_then(|m| m.get(&prev.job_id).cloned()).or_else(|| sched::sacct(&prev.job_id));
+            let w = Watched {
+                node: l.node,
+                id: l.id.clone(),
+                key: l.key.clone(),
+                job_id: prev.job_id.clone(),
+                dir: dir.clone(),
+                since: Instant::now(),
+                progress_seen: None,
+            };
+            match &st {
+                Some(s) if !s.terminal() => {
+                    let _ = tx.send(Msg::Note(l.node, format!("re-attached to Slurm job {} ({})", prev.job_id, s.state)));
+                    self.watched.push(w);
+                    return Ok(());
+                }
+                Some(s) if s.state == "COMPLETED" => {
+                    if let Msg::Done(i, Ok(m), ms, notes) = self.finish(&w, st.clone()) {
+                        let _ =
+                            tx.send(Msg::Note(l.node, format!("Slurm job {} finished while no run watched it: result taken", prev.job_id)));
+                        let _ = tx.send(Msg::Done(i, Ok(m), ms, notes));
+                        return Ok(());
+                    }
+                }
+                None => {
+                    if self.result(&dir, &l.key).is_ok() {
+                        if let Msg::Done(i, Ok(m), ms, notes) = self.finish(&w, None) {
+                            let _ = tx.send(Msg::Note(
+                                l.node,
+                                format!("Slurm job {} finished while no run watched it: result taken", prev.job_id),
+                            ));
+                            let _ = tx.send(Msg::Done(i, Ok(m), ms, notes));
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let job_id = self.submit(&l, &dir)?;
+        let _ = tx.send(Msg::Note(l.node, format!("submitted as Slurm job {job_id} (log {})", dir.join("stderr.log").display())));
+        self.watched.push(Watched { node: l.node, id: l.id, key: l.key, job_id, dir, since: Instant::now(), progress_seen: None });
+        Ok(())
+    }
+
+    fn tick(&mut self, tx: &Sender<Msg>) -> Result<(), ExecError> {
+        if self.watched.is_empty() || self.last_poll.elapsed() < self.poll {
+            return Ok(());
+        }
+        self.last_poll = Instant::now();
+        for w in &mut self.watched {
+            let p = w.dir.join("progress.json");
+            if let Ok(t) = std::fs::metadata(&p).and_then(|m| m.modified()) {
+                if w.progress_seen != Some(t) {
+                    w.progress_seen = Some(t);
+                    if let Some(pr) = read_json(&w.dir, "progress.json") {
+                        let _ = tx.send(Msg::Progress(w.node, pr));
+                    }
+                }
+            }
+        }
+        let ids: Vec<&str> = self.watched.iter().map(|w| w.job_id.as_str()).collect();
+        let states = sched::squeue(&ids).map_err(ExecError::Other)?;
+        let mut ended = vec![];
+        for (k, w) in self.watched.iter().enumerate() {
+            match states.get(&w.job_id) {
+                Some(s) if !s.terminal() => {}
+                // Ended: scontrol adds the exit code.
+                Some(s) => ended.push((k, Some(sched::scontrol(&w.job_id).unwrap_or_else(|| s.clone())))),
+                None => ended.push((k, sched::scontrol(&w.job_id).or_else(|| sched::sacct(&w.job_id)))),
+            }
+        }
+        for (k, st) in ended.into_iter().rev() {
+            if st.as_ref().is_some_and(|s| !s.terminal()) {
+                continue;
+            }
+            let w = self.watched.remove(k);
+            tracing::debug!("slurm job {} of {} ended: {:?}", w.job_id, w.id, st);
+            let _ = tx.send(self.finish(&w, st));
+        }
+        Ok(())
+    }
+
+    fn interrupt(&mut self, keep: bool) -> Vec<(usize, RunnerNotes)> {
+        if keep {
+            return vec![];
+        }
+        let ids: Vec<&str> = self.watched.iter().map(|w| w.job_id.as_str()).collect();
+        if let Err(e) = sched::scancel(&ids) {
+            tracing::warn!("scancel: {e}");
+        }
+        self.watched.drain(..).map(|w| (w.node, Self::notes(&w, "CANCELLED"))).collect()
+    }
+}
