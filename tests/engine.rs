@@ -132,6 +132,16 @@ fn changed_param_reruns_node_and_dependents_and_status_explains() {
 }
 
 #[test]
+fn resources_and_executor_settings_never_change_keys() {
+    let e = Env::new();
+    e.write("p.toml", CHAIN);
+    e.run();
+    let with = CHAIN.replace("x = 10\n", "x = 10\nresources = { cpus = 1, mem = \"4G\", time = \"1:00:00\", sbatch = [\"--qos=x\"] }\n");
+    e.write("p.toml", &format!("[executor]\npartition = \"gpu\"\npoll = 5\n\n{with}"));
+    assert_eq!(e.run(), Vec::<String>::new());
+}
+
+#[test]
 fn upstream_rerun_with_identical_output_leaves_downstream_fresh() {
     let e = Env::new();
     e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 1\nout = 7\n["));

@@ -69,12 +69,15 @@ fn print_runner(store: &Store, s: &crate::exec::assess::Assessment) {
             }
         }
     };
+    let mut told = false;
     if let Some(r) = s.record.as_ref().filter(|r| Some(&r.key) == s.key.as_ref()) {
         line("ran as:", &r.runner);
+        told = true;
     } else if let Some(f) = &s.failure {
         line("failed as:", &f.runner);
+        told = Some(&f.key) == s.key.as_ref();
     }
-    if let Some(key) = &s.key {
+    if let (Some(key), false) = (&s.key, told) {
         let dir = crate::exec::slurm::job::job_dir(&store.root, key);
         if let (None, Some(sub)) =
             (&s.manifest, crate::exec::slurm::job::read_json::<crate::exec::slurm::job::Submission>(&dir, "slurm.json"))
@@ -88,6 +91,27 @@ fn print_runner(store: &Store, s: &crate::exec::assess::Assessment) {
             println!("  stderr: {}", dir.join("stderr.log").display());
         }
     }
+}
+
+/// Slurm job directories (`jobs/<key>`) of keys not kept whose job Slurm does not report pending or running.
+fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
+    use crate::exec::slurm::{job, sched};
+    let Ok(rd) = std::fs::read_dir(store.root.join("jobs")) else { return vec![] };
+    let mut out = vec![];
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if keep_keys.iter().any(|k| k.starts_with(&name)) {
+            continue;
+        }
+        let alive = job::read_json::<job::Submission>(&e.path(), "slurm.json").is_some_and(|sub| {
+            sched::squeue(&[&sub.job_id]).ok().and_then(|m| m.get(&sub.job_id).cloned()).is_some_and(|st| !st.terminal())
+        });
+        if !alive {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
@@ -130,6 +154,10 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, yes: bool, reg: &R
         }
     }
     let drop_blobs: Vec<(String, u64)> = store.blobs.list().into_iter().filter(|(d, _)| !keep_blobs.contains(d)).collect();
+    let drop_jobs = stale_job_dirs(&store, &keep_keys);
+    for d in &drop_jobs {
+        println!("{:>12} job directory {}", if yes { "Removing" } else { "Would remove" }, d.display());
+    }
     let freed: u64 = drop_blobs.iter().map(|b| b.1).sum();
     for (k, size) in &drop_keys {
         println!("{:>12} artifact {} ({})", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
@@ -149,7 +177,10 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, yes: bool, reg: &R
         for (d, _) in &drop_blobs {
             store.blobs.remove(d)?;
         }
-    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() {
+        for d in &drop_jobs {
+            std::fs::remove_dir_all(d).map_err(|e| CliError::Other(format!("error: {}: {e}", d.display()), exit::STORE))?;
+        }
+    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() {
         println!("run again with --yes to delete");
     }
     Ok(exit::OK)

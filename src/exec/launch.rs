@@ -35,6 +35,8 @@ pub struct Launch {
     pub resources: NodeResources,
     /// Resumable scratch directory.
     pub scratch: PathBuf,
+    /// Re-run on request (`--force`): never take an earlier attempt's result.
+    pub forced: bool,
 }
 
 /// Where a node ran, kept with its record (e.g. `slurm_job`, `state`, `log`).

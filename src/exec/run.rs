@@ -241,6 +241,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                     env: full_env,
                     inputs,
                     resources,
+                    forced: forced.contains(&i),
                 },
                 &tx,
             )?;

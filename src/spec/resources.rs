@@ -109,13 +109,15 @@ fn string(src: &SourceMap, v: &SValue, what: &str) -> Result<String, SpecError> 
         Value::Str(s) if !s.trim().is_empty() && !s.contains(char::is_whitespace) => Ok(s.clone()),
         Value::Str(_) => Err(SpecError::at(src, v.span, K::OutOfRange, format!("`{}` is not a valid {what}", v.to_json()))
             .help(format!("write a {what} without spaces"))),
-        Value::Int(i) if what == "time limit" => Ok(i.to_string()),
         _ => Err(wrong(src, v, &format!("a {what} string"))),
     }
 }
 
 fn mem(src: &SourceMap, v: &SValue) -> Result<String, SpecError> {
-    let s = string(src, v, "memory size")?;
+    let s = match &v.value {
+        Value::Str(s) => s.clone(),
+        _ => return Err(wrong(src, v, "a memory size string")),
+    };
     let digits = s.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || s.len() - digits.len() > 1 {
         return Err(SpecError::at(src, v.span, K::OutOfRange, format!("`{s}` is not a memory size"))
@@ -125,7 +127,11 @@ fn mem(src: &SourceMap, v: &SValue) -> Result<String, SpecError> {
 }
 
 fn time(src: &SourceMap, v: &SValue) -> Result<String, SpecError> {
-    let s = string(src, v, "time limit")?;
+    let s = match &v.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) if *i > 0 => i.to_string(),
+        _ => return Err(wrong(src, v, "a time limit string")),
+    };
     let ok = s.split(['-', ':']).all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) && s.matches('-').count() <= 1;
     if !ok {
         return Err(SpecError::at(src, v.span, K::OutOfRange, format!("`{s}` is not a time limit"))

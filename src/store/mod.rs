@@ -6,6 +6,8 @@
 //! index/          sled: artifacts (key → manifest), records (node id → last run), failures
 //! blobs/ab/<hex>  file contents, named by their blake3 digest
 //! tmp/            temp files of writes in progress (removed at the next run)
+//! partial/<key>/  resumable scratch of a node in progress (removed when it commits)
+//! jobs/<key>/     one Slurm job's spec, logs and result (see `exec::slurm::job`)
 //! writer.lock     advisory lock held by the one running `polyflow run`
 //! show/<id>/      previews written by `polyflow show`
 //! ```

@@ -217,6 +217,12 @@ impl Launcher for SlurmLauncher {
                 progress_seen: None,
             };
             match &st {
+                Some(s) if l.forced && !s.terminal() => {
+                    // Forced: the earlier job's output is not wanted; stop it before its directory is reused.
+                    let _ = sched::scancel(&[&prev.job_id]);
+                    let _ = tx.send(Msg::Note(l.node, format!("cancelled earlier Slurm job {} (forced re-run)", prev.job_id)));
+                }
+                _ if l.forced => {}
                 Some(s) if !s.terminal() => {
                     let _ = tx.send(Msg::Note(l.node, format!("re-attached to Slurm job {} ({})", prev.job_id, s.state)));
                     self.watched.push(w);
@@ -245,7 +251,14 @@ impl Launcher for SlurmLauncher {
                 _ => {}
             }
         }
-        let job_id = self.submit(&l, &dir)?;
+        let job_id = match self.submit(&l, &dir) {
+            Ok(j) => j,
+            Err(e) => {
+                // Not submitted: this node fails (and its dependents are skipped); other branches go on.
+                let _ = tx.send(Msg::Done(l.node, Err(StageError::failed(e.to_string())), 0, RunnerNotes::new()));
+                return Ok(());
+            }
+        };
         let _ = tx.send(Msg::Note(l.node, format!("submitted as Slurm job {job_id} (log {})", dir.join("stderr.log").display())));
         self.watched.push(Watched { node: l.node, id: l.id, key: l.key, job_id, dir, since: Instant::now(), progress_seen: None });
         Ok(())
