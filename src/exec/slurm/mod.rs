@@ -228,24 +228,14 @@ impl Launcher for SlurmLauncher {
                     self.watched.push(w);
                     return Ok(());
                 }
-                Some(s) if s.state == "COMPLETED" => {
+                // Ended while no run watched it: take its result if Slurm says COMPLETED (or has forgotten
+                // the job) and every blob verifies; otherwise fall through and submit again.
+                _ if st.as_ref().is_none_or(|s| s.state == "COMPLETED") => {
                     if let Msg::Done(i, Ok(m), ms, notes) = self.finish(&w, st.clone()) {
                         let _ =
                             tx.send(Msg::Note(l.node, format!("Slurm job {} finished while no run watched it: result taken", prev.job_id)));
                         let _ = tx.send(Msg::Done(i, Ok(m), ms, notes));
                         return Ok(());
-                    }
-                }
-                None => {
-                    if self.result(&dir, &l.key).is_ok() {
-                        if let Msg::Done(i, Ok(m), ms, notes) = self.finish(&w, None) {
-                            let _ = tx.send(Msg::Note(
-                                l.node,
-                                format!("Slurm job {} finished while no run watched it: result taken", prev.job_id),
-                            ));
-                            let _ = tx.send(Msg::Done(i, Ok(m), ms, notes));
-                            return Ok(());
-                        }
                     }
                 }
                 _ => {}
