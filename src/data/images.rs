@@ -1,38 +1,122 @@
-//! Image readers: IDX pairs, CIFAR-10/100 binary, and class-folder trees (PNG/JPEG).
+//! Image readers: IDX pairs, CIFAR-10/100 binary, class-folder trees (PNG/JPEG), and (in `video`) frame folders.
+//!
+//! Each reader first reads what is small (labels, file lists, headers) and checks it, then streams the
+//! examples one at a time through [`Images::for_each`]: nothing holds a whole split in memory.
 
-use super::error::{read, DataError};
-use super::idx::read_idx;
-use std::path::Path;
+use super::error::DataError;
+use super::idx::{read_idx, IdxStream};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-/// Decoded images `[N, H, W, C]` u8 with integer labels.
-#[derive(Debug, Clone, Default)]
-pub struct ImageSet {
-    /// Height.
-    pub h: usize,
-    /// Width.
-    pub w: usize,
-    /// Channels.
-    pub c: usize,
-    /// Pixels, `N·H·W·C`.
-    pub pixels: Vec<u8>,
-    /// Labels.
-    pub labels: Vec<i64>,
+enum Source {
+    Idx(PathBuf),
+    Cifar { files: Vec<PathBuf>, label_bytes: usize },
+    Folder { files: Vec<PathBuf>, h: usize, w: usize },
+    Frames { clips: Vec<Vec<PathBuf>>, frames: usize, size: usize },
 }
 
-impl ImageSet {
-    /// Number of images.
+/// A set of u8 examples with integer labels, read one at a time.
+pub struct Images {
+    /// Shape of one example: `[H, W, C]` for images, `[T, H, W, C]` for clips.
+    pub shape: Vec<usize>,
+    /// Labels, one per example.
+    pub labels: Vec<i64>,
+    src: Source,
+}
+
+impl Images {
+    /// Number of examples.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
+
     /// True if empty.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    /// Bytes per example.
+    pub fn record_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Calls `f(index, example)` for every `wanted` example in order, decoding one at a time (files of
+    /// unwanted examples are not decoded; streams are still read through and checked).
+    pub fn for_each<E: From<DataError>>(
+        &self,
+        wanted: impl Fn(usize) -> bool,
+        mut f: impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut buf = vec![0u8; self.record_len()];
+        match &self.src {
+            Source::Idx(path) => {
+                let mut s = IdxStream::open(path)?;
+                for i in 0..self.len() {
+                    s.next_into(&mut buf)?;
+                    if wanted(i) {
+                        f(i, &buf)?;
+                    }
+                }
+                Ok(s.finish()?)
+            }
+            Source::Cifar { files, label_bytes } => {
+                let mut rec = vec![0u8; label_bytes + 3072];
+                let mut i = 0;
+                for path in files {
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, open(path)?);
+                    loop {
+                        match r.read_exact(&mut rec) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                            Err(e) => return Err(DataError::new(path, format!("cannot read: {e}")).into()),
+                        }
+                        if !wanted(i) {
+                            i += 1;
+                            continue;
+                        }
+                        // R, G, B planes of 32×32 → interleaved HWC.
+                        let px = &rec[*label_bytes..];
+                        for p in 0..1024 {
+                            buf[3 * p..3 * p + 3].copy_from_slice(&[px[p], px[1024 + p], px[2048 + p]]);
+                        }
+                        f(i, &buf)?;
+                        i += 1;
+                    }
+                }
+                Ok(())
+            }
+            Source::Folder { files, h, w } => {
+                for (i, path) in files.iter().enumerate().filter(|(i, _)| wanted(*i)) {
+                    let img = image::open(path).map_err(|e| DataError::new(path, format!("unreadable image: {e}")))?;
+                    let img = img.resize_exact(*w as u32, *h as u32, image::imageops::FilterType::Triangle).to_rgb8();
+                    f(i, img.as_raw())?;
+                }
+                Ok(())
+            }
+            Source::Frames { clips, frames, size } => {
+                let per = size * size;
+                for (i, fs) in clips.iter().enumerate().filter(|(i, _)| wanted(*i)) {
+                    for k in 0..*frames {
+                        let path = &fs[k * fs.len() / frames];
+                        let img = image::open(path).map_err(|e| DataError::new(path, format!("unreadable frame: {e}")))?;
+                        let g = img.resize_exact(*size as u32, *size as u32, image::imageops::FilterType::Triangle).to_luma8();
+                        buf[k * per..(k + 1) * per].copy_from_slice(g.as_raw());
+                    }
+                    f(i, &buf)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
-/// An images IDX file plus a labels IDX file.
-pub fn read_idx_pair(images: &Path, labels: &Path, classes: usize) -> Result<ImageSet, DataError> {
-    let x = read_idx(images)?;
+fn open(path: &Path) -> Result<std::fs::File, DataError> {
+    std::fs::File::open(path).map_err(|e| DataError::new(path, format!("cannot read: {e}; check the dataset `path`")))
+}
+
+/// An images IDX file plus a labels IDX file: the labels are read and checked, the images' header checked.
+pub fn idx_pair(images: &Path, labels: &Path, classes: usize) -> Result<Images, DataError> {
+    let x = IdxStream::open(images)?;
     let y = read_idx(labels)?;
     if x.dims.len() != 3 {
         return Err(DataError::new(images, format!("expected an images IDX of rank 3 [N, H, W], found {:?}", x.dims)));
@@ -46,81 +130,104 @@ pub fn read_idx_pair(images: &Path, labels: &Path, classes: usize) -> Result<Ima
     if let Some(bad) = y.data.iter().find(|&&l| l as usize >= classes) {
         return Err(DataError::new(labels, format!("label {bad} is not in the class list ({classes} classes)")));
     }
-    Ok(ImageSet { h: x.dims[1], w: x.dims[2], c: 1, pixels: x.data, labels: y.data.iter().map(|&l| l as i64).collect() })
+    Ok(Images {
+        shape: vec![x.dims[1], x.dims[2], 1],
+        labels: y.data.iter().map(|&l| l as i64).collect(),
+        src: Source::Idx(images.to_path_buf()),
+    })
 }
 
-/// CIFAR binary batches: each record is `label(s)` then 3072 bytes (R, G, B planes of 32×32).
-/// `coarse` selects CIFAR-100's coarse label (records carry coarse then fine).
-pub fn read_cifar(files: &[&Path], cifar100: bool, coarse: bool) -> Result<ImageSet, DataError> {
+/// CIFAR binary batches: each record is `label(s)` then 3072 bytes (R, G, B planes of 32×32). `coarse`
+/// selects CIFAR-100's coarse label (records carry coarse then fine). Labels are read in a first pass.
+pub fn cifar(files: &[PathBuf], cifar100: bool, coarse: bool) -> Result<Images, DataError> {
     let lb = if cifar100 { 2 } else { 1 };
     let rec = lb + 3072;
-    let mut set = ImageSet { h: 32, w: 32, c: 3, ..Default::default() };
+    let classes = if !cifar100 {
+        10
+    } else if coarse {
+        20
+    } else {
+        100
+    };
+    let mut labels = vec![];
     for f in files {
-        let b = read(f)?;
-        if b.is_empty() || b.len() % rec != 0 {
+        let len = open(f)?.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        if len == 0 || len % rec != 0 {
             return Err(DataError::new(
                 f,
                 format!(
-                    "size {} is not a multiple of the {rec}-byte CIFAR record: truncated or not a CIFAR{} binary",
-                    b.len(),
+                    "size {len} is not a multiple of the {rec}-byte CIFAR record: truncated or not a CIFAR{} binary",
                     if cifar100 { "-100" } else { "-10" }
                 ),
             ));
         }
-        for r in b.chunks_exact(rec) {
-            let label = if cifar100 {
-                if coarse {
-                    r[0]
-                } else {
-                    r[1]
-                }
-            } else {
-                r[0]
-            } as i64;
-            let classes = if !cifar100 {
-                10
-            } else if coarse {
-                20
-            } else {
-                100
-            };
+        let mut r = std::io::BufReader::with_capacity(1 << 20, open(f)?);
+        let mut buf = vec![0u8; rec];
+        for _ in 0..len / rec {
+            r.read_exact(&mut buf).map_err(|e| DataError::new(f, format!("cannot read: {e}")))?;
+            let label = if cifar100 && !coarse { buf[1] } else { buf[0] } as i64;
             if label >= classes {
                 return Err(DataError::new(f, format!("label {label} is not in the class list ({classes} classes)")));
             }
-            set.labels.push(label);
-            let px = &r[lb..];
-            for i in 0..1024 {
-                set.pixels.extend_from_slice(&[px[i], px[1024 + i], px[2048 + i]]);
-            }
+            labels.push(label);
         }
     }
-    Ok(set)
+    Ok(Images { shape: vec![32, 32, 3], labels, src: Source::Cifar { files: files.to_vec(), label_bytes: lb } })
+}
+
+fn list(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::new(dir, format!("cannot read class folder: {e}")))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str())))
+        .collect();
+    v.sort();
+    Ok(v)
 }
 
 /// A folder with one subfolder per class of PNG/JPEG files (ImageNet / Pets / RESISC45 layout), resized to
 /// `size` (bilinear) as RGB. Classes are the sorted subfolder names unless `classes` is given.
-pub fn read_image_folder(root: &Path, classes: &[String], size: (usize, usize)) -> Result<ImageSet, DataError> {
-    let mut set = ImageSet { h: size.0, w: size.1, c: 3, ..Default::default() };
+pub fn image_folder(root: &Path, classes: &[String], size: (usize, usize)) -> Result<Images, DataError> {
+    let (mut files, mut labels) = (vec![], vec![]);
     for (ci, class) in classes.iter().enumerate() {
         let dir = root.join(class);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| DataError::new(&dir, format!("cannot read class folder: {e}")))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().map(|e| matches!(e.to_ascii_lowercase().to_str(), Some("png" | "jpg" | "jpeg"))).unwrap_or(false))
-            .collect();
-        files.sort();
-        if files.is_empty() {
+        let fs = list(&dir, &["png", "jpg", "jpeg"])?;
+        if fs.is_empty() {
             return Err(DataError::new(&dir, "empty class folder: no PNG or JPEG images; remove the folder or add images"));
         }
-        for f in files {
-            let img = image::open(&f).map_err(|e| DataError::new(&f, format!("unreadable image: {e}")))?;
-            let img = img.resize_exact(size.1 as u32, size.0 as u32, image::imageops::FilterType::Triangle).to_rgb8();
-            set.pixels.extend_from_slice(img.as_raw());
-            set.labels.push(ci as i64);
+        labels.extend(std::iter::repeat_n(ci as i64, fs.len()));
+        files.extend(fs);
+    }
+    Ok(Images { shape: vec![size.0, size.1, 3], labels, src: Source::Folder { files, h: size.0, w: size.1 } })
+}
+
+/// A folder of frame folders: `root/CLASS/CLIP/frame_*.png|jpg`, each clip resampled to `frames` frames
+/// (uniform indices) of `size²` grey pixels: examples `[T, S, S, 1]`.
+pub fn frame_folders(root: &Path, classes: &[String], frames: usize, size: usize) -> Result<Images, DataError> {
+    let (mut clips, mut labels) = (vec![], vec![]);
+    for (ci, c) in classes.iter().enumerate() {
+        let dir = root.join(c);
+        let mut dirs: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| DataError::new(&dir, e.to_string()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        if dirs.is_empty() {
+            return Err(DataError::new(&dir, "empty class folder: no clip folders"));
+        }
+        for clip in dirs {
+            let fs = list(&clip, &["png", "jpg", "jpeg"])?;
+            if fs.is_empty() {
+                return Err(DataError::new(&clip, "clip folder has no frame_*.png|jpg"));
+            }
+            clips.push(fs);
+            labels.push(ci as i64);
         }
     }
-    Ok(set)
+    Ok(Images { shape: vec![frames, size, size, 1], labels, src: Source::Frames { clips, frames, size } })
 }
 
 /// Sorted subfolder names of `root`.

@@ -6,6 +6,7 @@ pub mod error;
 pub mod fbank;
 pub mod idx;
 pub mod images;
+pub mod stream;
 pub mod tensors;
 pub mod video;
 

@@ -67,6 +67,13 @@ impl Labels {
             Labels::Multi(v, k) => Named { shape: vec![v.len() / k, *k], data: Array::U8(v.clone()) },
         }
     }
+    /// The shape of [`Self::named`] without building it.
+    pub fn named_shape(&self) -> Vec<usize> {
+        match self {
+            Labels::Single(v) => vec![v.len()],
+            Labels::Multi(v, k) => vec![v.len() / k, *k],
+        }
+    }
     /// From a named array `y`.
     pub fn from_named(n: &Named) -> Result<Labels, String> {
         match (&n.data, n.shape.len()) {

@@ -1,14 +1,12 @@
-//! Video data: clips generated deterministically from real images (the embedded video tasks) and a reader
-//! for folders of frames (`class/clip/frame_*.png|jpg`).
+//! Video data: clips generated deterministically from real images (the embedded video tasks). The reader for
+//! folders of frames (`class/clip/frame_*.png|jpg`) is [`super::images::frame_folders`].
 //!
 //! - *moving digits*: a digit bounces on a canvas; label = the digit.
 //! - *fashion motion*: a Fashion-MNIST item moves in one of 8 ways (left, right, up, down, rotate cw, rotate
 //!   ccw, zoom in, zoom out) from a random start; label = the motion, so no single frame carries the label.
 
-use super::error::DataError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
 
 /// Names of the 8 fashion motions.
 pub const MOTIONS: [&str; 8] = ["left", "right", "up", "down", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out"];
@@ -121,45 +119,6 @@ pub fn fashion_motion(src: &[u8], h: usize, w: usize, n: usize, frames: usize, s
         }
     }
     out
-}
-
-/// A folder of frame folders: `root/CLASS/CLIP/frame_*.png|jpg`, each clip resampled to `frames` frames
-/// (uniform indices) of `size²` grey pixels.
-pub fn read_frame_folders(root: &Path, classes: &[String], frames: usize, size: usize) -> Result<Clips, DataError> {
-    let mut out = Clips { frames, size, ..Default::default() };
-    for (ci, c) in classes.iter().enumerate() {
-        let dir = root.join(c);
-        let mut clips: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| DataError::new(&dir, e.to_string()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        clips.sort();
-        if clips.is_empty() {
-            return Err(DataError::new(&dir, "empty class folder: no clip folders"));
-        }
-        for clip in clips {
-            let mut fs: Vec<_> = std::fs::read_dir(&clip)
-                .map_err(|e| DataError::new(&clip, e.to_string()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "png" | "jpg" | "jpeg")))
-                .collect();
-            fs.sort();
-            if fs.is_empty() {
-                return Err(DataError::new(&clip, "clip folder has no frame_*.png|jpg"));
-            }
-            for f in 0..frames {
-                let idx = f * fs.len() / frames;
-                let img = image::open(&fs[idx]).map_err(|e| DataError::new(&fs[idx], format!("unreadable frame: {e}")))?;
-                let g = img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle).to_luma8();
-                out.pixels.extend_from_slice(g.as_raw());
-            }
-            out.labels.push(ci as i64);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

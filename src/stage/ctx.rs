@@ -78,6 +78,13 @@ impl ArtifactWriter {
         Ok(())
     }
 
+    /// Adds file `name` from a stream (written with constant memory).
+    pub fn put_reader(&mut self, name: &str, r: impl std::io::Read) -> Result<(), StageError> {
+        let (digest, size) = self.store.blobs.put_reader(r).map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
+        self.files.insert(name.to_string(), FileEntry { digest, size });
+        Ok(())
+    }
+
     /// Adds file `name` as a reference to `file` of an input artifact (no copy: same blob).
     pub fn link(&mut self, name: &str, input: &InputArtifact, file: &str) -> Result<(), StageError> {
         let f = input.manifest.files.get(file).ok_or_else(|| StageError::failed(format!("input `{}` has no file `{file}`", input.id)))?;

@@ -1,9 +1,17 @@
 //! Shared helpers of the data stages: hashing source trees, writing/reading split files, `show` output.
 
+use crate::data::stream::SplitWriter;
 use crate::data::tensors::{decode, encode, Array, Labels, Meta, Named};
 use crate::stage::{InputArtifact, StageCtx, StageError};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+impl From<crate::data::DataError> for StageError {
+    /// A data file at fault is bad user input (exit code 2); the message names the file.
+    fn from(e: crate::data::DataError) -> Self {
+        StageError::input(e.to_string())
+    }
+}
 
 /// One split's arrays (besides `y`) and labels.
 pub struct Split {
@@ -25,12 +33,14 @@ pub fn hash_tree(p: &Path) -> Result<String, StageError> {
         let rel = f.strip_prefix(p).unwrap_or(&f).to_string_lossy().to_string();
         h.update(rel.as_bytes());
         h.update(&[0]);
-        h.update_mmap(&f).map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
+        std::fs::File::open(&f)
+            .and_then(|file| h.update_reader(file).map(|_| ()))
+            .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
     }
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// Writes `{split}.safetensors` for each split and `meta.json`.
+/// Writes `{split}.safetensors` for each in-memory split and `meta.json`.
 pub fn write_dataset(
     ctx: &mut StageCtx<'_>,
     modality: &str,
@@ -43,9 +53,7 @@ pub fn write_dataset(
     let mut sizes = BTreeMap::new();
     let mut shape = vec![];
     for (name, s) in splits {
-        if s.y.is_empty() && name == "train" {
-            return Err(StageError::input(format!("node `{}`: the train split is empty", ctx.id)));
-        }
+        check_train(ctx, name, s.y.len())?;
         sizes.insert(name.to_string(), s.y.len());
         let mut arrays: BTreeMap<String, Named> = s.x.into_iter().collect();
         if let Some(x) = arrays.get("x") {
@@ -54,7 +62,38 @@ pub fn write_dataset(
         arrays.insert("y".into(), s.y.named());
         ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
     }
-    let meta = Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note };
+    write_meta(ctx, Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note })
+}
+
+fn check_train(ctx: &StageCtx<'_>, name: &str, n: usize) -> Result<(), StageError> {
+    if n == 0 && name == "train" {
+        return Err(StageError::input(format!("node `{}`: the train split is empty", ctx.id)));
+    }
+    Ok(())
+}
+
+/// Writes `{name}.safetensors` from a streamed split: its tensors plus the labels `y`; `shapes` gives the
+/// final shape of every tensor but `y`. The same bytes as [`write_dataset`] would write.
+pub fn put_streamed_split(
+    ctx: &mut StageCtx<'_>,
+    name: &str,
+    mut w: SplitWriter,
+    mut shapes: BTreeMap<String, Vec<usize>>,
+    y: &Labels,
+) -> Result<(), StageError> {
+    check_train(ctx, name, y.len())?;
+    let e = |m: String| StageError::failed(format!("writing split {name}: {m}"));
+    match y {
+        Labels::Single(v) => w.push_i64("y", v).map_err(e)?,
+        Labels::Multi(v, _) => w.push_u8("y", v).map_err(e)?,
+    }
+    shapes.insert("y".into(), y.named_shape());
+    let (r, _) = w.finish(&shapes).map_err(e)?;
+    ctx.out.put_reader(&format!("{name}.safetensors"), r)
+}
+
+/// Writes `meta.json`.
+pub fn write_meta(ctx: &mut StageCtx<'_>, meta: Meta) -> Result<(), StageError> {
     ctx.out.put_json("meta.json", &meta)
 }
 

@@ -65,7 +65,9 @@ fn hash_paths(base: &Path, deps: &[String]) -> Result<String, StageError> {
             let rel = f.strip_prefix(base).unwrap_or(&f).to_string_lossy().to_string();
             h.update(rel.as_bytes());
             h.update(&[0]);
-            h.update_mmap(&f).map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
+            std::fs::File::open(&f)
+                .and_then(|file| h.update_reader(file).map(|_| ()))
+                .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
         }
     }
     Ok(h.finalize().to_hex().to_string())

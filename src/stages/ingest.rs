@@ -1,14 +1,17 @@
 //! `dataset` and `video_synth`: ingest files in the formats users have (or generate the embedded video tasks)
 //! into a `dataset` artifact with train / val / test splits.
 
-use super::datautil::{hash_tree, write_dataset, Split};
+use super::datautil::{hash_tree, put_streamed_split, write_dataset, write_meta, Split};
 use crate::data::audio::{self, ClipRef};
-use crate::data::images::{self, ImageSet};
+use crate::data::images::{self, Images};
+use crate::data::stream::SplitWriter;
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
 use crate::data::video;
 use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use safetensors::Dtype;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const FORMATS: &[&str] = &["idx", "cifar10", "cifar100", "image_folder", "speech_commands", "csv", "frames"];
@@ -31,10 +34,6 @@ struct DatasetParams {
     frames: usize,
     coarse: bool,
     resplit: bool,
-}
-
-fn input_err(e: crate::data::DataError) -> StageError {
-    StageError::input(e.to_string())
 }
 
 fn class_list(dir: &Path, given: &[String], n: usize) -> Vec<String> {
@@ -60,16 +59,84 @@ fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf, StageError> {
     Err(StageError::input(format!("{}: no `{stem}` or `{stem}.gz` (IDX datasets need train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)", dir.display())))
 }
 
-fn image_split(set: &ImageSet, idx: &[usize]) -> Split {
-    let per = set.h * set.w * set.c;
-    let mut px = Vec::with_capacity(idx.len() * per);
-    for &i in idx {
-        px.extend_from_slice(&set.pixels[i * per..(i + 1) * per]);
+/// Streams the examples of `pool` (sources indexed one after another) once, each into the split whose
+/// (sorted) index list holds it; examples in no list are skipped without being decoded.
+fn stream_pool(
+    ctx: &mut StageCtx<'_>,
+    pool: &[&Images],
+    lists: Vec<(&str, Vec<usize>)>,
+    sizes: &mut BTreeMap<String, usize>,
+) -> Result<(), StageError> {
+    let total: usize = pool.iter().map(|s| s.len()).sum();
+    let mut assign = vec![usize::MAX; total];
+    for (k, (_, idx)) in lists.iter().enumerate() {
+        idx.iter().for_each(|&i| assign[i] = k);
     }
-    Split {
-        x: vec![("x".into(), Named { shape: vec![idx.len(), set.h, set.w, set.c], data: Array::U8(px) })],
-        y: Labels::Single(idx.iter().map(|&i| set.labels[i]).collect()),
+    let tmp_err = |m: String| StageError::failed(format!("node `{}`: {m}", ctx.id));
+    let mut writers: Vec<SplitWriter> = vec![];
+    for _ in &lists {
+        let mut w = SplitWriter::new();
+        w.declare("x", Dtype::U8).map_err(tmp_err)?;
+        writers.push(w);
     }
+    let mut base = 0;
+    for (si, src) in pool.iter().enumerate() {
+        (ctx.progress)(crate::stage::Progress {
+            done: si as u64,
+            total: pool.len() as u64,
+            message: format!("reading {} examples", src.len()),
+        });
+        src.for_each(
+            |i| assign[base + i] != usize::MAX,
+            |i, rec| writers[assign[base + i]].push_u8("x", rec).map_err(|m| StageError::failed(format!("node `{}`: {m}", ctx.id))),
+        )?;
+        base += src.len();
+    }
+    let labels: Vec<i64> = pool.iter().flat_map(|s| s.labels.iter().copied()).collect();
+    for ((name, idx), w) in lists.into_iter().zip(writers) {
+        let y = Labels::Single(idx.iter().map(|&i| labels[i]).collect());
+        let mut shape = vec![idx.len()];
+        shape.extend_from_slice(&pool[0].shape);
+        put_streamed_split(ctx, name, w, [("x".to_string(), shape)].into(), &y)?;
+        sizes.insert(name.to_string(), idx.len());
+    }
+    Ok(())
+}
+
+/// Decodes, resamples and appends the clips of one split one at a time: `wave` (all clips concatenated),
+/// `offsets` `[N + 1]` and the labels.
+fn stream_audio(
+    ctx: &mut StageCtx<'_>,
+    name: &str,
+    list: &[&ClipRef],
+    classes: &[String],
+    multilabel: bool,
+    rate: u32,
+) -> Result<(), StageError> {
+    let tmp_err = |m: String| StageError::failed(format!("node `{}`: {m}", ctx.id));
+    let mut w = SplitWriter::new();
+    w.declare("wave", Dtype::F32).map_err(tmp_err)?;
+    let mut offsets = vec![0i64];
+    for c in list {
+        let (x, r) = audio::decode(&c.path)?;
+        let x = audio::resample(&x, r, rate).map_err(|e| StageError::input(format!("{}: resampling failed: {e}", c.path.display())))?;
+        w.push_f32("wave", &x).map_err(tmp_err)?;
+        offsets.push(w.len("wave") as i64);
+    }
+    let total = w.len("wave");
+    w.push_i64("offsets", &offsets).map_err(tmp_err)?;
+    let y = if multilabel {
+        let k = classes.len();
+        let mut m = vec![0u8; list.len() * k];
+        for (i, c) in list.iter().enumerate() {
+            c.labels.iter().for_each(|&l| m[i * k + l] = 1);
+        }
+        Labels::Multi(m, k)
+    } else {
+        Labels::Single(list.iter().map(|c| c.labels[0] as i64).collect())
+    };
+    let shapes = [("wave".to_string(), vec![total]), ("offsets".to_string(), vec![list.len() + 1])].into();
+    put_streamed_split(ctx, name, w, shapes, &y)
 }
 
 /// Train/val/test index lists from given train and test sets (val carved from train).
@@ -138,22 +205,20 @@ impl Stage for DatasetStage {
         let p: DatasetParams = ctx.config()?;
         let root = ctx.base_dir.join(&p.path);
         let seed = ctx.seed();
-        let (modality, classes, splits, sr): (&str, Vec<String>, Vec<(&str, Split)>, Option<u32>) = match p.format.as_str() {
+        let mut sizes = BTreeMap::new();
+        // Small things first (labels, file lists, headers: every check that can fail early), then the examples
+        // are streamed one at a time into the split files.
+        let (modality, classes, shape, sr): (&str, Vec<String>, Vec<usize>, Option<u32>) = match p.format.as_str() {
             "idx" | "cifar10" | "cifar100" => {
-                let (train, test, n_classes) = if p.format == "idx" {
+                let (train, test, classes) = if p.format == "idx" {
                     let classes = class_list(&root, &p.classes, 10);
-                    let tr = images::read_idx_pair(
+                    let tr = images::idx_pair(
                         &find(&root, "train-images-idx3-ubyte")?,
                         &find(&root, "train-labels-idx1-ubyte")?,
                         classes.len(),
-                    )
-                    .map_err(input_err)?;
-                    let te = images::read_idx_pair(
-                        &find(&root, "t10k-images-idx3-ubyte")?,
-                        &find(&root, "t10k-labels-idx1-ubyte")?,
-                        classes.len(),
-                    )
-                    .map_err(input_err)?;
+                    )?;
+                    let te =
+                        images::idx_pair(&find(&root, "t10k-images-idx3-ubyte")?, &find(&root, "t10k-labels-idx1-ubyte")?, classes.len())?;
                     (tr, te, classes)
                 } else {
                     let c100 = p.format == "cifar100";
@@ -165,10 +230,8 @@ impl Stage for DatasetStage {
                             vec!["test_batch.bin"],
                         )
                     };
-                    let trp: Vec<_> = trf.iter().map(|f| root.join(f)).collect();
-                    let tep: Vec<_> = tef.iter().map(|f| root.join(f)).collect();
-                    let tr = images::read_cifar(&trp.iter().map(|p| p.as_path()).collect::<Vec<_>>(), c100, p.coarse).map_err(input_err)?;
-                    let te = images::read_cifar(&tep.iter().map(|p| p.as_path()).collect::<Vec<_>>(), c100, p.coarse).map_err(input_err)?;
+                    let tr = images::cifar(&trf.iter().map(|f| root.join(f)).collect::<Vec<_>>(), c100, p.coarse)?;
+                    let te = images::cifar(&tef.iter().map(|f| root.join(f)).collect::<Vec<_>>(), c100, p.coarse)?;
                     let n = if !c100 {
                         10
                     } else if p.coarse {
@@ -181,56 +244,36 @@ impl Stage for DatasetStage {
                 if p.resplit {
                     // Pool the given splits and re-split with the seed (for files whose splits are not
                     // class-balanced, e.g. a class-sorted subset).
-                    let mut all = train;
-                    all.pixels.extend_from_slice(&test.pixels);
-                    all.labels.extend_from_slice(&test.labels);
-                    let (rest, te) = carve(all.len(), p.test_fraction, seed ^ 0x7e57);
+                    let (rest, te) = carve(train.len() + test.len(), p.test_fraction, seed ^ 0x7e57);
                     let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
                     let tr = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
                     let va = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
-                    let te = lim(te, p.limit);
-                    (
-                        "image",
-                        n_classes,
-                        vec![("train", image_split(&all, &tr)), ("val", image_split(&all, &va)), ("test", image_split(&all, &te))],
-                        None,
-                    )
+                    stream_pool(ctx, &[&train, &test], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes)?;
                 } else {
                     let (tr, va) = splits_from(train.len(), p.val_fraction, seed, p.limit);
                     let te: Vec<usize> = lim((0..test.len()).collect(), p.limit);
-                    (
-                        "image",
-                        n_classes,
-                        vec![("train", image_split(&train, &tr)), ("val", image_split(&train, &va)), ("test", image_split(&test, &te))],
-                        None,
-                    )
+                    stream_pool(ctx, &[&train], vec![("train", tr), ("val", va)], &mut sizes)?;
+                    stream_pool(ctx, &[&test], vec![("test", te)], &mut sizes)?;
                 }
+                ("image", classes, train.shape.clone(), None)
             }
-            "image_folder" => {
-                let classes = if p.classes.is_empty() { images::class_folders(&root).map_err(input_err)? } else { p.classes.clone() };
-                let set = images::read_image_folder(&root, &classes, (p.height, p.width)).map_err(input_err)?;
+            "image_folder" | "frames" => {
+                let classes = if p.classes.is_empty() { images::class_folders(&root)? } else { p.classes.clone() };
+                let (modality, set) = if p.format == "frames" {
+                    ("video", images::frame_folders(&root, &classes, p.frames, p.width)?)
+                } else {
+                    ("image", images::image_folder(&root, &classes, (p.height, p.width))?)
+                };
                 let (rest, te) = carve(set.len(), p.test_fraction, seed ^ 0x7e57);
                 let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
                 let tr: Vec<usize> = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
                 let va: Vec<usize> = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
-                (
-                    "image",
-                    classes,
-                    vec![
-                        ("train", image_split(&set, &tr)),
-                        ("val", image_split(&set, &va)),
-                        ("test", image_split(&set, &lim(te, p.limit))),
-                    ],
-                    None,
-                )
+                stream_pool(ctx, &[&set], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes)?;
+                (modality, classes, set.shape.clone(), None)
             }
             "speech_commands" | "csv" => {
-                let (classes, clips) = if p.format == "csv" {
-                    audio::csv_manifest(&root, &p.classes, p.multilabel).map_err(input_err)?
-                } else {
-                    audio::speech_commands(&root).map_err(input_err)?
-                };
-                let mut out = vec![];
+                let (classes, clips) =
+                    if p.format == "csv" { audio::csv_manifest(&root, &p.classes, p.multilabel)? } else { audio::speech_commands(&root)? };
                 let train: Vec<&ClipRef> = clips.iter().filter(|c| c.split == "train").collect();
                 let has_val = clips.iter().any(|c| c.split == "val");
                 let (tr, va): (Vec<&ClipRef>, Vec<&ClipRef>) = if has_val {
@@ -243,54 +286,10 @@ impl Stage for DatasetStage {
                 for (name, list) in [("train", tr), ("val", va), ("test", te)] {
                     let keep = lim((0..list.len()).collect(), p.limit);
                     let list: Vec<&ClipRef> = keep.into_iter().map(|i| list[i]).collect();
-                    let mut wave = vec![];
-                    let mut offsets = vec![0i64];
-                    for c in &list {
-                        let (x, rate) = audio::decode(&c.path).map_err(input_err)?;
-                        let x = audio::resample(&x, rate, p.sample_rate)
-                            .map_err(|e| StageError::input(format!("{}: resampling failed: {e}", c.path.display())))?;
-                        wave.extend_from_slice(&x);
-                        offsets.push(wave.len() as i64);
-                    }
-                    let y = if p.multilabel {
-                        let k = classes.len();
-                        let mut m = vec![0u8; list.len() * k];
-                        for (i, c) in list.iter().enumerate() {
-                            c.labels.iter().for_each(|&l| m[i * k + l] = 1);
-                        }
-                        Labels::Multi(m, k)
-                    } else {
-                        Labels::Single(list.iter().map(|c| c.labels[0] as i64).collect())
-                    };
-                    let n = list.len();
-                    out.push((
-                        name,
-                        Split {
-                            x: vec![
-                                ("wave".into(), Named { shape: vec![wave.len()], data: Array::F32(wave) }),
-                                ("offsets".into(), Named { shape: vec![n + 1], data: Array::I64(offsets) }),
-                            ],
-                            y,
-                        },
-                    ));
+                    stream_audio(ctx, name, &list, &classes, p.multilabel, p.sample_rate)?;
+                    sizes.insert(name.to_string(), list.len());
                 }
-                ("audio", classes, out, Some(p.sample_rate))
-            }
-            "frames" => {
-                let classes = if p.classes.is_empty() { images::class_folders(&root).map_err(input_err)? } else { p.classes.clone() };
-                let clips = video::read_frame_folders(&root, &classes, p.frames, p.width).map_err(input_err)?;
-                let set = ImageSet { h: p.frames * p.width, w: p.width, c: 1, pixels: clips.pixels, labels: clips.labels };
-                let (rest, te) = carve(set.len(), p.test_fraction, seed ^ 0x7e57);
-                let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
-                let pick = |idx: Vec<usize>| {
-                    let mut s = image_split(&set, &lim(idx, p.limit));
-                    let n = s.y.len();
-                    s.x[0].1.shape = vec![n, p.frames, p.width, p.width, 1];
-                    s
-                };
-                let tr = pick(tr_i.iter().map(|&i| rest[i]).collect());
-                let va = pick(va_i.iter().map(|&i| rest[i]).collect());
-                ("video", classes, vec![("train", tr), ("val", va), ("test", pick(te))], None)
+                ("audio", classes, vec![], Some(p.sample_rate))
             }
             other => return Err(StageError::input(format!("unknown format `{other}`"))),
         };
@@ -300,7 +299,7 @@ impl Stage for DatasetStage {
             p.path,
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() }
         );
-        write_dataset(ctx, modality, classes, p.multilabel, splits, sr, note)
+        write_meta(ctx, Meta { modality: modality.into(), classes, multilabel: p.multilabel, splits: sizes, shape, sample_rate: sr, note })
     }
     fn describe(&self, a: &crate::stage::InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)
