@@ -244,3 +244,67 @@ pub fn class_folders(root: &Path) -> Result<Vec<String>, DataError> {
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(s: &Images, wanted: impl Fn(usize) -> bool) -> Vec<(usize, Vec<u8>)> {
+        let mut v = vec![];
+        s.for_each(wanted, |i, rec| -> Result<(), DataError> {
+            v.push((i, rec.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn cifar_records_become_hwc_with_their_labels() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = vec![];
+        for (label, base) in [(3u8, 0u8), (7, 100)] {
+            b.push(label);
+            for plane in 0..3u8 {
+                b.extend(std::iter::repeat_n(base + plane, 1024));
+            }
+        }
+        let f = d.path().join("data_batch_1.bin");
+        std::fs::write(&f, &b).unwrap();
+        let s = cifar(std::slice::from_ref(&f), false, false).unwrap();
+        assert_eq!((s.labels.clone(), s.shape.clone()), (vec![3, 7], vec![32, 32, 3]));
+        let recs = collect(&s, |_| true);
+        assert_eq!(&recs[1].1[..6], &[100, 101, 102, 100, 101, 102]);
+        std::fs::write(&f, &b[..b.len() - 1]).unwrap();
+        assert!(cifar(&[f], false, false).err().unwrap().message.contains("not a multiple"));
+    }
+
+    #[test]
+    fn folders_stream_only_the_wanted_examples() {
+        let d = tempfile::tempdir().unwrap();
+        for (c, n) in [("cat", 2), ("dog", 1)] {
+            std::fs::create_dir_all(d.path().join(c)).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_pixel(5 + i, 4, image::Rgb([10 * i as u8, 0, 0]))
+                    .save(d.path().join(c).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let classes = class_folders(d.path()).unwrap();
+        let s = image_folder(d.path(), &classes, (2, 3)).unwrap();
+        assert_eq!(s.labels, vec![0, 0, 1]);
+        let recs = collect(&s, |i| i != 1);
+        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 2]);
+        assert!(recs.iter().all(|r| r.1.len() == 2 * 3 * 3));
+        // Frame folders: one clip of 3 frames sampled to 2, grey.
+        let clip = d.path().join("v/run/c0");
+        std::fs::create_dir_all(&clip).unwrap();
+        for i in 0..3u8 {
+            image::GrayImage::from_pixel(4, 4, image::Luma([50 * i])).save(clip.join(format!("frame_{i}.png"))).unwrap();
+        }
+        let v = frame_folders(&d.path().join("v"), &["run".to_string()], 2, 4).unwrap();
+        let recs = collect(&v, |_| true);
+        assert_eq!(v.shape, vec![2, 4, 4, 1]);
+        assert_eq!((recs[0].1[0], recs[0].1[16]), (0, 50));
+    }
+}
