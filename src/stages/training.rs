@@ -165,7 +165,8 @@ impl Stage for TrainStage {
         }
     }
     fn version(&self) -> u32 {
-        1
+        // 2: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
+        2
     }
     fn doc(&self) -> &'static str {
         if self.multi {
