@@ -277,3 +277,47 @@ fn a_killed_coordinator_is_neither_duplicated_nor_trusted() {
     assert!(n.iter().any(|m| m.starts_with("submitted as") && !m.contains(&format!("job {doomed_job} "))), "{n:?}");
     assert_eq!(ids(&ev, "finished"), vec!["after", "doomed", "slow"]);
 }
+
+#[test]
+fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_for_the_next_run() {
+    if !enabled() {
+        return;
+    }
+    let _g = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "i.toml",
+        &format!("{HEAD}[node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 3; echo s > $POLYFLOW_OUT/s\"]\n"),
+    );
+    let interrupt = |bg: &mut Bg| -> String {
+        let note = bg.wait_for("slow submitted", |e| e["event"] == "note" && e["id"] == "slow");
+        let job = job_id(note["message"].as_str().unwrap()).unwrap();
+        assert!(Command::new("kill").args(["-INT", &bg.child.id().to_string()]).status().unwrap().success());
+        job
+    };
+    // Ctrl-C: the job is cancelled, the node recorded as failed, exit code 130.
+    let mut bg = Bg::start(d.path(), &["run", &f]);
+    let job = interrupt(&mut bg);
+    let (code, _) = bg.finish();
+    assert_eq!(code, 130);
+    let t0 = Instant::now();
+    while !squeue_state(&job).starts_with("CANCELLED") && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(squeue_state(&job).starts_with("CANCELLED"), "{}", squeue_state(&job));
+    let o = Command::new(bin()).current_dir(d.path()).args(["status", &f, "--json"]).output().unwrap();
+    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(st[0]["reason"].as_str().unwrap().contains("interrupted"), "{st:?}");
+    // --keep-jobs: the job runs on; the next run re-attaches to it (or takes its result) instead of resubmitting.
+    let mut bg = Bg::start(d.path(), &["run", &f, "--keep-jobs"]);
+    let job = interrupt(&mut bg);
+    let (code, _) = bg.finish();
+    assert_eq!(code, 130);
+    assert!(!squeue_state(&job).starts_with("CANCELLED"));
+    let (code, ev, err) = run(d.path(), &["run", &f]);
+    assert_eq!(code, 0, "{err}");
+    let n = notes(&ev, "slow");
+    assert!(n.iter().any(|m| m.contains(&format!("Slurm job {job}")) && !m.starts_with("submitted")), "{n:?}");
+    assert_eq!(ids(&ev, "finished"), vec!["slow"]);
+}

@@ -203,7 +203,13 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
         scratch: spec.store.join("partial").join(&spec.key[..24]),
     };
     let t0 = Instant::now();
-    match execute(job, &store, &progress) {
+    // Stay within the allocation: rayon (burn's kernels) would otherwise start one thread per core of the
+    // compute node, not per core the job was given.
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.threads.max(1)).build() {
+        Ok(p) => p,
+        Err(e) => return fail(false, format!("thread pool: {e}")),
+    };
+    match pool.install(|| execute(job, &store, &progress)) {
         Ok(manifest) => {
             let r = JobResult { key: spec.key.clone(), manifest, ms: t0.elapsed().as_millis() as u64 };
             match write_json(dir, "result.json", &r) {
