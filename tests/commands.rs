@@ -22,13 +22,19 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     std::fs::write(d.path().join("p.toml"), P.replace("value = 2", "value = 3")).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     assert_eq!(pf(d.path(), &["run", "p.toml", "--profile", "other"]).0, 0);
+    // A Slurm job directory of a key nothing references (its job long gone).
+    let stale_job = d.path().join(".polyflow/jobs/0123456789abcdef01234567");
+    std::fs::create_dir_all(&stale_job).unwrap();
+    std::fs::write(stale_job.join("stderr.log"), "old log").unwrap();
     let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
     assert_eq!(code, 0);
+    assert!(out.contains("Would remove job directory") && stale_job.exists(), "{out}");
     // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob.
     assert!(out.contains("Would free 2 artifacts, 1 blobs"), "{out}");
     assert!(out.contains("--yes"));
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--yes"]);
     assert!(out.contains("Removed 2 artifacts"), "{out}");
+    assert!(!stale_job.exists());
     // Both profiles are still fresh; nothing left to collect; the store verifies.
     for prof in [None, Some("other")] {
         let mut args = vec!["run", "p.toml", "--json"];
