@@ -215,6 +215,11 @@ fn scancel_fails_the_node_keeps_the_store_intact_and_a_rerun_completes() {
     while squeue_state(&job) != "RUNNING" && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // While it runs, `status` says so (the store is readable during the run).
+    let o = Command::new(bin()).current_dir(d.path()).args(["status", &f, "--json"]).output().unwrap();
+    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let slow = st.iter().find(|n| n["id"] == "slow").unwrap();
+    assert_eq!(slow["job"], format!("Slurm job {job} (RUNNING)"), "{slow}");
     assert!(Command::new("scancel").arg(&job).status().unwrap().success());
     let (code, ev) = bg.finish();
     assert_eq!(code, 1);

@@ -50,10 +50,42 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
     Ok(exit::OK)
 }
 
+/// Nodes not fresh whose job (for their current key) Slurm still has pending or running: node → `Slurm job N (STATE)`.
+/// One `squeue` call, made only when such job directories exist.
+fn in_flight(store_root: &std::path::Path, sel: &[usize], a: &BTreeMap<usize, crate::exec::assess::Assessment>) -> BTreeMap<usize, String> {
+    use crate::exec::slurm::{job, sched};
+    let subs: Vec<(usize, job::Submission)> = sel
+        .iter()
+        .filter(|i| a[i].state != State::Fresh)
+        .filter_map(|&i| {
+            let key = a[&i].key.as_ref()?;
+            job::read_json::<job::Submission>(&job::job_dir(store_root, key), "slurm.json").filter(|s| &s.key == key).map(|s| (i, s))
+        })
+        .collect();
+    if subs.is_empty() {
+        return BTreeMap::new();
+    }
+    let ids: Vec<&str> = subs.iter().map(|(_, s)| s.job_id.as_str()).collect();
+    let states = sched::squeue(&ids).unwrap_or_default();
+    subs.iter()
+        .filter_map(|(i, s)| {
+            states.get(&s.job_id).filter(|st| !st.terminal()).map(|st| (*i, format!("Slurm job {} ({})", s.job_id, st.state)))
+        })
+        .collect()
+}
+
 /// `status`.
 pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
+    let running = in_flight(&c.store, &sel, &a);
+    let reason = |i: usize| {
+        let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
+        if let Some(j) = running.get(&i) {
+            r.insert(0, format!("in flight as {j}"));
+        }
+        r.join("; ")
+    };
     if let Some(w) = why {
         let Some(&i) = g.by_id.get(&w) else {
             return Err(CliError::Other(format!("error: no node `{w}`"), exit::USAGE));
@@ -71,6 +103,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
         if let Some(f) = &s.failure {
             println!("  last failure: {}", f.error);
         }
+        if let Some(j) = running.get(&i) {
+            println!("  in flight as {j}");
+        }
         return Ok(exit::OK);
     }
     if json {
@@ -82,8 +117,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
                     "id": g.nodes[i].id,
                     "kind": g.nodes[i].stage.kind(),
                     "state": s.state,
-                    "reason": s.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
+                    "reason": reason(i),
                     "reasons": s.reasons,
+                    "job": running.get(&i),
                     "key": s.key,
                     "size": s.manifest.as_ref().map(|m| m.size()),
                     "last_ms": s.record.as_ref().map(|r| r.duration_ms),
@@ -107,7 +143,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
             Cell::new(&g.nodes[i].id),
             Cell::new(g.nodes[i].stage.kind()),
             Cell::new(s.state.to_string()).fg(color),
-            Cell::new(s.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")),
+            Cell::new(reason(i)),
             Cell::new(s.manifest.as_ref().map(|m| fmt_bytes(m.size())).unwrap_or_default()),
             Cell::new(s.record.as_ref().map(|r| fmt_ms(r.duration_ms)).unwrap_or_default()),
         ]);
