@@ -64,21 +64,18 @@ pub trait Launcher {
     fn interrupt(&mut self, keep: bool) -> Vec<(usize, RunnerNotes)>;
 }
 
-/// Runs nodes on a rayon pool of this process.
+/// Runs each node on its own thread of this process, inside its own rayon pool of as many threads as the
+/// node's CPU slots. One pool per node, not one shared pool: a kernel's parallel loop must never steal work of
+/// another node (burn's kernels hold locks while they wait on their rayon jobs: two nodes sharing one pool
+/// deadlocked on `table2`).
 pub struct LocalLauncher {
-    pool: rayon::ThreadPool,
     store: Store,
 }
 
 impl LocalLauncher {
-    /// A pool of `jobs` threads.
-    pub fn new(jobs: usize, store: Store) -> Result<Self, ExecError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs)
-            .thread_name(|i| format!("polyflow-node-{i}"))
-            .build()
-            .map_err(|e| ExecError::Other(e.to_string()))?;
-        Ok(LocalLauncher { pool, store })
+    /// A launcher writing into `store`.
+    pub fn new(store: Store) -> Result<Self, ExecError> {
+        Ok(LocalLauncher { store })
     }
 }
 
@@ -89,27 +86,36 @@ impl Launcher for LocalLauncher {
 
     fn start(&mut self, l: Launch, tx: &Sender<Msg>) -> Result<(), ExecError> {
         let (tx, store) = (tx.clone(), self.store.clone());
-        self.pool.spawn(move || {
-            let start = Instant::now();
-            let i = l.node;
-            let txp = tx.clone();
-            let progress = move |p: Progress| {
-                let _ = txp.send(Msg::Progress(i, p));
-            };
-            let job = NodeJob {
-                id: &l.id,
-                stage: &l.stage,
-                params: &l.params,
-                base_dir: &l.base_dir,
-                env: &l.env,
-                inputs: l.inputs,
-                threads: l.resources.cpus.unwrap_or(1) as usize,
-                scratch: l.scratch.clone(),
-            };
-            let result = execute(job, &store, &progress);
-            let _ = tx.send(Msg::Done(i, result, start.elapsed().as_millis() as u64, RunnerNotes::new()));
+        let threads = l.resources.cpus.unwrap_or(1).max(1) as usize;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |k| format!("polyflow-{}-{k}", l.node))
+            .build()
+            .map_err(|e| ExecError::Other(e.to_string()))?;
+        let name = format!("polyflow-node-{}", l.node);
+        let spawn = std::thread::Builder::new().name(name).spawn(move || {
+            pool.install(|| {
+                let start = Instant::now();
+                let i = l.node;
+                let txp = tx.clone();
+                let progress = move |p: Progress| {
+                    let _ = txp.send(Msg::Progress(i, p));
+                };
+                let job = NodeJob {
+                    id: &l.id,
+                    stage: &l.stage,
+                    params: &l.params,
+                    base_dir: &l.base_dir,
+                    env: &l.env,
+                    inputs: l.inputs,
+                    threads: l.resources.cpus.unwrap_or(1) as usize,
+                    scratch: l.scratch.clone(),
+                };
+                let result = execute(job, &store, &progress);
+                let _ = tx.send(Msg::Done(i, result, start.elapsed().as_millis() as u64, RunnerNotes::new()));
+            })
         });
-        Ok(())
+        spawn.map(|_| ()).map_err(|e| ExecError::Other(format!("cannot start a thread: {e}")))
     }
 
     fn tick(&mut self, _tx: &Sender<Msg>) -> Result<(), ExecError> {
