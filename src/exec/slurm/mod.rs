@@ -41,6 +41,7 @@ pub struct SlurmLauncher {
     poll: Duration,
     last_poll: Instant,
     watched: Vec<Watched>,
+    failing_since: Option<Instant>,
 }
 
 fn now_secs() -> u64 {
@@ -71,6 +72,7 @@ impl SlurmLauncher {
             poll: Duration::from_secs_f64(g.executor.poll_s),
             last_poll: Instant::now() - Duration::from_secs(3600),
             watched: vec![],
+            failing_since: None,
         })
     }
 
@@ -271,7 +273,23 @@ impl Launcher for SlurmLauncher {
             }
         }
         let ids: Vec<&str> = self.watched.iter().map(|w| w.job_id.as_str()).collect();
-        let states = sched::squeue(&ids).map_err(ExecError::Other)?;
+        let states = match sched::squeue(&ids) {
+            Ok(s) => {
+                self.failing_since = None;
+                s
+            }
+            // A busy or restarting slurmctld: keep polling for a while (the jobs run on meanwhile).
+            Err(e) => {
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!("squeue: {e}");
+                if since.elapsed() > Duration::from_secs(300) {
+                    return Err(ExecError::Other(format!(
+                        "Slurm has not answered for 5 minutes ({e}); the submitted jobs keep running and the next `polyflow run` re-attaches to them"
+                    )));
+                }
+                return Ok(());
+            }
+        };
         let mut ended = vec![];
         for (k, w) in self.watched.iter().enumerate() {
             match states.get(&w.job_id) {
