@@ -158,23 +158,33 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 const HEAD: &str = "[executor]\nkind = \"slurm\"\npoll = 0.2\n\n";
 
+/// A test's cluster turn, a temp project and its pipeline `name` (with the Slurm `[executor]` table prepended);
+/// `None` when the Slurm tests are not enabled.
+fn setup(name: &str, nodes: &str) -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir, String)> {
+    if !enabled() {
+        return None;
+    }
+    let guard = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), name, &format!("{HEAD}{nodes}"));
+    Some((guard, d, f))
+}
+
+/// `polyflow status FILE --json`, as node id → entry.
+fn status(dir: &Path, f: &str) -> BTreeMap<String, Value> {
+    let o = Command::new(bin()).current_dir(dir).args(["status", f, "--json"]).output().unwrap();
+    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    st.into_iter().map(|n| (n["id"].as_str().unwrap().to_string(), n)).collect()
+}
+
 #[test]
 fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish() {
-    if !enabled() {
-        return;
-    }
-    let _g = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let d = tempfile::tempdir().unwrap();
-    let f = write(
-        d.path(),
-        "f.toml",
-        &format!(
-            "{HEAD}[node.bad]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo going down >&2; exit 3\"]\n\n\
+    let Some((_g, d, f)) = setup("f.toml", "[node.bad]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo going down >&2; exit 3\"]\n\n\
              [node.after_bad]\nkind = \"command\"\ninputs = {{ in = \"bad\" }}\nrun = [\"sh\", \"-c\", \"echo x > $POLYFLOW_OUT/x\"]\n\n\
              [node.good]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo good > $POLYFLOW_OUT/g\"]\n\n\
-             [node.after_good]\nkind = \"command\"\ninputs = {{ in = \"good\" }}\nrun = [\"sh\", \"-c\", \"echo more > $POLYFLOW_OUT/m\"]\n"
-        ),
-    );
+             [node.after_good]\nkind = \"command\"\ninputs = {{ in = \"good\" }}\nrun = [\"sh\", \"-c\", \"echo more > $POLYFLOW_OUT/m\"]\n") else {
+        return;
+    };
     let (code, ev, _) = run(d.path(), &["run", &f]);
     assert_eq!(code, 1);
     assert_eq!(ids(&ev, "failed"), vec!["bad"]);
@@ -183,9 +193,8 @@ fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish
     let err = ev.iter().find(|e| e["event"] == "failed").unwrap()["error"].as_str().unwrap().to_string();
     assert!(err.contains("exit status: 3") && err.contains("FAILED") && err.contains("stderr.log"), "{err}");
     // `status` shows the failure with Slurm's state; after_bad was never submitted.
-    let o = Command::new(bin()).current_dir(d.path()).args(["status", &f, "--json"]).output().unwrap();
-    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
-    let bad = st.iter().find(|n| n["id"] == "bad").unwrap();
+    let st = status(d.path(), &f);
+    let bad = &st["bad"];
     assert_eq!(bad["state"], "failed");
     assert!(bad["reason"].as_str().unwrap().contains("Slurm job"), "{bad}");
     assert!(notes(&ev, "after_bad").is_empty());
@@ -195,19 +204,13 @@ fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish
 
 #[test]
 fn scancel_fails_the_node_keeps_the_store_intact_and_a_rerun_completes() {
-    if !enabled() {
-        return;
-    }
-    let _g = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let d = tempfile::tempdir().unwrap();
-    let f = write(
-        d.path(),
+    let Some((_g, d, f)) = setup(
         "c.toml",
-        &format!(
-            "{HEAD}[node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 4; echo done > $POLYFLOW_OUT/x\"]\n\n\
-             [node.after]\nkind = \"command\"\ninputs = {{ in = \"slow\" }}\nrun = [\"sh\", \"-c\", \"echo after > $POLYFLOW_OUT/y\"]\n"
-        ),
-    );
+        "[node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 4; echo done > $POLYFLOW_OUT/x\"]\n\n\
+             [node.after]\nkind = \"command\"\ninputs = {{ in = \"slow\" }}\nrun = [\"sh\", \"-c\", \"echo after > $POLYFLOW_OUT/y\"]\n",
+    ) else {
+        return;
+    };
     let mut bg = Bg::start(d.path(), &["run", &f]);
     let note = bg.wait_for("submission of slow", |e| e["event"] == "note" && e["id"] == "slow");
     let job = job_id(note["message"].as_str().unwrap()).unwrap();
@@ -216,9 +219,7 @@ fn scancel_fails_the_node_keeps_the_store_intact_and_a_rerun_completes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // While it runs, `status` says so (the store is readable during the run).
-    let o = Command::new(bin()).current_dir(d.path()).args(["status", &f, "--json"]).output().unwrap();
-    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
-    let slow = st.iter().find(|n| n["id"] == "slow").unwrap();
+    let slow = &status(d.path(), &f)["slow"];
     assert_eq!(slow["job"], format!("Slurm job {job} (RUNNING)"), "{slow}");
     assert!(Command::new("scancel").arg(&job).status().unwrap().success());
     let (code, ev) = bg.finish();
@@ -227,9 +228,7 @@ fn scancel_fails_the_node_keeps_the_store_intact_and_a_rerun_completes() {
     assert!(err.contains(&format!("Slurm job {job} CANCELLED")), "{err}");
     assert_eq!(ids(&ev, "skipped"), vec!["after"]);
     // Never fresh, store intact.
-    let o = Command::new(bin()).current_dir(d.path()).args(["status", &f, "--json"]).output().unwrap();
-    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(st.iter().find(|n| n["id"] == "slow").unwrap()["state"], "failed");
+    assert_eq!(status(d.path(), &f)["slow"]["state"], "failed");
     assert_eq!(Command::new(bin()).current_dir(d.path()).args(["verify"]).status().unwrap().code(), Some(0));
     // A re-run resubmits and completes.
     let (code, ev, err) = run(d.path(), &["run", &f]);
@@ -240,21 +239,12 @@ fn scancel_fails_the_node_keeps_the_store_intact_and_a_rerun_completes() {
 
 #[test]
 fn a_killed_coordinator_is_neither_duplicated_nor_trusted() {
-    if !enabled() {
-        return;
-    }
-    let _g = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let d = tempfile::tempdir().unwrap();
-    let f = write(
-        d.path(),
-        "k.toml",
-        &format!(
-            "{HEAD}[node.quick]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo q > $POLYFLOW_OUT/q\"]\n\n\
+    let Some((_g, d, f)) = setup("k.toml", "[node.quick]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo q > $POLYFLOW_OUT/q\"]\n\n\
              [node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 4; echo s > $POLYFLOW_OUT/s\"]\n\n\
              [node.doomed]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 6; echo d > $POLYFLOW_OUT/d\"]\n\n\
-             [node.after]\nkind = \"command\"\ninputs = {{ in = [\"quick\", \"slow\"] }}\nrun = [\"sh\", \"-c\", \"echo a > $POLYFLOW_OUT/a\"]\n"
-        ),
-    );
+             [node.after]\nkind = \"command\"\ninputs = {{ in = [\"quick\", \"slow\"] }}\nrun = [\"sh\", \"-c\", \"echo a > $POLYFLOW_OUT/a\"]\n") else {
+        return;
+    };
     let mut bg = Bg::start(d.path(), &["run", &f]);
     bg.wait_for("quick finished", |e| e["event"] == "finished" && e["id"] == "quick");
     let slow_note = bg.wait_for("slow submitted", |e| e["event"] == "note" && e["id"] == "slow");
@@ -285,16 +275,11 @@ fn a_killed_coordinator_is_neither_duplicated_nor_trusted() {
 
 #[test]
 fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_for_the_next_run() {
-    if !enabled() {
+    let Some((_g, d, f)) =
+        setup("i.toml", "[node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 3; echo s > $POLYFLOW_OUT/s\"]\n")
+    else {
         return;
-    }
-    let _g = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let d = tempfile::tempdir().unwrap();
-    let f = write(
-        d.path(),
-        "i.toml",
-        &format!("{HEAD}[node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 3; echo s > $POLYFLOW_OUT/s\"]\n"),
-    );
+    };
     let interrupt = |bg: &mut Bg| -> String {
         let note = bg.wait_for("slow submitted", |e| e["event"] == "note" && e["id"] == "slow");
         let job = job_id(note["message"].as_str().unwrap()).unwrap();
@@ -311,9 +296,8 @@ fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_for_the_next_run() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(squeue_state(&job).starts_with("CANCELLED"), "{}", squeue_state(&job));
-    let o = Command::new(bin()).current_dir(d.path()).args(["status", &f, "--json"]).output().unwrap();
-    let st: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(st[0]["reason"].as_str().unwrap().contains("interrupted"), "{st:?}");
+    let slow = &status(d.path(), &f)["slow"];
+    assert!(slow["reason"].as_str().unwrap().contains("interrupted"), "{slow}");
     // --keep-jobs: the job runs on; the next run re-attaches to it (or takes its result) instead of resubmitting.
     let mut bg = Bg::start(d.path(), &["run", &f, "--keep-jobs"]);
     let job = interrupt(&mut bg);
