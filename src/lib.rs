@@ -10,7 +10,8 @@
 //! - [`fingerprint`]: cache keys (blake3 of canonical params + input *content* digests + env) and
 //!   [`fingerprint::DirtyReason`]s that explain staleness.
 //! - [`store`]: sled index + content-addressed blobs; atomic commit; writer lock; verify.
-//! - [`exec`]: freshness assessment and the parallel executor; emits [`exec::Event`]s.
+//! - [`exec`]: freshness assessment and the parallel executor; emits [`exec::Event`]s. Nodes start through
+//!   a launcher: in this process ([`exec::launch::LocalLauncher`]) or as Slurm jobs ([`exec::slurm`]).
 //! - [`stage`]: the trait node kinds implement, and the registry.
 //!
 //! Node kinds and their domains:
