@@ -179,18 +179,30 @@ fn status(dir: &Path, f: &str) -> BTreeMap<String, Value> {
 
 #[test]
 fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish() {
-    let Some((_g, d, f)) = setup("f.toml", "[node.bad]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo going down >&2; exit 3\"]\n\n\
-             [node.after_bad]\nkind = \"command\"\ninputs = {{ in = \"bad\" }}\nrun = [\"sh\", \"-c\", \"echo x > $POLYFLOW_OUT/x\"]\n\n\
+    let Some((_g, d, f)) = setup(
+        "f.toml",
+        "[node.bad]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo going down >&2; exit 3\"]\n\n\
+             [node.after_bad]\nkind = \"command\"\ninputs = { in = \"bad\" }\nrun = [\"sh\", \"-c\", \"echo x > $POLYFLOW_OUT/x\"]\n\n\
              [node.good]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo good > $POLYFLOW_OUT/g\"]\n\n\
-             [node.after_good]\nkind = \"command\"\ninputs = {{ in = \"good\" }}\nrun = [\"sh\", \"-c\", \"echo more > $POLYFLOW_OUT/m\"]\n") else {
+             [node.after_good]\nkind = \"command\"\ninputs = { in = \"good\" }\nrun = [\"sh\", \"-c\", \"echo more > $POLYFLOW_OUT/m\"]\n",
+    ) else {
         return;
     };
+    // A node Slurm refuses to take (no such partition) fails with sbatch's message; the rest goes on.
+    std::fs::write(
+        d.path().join(&f),
+        std::fs::read_to_string(d.path().join(&f)).unwrap()
+            + "\n[node.misplaced]\nkind = \"command\"\nrun = [\"true\"]\nresources = { partition = \"nowhere\" }\n",
+    )
+    .unwrap();
     let (code, ev, _) = run(d.path(), &["run", &f]);
     assert_eq!(code, 1);
-    assert_eq!(ids(&ev, "failed"), vec!["bad"]);
+    assert_eq!(ids(&ev, "failed"), vec!["bad", "misplaced"]);
+    let refused = ev.iter().find(|e| e["event"] == "failed" && e["id"] == "misplaced").unwrap()["error"].as_str().unwrap().to_string();
+    assert!(refused.contains("submitting node `misplaced`") && refused.contains("sbatch") && refused.contains("partition"), "{refused}");
     assert_eq!(ids(&ev, "skipped"), vec!["after_bad"]);
     assert_eq!(ids(&ev, "finished"), vec!["after_good", "good"]);
-    let err = ev.iter().find(|e| e["event"] == "failed").unwrap()["error"].as_str().unwrap().to_string();
+    let err = ev.iter().find(|e| e["event"] == "failed" && e["id"] == "bad").unwrap()["error"].as_str().unwrap().to_string();
     assert!(err.contains("exit status: 3") && err.contains("FAILED") && err.contains("stderr.log"), "{err}");
     // `status` shows the failure with Slurm's state; after_bad was never submitted.
     let st = status(d.path(), &f);
@@ -207,7 +219,7 @@ fn scancel_fails_the_node_keeps_the_store_intact_and_a_rerun_completes() {
     let Some((_g, d, f)) = setup(
         "c.toml",
         "[node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 4; echo done > $POLYFLOW_OUT/x\"]\n\n\
-             [node.after]\nkind = \"command\"\ninputs = {{ in = \"slow\" }}\nrun = [\"sh\", \"-c\", \"echo after > $POLYFLOW_OUT/y\"]\n",
+             [node.after]\nkind = \"command\"\ninputs = { in = \"slow\" }\nrun = [\"sh\", \"-c\", \"echo after > $POLYFLOW_OUT/y\"]\n",
     ) else {
         return;
     };
@@ -242,7 +254,7 @@ fn a_killed_coordinator_is_neither_duplicated_nor_trusted() {
     let Some((_g, d, f)) = setup("k.toml", "[node.quick]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo q > $POLYFLOW_OUT/q\"]\n\n\
              [node.slow]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 4; echo s > $POLYFLOW_OUT/s\"]\n\n\
              [node.doomed]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 6; echo d > $POLYFLOW_OUT/d\"]\n\n\
-             [node.after]\nkind = \"command\"\ninputs = {{ in = [\"quick\", \"slow\"] }}\nrun = [\"sh\", \"-c\", \"echo a > $POLYFLOW_OUT/a\"]\n") else {
+             [node.after]\nkind = \"command\"\ninputs = { in = [\"quick\", \"slow\"] }\nrun = [\"sh\", \"-c\", \"echo a > $POLYFLOW_OUT/a\"]\n") else {
         return;
     };
     let mut bg = Bg::start(d.path(), &["run", &f]);
