@@ -57,16 +57,20 @@ impl SplitWriter {
 
     /// Appends floats (little-endian) to an f32 tensor.
     pub fn push_f32(&mut self, name: &str, v: &[f32]) -> Result<(), String> {
-        let t = self.tensor(name, Dtype::F32)?;
-        t.elems += v.len();
-        v.iter().try_for_each(|x| t.file.write_all(&x.to_le_bytes())).map_err(io)
+        self.push_pod(name, Dtype::F32, v)
     }
 
     /// Appends integers (little-endian) to an i64 tensor.
     pub fn push_i64(&mut self, name: &str, v: &[i64]) -> Result<(), String> {
-        let t = self.tensor(name, Dtype::I64)?;
+        self.push_pod(name, Dtype::I64, v)
+    }
+
+    /// One `write_all` per call, not per element. The values' memory is written as is, like
+    /// [`crate::data::tensors::encode`] does: little-endian targets, as safetensors requires.
+    fn push_pod<T: bytemuck::Pod>(&mut self, name: &str, dtype: Dtype, v: &[T]) -> Result<(), String> {
+        let t = self.tensor(name, dtype)?;
         t.elems += v.len();
-        v.iter().try_for_each(|x| t.file.write_all(&x.to_le_bytes())).map_err(io)
+        t.file.write_all(bytemuck::cast_slice(v)).map_err(io)
     }
 
     /// Elements written to `name` so far.

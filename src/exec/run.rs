@@ -165,12 +165,14 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             // Re-decide with the real input digests (early cutoff: identical upstream bytes → fresh).
             let res = g.nodes[i].stage.resources(&g.nodes[i].params, &opts.env);
             let want = g.nodes[i].resources.over(&g.executor.defaults);
-            // A scheduler gets the cores asked for; the local pool clamps them to its size.
             let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, jobs));
-            let cpu = cpus_req.clamp(1, jobs);
             let gpus = want.gpus.unwrap_or(u32::from(res.device));
-            let dev = gpus > 0 && (opts.devices > 0 || !launcher.limited());
-            if launcher.limited() && (cpu > free_cpu || (dev && free_dev == 0)) {
+            // Locally a node holds slots of `-j` / `--devices` (cores clamped to the pool); a scheduler keeps its
+            // own accounting and gets the cores asked for.
+            let limited = launcher.limited();
+            let (cpu, dev) = if limited { (cpus_req.clamp(1, jobs), gpus > 0 && opts.devices > 0) } else { (0, false) };
+            let threads = if limited { cpu } else { cpus_req };
+            if cpu > free_cpu || (dev && free_dev == 0) {
                 k += 1;
                 continue;
             }
@@ -191,8 +193,6 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 continue;
             }
             waiting.remove(k);
-            let threads = if launcher.limited() { cpu } else { cpus_req };
-            let (cpu, dev) = if launcher.limited() { (cpu, dev) } else { (0, false) };
             free_cpu -= cpu;
             if dev {
                 free_dev -= 1;

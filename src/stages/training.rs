@@ -191,8 +191,8 @@ impl Stage for TrainStage {
         &["seed", "backend", "precision"]
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
-        // burn's CPU backend keeps about one core busy for models this small, so training nodes run side by
-        // side on the CPU slots (each stays deterministic); on CUDA each holds the device slot.
+        // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
+        // one node's matrix products N threads); on CUDA each holds the device slot.
         Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
     }
     fn report_slots(&self) -> &'static [&'static str] {
