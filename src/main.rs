@@ -7,7 +7,15 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (the same index in its v2 and v3 headers).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() {
+    // Never hand freed memory back to the OS while the process lives: a training step frees and
+    // re-allocates the same tensor sizes, and purged pages come back zero-filled by the kernel
+    // (`clear_page`), which `perf` measured at 18 % of a ViT-Ti train step (+19 % train img/s without).
+    // SAFETY: setting an option is a plain store in mimalloc; it is done before any thread starts.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = polyflow::cli::Cli::parse();
     let code = polyflow::cli::run(cli, &polyflow::stages::registry());
     std::process::exit(code);

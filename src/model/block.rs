@@ -38,6 +38,8 @@ pub struct Block<B: Backend> {
     pub heads: usize,
     /// GELU tanh approximation.
     pub gelu_tanh: bool,
+    /// LayerNorm ε (also inside `norm1`/`norm2`, where burn keeps it private; the fused CPU block reads it here).
+    pub eps: f64,
 }
 
 fn linear<B: Backend>(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
@@ -57,6 +59,7 @@ impl<B: Backend> Block<B> {
             fc2: linear(init.xavier_uniform(mlp, dim), init.normal(1e-6, dim), mlp, dim, device),
             heads,
             gelu_tanh,
+            eps,
         }
     }
 
@@ -95,6 +98,17 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn forward(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
+        if let Some(y) = super::fused::try_block(self, &x, keep) {
+            return y;
+        }
+        self.forward_composed(x, keep)
+    }
+
+    /// [`Block::forward`] as a composition of burn tensor ops (every backend; the fused CPU block's reference).
+    ///
+    /// # Shapes
+    /// `x: [B, N, D]` → `[B, N, D]`
+    pub fn forward_composed(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
         let a = self.attention(self.norm1.forward(x.clone()));
         let a = match keep {
             Some(k) => a * k.0.clone(),

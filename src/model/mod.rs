@@ -5,13 +5,14 @@
 //! - [`count`]: parameter accounting from a config alone.
 //! - [`init`]: seeded host-side initialisers (same weights on every backend).
 //! - [`checkpoint`]: safetensors checkpoints by module path; [`import`]: timm ViT weights.
-//! - [`device`]: the one place that names backends.
+//! - [`device`]: the one place that names backends; [`fused`]: the block as fused CPU kernels on `flex`.
 
 pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod count;
 pub mod device;
+pub mod fused;
 pub mod import;
 pub mod init;
 pub mod polyvit;

@@ -1,0 +1,174 @@
+//! The pre-LN ViT block (LayerNorm → fused-QKV attention → residual, LayerNorm → tanh-GELU MLP → residual)
+//! forward and backward on host slices, with the activations the backward pass needs.
+//!
+//! The same function as [`crate::model::block::Block::forward`] with `gelu_tanh = true` (unit test in
+//! `super`), written as whole-block kernels: one pass per LayerNorm/GELU, attention per (example, head)
+//! straight out of the fused `qkv` rows (no reshapes or permuted copies), rows in parallel.
+
+use super::kernels::{self as k, Mat};
+use rayon::prelude::*;
+
+/// Block geometry: `b` examples of `n` tokens of width `d`, `h` heads, MLP width `mlp`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    /// Examples.
+    pub b: usize,
+    /// Tokens per example.
+    pub n: usize,
+    /// Width.
+    pub d: usize,
+    /// Heads.
+    pub h: usize,
+    /// MLP width.
+    pub mlp: usize,
+    /// LayerNorm ε.
+    pub eps: f32,
+}
+
+impl Dims {
+    fn rows(&self) -> usize {
+        self.b * self.n
+    }
+    fn hd(&self) -> usize {
+        self.d / self.h
+    }
+}
+
+/// The block's parameters, row-major, burn's `Linear` layout (`w: [in, out]`).
+#[derive(Clone, Copy)]
+pub struct Params<'a> {
+    /// LayerNorm 1 scale, shift `[d]`.
+    pub ln1: (&'a [f32], &'a [f32]),
+    /// QKV `[d, 3d]`, `[3d]`.
+    pub qkv: (&'a [f32], &'a [f32]),
+    /// Output projection `[d, d]`, `[d]`.
+    pub proj: (&'a [f32], &'a [f32]),
+    /// LayerNorm 2 scale, shift `[d]`.
+    pub ln2: (&'a [f32], &'a [f32]),
+    /// MLP in `[d, mlp]`, `[mlp]`.
+    pub fc1: (&'a [f32], &'a [f32]),
+    /// MLP out `[mlp, d]`, `[d]`.
+    pub fc2: (&'a [f32], &'a [f32]),
+}
+
+/// Activations kept for the backward pass.
+#[derive(Debug, Default)]
+pub struct Saved {
+    mean1: Vec<f32>,
+    rstd1: Vec<f32>,
+    xn1: Vec<f32>,
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    att: Vec<f32>,
+    x1: Vec<f32>,
+    mean2: Vec<f32>,
+    rstd2: Vec<f32>,
+    xn2: Vec<f32>,
+    pre: Vec<f32>,
+    act: Vec<f32>,
+}
+
+/// Gradients of the parameters, in [`Params`] order: `[ln1 γ, ln1 β, qkv w, qkv b, proj w, proj b,
+/// ln2 γ, ln2 β, fc1 w, fc1 b, fc2 w, fc2 b]`.
+pub type ParamGrads = [Vec<f32>; 12];
+
+/// Scales every row of example `i` of `x: [b·n, d]` by `keep[i]` (stochastic depth).
+fn scale_examples(x: &mut [f32], keep: &[f32], per_example: usize) {
+    x.par_chunks_mut(per_example).zip(keep).for_each(|(c, &s)| {
+        if s != 1.0 {
+            c.iter_mut().for_each(|v| *v *= s);
+        }
+    });
+}
+
+/// Forward. `x: [b·n, d]` → `[b·n, d]`; `keep` are the per-example stochastic-depth masks of the attention
+/// and MLP branches. Returns the output and, when `save`, the activations for [`backward`].
+pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, save: bool) -> (Vec<f32>, Option<Saved>) {
+    let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
+    let (xn1, mean1, rstd1) = k::layer_norm(x, p.ln1.0, p.ln1.1, d, dm.eps);
+    let qkv = k::linear(&xn1, p.qkv.0, p.qkv.1, m, d, 3 * d); // [M, 3D]: (example, token) × (q|k|v, head, hd)
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut probs = vec![0.0f32; dm.b * h * n * n]; // [B, H, N, N]
+    let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
+    att.par_chunks_mut(n * d).zip(probs.par_chunks_mut(h * n * n)).zip(qkv.par_chunks(n * 3 * d)).for_each(|((o, pr), rows)| {
+        for (hi, p) in pr.chunks_mut(n * n).enumerate() {
+            let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
+            let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
+            k::matmul(n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
+            p.iter_mut().for_each(|v| *v *= scale);
+            k::softmax_rows(p, n);
+            let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
+            k::matmul(n, hd, n, Mat::rows(p, n), v, &mut o[hi * hd..], d, false, false);
+            // [N, hd]
+        }
+    });
+    let mut a = k::linear(&att, p.proj.0, p.proj.1, m, d, d);
+    if let Some((k0, _)) = keep {
+        scale_examples(&mut a, k0, n * d);
+    }
+    let x1: Vec<f32> = x.par_iter().zip(a.par_iter()).map(|(u, v)| u + v).collect();
+    drop(a);
+    let (xn2, mean2, rstd2) = k::layer_norm(&x1, p.ln2.0, p.ln2.1, d, dm.eps);
+    let pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp); // [M, MLP]
+    let act = k::gelu_tanh(&pre);
+    let mut y = k::linear(&act, p.fc2.0, p.fc2.1, m, dm.mlp, d);
+    if let Some((_, k1)) = keep {
+        scale_examples(&mut y, k1, n * d);
+    }
+    y.par_iter_mut().zip(x1.par_iter()).for_each(|(v, r)| *v += r);
+    let saved = save.then(|| Saved { mean1, rstd1, xn1, qkv, probs, att, x1, mean2, rstd2, xn2, pre, act });
+    (y, saved)
+}
+
+/// Backward of [`forward`] for `dy: [b·n, d]`: returns `dx` and the parameter gradients.
+pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, s: &Saved, dy: &[f32]) -> (Vec<f32>, ParamGrads) {
+    let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
+    // MLP branch: y = x1 + keep1·fc2(gelu(fc1(LN2(x1)))).
+    let mut dm_out = dy.to_vec();
+    if let Some((_, k1)) = keep {
+        scale_examples(&mut dm_out, k1, n * d);
+    }
+    let (mut dact, dw2, db2) = k::linear_backward(&s.act, p.fc2.0, &dm_out, m, dm.mlp, d);
+    drop(dm_out);
+    k::gelu_tanh_backward(&s.pre, &mut dact);
+    let (dxn2, dw1, db1) = k::linear_backward(&s.xn2, p.fc1.0, &dact, m, d, dm.mlp);
+    drop(dact);
+    let (dx1_ln, dg2, dbeta2) = k::layer_norm_backward(&s.x1, &s.mean2, &s.rstd2, p.ln2.0, &dxn2, d);
+    let dx1: Vec<f32> = dy.par_iter().zip(dx1_ln.par_iter()).map(|(a, b)| a + b).collect();
+    drop(dx1_ln);
+    // Attention branch: x1 = x + keep0·proj(attn(LN1(x))).
+    let mut da = dx1.clone();
+    if let Some((k0, _)) = keep {
+        scale_examples(&mut da, k0, n * d);
+    }
+    let (datt, dwp, dbp) = k::linear_backward(&s.att, p.proj.0, &da, m, d, d);
+    drop(da);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dqkv = vec![0.0f32; m * 3 * d];
+    dqkv.par_chunks_mut(n * 3 * d)
+        .zip(datt.par_chunks(n * d))
+        .zip(s.qkv.par_chunks(n * 3 * d).zip(s.probs.par_chunks(h * n * n)))
+        .for_each(|((g, dout), (rows, pr))| {
+            let mut dp = vec![0.0f32; n * n];
+            for (hi, p) in pr.chunks(n * n).enumerate() {
+                let o = hi * hd;
+                let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
+                let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
+                k::matmul(n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
+                k::matmul(n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
+                k::softmax_rows_backward(p, &mut dp, n); // dS (before the 1/√hd scale)
+                dp.iter_mut().for_each(|v| *v *= scale);
+                let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
+                k::matmul(n, hd, n, Mat::rows(&dp, n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
+                let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
+                k::matmul(n, hd, n, Mat::t(&dp, n), q, &mut g[d + o..], 3 * d, false, false);
+                // dk = dSᵀ q
+            }
+        });
+    drop(datt);
+    let (dxn1, dwqkv, dbqkv) = k::linear_backward(&s.xn1, p.qkv.0, &dqkv, m, d, 3 * d);
+    drop(dqkv);
+    let (mut dx, dg1, dbeta1) = k::layer_norm_backward(x, &s.mean1, &s.rstd1, p.ln1.0, &dxn1, d);
+    dx.par_iter_mut().zip(dx1.par_iter()).for_each(|(a, b)| *a += b);
+    (dx, [dg1, dbeta1, dwqkv, dbqkv, dwp, dbp, dg2, dbeta2, dw1, db1, dw2, db2])
+}

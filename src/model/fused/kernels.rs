@@ -1,0 +1,344 @@
+//! CPU kernels on row-major `f32` slices for the fused transformer block: strided matrix products (the
+//! `gemm` crate), LayerNorm, tanh-GELU, softmax and column sums, each forward and backward.
+//!
+//! Row-parallel kernels split rows into fixed chunks ([`ROWS`]) and reduce per-chunk partial sums in chunk
+//! order, so results do not depend on how many threads ran them (determinism).
+
+use rayon::prelude::*;
+
+/// Rows per parallel chunk of the row-wise kernels (fixed: reductions must not depend on thread count).
+pub const ROWS: usize = 64;
+
+/// A strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    /// Backing storage (offset already applied).
+    pub data: &'a [f32],
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn t(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: 1, cs: cols }
+    }
+}
+
+/// `c[m, n] (row stride ldc) (+)= a[m, k] · b[k, n]`; accumulates into `c` when `acc`. `parallel` uses the
+/// current rayon pool (large products); small per-head products run on the calling thread. On CPUs with
+/// AVX-512F this is [`super::sgemm`], elsewhere the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(k == 0 || a.data.len() > last(m, k, a.rs, a.cs), "matmul: lhs view out of bounds");
+    assert!(k == 0 || b.data.len() > last(k, n, b.rs, b.cs), "matmul: rhs view out of bounds");
+    assert!(c.len() > last(m, n, ldc, 1), "matmul: output view out of bounds");
+    if super::sgemm::available() {
+        return super::sgemm::matmul(m, n, k, a, b, c, ldc, acc, parallel);
+    }
+    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: every view was bounds-checked above for its full (rows, cols, strides) extent; `c` is a
+    // unique borrow, disjoint from `a` and `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            acc,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel.
+pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    y.par_chunks_mut(ROWS * n).for_each(|rows| {
+        for r in rows.chunks_mut(n) {
+            r.copy_from_slice(bias);
+        }
+    });
+    matmul(m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
+    y
+}
+
+/// Backward of [`linear`]: returns `(dx [m, k], dw [k, n], dbias [n])` for `dy: [m, n]`.
+pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; m * k];
+    matmul(m, k, n, Mat::rows(dy, n), Mat::t(w, n), &mut dx, k, false, true);
+    let mut dw = vec![0.0f32; k * n];
+    matmul(k, n, m, Mat::t(x, k), Mat::rows(dy, n), &mut dw, n, false, true);
+    (dx, dw, col_sum(dy, n))
+}
+
+/// Sums of the columns of a row-major `[rows, n]` matrix, reduced in fixed chunk order.
+pub fn col_sum(x: &[f32], n: usize) -> Vec<f32> {
+    let partial: Vec<Vec<f32>> = x
+        .par_chunks(ROWS * n)
+        .map(|rows| {
+            let mut s = vec![0.0f32; n];
+            for r in rows.chunks(n) {
+                for (a, v) in s.iter_mut().zip(r) {
+                    *a += v;
+                }
+            }
+            s
+        })
+        .collect();
+    reduce(partial, n)
+}
+
+fn reduce(partial: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n];
+    for p in partial {
+        for (a, v) in out.iter_mut().zip(&p) {
+            *a += v;
+        }
+    }
+    out
+}
+
+/// LayerNorm over rows of `x: [rows, d]`: returns `(y, mean [rows], rstd [rows])` with
+/// `y = (x − mean)·rstd·gamma + beta`, `rstd = 1/√(var + eps)` (biased variance).
+pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = x.len() / d;
+    let mut y = vec![0.0f32; x.len()];
+    let mut mean = vec![0.0f32; rows];
+    let mut rstd = vec![0.0f32; rows];
+    y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))).for_each(
+        |((yc, xc), (mc, rc))| {
+            for (((yr, xr), m), r) in yc.chunks_mut(d).zip(xc.chunks(d)).zip(mc.iter_mut()).zip(rc.iter_mut()) {
+                let mu = xr.iter().sum::<f32>() / d as f32;
+                let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+                let s = 1.0 / (var + eps).sqrt();
+                for (((o, v), g), b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+                    *o = (v - mu) * s * g + b;
+                }
+                *m = mu;
+                *r = s;
+            }
+        },
+    );
+    (y, mean, rstd)
+}
+
+/// Backward of [`layer_norm`]: returns `(dx, dgamma, dbeta)` for `dy`.
+pub fn layer_norm_backward(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32], dy: &[f32], d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; x.len()];
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(ROWS * d)
+        .zip(x.par_chunks(ROWS * d).zip(dy.par_chunks(ROWS * d)))
+        .zip(mean.par_chunks(ROWS).zip(rstd.par_chunks(ROWS)))
+        .map(|((dxc, (xc, dyc)), (mc, rc))| {
+            let mut dg = vec![0.0f32; d];
+            let mut db = vec![0.0f32; d];
+            let mut xhat = vec![0.0f32; d];
+            for ((((dxr, xr), dyr), mu), s) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)).zip(mc).zip(rc) {
+                let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                for i in 0..d {
+                    xhat[i] = (xr[i] - mu) * s;
+                    let g = dyr[i] * gamma[i];
+                    m1 += g;
+                    m2 += g * xhat[i];
+                    dg[i] += dyr[i] * xhat[i];
+                    db[i] += dyr[i];
+                }
+                let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+                for i in 0..d {
+                    dxr[i] = s * (dyr[i] * gamma[i] - m1 - xhat[i] * m2);
+                }
+            }
+            (dg, db)
+        })
+        .collect();
+    let (dgs, dbs): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+    (dx, reduce(dgs, d), reduce(dbs, d))
+}
+
+/// `√(2/π)` of the tanh-GELU.
+const C: f32 = 0.797_884_6;
+
+/// tanh-GELU in place, `x·σ(2z)`, `z = √(2/π)(x + 0.044715x³)` (the same function as
+/// [`crate::model::block::gelu_tanh`]).
+pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| {
+        for (o, &v) in yc.iter_mut().zip(xc) {
+            let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+            *o = v / (1.0 + (-z2).exp());
+        }
+    });
+    y
+}
+
+/// Backward of [`gelu_tanh`] in place: `dy ← dy · gelu'(x)`.
+pub fn gelu_tanh_backward(x: &[f32], dy: &mut [f32]) {
+    dy.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(dc, xc)| {
+        for (g, &v) in dc.iter_mut().zip(xc) {
+            let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+            let s = 1.0 / (1.0 + (-z2).exp());
+            let dz2 = 2.0 * C * (1.0 + 3.0 * 0.044715 * v * v);
+            *g *= s + v * s * (1.0 - s) * dz2;
+        }
+    });
+}
+
+/// Row-wise softmax in place over rows of length `n`.
+pub fn softmax_rows(x: &mut [f32], n: usize) {
+    for r in x.chunks_mut(n) {
+        let mx = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut s = 0.0f32;
+        for v in r.iter_mut() {
+            *v = (*v - mx).exp();
+            s += *v;
+        }
+        let inv = 1.0 / s;
+        for v in r.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// Backward of a row softmax in place: `dp ← p ⊙ (dp − Σ_j dp_j p_j)` (rows of length `n`).
+pub fn softmax_rows_backward(p: &[f32], dp: &mut [f32], n: usize) {
+    for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
+        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+        for (d, &pv) in dr.iter_mut().zip(pr) {
+            *d = pv * (*d - dot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &dyn Fn(usize, usize) -> f32, b: &dyn Fn(usize, usize) -> f32) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|l| a(i, l) * b(l, j)).sum();
+            }
+        }
+        c
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "[{i}] {x} vs {y}");
+        }
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn strided_products_match_naive_with_transposes_and_accumulation() {
+        let (m, n, k) = (37, 29, 41);
+        let a = data(m * k, 1);
+        let bt = data(n * k, 2); // b stored transposed: [n, k]
+        let mut c = data(m * n, 3);
+        let c0 = c.clone();
+        matmul(m, n, k, Mat::rows(&a, k), Mat::t(&bt, k), &mut c, n, true, true);
+        let want = naive(m, n, k, &|i, l| a[i * k + l], &|l, j| bt[j * k + l]);
+        let want: Vec<f32> = want.iter().zip(&c0).map(|(w, c)| w + c).collect();
+        close(&c, &want, 1e-5);
+    }
+
+    #[test]
+    fn linear_backward_matches_naive() {
+        let (m, k, n) = (70, 12, 9);
+        let (x, w, dy) = (data(m * k, 4), data(k * n, 5), data(m * n, 6));
+        let (dx, dw, db) = linear_backward(&x, &w, &dy, m, k, n);
+        close(&dx, &naive(m, k, n, &|i, l| dy[i * n + l], &|l, j| w[j * n + l]), 1e-5);
+        close(&dw, &naive(k, n, m, &|i, l| x[l * k + i], &|l, j| dy[l * n + j]), 1e-5);
+        let db_want: Vec<f32> = (0..n).map(|j| (0..m).map(|i| dy[i * n + j]).sum()).collect();
+        close(&db, &db_want, 1e-5);
+    }
+
+    #[test]
+    fn layer_norm_backward_matches_finite_differences() {
+        let d = 8;
+        let x = data(3 * d, 7);
+        let g = data(d, 8);
+        let b = data(d, 9);
+        let dy = data(3 * d, 10);
+        let loss = |x: &[f32], g: &[f32]| -> f64 {
+            let (y, _, _) = layer_norm(x, g, &b, d, 1e-6);
+            y.iter().zip(&dy).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        };
+        let (_, mean, rstd) = layer_norm(&x, &g, &b, d, 1e-6);
+        let (dx, dg, _) = layer_norm_backward(&x, &mean, &rstd, &g, &dy, d);
+        let h = 1e-2f32;
+        for i in [0, 5, 13, 22] {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let fd = (loss(&xp, &g) - loss(&xm, &g)) / (2.0 * h as f64);
+            assert!((fd as f32 - dx[i]).abs() < 2e-2 * (1.0 + dx[i].abs()), "dx[{i}] {} vs {fd}", dx[i]);
+        }
+        for i in [0, 3, 7] {
+            let (mut gp, mut gm) = (g.clone(), g.clone());
+            gp[i] += h;
+            gm[i] -= h;
+            let fd = (loss(&x, &gp) - loss(&x, &gm)) / (2.0 * h as f64);
+            assert!((fd as f32 - dg[i]).abs() < 2e-2 * (1.0 + dg[i].abs()), "dg[{i}] {} vs {fd}", dg[i]);
+        }
+    }
+
+    #[test]
+    fn gelu_and_softmax_backward_match_finite_differences() {
+        let x = data(50, 11);
+        let h = 1e-3f32;
+        let mut d = vec![1.0f32; x.len()];
+        gelu_tanh_backward(&x, &mut d);
+        for i in 0..x.len() {
+            let (p, m) = (gelu_tanh(&[x[i] + h])[0], gelu_tanh(&[x[i] - h])[0]);
+            assert!(((p - m) / (2.0 * h) - d[i]).abs() < 1e-2, "gelu'({}) {} vs {}", x[i], d[i], (p - m) / (2.0 * h));
+        }
+        let n = 5;
+        let s = data(n, 12);
+        let w = data(n, 13);
+        let f = |s: &[f32]| -> f32 {
+            let mut p = s.to_vec();
+            softmax_rows(&mut p, n);
+            p.iter().zip(&w).map(|(a, b)| a * b).sum()
+        };
+        let mut p = s.clone();
+        softmax_rows(&mut p, n);
+        let mut dp = w.clone();
+        softmax_rows_backward(&p, &mut dp, n);
+        for i in 0..n {
+            let (mut sp, mut sm) = (s.clone(), s.clone());
+            sp[i] += h;
+            sm[i] -= h;
+            assert!(((f(&sp) - f(&sm)) / (2.0 * h) - dp[i]).abs() < 1e-2);
+        }
+    }
+}
