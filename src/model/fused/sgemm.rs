@@ -90,20 +90,28 @@ fn pack_b(b: &Mat, p0: usize, kc: usize, n: usize, out: &mut [f32]) {
     }
 }
 
-/// Packs `a[i0..i0+mc, p0..p0+kc]` as panels of `kc × MR` (k-major, zero-padded rows).
+/// Packs `a[i0..i0+mc, p0..p0+kc]` as panels of `kc × MR` (k-major, zero-padded rows). Reads along
+/// whichever of `a`'s dimensions is contiguous (a transposed operand, `rs = 1`, is copied `MR` at a time).
 fn pack_a(a: &Mat, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]) {
     for (ip, panel) in out.chunks_mut(kc * MR).enumerate() {
         let r0 = i0 + ip * MR;
         let mr = MR.min(i0 + mc - r0);
-        for i in 0..mr {
-            let base = (r0 + i) * a.rs + p0 * a.cs;
-            for p in 0..kc {
-                panel[p * MR + i] = a.data[base + p * a.cs];
+        if a.rs == 1 {
+            for (p, dst) in panel.chunks_mut(MR).enumerate() {
+                let base = r0 + (p0 + p) * a.cs;
+                dst[..mr].copy_from_slice(&a.data[base..base + mr]);
+                dst[mr..].fill(0.0);
             }
-        }
-        for i in mr..MR {
-            for p in 0..kc {
-                panel[p * MR + i] = 0.0;
+        } else {
+            for i in 0..mr {
+                let base = (r0 + i) * a.rs + p0 * a.cs;
+                let src = &a.data[base..base + (kc - 1) * a.cs + 1];
+                for (dst, v) in panel[i..].iter_mut().step_by(MR).zip(src.iter().step_by(a.cs)) {
+                    *dst = *v;
+                }
+            }
+            for i in mr..MR {
+                panel[i..].iter_mut().step_by(MR).for_each(|v| *v = 0.0);
             }
         }
     }
