@@ -58,9 +58,19 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
             }
             let i0 = bi * MC;
             let mc = MC.min(m - i0);
-            let mut ap = vec![0.0f32; mc.div_ceil(MR) * MR * kc];
-            pack_a(&a, i0, mc, p0, kc, &mut ap);
-            block(mc, n, kc, &ap, &bp, cblk, ldc, first);
+            if a.cs == 1 {
+                // Row-major A is read in place (each k step broadcasts one value of MR rows); only a
+                // ragged last panel is packed (zero rows must not be read past the matrix).
+                let full = mc / MR * MR;
+                let ablk = Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 };
+                let mut ap = vec![0.0f32; (mc - full).div_ceil(MR) * MR * kc];
+                pack_a(&a, i0 + full, mc - full, p0, kc, &mut ap);
+                block(mc, n, kc, Panels { direct: Some((ablk, full)), packed: &ap }, &bp, cblk, ldc, first);
+            } else {
+                let mut ap = vec![0.0f32; mc.div_ceil(MR) * MR * kc];
+                pack_a(&a, i0, mc, p0, kc, &mut ap);
+                block(mc, n, kc, Panels { direct: None, packed: &ap }, &bp, cblk, ldc, first);
+            }
         };
         if parallel && blocks > 1 {
             c.par_chunks_mut(MC * ldc).enumerate().for_each(run);
@@ -117,26 +127,46 @@ fn pack_a(a: &Mat, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]) 
     }
 }
 
-/// One packed A block times all packed B panels into `c` (rows of this block, row stride `ldc`).
+/// The A operand of one block: its first `full` rows read in place (row-major, `cs = 1`), the rest packed.
+struct Panels<'a> {
+    direct: Option<(Mat<'a>, usize)>,
+    packed: &'a [f32],
+}
+
+/// One A block times all packed B panels into `c` (rows of this block, row stride `ldc`). Full tiles are
+/// written by the kernel straight into `c`; ragged ones go through a tile buffer.
 #[allow(clippy::too_many_arguments)]
-fn block(mc: usize, n: usize, kc: usize, ap: &[f32], bp: &[f32], c: &mut [f32], ldc: usize, first: bool) {
+fn block(mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mut [f32], ldc: usize, first: bool) {
     let mut tile = [0.0f32; MR * NR];
+    let full_rows = a.direct.map(|d| d.1).unwrap_or(0);
     for (jp, bpanel) in bp.chunks(kc * NR).enumerate().take(n.div_ceil(NR)) {
         let j0 = jp * NR;
         let nr = NR.min(n - j0);
-        for (ip, apanel) in ap.chunks(kc * MR).enumerate() {
-            let i0 = ip * MR;
+        for i0 in (0..mc).step_by(MR) {
             let mr = MR.min(mc - i0);
-            // SAFETY: `available()` was asserted by `matmul`; the panels hold `kc·MR` and `kc·NR` values.
-            unsafe { kernel(kc, apanel.as_ptr(), bpanel.as_ptr(), tile.as_mut_ptr()) };
-            for i in 0..mr {
-                let row = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nr];
-                let t = &tile[i * NR..i * NR + nr];
-                if first {
-                    row.copy_from_slice(t);
-                } else {
-                    for (o, v) in row.iter_mut().zip(t) {
-                        *o += v;
+            // (pointer to A(i0, 0), row stride, k stride, read in place)
+            let (ap, ars, acs, direct_a) = match a.direct {
+                Some((d, full)) if i0 < full => (d.data[i0 * d.rs..].as_ptr(), d.rs, 1, true),
+                _ => (a.packed[(i0 - full_rows) / MR * kc * MR..].as_ptr(), 1, MR, false),
+            };
+            if mr == MR && nr == NR {
+                let dst = &mut c[i0 * ldc + j0..(i0 + MR - 1) * ldc + j0 + NR];
+                // SAFETY: `available()` was asserted by `matmul`; A holds MR rows of kc values at the
+                // given strides (bounds: the views were sliced from checked operands), the B panel kc·NR
+                // values, and `dst` the MR × NR tile at row stride `ldc`.
+                unsafe { kernel(kc, ap, ars, acs, direct_a, bpanel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+            } else {
+                // SAFETY: as above, into the local MR × NR tile.
+                unsafe { kernel(kc, ap, ars, acs, direct_a, bpanel.as_ptr(), tile.as_mut_ptr(), NR, false) };
+                for i in 0..mr {
+                    let row = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nr];
+                    let t = &tile[i * NR..i * NR + nr];
+                    if first {
+                        row.copy_from_slice(t);
+                    } else {
+                        for (o, v) in row.iter_mut().zip(t) {
+                            *o += v;
+                        }
                     }
                 }
             }
@@ -144,30 +174,55 @@ fn block(mc: usize, n: usize, kc: usize, ap: &[f32], bp: &[f32], c: &mut [f32], 
     }
 }
 
-/// `tile[MR × NR] = Σ_p a[p, 0..MR]ᵀ · b[p, 0..NR]` over packed panels. Written out row by row (a macro)
-/// so the 24 accumulators stay in registers at every optimisation level.
+/// `c[MR × NR] (+)= Σ_p A(0..MR, p) · b[p, 0..NR]`: A element `(i, p)` at `a[i·ars + p·acs]` (packed panels:
+/// `ars = 1, acs = MR`; row-major in place: `ars = rs, acs = 1`), B a packed `kc × NR` panel, C at row
+/// stride `ldc`, added to when `acc`. Written out row by row (a macro) so the 24 accumulators stay in
+/// registers at every optimisation level.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(kc: usize, a: *const f32, ars: usize, acs: usize, direct: bool, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
     use std::arch::x86_64::*;
     macro_rules! tile {
         ($(($r0:ident, $r1:ident, $i:expr)),*) => {{
             $(let mut $r0 = _mm512_setzero_ps(); let mut $r1 = _mm512_setzero_ps();)*
-            let (mut ap, mut bp) = (a, b);
-            for _ in 0..kc {
-                let b0 = _mm512_loadu_ps(bp);
-                let b1 = _mm512_loadu_ps(bp.add(16));
-                $(
-                    let av = _mm512_set1_ps(*ap.add($i));
-                    $r0 = _mm512_fmadd_ps(av, b0, $r0);
-                    $r1 = _mm512_fmadd_ps(av, b1, $r1);
-                )*
-                ap = ap.add(MR);
-                bp = bp.add(NR);
+            let mut bp = b;
+            if direct {
+                // Row pointers of the MR rows, advanced one value per k step.
+                let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i * ars));
+                for p in 0..kc {
+                    let b0 = _mm512_loadu_ps(bp);
+                    let b1 = _mm512_loadu_ps(bp.add(16));
+                    $(
+                        let av = _mm512_set1_ps(*rows[$i].add(p));
+                        $r0 = _mm512_fmadd_ps(av, b0, $r0);
+                        $r1 = _mm512_fmadd_ps(av, b1, $r1);
+                    )*
+                    bp = bp.add(NR);
+                }
+            } else {
+                let mut ap = a;
+                for _ in 0..kc {
+                    let b0 = _mm512_loadu_ps(bp);
+                    let b1 = _mm512_loadu_ps(bp.add(16));
+                    $(
+                        let av = _mm512_set1_ps(*ap.add($i));
+                        $r0 = _mm512_fmadd_ps(av, b0, $r0);
+                        $r1 = _mm512_fmadd_ps(av, b1, $r1);
+                    )*
+                    ap = ap.add(acs);
+                    bp = bp.add(NR);
+                }
             }
             $(
-                _mm512_storeu_ps(tile.add($i * NR), $r0);
-                _mm512_storeu_ps(tile.add($i * NR + 16), $r1);
+                let (p0, p1) = (c.add($i * ldc), c.add($i * ldc + 16));
+                if acc {
+                    _mm512_storeu_ps(p0, _mm512_add_ps(_mm512_loadu_ps(p0), $r0));
+                    _mm512_storeu_ps(p1, _mm512_add_ps(_mm512_loadu_ps(p1), $r1));
+                } else {
+                    _mm512_storeu_ps(p0, $r0);
+                    _mm512_storeu_ps(p1, $r1);
+                }
             )*
         }};
     }
@@ -188,7 +243,8 @@ unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: usize, _: *const f32, _: *const f32, _: *mut f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(_: usize, _: *const f32, _: usize, _: usize, _: bool, _: *const f32, _: *mut f32, _: usize, _: bool) {
     unreachable!("sgemm kernel needs x86-64 AVX-512")
 }
 
@@ -208,6 +264,7 @@ mod tests {
             (200, 70, 300, true, false, false, true),
             (97, 65, 513, false, true, true, true),
             (12, 32, 256, true, true, false, true),
+            (24, 64, 40, false, false, true, true),
         ] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 113) as f32 / 56.0 - 1.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 127) as f32 / 63.0 - 1.0).collect();
