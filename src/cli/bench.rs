@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Exact (erf) GELU instead of the tanh approximation.
     #[arg(long)]
     pub gelu_erf: bool,
+    /// burn's composition of tensor ops for every block instead of the fused CPU block (A/B comparisons;
+    /// the same as `POLYFLOW_FUSED_CPU=0`).
+    #[arg(long)]
+    pub no_fused: bool,
 }
 
 struct Job(BenchArgs);
@@ -103,18 +107,51 @@ impl BackendJob for Job {
 
 /// Runs the benchmark and prints one JSON line.
 pub fn bench(a: BenchArgs) -> Result<i32, super::CliError> {
+    if a.no_fused {
+        crate::model::fused::set_enabled(false);
+    }
     let backend = a.backend.clone();
     let (train, infer) =
         dispatch(&backend, Job(a.clone())).map_err(|e| super::CliError::Other(format!("error: {e}"), super::exit::USAGE))?;
     let tokens = (a.image / a.patch).pow(2) + 1;
-    println!(
-        "{}",
-        serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer})
-    );
+    // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
+    // counted as three forward passes (forward, and two products per product in the backward pass).
+    let (n, d) = (tokens as f64, a.dim as f64);
+    let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
+    let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
+    let train_gflops = 3.0 * fwd * train / 1e9;
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled(), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9});
+    if backend == "flex" || backend == "cpu" {
+        // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
+        let m = a.batch * tokens;
+        let peak = matmul_peak(m, a.dim, a.mlp);
+        out["matmul_peak_gflops"] = peak.into();
+        out["matmul_kernel"] = if crate::model::fused::sgemm::available() { "polyflow sgemm (AVX-512)" } else { "gemm crate" }.into();
+        out["train_fraction_of_peak"] = (train_gflops / peak).into();
+    }
+    println!("{out}");
     Ok(super::exit::OK)
 }
 
 /// `bench-fbank` settings.
+/// GFLOP/s of `[m, k] · [k, n]` with polyflow's CPU product (the fused block's kernel), best of 5 × 10.
+fn matmul_peak(m: usize, k: usize, n: usize) -> f64 {
+    use crate::model::fused::kernels::{matmul, Mat};
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+    let mut c = vec![0.0f32; m * n];
+    matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c, n, false, true);
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..10 {
+                matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c, n, false, true);
+            }
+            20.0 * (m * n * k) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct FbankBenchArgs {
     /// Folders of audio clips (searched recursively).

@@ -64,7 +64,8 @@ impl Stage for FeaturesStage {
     fn version(&self) -> u32 {
         // 2: features.json keeps only what probes need (no training hyperparameters).
         // 3: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
-        3
+        // 4: the fused CPU block (src/model/fused) and its AVX-512 sgemm change the float rounding.
+        4
     }
     fn doc(&self) -> &'static str {
         "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"

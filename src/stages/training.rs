@@ -166,7 +166,8 @@ impl Stage for TrainStage {
     }
     fn version(&self) -> u32 {
         // 2: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
-        2
+        // 3: the fused CPU block (src/model/fused) and its AVX-512 sgemm change the float rounding.
+        3
     }
     fn doc(&self) -> &'static str {
         if self.multi {
