@@ -126,7 +126,11 @@ pub fn bench(a: BenchArgs) -> Result<i32, super::CliError> {
         let m = a.batch * tokens;
         let peak = matmul_peak(m, a.dim, a.mlp);
         out["matmul_peak_gflops"] = peak.into();
-        out["matmul_kernel"] = if crate::model::fused::sgemm::available() { "polyflow sgemm (AVX-512)" } else { "gemm crate" }.into();
+        out["matmul_kernel"] = match crate::model::fused::sgemm::isa() {
+            Some(isa) => format!("polyflow sgemm ({})", isa.name),
+            None => "gemm crate".into(),
+        }
+        .into();
         out["train_fraction_of_peak"] = (train_gflops / peak).into();
     }
     println!("{out}");

@@ -116,7 +116,7 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
         scale_examples(&mut y, k1, n * d);
     }
     y.par_iter_mut().zip(x1.par_iter()).for_each(|(v, r)| *v += r);
-    let saved = save.then(|| Saved { mean1, rstd1, xn1, qkv, probs, att, x1, mean2, rstd2, xn2, pre, act });
+    let saved = if save { Some(Saved { mean1, rstd1, xn1, qkv, probs, att, x1, mean2, rstd2, xn2, pre, act }) } else { None };
     (y, saved)
 }
 

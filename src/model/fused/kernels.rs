@@ -32,8 +32,8 @@ impl<'a> Mat<'a> {
 }
 
 /// `c[m, n] (row stride ldc) (+)= a[m, k] · b[k, n]`; accumulates into `c` when `acc`. `parallel` uses the
-/// current rayon pool (large products); small per-head products run on the calling thread. On CPUs with
-/// AVX-512F this is [`super::sgemm`], elsewhere the `gemm` crate.
+/// current rayon pool (large products); small per-head products run on the calling thread. On x86-64 CPUs
+/// with AVX2 + FMA or AVX-512F this is [`super::sgemm`], elsewhere the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
     if m == 0 || n == 0 {
