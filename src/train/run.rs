@@ -254,7 +254,10 @@ pub fn run<B: AutodiffBackend>(
         if !loss_val.is_finite() {
             return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
         }
-        let grads = GradientsParams::from_grads(l.backward(), &model);
+        let grads = {
+            let _one_at_a_time = BACKWARD.lock().unwrap_or_else(|e| e.into_inner());
+            GradientsParams::from_grads(l.backward(), &model)
+        };
         // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
         let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
         let lr = lr_sched.at(step) * peak;
@@ -292,3 +295,9 @@ pub fn run<B: AutodiffBackend>(
 }
 
 use burn::tensor::ElementConversion;
+
+/// One backward pass at a time in this process. burn 0.21's autodiff bookkeeping is shared by all threads;
+/// measured here, two training nodes doing backward passes at the same time made the `accumulate`
+/// schedule's weights depend on timing (three different results in three concurrent runs, with burn's
+/// composed block as well as the fused one), while runs alone — or with this lock — were bit-identical.
+static BACKWARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
