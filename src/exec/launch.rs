@@ -74,8 +74,8 @@ pub struct LocalLauncher {
 
 impl LocalLauncher {
     /// A launcher writing into `store`.
-    pub fn new(store: Store) -> Result<Self, ExecError> {
-        Ok(LocalLauncher { store })
+    pub fn new(store: Store) -> Self {
+        LocalLauncher { store }
     }
 }
 
@@ -108,7 +108,7 @@ impl Launcher for LocalLauncher {
                     base_dir: &l.base_dir,
                     env: &l.env,
                     inputs: l.inputs,
-                    threads: l.resources.cpus.unwrap_or(1) as usize,
+                    threads,
                     scratch: l.scratch.clone(),
                 };
                 let result = execute(job, &store, &progress);

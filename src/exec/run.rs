@@ -116,7 +116,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
 
     let kind = opts.executor.unwrap_or(g.executor.kind);
     let mut launcher: Box<dyn Launcher> = match kind {
-        ExecutorKind::Local => Box::new(LocalLauncher::new(store.clone())?),
+        ExecutorKind::Local => Box::new(LocalLauncher::new(store.clone())),
         ExecutorKind::Slurm => Box::new(super::slurm::SlurmLauncher::new(g, store)?),
     };
     let keep = opts.keep_jobs || g.executor.on_interrupt == OnInterrupt::Keep;

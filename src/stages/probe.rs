@@ -64,7 +64,7 @@ impl Stage for FeaturesStage {
     fn version(&self) -> u32 {
         // 2: features.json keeps only what probes need (no training hyperparameters).
         // 3: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
-        // 4: the fused CPU block (src/model/fused) and its AVX-512 sgemm change the float rounding.
+        // 4: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
         4
     }
     fn doc(&self) -> &'static str {
@@ -84,7 +84,7 @@ impl Stage for FeaturesStage {
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
-        // one node's matrix products N threads); on CUDA each holds the device slot.
+        // one node N threads for its kernels); on CUDA each holds the device slot.
         Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {

@@ -166,7 +166,7 @@ impl Stage for TrainStage {
     }
     fn version(&self) -> u32 {
         // 2: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
-        // 3: the fused CPU block (src/model/fused) and its AVX-512 sgemm change the float rounding.
+        // 3: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
         3
     }
     fn doc(&self) -> &'static str {
@@ -193,7 +193,7 @@ impl Stage for TrainStage {
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
-        // one node's matrix products N threads); on CUDA each holds the device slot.
+        // one node N threads for its kernels); on CUDA each holds the device slot.
         Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
     }
     fn report_slots(&self) -> &'static [&'static str] {

@@ -229,6 +229,7 @@ pub fn run<B: AutodiffBackend>(
         let step = s + 1;
         let us = &updates[s];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let one_at_a_time = UPDATE.lock().unwrap_or_else(|e| e.into_inner());
         let mut total_loss: Option<Tensor<B, 1>> = None;
         for &j in us {
             let t = &tasks[j];
@@ -254,15 +255,13 @@ pub fn run<B: AutodiffBackend>(
         if !loss_val.is_finite() {
             return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
         }
-        let grads = {
-            let _one_at_a_time = BACKWARD.lock().unwrap_or_else(|e| e.into_inner());
-            GradientsParams::from_grads(l.backward(), &model)
-        };
+        let grads = GradientsParams::from_grads(l.backward(), &model);
         // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
         let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
         let lr = lr_sched.at(step) * peak;
         let (m, gn) = opt.step(model, &grads, lr);
         model = m;
+        drop(one_at_a_time);
         let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
         state.steps.push(StepLog { step, tasks: names.clone(), loss: loss_val, lr, grad_norm: gn });
         state.step = step;
@@ -296,8 +295,10 @@ pub fn run<B: AutodiffBackend>(
 
 use burn::tensor::ElementConversion;
 
-/// One backward pass at a time in this process. burn 0.21's autodiff bookkeeping is shared by all threads;
-/// measured here, two training nodes doing backward passes at the same time made the `accumulate`
-/// schedule's weights depend on timing (three different results in three concurrent runs, with burn's
-/// composed block as well as the fused one), while runs alone — or with this lock — were bit-identical.
-static BACKWARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// One training update (forward passes, backward pass, optimizer step) at a time in this process. burn
+/// 0.21's autodiff bookkeeping is shared by all threads; measured here, two training nodes updating at the
+/// same time made the `accumulate` schedule's weights (several forward passes in one graph) depend on timing
+/// — four different results in four concurrent runs, with burn's composed block as well as the fused one —
+/// while lone runs were bit-identical. Locking only the backward pass was not enough (smoke profile: three
+/// different results in three runs). Data loading and evaluation still overlap.
+static UPDATE: std::sync::Mutex<()> = std::sync::Mutex::new(());

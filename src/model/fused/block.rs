@@ -81,6 +81,18 @@ fn scale_examples(x: &mut [f32], keep: &[f32], per_example: usize) {
     });
 }
 
+/// `x` with every example scaled by its stochastic-depth mask, copied only when there are masks.
+fn masked<'a>(x: &'a [f32], keep: Option<&[f32]>, per_example: usize) -> std::borrow::Cow<'a, [f32]> {
+    match keep {
+        Some(k) => {
+            let mut v = x.to_vec();
+            scale_examples(&mut v, k, per_example);
+            std::borrow::Cow::Owned(v)
+        }
+        None => std::borrow::Cow::Borrowed(x),
+    }
+}
+
 /// Forward. `x: [b·n, d]` → `[b·n, d]`; `keep` are the per-example stochastic-depth masks of the attention
 /// and MLP branches. Returns the output and, when `save`, the activations for [`backward`].
 pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, save: bool) -> (Vec<f32>, Option<Saved>) {
@@ -124,10 +136,7 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
 pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, s: &Saved, dy: &[f32]) -> (Vec<f32>, ParamGrads) {
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     // MLP branch: y = x1 + keep1·fc2(gelu(fc1(LN2(x1)))).
-    let mut dm_out = dy.to_vec();
-    if let Some((_, k1)) = keep {
-        scale_examples(&mut dm_out, k1, n * d);
-    }
+    let dm_out = masked(dy, keep.map(|k| k.1), n * d);
     let (mut dact, dw2, db2) = k::linear_backward(&s.act, p.fc2.0, &dm_out, m, dm.mlp, d);
     drop(dm_out);
     k::gelu_tanh_backward(&s.pre, &mut dact);
@@ -137,10 +146,7 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
     let dx1: Vec<f32> = dy.par_iter().zip(dx1_ln.par_iter()).map(|(a, b)| a + b).collect();
     drop(dx1_ln);
     // Attention branch: x1 = x + keep0·proj(attn(LN1(x))).
-    let mut da = dx1.clone();
-    if let Some((k0, _)) = keep {
-        scale_examples(&mut da, k0, n * d);
-    }
+    let da = masked(&dx1, keep.map(|k| k.0), n * d);
     let (datt, dwp, dbp) = k::linear_backward(&s.att, p.proj.0, &da, m, d, d);
     drop(da);
     let scale = 1.0 / (hd as f32).sqrt();

@@ -39,13 +39,10 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
     if m == 0 || n == 0 {
         return;
     }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(k == 0 || a.data.len() > last(m, k, a.rs, a.cs), "matmul: lhs view out of bounds");
-    assert!(k == 0 || b.data.len() > last(k, n, b.rs, b.cs), "matmul: rhs view out of bounds");
-    assert!(c.len() > last(m, n, ldc, 1), "matmul: output view out of bounds");
     if super::sgemm::available() {
         return super::sgemm::matmul(m, n, k, a, b, c, ldc, acc, parallel);
     }
+    check_views(m, n, k, &a, &b, c, ldc);
     let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: every view was bounds-checked above for its full (rows, cols, strides) extent; `c` is a
     // unique borrow, disjoint from `a` and `b`.
@@ -72,6 +69,19 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
             par,
         )
     }
+}
+
+/// Panics unless `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc ≥ n`) lie inside their slices:
+/// the products read and write through raw pointers within exactly these extents.
+pub fn check_views(m: usize, n: usize, k: usize, a: &Mat, b: &Mat, c: &[f32], ldc: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(ldc >= n, "matmul: output row stride {ldc} < {n} columns");
+    assert!(k == 0 || a.data.len() > last(m, k, a.rs, a.cs), "matmul: lhs view out of bounds");
+    assert!(k == 0 || b.data.len() > last(k, n, b.rs, b.cs), "matmul: rhs view out of bounds");
+    assert!(c.len() > last(m, n, ldc, 1), "matmul: output view out of bounds");
 }
 
 /// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel.
@@ -269,6 +279,15 @@ mod tests {
         let want = naive(m, n, k, &|i, l| a[i * k + l], &|l, j| bt[j * k + l]);
         let want: Vec<f32> = want.iter().zip(&c0).map(|(w, c)| w + c).collect();
         close(&c, &want, 1e-5);
+    }
+
+    #[test]
+    #[should_panic(expected = "lhs view out of bounds")]
+    fn a_view_past_its_slice_is_refused_before_any_raw_read() {
+        let (a, b) = (vec![1.0f32; 10], vec![1.0f32; 12]);
+        let mut c = vec![0.0f32; 12];
+        // a claims [4, 3] but holds 10 values.
+        matmul(4, 3, 3, Mat::rows(&a, 3), Mat::rows(&b, 3), &mut c, 3, false, false);
     }
 
     #[test]

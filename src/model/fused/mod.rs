@@ -106,6 +106,17 @@ struct Inner {
 }
 
 impl Inner {
+    /// Runs the block on `tensors` (`x` then the twelve parameters): the output `[B, N, D]` and the state
+    /// (with the activations when `save`).
+    fn forward(tensors: Vec<FlexTensor>, dims: block::Dims, keep: Option<(Vec<f32>, Vec<f32>)>, save: bool) -> (FlexTensor, Inner) {
+        let mut t = tensors.into_iter().map(contiguous);
+        let x = t.next().expect("x");
+        let mut st = Inner { x, params: t.collect(), dims, keep, saved: Default::default() };
+        let (y, saved) = block::forward(slice(&st.x), &st.params(), dims, st.keep(), save);
+        st.saved = saved.unwrap_or_default();
+        (flex(y, vec![dims.b, dims.n, dims.d]), st)
+    }
+
     fn params(&self) -> block::Params<'_> {
         let s = |i: usize| slice(&self.params[i]);
         block::Params {
@@ -182,10 +193,8 @@ pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&Dro
         let out = fused_autodiff(prims, dims, keep);
         cast(Tensor::<Ad, 3>::from_primitive(TensorPrimitive::Float(out)))
     } else {
-        let prims: Vec<FlexTensor> = prims.into_iter().map(|p| contiguous(cast(p).expect("Flex primitive"))).collect();
-        let inner = Inner { x: prims[0].clone(), params: prims[1..].to_vec(), dims, keep, saved: Default::default() };
-        let (y, _) = block::forward(slice(&inner.x), &inner.params(), dims, inner.keep(), false);
-        let out = flex(y, vec![b, n, d]);
+        let prims: Vec<FlexTensor> = prims.into_iter().map(|p| cast(p).expect("Flex primitive")).collect();
+        let (out, _) = Inner::forward(prims, dims, keep, false);
         cast(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(out)))
     }
 }
@@ -193,20 +202,13 @@ pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&Dro
 /// The tracked (or untracked) autodiff op: forward on the inner tensors, state for the backward pass.
 fn fused_autodiff(prims: Vec<FloatTensor<Ad>>, dims: block::Dims, keep: Option<(Vec<f32>, Vec<f32>)>) -> FloatTensor<Ad> {
     let nodes: [_; 13] = std::array::from_fn(|i| prims[i].node.clone());
-    let inner: Vec<FlexTensor> = prims.iter().map(|p| contiguous(p.primitive.clone())).collect();
-    let shape = vec![dims.b, dims.n, dims.d];
+    let inner: Vec<FlexTensor> = prims.into_iter().map(|p| p.primitive).collect();
     match FusedBlockBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let mut st = Inner { x: inner[0].clone(), params: inner[1..].to_vec(), dims, keep, saved: Default::default() };
-            let (y, saved) = block::forward(slice(&st.x), &st.params(), dims, st.keep(), true);
-            st.saved = saved.expect("saved activations");
-            prep.finish(State(Arc::new(st)), flex(y, shape))
+            let (out, st) = Inner::forward(inner, dims, keep, true);
+            prep.finish(State(Arc::new(st)), out)
         }
-        OpsKind::UnTracked(prep) => {
-            let st = Inner { x: inner[0].clone(), params: inner[1..].to_vec(), dims, keep, saved: Default::default() };
-            let (y, _) = block::forward(slice(&st.x), &st.params(), dims, st.keep(), false);
-            prep.finish(flex(y, shape))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(Inner::forward(inner, dims, keep, false).0),
     }
 }
 

@@ -79,6 +79,7 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
 fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    super::kernels::check_views(m, n, k, &a, &b, c, ldc);
     if m == 0 || n == 0 {
         return;
     }
@@ -237,6 +238,9 @@ macro_rules! micro_kernel {
             const NR: usize = 2 * $lanes;
             $(let mut $r0 = $zero(); let mut $r1 = $zero();)*
             let mut bp = b;
+            // Two loops on purpose: one with row pointers (A in place) and one with constant offsets into a
+            // packed panel. A single loop with MR advancing row pointers measured 7 % slower training and
+            // 7 % lower matmul peak (three alternating bench-model pairs).
             if direct {
                 // Row pointers of the MR rows, advanced one value per k step.
                 let rows: [*const f32; $mr] = std::array::from_fn(|i| a.add(i * ars));
