@@ -1,5 +1,5 @@
 //! The five table pipelines at the smoke profile: they run end to end, a second run executes nothing, the
-//! results equal the committed `results/smoke/` files (the pipeline is deterministic), the JSON records
+//! results (tables and the artifact digests behind them) equal the committed `results/smoke/` files (the pipeline is deterministic), the JSON records
 //! provenance for every cell; and changing one task's peak LR re-runs exactly what depends on it.
 
 use std::collections::BTreeSet;
@@ -23,8 +23,15 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
     let store = d.path().join("s");
-    let committed: Vec<Option<String>> =
-        (1..=5).map(|i| std::fs::read_to_string(root.join(format!("results/smoke/table{i}.md"))).ok()).collect();
+    // The tables and their provenance (`.json`: the cache key and artifact digest behind every cell), so a
+    // run that trains different bits fails here even where the rounded table text would not change.
+    let committed: Vec<(String, Option<String>)> = (1..=5)
+        .flat_map(|i| ["md", "json"].map(|ext| format!("table{i}.{ext}")))
+        .map(|f| {
+            let old = std::fs::read_to_string(root.join("results/smoke").join(&f)).ok();
+            (f, old)
+        })
+        .collect();
     for i in 1..=5 {
         let file = format!("pipelines/table{i}.toml");
         let (code, ev) = run_json(root, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
@@ -39,10 +46,10 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
         assert_eq!(code, 0);
         assert!(started(&ev).is_empty(), "table{i}: second run executed {:?}", started(&ev));
     }
-    for (i, old) in committed.iter().enumerate() {
-        let new = std::fs::read_to_string(root.join(format!("results/smoke/table{}.md", i + 1))).unwrap();
+    for (f, old) in &committed {
+        let new = std::fs::read_to_string(root.join("results/smoke").join(f)).unwrap();
         if let Some(old) = old {
-            assert_eq!(&new, old, "table{}: smoke results differ from the committed ones", i + 1);
+            assert!(&new == old, "{f}: smoke results differ from the committed ones (git diff results/smoke)");
         }
     }
     // Provenance: every metric cell names its node, key and artifact.
