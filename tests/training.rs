@@ -29,6 +29,7 @@ fn task(name: &str, shape: [usize; 4], steps: usize, loss: Loss) -> TaskRun {
         steps,
         lr: 1e-3,
         warmup: 1,
+        warmup_group: None,
         augment: Augment::default(),
         droplayer: 0.0,
         classes: 3,

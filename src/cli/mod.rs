@@ -44,6 +44,21 @@ pub struct Common {
     /// Training backend recorded in keys of backend-dependent nodes: `flex` (CPU) or `cuda`.
     #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex")]
     pub backend: String,
+    /// A TOML file of overrides (`[node.ID]`, `[kind.KIND]`, `seed`), e.g. where your datasets live;
+    /// repeatable, applied in order after the profile.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+    /// Override one parameter: `--set NODE.PARAM=VALUE` (e.g. `--set imagenet.path=/data/imagenet`), or
+    /// `--set seed=N`; repeatable, applied last. Same effect on keys as the same edit in the file.
+    #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl Common {
+    /// The command-line overrides.
+    pub fn overlay(&self) -> spec::Overlay {
+        spec::Overlay { configs: self.config.clone(), sets: self.set.clone() }
+    }
 }
 
 /// Commands.
@@ -226,8 +241,34 @@ impl From<exec::ExecError> for CliError {
 
 /// Loads and validates a pipeline.
 pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
-    let p = spec::load(&c.file, c.profile.as_deref())?;
+    let p = spec::load_with(&c.file, c.profile.as_deref(), &c.overlay())?;
     Ok(graph::build(p, reg)?)
+}
+
+/// Checks what the selected nodes will read (e.g. every dataset path) before the store is opened or anything
+/// runs: every problem is listed with the option that fixes it, and nothing is written (exit 2).
+pub fn preflight(g: &Graph, targets: &[String]) -> Result<(), CliError> {
+    let mut problems = vec![];
+    for i in g.select(targets)? {
+        let n = &g.nodes[i];
+        if let Err((param, msg)) = n.stage.preflight(&n.params, &n.base_dir) {
+            problems.push(format!(
+                "  - `{}` ({}, {}): `{param}` {msg}\n    set it with `--set {}.{param}=...` or `[node.{}] {param} = ...` in a `--config` file",
+                n.id,
+                n.stage.kind(),
+                n.location,
+                n.id,
+                n.id
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Other(
+        format!("error: {} input(s) not ready; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
+        exit::USAGE,
+    ))
 }
 
 /// The environment recorded in keys.
@@ -275,6 +316,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
+    preflight(&g, &a.nodes)?;
     let store = Store::open(&a.common.store)?;
     let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
     let _lock = store.lock(wait)?;

@@ -34,6 +34,7 @@ fn assess(
 /// `plan`: what would run and why.
 pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
+    super::preflight(&g, &nodes)?;
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     let mut n_run = 0;
     for &i in &sel {

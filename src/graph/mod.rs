@@ -66,6 +66,13 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             };
             match spec.ty.check(&e.value.to_json()) {
                 Ok(v) => {
+                    let v = match (&spec.ty, &src.files[e.value.span.file].overlay_dir, v.as_str()) {
+                        // A relative path given on the command line or in a config file means "from there".
+                        (crate::stage::ParamType::Path, Some(dir), Some(s)) if std::path::Path::new(s).is_relative() => {
+                            serde_json::Value::String(dir.join(s).to_string_lossy().into_owned())
+                        }
+                        _ => v,
+                    };
                     params.insert(k.clone(), v);
                 }
                 Err(Mismatch::Type(exp)) => {
@@ -270,6 +277,26 @@ impl Graph {
     pub fn dependents(&self, i: usize) -> Vec<usize> {
         self.dag.neighbors(NodeIndex::new(i)).map(|n| n.index()).collect()
     }
+}
+
+/// Each selected node's [`crate::stage::Stage::declare`] value, computed in topological order from its
+/// parameters and its inputs' declarations (a node with an undeclared input has none). Reads nothing.
+pub fn declarations(g: &Graph, sel: &[usize]) -> HashMap<usize, serde_json::Value> {
+    let mut out: HashMap<usize, serde_json::Value> = HashMap::new();
+    for &i in sel {
+        let n = &g.nodes[i];
+        let mut inputs = BTreeMap::new();
+        let mut complete = true;
+        for (slot, ups) in &n.inputs {
+            let ds: Vec<serde_json::Value> = ups.iter().filter_map(|u| out.get(u).cloned()).collect();
+            complete &= ds.len() == ups.len();
+            inputs.insert(slot.clone(), ds);
+        }
+        if let Some(d) = complete.then(|| n.stage.declare(&n.params, &inputs)).flatten() {
+            out.insert(i, d);
+        }
+    }
+    out
 }
 
 mod render;

@@ -85,6 +85,14 @@ pub fn from_timm(
         return Err(format!("`patch_embed.proj.weight` is {:?}, expected [{d}, C, ph, pw]", pw.shape));
     }
     let (c_in, kh, kw) = (pw.shape[1], pw.shape[2], pw.shape[3]);
+    let depth = (0..).take_while(|i| src.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
+    if depth != cfg.size.depth {
+        return Err(format!("the checkpoint has {depth} blocks (`blocks.0` … `blocks.{}`), the model {}: use the size that matches it (B/16: size = \"B\", L/16: size = \"L\")", depth.saturating_sub(1), cfg.size.depth));
+    }
+    let fc1 = get("blocks.0.mlp.fc1.weight")?;
+    if fc1.shape != [cfg.size.mlp, d] {
+        return Err(format!("`blocks.0.mlp.fc1.weight` is {:?}, the model needs [{}, {d}] (MLP size {})", fc1.shape, cfg.size.mlp, cfg.size.mlp));
+    }
     let pos = get("pos_embed")?; // [1, 1 + g*g, D]
     let n_pos = pos.shape[1] - 1;
     let g = (n_pos as f64).sqrt() as usize;

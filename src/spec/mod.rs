@@ -4,13 +4,15 @@
 //! exist or what their parameters mean: that is checked against the stage registry by [`crate::graph`].
 
 pub mod error;
+pub mod overlay;
 pub mod parse;
 pub mod resources;
 pub mod source;
 pub mod value;
 
 pub use error::{SpecError, SpecErrorKind};
-pub use parse::{load, load_str, InputRef, NodeSpec, Pipeline};
+pub use overlay::Overlay;
+pub use parse::{load, load_str, load_with, InputRef, NodeSpec, Pipeline};
 pub use resources::{ExecutorKind, ExecutorSpec, NodeResources, OnInterrupt};
 pub use source::{SourceMap, Span};
 pub use value::{Entry, SValue, Value};

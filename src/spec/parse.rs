@@ -19,6 +19,7 @@
 //! ```
 
 use super::error::{suggest, SpecError, SpecErrorKind as K};
+use super::overlay::{self, Overlay};
 use super::source::{SourceMap, Span};
 use super::value::{table_from_toml, Entry, SValue, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +76,8 @@ pub struct Pipeline {
     pub groups: BTreeMap<String, Vec<String>>,
     /// The `[executor]` table (the root file's keys over included ones, then the profile's), for executors.
     pub executor: BTreeMap<String, Entry>,
+    /// The command-line overrides applied (`--config`, `--set`), so that jobs rebuild the same pipeline.
+    pub overlay: Overlay,
 }
 
 struct Decl {
@@ -111,9 +114,15 @@ const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
 
 /// Loads `path` and everything it includes, applies `profile`, expands matrices.
 pub fn load(path: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
+    load_with(path, profile, &Overlay::default())
+}
+
+/// Loads `path` and everything it includes, applies `profile`, then the command-line `overlay`
+/// (`--config` files and `--set` overrides), and expands matrices.
+pub fn load_with(path: &Path, profile: Option<&str>, overlay: &Overlay) -> Result<Pipeline, SpecError> {
     let mut l = Loader::default();
     l.load_file(path, None)?;
-    l.finish(profile)
+    l.finish(profile, overlay)
 }
 
 /// Parses pipeline text (for tests); includes resolve against `dir`.
@@ -121,7 +130,7 @@ pub fn load_str(name: &str, text: &str, dir: &Path, profile: Option<&str>) -> Re
     let mut l = Loader::default();
     let file = l.sources.add(&dir.join(name), text.to_string());
     l.parse_file(file, dir)?;
-    l.finish(profile)
+    l.finish(profile, &Overlay::default())
 }
 
 impl Loader {
@@ -299,14 +308,12 @@ impl Loader {
         Ok(())
     }
 
-    fn finish(mut self, profile: Option<&str>) -> Result<Pipeline, SpecError> {
+    fn finish(mut self, profile: Option<&str>, overlay: &Overlay) -> Result<Pipeline, SpecError> {
         let profiles: BTreeSet<String> = self.profiles.keys().cloned().collect();
         // Every profile's node overrides must name a declared node, active or not (typos never go unnoticed).
         for (pname, decl) in &self.profiles {
             for (target, span, _) in &decl.nodes {
-                let known = self.decl_index.contains_key(target)
-                    || self.decls.iter().any(|d| target.starts_with(&format!("{}.", d.id)) && d.table.contains_key("matrix"));
-                if !known {
+                if !self.knows(target) {
                     return Err(SpecError::at(
                         &self.sources,
                         *span,
@@ -336,6 +343,19 @@ impl Loader {
             kind_over = decl.kinds;
             self.executor.extend(decl.executor);
         }
+        // Command-line overrides come last, so they win over the file and the profile.
+        let extra = overlay::parse(&mut self.sources, overlay)?;
+        for (target, span, _) in &extra.nodes {
+            if !self.knows(target) {
+                return Err(SpecError::at(&self.sources, *span, K::DanglingReference, format!("override of unknown node `{target}`"))
+                    .help(suggest(target, self.decls.iter().map(|d| d.id.as_str()))));
+            }
+        }
+        if let Some(s) = extra.seed {
+            seed = s;
+        }
+        node_over.extend(extra.nodes);
+        kind_over.extend(extra.kinds);
         // Declaration-level node overrides (before matrix expansion).
         let mut expanded_over = vec![];
         let mut decl_over: BTreeMap<String, BTreeMap<String, Entry>> = BTreeMap::new();
@@ -377,7 +397,7 @@ impl Loader {
         for (target, span, ov) in expanded_over {
             let Some(n) = nodes.iter_mut().find(|n| n.id == target) else {
                 let ids: Vec<&str> = seen.keys().map(|s| s.as_str()).collect();
-                return Err(SpecError::at(&self.sources, span, K::DanglingReference, format!("profile overrides unknown node `{target}`"))
+                return Err(SpecError::at(&self.sources, span, K::DanglingReference, format!("override of unknown node `{target}`"))
                     .help(suggest(&target, ids.iter().copied())));
             };
             for (k, e) in ov {
@@ -405,7 +425,14 @@ impl Loader {
             profiles,
             groups,
             executor: self.executor,
+            overlay: overlay.clone(),
         })
+    }
+
+    /// Whether `target` names a declaration or (by prefix) an expansion of a matrix declaration.
+    fn knows(&self, target: &str) -> bool {
+        self.decl_index.contains_key(target)
+            || self.decls.iter().any(|d| target.starts_with(&format!("{}.", d.id)) && d.table.contains_key("matrix"))
     }
 }
 

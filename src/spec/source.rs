@@ -22,6 +22,8 @@ pub struct SourceFile {
     pub canonical: PathBuf,
     /// Full text.
     pub text: String,
+    /// For `--config` files and `--set` arguments: the folder relative paths they give resolve against.
+    pub overlay_dir: Option<PathBuf>,
 }
 
 /// All files loaded while resolving one pipeline.
@@ -53,7 +55,7 @@ impl SourceMap {
     pub fn add(&mut self, path: &Path, text: String) -> usize {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let display = display_path(path);
-        self.files.push(SourceFile { display, canonical, text });
+        self.files.push(SourceFile { display, canonical, text, overlay_dir: None });
         self.files.len() - 1
     }
 

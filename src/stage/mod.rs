@@ -118,6 +118,18 @@ pub trait Stage: Send + Sync + 'static {
     fn external_digest(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<Option<String>, StageError> {
         Ok(None)
     }
+    /// Cheap checks of what the node will read, done before anything runs or is written (e.g. a dataset path
+    /// that is not configured or does not exist): `Err((param, message))` names the parameter that fixes it.
+    fn preflight(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    /// What the node's artifact will be, from its parameters and its inputs' declarations alone, with no data
+    /// read (e.g. a dataset's declared class count, a preprocessing node's tensor shape): lets
+    /// [`Stage::report_declared`] work before anything ran. `None` where only running can tell. `inputs` holds
+    /// a declaration for every input of every slot.
+    fn declare(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        None
+    }
     /// Does the work, writing the artifact's files through `ctx.out`.
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError>;
     /// Human-readable description of a produced artifact for `polyflow show`; may write previews into `out_dir`.
@@ -143,6 +155,14 @@ pub trait Stage: Send + Sync + 'static {
         &self,
         _params: &serde_json::Value,
         _inputs: &BTreeMap<String, Vec<InputArtifact>>,
+    ) -> Option<Result<serde_json::Value, StageError>> {
+        None
+    }
+    /// [`Stage::report`] from the inputs' [`Stage::declare`] values instead of their artifacts (nothing run).
+    fn report_declared(
+        &self,
+        _params: &serde_json::Value,
+        _inputs: &BTreeMap<String, Vec<serde_json::Value>>,
     ) -> Option<Result<serde_json::Value, StageError>> {
         None
     }

@@ -23,6 +23,9 @@ pub enum ParamType {
     },
     /// Any string.
     Str,
+    /// A file or folder path: relative to the pipeline file that declares the node, or, when set by
+    /// `--config`/`--set`, to that config file's folder or the current directory (made absolute then).
+    Path,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
     /// A list of strings.
@@ -87,7 +90,7 @@ impl ParamType {
                 }
                 Ok(serde_json::Number::from_f64(f).map(J::Number).unwrap_or(J::Null))
             }
-            ParamType::Str => v.as_str().map(|s| J::String(s.into())).ok_or_else(|| Mismatch::Type("a string".into())),
+            ParamType::Str | ParamType::Path => v.as_str().map(|s| J::String(s.into())).ok_or_else(|| Mismatch::Type("a string".into())),
             ParamType::Choice(c) => {
                 let s = v.as_str().ok_or_else(|| Mismatch::Type(format!("one of {}", c.join(", "))))?;
                 if c.contains(&s) {

@@ -24,6 +24,7 @@ struct DatasetParams {
     format: String,
     path: String,
     classes: Vec<String>,
+    num_classes: usize,
     multilabel: bool,
     val_fraction: f64,
     test_fraction: f64,
@@ -173,8 +174,19 @@ impl Stage for DatasetStage {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::req("format", T::Choice(FORMATS), "file layout: idx, cifar10, cifar100, image_folder, speech_commands, csv, frames"),
-            ParamSpec::req("path", T::Str, "folder (or CSV file) relative to the declaring pipeline file"),
+            ParamSpec::opt(
+                "path",
+                T::Path,
+                json!(""),
+                "folder (or CSV file), relative to the declaring pipeline file; empty = not configured yet (set it with --set NODE.path=DIR or a --config file)",
+            ),
             ParamSpec::opt("classes", T::StrList, json!([]), "class names (default: classes.txt, folder names or labels found)"),
+            ParamSpec::opt(
+                "num_classes",
+                T::Int { min: 0, max: 1_000_000 },
+                json!(0),
+                "declared class count (0 = from the data): lets `params` count a model before the data exists; checked at ingestion",
+            ),
             ParamSpec::opt("multilabel", T::Bool, json!(false), "CSV: several labels per clip (AudioSet style)"),
             ParamSpec::opt("val_fraction", T::Float { min: 0.0, max: 0.9 }, json!(0.1), "part of train held out as val (seeded)"),
             ParamSpec::opt(
@@ -197,7 +209,39 @@ impl Stage for DatasetStage {
             ),
         ]
     }
+    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
+        let path = params["path"].as_str().unwrap_or("");
+        if path.is_empty() {
+            return Err(("path".into(), format!("not configured: where is your copy of this {} dataset?", params["format"].as_str().unwrap_or(""))));
+        }
+        let p = base.join(path);
+        if !p.exists() {
+            return Err(("path".into(), format!("`{}` does not exist", p.display())));
+        }
+        Ok(())
+    }
+    fn declare(&self, params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        let format = params["format"].as_str()?;
+        let modality = match format {
+            "speech_commands" | "csv" => "audio",
+            "frames" => "video",
+            _ => "image",
+        };
+        let listed = params["classes"].as_array().map(|a| a.len()).unwrap_or(0);
+        let declared = params["num_classes"].as_u64().unwrap_or(0) as usize;
+        let known = match format {
+            "cifar10" => 10,
+            "cifar100" if params["coarse"].as_bool() == Some(true) => 20,
+            "cifar100" => 100,
+            _ => 0,
+        };
+        let classes = [listed, declared, known].into_iter().find(|&n| n > 0)?;
+        Some(json!({"modality": modality, "classes": classes, "multilabel": params["multilabel"].as_bool().unwrap_or(false)}))
+    }
     fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
+        if let Err((param, msg)) = self.preflight(params, base) {
+            return Err(StageError::input(format!("`{param}`: {msg}")));
+        }
         let p = base.join(params["path"].as_str().unwrap_or(""));
         hash_tree(&p).map(Some)
     }
@@ -293,6 +337,14 @@ impl Stage for DatasetStage {
             }
             other => return Err(StageError::input(format!("unknown format `{other}`"))),
         };
+        if p.num_classes > 0 && p.num_classes != classes.len() {
+            return Err(StageError::input(format!(
+                "{}: found {} classes but the node declares num_classes = {}; fix the dataset folder or the declaration",
+                root.display(),
+                classes.len(),
+                p.num_classes
+            )));
+        }
         let note = format!(
             "{} from {} ({}), seed {seed}",
             p.format,

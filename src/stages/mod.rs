@@ -2,7 +2,7 @@
 //!
 //! - generic: `value`, `command`
 //! - data: `dataset`, `video_synth`, `image_prep`, `audio_prep`, `video_prep`
-//! - models: `task`, `train`, `cotrain`, `features`, `probe`
+//! - models: `weights` (a pretrained checkpoint), `task`, `train`, `cotrain`, `features`, `probe`
 //! - results: `table`
 
 pub mod datautil;
@@ -15,6 +15,7 @@ pub mod probe;
 pub mod table;
 pub mod task;
 pub mod training;
+pub mod weights;
 
 use crate::stage::Registry;
 
@@ -26,6 +27,7 @@ pub fn registry() -> Registry {
     r.register(prep::ImagePrep).register(prep::AudioPrep).register(prep::VideoPrep);
     r.register(task::TaskStage).register(training::TrainStage { multi: false }).register(training::TrainStage { multi: true });
     r.register(probe::FeaturesStage).register(probe::ProbeStage);
+    r.register(weights::WeightsStage);
     r.register(table::TableStage);
     r
 }

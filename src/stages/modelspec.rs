@@ -83,6 +83,7 @@ pub fn load_task(a: &InputArtifact) -> Result<LoadedTask, StageError> {
         steps: spec.steps,
         lr: spec.lr,
         warmup: spec.warmup,
+        warmup_group: (!spec.warmup_group.is_empty()).then(|| spec.warmup_group.clone()),
         augment: spec.augment,
         droplayer: spec.droplayer,
         classes: spec.classes.len(),

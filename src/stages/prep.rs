@@ -6,6 +6,7 @@ use crate::data::fbank::{Fbank, FbankOptions};
 use crate::data::tensors::{Array, Labels, Meta, Named};
 use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -103,7 +104,23 @@ fn mean_std(splits: &mut [(&str, Split)], c: usize) {
 /// `image_prep`.
 pub struct ImagePrep;
 
+
+/// The declaration of a preprocessed dataset: its input's declaration (modality, classes) with `shape`
+/// `[C, T, H, W]`, when the input's modality is `modality`.
+fn declare_shape(inputs: &BTreeMap<String, Vec<serde_json::Value>>, modality: &str, shape: [usize; 4]) -> Option<serde_json::Value> {
+    let mut d = inputs.get("data")?.first()?.clone();
+    if d["modality"] != modality || shape.contains(&0) {
+        return None;
+    }
+    d["shape"] = json!(shape);
+    Some(d)
+}
+
 impl Stage for ImagePrep {
+    fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        let g = |k: &str| params[k].as_u64().unwrap_or(0) as usize;
+        declare_shape(inputs, "image", [g("channels"), 1, g("height"), g("width")])
+    }
     fn kind(&self) -> &'static str {
         "image_prep"
     }
@@ -179,6 +196,10 @@ impl Stage for ImagePrep {
 pub struct AudioPrep;
 
 impl Stage for AudioPrep {
+    fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        let opts: FbankOptions = serde_json::from_value(params["fbank"].clone()).ok()?;
+        declare_shape(inputs, "audio", [1, 1, params["frames"].as_u64()? as usize, opts.num_mel_bins])
+    }
     fn kind(&self) -> &'static str {
         "audio_prep"
     }
@@ -252,6 +273,10 @@ impl Stage for AudioPrep {
 pub struct VideoPrep;
 
 impl Stage for VideoPrep {
+    fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        let g = |k: &str| params[k].as_u64().unwrap_or(0) as usize;
+        declare_shape(inputs, "video", [g("channels"), g("frames"), g("size"), g("size")])
+    }
     fn kind(&self) -> &'static str {
         "video_prep"
     }

@@ -10,6 +10,7 @@ use super::modelspec::{geometry, load_task, model_config, model_params};
 use crate::data::tensors::{decode, encode, Array, Labels, Named};
 use crate::model::checkpoint::{from_safetensors, load_into, HostTensor};
 use crate::model::device::{dispatch, BackendJob};
+use crate::model::import::{from_timm, Inflation};
 use crate::model::transfer::transfer;
 use crate::model::{Modality, ModelConfig, PolyVit};
 use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Resources, Stage, StageCtx, StageError};
@@ -74,10 +75,21 @@ impl Stage for FeaturesStage {
         "features"
     }
     fn inputs(&self) -> Vec<InputSlot> {
-        vec![InputSlot::one("task", &["task"]), InputSlot::one("model", &["model"]).optional()]
+        vec![
+            InputSlot::one("task", &["task"]),
+            InputSlot::one("model", &["model"]).optional(),
+            InputSlot::one("init", &["weights"]).optional(),
+        ]
     }
     fn params(&self) -> Vec<ParamSpec> {
-        model_params()
+        let mut v = model_params();
+        v.push(ParamSpec::opt(
+            "init_inflation",
+            T::Choice(&["central", "average"]),
+            json!("central"),
+            "2D → 3D kernel inflation when the initial model comes from a ViT checkpoint (`init`)",
+        ));
+        v
     }
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision"]
@@ -94,7 +106,16 @@ impl Stage for FeaturesStage {
             None => {
                 let mut cfg = model_config(ctx.params, &[(&task.spec, task.shape)])?;
                 cfg.tasks.clear();
-                (cfg, None, "initial model (seeded random init)".to_string())
+                match ctx.inputs.get("init").and_then(|v| v.first()) {
+                    // The paper's "initial model": the pretrained ViT, mapped onto this tokenizer.
+                    Some(a) => {
+                        let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
+                        let infl = if ctx.params["init_inflation"] == "average" { Inflation::Average } else { Inflation::Central };
+                        let w = from_timm(&timm, &cfg, infl).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?;
+                        (cfg, Some(w), format!("initial model: pretrained weights of `{}`", a.id))
+                    }
+                    None => (cfg, None, "initial model (seeded random init)".to_string()),
+                }
             }
             Some(a) => {
                 let conf: Value = a.json("config.json")?;

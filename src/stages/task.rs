@@ -8,6 +8,7 @@ use crate::train::batch::Augment;
 use crate::train::metrics::Loss;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 /// The contents of `task.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ pub struct TaskSpec {
     pub lr: f64,
     /// Warmup steps.
     pub warmup: usize,
+    /// Warmup group: tasks of one group share one warmup in co-training (empty = the task's own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warmup_group: String,
     /// Augmentation.
     pub augment: Augment,
     /// Stochastic depth rate.
@@ -42,6 +46,44 @@ pub struct TaskSpec {
 
 /// `task`.
 pub struct TaskStage;
+
+/// A task's spec from its parameters and its data's modality, classes and label kind.
+fn task_spec(
+    name: &str,
+    p: &serde_json::Value,
+    modality: &str,
+    classes: Vec<String>,
+    multilabel: bool,
+) -> Result<TaskSpec, StageError> {
+    let loss = match p["loss"].as_str().unwrap_or("auto") {
+        "softmax" => Loss::Softmax,
+        "sigmoid" => Loss::Sigmoid,
+        _ if modality == "image" || multilabel => Loss::Sigmoid,
+        _ => Loss::Softmax,
+    };
+    let head_init = match p["head_init"].as_str().unwrap_or("auto") {
+        "auto" if modality == "image" => "lecun_normal",
+        "auto" => "zero",
+        other => other,
+    };
+    let int = |k: &str| p[k].as_u64().unwrap_or(0) as usize;
+    Ok(TaskSpec {
+        name: name.to_string(),
+        modality: modality.to_string(),
+        classes,
+        multilabel,
+        loss,
+        batch_size: int("batch_size"),
+        steps: int("steps"),
+        lr: p["lr"].as_f64().unwrap_or(0.0),
+        warmup: int("warmup"),
+        warmup_group: p["warmup_group"].as_str().unwrap_or("").to_string(),
+        augment: serde_json::from_value(p["augment"].clone()).map_err(|e| StageError::input(e.to_string()))?,
+        droplayer: p["droplayer"].as_f64().unwrap_or(0.0),
+        head_init: head_init.to_string(),
+        map: p["map"].as_bool().unwrap_or(false) || multilabel,
+    })
+}
 
 impl Stage for TaskStage {
     fn kind(&self) -> &'static str {
@@ -68,7 +110,13 @@ impl Stage for TaskStage {
                 "warmup",
                 T::Int { min: 0, max: 100_000_000 },
                 json!(0),
-                "warmup steps (summed into the global warmup when co-training)",
+                "warmup steps; co-training warms up for the sum over tasks, a warmup_group counting once",
+            ),
+            ParamSpec::opt(
+                "warmup_group",
+                T::Str,
+                json!(""),
+                "tasks naming one group share one warmup (its largest) when co-trained: Scenic's image tasks share 500 steps",
             ),
             ParamSpec::opt(
                 "loss",
@@ -105,46 +153,18 @@ impl Stage for TaskStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        // Only the shape and class count are declared: class names are placeholders until the data is read.
+        let d = inputs.get("data")?.first()?;
+        let n = d["classes"].as_u64()? as usize;
+        let classes: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        let spec = task_spec("", params, d["modality"].as_str()?, classes, d["multilabel"].as_bool()?).ok()?;
+        Some(json!({"spec": spec, "shape": d["shape"].clone()}))
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let data = ctx.input("data")?.clone();
         let meta: Meta = data.json("meta.json")?;
-        let p = ctx.params;
-        let loss = match p["loss"].as_str().unwrap() {
-            "softmax" => Loss::Softmax,
-            "sigmoid" => Loss::Sigmoid,
-            _ => {
-                if meta.modality == "image" || meta.multilabel {
-                    Loss::Sigmoid
-                } else {
-                    Loss::Softmax
-                }
-            }
-        };
-        let head_init = match p["head_init"].as_str().unwrap() {
-            "auto" => {
-                if meta.modality == "image" {
-                    "lecun_normal"
-                } else {
-                    "zero"
-                }
-            }
-            other => other,
-        };
-        let spec = TaskSpec {
-            name: ctx.id.to_string(),
-            modality: meta.modality.clone(),
-            classes: meta.classes.clone(),
-            multilabel: meta.multilabel,
-            loss,
-            batch_size: p["batch_size"].as_u64().unwrap() as usize,
-            steps: p["steps"].as_u64().unwrap() as usize,
-            lr: p["lr"].as_f64().unwrap(),
-            warmup: p["warmup"].as_u64().unwrap() as usize,
-            augment: serde_json::from_value(p["augment"].clone()).map_err(|e| StageError::input(e.to_string()))?,
-            droplayer: p["droplayer"].as_f64().unwrap(),
-            head_init: head_init.to_string(),
-            map: p["map"].as_bool().unwrap() || meta.multilabel,
-        };
+        let spec = task_spec(ctx.id, ctx.params, &meta.modality, meta.classes.clone(), meta.multilabel)?;
         for f in data.manifest.files.keys().cloned().collect::<Vec<_>>() {
             ctx.out.link(&f, &data, &f)?;
         }

@@ -211,6 +211,9 @@ impl Stage for TrainStage {
             Ok(serde_json::to_value(count(&cfg)).unwrap_or_default())
         })())
     }
+    fn report_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Option<Result<Value, StageError>> {
+        Some(declared_count(params, inputs.get(self.slot())?))
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let tasks = self.tasks(&ctx.inputs)?;
         let p = ctx.params;
@@ -261,6 +264,24 @@ impl Stage for TrainStage {
         let m: Value = a.json("metrics.json")?;
         Ok(serde_json::to_string_pretty(&m).unwrap_or_default())
     }
+}
+
+/// Parameter counts of the model that `params` builds for tasks known only by their declarations
+/// (`{"spec": TaskSpec, "shape": [C, T, H, W]}`), e.g. the paper's nine tasks before any data exists.
+pub fn declared_count(params: &Value, tasks: &[Value]) -> Result<Value, StageError> {
+    let mut specs = vec![];
+    for (i, d) in tasks.iter().enumerate() {
+        let mut spec: crate::stages::task::TaskSpec =
+            serde_json::from_value(d["spec"].clone()).map_err(|e| StageError::failed(format!("task declaration: {e}")))?;
+        if spec.name.is_empty() {
+            spec.name = format!("task{i}");
+        }
+        let shape: [usize; 4] = serde_json::from_value(d["shape"].clone()).map_err(|e| StageError::failed(format!("task shape: {e}")))?;
+        specs.push((spec, shape));
+    }
+    let refs: Vec<_> = specs.iter().map(|(s, sh)| (s, *sh)).collect();
+    let cfg = model_config(params, &refs)?;
+    Ok(serde_json::to_value(count(&cfg)).unwrap_or_default())
 }
 
 fn write_model(ctx: &mut StageCtx<'_>, cfg: &RunConfig, tasks: &[LoadedTask], out: &Outcome) -> Result<(), StageError> {

@@ -5,7 +5,7 @@
 use super::batch::{augment, next_indices, Augment, Cursor, SplitData};
 use super::metrics::{loss, mean_ap, topk, Loss};
 use super::optim::{OptKind, SharedOptimizer};
-use super::schedule::{plan, LrSchedule, Schedule};
+use super::schedule::{global_warmup, plan, LrSchedule, Schedule};
 use crate::model::block::DropMasks;
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
 use crate::model::{ModelConfig, PolyVit};
@@ -30,8 +30,10 @@ pub struct TaskRun {
     pub steps: usize,
     /// Peak learning rate.
     pub lr: f64,
-    /// Warmup steps of this task (summed into the global warmup).
+    /// Warmup steps of this task (see [`crate::train::schedule::global_warmup`]).
     pub warmup: usize,
+    /// Tasks of one warmup group share one warmup (Scenic's image tasks); `None` = its own.
+    pub warmup_group: Option<String>,
     /// Augmentation.
     pub augment: Augment,
     /// Stochastic depth rate (paper: 0.3 for its audio tasks, else 0).
@@ -209,7 +211,8 @@ pub fn run<B: AutodiffBackend>(
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
     let total = updates.len();
-    let lr_sched = LrSchedule { total, warmup: tasks.iter().map(|t| t.warmup).sum::<usize>().min(total), wrap_last: cfg.wrap_last };
+    let warmups: Vec<(usize, Option<&str>)> = tasks.iter().map(|t| (t.warmup, t.warmup_group.as_deref())).collect();
+    let lr_sched = LrSchedule { total, warmup: global_warmup(&warmups).min(total), wrap_last: cfg.wrap_last };
     let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
     let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
     let mut state = Resume { cursors: vec![Cursor::default(); tasks.len()], ..Default::default() };

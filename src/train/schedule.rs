@@ -13,6 +13,7 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The five schedules.
@@ -88,6 +89,26 @@ pub fn scale_budgets(budgets: &[usize], total: usize) -> Vec<usize> {
     out
 }
 
+/// The global warmup of a co-training run, from each task's `(warmup, warmup group)`: a group (e.g. the paper's
+/// image tasks, whose single-task warmups Scenic replaces by one shared 500-step warmup) counts once, with its
+/// largest warmup; a task without a group adds its own. With no groups this is the plain sum Σ W_j.
+///
+/// Scenic's PolyViT config: 500 (once, for the image tasks) + 2.5 epochs of each audio/video task = 47,330.
+pub fn global_warmup(tasks: &[(usize, Option<&str>)]) -> usize {
+    let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut own = 0;
+    for &(w, g) in tasks {
+        match g {
+            Some(g) => {
+                let e = groups.entry(g).or_default();
+                *e = (*e).max(w);
+            }
+            None => own += w,
+        }
+    }
+    own + groups.values().sum::<usize>()
+}
+
 /// One global linear-warmup + cosine schedule (base 1.0), multiplied by the sampled task's peak LR.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {
@@ -124,6 +145,15 @@ mod tests {
         let mut c = vec![0; t];
         p.iter().flatten().for_each(|&j| c[j] += 1);
         c
+    }
+
+    #[test]
+    fn global_warmup_counts_a_group_once() {
+        // The paper's nine tasks: five image tasks share one 500-step warmup; audio/video add 2.5 epochs each.
+        let img = Some("image");
+        let t = [(500, img), (500, img), (500, img), (100, img), (200, img), (8390, None), (30910, None), (6735, None), (795, None)];
+        assert_eq!(global_warmup(&t), 47_330);
+        assert_eq!(global_warmup(&[(20, None), (20, None)]), 40);
     }
 
     #[test]

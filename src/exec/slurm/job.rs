@@ -43,6 +43,9 @@ pub struct JobSpec {
     pub pipeline: PathBuf,
     /// The profile.
     pub profile: Option<String>,
+    /// Command-line overrides (`--config` files absolute, `--set` arguments).
+    #[serde(default)]
+    pub overlay: crate::spec::Overlay,
     /// Node id.
     pub node: String,
     /// The key the coordinator computed; the job refuses to run if its own differs.
@@ -135,7 +138,7 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
             1
         }
     };
-    let g = match crate::spec::load(&spec.pipeline, spec.profile.as_deref()).and_then(|p| graph::build(p, reg)) {
+    let g = match crate::spec::load_with(&spec.pipeline, spec.profile.as_deref(), &spec.overlay).and_then(|p| graph::build(p, reg)) {
         Ok(g) => g,
         Err(e) => return fail(true, format!("the pipeline no longer loads: {e}")),
     };

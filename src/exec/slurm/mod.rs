@@ -36,6 +36,7 @@ pub struct SlurmLauncher {
     store: Store,
     pipeline: PathBuf,
     profile: Option<String>,
+    overlay: crate::spec::Overlay,
     exe: PathBuf,
     prefix: String,
     poll: Duration,
@@ -67,6 +68,7 @@ impl SlurmLauncher {
             store,
             pipeline,
             profile: g.pipeline.profile.clone(),
+            overlay: g.pipeline.overlay.absolute(),
             exe,
             prefix: g.executor.job_prefix.clone(),
             poll: Duration::from_secs_f64(g.executor.poll_s),
@@ -145,6 +147,7 @@ impl SlurmLauncher {
         let spec = JobSpec {
             pipeline: self.pipeline.clone(),
             profile: self.profile.clone(),
+            overlay: self.overlay.clone(),
             node: l.id.clone(),
             key: l.key.clone(),
             env: l.env.clone(),

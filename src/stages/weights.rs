@@ -1,0 +1,219 @@
+//! `weights`: brings a pretrained checkpoint into a pipeline, e.g. the ImageNet-21k ViT-B/16 the paper starts
+//! every model from. The node is keyed by the file's content digest (never its path), checks that the file is a
+//! timm-named ViT, and produces a `weights` artifact that `train`, `cotrain` and `features` take as `init`
+//! (which maps it onto their model: fused qkv, 2D → 3D inflation, position resizing, adapter copies; see
+//! [`crate::model::import`]).
+
+use crate::model::checkpoint::{from_safetensors, HostTensor};
+use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// `weights`.
+pub struct WeightsStage;
+
+/// What `weights.json` records about an imported ViT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitInfo {
+    /// Checkpoint naming scheme (`timm`).
+    pub format: String,
+    /// Hidden size D.
+    pub dim: usize,
+    /// Number of blocks L.
+    pub depth: usize,
+    /// MLP size.
+    pub mlp: usize,
+    /// Patch `[h, w]`.
+    pub patch: [usize; 2],
+    /// Input channels.
+    pub channels: usize,
+    /// Side of the square position grid it was trained with (14 for 224² at patch 16).
+    pub grid: usize,
+    /// The file name it came from (for `show`; never hashed).
+    pub file: String,
+}
+
+fn shape_of<'a>(w: &'a BTreeMap<String, HostTensor>, name: &str, file: &str) -> Result<&'a [usize], StageError> {
+    w.get(name).map(|t| t.shape.as_slice()).ok_or_else(|| {
+        StageError::input(format!(
+            "{file}: not a timm ViT checkpoint: no tensor `{name}` (a timm ViT has patch_embed.proj, cls_token, pos_embed, blocks.N.*, norm); export it with timm's `save_file(model.state_dict(), …)`"
+        ))
+    })
+}
+
+fn expect(w: &BTreeMap<String, HostTensor>, name: &str, want: &[usize], file: &str) -> Result<(), StageError> {
+    let got = shape_of(w, name, file)?;
+    if got != want {
+        return Err(StageError::input(format!("{file}: tensor `{name}` has shape {got:?}, a ViT of this width needs {want:?}")));
+    }
+    Ok(())
+}
+
+/// Checks that `w` is a timm-named ViT and describes it.
+pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, StageError> {
+    let pe = shape_of(w, "patch_embed.proj.weight", file)?;
+    let [dim, channels, ph, pw] = pe else {
+        return Err(StageError::input(format!("{file}: tensor `patch_embed.proj.weight` has shape {pe:?}, expected [D, C, ph, pw]")));
+    };
+    let (dim, channels, patch) = (*dim, *channels, [*ph, *pw]);
+    expect(w, "patch_embed.proj.bias", &[dim], file)?;
+    expect(w, "cls_token", &[1, 1, dim], file)?;
+    let pos = shape_of(w, "pos_embed", file)?;
+    let grid = match pos {
+        [1, n, d] if *d == dim && *n > 1 && ((n - 1) as f64).sqrt().fract() == 0.0 => ((n - 1) as f64).sqrt() as usize,
+        _ => {
+            return Err(StageError::input(format!(
+                "{file}: tensor `pos_embed` has shape {pos:?}, expected [1, 1 + g², {dim}] (a class token and a square grid)"
+            )))
+        }
+    };
+    let mut depth = 0;
+    while w.contains_key(&format!("blocks.{depth}.norm1.weight")) {
+        depth += 1;
+    }
+    if depth == 0 {
+        shape_of(w, "blocks.0.norm1.weight", file)?;
+    }
+    let mlp = shape_of(w, "blocks.0.mlp.fc1.weight", file)?.first().copied().unwrap_or(0);
+    for i in 0..depth {
+        let b = |s: &str| format!("blocks.{i}.{s}");
+        for n in ["norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.proj.bias", "mlp.fc2.bias"] {
+            expect(w, &b(n), &[dim], file)?;
+        }
+        expect(w, &b("attn.qkv.weight"), &[3 * dim, dim], file)?;
+        expect(w, &b("attn.qkv.bias"), &[3 * dim], file)?;
+        expect(w, &b("attn.proj.weight"), &[dim, dim], file)?;
+        expect(w, &b("mlp.fc1.weight"), &[mlp, dim], file)?;
+        expect(w, &b("mlp.fc1.bias"), &[mlp], file)?;
+        expect(w, &b("mlp.fc2.weight"), &[dim, mlp], file)?;
+    }
+    expect(w, "norm.weight", &[dim], file)?;
+    expect(w, "norm.bias", &[dim], file)?;
+    Ok(VitInfo { format: "timm".into(), dim, depth, mlp, patch, channels, grid, file: file.to_string() })
+}
+
+fn resolve(params: &serde_json::Value, base: &Path) -> std::path::PathBuf {
+    base.join(params["path"].as_str().unwrap_or(""))
+}
+
+impl Stage for WeightsStage {
+    fn kind(&self) -> &'static str {
+        "weights"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        "a pretrained checkpoint (timm-named ViT, safetensors) for `init`, keyed by the file's content"
+    }
+    fn output(&self) -> &'static str {
+        "weights"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        vec![]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::opt(
+                "path",
+                T::Path,
+                json!(""),
+                "the .safetensors file; empty = not configured yet (set it with --set NODE.path=FILE or a --config file)",
+            ),
+            ParamSpec::opt("format", T::Choice(&["timm"]), json!("timm"), "tensor naming: timm's VisionTransformer state dict"),
+        ]
+    }
+    fn env_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
+        if params["path"].as_str().unwrap_or("").is_empty() {
+            return Err(("path".into(), "not configured: where is the pretrained checkpoint (.safetensors)?".into()));
+        }
+        let p = resolve(params, base);
+        if !p.is_file() {
+            return Err(("path".into(), format!("`{}` is not a file", p.display())));
+        }
+        Ok(())
+    }
+    fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
+        if let Err((param, msg)) = self.preflight(params, base) {
+            return Err(StageError::input(format!("`{param}`: {msg}")));
+        }
+        let p = resolve(params, base);
+        let mut f = std::fs::File::open(&p).map_err(|e| StageError::input(format!("{}: {e}", p.display())))?;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| StageError::input(format!("{}: {e}", p.display())))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(Some(h.finalize().to_hex().to_string()))
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p = resolve(ctx.params, &ctx.base_dir);
+        let shown = crate::spec::source::display_path(&p);
+        let bytes = std::fs::read(&p).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
+        let w = from_safetensors(&bytes).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
+        let mut info = inspect(&w, &shown)?;
+        info.file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        ctx.out.put("weights.safetensors", &bytes)?;
+        ctx.out.put_json("weights.json", &info)
+    }
+    fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
+        let info: VitInfo = a.json("weights.json")?;
+        Ok(serde_json::to_string_pretty(&info).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vit(dim: usize, depth: usize, mlp: usize) -> BTreeMap<String, HostTensor> {
+        let mut w = BTreeMap::new();
+        let mut t = |n: String, shape: Vec<usize>| {
+            let len = shape.iter().product();
+            w.insert(n, HostTensor { shape, data: vec![0.0; len] });
+        };
+        t("patch_embed.proj.weight".into(), vec![dim, 3, 4, 4]);
+        t("patch_embed.proj.bias".into(), vec![dim]);
+        t("cls_token".into(), vec![1, 1, dim]);
+        t("pos_embed".into(), vec![1, 17, dim]);
+        for i in 0..depth {
+            for n in ["norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.proj.bias", "mlp.fc2.bias"] {
+                t(format!("blocks.{i}.{n}"), vec![dim]);
+            }
+            t(format!("blocks.{i}.attn.qkv.weight"), vec![3 * dim, dim]);
+            t(format!("blocks.{i}.attn.qkv.bias"), vec![3 * dim]);
+            t(format!("blocks.{i}.attn.proj.weight"), vec![dim, dim]);
+            t(format!("blocks.{i}.mlp.fc1.weight"), vec![mlp, dim]);
+            t(format!("blocks.{i}.mlp.fc1.bias"), vec![mlp]);
+            t(format!("blocks.{i}.mlp.fc2.weight"), vec![dim, mlp]);
+        }
+        t("norm.weight".into(), vec![dim]);
+        t("norm.bias".into(), vec![dim]);
+        w
+    }
+
+    #[test]
+    fn inspects_a_vit_and_names_the_bad_tensor() {
+        let w = vit(8, 2, 16);
+        let info = inspect(&w, "f.safetensors").unwrap();
+        assert_eq!((info.dim, info.depth, info.mlp, info.patch, info.grid), (8, 2, 16, [4, 4], 4));
+        let mut bad = w.clone();
+        bad.get_mut("blocks.1.attn.qkv.weight").unwrap().shape = vec![8, 8];
+        let e = inspect(&bad, "f.safetensors").unwrap_err().message;
+        assert!(e.contains("`blocks.1.attn.qkv.weight`") && e.contains("[8, 8]"), "{e}");
+        let mut resnet = BTreeMap::new();
+        resnet.insert("conv1.weight".into(), HostTensor { shape: vec![64, 3, 7, 7], data: vec![0.0; 64 * 147] });
+        let e = inspect(&resnet, "r.safetensors").unwrap_err().message;
+        assert!(e.contains("not a timm ViT") && e.contains("patch_embed.proj.weight"), "{e}");
+    }
+}
