@@ -99,6 +99,10 @@ impl Stage for FeaturesStage {
         // one node N threads for its kernels); on CUDA each holds the device slot.
         Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
     }
+    fn describe(&self, a: &InputArtifact, _out: &std::path::Path) -> Result<String, StageError> {
+        let info: Value = a.json("features.json")?;
+        Ok(serde_json::to_string_pretty(&info).unwrap_or_default())
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let task = load_task(ctx.input("task")?)?;
         let m = Modality::parse(&task.spec.modality).ok_or_else(|| StageError::input("unknown modality"))?;

@@ -32,8 +32,6 @@ pub struct VitInfo {
     pub channels: usize,
     /// Side of the square position grid it was trained with (14 for 224² at patch 16).
     pub grid: usize,
-    /// The file name it came from (for `show`; never hashed).
-    pub file: String,
 }
 
 fn shape_of<'a>(w: &'a BTreeMap<String, HostTensor>, name: &str, file: &str) -> Result<&'a [usize], StageError> {
@@ -92,7 +90,7 @@ pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, 
     }
     expect(w, "norm.weight", &[dim], file)?;
     expect(w, "norm.bias", &[dim], file)?;
-    Ok(VitInfo { format: "timm".into(), dim, depth, mlp, patch, channels, grid, file: file.to_string() })
+    Ok(VitInfo { format: "timm".into(), dim, depth, mlp, patch, channels, grid })
 }
 
 fn resolve(params: &serde_json::Value, base: &Path) -> std::path::PathBuf {
@@ -161,8 +159,8 @@ impl Stage for WeightsStage {
         let shown = crate::spec::source::display_path(&p);
         let bytes = std::fs::read(&p).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
         let w = from_safetensors(&bytes).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
-        let mut info = inspect(&w, &shown)?;
-        info.file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        // Only content goes into the artifact, so a moved or renamed file leaves everything downstream fresh.
+        let info = inspect(&w, &shown)?;
         ctx.out.put("weights.safetensors", &bytes)?;
         ctx.out.put_json("weights.json", &info)
     }

@@ -1,0 +1,62 @@
+//! `--set` and `--config` through the binary: an override is the same edit as in the file (same keys), and a
+//! bad one is an exit-2 error that points at the argument or the config file.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+const P: &str = "[node.a]\nkind = \"value\"\nvalue = 1\n[node.b]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"a\" }\n";
+
+#[test]
+fn an_override_is_the_same_edit_as_in_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--set", "a.value=7", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    // The same edit in the file: nothing to run.
+    std::fs::write(d.path().join("p.toml"), P.replace("value = 1", "value = 7")).unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("Plan 0 of 2 nodes would run"), "{out}");
+    // The same edit in a config file, and back to the file's value with --set: fresh too.
+    std::fs::write(d.path().join("c.toml"), "[node.b]\nvalue = 2\n").unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--config", "c.toml"]);
+    assert!(out.contains("Plan 0 of 2 nodes would run"), "{out}");
+    // A different value is stale, and says which parameter changed; --set wins over --config.
+    std::fs::write(d.path().join("c.toml"), "[node.b]\nvalue = 3\n").unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--config", "c.toml"]);
+    assert!(out.contains("Would run b") && out.contains("value changed 2 → 3"), "{out}");
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--config", "c.toml", "--set", "b.value=2"]);
+    assert!(out.contains("Plan 0 of 2 nodes would run"), "{out}");
+    // The seed, too.
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "seed=0"]);
+    assert!(out.contains("Plan 0 of 2 nodes would run"), "{out}");
+}
+
+#[test]
+fn bad_overrides_point_at_the_argument_or_the_config_file() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "nope.value=1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--set nope.value=1:1:1") && err.contains("unknown node `nope`"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "a.valu=1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--set a.valu=1:1:3") && err.contains("unknown parameter `valu`") && err.contains("value"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "a.value"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no `=`"), "{err}");
+    std::fs::write(d.path().join("c.toml"), "[node.a]\nvalue = 1\n[nodes.b]\nvalue = 2\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--config", "c.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("c.toml:3:2") && err.contains("unknown key `nodes`"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--config", "missing.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.toml"), "{err}");
+    assert!(!d.path().join(".polyflow").exists());
+}

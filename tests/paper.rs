@@ -1,0 +1,170 @@
+//! The paper profile through the binary: every table resolves (`plan`, `params`) at `--profile paper` with the
+//! user's data given by `--config`/`--set` (here: tiny generated datasets in the layouts the paper's dataset
+//! nodes declare), `params` counts the paper's models without any data, and a table whose data is not
+//! configured names every missing path and writes nothing.
+
+mod common;
+
+use common::timm_vit;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn png(path: &Path, side: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(side, side, |x, y| image::Rgb([(x * 20) as u8, (y * 20) as u8, 7])).save(path).unwrap();
+}
+
+/// A 16 kHz mono PCM16 WAV of `n` samples.
+fn wav(path: &Path, n: usize) {
+    let data: Vec<u8> = (0..n).flat_map(|i| (((i as f32 * 0.05).sin() * 8000.0) as i16).to_le_bytes()).collect();
+    let mut b = b"RIFF".to_vec();
+    b.extend((36 + data.len() as u32).to_le_bytes());
+    b.extend(b"WAVEfmt ");
+    b.extend(16u32.to_le_bytes());
+    b.extend(1u16.to_le_bytes()); // PCM
+    b.extend(1u16.to_le_bytes()); // mono
+    b.extend(16000u32.to_le_bytes());
+    b.extend(32000u32.to_le_bytes());
+    b.extend(2u16.to_le_bytes());
+    b.extend(16u16.to_le_bytes());
+    b.extend(b"data");
+    b.extend((data.len() as u32).to_le_bytes());
+    b.extend(data);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b).unwrap();
+}
+
+/// Miniature datasets in the layouts of pipelines/paper/data.toml, and a config file pointing at them
+/// (relative paths: they resolve against the config file's folder).
+fn make_data(root: &Path) -> PathBuf {
+    let mut cfg = String::new();
+    let mut set = |node: &str, rel: &str| cfg.push_str(&format!("[node.{node}]\npath = \"{rel}\"\n"));
+    for n in ["imagenet", "pets", "resisc45", "caltech101", "sun397", "dtd"] {
+        for c in ["a", "b"] {
+            png(&root.join(format!("{n}/{c}/0.png")), 8);
+        }
+        set(n, n);
+    }
+    let rec = |label: &[u8]| [label, &[9u8; 3072][..]].concat();
+    std::fs::create_dir_all(root.join("cifar10")).unwrap();
+    for f in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+        std::fs::write(root.join("cifar10").join(f), rec(&[3])).unwrap();
+    }
+    set("cifar10", "cifar10");
+    std::fs::create_dir_all(root.join("cifar100")).unwrap();
+    for f in ["train.bin", "test.bin"] {
+        std::fs::write(root.join("cifar100").join(f), rec(&[1, 42])).unwrap();
+    }
+    set("cifar100", "cifar100");
+    for n in ["kinetics400", "kinetics600", "mit", "epic_kitchens", "ssv2"] {
+        for c in ["a", "b"] {
+            for f in 0..3 {
+                png(&root.join(format!("{n}/{c}/clip0/{f:03}.png")), 8);
+            }
+        }
+        set(n, n);
+    }
+    for n in ["audioset", "vggsound", "esc50", "speech_commands"] {
+        wav(&root.join(format!("{n}/a.wav")), 1600);
+        wav(&root.join(format!("{n}/b.wav")), 1600);
+        std::fs::write(root.join(format!("{n}/manifest.csv")), "path,label,split\na.wav,x,train\nb.wav,y,test\n").unwrap();
+        set(n, &format!("{n}/manifest.csv"));
+    }
+    let path = root.join("my-data.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+#[test]
+fn params_counts_the_papers_polyvits_without_any_data() {
+    let d = tempfile::tempdir().unwrap();
+    let table2 = repo().join("pipelines/table2.toml");
+    let (code, out, err) = pf(d.path(), &["params", table2.to_str().unwrap(), "--profile", "paper", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["co_all.0"]["total"], 92_683_471, "{out}");
+    assert_eq!(v["co_all.6"]["total"], 177_737_935, "{out}");
+    // Nine single-task baselines, three per-modality PolyViTs, two all-task PolyViTs; nothing of the small study.
+    assert_eq!(v.as_object().unwrap().keys().filter(|k| k.starts_with("st.")).count(), 9);
+    assert!(v.get("st.digits").is_none());
+    // Nothing was read or written: no store.
+    assert!(!d.path().join(".polyflow").exists());
+}
+
+#[test]
+fn every_table_names_its_missing_data_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 1..=5 {
+        let f = repo().join(format!("pipelines/table{i}.toml"));
+        let (code, _, err) = pf(d.path(), &["plan", f.to_str().unwrap(), "--profile", "paper"]);
+        assert_eq!(code, 2, "table {i}: {err}");
+        assert!(err.contains("nothing was run or written"), "{err}");
+        let (code, _, err2) = pf(d.path(), &["run", f.to_str().unwrap(), "--profile", "paper"]);
+        assert_eq!((code, &err2), (2, &err), "run and plan give the same list");
+        assert!(!d.path().join(".polyflow").exists(), "table {i} created a store");
+    }
+    // Table 2 needs the nine co-training datasets, the held-out ones of its probe rows are not asked for, and
+    // each missing path comes with the option that sets it.
+    let f = repo().join("pipelines/table2.toml");
+    let (_, _, err) = pf(d.path(), &["plan", f.to_str().unwrap(), "--profile", "paper"]);
+    for n in ["imagenet", "cifar10", "cifar100", "pets", "resisc45", "kinetics400", "mit", "audioset", "vggsound", "vit_b16"] {
+        assert!(err.contains(&format!("--set {n}.path=")), "{n}: {err}");
+    }
+    assert!(err.contains("pipelines/paper/data.toml:"), "{err}");
+    assert!(!err.contains("--set sun397.path"), "{err}");
+    // Table 5 needs the ViT-L/16 weights and the three video datasets only.
+    let f = repo().join("pipelines/table5.toml");
+    let (_, _, err) = pf(d.path(), &["plan", f.to_str().unwrap(), "--profile", "paper"]);
+    assert!(err.starts_with("error: 4 input(s) not ready"), "{err}");
+    assert!(err.contains("vit_l16") && err.contains("kinetics600") && !err.contains("imagenet"), "{err}");
+}
+
+#[test]
+fn every_table_plans_at_paper_scale_on_the_users_data() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let cfg = make_data(&data);
+    timm_vit(&data.join("vit_b16.safetensors"), 16, 2, 32, 16, 2);
+    timm_vit(&data.join("vit_l16.safetensors"), 16, 2, 32, 16, 2);
+    let work = d.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for i in 1..=5 {
+        let f = repo().join(format!("pipelines/table{i}.toml"));
+        let args = [
+            "plan",
+            f.to_str().unwrap(),
+            "--profile",
+            "paper",
+            "--config",
+            cfg.to_str().unwrap(),
+            // Relative to the current directory, as typed on a command line.
+            "--set",
+            "vit_b16.path=../data/vit_b16.safetensors",
+            "--set",
+            "vit_l16.path=../data/vit_l16.safetensors",
+        ];
+        let (code, out, err) = pf(&work, &args);
+        assert_eq!(code, 0, "table {i}: {err}");
+        assert!(out.contains(&format!("Would run table{i} (table)")), "{out}");
+        let (code, out, err) = pf(&work, &[&["params"], &args[1..]].concat());
+        assert_eq!(code, 0, "table {i}: {err}");
+        assert!(out.contains("total"), "{out}");
+    }
+    // Table 2 runs the nine tasks' ingestion from the configured folders and trains from `vit_b16`.
+    let f = repo().join("pipelines/table2.toml");
+    let (_, out, _) = pf(&work, &["plan", f.to_str().unwrap(), "--profile", "paper", "--config", cfg.to_str().unwrap(), "--set", "vit_b16.path=../data/vit_b16.safetensors"]);
+    for n in ["imagenet", "kinetics400", "audioset", "vggsound", "vit_b16", "st.imagenet", "co_all.6", "probe_init.pets"] {
+        assert!(out.contains(&format!("Would run {n} (")), "{n}: {out}");
+    }
+}

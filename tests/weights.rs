@@ -1,0 +1,111 @@
+//! The `weights` node kind end to end through the CLI: a generated timm-named ViT checkpoint initialises a
+//! `train` run and the "initial model" of `features`; it is keyed by its content; a checkpoint of the wrong
+//! shape or a non-ViT file is an exit-2 error naming the tensor.
+
+mod common;
+
+use common::timm_vit;
+use polyflow::model::checkpoint::{to_safetensors, HostTensor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+/// Digits (embedded, 48 examples per split), a micro ViT (dim 64, depth 4, MLP 128, 8×8 patches) fine-tuned from
+/// `vit` and probed as the initial model.
+fn pipeline(dir: &Path) -> PathBuf {
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/images.toml");
+    let text = format!(
+        r#"include = ["{}"]
+
+[node.digits_x]
+kind = "image_prep"
+inputs = {{ data = "digits" }}
+height = 32
+width = 32
+
+[node.t_digits]
+kind = "task"
+inputs = {{ data = "digits_x" }}
+steps = 2
+batch_size = 8
+
+[node.vit]
+kind = "weights"
+path = "vit.safetensors"
+
+[node.ft]
+kind = "train"
+inputs = {{ task = "t_digits", init = "vit" }}
+optimizer = "adam"
+
+[node.feat]
+kind = "features"
+inputs = {{ task = "t_digits", init = "vit" }}
+"#,
+        images.display()
+    );
+    let p = dir.join("p.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const LIMIT: &str = "digits.limit=48";
+
+#[test]
+fn a_timm_checkpoint_initialises_training_and_the_initial_model() {
+    let d = tempfile::tempdir().unwrap();
+    pipeline(d.path());
+    timm_vit(&d.path().join("vit.safetensors"), 64, 4, 128, 8, 2);
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--set", LIMIT, "-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "feat", "--set", LIMIT]);
+    assert!(out.contains("pretrained weights of `vit`"), "{out}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "vit", "--set", LIMIT]);
+    assert!(out.contains("\"depth\": 4") && out.contains("\"grid\": 2"), "{out}");
+    // Keyed by content: a renamed copy re-imports the same bytes and leaves training and features fresh.
+    std::fs::rename(d.path().join("vit.safetensors"), d.path().join("moved.safetensors")).unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--set", LIMIT, "--set", "vit.path=moved.safetensors", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"event\":\"started\",\"id\":\"vit\""), "{out}");
+    for n in ["ft", "feat"] {
+        assert!(out.contains(&format!("\"event\":\"fresh\",\"id\":\"{n}\"")), "{n} re-ran: {out}");
+    }
+    // Other weights: the weights node and everything trained from it are stale.
+    timm_vit(&d.path().join("moved.safetensors"), 64, 4, 128, 8, 3);
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT, "--set", "vit.path=moved.safetensors"]);
+    assert!(out.contains("Would run vit") && out.contains("Would run ft") && out.contains("Would run feat"), "{out}");
+}
+
+#[test]
+fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    pipeline(d.path());
+    // Two blocks for a four-block model.
+    timm_vit(&d.path().join("vit.safetensors"), 64, 2, 128, 8, 2);
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "ft", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("2 blocks") && err.contains("blocks.1"), "{err}");
+    // A ViT of another width: the weights node accepts it (it is a ViT); the model says which tensor is off.
+    timm_vit(&d.path().join("vit.safetensors"), 32, 4, 128, 8, 2);
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "feat", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("patch_embed.proj.weight") && err.contains("[32, 3, 8, 8]"), "{err}");
+    // Not a ViT at all.
+    let mut w = std::collections::BTreeMap::new();
+    w.insert("conv1.weight".to_string(), HostTensor { shape: vec![4, 3, 3, 3], data: vec![0.0; 108] });
+    std::fs::write(d.path().join("vit.safetensors"), to_safetensors(&w)).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "vit", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a timm ViT") && err.contains("patch_embed.proj.weight"), "{err}");
+    // Not even safetensors.
+    std::fs::write(d.path().join("vit.safetensors"), b"hello").unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "vit", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("vit.safetensors") && err.contains("safetensors"), "{err}");
+}
