@@ -27,6 +27,7 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
     // run that trains different bits fails here even where the rounded table text would not change.
     let committed: Vec<(String, Option<String>)> = (1..=5)
         .flat_map(|i| ["md", "json"].map(|ext| format!("table{i}.{ext}")))
+        .chain(["FINDINGS.md".to_string(), "FINDINGS.json".to_string()])
         .map(|f| {
             let old = std::fs::read_to_string(root.join("results/smoke").join(&f)).ok();
             (f, old)
@@ -40,6 +41,10 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
             assert!(root.join(format!("results/smoke/table{i}.{ext}")).exists(), "table{i}.{ext} written");
         }
     }
+    // The findings over Tables 1-3: nothing to train any more, only the findings node runs.
+    let (code, ev) = run_json(root, &["run", "pipelines/findings.toml", "--profile", "smoke", "--store", store.to_str().unwrap()]);
+    assert_eq!(code, 0, "findings: {ev:?}");
+    assert_eq!(started(&ev), ["findings".to_string()].into_iter().collect());
     for i in 1..=5 {
         let file = format!("pipelines/table{i}.toml");
         let (code, ev) = run_json(root, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
@@ -65,6 +70,13 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
         }
     }
     assert!(n >= 30, "{n} provenance cells");
+    // Seeds: each metric cell of a trained row carries its three per-seed values, and the caption says so.
+    let cell = &t["cells"][1][2];
+    assert_eq!(cell["seeds"].as_array().map(|a| a.len()), Some(3), "{cell}");
+    assert_eq!(cell["from"].as_array().map(|a| a.len()), Some(3), "{cell}");
+    assert!(t["caption"].as_str().unwrap().contains("over 3 seeds"));
+    let f = std::fs::read_to_string(root.join("results/smoke/FINDINGS.md")).unwrap();
+    assert_eq!(f.matches("| **").count(), 5, "five verdicts: {f}");
     assert!(std::fs::read_to_string(root.join("results/smoke/table2.md")).unwrap().contains("Profile smoke"));
 }
 
@@ -103,9 +115,14 @@ fn changing_one_task_lr_reruns_exactly_its_dependents() {
     assert!(String::from_utf8_lossy(&st.stdout).contains("lr changed 0.002 → 0.003"), "{}", String::from_utf8_lossy(&st.stdout));
     let (code, ev) = run_json(d.path(), &args);
     assert_eq!(code, 0);
-    let want: BTreeSet<String> =
-        ["t_digits", "st.digits", "co_image", "co_all.0", "co_all.2", "feat_init.digits", "table2"].iter().map(|s| s.to_string()).collect();
+    // Every seed replicate of what trains on digits (3 seeds), and nothing else.
+    let mut want: BTreeSet<String> = ["t_digits", "table2"].iter().map(|s| s.to_string()).collect();
+    for n in ["st.digits", "co_image", "co_all.0", "co_all.2", "feat_init.digits"] {
+        want.extend((0..3).map(|s| format!("{n}.s{s}")));
+    }
     assert_eq!(started(&ev), want);
-    // The initial model's features do not depend on the LR: rebuilt identically, so its probe stays fresh.
-    assert!(ev.iter().any(|e| e["event"] == "fresh" && e["id"] == "probe_init.digits"));
+    // The initial model's features do not depend on the LR: rebuilt identically, so its probes stay fresh.
+    for s in 0..3 {
+        assert!(ev.iter().any(|e| e["event"] == "fresh" && e["id"] == format!("probe_init.digits.s{s}")));
+    }
 }

@@ -30,6 +30,18 @@ pub fn stage_env(keys: &[&str], env: &BTreeMap<String, String>) -> BTreeMap<Stri
     keys.iter().filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
 }
 
+/// The run's environment as node `i` sees it: a replicate of a `seeds = N` node has seed = pipeline seed +
+/// its replicate index (so replicate 0 keeps the key of an unreplicated node).
+pub fn node_env(g: &Graph, i: usize, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let off = g.nodes[i].seed_offset;
+    if off == 0 {
+        return env.clone();
+    }
+    let mut e = env.clone();
+    e.insert("seed".to_string(), (g.pipeline.seed + off).to_string());
+    e
+}
+
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; `Err(pending ids)` otherwise.
 pub fn fingerprint(
     g: &Graph,
@@ -63,7 +75,7 @@ pub fn fingerprint(
         version: n.stage.version(),
         params: n.params.clone(),
         inputs,
-        env: stage_env(n.stage.env_keys(), env),
+        env: stage_env(n.stage.env_keys(), &node_env(g, i, env)),
         external,
     }))
 }

@@ -27,6 +27,8 @@ pub struct GNode {
     pub location: String,
     /// Its `resources = { … }` (not part of its key).
     pub resources: crate::spec::NodeResources,
+    /// Replicate index of a `seeds = N` node: it runs with seed = pipeline seed + this.
+    pub seed_offset: u64,
 }
 
 /// A validated pipeline graph.
@@ -192,6 +194,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             base_dir: n.base_dir.clone(),
             location: src.locate(n.span).to_string(),
             resources: crate::spec::resources::parse_resources(src, n.resources.as_ref())?,
+            seed_offset: n.seed_offset,
         });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());

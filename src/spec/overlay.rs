@@ -209,7 +209,7 @@ mod tests {
         let v = &p.nodes[1].2["lr"].value;
         assert_eq!(&s.files[v.span.file].text[v.span.start..v.span.end], "0.1");
         let loc = s.locate(v.span);
-        assert_eq!((loc.line, loc.col), (1, 10));
+        assert_eq!((loc.line, loc.col), (1, 13));
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //! [profile.smoke.node.train_digits]        # override one node (declaration or expanded id)
 //! batch_size = 8
 //! ```
+//!
+//! `seeds = N` on a node (or in a kind/node override) replicates it over seeds: expansion `s` gets the id suffix
+//! `.s{s}` and runs with seed = pipeline seed + `s` (so `.s0` has the key the node had without replicates); `{seed}`
+//! in its inputs and parameters is `s`, and `{replicate}` the id suffix `.s{s}` (empty when `seeds = 1`, which adds
+//! no suffix), so `model = "{m}{replicate}"` pairs the replicates of two declarations.
 
 use super::error::{suggest, SpecError, SpecErrorKind as K};
 use super::overlay::{self, Overlay};
@@ -57,6 +62,8 @@ pub struct NodeSpec {
     pub base_dir: PathBuf,
     /// The node's `resources = { … }` table, for executors (never hashed: it does not change results).
     pub resources: Option<Entry>,
+    /// Replicate index of a `seeds = N` declaration: the node runs with seed = pipeline seed + this (0 otherwise).
+    pub seed_offset: u64,
 }
 
 /// A resolved pipeline.
@@ -110,6 +117,8 @@ struct ProfileDecl {
 const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor"];
 /// The per-node key that executors read and keys never include.
 const RESOURCES: &str = "resources";
+/// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
+const SEEDS: &str = "seeds";
 const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
 
 /// Loads `path` and everything it includes, applies `profile`, expands matrices.
@@ -376,8 +385,16 @@ impl Loader {
         let mut groups = BTreeMap::new();
         for d in &self.decls {
             let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id))?;
-            if d.table.contains_key("matrix") {
+            if d.table.contains_key("matrix") || expanded.len() > 1 || expanded.first().is_some_and(|n| n.id != d.id) {
                 groups.insert(d.id.clone(), expanded.iter().map(|n| n.id.clone()).collect());
+            }
+            // The replicates of one matrix expansion are a group too: `st.digits` → `st.digits.s0`, `st.digits.s1`, …
+            for n in &expanded {
+                if let Some((base, _)) = n.matrix.get("seed").and_then(|s| n.id.strip_suffix(&format!(".s{s}"))).map(|b| (b, ())) {
+                    if base != d.id {
+                        groups.entry(base.to_string()).or_insert_with(Vec::new).push(n.id.clone());
+                    }
+                }
             }
             nodes.extend(expanded);
         }
@@ -432,7 +449,7 @@ impl Loader {
     /// Whether `target` names a declaration or (by prefix) an expansion of a matrix declaration.
     fn knows(&self, target: &str) -> bool {
         self.decl_index.contains_key(target)
-            || self.decls.iter().any(|d| target.starts_with(&format!("{}.", d.id)) && d.table.contains_key("matrix"))
+            || self.decls.iter().any(|d| target.starts_with(&format!("{}.", d.id)) && (d.table.contains_key("matrix") || d.table.contains_key(SEEDS)))
     }
 }
 
@@ -473,6 +490,21 @@ fn expand(
     let Some(kind) = kind_e.value.as_str() else {
         return Err(type_err(&kind_e.value, "a string"));
     };
+    // `seeds = N`: declaration < kind override < node override, like a parameter, but an expansion axis.
+    let mut seeds_e = d.table.get(SEEDS);
+    for (kname, _span, ov) in kind_over {
+        if kname == kind {
+            seeds_e = ov.get(SEEDS).or(seeds_e);
+        }
+    }
+    seeds_e = node_over.and_then(|o| o.get(SEEDS)).or(seeds_e);
+    let seeds = match seeds_e {
+        None => 1,
+        Some(e) => match e.value.value {
+            Value::Int(n) if (1..=1000).contains(&n) => n as u64,
+            _ => return Err(type_err(&e.value, "a replicate count from 1 to 1000, e.g. `seeds = 3`")),
+        },
+    };
     // Matrix: cartesian product over keys (sorted), values kept in order.
     let mut combos: Vec<(Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>)> =
         vec![(vec![], BTreeMap::new(), BTreeMap::new())];
@@ -509,9 +541,25 @@ fn expand(
             combos = next;
         }
     }
+    // Replicates: `{seed}` is the replicate index, `{replicate}` the id suffix (`.s1`; empty without replicates).
+    let mut next = vec![];
+    for (labels, vars, values) in &combos {
+        for s in 0..seeds {
+            let (mut labels, mut vars, mut values) = (labels.clone(), vars.clone(), values.clone());
+            if seeds > 1 {
+                labels.push(format!("s{s}"));
+            }
+            vars.insert("seed".to_string(), s.to_string());
+            vars.insert("replicate".to_string(), if seeds > 1 { format!(".s{s}") } else { String::new() });
+            values.insert("seed".to_string(), SValue { value: Value::Int(s as i64), span: d.key_span });
+            next.push((labels, vars, values));
+        }
+    }
+    combos = next;
     let mut out = vec![];
     for (labels, vars, values) in combos {
         let id = if labels.is_empty() { d.id.clone() } else { format!("{}.{}", d.id, labels.join(".")) };
+        let seed_offset = vars.get("seed").filter(|_| seeds > 1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut params = BTreeMap::new();
         // Precedence: declaration < profile kind override < profile node override.
         for (k, e) in &d.table {
@@ -531,6 +579,7 @@ fn expand(
             params.insert(k.clone(), e.clone());
         }
         let resources = params.remove(RESOURCES);
+        params.remove(SEEDS);
         for e in params.values_mut() {
             // "{lr}" alone keeps the variable's type (so a float stays a float).
             if let Value::Str(s) = &e.value.value {
@@ -575,6 +624,7 @@ fn expand(
             matrix: vars,
             base_dir: d.base_dir.clone(),
             resources,
+            seed_offset,
         });
     }
     Ok(out)

@@ -216,7 +216,7 @@ impl Stage for DatasetStage {
         }
         let p = base.join(path);
         if !p.exists() {
-            return Err(("path".into(), format!("`{}` does not exist", p.display())));
+            return Err(("path".into(), format!("`{}` does not exist (check the dataset `path`)", p.display())));
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! - generic: `value`, `command`
 //! - data: `dataset`, `video_synth`, `image_prep`, `audio_prep`, `video_prep`
 //! - models: `weights` (a pretrained checkpoint), `task`, `train`, `cotrain`, `features`, `probe`
-//! - results: `table`
+//! - results: `table`, `findings` (qualitative claims checked against tables)
 
 pub mod datautil;
+pub mod findings;
 pub mod generic;
 pub mod ingest;
 pub mod modelspec;
@@ -28,6 +29,6 @@ pub fn registry() -> Registry {
     r.register(task::TaskStage).register(training::TrainStage { multi: false }).register(training::TrainStage { multi: true });
     r.register(probe::FeaturesStage).register(probe::ProbeStage);
     r.register(weights::WeightsStage);
-    r.register(table::TableStage);
+    r.register(table::TableStage).register(findings::FindingsStage);
     r
 }

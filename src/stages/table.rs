@@ -2,7 +2,7 @@
 //! writes `table.md`, `table.csv`, `table.json` (every cell with the node, key and artifact that produced it)
 //! and `table.txt`. Optional constant rows of published numbers are labelled as such.
 
-use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use crate::tables::{csv, markdown, terminal, Cell, Provenance, ResultTable};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,6 +27,34 @@ fn top1() -> String {
     "top1".into()
 }
 
+fn col_label(c: &ColSpec) -> String {
+    c.label.clone().unwrap_or_else(|| format!("{} {}", c.task, c.metric))
+}
+
+/// The artifacts a row names: the node itself, or its seed replicates `NAME.s0`, `NAME.s1`, … in order.
+fn replicates<'a>(runs: &'a [InputArtifact], name: &str) -> Vec<&'a InputArtifact> {
+    if let Some(a) = runs.iter().find(|a| a.id == name) {
+        return vec![a];
+    }
+    let mut v: Vec<(u64, &InputArtifact)> = runs
+        .iter()
+        .filter_map(|a| a.id.strip_prefix(name).and_then(|r| r.strip_prefix(".s")).and_then(|i| i.parse().ok()).map(|i| (i, a)))
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v.into_iter().map(|x| x.1).collect()
+}
+
+fn prov(a: &InputArtifact, path: String) -> Provenance {
+    Provenance { node: a.id.clone(), key: a.key.clone(), artifact: a.manifest.digest.clone(), path }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AvgSpec {
+    label: String,
+    columns: Vec<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Published {
@@ -42,7 +70,8 @@ impl Stage for TableStage {
         "table"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: seed replicates aggregated (mean ± std), ties within noise, average columns.
+        2
     }
     fn doc(&self) -> &'static str {
         "a result table (terminal, Markdown with best/second marked, CSV, JSON with provenance)"
@@ -60,6 +89,12 @@ impl Stage for TableStage {
             ParamSpec::req("rows", T::Any, "list of { label, nodes = [...] }"),
             ParamSpec::req("columns", T::Any, "list of { task, metric = \"top1\", label }"),
             ParamSpec::opt("counts", T::Bool, json!(true), "add #Models and #Params columns"),
+            ParamSpec::opt(
+                "averages",
+                T::Any,
+                json!([]),
+                "extra columns { label, columns = [column labels] }: the mean of those columns per row (per seed, then mean ± std)",
+            ),
             ParamSpec::opt(
                 "published",
                 T::Any,
@@ -82,6 +117,15 @@ impl Stage for TableStage {
             .map_err(|e| ("rows".to_string(), format!("expected a list of {{ label, nodes }}: {e}")))?;
         serde_json::from_value::<Vec<ColSpec>>(p["columns"].clone())
             .map_err(|e| ("columns".to_string(), format!("expected a list of {{ task, metric, label }}: {e}")))?;
+        let avgs = serde_json::from_value::<Vec<AvgSpec>>(p["averages"].clone())
+            .map_err(|e| ("averages".to_string(), format!("expected a list of {{ label, columns }}: {e}")))?;
+        let cols = serde_json::from_value::<Vec<ColSpec>>(p["columns"].clone()).unwrap_or_default();
+        let labels: Vec<String> = cols.iter().map(col_label).collect();
+        for a in &avgs {
+            if let Some(c) = a.columns.iter().find(|c| !labels.contains(c)) {
+                return Err(("averages".into(), format!("`{}` averages `{c}`, which is not a column label ({})", a.label, labels.join(", "))));
+            }
+        }
         serde_json::from_value::<Vec<Published>>(p["published"].clone())
             .map_err(|e| ("published".to_string(), format!("expected a list of {{ label, values }}: {e}")))?;
         Ok(())
@@ -100,6 +144,7 @@ impl Stage for TableStage {
         let rows: Vec<RowSpec> = serde_json::from_value(p["rows"].clone()).map_err(|e| StageError::input(e.to_string()))?;
         let cols: Vec<ColSpec> = serde_json::from_value(p["columns"].clone()).map_err(|e| StageError::input(e.to_string()))?;
         let published: Vec<Published> = serde_json::from_value(p["published"].clone()).map_err(|e| StageError::input(e.to_string()))?;
+        let avgs: Vec<AvgSpec> = serde_json::from_value(p["averages"].clone()).map_err(|e| StageError::input(e.to_string()))?;
         let counts = p["counts"].as_bool().unwrap_or(true);
         let runs = ctx.inputs.get("runs").cloned().unwrap_or_default();
         let mut columns = vec!["Model".to_string()];
@@ -107,7 +152,9 @@ impl Stage for TableStage {
             columns.push("#Models".into());
             columns.push("#Params".into());
         }
-        columns.extend(cols.iter().map(|c| c.label.clone().unwrap_or_else(|| format!("{} {}", c.task, c.metric))));
+        let labels: Vec<String> = cols.iter().map(col_label).collect();
+        columns.extend(labels.iter().cloned());
+        columns.extend(avgs.iter().map(|a| a.label.clone()));
         let mut t = ResultTable {
             title: p["title"].as_str().unwrap_or("").into(),
             caption: p["caption"].as_str().unwrap_or("").into(),
@@ -115,35 +162,30 @@ impl Stage for TableStage {
             rows: vec![],
             cells: vec![],
         };
+        let mut max_seeds = 1;
         for r in &rows {
-            let mut arts = vec![];
+            // Per named node: its replicates with their metrics.
+            let mut named = vec![];
             for n in &r.nodes {
-                let a = runs.iter().find(|a| &a.id == n).ok_or_else(|| {
-                    StageError::input(format!("row `{}` names `{n}`, which is not among this table's `runs` inputs", r.label))
-                })?;
-                let m: Value = a.json("metrics.json")?;
-                arts.push((a, m));
+                let reps = replicates(&runs, n);
+                if reps.is_empty() {
+                    return Err(StageError::input(format!("row `{}` names `{n}`, which is not among this table's `runs` inputs", r.label)));
+                }
+                let mut v = vec![];
+                for a in reps {
+                    v.push((a, a.json::<Value>("metrics.json")?));
+                }
+                named.push(v);
             }
             let mut cells = vec![];
             if counts {
-                let models: u64 = arts.iter().map(|(_, m)| m["models"].as_u64().unwrap_or(0)).sum();
-                let params: u64 = arts.iter().map(|(_, m)| m["params"].as_u64().unwrap_or(0)).sum();
-                let prov: Vec<Provenance> = arts
-                    .iter()
-                    .filter(|(_, m)| m["models"].as_u64().unwrap_or(0) > 0)
-                    .map(|(a, _)| Provenance {
-                        node: a.id.clone(),
-                        key: a.key.clone(),
-                        artifact: a.manifest.digest.clone(),
-                        path: "params".into(),
-                    })
-                    .collect();
-                cells.push(Cell {
-                    value: Some(models as f64),
-                    text: if models > 0 { models.to_string() } else { "–".into() },
-                    from: prov.clone(),
-                    ranked: false,
-                });
+                // One model per named node (its first replicate: every replicate has the same architecture).
+                let firsts: Vec<&(&InputArtifact, Value)> = named.iter().filter_map(|v| v.first()).collect();
+                let models: u64 = firsts.iter().map(|(_, m)| m["models"].as_u64().unwrap_or(0)).sum();
+                let params: u64 = firsts.iter().map(|(_, m)| m["params"].as_u64().unwrap_or(0)).sum();
+                let from: Vec<Provenance> =
+                    firsts.iter().filter(|(_, m)| m["models"].as_u64().unwrap_or(0) > 0).map(|(a, _)| prov(a, "params".into())).collect();
+                cells.push(Cell::single(Some(models as f64), if models > 0 { models.to_string() } else { "–".into() }, from.clone(), false));
                 let ptxt = if params == 0 {
                     "–".into()
                 } else if params >= 1_000_000 {
@@ -151,42 +193,58 @@ impl Stage for TableStage {
                 } else {
                     format!("{:.1}K", params as f64 / 1e3)
                 };
-                cells.push(Cell { value: Some(params as f64), text: ptxt, from: prov, ranked: false });
+                cells.push(Cell::single(Some(params as f64), ptxt, from, false));
             }
+            // Per column: the per-seed values of the first named node that reports the metric.
+            let mut per_col: Vec<(Vec<f64>, Vec<Provenance>)> = vec![];
             for c in &cols {
-                let found = arts.iter().find_map(|(a, m)| m["tasks"][&c.task]["test"][&c.metric].as_f64().map(|v| (a, v)));
-                cells.push(match found {
-                    Some((a, v)) => Cell {
-                        value: Some(v),
-                        text: format!("{:.1}", v * 100.0),
-                        from: vec![Provenance {
-                            node: a.id.clone(),
-                            key: a.key.clone(),
-                            artifact: a.manifest.digest.clone(),
-                            path: format!("tasks.{}.test.{}", c.task, c.metric),
-                        }],
-                        ranked: true,
-                    },
-                    None => Cell { value: None, text: "–".into(), from: vec![], ranked: true },
+                let path = format!("tasks.{}.test.{}", c.task, c.metric);
+                let found = named.iter().find_map(|reps| {
+                    let vals: Vec<(f64, Provenance)> = reps
+                        .iter()
+                        .filter_map(|(a, m)| m["tasks"][&c.task]["test"][&c.metric].as_f64().map(|v| (v, prov(a, path.clone()))))
+                        .collect();
+                    (!vals.is_empty()).then_some(vals)
                 });
+                let (vals, from): (Vec<f64>, Vec<Provenance>) = found.unwrap_or_default().into_iter().unzip();
+                max_seeds = max_seeds.max(vals.len());
+                cells.push(Cell::over_seeds(vals.clone(), from.clone()));
+                per_col.push((vals, from));
+            }
+            // Averages of columns: per seed when every averaged column has the same seeds, else of the means.
+            for a in &avgs {
+                let idx: Vec<usize> = a.columns.iter().filter_map(|l| labels.iter().position(|x| x == l)).collect();
+                let parts: Vec<&(Vec<f64>, Vec<Provenance>)> = idx.iter().map(|&i| &per_col[i]).collect();
+                let from: Vec<Provenance> = parts.iter().flat_map(|p| p.1.clone()).collect();
+                let k = parts.first().map(|p| p.0.len()).unwrap_or(0);
+                let cell = if k == 0 || parts.iter().any(|p| p.0.is_empty()) {
+                    Cell::single(None, "–".into(), from, true)
+                } else if parts.iter().all(|p| p.0.len() == k) {
+                    Cell::over_seeds((0..k).map(|s| parts.iter().map(|p| p.0[s]).sum::<f64>() / parts.len() as f64).collect(), from)
+                } else {
+                    let m = parts.iter().map(|p| p.0.iter().sum::<f64>() / p.0.len() as f64).sum::<f64>() / parts.len() as f64;
+                    Cell::single(Some(m), format!("{:.1}", m * 100.0), from, true)
+                };
+                cells.push(cell);
             }
             t.rows.push(r.label.clone());
             t.cells.push(cells);
         }
+        if max_seeds > 1 {
+            t.caption.push_str(&format!(
+                " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second; {} (marked “tie”).",
+                crate::tables::TIE_RULE
+            ));
+        }
         for pr in &published {
             let mut cells = vec![];
             if counts {
-                cells.push(Cell { value: None, text: "".into(), from: vec![], ranked: false });
-                cells.push(Cell { value: None, text: "".into(), from: vec![], ranked: false });
+                cells.push(Cell::single(None, "".into(), vec![], false));
+                cells.push(Cell::single(None, "".into(), vec![], false));
             }
-            for i in 0..cols.len() {
+            for i in 0..cols.len() + avgs.len() {
                 let v = pr.values.get(i).copied().flatten();
-                cells.push(Cell {
-                    value: v,
-                    text: v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into()),
-                    from: vec![],
-                    ranked: false,
-                });
+                cells.push(Cell::single(v, v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into()), vec![], false));
             }
             t.rows.push(format!("{} (published, paper scale)", pr.label));
             t.cells.push(cells);

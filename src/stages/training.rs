@@ -167,7 +167,12 @@ impl Stage for TrainStage {
     fn version(&self) -> u32 {
         // 2: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
         // 3: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
-        3
+        // 4 (cotrain): `accumulate` warms up for the same share of its updates as the other schedules.
+        if self.multi {
+            4
+        } else {
+            3
+        }
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -237,7 +242,7 @@ impl Stage for TrainStage {
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,
-            Some(a) if a.has("model.safetensors") => Some(from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?),
+            Some(a) if a.has("model.safetensors") => Some(encoder_of(a, &model)?),
             Some(a) => {
                 let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
                 let infl = if p["init_inflation"] == "average" { Inflation::Average } else { Inflation::Central };
@@ -264,6 +269,35 @@ impl Stage for TrainStage {
         let m: Value = a.json("metrics.json")?;
         Ok(serde_json::to_string_pretty(&m).unwrap_or_default())
     }
+}
+
+/// The encoder of a trained `model` artifact mapped onto `model`: shared blocks and final norm as they are, each
+/// modality's tokenizer (and adapters) moved to that modality's index in `model`, tokenizers of modalities
+/// `model` lacks and every task head dropped (a new task starts from a fresh head, as in MBT-style transfer).
+fn encoder_of(a: &InputArtifact, model: &crate::model::ModelConfig) -> Result<BTreeMap<String, HostTensor>, StageError> {
+    let conf: Value = a.json("config.json")?;
+    let old: crate::model::ModelConfig =
+        serde_json::from_value(conf["model"].clone()).map_err(|e| StageError::failed(format!("`{}` config.json: {e}", a.id)))?;
+    let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in w {
+        if k.starts_with("heads.") {
+            continue;
+        }
+        let k2 = match k.strip_prefix("tokenizers.") {
+            Some(rest) => {
+                let (i, tail) = rest.split_once('.').unwrap_or((rest, ""));
+                let m = old.geometry.get(i.parse::<usize>().unwrap_or(usize::MAX)).map(|g| g.0);
+                match m.and_then(|m| model.geometry.iter().position(|(k, _)| *k == m)) {
+                    Some(ni) => format!("tokenizers.{ni}.{tail}"),
+                    None => continue,
+                }
+            }
+            None => k,
+        };
+        out.insert(k2, v);
+    }
+    Ok(out)
 }
 
 /// Parameter counts of the model that `params` builds for tasks known only by their declarations

@@ -28,6 +28,54 @@ pub struct Cell {
     pub from: Vec<Provenance>,
     /// Whether it takes part in best/second-best marking.
     pub ranked: bool,
+    /// Sample standard deviation over seeds (when the cell aggregates several seeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f64>,
+    /// The per-seed values behind `value` (their mean), in replicate order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<f64>,
+}
+
+impl Cell {
+    /// A cell of one value (text formatted by the caller).
+    pub fn single(value: Option<f64>, text: String, from: Vec<Provenance>, ranked: bool) -> Cell {
+        Cell { value, text, from, ranked, std: None, seeds: vec![] }
+    }
+
+    /// A metric cell over the values of several seeds: mean ± sample std, in percent.
+    pub fn over_seeds(values: Vec<f64>, from: Vec<Provenance>) -> Cell {
+        let n = values.len();
+        if n == 0 {
+            return Cell::single(None, "–".into(), from, true);
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        if n == 1 {
+            return Cell::single(Some(mean), format!("{:.1}", mean * 100.0), from, true);
+        }
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let std = var.sqrt();
+        Cell { value: Some(mean), text: format!("{:.1} ± {:.1}", mean * 100.0, std * 100.0), from, ranked: true, std: Some(std), seeds: values }
+    }
+
+    /// Number of seeds behind the value (1 for a single run).
+    pub fn n(&self) -> usize {
+        self.seeds.len().max(1)
+    }
+}
+
+/// The rule that decides ties: two cells are tied when their means differ by at most twice the standard error
+/// of the difference, 2·√(s₁²/n₁ + s₂²/n₂) (single runs: only equal values tie).
+pub const TIE_RULE: &str = "cells whose means differ by less than twice the standard error of their difference, 2·√(s₁²/n₁ + s₂²/n₂), are tied";
+
+/// Whether `a` and `b` are indistinguishable under [`TIE_RULE`].
+pub fn tied(a: &Cell, b: &Cell) -> bool {
+    match (a.value, b.value) {
+        (Some(x), Some(y)) => {
+            let se = (a.std.unwrap_or(0.0).powi(2) / a.n() as f64 + b.std.unwrap_or(0.0).powi(2) / b.n() as f64).sqrt();
+            (x - y).abs() <= 2.0 * se
+        }
+        _ => false,
+    }
 }
 
 /// A table.
@@ -45,19 +93,22 @@ pub struct ResultTable {
     pub cells: Vec<Vec<Cell>>,
 }
 
-/// Best and second-best row index per column (higher is better).
-pub fn ranks(t: &ResultTable) -> Vec<(Option<usize>, Option<usize>)> {
+/// Per column: the rows marked best and the rows marked second (higher is better). The best group is the top
+/// row and every row tied with it ([`tied`]); the second group likewise among the rest. A group of more than one
+/// row is a tie.
+pub fn ranks(t: &ResultTable) -> Vec<(Vec<usize>, Vec<usize>)> {
     (0..t.columns.len().saturating_sub(1))
         .map(|c| {
-            let mut v: Vec<(usize, f64)> = t
-                .cells
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r[c].ranked)
-                .filter_map(|(i, r)| r[c].value.filter(|x| x.is_finite()).map(|x| (i, x)))
-                .collect();
-            v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
-            (v.first().map(|x| x.0), v.get(1).filter(|x| Some(x.1) != v.first().map(|f| f.1)).map(|x| x.0))
+            let mut v: Vec<usize> =
+                (0..t.cells.len()).filter(|&i| t.cells[i][c].ranked && t.cells[i][c].value.is_some_and(|x| x.is_finite())).collect();
+            v.sort_by(|&a, &b| t.cells[b][c].value.partial_cmp(&t.cells[a][c].value).unwrap().then(a.cmp(&b)));
+            let group = |rest: &[usize]| -> Vec<usize> {
+                rest.first().map(|&top| rest.iter().copied().filter(|&i| tied(&t.cells[top][c], &t.cells[i][c])).collect()).unwrap_or_default()
+            };
+            let best = group(&v);
+            let rest: Vec<usize> = v.iter().copied().filter(|i| !best.contains(i)).collect();
+            let second = group(&rest);
+            (best, second)
         })
         .collect()
 }
@@ -73,10 +124,11 @@ pub fn markdown(t: &ResultTable) -> String {
             .iter()
             .enumerate()
             .map(|(c, cell)| {
-                if r[c].0 == Some(i) {
-                    format!("**{}**", cell.text)
-                } else if r[c].1 == Some(i) {
-                    format!("<u>{}</u>", cell.text)
+                let tie = |g: &Vec<usize>| if g.len() > 1 { " (tie)" } else { "" };
+                if r[c].0.contains(&i) {
+                    format!("**{}**{}", cell.text, tie(&r[c].0))
+                } else if r[c].1.contains(&i) {
+                    format!("<u>{}</u>{}", cell.text, tie(&r[c].1))
                 } else {
                     cell.text.clone()
                 }
@@ -118,7 +170,7 @@ mod tests {
     use super::*;
 
     fn cell(v: f64) -> Cell {
-        Cell { value: Some(v), text: format!("{:.1}", v * 100.0), from: vec![], ranked: true }
+        Cell::single(Some(v), format!("{:.1}", v * 100.0), vec![], true)
     }
 
     fn table() -> ResultTable {
@@ -130,7 +182,7 @@ mod tests {
             cells: vec![
                 vec![cell(0.5), cell(0.9)],
                 vec![cell(0.7), cell(0.8)],
-                vec![cell(0.6), Cell { value: None, text: "–".into(), from: vec![], ranked: true }],
+                vec![cell(0.6), Cell::single(None, "–".into(), vec![], true)],
             ],
         }
     }
@@ -139,6 +191,33 @@ mod tests {
     fn markdown_snapshot() {
         let want = "### T\n\n| Model | A | B |\n|---|---:|---:|\n| x | 50.0 | **90.0** |\n| y | **70.0** | <u>80.0</u> |\n| z | <u>60.0</u> | – |\n\nsmall profile\n";
         assert_eq!(markdown(&table()), want);
+    }
+
+    #[test]
+    fn seeds_give_mean_std_and_ties_within_noise() {
+        let a = Cell::over_seeds(vec![0.70, 0.72, 0.74], vec![]);
+        assert_eq!(a.text, "72.0 ± 2.0");
+        assert_eq!(a.seeds.len(), 3);
+        // 1 point apart with std 2 over 3 seeds: 2·√(4/3 + 4/3)·0.01 ≈ 3.3 points of noise → tied.
+        let b = Cell::over_seeds(vec![0.69, 0.71, 0.73], vec![]);
+        assert!(tied(&a, &b));
+        // 10 points apart: not tied.
+        let c = Cell::over_seeds(vec![0.60, 0.62, 0.64], vec![]);
+        assert!(!tied(&a, &c));
+        let t = ResultTable {
+            title: "T".into(),
+            caption: "c".into(),
+            columns: vec!["Model".into(), "A".into()],
+            rows: vec!["a".into(), "b".into(), "c".into()],
+            cells: vec![vec![a], vec![b], vec![c]],
+        };
+        assert_eq!(ranks(&t), vec![(vec![0, 1], vec![2])]);
+        let md = markdown(&t);
+        assert!(md.contains("| a | **72.0 ± 2.0** (tie) |") && md.contains("| b | **71.0 ± 2.0** (tie) |"), "{md}");
+        assert!(md.contains("| c | <u>62.0 ± 2.0</u> |"), "{md}");
+        // Single runs tie only when equal.
+        let t1 = ResultTable { cells: vec![vec![cell(0.5)], vec![cell(0.5)], vec![cell(0.4)]], ..t };
+        assert_eq!(ranks(&t1), vec![(vec![0, 1], vec![2])]);
     }
 
     #[test]

@@ -212,7 +212,13 @@ pub fn run<B: AutodiffBackend>(
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
     let total = updates.len();
     let warmups: Vec<(usize, Option<&str>)> = tasks.iter().map(|t| (t.warmup, t.warmup_group.as_deref())).collect();
-    let lr_sched = LrSchedule { total, warmup: global_warmup(&warmups).min(total), wrap_last: cfg.wrap_last };
+    let mut warmup = global_warmup(&warmups);
+    if cfg.schedule == Schedule::Accumulate {
+        // Accumulate makes Σ U_j / T updates: its warmup keeps the same share of them as the other schedules'.
+        let budget: usize = budgets.iter().sum();
+        warmup = ((warmup as f64) * total as f64 / budget.max(1) as f64).round() as usize;
+    }
+    let lr_sched = LrSchedule { total, warmup: warmup.min(total), wrap_last: cfg.wrap_last };
     let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
     let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
     let mut state = Resume { cursors: vec![Cursor::default(); tasks.len()], ..Default::default() };
