@@ -60,3 +60,16 @@ fn bad_overrides_point_at_the_argument_or_the_config_file() {
     assert!(err.contains("missing.toml"), "{err}");
     assert!(!d.path().join(".polyflow").exists());
 }
+
+#[test]
+fn gc_keeps_what_runs_with_the_same_overrides_computed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "a.value=7"]).0, 0);
+    // A later run without the override: the store's last records are now those of a = 1.
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert!(out.contains("Would free 2 artifacts"), "without the override they are unreferenced: {out}");
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--set", "a.value=7"]);
+    assert!(out.contains("Would free 0 artifacts"), "{out}");
+}

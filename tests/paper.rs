@@ -163,7 +163,19 @@ fn every_table_plans_at_paper_scale_on_the_users_data() {
     }
     // Table 2 runs the nine tasks' ingestion from the configured folders and trains from `vit_b16`.
     let f = repo().join("pipelines/table2.toml");
-    let (_, out, _) = pf(&work, &["plan", f.to_str().unwrap(), "--profile", "paper", "--config", cfg.to_str().unwrap(), "--set", "vit_b16.path=../data/vit_b16.safetensors"]);
+    let (_, out, _) = pf(
+        &work,
+        &[
+            "plan",
+            f.to_str().unwrap(),
+            "--profile",
+            "paper",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "vit_b16.path=../data/vit_b16.safetensors",
+        ],
+    );
     for n in ["imagenet", "kinetics400", "audioset", "vggsound", "vit_b16", "st.imagenet", "co_all.6", "probe_init.pets"] {
         assert!(out.contains(&format!("Would run {n} (")), "{n}: {out}");
     }

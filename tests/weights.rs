@@ -34,6 +34,7 @@ kind = "task"
 inputs = {{ data = "digits_x" }}
 steps = 2
 batch_size = 8
+augment = {{ inception_crop = true, flip = true }}
 
 [node.vit]
 kind = "weights"

@@ -116,18 +116,18 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
 
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
 /// record of every node id of those pipelines; deletes the rest.
-pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, yes: bool, reg: &Registry) -> Result<i32, CliError> {
+pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Overlay, yes: bool, reg: &Registry) -> Result<i32, CliError> {
     let store = Store::open(store_dir)?;
     let _lock = store.lock(std::time::Duration::from_secs(0))?;
     let index = store.index()?;
     let mut keep_keys = BTreeSet::new();
     let mut ids = BTreeSet::new();
     for f in files {
-        let base = spec::load(f, None)?;
+        let base = spec::load_with(f, None, overlay)?;
         let mut profiles: Vec<Option<String>> = vec![None];
         profiles.extend(base.profiles.iter().cloned().map(Some));
         for p in profiles {
-            let g = graph::build(spec::load(f, p.as_deref())?, reg)?;
+            let g = graph::build(spec::load_with(f, p.as_deref(), overlay)?, reg)?;
             let sel = g.select(&[])?;
             let a = assess_all(&g, &sel, &store, &index, &env_of(&g, backend), &|_| false);
             for (i, s) in a {

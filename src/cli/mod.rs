@@ -180,6 +180,12 @@ pub struct GcArgs {
     /// Really delete (otherwise only list).
     #[arg(long)]
     yes: bool,
+    /// The `--config` files your runs used (their artifacts count as referenced).
+    #[arg(long = "config", value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// The `--set` overrides your runs used.
+    #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
+    set: Vec<String>,
 }
 
 /// `verify` arguments.
@@ -297,7 +303,10 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
         Command::Show(a) => maintain::show(a.common, &a.node, reg),
-        Command::Gc(a) => maintain::gc(&a.files, &a.store, &a.backend, a.yes, reg),
+        Command::Gc(a) => {
+            let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
+            maintain::gc(&a.files, &a.store, &a.backend, &overlay, a.yes, reg)
+        }
         Command::Verify(a) => maintain::verify(a.file.as_deref(), &a.store),
         Command::Params(a) => maintain::params(a.common, a.json, reg),
         Command::Kinds => maintain::kinds(reg),

@@ -91,7 +91,10 @@ pub fn from_timm(
     }
     let fc1 = get("blocks.0.mlp.fc1.weight")?;
     if fc1.shape != [cfg.size.mlp, d] {
-        return Err(format!("`blocks.0.mlp.fc1.weight` is {:?}, the model needs [{}, {d}] (MLP size {})", fc1.shape, cfg.size.mlp, cfg.size.mlp));
+        return Err(format!(
+            "`blocks.0.mlp.fc1.weight` is {:?}, the model needs [{}, {d}] (MLP size {})",
+            fc1.shape, cfg.size.mlp, cfg.size.mlp
+        ));
     }
     let pos = get("pos_embed")?; // [1, 1 + g*g, D]
     let n_pos = pos.shape[1] - 1;

@@ -449,7 +449,10 @@ impl Loader {
     /// Whether `target` names a declaration or (by prefix) an expansion of a matrix declaration.
     fn knows(&self, target: &str) -> bool {
         self.decl_index.contains_key(target)
-            || self.decls.iter().any(|d| target.starts_with(&format!("{}.", d.id)) && (d.table.contains_key("matrix") || d.table.contains_key(SEEDS)))
+            || self
+                .decls
+                .iter()
+                .any(|d| target.starts_with(&format!("{}.", d.id)) && (d.table.contains_key("matrix") || d.table.contains_key(SEEDS)))
     }
 }
 

@@ -72,9 +72,11 @@ impl Verdict {
 pub struct FindingsStage;
 
 fn row_cells<'a>(t: &'a ResultTable, label: &str, table: &str) -> Result<&'a Vec<Cell>, StageError> {
-    t.rows.iter().position(|r| r == label).map(|i| &t.cells[i]).ok_or_else(|| {
-        StageError::input(format!("table `{table}` has no row `{label}` (rows: {})", t.rows.join("; ")))
-    })
+    t.rows
+        .iter()
+        .position(|r| r == label)
+        .map(|i| &t.cells[i])
+        .ok_or_else(|| StageError::input(format!("table `{table}` has no row `{label}` (rows: {})", t.rows.join("; "))))
 }
 
 /// The mean over `cols` of a row, per seed when every cell has the same seeds, as a cell (mean ± std).
@@ -146,11 +148,7 @@ pub fn evaluate(c: &Claim, t: &ResultTable) -> Result<(String, Verdict), StageEr
             let vs: Vec<String> = others.iter().map(|(_, r)| r[j - 1].text.clone()).collect();
             shown.push(format!("{}: {} vs {}", t.columns[j], subject[j - 1].text, vs.join(", ")));
         }
-        let verdict = if wins >= at_least {
-            Verdict::Holds
-        } else {
-            Verdict::DoesNotHold
-        };
+        let verdict = if wins >= at_least { Verdict::Holds } else { Verdict::DoesNotHold };
         return Ok((format!("{} on {wins} of {} columns ({})", expect_word(c.expect), cols.len(), shown.join("; ")), verdict));
     }
     let avg = |r: &Vec<Cell>| average(&cols.iter().map(|&j| &r[j - 1]).collect::<Vec<_>>());

@@ -212,7 +212,10 @@ impl Stage for DatasetStage {
     fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
         let path = params["path"].as_str().unwrap_or("");
         if path.is_empty() {
-            return Err(("path".into(), format!("not configured: where is your copy of this {} dataset?", params["format"].as_str().unwrap_or(""))));
+            return Err((
+                "path".into(),
+                format!("not configured: where is your copy of this {} dataset?", params["format"].as_str().unwrap_or("")),
+            ));
         }
         let p = base.join(path);
         if !p.exists() {

@@ -104,7 +104,6 @@ fn mean_std(splits: &mut [(&str, Split)], c: usize) {
 /// `image_prep`.
 pub struct ImagePrep;
 
-
 /// The declaration of a preprocessed dataset: its input's declaration (modality, classes) with `shape`
 /// `[C, T, H, W]`, when the input's modality is `modality`.
 fn declare_shape(inputs: &BTreeMap<String, Vec<serde_json::Value>>, modality: &str, shape: [usize; 4]) -> Option<serde_json::Value> {

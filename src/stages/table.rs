@@ -123,7 +123,10 @@ impl Stage for TableStage {
         let labels: Vec<String> = cols.iter().map(col_label).collect();
         for a in &avgs {
             if let Some(c) = a.columns.iter().find(|c| !labels.contains(c)) {
-                return Err(("averages".into(), format!("`{}` averages `{c}`, which is not a column label ({})", a.label, labels.join(", "))));
+                return Err((
+                    "averages".into(),
+                    format!("`{}` averages `{c}`, which is not a column label ({})", a.label, labels.join(", ")),
+                ));
             }
         }
         serde_json::from_value::<Vec<Published>>(p["published"].clone())
@@ -185,7 +188,12 @@ impl Stage for TableStage {
                 let params: u64 = firsts.iter().map(|(_, m)| m["params"].as_u64().unwrap_or(0)).sum();
                 let from: Vec<Provenance> =
                     firsts.iter().filter(|(_, m)| m["models"].as_u64().unwrap_or(0) > 0).map(|(a, _)| prov(a, "params".into())).collect();
-                cells.push(Cell::single(Some(models as f64), if models > 0 { models.to_string() } else { "–".into() }, from.clone(), false));
+                cells.push(Cell::single(
+                    Some(models as f64),
+                    if models > 0 { models.to_string() } else { "–".into() },
+                    from.clone(),
+                    false,
+                ));
                 let ptxt = if params == 0 {
                     "–".into()
                 } else if params >= 1_000_000 {

@@ -48,13 +48,7 @@ pub struct TaskSpec {
 pub struct TaskStage;
 
 /// A task's spec from its parameters and its data's modality, classes and label kind.
-fn task_spec(
-    name: &str,
-    p: &serde_json::Value,
-    modality: &str,
-    classes: Vec<String>,
-    multilabel: bool,
-) -> Result<TaskSpec, StageError> {
+fn task_spec(name: &str, p: &serde_json::Value, modality: &str, classes: Vec<String>, multilabel: bool) -> Result<TaskSpec, StageError> {
     let loss = match p["loss"].as_str().unwrap_or("auto") {
         "softmax" => Loss::Softmax,
         "sigmoid" => Loss::Sigmoid,
@@ -134,7 +128,7 @@ impl Stage for TaskStage {
                 "augment",
                 T::Table,
                 json!({}),
-                "crop_pad, flip, freq_masks, freq_mask_width, time_masks, time_mask_width, mixup",
+                "crop_pad, flip, inception_crop, scale_jitter = [lo, hi], color, grayscale (probabilities), freq_masks, freq_mask_width, time_masks, time_mask_width, mixup",
             ),
             ParamSpec::opt(
                 "droplayer",
@@ -147,8 +141,9 @@ impl Stage for TaskStage {
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
         serde_json::from_value::<Augment>(params["augment"].clone())
-            .map(|_| ())
-            .map_err(|e| ("augment".into(), format!("bad augmentation option: {e}")))
+            .map_err(|e| ("augment".into(), format!("bad augmentation option: {e}")))?
+            .check()
+            .map_err(|e| ("augment".into(), e))
     }
     fn env_keys(&self) -> &'static [&'static str] {
         &[]

@@ -54,7 +54,14 @@ impl Cell {
         }
         let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         let std = var.sqrt();
-        Cell { value: Some(mean), text: format!("{:.1} ± {:.1}", mean * 100.0, std * 100.0), from, ranked: true, std: Some(std), seeds: values }
+        Cell {
+            value: Some(mean),
+            text: format!("{:.1} ± {:.1}", mean * 100.0, std * 100.0),
+            from,
+            ranked: true,
+            std: Some(std),
+            seeds: values,
+        }
     }
 
     /// Number of seeds behind the value (1 for a single run).
@@ -65,7 +72,8 @@ impl Cell {
 
 /// The rule that decides ties: two cells are tied when their means differ by at most twice the standard error
 /// of the difference, 2·√(s₁²/n₁ + s₂²/n₂) (single runs: only equal values tie).
-pub const TIE_RULE: &str = "cells whose means differ by less than twice the standard error of their difference, 2·√(s₁²/n₁ + s₂²/n₂), are tied";
+pub const TIE_RULE: &str =
+    "cells whose means differ by less than twice the standard error of their difference, 2·√(s₁²/n₁ + s₂²/n₂), are tied";
 
 /// Whether `a` and `b` are indistinguishable under [`TIE_RULE`].
 pub fn tied(a: &Cell, b: &Cell) -> bool {
@@ -103,7 +111,9 @@ pub fn ranks(t: &ResultTable) -> Vec<(Vec<usize>, Vec<usize>)> {
                 (0..t.cells.len()).filter(|&i| t.cells[i][c].ranked && t.cells[i][c].value.is_some_and(|x| x.is_finite())).collect();
             v.sort_by(|&a, &b| t.cells[b][c].value.partial_cmp(&t.cells[a][c].value).unwrap().then(a.cmp(&b)));
             let group = |rest: &[usize]| -> Vec<usize> {
-                rest.first().map(|&top| rest.iter().copied().filter(|&i| tied(&t.cells[top][c], &t.cells[i][c])).collect()).unwrap_or_default()
+                rest.first()
+                    .map(|&top| rest.iter().copied().filter(|&i| tied(&t.cells[top][c], &t.cells[i][c])).collect())
+                    .unwrap_or_default()
             };
             let best = group(&v);
             let rest: Vec<usize> = v.iter().copied().filter(|i| !best.contains(i)).collect();

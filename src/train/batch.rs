@@ -70,6 +70,49 @@ pub struct Augment {
     pub time_mask_width: usize,
     /// Mixup α (0 = off): one λ ~ Beta(α, α) per batch, example i mixed with B−1−i (the paper's recipe).
     pub mixup: f64,
+    /// Images: Inception crop (TF's sampler: area 5–100 %, ratio 3/4–4/3, 100 attempts) resized back to the
+    /// stored size, before the flip (the paper's image recipe; here from the stored image).
+    #[serde(skip_serializing_if = "is_false")]
+    pub inception_crop: bool,
+    /// Video: scale jitter `[lo, hi]` (height and width independently) then a random crop of the stored size
+    /// (DMVR, the paper: `[0.9, 1.33]`); `[0, 0]` = off.
+    #[serde(skip_serializing_if = "is_zero2")]
+    pub scale_jitter: [f64; 2],
+    /// Video: probability of DMVR's colour augmentation (brightness, saturation, contrast, hue; the paper: 0.8).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub color: f64,
+    /// Video: probability of greyscale (the paper: 0.1).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub grayscale: f64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(f: &f64) -> bool {
+    *f == 0.0
+}
+fn is_zero2(f: &[f64; 2]) -> bool {
+    f[0] == 0.0 && f[1] == 0.0
+}
+
+impl Augment {
+    /// Checks ranges: probabilities in [0, 1], a scale jitter range with 0 < lo ≤ hi.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, p) in [("color", self.color), ("grayscale", self.grayscale)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("`{name}` is a probability, got {p}"));
+            }
+        }
+        let [lo, hi] = self.scale_jitter;
+        if !is_zero2(&self.scale_jitter) && !(lo > 0.0 && lo <= hi && hi <= 10.0) {
+            return Err(format!("`scale_jitter` must be [lo, hi] with 0 < lo ≤ hi ≤ 10, got [{lo}, {hi}]"));
+        }
+        if !(0.0..=100.0).contains(&self.mixup) {
+            return Err(format!("`mixup` α must be in [0, 100], got {}", self.mixup));
+        }
+        Ok(())
+    }
 }
 
 /// A task's stream position.
@@ -113,6 +156,13 @@ pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], c
     let [c, tt, h, w] = shape;
     for i in 0..b {
         let ex = &mut x[i * per..(i + 1) * per];
+        // New options draw from the generator only when on, so runs without them keep their bits.
+        if aug.inception_crop {
+            super::geometric::inception_crop(ex, shape, &mut rng);
+        }
+        if !is_zero2(&aug.scale_jitter) {
+            super::geometric::scale_jitter_crop(ex, shape, (aug.scale_jitter[0], aug.scale_jitter[1]), &mut rng);
+        }
         if aug.crop_pad > 0 || aug.flip {
             let p = aug.crop_pad as i64;
             let (dy, dx) = if p > 0 { (rng.random_range(-p..=p), rng.random_range(-p..=p)) } else { (0, 0) };
@@ -132,6 +182,12 @@ pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], c
                     }
                 }
             }
+        }
+        if aug.color > 0.0 && rng.random_bool(aug.color) {
+            super::geometric::color(ex, shape, &mut rng);
+        }
+        if aug.grayscale > 0.0 && rng.random_bool(aug.grayscale) {
+            super::geometric::grayscale(ex, shape);
         }
         // SpecAugment on [C, 1, time(h), mel(w)]: masks set to 0 (the mean of a normalised spectrogram).
         for _ in 0..aug.freq_masks {

@@ -37,4 +37,3 @@ pub fn timm_vit(path: &Path, dim: usize, depth: usize, mlp: usize, patch: usize,
     t("norm.bias".into(), vec![dim]);
     std::fs::write(path, to_safetensors(&w)).unwrap();
 }
-
