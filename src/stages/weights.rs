@@ -155,7 +155,7 @@ impl Stage for WeightsStage {
         Ok(Some(h.finalize().to_hex().to_string()))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let p = resolve(ctx.params, &ctx.base_dir);
+        let p = resolve(ctx.params, ctx.base_dir);
         let shown = crate::spec::source::display_path(&p);
         let bytes = std::fs::read(&p).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
         let w = from_safetensors(&bytes).map_err(|e| StageError::input(format!("{shown}: {e}")))?;

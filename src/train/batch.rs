@@ -105,7 +105,8 @@ impl Augment {
             }
         }
         let [lo, hi] = self.scale_jitter;
-        if !is_zero2(&self.scale_jitter) && !(lo > 0.0 && lo <= hi && hi <= 10.0) {
+        let ok = lo > 0.0 && lo <= hi && hi <= 10.0;
+        if !is_zero2(&self.scale_jitter) && !ok {
             return Err(format!("`scale_jitter` must be [lo, hi] with 0 < lo ≤ hi ≤ 10, got [{lo}, {hi}]"));
         }
         if !(0.0..=100.0).contains(&self.mixup) {
