@@ -1,15 +1,9 @@
 //! `--set` and `--config` through the binary: an override is the same edit as in the file (same keys), and a
 //! bad one is an exit-2 error that points at the argument or the config file.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
-
-fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
+use common::pf;
 
 const P: &str = "[node.a]\nkind = \"value\"\nvalue = 1\n[node.b]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"a\" }\n";
 

@@ -4,17 +4,9 @@
 
 mod common;
 
-use common::timm_vit;
+use common::{pf, timm_vit};
 use polyflow::model::checkpoint::{to_safetensors, HostTensor};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
-
-fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
 
 /// Digits (embedded, 48 examples per split), a micro ViT (dim 64, depth 4, MLP 128, 8×8 patches) fine-tuned from
 /// `vit` and probed as the initial model.

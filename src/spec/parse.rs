@@ -390,10 +390,9 @@ impl Loader {
             }
             // The replicates of one matrix expansion are a group too: `st.digits` → `st.digits.s0`, `st.digits.s1`, …
             for n in &expanded {
-                if let Some((base, _)) = n.matrix.get("seed").and_then(|s| n.id.strip_suffix(&format!(".s{s}"))).map(|b| (b, ())) {
-                    if base != d.id {
-                        groups.entry(base.to_string()).or_insert_with(Vec::new).push(n.id.clone());
-                    }
+                let suffix = n.matrix.get("replicate").map(|s| s.as_str()).unwrap_or("");
+                if let Some(base) = n.id.strip_suffix(suffix).filter(|b| !suffix.is_empty() && *b != d.id) {
+                    groups.entry(base.to_string()).or_insert_with(Vec::new).push(n.id.clone());
                 }
             }
             nodes.extend(expanded);
@@ -660,6 +659,27 @@ mod tests {
         let p = load_t(t, None).unwrap();
         assert_eq!(p.nodes[0].params["x"].value.to_json(), serde_json::json!(1));
         assert!(load_t(t, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn seeds_replicate_nodes_with_offsets_and_pair_them() {
+        let t = "[node.a]\nkind = \"value\"\nseeds = 3\nmatrix = { t = [\"x\", \"y\"] }\nv = \"{t}\"\n\
+                 [node.b]\nkind = \"value\"\nseeds = 3\ninputs = { after = \"a.x{replicate}\" }\n\
+                 [node.c]\nkind = \"value\"\ninputs = { after = \"a.y{replicate}\" }\n";
+        let p = load_t(t, None).unwrap();
+        let ids: Vec<_> = p.nodes.iter().map(|n| (n.id.as_str(), n.seed_offset)).collect();
+        assert_eq!(&ids[..3], &[("a.x.s0", 0), ("a.x.s1", 1), ("a.x.s2", 2)]);
+        assert!(!p.nodes[0].params.contains_key("seeds"), "seeds is an expansion axis, never a parameter");
+        // Replicates pair up; `seeds = 1` (here: none) adds no suffix and `{replicate}` is empty.
+        let b1 = p.nodes.iter().find(|n| n.id == "b.s1").unwrap();
+        assert_eq!(b1.inputs["after"].1[0].target, "a.x.s1");
+        assert_eq!(p.nodes.iter().find(|n| n.id == "c").unwrap().inputs["after"].1[0].target, "a.y");
+        // The replicates of one expansion are a group.
+        assert_eq!(p.groups["a.y"], ["a.y.s0", "a.y.s1", "a.y.s2"]);
+        // A profile (or kind) override of `seeds` applies before expansion.
+        let p = load_t(&format!("{t}[profile.one.kind.value]\nseeds = 1\n"), Some("one")).unwrap();
+        assert!(p.nodes.iter().any(|n| n.id == "a.x") && p.nodes.iter().all(|n| n.seed_offset == 0));
+        assert!(load_t("[node.a]\nkind = \"value\"\nseeds = 0\n", None).is_err());
     }
 
     #[test]

@@ -42,23 +42,42 @@ fn shape_of<'a>(w: &'a BTreeMap<String, HostTensor>, name: &str, file: &str) -> 
     })
 }
 
-fn expect(w: &BTreeMap<String, HostTensor>, name: &str, want: &[usize], file: &str) -> Result<(), StageError> {
-    let got = shape_of(w, name, file)?;
-    if got != want {
-        return Err(StageError::input(format!("{file}: tensor `{name}` has shape {got:?}, a ViT of this width needs {want:?}")));
+/// Every tensor of a timm ViT of this geometry, name → shape, in checking order (heads excluded). `inspect`
+/// checks a file against it; tests build checkpoints from it.
+pub fn timm_layout(v: &VitInfo) -> Vec<(String, Vec<usize>)> {
+    let (d, m) = (v.dim, v.mlp);
+    let mut out = vec![
+        ("patch_embed.proj.weight".to_string(), vec![d, v.channels, v.patch[0], v.patch[1]]),
+        ("patch_embed.proj.bias".to_string(), vec![d]),
+        ("cls_token".to_string(), vec![1, 1, d]),
+        ("pos_embed".to_string(), vec![1, 1 + v.grid * v.grid, d]),
+    ];
+    for i in 0..v.depth {
+        let b = |s: &str, shape: Vec<usize>| (format!("blocks.{i}.{s}"), shape);
+        for n in ["norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.proj.bias", "mlp.fc2.bias"] {
+            out.push(b(n, vec![d]));
+        }
+        out.push(b("attn.qkv.weight", vec![3 * d, d]));
+        out.push(b("attn.qkv.bias", vec![3 * d]));
+        out.push(b("attn.proj.weight", vec![d, d]));
+        out.push(b("mlp.fc1.weight", vec![m, d]));
+        out.push(b("mlp.fc1.bias", vec![m]));
+        out.push(b("mlp.fc2.weight", vec![d, m]));
     }
-    Ok(())
+    out.push(("norm.weight".to_string(), vec![d]));
+    out.push(("norm.bias".to_string(), vec![d]));
+    out
 }
 
-/// Checks that `w` is a timm-named ViT and describes it.
+/// Checks that `w` is a timm-named ViT and describes it: the geometry is read from the patch embedding, the
+/// position grid, the block count and the first MLP, then every tensor of [`timm_layout`] must be there with its
+/// shape.
 pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, StageError> {
     let pe = shape_of(w, "patch_embed.proj.weight", file)?;
     let [dim, channels, ph, pw] = pe else {
         return Err(StageError::input(format!("{file}: tensor `patch_embed.proj.weight` has shape {pe:?}, expected [D, C, ph, pw]")));
     };
     let (dim, channels, patch) = (*dim, *channels, [*ph, *pw]);
-    expect(w, "patch_embed.proj.bias", &[dim], file)?;
-    expect(w, "cls_token", &[1, 1, dim], file)?;
     let pos = shape_of(w, "pos_embed", file)?;
     let grid = match pos {
         [1, n, d] if *d == dim && *n > 1 && ((n - 1) as f64).sqrt().fract() == 0.0 => ((n - 1) as f64).sqrt() as usize,
@@ -68,29 +87,16 @@ pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, 
             )))
         }
     };
-    let mut depth = 0;
-    while w.contains_key(&format!("blocks.{depth}.norm1.weight")) {
-        depth += 1;
-    }
-    if depth == 0 {
-        shape_of(w, "blocks.0.norm1.weight", file)?;
-    }
+    let depth = (0..).take_while(|i| w.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
     let mlp = shape_of(w, "blocks.0.mlp.fc1.weight", file)?.first().copied().unwrap_or(0);
-    for i in 0..depth {
-        let b = |s: &str| format!("blocks.{i}.{s}");
-        for n in ["norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.proj.bias", "mlp.fc2.bias"] {
-            expect(w, &b(n), &[dim], file)?;
+    let info = VitInfo { format: "timm".into(), dim, depth, mlp, patch, channels, grid };
+    for (name, want) in timm_layout(&info) {
+        let got = shape_of(w, &name, file)?;
+        if got != want.as_slice() {
+            return Err(StageError::input(format!("{file}: tensor `{name}` has shape {got:?}, a ViT of this width needs {want:?}")));
         }
-        expect(w, &b("attn.qkv.weight"), &[3 * dim, dim], file)?;
-        expect(w, &b("attn.qkv.bias"), &[3 * dim], file)?;
-        expect(w, &b("attn.proj.weight"), &[dim, dim], file)?;
-        expect(w, &b("mlp.fc1.weight"), &[mlp, dim], file)?;
-        expect(w, &b("mlp.fc1.bias"), &[mlp], file)?;
-        expect(w, &b("mlp.fc2.weight"), &[dim, mlp], file)?;
     }
-    expect(w, "norm.weight", &[dim], file)?;
-    expect(w, "norm.bias", &[dim], file)?;
-    Ok(VitInfo { format: "timm".into(), dim, depth, mlp, patch, channels, grid })
+    Ok(info)
 }
 
 fn resolve(params: &serde_json::Value, base: &Path) -> std::path::PathBuf {
@@ -175,29 +181,14 @@ mod tests {
     use super::*;
 
     fn vit(dim: usize, depth: usize, mlp: usize) -> BTreeMap<String, HostTensor> {
-        let mut w = BTreeMap::new();
-        let mut t = |n: String, shape: Vec<usize>| {
-            let len = shape.iter().product();
-            w.insert(n, HostTensor { shape, data: vec![0.0; len] });
-        };
-        t("patch_embed.proj.weight".into(), vec![dim, 3, 4, 4]);
-        t("patch_embed.proj.bias".into(), vec![dim]);
-        t("cls_token".into(), vec![1, 1, dim]);
-        t("pos_embed".into(), vec![1, 17, dim]);
-        for i in 0..depth {
-            for n in ["norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.proj.bias", "mlp.fc2.bias"] {
-                t(format!("blocks.{i}.{n}"), vec![dim]);
-            }
-            t(format!("blocks.{i}.attn.qkv.weight"), vec![3 * dim, dim]);
-            t(format!("blocks.{i}.attn.qkv.bias"), vec![3 * dim]);
-            t(format!("blocks.{i}.attn.proj.weight"), vec![dim, dim]);
-            t(format!("blocks.{i}.mlp.fc1.weight"), vec![mlp, dim]);
-            t(format!("blocks.{i}.mlp.fc1.bias"), vec![mlp]);
-            t(format!("blocks.{i}.mlp.fc2.weight"), vec![dim, mlp]);
-        }
-        t("norm.weight".into(), vec![dim]);
-        t("norm.bias".into(), vec![dim]);
-        w
+        let info = VitInfo { format: "timm".into(), dim, depth, mlp, patch: [4, 4], channels: 3, grid: 4 };
+        timm_layout(&info)
+            .into_iter()
+            .map(|(n, shape)| {
+                let len = shape.iter().product();
+                (n, HostTensor { shape, data: vec![0.0; len] })
+            })
+            .collect()
     }
 
     #[test]
