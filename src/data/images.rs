@@ -152,7 +152,10 @@ pub fn cifar(files: &[PathBuf], cifar100: bool, coarse: bool) -> Result<Images, 
     let mut labels = vec![];
     for f in files {
         let len = open(f)?.metadata().map(|m| m.len() as usize).unwrap_or(0);
-        if len == 0 || len % rec != 0 {
+        if len == 0 {
+            return Err(DataError::new(f, "is empty (0 bytes): an interrupted download? Download it again or remove it"));
+        }
+        if len % rec != 0 {
             return Err(DataError::new(
                 f,
                 format!(

@@ -6,8 +6,10 @@ pub mod error;
 pub mod fbank;
 pub mod idx;
 pub mod images;
+pub mod layouts;
 pub mod stream;
 pub mod tensors;
 pub mod video;
+pub mod video_file;
 
 pub use error::DataError;

@@ -101,6 +101,16 @@ pub struct Meta {
     pub sample_rate: Option<u32>,
     /// How it was made.
     pub note: String,
+    /// Examples whose files could not be decoded and were skipped (listed in `skipped.json`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: usize,
+    /// Examples the layout lists whose files are absent (listed in `skipped.json`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Serialises named arrays.

@@ -62,7 +62,7 @@ pub fn write_dataset(
         arrays.insert("y".into(), s.y.named());
         ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
     }
-    write_meta(ctx, Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note })
+    write_meta(ctx, Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note, skipped: 0, missing: 0 })
 }
 
 fn check_train(ctx: &StageCtx<'_>, name: &str, n: usize) -> Result<(), StageError> {
@@ -115,6 +115,22 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         meta.shape,
         meta.note
     );
+    if meta.skipped + meta.missing > 0 {
+        s.push_str(&format!("skipped: {} undecodable, {} listed but absent (all in skipped.json)\n", meta.skipped, meta.missing));
+        if let Ok(v) = a.json::<serde_json::Value>("skipped.json") {
+            let bad = v["undecodable"].as_array().cloned().unwrap_or_default();
+            let missing = v["missing"].as_array().cloned().unwrap_or_default();
+            for b in bad.iter().take(10) {
+                s.push_str(&format!("  undecodable {} ({}): {}\n", b["path"].as_str().unwrap_or(""), b["split"].as_str().unwrap_or(""), b["reason"].as_str().unwrap_or("")));
+            }
+            for m in missing.iter().take(10) {
+                s.push_str(&format!("  absent {} (listed at {})\n", m["file"].as_str().unwrap_or(""), m["listed"].as_str().unwrap_or("")));
+            }
+            if bad.len() > 10 || missing.len() > 10 {
+                s.push_str("  …\n");
+            }
+        }
+    }
     for (split, n) in &meta.splits {
         let arrays = read_split(a, split)?;
         let counts = match Labels::from_named(&arrays["y"]).map_err(StageError::failed)? {

@@ -2,7 +2,10 @@
 //! into a `dataset` artifact with train / val / test splits.
 
 use super::datautil::{hash_tree, put_streamed_split, write_dataset, write_meta, Split};
+use super::ingest_files::{check_loss, check_missing, ingest, lim, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
+use crate::data::layouts::{self, Catalog, Entry, SplitName};
+use crate::data::video_file::{self, ClipSpec};
 use crate::data::images::{self, Images};
 use crate::data::stream::SplitWriter;
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
@@ -14,7 +17,35 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FORMATS: &[&str] = &["idx", "cifar10", "cifar100", "image_folder", "speech_commands", "csv", "frames"];
+const FORMATS: &[&str] = &[
+    "idx",
+    "cifar10",
+    "cifar100",
+    "image_folder",
+    "pets",
+    "speech_commands",
+    "csv",
+    "audioset",
+    "vggsound",
+    "frames",
+    "kinetics",
+    "moments_in_time",
+    "video_folder",
+];
+
+/// The modality of a format's examples.
+fn modality_of(format: &str) -> &'static str {
+    match format {
+        "speech_commands" | "csv" | "audioset" | "vggsound" => "audio",
+        "frames" | "kinetics" | "moments_in_time" | "video_folder" => "video",
+        _ => "image",
+    }
+}
+
+/// Formats read from video files (need the `video` feature).
+fn needs_video(format: &str) -> bool {
+    matches!(format, "kinetics" | "moments_in_time" | "video_folder")
+}
 
 /// `dataset`: reads a dataset from disk.
 pub struct DatasetStage;
@@ -33,8 +64,11 @@ struct DatasetParams {
     width: usize,
     sample_rate: u32,
     frames: usize,
+    stride: usize,
     coarse: bool,
     resplit: bool,
+    max_bad: f64,
+    max_missing: f64,
 }
 
 fn class_list(dir: &Path, given: &[String], n: usize) -> Vec<String> {
@@ -58,6 +92,43 @@ fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf, StageError> {
         }
     }
     Err(StageError::input(format!("{}: no `{stem}` or `{stem}.gz` (IDX datasets need train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)", dir.display())))
+}
+
+/// The train and test batch files of a CIFAR binary folder (or its `cifar-10-batches-bin/` /
+/// `cifar-100-binary/` subfolder): CIFAR-10's `data_batch_*.bin` (any number, in numeric order) and
+/// `test_batch.bin`; CIFAR-100's `train.bin` and `test.bin`.
+fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>), StageError> {
+    let sub = root.join(if c100 { "cifar-100-binary" } else { "cifar-10-batches-bin" });
+    let dir = if sub.is_dir() { sub } else { root.to_path_buf() };
+    if c100 {
+        let (tr, te) = (dir.join("train.bin"), dir.join("test.bin"));
+        for f in [&tr, &te] {
+            if !f.is_file() {
+                return Err(StageError::input(format!("{}: missing; CIFAR-100 binary needs train.bin and test.bin", f.display())));
+            }
+        }
+        return Ok((vec![tr], vec![te]));
+    }
+    let mut batches: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .map_err(|e| StageError::input(format!("{}: cannot read: {e}; check the dataset `path`", dir.display())))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name.strip_prefix("data_batch_")?.strip_suffix(".bin")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    batches.sort();
+    let test = dir.join("test_batch.bin");
+    if batches.is_empty() || !test.is_file() {
+        return Err(StageError::input(format!(
+            "{}: CIFAR-10 binary needs data_batch_1.bin … (any number) and test_batch.bin; found {} batch files{}",
+            dir.display(),
+            batches.len(),
+            if test.is_file() { "" } else { " and no test_batch.bin" }
+        )));
+    }
+    Ok((batches.into_iter().map(|(_, p)| p).collect(), vec![test]))
 }
 
 /// Streams the examples of `pool` (sources indexed one after another) once, each into the split whose
@@ -104,55 +175,116 @@ fn stream_pool(
     Ok(())
 }
 
-/// Decodes, resamples and appends the clips of one split one at a time: `wave` (all clips concatenated),
-/// `offsets` `[N + 1]` and the labels.
-fn stream_audio(
-    ctx: &mut StageCtx<'_>,
-    name: &str,
-    list: &[&ClipRef],
-    classes: &[String],
-    multilabel: bool,
-    rate: u32,
-) -> Result<(), StageError> {
-    let tmp_err = |m: String| StageError::failed(format!("node `{}`: {m}", ctx.id));
-    let mut w = SplitWriter::new();
-    w.declare("wave", Dtype::F32).map_err(tmp_err)?;
-    let mut offsets = vec![0i64];
-    for c in list {
-        let (x, r) = audio::decode(&c.path)?;
-        let x = audio::resample(&x, r, rate).map_err(|e| StageError::input(format!("{}: resampling failed: {e}", c.path.display())))?;
-        w.push_f32("wave", &x).map_err(tmp_err)?;
-        offsets.push(w.len("wave") as i64);
-    }
-    let total = w.len("wave");
-    w.push_i64("offsets", &offsets).map_err(tmp_err)?;
-    let y = if multilabel {
-        let k = classes.len();
-        let mut m = vec![0u8; list.len() * k];
-        for (i, c) in list.iter().enumerate() {
-            c.labels.iter().for_each(|&l| m[i * k + l] = 1);
-        }
-        Labels::Multi(m, k)
-    } else {
-        Labels::Single(list.iter().map(|c| c.labels[0] as i64).collect())
-    };
-    let shapes = [("wave".to_string(), vec![total]), ("offsets".to_string(), vec![list.len() + 1])].into();
-    put_streamed_split(ctx, name, w, shapes, &y)
-}
-
 /// Train/val/test index lists from given train and test sets (val carved from train).
 fn splits_from(n_train: usize, val_fraction: f64, seed: u64, limit: usize) -> (Vec<usize>, Vec<usize>) {
     let (tr, va) = carve(n_train, val_fraction, seed);
     (lim(tr, limit), lim(va, limit))
 }
 
-fn lim(v: Vec<usize>, limit: usize) -> Vec<usize> {
-    // A seeded random subset (sorted), never the first rows: files are often sorted by class.
-    if limit == 0 || v.len() <= limit {
-        return v;
+fn check_classes(root: &Path, found: usize, declared: usize) -> Result<(), StageError> {
+    if declared > 0 && declared != found {
+        return Err(StageError::input(format!(
+            "{}: found {found} classes but the node declares num_classes = {declared}; fix the dataset folder or the declaration",
+            root.display()
+        )));
     }
-    let (_, keep) = carve(v.len(), limit as f64 / v.len() as f64, 0x11_4117);
-    keep.into_iter().map(|i| v[i]).collect()
+    Ok(())
+}
+
+/// Decodes one image file (format from its bytes, not its name: ImageNet has a PNG named `.JPEG`) resized to
+/// `h × w` RGB.
+fn decode_image(path: &Path, h: usize, w: usize) -> Result<Vec<u8>, crate::data::DataError> {
+    let err = |m: String| crate::data::DataError::new(path, m);
+    let img = image::ImageReader::open(path)
+        .map_err(|e| err(format!("cannot read: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| err(format!("cannot read: {e}")))?
+        .decode()
+        .map_err(|e| err(format!("unreadable image: {e}")))?;
+    Ok(img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle).to_rgb8().into_raw())
+}
+
+impl DatasetStage {
+    /// The layouts with one file per example: read the catalog, check it, decode and write the splits.
+    fn run_catalog(&self, ctx: &mut StageCtx<'_>, p: &DatasetParams, root: &Path) -> Result<(), StageError> {
+        let cat: Catalog = match p.format.as_str() {
+            "image_folder" => layouts::folders::image_folders(root, &p.classes)?,
+            "pets" => layouts::folders::pets(root)?,
+            "video_folder" => layouts::folders::video_folders(root, &p.classes)?,
+            "kinetics" => layouts::video_csv::kinetics(root, &p.classes)?,
+            "moments_in_time" => layouts::video_csv::moments(root, &p.classes)?,
+            "audioset" => layouts::audio_csv::audioset(root, &p.classes)?,
+            "vggsound" => layouts::audio_csv::vggsound(root, &p.classes)?,
+            "speech_commands" | "csv" => {
+                let (classes, clips) =
+                    if p.format == "csv" { audio::csv_manifest(root, &p.classes, p.multilabel)? } else { audio::speech_commands(root)? };
+                let split = |c: &ClipRef| match c.split.as_str() {
+                    "val" => SplitName::Val,
+                    "test" => SplitName::Test,
+                    _ => SplitName::Train,
+                };
+                let entries = clips.iter().map(|c| Entry { path: c.path.clone(), labels: c.labels.clone(), split: split(c) }).collect();
+                Catalog { classes, entries, missing: vec![], note: String::new() }
+            }
+            other => return Err(StageError::input(format!("unknown format `{other}`"))),
+        };
+        check_classes(root, cat.classes.len(), p.num_classes)?;
+        if cat.entries.iter().all(|e| e.split != SplitName::Train) {
+            return Err(StageError::input(format!("{}: the layout was read but no training example was found", root.display())));
+        }
+        check_missing(ctx, &cat.missing, cat.entries.len() + cat.missing.len(), p.max_missing)?;
+        let modality = modality_of(&p.format);
+        let multilabel = p.multilabel || p.format == "audioset";
+        let (h, w, rate) = (p.height, p.width, p.sample_rate);
+        let clip = ClipSpec { frames: p.frames, stride: p.stride, size: p.width };
+        let (decoder, shape, sr) = match modality {
+            "image" => (Decoder::Fixed { shape: vec![h, w, 3], decode: Box::new(move |f: &Path| decode_image(f, h, w)) }, vec![h, w, 3], None),
+            "video" => {
+                let shape = vec![clip.frames, clip.size, clip.size, 3];
+                (Decoder::Fixed { shape: shape.clone(), decode: Box::new(move |f: &Path| video_file::decode(f, &clip)) }, shape, None)
+            }
+            _ => {
+                let decode = move |f: &Path| -> Result<Vec<f32>, crate::data::DataError> {
+                    let (x, r) = audio::decode(f)?;
+                    audio::resample(&x, r, rate).map_err(|e| crate::data::DataError::new(f, format!("resampling failed: {e}")))
+                };
+                (Decoder::Wave(Box::new(decode)), vec![], Some(rate))
+            }
+        };
+        let rule = SplitRule { val_fraction: p.val_fraction, test_fraction: p.test_fraction, limit: p.limit, seed: ctx.seed() };
+        let outcome = ingest(ctx, &cat, &decoder, multilabel, &rule)?;
+        let decoded: usize = outcome.sizes.values().sum::<usize>() + outcome.bad.len();
+        let lost: Vec<String> = outcome.bad.iter().map(|b| format!("{} ({})", b.path, b.reason)).collect();
+        check_loss("could not be decoded", &lost, decoded, p.max_bad, "max_bad")?;
+        if !cat.missing.is_empty() || !outcome.bad.is_empty() {
+            ctx.out.put_json("skipped.json", &json!({"missing": cat.missing, "undecodable": outcome.bad}))?;
+        }
+        let mut note = format!(
+            "{} from {} ({}), seed {}",
+            p.format,
+            p.path,
+            if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() },
+            ctx.seed()
+        );
+        if !cat.note.is_empty() {
+            note.push_str(&format!("; {}", cat.note));
+        }
+        if modality == "video" {
+            note.push_str(&format!("; {} frames at stride {} from the centre, short side {} + centre crop", clip.frames, clip.stride, clip.size));
+        }
+        let meta = Meta {
+            modality: modality.into(),
+            classes: cat.classes,
+            multilabel,
+            splits: outcome.sizes,
+            shape,
+            sample_rate: sr,
+            note,
+            skipped: outcome.bad.len(),
+            missing: cat.missing.len(),
+        };
+        write_meta(ctx, meta)
+    }
 }
 
 impl Stage for DatasetStage {
@@ -173,7 +305,13 @@ impl Stage for DatasetStage {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::req("format", T::Choice(FORMATS), "file layout: idx, cifar10, cifar100, image_folder, speech_commands, csv, frames"),
+            ParamSpec::req(
+                "format",
+                T::Choice(FORMATS),
+                "file layout: idx, cifar10, cifar100, image_folder (class folders, optionally under train/ val/ test/; \
+                 ILSVRC's flat val/), pets, speech_commands, csv, audioset, vggsound, frames, kinetics, moments_in_time, \
+                 video_folder",
+            ),
             ParamSpec::opt(
                 "path",
                 T::Path,
@@ -197,15 +335,38 @@ impl Stage for DatasetStage {
             ),
             ParamSpec::opt("limit", T::Int { min: 0, max: i64::MAX }, json!(0), "keep at most this many examples per split (0 = all)"),
             ParamSpec::opt("height", T::Int { min: 1, max: 4096 }, json!(32), "image_folder: resize height"),
-            ParamSpec::opt("width", T::Int { min: 1, max: 4096 }, json!(32), "image_folder: resize width (frames: frame size)"),
+            ParamSpec::opt(
+                "width",
+                T::Int { min: 1, max: 4096 },
+                json!(32),
+                "image_folder, pets: resize width; frames: frame side; video files: short side resized to this, then a centre square crop",
+            ),
             ParamSpec::opt("sample_rate", T::Int { min: 1000, max: 192000 }, json!(16000), "audio: resample to this rate"),
-            ParamSpec::opt("frames", T::Int { min: 1, max: 4096 }, json!(8), "frames: frames per clip"),
+            ParamSpec::opt("frames", T::Int { min: 1, max: 4096 }, json!(8), "frames, video files: frames kept per clip"),
+            ParamSpec::opt(
+                "stride",
+                T::Int { min: 1, max: 64 },
+                json!(1),
+                "video files: temporal stride of the kept frames (centre window; the paper: 32 frames at stride 2)",
+            ),
             ParamSpec::opt("coarse", T::Bool, json!(false), "cifar100: coarse labels"),
             ParamSpec::opt(
                 "resplit",
                 T::Bool,
                 json!(false),
                 "pool the file's train and test splits and re-split them with the seed (test_fraction)",
+            ),
+            ParamSpec::opt(
+                "max_bad",
+                T::Float { min: 0.0, max: 1.0 },
+                json!(0.01),
+                "fraction of examples whose files cannot be decoded that is skipped (listed in skipped.json) before the node fails",
+            ),
+            ParamSpec::opt(
+                "max_missing",
+                T::Float { min: 0.0, max: 1.0 },
+                json!(0.25),
+                "fraction of listed examples (Kinetics, AudioSet, … CSVs) whose files are absent that is tolerated",
             ),
         ]
     }
@@ -221,15 +382,14 @@ impl Stage for DatasetStage {
         if !p.exists() {
             return Err(("path".into(), format!("`{}` does not exist (check the dataset `path`)", p.display())));
         }
+        if needs_video(params["format"].as_str().unwrap_or("")) && !video_file::AVAILABLE {
+            return Err(("format".into(), video_file::UNAVAILABLE.into()));
+        }
         Ok(())
     }
     fn declare(&self, params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
         let format = params["format"].as_str()?;
-        let modality = match format {
-            "speech_commands" | "csv" => "audio",
-            "frames" => "video",
-            _ => "image",
-        };
+        let modality = modality_of(format);
         let listed = params["classes"].as_array().map(|a| a.len()).unwrap_or(0);
         let declared = params["num_classes"].as_u64().unwrap_or(0) as usize;
         let known = match format {
@@ -239,7 +399,8 @@ impl Stage for DatasetStage {
             _ => 0,
         };
         let classes = [listed, declared, known].into_iter().find(|&n| n > 0)?;
-        Some(json!({"modality": modality, "classes": classes, "multilabel": params["multilabel"].as_bool().unwrap_or(false)}))
+        let multilabel = params["multilabel"].as_bool().unwrap_or(false) || format == "audioset";
+        Some(json!({"modality": modality, "classes": classes, "multilabel": multilabel}))
     }
     fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
         if let Err((param, msg)) = self.preflight(params, base) {
@@ -269,16 +430,9 @@ impl Stage for DatasetStage {
                     (tr, te, classes)
                 } else {
                     let c100 = p.format == "cifar100";
-                    let (trf, tef): (Vec<&str>, Vec<&str>) = if c100 {
-                        (vec!["train.bin"], vec!["test.bin"])
-                    } else {
-                        (
-                            vec!["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
-                            vec!["test_batch.bin"],
-                        )
-                    };
-                    let tr = images::cifar(&trf.iter().map(|f| root.join(f)).collect::<Vec<_>>(), c100, p.coarse)?;
-                    let te = images::cifar(&tef.iter().map(|f| root.join(f)).collect::<Vec<_>>(), c100, p.coarse)?;
+                    let (trf, tef) = cifar_files(&root, c100)?;
+                    let tr = images::cifar(&trf, c100, p.coarse)?;
+                    let te = images::cifar(&tef, c100, p.coarse)?;
                     let n = if !c100 {
                         10
                     } else if p.coarse {
@@ -304,57 +458,28 @@ impl Stage for DatasetStage {
                 }
                 ("image", classes, train.shape.clone(), None)
             }
-            "image_folder" | "frames" => {
+            "frames" => {
                 let classes = if p.classes.is_empty() { images::class_folders(&root)? } else { p.classes.clone() };
-                let (modality, set) = if p.format == "frames" {
-                    ("video", images::frame_folders(&root, &classes, p.frames, p.width)?)
-                } else {
-                    ("image", images::image_folder(&root, &classes, (p.height, p.width))?)
-                };
+                let set = images::frame_folders(&root, &classes, p.frames, p.width)?;
+                check_classes(&root, classes.len(), p.num_classes)?;
                 let (rest, te) = carve(set.len(), p.test_fraction, seed ^ 0x7e57);
                 let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
                 let tr: Vec<usize> = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
                 let va: Vec<usize> = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
                 stream_pool(ctx, &[&set], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes)?;
-                (modality, classes, set.shape.clone(), None)
+                ("video", classes, set.shape.clone(), None)
             }
-            "speech_commands" | "csv" => {
-                let (classes, clips) =
-                    if p.format == "csv" { audio::csv_manifest(&root, &p.classes, p.multilabel)? } else { audio::speech_commands(&root)? };
-                let train: Vec<&ClipRef> = clips.iter().filter(|c| c.split == "train").collect();
-                let has_val = clips.iter().any(|c| c.split == "val");
-                let (tr, va): (Vec<&ClipRef>, Vec<&ClipRef>) = if has_val {
-                    (train, clips.iter().filter(|c| c.split == "val").collect())
-                } else {
-                    let (k, c) = carve(train.len(), p.val_fraction, seed);
-                    (k.iter().map(|&i| train[i]).collect(), c.iter().map(|&i| train[i]).collect())
-                };
-                let te: Vec<&ClipRef> = clips.iter().filter(|c| c.split == "test").collect();
-                for (name, list) in [("train", tr), ("val", va), ("test", te)] {
-                    let keep = lim((0..list.len()).collect(), p.limit);
-                    let list: Vec<&ClipRef> = keep.into_iter().map(|i| list[i]).collect();
-                    stream_audio(ctx, name, &list, &classes, p.multilabel, p.sample_rate)?;
-                    sizes.insert(name.to_string(), list.len());
-                }
-                ("audio", classes, vec![], Some(p.sample_rate))
-            }
-            other => return Err(StageError::input(format!("unknown format `{other}`"))),
+            _ => return self.run_catalog(ctx, &p, &root),
         };
-        if p.num_classes > 0 && p.num_classes != classes.len() {
-            return Err(StageError::input(format!(
-                "{}: found {} classes but the node declares num_classes = {}; fix the dataset folder or the declaration",
-                root.display(),
-                classes.len(),
-                p.num_classes
-            )));
-        }
+        check_classes(&root, classes.len(), p.num_classes)?;
         let note = format!(
             "{} from {} ({}), seed {seed}",
             p.format,
             p.path,
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() }
         );
-        write_meta(ctx, Meta { modality: modality.into(), classes, multilabel: p.multilabel, splits: sizes, shape, sample_rate: sr, note })
+        let meta = Meta { modality: modality.into(), classes, multilabel: p.multilabel, splits: sizes, shape, sample_rate: sr, note, skipped: 0, missing: 0 };
+        write_meta(ctx, meta)
     }
     fn describe(&self, a: &crate::stage::InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)

@@ -9,6 +9,7 @@ pub mod datautil;
 pub mod findings;
 pub mod generic;
 pub mod ingest;
+pub mod ingest_files;
 pub mod modelspec;
 pub mod plot;
 pub mod prep;

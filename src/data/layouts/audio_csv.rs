@@ -1,0 +1,198 @@
+//! Audio layouts: AudioSet's segment CSVs and VGGSound's CSV. The clips are audio files or videos (their sound
+//! track is decoded), found anywhere below the dataset folder by name.
+//!
+//! - **AudioSet**: `balanced_train_segments.csv` (train) and `eval_segments.csv` (test), three `#` comment lines
+//!   then rows `YTID, start_seconds, end_seconds, "/m/a,/m/b"` (comma + space, quoted multi-labels); classes
+//!   from `class_labels_indices.csv` (`index,mid,display_name`, 527 rows). A clip is found as `{YTID}.*`,
+//!   `Y{YTID}.*` (AST's naming) or `{YTID}_{start}[_{end}].*`.
+//! - **VGGSound**: `vggsound.csv`, headerless `YouTube ID,start seconds,label,train|test`; clips
+//!   `{ytid}_{start:06}.mp4` (or `.wav`, `.flac`, …). Classes are the sorted labels.
+//!
+//! Val is carved from train in both (neither ships one).
+
+use super::{files_by_stem, read_text, Catalog, Entry, Missing, SplitName, AUDIO_EXTS};
+use crate::data::error::DataError;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Finds the clip of `ytid` starting at `start` seconds among `files` (stem → path).
+fn find_clip<'a>(files: &'a HashMap<String, PathBuf>, ytid: &str, start: f64) -> Option<&'a PathBuf> {
+    let s = start.round() as u64;
+    let candidates = [
+        ytid.to_string(),
+        format!("Y{ytid}"),
+        format!("{ytid}_{s:06}"),
+        format!("{ytid}_{s}"),
+        format!("{ytid}_{start:.3}"),
+        format!("{ytid}_{s:06}_{:06}", s + 10),
+        format!("{ytid}_{s}_{}", s + 10),
+    ];
+    candidates.iter().find_map(|c| files.get(c))
+}
+
+/// AudioSet (see the module docs).
+pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
+    let idx_csv = root.join("class_labels_indices.csv");
+    let mut mids: HashMap<String, usize> = HashMap::new();
+    let mut names = vec![];
+    if idx_csv.is_file() {
+        let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_path(&idx_csv).map_err(|e| DataError::new(&idx_csv, e.to_string()))?;
+        for (k, rec) in rdr.records().enumerate() {
+            let rec = rec.map_err(|e| DataError::new(&idx_csv, format!("line {}: {e}", k + 2)))?;
+            let (Some(i), Some(mid), Some(name)) = (rec.get(0).and_then(|s| s.trim().parse::<usize>().ok()), rec.get(1), rec.get(2)) else {
+                return Err(DataError::new(&idx_csv, format!("line {}: expected `index,mid,display_name`", k + 2)));
+            };
+            if i != names.len() {
+                return Err(DataError::new(&idx_csv, format!("line {}: index {i}, expected {} (rows in index order)", k + 2, names.len())));
+            }
+            mids.insert(mid.trim().to_string(), i);
+            names.push(name.trim().to_string());
+        }
+    } else if classes.is_empty() {
+        return Err(DataError::new(root, "no class_labels_indices.csv (index,mid,display_name): AudioSet's class list is needed to number the labels"));
+    } else {
+        // Classes given as MIDs.
+        for (i, c) in classes.iter().enumerate() {
+            mids.insert(c.clone(), i);
+        }
+        names = classes.to_vec();
+    }
+    let files = files_by_stem(root, AUDIO_EXTS)?;
+    let (mut entries, mut missing) = (vec![], vec![]);
+    let mut found_any = false;
+    for (file, split) in [("balanced_train_segments.csv", SplitName::Train), ("eval_segments.csv", SplitName::Test)] {
+        let csv = root.join(file);
+        if !csv.is_file() {
+            if split == SplitName::Train {
+                return Err(DataError::new(root, "no balanced_train_segments.csv: expected AudioSet's segment CSVs (and eval_segments.csv)"));
+            }
+            continue;
+        }
+        found_any = true;
+        let text = read_text(&csv)?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || DataError::new(&csv, format!("line {}: expected `YTID, start_seconds, end_seconds, \"/m/…,/m/…\"`", i + 1));
+            let mut parts = line.splitn(4, ',');
+            let (Some(ytid), Some(start), Some(_end), Some(labels)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                return Err(bad());
+            };
+            let start: f64 = start.trim().parse().map_err(|_| bad())?;
+            let mut idx = vec![];
+            for mid in labels.trim().trim_matches('"').split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                let Some(&k) = mids.get(mid) else {
+                    return Err(DataError::new(&csv, format!("line {}: label `{mid}` is not in class_labels_indices.csv", i + 1)));
+                };
+                idx.push(k);
+            }
+            if idx.is_empty() {
+                return Err(DataError::new(&csv, format!("line {}: no labels", i + 1)));
+            }
+            let ytid = ytid.trim();
+            match find_clip(&files, ytid, start) {
+                Some(p) => entries.push(Entry { path: p.clone(), labels: idx, split }),
+                None => missing.push(Missing { listed: format!("{}:{}", csv.display(), i + 1), file: format!("{ytid}.*") }),
+            }
+        }
+    }
+    debug_assert!(found_any);
+    Ok(Catalog { classes: names, entries, missing, note: "AudioSet balanced_train (val carved from it) and eval segments".into() })
+}
+
+/// VGGSound (see the module docs).
+pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
+    let csv = if root.is_file() { root.to_path_buf() } else { root.join("vggsound.csv") };
+    let base = csv.parent().unwrap_or(root).to_path_buf();
+    if !csv.is_file() {
+        return Err(DataError::new(root, "no vggsound.csv: expected VGGSound's `YouTube ID,start seconds,label,train|test` CSV"));
+    }
+    let text = read_text(&csv)?;
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut rows = vec![];
+    for (k, rec) in rdr.records().enumerate() {
+        let line = k + 1;
+        let rec = rec.map_err(|e| DataError::new(&csv, format!("line {line}: {e}")))?;
+        let f = |i: usize| rec.get(i).map(str::trim).unwrap_or("");
+        let split = match f(3) {
+            "train" => SplitName::Train,
+            "test" => SplitName::Test,
+            other => {
+                return Err(DataError::new(&csv, format!("line {line}: split `{other}` is not train or test (`YouTube ID,start seconds,label,train|test`)")));
+            }
+        };
+        let start: f64 = f(1).parse().map_err(|_| DataError::new(&csv, format!("line {line}: start `{}` is not a number of seconds", f(1))))?;
+        rows.push((f(0).to_string(), start, f(2).to_string(), split, line));
+    }
+    let classes: Vec<String> = if classes.is_empty() {
+        let mut c: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
+        c.sort();
+        c.dedup();
+        c
+    } else {
+        classes.to_vec()
+    };
+    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let files = files_by_stem(&base, AUDIO_EXTS)?;
+    let (mut entries, mut missing) = (vec![], vec![]);
+    for (ytid, start, label, split, line) in rows {
+        let Some(&ci) = index.get(label.as_str()) else {
+            return Err(DataError::new(&csv, format!("line {line}: label `{label}` is not in the class list")));
+        };
+        match find_clip(&files, &ytid, start) {
+            Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split }),
+            None => missing.push(Missing { listed: format!("{}:{line}", csv.display()), file: format!("{ytid}_{:06}.mp4", start.round() as u64) }),
+        }
+    }
+    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn audioset_quoted_multilabels_and_names() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n").unwrap();
+        std::fs::write(
+            r.join("balanced_train_segments.csv"),
+            "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytid=2, num_segs=2, num_unique_labels=2, num_positive_labels=3\n# YTID, start_seconds, end_seconds, positive_labels\n--PJHxphWEs, 30.000, 40.000, \"/m/09x0r,/m/05zppz\"\n-0RWZT-miFs, 420.000, 430.000, \"/m/05zppz\"\nabsent00000, 0.000, 10.000, \"/m/09x0r\"\n",
+        )
+        .unwrap();
+        std::fs::write(r.join("eval_segments.csv"), "# a\n# b\n# c\nYxyzxyzxyz1, 5.000, 15.000, \"/m/09x0r\"\n").unwrap();
+        touch(&r.join("audio/--PJHxphWEs_30.wav"));
+        touch(&r.join("audio/Y-0RWZT-miFs.flac"));
+        touch(&r.join("eval/Yxyzxyzxyz1.wav"));
+        let c = audioset(r, &[]).unwrap();
+        assert_eq!(c.classes[1], "Male speech, man speaking");
+        assert_eq!(c.entries.iter().map(|e| e.labels.clone()).collect::<Vec<_>>(), [vec![0, 1], vec![1], vec![0]]);
+        assert_eq!(c.entries[2].split, SplitName::Test);
+        assert_eq!(c.missing.len(), 1);
+        std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"/m/nope\"\n").unwrap();
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.starts_with("line 1: label `/m/nope`"), "{e}");
+    }
+
+    #[test]
+    fn vggsound_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::write(r.join("vggsound.csv"), "---g-f_I2yQ,1,people marching,test\n--0PQM4-hqg,30,\"waterfall, burbling\",train\n").unwrap();
+        touch(&r.join("video/---g-f_I2yQ_000001.mp4"));
+        touch(&r.join("video/--0PQM4-hqg_000030.mp4"));
+        let c = vggsound(r, &[]).unwrap();
+        assert_eq!(c.classes, ["people marching", "waterfall, burbling"]);
+        assert_eq!(c.entries.len(), 2);
+        std::fs::write(r.join("vggsound.csv"), "abc,1,x,dev\n").unwrap();
+        assert!(vggsound(r, &[]).unwrap_err().message.contains("split `dev`"));
+    }
+}

@@ -1,0 +1,303 @@
+//! Image layouts: class folders (torchvision's `ImageFolder`), optionally under `train/` `val/` `test/`
+//! split folders (ImageNet, as torchvision and most mirrors arrange it), ILSVRC-2012's flat validation
+//! folder with its label file, and Oxford-IIIT Pets.
+
+use super::{first_existing, has_ext, read_text, Catalog, Entry, Missing, SplitName, IMAGE_EXTS, VIDEO_EXTS};
+use crate::data::error::DataError;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Sorted subfolder names of `dir`.
+fn subfolders(dir: &Path) -> Result<Vec<String>, DataError> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::new(dir, format!("cannot read dataset folder: {e}")))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Sorted files with one of `exts` directly in `dir`.
+fn files_in(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::new(dir, format!("cannot read folder: {e}")))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && has_ext(p, exts))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Entries of `dir/<class>/*` for every class in `classes` that has a folder there; a folder whose name is not
+/// a class is an error (a typo or a stray folder would silently lose its images).
+fn class_tree(dir: &Path, classes: &[String], split: SplitName, required: bool, exts: &[&str]) -> Result<Vec<Entry>, DataError> {
+    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let mut out = vec![];
+    for name in subfolders(dir)? {
+        let Some(&ci) = index.get(name.as_str()) else {
+            return Err(DataError::new(
+                &dir.join(&name),
+                format!("is not one of the {} classes found in the train split; rename or remove it", classes.len()),
+            ));
+        };
+        let files = files_in(&dir.join(&name), exts)?;
+        if files.is_empty() && required {
+            return Err(DataError::new(&dir.join(&name), format!("empty class folder: no {} files; remove the folder or add some", exts.join("/"))));
+        }
+        out.extend(files.into_iter().map(|path| Entry { path, labels: vec![ci], split }));
+    }
+    Ok(out)
+}
+
+/// Class folders under `root`, or under `root/train` (+ `val`, `test`) when `root/train` holds folders.
+///
+/// With split folders: `train/` gives the classes (sorted folder names unless `classes` is given); with both
+/// `val/` and `test/`, they are val and test; with `val/` only (ImageNet), `val/` is the test split and val
+/// is carved from train later, as the paper's code does (ImageNet's official validation set is its test
+/// set; its minival is 1 % of train). A flat `val/` (ILSVRC-2012 as distributed) takes its labels from
+/// `LOC_val_solution.csv` (Kaggle) or `imagenet_2012_validation_synset_labels.txt` (one WordNet id per line, in
+/// file-number order), looked for in `val/`, the dataset folder and its parent.
+pub fn image_folders(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
+    class_folders(root, classes, IMAGE_EXTS)
+}
+
+/// Class folders of video files (UCF-101, Something-Something or Kinetics arranged by class), with the same
+/// split-folder rules as [`image_folders`] (no flat validation folder).
+pub fn video_folders(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
+    class_folders(root, classes, VIDEO_EXTS)
+}
+
+fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catalog, DataError> {
+    let train = root.join("train");
+    let split_layout = train.is_dir() && !subfolders(&train)?.is_empty();
+    if !split_layout {
+        let classes = if classes.is_empty() { subfolders(root)? } else { classes.to_vec() };
+        if classes.is_empty() {
+            return Err(DataError::new(
+                root,
+                format!("no class subfolders found: expected CLASS/*.{e} folders, or train/CLASS/*.{e} (+ val/, test/) split folders", e = exts[0]),
+            ));
+        }
+        let entries = class_tree(root, &classes, SplitName::Train, true, exts)?;
+        let note = "class folders; val and test carved from them".to_string();
+        return Ok(Catalog { classes, entries, missing: vec![], note });
+    }
+    let classes = if classes.is_empty() { subfolders(&train)? } else { classes.to_vec() };
+    let mut entries = class_tree(&train, &classes, SplitName::Train, true, exts)?;
+    let (val, test) = (root.join("val"), root.join("test"));
+    let has_test = test.is_dir();
+    let val_as = if has_test { SplitName::Val } else { SplitName::Test };
+    let mut missing = vec![];
+    if val.is_dir() {
+        if subfolders(&val)?.is_empty() && exts == IMAGE_EXTS {
+            let (e, m) = flat_val(root, &val, &classes, val_as)?;
+            entries.extend(e);
+            missing = m;
+        } else {
+            entries.extend(class_tree(&val, &classes, val_as, false, exts)?);
+        }
+    }
+    if has_test {
+        entries.extend(class_tree(&test, &classes, SplitName::Test, false, exts)?);
+    }
+    let note = match (val.is_dir(), has_test) {
+        (true, true) => "split folders train/, val/, test/",
+        (true, false) => "split folders train/ and val/ (val/ is the test split; val carved from train)",
+        (false, true) => "split folders train/ and test/ (val carved from train)",
+        (false, false) => "split folder train/ only (val and test carved from it)",
+    };
+    Ok(Catalog { classes, entries, missing, note: note.into() })
+}
+
+/// The ILSVRC file number of `ILSVRC2012_val_00000042.JPEG` (42).
+fn val_number(name: &str) -> Option<usize> {
+    let stem = name.split('.').next()?;
+    stem.rsplit('_').next()?.parse().ok()
+}
+
+/// Labels of a flat ILSVRC validation folder.
+fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Result<(Vec<Entry>, Vec<Missing>), DataError> {
+    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let dirs: Vec<PathBuf> = [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)].into_iter().flatten().collect();
+    let find = |names: &[&str]| dirs.iter().find_map(|d| first_existing(d, names));
+    // Image stem → (wnid, where listed).
+    let mut labels: HashMap<String, (String, String)> = HashMap::new();
+    if let Some(csv) = find(&["LOC_val_solution.csv"]) {
+        let text = read_text(&csv)?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if i == 0 && line.starts_with("ImageId") || line.is_empty() {
+                continue;
+            }
+            let (id, pred) = line.split_once(',').ok_or_else(|| {
+                DataError::new(&csv, format!("line {}: expected `ImageId,PredictionString` (Kaggle's LOC_val_solution.csv)", i + 1))
+            })?;
+            let wnid = pred.split_whitespace().next().ok_or_else(|| DataError::new(&csv, format!("line {}: empty PredictionString", i + 1)))?;
+            labels.insert(id.trim().to_string(), (wnid.to_string(), format!("{}:{}", csv.display(), i + 1)));
+        }
+    } else if let Some(txt) = find(&["imagenet_2012_validation_synset_labels.txt"]) {
+        let text = read_text(&txt)?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (line.trim().to_string(), format!("{}:{}", txt.display(), i + 1)));
+        }
+    } else {
+        let hint = if find(&["ILSVRC2012_validation_ground_truth.txt"]).is_some() {
+            " (ILSVRC2012_validation_ground_truth.txt holds devkit ids that need meta.mat: arrange val/ into class folders with torchvision's valprep.sh instead)"
+        } else {
+            ""
+        };
+        return Err(DataError::new(
+            val,
+            format!(
+                "holds images but no class folders, and no label file was found{hint}: put LOC_val_solution.csv (Kaggle) or \
+                 imagenet_2012_validation_synset_labels.txt next to it, or arrange it as val/CLASS/*.JPEG"
+            ),
+        ));
+    }
+    let mut entries = vec![];
+    for path in files_in(val, IMAGE_EXTS)? {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let stem = name.split('.').next().unwrap_or(&name).to_string();
+        let key = if labels.contains_key(&stem) { Some(stem.clone()) } else { val_number(&name).map(|k| format!("ILSVRC2012_val_{k:08}")) };
+        let Some((wnid, listed)) = key.and_then(|k| labels.remove(&k)) else {
+            return Err(DataError::new(&path, "has no label in the validation label file: is it from another dataset?"));
+        };
+        let Some(&ci) = index.get(wnid.as_str()) else {
+            return Err(DataError::new(Path::new(&listed), format!("label `{wnid}` is not one of the train folders' {} classes", classes.len())));
+        };
+        entries.push(Entry { path, labels: vec![ci], split });
+    }
+    let mut missing: Vec<Missing> = labels.into_iter().map(|(stem, (_, listed))| Missing { listed, file: format!("{stem}.JPEG") }).collect();
+    missing.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok((entries, missing))
+}
+
+/// Oxford-IIIT Pets: `images/<Breed>_<n>.jpg` with `annotations/trainval.txt` and `annotations/test.txt`
+/// (`Abyssinian_100 1 1 1`: image, CLASS-ID 1–37, SPECIES, BREED-ID; `#` lines are comments). Labels are
+/// CLASS-ID − 1 (as TFDS); class names are the image names without their number. trainval is the train split
+/// (val carved from it), test the test split.
+pub fn pets(root: &Path) -> Result<Catalog, DataError> {
+    let images = root.join("images");
+    let ann = root.join("annotations");
+    if !images.is_dir() || !ann.is_dir() {
+        return Err(DataError::new(root, "expected the Oxford-IIIT Pets layout: images/*.jpg and annotations/{trainval,test}.txt"));
+    }
+    let mut names: Vec<Option<String>> = vec![];
+    let mut rows = vec![];
+    for (file, split) in [("trainval.txt", SplitName::Train), ("test.txt", SplitName::Test)] {
+        let p = ann.join(file);
+        let text = read_text(&p)?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let id = f.get(1).and_then(|s| s.parse::<usize>().ok()).filter(|&k| (1..=1000).contains(&k));
+            let (Some(image), Some(id)) = (f.first(), id) else {
+                return Err(DataError::new(&p, format!("line {}: expected `IMAGE CLASS-ID SPECIES BREED-ID` (e.g. `Abyssinian_100 1 1 1`)", i + 1)));
+            };
+            if names.len() < id {
+                names.resize(id, None);
+            }
+            let breed = image.rsplit_once('_').map(|(b, _)| b).unwrap_or(image).to_string();
+            names[id - 1].get_or_insert(breed);
+            rows.push((image.to_string(), id - 1, split, format!("{}:{}", p.display(), i + 1)));
+        }
+    }
+    let classes: Vec<String> = names.into_iter().enumerate().map(|(i, n)| n.unwrap_or_else(|| format!("class_{}", i + 1))).collect();
+    let (mut entries, mut missing) = (vec![], vec![]);
+    for (image, label, split, listed) in rows {
+        match first_existing(&images, &[&format!("{image}.jpg"), &format!("{image}.jpeg"), &format!("{image}.png")]) {
+            Some(path) => entries.push(Entry { path, labels: vec![label], split }),
+            None => missing.push(Missing { listed, file: format!("{image}.jpg") }),
+        }
+    }
+    Ok(Catalog { classes, entries, missing, note: "Pets trainval.txt (val carved from it) and test.txt".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn split_folders_and_flat_ilsvrc_val() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for (c, n) in [("n01", 2), ("n02", 1)] {
+            for i in 0..n {
+                touch(&r.join(format!("train/{c}/{c}_{i}.JPEG")));
+            }
+        }
+        for k in 1..=3 {
+            touch(&r.join(format!("val/ILSVRC2012_val_{k:08}.JPEG")));
+        }
+        // No label file: the error says which files would do.
+        let e = image_folders(r, &[]).unwrap_err();
+        assert!(e.message.contains("LOC_val_solution.csv"), "{e}");
+        std::fs::write(
+            r.join("LOC_val_solution.csv"),
+            "ImageId,PredictionString\nILSVRC2012_val_00000002,n02 1 2 3 4\nILSVRC2012_val_00000001,n01 1 2 3 4 n01 5 6 7 8\nILSVRC2012_val_00000003,n02 0 0 1 1\nILSVRC2012_val_00000009,n01 0 0 1 1\n",
+        )
+        .unwrap();
+        let c = image_folders(r, &[]).unwrap();
+        assert_eq!(c.classes, ["n01", "n02"]);
+        let tests: Vec<usize> = c.entries.iter().filter(|e| e.split == SplitName::Test).map(|e| e.labels[0]).collect();
+        assert_eq!(tests, [0, 1, 1]);
+        assert_eq!(c.entries.iter().filter(|e| e.split == SplitName::Train).count(), 3);
+        assert_eq!(c.missing.len(), 1);
+        assert!(c.note.contains("val/ is the test split"));
+        // A label not among the train classes names the CSV line.
+        std::fs::write(r.join("LOC_val_solution.csv"), "ImageId,PredictionString\nILSVRC2012_val_00000001,n09 1 2 3 4\n").unwrap();
+        let e = image_folders(r, &[]).unwrap_err();
+        assert!(e.path.to_string_lossy().ends_with("LOC_val_solution.csv:2"), "{e}");
+    }
+
+    #[test]
+    fn val_and_test_folders_and_strays() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for s in ["train", "val", "test"] {
+            touch(&r.join(format!("{s}/cat/a.png")));
+            touch(&r.join(format!("{s}/dog/b.jpg")));
+        }
+        let c = image_folders(r, &[]).unwrap();
+        assert_eq!(c.entries.len(), 6);
+        assert!(c.has(SplitName::Val) && c.has(SplitName::Test));
+        touch(&r.join("val/cow/c.png"));
+        let e = image_folders(r, &[]).unwrap_err();
+        assert!(e.path.ends_with("val/cow") && e.message.contains("not one of the 2 classes"), "{e}");
+        // Plain class folders (no split folders) are all train.
+        let d2 = tempfile::tempdir().unwrap();
+        touch(&d2.path().join("a/1.png"));
+        touch(&d2.path().join("b/2.png"));
+        let c = image_folders(d2.path(), &[]).unwrap();
+        assert!(c.entries.iter().all(|e| e.split == SplitName::Train));
+    }
+
+    #[test]
+    fn pets_lists() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        touch(&r.join("images/Abyssinian_1.jpg"));
+        touch(&r.join("images/american_bulldog_7.jpg"));
+        std::fs::create_dir_all(r.join("annotations")).unwrap();
+        std::fs::write(r.join("annotations/trainval.txt"), "#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\nAbyssinian_2 1 1 1\n").unwrap();
+        std::fs::write(r.join("annotations/test.txt"), "american_bulldog_7 2 2 1\n").unwrap();
+        let c = pets(r).unwrap();
+        assert_eq!(c.classes, ["Abyssinian", "american_bulldog"]);
+        assert_eq!(c.entries.len(), 2);
+        assert_eq!(c.missing[0].file, "Abyssinian_2.jpg");
+        std::fs::write(r.join("annotations/test.txt"), "american_bulldog_7 two 2 1\n").unwrap();
+        let e = pets(r).unwrap_err();
+        assert!(e.message.starts_with("line 1:"), "{e}");
+    }
+}

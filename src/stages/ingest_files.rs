@@ -1,0 +1,240 @@
+//! Ingesting a [`Catalog`] (one file per example): splits, decoding on a thread pool in order, and skipping
+//! what cannot be decoded.
+//!
+//! Splits: the layout's own train / val / test when it has them; a missing test split is carved from train
+//! (`test_fraction`, seed ^ 0x7e57), then a missing val split (`val_fraction`, seed). Examples are decoded in
+//! chunks on rayon's pool and written in catalog order, so the artifact's bytes do not depend on the thread
+//! count; memory holds one chunk at a time.
+//!
+//! Bad data never stops a study on its own: a file that cannot be decoded is skipped, logged and listed
+//! in `skipped.json` with the files the layout lists but that are absent. Only when more than `max_bad` of
+//! the decoded examples (or `max_missing` of the listed ones) are lost does the node fail (exit 2), naming the
+//! first files, since then the data is not what the study claims to use.
+
+use super::datautil::put_streamed_split;
+use crate::data::error::DataError;
+use crate::data::layouts::{Catalog, Entry, Missing, SplitName};
+use crate::data::stream::SplitWriter;
+use crate::data::tensors::{carve, Labels};
+use crate::stage::{StageCtx, StageError};
+use rayon::prelude::*;
+use safetensors::Dtype;
+use std::collections::BTreeMap;
+
+/// How each file becomes an example.
+pub enum Decoder {
+    /// A fixed-size u8 record of `shape` (`[H, W, C]` or `[T, H, W, C]`).
+    Fixed {
+        /// Per-example shape.
+        shape: Vec<usize>,
+        /// Decodes one file.
+        decode: Box<dyn Fn(&std::path::Path) -> Result<Vec<u8>, DataError> + Sync>,
+    },
+    /// A variable-length f32 wave (all clips concatenated, with offsets).
+    Wave(Box<dyn Fn(&std::path::Path) -> Result<Vec<f32>, DataError> + Sync>),
+}
+
+/// Split and limit settings.
+pub struct SplitRule {
+    /// Part of train carved as val when the layout has none.
+    pub val_fraction: f64,
+    /// Part of train carved as test when the layout has none.
+    pub test_fraction: f64,
+    /// Examples per split at most (0 = all), a seeded subset.
+    pub limit: usize,
+    /// The node's seed.
+    pub seed: u64,
+}
+
+/// A skipped example.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Bad {
+    /// Its split.
+    pub split: &'static str,
+    /// The file.
+    pub path: String,
+    /// Why it could not be decoded.
+    pub reason: String,
+}
+
+/// What ingestion wrote and lost.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Split → examples written.
+    pub sizes: BTreeMap<String, usize>,
+    /// Files skipped as undecodable.
+    pub bad: Vec<Bad>,
+}
+
+/// A seeded random subset (sorted), never the first rows: files are often sorted by class.
+pub fn lim(v: Vec<usize>, limit: usize) -> Vec<usize> {
+    if limit == 0 || v.len() <= limit {
+        return v;
+    }
+    let (_, keep) = carve(v.len(), limit as f64 / v.len() as f64, 0x11_4117);
+    keep.into_iter().map(|i| v[i]).collect()
+}
+
+/// Entry indices of train, val and test by the rule in the module docs.
+pub fn assign(cat: &Catalog, rule: &SplitRule) -> [(SplitName, Vec<usize>); 3] {
+    let of = |s: SplitName| -> Vec<usize> { cat.entries.iter().enumerate().filter(|(_, e)| e.split == s).map(|(i, _)| i).collect() };
+    let mut train = of(SplitName::Train);
+    let mut test = of(SplitName::Test);
+    if test.is_empty() {
+        let (rest, te) = carve(train.len(), rule.test_fraction, rule.seed ^ 0x7e57);
+        test = te.iter().map(|&i| train[i]).collect();
+        train = rest.iter().map(|&i| train[i]).collect();
+    }
+    let mut val = of(SplitName::Val);
+    if val.is_empty() {
+        let (tr, va) = carve(train.len(), rule.val_fraction, rule.seed);
+        val = va.iter().map(|&i| train[i]).collect();
+        train = tr.iter().map(|&i| train[i]).collect();
+    }
+    let pick = |v: Vec<usize>| lim((0..v.len()).collect(), rule.limit).into_iter().map(|i| v[i]).collect();
+    [(SplitName::Train, pick(train)), (SplitName::Val, pick(val)), (SplitName::Test, pick(test))]
+}
+
+/// Fails when more than `max` of `total` were lost.
+pub fn check_loss(what: &str, lost: &[String], total: usize, max: f64, param: &str) -> Result<(), StageError> {
+    if lost.is_empty() || (lost.len() as f64) <= max * total as f64 {
+        return Ok(());
+    }
+    let first: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
+    Err(StageError::input(format!(
+        "{} of {total} examples {what} ({:.1} %, above {param} = {:.1} %); first: {}. Fix or remove those files, or raise `{param}`",
+        lost.len(),
+        100.0 * lost.len() as f64 / total.max(1) as f64,
+        100.0 * max,
+        first.join("; ")
+    )))
+}
+
+/// Checks the missing files against `max_missing` and logs them.
+pub fn check_missing(ctx: &StageCtx<'_>, missing: &[Missing], listed: usize, max_missing: f64) -> Result<(), StageError> {
+    if !missing.is_empty() {
+        tracing::warn!("{}: {} of {listed} listed examples have no file (listed in skipped.json)", ctx.id, missing.len());
+    }
+    let lost: Vec<String> = missing.iter().map(|m| format!("{} ({})", m.file, m.listed)).collect();
+    check_loss("listed are absent", &lost, listed, max_missing, "max_missing")
+}
+
+/// Decodes and writes the three splits of `cat`; returns split sizes and the skipped files.
+pub fn ingest(ctx: &mut StageCtx<'_>, cat: &Catalog, decoder: &Decoder, multilabel: bool, rule: &SplitRule) -> Result<Outcome, StageError> {
+    let k = cat.classes.len();
+    let mut out = Outcome::default();
+    let splits = assign(cat, rule);
+    let total: usize = splits.iter().map(|(_, v)| v.len()).sum();
+    let mut done = 0usize;
+    let chunk = (rayon::current_num_threads() * 8).max(16);
+    let id = ctx.id.to_string();
+    let fail = |m: String| StageError::failed(format!("node `{id}`: {m}"));
+    for (split, idx) in splits {
+        let mut w = SplitWriter::new();
+        let mut kept: Vec<&Entry> = vec![];
+        let mut offsets = vec![0i64];
+        match decoder {
+            Decoder::Fixed { .. } => w.declare("x", Dtype::U8).map_err(fail)?,
+            Decoder::Wave(_) => w.declare("wave", Dtype::F32).map_err(fail)?,
+        }
+        for part in idx.chunks(chunk) {
+            (ctx.progress)(crate::stage::Progress { done: done as u64, total: total as u64, message: format!("decoding {}", split.as_str()) });
+            match decoder {
+                Decoder::Fixed { decode, shape } => {
+                    let len: usize = shape.iter().product();
+                    let recs: Vec<Result<Vec<u8>, DataError>> = part.par_iter().map(|&i| decode(&cat.entries[i].path)).collect();
+                    for (&i, r) in part.iter().zip(recs) {
+                        match r.and_then(|x| {
+                            if x.len() == len {
+                                Ok(x)
+                            } else {
+                                Err(DataError::new(&cat.entries[i].path, format!("decoded to {} values, expected {len}", x.len())))
+                            }
+                        }) {
+                            Ok(x) => {
+                                w.push_u8("x", &x).map_err(fail)?;
+                                kept.push(&cat.entries[i]);
+                            }
+                            Err(e) => skip(&id, &mut out.bad, split, e),
+                        }
+                    }
+                }
+                Decoder::Wave(decode) => {
+                    let recs: Vec<Result<Vec<f32>, DataError>> = part.par_iter().map(|&i| decode(&cat.entries[i].path)).collect();
+                    for (&i, r) in part.iter().zip(recs) {
+                        match r {
+                            Ok(x) => {
+                                w.push_f32("wave", &x).map_err(fail)?;
+                                offsets.push(w.len("wave") as i64);
+                                kept.push(&cat.entries[i]);
+                            }
+                            Err(e) => skip(&id, &mut out.bad, split, e),
+                        }
+                    }
+                }
+            }
+            done += part.len();
+        }
+        let y = if multilabel {
+            let mut m = vec![0u8; kept.len() * k];
+            for (i, e) in kept.iter().enumerate() {
+                e.labels.iter().for_each(|&l| m[i * k + l] = 1);
+            }
+            Labels::Multi(m, k)
+        } else {
+            Labels::Single(kept.iter().map(|e| e.labels[0] as i64).collect())
+        };
+        let shapes = match decoder {
+            Decoder::Fixed { shape, .. } => {
+                let mut s = vec![kept.len()];
+                s.extend_from_slice(shape);
+                [("x".to_string(), s)].into()
+            }
+            Decoder::Wave(_) => {
+                let n = w.len("wave");
+                w.push_i64("offsets", &offsets).map_err(fail)?;
+                [("wave".to_string(), vec![n]), ("offsets".to_string(), vec![kept.len() + 1])].into()
+            }
+        };
+        put_streamed_split(ctx, split.as_str(), w, shapes, &y)?;
+        out.sizes.insert(split.as_str().to_string(), kept.len());
+    }
+    Ok(out)
+}
+
+fn skip(id: &str, bad: &mut Vec<Bad>, split: SplitName, e: DataError) {
+    tracing::warn!("{id}: skipped {}: {}", e.path.display(), e.message);
+    bad.push(Bad { split: split.as_str(), path: e.path.display().to_string(), reason: e.message });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn cat(splits: &[SplitName]) -> Catalog {
+        let entries = splits.iter().enumerate().map(|(i, &split)| Entry { path: PathBuf::from(format!("{i}")), labels: vec![0], split }).collect();
+        Catalog { classes: vec!["a".into()], entries, ..Default::default() }
+    }
+
+    #[test]
+    fn given_splits_are_kept_and_missing_ones_carved() {
+        use SplitName::*;
+        let rule = SplitRule { val_fraction: 0.25, test_fraction: 0.5, limit: 0, seed: 3 };
+        let [(_, tr), (_, va), (_, te)] = assign(&cat(&[Train, Train, Train, Train, Test, Val]), &rule);
+        assert_eq!((tr.len(), va, te), (4, vec![5], vec![4]));
+        let [(_, tr), (_, va), (_, te)] = assign(&cat(&[Train; 8]), &rule);
+        assert_eq!((tr.len(), va.len(), te.len()), (3, 1, 4));
+        let mut all: Vec<usize> = tr.into_iter().chain(va).chain(te).collect();
+        all.sort();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn loss_threshold() {
+        let lost = vec!["a.jpg".to_string()];
+        assert!(check_loss("could not be decoded", &lost, 100, 0.01, "max_bad").is_ok());
+        let e = check_loss("could not be decoded", &lost, 50, 0.01, "max_bad").unwrap_err();
+        assert!(e.to_string().contains("1 of 50 examples could not be decoded") && e.to_string().contains("a.jpg"), "{e}");
+    }
+}

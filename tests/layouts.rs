@@ -1,0 +1,270 @@
+//! The dataset layouts users have, as miniature fixtures written here: ImageNet (split folders, flat ILSVRC
+//! val with its label CSV), CIFAR-10 with any number of batches, Pets, AudioSet and VGGSound CSVs, Kinetics
+//! (with the `video` feature). Bad files are skipped and counted; too many of them, or a wrong layout, fail
+//! with exit 2 naming the file, and nothing is cached.
+
+mod common;
+use common::pf;
+use std::path::Path;
+
+/// Runs a one-dataset pipeline `d`; returns (exit code, stderr, `show` output or "").
+fn ingest(dir: &Path, body: &str) -> (i32, String, String) {
+    std::fs::write(dir.join("p.toml"), format!("[node.d]\nkind = \"dataset\"\n{body}\n")).unwrap();
+    let (code, _, err) = pf(dir, &["run", "p.toml"]);
+    let (_, st, _) = pf(dir, &["status", "p.toml", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let fresh = s[0]["state"] == "fresh";
+    assert_eq!(fresh, code == 0, "cached iff it succeeded: {err}");
+    let show = if fresh { pf(dir, &["show", "p.toml", "d"]).1 } else { String::new() };
+    (code, err, show)
+}
+
+/// The number of examples `show` reports for `split`.
+fn count(show: &str, split: &str) -> usize {
+    let line = show.lines().find(|l| l.trim_start().starts_with(&format!("{split} "))).unwrap_or_else(|| panic!("no {split} in\n{show}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn jpeg(path: &Path, w: u32, h: u32, shade: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([shade, (x * 7) as u8, (y * 5) as u8]));
+    image::DynamicImage::ImageRgb8(img).save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+}
+
+#[test]
+fn imagenet_split_folders_with_flat_val_and_bad_files() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("imagenet");
+    for (c, shade) in [("n01440764", 10u8), ("n01443537", 200)] {
+        for i in 0..3 {
+            jpeg(&r.join(format!("train/{c}/{c}_{i}.JPEG")), 20 + i, 15, shade);
+        }
+    }
+    // ImageNet's PNG named .JPEG decodes (format from the bytes); a corrupt JPEG is skipped.
+    image::RgbImage::new(9, 9).save_with_format(r.join("train/n01440764/n01440764_png.JPEG"), image::ImageFormat::Png).unwrap();
+    std::fs::write(r.join("train/n01443537/n01443537_bad.JPEG"), b"\xff\xd8\xff not a jpeg").unwrap();
+    for k in 1..=4u32 {
+        jpeg(&r.join(format!("val/ILSVRC2012_val_{k:08}.JPEG")), 16, 16, 100);
+    }
+    let labels = ["n01440764", "n01443537", "n01443537", "n01440764"];
+    let mut csv = "ImageId,PredictionString\n".to_string();
+    for (k, l) in labels.iter().enumerate() {
+        csv.push_str(&format!("ILSVRC2012_val_{:08},{l} 1 2 3 4\n", k + 1));
+    }
+    csv.push_str("ILSVRC2012_val_00000005,n01440764 1 2 3 4\n");
+    std::fs::write(r.join("LOC_val_solution.csv"), csv).unwrap();
+    let body = "format = \"image_folder\"\npath = \"imagenet\"\nheight = 8\nwidth = 8\nnum_classes = 2\nval_fraction = 0.25";
+    // One of the 8 training files is bad: 12.5 % is over the default max_bad (1 %).
+    let (code, err, _) = ingest(d.path(), body);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("1 of 12 examples could not be decoded") && err.contains("n01443537_bad.JPEG") && err.contains("max_bad"), "{err}");
+    let (code, err, show) = ingest(d.path(), &format!("{body}\nmax_bad = 0.2"));
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("1 undecodable, 1 listed but absent"), "{show}");
+    assert!(show.contains("n01443537_bad.JPEG") && show.contains("ILSVRC2012_val_00000005"), "{show}");
+    assert!(show.contains("val/ is the test split"), "{show}");
+    assert_eq!((count(&show, "train") + count(&show, "val"), count(&show, "test")), (7, 4), "{show}");
+    // A declared class count that does not match names the folder.
+    let (code, err, _) = ingest(d.path(), &format!("{}\nmax_bad = 0.2", body.replace("num_classes = 2", "num_classes = 3")));
+    assert!(code == 2 && err.contains("found 2 classes but the node declares num_classes = 3"), "{err}");
+    // No label file for a flat val/: the error says which files would do.
+    std::fs::remove_file(r.join("LOC_val_solution.csv")).unwrap();
+    let (code, err, _) = ingest(d.path(), &format!("{body}\nmax_bad = 0.2"));
+    assert!(code == 2 && err.contains("LOC_val_solution.csv") && err.contains("val"), "{err}");
+}
+
+fn cifar_batch(n: usize, label: u8) -> Vec<u8> {
+    (0..n).flat_map(|i| std::iter::once(label).chain((0..3072).map(move |p| ((p + i) % 251) as u8))).collect()
+}
+
+#[test]
+fn cifar10_any_number_of_batches_and_an_empty_one() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("cifar/cifar-10-batches-bin");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("data_batch_1.bin"), cifar_batch(10, 3)).unwrap();
+    std::fs::write(r.join("test_batch.bin"), cifar_batch(4, 1)).unwrap();
+    let (code, err, show) = ingest(d.path(), "format = \"cifar10\"\npath = \"cifar\"\nval_fraction = 0.2");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (8, 2, 4), "{show}");
+    std::fs::write(r.join("data_batch_2.bin"), b"").unwrap();
+    let (code, err, _) = ingest(d.path(), "format = \"cifar10\"\npath = \"cifar\"\nval_fraction = 0.2");
+    assert!(code == 2 && err.contains("data_batch_2.bin") && err.contains("is empty (0 bytes)"), "{err}");
+}
+
+#[test]
+fn pets_lists_with_an_absent_image() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("pets");
+    std::fs::create_dir_all(r.join("annotations")).unwrap();
+    let mut trainval = "#Image CLASS-ID SPECIES BREED ID\n".to_string();
+    for i in 1..=4 {
+        jpeg(&r.join(format!("images/Abyssinian_{i}.jpg")), 12, 10, 50);
+        jpeg(&r.join(format!("images/beagle_{i}.jpg")), 12, 10, 150);
+        trainval.push_str(&format!("Abyssinian_{i} 1 1 1\nbeagle_{i} 2 2 1\n"));
+    }
+    trainval.push_str("beagle_99 2 2 1\n");
+    std::fs::write(r.join("annotations/trainval.txt"), trainval).unwrap();
+    jpeg(&r.join("images/beagle_5.jpg"), 12, 10, 150);
+    std::fs::write(r.join("annotations/test.txt"), "beagle_5 2 2 1\n").unwrap();
+    let (code, err, show) = ingest(d.path(), "format = \"pets\"\npath = \"pets\"\nheight = 8\nwidth = 8\nnum_classes = 2\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("Abyssinian:") && show.contains("beagle:"), "{show}");
+    assert!(show.contains("0 undecodable, 1 listed but absent") && show.contains("beagle_99.jpg"), "{show}");
+    assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (6, 2, 1), "{show}");
+    // Too many absent: 1 of 10 is over max_missing = 0.05.
+    let (code, err, _) = ingest(d.path(), "format = \"pets\"\npath = \"pets\"\nheight = 8\nwidth = 8\nmax_missing = 0.05");
+    assert!(code == 2 && err.contains("beagle_99.jpg") && err.contains("max_missing"), "{err}");
+}
+
+/// A mono 16-bit PCM WAV of `secs` seconds of a tone.
+fn wav(path: &Path, rate: u32, secs: f32, freq: f32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let n = (rate as f32 * secs) as u32;
+    let mut b = vec![];
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(2 * n).to_le_bytes());
+    for i in 0..n {
+        let v = ((i as f32 / rate as f32 * freq * std::f32::consts::TAU).sin() * 8000.0) as i16;
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn audioset_segments_multilabel_and_vggsound() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("audioset");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n2,/m/0k4j,Car\n").unwrap();
+    let head = "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytid=9, num_segs=9, num_unique_labels=3, num_positive_labels=12\n# YTID, start_seconds, end_seconds, positive_labels\n";
+    let mut train = head.to_string();
+    for i in 0..8 {
+        let id = format!("--train{i:04}");
+        train.push_str(&format!("{id}, 30.000, 40.000, \"/m/09x0r,/m/0k4j\"\n"));
+        wav(&r.join(format!("audio/Y{id}.wav")), 8000, 0.5, 200.0 + 50.0 * i as f32);
+    }
+    train.push_str("absent00000, 0.000, 10.000, \"/m/05zppz\"\n");
+    std::fs::write(r.join("balanced_train_segments.csv"), train).unwrap();
+    let mut eval = head.to_string();
+    for i in 0..3 {
+        let id = format!("-eval{i:06}");
+        eval.push_str(&format!("{id}, 5.000, 15.000, \"/m/05zppz\"\n"));
+        wav(&r.join(format!("eval/{id}_5.wav")), 16000, 0.5, 440.0);
+    }
+    eval.push_str("-evalbroken, 5.000, 15.000, \"/m/05zppz\"\n");
+    std::fs::write(r.join("eval/-evalbroken.wav"), b"RIFF\x00\x00\x00\x00WAVEjunk").unwrap();
+    std::fs::write(r.join("eval_segments.csv"), eval).unwrap();
+    let body = "format = \"audioset\"\npath = \"audioset\"\nnum_classes = 3\nval_fraction = 0.25\nmax_bad = 0.1";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("(multi-label)") && show.contains("1 undecodable, 1 listed but absent"), "{show}");
+    assert!(show.contains("-evalbroken.wav") && show.contains("absent00000"), "{show}");
+    assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (6, 2, 3), "{show}");
+    // Per-class counts of the multi-label train split: Speech and Car on every clip.
+    assert!(show.contains("Speech:6") && show.contains("Car:6"), "{show}");
+
+    let v = d.path().join("vgg");
+    let mut csv = String::new();
+    for i in 0..6 {
+        let (id, label, split) = (format!("vid{i:08}"), if i % 2 == 0 { "dog barking" } else { "engine, idling" }, if i < 4 { "train" } else { "test" });
+        csv.push_str(&format!("{id},{},\"{label}\",{split}\n", 10 * i));
+        wav(&v.join(format!("clips/{id}_{:06}.wav", 10 * i)), 16000, 0.25, 300.0);
+    }
+    std::fs::write(v.join("vggsound.csv"), csv).unwrap();
+    let (code, err, show) = ingest(d.path(), "format = \"vggsound\"\npath = \"vgg\"\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("dog barking:") && show.contains("engine, idling:"), "{show}");
+    assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (3, 1, 2), "{show}");
+}
+
+/// Writes an H.264 `.mp4` of `frames` grey frames whose luma is `40 + 4 · n` at frame n, with the `ffmpeg` CLI.
+#[cfg(feature = "video")]
+fn mp4(path: &Path, frames: usize, w: u32, h: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let src = format!("color=c=black:size={w}x{h}:rate=25,format=yuv420p,geq=lum='40+4*N':cb=128:cr=128");
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &src, "-frames:v", &frames.to_string(), "-c:v", "libx264", "-qp", "0"])
+        .arg(path)
+        .output()
+        .expect("the `ffmpeg` command (Debian package ffmpeg) writes the test videos; .ci/run installs it");
+    assert!(o.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+#[cfg_attr(not(feature = "video"), ignore = "needs `--features video` (FFmpeg's libraries); .ci/run runs it")]
+fn kinetics_csv_mp4_clips_missing_and_corrupt() {
+    #[cfg(feature = "video")]
+    {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("k400");
+        let mut train = "label,youtube_id,time_start,time_end,split,is_cc\n".to_string();
+        for i in 0..6 {
+            let label = if i % 2 == 0 { "abseiling" } else { "air drumming" };
+            let id = format!("yt{i:09}");
+            train.push_str(&format!("{label},{id},{},{},train,0\n", i, i + 10));
+            mp4(&r.join(format!("train/{label}/{id}_{i:06}_{:06}.mp4", i + 10)), 50, 48, 32);
+        }
+        train.push_str("abseiling,gone0000000,0,10,train,0\n");
+        std::fs::write(r.join("train.csv"), train).unwrap();
+        let mut val = "label,youtube_id,time_start,time_end,split\n".to_string();
+        for i in 0..3 {
+            let id = format!("val{i:08}");
+            val.push_str(&format!("abseiling,{id},0,10,val\n"));
+            mp4(&r.join(format!("val/{id}_000000_000010.mp4")), 5, 32, 48);
+        }
+        // A corrupt clip and a truncated one are skipped and counted.
+        val.push_str("abseiling,corrupt0000,0,10,val\nabseiling,truncated00,0,10,val\n");
+        std::fs::write(r.join("val/corrupt0000_000000_000010.mp4"), b"\x00\x00\x00\x18ftypmp42 this is not a video").unwrap();
+        let whole = std::fs::read(r.join("train/abseiling/yt000000000_000000_000010.mp4")).unwrap();
+        std::fs::write(r.join("val/truncated00_000000_000010.mp4"), &whole[..whole.len() / 2]).unwrap();
+        std::fs::write(r.join("validate.csv"), val).unwrap();
+        let body = "format = \"kinetics\"\npath = \"k400\"\nframes = 4\nstride = 2\nwidth = 16\nval_fraction = 0.34\nmax_bad = 0.25\nnum_classes = 2";
+        let (code, err, show) = ingest(d.path(), body);
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("2 undecodable, 1 listed but absent"), "{show}");
+        assert!(show.contains("corrupt0000") && show.contains("truncated00") && show.contains("gone0000000"), "{show}");
+        assert!(show.contains("x [4, 4, 16, 16, 3]") || show.contains("[4, 4, 16, 16, 3]"), "{show}");
+        assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 3), "{show}");
+    }
+}
+
+#[test]
+#[cfg_attr(not(feature = "video"), ignore = "needs `--features video` (FFmpeg's libraries); .ci/run runs it")]
+fn video_frames_are_the_centre_window_at_the_stride() {
+    #[cfg(feature = "video")]
+    {
+        use polyflow::data::video_file::{decode, ClipSpec};
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("ramp.mp4");
+        mp4(&f, 50, 64, 48);
+        // need = 7, start = (50 − 7) / 2 = 21: frames 21, 23, 25, 27.
+        let spec = ClipSpec { frames: 4, stride: 2, size: 16 };
+        let x = decode(&f, &spec).unwrap();
+        assert_eq!(x.len(), 4 * 16 * 16 * 3);
+        for (k, n) in [21u32, 23, 25, 27].iter().enumerate() {
+            // Limited-range luma 40 + 4n → full-range RGB: (Y − 16) · 255 / 219.
+            let want = ((40 + 4 * n) as f32 - 16.0) * 255.0 / 219.0;
+            let frame = &x[k * 768..(k + 1) * 768];
+            let mean = frame.iter().map(|&v| v as f32).sum::<f32>() / 768.0;
+            assert!((mean - want).abs() < 3.0, "frame {k}: mean {mean}, want {want}");
+        }
+        // Short clips wrap around: 5 frames, window of 7.
+        mp4(&f, 5, 64, 48);
+        let x = decode(&f, &spec).unwrap();
+        let mean = |k: usize| x[k * 768..(k + 1) * 768].iter().map(|&v| v as f32).sum::<f32>() / 768.0;
+        assert!(mean(3) < mean(2), "frame index 6 wraps to 1");
+        let e = decode(&d.path().join("nope.mp4"), &spec).unwrap_err();
+        assert!(e.message.contains("cannot open video"), "{e}");
+    }
+}
