@@ -20,6 +20,7 @@
 //! Front end: [`cli`] (clap commands and reporters). Nothing in the library imports it.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod exec;

@@ -57,7 +57,10 @@ fn imagenet_split_folders_with_flat_val_and_bad_files() {
     // One of the 8 training files is bad: 12.5 % is over the default max_bad (1 %).
     let (code, err, _) = ingest(d.path(), body);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("1 of 12 examples could not be decoded") && err.contains("n01443537_bad.JPEG") && err.contains("max_bad"), "{err}");
+    assert!(
+        err.contains("1 of 12 examples could not be decoded") && err.contains("n01443537_bad.JPEG") && err.contains("max_bad"),
+        "{err}"
+    );
     let (code, err, show) = ingest(d.path(), &format!("{body}\nmax_bad = 0.2"));
     assert_eq!(code, 0, "{err}");
     assert!(show.contains("1 undecodable, 1 listed but absent"), "{show}");
@@ -107,7 +110,8 @@ fn pets_lists_with_an_absent_image() {
     std::fs::write(r.join("annotations/trainval.txt"), trainval).unwrap();
     jpeg(&r.join("images/beagle_5.jpg"), 12, 10, 150);
     std::fs::write(r.join("annotations/test.txt"), "beagle_5 2 2 1\n").unwrap();
-    let (code, err, show) = ingest(d.path(), "format = \"pets\"\npath = \"pets\"\nheight = 8\nwidth = 8\nnum_classes = 2\nval_fraction = 0.25");
+    let (code, err, show) =
+        ingest(d.path(), "format = \"pets\"\npath = \"pets\"\nheight = 8\nwidth = 8\nnum_classes = 2\nval_fraction = 0.25");
     assert_eq!(code, 0, "{err}");
     assert!(show.contains("Abyssinian:") && show.contains("beagle:"), "{show}");
     assert!(show.contains("0 undecodable, 1 listed but absent") && show.contains("beagle_99.jpg"), "{show}");
@@ -146,7 +150,11 @@ fn audioset_segments_multilabel_and_vggsound() {
     let d = tempfile::tempdir().unwrap();
     let r = d.path().join("audioset");
     std::fs::create_dir_all(&r).unwrap();
-    std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n2,/m/0k4j,Car\n").unwrap();
+    std::fs::write(
+        r.join("class_labels_indices.csv"),
+        "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n2,/m/0k4j,Car\n",
+    )
+    .unwrap();
     let head = "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytid=9, num_segs=9, num_unique_labels=3, num_positive_labels=12\n# YTID, start_seconds, end_seconds, positive_labels\n";
     let mut train = head.to_string();
     for i in 0..8 {
@@ -177,7 +185,8 @@ fn audioset_segments_multilabel_and_vggsound() {
     let v = d.path().join("vgg");
     let mut csv = String::new();
     for i in 0..6 {
-        let (id, label, split) = (format!("vid{i:08}"), if i % 2 == 0 { "dog barking" } else { "engine, idling" }, if i < 4 { "train" } else { "test" });
+        let (id, label, split) =
+            (format!("vid{i:08}"), if i % 2 == 0 { "dog barking" } else { "engine, idling" }, if i < 4 { "train" } else { "test" });
         csv.push_str(&format!("{id},{},\"{label}\",{split}\n", 10 * i));
         wav(&v.join(format!("clips/{id}_{:06}.wav", 10 * i)), 16000, 0.25, 300.0);
     }

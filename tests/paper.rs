@@ -41,38 +41,62 @@ fn wav(path: &Path, n: usize) {
 /// (relative paths: they resolve against the config file's folder).
 fn make_data(root: &Path) -> PathBuf {
     let mut cfg = String::new();
-    let mut set = |node: &str, rel: &str| cfg.push_str(&format!("[node.{node}]\npath = \"{rel}\"\n"));
-    for n in ["imagenet", "pets", "resisc45", "caltech101", "sun397", "dtd"] {
+    let set = |cfg: &mut String, node: &str, rel: &str| cfg.push_str(&format!("[node.{node}]\npath = \"{rel}\"\n"));
+    for n in ["resisc45", "caltech101", "sun397", "dtd"] {
         for c in ["a", "b"] {
             png(&root.join(format!("{n}/{c}/0.png")), 8);
         }
-        set(n, n);
+        set(&mut cfg, n, n);
     }
+    // ImageNet's train/ + val/ class folders; Pets' images/ + annotations/.
+    for s in ["train", "val"] {
+        for c in ["n01", "n02"] {
+            png(&root.join(format!("imagenet/{s}/{c}/0.png")), 8);
+        }
+    }
+    set(&mut cfg, "imagenet", "imagenet");
+    png(&root.join("pets/images/Abyssinian_1.png"), 8);
+    std::fs::create_dir_all(root.join("pets/annotations")).unwrap();
+    std::fs::write(root.join("pets/annotations/trainval.txt"), "Abyssinian_1 1 1 1\n").unwrap();
+    std::fs::write(root.join("pets/annotations/test.txt"), "Abyssinian_1 1 1 1\n").unwrap();
+    set(&mut cfg, "pets", "pets");
     let rec = |label: &[u8]| [label, &[9u8; 3072][..]].concat();
     std::fs::create_dir_all(root.join("cifar10")).unwrap();
     for f in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
         std::fs::write(root.join("cifar10").join(f), rec(&[3])).unwrap();
     }
-    set("cifar10", "cifar10");
+    set(&mut cfg, "cifar10", "cifar10");
     std::fs::create_dir_all(root.join("cifar100")).unwrap();
     for f in ["train.bin", "test.bin"] {
         std::fs::write(root.join("cifar100").join(f), rec(&[1, 42])).unwrap();
     }
-    set("cifar100", "cifar100");
+    set(&mut cfg, "cifar100", "cifar100");
+    // Video as folders of frames (DMVR-style dumps): the `frames` format, so this test needs no video decoder.
     for n in ["kinetics400", "kinetics600", "mit", "epic_kitchens", "ssv2"] {
         for c in ["a", "b"] {
             for f in 0..3 {
                 png(&root.join(format!("{n}/{c}/clip0/{f:03}.png")), 8);
             }
         }
-        set(n, n);
+        set(&mut cfg, n, n);
+        cfg.push_str("format = \"frames\"\nframes = 64\nstride = 1\n");
     }
-    for n in ["audioset", "vggsound", "esc50", "speech_commands"] {
-        wav(&root.join(format!("{n}/a.wav")), 1600);
-        wav(&root.join(format!("{n}/b.wav")), 1600);
-        std::fs::write(root.join(format!("{n}/manifest.csv")), "path,label,split\na.wav,x,train\nb.wav,y,test\n").unwrap();
-        set(n, &format!("{n}/manifest.csv"));
+    // AudioSet's segment CSVs, VGGSound's CSV, Speech Commands' folders, a manifest for ESC-50.
+    wav(&root.join("audioset/Yaaaaaaaaaaa.wav"), 1600);
+    std::fs::write(root.join("audioset/class_labels_indices.csv"), "index,mid,display_name\n0,/m/0,x\n").unwrap();
+    std::fs::write(root.join("audioset/balanced_train_segments.csv"), "# a\n# b\n# c\naaaaaaaaaaa, 0.000, 10.000, \"/m/0\"\n").unwrap();
+    set(&mut cfg, "audioset", "audioset");
+    wav(&root.join("vggsound/aaaaaaaaaaa_000000.wav"), 1600);
+    std::fs::write(root.join("vggsound/vggsound.csv"), "aaaaaaaaaaa,0,x,train\n").unwrap();
+    set(&mut cfg, "vggsound", "vggsound");
+    for c in ["yes", "no"] {
+        wav(&root.join(format!("speech_commands/{c}/a.wav")), 1600);
     }
+    set(&mut cfg, "speech_commands", "speech_commands");
+    wav(&root.join("esc50/a.wav"), 1600);
+    wav(&root.join("esc50/b.wav"), 1600);
+    std::fs::write(root.join("esc50/manifest.csv"), "path,label,split\na.wav,x,train\nb.wav,y,test\n").unwrap();
+    set(&mut cfg, "esc50", "esc50/manifest.csv");
     let path = root.join("my-data.toml");
     std::fs::write(&path, cfg).unwrap();
     path

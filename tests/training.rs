@@ -18,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
 fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
     let per: usize = shape.iter().product();
     let x = (0..n * per).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
-    SplitData { x, shape, y: Labels::Single((0..n as i64).map(|i| i % classes).collect()) }
+    SplitData::dense(x, shape, Labels::Single((0..n as i64).map(|i| i % classes).collect()))
 }
 
 fn task(name: &str, shape: [usize; 4], steps: usize, loss: Loss) -> TaskRun {

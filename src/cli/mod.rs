@@ -86,6 +86,11 @@ pub enum Command {
     BenchModel(bench::BenchArgs),
     /// Log-mel filterbank throughput on a folder of clips (for BENCHMARKS.md).
     BenchFbank(bench::FbankBenchArgs),
+    /// Images per second of the encoded-image input pipeline (decode, Inception crop, flip) on a folder.
+    BenchLoader(crate::bench::loader::LoaderArgs),
+    /// Clips per second of video decoding on a folder of video files (needs the `video` feature).
+    #[cfg(feature = "video")]
+    BenchVideo(crate::bench::video::VideoArgs),
     /// Internal: run one submitted node inside a Slurm job (the directory holds its job.json).
     #[command(hide = true)]
     ExecNode {
@@ -312,6 +317,13 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Kinds => maintain::kinds(reg),
         Command::BenchModel(a) => bench::bench(a),
         Command::BenchFbank(a) => bench::bench_fbank(a),
+        #[cfg(feature = "video")]
+        Command::BenchVideo(a) => {
+            crate::bench::video::bench_video(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
+        }
+        Command::BenchLoader(a) => {
+            crate::bench::loader::bench_loader(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
+        }
         Command::ExecNode { dir } => Ok(exec::slurm::job::run_job(&dir, reg)),
     };
     match result {

@@ -7,6 +7,7 @@ pub mod fbank;
 pub mod idx;
 pub mod images;
 pub mod layouts;
+pub mod shards;
 pub mod stream;
 pub mod tensors;
 pub mod video;

@@ -107,6 +107,57 @@ pub struct Meta {
     /// Examples the layout lists whose files are absent (listed in `skipped.json`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub missing: usize,
+    /// For u8 caches of model inputs: how a stored byte becomes the model's float.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValueMap>,
+}
+
+/// How a stored u8 value becomes the model's float: `minus_one_one` (v / 127.5 − 1, the paper's), `unit`
+/// (v / 255), or `mean_std` (the `minus_one_one` value standardised per channel with train statistics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueMap {
+    /// `minus_one_one`, `unit` or `mean_std`.
+    pub scale: String,
+    /// Per-channel means (`mean_std`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviations (`mean_std`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f64>,
+}
+
+impl ValueMap {
+    /// The float of byte `v` in channel `c`: bit for bit what a float cache computes.
+    pub fn value(&self, c: usize, v: u8) -> f32 {
+        let base = if self.scale == "unit" { v as f32 / 255.0 } else { v as f32 / 127.5 - 1.0 };
+        if self.scale == "mean_std" {
+            ((base as f64 - self.mean[c]) / self.std[c]) as f32
+        } else {
+            base
+        }
+    }
+
+    /// The map of channel `c` as `v · mul + add` in f32 (for values interpolated between bytes).
+    pub fn affine(&self, c: usize) -> (f32, f32) {
+        let (mut mul, mut add) = if self.scale == "unit" { (1.0 / 255.0, 0.0) } else { (1.0 / 127.5, -1.0) };
+        if self.scale == "mean_std" {
+            let (m, s) = (self.mean[c], self.std[c]);
+            mul = (mul as f64 / s) as f32;
+            add = ((add as f64 - m) / s) as f32;
+        }
+        (mul, add)
+    }
+
+    /// A 256-entry table per channel.
+    pub fn lut(&self, channels: usize) -> Vec<[f32; 256]> {
+        (0..channels)
+            .map(|c| {
+                let mut t = [0f32; 256];
+                t.iter_mut().enumerate().for_each(|(v, o)| *o = self.value(c, v as u8));
+                t
+            })
+            .collect()
+    }
 }
 
 fn is_zero(n: &usize) -> bool {

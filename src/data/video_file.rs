@@ -94,10 +94,22 @@ mod imp {
                     return Err(err("a frame has no pixels".into()));
                 }
                 let s = spec.size as u32;
-                let (dw, dh) = if w >= h { (((w as u64 * s as u64 + h as u64 / 2) / h as u64).max(s as u64) as u32, s) } else { (s, ((h as u64 * s as u64 + w as u64 / 2) / w as u64).max(s as u64) as u32) };
+                let (dw, dh) = if w >= h {
+                    (((w as u64 * s as u64 + h as u64 / 2) / h as u64).max(s as u64) as u32, s)
+                } else {
+                    (s, ((h as u64 * s as u64 + w as u64 / 2) / w as u64).max(s as u64) as u32)
+                };
                 if scaler.as_ref().is_none_or(|(_, sw, sh)| (*sw, *sh) != (w, h)) {
-                    let c = ff::software::scaling::Context::get(frame.format(), w, h, ff::format::Pixel::RGB24, dw, dh, ff::software::scaling::Flags::BILINEAR)
-                        .map_err(|e| err(format!("cannot convert frames: {e}")))?;
+                    let c = ff::software::scaling::Context::get(
+                        frame.format(),
+                        w,
+                        h,
+                        ff::format::Pixel::RGB24,
+                        dw,
+                        dh,
+                        ff::software::scaling::Flags::BILINEAR,
+                    )
+                    .map_err(|e| err(format!("cannot convert frames: {e}")))?;
                     scaler = Some((c, w, h));
                 }
                 let mut rgb = ff::util::frame::Video::empty();

@@ -46,6 +46,22 @@ impl InputArtifact {
         self.store.blobs.read(&f.digest).map_err(|e| StageError::failed(format!("input `{}`: {e}; run again to recompute it", self.id)))
     }
 
+    /// Opens file `name` for random access, after checking its checksum by streaming it once (constant memory).
+    pub fn open(&self, name: &str) -> Result<std::fs::File, StageError> {
+        let f = self.manifest.files.get(name).ok_or_else(|| StageError::failed(format!("input `{}` has no file `{name}`", self.id)))?;
+        let path = self.store.blobs.path(&f.digest);
+        let fail = |m: String| {
+            StageError::failed(format!("input `{}` file `{name}` ({}): {m}; run again to recompute it", self.id, path.display()))
+        };
+        let mut file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
+        let mut h = blake3::Hasher::new();
+        h.update_reader(&mut file).map_err(|e| fail(e.to_string()))?;
+        if h.finalize().to_hex().as_str() != f.digest {
+            return Err(fail("checksum mismatch: the stored file is damaged".into()));
+        }
+        Ok(file)
+    }
+
     /// Reads and parses a JSON file.
     pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
         let b = self.read(name)?;

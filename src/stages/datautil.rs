@@ -1,6 +1,5 @@
 //! Shared helpers of the data stages: hashing source trees, writing/reading split files, `show` output.
 
-use crate::data::stream::SplitWriter;
 use crate::data::tensors::{decode, encode, Array, Labels, Meta, Named};
 use crate::stage::{InputArtifact, StageCtx, StageError};
 use std::collections::BTreeMap;
@@ -62,7 +61,21 @@ pub fn write_dataset(
         arrays.insert("y".into(), s.y.named());
         ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
     }
-    write_meta(ctx, Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note, skipped: 0, missing: 0 })
+    write_meta(
+        ctx,
+        Meta {
+            modality: modality.into(),
+            classes,
+            multilabel,
+            splits: sizes,
+            shape,
+            sample_rate,
+            note,
+            skipped: 0,
+            missing: 0,
+            values: None,
+        },
+    )
 }
 
 fn check_train(ctx: &StageCtx<'_>, name: &str, n: usize) -> Result<(), StageError> {
@@ -72,24 +85,19 @@ fn check_train(ctx: &StageCtx<'_>, name: &str, n: usize) -> Result<(), StageErro
     Ok(())
 }
 
-/// Writes `{name}.safetensors` from a streamed split: its tensors plus the labels `y`; `shapes` gives the
-/// final shape of every tensor but `y`. The same bytes as [`write_dataset`] would write.
-pub fn put_streamed_split(
-    ctx: &mut StageCtx<'_>,
-    name: &str,
-    mut w: SplitWriter,
-    mut shapes: BTreeMap<String, Vec<usize>>,
-    y: &Labels,
-) -> Result<(), StageError> {
-    check_train(ctx, name, y.len())?;
-    let e = |m: String| StageError::failed(format!("writing split {name}: {m}"));
-    match y {
-        Labels::Single(v) => w.push_i64("y", v).map_err(e)?,
-        Labels::Multi(v, _) => w.push_u8("y", v).map_err(e)?,
+/// The `put` of a [`crate::data::shards::ShardWriter`]: each finished shard goes into the artifact.
+pub fn shard_put(out: &mut crate::stage::ArtifactWriter) -> impl FnMut(&str, Box<dyn std::io::Read>) -> Result<(), String> + '_ {
+    move |name, r| out.put_reader(name, r).map_err(|e| e.to_string())
+}
+
+/// Opens one split of a dataset or tensors artifact for random access (its shards checksum-verified).
+pub fn open_split(a: &InputArtifact, split: &str) -> Result<crate::data::shards::SplitReader, StageError> {
+    let names = crate::data::shards::shard_names(a.manifest.files.keys(), split);
+    if names.is_empty() {
+        return Err(StageError::failed(format!("input `{}` has no split `{split}`", a.id)));
     }
-    shapes.insert("y".into(), y.named_shape());
-    let (r, _) = w.finish(&shapes).map_err(e)?;
-    ctx.out.put_reader(&format!("{name}.safetensors"), r)
+    let files = names.into_iter().map(|n| a.open(&n).map(|f| (n, f))).collect::<Result<Vec<_>, _>>()?;
+    crate::data::shards::SplitReader::new(files).map_err(|e| StageError::failed(format!("input `{}` split {split}: {e}", a.id)))
 }
 
 /// Writes `meta.json`.
@@ -97,10 +105,25 @@ pub fn write_meta(ctx: &mut StageCtx<'_>, meta: Meta) -> Result<(), StageError> 
     ctx.out.put_json("meta.json", &meta)
 }
 
-/// Reads one split's arrays.
+/// Reads one split's arrays into memory (small data only: the embedded video generators), from one file or
+/// its shards.
 pub fn read_split(a: &InputArtifact, split: &str) -> Result<BTreeMap<String, Named>, StageError> {
-    let bytes = a.read(&format!("{split}.safetensors"))?;
-    decode(&bytes).map_err(|e| StageError::failed(format!("input `{}` split {split}: {e}", a.id)))
+    if a.has(&format!("{split}.safetensors")) {
+        let bytes = a.read(&format!("{split}.safetensors"))?;
+        return decode(&bytes).map_err(|e| StageError::failed(format!("input `{}` split {split}: {e}", a.id)));
+    }
+    let r = open_split(a, split)?;
+    if r.shape.is_empty() || r.dtype != safetensors::Dtype::U8 {
+        return Err(StageError::failed(format!("input `{}` split {split}: only sharded u8 examples can be read whole", a.id)));
+    }
+    let mut x = vec![];
+    for i in 0..r.len() {
+        x.extend(r.raw(i).map_err(StageError::failed)?);
+    }
+    let mut m = BTreeMap::new();
+    m.insert("x".to_string(), Named { shape: [&[r.len()][..], &r.shape].concat(), data: Array::U8(x) });
+    m.insert("y".to_string(), r.labels.named());
+    Ok(m)
 }
 
 /// `show`: shapes, split sizes, class counts; writes `preview.png` (a grid of images, spectrograms or
@@ -121,7 +144,12 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
             let bad = v["undecodable"].as_array().cloned().unwrap_or_default();
             let missing = v["missing"].as_array().cloned().unwrap_or_default();
             for b in bad.iter().take(10) {
-                s.push_str(&format!("  undecodable {} ({}): {}\n", b["path"].as_str().unwrap_or(""), b["split"].as_str().unwrap_or(""), b["reason"].as_str().unwrap_or("")));
+                s.push_str(&format!(
+                    "  undecodable {} ({}): {}\n",
+                    b["path"].as_str().unwrap_or(""),
+                    b["split"].as_str().unwrap_or(""),
+                    b["reason"].as_str().unwrap_or("")
+                ));
             }
             for m in missing.iter().take(10) {
                 s.push_str(&format!("  absent {} (listed at {})\n", m["file"].as_str().unwrap_or(""), m["listed"].as_str().unwrap_or("")));
@@ -132,24 +160,49 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         }
     }
     for (split, n) in &meta.splits {
-        let arrays = read_split(a, split)?;
-        let counts = match Labels::from_named(&arrays["y"]).map_err(StageError::failed)? {
+        let r = open_split(a, split)?;
+        let counts = match &r.labels {
             Labels::Single(v) => {
                 let mut c = vec![0usize; meta.classes.len()];
                 v.iter().for_each(|&l| c[l as usize] += 1);
                 c
             }
-            Labels::Multi(v, k) => (0..k).map(|j| v.iter().skip(j).step_by(k).filter(|&&b| b > 0).count()).collect(),
+            Labels::Multi(v, k) => (0..*k).map(|j| v.iter().skip(j).step_by(*k).filter(|&&b| b > 0).count()).collect(),
         };
         let per: Vec<String> = meta.classes.iter().zip(&counts).map(|(c, n)| format!("{c}:{n}")).collect();
-        let shapes: Vec<String> = arrays.iter().map(|(k, v)| format!("{k} {:?}", v.shape)).collect();
-        s.push_str(&format!("  {split:<5} {n:>6} examples  [{}]  {}\n", shapes.join(", "), per.join(" ")));
+        let ys = match &r.labels {
+            Labels::Single(v) => format!("y [{}]", v.len()),
+            Labels::Multi(v, k) => format!("y [{}, {k}]", v.len() / k.max(&1)),
+        };
+        let xs = if r.shape.is_empty() {
+            format!("{} [{} clips, variable length]", r.name, r.len())
+        } else {
+            format!("{} {:?}", r.name, [&[r.len()][..], &r.shape].concat())
+        };
+        let files = crate::data::shards::shard_names(a.manifest.files.keys(), split).len();
+        let sharded = if files > 1 { format!(" in {files} shards") } else { String::new() };
+        let stored = if r.dtype == safetensors::Dtype::U8 && meta.values.is_some() { " u8" } else { "" };
+        s.push_str(&format!("  {split:<5} {n:>6} examples  [{xs}{stored}, {ys}]{sharded}  {}\n", per.join(" ")));
     }
-    if let Ok(arrays) = read_split(a, "train") {
-        if let Some(png) = preview(&arrays, &meta) {
-            let p = out.join("preview.png");
-            png.save(&p).map_err(|e| StageError::failed(format!("{}: {e}", p.display())))?;
-            s.push_str(&format!("preview: {}\n", p.display()));
+    if let Ok(r) = open_split(a, "train") {
+        if !r.shape.is_empty() {
+            let k = r.len().min(16);
+            let mut vals = vec![];
+            for i in 0..k {
+                vals.extend(r.f32s(i).map_err(StageError::failed)?);
+            }
+            // u8 caches are [N, C, T, H, W] like float ones: drawn as floats.
+            let data = if r.dtype == safetensors::Dtype::U8 && meta.values.is_none() {
+                Array::U8(vals.iter().map(|&v| v as u8).collect())
+            } else {
+                Array::F32(vals)
+            };
+            let arrays: BTreeMap<String, Named> = [("x".to_string(), Named { shape: [&[k][..], &r.shape].concat(), data })].into();
+            if let Some(png) = preview(&arrays, &meta) {
+                let p = out.join("preview.png");
+                png.save(&p).map_err(|e| StageError::failed(format!("{}: {e}", p.display())))?;
+                s.push_str(&format!("preview: {}\n", p.display()));
+            }
         }
     }
     Ok(s)

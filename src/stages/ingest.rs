@@ -1,15 +1,15 @@
 //! `dataset` and `video_synth`: ingest files in the formats users have (or generate the embedded video tasks)
 //! into a `dataset` artifact with train / val / test splits.
 
-use super::datautil::{hash_tree, put_streamed_split, write_dataset, write_meta, Split};
+use super::datautil::{hash_tree, shard_put, write_dataset, write_meta, Split};
 use super::ingest_files::{check_loss, check_missing, ingest, lim, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
-use crate::data::layouts::{self, Catalog, Entry, SplitName};
-use crate::data::video_file::{self, ClipSpec};
 use crate::data::images::{self, Images};
-use crate::data::stream::SplitWriter;
+use crate::data::layouts::{self, Catalog, Entry, SplitName};
+use crate::data::shards::{Label, Layout, ShardWriter, Values};
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
 use crate::data::video;
+use crate::data::video_file::{self, ClipSpec};
 use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use safetensors::Dtype;
 use serde::Deserialize;
@@ -69,6 +69,8 @@ struct DatasetParams {
     resplit: bool,
     max_bad: f64,
     max_missing: f64,
+    shard_mb: u64,
+    store: String,
 }
 
 fn class_list(dir: &Path, given: &[String], n: usize) -> Vec<String> {
@@ -138,18 +140,19 @@ fn stream_pool(
     pool: &[&Images],
     lists: Vec<(&str, Vec<usize>)>,
     sizes: &mut BTreeMap<String, usize>,
+    budget: u64,
 ) -> Result<(), StageError> {
     let total: usize = pool.iter().map(|s| s.len()).sum();
     let mut assign = vec![usize::MAX; total];
     for (k, (_, idx)) in lists.iter().enumerate() {
         idx.iter().for_each(|&i| assign[i] = k);
     }
-    let tmp_err = |m: String| StageError::failed(format!("node `{}`: {m}", ctx.id));
-    let mut writers: Vec<SplitWriter> = vec![];
-    for _ in &lists {
-        let mut w = SplitWriter::new();
-        w.declare("x", Dtype::U8).map_err(tmp_err)?;
-        writers.push(w);
+    let id = ctx.id.to_string();
+    let tmp_err = |m: String| StageError::failed(format!("node `{id}`: {m}"));
+    let labels: Vec<i64> = pool.iter().flat_map(|s| s.labels.iter().copied()).collect();
+    let mut writers: Vec<ShardWriter> = vec![];
+    for (name, _) in &lists {
+        writers.push(ShardWriter::new(name, Layout::Fixed("x".into(), Dtype::U8, pool[0].shape.clone()), None, budget).map_err(tmp_err)?);
     }
     let mut base = 0;
     for (si, src) in pool.iter().enumerate() {
@@ -158,19 +161,19 @@ fn stream_pool(
             total: pool.len() as u64,
             message: format!("reading {} examples", src.len()),
         });
+        let out = &mut ctx.out;
         src.for_each(
             |i| assign[base + i] != usize::MAX,
-            |i, rec| writers[assign[base + i]].push_u8("x", rec).map_err(|m| StageError::failed(format!("node `{}`: {m}", ctx.id))),
+            |i, rec| writers[assign[base + i]].push(Values::U8(rec), Label::Single(labels[base + i]), &mut shard_put(out)).map_err(tmp_err),
         )?;
         base += src.len();
     }
-    let labels: Vec<i64> = pool.iter().flat_map(|s| s.labels.iter().copied()).collect();
-    for ((name, idx), w) in lists.into_iter().zip(writers) {
-        let y = Labels::Single(idx.iter().map(|&i| labels[i]).collect());
-        let mut shape = vec![idx.len()];
-        shape.extend_from_slice(&pool[0].shape);
-        put_streamed_split(ctx, name, w, [("x".to_string(), shape)].into(), &y)?;
-        sizes.insert(name.to_string(), idx.len());
+    for ((name, _), w) in lists.into_iter().zip(writers) {
+        if name == "train" && w.is_empty() {
+            return Err(StageError::input(format!("node `{id}`: the train split is empty")));
+        }
+        sizes.insert(name.to_string(), w.len());
+        w.finish(&mut shard_put(&mut ctx.out)).map_err(tmp_err)?;
     }
     Ok(())
 }
@@ -237,8 +240,24 @@ impl DatasetStage {
         let multilabel = p.multilabel || p.format == "audioset";
         let (h, w, rate) = (p.height, p.width, p.sample_rate);
         let clip = ClipSpec { frames: p.frames, stride: p.stride, size: p.width };
+        if p.store == "encoded" && modality != "image" {
+            return Err(StageError::input(format!(
+                "node `{}`: store = \"encoded\" is for image layouts; `{}` is {modality}",
+                ctx.id, p.format
+            )));
+        }
         let (decoder, shape, sr) = match modality {
-            "image" => (Decoder::Fixed { shape: vec![h, w, 3], decode: Box::new(move |f: &Path| decode_image(f, h, w)) }, vec![h, w, 3], None),
+            "image" if p.store == "encoded" => {
+                let check = |f: &Path| -> Result<Vec<u8>, crate::data::DataError> {
+                    let bytes = std::fs::read(f).map_err(|e| crate::data::DataError::new(f, format!("cannot read: {e}")))?;
+                    crate::train::encoded::decode(&bytes).map_err(|e| crate::data::DataError::new(f, e))?;
+                    Ok(bytes)
+                };
+                (Decoder::Encoded(Box::new(check)), vec![], None)
+            }
+            "image" => {
+                (Decoder::Fixed { shape: vec![h, w, 3], decode: Box::new(move |f: &Path| decode_image(f, h, w)) }, vec![h, w, 3], None)
+            }
             "video" => {
                 let shape = vec![clip.frames, clip.size, clip.size, 3];
                 (Decoder::Fixed { shape: shape.clone(), decode: Box::new(move |f: &Path| video_file::decode(f, &clip)) }, shape, None)
@@ -252,7 +271,7 @@ impl DatasetStage {
             }
         };
         let rule = SplitRule { val_fraction: p.val_fraction, test_fraction: p.test_fraction, limit: p.limit, seed: ctx.seed() };
-        let outcome = ingest(ctx, &cat, &decoder, multilabel, &rule)?;
+        let outcome = ingest(ctx, &cat, &decoder, multilabel, &rule, p.shard_mb << 20)?;
         let decoded: usize = outcome.sizes.values().sum::<usize>() + outcome.bad.len();
         let lost: Vec<String> = outcome.bad.iter().map(|b| format!("{} ({})", b.path, b.reason)).collect();
         check_loss("could not be decoded", &lost, decoded, p.max_bad, "max_bad")?;
@@ -269,8 +288,14 @@ impl DatasetStage {
         if !cat.note.is_empty() {
             note.push_str(&format!("; {}", cat.note));
         }
+        if p.store == "encoded" && modality == "image" {
+            note.push_str("; stored encoded (the files' bytes)");
+        }
         if modality == "video" {
-            note.push_str(&format!("; {} frames at stride {} from the centre, short side {} + centre crop", clip.frames, clip.stride, clip.size));
+            note.push_str(&format!(
+                "; {} frames at stride {} from the centre, short side {} + centre crop",
+                clip.frames, clip.stride, clip.size
+            ));
         }
         let meta = Meta {
             modality: modality.into(),
@@ -282,6 +307,7 @@ impl DatasetStage {
             note,
             skipped: outcome.bad.len(),
             missing: cat.missing.len(),
+            values: None,
         };
         write_meta(ctx, meta)
     }
@@ -368,6 +394,20 @@ impl Stage for DatasetStage {
                 json!(0.25),
                 "fraction of listed examples (Kinetics, AudioSet, … CSVs) whose files are absent that is tolerated",
             ),
+            ParamSpec::opt(
+                "store",
+                T::Choice(&["pixels", "encoded"]),
+                json!("pixels"),
+                "image_folder, pets: `pixels` = decoded and resized to height × width once; `encoded` = the files' bytes as \
+                 they are (checked to decode), decoded per batch so training can crop the original image (the paper's \
+                 Inception crop)",
+            ),
+            ParamSpec::opt(
+                "shard_mb",
+                T::Int { min: 1, max: 1 << 20 },
+                json!(256),
+                "split files are shards of about this many MiB (a split that fits in one is a single file)",
+            ),
         ]
     }
     fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
@@ -411,6 +451,12 @@ impl Stage for DatasetStage {
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p: DatasetParams = ctx.config()?;
+        if p.store == "encoded" && !matches!(p.format.as_str(), "image_folder" | "pets") {
+            return Err(StageError::input(format!(
+                "node `{}`: store = \"encoded\" keeps image files' bytes: it is for image_folder and pets",
+                ctx.id
+            )));
+        }
         let root = ctx.base_dir.join(&p.path);
         let seed = ctx.seed();
         let mut sizes = BTreeMap::new();
@@ -449,12 +495,18 @@ impl Stage for DatasetStage {
                     let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
                     let tr = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
                     let va = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
-                    stream_pool(ctx, &[&train, &test], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes)?;
+                    stream_pool(
+                        ctx,
+                        &[&train, &test],
+                        vec![("train", tr), ("val", va), ("test", lim(te, p.limit))],
+                        &mut sizes,
+                        p.shard_mb << 20,
+                    )?;
                 } else {
                     let (tr, va) = splits_from(train.len(), p.val_fraction, seed, p.limit);
                     let te: Vec<usize> = lim((0..test.len()).collect(), p.limit);
-                    stream_pool(ctx, &[&train], vec![("train", tr), ("val", va)], &mut sizes)?;
-                    stream_pool(ctx, &[&test], vec![("test", te)], &mut sizes)?;
+                    stream_pool(ctx, &[&train], vec![("train", tr), ("val", va)], &mut sizes, p.shard_mb << 20)?;
+                    stream_pool(ctx, &[&test], vec![("test", te)], &mut sizes, p.shard_mb << 20)?;
                 }
                 ("image", classes, train.shape.clone(), None)
             }
@@ -466,7 +518,7 @@ impl Stage for DatasetStage {
                 let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
                 let tr: Vec<usize> = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
                 let va: Vec<usize> = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
-                stream_pool(ctx, &[&set], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes)?;
+                stream_pool(ctx, &[&set], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes, p.shard_mb << 20)?;
                 ("video", classes, set.shape.clone(), None)
             }
             _ => return self.run_catalog(ctx, &p, &root),
@@ -478,7 +530,18 @@ impl Stage for DatasetStage {
             p.path,
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() }
         );
-        let meta = Meta { modality: modality.into(), classes, multilabel: p.multilabel, splits: sizes, shape, sample_rate: sr, note, skipped: 0, missing: 0 };
+        let meta = Meta {
+            modality: modality.into(),
+            classes,
+            multilabel: p.multilabel,
+            splits: sizes,
+            shape,
+            sample_rate: sr,
+            note,
+            skipped: 0,
+            missing: 0,
+            values: None,
+        };
         write_meta(ctx, meta)
     }
     fn describe(&self, a: &crate::stage::InputArtifact, out: &Path) -> Result<String, StageError> {

@@ -11,15 +11,18 @@
 //! the decoded examples (or `max_missing` of the listed ones) are lost does the node fail (exit 2), naming the
 //! first files, since then the data is not what the study claims to use.
 
-use super::datautil::put_streamed_split;
+use super::datautil::shard_put;
 use crate::data::error::DataError;
-use crate::data::layouts::{Catalog, Entry, Missing, SplitName};
-use crate::data::stream::SplitWriter;
-use crate::data::tensors::{carve, Labels};
+use crate::data::layouts::{Catalog, Missing, SplitName};
+use crate::data::shards::{Label, Layout, ShardWriter, Values};
+use crate::data::tensors::carve;
 use crate::stage::{StageCtx, StageError};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
+
+/// Decodes one file into an example's values.
+pub type DecodeFn<T> = Box<dyn Fn(&std::path::Path) -> Result<Vec<T>, DataError> + Sync>;
 
 /// How each file becomes an example.
 pub enum Decoder {
@@ -28,10 +31,12 @@ pub enum Decoder {
         /// Per-example shape.
         shape: Vec<usize>,
         /// Decodes one file.
-        decode: Box<dyn Fn(&std::path::Path) -> Result<Vec<u8>, DataError> + Sync>,
+        decode: DecodeFn<u8>,
     },
     /// A variable-length f32 wave (all clips concatenated, with offsets).
-    Wave(Box<dyn Fn(&std::path::Path) -> Result<Vec<f32>, DataError> + Sync>),
+    Wave(DecodeFn<f32>),
+    /// The file's bytes as they are (encoded images), after a check that they decode.
+    Encoded(DecodeFn<u8>),
 }
 
 /// Split and limit settings.
@@ -119,8 +124,16 @@ pub fn check_missing(ctx: &StageCtx<'_>, missing: &[Missing], listed: usize, max
     check_loss("listed are absent", &lost, listed, max_missing, "max_missing")
 }
 
-/// Decodes and writes the three splits of `cat`; returns split sizes and the skipped files.
-pub fn ingest(ctx: &mut StageCtx<'_>, cat: &Catalog, decoder: &Decoder, multilabel: bool, rule: &SplitRule) -> Result<Outcome, StageError> {
+/// Decodes and writes the three splits of `cat` as shards of `budget` bytes; returns split sizes and the
+/// skipped files.
+pub fn ingest(
+    ctx: &mut StageCtx<'_>,
+    cat: &Catalog,
+    decoder: &Decoder,
+    multilabel: bool,
+    rule: &SplitRule,
+    budget: u64,
+) -> Result<Outcome, StageError> {
     let k = cat.classes.len();
     let mut out = Outcome::default();
     let splits = assign(cat, rule);
@@ -130,76 +143,70 @@ pub fn ingest(ctx: &mut StageCtx<'_>, cat: &Catalog, decoder: &Decoder, multilab
     let id = ctx.id.to_string();
     let fail = |m: String| StageError::failed(format!("node `{id}`: {m}"));
     for (split, idx) in splits {
-        let mut w = SplitWriter::new();
-        let mut kept: Vec<&Entry> = vec![];
-        let mut offsets = vec![0i64];
-        match decoder {
-            Decoder::Fixed { .. } => w.declare("x", Dtype::U8).map_err(fail)?,
-            Decoder::Wave(_) => w.declare("wave", Dtype::F32).map_err(fail)?,
-        }
+        let layout = match decoder {
+            Decoder::Fixed { shape, .. } => Layout::Fixed("x".into(), Dtype::U8, shape.clone()),
+            Decoder::Wave(_) => Layout::Var("wave".into(), Dtype::F32),
+            Decoder::Encoded(_) => Layout::Var("bytes".into(), Dtype::U8),
+        };
+        let mut w = ShardWriter::new(split.as_str(), layout, multilabel.then_some(k), budget).map_err(fail)?;
+        let mut row = vec![0u8; k];
         for part in idx.chunks(chunk) {
-            (ctx.progress)(crate::stage::Progress { done: done as u64, total: total as u64, message: format!("decoding {}", split.as_str()) });
-            match decoder {
-                Decoder::Fixed { decode, shape } => {
-                    let len: usize = shape.iter().product();
-                    let recs: Vec<Result<Vec<u8>, DataError>> = part.par_iter().map(|&i| decode(&cat.entries[i].path)).collect();
-                    for (&i, r) in part.iter().zip(recs) {
-                        match r.and_then(|x| {
-                            if x.len() == len {
-                                Ok(x)
-                            } else {
-                                Err(DataError::new(&cat.entries[i].path, format!("decoded to {} values, expected {len}", x.len())))
-                            }
-                        }) {
-                            Ok(x) => {
-                                w.push_u8("x", &x).map_err(fail)?;
-                                kept.push(&cat.entries[i]);
-                            }
-                            Err(e) => skip(&id, &mut out.bad, split, e),
-                        }
+            (ctx.progress)(crate::stage::Progress {
+                done: done as u64,
+                total: total as u64,
+                message: format!("decoding {}", split.as_str()),
+            });
+            let recs: Vec<Result<Rec, DataError>> = part
+                .par_iter()
+                .map(|&i| {
+                    let path = &cat.entries[i].path;
+                    match decoder {
+                        Decoder::Fixed { decode, .. } | Decoder::Encoded(decode) => decode(path).map(Rec::U8),
+                        Decoder::Wave(decode) => decode(path).map(Rec::F32),
                     }
-                }
-                Decoder::Wave(decode) => {
-                    let recs: Vec<Result<Vec<f32>, DataError>> = part.par_iter().map(|&i| decode(&cat.entries[i].path)).collect();
-                    for (&i, r) in part.iter().zip(recs) {
-                        match r {
-                            Ok(x) => {
-                                w.push_f32("wave", &x).map_err(fail)?;
-                                offsets.push(w.len("wave") as i64);
-                                kept.push(&cat.entries[i]);
-                            }
-                            Err(e) => skip(&id, &mut out.bad, split, e),
-                        }
+                })
+                .collect();
+            for (&i, r) in part.iter().zip(recs) {
+                let e = &cat.entries[i];
+                let x = match &r {
+                    Ok(Rec::U8(x)) => Values::U8(x),
+                    Ok(Rec::F32(x)) => Values::F32(x),
+                    Err(err) => {
+                        skip(&id, &mut out.bad, split, err.clone());
+                        continue;
                     }
+                };
+                let y = if multilabel {
+                    row.iter_mut().for_each(|b| *b = 0);
+                    e.labels.iter().for_each(|&l| row[l] = 1);
+                    Label::Multi(&row)
+                } else {
+                    Label::Single(e.labels[0] as i64)
+                };
+                if let Err(m) = w.push(x, y, &mut shard_put(&mut ctx.out)) {
+                    // A record of the wrong size is the file's fault; anything else is ours.
+                    if m.starts_with("example of") {
+                        skip(&id, &mut out.bad, split, DataError::new(&e.path, m));
+                        continue;
+                    }
+                    return Err(fail(m));
                 }
             }
             done += part.len();
         }
-        let y = if multilabel {
-            let mut m = vec![0u8; kept.len() * k];
-            for (i, e) in kept.iter().enumerate() {
-                e.labels.iter().for_each(|&l| m[i * k + l] = 1);
-            }
-            Labels::Multi(m, k)
-        } else {
-            Labels::Single(kept.iter().map(|e| e.labels[0] as i64).collect())
-        };
-        let shapes = match decoder {
-            Decoder::Fixed { shape, .. } => {
-                let mut s = vec![kept.len()];
-                s.extend_from_slice(shape);
-                [("x".to_string(), s)].into()
-            }
-            Decoder::Wave(_) => {
-                let n = w.len("wave");
-                w.push_i64("offsets", &offsets).map_err(fail)?;
-                [("wave".to_string(), vec![n]), ("offsets".to_string(), vec![kept.len() + 1])].into()
-            }
-        };
-        put_streamed_split(ctx, split.as_str(), w, shapes, &y)?;
-        out.sizes.insert(split.as_str().to_string(), kept.len());
+        if split == SplitName::Train && w.is_empty() {
+            return Err(StageError::input(format!("node `{}`: the train split is empty", ctx.id)));
+        }
+        let n = w.len();
+        w.finish(&mut shard_put(&mut ctx.out)).map_err(fail)?;
+        out.sizes.insert(split.as_str().to_string(), n);
     }
     Ok(out)
+}
+
+enum Rec {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
 }
 
 fn skip(id: &str, bad: &mut Vec<Bad>, split: SplitName, e: DataError) {
@@ -210,10 +217,12 @@ fn skip(id: &str, bad: &mut Vec<Bad>, split: SplitName, e: DataError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::layouts::Entry;
     use std::path::PathBuf;
 
     fn cat(splits: &[SplitName]) -> Catalog {
-        let entries = splits.iter().enumerate().map(|(i, &split)| Entry { path: PathBuf::from(format!("{i}")), labels: vec![0], split }).collect();
+        let entries =
+            splits.iter().enumerate().map(|(i, &split)| Entry { path: PathBuf::from(format!("{i}")), labels: vec![0], split }).collect();
         Catalog { classes: vec!["a".into()], entries, ..Default::default() }
     }
 

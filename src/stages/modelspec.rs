@@ -2,7 +2,6 @@
 //! artifacts, and backend dispatch.
 
 use super::task::TaskSpec;
-use crate::data::tensors::{decode, Array, Labels};
 use crate::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
 use crate::stage::{InputArtifact, ParamSpec, ParamType as T, StageError};
 use crate::train::batch::SplitData;
@@ -56,17 +55,37 @@ pub struct LoadedTask {
     pub shape: [usize; 4],
 }
 
+/// One split of a task artifact, read from its shards: f32 caches as stored, u8 caches through their value
+/// map (the same floats). Memory holds the labels only.
 fn split(a: &InputArtifact, name: &str) -> Result<SplitData, StageError> {
-    let arrays = decode(&a.read(&format!("{name}.safetensors"))?).map_err(StageError::failed)?;
-    let x = &arrays["x"];
-    let Array::F32(v) = &x.data else {
-        return Err(StageError::input(format!("`{}`: task data must be preprocessed f32 tensors", a.id)));
-    };
-    if x.shape.len() != 5 {
-        return Err(StageError::input(format!("`{}`: expected x [N, C, T, H, W], got {:?}", a.id, x.shape)));
+    let r = super::datautil::open_split(a, name)?;
+    if r.shape.is_empty() && r.name == "bytes" {
+        // Encoded images: decoded per batch at the size and value map `image_prep` recorded.
+        let meta: crate::data::tensors::Meta = a.json("meta.json")?;
+        let (Some(map), &[3, 1, h, w]) = (meta.values, &meta.shape[..]) else {
+            return Err(StageError::input(format!("`{}`: encoded images need image_prep's size and value map (3 channels)", a.id)));
+        };
+        return Ok(SplitData::encoded(r, h, w, [map.affine(0), map.affine(1), map.affine(2)]));
     }
-    let y = Labels::from_named(&arrays["y"]).map_err(StageError::failed)?;
-    Ok(SplitData { x: v.clone(), shape: [x.shape[1], x.shape[2], x.shape[3], x.shape[4]], y })
+    if r.shape.len() != 4 {
+        return Err(StageError::input(format!("`{}`: expected x [N, C, T, H, W], got [N] + {:?}", a.id, r.shape)));
+    }
+    let shape = [r.shape[0], r.shape[1], r.shape[2], r.shape[3]];
+    let lut = match r.dtype {
+        safetensors::Dtype::F32 => None,
+        safetensors::Dtype::U8 => {
+            let meta: crate::data::tensors::Meta = a.json("meta.json")?;
+            let Some(map) = meta.values else {
+                return Err(StageError::input(format!(
+                    "`{}`: u8 task data without a value map: preprocess it (image_prep, video_prep)",
+                    a.id
+                )));
+            };
+            Some(map.lut(shape[0]))
+        }
+        _ => return Err(StageError::input(format!("`{}`: task data must be preprocessed f32 or u8 tensors", a.id))),
+    };
+    Ok(SplitData::stored(r, shape, lut))
 }
 
 /// Loads a task artifact.

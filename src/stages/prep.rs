@@ -1,10 +1,18 @@
 //! Preprocessing caches: `image_prep`, `audio_prep` (Kaldi log-mel) and `video_prep` turn a `dataset`
-//! artifact into model-ready `tensors` (`x` f32 `[N, C, T, H, W]`).
+//! artifact into model-ready `tensors` (`x` `[N, C, T, H, W]`: f32, or u8 with the value map in `meta.json`
+//! for images and video, 4× smaller and the same floats at training time).
+//!
+//! Every split is read one example at a time from its shards, processed in parallel chunks, and written in
+//! order into shards: memory is flat in the dataset's size. Statistics for `mean_std` are accumulated over
+//! the train split in example order first (the same sums, so the same bits, as over a whole split in memory).
 
-use super::datautil::{read_split, write_dataset, Split};
+use super::datautil::{open_split, shard_put, write_meta};
 use crate::data::fbank::{Fbank, FbankOptions};
-use crate::data::tensors::{Array, Labels, Meta, Named};
+use crate::data::shards::{Label, Layout, ShardWriter, SplitReader, Values, SHARD_BYTES};
+use crate::data::tensors::{Labels, Meta, ValueMap};
 use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use rayon::prelude::*;
+use safetensors::Dtype;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,10 +25,6 @@ fn meta_of(a: &InputArtifact, want: &str) -> Result<Meta, StageError> {
         return Err(StageError::input(format!("`{}` holds {} data, this node needs {want}", a.id, m.modality)));
     }
     Ok(m)
-}
-
-fn labels(arrays: &std::collections::BTreeMap<String, Named>) -> Result<Labels, StageError> {
-    Labels::from_named(&arrays["y"]).map_err(StageError::failed)
 }
 
 /// Resizes one grey/RGB u8 image `[h, w, c]` to `[oh, ow, c]` (bilinear, "triangle" filter).
@@ -68,37 +72,142 @@ fn write_planes(img: &[u8], c: usize, oc: usize, unit: bool, out: &mut [f32], of
     }
 }
 
-/// Per-channel mean/std normalisation in place, statistics from `train` (`x` is `[N, C, rest]`).
-fn mean_std(splits: &mut [(&str, Split)], c: usize) {
-    let stats: Vec<(f64, f64)> = {
-        let Array::F32(x) = &splits[0].1.x[0].1.data else {
-            return;
-        };
-        let per = x.len() / splits[0].1.y.len().max(1) / c;
-        (0..c)
-            .map(|ch| {
-                let vals = x.chunks_exact(per).skip(ch).step_by(c).flatten();
-                let (mut s, mut s2, mut n) = (0.0f64, 0.0f64, 0.0f64);
-                for &v in vals {
-                    s += v as f64;
-                    s2 += (v as f64) * (v as f64);
-                    n += 1.0;
-                }
-                let m = s / n.max(1.0);
-                (m, (s2 / n.max(1.0) - m * m).max(1e-12).sqrt())
-            })
-            .collect()
-    };
-    for (_, sp) in splits.iter_mut() {
-        let n = sp.y.len().max(1);
-        if let Array::F32(x) = &mut sp.x[0].1.data {
-            let per = x.len() / n / c;
-            for (i, chunk) in x.chunks_exact_mut(per).enumerate() {
-                let (m, s) = stats[i % c];
-                chunk.iter_mut().for_each(|v| *v = ((*v as f64 - m) / s) as f32);
+/// An interleaved u8 image (`c` channels) as `oc` channel planes of bytes (grey tiled to every channel).
+fn planes_u8(img: &[u8], c: usize, oc: usize) -> Vec<u8> {
+    let pixels = img.len() / c;
+    let mut out = vec![0u8; oc * pixels];
+    for ch in 0..oc {
+        let sc = if c == 1 { 0 } else { ch.min(c - 1) };
+        for p in 0..pixels {
+            out[ch * pixels + p] = img[p * c + sc];
+        }
+    }
+    out
+}
+
+/// A per-example map of [`map_split`], boxed.
+type MapFn = Box<dyn Fn(&SplitReader, Vec<u8>) -> Result<Out, String> + Sync>;
+
+/// One processed example.
+enum Out {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+/// Per-channel mean and standard deviation accumulated in example order (f64 sums of every value of each
+/// channel's planes), as a whole-split computation would.
+#[derive(Default)]
+struct Stats {
+    s: Vec<f64>,
+    s2: Vec<f64>,
+    n: Vec<f64>,
+}
+
+impl Stats {
+    fn new(c: usize) -> Self {
+        Stats { s: vec![0.0; c], s2: vec![0.0; c], n: vec![0.0; c] }
+    }
+    /// Adds one example `[C, rest]`.
+    fn add(&mut self, x: &[f32]) {
+        let c = self.s.len();
+        let per = x.len() / c;
+        for ch in 0..c {
+            for &v in &x[ch * per..(ch + 1) * per] {
+                self.s[ch] += v as f64;
+                self.s2[ch] += (v as f64) * (v as f64);
+                self.n[ch] += 1.0;
             }
         }
     }
+    fn finish(&self) -> (Vec<f64>, Vec<f64>) {
+        (0..self.s.len())
+            .map(|ch| {
+                let m = self.s[ch] / self.n[ch].max(1.0);
+                (m, (self.s2[ch] / self.n[ch].max(1.0) - m * m).max(1e-12).sqrt())
+            })
+            .unzip()
+    }
+}
+
+/// Standardises one example `[C, rest]` in place.
+fn standardise(x: &mut [f32], mean: &[f64], std: &[f64]) {
+    let per = x.len() / mean.len();
+    for (i, v) in x.iter_mut().enumerate() {
+        let ch = i / per;
+        *v = ((*v as f64 - mean[ch]) / std[ch]) as f32;
+    }
+}
+
+/// Runs `f` over every example of `r` in parallel chunks, handing the results to `sink` in example order.
+fn for_each_mapped<F, S>(ctx: &StageCtx<'_>, r: &SplitReader, what: &str, f: F, mut sink: S) -> Result<(), StageError>
+where
+    F: Fn(Vec<u8>) -> Result<Out, String> + Sync,
+    S: FnMut(usize, Out) -> Result<(), StageError>,
+{
+    let chunk = (rayon::current_num_threads() * 8).max(16);
+    let idx: Vec<usize> = (0..r.len()).collect();
+    for part in idx.chunks(chunk) {
+        (ctx.progress)(crate::stage::Progress { done: part[0] as u64, total: r.len() as u64, message: what.to_string() });
+        let outs: Vec<Result<Out, String>> = part.par_iter().map(|&i| r.raw(i).and_then(&f)).collect();
+        for (&i, o) in part.iter().zip(outs) {
+            sink(i, o.map_err(|e| StageError::failed(format!("node `{}`: example {i}: {e}", ctx.id)))?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Maps split `split` of `a` example by example through `f` into shards of `shape` (`dtype`); `after`
+/// adjusts float results (standardisation). Returns the number of examples.
+fn map_split<F>(
+    ctx: &mut StageCtx<'_>,
+    a: &InputArtifact,
+    split: &str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    f: F,
+    after: &(dyn Fn(&mut [f32]) + Sync),
+) -> Result<usize, StageError>
+where
+    F: Fn(&SplitReader, Vec<u8>) -> Result<Out, String> + Sync,
+{
+    let r = open_split(a, split)?;
+    let k = match &r.labels {
+        Labels::Multi(_, k) => Some(*k),
+        Labels::Single(_) => None,
+    };
+    let id = ctx.id.to_string();
+    let fail = |m: String| StageError::failed(format!("node `{id}`: {m}"));
+    let mut w = ShardWriter::new(split, Layout::Fixed("x".into(), dtype, shape), k, SHARD_BYTES).map_err(fail)?;
+    let labels = r.labels.clone();
+    let progress = ctx.progress;
+    let out = &mut ctx.out;
+    let n = r.len();
+    let chunk = (rayon::current_num_threads() * 8).max(16);
+    let idx: Vec<usize> = (0..n).collect();
+    for part in idx.chunks(chunk) {
+        progress(crate::stage::Progress { done: part[0] as u64, total: n as u64, message: format!("{split} split") });
+        let res: Vec<Result<Out, String>> = part.par_iter().map(|&i| r.raw(i).and_then(|raw| f(&r, raw))).collect();
+        for (&i, o) in part.iter().zip(res) {
+            let mut o = o.map_err(|e| fail(format!("example {i}: {e}")))?;
+            if let Out::F32(v) = &mut o {
+                after(v);
+            }
+            let x = match &o {
+                Out::U8(v) => Values::U8(v),
+                Out::F32(v) => Values::F32(v),
+            };
+            let y = match &labels {
+                Labels::Single(v) => Label::Single(v[i]),
+                Labels::Multi(v, k) => Label::Multi(&v[i * k..(i + 1) * k]),
+            };
+            w.push(x, y, &mut shard_put(out)).map_err(fail)?;
+        }
+    }
+    if split == "train" && n == 0 {
+        return Err(StageError::input(format!("node `{id}`: the train split is empty")));
+    }
+    w.finish(&mut shard_put(out)).map_err(fail)?;
+    Ok(n)
 }
 
 /// `image_prep`.
@@ -146,6 +255,12 @@ impl Stage for ImagePrep {
                 "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)",
             ),
             ParamSpec::opt("scale", T::Choice(&["minus_one_one", "unit", "mean_std"]), json!("minus_one_one"), "value scaling"),
+            ParamSpec::opt(
+                "dtype",
+                T::Choice(&["f32", "u8"]),
+                json!("f32"),
+                "stored values: f32, or u8 with the scaling applied when batches are read (4× smaller, the same floats)",
+            ),
         ]
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
@@ -153,42 +268,134 @@ impl Stage for ImagePrep {
         let meta = meta_of(&a, "image")?;
         let oc = ctx.params["channels"].as_u64().unwrap() as usize;
         let how = ctx.params["scale"].as_str().unwrap().to_string();
-        let mut splits = vec![];
-        let (mut oh, mut ow) = (0, 0);
-        for s in SPLITS {
-            let arrays = read_split(&a, s)?;
-            let x = &arrays["x"];
-            let Array::U8(px) = &x.data else {
-                return Err(StageError::failed("images must be u8"));
+        let u8_cache = ctx.params["dtype"] == "u8";
+        if open_split(&a, "train")?.name == "bytes" {
+            return encoded_passthrough(ctx, &a, meta, oc, &how);
+        }
+        let size = |r: &SplitReader| -> Result<(usize, usize, usize, usize, usize), StageError> {
+            let [h, w, c] = r.shape[..] else {
+                return Err(StageError::failed(format!("`{}`: images must be u8 [N, H, W, C], got [N] + {:?}", a.id, r.shape)));
             };
-            let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-            oh = match ctx.params["height"].as_u64().unwrap() as usize {
+            let oh = match ctx.params["height"].as_u64().unwrap() as usize {
                 0 => h,
                 v => v,
             };
-            ow = match ctx.params["width"].as_u64().unwrap() as usize {
+            let ow = match ctx.params["width"].as_u64().unwrap() as usize {
                 0 => w,
                 v => v,
             };
-            let mut out = vec![0f32; n * oc * oh * ow];
-            for i in 0..n {
-                let img = resize(&px[i * h * w * c..(i + 1) * h * w * c], h, w, c, oh, ow);
-                write_planes(&img, c, oc, how == "unit", &mut out, |ch| (i * oc + ch) * oh * ow);
-            }
-            splits.push((
-                s,
-                Split { x: vec![("x".into(), Named { shape: vec![n, oc, 1, oh, ow], data: Array::F32(out) })], y: labels(&arrays)? },
-            ));
+            Ok((h, w, c, oh, ow))
+        };
+        let unit = how == "unit";
+        let floats = move |raw: &[u8], (h, w, c, oh, ow): (usize, usize, usize, usize, usize)| -> Vec<f32> {
+            let img = resize(raw, h, w, c, oh, ow);
+            let mut out = vec![0f32; oc * oh * ow];
+            write_planes(&img, c, oc, unit, &mut out, |ch| ch * oh * ow);
+            out
+        };
+        // Train statistics for mean_std, over the float values, in example order.
+        let (mean, std) = if how == "mean_std" {
+            let r = open_split(&a, "train")?;
+            let dims = size(&r)?;
+            let mut st = Stats::new(oc);
+            for_each_mapped(
+                ctx,
+                &r,
+                "train statistics",
+                |raw| Ok(Out::F32(floats(&raw, dims))),
+                |_, o| {
+                    if let Out::F32(v) = o {
+                        st.add(&v);
+                    }
+                    Ok(())
+                },
+            )?;
+            st.finish()
+        } else {
+            (vec![], vec![])
+        };
+        let mut sizes = BTreeMap::new();
+        let (mut oh, mut ow) = (0, 0);
+        for s in SPLITS {
+            let dims = size(&open_split(&a, s)?)?;
+            (oh, ow) = (dims.3, dims.4);
+            let (dtype, f): (Dtype, MapFn) = if u8_cache {
+                (
+                    Dtype::U8,
+                    Box::new(move |_: &SplitReader, raw: Vec<u8>| {
+                        Ok(Out::U8(planes_u8(&resize(&raw, dims.0, dims.1, dims.2, dims.3, dims.4), dims.2, oc)))
+                    }),
+                )
+            } else {
+                (Dtype::F32, Box::new(move |_: &SplitReader, raw: Vec<u8>| Ok(Out::F32(floats(&raw, dims)))))
+            };
+            let (m, sd) = (mean.clone(), std.clone());
+            let after = move |x: &mut [f32]| {
+                if !m.is_empty() {
+                    standardise(x, &m, &sd)
+                }
+            };
+            let n = map_split(ctx, &a, s, dtype, vec![oc, 1, oh, ow], f, &after)?;
+            sizes.insert(s.to_string(), n);
         }
-        if how == "mean_std" {
-            mean_std(&mut splits, oc);
-        }
-        let note = format!("{}; resized to {oh}×{ow}, {oc} channels, scale {how}", meta.note);
-        write_dataset(ctx, "image", meta.classes, meta.multilabel, splits, None, note)
+        let mut note = format!("{}; resized to {oh}×{ow}, {oc} channels, scale {how}", meta.note);
+        let values = u8_cache.then(|| {
+            note.push_str("; stored as u8");
+            ValueMap { scale: how.clone(), mean: mean.clone(), std: std.clone() }
+        });
+        let shape = vec![oc, 1, oh, ow];
+        write_meta(
+            ctx,
+            Meta {
+                modality: "image".into(),
+                classes: meta.classes,
+                multilabel: meta.multilabel,
+                splits: sizes,
+                shape,
+                sample_rate: None,
+                note,
+                skipped: 0,
+                missing: 0,
+                values,
+            },
+        )
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)
     }
+}
+
+/// `image_prep` of encoded images: the shards are linked (no copy) and `meta.json` records the size and value
+/// map the batches are decoded to.
+fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, oc: usize, how: &str) -> Result<(), StageError> {
+    let (oh, ow) = (ctx.params["height"].as_u64().unwrap() as usize, ctx.params["width"].as_u64().unwrap() as usize);
+    if oh == 0 || ow == 0 || oc != 3 || how == "mean_std" {
+        return Err(StageError::input(format!(
+            "node `{}`: `{}` holds encoded images, decoded per batch: set height and width, channels = 3 and scale \
+             minus_one_one or unit (mean_std needs stored pixels)",
+            ctx.id, a.id
+        )));
+    }
+    for s in SPLITS {
+        for name in crate::data::shards::shard_names(a.manifest.files.keys(), s) {
+            ctx.out.link(&name, a, &name)?;
+        }
+    }
+    let note = format!("{}; decoded per batch to {oh}×{ow}, 3 channels, scale {how} (training crops the original image)", meta.note);
+    let values = Some(ValueMap { scale: how.to_string(), mean: vec![], std: vec![] });
+    let m = Meta {
+        modality: "image".into(),
+        classes: meta.classes,
+        multilabel: meta.multilabel,
+        splits: meta.splits,
+        shape: vec![3, 1, oh, ow],
+        sample_rate: None,
+        note,
+        skipped: 0,
+        missing: 0,
+        values,
+    };
+    write_meta(ctx, m)
 }
 
 /// `audio_prep`: Kaldi log-mel, crop/pad to a fixed frame count, optional mean/std from the train split.
@@ -232,36 +439,67 @@ impl Stage for AudioPrep {
         opts.sample_frequency = meta.sample_rate.unwrap_or(16000) as f64;
         let fb = Fbank::new(opts.clone()).map_err(StageError::input)?;
         let frames = ctx.params["frames"].as_u64().unwrap() as usize;
-        let mut splits = vec![];
         let bins = opts.num_mel_bins + usize::from(opts.use_energy);
-        for s in SPLITS {
-            let arrays = read_split(&a, s)?;
-            let (Array::F32(wave), Array::I64(off)) = (&arrays["wave"].data, &arrays["offsets"].data) else {
-                return Err(StageError::failed("audio must be wave f32 + offsets i64"));
-            };
-            let n = off.len() - 1;
-            let mut out = vec![0f32; n * frames * bins];
-            for i in 0..n {
-                let (m, c, feats) = fb.compute(&wave[off[i] as usize..off[i + 1] as usize]);
-                // Centre crop or zero-pad (in the log domain a pad is 0, as AST pads).
-                let start = m.saturating_sub(frames) / 2;
-                for f in 0..frames.min(m) {
-                    out[(i * frames + f) * bins..(i * frames + f + 1) * bins].copy_from_slice(&feats[(start + f) * c..(start + f + 1) * c]);
-                }
+        // Kaldi log-mel, then a centre crop or zero pad (in the log domain a pad is 0, as AST pads).
+        let feats = |raw: &[u8]| -> Vec<f32> {
+            let wave: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let (m, c, feats) = fb.compute(&wave);
+            let mut out = vec![0f32; frames * bins];
+            let start = m.saturating_sub(frames) / 2;
+            for f in 0..frames.min(m) {
+                out[f * bins..(f + 1) * bins].copy_from_slice(&feats[(start + f) * c..(start + f + 1) * c]);
             }
-            splits.push((
-                s,
-                Split { x: vec![("x".into(), Named { shape: vec![n, 1, 1, frames, bins], data: Array::F32(out) })], y: labels(&arrays)? },
-            ));
-        }
-        if ctx.params["normalize"] == "train" {
-            mean_std(&mut splits, 1);
+            out
+        };
+        let (mean, std) = if ctx.params["normalize"] == "train" {
+            let r = open_split(&a, "train")?;
+            let mut st = Stats::new(1);
+            for_each_mapped(
+                ctx,
+                &r,
+                "train statistics",
+                |raw| Ok(Out::F32(feats(&raw))),
+                |_, o| {
+                    if let Out::F32(v) = o {
+                        st.add(&v);
+                    }
+                    Ok(())
+                },
+            )?;
+            st.finish()
+        } else {
+            (vec![], vec![])
+        };
+        let after = |x: &mut [f32]| {
+            if !mean.is_empty() {
+                standardise(x, &mean, &std)
+            }
+        };
+        let mut sizes = BTreeMap::new();
+        for s in SPLITS {
+            let n = map_split(ctx, &a, s, Dtype::F32, vec![1, 1, frames, bins], |_, raw| Ok(Out::F32(feats(&raw))), &after)?;
+            sizes.insert(s.to_string(), n);
         }
         let note = format!(
             "{}; log-mel {} bins, {:?} window, {} ms / {} ms, {frames} frames",
             meta.note, opts.num_mel_bins, opts.window_type, opts.frame_length, opts.frame_shift
         );
-        write_dataset(ctx, "audio", meta.classes, meta.multilabel, splits, None, note)
+        let shape = vec![1, 1, frames, bins];
+        write_meta(
+            ctx,
+            Meta {
+                modality: "audio".into(),
+                classes: meta.classes,
+                multilabel: meta.multilabel,
+                splits: sizes,
+                shape,
+                sample_rate: None,
+                note,
+                skipped: 0,
+                missing: 0,
+                values: None,
+            },
+        )
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)
@@ -303,6 +541,12 @@ impl Stage for VideoPrep {
                 "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)",
             ),
             ParamSpec::opt("scale", T::Choice(&["minus_one_one", "unit"]), json!("minus_one_one"), "value scaling"),
+            ParamSpec::opt(
+                "dtype",
+                T::Choice(&["f32", "u8"]),
+                json!("f32"),
+                "stored values: f32, or u8 with the scaling applied when batches are read (4× smaller, the same floats)",
+            ),
         ]
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
@@ -311,15 +555,14 @@ impl Stage for VideoPrep {
         let (tf, stride) = (ctx.params["frames"].as_u64().unwrap() as usize, ctx.params["stride"].as_u64().unwrap() as usize);
         let oc = ctx.params["channels"].as_u64().unwrap() as usize;
         let how = ctx.params["scale"].as_str().unwrap().to_string();
-        let mut splits = vec![];
+        let u8_cache = ctx.params["dtype"] == "u8";
+        let mut sizes = BTreeMap::new();
         let mut side = 0;
         for s in SPLITS {
-            let arrays = read_split(&a, s)?;
-            let x = &arrays["x"];
-            let Array::U8(px) = &x.data else {
-                return Err(StageError::failed("video must be u8"));
+            let r = open_split(&a, s)?;
+            let [t, h, w, c] = r.shape[..] else {
+                return Err(StageError::failed(format!("`{}`: video must be u8 [N, T, H, W, C], got [N] + {:?}", a.id, r.shape)));
             };
-            let (n, t, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]);
             if (tf - 1) * stride >= t {
                 return Err(StageError::input(format!(
                     "`{}` has {t} frames per clip; {tf} frames at stride {stride} need {}",
@@ -331,21 +574,52 @@ impl Stage for VideoPrep {
                 0 => h,
                 v => v,
             };
-            let mut out = vec![0f32; n * oc * tf * side * side];
-            for i in 0..n {
-                for f in 0..tf {
-                    let src = &px[((i * t + f * stride) * h * w * c)..((i * t + f * stride + 1) * h * w * c)];
-                    let img = resize(src, h, w, c, side, side);
-                    write_planes(&img, c, oc, how == "unit", &mut out, |ch| ((i * oc + ch) * tf + f) * side * side);
+            let unit = how == "unit";
+            let f = move |_: &SplitReader, px: Vec<u8>| -> Result<Out, String> {
+                let frame = |f: usize| resize(&px[(f * stride) * h * w * c..(f * stride + 1) * h * w * c], h, w, c, side, side);
+                if u8_cache {
+                    let mut out = vec![0u8; oc * tf * side * side];
+                    for f in 0..tf {
+                        let p = planes_u8(&frame(f), c, oc);
+                        for ch in 0..oc {
+                            out[(ch * tf + f) * side * side..(ch * tf + f + 1) * side * side]
+                                .copy_from_slice(&p[ch * side * side..(ch + 1) * side * side]);
+                        }
+                    }
+                    Ok(Out::U8(out))
+                } else {
+                    let mut out = vec![0f32; oc * tf * side * side];
+                    for f in 0..tf {
+                        write_planes(&frame(f), c, oc, unit, &mut out, |ch| (ch * tf + f) * side * side);
+                    }
+                    Ok(Out::F32(out))
                 }
-            }
-            splits.push((
-                s,
-                Split { x: vec![("x".into(), Named { shape: vec![n, oc, tf, side, side], data: Array::F32(out) })], y: labels(&arrays)? },
-            ));
+            };
+            let dtype = if u8_cache { Dtype::U8 } else { Dtype::F32 };
+            let n = map_split(ctx, &a, s, dtype, vec![oc, tf, side, side], f, &|_| {})?;
+            sizes.insert(s.to_string(), n);
         }
-        let note = format!("{}; {tf} frames at stride {stride}, {side}², {oc} channels", meta.note);
-        write_dataset(ctx, "video", meta.classes, meta.multilabel, splits, None, note)
+        let mut note = format!("{}; {tf} frames at stride {stride}, {side}², {oc} channels", meta.note);
+        let values = u8_cache.then(|| {
+            note.push_str("; stored as u8");
+            ValueMap { scale: how.clone(), mean: vec![], std: vec![] }
+        });
+        let shape = vec![oc, tf, side, side];
+        write_meta(
+            ctx,
+            Meta {
+                modality: "video".into(),
+                classes: meta.classes,
+                multilabel: meta.multilabel,
+                splits: sizes,
+                shape,
+                sample_rate: None,
+                note,
+                skipped: 0,
+                missing: 0,
+                values,
+            },
+        )
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)

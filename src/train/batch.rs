@@ -5,25 +5,56 @@
 //! a batch from `(seed, task, step)`, so a stream's whole state is `(epoch, position)`: resuming from a
 //! checkpoint reproduces the same batches bit for bit.
 
+use crate::data::shards::SplitReader;
 use crate::data::tensors::Labels;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-/// One split of a task in memory: `x` is `[N, C, T, H, W]`.
+/// One split of a task: examples `[C, T, H, W]` with their labels, held in memory (`dense`) or read from the
+/// store's shard files example by example (`stored`: memory holds the labels only).
 #[derive(Debug, Clone)]
 pub struct SplitData {
-    /// Values.
-    pub x: Vec<f32>,
     /// `[C, T, H, W]`.
     pub shape: [usize; 4],
     /// Labels.
     pub y: Labels,
+    src: Src,
+}
+
+#[derive(Debug, Clone)]
+enum Src {
+    /// `[N, C, T, H, W]` floats.
+    Dense(Vec<f32>),
+    /// Shards; u8 values go through a per-channel table to floats.
+    Stored { r: Arc<SplitReader>, lut: Option<Arc<Vec<[f32; 256]>>> },
+    /// Shards of encoded images, decoded (and, for training, cropped and flipped) per batch.
+    Encoded { r: Arc<SplitReader>, affine: [(f32, f32); 3] },
 }
 
 impl SplitData {
+    /// A split held in memory: `x` is `[N, C, T, H, W]`.
+    pub fn dense(x: Vec<f32>, shape: [usize; 4], y: Labels) -> Self {
+        SplitData { shape, y, src: Src::Dense(x) }
+    }
+
+    /// A split read from shards: f32 examples as stored, or u8 examples mapped per channel by `lut`
+    /// (`lut[c][v]` = the float of value `v` in channel `c`, exactly what a float cache would hold).
+    pub fn stored(r: SplitReader, shape: [usize; 4], lut: Option<Vec<[f32; 256]>>) -> Self {
+        let y = r.labels.clone();
+        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) } }
+    }
+
+    /// A split of encoded images (see [`super::encoded`]), decoded to `[3, 1, H, W]` with the value map
+    /// `v · affine[c].0 + affine[c].1`.
+    pub fn encoded(r: SplitReader, h: usize, w: usize, affine: [(f32, f32); 3]) -> Self {
+        let y = r.labels.clone();
+        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine } }
+    }
+
     /// Examples.
     pub fn len(&self) -> usize {
         self.y.len()
@@ -36,19 +67,95 @@ impl SplitData {
     pub fn per(&self) -> usize {
         self.shape.iter().product()
     }
-    /// Gathers examples `idx` → (x, targets `[B, K]`).
-    pub fn gather(&self, idx: &[usize], classes: usize) -> (Vec<f32>, Vec<f32>) {
+
+    /// Writes example `i` into `dst` (`per` floats). A stored shard was checksum-verified when opened, so a
+    /// failing read here is a failing disk: it panics with the reason (the executor reports the node failed).
+    fn fill(&self, i: usize, dst: &mut [f32]) {
+        match &self.src {
+            Src::Dense(x) => dst.copy_from_slice(&x[i * dst.len()..(i + 1) * dst.len()]),
+            Src::Stored { r, lut } => {
+                let raw = r.raw(i).unwrap_or_else(|e| panic!("reading example {i} from the store: {e}"));
+                match lut {
+                    Some(lut) => {
+                        let plane = dst.len() / lut.len();
+                        for (k, (d, &v)) in dst.iter_mut().zip(&raw).enumerate() {
+                            *d = lut[k / plane][v as usize];
+                        }
+                    }
+                    None => {
+                        for (d, c) in dst.iter_mut().zip(raw.chunks_exact(4)) {
+                            *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                        }
+                    }
+                }
+            }
+            Src::Encoded { .. } => self.fill_encoded(i, dst, None),
+        }
+    }
+
+    /// Decodes encoded example `i` into `dst`: the whole image resized (`aug` = `None`), or an Inception crop
+    /// and flip drawn from the given generator. An image that no longer decodes (it decoded at ingestion) is
+    /// damaged storage: it panics with the reason.
+    fn fill_encoded(&self, i: usize, dst: &mut [f32], aug: Option<(&Augment, &mut ChaCha8Rng)>) {
+        let Src::Encoded { r, affine } = &self.src else { unreachable!("encoded source") };
+        let bytes = r.raw(i).unwrap_or_else(|e| panic!("reading example {i} from the store: {e}"));
+        let [_, _, h, w] = self.shape;
+        let res = match aug {
+            Some((a, rng)) => super::encoded::example(&bytes, a.inception_crop, a.flip, Some(rng), affine, dst, h, w),
+            None => super::encoded::example(&bytes, false, false, None, affine, dst, h, w),
+        };
+        res.unwrap_or_else(|e| panic!("example {i}: {e}"));
+    }
+
+    /// Gathers a training batch. Encoded images get their Inception crop and flip here, from the original
+    /// image, one generator per example (then the flag is true and the caller leaves those two out of
+    /// [`augment`]); other sources are gathered as by [`Self::gather`].
+    pub fn gather_train(
+        &self,
+        idx: &[usize],
+        classes: usize,
+        aug: &Augment,
+        seed: u64,
+        task: usize,
+        step: u64,
+    ) -> (Vec<f32>, Vec<f32>, bool) {
+        if !matches!(self.src, Src::Encoded { .. }) {
+            let (x, t) = self.gather(idx, classes);
+            return (x, t, false);
+        }
+        use rayon::prelude::*;
         let per = self.per();
-        let mut x = Vec::with_capacity(idx.len() * per);
+        let mut x = vec![0f32; idx.len() * per];
+        x.par_chunks_exact_mut(per).zip(idx).enumerate().for_each(|(b, (d, &i))| {
+            let mut rng = super::encoded::example_rng(seed, task, step, b);
+            self.fill_encoded(i, d, Some((aug, &mut rng)));
+        });
+        (x, self.targets(idx, classes), true)
+    }
+
+    fn targets(&self, idx: &[usize], classes: usize) -> Vec<f32> {
         let mut t = vec![0f32; idx.len() * classes];
         for (b, &i) in idx.iter().enumerate() {
-            x.extend_from_slice(&self.x[i * per..(i + 1) * per]);
             match &self.y {
                 Labels::Single(v) => t[b * classes + v[i] as usize] = 1.0,
                 Labels::Multi(v, k) => (0..*k).for_each(|j| t[b * classes + j] = v[i * k + j] as f32),
             }
         }
-        (x, t)
+        t
+    }
+
+    /// Gathers examples `idx` → (x `[B, C, T, H, W]`, targets `[B, K]`); stored examples are read in parallel.
+    pub fn gather(&self, idx: &[usize], classes: usize) -> (Vec<f32>, Vec<f32>) {
+        let per = self.per();
+        let mut x = vec![0f32; idx.len() * per];
+        match &self.src {
+            Src::Dense(_) => x.chunks_exact_mut(per.max(1)).zip(idx).for_each(|(d, &i)| self.fill(i, d)),
+            Src::Stored { .. } | Src::Encoded { .. } => {
+                use rayon::prelude::*;
+                x.par_chunks_exact_mut(per.max(1)).zip(idx).for_each(|(d, &i)| self.fill(i, d))
+            }
+        }
+        (x, self.targets(idx, classes))
     }
 }
 

@@ -13,7 +13,10 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-/// A crop window `(y, x, h, w)` drawn like TF's `sample_distorted_bounding_box` with `min_object_covered = 0`.
+/// A crop window `(y, x, h, w)` drawn exactly as TF's `sample_distorted_bounding_box` (with
+/// `min_object_covered = 0`, so every valid window is accepted): per attempt an aspect ratio
+/// `r ~ U[ratio.0, ratio.1)`, then `GenerateRandomCrop` in f32 with `lrintf` rounding (ties to even); the
+/// whole image when every attempt fails.
 pub fn sample_window(
     rng: &mut ChaCha8Rng,
     h: usize,
@@ -22,29 +25,67 @@ pub fn sample_window(
     ratio: (f64, f64),
     attempts: usize,
 ) -> (usize, usize, usize, usize) {
-    let total = (h * w) as f64;
     for _ in 0..attempts {
-        let r = rng.random_range(ratio.0..=ratio.1);
-        let min_h = ((area.0 * total / r).sqrt()).ceil() as usize;
-        let mut max_h = ((area.1 * total / r).sqrt()).floor() as usize;
-        if (max_h as f64 * r).round() as usize > w {
-            max_h = ((w as f64 + 0.5 - 1e-7) / r).floor() as usize;
+        let r = rng.random::<f32>() * (ratio.1 - ratio.0) as f32 + ratio.0 as f32;
+        if let Some(win) = generate_random_crop(rng, w as i64, h as i64, area.0 as f32, area.1 as f32, r) {
+            return win;
         }
-        max_h = max_h.min(h);
-        if min_h > max_h || max_h == 0 {
-            continue;
-        }
-        let ch = rng.random_range(min_h.max(1)..=max_h);
-        let cw = ((ch as f64) * r).round() as usize;
-        let a = (ch * cw) as f64;
-        if cw == 0 || cw > w || a < area.0 * total || a > area.1 * total {
-            continue;
-        }
-        let y = rng.random_range(0..=h - ch);
-        let x = rng.random_range(0..=w - cw);
-        return (y, x, ch, cw);
     }
     (0, 0, h, w)
+}
+
+/// TF's `GenerateRandomCrop` (core/kernels/image/sample_distorted_bounding_box_op.cc), line for line.
+fn generate_random_crop(
+    rng: &mut ChaCha8Rng,
+    ow: i64,
+    oh: i64,
+    min_rel: f32,
+    max_rel: f32,
+    r: f32,
+) -> Option<(usize, usize, usize, usize)> {
+    let lrint = |v: f32| v.round_ties_even() as i64;
+    if max_rel <= 0.0 || r <= 0.0 || ow <= 0 || oh <= 0 || min_rel > max_rel {
+        return None;
+    }
+    let min_area = min_rel * ow as f32 * oh as f32;
+    let max_area = max_rel * ow as f32 * oh as f32;
+    let mut height = lrint((min_area / r).sqrt());
+    let mut max_height = lrint((max_area / r).sqrt());
+    if lrint(max_height as f32 * r) > ow {
+        const EPS: f32 = 0.0000001;
+        max_height = ((ow as f32 + 0.5 - EPS) / r) as i64;
+        if lrint(max_height as f32 * r) > ow {
+            max_height -= 1;
+        }
+    }
+    max_height = max_height.min(oh);
+    if height >= max_height {
+        height = max_height;
+    }
+    if height < max_height {
+        height += rng.random_range(0..(max_height - height + 1));
+    }
+    let mut width = lrint(height as f32 * r);
+    let mut a = (width * height) as f32;
+    if a < min_area {
+        height += 1;
+        width = lrint(height as f32 * r);
+        a = (width * height) as f32;
+    }
+    if a < min_area {
+        return None;
+    }
+    if a > max_area {
+        height -= 1;
+        width = lrint(height as f32 * r);
+        a = (width * height) as f32;
+    }
+    if a < min_area || a > max_area || width > ow || height > oh || width <= 0 || height <= 0 {
+        return None;
+    }
+    let y = if height < oh { rng.random_range(0..oh - height) } else { 0 };
+    let x = if width < ow { rng.random_range(0..ow - width) } else { 0 };
+    Some((y as usize, x as usize, height as usize, width as usize))
 }
 
 /// Bilinear sample of plane `p` (`h × w`) at real coordinates; `None` outside the plane.

@@ -2,6 +2,7 @@
 //! metrics, and the resumable loop. Knows burn and the model; knows nothing of the engine.
 
 pub mod batch;
+pub mod encoded;
 pub mod geometric;
 pub mod metrics;
 pub mod optim;

@@ -243,8 +243,10 @@ pub fn run<B: AutodiffBackend>(
         for &j in us {
             let t = &tasks[j];
             let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
-            let (mut x, mut tg) = t.train.gather(&idx, t.classes);
-            augment(&t.augment, &mut x, &mut tg, t.train.shape, t.classes, cfg.seed, j, step as u64);
+            let (mut x, mut tg, cropped) = t.train.gather_train(&idx, t.classes, &t.augment, cfg.seed, j, step as u64);
+            // Encoded images were cropped and flipped from the original as they were decoded.
+            let aug = if cropped { Augment { inception_crop: false, flip: false, ..t.augment } } else { t.augment };
+            augment(&aug, &mut x, &mut tg, t.train.shape, t.classes, cfg.seed, j, step as u64);
             let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
             let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
             let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);

@@ -36,7 +36,8 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     let mut mids: HashMap<String, usize> = HashMap::new();
     let mut names = vec![];
     if idx_csv.is_file() {
-        let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_path(&idx_csv).map_err(|e| DataError::new(&idx_csv, e.to_string()))?;
+        let mut rdr =
+            csv::ReaderBuilder::new().has_headers(true).from_path(&idx_csv).map_err(|e| DataError::new(&idx_csv, e.to_string()))?;
         for (k, rec) in rdr.records().enumerate() {
             let rec = rec.map_err(|e| DataError::new(&idx_csv, format!("line {}: {e}", k + 2)))?;
             let (Some(i), Some(mid), Some(name)) = (rec.get(0).and_then(|s| s.trim().parse::<usize>().ok()), rec.get(1), rec.get(2)) else {
@@ -49,7 +50,10 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             names.push(name.trim().to_string());
         }
     } else if classes.is_empty() {
-        return Err(DataError::new(root, "no class_labels_indices.csv (index,mid,display_name): AudioSet's class list is needed to number the labels"));
+        return Err(DataError::new(
+            root,
+            "no class_labels_indices.csv (index,mid,display_name): AudioSet's class list is needed to number the labels",
+        ));
     } else {
         // Classes given as MIDs.
         for (i, c) in classes.iter().enumerate() {
@@ -64,7 +68,10 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         let csv = root.join(file);
         if !csv.is_file() {
             if split == SplitName::Train {
-                return Err(DataError::new(root, "no balanced_train_segments.csv: expected AudioSet's segment CSVs (and eval_segments.csv)"));
+                return Err(DataError::new(
+                    root,
+                    "no balanced_train_segments.csv: expected AudioSet's segment CSVs (and eval_segments.csv)",
+                ));
             }
             continue;
         }
@@ -120,10 +127,14 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             "train" => SplitName::Train,
             "test" => SplitName::Test,
             other => {
-                return Err(DataError::new(&csv, format!("line {line}: split `{other}` is not train or test (`YouTube ID,start seconds,label,train|test`)")));
+                return Err(DataError::new(
+                    &csv,
+                    format!("line {line}: split `{other}` is not train or test (`YouTube ID,start seconds,label,train|test`)"),
+                ));
             }
         };
-        let start: f64 = f(1).parse().map_err(|_| DataError::new(&csv, format!("line {line}: start `{}` is not a number of seconds", f(1))))?;
+        let start: f64 =
+            f(1).parse().map_err(|_| DataError::new(&csv, format!("line {line}: start `{}` is not a number of seconds", f(1))))?;
         rows.push((f(0).to_string(), start, f(2).to_string(), split, line));
     }
     let classes: Vec<String> = if classes.is_empty() {
@@ -143,7 +154,8 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         };
         match find_clip(&files, &ytid, start) {
             Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split }),
-            None => missing.push(Missing { listed: format!("{}:{line}", csv.display()), file: format!("{ytid}_{:06}.mp4", start.round() as u64) }),
+            None => missing
+                .push(Missing { listed: format!("{}:{line}", csv.display()), file: format!("{ytid}_{:06}.mp4", start.round() as u64) }),
         }
     }
     Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into() })
@@ -162,7 +174,11 @@ mod tests {
     fn audioset_quoted_multilabels_and_names() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n").unwrap();
+        std::fs::write(
+            r.join("class_labels_indices.csv"),
+            "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n",
+        )
+        .unwrap();
         std::fs::write(
             r.join("balanced_train_segments.csv"),
             "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytid=2, num_segs=2, num_unique_labels=2, num_positive_labels=3\n# YTID, start_seconds, end_seconds, positive_labels\n--PJHxphWEs, 30.000, 40.000, \"/m/09x0r,/m/05zppz\"\n-0RWZT-miFs, 420.000, 430.000, \"/m/05zppz\"\nabsent00000, 0.000, 10.000, \"/m/09x0r\"\n",
@@ -186,7 +202,8 @@ mod tests {
     fn vggsound_rows() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        std::fs::write(r.join("vggsound.csv"), "---g-f_I2yQ,1,people marching,test\n--0PQM4-hqg,30,\"waterfall, burbling\",train\n").unwrap();
+        std::fs::write(r.join("vggsound.csv"), "---g-f_I2yQ,1,people marching,test\n--0PQM4-hqg,30,\"waterfall, burbling\",train\n")
+            .unwrap();
         touch(&r.join("video/---g-f_I2yQ_000001.mp4"));
         touch(&r.join("video/--0PQM4-hqg_000030.mp4"));
         let c = vggsound(r, &[]).unwrap();

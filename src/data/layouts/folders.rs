@@ -45,7 +45,10 @@ fn class_tree(dir: &Path, classes: &[String], split: SplitName, required: bool, 
         };
         let files = files_in(&dir.join(&name), exts)?;
         if files.is_empty() && required {
-            return Err(DataError::new(&dir.join(&name), format!("empty class folder: no {} files; remove the folder or add some", exts.join("/"))));
+            return Err(DataError::new(
+                &dir.join(&name),
+                format!("empty class folder: no {} files; remove the folder or add some", exts.join("/")),
+            ));
         }
         out.extend(files.into_iter().map(|path| Entry { path, labels: vec![ci], split }));
     }
@@ -78,7 +81,10 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
         if classes.is_empty() {
             return Err(DataError::new(
                 root,
-                format!("no class subfolders found: expected CLASS/*.{e} folders, or train/CLASS/*.{e} (+ val/, test/) split folders", e = exts[0]),
+                format!(
+                    "no class subfolders found: expected CLASS/*.{e} folders, or train/CLASS/*.{e} (+ val/, test/) split folders",
+                    e = exts[0]
+                ),
             ));
         }
         let entries = class_tree(root, &classes, SplitName::Train, true, exts)?;
@@ -121,7 +127,8 @@ fn val_number(name: &str) -> Option<usize> {
 /// Labels of a flat ILSVRC validation folder.
 fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Result<(Vec<Entry>, Vec<Missing>), DataError> {
     let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let dirs: Vec<PathBuf> = [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)].into_iter().flatten().collect();
+    let dirs: Vec<PathBuf> =
+        [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)].into_iter().flatten().collect();
     let find = |names: &[&str]| dirs.iter().find_map(|d| first_existing(d, names));
     // Image stem → (wnid, where listed).
     let mut labels: HashMap<String, (String, String)> = HashMap::new();
@@ -135,7 +142,8 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
             let (id, pred) = line.split_once(',').ok_or_else(|| {
                 DataError::new(&csv, format!("line {}: expected `ImageId,PredictionString` (Kaggle's LOC_val_solution.csv)", i + 1))
             })?;
-            let wnid = pred.split_whitespace().next().ok_or_else(|| DataError::new(&csv, format!("line {}: empty PredictionString", i + 1)))?;
+            let wnid =
+                pred.split_whitespace().next().ok_or_else(|| DataError::new(&csv, format!("line {}: empty PredictionString", i + 1)))?;
             labels.insert(id.trim().to_string(), (wnid.to_string(), format!("{}:{}", csv.display(), i + 1)));
         }
     } else if let Some(txt) = find(&["imagenet_2012_validation_synset_labels.txt"]) {
@@ -166,11 +174,15 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
             return Err(DataError::new(&path, "has no label in the validation label file: is it from another dataset?"));
         };
         let Some(&ci) = index.get(wnid.as_str()) else {
-            return Err(DataError::new(Path::new(&listed), format!("label `{wnid}` is not one of the train folders' {} classes", classes.len())));
+            return Err(DataError::new(
+                Path::new(&listed),
+                format!("label `{wnid}` is not one of the train folders' {} classes", classes.len()),
+            ));
         };
         entries.push(Entry { path, labels: vec![ci], split });
     }
-    let mut missing: Vec<Missing> = labels.into_iter().map(|(stem, (_, listed))| Missing { listed, file: format!("{stem}.JPEG") }).collect();
+    let mut missing: Vec<Missing> =
+        labels.into_iter().map(|(stem, (_, listed))| Missing { listed, file: format!("{stem}.JPEG") }).collect();
     missing.sort_by(|a, b| a.file.cmp(&b.file));
     Ok((entries, missing))
 }
@@ -198,7 +210,10 @@ pub fn pets(root: &Path) -> Result<Catalog, DataError> {
             let f: Vec<&str> = line.split_whitespace().collect();
             let id = f.get(1).and_then(|s| s.parse::<usize>().ok()).filter(|&k| (1..=1000).contains(&k));
             let (Some(image), Some(id)) = (f.first(), id) else {
-                return Err(DataError::new(&p, format!("line {}: expected `IMAGE CLASS-ID SPECIES BREED-ID` (e.g. `Abyssinian_100 1 1 1`)", i + 1)));
+                return Err(DataError::new(
+                    &p,
+                    format!("line {}: expected `IMAGE CLASS-ID SPECIES BREED-ID` (e.g. `Abyssinian_100 1 1 1`)", i + 1),
+                ));
             };
             if names.len() < id {
                 names.resize(id, None);
@@ -290,7 +305,8 @@ mod tests {
         touch(&r.join("images/Abyssinian_1.jpg"));
         touch(&r.join("images/american_bulldog_7.jpg"));
         std::fs::create_dir_all(r.join("annotations")).unwrap();
-        std::fs::write(r.join("annotations/trainval.txt"), "#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\nAbyssinian_2 1 1 1\n").unwrap();
+        std::fs::write(r.join("annotations/trainval.txt"), "#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\nAbyssinian_2 1 1 1\n")
+            .unwrap();
         std::fs::write(r.join("annotations/test.txt"), "american_bulldog_7 2 2 1\n").unwrap();
         let c = pets(r).unwrap();
         assert_eq!(c.classes, ["Abyssinian", "american_bulldog"]);

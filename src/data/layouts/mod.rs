@@ -124,7 +124,8 @@ pub fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 /// Reads a text file, naming it on failure.
 pub fn read_text(path: &Path) -> Result<String, DataError> {
     let b = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-    String::from_utf8(b).map_err(|e| DataError::new(path, format!("not UTF-8 text (byte {}): is this the right file?", e.utf8_error().valid_up_to())))
+    String::from_utf8(b)
+        .map_err(|e| DataError::new(path, format!("not UTF-8 text (byte {}): is this the right file?", e.utf8_error().valid_up_to())))
 }
 
 /// Video file extensions read by the video decoder.

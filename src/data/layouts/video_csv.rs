@@ -64,7 +64,10 @@ fn kinetics_rows(csv: &Path) -> Result<Vec<Row>, DataError> {
         let field = |i: usize| rec.get(i).map(str::trim).unwrap_or("");
         let secs = |i: usize| field(i).parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v.round() as u64);
         let (Some(start), Some(end)) = (secs(si), secs(ei)) else {
-            return Err(DataError::new(csv, format!("line {line}: time_start/time_end must be seconds, got `{}`, `{}`", field(si), field(ei))));
+            return Err(DataError::new(
+                csv,
+                format!("line {line}: time_start/time_end must be seconds, got `{}`, `{}`", field(si), field(ei)),
+            ));
         };
         if field(yi).is_empty() || field(li).is_empty() {
             return Err(DataError::new(csv, format!("line {line}: empty label or youtube_id")));
@@ -114,7 +117,11 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             }
         }
     }
-    let note = if test.is_some() { "Kinetics CSVs train/validate/test" } else { "Kinetics CSVs (validate.csv is the test split; val carved from train)" };
+    let note = if test.is_some() {
+        "Kinetics CSVs train/validate/test"
+    } else {
+        "Kinetics CSVs (validate.csv is the test split; val carved from train)"
+    };
     Ok(Catalog { classes, entries, missing, note: note.into() })
 }
 
@@ -122,7 +129,10 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
 pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     let train = root.join("trainingSet.csv");
     if !train.is_file() {
-        return Err(DataError::new(root, "no trainingSet.csv: expected Moments in Time's trainingSet.csv, validationSet.csv and training/, validation/"));
+        return Err(DataError::new(
+            root,
+            "no trainingSet.csv: expected Moments in Time's trainingSet.csv, validationSet.csv and training/, validation/",
+        ));
     }
     let mut sets = vec![(SplitName::Train, train, "training")];
     let val = root.join("validationSet.csv");
@@ -146,7 +156,8 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         let cat = root.join("moments_categories.txt");
         let mut v: Vec<(usize, String)> = vec![];
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let (name, idx) = line.rsplit_once(',').ok_or_else(|| DataError::new(&cat, format!("line {}: expected `name,index`", i + 1)))?;
+            let (name, idx) =
+                line.rsplit_once(',').ok_or_else(|| DataError::new(&cat, format!("line {}: expected `name,index`", i + 1)))?;
             let idx = idx.trim().parse().map_err(|_| DataError::new(&cat, format!("line {}: index `{idx}` is not a number", i + 1)))?;
             v.push((idx, name.trim().to_string()));
         }

@@ -1,0 +1,125 @@
+//! Sharded splits, u8 caches and encoded images: the data path at bounded memory gives the same model, bit
+//! for bit, as the single-file float path; encoded images are cropped at batch time, deterministically.
+
+mod common;
+use common::pf;
+use std::path::Path;
+
+fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let i = i + offset;
+            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13 + (i % 10) * 40 * (p % 3)) % 256) as u8))
+        })
+        .collect()
+}
+
+const PIPE: &str = r#"
+[node.data]
+kind = "dataset"
+format = "cifar10"
+path = "cifar"
+val_fraction = 0.1
+
+[node.x]
+kind = "image_prep"
+inputs = { data = "data" }
+channels = 3
+
+[node.t]
+kind = "task"
+inputs = { data = "x" }
+steps = 6
+batch_size = 16
+lr = 0.001
+warmup = 1
+augment = { crop_pad = 1, flip = true }
+
+[node.m]
+kind = "train"
+inputs = { task = "t" }
+dim = 32
+depth = 1
+heads = 2
+mlp = 64
+optimizer = "adam"
+"#;
+
+/// The `artifact …` line of `show NODE` (the digest of every file of the artifact).
+fn artifact(dir: &Path, store: &str, node: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["show", "p.toml", node, "--store", store];
+    args.extend_from_slice(extra);
+    let (code, out, err) = pf(dir, &args);
+    assert_eq!(code, 0, "{err}");
+    (out.lines().find(|l| l.starts_with("artifact")).unwrap_or_default().to_string(), out)
+}
+
+#[test]
+fn sharded_u8_caches_train_the_same_model_as_float_files() {
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("cifar");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(300, 0)).unwrap();
+    std::fs::write(c.join("data_batch_2.bin"), cifar_batch(300, 300)).unwrap();
+    std::fs::write(c.join("test_batch.bin"), cifar_batch(60, 600)).unwrap();
+    std::fs::write(d.path().join("p.toml"), PIPE).unwrap();
+    // 1 MiB shards hold 341 CIFAR images: train (540) and val + test stay whole or split.
+    let sharded = ["--set", "data.shard_mb=1", "--set", "x.dtype=u8"];
+    for scale in ["minus_one_one", "mean_std"] {
+        let s = format!("--set=x.scale={scale}");
+        let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", "a", &s]);
+        assert_eq!(code, 0, "{err}");
+        let mut args = vec!["run", "p.toml", "--store", "b", &s];
+        args.extend_from_slice(&sharded);
+        let (code, _, err) = pf(d.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        let (a, _) = artifact(d.path(), "a", "m", &[&s]);
+        let mut extra = vec![s.as_str()];
+        extra.extend_from_slice(&sharded);
+        let (b, _) = artifact(d.path(), "b", "m", &extra);
+        assert!(a.starts_with("artifact"), "{a}");
+        assert_eq!(a, b, "scale {scale}: the u8 sharded path trained another model");
+        let (_, show) = artifact(d.path(), "b", "data", &extra);
+        assert!(show.contains("in 2 shards"), "{show}");
+        let (_, show) = artifact(d.path(), "b", "x", &extra);
+        assert!(show.contains("stored as u8") && show.contains(" u8,"), "{show}");
+    }
+}
+
+fn jpeg(path: &Path, w: u32, h: u32, shade: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([shade, (x * 9 % 256) as u8, (y * 5 % 256) as u8]));
+    image::DynamicImage::ImageRgb8(img).save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+}
+
+#[test]
+fn encoded_images_are_cropped_per_batch_deterministically() {
+    let d = tempfile::tempdir().unwrap();
+    for (k, (c, shade)) in [("cat", 30u8), ("dog", 220)].iter().enumerate() {
+        for i in 0..20u32 {
+            jpeg(&d.path().join(format!("im/train/{c}/{i}.jpg")), 40 + 3 * i, 30 + 2 * (i % 5) + k as u32, *shade);
+        }
+        for i in 0..4u32 {
+            jpeg(&d.path().join(format!("im/val/{c}/v{i}.jpg")), 33, 47, *shade);
+        }
+    }
+    let pipe = PIPE
+        .replace("format = \"cifar10\"\npath = \"cifar\"", "format = \"image_folder\"\npath = \"im\"\nstore = \"encoded\"")
+        .replace("channels = 3\n", "channels = 3\nheight = 16\nwidth = 16\n")
+        .replace("augment = { crop_pad = 1, flip = true }", "augment = { inception_crop = true, flip = true }");
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    for store in ["a", "b"] {
+        let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", store]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(artifact(d.path(), "a", "m", &[]).0, artifact(d.path(), "b", "m", &[]).0, "two runs differ");
+    let (_, show) = artifact(d.path(), "a", "x", &[]);
+    assert!(show.contains("decoded per batch to 16×16") && show.contains("bytes ["), "{show}");
+    // A float cache of the same images trains another model (the crop comes from the original image).
+    let (code, _, err) =
+        pf(d.path(), &["run", "p.toml", "--store", "c", "--set", "data.store=pixels", "--set", "data.height=16", "--set", "data.width=16"]);
+    assert_eq!(code, 0, "{err}");
+    // Encoded storage is for image files only.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", "a", "--set", "data.format=cifar10"]);
+    assert!(code == 2 && err.contains("store = \"encoded\""), "{code} {err}");
+}
