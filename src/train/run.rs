@@ -234,63 +234,81 @@ pub fn run<B: AutodiffBackend>(
         u.iter().for_each(|&j| per_task[j] += 1);
     }
     let depth = cfg.model.size.depth;
-    for s in state.step..total {
-        let step = s + 1;
-        let us = &updates[s];
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-        let one_at_a_time = UPDATE.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total_loss: Option<Tensor<B, 1>> = None;
-        for &j in us {
-            let t = &tasks[j];
-            let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
-            let (mut x, mut tg, cropped) = t.train.gather_train(&idx, t.classes, &t.augment, cfg.seed, j, step as u64);
-            // Encoded images were cropped and flipped from the original as they were decoded.
-            let aug = if cropped { Augment { inception_crop: false, flip: false, ..t.augment } } else { t.augment };
-            augment(&aug, &mut x, &mut tg, t.train.shape, t.classes, cfg.seed, j, step as u64);
-            let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
-            let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
-            let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);
-            let logits = model.forward(PolyVit::<B>::route(&cfg.model, j), xb, &masks);
-            let l = loss(t.loss, logits, tb);
-            total_loss = Some(match total_loss {
-                Some(a) => a + l,
-                None => l,
-            });
-            per_task[j] += 1;
-        }
-        let mut l = total_loss.expect("an update has at least one task");
-        if us.len() > 1 && cfg.accumulate_mean {
-            l = l / us.len() as f64;
-        }
-        let loss_val: f64 = l.clone().into_scalar().elem();
-        if !loss_val.is_finite() {
-            return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
-        }
-        let grads = GradientsParams::from_grads(l.backward(), &model);
-        // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
-        let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
-        let lr = lr_sched.at(step) * peak;
-        let (m, gn) = opt.step(model, &grads, lr);
-        model = m;
-        drop(one_at_a_time);
-        let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
-        state.steps.push(StepLog { step, tasks: names.clone(), loss: loss_val, lr, grad_norm: gn });
-        state.step = step;
-        progress(step, total, format!("{} loss {loss_val:.3}", names.join("+")));
-        if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total {
-            let inf = model.valid();
-            for (j, t) in tasks.iter().enumerate() {
-                let m = evaluate(&inf, &cfg.model, j, t, &t.val, cfg.eval_batch, device);
-                state.evals.push(EvalLog { step, task: t.name.clone(), split: "val".into(), metrics: m });
+    let start = state.step;
+    let ahead = state.cursors.clone();
+    let updates_ref = &updates;
+    let model = std::thread::scope(|sc| -> Result<PolyVit<B>, String> {
+        let mut model = model;
+        // The batches of the coming updates, prepared on another thread while this one trains: the update plan
+        // and every stream's cursor are known in advance, so they are the same batches, in the same order.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<f32>, Vec<f32>)>(PREFETCH);
+        sc.spawn(move || {
+            let mut cursors = ahead;
+            for (s, us) in updates_ref.iter().enumerate().skip(start) {
+                for &j in us {
+                    if tx.send(batch(&tasks[j], &mut cursors[j], cfg.seed, j, s as u64 + 1)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        for s in state.step..total {
+            let step = s + 1;
+            let us = &updates[s];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let one_at_a_time = UPDATE.lock().unwrap_or_else(|e| e.into_inner());
+            let mut total_loss: Option<Tensor<B, 1>> = None;
+            for &j in us {
+                let t = &tasks[j];
+                // The checkpointed cursor advances as the loader's did.
+                let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
+                let (x, tg) = rx.recv().map_err(|_| "the batch loader stopped".to_string())?;
+                let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
+                let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
+                let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);
+                let logits = model.forward(PolyVit::<B>::route(&cfg.model, j), xb, &masks);
+                let l = loss(t.loss, logits, tb);
+                total_loss = Some(match total_loss {
+                    Some(a) => a + l,
+                    None => l,
+                });
+                per_task[j] += 1;
+            }
+            let mut l = total_loss.expect("an update has at least one task");
+            if us.len() > 1 && cfg.accumulate_mean {
+                l = l / us.len() as f64;
+            }
+            let loss_val: f64 = l.clone().into_scalar().elem();
+            if !loss_val.is_finite() {
+                return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
+            }
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
+            let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
+            let lr = lr_sched.at(step) * peak;
+            let (m, gn) = opt.step(model, &grads, lr);
+            model = m;
+            drop(one_at_a_time);
+            let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
+            state.steps.push(StepLog { step, tasks: names.clone(), loss: loss_val, lr, grad_norm: gn });
+            state.step = step;
+            progress(step, total, format!("{} loss {loss_val:.3}", names.join("+")));
+            if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total {
+                let inf = model.valid();
+                for (j, t) in tasks.iter().enumerate() {
+                    let m = evaluate(&inf, &cfg.model, j, t, &t.val, cfg.eval_batch, device);
+                    state.evals.push(EvalLog { step, task: t.name.clone(), split: "val".into(), metrics: m });
+                }
+            }
+            if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total {
+                state.weights = named_tensors(&model);
+                state.opt = opt.export();
+                state.opt_t = opt.t;
+                checkpoint(&state);
             }
         }
-        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total {
-            state.weights = named_tensors(&model);
-            state.opt = opt.export();
-            state.opt_t = opt.t;
-            checkpoint(&state);
-        }
-    }
+        Ok(model)
+    })?;
     let inf = model.valid();
     for (j, t) in tasks.iter().enumerate() {
         for (name, split) in [("val", &t.val), ("test", &t.test)] {
@@ -305,6 +323,19 @@ pub fn run<B: AutodiffBackend>(
 }
 
 use burn::tensor::ElementConversion;
+
+/// Batches prepared ahead of the training loop.
+const PREFETCH: usize = 2;
+
+/// The next training batch of task `t` at update `step`: its stream's next indices, gathered (encoded images
+/// cropped and flipped from the original as they are decoded) and augmented; noise from `(seed, task, step)`.
+fn batch(t: &TaskRun, cursor: &mut Cursor, seed: u64, j: usize, step: u64) -> (Vec<f32>, Vec<f32>) {
+    let idx = next_indices(cursor, t.train.len(), t.batch, seed, j);
+    let (mut x, mut tg, cropped) = t.train.gather_train(&idx, t.classes, &t.augment, seed, j, step);
+    let aug = if cropped { Augment { inception_crop: false, flip: false, ..t.augment } } else { t.augment };
+    augment(&aug, &mut x, &mut tg, t.train.shape, t.classes, seed, j, step);
+    (x, tg)
+}
 
 /// One training update (forward passes, backward pass, optimizer step) at a time in this process. burn
 /// 0.21's autodiff bookkeeping is shared by all threads; measured here, two training nodes updating at the
