@@ -123,3 +123,35 @@ fn encoded_images_are_cropped_per_batch_deterministically() {
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", "a", "--set", "data.format=cifar10"]);
     assert!(code == 2 && err.contains("store = \"encoded\""), "{code} {err}");
 }
+
+#[test]
+fn audio_models_see_a_window_of_the_stored_frames() {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/audio/spoken_digits");
+    for c in ["3", "7"] {
+        std::fs::create_dir_all(d.path().join("sc").join(c)).unwrap();
+        for f in std::fs::read_dir(src.join(c)).unwrap().flatten().take(12) {
+            std::fs::copy(f.path(), d.path().join("sc").join(c).join(f.file_name())).unwrap();
+        }
+    }
+    let pipe = PIPE
+        .replace("format = \"cifar10\"\npath = \"cifar\"", "format = \"speech_commands\"\npath = \"sc\"\ntest_fraction = 0.2")
+        .replace(
+            "kind = \"image_prep\"\ninputs = { data = \"data\" }\nchannels = 3\n",
+            "kind = \"audio_prep\"\ninputs = { data = \"data\" }\nframes = 96\nwindow = 64\nfbank = { num_mel_bins = 32 }\n",
+        )
+        .replace("augment = { crop_pad = 1, flip = true }", "augment = { time_masks = 1, time_mask_width = 4 }");
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, show) = artifact(d.path(), "a", "x", &[]);
+    assert!(show.contains("96 frames; the model sees 64 of them"), "{show}");
+    let (_, out, _) = pf(d.path(), &["params", "p.toml", "--store", "a", "--json"]);
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", "b"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(artifact(d.path(), "a", "m", &[]).0, artifact(d.path(), "b", "m", &[]).0, "random windows are seeded");
+    // The model is built for 64 frames: 8 × 4 patches of 8 × 8 on 64 × 32, 33 tokens; its tokenizer has
+    // 8·8·3·32 + 32 (patch projection) + 33·32 (positions) + 32 (class token) = 7,264 parameters (96 frames: 7,776).
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["m"]["tokenizers"], 7264, "{out}");
+}

@@ -110,6 +110,10 @@ pub struct Meta {
     /// For u8 caches of model inputs: how a stored byte becomes the model's float.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<ValueMap>,
+    /// For stored spectrograms longer than the model's input: the time frames the model sees (a random window
+    /// at training time, the centre at evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
 }
 
 /// How a stored u8 value becomes the model's float: `minus_one_one` (v / 127.5 − 1, the paper's), `unit`

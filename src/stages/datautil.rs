@@ -74,6 +74,7 @@ pub fn write_dataset(
             skipped: 0,
             missing: 0,
             values: None,
+            window: None,
         },
     )
 }

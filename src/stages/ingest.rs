@@ -308,6 +308,7 @@ impl DatasetStage {
             skipped: outcome.bad.len(),
             missing: cat.missing.len(),
             values: None,
+            window: None,
         };
         write_meta(ctx, meta)
     }
@@ -541,6 +542,7 @@ impl Stage for DatasetStage {
             skipped: 0,
             missing: 0,
             values: None,
+            window: None,
         };
         write_meta(ctx, meta)
     }

@@ -71,10 +71,11 @@ fn split(a: &InputArtifact, name: &str) -> Result<SplitData, StageError> {
         return Err(StageError::input(format!("`{}`: expected x [N, C, T, H, W], got [N] + {:?}", a.id, r.shape)));
     }
     let shape = [r.shape[0], r.shape[1], r.shape[2], r.shape[3]];
+    let meta: crate::data::tensors::Meta = a.json("meta.json")?;
+    let window = meta.window.unwrap_or(0);
     let lut = match r.dtype {
         safetensors::Dtype::F32 => None,
         safetensors::Dtype::U8 => {
-            let meta: crate::data::tensors::Meta = a.json("meta.json")?;
             let Some(map) = meta.values else {
                 return Err(StageError::input(format!(
                     "`{}`: u8 task data without a value map: preprocess it (image_prep, video_prep)",
@@ -85,7 +86,7 @@ fn split(a: &InputArtifact, name: &str) -> Result<SplitData, StageError> {
         }
         _ => return Err(StageError::input(format!("`{}`: task data must be preprocessed f32 or u8 tensors", a.id))),
     };
-    Ok(SplitData::stored(r, shape, lut))
+    Ok(SplitData::stored(r, shape, lut).with_time_window(window))
 }
 
 /// Loads a task artifact.

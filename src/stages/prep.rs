@@ -357,6 +357,7 @@ impl Stage for ImagePrep {
                 skipped: 0,
                 missing: 0,
                 values,
+                window: None,
             },
         )
     }
@@ -394,6 +395,7 @@ fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, oc
         skipped: 0,
         missing: 0,
         values,
+        window: None,
     };
     write_meta(ctx, m)
 }
@@ -404,7 +406,9 @@ pub struct AudioPrep;
 impl Stage for AudioPrep {
     fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
         let opts: FbankOptions = serde_json::from_value(params["fbank"].clone()).ok()?;
-        declare_shape(inputs, "audio", [1, 1, params["frames"].as_u64()? as usize, opts.num_mel_bins])
+        let (frames, window) = (params["frames"].as_u64()? as usize, params["window"].as_u64().unwrap_or(0) as usize);
+        let seen = if window > 0 && window < frames { window } else { frames };
+        declare_shape(inputs, "audio", [1, 1, seen, opts.num_mel_bins])
     }
     fn kind(&self) -> &'static str {
         "audio_prep"
@@ -426,9 +430,20 @@ impl Stage for AudioPrep {
             ParamSpec::opt("fbank", T::Table, json!({}), "fbank options (torchaudio names: num_mel_bins, window_type, frame_length, …)"),
             ParamSpec::opt("frames", T::Int { min: 1, max: 100_000 }, json!(96), "crop (centre) or zero-pad to this many frames"),
             ParamSpec::opt("normalize", T::Choice(&["none", "train"]), json!("none"), "mean/std normalisation computed on the train split"),
+            ParamSpec::opt(
+                "window",
+                T::Int { min: 0, max: 100_000 },
+                json!(0),
+                "frames the model sees: a random window of the stored `frames` per example at training time, the centre \
+                 at evaluation (the paper: 800 of a 10 s clip's 1,000); 0 = all",
+            ),
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        let (frames, window) = (params["frames"].as_u64().unwrap_or(0), params["window"].as_u64().unwrap_or(0));
+        if window > frames {
+            return Err(("window".into(), format!("{window} frames is more than the {frames} stored (`frames`)")));
+        }
         let r: Result<FbankOptions, _> = serde_json::from_value(params["fbank"].clone());
         r.map(|_| ()).map_err(|e| ("fbank".into(), format!("bad fbank option: {e}")))
     }
@@ -480,10 +495,13 @@ impl Stage for AudioPrep {
             let n = map_split(ctx, &a, s, Dtype::F32, vec![1, 1, frames, bins], |_, raw| Ok(Out::F32(feats(&raw))), &after)?;
             sizes.insert(s.to_string(), n);
         }
-        let note = format!(
+        let mut note = format!(
             "{}; log-mel {} bins, {:?} window, {} ms / {} ms, {frames} frames",
             meta.note, opts.num_mel_bins, opts.window_type, opts.frame_length, opts.frame_shift
         );
+        if let Some(w) = window_of(ctx.params) {
+            note.push_str(&format!("; the model sees {w} of them (a random window when training, the centre when evaluating)"));
+        }
         let shape = vec![1, 1, frames, bins];
         write_meta(
             ctx,
@@ -498,12 +516,19 @@ impl Stage for AudioPrep {
                 skipped: 0,
                 missing: 0,
                 values: None,
+                window: window_of(ctx.params),
             },
         )
     }
     fn describe(&self, a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)
     }
+}
+
+/// The `window` of an `audio_prep` node when it is shorter than `frames`.
+fn window_of(params: &serde_json::Value) -> Option<usize> {
+    let (frames, window) = (params["frames"].as_u64().unwrap_or(0), params["window"].as_u64().unwrap_or(0));
+    (window > 0 && window < frames).then_some(window as usize)
 }
 
 /// `video_prep`: frame sampling (count, stride), resize, scale.
@@ -618,6 +643,7 @@ impl Stage for VideoPrep {
                 skipped: 0,
                 missing: 0,
                 values,
+                window: None,
             },
         )
     }

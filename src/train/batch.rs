@@ -23,6 +23,9 @@ pub struct SplitData {
     /// Labels.
     pub y: Labels,
     src: Src,
+    /// Stored time length (`H` axis) when the model sees a window of `shape[2]` of it: random per example at
+    /// training time, the centre at evaluation (audio: 8 s of a 10 s clip).
+    window: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,21 +41,31 @@ enum Src {
 impl SplitData {
     /// A split held in memory: `x` is `[N, C, T, H, W]`.
     pub fn dense(x: Vec<f32>, shape: [usize; 4], y: Labels) -> Self {
-        SplitData { shape, y, src: Src::Dense(x) }
+        SplitData { shape, y, src: Src::Dense(x), window: None }
     }
 
     /// A split read from shards: f32 examples as stored, or u8 examples mapped per channel by `lut`
     /// (`lut[c][v]` = the float of value `v` in channel `c`, exactly what a float cache would hold).
     pub fn stored(r: SplitReader, shape: [usize; 4], lut: Option<Vec<[f32; 256]>>) -> Self {
         let y = r.labels.clone();
-        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) } }
+        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) }, window: None }
     }
 
     /// A split of encoded images (see [`super::encoded`]), decoded to `[3, 1, H, W]` with the value map
     /// `v · affine[c].0 + affine[c].1`.
     pub fn encoded(r: SplitReader, h: usize, w: usize, affine: [(f32, f32); 3]) -> Self {
         let y = r.labels.clone();
-        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine } }
+        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine }, window: None }
+    }
+
+    /// The model sees a window of `window` steps of the `H` (time) axis of the stored examples (whose shape is
+    /// `self.shape`): random per example at training time, the centre at evaluation.
+    pub fn with_time_window(mut self, window: usize) -> Self {
+        if window > 0 && window < self.shape[2] {
+            self.window = Some(self.shape[2]);
+            self.shape[2] = window;
+        }
+        self
     }
 
     /// Examples.
@@ -70,7 +83,7 @@ impl SplitData {
 
     /// Writes example `i` into `dst` (`per` floats). A stored shard was checksum-verified when opened, so a
     /// failing read here is a failing disk: it panics with the reason (the executor reports the node failed).
-    fn fill(&self, i: usize, dst: &mut [f32]) {
+    fn fill_stored(&self, i: usize, dst: &mut [f32]) {
         match &self.src {
             Src::Dense(x) => dst.copy_from_slice(&x[i * dst.len()..(i + 1) * dst.len()]),
             Src::Stored { r, lut } => {
@@ -93,6 +106,20 @@ impl SplitData {
         }
     }
 
+    /// Writes example `i` into `dst`, its time window starting at `start` (`None` = the centre).
+    fn fill(&self, i: usize, dst: &mut [f32], start: Option<usize>) {
+        let Some(stored) = self.window else {
+            return self.fill_stored(i, dst);
+        };
+        let [c, t, h, w] = self.shape;
+        let mut full = vec![0f32; c * t * stored * w];
+        self.fill_stored(i, &mut full);
+        let s0 = start.unwrap_or((stored - h) / 2).min(stored - h);
+        for p in 0..c * t {
+            dst[p * h * w..(p + 1) * h * w].copy_from_slice(&full[(p * stored + s0) * w..(p * stored + s0 + h) * w]);
+        }
+    }
+
     /// Decodes encoded example `i` into `dst`: the whole image resized (`aug` = `None`), or an Inception crop
     /// and flip drawn from the given generator. An image that no longer decodes (it decoded at ingestion) is
     /// damaged storage: it panics with the reason.
@@ -109,7 +136,8 @@ impl SplitData {
 
     /// Gathers a training batch. Encoded images get their Inception crop and flip here, from the original
     /// image, one generator per example (then the flag is true and the caller leaves those two out of
-    /// [`augment`]); other sources are gathered as by [`Self::gather`].
+    /// [`augment`]); time windows start at random, one generator per example; other sources are gathered as
+    /// by [`Self::gather`].
     pub fn gather_train(
         &self,
         idx: &[usize],
@@ -119,11 +147,21 @@ impl SplitData {
         task: usize,
         step: u64,
     ) -> (Vec<f32>, Vec<f32>, bool) {
+        use rayon::prelude::*;
+        if let Some(stored) = self.window {
+            // A random window per example, from its own generator.
+            let per = self.per();
+            let mut x = vec![0f32; idx.len() * per];
+            x.par_chunks_exact_mut(per).zip(idx).enumerate().for_each(|(b, (d, &i))| {
+                let start = super::encoded::example_rng(seed, task, step, b).random_range(0..=stored - self.shape[2]);
+                self.fill(i, d, Some(start));
+            });
+            return (x, self.targets(idx, classes), false);
+        }
         if !matches!(self.src, Src::Encoded { .. }) {
             let (x, t) = self.gather(idx, classes);
             return (x, t, false);
         }
-        use rayon::prelude::*;
         let per = self.per();
         let mut x = vec![0f32; idx.len() * per];
         x.par_chunks_exact_mut(per).zip(idx).enumerate().for_each(|(b, (d, &i))| {
@@ -149,10 +187,10 @@ impl SplitData {
         let per = self.per();
         let mut x = vec![0f32; idx.len() * per];
         match &self.src {
-            Src::Dense(_) => x.chunks_exact_mut(per.max(1)).zip(idx).for_each(|(d, &i)| self.fill(i, d)),
+            Src::Dense(_) => x.chunks_exact_mut(per.max(1)).zip(idx).for_each(|(d, &i)| self.fill(i, d, None)),
             Src::Stored { .. } | Src::Encoded { .. } => {
                 use rayon::prelude::*;
-                x.par_chunks_exact_mut(per.max(1)).zip(idx).for_each(|(d, &i)| self.fill(i, d))
+                x.par_chunks_exact_mut(per.max(1)).zip(idx).for_each(|(d, &i)| self.fill(i, d, None))
             }
         }
         (x, self.targets(idx, classes))
@@ -333,6 +371,23 @@ pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_windows_are_central_for_eval_and_seeded_for_training() {
+        // Two examples [1, 1, 10, 2]: value = 100·example + row.
+        let x: Vec<f32> = (0..2).flat_map(|i| (0..10).flat_map(move |r| [100.0 * i as f32 + r as f32; 2])).collect();
+        let s = SplitData::dense(x, [1, 1, 10, 2], Labels::Single(vec![0, 1])).with_time_window(4);
+        assert_eq!(s.shape, [1, 1, 4, 2]);
+        let (x, _) = s.gather(&[1], 2);
+        assert_eq!(x, [103.0, 103.0, 104.0, 104.0, 105.0, 105.0, 106.0, 106.0], "the centre rows 3..7");
+        let aug = Augment::default();
+        let starts: Vec<f32> = (0..20).map(|step| s.gather_train(&[0], 2, &aug, 1, 0, step).0[0]).collect();
+        assert!(starts.iter().all(|&v| (0.0..=6.0).contains(&v)));
+        assert!(starts.iter().any(|&v| v != starts[0]), "random starts: {starts:?}");
+        assert_eq!(s.gather_train(&[0], 2, &aug, 1, 0, 5).0, s.gather_train(&[0], 2, &aug, 1, 0, 5).0);
+        let (x, _, _) = s.gather_train(&[0], 2, &aug, 1, 0, 3);
+        assert_eq!(x[2], x[0] + 1.0, "consecutive rows");
+    }
     #[test]
     fn streams_are_resumable() {
         let mut a = Cursor::default();
