@@ -155,3 +155,43 @@ fn audio_models_see_a_window_of_the_stored_frames() {
     let p: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(p["m"]["tokenizers"], 7264, "{out}");
 }
+
+#[test]
+fn video_models_see_a_crop_of_the_stored_frames() {
+    let d = tempfile::tempdir().unwrap();
+    for (k, c) in ["left", "right"].iter().enumerate() {
+        for clip in 0..8u32 {
+            for f in 0..4u32 {
+                let p = d.path().join(format!("v/{c}/clip{clip}/frame_{f}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let img =
+                    image::GrayImage::from_fn(12, 12, |x, y| image::Luma([((x + y * 3 + f * (1 + k as u32) * 5 + clip) * 7 % 256) as u8]));
+                img.save(p).unwrap();
+            }
+        }
+    }
+    let pipe = PIPE
+        .replace(
+            "format = \"cifar10\"\npath = \"cifar\"",
+            "format = \"frames\"\npath = \"v\"\nframes = 4\nwidth = 12\ntest_fraction = 0.25",
+        )
+        .replace(
+            "kind = \"image_prep\"\ninputs = { data = \"data\" }\nchannels = 3\n",
+            "kind = \"video_prep\"\ninputs = { data = \"data\" }\nframes = 4\nsize = 12\ncrop = 8\ndtype = \"u8\"\n",
+        )
+        .replace("augment = { crop_pad = 1, flip = true }", "augment = { scale_jitter = [0.9, 1.33], flip = true }")
+        .replace("optimizer = \"adam\"", "optimizer = \"adam\"\nvideo_patch = [2, 4, 4]");
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    for store in ["a", "b"] {
+        let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", store]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(artifact(d.path(), "a", "m", &[]).0, artifact(d.path(), "b", "m", &[]).0, "random crops are seeded");
+    let (_, show) = artifact(d.path(), "a", "x", &[]);
+    assert!(show.contains("the model sees 8² crops"), "{show}");
+    // The tokenizer is built for 8² crops: (4/2)·(8/4)² = 8 tubelets + the class token = 9 positions;
+    // 2·4·4·3·32 + 32 (projection) + 9·32 (positions) + 32 (class token) = 3,424 parameters (12²: 19 positions).
+    let (_, out, _) = pf(d.path(), &["params", "p.toml", "--store", "a", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["m"]["tokenizers"], 3424, "{out}");
+}

@@ -114,6 +114,10 @@ pub struct Meta {
     /// at training time, the centre at evaluation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    /// For stored frames larger than the model's input: the side of the square the model sees (a random crop
+    /// after scale jitter at training time, the centre at evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<usize>,
 }
 
 /// How a stored u8 value becomes the model's float: `minus_one_one` (v / 127.5 − 1, the paper's), `unit`

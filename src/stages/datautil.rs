@@ -75,6 +75,7 @@ pub fn write_dataset(
             missing: 0,
             values: None,
             window: None,
+            crop: None,
         },
     )
 }

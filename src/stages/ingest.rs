@@ -309,6 +309,7 @@ impl DatasetStage {
             missing: cat.missing.len(),
             values: None,
             window: None,
+            crop: None,
         };
         write_meta(ctx, meta)
     }
@@ -543,6 +544,7 @@ impl Stage for DatasetStage {
             missing: 0,
             values: None,
             window: None,
+            crop: None,
         };
         write_meta(ctx, meta)
     }

@@ -86,7 +86,7 @@ fn split(a: &InputArtifact, name: &str) -> Result<SplitData, StageError> {
         }
         _ => return Err(StageError::input(format!("`{}`: task data must be preprocessed f32 or u8 tensors", a.id))),
     };
-    Ok(SplitData::stored(r, shape, lut).with_time_window(window))
+    Ok(SplitData::stored(r, shape, lut).with_time_window(window).with_spatial_crop(meta.crop.unwrap_or(0)))
 }
 
 /// Loads a task artifact.

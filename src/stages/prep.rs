@@ -358,6 +358,7 @@ impl Stage for ImagePrep {
                 missing: 0,
                 values,
                 window: None,
+                crop: None,
             },
         )
     }
@@ -396,6 +397,7 @@ fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, oc
         missing: 0,
         values,
         window: None,
+        crop: None,
     };
     write_meta(ctx, m)
 }
@@ -517,6 +519,7 @@ impl Stage for AudioPrep {
                 missing: 0,
                 values: None,
                 window: window_of(ctx.params),
+                crop: None,
             },
         )
     }
@@ -531,13 +534,20 @@ fn window_of(params: &serde_json::Value) -> Option<usize> {
     (window > 0 && window < frames).then_some(window as usize)
 }
 
+/// The `crop` of a `video_prep` node when it is smaller than the stored side.
+fn video_crop(params: &serde_json::Value, side: usize) -> Option<usize> {
+    let c = params["crop"].as_u64().unwrap_or(0) as usize;
+    (c > 0 && c < side).then_some(c)
+}
+
 /// `video_prep`: frame sampling (count, stride), resize, scale.
 pub struct VideoPrep;
 
 impl Stage for VideoPrep {
     fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
         let g = |k: &str| params[k].as_u64().unwrap_or(0) as usize;
-        declare_shape(inputs, "video", [g("channels"), g("frames"), g("size"), g("size")])
+        let side = if g("crop") > 0 && g("crop") < g("size") { g("crop") } else { g("size") };
+        declare_shape(inputs, "video", [g("channels"), g("frames"), side, side])
     }
     fn kind(&self) -> &'static str {
         "video_prep"
@@ -559,6 +569,13 @@ impl Stage for VideoPrep {
             ParamSpec::opt("frames", T::Int { min: 1, max: 1024 }, json!(8), "frames kept per clip"),
             ParamSpec::opt("stride", T::Int { min: 1, max: 64 }, json!(1), "temporal stride"),
             ParamSpec::opt("size", T::Int { min: 0, max: 4096 }, json!(0), "frame side (0 = keep)"),
+            ParamSpec::opt(
+                "crop",
+                T::Int { min: 0, max: 4096 },
+                json!(0),
+                "side the model sees: a random crop of the stored `size` frames after the task's scale jitter when \
+                 training, the centre when evaluating (the paper: 224 of 256); 0 = all",
+            ),
             ParamSpec::opt(
                 "channels",
                 T::Int { min: 1, max: 3 },
@@ -625,6 +642,9 @@ impl Stage for VideoPrep {
             sizes.insert(s.to_string(), n);
         }
         let mut note = format!("{}; {tf} frames at stride {stride}, {side}², {oc} channels", meta.note);
+        if let Some(c) = video_crop(ctx.params, side) {
+            note.push_str(&format!("; the model sees {c}² crops (random after scale jitter when training, the centre when evaluating)"));
+        }
         let values = u8_cache.then(|| {
             note.push_str("; stored as u8");
             ValueMap { scale: how.clone(), mean: vec![], std: vec![] }
@@ -644,6 +664,7 @@ impl Stage for VideoPrep {
                 missing: 0,
                 values,
                 window: None,
+                crop: video_crop(ctx.params, side),
             },
         )
     }

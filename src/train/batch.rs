@@ -26,6 +26,18 @@ pub struct SplitData {
     /// Stored time length (`H` axis) when the model sees a window of `shape[2]` of it: random per example at
     /// training time, the centre at evaluation (audio: 8 s of a 10 s clip).
     window: Option<usize>,
+    /// Stored `[H, W]` when the model sees a `shape[2] × shape[3]` crop of it: random (after scale jitter) at
+    /// training time, the centre at evaluation (video: 224² of 256²).
+    crop: Option<[usize; 2]>,
+}
+
+/// What [`SplitData::gather_train`] applied while reading a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The Inception crop and the flip (encoded images).
+    pub crop_flip: bool,
+    /// The scale jitter (with the random crop).
+    pub scale_jitter: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -41,21 +53,21 @@ enum Src {
 impl SplitData {
     /// A split held in memory: `x` is `[N, C, T, H, W]`.
     pub fn dense(x: Vec<f32>, shape: [usize; 4], y: Labels) -> Self {
-        SplitData { shape, y, src: Src::Dense(x), window: None }
+        SplitData { shape, y, src: Src::Dense(x), window: None, crop: None }
     }
 
     /// A split read from shards: f32 examples as stored, or u8 examples mapped per channel by `lut`
     /// (`lut[c][v]` = the float of value `v` in channel `c`, exactly what a float cache would hold).
     pub fn stored(r: SplitReader, shape: [usize; 4], lut: Option<Vec<[f32; 256]>>) -> Self {
         let y = r.labels.clone();
-        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) }, window: None }
+        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) }, window: None, crop: None }
     }
 
     /// A split of encoded images (see [`super::encoded`]), decoded to `[3, 1, H, W]` with the value map
     /// `v · affine[c].0 + affine[c].1`.
     pub fn encoded(r: SplitReader, h: usize, w: usize, affine: [(f32, f32); 3]) -> Self {
         let y = r.labels.clone();
-        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine }, window: None }
+        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine }, window: None, crop: None }
     }
 
     /// The model sees a window of `window` steps of the `H` (time) axis of the stored examples (whose shape is
@@ -64,6 +76,17 @@ impl SplitData {
         if window > 0 && window < self.shape[2] {
             self.window = Some(self.shape[2]);
             self.shape[2] = window;
+        }
+        self
+    }
+
+    /// The model sees a `side × side` crop of the stored frames: random after the task's scale jitter when
+    /// training, the centre when evaluating.
+    pub fn with_spatial_crop(mut self, side: usize) -> Self {
+        if side > 0 && side <= self.shape[2].min(self.shape[3]) && (side, side) != (self.shape[2], self.shape[3]) && self.window.is_none() {
+            self.crop = Some([self.shape[2], self.shape[3]]);
+            self.shape[2] = side;
+            self.shape[3] = side;
         }
         self
     }
@@ -106,17 +129,46 @@ impl SplitData {
         }
     }
 
-    /// Writes example `i` into `dst`, its time window starting at `start` (`None` = the centre).
-    fn fill(&self, i: usize, dst: &mut [f32], start: Option<usize>) {
-        let Some(stored) = self.window else {
-            return self.fill_stored(i, dst);
-        };
-        let [c, t, h, w] = self.shape;
-        let mut full = vec![0f32; c * t * stored * w];
+    /// The shape of a stored example (before the time window or the spatial crop).
+    fn stored_shape(&self) -> [usize; 4] {
+        let mut s = self.shape;
+        if let Some(t) = self.window {
+            s[2] = t;
+        }
+        if let Some([h, w]) = self.crop {
+            s[2] = h;
+            s[3] = w;
+        }
+        s
+    }
+
+    /// Writes example `i` into `dst`: for evaluation (`train` = `None`) the centre window or crop; for
+    /// training a random one drawn from the example's generator (with the task's scale jitter before a crop).
+    fn fill(&self, i: usize, dst: &mut [f32], train: Option<(&Augment, &mut ChaCha8Rng)>) {
+        if self.window.is_none() && self.crop.is_none() {
+            return match &self.src {
+                Src::Encoded { .. } => self.fill_encoded(i, dst, train),
+                _ => self.fill_stored(i, dst),
+            };
+        }
+        let ss = self.stored_shape();
+        let mut full = vec![0f32; ss.iter().product()];
         self.fill_stored(i, &mut full);
-        let s0 = start.unwrap_or((stored - h) / 2).min(stored - h);
-        for p in 0..c * t {
-            dst[p * h * w..(p + 1) * h * w].copy_from_slice(&full[(p * stored + s0) * w..(p * stored + s0 + h) * w]);
+        let [c, t, h, w] = self.shape;
+        if let Some(stored) = self.window {
+            let s0 = match train {
+                Some((_, rng)) => rng.random_range(0..=stored - h),
+                None => (stored - h) / 2,
+            };
+            for p in 0..c * t {
+                dst[p * h * w..(p + 1) * h * w].copy_from_slice(&full[(p * stored + s0) * w..(p * stored + s0 + h) * w]);
+            }
+        } else {
+            let (jitter, rng) = match train {
+                Some((a, rng)) => ((a.scale_jitter != [0.0, 0.0]).then_some((a.scale_jitter[0], a.scale_jitter[1])), Some(rng)),
+                None => (None, None),
+            };
+            super::geometric::jitter_crop_to(&full, ss, h, w, jitter, rng, dst);
         }
     }
 
@@ -134,10 +186,10 @@ impl SplitData {
         res.unwrap_or_else(|e| panic!("example {i}: {e}"));
     }
 
-    /// Gathers a training batch. Encoded images get their Inception crop and flip here, from the original
-    /// image, one generator per example (then the flag is true and the caller leaves those two out of
-    /// [`augment`]); time windows start at random, one generator per example; other sources are gathered as
-    /// by [`Self::gather`].
+    /// Gathers a training batch, example by example with a generator each where the stored example is more
+    /// than the model sees: encoded images get their Inception crop and flip from the original image, time
+    /// windows start at random, spatial crops are random (after the task's scale jitter). What was applied is
+    /// returned so the caller leaves it out of [`augment`]; other sources are gathered as by [`Self::gather`].
     pub fn gather_train(
         &self,
         idx: &[usize],
@@ -146,29 +198,20 @@ impl SplitData {
         seed: u64,
         task: usize,
         step: u64,
-    ) -> (Vec<f32>, Vec<f32>, bool) {
+    ) -> (Vec<f32>, Vec<f32>, Applied) {
         use rayon::prelude::*;
-        if let Some(stored) = self.window {
-            // A random window per example, from its own generator.
-            let per = self.per();
-            let mut x = vec![0f32; idx.len() * per];
-            x.par_chunks_exact_mut(per).zip(idx).enumerate().for_each(|(b, (d, &i))| {
-                let start = super::encoded::example_rng(seed, task, step, b).random_range(0..=stored - self.shape[2]);
-                self.fill(i, d, Some(start));
-            });
-            return (x, self.targets(idx, classes), false);
-        }
-        if !matches!(self.src, Src::Encoded { .. }) {
+        let encoded = matches!(self.src, Src::Encoded { .. });
+        if !encoded && self.window.is_none() && self.crop.is_none() {
             let (x, t) = self.gather(idx, classes);
-            return (x, t, false);
+            return (x, t, Applied::default());
         }
         let per = self.per();
         let mut x = vec![0f32; idx.len() * per];
         x.par_chunks_exact_mut(per).zip(idx).enumerate().for_each(|(b, (d, &i))| {
             let mut rng = super::encoded::example_rng(seed, task, step, b);
-            self.fill_encoded(i, d, Some((aug, &mut rng)));
+            self.fill(i, d, Some((aug, &mut rng)));
         });
-        (x, self.targets(idx, classes), true)
+        (x, self.targets(idx, classes), Applied { crop_flip: encoded, scale_jitter: self.crop.is_some() })
     }
 
     fn targets(&self, idx: &[usize], classes: usize) -> Vec<f32> {

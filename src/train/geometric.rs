@@ -155,6 +155,49 @@ pub fn scale_jitter_crop(ex: &mut [f32], shape: [usize; 4], (lo, hi): (f64, f64)
     }
 }
 
+/// Scale jitter of `src` `[C, T, H, W]` (height and width scaled by independent factors U(lo, hi); `None` = 1),
+/// then an `oh × ow` window at a random offset (`rng`) or centred (`rng` = `None`), written to `out`
+/// `[C, T, oh, ow]` (zeros where the window leaves the scaled frame): DMVR's training and evaluation crops.
+pub fn jitter_crop_to(
+    src: &[f32],
+    [c, t, h, w]: [usize; 4],
+    oh: usize,
+    ow: usize,
+    jitter: Option<(f64, f64)>,
+    mut rng: Option<&mut ChaCha8Rng>,
+    out: &mut [f32],
+) {
+    let (fh, fw) = match (jitter, rng.as_deref_mut()) {
+        (Some((lo, hi)), Some(r)) => (r.random_range(lo..=hi), r.random_range(lo..=hi)),
+        _ => (1.0, 1.0),
+    };
+    let (nh, nw) = (((h as f64) * fh).round() as i64, ((w as f64) * fw).round() as i64);
+    let mut off = |n: i64, o: i64| {
+        let d = n - o;
+        match rng.as_deref_mut() {
+            Some(r) if d >= 0 => r.random_range(0..=d),
+            Some(r) => r.random_range(d..=0),
+            None => d / 2,
+        }
+    };
+    let (oy, ox) = (off(nh, oh as i64), off(nw, ow as i64));
+    let (sy, sx) = (h as f64 / nh as f64, w as f64 / nw as f64);
+    for p in 0..c * t {
+        let plane = &src[p * h * w..(p + 1) * h * w];
+        for y in 0..oh {
+            let ry = y as i64 + oy;
+            for x in 0..ow {
+                let rx = x as i64 + ox;
+                out[(p * oh + y) * ow + x] = if ry < 0 || rx < 0 || ry >= nh || rx >= nw {
+                    0.0
+                } else {
+                    bilinear(plane, h, w, (ry as f64 + 0.5) * sy - 0.5, (rx as f64 + 0.5) * sx - 0.5)
+                };
+            }
+        }
+    }
+}
+
 fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let max = r.max(g).max(b);
     let min = r.min(g).min(b);
@@ -244,6 +287,28 @@ pub fn grayscale(ex: &mut [f32], shape: [usize; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn centre_crop_is_a_copy_and_random_crops_are_sub_blocks() {
+        let src: Vec<f32> = (0..2 * 4 * 4).map(|v| v as f32).collect(); // [2, 1, 4, 4]
+        let mut out = vec![0f32; 2 * 2 * 2];
+        jitter_crop_to(&src, [2, 1, 4, 4], 2, 2, None, None, &mut out);
+        assert_eq!(out, [5.0, 6.0, 9.0, 10.0, 21.0, 22.0, 25.0, 26.0]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut corners = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            jitter_crop_to(&src, [2, 1, 4, 4], 2, 2, None, Some(&mut rng), &mut out);
+            let a = out[0];
+            assert_eq!([out[1], out[2], out[3], out[4]], [a + 1.0, a + 4.0, a + 5.0, a + 16.0], "{out:?}");
+            corners.insert(a as i64);
+        }
+        assert_eq!(corners.len(), 9, "every 2 × 2 window of a 4 × 4 frame: {corners:?}");
+        // Jittered crops stay within the source values (bilinear) or are padding zeros.
+        for _ in 0..20 {
+            jitter_crop_to(&src, [2, 1, 4, 4], 2, 2, Some((0.9, 1.33)), Some(&mut rng), &mut out);
+            assert!(out.iter().all(|&v| (0.0..=31.0).contains(&v)));
+        }
+    }
     use rand::SeedableRng;
 
     #[test]

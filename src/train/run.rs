@@ -331,8 +331,14 @@ const PREFETCH: usize = 2;
 /// cropped and flipped from the original as they are decoded) and augmented; noise from `(seed, task, step)`.
 fn batch(t: &TaskRun, cursor: &mut Cursor, seed: u64, j: usize, step: u64) -> (Vec<f32>, Vec<f32>) {
     let idx = next_indices(cursor, t.train.len(), t.batch, seed, j);
-    let (mut x, mut tg, cropped) = t.train.gather_train(&idx, t.classes, &t.augment, seed, j, step);
-    let aug = if cropped { Augment { inception_crop: false, flip: false, ..t.augment } } else { t.augment };
+    let (mut x, mut tg, done) = t.train.gather_train(&idx, t.classes, &t.augment, seed, j, step);
+    let mut aug = t.augment;
+    if done.crop_flip {
+        (aug.inception_crop, aug.flip) = (false, false);
+    }
+    if done.scale_jitter {
+        aug.scale_jitter = [0.0, 0.0];
+    }
     augment(&aug, &mut x, &mut tg, t.train.shape, t.classes, seed, j, step);
     (x, tg)
 }
