@@ -62,7 +62,8 @@ fn class_tree(dir: &Path, classes: &[String], split: SplitName, required: bool, 
 /// is carved from train later, as the paper's code does (ImageNet's official validation set is its test
 /// set; its minival is 1 % of train). A flat `val/` (ILSVRC-2012 as distributed) takes its labels from
 /// `LOC_val_solution.csv` (Kaggle) or `imagenet_2012_validation_synset_labels.txt` (one WordNet id per line, in
-/// file-number order), looked for in `val/`, the dataset folder and its parent.
+/// file-number order), or the devkit's `ILSVRC2012_validation_ground_truth.txt` with its `meta.mat`, looked for
+/// in `val/`, the dataset folder and its parent (and their `ILSVRC2012_devkit_t12/data/`).
 pub fn image_folders(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     class_folders(root, classes, IMAGE_EXTS)
 }
@@ -127,8 +128,9 @@ fn val_number(name: &str) -> Option<usize> {
 /// Labels of a flat ILSVRC validation folder.
 fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Result<(Vec<Entry>, Vec<Missing>), DataError> {
     let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let dirs: Vec<PathBuf> =
-        [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)].into_iter().flatten().collect();
+    let base = [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)];
+    // The devkit's files may sit in its own folders.
+    let dirs: Vec<PathBuf> = base.into_iter().flatten().flat_map(|d| [d.join("ILSVRC2012_devkit_t12/data"), d.join("data"), d]).collect();
     let find = |names: &[&str]| dirs.iter().find_map(|d| first_existing(d, names));
     // Image stem → (wnid, where listed).
     let mut labels: HashMap<String, (String, String)> = HashMap::new();
@@ -151,17 +153,31 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (line.trim().to_string(), format!("{}:{}", txt.display(), i + 1)));
         }
-    } else {
-        let hint = if find(&["ILSVRC2012_validation_ground_truth.txt"]).is_some() {
-            " (ILSVRC2012_validation_ground_truth.txt holds devkit ids that need meta.mat: arrange val/ into class folders with torchvision's valprep.sh instead)"
-        } else {
-            ""
+    } else if let Some(gt) = find(&["ILSVRC2012_validation_ground_truth.txt"]) {
+        // The devkit: ILSVRC2012_IDs, one per image in file-number order, mapped to WordNet ids by meta.mat.
+        let Some(mat) = find(&["meta.mat"]) else {
+            return Err(DataError::new(&gt, "holds devkit ids: its meta.mat (ILSVRC2012_devkit_t12/data/meta.mat) is needed beside it"));
         };
+        let bytes = std::fs::read(&mat).map_err(|e| DataError::new(&mat, format!("cannot read: {e}")))?;
+        let wnids = super::matlab::ilsvrc_synsets(&bytes).map_err(|e| DataError::new(&mat, e))?;
+        let text = read_text(&gt)?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let id: usize = line
+                .trim()
+                .parse()
+                .ok()
+                .filter(|k| (1..=1000).contains(k))
+                .ok_or_else(|| DataError::new(&gt, format!("line {}: `{}` is not an ILSVRC2012_ID (1–1000)", i + 1, line.trim())))?;
+            labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (wnids[id - 1].clone(), format!("{}:{}", gt.display(), i + 1)));
+        }
+    } else {
+        let hint = "";
         return Err(DataError::new(
             val,
             format!(
-                "holds images but no class folders, and no label file was found{hint}: put LOC_val_solution.csv (Kaggle) or \
-                 imagenet_2012_validation_synset_labels.txt next to it, or arrange it as val/CLASS/*.JPEG"
+                "holds images but no class folders, and no label file was found{hint}: put LOC_val_solution.csv (Kaggle), \
+                 imagenet_2012_validation_synset_labels.txt, or the devkit (ILSVRC2012_validation_ground_truth.txt with \
+                 meta.mat) next to it, or arrange it as val/CLASS/*.JPEG"
             ),
         ));
     }
@@ -270,6 +286,24 @@ mod tests {
         assert_eq!(c.entries.iter().filter(|e| e.split == SplitName::Train).count(), 3);
         assert_eq!(c.missing.len(), 1);
         assert!(c.note.contains("val/ is the test split"));
+        // The devkit instead: ground-truth ids mapped by meta.mat (here ID 1 = n02, ID 2 = n01, as the devkit's
+        // order differs from the sorted WordNet ids).
+        std::fs::remove_file(r.join("LOC_val_solution.csv")).unwrap();
+        let dk = r.join("ILSVRC2012_devkit_t12/data");
+        std::fs::create_dir_all(&dk).unwrap();
+        std::fs::write(dk.join("ILSVRC2012_validation_ground_truth.txt"), "2\n1\n1\n").unwrap();
+        let e = image_folders(r, &[]).unwrap_err();
+        assert!(e.message.contains("meta.mat"), "{e}");
+        let mut ids: Vec<(f64, String)> = (1..=1000).map(|k| (k as f64, format!("n{:02}", k))).collect();
+        ids[0].1 = "n02".into();
+        ids[1].1 = "n01".into();
+        let refs: Vec<(f64, &str)> = ids.iter().map(|(k, w)| (*k, w.as_str())).collect();
+        std::fs::write(dk.join("meta.mat"), super::super::matlab::write_synsets(&refs, true)).unwrap();
+        let c = image_folders(r, &[]).unwrap();
+        let tests: Vec<usize> = c.entries.iter().filter(|e| e.split == SplitName::Test).map(|e| e.labels[0]).collect();
+        assert_eq!(tests, [0, 1, 1]);
+        std::fs::remove_dir_all(r.join("ILSVRC2012_devkit_t12")).unwrap();
+        std::fs::write(r.join("LOC_val_solution.csv"), "ImageId,PredictionString\n").unwrap();
         // A label not among the train classes names the CSV line.
         std::fs::write(r.join("LOC_val_solution.csv"), "ImageId,PredictionString\nILSVRC2012_val_00000001,n09 1 2 3 4\n").unwrap();
         let e = image_folders(r, &[]).unwrap_err();

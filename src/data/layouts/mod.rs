@@ -15,6 +15,7 @@
 
 pub mod audio_csv;
 pub mod folders;
+pub mod matlab;
 pub mod video_csv;
 
 use super::error::DataError;
