@@ -277,3 +277,30 @@ fn video_frames_are_the_centre_window_at_the_stride() {
         assert!(e.message.contains("cannot open video"), "{e}");
     }
 }
+
+#[test]
+#[cfg_attr(not(feature = "video"), ignore = "needs `--features video` (FFmpeg's libraries); .ci/run runs it")]
+fn moments_in_time_csvs_and_clips() {
+    #[cfg(feature = "video")]
+    {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("mit");
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(r.join("moments_categories.txt"), "running,1\nasking,0\n").unwrap();
+        let mut train = String::new();
+        for i in 0..6 {
+            let label = if i % 2 == 0 { "asking" } else { "running" };
+            train.push_str(&format!("{label}/yt-{i}.mp4,{label},3,0\n"));
+            mp4(&r.join(format!("training/{label}/yt-{i}.mp4")), 30, 40, 30);
+        }
+        std::fs::write(r.join("trainingSet.csv"), train).unwrap();
+        std::fs::write(r.join("validationSet.csv"), "asking/v-0.mp4,asking,3,0\nrunning/v-1.mp4,running,2,1\n").unwrap();
+        mp4(&r.join("validation/asking/v-0.mp4"), 30, 40, 30);
+        mp4(&r.join("validation/running/v-1.mp4"), 30, 40, 30);
+        let body = "format = \"moments_in_time\"\npath = \"mit\"\nframes = 8\nstride = 2\nwidth = 16\nval_fraction = 0.34\nnum_classes = 2";
+        let (code, err, show) = ingest(d.path(), body);
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("asking:") && show.contains("validationSet is the test split"), "{show}");
+        assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 2), "{show}");
+    }
+}
