@@ -81,3 +81,26 @@ fn dag_plan_and_kinds() {
         assert!(kinds.contains(&format!("{k} (v")), "{k}");
     }
 }
+
+#[test]
+fn a_bare_pipeline_file_name_runs_command_nodes_in_its_folder() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("in.txt"), "hello").unwrap();
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"cp in.txt $POLYFLOW_OUT/out.txt\"]\ndeps = [\"in.txt\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "pipeline.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = pf(d.path(), &["show", "pipeline.toml", "c"]);
+    assert!(code == 0 && out.contains("out.txt"), "{out}");
+}
+
+#[test]
+fn why_of_a_misspelt_node_suggests_the_closest() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.st_digits]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["status", "p.toml", "--why", "st.digit"]);
+    assert!(code == 2 && err.contains("no node `st.digit`") && err.contains("did you mean `st_digits`?"), "{code} {err}");
+}

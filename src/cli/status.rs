@@ -20,7 +20,8 @@ fn assess(
     let sel = g.select(nodes)?;
     for f in force {
         if !g.by_id.contains_key(f) {
-            return Err(CliError::Other(format!("error: --force: no node `{f}`"), exit::USAGE));
+            let hint = crate::spec::error::suggest(f, g.nodes.iter().map(|n| n.id.as_str()));
+            return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {hint}"), exit::USAGE));
         }
     }
     let store = Store::open(&c.store)?;
@@ -89,7 +90,8 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
     };
     if let Some(w) = why {
         let Some(&i) = g.by_id.get(&w) else {
-            return Err(CliError::Other(format!("error: no node `{w}`"), exit::USAGE));
+            let hint = crate::spec::error::suggest(&w, g.nodes.iter().map(|n| n.id.as_str()));
+            return Err(CliError::Other(format!("error: --why: no node `{w}`\n  help: {hint}"), exit::USAGE));
         };
         let Some(s) = a.get(&i) else {
             return Err(CliError::Other(format!("error: `{w}` is not selected"), exit::USAGE));

@@ -83,7 +83,10 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
             SpecError::nowhere(K::Io, format!("cannot read config file `{}`: {e}", path.display()))
                 .help("--config takes a TOML file with [node.ID] and [kind.KIND] tables")
         })?;
-        let dir = path.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
         let file = sources.add(path, text.clone());
         sources.files[file].overlay_dir = Some(absolute(&dir));
         let doc = toml::de::DeTable::parse(&text).map_err(|e| {

@@ -162,7 +162,11 @@ impl Loader {
         };
         self.loaded.insert(canonical);
         let file = self.sources.add(path, text);
-        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        // A bare file name's folder is the working directory (`Path::parent` gives "" for it).
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         self.parse_file(file, &dir)
     }
 
