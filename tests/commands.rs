@@ -104,3 +104,18 @@ fn why_of_a_misspelt_node_suggests_the_closest() {
     let (code, _, err) = pf(d.path(), &["status", "p.toml", "--why", "st.digit"]);
     assert!(code == 2 && err.contains("no node `st.digit`") && err.contains("did you mean `st_digits`?"), "{code} {err}");
 }
+
+#[test]
+fn an_empty_pipeline_is_an_error_and_creates_no_store() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("empty.toml"), "# nothing yet\n").unwrap();
+    for cmd in ["run", "status", "plan"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "empty.toml"]);
+        assert!(code == 2 && err.contains("declares no nodes"), "{cmd}: {code} {err}");
+    }
+    assert!(!d.path().join(".polyflow").exists(), "no store created");
+    // A file that only includes nodes is a pipeline.
+    std::fs::write(d.path().join("nodes.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    std::fs::write(d.path().join("top.toml"), "include = [\"nodes.toml\"]\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "top.toml"]).0, 0);
+}

@@ -131,7 +131,13 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
 pub fn load_with(path: &Path, profile: Option<&str>, overlay: &Overlay) -> Result<Pipeline, SpecError> {
     let mut l = Loader::default();
     l.load_file(path, None)?;
-    l.finish(profile, overlay)
+    let p = l.finish(profile, overlay)?;
+    if p.nodes.is_empty() {
+        // Almost always a wrong or emptied file: refuse before any store is opened or created.
+        return Err(SpecError::nowhere(K::Missing, format!("pipeline `{}` declares no nodes", path.display()))
+            .help("declare nodes with [node.ID] tables, or include = [\"other.toml\"] files that do"));
+    }
+    Ok(p)
 }
 
 /// Parses pipeline text (for tests); includes resolve against `dir`.
