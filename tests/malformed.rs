@@ -35,3 +35,14 @@ fn every_malformed_pipeline_reports_its_line_and_writes_nothing() {
         assert!(!store.exists(), "{name}: the store was created");
     }
 }
+
+#[test]
+fn invalid_utf8_is_reported_at_its_first_bad_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("p.toml"), b"[node.a]\nkind = \"value\"\ncomment = \"caf\xe9\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_polyflow")).args(["run", "p.toml"]).current_dir(tmp.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("p.toml:3:15: error: not UTF-8 text (byte 0xe9)") && stderr.contains("help:"), "{stderr}");
+    assert!(!tmp.path().join(".polyflow").exists());
+}

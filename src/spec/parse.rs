@@ -120,6 +120,10 @@ const RESOURCES: &str = "resources";
 /// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
 const SEEDS: &str = "seeds";
 const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
+/// The largest pipeline file (or include) read.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+/// The most nodes one declaration may expand to (matrix values × seeds).
+const MAX_EXPANSION: usize = 100_000;
 
 /// Loads `path` and everything it includes, applies `profile`, expands matrices.
 pub fn load(path: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
@@ -154,16 +158,39 @@ impl Loader {
         if self.loaded.contains(&canonical) {
             return Ok(());
         }
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let fail = |sources: &SourceMap, msg: String, help: &str| match from {
+            Some(span) => SpecError::at(sources, span, K::Io, msg).help(help),
+            None => SpecError::nowhere(K::Io, msg).help(help),
+        };
+        // Only regular files of a sane size: `include = ["/dev/zero"]` must not hang or exhaust memory.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(fail(&self.sources, format!("`{}` is not a regular file", path.display()), "pipeline files and includes are TOML files"));
+            }
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                let msg = format!("`{}` is {} bytes, over the {} MiB a pipeline file may have", path.display(), m.len(), MAX_FILE_BYTES >> 20);
+                return Err(fail(&self.sources, msg, "is this the right file? Pipelines are small TOML files"));
+            }
+            _ => {}
+        }
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
             Err(e) => {
                 let msg = format!("cannot read pipeline file `{}`: {e}", path.display());
-                return Err(match from {
-                    Some(span) => {
-                        SpecError::at(&self.sources, span, K::Io, msg).help("include paths are relative to the file that includes them")
-                    }
-                    None => SpecError::nowhere(K::Io, msg).help("check the path of the pipeline file"),
-                });
+                let help = if from.is_some() { "include paths are relative to the file that includes them" } else { "check the path of the pipeline file" };
+                return Err(fail(&self.sources, msg, help));
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Point at the first bad byte: the valid prefix is the same in the lossy text.
+                let at = e.utf8_error().valid_up_to();
+                let bad = e.as_bytes()[at];
+                let file = self.sources.add(path, String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let span = Span { file, start: at, end: at + 1 };
+                return Err(SpecError::at(&self.sources, span, K::Syntax, format!("not UTF-8 text (byte 0x{bad:02x})"))
+                    .help("pipeline files are UTF-8 TOML: re-save the file as UTF-8"));
             }
         };
         self.loaded.insert(canonical);
@@ -528,6 +555,16 @@ fn expand(
             return Err(
                 SpecError::at(sources, m.value.span, K::OutOfRange, "empty matrix").help("give at least one key with a list of values")
             );
+        }
+        let mut count = seeds as usize;
+        for e in mt.values() {
+            if let Value::Array(vals) = &e.value.value {
+                count = count.saturating_mul(vals.len().max(1));
+            }
+        }
+        if count > MAX_EXPANSION {
+            return Err(SpecError::at(sources, m.value.span, K::OutOfRange, format!("this matrix expands to {count} nodes, over {MAX_EXPANSION}"))
+                .help("split the study into several declarations or pipelines"));
         }
         for (k, e) in mt {
             let Value::Array(vals) = &e.value.value else {
