@@ -74,20 +74,57 @@ impl SpecError {
     }
 
     /// `file:line:col: error: message` plus excerpt and help.
+    /// Long messages and lines (a 10 MB value) are shortened around what matters.
     pub fn render(&self) -> String {
         let mut s = String::new();
+        let message = shorten(&self.message, MAX_MESSAGE);
         match &self.location {
-            Some(l) => s.push_str(&format!("{l}: error: {}", self.message)),
-            None => s.push_str(&format!("error: {}", self.message)),
+            Some(l) => s.push_str(&format!("{l}: error: {message}")),
+            None => s.push_str(&format!("error: {message}")),
         }
         if let (Some(l), Some(ex)) = (&self.location, &self.excerpt) {
-            s.push_str(&format!("\n  {:>4} | {}\n       | {}^", l.line, ex, " ".repeat(l.col.saturating_sub(1))));
+            let (line, caret) = excerpt_window(ex, l.col.saturating_sub(1));
+            s.push_str(&format!("\n  {:>4} | {}\n       | {}^", l.line, line, " ".repeat(caret)));
         }
         if let Some(h) = &self.help {
             s.push_str(&format!("\n  help: {h}"));
         }
         s
     }
+}
+
+/// The longest message rendered in full.
+const MAX_MESSAGE: usize = 400;
+/// Characters of an excerpt line shown around the error's column.
+const EXCERPT_CHARS: usize = 120;
+
+/// `text` cut to its first `max` characters plus how long it was.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+        None => text.to_string(),
+    }
+}
+
+/// At most `EXCERPT_CHARS` characters of `line` around character column `col`; returns the window and the
+/// caret's column in it.
+fn excerpt_window(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= EXCERPT_CHARS {
+        return (line.to_string(), col);
+    }
+    let start = col.saturating_sub(EXCERPT_CHARS / 2).min(chars.len().saturating_sub(EXCERPT_CHARS));
+    let end = (start + EXCERPT_CHARS).min(chars.len());
+    let mut w: String = chars[start..end].iter().collect();
+    let mut caret = col - start;
+    if start > 0 {
+        w.insert(0, '…');
+        caret += 1;
+    }
+    if end < chars.len() {
+        w.push('…');
+    }
+    (w, caret)
 }
 
 /// The closest candidate to `word` (edit distance), if any is close enough.
@@ -114,6 +151,23 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str> + C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_values_are_shortened_in_messages_and_excerpts() {
+        let big = "x".repeat(10 << 20);
+        let e = SpecError {
+            kind: SpecErrorKind::OutOfRange,
+            location: None,
+            excerpt: None,
+            message: format!("`{big}` is not one of: a, b"),
+            help: None,
+        };
+        let r = e.render();
+        assert!(r.len() < 600 && r.contains(&format!("({} bytes in all)", e.message.len())), "{}", &r[..200]);
+        let (w, caret) = excerpt_window(&format!("value = \"{big}\""), 5000);
+        assert_eq!((w.chars().count(), caret), (EXCERPT_CHARS + 2, EXCERPT_CHARS / 2 + 1));
+        assert_eq!(excerpt_window("short = 1", 3), ("short = 1".to_string(), 3));
+    }
     #[test]
     fn suggests_near_keys() {
         assert_eq!(closest("lerning_rate", ["learning_rate", "steps"]), Some("learning_rate"));

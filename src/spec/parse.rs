@@ -165,10 +165,15 @@ impl Loader {
         // Only regular files of a sane size: `include = ["/dev/zero"]` must not hang or exhaust memory.
         match std::fs::metadata(path) {
             Ok(m) if !m.is_file() => {
-                return Err(fail(&self.sources, format!("`{}` is not a regular file", path.display()), "pipeline files and includes are TOML files"));
+                return Err(fail(
+                    &self.sources,
+                    format!("`{}` is not a regular file", path.display()),
+                    "pipeline files and includes are TOML files",
+                ));
             }
             Ok(m) if m.len() > MAX_FILE_BYTES => {
-                let msg = format!("`{}` is {} bytes, over the {} MiB a pipeline file may have", path.display(), m.len(), MAX_FILE_BYTES >> 20);
+                let msg =
+                    format!("`{}` is {} bytes, over the {} MiB a pipeline file may have", path.display(), m.len(), MAX_FILE_BYTES >> 20);
                 return Err(fail(&self.sources, msg, "is this the right file? Pipelines are small TOML files"));
             }
             _ => {}
@@ -177,7 +182,11 @@ impl Loader {
             Ok(b) => b,
             Err(e) => {
                 let msg = format!("cannot read pipeline file `{}`: {e}", path.display());
-                let help = if from.is_some() { "include paths are relative to the file that includes them" } else { "check the path of the pipeline file" };
+                let help = if from.is_some() {
+                    "include paths are relative to the file that includes them"
+                } else {
+                    "check the path of the pipeline file"
+                };
                 return Err(fail(&self.sources, msg, help));
             }
         };
@@ -563,8 +572,13 @@ fn expand(
             }
         }
         if count > MAX_EXPANSION {
-            return Err(SpecError::at(sources, m.value.span, K::OutOfRange, format!("this matrix expands to {count} nodes, over {MAX_EXPANSION}"))
-                .help("split the study into several declarations or pipelines"));
+            return Err(SpecError::at(
+                sources,
+                m.value.span,
+                K::OutOfRange,
+                format!("this matrix expands to {count} nodes, over {MAX_EXPANSION}"),
+            )
+            .help("split the study into several declarations or pipelines"));
         }
         for (k, e) in mt {
             let Value::Array(vals) = &e.value.value else {
