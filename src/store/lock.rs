@@ -27,8 +27,14 @@ impl WriterLock {
                 Ok(true) => break,
                 Ok(false) | Err(_) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(50)),
                 _ => {
-                    let holder = std::fs::read_to_string(root.join("writer.info")).unwrap_or_else(|_| "another process".into());
-                    return Err(StoreError::Locked { holder: holder.trim().to_string() });
+                    // The holder's description is replaced atomically (below), so it is never half-written; it can
+                    // be absent while the holder is starting up.
+                    let holder = std::fs::read_to_string(root.join("writer.info")).unwrap_or_default();
+                    let holder = match holder.trim() {
+                        "" => "another process (starting up)".to_string(),
+                        h => h.to_string(),
+                    };
+                    return Err(StoreError::Locked { holder });
                 }
             }
         }
@@ -38,7 +44,12 @@ impl WriterLock {
             std::env::args().collect::<Vec<_>>().join(" "),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         );
-        let _ = std::fs::write(root.join("writer.info"), info);
+        // Written aside and renamed over the old description: a refused process reads the old or the new one,
+        // never an empty or partial file.
+        let tmp = root.join(format!("writer.info.{}", std::process::id()));
+        if std::fs::write(&tmp, info).is_ok() {
+            let _ = std::fs::rename(&tmp, root.join("writer.info"));
+        }
         Ok(WriterLock { file })
     }
 }
@@ -46,5 +57,27 @@ impl WriterLock {
 impl Drop for WriterLock {
     fn drop(&mut self) {
         let _ = FileExt::unlock(&self.file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_holder_and_never_an_empty_one() {
+        let d = tempfile::tempdir().unwrap();
+        let held = WriterLock::acquire(d.path(), Duration::ZERO).unwrap();
+        let info = std::fs::read_to_string(d.path().join("writer.info")).unwrap();
+        assert!(info.starts_with(&format!("pid {}", std::process::id())), "{info}");
+        let Err(StoreError::Locked { holder }) = WriterLock::acquire(d.path(), Duration::ZERO) else { panic!("not refused") };
+        assert_eq!(holder, info.trim());
+        // A holder that has not described itself yet is still named as something.
+        std::fs::write(d.path().join("writer.info"), "").unwrap();
+        let Err(StoreError::Locked { holder }) = WriterLock::acquire(d.path(), Duration::ZERO) else { panic!("not refused") };
+        assert_eq!(holder, "another process (starting up)");
+        drop(held);
+        assert!(WriterLock::acquire(d.path(), Duration::ZERO).is_ok());
+        assert!(!std::fs::read_dir(d.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("writer.info.")));
     }
 }
