@@ -171,6 +171,9 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
         }
         rows.push((i + 1, base.join(rec[0].trim()), labels, split));
     }
+    if rows.is_empty() {
+        return Err(DataError::new(csv_path, "has no rows: expected `path,label[,split]` lines (a header line is optional)"));
+    }
     let classes: Vec<String> = if classes.is_empty() {
         let mut s: Vec<String> = rows.iter().flat_map(|r| r.2.clone()).collect();
         s.sort();
@@ -206,6 +209,9 @@ mod tests {
         assert_eq!(clips[0].labels, [1, 0]);
         let err = csv_manifest(&p, &["cat".to_string()], true).unwrap_err();
         assert!(err.message.contains("label `dog` is not in the class list"));
+        std::fs::write(&p, "path,label,split\n").unwrap();
+        let err = csv_manifest(&p, &[], false).unwrap_err();
+        assert!(err.path == p && err.message.contains("has no rows"), "{err}");
     }
     #[test]
     fn resample_length() {
