@@ -16,6 +16,9 @@ fn main() {
     // (`clear_page`), which `perf` measured at 18 % of a ViT-Ti train step (+19 % train img/s without).
     // SAFETY: setting an option is a plain store in mimalloc; it is done before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // Shards stay open while a split is read (a paper-scale video cache has thousands): raise the soft limit
+    // on open files to the hard one (a no-op where it is already there).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let cli = polyflow::cli::Cli::parse();
     let code = polyflow::cli::run(cli, &polyflow::stages::registry());
     std::process::exit(code);

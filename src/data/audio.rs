@@ -87,9 +87,11 @@ pub struct ClipRef {
 }
 
 /// A Speech Commands tree: `root/CLASS/*.{wav,flac,ogg,mp3}`, with `testing_list.txt` and optional
-/// `validation_list.txt` (paths relative to `root`); every other clip is training data.
+/// `validation_list.txt` (paths relative to `root`); every other clip is training data. Folders starting with
+/// `_` (`_background_noise_`) are not classes.
 pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
-    let classes = super::images::class_folders(root)?;
+    // `_background_noise_/` (and any `_…` folder) holds noise for augmentation, not a class.
+    let classes: Vec<String> = super::images::class_folders(root)?.into_iter().filter(|c| !c.starts_with('_')).collect();
     let list = |name: &str| -> Result<std::collections::HashSet<String>, DataError> {
         let p = root.join(name);
         if !p.exists() {

@@ -104,6 +104,11 @@ impl ShardWriter {
 
     /// Appends one example; may close the current shard into `put`.
     pub fn push(&mut self, x: Values<'_>, y: Label<'_>, put: &mut Put<'_>) -> Result<(), String> {
+        // A full shard is closed when the next example arrives, so a split that ends exactly at the budget
+        // stays one unsharded file.
+        if self.bytes >= self.budget && self.n > 0 {
+            self.close(put, true)?;
+        }
         let name = match &self.layout {
             Layout::Fixed(n, _, shape) => {
                 let want: usize = shape.iter().product();
@@ -138,9 +143,6 @@ impl ShardWriter {
         }
         self.n += 1;
         self.total += 1;
-        if self.bytes >= self.budget {
-            self.close(put, true)?;
-        }
         Ok(())
     }
 
@@ -216,6 +218,7 @@ struct TensorAt {
 
 #[derive(Debug)]
 struct Shard {
+    name: String,
     file: File,
     x: TensorAt,
     offsets: Option<Vec<i64>>,
@@ -296,7 +299,7 @@ impl SplitReader {
                 name = xn;
             }
             starts.push(starts.last().unwrap() + n);
-            shards.push(Shard { file, x, offsets });
+            shards.push(Shard { name: fname, file, x, offsets });
         }
         let labels = match k {
             Some(k) => Labels::Multi(multi, k),
@@ -337,9 +340,9 @@ impl SplitReader {
             }
         };
         if b > sh.x.len || a > b {
-            return Err(format!("example {i}: range {a}..{b} outside its tensor of {} bytes", sh.x.len));
+            return Err(format!("{}: example {i}: range {a}..{b} outside its tensor of {} bytes", sh.name, sh.x.len));
         }
-        read_at(&sh.file, sh.x.start + a, (b - a) as usize, "shard")
+        read_at(&sh.file, sh.x.start + a, (b - a) as usize, &sh.name)
     }
 
     /// Example `i` as floats (u8 values cast, f32 read as they are).
@@ -398,6 +401,10 @@ mod tests {
         m.insert("x".to_string(), Named { shape: vec![7, 2, 3], data: Array::U8(pushes.iter().flat_map(|p| p.0.clone()).collect()) });
         m.insert("y".to_string(), Named { shape: vec![7], data: Array::I64(pushes.iter().map(|p| p.1).collect()) });
         assert_eq!(files["train.safetensors"], encode(&m), "byte for byte the unsharded file");
+        // Exactly the budget (42 bytes = 7 examples): still one unsharded file.
+        let (files, counts) =
+            collect(ShardWriter::new("train", Layout::Fixed("x".into(), Dtype::U8, vec![2, 3]), None, 42).unwrap(), pushes.clone());
+        assert_eq!((counts, files.keys().cloned().collect::<Vec<_>>()), (vec![7], vec!["train.safetensors".to_string()]));
         // A 12-byte budget: a shard closes after every second example.
         let (files, counts) =
             collect(ShardWriter::new("train", Layout::Fixed("x".into(), Dtype::U8, vec![2, 3]), None, 12).unwrap(), pushes.clone());

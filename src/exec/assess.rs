@@ -72,7 +72,7 @@ pub fn fingerprint(
     };
     Ok(Ok(Fingerprint {
         kind: n.stage.kind().to_string(),
-        version: n.stage.version(),
+        version: n.stage.version_for(&n.params),
         params: n.params.clone(),
         inputs,
         env: stage_env(n.stage.env_keys(), &node_env(g, i, env)),

@@ -62,6 +62,14 @@ impl InputArtifact {
         Ok(file)
     }
 
+    /// Opens file `name` for reading without checking its checksum: for displays (`show`) that must not read
+    /// terabytes; `polyflow verify` checks every byte.
+    pub fn open_unchecked(&self, name: &str) -> Result<std::fs::File, StageError> {
+        let f = self.manifest.files.get(name).ok_or_else(|| StageError::failed(format!("input `{}` has no file `{name}`", self.id)))?;
+        let path = self.store.blobs.path(&f.digest);
+        std::fs::File::open(&path).map_err(|e| StageError::failed(format!("input `{}` file `{name}` ({}): {e}", self.id, path.display())))
+    }
+
     /// Reads and parses a JSON file.
     pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
         let b = self.read(name)?;

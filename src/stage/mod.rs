@@ -94,6 +94,11 @@ pub trait Stage: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Bump when the stage's output for the same inputs changes meaning.
     fn version(&self) -> u32;
+    /// The version that enters the key of a node with `params`: [`Self::version`] unless a change touched only
+    /// some settings, whose nodes alone must recompute (the others keep their keys).
+    fn version_for(&self, _params: &serde_json::Value) -> u32 {
+        self.version()
+    }
     /// One-line description.
     fn doc(&self) -> &'static str;
     /// Type of the artifact it produces.

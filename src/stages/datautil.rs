@@ -94,11 +94,17 @@ pub fn shard_put(out: &mut crate::stage::ArtifactWriter) -> impl FnMut(&str, Box
 
 /// Opens one split of a dataset or tensors artifact for random access (its shards checksum-verified).
 pub fn open_split(a: &InputArtifact, split: &str) -> Result<crate::data::shards::SplitReader, StageError> {
+    open_split_with(a, split, true)
+}
+
+/// [`open_split`], with or without verifying the shards (`show` reads labels and a few examples only).
+pub fn open_split_with(a: &InputArtifact, split: &str, verify: bool) -> Result<crate::data::shards::SplitReader, StageError> {
     let names = crate::data::shards::shard_names(a.manifest.files.keys(), split);
     if names.is_empty() {
         return Err(StageError::failed(format!("input `{}` has no split `{split}`", a.id)));
     }
-    let files = names.into_iter().map(|n| a.open(&n).map(|f| (n, f))).collect::<Result<Vec<_>, _>>()?;
+    let open = |n: &str| if verify { a.open(n) } else { a.open_unchecked(n) };
+    let files = names.into_iter().map(|n| open(&n).map(|f| (n, f))).collect::<Result<Vec<_>, _>>()?;
     crate::data::shards::SplitReader::new(files).map_err(|e| StageError::failed(format!("input `{}` split {split}: {e}", a.id)))
 }
 
@@ -162,7 +168,7 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         }
     }
     for (split, n) in &meta.splits {
-        let r = open_split(a, split)?;
+        let r = open_split_with(a, split, false)?;
         let counts = match &r.labels {
             Labels::Single(v) => {
                 let mut c = vec![0usize; meta.classes.len()];
@@ -186,7 +192,7 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
         let stored = if r.dtype == safetensors::Dtype::U8 && meta.values.is_some() { " u8" } else { "" };
         s.push_str(&format!("  {split:<5} {n:>6} examples  [{xs}{stored}, {ys}]{sharded}  {}\n", per.join(" ")));
     }
-    if let Ok(r) = open_split(a, "train") {
+    if let Ok(r) = open_split_with(a, "train", false) {
         if !r.shape.is_empty() {
             let k = r.len().min(16);
             let mut vals = vec![];

@@ -2,7 +2,7 @@
 //! into a `dataset` artifact with train / val / test splits.
 
 use super::datautil::{hash_tree, shard_put, write_dataset, write_meta, Split};
-use super::ingest_files::{check_loss, check_missing, ingest, lim, Decoder, SplitRule};
+use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
 use crate::data::layouts::{self, Catalog, Entry, SplitName};
@@ -226,8 +226,14 @@ impl DatasetStage {
                     "test" => SplitName::Test,
                     _ => SplitName::Train,
                 };
-                let entries = clips.iter().map(|c| Entry { path: c.path.clone(), labels: c.labels.clone(), split: split(c) }).collect();
-                Catalog { classes, entries, missing: vec![], note: String::new() }
+                let entries: Vec<Entry> =
+                    clips.iter().map(|c| Entry { path: c.path.clone(), labels: c.labels.clone(), split: split(c) }).collect();
+                // Test as these layouts always had it: from their lists or rows, possibly empty, never carved.
+                let mut declared = vec![SplitName::Train, SplitName::Test];
+                if entries.iter().any(|e: &Entry| e.split == SplitName::Val) {
+                    declared.push(SplitName::Val);
+                }
+                Catalog { classes, entries, missing: vec![], note: String::new(), declared }
             }
             other => return Err(StageError::input(format!("unknown format `{other}`"))),
         };
@@ -235,6 +241,7 @@ impl DatasetStage {
         if cat.entries.iter().all(|e| e.split != SplitName::Train) {
             return Err(StageError::input(format!("{}: the layout was read but no training example was found", root.display())));
         }
+        check_declared(&cat)?;
         check_missing(ctx, &cat.missing, cat.entries.len() + cat.missing.len(), p.max_missing)?;
         let modality = modality_of(&p.format);
         let multilabel = p.multilabel || p.format == "audioset";

@@ -80,24 +80,44 @@ pub fn lim(v: Vec<usize>, limit: usize) -> Vec<usize> {
     keep.into_iter().map(|i| v[i]).collect()
 }
 
-/// Entry indices of train, val and test by the rule in the module docs.
+/// Entry indices of train, val and test by the rule in the module docs: a split the layout declares is taken
+/// as it is (even empty); test, then val, are carved from train when the layout does not declare them.
 pub fn assign(cat: &Catalog, rule: &SplitRule) -> [(SplitName, Vec<usize>); 3] {
     let of = |s: SplitName| -> Vec<usize> { cat.entries.iter().enumerate().filter(|(_, e)| e.split == s).map(|(i, _)| i).collect() };
+    let declared = |s: SplitName| cat.declared.contains(&s) || cat.entries.iter().any(|e| e.split == s);
     let mut train = of(SplitName::Train);
     let mut test = of(SplitName::Test);
-    if test.is_empty() {
+    if !declared(SplitName::Test) {
         let (rest, te) = carve(train.len(), rule.test_fraction, rule.seed ^ 0x7e57);
         test = te.iter().map(|&i| train[i]).collect();
         train = rest.iter().map(|&i| train[i]).collect();
     }
     let mut val = of(SplitName::Val);
-    if val.is_empty() {
+    if !declared(SplitName::Val) {
         let (tr, va) = carve(train.len(), rule.val_fraction, rule.seed);
         val = va.iter().map(|&i| train[i]).collect();
         train = tr.iter().map(|&i| train[i]).collect();
     }
     let pick = |v: Vec<usize>| lim((0..v.len()).collect(), rule.limit).into_iter().map(|i| v[i]).collect();
     [(SplitName::Train, pick(train)), (SplitName::Val, pick(val)), (SplitName::Test, pick(test))]
+}
+
+/// Fails when a split the layout lists has none of its files: that split is not there, and carving a
+/// replacement from train would change what the study measures.
+pub fn check_declared(cat: &Catalog) -> Result<(), StageError> {
+    for s in [SplitName::Train, SplitName::Val, SplitName::Test] {
+        let listed: Vec<&Missing> = cat.missing.iter().filter(|m| m.split == s).collect();
+        if !listed.is_empty() && !cat.entries.iter().any(|e| e.split == s) {
+            return Err(StageError::input(format!(
+                "none of the {} files of the {} split is there (first: {}, listed at {}); fix the dataset `path` or remove that split's list",
+                listed.len(),
+                s.as_str(),
+                listed[0].file,
+                listed[0].listed
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Fails when more than `max` of `total` were lost.
@@ -160,10 +180,15 @@ pub fn ingest(
                 .par_iter()
                 .map(|&i| {
                     let path = &cat.entries[i].path;
-                    match decoder {
+                    // A decoder that panics on a malformed file loses that file, not the study.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match decoder {
                         Decoder::Fixed { decode, .. } | Decoder::Encoded(decode) => decode(path).map(Rec::U8),
                         Decoder::Wave(decode) => decode(path).map(Rec::F32),
-                    }
+                    }))
+                    .unwrap_or_else(|p| {
+                        let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+                        Err(DataError::new(path, format!("the decoder failed on this file ({})", why.unwrap_or_default())))
+                    })
                 })
                 .collect();
             for (&i, r) in part.iter().zip(recs) {
@@ -224,6 +249,19 @@ mod tests {
         let entries =
             splits.iter().enumerate().map(|(i, &split)| Entry { path: PathBuf::from(format!("{i}")), labels: vec![0], split }).collect();
         Catalog { classes: vec!["a".into()], entries, ..Default::default() }
+    }
+
+    #[test]
+    fn a_declared_split_is_not_carved_and_must_have_files() {
+        use SplitName::*;
+        let rule = SplitRule { val_fraction: 0.25, test_fraction: 0.5, limit: 0, seed: 3 };
+        let mut c = cat(&[Train; 8]);
+        c.declared = vec![Train, Test];
+        let [(_, tr), (_, va), (_, te)] = assign(&c, &rule);
+        assert_eq!((tr.len(), va.len(), te.len()), (6, 2, 0), "test declared (empty), val carved");
+        c.missing.push(Missing { listed: "t.csv:2".into(), file: "x.mp4".into(), split: Test });
+        let e = check_declared(&c).unwrap_err().to_string();
+        assert!(e.contains("none of the 1 files of the test split") && e.contains("t.csv:2"), "{e}");
     }
 
     #[test]

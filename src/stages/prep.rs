@@ -160,7 +160,7 @@ where
 /// adjusts float results (standardisation). Returns the number of examples.
 fn map_split<F>(
     ctx: &mut StageCtx<'_>,
-    a: &InputArtifact,
+    r: &SplitReader,
     split: &str,
     dtype: Dtype,
     shape: Vec<usize>,
@@ -170,7 +170,6 @@ fn map_split<F>(
 where
     F: Fn(&SplitReader, Vec<u8>) -> Result<Out, String> + Sync,
 {
-    let r = open_split(a, split)?;
     let k = match &r.labels {
         Labels::Multi(_, k) => Some(*k),
         Labels::Single(_) => None,
@@ -186,7 +185,7 @@ where
     let idx: Vec<usize> = (0..n).collect();
     for part in idx.chunks(chunk) {
         progress(crate::stage::Progress { done: part[0] as u64, total: n as u64, message: format!("{split} split") });
-        let res: Vec<Result<Out, String>> = part.par_iter().map(|&i| r.raw(i).and_then(|raw| f(&r, raw))).collect();
+        let res: Vec<Result<Out, String>> = part.par_iter().map(|&i| r.raw(i).and_then(|raw| f(r, raw))).collect();
         for (&i, o) in part.iter().zip(res) {
             let mut o = o.map_err(|e| fail(format!("example {i}: {e}")))?;
             if let Out::F32(v) = &mut o {
@@ -269,7 +268,9 @@ impl Stage for ImagePrep {
         let oc = ctx.params["channels"].as_u64().unwrap() as usize;
         let how = ctx.params["scale"].as_str().unwrap().to_string();
         let u8_cache = ctx.params["dtype"] == "u8";
-        if open_split(&a, "train")?.name == "bytes" {
+        // Each split is opened (and checksum-verified) once.
+        let readers = SPLITS.iter().map(|sp| open_split(&a, sp)).collect::<Result<Vec<_>, _>>()?;
+        if readers[0].name == "bytes" {
             return encoded_passthrough(ctx, &a, meta, oc, &how);
         }
         let size = |r: &SplitReader| -> Result<(usize, usize, usize, usize, usize), StageError> {
@@ -295,8 +296,8 @@ impl Stage for ImagePrep {
         };
         // Train statistics for mean_std, over the float values, in example order.
         let (mean, std) = if how == "mean_std" {
-            let r = open_split(&a, "train")?;
-            let dims = size(&r)?;
+            let r = &readers[0];
+            let dims = size(r)?;
             let mut st = Stats::new(oc);
             for_each_mapped(
                 ctx,
@@ -316,8 +317,8 @@ impl Stage for ImagePrep {
         };
         let mut sizes = BTreeMap::new();
         let (mut oh, mut ow) = (0, 0);
-        for s in SPLITS {
-            let dims = size(&open_split(&a, s)?)?;
+        for (s, r) in SPLITS.iter().zip(&readers) {
+            let dims = size(r)?;
             (oh, ow) = (dims.3, dims.4);
             let (dtype, f): (Dtype, MapFn) = if u8_cache {
                 (
@@ -335,7 +336,7 @@ impl Stage for ImagePrep {
                     standardise(x, &m, &sd)
                 }
             };
-            let n = map_split(ctx, &a, s, dtype, vec![oc, 1, oh, ow], f, &after)?;
+            let n = map_split(ctx, r, s, dtype, vec![oc, 1, oh, ow], f, &after)?;
             sizes.insert(s.to_string(), n);
         }
         let mut note = format!("{}; resized to {oh}×{ow}, {oc} channels, scale {how}", meta.note);
@@ -468,8 +469,9 @@ impl Stage for AudioPrep {
             }
             out
         };
+        let readers = SPLITS.iter().map(|sp| open_split(&a, sp)).collect::<Result<Vec<_>, _>>()?;
         let (mean, std) = if ctx.params["normalize"] == "train" {
-            let r = open_split(&a, "train")?;
+            let r = &readers[0];
             let mut st = Stats::new(1);
             for_each_mapped(
                 ctx,
@@ -493,8 +495,8 @@ impl Stage for AudioPrep {
             }
         };
         let mut sizes = BTreeMap::new();
-        for s in SPLITS {
-            let n = map_split(ctx, &a, s, Dtype::F32, vec![1, 1, frames, bins], |_, raw| Ok(Out::F32(feats(&raw))), &after)?;
+        for (s, r) in SPLITS.iter().zip(&readers) {
+            let n = map_split(ctx, r, s, Dtype::F32, vec![1, 1, frames, bins], |_, raw| Ok(Out::F32(feats(&raw))), &after)?;
             sizes.insert(s.to_string(), n);
         }
         let mut note = format!(
@@ -638,7 +640,7 @@ impl Stage for VideoPrep {
                 }
             };
             let dtype = if u8_cache { Dtype::U8 } else { Dtype::F32 };
-            let n = map_split(ctx, &a, s, dtype, vec![oc, tf, side, side], f, &|_| {})?;
+            let n = map_split(ctx, &r, s, dtype, vec![oc, tf, side, side], f, &|_| {})?;
             sizes.insert(s.to_string(), n);
         }
         let mut note = format!("{}; {tf} frames at stride {stride}, {side}², {oc} channels", meta.note);

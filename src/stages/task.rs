@@ -34,6 +34,10 @@ pub struct TaskSpec {
     /// Warmup group: tasks of one group share one warmup in co-training (empty = the task's own).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub warmup_group: String,
+    /// With `augment.inception_crop`: the crop window sampler (`tf_generate_random_crop`), so models trained with
+    /// another sampler are not taken for these (absent otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub crop_sampler: String,
     /// Augmentation.
     pub augment: Augment,
     /// Stochastic depth rate.
@@ -73,6 +77,7 @@ fn task_spec(name: &str, p: &serde_json::Value, modality: &str, classes: Vec<Str
         warmup: int("warmup"),
         warmup_group: p["warmup_group"].as_str().unwrap_or("").to_string(),
         augment: serde_json::from_value(p["augment"].clone()).map_err(|e| StageError::input(e.to_string()))?,
+        crop_sampler: if p["augment"]["inception_crop"] == true { "tf_generate_random_crop".into() } else { String::new() },
         droplayer: p["droplayer"].as_f64().unwrap_or(0.0),
         head_init: head_init.to_string(),
         map: p["map"].as_bool().unwrap_or(false) || multilabel,
@@ -85,6 +90,16 @@ impl Stage for TaskStage {
     }
     fn version(&self) -> u32 {
         1
+    }
+    fn version_for(&self, params: &serde_json::Value) -> u32 {
+        // 2, only for tasks with `inception_crop`: the crop's window sampler became TF's `GenerateRandomCrop`
+        // line for line (other windows than before) and `task.json` names it, so these tasks and the models
+        // trained on them recompute; other tasks keep their keys and artifacts.
+        if params["augment"]["inception_crop"] == true {
+            2
+        } else {
+            self.version()
+        }
     }
     fn doc(&self) -> &'static str {
         "a task: its data plus its hyperparameters (steps U_j, batch, peak LR, loss, head init, augmentation)"

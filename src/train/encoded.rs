@@ -48,21 +48,23 @@ pub fn window_to_planes(
     ow: usize,
 ) {
     let (sy, sx) = (wh as f32 / oh as f32, ww as f32 / ow as f32);
-    let (maxy, maxx) = ((img.h - 1) as f32, (img.w - 1) as f32);
+    // Samples stay inside the window, as when the crop is cut out first and then resized.
+    let (miny, minx) = (y as f32, x as f32);
+    let (maxy, maxx) = ((y + wh - 1) as f32, (x + ww - 1) as f32);
     // Horizontal taps once per row of output.
     let cols: Vec<(usize, usize, f32)> = (0..ow)
         .map(|ox| {
             let ox = if flip { ow - 1 - ox } else { ox };
-            let fx = (x as f32 + (ox as f32 + 0.5) * sx - 0.5).clamp(0.0, maxx);
+            let fx = (x as f32 + (ox as f32 + 0.5) * sx - 0.5).clamp(minx, maxx);
             let x0 = fx.floor() as usize;
-            (x0, (x0 + 1).min(img.w - 1), fx - x0 as f32)
+            (x0, (x0 + 1).min(x + ww - 1), fx - x0 as f32)
         })
         .collect();
     let plane = oh * ow;
     for oy in 0..oh {
-        let fy = (y as f32 + (oy as f32 + 0.5) * sy - 0.5).clamp(0.0, maxy);
+        let fy = (y as f32 + (oy as f32 + 0.5) * sy - 0.5).clamp(miny, maxy);
         let y0 = fy.floor() as usize;
-        let (y1, wy) = ((y0 + 1).min(img.h - 1), fy - y0 as f32);
+        let (y1, wy) = ((y0 + 1).min(y + wh - 1), fy - y0 as f32);
         let (r0, r1) = (&img.px[y0 * img.w * 3..(y0 + 1) * img.w * 3], &img.px[y1 * img.w * 3..(y1 + 1) * img.w * 3]);
         for (ox, &(x0, x1, wx)) in cols.iter().enumerate() {
             for (c, &(mul, add)) in affine.iter().enumerate() {

@@ -53,7 +53,8 @@ fn generate_random_crop(
     let mut max_height = lrint((max_area / r).sqrt());
     if lrint(max_height as f32 * r) > ow {
         const EPS: f32 = 0.0000001;
-        max_height = ((ow as f32 + 0.5 - EPS) / r) as i64;
+        // C++ computes this in double (0.5 is a double literal), then truncates.
+        max_height = ((ow as f64 + 0.5 - EPS as f64) / r as f64) as i64;
         if lrint(max_height as f32 * r) > ow {
             max_height -= 1;
         }

@@ -241,12 +241,22 @@ pub fn run<B: AutodiffBackend>(
         let mut model = model;
         // The batches of the coming updates, prepared on another thread while this one trains: the update plan
         // and every stream's cursor are known in advance, so they are the same batches, in the same order.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<f32>, Vec<f32>)>(PREFETCH);
+        // A failure while reading (a damaged disk panics in the reader) comes through the queue as an error.
+        type Batch = Result<(Vec<f32>, Vec<f32>), String>;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(PREFETCH);
         sc.spawn(move || {
             let mut cursors = ahead;
             for (s, us) in updates_ref.iter().enumerate().skip(start) {
                 for &j in us {
-                    if tx.send(batch(&tasks[j], &mut cursors[j], cfg.seed, j, s as u64 + 1)).is_err() {
+                    let b = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        batch(&tasks[j], &mut cursors[j], cfg.seed, j, s as u64 + 1)
+                    }));
+                    let b = b.map_err(|p| {
+                        let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|m| m.to_string()));
+                        format!("reading a batch of task {}: {}", tasks[j].name, why.unwrap_or_else(|| "the loader failed".into()))
+                    });
+                    let failed = b.is_err();
+                    if tx.send(b).is_err() || failed {
                         return;
                     }
                 }
@@ -262,7 +272,7 @@ pub fn run<B: AutodiffBackend>(
                 let t = &tasks[j];
                 // The checkpointed cursor advances as the loader's did.
                 let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
-                let (x, tg) = rx.recv().map_err(|_| "the batch loader stopped".to_string())?;
+                let (x, tg) = rx.recv().map_err(|_| "the batch loader stopped".to_string())??;
                 let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
                 let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
                 let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);

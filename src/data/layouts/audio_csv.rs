@@ -101,12 +101,19 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             let ytid = ytid.trim();
             match find_clip(&files, ytid, start) {
                 Some(p) => entries.push(Entry { path: p.clone(), labels: idx, split }),
-                None => missing.push(Missing { listed: format!("{}:{}", csv.display(), i + 1), file: format!("{ytid}.*") }),
+                None => missing.push(Missing { listed: format!("{}:{}", csv.display(), i + 1), file: format!("{ytid}.*"), split }),
             }
         }
     }
     debug_assert!(found_any);
-    Ok(Catalog { classes: names, entries, missing, note: "AudioSet balanced_train (val carved from it) and eval segments".into() })
+    let declared = if root.join("eval_segments.csv").is_file() { vec![SplitName::Train, SplitName::Test] } else { vec![SplitName::Train] };
+    Ok(Catalog {
+        classes: names,
+        entries,
+        missing,
+        note: "AudioSet balanced_train (val carved from it) and eval segments".into(),
+        declared,
+    })
 }
 
 /// VGGSound (see the module docs).
@@ -145,6 +152,7 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     } else {
         classes.to_vec()
     };
+    let has_test = rows.iter().any(|r| r.3 == SplitName::Test);
     let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
     let files = files_by_stem(&base, AUDIO_EXTS)?;
     let (mut entries, mut missing) = (vec![], vec![]);
@@ -154,11 +162,15 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         };
         match find_clip(&files, &ytid, start) {
             Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split }),
-            None => missing
-                .push(Missing { listed: format!("{}:{line}", csv.display()), file: format!("{ytid}_{:06}.mp4", start.round() as u64) }),
+            None => missing.push(Missing {
+                listed: format!("{}:{line}", csv.display()),
+                file: format!("{ytid}_{:06}.mp4", start.round() as u64),
+                split,
+            }),
         }
     }
-    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into() })
+    let declared = if has_test { vec![SplitName::Train, SplitName::Test] } else { vec![SplitName::Train] };
+    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into(), declared })
 }
 
 #[cfg(test)]

@@ -31,24 +31,38 @@ fn files_in(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
     Ok(v)
 }
 
-/// Entries of `dir/<class>/*` for every class in `classes` that has a folder there; a folder whose name is not
-/// a class is an error (a typo or a stray folder would silently lose its images).
-fn class_tree(dir: &Path, classes: &[String], split: SplitName, required: bool, exts: &[&str]) -> Result<Vec<Entry>, DataError> {
-    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let mut out = vec![];
-    for name in subfolders(dir)? {
-        let Some(&ci) = index.get(name.as_str()) else {
+/// Entries of `dir/<class>/*`, class by class in the order of `classes`. `required` (train): every class
+/// needs a folder with files. `strict` (classes found, not given): a folder that is not a class is an error (a
+/// typo or a stray folder would silently lose its images); with a given class list, other folders are left out
+/// on purpose.
+fn class_tree(
+    dir: &Path,
+    classes: &[String],
+    split: SplitName,
+    required: bool,
+    strict: bool,
+    exts: &[&str],
+) -> Result<Vec<Entry>, DataError> {
+    if strict {
+        if let Some(stray) = subfolders(dir)?.into_iter().find(|n| !classes.contains(n)) {
             return Err(DataError::new(
-                &dir.join(&name),
+                &dir.join(&stray),
                 format!("is not one of the {} classes found in the train split; rename or remove it", classes.len()),
             ));
-        };
-        let files = files_in(&dir.join(&name), exts)?;
+        }
+    }
+    let mut out = vec![];
+    for (ci, name) in classes.iter().enumerate() {
+        let folder = dir.join(name);
+        if !folder.is_dir() {
+            if required {
+                return Err(DataError::new(&folder, "class folder not found: check the class list or the dataset `path`"));
+            }
+            continue;
+        }
+        let files = files_in(&folder, exts)?;
         if files.is_empty() && required {
-            return Err(DataError::new(
-                &dir.join(&name),
-                format!("empty class folder: no {} files; remove the folder or add some", exts.join("/")),
-            ));
+            return Err(DataError::new(&folder, format!("empty class folder: no {} files; remove the folder or add some", exts.join("/"))));
         }
         out.extend(files.into_iter().map(|path| Entry { path, labels: vec![ci], split }));
     }
@@ -78,7 +92,8 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
     let train = root.join("train");
     let split_layout = train.is_dir() && !subfolders(&train)?.is_empty();
     if !split_layout {
-        let classes = if classes.is_empty() { subfolders(root)? } else { classes.to_vec() };
+        let strict = classes.is_empty();
+        let classes = if strict { subfolders(root)? } else { classes.to_vec() };
         if classes.is_empty() {
             return Err(DataError::new(
                 root,
@@ -88,12 +103,13 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
                 ),
             ));
         }
-        let entries = class_tree(root, &classes, SplitName::Train, true, exts)?;
+        let entries = class_tree(root, &classes, SplitName::Train, true, strict, exts)?;
         let note = "class folders; val and test carved from them".to_string();
-        return Ok(Catalog { classes, entries, missing: vec![], note });
+        return Ok(Catalog { classes, entries, missing: vec![], note, declared: vec![SplitName::Train] });
     }
-    let classes = if classes.is_empty() { subfolders(&train)? } else { classes.to_vec() };
-    let mut entries = class_tree(&train, &classes, SplitName::Train, true, exts)?;
+    let strict = classes.is_empty();
+    let classes = if strict { subfolders(&train)? } else { classes.to_vec() };
+    let mut entries = class_tree(&train, &classes, SplitName::Train, true, strict, exts)?;
     let (val, test) = (root.join("val"), root.join("test"));
     let has_test = test.is_dir();
     let val_as = if has_test { SplitName::Val } else { SplitName::Test };
@@ -104,11 +120,11 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
             entries.extend(e);
             missing = m;
         } else {
-            entries.extend(class_tree(&val, &classes, val_as, false, exts)?);
+            entries.extend(class_tree(&val, &classes, val_as, false, strict, exts)?);
         }
     }
     if has_test {
-        entries.extend(class_tree(&test, &classes, SplitName::Test, false, exts)?);
+        entries.extend(class_tree(&test, &classes, SplitName::Test, false, strict, exts)?);
     }
     let note = match (val.is_dir(), has_test) {
         (true, true) => "split folders train/, val/, test/",
@@ -116,7 +132,14 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
         (false, true) => "split folders train/ and test/ (val carved from train)",
         (false, false) => "split folder train/ only (val and test carved from it)",
     };
-    Ok(Catalog { classes, entries, missing, note: note.into() })
+    let mut declared = vec![SplitName::Train];
+    if val.is_dir() {
+        declared.push(val_as);
+    }
+    if has_test {
+        declared.push(SplitName::Test);
+    }
+    Ok(Catalog { classes, entries, missing, note: note.into(), declared })
 }
 
 /// The ILSVRC file number of `ILSVRC2012_val_00000042.JPEG` (42).
@@ -198,7 +221,7 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
         entries.push(Entry { path, labels: vec![ci], split });
     }
     let mut missing: Vec<Missing> =
-        labels.into_iter().map(|(stem, (_, listed))| Missing { listed, file: format!("{stem}.JPEG") }).collect();
+        labels.into_iter().map(|(stem, (_, listed))| Missing { listed, file: format!("{stem}.JPEG"), split }).collect();
     missing.sort_by(|a, b| a.file.cmp(&b.file));
     Ok((entries, missing))
 }
@@ -244,10 +267,11 @@ pub fn pets(root: &Path) -> Result<Catalog, DataError> {
     for (image, label, split, listed) in rows {
         match first_existing(&images, &[&format!("{image}.jpg"), &format!("{image}.jpeg"), &format!("{image}.png")]) {
             Some(path) => entries.push(Entry { path, labels: vec![label], split }),
-            None => missing.push(Missing { listed, file: format!("{image}.jpg") }),
+            None => missing.push(Missing { listed, file: format!("{image}.jpg"), split }),
         }
     }
-    Ok(Catalog { classes, entries, missing, note: "Pets trainval.txt (val carved from it) and test.txt".into() })
+    let declared = vec![SplitName::Train, SplitName::Test];
+    Ok(Catalog { classes, entries, missing, note: "Pets trainval.txt (val carved from it) and test.txt".into(), declared })
 }
 
 #[cfg(test)]

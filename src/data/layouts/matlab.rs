@@ -74,16 +74,29 @@ fn numbers(ty: u32, d: &[u8]) -> Vec<f64> {
     }
 }
 
+/// Nesting deeper than this is not a devkit file.
+const MAX_DEPTH: usize = 16;
+
 /// Parses the contents of one miMATRIX element: (name, value).
-fn matrix(d: &[u8]) -> Result<(String, Value), String> {
+fn matrix(d: &[u8], depth: usize) -> Result<(String, Value), String> {
     if d.is_empty() {
         return Ok((String::new(), Value::Other));
+    }
+    if depth > MAX_DEPTH {
+        return Err("MAT arrays nested too deeply".into());
     }
     let mut c = Cursor { b: d, pos: 0 };
     let (_, flags) = c.element()?;
     let class = *flags.first().ok_or("MAT array without flags")?;
     let (_, dims) = c.element()?;
-    let count: usize = dims.chunks_exact(4).map(|x| i32::from_le_bytes(x.try_into().unwrap()).max(0) as usize).product();
+    let count = dims
+        .chunks_exact(4)
+        .try_fold(1usize, |n, x| n.checked_mul(i32::from_le_bytes(x.try_into().unwrap()).max(0) as usize))
+        .ok_or("MAT array dimensions overflow")?;
+    // Every element of a cell or struct takes at least an 8-byte tag: more than the bytes left is corrupt.
+    if matches!(flags.first(), Some(1 | 2)) && count > d.len() / 8 + 1 {
+        return Err("MAT array claims more elements than its bytes hold".into());
+    }
     let (_, name) = c.element()?;
     let name = String::from_utf8_lossy(name).to_string();
     let value = match class {
@@ -92,7 +105,7 @@ fn matrix(d: &[u8]) -> Result<(String, Value), String> {
             let mut v = vec![];
             for _ in 0..count {
                 let (_, e) = c.element()?;
-                v.push(matrix(e)?.1);
+                v.push(matrix(e, depth + 1)?.1);
             }
             Value::Cell(v)
         }
@@ -111,7 +124,7 @@ fn matrix(d: &[u8]) -> Result<(String, Value), String> {
                 let mut vals = vec![];
                 for _ in &fields {
                     let (_, e) = c.element()?;
-                    vals.push(matrix(e)?.1);
+                    vals.push(matrix(e, depth + 1)?.1);
                 }
                 elems.push(vals);
             }
@@ -146,7 +159,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<(String, Value)>, String> {
     while !c.done() {
         let (ty, data) = c.element()?;
         match ty {
-            MI_MATRIX => out.push(matrix(data)?),
+            MI_MATRIX => out.push(matrix(data, 0)?),
             MI_COMPRESSED => {
                 let mut inflated = vec![];
                 flate2::read::ZlibDecoder::new(data).read_to_end(&mut inflated).map_err(|e| format!("compressed MAT element: {e}"))?;
@@ -154,7 +167,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<(String, Value)>, String> {
                 while !inner.done() {
                     let (t, d) = inner.element()?;
                     if t == MI_MATRIX {
-                        out.push(matrix(d)?);
+                        out.push(matrix(d, 0)?);
                     }
                 }
             }

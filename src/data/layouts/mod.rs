@@ -62,6 +62,13 @@ pub struct Missing {
     pub listed: String,
     /// The file name that was looked for.
     pub file: String,
+    /// The split it would be in.
+    #[serde(serialize_with = "split_name")]
+    pub split: SplitName,
+}
+
+fn split_name<S: serde::Serializer>(s: &SplitName, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
 }
 
 /// What a layout reader found.
@@ -75,6 +82,9 @@ pub struct Catalog {
     pub missing: Vec<Missing>,
     /// How the layout's folders or files became train / val / test (for the artifact's note).
     pub note: String,
+    /// The splits the layout itself defines (folders, CSVs, lists), present files or not; the others are
+    /// carved from train.
+    pub declared: Vec<SplitName>,
 }
 
 impl Catalog {

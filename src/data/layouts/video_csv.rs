@@ -87,7 +87,13 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         return Err(DataError::new(root, "no train.csv (here or in annotations/): expected Kinetics' train.csv and validate.csv"));
     };
     let mut splits = vec![(SplitName::Train, kinetics_rows(&train)?)];
-    let test = kinetics_csv(root, SplitName::Test);
+    // Kinetics-600/700's test.csv has no labels: it cannot be a test split here.
+    let test = kinetics_csv(root, SplitName::Test).filter(|t| {
+        read_text(t)
+            .ok()
+            .and_then(|x| x.lines().next().map(|h| h.split(',').any(|c| c.trim().eq_ignore_ascii_case("label"))))
+            .unwrap_or(true)
+    });
     let val = kinetics_csv(root, SplitName::Val);
     if let Some(v) = &val {
         splits.push((if test.is_some() { SplitName::Val } else { SplitName::Test }, kinetics_rows(v)?));
@@ -113,16 +119,23 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             };
             match files.get(&r.stem) {
                 Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split }),
-                None => missing.push(Missing { listed: r.listed, file: format!("{}.mp4", r.stem) }),
+                None => missing.push(Missing { listed: r.listed, file: format!("{}.mp4", r.stem), split }),
             }
         }
     }
     let note = if test.is_some() {
         "Kinetics CSVs train/validate/test"
     } else {
-        "Kinetics CSVs (validate.csv is the test split; val carved from train)"
+        "Kinetics CSVs (validate.csv is the test split, an unlabelled test.csv is left out; val carved from train)"
     };
-    Ok(Catalog { classes, entries, missing, note: note.into() })
+    let mut declared = vec![SplitName::Train];
+    if val.is_some() {
+        declared.push(if test.is_some() { SplitName::Val } else { SplitName::Test });
+    }
+    if test.is_some() {
+        declared.push(SplitName::Test);
+    }
+    Ok(Catalog { classes, entries, missing, note: note.into(), declared })
 }
 
 /// Moments in Time (see the module docs).
@@ -178,10 +191,17 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         if path.is_file() {
             entries.push(Entry { path, labels: vec![ci], split });
         } else {
-            missing.push(Missing { listed, file });
+            missing.push(Missing { listed, file, split });
         }
     }
-    Ok(Catalog { classes, entries, missing, note: "Moments in Time CSVs (validationSet is the test split; val carved from train)".into() })
+    let declared = sets.iter().map(|(s, _, _)| *s).collect();
+    Ok(Catalog {
+        classes,
+        entries,
+        missing,
+        note: "Moments in Time CSVs (validationSet is the test split; val carved from train)".into(),
+        declared,
+    })
 }
 
 #[cfg(test)]
