@@ -301,7 +301,7 @@ impl Stage for ImagePrep {
             let mut st = Stats::new(oc);
             for_each_mapped(
                 ctx,
-                &r,
+                r,
                 "train statistics",
                 |raw| Ok(Out::F32(floats(&raw, dims))),
                 |_, o| {
@@ -475,7 +475,7 @@ impl Stage for AudioPrep {
             let mut st = Stats::new(1);
             for_each_mapped(
                 ctx,
-                &r,
+                r,
                 "train statistics",
                 |raw| Ok(Out::F32(feats(&raw))),
                 |_, o| {
