@@ -108,3 +108,38 @@ fn failing_node_exits_1_and_status_shows_failed() {
     let bad = s.as_array().unwrap().iter().find(|n| n["id"] == "bad").unwrap();
     assert!(bad["reason"].as_str().unwrap().contains("fails deliberately"));
 }
+
+#[test]
+fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
+    for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
+        let d = tempfile::tempdir().unwrap();
+        pipeline(d.path(), 20_000);
+        let mut child = Command::new(BIN)
+            .args(["run", "p.toml", "--json"])
+            .current_dir(d.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let ev: serde_json::Value = serde_json::from_str(&lines.next().expect("run ended early").unwrap()).unwrap();
+            if ev["event"] == "started" && ev["id"] == "slow" {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let t0 = Instant::now();
+        assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{sig}: {err}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{sig}: stopped without waiting for the 20 s node");
+        assert!(
+            err.contains("interrupted while running slow (not cached") && err.contains("1 node(s) finished in this run and stay cached"),
+            "{sig}: {err}"
+        );
+        let s = status(d.path());
+        assert_eq!((state_of(&s, "a"), state_of(&s, "slow")), ("fresh".to_string(), "stale".to_string()));
+    }
+}

@@ -10,6 +10,8 @@ pub const USAGE: i32 = 2;
 pub const LOCKED: i32 = 3;
 /// The store could not be read or written (I/O, index error), or `verify` found damage.
 pub const STORE: i32 = 4;
-/// Interrupted (Ctrl-C / SIGTERM) while running; submitted Slurm jobs were cancelled or, with `--keep-jobs`, left
-/// running for the next `run` to re-attach to.
+/// Interrupted by Ctrl-C (SIGINT) while running: nodes that were running are not cached, those that finished
+/// are; submitted Slurm jobs were cancelled or, with `--keep-jobs`, left running for the next `run` to re-attach to.
 pub const INTERRUPTED: i32 = 130;
+/// Terminated by SIGTERM while running: as [`INTERRUPTED`].
+pub const TERMINATED: i32 = 143;

@@ -353,17 +353,32 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         interrupt: None,
     };
     let mut opts = opts;
-    if opts.executor.unwrap_or(g.executor.kind) == ExecutorKind::Slurm {
-        // Ctrl-C / SIGTERM stop the coordinator cleanly: its jobs are cancelled (or kept) and recorded.
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
-            .map_err(|e| CliError::Other(format!("error: cannot install the Ctrl-C handler: {e}"), exit::USAGE))?;
-        opts.interrupt = Some(flag);
+    // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
+    // a Slurm coordinator cancels (or keeps) its jobs and records them.
+    let flag = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    let hook = |sig, f: &Arc<AtomicBool>| {
+        signal_hook::flag::register(sig, f.clone())
+            .map(|_| ())
+            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))
+    };
+    // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop).
+    for (sig, code) in [(signal_hook::consts::SIGINT, exit::INTERRUPTED), (signal_hook::consts::SIGTERM, exit::TERMINATED)] {
+        signal_hook::flag::register_conditional_shutdown(sig, code, flag.clone())
+            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))?;
     }
+    hook(signal_hook::consts::SIGINT, &flag)?;
+    hook(signal_hook::consts::SIGTERM, &term)?;
+    hook(signal_hook::consts::SIGTERM, &flag)?;
+    opts.interrupt = Some(flag);
     let rep = report::Reporter::new(a.json, verbose);
     let sink = |e: &exec::Event| rep.event(e);
-    let summary = exec::run(&g, &store, &opts, &sink)?;
+    let summary = match exec::run(&g, &store, &opts, &sink) {
+        Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) => {
+            return Err(CliError::Other(format!("{e}"), exit::TERMINATED));
+        }
+        r => r?,
+    };
     materialize(&g, &store, &opts, !a.json)?;
     if summary.failed.is_empty() {
         Ok(exit::OK)

@@ -62,6 +62,10 @@ pub trait Launcher {
     fn tick(&mut self, tx: &Sender<Msg>) -> Result<(), ExecError>;
     /// The coordinator is interrupted: cancel (or, with `keep`, leave) what runs. Returns the nodes it cancelled.
     fn interrupt(&mut self, keep: bool) -> Vec<(usize, RunnerNotes)>;
+    /// Whether work it started outlives the coordinator (submitted jobs), so `keep` can leave it running.
+    fn keeps_jobs(&self) -> bool {
+        false
+    }
 }
 
 /// Runs each node on its own thread of this process, inside its own rayon pool of as many threads as the

@@ -21,13 +21,29 @@ pub enum ExecError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The run was interrupted (Ctrl-C); `kept` jobs were left running for the next run to re-attach.
-    #[error("interrupted{}", if *kept > 0 { format!(": {kept} submitted job(s) left running; the next `polyflow run` re-attaches to them") } else { String::new() })]
+    /// The run was interrupted (Ctrl-C, SIGTERM): what was running is not cached (`kept` submitted jobs were left
+    /// running for the next run to re-attach to), what finished is.
+    #[error("{}", interrupted_message(*kept, running, *done))]
     Interrupted {
         /// Jobs left running.
         kept: usize,
+        /// Nodes that were running when the run stopped.
+        running: Vec<String>,
+        /// Nodes that finished in this run (cached).
+        done: usize,
     },
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+fn interrupted_message(kept: usize, running: &[String], done: usize) -> String {
+    let mut m = "interrupted".to_string();
+    if kept > 0 {
+        m.push_str(&format!(": {kept} submitted job(s) left running; the next `polyflow run` re-attaches to them"));
+    } else if !running.is_empty() {
+        m.push_str(&format!(" while running {} (not cached: run again to compute them)", running.join(", ")));
+    }
+    m.push_str(&format!("; {done} node(s) finished in this run and stay cached"));
+    m
 }

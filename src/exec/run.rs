@@ -260,7 +260,9 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             if let Some(ix) = &idx.index {
                 ix.flush()?;
             }
-            return Err(super::ExecError::Interrupted { kept: if keep { running.len() } else { 0 } });
+            let names: Vec<String> = running.keys().map(|&i| g.nodes[i].id.clone()).collect();
+            let kept = if keep && !names.is_empty() && launcher.keeps_jobs() { running.len() } else { 0 };
+            return Err(super::ExecError::Interrupted { kept, running: names, done: summary.ran.len() });
         }
         launcher.tick(&tx)?;
         idx.close_if_idle();

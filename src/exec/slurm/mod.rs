@@ -203,6 +203,10 @@ impl SlurmLauncher {
 }
 
 impl Launcher for SlurmLauncher {
+    fn keeps_jobs(&self) -> bool {
+        true
+    }
+
     fn limited(&self) -> bool {
         false
     }
