@@ -248,6 +248,25 @@ pub fn class_folders(root: &Path) -> Result<Vec<String>, DataError> {
     Ok(v)
 }
 
+/// An image decoded to interleaved RGB8.
+pub struct Rgb {
+    /// Width.
+    pub w: usize,
+    /// Height.
+    pub h: usize,
+    /// `h × w × 3` bytes.
+    pub px: Vec<u8>,
+}
+
+/// Decodes an encoded image (JPEG or PNG, format from its bytes) to RGB; used at ingestion (to check a file) and
+/// per batch (to crop it).
+pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
+    let img = image::load_from_memory(bytes).map_err(|e| format!("undecodable image: {e}"))?;
+    let rgb = img.into_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    Ok(Rgb { w, h, px: rgb.into_raw() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

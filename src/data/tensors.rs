@@ -85,7 +85,7 @@ impl Labels {
 }
 
 /// `meta.json` of a dataset or tensors artifact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Meta {
     /// `image`, `audio` or `video`.
     pub modality: String,

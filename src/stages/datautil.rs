@@ -61,23 +61,7 @@ pub fn write_dataset(
         arrays.insert("y".into(), s.y.named());
         ctx.out.put(&format!("{name}.safetensors"), &encode(&arrays))?;
     }
-    write_meta(
-        ctx,
-        Meta {
-            modality: modality.into(),
-            classes,
-            multilabel,
-            splits: sizes,
-            shape,
-            sample_rate,
-            note,
-            skipped: 0,
-            missing: 0,
-            values: None,
-            window: None,
-            crop: None,
-        },
-    )
+    write_meta(ctx, Meta { modality: modality.into(), classes, multilabel, splits: sizes, shape, sample_rate, note, ..Default::default() })
 }
 
 fn check_train(ctx: &StageCtx<'_>, name: &str, n: usize) -> Result<(), StageError> {

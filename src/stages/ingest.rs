@@ -257,7 +257,7 @@ impl DatasetStage {
             "image" if p.store == "encoded" => {
                 let check = |f: &Path| -> Result<Vec<u8>, crate::data::DataError> {
                     let bytes = std::fs::read(f).map_err(|e| crate::data::DataError::new(f, format!("cannot read: {e}")))?;
-                    crate::train::encoded::decode(&bytes).map_err(|e| crate::data::DataError::new(f, e))?;
+                    crate::data::images::decode_rgb(&bytes).map_err(|e| crate::data::DataError::new(f, e))?;
                     Ok(bytes)
                 };
                 (Decoder::Encoded(Box::new(check)), vec![], None)
@@ -314,9 +314,7 @@ impl DatasetStage {
             note,
             skipped: outcome.bad.len(),
             missing: cat.missing.len(),
-            values: None,
-            window: None,
-            crop: None,
+            ..Default::default()
         };
         write_meta(ctx, meta)
     }
@@ -330,7 +328,7 @@ impl Stage for DatasetStage {
         1
     }
     fn doc(&self) -> &'static str {
-        "ingest a dataset (IDX, CIFAR binary, image folders, Speech Commands, CSV manifests, frame folders)"
+        "ingest a dataset in the layout it ships in (IDX, CIFAR, image folders incl. ImageNet, Pets, Speech Commands, CSV manifests, AudioSet, VGGSound, Kinetics, Moments in Time, video folders, frame folders)"
     }
     fn output(&self) -> &'static str {
         "dataset"
@@ -547,11 +545,7 @@ impl Stage for DatasetStage {
             shape,
             sample_rate: sr,
             note,
-            skipped: 0,
-            missing: 0,
-            values: None,
-            window: None,
-            crop: None,
+            ..Default::default()
         };
         write_meta(ctx, meta)
     }

@@ -138,25 +138,26 @@ fn standardise(x: &mut [f32], mean: &[f64], std: &[f64]) {
     }
 }
 
-/// Runs `f` over every example of `r` in parallel chunks, handing the results to `sink` in example order.
-fn for_each_mapped<F, S>(ctx: &StageCtx<'_>, r: &SplitReader, what: &str, f: F, mut sink: S) -> Result<(), StageError>
+/// Per-channel mean and standard deviation of `f`'s floats over the train split `r`: examples mapped in parallel
+/// chunks, accumulated in example order (so the same bits as over the whole split in memory).
+fn train_stats<F>(ctx: &StageCtx<'_>, r: &SplitReader, channels: usize, f: F) -> Result<(Vec<f64>, Vec<f64>), StageError>
 where
-    F: Fn(Vec<u8>) -> Result<Out, String> + Sync,
-    S: FnMut(usize, Out) -> Result<(), StageError>,
+    F: Fn(Vec<u8>) -> Vec<f32> + Sync,
 {
+    let mut st = Stats::new(channels);
     let chunk = (rayon::current_num_threads() * 8).max(16);
     let idx: Vec<usize> = (0..r.len()).collect();
     for part in idx.chunks(chunk) {
-        (ctx.progress)(crate::stage::Progress { done: part[0] as u64, total: r.len() as u64, message: what.to_string() });
-        let outs: Vec<Result<Out, String>> = part.par_iter().map(|&i| r.raw(i).and_then(&f)).collect();
+        (ctx.progress)(crate::stage::Progress { done: part[0] as u64, total: r.len() as u64, message: "train statistics".into() });
+        let outs: Vec<Result<Vec<f32>, String>> = part.par_iter().map(|&i| r.raw(i).map(&f)).collect();
         for (&i, o) in part.iter().zip(outs) {
-            sink(i, o.map_err(|e| StageError::failed(format!("node `{}`: example {i}: {e}", ctx.id)))?)?;
+            st.add(&o.map_err(|e| StageError::failed(format!("node `{}`: example {i}: {e}", ctx.id)))?);
         }
     }
-    Ok(())
+    Ok(st.finish())
 }
 
-/// Maps split `split` of `a` example by example through `f` into shards of `shape` (`dtype`); `after`
+/// Maps split `split` (read by `r`) example by example through `f` into shards of `shape` (`dtype`); `after`
 /// adjusts float results (standardisation). Returns the number of examples.
 fn map_split<F>(
     ctx: &mut StageCtx<'_>,
@@ -296,22 +297,8 @@ impl Stage for ImagePrep {
         };
         // Train statistics for mean_std, over the float values, in example order.
         let (mean, std) = if how == "mean_std" {
-            let r = &readers[0];
-            let dims = size(r)?;
-            let mut st = Stats::new(oc);
-            for_each_mapped(
-                ctx,
-                r,
-                "train statistics",
-                |raw| Ok(Out::F32(floats(&raw, dims))),
-                |_, o| {
-                    if let Out::F32(v) = o {
-                        st.add(&v);
-                    }
-                    Ok(())
-                },
-            )?;
-            st.finish()
+            let dims = size(&readers[0])?;
+            train_stats(ctx, &readers[0], oc, |raw| floats(&raw, dims))?
         } else {
             (vec![], vec![])
         };
@@ -355,11 +342,8 @@ impl Stage for ImagePrep {
                 shape,
                 sample_rate: None,
                 note,
-                skipped: 0,
-                missing: 0,
                 values,
-                window: None,
-                crop: None,
+                ..Default::default()
             },
         )
     }
@@ -394,11 +378,8 @@ fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, oc
         shape: vec![3, 1, oh, ow],
         sample_rate: None,
         note,
-        skipped: 0,
-        missing: 0,
         values,
-        window: None,
-        crop: None,
+        ..Default::default()
     };
     write_meta(ctx, m)
 }
@@ -470,25 +451,8 @@ impl Stage for AudioPrep {
             out
         };
         let readers = SPLITS.iter().map(|sp| open_split(&a, sp)).collect::<Result<Vec<_>, _>>()?;
-        let (mean, std) = if ctx.params["normalize"] == "train" {
-            let r = &readers[0];
-            let mut st = Stats::new(1);
-            for_each_mapped(
-                ctx,
-                r,
-                "train statistics",
-                |raw| Ok(Out::F32(feats(&raw))),
-                |_, o| {
-                    if let Out::F32(v) = o {
-                        st.add(&v);
-                    }
-                    Ok(())
-                },
-            )?;
-            st.finish()
-        } else {
-            (vec![], vec![])
-        };
+        let (mean, std) =
+            if ctx.params["normalize"] == "train" { train_stats(ctx, &readers[0], 1, |raw| feats(&raw))? } else { (vec![], vec![]) };
         let after = |x: &mut [f32]| {
             if !mean.is_empty() {
                 standardise(x, &mean, &std)
@@ -517,11 +481,8 @@ impl Stage for AudioPrep {
                 shape,
                 sample_rate: None,
                 note,
-                skipped: 0,
-                missing: 0,
-                values: None,
                 window: window_of(ctx.params),
-                crop: None,
+                ..Default::default()
             },
         )
     }
@@ -662,11 +623,9 @@ impl Stage for VideoPrep {
                 shape,
                 sample_rate: None,
                 note,
-                skipped: 0,
-                missing: 0,
                 values,
-                window: None,
                 crop: video_crop(ctx.params, side),
+                ..Default::default()
             },
         )
     }

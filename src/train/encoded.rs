@@ -8,26 +8,9 @@
 //! `(seed, task, step, b)`, so batches do not depend on the thread count and a resumed run sees the same ones.
 
 use super::geometric::sample_window;
+pub use crate::data::images::{decode_rgb as decode, Rgb};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// An image decoded to interleaved RGB8.
-pub struct Rgb {
-    /// Width.
-    pub w: usize,
-    /// Height.
-    pub h: usize,
-    /// `h × w × 3` bytes.
-    pub px: Vec<u8>,
-}
-
-/// Decodes an encoded image (format from its bytes) to RGB.
-pub fn decode(bytes: &[u8]) -> Result<Rgb, String> {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("undecodable image: {e}"))?;
-    let rgb = img.into_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    Ok(Rgb { w, h, px: rgb.into_raw() })
-}
 
 /// The generator of example `b` of the batch at `step` of `task`.
 pub fn example_rng(seed: u64, task: usize, step: u64, b: usize) -> ChaCha8Rng {

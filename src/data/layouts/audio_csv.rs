@@ -175,12 +175,8 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::touch;
     use super::*;
-
-    fn touch(p: &Path) {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, b"x").unwrap();
-    }
 
     #[test]
     fn audioset_quoted_multilabels_and_names() {

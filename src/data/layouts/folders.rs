@@ -276,12 +276,8 @@ pub fn pets(root: &Path) -> Result<Catalog, DataError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::touch;
     use super::*;
-
-    fn touch(p: &Path) {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, b"x").unwrap();
-    }
 
     #[test]
     fn split_folders_and_flat_ilsvrc_val() {

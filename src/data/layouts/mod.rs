@@ -145,3 +145,10 @@ pub const VIDEO_EXTS: &[&str] = &["mp4", "webm", "mkv", "avi", "mov", "m4v"];
 pub const AUDIO_EXTS: &[&str] = &["wav", "flac", "ogg", "mp3", "m4a", "mp4", "aac"];
 /// Image file extensions.
 pub const IMAGE_EXTS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// Tests: writes a one-byte file at `p`, creating its folders (the readers only list and name files).
+#[cfg(test)]
+pub(crate) fn touch(p: &Path) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, b"x").unwrap();
+}

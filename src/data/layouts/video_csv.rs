@@ -206,12 +206,8 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::touch;
     use super::*;
-
-    fn touch(p: &Path) {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, b"x").unwrap();
-    }
 
     #[test]
     fn kinetics_rows_clips_and_missing() {
