@@ -96,7 +96,7 @@ fn print_runner(store: &Store, s: &crate::exec::assess::Assessment) {
 /// Slurm job directories (`jobs/<key>`) of keys not kept whose job Slurm does not report pending or running.
 fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     use crate::exec::slurm::{job, sched};
-    let Ok(rd) = std::fs::read_dir(store.root.join("jobs")) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(crate::store::jobs_root(&store.root)) else { return vec![] };
     let mut out = vec![];
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
@@ -197,9 +197,15 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
             n += 1;
             match store.blobs.check(&f.digest, f.size) {
                 BlobState::Ok => {}
-                st => {
+                BlobState::Missing => {
                     bad += 1;
-                    println!("{:>12} {name} of artifact {} ({st:?})", "Damaged", &k[..16]);
+                    println!("{:>12} {name} of artifact {} (missing)", "Damaged", &k[..16]);
+                }
+                BlobState::Corrupt => {
+                    bad += 1;
+                    // Moved aside, so the artifact is stale (missing) from now on, not trusted by its size.
+                    let to = store.blobs.quarantine(&f.digest).map(|p| format!(", moved to {}", p.display())).unwrap_or_default();
+                    println!("{:>12} {name} of artifact {} (checksum mismatch{to})", "Damaged", &k[..16]);
                 }
             }
         }

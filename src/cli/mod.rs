@@ -41,8 +41,8 @@ pub struct Common {
     /// Store directory.
     #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
     pub store: PathBuf,
-    /// Training backend recorded in keys of backend-dependent nodes: `flex` (CPU) or `cuda`.
-    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex")]
+    /// Training backend recorded in keys of backend-dependent nodes: `flex` (CPU, also called `cpu`) or `cuda`.
+    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex", value_parser = crate::model::device::Backend::canonical)]
     pub backend: String,
     /// A TOML file of overrides (`[node.ID]`, `[kind.KIND]`, `seed`), e.g. where your datasets live;
     /// repeatable, applied in order after the profile.
@@ -180,7 +180,7 @@ pub struct GcArgs {
     #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
     store: PathBuf,
     /// Training backend recorded in keys.
-    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex")]
+    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex", value_parser = crate::model::device::Backend::canonical)]
     backend: String,
     /// Really delete (otherwise only list).
     #[arg(long)]
@@ -286,7 +286,8 @@ pub fn preflight(g: &Graph, targets: &[String]) -> Result<(), CliError> {
 pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("seed".to_string(), g.pipeline.seed.to_string());
-    env.insert("backend".to_string(), backend.to_string());
+    // The canonical name (`cpu` → `flex`), so one backend always gives one key.
+    env.insert("backend".to_string(), crate::model::device::Backend::canonical(backend).unwrap_or_else(|_| backend.to_string()));
     env.insert("precision".to_string(), "f32".to_string());
     env
 }
@@ -379,7 +380,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         }
         r => r?,
     };
-    materialize(&g, &store, &opts, !a.json)?;
+    materialize(&g, &store, &opts, &summary, !a.json)?;
     if summary.failed.is_empty() {
         Ok(exit::OK)
     } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Input) {
@@ -389,9 +390,9 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     }
 }
 
-/// Copies declared exports of fresh nodes into the project (atomically) and prints their summary files
-/// (e.g. the rendered tables).
-fn materialize(g: &Graph, store: &Store, opts: &RunOptions, print: bool) -> Result<(), CliError> {
+/// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
+/// summary files (e.g. the rendered tables).
+fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunSummary, print: bool) -> Result<(), CliError> {
     let sel = g.select(&opts.targets)?;
     let wanted: Vec<usize> = sel
         .iter()
@@ -401,11 +402,9 @@ fn materialize(g: &Graph, store: &Store, opts: &RunOptions, print: bool) -> Resu
     if wanted.is_empty() {
         return Ok(());
     }
-    let index = store.index()?;
-    let a = crate::exec::assess::assess_all(g, &sel, store, &index, &opts.env, &|_| false);
     for i in wanted {
         let n = &g.nodes[i];
-        let Some(m) = a.get(&i).and_then(|s| s.manifest.clone()) else { continue };
+        let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
         let art = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone());
         for (file, rel) in n.stage.exports(&n.params) {
             let dest = n.base_dir.join(&rel);

@@ -1,10 +1,41 @@
 //! Deciding freshness: compute each node's fingerprint from its inputs' digests and look the key up.
 
 use super::event::State;
-use crate::fingerprint::{compare, DirtyReason, Fingerprint, InputDigest, NodeRecord};
+use crate::fingerprint::{compare, DirtyReason, FileDigests, Fingerprint, InputDigest, NodeRecord};
 use crate::graph::Graph;
 use crate::store::{BlobState, FailRecord, Index, Manifest, Store};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+
+/// Digests of the external files each node reads, computed at most once per node and command (through a stat
+/// cache, so an unchanged dataset costs a `stat` per file and no reading).
+pub struct Externals {
+    files: FileDigests,
+    memo: RefCell<BTreeMap<usize, Result<Option<String>, String>>>,
+}
+
+impl Externals {
+    /// Externals digested through `files`.
+    pub fn new(files: FileDigests) -> Self {
+        Externals { files, memo: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// Externals with the stat cache of `store`.
+    pub fn of(store: &Store) -> Self {
+        Externals::new(store.file_digests())
+    }
+
+    /// Node `i`'s external digest (`Err(message)` when its files cannot be read).
+    pub fn get(&self, g: &Graph, i: usize) -> Result<Option<String>, String> {
+        if let Some(e) = self.memo.borrow().get(&i) {
+            return e.clone();
+        }
+        let n = &g.nodes[i];
+        let e = n.stage.external_digest(&n.params, &n.base_dir, &self.files).map_err(|e| e.message);
+        self.memo.borrow_mut().insert(i, e.clone());
+        e
+    }
+}
 
 /// The assessment of one node.
 #[derive(Debug, Clone)]
@@ -47,6 +78,7 @@ pub fn fingerprint(
     g: &Graph,
     i: usize,
     env: &BTreeMap<String, String>,
+    externals: &Externals,
     digest_of: &dyn Fn(usize) -> Option<String>,
 ) -> Result<Result<Fingerprint, String>, Vec<String>> {
     let n = &g.nodes[i];
@@ -66,9 +98,9 @@ pub fn fingerprint(
         pending.dedup();
         return Err(pending);
     }
-    let external = match n.stage.external_digest(&n.params, &n.base_dir) {
+    let external = match externals.get(g, i) {
         Ok(e) => e,
-        Err(e) => return Ok(Err(e.message)),
+        Err(e) => return Ok(Err(e)),
     };
     Ok(Ok(Fingerprint {
         kind: n.stage.kind().to_string(),
@@ -132,7 +164,7 @@ pub fn decide(
     a
 }
 
-/// Assesses the selected nodes in topological order without running anything (`status`, `--dry-run`).
+/// Assesses the selected nodes in topological order without running anything (`status`, `plan`).
 pub fn assess_all(
     g: &Graph,
     sel: &[usize],
@@ -141,11 +173,24 @@ pub fn assess_all(
     env: &BTreeMap<String, String>,
     forced: &dyn Fn(usize) -> bool,
 ) -> BTreeMap<usize, Assessment> {
+    assess_with(g, sel, store, index, env, &Externals::of(store), forced)
+}
+
+/// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once).
+pub fn assess_with(
+    g: &Graph,
+    sel: &[usize],
+    store: &Store,
+    index: &Index,
+    env: &BTreeMap<String, String>,
+    externals: &Externals,
+    forced: &dyn Fn(usize) -> bool,
+) -> BTreeMap<usize, Assessment> {
     let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
     for &i in sel {
         let fp = {
             let lookup = |u: usize| out.get(&u).and_then(|a| a.manifest.as_ref().map(|m| m.digest.clone()));
-            fingerprint(g, i, env, &lookup)
+            fingerprint(g, i, env, externals, &lookup)
         };
         let a = decide(g, i, fp, store, index, forced(i));
         out.insert(i, a);

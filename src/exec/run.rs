@@ -1,9 +1,23 @@
-//! The executor: runs stale nodes in dependency order, independent ones in parallel, and commits each
+//! The scheduler: runs stale nodes in dependency order, independent ones in parallel, and commits each
 //! artifact (blobs first, then the index entry) as it finishes.
+//!
+//! # Steps
+//!
+//! | step | what it does |
+//! |---|---|
+//! | [`Scheduler::plan`] | assesses every selected node once (fingerprint from its inputs' digests, key lookup, blobs present with their sizes) and emits the plan; fresh nodes are done at once |
+//! | [`Scheduler::dispatch_ready`] | in topological order, each waiting node whose inputs are all done and that fits the free CPU/device slots is re-decided with its inputs' *actual* digests (early cutoff: an upstream that re-ran to identical bytes leaves it fresh) and, if still stale, handed to the [`Launcher`] |
+//! | [`Scheduler::commit`] | a node's result: its blobs are already durable; the index entry (artifact then record) is written, its scratch removed |
+//! | [`Scheduler::fail`] | a node's failure is recorded (its dependents are skipped), unless it failed because an input blob was damaged: that input is recomputed and the node retried once |
+//! | [`Scheduler::interrupt`] | Ctrl-C / SIGTERM: what runs is cancelled (or left to a scheduler with `keep`) and recorded as such |
+//!
+//! Each node is fingerprinted from scratch at most once per run: the external files it reads are digested
+//! once ([`Externals`]); dispatch only recombines digests and looks the key up again (another node with the same
+//! key may have produced it meanwhile).
 
-use super::assess::{decide, fingerprint, Assessment};
+use super::assess::{decide, fingerprint, Assessment, Externals};
 use super::event::{Event, NodeTiming, PlanEntry, Sink, State};
-use super::launch::{Launch, Launcher, LocalLauncher, Msg};
+use super::launch::{Launch, Launcher, LocalLauncher, Msg, RunnerNotes};
 use crate::fingerprint::{DirtyReason, NodeRecord};
 use crate::graph::Graph;
 use crate::spec::{ExecutorKind, NodeResources, OnInterrupt};
@@ -37,7 +51,7 @@ pub struct RunOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
 }
 
-/// Outcome counts of a run.
+/// Outcome of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSummary {
     /// Nodes that ran.
@@ -48,6 +62,8 @@ pub struct RunSummary {
     pub failed: Vec<(String, FailureClass)>,
     /// Nodes skipped because an upstream failed.
     pub skipped: Vec<String>,
+    /// The artifact of every selected node that is done (fresh or ran), by node id.
+    pub artifacts: BTreeMap<String, Manifest>,
 }
 
 /// Keeps the index open while commits arrive and closes it when idle, so `status` can read meanwhile.
@@ -71,10 +87,50 @@ impl IdleIndex<'_> {
             self.index = None;
         }
     }
+    fn flush(&self) -> Result<(), StoreError> {
+        match &self.index {
+            Some(ix) => ix.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A node that holds slots.
+struct Running {
+    cpu: usize,
+    dev: bool,
+}
+
+/// The state of one run.
+struct Scheduler<'a> {
+    g: &'a Graph,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    sink: Sink<'a>,
+    idx: IdleIndex<'a>,
+    externals: Externals,
+    launcher: Box<dyn Launcher>,
+    tx: mpsc::Sender<Msg>,
+    jobs: usize,
+    free_cpu: usize,
+    free_dev: usize,
+    /// Selected nodes, by topological position.
+    order: BTreeMap<usize, usize>,
+    forced: BTreeSet<usize>,
+    assessed: BTreeMap<usize, Assessment>,
+    /// Waiting nodes, in topological order.
+    waiting: Vec<usize>,
+    running: BTreeMap<usize, Running>,
+    done: BTreeMap<usize, Manifest>,
+    failed: BTreeSet<usize>,
+    /// Nodes already retried after a damaged input.
+    retried: BTreeSet<usize>,
+    summary: RunSummary,
+    timings: Vec<NodeTiming>,
 }
 
 /// Runs the selected part of `g`. The caller holds the store's writer lock.
@@ -90,242 +146,321 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
     }
     store.blobs.clean_tmp();
     let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
-    let forced: BTreeSet<usize> =
-        if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() };
-    let mut idx = IdleIndex { store, index: None, last_use: Instant::now() };
-
-    // Plan.
-    let mut assessed: BTreeMap<usize, Assessment> = {
-        let index = idx.get()?;
-        super::assess::assess_all(g, &sel, store, index, &opts.env, &|i| forced.contains(&i))
-    };
-    sink(&Event::Plan {
-        nodes: sel
-            .iter()
-            .map(|&i| {
-                let a = &assessed[&i];
-                PlanEntry {
-                    id: g.nodes[i].id.clone(),
-                    kind: g.nodes[i].stage.kind().into(),
-                    state: a.state,
-                    reasons: a.reasons.iter().map(|r| r.to_string()).collect(),
-                }
-            })
-            .collect(),
-    });
-
-    let kind = opts.executor.unwrap_or(g.executor.kind);
-    let mut launcher: Box<dyn Launcher> = match kind {
+    let launcher: Box<dyn Launcher> = match opts.executor.unwrap_or(g.executor.kind) {
         ExecutorKind::Local => Box::new(LocalLauncher::new(store.clone())),
         ExecutorKind::Slurm => Box::new(super::slurm::SlurmLauncher::new(g, store)?),
     };
-    let keep = opts.keep_jobs || g.executor.on_interrupt == OnInterrupt::Keep;
     let (tx, rx) = mpsc::channel::<Msg>();
-    let mut done: BTreeMap<usize, Manifest> = BTreeMap::new();
-    let mut failed: BTreeSet<usize> = BTreeSet::new();
-    let mut summary = RunSummary::default();
-    let mut timings: Vec<NodeTiming> = vec![];
-    let mut running: BTreeMap<usize, (usize, bool, Instant)> = BTreeMap::new(); // node → (cpu slots, device, started)
-    let mut free_cpu = jobs;
-    let mut free_dev = opts.devices;
-    let selected: BTreeSet<usize> = sel.iter().copied().collect();
-    let mut waiting: Vec<usize> = sel.clone();
-
-    // Nodes fresh at plan time.
-    waiting.retain(|&i| {
-        if assessed[&i].state == State::Fresh {
-            done.insert(i, assessed[&i].manifest.clone().unwrap());
-            summary.fresh.push(g.nodes[i].id.clone());
-            timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
-            sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
-            false
-        } else {
-            true
-        }
-    });
-
+    let mut s = Scheduler {
+        g,
+        store,
+        opts,
+        sink,
+        idx: IdleIndex { store, index: None, last_use: Instant::now() },
+        externals: Externals::of(store),
+        launcher,
+        tx,
+        jobs,
+        free_cpu: jobs,
+        free_dev: opts.devices,
+        order: sel.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
+        forced: if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() },
+        assessed: BTreeMap::new(),
+        waiting: vec![],
+        running: BTreeMap::new(),
+        done: BTreeMap::new(),
+        failed: BTreeSet::new(),
+        retried: BTreeSet::new(),
+        summary: RunSummary::default(),
+        timings: vec![],
+    };
+    s.plan(&sel)?;
     loop {
-        // Dispatch every ready node that fits the free slots, in topological order.
-        let mut k = 0;
-        while k < waiting.len() {
-            let i = waiting[k];
-            let ups: Vec<usize> = g.nodes[i].inputs.values().flatten().copied().collect();
-            if let Some(&bad) = ups.iter().find(|u| failed.contains(u)) {
-                waiting.remove(k);
-                failed.insert(i);
-                summary.skipped.push(g.nodes[i].id.clone());
-                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "skipped", ms: 0 });
-                sink(&Event::Skipped { id: g.nodes[i].id.clone(), because: g.nodes[bad].id.clone() });
-                continue;
-            }
-            if !ups.iter().all(|u| done.contains_key(u) || !selected.contains(u)) {
-                k += 1;
-                continue;
-            }
-            // Re-decide with the real input digests (early cutoff: identical upstream bytes → fresh).
-            let res = g.nodes[i].stage.resources(&g.nodes[i].params, &opts.env);
-            let want = g.nodes[i].resources.over(&g.executor.defaults);
-            let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, jobs));
-            let gpus = want.gpus.unwrap_or(u32::from(res.device));
-            // Locally a node holds slots of `-j` / `--devices` (cores clamped to the pool); a scheduler keeps its
-            // own accounting and gets the cores asked for.
-            let limited = launcher.limited();
-            let (cpu, dev) = if limited { (cpus_req.clamp(1, jobs), gpus > 0 && opts.devices > 0) } else { (0, false) };
-            let threads = if limited { cpu } else { cpus_req };
-            if cpu > free_cpu || (dev && free_dev == 0) {
-                k += 1;
-                continue;
-            }
-            // Always re-check the index: another node with the same key (e.g. a matrix entry identical to a
-            // separately declared node) may have produced it meanwhile.
-            let a = {
-                let fp = fingerprint(g, i, &opts.env, &|u| done.get(&u).map(|m| m.digest.clone()));
-                let index = idx.get()?;
-                decide(g, i, fp, store, index, forced.contains(&i))
-            };
-            if a.state == State::Fresh {
-                assessed.insert(i, a.clone());
-                waiting.remove(k);
-                done.insert(i, a.manifest.clone().unwrap());
-                summary.fresh.push(g.nodes[i].id.clone());
-                timings.push(NodeTiming { id: g.nodes[i].id.clone(), outcome: "fresh", ms: 0 });
-                sink(&Event::Fresh { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into() });
-                continue;
-            }
-            waiting.remove(k);
-            free_cpu -= cpu;
-            if dev {
-                free_dev -= 1;
-            }
-            let Some(fp) = a.fingerprint.clone() else {
-                // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
-                let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
-                tx.send(Msg::Done(i, Err(StageError::input(msg)), 0, Default::default())).ok();
-                running.insert(i, (cpu, dev, Instant::now()));
-                assessed.insert(i, a);
-                continue;
-            };
-            let reasons: Vec<String> =
-                a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
-            let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
-            sink(&Event::Started { id: g.nodes[i].id.clone(), kind: g.nodes[i].stage.kind().into(), reasons });
-            let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
-            for (slot, ups) in &g.nodes[i].inputs {
-                inputs.insert(
-                    slot.clone(),
-                    ups.iter()
-                        .map(|&u| {
-                            let mut a = InputArtifact::new(g.nodes[u].id.clone(), done[&u].clone(), store.clone());
-                            a.key = assessed.get(&u).and_then(|x| x.key.clone());
-                            a
-                        })
-                        .collect(),
-                );
-            }
-            let node = &g.nodes[i];
-            let mut full_env = opts.env.clone();
-            full_env.extend(fp.env.clone());
-            let key = fp.key();
-            let resources = NodeResources { cpus: Some(threads as u32), gpus: Some(gpus), ..want };
-            running.insert(i, (cpu, dev, Instant::now()));
-            assessed.insert(i, Assessment { fingerprint: Some(fp), ..a });
-            launcher.start(
-                Launch {
-                    node: i,
-                    id: node.id.clone(),
-                    scratch: store.root.join("partial").join(&key[..24]),
-                    key,
-                    stage: node.stage.clone(),
-                    params: node.params.clone(),
-                    base_dir: node.base_dir.clone(),
-                    env: full_env,
-                    inputs,
-                    resources,
-                    forced: forced.contains(&i),
-                },
-                &tx,
-            )?;
-        }
-        if running.is_empty() {
+        s.dispatch_ready()?;
+        if s.running.is_empty() {
             break;
         }
         if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-            for (i, runner) in launcher.interrupt(keep) {
-                let a = &assessed[&i];
-                let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
-                if let Some(key) = &a.key {
-                    idx.get()?.fail(&FailRecord { id: g.nodes[i].id.clone(), key: key.clone(), error, runner })?;
-                }
-            }
-            if let Some(ix) = &idx.index {
-                ix.flush()?;
-            }
-            let names: Vec<String> = running.keys().map(|&i| g.nodes[i].id.clone()).collect();
-            let kept = if keep && !names.is_empty() && launcher.keeps_jobs() { running.len() } else { 0 };
-            return Err(super::ExecError::Interrupted { kept, running: names, done: summary.ran.len() });
+            return Err(s.interrupt()?);
         }
-        launcher.tick(&tx)?;
-        idx.close_if_idle();
-        let msg = match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(m) => m,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        match msg {
-            Msg::Progress(i, p) => sink(&Event::Progress { id: g.nodes[i].id.clone(), done: p.done, total: p.total, message: p.message }),
-            Msg::Note(i, message) => sink(&Event::Note { id: g.nodes[i].id.clone(), message }),
-            Msg::Done(i, result, ms, runner) => {
-                let (cpu, dev, _) = running.remove(&i).unwrap();
-                free_cpu += cpu;
-                if dev {
-                    free_dev += 1;
-                }
-                let id = g.nodes[i].id.clone();
-                let kind = g.nodes[i].stage.kind().to_string();
-                let a = &assessed[&i];
+        s.launcher.tick(&s.tx)?;
+        s.idx.close_if_idle();
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(Msg::Progress(i, p)) => {
+                (s.sink)(&Event::Progress { id: g.nodes[i].id.clone(), done: p.done, total: p.total, message: p.message })
+            }
+            Ok(Msg::Note(i, message)) => (s.sink)(&Event::Note { id: g.nodes[i].id.clone(), message }),
+            Ok(Msg::Done(i, result, ms, runner)) => {
+                s.release(i);
                 match result {
-                    Ok(manifest) => {
-                        let fp = a.fingerprint.clone().unwrap();
-                        let key = fp.key();
-                        let record = NodeRecord {
-                            id: id.clone(),
-                            key: key.clone(),
-                            fingerprint: fp,
-                            artifact: manifest.digest.clone(),
-                            duration_ms: ms,
-                            finished_at: now_secs(),
-                            runner,
-                        };
-                        idx.get()?.commit(&key, &manifest, &record)?;
-                        let _ = std::fs::remove_dir_all(store.root.join("partial").join(&key[..24]));
-                        sink(&Event::Finished { id: id.clone(), kind, ms, artifact: manifest.digest.clone(), size: manifest.size() });
-                        done.insert(i, manifest);
-                        summary.ran.push(id.clone());
-                        timings.push(NodeTiming { id, outcome: "ran", ms });
-                    }
-                    Err(e) => {
-                        if let Some(key) = &a.key {
-                            idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone(), runner })?;
-                        }
-                        sink(&Event::Failed { id: id.clone(), kind, at: g.nodes[i].location.clone(), error: e.message.clone() });
-                        failed.insert(i);
-                        summary.failed.push((id.clone(), e.class));
-                        timings.push(NodeTiming { id, outcome: "failed", ms });
-                    }
+                    Ok(manifest) => s.commit(i, manifest, ms, runner)?,
+                    Err(e) => s.fail(i, e, ms, runner)?,
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    s.idx.flush()?;
+    (s.sink)(&Event::Summary {
+        ran: s.summary.ran.len(),
+        fresh: s.summary.fresh.len(),
+        failed: s.summary.failed.len(),
+        skipped: s.summary.skipped.len(),
+        ms: t0.elapsed().as_millis() as u64,
+        nodes: std::mem::take(&mut s.timings),
+    });
+    let mut summary = std::mem::take(&mut s.summary);
+    summary.artifacts = s.done.iter().map(|(&i, m)| (g.nodes[i].id.clone(), m.clone())).collect();
+    Ok(summary)
+}
+
+impl Scheduler<'_> {
+    fn id(&self, i: usize) -> String {
+        self.g.nodes[i].id.clone()
+    }
+
+    fn kind(&self, i: usize) -> String {
+        self.g.nodes[i].stage.kind().to_string()
+    }
+
+    /// Assesses every selected node once, emits the plan and marks the fresh ones done.
+    fn plan(&mut self, sel: &[usize]) -> Result<(), StoreError> {
+        let forced = &self.forced;
+        self.assessed = {
+            let index = self.idx.get()?;
+            super::assess::assess_with(self.g, sel, self.store, index, &self.opts.env, &self.externals, &|i| forced.contains(&i))
+        };
+        let nodes = sel
+            .iter()
+            .map(|&i| {
+                let a = &self.assessed[&i];
+                PlanEntry { id: self.id(i), kind: self.kind(i), state: a.state, reasons: a.reasons.iter().map(|r| r.to_string()).collect() }
+            })
+            .collect();
+        (self.sink)(&Event::Plan { nodes });
+        for &i in sel {
+            if self.assessed[&i].state == State::Fresh {
+                let m = self.assessed[&i].manifest.clone().unwrap();
+                self.mark_fresh(i, m);
+            } else {
+                self.waiting.push(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_fresh(&mut self, i: usize, m: Manifest) {
+        self.done.insert(i, m);
+        self.summary.fresh.push(self.id(i));
+        self.timings.push(NodeTiming { id: self.id(i), outcome: "fresh", ms: 0 });
+        (self.sink)(&Event::Fresh { id: self.id(i), kind: self.kind(i) });
+    }
+
+    /// Starts every waiting node whose inputs are done and that fits the free slots, in topological order.
+    fn dispatch_ready(&mut self) -> Result<(), super::ExecError> {
+        let mut k = 0;
+        while k < self.waiting.len() {
+            let i = self.waiting[k];
+            let ups: Vec<usize> = self.g.nodes[i].inputs.values().flatten().copied().collect();
+            if let Some(&bad) = ups.iter().find(|u| self.failed.contains(u)) {
+                self.waiting.remove(k);
+                self.failed.insert(i);
+                self.summary.skipped.push(self.id(i));
+                self.timings.push(NodeTiming { id: self.id(i), outcome: "skipped", ms: 0 });
+                (self.sink)(&Event::Skipped { id: self.id(i), because: self.id(bad) });
+                continue;
+            }
+            if !ups.iter().all(|u| self.done.contains_key(u) || !self.order.contains_key(u)) {
+                k += 1;
+                continue;
+            }
+            match self.try_start(i)? {
+                Started::NoRoom => k += 1,
+                Started::Fresh | Started::Yes => {
+                    self.waiting.remove(k);
                 }
             }
         }
+        Ok(())
     }
-    if let Some(ix) = &idx.index {
-        ix.flush()?;
+
+    /// Re-decides node `i` with its inputs' actual digests and starts it if it is still stale and fits.
+    fn try_start(&mut self, i: usize) -> Result<Started, super::ExecError> {
+        let (g, opts) = (self.g, self.opts);
+        let node = &g.nodes[i];
+        let res = node.stage.resources(&node.params, &opts.env);
+        let want = node.resources.over(&g.executor.defaults);
+        let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, self.jobs));
+        let gpus = want.gpus.unwrap_or(u32::from(res.device));
+        // Locally a node holds slots of `-j` / `--devices` (cores clamped to the pool); a scheduler keeps its own
+        // accounting and gets the cores asked for.
+        let limited = self.launcher.limited();
+        let (cpu, dev) = if limited { (cpus_req.clamp(1, self.jobs), gpus > 0 && opts.devices > 0) } else { (0, false) };
+        let threads = if limited { cpu } else { cpus_req };
+        if cpu > self.free_cpu || (dev && self.free_dev == 0) {
+            return Ok(Started::NoRoom);
+        }
+        // Always look the key up again: another node with the same key (a matrix entry identical to a separately
+        // declared node) may have produced it meanwhile.
+        let a = {
+            let done = &self.done;
+            let fp = fingerprint(g, i, &opts.env, &self.externals, &|u| done.get(&u).map(|m| m.digest.clone()));
+            let index = self.idx.get()?;
+            decide(g, i, fp, self.store, index, self.forced.contains(&i))
+        };
+        if a.state == State::Fresh {
+            let m = a.manifest.clone().unwrap();
+            self.assessed.insert(i, a);
+            self.mark_fresh(i, m);
+            return Ok(Started::Fresh);
+        }
+        self.free_cpu -= cpu;
+        if dev {
+            self.free_dev -= 1;
+        }
+        self.running.insert(i, Running { cpu, dev });
+        let Some(fp) = a.fingerprint.clone() else {
+            // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
+            let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
+            self.tx.send(Msg::Done(i, Err(StageError::input(msg)), 0, Default::default())).ok();
+            self.assessed.insert(i, a);
+            return Ok(Started::Yes);
+        };
+        let reasons: Vec<String> =
+            a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
+        let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
+        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reasons });
+        let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
+        for (slot, ups) in &node.inputs {
+            let arts = ups
+                .iter()
+                .map(|&u| {
+                    let mut a = InputArtifact::new(self.id(u), self.done[&u].clone(), self.store.clone());
+                    a.key = self.assessed.get(&u).and_then(|x| x.key.clone());
+                    a
+                })
+                .collect();
+            inputs.insert(slot.clone(), arts);
+        }
+        let mut env = opts.env.clone();
+        env.extend(fp.env.clone());
+        let key = fp.key();
+        let resources = NodeResources { cpus: Some(threads as u32), gpus: Some(gpus), ..want };
+        self.assessed.insert(i, Assessment { fingerprint: Some(fp), ..a });
+        let launch = Launch {
+            node: i,
+            id: node.id.clone(),
+            scratch: self.store.partial_dir(&key),
+            key,
+            stage: node.stage.clone(),
+            params: node.params.clone(),
+            base_dir: node.base_dir.clone(),
+            env,
+            inputs,
+            resources,
+            forced: self.forced.contains(&i),
+        };
+        self.launcher.start(launch, &self.tx)?;
+        Ok(Started::Yes)
     }
-    sink(&Event::Summary {
-        ran: summary.ran.len(),
-        fresh: summary.fresh.len(),
-        failed: summary.failed.len(),
-        skipped: summary.skipped.len(),
-        ms: t0.elapsed().as_millis() as u64,
-        nodes: timings,
-    });
-    Ok(summary)
+
+    /// Gives node `i`'s slots back.
+    fn release(&mut self, i: usize) {
+        if let Some(r) = self.running.remove(&i) {
+            self.free_cpu += r.cpu;
+            if r.dev {
+                self.free_dev += 1;
+            }
+        }
+    }
+
+    /// Commits node `i`'s artifact (its blobs are durable already): index entry, then its scratch goes.
+    fn commit(&mut self, i: usize, manifest: Manifest, ms: u64, runner: RunnerNotes) -> Result<(), StoreError> {
+        let fp = self.assessed[&i].fingerprint.clone().expect("a started node has a fingerprint");
+        let key = fp.key();
+        let record = NodeRecord {
+            id: self.id(i),
+            key: key.clone(),
+            fingerprint: fp,
+            artifact: manifest.digest.clone(),
+            duration_ms: ms,
+            finished_at: now_secs(),
+            runner,
+        };
+        self.idx.get()?.commit(&key, &manifest, &record)?;
+        let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));
+        (self.sink)(&Event::Finished { id: self.id(i), kind: self.kind(i), ms, artifact: manifest.digest.clone(), size: manifest.size() });
+        self.done.insert(i, manifest);
+        self.summary.ran.push(self.id(i));
+        self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });
+        Ok(())
+    }
+
+    /// Records node `i`'s failure — or, when it failed because an input's blob was found damaged (readers move
+    /// such blobs aside), recomputes that input and retries the node, once.
+    fn fail(&mut self, i: usize, e: StageError, ms: u64, runner: RunnerNotes) -> Result<(), StoreError> {
+        let damaged: Vec<usize> = self.g.nodes[i]
+            .inputs
+            .values()
+            .flatten()
+            .copied()
+            .filter(|u| self.done.get(u).is_some_and(|m| self.store.check(m).is_some()))
+            .collect();
+        if !damaged.is_empty() && self.retried.insert(i) {
+            for &u in &damaged {
+                self.done.remove(&u);
+                self.summary.fresh.retain(|x| *x != self.g.nodes[u].id);
+                self.requeue(u);
+                let msg = format!("input `{}` was damaged in the store (moved to damaged/): recomputing it, then retrying", self.id(u));
+                (self.sink)(&Event::Note { id: self.id(i), message: msg });
+            }
+            self.requeue(i);
+            return Ok(());
+        }
+        let (id, kind) = (self.id(i), self.kind(i));
+        if let Some(key) = &self.assessed[&i].key {
+            self.idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone(), runner })?;
+        }
+        (self.sink)(&Event::Failed { id: id.clone(), kind, at: self.g.nodes[i].location.clone(), error: e.message.clone() });
+        self.failed.insert(i);
+        self.summary.failed.push((id.clone(), e.class));
+        self.timings.push(NodeTiming { id, outcome: "failed", ms });
+        Ok(())
+    }
+
+    /// Puts node `i` back among the waiting ones, in topological order.
+    fn requeue(&mut self, i: usize) {
+        if !self.waiting.contains(&i) {
+            let pos = self.order[&i];
+            let at = self.waiting.partition_point(|w| self.order[w] < pos);
+            self.waiting.insert(at, i);
+        }
+    }
+
+    /// Stops the run: cancels (or leaves, with `keep`) what runs, records the cancelled nodes as failed attempts.
+    fn interrupt(&mut self) -> Result<super::ExecError, StoreError> {
+        let keep = self.opts.keep_jobs || self.g.executor.on_interrupt == OnInterrupt::Keep;
+        for (i, runner) in self.launcher.interrupt(keep) {
+            let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
+            if let Some(key) = self.assessed[&i].key.clone() {
+                let id = self.id(i);
+                self.idx.get()?.fail(&FailRecord { id, key, error, runner })?;
+            }
+        }
+        self.idx.flush()?;
+        let names: Vec<String> = self.running.keys().map(|&i| self.id(i)).collect();
+        let kept = if keep && !names.is_empty() && self.launcher.keeps_jobs() { self.running.len() } else { 0 };
+        Ok(super::ExecError::Interrupted { kept, running: names, done: self.summary.ran.len() })
+    }
+}
+
+/// What [`Scheduler::try_start`] did.
+enum Started {
+    /// Not enough free slots: it keeps waiting.
+    NoRoom,
+    /// Its key was found (early cutoff or a duplicate key): done without running.
+    Fresh,
+    /// Handed to the launcher.
+    Yes,
 }

@@ -24,6 +24,33 @@ pub struct SourceFile {
     pub text: String,
     /// For `--config` files and `--set` arguments: the folder relative paths they give resolve against.
     pub overlay_dir: Option<PathBuf>,
+    /// Byte offsets of line starts, built on the first lookup (a pipeline of 3,000 nodes locates every node:
+    /// rescanning the text from its start each time was 38 % of `status`).
+    line_starts: std::sync::OnceLock<Vec<usize>>,
+}
+
+impl SourceFile {
+    /// 1-based (line, column) of a byte offset, by binary search over the line starts.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let starts = self.line_starts.get_or_init(|| line_starts(&self.text));
+        let offset = clamp_to_char(&self.text, offset);
+        let line = starts.partition_point(|&s| s <= offset); // ≥ 1: starts[0] = 0
+        let col = self.text[starts[line - 1]..offset].chars().count() + 1;
+        (line, col)
+    }
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0).chain(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1)).collect()
+}
+
+/// `offset` clamped to the text and moved back to a character boundary.
+fn clamp_to_char(text: &str, offset: usize) -> usize {
+    let mut o = offset.min(text.len());
+    while !text.is_char_boundary(o) {
+        o -= 1;
+    }
+    o
 }
 
 /// All files loaded while resolving one pipeline.
@@ -55,7 +82,7 @@ impl SourceMap {
     pub fn add(&mut self, path: &Path, text: String) -> usize {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let display = display_path(path);
-        self.files.push(SourceFile { display, canonical, text, overlay_dir: None });
+        self.files.push(SourceFile { display, canonical, text, overlay_dir: None, line_starts: Default::default() });
         self.files.len() - 1
     }
 
@@ -64,7 +91,7 @@ impl SourceMap {
         let Some(file) = self.files.get(span.file) else {
             return Location { file: "<unknown>".into(), line: 0, col: 0 };
         };
-        let (line, col) = line_col(&file.text, span.start);
+        let (line, col) = file.line_col(span.start);
         Location { file: file.display.clone(), line, col }
     }
 
@@ -80,7 +107,7 @@ impl SourceMap {
 
 /// 1-based (line, column) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
+    let offset = clamp_to_char(text, offset);
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -110,5 +137,15 @@ mod tests {
         assert_eq!(line_col(t, 0), (1, 1));
         assert_eq!(line_col(t, 6), (2, 1));
         assert_eq!(line_col(t, 9), (2, 4));
+    }
+
+    #[test]
+    fn indexed_lookup_matches_the_scan() {
+        let t = "a = 1\nbé = \"ü\"\n\n[x]\ny = 2";
+        let mut m = SourceMap::default();
+        m.add(Path::new("p.toml"), t.to_string());
+        for o in 0..=t.len() + 3 {
+            assert_eq!(m.files[0].line_col(o), line_col(t, o), "offset {o}");
+        }
     }
 }

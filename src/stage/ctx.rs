@@ -57,7 +57,10 @@ impl InputArtifact {
         let mut h = blake3::Hasher::new();
         h.update_reader(&mut file).map_err(|e| fail(e.to_string()))?;
         if h.finalize().to_hex().as_str() != f.digest {
-            return Err(fail("checksum mismatch: the stored file is damaged".into()));
+            drop(file);
+            let moved = self.store.blobs.quarantine(&f.digest);
+            let to = moved.map(|p| format!(", moved to {}", p.display())).unwrap_or_default();
+            return Err(fail(format!("checksum mismatch: the stored file is damaged{to}")));
         }
         Ok(file)
     }

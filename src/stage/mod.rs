@@ -7,7 +7,8 @@ mod ctx;
 mod params;
 
 pub use ctx::{ArtifactWriter, InputArtifact, Progress, StageCtx};
-pub use params::{Mismatch, ParamSpec, ParamType};
+pub(crate) use params::choice_enum;
+pub use params::{defaults, parse, parse_checked, sample, Mismatch, ParamSpec, ParamType};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -119,8 +120,14 @@ pub trait Stage: Send + Sync + 'static {
     fn validate(&self, _params: &serde_json::Value) -> Result<(), (String, String)> {
         Ok(())
     }
-    /// Digest of external files the node reads (dataset folders). Content only, never paths or mtimes.
-    fn external_digest(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<Option<String>, StageError> {
+    /// Digest of external files the node reads (dataset folders), through `files` (content digests with a stat
+    /// cache: unchanged files are not read again). Content only, never paths or mtimes.
+    fn external_digest(
+        &self,
+        _params: &serde_json::Value,
+        _base_dir: &Path,
+        _files: &crate::fingerprint::FileDigests,
+    ) -> Result<Option<String>, StageError> {
         Ok(None)
     }
     /// Cheap checks of what the node will read, done before anything runs or is written (e.g. a dataset path

@@ -20,25 +20,6 @@ pub struct Split {
     pub y: Labels,
 }
 
-/// blake3 over the relative paths and contents of every file below `p` (content only: no mtimes, no
-/// absolute paths).
-pub fn hash_tree(p: &Path) -> Result<String, StageError> {
-    let mut files = vec![];
-    super::generic::collect_files(p, &mut files)
-        .map_err(|e| StageError::input(format!("{}: {e}; check the dataset `path`", p.display())))?;
-    files.sort();
-    let mut h = blake3::Hasher::new();
-    for f in files {
-        let rel = f.strip_prefix(p).unwrap_or(&f).to_string_lossy().to_string();
-        h.update(rel.as_bytes());
-        h.update(&[0]);
-        std::fs::File::open(&f)
-            .and_then(|file| h.update_reader(file).map(|_| ()))
-            .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
-    }
-    Ok(h.finalize().to_hex().to_string())
-}
-
 /// Writes `{split}.safetensors` for each in-memory split and `meta.json`.
 pub fn write_dataset(
     ctx: &mut StageCtx<'_>,

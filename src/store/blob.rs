@@ -113,12 +113,35 @@ impl BlobStore {
             }
         })?;
         if blake3::hash(&bytes).to_hex().as_str() != digest {
+            self.quarantine(digest);
             return Err(StoreError::Corrupt { path });
         }
         Ok(bytes)
     }
 
-    /// Checks presence, size and checksum of a blob without keeping its bytes.
+    /// Checks presence and size only, from metadata: what decides freshness. The store's own record vouches for
+    /// the bytes (every blob is fsynced before its index entry is written); readers verify the checksum as they
+    /// read ([`Self::read`], `InputArtifact::open`) and `polyflow verify` reads everything.
+    pub fn present(&self, digest: &str, size: u64) -> BlobState {
+        match std::fs::metadata(self.path(digest)) {
+            Err(_) => BlobState::Missing,
+            Ok(m) if m.len() != size => BlobState::Corrupt,
+            Ok(_) => BlobState::Ok,
+        }
+    }
+
+    /// Moves a blob whose bytes do not match its digest into `damaged/` (kept for inspection; `gc` removes it),
+    /// so that every artifact using it is stale from now on and is recomputed by the next run. Returns where it
+    /// went.
+    pub fn quarantine(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.dir.parent()?.join("damaged");
+        std::fs::create_dir_all(&dir).ok()?;
+        let to = dir.join(digest);
+        std::fs::rename(self.path(digest), &to).ok()?;
+        Some(to)
+    }
+
+    /// Checks presence, size and checksum of a blob without keeping its bytes (reads it all).
     pub fn check(&self, digest: &str, size: u64) -> BlobState {
         let path = self.path(digest);
         let Ok(meta) = std::fs::metadata(&path) else {

@@ -8,14 +8,21 @@
 //! tmp/            temp files of writes in progress (removed at the next run)
 //! partial/<key>/  resumable scratch of a node in progress (removed when it commits)
 //! jobs/<key>/     one Slurm job's spec, logs and result (see `exec::slurm::job`)
+//! stat/           stat cache of external files' digests (see `fingerprint::files`; safe to delete)
+//! damaged/        blobs found not to match their digest, moved aside (their artifacts are then stale)
 //! writer.lock     advisory lock held by the one running `polyflow run`
 //! show/<id>/      previews written by `polyflow show`
 //! ```
 //!
 //! **Commit order.** Every blob of an artifact is written (temp file, fsync, rename) *before* its manifest is
 //! inserted in the index, and the index is flushed before the node is reported done. An interrupted run
-//! therefore leaves at most unreferenced blobs, never an index entry whose data is missing. Blobs are checked
-//! (size and blake3) whenever a node's freshness is decided, so a corrupt or deleted blob makes the node stale.
+//! therefore leaves at most unreferenced blobs, never an index entry whose data is missing.
+//!
+//! **Trust.** Freshness is decided from metadata: a blob named in the index is trusted when it exists with the
+//! recorded size ([`Store::check`]), so `status` does not read terabytes. Bytes are verified where they are used:
+//! every reader checks the blake3 digest while it reads, and a blob that fails is moved to `damaged/` (its
+//! artifact is stale from then on; the executor recomputes it and retries the reader once). `polyflow verify`
+//! reads every blob ([`Store::verify`]).
 
 mod blob;
 mod index;
@@ -105,6 +112,27 @@ impl Manifest {
     }
 }
 
+/// Scratch folder of the node computed under `key` in the store at `root`.
+pub fn partial_dir(root: &Path, key: &str) -> PathBuf {
+    root.join("partial").join(&key[..24.min(key.len())])
+}
+
+/// Content digests of external files with the stat cache of the store at `root` (nothing is created until
+/// a digest is recorded).
+pub fn file_digests(root: &Path) -> crate::fingerprint::FileDigests {
+    crate::fingerprint::FileDigests::cached(root.join("stat"))
+}
+
+/// The folder holding one folder per Slurm job in the store at `root`.
+pub fn jobs_root(root: &Path) -> PathBuf {
+    root.join("jobs")
+}
+
+/// Folder of the Slurm job computing `key` in the store at `root` (its spec, logs and result).
+pub fn job_dir(root: &Path, key: &str) -> PathBuf {
+    jobs_root(root).join(&key[..24.min(key.len())])
+}
+
 /// A store root.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -126,8 +154,20 @@ impl Store {
         Index::open(&index_dir(&self.root), std::time::Duration::from_secs(60))
     }
 
-    /// Checks every file of a manifest; returns the first bad file and its state.
+    /// Checks that every file of a manifest is present with its size (metadata only, see **Trust** above);
+    /// returns the first bad file and its state.
     pub fn check(&self, m: &Manifest) -> Option<(String, BlobState)> {
+        for (name, f) in &m.files {
+            match self.blobs.present(&f.digest, f.size) {
+                BlobState::Ok => {}
+                bad => return Some((name.clone(), bad)),
+            }
+        }
+        None
+    }
+
+    /// Reads every file of a manifest and checks its digest; returns the first bad file and its state.
+    pub fn verify(&self, m: &Manifest) -> Option<(String, BlobState)> {
         for (name, f) in &m.files {
             match self.blobs.check(&f.digest, f.size) {
                 BlobState::Ok => {}
@@ -135,6 +175,16 @@ impl Store {
             }
         }
         None
+    }
+
+    /// Content digests of external files, with this store's stat cache.
+    pub fn file_digests(&self) -> crate::fingerprint::FileDigests {
+        file_digests(&self.root)
+    }
+
+    /// Scratch folder of the node being computed under `key` (resumable; removed when it commits).
+    pub fn partial_dir(&self, key: &str) -> PathBuf {
+        partial_dir(&self.root, key)
     }
 
     /// Takes the writer lock.

@@ -97,7 +97,7 @@ pub struct JobError {
 
 /// The directory of the job for `key`.
 pub fn job_dir(store_root: &Path, key: &str) -> PathBuf {
-    store_root.join("jobs").join(&key[..24.min(key.len())])
+    crate::store::job_dir(store_root, key)
 }
 
 /// Writes `v` as JSON to `dir/name` atomically (temp file, fsync, rename).
@@ -147,7 +147,8 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
     };
     // The pipeline may have been edited since submission: run only what the coordinator asked for.
     let digest = |u: usize| spec.inputs.values().flatten().find(|x| x.id == g.nodes[u].id).map(|x| x.manifest.digest.clone());
-    let key = match fingerprint(&g, i, &spec.env, &digest) {
+    let externals = crate::exec::assess::Externals::new(crate::store::file_digests(&spec.store));
+    let key = match fingerprint(&g, i, &spec.env, &externals, &digest) {
         Ok(Ok(fp)) => fp.key(),
         Ok(Err(m)) => return fail(true, m),
         Err(pending) => return fail(true, format!("inputs missing from job.json: {}", pending.join(", "))),
@@ -203,7 +204,7 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
         env: &spec.env,
         inputs,
         threads: spec.threads.max(1),
-        scratch: spec.store.join("partial").join(&spec.key[..24]),
+        scratch: crate::store::partial_dir(&spec.store, &spec.key),
     };
     let t0 = Instant::now();
     // Stay within the allocation: rayon (burn's kernels) would otherwise start one thread per core of the

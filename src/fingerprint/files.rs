@@ -1,0 +1,430 @@
+//! Content digests of external files and folders (dataset folders, `command` deps), with a stat cache.
+//!
+//! Keys hold content digests, never paths or times. What this module saves is *reading* the bytes again: like
+//! git's index, a cache remembers for each file its `(size, mtime, ctime, inode)` and blake3 digest, and an
+//! unchanged stat means an unchanged digest. `status` of a 150 GB dataset then costs one `stat` per file.
+//!
+//! **Racy entries.** A file modified within the timestamp granularity of the moment its stat was recorded could
+//! keep the same stat with other bytes. An entry is trusted only when the file's mtime and ctime are at least
+//! [`RACY_NS`] older than the moment its record was taken; younger entries are re-hashed (once: the new record
+//! is taken later). ctime cannot be set by users, so `touch -d` back to an old mtime is still seen.
+//!
+//! **Records.** One file per folder (or file) hashed, in the cache folder, named by the blake3 of its absolute
+//! path: a header (when it was taken, a signature of every stat, the folder's digest) and one entry per file.
+//! When the signature of the current stats equals the record's and no entry is racy, the folder's digest is
+//! taken from the header without decoding the entries. Records are written to a temp file and renamed, carry
+//! a checksum (a torn or garbled record is ignored, never trusted) and are best-effort: a full disk or a
+//! read-only store only costs re-hashing.
+//!
+//! **The digest of a folder** is blake3 over, for each regular file below it in byte order of its path
+//! relative to the folder (`/`-separated): the path, a NUL byte and the file's own 32-byte blake3 digest. A
+//! file given directly has the blake3 of its bytes.
+
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Files whose mtime or ctime is this close to (or after) the moment their record was taken are re-hashed.
+pub const RACY_NS: i64 = 2_000_000_000;
+
+const MAGIC: &[u8; 8] = b"PFSTAT1\n";
+
+/// A file that could not be listed or read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct FileError {
+    /// The path.
+    pub path: PathBuf,
+    /// The cause.
+    pub source: std::io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError { path: path.to_path_buf(), source }
+}
+
+/// What a file's stat says about its identity (never hashed into a key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl Stat {
+    fn of(m: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+        }
+    }
+
+    /// Whether a record taken at `recorded_ns` may vouch for this stat (see the module docs on racy entries).
+    pub fn settled_at(&self, recorded_ns: i64) -> bool {
+        self.mtime_ns.max(self.ctime_ns).saturating_add(RACY_NS) <= recorded_ns
+    }
+}
+
+/// One file of a listing: its path relative to the root and its stat.
+#[derive(Debug, Clone)]
+struct Listed {
+    rel: String,
+    path: PathBuf,
+    stat: Stat,
+}
+
+/// One cached entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    stat: Stat,
+    digest: [u8; 32],
+}
+
+/// A decoded record.
+struct Record {
+    recorded_ns: i64,
+    signature: [u8; 32],
+    digest: [u8; 32],
+    entries: HashMap<String, Entry>,
+}
+
+/// Counters of what the last call did (tests and benchmarks read them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Files listed (stat'ed).
+    pub listed: usize,
+    /// Files whose bytes were read.
+    pub hashed: usize,
+}
+
+/// Computes content digests of external files and folders, reusing a stat cache when it has one.
+#[derive(Debug, Clone, Default)]
+pub struct FileDigests {
+    cache: Option<PathBuf>,
+    last: std::sync::Arc<std::sync::Mutex<Work>>,
+}
+
+impl FileDigests {
+    /// Digests kept in `cache_dir` (created on first write).
+    pub fn cached(cache_dir: PathBuf) -> Self {
+        FileDigests { cache: Some(cache_dir), last: Default::default() }
+    }
+
+    /// No cache: every call reads every byte.
+    pub fn uncached() -> Self {
+        FileDigests::default()
+    }
+
+    /// What the last [`Self::tree`] or [`Self::file`] call did.
+    pub fn last_work(&self) -> Work {
+        *self.last.lock().unwrap()
+    }
+
+    /// Digest of the regular files below folder `root` (symlinks followed), or of `root` itself when it is a
+    /// file — see the module docs for the exact definition.
+    pub fn tree(&self, root: &Path) -> Result<String, FileError> {
+        let meta = std::fs::metadata(root).map_err(err(root))?;
+        self.digest(root, meta.is_dir()).map(hex)
+    }
+
+    /// blake3 digest of the bytes of file `path`.
+    pub fn file(&self, path: &Path) -> Result<String, FileError> {
+        self.digest(path, false).map(hex)
+    }
+
+    fn digest(&self, root: &Path, folder: bool) -> Result<[u8; 32], FileError> {
+        let now = now_ns();
+        let listing = if folder { walk(root)? } else { vec![single(root)?] };
+        let signature = signature(&listing);
+        let newest = listing.iter().map(|l| l.stat.mtime_ns.max(l.stat.ctime_ns)).max().unwrap_or(i64::MIN);
+        let record_path = self.cache.as_ref().map(|c| c.join(record_name(root)));
+        let old = record_path.as_deref().and_then(|p| std::fs::read(p).ok()).and_then(|b| decode(&b));
+        if let Some(r) = &old {
+            if r.signature == signature && newest.saturating_add(RACY_NS) <= r.recorded_ns {
+                *self.last.lock().unwrap() = Work { listed: listing.len(), hashed: 0 };
+                return Ok(r.digest);
+            }
+        }
+        let known = |l: &Listed| {
+            let e = old.as_ref()?.entries.get(&l.rel)?;
+            (e.stat == l.stat && l.stat.settled_at(old.as_ref()?.recorded_ns)).then_some(e.digest)
+        };
+        let digests: Vec<([u8; 32], bool)> = listing
+            .par_iter()
+            .map(|l| match known(l) {
+                Some(d) => Ok((d, false)),
+                None => hash_file(&l.path).map(|d| (d, true)),
+            })
+            .collect::<Result<_, _>>()?;
+        let hashed = digests.iter().filter(|d| d.1).count();
+        *self.last.lock().unwrap() = Work { listed: listing.len(), hashed };
+        let digest = if folder {
+            let mut h = blake3::Hasher::new();
+            for (l, (d, _)) in listing.iter().zip(&digests) {
+                h.update(l.rel.as_bytes());
+                h.update(&[0]);
+                h.update(d);
+            }
+            *h.finalize().as_bytes()
+        } else {
+            digests[0].0
+        };
+        if let Some(p) = record_path {
+            // Best-effort: a full disk or a read-only store only costs re-hashing next time.
+            let _ = write_record(&p, &encode(now, &signature, &digest, &listing, &digests));
+        }
+        Ok(digest)
+    }
+}
+
+fn hex(d: [u8; 32]) -> String {
+    blake3::Hash::from(d).to_hex().to_string()
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn record_name(root: &Path) -> String {
+    let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string()
+}
+
+fn single(path: &Path) -> Result<Listed, FileError> {
+    let m = std::fs::metadata(path).map_err(err(path))?;
+    Ok(Listed { rel: String::new(), path: path.to_path_buf(), stat: Stat::of(&m) })
+}
+
+/// Every regular file below `root`, sorted by relative path. Folders are read level by level, each level's
+/// folders in parallel (a `stat` per file is the whole cost of an unchanged dataset).
+fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
+    let mut files = vec![];
+    let mut frontier = vec![(root.to_path_buf(), String::new())];
+    while !frontier.is_empty() {
+        let level: Vec<(Vec<Listed>, Vec<(PathBuf, String)>)> =
+            frontier.par_iter().map(|(dir, rel)| read_level(dir, rel)).collect::<Result<_, _>>()?;
+        frontier = vec![];
+        for (f, d) in level {
+            files.extend(f);
+            frontier.extend(d);
+        }
+    }
+    files.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+    Ok(files)
+}
+
+type Level = (Vec<Listed>, Vec<(PathBuf, String)>);
+
+fn read_level(dir: &Path, rel: &str) -> Result<Level, FileError> {
+    let mut files = vec![];
+    let mut dirs = vec![];
+    for e in std::fs::read_dir(dir).map_err(err(dir))? {
+        let e = e.map_err(err(dir))?;
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let ft = e.file_type().map_err(err(&path))?;
+        // Symlinks are followed (a dataset folder of links to the real files is common).
+        let meta = if ft.is_symlink() { std::fs::metadata(&path) } else { e.metadata() }.map_err(err(&path))?;
+        if meta.is_dir() {
+            dirs.push((path, child));
+        } else {
+            files.push(Listed { rel: child, path, stat: Stat::of(&meta) });
+        }
+    }
+    Ok((files, dirs))
+}
+
+fn hash_file(path: &Path) -> Result<[u8; 32], FileError> {
+    let mut h = blake3::Hasher::new();
+    let f = std::fs::File::open(path).map_err(err(path))?;
+    h.update_reader(f).map_err(err(path))?;
+    Ok(*h.finalize().as_bytes())
+}
+
+fn signature(listing: &[Listed]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for l in listing {
+        h.update(l.rel.as_bytes());
+        h.update(&[0]);
+        for v in [l.stat.size, l.stat.mtime_ns as u64, l.stat.ctime_ns as u64, l.stat.ino] {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// `MAGIC, checksum of the rest [32], recorded_ns, signature [32], digest [32], n, n × (len u32, rel, size,
+/// mtime, ctime, ino, digest [32])`, integers little-endian.
+fn encode(recorded_ns: i64, signature: &[u8; 32], digest: &[u8; 32], listing: &[Listed], digests: &[([u8; 32], bool)]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(80 + listing.len() * 96);
+    body.extend_from_slice(&recorded_ns.to_le_bytes());
+    body.extend_from_slice(signature);
+    body.extend_from_slice(digest);
+    body.extend_from_slice(&(listing.len() as u64).to_le_bytes());
+    for (l, (d, _)) in listing.iter().zip(digests) {
+        body.extend_from_slice(&(l.rel.len() as u32).to_le_bytes());
+        body.extend_from_slice(l.rel.as_bytes());
+        for v in [l.stat.size, l.stat.mtime_ns as u64, l.stat.ctime_ns as u64, l.stat.ino] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(d);
+    }
+    let mut out = Vec::with_capacity(body.len() + 40);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(blake3::hash(&body).as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        (self.0.len() >= n).then(|| {
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            a
+        })
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn hash(&mut self) -> Option<[u8; 32]> {
+        self.take(32).map(|b| b.try_into().unwrap())
+    }
+}
+
+/// Decodes a record; `None` for anything torn, garbled or of another version (then it is simply not used).
+fn decode(bytes: &[u8]) -> Option<Record> {
+    let mut r = Reader(bytes);
+    if r.take(8)? != MAGIC {
+        return None;
+    }
+    let sum = r.hash()?;
+    if blake3::hash(r.0).as_bytes() != &sum {
+        return None;
+    }
+    let recorded_ns = r.u64()? as i64;
+    let signature = r.hash()?;
+    let digest = r.hash()?;
+    let n = r.u64()? as usize;
+    let mut entries = HashMap::with_capacity(n.min(r.0.len() / 68));
+    for _ in 0..n {
+        let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
+        let rel = std::str::from_utf8(r.take(len)?).ok()?.to_string();
+        let stat = Stat { size: r.u64()?, mtime_ns: r.u64()? as i64, ctime_ns: r.u64()? as i64, ino: r.u64()? };
+        entries.insert(rel, Entry { stat, digest: r.hash()? });
+    }
+    Some(Record { recorded_ns, signature, digest, entries })
+}
+
+fn write_record(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn age(path: &Path, secs: u64) {
+        let t = SystemTime::now() - Duration::from_secs(secs);
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, FileDigests) {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        std::fs::create_dir_all(data.join("a/b")).unwrap();
+        std::fs::write(data.join("x.txt"), b"one").unwrap();
+        std::fs::write(data.join("a/b/y.txt"), b"two").unwrap();
+        let fd = FileDigests::cached(d.path().join("cache"));
+        (d, data, fd)
+    }
+
+    #[test]
+    fn digest_is_content_only_and_matches_the_uncached_one() {
+        let (d, data, fd) = setup();
+        let a = fd.tree(&data).unwrap();
+        assert_eq!(a, FileDigests::uncached().tree(&data).unwrap());
+        // Another folder with the same content (other inodes, times) has the same digest.
+        let copy = d.path().join("copy");
+        std::fs::create_dir_all(copy.join("a/b")).unwrap();
+        std::fs::write(copy.join("x.txt"), b"one").unwrap();
+        std::fs::write(copy.join("a/b/y.txt"), b"two").unwrap();
+        assert_eq!(fd.tree(&copy).unwrap(), a);
+        std::fs::rename(copy.join("x.txt"), copy.join("z.txt")).unwrap();
+        assert_ne!(fd.tree(&copy).unwrap(), a, "names are content");
+        assert_eq!(fd.file(&data.join("x.txt")).unwrap(), blake3::hash(b"one").to_hex().to_string());
+    }
+
+    #[test]
+    fn settled_files_are_not_read_again_and_changes_are_seen() {
+        let (_d, data, fd) = setup();
+        age(&data.join("x.txt"), 60);
+        age(&data.join("a/b/y.txt"), 60);
+        // ctime is now: the first record is racy for both files, the second is taken later… still within
+        // RACY_NS of the ctime, so wait it out once.
+        let first = fd.tree(&data).unwrap();
+        assert_eq!(fd.last_work().hashed, 2);
+        std::thread::sleep(Duration::from_nanos(RACY_NS as u64 + 50_000_000));
+        assert_eq!(fd.tree(&data).unwrap(), first);
+        assert_eq!(fd.last_work(), Work { listed: 2, hashed: 2 }, "racy entries are re-hashed once");
+        assert_eq!(fd.tree(&data).unwrap(), first);
+        assert_eq!(fd.last_work(), Work { listed: 2, hashed: 0 }, "settled entries are trusted");
+        // Same size, mtime put back: ctime still moves, so the file is read again.
+        std::fs::write(data.join("x.txt"), b"ONE").unwrap();
+        age(&data.join("x.txt"), 60);
+        let changed = fd.tree(&data).unwrap();
+        assert_ne!(changed, first);
+        assert_eq!(fd.last_work().hashed, 1, "only the changed file is read");
+    }
+
+    #[test]
+    fn racy_rule() {
+        let s = Stat { size: 1, mtime_ns: 10 * RACY_NS, ctime_ns: 10 * RACY_NS, ino: 1 };
+        assert!(!s.settled_at(10 * RACY_NS), "modified at the moment of the record");
+        assert!(!s.settled_at(11 * RACY_NS - 1), "within the granularity window");
+        assert!(s.settled_at(11 * RACY_NS));
+        let late_ctime = Stat { ctime_ns: 20 * RACY_NS, ..s };
+        assert!(!late_ctime.settled_at(15 * RACY_NS), "ctime counts as well as mtime");
+    }
+
+    #[test]
+    fn a_garbled_record_is_ignored_not_trusted() {
+        let (d, data, fd) = setup();
+        let good = fd.tree(&data).unwrap();
+        let cache = d.path().join("cache");
+        let rec = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+        let mut b = std::fs::read(&rec).unwrap();
+        let n = b.len();
+        b[n - 1] ^= 1;
+        std::fs::write(&rec, &b).unwrap();
+        assert!(decode(&b).is_none());
+        std::fs::write(&rec, &b[..n / 2]).unwrap();
+        assert!(decode(&b[..n / 2]).is_none());
+        assert_eq!(fd.tree(&data).unwrap(), good);
+        assert_eq!(fd.last_work().hashed, 2);
+    }
+
+    #[test]
+    fn missing_root_names_the_path() {
+        let fd = FileDigests::uncached();
+        let e = fd.tree(Path::new("/nonexistent/polyflow-data")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/polyflow-data:"), "{e}");
+    }
+}
