@@ -31,6 +31,7 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     assert!(out.contains("Would remove job directory") && stale_job.exists(), "{out}");
     // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob.
     assert!(out.contains("Would free 2 artifacts, 1 blobs"), "{out}");
+    assert_eq!(out.matches("an earlier version of node `b`").count(), 2, "gc names the nodes: {out}");
     assert!(out.contains("--yes"));
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--yes"]);
     assert!(out.contains("Removed 2 artifacts"), "{out}");
@@ -118,4 +119,28 @@ fn an_empty_pipeline_is_an_error_and_creates_no_store() {
     std::fs::write(d.path().join("nodes.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
     std::fs::write(d.path().join("top.toml"), "include = [\"nodes.toml\"]\n").unwrap();
     assert_eq!(pf(d.path(), &["run", "top.toml"]).0, 0);
+}
+
+#[test]
+fn why_shows_the_root_cause_chain_and_the_nodes_own_damage() {
+    let d = tempfile::tempdir().unwrap();
+    let chain = "[node.a]\nkind = \"value\"\nvalue = 1\n[node.b]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"a\" }\n[node.c]\nkind = \"value\"\nvalue = 3\ninputs = { after = \"b\" }\n";
+    std::fs::write(d.path().join("p.toml"), chain).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    // `b`'s own blob goes missing, and `a` changes upstream.
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let b_key = rows.iter().find(|r| r["id"] == "b").unwrap()["key"].as_str().unwrap().to_string();
+    let store = polyflow::store::Store::open(&d.path().join(".polyflow")).unwrap();
+    let m = store.index().unwrap().artifact(&b_key).unwrap().unwrap();
+    std::fs::remove_file(store.blobs.path(&m.files["value.json"].digest)).unwrap();
+    std::fs::write(d.path().join("p.toml"), chain.replace("value = 1", "value = 5")).unwrap();
+    let (code, out, _) = pf(d.path(), &["status", "p.toml", "--why", "c"]);
+    assert_eq!(code, 0);
+    let want = ["c (value): stale", "  - waits on b", "    b (value): stale", "      - waits on a", "        a (value): stale", "          - value changed 1 → 5", "      - artifact file `value.json` missing from the store"];
+    let mut at = 0;
+    for w in want {
+        let found = out[at..].find(w).unwrap_or_else(|| panic!("`{w}` not found in order in:\n{out}"));
+        at += found;
+    }
 }

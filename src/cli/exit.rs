@@ -8,7 +8,8 @@ pub const NODE_FAILED: i32 = 1;
 pub const USAGE: i32 = 2;
 /// The store is locked by another `polyflow run` (use `--wait` to wait for it).
 pub const LOCKED: i32 = 3;
-/// The store could not be read or written (I/O, index error), or `verify` found damage.
+/// The store could not be read or written (I/O, index error, a full disk — also when a node's artifact could
+/// not be written), or `verify` found damage.
 pub const STORE: i32 = 4;
 /// Interrupted by Ctrl-C (SIGINT) while running: nodes that were running are not cached, those that finished
 /// are; submitted Slurm jobs were cancelled or, with `--keep-jobs`, left running for the next `run` to re-attach to.

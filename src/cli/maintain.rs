@@ -158,9 +158,19 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     for d in &drop_jobs {
         println!("{:>12} job directory {}", if yes { "Removing" } else { "Would remove" }, d.display());
     }
-    let freed: u64 = drop_blobs.iter().map(|b| b.1).sum();
+    let damaged = store.blobs.damaged();
+    for (p, size) in &damaged {
+        println!("{:>12} damaged blob {} ({}), moved aside when found", if yes { "Removing" } else { "Would remove" }, p.display(), fmt_bytes(*size));
+    }
+    let freed: u64 = drop_blobs.iter().map(|b| b.1).sum::<u64>() + damaged.iter().map(|d| d.1).sum::<u64>();
     for (k, size) in &drop_keys {
-        println!("{:>12} artifact {} ({})", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
+        // Name the node; every dropped key is one no named pipeline computes now.
+        let what = match index.producer(k) {
+            Some(id) if ids.contains(&id) => format!("an earlier version of node `{id}`"),
+            Some(id) => format!("node `{id}`, no longer in these pipelines"),
+            None => "no longer referenced by any of these pipelines".to_string(),
+        };
+        println!("{:>12} artifact {} ({}): {what}", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
     }
     println!(
         "{:>12} {} artifacts, {} blobs, {}",
@@ -180,7 +190,10 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
         for d in &drop_jobs {
             std::fs::remove_dir_all(d).map_err(|e| CliError::Other(format!("error: {}: {e}", d.display()), exit::STORE))?;
         }
-    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() {
+        for (p, _) in &damaged {
+            std::fs::remove_file(p).map_err(|e| CliError::Other(format!("error: {}: {e}", p.display()), exit::STORE))?;
+        }
+    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() || !damaged.is_empty() {
         println!("run again with --yes to delete");
     }
     Ok(exit::OK)

@@ -383,6 +383,8 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     materialize(&g, &store, &opts, &summary, !a.json)?;
     if summary.failed.is_empty() {
         Ok(exit::OK)
+    } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Store) {
+        Ok(exit::STORE)
     } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Input) {
         Ok(exit::USAGE)
     } else {

@@ -76,6 +76,24 @@ fn in_flight(store_root: &std::path::Path, sel: &[usize], a: &BTreeMap<usize, cr
         .collect()
 }
 
+/// Prints node `i`'s reasons at `depth`, then, for each upstream it waits on, that node and its reasons (each
+/// node once), so `--why` reaches the parameter or file that changed.
+fn explain_reasons(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, depth: usize, seen: &mut std::collections::BTreeSet<usize>) {
+    let pad = "    ".repeat(depth - 1);
+    for r in &a[&i].reasons {
+        println!("{pad}  - {r}");
+        let crate::fingerprint::DirtyReason::UpstreamPending { upstream } = r else { continue };
+        for u in upstream {
+            let Some(&j) = g.by_id.get(u) else { continue };
+            let Some(s) = a.get(&j) else { continue };
+            if seen.insert(j) {
+                println!("{pad}    {} ({}): {}", u, g.nodes[j].stage.kind(), s.state);
+                explain_reasons(g, a, j, depth + 1, seen);
+            }
+        }
+    }
+}
+
 /// `status`.
 pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
@@ -97,9 +115,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
             return Err(CliError::Other(format!("error: `{w}` is not selected"), exit::USAGE));
         };
         println!("{} ({}): {}", w, g.nodes[i].stage.kind(), s.state);
-        for r in &s.reasons {
-            println!("  - {r}");
-        }
+        // Each reason; a node waiting on stale upstream nodes is explained down to the root causes.
+        let mut seen = std::collections::BTreeSet::from([i]);
+        explain_reasons(&g, &a, i, 1, &mut seen);
         if let Some(k) = &s.key {
             println!("  key: {k}");
         }

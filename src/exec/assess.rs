@@ -128,6 +128,14 @@ pub fn decide(
     let fp = match fp {
         Err(pending) => {
             a.reasons.push(DirtyReason::UpstreamPending { upstream: pending });
+            // Its own damage is worth knowing too (it would re-run even if the upstream came back identical).
+            if let Some(m) = a.record.as_ref().and_then(|r| index.artifact(&r.key).ok().flatten()) {
+                match store.check(&m) {
+                    Some((file, BlobState::Missing)) => a.reasons.push(DirtyReason::ArtifactMissing { file }),
+                    Some((file, _)) => a.reasons.push(DirtyReason::ArtifactCorrupt { file }),
+                    None => {}
+                }
+            }
             if a.failure.is_some() {
                 a.state = State::Failed;
             }

@@ -10,9 +10,9 @@
 //! is taken later). ctime cannot be set by users, so `touch -d` back to an old mtime is still seen.
 //!
 //! **Records.** One file per folder (or file) hashed, in the cache folder, named by the blake3 of its absolute
-//! path: a header (when it was taken, a signature of every stat, the folder's digest) and one entry per file.
-//! When the signature of the current stats equals the record's and no entry is racy, the folder's digest is
-//! taken from the header without decoding the entries. Records are written to a temp file and renamed, carry
+//! path: a header (when it was taken, a signature of every path and stat, the folder's digest) and one entry per
+//! file. When the signature of the current stats equals the record's and no entry is racy, the folder's digest
+//! is taken from the header alone (the entries are neither read nor sorted). Records are written to a temp file and renamed, carry
 //! a checksum (a torn or garbled record is ignored, never trusted) and are best-effort: a full disk or a
 //! read-only store only costs re-hashing.
 //!
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// Files whose mtime or ctime is this close to (or after) the moment their record was taken are re-hashed.
 pub const RACY_NS: i64 = 2_000_000_000;
 
-const MAGIC: &[u8; 8] = b"PFSTAT1\n";
+const MAGIC: &[u8; 8] = b"PFSTAT2\n";
 
 /// A file that could not be listed or read.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +91,6 @@ struct Entry {
 /// A decoded record.
 struct Record {
     recorded_ns: i64,
-    signature: [u8; 32],
-    digest: [u8; 32],
     entries: HashMap<String, Entry>,
 }
 
@@ -142,17 +140,19 @@ impl FileDigests {
 
     fn digest(&self, root: &Path, folder: bool) -> Result<[u8; 32], FileError> {
         let now = now_ns();
-        let listing = if folder { walk(root)? } else { vec![single(root)?] };
+        let mut listing = if folder { walk(root)? } else { vec![single(root)?] };
         let signature = signature(&listing);
         let newest = listing.iter().map(|l| l.stat.mtime_ns.max(l.stat.ctime_ns)).max().unwrap_or(i64::MIN);
         let record_path = self.cache.as_ref().map(|c| c.join(record_name(root)));
-        let old = record_path.as_deref().and_then(|p| std::fs::read(p).ok()).and_then(|b| decode(&b));
-        if let Some(r) = &old {
-            if r.signature == signature && newest.saturating_add(RACY_NS) <= r.recorded_ns {
+        // The common case: nothing changed since the record was taken. Only its header is read.
+        if let Some(h) = record_path.as_deref().and_then(read_header) {
+            if h.signature == signature && newest.saturating_add(RACY_NS) <= h.recorded_ns {
                 *self.last.lock().unwrap() = Work { listed: listing.len(), hashed: 0 };
-                return Ok(r.digest);
+                return Ok(h.digest);
             }
         }
+        listing.par_sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+        let old = record_path.as_deref().and_then(|p| std::fs::read(p).ok()).and_then(|b| decode(&b));
         let known = |l: &Listed| {
             let e = old.as_ref()?.entries.get(&l.rel)?;
             (e.stat == l.stat && l.stat.settled_at(old.as_ref()?.recorded_ns)).then_some(e.digest)
@@ -203,7 +203,7 @@ fn single(path: &Path) -> Result<Listed, FileError> {
     Ok(Listed { rel: String::new(), path: path.to_path_buf(), stat: Stat::of(&m) })
 }
 
-/// Every regular file below `root`, sorted by relative path. Folders are read level by level, each level's
+/// Every regular file below `root`, in no particular order. Folders are read level by level, each level's
 /// folders in parallel (a `stat` per file is the whole cost of an unchanged dataset).
 fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
     let mut files = vec![];
@@ -217,7 +217,6 @@ fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
             frontier.extend(d);
         }
     }
-    files.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
     Ok(files)
 }
 
@@ -250,26 +249,49 @@ fn hash_file(path: &Path) -> Result<[u8; 32], FileError> {
     Ok(*h.finalize().as_bytes())
 }
 
+/// A digest of every (path, stat) of a listing, independent of its order (so the common case needs no sort):
+/// the lane-wise wrapping sum of each entry's blake3.
 fn signature(listing: &[Listed]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    for l in listing {
-        h.update(l.rel.as_bytes());
-        h.update(&[0]);
-        for v in [l.stat.size, l.stat.mtime_ns as u64, l.stat.ctime_ns as u64, l.stat.ino] {
-            h.update(&v.to_le_bytes());
-        }
+    let sum = listing
+        .par_iter()
+        .map(|l| {
+            let mut h = blake3::Hasher::new();
+            h.update(l.rel.as_bytes());
+            h.update(&[0]);
+            let mut b = [0u8; 32];
+            for (k, v) in [l.stat.size, l.stat.mtime_ns as u64, l.stat.ctime_ns as u64, l.stat.ino].into_iter().enumerate() {
+                b[k * 8..k * 8 + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            h.update(&b);
+            lanes(h.finalize().as_bytes())
+        })
+        .reduce(|| [0u64; 4], |a, b| [0, 1, 2, 3].map(|k| a[k].wrapping_add(b[k])));
+    let mut out = [0u8; 32];
+    for (k, v) in sum.iter().enumerate() {
+        out[k * 8..k * 8 + 8].copy_from_slice(&v.to_le_bytes());
     }
-    *h.finalize().as_bytes()
+    out
 }
 
-/// `MAGIC, checksum of the rest [32], recorded_ns, signature [32], digest [32], n, n × (len u32, rel, size,
-/// mtime, ctime, ino, digest [32])`, integers little-endian.
+fn lanes(b: &[u8; 32]) -> [u64; 4] {
+    [0, 1, 2, 3].map(|k| u64::from_le_bytes(b[k * 8..k * 8 + 8].try_into().unwrap()))
+}
+
+/// The fixed-size start of a record.
+struct Header {
+    recorded_ns: i64,
+    signature: [u8; 32],
+    digest: [u8; 32],
+    n: u64,
+    body_sum: [u8; 32],
+}
+
+/// `MAGIC`, header (`recorded_ns`, signature, digest, entry count, checksum of the body), checksum of the header,
+/// then the body: per entry `len u32, rel, size, mtime, ctime, ino, digest [32]`; integers little-endian.
+const HEADER_LEN: usize = 8 + 32 + 32 + 8 + 32;
+
 fn encode(recorded_ns: i64, signature: &[u8; 32], digest: &[u8; 32], listing: &[Listed], digests: &[([u8; 32], bool)]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(80 + listing.len() * 96);
-    body.extend_from_slice(&recorded_ns.to_le_bytes());
-    body.extend_from_slice(signature);
-    body.extend_from_slice(digest);
-    body.extend_from_slice(&(listing.len() as u64).to_le_bytes());
+    let mut body = Vec::with_capacity(listing.len() * 96);
     for (l, (d, _)) in listing.iter().zip(digests) {
         body.extend_from_slice(&(l.rel.len() as u32).to_le_bytes());
         body.extend_from_slice(l.rel.as_bytes());
@@ -278,11 +300,39 @@ fn encode(recorded_ns: i64, signature: &[u8; 32], digest: &[u8; 32], listing: &[
         }
         body.extend_from_slice(d);
     }
-    let mut out = Vec::with_capacity(body.len() + 40);
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(&recorded_ns.to_le_bytes());
+    header.extend_from_slice(signature);
+    header.extend_from_slice(digest);
+    header.extend_from_slice(&(listing.len() as u64).to_le_bytes());
+    header.extend_from_slice(blake3::hash(&body).as_bytes());
+    let mut out = Vec::with_capacity(8 + HEADER_LEN + 32 + body.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(blake3::hash(&body).as_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(blake3::hash(&header).as_bytes());
     out.extend_from_slice(&body);
     out
+}
+
+fn parse_header(bytes: &[u8]) -> Option<Header> {
+    let mut r = Reader(bytes);
+    if r.take(8)? != MAGIC {
+        return None;
+    }
+    let header = r.take(HEADER_LEN)?;
+    if blake3::hash(header).as_bytes() != r.take(32)? {
+        return None;
+    }
+    let mut h = Reader(header);
+    Some(Header { recorded_ns: h.u64()? as i64, signature: h.hash()?, digest: h.hash()?, n: h.u64()?, body_sum: h.hash()? })
+}
+
+/// Reads and checks only the header of the record at `path`.
+fn read_header(path: &Path) -> Option<Header> {
+    use std::io::Read;
+    let mut buf = [0u8; 8 + HEADER_LEN + 32];
+    std::fs::File::open(path).ok()?.read_exact(&mut buf).ok()?;
+    parse_header(&buf)
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -305,26 +355,19 @@ impl<'a> Reader<'a> {
 
 /// Decodes a record; `None` for anything torn, garbled or of another version (then it is simply not used).
 fn decode(bytes: &[u8]) -> Option<Record> {
-    let mut r = Reader(bytes);
-    if r.take(8)? != MAGIC {
+    let h = parse_header(bytes)?;
+    let mut r = Reader(bytes.get(8 + HEADER_LEN + 32..)?);
+    if blake3::hash(r.0).as_bytes() != &h.body_sum {
         return None;
     }
-    let sum = r.hash()?;
-    if blake3::hash(r.0).as_bytes() != &sum {
-        return None;
-    }
-    let recorded_ns = r.u64()? as i64;
-    let signature = r.hash()?;
-    let digest = r.hash()?;
-    let n = r.u64()? as usize;
-    let mut entries = HashMap::with_capacity(n.min(r.0.len() / 68));
-    for _ in 0..n {
+    let mut entries = HashMap::with_capacity((h.n as usize).min(r.0.len() / 68));
+    for _ in 0..h.n {
         let len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
         let rel = std::str::from_utf8(r.take(len)?).ok()?.to_string();
         let stat = Stat { size: r.u64()?, mtime_ns: r.u64()? as i64, ctime_ns: r.u64()? as i64, ino: r.u64()? };
         entries.insert(rel, Entry { stat, digest: r.hash()? });
     }
-    Some(Record { recorded_ns, signature, digest, entries })
+    Some(Record { recorded_ns: h.recorded_ns, entries })
 }
 
 fn write_record(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

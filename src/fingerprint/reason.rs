@@ -77,17 +77,42 @@ pub enum DirtyReason {
     },
 }
 
-fn short(v: &serde_json::Value) -> String {
-    let s = match v {
+fn render(v: &serde_json::Value) -> String {
+    match v {
         serde_json::Value::Null => "(unset)".to_string(),
         serde_json::Value::String(s) => format!("{s:?}"),
         other => other.to_string(),
-    };
-    if s.len() > 60 {
-        format!("{}…", &s[..57])
-    } else {
-        s
     }
+}
+
+/// At most `n` characters of `s`, marked with `…` where cut.
+fn head(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+/// Both values as shown in a reason: whole when short; otherwise each is cut to the part where they start to
+/// differ (a few characters of common context kept), so the change is always visible.
+fn shown_pair(old: &serde_json::Value, new: &serde_json::Value) -> (String, String) {
+    const MAX: usize = 60;
+    let (a, b) = (render(old), render(new));
+    if a.chars().count() <= MAX && b.chars().count() <= MAX {
+        return (a, b);
+    }
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let skip = common.saturating_sub(12);
+    let cut = |s: &str| {
+        let rest: String = s.chars().skip(skip).collect();
+        let rest = head(&rest, MAX);
+        if skip > 0 {
+            format!("…{rest}")
+        } else {
+            rest
+        }
+    };
+    (cut(&a), cut(&b))
 }
 
 impl std::fmt::Display for DirtyReason {
@@ -96,7 +121,8 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::NeverRun => write!(f, "never run"),
             DirtyReason::Forced => write!(f, "forced"),
             DirtyReason::ParamChanged { param, old, new } => {
-                write!(f, "{param} changed {} → {}", short(old), short(new))
+                let (a, b) = shown_pair(old, new);
+                write!(f, "{param} changed {a} → {b}")
             }
             DirtyReason::InputChanged { slot, upstream } => {
                 write!(f, "input `{slot}` ({upstream}) changed")
@@ -117,11 +143,11 @@ impl std::fmt::Display for DirtyReason {
                 write!(f, "artifact file `{file}` missing from the store")
             }
             DirtyReason::ArtifactCorrupt { file } => {
-                write!(f, "artifact file `{file}` is corrupt (checksum mismatch)")
+                write!(f, "artifact file `{file}` is damaged (wrong size or checksum)")
             }
             DirtyReason::Failed { error } => {
                 let first = error.lines().next().unwrap_or("");
-                write!(f, "last run failed: {first}")
+                write!(f, "last run failed: {}", head(first, 300))
             }
             DirtyReason::Other { detail } => write!(f, "{detail}"),
         }
@@ -136,6 +162,12 @@ fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out
             for k in keys {
                 let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 diff_json(&p, a.get(k).unwrap_or(&J::Null), b.get(k).unwrap_or(&J::Null), out);
+            }
+        }
+        // Lists of the same length (an argv, a list of sizes): name the elements that changed.
+        (J::Array(a), J::Array(b)) if a.len() == b.len() && a.len() > 1 => {
+            for (k, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_json(&format!("{prefix}[{k}]"), x, y, out);
             }
         }
         _ if old != new => out.push(DirtyReason::ParamChanged { param: prefix.to_string(), old: old.clone(), new: new.clone() }),
@@ -187,4 +219,37 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
         out.push(DirtyReason::Other { detail: "key changed".into() });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_long_changed_argv_shows_the_differing_part() {
+        let base = "python train.py --data /very/long/path/to/the/dataset/folder/of/this/project --epochs";
+        let old = json!([format!("{base} 10")]);
+        let new = json!([format!("{base} 20")]);
+        let mut out = vec![];
+        diff_json("run", &old, &new, &mut out);
+        let shown = out[0].to_string();
+        assert!(shown.contains("10\"") && shown.contains("20\""), "{shown}");
+        assert!(shown.starts_with("run changed …"), "{shown}");
+    }
+
+    #[test]
+    fn lists_of_equal_length_name_the_changed_element() {
+        let mut out = vec![];
+        diff_json("run", &json!(["sh", "-c", "echo a"]), &json!(["sh", "-c", "echo b"]), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to_string(), "run[2] changed \"echo a\" → \"echo b\"");
+    }
+
+    #[test]
+    fn cutting_respects_characters() {
+        let (a, b) = shown_pair(&json!("é".repeat(100)), &json!(format!("{}x", "é".repeat(99))));
+        assert!(a.starts_with('…') && b.ends_with("x\""), "{a} / {b}");
+        assert!(head(&"ü".repeat(400), 300).ends_with('…'));
+    }
 }

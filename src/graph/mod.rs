@@ -45,8 +45,58 @@ pub struct Graph {
     pub executor: crate::spec::ExecutorSpec,
 }
 
+/// Checks the overrides of the profiles not in use: every key a parameter of the kind, every value of its type
+/// (values with a `{…}` template are checked once expanded, when the profile is used).
+fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
+    let src = &p.sources;
+    for d in &p.dormant {
+        let Some(kind) = &d.kind else { continue };
+        let Some(stage) = reg.get(kind) else {
+            return Err(SpecError::at(src, d.span, K::UnknownKind, format!("profile `{}`: unknown node kind `{kind}`", d.profile))
+                .help(format!("{} (`polyflow kinds` lists them)", suggest(kind, reg.kinds()))));
+        };
+        let specs = stage.params();
+        for (k, e) in &d.entries {
+            if crate::spec::NOT_PARAMS.contains(&k.as_str()) {
+                continue;
+            }
+            let Some(spec) = specs.iter().find(|s| s.name == k) else {
+                return Err(SpecError::at(
+                    src,
+                    e.key_span,
+                    K::UnknownKey,
+                    format!("profile `{}`: unknown parameter `{k}` for kind `{kind}`", d.profile),
+                )
+                .help(suggest(k, specs.iter().map(|s| s.name))));
+            };
+            let v = e.value.to_json();
+            if v.as_str().is_some_and(|s| s.contains('{')) {
+                continue;
+            }
+            match spec.ty.check(&v) {
+                Ok(_) => {}
+                Err(Mismatch::Type(exp)) => {
+                    return Err(SpecError::at(
+                        src,
+                        e.value.span,
+                        K::WrongType,
+                        format!("profile `{}`: `{k}` must be {exp}, found {}", d.profile, e.value.value.type_name()),
+                    )
+                    .help(spec.doc.to_string()))
+                }
+                Err(Mismatch::Range(why)) => {
+                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("profile `{}`: `{k}`: {why}", d.profile))
+                        .help(spec.doc.to_string()))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Validates `p` against `reg` and builds the DAG.
 pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
+    check_dormant(&p, reg)?;
     let src = &p.sources;
     let mut by_id = HashMap::new();
     for (i, n) in p.nodes.iter().enumerate() {

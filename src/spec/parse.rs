@@ -85,6 +85,23 @@ pub struct Pipeline {
     pub executor: BTreeMap<String, Entry>,
     /// The command-line overrides applied (`--config`, `--set`), so that jobs rebuild the same pipeline.
     pub overlay: Overlay,
+    /// The overrides of every profile not in use, so that the graph builder checks them too (a typo in
+    /// `[profile.paper…]` is an error today, not on the day someone runs the paper profile).
+    pub dormant: Vec<DormantOverride>,
+}
+
+/// One `[profile.NAME.node.ID]` or `[profile.NAME.kind.KIND]` table of a profile not in use.
+#[derive(Debug, Clone)]
+pub struct DormantOverride {
+    /// The profile.
+    pub profile: String,
+    /// The kind whose parameters the keys must be (the node's kind for a node override); `None` when the node's
+    /// declaration has no usable `kind` (reported elsewhere).
+    pub kind: Option<String>,
+    /// Span of the table's header key.
+    pub span: Span,
+    /// The overrides.
+    pub entries: BTreeMap<String, Entry>,
 }
 
 struct Decl {
@@ -120,6 +137,8 @@ const RESOURCES: &str = "resources";
 /// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
 const SEEDS: &str = "seeds";
 const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
+/// Keys of a node table that are not stage parameters.
+pub const NOT_PARAMS: &[&str] = &["kind", "inputs", "matrix", RESOURCES, SEEDS];
 /// The largest pipeline file (or include) read.
 const MAX_FILE_BYTES: u64 = 16 << 20;
 /// The most nodes one declaration may expand to (matrix values × seeds).
@@ -379,6 +398,17 @@ impl Loader {
                 }
             }
         }
+        let mut dormant = vec![];
+        for (pname, decl) in self.profiles.iter().filter(|(n, _)| Some(n.as_str()) != profile) {
+            for (target, span, entries) in &decl.nodes {
+                let d = self.decls.iter().find(|d| d.id == *target || target.starts_with(&format!("{}.", d.id)));
+                let kind = d.and_then(|d| d.table.get("kind")).and_then(|e| e.value.as_str()).map(str::to_string);
+                dormant.push(DormantOverride { profile: pname.clone(), kind, span: *span, entries: entries.clone() });
+            }
+            for (kind, span, entries) in &decl.kinds {
+                dormant.push(DormantOverride { profile: pname.clone(), kind: Some(kind.clone()), span: *span, entries: entries.clone() });
+            }
+        }
         let mut seed = self.seed.map(|s| s.0).unwrap_or(0);
         let mut node_over: Vec<(String, Span, BTreeMap<String, Entry>)> = vec![];
         let mut kind_over: Vec<(String, Span, BTreeMap<String, Entry>)> = vec![];
@@ -488,6 +518,7 @@ impl Loader {
             groups,
             executor: self.executor,
             overlay: overlay.clone(),
+            dormant,
         })
     }
 

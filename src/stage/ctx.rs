@@ -100,14 +100,15 @@ impl ArtifactWriter {
 
     /// Adds file `name` with `bytes`.
     pub fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), StageError> {
-        let digest = self.store.blobs.put(bytes).map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
+        let digest = self.store.blobs.put(bytes).map_err(|e| StageError::store(format!("writing `{name}`: {e}"), e.is_disk_full()))?;
         self.files.insert(name.to_string(), FileEntry { digest, size: bytes.len() as u64 });
         Ok(())
     }
 
     /// Adds file `name` from a stream (written with constant memory).
     pub fn put_reader(&mut self, name: &str, r: impl std::io::Read) -> Result<(), StageError> {
-        let (digest, size) = self.store.blobs.put_reader(r).map_err(|e| StageError::failed(format!("writing `{name}`: {e}")))?;
+        let (digest, size) =
+            self.store.blobs.put_reader(r).map_err(|e| StageError::store(format!("writing `{name}`: {e}"), e.is_disk_full()))?;
         self.files.insert(name.to_string(), FileEntry { digest, size });
         Ok(())
     }

@@ -66,6 +66,9 @@ pub enum FailureClass {
     Input,
     /// The node's work failed: exit code 1.
     Failed,
+    /// The store could not be written (a full disk, an I/O error): exit code 4. Nothing half-written is
+    /// committed: the blobs already written stay unreferenced until `gc`.
+    Store,
 }
 
 /// A stage failure.
@@ -86,6 +89,14 @@ impl StageError {
     /// A work failure.
     pub fn failed(message: impl Into<String>) -> Self {
         StageError { class: FailureClass::Failed, message: message.into() }
+    }
+    /// The store could not be written; a full disk gets a hint on how to free space.
+    pub fn store(message: impl Into<String>, full: bool) -> Self {
+        let mut message = message.into();
+        if full {
+            message.push_str("; the disk holding the store is full: free space (`polyflow gc FILE --yes` deletes what no pipeline uses) and run again");
+        }
+        StageError { class: FailureClass::Store, message }
     }
 }
 

@@ -141,6 +141,15 @@ impl BlobStore {
         Some(to)
     }
 
+    /// Blobs moved aside by [`Self::quarantine`]: (path, size).
+    pub fn damaged(&self) -> Vec<(PathBuf, u64)> {
+        let Some(dir) = self.dir.parent().map(|r| r.join("damaged")) else { return vec![] };
+        let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+        let mut out: Vec<(PathBuf, u64)> = rd.flatten().map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))).collect();
+        out.sort();
+        out
+    }
+
     /// Checks presence, size and checksum of a blob without keeping its bytes (reads it all).
     pub fn check(&self, digest: &str, size: u64) -> BlobState {
         let path = self.path(digest);

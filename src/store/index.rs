@@ -1,4 +1,5 @@
-//! The sled index: artifact manifests by key, the last record per node id, and failures.
+//! The sled index: artifact manifests by key, the last record per node id, failures, and which node last
+//! produced each key (so `gc` can name what it deletes).
 //!
 //! The index is opened briefly and closed when idle so that a long run never stops `status` from reading it
 //! (sled takes an exclusive file lock while open). [`Index::open`] retries while another process holds it.
@@ -29,6 +30,7 @@ pub struct Index {
     artifacts: sled::Tree,
     records: sled::Tree,
     failures: sled::Tree,
+    producers: sled::Tree,
 }
 
 impl Index {
@@ -39,7 +41,13 @@ impl Index {
             match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
                 Ok(db) => {
                     let t = |n: &str| db.open_tree(n).map_err(|e| StoreError::Index(e.to_string()));
-                    return Ok(Index { artifacts: t("artifacts")?, records: t("records")?, failures: t("failures")?, db });
+                    return Ok(Index {
+                        artifacts: t("artifacts")?,
+                        records: t("records")?,
+                        failures: t("failures")?,
+                        producers: t("producers")?,
+                        db,
+                    });
                 }
                 Err(sled::Error::Io(e)) if start.elapsed() < wait && is_lock_error(&e) => {
                     std::thread::sleep(Duration::from_millis(15));
@@ -78,6 +86,7 @@ impl Index {
         let e = |e: sled::Error| StoreError::Index(e.to_string());
         self.artifacts.insert(key.as_bytes(), serde_json::to_vec(manifest).expect("json")).map_err(e)?;
         self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).expect("json")).map_err(e)?;
+        self.producers.insert(key.as_bytes(), record.id.as_bytes()).map_err(e)?;
         self.failures.remove(record.id.as_bytes()).map_err(e)?;
         self.db.flush().map_err(e)?;
         Ok(())
@@ -94,7 +103,13 @@ impl Index {
     /// Removes the artifact entry of `key` (e.g. found corrupt).
     pub fn forget_artifact(&self, key: &str) -> Result<(), StoreError> {
         self.artifacts.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
+        self.producers.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
+    }
+
+    /// The node id that last produced `key` (`None` for artifacts committed before this was recorded).
+    pub fn producer(&self, key: &str) -> Option<String> {
+        self.producers.get(key.as_bytes()).ok().flatten().and_then(|v| String::from_utf8(v.to_vec()).ok())
     }
 
     /// All (key, manifest) pairs.
