@@ -23,7 +23,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let store = Store::open(&c.store)?;
     let sel = g.select(&[node.to_string()])?;
     let a = {
-        let index = store.index()?;
+        let index = store.index_read()?;
         assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
     };
     let s = &a[&i];
@@ -202,7 +202,7 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
 /// `verify`: checks every blob of every artifact.
 pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     let store = Store::open(store_dir)?;
-    let index = store.index()?;
+    let index = store.index_read()?;
     let mut bad = 0;
     let mut n = 0;
     for (k, m) in index.artifacts() {

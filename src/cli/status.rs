@@ -25,7 +25,7 @@ fn assess(
         }
     }
     let store = Store::open(&c.store)?;
-    let index = store.index()?;
+    let index = store.index_read()?;
     let env = env_of(g, &c.backend);
     let forced: Vec<usize> = force.iter().map(|f| g.by_id[f]).collect();
     let a = assess_all(g, &sel, &store, &index, &env, &|i| force_all || forced.contains(&i));

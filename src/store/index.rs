@@ -31,11 +31,43 @@ pub struct Index {
     records: sled::Tree,
     failures: sled::Tree,
     producers: sled::Tree,
+    /// For [`Index::open_read_only`] on a full disk: the temporary copy opened instead (removed on drop, after
+    /// the trees above: fields drop in order).
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl Index {
     /// Opens (creating) the index at `dir`, waiting up to `wait` while another process holds it.
     pub fn open(dir: &Path, wait: Duration) -> Result<Index, StoreError> {
+        match Self::open_once(dir, wait) {
+            // sled leaves an empty `snap.*.generating` file behind when it cannot write a snapshot (a full disk)
+            // and then refuses to open ("Read corrupted data"): remove those and try once more.
+            Err(StoreError::Index(m)) if remove_empty_snapshots(dir) > 0 => {
+                Self::open_once(dir, wait).map_err(|e| if m.contains("No space left") { StoreError::Index(m) } else { e })
+            }
+            r => r,
+        }
+    }
+
+    /// Opens the index for reading (`status`, `plan`, `verify`, `show`): as [`Index::open`], but on a full
+    /// disk — where sled cannot open anything, since opening writes — a copy in memory (`/dev/shm`) or the
+    /// temp folder is opened instead, so read-only commands keep working. Writes to that copy are lost.
+    pub fn open_read_only(dir: &Path, wait: Duration) -> Result<Index, StoreError> {
+        match Self::open(dir, wait) {
+            Err(e) if e.is_disk_full() => {
+                remove_empty_snapshots(dir);
+                let shm = Path::new("/dev/shm");
+                let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.map_err(|_| e.clone_msg())?;
+                copy_dir(dir, tmp.path()).map_err(|_| e.clone_msg())?;
+                let mut ix = Self::open_once(tmp.path(), wait)?;
+                ix._copy = Some(tmp);
+                Ok(ix)
+            }
+            r => r,
+        }
+    }
+
+    fn open_once(dir: &Path, wait: Duration) -> Result<Index, StoreError> {
         let start = Instant::now();
         loop {
             match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
@@ -47,6 +79,7 @@ impl Index {
                         failures: t("failures")?,
                         producers: t("producers")?,
                         db,
+                        _copy: None,
                     });
                 }
                 Err(sled::Error::Io(e)) if start.elapsed() < wait && is_lock_error(&e) => {
@@ -131,6 +164,37 @@ impl Index {
         self.db.flush().map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Removes the empty `snap.*.generating` files an interrupted snapshot write left; returns how many.
+fn remove_empty_snapshots(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with("snap.") && name.ends_with(".generating") && e.metadata().is_ok_and(|m| m.len() == 0)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Copies the files of a sled folder (flat but for sub-folders, copied recursively), skipping unfinished
+/// snapshots.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".generating") {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(&name))?;
+        } else {
+            std::fs::copy(e.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {

@@ -77,6 +77,11 @@ impl StoreError {
         StoreError::Io { path: path.to_path_buf(), source }
     }
 
+    /// A copy of a message-only error (the I/O source is not `Clone`).
+    pub fn clone_msg(&self) -> StoreError {
+        StoreError::Index(self.to_string())
+    }
+
     /// Whether the error is a full disk (or quota).
     pub fn is_disk_full(&self) -> bool {
         match self {
@@ -166,6 +171,11 @@ impl Store {
     /// Opens the index, waiting up to 60 s while another process holds it briefly.
     pub fn index(&self) -> Result<Index, StoreError> {
         Index::open(&index_dir(&self.root), std::time::Duration::from_secs(60))
+    }
+
+    /// Opens the index for reading; works on a full disk too (see [`Index::open_read_only`]).
+    pub fn index_read(&self) -> Result<Index, StoreError> {
+        Index::open_read_only(&index_dir(&self.root), std::time::Duration::from_secs(60))
     }
 
     /// Checks that every file of a manifest is present with its size (metadata only, see **Trust** above);
