@@ -1,12 +1,38 @@
 //! Generic node kinds that know nothing of ML: `value` (a JSON value, for wiring and tests) and `command`
 //! (an external program, DVC-style).
 
-use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use serde::Deserialize;
 use serde_json::json;
+use crate::fingerprint::FileDigests;
 use std::path::Path;
 
 /// `value`: writes its `value` parameter as `value.json`. Optional `sleep_ms` and `fail` help test pipelines.
 pub struct ValueStage;
+
+/// The parameters of a `value` node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueParams {
+    /// The value written to `value.json`.
+    pub value: serde_json::Value,
+    /// Free text (part of the key only).
+    pub comment: String,
+    /// Sleep this long before finishing.
+    pub sleep_ms: u64,
+    /// Fail deliberately.
+    pub fail: bool,
+}
+
+/// The parameters of a `command` node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandParams {
+    /// argv of the program.
+    pub run: Vec<String>,
+    /// Files or folders hashed into the key.
+    pub deps: Vec<String>,
+}
 
 impl Stage for ValueStage {
     fn kind(&self) -> &'static str {
@@ -35,18 +61,21 @@ impl Stage for ValueStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<ValueParams>(params, &self.params()).map(|_| ())
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let ms = ctx.params["sleep_ms"].as_u64().unwrap_or(0);
+        let p: ValueParams = parse(ctx.params)?;
+        let ms = p.sleep_ms;
         let steps = (ms / 100).max(1);
         for s in 0..steps {
             std::thread::sleep(std::time::Duration::from_millis(ms / steps));
             (ctx.progress)(crate::stage::Progress { done: s + 1, total: steps, message: String::new() });
         }
-        if ctx.params["fail"].as_bool() == Some(true) {
+        if p.fail {
             return Err(StageError::failed(format!("node `{}` fails deliberately (fail = true)", ctx.id)));
         }
-        let v = ctx.params["value"].clone();
-        ctx.out.put_json("value.json", &v)
+        ctx.out.put_json("value.json", &p.value)
     }
 }
 
@@ -54,21 +83,16 @@ impl Stage for ValueStage {
 /// folder per slot and node) set; `deps` files are hashed into the key by content.
 pub struct CommandStage;
 
-fn hash_paths(base: &Path, deps: &[String]) -> Result<String, StageError> {
+/// Digest of `deps` (files or folders relative to `base`): each dependency's name, a NUL byte and its content
+/// digest (see [`crate::fingerprint::files`]).
+fn hash_paths(base: &Path, deps: &[String], files: &FileDigests) -> Result<String, StageError> {
     let mut h = blake3::Hasher::new();
     for d in deps {
         let p = base.join(d);
-        let mut files = vec![];
-        collect_files(&p, &mut files).map_err(|e| StageError::input(format!("dependency `{}`: {e}", p.display())))?;
-        files.sort();
-        for f in files {
-            let rel = f.strip_prefix(base).unwrap_or(&f).to_string_lossy().to_string();
-            h.update(rel.as_bytes());
-            h.update(&[0]);
-            std::fs::File::open(&f)
-                .and_then(|file| h.update_reader(file).map(|_| ()))
-                .map_err(|e| StageError::input(format!("{}: {e}", f.display())))?;
-        }
+        let digest = files.tree(&p).map_err(|e| StageError::input(format!("dependency `{d}`: {e}")))?;
+        h.update(d.as_bytes());
+        h.update(&[0]);
+        h.update(digest.as_bytes());
     }
     Ok(h.finalize().to_hex().to_string())
 }
@@ -111,15 +135,18 @@ impl Stage for CommandStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
-    fn external_digest(&self, params: &serde_json::Value, base_dir: &Path) -> Result<Option<String>, StageError> {
+    fn external_digest(&self, params: &serde_json::Value, base_dir: &Path, files: &FileDigests) -> Result<Option<String>, StageError> {
         let deps: Vec<String> = serde_json::from_value(params["deps"].clone()).unwrap_or_default();
         if deps.is_empty() {
             return Ok(None);
         }
-        hash_paths(base_dir, &deps).map(Some)
+        hash_paths(base_dir, &deps, files).map(Some)
+    }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<CommandParams>(params, &self.params()).map(|_| ())
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let argv: Vec<String> = serde_json::from_value(ctx.params["run"].clone()).unwrap_or_default();
+        let argv = parse::<CommandParams>(ctx.params)?.run;
         if argv.is_empty() {
             return Err(StageError::input(format!("node `{}`: `run` is empty", ctx.id)));
         }
@@ -132,7 +159,12 @@ impl Stage for CommandStage {
                 let d = in_dir.join(slot).join(&a.id);
                 std::fs::create_dir_all(&d).map_err(|e| StageError::failed(e.to_string()))?;
                 for name in a.manifest.files.keys() {
-                    std::fs::write(d.join(name), a.read(name)?).map_err(|e| StageError::failed(e.to_string()))?;
+                    // Names keep their folders (`sub/x.txt` from `$POLYFLOW_OUT/sub/x.txt`).
+                    let to = d.join(name);
+                    if let Some(parent) = to.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| StageError::failed(format!("{}: {e}", parent.display())))?;
+                    }
+                    std::fs::write(&to, a.read(name)?).map_err(|e| StageError::failed(format!("{}: {e}", to.display())))?;
                 }
             }
         }
