@@ -1,6 +1,5 @@
 //! The `polyflow` command line: argument parsing, one function per command, reporters, exit codes.
 
-mod bench;
 pub mod exit;
 mod maintain;
 pub mod report;
@@ -83,9 +82,9 @@ pub enum Command {
     /// List node kinds with their inputs and parameters.
     Kinds,
     /// Train-step and inference throughput of a ViT on random data (for BENCHMARKS.md).
-    BenchModel(bench::BenchArgs),
+    BenchModel(crate::bench::model::BenchArgs),
     /// Log-mel filterbank throughput on a folder of clips (for BENCHMARKS.md).
-    BenchFbank(bench::FbankBenchArgs),
+    BenchFbank(crate::bench::fbank::FbankBenchArgs),
     /// Images per second of the encoded-image input pipeline (decode, Inception crop, flip) on a folder.
     BenchLoader(crate::bench::loader::LoaderArgs),
     /// Clips per second of video decoding on a folder of video files (needs the `video` feature).
@@ -316,8 +315,12 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Verify(a) => maintain::verify(a.file.as_deref(), &a.store),
         Command::Params(a) => maintain::params(a.common, a.json, reg),
         Command::Kinds => maintain::kinds(reg),
-        Command::BenchModel(a) => bench::bench(a),
-        Command::BenchFbank(a) => bench::bench_fbank(a),
+        Command::BenchModel(a) => {
+            crate::bench::model::bench_model(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
+        }
+        Command::BenchFbank(a) => {
+            crate::bench::fbank::bench_fbank(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
+        }
         #[cfg(feature = "video")]
         Command::BenchVideo(a) => {
             crate::bench::video::bench_video(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))

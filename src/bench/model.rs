@@ -106,13 +106,12 @@ impl BackendJob for Job {
 }
 
 /// Runs the benchmark and prints one JSON line.
-pub fn bench(a: BenchArgs) -> Result<i32, super::CliError> {
+pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     if a.no_fused {
         crate::model::fused::set_enabled(false);
     }
     let backend = a.backend.clone();
-    let (train, infer) =
-        dispatch(&backend, Job(a.clone())).map_err(|e| super::CliError::Other(format!("error: {e}"), super::exit::USAGE))?;
+    let (train, infer) = dispatch(&backend, Job(a.clone())).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
     // counted as three forward passes (forward, and two products per product in the backward pass).
@@ -134,10 +133,9 @@ pub fn bench(a: BenchArgs) -> Result<i32, super::CliError> {
         out["train_fraction_of_peak"] = (train_gflops / peak).into();
     }
     println!("{out}");
-    Ok(super::exit::OK)
+    Ok(())
 }
 
-/// `bench-fbank` settings.
 /// GFLOP/s of `[m, k] · [k, n]` with polyflow's CPU product (the fused block's kernel), best of 5 × 10.
 fn matmul_peak(m: usize, k: usize, n: usize) -> f64 {
     use crate::model::fused::kernels::{matmul, Mat};
@@ -154,44 +152,4 @@ fn matmul_peak(m: usize, k: usize, n: usize) -> f64 {
             20.0 * (m * n * k) as f64 / t.elapsed().as_secs_f64() / 1e9
         })
         .fold(0.0, f64::max)
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct FbankBenchArgs {
-    /// Folders of audio clips (searched recursively).
-    pub dirs: Vec<std::path::PathBuf>,
-    /// Mel bins.
-    #[arg(long, default_value_t = 128)]
-    pub bins: usize,
-    /// Repetitions over the clip set.
-    #[arg(long, default_value_t = 3)]
-    pub reps: usize,
-}
-
-/// Log-mel throughput (clips/s) on decoded clips; decoding is not timed. Prints one JSON line.
-pub fn bench_fbank(a: FbankBenchArgs) -> Result<i32, super::CliError> {
-    use crate::data::fbank::{Fbank, FbankOptions};
-    let mut files = vec![];
-    for d in &a.dirs {
-        crate::stages::generic::collect_files(d, &mut files)
-            .map_err(|e| super::CliError::Other(format!("error: {}: {e}", d.display()), super::exit::USAGE))?;
-    }
-    files.retain(|f| f.extension().is_some_and(|e| e == "flac" || e == "wav"));
-    files.sort();
-    let clips: Vec<Vec<f32>> = files.iter().filter_map(|f| crate::data::audio::decode(f).ok().map(|x| x.0)).collect();
-    let fb = Fbank::new(FbankOptions { num_mel_bins: a.bins, ..Default::default() })
-        .map_err(|e| super::CliError::Other(e, super::exit::USAGE))?;
-    let t = Instant::now();
-    let mut frames = 0usize;
-    for _ in 0..a.reps {
-        for c in &clips {
-            frames += fb.compute(c).0;
-        }
-    }
-    let s = t.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({"impl": "polyflow", "clips": clips.len(), "reps": a.reps, "bins": a.bins, "clips_per_s": (clips.len() * a.reps) as f64 / s, "frames": frames})
-    );
-    Ok(super::exit::OK)
 }
