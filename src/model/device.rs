@@ -1,10 +1,87 @@
 //! Backend choice lives here and only here: CPU (burn's `flex`) by default, CUDA behind the `cuda` feature.
 //!
-//! Generic code is written once over `B: AutodiffBackend`; [`dispatch`] instantiates it for the backend named
-//! at run time.
+//! [`Backend`] is the one enum of backends: `--backend` is parsed into it (`cpu` is another name for `flex`),
+//! and its canonical [`Backend::name`] is the `backend` entry of the run's environment, which enters the keys
+//! of backend-dependent nodes, so `--backend cpu` and `--backend flex` give identical keys. Generic code is
+//! written once over `B: AutodiffBackend`; [`Backend::dispatch`] instantiates it for the chosen backend.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// A training backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// burn's CPU backend `flex` (also accepted as `cpu`).
+    #[default]
+    Flex,
+    /// burn's CUDA backend (needs the `cuda` feature and a driver).
+    Cuda,
+}
+
+impl Backend {
+    /// Every backend, in order.
+    pub const ALL: [Backend; 2] = [Backend::Flex, Backend::Cuda];
+
+    /// The canonical name: what enters keys and what `Display` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    /// The backend of a run's environment (its `backend` entry; `flex` when there is none).
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Backend, String> {
+        env.get("backend").map_or(Ok(Backend::Flex), |b| b.parse())
+    }
+
+    /// Whether nodes on this backend hold the accelerator slot.
+    pub fn holds_device(self) -> bool {
+        self == Backend::Cuda
+    }
+
+    /// The canonical name of the backend called `name` (`cpu` → `flex`): a command-line value parser for
+    /// flags that keep the name as text.
+    pub fn canonical(name: &str) -> Result<String, String> {
+        name.parse::<Backend>().map(|b| b.name().to_string())
+    }
+
+    /// Runs `job` on this backend; an error when it is not compiled in or has no driver.
+    pub fn dispatch<J: BackendJob>(self, job: J) -> Result<J::Output, String> {
+        match self {
+            Backend::Flex => Ok(job.run::<Autodiff<Flex>>(Default::default())),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => {
+                if !cuda_driver_present() {
+                    return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
+                }
+                Ok(job.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice { index: 0 }))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Backend::Cuda => Err(format!("backend `cuda` is not available in this build (available: {})", available().join(", "))),
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "flex" | "cpu" => Ok(Backend::Flex),
+            "cuda" => Ok(Backend::Cuda),
+            other => Err(format!("unknown backend `{other}` (flex, also called cpu, or cuda)")),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Work that is generic over the training backend.
 pub trait BackendJob {
@@ -16,11 +93,7 @@ pub trait BackendJob {
 
 /// Names of the backends compiled into this binary.
 pub fn available() -> Vec<&'static str> {
-    let mut v = vec!["flex"];
-    if cfg!(feature = "cuda") {
-        v.push("cuda");
-    }
-    v
+    Backend::ALL.into_iter().filter(|&b| b != Backend::Cuda || cfg!(feature = "cuda")).map(Backend::name).collect()
 }
 
 /// Whether a CUDA driver can be loaded (burn's cuda path panics in a device thread without one).
@@ -47,17 +120,26 @@ unsafe fn libloading_probe(name: &str) -> bool {
     }
 }
 
-/// Runs `job` on the backend called `name` (`flex` or `cuda`).
+/// Runs `job` on the backend called `name` (`flex`, `cpu` or `cuda`): [`Backend::dispatch`] after parsing.
 pub fn dispatch<J: BackendJob>(name: &str, job: J) -> Result<J::Output, String> {
-    match name {
-        "flex" | "cpu" => Ok(job.run::<Autodiff<Flex>>(Default::default())),
-        #[cfg(feature = "cuda")]
-        "cuda" => {
-            if !cuda_driver_present() {
-                return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
-            }
-            Ok(job.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice { index: 0 }))
+    name.parse::<Backend>()?.dispatch(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_flex_and_names_round_trip() {
+        assert_eq!("cpu".parse::<Backend>(), Ok(Backend::Flex));
+        assert_eq!(Backend::canonical("cpu").as_deref(), Ok("flex"));
+        for b in Backend::ALL {
+            assert_eq!(b.to_string().parse::<Backend>(), Ok(b));
         }
-        other => Err(format!("backend `{other}` is not available in this build (available: {})", available().join(", "))),
+        assert!("tpu".parse::<Backend>().unwrap_err().contains("unknown backend `tpu`"));
+        let mut env = BTreeMap::new();
+        assert_eq!(Backend::from_env(&env), Ok(Backend::Flex));
+        env.insert("backend".to_string(), "cuda".to_string());
+        assert!(Backend::from_env(&env).unwrap().holds_device());
     }
 }

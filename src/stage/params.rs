@@ -1,5 +1,14 @@
 //! Parameter schemas: every stage declares its parameters, their types, ranges and defaults.
+//!
+//! Two views of one thing: the [`ParamSpec`]s (names, types, ranges, defaults, docs) are what the graph builder
+//! checks a node against and fills defaults from, and the canonical JSON it builds from them is what enters
+//! cache keys; each stage then reads that JSON once into its own typed struct (`#[serde(deny_unknown_fields)]`,
+//! an enum per [`ParamType::Choice`], declared with [`choice_enum`]) through [`parse`] or [`parse_checked`].
+//! A test over the registry holds the two views together: the defaults parse, every name is a field, an
+//! extra key is refused and every choice is a variant.
 
+use super::StageError;
+use serde::de::DeserializeOwned;
 use serde_json::Value as J;
 
 /// The type (and range) of a parameter.
@@ -119,6 +128,86 @@ impl ParamType {
             ParamType::Any => Ok(v.clone()),
         }
     }
+}
+
+/// Reads a node's canonical parameters (every default filled in by the graph builder) into the stage's typed
+/// parameter struct. A failure is a bad-input error; the graph builder's `Stage::validate`, which parses the
+/// same struct with [`parse_checked`], normally reports it first, with the parameter's place in the file.
+pub fn parse<T: DeserializeOwned>(params: &J) -> Result<T, StageError> {
+    serde_json::from_value(params.clone()).map_err(|e| StageError::input(format!("bad parameters: {e}")))
+}
+
+/// [`parse`] for `Stage::validate`: a failure is `(parameter, message)`. The parameter is the one which, put
+/// back to its default (a [`sample`] value when it has none), lets the rest parse, so a bad nested table such
+/// as `augment` is named and the graph builder points at its line; `parameters` when no single one is at fault.
+pub fn parse_checked<T: DeserializeOwned>(params: &J, specs: &[ParamSpec]) -> Result<T, (String, String)> {
+    let err = match serde_json::from_value::<T>(params.clone()) {
+        Ok(t) => return Ok(t),
+        Err(e) => e.to_string(),
+    };
+    let at_fault = params.as_object().and_then(|obj| {
+        specs.iter().find(|s| {
+            let d = s.default.clone().unwrap_or_else(|| sample(&s.ty));
+            if obj.get(s.name).is_none_or(|v| *v == d) {
+                return false;
+            }
+            let mut o = obj.clone();
+            o.insert(s.name.to_string(), d);
+            serde_json::from_value::<T>(J::Object(o)).is_ok()
+        })
+    });
+    Err((at_fault.map(|s| s.name).unwrap_or("parameters").to_string(), err))
+}
+
+/// Declares the enum of a [`ParamType::Choice`] parameter, each variant with the name pipelines write:
+/// serde (de)serialises it by those names, `NAMES` is the list for its `ParamSpec`, `name()` gives one name
+/// back (for notes and artifacts that recorded the string), and `Display` prints it.
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $var:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $var,)+
+        }
+        impl $name {
+            /// Every option's name, in order: the parameter's `ParamType::Choice` list.
+            #[allow(dead_code)]
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+            /// The option's name, as pipelines write it.
+            #[allow(dead_code)]
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$var => $text,)+
+                }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+pub(crate) use choice_enum;
+
+/// A value of type `ty` that passes [`ParamType::check`] (the low end of a range, the first choice, an empty
+/// table or list): stands in for a required parameter in tests of a stage's typed parameters.
+pub fn sample(ty: &ParamType) -> J {
+    match ty {
+        ParamType::Bool => J::Bool(false),
+        ParamType::Int { min, .. } => J::from(*min),
+        ParamType::Float { min, .. } => J::from(*min),
+        ParamType::Str | ParamType::Path => J::String("x".into()),
+        ParamType::Choice(c) => J::String(c[0].into()),
+        ParamType::StrList | ParamType::FloatList | ParamType::Any => J::Array(vec![]),
+        ParamType::Table => J::Object(Default::default()),
+    }
+}
+
+/// The canonical parameters of a node that sets only its required parameters, to [`sample`] values: what the
+/// graph builder would build (every default filled in).
+pub fn defaults(specs: &[ParamSpec]) -> J {
+    J::Object(specs.iter().map(|s| (s.name.to_string(), s.default.clone().unwrap_or_else(|| sample(&s.ty)))).collect())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! ([`crate::tables::TIE_RULE`]); otherwise the claim is "not shown (within noise)". Verdicts are computed from
 //! the numbers, never written by hand.
 
-use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use crate::tables::{tied, Cell, ResultTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -70,6 +70,17 @@ impl Verdict {
 
 /// `findings`.
 pub struct FindingsStage;
+
+/// The parameters of a `findings` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindingsParams {
+    title: String,
+    caption: String,
+    claims: Vec<Claim>,
+    /// Path stem the findings are copied to after a run (empty = none).
+    export: String,
+}
 
 fn row_cells<'a>(t: &'a ResultTable, label: &str, table: &str) -> Result<&'a Vec<Cell>, StageError> {
     t.rows
@@ -201,11 +212,12 @@ impl Stage for FindingsStage {
         &[]
     }
     fn validate(&self, p: &Value) -> Result<(), (String, String)> {
-        serde_json::from_value::<Vec<Claim>>(p["claims"].clone()).map(|_| ()).map_err(|e| ("claims".to_string(), format!("{e}")))
+        parse_checked::<FindingsParams>(p, &self.params()).map(|_| ())
     }
     fn exports(&self, p: &Value) -> Vec<(String, String)> {
-        match p["export"].as_str() {
-            Some(stem) if !stem.is_empty() => ["md", "json"].iter().map(|e| (format!("findings.{e}"), format!("{stem}.{e}"))).collect(),
+        // Parameters that do not parse export nothing (validation reports them).
+        match parse::<FindingsParams>(p).map(|p| p.export) {
+            Ok(stem) if !stem.is_empty() => ["md", "json"].iter().map(|e| (format!("findings.{e}"), format!("{stem}.{e}"))).collect(),
             _ => vec![],
         }
     }
@@ -213,9 +225,9 @@ impl Stage for FindingsStage {
         Some("findings.md")
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let claims: Vec<Claim> = serde_json::from_value(ctx.params["claims"].clone()).map_err(|e| StageError::input(e.to_string()))?;
+        let FindingsParams { title, caption, claims, export: _ } = parse(ctx.params)?;
         let tables: Vec<InputArtifact> = ctx.inputs.get("tables").cloned().unwrap_or_default();
-        let mut md = format!("# {}\n\n{}\n\n", ctx.params["title"].as_str().unwrap_or(""), ctx.params["caption"].as_str().unwrap_or(""));
+        let mut md = format!("# {title}\n\n{caption}\n\n");
         md.push_str("| # | Claim (paper) | Table | What this profile shows | Verdict |\n|---:|---|---|---|---|\n");
         let mut out = vec![];
         for (i, c) in claims.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! `dataset` and `video_synth`: ingest files in the formats users have (or generate the embedded video tasks)
 //! into a `dataset` artifact with train / val / test splits.
 
-use super::datautil::{hash_tree, shard_put, write_dataset, write_meta, Split};
+use super::datautil::{shard_put, write_dataset, write_meta, Split};
 use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
@@ -10,49 +10,79 @@ use crate::data::shards::{Label, Layout, ShardWriter, Values};
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
 use crate::data::video;
 use crate::data::video_file::{self, ClipSpec};
-use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{choice_enum, parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use safetensors::Dtype;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const FORMATS: &[&str] = &[
-    "idx",
-    "cifar10",
-    "cifar100",
-    "image_folder",
-    "pets",
-    "speech_commands",
-    "csv",
-    "audioset",
-    "vggsound",
-    "frames",
-    "kinetics",
-    "moments_in_time",
-    "video_folder",
-];
-
-/// The modality of a format's examples.
-fn modality_of(format: &str) -> &'static str {
-    match format {
-        "speech_commands" | "csv" | "audioset" | "vggsound" => "audio",
-        "frames" | "kinetics" | "moments_in_time" | "video_folder" => "video",
-        _ => "image",
+choice_enum! {
+    /// The file layout a `dataset` node reads.
+    enum Format {
+        /// MNIST-style IDX files.
+        Idx = "idx",
+        /// CIFAR-10 binary batches.
+        Cifar10 = "cifar10",
+        /// CIFAR-100 binary files.
+        Cifar100 = "cifar100",
+        /// Class folders (optionally under train/ val/ test/; ILSVRC's flat val/).
+        ImageFolder = "image_folder",
+        /// Oxford-IIIT Pets.
+        Pets = "pets",
+        /// Speech Commands.
+        SpeechCommands = "speech_commands",
+        /// A CSV manifest of audio clips.
+        Csv = "csv",
+        /// AudioSet CSVs.
+        Audioset = "audioset",
+        /// VGGSound CSV.
+        Vggsound = "vggsound",
+        /// Folders of frame images.
+        Frames = "frames",
+        /// Kinetics CSVs and video files.
+        Kinetics = "kinetics",
+        /// Moments in Time CSVs and video files.
+        MomentsInTime = "moments_in_time",
+        /// Class folders of video files.
+        VideoFolder = "video_folder",
     }
 }
 
-/// Formats read from video files (need the `video` feature).
-fn needs_video(format: &str) -> bool {
-    matches!(format, "kinetics" | "moments_in_time" | "video_folder")
+impl Format {
+    /// The modality of the format's examples.
+    fn modality(self) -> &'static str {
+        match self {
+            Format::SpeechCommands | Format::Csv | Format::Audioset | Format::Vggsound => "audio",
+            Format::Frames | Format::Kinetics | Format::MomentsInTime | Format::VideoFolder => "video",
+            _ => "image",
+        }
+    }
+
+    /// Whether it is read from video files (needs the `video` feature).
+    fn needs_video(self) -> bool {
+        matches!(self, Format::Kinetics | Format::MomentsInTime | Format::VideoFolder)
+    }
+}
+
+choice_enum! {
+    /// How a `dataset` node stores images.
+    enum StoreAs {
+        /// Decoded and resized to height × width once.
+        Pixels = "pixels",
+        /// The files' bytes, decoded per batch.
+        Encoded = "encoded",
+    }
 }
 
 /// `dataset`: reads a dataset from disk.
 pub struct DatasetStage;
 
+/// The parameters of a `dataset` node (see [`DatasetStage::params`] for each one's meaning).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DatasetParams {
-    format: String,
+    format: Format,
     path: String,
     classes: Vec<String>,
     num_classes: usize,
@@ -70,7 +100,7 @@ struct DatasetParams {
     max_bad: f64,
     max_missing: f64,
     shard_mb: u64,
-    store: String,
+    store: StoreAs,
 }
 
 fn class_list(dir: &Path, given: &[String], n: usize) -> Vec<String> {
@@ -210,17 +240,17 @@ fn decode_image(path: &Path, h: usize, w: usize) -> Result<Vec<u8>, crate::data:
 impl DatasetStage {
     /// The layouts with one file per example: read the catalog, check it, decode and write the splits.
     fn run_catalog(&self, ctx: &mut StageCtx<'_>, p: &DatasetParams, root: &Path) -> Result<(), StageError> {
-        let cat: Catalog = match p.format.as_str() {
-            "image_folder" => layouts::folders::image_folders(root, &p.classes)?,
-            "pets" => layouts::folders::pets(root)?,
-            "video_folder" => layouts::folders::video_folders(root, &p.classes)?,
-            "kinetics" => layouts::video_csv::kinetics(root, &p.classes)?,
-            "moments_in_time" => layouts::video_csv::moments(root, &p.classes)?,
-            "audioset" => layouts::audio_csv::audioset(root, &p.classes)?,
-            "vggsound" => layouts::audio_csv::vggsound(root, &p.classes)?,
-            "speech_commands" | "csv" => {
+        let cat: Catalog = match p.format {
+            Format::ImageFolder => layouts::folders::image_folders(root, &p.classes)?,
+            Format::Pets => layouts::folders::pets(root)?,
+            Format::VideoFolder => layouts::folders::video_folders(root, &p.classes)?,
+            Format::Kinetics => layouts::video_csv::kinetics(root, &p.classes)?,
+            Format::MomentsInTime => layouts::video_csv::moments(root, &p.classes)?,
+            Format::Audioset => layouts::audio_csv::audioset(root, &p.classes)?,
+            Format::Vggsound => layouts::audio_csv::vggsound(root, &p.classes)?,
+            Format::SpeechCommands | Format::Csv => {
                 let (classes, clips) =
-                    if p.format == "csv" { audio::csv_manifest(root, &p.classes, p.multilabel)? } else { audio::speech_commands(root)? };
+                    if p.format == Format::Csv { audio::csv_manifest(root, &p.classes, p.multilabel)? } else { audio::speech_commands(root)? };
                 let split = |c: &ClipRef| match c.split.as_str() {
                     "val" => SplitName::Val,
                     "test" => SplitName::Test,
@@ -235,7 +265,9 @@ impl DatasetStage {
                 }
                 Catalog { classes, entries, missing: vec![], note: String::new(), declared }
             }
-            other => return Err(StageError::input(format!("unknown format `{other}`"))),
+            other @ (Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::Frames) => {
+                return Err(StageError::failed(format!("format `{other}` has no file catalog")))
+            }
         };
         check_classes(root, cat.classes.len(), p.num_classes)?;
         if cat.entries.iter().all(|e| e.split != SplitName::Train) {
@@ -243,18 +275,18 @@ impl DatasetStage {
         }
         check_declared(&cat)?;
         check_missing(ctx, &cat.missing, cat.entries.len() + cat.missing.len(), p.max_missing)?;
-        let modality = modality_of(&p.format);
-        let multilabel = p.multilabel || p.format == "audioset";
+        let modality = p.format.modality();
+        let multilabel = p.multilabel || p.format == Format::Audioset;
         let (h, w, rate) = (p.height, p.width, p.sample_rate);
         let clip = ClipSpec { frames: p.frames, stride: p.stride, size: p.width };
-        if p.store == "encoded" && modality != "image" {
+        if p.store == StoreAs::Encoded && modality != "image" {
             return Err(StageError::input(format!(
                 "node `{}`: store = \"encoded\" is for image layouts; `{}` is {modality}",
                 ctx.id, p.format
             )));
         }
         let (decoder, shape, sr) = match modality {
-            "image" if p.store == "encoded" => {
+            "image" if p.store == StoreAs::Encoded => {
                 let check = |f: &Path| -> Result<Vec<u8>, crate::data::DataError> {
                     let bytes = std::fs::read(f).map_err(|e| crate::data::DataError::new(f, format!("cannot read: {e}")))?;
                     crate::data::images::decode_rgb(&bytes).map_err(|e| crate::data::DataError::new(f, e))?;
@@ -295,7 +327,7 @@ impl DatasetStage {
         if !cat.note.is_empty() {
             note.push_str(&format!("; {}", cat.note));
         }
-        if p.store == "encoded" && modality == "image" {
+        if p.store == StoreAs::Encoded && modality == "image" {
             note.push_str("; stored encoded (the files' bytes)");
         }
         if modality == "video" {
@@ -340,7 +372,7 @@ impl Stage for DatasetStage {
         vec![
             ParamSpec::req(
                 "format",
-                T::Choice(FORMATS),
+                T::Choice(Format::NAMES),
                 "file layout: idx, cifar10, cifar100, image_folder (class folders, optionally under train/ val/ test/; \
                  ILSVRC's flat val/), pets, speech_commands, csv, audioset, vggsound, frames, kinetics, moments_in_time, \
                  video_folder",
@@ -403,7 +435,7 @@ impl Stage for DatasetStage {
             ),
             ParamSpec::opt(
                 "store",
-                T::Choice(&["pixels", "encoded"]),
+                T::Choice(StoreAs::NAMES),
                 json!("pixels"),
                 "image_folder, pets: `pixels` = decoded and resized to height × width once; `encoded` = the files' bytes as \
                  they are (checked to decode), decoded per batch so training can crop the original image (the paper's \
@@ -417,48 +449,51 @@ impl Stage for DatasetStage {
             ),
         ]
     }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<DatasetParams>(params, &self.params()).map(|_| ())
+    }
     fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
-        let path = params["path"].as_str().unwrap_or("");
-        if path.is_empty() {
-            return Err((
-                "path".into(),
-                format!("not configured: where is your copy of this {} dataset?", params["format"].as_str().unwrap_or("")),
-            ));
+        let p: DatasetParams = parse_checked(params, &self.params())?;
+        if p.path.is_empty() {
+            return Err(("path".into(), format!("not configured: where is your copy of this {} dataset?", p.format)));
         }
-        let p = base.join(path);
-        if !p.exists() {
-            return Err(("path".into(), format!("`{}` does not exist (check the dataset `path`)", p.display())));
+        let root = base.join(&p.path);
+        if !root.exists() {
+            return Err(("path".into(), format!("`{}` does not exist (check the dataset `path`)", root.display())));
         }
-        if needs_video(params["format"].as_str().unwrap_or("")) && !video_file::AVAILABLE {
+        if p.format.needs_video() && !video_file::AVAILABLE {
             return Err(("format".into(), video_file::UNAVAILABLE.into()));
         }
         Ok(())
     }
     fn declare(&self, params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
-        let format = params["format"].as_str()?;
-        let modality = modality_of(format);
-        let listed = params["classes"].as_array().map(|a| a.len()).unwrap_or(0);
-        let declared = params["num_classes"].as_u64().unwrap_or(0) as usize;
-        let known = match format {
-            "cifar10" => 10,
-            "cifar100" if params["coarse"].as_bool() == Some(true) => 20,
-            "cifar100" => 100,
+        // Parameters that do not parse declare nothing (validation reports them).
+        let p: DatasetParams = parse(params).ok()?;
+        let known = match p.format {
+            Format::Cifar10 => 10,
+            Format::Cifar100 if p.coarse => 20,
+            Format::Cifar100 => 100,
             _ => 0,
         };
-        let classes = [listed, declared, known].into_iter().find(|&n| n > 0)?;
-        let multilabel = params["multilabel"].as_bool().unwrap_or(false) || format == "audioset";
-        Some(json!({"modality": modality, "classes": classes, "multilabel": multilabel}))
+        let classes = [p.classes.len(), p.num_classes, known].into_iter().find(|&n| n > 0)?;
+        let multilabel = p.multilabel || p.format == Format::Audioset;
+        Some(json!({"modality": p.format.modality(), "classes": classes, "multilabel": multilabel}))
     }
-    fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
+    fn external_digest(
+        &self,
+        params: &serde_json::Value,
+        base: &Path,
+        files: &crate::fingerprint::FileDigests,
+    ) -> Result<Option<String>, StageError> {
         if let Err((param, msg)) = self.preflight(params, base) {
             return Err(StageError::input(format!("`{param}`: {msg}")));
         }
         let p = base.join(params["path"].as_str().unwrap_or(""));
-        hash_tree(&p).map(Some)
+        files.tree(&p).map(Some).map_err(|e| StageError::input(format!("{e}; check the dataset `path`")))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let p: DatasetParams = ctx.config()?;
-        if p.store == "encoded" && !matches!(p.format.as_str(), "image_folder" | "pets") {
+        let p: DatasetParams = parse(ctx.params)?;
+        if p.store == StoreAs::Encoded && !matches!(p.format, Format::ImageFolder | Format::Pets) {
             return Err(StageError::input(format!(
                 "node `{}`: store = \"encoded\" keeps image files' bytes: it is for image_folder and pets",
                 ctx.id
@@ -469,9 +504,9 @@ impl Stage for DatasetStage {
         let mut sizes = BTreeMap::new();
         // Small things first (labels, file lists, headers: every check that can fail early), then the examples
         // are streamed one at a time into the split files.
-        let (modality, classes, shape, sr): (&str, Vec<String>, Vec<usize>, Option<u32>) = match p.format.as_str() {
-            "idx" | "cifar10" | "cifar100" => {
-                let (train, test, classes) = if p.format == "idx" {
+        let (modality, classes, shape, sr): (&str, Vec<String>, Vec<usize>, Option<u32>) = match p.format {
+            Format::Idx | Format::Cifar10 | Format::Cifar100 => {
+                let (train, test, classes) = if p.format == Format::Idx {
                     let classes = class_list(&root, &p.classes, 10);
                     let tr = images::idx_pair(
                         &find(&root, "train-images-idx3-ubyte")?,
@@ -482,7 +517,7 @@ impl Stage for DatasetStage {
                         images::idx_pair(&find(&root, "t10k-images-idx3-ubyte")?, &find(&root, "t10k-labels-idx1-ubyte")?, classes.len())?;
                     (tr, te, classes)
                 } else {
-                    let c100 = p.format == "cifar100";
+                    let c100 = p.format == Format::Cifar100;
                     let (trf, tef) = cifar_files(&root, c100)?;
                     let tr = images::cifar(&trf, c100, p.coarse)?;
                     let te = images::cifar(&tef, c100, p.coarse)?;
@@ -517,7 +552,7 @@ impl Stage for DatasetStage {
                 }
                 ("image", classes, train.shape.clone(), None)
             }
-            "frames" => {
+            Format::Frames => {
                 let classes = if p.classes.is_empty() { images::class_folders(&root)? } else { p.classes.clone() };
                 let set = images::frame_folders(&root, &classes, p.frames, p.width)?;
                 check_classes(&root, classes.len(), p.num_classes)?;
@@ -557,6 +592,25 @@ impl Stage for DatasetStage {
 /// `video_synth`: the embedded video tasks, generated deterministically from an image dataset.
 pub struct VideoSynthStage;
 
+choice_enum! {
+    /// Which video task `video_synth` generates.
+    enum SynthTask {
+        /// Digits moving on a canvas; label = digit.
+        MovingDigits = "moving_digits",
+        /// A garment moving one of several ways; label = motion.
+        FashionMotion = "fashion_motion",
+    }
+}
+
+/// The parameters of a `video_synth` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SynthParams {
+    task: SynthTask,
+    frames: usize,
+    size: usize,
+}
+
 impl Stage for VideoSynthStage {
     fn kind(&self) -> &'static str {
         "video_synth"
@@ -575,20 +629,21 @@ impl Stage for VideoSynthStage {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::req("task", T::Choice(&["moving_digits", "fashion_motion"]), "which video task"),
+            ParamSpec::req("task", T::Choice(SynthTask::NAMES), "which video task"),
             ParamSpec::opt("frames", T::Int { min: 1, max: 256 }, json!(8), "frames per clip"),
             ParamSpec::opt("size", T::Int { min: 8, max: 512 }, json!(32), "canvas side in pixels"),
         ]
     }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<SynthParams>(params, &self.params()).map(|_| ())
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let SynthParams { task, frames, size } = parse(ctx.params)?;
         let src = ctx.input("source")?.clone();
         let meta: Meta = src.json("meta.json")?;
         if meta.modality != "image" {
             return Err(StageError::input(format!("video_synth needs an image dataset, `{}` is {}", src.id, meta.modality)));
         }
-        let task = ctx.params["task"].as_str().unwrap().to_string();
-        let frames = ctx.params["frames"].as_u64().unwrap() as usize;
-        let size = ctx.params["size"].as_u64().unwrap() as usize;
         let mut splits = vec![];
         for (si, name) in ["train", "val", "test"].iter().enumerate() {
             let arrays = super::datautil::read_split(&src, name)?;
@@ -602,7 +657,7 @@ impl Stage for VideoSynthStage {
                 _ => return Err(StageError::input("video_synth needs single-label images")),
             };
             let seed = ctx.seed().wrapping_mul(31).wrapping_add(si as u64 + 1);
-            let clips = if task == "moving_digits" {
+            let clips = if task == SynthTask::MovingDigits {
                 video::moving_digits(px, h, w, &labels, frames, size, seed)
             } else {
                 video::fashion_motion(px, h, w, n, frames, size, seed)
@@ -615,7 +670,7 @@ impl Stage for VideoSynthStage {
                 },
             ));
         }
-        let classes = if task == "moving_digits" { meta.classes.clone() } else { video::MOTIONS.iter().map(|s| s.to_string()).collect() };
+        let classes = if task == SynthTask::MovingDigits { meta.classes.clone() } else { video::MOTIONS.iter().map(|s| s.to_string()).collect() };
         let note = format!("{task} generated from `{}` ({frames} frames, {size}², seed {})", src.id, ctx.seed());
         write_dataset(ctx, "video", classes, false, splits, None, note)
     }

@@ -33,3 +33,59 @@ pub fn registry() -> Registry {
     r.register(table::TableStage).register(findings::FindingsStage);
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::stage::{defaults, ParamType};
+    use serde_json::{json, Value};
+
+    /// Every kind's typed parameters (read by its `validate`, as by `run`) against its `ParamSpec`s: the
+    /// canonical parameters of a node that sets only its required ones parse; a key the specs do not declare is
+    /// refused (`deny_unknown_fields`); leaving out any declared key is refused (each is a field, none ignored);
+    /// every option of a `Choice` parses, and a string outside it is refused (an enum, not a string).
+    #[test]
+    fn typed_parameters_match_the_param_specs() {
+        let reg = super::registry();
+        for stage in reg.stages() {
+            let kind = stage.kind();
+            let specs = stage.params();
+            let base = defaults(&specs);
+            assert_eq!(stage.validate(&base), Ok(()), "{kind}: the defaults do not parse");
+            let with = |name: &str, v: Value| {
+                let mut p = base.clone();
+                p[name] = v;
+                p
+            };
+            assert!(stage.validate(&with("no_such_param", json!(1))).is_err(), "{kind}: an undeclared key is accepted");
+            for s in &specs {
+                let mut p = base.clone();
+                p.as_object_mut().unwrap().remove(s.name);
+                assert!(stage.validate(&p).is_err(), "{kind}: `{}` is not a field of its typed parameters", s.name);
+                if let ParamType::Choice(options) = &s.ty {
+                    for o in *options {
+                        assert_eq!(stage.validate(&with(s.name, json!(o))), Ok(()), "{kind}: `{} = \"{o}\"` does not parse", s.name);
+                    }
+                    assert!(stage.validate(&with(s.name, json!("no_such_option"))).is_err(), "{kind}: `{}` is not an enum", s.name);
+                }
+            }
+        }
+    }
+
+    /// A bad nested table is reported at its parameter (so the graph builder points at its line).
+    #[test]
+    fn a_bad_nested_table_names_its_parameter() {
+        let reg = super::registry();
+        let task = reg.get("task").unwrap();
+        let mut p = defaults(&task.params());
+        p["augment"] = json!({"flipp": true});
+        let (param, msg) = task.validate(&p).unwrap_err();
+        assert_eq!(param, "augment");
+        assert!(msg.contains("bad augmentation option") && msg.contains("flipp"), "{msg}");
+        let table = reg.get("table").unwrap();
+        let mut p = defaults(&table.params());
+        p["rows"] = json!([{"label": "a"}]);
+        let (param, msg) = table.validate(&p).unwrap_err();
+        assert_eq!(param, "rows", "{msg}");
+        assert!(msg.contains("nodes"), "{msg}");
+    }
+}

@@ -3,17 +3,73 @@
 
 use super::task::TaskSpec;
 use crate::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
-use crate::stage::{InputArtifact, ParamSpec, ParamType as T, StageError};
+use crate::stage::{choice_enum, InputArtifact, ParamSpec, ParamType as T, StageError};
 use crate::train::batch::SplitData;
 use crate::train::run::TaskRun;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+choice_enum! {
+    /// A transformer size preset ([`Size::preset`]).
+    pub enum SizePreset {
+        /// CPU-sized: dim 64, depth 4.
+        Micro = "micro",
+        /// ViT-Ti.
+        Ti = "Ti",
+        /// ViT-S.
+        S = "S",
+        /// ViT-B.
+        B = "B",
+        /// ViT-L.
+        L = "L",
+    }
+}
+
+choice_enum! {
+    /// The GELU form.
+    pub enum Gelu {
+        /// The tanh approximation (the paper's Flax code).
+        Tanh = "tanh",
+        /// The exact erf form.
+        Erf = "erf",
+    }
+}
+
+/// The model parameters of `train`, `cotrain` and `features` ([`model_params`]), flattened into each kind's
+/// parameter struct.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// Size preset.
+    pub size: SizePreset,
+    /// Hidden size override (0 = preset).
+    pub dim: usize,
+    /// Depth override (0 = preset).
+    pub depth: usize,
+    /// Heads override (0 = preset).
+    pub heads: usize,
+    /// MLP size override (0 = preset).
+    pub mlp: usize,
+    /// Modality-specific adapter blocks per tokenizer.
+    pub l_adapt: usize,
+    /// Image patch `[h, w]` (numbers, as the parameter's list type gives them).
+    pub image_patch: Vec<f64>,
+    /// Spectrogram patch `[time, mel]`.
+    pub audio_patch: Vec<f64>,
+    /// Video tubelet `[t, h, w]`.
+    pub video_patch: Vec<f64>,
+    /// Tokenizer input channels.
+    pub channels: usize,
+    /// GELU form.
+    pub gelu: Gelu,
+}
 
 /// Parameters describing the model (train, cotrain, features).
 pub fn model_params() -> Vec<ParamSpec> {
     vec![
         ParamSpec::opt(
             "size",
-            T::Choice(&["micro", "Ti", "S", "B", "L"]),
+            T::Choice(SizePreset::NAMES),
             json!("micro"),
             "size preset (micro is CPU-sized: dim 64, depth 4)",
         ),
@@ -26,23 +82,26 @@ pub fn model_params() -> Vec<ParamSpec> {
         ParamSpec::opt("audio_patch", T::FloatList, json!([8, 8]), "spectrogram patch [time, mel]"),
         ParamSpec::opt("video_patch", T::FloatList, json!([4, 8, 8]), "video tubelet [t, h, w]"),
         ParamSpec::opt("channels", T::Int { min: 1, max: 3 }, json!(3), "tokenizer input channels (grey data is tiled)"),
-        ParamSpec::opt("gelu", T::Choice(&["tanh", "erf"]), json!("tanh"), "GELU form (the paper's Flax code uses tanh)"),
+        ParamSpec::opt("gelu", T::Choice(Gelu::NAMES), json!("tanh"), "GELU form (the paper's Flax code uses tanh)"),
     ]
 }
 
-/// Resolves the transformer size from parameters.
-pub fn size_of(p: &Value) -> Size {
-    let mut s = Size::preset(p["size"].as_str().unwrap_or("micro")).unwrap_or(Size { dim: 64, depth: 4, heads: 4, mlp: 128 });
-    let o = |k: &str| p[k].as_u64().filter(|&v| v > 0).map(|v| v as usize);
-    s.dim = o("dim").unwrap_or(s.dim);
-    s.depth = o("depth").unwrap_or(s.depth);
-    s.heads = o("heads").unwrap_or(s.heads);
-    s.mlp = o("mlp").unwrap_or(s.mlp);
-    s
+impl ModelParams {
+    /// The transformer size: the preset with the non-zero overrides.
+    pub fn size(&self) -> Size {
+        let mut s = Size::preset(self.size.name()).unwrap_or(Size { dim: 64, depth: 4, heads: 4, mlp: 128 });
+        let o = |v: usize, preset: usize| if v > 0 { v } else { preset };
+        s.dim = o(self.dim, s.dim);
+        s.depth = o(self.depth, s.depth);
+        s.heads = o(self.heads, s.heads);
+        s.mlp = o(self.mlp, s.mlp);
+        s
+    }
 }
 
-fn ints(v: &Value) -> Vec<usize> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|f| f as usize).collect()).unwrap_or_default()
+/// A patch list as integers (each number truncated, as the list type holds floats).
+fn ints(v: &[f64]) -> Vec<usize> {
+    v.iter().map(|&f| f as usize).collect()
 }
 
 /// A task loaded from a `task` artifact.
@@ -116,18 +175,18 @@ pub fn load_task(a: &InputArtifact) -> Result<LoadedTask, StageError> {
 }
 
 /// The geometry a modality's data implies, with the patch from parameters.
-pub fn geometry(m: Modality, shape: [usize; 4], p: &Value) -> Geometry {
-    let channels = p["channels"].as_u64().unwrap_or(3) as usize;
+pub fn geometry(m: Modality, shape: [usize; 4], p: &ModelParams) -> Geometry {
+    let channels = p.channels;
     match m {
-        Modality::Video => Geometry { channels, input: vec![shape[1], shape[2], shape[3]], patch: ints(&p["video_patch"]) },
-        Modality::Image => Geometry { channels, input: vec![shape[2], shape[3]], patch: ints(&p["image_patch"]) },
-        Modality::Audio => Geometry { channels, input: vec![shape[2], shape[3]], patch: ints(&p["audio_patch"]) },
+        Modality::Video => Geometry { channels, input: vec![shape[1], shape[2], shape[3]], patch: ints(&p.video_patch) },
+        Modality::Image => Geometry { channels, input: vec![shape[2], shape[3]], patch: ints(&p.image_patch) },
+        Modality::Audio => Geometry { channels, input: vec![shape[2], shape[3]], patch: ints(&p.audio_patch) },
     }
 }
 
 /// Builds the model config for `tasks` (one tokenizer per modality present; all tasks of a modality must
 /// share one input geometry, as the paper's five image tasks share 384²).
-pub fn model_config(p: &Value, tasks: &[(&TaskSpec, [usize; 4])]) -> Result<ModelConfig, StageError> {
+pub fn model_config(p: &ModelParams, tasks: &[(&TaskSpec, [usize; 4])]) -> Result<ModelConfig, StageError> {
     let mut geoms: Vec<(Modality, Geometry)> = vec![];
     let mut heads = vec![];
     for (spec, shape) in tasks {
@@ -149,11 +208,11 @@ pub fn model_config(p: &Value, tasks: &[(&TaskSpec, [usize; 4])]) -> Result<Mode
     }
     geoms.sort_by_key(|(m, _)| *m);
     let cfg = ModelConfig {
-        size: size_of(p),
-        l_adapt: p["l_adapt"].as_u64().unwrap_or(0) as usize,
+        size: p.size(),
+        l_adapt: p.l_adapt,
         geometry: geoms,
         tasks: heads,
-        gelu_tanh: p["gelu"] != "erf",
+        gelu_tanh: p.gelu != Gelu::Erf,
         ln_eps: 1e-6,
     };
     cfg.check().map_err(StageError::input)?;

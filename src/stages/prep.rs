@@ -10,14 +10,112 @@ use super::datautil::{open_split, shard_put, write_meta};
 use crate::data::fbank::{Fbank, FbankOptions};
 use crate::data::shards::{Label, Layout, ShardWriter, SplitReader, Values, SHARD_BYTES};
 use crate::data::tensors::{Labels, Meta, ValueMap};
-use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use rayon::prelude::*;
 use safetensors::Dtype;
+use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+choice_enum! {
+    /// How `image_prep` scales values (recorded by name in `meta.json`'s value map).
+    enum Scale {
+        /// To [-1, 1] (the paper).
+        MinusOneOne = "minus_one_one",
+        /// To [0, 1].
+        Unit = "unit",
+        /// Per-channel mean/std of the train split.
+        MeanStd = "mean_std",
+    }
+}
+
+choice_enum! {
+    /// How `video_prep` scales values.
+    enum VideoScale {
+        /// To [-1, 1] (the paper).
+        MinusOneOne = "minus_one_one",
+        /// To [0, 1].
+        Unit = "unit",
+    }
+}
+
+choice_enum! {
+    /// The stored value type of a preprocessed cache.
+    enum Stored {
+        /// f32 values, scaled.
+        F32 = "f32",
+        /// u8 values, scaled when batches are read (the value map in `meta.json`).
+        U8 = "u8",
+    }
+}
+
+choice_enum! {
+    /// `audio_prep`'s normalisation.
+    enum Normalize {
+        /// None.
+        None = "none",
+        /// Mean/std computed on the train split.
+        Train = "train",
+    }
+}
+
+/// The parameters of an `image_prep` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageParams {
+    /// Output height (0 = keep).
+    height: usize,
+    /// Output width (0 = keep).
+    width: usize,
+    /// Stored channels.
+    channels: usize,
+    scale: Scale,
+    dtype: Stored,
+}
+
+/// The parameters of an `audio_prep` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudioParams {
+    fbank: FbankOptions,
+    /// Frames stored per clip (centre crop or zero pad).
+    frames: usize,
+    normalize: Normalize,
+    /// Frames the model sees (0 = all).
+    window: usize,
+}
+
+impl AudioParams {
+    /// The `window` when it is shorter than `frames`.
+    fn window(&self) -> Option<usize> {
+        (self.window > 0 && self.window < self.frames).then_some(self.window)
+    }
+}
+
+/// The parameters of a `video_prep` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VideoParams {
+    frames: usize,
+    stride: usize,
+    /// Frame side (0 = keep).
+    size: usize,
+    /// Side the model sees (0 = all).
+    crop: usize,
+    channels: usize,
+    scale: VideoScale,
+    dtype: Stored,
+}
+
+impl VideoParams {
+    /// The `crop` when it is smaller than the stored side.
+    fn crop(&self, side: usize) -> Option<usize> {
+        (self.crop > 0 && self.crop < side).then_some(self.crop)
+    }
+}
 
 fn meta_of(a: &InputArtifact, want: &str) -> Result<Meta, StageError> {
     let m: Meta = a.json("meta.json")?;
@@ -226,8 +324,9 @@ fn declare_shape(inputs: &BTreeMap<String, Vec<serde_json::Value>>, modality: &s
 
 impl Stage for ImagePrep {
     fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
-        let g = |k: &str| params[k].as_u64().unwrap_or(0) as usize;
-        declare_shape(inputs, "image", [g("channels"), 1, g("height"), g("width")])
+        // Parameters that do not parse declare nothing (validation reports them).
+        let p: ImageParams = parse(params).ok()?;
+        declare_shape(inputs, "image", [p.channels, 1, p.height, p.width])
     }
     fn kind(&self) -> &'static str {
         "image_prep"
@@ -254,41 +353,45 @@ impl Stage for ImagePrep {
                 json!(1),
                 "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)",
             ),
-            ParamSpec::opt("scale", T::Choice(&["minus_one_one", "unit", "mean_std"]), json!("minus_one_one"), "value scaling"),
+            ParamSpec::opt("scale", T::Choice(Scale::NAMES), json!("minus_one_one"), "value scaling"),
             ParamSpec::opt(
                 "dtype",
-                T::Choice(&["f32", "u8"]),
+                T::Choice(Stored::NAMES),
                 json!("f32"),
                 "stored values: f32, or u8 with the scaling applied when batches are read (4× smaller, the same floats)",
             ),
         ]
     }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<ImageParams>(params, &self.params()).map(|_| ())
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p: ImageParams = parse(ctx.params)?;
         let a = ctx.input("data")?.clone();
         let meta = meta_of(&a, "image")?;
-        let oc = ctx.params["channels"].as_u64().unwrap() as usize;
-        let how = ctx.params["scale"].as_str().unwrap().to_string();
-        let u8_cache = ctx.params["dtype"] == "u8";
+        let oc = p.channels;
+        let how = p.scale.name().to_string();
+        let u8_cache = p.dtype == Stored::U8;
         // Each split is opened (and checksum-verified) once.
         let readers = SPLITS.iter().map(|sp| open_split(&a, sp)).collect::<Result<Vec<_>, _>>()?;
         if readers[0].name == "bytes" {
-            return encoded_passthrough(ctx, &a, meta, oc, &how);
+            return encoded_passthrough(ctx, &a, meta, &p);
         }
         let size = |r: &SplitReader| -> Result<(usize, usize, usize, usize, usize), StageError> {
             let [h, w, c] = r.shape[..] else {
                 return Err(StageError::failed(format!("`{}`: images must be u8 [N, H, W, C], got [N] + {:?}", a.id, r.shape)));
             };
-            let oh = match ctx.params["height"].as_u64().unwrap() as usize {
+            let oh = match p.height {
                 0 => h,
                 v => v,
             };
-            let ow = match ctx.params["width"].as_u64().unwrap() as usize {
+            let ow = match p.width {
                 0 => w,
                 v => v,
             };
             Ok((h, w, c, oh, ow))
         };
-        let unit = how == "unit";
+        let unit = p.scale == Scale::Unit;
         let floats = move |raw: &[u8], (h, w, c, oh, ow): (usize, usize, usize, usize, usize)| -> Vec<f32> {
             let img = resize(raw, h, w, c, oh, ow);
             let mut out = vec![0f32; oc * oh * ow];
@@ -296,7 +399,7 @@ impl Stage for ImagePrep {
             out
         };
         // Train statistics for mean_std, over the float values, in example order.
-        let (mean, std) = if how == "mean_std" {
+        let (mean, std) = if p.scale == Scale::MeanStd {
             let dims = size(&readers[0])?;
             train_stats(ctx, &readers[0], oc, |raw| floats(&raw, dims))?
         } else {
@@ -354,9 +457,9 @@ impl Stage for ImagePrep {
 
 /// `image_prep` of encoded images: the shards are linked (no copy) and `meta.json` records the size and value
 /// map the batches are decoded to.
-fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, oc: usize, how: &str) -> Result<(), StageError> {
-    let (oh, ow) = (ctx.params["height"].as_u64().unwrap() as usize, ctx.params["width"].as_u64().unwrap() as usize);
-    if oh == 0 || ow == 0 || oc != 3 || how == "mean_std" {
+fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, p: &ImageParams) -> Result<(), StageError> {
+    let (oh, ow, how) = (p.height, p.width, p.scale.name());
+    if oh == 0 || ow == 0 || p.channels != 3 || p.scale == Scale::MeanStd {
         return Err(StageError::input(format!(
             "node `{}`: `{}` holds encoded images, decoded per batch: set height and width, channels = 3 and scale \
              minus_one_one or unit (mean_std needs stored pixels)",
@@ -389,10 +492,9 @@ pub struct AudioPrep;
 
 impl Stage for AudioPrep {
     fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
-        let opts: FbankOptions = serde_json::from_value(params["fbank"].clone()).ok()?;
-        let (frames, window) = (params["frames"].as_u64()? as usize, params["window"].as_u64().unwrap_or(0) as usize);
-        let seen = if window > 0 && window < frames { window } else { frames };
-        declare_shape(inputs, "audio", [1, 1, seen, opts.num_mel_bins])
+        // Parameters that do not parse declare nothing (validation reports them).
+        let p: AudioParams = parse(params).ok()?;
+        declare_shape(inputs, "audio", [1, 1, p.window().unwrap_or(p.frames), p.fbank.num_mel_bins])
     }
     fn kind(&self) -> &'static str {
         "audio_prep"
@@ -413,7 +515,7 @@ impl Stage for AudioPrep {
         vec![
             ParamSpec::opt("fbank", T::Table, json!({}), "fbank options (torchaudio names: num_mel_bins, window_type, frame_length, …)"),
             ParamSpec::opt("frames", T::Int { min: 1, max: 100_000 }, json!(96), "crop (centre) or zero-pad to this many frames"),
-            ParamSpec::opt("normalize", T::Choice(&["none", "train"]), json!("none"), "mean/std normalisation computed on the train split"),
+            ParamSpec::opt("normalize", T::Choice(Normalize::NAMES), json!("none"), "mean/std normalisation computed on the train split"),
             ParamSpec::opt(
                 "window",
                 T::Int { min: 0, max: 100_000 },
@@ -424,20 +526,21 @@ impl Stage for AudioPrep {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        let (frames, window) = (params["frames"].as_u64().unwrap_or(0), params["window"].as_u64().unwrap_or(0));
-        if window > frames {
-            return Err(("window".into(), format!("{window} frames is more than the {frames} stored (`frames`)")));
+        let p: AudioParams = parse_checked(params, &self.params())
+            .map_err(|(k, e)| if k == "fbank" { (k, format!("bad fbank option: {e}")) } else { (k, e) })?;
+        if p.window > p.frames {
+            return Err(("window".into(), format!("{} frames is more than the {} stored (`frames`)", p.window, p.frames)));
         }
-        let r: Result<FbankOptions, _> = serde_json::from_value(params["fbank"].clone());
-        r.map(|_| ()).map_err(|e| ("fbank".into(), format!("bad fbank option: {e}")))
+        Ok(())
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p: AudioParams = parse(ctx.params)?;
         let a = ctx.input("data")?.clone();
         let meta = meta_of(&a, "audio")?;
-        let mut opts: FbankOptions = serde_json::from_value(ctx.params["fbank"].clone()).map_err(|e| StageError::input(e.to_string()))?;
+        let mut opts = p.fbank.clone();
         opts.sample_frequency = meta.sample_rate.unwrap_or(16000) as f64;
         let fb = Fbank::new(opts.clone()).map_err(StageError::input)?;
-        let frames = ctx.params["frames"].as_u64().unwrap() as usize;
+        let frames = p.frames;
         let bins = opts.num_mel_bins + usize::from(opts.use_energy);
         // Kaldi log-mel, then a centre crop or zero pad (in the log domain a pad is 0, as AST pads).
         let feats = |raw: &[u8]| -> Vec<f32> {
@@ -452,7 +555,7 @@ impl Stage for AudioPrep {
         };
         let readers = SPLITS.iter().map(|sp| open_split(&a, sp)).collect::<Result<Vec<_>, _>>()?;
         let (mean, std) =
-            if ctx.params["normalize"] == "train" { train_stats(ctx, &readers[0], 1, |raw| feats(&raw))? } else { (vec![], vec![]) };
+            if p.normalize == Normalize::Train { train_stats(ctx, &readers[0], 1, |raw| feats(&raw))? } else { (vec![], vec![]) };
         let after = |x: &mut [f32]| {
             if !mean.is_empty() {
                 standardise(x, &mean, &std)
@@ -467,7 +570,7 @@ impl Stage for AudioPrep {
             "{}; log-mel {} bins, {:?} window, {} ms / {} ms, {frames} frames",
             meta.note, opts.num_mel_bins, opts.window_type, opts.frame_length, opts.frame_shift
         );
-        if let Some(w) = window_of(ctx.params) {
+        if let Some(w) = p.window() {
             note.push_str(&format!("; the model sees {w} of them (a random window when training, the centre when evaluating)"));
         }
         let shape = vec![1, 1, frames, bins];
@@ -481,7 +584,7 @@ impl Stage for AudioPrep {
                 shape,
                 sample_rate: None,
                 note,
-                window: window_of(ctx.params),
+                window: p.window(),
                 ..Default::default()
             },
         )
@@ -491,26 +594,15 @@ impl Stage for AudioPrep {
     }
 }
 
-/// The `window` of an `audio_prep` node when it is shorter than `frames`.
-fn window_of(params: &serde_json::Value) -> Option<usize> {
-    let (frames, window) = (params["frames"].as_u64().unwrap_or(0), params["window"].as_u64().unwrap_or(0));
-    (window > 0 && window < frames).then_some(window as usize)
-}
-
-/// The `crop` of a `video_prep` node when it is smaller than the stored side.
-fn video_crop(params: &serde_json::Value, side: usize) -> Option<usize> {
-    let c = params["crop"].as_u64().unwrap_or(0) as usize;
-    (c > 0 && c < side).then_some(c)
-}
-
 /// `video_prep`: frame sampling (count, stride), resize, scale.
 pub struct VideoPrep;
 
 impl Stage for VideoPrep {
     fn declare(&self, params: &serde_json::Value, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
-        let g = |k: &str| params[k].as_u64().unwrap_or(0) as usize;
-        let side = if g("crop") > 0 && g("crop") < g("size") { g("crop") } else { g("size") };
-        declare_shape(inputs, "video", [g("channels"), g("frames"), side, side])
+        // Parameters that do not parse declare nothing (validation reports them).
+        let p: VideoParams = parse(params).ok()?;
+        let side = p.crop(p.size).unwrap_or(p.size);
+        declare_shape(inputs, "video", [p.channels, p.frames, side, side])
     }
     fn kind(&self) -> &'static str {
         "video_prep"
@@ -545,22 +637,25 @@ impl Stage for VideoPrep {
                 json!(1),
                 "stored channels (grey is tiled here if 3; the tokenizer also tiles 1 → its channels)",
             ),
-            ParamSpec::opt("scale", T::Choice(&["minus_one_one", "unit"]), json!("minus_one_one"), "value scaling"),
+            ParamSpec::opt("scale", T::Choice(VideoScale::NAMES), json!("minus_one_one"), "value scaling"),
             ParamSpec::opt(
                 "dtype",
-                T::Choice(&["f32", "u8"]),
+                T::Choice(Stored::NAMES),
                 json!("f32"),
                 "stored values: f32, or u8 with the scaling applied when batches are read (4× smaller, the same floats)",
             ),
         ]
     }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<VideoParams>(params, &self.params()).map(|_| ())
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p: VideoParams = parse(ctx.params)?;
         let a = ctx.input("data")?.clone();
         let meta = meta_of(&a, "video")?;
-        let (tf, stride) = (ctx.params["frames"].as_u64().unwrap() as usize, ctx.params["stride"].as_u64().unwrap() as usize);
-        let oc = ctx.params["channels"].as_u64().unwrap() as usize;
-        let how = ctx.params["scale"].as_str().unwrap().to_string();
-        let u8_cache = ctx.params["dtype"] == "u8";
+        let (tf, stride, oc) = (p.frames, p.stride, p.channels);
+        let how = p.scale.name().to_string();
+        let u8_cache = p.dtype == Stored::U8;
         let mut sizes = BTreeMap::new();
         let mut side = 0;
         for s in SPLITS {
@@ -575,11 +670,11 @@ impl Stage for VideoPrep {
                     (tf - 1) * stride + 1
                 )));
             }
-            side = match ctx.params["size"].as_u64().unwrap() as usize {
+            side = match p.size {
                 0 => h,
                 v => v,
             };
-            let unit = how == "unit";
+            let unit = p.scale == VideoScale::Unit;
             let f = move |_: &SplitReader, px: Vec<u8>| -> Result<Out, String> {
                 let frame = |f: usize| resize(&px[(f * stride) * h * w * c..(f * stride + 1) * h * w * c], h, w, c, side, side);
                 if u8_cache {
@@ -605,7 +700,7 @@ impl Stage for VideoPrep {
             sizes.insert(s.to_string(), n);
         }
         let mut note = format!("{}; {tf} frames at stride {stride}, {side}², {oc} channels", meta.note);
-        if let Some(c) = video_crop(ctx.params, side) {
+        if let Some(c) = p.crop(side) {
             note.push_str(&format!("; the model sees {c}² crops (random after scale jitter when training, the centre when evaluating)"));
         }
         let values = u8_cache.then(|| {
@@ -624,7 +719,7 @@ impl Stage for VideoPrep {
                 sample_rate: None,
                 note,
                 values,
-                crop: video_crop(ctx.params, side),
+                crop: p.crop(side),
                 ..Default::default()
             },
         )

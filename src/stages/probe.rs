@@ -6,25 +6,37 @@
 //! scale that is a seeded random init, not a pretrained ViT). A modality the encoder never saw gets a
 //! tokenizer built from one it did ([`crate::model::transfer`]).
 
-use super::modelspec::{geometry, load_task, model_config, model_params};
+use super::modelspec::{geometry, load_task, model_config, model_params, ModelParams};
 use crate::data::tensors::{decode, encode, Array, Labels, Named};
 use crate::model::checkpoint::{from_safetensors, load_into, HostTensor};
-use crate::model::device::{dispatch, BackendJob};
+use crate::model::device::{Backend, BackendJob};
 use crate::model::import::{from_timm, Inflation};
 use crate::model::transfer::transfer;
 use crate::model::{Modality, ModelConfig, PolyVit};
-use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Resources, Stage, StageCtx, StageError};
+use crate::stage::{
+    choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Resources, Stage, StageCtx, StageError,
+};
 use crate::train::batch::SplitData;
 use crate::train::metrics::{mean_ap, topk};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// `features`.
 pub struct FeaturesStage;
+
+/// The parameters of a `features` node: the model's, and how a ViT checkpoint's 2D kernels are inflated.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeaturesParams {
+    #[serde(flatten)]
+    model: ModelParams,
+    init_inflation: Inflation,
+}
 
 struct FeatJob<'a> {
     cfg: ModelConfig,
@@ -96,26 +108,31 @@ impl Stage for FeaturesStage {
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
-        // one node N threads for its kernels); on CUDA each holds the device slot.
-        Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
+        // one node N threads for its kernels); on CUDA each holds the device slot. An unknown backend holds
+        // none: `run` reports it.
+        Resources { cpu_slots: 1, device: Backend::from_env(env).is_ok_and(Backend::holds_device) }
+    }
+    fn validate(&self, params: &Value) -> Result<(), (String, String)> {
+        parse_checked::<FeaturesParams>(params, &self.params()).map(|_| ())
     }
     fn describe(&self, a: &InputArtifact, _out: &std::path::Path) -> Result<String, StageError> {
         let info: Value = a.json("features.json")?;
         Ok(serde_json::to_string_pretty(&info).unwrap_or_default())
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p: FeaturesParams = parse(ctx.params)?;
+        let backend = Backend::from_env(ctx.env).map_err(StageError::input)?;
         let task = load_task(ctx.input("task")?)?;
         let m = Modality::parse(&task.spec.modality).ok_or_else(|| StageError::input("unknown modality"))?;
         let (mut cfg, weights, note) = match ctx.inputs.get("model").and_then(|v| v.first()) {
             None => {
-                let mut cfg = model_config(ctx.params, &[(&task.spec, task.shape)])?;
+                let mut cfg = model_config(&p.model, &[(&task.spec, task.shape)])?;
                 cfg.tasks.clear();
                 match ctx.inputs.get("init").and_then(|v| v.first()) {
                     // The paper's "initial model": the pretrained ViT, mapped onto this tokenizer.
                     Some(a) => {
                         let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
-                        let infl = if ctx.params["init_inflation"] == "average" { Inflation::Average } else { Inflation::Central };
-                        let w = from_timm(&timm, &cfg, infl).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?;
+                        let w = from_timm(&timm, &cfg, p.init_inflation).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?;
                         (cfg, Some(w), format!("initial model: pretrained weights of `{}`", a.id))
                     }
                     None => (cfg, None, "initial model (seeded random init)".to_string()),
@@ -130,7 +147,7 @@ impl Stage for FeaturesStage {
                 cfg.tasks.clear();
                 let mut note = format!("encoder of `{}`", a.id);
                 if cfg.geometry(m).is_none() {
-                    cfg.geometry.push((m, geometry(m, task.shape, ctx.params)));
+                    cfg.geometry.push((m, geometry(m, task.shape, &p.model)));
                     cfg.geometry.sort_by_key(|(k, _)| *k);
                 }
                 // Renumber tokenizers to the new order.
@@ -165,13 +182,10 @@ impl Stage for FeaturesStage {
         };
         cfg.tasks.clear();
         let tok = cfg.geometry.iter().position(|(k, _)| *k == m).unwrap();
-        let backend = ctx.env.get("backend").cloned().unwrap_or_else(|| "flex".into());
         let splits = vec![&task.run.train, &task.run.val, &task.run.test];
-        let feats = dispatch(
-            &backend,
-            FeatJob { cfg: cfg.clone(), weights, tok, splits: splits.clone(), seed: ctx.seed(), classes: task.run.classes },
-        )
-        .map_err(StageError::input)?
+        let feats = backend
+            .dispatch(FeatJob { cfg: cfg.clone(), weights, tok, splits: splits.clone(), seed: ctx.seed(), classes: task.run.classes })
+            .map_err(StageError::input)?
         .map_err(StageError::failed)?;
         let d = cfg.size.dim;
         for ((name, s), f) in ["train", "val", "test"].iter().zip(&splits).zip(feats) {
@@ -190,6 +204,27 @@ impl Stage for FeaturesStage {
 
 /// `probe`.
 pub struct ProbeStage;
+
+choice_enum! {
+    /// How a probe fits its linear head.
+    enum Method {
+        /// Adam with an LR sweep chosen on val.
+        Adam = "adam",
+        /// Closed-form ridge regression with a regulariser sweep.
+        Ridge = "ridge",
+    }
+}
+
+/// The parameters of a `probe` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeParams {
+    method: Method,
+    lrs: Vec<f64>,
+    lambdas: Vec<f64>,
+    epochs: usize,
+    batch_size: usize,
+}
 
 /// The task facts a probe reads from `features.json`.
 #[derive(serde::Deserialize)]
@@ -357,14 +392,18 @@ impl Stage for ProbeStage {
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::opt("method", T::Choice(&["adam", "ridge"]), json!("adam"), "linear head: Adam sweep or closed-form ridge"),
+            ParamSpec::opt("method", T::Choice(Method::NAMES), json!("adam"), "linear head: Adam sweep or closed-form ridge"),
             ParamSpec::opt("lrs", T::FloatList, json!([0.001, 0.003, 0.01]), "Adam learning rates swept (best on val)"),
             ParamSpec::opt("lambdas", T::FloatList, json!([0.1, 1.0, 10.0]), "ridge regularisers swept (best on val)"),
             ParamSpec::opt("epochs", T::Int { min: 1, max: 10000 }, json!(20), "Adam epochs"),
             ParamSpec::opt("batch_size", T::Int { min: 1, max: 65536 }, json!(64), "Adam minibatch"),
         ]
     }
+    fn validate(&self, params: &Value) -> Result<(), (String, String)> {
+        parse_checked::<ProbeParams>(params, &self.params()).map(|_| ())
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p: ProbeParams = parse(ctx.params)?;
         let a = ctx.input("features")?.clone();
         let info: Value = a.json("features.json")?;
         let spec: ProbeTask = serde_json::from_value(info["task"].clone()).map_err(|e| StageError::failed(e.to_string()))?;
@@ -380,25 +419,14 @@ impl Stage for ProbeStage {
         let key_metric = if spec.multilabel { "map" } else { "top1" };
         let mut best: Option<(f64, f64, Vec<f32>, Vec<f32>)> = None;
         let mut sweep = vec![];
-        let candidates: Vec<f64> = if ctx.params["method"] == "ridge" {
-            serde_json::from_value(ctx.params["lambdas"].clone()).unwrap_or_default()
-        } else {
-            serde_json::from_value(ctx.params["lrs"].clone()).unwrap_or_default()
+        let candidates = match p.method {
+            Method::Ridge => &p.lambdas,
+            Method::Adam => &p.lrs,
         };
-        for &h in &candidates {
-            let (w, b) = if ctx.params["method"] == "ridge" {
-                ridge(&tr, d, k, h)
-            } else {
-                train_adam(
-                    &tr,
-                    d,
-                    k,
-                    h,
-                    ctx.params["epochs"].as_u64().unwrap() as usize,
-                    ctx.params["batch_size"].as_u64().unwrap() as usize,
-                    spec.multilabel,
-                    ctx.seed(),
-                )
+        for &h in candidates {
+            let (w, b) = match p.method {
+                Method::Ridge => ridge(&tr, d, k, h),
+                Method::Adam => train_adam(&tr, d, k, h, p.epochs, p.batch_size, spec.multilabel, ctx.seed()),
             };
             let v = *score(if va.n > 0 { &va } else { &tr }, &w, &b, d, k, spec.map).get(key_metric).unwrap_or(&f64::NAN);
             sweep.push(json!({"hyper": h, "val": v}));
@@ -413,7 +441,7 @@ impl Stage for ProbeStage {
         tasks.insert(spec.name.clone(), json!({"val": val, "test": test}));
         ctx.out.put_json(
             "metrics.json",
-            &json!({"tasks": tasks, "probe": {"method": ctx.params["method"], "chosen": h, "sweep": sweep, "source": info["source"]}}),
+            &json!({"tasks": tasks, "probe": {"method": p.method, "chosen": h, "sweep": sweep, "source": info["source"]}}),
         )
     }
     fn describe(&self, a: &InputArtifact, _out: &std::path::Path) -> Result<String, StageError> {

@@ -2,7 +2,7 @@
 //! writes `table.md`, `table.csv`, `table.json` (every cell with the node, key and artifact that produced it)
 //! and `table.txt`. Optional constant rows of published numbers are labelled as such.
 
-use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use crate::tables::{csv, markdown, terminal, Cell, Provenance, ResultTable};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -62,6 +62,20 @@ struct Published {
     values: Vec<Option<f64>>,
 }
 
+/// The parameters of a `table` node (see [`TableStage::params`] for each one's meaning).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableParams {
+    title: String,
+    caption: String,
+    rows: Vec<RowSpec>,
+    columns: Vec<ColSpec>,
+    counts: bool,
+    averages: Vec<AvgSpec>,
+    published: Vec<Published>,
+    export: String,
+}
+
 /// `table`.
 pub struct TableStage;
 
@@ -113,15 +127,18 @@ impl Stage for TableStage {
         &[]
     }
     fn validate(&self, p: &Value) -> Result<(), (String, String)> {
-        serde_json::from_value::<Vec<RowSpec>>(p["rows"].clone())
-            .map_err(|e| ("rows".to_string(), format!("expected a list of {{ label, nodes }}: {e}")))?;
-        serde_json::from_value::<Vec<ColSpec>>(p["columns"].clone())
-            .map_err(|e| ("columns".to_string(), format!("expected a list of {{ task, metric, label }}: {e}")))?;
-        let avgs = serde_json::from_value::<Vec<AvgSpec>>(p["averages"].clone())
-            .map_err(|e| ("averages".to_string(), format!("expected a list of {{ label, columns }}: {e}")))?;
-        let cols = serde_json::from_value::<Vec<ColSpec>>(p["columns"].clone()).unwrap_or_default();
-        let labels: Vec<String> = cols.iter().map(col_label).collect();
-        for a in &avgs {
+        let p: TableParams = parse_checked(p, &self.params()).map_err(|(k, e)| {
+            let shape = match k.as_str() {
+                "rows" => "{ label, nodes }",
+                "columns" => "{ task, metric, label }",
+                "averages" => "{ label, columns }",
+                "published" => "{ label, values }",
+                _ => return (k, e),
+            };
+            (k, format!("expected a list of {shape}: {e}"))
+        })?;
+        let labels: Vec<String> = p.columns.iter().map(col_label).collect();
+        for a in &p.averages {
             if let Some(c) = a.columns.iter().find(|c| !labels.contains(c)) {
                 return Err((
                     "averages".into(),
@@ -129,13 +146,12 @@ impl Stage for TableStage {
                 ));
             }
         }
-        serde_json::from_value::<Vec<Published>>(p["published"].clone())
-            .map_err(|e| ("published".to_string(), format!("expected a list of {{ label, values }}: {e}")))?;
         Ok(())
     }
     fn exports(&self, p: &Value) -> Vec<(String, String)> {
-        match p["export"].as_str() {
-            Some(stem) if !stem.is_empty() => ["md", "csv", "json"].iter().map(|e| (format!("table.{e}"), format!("{stem}.{e}"))).collect(),
+        // Parameters that do not parse export nothing (validation reports them).
+        match parse::<TableParams>(p).map(|p| p.export) {
+            Ok(stem) if !stem.is_empty() => ["md", "csv", "json"].iter().map(|e| (format!("table.{e}"), format!("{stem}.{e}"))).collect(),
             _ => vec![],
         }
     }
@@ -143,12 +159,7 @@ impl Stage for TableStage {
         Some("table.txt")
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let p = ctx.params;
-        let rows: Vec<RowSpec> = serde_json::from_value(p["rows"].clone()).map_err(|e| StageError::input(e.to_string()))?;
-        let cols: Vec<ColSpec> = serde_json::from_value(p["columns"].clone()).map_err(|e| StageError::input(e.to_string()))?;
-        let published: Vec<Published> = serde_json::from_value(p["published"].clone()).map_err(|e| StageError::input(e.to_string()))?;
-        let avgs: Vec<AvgSpec> = serde_json::from_value(p["averages"].clone()).map_err(|e| StageError::input(e.to_string()))?;
-        let counts = p["counts"].as_bool().unwrap_or(true);
+        let TableParams { title, caption, rows, columns: cols, counts, averages: avgs, published, export: _ } = parse(ctx.params)?;
         let runs = ctx.inputs.get("runs").cloned().unwrap_or_default();
         let mut columns = vec!["Model".to_string()];
         if counts {
@@ -159,8 +170,8 @@ impl Stage for TableStage {
         columns.extend(labels.iter().cloned());
         columns.extend(avgs.iter().map(|a| a.label.clone()));
         let mut t = ResultTable {
-            title: p["title"].as_str().unwrap_or("").into(),
-            caption: p["caption"].as_str().unwrap_or("").into(),
+            title,
+            caption,
             columns,
             rows: vec![],
             cells: vec![],

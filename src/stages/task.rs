@@ -3,7 +3,7 @@
 //! so changing one task's LR re-runs exactly what trains on that task.
 
 use crate::data::tensors::Meta;
-use crate::stage::{InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{choice_enum, parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use crate::train::batch::Augment;
 use crate::train::metrics::Loss;
 use serde::{Deserialize, Serialize};
@@ -51,37 +51,76 @@ pub struct TaskSpec {
 /// `task`.
 pub struct TaskStage;
 
+choice_enum! {
+    /// A task's `loss` parameter.
+    enum LossChoice {
+        /// The paper's choice: sigmoid for images and multi-label data, softmax otherwise.
+        Auto = "auto",
+        /// Softmax cross-entropy.
+        Softmax = "softmax",
+        /// Sigmoid binary cross-entropy.
+        Sigmoid = "sigmoid",
+    }
+}
+
+choice_enum! {
+    /// A task's `head_init` parameter.
+    enum HeadChoice {
+        /// Zero for audio and video, LeCun-normal for images (the paper).
+        Auto = "auto",
+        /// Zero.
+        Zero = "zero",
+        /// LeCun-normal.
+        LecunNormal = "lecun_normal",
+    }
+}
+
+/// The parameters of a `task` node (see [`TaskStage::params`] for each one's meaning).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskParams {
+    steps: usize,
+    batch_size: usize,
+    lr: f64,
+    warmup: usize,
+    warmup_group: String,
+    loss: LossChoice,
+    head_init: HeadChoice,
+    augment: Augment,
+    droplayer: f64,
+    map: bool,
+}
+
 /// A task's spec from its parameters and its data's modality, classes and label kind.
-fn task_spec(name: &str, p: &serde_json::Value, modality: &str, classes: Vec<String>, multilabel: bool) -> Result<TaskSpec, StageError> {
-    let loss = match p["loss"].as_str().unwrap_or("auto") {
-        "softmax" => Loss::Softmax,
-        "sigmoid" => Loss::Sigmoid,
-        _ if modality == "image" || multilabel => Loss::Sigmoid,
-        _ => Loss::Softmax,
+fn task_spec(name: &str, p: &TaskParams, modality: &str, classes: Vec<String>, multilabel: bool) -> TaskSpec {
+    let loss = match p.loss {
+        LossChoice::Softmax => Loss::Softmax,
+        LossChoice::Sigmoid => Loss::Sigmoid,
+        LossChoice::Auto if modality == "image" || multilabel => Loss::Sigmoid,
+        LossChoice::Auto => Loss::Softmax,
     };
-    let head_init = match p["head_init"].as_str().unwrap_or("auto") {
-        "auto" if modality == "image" => "lecun_normal",
-        "auto" => "zero",
+    let head_init = match p.head_init {
+        HeadChoice::Auto if modality == "image" => HeadChoice::LecunNormal,
+        HeadChoice::Auto => HeadChoice::Zero,
         other => other,
     };
-    let int = |k: &str| p[k].as_u64().unwrap_or(0) as usize;
-    Ok(TaskSpec {
+    TaskSpec {
         name: name.to_string(),
         modality: modality.to_string(),
         classes,
         multilabel,
         loss,
-        batch_size: int("batch_size"),
-        steps: int("steps"),
-        lr: p["lr"].as_f64().unwrap_or(0.0),
-        warmup: int("warmup"),
-        warmup_group: p["warmup_group"].as_str().unwrap_or("").to_string(),
-        augment: serde_json::from_value(p["augment"].clone()).map_err(|e| StageError::input(e.to_string()))?,
-        crop_sampler: if p["augment"]["inception_crop"] == true { "tf_generate_random_crop".into() } else { String::new() },
-        droplayer: p["droplayer"].as_f64().unwrap_or(0.0),
-        head_init: head_init.to_string(),
-        map: p["map"].as_bool().unwrap_or(false) || multilabel,
-    })
+        batch_size: p.batch_size,
+        steps: p.steps,
+        lr: p.lr,
+        warmup: p.warmup,
+        warmup_group: p.warmup_group.clone(),
+        augment: p.augment,
+        crop_sampler: if p.augment.inception_crop { "tf_generate_random_crop".into() } else { String::new() },
+        droplayer: p.droplayer,
+        head_init: head_init.name().to_string(),
+        map: p.map || multilabel,
+    }
 }
 
 impl Stage for TaskStage {
@@ -95,7 +134,8 @@ impl Stage for TaskStage {
         // 2, only for tasks with `inception_crop`: the crop's window sampler became TF's `GenerateRandomCrop`
         // line for line (other windows than before) and `task.json` names it, so these tasks and the models
         // trained on them recompute; other tasks keep their keys and artifacts.
-        if params["augment"]["inception_crop"] == true {
+        // Parameters that do not parse keep the kind's version (validation reports them).
+        if parse::<TaskParams>(params).is_ok_and(|p| p.augment.inception_crop) {
             2
         } else {
             self.version()
@@ -129,13 +169,13 @@ impl Stage for TaskStage {
             ),
             ParamSpec::opt(
                 "loss",
-                T::Choice(&["auto", "softmax", "sigmoid"]),
+                T::Choice(LossChoice::NAMES),
                 json!("auto"),
                 "auto = the paper's choice: sigmoid for images and multi-label, softmax otherwise",
             ),
             ParamSpec::opt(
                 "head_init",
-                T::Choice(&["auto", "zero", "lecun_normal"]),
+                T::Choice(HeadChoice::NAMES),
                 json!("auto"),
                 "auto = zero for audio/video, LeCun-normal for images (the paper)",
             ),
@@ -155,10 +195,9 @@ impl Stage for TaskStage {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        serde_json::from_value::<Augment>(params["augment"].clone())
-            .map_err(|e| ("augment".into(), format!("bad augmentation option: {e}")))?
-            .check()
-            .map_err(|e| ("augment".into(), e))
+        let p: TaskParams = parse_checked(params, &self.params())
+            .map_err(|(k, e)| if k == "augment" { (k, format!("bad augmentation option: {e}")) } else { (k, e) })?;
+        p.augment.check().map_err(|e| ("augment".into(), e))
     }
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
@@ -168,13 +207,15 @@ impl Stage for TaskStage {
         let d = inputs.get("data")?.first()?;
         let n = d["classes"].as_u64()? as usize;
         let classes: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-        let spec = task_spec("", params, d["modality"].as_str()?, classes, d["multilabel"].as_bool()?).ok()?;
+        // Parameters that do not parse declare nothing (validation reports them).
+        let spec = task_spec("", &parse(params).ok()?, d["modality"].as_str()?, classes, d["multilabel"].as_bool()?);
         Some(json!({"spec": spec, "shape": d["shape"].clone()}))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p: TaskParams = parse(ctx.params)?;
         let data = ctx.input("data")?.clone();
         let meta: Meta = data.json("meta.json")?;
-        let spec = task_spec(ctx.id, ctx.params, &meta.modality, meta.classes.clone(), meta.multilabel)?;
+        let spec = task_spec(ctx.id, &p, &meta.modality, meta.classes.clone(), meta.multilabel);
         for f in data.manifest.files.keys().cloned().collect::<Vec<_>>() {
             ctx.out.link(&f, &data, &f)?;
         }

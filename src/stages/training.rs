@@ -5,17 +5,21 @@
 //! to the node's scratch directory in the store; a killed run resumes there and ends with exactly the
 //! weights and metrics of an uninterrupted run.
 
-use super::modelspec::{load_task, model_config, model_params, LoadedTask};
+use super::modelspec::{load_task, model_config, model_params, LoadedTask, ModelParams};
 use crate::model::checkpoint::{from_safetensors, to_safetensors, HostTensor};
 use crate::model::count::count;
-use crate::model::device::{dispatch, BackendJob};
+use crate::model::device::{Backend, BackendJob};
 use crate::model::import::{from_timm, Inflation};
-use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Progress, Resources, Stage, StageCtx, StageError};
+use crate::stage::{
+    choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Progress, Resources, Stage, StageCtx,
+    StageError,
+};
 use crate::train::batch::Cursor;
 use crate::train::optim::OptKind;
 use crate::train::run::{run, Outcome, Resume, RunConfig, TaskRun};
 use crate::train::schedule::{Schedule, SCHEDULES};
 use burn::tensor::backend::AutodiffBackend;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,9 +30,79 @@ pub struct TrainStage {
     pub multi: bool,
 }
 
+choice_enum! {
+    /// The shared optimizer.
+    enum Optimizer {
+        /// SGD with momentum (the paper).
+        Sgd = "sgd",
+        /// Adam.
+        Adam = "adam",
+        /// Adam with decoupled weight decay.
+        AdamW = "adamw",
+    }
+}
+
+choice_enum! {
+    /// How the `accumulate` schedule combines the task gradients.
+    enum Accumulate {
+        /// Their sum.
+        Sum = "sum",
+        /// Their mean.
+        Mean = "mean",
+    }
+}
+
+/// The optimisation parameters of `train` and `cotrain` ([`optim_params`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimParams {
+    optimizer: Optimizer,
+    momentum: f64,
+    weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    clip: f64,
+    wrap_last: bool,
+    /// Σ U_j override (0 = Σ U_j).
+    total_steps: usize,
+    eval_every: usize,
+    checkpoint_every: usize,
+    init_inflation: Inflation,
+}
+
+/// The parameters of a `train` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainParams {
+    #[serde(flatten)]
+    model: ModelParams,
+    #[serde(flatten)]
+    optim: OptimParams,
+}
+
+/// The parameters of a `cotrain` node: those of `train` and the task schedule. (Not a flattened
+/// [`TrainParams`]: a flattened struct that itself flattens refuses the keys it does not know.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CotrainParams {
+    #[serde(flatten)]
+    model: ModelParams,
+    #[serde(flatten)]
+    optim: OptimParams,
+    schedule: Schedule,
+    schedule_seed: u64,
+    accumulate: Accumulate,
+}
+
+impl From<TrainParams> for CotrainParams {
+    /// A single-task run: every update trains its one task (`weighted`, seed 0, summed).
+    fn from(p: TrainParams) -> Self {
+        CotrainParams { model: p.model, optim: p.optim, schedule: Schedule::Weighted, schedule_seed: 0, accumulate: Accumulate::Sum }
+    }
+}
+
 fn optim_params(multi: bool) -> Vec<ParamSpec> {
     let mut v = vec![
-        ParamSpec::opt("optimizer", T::Choice(&["sgd", "adam", "adamw"]), json!("sgd"), "one shared optimizer (paper: SGD, momentum 0.9)"),
+        ParamSpec::opt("optimizer", T::Choice(Optimizer::NAMES), json!("sgd"), "one shared optimizer (paper: SGD, momentum 0.9)"),
         ParamSpec::opt("momentum", T::Float { min: 0.0, max: 1.0 }, json!(0.9), "SGD momentum"),
         ParamSpec::opt("weight_decay", T::Float { min: 0.0, max: 10.0 }, json!(0.0), "AdamW decoupled weight decay"),
         ParamSpec::opt("clip", T::Float { min: 0.0, max: 1e9 }, json!(1.0), "global gradient-norm clip (0 = off)"),
@@ -63,7 +137,7 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
         ));
         v.push(ParamSpec::opt(
             "accumulate",
-            T::Choice(&["sum", "mean"]),
+            T::Choice(Accumulate::NAMES),
             json!("sum"),
             "accumulate: combine the task gradients by sum or mean",
         ));
@@ -71,11 +145,11 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
     v
 }
 
-fn opt_kind(p: &Value) -> OptKind {
-    match p["optimizer"].as_str().unwrap_or("sgd") {
-        "sgd" => OptKind::Sgd { momentum: p["momentum"].as_f64().unwrap_or(0.9) },
-        "adam" => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
-        _ => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: p["weight_decay"].as_f64().unwrap_or(0.0) },
+fn opt_kind(p: &OptimParams) -> OptKind {
+    match p.optimizer {
+        Optimizer::Sgd => OptKind::Sgd { momentum: p.momentum },
+        Optimizer::Adam => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        Optimizer::AdamW => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: p.weight_decay },
     }
 }
 
@@ -154,6 +228,16 @@ impl TrainStage {
     fn tasks(&self, inputs: &BTreeMap<String, Vec<InputArtifact>>) -> Result<Vec<LoadedTask>, StageError> {
         inputs.get(self.slot()).into_iter().flatten().map(load_task).collect()
     }
+
+    /// The node's parameters: [`CotrainParams`] for `cotrain`, [`TrainParams`] (as a single-task schedule) for
+    /// `train`.
+    fn read(&self, params: &Value) -> Result<CotrainParams, StageError> {
+        if self.multi {
+            parse(params)
+        } else {
+            parse::<TrainParams>(params).map(CotrainParams::from)
+        }
+    }
 }
 
 impl Stage for TrainStage {
@@ -198,8 +282,17 @@ impl Stage for TrainStage {
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
-        // one node N threads for its kernels); on CUDA each holds the device slot.
-        Resources { cpu_slots: 1, device: env.get("backend").is_some_and(|b| b == "cuda") }
+        // one node N threads for its kernels); on CUDA each holds the device slot. An unknown backend holds
+        // none: `run` reports it.
+        Resources { cpu_slots: 1, device: Backend::from_env(env).is_ok_and(Backend::holds_device) }
+    }
+    fn validate(&self, params: &Value) -> Result<(), (String, String)> {
+        let specs = self.params();
+        if self.multi {
+            parse_checked::<CotrainParams>(params, &specs).map(|_| ())
+        } else {
+            parse_checked::<TrainParams>(params, &specs).map(|_| ())
+        }
     }
     fn report_slots(&self) -> &'static [&'static str] {
         if self.multi {
@@ -210,33 +303,35 @@ impl Stage for TrainStage {
     }
     fn report(&self, params: &Value, inputs: &BTreeMap<String, Vec<InputArtifact>>) -> Option<Result<Value, StageError>> {
         Some((|| {
+            let p = self.read(params)?;
             let tasks = self.tasks(inputs)?;
             let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
-            let cfg = model_config(params, &refs)?;
+            let cfg = model_config(&p.model, &refs)?;
             Ok(serde_json::to_value(count(&cfg)).unwrap_or_default())
         })())
     }
     fn report_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Option<Result<Value, StageError>> {
-        Some(declared_count(params, inputs.get(self.slot())?))
+        let tasks = inputs.get(self.slot())?;
+        Some(self.read(params).and_then(|p| declared_count(&p.model, tasks)))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let p = self.read(ctx.params)?;
+        let backend = Backend::from_env(ctx.env).map_err(StageError::input)?;
+        let (m, o) = (&p.model, &p.optim);
         let tasks = self.tasks(&ctx.inputs)?;
-        let p = ctx.params;
         let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
-        let model = model_config(p, &refs)?;
-        let schedule = if self.multi { Schedule::parse(p["schedule"].as_str().unwrap()).unwrap() } else { Schedule::Weighted };
-        let total = p["total_steps"].as_u64().unwrap_or(0) as usize;
+        let model = model_config(m, &refs)?;
         let cfg = RunConfig {
             model: model.clone(),
-            schedule,
-            total_steps: (total > 0).then_some(total),
-            schedule_seed: p.get("schedule_seed").and_then(|v| v.as_u64()).unwrap_or(0),
-            optimizer: opt_kind(p),
-            clip: p["clip"].as_f64().filter(|&c| c > 0.0),
-            wrap_last: p["wrap_last"].as_bool().unwrap_or(true),
-            accumulate_mean: p.get("accumulate").and_then(|v| v.as_str()) == Some("mean"),
-            eval_every: p["eval_every"].as_u64().unwrap_or(0) as usize,
-            checkpoint_every: p["checkpoint_every"].as_u64().unwrap_or(0) as usize,
+            schedule: p.schedule,
+            total_steps: (o.total_steps > 0).then_some(o.total_steps),
+            schedule_seed: p.schedule_seed,
+            optimizer: opt_kind(o),
+            clip: (o.clip > 0.0).then_some(o.clip),
+            wrap_last: o.wrap_last,
+            accumulate_mean: p.accumulate == Accumulate::Mean,
+            eval_every: o.eval_every,
+            checkpoint_every: o.checkpoint_every,
             seed: ctx.seed(),
             eval_batch: 256,
         };
@@ -245,15 +340,13 @@ impl Stage for TrainStage {
             Some(a) if a.has("model.safetensors") => Some(encoder_of(a, &model)?),
             Some(a) => {
                 let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
-                let infl = if p["init_inflation"] == "average" { Inflation::Average } else { Inflation::Central };
-                Some(from_timm(&timm, &model, infl).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?)
+                Some(from_timm(&timm, &model, o.init_inflation).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?)
             }
         };
         let resume = load_resume(&ctx.scratch);
         if let Some(r) = &resume {
             tracing::info!("{}: resuming at update {}", ctx.id, r.step);
         }
-        let backend = ctx.env.get("backend").cloned().unwrap_or_else(|| "flex".into());
         let job = Job {
             cfg: &cfg,
             tasks: tasks.iter().map(|t| t.run.clone()).collect(),
@@ -262,7 +355,7 @@ impl Stage for TrainStage {
             progress: ctx.progress,
             scratch: &ctx.scratch,
         };
-        let out = dispatch(&backend, job).map_err(StageError::input)?.map_err(StageError::failed)?;
+        let out = backend.dispatch(job).map_err(StageError::input)?.map_err(StageError::failed)?;
         write_model(ctx, &cfg, &tasks, &out)
     }
     fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
@@ -302,7 +395,7 @@ fn encoder_of(a: &InputArtifact, model: &crate::model::ModelConfig) -> Result<BT
 
 /// Parameter counts of the model that `params` builds for tasks known only by their declarations
 /// (`{"spec": TaskSpec, "shape": [C, T, H, W]}`), e.g. the paper's nine tasks before any data exists.
-pub fn declared_count(params: &Value, tasks: &[Value]) -> Result<Value, StageError> {
+pub fn declared_count(params: &ModelParams, tasks: &[Value]) -> Result<Value, StageError> {
     let mut specs = vec![];
     for (i, d) in tasks.iter().enumerate() {
         let mut spec: crate::stages::task::TaskSpec =

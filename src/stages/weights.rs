@@ -5,11 +5,10 @@
 //! [`crate::model::import`]).
 
 use crate::model::checkpoint::{from_safetensors, HostTensor};
-use crate::stage::{InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 /// `weights`.
@@ -99,8 +98,29 @@ pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, 
     Ok(info)
 }
 
+choice_enum! {
+    /// How the checkpoint's tensors are named.
+    enum Naming {
+        /// timm's `VisionTransformer` state dict.
+        Timm = "timm",
+    }
+}
+
+/// The parameters of a `weights` node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsParams {
+    /// The `.safetensors` file (empty = not configured yet).
+    path: String,
+    /// Tensor naming (only timm today: `run` checks the file against it).
+    #[allow(dead_code)]
+    format: Naming,
+}
+
+/// The checkpoint file of a node with `params` (its `path` from `base`; `base` itself when the parameters do
+/// not parse, which `preflight` reports first).
 fn resolve(params: &serde_json::Value, base: &Path) -> std::path::PathBuf {
-    base.join(params["path"].as_str().unwrap_or(""))
+    base.join(parse::<WeightsParams>(params).map(|p| p.path).unwrap_or_default())
 }
 
 impl Stage for WeightsStage {
@@ -127,38 +147,36 @@ impl Stage for WeightsStage {
                 json!(""),
                 "the .safetensors file; empty = not configured yet (set it with --set NODE.path=FILE or a --config file)",
             ),
-            ParamSpec::opt("format", T::Choice(&["timm"]), json!("timm"), "tensor naming: timm's VisionTransformer state dict"),
+            ParamSpec::opt("format", T::Choice(Naming::NAMES), json!("timm"), "tensor naming: timm's VisionTransformer state dict"),
         ]
     }
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
+        parse_checked::<WeightsParams>(params, &self.params()).map(|_| ())
+    }
     fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
-        if params["path"].as_str().unwrap_or("").is_empty() {
+        let p: WeightsParams = parse_checked(params, &self.params())?;
+        if p.path.is_empty() {
             return Err(("path".into(), "not configured: where is the pretrained checkpoint (.safetensors)?".into()));
         }
-        let p = resolve(params, base);
-        if !p.is_file() {
-            return Err(("path".into(), format!("`{}` is not a file", p.display())));
+        let file = base.join(&p.path);
+        if !file.is_file() {
+            return Err(("path".into(), format!("`{}` is not a file", file.display())));
         }
         Ok(())
     }
-    fn external_digest(&self, params: &serde_json::Value, base: &Path) -> Result<Option<String>, StageError> {
+    fn external_digest(
+        &self,
+        params: &serde_json::Value,
+        base: &Path,
+        files: &crate::fingerprint::FileDigests,
+    ) -> Result<Option<String>, StageError> {
         if let Err((param, msg)) = self.preflight(params, base) {
             return Err(StageError::input(format!("`{param}`: {msg}")));
         }
-        let p = resolve(params, base);
-        let mut f = std::fs::File::open(&p).map_err(|e| StageError::input(format!("{}: {e}", p.display())))?;
-        let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| StageError::input(format!("{}: {e}", p.display())))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(Some(h.finalize().to_hex().to_string()))
+        files.file(&resolve(params, base)).map(Some).map_err(|e| StageError::input(e.to_string()))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p = resolve(ctx.params, ctx.base_dir);

@@ -1,0 +1,92 @@
+//! Typed parameters and the backend (issue 15, item 2): `--backend cpu` is another name for `flex`, so both give
+//! the same keys (a model trained with one is fresh under the other); an unknown backend is a usage error.
+
+mod common;
+use common::pf;
+
+/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
+fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let i = i + offset;
+            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
+        })
+        .collect()
+}
+
+const PIPE: &str = r#"
+[node.data]
+kind = "dataset"
+format = "cifar10"
+path = "cifar"
+
+[node.x]
+kind = "image_prep"
+inputs = { data = "data" }
+height = 8
+width = 8
+
+[node.t]
+kind = "task"
+inputs = { data = "x" }
+steps = 2
+batch_size = 8
+
+[node.m]
+kind = "train"
+inputs = { task = "t" }
+dim = 16
+depth = 1
+heads = 2
+mlp = 32
+"#;
+
+/// The `key` of node `id` in `status --json` under `backend`.
+fn key(dir: &std::path::Path, backend: &str, id: &str) -> String {
+    let (code, out, err) = pf(dir, &["status", "p.toml", "--json", "--backend", backend]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let node = v.as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no `{id}` in {out}"));
+    node["key"].as_str().unwrap_or_else(|| panic!("`{id}` has no key under {backend}: {out}")).to_string()
+}
+
+#[test]
+fn cpu_and_flex_are_one_backend_with_one_key() {
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("cifar");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
+    std::fs::write(c.join("test_batch.bin"), cifar_batch(10, 40)).unwrap();
+    std::fs::write(d.path().join("p.toml"), PIPE).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "t"]);
+    assert_eq!(code, 0, "{err}");
+    // The training node's inputs are known: its key is computed, with the backend in it.
+    let flex = key(d.path(), "flex", "m");
+    assert_eq!(key(d.path(), "cpu", "m"), flex, "--backend cpu and --backend flex give different keys");
+    assert_ne!(key(d.path(), "cuda", "m"), flex, "the backend is not part of the training node's key");
+    // Trained under one name, fresh under the other: nothing runs again.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--backend", "flex"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--backend", "cpu", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("\"event\":\"started\""), "a node re-ran under --backend cpu: {out}");
+    // The environment variable goes through the same parser.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_polyflow"))
+        .args(["status", "p.toml", "--json"])
+        .env("POLYFLOW_BACKEND", "cpu")
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = v.as_array().unwrap().iter().find(|n| n["id"] == "m").unwrap();
+    assert_eq!((m["key"].as_str(), m["state"].as_str()), (Some(flex.as_str()), Some("fresh")), "{m}");
+}
+
+#[test]
+fn an_unknown_backend_is_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["status", "p.toml", "--backend", "tpu"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown backend `tpu`"), "{err}");
+}
