@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Engine overhead on synthetic pipelines of N trivial `value` nodes (a binary tree of dependencies):
 # `status`, a no-op `run`, and a `run` after changing one leaf's parameter. Median of 5, milliseconds.
-# Usage: benches/engine.sh [path/to/polyflow]   (default: target/debug/polyflow)
+# Usage: [NODES="30 300 3000"] benches/engine.sh [path/to/polyflow]   (default: target/debug/polyflow)
 set -euo pipefail
 BIN=$(realpath "${1:-target/debug/polyflow}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ms() { local s e; s=$(date +%s%N); "$@" > /dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-for n in 30 300 3000; do
+for n in ${NODES:-30 300 3000}; do
   d="$work/p$n"; mkdir -p "$d"
   { for i in $(seq 0 $((n - 1))); do
       echo "[node.n$i]"; echo 'kind = "value"'; echo "value = $i"

@@ -90,3 +90,18 @@ fn an_unknown_backend_is_a_usage_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown backend `tpu`"), "{err}");
 }
+
+#[test]
+fn show_names_the_values_a_training_node_uses() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = "[node.data]\nkind = \"dataset\"\nformat = \"cifar10\"\npath = \"cifar\"\n[node.x]\nkind = \"image_prep\"\ninputs = { data = \"data\" }\n[node.t]\nkind = \"task\"\ninputs = { data = \"x\" }\nsteps = 2\n[node.m]\nkind = \"train\"\ninputs = { task = \"t\" }\nsize = \"micro\"\noptimizer = \"adam\"\n";
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "m"]);
+    assert_eq!(code, 0, "{err}");
+    let uses = out.lines().find(|l| l.starts_with("uses:")).unwrap_or_else(|| panic!("no `uses:` line in\n{out}"));
+    let v: serde_json::Value = serde_json::from_str(uses.trim_start_matches("uses:").trim()).unwrap();
+    // The micro preset resolved; Adam's run shows no SGD momentum.
+    assert_eq!((v["dim"].as_u64(), v["depth"].as_u64(), v["heads"].as_u64(), v["mlp"].as_u64()), (Some(64), Some(4), Some(4), Some(128)));
+    assert!(v.get("momentum").is_none() && v.get("weight_decay").is_none(), "{uses}");
+    assert_eq!(v["optimizer"], "adam");
+}

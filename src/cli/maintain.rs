@@ -34,6 +34,9 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
         println!("  - {r}");
     }
     println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
+    if let Some(eff) = n.stage.effective(&n.params).filter(|e| *e != n.params) {
+        println!("uses:   {}", serde_json::to_string(&eff).unwrap_or_default());
+    }
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }

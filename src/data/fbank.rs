@@ -27,7 +27,7 @@ pub enum Window {
 
 /// Every option of torchaudio's `kaldi.fbank` that changes the output (no VTLN warping).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FbankOptions {
     /// Sample rate in Hz.
     pub sample_frequency: f64,

@@ -165,9 +165,4 @@ impl StageCtx<'_> {
     pub fn input(&self, slot: &str) -> Result<&InputArtifact, StageError> {
         self.inputs.get(slot).and_then(|v| v.first()).ok_or_else(|| StageError::failed(format!("missing input `{slot}`")))
     }
-
-    /// Parses parameters into a typed config.
-    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, StageError> {
-        serde_json::from_value(self.params.clone()).map_err(|e| StageError::input(format!("node `{}`: bad parameters: {e}", self.id)))
-    }
 }

@@ -153,6 +153,11 @@ pub trait Stage: Send + Sync + 'static {
     fn declare(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
         None
     }
+    /// The values the node actually uses, where they differ from its canonical parameters (presets resolved,
+    /// settings of options not chosen left out), for `show`; `None` when they are the parameters as declared.
+    fn effective(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
+        None
+    }
     /// Does the work, writing the artifact's files through `ctx.out`.
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError>;
     /// Human-readable description of a produced artifact for `polyflow show`; may write previews into `out_dir`.

@@ -136,7 +136,7 @@ impl Stage for CommandStage {
         &[]
     }
     fn external_digest(&self, params: &serde_json::Value, base_dir: &Path, files: &FileDigests) -> Result<Option<String>, StageError> {
-        let deps: Vec<String> = serde_json::from_value(params["deps"].clone()).unwrap_or_default();
+        let deps = parse::<CommandParams>(params)?.deps;
         if deps.is_empty() {
             return Ok(None);
         }

@@ -488,7 +488,7 @@ impl Stage for DatasetStage {
         if let Err((param, msg)) = self.preflight(params, base) {
             return Err(StageError::input(format!("`{param}`: {msg}")));
         }
-        let p = base.join(params["path"].as_str().unwrap_or(""));
+        let p = base.join(parse::<DatasetParams>(params)?.path);
         files.tree(&p).map(Some).map_err(|e| StageError::input(format!("{e}; check the dataset `path`")))
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {

@@ -99,6 +99,17 @@ impl ModelParams {
     }
 }
 
+/// `params` with the model size resolved: the preset's `dim`, `depth`, `heads`, `mlp` in place of the `0`s
+/// that mean "the preset's".
+pub fn effective_size(params: &serde_json::Value, m: &ModelParams) -> serde_json::Value {
+    let mut v = params.clone();
+    let s = m.size();
+    for (k, n) in [("dim", s.dim), ("depth", s.depth), ("heads", s.heads), ("mlp", s.mlp)] {
+        v[k] = json!(n);
+    }
+    v
+}
+
 /// A patch list as integers (each number truncated, as the list type holds floats).
 fn ints(v: &[f64]) -> Vec<usize> {
     v.iter().map(|&f| f as usize).collect()

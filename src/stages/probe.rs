@@ -106,6 +106,9 @@ impl Stage for FeaturesStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision"]
     }
+    fn effective(&self, params: &Value) -> Option<Value> {
+        parse::<FeaturesParams>(params).ok().map(|p| crate::stages::modelspec::effective_size(params, &p.model))
+    }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
         // one node N threads for its kernels); on CUDA each holds the device slot. An unknown backend holds

@@ -69,6 +69,20 @@ struct OptimParams {
     init_inflation: Inflation,
 }
 
+/// `params` as a training node uses them: the size resolved, and the settings of optimizers not chosen left out.
+fn effective(params: &Value, model: &ModelParams, optim: &OptimParams) -> Value {
+    let mut v = crate::stages::modelspec::effective_size(params, model);
+    if let Some(o) = v.as_object_mut() {
+        if optim.optimizer != Optimizer::Sgd {
+            o.remove("momentum");
+        }
+        if optim.optimizer != Optimizer::AdamW {
+            o.remove("weight_decay");
+        }
+    }
+    v
+}
+
 /// The parameters of a `train` node.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +306,13 @@ impl Stage for TrainStage {
             parse_checked::<CotrainParams>(params, &specs).map(|_| ())
         } else {
             parse_checked::<TrainParams>(params, &specs).map(|_| ())
+        }
+    }
+    fn effective(&self, params: &Value) -> Option<Value> {
+        if self.multi {
+            parse::<CotrainParams>(params).ok().map(|p| effective(params, &p.model, &p.optim))
+        } else {
+            parse::<TrainParams>(params).ok().map(|p| effective(params, &p.model, &p.optim))
         }
     }
     fn report_slots(&self) -> &'static [&'static str] {

@@ -35,13 +35,6 @@ pub enum Schedule {
 /// Names accepted in pipelines.
 pub const SCHEDULES: &[&str] = &["task_by_task", "alternating", "uniform", "weighted", "accumulate"];
 
-impl Schedule {
-    /// Parses a name.
-    pub fn parse(s: &str) -> Option<Schedule> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-    }
-}
-
 /// The tasks of every update. `total` overrides Σ U_j (budgets scaled proportionally for `weighted`).
 pub fn plan(schedule: Schedule, budgets: &[usize], total: Option<usize>, seed: u64) -> Vec<Vec<usize>> {
     let t = budgets.len();
