@@ -230,9 +230,12 @@ mod tests {
         assert_eq!(s.blobs.check(&dg, 5), BlobState::Ok);
         std::fs::write(s.blobs.path(&dg), b"hellp").unwrap();
         assert_eq!(s.blobs.check(&dg, 5), BlobState::Corrupt);
+        assert_eq!(s.blobs.present(&dg, 5), BlobState::Ok, "freshness reads metadata only");
+        // A reader that finds the damage moves the blob aside: from then on it is missing.
         assert!(matches!(s.blobs.read(&dg), Err(StoreError::Corrupt { .. })));
-        std::fs::remove_file(s.blobs.path(&dg)).unwrap();
-        assert_eq!(s.blobs.check(&dg, 5), BlobState::Missing);
+        assert_eq!(s.blobs.present(&dg, 5), BlobState::Missing);
+        assert_eq!(s.blobs.damaged().len(), 1);
+        assert_eq!(s.blobs.present(&s.blobs.put(b"hello").unwrap(), 4), BlobState::Corrupt, "a wrong size is damage");
     }
 
     #[test]
