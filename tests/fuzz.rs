@@ -27,10 +27,9 @@
 //! it tried. A failure prints the (shrunk) input and the seed that found it.
 //!
 //! Accepted and counted (each run prints how many): a `--profile` that the (mutated) pipeline no longer
-//! declares (a command-line error, not a file's: no position by design), and two known gaps, each with an
-//! ignored test that a fix must make pass: a root file that declares no nodes gets no position
-//! (`known_gap_empty_pipeline_error_has_no_position`), and an integer past i64 is reported at 1:1 of its file
-//! rather than at the number (`known_gap_out_of_range_integer_is_reported_at_1_1`).
+//! declares (a command-line error, not a file's: no position by design). What the suite found first — a root
+//! file that declares no nodes had no position, an integer past i64 was reported at 1:1 — is fixed and kept by
+//! `an_empty_pipeline_error_has_a_position` and `an_out_of_range_integer_is_reported_at_the_number`.
 
 use polyflow::graph;
 use polyflow::spec::{self, Pipeline, SpecError, SpecErrorKind};
@@ -126,12 +125,8 @@ enum Outcome {
     Valid,
     /// A located error (what the CLI prints, exit 2).
     Located,
-    /// The root declares no nodes: an error without a position (known gap).
-    EmptyNoPosition,
     /// `--profile NAME` that the pipeline does not declare: a command-line error, no position by design.
     UnknownProfile,
-    /// An integer past i64 reported at 1:1 of its file instead of at the number (known gap).
-    IntegerAtStart,
 }
 
 /// Tallies of one strategy.
@@ -157,16 +152,14 @@ impl Tally {
     fn report(&self, name: &str, cases: u32, started: Instant) {
         let n = |o: Outcome| self.by_outcome[o as usize].load(Ordering::Relaxed);
         eprintln!(
-            "fuzz[{name}]: {} inputs tried ({cases} cases, seed {}) in {:.1} s: {} valid, {} located errors, {} empty \
-             pipelines (no position), {} unknown --profile, {} out-of-range integers reported at 1:1; error kinds {:?}",
+            "fuzz[{name}]: {} inputs tried ({cases} cases, seed {}) in {:.1} s: {} valid, {} located errors, {} unknown \
+             --profile; error kinds {:?}",
             self.tried.load(Ordering::Relaxed),
             seed(),
             started.elapsed().as_secs_f64(),
             n(Outcome::Valid),
             n(Outcome::Located),
-            n(Outcome::EmptyNoPosition),
             n(Outcome::UnknownProfile),
-            n(Outcome::IntegerAtStart),
             self.kinds.lock().unwrap()
         );
     }
@@ -224,9 +217,6 @@ fn validate(reg: &Registry, p: Pipeline) -> Result<Result<(), SpecError>, String
 fn check_error(e: &SpecError, profile: Option<&str>) -> Result<Outcome, String> {
     let rendered = e.render();
     let Some(l) = &e.location else {
-        if e.kind == SpecErrorKind::Missing && e.message.contains("declares no nodes") {
-            return Ok(Outcome::EmptyNoPosition);
-        }
         if e.kind == SpecErrorKind::UnknownProfile && profile.is_some() {
             return Ok(Outcome::UnknownProfile);
         }
@@ -256,8 +246,8 @@ fn check_error(e: &SpecError, profile: Option<&str>) -> Result<Outcome, String> 
     if l.col > chars + 1 {
         return Err(format!("column {} is past the end of line {} of `{}` ({chars} characters):\n{rendered}", l.col, l.line, l.file));
     }
-    if e.message.starts_with("integer out of range") && (l.line, l.col) == (1, 1) {
-        return Ok(Outcome::IntegerAtStart);
+    if e.message.starts_with("integer out of range") && (l.line, l.col) == (1, 1) && !line.trim_start().starts_with(char::is_numeric) {
+        return Err(format!("an out-of-range integer reported at 1:1, not at the number:\n{rendered}"));
     }
     Ok(Outcome::Located)
 }
@@ -1259,10 +1249,6 @@ fn saved_mutations_exit_2_with_their_position_and_write_nothing() {
         let spec = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).unwrap_or_else(|| panic!("{}: no header", f.display()));
         let (pos, want) = spec.split_once(' ').unwrap();
         let name = f.file_name().unwrap().to_str().unwrap();
-        if text.lines().nth(1).is_some_and(|l| l.starts_with("# known gap")) {
-            eprintln!("fuzz[saved]: {name} skipped (known gap, see the ignored tests)");
-            continue;
-        }
         for cmd in ["plan", "status"] {
             let tmp = tempfile::tempdir().unwrap();
             let (code, stderr) = polyflow(&[cmd, f.to_str().unwrap()], tmp.path());
@@ -1330,11 +1316,9 @@ fn binary_agrees_with_the_library_on_generated_mutations() {
 // Known gaps, kept visible.
 
 /// A pipeline that declares no nodes (empty, comments only, `seed = 1`, `include = []`) is refused with exit 2
-/// but with no position: `error: pipeline `p.toml` declares no nodes` (src/spec/parse.rs `load_with`, built
-/// with `SpecError::nowhere`). The fuzz tests accept and count it; this test is what a fix must make pass.
+/// at 1:1 of the file (found by this suite: it had no position).
 #[test]
-#[ignore = "known gap: `declares no nodes` has no file:line (SpecError::nowhere in spec::load_with)"]
-fn known_gap_empty_pipeline_error_has_no_position() {
+fn an_empty_pipeline_error_has_a_position() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("p.toml"), "# nothing here\nseed = 1\n").unwrap();
     let (code, stderr) = polyflow(&["plan", "p.toml"], tmp.path());
@@ -1342,16 +1326,14 @@ fn known_gap_empty_pipeline_error_has_no_position() {
     assert!(stderr.contains("p.toml:1:1: error:"), "no position in:\n{stderr}");
 }
 
-/// An integer literal past i64 (`x = 99999999999999999999`, which TOML parses) is refused with exit 2, but at
-/// line 1, column 1 of its file, not at the number: `value::from_toml` returns a bare message and
-/// `parse_file` gives it the span 0..0.
+/// An integer literal past i64 (`x = 99999999999999999999`, which TOML parses) is refused with exit 2 at the
+/// number (found by this suite: it was reported at 1:1).
 #[test]
-#[ignore = "known gap: an out-of-range integer is reported at FILE:1:1 (value::from_toml has no span for it)"]
-fn known_gap_out_of_range_integer_is_reported_at_1_1() {
+fn an_out_of_range_integer_is_reported_at_the_number() {
     let f = repo().join("tests/fuzz/huge_int.toml");
     let tmp = tempfile::tempdir().unwrap();
     let (code, stderr) = polyflow(&["plan", f.to_str().unwrap()], tmp.path());
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("huge_int.toml:10:20: error: integer out of range"), "wrong position in:\n{stderr}");
+    assert!(stderr.contains("huge_int.toml:9:20: error: integer out of range"), "wrong position in:\n{stderr}");
     assert!(!tmp.path().join(".polyflow").exists());
 }

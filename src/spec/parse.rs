@@ -157,7 +157,7 @@ pub fn load_with(path: &Path, profile: Option<&str>, overlay: &Overlay) -> Resul
     let p = l.finish(profile, overlay)?;
     if p.nodes.is_empty() {
         // Almost always a wrong or emptied file: refuse before any store is opened or created.
-        return Err(SpecError::nowhere(K::Missing, format!("pipeline `{}` declares no nodes", path.display()))
+        return Err(SpecError::at(&p.sources, Span { file: 0, start: 0, end: 0 }, K::Missing, format!("pipeline `{}` declares no nodes", path.display()))
             .help("declare nodes with [node.ID] tables, or include = [\"other.toml\"] files that do"));
     }
     Ok(p)
@@ -245,7 +245,7 @@ impl Loader {
             }
         };
         let top = table_from_toml(doc.get_ref(), file)
-            .map_err(|m| SpecError::at(&self.sources, Span { file, start: 0, end: 0 }, K::Syntax, m))?;
+            .map_err(|(m, span)| SpecError::at(&self.sources, span, K::OutOfRange, m).help("write a smaller number"))?;
         for (k, e) in &top {
             if !TOP_KEYS.contains(&k.as_str()) {
                 return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("unknown top-level key `{k}`"))

@@ -101,7 +101,7 @@ impl SValue {
 }
 
 /// Converts a parsed `toml` document value into a spanned value of file `file`.
-pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Result<SValue, String> {
+pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Result<SValue, (String, Span)> {
     use toml::de::DeValue;
     let r = v.span();
     let span = Span { file, start: r.start, end: r.end };
@@ -110,11 +110,11 @@ pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Resul
         DeValue::Integer(i) => {
             let text = i.as_str().replace('_', "");
             let parsed = i64::from_str_radix(text.trim_start_matches('+'), i.radix());
-            Value::Int(parsed.map_err(|e| format!("integer out of range: {e}"))?)
+            Value::Int(parsed.map_err(|e| (format!("integer out of range: {e} (integers are 64-bit)"), span))?)
         }
         DeValue::Float(f) => {
             let text = f.as_str().replace('_', "");
-            let parsed: f64 = text.trim_start_matches('+').parse().map_err(|e| format!("bad float: {e}"))?;
+            let parsed: f64 = text.trim_start_matches('+').parse().map_err(|e| (format!("bad float: {e}"), span))?;
             Value::Float(parsed)
         }
         DeValue::Boolean(b) => Value::Bool(*b),
@@ -126,7 +126,7 @@ pub fn from_toml(v: &toml::Spanned<toml::de::DeValue<'_>>, file: usize) -> Resul
 }
 
 /// Converts a parsed table.
-pub fn table_from_toml(t: &toml::de::DeTable<'_>, file: usize) -> Result<BTreeMap<String, Entry>, String> {
+pub fn table_from_toml(t: &toml::de::DeTable<'_>, file: usize) -> Result<BTreeMap<String, Entry>, (String, Span)> {
     let mut out = BTreeMap::new();
     for (k, v) in t.iter() {
         let r = k.span();
