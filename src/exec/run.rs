@@ -6,7 +6,7 @@
 //! | step | what it does |
 //! |---|---|
 //! | [`Scheduler::plan`] | assesses every selected node once (fingerprint from its inputs' digests, key lookup, blobs present with their sizes) and emits the plan; fresh nodes are done at once |
-//! | [`Scheduler::dispatch_ready`] | in topological order, each waiting node whose inputs are all done and that fits the free CPU/device slots is re-decided with its inputs' *actual* digests (early cutoff: an upstream that re-ran to identical bytes leaves it fresh) and, if still stale, handed to the [`Launcher`] |
+//! | [`Scheduler::dispatch_ready`] | in topological order, each ready node (a count of unfinished inputs per waiting node, decremented as inputs finish, so a step costs what changed, not the size of the graph) that fits the free CPU/device slots is re-decided with its inputs' *actual* digests (early cutoff: an upstream that re-ran to identical bytes leaves it fresh) and, if still stale, handed to the [`Launcher`] |
 //! | [`Scheduler::commit`] | a node's result: its blobs are already durable; the index entry (artifact then record) is written, its scratch removed |
 //! | [`Scheduler::fail`] | a node's failure is recorded (its dependents are skipped), unless it failed because an input blob was damaged: that input is recomputed and the node retried once |
 //! | [`Scheduler::interrupt`] | Ctrl-C / SIGTERM: what runs is cancelled (or left to a scheduler with `keep`) and recorded as such |
@@ -23,7 +23,7 @@ use crate::graph::Graph;
 use crate::spec::{ExecutorKind, NodeResources, OnInterrupt};
 use crate::stage::{FailureClass, InputArtifact, StageError};
 use crate::store::{FailRecord, Index, Manifest, Store, StoreError};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -122,8 +122,12 @@ struct Scheduler<'a> {
     order: BTreeMap<usize, usize>,
     forced: BTreeSet<usize>,
     assessed: BTreeMap<usize, Assessment>,
-    /// Waiting nodes, in topological order.
-    waiting: Vec<usize>,
+    /// Selected node → selected nodes that read it.
+    dependents: HashMap<usize, Vec<usize>>,
+    /// Waiting node → how many of its (distinct, selected) inputs are not done yet.
+    pending: HashMap<usize, usize>,
+    /// Waiting nodes whose inputs are all done, by topological position.
+    ready: BTreeSet<(usize, usize)>,
     running: BTreeMap<usize, Running>,
     done: BTreeMap<usize, Manifest>,
     failed: BTreeSet<usize>,
@@ -166,7 +170,9 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         order: sel.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
         forced: if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() },
         assessed: BTreeMap::new(),
-        waiting: vec![],
+        dependents: HashMap::new(),
+        pending: HashMap::new(),
+        ready: BTreeSet::new(),
         running: BTreeMap::new(),
         done: BTreeMap::new(),
         failed: BTreeSet::new(),
@@ -240,45 +246,90 @@ impl Scheduler<'_> {
             .collect();
         (self.sink)(&Event::Plan { nodes });
         for &i in sel {
+            for u in self.ups(i) {
+                self.dependents.entry(u).or_default().push(i);
+            }
+        }
+        for &i in sel {
             if self.assessed[&i].state == State::Fresh {
                 let m = self.assessed[&i].manifest.clone().unwrap();
                 self.mark_fresh(i, m);
             } else {
-                self.waiting.push(i);
+                self.enqueue(i);
             }
         }
         Ok(())
     }
 
-    fn mark_fresh(&mut self, i: usize, m: Manifest) {
+    /// Node `i`'s distinct selected inputs.
+    fn ups(&self, i: usize) -> BTreeSet<usize> {
+        self.g.nodes[i].inputs.values().flatten().copied().filter(|u| self.order.contains_key(u)).collect()
+    }
+
+    /// Makes node `i` wait for its inputs that are not done (ready at once if none).
+    fn enqueue(&mut self, i: usize) {
+        let n = self.ups(i).into_iter().filter(|u| !self.done.contains_key(u)).count();
+        self.pending.insert(i, n);
+        if n == 0 {
+            self.ready.insert((self.order[&i], i));
+        }
+    }
+
+    /// Node `i` is done (fresh or ran): its waiting dependents have one input less to wait for.
+    fn mark_done(&mut self, i: usize, m: Manifest) {
         self.done.insert(i, m);
+        for &d in self.dependents.get(&i).into_iter().flatten() {
+            if let Some(n) = self.pending.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ready.insert((self.order[&d], d));
+                }
+            }
+        }
+    }
+
+    /// Skips every waiting node downstream of the failed node `i`, in topological order.
+    fn skip_dependents(&mut self, i: usize) {
+        let mut hit: BTreeMap<usize, (usize, usize)> = BTreeMap::new(); // position → (node, because)
+        let mut stack = vec![i];
+        while let Some(f) = stack.pop() {
+            for &d in self.dependents.get(&f).into_iter().flatten() {
+                let pos = self.order[&d];
+                if self.pending.contains_key(&d) && !hit.contains_key(&pos) {
+                    hit.insert(pos, (d, f));
+                    stack.push(d);
+                }
+            }
+        }
+        for (pos, (d, because)) in hit {
+            self.pending.remove(&d);
+            self.ready.remove(&(pos, d));
+            self.failed.insert(d);
+            self.summary.skipped.push(self.id(d));
+            self.timings.push(NodeTiming { id: self.id(d), outcome: "skipped", ms: 0 });
+            (self.sink)(&Event::Skipped { id: self.id(d), because: self.id(because) });
+        }
+    }
+
+    fn mark_fresh(&mut self, i: usize, m: Manifest) {
+        self.mark_done(i, m);
         self.summary.fresh.push(self.id(i));
         self.timings.push(NodeTiming { id: self.id(i), outcome: "fresh", ms: 0 });
         (self.sink)(&Event::Fresh { id: self.id(i), kind: self.kind(i) });
     }
 
-    /// Starts every waiting node whose inputs are done and that fits the free slots, in topological order.
+    /// Starts every ready node that fits the free slots, in topological order (a node found fresh may make
+    /// others ready: they are taken in the same call).
     fn dispatch_ready(&mut self) -> Result<(), super::ExecError> {
-        let mut k = 0;
-        while k < self.waiting.len() {
-            let i = self.waiting[k];
-            let ups: Vec<usize> = self.g.nodes[i].inputs.values().flatten().copied().collect();
-            if let Some(&bad) = ups.iter().find(|u| self.failed.contains(u)) {
-                self.waiting.remove(k);
-                self.failed.insert(i);
-                self.summary.skipped.push(self.id(i));
-                self.timings.push(NodeTiming { id: self.id(i), outcome: "skipped", ms: 0 });
-                (self.sink)(&Event::Skipped { id: self.id(i), because: self.id(bad) });
-                continue;
-            }
-            if !ups.iter().all(|u| self.done.contains_key(u) || !self.order.contains_key(u)) {
-                k += 1;
-                continue;
-            }
+        let mut from = (0, 0);
+        while let Some(&(pos, i)) = self.ready.range(from..).next() {
+            from = (pos, i + 1);
             match self.try_start(i)? {
-                Started::NoRoom => k += 1,
+                Started::NoRoom => {}
                 Started::Fresh | Started::Yes => {
-                    self.waiting.remove(k);
+                    self.ready.remove(&(pos, i));
+                    self.pending.remove(&i);
+                    // A node made ready by a fresh one comes later in topological order: the scan reaches it.
                 }
             }
         }
@@ -391,7 +442,7 @@ impl Scheduler<'_> {
         self.idx.get()?.commit(&key, &manifest, &record)?;
         let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));
         (self.sink)(&Event::Finished { id: self.id(i), kind: self.kind(i), ms, artifact: manifest.digest.clone(), size: manifest.size() });
-        self.done.insert(i, manifest);
+        self.mark_done(i, manifest);
         self.summary.ran.push(self.id(i));
         self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });
         Ok(())
@@ -409,8 +460,10 @@ impl Scheduler<'_> {
             .collect();
         if !damaged.is_empty() && self.retried.insert(i) {
             for &u in &damaged {
-                self.done.remove(&u);
-                self.summary.fresh.retain(|x| *x != self.g.nodes[u].id);
+                let uid = self.id(u);
+                self.summary.fresh.retain(|x| *x != uid);
+                self.summary.ran.retain(|x| *x != uid);
+                self.timings.retain(|t| t.id != uid);
                 self.requeue(u);
                 let msg = format!("input `{}` was damaged in the store (moved to damaged/): recomputing it, then retrying", self.id(u));
                 (self.sink)(&Event::Note { id: self.id(i), message: msg });
@@ -426,16 +479,25 @@ impl Scheduler<'_> {
         self.failed.insert(i);
         self.summary.failed.push((id.clone(), e.class));
         self.timings.push(NodeTiming { id, outcome: "failed", ms });
+        self.skip_dependents(i);
         Ok(())
     }
 
-    /// Puts node `i` back among the waiting ones, in topological order.
+    /// Puts node `i` back among the waiting ones (its artifact, if it had one, is gone): its waiting dependents
+    /// wait for it again.
     fn requeue(&mut self, i: usize) {
-        if !self.waiting.contains(&i) {
-            let pos = self.order[&i];
-            let at = self.waiting.partition_point(|w| self.order[w] < pos);
-            self.waiting.insert(at, i);
+        if self.pending.contains_key(&i) {
+            return;
         }
+        if self.done.remove(&i).is_some() {
+            for &d in self.dependents.get(&i).into_iter().flatten() {
+                if let Some(n) = self.pending.get_mut(&d) {
+                    *n += 1;
+                    self.ready.remove(&(self.order[&d], d));
+                }
+            }
+        }
+        self.enqueue(i);
     }
 
     /// Stops the run: cancels (or leaves, with `keep`) what runs, records the cancelled nodes as failed attempts.
