@@ -17,7 +17,8 @@
 //! Node kinds and their domains:
 //! - [`stages`]: the built-in kinds (generic `value`/`command`, and the PolyViT study's kinds).
 //!
-//! Front end: [`cli`] (clap commands and reporters). Nothing in the library imports it.
+//! Front end: [`cli`] (clap commands and reporters) and [`report`] (the HTML report page). Nothing in the library
+//! imports [`cli`].
 #![warn(missing_docs)]
 
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod exec;
 pub mod fingerprint;
 pub mod graph;
 pub mod model;
+pub mod report;
 pub mod spec;
 pub mod stage;
 pub mod stages;
