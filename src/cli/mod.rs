@@ -71,9 +71,6 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the graph as Graphviz DOT or Mermaid.
     Dag(DagArgs),
-    /// Write one self-contained HTML page: every table (cells linked to their provenance), training curves,
-    /// the DAG coloured by state, run times.
-    Report(HtmlReportArgs),
     /// Describe a node's artifact (files, shapes, class counts) and write previews.
     Show(ShowArgs),
     /// Delete artifacts that no named pipeline references (dry unless --yes).
@@ -123,7 +120,7 @@ pub struct RunArgs {
     /// Accelerator slots (GPU nodes hold one each).
     #[arg(long, default_value_t = 1)]
     devices: usize,
-    /// Events as JSON lines on stdout.
+    /// Events as JSON lines on stdout (`plan`, `run --dry-run`: the plan as one JSON object).
     #[arg(long)]
     json: bool,
     /// Wait for another run holding the store instead of exiting with code 3.
@@ -161,16 +158,6 @@ pub struct DagArgs {
     /// Output format.
     #[arg(long, value_parser = ["dot", "mermaid"], default_value = "dot")]
     format: String,
-}
-
-/// `report` arguments.
-#[derive(Args, Debug)]
-pub struct HtmlReportArgs {
-    #[command(flatten)]
-    common: Common,
-    /// The HTML file to write.
-    #[arg(short, long, default_value = "report.html")]
-    output: PathBuf,
 }
 
 /// `show` arguments.
@@ -315,12 +302,11 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let verbose = cli.verbose > 0;
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, reg),
+        Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
-        Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, reg),
+        Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
-        Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => maintain::show(a.common, &a.node, reg),
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
@@ -351,24 +337,6 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
             e.code()
         }
     }
-}
-
-/// `report`: the HTML page of the pipeline as `status` sees the store (nothing runs).
-fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
-    let g = load_graph(&a.common, reg)?;
-    let sel = g.select(&[])?;
-    let store = Store::open(&a.common.store)?;
-    let states = {
-        let index = store.index_read()?;
-        exec::assess::assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)
-    };
-    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file));
-    let tmp = a.output.with_extension("polyflow-tmp");
-    std::fs::write(&tmp, page)
-        .and_then(|_| std::fs::rename(&tmp, &a.output))
-        .map_err(|e| CliError::Other(format!("error: {}: {e}", a.output.display()), exit::STORE))?;
-    eprintln!("{:>12} {}", "Wrote", spec::source::display_path(&a.output));
-    Ok(exit::OK)
 }
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {

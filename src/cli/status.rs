@@ -32,23 +32,179 @@ fn assess(
     Ok((sel, a))
 }
 
-/// `plan`: what would run and why.
-pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, reg: &Registry) -> Result<i32, CliError> {
-    let g = load_graph(&c, reg)?;
-    super::preflight(&g, &nodes)?;
-    let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
-    let mut n_run = 0;
-    for &i in &sel {
-        let s = &a[&i];
-        if s.state == State::Fresh {
-            println!("{:>12} {}", "Fresh", g.nodes[i].id);
-        } else {
-            n_run += 1;
-            let why: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
-            println!("{:>12} {} ({}): {}", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), why.join("; "));
+/// The time a plan would take, from each stale node's last recorded run.
+struct Estimate {
+    /// Sum of the known durations (one node after another).
+    serial_ms: u64,
+    /// The longest chain of known durations through the stale nodes (what parallel slots cannot shorten).
+    critical_ms: u64,
+    /// That chain, upstream first.
+    path: Vec<usize>,
+    /// Stale nodes with a recorded run.
+    known: usize,
+    /// Stale nodes never run (no recorded duration).
+    unknown: Vec<usize>,
+}
+
+/// [`Estimate`] of running `stale` (nodes without a record count 0 along the critical path).
+fn estimate(g: &Graph, stale: &[usize], last: &dyn Fn(usize) -> Option<u64>) -> Estimate {
+    let set: std::collections::BTreeSet<usize> = stale.iter().copied().collect();
+    let order: Vec<usize> = match petgraph::algo::toposort(&g.dag, None) {
+        Ok(o) => o.into_iter().map(|n| g.dag[n]).filter(|i| set.contains(i)).collect(),
+        Err(_) => stale.to_vec(),
+    };
+    // Per stale node: the longest chain ending at it, and the stale input it comes through.
+    let mut best: std::collections::HashMap<usize, (u64, Option<usize>)> = std::collections::HashMap::new();
+    for &i in &order {
+        let prev = g.nodes[i].inputs.values().flatten().filter_map(|j| best.get(j).map(|b| (b.0, *j))).max_by_key(|p| p.0);
+        best.insert(i, (prev.map_or(0, |p| p.0) + last(i).unwrap_or(0), prev.map(|p| p.1)));
+    }
+    let mut end = None;
+    for &i in &order {
+        if end.map_or(true, |e: usize| best[&i].0 > best[&e].0) {
+            end = Some(i);
         }
     }
-    println!("{:>12} {} of {} nodes would run", "Plan", n_run, sel.len());
+    let mut path = vec![];
+    while let Some(i) = end {
+        path.push(i);
+        end = best[&i].1;
+    }
+    path.reverse();
+    Estimate {
+        serial_ms: stale.iter().filter_map(|&i| last(i)).sum(),
+        critical_ms: path.last().map_or(0, |i| best[i].0),
+        path,
+        known: stale.iter().filter(|&&i| last(i).is_some()).count(),
+        unknown: stale.iter().copied().filter(|&i| last(i).is_none()).collect(),
+    }
+}
+
+/// A rendered cell whose inputs would re-run: (table node, row label, column label, the nodes it reads that
+/// would run).
+type CellChange = (usize, String, String, Vec<String>);
+
+/// The cells of the selected nodes (tables, via [`crate::stage::Stage::cells`]) that read a node not fresh.
+fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> Vec<CellChange> {
+    let mut out = vec![];
+    for &t in sel {
+        let n = &g.nodes[t];
+        let inputs: BTreeMap<String, Vec<String>> =
+            n.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
+        for (row, col, reads) in n.stage.cells(&n.params, &inputs) {
+            let rerun: Vec<String> = reads
+                .into_iter()
+                .filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh))
+                .collect();
+            if !rerun.is_empty() {
+                out.push((t, row, col, rerun));
+            }
+        }
+    }
+    out
+}
+
+/// `a, b, c and 2 more`.
+fn some_ids(ids: &[String]) -> String {
+    if ids.len() <= 4 {
+        ids.join(", ")
+    } else {
+        format!("{} and {} more", ids[..3].join(", "), ids.len() - 3)
+    }
+}
+
+/// `plan`: what would run and why, each node's last recorded time and an estimate of the whole, and the
+/// table cells that may change. Runs nothing and writes no index entry.
+pub fn plan(mut c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, json: bool, reg: &Registry) -> Result<i32, CliError> {
+    let g = load_graph(&c, reg)?;
+    super::preflight(&g, &nodes)?;
+    // No store yet: nothing ran, so an empty one thrown away afterwards gives the same answer and a plan
+    // leaves no store behind.
+    let _empty = if c.store.exists() {
+        None
+    } else {
+        let t = tempfile::tempdir().map_err(|e| CliError::Other(format!("error: a temporary folder: {e}"), exit::STORE))?;
+        c.store = t.path().join("store");
+        Some(t)
+    };
+    let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
+    let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh).collect();
+    let last = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);
+    let est = estimate(&g, &stale, &last);
+    let cells = changed_cells(&g, &sel, &a);
+    let reasons = |i: usize| a[&i].reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
+    let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
+    // Stale tables none of whose cells read a node that would run (a title or caption changed).
+    let rerendered: Vec<usize> = stale
+        .iter()
+        .copied()
+        .filter(|&t| !cells.iter().any(|c| c.0 == t))
+        .filter(|&t| {
+            let n = &g.nodes[t];
+            let inputs = n.inputs.iter().map(|(s, v)| (s.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
+            !n.stage.cells(&n.params, &inputs).is_empty()
+        })
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "selected": sel.len(),
+            "would_run": stale.len(),
+            "fresh": sel.iter().filter(|i| a[i].state == State::Fresh).map(|&i| &g.nodes[i].id).collect::<Vec<_>>(),
+            "stale": stale.iter().map(|&i| serde_json::json!({
+                "id": g.nodes[i].id,
+                "kind": g.nodes[i].stage.kind(),
+                "state": a[&i].state,
+                "reason": reasons(i),
+                "reasons": a[&i].reasons,
+                "last_ms": last(i),
+            })).collect::<Vec<_>>(),
+            "cells": cells.iter().map(|(t, row, col, rerun)| serde_json::json!({
+                "table": g.nodes[*t].id, "row": row, "column": col, "would_run": rerun,
+            })).collect::<Vec<_>>(),
+            "rerendered_tables": ids(&rerendered),
+            "estimate": {
+                "serial_ms": est.serial_ms,
+                "critical_path_ms": est.critical_ms,
+                "critical_path": ids(&est.path),
+                "known": est.known,
+                "unknown": ids(&est.unknown),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    for &i in &sel {
+        if a[&i].state == State::Fresh {
+            println!("{:>12} {}", "Fresh", g.nodes[i].id);
+        } else {
+            let t = last(i).map(|ms| format!("last run took {}", fmt_ms(ms))).unwrap_or_else(|| "no recorded run: time unknown".into());
+            println!("{:>12} {} ({}): {} [{t}]", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
+        }
+    }
+    println!("{:>12} {} of {} nodes would run", "Plan", stale.len(), sel.len());
+    if !stale.is_empty() {
+        let of = if est.unknown.is_empty() { String::new() } else { format!(" (the {} nodes with a recorded run)", est.known) };
+        println!(
+            "{:>12} {} one after another{of}, {} along the critical path {}: a run takes between the two, as nodes run in parallel where cores allow",
+            "Estimate",
+            fmt_ms(est.serial_ms),
+            fmt_ms(est.critical_ms),
+            ids(&est.path).join(" → "),
+        );
+        if !est.unknown.is_empty() {
+            let n = est.unknown.len();
+            println!("{:>12} {n} node{} never ran, time unknown: {}", "", if n == 1 { "" } else { "s" }, some_ids(&ids(&est.unknown)));
+        }
+    }
+    if !cells.is_empty() {
+        println!("{:>12} that may change (a node that re-runs can still produce the same bytes):", "Cells");
+        for (t, row, col, rerun) in &cells {
+            println!("{:>12} {}: row '{row}' × '{col}' ({} would run)", "", g.nodes[*t].id, some_ids(rerun));
+        }
+    }
+    for &t in &rerendered {
+        println!("{:>12} none may change: {} re-renders, but none of its cells reads a node that would run", "Cells", g.nodes[t].id);
+    }
     Ok(exit::OK)
 }
 

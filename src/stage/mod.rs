@@ -158,6 +158,12 @@ pub trait Stage: Send + Sync + 'static {
     fn effective(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
         None
     }
+    /// The cells a node of this kind renders, each with the upstream node ids its value is read from:
+    /// (row label, column label, node ids), given its parameters and the ids of its inputs per slot. Lets
+    /// `plan` say which cells a change may alter before anything runs. Empty for kinds that render no cells.
+    fn cells(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<String>>) -> Vec<(String, String, Vec<String>)> {
+        vec![]
+    }
     /// Does the work, writing the artifact's files through `ctx.out`.
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError>;
     /// Human-readable description of a produced artifact for `polyflow show`; may write previews into `out_dir`.

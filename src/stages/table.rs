@@ -33,12 +33,17 @@ fn col_label(c: &ColSpec) -> String {
 
 /// The artifacts a row names: the node itself, or its seed replicates `NAME.s0`, `NAME.s1`, … in order.
 fn replicates<'a>(runs: &'a [InputArtifact], name: &str) -> Vec<&'a InputArtifact> {
-    if let Some(a) = runs.iter().find(|a| a.id == name) {
+    resolve(runs, |a| a.id.as_str(), name)
+}
+
+/// [`replicates`] over anything with an id (`plan` matches node ids the same way, before anything ran).
+fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'a T> {
+    if let Some(a) = items.iter().find(|a| id(a) == name) {
         return vec![a];
     }
-    let mut v: Vec<(u64, &InputArtifact)> = runs
+    let mut v: Vec<(u64, &T)> = items
         .iter()
-        .filter_map(|a| a.id.strip_prefix(name).and_then(|r| r.strip_prefix(".s")).and_then(|i| i.parse().ok()).map(|i| (i, a)))
+        .filter_map(|a| id(a).strip_prefix(name).and_then(|r| r.strip_prefix(".s")).and_then(|i| i.parse().ok()).map(|i| (i, a)))
         .collect();
     v.sort_by_key(|x| x.0);
     v.into_iter().map(|x| x.1).collect()
@@ -157,6 +162,28 @@ impl Stage for TableStage {
     }
     fn summary_file(&self) -> Option<&'static str> {
         Some("table.txt")
+    }
+    fn cells(&self, p: &Value, inputs: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<(String, String, Vec<String>)> {
+        // As `run` reads them: a metric or average cell reads every replicate of the row's named nodes (the
+        // first that reports the metric wins, which only a run can tell); #Models and #Params read the first
+        // replicate of each. Published rows are constants.
+        let Ok(p) = parse::<TableParams>(p) else { return vec![] };
+        let runs = inputs.get("runs").cloned().unwrap_or_default();
+        let mut out = vec![];
+        for r in &p.rows {
+            let reps: Vec<Vec<String>> = r.nodes.iter().map(|n| resolve(&runs, |s| s.as_str(), n).into_iter().cloned().collect()).collect();
+            if p.counts {
+                let firsts: Vec<String> = reps.iter().filter_map(|v| v.first().cloned()).collect();
+                for c in ["#Models", "#Params"] {
+                    out.push((r.label.clone(), c.to_string(), firsts.clone()));
+                }
+            }
+            let all: Vec<String> = reps.concat();
+            for c in p.columns.iter().map(col_label).chain(p.averages.iter().map(|a| a.label.clone())) {
+                out.push((r.label.clone(), c, all.clone()));
+            }
+        }
+        out
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let TableParams { title, caption, rows, columns: cols, counts, averages: avgs, published, export: _ } = parse(ctx.params)?;

@@ -1,0 +1,218 @@
+//! What-if before spending GPU hours (issue 17, item 2): `plan FILE --set node.param=value` lists the nodes
+//! that would go stale, the table cells that may change, and an estimate from each node's last recorded
+//! duration, and runs nothing.
+
+mod common;
+use common::pf;
+use serde_json::Value;
+
+/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
+fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let i = i + offset;
+            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
+        })
+        .collect()
+}
+
+/// Two tiny trainings on one task, `b` over two seeds, a table with a row each, and an unrelated slow value.
+const PIPE: &str = r#"
+[node.data]
+kind = "dataset"
+format = "cifar10"
+path = "cifar"
+
+[node.x]
+kind = "image_prep"
+inputs = { data = "data" }
+height = 8
+width = 8
+
+[node.t]
+kind = "task"
+inputs = { data = "x" }
+steps = 2
+batch_size = 8
+
+[node.a]
+kind = "train"
+inputs = { task = "t" }
+dim = 16
+depth = 1
+heads = 2
+mlp = 32
+
+[node.b]
+kind = "train"
+inputs = { task = "t" }
+seeds = 2
+dim = 16
+depth = 1
+heads = 2
+mlp = 32
+momentum = 0.5
+
+[node.table]
+kind = "table"
+inputs = { runs = ["a", "b"] }
+title = "What-if"
+caption = "test"
+rows = [{ label = "Row A", nodes = ["a"] }, { label = "Row B", nodes = ["b"] }]
+columns = [{ task = "t", label = "T" }]
+
+[node.slow]
+kind = "value"
+value = 1
+sleep_ms = 150
+"#;
+
+fn setup() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("cifar");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
+    std::fs::write(c.join("test_batch.bin"), cifar_batch(10, 40)).unwrap();
+    std::fs::write(d.path().join("p.toml"), PIPE).unwrap();
+    d
+}
+
+fn plan_json(dir: &std::path::Path, extra: &[&str]) -> Value {
+    let mut args = vec!["plan", "p.toml", "--json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = pf(dir, &args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// id → last recorded duration, from `status --json`.
+fn durations(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let (code, out, err) = pf(dir, &["status", "p.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            assert_eq!(n["state"], "fresh", "{n}");
+            (n["id"].as_str().unwrap().to_string(), n["last_ms"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn plan_with_set_lists_stale_nodes_changed_cells_and_an_estimate_and_runs_nothing() {
+    let d = setup();
+    let dir = d.path();
+    // Before anything ran: every node would run, none has a recorded time.
+    let v = plan_json(dir, &[]);
+    assert_eq!(v["would_run"], 8, "{v}");
+    assert_eq!(v["estimate"]["known"], 0, "{v}");
+    assert_eq!(v["estimate"]["serial_ms"], 0, "{v}");
+    assert_eq!(ids(&v["estimate"]["unknown"]).len(), 8, "{v}");
+    let (_, out, _) = pf(dir, &["plan", "p.toml"]);
+    assert!(out.contains("8 nodes never ran, time unknown"), "{out}");
+    assert!(out.contains("Would run a (train)") && out.contains("no recorded run: time unknown"), "{out}");
+
+    let (code, _, err) = pf(dir, &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let dur = durations(dir);
+    assert!(dur["slow"] >= 150, "{dur:?}");
+
+    // One replicated training changes: its replicates and the table would run; only row B's cells read them.
+    let v = plan_json(dir, &["--set", "b.momentum=0.7"]);
+    let mut stale: Vec<String> = v["stale"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect();
+    stale.sort();
+    assert_eq!(stale, strings(&["b.s0", "b.s1", "table"]), "{v}");
+    for n in v["stale"].as_array().unwrap() {
+        let id = n["id"].as_str().unwrap();
+        assert_eq!(n["last_ms"].as_u64(), Some(dur[id]), "{n}");
+        assert!(!n["reason"].as_str().unwrap().is_empty(), "{n}");
+    }
+    assert!(v["stale"][0]["reason"].as_str().unwrap().contains("momentum"), "{v}");
+    let cells: Vec<(String, String, String, Vec<String>)> = v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["table"].as_str().unwrap().into(), c["row"].as_str().unwrap().into(), c["column"].as_str().unwrap().into(), ids(&c["would_run"])))
+        .collect();
+    let b = strings(&["b.s0", "b.s1"]);
+    assert_eq!(
+        cells,
+        vec![
+            ("table".into(), "Row B".into(), "#Models".into(), strings(&["b.s0"])),
+            ("table".into(), "Row B".into(), "#Params".into(), strings(&["b.s0"])),
+            ("table".into(), "Row B".into(), "T".into(), b.clone()),
+        ],
+        "{v}"
+    );
+    // The estimate: the recorded durations, one after another and along the longest chain (the two
+    // replicates can run side by side, the table after them).
+    let e = &v["estimate"];
+    assert_eq!(e["serial_ms"].as_u64(), Some(dur["b.s0"] + dur["b.s1"] + dur["table"]), "{v}");
+    assert_eq!(e["critical_path_ms"].as_u64(), Some(dur["b.s0"].max(dur["b.s1"]) + dur["table"]), "{v}");
+    assert_eq!(ids(&e["critical_path"]).last().map(String::as_str), Some("table"), "{v}");
+    assert_eq!((e["known"].as_u64(), ids(&e["unknown"]).len()), (Some(3), 0), "{v}");
+    assert_eq!(v["fresh"].as_array().unwrap().len(), 5, "{v}");
+
+    // The same in words: the cell of row B, not row A.
+    let (code, out, err) = pf(dir, &["plan", "p.toml", "--set", "b.momentum=0.7"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Plan 3 of 8 nodes would run"), "{out}");
+    assert!(out.contains("table: row 'Row B' × 'T' (b.s0, b.s1 would run)"), "{out}");
+    assert!(!out.contains("Row A"), "{out}");
+    assert!(out.contains("Estimate") && out.contains("critical path b.s"), "{out}");
+    assert!(out.contains("may change"), "{out}");
+
+    // Upstream of everything: the task changes, so both rows' cells, and the critical path goes through t.
+    let v = plan_json(dir, &["--set", "t.steps=3"]);
+    let stale: Vec<String> = v["stale"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stale.len(), 5, "{v}");
+    assert!(!stale.contains(&"slow".to_string()) && !stale.contains(&"x".to_string()), "{v}");
+    let rows: std::collections::BTreeSet<String> =
+        v["cells"].as_array().unwrap().iter().map(|c| c["row"].as_str().unwrap().to_string()).collect();
+    assert_eq!(rows, ["Row A".to_string(), "Row B".to_string()].into_iter().collect(), "{v}");
+    let e = &v["estimate"];
+    let serial: u64 = ["t", "a", "b.s0", "b.s1", "table"].iter().map(|id| dur[*id]).sum();
+    assert_eq!(e["serial_ms"].as_u64(), Some(serial), "{v}");
+    let critical = dur["t"] + dur["a"].max(dur["b.s0"]).max(dur["b.s1"]) + dur["table"];
+    assert_eq!(e["critical_path_ms"].as_u64(), Some(critical), "{v}");
+    assert!(critical <= serial);
+    assert_eq!(ids(&e["critical_path"]).first().map(String::as_str), Some("t"), "{v}");
+
+    // A change no cell reads: the value node alone, no cells.
+    let v = plan_json(dir, &["--set", "slow.value=2"]);
+    assert_eq!(v["would_run"], 1, "{v}");
+    assert_eq!(v["cells"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["estimate"]["serial_ms"].as_u64(), Some(dur["slow"]), "{v}");
+
+    // Nothing ran: without the overrides every node is fresh, with the same recorded durations.
+    assert_eq!(durations(dir), dur);
+    let v = plan_json(dir, &[]);
+    assert_eq!(v["would_run"], 0, "{v}");
+}
+
+#[test]
+fn plan_on_a_fresh_directory_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\nsleep_ms = 50\n").unwrap();
+    let v = plan_json(d.path(), &["--set", "a.value=2"]);
+    assert_eq!(ids(&v["estimate"]["unknown"]), strings(&["a"]), "{v}");
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 0 && out.contains("1 node never ran, time unknown: a"), "{out}{err}");
+    assert!(!d.path().join(".polyflow").exists(), "a plan created the store");
+    let (code, _, err) = pf(d.path(), &["status", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    // No record was written: the plan after it still knows no duration.
+    let v = plan_json(d.path(), &[]);
+    assert_eq!(v["estimate"]["known"], 0, "{v}");
+    assert_eq!(v["stale"][0]["last_ms"], Value::Null, "{v}");
+}
