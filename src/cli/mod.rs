@@ -71,6 +71,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the graph as Graphviz DOT or Mermaid.
     Dag(DagArgs),
+    /// Write one self-contained HTML page: every table (cells linked to their provenance), training curves,
+    /// the DAG coloured by state, run times.
+    Report(HtmlReportArgs),
     /// Describe a node's artifact (files, shapes, class counts) and write previews.
     Show(ShowArgs),
     /// Delete artifacts that no named pipeline references (dry unless --yes).
@@ -158,6 +161,16 @@ pub struct DagArgs {
     /// Output format.
     #[arg(long, value_parser = ["dot", "mermaid"], default_value = "dot")]
     format: String,
+}
+
+/// `report` arguments.
+#[derive(Args, Debug)]
+pub struct HtmlReportArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The HTML file to write.
+    #[arg(short, long, default_value = "report.html")]
+    output: PathBuf,
 }
 
 /// `show` arguments.
@@ -307,6 +320,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
+        Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => maintain::show(a.common, &a.node, reg),
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
@@ -337,6 +351,24 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
             e.code()
         }
     }
+}
+
+/// `report`: the HTML page of the pipeline as `status` sees the store (nothing runs).
+fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
+    let g = load_graph(&a.common, reg)?;
+    let sel = g.select(&[])?;
+    let store = Store::open(&a.common.store)?;
+    let states = {
+        let index = store.index_read()?;
+        exec::assess::assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)
+    };
+    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file));
+    let tmp = a.output.with_extension("polyflow-tmp");
+    std::fs::write(&tmp, page)
+        .and_then(|_| std::fs::rename(&tmp, &a.output))
+        .map_err(|e| CliError::Other(format!("error: {}: {e}", a.output.display()), exit::STORE))?;
+    eprintln!("{:>12} {}", "Wrote", spec::source::display_path(&a.output));
+    Ok(exit::OK)
 }
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
