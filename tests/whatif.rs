@@ -142,7 +142,14 @@ fn plan_with_set_lists_stale_nodes_changed_cells_and_an_estimate_and_runs_nothin
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["table"].as_str().unwrap().into(), c["row"].as_str().unwrap().into(), c["column"].as_str().unwrap().into(), ids(&c["would_run"])))
+        .map(|c| {
+            (
+                c["table"].as_str().unwrap().into(),
+                c["row"].as_str().unwrap().into(),
+                c["column"].as_str().unwrap().into(),
+                ids(&c["would_run"]),
+            )
+        })
         .collect();
     let b = strings(&["b.s0", "b.s1"]);
     assert_eq!(

@@ -92,10 +92,8 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
         let inputs: BTreeMap<String, Vec<String>> =
             n.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
         for (row, col, reads) in n.stage.cells(&n.params, &inputs) {
-            let rerun: Vec<String> = reads
-                .into_iter()
-                .filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh))
-                .collect();
+            let rerun: Vec<String> =
+                reads.into_iter().filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh)).collect();
             if !rerun.is_empty() {
                 out.push((t, row, col, rerun));
             }
