@@ -202,6 +202,100 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     Ok(exit::OK)
 }
 
+/// `verify --cache DIR`: checks every blob of every entry of the shared cache.
+pub fn verify_cache(dir: &Path) -> Result<i32, CliError> {
+    let cache = crate::store::DirCache::open(dir)?;
+    let (n, bad) = cache.verify();
+    for (key, name) in &bad {
+        println!("{:>12} {name} of cache entry {} (moved aside)", "Damaged", &key[..16.min(key.len())]);
+    }
+    println!("{:>12} {n} files checked in {}, {} damaged", "Verified", dir.display(), bad.len());
+    Ok(if bad.is_empty() { exit::OK } else { exit::STORE })
+}
+
+/// The keys every profile of `files` computes now in the store at `store_dir` (fresh nodes).
+fn current_keys(
+    files: &[PathBuf],
+    store: &Store,
+    backend: &str,
+    overlay: &spec::Overlay,
+    reg: &Registry,
+) -> Result<BTreeSet<String>, CliError> {
+    let index = store.index_read()?;
+    let mut keys = BTreeSet::new();
+    for f in files {
+        let base = spec::load_with(f, None, overlay)?;
+        let mut profiles: Vec<Option<String>> = vec![None];
+        profiles.extend(base.profiles.iter().cloned().map(Some));
+        for p in profiles {
+            let g = graph::build(spec::load_with(f, p.as_deref(), overlay)?, reg)?;
+            let sel = g.select(&[])?;
+            for (_, s) in assess_all(&g, &sel, store, &index, &env_of(&g, backend), &|_| false) {
+                if let Some(k) = s.key {
+                    keys.insert(k);
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// `gc --cache DIR FILES…`: collects the shared cache (see `GcArgs::cache`).
+#[allow(clippy::too_many_arguments)]
+pub fn gc_cache(
+    files: &[PathBuf],
+    store_dir: &Path,
+    dir: &Path,
+    keep_days: u64,
+    backend: &str,
+    overlay: &spec::Overlay,
+    yes: bool,
+    reg: &Registry,
+) -> Result<i32, CliError> {
+    let store = Store::open(store_dir)?;
+    let keep = current_keys(files, &store, backend, overlay, reg)?;
+    let cache = crate::store::DirCache::open(dir)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let verb = if yes { "Removing" } else { "Would remove" };
+    let mut kept_blobs = BTreeSet::new();
+    let mut dropped = 0;
+    for (key, e, path) in cache.entries() {
+        let young = now.saturating_sub(e.published_at) < keep_days * 86_400;
+        if keep.contains(&key) || young {
+            kept_blobs.extend(e.manifest.files.values().map(|f| f.digest.clone()));
+            continue;
+        }
+        dropped += 1;
+        println!("{verb:>12} cache entry {} ({}): node `{}`, published {} days ago", &key[..16], fmt_bytes(e.manifest.size()), e.node, (now - e.published_at) / 86_400);
+        if yes {
+            cache.remove_entry(&path)?;
+        }
+    }
+    let grace = std::time::Duration::from_secs(3600);
+    let mut freed = 0;
+    let mut blobs = 0;
+    for (d, size, age) in cache.blobs() {
+        if !kept_blobs.contains(&d) && age >= grace {
+            blobs += 1;
+            freed += size;
+            if yes {
+                cache.remove_blob(&d)?;
+            }
+        }
+    }
+    for p in cache.leftovers(grace) {
+        println!("{verb:>12} {}", p.display());
+        if yes {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    println!("{:>12} {dropped} cache entries, {blobs} blobs, {}", if yes { "Removed" } else { "Would free" }, fmt_bytes(freed));
+    if !yes && (dropped > 0 || blobs > 0) {
+        println!("run again with --yes to delete");
+    }
+    Ok(exit::OK)
+}
+
 /// `verify`: checks every blob of every artifact.
 pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     let store = Store::open(store_dir)?;

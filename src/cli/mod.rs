@@ -51,12 +51,27 @@ pub struct Common {
     /// `--set seed=N`; repeatable, applied last. Same effect on keys as the same edit in the file.
     #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
     pub set: Vec<String>,
+    /// A shared artifact cache folder (e.g. on the cluster's shared file system): stale nodes it holds are
+    /// fetched instead of computed, and what runs compute is published there. Wins over `[cache] dir`.
+    #[arg(long, env = "POLYFLOW_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 impl Common {
     /// The command-line overrides.
     pub fn overlay(&self) -> spec::Overlay {
         spec::Overlay { configs: self.config.clone(), sets: self.set.clone() }
+    }
+
+    /// The shared cache: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to publish.
+    pub fn shared_cache(&self, g: &Graph) -> Result<Option<(Arc<dyn crate::store::ArtifactCache>, bool)>, CliError> {
+        let (dir, publish) = match (&self.cache, &g.pipeline.cache) {
+            (Some(d), _) => (d.clone(), true),
+            (None, Some(c)) => (c.dir.clone(), c.publish),
+            (None, None) => return Ok(None),
+        };
+        let c = crate::store::DirCache::open(&dir)?;
+        Ok(Some((Arc::new(c), publish)))
     }
 }
 
@@ -136,6 +151,9 @@ pub struct RunArgs {
     /// On Ctrl-C, leave submitted Slurm jobs running (the next `run` re-attaches) instead of cancelling them.
     #[arg(long)]
     keep_jobs: bool,
+    /// Fetch from the shared cache but publish nothing to it.
+    #[arg(long)]
+    no_publish: bool,
 }
 
 /// `status` arguments.
@@ -203,6 +221,14 @@ pub struct GcArgs {
     /// The `--set` overrides your runs used.
     #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
     set: Vec<String>,
+    /// Collect the shared cache DIR instead of the store: entries older than `--keep-days` that the named
+    /// pipelines do not compute now are deleted, then blobs no entry names (older than an hour: a publish in
+    /// progress writes its blobs before its entry).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// With `--cache`: keep every entry published in the last N days.
+    #[arg(long, default_value_t = 30)]
+    keep_days: u64,
 }
 
 /// `verify` arguments.
@@ -213,6 +239,10 @@ pub struct VerifyArgs {
     /// Store directory.
     #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
     store: PathBuf,
+    /// Check the shared cache DIR instead of the store (damaged blobs are moved aside: their entries are
+    /// fetched by nobody until a run publishes them again).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
 }
 
 /// `params` arguments.
@@ -324,9 +354,15 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Show(a) => maintain::show(a.common, &a.node, reg),
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
-            maintain::gc(&a.files, &a.store, &a.backend, &overlay, a.yes, reg)
+            match &a.cache {
+                Some(dir) => maintain::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
+                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, a.yes, reg),
+            }
         }
-        Command::Verify(a) => maintain::verify(a.file.as_deref(), &a.store),
+        Command::Verify(a) => match &a.cache {
+            Some(dir) => maintain::verify_cache(dir),
+            None => maintain::verify(a.file.as_deref(), &a.store),
+        },
         Command::Params(a) => maintain::params(a.common, a.json, reg),
         Command::Kinds => maintain::kinds(reg),
         Command::BenchModel(a) => {
@@ -387,8 +423,14 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         executor: a.executor.as_deref().map(|e| if e == "slurm" { ExecutorKind::Slurm } else { ExecutorKind::Local }),
         keep_jobs: a.keep_jobs,
         interrupt: None,
+        cache: None,
+        publish: false,
     };
     let mut opts = opts;
+    if let Some((cache, publish)) = a.common.shared_cache(&g)? {
+        opts.cache = Some(cache);
+        opts.publish = publish && !a.no_publish;
+    }
     // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
     // a Slurm coordinator cancels (or keeps) its jobs and records them.
     let flag = Arc::new(AtomicBool::new(false));

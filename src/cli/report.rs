@@ -99,6 +99,9 @@ impl Reporter {
                 }
                 self.line(status("Finished", &format!("{id} in {} ({})", fmt_ms(*ms), fmt_bytes(*size))));
             }
+            Event::Fetched { id, ms, size, from, .. } => {
+                self.line(status("Fetched", &format!("{id} from the shared cache {from} in {} ({})", fmt_ms(*ms), fmt_bytes(*size))));
+            }
             Event::Failed { id, at, error, .. } => {
                 if let Some(pb) = self.bars.lock().unwrap().remove(id) {
                     pb.finish_and_clear();
@@ -107,13 +110,14 @@ impl Reporter {
             }
             Event::Note { id, message } => self.line(status("Note", &format!("{id}: {message}"))),
             Event::Skipped { id, because } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
-            Event::Summary { ran, fresh, failed, skipped, ms, nodes } => {
+            Event::Summary { ran, fresh, fetched, failed, skipped, ms, nodes } => {
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.outcome == "ran") {
                         self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
                     }
                 }
-                self.line(status("Done", &format!("{ran} ran, {fresh} fresh, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms))));
+                let fetched = if *fetched > 0 { format!(", {fetched} fetched") } else { String::new() };
+                self.line(status("Done", &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms))));
             }
         }
     }

@@ -253,10 +253,23 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
     let g = load_graph(&c, reg)?;
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
     let running = in_flight(&c.store, &sel, &a);
+    // Stale nodes the shared cache holds: a run fetches them instead of computing them.
+    let in_cache: std::collections::BTreeSet<usize> = match c.shared_cache(&g)? {
+        Some((cache, _)) => sel
+            .iter()
+            .copied()
+            .filter(|i| a[i].state != State::Fresh)
+            .filter(|i| a[i].key.as_ref().is_some_and(|k| cache.lookup(k).ok().flatten().is_some()))
+            .collect(),
+        None => Default::default(),
+    };
     let reason = |i: usize| {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
         if let Some(j) = running.get(&i) {
             r.insert(0, format!("in flight as {j}"));
+        }
+        if in_cache.contains(&i) {
+            r.push("in the shared cache: a run fetches it".to_string());
         }
         r.join("; ")
     };

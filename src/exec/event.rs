@@ -42,7 +42,7 @@ pub struct PlanEntry {
 pub struct NodeTiming {
     /// Node id.
     pub id: String,
-    /// Outcome: `ran`, `fresh`, `failed`, `skipped`.
+    /// Outcome: `ran`, `fresh`, `fetched`, `failed`, `skipped`.
     pub outcome: &'static str,
     /// Milliseconds (0 unless it ran).
     pub ms: u64,
@@ -97,6 +97,19 @@ pub enum Event {
         /// Artifact size in bytes.
         size: u64,
     },
+    /// A node's artifact was fetched from the shared cache (its blobs verified) instead of computed.
+    Fetched {
+        /// Node id.
+        id: String,
+        /// Kind.
+        kind: String,
+        /// Milliseconds the copy took.
+        ms: u64,
+        /// Artifact size in bytes.
+        size: u64,
+        /// The cache.
+        from: String,
+    },
     /// A node failed.
     Failed {
         /// Node id.
@@ -128,6 +141,8 @@ pub enum Event {
         ran: usize,
         /// Nodes that were fresh.
         fresh: usize,
+        /// Nodes fetched from the shared cache.
+        fetched: usize,
         /// Nodes that failed.
         failed: usize,
         /// Nodes skipped.

@@ -50,6 +50,8 @@ pub enum Msg {
     Note(usize, String),
     /// It ended: its manifest or error, milliseconds, and where it ran.
     Done(usize, Result<Manifest, StageError>, u64, RunnerNotes),
+    /// Its artifact could not be fetched from the shared cache (why): compute it instead.
+    FetchFailed(usize, String),
 }
 
 /// Starts nodes and reports their ends.

@@ -22,7 +22,7 @@ use crate::fingerprint::{DirtyReason, NodeRecord};
 use crate::graph::Graph;
 use crate::spec::{ExecutorKind, NodeResources, OnInterrupt};
 use crate::stage::{FailureClass, InputArtifact, StageError};
-use crate::store::{FailRecord, Index, Manifest, Store, StoreError};
+use crate::store::{ArtifactCache, FailRecord, Index, Manifest, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -49,6 +49,10 @@ pub struct RunOptions {
     pub keep_jobs: bool,
     /// Set (e.g. by a Ctrl-C handler) to stop the run: jobs are cancelled or left as configured.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// A shared artifact cache: stale nodes whose key it holds are fetched, not computed.
+    pub cache: Option<Arc<dyn ArtifactCache>>,
+    /// Publish what this run computes to `cache`.
+    pub publish: bool,
 }
 
 /// Outcome of a run.
@@ -62,6 +66,8 @@ pub struct RunSummary {
     pub failed: Vec<(String, FailureClass)>,
     /// Nodes skipped because an upstream failed.
     pub skipped: Vec<String>,
+    /// Nodes fetched from the shared cache.
+    pub fetched: Vec<String>,
     /// The artifact of every selected node that is done (fresh or ran), by node id.
     pub artifacts: BTreeMap<String, Manifest>,
 }
@@ -133,6 +139,10 @@ struct Scheduler<'a> {
     failed: BTreeSet<usize>,
     /// Nodes already retried after a damaged input.
     retried: BTreeSet<usize>,
+    /// Nodes whose fetch from the cache failed (computed instead).
+    no_fetch: BTreeSet<usize>,
+    /// Publications to the shared cache in progress (joined before the run returns; failures are told then).
+    publishing: Vec<(usize, std::thread::JoinHandle<Result<(), String>>)>,
     summary: RunSummary,
     timings: Vec<NodeTiming>,
 }
@@ -177,6 +187,8 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         done: BTreeMap::new(),
         failed: BTreeSet::new(),
         retried: BTreeSet::new(),
+        no_fetch: BTreeSet::new(),
+        publishing: vec![],
         summary: RunSummary::default(),
         timings: vec![],
     };
@@ -203,14 +215,27 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                     Err(e) => s.fail(i, e, ms, runner)?,
                 }
             }
+            Ok(Msg::FetchFailed(i, why)) => {
+                s.release(i);
+                let message = format!("not taken from the shared cache ({why}): computing it");
+                (s.sink)(&Event::Note { id: g.nodes[i].id.clone(), message });
+                s.no_fetch.insert(i);
+                s.requeue(i);
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     s.idx.flush()?;
+    for (i, h) in std::mem::take(&mut s.publishing) {
+        if let Ok(Err(message)) = h.join() {
+            (s.sink)(&Event::Note { id: g.nodes[i].id.clone(), message });
+        }
+    }
     (s.sink)(&Event::Summary {
         ran: s.summary.ran.len(),
         fresh: s.summary.fresh.len(),
+        fetched: s.summary.fetched.len(),
         failed: s.summary.failed.len(),
         skipped: s.summary.skipped.len(),
         ms: t0.elapsed().as_millis() as u64,
@@ -366,6 +391,9 @@ impl Scheduler<'_> {
             self.mark_fresh(i, m);
             return Ok(Started::Fresh);
         }
+        if let Some(started) = self.try_fetch(i, &a)? {
+            return Ok(started);
+        }
         self.free_cpu -= cpu;
         if dev {
             self.free_dev -= 1;
@@ -416,6 +444,57 @@ impl Scheduler<'_> {
         Ok(Started::Yes)
     }
 
+    /// When the shared cache holds node `i`'s key (and it is not forced), copies the artifact on a thread of its
+    /// own (one CPU slot locally); its end arrives as `Done` (committed like a run) or `FetchFailed` (computed).
+    fn try_fetch(&mut self, i: usize, a: &Assessment) -> Result<Option<Started>, super::ExecError> {
+        let (Some(cache), Some(key)) = (self.opts.cache.clone(), a.key.clone()) else { return Ok(None) };
+        if self.forced.contains(&i) || self.no_fetch.contains(&i) || a.fingerprint.is_none() {
+            return Ok(None);
+        }
+        let entry = match cache.lookup(&key) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let message = format!("shared cache unreadable ({e}): computing it");
+                (self.sink)(&Event::Note { id: self.id(i), message });
+                return Ok(None);
+            }
+        };
+        let cpu = usize::from(self.launcher.limited());
+        if cpu > self.free_cpu {
+            return Ok(Some(Started::NoRoom));
+        }
+        self.free_cpu -= cpu;
+        self.running.insert(i, Running { cpu, dev: false });
+        self.assessed.insert(i, a.clone());
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let msg = match cache.fetch(&entry.manifest, &store.blobs) {
+                Ok(()) => {
+                    let runner = RunnerNotes::from([("fetched_from".to_string(), cache.describe())]);
+                    Msg::Done(i, Ok(entry.manifest), t.elapsed().as_millis() as u64, runner)
+                }
+                Err(e) => Msg::FetchFailed(i, e.to_string()),
+            };
+            let _ = tx.send(msg);
+        });
+        Ok(Some(Started::Yes))
+    }
+
+    /// Publishes node `i`'s artifact to the shared cache on a thread of its own (whole or not at all; a failure
+    /// is told, never fatal: the artifact is committed locally either way).
+    fn publish(&mut self, i: usize, key: &str, manifest: &Manifest) {
+        let Some(cache) = self.opts.cache.clone().filter(|_| self.opts.publish) else { return };
+        let (store, key, m, id) = (self.store.clone(), key.to_string(), manifest.clone(), self.id(i));
+        self.publishing.push((
+            i,
+            std::thread::spawn(move || {
+                cache.publish(&key, &m, &id, &store.blobs).map(|_| ()).map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))
+            }),
+        ));
+    }
+
     /// Gives node `i`'s slots back.
     fn release(&mut self, i: usize) {
         if let Some(r) = self.running.remove(&i) {
@@ -439,12 +518,23 @@ impl Scheduler<'_> {
             finished_at: now_secs(),
             runner,
         };
+        let fetched = record.runner.get("fetched_from").cloned();
         self.idx.get()?.commit(&key, &manifest, &record)?;
         let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));
-        (self.sink)(&Event::Finished { id: self.id(i), kind: self.kind(i), ms, artifact: manifest.digest.clone(), size: manifest.size() });
+        match fetched {
+            Some(from) => {
+                (self.sink)(&Event::Fetched { id: self.id(i), kind: self.kind(i), ms, size: manifest.size(), from });
+                self.summary.fetched.push(self.id(i));
+                self.timings.push(NodeTiming { id: self.id(i), outcome: "fetched", ms });
+            }
+            None => {
+                (self.sink)(&Event::Finished { id: self.id(i), kind: self.kind(i), ms, artifact: manifest.digest.clone(), size: manifest.size() });
+                self.publish(i, &key, &manifest);
+                self.summary.ran.push(self.id(i));
+                self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });
+            }
+        }
         self.mark_done(i, manifest);
-        self.summary.ran.push(self.id(i));
-        self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });
         Ok(())
     }
 

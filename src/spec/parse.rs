@@ -83,11 +83,22 @@ pub struct Pipeline {
     pub groups: BTreeMap<String, Vec<String>>,
     /// The `[executor]` table (the root file's keys over included ones, then the profile's), for executors.
     pub executor: BTreeMap<String, Entry>,
+    /// The `[cache]` table: a shared artifact cache (the including file's over included ones).
+    pub cache: Option<CacheSpec>,
     /// The command-line overrides applied (`--config`, `--set`), so that jobs rebuild the same pipeline.
     pub overlay: Overlay,
     /// The overrides of every profile not in use, so that the graph builder checks them too (a typo in
     /// `[profile.paper…]` is an error today, not on the day someone runs the paper profile).
     pub dormant: Vec<DormantOverride>,
+}
+
+/// `[cache]`: a shared artifact cache folder (see `store::cache`); `--cache` and `POLYFLOW_CACHE` win over it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSpec {
+    /// The folder, resolved against the declaring file's folder.
+    pub dir: PathBuf,
+    /// Publish what runs compute (`publish = false`: only fetch).
+    pub publish: bool,
 }
 
 /// One `[profile.NAME.node.ID]` or `[profile.NAME.kind.KIND]` table of a profile not in use.
@@ -121,6 +132,7 @@ struct Loader {
     profiles: BTreeMap<String, ProfileDecl>,
     loaded: BTreeSet<PathBuf>,
     executor: BTreeMap<String, Entry>,
+    cache: Option<CacheSpec>,
 }
 
 #[derive(Default)]
@@ -131,7 +143,7 @@ struct ProfileDecl {
     executor: BTreeMap<String, Entry>,
 }
 
-const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor"];
+const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor", "cache"];
 /// The per-node key that executors read and keys never include.
 const RESOURCES: &str = "resources";
 /// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
@@ -288,6 +300,30 @@ impl Loader {
             };
             // Included files were loaded above, so the including file's keys win.
             self.executor.extend(t.clone());
+        }
+        if let Some(e) = top.get("cache") {
+            let Some(t) = e.value.as_table() else {
+                return Err(self.type_err(&e.value, "a table `[cache]`"));
+            };
+            let mut spec = CacheSpec { dir: PathBuf::new(), publish: true };
+            for (k, v) in t {
+                match (k.as_str(), &v.value.value) {
+                    ("dir", Value::Str(d)) => spec.dir = dir.join(d),
+                    ("publish", Value::Bool(b)) => spec.publish = *b,
+                    ("dir", _) => return Err(self.type_err(&v.value, "a string (the cache folder)")),
+                    ("publish", _) => return Err(self.type_err(&v.value, "a boolean")),
+                    _ => {
+                        return Err(SpecError::at(&self.sources, v.key_span, K::UnknownKey, format!("unknown key `{k}` in [cache]"))
+                            .help(suggest(k, ["dir", "publish"])))
+                    }
+                }
+            }
+            if spec.dir.as_os_str().is_empty() {
+                return Err(SpecError::at(&self.sources, e.key_span, K::Missing, "[cache] needs `dir`".to_string())
+                    .help("add dir = \"/shared/polyflow-cache\" (relative to this file)"));
+            }
+            // Included files are loaded first: the including file's table wins.
+            self.cache = Some(spec);
         }
         if let Some(e) = top.get("node") {
             let Some(nodes) = e.value.as_table() else {
@@ -517,6 +553,7 @@ impl Loader {
             profiles,
             groups,
             executor: self.executor,
+            cache: self.cache,
             overlay: overlay.clone(),
             dormant,
         })

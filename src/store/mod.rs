@@ -25,10 +25,12 @@
 //! reads every blob ([`Store::verify`]).
 
 mod blob;
+pub mod cache;
 mod index;
 mod lock;
 
 pub use blob::{BlobState, BlobStore};
+pub use cache::{ArtifactCache, CacheEntry, DirCache};
 pub use index::{index_dir, FailRecord, Index};
 pub use lock::WriterLock;
 

@@ -1,0 +1,336 @@
+//! A shared artifact cache: a second store that many users, machines and Slurm jobs read and publish to at once
+//! (`--cache DIR`, `POLYFLOW_CACHE`, or `[cache] dir = "…"` in a pipeline).
+//!
+//! A stale node whose key the cache holds is fetched (every blob's digest checked while it is copied) instead of
+//! computed; what a run computes is published.
+//!
+//! **Layout of a folder cache** ([`DirCache`]) — no database, so any number of processes on any number of
+//! machines can share it over NFS or Lustre:
+//!
+//! ```text
+//! blobs/ab/<digest>     file contents, named by their blake3 digest (temp file, fsync, rename)
+//! keys/ab/<key>.json    {manifest, node, published_at}: written last, by an atomic create-if-absent
+//! tmp/                  temp files of writes in progress (left-overs are removed by `gc`)
+//! damaged/              blobs a reader found not to match their digest, moved aside (re-published later)
+//! ```
+//!
+//! **Publishing is whole or nothing.** Every blob is made durable first (idempotent: the same content has the
+//! same name), then the key file appears in one step (a hard link of a complete temp file: it fails if the key
+//! is already there, so there are never two or a torn one). A reader that finds a key therefore finds every blob
+//! it names — unless a blob was damaged or removed since, which the fetch detects (digest) and reports as a
+//! miss: the node is computed instead and published again.
+//!
+//! **An object store later** is one new type implementing [`ArtifactCache`]: blobs are objects `blobs/<digest>`
+//! (content-addressed, so overwriting is harmless), the key entry an object `keys/<key>.json` written last with
+//! a conditional put (`If-None-Match: *` on S3), `gc` a listing. Nothing else in the engine changes.
+
+use super::{BlobStore, FileEntry, Manifest, StoreError};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a key entry holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The artifact.
+    pub manifest: Manifest,
+    /// The node id that produced it (for people reading the cache; never trusted for anything).
+    pub node: String,
+    /// Seconds since the epoch.
+    pub published_at: u64,
+}
+
+/// A shared artifact cache.
+pub trait ArtifactCache: Send + Sync + std::fmt::Debug {
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+    /// The entry published under `key`, if any (a cheap lookup: no blob is read).
+    fn lookup(&self, key: &str) -> Result<Option<CacheEntry>, StoreError>;
+    /// Copies every blob of `m` into `into`, checking each digest as it is copied. A blob that is missing or does
+    /// not match is a miss (`Err`): the damaged copy is moved aside so that the next publish replaces it.
+    fn fetch(&self, m: &Manifest, into: &BlobStore) -> Result<(), StoreError>;
+    /// Publishes `m` (its blobs read from `from`) under `key`, whole or not at all. `Ok(false)` when the key was
+    /// already there (another publisher won; nothing is overwritten).
+    fn publish(&self, key: &str, m: &Manifest, node: &str, from: &BlobStore) -> Result<bool, StoreError>;
+}
+
+/// A cache in a folder (local disk or a shared file system).
+#[derive(Debug, Clone)]
+pub struct DirCache {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::io(path, e)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl DirCache {
+    /// Opens (creating) the cache folder `root`.
+    pub fn open(root: &Path) -> Result<DirCache, StoreError> {
+        for sub in ["blobs", "keys", "tmp"] {
+            let d = root.join(sub);
+            std::fs::create_dir_all(&d).map_err(io(&d))?;
+        }
+        Ok(DirCache { root: root.to_path_buf() })
+    }
+
+    /// The cache folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of blob `digest`.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root.join("blobs").join(&digest[..2.min(digest.len())]).join(digest)
+    }
+
+    fn key_path(&self, key: &str) -> PathBuf {
+        self.root.join("keys").join(&key[..2.min(key.len())]).join(format!("{key}.json"))
+    }
+
+    fn tmp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let d = self.root.join("tmp");
+        tempfile::NamedTempFile::new_in(&d).map_err(io(&d))
+    }
+
+    /// Moves a damaged blob aside (a unique name: several readers may find it at once).
+    fn quarantine(&self, digest: &str) {
+        let dir = self.root.join("damaged");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let to = dir.join(format!("{digest}.{}.{}", std::process::id(), now_secs()));
+            let _ = std::fs::rename(self.blob_path(digest), to);
+        }
+    }
+
+    /// Every key entry: (key, entry, path of its file). Unreadable entries are skipped.
+    pub fn entries(&self) -> Vec<(String, CacheEntry, PathBuf)> {
+        let mut out = vec![];
+        let Ok(rd) = std::fs::read_dir(self.root.join("keys")) else { return out };
+        for sub in rd.flatten() {
+            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().to_string();
+                let Some(key) = name.strip_suffix(".json") else { continue };
+                if let Some(e) = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()) {
+                    out.push((key.to_string(), e, f.path()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Every blob: (digest, size, age).
+    pub fn blobs(&self) -> Vec<(String, u64, Duration)> {
+        let mut out = vec![];
+        let Ok(rd) = std::fs::read_dir(self.root.join("blobs")) else { return out };
+        for sub in rd.flatten() {
+            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                let Ok(m) = f.metadata() else { continue };
+                let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+                out.push((f.file_name().to_string_lossy().to_string(), m.len(), age));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Checks every blob of every entry (reading it all); damaged ones are moved aside. Returns (files checked,
+    /// damaged: (key, file name)).
+    pub fn verify(&self) -> (usize, Vec<(String, String)>) {
+        let mut n = 0;
+        let mut bad = vec![];
+        for (key, e, _) in self.entries() {
+            for (name, f) in &e.manifest.files {
+                n += 1;
+                if !self.blob_ok(&f.digest, f.size) {
+                    self.quarantine(&f.digest);
+                    bad.push((key.clone(), name.clone()));
+                }
+            }
+        }
+        (n, bad)
+    }
+
+    fn blob_ok(&self, digest: &str, size: u64) -> bool {
+        let path = self.blob_path(digest);
+        match std::fs::File::open(&path) {
+            Ok(f) if f.metadata().map(|m| m.len()).ok() == Some(size) => {
+                let mut h = blake3::Hasher::new();
+                h.update_reader(f).is_ok() && h.finalize().to_hex().as_str() == digest
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes a key entry (e.g. `gc`).
+    pub fn remove_entry(&self, path: &Path) -> Result<(), StoreError> {
+        std::fs::remove_file(path).map_err(io(path))
+    }
+
+    /// Removes a blob (e.g. `gc`).
+    pub fn remove_blob(&self, digest: &str) -> Result<(), StoreError> {
+        let p = self.blob_path(digest);
+        std::fs::remove_file(&p).map_err(io(&p))
+    }
+
+    /// Temp files and damaged blobs older than `age` (interrupted publishes, readers' quarantine).
+    pub fn leftovers(&self, age: Duration) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for sub in ["tmp", "damaged"] {
+            for f in std::fs::read_dir(self.root.join(sub)).into_iter().flatten().flatten() {
+                let old = f.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|a| a >= age);
+                if old {
+                    out.push(f.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Writes one blob from `src` (temp file in the cache, fsync, rename); skipped when a blob of that size is
+    /// already there (content-addressed: the same name is the same content; `verify` finds a damaged one).
+    fn put_blob(&self, f: &FileEntry, src: &Path) -> Result<(), StoreError> {
+        let dest = self.blob_path(&f.digest);
+        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == f.size) {
+            return Ok(());
+        }
+        let mut tmp = self.tmp_file()?;
+        let mut input = std::fs::File::open(src).map_err(io(src))?;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = input.read(&mut buf).map_err(io(src))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            tmp.write_all(&buf[..k]).map_err(io(tmp.path()))?;
+        }
+        if h.finalize().to_hex().as_str() != f.digest {
+            return Err(StoreError::Corrupt { path: src.to_path_buf() });
+        }
+        tmp.as_file().sync_all().map_err(io(&dest))?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        tmp.persist(&dest).map_err(|e| StoreError::io(&dest, e.error))?;
+        Ok(())
+    }
+}
+
+impl ArtifactCache for DirCache {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn lookup(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        let p = self.key_path(key);
+        match std::fs::read(&p) {
+            // An unreadable entry is a miss, never a hit.
+            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&p, e)),
+        }
+    }
+
+    fn fetch(&self, m: &Manifest, into: &BlobStore) -> Result<(), StoreError> {
+        for f in m.files.values() {
+            if into.present(&f.digest, f.size) == super::BlobState::Ok {
+                continue;
+            }
+            let path = self.blob_path(&f.digest);
+            let file = std::fs::File::open(&path).map_err(io(&path))?;
+            // Hashed while copied into the local store; a mismatch is refused there (nothing is kept).
+            let (digest, size) = into.put_reader(file)?;
+            if digest != f.digest || size != f.size {
+                let _ = into.remove(&digest);
+                self.quarantine(&f.digest);
+                return Err(StoreError::Corrupt { path });
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, key: &str, m: &Manifest, node: &str, from: &BlobStore) -> Result<bool, StoreError> {
+        if let Some(old) = self.lookup(key)? {
+            // Already published: restore any blob of that entry a reader moved aside, from our copy.
+            for f in old.manifest.files.values() {
+                if !self.blob_path(&f.digest).exists() && from.present(&f.digest, f.size) == super::BlobState::Ok {
+                    self.put_blob(f, &from.path(&f.digest))?;
+                }
+            }
+            return Ok(false);
+        }
+        for f in m.files.values() {
+            self.put_blob(f, &from.path(&f.digest))?;
+        }
+        let entry = CacheEntry { manifest: m.clone(), node: node.to_string(), published_at: now_secs() };
+        let mut tmp = self.tmp_file()?;
+        tmp.write_all(&serde_json::to_vec_pretty(&entry).expect("json")).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+        let dest = self.key_path(key);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        // Create-if-absent in one step: a hard link fails when the key exists (another publisher won).
+        match std::fs::hard_link(tmp.path(), &dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::io(&dest, e)),
+        }
+        // The temp file is removed when `tmp` drops.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use std::collections::BTreeMap;
+
+    fn artifact(s: &Store, text: &[u8]) -> Manifest {
+        let d = s.blobs.put(text).unwrap();
+        Manifest::new("text", BTreeMap::from([("a.txt".to_string(), FileEntry { digest: d, size: text.len() as u64 })]))
+    }
+
+    #[test]
+    fn publish_then_fetch_into_another_store_and_first_publisher_wins() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (Store::open(&t.path().join("a")).unwrap(), Store::open(&t.path().join("b")).unwrap());
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let m = artifact(&a, b"hello");
+        assert!(c.lookup("k1").unwrap().is_none());
+        assert!(c.publish("k1", &m, "n", &a.blobs).unwrap());
+        assert!(!c.publish("k1", &artifact(&a, b"other"), "n", &a.blobs).unwrap(), "never overwritten");
+        let e = c.lookup("k1").unwrap().unwrap();
+        assert_eq!(e.manifest, m);
+        c.fetch(&e.manifest, &b.blobs).unwrap();
+        assert_eq!(b.blobs.read(&m.files["a.txt"].digest).unwrap(), b"hello");
+        assert_eq!(std::fs::read_dir(t.path().join("cache/tmp")).unwrap().count(), 0, "no temp file left");
+    }
+
+    #[test]
+    fn a_damaged_cache_blob_is_refused_moved_aside_and_republished() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (Store::open(&t.path().join("a")).unwrap(), Store::open(&t.path().join("b")).unwrap());
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let m = artifact(&a, b"hello");
+        c.publish("k1", &m, "n", &a.blobs).unwrap();
+        let digest = &m.files["a.txt"].digest;
+        std::fs::write(c.blob_path(digest), b"hellp").unwrap();
+        assert!(matches!(c.fetch(&m, &b.blobs), Err(StoreError::Corrupt { .. })));
+        assert_eq!(b.blobs.present(digest, 5), crate::store::BlobState::Missing, "nothing damaged kept");
+        assert!(!c.blob_path(digest).exists(), "moved aside");
+        // The next publisher of that key (or of any artifact with that blob) restores it.
+        assert!(!c.publish("k1", &m, "n", &a.blobs).unwrap());
+        c.fetch(&m, &b.blobs).unwrap();
+        c.publish("k2", &m, "n", &a.blobs).unwrap();
+        assert_eq!(c.verify(), (2, vec![]));
+    }
+}

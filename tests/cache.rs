@@ -1,0 +1,150 @@
+//! The shared artifact cache (issue 17): two stores and one cache, concurrent publishers (processes), a
+//! damaged cache blob refused and recomputed, `[cache]` in a pipeline, `verify` and `gc` on the cache.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+/// Runs the binary in `dir`; (exit code, stdout + stderr).
+fn pf(dir: &Path, args: &[&str]) -> (i32, String) {
+    let o = Command::new(BIN).args(args).current_dir(dir).env_remove("POLYFLOW_CACHE").output().unwrap();
+    (o.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// Node ids of the `--json` events named `event`.
+fn ids(out: &str, event: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == event)
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+const P: &str = "[node.a]\nkind = \"value\"\nvalue = 1\nsleep_ms = 300\n\
+[node.b]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"mkdir -p $POLYFLOW_OUT/d && head -c 200000 /dev/zero | tr '\\\\0' x > $POLYFLOW_OUT/d/big.txt\"]\ninputs = { in = \"a\" }\n\
+[node.c]\nkind = \"value\"\nvalue = 3\nsleep_ms = 300\ninputs = { after = \"b\" }\n";
+
+fn cache_files(cache: &Path, sub: &str) -> usize {
+    walk(&cache.join(sub))
+}
+
+fn walk(p: &Path) -> usize {
+    std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+}
+
+#[test]
+fn a_second_store_fetches_what_the_first_published() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(ids(&out, "finished"), ["a", "b", "c"]);
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
+    // Another store: stale there, but the cache holds every key.
+    let (_, st) = pf(d.path(), &["status", "p.toml", "--store", "s2", "--cache", "cache"]);
+    assert_eq!(st.matches("in the shared cache").count(), 1, "only `a` has a known key before anything runs: {st}");
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(ids(&out, "fetched"), ["a", "b", "c"], "{out}");
+    assert!(ids(&out, "started").is_empty(), "nothing computed: {out}");
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--json"]);
+    assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"], "{out}");
+    assert_eq!(pf(d.path(), &["verify", "--store", "s2"]).0, 0);
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
+    assert!(code == 0 && out.contains("0 damaged"), "{out}");
+    // The same through `[cache]` in the pipeline, and POLYFLOW_CACHE.
+    std::fs::write(d.path().join("q.toml"), format!("[cache]\ndir = \"cache\"\n{P}")).unwrap();
+    let (code, out) = pf(d.path(), &["run", "q.toml", "--store", "s3", "--json"]);
+    assert!(code == 0 && ids(&out, "fetched") == ["a", "b", "c"], "{out}");
+    let o = Command::new(BIN).args(["run", "p.toml", "--store", "s4", "--json"]).current_dir(d.path()).env("POLYFLOW_CACHE", "cache").output().unwrap();
+    assert_eq!(ids(&String::from_utf8_lossy(&o.stdout), "fetched"), ["a", "b", "c"]);
+}
+
+#[test]
+fn concurrent_publishers_leave_one_whole_entry_per_key() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|k| {
+            Command::new(BIN)
+                .args(["run", "p.toml", "--store", &format!("s{k}"), "--cache", "cache", "--json"])
+                .current_dir(d.path())
+                .env_remove("POLYFLOW_CACHE")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let cache = d.path().join("cache");
+    assert_eq!(cache_files(&cache, "keys"), 3, "one entry per key");
+    assert_eq!(cache_files(&cache, "tmp"), 0, "no temp file left");
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
+    assert!(code == 0 && out.contains("3 files checked") && out.contains("0 damaged"), "{out}");
+    // And each store is whole.
+    for k in 0..4 {
+        assert_eq!(pf(d.path(), &["verify", "--store", &format!("s{k}")]).0, 0);
+    }
+}
+
+#[test]
+fn a_damaged_cache_blob_is_refused_and_the_node_recomputed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache"]).0, 0);
+    // Damage the big blob of `b` (same size).
+    let blobs = d.path().join("cache/blobs");
+    let big = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+        .find(|f| f.metadata().unwrap().len() == 200_000)
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&big).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&big, bytes).unwrap();
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(ids(&out, "finished"), ["b"], "b recomputed: {out}");
+    assert_eq!(ids(&out, "fetched"), ["a", "c"], "{out}");
+    assert!(out.contains("not taken from the shared cache"), "{out}");
+    // The damaged copy is gone from the cache and the recomputed one restored it.
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
+    assert!(code == 0 && out.contains("0 damaged"), "{out}");
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s3", "--cache", "cache", "--json"]);
+    assert!(code == 0 && ids(&out, "fetched") == ["a", "b", "c"], "{out}");
+}
+
+#[test]
+fn no_publish_and_gc_of_the_cache() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--no-publish"]).0, 0);
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--force-all"]).0, 0);
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
+    // `c` changes: a new entry; the old one is not computed by the pipeline any more.
+    std::fs::write(d.path().join("p.toml"), P.replace("value = 3", "value = 4")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache"]).0, 0);
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 4);
+    let (code, out) = pf(d.path(), &["gc", "p.toml", "--store", "s1", "--cache", "cache", "--keep-days", "0"]);
+    assert!(code == 0 && out.contains("Would remove cache entry") && out.contains("node `c`"), "{out}");
+    assert_eq!(out.matches("cache entry").count(), 1, "{out}");
+    let (code, out) = pf(d.path(), &["gc", "p.toml", "--store", "s1", "--cache", "cache", "--keep-days", "0", "--yes"]);
+    assert!(code == 0 && out.contains("Removed 1 cache entries"), "{out}");
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
+    // Recent entries are kept by default.
+    std::fs::write(d.path().join("p.toml"), P.replace("value = 3", "value = 5")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache"]).0, 0);
+    let (_, out) = pf(d.path(), &["gc", "p.toml", "--store", "s1", "--cache", "cache"]);
+    assert!(out.contains("Would free 0 cache entries"), "{out}");
+}
