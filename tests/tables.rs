@@ -26,7 +26,7 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
     // The tables and their provenance (`.json`: the cache key and artifact digest behind every cell), so a
     // run that trains different bits fails here even where the rounded table text would not change.
     let committed: Vec<(String, Option<String>)> = (1..=5)
-        .flat_map(|i| ["md", "json"].map(|ext| format!("table{i}.{ext}")))
+        .flat_map(|i| ["md", "tex", "json"].map(|ext| format!("table{i}.{ext}")))
         .chain(["FINDINGS.md".to_string(), "FINDINGS.json".to_string()])
         .map(|f| {
             let old = std::fs::read_to_string(root.join("results/smoke").join(&f)).ok();
@@ -37,7 +37,7 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
         let file = format!("pipelines/table{i}.toml");
         let (code, ev) = run_json(root, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
         assert_eq!(code, 0, "table{i}: {ev:?}");
-        for ext in ["md", "csv", "json"] {
+        for ext in ["md", "tex", "csv", "json"] {
             assert!(root.join(format!("results/smoke/table{i}.{ext}")).exists(), "table{i}.{ext} written");
         }
     }
@@ -124,5 +124,56 @@ fn changing_one_task_lr_reruns_exactly_its_dependents() {
     // The initial model's features do not depend on the LR: rebuilt identically, so its probes stay fresh.
     for s in 0..3 {
         assert!(ev.iter().any(|e| e["event"] == "fresh" && e["id"] == format!("probe_init.digits.s{s}")));
+    }
+}
+
+/// The digest of the `table` artifact behind a committed `results/**/tableN.json`, rebuilt from the committed
+/// files (`table.txt` is the terminal rendering of the JSON); `with_tex` adds `table.tex`.
+fn table_artifact_digest(dir: &Path, i: usize, with_tex: bool) -> String {
+    use polyflow::store::{FileEntry, Manifest, Store};
+    let s = tempfile::tempdir().unwrap();
+    let store = Store::open(s.path()).unwrap();
+    let read = |ext: &str| std::fs::read(dir.join(format!("table{i}.{ext}"))).unwrap();
+    let json = read("json");
+    let t: polyflow::tables::ResultTable = serde_json::from_slice(&json).unwrap();
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        ("table.md", read("md")),
+        ("table.csv", read("csv")),
+        ("table.json", json),
+        ("table.txt", polyflow::tables::terminal(&t).into_bytes()),
+    ];
+    if with_tex {
+        files.push(("table.tex", read("tex")));
+    }
+    let entries =
+        files.into_iter().map(|(n, b)| (n.to_string(), FileEntry { digest: store.blobs.put(&b).unwrap(), size: b.len() as u64 })).collect();
+    Manifest::new("table", entries).digest
+}
+
+/// The findings name the table artifacts they read by digest: those digests are the committed tables' (their
+/// `.md`, `.tex`, `.csv`, `.json`), so the committed `.tex` files are the ones a run writes, without training.
+#[test]
+fn committed_findings_name_the_committed_tables() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // POLYFLOW_BLESS=1: rewrite the digests of tables that predate `table.tex` (their digest without it) to
+    // what a run writes now, after `cargo test --lib committed_tex` wrote the `.tex` files.
+    let bless = std::env::var("POLYFLOW_BLESS").is_ok_and(|v| v == "1");
+    for dir in ["results", "results/smoke"] {
+        let dir = root.join(dir);
+        let mut text = std::fs::read_to_string(dir.join("FINDINGS.json")).unwrap();
+        let f: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for c in f["claims"].as_array().unwrap() {
+            let i: usize = c["table"].as_str().unwrap().strip_prefix("table").unwrap().parse().unwrap();
+            let want = c["table_artifact"].as_str().unwrap();
+            let (with, without) = (table_artifact_digest(&dir, i, true), table_artifact_digest(&dir, i, false));
+            if bless && want == without {
+                text = text.replace(want, &with);
+                continue;
+            }
+            assert_eq!(want, with, "{}: table{i} (without table.tex: {without})", dir.display());
+        }
+        if bless {
+            std::fs::write(dir.join("FINDINGS.json"), text).unwrap();
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The `polyflow` command line: argument parsing, one function per command, reporters, exit codes.
 
+mod compare;
 pub mod exit;
 mod maintain;
 pub mod report;
@@ -91,6 +92,8 @@ pub enum Command {
     Report(HtmlReportArgs),
     /// Describe a node's artifact (files, shapes, class counts) and write previews.
     Show(ShowArgs),
+    /// One table of runs: the parameters that differ between the nodes and their metrics (`--csv`, `--json`).
+    Compare(compare::CompareArgs),
     /// Delete artifacts that no named pipeline references (dry unless --yes).
     Gc(GcArgs),
     /// Check every blob in the store against its checksum.
@@ -352,6 +355,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => maintain::show(a.common, &a.node, reg),
+        Command::Compare(a) => compare::compare(a, reg),
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {

@@ -1,9 +1,9 @@
 //! `table`: rows are runs (one or several nodes each), columns are task metrics plus #Models and #Params;
-//! writes `table.md`, `table.csv`, `table.json` (every cell with the node, key and artifact that produced it)
-//! and `table.txt`. Optional constant rows of published numbers are labelled as such.
+//! writes `table.md`, `table.tex` (LaTeX, booktabs), `table.csv`, `table.json` (every cell with the node, key and
+//! artifact that produced it) and `table.txt`. Optional constant rows of published numbers are labelled as such.
 
 use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
-use crate::tables::{csv, markdown, terminal, Cell, Provenance, ResultTable};
+use crate::tables::{csv, latex, markdown, terminal, Cell, Provenance, ResultTable};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -89,11 +89,11 @@ impl Stage for TableStage {
         "table"
     }
     fn version(&self) -> u32 {
-        // 2: seed replicates aggregated (mean ± std), ties within noise, average columns.
-        2
+        // 2: seed replicates aggregated (mean ± std), ties within noise, average columns. 3: also `table.tex`.
+        3
     }
     fn doc(&self) -> &'static str {
-        "a result table (terminal, Markdown with best/second marked, CSV, JSON with provenance)"
+        "a result table (terminal, Markdown and LaTeX with best/second marked, CSV, JSON with provenance)"
     }
     fn output(&self) -> &'static str {
         "table"
@@ -124,7 +124,7 @@ impl Stage for TableStage {
                 "export",
                 T::Str,
                 json!(""),
-                "copy table.{md,csv,json} to this path stem after a run (relative to the pipeline file)",
+                "copy table.{md,tex,csv,json} to this path stem after a run (relative to the pipeline file)",
             ),
         ]
     }
@@ -156,7 +156,9 @@ impl Stage for TableStage {
     fn exports(&self, p: &Value) -> Vec<(String, String)> {
         // Parameters that do not parse export nothing (validation reports them).
         match parse::<TableParams>(p).map(|p| p.export) {
-            Ok(stem) if !stem.is_empty() => ["md", "csv", "json"].iter().map(|e| (format!("table.{e}"), format!("{stem}.{e}"))).collect(),
+            Ok(stem) if !stem.is_empty() => {
+                ["md", "tex", "csv", "json"].iter().map(|e| (format!("table.{e}"), format!("{stem}.{e}"))).collect()
+            }
             _ => vec![],
         }
     }
@@ -296,6 +298,7 @@ impl Stage for TableStage {
             t.cells.push(cells);
         }
         ctx.out.put("table.md", markdown(&t).as_bytes())?;
+        ctx.out.put("table.tex", latex(&t).as_bytes())?;
         ctx.out.put("table.csv", csv(&t).as_bytes())?;
         ctx.out.put_json("table.json", &t)?;
         ctx.out.put("table.txt", terminal(&t).as_bytes())

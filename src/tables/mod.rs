@@ -1,5 +1,6 @@
 //! Result tables: a grid of cells with provenance, rendered as a terminal table (comfy-table), Markdown (best
-//! per column in bold, second underlined), CSV and JSON. No engine or burn code here.
+//! per column in bold, second underlined), LaTeX (booktabs, the same marks), CSV and JSON. No engine or burn
+//! code here.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table as Comfy};
 use serde::{Deserialize, Serialize};
@@ -150,6 +151,94 @@ pub fn markdown(t: &ResultTable) -> String {
     s
 }
 
+/// Text escaped for LaTeX: the specials `& % $ # _ { } ~ ^ \` and the few non-ASCII symbols the tables use
+/// (±, ×, →, ·, √, ², subscript digits, dashes, curly quotes) as LaTeX commands, so pdflatex reads it; any
+/// other character is kept as is.
+pub fn latex_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
+                o.push('\\');
+                o.push(ch);
+            }
+            '~' => o.push_str("\\textasciitilde{}"),
+            '^' => o.push_str("\\textasciicircum{}"),
+            '\\' => o.push_str("\\textbackslash{}"),
+            '±' => o.push_str("$\\pm$"),
+            '×' => o.push_str("$\\times$"),
+            '→' => o.push_str("$\\to$"),
+            '·' => o.push_str("$\\cdot$"),
+            '√' => o.push_str("$\\surd$"),
+            '≤' => o.push_str("$\\leq$"),
+            '≥' => o.push_str("$\\geq$"),
+            '²' => o.push_str("\\textsuperscript{2}"),
+            '³' => o.push_str("\\textsuperscript{3}"),
+            '₀'..='₉' => o.push_str(&format!("\\textsubscript{{{}}}", ch as u32 - '₀' as u32)),
+            '–' => o.push_str("--"),
+            '—' => o.push_str("---"),
+            '“' => o.push_str("``"),
+            '”' => o.push_str("''"),
+            '‘' => o.push('`'),
+            '’' => o.push('\''),
+            _ => o.push(ch),
+        }
+    }
+    o
+}
+
+/// A cell's LaTeX: `$m \pm s$` (in percent, as in the other renderings) where the cell aggregates seeds, else
+/// its text escaped (`--` for a missing value).
+fn latex_cell(c: &Cell) -> (String, bool) {
+    match (c.value, c.std) {
+        (Some(m), Some(s)) if c.seeds.len() > 1 => (format!("${:.1} \\pm {:.1}$", m * 100.0, s * 100.0), true),
+        _ => (latex_escape(&c.text), false),
+    }
+}
+
+/// A `\label` key from the title: `tab:` and its lowercase letters and digits, words joined by `-`.
+fn latex_label(title: &str) -> String {
+    let words: Vec<String> =
+        title.split(|ch: char| !ch.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).take(6).map(|w| w.to_ascii_lowercase()).collect();
+    format!("tab:{}", if words.is_empty() { "table".into() } else { words.join("-") })
+}
+
+/// LaTeX (booktabs): a `table` float with caption (title, then caption) and label, `\toprule` / `\midrule` /
+/// `\bottomrule`, mean ± std as `$m \pm s$`, and per column the best in bold and the second underlined by the
+/// same ranking as [`markdown`] ([`ranks`]: ties share a mark and say “(tie)”).
+pub fn latex(t: &ResultTable) -> String {
+    let r = ranks(t);
+    let mut s = String::new();
+    s.push_str(&format!("% {}\n", t.title.replace('\n', " ")));
+    s.push_str("% Written by polyflow (a `table` node). Needs \\usepackage{booktabs} in the preamble.\n");
+    s.push_str("\\begin{table}[t]\n\\centering\n");
+    let title = latex_escape(t.title.trim());
+    let sep = if title.ends_with(['.', '!', '?', ':']) { " " } else { ". " };
+    s.push_str(&format!("\\caption{{{title}{sep}{}}}\n", latex_escape(t.caption.trim())));
+    s.push_str(&format!("\\label{{{}}}\n", latex_label(&t.title)));
+    let align: String = t.columns.iter().enumerate().map(|(i, _)| if i == 0 { 'l' } else { 'r' }).collect();
+    s.push_str(&format!("\\begin{{tabular}}{{{align}}}\n\\toprule\n"));
+    s.push_str(&format!("{} \\\\\n\\midrule\n", t.columns.iter().map(|c| latex_escape(c)).collect::<Vec<_>>().join(" & ")));
+    for (i, row) in t.cells.iter().enumerate() {
+        let mut cells = vec![latex_escape(&t.rows[i])];
+        for (c, cell) in row.iter().enumerate() {
+            let (txt, math) = latex_cell(cell);
+            let tie = |g: &Vec<usize>| if g.len() > 1 { " (tie)" } else { "" };
+            cells.push(if r[c].0.contains(&i) {
+                // \boldmath makes the math of `$m \pm s$` bold too.
+                format!("\\textbf{{{}{txt}}}{}", if math { "\\boldmath " } else { "" }, tie(&r[c].0))
+            } else if r[c].1.contains(&i) {
+                format!("\\underline{{{txt}}}{}", tie(&r[c].1))
+            } else {
+                txt
+            });
+        }
+        s.push_str(&format!("{} \\\\\n", cells.join(" & ")));
+    }
+    s.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n");
+    s
+}
+
 /// CSV.
 pub fn csv(t: &ResultTable) -> String {
     let mut w = csv::Writer::from_writer(vec![]);
@@ -233,5 +322,85 @@ mod tests {
     #[test]
     fn csv_snapshot() {
         assert_eq!(csv(&table()), "Model,A,B\nx,0.5,0.9\ny,0.7,0.8\nz,0.6,–\n");
+    }
+
+    #[test]
+    fn latex_escapes_specials_and_symbols() {
+        assert_eq!(latex_escape("a & b % c $ d # e _ f { g } h"), "a \\& b \\% c \\$ d \\# e \\_ f \\{ g \\} h");
+        assert_eq!(latex_escape("~^\\"), "\\textasciitilde{}\\textasciicircum{}\\textbackslash{}");
+        assert_eq!(
+            latex_escape("L_adapt = L/2, 8×8 → 32², s₁ ± 1 – “tie”"),
+            "L\\_adapt = L/2, 8$\\times$8 $\\to$ 32\\textsuperscript{2}, s\\textsubscript{1} $\\pm$ 1 -- ``tie''"
+        );
+        let t = ResultTable {
+            title: "T_1 & co".into(),
+            caption: "100% #small".into(),
+            columns: vec!["Model".into(), "#Params".into()],
+            rows: vec!["a_b".into()],
+            cells: vec![vec![Cell::single(Some(1.0), "1.0K".into(), vec![], false)]],
+        };
+        let tex = latex(&t);
+        assert!(tex.contains("\\caption{T\\_1 \\& co. 100\\% \\#small}"), "{tex}");
+        assert!(tex.contains("\\label{tab:t-1-co}"), "{tex}");
+        assert!(tex.contains("Model & \\#Params \\\\\n"), "{tex}");
+        assert!(tex.contains("a\\_b & 1.0K \\\\\n"), "{tex}");
+    }
+
+    #[test]
+    fn latex_snapshot_bold_best_underlined_second() {
+        let want = "% T\n% Written by polyflow (a `table` node). Needs \\usepackage{booktabs} in the preamble.\n\
+\\begin{table}[t]\n\\centering\n\\caption{T. small profile}\n\\label{tab:t}\n\\begin{tabular}{lrr}\n\\toprule\n\
+Model & A & B \\\\\n\\midrule\n\
+x & 50.0 & \\textbf{90.0} \\\\\n\
+y & \\textbf{70.0} & \\underline{80.0} \\\\\n\
+z & \\underline{60.0} & -- \\\\\n\
+\\bottomrule\n\\end{tabular}\n\\end{table}\n";
+        assert_eq!(latex(&table()), want);
+        assert_eq!(latex(&table()).matches("\\toprule").count(), 1);
+    }
+
+    #[test]
+    fn latex_mean_std_and_ties_as_in_markdown() {
+        let t = ResultTable {
+            title: "T".into(),
+            caption: "c".into(),
+            columns: vec!["Model".into(), "A".into()],
+            rows: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            cells: vec![
+                vec![Cell::over_seeds(vec![0.70, 0.72, 0.74], vec![])],
+                vec![Cell::over_seeds(vec![0.69, 0.71, 0.73], vec![])],
+                vec![Cell::over_seeds(vec![0.60, 0.62, 0.64], vec![])],
+                vec![Cell::over_seeds(vec![0.40, 0.42, 0.44], vec![])],
+            ],
+        };
+        let tex = latex(&t);
+        assert!(tex.contains("a & \\textbf{\\boldmath $72.0 \\pm 2.0$} (tie) \\\\\n"), "{tex}");
+        assert!(tex.contains("b & \\textbf{\\boldmath $71.0 \\pm 2.0$} (tie) \\\\\n"), "{tex}");
+        assert!(tex.contains("c & \\underline{$62.0 \\pm 2.0$} \\\\\n"), "{tex}");
+        assert!(tex.contains("d & $42.0 \\pm 2.0$ \\\\\n"), "{tex}");
+        // The same marks as the Markdown.
+        let md = markdown(&t);
+        assert!(md.contains("| a | **72.0 ± 2.0** (tie) |") && md.contains("| c | <u>62.0 ± 2.0</u> |"), "{md}");
+    }
+
+    /// Every committed `results/**/tableN.tex` is `latex()` of the `tableN.json` beside it (the JSON holds the
+    /// whole table). `POLYFLOW_BLESS=1` writes them.
+    #[test]
+    fn committed_tex_is_latex_of_committed_json() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let bless = std::env::var("POLYFLOW_BLESS").is_ok_and(|v| v == "1");
+        for dir in ["results", "results/smoke"] {
+            for i in 1..=5 {
+                let Ok(json) = std::fs::read_to_string(root.join(format!("{dir}/table{i}.json"))) else { continue };
+                let t: ResultTable = serde_json::from_str(&json).unwrap();
+                assert_eq!(serde_json::to_string_pretty(&t).unwrap(), json, "{dir}/table{i}.json round-trips");
+                let tex = root.join(format!("{dir}/table{i}.tex"));
+                if bless {
+                    std::fs::write(&tex, latex(&t)).unwrap();
+                } else if let Ok(old) = std::fs::read_to_string(&tex) {
+                    assert!(old == latex(&t), "{dir}/table{i}.tex is not latex() of table{i}.json (POLYFLOW_BLESS=1 rewrites it)");
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,158 @@
+//! `polyflow compare` (issue 17, item 4): one table of the parameters that differ between nodes (matrix
+//! declarations expand) and their metrics, as a table, CSV or JSON; unknown nodes are usage errors.
+
+mod common;
+use common::pf;
+
+/// A matrix of `value` nodes (the value stands for a metric) and one other node.
+const VALUES: &str = r#"
+[node.v]
+kind = "value"
+matrix = { acc = [0.5, 0.75, 0.25], tag = ["a"] }
+value = "{acc}"
+comment = "run {tag}"
+sleep_ms = 0
+
+[node.other]
+kind = "value"
+value = { acc = 0.9, loss = 1.5 }
+comment = "other"
+"#;
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn compare_values_table_csv_json_sort_and_stale() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), VALUES).unwrap();
+    // Nothing ran: every node is stale, parameters still compare.
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "v", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let ids: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "the matrix declaration expands: {out}");
+    // Only `value` differs (comment and the rest are equal; `--all` shows them).
+    assert_eq!(v["params"], serde_json::json!(["value"]), "{out}");
+    assert_eq!(v["stale"].as_array().unwrap().len(), 3);
+    assert!(err.contains("3 of 3 nodes not fresh"), "{err}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "v", "--json", "--all"]);
+    let all: Vec<String> = json(&out)["params"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    for k in ["comment", "value", "seed", "sleep_ms", "fail"] {
+        assert!(all.iter().any(|p| p == k), "--all lists `{k}`: {all:?}");
+    }
+
+    // Two of the three run: their values become metrics; the third shows "—" and is listed as stale.
+    let first = ids[0].to_string();
+    let second = ids[1].to_string();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", &first, &second, "other"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "v", "other"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("comment") && out.contains("state"), "comment now differs: {out}");
+    assert!(out.contains("—"), "{out}");
+    assert!(out.contains(&format!("1 of 4 nodes not fresh (no metrics): {}", ids[2])), "{out}");
+    // Metrics: the bare values (`value`) and `other`'s `acc`, `loss`.
+    let (code, out, _) = pf(d.path(), &["compare", "p.toml", "v", "other", "--json", "--sort", "value"]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    assert_eq!(v["metrics"], serde_json::json!(["acc", "loss", "value"]), "{out}");
+    let order: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    // Highest value first: 0.75, 0.5; then the nodes without the column (stable: declaration order).
+    assert_eq!(order, [second.as_str(), first.as_str(), ids[2], "other"], "{out}");
+    assert_eq!(v["nodes"][0]["metrics"]["value"], 0.75);
+    assert_eq!(v["nodes"][0]["state"], "fresh");
+    assert_eq!(v["nodes"][2]["state"], "stale");
+    assert_eq!(v["nodes"][2]["metrics"], serde_json::json!({}));
+    // Ascending, CSV: header then one line per node, raw values, missing ones empty.
+    let (code, out, _) = pf(d.path(), &["compare", "p.toml", "v", "--csv", "--sort", "value", "--ascending"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "node,state,value,value", "params then metrics: {out}");
+    assert_eq!(lines[1], format!("{first},fresh,0.5,0.5"));
+    assert_eq!(lines[2], format!("{second},fresh,0.75,0.75"));
+    assert_eq!(lines[3], format!("{},stale,0.25,", ids[2]));
+    // Only some metrics.
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "other", "v", "--json", "--metric", "loss"]);
+    assert_eq!(json(&out)["metrics"], serde_json::json!(["loss"]));
+}
+
+#[test]
+fn compare_unknown_node_or_column_is_a_usage_error_with_a_suggestion() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), VALUES).unwrap();
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "othr"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no node or matrix `othr`") && err.contains("did you mean `other`?"), "{err}");
+    let (code, _, err) = pf(d.path(), &["compare", "p.toml", "v", "--sort", "nosuch"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sort: no column `nosuch`"), "{err}");
+}
+
+/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
+fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let i = i + offset;
+            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
+        })
+        .collect()
+}
+
+/// Two tiny trainings (a matrix over `mlp`): the differing parameter and the task's test top-1 from
+/// `metrics.json`.
+#[test]
+fn compare_training_runs_reads_metrics_json() {
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("cifar");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
+    std::fs::write(c.join("test_batch.bin"), cifar_batch(10, 40)).unwrap();
+    let pipe = r#"
+[node.data]
+kind = "dataset"
+format = "cifar10"
+path = "cifar"
+
+[node.x]
+kind = "image_prep"
+inputs = { data = "data" }
+height = 8
+width = 8
+
+[node.t]
+kind = "task"
+inputs = { data = "x" }
+steps = 2
+batch_size = 8
+
+[node.m]
+kind = "train"
+matrix = { mlp = [16, 32] }
+inputs = { task = "t" }
+dim = 16
+depth = 1
+heads = 2
+mlp = "{mlp}"
+"#;
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "m", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["params"], serde_json::json!(["mlp"]), "{out}");
+    let metrics: Vec<&str> = v["metrics"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(metrics.contains(&"tasks.t.test.top1") && metrics.contains(&"params"), "{out}");
+    for n in v["nodes"].as_array().unwrap() {
+        assert_eq!(n["state"], "fresh", "{out}");
+        let top1 = n["metrics"]["tasks.t.test.top1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&top1), "{out}");
+    }
+    // The params count differs with the MLP width.
+    assert_ne!(v["nodes"][0]["metrics"]["params"], v["nodes"][1]["metrics"]["params"]);
+    let (code, out, _) = pf(d.path(), &["compare", "p.toml", "m", "--sort", "test.top1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("tasks.t.test.top1") && out.contains("2 nodes, 1 parameters that differ"), "{out}");
+}
