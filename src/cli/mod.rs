@@ -58,6 +58,9 @@ pub struct Common {
     pub cache: Option<PathBuf>,
 }
 
+/// A shared cache and whether to publish to it.
+pub type SharedCache = (Arc<dyn crate::store::ArtifactCache>, bool);
+
 impl Common {
     /// The command-line overrides.
     pub fn overlay(&self) -> spec::Overlay {
@@ -65,7 +68,7 @@ impl Common {
     }
 
     /// The shared cache: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to publish.
-    pub fn shared_cache(&self, g: &Graph) -> Result<Option<(Arc<dyn crate::store::ArtifactCache>, bool)>, CliError> {
+    pub fn shared_cache(&self, g: &Graph) -> Result<Option<SharedCache>, CliError> {
         let (dir, publish) = match (&self.cache, &g.pipeline.cache) {
             (Some(d), _) => (d.clone(), true),
             (None, Some(c)) => (c.dir.clone(), c.publish),

@@ -61,7 +61,7 @@ fn estimate(g: &Graph, stale: &[usize], last: &dyn Fn(usize) -> Option<u64>) -> 
     }
     let mut end = None;
     for &i in &order {
-        if end.map_or(true, |e: usize| best[&i].0 > best[&e].0) {
+        if end.is_none_or(|e: usize| best[&i].0 > best[&e].0) {
             end = Some(i);
         }
     }

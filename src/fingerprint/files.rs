@@ -209,7 +209,7 @@ fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
     let mut files = vec![];
     let mut frontier = vec![(root.to_path_buf(), String::new())];
     while !frontier.is_empty() {
-        let level: Vec<(Vec<Listed>, Vec<(PathBuf, String)>)> =
+        let level: Vec<Level> =
             frontier.par_iter().map(|(dir, rel)| read_level(dir, rel)).collect::<Result<_, _>>()?;
         frontier = vec![];
         for (f, d) in level {

@@ -141,7 +141,7 @@ impl ModelConfig {
     /// Checks the config for impossible shapes.
     pub fn check(&self) -> Result<(), String> {
         let s = &self.size;
-        if s.dim % s.heads != 0 {
+        if !s.dim.is_multiple_of(s.heads) {
             return Err(format!("dim {} is not divisible by heads {}", s.dim, s.heads));
         }
         if self.l_adapt > s.depth {
