@@ -266,20 +266,26 @@ pub fn gc_cache(
             continue;
         }
         dropped += 1;
-        println!("{verb:>12} cache entry {} ({}): node `{}`, published {} days ago", &key[..16], fmt_bytes(e.manifest.size()), e.node, (now - e.published_at) / 86_400);
+        println!("{verb:>12} cache entry {} ({}): node `{}`, published {} days ago", &key[..16], fmt_bytes(e.manifest.size()), e.node, now.saturating_sub(e.published_at) / 86_400);
         if yes {
-            cache.remove_entry(&path)?;
+            // Gone already (another gc): fine.
+            let _ = cache.remove_entry(&path);
         }
     }
     let grace = std::time::Duration::from_secs(3600);
     let mut freed = 0;
     let mut blobs = 0;
-    for (d, size, age) in cache.blobs() {
+    let unreadable = cache.unreadable();
+    for p in &unreadable {
+        println!("{:>12} {} cannot be read: no blob is deleted (it may name some)", "Warning", p.display());
+    }
+    let blob_list = if unreadable.is_empty() { cache.blobs() } else { vec![] };
+    for (d, size, age) in blob_list {
         if !kept_blobs.contains(&d) && age >= grace {
             blobs += 1;
             freed += size;
             if yes {
-                cache.remove_blob(&d)?;
+                let _ = cache.remove_blob(&d);
             }
         }
     }

@@ -105,6 +105,9 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Publications to the shared cache in flight at once.
+const MAX_PUBLISHING: usize = 4;
+
 /// A node that holds slots.
 struct Running {
     cpu: usize,
@@ -348,6 +351,11 @@ impl Scheduler<'_> {
     fn dispatch_ready(&mut self) -> Result<(), super::ExecError> {
         let mut from = (0, 0);
         while let Some(&(pos, i)) = self.ready.range(from..).next() {
+            // Every node holds at least one slot of a limited launcher: with none free, nothing can start (and a
+            // scan of thousands of ready nodes per message would make a run quadratic again).
+            if self.launcher.limited() && self.free_cpu == 0 {
+                break;
+            }
             from = (pos, i + 1);
             match self.try_start(i)? {
                 Started::NoRoom => {}
@@ -390,6 +398,13 @@ impl Scheduler<'_> {
             self.assessed.insert(i, a);
             self.mark_fresh(i, m);
             return Ok(Started::Fresh);
+        }
+        // Another node with the same key (a matrix entry identical to a declared node) is being computed: wait
+        // for it (it would share the scratch folder; its result makes this one fresh).
+        if let Some(k) = &a.key {
+            if self.running.keys().any(|r| self.assessed.get(r).and_then(|x| x.key.as_ref()) == Some(k)) {
+                return Ok(Started::NoRoom);
+            }
         }
         if let Some(started) = self.try_fetch(i, &a)? {
             return Ok(started);
@@ -468,17 +483,27 @@ impl Scheduler<'_> {
         self.running.insert(i, Running { cpu, dev: false });
         self.assessed.insert(i, a.clone());
         let (store, tx) = (self.store.clone(), self.tx.clone());
-        std::thread::spawn(move || {
+        let spawned = std::thread::Builder::new().name(format!("polyflow-fetch-{i}")).spawn(move || {
             let t = Instant::now();
-            let msg = match cache.fetch(&entry.manifest, &store.blobs) {
-                Ok(()) => {
+            // A panic must still end the node (the scheduler waits for every node it started).
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.fetch(&entry.manifest, &store.blobs)));
+            let msg = match r {
+                Ok(Ok(())) => {
                     let runner = RunnerNotes::from([("fetched_from".to_string(), cache.describe())]);
                     Msg::Done(i, Ok(entry.manifest), t.elapsed().as_millis() as u64, runner)
                 }
-                Err(e) => Msg::FetchFailed(i, e.to_string()),
+                Ok(Err(e)) => Msg::FetchFailed(i, e.to_string()),
+                Err(_) => Msg::FetchFailed(i, "the fetch panicked".to_string()),
             };
             let _ = tx.send(msg);
         });
+        if let Err(e) = spawned {
+            self.release(i);
+            self.no_fetch.insert(i);
+            let message = format!("not taken from the shared cache (cannot start a thread: {e}): computing it");
+            (self.sink)(&Event::Note { id: self.id(i), message });
+            return Ok(None);
+        }
         Ok(Some(Started::Yes))
     }
 
@@ -486,6 +511,13 @@ impl Scheduler<'_> {
     /// is told, never fatal: the artifact is committed locally either way).
     fn publish(&mut self, i: usize, key: &str, manifest: &Manifest) {
         let Some(cache) = self.opts.cache.clone().filter(|_| self.opts.publish) else { return };
+        // At most a few publications at a time: wait for the oldest before starting another.
+        if self.publishing.len() >= MAX_PUBLISHING {
+            let (j, h) = self.publishing.remove(0);
+            if let Ok(Err(message)) = h.join() {
+                (self.sink)(&Event::Note { id: self.id(j), message });
+            }
+        }
         let (store, key, m, id) = (self.store.clone(), key.to_string(), manifest.clone(), self.id(i));
         self.publishing.push((
             i,
@@ -546,13 +578,18 @@ impl Scheduler<'_> {
             .values()
             .flatten()
             .copied()
-            .filter(|u| self.done.get(u).is_some_and(|m| self.store.check(m).is_some()))
+            .filter(|u| match self.done.get(u) {
+                Some(m) => self.store.check(m).is_some(),
+                // Already sent back to be recomputed for another reader of the same damaged blob.
+                None => self.pending.contains_key(u) || self.running.contains_key(u),
+            })
             .collect();
         if !damaged.is_empty() && self.retried.insert(i) {
             for &u in &damaged {
                 let uid = self.id(u);
                 self.summary.fresh.retain(|x| *x != uid);
                 self.summary.ran.retain(|x| *x != uid);
+                self.summary.fetched.retain(|x| *x != uid);
                 self.timings.retain(|t| t.id != uid);
                 self.requeue(u);
                 let msg = format!("input `{}` was damaged in the store (moved to damaged/): recomputing it, then retrying", self.id(u));
@@ -576,7 +613,9 @@ impl Scheduler<'_> {
     /// Puts node `i` back among the waiting ones (its artifact, if it had one, is gone): its waiting dependents
     /// wait for it again.
     fn requeue(&mut self, i: usize) {
-        if self.pending.contains_key(&i) {
+        // Waiting already, or being recomputed right now (another reader of the same damaged blob): its
+        // dependents wait for it through their counts.
+        if self.pending.contains_key(&i) || self.running.contains_key(&i) {
             return;
         }
         if self.done.remove(&i).is_some() {

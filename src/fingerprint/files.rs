@@ -235,8 +235,12 @@ fn read_level(dir: &Path, rel: &str) -> Result<Level, FileError> {
         let meta = if ft.is_symlink() { std::fs::metadata(&path) } else { e.metadata() }.map_err(err(&path))?;
         if meta.is_dir() {
             dirs.push((path, child));
-        } else {
+        } else if meta.is_file() {
             files.push(Listed { rel: child, path, stat: Stat::of(&meta) });
+        } else {
+            // A FIFO would block the hash forever, a device never end: name it instead.
+            let what = std::io::Error::other("not a regular file or folder (a FIFO, socket or device?): remove it from the folder");
+            return Err(FileError { path, source: what });
         }
     }
     Ok((files, dirs))
@@ -462,6 +466,15 @@ mod tests {
         assert!(decode(&b[..n / 2]).is_none());
         assert_eq!(fd.tree(&data).unwrap(), good);
         assert_eq!(fd.last_work().hashed, 2);
+    }
+
+    #[test]
+    fn a_fifo_in_a_dataset_is_an_error_not_a_hang() {
+        let (_d, data, fd) = setup();
+        let fifo = data.join("a/pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = fd.tree(&data).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

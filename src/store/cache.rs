@@ -65,6 +65,43 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |e| StoreError::io(path, e)
 }
 
+/// Mode of cache files: everyone sharing the cache reads them (content is never rewritten in place).
+const FILE_MODE: u32 = 0o644;
+/// Mode of cache folders this process creates: group-writable and setgid, so a team's group can add to them
+/// (make the cache's top folder belong to that group).
+const DIR_MODE: u32 = 0o2775;
+
+/// Creates `d` (and its parents) if needed; the folders it creates get [`DIR_MODE`].
+fn shared_dir(d: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    if d.as_os_str().is_empty() || d.is_dir() {
+        return Ok(());
+    }
+    if let Some(p) = d.parent() {
+        shared_dir(p)?;
+    }
+    match std::fs::create_dir(d) {
+        Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(DIR_MODE)).map_err(io(d)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::io(d, e)),
+    }
+}
+
+/// Whether `s` is a blake3 digest or key as this store writes them (64 lowercase hex digits): anything read
+/// from a shared folder is checked before it becomes part of a path.
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether an entry read from the cache is well-formed: hex digests, plain relative file names.
+fn well_formed(e: &CacheEntry) -> bool {
+    e.manifest.files.iter().all(|(name, f)| {
+        is_hex64(&f.digest)
+            && !name.is_empty()
+            && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
+    })
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -73,8 +110,7 @@ impl DirCache {
     /// Opens (creating) the cache folder `root`.
     pub fn open(root: &Path) -> Result<DirCache, StoreError> {
         for sub in ["blobs", "keys", "tmp"] {
-            let d = root.join(sub);
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
+            shared_dir(&root.join(sub))?;
         }
         Ok(DirCache { root: root.to_path_buf() })
     }
@@ -93,21 +129,27 @@ impl DirCache {
         self.root.join("keys").join(&key[..2.min(key.len())]).join(format!("{key}.json"))
     }
 
+    /// A temp file in the cache, readable by everyone who shares it (temp files are created 0600: a blob or
+    /// entry left so would be unreadable to the rest of the team).
     fn tmp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        use std::os::unix::fs::PermissionsExt;
         let d = self.root.join("tmp");
-        tempfile::NamedTempFile::new_in(&d).map_err(io(&d))
+        let f = tempfile::NamedTempFile::new_in(&d).map_err(io(&d))?;
+        f.as_file().set_permissions(std::fs::Permissions::from_mode(FILE_MODE)).map_err(io(f.path()))?;
+        Ok(f)
     }
 
     /// Moves a damaged blob aside (a unique name: several readers may find it at once).
     fn quarantine(&self, digest: &str) {
         let dir = self.root.join("damaged");
-        if std::fs::create_dir_all(&dir).is_ok() {
+        if shared_dir(&dir).is_ok() {
             let to = dir.join(format!("{digest}.{}.{}", std::process::id(), now_secs()));
             let _ = std::fs::rename(self.blob_path(digest), to);
         }
     }
 
-    /// Every key entry: (key, entry, path of its file). Unreadable entries are skipped.
+    /// Every key entry: (key, entry, path of its file). Unreadable and malformed entries are skipped (see
+    /// [`Self::unreadable`]).
     pub fn entries(&self) -> Vec<(String, CacheEntry, PathBuf)> {
         let mut out = vec![];
         let Ok(rd) = std::fs::read_dir(self.root.join("keys")) else { return out };
@@ -116,11 +158,34 @@ impl DirCache {
                 let name = f.file_name().to_string_lossy().to_string();
                 let Some(key) = name.strip_suffix(".json") else { continue };
                 if let Some(e) = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()) {
-                    out.push((key.to_string(), e, f.path()));
+                    if is_hex64(key) && well_formed(&e) {
+                        out.push((key.to_string(), e, f.path()));
+                    }
                 }
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Key-entry files (and folders) that cannot be read or decoded: `gc` deletes no blob while there are any,
+    /// since it cannot know which blobs they name.
+    pub fn unreadable(&self) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let keys = self.root.join("keys");
+        let Ok(rd) = std::fs::read_dir(&keys) else { return vec![keys] };
+        for sub in rd.flatten() {
+            let Ok(inner) = std::fs::read_dir(sub.path()) else {
+                out.push(sub.path());
+                continue;
+            };
+            for f in inner.flatten() {
+                let ok = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()).is_some();
+                if !ok {
+                    out.push(f.path());
+                }
+            }
+        }
         out
     }
 
@@ -147,24 +212,29 @@ impl DirCache {
         for (key, e, _) in self.entries() {
             for (name, f) in &e.manifest.files {
                 n += 1;
-                if !self.blob_ok(&f.digest, f.size) {
-                    self.quarantine(&f.digest);
-                    bad.push((key.clone(), name.clone()));
+                match self.blob_ok(&f.digest, f.size) {
+                    Some(true) => {}
+                    // Read and wrong: moved aside. Missing or unreadable (a transient error): reported only.
+                    Some(false) => {
+                        self.quarantine(&f.digest);
+                        bad.push((key.clone(), name.clone()));
+                    }
+                    None => bad.push((key.clone(), format!("{name} (missing or unreadable)"))),
                 }
             }
         }
         (n, bad)
     }
 
-    fn blob_ok(&self, digest: &str, size: u64) -> bool {
-        let path = self.blob_path(digest);
-        match std::fs::File::open(&path) {
-            Ok(f) if f.metadata().map(|m| m.len()).ok() == Some(size) => {
-                let mut h = blake3::Hasher::new();
-                h.update_reader(f).is_ok() && h.finalize().to_hex().as_str() == digest
-            }
-            _ => false,
+    /// `Some(true)`: intact; `Some(false)`: read, and of the wrong size or digest; `None`: could not be read.
+    fn blob_ok(&self, digest: &str, size: u64) -> Option<bool> {
+        let f = std::fs::File::open(self.blob_path(digest)).ok()?;
+        if f.metadata().ok()?.len() != size {
+            return Some(false);
         }
+        let mut h = blake3::Hasher::new();
+        h.update_reader(f).ok()?;
+        Some(h.finalize().to_hex().as_str() == digest)
     }
 
     /// Removes a key entry (e.g. `gc`).
@@ -217,7 +287,7 @@ impl DirCache {
         }
         tmp.as_file().sync_all().map_err(io(&dest))?;
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            shared_dir(parent)?;
         }
         tmp.persist(&dest).map_err(|e| StoreError::io(&dest, e.error))?;
         Ok(())
@@ -230,10 +300,13 @@ impl ArtifactCache for DirCache {
     }
 
     fn lookup(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        if !is_hex64(key) {
+            return Ok(None);
+        }
         let p = self.key_path(key);
         match std::fs::read(&p) {
-            // An unreadable entry is a miss, never a hit.
-            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+            // An undecodable or malformed entry is a miss, never a hit.
+            Ok(b) => Ok(serde_json::from_slice::<CacheEntry>(&b).ok().filter(well_formed)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(&p, e)),
         }
@@ -247,9 +320,10 @@ impl ArtifactCache for DirCache {
             let path = self.blob_path(&f.digest);
             let file = std::fs::File::open(&path).map_err(io(&path))?;
             // Hashed while copied into the local store; a mismatch is refused there (nothing is kept).
+            // A mismatch leaves a blob under the digest of what was actually read: valid content-addressed data
+            // (possibly one the store already had), never referenced by this artifact; `gc` removes it if unused.
             let (digest, size) = into.put_reader(file)?;
             if digest != f.digest || size != f.size {
-                let _ = into.remove(&digest);
                 self.quarantine(&f.digest);
                 return Err(StoreError::Corrupt { path });
             }
@@ -269,6 +343,8 @@ impl ArtifactCache for DirCache {
         }
         for f in m.files.values() {
             self.put_blob(f, &from.path(&f.digest))?;
+            // A blob that was already there is "new" again for `gc`'s grace period, which covers this publish.
+            let _ = std::fs::File::options().write(true).open(self.blob_path(&f.digest)).and_then(|b| b.set_modified(std::time::SystemTime::now()));
         }
         let entry = CacheEntry { manifest: m.clone(), node: node.to_string(), published_at: now_secs() };
         let mut tmp = self.tmp_file()?;
@@ -276,7 +352,7 @@ impl ArtifactCache for DirCache {
         tmp.as_file().sync_all().map_err(io(tmp.path()))?;
         let dest = self.key_path(key);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            shared_dir(parent)?;
         }
         // Create-if-absent in one step: a hard link fails when the key exists (another publisher won).
         match std::fs::hard_link(tmp.path(), &dest) {
@@ -304,11 +380,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (Store::open(&t.path().join("a")).unwrap(), Store::open(&t.path().join("b")).unwrap());
         let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let (k1, k2) = ("1".repeat(64), "2".repeat(64));
         let m = artifact(&a, b"hello");
-        assert!(c.lookup("k1").unwrap().is_none());
-        assert!(c.publish("k1", &m, "n", &a.blobs).unwrap());
-        assert!(!c.publish("k1", &artifact(&a, b"other"), "n", &a.blobs).unwrap(), "never overwritten");
-        let e = c.lookup("k1").unwrap().unwrap();
+        assert!(c.lookup(&k1).unwrap().is_none());
+        assert!(c.publish(&k1, &m, "n", &a.blobs).unwrap());
+        assert!(!c.publish(&k1, &artifact(&a, b"other"), "n", &a.blobs).unwrap(), "never overwritten");
+        let e = c.lookup(&k1).unwrap().unwrap();
         assert_eq!(e.manifest, m);
         c.fetch(&e.manifest, &b.blobs).unwrap();
         assert_eq!(b.blobs.read(&m.files["a.txt"].digest).unwrap(), b"hello");
@@ -316,21 +393,55 @@ mod tests {
     }
 
     #[test]
+    fn malformed_keys_and_entries_are_misses() {
+        let t = tempfile::tempdir().unwrap();
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        assert!(c.lookup("../../etc/passwd").unwrap().is_none());
+        let key = "3".repeat(64);
+        let bad = CacheEntry {
+            manifest: Manifest::new("t", BTreeMap::from([("../x".into(), FileEntry { digest: "é/..".into(), size: 1 })])),
+            node: "n".into(),
+            published_at: 0,
+        };
+        let p = c.key_path(&key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, serde_json::to_vec(&bad).unwrap()).unwrap();
+        assert!(c.lookup(&key).unwrap().is_none(), "a digest that is not hex never becomes a path");
+        assert!(c.entries().is_empty());
+    }
+
+    #[test]
+    fn cache_files_are_readable_by_the_team() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let a = Store::open(&t.path().join("a")).unwrap();
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let m = artifact(&a, b"hello");
+        let key = "4".repeat(64);
+        c.publish(&key, &m, "n", &a.blobs).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&c.key_path(&key)), FILE_MODE);
+        assert_eq!(mode(&c.blob_path(&m.files["a.txt"].digest)), FILE_MODE);
+        assert_eq!(mode(&t.path().join("cache/keys")), DIR_MODE);
+    }
+
+    #[test]
     fn a_damaged_cache_blob_is_refused_moved_aside_and_republished() {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (Store::open(&t.path().join("a")).unwrap(), Store::open(&t.path().join("b")).unwrap());
         let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let (k1, k2) = ("1".repeat(64), "2".repeat(64));
         let m = artifact(&a, b"hello");
-        c.publish("k1", &m, "n", &a.blobs).unwrap();
+        c.publish(&k1, &m, "n", &a.blobs).unwrap();
         let digest = &m.files["a.txt"].digest;
         std::fs::write(c.blob_path(digest), b"hellp").unwrap();
         assert!(matches!(c.fetch(&m, &b.blobs), Err(StoreError::Corrupt { .. })));
         assert_eq!(b.blobs.present(digest, 5), crate::store::BlobState::Missing, "nothing damaged kept");
         assert!(!c.blob_path(digest).exists(), "moved aside");
         // The next publisher of that key (or of any artifact with that blob) restores it.
-        assert!(!c.publish("k1", &m, "n", &a.blobs).unwrap());
+        assert!(!c.publish(&k1, &m, "n", &a.blobs).unwrap());
         c.fetch(&m, &b.blobs).unwrap();
-        c.publish("k2", &m, "n", &a.blobs).unwrap();
+        c.publish(&k2, &m, "n", &a.blobs).unwrap();
         assert_eq!(c.verify(), (2, vec![]));
     }
 }

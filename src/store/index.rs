@@ -42,7 +42,8 @@ impl Index {
         match Self::open_once(dir, wait) {
             // sled leaves an empty `snap.*.generating` file behind when it cannot write a snapshot (a full disk)
             // and then refuses to open ("Read corrupted data"): remove those and try once more.
-            Err(StoreError::Index(m)) if remove_empty_snapshots(dir) > 0 => {
+            // Only after sled's own complaint (never on a lock wait: the holder may be writing that snapshot).
+            Err(StoreError::Index(m)) if (m.contains("corrupted") || m.contains("No space left")) && remove_empty_snapshots(dir) > 0 => {
                 Self::open_once(dir, wait).map_err(|e| if m.contains("No space left") { StoreError::Index(m) } else { e })
             }
             r => r,
