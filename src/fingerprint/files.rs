@@ -16,9 +16,10 @@
 //! a checksum (a torn or garbled record is ignored, never trusted) and are best-effort: a full disk or a
 //! read-only store only costs re-hashing.
 //!
-//! **The digest of a folder** is blake3 over, for each regular file below it in byte order of its path
-//! relative to the folder (`/`-separated): the path, a NUL byte and the file's own 32-byte blake3 digest. A
-//! file given directly has the blake3 of its bytes.
+//! **The digest of a folder** is blake3 over `polyflow folder` and a NUL byte, then, for each regular file below
+//! it in byte order of its path relative to the folder (`/`-separated; a name that is not UTF-8 as a NUL and the
+//! hex of its bytes): the path, a NUL byte and the file's own 32-byte blake3 digest. A file given directly has
+//! the blake3 of its bytes. Anything else in a folder (a FIFO, a device, a symlink loop) is an error.
 
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ use std::path::{Path, PathBuf};
 pub const RACY_NS: i64 = 2_000_000_000;
 
 const MAGIC: &[u8; 8] = b"PFSTAT2\n";
+/// The first bytes hashed into a folder's digest.
+const TREE_DOMAIN: &[u8] = b"polyflow folder\0";
 
 /// A file that could not be listed or read.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +171,8 @@ impl FileDigests {
         *self.last.lock().unwrap() = Work { listed: listing.len(), hashed };
         let digest = if folder {
             let mut h = blake3::Hasher::new();
+            // A folder's digest never equals a file's (an empty folder is not an empty file).
+            h.update(TREE_DOMAIN);
             for (l, (d, _)) in listing.iter().zip(&digests) {
                 h.update(l.rel.as_bytes());
                 h.update(&[0]);
@@ -206,11 +211,13 @@ fn single(path: &Path) -> Result<Listed, FileError> {
 /// Every regular file below `root`, in no particular order. Folders are read level by level, each level's
 /// folders in parallel (a `stat` per file is the whole cost of an unchanged dataset).
 fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(root).map_err(err(root))?;
     let mut files = vec![];
-    let mut frontier = vec![(root.to_path_buf(), String::new())];
+    let mut frontier: Vec<Folder> = vec![(root.to_path_buf(), String::new(), vec![(m.dev(), m.ino())])];
     while !frontier.is_empty() {
         let level: Vec<Level> =
-            frontier.par_iter().map(|(dir, rel)| read_level(dir, rel)).collect::<Result<_, _>>()?;
+            frontier.par_iter().map(|(dir, rel, up)| read_level(dir, rel, up)).collect::<Result<_, _>>()?;
         frontier = vec![];
         for (f, d) in level {
             files.extend(f);
@@ -220,21 +227,41 @@ fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
     Ok(files)
 }
 
-type Level = (Vec<Listed>, Vec<(PathBuf, String)>);
+/// A folder to read: its path, its path relative to the root, and the (device, inode) of it and every folder
+/// above it (a symlink back to one of them would be walked forever).
+type Folder = (PathBuf, String, Vec<(u64, u64)>);
+type Level = (Vec<Listed>, Vec<Folder>);
 
-fn read_level(dir: &Path, rel: &str) -> Result<Level, FileError> {
+/// A name as it enters the digest: the name itself, or for a name that is not UTF-8, a NUL (which no file name
+/// contains) and the hex of its bytes, so two such names never collide.
+fn name_of(name: &std::ffi::OsStr) -> String {
+    match name.to_str() {
+        Some(s) => s.to_string(),
+        None => format!("\0{}", name.as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+fn read_level(dir: &Path, rel: &str, up: &[(u64, u64)]) -> Result<Level, FileError> {
+    use std::os::unix::fs::MetadataExt;
     let mut files = vec![];
     let mut dirs = vec![];
     for e in std::fs::read_dir(dir).map_err(err(dir))? {
         let e = e.map_err(err(dir))?;
         let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
+        let name = name_of(&e.file_name());
         let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
         let ft = e.file_type().map_err(err(&path))?;
         // Symlinks are followed (a dataset folder of links to the real files is common).
         let meta = if ft.is_symlink() { std::fs::metadata(&path) } else { e.metadata() }.map_err(err(&path))?;
         if meta.is_dir() {
-            dirs.push((path, child));
+            let id = (meta.dev(), meta.ino());
+            if up.contains(&id) {
+                let what = std::io::Error::other("a symlink back to a folder above it (a loop): remove the link");
+                return Err(FileError { path, source: what });
+            }
+            let mut chain = up.to_vec();
+            chain.push(id);
+            dirs.push((path, child, chain));
         } else if meta.is_file() {
             files.push(Listed { rel: child, path, stat: Stat::of(&meta) });
         } else {
@@ -475,6 +502,29 @@ mod tests {
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         let e = fd.tree(&data).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn loops_names_and_domains() {
+        use std::os::unix::ffi::OsStrExt;
+        let (d, data, fd) = setup();
+        // An empty folder is not an empty file.
+        let (empty_dir, empty_file) = (d.path().join("e"), d.path().join("f"));
+        std::fs::create_dir(&empty_dir).unwrap();
+        std::fs::write(&empty_file, b"").unwrap();
+        assert_ne!(fd.tree(&empty_dir).unwrap(), fd.tree(&empty_file).unwrap());
+        // Two names that are not UTF-8 and differ only there: their contents swapped is another digest.
+        let (x, y) = (std::ffi::OsStr::from_bytes(b"n\xff"), std::ffi::OsStr::from_bytes(b"n\xfe"));
+        std::fs::write(data.join(x), b"1").unwrap();
+        std::fs::write(data.join(y), b"2").unwrap();
+        let before = fd.tree(&data).unwrap();
+        std::fs::write(data.join(x), b"2").unwrap();
+        std::fs::write(data.join(y), b"1").unwrap();
+        assert_ne!(fd.tree(&data).unwrap(), before);
+        // A symlink to a folder above is a loop, named.
+        std::os::unix::fs::symlink(&data, data.join("a/b/up")).unwrap();
+        let e = fd.tree(&data).unwrap_err();
+        assert!(e.to_string().contains("loop"), "{e}");
     }
 
     #[test]
