@@ -60,7 +60,12 @@ fn a_second_store_fetches_what_the_first_published() {
     std::fs::write(d.path().join("q.toml"), format!("[cache]\ndir = \"cache\"\n{P}")).unwrap();
     let (code, out) = pf(d.path(), &["run", "q.toml", "--store", "s3", "--json"]);
     assert!(code == 0 && ids(&out, "fetched") == ["a", "b", "c"], "{out}");
-    let o = Command::new(BIN).args(["run", "p.toml", "--store", "s4", "--json"]).current_dir(d.path()).env("POLYFLOW_CACHE", "cache").output().unwrap();
+    let o = Command::new(BIN)
+        .args(["run", "p.toml", "--store", "s4", "--json"])
+        .current_dir(d.path())
+        .env("POLYFLOW_CACHE", "cache")
+        .output()
+        .unwrap();
     assert_eq!(ids(&String::from_utf8_lossy(&o.stdout), "fetched"), ["a", "b", "c"]);
 }
 

@@ -137,7 +137,15 @@ fn why_shows_the_root_cause_chain_and_the_nodes_own_damage() {
     std::fs::write(d.path().join("p.toml"), chain.replace("value = 1", "value = 5")).unwrap();
     let (code, out, _) = pf(d.path(), &["status", "p.toml", "--why", "c"]);
     assert_eq!(code, 0);
-    let want = ["c (value): stale", "  - waits on b", "    b (value): stale", "      - waits on a", "        a (value): stale", "          - value changed 1 → 5", "      - artifact file `value.json` missing from the store"];
+    let want = [
+        "c (value): stale",
+        "  - waits on b",
+        "    b (value): stale",
+        "      - waits on a",
+        "        a (value): stale",
+        "          - value changed 1 → 5",
+        "      - artifact file `value.json` missing from the store",
+    ];
     let mut at = 0;
     for w in want {
         let found = out[at..].find(w).unwrap_or_else(|| panic!("`{w}` not found in order in:\n{out}"));

@@ -163,7 +163,12 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     }
     let damaged = store.blobs.damaged();
     for (p, size) in &damaged {
-        println!("{:>12} damaged blob {} ({}), moved aside when found", if yes { "Removing" } else { "Would remove" }, p.display(), fmt_bytes(*size));
+        println!(
+            "{:>12} damaged blob {} ({}), moved aside when found",
+            if yes { "Removing" } else { "Would remove" },
+            p.display(),
+            fmt_bytes(*size)
+        );
     }
     let freed: u64 = drop_blobs.iter().map(|b| b.1).sum::<u64>() + damaged.iter().map(|d| d.1).sum::<u64>();
     for (k, size) in &drop_keys {
@@ -266,7 +271,13 @@ pub fn gc_cache(
             continue;
         }
         dropped += 1;
-        println!("{verb:>12} cache entry {} ({}): node `{}`, published {} days ago", &key[..16], fmt_bytes(e.manifest.size()), e.node, now.saturating_sub(e.published_at) / 86_400);
+        println!(
+            "{verb:>12} cache entry {} ({}): node `{}`, published {} days ago",
+            &key[..16],
+            fmt_bytes(e.manifest.size()),
+            e.node,
+            now.saturating_sub(e.published_at) / 86_400
+        );
         if yes {
             // Gone already (another gc): fine.
             let _ = cache.remove_entry(&path);

@@ -117,7 +117,10 @@ impl Reporter {
                     }
                 }
                 let fetched = if *fetched > 0 { format!(", {fetched} fetched") } else { String::new() };
-                self.line(status("Done", &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms))));
+                self.line(status(
+                    "Done",
+                    &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms)),
+                ));
             }
         }
     }

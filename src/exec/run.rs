@@ -522,7 +522,10 @@ impl Scheduler<'_> {
         self.publishing.push((
             i,
             std::thread::spawn(move || {
-                cache.publish(&key, &m, &id, &store.blobs).map(|_| ()).map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))
+                cache
+                    .publish(&key, &m, &id, &store.blobs)
+                    .map(|_| ())
+                    .map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))
             }),
         ));
     }
@@ -560,7 +563,13 @@ impl Scheduler<'_> {
                 self.timings.push(NodeTiming { id: self.id(i), outcome: "fetched", ms });
             }
             None => {
-                (self.sink)(&Event::Finished { id: self.id(i), kind: self.kind(i), ms, artifact: manifest.digest.clone(), size: manifest.size() });
+                (self.sink)(&Event::Finished {
+                    id: self.id(i),
+                    kind: self.kind(i),
+                    ms,
+                    artifact: manifest.digest.clone(),
+                    size: manifest.size(),
+                });
                 self.publish(i, &key, &manifest);
                 self.summary.ran.push(self.id(i));
                 self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });

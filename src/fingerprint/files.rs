@@ -216,8 +216,7 @@ fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
     let mut files = vec![];
     let mut frontier: Vec<Folder> = vec![(root.to_path_buf(), String::new(), vec![(m.dev(), m.ino())])];
     while !frontier.is_empty() {
-        let level: Vec<Level> =
-            frontier.par_iter().map(|(dir, rel, up)| read_level(dir, rel, up)).collect::<Result<_, _>>()?;
+        let level: Vec<Level> = frontier.par_iter().map(|(dir, rel, up)| read_level(dir, rel, up)).collect::<Result<_, _>>()?;
         frontier = vec![];
         for (f, d) in level {
             files.extend(f);

@@ -94,8 +94,7 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
             SpecError::at(sources, Span { file, start: r.start, end: r.end }, K::Syntax, format!("invalid TOML: {}", e.message().trim()))
                 .help("fix the TOML syntax at this place")
         })?;
-        let top =
-            table_from_toml(doc.get_ref(), file).map_err(|(m, span)| SpecError::at(sources, span, K::OutOfRange, m))?;
+        let top = table_from_toml(doc.get_ref(), file).map_err(|(m, span)| SpecError::at(sources, span, K::OutOfRange, m))?;
         for (k, e) in &top {
             match k.as_str() {
                 "seed" => out.seed = Some(seed_of(sources, &e.value)?),

@@ -169,8 +169,13 @@ pub fn load_with(path: &Path, profile: Option<&str>, overlay: &Overlay) -> Resul
     let p = l.finish(profile, overlay)?;
     if p.nodes.is_empty() {
         // Almost always a wrong or emptied file: refuse before any store is opened or created.
-        return Err(SpecError::at(&p.sources, Span { file: 0, start: 0, end: 0 }, K::Missing, format!("pipeline `{}` declares no nodes", path.display()))
-            .help("declare nodes with [node.ID] tables, or include = [\"other.toml\"] files that do"));
+        return Err(SpecError::at(
+            &p.sources,
+            Span { file: 0, start: 0, end: 0 },
+            K::Missing,
+            format!("pipeline `{}` declares no nodes", path.display()),
+        )
+        .help("declare nodes with [node.ID] tables, or include = [\"other.toml\"] files that do"));
     }
     Ok(p)
 }

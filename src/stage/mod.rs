@@ -94,7 +94,9 @@ impl StageError {
     pub fn store(message: impl Into<String>, full: bool) -> Self {
         let mut message = message.into();
         if full {
-            message.push_str("; the disk holding the store is full: free space (`polyflow gc FILE --yes` deletes what no pipeline uses) and run again");
+            message.push_str(
+                "; the disk holding the store is full: free space (`polyflow gc FILE --yes` deletes what no pipeline uses) and run again",
+            );
         }
         StageError { class: FailureClass::Store, message }
     }

@@ -1,10 +1,10 @@
 //! Generic node kinds that know nothing of ML: `value` (a JSON value, for wiring and tests) and `command`
 //! (an external program, DVC-style).
 
+use crate::fingerprint::FileDigests;
 use crate::stage::{parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use serde::Deserialize;
 use serde_json::json;
-use crate::fingerprint::FileDigests;
 use std::path::Path;
 
 /// `value`: writes its `value` parameter as `value.json`. Optional `sleep_ms` and `fail` help test pipelines.

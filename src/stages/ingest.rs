@@ -249,8 +249,11 @@ impl DatasetStage {
             Format::Audioset => layouts::audio_csv::audioset(root, &p.classes)?,
             Format::Vggsound => layouts::audio_csv::vggsound(root, &p.classes)?,
             Format::SpeechCommands | Format::Csv => {
-                let (classes, clips) =
-                    if p.format == Format::Csv { audio::csv_manifest(root, &p.classes, p.multilabel)? } else { audio::speech_commands(root)? };
+                let (classes, clips) = if p.format == Format::Csv {
+                    audio::csv_manifest(root, &p.classes, p.multilabel)?
+                } else {
+                    audio::speech_commands(root)?
+                };
                 let split = |c: &ClipRef| match c.split.as_str() {
                     "val" => SplitName::Val,
                     "test" => SplitName::Test,
@@ -670,7 +673,8 @@ impl Stage for VideoSynthStage {
                 },
             ));
         }
-        let classes = if task == SynthTask::MovingDigits { meta.classes.clone() } else { video::MOTIONS.iter().map(|s| s.to_string()).collect() };
+        let classes =
+            if task == SynthTask::MovingDigits { meta.classes.clone() } else { video::MOTIONS.iter().map(|s| s.to_string()).collect() };
         let note = format!("{task} generated from `{}` ({frames} frames, {size}², seed {})", src.id, ctx.seed());
         write_dataset(ctx, "video", classes, false, splits, None, note)
     }

@@ -67,12 +67,7 @@ pub struct ModelParams {
 /// Parameters describing the model (train, cotrain, features).
 pub fn model_params() -> Vec<ParamSpec> {
     vec![
-        ParamSpec::opt(
-            "size",
-            T::Choice(SizePreset::NAMES),
-            json!("micro"),
-            "size preset (micro is CPU-sized: dim 64, depth 4)",
-        ),
+        ParamSpec::opt("size", T::Choice(SizePreset::NAMES), json!("micro"), "size preset (micro is CPU-sized: dim 64, depth 4)"),
         ParamSpec::opt("dim", T::Int { min: 0, max: 65536 }, json!(0), "override the preset's hidden size (0 = preset)"),
         ParamSpec::opt("depth", T::Int { min: 0, max: 1024 }, json!(0), "override the preset's depth L"),
         ParamSpec::opt("heads", T::Int { min: 0, max: 1024 }, json!(0), "override the preset's heads"),
@@ -218,14 +213,8 @@ pub fn model_config(p: &ModelParams, tasks: &[(&TaskSpec, [usize; 4])]) -> Resul
         });
     }
     geoms.sort_by_key(|(m, _)| *m);
-    let cfg = ModelConfig {
-        size: p.size(),
-        l_adapt: p.l_adapt,
-        geometry: geoms,
-        tasks: heads,
-        gelu_tanh: p.gelu != Gelu::Erf,
-        ln_eps: 1e-6,
-    };
+    let cfg =
+        ModelConfig { size: p.size(), l_adapt: p.l_adapt, geometry: geoms, tasks: heads, gelu_tanh: p.gelu != Gelu::Erf, ln_eps: 1e-6 };
     cfg.check().map_err(StageError::input)?;
     Ok(cfg)
 }

@@ -526,8 +526,9 @@ impl Stage for AudioPrep {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        let p: AudioParams = parse_checked(params, &self.params())
-            .map_err(|(k, e)| if k == "fbank" { (k, format!("bad fbank option: {e}")) } else { (k, e) })?;
+        let p: AudioParams =
+            parse_checked(params, &self.params())
+                .map_err(|(k, e)| if k == "fbank" { (k, format!("bad fbank option: {e}")) } else { (k, e) })?;
         if p.window > p.frames {
             return Err(("window".into(), format!("{} frames is more than the {} stored (`frames`)", p.window, p.frames)));
         }

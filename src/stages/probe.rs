@@ -135,7 +135,8 @@ impl Stage for FeaturesStage {
                     // The paper's "initial model": the pretrained ViT, mapped onto this tokenizer.
                     Some(a) => {
                         let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
-                        let w = from_timm(&timm, &cfg, p.init_inflation).map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?;
+                        let w = from_timm(&timm, &cfg, p.init_inflation)
+                            .map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?;
                         (cfg, Some(w), format!("initial model: pretrained weights of `{}`", a.id))
                     }
                     None => (cfg, None, "initial model (seeded random init)".to_string()),
@@ -189,7 +190,7 @@ impl Stage for FeaturesStage {
         let feats = backend
             .dispatch(FeatJob { cfg: cfg.clone(), weights, tok, splits: splits.clone(), seed: ctx.seed(), classes: task.run.classes })
             .map_err(StageError::input)?
-        .map_err(StageError::failed)?;
+            .map_err(StageError::failed)?;
         let d = cfg.size.dim;
         for ((name, s), f) in ["train", "val", "test"].iter().zip(&splits).zip(feats) {
             let mut arrays = BTreeMap::new();

@@ -198,13 +198,7 @@ impl Stage for TableStage {
         let labels: Vec<String> = cols.iter().map(col_label).collect();
         columns.extend(labels.iter().cloned());
         columns.extend(avgs.iter().map(|a| a.label.clone()));
-        let mut t = ResultTable {
-            title,
-            caption,
-            columns,
-            rows: vec![],
-            cells: vec![],
-        };
+        let mut t = ResultTable { title, caption, columns, rows: vec![], cells: vec![] };
         let mut max_seeds = 1;
         for r in &rows {
             // Per named node: its replicates with their metrics.

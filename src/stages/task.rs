@@ -195,8 +195,13 @@ impl Stage for TaskStage {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        let p: TaskParams = parse_checked(params, &self.params())
-            .map_err(|(k, e)| if k == "augment" { (k, format!("bad augmentation option: {e}")) } else { (k, e) })?;
+        let p: TaskParams = parse_checked(params, &self.params()).map_err(|(k, e)| {
+            if k == "augment" {
+                (k, format!("bad augmentation option: {e}"))
+            } else {
+                (k, e)
+            }
+        })?;
         p.augment.check().map_err(|e| ("augment".into(), e))
     }
     fn env_keys(&self) -> &'static [&'static str] {

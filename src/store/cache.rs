@@ -96,9 +96,7 @@ fn is_hex64(s: &str) -> bool {
 /// Whether an entry read from the cache is well-formed: hex digests, plain relative file names.
 fn well_formed(e: &CacheEntry) -> bool {
     e.manifest.files.iter().all(|(name, f)| {
-        is_hex64(&f.digest)
-            && !name.is_empty()
-            && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
+        is_hex64(&f.digest) && !name.is_empty() && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
     })
 }
 
@@ -344,7 +342,10 @@ impl ArtifactCache for DirCache {
         for f in m.files.values() {
             self.put_blob(f, &from.path(&f.digest))?;
             // A blob that was already there is "new" again for `gc`'s grace period, which covers this publish.
-            let _ = std::fs::File::options().write(true).open(self.blob_path(&f.digest)).and_then(|b| b.set_modified(std::time::SystemTime::now()));
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(self.blob_path(&f.digest))
+                .and_then(|b| b.set_modified(std::time::SystemTime::now()));
         }
         let entry = CacheEntry { manifest: m.clone(), node: node.to_string(), published_at: now_secs() };
         let mut tmp = self.tmp_file()?;
