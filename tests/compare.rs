@@ -90,42 +90,14 @@ fn compare_unknown_node_or_column_is_a_usage_error_with_a_suggestion() {
     assert!(err.contains("--sort: no column `nosuch`"), "{err}");
 }
 
-/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
-fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| {
-            let i = i + offset;
-            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
-        })
-        .collect()
-}
-
 /// Two tiny trainings (a matrix over `mlp`): the differing parameter and the task's test top-1 from
 /// `metrics.json`.
 #[test]
 fn compare_training_runs_reads_metrics_json() {
     let d = tempfile::tempdir().unwrap();
-    let c = d.path().join("cifar");
-    std::fs::create_dir_all(&c).unwrap();
-    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
-    std::fs::write(c.join("test_batch.bin"), cifar_batch(10, 40)).unwrap();
-    let pipe = r#"
-[node.data]
-kind = "dataset"
-format = "cifar10"
-path = "cifar"
-
-[node.x]
-kind = "image_prep"
-inputs = { data = "data" }
-height = 8
-width = 8
-
-[node.t]
-kind = "task"
-inputs = { data = "x" }
-steps = 2
-batch_size = 8
+    common::write_cifar(d.path());
+    let pipe = common::cifar_task(2)
+        + r#"
 
 [node.m]
 kind = "train"

@@ -4,33 +4,7 @@
 mod common;
 use common::pf;
 
-/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
-fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| {
-            let i = i + offset;
-            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
-        })
-        .collect()
-}
-
-const PIPE: &str = r#"
-[node.data]
-kind = "dataset"
-format = "cifar10"
-path = "cifar"
-
-[node.x]
-kind = "image_prep"
-inputs = { data = "data" }
-height = 8
-width = 8
-
-[node.t]
-kind = "task"
-inputs = { data = "x" }
-steps = 2
-batch_size = 8
+const MODELS: &str = r#"
 
 [node.m]
 kind = "train"
@@ -40,6 +14,11 @@ depth = 1
 heads = 2
 mlp = 32
 "#;
+
+/// The whole pipeline: the tiny CIFAR task (`tests/common`) and the nodes above.
+fn pipe() -> String {
+    format!("{}{MODELS}", common::cifar_task(2))
+}
 
 /// The `key` of node `id` in `status --json` under `backend`.
 fn key(dir: &std::path::Path, backend: &str, id: &str) -> String {
@@ -53,11 +32,8 @@ fn key(dir: &std::path::Path, backend: &str, id: &str) -> String {
 #[test]
 fn cpu_and_flex_are_one_backend_with_one_key() {
     let d = tempfile::tempdir().unwrap();
-    let c = d.path().join("cifar");
-    std::fs::create_dir_all(&c).unwrap();
-    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
-    std::fs::write(c.join("test_batch.bin"), cifar_batch(10, 40)).unwrap();
-    std::fs::write(d.path().join("p.toml"), PIPE).unwrap();
+    common::write_cifar(d.path());
+    std::fs::write(d.path().join("p.toml"), pipe()).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "t"]);
     assert_eq!(code, 0, "{err}");
     // The training node's inputs are known: its key is computed, with the backend in it.

@@ -11,33 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
-fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| {
-            let i = i + offset;
-            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
-        })
-        .collect()
-}
-
-const PIPE: &str = r#"
-[node.data]
-kind = "dataset"
-format = "cifar10"
-path = "cifar"
-
-[node.x]
-kind = "image_prep"
-inputs = { data = "data" }
-height = 8
-width = 8
-
-[node.t]
-kind = "task"
-inputs = { data = "x" }
-steps = 3
-batch_size = 8
+const MODELS: &str = r#"
 
 [node.m]
 kind = "train"
@@ -71,6 +45,11 @@ columns = [{ task = "t", metric = "top1", label = "Acc" }]
 export = "out/tab"
 "#;
 
+/// The whole pipeline: the tiny CIFAR task (`tests/common`) and the nodes above.
+fn pipe() -> String {
+    format!("{}{MODELS}", common::cifar_task(3))
+}
+
 struct Fixture {
     dir: PathBuf,
     html: String,
@@ -83,10 +62,8 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("cifar")).unwrap();
-        std::fs::write(dir.join("cifar/data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
-        std::fs::write(dir.join("cifar/test_batch.bin"), cifar_batch(10, 40)).unwrap();
-        std::fs::write(dir.join("p.toml"), PIPE).unwrap();
+        common::write_cifar(&dir);
+        std::fs::write(dir.join("p.toml"), pipe()).unwrap();
         let (code, _, err) = pf(&dir, &["run", "p.toml"]);
         assert_eq!(code, 0, "{err}");
         let (code, _, err) = pf(&dir, &["report", "p.toml", "-o", "r.html"]);

@@ -117,6 +117,23 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     out
 }
 
+/// Calls `visit` with the graph of every pipeline of `files` under no profile and under each profile it declares.
+fn each_profile(
+    files: &[PathBuf],
+    overlay: &spec::Overlay,
+    reg: &Registry,
+    mut visit: impl FnMut(&crate::graph::Graph) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    for f in files {
+        let base = spec::load_with(f, None, overlay)?;
+        let profiles = std::iter::once(None).chain(base.profiles.iter().cloned().map(Some));
+        for p in profiles {
+            visit(&graph::build(spec::load_with(f, p.as_deref(), overlay)?, reg)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
 /// record of every node id of those pipelines; deletes the rest.
 pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Overlay, yes: bool, reg: &Registry) -> Result<i32, CliError> {
@@ -125,22 +142,16 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     let index = store.index()?;
     let mut keep_keys = BTreeSet::new();
     let mut ids = BTreeSet::new();
-    for f in files {
-        let base = spec::load_with(f, None, overlay)?;
-        let mut profiles: Vec<Option<String>> = vec![None];
-        profiles.extend(base.profiles.iter().cloned().map(Some));
-        for p in profiles {
-            let g = graph::build(spec::load_with(f, p.as_deref(), overlay)?, reg)?;
-            let sel = g.select(&[])?;
-            let a = assess_all(&g, &sel, &store, &index, &env_of(&g, backend), &|_| false);
-            for (i, s) in a {
-                ids.insert(g.nodes[i].id.clone());
-                if s.state == State::Fresh {
-                    keep_keys.insert(s.key.unwrap());
-                }
+    each_profile(files, overlay, reg, |g| {
+        let sel = g.select(&[])?;
+        for (i, s) in assess_all(g, &sel, &store, &index, &env_of(g, backend), &|_| false) {
+            ids.insert(g.nodes[i].id.clone());
+            if s.state == State::Fresh {
+                keep_keys.insert(s.key.unwrap());
             }
         }
-    }
+        Ok(())
+    })?;
     for r in index.records() {
         if ids.contains(&r.id) {
             keep_keys.insert(r.key.clone());
@@ -211,8 +222,8 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
 pub fn verify_cache(dir: &Path) -> Result<i32, CliError> {
     let cache = crate::store::DirCache::open(dir)?;
     let (n, bad) = cache.verify();
-    for (key, name) in &bad {
-        println!("{:>12} {name} of cache entry {} (moved aside)", "Damaged", &key[..16.min(key.len())]);
+    for (key, name, what) in &bad {
+        println!("{:>12} {name} of cache entry {} ({what})", "Damaged", &key[..16.min(key.len())]);
     }
     println!("{:>12} {n} files checked in {}, {} damaged", "Verified", dir.display(), bad.len());
     Ok(if bad.is_empty() { exit::OK } else { exit::STORE })
@@ -228,20 +239,11 @@ fn current_keys(
 ) -> Result<BTreeSet<String>, CliError> {
     let index = store.index_read()?;
     let mut keys = BTreeSet::new();
-    for f in files {
-        let base = spec::load_with(f, None, overlay)?;
-        let mut profiles: Vec<Option<String>> = vec![None];
-        profiles.extend(base.profiles.iter().cloned().map(Some));
-        for p in profiles {
-            let g = graph::build(spec::load_with(f, p.as_deref(), overlay)?, reg)?;
-            let sel = g.select(&[])?;
-            for (_, s) in assess_all(&g, &sel, store, &index, &env_of(&g, backend), &|_| false) {
-                if let Some(k) = s.key {
-                    keys.insert(k);
-                }
-            }
-        }
-    }
+    each_profile(files, overlay, reg, |g| {
+        let sel = g.select(&[])?;
+        keys.extend(assess_all(g, &sel, store, &index, &env_of(g, backend), &|_| false).into_values().filter_map(|s| s.key));
+        Ok(())
+    })?;
     Ok(keys)
 }
 

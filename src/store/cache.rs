@@ -203,8 +203,8 @@ impl DirCache {
     }
 
     /// Checks every blob of every entry (reading it all); damaged ones are moved aside. Returns (files checked,
-    /// damaged: (key, file name)).
-    pub fn verify(&self) -> (usize, Vec<(String, String)>) {
+    /// damaged: (key, file name, what was found)).
+    pub fn verify(&self) -> (usize, Vec<(String, String, &'static str)>) {
         let mut n = 0;
         let mut bad = vec![];
         for (key, e, _) in self.entries() {
@@ -215,9 +215,9 @@ impl DirCache {
                     // Read and wrong: moved aside. Missing or unreadable (a transient error): reported only.
                     Some(false) => {
                         self.quarantine(&f.digest);
-                        bad.push((key.clone(), name.clone()));
+                        bad.push((key.clone(), name.clone(), "wrong size or checksum, moved aside"));
                     }
-                    None => bad.push((key.clone(), format!("{name} (missing or unreadable)"))),
+                    None => bad.push((key.clone(), name.clone(), "missing or unreadable")),
                 }
             }
         }

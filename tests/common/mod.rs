@@ -35,3 +35,32 @@ pub fn timm_vit(path: &Path, dim: usize, depth: usize, mlp: usize, patch: usize,
         .collect();
     std::fs::write(path, to_safetensors(&w)).unwrap();
 }
+
+/// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
+pub fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let i = i + offset;
+            std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p * 7 + i * 13) % 256) as u8))
+        })
+        .collect()
+}
+
+/// Writes a tiny CIFAR-10 folder `dir/cifar` (40 training and 10 test records) for pipelines that train in
+/// seconds.
+pub fn write_cifar(dir: &Path) {
+    let c = dir.join("cifar");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("data_batch_1.bin"), cifar_batch(40, 0)).unwrap();
+    std::fs::write(c.join("test_batch.bin"), cifar_batch(10, 40)).unwrap();
+}
+
+/// The nodes `data` (the folder [`write_cifar`] writes), `x` (8×8 images) and `t` (a task of `steps` updates,
+/// batch 8) of those tiny pipelines.
+pub fn cifar_task(steps: usize) -> String {
+    format!(
+        "[node.data]\nkind = \"dataset\"\nformat = \"cifar10\"\npath = \"cifar\"\n\n[node.x]\nkind = \"image_prep\"\n\
+         inputs = {{ data = \"data\" }}\nheight = 8\nwidth = 8\n\n[node.t]\nkind = \"task\"\ninputs = {{ data = \"x\" }}\n\
+         steps = {steps}\nbatch_size = 8\n"
+    )
+}
