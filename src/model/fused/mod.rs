@@ -11,8 +11,10 @@
 //! ([`crate::model::block::Block`]), which is also the reference the fused block is tested against.
 
 pub mod block;
-pub mod kernels;
-pub mod sgemm;
+/// The CPU kernels (crate `polyflow-kernels`).
+pub use polyflow_kernels as kernels;
+/// The x86-64 matrix product (`polyflow_kernels::sgemm`).
+pub use polyflow_kernels::sgemm;
 
 use super::block::{Block, DropMasks};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

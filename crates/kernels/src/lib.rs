@@ -1,8 +1,15 @@
-//! CPU kernels on row-major `f32` slices for the fused transformer block: strided matrix products (the
-//! `gemm` crate), LayerNorm, tanh-GELU, softmax and column sums, each forward and backward.
+//! CPU kernels on row-major `f32` slices for polyflow's fused transformer block: strided matrix products
+//! ([`sgemm`] on x86-64, the `gemm` crate elsewhere), LayerNorm, tanh-GELU, softmax and column sums, each
+//! forward and backward.
+//!
+//! A crate of its own so that it is built at `opt-level = 3` in every profile (the workspace's
+//! `Cargo.toml`): the element-wise kernels need the loop vectoriser, and the dev profile is what
+//! `cargo run` uses. It knows nothing of burn or of models.
 //!
 //! Row-parallel kernels split rows into fixed chunks ([`ROWS`]) and reduce per-chunk partial sums in chunk
 //! order, so results do not depend on how many threads ran them (determinism).
+
+pub mod sgemm;
 
 use rayon::prelude::*;
 
@@ -33,14 +40,14 @@ impl<'a> Mat<'a> {
 
 /// `c[m, n] (row stride ldc) (+)= a[m, k] · b[k, n]`; accumulates into `c` when `acc`. `parallel` uses the
 /// current rayon pool (large products); small per-head products run on the calling thread. On x86-64 CPUs
-/// with AVX2 + FMA or AVX-512F this is [`super::sgemm`], elsewhere the `gemm` crate.
+/// with AVX2 + FMA or AVX-512F this is [`sgemm`], elsewhere the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    if super::sgemm::available() {
-        return super::sgemm::matmul(m, n, k, a, b, c, ldc, acc, parallel);
+    if sgemm::available() {
+        return sgemm::matmul(m, n, k, a, b, c, ldc, acc, parallel);
     }
     check_views(m, n, k, &a, &b, c, ldc);
     let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };

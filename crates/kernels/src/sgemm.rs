@@ -1,0 +1,577 @@
+//! Single-precision matrix product with register-blocked micro-kernels for x86-64: a 12 × 32 tile on
+//! AVX-512F (24 `zmm` accumulators) and a 6 × 16 tile on AVX2 + FMA (12 `ymm` accumulators).
+//!
+//! Why not only the `gemm` crate: its AVX2 kernel (`fma::f32::x2x6`) spills accumulators to the stack,
+//! and measured in the `polyflow` binary it ran at 72–78 GFLOP/s on 2 threads against 136–141 GFLOP/s
+//! for the same call in a small example program (the spill stores stall on the stack's placement); its
+//! AVX-512 kernels were slower still (59 vs 80 GFLOP/s on one thread). Here: BLIS-style packing of B into
+//! `KC × NR` panels, A read in place when row-major (packed into `MR × KC` panels otherwise), and
+//! micro-kernels whose accumulators never leave registers.
+//!
+//! Every output element is `Σ_p a·b` accumulated by FMA in ascending `p` from zero within blocks of `KC`,
+//! blocks added in order — the same in both kernels and for every thread count (threads split rows), so
+//! AVX-512 and AVX2 machines give bit-identical products (unit test).
+
+use crate::Mat;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Depth of one packed block.
+const KC: usize = 256;
+/// Rows per A block (one parallel task; a multiple of both kernels' `MR`).
+const MC: usize = 96;
+/// The largest register tile (`MR · NR`), for the ragged-tile buffer.
+const TILE_MAX: usize = 12 * 32;
+
+/// `c[MR × NR] (+)= Σ_p A(0..MR, p) · b[p, 0..NR]`: `(kc, a, ars, acs, b, c, ldc, acc)`, A element `(i, p)` at
+/// `a[i·ars + p·acs]`, B a packed `kc × NR` panel, C at row stride `ldc`, added to when `acc`.
+type Kernel = unsafe fn(usize, *const f32, usize, usize, *const f32, *mut f32, usize, bool);
+
+/// A micro-kernel and its register tile.
+#[derive(Clone, Copy)]
+pub struct Isa {
+    /// Rows of the register tile.
+    mr: usize,
+    /// Columns of the register tile.
+    nr: usize,
+    kernel: Kernel,
+    /// Name for reports.
+    pub name: &'static str,
+}
+
+/// The AVX-512F kernel (12 × 32).
+#[cfg(target_arch = "x86_64")]
+const AVX512: Isa = Isa { mr: 12, nr: 32, kernel: kernel_avx512, name: "AVX-512" };
+/// The AVX2 + FMA kernel (6 × 16).
+#[cfg(target_arch = "x86_64")]
+const AVX2: Isa = Isa { mr: 6, nr: 16, kernel: kernel_avx2, name: "AVX2+FMA" };
+
+/// The kernel this CPU runs, if any: AVX-512F, else AVX2 + FMA (`POLYFLOW_SGEMM=avx2` forces the
+/// latter, for comparisons).
+pub fn isa() -> Option<Isa> {
+    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let force_avx2 = std::env::var("POLYFLOW_SGEMM").is_ok_and(|v| v == "avx2");
+            if std::arch::is_x86_feature_detected!("avx512f") && !force_avx2 {
+                return Some(AVX512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Some(AVX2);
+            }
+        }
+        None
+    })
+}
+
+/// Whether this CPU runs one of the kernels.
+pub fn available() -> bool {
+    isa().is_some()
+}
+
+/// `c[m, n] (row stride ldc) (+)= a · b`, as [`crate::matmul`]; requires [`available`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    let isa = isa().expect("sgemm::matmul needs AVX2+FMA or AVX-512F");
+    matmul_with(isa, m, n, k, a, b, c, ldc, acc, parallel)
+}
+
+/// [`matmul`] with a given kernel (the CPU must support it).
+#[allow(clippy::too_many_arguments)]
+fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    crate::check_views(m, n, k, &a, &b, c, ldc);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let (mr, nr) = (isa.mr, isa.nr);
+    let npad = n.div_ceil(nr) * nr;
+    let mut bp = vec![0.0f32; KC.min(k) * npad];
+    let blocks = m.div_ceil(MC);
+    for (pi, p0) in (0..k).step_by(KC).enumerate() {
+        let kc = KC.min(k - p0);
+        pack_b(&b, p0, kc, n, nr, &mut bp);
+        let first = pi == 0 && !acc;
+        let run = |(bi, cblk): (usize, &mut [f32])| {
+            if bi >= blocks {
+                return;
+            }
+            let i0 = bi * MC;
+            let mc = MC.min(m - i0);
+            if a.cs == 1 {
+                // Row-major A is read in place (each k step broadcasts one value of MR rows); only a
+                // ragged last panel is packed (zero rows must not be read past the matrix).
+                let full = mc / mr * mr;
+                let ablk = Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 };
+                let mut ap = vec![0.0f32; (mc - full).div_ceil(mr) * mr * kc];
+                pack_a(&a, i0 + full, mc - full, p0, kc, mr, &mut ap);
+                block(isa, mc, n, kc, Panels { direct: Some((ablk, full)), packed: &ap }, &bp, cblk, ldc, first);
+            } else {
+                let mut ap = vec![0.0f32; mc.div_ceil(mr) * mr * kc];
+                pack_a(&a, i0, mc, p0, kc, mr, &mut ap);
+                block(isa, mc, n, kc, Panels { direct: None, packed: &ap }, &bp, cblk, ldc, first);
+            }
+        };
+        if parallel && blocks > 1 {
+            c.par_chunks_mut(MC * ldc).enumerate().for_each(run);
+        } else {
+            c.chunks_mut(MC * ldc).enumerate().for_each(run);
+        }
+    }
+}
+
+/// Packs `b[p0..p0+kc, 0..n]` as panels of `kc × NR` (zero-padded columns).
+fn pack_b(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, out: &mut [f32]) {
+    for (jp, panel) in out.chunks_mut(kc * big_nr).enumerate().take(n.div_ceil(big_nr)) {
+        let j0 = jp * big_nr;
+        let nr = big_nr.min(n - j0);
+        for p in 0..kc {
+            let row = &mut panel[p * big_nr..p * big_nr + big_nr];
+            let base = (p0 + p) * b.rs + j0 * b.cs;
+            if b.cs == 1 {
+                row[..nr].copy_from_slice(&b.data[base..base + nr]);
+            } else {
+                for (j, v) in row[..nr].iter_mut().enumerate() {
+                    *v = b.data[base + j * b.cs];
+                }
+            }
+            row[nr..].fill(0.0);
+        }
+    }
+}
+
+/// Packs `a[i0..i0+mc, p0..p0+kc]` as panels of `kc × MR` (k-major, zero-padded rows). Reads along
+/// whichever of `a`'s dimensions is contiguous (a transposed operand, `rs = 1`, is copied `MR` at a time).
+fn pack_a(a: &Mat, i0: usize, mc: usize, p0: usize, kc: usize, big_mr: usize, out: &mut [f32]) {
+    for (ip, panel) in out.chunks_mut(kc * big_mr).enumerate() {
+        let r0 = i0 + ip * big_mr;
+        let mr = big_mr.min(i0 + mc - r0);
+        if a.rs == 1 {
+            for (p, dst) in panel.chunks_mut(big_mr).enumerate() {
+                let base = r0 + (p0 + p) * a.cs;
+                dst[..mr].copy_from_slice(&a.data[base..base + mr]);
+                dst[mr..].fill(0.0);
+            }
+        } else {
+            for i in 0..mr {
+                let base = (r0 + i) * a.rs + p0 * a.cs;
+                let src = &a.data[base..base + (kc - 1) * a.cs + 1];
+                for (dst, v) in panel[i..].iter_mut().step_by(big_mr).zip(src.iter().step_by(a.cs)) {
+                    *dst = *v;
+                }
+            }
+            for i in mr..big_mr {
+                panel[i..].iter_mut().step_by(big_mr).for_each(|v| *v = 0.0);
+            }
+        }
+    }
+}
+
+/// The A operand of one block: its first `full` rows read in place (row-major, `cs = 1`), the rest packed.
+struct Panels<'a> {
+    direct: Option<(Mat<'a>, usize)>,
+    packed: &'a [f32],
+}
+
+/// One A block times all packed B panels into `c` (rows of this block, row stride `ldc`). Full tiles are
+/// written by the kernel straight into `c`; ragged ones go through a tile buffer.
+#[allow(clippy::too_many_arguments)]
+fn block(isa: Isa, mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mut [f32], ldc: usize, first: bool) {
+    let (big_mr, big_nr) = (isa.mr, isa.nr);
+    let mut tile = [0.0f32; TILE_MAX];
+    let full_rows = a.direct.map(|d| d.1).unwrap_or(0);
+    for (jp, bpanel) in bp.chunks(kc * big_nr).enumerate().take(n.div_ceil(big_nr)) {
+        let j0 = jp * big_nr;
+        let nr = big_nr.min(n - j0);
+        for i0 in (0..mc).step_by(big_mr) {
+            let mr = big_mr.min(mc - i0);
+            // (pointer to A(i0, 0), row stride, k stride)
+            let (ap, ars, acs) = match a.direct {
+                Some((d, full)) if i0 < full => (d.data[i0 * d.rs..].as_ptr(), d.rs, 1),
+                _ => (a.packed[(i0 - full_rows) / big_mr * kc * big_mr..].as_ptr(), 1, big_mr),
+            };
+            if mr == big_mr && nr == big_nr {
+                let dst = &mut c[i0 * ldc + j0..(i0 + big_mr - 1) * ldc + j0 + big_nr];
+                // SAFETY: the CPU supports `isa` (checked by `isa()`); A holds MR rows of kc values at the
+                // given strides (the views were sliced from bounds-checked operands), the B panel kc·NR
+                // values, and `dst` the MR × NR tile at row stride `ldc`.
+                unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+            } else {
+                // SAFETY: as above, into the local MR × NR tile.
+                unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), tile.as_mut_ptr(), big_nr, false) };
+                for i in 0..mr {
+                    let row = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nr];
+                    let t = &tile[i * big_nr..i * big_nr + nr];
+                    if first {
+                        row.copy_from_slice(t);
+                    } else {
+                        for (o, v) in row.iter_mut().zip(t) {
+                            *o += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The micro-kernels, `c[MR × NR] (+)= Σ_p A(0..MR, p) · b[p, 0..NR]` (two vectors per row): A element
+// `(i, p)` at `a[i·ars + p·acs]` (packed panels: `ars = 1, acs = MR`; row-major in place: `ars = rs,
+// acs = 1`), B a packed `kc × NR` panel, C at row stride `ldc`, added to when `acc`.
+//
+// Inline assembly, not intrinsics: with intrinsics the register allocation was up to LLVM, and the dev
+// profile (opt-level 2) spilled 24 of the AVX-512 kernel's accumulator moves to the stack (197 stack
+// operands in the kernel, 5 at opt-level 3). On a Zen 5 that cost little; on a Zen 4 the dev build ran at
+// 144 GFLOP/s against 181 for the release build (BENCHMARKS.md, "CPUs other than Zen 5"). The assembly is
+// the same code at every optimisation level. Each accumulator is zeroed and then updated by one FMA per
+// `p` in ascending order, as the intrinsics did, so the products are bit-identical to before.
+//
+// Generated once from a short script (each row written out); rows 0–3 of A are addressed from `a0`, rows
+// 4–7 from `a4 = a0 + 4·lda`, rows 8–11 from `a8`, at offsets 0, lda, 2·lda and 3·lda.
+
+/// The AVX-512F micro-kernel: 12 rows × 32 columns in `zmm0`–`zmm23`, B rows in `zmm24`/`zmm25`,
+/// broadcasts of A alternating in `zmm26`/`zmm27`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_avx512(kc: usize, a: *const f32, ars: usize, acs: usize, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    // SAFETY: the caller guarantees what `Kernel` documents; the assembly reads 12 rows of A at
+    // `a + i·ars + p·acs` (p < kc), kc·NR values of B and writes the 12 × NR tile of C, nothing else.
+    unsafe {
+        std::arch::asm!(
+            "vpxord zmm0, zmm0, zmm0",
+            "vpxord zmm1, zmm1, zmm1",
+            "vpxord zmm2, zmm2, zmm2",
+            "vpxord zmm3, zmm3, zmm3",
+            "vpxord zmm4, zmm4, zmm4",
+            "vpxord zmm5, zmm5, zmm5",
+            "vpxord zmm6, zmm6, zmm6",
+            "vpxord zmm7, zmm7, zmm7",
+            "vpxord zmm8, zmm8, zmm8",
+            "vpxord zmm9, zmm9, zmm9",
+            "vpxord zmm10, zmm10, zmm10",
+            "vpxord zmm11, zmm11, zmm11",
+            "vpxord zmm12, zmm12, zmm12",
+            "vpxord zmm13, zmm13, zmm13",
+            "vpxord zmm14, zmm14, zmm14",
+            "vpxord zmm15, zmm15, zmm15",
+            "vpxord zmm16, zmm16, zmm16",
+            "vpxord zmm17, zmm17, zmm17",
+            "vpxord zmm18, zmm18, zmm18",
+            "vpxord zmm19, zmm19, zmm19",
+            "vpxord zmm20, zmm20, zmm20",
+            "vpxord zmm21, zmm21, zmm21",
+            "vpxord zmm22, zmm22, zmm22",
+            "vpxord zmm23, zmm23, zmm23",
+            "lea {a4}, [{a0} + 4*{lda}]",
+            "lea {a8}, [{a0} + 8*{lda}]",
+            "lea {lda3}, [{lda} + 2*{lda}]",
+            "test {k}, {k}",
+            "jz 3f",
+            "2:",
+            "vmovups zmm24, [{b}]",
+            "vmovups zmm25, [{b} + 64]",
+            "vbroadcastss zmm26, dword ptr [{a0}]",
+            "vfmadd231ps zmm0, zmm26, zmm24",
+            "vfmadd231ps zmm1, zmm26, zmm25",
+            "vbroadcastss zmm27, dword ptr [{a0} + {lda}]",
+            "vfmadd231ps zmm2, zmm27, zmm24",
+            "vfmadd231ps zmm3, zmm27, zmm25",
+            "vbroadcastss zmm26, dword ptr [{a0} + 2*{lda}]",
+            "vfmadd231ps zmm4, zmm26, zmm24",
+            "vfmadd231ps zmm5, zmm26, zmm25",
+            "vbroadcastss zmm27, dword ptr [{a0} + {lda3}]",
+            "vfmadd231ps zmm6, zmm27, zmm24",
+            "vfmadd231ps zmm7, zmm27, zmm25",
+            "vbroadcastss zmm26, dword ptr [{a4}]",
+            "vfmadd231ps zmm8, zmm26, zmm24",
+            "vfmadd231ps zmm9, zmm26, zmm25",
+            "vbroadcastss zmm27, dword ptr [{a4} + {lda}]",
+            "vfmadd231ps zmm10, zmm27, zmm24",
+            "vfmadd231ps zmm11, zmm27, zmm25",
+            "vbroadcastss zmm26, dword ptr [{a4} + 2*{lda}]",
+            "vfmadd231ps zmm12, zmm26, zmm24",
+            "vfmadd231ps zmm13, zmm26, zmm25",
+            "vbroadcastss zmm27, dword ptr [{a4} + {lda3}]",
+            "vfmadd231ps zmm14, zmm27, zmm24",
+            "vfmadd231ps zmm15, zmm27, zmm25",
+            "vbroadcastss zmm26, dword ptr [{a8}]",
+            "vfmadd231ps zmm16, zmm26, zmm24",
+            "vfmadd231ps zmm17, zmm26, zmm25",
+            "vbroadcastss zmm27, dword ptr [{a8} + {lda}]",
+            "vfmadd231ps zmm18, zmm27, zmm24",
+            "vfmadd231ps zmm19, zmm27, zmm25",
+            "vbroadcastss zmm26, dword ptr [{a8} + 2*{lda}]",
+            "vfmadd231ps zmm20, zmm26, zmm24",
+            "vfmadd231ps zmm21, zmm26, zmm25",
+            "vbroadcastss zmm27, dword ptr [{a8} + {lda3}]",
+            "vfmadd231ps zmm22, zmm27, zmm24",
+            "vfmadd231ps zmm23, zmm27, zmm25",
+            "add {a0}, {step}",
+            "add {a4}, {step}",
+            "add {a8}, {step}",
+            "add {b}, 128",
+            "dec {k}",
+            "jnz 2b",
+            "3:",
+            "lea {a4}, [{c0} + 4*{ldc}]",
+            "lea {a8}, [{c0} + 8*{ldc}]",
+            "lea {lda3}, [{ldc} + 2*{ldc}]",
+            "test {acc}, {acc}",
+            "jz 4f",
+            "vaddps zmm0, zmm0, [{c0}]",
+            "vaddps zmm1, zmm1, [{c0} + 64]",
+            "vaddps zmm2, zmm2, [{c0} + {ldc}]",
+            "vaddps zmm3, zmm3, [{c0} + {ldc} + 64]",
+            "vaddps zmm4, zmm4, [{c0} + 2*{ldc}]",
+            "vaddps zmm5, zmm5, [{c0} + 2*{ldc} + 64]",
+            "vaddps zmm6, zmm6, [{c0} + {lda3}]",
+            "vaddps zmm7, zmm7, [{c0} + {lda3} + 64]",
+            "vaddps zmm8, zmm8, [{a4}]",
+            "vaddps zmm9, zmm9, [{a4} + 64]",
+            "vaddps zmm10, zmm10, [{a4} + {ldc}]",
+            "vaddps zmm11, zmm11, [{a4} + {ldc} + 64]",
+            "vaddps zmm12, zmm12, [{a4} + 2*{ldc}]",
+            "vaddps zmm13, zmm13, [{a4} + 2*{ldc} + 64]",
+            "vaddps zmm14, zmm14, [{a4} + {lda3}]",
+            "vaddps zmm15, zmm15, [{a4} + {lda3} + 64]",
+            "vaddps zmm16, zmm16, [{a8}]",
+            "vaddps zmm17, zmm17, [{a8} + 64]",
+            "vaddps zmm18, zmm18, [{a8} + {ldc}]",
+            "vaddps zmm19, zmm19, [{a8} + {ldc} + 64]",
+            "vaddps zmm20, zmm20, [{a8} + 2*{ldc}]",
+            "vaddps zmm21, zmm21, [{a8} + 2*{ldc} + 64]",
+            "vaddps zmm22, zmm22, [{a8} + {lda3}]",
+            "vaddps zmm23, zmm23, [{a8} + {lda3} + 64]",
+            "4:",
+            "vmovups [{c0}], zmm0",
+            "vmovups [{c0} + 64], zmm1",
+            "vmovups [{c0} + {ldc}], zmm2",
+            "vmovups [{c0} + {ldc} + 64], zmm3",
+            "vmovups [{c0} + 2*{ldc}], zmm4",
+            "vmovups [{c0} + 2*{ldc} + 64], zmm5",
+            "vmovups [{c0} + {lda3}], zmm6",
+            "vmovups [{c0} + {lda3} + 64], zmm7",
+            "vmovups [{a4}], zmm8",
+            "vmovups [{a4} + 64], zmm9",
+            "vmovups [{a4} + {ldc}], zmm10",
+            "vmovups [{a4} + {ldc} + 64], zmm11",
+            "vmovups [{a4} + 2*{ldc}], zmm12",
+            "vmovups [{a4} + 2*{ldc} + 64], zmm13",
+            "vmovups [{a4} + {lda3}], zmm14",
+            "vmovups [{a4} + {lda3} + 64], zmm15",
+            "vmovups [{a8}], zmm16",
+            "vmovups [{a8} + 64], zmm17",
+            "vmovups [{a8} + {ldc}], zmm18",
+            "vmovups [{a8} + {ldc} + 64], zmm19",
+            "vmovups [{a8} + 2*{ldc}], zmm20",
+            "vmovups [{a8} + 2*{ldc} + 64], zmm21",
+            "vmovups [{a8} + {lda3}], zmm22",
+            "vmovups [{a8} + {lda3} + 64], zmm23",
+            // Clean upper register halves: without this, the scalar SSE code after the kernel (glibc's expf
+            // in GELU and softmax) ran 3–4 times slower (false dependencies on the dirty upper state; perf:
+            // `__expf_fma` 6 % → 23 % of the train step on a Zen 4).
+            "vzeroupper",
+            k = inout(reg) kc => _,
+            a0 = inout(reg) a => _,
+            b = inout(reg) b => _,
+            lda = in(reg) ars * 4,
+            step = in(reg) acs * 4,
+            lda3 = out(reg) _,
+            a4 = out(reg) _,
+            a8 = out(reg) _,
+            c0 = in(reg) c,
+            ldc = in(reg) ldc * 4,
+            acc = in(reg) acc as usize,
+            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _, out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+            options(nostack),
+        );
+    }
+}
+
+/// The AVX2 + FMA micro-kernel: 6 rows × 16 columns in `ymm0`–`ymm11`, B rows in `ymm12`/`ymm13`,
+/// broadcasts of A alternating in `ymm14`/`ymm15`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2(kc: usize, a: *const f32, ars: usize, acs: usize, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    // SAFETY: the caller guarantees what `Kernel` documents; the assembly reads 6 rows of A at
+    // `a + i·ars + p·acs` (p < kc), kc·NR values of B and writes the 6 × NR tile of C, nothing else.
+    unsafe {
+        std::arch::asm!(
+            "vxorps ymm0, ymm0, ymm0",
+            "vxorps ymm1, ymm1, ymm1",
+            "vxorps ymm2, ymm2, ymm2",
+            "vxorps ymm3, ymm3, ymm3",
+            "vxorps ymm4, ymm4, ymm4",
+            "vxorps ymm5, ymm5, ymm5",
+            "vxorps ymm6, ymm6, ymm6",
+            "vxorps ymm7, ymm7, ymm7",
+            "vxorps ymm8, ymm8, ymm8",
+            "vxorps ymm9, ymm9, ymm9",
+            "vxorps ymm10, ymm10, ymm10",
+            "vxorps ymm11, ymm11, ymm11",
+            "lea {a4}, [{a0} + 4*{lda}]",
+            "lea {lda3}, [{lda} + 2*{lda}]",
+            "test {k}, {k}",
+            "jz 3f",
+            "2:",
+            "vmovups ymm12, [{b}]",
+            "vmovups ymm13, [{b} + 32]",
+            "vbroadcastss ymm14, dword ptr [{a0}]",
+            "vfmadd231ps ymm0, ymm14, ymm12",
+            "vfmadd231ps ymm1, ymm14, ymm13",
+            "vbroadcastss ymm15, dword ptr [{a0} + {lda}]",
+            "vfmadd231ps ymm2, ymm15, ymm12",
+            "vfmadd231ps ymm3, ymm15, ymm13",
+            "vbroadcastss ymm14, dword ptr [{a0} + 2*{lda}]",
+            "vfmadd231ps ymm4, ymm14, ymm12",
+            "vfmadd231ps ymm5, ymm14, ymm13",
+            "vbroadcastss ymm15, dword ptr [{a0} + {lda3}]",
+            "vfmadd231ps ymm6, ymm15, ymm12",
+            "vfmadd231ps ymm7, ymm15, ymm13",
+            "vbroadcastss ymm14, dword ptr [{a4}]",
+            "vfmadd231ps ymm8, ymm14, ymm12",
+            "vfmadd231ps ymm9, ymm14, ymm13",
+            "vbroadcastss ymm15, dword ptr [{a4} + {lda}]",
+            "vfmadd231ps ymm10, ymm15, ymm12",
+            "vfmadd231ps ymm11, ymm15, ymm13",
+            "add {a0}, {step}",
+            "add {a4}, {step}",
+            "add {b}, 64",
+            "dec {k}",
+            "jnz 2b",
+            "3:",
+            "lea {a4}, [{c0} + 4*{ldc}]",
+            "lea {lda3}, [{ldc} + 2*{ldc}]",
+            "test {acc}, {acc}",
+            "jz 4f",
+            "vaddps ymm0, ymm0, [{c0}]",
+            "vaddps ymm1, ymm1, [{c0} + 32]",
+            "vaddps ymm2, ymm2, [{c0} + {ldc}]",
+            "vaddps ymm3, ymm3, [{c0} + {ldc} + 32]",
+            "vaddps ymm4, ymm4, [{c0} + 2*{ldc}]",
+            "vaddps ymm5, ymm5, [{c0} + 2*{ldc} + 32]",
+            "vaddps ymm6, ymm6, [{c0} + {lda3}]",
+            "vaddps ymm7, ymm7, [{c0} + {lda3} + 32]",
+            "vaddps ymm8, ymm8, [{a4}]",
+            "vaddps ymm9, ymm9, [{a4} + 32]",
+            "vaddps ymm10, ymm10, [{a4} + {ldc}]",
+            "vaddps ymm11, ymm11, [{a4} + {ldc} + 32]",
+            "4:",
+            "vmovups [{c0}], ymm0",
+            "vmovups [{c0} + 32], ymm1",
+            "vmovups [{c0} + {ldc}], ymm2",
+            "vmovups [{c0} + {ldc} + 32], ymm3",
+            "vmovups [{c0} + 2*{ldc}], ymm4",
+            "vmovups [{c0} + 2*{ldc} + 32], ymm5",
+            "vmovups [{c0} + {lda3}], ymm6",
+            "vmovups [{c0} + {lda3} + 32], ymm7",
+            "vmovups [{a4}], ymm8",
+            "vmovups [{a4} + 32], ymm9",
+            "vmovups [{a4} + {ldc}], ymm10",
+            "vmovups [{a4} + {ldc} + 32], ymm11",
+            // Clean upper register halves: without this, the scalar SSE code after the kernel (glibc's expf
+            // in GELU and softmax) ran 3–4 times slower (false dependencies on the dirty upper state; perf:
+            // `__expf_fma` 6 % → 23 % of the train step on a Zen 4).
+            "vzeroupper",
+            k = inout(reg) kc => _,
+            a0 = inout(reg) a => _,
+            b = inout(reg) b => _,
+            lda = in(reg) ars * 4,
+            step = in(reg) acs * 4,
+            lda3 = out(reg) _,
+            a4 = out(reg) _,
+            c0 = in(reg) c,
+            ldc = in(reg) ldc * 4,
+            acc = in(reg) acc as usize,
+            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _, out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _, out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _, out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels this CPU can run.
+    fn kernels() -> Vec<Isa> {
+        let mut v = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                v.push(AVX512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                v.push(AVX2);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn both_kernels_give_bit_identical_products() {
+        let ks = kernels();
+        if ks.len() < 2 {
+            eprintln!("SKIPPED: this CPU lacks AVX-512F (only one kernel to compare)");
+            return;
+        }
+        let (m, n, k) = (101, 77, 600);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1013) as f32 / 487.0 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 1009) as f32 / 511.0 - 1.0).collect();
+        for (ta, acc) in [(false, false), (true, true)] {
+            let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+            let run = |isa: Isa| {
+                let mut c: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+                matmul_with(isa, m, n, k, am, Mat::rows(&b, n), &mut c, n, acc, true);
+                c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert!(run(ks[0]) == run(ks[1]), "{} and {} differ (transposed A: {ta})", ks[0].name, ks[1].name);
+        }
+    }
+
+    #[test]
+    fn matches_naive_on_ragged_shapes_strides_and_accumulation() {
+        let ks = kernels();
+        if ks.is_empty() {
+            eprintln!("SKIPPED: no AVX2+FMA on this CPU");
+            return;
+        }
+        for isa in ks {
+            for &(m, n, k, ta, tb, acc, par) in &[
+                (1, 1, 1, false, false, false, false),
+                (13, 33, 7, false, false, true, false),
+                (200, 70, 300, true, false, false, true),
+                (97, 65, 513, false, true, true, true),
+                (12, 32, 256, true, true, false, true),
+                (24, 64, 40, false, false, true, true),
+            ] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 113) as f32 / 56.0 - 1.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 127) as f32 / 63.0 - 1.0).collect();
+                let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+                let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+                let ldc = n + 3;
+                let mut c: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
+                let c0 = c.clone();
+                matmul_with(isa, m, n, k, am, bm, &mut c, ldc, acc, par);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|p| am.data[i * am.rs + p * am.cs] * bm.data[p * bm.rs + j * bm.cs]).sum::<f32>()
+                            + if acc { c0[i * ldc + j] } else { 0.0 };
+                        let got = c[i * ldc + j];
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{}: ({m},{n},{k}) [{i},{j}] {got} vs {want}", isa.name);
+                    }
+                    // Padding columns of each row are left alone.
+                    assert_eq!(&c[i * ldc + n..i * ldc + ldc], &c0[i * ldc + n..i * ldc + ldc]);
+                }
+            }
+        }
+    }
+}
