@@ -83,6 +83,7 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
             checkpoint_every: 0,
             seed: 0,
             eval_batch: 8,
+            bf16: false,
         };
         let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
         assert_eq!(out.steps_per_task, counts, "{sched:?}");

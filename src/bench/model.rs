@@ -9,6 +9,7 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
+use crate::model::fused::kernels::Precision;
 use std::time::Instant;
 
 /// Benchmark settings.
@@ -51,6 +52,10 @@ pub struct BenchArgs {
     /// the same as `POLYFLOW_FUSED_CPU=0`).
     #[arg(long)]
     pub no_fused: bool,
+    /// Matrix products of the blocks on bf16 operands with f32 accumulation (as `precision = "bf16"` on a
+    /// training node; CPU only).
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 struct Job(BenchArgs);
@@ -68,6 +73,7 @@ impl BackendJob for Job {
             ln_eps: 1e-6,
         };
         let mut model = PolyVit::<B>::new(&cfg, 0, &device);
+        model.set_bf16(a.bf16);
         let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);
         let route = PolyVit::<B>::route(&cfg, 0);
         let x = Tensor::<B, 5>::random([a.batch, 3, 1, a.image, a.image], Distribution::Normal(0.0, 1.0), &device);
@@ -111,6 +117,9 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
         crate::model::fused::set_enabled(false);
     }
     let backend = a.backend.clone();
+    if a.bf16 && !(backend == "flex" || backend == "cpu") {
+        anyhow::bail!("--bf16 runs on the CPU (flex) backend only");
+    }
     let (train, infer) = dispatch(&backend, Job(a.clone())).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
@@ -123,13 +132,16 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     if backend == "flex" || backend == "cpu" {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;
-        let peak = matmul_peak(m, a.dim, a.mlp);
+        let prec = if a.bf16 { Precision::Bf16 } else { Precision::F32 };
+        let peak = matmul_peak(m, a.dim, a.mlp, prec);
         out["matmul_peak_gflops"] = peak.into();
-        out["matmul_kernel"] = match crate::model::fused::sgemm::isa() {
-            Some(isa) => format!("polyflow sgemm ({})", isa.name),
-            None => "gemm crate".into(),
+        out["matmul_kernel"] = match (a.bf16, crate::model::fused::sgemm::isa()) {
+            (true, _) => format!("polyflow bf16 ({})", crate::model::fused::kernels::bf16::kernel().name()),
+            (false, Some(isa)) => format!("polyflow sgemm ({})", isa.name),
+            (false, None) => "gemm crate".into(),
         }
         .into();
+        out["precision"] = if a.bf16 { "bf16" } else { "f32" }.into();
         out["train_fraction_of_peak"] = (train_gflops / peak).into();
     }
     println!("{out}");
@@ -137,8 +149,9 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// GFLOP/s of `[m, k] · [k, n]` with polyflow's CPU product (the fused block's kernel), best of 5 × 10.
-fn matmul_peak(m: usize, k: usize, n: usize) -> f64 {
-    use crate::model::fused::kernels::{matmul, Mat};
+fn matmul_peak(m: usize, k: usize, n: usize, prec: Precision) -> f64 {
+    use crate::model::fused::kernels::Mat;
+    let matmul = |m, n, k, a, b, c: &mut [f32], ldc, acc, par| crate::model::fused::kernels::matmul_p(prec, m, n, k, a, b, c, ldc, acc, par);
     let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
     let mut c = vec![0.0f32; m * n];

@@ -40,6 +40,10 @@ pub struct Block<B: Backend> {
     pub gelu_tanh: bool,
     /// LayerNorm ε (also inside `norm1`/`norm2`, where burn keeps it private; the fused CPU block reads it here).
     pub eps: f64,
+    /// Matrix products on bf16 operands with f32 accumulation (`precision = "bf16"`; the fused CPU block
+    /// only: [`Block::forward`] panics where that path does not apply, so callers check first). Not a
+    /// parameter: not saved, set by the trainer ([`super::polyvit::PolyVit::set_bf16`]).
+    pub bf16: bool,
 }
 
 fn linear<B: Backend>(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
@@ -60,6 +64,7 @@ impl<B: Backend> Block<B> {
             heads,
             gelu_tanh,
             eps,
+            bf16: false,
         }
     }
 
@@ -101,6 +106,7 @@ impl<B: Backend> Block<B> {
         if let Some(y) = super::fused::try_block(self, &x, keep) {
             return y;
         }
+        assert!(!self.bf16, "bf16 matrix products need the fused CPU block (flex backend, tanh GELU, POLYFLOW_FUSED_CPU not 0)");
         self.forward_composed(x, keep)
     }
 

@@ -65,6 +65,14 @@ impl<B: Backend> PolyVit<B> {
         PolyVit { tokenizers, blocks, norm: LayerNormConfig::new(s.dim).with_epsilon(cfg.ln_eps).init(device), heads, depth: s.depth }
     }
 
+    /// Runs the matrix products of every block (adapters included) on bf16 operands with f32
+    /// accumulation, or back in f32. Weights stay f32.
+    pub fn set_bf16(&mut self, on: bool) {
+        for b in self.tokenizers.iter_mut().flat_map(|t| t.adapters.iter_mut()).chain(self.blocks.iter_mut()) {
+            b.bf16 = on;
+        }
+    }
+
     /// Route of task `task` under `cfg`.
     pub fn route(cfg: &ModelConfig, task: usize) -> Route {
         let m = cfg.tasks[task].modality;

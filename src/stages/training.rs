@@ -5,7 +5,7 @@
 //! to the node's scratch directory in the store; a killed run resumes there and ends with exactly the
 //! weights and metrics of an uninterrupted run.
 
-use super::modelspec::{load_task, model_config, model_params, LoadedTask, ModelParams};
+use super::modelspec::{load_task, model_config, model_params, Gelu, LoadedTask, ModelParams};
 use crate::model::checkpoint::{from_safetensors, to_safetensors, HostTensor};
 use crate::model::count::count;
 use crate::model::device::{Backend, BackendJob};
@@ -52,6 +52,16 @@ choice_enum! {
     }
 }
 
+choice_enum! {
+    /// The arithmetic of the blocks' matrix products.
+    enum Precision {
+        /// f32 throughout.
+        F32 = "f32",
+        /// bf16 operands, f32 accumulation, f32 master weights and optimizer state (CPU flex backend).
+        Bf16 = "bf16",
+    }
+}
+
 /// The optimisation parameters of `train` and `cotrain` ([`optim_params`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +77,7 @@ struct OptimParams {
     eval_every: usize,
     checkpoint_every: usize,
     init_inflation: Inflation,
+    precision: Precision,
 }
 
 /// `params` as a training node uses them: the size resolved, and the settings of optimizers not chosen left out.
@@ -134,6 +145,12 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             T::Choice(&["central", "average"]),
             json!("central"),
             "2D → 3D kernel inflation when initialising video from a ViT",
+        ),
+        ParamSpec::opt(
+            "precision",
+            T::Choice(Precision::NAMES),
+            json!("f32"),
+            "matrix products of the blocks: f32, or bf16 operands with f32 accumulation and f32 master weights (CPU)",
         ),
     ];
     if multi {
@@ -292,7 +309,7 @@ impl Stage for TrainStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision"]
+        &["seed", "backend"]
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
@@ -302,11 +319,16 @@ impl Stage for TrainStage {
     }
     fn validate(&self, params: &Value) -> Result<(), (String, String)> {
         let specs = self.params();
-        if self.multi {
-            parse_checked::<CotrainParams>(params, &specs).map(|_| ())
+        let (model, optim) = if self.multi {
+            parse_checked::<CotrainParams>(params, &specs).map(|p| (p.model, p.optim))?
         } else {
-            parse_checked::<TrainParams>(params, &specs).map(|_| ())
+            parse_checked::<TrainParams>(params, &specs).map(|p| (p.model, p.optim))?
+        };
+        if optim.precision == Precision::Bf16 && model.gelu == Gelu::Erf {
+            let why = "bf16 runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or precision = \"f32\"";
+            return Err(("precision".into(), why.into()));
         }
+        Ok(())
     }
     fn effective(&self, params: &Value) -> Option<Value> {
         if self.multi {
@@ -339,6 +361,11 @@ impl Stage for TrainStage {
         let p = self.read(ctx.params)?;
         let backend = Backend::from_env(ctx.env).map_err(StageError::input)?;
         let (m, o) = (&p.model, &p.optim);
+        if o.precision == Precision::Bf16 && backend != Backend::Flex {
+            return Err(StageError::input(format!(
+                "precision = \"bf16\" runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or precision = \"f32\""
+            )));
+        }
         let tasks = self.tasks(&ctx.inputs)?;
         let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
         let model = model_config(m, &refs)?;
@@ -355,6 +382,7 @@ impl Stage for TrainStage {
             checkpoint_every: o.checkpoint_every,
             seed: ctx.seed(),
             eval_batch: 256,
+            bf16: o.precision == Precision::Bf16,
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,

@@ -77,6 +77,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Batch size for evaluation.
     pub eval_batch: usize,
+    /// Matrix products of the blocks on bf16 operands with f32 accumulation (training and the evaluations
+    /// during it); weights, optimizer state and everything else stay f32.
+    pub bf16: bool,
 }
 
 /// A per-update log line.
@@ -208,6 +211,9 @@ pub fn run<B: AutodiffBackend>(
     checkpoint: &mut dyn FnMut(&Resume),
 ) -> Result<Outcome, String> {
     cfg.model.check()?;
+    if cfg.bf16 {
+        crate::model::fused::bf16_supported::<B>(cfg.model.gelu_tanh)?;
+    }
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
     let total = updates.len();
@@ -229,6 +235,7 @@ pub fn run<B: AutodiffBackend>(
     } else if let Some(w) = init {
         model = load_into(model, w, true, device).map_err(|e| format!("init checkpoint: {e}"))?;
     }
+    model.set_bf16(cfg.bf16);
     let mut per_task = vec![0usize; tasks.len()];
     for u in &updates[..state.step] {
         u.iter().for_each(|&j| per_task[j] += 1);

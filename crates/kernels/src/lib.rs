@@ -9,6 +9,7 @@
 //! Row-parallel kernels split rows into fixed chunks ([`ROWS`]) and reduce per-chunk partial sums in chunk
 //! order, so results do not depend on how many threads ran them (determinism).
 
+pub mod bf16;
 pub mod sgemm;
 
 use rayon::prelude::*;
@@ -35,6 +36,25 @@ impl<'a> Mat<'a> {
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn t(data: &'a [f32], cols: usize) -> Self {
         Mat { data, rs: 1, cs: cols }
+    }
+}
+
+/// The arithmetic of matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 operands, f32 accumulation.
+    #[default]
+    F32,
+    /// bf16 operands (rounded to nearest even), f32 accumulation and result ([`bf16`]).
+    Bf16,
+}
+
+/// [`matmul`] at the given precision.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_p(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    match prec {
+        Precision::F32 => matmul(m, n, k, a, b, c, ldc, acc, parallel),
+        Precision::Bf16 => bf16::matmul(m, n, k, a, b, c, ldc, acc, parallel),
     }
 }
 
@@ -91,24 +111,26 @@ pub fn check_views(m: usize, n: usize, k: usize, a: &Mat, b: &Mat, c: &[f32], ld
     assert!(c.len() > last(m, n, ldc, 1), "matmul: output view out of bounds");
 }
 
-/// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel.
-pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+/// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel; the product at
+/// precision `prec`, the bias added in f32.
+pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> Vec<f32> {
     let mut y = vec![0.0f32; m * n];
     y.par_chunks_mut(ROWS * n).for_each(|rows| {
         for r in rows.chunks_mut(n) {
             r.copy_from_slice(bias);
         }
     });
-    matmul(m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
+    matmul_p(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
     y
 }
 
-/// Backward of [`linear`]: returns `(dx [m, k], dw [k, n], dbias [n])` for `dy: [m, n]`.
-pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// Backward of [`linear`]: returns `(dx [m, k], dw [k, n], dbias [n])` for `dy: [m, n]`; both products at
+/// precision `prec` (as autocast runs a bf16 layer's backward), the bias gradient summed in f32.
+pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut dx = vec![0.0f32; m * k];
-    matmul(m, k, n, Mat::rows(dy, n), Mat::t(w, n), &mut dx, k, false, true);
+    matmul_p(prec, m, k, n, Mat::rows(dy, n), Mat::t(w, n), &mut dx, k, false, true);
     let mut dw = vec![0.0f32; k * n];
-    matmul(k, n, m, Mat::t(x, k), Mat::rows(dy, n), &mut dw, n, false, true);
+    matmul_p(prec, k, n, m, Mat::t(x, k), Mat::rows(dy, n), &mut dw, n, false, true);
     (dx, dw, col_sum(dy, n))
 }
 
@@ -301,7 +323,7 @@ mod tests {
     fn linear_backward_matches_naive() {
         let (m, k, n) = (70, 12, 9);
         let (x, w, dy) = (data(m * k, 4), data(k * n, 5), data(m * n, 6));
-        let (dx, dw, db) = linear_backward(&x, &w, &dy, m, k, n);
+        let (dx, dw, db) = linear_backward(&x, &w, &dy, m, k, n, Precision::F32);
         close(&dx, &naive(m, k, n, &|i, l| dy[i * n + l], &|l, j| w[j * n + l]), 1e-5);
         close(&dw, &naive(k, n, m, &|i, l| x[l * k + i], &|l, j| dy[l * n + j]), 1e-5);
         let db_want: Vec<f32> = (0..n).map(|j| (0..m).map(|i| dy[i * n + j]).sum()).collect();

@@ -23,6 +23,10 @@ pub struct Dims {
     pub mlp: usize,
     /// LayerNorm ε.
     pub eps: f32,
+    /// Arithmetic of the projections and the MLP, 95 % of the block's multiply-adds at ViT-Ti/32² (LayerNorm,
+    /// softmax, GELU, residuals and the per-head attention products stay f32: at 65 tokens those products
+    /// are too small for bf16's conversions to pay).
+    pub prec: k::Precision,
 }
 
 impl Dims {
@@ -98,7 +102,7 @@ fn masked<'a>(x: &'a [f32], keep: Option<&[f32]>, per_example: usize) -> std::bo
 pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, save: bool) -> (Vec<f32>, Option<Saved>) {
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     let (xn1, mean1, rstd1) = k::layer_norm(x, p.ln1.0, p.ln1.1, d, dm.eps);
-    let qkv = k::linear(&xn1, p.qkv.0, p.qkv.1, m, d, 3 * d); // [M, 3D]: (example, token) × (q|k|v, head, hd)
+    let qkv = k::linear(&xn1, p.qkv.0, p.qkv.1, m, d, 3 * d, dm.prec); // [M, 3D]: (example, token) × (q|k|v, head, hd)
     let scale = 1.0 / (hd as f32).sqrt();
     let mut probs = vec![0.0f32; dm.b * h * n * n]; // [B, H, N, N]
     let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
@@ -114,16 +118,16 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
             // [N, hd]
         }
     });
-    let mut a = k::linear(&att, p.proj.0, p.proj.1, m, d, d);
+    let mut a = k::linear(&att, p.proj.0, p.proj.1, m, d, d, dm.prec);
     if let Some((k0, _)) = keep {
         scale_examples(&mut a, k0, n * d);
     }
     let x1: Vec<f32> = x.par_iter().zip(a.par_iter()).map(|(u, v)| u + v).collect();
     drop(a);
     let (xn2, mean2, rstd2) = k::layer_norm(&x1, p.ln2.0, p.ln2.1, d, dm.eps);
-    let pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp); // [M, MLP]
+    let pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp, dm.prec); // [M, MLP]
     let act = k::gelu_tanh(&pre);
-    let mut y = k::linear(&act, p.fc2.0, p.fc2.1, m, dm.mlp, d);
+    let mut y = k::linear(&act, p.fc2.0, p.fc2.1, m, dm.mlp, d, dm.prec);
     if let Some((_, k1)) = keep {
         scale_examples(&mut y, k1, n * d);
     }
@@ -137,17 +141,17 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     // MLP branch: y = x1 + keep1·fc2(gelu(fc1(LN2(x1)))).
     let dm_out = masked(dy, keep.map(|k| k.1), n * d);
-    let (mut dact, dw2, db2) = k::linear_backward(&s.act, p.fc2.0, &dm_out, m, dm.mlp, d);
+    let (mut dact, dw2, db2) = k::linear_backward(&s.act, p.fc2.0, &dm_out, m, dm.mlp, d, dm.prec);
     drop(dm_out);
     k::gelu_tanh_backward(&s.pre, &mut dact);
-    let (dxn2, dw1, db1) = k::linear_backward(&s.xn2, p.fc1.0, &dact, m, d, dm.mlp);
+    let (dxn2, dw1, db1) = k::linear_backward(&s.xn2, p.fc1.0, &dact, m, d, dm.mlp, dm.prec);
     drop(dact);
     let (dx1_ln, dg2, dbeta2) = k::layer_norm_backward(&s.x1, &s.mean2, &s.rstd2, p.ln2.0, &dxn2, d);
     let dx1: Vec<f32> = dy.par_iter().zip(dx1_ln.par_iter()).map(|(a, b)| a + b).collect();
     drop(dx1_ln);
     // Attention branch: x1 = x + keep0·proj(attn(LN1(x))).
     let da = masked(&dx1, keep.map(|k| k.0), n * d);
-    let (datt, dwp, dbp) = k::linear_backward(&s.att, p.proj.0, &da, m, d, d);
+    let (datt, dwp, dbp) = k::linear_backward(&s.att, p.proj.0, &da, m, d, d, dm.prec);
     drop(da);
     let scale = 1.0 / (hd as f32).sqrt();
     let mut dqkv = vec![0.0f32; m * 3 * d];
@@ -172,7 +176,7 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
             }
         });
     drop(datt);
-    let (dxn1, dwqkv, dbqkv) = k::linear_backward(&s.xn1, p.qkv.0, &dqkv, m, d, 3 * d);
+    let (dxn1, dwqkv, dbqkv) = k::linear_backward(&s.xn1, p.qkv.0, &dqkv, m, d, 3 * d, dm.prec);
     drop(dqkv);
     let (mut dx, dg1, dbeta1) = k::layer_norm_backward(x, &s.mean1, &s.rstd1, p.ln1.0, &dxn1, d);
     dx.par_iter_mut().zip(dx1.par_iter()).for_each(|(a, b)| *a += b);

@@ -52,6 +52,22 @@ pub fn enabled() -> bool {
     }
 }
 
+/// Whether blocks of backend `B` can run their matrix products in bf16 (`precision = "bf16"`): they must take
+/// the fused CPU path. `Err` says why not, in words for the user.
+pub fn bf16_supported<B: Backend>(gelu_tanh: bool) -> Result<(), String> {
+    let flex = TypeId::of::<B>() == TypeId::of::<Ad>() || TypeId::of::<B>() == TypeId::of::<Flex>();
+    if !flex {
+        return Err("precision = \"bf16\" runs on the CPU (flex) backend only in this version; use precision = \"f32\" on this backend".into());
+    }
+    if !gelu_tanh {
+        return Err("precision = \"bf16\" needs the tanh GELU (gelu = \"tanh\"): the erf GELU runs outside the fused CPU block".into());
+    }
+    if !enabled() {
+        return Err("precision = \"bf16\" needs the fused CPU block, which POLYFLOW_FUSED_CPU=0 turned off".into());
+    }
+    Ok(())
+}
+
 /// Moves `a` into type `T` when they are the same type.
 fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
     (Box::new(a) as Box<dyn Any>).downcast::<T>().ok().map(|b| *b)
@@ -186,7 +202,8 @@ pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&Dro
         return None;
     }
     let mlp = params[8].dims()[1];
-    let dims = block::Dims { b, n, d, h: blk.heads, mlp, eps: blk.eps as f32 };
+    let prec = if blk.bf16 { kernels::Precision::Bf16 } else { kernels::Precision::F32 };
+    let dims = block::Dims { b, n, d, h: blk.heads, mlp, eps: blk.eps as f32, prec };
     let keep = keep_values(keep);
     let prims: Vec<FloatTensor<B>> =
         std::iter::once(x.clone().into_primitive().tensor()).chain(params.into_iter().map(|p| p.into_primitive().tensor())).collect();

@@ -1,0 +1,678 @@
+//! Matrix products on bf16 operands with f32 accumulation: `precision = "bf16"` on the CPU.
+//!
+//! Both operands are rounded to bf16 (round to nearest even; subnormals to signed zero, as the hardware
+//! dot product treats them), products of pairs are accumulated in f32, and the result is f32 — what
+//! PyTorch's CPU autocast does for `linear` and `matmul`. On CPUs with AVX512-BF16 the micro-kernel is
+//! `vdpbf16ps` (a 12 × 32 tile, 24 `zmm` accumulators, two bf16 products per lane and instruction: twice the
+//! multiply-adds of an f32 FMA); elsewhere an emulation computes the same sums with f32 FMAs.
+//!
+//! Order of the sums, for every output element: blocks of [`KC`] values of `k`, each accumulated from zero
+//! pair by pair in ascending order, and within a pair `(2q, 2q+1)` the odd product first, then the even one
+//! (the order `vdpbf16ps` documents; both products are exact in f32, so each step is one rounding). Blocks
+//! are added to the output in order. The emulation follows this order, so it gives the native kernel's bits
+//! unless a partial sum is subnormal (below 1.2e-38), which the hardware flushes to zero and the emulation
+//! keeps (unit test: bit-identical on random data). Results do not depend on the thread count (threads
+//! split rows).
+
+use crate::Mat;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Depth of one block (even: pairs never straddle blocks). The same as the f32 kernels'.
+const KC: usize = 256;
+/// Rows per parallel task (a multiple of [`MR`]).
+const MC: usize = 96;
+/// Rows of the register tile.
+const MR: usize = 12;
+/// Columns of the register tile (two `zmm` of 16 lanes).
+const NR: usize = 32;
+
+/// `f32` → bf16 bits: round to nearest even, NaN stays a (quiet) NaN, subnormals become signed zero — the
+/// bits `vcvtne2ps2bf16` gives. Written without branches so that conversion loops vectorise.
+#[inline]
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let abs = b & 0x7fff_ffff;
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let nan = (b >> 16) | 0x0040;
+    let zero = (b >> 16) & 0x8000;
+    let r = if abs > 0x7f80_0000 { nan } else if abs < 0x0080_0000 { zero } else { rounded };
+    r as u16
+}
+
+/// bf16 bits → `f32` (exact).
+#[inline]
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Which kernel runs: `vdpbf16ps` (AVX512-BF16), the emulation on AVX2 + FMA, or the portable emulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX512-BF16 `vdpbf16ps`.
+    Native,
+    /// f32 FMAs in the same order, AVX2 + FMA code.
+    EmulatedAvx2,
+    /// f32 FMAs in the same order, portable code (`f32::mul_add`).
+    EmulatedPortable,
+}
+
+impl Kernel {
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Native => "AVX512-BF16",
+            Kernel::EmulatedAvx2 => "bf16 emulated with AVX2+FMA",
+            Kernel::EmulatedPortable => "bf16 emulated (portable)",
+        }
+    }
+}
+
+/// The kernel this CPU runs (`POLYFLOW_BF16=emulate` forces the emulation, for comparisons).
+pub fn kernel() -> Kernel {
+    static K: OnceLock<Kernel> = OnceLock::new();
+    *K.get_or_init(|| {
+        let emulate = std::env::var("POLYFLOW_BF16").is_ok_and(|v| v == "emulate");
+        best(!emulate)
+    })
+}
+
+/// The best kernel this CPU has (`native`: whether `vdpbf16ps` may be used).
+fn best(native: bool) -> Kernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if native && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16") {
+            return Kernel::Native;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Kernel::EmulatedAvx2;
+        }
+    }
+    let _ = native;
+    Kernel::EmulatedPortable
+}
+
+/// `c[m, n] (row stride ldc) (+)= bf16(a) · bf16(b)` with f32 accumulation (see the module docs), as
+/// [`crate::matmul`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    matmul_with(kernel(), m, n, k, a, b, c, ldc, acc, parallel)
+}
+
+/// [`matmul`] with a given kernel (the CPU must support it).
+#[allow(clippy::too_many_arguments)]
+fn matmul_with(kern: Kernel, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    crate::check_views(m, n, k, &a, &b, c, ldc);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let kp = k.div_ceil(2) * 2;
+    let ab = convert_a(&a, m, k, kp, parallel);
+    let npan = n.div_ceil(NR);
+    let bp = pack_b(&b, k, kp, n, npan, parallel);
+    let blocks = m.div_ceil(MC);
+    for (bi, p0) in (0..kp).step_by(KC).enumerate() {
+        let kq = KC.min(kp - p0) / 2;
+        let first = bi == 0 && !acc;
+        let panels = &bp[p0 / 2 * npan * NR..][..kq * npan * NR];
+        let run = |(ri, cblk): (usize, &mut [f32])| {
+            if ri >= blocks {
+                return;
+            }
+            let i0 = ri * MC;
+            let mc = MC.min(m - i0);
+            let mut tile = [0.0f32; MR * NR];
+            for (pi, panel) in panels.chunks(kq * NR).enumerate() {
+                let j0 = pi * NR;
+                let nr = NR.min(n - j0);
+                for t in (0..mc).step_by(MR) {
+                    let mr = MR.min(mc - t);
+                    // Rows past `m` exist (zero) in `ab`, so the kernel always reads MR rows.
+                    let ap = ab[(i0 + t) * kp + p0..].as_ptr();
+                    if mr == MR && nr == NR {
+                        let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
+                        // SAFETY: the CPU runs `kern` (chosen by `best`); `ap` has MR rows of `kp` values from
+                        // `p0` (ab is padded to whole tiles), `panel` kq·NR pairs, `dst` the MR × NR tile.
+                        unsafe { tile_kernel(kern, kq, ap, kp, panel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+                    } else {
+                        // SAFETY: as above, into the local MR × NR tile.
+                        unsafe { tile_kernel(kern, kq, ap, kp, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
+                        for i in 0..mr {
+                            let row = &mut cblk[(t + i) * ldc + j0..(t + i) * ldc + j0 + nr];
+                            let src = &tile[i * NR..i * NR + nr];
+                            if first {
+                                row.copy_from_slice(src);
+                            } else {
+                                row.iter_mut().zip(src).for_each(|(o, v)| *o += v);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if parallel && blocks > 1 {
+            c.par_chunks_mut(MC * ldc).enumerate().for_each(run);
+        } else {
+            c.chunks_mut(MC * ldc).enumerate().for_each(run);
+        }
+    }
+}
+
+/// Converts `src` to bf16 bits in `dst[..src.len()]`: `vcvtneps2bf16` on CPUs with AVX512-BF16 (the same
+/// bits as [`to_bf16`]; unit test), [`to_bf16`] elsewhere.
+pub fn convert(src: &[f32], dst: &mut [u16]) {
+    let dst = &mut dst[..src.len()];
+    #[cfg(target_arch = "x86_64")]
+    if native_convert() {
+        // SAFETY: the CPU has AVX512-F and AVX512-BF16 (checked by `native_convert`).
+        unsafe { convert_native(src, dst) };
+        return;
+    }
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = to_bf16(*v);
+    }
+}
+
+/// Whether `vcvtneps2bf16` is available.
+fn native_convert() -> bool {
+    static N: OnceLock<bool> = OnceLock::new();
+    *N.get_or_init(|| best(true) == Kernel::Native)
+}
+
+/// [`convert`] with `vcvtneps2bf16`, 16 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX512-F and AVX512-BF16; `dst.len() == src.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn convert_native(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let (s16, rest) = src.split_at(src.len() / 16 * 16);
+    let (d16, drest) = dst.split_at_mut(s16.len());
+    for (s, d) in s16.chunks_exact(16).zip(d16.chunks_exact_mut(16)) {
+        // SAFETY: 16 values each side.
+        unsafe {
+            let h: __m256bh = _mm512_cvtneps_pbh(_mm512_loadu_ps(s.as_ptr()));
+            _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, std::mem::transmute::<__m256bh, __m256i>(h));
+        }
+    }
+    for (d, v) in drest.iter_mut().zip(rest) {
+        *d = to_bf16(*v);
+    }
+}
+
+/// The bf16 bits of the `outer × inner` values `data[o·stride + i]` into `out`, as rows of `ld` values
+/// (`ld ≥ inner`; the rest of each row is left as it is). Rows in parallel when `parallel` and large.
+fn convert_rows(data: &[f32], outer: usize, inner: usize, stride: usize, out: &mut [u16], ld: usize, parallel: bool) {
+    let f = |(o, row): (usize, &mut [u16])| {
+        if o < outer {
+            convert(&data[o * stride..o * stride + inner], &mut row[..inner]);
+        }
+    };
+    if parallel && outer * inner >= 1 << 16 {
+        out.par_chunks_mut(ld).enumerate().for_each(f);
+    } else {
+        out.chunks_mut(ld).enumerate().for_each(f);
+    }
+}
+
+/// `a[m, k]` as bf16 rows of `kp` values (`kp` = k rounded up to even), rows padded with zeros to whole
+/// tiles of [`MR`]. A transposed `a` (`rs = 1`, as `xᵀ` in `xᵀ · dy`) is converted along its contiguous
+/// dimension first, then transposed as 16-bit values.
+fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> Vec<u16> {
+    let mut ab = vec![0u16; m.div_ceil(MR) * MR * kp];
+    if a.cs == 1 {
+        convert_rows(a.data, m, k, a.rs, &mut ab, kp, parallel);
+    } else if a.rs == 1 {
+        let mut t = vec![0u16; k * m];
+        convert_rows(a.data, k, m, a.cs, &mut t, m, parallel);
+        let tile = |(ti, dst): (usize, &mut [u16])| {
+            let i0 = ti * MR;
+            for i in 0..MR.min(m.saturating_sub(i0)) {
+                let row = &mut dst[i * kp..i * kp + k];
+                for (p, d) in row.iter_mut().enumerate() {
+                    *d = t[p * m + i0 + i];
+                }
+            }
+        };
+        if parallel && m * k >= 1 << 16 {
+            ab.par_chunks_mut(MR * kp).enumerate().for_each(tile);
+        } else {
+            ab.chunks_mut(MR * kp).enumerate().for_each(tile);
+        }
+    } else {
+        for i in 0..m {
+            for p in 0..k {
+                ab[i * kp + p] = to_bf16(a.data[i * a.rs + p * a.cs]);
+            }
+        }
+    }
+    ab
+}
+
+/// `b[k, n]` as bf16 pairs: for each block of [`KC`] rows, panels of [`NR`] columns, each `kq` pair-rows of
+/// NR `u32` = `(bf16(b[2q+1, j]) << 16) | bf16(b[2q, j])` (zero past `k` and past `n`). The operand is
+/// converted along its contiguous dimension first; panels are filled in parallel when `parallel`.
+fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -> Vec<u32> {
+    let mut bp = vec![0u32; kp / 2 * npan * NR];
+    // The converted operand and how to read element (p, j) of B from it: rows of B (`cs = 1`), rows of Bᵀ
+    // (`rs = 1`, as `wᵀ` in `dy · wᵀ`), or any strides.
+    enum Conv {
+        Rows(Vec<u16>),
+        Cols(Vec<u16>),
+        Strided,
+    }
+    let conv = if b.cs == 1 {
+        let mut t = vec![0u16; k * n];
+        convert_rows(b.data, k, n, b.rs, &mut t, n, parallel);
+        Conv::Rows(t)
+    } else if b.rs == 1 {
+        let mut t = vec![0u16; n * kp];
+        convert_rows(b.data, n, k, b.cs, &mut t, kp, parallel);
+        Conv::Cols(t)
+    } else {
+        Conv::Strided
+    };
+    let full = kp / KC;
+    // Chunk `ci` is (block, panel): blocks of KC rows first, then the last, shorter block.
+    let chunk = |(ci, panel): (usize, &mut [u32])| {
+        let (p0, pi) = if ci < full * npan { (ci / npan * KC, ci % npan) } else { (full * KC, ci - full * npan) };
+        let j0 = pi * NR;
+        let nr = NR.min(n - j0);
+        let kq = panel.len() / NR;
+        match &conv {
+            Conv::Rows(t) => {
+                for (q, row) in panel.chunks_mut(NR).enumerate() {
+                    let p = p0 + 2 * q;
+                    let r0 = &t[p * n + j0..p * n + j0 + nr];
+                    if p + 1 < k {
+                        let r1 = &t[(p + 1) * n + j0..(p + 1) * n + j0 + nr];
+                        for ((v, x0), x1) in row.iter_mut().zip(r0).zip(r1) {
+                            *v = ((*x1 as u32) << 16) | *x0 as u32;
+                        }
+                    } else {
+                        for (v, x0) in row.iter_mut().zip(r0) {
+                            *v = *x0 as u32;
+                        }
+                    }
+                }
+            }
+            Conv::Cols(t) => {
+                for j in 0..nr {
+                    let col = &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq];
+                    for (q, pair) in col.chunks_exact(2).enumerate() {
+                        panel[q * NR + j] = ((pair[1] as u32) << 16) | pair[0] as u32;
+                    }
+                }
+            }
+            Conv::Strided => {
+                let at = |p: usize, j: usize| if p < k { to_bf16(b.data[p * b.rs + j * b.cs]) as u32 } else { 0 };
+                for (q, row) in panel.chunks_mut(NR).enumerate() {
+                    let p = p0 + 2 * q;
+                    for (j, v) in row[..nr].iter_mut().enumerate() {
+                        *v = (at(p + 1, j0 + j) << 16) | at(p, j0 + j);
+                    }
+                }
+            }
+        }
+    };
+    let (head, tail) = bp.split_at_mut(full * KC / 2 * npan * NR);
+    let tail_q = (kp - full * KC) / 2;
+    if parallel && k * n >= 1 << 16 {
+        head.par_chunks_mut(KC / 2 * NR).enumerate().for_each(chunk);
+        if tail_q > 0 {
+            tail.par_chunks_mut(tail_q * NR).enumerate().for_each(|(i, c)| chunk((full * npan + i, c)));
+        }
+    } else {
+        head.chunks_mut(KC / 2 * NR).enumerate().for_each(chunk);
+        if tail_q > 0 {
+            tail.chunks_mut(tail_q * NR).enumerate().for_each(|(i, c)| chunk((full * npan + i, c)));
+        }
+    }
+    bp
+}
+
+/// One MR × NR tile: `c (+)= Σ_q` over `kq` pairs, A rows at `a + i·lda` (bf16, `lda` values), B pairs
+/// `b[q·NR + j]`, C at row stride `ldc`.
+///
+/// # Safety
+/// `kern` must run on this CPU; `a` must hold MR rows of `2·kq` values at stride `lda` (even), `b` `kq·NR`
+/// values and `c` the MR × NR tile at stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_kernel(kern: Kernel, kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match kern {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Native => kernel_native(kq, a, lda, b, c, ldc, acc),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::EmulatedAvx2 => kernel_emulated_avx2(kq, a, lda, b, c, ldc, acc),
+            _ => kernel_emulated(kq, a, lda, b, c, ldc, acc),
+        }
+    }
+}
+
+/// The emulation: the same sums as `vdpbf16ps` with f32 FMAs (odd product first within a pair).
+///
+/// # Safety
+/// As [`tile_kernel`].
+#[inline(always)]
+unsafe fn kernel_emulated(kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+    let mut t = [[0.0f32; NR]; MR];
+    for q in 0..kq {
+        // SAFETY: `b` holds kq·NR values (caller).
+        let brow: &[u32; NR] = unsafe { &*(b.add(q * NR) as *const [u32; NR]) };
+        let lo: [f32; NR] = std::array::from_fn(|j| f32::from_bits(brow[j] << 16));
+        let hi: [f32; NR] = std::array::from_fn(|j| f32::from_bits(brow[j] & 0xffff_0000));
+        for (i, row) in t.iter_mut().enumerate() {
+            // SAFETY: row i has 2·kq values (caller).
+            let (a0, a1) = unsafe { (*a.add(i * lda + 2 * q), *a.add(i * lda + 2 * q + 1)) };
+            let (a0, a1) = (from_bf16(a0), from_bf16(a1));
+            for j in 0..NR {
+                row[j] = a1.mul_add(hi[j], row[j]);
+                row[j] = a0.mul_add(lo[j], row[j]);
+            }
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            // SAFETY: the MR × NR tile at stride ldc (caller).
+            let o = unsafe { &mut *c.add(i * ldc + j) };
+            *o = if acc { *o + v } else { *v };
+        }
+    }
+}
+
+/// [`kernel_emulated`] compiled for AVX2 + FMA (`mul_add` becomes `vfmadd`, the lanes vectorise).
+///
+/// # Safety
+/// As [`tile_kernel`], on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_emulated_avx2(kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+    // SAFETY: forwarded.
+    unsafe { kernel_emulated(kq, a, lda, b, c, ldc, acc) }
+}
+
+/// The AVX512-BF16 micro-kernel: 12 rows × 32 columns in `zmm0`–`zmm23`, B pairs in `zmm24`/`zmm25`, a
+/// broadcast pair of A alternating in `zmm26`/`zmm27`; one `vdpbf16ps` per row and half-tile and pair.
+/// Rows 0–3 of A are addressed from `a0`, 4–7 from `a4 = a0 + 4·lda`, 8–11 from `a8`.
+///
+/// # Safety
+/// As [`tile_kernel`], on a CPU with AVX512-F and AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel_native(kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+    // SAFETY: the caller guarantees the extents; the assembly reads 12 rows of 2·kq bf16 values of A, kq·32
+    // pairs of B, and writes the 12 × 32 tile of C.
+    unsafe {
+        std::arch::asm!(
+            "vpxord zmm0, zmm0, zmm0",
+            "vpxord zmm1, zmm1, zmm1",
+            "vpxord zmm2, zmm2, zmm2",
+            "vpxord zmm3, zmm3, zmm3",
+            "vpxord zmm4, zmm4, zmm4",
+            "vpxord zmm5, zmm5, zmm5",
+            "vpxord zmm6, zmm6, zmm6",
+            "vpxord zmm7, zmm7, zmm7",
+            "vpxord zmm8, zmm8, zmm8",
+            "vpxord zmm9, zmm9, zmm9",
+            "vpxord zmm10, zmm10, zmm10",
+            "vpxord zmm11, zmm11, zmm11",
+            "vpxord zmm12, zmm12, zmm12",
+            "vpxord zmm13, zmm13, zmm13",
+            "vpxord zmm14, zmm14, zmm14",
+            "vpxord zmm15, zmm15, zmm15",
+            "vpxord zmm16, zmm16, zmm16",
+            "vpxord zmm17, zmm17, zmm17",
+            "vpxord zmm18, zmm18, zmm18",
+            "vpxord zmm19, zmm19, zmm19",
+            "vpxord zmm20, zmm20, zmm20",
+            "vpxord zmm21, zmm21, zmm21",
+            "vpxord zmm22, zmm22, zmm22",
+            "vpxord zmm23, zmm23, zmm23",
+            "lea {a4}, [{a0} + 4*{lda}]",
+            "lea {a8}, [{a0} + 8*{lda}]",
+            "lea {lda3}, [{lda} + 2*{lda}]",
+            "test {k}, {k}",
+            "jz 3f",
+            "2:",
+            "vmovups zmm24, [{b}]",
+            "vmovups zmm25, [{b} + 64]",
+            "vpbroadcastd zmm26, dword ptr [{a0}]",
+            "vdpbf16ps zmm0, zmm26, zmm24",
+            "vdpbf16ps zmm1, zmm26, zmm25",
+            "vpbroadcastd zmm27, dword ptr [{a0} + {lda}]",
+            "vdpbf16ps zmm2, zmm27, zmm24",
+            "vdpbf16ps zmm3, zmm27, zmm25",
+            "vpbroadcastd zmm26, dword ptr [{a0} + 2*{lda}]",
+            "vdpbf16ps zmm4, zmm26, zmm24",
+            "vdpbf16ps zmm5, zmm26, zmm25",
+            "vpbroadcastd zmm27, dword ptr [{a0} + {lda3}]",
+            "vdpbf16ps zmm6, zmm27, zmm24",
+            "vdpbf16ps zmm7, zmm27, zmm25",
+            "vpbroadcastd zmm26, dword ptr [{a4}]",
+            "vdpbf16ps zmm8, zmm26, zmm24",
+            "vdpbf16ps zmm9, zmm26, zmm25",
+            "vpbroadcastd zmm27, dword ptr [{a4} + {lda}]",
+            "vdpbf16ps zmm10, zmm27, zmm24",
+            "vdpbf16ps zmm11, zmm27, zmm25",
+            "vpbroadcastd zmm26, dword ptr [{a4} + 2*{lda}]",
+            "vdpbf16ps zmm12, zmm26, zmm24",
+            "vdpbf16ps zmm13, zmm26, zmm25",
+            "vpbroadcastd zmm27, dword ptr [{a4} + {lda3}]",
+            "vdpbf16ps zmm14, zmm27, zmm24",
+            "vdpbf16ps zmm15, zmm27, zmm25",
+            "vpbroadcastd zmm26, dword ptr [{a8}]",
+            "vdpbf16ps zmm16, zmm26, zmm24",
+            "vdpbf16ps zmm17, zmm26, zmm25",
+            "vpbroadcastd zmm27, dword ptr [{a8} + {lda}]",
+            "vdpbf16ps zmm18, zmm27, zmm24",
+            "vdpbf16ps zmm19, zmm27, zmm25",
+            "vpbroadcastd zmm26, dword ptr [{a8} + 2*{lda}]",
+            "vdpbf16ps zmm20, zmm26, zmm24",
+            "vdpbf16ps zmm21, zmm26, zmm25",
+            "vpbroadcastd zmm27, dword ptr [{a8} + {lda3}]",
+            "vdpbf16ps zmm22, zmm27, zmm24",
+            "vdpbf16ps zmm23, zmm27, zmm25",
+            "add {a0}, 4",
+            "add {a4}, 4",
+            "add {a8}, 4",
+            "add {b}, 128",
+            "dec {k}",
+            "jnz 2b",
+            "3:",
+            "lea {a4}, [{c0} + 4*{ldc}]",
+            "lea {a8}, [{c0} + 8*{ldc}]",
+            "lea {lda3}, [{ldc} + 2*{ldc}]",
+            "test {acc}, {acc}",
+            "jz 4f",
+            "vaddps zmm0, zmm0, [{c0}]",
+            "vaddps zmm1, zmm1, [{c0} + 64]",
+            "vaddps zmm2, zmm2, [{c0} + {ldc}]",
+            "vaddps zmm3, zmm3, [{c0} + {ldc} + 64]",
+            "vaddps zmm4, zmm4, [{c0} + 2*{ldc}]",
+            "vaddps zmm5, zmm5, [{c0} + 2*{ldc} + 64]",
+            "vaddps zmm6, zmm6, [{c0} + {lda3}]",
+            "vaddps zmm7, zmm7, [{c0} + {lda3} + 64]",
+            "vaddps zmm8, zmm8, [{a4}]",
+            "vaddps zmm9, zmm9, [{a4} + 64]",
+            "vaddps zmm10, zmm10, [{a4} + {ldc}]",
+            "vaddps zmm11, zmm11, [{a4} + {ldc} + 64]",
+            "vaddps zmm12, zmm12, [{a4} + 2*{ldc}]",
+            "vaddps zmm13, zmm13, [{a4} + 2*{ldc} + 64]",
+            "vaddps zmm14, zmm14, [{a4} + {lda3}]",
+            "vaddps zmm15, zmm15, [{a4} + {lda3} + 64]",
+            "vaddps zmm16, zmm16, [{a8}]",
+            "vaddps zmm17, zmm17, [{a8} + 64]",
+            "vaddps zmm18, zmm18, [{a8} + {ldc}]",
+            "vaddps zmm19, zmm19, [{a8} + {ldc} + 64]",
+            "vaddps zmm20, zmm20, [{a8} + 2*{ldc}]",
+            "vaddps zmm21, zmm21, [{a8} + 2*{ldc} + 64]",
+            "vaddps zmm22, zmm22, [{a8} + {lda3}]",
+            "vaddps zmm23, zmm23, [{a8} + {lda3} + 64]",
+            "4:",
+            "vmovups [{c0}], zmm0",
+            "vmovups [{c0} + 64], zmm1",
+            "vmovups [{c0} + {ldc}], zmm2",
+            "vmovups [{c0} + {ldc} + 64], zmm3",
+            "vmovups [{c0} + 2*{ldc}], zmm4",
+            "vmovups [{c0} + 2*{ldc} + 64], zmm5",
+            "vmovups [{c0} + {lda3}], zmm6",
+            "vmovups [{c0} + {lda3} + 64], zmm7",
+            "vmovups [{a4}], zmm8",
+            "vmovups [{a4} + 64], zmm9",
+            "vmovups [{a4} + {ldc}], zmm10",
+            "vmovups [{a4} + {ldc} + 64], zmm11",
+            "vmovups [{a4} + 2*{ldc}], zmm12",
+            "vmovups [{a4} + 2*{ldc} + 64], zmm13",
+            "vmovups [{a4} + {lda3}], zmm14",
+            "vmovups [{a4} + {lda3} + 64], zmm15",
+            "vmovups [{a8}], zmm16",
+            "vmovups [{a8} + 64], zmm17",
+            "vmovups [{a8} + {ldc}], zmm18",
+            "vmovups [{a8} + {ldc} + 64], zmm19",
+            "vmovups [{a8} + 2*{ldc}], zmm20",
+            "vmovups [{a8} + 2*{ldc} + 64], zmm21",
+            "vmovups [{a8} + {lda3}], zmm22",
+            "vmovups [{a8} + {lda3} + 64], zmm23",
+            "vzeroupper",
+            k = inout(reg) kq => _,
+            a0 = inout(reg) a => _,
+            b = inout(reg) b => _,
+            lda = in(reg) lda * 2,
+            lda3 = out(reg) _,
+            a4 = out(reg) _,
+            a8 = out(reg) _,
+            c0 = in(reg) c,
+            ldc = in(reg) ldc * 4,
+            acc = in(reg) acc as usize,
+            out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _, out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+            options(nostack),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i + seed) * 7919) % 1013) as f32 / 487.0 - 1.0).collect()
+    }
+
+    /// The f64 sum of the bf16-rounded operands.
+    fn reference(m: usize, n: usize, k: usize, a: &Mat, b: &Mat) -> Vec<f64> {
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| r(a.data[i * a.rs + p * a.cs]) * r(b.data[p * b.rs + j * b.cs])).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rounding_is_nearest_even_with_nan_and_subnormals_handled() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: to even (1.0); 1 + 3·2^-8 rounds up to 1 + 2^-6.
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(to_bf16(-2.5), 0xc020);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(to_bf16(f32::INFINITY), 0x7f80);
+        assert_eq!(to_bf16(f32::MAX), 0x7f80, "overflow rounds to infinity");
+        assert_eq!(to_bf16(1e-40), 0x0000);
+        assert_eq!(to_bf16(-1e-40), 0x8000);
+    }
+
+    #[test]
+    fn products_match_the_bf16_reference_on_ragged_shapes_strides_and_accumulation() {
+        let mut kernels = vec![Kernel::EmulatedPortable, best(false)];
+        if best(true) == Kernel::Native {
+            kernels.push(Kernel::Native);
+        } else {
+            eprintln!("SKIPPED for the native kernel: this CPU lacks AVX512-BF16");
+        }
+        for kern in kernels {
+            for &(m, n, k, ta, tb, acc, par) in &[
+                (1, 1, 1, false, false, false, false),
+                (13, 33, 7, false, false, true, false),
+                (200, 70, 301, true, false, false, true),
+                (97, 65, 513, false, true, true, true),
+                (12, 32, 256, true, true, false, true),
+            ] {
+                let (a, b) = (data(m * k, 1), data(k * n, 2));
+                let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+                let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
+                let ldc = n + 3;
+                let mut c: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
+                let c0 = c.clone();
+                matmul_with(kern, m, n, k, am, bm, &mut c, ldc, acc, par);
+                let want = reference(m, n, k, &am, &bm);
+                for i in 0..m {
+                    for j in 0..n {
+                        let w = want[i * n + j] + if acc { c0[i * ldc + j] as f64 } else { 0.0 };
+                        let got = c[i * ldc + j] as f64;
+                        assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "{kern:?} ({m},{n},{k}) [{i},{j}] {got} vs {w}");
+                    }
+                    assert_eq!(&c[i * ldc + n..i * ldc + ldc], &c0[i * ldc + n..i * ldc + ldc]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_conversion_gives_the_scalar_bits() {
+        let mut v: Vec<f32> = data(997, 7).iter().map(|x| x * 3.7).collect();
+        v.extend([0.0, -0.0, 1e-40, -1e-40, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN_POSITIVE]);
+        v.extend((0..64).map(|i| f32::from_bits(0x3f80_8000 + (i << 16)))); // ties
+        let mut got = vec![0u16; v.len()];
+        convert(&v, &mut got);
+        let want: Vec<u16> = v.iter().map(|x| to_bf16(*x)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_emulation_gives_the_native_kernels_bits() {
+        if best(true) != Kernel::Native {
+            eprintln!("SKIPPED: this CPU lacks AVX512-BF16 (nothing to compare the emulation with)");
+            return;
+        }
+        let (m, n, k) = (101, 77, 600);
+        let (a, b) = (data(m * k, 3), data(k * n, 4));
+        let run = |kern: Kernel, acc: bool| {
+            let mut c: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+            matmul_with(kern, m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c, n, acc, true);
+            c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        for acc in [false, true] {
+            let native = run(Kernel::Native, acc);
+            assert!(native == run(Kernel::EmulatedAvx2, acc), "AVX2 emulation differs (acc {acc})");
+            assert!(native == run(Kernel::EmulatedPortable, acc), "portable emulation differs (acc {acc})");
+        }
+    }
+
+    #[test]
+    fn bf16_is_close_to_f32_and_differs_from_it() {
+        let (m, n, k) = (64, 48, 192);
+        let (a, b) = (data(m * k, 5), data(k * n, 6));
+        let mut c16 = vec![0.0f32; m * n];
+        let mut c32 = vec![0.0f32; m * n];
+        matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c16, n, false, true);
+        crate::matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c32, n, false, true);
+        let scale = c32.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+        let err = c16.iter().zip(&c32).fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
+        assert!(err > 0.0, "bf16 rounding must show");
+        assert!(err < 0.02 * scale, "bf16 error {err} vs scale {scale}");
+    }
+}
