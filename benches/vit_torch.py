@@ -2,8 +2,13 @@
 class token, learned positions, linear head), Adam, softmax CE, random data. Prints one JSON line.
 
 Usage: python benches/vit_torch.py [--dim 192 --depth 6 --heads 3 --mlp 768 --image 32 --patch 4 --batch 64]
-                                   [--threads 2] [--device cpu|cuda] [--steps 10]
+                                   [--threads 2] [--device cpu|cuda] [--steps 10] [--bf16]
+
+--bf16: bf16 autocast (`torch.autocast(device, torch.bfloat16)`) around forward passes, f32 weights and
+optimizer state: what a PyTorch user runs for bf16 training; the counterpart of `bench-model --bf16`.
+Also prints the CPU ISA PyTorch dispatches to (`ATEN_CPU_CAPABILITY` caps it, e.g. `avx2`).
 """
+import contextlib
 import argparse
 import json
 import time
@@ -53,6 +58,7 @@ def main():
     for k, v in dict(dim=192, depth=6, heads=3, mlp=768, image=32, patch=4, classes=10, batch=64, steps=10, threads=2).items():
         p.add_argument(f"--{k}", type=int, default=v)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -61,9 +67,13 @@ def main():
     x = torch.randn(a.batch, 3, a.image, a.image, device=dev)
     y = torch.arange(a.batch, device=dev) % a.classes
 
+    cast = (lambda: torch.autocast(a.device, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
+
     def step():
         opt.zero_grad()
-        F.cross_entropy(m(x), y).backward()
+        with cast():
+            loss = F.cross_entropy(m(x), y)
+        loss.backward()
         opt.step()
 
     sync = (lambda: torch.cuda.synchronize()) if a.device == "cuda" else (lambda: None)
@@ -76,7 +86,7 @@ def main():
     sync()
     train = a.steps * a.batch / (time.perf_counter() - t)
     m.eval()
-    with torch.no_grad():
+    with torch.no_grad(), cast():
         for _ in range(3):
             m(x)
         sync()
@@ -86,7 +96,8 @@ def main():
         sync()
         infer = a.steps * a.batch / (time.perf_counter() - t)
     print(json.dumps({"backend": f"pytorch-{a.device}", "torch": torch.__version__, "dim": a.dim, "depth": a.depth, "image": a.image,
-                      "patch": a.patch, "batch": a.batch, "train_img_s": train, "infer_img_s": infer}))
+                      "patch": a.patch, "batch": a.batch, "train_img_s": train, "infer_img_s": infer,
+                      "precision": "bf16-autocast" if a.bf16 else "f32", "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 //! The same model as `benches/vit_torch.py` (PyTorch), for side-by-side numbers in BENCHMARKS.md.
 
 use crate::model::device::{dispatch, BackendJob};
+use crate::model::fused::kernels::Precision;
 use crate::model::{Geometry, HeadInit, Modality, ModelConfig, PolyVit, Size, TaskHead};
 use crate::train::metrics::{loss, Loss};
 use crate::train::optim::{OptKind, SharedOptimizer};
@@ -9,7 +10,6 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
-use crate::model::fused::kernels::Precision;
 use std::time::Instant;
 
 /// Benchmark settings.
@@ -135,6 +135,14 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
         let prec = if a.bf16 { Precision::Bf16 } else { Precision::F32 };
         let peak = matmul_peak(m, a.dim, a.mlp, prec);
         out["matmul_peak_gflops"] = peak.into();
+        // The block's other shapes (fc2, qkv, proj), for comparisons with a BLAS on the same shapes.
+        out["matmul_gflops"] = serde_json::json!({
+            format!("{m}x{}x{}", a.dim, a.mlp): peak,
+            format!("{m}x{}x{}", a.mlp, a.dim): matmul_peak(m, a.mlp, a.dim, prec),
+            format!("{m}x{}x{}", a.dim, 3 * a.dim): matmul_peak(m, a.dim, 3 * a.dim, prec),
+            format!("{m}x{}x{}", a.dim, a.dim): matmul_peak(m, a.dim, a.dim, prec),
+        });
+        out["cpu"] = cpu_model().into();
         out["matmul_kernel"] = match (a.bf16, crate::model::fused::sgemm::isa()) {
             (true, _) => format!("polyflow bf16 ({})", crate::model::fused::kernels::bf16::kernel().name()),
             (false, Some(isa)) => format!("polyflow sgemm ({})", isa.name),
@@ -148,10 +156,35 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `/proc/cpuinfo`'s model name, family and model, and the ISA flags that decide the kernels (BENCHMARKS.md
+/// records it in every row).
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |k: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|n| n.trim() == k))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+        .into_iter()
+        .filter(|f| flags.split(' ').any(|x| x == *f))
+        .collect();
+    format!(
+        "{} (family {}, model {}; {})",
+        field("model name").unwrap_or_else(|| "unknown".into()),
+        field("cpu family").unwrap_or_default(),
+        field("model").unwrap_or_default(),
+        have.join(" ")
+    )
+}
+
 /// GFLOP/s of `[m, k] · [k, n]` with polyflow's CPU product (the fused block's kernel), best of 5 × 10.
 fn matmul_peak(m: usize, k: usize, n: usize, prec: Precision) -> f64 {
     use crate::model::fused::kernels::Mat;
-    let matmul = |m, n, k, a, b, c: &mut [f32], ldc, acc, par| crate::model::fused::kernels::matmul_p(prec, m, n, k, a, b, c, ldc, acc, par);
+    let matmul =
+        |m, n, k, a, b, c: &mut [f32], ldc, acc, par| crate::model::fused::kernels::matmul_p(prec, m, n, k, a, b, c, ldc, acc, par);
     let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
     let mut c = vec![0.0f32; m * n];

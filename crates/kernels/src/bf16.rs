@@ -36,7 +36,13 @@ pub fn to_bf16(x: f32) -> u16 {
     let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
     let nan = (b >> 16) | 0x0040;
     let zero = (b >> 16) & 0x8000;
-    let r = if abs > 0x7f80_0000 { nan } else if abs < 0x0080_0000 { zero } else { rounded };
+    let r = if abs > 0x7f80_0000 {
+        nan
+    } else if abs < 0x0080_0000 {
+        zero
+    } else {
+        rounded
+    };
     r as u16
 }
 

@@ -10,6 +10,7 @@
 //! order, so results do not depend on how many threads ran them (determinism).
 
 pub mod bf16;
+pub mod expf;
 pub mod sgemm;
 
 use rayon::prelude::*;
@@ -225,36 +226,48 @@ const C: f32 = 0.797_884_6;
 /// [`crate::model::block::gelu_tanh`]).
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| {
-        for (o, &v) in yc.iter_mut().zip(xc) {
-            let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
-            *o = v / (1.0 + (-z2).exp());
-        }
-    });
+    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| gelu_chunk(xc, yc));
     y
+}
+
+// The element-wise loops below are compiled for AVX-512, AVX2 + FMA and the baseline, chosen at run time
+// (`multiversion`): the crate is built for baseline x86-64, whose 4-wide SSE2 code and libm `expf` calls
+// left them scalar. Each element goes through the same operations in every version and reductions stay
+// sequential, so the versions give the same bits; [`expf::exp`] has glibc's bits (exhaustive test).
+
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_chunk(x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+        *o = v / (1.0 + expf::exp(-z2));
+    }
 }
 
 /// Backward of [`gelu_tanh`] in place: `dy ← dy · gelu'(x)`.
 pub fn gelu_tanh_backward(x: &[f32], dy: &mut [f32]) {
-    dy.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(dc, xc)| {
-        for (g, &v) in dc.iter_mut().zip(xc) {
-            let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
-            let s = 1.0 / (1.0 + (-z2).exp());
-            let dz2 = 2.0 * C * (1.0 + 3.0 * 0.044715 * v * v);
-            *g *= s + v * s * (1.0 - s) * dz2;
-        }
-    });
+    dy.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(dc, xc)| gelu_backward_chunk(xc, dc));
+}
+
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_backward_chunk(x: &[f32], dy: &mut [f32]) {
+    for (g, &v) in dy.iter_mut().zip(x) {
+        let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+        let s = 1.0 / (1.0 + expf::exp(-z2));
+        let dz2 = 2.0 * C * (1.0 + 3.0 * 0.044715 * v * v);
+        *g *= s + v * s * (1.0 - s) * dz2;
+    }
 }
 
 /// Row-wise softmax in place over rows of length `n`.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 pub fn softmax_rows(x: &mut [f32], n: usize) {
     for r in x.chunks_mut(n) {
         let mx = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut s = 0.0f32;
         for v in r.iter_mut() {
-            *v = (*v - mx).exp();
-            s += *v;
+            *v = expf::exp(*v - mx);
         }
+        // The sum in order, apart from the exponentials (which vectorise).
+        let s = r.iter().fold(0.0f32, |s, v| s + v);
         let inv = 1.0 / s;
         for v in r.iter_mut() {
             *v *= inv;

@@ -57,7 +57,9 @@ pub fn enabled() -> bool {
 pub fn bf16_supported<B: Backend>(gelu_tanh: bool) -> Result<(), String> {
     let flex = TypeId::of::<B>() == TypeId::of::<Ad>() || TypeId::of::<B>() == TypeId::of::<Flex>();
     if !flex {
-        return Err("precision = \"bf16\" runs on the CPU (flex) backend only in this version; use precision = \"f32\" on this backend".into());
+        return Err(
+            "precision = \"bf16\" runs on the CPU (flex) backend only in this version; use precision = \"f32\" on this backend".into()
+        );
     }
     if !gelu_tanh {
         return Err("precision = \"bf16\" needs the tanh GELU (gelu = \"tanh\"): the erf GELU runs outside the fused CPU block".into());
