@@ -336,6 +336,9 @@ pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
     env.insert("seed".to_string(), g.pipeline.seed.to_string());
     // The canonical name (`cpu` → `flex`), so one backend always gives one key.
     env.insert("backend".to_string(), crate::model::device::Backend::canonical(backend).unwrap_or_else(|_| backend.to_string()));
+    // Reserved, always "f32" (it has been in every training key since the first version); a training node's
+    // arithmetic is its `precision` parameter.
+    env.insert("precision".to_string(), "f32".to_string());
     env
 }
 

@@ -7,7 +7,7 @@
 //! | stage kind and `Stage::version` | a stage whose meaning changes bumps its version |
 //! | canonical parameters (defaults filled, sorted keys, canonical JSON) | the node's declared settings |
 //! | content digests of every input artifact, per slot, in order | *not* the upstream keys: an upstream re-run that produces identical bytes leaves downstream fresh (early cutoff) |
-//! | the environment entries the stage declares (seed, backend; a training node's `precision` is one of its parameters) | they change results |
+//! | the environment entries the stage declares (seed, backend, precision) | they change results |
 //! | a digest of external files the stage reads (e.g. a dataset folder) | content, never paths or mtimes ([`files`]: a stat cache avoids re-reading unchanged files) |
 //!
 //! Never hashed: absolute paths, mtimes, node ids of inputs (kept only to explain), durations.

@@ -159,6 +159,12 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 }
             }
         }
+        // Parameters added to a kind later are left out at their default (`ParamSpec::added`).
+        for spec in specs.iter().filter(|s| !s.keyed_default) {
+            if params.get(spec.name) == spec.default.as_ref() {
+                params.remove(spec.name);
+            }
+        }
         let params = serde_json::Value::Object(params);
         if let Err((key, msg)) = stage.validate(&params) {
             let span = n.params.get(&key).map(|e| e.value.span).unwrap_or(n.span);

@@ -58,16 +58,26 @@ pub struct ParamSpec {
     pub default: Option<J>,
     /// One-line description (shown by `polyflow kinds`).
     pub doc: &'static str,
+    /// Whether the parameter enters the canonical parameters (and so the key) at its default. `false` for a
+    /// parameter added after nodes were cached whose default is the old behaviour ([`ParamSpec::added`]):
+    /// left out at its default, so existing keys and artifacts stay valid.
+    pub keyed_default: bool,
 }
 
 impl ParamSpec {
     /// A parameter with a default.
     pub fn opt(name: &'static str, ty: ParamType, default: J, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: Some(default), doc }
+        ParamSpec { name, ty, default: Some(default), doc, keyed_default: true }
+    }
+    /// A parameter added to an existing kind, whose default is what the kind did before: at its default
+    /// (given or not) it is left out of the canonical parameters, so nodes cached before it existed keep
+    /// their keys. The stage's typed struct gives the field a serde default.
+    pub fn added(name: &'static str, ty: ParamType, default: J, doc: &'static str) -> Self {
+        ParamSpec { name, ty, default: Some(default), doc, keyed_default: false }
     }
     /// A required parameter.
     pub fn req(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: None, doc }
+        ParamSpec { name, ty, default: None, doc, keyed_default: true }
     }
 }
 

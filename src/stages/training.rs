@@ -77,7 +77,16 @@ struct OptimParams {
     eval_every: usize,
     checkpoint_every: usize,
     init_inflation: Inflation,
+    /// Added after nodes were cached ([`ParamSpec::added`]): absent at its default.
+    #[serde(default = "f32_precision")]
     precision: Precision,
+    /// Gradient accumulation slice (0 = the whole batch); added later, absent at its default.
+    #[serde(default)]
+    micro_batch: usize,
+}
+
+fn f32_precision() -> Precision {
+    Precision::F32
 }
 
 /// `params` as a training node uses them: the size resolved, and the settings of optimizers not chosen left out.
@@ -146,11 +155,17 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             json!("central"),
             "2D → 3D kernel inflation when initialising video from a ViT",
         ),
-        ParamSpec::opt(
+        ParamSpec::added(
             "precision",
             T::Choice(Precision::NAMES),
             json!("f32"),
             "matrix products of the blocks: f32, or bf16 operands with f32 accumulation and f32 master weights (CPU)",
+        ),
+        ParamSpec::added(
+            "micro_batch",
+            T::Int { min: 0, max: 1_000_000 },
+            json!(0),
+            "gradient accumulation: forward/backward in slices of this many examples, one optimizer step per batch (0 = whole batch)",
         ),
     ];
     if multi {
@@ -309,7 +324,7 @@ impl Stage for TrainStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend"]
+        &["seed", "backend", "precision"]
     }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
@@ -383,6 +398,7 @@ impl Stage for TrainStage {
             seed: ctx.seed(),
             eval_batch: 256,
             bf16: o.precision == Precision::Bf16,
+            micro_batch: o.micro_batch,
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,

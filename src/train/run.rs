@@ -10,7 +10,7 @@ use crate::model::block::DropMasks;
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
 use crate::model::{ModelConfig, PolyVit};
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -78,8 +78,20 @@ pub struct RunConfig {
     /// Batch size for evaluation.
     pub eval_batch: usize,
     /// Matrix products of the blocks on bf16 operands with f32 accumulation (training and the evaluations
-    /// during it); weights, optimizer state and everything else stay f32.
+    /// during it); weights, optimizer state and everything else stay f32. Written to `config.json` only when
+    /// on (artifacts of f32 runs keep their bytes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bf16: bool,
+    /// Gradient accumulation: each task's batch goes through forward and backward in slices of at most this
+    /// many examples, their gradients summed (each slice's loss weighted by its share of the batch) before
+    /// the one optimizer step; the same update as the whole batch up to float rounding, with the activation
+    /// memory of one slice. 0 (or ≥ the batch) = the whole batch at once. Written only when set.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub micro_batch: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// A per-update log line.
@@ -274,32 +286,58 @@ pub fn run<B: AutodiffBackend>(
             let us = &updates[s];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
             let one_at_a_time = UPDATE.lock().unwrap_or_else(|e| e.into_inner());
+            let sliced = cfg.micro_batch > 0 && us.iter().any(|&j| tasks[j].batch > cfg.micro_batch);
             let mut total_loss: Option<Tensor<B, 1>> = None;
+            let mut accum = GradientsAccumulator::<PolyVit<B>>::new();
+            let mut sliced_loss = 0.0f64;
+            // accumulate = mean: every task's loss weighted by 1/T.
+            let task_weight = if us.len() > 1 && cfg.accumulate_mean { 1.0 / us.len() as f64 } else { 1.0 };
             for &j in us {
                 let t = &tasks[j];
                 // The checkpointed cursor advances as the loader's did.
                 let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
                 let (x, tg) = rx.recv().map_err(|_| "the batch loader stopped".to_string())??;
-                let xb = to_tensor::<B>(x, idx.len(), t.train.shape, device);
-                let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [idx.len(), t.classes]), device);
-                let masks = drop_masks::<B>(t.droplayer, depth, idx.len(), &mut rng, device);
-                let logits = model.forward(PolyVit::<B>::route(&cfg.model, j), xb, &masks);
-                let l = loss(t.loss, logits, tb);
-                total_loss = Some(match total_loss {
-                    Some(a) => a + l,
-                    None => l,
-                });
+                let b = idx.len();
+                let xb = to_tensor::<B>(x, b, t.train.shape, device);
+                let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [b, t.classes]), device);
+                // Drawn for the whole batch (the same masks whatever the slicing).
+                let masks = drop_masks::<B>(t.droplayer, depth, b, &mut rng, device);
+                let route = PolyVit::<B>::route(&cfg.model, j);
                 per_task[j] += 1;
+                if !sliced {
+                    let l = loss(t.loss, model.forward(route, xb, &masks), tb);
+                    total_loss = Some(match total_loss {
+                        Some(a) => a + l,
+                        None => l,
+                    });
+                    continue;
+                }
+                for start in (0..b).step_by(cfg.micro_batch) {
+                    let len = cfg.micro_batch.min(b - start);
+                    let part = |m: &Tensor<B, 3>| m.clone().narrow(0, start, len);
+                    let mk: Vec<Option<DropMasks<B>>> = masks.iter().map(|m| m.as_ref().map(|(a, c)| (part(a), part(c)))).collect();
+                    let logits = model.forward(route, xb.clone().narrow(0, start, len), &mk);
+                    let l = loss(t.loss, logits, tb.clone().narrow(0, start, len)) * (task_weight * len as f64 / b as f64);
+                    sliced_loss += l.clone().into_scalar().elem::<f64>();
+                    accum.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
+                }
             }
-            let mut l = total_loss.expect("an update has at least one task");
-            if us.len() > 1 && cfg.accumulate_mean {
-                l = l / us.len() as f64;
-            }
-            let loss_val: f64 = l.clone().into_scalar().elem();
+            let (loss_val, grads) = if sliced {
+                (sliced_loss, accum.grads())
+            } else {
+                let mut l = total_loss.expect("an update has at least one task");
+                if us.len() > 1 && cfg.accumulate_mean {
+                    l = l / us.len() as f64;
+                }
+                let v: f64 = l.clone().into_scalar().elem();
+                if !v.is_finite() {
+                    return Err(format!("loss became {v} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
+                }
+                (v, GradientsParams::from_grads(l.backward(), &model))
+            };
             if !loss_val.is_finite() {
                 return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
             }
-            let grads = GradientsParams::from_grads(l.backward(), &model);
             // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
             let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
             let lr = lr_sched.at(step) * peak;
