@@ -241,6 +241,7 @@ fn block(isa: Isa, mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mu
 /// broadcasts of A alternating in `zmm26`/`zmm27`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel_avx512(kc: usize, a: *const f32, ars: usize, acs: usize, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
     // SAFETY: the caller guarantees what `Kernel` documents; the assembly reads 12 rows of A at
     // `a + i·ars + p·acs` (p < kc), kc·NR values of B and writes the 12 × NR tile of C, nothing else.
@@ -400,6 +401,7 @@ unsafe fn kernel_avx512(kc: usize, a: *const f32, ars: usize, acs: usize, b: *co
 /// broadcasts of A alternating in `ymm14`/`ymm15`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel_avx2(kc: usize, a: *const f32, ars: usize, acs: usize, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
     // SAFETY: the caller guarantees what `Kernel` documents; the assembly reads 6 rows of A at
     // `a + i·ars + p·acs` (p < kc), kc·NR values of B and writes the 6 × NR tile of C, nothing else.
