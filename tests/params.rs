@@ -81,3 +81,26 @@ fn show_names_the_values_a_training_node_uses() {
     assert!(v.get("momentum").is_none() && v.get("weight_decay").is_none(), "{uses}");
     assert_eq!(v["optimizer"], "adam");
 }
+
+/// Parameters added to a kind later (`precision`, `micro_batch` on `train`) stay out of the key at their
+/// default, given or not, so stores cached before them stay fresh; any other value is a new key. bf16 with
+/// the erf GELU is refused at the parameter's line.
+#[test]
+fn added_parameters_at_their_default_keep_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    common::write_cifar(d.path());
+    let extra = "\n[node.f32]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"f32\"\nmicro_batch = 0\n\
+                 \n[node.bf16]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"bf16\"\n\
+                 \n[node.micro]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nmicro_batch = 4\n";
+    std::fs::write(d.path().join("p.toml"), format!("{}{extra}", pipe())).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "t"]);
+    assert_eq!(code, 0, "{err}");
+    let m = key(d.path(), "flex", "m");
+    assert_eq!(key(d.path(), "flex", "f32"), m, "precision = \"f32\" / micro_batch = 0 changed the key");
+    assert_ne!(key(d.path(), "flex", "bf16"), m);
+    assert_ne!(key(d.path(), "flex", "micro"), m);
+    std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nprecision = \"bf16\"\n", common::cifar_task(2))).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("q.toml:") && err.contains("precision") && err.contains("tanh"), "{err}");
+}
