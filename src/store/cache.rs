@@ -381,7 +381,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (Store::open(&t.path().join("a")).unwrap(), Store::open(&t.path().join("b")).unwrap());
         let c = DirCache::open(&t.path().join("cache")).unwrap();
-        let (k1, k2) = ("1".repeat(64), "2".repeat(64));
+        let k1 = "1".repeat(64);
         let m = artifact(&a, b"hello");
         assert!(c.lookup(&k1).unwrap().is_none());
         assert!(c.publish(&k1, &m, "n", &a.blobs).unwrap());

@@ -6,7 +6,7 @@
 //! `vdpbf16ps` (a 12 × 32 tile, 24 `zmm` accumulators, two bf16 products per lane and instruction: twice the
 //! multiply-adds of an f32 FMA); elsewhere an emulation computes the same sums with f32 FMAs.
 //!
-//! Order of the sums, for every output element: blocks of [`KC`] values of `k`, each accumulated from zero
+//! Order of the sums, for every output element: blocks of 256 values of `k`, each accumulated from zero
 //! pair by pair in ascending order, and within a pair `(2q, 2q+1)` the odd product first, then the even one
 //! (the order `vdpbf16ps` documents; both products are exact in f32, so each step is one rounding). Blocks
 //! are added to the output in order. The emulation follows this order, so it gives the native kernel's bits

@@ -223,7 +223,7 @@ pub fn layer_norm_backward(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32],
 const C: f32 = 0.797_884_6;
 
 /// tanh-GELU in place, `x·σ(2z)`, `z = √(2/π)(x + 0.044715x³)` (the same function as
-/// [`crate::model::block::gelu_tanh`]).
+/// polyflow's `model::block::gelu_tanh`).
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| gelu_chunk(xc, yc));
