@@ -258,10 +258,12 @@ fn gelu_backward_chunk(x: &[f32], dy: &mut [f32]) {
     }
 }
 
-/// Row-wise softmax in place over rows of length `n`.
+/// Row-wise softmax in place over rows of length `n`, of the logits times `scale` (`x ← softmax(scale·x)`,
+/// the product rounded first, exactly as a separate scaling pass; `scale = 1` is plain softmax).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
-pub fn softmax_rows(x: &mut [f32], n: usize) {
+pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) {
     for r in x.chunks_mut(n) {
+        r.iter_mut().for_each(|v| *v *= scale);
         let mx = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         for v in r.iter_mut() {
             *v = expf::exp(*v - mx);
@@ -275,12 +277,14 @@ pub fn softmax_rows(x: &mut [f32], n: usize) {
     }
 }
 
-/// Backward of a row softmax in place: `dp ← p ⊙ (dp − Σ_j dp_j p_j)` (rows of length `n`).
-pub fn softmax_rows_backward(p: &[f32], dp: &mut [f32], n: usize) {
+/// Backward of a row softmax in place, times `scale` (the chain rule through [`softmax_rows`]'s scaling):
+/// `dp ← scale · (p ⊙ (dp − Σ_j dp_j p_j))` (rows of length `n`).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+pub fn softmax_rows_backward(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
     for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
         let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
         for (d, &pv) in dr.iter_mut().zip(pr) {
-            *d = pv * (*d - dot);
+            *d = pv * (*d - dot) * scale;
         }
     }
 }
@@ -388,13 +392,13 @@ mod tests {
         let w = data(n, 13);
         let f = |s: &[f32]| -> f32 {
             let mut p = s.to_vec();
-            softmax_rows(&mut p, n);
+            softmax_rows(&mut p, n, 1.0);
             p.iter().zip(&w).map(|(a, b)| a * b).sum()
         };
         let mut p = s.clone();
-        softmax_rows(&mut p, n);
+        softmax_rows(&mut p, n, 1.0);
         let mut dp = w.clone();
-        softmax_rows_backward(&p, &mut dp, n);
+        softmax_rows_backward(&p, &mut dp, n, 1.0);
         for i in 0..n {
             let (mut sp, mut sm) = (s.clone(), s.clone());
             sp[i] += h;

@@ -111,8 +111,7 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
             let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
             let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
             k::matmul(n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
-            p.iter_mut().for_each(|v| *v *= scale);
-            k::softmax_rows(p, n);
+            k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
             let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
             k::matmul(n, hd, n, Mat::rows(p, n), v, &mut o[hi * hd..], d, false, false);
             // [N, hd]
@@ -166,8 +165,7 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
                 let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
                 k::matmul(n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
                 k::matmul(n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
-                k::softmax_rows_backward(p, &mut dp, n); // dS (before the 1/√hd scale)
-                dp.iter_mut().for_each(|v| *v *= scale);
+                k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
                 let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
                 k::matmul(n, hd, n, Mat::rows(&dp, n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
                 let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
