@@ -99,6 +99,13 @@ fn added_parameters_at_their_default_keep_the_key() {
     assert_eq!(key(d.path(), "flex", "f32"), m, "precision = \"f32\" / micro_batch = 0 changed the key");
     assert_ne!(key(d.path(), "flex", "bf16"), m);
     assert_ne!(key(d.path(), "flex", "micro"), m);
+    // From the CLI: `m` trains, `f32` is then fresh (its key), `bf16` and `micro` train on their own.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "m"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("Finished f32"), "f32 (same key as m) ran again: {err}");
+    assert!(err.contains("Finished bf16") && err.contains("Finished micro"), "{err}");
     std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nprecision = \"bf16\"\n", common::cifar_task(2))).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
     assert_eq!(code, 2, "{err}");

@@ -159,7 +159,7 @@ fn single_task_digits_reaches_90_percent_and_bf16_is_within_a_point() {
     let out = polyflow(root, &args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("st_digits"), "the bf16 node is a new key and trains: {err}");
+    assert!(err.contains("Finished st_digits"), "the bf16 node is a new key and trains: {err}");
     eprintln!("digits bf16: {:.1}s", t.elapsed().as_secs_f64());
     let top1_bf16 = digits_top1(root, &store, &bf16);
     eprintln!("digits test top-1: f32 {top1:.3}, bf16 {top1_bf16:.3}");

@@ -137,18 +137,5 @@ pub fn fmt_ms(ms: u64) -> String {
     }
 }
 
-/// `12.3 KiB`.
-pub fn fmt_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < 4 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
+/// `12.3 KiB` (the one formatter, shared with the HTML report).
+pub use crate::report::html::bytes as fmt_bytes;

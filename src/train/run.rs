@@ -322,7 +322,9 @@ pub fn run<B: AutodiffBackend>(
                     accum.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
                 }
             }
+            let diverged = |v: f64| format!("loss became {v} at update {step} (task {}): lower the learning rate", tasks[us[0]].name);
             let (loss_val, grads) = if sliced {
+                // The slices' backward passes have run; a non-finite loss stops before the optimizer step.
                 (sliced_loss, accum.grads())
             } else {
                 let mut l = total_loss.expect("an update has at least one task");
@@ -331,12 +333,12 @@ pub fn run<B: AutodiffBackend>(
                 }
                 let v: f64 = l.clone().into_scalar().elem();
                 if !v.is_finite() {
-                    return Err(format!("loss became {v} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
+                    return Err(diverged(v)); // before a backward pass that would be wasted
                 }
                 (v, GradientsParams::from_grads(l.backward(), &model))
             };
             if !loss_val.is_finite() {
-                return Err(format!("loss became {loss_val} at update {step} (task {}): lower the learning rate", tasks[us[0]].name));
+                return Err(diverged(loss_val));
             }
             // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
             let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;

@@ -9,6 +9,8 @@
 //! Row-parallel kernels split rows into fixed chunks ([`ROWS`]) and reduce per-chunk partial sums in chunk
 //! order, so results do not depend on how many threads ran them (determinism).
 
+#[macro_use]
+mod asm_tile;
 pub mod bf16;
 pub mod expf;
 pub mod sgemm;
