@@ -271,3 +271,89 @@ fn wrong_artifact_type_is_a_spec_error() {
     assert_eq!(err.location.as_ref().unwrap().line, 5);
     assert!(err.message.contains("takes num artifacts"), "{}", err.message);
 }
+
+/// Holds the devices it was given for a while and logs them with its start and end.
+struct Hold(Arc<Mutex<Vec<(String, Vec<u32>, std::time::Instant, std::time::Instant)>>>);
+
+impl Stage for Hold {
+    fn kind(&self) -> &'static str {
+        "hold"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn doc(&self) -> &'static str {
+        "test kind"
+    }
+    fn output(&self) -> &'static str {
+        "num"
+    }
+    fn inputs(&self) -> Vec<InputSlot> {
+        vec![]
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![ParamSpec::opt("x", ParamType::Int { min: 0, max: 1000 }, json!(0), "value")]
+    }
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
+        let start = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.0.lock().unwrap().push((ctx.id.to_string(), ctx.devices.clone(), start, std::time::Instant::now()));
+        ctx.out.put_json("v.json", &ctx.params["x"])
+    }
+}
+
+/// `--devices 2`: nodes asking for one GPU each run two at a time, each pinned to a device no other running node
+/// holds; a node asking for two gets both (and one asking for more than there are gets all); `Started` events
+/// name the devices. With `--devices 0` nodes run without devices. Devices never enter keys.
+#[test]
+fn nodes_are_pinned_to_their_own_devices() {
+    let mut e = Env::new();
+    let log = Arc::new(Mutex::new(vec![]));
+    e.reg.register(Hold(log.clone()));
+    let one = |n: &str, x: u32| format!("[node.{n}]\nkind = \"hold\"\nx = {x}\nresources = {{ gpus = 1 }}\n");
+    let text = format!(
+        "{}{}{}[node.both]\nkind = \"hold\"\nx = 4\nresources = {{ gpus = 2 }}\n[node.many]\nkind = \"hold\"\nx = 5\nresources = {{ gpus = 8 }}\n",
+        one("g1", 1),
+        one("g2", 2),
+        one("g3", 3)
+    );
+    e.write("p.toml", &text);
+    let opts = RunOptions { jobs: 8, devices: 2, ..RunOptions::default() };
+    let (ran, events) = e.run_with(None, opts);
+    assert_eq!(ran, ["both", "g1", "g2", "g3", "many"]);
+    let log = log.lock().unwrap().clone();
+    for (id, devices, ..) in &log {
+        let want: &[u32] = if id.starts_with('g') { &[] } else { &[0, 1] };
+        if want.is_empty() {
+            assert_eq!(devices.len(), 1, "{id} got {devices:?}");
+        } else {
+            assert_eq!(devices, want, "{id}");
+        }
+        let told = events.iter().find_map(|ev| match ev {
+            Event::Started { id: i, devices, .. } if i == id => Some(devices.clone()),
+            _ => None,
+        });
+        assert_eq!(told.as_ref(), Some(devices), "{id}: the Started event names its devices");
+    }
+    // Nodes that ran at the same time held disjoint devices; some did run at the same time.
+    let mut overlapped = false;
+    for (i, a) in log.iter().enumerate() {
+        for b in &log[i + 1..] {
+            if a.2 < b.3 && b.2 < a.3 {
+                overlapped = true;
+                assert!(a.1.iter().all(|d| !b.1.contains(d)), "{} {:?} and {} {:?} ran at once on one device", a.0, a.1, b.0, b.1);
+            }
+        }
+    }
+    assert!(overlapped, "two one-GPU nodes never ran side by side on two devices");
+    // No devices: the same nodes are fresh (devices are not in keys) and, forced, run with none.
+    let (ran, _) = e.run_with(None, RunOptions { jobs: 8, devices: 0, ..RunOptions::default() });
+    assert!(ran.is_empty(), "devices changed keys: {ran:?}");
+    let (ran, events) = e.run_with(None, RunOptions { jobs: 8, devices: 0, force_all: true, ..RunOptions::default() });
+    assert_eq!(ran.len(), 5);
+    for ev in &events {
+        if let Event::Started { id, devices, .. } = ev {
+            assert!(devices.is_empty(), "{id} got devices {devices:?} with --devices 0");
+        }
+    }
+}

@@ -85,8 +85,9 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
             eval_batch: 8,
             bf16: false,
             micro_batch: 0,
+            replicas: 1,
         };
-        let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
+        let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
         assert_eq!(out.steps_per_task, counts, "{sched:?}");
         assert_eq!(out.steps.len(), updates, "{sched:?}");
         for s in &out.steps {
@@ -109,8 +110,9 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
         eval_batch: 8,
         bf16: false,
         micro_batch: 0,
+        replicas: 1,
     };
-    let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
+    let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
     assert_eq!(out.steps_per_task.iter().sum::<usize>(), 8);
 }
 
@@ -251,11 +253,13 @@ fn cotraining_three_modalities_is_within_margin_of_single_task() {
     }
 }
 
-/// Gradient accumulation (`micro_batch`): slices of 3 of a batch of 8 (3 + 3 + 2), stochastic depth on,
-/// under both the weighted schedule and `accumulate` (mean of two tasks), give the whole-batch updates up
-/// to float rounding: the same losses and final weights within 1e-4 (relative to the largest value).
+/// Gradient accumulation (`micro_batch`) and data parallelism (`gpus`, here replicas on the CPU backend's
+/// device): slices of 3 of a batch of 8 (3 + 3 + 2), 2 replicas (4 + 4), 3 replicas (3 + 3 + 2), and 2 replicas
+/// each in slices of 3 (3 + 1, 3 + 1), stochastic depth on, under both the weighted schedule and `accumulate`
+/// (mean of two tasks), give the whole-batch updates up to float rounding: the same losses and final weights
+/// within 1e-4 (relative to the largest value). Where the replicas are placed does not change the bits.
 #[test]
-fn micro_batches_give_the_whole_batch_update() {
+fn micro_batches_and_replicas_give_the_whole_batch_update() {
     let mut a = task("a", [1, 1, 8, 8], 4, Loss::Softmax);
     let mut b = task("b", [1, 1, 8, 8], 4, Loss::Sigmoid);
     for t in [&mut a, &mut b] {
@@ -275,7 +279,7 @@ fn micro_batches_give_the_whole_batch_update() {
         ln_eps: 1e-6,
     };
     for (schedule, mean) in [(Schedule::Weighted, false), (Schedule::Accumulate, true)] {
-        let cfg = |micro_batch: usize| RunConfig {
+        let cfg = |micro_batch: usize, replicas: usize| RunConfig {
             model: model.clone(),
             schedule,
             total_steps: None,
@@ -290,29 +294,37 @@ fn micro_batches_give_the_whole_batch_update() {
             eval_batch: 8,
             bf16: false,
             micro_batch,
+            replicas,
         };
-        let go = |m: usize| run::<Autodiff<Flex>>(&cfg(m), &tasks, None, None, &Default::default(), &|_, _, _| {}, &mut |_| {}).unwrap();
-        let (whole, sliced) = (go(0), go(3));
-        assert_eq!(whole.steps.len(), sliced.steps.len());
-        for (w, s) in whole.steps.iter().zip(&sliced.steps) {
-            assert!(
-                (w.loss - s.loss).abs() <= 1e-4 * (1.0 + w.loss.abs()),
-                "{schedule:?} update {}: loss {} vs {}",
-                w.step,
-                w.loss,
-                s.loss
-            );
-        }
-        let mut differs = false;
-        for (name, w) in &whole.weights {
-            let s = &sliced.weights[name];
-            let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-            for (x, y) in w.data.iter().zip(&s.data) {
-                assert!((x - y).abs() <= 1e-4 * scale, "{schedule:?} {name}: {x} vs {y}");
-                differs |= x != y;
+        let go = |m: usize, r: usize, devices: usize| {
+            let devices = vec![Default::default(); devices];
+            run::<Autodiff<Flex>>(&cfg(m, r), &tasks, None, None, &devices, &|_, _, _| {}, &mut |_| {}).unwrap()
+        };
+        let whole = go(0, 1, 1);
+        for (micro, replicas) in [(3, 1), (0, 2), (0, 3), (3, 2)] {
+            let what = format!("{schedule:?}, micro_batch {micro}, {replicas} replicas");
+            let sliced = go(micro, replicas, 1);
+            assert_eq!(whole.steps.len(), sliced.steps.len());
+            for (w, s) in whole.steps.iter().zip(&sliced.steps) {
+                assert!((w.loss - s.loss).abs() <= 1e-4 * (1.0 + w.loss.abs()), "{what} update {}: loss {} vs {}", w.step, w.loss, s.loss);
+                assert_eq!(w.tasks, s.tasks, "{what}: every replica trains the update's task");
+            }
+            let mut differs = false;
+            for (name, w) in &whole.weights {
+                let s = &sliced.weights[name];
+                let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                for (x, y) in w.data.iter().zip(&s.data) {
+                    assert!((x - y).abs() <= 1e-4 * scale, "{what} {name}: {x} vs {y}");
+                    differs |= x != y;
+                }
+            }
+            // Slicing really happened: sums in another order round differently somewhere.
+            assert!(differs, "{what}: weights bit-identical to the whole batch's; was the batch sliced?");
+            if replicas > 1 {
+                // The same replicas spread over two devices (the CPU backend's one device, twice): same bits.
+                let spread = go(micro, replicas, 2);
+                assert_eq!(sliced.weights, spread.weights, "{what}: placement changed the result");
             }
         }
-        // Slicing really happened: sums in another order round differently somewhere.
-        assert!(differs, "{schedule:?}: sliced weights are bit-identical to the whole batch's; was the batch sliced?");
     }
 }

@@ -62,7 +62,8 @@ struct Job(BenchArgs);
 
 impl BackendJob for Job {
     type Output = (f64, f64);
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> (f64, f64) {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> (f64, f64) {
+        let device = devices[0].clone();
         let a = self.0;
         let cfg = ModelConfig {
             size: Size { dim: a.dim, depth: a.depth, heads: a.heads, mlp: a.mlp },

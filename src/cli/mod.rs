@@ -141,7 +141,8 @@ pub struct RunArgs {
     /// Parallel CPU slots (default: number of cores).
     #[arg(short, long, default_value_t = 0)]
     jobs: usize,
-    /// Accelerator slots (GPU nodes hold one each).
+    /// Accelerators of this machine, numbered 0..N: a node on a GPU backend holds one per replica (`gpus`), pinned
+    /// to devices no other running node holds (a node asking for more than N gets all N). 0 = hold none.
     #[arg(long, default_value_t = 1)]
     devices: usize,
     /// Events as JSON lines on stdout (`plan`, `run --dry-run`: the plan as one JSON object).

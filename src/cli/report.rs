@@ -71,8 +71,13 @@ impl Reporter {
                     self.line(status("Fresh", id));
                 }
             }
-            Event::Started { id, kind, reasons } => {
-                self.line(status("Running", &format!("{id} ({kind}): {}", reasons.join("; "))));
+            Event::Started { id, kind, reasons, devices } => {
+                let on = match devices.as_slice() {
+                    [] => String::new(),
+                    [d] => format!(" on device {d}"),
+                    ds => format!(" on devices {}", ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")),
+                };
+                self.line(status("Running", &format!("{id} ({kind}){on}: {}", reasons.join("; "))));
                 if self.mode == Mode::Bars {
                     let pb = self.multi.add(ProgressBar::new(1));
                     pb.set_style(

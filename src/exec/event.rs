@@ -72,6 +72,9 @@ pub enum Event {
         kind: String,
         /// Why it runs.
         reasons: Vec<String>,
+        /// The accelerator indices it is pinned to (`--devices` slots; absent when it holds none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        devices: Vec<u32>,
     },
     /// Progress of a running node.
     Progress {

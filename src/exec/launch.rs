@@ -33,6 +33,9 @@ pub struct Launch {
     pub inputs: BTreeMap<String, Vec<InputArtifact>>,
     /// Resolved resources (`cpus` always set).
     pub resources: NodeResources,
+    /// The accelerator indices the node is pinned to (empty when it holds none; a scheduler's job numbers its
+    /// own from 0).
+    pub devices: Vec<u32>,
     /// Resumable scratch directory.
     pub scratch: PathBuf,
     /// Re-run on request (`--force`): never take an earlier attempt's result.
@@ -115,6 +118,7 @@ impl Launcher for LocalLauncher {
                     env: &l.env,
                     inputs: l.inputs,
                     threads,
+                    devices: l.devices.clone(),
                     scratch: l.scratch.clone(),
                 };
                 let result = execute(job, &store, &progress);

@@ -22,6 +22,8 @@ pub struct NodeJob<'a> {
     pub inputs: BTreeMap<String, Vec<InputArtifact>>,
     /// CPU threads granted.
     pub threads: usize,
+    /// Accelerator indices granted.
+    pub devices: Vec<u32>,
     /// Private resumable scratch directory.
     pub scratch: std::path::PathBuf,
 }
@@ -38,6 +40,7 @@ pub fn execute(job: NodeJob<'_>, store: &Store, progress: &(dyn Fn(Progress) + S
             out: ArtifactWriter::new(store.clone()),
             progress,
             threads: job.threads,
+            devices: job.devices.clone(),
             scratch: job.scratch.clone(),
         };
         job.stage.run(&mut ctx).map(|_| ctx.out.finish(job.stage.output()))

@@ -111,7 +111,8 @@ const MAX_PUBLISHING: usize = 4;
 /// A node that holds slots.
 struct Running {
     cpu: usize,
-    dev: bool,
+    /// Accelerator indices it holds.
+    dev: Vec<u32>,
 }
 
 /// The state of one run.
@@ -126,7 +127,8 @@ struct Scheduler<'a> {
     tx: mpsc::Sender<Msg>,
     jobs: usize,
     free_cpu: usize,
-    free_dev: usize,
+    /// Accelerator indices not held by a running node (`0..--devices`).
+    free_dev: BTreeSet<u32>,
     /// Selected nodes, by topological position.
     order: BTreeMap<usize, usize>,
     forced: BTreeSet<usize>,
@@ -179,7 +181,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         tx,
         jobs,
         free_cpu: jobs,
-        free_dev: opts.devices,
+        free_dev: (0..opts.devices as u32).collect(),
         order: sel.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
         forced: if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() },
         assessed: BTreeMap::new(),
@@ -376,13 +378,14 @@ impl Scheduler<'_> {
         let res = node.stage.resources(&node.params, &opts.env);
         let want = node.resources.over(&g.executor.defaults);
         let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, self.jobs));
-        let gpus = want.gpus.unwrap_or(u32::from(res.device));
-        // Locally a node holds slots of `-j` / `--devices` (cores clamped to the pool); a scheduler keeps its own
+        let gpus = want.gpus.unwrap_or(res.devices);
+        // Locally a node holds slots of `-j` and accelerators of `--devices` (cores clamped to the pool, devices to
+        // the machine's: a node asking for more GPUs than there are gets them all); a scheduler keeps its own
         // accounting and gets the cores asked for.
         let limited = self.launcher.limited();
-        let (cpu, dev) = if limited { (cpus_req.clamp(1, self.jobs), gpus > 0 && opts.devices > 0) } else { (0, false) };
+        let (cpu, ndev) = if limited { (cpus_req.clamp(1, self.jobs), (gpus as usize).min(opts.devices)) } else { (0, 0) };
         let threads = if limited { cpu } else { cpus_req };
-        if cpu > self.free_cpu || (dev && self.free_dev == 0) {
+        if cpu > self.free_cpu || ndev > self.free_dev.len() {
             return Ok(Started::NoRoom);
         }
         // Always look the key up again: another node with the same key (a matrix entry identical to a separately
@@ -410,10 +413,12 @@ impl Scheduler<'_> {
             return Ok(started);
         }
         self.free_cpu -= cpu;
-        if dev {
-            self.free_dev -= 1;
-        }
-        self.running.insert(i, Running { cpu, dev });
+        // The lowest free indices: each node is pinned to devices no other running node holds.
+        let devices: Vec<u32> = self.free_dev.iter().take(ndev).copied().collect();
+        devices.iter().for_each(|d| {
+            self.free_dev.remove(d);
+        });
+        self.running.insert(i, Running { cpu, dev: devices.clone() });
         let Some(fp) = a.fingerprint.clone() else {
             // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
             let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
@@ -424,7 +429,7 @@ impl Scheduler<'_> {
         let reasons: Vec<String> =
             a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
         let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
-        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reasons });
+        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reasons, devices: devices.clone() });
         let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
         for (slot, ups) in &node.inputs {
             let arts = ups
@@ -453,6 +458,7 @@ impl Scheduler<'_> {
             env,
             inputs,
             resources,
+            devices,
             forced: self.forced.contains(&i),
         };
         self.launcher.start(launch, &self.tx)?;
@@ -480,7 +486,7 @@ impl Scheduler<'_> {
             return Ok(Some(Started::NoRoom));
         }
         self.free_cpu -= cpu;
-        self.running.insert(i, Running { cpu, dev: false });
+        self.running.insert(i, Running { cpu, dev: vec![] });
         self.assessed.insert(i, a.clone());
         let (store, tx) = (self.store.clone(), self.tx.clone());
         let spawned = std::thread::Builder::new().name(format!("polyflow-fetch-{i}")).spawn(move || {
@@ -534,9 +540,7 @@ impl Scheduler<'_> {
     fn release(&mut self, i: usize) {
         if let Some(r) = self.running.remove(&i) {
             self.free_cpu += r.cpu;
-            if r.dev {
-                self.free_dev += 1;
-            }
+            self.free_dev.extend(r.dev);
         }
     }
 

@@ -49,16 +49,25 @@ impl Backend {
         name.parse::<Backend>().map(|b| b.name().to_string())
     }
 
-    /// Runs `job` on this backend; an error when it is not compiled in or has no driver.
+    /// Runs `job` on this backend's first device; an error when it is not compiled in or has no driver.
     pub fn dispatch<J: BackendJob>(self, job: J) -> Result<J::Output, String> {
+        self.dispatch_on(job, &[])
+    }
+
+    /// Runs `job` on the accelerators numbered `indices` (a node's pinned devices, [`crate::stage::StageCtx::devices`];
+    /// none = device 0). The CPU backend has one device: the job gets it once.
+    pub fn dispatch_on<J: BackendJob>(self, job: J, indices: &[u32]) -> Result<J::Output, String> {
+        let _ = indices;
         match self {
-            Backend::Flex => Ok(job.run::<Autodiff<Flex>>(Default::default())),
+            Backend::Flex => Ok(job.run::<Autodiff<Flex>>(vec![Default::default()])),
             #[cfg(feature = "cuda")]
             Backend::Cuda => {
                 if !cuda_driver_present() {
                     return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
                 }
-                Ok(job.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice { index: 0 }))
+                let devices = if indices.is_empty() { vec![0] } else { indices.to_vec() };
+                let devices = devices.into_iter().map(|i| burn::backend::cuda::CudaDevice { index: i as usize }).collect();
+                Ok(job.run::<Autodiff<burn::backend::Cuda>>(devices))
             }
             #[cfg(not(feature = "cuda"))]
             Backend::Cuda => Err(format!("backend `cuda` is not available in this build (available: {})", available().join(", "))),
@@ -87,8 +96,8 @@ impl fmt::Display for Backend {
 pub trait BackendJob {
     /// Result type.
     type Output;
-    /// Runs on backend `B` with `device`.
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    /// Runs on backend `B` with `devices` (never empty; the first is the main one).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 }
 
 /// Names of the backends compiled into this binary.

@@ -150,6 +150,9 @@ pub struct StageCtx<'a> {
     pub progress: &'a (dyn Fn(Progress) + Sync),
     /// CPU threads granted.
     pub threads: usize,
+    /// The accelerator indices granted, in order (`--devices` slots pinned by the local scheduler; `0..gpus` in a
+    /// Slurm job, whose GPUs are numbered from 0). Empty when the node holds none.
+    pub devices: Vec<u32>,
     /// A private directory that survives an interrupted run (for resumable checkpoints); keyed by the node's
     /// cache key and removed once the node's artifact is committed.
     pub scratch: std::path::PathBuf,

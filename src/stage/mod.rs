@@ -48,15 +48,15 @@ impl InputSlot {
 pub struct Resources {
     /// CPU slots taken from the `-j` pool (clamped to the pool size).
     pub cpu_slots: usize,
-    /// Whether it holds an accelerator slot.
-    pub device: bool,
+    /// Accelerators it holds (`--devices` slots locally; the default of `resources.gpus`).
+    pub devices: u32,
 }
 
 impl Resources {
     /// One CPU slot.
-    pub const LIGHT: Resources = Resources { cpu_slots: 1, device: false };
+    pub const LIGHT: Resources = Resources { cpu_slots: 1, devices: 0 };
     /// Every CPU slot (e.g. a training run that parallelises internally).
-    pub const HEAVY: Resources = Resources { cpu_slots: usize::MAX, device: false };
+    pub const HEAVY: Resources = Resources { cpu_slots: usize::MAX, devices: 0 };
 }
 
 /// Class of a stage failure, which decides the exit code.

@@ -49,7 +49,8 @@ struct FeatJob<'a> {
 
 impl BackendJob for FeatJob<'_> {
     type Output = Result<Vec<Vec<f32>>, String>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = devices[0].clone();
         let mut model = PolyVit::<B::InnerBackend>::new(&self.cfg, self.seed, &device);
         if let Some(w) = &self.weights {
             model = load_into(model, w, true, &device).map_err(|e| e.to_string())?;
@@ -113,7 +114,7 @@ impl Stage for FeaturesStage {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
         // one node N threads for its kernels); on CUDA each holds the device slot. An unknown backend holds
         // none: `run` reports it.
-        Resources { cpu_slots: 1, device: Backend::from_env(env).is_ok_and(Backend::holds_device) }
+        Resources { cpu_slots: 1, devices: u32::from(Backend::from_env(env).is_ok_and(Backend::holds_device)) }
     }
     fn validate(&self, params: &Value) -> Result<(), (String, String)> {
         parse_checked::<FeaturesParams>(params, &self.params()).map(|_| ())
@@ -188,7 +189,10 @@ impl Stage for FeaturesStage {
         let tok = cfg.geometry.iter().position(|(k, _)| *k == m).unwrap();
         let splits = vec![&task.run.train, &task.run.val, &task.run.test];
         let feats = backend
-            .dispatch(FeatJob { cfg: cfg.clone(), weights, tok, splits: splits.clone(), seed: ctx.seed(), classes: task.run.classes })
+            .dispatch_on(
+                FeatJob { cfg: cfg.clone(), weights, tok, splits: splits.clone(), seed: ctx.seed(), classes: task.run.classes },
+                &ctx.devices,
+            )
             .map_err(StageError::input)?
             .map_err(StageError::failed)?;
         let d = cfg.size.dim;

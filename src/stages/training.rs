@@ -83,6 +83,13 @@ struct OptimParams {
     /// Gradient accumulation slice (0 = the whole batch); added later, absent at its default.
     #[serde(default)]
     micro_batch: usize,
+    /// Data-parallel replicas (one per GPU); added later, absent at its default.
+    #[serde(default = "one")]
+    gpus: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn f32_precision() -> Precision {
@@ -167,6 +174,12 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             json!(0),
             "gradient accumulation: forward/backward in slices of this many examples, one optimizer step per batch (0 = whole batch)",
         ),
+        ParamSpec::added(
+            "gpus",
+            T::Int { min: 1, max: 1024 },
+            json!(1),
+            "data parallelism: the batch cut into this many shards, one model replica per GPU, gradients summed before one optimizer step (on the CPU backend the replicas take turns on the CPU)",
+        ),
     ];
     if multi {
         v.push(ParamSpec::opt(
@@ -210,7 +223,7 @@ struct Job<'a> {
 
 impl BackendJob for Job<'_> {
     type Output = Result<Outcome, String>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let progress =
             |done: usize, total: usize, message: String| (self.progress)(Progress { done: done as u64, total: total as u64, message });
         let scratch = self.scratch;
@@ -219,7 +232,7 @@ impl BackendJob for Job<'_> {
                 tracing::warn!("cannot write resumable checkpoint: {e}");
             }
         };
-        run::<B>(self.cfg, &self.tasks, self.init.as_ref(), self.resume, &device, &progress, &mut save)
+        run::<B>(self.cfg, &self.tasks, self.init.as_ref(), self.resume, &devices, &progress, &mut save)
     }
 }
 
@@ -326,11 +339,12 @@ impl Stage for TrainStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision"]
     }
-    fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
+    fn resources(&self, params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
-        // one node N threads for its kernels); on CUDA each holds the device slot. An unknown backend holds
-        // none: `run` reports it.
-        Resources { cpu_slots: 1, device: Backend::from_env(env).is_ok_and(Backend::holds_device) }
+        // one node N threads for its kernels); on CUDA each holds one device per data-parallel replica (`gpus`).
+        // An unknown backend holds none: `run` reports it.
+        let replicas = params.get("gpus").and_then(Value::as_u64).unwrap_or(1).max(1) as u32;
+        Resources { cpu_slots: 1, devices: if Backend::from_env(env).is_ok_and(Backend::holds_device) { replicas } else { 0 } }
     }
     fn validate(&self, params: &Value) -> Result<(), (String, String)> {
         let specs = self.params();
@@ -399,6 +413,7 @@ impl Stage for TrainStage {
             eval_batch: 256,
             bf16: o.precision == Precision::Bf16,
             micro_batch: o.micro_batch,
+            replicas: o.gpus,
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,
@@ -420,7 +435,7 @@ impl Stage for TrainStage {
             progress: ctx.progress,
             scratch: &ctx.scratch,
         };
-        let out = backend.dispatch(job).map_err(StageError::input)?.map_err(StageError::failed)?;
+        let out = backend.dispatch_on(job, &ctx.devices).map_err(StageError::input)?.map_err(StageError::failed)?;
         write_model(ctx, &cfg, &tasks, &out)
     }
     fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
@@ -502,4 +517,26 @@ fn write_model(ctx: &mut StageCtx<'_>, cfg: &RunConfig, tasks: &[LoadedTask], ou
     ctx.out.put("evals.jsonl", jsonl(out.evals.iter().map(|s| serde_json::to_string(s).unwrap()).collect()).as_bytes())?;
     let svg = super::plot::curves(out, &tasks.iter().map(|t| t.spec.name.clone()).collect::<Vec<_>>());
     ctx.out.put("curves.svg", svg.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainStage;
+    use crate::stage::Stage;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// On CUDA a training node holds one device per replica (the default of its `resources.gpus`, hence
+    /// `--gres=gpu:N` on Slurm); on the CPU it holds none, however many replicas.
+    #[test]
+    fn a_node_holds_a_device_per_replica_on_cuda_only() {
+        let env = |b: &str| BTreeMap::from([("backend".to_string(), b.to_string())]);
+        for multi in [false, true] {
+            let s = TrainStage { multi };
+            assert_eq!(s.resources(&json!({}), &env("cuda")).devices, 1);
+            assert_eq!(s.resources(&json!({"gpus": 4}), &env("cuda")).devices, 4);
+            assert_eq!(s.resources(&json!({"gpus": 4}), &env("flex")).devices, 0);
+            assert_eq!(s.resources(&json!({"gpus": 4}), &env("tpu")).devices, 0);
+        }
+    }
 }

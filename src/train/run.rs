@@ -9,7 +9,7 @@ use super::schedule::{global_warmup, plan, LrSchedule, Schedule};
 use crate::model::block::DropMasks;
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
 use crate::model::{ModelConfig, PolyVit};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -88,10 +88,37 @@ pub struct RunConfig {
     /// memory of one slice. 0 (or ≥ the batch) = the whole batch at once. Written only when set.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub micro_batch: usize,
+    /// Data parallelism: each task's batch is cut into this many contiguous shards, one per replica of the
+    /// model (replica `k` on the run's device `k mod devices`, its weights copied from the master before every
+    /// update); their gradients, each shard's loss weighted by its share of the batch, are summed on the first
+    /// device before the one optimizer step. The same update as one replica up to float rounding; every
+    /// replica sees the same task (co-training stays one task per step). 0 or 1 = one replica. Written only
+    /// when above 1.
+    #[serde(default, skip_serializing_if = "at_most_one")]
+    pub replicas: usize,
 }
 
 fn is_zero(v: &usize) -> bool {
     *v == 0
+}
+
+fn at_most_one(v: &usize) -> bool {
+    *v <= 1
+}
+
+/// The contiguous shards `(start, len)` of a batch of `b` examples over `n` replicas: the first `b mod n` one
+/// longer; empty shards (a batch smaller than the replicas) are left out.
+pub fn shards(b: usize, n: usize) -> Vec<(usize, usize)> {
+    let n = n.max(1);
+    let mut start = 0;
+    (0..n)
+        .map(|k| {
+            let len = b / n + usize::from(k < b % n);
+            start += len;
+            (start - len, len)
+        })
+        .filter(|&(_, len)| len > 0)
+        .collect()
 }
 
 /// A per-update log line.
@@ -211,17 +238,20 @@ fn drop_masks<B: Backend>(
         .collect()
 }
 
-/// Trains. `init`: weights to start from (ignored when resuming). `checkpoint` receives resumable state
-/// every `checkpoint_every` updates. `progress(step, total, message)`.
+/// Trains on `devices` (at least one; the first holds the master weights and the optimizer, and evaluates;
+/// data-parallel replicas are placed on them in turn). `init`: weights to start from (ignored when resuming).
+/// `checkpoint` receives resumable state every `checkpoint_every` updates. `progress(step, total, message)`.
 pub fn run<B: AutodiffBackend>(
     cfg: &RunConfig,
     tasks: &[TaskRun],
     init: Option<&BTreeMap<String, HostTensor>>,
     resume: Option<Resume>,
-    device: &B::Device,
+    devices: &[B::Device],
     progress: &dyn Fn(usize, usize, String),
     checkpoint: &mut dyn FnMut(&Resume),
 ) -> Result<Outcome, String> {
+    let device = devices.first().ok_or("training needs at least one device")?;
+    let replicas = cfg.replicas.max(1);
     cfg.model.check()?;
     if cfg.bf16 {
         crate::model::fused::bf16_supported::<B>(cfg.model.gelu_tanh)?;
@@ -286,10 +316,18 @@ pub fn run<B: AutodiffBackend>(
             let us = &updates[s];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
             let one_at_a_time = UPDATE.lock().unwrap_or_else(|e| e.into_inner());
-            let sliced = cfg.micro_batch > 0 && us.iter().any(|&j| tasks[j].batch > cfg.micro_batch);
+            let sliced = replicas > 1 || (cfg.micro_batch > 0 && us.iter().any(|&j| tasks[j].batch > cfg.micro_batch));
             let mut total_loss: Option<Tensor<B, 1>> = None;
             let mut accum = GradientsAccumulator::<PolyVit<B>>::new();
-            let mut sliced_loss = 0.0f64;
+            // The slices' losses, read once every backward pass is under way (in order: the same sum).
+            let mut slice_losses: Vec<Tensor<B::InnerBackend, 1>> = Vec::new();
+            // Replicas 1.. of this update: the master's weights on their devices (replica 0 is the master).
+            let forks: Vec<(PolyVit<B>, &B::Device)> = (1..replicas)
+                .map(|k| {
+                    let d = &devices[k % devices.len()];
+                    (model.clone().fork(d), d)
+                })
+                .collect();
             // accumulate = mean: every task's loss weighted by 1/T.
             let task_weight = if us.len() > 1 && cfg.accumulate_mean { 1.0 / us.len() as f64 } else { 1.0 };
             for &j in us {
@@ -312,19 +350,28 @@ pub fn run<B: AutodiffBackend>(
                     });
                     continue;
                 }
-                for start in (0..b).step_by(cfg.micro_batch) {
-                    let len = cfg.micro_batch.min(b - start);
-                    let part = |m: &Tensor<B, 3>| m.clone().narrow(0, start, len);
-                    let mk: Vec<Option<DropMasks<B>>> = masks.iter().map(|m| m.as_ref().map(|(a, c)| (part(a), part(c)))).collect();
-                    let logits = model.forward(route, xb.clone().narrow(0, start, len), &mk);
-                    let l = loss(t.loss, logits, tb.clone().narrow(0, start, len)) * (task_weight * len as f64 / b as f64);
-                    sliced_loss += l.clone().into_scalar().elem::<f64>();
-                    accum.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
+                for (k, (s0, n)) in shards(b, replicas).into_iter().enumerate() {
+                    let (m, dev) = if k == 0 { (&model, device) } else { (&forks[k - 1].0, forks[k - 1].1) };
+                    let step_len = if cfg.micro_batch > 0 { cfg.micro_batch } else { n };
+                    for start in (s0..s0 + n).step_by(step_len) {
+                        let len = step_len.min(s0 + n - start);
+                        let part = |m: &Tensor<B, 3>| m.clone().narrow(0, start, len).to_device(dev);
+                        let mk: Vec<Option<DropMasks<B>>> = masks.iter().map(|m| m.as_ref().map(|(a, c)| (part(a), part(c)))).collect();
+                        let logits = m.forward(route, xb.clone().narrow(0, start, len).to_device(dev), &mk);
+                        let target = tb.clone().narrow(0, start, len).to_device(dev);
+                        let l = loss(t.loss, logits, target) * (task_weight * len as f64 / b as f64);
+                        slice_losses.push(l.clone().inner().to_device(device));
+                        let grads = GradientsParams::from_grads(l.backward(), m);
+                        // A replica's gradients come to the master's device to be summed there.
+                        accum.accumulate(&model, if k == 0 { grads } else { grads.to_device(device, m) });
+                    }
                 }
             }
             let diverged = |v: f64| format!("loss became {v} at update {step} (task {}): lower the learning rate", tasks[us[0]].name);
             let (loss_val, grads) = if sliced {
                 // The slices' backward passes have run; a non-finite loss stops before the optimizer step.
+                let sliced_loss = slice_losses.into_iter().fold(0.0f64, |a, l| a + l.into_scalar().elem::<f64>());
+                drop(forks);
                 (sliced_loss, accum.grads())
             } else {
                 let mut l = total_loss.expect("an update has at least one task");
@@ -407,3 +454,18 @@ fn batch(t: &TaskRun, cursor: &mut Cursor, seed: u64, j: usize, step: u64) -> (V
 /// while lone runs were bit-identical. Locking only the backward pass was not enough (smoke profile: three
 /// different results in three runs). Data loading and evaluation still overlap.
 static UPDATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cfg(test)]
+mod tests {
+    use super::shards;
+
+    #[test]
+    fn shards_cover_the_batch_in_order() {
+        assert_eq!(shards(8, 1), vec![(0, 8)]);
+        assert_eq!(shards(8, 2), vec![(0, 4), (4, 4)]);
+        assert_eq!(shards(8, 3), vec![(0, 3), (3, 3), (6, 2)]);
+        // More replicas than examples: the empty shards are left out.
+        assert_eq!(shards(2, 4), vec![(0, 1), (1, 1)]);
+        assert_eq!(shards(5, 0), vec![(0, 5)]);
+    }
+}

@@ -56,6 +56,9 @@ pub struct JobSpec {
     pub store: PathBuf,
     /// CPU threads.
     pub threads: usize,
+    /// GPUs requested (`--gres=gpu:N`): the job's stage gets devices `0..gpus`, Slurm numbering a job's GPUs from 0.
+    #[serde(default)]
+    pub gpus: u32,
     /// Slot → inputs.
     pub inputs: BTreeMap<String, Vec<JobInput>>,
 }
@@ -204,6 +207,7 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
         env: &spec.env,
         inputs,
         threads: spec.threads.max(1),
+        devices: (0..spec.gpus).collect(),
         scratch: crate::store::partial_dir(&spec.store, &spec.key),
     };
     let t0 = Instant::now();

@@ -153,6 +153,7 @@ impl SlurmLauncher {
             env: l.env.clone(),
             store: self.store.root.clone(),
             threads: l.resources.cpus.unwrap_or(1) as usize,
+            gpus: l.resources.gpus.unwrap_or(0),
             inputs: l
                 .inputs
                 .iter()
@@ -173,28 +174,8 @@ impl SlurmLauncher {
             shell_quote(&dir.to_string_lossy())
         );
         std::fs::write(dir.join("job.sh"), script).map_err(io)?;
-        let r = &l.resources;
-        let mut args = vec![
-            format!("--job-name={}-{}", self.prefix, l.id),
-            format!("--output={}", dir.join("stdout.log").display()),
-            format!("--error={}", dir.join("stderr.log").display()),
-            format!("--chdir={}", std::env::current_dir().map_err(io)?.display()),
-            "--ntasks=1".into(),
-            format!("--cpus-per-task={}", r.cpus.unwrap_or(1)),
-        ];
-        if let Some(g) = r.gpus.filter(|&g| g > 0) {
-            args.push(format!("--gres=gpu:{g}"));
-        }
-        if let Some(m) = &r.mem {
-            args.push(format!("--mem={m}"));
-        }
-        if let Some(t) = &r.time {
-            args.push(format!("--time={t}"));
-        }
-        if let Some(p) = &r.partition {
-            args.push(format!("--partition={p}"));
-        }
-        args.extend(r.sbatch.iter().cloned());
+        let cwd = std::env::current_dir().map_err(io)?;
+        let args = sbatch_args(&format!("{}-{}", self.prefix, l.id), &l.resources, dir, &cwd);
         let job_id = sched::sbatch(&args, &dir.join("job.sh")).map_err(|e| ExecError::Other(format!("submitting node `{}`: {e}", l.id)))?;
         let sub = Submission { job_id: job_id.clone(), node: l.id.clone(), key: l.key.clone(), submitted_at: now_secs() };
         write_json(dir, "slurm.json", &sub).map_err(io)?;
@@ -326,5 +307,58 @@ impl Launcher for SlurmLauncher {
             tracing::warn!("scancel: {e}");
         }
         self.watched.drain(..).map(|w| (w.node, Self::notes(&w, "CANCELLED"))).collect()
+    }
+}
+
+/// The `sbatch` options of a node's job: its name, log files, working directory, one task with the node's
+/// cores, `--gres=gpu:N` for its GPUs, memory, time, partition, then the pipeline's extra options.
+fn sbatch_args(name: &str, r: &crate::spec::NodeResources, dir: &std::path::Path, cwd: &std::path::Path) -> Vec<String> {
+    let mut args = vec![
+        format!("--job-name={name}"),
+        format!("--output={}", dir.join("stdout.log").display()),
+        format!("--error={}", dir.join("stderr.log").display()),
+        format!("--chdir={}", cwd.display()),
+        "--ntasks=1".into(),
+        format!("--cpus-per-task={}", r.cpus.unwrap_or(1)),
+    ];
+    if let Some(g) = r.gpus.filter(|&g| g > 0) {
+        args.push(format!("--gres=gpu:{g}"));
+    }
+    if let Some(m) = &r.mem {
+        args.push(format!("--mem={m}"));
+    }
+    if let Some(t) = &r.time {
+        args.push(format!("--time={t}"));
+    }
+    if let Some(p) = &r.partition {
+        args.push(format!("--partition={p}"));
+    }
+    args.extend(r.sbatch.iter().cloned());
+    args
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::sbatch_args;
+    use crate::spec::NodeResources;
+    use std::path::Path;
+
+    #[test]
+    fn gpus_become_gres_and_none_ask_for_no_gpu() {
+        let r = NodeResources {
+            cpus: Some(4),
+            gpus: Some(2),
+            mem: Some("16G".into()),
+            sbatch: vec!["--qos=high".into()],
+            ..Default::default()
+        };
+        let a = sbatch_args("pf-train", &r, Path::new("/s/j"), Path::new("/w"));
+        assert_eq!(
+            a[..6],
+            ["--job-name=pf-train", "--output=/s/j/stdout.log", "--error=/s/j/stderr.log", "--chdir=/w", "--ntasks=1", "--cpus-per-task=4"]
+        );
+        assert_eq!(a[6..], ["--gres=gpu:2", "--mem=16G", "--qos=high"]);
+        let none = sbatch_args("pf-x", &NodeResources { gpus: Some(0), ..Default::default() }, Path::new("/s"), Path::new("/w"));
+        assert!(!none.iter().any(|x| x.starts_with("--gres")), "{none:?}");
     }
 }
