@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// training node; CPU only).
     #[arg(long)]
     pub bf16: bool,
+    /// Time only inference (`infer`) or only the train step (`train`), e.g. under a profiler; the other is
+    /// reported as 0.
+    #[arg(long, value_parser = ["train", "infer"])]
+    pub only: Option<String>,
 }
 
 struct Job(BenchArgs);
@@ -88,16 +92,22 @@ impl BackendJob for Job {
             let (m, _) = opt.step(model, &g, 1e-3);
             m
         };
-        for _ in 0..3 {
-            model = train_step(model);
+        let mut train = 0.0;
+        if a.only.as_deref() != Some("infer") {
+            for _ in 0..3 {
+                model = train_step(model);
+            }
+            let _ = B::sync(&device);
+            let t = Instant::now();
+            for _ in 0..a.steps {
+                model = train_step(model);
+            }
+            let _ = B::sync(&device);
+            train = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
         }
-        let _ = B::sync(&device);
-        let t = Instant::now();
-        for _ in 0..a.steps {
-            model = train_step(model);
+        if a.only.as_deref() == Some("train") {
+            return (train, 0.0);
         }
-        let _ = B::sync(&device);
-        let train = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
         let inf = model.valid();
         let xi = x.inner();
         for _ in 0..3 {

@@ -117,12 +117,18 @@ pub fn check_views(m: usize, n: usize, k: usize, a: &Mat, b: &Mat, c: &[f32], ld
 /// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel; the product at
 /// precision `prec`, the bias added in f32.
 pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * n];
-    y.par_chunks_mut(ROWS * n).for_each(|rows| {
+    assert_eq!(bias.len(), n, "linear: bias of {} for {n} outputs", bias.len());
+    // Every row starts as the bias, written once into fresh memory (not zero-filled first).
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    y.spare_capacity_mut()[..m * n].par_chunks_mut(ROWS * n).for_each(|rows| {
         for r in rows.chunks_mut(n) {
-            r.copy_from_slice(bias);
+            for (o, b) in r.iter_mut().zip(bias) {
+                o.write(*b);
+            }
         }
     });
+    // SAFETY: the loop above initialised all m·n values (its chunks cover them, each row of n written whole).
+    unsafe { y.set_len(m * n) };
     matmul_p(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
     y
 }
@@ -182,16 +188,51 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) ->
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_rows(xc: &[f32], yc: &mut [f32], mc: &mut [f32], rc: &mut [f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) {
-    for (((yr, xr), m), r) in yc.chunks_mut(d).zip(xc.chunks(d)).zip(mc.iter_mut()).zip(rc.iter_mut()) {
-        let mu = xr.iter().sum::<f32>() / d as f32;
-        let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-        let s = 1.0 / (var + eps).sqrt();
-        for (((o, v), g), b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
-            *o = (v - mu) * s * g + b;
+    for (((yg, xg), mg), rg) in yc.chunks_mut(G * d).zip(xc.chunks(G * d)).zip(mc.chunks_mut(G)).zip(rc.chunks_mut(G)) {
+        // `Iterator::sum` of f32 folds from −0.0: so do these.
+        let sums = fold_rows(xg, d, -0.0, |a, r, j| a + xg[r * d + j]);
+        let mus: [f32; G] = std::array::from_fn(|r| sums[r] / d as f32);
+        let sq = fold_rows(xg, d, -0.0, |a, r, j| {
+            let v = xg[r * d + j] - mus[r];
+            a + v * v
+        });
+        for (r, ((yr, xr), (m, rs))) in yg.chunks_mut(d).zip(xg.chunks(d)).zip(mg.iter_mut().zip(rg.iter_mut())).enumerate() {
+            let mu = mus[r];
+            let s = 1.0 / (sq[r] / d as f32 + eps).sqrt();
+            for (((o, v), g), b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+                *o = (v - mu) * s * g + b;
+            }
+            *m = mu;
+            *rs = s;
         }
-        *m = mu;
-        *r = s;
     }
+}
+
+/// Rows reduced side by side by the row-wise kernels ([`fold_rows`]).
+const G: usize = 8;
+
+/// Per-row reductions of up to [`G`] rows of length `n` stored back to back in `x`, each in order from `init`:
+/// `acc[r] = f(…f(f(init, r, 0), r, 1)…, r, n−1)`. The same operations per row as a loop over one row, so the
+/// same bits; interleaving the rows' dependency chains lets the CPU overlap them (one row's additions wait on
+/// each other's latency; eight rows' do not). Rows past `x.len() / n` stay at `init`.
+#[inline(always)]
+fn fold_rows(x: &[f32], n: usize, init: f32, f: impl Fn(f32, usize, usize) -> f32) -> [f32; G] {
+    let mut acc = [init; G];
+    let rows = x.len() / n;
+    if rows == G {
+        for j in 0..n {
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = f(*a, r, j);
+            }
+        }
+    } else {
+        for j in 0..n {
+            for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                *a = f(*a, r, j);
+            }
+        }
+    }
+    acc
 }
 
 /// Backward of [`layer_norm`]: returns `(dx, dgamma, dbeta)` for `dy`.
@@ -227,24 +268,30 @@ fn layer_norm_backward_rows(
     db: &mut [f32],
     d: usize,
 ) {
-    let mut xhat = vec![0.0f32; d];
-    for ((((dxr, xr), dyr), mu), s) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)).zip(mc).zip(rc) {
-        for i in 0..d {
-            xhat[i] = (xr[i] - mu) * s;
+    let mut xhat = vec![0.0f32; G * d];
+    for ((((dxg, xg), dyg), mg), rg) in
+        dxc.chunks_mut(G * d).zip(xc.chunks(G * d)).zip(dyc.chunks(G * d)).zip(mc.chunks(G)).zip(rc.chunks(G))
+    {
+        let xhat = &mut xhat[..xg.len()];
+        for (r, (xh, xr)) in xhat.chunks_mut(d).zip(xg.chunks(d)).enumerate() {
+            let (mu, s) = (mg[r], rg[r]);
+            for i in 0..d {
+                xh[i] = (xr[i] - mu) * s;
+            }
         }
-        let (mut m1, mut m2) = (0.0f32, 0.0f32);
-        for i in 0..d {
-            let g = dyr[i] * gamma[i];
-            m1 += g;
-            m2 += g * xhat[i];
-        }
-        for i in 0..d {
-            dg[i] += dyr[i] * xhat[i];
-            db[i] += dyr[i];
-        }
-        let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-        for i in 0..d {
-            dxr[i] = s * (dyr[i] * gamma[i] - m1 - xhat[i] * m2);
+        let xhat = &*xhat;
+        // The two row sums of one loop, rows side by side ([`fold_rows`]).
+        let m1 = fold_rows(dyg, d, 0.0, |a, r, i| a + dyg[r * d + i] * gamma[i]);
+        let m2 = fold_rows(dyg, d, 0.0, |a, r, i| a + dyg[r * d + i] * gamma[i] * xhat[r * d + i]);
+        for (r, ((dxr, dyr), xh)) in dxg.chunks_mut(d).zip(dyg.chunks(d)).zip(xhat.chunks(d)).enumerate() {
+            for i in 0..d {
+                dg[i] += dyr[i] * xh[i];
+                db[i] += dyr[i];
+            }
+            let (m1, m2, s) = (m1[r] / d as f32, m2[r] / d as f32, rg[r]);
+            for i in 0..d {
+                dxr[i] = s * (dyr[i] * gamma[i] - m1 - xh[i] * m2);
+            }
         }
     }
 }
@@ -252,12 +299,17 @@ fn layer_norm_backward_rows(
 /// `√(2/π)` of the tanh-GELU.
 const C: f32 = 0.797_884_6;
 
-/// tanh-GELU in place, `x·σ(2z)`, `z = √(2/π)(x + 0.044715x³)` (the same function as
-/// polyflow's `model::block::gelu_tanh`).
+/// tanh-GELU, `x·σ(2z)`, `z = √(2/π)(x + 0.044715x³)` (the same function as polyflow's
+/// `model::block::gelu_tanh`).
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| gelu_chunk(xc, yc));
     y
+}
+
+/// [`gelu_tanh`] in place (inference, where the input is not kept): the same bits.
+pub fn gelu_tanh_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 14).for_each(gelu_chunk_in_place);
 }
 
 // The element-wise loops below are compiled for AVX-512, AVX2 + FMA and the baseline, chosen at run time
@@ -268,6 +320,15 @@ pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn gelu_chunk(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
+        let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+        *o = v / (1.0 + expf::exp(-z2));
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_chunk_in_place(x: &mut [f32]) {
+    for o in x.iter_mut() {
+        let v = *o;
         let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
         *o = v / (1.0 + expf::exp(-z2));
     }
@@ -292,17 +353,23 @@ fn gelu_backward_chunk(x: &[f32], dy: &mut [f32]) {
 /// the product rounded first, exactly as a separate scaling pass; `scale = 1` is plain softmax).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) {
-    for r in x.chunks_mut(n) {
-        r.iter_mut().for_each(|v| *v *= scale);
-        let mx = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        for v in r.iter_mut() {
-            *v = expf::exp(*v - mx);
+    for grp in x.chunks_mut(G * n) {
+        grp.iter_mut().for_each(|v| *v *= scale);
+        // Maximum and sum of each row in order, rows side by side ([`fold_rows`]); the exponentials vectorise.
+        let g = &*grp;
+        let mx = fold_rows(g, n, f32::NEG_INFINITY, |a, r, j| a.max(g[r * n + j]));
+        for (r, row) in grp.chunks_mut(n).enumerate() {
+            for v in row.iter_mut() {
+                *v = expf::exp(*v - mx[r]);
+            }
         }
-        // The sum in order, apart from the exponentials (which vectorise).
-        let s = r.iter().fold(0.0f32, |s, v| s + v);
-        let inv = 1.0 / s;
-        for v in r.iter_mut() {
-            *v *= inv;
+        let g = &*grp;
+        let s = fold_rows(g, n, 0.0, |a, r, j| a + g[r * n + j]);
+        for (r, row) in grp.chunks_mut(n).enumerate() {
+            let inv = 1.0 / s[r];
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
         }
     }
 }
@@ -311,10 +378,14 @@ pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) {
 /// `dp ← scale · (p ⊙ (dp − Σ_j dp_j p_j))` (rows of length `n`).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 pub fn softmax_rows_backward(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
-    for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
-        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-        for (d, &pv) in dr.iter_mut().zip(pr) {
-            *d = pv * (*d - dot) * scale;
+    for (pg, dg) in p.chunks(G * n).zip(dp.chunks_mut(G * n)) {
+        let d = &*dg;
+        // `Iterator::sum` folds from −0.0.
+        let dot = fold_rows(pg, n, -0.0, |a, r, j| a + pg[r * n + j] * d[r * n + j]);
+        for (r, (pr, dr)) in pg.chunks(n).zip(dg.chunks_mut(n)).enumerate() {
+            for (d, &pv) in dr.iter_mut().zip(pr) {
+                *d = pv * (*d - dot[r]) * scale;
+            }
         }
     }
 }
@@ -434,6 +505,115 @@ mod tests {
             sp[i] += h;
             sm[i] -= h;
             assert!(((f(&sp) - f(&sm)) / (2.0 * h) - dp[i]).abs() < 1e-2);
+        }
+    }
+
+    /// The row-wise kernels as they were, one row at a time: the interleaved reductions must give their bits.
+    mod one_row {
+        pub fn softmax(x: &mut [f32], n: usize, scale: f32) {
+            for r in x.chunks_mut(n) {
+                r.iter_mut().for_each(|v| *v *= scale);
+                let mx = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                for v in r.iter_mut() {
+                    *v = crate::expf::exp(*v - mx);
+                }
+                let s = r.iter().fold(0.0f32, |s, v| s + v);
+                let inv = 1.0 / s;
+                for v in r.iter_mut() {
+                    *v *= inv;
+                }
+            }
+        }
+        pub fn softmax_backward(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
+            for (pr, dr) in p.chunks(n).zip(dp.chunks_mut(n)) {
+                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                for (d, &pv) in dr.iter_mut().zip(pr) {
+                    *d = pv * (*d - dot) * scale;
+                }
+            }
+        }
+        pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+            let (mut y, mut m, mut r) = (vec![0.0; x.len()], vec![], vec![]);
+            for (yr, xr) in y.chunks_mut(d).zip(x.chunks(d)) {
+                let mu = xr.iter().sum::<f32>() / d as f32;
+                let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+                let s = 1.0 / (var + eps).sqrt();
+                for (((o, v), g), b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+                    *o = (v - mu) * s * g + b;
+                }
+                m.push(mu);
+                r.push(s);
+            }
+            (y, m, r)
+        }
+        pub fn layer_norm_backward(
+            x: &[f32],
+            mean: &[f32],
+            rstd: &[f32],
+            gamma: &[f32],
+            dy: &[f32],
+            d: usize,
+        ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+            let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0f32; d], vec![0.0f32; d]);
+            let mut xhat = vec![0.0f32; d];
+            for ((((dxr, xr), dyr), mu), s) in dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)).zip(mean).zip(rstd) {
+                for i in 0..d {
+                    xhat[i] = (xr[i] - mu) * s;
+                }
+                let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                for i in 0..d {
+                    let g = dyr[i] * gamma[i];
+                    m1 += g;
+                    m2 += g * xhat[i];
+                }
+                for i in 0..d {
+                    dg[i] += dyr[i] * xhat[i];
+                    db[i] += dyr[i];
+                }
+                let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+                for i in 0..d {
+                    dxr[i] = s * (dyr[i] * gamma[i] - m1 - xhat[i] * m2);
+                }
+            }
+            (dx, dg, db)
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Softmax, its backward, LayerNorm and its backward give the one-row-at-a-time bits: row counts that are
+    /// and are not multiples of the interleave, rows of zeros (signs of zero sums), large and tiny values.
+    #[test]
+    fn row_kernels_keep_the_one_row_bits() {
+        for (rows, n) in [(1, 5), (8, 65), (21, 65), (64, 192), (67, 192), (3, 1)] {
+            let mut x = data(rows * n, 7);
+            x.iter_mut().enumerate().for_each(|(i, v)| *v *= [1.0, 30.0, 1e-6, 3.0][i % 4]);
+            x[..n].fill(0.0);
+            if rows > 2 {
+                x[n..2 * n].fill(-0.0);
+            }
+            let dy = data(rows * n, 11);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            softmax_rows(&mut a, n, 0.125);
+            one_row::softmax(&mut b, n, 0.125);
+            assert_eq!(bits(&a), bits(&b), "softmax {rows}×{n}");
+            let (mut da, mut db) = (dy.clone(), dy.clone());
+            softmax_rows_backward(&a, &mut da, n, 0.125);
+            one_row::softmax_backward(&b, &mut db, n, 0.125);
+            assert_eq!(bits(&da), bits(&db), "softmax backward {rows}×{n}");
+            let (gamma, beta) = (data(n, 3), data(n, 5));
+            let got = layer_norm(&x, &gamma, &beta, n, 1e-6);
+            let want = one_row::layer_norm(&x, &gamma, &beta, n, 1e-6);
+            assert_eq!((bits(&got.0), bits(&got.1), bits(&got.2)), (bits(&want.0), bits(&want.1), bits(&want.2)), "layer norm {rows}×{n}");
+            if rows <= ROWS {
+                // One parallel chunk: dγ and dβ are summed over the same rows in the same order.
+                let got = layer_norm_backward(&x, &want.1, &want.2, &gamma, &dy, n);
+                let want = one_row::layer_norm_backward(&x, &want.1, &want.2, &gamma, &dy, n);
+                assert_eq!(bits(&got.0), bits(&want.0), "layer norm backward dx {rows}×{n}");
+                assert_eq!((bits(&got.1), bits(&got.2)), (bits(&want.1), bits(&want.2)), "layer norm backward dγ dβ {rows}×{n}");
+            }
         }
     }
 }

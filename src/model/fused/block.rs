@@ -104,10 +104,12 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
     let (xn1, mean1, rstd1) = k::layer_norm(x, p.ln1.0, p.ln1.1, d, dm.eps);
     let qkv = k::linear(&xn1, p.qkv.0, p.qkv.1, m, d, 3 * d, dm.prec); // [M, 3D]: (example, token) × (q|k|v, head, hd)
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut probs = vec![0.0f32; dm.b * h * n * n]; // [B, H, N, N]
     let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
-    att.par_chunks_mut(n * d).zip(probs.par_chunks_mut(h * n * n)).zip(qkv.par_chunks(n * 3 * d)).for_each(|((o, pr), rows)| {
-        for (hi, p) in pr.chunks_mut(n * n).enumerate() {
+                                       // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
+                                       // [N, N] at a time (inference).
+    let heads = |o: &mut [f32], pr: &mut [f32], rows: &[f32]| {
+        for hi in 0..h {
+            let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
             let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
             let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
             k::matmul(n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
@@ -116,16 +118,32 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
             k::matmul(n, hd, n, Mat::rows(p, n), v, &mut o[hi * hd..], d, false, false);
             // [N, hd]
         }
-    });
+    };
+    let mut probs = Vec::new(); // [B, H, N, N] when saved
+    if save {
+        probs = vec![0.0f32; dm.b * h * n * n];
+        att.par_chunks_mut(n * d)
+            .zip(probs.par_chunks_mut(h * n * n))
+            .zip(qkv.par_chunks(n * 3 * d))
+            .for_each(|((o, pr), rows)| heads(o, pr, rows));
+    } else {
+        att.par_chunks_mut(n * d).zip(qkv.par_chunks(n * 3 * d)).for_each_init(|| vec![0.0f32; n * n], |pr, (o, rows)| heads(o, pr, rows));
+    }
     let mut a = k::linear(&att, p.proj.0, p.proj.1, m, d, d, dm.prec);
     if let Some((k0, _)) = keep {
         scale_examples(&mut a, k0, n * d);
     }
-    let x1: Vec<f32> = x.par_iter().zip(a.par_iter()).map(|(u, v)| u + v).collect();
-    drop(a);
+    // x1 = x + a, into `a`'s memory (the same sums).
+    a.par_iter_mut().zip(x.par_iter()).for_each(|(v, u)| *v = u + *v);
+    let x1 = a;
     let (xn2, mean2, rstd2) = k::layer_norm(&x1, p.ln2.0, p.ln2.1, d, dm.eps);
-    let pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp, dm.prec); // [M, MLP]
-    let act = k::gelu_tanh(&pre);
+    let mut pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp, dm.prec); // [M, MLP]
+    let act = if save {
+        k::gelu_tanh(&pre)
+    } else {
+        k::gelu_tanh_in_place(&mut pre); // not kept: activated where it is
+        std::mem::take(&mut pre)
+    };
     let mut y = k::linear(&act, p.fc2.0, p.fc2.1, m, dm.mlp, d, dm.prec);
     if let Some((_, k1)) = keep {
         scale_examples(&mut y, k1, n * d);
