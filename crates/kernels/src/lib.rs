@@ -319,18 +319,39 @@ pub fn gelu_tanh_in_place(x: &mut [f32]) {
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn gelu_chunk(x: &[f32], y: &mut [f32]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
-        *o = v / (1.0 + expf::exp(-z2));
+    let (xb, xt) = x.as_chunks::<16>();
+    let (yb, yt) = y.as_chunks_mut::<16>();
+    for (o, v) in yb.iter_mut().zip(xb) {
+        // −2z of 16 values, their exponentials together ([`expf::exp16`]), then x / (1 + e^−2z).
+        let mut t = v.map(minus_2z);
+        expf::exp16(&mut t);
+        for i in 0..16 {
+            o[i] = v[i] / (1.0 + t[i]);
+        }
     }
+    for (o, &v) in yt.iter_mut().zip(xt) {
+        *o = v / (1.0 + expf::exp(minus_2z(v)));
+    }
+}
+
+/// `−2z = −2·√(2/π)(x + 0.044715x³)`, the exponent of the tanh-GELU's `σ(2z)`.
+#[inline(always)]
+fn minus_2z(v: f32) -> f32 {
+    -(2.0 * C * (v + 0.044715 * v * v * v))
 }
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn gelu_chunk_in_place(x: &mut [f32]) {
-    for o in x.iter_mut() {
-        let v = *o;
-        let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
-        *o = v / (1.0 + expf::exp(-z2));
+    let (xb, xt) = x.as_chunks_mut::<16>();
+    for o in xb.iter_mut() {
+        let mut t = o.map(minus_2z);
+        expf::exp16(&mut t);
+        for i in 0..16 {
+            o[i] /= 1.0 + t[i];
+        }
+    }
+    for o in xt.iter_mut() {
+        *o /= 1.0 + expf::exp(minus_2z(*o));
     }
 }
 
@@ -341,11 +362,24 @@ pub fn gelu_tanh_backward(x: &[f32], dy: &mut [f32]) {
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn gelu_backward_chunk(x: &[f32], dy: &mut [f32]) {
-    for (g, &v) in dy.iter_mut().zip(x) {
-        let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
-        let s = 1.0 / (1.0 + expf::exp(-z2));
+    /// `dy · gelu'(v)` given `e = e^−2z`.
+    #[inline(always)]
+    fn grad(g: f32, v: f32, e: f32) -> f32 {
+        let s = 1.0 / (1.0 + e);
         let dz2 = 2.0 * C * (1.0 + 3.0 * 0.044715 * v * v);
-        *g *= s + v * s * (1.0 - s) * dz2;
+        g * (s + v * s * (1.0 - s) * dz2)
+    }
+    let (xb, xt) = x.as_chunks::<16>();
+    let (gb, gt) = dy.as_chunks_mut::<16>();
+    for (g, v) in gb.iter_mut().zip(xb) {
+        let mut t = v.map(minus_2z);
+        expf::exp16(&mut t);
+        for i in 0..16 {
+            g[i] = grad(g[i], v[i], t[i]);
+        }
+    }
+    for (g, &v) in gt.iter_mut().zip(xt) {
+        *g = grad(*g, v, expf::exp(minus_2z(v)));
     }
 }
 
@@ -359,7 +393,12 @@ pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) {
         let g = &*grp;
         let mx = fold_rows(g, n, f32::NEG_INFINITY, |a, r, j| a.max(g[r * n + j]));
         for (r, row) in grp.chunks_mut(n).enumerate() {
-            for v in row.iter_mut() {
+            let (blocks, tail) = row.as_chunks_mut::<16>();
+            for v in blocks.iter_mut() {
+                *v = v.map(|x| x - mx[r]);
+                expf::exp16(v);
+            }
+            for v in tail.iter_mut() {
                 *v = expf::exp(*v - mx[r]);
             }
         }
@@ -576,6 +615,41 @@ mod tests {
                 }
             }
             (dx, dg, db)
+        }
+    }
+
+    /// GELU forward (both forms) and backward give the bits of the per-value loops with [`expf::exp`]: lengths
+    /// with and without a tail of fewer than 16, values large enough for the exponential's special cases.
+    #[test]
+    fn gelu_keeps_the_per_value_bits() {
+        for len in [1, 15, 16, 33, 1000, (1 << 14) + 5] {
+            let mut x = data(len, 9);
+            x.iter_mut().enumerate().for_each(|(i, v)| *v *= [1.0, 4.0, 12.0, 0.01, 100.0][i % 5]);
+            let want: Vec<f32> = x
+                .iter()
+                .map(|&v| {
+                    let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+                    v / (1.0 + expf::exp(-z2))
+                })
+                .collect();
+            assert_eq!(bits(&gelu_tanh(&x)), bits(&want), "gelu, {len}");
+            let mut y = x.clone();
+            gelu_tanh_in_place(&mut y);
+            assert_eq!(bits(&y), bits(&want), "gelu in place, {len}");
+            let dy = data(len, 4);
+            let want: Vec<f32> = x
+                .iter()
+                .zip(&dy)
+                .map(|(&v, &g)| {
+                    let z2 = 2.0 * C * (v + 0.044715 * v * v * v);
+                    let s = 1.0 / (1.0 + expf::exp(-z2));
+                    let dz2 = 2.0 * C * (1.0 + 3.0 * 0.044715 * v * v);
+                    g * (s + v * s * (1.0 - s) * dz2)
+                })
+                .collect();
+            let mut got = dy.clone();
+            gelu_tanh_backward(&x, &mut got);
+            assert_eq!(bits(&got), bits(&want), "gelu backward, {len}");
         }
     }
 
