@@ -98,7 +98,7 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
     let blocks = m.div_ceil(MC);
     for (pi, p0) in (0..k).step_by(KC).enumerate() {
         let kc = KC.min(k - p0);
-        pack_b(&b, p0, kc, n, nr, &mut bp);
+        pack_b(&b, p0, kc, n, nr, &mut bp, parallel);
         let first = pi == 0 && !acc;
         let run = |(bi, cblk): (usize, &mut [f32])| {
             if bi >= blocks {
@@ -183,8 +183,23 @@ impl std::ops::DerefMut for Scratch {
 }
 
 /// Packs `b[p0..p0+kc, 0..n]` as panels of `kc × NR` (zero-padded columns).
-fn pack_b(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, out: &mut [f32]) {
-    for (jp, panel) in out.chunks_mut(kc * big_nr).enumerate().take(n.div_ceil(big_nr)) {
+/// Large blocks are packed by all threads, a panel each: packed on the calling thread alone, the weight
+/// gradients' `dy` (k = the batch's rows, thousands) kept the other threads idle between row blocks.
+fn pack_b(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, out: &mut [f32], parallel: bool) {
+    let panels = &mut out[..n.div_ceil(big_nr) * kc * big_nr];
+    if parallel && panels.len() >= PARALLEL_PACK {
+        panels.par_chunks_mut(kc * big_nr).enumerate().for_each(|(jp, panel)| pack_b_panel(b, p0, kc, n, big_nr, jp, panel));
+    } else {
+        panels.chunks_mut(kc * big_nr).enumerate().for_each(|(jp, panel)| pack_b_panel(b, p0, kc, n, big_nr, jp, panel));
+    }
+}
+
+/// Values of B from which packing is split over threads (256 KiB).
+const PARALLEL_PACK: usize = 1 << 16;
+
+/// Panel `jp` of [`pack_b`].
+fn pack_b_panel(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, jp: usize, panel: &mut [f32]) {
+    {
         let j0 = jp * big_nr;
         let nr = big_nr.min(n - j0);
         for p in 0..kc {
