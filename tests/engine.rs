@@ -292,7 +292,13 @@ impl Stage for Hold {
         vec![]
     }
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::opt("x", ParamType::Int { min: 0, max: 1000 }, json!(0), "value")]
+        vec![
+            ParamSpec::opt("x", ParamType::Int { min: 0, max: 1000 }, json!(0), "value"),
+            ParamSpec::opt("need", ParamType::Int { min: 0, max: 8 }, json!(0), "devices the kind itself needs"),
+        ]
+    }
+    fn resources(&self, params: &serde_json::Value, _: &BTreeMap<String, String>) -> polyflow::stage::Resources {
+        polyflow::stage::Resources { cpu_slots: 1, devices: params["need"].as_u64().unwrap_or(0) as u32 }
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let start = std::time::Instant::now();
@@ -303,8 +309,9 @@ impl Stage for Hold {
 }
 
 /// `--devices 2`: nodes asking for one GPU each run two at a time, each pinned to a device no other running node
-/// holds; a node asking for two gets both (and one asking for more than there are gets all); `Started` events
-/// name the devices. With `--devices 0` nodes run without devices. Devices never enter keys.
+/// holds; a node asking for two gets both (and one asking for more than there are gets all; one whose kind needs
+/// two gets two even with `resources.gpus = 1`); `Started` events name the devices. With `--devices 0` nodes run
+/// without devices. Devices never enter keys.
 #[test]
 fn nodes_are_pinned_to_their_own_devices() {
     let mut e = Env::new();
@@ -312,7 +319,7 @@ fn nodes_are_pinned_to_their_own_devices() {
     e.reg.register(Hold(log.clone()));
     let one = |n: &str, x: u32| format!("[node.{n}]\nkind = \"hold\"\nx = {x}\nresources = {{ gpus = 1 }}\n");
     let text = format!(
-        "{}{}{}[node.both]\nkind = \"hold\"\nx = 4\nresources = {{ gpus = 2 }}\n[node.many]\nkind = \"hold\"\nx = 5\nresources = {{ gpus = 8 }}\n",
+        "{}{}{}[node.both]\nkind = \"hold\"\nx = 4\nresources = {{ gpus = 2 }}\n[node.many]\nkind = \"hold\"\nx = 5\nresources = {{ gpus = 8 }}\n[node.floor]\nkind = \"hold\"\nx = 6\nneed = 2\nresources = {{ gpus = 1 }}\n",
         one("g1", 1),
         one("g2", 2),
         one("g3", 3)
@@ -320,7 +327,7 @@ fn nodes_are_pinned_to_their_own_devices() {
     e.write("p.toml", &text);
     let opts = RunOptions { jobs: 8, devices: 2, ..RunOptions::default() };
     let (ran, events) = e.run_with(None, opts);
-    assert_eq!(ran, ["both", "g1", "g2", "g3", "many"]);
+    assert_eq!(ran, ["both", "floor", "g1", "g2", "g3", "many"]);
     let log = log.lock().unwrap().clone();
     for (id, devices, ..) in &log {
         let want: &[u32] = if id.starts_with('g') { &[] } else { &[0, 1] };
@@ -350,7 +357,7 @@ fn nodes_are_pinned_to_their_own_devices() {
     let (ran, _) = e.run_with(None, RunOptions { jobs: 8, devices: 0, ..RunOptions::default() });
     assert!(ran.is_empty(), "devices changed keys: {ran:?}");
     let (ran, events) = e.run_with(None, RunOptions { jobs: 8, devices: 0, force_all: true, ..RunOptions::default() });
-    assert_eq!(ran.len(), 5);
+    assert_eq!(ran.len(), 6);
     for ev in &events {
         if let Event::Started { id, devices, .. } = ev {
             assert!(devices.is_empty(), "{id} got devices {devices:?} with --devices 0");

@@ -378,14 +378,18 @@ impl Scheduler<'_> {
         let res = node.stage.resources(&node.params, &opts.env);
         let want = node.resources.over(&g.executor.defaults);
         let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, self.jobs));
-        let gpus = want.gpus.unwrap_or(res.devices);
+        // The stage's own need is a floor: `resources.gpus` (or an executor default) below it would leave a
+        // data-parallel node's replicas taking turns on fewer GPUs than it has, silently.
+        let gpus = want.gpus.unwrap_or(0).max(res.devices);
         // Locally a node holds slots of `-j` and accelerators of `--devices` (cores clamped to the pool, devices to
         // the machine's: a node asking for more GPUs than there are gets them all); a scheduler keeps its own
         // accounting and gets the cores asked for.
         let limited = self.launcher.limited();
         let (cpu, ndev) = if limited { (cpus_req.clamp(1, self.jobs), (gpus as usize).min(opts.devices)) } else { (0, 0) };
         let threads = if limited { cpu } else { cpus_req };
-        if cpu > self.free_cpu || ndev > self.free_dev.len() {
+        // With a shared cache, devices are checked after the lookup below (a fetched node needs none); without
+        // one, before the work of deciding.
+        if cpu > self.free_cpu || (ndev > self.free_dev.len() && opts.cache.is_none()) {
             return Ok(Started::NoRoom);
         }
         // Always look the key up again: another node with the same key (a matrix entry identical to a separately
@@ -411,6 +415,10 @@ impl Scheduler<'_> {
         }
         if let Some(started) = self.try_fetch(i, &a)? {
             return Ok(started);
+        }
+        // Devices only now: a node the shared cache has needs none to be fetched.
+        if ndev > self.free_dev.len() {
+            return Ok(Started::NoRoom);
         }
         self.free_cpu -= cpu;
         // The lowest free indices: each node is pinned to devices no other running node holds.

@@ -66,6 +66,12 @@ impl Backend {
                     return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
                 }
                 let devices = if indices.is_empty() { vec![0] } else { indices.to_vec() };
+                let count = <burn::backend::Cuda as burn::tensor::backend::Backend>::device_count(0);
+                if let Some(bad) = devices.iter().find(|&&i| i as usize >= count) {
+                    return Err(format!(
+                        "CUDA device {bad} does not exist: this machine has {count} (`--devices` counts them from 0; restrict them with CUDA_VISIBLE_DEVICES)"
+                    ));
+                }
                 let devices = devices.into_iter().map(|i| burn::backend::cuda::CudaDevice { index: i as usize }).collect();
                 Ok(job.run::<Autodiff<burn::backend::Cuda>>(devices))
             }
