@@ -202,6 +202,12 @@ fn pack_b_panel(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, jp: usiz
     {
         let j0 = jp * big_nr;
         let nr = big_nr.min(n - j0);
+        #[cfg(target_arch = "x86_64")]
+        if b.rs == 1 && b.cs != 1 && std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked).
+            unsafe { pack_b_transposed_avx(b, p0, kc, j0, nr, big_nr, panel) };
+            return;
+        }
         for p in 0..kc {
             let row = &mut panel[p * big_nr..p * big_nr + big_nr];
             let base = (p0 + p) * b.rs + j0 * b.cs;
@@ -214,6 +220,75 @@ fn pack_b_panel(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, jp: usiz
             }
             row[nr..].fill(0.0);
         }
+    }
+}
+
+/// [`pack_b_panel`] for a transposed B (`rs = 1`: each column's values are contiguous, as in the attention's
+/// `kᵀ` and the backward pass's `Wᵀ`): 8 × 8 blocks loaded a column run at a time and transposed in registers,
+/// instead of one strided read per value (the same values land in the same places).
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_b_transposed_avx(b: &Mat, p0: usize, kc: usize, j0: usize, nr: usize, big_nr: usize, panel: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let at = |j: usize, p: usize| (j0 + j) * b.cs + p0 + p;
+    let (j8, p8) = (nr / 8 * 8, kc / 8 * 8);
+    for j in (0..j8).step_by(8) {
+        for p in (0..p8).step_by(8) {
+            // Column j + i, values p..p + 8 (bounds-checked slices; the loads read exactly them).
+            let r: [__m256; 8] = std::array::from_fn(|i| {
+                let src = &b.data[at(j + i, p)..at(j + i, p) + 8];
+                // SAFETY: `src` holds 8 values; unaligned load.
+                unsafe { _mm256_loadu_ps(src.as_ptr()) }
+            });
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+            let rows = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (q, row) in rows.into_iter().enumerate() {
+                let dst = &mut panel[(p + q) * big_nr + j..(p + q) * big_nr + j + 8];
+                // SAFETY: `dst` holds 8 values; unaligned store.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), row) };
+            }
+        }
+        for p in p8..kc {
+            for i in 0..8 {
+                panel[p * big_nr + j + i] = b.data[at(j + i, p)];
+            }
+        }
+    }
+    for j in j8..nr {
+        for p in 0..kc {
+            panel[p * big_nr + j] = b.data[at(j, p)];
+        }
+    }
+    for p in 0..kc {
+        panel[p * big_nr + nr..(p + 1) * big_nr].fill(0.0);
     }
 }
 
@@ -519,6 +594,39 @@ mod tests {
             }
         }
         v
+    }
+
+    /// The transposing pack puts every value where the per-value loop does (ragged panels, depths not a
+    /// multiple of 8, an offset `p0`, padding zeroed over old contents).
+    #[test]
+    fn transposed_packing_equals_the_per_value_loop() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::arch::is_x86_feature_detected!("avx") {
+                eprintln!("SKIPPED: no AVX");
+                return;
+            }
+            for (k, n, big_nr, p0, kc) in [(64, 65, 32, 0, 64), (600, 77, 16, 256, 256), (19, 9, 32, 3, 13), (8, 8, 32, 0, 8)] {
+                let data: Vec<f32> = (0..k * n + 5).map(|i| i as f32 * 0.5 - 7.0).collect();
+                let b = Mat::t(&data, k); // [k, n], column j's values contiguous at j·k
+                for jp in 0..n.div_ceil(big_nr) {
+                    let mut want = vec![f32::NAN; kc * big_nr];
+                    let (j0, nr) = (jp * big_nr, big_nr.min(n - jp * big_nr));
+                    for p in 0..kc {
+                        for j in 0..big_nr {
+                            want[p * big_nr + j] = if j < nr { data[(j0 + j) * k + p0 + p] } else { 0.0 };
+                        }
+                    }
+                    let mut got = vec![f32::NAN; kc * big_nr];
+                    pack_b_panel(&b, p0, kc, n, big_nr, jp, &mut got);
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "k {k} n {n} panel {jp}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
