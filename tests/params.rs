@@ -82,17 +82,19 @@ fn show_names_the_values_a_training_node_uses() {
     assert_eq!(v["optimizer"], "adam");
 }
 
-/// Parameters added to a kind later (`precision`, `micro_batch`, `gpus` on `train`) stay out of the key at their
+/// Parameters added to a kind later (`precision`, `micro_batch`, `gpus`, `activation_checkpointing` on `train`)
+/// stay out of the key at their
 /// default, given or not, so stores cached before them stay fresh; any other value is a new key. bf16 with
 /// the erf GELU is refused at the parameter's line.
 #[test]
 fn added_parameters_at_their_default_keep_the_key() {
     let d = tempfile::tempdir().unwrap();
     common::write_cifar(d.path());
-    let extra = "\n[node.f32]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"f32\"\nmicro_batch = 0\ngpus = 1\n\
+    let extra = "\n[node.f32]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"f32\"\nmicro_batch = 0\ngpus = 1\nactivation_checkpointing = false\n\
                  \n[node.bf16]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"bf16\"\n\
                  \n[node.micro]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nmicro_batch = 4\n\
-                 \n[node.dp]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\ngpus = 2\n";
+                 \n[node.dp]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\ngpus = 2\n\
+                 \n[node.ckpt]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nactivation_checkpointing = true\n";
     std::fs::write(d.path().join("p.toml"), format!("{}{extra}", pipe())).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "t"]);
     assert_eq!(code, 0, "{err}");
@@ -101,6 +103,7 @@ fn added_parameters_at_their_default_keep_the_key() {
     assert_ne!(key(d.path(), "flex", "bf16"), m);
     assert_ne!(key(d.path(), "flex", "micro"), m);
     assert_ne!(key(d.path(), "flex", "dp"), m);
+    assert_ne!(key(d.path(), "flex", "ckpt"), m);
     // From the CLI: `m` trains, `f32` is then fresh (its key), `bf16`, `micro` and `dp` (two replicas taking
     // turns on the CPU) train on their own.
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "m"]);
@@ -108,9 +111,17 @@ fn added_parameters_at_their_default_keep_the_key() {
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("Finished f32"), "f32 (same key as m) ran again: {err}");
-    assert!(err.contains("Finished bf16") && err.contains("Finished micro") && err.contains("Finished dp"), "{err}");
+    assert!(
+        err.contains("Finished bf16") && err.contains("Finished micro") && err.contains("Finished dp") && err.contains("Finished ckpt"),
+        "{err}"
+    );
     std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nprecision = \"bf16\"\n", common::cifar_task(2))).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("q.toml:") && err.contains("precision") && err.contains("tanh"), "{err}");
+    std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nactivation_checkpointing = true\n", common::cifar_task(2)))
+        .unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("q.toml:") && err.contains("activation_checkpointing") && err.contains("tanh"), "{err}");
 }

@@ -86,6 +86,7 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
             bf16: false,
             micro_batch: 0,
             replicas: 1,
+            recompute: false,
         };
         let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
         assert_eq!(out.steps_per_task, counts, "{sched:?}");
@@ -111,6 +112,7 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
         bf16: false,
         micro_batch: 0,
         replicas: 1,
+        recompute: false,
     };
     let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
     assert_eq!(out.steps_per_task.iter().sum::<usize>(), 8);
@@ -295,6 +297,7 @@ fn micro_batches_and_replicas_give_the_whole_batch_update() {
             bf16: false,
             micro_batch,
             replicas,
+            recompute: false,
         };
         let go = |m: usize, r: usize, devices: usize| {
             let devices = vec![Default::default(); devices];
@@ -326,5 +329,56 @@ fn micro_batches_and_replicas_give_the_whole_batch_update() {
                 assert_eq!(sliced.weights, spread.weights, "{what}: placement changed the result");
             }
         }
+    }
+}
+
+/// Activation checkpointing recomputes each fused block's activations in the backward pass from its input with
+/// the same kernels: the losses and final weights are bit-identical to keeping them (co-training, the
+/// `accumulate` schedule and the weighted one, stochastic depth on).
+#[test]
+fn activation_checkpointing_gives_the_same_bits() {
+    let mut a = task("a", [1, 1, 8, 8], 4, Loss::Softmax);
+    let mut b = task("b", [1, 1, 8, 8], 4, Loss::Sigmoid);
+    for t in [&mut a, &mut b] {
+        t.batch = 8;
+        t.droplayer = 0.2;
+    }
+    let tasks = vec![a, b];
+    let model = ModelConfig {
+        size: Size { dim: 16, depth: 3, heads: 2, mlp: 32 },
+        l_adapt: 1,
+        geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] })],
+        tasks: tasks
+            .iter()
+            .map(|t| TaskHead { name: t.name.clone(), modality: Modality::Image, classes: 3, init: HeadInit::LecunNormal })
+            .collect(),
+        gelu_tanh: true,
+        ln_eps: 1e-6,
+    };
+    for (schedule, mean) in [(Schedule::Weighted, false), (Schedule::Accumulate, true)] {
+        let go = |recompute: bool| {
+            let cfg = RunConfig {
+                model: model.clone(),
+                schedule,
+                total_steps: None,
+                schedule_seed: 0,
+                optimizer: OptKind::Sgd { momentum: 0.9 },
+                clip: Some(1.0),
+                wrap_last: true,
+                accumulate_mean: mean,
+                eval_every: 0,
+                checkpoint_every: 0,
+                seed: 5,
+                eval_batch: 8,
+                bf16: false,
+                micro_batch: 0,
+                replicas: 1,
+                recompute,
+            };
+            run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap()
+        };
+        let (kept, recomputed) = (go(false), go(true));
+        assert_eq!(kept.steps, recomputed.steps, "{schedule:?}: losses, learning rates, gradient norms");
+        assert_eq!(kept.weights, recomputed.weights, "{schedule:?}: final weights");
     }
 }

@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// training node; CPU only).
     #[arg(long)]
     pub bf16: bool,
+    /// Activation checkpointing (as `activation_checkpointing = true` on a training node; CPU only): the
+    /// blocks recompute their activations in the backward pass.
+    #[arg(long)]
+    pub checkpoint: bool,
     /// Time only inference (`infer`) or only the train step (`train`), e.g. under a profiler; the other is
     /// reported as 0.
     #[arg(long, value_parser = ["train", "infer"])]
@@ -79,6 +83,7 @@ impl BackendJob for Job {
         };
         let mut model = PolyVit::<B>::new(&cfg, 0, &device);
         model.set_bf16(a.bf16);
+        model.set_recompute(a.checkpoint);
         let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);
         let route = PolyVit::<B>::route(&cfg, 0);
         let x = Tensor::<B, 5>::random([a.batch, 3, 1, a.image, a.image], Distribution::Normal(0.0, 1.0), &device);
@@ -128,8 +133,8 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
         crate::model::fused::set_enabled(false);
     }
     let backend = a.backend.clone();
-    if a.bf16 && !(backend == "flex" || backend == "cpu") {
-        anyhow::bail!("--bf16 runs on the CPU (flex) backend only");
+    if (a.bf16 || a.checkpoint) && !(backend == "flex" || backend == "cpu") {
+        anyhow::bail!("--bf16 and --checkpoint run on the CPU (flex) backend only");
     }
     let (train, infer) = dispatch(&backend, Job(a.clone())).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
@@ -161,6 +166,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
         }
         .into();
         out["precision"] = if a.bf16 { "bf16" } else { "f32" }.into();
+        out["activation_checkpointing"] = a.checkpoint.into();
         out["train_fraction_of_peak"] = (train_gflops / peak).into();
     }
     println!("{out}");

@@ -44,6 +44,10 @@ pub struct Block<B: Backend> {
     /// only: [`Block::forward`] panics where that path does not apply, so callers check first). Not a
     /// parameter: not saved, set by the trainer ([`super::polyvit::PolyVit::set_bf16`]).
     pub bf16: bool,
+    /// Activation checkpointing (`activation_checkpointing = true`): the fused CPU block keeps only its input
+    /// for the backward pass and recomputes its activations there (same kernels, same bits). Like `bf16`, the
+    /// fused block only, set by the trainer ([`super::polyvit::PolyVit::set_recompute`]).
+    pub recompute: bool,
 }
 
 fn linear<B: Backend>(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
@@ -65,6 +69,7 @@ impl<B: Backend> Block<B> {
             gelu_tanh,
             eps,
             bf16: false,
+            recompute: false,
         }
     }
 
@@ -107,6 +112,7 @@ impl<B: Backend> Block<B> {
             return y;
         }
         assert!(!self.bf16, "bf16 matrix products need the fused CPU block (flex backend, tanh GELU, POLYFLOW_FUSED_CPU not 0)");
+        assert!(!self.recompute, "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, POLYFLOW_FUSED_CPU not 0)");
         self.forward_composed(x, keep)
     }
 

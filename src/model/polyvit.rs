@@ -73,6 +73,14 @@ impl<B: Backend> PolyVit<B> {
         }
     }
 
+    /// Turns activation checkpointing of every block (adapters included) on or off: the fused CPU block then
+    /// recomputes its activations in the backward pass instead of keeping them.
+    pub fn set_recompute(&mut self, on: bool) {
+        for b in self.tokenizers.iter_mut().flat_map(|t| t.adapters.iter_mut()).chain(self.blocks.iter_mut()) {
+            b.recompute = on;
+        }
+    }
+
     /// Route of task `task` under `cfg`.
     pub fn route(cfg: &ModelConfig, task: usize) -> Route {
         let m = cfg.tasks[task].modality;

@@ -86,6 +86,9 @@ struct OptimParams {
     /// Data-parallel replicas (one per GPU); added later, absent at its default.
     #[serde(default = "one")]
     gpus: usize,
+    /// Activation checkpointing; added later, absent at its default (off).
+    #[serde(default)]
+    activation_checkpointing: bool,
 }
 
 fn one() -> usize {
@@ -179,6 +182,12 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             T::Int { min: 1, max: 1024 },
             json!(1),
             "data parallelism: the batch cut into this many shards, one model replica per GPU, gradients summed before one optimizer step (on the CPU backend the replicas take turns on the CPU)",
+        ),
+        ParamSpec::added(
+            "activation_checkpointing",
+            T::Bool,
+            json!(false),
+            "keep only each block's input for the backward pass and recompute its activations there (fused CPU block: same bits, ~1/3 more arithmetic, far less memory)",
         ),
     ];
     if multi {
@@ -353,6 +362,11 @@ impl Stage for TrainStage {
         } else {
             parse_checked::<TrainParams>(params, &specs).map(|p| (p.model, p.optim))?
         };
+        if optim.activation_checkpointing && model.gelu == Gelu::Erf {
+            let why =
+                "activation checkpointing runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or leave it off";
+            return Err(("activation_checkpointing".into(), why.into()));
+        }
         if optim.precision == Precision::Bf16 && model.gelu == Gelu::Erf {
             let why = "bf16 runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or precision = \"f32\"";
             return Err(("precision".into(), why.into()));
@@ -390,6 +404,11 @@ impl Stage for TrainStage {
         let p = self.read(ctx.params)?;
         let backend = Backend::from_env(ctx.env).map_err(StageError::input)?;
         let (m, o) = (&p.model, &p.optim);
+        if o.activation_checkpointing && backend != Backend::Flex {
+            return Err(StageError::input(format!(
+                "activation_checkpointing = true runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or leave it off"
+            )));
+        }
         if o.precision == Precision::Bf16 && backend != Backend::Flex {
             return Err(StageError::input(format!(
                 "precision = \"bf16\" runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or precision = \"f32\""
@@ -414,6 +433,7 @@ impl Stage for TrainStage {
             bf16: o.precision == Precision::Bf16,
             micro_batch: o.micro_batch,
             replicas: o.gpus,
+            recompute: o.activation_checkpointing,
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,

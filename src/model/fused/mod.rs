@@ -55,17 +55,26 @@ pub fn enabled() -> bool {
 /// Whether blocks of backend `B` can run their matrix products in bf16 (`precision = "bf16"`): they must take
 /// the fused CPU path. `Err` says why not, in words for the user.
 pub fn bf16_supported<B: Backend>(gelu_tanh: bool) -> Result<(), String> {
+    fused_supported::<B>(gelu_tanh, "precision = \"bf16\"", "use precision = \"f32\" on this backend")
+}
+
+/// Whether blocks of backend `B` can checkpoint their activations (`activation_checkpointing = true`): the fused
+/// CPU block does it. `Err` says why not.
+pub fn recompute_supported<B: Backend>(gelu_tanh: bool) -> Result<(), String> {
+    fused_supported::<B>(gelu_tanh, "activation_checkpointing = true", "leave it off on this backend")
+}
+
+/// Whether the fused CPU block will run for backend `B`: `Err` names `what` needs it and why it will not run.
+fn fused_supported<B: Backend>(gelu_tanh: bool, what: &str, instead: &str) -> Result<(), String> {
     let flex = TypeId::of::<B>() == TypeId::of::<Ad>() || TypeId::of::<B>() == TypeId::of::<Flex>();
     if !flex {
-        return Err(
-            "precision = \"bf16\" runs on the CPU (flex) backend only in this version; use precision = \"f32\" on this backend".into()
-        );
+        return Err(format!("{what} runs on the CPU (flex) backend only in this version; {instead}"));
     }
     if !gelu_tanh {
-        return Err("precision = \"bf16\" needs the tanh GELU (gelu = \"tanh\"): the erf GELU runs outside the fused CPU block".into());
+        return Err(format!("{what} needs the tanh GELU (gelu = \"tanh\"): the erf GELU runs outside the fused CPU block"));
     }
     if !enabled() {
-        return Err("precision = \"bf16\" needs the fused CPU block, which POLYFLOW_FUSED_CPU=0 turned off".into());
+        return Err(format!("{what} needs the fused CPU block, which POLYFLOW_FUSED_CPU=0 turned off"));
     }
     Ok(())
 }
@@ -122,7 +131,10 @@ struct Inner {
     params: Vec<FlexTensor>,
     dims: block::Dims,
     keep: Option<(Vec<f32>, Vec<f32>)>,
+    /// The activations, or empty when they are recomputed in the backward pass (activation checkpointing).
     saved: block::Saved,
+    /// Whether `saved` is recomputed in the backward pass.
+    recompute: bool,
 }
 
 impl Inner {
@@ -131,7 +143,7 @@ impl Inner {
     fn forward(tensors: Vec<FlexTensor>, dims: block::Dims, keep: Option<(Vec<f32>, Vec<f32>)>, save: bool) -> (FlexTensor, Inner) {
         let mut t = tensors.into_iter().map(contiguous);
         let x = t.next().expect("x");
-        let mut st = Inner { x, params: t.collect(), dims, keep, saved: Default::default() };
+        let mut st = Inner { x, params: t.collect(), dims, keep, saved: Default::default(), recompute: false };
         let (y, saved) = block::forward(slice(&st.x), &st.params(), dims, st.keep(), save);
         st.saved = saved.unwrap_or_default();
         (flex(y, vec![dims.b, dims.n, dims.d]), st)
@@ -174,7 +186,10 @@ impl Backward<Flex, 13> for FusedBlockBackward {
         let st = ops.state.0;
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
         let x = slice(&st.x);
-        let (dx, pg) = block::backward(x, &st.params(), st.dims, st.keep(), &st.saved, slice(&dy));
+        // Checkpointed: the forward pass again, with the same kernels on the same input (the same bits).
+        let recomputed = st.recompute.then(|| block::forward(x, &st.params(), st.dims, st.keep(), true).1.expect("saved activations"));
+        let saved = recomputed.as_ref().unwrap_or(&st.saved);
+        let (dx, pg) = block::backward(x, &st.params(), st.dims, st.keep(), saved, slice(&dy));
         let mut grads_in = std::iter::once((dx, st.x.layout().shape().to_vec()))
             .chain(pg.into_iter().zip(&st.params).map(|(g, p)| (g, p.layout().shape().to_vec())));
         for parent in ops.parents.iter() {
@@ -211,7 +226,7 @@ pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&Dro
         std::iter::once(x.clone().into_primitive().tensor()).chain(params.into_iter().map(|p| p.into_primitive().tensor())).collect();
     if autodiff {
         let prims: Vec<FloatTensor<Ad>> = prims.into_iter().map(|p| cast(p).expect("Autodiff<Flex> primitive")).collect();
-        let out = fused_autodiff(prims, dims, keep);
+        let out = fused_autodiff(prims, dims, keep, blk.recompute);
         cast(Tensor::<Ad, 3>::from_primitive(TensorPrimitive::Float(out)))
     } else {
         let prims: Vec<FlexTensor> = prims.into_iter().map(|p| cast(p).expect("Flex primitive")).collect();
@@ -221,12 +236,13 @@ pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&Dro
 }
 
 /// The tracked (or untracked) autodiff op: forward on the inner tensors, state for the backward pass.
-fn fused_autodiff(prims: Vec<FloatTensor<Ad>>, dims: block::Dims, keep: Option<(Vec<f32>, Vec<f32>)>) -> FloatTensor<Ad> {
+fn fused_autodiff(prims: Vec<FloatTensor<Ad>>, dims: block::Dims, keep: Option<(Vec<f32>, Vec<f32>)>, recompute: bool) -> FloatTensor<Ad> {
     let nodes: [_; 13] = std::array::from_fn(|i| prims[i].node.clone());
     let inner: Vec<FlexTensor> = prims.into_iter().map(|p| p.primitive).collect();
     match FusedBlockBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (out, st) = Inner::forward(inner, dims, keep, true);
+            let (out, mut st) = Inner::forward(inner, dims, keep, !recompute);
+            st.recompute = recompute;
             prep.finish(State(Arc::new(st)), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(Inner::forward(inner, dims, keep, false).0),
