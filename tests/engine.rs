@@ -273,7 +273,10 @@ fn wrong_artifact_type_is_a_spec_error() {
 }
 
 /// Holds the devices it was given for a while and logs them with its start and end.
-struct Hold(Arc<Mutex<Vec<(String, Vec<u32>, std::time::Instant, std::time::Instant)>>>);
+/// (node, devices, start, end) of each run.
+type HoldLog = Arc<Mutex<Vec<(String, Vec<u32>, std::time::Instant, std::time::Instant)>>>;
+
+struct Hold(HoldLog);
 
 impl Stage for Hold {
     fn kind(&self) -> &'static str {

@@ -134,7 +134,7 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
         scale_examples(&mut a, k0, n * d);
     }
     // x1 = x + a, into `a`'s memory (the same sums).
-    a.par_iter_mut().zip(x.par_iter()).for_each(|(v, u)| *v = u + *v);
+    a.par_iter_mut().zip(x.par_iter()).for_each(|(v, u)| *v += u); // v + u = u + v exactly
     let x1 = a;
     let (xn2, mean2, rstd2) = k::layer_norm(&x1, p.ln2.0, p.ln2.1, d, dm.eps);
     let mut pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp, dm.prec); // [M, MLP]
