@@ -19,4 +19,10 @@ timeout 60 python3 benches/vit_torch.py --device cuda $TI 2>&1 | tail -3 | tee "
 echo "== Table 2, smoke profile, on the cuda backend"
 timeout 150 $B run pipelines/table2.toml --profile smoke --backend cuda --store /tmp/gpu_store 2>&1 | tail -25 | tee "$OUT/smoke_cuda.txt"
 cp results/smoke/table2.md "$OUT/table2_smoke_cuda.md" 2>/dev/null || true
+echo "== Data parallelism on the one GPU (issue 14, N = 1 device): co_image.s0 with gpus = 2 (two replicas on device 0) beside gpus = 1"
+timeout 120 $B run pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=2 2>&1 | tail -3 | tee "$OUT/dp_cuda.txt"
+for g in 1 2; do
+  echo "gpus = $g" | tee -a "$OUT/dp_cuda.txt"
+  timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp_cuda.txt"
+done
 echo done
