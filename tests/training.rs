@@ -334,7 +334,7 @@ fn micro_batches_and_replicas_give_the_whole_batch_update() {
 
 /// Activation checkpointing recomputes each fused block's activations in the backward pass from its input with
 /// the same kernels: the losses and final weights are bit-identical to keeping them (co-training, the
-/// `accumulate` schedule and the weighted one, stochastic depth on).
+/// `accumulate` schedule and the weighted one, stochastic depth on; also with 2 replicas in slices of 3).
 #[test]
 fn activation_checkpointing_gives_the_same_bits() {
     let mut a = task("a", [1, 1, 8, 8], 4, Loss::Softmax);
@@ -355,7 +355,9 @@ fn activation_checkpointing_gives_the_same_bits() {
         gelu_tanh: true,
         ln_eps: 1e-6,
     };
-    for (schedule, mean) in [(Schedule::Weighted, false), (Schedule::Accumulate, true)] {
+    for (schedule, mean, micro_batch, replicas) in
+        [(Schedule::Weighted, false, 0, 1), (Schedule::Accumulate, true, 0, 1), (Schedule::Weighted, false, 3, 2)]
+    {
         let go = |recompute: bool| {
             let cfg = RunConfig {
                 model: model.clone(),
@@ -371,8 +373,8 @@ fn activation_checkpointing_gives_the_same_bits() {
                 seed: 5,
                 eval_batch: 8,
                 bf16: false,
-                micro_batch: 0,
-                replicas: 1,
+                micro_batch,
+                replicas,
                 recompute,
             };
             run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap()

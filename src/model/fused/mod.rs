@@ -187,7 +187,11 @@ impl Backward<Flex, 13> for FusedBlockBackward {
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
         let x = slice(&st.x);
         // Checkpointed: the forward pass again, with the same kernels on the same input (the same bits).
-        let recomputed = st.recompute.then(|| block::forward(x, &st.params(), st.dims, st.keep(), true).1.expect("saved activations"));
+        let recomputed = st.recompute.then(|| {
+            #[cfg(test)]
+            tests::RECOMPUTES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            block::forward(x, &st.params(), st.dims, st.keep(), true).1.expect("saved activations")
+        });
         let saved = recomputed.as_ref().unwrap_or(&st.saved);
         let (dx, pg) = block::backward(x, &st.params(), st.dims, st.keep(), saved, slice(&dy));
         let mut grads_in = std::iter::once((dx, st.x.layout().shape().to_vec()))
@@ -318,6 +322,44 @@ mod tests {
             let ripple: Vec<f32> = (0..n).map(|i| 0.05 * ((i as f32) * 0.37).sin()).collect();
             let r = Tensor::<Ad, 1>::from_data(TensorData::new(ripple, [n]), &t.device()).reshape(t.shape());
             burn::module::Param::from_mapped_value(id, (t + r).detach().require_grad(), mapper)
+        }
+    }
+
+    /// Backward passes that recomputed their block's activations (activation checkpointing).
+    pub(super) static RECOMPUTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// With activation checkpointing the block keeps no activations, recomputes them in the backward pass, and
+    /// gives the same bits: output and the gradients of the input and all twelve parameters, masks on.
+    #[test]
+    fn checkpointed_block_gives_the_same_bits() {
+        let dev = Default::default();
+        let blk = Block::<Ad>::new(48, 3, 96, 1e-6, true, &mut Init::new(11), &dev).map(&mut Perturb);
+        let x = Tensor::<Ad, 3>::random([4, 17, 48], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<Ad, 3>::random([4, 17, 48], Distribution::Normal(0.0, 1.0), &dev);
+        let m = |v: [f32; 4]| Tensor::<Ad, 3>::from_data(TensorData::new(v.to_vec(), [4, 1, 1]), &dev);
+        let masks = (m([1.0, 0.0, 1.0, 1.0]), m([0.0, 1.0, 1.0, 0.0]));
+        let run = |recompute: bool| {
+            let mut b = blk.clone();
+            b.recompute = recompute;
+            let xr = x.clone().detach().require_grad();
+            let y = try_block(&b, &xr, Some(&masks)).expect("fused path applies");
+            let g = (y.clone() * w.clone()).sum().backward();
+            let mut out = vec![vals(y), vals(xr.grad(&g).unwrap())];
+            for l in [&b.qkv, &b.proj, &b.fc1, &b.fc2] {
+                out.push(vals(l.weight.grad(&g).unwrap()));
+                out.push(vals(l.bias.as_ref().unwrap().grad(&g).unwrap()));
+            }
+            for t in [&b.norm1.gamma, &b.norm2.gamma] {
+                out.push(vals(t.grad(&g).unwrap()));
+            }
+            out
+        };
+        let kept = run(false);
+        let before = RECOMPUTES.load(std::sync::atomic::Ordering::Relaxed);
+        let recomputed = run(true);
+        assert!(RECOMPUTES.load(std::sync::atomic::Ordering::Relaxed) > before, "the backward pass did not recompute");
+        for (i, (a, b)) in kept.iter().zip(&recomputed).enumerate() {
+            assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "output {i}");
         }
     }
 
