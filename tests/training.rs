@@ -7,7 +7,7 @@ use polyflow::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead}
 use polyflow::train::batch::{Augment, SplitData};
 use polyflow::train::metrics::Loss;
 use polyflow::train::optim::OptKind;
-use polyflow::train::run::{run, RunConfig, TaskRun};
+use polyflow::train::run::{run, Outcome, RunConfig, TaskRun};
 use polyflow::train::schedule::Schedule;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -40,6 +40,58 @@ fn task(name: &str, shape: [usize; 4], steps: usize, loss: Loss) -> TaskRun {
     }
 }
 
+/// The settings these tests share: SGD with momentum 0.9, clip 1.0, Scenic's wrap, evaluation at the end only,
+/// f32, whole batches on one replica.
+fn config(model: ModelConfig, schedule: Schedule, accumulate_mean: bool, seed: u64) -> RunConfig {
+    RunConfig {
+        model,
+        schedule,
+        total_steps: None,
+        schedule_seed: 0,
+        optimizer: OptKind::Sgd { momentum: 0.9 },
+        clip: Some(1.0),
+        wrap_last: true,
+        accumulate_mean,
+        eval_every: 0,
+        checkpoint_every: 0,
+        seed,
+        eval_batch: 8,
+        bf16: false,
+        micro_batch: 0,
+        replicas: 1,
+        recompute: false,
+    }
+}
+
+/// Trains on the CPU backend, its one device given `devices` times.
+fn train(cfg: &RunConfig, tasks: &[TaskRun], devices: usize) -> Outcome {
+    run::<Autodiff<Flex>>(cfg, tasks, None, None, &vec![Default::default(); devices], &|_, _, _| {}, &mut |_| {}).unwrap()
+}
+
+/// Two image tasks (softmax and sigmoid loss) with batches of 8 and stochastic depth 0.2, and a depth-3 model
+/// for them with `l_adapt` adapter blocks.
+fn two_image_tasks(l_adapt: usize) -> (Vec<TaskRun>, ModelConfig) {
+    let mut a = task("a", [1, 1, 8, 8], 4, Loss::Softmax);
+    let mut b = task("b", [1, 1, 8, 8], 4, Loss::Sigmoid);
+    for t in [&mut a, &mut b] {
+        t.batch = 8;
+        t.droplayer = 0.2;
+    }
+    let tasks = vec![a, b];
+    let model = ModelConfig {
+        size: Size { dim: 16, depth: 3, heads: 2, mlp: 32 },
+        l_adapt,
+        geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] })],
+        tasks: tasks
+            .iter()
+            .map(|t| TaskHead { name: t.name.clone(), modality: Modality::Image, classes: 3, init: HeadInit::LecunNormal })
+            .collect(),
+        gelu_tanh: true,
+        ln_eps: 1e-6,
+    };
+    (tasks, model)
+}
+
 #[test]
 fn each_schedule_yields_its_step_counts_on_three_modalities() {
     let tasks = vec![
@@ -70,25 +122,7 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
         (Schedule::Accumulate, vec![2, 2, 2], 2),
     ];
     for (sched, counts, updates) in expect {
-        let cfg = RunConfig {
-            model: model.clone(),
-            schedule: sched,
-            total_steps: None,
-            schedule_seed: 0,
-            optimizer: OptKind::Sgd { momentum: 0.9 },
-            clip: Some(1.0),
-            wrap_last: true,
-            accumulate_mean: false,
-            eval_every: 0,
-            checkpoint_every: 0,
-            seed: 0,
-            eval_batch: 8,
-            bf16: false,
-            micro_batch: 0,
-            replicas: 1,
-            recompute: false,
-        };
-        let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
+        let out = train(&config(model.clone(), sched, false, 0), &tasks, 1);
         assert_eq!(out.steps_per_task, counts, "{sched:?}");
         assert_eq!(out.steps.len(), updates, "{sched:?}");
         for s in &out.steps {
@@ -96,25 +130,7 @@ fn each_schedule_yields_its_step_counts_on_three_modalities() {
         }
     }
     // Uniform: U updates, each one task.
-    let cfg = RunConfig {
-        model,
-        schedule: Schedule::Uniform,
-        total_steps: None,
-        schedule_seed: 0,
-        optimizer: OptKind::Sgd { momentum: 0.9 },
-        clip: Some(1.0),
-        wrap_last: true,
-        accumulate_mean: true,
-        eval_every: 0,
-        checkpoint_every: 0,
-        seed: 0,
-        eval_batch: 8,
-        bf16: false,
-        micro_batch: 0,
-        replicas: 1,
-        recompute: false,
-    };
-    let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
+    let out = train(&config(model, Schedule::Uniform, true, 0), &tasks, 1);
     assert_eq!(out.steps_per_task.iter().sum::<usize>(), 8);
 }
 
@@ -262,46 +278,11 @@ fn cotraining_three_modalities_is_within_margin_of_single_task() {
 /// within 1e-4 (relative to the largest value). Where the replicas are placed does not change the bits.
 #[test]
 fn micro_batches_and_replicas_give_the_whole_batch_update() {
-    let mut a = task("a", [1, 1, 8, 8], 4, Loss::Softmax);
-    let mut b = task("b", [1, 1, 8, 8], 4, Loss::Sigmoid);
-    for t in [&mut a, &mut b] {
-        t.batch = 8;
-        t.droplayer = 0.2;
-    }
-    let tasks = vec![a, b];
-    let model = ModelConfig {
-        size: Size { dim: 16, depth: 3, heads: 2, mlp: 32 },
-        l_adapt: 0,
-        geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] })],
-        tasks: tasks
-            .iter()
-            .map(|t| TaskHead { name: t.name.clone(), modality: Modality::Image, classes: 3, init: HeadInit::LecunNormal })
-            .collect(),
-        gelu_tanh: true,
-        ln_eps: 1e-6,
-    };
+    let (tasks, model) = two_image_tasks(0);
     for (schedule, mean) in [(Schedule::Weighted, false), (Schedule::Accumulate, true)] {
-        let cfg = |micro_batch: usize, replicas: usize| RunConfig {
-            model: model.clone(),
-            schedule,
-            total_steps: None,
-            schedule_seed: 0,
-            optimizer: OptKind::Sgd { momentum: 0.9 },
-            clip: None,
-            wrap_last: true,
-            accumulate_mean: mean,
-            eval_every: 0,
-            checkpoint_every: 0,
-            seed: 3,
-            eval_batch: 8,
-            bf16: false,
-            micro_batch,
-            replicas,
-            recompute: false,
-        };
-        let go = |m: usize, r: usize, devices: usize| {
-            let devices = vec![Default::default(); devices];
-            run::<Autodiff<Flex>>(&cfg(m, r), &tasks, None, None, &devices, &|_, _, _| {}, &mut |_| {}).unwrap()
+        let go = |micro_batch: usize, replicas: usize, devices: usize| {
+            let cfg = RunConfig { clip: None, micro_batch, replicas, ..config(model.clone(), schedule, mean, 3) };
+            train(&cfg, &tasks, devices)
         };
         let whole = go(0, 1, 1);
         for (micro, replicas) in [(3, 1), (0, 2), (0, 3), (3, 2)] {
@@ -337,48 +318,12 @@ fn micro_batches_and_replicas_give_the_whole_batch_update() {
 /// `accumulate` schedule and the weighted one, stochastic depth on; also with 2 replicas in slices of 3).
 #[test]
 fn activation_checkpointing_gives_the_same_bits() {
-    let mut a = task("a", [1, 1, 8, 8], 4, Loss::Softmax);
-    let mut b = task("b", [1, 1, 8, 8], 4, Loss::Sigmoid);
-    for t in [&mut a, &mut b] {
-        t.batch = 8;
-        t.droplayer = 0.2;
-    }
-    let tasks = vec![a, b];
-    let model = ModelConfig {
-        size: Size { dim: 16, depth: 3, heads: 2, mlp: 32 },
-        l_adapt: 1,
-        geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] })],
-        tasks: tasks
-            .iter()
-            .map(|t| TaskHead { name: t.name.clone(), modality: Modality::Image, classes: 3, init: HeadInit::LecunNormal })
-            .collect(),
-        gelu_tanh: true,
-        ln_eps: 1e-6,
-    };
+    let (tasks, model) = two_image_tasks(1);
     for (schedule, mean, micro_batch, replicas) in
         [(Schedule::Weighted, false, 0, 1), (Schedule::Accumulate, true, 0, 1), (Schedule::Weighted, false, 3, 2)]
     {
-        let go = |recompute: bool| {
-            let cfg = RunConfig {
-                model: model.clone(),
-                schedule,
-                total_steps: None,
-                schedule_seed: 0,
-                optimizer: OptKind::Sgd { momentum: 0.9 },
-                clip: Some(1.0),
-                wrap_last: true,
-                accumulate_mean: mean,
-                eval_every: 0,
-                checkpoint_every: 0,
-                seed: 5,
-                eval_batch: 8,
-                bf16: false,
-                micro_batch,
-                replicas,
-                recompute,
-            };
-            run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap()
-        };
+        let go =
+            |recompute: bool| train(&RunConfig { micro_batch, replicas, recompute, ..config(model.clone(), schedule, mean, 5) }, &tasks, 1);
         let (kept, recomputed) = (go(false), go(true));
         assert_eq!(kept.steps, recomputed.steps, "{schedule:?}: losses, learning rates, gradient norms");
         assert_eq!(kept.weights, recomputed.weights, "{schedule:?}: final weights");

@@ -56,8 +56,8 @@ impl Backend {
 
     /// Runs `job` on the accelerators numbered `indices` (a node's pinned devices, [`crate::stage::StageCtx::devices`];
     /// none = device 0). The CPU backend has one device: the job gets it once.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub fn dispatch_on<J: BackendJob>(self, job: J, indices: &[u32]) -> Result<J::Output, String> {
-        let _ = indices;
         match self {
             Backend::Flex => Ok(job.run::<Autodiff<Flex>>(vec![Default::default()])),
             #[cfg(feature = "cuda")]

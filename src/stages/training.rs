@@ -95,6 +95,20 @@ fn one() -> usize {
     1
 }
 
+impl OptimParams {
+    /// The options set here that only the fused CPU block implements: `(parameter, as written, its off value)`.
+    fn fused_only(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let mut v = vec![];
+        if self.precision == Precision::Bf16 {
+            v.push(("precision", "precision = \"bf16\"", "precision = \"f32\""));
+        }
+        if self.activation_checkpointing {
+            v.push(("activation_checkpointing", "activation_checkpointing = true", "activation_checkpointing = false"));
+        }
+        v
+    }
+}
+
 fn f32_precision() -> Precision {
     Precision::F32
 }
@@ -362,16 +376,13 @@ impl Stage for TrainStage {
         } else {
             parse_checked::<TrainParams>(params, &specs).map(|p| (p.model, p.optim))?
         };
-        if optim.activation_checkpointing && model.gelu == Gelu::Erf {
-            let why =
-                "activation checkpointing runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or leave it off";
-            return Err(("activation_checkpointing".into(), why.into()));
+        match optim.fused_only().first() {
+            Some((param, what, off)) if model.gelu == Gelu::Erf => Err((
+                param.to_string(),
+                format!("{what} runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or {off}"),
+            )),
+            _ => Ok(()),
         }
-        if optim.precision == Precision::Bf16 && model.gelu == Gelu::Erf {
-            let why = "bf16 runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or precision = \"f32\"";
-            return Err(("precision".into(), why.into()));
-        }
-        Ok(())
     }
     fn effective(&self, params: &Value) -> Option<Value> {
         if self.multi {
@@ -404,14 +415,9 @@ impl Stage for TrainStage {
         let p = self.read(ctx.params)?;
         let backend = Backend::from_env(ctx.env).map_err(StageError::input)?;
         let (m, o) = (&p.model, &p.optim);
-        if o.activation_checkpointing && backend != Backend::Flex {
+        if let Some((_, what, off)) = o.fused_only().first().filter(|_| backend != Backend::Flex) {
             return Err(StageError::input(format!(
-                "activation_checkpointing = true runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or leave it off"
-            )));
-        }
-        if o.precision == Precision::Bf16 && backend != Backend::Flex {
-            return Err(StageError::input(format!(
-                "precision = \"bf16\" runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or precision = \"f32\""
+                "{what} runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or {off}"
             )));
         }
         let tasks = self.tasks(&ctx.inputs)?;

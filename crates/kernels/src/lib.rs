@@ -322,36 +322,47 @@ fn gelu_chunk(x: &[f32], y: &mut [f32]) {
     let (xb, xt) = x.as_chunks::<16>();
     let (yb, yt) = y.as_chunks_mut::<16>();
     for (o, v) in yb.iter_mut().zip(xb) {
-        // −2z of 16 values, their exponentials together ([`expf::exp16`]), then x / (1 + e^−2z).
-        let mut t = v.map(minus_2z);
-        expf::exp16(&mut t);
+        let e = exp_minus_2z16(v);
         for i in 0..16 {
-            o[i] = v[i] / (1.0 + t[i]);
+            o[i] = v[i] / (1.0 + e[i]);
         }
     }
     for (o, &v) in yt.iter_mut().zip(xt) {
-        *o = v / (1.0 + expf::exp(minus_2z(v)));
+        *o = v / (1.0 + exp_minus_2z(v));
     }
 }
 
-/// `−2z = −2·√(2/π)(x + 0.044715x³)`, the exponent of the tanh-GELU's `σ(2z)`.
+/// `−2z = −2·√(2/π)(x + 0.044715x³)`, the exponent of the tanh-GELU's `σ(2z) = 1 / (1 + e^−2z)`.
 #[inline(always)]
 fn minus_2z(v: f32) -> f32 {
     -(2.0 * C * (v + 0.044715 * v * v * v))
+}
+
+/// `e^−2z` of one value.
+#[inline(always)]
+fn exp_minus_2z(v: f32) -> f32 {
+    expf::exp(minus_2z(v))
+}
+
+/// `e^−2z` of 16 values, the exponentials together ([`expf::exp16`]; the same bits as [`exp_minus_2z`]).
+#[inline(always)]
+fn exp_minus_2z16(v: &[f32; 16]) -> [f32; 16] {
+    let mut t = v.map(minus_2z);
+    expf::exp16(&mut t);
+    t
 }
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 fn gelu_chunk_in_place(x: &mut [f32]) {
     let (xb, xt) = x.as_chunks_mut::<16>();
     for o in xb.iter_mut() {
-        let mut t = o.map(minus_2z);
-        expf::exp16(&mut t);
+        let e = exp_minus_2z16(o);
         for i in 0..16 {
-            o[i] /= 1.0 + t[i];
+            o[i] /= 1.0 + e[i];
         }
     }
     for o in xt.iter_mut() {
-        *o /= 1.0 + expf::exp(minus_2z(*o));
+        *o /= 1.0 + exp_minus_2z(*o);
     }
 }
 
@@ -372,14 +383,13 @@ fn gelu_backward_chunk(x: &[f32], dy: &mut [f32]) {
     let (xb, xt) = x.as_chunks::<16>();
     let (gb, gt) = dy.as_chunks_mut::<16>();
     for (g, v) in gb.iter_mut().zip(xb) {
-        let mut t = v.map(minus_2z);
-        expf::exp16(&mut t);
+        let e = exp_minus_2z16(v);
         for i in 0..16 {
-            g[i] = grad(g[i], v[i], t[i]);
+            g[i] = grad(g[i], v[i], e[i]);
         }
     }
     for (g, &v) in gt.iter_mut().zip(xt) {
-        *g = grad(*g, v, expf::exp(minus_2z(v)));
+        *g = grad(*g, v, exp_minus_2z(v));
     }
 }
 
