@@ -115,10 +115,10 @@ fn added_parameters_at_their_default_keep_the_key() {
         err.contains("Finished bf16") && err.contains("Finished micro") && err.contains("Finished dp") && err.contains("Finished ckpt"),
         "{err}"
     );
+    // bf16 with the erf GELU runs the composed (autocast) block: valid.
     std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nprecision = \"bf16\"\n", common::cifar_task(2))).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("q.toml:") && err.contains("precision") && err.contains("tanh"), "{err}");
+    assert_eq!(code, 0, "{err}");
     std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nactivation_checkpointing = true\n", common::cifar_task(2)))
         .unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);

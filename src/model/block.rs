@@ -3,7 +3,7 @@
 use super::init::{param, Init};
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{activation, backend::Backend, Tensor};
+use burn::tensor::{activation, backend::Backend, FloatDType, Tensor};
 
 /// The tanh approximation of GELU (the paper's Flax code), `0.5·x·(1 + tanh(z))` with
 /// `z = √(2/π)·(x + 0.044715·x³)`, computed as the identical function `x·σ(2z)`: one fused sigmoid (and its
@@ -40,9 +40,10 @@ pub struct Block<B: Backend> {
     pub gelu_tanh: bool,
     /// LayerNorm ε (also inside `norm1`/`norm2`, where burn keeps it private; the fused CPU block reads it here).
     pub eps: f64,
-    /// Matrix products on bf16 operands with f32 accumulation (`precision = "bf16"`; the fused CPU block
-    /// only: [`Block::forward`] panics where that path does not apply, so callers check first). Not a
-    /// parameter: not saved, set by the trainer ([`super::polyvit::PolyVit::set_bf16`]).
+    /// Matrix products on bf16 operands (`precision = "bf16"`), weights kept in f32. The fused CPU block
+    /// accumulates in f32 with its own kernels; on every other path ([`Block::forward_composed`]) the block
+    /// runs as PyTorch's autocast does: the products and GELU in bf16, LayerNorm, softmax and the residual
+    /// stream in f32. Not a parameter: not saved, set by the trainer ([`super::polyvit::PolyVit::set_bf16`]).
     pub bf16: bool,
     /// Activation checkpointing (`activation_checkpointing = true`): the fused CPU block keeps only its input
     /// for the backward pass and recomputes its activations there (same kernels, same bits). Like `bf16`, the
@@ -81,14 +82,34 @@ impl<B: Backend> Block<B> {
         let [b, n, d] = x.dims();
         let h = self.heads;
         let hd = d / h;
-        let qkv = self.qkv.forward(x); // [B, N, 3D]
+        let qkv = self.project(&self.qkv, x); // [B, N, 3D]
         let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
-        let att = activation::softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, N, N]
+        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N]
+        let att = if self.bf16 {
+            // autocast: softmax in f32, its probabilities back to bf16 for the product with v
+            activation::softmax(scores.cast(FloatDType::F32), 3).cast(FloatDType::BF16)
+        } else {
+            activation::softmax(scores, 3)
+        };
         let out = att.matmul(v); // [B, H, N, hd]
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+        self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
+    }
+
+    /// `x·W + b` of `l`: burn's `Linear` in f32; with `bf16` on, input, weight and bias cast to bf16 first
+    /// (the weight stays f32 in the model, its gradient comes back in f32 through the cast) and a bf16 output.
+    ///
+    /// # Shapes
+    /// `x: [B, N, D_in]` → `[B, N, D_out]`
+    fn project(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        if !self.bf16 {
+            return l.forward(x);
+        }
+        let w = l.weight.val().cast(FloatDType::BF16);
+        let bias = l.bias.as_ref().map(|b| b.val().cast(FloatDType::BF16));
+        burn::tensor::module::linear(x.cast(FloatDType::BF16), w, bias)
     }
 
     /// MLP with GELU.
@@ -96,9 +117,13 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let hdn = self.fc1.forward(x); // [B, N, MLP]
+        let hdn = self.project(&self.fc1, x); // [B, N, MLP]
+                                              // bf16: GELU computed in f32 and rounded once, as PyTorch's bf16 kernels compute in f32 ("opmath");
+                                              // with burn's fusion the casts and the activation are one kernel.
+        let hdn = if self.bf16 { hdn.cast(FloatDType::F32) } else { hdn };
         let hdn = if self.gelu_tanh { gelu_tanh(hdn) } else { activation::gelu(hdn) };
-        self.fc2.forward(hdn)
+        let hdn = if self.bf16 { hdn.cast(FloatDType::BF16) } else { hdn };
+        self.project(&self.fc2, hdn)
     }
 
     /// The block. `keep` are stochastic-depth masks `[B, 1, 1]` for the attention and MLP branches
@@ -111,23 +136,24 @@ impl<B: Backend> Block<B> {
         if let Some(y) = super::fused::try_block(self, &x, keep) {
             return y;
         }
-        assert!(!self.bf16, "bf16 matrix products need the fused CPU block (flex backend, tanh GELU, POLYFLOW_FUSED_CPU not 0)");
         assert!(!self.recompute, "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, POLYFLOW_FUSED_CPU not 0)");
         self.forward_composed(x, keep)
     }
 
     /// [`Block::forward`] as a composition of burn tensor ops (every backend; the fused CPU block's reference).
+    /// With `bf16` the branches compute in bf16 and come back to f32 before the residual sums.
     ///
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn forward_composed(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
-        let a = self.attention(self.norm1.forward(x.clone()));
+        let f32 = |t: Tensor<B, 3>| if self.bf16 { t.cast(FloatDType::F32) } else { t };
+        let a = f32(self.attention(self.norm1.forward(x.clone())));
         let a = match keep {
             Some(k) => a * k.0.clone(),
             None => a,
         };
         let x = x + a;
-        let m = self.mlp(self.norm2.forward(x.clone()));
+        let m = f32(self.mlp(self.norm2.forward(x.clone())));
         let m = match keep {
             Some(k) => m * k.1.clone(),
             None => m,
@@ -160,6 +186,38 @@ mod tests {
         let (da, db) = (x1.grad(&ga).unwrap().to_data().to_vec::<f32>().unwrap(), x2.grad(&gb).unwrap().to_data().to_vec::<f32>().unwrap());
         for (p, q) in da.iter().zip(&db) {
             assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+    }
+
+    /// `precision = "bf16"` off the fused CPU block (the path CUDA takes): burn's composition in autocast
+    /// style. Output and every gradient come back in f32 (the weights' own type, through the casts) and stay
+    /// within bf16 rounding of the f32 block; the bf16 products really ran (the outputs differ).
+    #[test]
+    fn composed_bf16_block_is_autocast_with_f32_gradients() {
+        use burn::tensor::{DType, Distribution};
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let mut init = Init::new(7);
+        let mut blk = Block::<A>::new(32, 4, 64, 1e-6, true, &mut init, &dev);
+        let x = Tensor::<A, 3>::random([3, 9, 32], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |blk: &Block<A>| {
+            let xi = x.clone().detach().require_grad();
+            let y = blk.forward_composed(xi.clone(), None);
+            assert_eq!(y.dtype(), DType::F32);
+            let g = (y.clone() * y.clone()).sum().backward();
+            let gw = blk.fc1.weight.grad(&g).unwrap();
+            assert_eq!(gw.dtype(), DType::F32, "the f32 weight's gradient");
+            let v = |t: Tensor<Flex, 3>| t.into_data().to_vec::<f32>().unwrap();
+            (v(y.inner()), v(xi.grad(&g).unwrap()), gw.into_data().to_vec::<f32>().unwrap())
+        };
+        let f = run(&blk);
+        blk.bf16 = true;
+        let h = run(&blk);
+        for (what, a, b, tol) in [("output", &f.0, &h.0, 0.03), ("input gradient", &f.1, &h.1, 0.05), ("fc1 gradient", &f.2, &h.2, 0.05)] {
+            let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+            let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= tol * scale, "{what}: {worst} vs scale {scale}");
+            assert!(worst > 0.0, "{what}: bf16 gave the f32 bits");
         }
     }
 }

@@ -65,6 +65,7 @@ impl Backend {
                 if !cuda_driver_present() {
                     return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
                 }
+                crate::model::gpu_cache::configure();
                 let devices = if indices.is_empty() { vec![0] } else { indices.to_vec() };
                 let count = <burn::backend::Cuda as burn::tensor::backend::Backend>::device_count(0);
                 if let Some(bad) = devices.iter().find(|&&i| i as usize >= count) {

@@ -5,7 +5,8 @@
 //! - [`count`]: parameter accounting from a config alone.
 //! - [`init`]: seeded host-side initialisers (same weights on every backend).
 //! - [`checkpoint`]: safetensors checkpoints by module path; [`import`]: timm ViT weights.
-//! - [`device`]: the one place that names backends; [`fused`]: the block as fused CPU kernels on `flex`.
+//! - [`device`]: the one place that names backends; [`fused`]: the block as fused CPU kernels on `flex`;
+//!   [`gpu_cache`]: where CUDA kernels and autotune results persist.
 
 pub mod block;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod count;
 pub mod device;
 pub mod fused;
+pub mod gpu_cache;
 pub mod import;
 pub mod init;
 pub mod polyvit;

@@ -57,7 +57,8 @@ choice_enum! {
     enum Precision {
         /// f32 throughout.
         F32 = "f32",
-        /// bf16 operands, f32 accumulation, f32 master weights and optimizer state (CPU flex backend).
+        /// bf16 operands with f32 master weights and optimizer state: on the CPU the fused block's products
+        /// accumulate in f32; elsewhere the block runs as PyTorch's autocast (products and GELU in bf16).
         Bf16 = "bf16",
     }
 }
@@ -97,11 +98,9 @@ fn one() -> usize {
 
 impl OptimParams {
     /// The options set here that only the fused CPU block implements: `(parameter, as written, its off value)`.
+    /// (`precision = "bf16"` is not one: every backend runs it, the fused block with its own kernels.)
     fn fused_only(&self) -> Vec<(&'static str, &'static str, &'static str)> {
         let mut v = vec![];
-        if self.precision == Precision::Bf16 {
-            v.push(("precision", "precision = \"bf16\"", "precision = \"f32\""));
-        }
         if self.activation_checkpointing {
             v.push(("activation_checkpointing", "activation_checkpointing = true", "activation_checkpointing = false"));
         }
@@ -183,7 +182,7 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             "precision",
             T::Choice(Precision::NAMES),
             json!("f32"),
-            "matrix products of the blocks: f32, or bf16 operands with f32 accumulation and f32 master weights (CPU)",
+            "matrix products of the blocks: f32, or bf16 operands with f32 master weights (every backend)",
         ),
         ParamSpec::added(
             "micro_batch",

@@ -258,9 +258,6 @@ pub fn run<B: AutodiffBackend>(
     let device = devices.first().ok_or("training needs at least one device")?;
     let replicas = cfg.replicas.max(1);
     cfg.model.check()?;
-    if cfg.bf16 {
-        crate::model::fused::bf16_supported::<B>(cfg.model.gelu_tanh)?;
-    }
     if cfg.recompute {
         crate::model::fused::recompute_supported::<B>(cfg.model.gelu_tanh)?;
     }

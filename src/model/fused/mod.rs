@@ -52,12 +52,6 @@ pub fn enabled() -> bool {
     }
 }
 
-/// Whether blocks of backend `B` can run their matrix products in bf16 (`precision = "bf16"`): they must take
-/// the fused CPU path. `Err` says why not, in words for the user.
-pub fn bf16_supported<B: Backend>(gelu_tanh: bool) -> Result<(), String> {
-    fused_supported::<B>(gelu_tanh, "precision = \"bf16\"", "use precision = \"f32\" on this backend")
-}
-
 /// Whether blocks of backend `B` can checkpoint their activations (`activation_checkpointing = true`): the fused
 /// CPU block does it. `Err` says why not.
 pub fn recompute_supported<B: Backend>(gelu_tanh: bool) -> Result<(), String> {

@@ -1,0 +1,108 @@
+//! Where CUDA kernels and autotune results are kept between runs.
+//!
+//! burn's CUDA backend (CubeCL) tunes every new matrix-product and reduction shape at first use by compiling
+//! and timing each candidate kernel (about 10 s per shape on an H200, NVRTC compiles dominating), and by
+//! default keeps neither the results nor the compiled kernels anywhere a later run of an installed binary
+//! finds them. Before the first CUDA use polyflow points both caches at one folder of the user's cache:
+//!
+//! - autotune results: `<root>/autotune` (CubeCL keys them by device and kernel set);
+//! - compiled PTX: `<root>/ptx/<GPU model>` — CubeCL keys PTX by kernel only, not by GPU architecture, so
+//!   the folder is per GPU model (read from the NVIDIA driver's `/proc/driver/nvidia/gpus/*/information`);
+//!   when the model is unknown or the machine mixes models, the PTX cache stays off.
+//!
+//! `<root>` is `$POLYFLOW_KERNEL_CACHE`, else `$XDG_CACHE_HOME/polyflow/kernels`, else
+//! `~/.cache/polyflow/kernels`. A `cubecl.toml` (or `burn.toml` `[cubecl]`) of the user's that sets either
+//! cache to something other than CubeCL's default is left as it is. None of this enters a key: kernels
+//! and tuning choices change speed, and results only as far as the backend's own nondeterminism does.
+
+use std::path::{Path, PathBuf};
+
+/// The cache root from the process environment (see the module docs).
+pub fn root() -> PathBuf {
+    root_from(|k| std::env::var_os(k).filter(|v| !v.is_empty()))
+}
+
+/// [`root`] with the environment given by `var`.
+fn root_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(dir) = var("POLYFLOW_KERNEL_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = var("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")));
+    base.unwrap_or_else(std::env::temp_dir).join("polyflow").join("kernels")
+}
+
+/// The one GPU model of this machine as a folder name (`NVIDIA_H200`), from the driver's per-GPU
+/// `information` files under `gpus`; `None` when there is none or more than one model.
+pub fn gpu_model(gpus: &Path) -> Option<String> {
+    let mut models = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(gpus).ok()?.flatten() {
+        let text = std::fs::read_to_string(entry.path().join("information")).ok()?;
+        let model = text.lines().find_map(|l| l.strip_prefix("Model:"))?.trim();
+        models.insert(model.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect::<String>());
+    }
+    if models.len() == 1 {
+        models.pop_first()
+    } else {
+        None
+    }
+}
+
+/// Points CubeCL's autotune and PTX caches under [`root`], once per process, before CubeCL reads its
+/// configuration (it can be set only once). Does nothing when CubeCL's configuration was already read.
+#[cfg(feature = "cuda")]
+pub fn configure() {
+    use cubecl_runtime::config::cache::CacheConfig;
+    use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if CubeClRuntimeConfig::storage().lock().is_some() {
+            return;
+        }
+        // What CubeCL itself would load: the user's cubecl.toml / burn.toml, then CUBECL_* variables.
+        let mut cfg = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        let root = root();
+        if matches!(cfg.autotune.cache, CacheConfig::Target) {
+            cfg.autotune.cache = CacheConfig::File(root.join("autotune"));
+        }
+        if cfg.compilation.cache.is_none() {
+            if let Some(model) = gpu_model(Path::new("/proc/driver/nvidia/gpus")) {
+                cfg.compilation.cache = Some(CacheConfig::File(root.join("ptx").join(model)));
+            }
+        }
+        tracing::debug!(autotune = ?cfg.autotune.cache, ptx = ?cfg.compilation.cache, "CubeCL caches");
+        CubeClRuntimeConfig::set(cfg);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn root_prefers_the_variable_then_xdg_then_home() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+        };
+        assert_eq!(root_from(env(&[("POLYFLOW_KERNEL_CACHE", "/k"), ("HOME", "/h")])), PathBuf::from("/k"));
+        assert_eq!(root_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])), PathBuf::from("/x/polyflow/kernels"));
+        assert_eq!(root_from(env(&[("HOME", "/h")])), PathBuf::from("/h/.cache/polyflow/kernels"));
+    }
+
+    #[test]
+    fn gpu_model_is_the_one_model_of_the_machine() {
+        let d = tempfile::tempdir().unwrap();
+        let gpu = |bus: &str, model: &str| {
+            let p = d.path().join(bus);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("information"), format!("Model: \t\t {model}\nIRQ:   \t\t 42\nGPU UUID: \t GPU-1\n")).unwrap();
+        };
+        assert_eq!(gpu_model(d.path()), None, "no GPU");
+        gpu("0000:18:00.0", "NVIDIA H200");
+        gpu("0000:2a:00.0", "NVIDIA H200");
+        assert_eq!(gpu_model(d.path()).as_deref(), Some("NVIDIA_H200"));
+        gpu("0000:3a:00.0", "NVIDIA A100-SXM4-80GB");
+        assert_eq!(gpu_model(d.path()), None, "two models share no PTX");
+        assert_eq!(gpu_model(&d.path().join("missing")), None);
+    }
+}
