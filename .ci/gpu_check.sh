@@ -1,28 +1,73 @@
 #!/usr/bin/env bash
-# GPU checks for the `device` machine (not part of CI): build here with
-#   cargo build --release --features cuda && mkdir -p gpu && cp target/release/polyflow gpu/ && strip gpu/polyflow
-# then run this script there with gpu/ carried. Writes its results under $OUT.
+# GPU checks for the `device` machine (issue 14; not part of CI, never needed by tests). Build here with
+#   cargo build --release --features cuda && mkdir -p gpu && strip -o gpu/polyflow target/release/polyflow && gzip -f gpu/polyflow
+# then run this script there with `gpu` carried (`run` tool: carry ["gpu"], timeout ≤ 600 s). Every step has
+# its own timeout and writes its result under $OUT as it goes, so a run cut short still reports what it did.
+# Order: what issue 14 asks first. PyTorch runs beside polyflow in the same call, on the same card.
 set -u
-B=gpu/polyflow
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
+B=gpu/polyflow
+[ -f gpu/polyflow.gz ] && { gunzip -c gpu/polyflow.gz > /tmp/polyflow && chmod +x /tmp/polyflow && B=/tmp/polyflow; }
+# A cold kernel cache (CubeCL autotune results + PTX) on this machine; its cost is measured below.
+export POLYFLOW_KERNEL_CACHE=/tmp/pf_kernels
+rm -rf "$POLYFLOW_KERNEL_CACHE"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee -a "$OUT/gpu.txt"
-B16="--dim 768 --depth 12 --heads 12 --mlp 3072 --image 224 --patch 16 --classes 1000 --batch 64 --steps 10"
+T0=$(date +%s)
+
+# step NAME TIMEOUT CMD...: runs CMD under `timeout`, samples the card's used memory every 100 ms, appends
+# the command's last lines, its wall time, exit code and peak used memory (MiB, whole card) to $OUT/NAME.txt.
+step() {
+  local name=$1 limit=$2; shift 2
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/$name.mem" 2>/dev/null &
+  local smi=$! t=$(date +%s.%N)
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  kill $smi 2>/dev/null
+  local wall; wall=$(echo "$(date +%s.%N) - $t" | bc)
+  local peak; peak=$(sort -n "$OUT/$name.mem" | tail -1)
+  { tail -3 "$OUT/$name.log"; echo "wall_s=$wall rc=$rc peak_used_mib=$peak"; } | tee "$OUT/$name.txt"
+  echo "[$name done at +$(( $(date +%s) - T0 ))s]"
+}
+
 TI="--dim 192 --depth 6 --heads 3 --mlp 768 --image 32 --patch 4 --classes 10 --batch 64 --steps 20"
-echo "== ViT-B/16 224², batch 64: burn cuda then PyTorch (same card)"
-timeout 240 $B bench-model --backend cuda $B16 2>&1 | tail -5 | tee "$OUT/burn_b16.txt"
-timeout 120 python3 benches/vit_torch.py --device cuda $B16 2>&1 | tail -3 | tee "$OUT/torch_b16.txt"
-echo "== ViT-Ti probe (3×32², patch 4), batch 64"
-timeout 90 $B bench-model --backend cuda $TI 2>&1 | tail -3 | tee "$OUT/burn_ti.txt"
-timeout 60 python3 benches/vit_torch.py --device cuda $TI 2>&1 | tail -3 | tee "$OUT/torch_ti.txt"
-echo "== Table 2, smoke profile, on the cuda backend"
-timeout 150 $B run pipelines/table2.toml --profile smoke --backend cuda --store /tmp/gpu_store 2>&1 | tail -25 | tee "$OUT/smoke_cuda.txt"
-cp results/smoke/table2.md "$OUT/table2_smoke_cuda.md" 2>/dev/null || true
-echo "== Data parallelism on the one GPU (issue 14, N = 1 device): co_image.s0 with gpus = 2 (two replicas on device 0) beside gpus = 1"
-timeout 120 $B run pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=2 2>&1 | tail -3 | tee "$OUT/dp_cuda.txt"
-for g in 1 2; do
-  echo "gpus = $g" | tee -a "$OUT/dp_cuda.txt"
-  timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp_cuda.txt"
+B16="--dim 768 --depth 12 --heads 12 --mlp 3072 --image 224 --patch 16 --classes 1000 --batch 64 --steps 10"
+B384="--dim 768 --depth 12 --heads 12 --mlp 3072 --image 384 --patch 16 --classes 1000 --batch 512 --steps 1"
+
+echo "== 1. ViT-Ti probe: autotune with a cold cache, then warm (what a new machine costs, once)"
+step ti_cold 240 $B bench-model --backend cuda $TI
+step ti_warm 90 $B bench-model --backend cuda $TI
+du -sh "$POLYFLOW_KERNEL_CACHE" 2>&1 | tee -a "$OUT/ti_warm.txt"
+step torch_ti_f32 60 python3 benches/vit_torch.py --device cuda $TI
+step torch_ti_tf32 60 python3 benches/vit_torch.py --device cuda --tf32 $TI
+
+echo "== 2. ViT-B/16 224², batch 64, f32 (burn's f32 products may run as TF32: compare with both)"
+step b16_f32 300 $B bench-model --backend cuda $B16
+step torch_b16_f32 90 python3 benches/vit_torch.py --device cuda $B16
+step torch_b16_tf32 90 python3 benches/vit_torch.py --device cuda --tf32 $B16
+
+echo "== 3. bf16: polyflow precision = bf16 (autocast-style block) vs PyTorch bf16 autocast + SDPA"
+step b16_bf16 240 $B bench-model --backend cuda --bf16 $B16
+step torch_b16_bf16 90 python3 benches/vit_torch.py --device cuda --bf16 --sdpa $B16
+
+echo "== 4. Host synchronisation: the same Ti run reading losses every update (POLYFLOW_SYNC_EVERY=1)"
+step ti_sync1 90 env POLYFLOW_SYNC_EVERY=1 $B bench-model --backend cuda $TI
+
+echo "== 5. Small profile, Table 2, on cuda (the 2-core CPU takes 7–8.5 min for it from an empty store)"
+step smoke_table2 240 $B run pipelines/table2.toml --backend cuda --store /tmp/gpu_store
+cp results/table2.md "$OUT/table2_small_cuda.md" 2>/dev/null || true
+
+echo "== 6. B/16 384², batch 512 (ImageNet in Table 6) by micro-batches: peak memory per micro-batch size"
+for mb in 64 128; do
+  step b384_mb$mb 150 $B bench-model --backend cuda $B384 --micro-batch $mb
+  step torch_b384_mb$mb 90 python3 benches/vit_torch.py --device cuda $B384 --micro-batch $mb
 done
-echo done
+
+echo "== 7. Data parallelism on the one GPU (N = 1 device): co_image.s0 with gpus = 2 beside gpus = 1"
+step dp 150 $B run pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=2
+for g in 1 2; do
+  echo "gpus = $g" | tee -a "$OUT/dp.txt"
+  timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp.txt"
+done
+echo "done at +$(( $(date +%s) - T0 ))s"

@@ -2,11 +2,16 @@
 class token, learned positions, linear head), Adam, softmax CE, random data. Prints one JSON line.
 
 Usage: python benches/vit_torch.py [--dim 192 --depth 6 --heads 3 --mlp 768 --image 32 --patch 4 --batch 64]
-                                   [--threads 2] [--device cpu|cuda] [--steps 10] [--bf16]
+                                   [--threads 2] [--device cpu|cuda] [--steps 10] [--bf16] [--tf32] [--sdpa]
+                                   [--micro-batch N]
 
 --bf16: bf16 autocast (`torch.autocast(device, torch.bfloat16)`) around forward passes, f32 weights and
 optimizer state: what a PyTorch user runs for bf16 training; the counterpart of `bench-model --bf16`.
-Also prints the CPU ISA PyTorch dispatches to (`ATEN_CPU_CAPABILITY` caps it, e.g. `avx2`).
+--tf32: f32 matmuls on TF32 tensor cores (`torch.backends.cuda.matmul.allow_tf32`). --sdpa: attention by
+`F.scaled_dot_product_attention` (flash / memory-efficient kernels) instead of matmul + softmax.
+--micro-batch N: gradient accumulation over slices of N (the counterpart of `bench-model --micro-batch`).
+Also prints the CPU ISA PyTorch dispatches to (`ATEN_CPU_CAPABILITY` caps it, e.g. `avx2`) and, on CUDA,
+the peak memory PyTorch allocated and reserved during training.
 """
 import contextlib
 import argparse
@@ -16,6 +21,9 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+SDPA = False
 
 
 class Block(nn.Module):
@@ -29,8 +37,11 @@ class Block(nn.Module):
     def forward(s, x):
         b, n, d = x.shape
         q, k, v = s.qkv(s.n1(x)).reshape(b, n, 3, s.h, d // s.h).permute(2, 0, 3, 1, 4)
-        a = torch.softmax(q @ k.transpose(-2, -1) / (d // s.h) ** 0.5, -1)
-        x = x + s.proj((a @ v).transpose(1, 2).reshape(b, n, d))
+        if SDPA:
+            o = F.scaled_dot_product_attention(q, k, v)
+        else:
+            o = torch.softmax(q @ k.transpose(-2, -1) / (d // s.h) ** 0.5, -1) @ v
+        x = x + s.proj(o.transpose(1, 2).reshape(b, n, d))
         return x + s.fc2(F.gelu(s.fc1(s.n2(x)), approximate="tanh"))
 
 
@@ -59,7 +70,15 @@ def main():
         p.add_argument(f"--{k}", type=int, default=v)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--tf32", action="store_true")
+    p.add_argument("--sdpa", action="store_true")
+    p.add_argument("--micro-batch", type=int, default=0)
     a = p.parse_args()
+    global SDPA
+    SDPA = a.sdpa
+    if a.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     m = ViT(a).to(dev)
@@ -69,11 +88,14 @@ def main():
 
     cast = (lambda: torch.autocast(a.device, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
 
+    mb = a.micro_batch if 0 < a.micro_batch < a.batch else a.batch
+
     def step():
         opt.zero_grad()
-        with cast():
-            loss = F.cross_entropy(m(x), y)
-        loss.backward()
+        for s0 in range(0, a.batch, mb):
+            with cast():
+                loss = F.cross_entropy(m(x[s0:s0 + mb]), y[s0:s0 + mb]) * (min(mb, a.batch - s0) / a.batch)
+            loss.backward()
         opt.step()
 
     sync = (lambda: torch.cuda.synchronize()) if a.device == "cuda" else (lambda: None)
@@ -85,6 +107,9 @@ def main():
         step()
     sync()
     train = a.steps * a.batch / (time.perf_counter() - t)
+    mem = {}
+    if a.device == "cuda":
+        mem = {"peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20, "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
     m.eval()
     with torch.no_grad(), cast():
         for _ in range(3):
@@ -97,7 +122,8 @@ def main():
         infer = a.steps * a.batch / (time.perf_counter() - t)
     print(json.dumps({"backend": f"pytorch-{a.device}", "torch": torch.__version__, "dim": a.dim, "depth": a.depth, "image": a.image,
                       "patch": a.patch, "batch": a.batch, "train_img_s": train, "infer_img_s": infer,
-                      "precision": "bf16-autocast" if a.bf16 else "f32", "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
+                      "precision": ("bf16-autocast" if a.bf16 else "tf32" if a.tf32 else "f32"), "sdpa": a.sdpa,
+                      "micro_batch": a.micro_batch, **mem, "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
 
 
 if __name__ == "__main__":

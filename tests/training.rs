@@ -60,6 +60,7 @@ fn config(model: ModelConfig, schedule: Schedule, accumulate_mean: bool, seed: u
         micro_batch: 0,
         replicas: 1,
         recompute: false,
+        deferred_reads: None,
     }
 }
 
@@ -375,4 +376,64 @@ fn activation_checkpointing_gives_the_same_bits() {
         assert_eq!(kept.steps, recomputed.steps, "{schedule:?}: losses, learning rates, gradient norms");
         assert_eq!(kept.weights, recomputed.weights, "{schedule:?}: final weights");
     }
+}
+
+/// Deferred host reads (what accelerators run, `RunConfig::deferred_reads`): the clip factor computed as a
+/// tensor and losses and gradient norms read every few updates. The bits do not depend on how often they are
+/// read (every update, every 5, with evaluations and checkpoints in between); the run equals the CPU's eager
+/// path (clip factor on the host in f64) within 1e-5, with clipping active, whole batches and slices; and a
+/// diverging run still stops with the update its loss became non-finite at.
+#[test]
+fn deferred_reads_give_the_same_updates_and_still_catch_divergence() {
+    let (tasks, model) = two_image_tasks(0);
+    for micro_batch in [0, 3] {
+        let go = |deferred_reads: Option<usize>, eval_every: usize| {
+            let cfg = RunConfig {
+                micro_batch,
+                deferred_reads,
+                eval_every,
+                checkpoint_every: 3,
+                ..config(model.clone(), Schedule::Weighted, false, 4)
+            };
+            let mut checkpoints = 0;
+            let out = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |r| {
+                checkpoints += 1;
+                assert_eq!(r.steps.len(), r.step, "a checkpoint holds every update's log");
+            })
+            .unwrap();
+            (out, checkpoints)
+        };
+        let (eager, _) = go(None, 0);
+        let (every, _) = go(Some(1), 0);
+        let (five, checkpoints) = go(Some(5), 2);
+        assert_eq!(checkpoints, 2, "checkpoints at updates 3 and 6 of 8");
+        assert_eq!(every.steps, five.steps, "micro_batch {micro_batch}: losses, norms, LRs");
+        assert_eq!(every.weights, five.weights, "micro_batch {micro_batch}: weights");
+        assert!(eager.steps.iter().any(|s| s.grad_norm > 1.0), "clipping is active in this run");
+        for (e, d) in eager.steps.iter().zip(&every.steps) {
+            assert_eq!((e.step, &e.tasks, e.lr), (d.step, &d.tasks, d.lr));
+            for (x, y, what) in [(e.loss, d.loss, "loss"), (e.grad_norm, d.grad_norm, "gradient norm")] {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "micro_batch {micro_batch} update {}: {what} {x} vs {y}", e.step);
+            }
+        }
+        for (name, w) in &eager.weights {
+            let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for (x, y) in w.data.iter().zip(&every.weights[name].data) {
+                assert!((x - y).abs() <= 1e-5 * scale, "micro_batch {micro_batch} {name}: {x} vs {y}");
+            }
+        }
+    }
+    // A learning rate that blows up: both paths stop at the same update, naming it.
+    let mut hot = tasks.clone();
+    hot.iter_mut().for_each(|t| {
+        t.lr = 1e12;
+        t.steps = 12;
+    });
+    let err = |deferred_reads| {
+        let cfg = RunConfig { clip: None, deferred_reads, ..config(model.clone(), Schedule::Weighted, false, 4) };
+        run::<Autodiff<Flex>>(&cfg, &hot, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).map(|_| ()).unwrap_err()
+    };
+    let (eager, deferred) = (err(None), err(Some(16)));
+    assert!(eager.contains("loss became") && eager.contains("at update"), "{eager}");
+    assert_eq!(eager, deferred);
 }

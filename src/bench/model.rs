@@ -7,7 +7,7 @@ use crate::model::{Geometry, HeadInit, Modality, ModelConfig, PolyVit, Size, Tas
 use crate::train::metrics::{loss, Loss};
 use crate::train::optim::{OptKind, SharedOptimizer};
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use std::time::Instant;
@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// blocks recompute their activations in the backward pass.
     #[arg(long)]
     pub checkpoint: bool,
+    /// Gradient accumulation as `micro_batch = N` on a training node: each step runs the batch through
+    /// forward and backward in slices of at most N examples and takes one optimizer step (0: whole batch).
+    /// For peak-memory measurements of the paper's batch sizes (`.ci/gpu_check.sh`).
+    #[arg(long, default_value_t = 0)]
+    pub micro_batch: usize,
     /// Time only inference (`infer`) or only the train step (`train`), e.g. under a profiler; the other is
     /// reported as 0.
     #[arg(long, value_parser = ["train", "infer"])]
@@ -91,10 +96,28 @@ impl BackendJob for Job {
         let y = Tensor::<B, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(labels, [a.batch]), &device)
             .one_hot::<2>(a.classes)
             .float();
+        let read_each_step = crate::train::run::deferred_reads_from_env() == 1;
         let mut train_step = |model: PolyVit<B>| {
-            let l = loss(Loss::Softmax, model.forward(route, x.clone(), &[]), y.clone());
-            let g = GradientsParams::from_grads(l.backward(), &model);
-            let (m, _) = opt.step(model, &g, 1e-3);
+            let g = if a.micro_batch == 0 || a.micro_batch >= a.batch {
+                let l = loss(Loss::Softmax, model.forward(route, x.clone(), &[]), y.clone());
+                GradientsParams::from_grads(l.backward(), &model)
+            } else {
+                // As the trainer slices a batch: each slice's loss weighted by its share, gradients summed.
+                let mut acc = GradientsAccumulator::<PolyVit<B>>::new();
+                for start in (0..a.batch).step_by(a.micro_batch) {
+                    let len = a.micro_batch.min(a.batch - start);
+                    let logits = model.forward(route, x.clone().narrow(0, start, len), &[]);
+                    let l = loss(Loss::Softmax, logits, y.clone().narrow(0, start, len)) * (len as f64 / a.batch as f64);
+                    acc.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
+                }
+                acc.grads()
+            };
+            // As training on an accelerator: nothing read back unless POLYFLOW_SYNC_EVERY=1 asks for the
+            // gradient norm every step (the cost of a host read per update; the CPU is synchronous anyway).
+            let (m, norm) = opt.step_deferred(model, &g, 1e-3);
+            if read_each_step {
+                let _ = norm.map(|n| n.into_scalar());
+            }
             m
         };
         let mut train = 0.0;
@@ -144,7 +167,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
     let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
     let train_gflops = 3.0 * fwd * train / 1e9;
-    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled(), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else { "f32" }});
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled(), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": crate::train::run::deferred_reads_from_env() == 1});
     if backend == "flex" || backend == "cpu" {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;

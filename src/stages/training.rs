@@ -439,6 +439,8 @@ impl Stage for TrainStage {
             micro_batch: o.micro_batch,
             replicas: o.gpus,
             recompute: o.activation_checkpointing,
+            // The CPU reads every update (its bits as before); accelerators queue updates ahead.
+            deferred_reads: (backend != Backend::Flex).then(crate::train::run::deferred_reads_from_env),
         };
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,

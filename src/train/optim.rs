@@ -63,11 +63,17 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SqNorm<'_, B> {
     }
 }
 
+/// The clip factor applied to every gradient: known on the host, or a `[1]` tensor computed on the device.
+enum Scale<B: AutodiffBackend> {
+    Host(f64),
+    Device(Tensor<B::InnerBackend, 1>),
+}
+
 struct Update<'a, B: AutodiffBackend> {
     opt: &'a mut SharedOptimizer<B>,
     grads: &'a GradientsParams,
     lr: f64,
-    scale: f64,
+    scale: Scale<B>,
     idx: usize,
 }
 
@@ -82,7 +88,10 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
-        let grad: Option<Tensor<B::InnerBackend, 1>> = self.grads.get::<B::InnerBackend, D>(id).map(|g| g.reshape([n]) * self.scale);
+        let grad: Option<Tensor<B::InnerBackend, 1>> = self.grads.get::<B::InnerBackend, D>(id).map(|g| match &self.scale {
+            Scale::Host(c) => g.reshape([n]) * *c,
+            Scale::Device(c) => g.reshape([n]) * c.clone().expand([n]),
+        });
         if grad.is_none() && self.opt.m[i].is_none() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
@@ -137,6 +146,30 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let scale = match self.clip {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
+        };
+        self.t += 1;
+        let mut u = Update { opt: self, grads, lr, scale: Scale::Host(scale), idx: 0 };
+        (model.map(&mut u), norm)
+    }
+
+    /// [`Self::step`] without reading anything back to the host, for accelerators (a read waits for every
+    /// queued kernel, so the host cannot prepare the next update while the device works): the clip factor
+    /// `min(1, clip / ‖g‖)` is computed on the device in f32 (the host path computes it in f64, so the bits
+    /// differ from [`Self::step`]'s in the last place). Returns the model and the pre-clip norm as a `[1]`
+    /// tensor to be read later (`None` when no parameter has a gradient: norm 0).
+    pub fn step_deferred<M: AutodiffModule<B>>(
+        &mut self,
+        model: M,
+        grads: &GradientsParams,
+        lr: f64,
+    ) -> (M, Option<Tensor<B::InnerBackend, 1>>) {
+        let mut sq = SqNorm::<B> { grads, total: None };
+        model.visit(&mut sq);
+        let norm = sq.total.map(|t| t.sqrt());
+        let scale = match (self.clip, &norm) {
+            // ‖g‖ = 0 gives +inf, clamped to 1; a NaN norm gives NaN gradients, as on the host path.
+            (Some(c), Some(n)) => Scale::Device(n.clone().recip().mul_scalar(c).clamp_max(1.0)),
+            _ => Scale::Host(1.0),
         };
         self.t += 1;
         let mut u = Update { opt: self, grads, lr, scale, idx: 0 };

@@ -101,6 +101,77 @@ pub struct RunConfig {
     /// Written only when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recompute: bool,
+    /// When losses and gradient norms come back to the host. `None` (the CPU's path): every update, the loss
+    /// before its backward pass, the clip factor computed on the host. `Some(n)` (accelerators): the clip
+    /// factor is computed on the device ([`SharedOptimizer::step_deferred`]) and the pending updates' values
+    /// are read every `n` updates and before each evaluation, checkpoint and the end, so the host queues the
+    /// next updates while the device computes. The bits do not depend on `n`; a non-finite loss still stops
+    /// the run with the update it happened at. Not serialized: the backend (part of keys) decides it.
+    #[serde(skip)]
+    pub deferred_reads: Option<usize>,
+}
+
+/// Updates between host reads on an accelerator ([`RunConfig::deferred_reads`]): `POLYFLOW_SYNC_EVERY`
+/// (at least 1), else 16.
+pub fn deferred_reads_from_env() -> usize {
+    std::env::var("POLYFLOW_SYNC_EVERY").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(16).max(1)
+}
+
+/// A logged value of an update: read already, or a `[1]` tensor still on the device.
+enum Value<B: Backend> {
+    Host(f64),
+    Device(Tensor<B, 1>),
+}
+
+/// An update whose log entry waits for its values ([`RunConfig::deferred_reads`]).
+struct Pending<B: Backend> {
+    step: usize,
+    tasks: Vec<String>,
+    lr: f64,
+    loss: Value<B>,
+    grad_norm: Value<B>,
+}
+
+/// Reads the pending updates' values (one transfer for all of them), logs each update and reports its
+/// progress, in order; a non-finite loss is an error naming its update and task.
+fn flush<B: Backend>(
+    pending: &mut Vec<Pending<B>>,
+    steps: &mut Vec<StepLog>,
+    total: usize,
+    progress: &dyn Fn(usize, usize, String),
+) -> Result<(), String> {
+    let on_device: Vec<Tensor<B, 1>> = pending
+        .iter()
+        .flat_map(|p| [&p.loss, &p.grad_norm])
+        .filter_map(|v| match v {
+            Value::Device(t) => Some(t.clone()),
+            Value::Host(_) => None,
+        })
+        .collect();
+    let mut read = if on_device.is_empty() {
+        Vec::new()
+    } else {
+        Tensor::cat(on_device, 0).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| format!("reading losses: {e:?}"))?
+    }
+    .into_iter();
+    let mut value = |v: &Value<B>| match v {
+        Value::Host(x) => *x,
+        Value::Device(_) => read.next().map_or(f64::NAN, f64::from),
+    };
+    for p in pending.drain(..) {
+        let (loss, grad_norm) = (value(&p.loss), value(&p.grad_norm));
+        if !loss.is_finite() {
+            return Err(diverged(loss, p.step, &p.tasks[0]));
+        }
+        progress(p.step, total, format!("{} loss {loss:.3}", p.tasks.join("+")));
+        steps.push(StepLog { step: p.step, tasks: p.tasks, loss, lr: p.lr, grad_norm });
+    }
+    Ok(())
+}
+
+/// The error of a run whose loss became `v` at update `step` (task `task`).
+fn diverged(v: f64, step: usize, task: &str) -> String {
+    format!("loss became {v} at update {step} (task {task}): lower the learning rate")
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -289,6 +360,9 @@ pub fn run<B: AutodiffBackend>(
         u.iter().for_each(|&j| per_task[j] += 1);
     }
     let depth = cfg.model.size.depth;
+    let deferred = cfg.deferred_reads.is_some();
+    let read_every = cfg.deferred_reads.unwrap_or(1).max(1);
+    let mut pending: Vec<Pending<B::InnerBackend>> = Vec::new();
     let start = state.step;
     let ahead = state.cursors.clone();
     let updates_ref = &updates;
@@ -373,44 +447,65 @@ pub fn run<B: AutodiffBackend>(
                     }
                 }
             }
-            let diverged = |v: f64| format!("loss became {v} at update {step} (task {}): lower the learning rate", tasks[us[0]].name);
+            let first = &tasks[us[0]].name;
             let (loss_val, grads) = if sliced {
-                // The slices' backward passes have run; a non-finite loss stops before the optimizer step.
-                let sliced_loss = slice_losses.into_iter().fold(0.0f64, |a, l| a + l.into_scalar().elem::<f64>());
                 drop(forks);
-                (sliced_loss, accum.grads())
+                if deferred {
+                    let sum = slice_losses.into_iter().reduce(|a, l| a + l).expect("an update has at least one slice");
+                    (Value::Device(sum), accum.grads())
+                } else {
+                    // The slices' backward passes have run; a non-finite loss stops before the optimizer step.
+                    let v = slice_losses.into_iter().fold(0.0f64, |a, l| a + l.into_scalar().elem::<f64>());
+                    if !v.is_finite() {
+                        return Err(diverged(v, step, first));
+                    }
+                    (Value::Host(v), accum.grads())
+                }
             } else {
                 let mut l = total_loss.expect("an update has at least one task");
                 if us.len() > 1 && cfg.accumulate_mean {
                     l = l / us.len() as f64;
                 }
-                let v: f64 = l.clone().into_scalar().elem();
-                if !v.is_finite() {
-                    return Err(diverged(v)); // before a backward pass that would be wasted
-                }
+                let v = if deferred {
+                    Value::Device(l.clone().inner())
+                } else {
+                    let v: f64 = l.clone().into_scalar().elem();
+                    if !v.is_finite() {
+                        return Err(diverged(v, step, first)); // before a backward pass that would be wasted
+                    }
+                    Value::Host(v)
+                };
                 (v, GradientsParams::from_grads(l.backward(), &model))
             };
-            if !loss_val.is_finite() {
-                return Err(diverged(loss_val));
-            }
             // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
             let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
             let lr = lr_sched.at(step) * peak;
-            let (m, gn) = opt.step(model, &grads, lr);
-            model = m;
+            let grad_norm = if deferred {
+                let (m, gn) = opt.step_deferred(model, &grads, lr);
+                model = m;
+                gn.map_or(Value::Host(0.0), Value::Device)
+            } else {
+                let (m, gn) = opt.step(model, &grads, lr);
+                model = m;
+                Value::Host(gn)
+            };
             drop(one_at_a_time);
             let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
-            state.steps.push(StepLog { step, tasks: names.clone(), loss: loss_val, lr, grad_norm: gn });
+            pending.push(Pending { step, tasks: names, lr, loss: loss_val, grad_norm });
             state.step = step;
-            progress(step, total, format!("{} loss {loss_val:.3}", names.join("+")));
-            if cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total {
+            let eval_now = cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total;
+            let checkpoint_now = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total;
+            if pending.len() >= read_every || eval_now || checkpoint_now || step == total {
+                flush(&mut pending, &mut state.steps, total, progress)?;
+            }
+            if eval_now {
                 let inf = model.valid();
                 for (j, t) in tasks.iter().enumerate() {
                     let m = evaluate(&inf, &cfg.model, j, t, &t.val, cfg.eval_batch, device);
                     state.evals.push(EvalLog { step, task: t.name.clone(), split: "val".into(), metrics: m });
                 }
             }
-            if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total {
+            if checkpoint_now {
                 state.weights = named_tensors(&model);
                 state.opt = opt.export();
                 state.opt_t = opt.t;
