@@ -84,9 +84,17 @@ impl<B: Backend> Block<B> {
         let hd = d / h;
         let qkv = self.project(&self.qkv, x); // [B, N, 3D]
         let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
-        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+        if !B::ad_enabled(&v.device()) {
+            // Inference: the backend's own attention, softmax(q·kᵀ/√hd)·v (on CUDA flash-attention kernels
+            // with f32 accumulation, autotuned against the composition; under autodiff burn only has the
+            // composition, so training keeps the explicit one below).
+            let out = burn::tensor::module::attention(q, k, v, None, None, Default::default()); // [B, H, N, hd]
+            return self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]));
+        }
+        let q = q * (1.0 / (hd as f64).sqrt());
         let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N]
         let att = if self.bf16 {
             // autocast: softmax in f32, its probabilities back to bf16 for the product with v
