@@ -178,6 +178,7 @@ mod tests {
 
     #[test]
     fn gelu_tanh_equals_burns_composition_values_and_gradients() {
+        let _one = crate::train::run::autodiff_guard();
         type A = Autodiff<Flex>;
         let dev = Default::default();
         let xs: Vec<f32> = (-80..=80).map(|i| i as f32 * 0.1).collect();
@@ -202,6 +203,7 @@ mod tests {
     /// within bf16 rounding of the f32 block; the bf16 products really ran (the outputs differ).
     #[test]
     fn composed_bf16_block_is_autocast_with_f32_gradients() {
+        let _one = crate::train::run::autodiff_guard();
         use burn::tensor::{DType, Distribution};
         type A = Autodiff<Flex>;
         let dev = Default::default();

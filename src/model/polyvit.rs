@@ -158,6 +158,7 @@ mod tests {
 
     #[test]
     fn gradients_reach_shared_layers_own_tokenizer_and_own_head_only() {
+        let _one = crate::train::run::autodiff_guard();
         let cfg = tiny();
         let dev = Default::default();
         let m = PolyVit::<B>::new(&cfg, 0, &dev);

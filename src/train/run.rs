@@ -395,7 +395,7 @@ pub fn run<B: AutodiffBackend>(
             let step = s + 1;
             let us = &updates[s];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-            let one_at_a_time = UPDATE.lock().unwrap_or_else(|e| e.into_inner());
+            let one_at_a_time = autodiff_guard();
             let sliced = replicas > 1 || (cfg.micro_batch > 0 && us.iter().any(|&j| tasks[j].batch > cfg.micro_batch));
             let mut total_loss: Option<Tensor<B, 1>> = None;
             let mut accum = GradientsAccumulator::<PolyVit<B>>::new();
@@ -553,8 +553,16 @@ fn batch(t: &TaskRun, cursor: &mut Cursor, seed: u64, j: usize, step: u64) -> (V
 /// same time made the `accumulate` schedule's weights (several forward passes in one graph) depend on timing
 /// — four different results in four concurrent runs, with burn's composed block as well as the fused one —
 /// while lone runs were bit-identical. Locking only the backward pass was not enough (smoke profile: three
-/// different results in three runs). Data loading and evaluation still overlap.
+/// different results in three runs). Data loading and evaluation still overlap. (burn's issue #5573 explains
+/// it: every `backward()` sweeps the autodiff graphs of all threads and can free steps another thread is
+/// still building, losing or corrupting a gradient silently.)
 static UPDATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`UPDATE`]: whatever builds an autodiff graph and calls `backward()` outside the training loop in
+/// this process (unit tests that run side by side) takes it for the graph's whole life.
+pub fn autodiff_guard() -> std::sync::MutexGuard<'static, ()> {
+    UPDATE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[cfg(test)]
 mod tests {

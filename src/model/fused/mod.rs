@@ -268,6 +268,7 @@ mod tests {
 
     /// Values and the gradients of the input and all twelve parameters equal burn's composition.
     fn check(with_masks: bool) {
+        let _one = crate::train::run::autodiff_guard();
         let dev = Default::default();
         let mut init = Init::new(7);
         let blk = Block::<Ad>::new(48, 3, 96, 1e-6, true, &mut init, &dev);
@@ -326,6 +327,7 @@ mod tests {
     /// gives the same bits: output and the gradients of the input and all twelve parameters, masks on.
     #[test]
     fn checkpointed_block_gives_the_same_bits() {
+        let _one = crate::train::run::autodiff_guard();
         let dev = Default::default();
         let blk = Block::<Ad>::new(48, 3, 96, 1e-6, true, &mut Init::new(11), &dev).map(&mut Perturb);
         let x = Tensor::<Ad, 3>::random([4, 17, 48], Distribution::Normal(0.0, 1.0), &dev);
