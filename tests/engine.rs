@@ -298,6 +298,7 @@ impl Stage for Hold {
         vec![
             ParamSpec::opt("x", ParamType::Int { min: 0, max: 1000 }, json!(0), "value"),
             ParamSpec::opt("need", ParamType::Int { min: 0, max: 8 }, json!(0), "devices the kind itself needs"),
+            ParamSpec::opt("ms", ParamType::Int { min: 0, max: 10_000 }, json!(300), "how long it holds"),
         ]
     }
     fn resources(&self, params: &serde_json::Value, _: &BTreeMap<String, String>) -> polyflow::stage::Resources {
@@ -305,9 +306,61 @@ impl Stage for Hold {
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let start = std::time::Instant::now();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(std::time::Duration::from_millis(ctx.params["ms"].as_u64().unwrap_or(300)));
         self.0.lock().unwrap().push((ctx.id.to_string(), ctx.devices.clone(), start, std::time::Instant::now()));
         ctx.out.put_json("v.json", &ctx.params["x"])
+    }
+}
+
+/// With a shared cache, a GPU node the cache holds is fetched without waiting for a device. `--devices 1`:
+/// `a` computes on the device for 1.5 s; `c1` and `c2` (GPU nodes the cache holds) become ready when the CPU
+/// node `b` they read ends (0.1 s, forced so that it computes) and are fetched then, while `a` still holds
+/// the device, not after it.
+#[test]
+fn cached_gpu_nodes_are_fetched_without_waiting_for_a_device() {
+    let mut e = Env::new();
+    let log = Arc::new(Mutex::new(vec![]));
+    e.reg.register(Hold(log.clone()));
+    let c = |n: &str, x: u32| format!("[node.{n}]\nkind = \"count\"\nx = {x}\ninputs = {{ in = [\"b\"] }}\nresources = {{ gpus = 1 }}\n");
+    e.write(
+        "p.toml",
+        &format!(
+            "[node.a]\nkind = \"hold\"\nx = 1\nms = 1500\nresources = {{ gpus = 1 }}\n[node.b]\nkind = \"hold\"\nx = 2\nms = 100\n{}{}",
+            c("c1", 3),
+            c("c2", 4)
+        ),
+    );
+    let cache: Arc<dyn polyflow::store::cache::ArtifactCache> =
+        Arc::new(polyflow::store::cache::DirCache::open(&e.dir.path().join("cache")).unwrap());
+    let opts = |targets: Vec<String>, force: Vec<String>| RunOptions {
+        targets,
+        force,
+        jobs: 4,
+        devices: 1,
+        cache: Some(cache.clone()),
+        publish: true,
+        ..RunOptions::default()
+    };
+    let (ran, _) = e.run_with(None, opts(vec!["c1".into(), "c2".into()], vec![]));
+    assert_eq!(ran, ["b", "c1", "c2"]);
+    std::fs::remove_dir_all(e.dir.path().join("store")).unwrap();
+    log.lock().unwrap().clear();
+    // The whole pipeline from an empty store, `b` forced, each event stamped when it arrives.
+    let g = graph::build(spec::load(&e.dir.path().join("p.toml"), None).unwrap(), &e.reg).unwrap();
+    let events = Mutex::new(vec![]);
+    let sink = |ev: &Event| events.lock().unwrap().push((ev.clone(), std::time::Instant::now()));
+    let mut o = opts(vec![], vec!["b".into()]);
+    o.env.insert("seed".into(), g.pipeline.seed.to_string());
+    exec::run(&g, &e.store(), &o, &sink).unwrap();
+    let events = events.into_inner().unwrap();
+    let log = log.lock().unwrap().clone();
+    let held = |id: &str| log.iter().find(|l| l.0 == id).map(|l| (l.1.clone(), l.2, l.3)).unwrap_or_else(|| panic!("{id} did not run"));
+    let ((a_dev, a_start, a_end), (_, _, b_end)) = (held("a"), held("b"));
+    assert_eq!(a_dev, [0], "`a` holds the one device");
+    for c in ["c1", "c2"] {
+        let at = events.iter().find_map(|(ev, t)| matches!(ev, Event::Fetched { id, .. } if id == c).then_some(*t)).expect("fetched");
+        assert!(at > b_end && at > a_start, "{c} fetched before its input was made or the device was taken");
+        assert!(at < a_end, "{c} waited for the device `a` held: fetched {:?} after `a` ended", at - a_end);
     }
 }
 
