@@ -70,4 +70,6 @@ for g in 1 2; do
   echo "gpus = $g" | tee -a "$OUT/dp.txt"
   timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp.txt"
 done
+echo "== 8. Issue 16 on this machine's CPU (often an Intel Xeon): two cores, polyflow's CPU path beside PyTorch"
+POLYFLOW=$B CPUS=0,1 timeout 240 benches/cpu_pairs.sh 2 "$OUT/cpu" 2>&1 | tail -4 | tee "$OUT/cpu_pairs.txt"
 echo "done at +$(( $(date +%s) - T0 ))s"
