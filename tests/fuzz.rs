@@ -687,7 +687,8 @@ fn typed_node(v: &Vocab, siblings: usize) -> BoxedStrategy<String> {
                 1 => (0..siblings).prop_map(|j| format!("n{j}.*")),
             ];
             // Required slots (almost always) with one target (or more where the slot takes several), then others.
-            let required: Vec<BoxedStrategy<Option<(String, Vec<String>)>>> = s
+            type SlotTargets = BoxedStrategy<Option<(String, Vec<String>)>>;
+            let required: Vec<SlotTargets> = s
                 .slots
                 .iter()
                 .filter(|sl| sl.2)
@@ -1165,7 +1166,8 @@ fn command_line_overrides_never_panic_and_errors_have_a_position() {
     let tree = Tree::new(&fx.reg);
     // Roots that load: the overrides are what is fuzzed here.
     let roots: Vec<usize> = (0..tree.files.len()).filter(|&i| !tree.files[i].nodes.is_empty()).collect();
-    let nodes: Vec<Vec<(String, Vec<(String, ParamType)>)>> = roots.iter().map(|&i| tree.files[i].nodes.clone()).collect();
+    type Params = Vec<(String, ParamType)>;
+    let nodes: Vec<Vec<(String, Params)>> = roots.iter().map(|&i| tree.files[i].nodes.clone()).collect();
     let v = fx.vocab.clone();
     let strategy = (0..roots.len()).prop_flat_map(move |r| {
         let v = &v;

@@ -69,8 +69,9 @@ pub fn transfer(
     let (dgt, dgh, dgw) = (di[0] / dp[0], di[1] / dp[1], di[2] / dp[2]);
     let mut grid = vec![0f32; sgh * sgw * d];
     for t in 0..sgt {
-        for i in 0..sgh * sgw * d {
-            grid[i] += pos.data[d + t * sgh * sgw * d + i] / sgt as f32;
+        let frame = &pos.data[d + t * sgh * sgw * d..][..sgh * sgw * d];
+        for (g, p) in grid.iter_mut().zip(frame) {
+            *g += p / sgt as f32;
         }
     }
     let resized = resize_grid(&grid, sgh, sgw, d, dgh, dgw);

@@ -627,8 +627,9 @@ fn expand(
         },
     };
     // Matrix: cartesian product over keys (sorted), values kept in order.
-    let mut combos: Vec<(Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>)> =
-        vec![(vec![], BTreeMap::new(), BTreeMap::new())];
+    // (name parts, placeholder values, parameter values) of each combination.
+    type Combo = (Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>);
+    let mut combos: Vec<Combo> = vec![(vec![], BTreeMap::new(), BTreeMap::new())];
     if let Some(m) = d.table.get("matrix") {
         let Some(mt) = m.value.as_table() else {
             return Err(type_err(&m.value, "a table of lists, e.g. `{ lr = [0.1, 0.3] }`"));

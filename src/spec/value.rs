@@ -86,11 +86,9 @@ impl SValue {
     /// Replaces `{name}` placeholders in every string with `vars[name]`.
     pub fn substitute(&mut self, vars: &BTreeMap<String, String>) {
         match &mut self.value {
-            Value::Str(s) => {
-                if s.contains('{') {
-                    for (k, v) in vars {
-                        *s = s.replace(&format!("{{{k}}}"), v);
-                    }
+            Value::Str(s) if s.contains('{') => {
+                for (k, v) in vars {
+                    *s = s.replace(&format!("{{{k}}}"), v);
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(|v| v.substitute(vars)),

@@ -195,7 +195,9 @@ fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::GrayI
     };
     let (lo, hi) = vals.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     // Normalise to (n, t, h, w) taking channel 0.
-    let (n, t, h, w, get): (usize, usize, usize, usize, Box<dyn Fn(usize, usize, usize, usize) -> f32>) = match x.shape.as_slice() {
+    // A value at (example, frame, row, column).
+    type Pixel = Box<dyn Fn(usize, usize, usize, usize) -> f32>;
+    let (n, t, h, w, get): (usize, usize, usize, usize, Pixel) = match x.shape.as_slice() {
         [n, h, w, c] if meta.modality == "image" => {
             let (h, w, c) = (*h, *w, *c);
             (*n, 1, h, w, Box::new(move |i, _, y, xx| vals[((i * h + y) * w + xx) * c]))

@@ -275,6 +275,7 @@ fn logits(x: &[f32], w: &[f32], b: &[f32], d: usize, k: usize) -> Vec<f32> {
 }
 
 /// Trains a linear head with Adam; softmax CE (sigmoid BCE when multi-label).
+#[allow(clippy::too_many_arguments)]
 fn train_adam(tr: &Data, d: usize, k: usize, lr: f64, epochs: usize, batch: usize, multilabel: bool, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let (mut w, mut b) = (vec![0f32; d * k], vec![0f32; k]);
     let (mut mw, mut vw, mut mb, mut vb) = (vec![0f32; d * k], vec![0f32; d * k], vec![0f32; k], vec![0f32; k]);

@@ -524,11 +524,7 @@ fn write_model(ctx: &mut StageCtx<'_>, cfg: &RunConfig, tasks: &[LoadedTask], ou
     let mut per = serde_json::Map::new();
     for (j, t) in tasks.iter().enumerate() {
         let mut e = serde_json::Map::new();
-        for ev in out
-            .evals
-            .iter()
-            .filter(|e| e.task == t.spec.name && e.step == out.steps.len().max(1) || (e.task == t.spec.name && e.split == "test"))
-        {
+        for ev in out.evals.iter().filter(|e| e.task == t.spec.name && (e.step == out.steps.len().max(1) || e.split == "test")) {
             e.insert(ev.split.clone(), json!(ev.metrics));
         }
         e.insert("steps".into(), json!(out.steps_per_task[j]));

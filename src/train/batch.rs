@@ -338,6 +338,7 @@ pub fn next_indices(cur: &mut Cursor, n: usize, batch: usize, seed: u64, task: u
 }
 
 /// Applies `aug` to a batch `x [B, C, T, H, W]` with targets `[B, K]`, noise from `(seed, task, step)`.
+#[allow(clippy::too_many_arguments)]
 pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], classes: usize, seed: u64, task: usize, step: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x5eed) ^ ((task as u64) << 40) ^ step);
     let per: usize = shape.iter().product();

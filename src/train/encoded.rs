@@ -61,6 +61,7 @@ pub fn window_to_planes(
 
 /// One example: decode, then (training) an Inception crop and a flip drawn from `rng`, or (evaluation, `rng`
 /// = `None`) the whole image; written to `out` `[3, oh, ow]`.
+#[allow(clippy::too_many_arguments)]
 pub fn example(
     bytes: &[u8],
     crop: bool,

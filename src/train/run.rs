@@ -391,9 +391,8 @@ pub fn run<B: AutodiffBackend>(
                 }
             }
         });
-        for s in state.step..total {
+        for (s, us) in updates.iter().enumerate().skip(state.step) {
             let step = s + 1;
-            let us = &updates[s];
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
             let one_at_a_time = autodiff_guard();
             let sliced = replicas > 1 || (cfg.micro_batch > 0 && us.iter().any(|&j| tasks[j].batch > cfg.micro_batch));
