@@ -14,6 +14,8 @@ PAIRS=${1:-3}
 OUTDIR=${2:-/tmp/cpu_pairs}
 PF=${POLYFLOW:-target/debug/polyflow}
 mkdir -p "$OUTDIR"
+: > "$OUTDIR/polyflow.jsonl"
+: > "$OUTDIR/torch.jsonl"
 PIN=()
 [ -n "${CPUS:-}" ] && PIN=(taskset -c "$CPUS")
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2

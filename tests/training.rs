@@ -203,7 +203,8 @@ fn composed_bf16_digits_is_within_a_point_of_f32_over_three_seeds() {
             args.extend_from_slice(&["--set", "st_digits.precision=bf16"]);
         }
         let mut cmd = Command::new(BIN);
-        cmd.args(&args).current_dir(root);
+        // No shared cache: POLYFLOW_FUSED_CPU is not in keys, so a fused-bf16 artifact could stand in.
+        cmd.args(&args).current_dir(root).env_remove("POLYFLOW_CACHE");
         if bf16 {
             cmd.env("POLYFLOW_FUSED_CPU", "0");
         }
@@ -387,12 +388,12 @@ fn activation_checkpointing_gives_the_same_bits() {
 fn deferred_reads_give_the_same_updates_and_still_catch_divergence() {
     let (tasks, model) = two_image_tasks(0);
     for micro_batch in [0, 3] {
-        let go = |deferred_reads: Option<usize>, eval_every: usize| {
+        let go = |deferred_reads: Option<usize>, eval_every: usize, checkpoint_every: usize| {
             let cfg = RunConfig {
                 micro_batch,
                 deferred_reads,
                 eval_every,
-                checkpoint_every: 3,
+                checkpoint_every,
                 ..config(model.clone(), Schedule::Weighted, false, 4)
             };
             let mut checkpoints = 0;
@@ -403,12 +404,17 @@ fn deferred_reads_give_the_same_updates_and_still_catch_divergence() {
             .unwrap();
             (out, checkpoints)
         };
-        let (eager, _) = go(None, 0);
-        let (every, _) = go(Some(1), 0);
-        let (five, checkpoints) = go(Some(5), 2);
+        let (eager, _) = go(None, 0, 3);
+        let (every, _) = go(Some(1), 0, 3);
+        // Reads forced by evaluations and checkpoints (updates 2, 3, 4, 6, 8), and reads on the count alone
+        // (every 3: updates 3, 6, then the end).
+        let (five, checkpoints) = go(Some(5), 2, 3);
+        let (three, _) = go(Some(3), 0, 0);
         assert_eq!(checkpoints, 2, "checkpoints at updates 3 and 6 of 8");
-        assert_eq!(every.steps, five.steps, "micro_batch {micro_batch}: losses, norms, LRs");
-        assert_eq!(every.weights, five.weights, "micro_batch {micro_batch}: weights");
+        for other in [&five, &three] {
+            assert_eq!(every.steps, other.steps, "micro_batch {micro_batch}: losses, norms, LRs");
+            assert_eq!(every.weights, other.weights, "micro_batch {micro_batch}: weights");
+        }
         assert!(eager.steps.iter().any(|s| s.grad_norm > 1.0), "clipping is active in this run");
         for (e, d) in eager.steps.iter().zip(&every.steps) {
             assert_eq!((e.step, &e.tasks, e.lr), (d.step, &d.tasks, d.lr));
@@ -429,11 +435,14 @@ fn deferred_reads_give_the_same_updates_and_still_catch_divergence() {
         t.lr = 1e12;
         t.steps = 12;
     });
-    let err = |deferred_reads| {
-        let cfg = RunConfig { clip: None, deferred_reads, ..config(model.clone(), Schedule::Weighted, false, 4) };
+    let err = |deferred_reads, micro_batch| {
+        let cfg = RunConfig { clip: None, deferred_reads, micro_batch, ..config(model.clone(), Schedule::Weighted, false, 4) };
         run::<Autodiff<Flex>>(&cfg, &hot, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).map(|_| ()).unwrap_err()
     };
-    let (eager, deferred) = (err(None), err(Some(16)));
-    assert!(eager.contains("loss became") && eager.contains("at update"), "{eager}");
-    assert_eq!(eager, deferred);
+    for micro_batch in [0, 3] {
+        let (eager, deferred, every3) = (err(None, micro_batch), err(Some(16), micro_batch), err(Some(3), micro_batch));
+        assert!(eager.contains("loss became") && eager.contains("at update"), "{eager}");
+        assert_eq!(eager, deferred, "micro_batch {micro_batch}");
+        assert_eq!(eager, every3, "micro_batch {micro_batch}");
+    }
 }

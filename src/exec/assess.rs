@@ -102,12 +102,13 @@ pub fn fingerprint(
         Ok(e) => e,
         Err(e) => return Ok(Err(e)),
     };
+    let env = stage_env(n.stage.env_keys(), &node_env(g, i, env));
     Ok(Ok(Fingerprint {
         kind: n.stage.kind().to_string(),
-        version: n.stage.version_for(&n.params),
+        version: n.stage.version_for(&n.params, &env),
         params: n.params.clone(),
         inputs,
-        env: stage_env(n.stage.env_keys(), &node_env(g, i, env)),
+        env,
         external,
     }))
 }

@@ -1,9 +1,10 @@
 //! Where CUDA kernels and autotune results are kept between runs.
 //!
 //! burn's CUDA backend (CubeCL) tunes every new matrix-product and reduction shape at first use by compiling
-//! and timing each candidate kernel (about 10 s per shape on an H200, NVRTC compiles dominating), and by
-//! default keeps neither the results nor the compiled kernels anywhere a later run of an installed binary
-//! finds them. Before the first CUDA use polyflow points both caches at one folder of the user's cache:
+//! and timing each candidate kernel (about 10 s per shape on an H200, NVRTC compiles dominating). By default
+//! it keeps the tuning results under the nearest Cargo project's `target/` (or the user's cache outside
+//! one: a result that depends on where the command was started) and does not keep compiled kernels at all.
+//! Before the first CUDA use polyflow points both caches at one folder of the user's cache:
 //!
 //! - autotune results: `<root>/autotune` (CubeCL keys them by device and kernel set);
 //! - compiled PTX: `<root>/ptx/<GPU model>` — CubeCL keys PTX by kernel only, not by GPU architecture, so
@@ -48,16 +49,13 @@ pub fn gpu_model(gpus: &Path) -> Option<String> {
 }
 
 /// Points CubeCL's autotune and PTX caches under [`root`], once per process, before CubeCL reads its
-/// configuration (it can be set only once). Does nothing when CubeCL's configuration was already read.
+/// configuration (it can be set only once). Leaves a configuration CubeCL has already read as it is.
 #[cfg(feature = "cuda")]
 pub fn configure() {
     use cubecl_runtime::config::cache::CacheConfig;
     use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if CubeClRuntimeConfig::storage().lock().is_some() {
-            return;
-        }
         // What CubeCL itself would load: the user's cubecl.toml / burn.toml, then CUBECL_* variables.
         let mut cfg = CubeClRuntimeConfig::from_current_dir().override_from_env();
         let root = root();
@@ -69,8 +67,12 @@ pub fn configure() {
                 cfg.compilation.cache = Some(CacheConfig::File(root.join("ptx").join(model)));
             }
         }
-        tracing::debug!(autotune = ?cfg.autotune.cache, ptx = ?cfg.compilation.cache, "CubeCL caches");
-        CubeClRuntimeConfig::set(cfg);
+        // Set under the lock CubeCL reads it with (its `set` panics when it was read meanwhile).
+        let mut state = CubeClRuntimeConfig::storage().lock();
+        if state.is_none() {
+            tracing::debug!(autotune = ?cfg.autotune.cache, ptx = ?cfg.compilation.cache, "CubeCL caches");
+            *state = Some(std::sync::Arc::new(cfg));
+        }
     });
 }
 

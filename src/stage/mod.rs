@@ -108,9 +108,10 @@ pub trait Stage: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Bump when the stage's output for the same inputs changes meaning.
     fn version(&self) -> u32;
-    /// The version that enters the key of a node with `params`: [`Self::version`] unless a change touched only
-    /// some settings, whose nodes alone must recompute (the others keep their keys).
-    fn version_for(&self, _params: &serde_json::Value) -> u32 {
+    /// The version that enters the key of a node with `params` under `env` (its [`Self::env_keys`] entries):
+    /// [`Self::version`] unless a change touched only some settings or backends, whose nodes alone must
+    /// recompute (the others keep their keys).
+    fn version_for(&self, _params: &serde_json::Value, _env: &std::collections::BTreeMap<String, String>) -> u32 {
         self.version()
     }
     /// One-line description.

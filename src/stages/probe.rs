@@ -79,7 +79,14 @@ impl Stage for FeaturesStage {
         // 2: features.json keeps only what probes need (no training hyperparameters).
         // 3: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
         // 4: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
+        // (+1 off the fused CPU block only: see `version_for`.)
         4
+    }
+    fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
+        // One more off the fused CPU block (another backend, or the erf GELU): fusion and autotune on CUDA and
+        // inference through the backend's attention change the rounding there; the CPU's fused path keeps
+        // its keys and bits.
+        self.version() + u32::from(super::training::off_fused_cpu(params, env))
     }
     fn doc(&self) -> &'static str {
         "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"

@@ -130,7 +130,7 @@ impl Stage for TaskStage {
     fn version(&self) -> u32 {
         1
     }
-    fn version_for(&self, params: &serde_json::Value) -> u32 {
+    fn version_for(&self, params: &serde_json::Value, _env: &std::collections::BTreeMap<String, String>) -> u32 {
         // 2, only for tasks with `inception_crop`: the crop's window sampler became TF's `GenerateRandomCrop`
         // line for line (other windows than before) and `task.json` names it, so these tasks and the models
         // trained on them recompute; other tasks keep their keys and artifacts.

@@ -92,6 +92,12 @@ struct OptimParams {
     activation_checkpointing: bool,
 }
 
+/// Whether a model-bearing node with `params` under `env` runs off the fused CPU block: on another backend than
+/// `flex`, or with the erf GELU (the block's form the fused kernels do not have).
+pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
+    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || params.get("gelu").and_then(Value::as_str) == Some("erf")
+}
+
 fn one() -> usize {
     1
 }
@@ -333,11 +339,18 @@ impl Stage for TrainStage {
         // 2: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
         // 3: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
         // 4 (cotrain): `accumulate` warms up for the same share of its updates as the other schedules.
+        // (+1 off the fused CPU block only: see `version_for`.)
         if self.multi {
             4
         } else {
             3
         }
+    }
+    fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
+        // One more off the fused CPU block (another backend, or the erf GELU): CUDA with fusion and autotune,
+        // the clip factor computed on the device, bf16 as autocast and inference through the backend's
+        // attention change the rounding there; the default CPU path keeps its keys and bits.
+        self.version() + u32::from(off_fused_cpu(params, env))
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -560,6 +573,22 @@ mod tests {
             assert_eq!(s.resources(&json!({"gpus": 4}), &env("cuda")).devices, 4);
             assert_eq!(s.resources(&json!({"gpus": 4}), &env("flex")).devices, 0);
             assert_eq!(s.resources(&json!({"gpus": 4}), &env("tpu")).devices, 0);
+        }
+    }
+
+    /// The version in the key moves only off the fused CPU block (another backend, or the erf GELU): the
+    /// default CPU path keeps its keys; training and features alike.
+    #[test]
+    fn versions_move_only_off_the_fused_cpu_block() {
+        let env = |b: &str| BTreeMap::from([("backend".to_string(), b.to_string())]);
+        let stages: [Box<dyn Stage>; 3] =
+            [Box::new(TrainStage { multi: false }), Box::new(TrainStage { multi: true }), Box::new(crate::stages::probe::FeaturesStage)];
+        for s in &stages {
+            let v = s.version();
+            assert_eq!(s.version_for(&json!({}), &env("flex")), v, "{}", s.kind());
+            assert_eq!(s.version_for(&json!({"gelu": "tanh"}), &BTreeMap::new()), v, "{}", s.kind());
+            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 1, "{}", s.kind());
+            assert_eq!(s.version_for(&json!({"gelu": "erf"}), &env("flex")), v + 1, "{}", s.kind());
         }
     }
 }

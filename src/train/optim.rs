@@ -167,7 +167,8 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         model.visit(&mut sq);
         let norm = sq.total.map(|t| t.sqrt());
         let scale = match (self.clip, &norm) {
-            // ‖g‖ = 0 gives +inf, clamped to 1; a NaN norm gives NaN gradients, as on the host path.
+            // ‖g‖ = 0 gives +inf, clamped to 1. A NaN norm makes every gradient NaN (the host path leaves the
+            // finite ones alone); either way the next loss read is non-finite and stops the run.
             (Some(c), Some(n)) => Scale::Device(n.clone().recip().mul_scalar(c).clamp_max(1.0)),
             _ => Scale::Host(1.0),
         };

@@ -114,7 +114,13 @@ pub struct RunConfig {
 /// Updates between host reads on an accelerator ([`RunConfig::deferred_reads`]): `POLYFLOW_SYNC_EVERY`
 /// (at least 1), else 16.
 pub fn deferred_reads_from_env() -> usize {
-    std::env::var("POLYFLOW_SYNC_EVERY").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(16).max(1)
+    match std::env::var("POLYFLOW_SYNC_EVERY") {
+        Err(_) => 16,
+        Ok(v) => v.trim().parse::<usize>().map(|n| n.max(1)).unwrap_or_else(|_| {
+            tracing::warn!("POLYFLOW_SYNC_EVERY={v:?} is not a number of updates: reading every 16");
+            16
+        }),
+    }
 }
 
 /// A logged value of an update: read already, or a `[1]` tensor still on the device.

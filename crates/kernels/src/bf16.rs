@@ -59,8 +59,9 @@ impl Pooled for u32 {
 }
 
 impl<T: Pooled> Scratch<T> {
-    /// `len` values, unspecified contents (the largest spare, grown if needed: never shortened, so that a
-    /// reused buffer is not filled again).
+    /// `len` values, unspecified contents: the spare given back last, grown if needed and never shortened (so
+    /// that a reused buffer is not filled again). A thread keeps at most four spares of each type, each as
+    /// large as the largest operand it packed (a few MB for the ViT-Ti probe's products).
     fn take(len: usize) -> Self {
         let mut buf = T::pool().with(|s| s.borrow_mut().pop()).unwrap_or_default();
         if buf.len() < len {
