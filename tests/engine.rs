@@ -63,6 +63,13 @@ impl Env {
         reg.register(Count(log.clone()));
         Env { dir: tempfile::tempdir().unwrap(), log, reg }
     }
+    /// An environment with the `hold` kind registered, and its log.
+    fn with_hold() -> (Self, HoldLog) {
+        let mut e = Env::new();
+        let log = Arc::new(Mutex::new(vec![]));
+        e.reg.register(Hold(log.clone()));
+        (e, log)
+    }
     fn write(&self, name: &str, text: &str) {
         let p = self.dir.path().join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -318,9 +325,7 @@ impl Stage for Hold {
 /// the device, not after it.
 #[test]
 fn cached_gpu_nodes_are_fetched_without_waiting_for_a_device() {
-    let mut e = Env::new();
-    let log = Arc::new(Mutex::new(vec![]));
-    e.reg.register(Hold(log.clone()));
+    let (e, log) = Env::with_hold();
     let c = |n: &str, x: u32| format!("[node.{n}]\nkind = \"count\"\nx = {x}\ninputs = {{ in = [\"b\"] }}\nresources = {{ gpus = 1 }}\n");
     e.write(
         "p.toml",
@@ -370,9 +375,7 @@ fn cached_gpu_nodes_are_fetched_without_waiting_for_a_device() {
 /// without devices. Devices never enter keys.
 #[test]
 fn nodes_are_pinned_to_their_own_devices() {
-    let mut e = Env::new();
-    let log = Arc::new(Mutex::new(vec![]));
-    e.reg.register(Hold(log.clone()));
+    let (e, log) = Env::with_hold();
     let one = |n: &str, x: u32| format!("[node.{n}]\nkind = \"hold\"\nx = {x}\nresources = {{ gpus = 1 }}\n");
     let text = format!(
         "{}{}{}[node.both]\nkind = \"hold\"\nx = 4\nresources = {{ gpus = 2 }}\n[node.many]\nkind = \"hold\"\nx = 5\nresources = {{ gpus = 8 }}\n[node.floor]\nkind = \"hold\"\nx = 6\nneed = 2\nresources = {{ gpus = 1 }}\n",

@@ -14,6 +14,7 @@
 //! keeps (unit test: bit-identical on random data). Results do not depend on the thread count (threads
 //! split rows).
 
+use crate::scratch::Scratch;
 use crate::Mat;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -26,75 +27,6 @@ const MC: usize = 96;
 const MR: usize = 12;
 /// Columns of the register tile (two `zmm` of 16 lanes).
 const NR: usize = 32;
-
-/// Buffers of this module's packed operands, borrowed from the thread's spares and given back when dropped:
-/// a fresh `vec!` per product cost a page fault and a zero-fill per 4 KiB (perf, bf16 training on a Zen 4:
-/// `clear_page_erms` 3.1 % and `memset` 4.3 % of the step). Contents are unspecified: every user writes each
-/// value the kernel reads, the zero padding included.
-struct Scratch<T: Pooled> {
-    buf: Vec<T>,
-    len: usize,
-}
-
-/// Element types with a pool of spare buffers per thread.
-trait Pooled: Copy + Default + 'static {
-    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<Self>>>>;
-}
-
-thread_local! {
-    static SPARE16: std::cell::RefCell<Vec<Vec<u16>>> = const { std::cell::RefCell::new(Vec::new()) };
-    static SPARE32: std::cell::RefCell<Vec<Vec<u32>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl Pooled for u16 {
-    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<u16>>>> {
-        &SPARE16
-    }
-}
-
-impl Pooled for u32 {
-    fn pool() -> &'static std::thread::LocalKey<std::cell::RefCell<Vec<Vec<u32>>>> {
-        &SPARE32
-    }
-}
-
-impl<T: Pooled> Scratch<T> {
-    /// `len` values, unspecified contents: the spare given back last, grown if needed and never shortened (so
-    /// that a reused buffer is not filled again). A thread keeps at most four spares of each type, each as
-    /// large as the largest operand it packed (a few MB for the ViT-Ti probe's products).
-    fn take(len: usize) -> Self {
-        let mut buf = T::pool().with(|s| s.borrow_mut().pop()).unwrap_or_default();
-        if buf.len() < len {
-            buf.resize(len, T::default());
-        }
-        Scratch { buf, len }
-    }
-}
-
-impl<T: Pooled> Drop for Scratch<T> {
-    fn drop(&mut self) {
-        let v = std::mem::take(&mut self.buf);
-        T::pool().with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < 4 {
-                s.push(v);
-            }
-        });
-    }
-}
-
-impl<T: Pooled> std::ops::Deref for Scratch<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.buf[..self.len]
-    }
-}
-
-impl<T: Pooled> std::ops::DerefMut for Scratch<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.buf[..self.len]
-    }
-}
 
 /// `f32` → bf16 bits: round to nearest even, NaN stays a (quiet) NaN, subnormals become signed zero — the
 /// bits `vcvtne2ps2bf16` gives. Written without branches so that conversion loops vectorise.

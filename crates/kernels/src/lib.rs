@@ -13,6 +13,7 @@
 mod asm_tile;
 pub mod bf16;
 pub mod expf;
+mod scratch;
 pub mod sgemm;
 
 use rayon::prelude::*;

@@ -12,6 +12,7 @@
 //! blocks added in order — the same in both kernels and for every thread count (threads split rows), so
 //! AVX-512 and AVX2 machines give bit-identical products (unit test).
 
+use crate::scratch::Scratch;
 use crate::Mat;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -94,7 +95,7 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
     }
     let (mr, nr) = (isa.mr, isa.nr);
     let npad = n.div_ceil(nr) * nr;
-    let mut bp = Scratch::take(KC.min(k) * npad);
+    let mut bp = Scratch::<f32>::take(KC.min(k) * npad);
     let blocks = m.div_ceil(MC);
     for (pi, p0) in (0..k).step_by(KC).enumerate() {
         let kc = KC.min(k - p0);
@@ -111,11 +112,11 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
                 // ragged last panel is packed (zero rows must not be read past the matrix).
                 let full = mc / mr * mr;
                 let ablk = Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 };
-                let mut ap = Scratch::take((mc - full).div_ceil(mr) * mr * kc);
+                let mut ap = Scratch::<f32>::take((mc - full).div_ceil(mr) * mr * kc);
                 pack_a(&a, i0 + full, mc - full, p0, kc, mr, &mut ap);
                 block(isa, mc, n, kc, Panels { direct: Some((ablk, full)), packed: &ap }, &bp, cblk, ldc, first);
             } else {
-                let mut ap = Scratch::take(mc.div_ceil(mr) * mr * kc);
+                let mut ap = Scratch::<f32>::take(mc.div_ceil(mr) * mr * kc);
                 pack_a(&a, i0, mc, p0, kc, mr, &mut ap);
                 block(isa, mc, n, kc, Panels { direct: None, packed: &ap }, &bp, cblk, ldc, first);
             }
@@ -125,60 +126,6 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
         } else {
             c.chunks_mut(MC * ldc).enumerate().for_each(run);
         }
-    }
-}
-
-/// A packing buffer borrowed from this thread's spare ones and given back when dropped: the products of
-/// the attention (two small ones per example and head) would otherwise allocate and zero-fill two buffers
-/// each, thousands of times per step. Packing writes every value the kernels read (padding included), so a
-/// reused buffer's old contents never matter.
-struct Scratch {
-    /// The buffer (never shortened, so that a reused one is not zero-filled again).
-    buf: Vec<f32>,
-    /// Values in use.
-    len: usize,
-}
-
-thread_local! {
-    /// Spare packing buffers of this thread (a stack: a product run inside another's parallel loop, by work
-    /// stealing, takes another one).
-    static SPARE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl Scratch {
-    /// A buffer of `len` values (unspecified contents).
-    fn take(len: usize) -> Scratch {
-        let mut buf = SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        Scratch { buf, len }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let v = std::mem::take(&mut self.buf);
-        // At most a few spares per thread (bounded memory).
-        SPARE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < 4 {
-                s.push(v);
-            }
-        });
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::ops::DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.buf[..self.len]
     }
 }
 
