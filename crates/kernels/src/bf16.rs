@@ -122,7 +122,7 @@ fn matmul_with(kern: Kernel, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &m
         return;
     }
     let kp = k.div_ceil(2) * 2;
-    let ab = convert_a(&a, m, k, kp, parallel);
+    let ap = convert_a(&a, m, k, kp, parallel);
     let npan = n.div_ceil(NR);
     let bp = pack_b(&b, k, kp, n, npan, parallel);
     let blocks = m.div_ceil(MC);
@@ -142,16 +142,16 @@ fn matmul_with(kern: Kernel, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &m
                 let nr = NR.min(n - j0);
                 for t in (0..mc).step_by(MR) {
                     let mr = MR.min(mc - t);
-                    // Rows past `m` exist (zero) in `ab`, so the kernel always reads MR rows.
-                    let ap = ab[(i0 + t) * kp + p0..].as_ptr();
+                    // Rows past `m` exist (zero) in the packed A, so the kernel always reads MR rows.
+                    let a0 = ap.at(i0 + t, p0);
                     if mr == MR && nr == NR {
                         let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
-                        // SAFETY: the CPU runs `kern` (chosen by `best`); `ap` has MR rows of `kp` values from
-                        // `p0` (ab is padded to whole tiles), `panel` kq·NR pairs, `dst` the MR × NR tile.
-                        unsafe { tile_kernel(kern, kq, ap, kp, panel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+                        // SAFETY: the CPU runs `kern` (chosen by `best`); `a0` starts MR rows of `kq` pairs at
+                        // `ap`'s strides (padded to whole tiles), `panel` has kq·NR pairs, `dst` the MR × NR tile.
+                        unsafe { tile_kernel(kern, kq, a0, ap.ri, ap.rq, panel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
                     } else {
                         // SAFETY: as above, into the local MR × NR tile.
-                        unsafe { tile_kernel(kern, kq, ap, kp, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
+                        unsafe { tile_kernel(kern, kq, a0, ap.ri, ap.rq, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
                         for i in 0..mr {
                             let row = &mut cblk[(t + i) * ldc + j0..(t + i) * ldc + j0 + nr];
                             let src = &tile[i * NR..i * NR + nr];
@@ -231,11 +231,57 @@ fn convert_rows(data: &[f32], outer: usize, inner: usize, stride: usize, out: &m
     }
 }
 
-/// `a[m, k]` as bf16 rows of `kp` values (`kp` = k rounded up to even), rows padded with zeros to whole
-/// tiles of [`MR`]. A transposed `a` (`rs = 1`, as `xᵀ` in `xᵀ · dy`) is converted along its contiguous
-/// dimension first, then transposed as 16-bit values.
-fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> Scratch<u16> {
-    let mut ab = Scratch::<u16>::take(m.div_ceil(MR) * MR * kp);
+/// The A operand in bf16, padded with zero rows to whole tiles of [`MR`]: the pair `(a[i, p], a[i, p+1])`
+/// (`p` even; the second value zero past `k`) is the two `u16` at `i·ri + (p/2)·rq`.
+struct APack {
+    buf: APackBuf,
+    /// Distance between rows, in `u16`.
+    ri: usize,
+    /// Distance between consecutive pairs of a row, in `u16`.
+    rq: usize,
+}
+
+enum APackBuf {
+    /// Rows of `kp` values (`ri = kp`, `rq = 2`): an `a` with contiguous rows.
+    Rows(Scratch<u16>),
+    /// Pair-major (`ri = 2`, `rq = 2·mp`, `mp` = rows rounded up to MR): a transposed `a` (`rs = 1`, as `xᵀ` in
+    /// `xᵀ · dy`), whose columns are contiguous, interleaved two columns at a time.
+    Pairs(Scratch<u32>),
+}
+
+impl APack {
+    /// Pointer to the pair of row `i` at depth `p` (even).
+    fn at(&self, i: usize, p: usize) -> *const u16 {
+        let off = i * self.ri + p / 2 * self.rq;
+        match &self.buf {
+            APackBuf::Rows(b) => b[off..].as_ptr(),
+            APackBuf::Pairs(b) => b[off / 2..].as_ptr() as *const u16,
+        }
+    }
+}
+
+/// Packs `a[m, k]` ([`APack`]): rows converted along their contiguous dimension, or, for a transposed `a`,
+/// its columns converted and interleaved in one pass (a transposition of converted values cost 7–10 % of a
+/// bf16 training step: perf).
+fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> APack {
+    let mp = m.div_ceil(MR) * MR;
+    if a.rs == 1 && a.cs != 1 {
+        let mut pairs = Scratch::<u32>::take(kp / 2 * mp);
+        // Pair-row q holds columns 2q and 2q+1 of `a`, i.e. rows 2q, 2q+1 of the row-major `aᵀ`.
+        let fill = |(q, out): (usize, &mut [u32])| {
+            let r0 = &a.data[2 * q * a.cs..2 * q * a.cs + m];
+            let r1 = (2 * q + 1 < k).then(|| &a.data[(2 * q + 1) * a.cs..(2 * q + 1) * a.cs + m]);
+            interleave(r0, r1, &mut out[..m]);
+            out[m..].fill(0);
+        };
+        if parallel && m * k >= 1 << 16 {
+            pairs.par_chunks_mut(mp).enumerate().for_each(fill);
+        } else {
+            pairs.chunks_mut(mp).enumerate().for_each(fill);
+        }
+        return APack { buf: APackBuf::Pairs(pairs), ri: 2, rq: 2 * mp };
+    }
+    let mut ab = Scratch::<u16>::take(mp * kp);
     // The padding the kernel reads: the odd column of each row when k is odd, the rows past m.
     if kp > k {
         ab[..m * kp].chunks_exact_mut(kp).for_each(|row| row[k..].fill(0));
@@ -243,23 +289,6 @@ fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> Scratch<
     ab[m * kp..].fill(0);
     if a.cs == 1 {
         convert_rows(a.data, m, k, a.rs, &mut ab, kp, parallel);
-    } else if a.rs == 1 {
-        let mut t = Scratch::<u16>::take(k * m);
-        convert_rows(a.data, k, m, a.cs, &mut t, m, parallel);
-        let tile = |(ti, dst): (usize, &mut [u16])| {
-            let i0 = ti * MR;
-            for i in 0..MR.min(m.saturating_sub(i0)) {
-                let row = &mut dst[i * kp..i * kp + k];
-                for (p, d) in row.iter_mut().enumerate() {
-                    *d = t[p * m + i0 + i];
-                }
-            }
-        };
-        if parallel && m * k >= 1 << 16 {
-            ab.par_chunks_mut(MR * kp).enumerate().for_each(tile);
-        } else {
-            ab.chunks_mut(MR * kp).enumerate().for_each(tile);
-        }
     } else {
         for i in 0..m {
             for p in 0..k {
@@ -267,7 +296,53 @@ fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> Scratch<
             }
         }
     }
-    ab
+    APack { buf: APackBuf::Rows(ab), ri: kp, rq: 2 }
+}
+
+/// `out[j] = (bf16(r1[j]) << 16) | bf16(r0[j])` (high half zero without `r1`): two rows of values as the
+/// pairs the kernels read. `vcvtneps2bf16` on CPUs with AVX512-BF16, [`to_bf16`] elsewhere (the same bits).
+fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if native_convert() {
+        // SAFETY: the CPU has AVX512-F and AVX512-BF16 (checked by `native_convert`).
+        unsafe { interleave_native(r0, r1, out) };
+        return;
+    }
+    match r1 {
+        Some(r1) => out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((to_bf16(*x1) as u32) << 16) | to_bf16(*x0) as u32),
+        None => out.iter_mut().zip(r0).for_each(|(o, x0)| *o = to_bf16(*x0) as u32),
+    }
+}
+
+/// [`interleave`] with `vcvtneps2bf16`, 16 pairs at a time.
+///
+/// # Safety
+/// The CPU must have AVX512-F and AVX512-BF16; `r0` (and `r1`) at least `out.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn interleave_native(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    let full = n / 16 * 16;
+    let zero = _mm512_setzero_ps();
+    let mut j = 0;
+    while j < full {
+        // SAFETY: 16 values from j in each slice (j + 16 ≤ full ≤ n).
+        unsafe {
+            let lo = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(r0.as_ptr().add(j)))));
+            let x1 = match r1 {
+                Some(r1) => _mm512_loadu_ps(r1.as_ptr().add(j)),
+                None => zero,
+            };
+            let hi = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x1)));
+            _mm512_storeu_si512(out.as_mut_ptr().add(j) as *mut _, _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi)));
+        }
+        j += 16;
+    }
+    for j in full..n {
+        let h = r1.map_or(0, |r1| to_bf16(r1[j]) as u32);
+        out[j] = (h << 16) | to_bf16(r0[j]) as u32;
+    }
 }
 
 /// `b[k, n]` as bf16 pairs: for each block of [`KC`] rows, panels of [`NR`] columns, each `kq` pair-rows of
@@ -278,14 +353,12 @@ fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -
     // The converted operand and how to read element (p, j) of B from it: rows of B (`cs = 1`), rows of Bᵀ
     // (`rs = 1`, as `wᵀ` in `dy · wᵀ`), or any strides.
     enum Conv {
-        Rows(Scratch<u16>),
+        Rows,
         Cols(Scratch<u16>),
         Strided,
     }
     let conv = if b.cs == 1 {
-        let mut t = Scratch::<u16>::take(k * n);
-        convert_rows(b.data, k, n, b.rs, &mut t, n, parallel);
-        Conv::Rows(t)
+        Conv::Rows
     } else if b.rs == 1 {
         let mut t = Scratch::<u16>::take(n * kp);
         if kp > k {
@@ -308,27 +381,21 @@ fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -
             panel.chunks_exact_mut(NR).for_each(|row| row[nr..].fill(0));
         }
         match &conv {
-            Conv::Rows(t) => {
+            Conv::Rows => {
+                // Rows 2q and 2q+1 of b, converted and interleaved in one pass.
                 for (q, row) in panel.chunks_mut(NR).enumerate() {
                     let p = p0 + 2 * q;
-                    let r0 = &t[p * n + j0..p * n + j0 + nr];
-                    if p + 1 < k {
-                        let r1 = &t[(p + 1) * n + j0..(p + 1) * n + j0 + nr];
-                        for ((v, x0), x1) in row.iter_mut().zip(r0).zip(r1) {
-                            *v = ((*x1 as u32) << 16) | *x0 as u32;
-                        }
-                    } else {
-                        for (v, x0) in row.iter_mut().zip(r0) {
-                            *v = *x0 as u32;
-                        }
-                    }
+                    let r0 = &b.data[p * b.rs + j0..p * b.rs + j0 + nr];
+                    let r1 = (p + 1 < k).then(|| &b.data[(p + 1) * b.rs + j0..(p + 1) * b.rs + j0 + nr]);
+                    interleave(r0, r1, &mut row[..nr]);
                 }
             }
             Conv::Cols(t) => {
-                for j in 0..nr {
-                    let col = &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq];
-                    for (q, pair) in col.chunks_exact(2).enumerate() {
-                        panel[q * NR + j] = ((pair[1] as u32) << 16) | pair[0] as u32;
+                // Row by row of the panel (contiguous writes), reading one pair from each of the nr columns.
+                let cols: Vec<&[u16]> = (0..nr).map(|j| &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq]).collect();
+                for (q, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (v, col) in row.iter_mut().zip(&cols) {
+                        *v = ((col[2 * q + 1] as u32) << 16) | col[2 * q] as u32;
                     }
                 }
             }
@@ -359,22 +426,22 @@ fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -
     bp
 }
 
-/// One MR × NR tile: `c (+)= Σ_q` over `kq` pairs, A rows at `a + i·lda` (bf16, `lda` values), B pairs
-/// `b[q·NR + j]`, C at row stride `ldc`.
+/// One MR × NR tile: `c (+)= Σ_q` over `kq` pairs, the pair `q` of A's row `i` the two bf16 at
+/// `a + i·ri + q·rq` ([`APack`]), B pairs `b[q·NR + j]`, C at row stride `ldc`.
 ///
 /// # Safety
-/// `kern` must run on this CPU; `a` must hold MR rows of `2·kq` values at stride `lda` (even), `b` `kq·NR`
-/// values and `c` the MR × NR tile at stride `ldc`.
+/// `kern` must run on this CPU; `a` must hold MR rows of `kq` pairs at those strides, `b` `kq·NR` values and
+/// `c` the MR × NR tile at stride `ldc`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_kernel(kern: Kernel, kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+unsafe fn tile_kernel(kern: Kernel, kq: usize, a: *const u16, ri: usize, rq: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
     // SAFETY: forwarded from the caller.
     unsafe {
         match kern {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Native => kernel_native(kq, a, lda, b, c, ldc, acc),
+            Kernel::Native => kernel_native(kq, a, ri, rq, b, c, ldc, acc),
             #[cfg(target_arch = "x86_64")]
-            Kernel::EmulatedAvx2 => kernel_emulated_avx2(kq, a, lda, b, c, ldc, acc),
-            _ => kernel_emulated(kq, a, lda, b, c, ldc, acc),
+            Kernel::EmulatedAvx2 => kernel_emulated_avx2(kq, a, ri, rq, b, c, ldc, acc),
+            _ => kernel_emulated(kq, a, ri, rq, b, c, ldc, acc),
         }
     }
 }
@@ -384,7 +451,8 @@ unsafe fn tile_kernel(kern: Kernel, kq: usize, a: *const u16, lda: usize, b: *co
 /// # Safety
 /// As [`tile_kernel`].
 #[inline(always)]
-unsafe fn kernel_emulated(kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_emulated(kq: usize, a: *const u16, ri: usize, rq: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
     let mut t = [[0.0f32; NR]; MR];
     for q in 0..kq {
         // SAFETY: `b` holds kq·NR values (caller).
@@ -392,8 +460,8 @@ unsafe fn kernel_emulated(kq: usize, a: *const u16, lda: usize, b: *const u32, c
         let lo: [f32; NR] = std::array::from_fn(|j| f32::from_bits(brow[j] << 16));
         let hi: [f32; NR] = std::array::from_fn(|j| f32::from_bits(brow[j] & 0xffff_0000));
         for (i, row) in t.iter_mut().enumerate() {
-            // SAFETY: row i has 2·kq values (caller).
-            let (a0, a1) = unsafe { (*a.add(i * lda + 2 * q), *a.add(i * lda + 2 * q + 1)) };
+            // SAFETY: row i has kq pairs at these strides (caller).
+            let (a0, a1) = unsafe { (*a.add(i * ri + q * rq), *a.add(i * ri + q * rq + 1)) };
             let (a0, a1) = (from_bf16(a0), from_bf16(a1));
             for j in 0..NR {
                 row[j] = a1.mul_add(hi[j], row[j]);
@@ -416,20 +484,23 @@ unsafe fn kernel_emulated(kq: usize, a: *const u16, lda: usize, b: *const u32, c
 /// As [`tile_kernel`], on a CPU with AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_emulated_avx2(kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_emulated_avx2(kq: usize, a: *const u16, ri: usize, rq: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
     // SAFETY: forwarded.
-    unsafe { kernel_emulated(kq, a, lda, b, c, ldc, acc) }
+    unsafe { kernel_emulated(kq, a, ri, rq, b, c, ldc, acc) }
 }
 
 /// The AVX512-BF16 micro-kernel: 12 rows × 32 columns in `zmm0`–`zmm23`, B pairs in `zmm24`/`zmm25`, a
 /// broadcast pair of A alternating in `zmm26`/`zmm27`; one `vdpbf16ps` per row and half-tile and pair.
-/// Rows 0–3 of A are addressed from `a0`, 4–7 from `a4 = a0 + 4·lda`, 8–11 from `a8`.
+/// Rows 0–3 of A are addressed from `a0`, 4–7 from `a4 = a0 + 4·lda`, 8–11 from `a8` (`lda` = `ri` in
+/// bytes), each moving on by `rq` pairs' bytes per step.
 ///
 /// # Safety
 /// As [`tile_kernel`], on a CPU with AVX512-F and AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel_native(kq: usize, a: *const u16, lda: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_native(kq: usize, a: *const u16, ri: usize, rq: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
     // SAFETY: the caller guarantees the extents; the assembly reads 12 rows of 2·kq bf16 values of A, kq·32
     // pairs of B, and writes the 12 × 32 tile of C.
     unsafe {
@@ -473,9 +544,9 @@ unsafe fn kernel_native(kq: usize, a: *const u16, lda: usize, b: *const u32, c: 
             "vpbroadcastd zmm27, dword ptr [{a8} + {lda3}]",
             "vdpbf16ps zmm22, zmm27, zmm24",
             "vdpbf16ps zmm23, zmm27, zmm25",
-            "add {a0}, 4",
-            "add {a4}, 4",
-            "add {a8}, 4",
+            "add {a0}, {rq}",
+            "add {a4}, {rq}",
+            "add {a8}, {rq}",
             "add {b}, 128",
             "dec {k}",
             "jnz 2b",
@@ -483,7 +554,8 @@ unsafe fn kernel_native(kq: usize, a: *const u16, lda: usize, b: *const u32, c: 
             k = inout(reg) kq => _,
             a0 = inout(reg) a => _,
             b = inout(reg) b => _,
-            lda = in(reg) lda * 2,
+            lda = in(reg) ri * 2,
+            rq = in(reg) rq * 2,
             lda3 = out(reg) _,
             a4 = out(reg) _,
             a8 = out(reg) _,
@@ -567,6 +639,42 @@ mod tests {
     }
 
     #[test]
+    fn operand_layouts_give_the_same_bits() {
+        // A transposed A is packed pair-major, a row-major one as rows; B rows are interleaved from f32, B
+        // columns converted first: the same values in the same order, so the same bits, odd k included.
+        for kern in [best(true), Kernel::EmulatedPortable] {
+            for &(m, n, k) in &[(37, 45, 301), (12, 32, 256), (5, 3, 1)] {
+                let (a, b) = (data(m * k, 8), data(k * n, 9));
+                let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+                let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+                let run = |am: Mat, bm: Mat| {
+                    let mut c = vec![0f32; m * n];
+                    matmul_with(kern, m, n, k, am, bm, &mut c, n, false, true);
+                    c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let want = run(Mat::rows(&a, k), Mat::rows(&b, n));
+                assert!(run(Mat::t(&at, m), Mat::rows(&b, n)) == want, "{kern:?} ({m},{n},{k}) transposed A");
+                assert!(run(Mat::rows(&a, k), Mat::t(&bt, k)) == want, "{kern:?} ({m},{n},{k}) transposed B");
+                assert!(run(Mat::t(&at, m), Mat::t(&bt, k)) == want, "{kern:?} ({m},{n},{k}) both");
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_pairs_give_the_scalar_bits() {
+        let mut v: Vec<f32> = data(997, 7).iter().map(|x| x * 3.7).collect();
+        v.extend([0.0, -0.0, 1e-40, -1e-40, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN_POSITIVE]);
+        let w: Vec<f32> = v.iter().rev().map(|x| x * -1.3).collect();
+        for r1 in [Some(&w[..]), None] {
+            let mut got = vec![0u32; v.len()];
+            interleave(&v, r1, &mut got);
+            let want: Vec<u32> =
+                (0..v.len()).map(|j| ((r1.map_or(0, |r| to_bf16(r[j])) as u32) << 16) | to_bf16(v[j]) as u32).collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
     fn vector_conversion_gives_the_scalar_bits() {
         let mut v: Vec<f32> = data(997, 7).iter().map(|x| x * 3.7).collect();
         v.extend([0.0, -0.0, 1e-40, -1e-40, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN_POSITIVE]);
@@ -620,17 +728,19 @@ mod tests {
             eprintln!("SKIPPED: this CPU lacks AVX512-BF16 (nothing to compare the emulation with)");
             return;
         }
-        let (m, n, k) = (101, 77, 600);
+        let (m, n, k) = (101, 77, 601);
         let (a, b) = (data(m * k, 3), data(k * n, 4));
-        let run = |kern: Kernel, acc: bool| {
+        let run = |kern: Kernel, acc: bool, ta: bool, tb: bool| {
+            let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
+            let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
             let mut c: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
-            matmul_with(kern, m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c, n, acc, true);
+            matmul_with(kern, m, n, k, am, bm, &mut c, n, acc, true);
             c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
-        for acc in [false, true] {
-            let native = run(Kernel::Native, acc);
-            assert!(native == run(Kernel::EmulatedAvx2, acc), "AVX2 emulation differs (acc {acc})");
-            assert!(native == run(Kernel::EmulatedPortable, acc), "portable emulation differs (acc {acc})");
+        for (acc, ta, tb) in [(false, false, false), (true, false, false), (false, true, false), (true, true, true)] {
+            let native = run(Kernel::Native, acc, ta, tb);
+            assert!(native == run(Kernel::EmulatedAvx2, acc, ta, tb), "AVX2 emulation differs ({acc} {ta} {tb})");
+            assert!(native == run(Kernel::EmulatedPortable, acc, ta, tb), "portable emulation differs ({acc} {ta} {tb})");
         }
     }
 
