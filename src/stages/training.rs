@@ -349,8 +349,9 @@ impl Stage for TrainStage {
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
         // One more off the fused CPU block (another backend, or the erf GELU): CUDA with fusion and autotune,
         // the clip factor computed on the device, bf16 as autocast and inference through the backend's
-        // attention change the rounding there; the default CPU path keeps its keys and bits.
-        self.version() + u32::from(off_fused_cpu(params, env))
+        // attention change the rounding there. One more with `precision = "bf16"` on the fused CPU block: its
+        // per-head attention products moved to bf16. The default CPU path (f32) keeps its keys and bits.
+        self.version() + u32::from(off_fused_cpu(params, env) || params.get("precision").and_then(Value::as_str) == Some("bf16"))
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -589,6 +590,13 @@ mod tests {
             assert_eq!(s.version_for(&json!({"gelu": "tanh"}), &BTreeMap::new()), v, "{}", s.kind());
             assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 1, "{}", s.kind());
             assert_eq!(s.version_for(&json!({"gelu": "erf"}), &env("flex")), v + 1, "{}", s.kind());
+        }
+        for multi in [false, true] {
+            let s = TrainStage { multi };
+            let v = s.version();
+            assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 1);
         }
     }
 }

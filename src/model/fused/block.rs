@@ -23,9 +23,9 @@ pub struct Dims {
     pub mlp: usize,
     /// LayerNorm ε.
     pub eps: f32,
-    /// Arithmetic of the projections and the MLP, 95 % of the block's multiply-adds at ViT-Ti/32² (LayerNorm,
-    /// softmax, GELU, residuals and the per-head attention products stay f32: at 65 tokens those products
-    /// are too small for bf16's conversions to pay).
+    /// Arithmetic of the matrix products: projections, MLP and the per-head attention products (as PyTorch's
+    /// autocast; at 65 tokens the attention products in bf16 still took a bf16 training step ~4 % less CPU
+    /// time than in f32, conversions included: perf, Zen 4). LayerNorm, softmax, GELU and residuals stay f32.
     pub prec: k::Precision,
 }
 
@@ -112,10 +112,10 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
             let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
             let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
             let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
-            k::matmul(n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
+            k::matmul_p(dm.prec, n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
             k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
             let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
-            k::matmul(n, hd, n, Mat::rows(p, n), v, &mut o[hi * hd..], d, false, false);
+            k::matmul_p(dm.prec, n, hd, n, Mat::rows(p, n), v, &mut o[hi * hd..], d, false, false);
             // [N, hd]
         }
     };
@@ -181,13 +181,13 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
                 let o = hi * hd;
                 let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
                 let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
-                k::matmul(n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
-                k::matmul(n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
+                k::matmul_p(dm.prec, n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
+                k::matmul_p(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
                 k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
                 let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
-                k::matmul(n, hd, n, Mat::rows(&dp, n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
+                k::matmul_p(dm.prec, n, hd, n, Mat::rows(&dp, n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
                 let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
-                k::matmul(n, hd, n, Mat::t(&dp, n), q, &mut g[d + o..], 3 * d, false, false);
+                k::matmul_p(dm.prec, n, hd, n, Mat::t(&dp, n), q, &mut g[d + o..], 3 * d, false, false);
                 // dk = dSᵀ q
             }
         });
