@@ -137,21 +137,29 @@ fn matmul_with(kern: Kernel, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &m
             let i0 = ri * MC;
             let mc = MC.min(m - i0);
             let mut tile = [0.0f32; MR * NR];
+            // A row-major A is converted here, block by block, into this thread's buffer (L2-sized, read by
+            // every panel below): no converted copy of the whole operand goes through memory.
+            let local = ap.block(i0, mc, p0, kq);
+            let (a_at, a_ri, a_rq) = match &local {
+                Some(blk) => (blk.as_ptr(), 2 * kq, 2),
+                None => (ap.at(i0, p0), ap.ri, ap.rq),
+            };
             for (pi, panel) in panels.chunks(kq * NR).enumerate() {
                 let j0 = pi * NR;
                 let nr = NR.min(n - j0);
                 for t in (0..mc).step_by(MR) {
                     let mr = MR.min(mc - t);
                     // Rows past `m` exist (zero) in the packed A, so the kernel always reads MR rows.
-                    let a0 = ap.at(i0 + t, p0);
+                    // SAFETY: row t of this block is within the packed A (rows padded to whole tiles).
+                    let a0 = unsafe { a_at.add(t * a_ri) };
                     if mr == MR && nr == NR {
                         let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
                         // SAFETY: the CPU runs `kern` (chosen by `best`); `a0` starts MR rows of `kq` pairs at
                         // `ap`'s strides (padded to whole tiles), `panel` has kq·NR pairs, `dst` the MR × NR tile.
-                        unsafe { tile_kernel(kern, kq, a0, ap.ri, ap.rq, panel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+                        unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
                     } else {
                         // SAFETY: as above, into the local MR × NR tile.
-                        unsafe { tile_kernel(kern, kq, a0, ap.ri, ap.rq, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
+                        unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
                         for i in 0..mr {
                             let row = &mut cblk[(t + i) * ldc + j0..(t + i) * ldc + j0 + nr];
                             let src = &tile[i * NR..i * NR + nr];
@@ -233,38 +241,64 @@ fn convert_rows(data: &[f32], outer: usize, inner: usize, stride: usize, out: &m
 
 /// The A operand in bf16, padded with zero rows to whole tiles of [`MR`]: the pair `(a[i, p], a[i, p+1])`
 /// (`p` even; the second value zero past `k`) is the two `u16` at `i·ri + (p/2)·rq`.
-struct APack {
-    buf: APackBuf,
+struct APack<'a> {
+    buf: APackBuf<'a>,
     /// Distance between rows, in `u16`.
     ri: usize,
     /// Distance between consecutive pairs of a row, in `u16`.
     rq: usize,
 }
 
-enum APackBuf {
-    /// Rows of `kp` values (`ri = kp`, `rq = 2`): an `a` with contiguous rows.
+enum APackBuf<'a> {
+    /// Not converted ahead: an `a` with contiguous rows (`cs = 1`), converted one block of rows and depth at a
+    /// time by [`APack::block`].
+    ByBlock(Mat<'a>, usize),
+    /// Rows of `kp` values (`ri = kp`, `rq = 2`): an `a` with other strides.
     Rows(Scratch<u16>),
     /// Pair-major (`ri = 2`, `rq = 2·mp`, `mp` = rows rounded up to MR): a transposed `a` (`rs = 1`, as `xᵀ` in
     /// `xᵀ · dy`), whose columns are contiguous, interleaved two columns at a time.
     Pairs(Scratch<u32>),
 }
 
-impl APack {
-    /// Pointer to the pair of row `i` at depth `p` (even).
+impl APack<'_> {
+    /// Pointer to the pair of row `i` at depth `p` (even), for the packs converted ahead.
     fn at(&self, i: usize, p: usize) -> *const u16 {
         let off = i * self.ri + p / 2 * self.rq;
         match &self.buf {
+            APackBuf::ByBlock(..) => unreachable!("converted by block"),
             APackBuf::Rows(b) => b[off..].as_ptr(),
             APackBuf::Pairs(b) => b[off / 2..].as_ptr() as *const u16,
         }
     }
+
+    /// For [`APackBuf::ByBlock`]: rows `i0..i0 + mc` and pairs `p0/2..p0/2 + kq` as rows of `2·kq` values,
+    /// padded with zero rows to whole tiles and a zero value past `k`; `None` for the packs converted ahead.
+    fn block(&self, i0: usize, mc: usize, p0: usize, kq: usize) -> Option<Scratch<u16>> {
+        let APackBuf::ByBlock(a, k) = self.buf else { return None };
+        let ld = 2 * kq;
+        let cols = ld.min(k - p0);
+        let mut blk = Scratch::<u16>::take(mc.div_ceil(MR) * MR * ld);
+        for (i, row) in blk.chunks_exact_mut(ld).enumerate() {
+            if i < mc {
+                let src = &a.data[(i0 + i) * a.rs + p0..(i0 + i) * a.rs + p0 + cols];
+                convert(src, &mut row[..cols]);
+                row[cols..].fill(0);
+            } else {
+                row.fill(0);
+            }
+        }
+        Some(blk)
+    }
 }
 
-/// Packs `a[m, k]` ([`APack`]): rows converted along their contiguous dimension, or, for a transposed `a`,
-/// its columns converted and interleaved in one pass (a transposition of converted values cost 7–10 % of a
-/// bf16 training step: perf).
-fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> APack {
+/// Packs `a[m, k]` ([`APack`]): a row-major `a` is left to be converted block by block where it is used; a
+/// transposed `a` has its columns converted and interleaved in one pass (a transposition of converted values
+/// cost 7–10 % of a bf16 training step: perf); other strides are converted value by value.
+fn convert_a<'a>(a: &Mat<'a>, m: usize, k: usize, kp: usize, parallel: bool) -> APack<'a> {
     let mp = m.div_ceil(MR) * MR;
+    if a.cs == 1 {
+        return APack { buf: APackBuf::ByBlock(*a, k), ri: 0, rq: 0 };
+    }
     if a.rs == 1 && a.cs != 1 {
         let mut pairs = Scratch::<u32>::take(kp / 2 * mp);
         // Pair-row q holds columns 2q and 2q+1 of `a`, i.e. rows 2q, 2q+1 of the row-major `aᵀ`.
@@ -287,13 +321,9 @@ fn convert_a(a: &Mat, m: usize, k: usize, kp: usize, parallel: bool) -> APack {
         ab[..m * kp].chunks_exact_mut(kp).for_each(|row| row[k..].fill(0));
     }
     ab[m * kp..].fill(0);
-    if a.cs == 1 {
-        convert_rows(a.data, m, k, a.rs, &mut ab, kp, parallel);
-    } else {
-        for i in 0..m {
-            for p in 0..k {
-                ab[i * kp + p] = to_bf16(a.data[i * a.rs + p * a.cs]);
-            }
+    for i in 0..m {
+        for p in 0..k {
+            ab[i * kp + p] = to_bf16(a.data[i * a.rs + p * a.cs]);
         }
     }
     APack { buf: APackBuf::Rows(ab), ri: kp, rq: 2 }
