@@ -53,6 +53,49 @@ pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
+/// Values an A operand may hold: `f32` (converted here) or bf16 bits (`u16`, used as they are).
+pub trait Elem: Copy + Sync + private::Sealed {
+    /// The bf16 bits of one value.
+    fn bits(self) -> u16;
+    /// `dst[..src.len()]` = the bits of `src`.
+    fn to_bits(src: &[Self], dst: &mut [u16]);
+    /// `out[j] = (bits(r1[j]) << 16) | bits(r0[j])` (high half zero without `r1`).
+    fn pairs(r0: &[Self], r1: Option<&[Self]>, out: &mut [u32]);
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u16 {}
+}
+
+impl Elem for f32 {
+    fn bits(self) -> u16 {
+        to_bf16(self)
+    }
+    fn to_bits(src: &[f32], dst: &mut [u16]) {
+        convert(src, dst)
+    }
+    fn pairs(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
+        interleave(r0, r1, out)
+    }
+}
+
+impl Elem for u16 {
+    fn bits(self) -> u16 {
+        self
+    }
+    fn to_bits(src: &[u16], dst: &mut [u16]) {
+        dst[..src.len()].copy_from_slice(src)
+    }
+    fn pairs(r0: &[u16], r1: Option<&[u16]>, out: &mut [u32]) {
+        match r1 {
+            Some(r1) => out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((*x1 as u32) << 16) | *x0 as u32),
+            None => out.iter_mut().zip(r0).for_each(|(o, x0)| *o = *x0 as u32),
+        }
+    }
+}
+
 /// Which kernel runs: `vdpbf16ps` (AVX512-BF16), the emulation on AVX2 + FMA, or the portable emulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
@@ -106,9 +149,16 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
     matmul_with(kernel(), m, n, k, a, b, c, ldc, acc, parallel)
 }
 
+/// [`matmul`] with `a` already in bf16 bits (a layer's input kept in bf16): the bits of [`matmul`] on the
+/// f32 values those bits stand for.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    matmul_with(kernel(), m, n, k, a, b, c, ldc, acc, parallel)
+}
+
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
-fn matmul_with(kern: Kernel, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+fn matmul_with<T: Elem>(kern: Kernel, m: usize, n: usize, k: usize, a: Mat<T>, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
     if m == 0 || n == 0 {
         return;
@@ -241,18 +291,18 @@ fn convert_rows(data: &[f32], outer: usize, inner: usize, stride: usize, out: &m
 
 /// The A operand in bf16, padded with zero rows to whole tiles of [`MR`]: the pair `(a[i, p], a[i, p+1])`
 /// (`p` even; the second value zero past `k`) is the two `u16` at `i·ri + (p/2)·rq`.
-struct APack<'a> {
-    buf: APackBuf<'a>,
+struct APack<'a, T> {
+    buf: APackBuf<'a, T>,
     /// Distance between rows, in `u16`.
     ri: usize,
     /// Distance between consecutive pairs of a row, in `u16`.
     rq: usize,
 }
 
-enum APackBuf<'a> {
+enum APackBuf<'a, T> {
     /// Not converted ahead: an `a` with contiguous rows (`cs = 1`), converted one block of rows and depth at a
     /// time by [`APack::block`].
-    ByBlock(Mat<'a>, usize),
+    ByBlock(Mat<'a, T>, usize),
     /// Rows of `kp` values (`ri = kp`, `rq = 2`): an `a` with other strides.
     Rows(Scratch<u16>),
     /// Pair-major (`ri = 2`, `rq = 2·mp`, `mp` = rows rounded up to MR): a transposed `a` (`rs = 1`, as `xᵀ` in
@@ -260,7 +310,7 @@ enum APackBuf<'a> {
     Pairs(Scratch<u32>),
 }
 
-impl APack<'_> {
+impl<T: Elem> APack<'_, T> {
     /// Pointer to the pair of row `i` at depth `p` (even), for the packs converted ahead.
     fn at(&self, i: usize, p: usize) -> *const u16 {
         let off = i * self.ri + p / 2 * self.rq;
@@ -281,7 +331,7 @@ impl APack<'_> {
         for (i, row) in blk.chunks_exact_mut(ld).enumerate() {
             if i < mc {
                 let src = &a.data[(i0 + i) * a.rs + p0..(i0 + i) * a.rs + p0 + cols];
-                convert(src, &mut row[..cols]);
+                T::to_bits(src, &mut row[..cols]);
                 row[cols..].fill(0);
             } else {
                 row.fill(0);
@@ -294,7 +344,7 @@ impl APack<'_> {
 /// Packs `a[m, k]` ([`APack`]): a row-major `a` is left to be converted block by block where it is used; a
 /// transposed `a` has its columns converted and interleaved in one pass (a transposition of converted values
 /// cost 7–10 % of a bf16 training step: perf); other strides are converted value by value.
-fn convert_a<'a>(a: &Mat<'a>, m: usize, k: usize, kp: usize, parallel: bool) -> APack<'a> {
+fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, parallel: bool) -> APack<'a, T> {
     let mp = m.div_ceil(MR) * MR;
     if a.cs == 1 {
         return APack { buf: APackBuf::ByBlock(*a, k), ri: 0, rq: 0 };
@@ -305,7 +355,7 @@ fn convert_a<'a>(a: &Mat<'a>, m: usize, k: usize, kp: usize, parallel: bool) -> 
         let fill = |(q, out): (usize, &mut [u32])| {
             let r0 = &a.data[2 * q * a.cs..2 * q * a.cs + m];
             let r1 = (2 * q + 1 < k).then(|| &a.data[(2 * q + 1) * a.cs..(2 * q + 1) * a.cs + m]);
-            interleave(r0, r1, &mut out[..m]);
+            T::pairs(r0, r1, &mut out[..m]);
             out[m..].fill(0);
         };
         if parallel && m * k >= 1 << 16 {
@@ -323,7 +373,7 @@ fn convert_a<'a>(a: &Mat<'a>, m: usize, k: usize, kp: usize, parallel: bool) -> 
     ab[m * kp..].fill(0);
     for i in 0..m {
         for p in 0..k {
-            ab[i * kp + p] = to_bf16(a.data[i * a.rs + p * a.cs]);
+            ab[i * kp + p] = a.data[i * a.rs + p * a.cs].bits();
         }
     }
     APack { buf: APackBuf::Rows(ab), ri: kp, rq: 2 }

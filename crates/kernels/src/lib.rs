@@ -21,24 +21,25 @@ use rayon::prelude::*;
 /// Rows per parallel chunk of the row-wise kernels (fixed: reductions must not depend on thread count).
 pub const ROWS: usize = 64;
 
-/// A strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+/// A strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`; of `f32` values, or (`T = u16`) of bf16
+/// bits, as activations a bf16 layer keeps for its backward pass ([`linear16`]).
 #[derive(Clone, Copy)]
-pub struct Mat<'a> {
+pub struct Mat<'a, T = f32> {
     /// Backing storage (offset already applied).
-    pub data: &'a [f32],
+    pub data: &'a [T],
     /// Row stride.
     pub rs: usize,
     /// Column stride.
     pub cs: usize,
 }
 
-impl<'a> Mat<'a> {
+impl<'a, T> Mat<'a, T> {
     /// A row-major matrix with `cols` columns.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
         Mat { data, rs: cols, cs: 1 }
     }
     /// The transpose of a row-major matrix with `cols` columns.
-    pub fn t(data: &'a [f32], cols: usize) -> Self {
+    pub fn t(data: &'a [T], cols: usize) -> Self {
         Mat { data, rs: 1, cs: cols }
     }
 }
@@ -104,7 +105,7 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
 
 /// Panics unless `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc ≥ n`) lie inside their slices:
 /// the products read and write through raw pointers within exactly these extents.
-pub fn check_views(m: usize, n: usize, k: usize, a: &Mat, b: &Mat, c: &[f32], ldc: usize) {
+pub fn check_views<T>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &[f32], ldc: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -118,8 +119,15 @@ pub fn check_views(m: usize, n: usize, k: usize, a: &Mat, b: &Mat, c: &[f32], ld
 /// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel; the product at
 /// precision `prec`, the bias added in f32.
 pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> Vec<f32> {
+    let mut y = bias_rows(bias, m, n);
+    matmul_p(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
+    y
+}
+
+/// `m` rows of `bias: [n]`: every row starts as the bias, written once into fresh memory (not zero-filled
+/// first).
+fn bias_rows(bias: &[f32], m: usize, n: usize) -> Vec<f32> {
     assert_eq!(bias.len(), n, "linear: bias of {} for {n} outputs", bias.len());
-    // Every row starts as the bias, written once into fresh memory (not zero-filled first).
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     y.spare_capacity_mut()[..m * n].par_chunks_mut(ROWS * n).for_each(|rows| {
         for r in rows.chunks_mut(n) {
@@ -130,7 +138,6 @@ pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize, 
     });
     // SAFETY: the loop above initialised all m·n values (its chunks cover them, each row of n written whole).
     unsafe { y.set_len(m * n) };
-    matmul_p(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
     y
 }
 
@@ -142,6 +149,30 @@ pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: 
     let mut dw = vec![0.0f32; k * n];
     matmul_p(prec, k, n, m, Mat::t(x, k), Mat::rows(dy, n), &mut dw, n, false, true);
     (dx, dw, col_sum(dy, n))
+}
+
+/// [`linear`] at bf16 for an input already in bf16 bits (`x16: [m, k]`, e.g. from [`layer_norm_bf16`]): the
+/// same bits as `linear(x, …, Precision::Bf16)` with `x16 = bf16(x)`, without converting `x` again.
+pub fn linear16(x16: &[u16], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut y = bias_rows(bias, m, n);
+    bf16::matmul16(m, n, k, Mat::rows(x16, k), Mat::rows(w, n), &mut y, n, true, true);
+    y
+}
+
+/// Backward of [`linear16`]: [`linear_backward`] at bf16 with the input kept in bf16 bits (the same bits).
+pub fn linear_backward16(x16: &[u16], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; m * k];
+    bf16::matmul(m, k, n, Mat::rows(dy, n), Mat::t(w, n), &mut dx, k, false, true);
+    let mut dw = vec![0.0f32; k * n];
+    bf16::matmul16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), &mut dw, n, false, true);
+    (dx, dw, col_sum(dy, n))
+}
+
+/// `x` as bf16 bits (round to nearest even), in parallel.
+pub fn to_bf16_vec(x: &[f32]) -> Vec<u16> {
+    let mut y = vec![0u16; x.len()];
+    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| bf16::convert(xc, yc));
+    y
 }
 
 /// Sums of the columns of a row-major `[rows, n]` matrix, reduced in fixed chunk order.
@@ -182,6 +213,24 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) ->
         .zip(x.par_chunks(ROWS * d))
         .zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))
         .for_each(|((yc, xc), (mc, rc))| layer_norm_rows(xc, yc, mc, rc, gamma, beta, d, eps));
+    (y, mean, rstd)
+}
+
+/// [`layer_norm`] with `y` rounded to bf16 bits as it is written (the input of a bf16 layer): the bits of
+/// `to_bf16_vec(&layer_norm(..).0)`, without an f32 copy of `y`.
+pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) -> (Vec<u16>, Vec<f32>, Vec<f32>) {
+    let rows = x.len() / d;
+    let mut y = vec![0u16; x.len()];
+    let mut mean = vec![0.0f32; rows];
+    let mut rstd = vec![0.0f32; rows];
+    y.par_chunks_mut(ROWS * d)
+        .zip(x.par_chunks(ROWS * d))
+        .zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))
+        .for_each_init(Vec::new, |buf, ((yc, xc), (mc, rc))| {
+            buf.resize(xc.len(), 0.0);
+            layer_norm_rows(xc, buf, mc, rc, gamma, beta, d, eps);
+            bf16::convert(buf, yc);
+        });
     (y, mean, rstd)
 }
 
@@ -305,6 +354,18 @@ const C: f32 = 0.797_884_6;
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| gelu_chunk(xc, yc));
+    y
+}
+
+/// [`gelu_tanh`] rounded to bf16 bits as it is written (the input of a bf16 layer): the bits of
+/// `to_bf16_vec(&gelu_tanh(x))`.
+pub fn gelu_tanh_bf16(x: &[f32]) -> Vec<u16> {
+    let mut y = vec![0u16; x.len()];
+    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each_init(Vec::new, |buf, (yc, xc)| {
+        buf.resize(xc.len(), 0.0);
+        gelu_chunk(xc, buf);
+        bf16::convert(buf, yc);
+    });
     y
 }
 
@@ -485,6 +546,29 @@ mod tests {
         let mut c = vec![0.0f32; 12];
         // a claims [4, 3] but holds 10 values.
         matmul(4, 3, 3, Mat::rows(&a, 3), Mat::rows(&b, 3), &mut c, 3, false, false);
+    }
+
+    #[test]
+    fn bf16_inputs_give_the_bits_of_converting_at_each_product() {
+        // LayerNorm and GELU writing bf16, and the layers reading it, against the f32 kernels with the
+        // products converting their f32 operands: the same bits (odd widths, rows past a tile).
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (m, kk, n) = (101, 37, 45);
+        let x = data(m * kk, 3);
+        let (g, b) = (data(kk, 4), data(kk, 5));
+        let (y, mean, rstd) = layer_norm(&x, &g, &b, kk, 1e-6);
+        let (y16, mean16, rstd16) = layer_norm_bf16(&x, &g, &b, kk, 1e-6);
+        assert_eq!(y16, to_bf16_vec(&y));
+        assert_eq!((bits(&mean), bits(&rstd)), (bits(&mean16), bits(&rstd16)));
+        assert_eq!(gelu_tanh_bf16(&x), to_bf16_vec(&gelu_tanh(&x)));
+        let (w, bias, dy) = (data(kk * n, 6), data(n, 7), data(m * n, 8));
+        let want = linear(&y, &w, &bias, m, kk, n, Precision::Bf16);
+        assert_eq!(bits(&linear16(&y16, &w, &bias, m, kk, n)), bits(&want));
+        let (dx, dw, db) = linear_backward(&y, &w, &dy, m, kk, n, Precision::Bf16);
+        let (dx16, dw16, db16) = linear_backward16(&y16, &w, &dy, m, kk, n);
+        assert_eq!((bits(&dx16), bits(&dw16), bits(&db16)), (bits(&dx), bits(&dw), bits(&db)));
+        // And bf16 did round: the f32 layer differs.
+        assert_ne!(bits(&linear(&y, &w, &bias, m, kk, n, Precision::F32)), bits(&want));
     }
 
     #[test]

@@ -60,16 +60,72 @@ pub struct Params<'a> {
 pub struct Saved {
     mean1: Vec<f32>,
     rstd1: Vec<f32>,
-    xn1: Vec<f32>,
+    xn1: Input,
     qkv: Vec<f32>,
     probs: Vec<f32>,
-    att: Vec<f32>,
+    att: Input,
     x1: Vec<f32>,
     mean2: Vec<f32>,
     rstd2: Vec<f32>,
-    xn2: Vec<f32>,
+    xn2: Input,
     pre: Vec<f32>,
-    act: Vec<f32>,
+    act: Input,
+}
+
+/// The input of a projection or MLP layer (`[rows, width]`): f32, or, when the products run in bf16, its bf16
+/// bits, written by the kernel that produces it (LayerNorm, GELU) and kept so for the backward pass, as
+/// autocast keeps a bf16 layer's input. The same bits as converting the f32 values at each product, half the
+/// memory, and no conversion pass per product.
+#[derive(Debug)]
+enum Input {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+}
+
+impl Default for Input {
+    fn default() -> Self {
+        Input::F32(Vec::new())
+    }
+}
+
+impl Input {
+    /// `v` as the input of layers at precision `prec`.
+    fn new(v: Vec<f32>, prec: k::Precision) -> Self {
+        match prec {
+            k::Precision::F32 => Input::F32(v),
+            k::Precision::Bf16 => Input::Bf16(k::to_bf16_vec(&v)),
+        }
+    }
+
+    /// `x · w + b` for this input `[m, kk]` (see [`k::linear`]).
+    fn linear(&self, (w, b): (&[f32], &[f32]), m: usize, kk: usize, n: usize, prec: k::Precision) -> Vec<f32> {
+        match self {
+            Input::F32(x) => k::linear(x, w, b, m, kk, n, prec),
+            Input::Bf16(x) => k::linear16(x, w, b, m, kk, n),
+        }
+    }
+
+    /// Backward of [`Input::linear`] (see [`k::linear_backward`]).
+    fn linear_backward(&self, w: &[f32], dy: &[f32], m: usize, kk: usize, n: usize, prec: k::Precision) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        match self {
+            Input::F32(x) => k::linear_backward(x, w, dy, m, kk, n, prec),
+            Input::Bf16(x) => k::linear_backward16(x, w, dy, m, kk, n),
+        }
+    }
+}
+
+/// LayerNorm of `x` as the input of layers at precision `prec`, with its mean and 1/std.
+fn layer_norm(x: &[f32], (g, b): (&[f32], &[f32]), d: usize, eps: f32, prec: k::Precision) -> (Input, Vec<f32>, Vec<f32>) {
+    match prec {
+        k::Precision::F32 => {
+            let (y, mean, rstd) = k::layer_norm(x, g, b, d, eps);
+            (Input::F32(y), mean, rstd)
+        }
+        k::Precision::Bf16 => {
+            let (y, mean, rstd) = k::layer_norm_bf16(x, g, b, d, eps);
+            (Input::Bf16(y), mean, rstd)
+        }
+    }
 }
 
 /// Gradients of the parameters, in [`Params`] order: `[ln1 γ, ln1 β, qkv w, qkv b, proj w, proj b,
@@ -101,8 +157,8 @@ fn masked<'a>(x: &'a [f32], keep: Option<&[f32]>, per_example: usize) -> std::bo
 /// and MLP branches. Returns the output and, when `save`, the activations for [`backward`].
 pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, save: bool) -> (Vec<f32>, Option<Saved>) {
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
-    let (xn1, mean1, rstd1) = k::layer_norm(x, p.ln1.0, p.ln1.1, d, dm.eps);
-    let qkv = k::linear(&xn1, p.qkv.0, p.qkv.1, m, d, 3 * d, dm.prec); // [M, 3D]: (example, token) × (q|k|v, head, hd)
+    let (xn1, mean1, rstd1) = layer_norm(x, p.ln1, d, dm.eps, dm.prec);
+    let qkv = xn1.linear(p.qkv, m, d, 3 * d, dm.prec); // [M, 3D]: (example, token) × (q|k|v, head, hd)
     let scale = 1.0 / (hd as f32).sqrt();
     let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
                                        // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
@@ -129,22 +185,25 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
     } else {
         att.par_chunks_mut(n * d).zip(qkv.par_chunks(n * 3 * d)).for_each_init(|| vec![0.0f32; n * n], |pr, (o, rows)| heads(o, pr, rows));
     }
-    let mut a = k::linear(&att, p.proj.0, p.proj.1, m, d, d, dm.prec);
+    let att = Input::new(att, dm.prec);
+    let mut a = att.linear(p.proj, m, d, d, dm.prec);
     if let Some((k0, _)) = keep {
         scale_examples(&mut a, k0, n * d);
     }
     // x1 = x + a, into `a`'s memory (the same sums).
     a.par_iter_mut().zip(x.par_iter()).for_each(|(v, u)| *v += u); // v + u = u + v exactly
     let x1 = a;
-    let (xn2, mean2, rstd2) = k::layer_norm(&x1, p.ln2.0, p.ln2.1, d, dm.eps);
-    let mut pre = k::linear(&xn2, p.fc1.0, p.fc1.1, m, d, dm.mlp, dm.prec); // [M, MLP]
-    let act = if save {
-        k::gelu_tanh(&pre)
-    } else {
-        k::gelu_tanh_in_place(&mut pre); // not kept: activated where it is
-        std::mem::take(&mut pre)
+    let (xn2, mean2, rstd2) = layer_norm(&x1, p.ln2, d, dm.eps, dm.prec);
+    let mut pre = xn2.linear(p.fc1, m, d, dm.mlp, dm.prec); // [M, MLP]
+    let act = match dm.prec {
+        k::Precision::Bf16 => Input::Bf16(k::gelu_tanh_bf16(&pre)),
+        k::Precision::F32 if save => Input::F32(k::gelu_tanh(&pre)),
+        k::Precision::F32 => {
+            k::gelu_tanh_in_place(&mut pre); // not kept: activated where it is
+            Input::F32(std::mem::take(&mut pre))
+        }
     };
-    let mut y = k::linear(&act, p.fc2.0, p.fc2.1, m, dm.mlp, d, dm.prec);
+    let mut y = act.linear(p.fc2, m, dm.mlp, d, dm.prec);
     if let Some((_, k1)) = keep {
         scale_examples(&mut y, k1, n * d);
     }
@@ -158,17 +217,17 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     // MLP branch: y = x1 + keep1·fc2(gelu(fc1(LN2(x1)))).
     let dm_out = masked(dy, keep.map(|k| k.1), n * d);
-    let (mut dact, dw2, db2) = k::linear_backward(&s.act, p.fc2.0, &dm_out, m, dm.mlp, d, dm.prec);
+    let (mut dact, dw2, db2) = s.act.linear_backward(p.fc2.0, &dm_out, m, dm.mlp, d, dm.prec);
     drop(dm_out);
     k::gelu_tanh_backward(&s.pre, &mut dact);
-    let (dxn2, dw1, db1) = k::linear_backward(&s.xn2, p.fc1.0, &dact, m, d, dm.mlp, dm.prec);
+    let (dxn2, dw1, db1) = s.xn2.linear_backward(p.fc1.0, &dact, m, d, dm.mlp, dm.prec);
     drop(dact);
     let (dx1_ln, dg2, dbeta2) = k::layer_norm_backward(&s.x1, &s.mean2, &s.rstd2, p.ln2.0, &dxn2, d);
     let dx1: Vec<f32> = dy.par_iter().zip(dx1_ln.par_iter()).map(|(a, b)| a + b).collect();
     drop(dx1_ln);
     // Attention branch: x1 = x + keep0·proj(attn(LN1(x))).
     let da = masked(&dx1, keep.map(|k| k.0), n * d);
-    let (datt, dwp, dbp) = k::linear_backward(&s.att, p.proj.0, &da, m, d, d, dm.prec);
+    let (datt, dwp, dbp) = s.att.linear_backward(p.proj.0, &da, m, d, d, dm.prec);
     drop(da);
     let scale = 1.0 / (hd as f32).sqrt();
     let mut dqkv = vec![0.0f32; m * 3 * d];
@@ -192,7 +251,7 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
             }
         });
     drop(datt);
-    let (dxn1, dwqkv, dbqkv) = k::linear_backward(&s.xn1, p.qkv.0, &dqkv, m, d, 3 * d, dm.prec);
+    let (dxn1, dwqkv, dbqkv) = s.xn1.linear_backward(p.qkv.0, &dqkv, m, d, 3 * d, dm.prec);
     drop(dqkv);
     let (mut dx, dg1, dbeta1) = k::layer_norm_backward(x, &s.mean1, &s.rstd1, p.ln1.0, &dxn1, d);
     dx.par_iter_mut().zip(dx1.par_iter()).for_each(|(a, b)| *a += b);
