@@ -597,6 +597,7 @@ mod tests {
             assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 1);
+            assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 1);
         }
     }
 }

@@ -15,6 +15,11 @@
 //! split rows).
 
 use crate::scratch::Scratch;
+
+// A transposed A is packed as `u32` pairs `(hi << 16) | lo` and read by the kernels as two `u16` in memory
+// order (`lo` first): a little-endian layout.
+#[cfg(target_endian = "big")]
+compile_error!("polyflow-kernels' bf16 packing assumes a little-endian target");
 use crate::Mat;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -54,19 +59,13 @@ pub fn from_bf16(h: u16) -> f32 {
 }
 
 /// Values an A operand may hold: `f32` (converted here) or bf16 bits (`u16`, used as they are).
-pub trait Elem: Copy + Sync + private::Sealed {
+pub(crate) trait Elem: Copy + Sync {
     /// The bf16 bits of one value.
     fn bits(self) -> u16;
     /// `dst[..src.len()]` = the bits of `src`.
     fn to_bits(src: &[Self], dst: &mut [u16]);
     /// `out[j] = (bits(r1[j]) << 16) | bits(r0[j])` (high half zero without `r1`).
     fn pairs(r0: &[Self], r1: Option<&[Self]>, out: &mut [u32]);
-}
-
-mod private {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for u16 {}
 }
 
 impl Elem for f32 {
@@ -349,7 +348,7 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
     if a.cs == 1 {
         return APack { buf: APackBuf::ByBlock(*a, k), ri: 0, rq: 0 };
     }
-    if a.rs == 1 && a.cs != 1 {
+    if a.rs == 1 {
         let mut pairs = Scratch::<u32>::take(kp / 2 * mp);
         // Pair-row q holds columns 2q and 2q+1 of `a`, i.e. rows 2q, 2q+1 of the row-major `aᵀ`.
         let fill = |(q, out): (usize, &mut [u32])| {
@@ -382,6 +381,9 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
 /// `out[j] = (bf16(r1[j]) << 16) | bf16(r0[j])` (high half zero without `r1`): two rows of values as the
 /// pairs the kernels read. `vcvtneps2bf16` on CPUs with AVX512-BF16, [`to_bf16`] elsewhere (the same bits).
 fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
+    // The vector code reads `out.len()` values of each row: these slices panic first if a row is shorter.
+    let r0 = &r0[..out.len()];
+    let r1 = r1.map(|r| &r[..out.len()]);
     #[cfg(target_arch = "x86_64")]
     if native_convert() {
         // SAFETY: the CPU has AVX512-F and AVX512-BF16 (checked by `native_convert`).
@@ -426,8 +428,9 @@ unsafe fn interleave_native(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
 }
 
 /// `b[k, n]` as bf16 pairs: for each block of [`KC`] rows, panels of [`NR`] columns, each `kq` pair-rows of
-/// NR `u32` = `(bf16(b[2q+1, j]) << 16) | bf16(b[2q, j])` (zero past `k` and past `n`). The operand is
-/// converted along its contiguous dimension first; panels are filled in parallel when `parallel`.
+/// NR `u32` = `(bf16(b[2q+1, j]) << 16) | bf16(b[2q, j])` (zero past `k` and past `n`). Rows of `b` are
+/// converted and interleaved straight into the panels; columns of a transposed `b` (`rs = 1`) are converted
+/// first, then gathered; panels are filled in parallel when `parallel`.
 fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -> Scratch<u32> {
     let mut bp = Scratch::<u32>::take(kp / 2 * npan * NR);
     // The converted operand and how to read element (p, j) of B from it: rows of B (`cs = 1`), rows of Bᵀ
@@ -472,9 +475,9 @@ fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -
             }
             Conv::Cols(t) => {
                 // Row by row of the panel (contiguous writes), reading one pair from each of the nr columns.
-                let cols: Vec<&[u16]> = (0..nr).map(|j| &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq]).collect();
+                let cols: [&[u16]; NR] = std::array::from_fn(|j| if j < nr { &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq] } else { &[] });
                 for (q, row) in panel.chunks_exact_mut(NR).enumerate() {
-                    for (v, col) in row.iter_mut().zip(&cols) {
+                    for (v, col) in row[..nr].iter_mut().zip(&cols) {
                         *v = ((col[2 * q + 1] as u32) << 16) | col[2 * q] as u32;
                     }
                 }
@@ -573,7 +576,7 @@ unsafe fn kernel_emulated_avx2(kq: usize, a: *const u16, ri: usize, rq: usize, b
 /// The AVX512-BF16 micro-kernel: 12 rows × 32 columns in `zmm0`–`zmm23`, B pairs in `zmm24`/`zmm25`, a
 /// broadcast pair of A alternating in `zmm26`/`zmm27`; one `vdpbf16ps` per row and half-tile and pair.
 /// Rows 0–3 of A are addressed from `a0`, 4–7 from `a4 = a0 + 4·lda`, 8–11 from `a8` (`lda` = `ri` in
-/// bytes), each moving on by `rq` pairs' bytes per step.
+/// bytes), each moving on by `rq` values (`2·rq` bytes) per pair.
 ///
 /// # Safety
 /// As [`tile_kernel`], on a CPU with AVX512-F and AVX512-BF16.
@@ -581,8 +584,8 @@ unsafe fn kernel_emulated_avx2(kq: usize, a: *const u16, ri: usize, rq: usize, b
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel_native(kq: usize, a: *const u16, ri: usize, rq: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
-    // SAFETY: the caller guarantees the extents; the assembly reads 12 rows of 2·kq bf16 values of A, kq·32
-    // pairs of B, and writes the 12 × 32 tile of C.
+    // SAFETY: the caller guarantees the extents; the assembly reads kq pairs of each of A's 12 rows at the
+    // strides `ri`, `rq`, kq·32 pairs of B, and writes the 12 × 32 tile of C.
     unsafe {
         std::arch::asm!(
             tile_12x32_start!(),

@@ -25,7 +25,8 @@ pub struct Dims {
     pub eps: f32,
     /// Arithmetic of the matrix products: projections, MLP and the per-head attention products (as PyTorch's
     /// autocast; at 65 tokens the attention products in bf16 still took a bf16 training step ~4 % less CPU
-    /// time than in f32, conversions included: perf, Zen 4). LayerNorm, softmax, GELU and residuals stay f32.
+    /// time than in f32, conversions included: perf, Zen 4). LayerNorm, softmax, GELU and residuals are
+    /// computed in f32; in bf16 the layers' inputs are kept in bf16 ([`Input`]).
     pub prec: k::Precision,
 }
 
@@ -73,8 +74,8 @@ pub struct Saved {
 }
 
 /// The input of a projection or MLP layer (`[rows, width]`): f32, or, when the products run in bf16, its bf16
-/// bits, written by the kernel that produces it (LayerNorm, GELU) and kept so for the backward pass, as
-/// autocast keeps a bf16 layer's input. The same bits as converting the f32 values at each product, half the
+/// bits, written so by the kernel that produces it (LayerNorm, GELU; the attention output is converted after
+/// its per-head products) and kept so for the backward pass, as autocast keeps a bf16 layer's input. The same bits as converting the f32 values at each product, half the
 /// memory, and no conversion pass per product.
 #[derive(Debug)]
 enum Input {
@@ -196,7 +197,13 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
     let (xn2, mean2, rstd2) = layer_norm(&x1, p.ln2, d, dm.eps, dm.prec);
     let mut pre = xn2.linear(p.fc1, m, d, dm.mlp, dm.prec); // [M, MLP]
     let act = match dm.prec {
-        k::Precision::Bf16 => Input::Bf16(k::gelu_tanh_bf16(&pre)),
+        k::Precision::Bf16 => {
+            let act = Input::Bf16(k::gelu_tanh_bf16(&pre));
+            if !save {
+                pre = Vec::new(); // not kept: freed before the last layer
+            }
+            act
+        }
         k::Precision::F32 if save => Input::F32(k::gelu_tanh(&pre)),
         k::Precision::F32 => {
             k::gelu_tanh_in_place(&mut pre); // not kept: activated where it is
