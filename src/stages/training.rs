@@ -93,9 +93,13 @@ struct OptimParams {
 }
 
 /// Whether a model-bearing node with `params` under `env` runs off the fused CPU block: on another backend than
-/// `flex`, or with the erf GELU (the block's form the fused kernels do not have).
+/// `flex`, with the erf GELU (the block's form the fused kernels do not have), or with the fused block turned
+/// off in this process (`POLYFLOW_FUSED_CPU=0`: burn's composition rounds differently, so its artifacts must
+/// not stand in for the fused block's under one key, nor the other way round).
 pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
-    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || params.get("gelu").and_then(Value::as_str) == Some("erf")
+    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex)
+        || params.get("gelu").and_then(Value::as_str) == Some("erf")
+        || !crate::model::fused::enabled()
 }
 
 fn one() -> usize {
