@@ -460,6 +460,15 @@ impl Stage for TrainStage {
             // The CPU reads every update (its bits as before); accelerators queue updates ahead.
             deferred_reads: (backend != Backend::Flex).then(crate::train::run::deferred_reads_from_env),
         };
+        if cfg.bf16 && backend == Backend::Flex {
+            let kernel = crate::model::fused::kernels::bf16::kernel();
+            if kernel != crate::model::fused::kernels::bf16::Kernel::Native {
+                tracing::warn!(
+                    "precision = \"bf16\": the bf16 products run as an emulation ({}; no AVX512-BF16 on this CPU, or POLYFLOW_BF16=emulate): the same bits, slower than f32",
+                    kernel.name()
+                );
+            }
+        }
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,
             Some(a) if a.has("model.safetensors") => Some(encoder_of(a, &model)?),
