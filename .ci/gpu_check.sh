@@ -22,7 +22,9 @@ left() { local l=$(( BUDGET - ($(date +%s) - T0) )); [ "$l" -lt "$1" ] && echo "
 # steps run on the others (each GPU process keeps one host thread busy; PyTorch's CPU pair uses its two).
 NCPU=$(nproc)
 if [ "$NCPU" -ge 8 ]; then
-  ( POLYFLOW=$B CPUS=$((NCPU - 2)),$((NCPU - 1)) timeout 400 benches/cpu_pairs.sh 3 "$OUT/cpu" > "$OUT/cpu_pairs.txt" 2>&1 ) &
+  # f32 first (the issue's protocol), then bf16 against PyTorch's bf16 autocast (AMX there if the CPU has it).
+  ( POLYFLOW=$B CPUS=$((NCPU - 2)),$((NCPU - 1)) timeout 220 benches/cpu_pairs.sh 2 "$OUT/cpu" > "$OUT/cpu_pairs.txt" 2>&1
+    POLYFLOW=$B CPUS=$((NCPU - 2)),$((NCPU - 1)) BENCH_ARGS=--bf16 TORCH_ARGS=--bf16 timeout 170 benches/cpu_pairs.sh 2 "$OUT/cpu_bf16" > "$OUT/cpu_pairs_bf16.txt" 2>&1 ) &
   GPU_PIN=(taskset -c 0-$((NCPU - 3)))
 else
   GPU_PIN=()
@@ -84,5 +86,5 @@ for g in 1 2; do
   timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp.txt"
 done
 wait
-echo "== 8. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$OUT/cpu_pairs.txt" 2>/dev/null
+echo "== 8. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$OUT/cpu_pairs.txt" 2>/dev/null; tail -1 "$OUT/cpu_pairs_bf16.txt" 2>/dev/null
 echo "done at +$(( $(date +%s) - T0 ))s"
