@@ -157,7 +157,18 @@ pub fn matmul16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, c: &mut [f32]
 
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
-fn matmul_with<T: Elem>(kern: Kernel, m: usize, n: usize, k: usize, a: Mat<T>, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+fn matmul_with<T: Elem>(
+    kern: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat,
+    c: &mut [f32],
+    ldc: usize,
+    acc: bool,
+    parallel: bool,
+) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
     if m == 0 || n == 0 {
         return;
@@ -391,7 +402,9 @@ fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
         return;
     }
     match r1 {
-        Some(r1) => out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((to_bf16(*x1) as u32) << 16) | to_bf16(*x0) as u32),
+        Some(r1) => {
+            out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((to_bf16(*x1) as u32) << 16) | to_bf16(*x0) as u32)
+        }
         None => out.iter_mut().zip(r0).for_each(|(o, x0)| *o = to_bf16(*x0) as u32),
     }
 }
@@ -411,7 +424,8 @@ unsafe fn interleave_native(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
     while j < full {
         // SAFETY: 16 values from j in each slice (j + 16 ≤ full ≤ n).
         unsafe {
-            let lo = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(r0.as_ptr().add(j)))));
+            let lo =
+                _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(r0.as_ptr().add(j)))));
             let x1 = match r1 {
                 Some(r1) => _mm512_loadu_ps(r1.as_ptr().add(j)),
                 None => zero,
@@ -475,7 +489,8 @@ fn pack_b(b: &Mat, k: usize, kp: usize, n: usize, npan: usize, parallel: bool) -
             }
             Conv::Cols(t) => {
                 // Row by row of the panel (contiguous writes), reading one pair from each of the nr columns.
-                let cols: [&[u16]; NR] = std::array::from_fn(|j| if j < nr { &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq] } else { &[] });
+                let cols: [&[u16]; NR] =
+                    std::array::from_fn(|j| if j < nr { &t[(j0 + j) * kp + p0..(j0 + j) * kp + p0 + 2 * kq] } else { &[] });
                 for (q, row) in panel.chunks_exact_mut(NR).enumerate() {
                     for (v, col) in row[..nr].iter_mut().zip(&cols) {
                         *v = ((col[2 * q + 1] as u32) << 16) | col[2 * q] as u32;
@@ -751,8 +766,7 @@ mod tests {
         for r1 in [Some(&w[..]), None] {
             let mut got = vec![0u32; v.len()];
             interleave(&v, r1, &mut got);
-            let want: Vec<u32> =
-                (0..v.len()).map(|j| ((r1.map_or(0, |r| to_bf16(r[j])) as u32) << 16) | to_bf16(v[j]) as u32).collect();
+            let want: Vec<u32> = (0..v.len()).map(|j| ((r1.map_or(0, |r| to_bf16(r[j])) as u32) << 16) | to_bf16(v[j]) as u32).collect();
             assert_eq!(got, want);
         }
     }

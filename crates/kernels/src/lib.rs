@@ -223,14 +223,14 @@ pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f3
     let mut y = vec![0u16; x.len()];
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
-    y.par_chunks_mut(ROWS * d)
-        .zip(x.par_chunks(ROWS * d))
-        .zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))
-        .for_each_init(Vec::new, |buf, ((yc, xc), (mc, rc))| {
+    y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))).for_each_init(
+        Vec::new,
+        |buf, ((yc, xc), (mc, rc))| {
             buf.resize(xc.len(), 0.0);
             layer_norm_rows(xc, buf, mc, rc, gamma, beta, d, eps);
             bf16::convert(buf, yc);
-        });
+        },
+    );
     (y, mean, rstd)
 }
 
