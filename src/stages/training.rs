@@ -460,7 +460,8 @@ impl Stage for TrainStage {
             // The CPU reads every update (its bits as before); accelerators queue updates ahead.
             deferred_reads: (backend != Backend::Flex).then(crate::train::run::deferred_reads_from_env),
         };
-        if cfg.bf16 && backend == Backend::Flex {
+        // The fused CPU block's bf16 products (off it, burn's casts run instead).
+        if cfg.bf16 && !off_fused_cpu(ctx.params, ctx.env) {
             let kernel = crate::model::fused::kernels::bf16::kernel();
             if kernel != crate::model::fused::kernels::bf16::Kernel::Native {
                 tracing::warn!(

@@ -15,14 +15,14 @@
 //! split rows).
 
 use crate::scratch::Scratch;
+use crate::Mat;
+use rayon::prelude::*;
+use std::sync::OnceLock;
 
 // A transposed A is packed as `u32` pairs `(hi << 16) | lo` and read by the kernels as two `u16` in memory
 // order (`lo` first): a little-endian layout.
 #[cfg(target_endian = "big")]
 compile_error!("polyflow-kernels' bf16 packing assumes a little-endian target");
-use crate::Mat;
-use rayon::prelude::*;
-use std::sync::OnceLock;
 
 /// Depth of one block (even: pairs never straddle blocks). The same as the f32 kernels'.
 const KC: usize = 256;
@@ -88,10 +88,15 @@ impl Elem for u16 {
         dst[..src.len()].copy_from_slice(src)
     }
     fn pairs(r0: &[u16], r1: Option<&[u16]>, out: &mut [u32]) {
-        match r1 {
-            Some(r1) => out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((*x1 as u32) << 16) | *x0 as u32),
-            None => out.iter_mut().zip(r0).for_each(|(o, x0)| *o = *x0 as u32),
-        }
+        pairs_scalar(r0, r1, out)
+    }
+}
+
+/// [`Elem::pairs`] one value at a time.
+fn pairs_scalar<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u32]) {
+    match r1 {
+        Some(r1) => out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((x1.bits() as u32) << 16) | x0.bits() as u32),
+        None => out.iter_mut().zip(r0).for_each(|(o, x0)| *o = x0.bits() as u32),
     }
 }
 
@@ -199,11 +204,8 @@ fn matmul_with<T: Elem>(
             let mut tile = [0.0f32; MR * NR];
             // A row-major A is converted here, block by block, into this thread's buffer (L2-sized, read by
             // every panel below): no converted copy of the whole operand goes through memory.
-            let local = ap.block(i0, mc, p0, kq);
-            let (a_at, a_ri, a_rq) = match &local {
-                Some(blk) => (blk.as_ptr(), 2 * kq, 2),
-                None => (ap.at(i0, p0), ap.ri, ap.rq),
-            };
+            let ab = ap.block(i0, mc, p0, kq);
+            let (a_at, a_ri, a_rq) = (ab.ptr, ab.ri, ab.rq);
             for (pi, panel) in panels.chunks(kq * NR).enumerate() {
                 let j0 = pi * NR;
                 let nr = NR.min(n - j0);
@@ -299,55 +301,54 @@ fn convert_rows(data: &[f32], outer: usize, inner: usize, stride: usize, out: &m
     }
 }
 
-/// The A operand in bf16, padded with zero rows to whole tiles of [`MR`]: the pair `(a[i, p], a[i, p+1])`
-/// (`p` even; the second value zero past `k`) is the two `u16` at `i·ri + (p/2)·rq`.
-struct APack<'a, T> {
-    buf: APackBuf<'a, T>,
+/// The A operand in bf16, padded with zero rows to whole tiles of [`MR`] (the second value of a pair zero past
+/// `k`), as [`APack::block`] hands it to the kernels.
+enum APack<'a, T> {
+    /// Not converted ahead: an `a` with contiguous rows (`cs = 1`, and `k`), converted one block of rows and
+    /// depth at a time where it is used.
+    ByBlock(Mat<'a, T>, usize),
+    /// Rows of `kp` values: an `a` with other strides.
+    Rows(Scratch<u16>, usize),
+    /// Pair-major, `mp` (rows rounded up to MR) pairs per pair-row: a transposed `a` (`rs = 1`, as `xᵀ` in
+    /// `xᵀ · dy`), whose columns are contiguous, interleaved two columns at a time.
+    Pairs(Scratch<u32>, usize),
+}
+
+/// Rows `i0..` of A from depth `p0` for the kernels: the pair `q` of row `i0 + i` is the two `u16` at
+/// `ptr + i·ri + q·rq`.
+struct ABlock {
+    /// The block's own buffer when it was converted here (`ptr` points into it; a move keeps its heap).
+    _buf: Option<Scratch<u16>>,
+    ptr: *const u16,
     /// Distance between rows, in `u16`.
     ri: usize,
     /// Distance between consecutive pairs of a row, in `u16`.
     rq: usize,
 }
 
-enum APackBuf<'a, T> {
-    /// Not converted ahead: an `a` with contiguous rows (`cs = 1`), converted one block of rows and depth at a
-    /// time by [`APack::block`].
-    ByBlock(Mat<'a, T>, usize),
-    /// Rows of `kp` values (`ri = kp`, `rq = 2`): an `a` with other strides.
-    Rows(Scratch<u16>),
-    /// Pair-major (`ri = 2`, `rq = 2·mp`, `mp` = rows rounded up to MR): a transposed `a` (`rs = 1`, as `xᵀ` in
-    /// `xᵀ · dy`), whose columns are contiguous, interleaved two columns at a time.
-    Pairs(Scratch<u32>),
-}
-
 impl<T: Elem> APack<'_, T> {
-    /// Pointer to the pair of row `i` at depth `p` (even), for the packs converted ahead.
-    fn at(&self, i: usize, p: usize) -> *const u16 {
-        let off = i * self.ri + p / 2 * self.rq;
-        match &self.buf {
-            APackBuf::ByBlock(..) => unreachable!("converted by block"),
-            APackBuf::Rows(b) => b[off..].as_ptr(),
-            APackBuf::Pairs(b) => b[off / 2..].as_ptr() as *const u16,
-        }
-    }
-
-    /// For [`APackBuf::ByBlock`]: rows `i0..i0 + mc` and pairs `p0/2..p0/2 + kq` as rows of `2·kq` values,
-    /// padded with zero rows to whole tiles and a zero value past `k`; `None` for the packs converted ahead.
-    fn block(&self, i0: usize, mc: usize, p0: usize, kq: usize) -> Option<Scratch<u16>> {
-        let APackBuf::ByBlock(a, k) = self.buf else { return None };
-        let ld = 2 * kq;
-        let cols = ld.min(k - p0);
-        let mut blk = Scratch::<u16>::take(mc.div_ceil(MR) * MR * ld);
-        for (i, row) in blk.chunks_exact_mut(ld).enumerate() {
-            if i < mc {
-                let src = &a.data[(i0 + i) * a.rs + p0..(i0 + i) * a.rs + p0 + cols];
-                T::to_bits(src, &mut row[..cols]);
-                row[cols..].fill(0);
-            } else {
-                row.fill(0);
+    /// Rows `i0..i0 + mc` and pairs `p0/2..p0/2 + kq` ([`ABlock`]): converted here into a buffer of rows of
+    /// `2·kq` values for [`APack::ByBlock`], a view of the pack otherwise.
+    fn block(&self, i0: usize, mc: usize, p0: usize, kq: usize) -> ABlock {
+        match self {
+            APack::ByBlock(a, k) => {
+                let ld = 2 * kq;
+                let cols = ld.min(k - p0);
+                let mut blk = Scratch::<u16>::take(mc.div_ceil(MR) * MR * ld);
+                for (i, row) in blk.chunks_exact_mut(ld).enumerate() {
+                    if i < mc {
+                        let src = &a.data[(i0 + i) * a.rs + p0..(i0 + i) * a.rs + p0 + cols];
+                        T::to_bits(src, &mut row[..cols]);
+                        row[cols..].fill(0);
+                    } else {
+                        row.fill(0);
+                    }
+                }
+                ABlock { ptr: blk.as_ptr(), _buf: Some(blk), ri: ld, rq: 2 }
             }
+            APack::Rows(b, kp) => ABlock { _buf: None, ptr: b[i0 * kp + p0..].as_ptr(), ri: *kp, rq: 2 },
+            APack::Pairs(b, mp) => ABlock { _buf: None, ptr: b[p0 / 2 * mp + i0..].as_ptr() as *const u16, ri: 2, rq: 2 * mp },
         }
-        Some(blk)
     }
 }
 
@@ -357,7 +358,7 @@ impl<T: Elem> APack<'_, T> {
 fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, parallel: bool) -> APack<'a, T> {
     let mp = m.div_ceil(MR) * MR;
     if a.cs == 1 {
-        return APack { buf: APackBuf::ByBlock(*a, k), ri: 0, rq: 0 };
+        return APack::ByBlock(*a, k);
     }
     if a.rs == 1 {
         let mut pairs = Scratch::<u32>::take(kp / 2 * mp);
@@ -373,7 +374,7 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
         } else {
             pairs.chunks_mut(mp).enumerate().for_each(fill);
         }
-        return APack { buf: APackBuf::Pairs(pairs), ri: 2, rq: 2 * mp };
+        return APack::Pairs(pairs, mp);
     }
     let mut ab = Scratch::<u16>::take(mp * kp);
     // The padding the kernel reads: the odd column of each row when k is odd, the rows past m.
@@ -386,7 +387,7 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
             ab[i * kp + p] = a.data[i * a.rs + p * a.cs].bits();
         }
     }
-    APack { buf: APackBuf::Rows(ab), ri: kp, rq: 2 }
+    APack::Rows(ab, kp)
 }
 
 /// `out[j] = (bf16(r1[j]) << 16) | bf16(r0[j])` (high half zero without `r1`): two rows of values as the
@@ -401,12 +402,7 @@ fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
         unsafe { interleave_native(r0, r1, out) };
         return;
     }
-    match r1 {
-        Some(r1) => {
-            out.iter_mut().zip(r0.iter().zip(r1)).for_each(|(o, (x0, x1))| *o = ((to_bf16(*x1) as u32) << 16) | to_bf16(*x0) as u32)
-        }
-        None => out.iter_mut().zip(r0).for_each(|(o, x0)| *o = to_bf16(*x0) as u32),
-    }
+    pairs_scalar(r0, r1, out)
 }
 
 /// [`interleave`] with `vcvtneps2bf16`, 16 pairs at a time.
