@@ -75,8 +75,8 @@ pub struct Saved {
 
 /// The input of a projection or MLP layer (`[rows, width]`): f32, or, when the products run in bf16, its bf16
 /// bits, written so by the kernel that produces it (LayerNorm, GELU; the attention output is converted after
-/// its per-head products) and kept so for the backward pass, as autocast keeps a bf16 layer's input. The same bits as converting the f32 values at each product, half the
-/// memory, and no conversion pass per product.
+/// its per-head products) and kept so for the backward pass, as autocast keeps a bf16 layer's input. The same
+/// bits as converting the f32 values at each product, half the memory, and no conversion pass per product.
 #[derive(Debug)]
 enum Input {
     F32(Vec<f32>),
