@@ -182,6 +182,17 @@ fn single_task_digits_reaches_90_percent_and_bf16_is_within_a_point() {
     let table = String::from_utf8_lossy(&out.stdout);
     let row = table.lines().find(|l| l.contains("st_digits")).unwrap_or_default().to_string();
     assert!(row.contains("stale"), "the composed block's key differs from the fused block's: {table}");
+    let why = String::from_utf8_lossy(
+        &Command::new(BIN)
+            .args(["status", "tests/pipelines/digits.toml", "--profile", "minute", "--store", s, "--why", "st_digits"])
+            .current_dir(root)
+            .env("POLYFLOW_FUSED_CPU", "0")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(why.contains("POLYFLOW_FUSED_CPU=0"), "status names the variable that changed the key: {why}");
 
     let bf16 = ["--set", "st_digits.precision=bf16"];
     let t = std::time::Instant::now();

@@ -340,8 +340,16 @@ pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
     // Reserved, always "f32" (it has been in every training key since the first version); a training node's
     // arithmetic is its `precision` parameter.
     env.insert("precision".to_string(), "f32".to_string());
+    // Only when set: burn's composition instead of the fused CPU block rounds differently, so its nodes have
+    // their own keys, and `status` names the variable that made them (default keys carry no such entry).
+    if env["backend"] == "flex" && !crate::model::fused::enabled() {
+        env.insert(CPU_BLOCK.to_string(), "composed (POLYFLOW_FUSED_CPU=0)".to_string());
+    }
     env
 }
+
+/// The environment entry that marks runs with the fused CPU block turned off (`POLYFLOW_FUSED_CPU=0`).
+pub const CPU_BLOCK: &str = "cpu_block";
 
 /// Runs the parsed command with the given registry; returns the exit code.
 pub fn run(cli: Cli, reg: &Registry) -> i32 {

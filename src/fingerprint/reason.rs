@@ -137,7 +137,10 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::VersionBumped { old, new } => {
                 write!(f, "stage version bumped {old} → {new}")
             }
-            DirtyReason::EnvChanged { name, old, new } => write!(f, "{name} changed {old} → {new}"),
+            DirtyReason::EnvChanged { name, old, new } => {
+                let shown = |v: &str| if v.is_empty() { "(unset)".to_string() } else { v.to_string() };
+                write!(f, "{name} changed {} → {}", shown(old), shown(new))
+            }
             DirtyReason::ExternalChanged => write!(f, "source files changed"),
             DirtyReason::ArtifactMissing { file } => {
                 write!(f, "artifact file `{file}` missing from the store")

@@ -112,7 +112,7 @@ impl Stage for FeaturesStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision"]
+        &["seed", "backend", "precision", crate::cli::CPU_BLOCK]
     }
     fn effective(&self, params: &Value) -> Option<Value> {
         parse::<FeaturesParams>(params).ok().map(|p| crate::stages::modelspec::effective_size(params, &p.model))

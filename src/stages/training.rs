@@ -377,7 +377,7 @@ impl Stage for TrainStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision"]
+        &["seed", "backend", "precision", crate::cli::CPU_BLOCK]
     }
     fn resources(&self, params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
