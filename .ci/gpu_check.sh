@@ -85,6 +85,9 @@ for g in 1 2; do
   echo "gpus = $g" | tee -a "$OUT/dp.txt"
   timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp.txt"
 done
+echo "== 9. precision = f16 with loss scaling (the path of GPUs without bf16) vs PyTorch f16 autocast + GradScaler"
+step ti_f16 60 $B bench-model --backend cuda --f16 $TI
+step torch_ti_f16 60 python3 benches/vit_torch.py --device cuda --f16 $TI
 wait
 echo "== 8. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$OUT/cpu_pairs.txt" 2>/dev/null; tail -1 "$OUT/cpu_pairs_bf16.txt" 2>/dev/null
 echo "done at +$(( $(date +%s) - T0 ))s"

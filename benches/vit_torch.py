@@ -2,11 +2,13 @@
 class token, learned positions, linear head), Adam, softmax CE, random data. Prints one JSON line.
 
 Usage: python benches/vit_torch.py [--dim 192 --depth 6 --heads 3 --mlp 768 --image 32 --patch 4 --batch 64]
-                                   [--threads 2] [--device cpu|cuda] [--steps 10] [--bf16] [--tf32] [--sdpa]
+                                   [--threads 2] [--device cpu|cuda] [--steps 10] [--bf16 | --f16] [--tf32] [--sdpa]
                                    [--micro-batch N]
 
 --bf16: bf16 autocast (`torch.autocast(device, torch.bfloat16)`) around forward passes, f32 weights and
 optimizer state: what a PyTorch user runs for bf16 training; the counterpart of `bench-model --bf16`.
+--f16: f16 autocast with `torch.amp.GradScaler` (dynamic loss scaling; it reads whether the gradients
+overflowed every step): the counterpart of `bench-model --f16`.
 --tf32: f32 matmuls on TF32 tensor cores (`torch.backends.cuda.matmul.allow_tf32`). --sdpa: attention by
 `F.scaled_dot_product_attention` (flash / memory-efficient kernels) instead of matmul + softmax.
 --micro-batch N: gradient accumulation over slices of N (the counterpart of `bench-model --micro-batch`).
@@ -70,6 +72,7 @@ def main():
         p.add_argument(f"--{k}", type=int, default=v)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--f16", action="store_true")
     p.add_argument("--tf32", action="store_true")
     p.add_argument("--sdpa", action="store_true")
     p.add_argument("--micro-batch", type=int, default=0)
@@ -86,7 +89,9 @@ def main():
     x = torch.randn(a.batch, 3, a.image, a.image, device=dev)
     y = torch.arange(a.batch, device=dev) % a.classes
 
-    cast = (lambda: torch.autocast(a.device, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
+    half = torch.bfloat16 if a.bf16 else torch.float16 if a.f16 else None
+    cast = (lambda: torch.autocast(a.device, dtype=half)) if half else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(a.device, enabled=a.f16)
 
     mb = a.micro_batch if 0 < a.micro_batch < a.batch else a.batch
 
@@ -95,8 +100,9 @@ def main():
         for s0 in range(0, a.batch, mb):
             with cast():
                 loss = F.cross_entropy(m(x[s0:s0 + mb]), y[s0:s0 + mb]) * (min(mb, a.batch - s0) / a.batch)
-            loss.backward()
-        opt.step()
+            scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     sync = (lambda: torch.cuda.synchronize()) if a.device == "cuda" else (lambda: None)
     for _ in range(3):
@@ -122,7 +128,7 @@ def main():
         infer = a.steps * a.batch / (time.perf_counter() - t)
     print(json.dumps({"backend": f"pytorch-{a.device}", "torch": torch.__version__, "dim": a.dim, "depth": a.depth, "image": a.image,
                       "patch": a.patch, "batch": a.batch, "train_img_s": train, "infer_img_s": infer,
-                      "precision": ("bf16-autocast" if a.bf16 else "tf32" if a.tf32 else "f32"), "sdpa": a.sdpa,
+                      "precision": ("bf16-autocast" if a.bf16 else "f16-autocast+gradscaler" if a.f16 else "tf32" if a.tf32 else "f32"), "sdpa": a.sdpa,
                       "micro_batch": a.micro_batch, **mem, "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
 
 

@@ -124,4 +124,13 @@ fn added_parameters_at_their_default_keep_the_key() {
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("q.toml:") && err.contains("activation_checkpointing") && err.contains("tanh"), "{err}");
+    // f16 never runs in the fused CPU block, so it cannot checkpoint activations there either.
+    std::fs::write(
+        d.path().join("q.toml"),
+        format!("{}{MODELS}precision = \"f16\"\nactivation_checkpointing = true\n", common::cifar_task(2)),
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("q.toml:") && err.contains("activation_checkpointing") && err.contains("no f16"), "{err}");
 }

@@ -54,8 +54,13 @@ pub struct BenchArgs {
     pub no_fused: bool,
     /// Matrix products of the blocks on bf16 operands (as `precision = "bf16"` on a training node): the fused
     /// CPU block's bf16 kernels, or elsewhere (cuda, `--no-fused`) the autocast-style composed block.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "f16")]
     pub bf16: bool,
+    /// Matrix products of the blocks on f16 operands with dynamic loss scaling (as `precision = "f16"` on a
+    /// training node): the autocast-style composed block; the gradient norm is read every step, to skip
+    /// overflowed updates (as PyTorch's `GradScaler`).
+    #[arg(long)]
+    pub f16: bool,
     /// Activation checkpointing (as `activation_checkpointing = true` on a training node; CPU only): the
     /// blocks recompute their activations in the backward pass.
     #[arg(long)]
@@ -87,7 +92,8 @@ impl BackendJob for Job {
             ln_eps: 1e-6,
         };
         let mut model = PolyVit::<B>::new(&cfg, 0, &device);
-        model.set_bf16(a.bf16);
+        model.set_half(a.bf16, a.f16);
+        let mut scaler = crate::train::optim::LossScaler::new(crate::train::optim::LossScaler::INIT);
         model.set_recompute(a.checkpoint);
         let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);
         let route = PolyVit::<B>::route(&cfg, 0);
@@ -98,8 +104,10 @@ impl BackendJob for Job {
             .float();
         let read_each_step = crate::train::run::deferred_reads_from_env() == 1;
         let mut train_step = |model: PolyVit<B>| {
+            let s = if a.f16 { scaler.scale } else { 1.0 };
             let g = if a.micro_batch == 0 || a.micro_batch >= a.batch {
                 let l = loss(Loss::Softmax, model.forward(route, x.clone(), &[]), y.clone());
+                let l = if a.f16 { l * s } else { l };
                 GradientsParams::from_grads(l.backward(), &model)
             } else {
                 // As the trainer slices a batch: each slice's loss weighted by its share, gradients summed.
@@ -107,13 +115,18 @@ impl BackendJob for Job {
                 for start in (0..a.batch).step_by(a.micro_batch) {
                     let len = a.micro_batch.min(a.batch - start);
                     let logits = model.forward(route, x.clone().narrow(0, start, len), &[]);
-                    let l = loss(Loss::Softmax, logits, y.clone().narrow(0, start, len)) * (len as f64 / a.batch as f64);
+                    let l = loss(Loss::Softmax, logits, y.clone().narrow(0, start, len)) * (s * len as f64 / a.batch as f64);
                     acc.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
                 }
                 acc.grads()
             };
             // As training on an accelerator: nothing read back unless POLYFLOW_SYNC_EVERY=1 asks for the
             // gradient norm every step (the cost of a host read per update; the CPU is synchronous anyway).
+            if a.f16 {
+                let (m, _, applied) = opt.step_scaled(model, &g, 1e-3, s);
+                scaler.update(applied);
+                return m;
+            }
             let (m, norm) = opt.step_deferred(model, &g, 1e-3);
             if read_each_step {
                 let _ = norm.map(|n| n.into_scalar());
@@ -167,7 +180,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
     let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
     let train_gflops = 3.0 * fwd * train / 1e9;
-    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled(), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": crate::train::run::deferred_reads_from_env() == 1});
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16, "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": crate::train::run::deferred_reads_from_env() == 1});
     if backend == "flex" || backend == "cpu" {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;

@@ -28,7 +28,9 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     };
     let s = &a[&i];
     let n = &g.nodes[i];
-    println!("node:   {} ({}, v{})", n.id, n.stage.kind(), n.stage.version());
+    // The version in the node's key (a stage may give some settings or backends one more).
+    let version = s.fingerprint.as_ref().map_or(n.stage.version(), |f| f.version);
+    println!("node:   {} ({}, v{})", n.id, n.stage.kind(), version);
     println!("state:  {}", s.state);
     for r in &s.reasons {
         println!("  - {r}");

@@ -45,6 +45,11 @@ pub struct Block<B: Backend> {
     /// runs as PyTorch's autocast does: the products and GELU in bf16, LayerNorm, softmax and the residual
     /// stream in f32. Not a parameter: not saved, set by the trainer ([`super::polyvit::PolyVit::set_bf16`]).
     pub bf16: bool,
+    /// Matrix products on f16 operands (`precision = "f16"`, for GPUs without bf16 such as V100 and T4): the
+    /// autocast-style composition as for `bf16` with f16 in its place (never the fused CPU block); the
+    /// trainer scales the loss so that small gradients stay representable. Set with `bf16` off; not saved
+    /// ([`super::polyvit::PolyVit::set_half`]).
+    pub f16: bool,
     /// Activation checkpointing (`activation_checkpointing = true`): the fused CPU block keeps only its input
     /// for the backward pass and recomputes its activations there (same kernels, same bits). Like `bf16`, the
     /// fused block only, set by the trainer ([`super::polyvit::PolyVit::set_recompute`]).
@@ -70,6 +75,7 @@ impl<B: Backend> Block<B> {
             gelu_tanh,
             eps,
             bf16: false,
+            f16: false,
             recompute: false,
         }
     }
@@ -79,6 +85,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let half = self.half();
         let [b, n, d] = x.dims();
         let h = self.heads;
         let hd = d / h;
@@ -96,11 +103,10 @@ impl<B: Backend> Block<B> {
         }
         let q = q * (1.0 / (hd as f64).sqrt());
         let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N]
-        let att = if self.bf16 {
-            // autocast: softmax in f32, its probabilities back to bf16 for the product with v
-            activation::softmax(scores.cast(FloatDType::F32), 3).cast(FloatDType::BF16)
-        } else {
-            activation::softmax(scores, 3)
+        let att = match half {
+            // autocast: softmax in f32, its probabilities back to bf16/f16 for the product with v
+            Some(h) => activation::softmax(scores.cast(FloatDType::F32), 3).cast(h),
+            None => activation::softmax(scores, 3),
         };
         let out = att.matmul(v); // [B, H, N, hd]
         self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
@@ -112,12 +118,23 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D_in]` → `[B, N, D_out]`
     fn project(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        if !self.bf16 {
+        let Some(h) = self.half() else {
             return l.forward(x);
+        };
+        let w = l.weight.val().cast(h);
+        let bias = l.bias.as_ref().map(|b| b.val().cast(h));
+        burn::tensor::module::linear(x.cast(h), w, bias)
+    }
+
+    /// The type of the products off f32: bf16, f16 or none (f32).
+    pub fn half(&self) -> Option<FloatDType> {
+        if self.bf16 {
+            Some(FloatDType::BF16)
+        } else if self.f16 {
+            Some(FloatDType::F16)
+        } else {
+            None
         }
-        let w = l.weight.val().cast(FloatDType::BF16);
-        let bias = l.bias.as_ref().map(|b| b.val().cast(FloatDType::BF16));
-        burn::tensor::module::linear(x.cast(FloatDType::BF16), w, bias)
     }
 
     /// MLP with GELU.
@@ -128,9 +145,13 @@ impl<B: Backend> Block<B> {
         let hdn = self.project(&self.fc1, x); // [B, N, MLP]
                                               // bf16: GELU computed in f32 and rounded once, as PyTorch's bf16 kernels compute in f32 ("opmath");
                                               // with burn's fusion the casts and the activation are one kernel.
-        let hdn = if self.bf16 { hdn.cast(FloatDType::F32) } else { hdn };
+        let half = self.half();
+        let hdn = if half.is_some() { hdn.cast(FloatDType::F32) } else { hdn };
         let hdn = if self.gelu_tanh { gelu_tanh(hdn) } else { activation::gelu(hdn) };
-        let hdn = if self.bf16 { hdn.cast(FloatDType::BF16) } else { hdn };
+        let hdn = match half {
+            Some(h) => hdn.cast(h),
+            None => hdn,
+        };
         self.project(&self.fc2, hdn)
     }
 
@@ -154,7 +175,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn forward_composed(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
-        let f32 = |t: Tensor<B, 3>| if self.bf16 { t.cast(FloatDType::F32) } else { t };
+        let f32 = |t: Tensor<B, 3>| if self.half().is_some() { t.cast(FloatDType::F32) } else { t };
         let a = f32(self.attention(self.norm1.forward(x.clone())));
         let a = match keep {
             Some(k) => a * k.0.clone(),

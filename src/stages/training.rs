@@ -60,6 +60,9 @@ choice_enum! {
         /// bf16 operands with f32 master weights and optimizer state: on the CPU the fused block's products
         /// accumulate in f32; elsewhere the block runs as PyTorch's autocast (products and GELU in bf16).
         Bf16 = "bf16",
+        /// f16 operands with dynamic loss scaling, f32 master weights and optimizer state: the autocast-style
+        /// composition (never the fused CPU block), for GPUs without bf16 (V100, T4).
+        F16 = "f16",
     }
 }
 
@@ -99,6 +102,7 @@ struct OptimParams {
 pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
     Backend::from_env(env).is_ok_and(|b| b != Backend::Flex)
         || params.get("gelu").and_then(Value::as_str) == Some("erf")
+        || params.get("precision").and_then(Value::as_str) == Some("f16")
         || !crate::model::fused::enabled()
 }
 
@@ -192,7 +196,7 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             "precision",
             T::Choice(Precision::NAMES),
             json!("f32"),
-            "matrix products of the blocks: f32, or bf16 operands with f32 master weights (every backend)",
+            "matrix products of the blocks: f32, bf16 operands with f32 master weights (every backend), or f16 operands with dynamic loss scaling (off the fused CPU block: for GPUs without bf16)",
         ),
         ParamSpec::added(
             "micro_batch",
@@ -274,7 +278,10 @@ fn save_resume(dir: &Path, r: &Resume) -> std::io::Result<()> {
     for (k, v) in &r.opt {
         t.insert(k.clone(), HostTensor { shape: vec![v.len()], data: v.clone() });
     }
-    let meta = json!({"step": r.step, "opt_t": r.opt_t, "cursors": r.cursors, "steps": r.steps, "evals": r.evals});
+    let mut meta = json!({"step": r.step, "opt_t": r.opt_t, "cursors": r.cursors, "steps": r.steps, "evals": r.evals});
+    if let Some(s) = &r.loss_scale {
+        meta["loss_scale"] = json!(s);
+    }
     // Tensors first, then the JSON that makes them count (both atomic renames).
     let tmp = dir.join("resume.safetensors.tmp");
     std::fs::write(&tmp, to_safetensors(&t))?;
@@ -304,6 +311,10 @@ fn load_resume(dir: &Path) -> Option<Resume> {
         cursors: serde_json::from_value::<Vec<Cursor>>(meta["cursors"].clone()).ok()?,
         steps: serde_json::from_value(meta["steps"].clone()).ok()?,
         evals: serde_json::from_value(meta["evals"].clone()).ok()?,
+        loss_scale: match meta.get("loss_scale") {
+            Some(s) => Some(serde_json::from_value(s.clone()).ok()?),
+            None => None,
+        },
     })
 }
 
@@ -398,6 +409,10 @@ impl Stage for TrainStage {
                 param.to_string(),
                 format!("{what} runs in the fused CPU block, which has the tanh GELU only: set gelu = \"tanh\" or {off}"),
             )),
+            Some((param, what, off)) if optim.precision == Precision::F16 => Err((
+                param.to_string(),
+                format!("{what} runs in the fused CPU block, which has no f16: set precision = \"bf16\" or \"f32\", or {off}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -454,6 +469,8 @@ impl Stage for TrainStage {
             seed: ctx.seed(),
             eval_batch: 256,
             bf16: o.precision == Precision::Bf16,
+            f16: o.precision == Precision::F16,
+            loss_scale_init: None,
             micro_batch: o.micro_batch,
             replicas: o.gpus,
             recompute: o.activation_checkpointing,
@@ -469,6 +486,11 @@ impl Stage for TrainStage {
                     kernel.name()
                 );
             }
+        }
+        if cfg.f16 && backend == Backend::Flex {
+            tracing::warn!(
+                "precision = \"f16\" on the CPU runs burn's composition in f16, far slower than f32 or bf16 here: it is meant for GPUs without bf16"
+            );
         }
         let init = match ctx.inputs.get("init").and_then(|v| v.first()) {
             None => None,
@@ -612,6 +634,7 @@ mod tests {
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 1);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 1);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }
     }
 }

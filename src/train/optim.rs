@@ -132,6 +132,47 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
     }
 }
 
+/// Dynamic loss scaling for `precision = "f16"` (the defaults of PyTorch's `GradScaler`): the loss is
+/// multiplied by [`LossScaler::scale`] before the backward pass, so that small gradients stay representable in
+/// f16, and the gradients are divided by it again before clipping and the update
+/// ([`SharedOptimizer::step_scaled`]). An update whose scaled gradients overflowed (a non-finite norm) is
+/// skipped and the scale halved; after [`LossScaler::GROWTH_INTERVAL`] applied updates in a row it doubles.
+/// Scales are powers of two, so scaling and unscaling are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    /// The current scale (a power of two).
+    pub scale: f64,
+    /// Applied updates since the last change of the scale.
+    pub good: usize,
+}
+
+impl LossScaler {
+    /// The first scale (PyTorch: 2¹⁶).
+    pub const INIT: f64 = 65536.0;
+    /// Applied updates in a row after which the scale doubles (PyTorch: 2000).
+    pub const GROWTH_INTERVAL: usize = 2000;
+
+    /// A scaler starting at `init` (rounded down to a power of two, at least 1).
+    pub fn new(init: f64) -> Self {
+        LossScaler { scale: 2f64.powi(init.max(1.0).log2().floor() as i32), good: 0 }
+    }
+
+    /// After an update: `applied` is false when its gradients overflowed. Halves the scale then (never below
+    /// 2⁻²⁴, f16's smallest subnormal), doubles it after [`Self::GROWTH_INTERVAL`] applied updates in a row.
+    pub fn update(&mut self, applied: bool) {
+        if !applied {
+            self.scale = (self.scale / 2.0).max(2f64.powi(-24));
+            self.good = 0;
+            return;
+        }
+        self.good += 1;
+        if self.good == Self::GROWTH_INTERVAL {
+            self.scale *= 2.0;
+            self.good = 0;
+        }
+    }
+}
+
 impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// A fresh optimizer.
     pub fn new(kind: OptKind, clip: Option<f64>) -> Self {
@@ -150,6 +191,28 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         self.t += 1;
         let mut u = Update { opt: self, grads, lr, scale: Scale::Host(scale), idx: 0 };
         (model.map(&mut u), norm)
+    }
+
+    /// [`Self::step`] on gradients of a loss multiplied by `loss_scale` ([`LossScaler`]): they are divided by it
+    /// (in the same multiplication as the clip factor) before the update. Returns the model, the unscaled
+    /// pre-clip norm (+inf when the scaled gradients overflowed) and whether the update was applied: after an
+    /// overflow (non-finite norm) nothing changes, weights, moments and the update count included. With a power-of-two scale
+    /// and no overflow, the same bits as [`Self::step`] on the unscaled gradients (unit test).
+    pub fn step_scaled<M: AutodiffModule<B>>(&mut self, model: M, grads: &GradientsParams, lr: f64, loss_scale: f64) -> (M, f64, bool) {
+        let mut sq = SqNorm::<B> { grads, total: None };
+        model.visit(&mut sq);
+        let norm = sq.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0) / loss_scale;
+        if !norm.is_finite() {
+            // inf or NaN (inf − inf in the overflowed gradients): logged as an overflow, +inf.
+            return (model, f64::INFINITY, false);
+        }
+        let clip = match self.clip {
+            Some(c) if norm > c => c / norm,
+            _ => 1.0,
+        };
+        self.t += 1;
+        let mut u = Update { opt: self, grads, lr, scale: Scale::Host(clip / loss_scale), idx: 0 };
+        (model.map(&mut u), norm, true)
     }
 
     /// [`Self::step`] without reading anything back to the host, for accelerators (a read waits for every
@@ -208,3 +271,83 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
 }
 
 use burn::tensor::ElementConversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::block::Block;
+    use crate::model::init::Init;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::Module;
+
+    type A = Autodiff<Flex>;
+
+    fn weights(b: &Block<A>) -> Vec<Vec<f32>> {
+        let mut v = vec![];
+        for l in [&b.qkv, &b.proj, &b.fc1, &b.fc2] {
+            v.push(l.weight.val().into_data().to_vec::<f32>().unwrap());
+            v.push(l.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap());
+        }
+        v
+    }
+
+    /// The gradients of `scale · Σ y²` of the block on a fixed input.
+    fn grads(blk: &Block<A>, scale: f64) -> GradientsParams {
+        let v: Vec<f32> = (0..80).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let x = Tensor::<A, 3>::from_data(TensorData::new(v, [2, 5, 8]), &Default::default());
+        let y = blk.forward_composed(x, None);
+        GradientsParams::from_grads(((y.clone() * y).sum() * scale).backward(), blk)
+    }
+
+    #[test]
+    fn scaled_steps_give_the_unscaled_bits_and_overflow_skips_the_update() {
+        let _one = crate::train::run::autodiff_guard();
+        let adam = OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+        for clip in [None, Some(0.01)] {
+            let blk = Block::<A>::new(8, 2, 16, 1e-6, true, &mut Init::new(3), &Default::default());
+            let g1 = grads(&blk, 1.0);
+            let g2 = grads(&blk, 1024.0);
+            let (mut o1, mut o2) = (SharedOptimizer::<A>::new(adam, clip), SharedOptimizer::<A>::new(adam, clip));
+            let (a, n1) = o1.step(blk.clone(), &g1, 0.1);
+            let (b, n2, applied) = o2.step_scaled(blk.clone(), &g2, 0.1, 1024.0);
+            assert!(applied);
+            assert_eq!(n1.to_bits(), n2.to_bits(), "the unscaled norm");
+            if clip.is_some() {
+                assert!(n1 > 0.01, "clipping is active: {n1}");
+            }
+            assert_eq!(weights(&a), weights(&b), "clip {clip:?}: the same update bits");
+            assert_eq!(o1.export(), o2.export(), "the same moments");
+            assert_eq!(o2.t, 1);
+
+            // Gradients that overflow: nothing changes.
+            let before = weights(&b);
+            let g3 = grads(&b, 1e38);
+            let (c, n3, applied) = o2.step_scaled(b, &g3, 0.1, 1.0);
+            assert!(!applied && !n3.is_finite(), "{n3}");
+            assert_eq!(weights(&c), before);
+            assert_eq!(o2.t, 1, "a skipped update is not counted");
+            assert_eq!(o1.export(), o2.export(), "the moments are untouched");
+        }
+    }
+
+    #[test]
+    fn the_scale_halves_on_overflow_and_doubles_after_the_growth_interval() {
+        let mut s = LossScaler::new(100_000.0);
+        assert_eq!(s.scale, 65536.0, "rounded down to a power of two");
+        s.update(false);
+        s.update(false);
+        assert_eq!((s.scale, s.good), (16384.0, 0));
+        for _ in 0..LossScaler::GROWTH_INTERVAL - 1 {
+            s.update(true);
+        }
+        assert_eq!(s.scale, 16384.0);
+        s.update(true);
+        assert_eq!((s.scale, s.good), (32768.0, 0));
+        s.update(true);
+        s.update(false);
+        assert_eq!((s.scale, s.good), (16384.0, 0), "an overflow restarts the count");
+        let mut tiny = LossScaler::new(1.0);
+        (0..40).for_each(|_| tiny.update(false));
+        assert_eq!(tiny.scale, 2f64.powi(-24));
+    }
+}

@@ -4,7 +4,7 @@
 
 use super::batch::{augment, next_indices, Augment, Cursor, SplitData};
 use super::metrics::{loss, mean_ap, topk, Loss};
-use super::optim::{OptKind, SharedOptimizer};
+use super::optim::{LossScaler, OptKind, SharedOptimizer};
 use super::schedule::{global_warmup, plan, LrSchedule, Schedule};
 use crate::model::block::DropMasks;
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
@@ -82,6 +82,15 @@ pub struct RunConfig {
     /// on (artifacts of f32 runs keep their bytes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bf16: bool,
+    /// Matrix products of the blocks on f16 operands (autocast-style composition, for GPUs without bf16),
+    /// with dynamic loss scaling ([`LossScaler`]); weights and optimizer state stay f32. Every update's
+    /// gradient norm is read on the host (to skip overflowed updates), as PyTorch's `GradScaler` does. Written
+    /// only when on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub f16: bool,
+    /// The first loss scale of an f16 run (`None`: [`LossScaler::INIT`]). Written only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale_init: Option<f64>,
     /// Gradient accumulation: each task's batch goes through forward and backward in slices of at most this
     /// many examples, their gradients summed (each slice's loss weighted by its share of the batch) before
     /// the one optimizer step; the same update as the whole batch up to float rounding, with the activation
@@ -136,6 +145,8 @@ struct Pending<B: Backend> {
     lr: f64,
     loss: Value<B>,
     grad_norm: Value<B>,
+    /// f16: the loss scale of the update and whether its gradients overflowed (the update skipped).
+    scaled: Option<(f64, bool)>,
 }
 
 /// Reads the pending updates' values (one transfer for all of them), logs each update and reports its
@@ -169,8 +180,10 @@ fn flush<B: Backend>(
         if !loss.is_finite() {
             return Err(diverged(loss, p.step, &p.tasks[0]));
         }
-        progress(p.step, total, format!("{} loss {loss:.3}", p.tasks.join("+")));
-        steps.push(StepLog { step: p.step, tasks: p.tasks, loss, lr: p.lr, grad_norm });
+        let skipped = p.scaled.is_some_and(|(_, s)| s);
+        let note = if skipped { " (gradients overflowed: update skipped)" } else { "" };
+        progress(p.step, total, format!("{} loss {loss:.3}{note}", p.tasks.join("+")));
+        steps.push(StepLog { step: p.step, tasks: p.tasks, loss, lr: p.lr, grad_norm, loss_scale: p.scaled.map(|(s, _)| s), skipped });
     }
     Ok(())
 }
@@ -214,8 +227,21 @@ pub struct StepLog {
     pub loss: f64,
     /// Learning rate used.
     pub lr: f64,
-    /// Pre-clip global gradient norm.
+    /// Pre-clip global gradient norm (f16: unscaled; infinite, written `null`, for a skipped update).
+    #[serde(deserialize_with = "null_is_infinite")]
     pub grad_norm: f64,
+    /// f16: the loss scale of this update. Written only then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16: the update's scaled gradients overflowed, so it was skipped (and the scale halved). Written only
+    /// when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+}
+
+/// A logged number that JSON wrote as `null` (serde_json's form of a non-finite float) reads back infinite.
+fn null_is_infinite<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// An evaluation result.
@@ -242,6 +268,8 @@ pub struct Resume {
     pub opt: Vec<(String, Vec<f32>)>,
     /// Optimizer step count.
     pub opt_t: usize,
+    /// f16: the loss scaler's state.
+    pub loss_scale: Option<LossScaler>,
     /// Data stream positions per task.
     pub cursors: Vec<Cursor>,
     /// Logs so far.
@@ -351,23 +379,36 @@ pub fn run<B: AutodiffBackend>(
     let lr_sched = LrSchedule { total, warmup: warmup.min(total), wrap_last: cfg.wrap_last };
     let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
     let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
-    let mut state = Resume { cursors: vec![Cursor::default(); tasks.len()], ..Default::default() };
+    if cfg.bf16 && cfg.f16 {
+        return Err("bf16 and f16 at once: choose one precision".into());
+    }
+    let mut state = Resume {
+        cursors: vec![Cursor::default(); tasks.len()],
+        loss_scale: cfg.f16.then(|| LossScaler::new(cfg.loss_scale_init.unwrap_or(LossScaler::INIT))),
+        ..Default::default()
+    };
     if let Some(r) = resume {
         model = load_into(model, &r.weights, false, device).map_err(|e| format!("resume checkpoint: {e}"))?;
         opt.import(&r.opt, r.opt_t, device);
+        if cfg.f16 && r.loss_scale.is_none() {
+            return Err("resume checkpoint: an f16 run's checkpoint without its loss scale".into());
+        }
         state = r;
     } else if let Some(w) = init {
         model = load_into(model, w, true, device).map_err(|e| format!("init checkpoint: {e}"))?;
     }
-    model.set_bf16(cfg.bf16);
+    model.set_half(cfg.bf16, cfg.f16);
     model.set_recompute(cfg.recompute);
     let mut per_task = vec![0usize; tasks.len()];
     for u in &updates[..state.step] {
         u.iter().for_each(|&j| per_task[j] += 1);
     }
     let depth = cfg.model.size.depth;
-    let deferred = cfg.deferred_reads.is_some();
-    let read_every = cfg.deferred_reads.unwrap_or(1).max(1);
+    // f16 reads every update's gradient norm: an overflowed update must be skipped before the next one.
+    let deferred = cfg.deferred_reads.is_some() && !cfg.f16;
+    let read_every = if deferred { cfg.deferred_reads.unwrap_or(1).max(1) } else { 1 };
+    // The loss is multiplied by this before each backward pass (f16), the gradients divided by it again.
+    let loss_scale = |state: &Resume| state.loss_scale.map_or(1.0, |s| s.scale);
     let mut pending: Vec<Pending<B::InnerBackend>> = Vec::new();
     let start = state.step;
     let ahead = state.cursors.clone();
@@ -446,6 +487,7 @@ pub fn run<B: AutodiffBackend>(
                         let target = tb.clone().narrow(0, start, len).to_device(dev);
                         let l = loss(t.loss, logits, target) * (task_weight * len as f64 / b as f64);
                         slice_losses.push(l.clone().inner().to_device(device));
+                        let l = if cfg.f16 { l * loss_scale(&state) } else { l };
                         let grads = GradientsParams::from_grads(l.backward(), m);
                         // A replica's gradients come to the master's device to be summed there.
                         accum.accumulate(&model, if k == 0 { grads } else { grads.to_device(device, m) });
@@ -480,12 +522,20 @@ pub fn run<B: AutodiffBackend>(
                     }
                     Value::Host(v)
                 };
+                let l = if cfg.f16 { l * loss_scale(&state) } else { l };
                 (v, GradientsParams::from_grads(l.backward(), &model))
             };
             // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
             let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;
             let lr = lr_sched.at(step) * peak;
-            let grad_norm = if deferred {
+            let mut scaled = None;
+            let grad_norm = if let Some(scaler) = state.loss_scale.as_mut() {
+                let (m, gn, applied) = opt.step_scaled(model, &grads, lr, scaler.scale);
+                model = m;
+                scaled = Some((scaler.scale, !applied));
+                scaler.update(applied);
+                Value::Host(gn)
+            } else if deferred {
                 let (m, gn) = opt.step_deferred(model, &grads, lr);
                 model = m;
                 gn.map_or(Value::Host(0.0), Value::Device)
@@ -496,7 +546,7 @@ pub fn run<B: AutodiffBackend>(
             };
             drop(one_at_a_time);
             let names: Vec<String> = us.iter().map(|&j| tasks[j].name.clone()).collect();
-            pending.push(Pending { step, tasks: names, lr, loss: loss_val, grad_norm });
+            pending.push(Pending { step, tasks: names, lr, loss: loss_val, grad_norm, scaled });
             state.step = step;
             let eval_now = cfg.eval_every > 0 && step % cfg.eval_every == 0 && step < total;
             let checkpoint_now = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total;

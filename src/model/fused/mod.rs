@@ -205,7 +205,7 @@ impl Backward<Flex, 13> for FusedBlockBackward {
 /// `x: [B, N, D]` → `[B, N, D]`
 pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Option<Tensor<B, 3>> {
     let autodiff = TypeId::of::<B>() == TypeId::of::<Ad>();
-    if !(autodiff || TypeId::of::<B>() == TypeId::of::<Flex>()) || !blk.gelu_tanh || !enabled() {
+    if !(autodiff || TypeId::of::<B>() == TypeId::of::<Flex>()) || !blk.gelu_tanh || blk.f16 || !enabled() {
         return None;
     }
     let [b, n, d] = x.dims();
