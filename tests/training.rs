@@ -509,7 +509,7 @@ fn f16_loss_scaling_skips_overflowed_updates_and_resumes_to_the_same_bits() {
         let steps = &whole.steps;
         assert_eq!(steps.len(), 24);
         let skipped = steps.iter().filter(|s| s.skipped).count();
-        assert!(skipped >= 1 && skipped < 20, "micro_batch {micro_batch}: {skipped} updates skipped");
+        assert!((1..20).contains(&skipped), "micro_batch {micro_batch}: {skipped} updates skipped");
         assert_eq!(steps[0].loss_scale, Some(2f64.powi(30)));
         for w in steps.windows(2) {
             let (a, b) = (&w[0], &w[1]);

@@ -278,7 +278,6 @@ mod tests {
     use crate::model::block::Block;
     use crate::model::init::Init;
     use burn::backend::{Autodiff, Flex};
-    use burn::module::Module;
 
     type A = Autodiff<Flex>;
 
