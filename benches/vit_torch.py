@@ -71,8 +71,9 @@ def main():
     for k, v in dict(dim=192, depth=6, heads=3, mlp=768, image=32, patch=4, classes=10, batch=64, steps=10, threads=2).items():
         p.add_argument(f"--{k}", type=int, default=v)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--f16", action="store_true")
+    half_group = p.add_mutually_exclusive_group()
+    half_group.add_argument("--bf16", action="store_true")
+    half_group.add_argument("--f16", action="store_true")
     p.add_argument("--tf32", action="store_true")
     p.add_argument("--sdpa", action="store_true")
     p.add_argument("--micro-batch", type=int, default=0)

@@ -59,7 +59,7 @@ pub struct BenchArgs {
     /// Matrix products of the blocks on f16 operands with dynamic loss scaling (as `precision = "f16"` on a
     /// training node): the autocast-style composed block; the gradient norm is read every step, to skip
     /// overflowed updates (as PyTorch's `GradScaler`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "checkpoint")]
     pub f16: bool,
     /// Activation checkpointing (as `activation_checkpointing = true` on a training node; CPU only): the
     /// blocks recompute their activations in the backward pass.
@@ -121,7 +121,8 @@ impl BackendJob for Job {
                 acc.grads()
             };
             // As training on an accelerator: nothing read back unless POLYFLOW_SYNC_EVERY=1 asks for the
-            // gradient norm every step (the cost of a host read per update; the CPU is synchronous anyway).
+            // gradient norm every step (the cost of a host read per update; the CPU is synchronous anyway);
+            // f16 reads it every step (above), to skip an update whose scaled gradients overflowed.
             if a.f16 {
                 let (m, _, applied) = opt.step_scaled(model, &g, 1e-3, s);
                 scaler.update(applied);
@@ -180,8 +181,8 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
     let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
     let train_gflops = 3.0 * fwd * train / 1e9;
-    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16, "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": crate::train::run::deferred_reads_from_env() == 1});
-    if backend == "flex" || backend == "cpu" {
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16, "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1});
+    if (backend == "flex" || backend == "cpu") && !a.f16 {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;
         let prec = if a.bf16 { Precision::Bf16 } else { Precision::F32 };

@@ -102,7 +102,7 @@ pub fn fingerprint(
         Ok(e) => e,
         Err(e) => return Ok(Err(e)),
     };
-    let env = stage_env(n.stage.env_keys(), &node_env(g, i, env));
+    let env = n.stage.env_for(&n.params, stage_env(n.stage.env_keys(), &node_env(g, i, env)));
     Ok(Ok(Fingerprint {
         kind: n.stage.kind().to_string(),
         version: n.stage.version_for(&n.params, &env),

@@ -94,10 +94,12 @@ impl<B: Backend> Block<B> {
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
-        if !B::ad_enabled(&v.device()) {
+        if !B::ad_enabled(&v.device()) && half.is_none() {
             // Inference: the backend's own attention, softmax(q·kᵀ/√hd)·v (on CUDA flash-attention kernels
             // with f32 accumulation, autotuned against the composition; under autodiff burn only has the
-            // composition, so training keeps the explicit one below).
+            // composition, so training keeps the explicit one below). In bf16/f16 the explicit one too, with q
+            // scaled first and the softmax in f32 as in training: burn's fallback would scale after q·kᵀ and
+            // take the softmax in the half type.
             let out = burn::tensor::module::attention(q, k, v, None, None, Default::default()); // [B, H, N, hd]
             return self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]));
         }
@@ -112,8 +114,9 @@ impl<B: Backend> Block<B> {
         self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
     }
 
-    /// `x·W + b` of `l`: burn's `Linear` in f32; with `bf16` on, input, weight and bias cast to bf16 first
-    /// (the weight stays f32 in the model, its gradient comes back in f32 through the cast) and a bf16 output.
+    /// `x·W + b` of `l`: burn's `Linear` in f32; with `bf16` (`f16`) on, input, weight and bias cast to bf16
+    /// (f16) first (the weight stays f32 in the model, its gradient comes back in f32 through the cast) and a
+    /// bf16 (f16) output.
     ///
     /// # Shapes
     /// `x: [B, N, D_in]` → `[B, N, D_out]`
@@ -165,12 +168,15 @@ impl<B: Backend> Block<B> {
         if let Some(y) = super::fused::try_block(self, &x, keep) {
             return y;
         }
-        assert!(!self.recompute, "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, POLYFLOW_FUSED_CPU not 0)");
+        assert!(
+            !self.recompute,
+            "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, not f16, POLYFLOW_FUSED_CPU not 0)"
+        );
         self.forward_composed(x, keep)
     }
 
     /// [`Block::forward`] as a composition of burn tensor ops (every backend; the fused CPU block's reference).
-    /// With `bf16` the branches compute in bf16 and come back to f32 before the residual sums.
+    /// With `bf16` (`f16`) the branches compute in bf16 (f16) and come back to f32 before the residual sums.
     ///
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
@@ -249,6 +255,35 @@ mod tests {
             let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
             assert!(worst <= tol * scale, "{what}: {worst} vs scale {scale}");
             assert!(worst > 0.0, "{what}: bf16 gave the f32 bits");
+        }
+        // f16 (`precision = "f16"`): the same composition with f16 in bf16's place. f16 keeps 3 more bits of
+        // mantissa than bf16, so it lands closer to f32 than bf16 does, and is not bf16's result.
+        blk.bf16 = false;
+        blk.f16 = true;
+        let q = run(&blk);
+        for (what, a, b, c) in [("output", &f.0, &q.0, &h.0), ("input gradient", &f.1, &q.1, &h.1), ("fc1 gradient", &f.2, &q.2, &h.2)] {
+            let dist = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            let (to_f32, bf16_to_f32) = (dist(a, b), dist(a, c));
+            assert!(to_f32 > 0.0 && to_f32 < bf16_to_f32, "{what}: f16 {to_f32} vs bf16 {bf16_to_f32} from f32");
+        }
+    }
+
+    /// Inference in bf16/f16 runs the explicit composition (q scaled first, the softmax in f32), as training
+    /// does: the inner backend's forward equals the autodiff forward's values bit for bit.
+    #[test]
+    fn half_precision_inference_is_the_training_forward() {
+        let _one = crate::train::run::autodiff_guard();
+        use burn::module::AutodiffModule;
+        use burn::tensor::Distribution;
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let mut blk = Block::<A>::new(32, 4, 64, 1e-6, true, &mut Init::new(9), &dev);
+        let x = Tensor::<A, 3>::random([2, 7, 32], Distribution::Normal(0.0, 1.0), &dev);
+        for (bf16, f16) in [(true, false), (false, true)] {
+            (blk.bf16, blk.f16) = (bf16, f16);
+            let train = blk.forward_composed(x.clone(), None).inner().into_data().to_vec::<f32>().unwrap();
+            let infer = blk.valid().forward_composed(x.clone().inner(), None).into_data().to_vec::<f32>().unwrap();
+            assert_eq!(train, infer, "bf16 {bf16} f16 {f16}");
         }
     }
 }

@@ -114,6 +114,15 @@ pub trait Stage: Send + Sync + 'static {
     fn version_for(&self, _params: &serde_json::Value, _env: &std::collections::BTreeMap<String, String>) -> u32 {
         self.version()
     }
+    /// The environment entries that enter the key of a node with `params`: `env` (its [`Self::env_keys`]
+    /// entries that are set) unless some of them cannot change what these settings compute.
+    fn env_for(
+        &self,
+        _params: &serde_json::Value,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String> {
+        env
+    }
     /// One-line description.
     fn doc(&self) -> &'static str;
     /// Type of the artifact it produces.

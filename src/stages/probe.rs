@@ -114,6 +114,9 @@ impl Stage for FeaturesStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision", crate::cli::CPU_BLOCK]
     }
+    fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        super::training::env_for_block(params, env)
+    }
     fn effective(&self, params: &Value) -> Option<Value> {
         parse::<FeaturesParams>(params).ok().map(|p| crate::stages::modelspec::effective_size(params, &p.model))
     }

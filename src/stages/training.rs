@@ -100,10 +100,21 @@ struct OptimParams {
 /// off in this process (`POLYFLOW_FUSED_CPU=0`: burn's composition rounds differently, so its artifacts must
 /// not stand in for the fused block's under one key, nor the other way round).
 pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
-    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex)
-        || params.get("gelu").and_then(Value::as_str) == Some("erf")
-        || params.get("precision").and_then(Value::as_str) == Some("f16")
-        || !crate::model::fused::enabled()
+    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || never_fused(params) || !crate::model::fused::enabled()
+}
+
+/// Settings the fused CPU block does not implement: the erf GELU, f16.
+fn never_fused(params: &Value) -> bool {
+    params.get("gelu").and_then(Value::as_str) == Some("erf") || params.get("precision").and_then(Value::as_str) == Some("f16")
+}
+
+/// The key's environment of a model-bearing node: the `cpu_block` entry (`POLYFLOW_FUSED_CPU=0`) only where
+/// the fused block would otherwise run, so nodes that never use it keep one key either way.
+pub(crate) fn env_for_block(params: &Value, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if never_fused(params) {
+        env.remove(crate::cli::CPU_BLOCK);
+    }
+    env
 }
 
 fn one() -> usize {
@@ -366,7 +377,11 @@ impl Stage for TrainStage {
         // the clip factor computed on the device, bf16 as autocast and inference through the backend's
         // attention change the rounding there. One more with `precision = "bf16"` on the fused CPU block: its
         // per-head attention products moved to bf16. The default CPU path (f32) keeps its keys and bits.
-        self.version() + u32::from(off_fused_cpu(params, env) || params.get("precision").and_then(Value::as_str) == Some("bf16"))
+        // One more again for bf16 off the fused block: its evaluations run the explicit autocast-style attention
+        // (before: the backend's attention on bf16 q, k, v, scaled after q·kᵀ, softmax in bf16).
+        let off = off_fused_cpu(params, env);
+        let bf16 = params.get("precision").and_then(Value::as_str) == Some("bf16");
+        self.version() + u32::from(off || bf16) + u32::from(off && bf16)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -389,6 +404,9 @@ impl Stage for TrainStage {
     }
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision", crate::cli::CPU_BLOCK]
+    }
+    fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        env_for_block(params, env)
     }
     fn resources(&self, params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
@@ -613,6 +631,45 @@ mod tests {
         }
     }
 
+    /// The `cpu_block` entry (`POLYFLOW_FUSED_CPU=0`) stays in the keys of nodes the fused block would run,
+    /// and leaves those that never use it (erf GELU, f16), which keep one key either way.
+    #[test]
+    fn the_cpu_block_entry_only_keys_nodes_the_fused_block_runs() {
+        let env =
+            BTreeMap::from([("backend".to_string(), "flex".to_string()), (crate::cli::CPU_BLOCK.to_string(), "composed".to_string())]);
+        let stages: [Box<dyn Stage>; 2] = [Box::new(TrainStage { multi: false }), Box::new(crate::stages::probe::FeaturesStage)];
+        for s in &stages {
+            let kept = |p| s.env_for(&p, env.clone()).contains_key(crate::cli::CPU_BLOCK);
+            assert!(kept(json!({})) && kept(json!({"precision": "bf16"})), "{}", s.kind());
+            assert!(!kept(json!({"gelu": "erf"})) && !kept(json!({"precision": "f16"})), "{}", s.kind());
+        }
+    }
+
+    /// A checkpoint's file keeps an f16 run's loss scaler (and f32 runs write none).
+    #[test]
+    fn checkpoints_keep_the_loss_scaler() {
+        let d = tempfile::tempdir().unwrap();
+        let steps = vec![crate::train::run::StepLog {
+            step: 1,
+            tasks: vec!["a".into()],
+            loss: 2.0,
+            lr: 0.1,
+            grad_norm: f64::INFINITY,
+            loss_scale: Some(65536.0),
+            skipped: true,
+        }];
+        let scaler = crate::train::optim::LossScaler { scale: 32768.0, good: 7 };
+        let r = crate::train::run::Resume { step: 1, opt_t: 0, steps, loss_scale: Some(scaler), ..Default::default() };
+        super::save_resume(d.path(), &r).unwrap();
+        let back = super::load_resume(d.path()).expect("a checkpoint");
+        assert_eq!(back.loss_scale, Some(scaler));
+        assert_eq!(back.steps, r.steps, "the skipped update's infinite norm comes back");
+        let f32_run = crate::train::run::Resume { step: 1, ..Default::default() };
+        super::save_resume(d.path(), &f32_run).unwrap();
+        assert!(!std::fs::read_to_string(d.path().join("resume.json")).unwrap().contains("loss_scale"));
+        assert_eq!(super::load_resume(d.path()).unwrap().loss_scale, None);
+    }
+
     /// The version in the key moves only off the fused CPU block (another backend, or the erf GELU): the
     /// default CPU path keeps its keys; training and features alike.
     #[test]
@@ -632,8 +689,8 @@ mod tests {
             let v = s.version();
             assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
-            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 1);
-            assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 1);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 2);
+            assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }
     }

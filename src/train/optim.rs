@@ -147,14 +147,16 @@ pub struct LossScaler {
 }
 
 impl LossScaler {
-    /// The first scale (PyTorch: 2¹⁶).
+    /// The first scale (PyTorch: 2¹⁶). This, the growth interval and the 2⁻²⁴ floor shape f16 training's
+    /// results: a change must give `precision = "f16"` nodes another version (`TrainStage::version_for`).
     pub const INIT: f64 = 65536.0;
     /// Applied updates in a row after which the scale doubles (PyTorch: 2000).
     pub const GROWTH_INTERVAL: usize = 2000;
 
-    /// A scaler starting at `init` (rounded down to a power of two, at least 1).
+    /// A scaler starting at `init` (rounded down to a power of two, from 1 to 2⁶⁴).
     pub fn new(init: f64) -> Self {
-        LossScaler { scale: 2f64.powi(init.max(1.0).log2().floor() as i32), good: 0 }
+        let init = if init.is_nan() { Self::INIT } else { init.clamp(1.0, 2f64.powi(64)) };
+        LossScaler { scale: 2f64.powi(init.log2().floor() as i32), good: 0 }
     }
 
     /// After an update: `applied` is false when its gradients overflowed. Halves the scale then (never below

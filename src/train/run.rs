@@ -84,8 +84,8 @@ pub struct RunConfig {
     pub bf16: bool,
     /// Matrix products of the blocks on f16 operands (autocast-style composition, for GPUs without bf16),
     /// with dynamic loss scaling ([`LossScaler`]); weights and optimizer state stay f32. Every update's
-    /// gradient norm is read on the host (to skip overflowed updates), as PyTorch's `GradScaler` does. Written
-    /// only when on.
+    /// gradient norm is read on the host (to skip overflowed updates), as PyTorch's `GradScaler` reads its
+    /// overflow flag; losses are read as `deferred_reads` says. Written only when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub f16: bool,
     /// The first loss scale of an f16 run (`None`: [`LossScaler::INIT`]). Written only when set.
@@ -382,6 +382,9 @@ pub fn run<B: AutodiffBackend>(
     if cfg.bf16 && cfg.f16 {
         return Err("bf16 and f16 at once: choose one precision".into());
     }
+    if cfg.f16 && cfg.recompute {
+        return Err("activation checkpointing runs in the fused CPU block, which has no f16".into());
+    }
     let mut state = Resume {
         cursors: vec![Cursor::default(); tasks.len()],
         loss_scale: cfg.f16.then(|| LossScaler::new(cfg.loss_scale_init.unwrap_or(LossScaler::INIT))),
@@ -404,9 +407,10 @@ pub fn run<B: AutodiffBackend>(
         u.iter().for_each(|&j| per_task[j] += 1);
     }
     let depth = cfg.model.size.depth;
-    // f16 reads every update's gradient norm: an overflowed update must be skipped before the next one.
-    let deferred = cfg.deferred_reads.is_some() && !cfg.f16;
-    let read_every = if deferred { cfg.deferred_reads.unwrap_or(1).max(1) } else { 1 };
+    // f16 reads every update's gradient norm (an overflowed update must be skipped before the next one);
+    // its losses are read as the other precisions' are.
+    let deferred = cfg.deferred_reads.is_some();
+    let read_every = cfg.deferred_reads.unwrap_or(1).max(1);
     // The loss is multiplied by this before each backward pass (f16), the gradients divided by it again.
     let loss_scale = |state: &Resume| state.loss_scale.map_or(1.0, |s| s.scale);
     let mut pending: Vec<Pending<B::InnerBackend>> = Vec::new();
