@@ -57,7 +57,7 @@ du -sh "$POLYFLOW_KERNEL_CACHE" 2>&1 | tee -a "$OUT/ti_warm.txt"
 step torch_ti_f32 60 python3 benches/vit_torch.py --device cuda $TI
 step torch_ti_tf32 60 python3 benches/vit_torch.py --device cuda --tf32 $TI
 
-echo "== 2. ViT-B/16 224², batch 64, f32 (burn's f32 products may run as TF32: compare with both)"
+echo "== 2. ViT-B/16 224², batch 64, f32 (burn runs f32 products as TF32 on tensor cores: PyTorch TF32 is the anchor, true f32 beside it)"
 step b16_f32 150 $B bench-model --backend cuda $B16
 step torch_b16_f32 90 python3 benches/vit_torch.py --device cuda $B16
 step torch_b16_tf32 90 python3 benches/vit_torch.py --device cuda --tf32 $B16
@@ -85,9 +85,9 @@ for g in 1 2; do
   echo "gpus = $g" | tee -a "$OUT/dp.txt"
   timeout 30 $B show pipelines/table2.toml co_image.s0 --profile smoke --backend cuda --store /tmp/gpu_store --set co_image.gpus=$g 2>&1 | grep -A3 '"test"' | tee -a "$OUT/dp.txt"
 done
-echo "== 9. precision = f16 with loss scaling (the path of GPUs without bf16) vs PyTorch f16 autocast + GradScaler"
+echo "== 8. precision = f16 with loss scaling (the path of GPUs without bf16) vs PyTorch f16 autocast + GradScaler"
 step ti_f16 60 $B bench-model --backend cuda --f16 $TI
 step torch_ti_f16 60 python3 benches/vit_torch.py --device cuda --f16 $TI
 wait
-echo "== 8. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$OUT/cpu_pairs.txt" 2>/dev/null; tail -1 "$OUT/cpu_pairs_bf16.txt" 2>/dev/null
+echo "== 9. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$OUT/cpu_pairs.txt" 2>/dev/null; tail -1 "$OUT/cpu_pairs_bf16.txt" 2>/dev/null
 echo "done at +$(( $(date +%s) - T0 ))s"

@@ -83,9 +83,9 @@ fn show_names_the_values_a_training_node_uses() {
 }
 
 /// Parameters added to a kind later (`precision`, `micro_batch`, `gpus`, `activation_checkpointing` on `train`)
-/// stay out of the key at their
-/// default, given or not, so stores cached before them stay fresh; any other value is a new key. bf16 with
-/// the erf GELU is refused at the parameter's line.
+/// stay out of the key at their default, given or not, so stores cached before them stay fresh; any other
+/// value is a new key and trains from the CLI (f16 logging its loss scale). Activation checkpointing with the
+/// erf GELU or with f16 is refused at the parameter's line.
 #[test]
 fn added_parameters_at_their_default_keep_the_key() {
     let d = tempfile::tempdir().unwrap();
@@ -94,7 +94,8 @@ fn added_parameters_at_their_default_keep_the_key() {
                  \n[node.bf16]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"bf16\"\n\
                  \n[node.micro]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nmicro_batch = 4\n\
                  \n[node.dp]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\ngpus = 2\n\
-                 \n[node.ckpt]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nactivation_checkpointing = true\n";
+                 \n[node.ckpt]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nactivation_checkpointing = true\n\
+                 \n[node.f16]\nkind = \"train\"\ninputs = { task = \"t\" }\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\nprecision = \"f16\"\n";
     std::fs::write(d.path().join("p.toml"), format!("{}{extra}", pipe())).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "t"]);
     assert_eq!(code, 0, "{err}");
@@ -104,6 +105,7 @@ fn added_parameters_at_their_default_keep_the_key() {
     assert_ne!(key(d.path(), "flex", "micro"), m);
     assert_ne!(key(d.path(), "flex", "dp"), m);
     assert_ne!(key(d.path(), "flex", "ckpt"), m);
+    assert_ne!(key(d.path(), "flex", "f16"), m);
     // From the CLI: `m` trains, `f32` is then fresh (its key), `bf16`, `micro` and `dp` (two replicas taking
     // turns on the CPU) train on their own.
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "m"]);
@@ -111,10 +113,13 @@ fn added_parameters_at_their_default_keep_the_key() {
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("Finished f32"), "f32 (same key as m) ran again: {err}");
-    assert!(
-        err.contains("Finished bf16") && err.contains("Finished micro") && err.contains("Finished dp") && err.contains("Finished ckpt"),
-        "{err}"
-    );
+    assert!(["bf16", "micro", "dp", "ckpt", "f16"].iter().all(|n| err.contains(&format!("Finished {n}"))), "{err}");
+    // f16 logs every update's loss scale (`steps.jsonl` in its artifact, named by `show`).
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "f16"]);
+    assert_eq!(code, 0, "{err}");
+    let blob = out.lines().find(|l| l.trim_start().starts_with("steps.jsonl")).and_then(|l| l.split_whitespace().last()).unwrap();
+    let steps = std::fs::read_to_string(d.path().join(blob)).unwrap();
+    assert!(!steps.is_empty() && steps.lines().all(|l| l.contains("\"loss_scale\":")), "{steps}");
     // bf16 with the erf GELU runs the composed (autocast) block: valid.
     std::fs::write(d.path().join("q.toml"), format!("{}{MODELS}gelu = \"erf\"\nprecision = \"bf16\"\n", common::cifar_task(2))).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);

@@ -486,8 +486,8 @@ fn deferred_reads_give_the_same_updates_and_still_catch_divergence() {
 
 /// `precision = "f16"` (`RunConfig::f16`): the autocast-style composition in f16 with dynamic loss scaling.
 /// Started at 2³⁰, the scaled gradients overflow f16, so the first updates are skipped (logged with an
-/// infinite norm, the scale halved after each) until the scale fits; then the scale holds and the model
-/// trains. A run resumed from a checkpoint (the scaler's state in it, the logs through JSON as the
+/// infinite norm, the scale halved after each) until the scale fits; then updates are applied at that scale
+/// (halved again whenever one overflows). A run resumed from a checkpoint (the scaler's state in it, the logs through JSON as the
 /// checkpoint file keeps them) ends with the same bits as the uninterrupted run, and so does a run with the
 /// accelerators' deferred loss reads. Whole batches and slices.
 #[test]

@@ -1,6 +1,7 @@
 //! `polyflow bench-model`: train-step and inference throughput of a ViT on random data, on any backend.
 //! The same model as `benches/vit_torch.py` (PyTorch), for side-by-side numbers in BENCHMARKS.md.
 
+use crate::model::block::Arith;
 use crate::model::device::{dispatch, BackendJob};
 use crate::model::fused::kernels::Precision;
 use crate::model::{Geometry, HeadInit, Modality, ModelConfig, PolyVit, Size, TaskHead};
@@ -92,7 +93,13 @@ impl BackendJob for Job {
             ln_eps: 1e-6,
         };
         let mut model = PolyVit::<B>::new(&cfg, 0, &device);
-        model.set_half(a.bf16, a.f16);
+        model.set_arith(if a.bf16 {
+            Arith::Bf16
+        } else if a.f16 {
+            Arith::F16
+        } else {
+            Arith::F32
+        });
         let mut scaler = crate::train::optim::LossScaler::new(crate::train::optim::LossScaler::INIT);
         model.set_recompute(a.checkpoint);
         let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);

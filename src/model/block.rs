@@ -19,6 +19,33 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// Stochastic-depth keep masks `[B, 1, 1]` of one block: (attention branch, MLP branch).
 pub type DropMasks<B> = (Tensor<B, 3>, Tensor<B, 3>);
 
+/// The arithmetic of a block's matrix products (a training node's `precision`); weights stay f32 in every case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arith {
+    /// f32 products.
+    #[default]
+    F32,
+    /// bf16 operands. The fused CPU block accumulates in f32 with its own kernels; on every other path
+    /// ([`Block::forward_composed`]) the block runs as PyTorch's autocast does: the products and GELU in bf16,
+    /// LayerNorm, softmax and the residual stream in f32.
+    Bf16,
+    /// f16 operands (for GPUs without bf16 such as V100 and T4): the autocast-style composition with f16 in
+    /// bf16's place, never the fused CPU block; the trainer scales the loss so that small gradients stay
+    /// representable.
+    F16,
+}
+
+impl Arith {
+    /// The type the products run in off f32: bf16, f16, or none (f32).
+    pub fn half(self) -> Option<FloatDType> {
+        match self {
+            Arith::F32 => None,
+            Arith::Bf16 => Some(FloatDType::BF16),
+            Arith::F16 => Some(FloatDType::F16),
+        }
+    }
+}
+
 /// `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -40,18 +67,11 @@ pub struct Block<B: Backend> {
     pub gelu_tanh: bool,
     /// LayerNorm ε (also inside `norm1`/`norm2`, where burn keeps it private; the fused CPU block reads it here).
     pub eps: f64,
-    /// Matrix products on bf16 operands (`precision = "bf16"`), weights kept in f32. The fused CPU block
-    /// accumulates in f32 with its own kernels; on every other path ([`Block::forward_composed`]) the block
-    /// runs as PyTorch's autocast does: the products and GELU in bf16, LayerNorm, softmax and the residual
-    /// stream in f32. Not a parameter: not saved, set by the trainer ([`super::polyvit::PolyVit::set_bf16`]).
-    pub bf16: bool,
-    /// Matrix products on f16 operands (`precision = "f16"`, for GPUs without bf16 such as V100 and T4): the
-    /// autocast-style composition as for `bf16` with f16 in its place (never the fused CPU block); the
-    /// trainer scales the loss so that small gradients stay representable. Set with `bf16` off; not saved
-    /// ([`super::polyvit::PolyVit::set_half`]).
-    pub f16: bool,
+    /// The arithmetic of the matrix products ([`Arith`]). Not a parameter: not saved, set by the trainer
+    /// ([`super::polyvit::PolyVit::set_arith`]).
+    pub arith: Arith,
     /// Activation checkpointing (`activation_checkpointing = true`): the fused CPU block keeps only its input
-    /// for the backward pass and recomputes its activations there (same kernels, same bits). Like `bf16`, the
+    /// for the backward pass and recomputes its activations there (same kernels, same bits). Like `arith`, the
     /// fused block only, set by the trainer ([`super::polyvit::PolyVit::set_recompute`]).
     pub recompute: bool,
 }
@@ -74,8 +94,7 @@ impl<B: Backend> Block<B> {
             heads,
             gelu_tanh,
             eps,
-            bf16: false,
-            f16: false,
+            arith: Arith::F32,
             recompute: false,
         }
     }
@@ -85,7 +104,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let half = self.half();
+        let half = self.arith.half();
         let [b, n, d] = x.dims();
         let h = self.heads;
         let hd = d / h;
@@ -121,23 +140,12 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D_in]` → `[B, N, D_out]`
     fn project(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let Some(h) = self.half() else {
+        let Some(h) = self.arith.half() else {
             return l.forward(x);
         };
         let w = l.weight.val().cast(h);
         let bias = l.bias.as_ref().map(|b| b.val().cast(h));
         burn::tensor::module::linear(x.cast(h), w, bias)
-    }
-
-    /// The type of the products off f32: bf16, f16 or none (f32).
-    pub fn half(&self) -> Option<FloatDType> {
-        if self.bf16 {
-            Some(FloatDType::BF16)
-        } else if self.f16 {
-            Some(FloatDType::F16)
-        } else {
-            None
-        }
     }
 
     /// MLP with GELU.
@@ -148,7 +156,7 @@ impl<B: Backend> Block<B> {
         let hdn = self.project(&self.fc1, x); // [B, N, MLP]
                                               // bf16: GELU computed in f32 and rounded once, as PyTorch's bf16 kernels compute in f32 ("opmath");
                                               // with burn's fusion the casts and the activation are one kernel.
-        let half = self.half();
+        let half = self.arith.half();
         let hdn = if half.is_some() { hdn.cast(FloatDType::F32) } else { hdn };
         let hdn = if self.gelu_tanh { gelu_tanh(hdn) } else { activation::gelu(hdn) };
         let hdn = match half {
@@ -181,7 +189,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn forward_composed(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
-        let f32 = |t: Tensor<B, 3>| if self.half().is_some() { t.cast(FloatDType::F32) } else { t };
+        let f32 = |t: Tensor<B, 3>| if self.arith == Arith::F32 { t } else { t.cast(FloatDType::F32) };
         let a = f32(self.attention(self.norm1.forward(x.clone())));
         let a = match keep {
             Some(k) => a * k.0.clone(),
@@ -248,7 +256,7 @@ mod tests {
             (v(y.inner()), v(xi.grad(&g).unwrap()), gw.into_data().to_vec::<f32>().unwrap())
         };
         let f = run(&blk);
-        blk.bf16 = true;
+        blk.arith = Arith::Bf16;
         let h = run(&blk);
         for (what, a, b, tol) in [("output", &f.0, &h.0, 0.03), ("input gradient", &f.1, &h.1, 0.05), ("fc1 gradient", &f.2, &h.2, 0.05)] {
             let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
@@ -258,8 +266,7 @@ mod tests {
         }
         // f16 (`precision = "f16"`): the same composition with f16 in bf16's place. f16 keeps 3 more bits of
         // mantissa than bf16, so it lands closer to f32 than bf16 does, and is not bf16's result.
-        blk.bf16 = false;
-        blk.f16 = true;
+        blk.arith = Arith::F16;
         let q = run(&blk);
         for (what, a, b, c) in [("output", &f.0, &q.0, &h.0), ("input gradient", &f.1, &q.1, &h.1), ("fc1 gradient", &f.2, &q.2, &h.2)] {
             let dist = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
@@ -279,11 +286,11 @@ mod tests {
         let dev = Default::default();
         let mut blk = Block::<A>::new(32, 4, 64, 1e-6, true, &mut Init::new(9), &dev);
         let x = Tensor::<A, 3>::random([2, 7, 32], Distribution::Normal(0.0, 1.0), &dev);
-        for (bf16, f16) in [(true, false), (false, true)] {
-            (blk.bf16, blk.f16) = (bf16, f16);
+        for arith in [Arith::Bf16, Arith::F16] {
+            blk.arith = arith;
             let train = blk.forward_composed(x.clone(), None).inner().into_data().to_vec::<f32>().unwrap();
             let infer = blk.valid().forward_composed(x.clone().inner(), None).into_data().to_vec::<f32>().unwrap();
-            assert_eq!(train, infer, "bf16 {bf16} f16 {f16}");
+            assert_eq!(train, infer, "{arith:?}");
         }
     }
 }

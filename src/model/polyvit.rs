@@ -1,7 +1,7 @@
 //! PolyViT: per-modality tokenizers (+ adapters), shared blocks, one shared final LayerNorm, one linear head
 //! per task on the class token.
 
-use super::block::{Block, DropMasks};
+use super::block::{Arith, Block, DropMasks};
 use super::config::{HeadInit, ModelConfig};
 use super::init::{param, zeros, Init};
 use super::tokenizer::Tokenizer;
@@ -65,19 +65,10 @@ impl<B: Backend> PolyVit<B> {
         PolyVit { tokenizers, blocks, norm: LayerNormConfig::new(s.dim).with_epsilon(cfg.ln_eps).init(device), heads, depth: s.depth }
     }
 
-    /// Runs the matrix products of every block (adapters included) on bf16 operands with f32
-    /// accumulation, or back in f32. Weights stay f32.
-    pub fn set_bf16(&mut self, on: bool) {
-        self.set_half(on, false);
-    }
-
-    /// Runs the blocks' (adapters included) products on bf16 (`bf16`) or f16 (`f16`, off the fused CPU block)
-    /// operands, autocast-style, or in f32 when both are off. Weights stay f32. At most one of the two.
-    pub fn set_half(&mut self, bf16: bool, f16: bool) {
-        assert!(!(bf16 && f16), "one reduced precision at a time");
+    /// Sets the arithmetic of every block's (adapters included) matrix products ([`Arith`]). Weights stay f32.
+    pub fn set_arith(&mut self, arith: Arith) {
         for b in self.tokenizers.iter_mut().flat_map(|t| t.adapters.iter_mut()).chain(self.blocks.iter_mut()) {
-            b.bf16 = bf16;
-            b.f16 = f16;
+            b.arith = arith;
         }
     }
 

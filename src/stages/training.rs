@@ -95,12 +95,13 @@ struct OptimParams {
     activation_checkpointing: bool,
 }
 
-/// Whether a model-bearing node with `params` under `env` runs off the fused CPU block: on another backend than
-/// `flex`, with the erf GELU (the block's form the fused kernels do not have), or with the fused block turned
-/// off in this process (`POLYFLOW_FUSED_CPU=0`: burn's composition rounds differently, so its artifacts must
-/// not stand in for the fused block's under one key, nor the other way round).
+/// Whether a model-bearing node with `params` under `env` (its key's entries) runs off the fused CPU block: on
+/// another backend than `flex`, with a setting the fused kernels do not have ([`never_fused`]), or with the
+/// fused block turned off (`POLYFLOW_FUSED_CPU=0`, the `cpu_block` entry: burn's composition rounds
+/// differently, so its artifacts must not stand in for the fused block's under one key, nor the other way
+/// round). A function of the key's inputs alone.
 pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
-    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || never_fused(params) || !crate::model::fused::enabled()
+    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || never_fused(params) || env.contains_key(crate::cli::CPU_BLOCK)
 }
 
 /// Settings the fused CPU block does not implement: the erf GELU, f16.

@@ -6,7 +6,7 @@ use super::batch::{augment, next_indices, Augment, Cursor, SplitData};
 use super::metrics::{loss, mean_ap, topk, Loss};
 use super::optim::{LossScaler, OptKind, SharedOptimizer};
 use super::schedule::{global_warmup, plan, LrSchedule, Schedule};
-use crate::model::block::DropMasks;
+use crate::model::block::{Arith, DropMasks};
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
 use crate::model::{ModelConfig, PolyVit};
 use burn::module::{AutodiffModule, Module};
@@ -379,9 +379,12 @@ pub fn run<B: AutodiffBackend>(
     let lr_sched = LrSchedule { total, warmup: warmup.min(total), wrap_last: cfg.wrap_last };
     let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
     let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
-    if cfg.bf16 && cfg.f16 {
-        return Err("bf16 and f16 at once: choose one precision".into());
-    }
+    let arith = match (cfg.bf16, cfg.f16) {
+        (false, false) => Arith::F32,
+        (true, false) => Arith::Bf16,
+        (false, true) => Arith::F16,
+        (true, true) => return Err("bf16 and f16 at once: choose one precision".into()),
+    };
     if cfg.f16 && cfg.recompute {
         return Err("activation checkpointing runs in the fused CPU block, which has no f16".into());
     }
@@ -400,7 +403,7 @@ pub fn run<B: AutodiffBackend>(
     } else if let Some(w) = init {
         model = load_into(model, w, true, device).map_err(|e| format!("init checkpoint: {e}"))?;
     }
-    model.set_half(cfg.bf16, cfg.f16);
+    model.set_arith(arith);
     model.set_recompute(cfg.recompute);
     let mut per_task = vec![0usize; tasks.len()];
     for u in &updates[..state.step] {
@@ -411,8 +414,11 @@ pub fn run<B: AutodiffBackend>(
     // its losses are read as the other precisions' are.
     let deferred = cfg.deferred_reads.is_some();
     let read_every = cfg.deferred_reads.unwrap_or(1).max(1);
-    // The loss is multiplied by this before each backward pass (f16), the gradients divided by it again.
-    let loss_scale = |state: &Resume| state.loss_scale.map_or(1.0, |s| s.scale);
+    // f16: the loss is multiplied by the scale before each backward pass, the gradients divided by it again.
+    let scale_loss = |l: Tensor<B, 1>, state: &Resume| match state.loss_scale {
+        Some(s) => l * s.scale,
+        None => l,
+    };
     let mut pending: Vec<Pending<B::InnerBackend>> = Vec::new();
     let start = state.step;
     let ahead = state.cursors.clone();
@@ -491,8 +497,7 @@ pub fn run<B: AutodiffBackend>(
                         let target = tb.clone().narrow(0, start, len).to_device(dev);
                         let l = loss(t.loss, logits, target) * (task_weight * len as f64 / b as f64);
                         slice_losses.push(l.clone().inner().to_device(device));
-                        let l = if cfg.f16 { l * loss_scale(&state) } else { l };
-                        let grads = GradientsParams::from_grads(l.backward(), m);
+                        let grads = GradientsParams::from_grads(scale_loss(l, &state).backward(), m);
                         // A replica's gradients come to the master's device to be summed there.
                         accum.accumulate(&model, if k == 0 { grads } else { grads.to_device(device, m) });
                     }
@@ -526,8 +531,7 @@ pub fn run<B: AutodiffBackend>(
                     }
                     Value::Host(v)
                 };
-                let l = if cfg.f16 { l * loss_scale(&state) } else { l };
-                (v, GradientsParams::from_grads(l.backward(), &model))
+                (v, GradientsParams::from_grads(scale_loss(l, &state).backward(), &model))
             };
             // LR of the update: schedule × peak LR of the sampled task (accumulate: the mean of the peaks).
             let peak = us.iter().map(|&j| tasks[j].lr).sum::<f64>() / us.len() as f64;

@@ -16,7 +16,7 @@ pub use polyflow_kernels as kernels;
 /// The x86-64 matrix product (`polyflow_kernels::sgemm`).
 pub use polyflow_kernels::sgemm;
 
-use super::block::{Block, DropMasks};
+use super::block::{Arith, Block, DropMasks};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -205,7 +205,7 @@ impl Backward<Flex, 13> for FusedBlockBackward {
 /// `x: [B, N, D]` → `[B, N, D]`
 pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Option<Tensor<B, 3>> {
     let autodiff = TypeId::of::<B>() == TypeId::of::<Ad>();
-    if !(autodiff || TypeId::of::<B>() == TypeId::of::<Flex>()) || !blk.gelu_tanh || blk.f16 || !enabled() {
+    if !(autodiff || TypeId::of::<B>() == TypeId::of::<Flex>()) || !blk.gelu_tanh || blk.arith == Arith::F16 || !enabled() {
         return None;
     }
     let [b, n, d] = x.dims();
@@ -217,7 +217,7 @@ pub fn try_block<B: Backend>(blk: &Block<B>, x: &Tensor<B, 3>, keep: Option<&Dro
         return None;
     }
     let mlp = params[8].dims()[1];
-    let prec = if blk.bf16 { kernels::Precision::Bf16 } else { kernels::Precision::F32 };
+    let prec = if blk.arith == Arith::Bf16 { kernels::Precision::Bf16 } else { kernels::Precision::F32 };
     let dims = block::Dims { b, n, d, h: blk.heads, mlp, eps: blk.eps as f32, prec };
     let keep = keep_values(keep);
     let prims: Vec<FloatTensor<B>> =
