@@ -15,8 +15,9 @@
 //! split rows).
 
 use crate::scratch::Scratch;
-use crate::Mat;
+use crate::{Init, Mat};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 // A transposed A is packed as `u32` pairs `(hi << 16) | lo` and read by the kernels as two `u16` in memory
@@ -160,18 +161,41 @@ pub fn matmul16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, c: &mut [f32]
     matmul_with(kernel(), m, n, k, a, b, c, ldc, acc, parallel)
 }
 
+/// [`matmul16`] into a new `[m, n]` matrix holding `init + a · b` (no pass over it before the product
+/// writes it), in parallel.
+pub(crate) fn product16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, init: Init) -> Vec<f32> {
+    debug_assert!(!matches!(init, Init::Acc), "a new matrix has nothing to accumulate into");
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `init` is not `Acc`, so nothing uninitialised is read.
+    unsafe { matmul_init(kernel(), m, n, k, a, b, &mut y.spare_capacity_mut()[..m * n], n, init, true) };
+    // SAFETY: `matmul_init` initialised the `m × n` view at row stride `n`: all `m·n` values.
+    unsafe { y.set_len(m * n) };
+    y
+}
+
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
-fn matmul_with<T: Elem>(
+fn matmul_with<T: Elem>(kern: Kernel, m: usize, n: usize, k: usize, a: Mat<T>, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    // SAFETY: `c` is initialised (a `&mut [f32]`).
+    unsafe { matmul_init(kern, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
+}
+
+/// `c = init + bf16(a) · bf16(b)` with a given kernel (see [`crate::matmul_init`]); every value of the
+/// `m × n` view of `c` is written.
+///
+/// # Safety
+/// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_init<T: Elem>(
     kern: Kernel,
     m: usize,
     n: usize,
     k: usize,
     a: Mat<T>,
     b: Mat,
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     ldc: usize,
-    acc: bool,
+    init: Init,
     parallel: bool,
 ) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
@@ -179,10 +203,8 @@ fn matmul_with<T: Elem>(
         return;
     }
     if k == 0 {
-        if !acc {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(0.0);
-            }
+        for i in 0..m {
+            init.start(&mut c[i * ldc..i * ldc + n], 0, true);
         }
         return;
     }
@@ -193,9 +215,10 @@ fn matmul_with<T: Elem>(
     let blocks = m.div_ceil(MC);
     for (bi, p0) in (0..kp).step_by(KC).enumerate() {
         let kq = KC.min(kp - p0) / 2;
-        let first = bi == 0 && !acc;
+        // Later blocks of `k` add to what the first wrote.
+        let init = if bi == 0 { init } else { Init::Acc };
         let panels = &bp[p0 / 2 * npan * NR..][..kq * npan * NR];
-        let run = |(ri, cblk): (usize, &mut [f32])| {
+        let run = |(ri, cblk): (usize, &mut [MaybeUninit<f32>])| {
             if ri >= blocks {
                 return;
             }
@@ -216,20 +239,23 @@ fn matmul_with<T: Elem>(
                     let a0 = unsafe { a_at.add(t * a_ri) };
                     if mr == MR && nr == NR {
                         let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
+                        // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds
+                        // to them.
+                        for i in 0..MR {
+                            init.start(&mut dst[i * ldc..i * ldc + NR], j0, false);
+                        }
+                        let add = !matches!(init, Init::Zero);
                         // SAFETY: the CPU runs `kern` (chosen by `best`); `a0` starts MR rows of `kq` pairs at
-                        // `ap`'s strides (padded to whole tiles), `panel` has kq·NR pairs, `dst` the MR × NR tile.
-                        unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+                        // `ap`'s strides (padded to whole tiles), `panel` has kq·NR pairs, `dst` the MR × NR tile,
+                        // initialised when `add` (the bias above, or the caller's contract).
+                        unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, add) };
                     } else {
                         // SAFETY: as above, into the local MR × NR tile.
                         unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
                         for i in 0..mr {
                             let row = &mut cblk[(t + i) * ldc + j0..(t + i) * ldc + j0 + nr];
-                            let src = &tile[i * NR..i * NR + nr];
-                            if first {
-                                row.copy_from_slice(src);
-                            } else {
-                                row.iter_mut().zip(src).for_each(|(o, v)| *o += v);
-                            }
+                            // SAFETY: the caller's contract for `Acc`.
+                            unsafe { init.add_row(row, j0, &tile[i * NR..i * NR + nr]) };
                         }
                     }
                 }
@@ -813,6 +839,37 @@ mod tests {
         };
         let fresh = std::thread::spawn(move || run(false)).join().unwrap();
         assert_eq!(run(true), fresh);
+    }
+
+    /// As the f32 product: a bias or zero start gives the bits of filling the output first (every kernel this
+    /// CPU runs; ragged tiles, several blocks of `k`, odd `k`, `k = 0`).
+    #[test]
+    fn bias_and_zero_starts_give_the_bits_of_filling_first() {
+        let mut kernels = vec![Kernel::EmulatedPortable, best(false)];
+        if best(true) == Kernel::Native {
+            kernels.push(Kernel::Native);
+        }
+        for kern in kernels {
+            for (m, n, k, par) in [(101, 77, 601, true), (12, 32, 256, false), (200, 45, 13, true), (7, 5, 0, false)] {
+                let (a, b) = (data(m * k, 5), data(k * n, 6));
+                let bias = data(n, 7);
+                let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+                let mut want: Vec<f32> = (0..m * n).map(|i| bias[i % n]).collect();
+                matmul_with(kern, m, n, k, am, bm, &mut want, n, true, par);
+                let mut want0 = vec![7.0f32; m * n];
+                matmul_with(kern, m, n, k, am, bm, &mut want0, n, false, par);
+                for (init, want) in [(Init::Bias(&bias), &want), (Init::Zero, &want0)] {
+                    let mut got: Vec<f32> = Vec::with_capacity(m * n);
+                    // SAFETY: not `Acc`; all m·n values are written (then read below).
+                    unsafe {
+                        matmul_init(kern, m, n, k, am, bm, &mut got.spare_capacity_mut()[..m * n], n, init, par);
+                        got.set_len(m * n);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&got) == bits(want), "{} {init:?} ({m}, {n}, {k})", kern.name());
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod expf;
 mod scratch;
 pub mod sgemm;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Rows per parallel chunk of the row-wise kernels (fixed: reductions must not depend on thread count).
@@ -54,13 +56,75 @@ pub enum Precision {
     Bf16,
 }
 
+/// What a product's output holds before `a · b` is added to it (the kernels' internal entry points).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Init<'a> {
+    /// Nothing that is read: every value is written with the product (the output may be uninitialised).
+    Zero,
+    /// Its current values: the product is added to them (they must be initialised).
+    Acc,
+    /// `bias[j]` in every row `i` (the output may be uninitialised). Each tile's rows are set to the bias
+    /// just before its first product is added — the sums `bias + a·b` of filling every row first and
+    /// accumulating, without a separate pass over the whole output (which was 7 % of a bf16 inference step
+    /// on a Zen 5; BENCHMARKS.md).
+    Bias(&'a [f32]),
+}
+
+impl Init<'_> {
+    /// [`Init::Acc`] when `acc`, else [`Init::Zero`]: the public functions' `acc` flag.
+    pub(crate) fn acc(acc: bool) -> Self {
+        if acc { Init::Acc } else { Init::Zero }
+    }
+
+    /// Writes the starting values of `row` (columns `j0..j0 + row.len()`): the bias for [`Init::Bias`],
+    /// zeros for [`Init::Zero`] when `zero`; leaves it as it is otherwise. Reads nothing of `row`.
+    pub(crate) fn start(self, row: &mut [MaybeUninit<f32>], j0: usize, zero: bool) {
+        match self {
+            Init::Bias(b) => {
+                for (o, v) in row.iter_mut().zip(&b[j0..]) {
+                    o.write(*v);
+                }
+            }
+            Init::Zero if zero => {
+                for o in row.iter_mut() {
+                    o.write(0.0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `row = init + t` for one row of a ragged tile (columns `j0..`): the bias plus the product (the bits of
+    /// adding the product to a row that holds the bias), the product alone, or added to the row.
+    ///
+    /// # Safety
+    /// With [`Init::Acc`], `row` must be initialised.
+    pub(crate) unsafe fn add_row(self, row: &mut [MaybeUninit<f32>], j0: usize, t: &[f32]) {
+        match self {
+            Init::Zero => row.iter_mut().zip(t).for_each(|(o, v)| {
+                o.write(*v);
+            }),
+            Init::Bias(b) => row.iter_mut().zip(t).zip(&b[j0..]).for_each(|((o, v), bv)| {
+                o.write(bv + v);
+            }),
+            // SAFETY: the caller's contract.
+            Init::Acc => row.iter_mut().zip(t).for_each(|(o, v)| unsafe { *o.assume_init_mut() += v }),
+        }
+    }
+}
+
+/// `c` as possibly uninitialised values, for the internal entry points (which only write floats into it).
+pub(crate) fn as_uninit(c: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and nothing writes an uninitialised value through
+    // the returned slice (the internal products write finished floats only).
+    unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 /// [`matmul`] at the given precision.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_p(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
-    match prec {
-        Precision::F32 => matmul(m, n, k, a, b, c, ldc, acc, parallel),
-        Precision::Bf16 => bf16::matmul(m, n, k, a, b, c, ldc, acc, parallel),
-    }
+    // SAFETY: `c` is initialised (a `&mut [f32]`).
+    unsafe { matmul_init(prec, m, n, k, a, b, as_uninit(c), ldc, Init::acc(acc), parallel) }
 }
 
 /// `c[m, n] (row stride ldc) (+)= a[m, k] · b[k, n]`; accumulates into `c` when `acc`. `parallel` uses the
@@ -68,25 +132,43 @@ pub fn matmul_p(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c
 /// with AVX2 + FMA or AVX-512F this is [`sgemm`], elsewhere the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    matmul_p(Precision::F32, m, n, k, a, b, c, ldc, acc, parallel)
+}
+
+/// The products' common entry point: `c[m, n] = init + a · b` at precision `prec`; every value of the
+/// `m × n` view of `c` is initialised on return.
+///
+/// # Safety
+/// With [`Init::Acc`], the `m × n` view of `c` (row stride `ldc`) must be initialised.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_init(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    if sgemm::available() {
-        return sgemm::matmul(m, n, k, a, b, c, ldc, acc, parallel);
+    // SAFETY (both): the caller's contract, passed on.
+    match prec {
+        Precision::Bf16 => return unsafe { bf16::matmul_init(bf16::kernel(), m, n, k, a, b, c, ldc, init, parallel) },
+        Precision::F32 if sgemm::available() => return unsafe { sgemm::matmul_init(m, n, k, a, b, c, ldc, init, parallel) },
+        Precision::F32 => {}
     }
     check_views(m, n, k, &a, &b, c, ldc);
+    // The `gemm` crate reads its output when accumulating: a bias is written first, then accumulated into;
+    // `Zero` is not read (as before: `0 + x` would turn a -0 product into +0).
+    for i in 0..m {
+        init.start(&mut c[i * ldc..i * ldc + n], 0, false);
+    }
     let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: every view was bounds-checked above for its full (rows, cols, strides) extent; `c` is a
-    // unique borrow, disjoint from `a` and `b`.
+    // SAFETY: every view was bounds-checked above for its full (rows, cols, strides) extent and the output's
+    // view is initialised (above); `c` is a unique borrow, disjoint from `a` and `b`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c.as_mut_ptr() as *mut f32,
             1,
             ldc as isize,
-            acc,
+            !matches!(init, Init::Zero),
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
@@ -103,9 +185,21 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
     }
 }
 
+/// A new `[m, n]` matrix holding `init + a · b` (no pass over it before the product writes it).
+#[allow(clippy::too_many_arguments)]
+fn product(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, init: Init, parallel: bool) -> Vec<f32> {
+    debug_assert!(!matches!(init, Init::Acc), "a new matrix has nothing to accumulate into");
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `init` is not `Acc`, so nothing uninitialised is read.
+    unsafe { matmul_init(prec, m, n, k, a, b, &mut y.spare_capacity_mut()[..m * n], n, init, parallel) };
+    // SAFETY: `matmul_init` initialised the `m × n` view at row stride `n`: all `m·n` values.
+    unsafe { y.set_len(m * n) };
+    y
+}
+
 /// Panics unless `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc ≥ n`) lie inside their slices:
 /// the products read and write through raw pointers within exactly these extents.
-pub fn check_views<T>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &[f32], ldc: usize) {
+pub fn check_views<T, C>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &[C], ldc: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -117,54 +211,31 @@ pub fn check_views<T>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &[f3
 }
 
 /// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel; the product at
-/// precision `prec`, the bias added in f32.
+/// precision `prec`, the bias added in f32 (each tile starts from the bias: no pass over `y` beforehand).
 pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> Vec<f32> {
-    let mut y = bias_rows(bias, m, n);
-    matmul_p(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), &mut y, n, true, true);
-    y
-}
-
-/// `m` rows of `bias: [n]`: every row starts as the bias, written once into fresh memory (not zero-filled
-/// first).
-fn bias_rows(bias: &[f32], m: usize, n: usize) -> Vec<f32> {
     assert_eq!(bias.len(), n, "linear: bias of {} for {n} outputs", bias.len());
-    let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    y.spare_capacity_mut()[..m * n].par_chunks_mut(ROWS * n).for_each(|rows| {
-        for r in rows.chunks_mut(n) {
-            for (o, b) in r.iter_mut().zip(bias) {
-                o.write(*b);
-            }
-        }
-    });
-    // SAFETY: the loop above initialised all m·n values (its chunks cover them, each row of n written whole).
-    unsafe { y.set_len(m * n) };
-    y
+    product(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), Init::Bias(bias), true)
 }
 
 /// Backward of [`linear`]: returns `(dx [m, k], dw [k, n], dbias [n])` for `dy: [m, n]`; both products at
 /// precision `prec` (as autocast runs a bf16 layer's backward), the bias gradient summed in f32.
 pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0.0f32; m * k];
-    matmul_p(prec, m, k, n, Mat::rows(dy, n), Mat::t(w, n), &mut dx, k, false, true);
-    let mut dw = vec![0.0f32; k * n];
-    matmul_p(prec, k, n, m, Mat::t(x, k), Mat::rows(dy, n), &mut dw, n, false, true);
+    let dx = product(prec, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero, true);
+    let dw = product(prec, k, n, m, Mat::t(x, k), Mat::rows(dy, n), Init::Zero, true);
     (dx, dw, col_sum(dy, n))
 }
 
 /// [`linear`] at bf16 for an input already in bf16 bits (`x16: [m, k]`, e.g. from [`layer_norm_bf16`]): the
 /// same bits as `linear(x, …, Precision::Bf16)` with `x16 = bf16(x)`, without converting `x` again.
 pub fn linear16(x16: &[u16], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut y = bias_rows(bias, m, n);
-    bf16::matmul16(m, n, k, Mat::rows(x16, k), Mat::rows(w, n), &mut y, n, true, true);
-    y
+    assert_eq!(bias.len(), n, "linear: bias of {} for {n} outputs", bias.len());
+    bf16::product16(m, n, k, Mat::rows(x16, k), Mat::rows(w, n), Init::Bias(bias))
 }
 
 /// Backward of [`linear16`]: [`linear_backward`] at bf16 with the input kept in bf16 bits (the same bits).
 pub fn linear_backward16(x16: &[u16], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0.0f32; m * k];
-    bf16::matmul(m, k, n, Mat::rows(dy, n), Mat::t(w, n), &mut dx, k, false, true);
-    let mut dw = vec![0.0f32; k * n];
-    bf16::matmul16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), &mut dw, n, false, true);
+    let dx = product(Precision::Bf16, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero, true);
+    let dw = bf16::product16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), Init::Zero);
     (dx, dw, col_sum(dy, n))
 }
 

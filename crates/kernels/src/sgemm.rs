@@ -13,8 +13,9 @@
 //! AVX-512 and AVX2 machines give bit-identical products (unit test).
 
 use crate::scratch::Scratch;
-use crate::Mat;
+use crate::{Init, Mat};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// Depth of one packed block.
@@ -78,18 +79,37 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
     matmul_with(isa, m, n, k, a, b, c, ldc, acc, parallel)
 }
 
+/// `c = init + a · b` (see [`crate::matmul_init`]); requires [`available`].
+///
+/// # Safety
+/// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_init(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, parallel: bool) {
+    let isa = isa().expect("sgemm::matmul needs AVX2+FMA or AVX-512F");
+    // SAFETY: the caller's contract.
+    unsafe { products(isa, m, n, k, a, b, c, ldc, init, parallel) }
+}
+
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
 fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+    // SAFETY: `c` is initialised (a `&mut [f32]`).
+    unsafe { products(isa, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
+}
+
+/// The product with a given kernel: `c = init + a · b`, every value of the `m × n` view written.
+///
+/// # Safety
+/// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn products(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, parallel: bool) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if !acc {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(0.0);
-            }
+        for i in 0..m {
+            init.start(&mut c[i * ldc..i * ldc + n], 0, true);
         }
         return;
     }
@@ -100,8 +120,9 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
     for (pi, p0) in (0..k).step_by(KC).enumerate() {
         let kc = KC.min(k - p0);
         pack_b(&b, p0, kc, n, nr, &mut bp, parallel);
-        let first = pi == 0 && !acc;
-        let run = |(bi, cblk): (usize, &mut [f32])| {
+        // Later blocks of `k` add to what the first wrote.
+        let init = if pi == 0 { init } else { Init::Acc };
+        let run = |(bi, cblk): (usize, &mut [MaybeUninit<f32>])| {
             if bi >= blocks {
                 return;
             }
@@ -114,11 +135,13 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
                 let ablk = Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 };
                 let mut ap = Scratch::<f32>::take((mc - full).div_ceil(mr) * mr * kc);
                 pack_a(&a, i0 + full, mc - full, p0, kc, mr, &mut ap);
-                block(isa, mc, n, kc, Panels { direct: Some((ablk, full)), packed: &ap }, &bp, cblk, ldc, first);
+                // SAFETY: the caller's contract (`Acc` only on initialised values, or on what block 0 wrote).
+                unsafe { block(isa, mc, n, kc, Panels { direct: Some((ablk, full)), packed: &ap }, &bp, cblk, ldc, init) };
             } else {
                 let mut ap = Scratch::<f32>::take(mc.div_ceil(mr) * mr * kc);
                 pack_a(&a, i0, mc, p0, kc, mr, &mut ap);
-                block(isa, mc, n, kc, Panels { direct: None, packed: &ap }, &bp, cblk, ldc, first);
+                // SAFETY: as above.
+                unsafe { block(isa, mc, n, kc, Panels { direct: None, packed: &ap }, &bp, cblk, ldc, init) };
             }
         };
         if parallel && blocks > 1 {
@@ -294,8 +317,11 @@ struct Panels<'a> {
 
 /// One A block times all packed B panels into `c` (rows of this block, row stride `ldc`). Full tiles are
 /// written by the kernel straight into `c`; ragged ones go through a tile buffer.
+///
+/// # Safety
+/// With [`Init::Acc`], the block's `mc × n` view of `c` must be initialised.
 #[allow(clippy::too_many_arguments)]
-fn block(isa: Isa, mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mut [f32], ldc: usize, first: bool) {
+unsafe fn block(isa: Isa, mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mut [MaybeUninit<f32>], ldc: usize, init: Init) {
     let (big_mr, big_nr) = (isa.mr, isa.nr);
     let mut tile = [0.0f32; TILE_MAX];
     let full_rows = a.direct.map(|d| d.1).unwrap_or(0);
@@ -311,23 +337,24 @@ fn block(isa: Isa, mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mu
             };
             if mr == big_mr && nr == big_nr {
                 let dst = &mut c[i0 * ldc + j0..(i0 + big_mr - 1) * ldc + j0 + big_nr];
+                // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds to them.
+                for i in 0..big_mr {
+                    init.start(&mut dst[i * ldc..i * ldc + big_nr], j0, false);
+                }
+                let add = !matches!(init, Init::Zero);
                 // SAFETY: the CPU supports `isa` (checked by `isa()`); A holds MR rows of kc values at the
                 // given strides (the views were sliced from bounds-checked operands), the B panel kc·NR
-                // values, and `dst` the MR × NR tile at row stride `ldc`.
-                unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), dst.as_mut_ptr(), ldc, !first) };
+                // values, and `dst` the MR × NR tile at row stride `ldc`, initialised when `add` (the bias
+                // above, or the caller's contract).
+                unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, add) };
             } else {
                 // SAFETY: as above, into the local MR × NR tile.
                 unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), tile.as_mut_ptr(), big_nr, false) };
                 for i in 0..mr {
                     let row = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nr];
                     let t = &tile[i * big_nr..i * big_nr + nr];
-                    if first {
-                        row.copy_from_slice(t);
-                    } else {
-                        for (o, v) in row.iter_mut().zip(t) {
-                            *o += v;
-                        }
-                    }
+                    // SAFETY: the caller's contract for `Acc`.
+                    unsafe { init.add_row(row, j0, t) };
                 }
             }
         }
@@ -541,6 +568,35 @@ mod tests {
             }
         }
         v
+    }
+
+    /// A product that starts from a bias (each tile's rows set just before the kernel adds to them) or from
+    /// nothing (an uninitialised output) gives the bits of filling the whole output first and accumulating:
+    /// ragged tiles in both directions, several blocks of `k`, `k = 0`, one thread and many.
+    #[test]
+    fn bias_and_zero_starts_give_the_bits_of_filling_first() {
+        for isa in kernels() {
+            for (m, n, k, par) in [(101, 77, 300, true), (12, 32, 256, false), (200, 45, 13, true), (7, 5, 0, false)] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 13.0).collect();
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.37 - 3.0).collect();
+                let (am, bm) = (Mat::rows(&a, k), Mat::rows(&b, n));
+                let mut want: Vec<f32> = (0..m * n).map(|i| bias[i % n]).collect();
+                matmul_with(isa, m, n, k, am, bm, &mut want, n, true, par);
+                let mut want0 = vec![7.0f32; m * n];
+                matmul_with(isa, m, n, k, am, bm, &mut want0, n, false, par);
+                for (init, want) in [(Init::Bias(&bias), &want), (Init::Zero, &want0)] {
+                    let mut got: Vec<f32> = Vec::with_capacity(m * n);
+                    // SAFETY: not `Acc`; all m·n values are written (then read below).
+                    unsafe {
+                        products(isa, m, n, k, am, bm, &mut got.spare_capacity_mut()[..m * n], n, init, par);
+                        got.set_len(m * n);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&got) == bits(want), "{} {init:?} ({m}, {n}, {k})", isa.name);
+                }
+            }
+        }
     }
 
     /// The transposing pack puts every value where the per-value loop does (ragged panels, depths not a
