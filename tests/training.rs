@@ -399,6 +399,53 @@ fn micro_batches_and_replicas_give_the_whole_batch_update() {
     }
 }
 
+/// f16 with gradient accumulation and data parallelism: 2 replicas in slices of 3 (3 + 1, 3 + 1) train the f16
+/// whole-batch updates up to rounding — the same loss scale and the same skipped updates at every step, losses
+/// and final weights close (f16 products round to 11 bits, so sums over other slices move further than in
+/// f32) — and where the replicas are placed does not change the bits.
+#[test]
+fn f16_micro_batches_and_replicas_give_the_whole_batch_update() {
+    let (mut tasks, model) = two_image_tasks(0);
+    tasks.iter_mut().for_each(|t| t.steps = 8);
+    let go = |micro_batch: usize, replicas: usize, devices: usize| {
+        let cfg = RunConfig {
+            f16: true,
+            loss_scale_init: Some(2f64.powi(24)),
+            clip: None,
+            micro_batch,
+            replicas,
+            ..config(model.clone(), Schedule::Weighted, false, 7)
+        };
+        train(&cfg, &tasks, devices)
+    };
+    let whole = go(0, 1, 1);
+    let sliced = go(3, 2, 1);
+    assert_eq!(whole.steps.len(), 16);
+    let (mut max_loss, mut max_w) = (0.0f64, 0.0f32);
+    for (w, s) in whole.steps.iter().zip(&sliced.steps) {
+        assert_eq!((w.loss_scale, w.skipped), (s.loss_scale, s.skipped), "update {}: scale and skip", w.step);
+        assert_eq!(w.tasks, s.tasks);
+        max_loss = max_loss.max((w.loss - s.loss).abs() / (1.0 + w.loss.abs()));
+    }
+    assert!(whole.steps.iter().any(|s| s.skipped), "no update overflowed at 2^24: the skip path went untested");
+    let mut differs = false;
+    for (name, w) in &whole.weights {
+        let s = &sliced.weights[name];
+        let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (x, y) in w.data.iter().zip(&s.data) {
+            max_w = max_w.max((x - y).abs() / scale);
+            differs |= x != y;
+        }
+    }
+    // Measured: losses 1.1e-4, weights 1.2e-3 of the largest value (f32 slicing: under 1e-4; a slice's loss
+    // scaled or weighted wrongly moves them by whole units).
+    eprintln!("f16 sliced vs whole: loss {max_loss:e}, weights {max_w:e}");
+    assert!(max_loss <= 1e-3, "losses differ by {max_loss:e}");
+    assert!(max_w <= 5e-3, "weights differ by {max_w:e}");
+    assert!(differs, "weights bit-identical to the whole batch's: was the batch sliced?");
+    assert_eq!(sliced.weights, go(3, 2, 2).weights, "placement changed the result");
+}
+
 /// Activation checkpointing recomputes each fused block's activations in the backward pass from its input with
 /// the same kernels: the losses and final weights are bit-identical to keeping them (co-training, the
 /// `accumulate` schedule and the weighted one, stochastic depth on; also with 2 replicas in slices of 3).
