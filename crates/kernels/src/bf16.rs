@@ -175,7 +175,18 @@ pub(crate) fn product16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, init:
 
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
-fn matmul_with<T: Elem>(kern: Kernel, m: usize, n: usize, k: usize, a: Mat<T>, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
+fn matmul_with<T: Elem>(
+    kern: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat,
+    c: &mut [f32],
+    ldc: usize,
+    acc: bool,
+    parallel: bool,
+) {
     // SAFETY: `c` is initialised (a `&mut [f32]`).
     unsafe { matmul_init(kern, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
 }

@@ -73,7 +73,11 @@ pub(crate) enum Init<'a> {
 impl Init<'_> {
     /// [`Init::Acc`] when `acc`, else [`Init::Zero`]: the public functions' `acc` flag.
     pub(crate) fn acc(acc: bool) -> Self {
-        if acc { Init::Acc } else { Init::Zero }
+        if acc {
+            Init::Acc
+        } else {
+            Init::Zero
+        }
     }
 
     /// Writes the starting values of `row` (columns `j0..j0 + row.len()`): the bias for [`Init::Bias`],
@@ -141,7 +145,18 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
 /// # Safety
 /// With [`Init::Acc`], the `m × n` view of `c` (row stride `ldc`) must be initialised.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul_init(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, parallel: bool) {
+pub(crate) unsafe fn matmul_init(
+    prec: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    init: Init,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }

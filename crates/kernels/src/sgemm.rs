@@ -84,7 +84,17 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
 /// # Safety
 /// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul_init(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, parallel: bool) {
+pub(crate) unsafe fn matmul_init(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    init: Init,
+    parallel: bool,
+) {
     let isa = isa().expect("sgemm::matmul needs AVX2+FMA or AVX-512F");
     // SAFETY: the caller's contract.
     unsafe { products(isa, m, n, k, a, b, c, ldc, init, parallel) }
@@ -102,7 +112,18 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
 /// # Safety
 /// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
 #[allow(clippy::too_many_arguments)]
-unsafe fn products(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, parallel: bool) {
+unsafe fn products(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    init: Init,
+    parallel: bool,
+) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
     if m == 0 || n == 0 {
         return;
