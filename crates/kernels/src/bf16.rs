@@ -27,8 +27,10 @@ compile_error!("polyflow-kernels' bf16 packing assumes a little-endian target");
 
 /// Depth of one block (even: pairs never straddle blocks). The same as the f32 kernels'.
 const KC: usize = 256;
-/// Rows per parallel task (a multiple of [`MR`]).
-const MC: usize = 96;
+/// Rows per parallel task (a multiple of [`MR`]). 48 rows of converted A at the full depth (24 KB) and a B
+/// panel (16 KB) stay in a 48 KB L1 together; 96 rows did not (as [`crate::sgemm`]'s row block; no effect
+/// on the bits).
+const MC: usize = 48;
 /// Rows of the register tile.
 const MR: usize = 12;
 /// Columns of the register tile (two `zmm` of 16 lanes).

@@ -1,0 +1,38 @@
+//! GFLOP/s of the fused block's matrix products at the ViT-Ti probe's and ViT-B/16's shapes, f32 and bf16, on
+//! the current rayon pool (`RAYON_NUM_THREADS`): forward (`x · w`), input gradient (`dy · wᵀ`) and weight
+//! gradient (`xᵀ · dy`) of the MLP's first layer. Best of 5 rounds of 5 products each.
+//!
+//!   cargo run --release -p polyflow-kernels --example products
+
+use polyflow_kernels::{matmul_p, Mat, Precision};
+use std::time::Instant;
+
+fn main() {
+    // (name, tokens of the batch, dim, mlp): Ti probe batch 64 × 65 tokens, B/16 batch 16 × 197 tokens.
+    for (name, m, d, h) in [("ViT-Ti probe", 4160, 192, 768), ("ViT-B/16", 3152, 768, 3072)] {
+        for prec in [Precision::F32, Precision::Bf16] {
+            let x: Vec<f32> = (0..m * d).map(|i| (i % 13) as f32 * 0.01).collect();
+            let w: Vec<f32> = (0..d * h).map(|i| (i % 7) as f32 * 0.01).collect();
+            let dy: Vec<f32> = (0..m * h).map(|i| (i % 11) as f32 * 0.01).collect();
+            let mut y = vec![0.0f32; m * h];
+            let mut dx = vec![0.0f32; m * d];
+            let mut dw = vec![0.0f32; d * h];
+            let mut time = |f: &mut dyn FnMut()| {
+                f();
+                (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        for _ in 0..5 {
+                            f();
+                        }
+                        10.0 * (m * d * h) as f64 / t.elapsed().as_secs_f64() / 1e9
+                    })
+                    .fold(0.0, f64::max)
+            };
+            let fwd = time(&mut || matmul_p(prec, m, h, d, Mat::rows(&x, d), Mat::rows(&w, h), &mut y, h, false, true));
+            let bwd_x = time(&mut || matmul_p(prec, m, d, h, Mat::rows(&dy, h), Mat::t(&w, h), &mut dx, d, false, true));
+            let bwd_w = time(&mut || matmul_p(prec, d, h, m, Mat::t(&x, d), Mat::rows(&dy, h), &mut dw, h, false, true));
+            println!("{name:<13} {prec:?}: x·w [{m},{d}]·[{d},{h}] {fwd:6.1}  dy·wᵀ {bwd_x:6.1}  xᵀ·dy {bwd_w:6.1} GFLOP/s");
+        }
+    }
+}
