@@ -17,7 +17,7 @@ fn main() {
             let mut y = vec![0.0f32; m * h];
             let mut dx = vec![0.0f32; m * d];
             let mut dw = vec![0.0f32; d * h];
-            let mut time = |f: &mut dyn FnMut()| {
+            let time = |f: &mut dyn FnMut()| {
                 f();
                 (0..5)
                     .map(|_| {
