@@ -167,6 +167,14 @@ pub(crate) unsafe fn matmul_init(
         Precision::F32 => {}
     }
     check_views(m, n, k, &a, &b, c, ldc);
+    if k == 0 {
+        // Nothing to add: the starting values are the result (not left to the `gemm` crate, whose writes of
+        // an empty product's output are not documented).
+        for i in 0..m {
+            init.start(&mut c[i * ldc..i * ldc + n], 0, true);
+        }
+        return;
+    }
     // The `gemm` crate reads its output when accumulating: a bias is written first, then accumulated into;
     // `Zero` is not read (as before: `0 + x` would turn a -0 product into +0).
     for i in 0..m {
