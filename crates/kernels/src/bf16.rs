@@ -212,6 +212,7 @@ pub(crate) unsafe fn matmul_init<T: Elem>(
     parallel: bool,
 ) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
+    init.check(n);
     if m == 0 || n == 0 {
         return;
     }

@@ -80,6 +80,13 @@ impl Init<'_> {
         }
     }
 
+    /// Panics unless a bias covers all `n` columns (a short one would leave values unwritten).
+    pub(crate) fn check(self, n: usize) {
+        if let Init::Bias(b) = self {
+            assert!(b.len() >= n, "matmul: bias of {} for {n} columns", b.len());
+        }
+    }
+
     /// Writes the starting values of `row` (columns `j0..j0 + row.len()`): the bias for [`Init::Bias`],
     /// zeros for [`Init::Zero`] when `zero`; leaves it as it is otherwise. Reads nothing of `row`.
     pub(crate) fn start(self, row: &mut [MaybeUninit<f32>], j0: usize, zero: bool) {
@@ -167,6 +174,7 @@ pub(crate) unsafe fn matmul_init(
         Precision::F32 => {}
     }
     check_views(m, n, k, &a, &b, c, ldc);
+    init.check(n);
     if k == 0 {
         // Nothing to add: the starting values are the result (not left to the `gemm` crate, whose writes of
         // an empty product's output are not documented).

@@ -128,6 +128,7 @@ unsafe fn products(
     parallel: bool,
 ) {
     crate::check_views(m, n, k, &a, &b, c, ldc);
+    init.check(n);
     if m == 0 || n == 0 {
         return;
     }
