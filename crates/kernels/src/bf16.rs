@@ -163,18 +163,6 @@ pub fn matmul16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, c: &mut [f32]
     matmul_with(kernel(), m, n, k, a, b, c, ldc, acc, parallel)
 }
 
-/// [`matmul16`] into a new `[m, n]` matrix holding `init + a · b` (no pass over it before the product
-/// writes it), in parallel.
-pub(crate) fn product16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, init: Init) -> Vec<f32> {
-    debug_assert!(!matches!(init, Init::Acc), "a new matrix has nothing to accumulate into");
-    let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `init` is not `Acc`, so nothing uninitialised is read.
-    unsafe { matmul_init(kernel(), m, n, k, a, b, &mut y.spare_capacity_mut()[..m * n], n, init, true) };
-    // SAFETY: `matmul_init` initialised the `m × n` view at row stride `n`: all `m·n` values.
-    unsafe { y.set_len(m * n) };
-    y
-}
-
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
 fn matmul_with<T: Elem>(
@@ -217,9 +205,7 @@ pub(crate) unsafe fn matmul_init<T: Elem>(
         return;
     }
     if k == 0 {
-        for i in 0..m {
-            init.start(&mut c[i * ldc..i * ldc + n], 0, true);
-        }
+        init.start_rows(c, m, n, ldc, true);
         return;
     }
     let kp = k.div_ceil(2) * 2;

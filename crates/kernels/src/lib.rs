@@ -87,6 +87,13 @@ impl Init<'_> {
         }
     }
 
+    /// [`Init::start`] on rows `0..m` of a view with row stride `ldc` (columns `0..n`).
+    pub(crate) fn start_rows(self, c: &mut [MaybeUninit<f32>], m: usize, n: usize, ldc: usize, zero: bool) {
+        for i in 0..m {
+            self.start(&mut c[i * ldc..i * ldc + n], 0, zero);
+        }
+    }
+
     /// Writes the starting values of `row` (columns `j0..j0 + row.len()`): the bias for [`Init::Bias`],
     /// zeros for [`Init::Zero`] when `zero`; leaves it as it is otherwise. Reads nothing of `row`.
     pub(crate) fn start(self, row: &mut [MaybeUninit<f32>], j0: usize, zero: bool) {
@@ -178,16 +185,12 @@ pub(crate) unsafe fn matmul_init(
     if k == 0 {
         // Nothing to add: the starting values are the result (not left to the `gemm` crate, whose writes of
         // an empty product's output are not documented).
-        for i in 0..m {
-            init.start(&mut c[i * ldc..i * ldc + n], 0, true);
-        }
+        init.start_rows(c, m, n, ldc, true);
         return;
     }
     // The `gemm` crate reads its output when accumulating: a bias is written first, then accumulated into;
     // `Zero` is not read (as before: `0 + x` would turn a -0 product into +0).
-    for i in 0..m {
-        init.start(&mut c[i * ldc..i * ldc + n], 0, false);
-    }
+    init.start_rows(c, m, n, ldc, false);
     let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: every view was bounds-checked above for its full (rows, cols, strides) extent and the output's
     // view is initialised (above); `c` is a unique borrow, disjoint from `a` and `b`.
@@ -216,18 +219,6 @@ pub(crate) unsafe fn matmul_init(
     }
 }
 
-/// A new `[m, n]` matrix holding `init + a · b` (no pass over it before the product writes it).
-#[allow(clippy::too_many_arguments)]
-fn product(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, init: Init, parallel: bool) -> Vec<f32> {
-    debug_assert!(!matches!(init, Init::Acc), "a new matrix has nothing to accumulate into");
-    let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `init` is not `Acc`, so nothing uninitialised is read.
-    unsafe { matmul_init(prec, m, n, k, a, b, &mut y.spare_capacity_mut()[..m * n], n, init, parallel) };
-    // SAFETY: `matmul_init` initialised the `m × n` view at row stride `n`: all `m·n` values.
-    unsafe { y.set_len(m * n) };
-    y
-}
-
 /// Panics unless `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc ≥ n`) lie inside their slices:
 /// the products read and write through raw pointers within exactly these extents.
 pub fn check_views<T, C>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &[C], ldc: usize) {
@@ -241,18 +232,46 @@ pub fn check_views<T, C>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &
     assert!(c.len() > last(m, n, ldc, 1), "matmul: output view out of bounds");
 }
 
+/// A new `[m, n]` matrix (row stride `n`) written by `product`, a product starting from `init` (not
+/// [`Init::Acc`]: a new matrix has nothing to accumulate) into the uninitialised buffer it is given — no pass
+/// over the matrix before the product writes it.
+///
+/// # Safety
+/// `product` must write every value of its `m × n` buffer (as [`matmul_init`] does when `init` is not `Acc`).
+unsafe fn fresh<'a>(m: usize, n: usize, init: Init<'a>, product: impl FnOnce(&mut [MaybeUninit<f32>], Init<'a>)) -> Vec<f32> {
+    debug_assert!(!matches!(init, Init::Acc), "a new matrix has nothing to accumulate into");
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    product(&mut y.spare_capacity_mut()[..m * n], init);
+    // SAFETY: `product` initialised all `m·n` values (the caller's contract).
+    unsafe { y.set_len(m * n) };
+    y
+}
+
+/// `init + a · b` as a new `[m, n]` matrix at precision `prec`, in parallel.
+fn product(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, init: Init) -> Vec<f32> {
+    // SAFETY: `matmul_init` writes the whole `m × n` view (at row stride `n`) and reads nothing of it, `init`
+    // not being `Acc` (checked by `fresh`).
+    unsafe { fresh(m, n, init, |y, init| matmul_init(prec, m, n, k, a, b, y, n, init, true)) }
+}
+
+/// [`product`] at bf16 with `a` already in bf16 bits.
+fn product16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, init: Init) -> Vec<f32> {
+    // SAFETY: as in `product`.
+    unsafe { fresh(m, n, init, |y, init| bf16::matmul_init(bf16::kernel(), m, n, k, a, b, y, n, init, true)) }
+}
+
 /// `y = x · w + bias` for `x: [m, k]`, `w: [k, n]`, `bias: [n]` (all row-major), parallel; the product at
 /// precision `prec`, the bias added in f32 (each tile starts from the bias: no pass over `y` beforehand).
 pub fn linear(x: &[f32], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> Vec<f32> {
     assert_eq!(bias.len(), n, "linear: bias of {} for {n} outputs", bias.len());
-    product(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), Init::Bias(bias), true)
+    product(prec, m, n, k, Mat::rows(x, k), Mat::rows(w, n), Init::Bias(bias))
 }
 
 /// Backward of [`linear`]: returns `(dx [m, k], dw [k, n], dbias [n])` for `dy: [m, n]`; both products at
 /// precision `prec` (as autocast runs a bf16 layer's backward), the bias gradient summed in f32.
 pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize, prec: Precision) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dx = product(prec, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero, true);
-    let dw = product(prec, k, n, m, Mat::t(x, k), Mat::rows(dy, n), Init::Zero, true);
+    let dx = product(prec, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero);
+    let dw = product(prec, k, n, m, Mat::t(x, k), Mat::rows(dy, n), Init::Zero);
     (dx, dw, col_sum(dy, n))
 }
 
@@ -260,13 +279,13 @@ pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], m: usize, k: usize, n: 
 /// same bits as `linear(x, …, Precision::Bf16)` with `x16 = bf16(x)`, without converting `x` again.
 pub fn linear16(x16: &[u16], w: &[f32], bias: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(bias.len(), n, "linear: bias of {} for {n} outputs", bias.len());
-    bf16::product16(m, n, k, Mat::rows(x16, k), Mat::rows(w, n), Init::Bias(bias))
+    product16(m, n, k, Mat::rows(x16, k), Mat::rows(w, n), Init::Bias(bias))
 }
 
 /// Backward of [`linear16`]: [`linear_backward`] at bf16 with the input kept in bf16 bits (the same bits).
 pub fn linear_backward16(x16: &[u16], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dx = product(Precision::Bf16, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero, true);
-    let dw = bf16::product16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), Init::Zero);
+    let dx = product(Precision::Bf16, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero);
+    let dw = product16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), Init::Zero);
     (dx, dw, col_sum(dy, n))
 }
 

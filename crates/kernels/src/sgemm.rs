@@ -133,9 +133,7 @@ unsafe fn products(
         return;
     }
     if k == 0 {
-        for i in 0..m {
-            init.start(&mut c[i * ldc..i * ldc + n], 0, true);
-        }
+        init.start_rows(c, m, n, ldc, true);
         return;
     }
     let (mr, nr) = (isa.mr, isa.nr);
