@@ -6,5 +6,6 @@ pub mod encoded;
 pub mod geometric;
 pub mod metrics;
 pub mod optim;
+pub mod prefetch;
 pub mod run;
 pub mod schedule;

@@ -5,6 +5,7 @@
 use super::batch::{augment, next_indices, Augment, Cursor, SplitData};
 use super::metrics::{loss, mean_ap, topk, Loss};
 use super::optim::{LossScaler, OptKind, SharedOptimizer};
+use super::prefetch::Prefetch;
 use super::schedule::{global_warmup, plan, LrSchedule, Schedule};
 use crate::model::block::{Arith, DropMasks};
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
@@ -421,33 +422,20 @@ pub fn run<B: AutodiffBackend>(
     };
     let mut pending: Vec<Pending<B::InnerBackend>> = Vec::new();
     let start = state.step;
-    let ahead = state.cursors.clone();
-    let updates_ref = &updates;
-    let model = std::thread::scope(|sc| -> Result<PolyVit<B>, String> {
+    // The batches of the coming updates, prepared as jobs of this thread's pool while it trains: the update plan
+    // and every stream's cursor are known in advance, so they are the same batches, in the same order. A failure
+    // while reading (a damaged disk panics in the reader) comes back as that batch's error.
+    let mut ahead = state.cursors.clone();
+    let order: Vec<(usize, usize)> =
+        updates.iter().enumerate().skip(start).flat_map(|(s, us)| us.iter().map(move |&j| (s + 1, j))).collect();
+    let jobs = order.into_iter().map(|(step, j)| {
+        let idx = next_indices(&mut ahead[j], tasks[j].train.len(), tasks[j].batch, cfg.seed, j);
+        let t = &tasks[j];
+        move || batch(t, &idx, cfg.seed, j, step as u64)
+    });
+    let mut prefetch = Prefetch::new(jobs, PREFETCH);
+    let model = rayon::in_place_scope_fifo(|sc| -> Result<PolyVit<B>, String> {
         let mut model = model;
-        // The batches of the coming updates, prepared on another thread while this one trains: the update plan
-        // and every stream's cursor are known in advance, so they are the same batches, in the same order.
-        // A failure while reading (a damaged disk panics in the reader) comes through the queue as an error.
-        type Batch = Result<(Vec<f32>, Vec<f32>), String>;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(PREFETCH);
-        sc.spawn(move || {
-            let mut cursors = ahead;
-            for (s, us) in updates_ref.iter().enumerate().skip(start) {
-                for &j in us {
-                    let b = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        batch(&tasks[j], &mut cursors[j], cfg.seed, j, s as u64 + 1)
-                    }));
-                    let b = b.map_err(|p| {
-                        let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|m| m.to_string()));
-                        format!("reading a batch of task {}: {}", tasks[j].name, why.unwrap_or_else(|| "the loader failed".into()))
-                    });
-                    let failed = b.is_err();
-                    if tx.send(b).is_err() || failed {
-                        return;
-                    }
-                }
-            }
-        });
         for (s, us) in updates.iter().enumerate().skip(state.step) {
             let step = s + 1;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd509 ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -470,7 +458,10 @@ pub fn run<B: AutodiffBackend>(
                 let t = &tasks[j];
                 // The checkpointed cursor advances as the loader's did.
                 let idx = next_indices(&mut state.cursors[j], t.train.len(), t.batch, cfg.seed, j);
-                let (x, tg) = rx.recv().map_err(|_| "the batch loader stopped".to_string())??;
+                let (x, tg) = prefetch
+                    .next(sc)
+                    .ok_or_else(|| "the batch loader stopped".to_string())?
+                    .map_err(|why| format!("reading a batch of task {}: {why}", t.name))?;
                 let b = idx.len();
                 let xb = to_tensor::<B>(x, b, t.train.shape, device);
                 let tb = Tensor::<B, 2>::from_data(TensorData::new(tg, [b, t.classes]), device);
@@ -595,11 +586,11 @@ use burn::tensor::ElementConversion;
 /// Batches prepared ahead of the training loop.
 const PREFETCH: usize = 2;
 
-/// The next training batch of task `t` at update `step`: its stream's next indices, gathered (encoded images
-/// cropped and flipped from the original as they are decoded) and augmented; noise from `(seed, task, step)`.
-fn batch(t: &TaskRun, cursor: &mut Cursor, seed: u64, j: usize, step: u64) -> (Vec<f32>, Vec<f32>) {
-    let idx = next_indices(cursor, t.train.len(), t.batch, seed, j);
-    let (mut x, mut tg, done) = t.train.gather_train(&idx, t.classes, &t.augment, seed, j, step);
+/// The training batch of task `t` at update `step`: examples `idx` (its stream's next indices), gathered
+/// (encoded images cropped and flipped from the original as they are decoded) and augmented; noise from
+/// `(seed, task, step)`.
+fn batch(t: &TaskRun, idx: &[usize], seed: u64, j: usize, step: u64) -> (Vec<f32>, Vec<f32>) {
+    let (mut x, mut tg, done) = t.train.gather_train(idx, t.classes, &t.augment, seed, j, step);
     let mut aug = t.augment;
     if done.crop_flip {
         (aug.inception_crop, aug.flip) = (false, false);
