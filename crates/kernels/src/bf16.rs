@@ -31,6 +31,9 @@ const KC: usize = 256;
 /// panel (16 KB) stay in a 48 KB L1 together; 96 rows did not (as [`crate::sgemm`]'s row block; no effect
 /// on the bits).
 const MC: usize = 48;
+/// Bytes of packed B that one group of `k` blocks may span (see `matmul_init`): 8 MiB, a quarter of the
+/// 32 MiB L3 of the Zen 5 it was chosen on (2, 4, 8 and 32 MiB measured; BENCHMARKS.md). No effect on the bits.
+const B_GROUP: usize = 8 << 20;
 /// Rows of the register tile.
 const MR: usize = 12;
 /// Columns of the register tile (two `zmm` of 16 lanes).
@@ -213,11 +216,12 @@ pub(crate) unsafe fn matmul_init<T: Elem>(
     let npan = n.div_ceil(NR);
     let bp = pack_b(&b, k, kp, n, npan, parallel);
     let blocks = m.div_ceil(MC);
-    for (bi, p0) in (0..kp).step_by(KC).enumerate() {
-        let kq = KC.min(kp - p0) / 2;
-        // Later blocks of `k` add to what the first wrote.
-        let init = if bi == 0 { init } else { Init::Acc };
-        let panels = &bp[p0 / 2 * npan * NR..][..kq * npan * NR];
+    // Blocks of `k` (first value, pairs), taken a group at a time: each row block runs every block of its group
+    // on one column panel before the next panel, so C's tiles take one trip from memory per group instead of
+    // one per block, while the group's B panels (re-read by every row block) stay within `B_GROUP` bytes.
+    let kblocks: Vec<(usize, usize)> = (0..kp).step_by(KC).map(|p0| (p0, KC.min(kp - p0) / 2)).collect();
+    let group = (B_GROUP / (KC / 2 * npan * NR * 4)).max(1);
+    for (gi, kblocks) in kblocks.chunks(group).enumerate() {
         let run = |(ri, cblk): (usize, &mut [MaybeUninit<f32>])| {
             if ri >= blocks {
                 return;
@@ -225,37 +229,42 @@ pub(crate) unsafe fn matmul_init<T: Elem>(
             let i0 = ri * MC;
             let mc = MC.min(m - i0);
             let mut tile = [0.0f32; MR * NR];
-            // A row-major A is converted here, block by block, into this thread's buffer (L2-sized, read by
-            // every panel below): no converted copy of the whole operand goes through memory.
-            let ab = ap.block(i0, mc, p0, kq);
-            let (a_at, a_ri, a_rq) = (ab.ptr, ab.ri, ab.rq);
-            for (pi, panel) in panels.chunks(kq * NR).enumerate() {
+            // A row-major A is converted here, block by block, into this thread's buffers (read by every panel
+            // below): no converted copy of the whole operand goes through memory.
+            let abs: Vec<ABlock> = kblocks.iter().map(|&(p0, kq)| ap.block(i0, mc, p0, kq)).collect();
+            for pi in 0..npan {
                 let j0 = pi * NR;
                 let nr = NR.min(n - j0);
-                for t in (0..mc).step_by(MR) {
-                    let mr = MR.min(mc - t);
-                    // Rows past `m` exist (zero) in the packed A, so the kernel always reads MR rows.
-                    // SAFETY: row t of this block is within the packed A (rows padded to whole tiles).
-                    let a0 = unsafe { a_at.add(t * a_ri) };
-                    if mr == MR && nr == NR {
-                        let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
-                        // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds
-                        // to them.
-                        for i in 0..MR {
-                            init.start(&mut dst[i * ldc..i * ldc + NR], j0, false);
-                        }
-                        let add = !matches!(init, Init::Zero);
-                        // SAFETY: the CPU runs `kern` (chosen by `best`); `a0` starts MR rows of `kq` pairs at
-                        // `ap`'s strides (padded to whole tiles), `panel` has kq·NR pairs, `dst` the MR × NR tile,
-                        // initialised when `add` (the bias above, or the caller's contract).
-                        unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, add) };
-                    } else {
-                        // SAFETY: as above, into the local MR × NR tile.
-                        unsafe { tile_kernel(kern, kq, a0, a_ri, a_rq, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
-                        for i in 0..mr {
-                            let row = &mut cblk[(t + i) * ldc + j0..(t + i) * ldc + j0 + nr];
-                            // SAFETY: the caller's contract for `Acc`.
-                            unsafe { init.add_row(row, j0, &tile[i * NR..i * NR + nr]) };
+                for (bi, (&(p0, kq), ab)) in kblocks.iter().zip(&abs).enumerate() {
+                    // Later blocks of `k` add to what the first wrote.
+                    let init = if gi == 0 && bi == 0 { init } else { Init::Acc };
+                    let panel = &bp[p0 / 2 * npan * NR + pi * kq * NR..][..kq * NR];
+                    for t in (0..mc).step_by(MR) {
+                        let mr = MR.min(mc - t);
+                        // Rows past `m` exist (zero) in the packed A, so the kernel always reads MR rows.
+                        // SAFETY: row t of this block is within the packed A (rows padded to whole tiles).
+                        let a0 = unsafe { ab.ptr.add(t * ab.ri) };
+                        if mr == MR && nr == NR {
+                            let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
+                            // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds
+                            // to them.
+                            for i in 0..MR {
+                                init.start(&mut dst[i * ldc..i * ldc + NR], j0, false);
+                            }
+                            let add = !matches!(init, Init::Zero);
+                            // SAFETY: the CPU runs `kern` (chosen by `best`); `a0` starts MR rows of `kq` pairs at
+                            // `ab`'s strides (padded to whole tiles), `panel` has kq·NR pairs, `dst` the MR × NR
+                            // tile, initialised when `add` (the bias above, an earlier block, or the caller's
+                            // contract).
+                            unsafe { tile_kernel(kern, kq, a0, ab.ri, ab.rq, panel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, add) };
+                        } else {
+                            // SAFETY: as above, into the local MR × NR tile.
+                            unsafe { tile_kernel(kern, kq, a0, ab.ri, ab.rq, panel.as_ptr(), tile.as_mut_ptr(), NR, false) };
+                            for i in 0..mr {
+                                let row = &mut cblk[(t + i) * ldc + j0..(t + i) * ldc + j0 + nr];
+                                // SAFETY: the caller's contract for `Acc`, or what an earlier block wrote.
+                                unsafe { init.add_row(row, j0, &tile[i * NR..i * NR + nr]) };
+                            }
                         }
                     }
                 }
@@ -335,8 +344,10 @@ enum APack<'a, T> {
     ByBlock(Mat<'a, T>, usize),
     /// Rows of `kp` values: an `a` with other strides.
     Rows(Scratch<u16>, usize),
-    /// Pair-major, `mp` (rows rounded up to MR) pairs per pair-row: a transposed `a` (`rs = 1`, as `xᵀ` in
-    /// `xᵀ · dy`), whose columns are contiguous, interleaved two columns at a time.
+    /// A transposed `a` (`rs = 1`, as `xᵀ` in `xᵀ · dy`), whose columns are contiguous, interleaved two
+    /// columns at a time: for each block of [`MC`] rows, its `kp / 2` pair-rows of MC pairs (rows past `m`
+    /// zero), so that a row block's pairs are contiguous (a pair-major layout over all `m` rows put one block's
+    /// consecutive pairs `m` pairs apart, the same few L1 sets at m = 768).
     Pairs(Scratch<u32>, usize),
 }
 
@@ -373,7 +384,10 @@ impl<T: Elem> APack<'_, T> {
                 ABlock { ptr: blk.as_ptr(), _buf: Some(blk), ri: ld, rq: 2 }
             }
             APack::Rows(b, kp) => ABlock { _buf: None, ptr: b[i0 * kp + p0..].as_ptr(), ri: *kp, rq: 2 },
-            APack::Pairs(b, mp) => ABlock { _buf: None, ptr: b[p0 / 2 * mp + i0..].as_ptr() as *const u16, ri: 2, rq: 2 * mp },
+            APack::Pairs(b, kq_all) => {
+                debug_assert_eq!(i0 % MC, 0);
+                ABlock { _buf: None, ptr: b[i0 * kq_all + p0 / 2 * MC..].as_ptr() as *const u16, ri: 2, rq: 2 * MC }
+            }
         }
     }
 }
@@ -387,20 +401,26 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
         return APack::ByBlock(*a, k);
     }
     if a.rs == 1 {
-        let mut pairs = Scratch::<u32>::take(kp / 2 * mp);
-        // Pair-row q holds columns 2q and 2q+1 of `a`, i.e. rows 2q, 2q+1 of the row-major `aᵀ`.
-        let fill = |(q, out): (usize, &mut [u32])| {
-            let r0 = &a.data[2 * q * a.cs..2 * q * a.cs + m];
-            let r1 = (2 * q + 1 < k).then(|| &a.data[(2 * q + 1) * a.cs..(2 * q + 1) * a.cs + m]);
-            T::pairs(r0, r1, &mut out[..m]);
-            out[m..].fill(0);
+        let kq_all = kp / 2;
+        let mut pairs = Scratch::<u32>::take(m.div_ceil(MC) * MC * kq_all);
+        // Row block `rb`, pair-row q: columns 2q and 2q+1 of `a` (rows 2q, 2q+1 of the row-major `aᵀ`) at rows
+        // rb·MC.. of `a`.
+        let fill = |(rb, out): (usize, &mut [u32])| {
+            let i0 = rb * MC;
+            let mc = MC.min(m - i0);
+            for (q, o) in out.chunks_exact_mut(MC).enumerate() {
+                let r0 = &a.data[2 * q * a.cs + i0..2 * q * a.cs + i0 + mc];
+                let r1 = (2 * q + 1 < k).then(|| &a.data[(2 * q + 1) * a.cs + i0..(2 * q + 1) * a.cs + i0 + mc]);
+                T::pairs(r0, r1, &mut o[..mc]);
+                o[mc..].fill(0);
+            }
         };
         if parallel && m * k >= 1 << 16 {
-            pairs.par_chunks_mut(mp).enumerate().for_each(fill);
+            pairs.par_chunks_mut(MC * kq_all).enumerate().for_each(fill);
         } else {
-            pairs.chunks_mut(mp).enumerate().for_each(fill);
+            pairs.chunks_mut(MC * kq_all).enumerate().for_each(fill);
         }
-        return APack::Pairs(pairs, mp);
+        return APack::Pairs(pairs, kq_all);
     }
     let mut ab = Scratch::<u16>::take(mp * kp);
     // The padding the kernel reads: the odd column of each row when k is odd, the rows past m.
@@ -867,6 +887,46 @@ mod tests {
                     }
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert!(bits(&got) == bits(want), "{} {init:?} ({m}, {n}, {k})", kern.name());
+                }
+            }
+        }
+    }
+
+    /// The bits are those of the documented order, computed here one element at a time: blocks of [`KC`]
+    /// values of `k` summed from zero pair by pair (odd product first), added to the output in order. The
+    /// shapes span several groups of `k` blocks (n = 16400: 513 column panels, one block per group), a
+    /// ragged last group and tile, odd `k`, and accumulation onto existing values.
+    #[test]
+    fn sums_follow_the_documented_order_across_groups_of_k_blocks() {
+        let mut kernels = vec![Kernel::EmulatedPortable];
+        if best(true) == Kernel::Native {
+            kernels.push(Kernel::Native);
+        }
+        let (m, n, k): (usize, usize, usize) = (13, 16400, 601);
+        assert!(B_GROUP / (KC / 2 * n.div_ceil(NR) * NR * 4) < k.div_ceil(KC), "the shape must span several groups");
+        let (a, b) = (data(m * k, 3), data(k * n, 4));
+        let r = |v: f32| from_bf16(to_bf16(v));
+        for kern in kernels {
+            for acc in [false, true] {
+                let start: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 - 4.0).collect();
+                let mut got = start.clone();
+                matmul_with(kern, m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut got, n, acc, true);
+                for i in 0..m {
+                    for j in (0..n).step_by(37).chain([n - 1]) {
+                        let mut c: Option<f32> = acc.then_some(start[i * n + j]);
+                        for p0 in (0..k).step_by(KC) {
+                            let mut s = 0.0f32;
+                            for p in (p0..(p0 + KC).min(k)).step_by(2) {
+                                if p + 1 < k {
+                                    s = r(a[i * k + p + 1]).mul_add(r(b[(p + 1) * n + j]), s);
+                                }
+                                s = r(a[i * k + p]).mul_add(r(b[p * n + j]), s);
+                            }
+                            c = Some(c.map_or(s, |c| c + s));
+                        }
+                        let want = c.unwrap();
+                        assert_eq!(got[i * n + j].to_bits(), want.to_bits(), "{} acc {acc} [{i},{j}]", kern.name());
+                    }
                 }
             }
         }
