@@ -25,6 +25,9 @@ const KC: usize = 256;
 /// by up to 9 % (`examples/products.rs`, BENCHMARKS.md). Rows never change an element's sums, so neither do
 /// the bits.
 const MC: usize = 48;
+/// Bytes of packed B that one group of `k` blocks may span (see `products`): 8 MiB, as the bf16 product's
+/// (chosen on a Zen 5 with a 32 MiB L3; BENCHMARKS.md). No effect on the bits.
+const B_GROUP: usize = 8 << 20;
 /// The largest register tile (`MR · NR`), for the ragged-tile buffer.
 const TILE_MAX: usize = 12 * 32;
 
@@ -138,34 +141,47 @@ unsafe fn products(
     }
     let (mr, nr) = (isa.mr, isa.nr);
     let npad = n.div_ceil(nr) * nr;
-    let mut bp = Scratch::<f32>::take(KC.min(k) * npad);
+    // Blocks of `k` (first value, depth), taken a group at a time: B is packed for the whole group, and each row
+    // block runs every block of the group on one column panel before the next panel, so C's tiles take one
+    // trip from memory per group instead of one per block; the group's packed B (re-read by every row block)
+    // stays within `B_GROUP` bytes.
+    let kblocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|p0| (p0, KC.min(k - p0))).collect();
+    let group = (B_GROUP / (KC * npad * 4)).max(1);
+    let mut bp = Scratch::<f32>::take(group.min(kblocks.len()) * KC.min(k) * npad);
     let blocks = m.div_ceil(MC);
-    for (pi, p0) in (0..k).step_by(KC).enumerate() {
-        let kc = KC.min(k - p0);
-        pack_b(&b, p0, kc, n, nr, &mut bp, parallel);
-        // Later blocks of `k` add to what the first wrote.
-        let init = if pi == 0 { init } else { Init::Acc };
+    for (gi, kblocks) in kblocks.chunks(group).enumerate() {
+        for (gb, &(p0, kc)) in kblocks.iter().enumerate() {
+            pack_b(&b, p0, kc, n, nr, &mut bp[gb * KC * npad..], parallel);
+        }
         let run = |(bi, cblk): (usize, &mut [MaybeUninit<f32>])| {
             if bi >= blocks {
                 return;
             }
             let i0 = bi * MC;
             let mc = MC.min(m - i0);
-            if a.cs == 1 {
-                // Row-major A is read in place (each k step broadcasts one value of MR rows); only a
-                // ragged last panel is packed (zero rows must not be read past the matrix).
-                let full = mc / mr * mr;
-                let ablk = Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 };
-                let mut ap = Scratch::<f32>::take((mc - full).div_ceil(mr) * mr * kc);
-                pack_a(&a, i0 + full, mc - full, p0, kc, mr, &mut ap);
-                // SAFETY: the caller's contract (`Acc` only on initialised values, or on what block 0 wrote).
-                unsafe { block(isa, mc, n, kc, Panels { direct: Some((ablk, full)), packed: &ap }, &bp, cblk, ldc, init) };
-            } else {
-                let mut ap = Scratch::<f32>::take(mc.div_ceil(mr) * mr * kc);
-                pack_a(&a, i0, mc, p0, kc, mr, &mut ap);
-                // SAFETY: as above.
-                unsafe { block(isa, mc, n, kc, Panels { direct: None, packed: &ap }, &bp, cblk, ldc, init) };
-            }
+            // Row-major A is read in place (each k step broadcasts one value of MR rows); only a ragged last
+            // panel is packed (zero rows must not be read past the matrix). Other strides are packed.
+            let full = if a.cs == 1 { mc / mr * mr } else { 0 };
+            let packed: Vec<Scratch<f32>> = kblocks
+                .iter()
+                .map(|&(p0, kc)| {
+                    let mut ap = Scratch::<f32>::take((mc - full).div_ceil(mr) * mr * kc);
+                    pack_a(&a, i0 + full, mc - full, p0, kc, mr, &mut ap);
+                    ap
+                })
+                .collect();
+            let ks: Vec<KBlock> = kblocks
+                .iter()
+                .zip(&packed)
+                .enumerate()
+                .map(|(gb, (&(p0, kc), ap))| KBlock {
+                    kc,
+                    a: Panels { direct: (a.cs == 1).then(|| (Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 }, full)), packed: ap },
+                    bp: &bp[gb * KC * npad..gb * KC * npad + kc * npad],
+                })
+                .collect();
+            // SAFETY: the caller's contract (`Acc` only on initialised values, or on what an earlier block wrote).
+            unsafe { block(isa, mc, n, &ks, cblk, ldc, init, gi == 0) };
         };
         if parallel && blocks > 1 {
             c.par_chunks_mut(MC * ldc).enumerate().for_each(run);
@@ -338,46 +354,60 @@ struct Panels<'a> {
     packed: &'a [f32],
 }
 
-/// One A block times all packed B panels into `c` (rows of this block, row stride `ldc`). Full tiles are
-/// written by the kernel straight into `c`; ragged ones go through a tile buffer.
+/// One block of `k` for a row block: its depth, the A operand, the packed B panels.
+struct KBlock<'a> {
+    kc: usize,
+    a: Panels<'a>,
+    bp: &'a [f32],
+}
+
+/// One A block times all packed B panels into `c` (rows of this block, row stride `ldc`), for each column
+/// panel every block of `k` in `ks` in order (`init` before the first when `first`, added to after). Full
+/// tiles are written by the kernel straight into `c`; ragged ones go through a tile buffer.
 ///
 /// # Safety
-/// With [`Init::Acc`], the block's `mc × n` view of `c` must be initialised.
+/// With [`Init::Acc`] or `!first`, the block's `mc × n` view of `c` must be initialised.
 #[allow(clippy::too_many_arguments)]
-unsafe fn block(isa: Isa, mc: usize, n: usize, kc: usize, a: Panels, bp: &[f32], c: &mut [MaybeUninit<f32>], ldc: usize, init: Init) {
+unsafe fn block(isa: Isa, mc: usize, n: usize, ks: &[KBlock], c: &mut [MaybeUninit<f32>], ldc: usize, init: Init, first: bool) {
     let (big_mr, big_nr) = (isa.mr, isa.nr);
     let mut tile = [0.0f32; TILE_MAX];
-    let full_rows = a.direct.map(|d| d.1).unwrap_or(0);
-    for (jp, bpanel) in bp.chunks(kc * big_nr).enumerate().take(n.div_ceil(big_nr)) {
+    for jp in 0..n.div_ceil(big_nr) {
         let j0 = jp * big_nr;
         let nr = big_nr.min(n - j0);
-        for i0 in (0..mc).step_by(big_mr) {
-            let mr = big_mr.min(mc - i0);
-            // (pointer to A(i0, 0), row stride, k stride)
-            let (ap, ars, acs) = match a.direct {
-                Some((d, full)) if i0 < full => (d.data[i0 * d.rs..].as_ptr(), d.rs, 1),
-                _ => (a.packed[(i0 - full_rows) / big_mr * kc * big_mr..].as_ptr(), 1, big_mr),
-            };
-            if mr == big_mr && nr == big_nr {
-                let dst = &mut c[i0 * ldc + j0..(i0 + big_mr - 1) * ldc + j0 + big_nr];
-                // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds to them.
-                for i in 0..big_mr {
-                    init.start(&mut dst[i * ldc..i * ldc + big_nr], j0, false);
-                }
-                let add = !matches!(init, Init::Zero);
-                // SAFETY: the CPU supports `isa` (checked by `isa()`); A holds MR rows of kc values at the
-                // given strides (the views were sliced from bounds-checked operands), the B panel kc·NR
-                // values, and `dst` the MR × NR tile at row stride `ldc`, initialised when `add` (the bias
-                // above, or the caller's contract).
-                unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, add) };
-            } else {
-                // SAFETY: as above, into the local MR × NR tile.
-                unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), tile.as_mut_ptr(), big_nr, false) };
-                for i in 0..mr {
-                    let row = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nr];
-                    let t = &tile[i * big_nr..i * big_nr + nr];
-                    // SAFETY: the caller's contract for `Acc`.
-                    unsafe { init.add_row(row, j0, t) };
+        for (bi, kb) in ks.iter().enumerate() {
+            // Later blocks of `k` add to what the first wrote.
+            let init = if first && bi == 0 { init } else { Init::Acc };
+            let (kc, a) = (kb.kc, &kb.a);
+            let bpanel = &kb.bp[jp * kc * big_nr..(jp + 1) * kc * big_nr];
+            let full_rows = a.direct.map(|d| d.1).unwrap_or(0);
+            for i0 in (0..mc).step_by(big_mr) {
+                let mr = big_mr.min(mc - i0);
+                // (pointer to A(i0, 0), row stride, k stride)
+                let (ap, ars, acs) = match a.direct {
+                    Some((d, full)) if i0 < full => (d.data[i0 * d.rs..].as_ptr(), d.rs, 1),
+                    _ => (a.packed[(i0 - full_rows) / big_mr * kc * big_mr..].as_ptr(), 1, big_mr),
+                };
+                if mr == big_mr && nr == big_nr {
+                    let dst = &mut c[i0 * ldc + j0..(i0 + big_mr - 1) * ldc + j0 + big_nr];
+                    // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds to them.
+                    for i in 0..big_mr {
+                        init.start(&mut dst[i * ldc..i * ldc + big_nr], j0, false);
+                    }
+                    let add = !matches!(init, Init::Zero);
+                    // SAFETY: the CPU supports `isa` (checked by `isa()`); A holds MR rows of kc values at the
+                    // given strides (the views were sliced from bounds-checked operands), the B panel kc·NR
+                    // values, and `dst` the MR × NR tile at row stride `ldc`, initialised when `add` (the bias
+                    // above, an earlier block, or the caller's contract).
+                    unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, add) };
+                } else {
+                    // SAFETY: as above, into the local MR × NR tile.
+                    unsafe { (isa.kernel)(kc, ap, ars, acs, bpanel.as_ptr(), tile.as_mut_ptr(), big_nr, false) };
+                    for i in 0..mr {
+                        let row = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nr];
+                        let t = &tile[i * big_nr..i * big_nr + nr];
+                        // SAFETY: the caller's contract for `Acc`, or what an earlier block wrote.
+                        unsafe { init.add_row(row, j0, t) };
+                    }
                 }
             }
         }
@@ -591,6 +621,39 @@ mod tests {
             }
         }
         v
+    }
+
+    /// The bits are those of the documented order, computed here one element at a time: blocks of [`KC`]
+    /// values of `k`, each summed by FMA from zero in ascending order, added to the output in order. The shape
+    /// spans several groups of `k` blocks (n = 8200: one block per group), a ragged last block and tile, a
+    /// transposed A (packed) and a row-major one (read in place), with and without accumulation.
+    #[test]
+    fn sums_follow_the_documented_order_across_groups_of_k_blocks() {
+        let (m, n, k): (usize, usize, usize) = (13, 8200, 600);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0).collect();
+        for isa in kernels() {
+            assert!(B_GROUP / (KC * n.div_ceil(isa.nr) * isa.nr * 4) < k.div_ceil(KC), "several groups");
+            for (acc, transposed) in [(false, false), (true, false), (false, true)] {
+                let start: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 - 4.0).collect();
+                let mut got = start.clone();
+                let am = if transposed { Mat::t(&at, m) } else { Mat::rows(&a, k) };
+                // SAFETY: `got` is initialised.
+                unsafe { products(isa, m, n, k, am, Mat::rows(&b, n), crate::as_uninit(&mut got), n, Init::acc(acc), true) };
+                for i in 0..m {
+                    for j in (0..n).step_by(41).chain([n - 1]) {
+                        let mut c: Option<f32> = acc.then_some(start[i * n + j]);
+                        for p0 in (0..k).step_by(KC) {
+                            let s = (p0..(p0 + KC).min(k)).fold(0.0f32, |s, p| a[i * k + p].mul_add(b[p * n + j], s));
+                            c = Some(c.map_or(s, |c| c + s));
+                        }
+                        let want = c.unwrap();
+                        assert_eq!(got[i * n + j].to_bits(), want.to_bits(), "{} acc {acc} t {transposed} [{i},{j}]", isa.name);
+                    }
+                }
+            }
+        }
     }
 
     /// A product that starts from a bias (each tile's rows set just before the kernel adds to them) or from
