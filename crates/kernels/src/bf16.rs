@@ -392,6 +392,20 @@ impl<T: Elem> APack<'_, T> {
     }
 }
 
+/// A buffer's start, shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct Shared(*mut u32);
+
+// SAFETY: only used where every task writes its own part of the buffer (see its uses).
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer `i` values on (a method, so closures capture the `Sync` wrapper, not its field).
+    fn at(self, i: usize) -> *mut u32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// Packs `a[m, k]` ([`APack`]): a row-major `a` is left to be converted block by block where it is used; a
 /// transposed `a` has its columns converted and interleaved in one pass (a transposition of converted values
 /// cost 7–10 % of a bf16 training step: perf); other strides are converted value by value.
@@ -402,23 +416,27 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
     }
     if a.rs == 1 {
         let kq_all = kp / 2;
-        let mut pairs = Scratch::<u32>::take(m.div_ceil(MC) * MC * kq_all);
-        // Row block `rb`, pair-row q: columns 2q and 2q+1 of `a` (rows 2q, 2q+1 of the row-major `aᵀ`) at rows
-        // rb·MC.. of `a`.
-        let fill = |(rb, out): (usize, &mut [u32])| {
-            let i0 = rb * MC;
-            let mc = MC.min(m - i0);
-            for (q, o) in out.chunks_exact_mut(MC).enumerate() {
-                let r0 = &a.data[2 * q * a.cs + i0..2 * q * a.cs + i0 + mc];
-                let r1 = (2 * q + 1 < k).then(|| &a.data[(2 * q + 1) * a.cs + i0..(2 * q + 1) * a.cs + i0 + mc]);
-                T::pairs(r0, r1, &mut o[..mc]);
+        let nrb = m.div_ceil(MC);
+        let mut pairs = Scratch::<u32>::take(nrb * MC * kq_all);
+        let out = Shared(pairs.as_mut_ptr());
+        // Pair-row q: columns 2q and 2q+1 of `a` (rows 2q, 2q+1 of the row-major `aᵀ`, read whole and in order),
+        // into each row block's slot q.
+        let fill = |q: usize| {
+            let r0 = &a.data[2 * q * a.cs..2 * q * a.cs + m];
+            let r1 = (2 * q + 1 < k).then(|| &a.data[(2 * q + 1) * a.cs..(2 * q + 1) * a.cs + m]);
+            for rb in 0..nrb {
+                let (i0, mc) = (rb * MC, MC.min(m - rb * MC));
+                // SAFETY: slot (rb, q), MC values from (rb·kq_all + q)·MC, lies within `pairs` and is written by
+                // this call alone (one call per q); nothing reads `pairs` until every call has returned.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at((rb * kq_all + q) * MC), MC) };
+                T::pairs(&r0[i0..i0 + mc], r1.map(|r| &r[i0..i0 + mc]), &mut o[..mc]);
                 o[mc..].fill(0);
             }
         };
         if parallel && m * k >= 1 << 16 {
-            pairs.par_chunks_mut(MC * kq_all).enumerate().for_each(fill);
+            (0..kq_all).into_par_iter().with_min_len(8).for_each(fill);
         } else {
-            pairs.chunks_mut(MC * kq_all).enumerate().for_each(fill);
+            (0..kq_all).for_each(fill);
         }
         return APack::Pairs(pairs, kq_all);
     }
