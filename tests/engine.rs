@@ -280,8 +280,8 @@ fn wrong_artifact_type_is_a_spec_error() {
 }
 
 /// Holds the devices it was given for a while and logs them with its start and end.
-/// (node, devices, start, end) of each run.
-type HoldLog = Arc<Mutex<Vec<(String, Vec<u32>, std::time::Instant, std::time::Instant)>>>;
+/// (node, devices, start, end, threads of the pool it ran in) of each run.
+type HoldLog = Arc<Mutex<Vec<(String, Vec<u32>, std::time::Instant, std::time::Instant, usize)>>>;
 
 struct Hold(HoldLog);
 
@@ -314,7 +314,8 @@ impl Stage for Hold {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let start = std::time::Instant::now();
         std::thread::sleep(std::time::Duration::from_millis(ctx.params["ms"].as_u64().unwrap_or(300)));
-        self.0.lock().unwrap().push((ctx.id.to_string(), ctx.devices.clone(), start, std::time::Instant::now()));
+        let threads = rayon::current_num_threads();
+        self.0.lock().unwrap().push((ctx.id.to_string(), ctx.devices.clone(), start, std::time::Instant::now(), threads));
         ctx.out.put_json("v.json", &ctx.params["x"])
     }
 }
@@ -387,14 +388,16 @@ fn nodes_are_pinned_to_their_own_devices() {
     let opts = RunOptions { jobs: 8, devices: 2, ..RunOptions::default() };
     let (ran, events) = e.run_with(None, opts);
     assert_eq!(ran, ["both", "floor", "g1", "g2", "g3", "many"]);
-    let log = log.lock().unwrap().clone();
-    for (id, devices, ..) in &log {
+    let first = log.lock().unwrap().clone();
+    for (id, devices, .., threads) in &first {
         let want: &[u32] = if id.starts_with('g') { &[] } else { &[0, 1] };
         if want.is_empty() {
             assert_eq!(devices.len(), 1, "{id} got {devices:?}");
         } else {
             assert_eq!(devices, want, "{id}");
         }
+        // Without `cpus`, a node's pool is its devices' share of `-j 8`: 4 threads per device of 2.
+        assert_eq!(*threads, 4 * devices.len(), "{id}: threads for {devices:?}");
         let told = events.iter().find_map(|ev| match ev {
             Event::Started { id: i, devices, .. } if i == id => Some(devices.clone()),
             _ => None,
@@ -403,8 +406,8 @@ fn nodes_are_pinned_to_their_own_devices() {
     }
     // Nodes that ran at the same time held disjoint devices; some did run at the same time.
     let mut overlapped = false;
-    for (i, a) in log.iter().enumerate() {
-        for b in &log[i + 1..] {
+    for (i, a) in first.iter().enumerate() {
+        for b in &first[i + 1..] {
             if a.2 < b.3 && b.2 < a.3 {
                 overlapped = true;
                 assert!(a.1.iter().all(|d| !b.1.contains(d)), "{} {:?} and {} {:?} ran at once on one device", a.0, a.1, b.0, b.1);
@@ -422,4 +425,7 @@ fn nodes_are_pinned_to_their_own_devices() {
             assert!(devices.is_empty(), "{id} got devices {devices:?} with --devices 0");
         }
     }
+    // Without devices a node's pool is its slots: one each.
+    let log = log.lock().unwrap().clone();
+    assert!(log[log.len() - 6..].iter().all(|l| l.4 == 1), "threads without devices: {:?}", log.iter().map(|l| l.4).collect::<Vec<_>>());
 }
