@@ -2,8 +2,9 @@
 # Issue 16's CPU protocol in one command: alternating pairs of `polyflow bench-model` and PyTorch's
 # `benches/vit_torch.py` on the same two threads (ViT-Ti probe, batch 64, 30 timed steps), then the matrix
 # products of the block's shapes through MKL and OpenBLAS (`benches/matmul_blas.py`). Prints the CPU (model
-# name, family/model, the ISA flags that choose kernels) and the ratio of the means; raw JSON lines go to
-# OUTDIR. Nothing here decides anything: BENCHMARKS.md rows are written from its output.
+# name, family/model, the ISA flags that choose kernels), the ratio of the means and each pair's own ratio
+# (with their median: on a VM whose speed drifts, adjacent runs compare best); raw JSON lines go to OUTDIR.
+# Nothing here decides anything: BENCHMARKS.md rows are written from its output.
 #
 #   benches/cpu_pairs.sh [PAIRS] [OUTDIR]
 #   POLYFLOW=target/release/polyflow  the binary (default target/debug/polyflow, the dev profile of the rows)
@@ -40,5 +41,10 @@ if len(m) == 2:
     print(f"polyflow {pt:.1f} / {pi:.1f} img/s, PyTorch {tt:.1f} / {ti:.1f}: ratio train {pt / tt:.2f}x, infer {pi / ti:.2f}x "
           f"({len(rows['polyflow'])} pairs; matmul peak {rows['polyflow'][-1].get('matmul_peak_gflops', 0):.0f} GFLOP/s, "
           f"kernel {rows['polyflow'][-1].get('matmul_kernel', '?')})")
+    # Each pair ran back to back, so its own ratio is the one least moved by a VM whose speed drifts between pairs.
+    pr = [(a["train_img_s"] / b["train_img_s"], a["infer_img_s"] / b["infer_img_s"]) for a, b in zip(rows["polyflow"], rows["torch"])]
+    fmt = lambda v: ", ".join(f"{x:.2f}" for x in v)
+    print(f"per-pair ratios: train {fmt(r[0] for r in pr)} (median {st.median(r[0] for r in pr):.2f}x), "
+          f"infer {fmt(r[1] for r in pr)} (median {st.median(r[1] for r in pr):.2f}x)")
 EOF
 "${PIN[@]}" python3 benches/matmul_blas.py 2>/dev/null | tee "$OUTDIR/blas.txt" | tail -8
