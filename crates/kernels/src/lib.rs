@@ -15,6 +15,7 @@ pub mod bf16;
 pub mod expf;
 mod scratch;
 pub mod sgemm;
+mod transpose;
 
 use std::mem::MaybeUninit;
 
