@@ -175,11 +175,14 @@ pub(crate) unsafe fn matmul_init(
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY (both): the caller's contract, passed on.
+    // SAFETY (both): the caller's contract, passed on; the f32 kernel is one `sgemm::isa` found on this CPU.
     match prec {
         Precision::Bf16 => return unsafe { bf16::matmul_init(bf16::kernel(), m, n, k, a, b, c, ldc, init, parallel) },
-        Precision::F32 if sgemm::available() => return unsafe { sgemm::matmul_init(m, n, k, a, b, c, ldc, init, parallel) },
-        Precision::F32 => {}
+        Precision::F32 => {
+            if let Some(isa) = sgemm::isa() {
+                return unsafe { sgemm::products(isa, m, n, k, a, b, c, ldc, init, parallel) };
+            }
+        }
     }
     check_views(m, n, k, &a, &b, c, ldc);
     init.check(n);

@@ -85,27 +85,6 @@ pub fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: 
     matmul_with(isa, m, n, k, a, b, c, ldc, acc, parallel)
 }
 
-/// `c = init + a · b` (see [`crate::matmul_init`]); requires [`available`].
-///
-/// # Safety
-/// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn matmul_init(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat,
-    b: Mat,
-    c: &mut [MaybeUninit<f32>],
-    ldc: usize,
-    init: Init,
-    parallel: bool,
-) {
-    let isa = isa().expect("sgemm::matmul needs AVX2+FMA or AVX-512F");
-    // SAFETY: the caller's contract.
-    unsafe { products(isa, m, n, k, a, b, c, ldc, init, parallel) }
-}
-
 /// [`matmul`] with a given kernel (the CPU must support it).
 #[allow(clippy::too_many_arguments)]
 fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
@@ -113,12 +92,13 @@ fn matmul_with(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [
     unsafe { products(isa, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
 }
 
-/// The product with a given kernel: `c = init + a · b`, every value of the `m × n` view written.
+/// The product with a given kernel (see [`crate::matmul_init`]): `c = init + a · b`, every value of the `m × n`
+/// view written.
 ///
 /// # Safety
-/// With [`Init::Acc`], the `m × n` view of `c` must be initialised.
+/// The CPU must run `isa` (one [`isa`] returned); with [`Init::Acc`], the `m × n` view of `c` must be initialised.
 #[allow(clippy::too_many_arguments)]
-unsafe fn products(
+pub(crate) unsafe fn products(
     isa: Isa,
     m: usize,
     n: usize,
