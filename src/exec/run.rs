@@ -386,8 +386,8 @@ impl Scheduler<'_> {
         // accounting and gets the cores asked for.
         let limited = self.launcher.limited();
         let (cpu, ndev) = if limited { (cpus_req.clamp(1, self.jobs), (gpus as usize).min(opts.devices)) } else { (0, 0) };
-        // A node holding accelerators without a `cpus` of its own prepares their input (decoding, augmenting) on
-        // its share of the cores, `-j` × its devices / `--devices` (as a PyTorch user sizes `num_workers`), while
+        // A node holding accelerators without a `cpus` of its own prepares their input (whatever its kind does on
+        // the host) on its share of the cores, `-j` × its devices / `--devices` (as a PyTorch user sizes `num_workers`), while
         // holding the slots its kind asks for: the cores feed the devices, and CPU-only nodes still get slots.
         let share = if want.cpus.is_none() && ndev > 0 && opts.devices > 0 { self.jobs * ndev / opts.devices } else { 0 };
         let threads = if limited { cpu.max(share) } else { cpus_req };
