@@ -146,6 +146,29 @@ pub fn matmul_p(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c
     unsafe { matmul_init(prec, m, n, k, a, b, as_uninit(c), ldc, Init::acc(acc), parallel) }
 }
 
+/// [`matmul_p`] for operands that may hold bf16 bits already ([`bf16::Elem`]: `u16`), as a block keeps an
+/// activation it uses in several bf16 products: at [`Precision::Bf16`] the bits of converting each operand at
+/// the product. Panics if an operand holds bf16 bits and `prec` is [`Precision::F32`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_any<TA: bf16::Elem, TB: bf16::Elem>(
+    prec: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<TA>,
+    b: Mat<TB>,
+    c: &mut [f32],
+    ldc: usize,
+    acc: bool,
+    parallel: bool,
+) {
+    match (prec, TA::as_f32(a), TB::as_f32(b)) {
+        (Precision::Bf16, ..) => bf16::matmul(m, n, k, a, b, c, ldc, acc, parallel),
+        (Precision::F32, Some(a), Some(b)) => matmul_p(prec, m, n, k, a, b, c, ldc, acc, parallel),
+        (Precision::F32, ..) => panic!("matmul_any: an operand of bf16 bits in an f32 product"),
+    }
+}
+
 /// `c[m, n] (row stride ldc) (+)= a[m, k] · b[k, n]`; accumulates into `c` when `acc`. `parallel` uses the
 /// current rayon pool (large products); small per-head products run on the calling thread. On x86-64 CPUs
 /// with AVX2 + FMA or AVX-512F this is [`sgemm`], elsewhere the `gemm` crate.
@@ -225,7 +248,7 @@ pub(crate) unsafe fn matmul_init(
 
 /// Panics unless `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc ≥ n`) lie inside their slices:
 /// the products read and write through raw pointers within exactly these extents.
-pub fn check_views<T, C>(m: usize, n: usize, k: usize, a: &Mat<T>, b: &Mat, c: &[C], ldc: usize) {
+pub fn check_views<TA, TB, C>(m: usize, n: usize, k: usize, a: &Mat<TA>, b: &Mat<TB>, c: &[C], ldc: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -258,8 +281,8 @@ fn product(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, init: 
     unsafe { fresh(m, n, init, |y, init| matmul_init(prec, m, n, k, a, b, y, n, init, true)) }
 }
 
-/// [`product`] at bf16 with `a` already in bf16 bits.
-fn product16(m: usize, n: usize, k: usize, a: Mat<u16>, b: Mat, init: Init) -> Vec<f32> {
+/// [`product`] at bf16 with either operand possibly in bf16 bits already.
+fn product16<TA: bf16::Elem, TB: bf16::Elem>(m: usize, n: usize, k: usize, a: Mat<TA>, b: Mat<TB>, init: Init) -> Vec<f32> {
     // SAFETY: as in `product`.
     unsafe { fresh(m, n, init, |y, init| bf16::matmul_init(bf16::kernel(), m, n, k, a, b, y, n, init, true)) }
 }
@@ -287,9 +310,12 @@ pub fn linear16(x16: &[u16], w: &[f32], bias: &[f32], m: usize, k: usize, n: usi
 }
 
 /// Backward of [`linear16`]: [`linear_backward`] at bf16 with the input kept in bf16 bits (the same bits).
+/// `dy` is converted once for both products (each converted it on its own: twice the conversions of the
+/// largest operand of a layer's backward pass).
 pub fn linear_backward16(x16: &[u16], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dx = product(Precision::Bf16, m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero);
-    let dw = product16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), Init::Zero);
+    let dy16 = to_bf16_vec(dy);
+    let dx = product16(m, k, n, Mat::rows(&dy16, n), Mat::t(w, n), Init::Zero);
+    let dw = product16(k, n, m, Mat::t(x16, k), Mat::rows(&dy16, n), Init::Zero);
     (dx, dw, col_sum(dy, n))
 }
 

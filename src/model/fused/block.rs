@@ -62,7 +62,7 @@ pub struct Saved {
     mean1: Vec<f32>,
     rstd1: Vec<f32>,
     xn1: Input,
-    qkv: Vec<f32>,
+    qkv: Input,
     probs: Vec<f32>,
     att: Input,
     x1: Vec<f32>,
@@ -73,10 +73,11 @@ pub struct Saved {
     act: Input,
 }
 
-/// The input of a projection or MLP layer (`[rows, width]`): f32, or, when the products run in bf16, its bf16
-/// bits, written so by the kernel that produces it (LayerNorm, GELU; the attention output is converted after
-/// its per-head products) and kept so for the backward pass, as autocast keeps a bf16 layer's input. The same
-/// bits as converting the f32 values at each product, half the memory, and no conversion pass per product.
+/// The input of a projection or MLP layer (`[rows, width]`), or the `qkv` rows the attention products read:
+/// f32, or, when the products run in bf16, its bf16 bits, written so by the kernel that produces it
+/// (LayerNorm, GELU; the attention output and `qkv` are converted after the products that make them) and kept
+/// so for the backward pass, as autocast keeps a bf16 layer's input. The same bits as converting the f32
+/// values at each product, half the memory, and one conversion instead of one per product.
 #[derive(Debug)]
 enum Input {
     F32(Vec<f32>),
@@ -157,35 +158,13 @@ fn masked<'a>(x: &'a [f32], keep: Option<&[f32]>, per_example: usize) -> std::bo
 /// Forward. `x: [b·n, d]` → `[b·n, d]`; `keep` are the per-example stochastic-depth masks of the attention
 /// and MLP branches. Returns the output and, when `save`, the activations for [`backward`].
 pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, save: bool) -> (Vec<f32>, Option<Saved>) {
-    let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
+    let (m, d, n) = (dm.rows(), dm.d, dm.n);
     let (xn1, mean1, rstd1) = layer_norm(x, p.ln1, d, dm.eps, dm.prec);
-    let qkv = xn1.linear(p.qkv, m, d, 3 * d, dm.prec); // [M, 3D]: (example, token) × (q|k|v, head, hd)
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
-                                       // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
-                                       // [N, N] at a time (inference).
-    let heads = |o: &mut [f32], pr: &mut [f32], rows: &[f32]| {
-        for hi in 0..h {
-            let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
-            let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
-            let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
-            k::matmul_p(dm.prec, n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
-            k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
-            let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
-            k::matmul_p(dm.prec, n, hd, n, Mat::rows(p, n), v, &mut o[hi * hd..], d, false, false);
-            // [N, hd]
-        }
+    let qkv = Input::new(xn1.linear(p.qkv, m, d, 3 * d, dm.prec), dm.prec); // [M, 3D]: (example, token) × (q|k|v, head, hd)
+    let (att, probs) = match &qkv {
+        Input::F32(rows) => attention(rows, dm, save),
+        Input::Bf16(rows) => attention(rows, dm, save),
     };
-    let mut probs = Vec::new(); // [B, H, N, N] when saved
-    if save {
-        probs = vec![0.0f32; dm.b * h * n * n];
-        att.par_chunks_mut(n * d)
-            .zip(probs.par_chunks_mut(h * n * n))
-            .zip(qkv.par_chunks(n * 3 * d))
-            .for_each(|((o, pr), rows)| heads(o, pr, rows));
-    } else {
-        att.par_chunks_mut(n * d).zip(qkv.par_chunks(n * 3 * d)).for_each_init(|| vec![0.0f32; n * n], |pr, (o, rows)| heads(o, pr, rows));
-    }
     let att = Input::new(att, dm.prec);
     let mut a = att.linear(p.proj, m, d, d, dm.prec);
     if let Some((k0, _)) = keep {
@@ -219,9 +198,69 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
     (y, saved)
 }
 
+/// Multi-head attention of every example: `qkv: [b·n, 3d]` (q | k | v, heads side by side; f32, or bf16 bits
+/// converted once for every product that reads them) → the heads' outputs `[b·n, d]` and, when `save`, the
+/// probabilities `[b, h, n, n]` for [`attention_backward`].
+fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Vec<f32>) {
+    let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
+                                       // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
+                                       // [N, N] at a time (inference).
+    let heads = |o: &mut [f32], pr: &mut [f32], rows: &[T]| {
+        for hi in 0..h {
+            let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
+            let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
+            let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
+            k::matmul_any(dm.prec, n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
+            k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
+            let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
+            k::matmul_any(dm.prec, n, hd, n, Mat::rows(&p[..], n), v, &mut o[hi * hd..], d, false, false);
+            // [N, hd]
+        }
+    };
+    let mut probs = Vec::new(); // [B, H, N, N] when saved
+    if save {
+        probs = vec![0.0f32; dm.b * h * n * n];
+        att.par_chunks_mut(n * d)
+            .zip(probs.par_chunks_mut(h * n * n))
+            .zip(qkv.par_chunks(n * 3 * d))
+            .for_each(|((o, pr), rows)| heads(o, pr, rows));
+    } else {
+        att.par_chunks_mut(n * d).zip(qkv.par_chunks(n * 3 * d)).for_each_init(|| vec![0.0f32; n * n], |pr, (o, rows)| heads(o, pr, rows));
+    }
+    (att, probs)
+}
+
+/// Backward of [`attention`] for `datt: [b·n, d]` (f32, or bf16 bits when `qkv` is): returns `dqkv: [b·n, 3d]`.
+fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm: Dims) -> Vec<f32> {
+    let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dqkv = vec![0.0f32; m * 3 * d];
+    dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n))).for_each(
+        |((g, dout), (rows, pr))| {
+            let mut dp = vec![0.0f32; n * n];
+            for (hi, p) in pr.chunks(n * n).enumerate() {
+                let o = hi * hd;
+                let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
+                let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
+                k::matmul_any(dm.prec, n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
+                k::matmul_any(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
+                k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
+                let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
+                k::matmul_any(dm.prec, n, hd, n, Mat::rows(&dp[..], n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
+                let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
+                k::matmul_any(dm.prec, n, hd, n, Mat::t(&dp[..], n), q, &mut g[d + o..], 3 * d, false, false);
+                // dk = dSᵀ q
+            }
+        },
+    );
+    dqkv
+}
+
 /// Backward of [`forward`] for `dy: [b·n, d]`: returns `dx` and the parameter gradients.
 pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, s: &Saved, dy: &[f32]) -> (Vec<f32>, ParamGrads) {
-    let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
+    let (m, d, n) = (dm.rows(), dm.d, dm.n);
     // MLP branch: y = x1 + keep1·fc2(gelu(fc1(LN2(x1)))).
     let dm_out = masked(dy, keep.map(|k| k.1), n * d);
     let (mut dact, dw2, db2) = s.act.linear_backward(p.fc2.0, &dm_out, m, dm.mlp, d, dm.prec);
@@ -236,31 +275,45 @@ pub fn backward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>,
     let da = masked(&dx1, keep.map(|k| k.0), n * d);
     let (datt, dwp, dbp) = s.att.linear_backward(p.proj.0, &da, m, d, d, dm.prec);
     drop(da);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut dqkv = vec![0.0f32; m * 3 * d];
-    dqkv.par_chunks_mut(n * 3 * d)
-        .zip(datt.par_chunks(n * d))
-        .zip(s.qkv.par_chunks(n * 3 * d).zip(s.probs.par_chunks(h * n * n)))
-        .for_each(|((g, dout), (rows, pr))| {
-            let mut dp = vec![0.0f32; n * n];
-            for (hi, p) in pr.chunks(n * n).enumerate() {
-                let o = hi * hd;
-                let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
-                let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
-                k::matmul_p(dm.prec, n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
-                k::matmul_p(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
-                k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
-                let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
-                k::matmul_p(dm.prec, n, hd, n, Mat::rows(&dp, n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
-                let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
-                k::matmul_p(dm.prec, n, hd, n, Mat::t(&dp, n), q, &mut g[d + o..], 3 * d, false, false);
-                // dk = dSᵀ q
-            }
-        });
+    let dqkv = match &s.qkv {
+        Input::F32(rows) => attention_backward(rows, &datt, &s.probs, dm),
+        // dO is read by two products per head (dP = dO vᵀ, dv = Pᵀ dO): converted once.
+        Input::Bf16(rows) => attention_backward(rows, &k::to_bf16_vec(&datt), &s.probs, dm),
+    };
     drop(datt);
     let (dxn1, dwqkv, dbqkv) = s.xn1.linear_backward(p.qkv.0, &dqkv, m, d, 3 * d, dm.prec);
     drop(dqkv);
     let (mut dx, dg1, dbeta1) = k::layer_norm_backward(x, &s.mean1, &s.rstd1, p.ln1.0, &dxn1, d);
     dx.par_iter_mut().zip(dx1.par_iter()).for_each(|(a, b)| *a += b);
     (dx, [dg1, dbeta1, dwqkv, dbqkv, dwp, dbp, dg2, dbeta2, dw1, db1, dw2, db2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32).map(|i| ((i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 8) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// The attention products on `qkv` (and `dO`) converted to bf16 once give the bits of converting them at
+    /// every product: forward (probabilities and output, saved or not) and backward.
+    #[test]
+    fn attention_on_bf16_bits_gives_the_bits_of_converting_at_each_product() {
+        let dm = Dims { b: 3, n: 13, d: 24, h: 3, mlp: 0, eps: 1e-6, prec: k::Precision::Bf16 };
+        let (m, d) = (dm.rows(), dm.d);
+        let qkv = data(m * 3 * d, 1);
+        let datt = data(m * d, 2);
+        let (qkv16, datt16) = (k::to_bf16_vec(&qkv), k::to_bf16_vec(&datt));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (att, probs) = attention(&qkv, dm, true);
+        let (att16, probs16) = attention(&qkv16, dm, true);
+        assert!(bits(&att) == bits(&att16) && bits(&probs) == bits(&probs16), "forward");
+        assert!(bits(&attention(&qkv16, dm, false).0) == bits(&att), "inference");
+        let dqkv = attention_backward(&qkv, &datt, &probs, dm);
+        assert!(bits(&dqkv) == bits(&attention_backward(&qkv16, &datt16, &probs, dm)), "backward");
+        // And bf16 is not f32 here (the comparison above could not pass by both running in f32).
+        let (att32, _) = attention(&qkv, Dims { prec: k::Precision::F32, ..dm }, true);
+        assert!(bits(&att32) != bits(&att), "f32 and bf16 attention must differ");
+    }
 }
