@@ -1,10 +1,11 @@
 //! GFLOP/s of the fused block's matrix products at the ViT-Ti probe's and ViT-B/16's shapes, f32 and bf16, on
 //! the current rayon pool (`RAYON_NUM_THREADS`): forward (`x · w`), input gradient (`dy · wᵀ`) and weight
-//! gradient (`xᵀ · dy`) of the MLP's first layer. Best of 5 rounds of 5 products each.
+//! gradient (`xᵀ · dy`) of the MLP's first layer; in bf16 also with `x` and `dy` given as bf16 bits, as the fused
+//! block passes them. Best of 5 rounds of 5 products each.
 //!
 //!   cargo run --release -p polyflow-kernels --example products
 
-use polyflow_kernels::{matmul_p, Mat, Precision};
+use polyflow_kernels::{matmul_any, matmul_p, to_bf16_vec, Mat, Precision};
 use std::time::Instant;
 
 fn main() {
@@ -33,6 +34,15 @@ fn main() {
             let bwd_x = time(&mut || matmul_p(prec, m, d, h, Mat::rows(&dy, h), Mat::t(&w, h), &mut dx, d, false, true));
             let bwd_w = time(&mut || matmul_p(prec, d, h, m, Mat::t(&x, d), Mat::rows(&dy, h), &mut dw, h, false, true));
             println!("{name:<13} {prec:?}: x·w [{m},{d}]·[{d},{h}] {fwd:6.1}  dy·wᵀ {bwd_x:6.1}  xᵀ·dy {bwd_w:6.1} GFLOP/s");
+            if prec == Precision::Bf16 {
+                // As the fused block runs them: `x` and `dy` already in bf16 bits (converted once by their
+                // producers), the weights f32 (the master copy).
+                let (x16, dy16) = (to_bf16_vec(&x), to_bf16_vec(&dy));
+                let fwd = time(&mut || matmul_any(prec, m, h, d, Mat::rows(&x16, d), Mat::rows(&w, h), &mut y, h, false, true));
+                let bwd_x = time(&mut || matmul_any(prec, m, d, h, Mat::rows(&dy16, h), Mat::t(&w, h), &mut dx, d, false, true));
+                let bwd_w = time(&mut || matmul_any(prec, d, h, m, Mat::t(&x16, d), Mat::rows(&dy16, h), &mut dw, h, false, true));
+                println!("{name:<13} Bf16, x and dy as bits: x·w {fwd:6.1}  dy·wᵀ {bwd_x:6.1}  xᵀ·dy {bwd_w:6.1} GFLOP/s");
+            }
         }
     }
 }
