@@ -503,7 +503,7 @@ fn transpose_rows<'a>(x: &[f32], n: usize, xt: &'a mut [f32]) -> Option<&'a [f32
 unsafe fn transpose_rows_avx(x: &[f32], n: usize, n8: usize, xt: &mut [f32]) {
     use std::arch::x86_64::*;
     const { assert!(G == 8) };
-    debug_assert!(x.len() == 8 * n && xt.len() == 8 * n && n8 % 8 == 0 && n8 <= n);
+    debug_assert!(x.len() == 8 * n && xt.len() == 8 * n && n8.is_multiple_of(8) && n8 <= n);
     for j in (0..n8).step_by(8) {
         // SAFETY: row r, columns j..j + 8 (≤ n), lies within `x` (the contract); unaligned loads.
         let r: [__m256; 8] = std::array::from_fn(|r| unsafe { _mm256_loadu_ps(x.as_ptr().add(r * n + j)) });
