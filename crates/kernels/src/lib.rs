@@ -311,7 +311,7 @@ pub fn linear16(x16: &[u16], w: &[f32], bias: &[f32], m: usize, k: usize, n: usi
 
 /// Backward of [`linear16`]: [`linear_backward`] at bf16 with the input kept in bf16 bits (the same bits).
 /// `dy` is converted by each product where it packs it (converting it once into bf16 first and packing the
-/// bits was 8 % slower on a ViT-Ti bf16 training step: one more pass over the largest operand; BENCHMARKS.md).
+/// bits was about 5 % slower on a ViT-Ti bf16 training step: one more pass over the largest operand; BENCHMARKS.md).
 pub fn linear_backward16(x16: &[u16], w: &[f32], dy: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dx = product16(m, k, n, Mat::rows(dy, n), Mat::t(w, n), Init::Zero);
     let dw = product16(k, n, m, Mat::t(x16, k), Mat::rows(dy, n), Init::Zero);
