@@ -115,19 +115,30 @@ impl Elem for u16 {
     }
 }
 
+/// A vector version of [`Elem::pairs`] (`unsafe`: it needs CPU features its caller checked).
+type PairsFn<T> = unsafe fn(&[T], Option<&[T]>, &mut [u32]);
+
+/// [`Elem::pairs`] by `vector` when given (the CPU has its features: the caller's check), one value at a time
+/// otherwise. The rows are cut to `out.len()` values first: a shorter row panics here, so the vector code never
+/// reads past one.
+fn pairs_via<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u32], vector: Option<PairsFn<T>>) {
+    let r0 = &r0[..out.len()];
+    let r1 = r1.map(|r| &r[..out.len()]);
+    match vector {
+        // SAFETY: the CPU has the function's features (the caller's check); both rows hold `out.len()` values.
+        Some(f) => unsafe { f(r0, r1, out) },
+        None => pairs_scalar(r0, r1, out),
+    }
+}
+
 /// [`Elem::pairs`] of bf16 bits: AVX2 widenings 8 pairs at a time on x86-64 CPUs that have it (moves only; a
 /// value at a time was 2.4 % of a ViT-Ti bf16 training step on a Zen 5: perf), one at a time elsewhere.
 fn pairs16(r0: &[u16], r1: Option<&[u16]>, out: &mut [u32]) {
-    // The vector code reads `out.len()` values of each row: these slices panic first if a row is shorter.
-    let r0 = &r0[..out.len()];
-    let r1 = r1.map(|r| &r[..out.len()]);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2; both rows hold `out.len()` values (sliced above).
-        unsafe { pairs16_avx2(r0, r1, out) };
-        return;
-    }
-    pairs_scalar(r0, r1, out)
+    let vector = std::arch::is_x86_feature_detected!("avx2").then_some(pairs16_avx2 as PairsFn<u16>);
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = None;
+    pairs_via(r0, r1, out, vector)
 }
 
 /// [`pairs16`] with AVX2, 8 pairs at a time.
@@ -211,42 +222,6 @@ fn best(native: bool) -> Kernel {
     }
     let _ = native;
     Kernel::EmulatedPortable
-}
-
-/// `c[m, n] (row stride ldc) (+)= bf16(a) · bf16(b)` with f32 accumulation (see the module docs), as
-/// [`crate::matmul`]. Either operand may be `f32` values or bf16 bits already ([`Elem`]): the bits of a
-/// product do not depend on which.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul<TA: Elem, TB: Elem>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<TA>,
-    b: Mat<TB>,
-    c: &mut [f32],
-    ldc: usize,
-    acc: bool,
-    parallel: bool,
-) {
-    matmul_with(kernel(), m, n, k, a, b, c, ldc, acc, parallel)
-}
-
-/// [`matmul`] with a given kernel (the CPU must support it).
-#[allow(clippy::too_many_arguments)]
-fn matmul_with<TA: Elem, TB: Elem>(
-    kern: Kernel,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<TA>,
-    b: Mat<TB>,
-    c: &mut [f32],
-    ldc: usize,
-    acc: bool,
-    parallel: bool,
-) {
-    // SAFETY: `c` is initialised (a `&mut [f32]`).
-    unsafe { matmul_init(kern, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
 }
 
 /// `c = init + bf16(a) · bf16(b)` with a given kernel (see [`crate::matmul_init`]); every value of the
@@ -522,16 +497,11 @@ fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, paralle
 /// `out[j] = (bf16(r1[j]) << 16) | bf16(r0[j])` (high half zero without `r1`): two rows of values as the
 /// pairs the kernels read. `vcvtneps2bf16` on CPUs with AVX512-BF16, [`to_bf16`] elsewhere (the same bits).
 fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u32]) {
-    // The vector code reads `out.len()` values of each row: these slices panic first if a row is shorter.
-    let r0 = &r0[..out.len()];
-    let r1 = r1.map(|r| &r[..out.len()]);
     #[cfg(target_arch = "x86_64")]
-    if native_convert() {
-        // SAFETY: the CPU has AVX512-F and AVX512-BF16 (checked by `native_convert`).
-        unsafe { interleave_native(r0, r1, out) };
-        return;
-    }
-    pairs_scalar(r0, r1, out)
+    let vector = native_convert().then_some(interleave_native as PairsFn<f32>);
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = None;
+    pairs_via(r0, r1, out, vector)
 }
 
 /// [`interleave`] with `vcvtneps2bf16`, 16 pairs at a time.
@@ -837,6 +807,25 @@ unsafe fn kernel_native(kq: usize, a: *const u16, ri: usize, rq: usize, b: *cons
 mod tests {
     use super::*;
 
+    /// `c (+)= bf16(a) · bf16(b)` with a given kernel (the CPU must support it), as [`crate::matmul_any`] runs
+    /// [`kernel`]'s.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_with<TA: Elem, TB: Elem>(
+        kern: Kernel,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Mat<TA>,
+        b: Mat<TB>,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+        parallel: bool,
+    ) {
+        // SAFETY: `c` is initialised (a `&mut [f32]`).
+        unsafe { matmul_init(kern, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
+    }
+
     fn data(len: usize, seed: usize) -> Vec<f32> {
         (0..len).map(|i| (((i + seed) * 7919) % 1013) as f32 / 487.0 - 1.0).collect()
     }
@@ -977,7 +966,7 @@ mod tests {
                     let am = if ta { Mat::t(&a, m) } else { Mat::rows(&a, k) };
                     let bm = if tb { Mat::t(&b, k) } else { Mat::rows(&b, n) };
                     let mut c = vec![0f32; m * n];
-                    matmul(m, n, k, am, bm, &mut c, n, false, false);
+                    matmul_with(kernel(), m, n, k, am, bm, &mut c, n, false, false);
                     c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
@@ -1170,7 +1159,7 @@ mod tests {
         let (a, b) = (data(m * k, 5), data(k * n, 6));
         let mut c16 = vec![0.0f32; m * n];
         let mut c32 = vec![0.0f32; m * n];
-        matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c16, n, false, true);
+        matmul_with(kernel(), m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c16, n, false, true);
         crate::matmul(m, n, k, Mat::rows(&a, k), Mat::rows(&b, n), &mut c32, n, false, true);
         let scale = c32.iter().fold(0.0f32, |s, v| s.max(v.abs()));
         let err = c16.iter().zip(&c32).fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));

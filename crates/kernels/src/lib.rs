@@ -17,6 +17,7 @@ mod scratch;
 pub mod sgemm;
 mod transpose;
 
+use scratch::Scratch;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -142,8 +143,7 @@ pub(crate) fn as_uninit(c: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 /// [`matmul`] at the given precision.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_p(prec: Precision, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], ldc: usize, acc: bool, parallel: bool) {
-    // SAFETY: `c` is initialised (a `&mut [f32]`).
-    unsafe { matmul_init(prec, m, n, k, a, b, as_uninit(c), ldc, Init::acc(acc), parallel) }
+    matmul_any(prec, m, n, k, a, b, c, ldc, acc, parallel)
 }
 
 /// [`matmul_p`] for operands that may hold bf16 bits already ([`bf16::Elem`]: `u16`), as a block keeps an
@@ -162,9 +162,11 @@ pub fn matmul_any<TA: bf16::Elem, TB: bf16::Elem>(
     acc: bool,
     parallel: bool,
 ) {
+    let (c, init) = (as_uninit(c), Init::acc(acc));
+    // SAFETY (both): `c` is initialised (a `&mut [f32]`), as `Init::Acc` needs.
     match (prec, TA::as_f32(a), TB::as_f32(b)) {
-        (Precision::Bf16, ..) => bf16::matmul(m, n, k, a, b, c, ldc, acc, parallel),
-        (Precision::F32, Some(a), Some(b)) => matmul_p(prec, m, n, k, a, b, c, ldc, acc, parallel),
+        (Precision::Bf16, ..) => unsafe { bf16::matmul_init(bf16::kernel(), m, n, k, a, b, c, ldc, init, parallel) },
+        (Precision::F32, Some(a), Some(b)) => unsafe { matmul_init(prec, m, n, k, a, b, c, ldc, init, parallel) },
         (Precision::F32, ..) => panic!("matmul_any: an operand of bf16 bits in an f32 product"),
     }
 }
@@ -393,7 +395,7 @@ pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f3
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_rows(xc: &[f32], yc: &mut [f32], mc: &mut [f32], rc: &mut [f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) {
-    let mut xt = vec![0.0f32; G * d];
+    let mut xt = Scratch::<f32>::take(G * d); // written whole by `transpose_rows` before any read
     for (((yg, xg), mg), rg) in yc.chunks_mut(G * d).zip(xc.chunks(G * d)).zip(mc.chunks_mut(G)).zip(rc.chunks_mut(G)) {
         // `Iterator::sum` of f32 folds from −0.0: so do these.
         let (sums, sq, mus);
@@ -548,9 +550,10 @@ fn layer_norm_backward_rows(
     db: &mut [f32],
     d: usize,
 ) {
-    let mut xhat = vec![0.0f32; G * d];
+    // Each written whole before it is read (`x̂` for the group's rows, the columns by `transpose_rows`).
+    let mut xhat = Scratch::<f32>::take(G * d);
     // Columns of `dy` and `x̂` (see `fold_lanes`).
-    let (mut dyt, mut xht) = (vec![0.0f32; G * d], vec![0.0f32; G * d]);
+    let (mut dyt, mut xht) = (Scratch::<f32>::take(G * d), Scratch::<f32>::take(G * d));
     for ((((dxg, xg), dyg), mg), rg) in
         dxc.chunks_mut(G * d).zip(xc.chunks(G * d)).zip(dyc.chunks(G * d)).zip(mc.chunks(G)).zip(rc.chunks(G))
     {
@@ -699,7 +702,9 @@ fn gelu_backward_chunk(x: &[f32], dy: &mut [f32]) {
 /// the product rounded first, exactly as a separate scaling pass; `scale = 1` is plain softmax).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) {
-    let mut xt = vec![0.0f32; G * n];
+    // Written whole by `transpose_rows` before any read; a spare of this thread (called per head: thousands of
+    // calls per step).
+    let mut xt = Scratch::<f32>::take(G * n);
     for grp in x.chunks_mut(G * n) {
         grp.iter_mut().for_each(|v| *v *= scale);
         // Maximum and sum of each row in order, rows side by side (as lanes of columns for a whole group:
@@ -735,7 +740,7 @@ pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) {
 /// `dp ← scale · (p ⊙ (dp − Σ_j dp_j p_j))` (rows of length `n`).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 pub fn softmax_rows_backward(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
-    let (mut pt, mut dt) = (vec![0.0f32; G * n], vec![0.0f32; G * n]);
+    let (mut pt, mut dt) = (Scratch::<f32>::take(G * n), Scratch::<f32>::take(G * n)); // as in `softmax_rows`
     for (pg, dg) in p.chunks(G * n).zip(dp.chunks_mut(G * n)) {
         let d = &*dg;
         // `Iterator::sum` folds from −0.0.
@@ -1029,6 +1034,12 @@ mod tests {
     #[test]
     fn row_kernels_keep_the_one_row_bits() {
         for (rows, n) in [(1, 5), (8, 65), (21, 65), (64, 192), (67, 192), (3, 1)] {
+            // The kernels' column buffers are this thread's spares: full of NaN here, so a value they read
+            // without writing it first would show.
+            let spares: Vec<Scratch<f32>> = (0..4).map(|_| Scratch::<f32>::take(1 << 16)).collect();
+            for mut b in spares {
+                b.fill(f32::NAN);
+            }
             let mut x = data(rows * n, 7);
             x.iter_mut().enumerate().for_each(|(i, v)| *v *= [1.0, 30.0, 1e-6, 3.0][i % 4]);
             x[..n].fill(0.0);
