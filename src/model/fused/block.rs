@@ -204,9 +204,10 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
 fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Vec<f32>) {
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut att = vec![0.0f32; m * d]; // [M, D]: heads side by side
-                                       // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
-                                       // [N, N] at a time (inference).
+    // [M, D]: heads side by side.
+    let mut att = vec![0.0f32; m * d];
+    // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
+    // [N, N] at a time (inference).
     let heads = |o: &mut [f32], pr: &mut [f32], rows: &[T]| {
         for hi in 0..h {
             let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
