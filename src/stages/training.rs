@@ -499,7 +499,8 @@ impl Stage for TrainStage {
         // The fused CPU block's bf16 products (off it, burn's casts run instead).
         if cfg.bf16 && !off_fused_cpu(ctx.params, ctx.env) {
             let kernel = crate::model::fused::kernels::bf16::kernel();
-            if kernel != crate::model::fused::kernels::bf16::Kernel::Native {
+            use crate::model::fused::kernels::bf16::Kernel;
+            if matches!(kernel, Kernel::EmulatedAvx2 | Kernel::EmulatedPortable) {
                 tracing::warn!(
                     "precision = \"bf16\": the bf16 products run as an emulation ({}; no AVX512-BF16 on this CPU, or POLYFLOW_BF16=emulate): the same bits, slower than f32",
                     kernel.name()

@@ -4,9 +4,12 @@
 //! dot product treats them), products of pairs are accumulated in f32, and the result is f32 — what
 //! PyTorch's CPU autocast does for `linear` and `matmul`. On CPUs with AVX512-BF16 the micro-kernel is
 //! `vdpbf16ps` (a 12 × 32 tile, 24 `zmm` accumulators, two bf16 products per lane and instruction: twice the
-//! multiply-adds of an f32 FMA); elsewhere an emulation computes the same sums with f32 FMAs.
+//! multiply-adds of an f32 FMA); elsewhere an emulation computes the same sums with f32 FMAs. On CPUs with
+//! AMX-BF16 (Intel Xeon from Sapphire Rapids on) the kernel is AMX's `tdpbf16ps` on 32 × 32 tiles ([`crate::amx`]),
+//! whose sums round differently: there, products differ from the other kernels' in their last bits (still
+//! deterministic and independent of the thread count; `POLYFLOW_BF16=avx512` gives the bits of other machines).
 //!
-//! Order of the sums, for every output element: blocks of 256 values of `k`, each accumulated from zero
+//! Order of the sums (every kernel but AMX), for every output element: blocks of 256 values of `k`, each accumulated from zero
 //! pair by pair in ascending order, and within a pair `(2q, 2q+1)` the odd product first, then the even one
 //! (the order `vdpbf16ps` documents; both products are exact in f32, so each step is one rounding). Blocks
 //! are added to the output in order. The emulation follows this order, so it gives the native kernel's bits
@@ -34,6 +37,9 @@ const MC: usize = 48;
 /// Bytes of packed B that one group of `k` blocks may span (see `matmul_init`): 8 MiB, a quarter of the
 /// 32 MiB L3 of the Zen 5 it was chosen on (2, 4, 8 and 32 MiB measured; BENCHMARKS.md). No effect on the bits.
 const B_GROUP: usize = 8 << 20;
+/// Rows per parallel task for the AMX kernel (a multiple of its 32-row tile; 64 rows of A at the full depth are
+/// 32 KB).
+const MC_AMX: usize = 64;
 /// Rows of the register tile.
 const MR: usize = 12;
 /// Columns of the register tile (two `zmm` of 16 lanes).
@@ -178,9 +184,12 @@ fn pairs_scalar<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u32]) {
     }
 }
 
-/// Which kernel runs: `vdpbf16ps` (AVX512-BF16), the emulation on AVX2 + FMA, or the portable emulation.
+/// Which kernel runs: AMX, `vdpbf16ps` (AVX512-BF16), the emulation on AVX2 + FMA, or the portable emulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// AMX `tdpbf16ps` on 32 × 32 tiles (CPUs with AMX-BF16: Intel Xeon from Sapphire Rapids on). Its sums round
+    /// differently from `vdpbf16ps` (see [`crate::amx`]): products differ from the other kernels' in the last bits.
+    Amx,
     /// AVX512-BF16 `vdpbf16ps`.
     Native,
     /// f32 FMAs in the same order, AVX2 + FMA code.
@@ -193,26 +202,59 @@ impl Kernel {
     /// Name for reports.
     pub fn name(self) -> &'static str {
         match self {
+            Kernel::Amx => "AMX-BF16",
             Kernel::Native => "AVX512-BF16",
             Kernel::EmulatedAvx2 => "bf16 emulated with AVX2+FMA",
             Kernel::EmulatedPortable => "bf16 emulated (portable)",
         }
     }
+
+    /// Rows of the kernel's C tile.
+    fn mr(self) -> usize {
+        if self == Kernel::Amx {
+            crate::amx::MR
+        } else {
+            MR
+        }
+    }
+
+    /// Rows per parallel task.
+    fn mc(self) -> usize {
+        if self == Kernel::Amx {
+            MC_AMX
+        } else {
+            MC
+        }
+    }
+
+    /// What `k` is padded to with zeros: whole rows of an AMX tile (32 values), pairs for the others.
+    fn k_unit(self) -> usize {
+        if self == Kernel::Amx {
+            2 * crate::amx::KQ
+        } else {
+            2
+        }
+    }
 }
 
-/// The kernel this CPU runs (`POLYFLOW_BF16=emulate` forces the emulation, for comparisons).
+/// The kernel this CPU runs: AMX where the CPU and OS allow it, else `vdpbf16ps`, else the emulation.
+/// `POLYFLOW_BF16=avx512` runs `vdpbf16ps` on an AMX machine (the bits of every non-AMX machine) and
+/// `POLYFLOW_BF16=emulate` the emulation, for comparisons.
 pub fn kernel() -> Kernel {
     static K: OnceLock<Kernel> = OnceLock::new();
     *K.get_or_init(|| {
-        let emulate = std::env::var("POLYFLOW_BF16").is_ok_and(|v| v == "emulate");
-        best(!emulate)
+        let choice = std::env::var("POLYFLOW_BF16").unwrap_or_default();
+        best(choice != "emulate", choice != "emulate" && choice != "avx512")
     })
 }
 
-/// The best kernel this CPU has (`native`: whether `vdpbf16ps` may be used).
-fn best(native: bool) -> Kernel {
+/// The best kernel this CPU has (`native`: whether `vdpbf16ps` may be used, `amx`: whether AMX may).
+fn best(native: bool, amx: bool) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
+        if amx && crate::amx::available() {
+            return Kernel::Amx;
+        }
         if native && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16") {
             return Kernel::Native;
         }
@@ -220,7 +262,7 @@ fn best(native: bool) -> Kernel {
             return Kernel::EmulatedAvx2;
         }
     }
-    let _ = native;
+    let _ = (native, amx);
     Kernel::EmulatedPortable
 }
 
@@ -251,11 +293,12 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
         init.start_rows(c, m, n, ldc, true);
         return;
     }
-    let kp = k.div_ceil(2) * 2;
-    let ap = convert_a(&a, m, k, kp, parallel);
+    let (mr_k, mc_k) = (kern.mr(), kern.mc());
+    let kp = k.div_ceil(kern.k_unit()) * kern.k_unit();
+    let ap = convert_a(&a, m, k, kp, kern, parallel);
     let npan = n.div_ceil(NR);
     let bp = pack_b(&b, k, kp, n, npan, parallel);
-    let blocks = m.div_ceil(MC);
+    let blocks = m.div_ceil(mc_k);
     // Blocks of `k` (first value, pairs), taken a group at a time: each row block runs every block of its group
     // on one column panel before the next panel, so C's tiles take one trip from memory per group instead of
     // one per block, while the group's B panels (re-read by every row block) stay within `B_GROUP` bytes.
@@ -266,12 +309,12 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
             if ri >= blocks {
                 return;
             }
-            let i0 = ri * MC;
-            let mc = MC.min(m - i0);
-            let mut tile = [0.0f32; MR * NR];
+            let i0 = ri * mc_k;
+            let mc = mc_k.min(m - i0);
+            let mut tile = [0.0f32; crate::amx::MR * NR];
             // A row-major A is converted here, block by block, into this thread's buffers (read by every panel
             // below): no converted copy of the whole operand goes through memory.
-            let abs: Vec<ABlock> = kblocks.iter().map(|&(p0, kq)| ap.block(i0, mc, p0, kq)).collect();
+            let abs: Vec<ABlock> = kblocks.iter().map(|&(p0, kq)| ap.block(i0, mc, p0, kq, kern)).collect();
             for pi in 0..npan {
                 let j0 = pi * NR;
                 let nr = NR.min(n - j0);
@@ -279,16 +322,32 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
                     // Later blocks of `k` add to what the first wrote.
                     let init = if gi == 0 && bi == 0 { init } else { Init::Acc };
                     let panel = &bp[p0 / 2 * npan * NR + pi * kq * NR..][..kq * NR];
-                    for t in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - t);
-                        // Rows past `m` exist (zero) in the packed A, so the kernel always reads MR rows.
+                    for t in (0..mc).step_by(mr_k) {
+                        let mr = mr_k.min(mc - t);
+                        // Rows past `m` exist (zero) in the packed A, so the kernel always reads whole tiles.
                         // SAFETY: row t of this block is within the packed A (rows padded to whole tiles).
                         let a0 = unsafe { ab.ptr.add(t * ab.ri) };
-                        if mr == MR && nr == NR {
-                            let dst = &mut cblk[t * ldc + j0..(t + MR - 1) * ldc + j0 + NR];
+                        #[cfg(target_arch = "x86_64")]
+                        if mr == mr_k && nr == NR && kern == Kernel::Amx {
+                            let dst = &mut cblk[t * ldc + j0..(t + mr_k - 1) * ldc + j0 + NR];
+                            // The tile starts from the bias row itself (not written into C first) or from zero.
+                            let start = match init {
+                                Init::Zero => crate::amx::Start::Zero,
+                                Init::Acc => crate::amx::Start::C,
+                                Init::Bias(bias) => crate::amx::Start::Row(bias[j0..j0 + NR].as_ptr()),
+                            };
+                            // SAFETY: AMX is available (`best` chose it); `a0` starts 32 rows of `kq` pairs (a multiple
+                            // of 16: `k_unit`) at stride `ab.ri` with `ab.rq = 2` (`convert_a` gives AMX no pair-major
+                            // pack), `panel` has kq·NR pairs, `dst` the 32 × NR tile, initialised for `Acc` (an
+                            // earlier block or the caller's contract), and a bias row has NR values from j0.
+                            unsafe { crate::amx::kernel(kq, a0, ab.ri, panel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, start) };
+                            continue;
+                        }
+                        if mr == mr_k && nr == NR {
+                            let dst = &mut cblk[t * ldc + j0..(t + mr_k - 1) * ldc + j0 + NR];
                             // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds
                             // to them.
-                            for i in 0..MR {
+                            for i in 0..mr_k {
                                 init.start(&mut dst[i * ldc..i * ldc + NR], j0, false);
                             }
                             let add = !matches!(init, Init::Zero);
@@ -311,9 +370,9 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
             }
         };
         if parallel && blocks > 1 {
-            c.par_chunks_mut(MC * ldc).enumerate().for_each(run);
+            c.par_chunks_mut(mc_k * ldc).enumerate().for_each(run);
         } else {
-            c.chunks_mut(MC * ldc).enumerate().for_each(run);
+            c.chunks_mut(mc_k * ldc).enumerate().for_each(run);
         }
     }
 }
@@ -336,7 +395,7 @@ pub fn convert(src: &[f32], dst: &mut [u16]) {
 /// Whether `vcvtneps2bf16` is available.
 fn native_convert() -> bool {
     static N: OnceLock<bool> = OnceLock::new();
-    *N.get_or_init(|| best(true) == Kernel::Native)
+    *N.get_or_init(|| best(true, false) == Kernel::Native)
 }
 
 /// [`convert`] with `vcvtneps2bf16`, 16 values at a time.
@@ -376,16 +435,19 @@ fn convert_rows<T: Elem>(data: &[T], outer: usize, inner: usize, stride: usize, 
     }
 }
 
-/// The A operand in bf16, padded with zero rows to whole tiles of [`MR`] (the second value of a pair zero past
-/// `k`), as [`APack::block`] hands it to the kernels.
+/// The A operand in bf16, padded with zero rows to whole tiles of the kernel's rows (values past `k` zero), as
+/// [`APack::block`] hands it to the kernels.
 enum APack<'a, T> {
     /// Not converted ahead: an `a` with contiguous rows (`cs = 1`, and `k`), converted one block of rows and
     /// depth at a time where it is used.
     ByBlock(Mat<'a, T>, usize),
+    /// Not converted ahead: a transposed `a` (`rs = 1`, and `k`) for the AMX kernel, whose tiles need each row's
+    /// values contiguous: transposed and converted one block of rows and depth at a time where it is used.
+    Cols(Mat<'a, T>, usize),
     /// Rows of `kp` values: an `a` with other strides.
     Rows(Scratch<u16>, usize),
     /// A transposed `a` (`rs = 1`, as `xᵀ` in `xᵀ · dy`), whose columns are contiguous, interleaved two
-    /// columns at a time: for each block of [`MC`] rows, its `kp / 2` pair-rows of MC pairs (rows past `m`
+    /// columns at a time (kernels other than AMX): for each block of [`MC`] rows, its `kp / 2` pair-rows of MC pairs (rows past `m`
     /// zero), so that a row block's pairs are contiguous (a pair-major layout over all `m` rows put one block's
     /// consecutive pairs `m` pairs apart, the same few L1 sets at m = 768).
     Pairs(Scratch<u32>, usize),
@@ -404,14 +466,25 @@ struct ABlock {
 }
 
 impl<T: Elem> APack<'_, T> {
-    /// Rows `i0..i0 + mc` and pairs `p0/2..p0/2 + kq` ([`ABlock`]): converted here into a buffer of rows of
-    /// `2·kq` values for [`APack::ByBlock`], a view of the pack otherwise.
-    fn block(&self, i0: usize, mc: usize, p0: usize, kq: usize) -> ABlock {
+    /// Rows `i0..i0 + mc` and pairs `p0/2..p0/2 + kq` ([`ABlock`]) for `kern`: converted here into a buffer of
+    /// rows of `2·kq` values for [`APack::ByBlock`] and [`APack::Cols`], a view of the pack otherwise.
+    fn block(&self, i0: usize, mc: usize, p0: usize, kq: usize, kern: Kernel) -> ABlock {
         match self {
+            APack::Cols(a, k) => {
+                let ld = 2 * kq;
+                let cols = ld.min(k - p0);
+                let rows = mc.div_ceil(kern.mr()) * kern.mr();
+                let mut blk = Scratch::<u16>::take(rows * ld);
+                transpose_bits(a, i0, mc, p0, cols, &mut blk, ld);
+                for (i, row) in blk.chunks_exact_mut(ld).enumerate() {
+                    row[if i < mc { cols } else { 0 }..].fill(0);
+                }
+                ABlock { ptr: blk.as_ptr(), _buf: Some(blk), ri: ld, rq: 2 }
+            }
             APack::ByBlock(a, k) => {
                 let ld = 2 * kq;
                 let cols = ld.min(k - p0);
-                let mut blk = Scratch::<u16>::take(mc.div_ceil(MR) * MR * ld);
+                let mut blk = Scratch::<u16>::take(mc.div_ceil(kern.mr()) * kern.mr() * ld);
                 for (i, row) in blk.chunks_exact_mut(ld).enumerate() {
                     if i < mc {
                         let src = &a.data[(i0 + i) * a.rs + p0..(i0 + i) * a.rs + p0 + cols];
@@ -425,9 +498,69 @@ impl<T: Elem> APack<'_, T> {
             }
             APack::Rows(b, kp) => ABlock { _buf: None, ptr: b[i0 * kp + p0..].as_ptr(), ri: *kp, rq: 2 },
             APack::Pairs(b, kq_all) => {
-                debug_assert_eq!(i0 % MC, 0);
+                debug_assert!(i0.is_multiple_of(MC) && kern != Kernel::Amx);
                 ABlock { _buf: None, ptr: b[i0 * kq_all + p0 / 2 * MC..].as_ptr() as *const u16, ri: 2, rq: 2 * MC }
             }
+        }
+    }
+}
+
+/// `out[i·ld + p] = bits(a[i0 + i, p0 + p])` for `i < mc`, `p < cols` (and a zero at `cols` when it is odd), from a
+/// transposed `a` (`rs = 1`: the rows `i0..i0 + mc` of column `p` are contiguous): columns are interleaved two at a
+/// time into pairs ([`Elem::pairs`], vector code), 8 pair-rows at a time, whose 8 × 8 blocks are transposed in AVX
+/// registers (moves only: the bits are kept) into 8 pairs of 8 rows of `out`; edges go a value at a time.
+fn transpose_bits<T: Elem>(a: &Mat<T>, i0: usize, mc: usize, p0: usize, cols: usize, out: &mut [u16], ld: usize) {
+    assert!(a.rs == 1 && ld.is_multiple_of(2) && cols <= ld && out.len() >= mc * ld);
+    let nq = cols.div_ceil(2);
+    let mut tmp = Scratch::<u32>::take(8 * mc);
+    #[cfg(target_arch = "x86_64")]
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx = false;
+    for q0 in (0..nq).step_by(8) {
+        let qb = 8.min(nq - q0);
+        for dq in 0..qb {
+            let p = p0 + 2 * (q0 + dq);
+            let r0 = &a.data[p * a.cs + i0..][..mc];
+            let r1 = (2 * (q0 + dq) + 1 < cols).then(|| &a.data[(p + 1) * a.cs + i0..][..mc]);
+            T::pairs(r0, r1, &mut tmp[dq * mc..(dq + 1) * mc]);
+        }
+        let i8 = if avx && qb == 8 { mc / 8 * 8 } else { 0 };
+        #[cfg(target_arch = "x86_64")]
+        if i8 > 0 {
+            // SAFETY: the CPU has AVX; `tmp` holds 8 rows of `mc` pairs and `out` `mc` rows of `ld ≥ 2·(q0 + 8)`
+            // values (the assertion; `2·nq ≤ ld` as `ld` is even), so every block read and written is in bounds.
+            unsafe { transpose_pairs_avx(&tmp, mc, i8, out, ld, 2 * q0) };
+        }
+        for i in 0..mc {
+            for dq in if i < i8 { 0..0 } else { 0..qb } {
+                let v = tmp[dq * mc + i];
+                // 2·(q0 + dq) + 1 < 2·nq ≤ ld: `ld` is even and `cols ≤ ld`.
+                out[i * ld + 2 * (q0 + dq)] = v as u16;
+                out[i * ld + 2 * (q0 + dq) + 1] = (v >> 16) as u16;
+            }
+        }
+    }
+}
+
+/// The 8 × 8 blocks of [`transpose_bits`]: pair `i` of each of `tmp`'s 8 rows (of `mc` pairs) to 8 pairs of row `i`
+/// of `out` from value `col`, for `i < i8` (a multiple of 8).
+///
+/// # Safety
+/// The CPU must support AVX; `tmp` must hold `8·mc` values, `out` `i8` rows of `ld` values with `col + 16 ≤ ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_pairs_avx(tmp: &[u32], mc: usize, i8: usize, out: &mut [u16], ld: usize, col: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(tmp.len() >= 8 * mc && col + 16 <= ld && out.len() >= i8 * ld);
+    for i in (0..i8).step_by(8) {
+        // SAFETY: rows r of `tmp`, pairs i..i + 8 (i + 8 ≤ i8 ≤ mc); unaligned loads of 8 × 32 bits.
+        let r: [__m256; 8] = std::array::from_fn(|r| unsafe { _mm256_loadu_ps(tmp.as_ptr().add(r * mc + i) as *const f32) });
+        // SAFETY: the CPU has AVX (this function's contract).
+        let rows = unsafe { crate::transpose::transpose8(r) };
+        for (d, row) in rows.into_iter().enumerate() {
+            // SAFETY: row i + d of `out`, values col..col + 16 (the caller's bounds); an unaligned 32-byte store.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((i + d) * ld + col) as *mut f32, row) };
         }
     }
 }
@@ -449,10 +582,13 @@ impl Shared {
 /// Packs `a[m, k]` ([`APack`]): a row-major `a` is left to be converted block by block where it is used; a
 /// transposed `a` has its columns converted and interleaved in one pass (a transposition of converted values
 /// cost 7–10 % of a bf16 training step: perf); other strides are converted value by value.
-fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, parallel: bool) -> APack<'a, T> {
-    let mp = m.div_ceil(MR) * MR;
+fn convert_a<'a, T: Elem>(a: &Mat<'a, T>, m: usize, k: usize, kp: usize, kern: Kernel, parallel: bool) -> APack<'a, T> {
+    let mp = m.div_ceil(kern.mr()) * kern.mr();
     if a.cs == 1 {
         return APack::ByBlock(*a, k);
+    }
+    if a.rs == 1 && kern == Kernel::Amx {
+        return APack::Cols(*a, k);
     }
     if a.rs == 1 {
         let kq_all = kp / 2;
@@ -584,6 +720,11 @@ fn pack_b<T: Elem>(b: &Mat<T>, k: usize, kp: usize, n: usize, npan: usize, paral
                 // Rows 2q and 2q+1 of b, converted and interleaved in one pass.
                 for (q, row) in panel.chunks_mut(NR).enumerate() {
                     let p = p0 + 2 * q;
+                    if p >= k {
+                        // Padding to the kernel's unit of `k` (AMX: 32 values).
+                        row.fill(0);
+                        continue;
+                    }
                     let r0 = &b.data[p * b.rs + j0..p * b.rs + j0 + nr];
                     let r1 = (p + 1 < k).then(|| &b.data[(p + 1) * b.rs + j0..(p + 1) * b.rs + j0 + nr]);
                     T::pairs(r0, r1, &mut row[..nr]);
@@ -661,17 +802,23 @@ unsafe fn gather_pairs_avx(cols: &[u32], ld: usize, q0: usize, j0: usize, j8: us
     }
 }
 
-/// One MR × NR tile: `c (+)= Σ_q` over `kq` pairs, the pair `q` of A's row `i` the two bf16 at
-/// `a + i·ri + q·rq` ([`APack`]), B pairs `b[q·NR + j]`, C at row stride `ldc`.
+/// One tile of `kern.mr()` rows × NR: `c (+)= Σ_q` over `kq` pairs, the pair `q` of A's row `i` the two bf16 at
+/// `a + i·ri + q·rq` ([`APack`]; AMX needs `rq = 2`: each row's pairs contiguous), B pairs `b[q·NR + j]`, C at row
+/// stride `ldc`.
 ///
 /// # Safety
-/// `kern` must run on this CPU; `a` must hold MR rows of `kq` pairs at those strides, `b` `kq·NR` values and
-/// `c` the MR × NR tile at stride `ldc`.
+/// `kern` must run on this CPU; `a` must hold the tile's rows of `kq` pairs at those strides (AMX: `kq` a multiple
+/// of 16), `b` `kq·NR` values and `c` the tile at stride `ldc`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_kernel(kern: Kernel, kq: usize, a: *const u16, ri: usize, rq: usize, b: *const u32, c: *mut f32, ldc: usize, acc: bool) {
     // SAFETY: forwarded from the caller.
     unsafe {
         match kern {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => {
+                debug_assert_eq!(rq, 2);
+                crate::amx::kernel(kq, a, ri, b, c, ldc, if acc { crate::amx::Start::C } else { crate::amx::Start::Zero })
+            }
             #[cfg(target_arch = "x86_64")]
             Kernel::Native => kernel_native(kq, a, ri, rq, b, c, ldc, acc),
             #[cfg(target_arch = "x86_64")]
@@ -826,6 +973,20 @@ mod tests {
         unsafe { matmul_init(kern, m, n, k, a, b, crate::as_uninit(c), ldc, Init::acc(acc), parallel) }
     }
 
+    /// Every kernel this CPU runs: the portable emulation, the AVX2 one, `vdpbf16ps` and AMX where present (a
+    /// missing one is reported, not passed silently).
+    fn kernels_here() -> Vec<Kernel> {
+        let mut kernels = vec![Kernel::EmulatedPortable, best(false, false)];
+        for (kern, what) in [(best(true, false), "AVX512-BF16"), (best(true, true), "AMX-BF16")] {
+            if kernels.contains(&kern) {
+                eprintln!("SKIPPED for the {what} kernel: this CPU lacks it");
+            } else {
+                kernels.push(kern);
+            }
+        }
+        kernels
+    }
+
     fn data(len: usize, seed: usize) -> Vec<f32> {
         (0..len).map(|i| (((i + seed) * 7919) % 1013) as f32 / 487.0 - 1.0).collect()
     }
@@ -858,13 +1019,7 @@ mod tests {
 
     #[test]
     fn products_match_the_bf16_reference_on_ragged_shapes_strides_and_accumulation() {
-        let mut kernels = vec![Kernel::EmulatedPortable, best(false)];
-        if best(true) == Kernel::Native {
-            kernels.push(Kernel::Native);
-        } else {
-            eprintln!("SKIPPED for the native kernel: this CPU lacks AVX512-BF16");
-        }
-        for kern in kernels {
+        for kern in kernels_here() {
             for &(m, n, k, ta, tb, acc, par) in &[
                 (1, 1, 1, false, false, false, false),
                 (13, 33, 7, false, false, true, false),
@@ -896,7 +1051,7 @@ mod tests {
     fn operand_layouts_give_the_same_bits() {
         // A transposed A is packed pair-major, a row-major one as rows; B rows are interleaved from f32, B
         // columns converted first: the same values in the same order, so the same bits, odd k included.
-        for kern in [best(true), Kernel::EmulatedPortable] {
+        for kern in kernels_here() {
             for &(m, n, k) in &[(37, 45, 301), (12, 32, 256), (5, 3, 1)] {
                 let (a, b) = (data(m * k, 8), data(k * n, 9));
                 let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
@@ -979,10 +1134,7 @@ mod tests {
     /// CPU runs; ragged tiles, several blocks of `k`, odd `k`, `k = 0`).
     #[test]
     fn bias_and_zero_starts_give_the_bits_of_filling_first() {
-        let mut kernels = vec![Kernel::EmulatedPortable, best(false)];
-        if best(true) == Kernel::Native {
-            kernels.push(Kernel::Native);
-        }
+        let kernels = kernels_here();
         for kern in kernels {
             for (m, n, k, par) in [(101, 77, 601, true), (12, 32, 256, false), (200, 45, 13, true), (7, 5, 0, false)] {
                 let (a, b) = (data(m * k, 5), data(k * n, 6));
@@ -1012,8 +1164,9 @@ mod tests {
     /// ragged last group and tile, odd `k`, and accumulation onto existing values.
     #[test]
     fn sums_follow_the_documented_order_across_groups_of_k_blocks() {
+        // Not AMX: its sums round otherwise (`amx.rs`).
         let mut kernels = vec![Kernel::EmulatedPortable];
-        if best(true) == Kernel::Native {
+        if best(true, false) == Kernel::Native {
             kernels.push(Kernel::Native);
         }
         let (m, n, k): (usize, usize, usize) = (13, 16400, 601);
@@ -1048,6 +1201,30 @@ mod tests {
 
     /// The 8 × 8 register transposition moves the same bits to the same places as one value at a time, NaN
     /// patterns included, on edges of every size.
+    /// The AMX kernel's transposed A: every value's bits in its place (f32 and bf16-bit columns, NaN and
+    /// rounding ties among them), odd depths (a zero after the last value), rows and depths not multiples of 8.
+    #[test]
+    fn transposed_blocks_hold_each_values_bits() {
+        let (m, k) = (45usize, 70usize);
+        let mut v = data(m * k, 5);
+        v[3] = f32::NAN;
+        v[100] = f32::from_bits(0x3f80_8000);
+        let v16: Vec<u16> = v.iter().map(|x| to_bf16(*x)).collect();
+        for (i0, mc, p0, cols, ld) in [(0, 45, 0, 70, 70), (8, 37, 3, 33, 40), (40, 5, 64, 6, 32), (1, 16, 0, 17, 18)] {
+            let want = |i: usize, p: usize| if p < cols { to_bf16(v[(p0 + p) * m + i0 + i]) } else { 0 };
+            let mut got = vec![u16::MAX; mc * ld];
+            transpose_bits(&Mat::t(&v, m), i0, mc, p0, cols, &mut got, ld);
+            let mut got16 = vec![u16::MAX; mc * ld];
+            transpose_bits(&Mat::t(&v16, m), i0, mc, p0, cols, &mut got16, ld);
+            for i in 0..mc {
+                for p in 0..cols.div_ceil(2) * 2 {
+                    assert_eq!(got[i * ld + p], want(i, p), "f32 ({i0}, {mc}, {p0}, {cols}) [{i}, {p}]");
+                    assert_eq!(got16[i * ld + p], want(i, p), "bits ({i0}, {mc}, {p0}, {cols}) [{i}, {p}]");
+                }
+            }
+        }
+    }
+
     #[test]
     fn gathered_pairs_equal_the_value_at_a_time_gather() {
         let (ld, cols) = (77usize, 41usize);
@@ -1066,7 +1243,7 @@ mod tests {
 
     #[test]
     fn the_emulation_gives_the_native_kernels_bits() {
-        if best(true) != Kernel::Native {
+        if best(true, false) != Kernel::Native {
             eprintln!("SKIPPED: this CPU lacks AVX512-BF16 (nothing to compare the emulation with)");
             return;
         }
@@ -1091,10 +1268,7 @@ mod tests {
     /// runs, odd `k` and ragged tiles, with NaN, infinities, subnormals and ties among the values.
     #[test]
     fn bf16_bits_operands_give_the_bits_of_f32_ones() {
-        let mut kernels = vec![Kernel::EmulatedPortable, best(false)];
-        if best(true) == Kernel::Native {
-            kernels.push(Kernel::Native);
-        }
+        let kernels = kernels_here();
         let specials = [f32::NAN, f32::INFINITY, -0.0, 1e-40, f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000)];
         let spiked = |len: usize, seed: usize| -> Vec<f32> {
             let mut v = data(len, seed);

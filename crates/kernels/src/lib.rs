@@ -9,6 +9,7 @@
 //! Row-parallel kernels split rows into fixed chunks ([`ROWS`]) and reduce per-chunk partial sums in chunk
 //! order, so results do not depend on how many threads ran them (determinism).
 
+mod amx;
 #[macro_use]
 mod asm_tile;
 pub mod bf16;
