@@ -345,8 +345,20 @@ pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
     if env["backend"] == "flex" && !crate::model::fused::enabled() {
         env.insert(CPU_BLOCK.to_string(), "composed (POLYFLOW_FUSED_CPU=0)".to_string());
     }
+    // Only on CPUs whose bf16 products run on AMX, which rounds their sums otherwise than `vdpbf16ps` and the
+    // emulation: the fused block's bf16 nodes get keys of their own there (`env_for_block` keeps the entry on those
+    // alone), so a shared store or cache never hands one kind of machine's bf16 bits to the other as fresh.
+    {
+        use crate::model::fused::kernels::bf16::{kernel, Kernel};
+        if env["backend"] == "flex" && kernel() == Kernel::Amx {
+            env.insert(BF16_KERNEL.to_string(), Kernel::Amx.name().to_string());
+        }
+    }
     env
 }
+
+/// The environment entry of bf16 nodes trained where the products run on AMX (see [`crate::model::fused`]'s kernels).
+pub const BF16_KERNEL: &str = "bf16_kernel";
 
 /// The environment entry that marks runs with the fused CPU block turned off (`POLYFLOW_FUSED_CPU=0`).
 pub const CPU_BLOCK: &str = "cpu_block";

@@ -112,7 +112,7 @@ impl Stage for FeaturesStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision", crate::cli::CPU_BLOCK]
+        &["seed", "backend", "precision", crate::cli::CPU_BLOCK, crate::cli::BF16_KERNEL]
     }
     fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
         super::training::env_for_block(params, env)

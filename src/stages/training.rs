@@ -111,9 +111,13 @@ fn never_fused(params: &Value) -> bool {
 
 /// The key's environment of a model-bearing node: the `cpu_block` entry (`POLYFLOW_FUSED_CPU=0`) only where
 /// the fused block would otherwise run, so nodes that never use it keep one key either way.
+/// The `bf16_kernel` entry (AMX) only on bf16 nodes the fused block runs: the others never use its bf16 products.
 pub(crate) fn env_for_block(params: &Value, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
     if never_fused(params) {
         env.remove(crate::cli::CPU_BLOCK);
+    }
+    if params.get("precision").and_then(Value::as_str) != Some("bf16") || off_fused_cpu(params, &env) {
+        env.remove(crate::cli::BF16_KERNEL);
     }
     env
 }
@@ -404,7 +408,7 @@ impl Stage for TrainStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision", crate::cli::CPU_BLOCK]
+        &["seed", "backend", "precision", crate::cli::CPU_BLOCK, crate::cli::BF16_KERNEL]
     }
     fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
         env_for_block(params, env)
@@ -644,6 +648,31 @@ mod tests {
             let kept = |p| s.env_for(&p, env.clone()).contains_key(crate::cli::CPU_BLOCK);
             assert!(kept(json!({})) && kept(json!({"precision": "bf16"})), "{}", s.kind());
             assert!(!kept(json!({"gelu": "erf"})) && !kept(json!({"precision": "f16"})), "{}", s.kind());
+        }
+    }
+
+    /// The `bf16_kernel` entry (set on AMX machines) keys only bf16 nodes of the fused CPU block: f32, f16, the erf
+    /// GELU, another backend and burn's composition keep the keys they have on every other machine.
+    #[test]
+    fn the_bf16_kernel_entry_only_keys_bf16_nodes_of_the_fused_block() {
+        let env = |extra: &[(&str, &str)]| {
+            let mut e = BTreeMap::from([
+                ("backend".to_string(), "flex".to_string()),
+                (crate::cli::BF16_KERNEL.to_string(), "AMX-BF16".to_string()),
+            ]);
+            e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            e
+        };
+        let stages: [Box<dyn Stage>; 2] = [Box::new(TrainStage { multi: true }), Box::new(crate::stages::probe::FeaturesStage)];
+        for s in &stages {
+            assert!(s.env_keys().contains(&crate::cli::BF16_KERNEL), "{}", s.kind());
+            let kept = |p: serde_json::Value, e: BTreeMap<String, String>| s.env_for(&p, e).contains_key(crate::cli::BF16_KERNEL);
+            assert!(kept(json!({"precision": "bf16"}), env(&[])), "{}", s.kind());
+            for p in [json!({}), json!({"precision": "f32"}), json!({"precision": "f16"}), json!({"precision": "bf16", "gelu": "erf"})] {
+                assert!(!kept(p.clone(), env(&[])), "{} {p}", s.kind());
+            }
+            assert!(!kept(json!({"precision": "bf16"}), env(&[(crate::cli::CPU_BLOCK, "composed")])), "{}", s.kind());
+            assert!(!kept(json!({"precision": "bf16"}), env(&[("backend", "cuda")])), "{}", s.kind());
         }
     }
 
