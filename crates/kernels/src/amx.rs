@@ -35,10 +35,12 @@ fn detect() -> bool {
     }
     let edx = __cpuid_count(7, 0).edx;
     let (amx_bf16, amx_tile) = (edx >> 22 & 1 == 1, edx >> 24 & 1 == 1);
-    if !(amx_bf16 && amx_tile && std::arch::is_x86_feature_detected!("xsave")) {
+    // OSXSAVE (leaf 1, ECX bit 27): the OS has enabled `xgetbv`.
+    let osxsave = __cpuid_count(1, 0).ecx >> 27 & 1 == 1;
+    if !(amx_bf16 && amx_tile && osxsave) {
         return false;
     }
-    // SAFETY: `xgetbv` exists with XSAVE (checked above; OSXSAVE is implied by the std detection of it).
+    // SAFETY: `xgetbv` may run: the OS enabled it (OSXSAVE, checked above).
     let xcr0 = unsafe { _xgetbv(0) };
     if xcr0 >> 17 & 3 != 3 {
         return false;
