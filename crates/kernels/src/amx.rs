@@ -145,11 +145,10 @@ pub(crate) enum Start {
 /// [`available`] must have returned true; `a` must hold 32 rows of `kq` pairs at stride `ri`, `b` `kq·32` pairs,
 /// `c` the 32 × 32 tile at stride `ldc`, and a [`Start::Row`] 32 values.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn kernel(kq: usize, a: *const u16, ri: usize, b: *const u32, c: *mut f32, ldc: usize, start: Start) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
     debug_assert_eq!(kq % KQ, 0);
-    // (source of the starting tile, its row stride in bytes; 0: zero)
+    // (where the starting tile is read, its row stride in bytes, whether it is read at all: zero otherwise)
     let (src, stride, load) = match start {
         Start::Zero => (c as *const f32, 0, false),
         Start::C => (c as *const f32, ldc * 4, true),

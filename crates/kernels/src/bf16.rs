@@ -327,24 +327,24 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
                         // Rows past `m` exist (zero) in the packed A, so the kernel always reads whole tiles.
                         // SAFETY: row t of this block is within the packed A (rows padded to whole tiles).
                         let a0 = unsafe { ab.ptr.add(t * ab.ri) };
-                        #[cfg(target_arch = "x86_64")]
-                        if mr == mr_k && nr == NR && kern == Kernel::Amx {
-                            let dst = &mut cblk[t * ldc + j0..(t + mr_k - 1) * ldc + j0 + NR];
-                            // The tile starts from the bias row itself (not written into C first) or from zero.
-                            let start = match init {
-                                Init::Zero => crate::amx::Start::Zero,
-                                Init::Acc => crate::amx::Start::C,
-                                Init::Bias(bias) => crate::amx::Start::Row(bias[j0..j0 + NR].as_ptr()),
-                            };
-                            // SAFETY: AMX is available (`best` chose it); `a0` starts 32 rows of `kq` pairs (a multiple
-                            // of 16: `k_unit`) at stride `ab.ri` with `ab.rq = 2` (`convert_a` gives AMX no pair-major
-                            // pack), `panel` has kq·NR pairs, `dst` the 32 × NR tile, initialised for `Acc` (an
-                            // earlier block or the caller's contract), and a bias row has NR values from j0.
-                            unsafe { crate::amx::kernel(kq, a0, ab.ri, panel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, start) };
-                            continue;
-                        }
                         if mr == mr_k && nr == NR {
                             let dst = &mut cblk[t * ldc + j0..(t + mr_k - 1) * ldc + j0 + NR];
+                            #[cfg(target_arch = "x86_64")]
+                            if kern == Kernel::Amx {
+                                // The tile starts from the bias row itself (not written into C first) or from zero.
+                                let start = match init {
+                                    Init::Zero => crate::amx::Start::Zero,
+                                    Init::Acc => crate::amx::Start::C,
+                                    Init::Bias(bias) => crate::amx::Start::Row(bias[j0..j0 + NR].as_ptr()),
+                                };
+                                // SAFETY: AMX is available (`best` chose it); `a0` starts 32 rows of `kq` pairs (a
+                                // multiple of 16: `k_unit`) at stride `ab.ri` with `ab.rq = 2` (`convert_a` gives AMX
+                                // no pair-major pack), `panel` has kq·NR pairs, `dst` the 32 × NR tile, initialised
+                                // for `Acc` (an earlier block or the caller's contract), and a bias row has NR values
+                                // from j0.
+                                unsafe { crate::amx::kernel(kq, a0, ab.ri, panel.as_ptr(), dst.as_mut_ptr() as *mut f32, ldc, start) };
+                                continue;
+                            }
                             // A bias goes into the tile's rows (in L1 for the kernel's read) just before it adds
                             // to them.
                             for i in 0..mr_k {
