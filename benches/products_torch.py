@@ -1,4 +1,5 @@
-"""GFLOP/s of the MLP's three matrix products (forward x·w, input gradient dy·wᵀ, weight gradient xᵀ·dy) at the
+"""GFLOP/s of the MLP's three matrix products (forward x·w, input gradient dy·wᵀ, weight gradient xᵀ·dy) and the
+second layer's weight gradient (hᵀ·dz) at the
 ViT-Ti probe's and ViT-B/16's shapes in PyTorch: f32 (MKL) and bf16 tensors (oneDNN) — the anchor for
 `cargo run --release -p polyflow-kernels --example products` (same shapes, same count: best of 5 rounds of 5).
 
@@ -33,8 +34,9 @@ def main():
                 fwd = best(lambda: x @ w)
                 bx = best(lambda: dy @ w.t())
                 bw = best(lambda: x.t() @ dy)
+                bw2 = best(lambda: dy.t() @ x)  # the second layer's weight gradient: hᵀ·dz, [h, m]·[m, d]
             tag = "F32" if dt == torch.float32 else "Bf16"
-            print(f"{name:<13} {tag}: x·w [{m},{d}]·[{d},{h}] {fwd:6.1f}  dy·wᵀ {bx:6.1f}  xᵀ·dy {bw:6.1f} GFLOP/s (torch {torch.__version__})")
+            print(f"{name:<13} {tag}: x·w [{m},{d}]·[{d},{h}] {fwd:6.1f}  dy·wᵀ {bx:6.1f}  xᵀ·dy {bw:6.1f}  hᵀ·dz {bw2:6.1f} GFLOP/s (torch {torch.__version__})")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 //! GFLOP/s of the fused block's matrix products at the ViT-Ti probe's and ViT-B/16's shapes, f32 and bf16, on
 //! the current rayon pool (`RAYON_NUM_THREADS`): forward (`x · w`), input gradient (`dy · wᵀ`) and weight
-//! gradient (`xᵀ · dy`) of the MLP's first layer; in bf16 also with `x` and `dy` given as bf16 bits, as the fused
+//! gradient (`xᵀ · dy`) of the MLP's first layer, and (f32) the second layer's weight gradient (`hᵀ · dz`); in bf16 also with `x` and `dy` given as bf16 bits, as the fused
 //! block passes them. Best of 5 rounds of 5 products each.
 //!
 //!   cargo run --release -p polyflow-kernels --example products
@@ -33,7 +33,11 @@ fn main() {
             let fwd = time(&mut || matmul_p(prec, m, h, d, Mat::rows(&x, d), Mat::rows(&w, h), &mut y, h, false, true));
             let bwd_x = time(&mut || matmul_p(prec, m, d, h, Mat::rows(&dy, h), Mat::t(&w, h), &mut dx, d, false, true));
             let bwd_w = time(&mut || matmul_p(prec, d, h, m, Mat::t(&x, d), Mat::rows(&dy, h), &mut dw, h, false, true));
-            println!("{name:<13} {prec:?}: x·w [{m},{d}]·[{d},{h}] {fwd:6.1}  dy·wᵀ {bwd_x:6.1}  xᵀ·dy {bwd_w:6.1} GFLOP/s");
+            // The second layer's weight gradient, `hᵀ·dz` ([h, m]·[m, d]; `dy` stands for h, `x` for dz).
+            let bwd_w2 = time(&mut || matmul_p(prec, h, d, m, Mat::t(&dy, h), Mat::rows(&x, d), &mut dw, d, false, true));
+            println!(
+                "{name:<13} {prec:?}: x·w [{m},{d}]·[{d},{h}] {fwd:6.1}  dy·wᵀ {bwd_x:6.1}  xᵀ·dy {bwd_w:6.1}  hᵀ·dz {bwd_w2:6.1} GFLOP/s"
+            );
             if prec == Precision::Bf16 {
                 // As the fused block runs them: `x` and `dy` already in bf16 bits (converted once by their
                 // producers), the weights f32 (the master copy).

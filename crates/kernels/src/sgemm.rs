@@ -28,6 +28,26 @@ const MC: usize = 48;
 /// Bytes of packed B that one group of `k` blocks may span (see `products`): 8 MiB, as the bf16 product's
 /// (chosen on a Zen 5 with a 32 MiB L3; BENCHMARKS.md). No effect on the bits.
 const B_GROUP: usize = 8 << 20;
+/// A transposed A (`rs = 1`, as `xᵀ` in the weight gradients) is read in place, not packed, when its `k` stride
+/// is at most this many values (1 KiB): each k step then broadcasts `MR` neighbouring values, and the next step's
+/// are a short stride on, which the prefetchers follow (ViT-Ti's `xᵀ·dy`, stride 192: 1.5× faster than packed
+/// on an Intel Xeon). A longer stride (`hᵀ`, 768) read in place ran slower than packed.
+const A_IN_PLACE_STRIDE: usize = 256;
+/// The deep products whose packed B of one `k` block fits in this many bytes (a narrow B: `n` up to 512) and
+/// whose A is packed run [`Plan::Rows`] with row blocks of up to [`MC_NARROW`] rows and groups that keep A's
+/// and B's packed blocks within [`L2_GROUP`]: the B panel is re-used by many more rows than 48 (ViT-Ti's
+/// `hᵀ·dy`, `[768, 4160]·[4160, 192]`: 86 → 121 GFLOP/s on an Intel Xeon, 8 alternations).
+const NARROW_B: usize = 512 << 10;
+/// Row blocks of the narrow-B plan: at most 384 rows (384 · 256 values of packed A, 384 KiB).
+const MC_NARROW: usize = 384;
+/// Bytes of packed blocks that a thread keeps for one group of `k` blocks in the plans tuned for L2 (the
+/// narrow-B rows, the column split): half of the Xeon's 2 MiB L2, all of a Zen 5's 1 MiB.
+const L2_GROUP: usize = 1 << 20;
+/// The column split ([`Plan::Columns`]) is taken when each thread's share of C fits in this many bytes (it
+/// stays in L2 while the thread's groups of `k` blocks add to it).
+const SPLIT_C: usize = 512 << 10;
+/// Bytes of one thread's packed B per group of `k` blocks in the column split.
+const SPLIT_B_GROUP: usize = 512 << 10;
 /// The largest register tile (`MR · NR`), for the ragged-tile buffer.
 const TILE_MAX: usize = 12 * 32;
 
@@ -119,16 +139,146 @@ pub(crate) unsafe fn products(
         init.start_rows(c, m, n, ldc, true);
         return;
     }
+    match plan(isa, m, n, k, &a, parallel) {
+        // SAFETY: the caller's contract.
+        Plan::Columns { parts } => unsafe { by_columns(isa, m, n, k, a, b, c, ldc, init, parts) },
+        // SAFETY: the caller's contract.
+        Plan::Rows { mc, group } => unsafe { by_rows(isa, m, n, k, a, b, c, ldc, init, parallel, mc, group) },
+    }
+}
+
+/// How a product is split over threads and blocked. None of it changes an element's sums (those depend only on
+/// `KC`), so every plan gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Row blocks of `mc` rows, one parallel task each; B packed `group` blocks of `k` at a time.
+    Rows { mc: usize, group: usize },
+    /// `parts` ranges of whole column panels, one per thread, each a [`Plan::Rows`] product of its own on that
+    /// thread (its own packed B, in its L2) into a buffer of its own, copied into C at the end.
+    Columns { parts: usize },
+}
+
+/// Whether A is read in place (row-major, or transposed at a short stride) rather than packed.
+fn a_in_place(a: &Mat) -> bool {
+    a.cs == 1 || (a.rs == 1 && a.cs <= A_IN_PLACE_STRIDE)
+}
+
+/// The plan for an `m × n` product of depth `k` (`parallel`: on the rayon pool's threads).
+///
+/// The weight gradients are deep (`k` = the batch's tokens, thousands) with few rows (`m` = the layer's
+/// width): split by rows, each B panel served only 48 rows per trip from L3 and packing B read the whole of
+/// `dy` once per product on all threads' shared blocks. So:
+/// - a deep product with an A read in place and no more rows than columns, whose C shares fit in L2, is split
+///   by columns ([`Plan::Columns`]; ViT-Ti's `xᵀ·dy`: 102 → 176–182 GFLOP/s on an Intel Xeon, MKL 155–167);
+/// - a deep product with a packed A and a narrow B takes large row blocks and L2-sized groups (see [`NARROW_B`]);
+/// - everything else: 48-row blocks and 8 MiB groups, as tuned on a Zen 5.
+fn plan(isa: Isa, m: usize, n: usize, k: usize, a: &Mat, parallel: bool) -> Plan {
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let (mr, nr) = (isa.mr, isa.nr);
+    let panels = n.div_ceil(nr);
+    let deep = k > KC;
+    if deep && threads > 1 && a.cs != 1 && a_in_place(a) && m <= n && panels >= threads {
+        let share = panels.div_ceil(threads) * nr;
+        if m * share * 4 <= SPLIT_C {
+            return Plan::Columns { parts: threads };
+        }
+    }
+    let bytes = |cols: usize| KC * cols * 4;
+    if deep && !a_in_place(a) && bytes(panels * nr) <= NARROW_B {
+        let mc = m.div_ceil(threads).next_multiple_of(mr).min(MC_NARROW);
+        return Plan::Rows { mc, group: (L2_GROUP / bytes(panels * nr + mc)).max(1) };
+    }
+    Plan::Rows { mc: MC, group: (B_GROUP / bytes(panels * nr)).max(1) }
+}
+
+/// [`Plan::Columns`]: `parts` ranges of whole column panels, each a row-split product on one thread into a buffer
+/// of its own (holding C's values first for [`Init::Acc`]; the bias offset for [`Init::Bias`]), copied into C
+/// by rows at the end (tasks writing C's columns directly would each need a mutable view of every row).
+///
+/// # Safety
+/// As [`products`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn by_columns(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    init: Init,
+    parts: usize,
+) {
+    let nr = isa.nr;
+    let panels = n.div_ceil(nr);
+    let ranges: Vec<(usize, usize)> =
+        (0..parts).map(|t| (panels * t / parts * nr, (panels * (t + 1) / parts * nr).min(n))).filter(|(j0, j1)| j0 < j1).collect();
+    let shared: &[MaybeUninit<f32>] = c;
+    let outs: Vec<Scratch<f32>> = ranges
+        .par_iter()
+        .map(|&(j0, j1)| {
+            let nt = j1 - j0;
+            let mut out = Scratch::<f32>::take(m * nt);
+            let init = match init {
+                Init::Bias(bias) => Init::Bias(&bias[j0..]),
+                Init::Acc => {
+                    for (i, row) in out.chunks_exact_mut(nt).enumerate() {
+                        for (o, v) in row.iter_mut().zip(&shared[i * ldc + j0..i * ldc + j1]) {
+                            // SAFETY: `Acc`: the caller's contract (C's view is initialised).
+                            *o = unsafe { v.assume_init() };
+                        }
+                    }
+                    Init::Acc
+                }
+                Init::Zero => Init::Zero,
+            };
+            let b = Mat { data: &b.data[j0 * b.cs..], rs: b.rs, cs: b.cs };
+            let group = (SPLIT_B_GROUP / (KC * nt.div_ceil(nr) * nr * 4)).max(1);
+            // SAFETY: the CPU runs `isa` (the caller's contract); `out` is initialised for `Acc`.
+            unsafe { by_rows(isa, m, nt, k, a, b, crate::as_uninit(&mut out), nt, init, false, MC, group) };
+            out
+        })
+        .collect();
+    c.par_chunks_mut(ldc).take(m).enumerate().for_each(|(i, row)| {
+        for (&(j0, j1), out) in ranges.iter().zip(&outs) {
+            let nt = j1 - j0;
+            for (o, v) in row[j0..j1].iter_mut().zip(&out[i * nt..(i + 1) * nt]) {
+                o.write(*v);
+            }
+        }
+    });
+}
+
+/// [`Plan::Rows`]: row blocks of `mc` rows (in parallel when `parallel`), B packed `group` blocks of `k` at a
+/// time.
+///
+/// # Safety
+/// As [`products`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn by_rows(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    init: Init,
+    parallel: bool,
+    mc_block: usize,
+    group: usize,
+) {
     let (mr, nr) = (isa.mr, isa.nr);
     let npad = n.div_ceil(nr) * nr;
     // Blocks of `k` (first value, depth), taken a group at a time: B is packed for the whole group, and each row
     // block runs every block of the group on one column panel before the next panel, so C's tiles take one
     // trip from memory per group instead of one per block; the group's packed B (re-read by every row block)
-    // stays within `B_GROUP` bytes.
+    // stays within the plan's bytes.
     let kblocks: Vec<(usize, usize)> = (0..k).step_by(KC).map(|p0| (p0, KC.min(k - p0))).collect();
-    let group = (B_GROUP / (KC * npad * 4)).max(1);
     let mut bp = Scratch::<f32>::take(group.min(kblocks.len()) * KC.min(k) * npad);
-    let blocks = m.div_ceil(MC);
+    let blocks = m.div_ceil(mc_block);
     for (gi, kblocks) in kblocks.chunks(group).enumerate() {
         for (gb, &(p0, kc)) in kblocks.iter().enumerate() {
             pack_b(&b, p0, kc, n, nr, &mut bp[gb * KC * npad..], parallel);
@@ -137,11 +287,13 @@ pub(crate) unsafe fn products(
             if bi >= blocks {
                 return;
             }
-            let i0 = bi * MC;
-            let mc = MC.min(m - i0);
-            // Row-major A is read in place (each k step broadcasts one value of MR rows); only a ragged last
-            // panel is packed (zero rows must not be read past the matrix). Other strides are packed.
-            let full = if a.cs == 1 { mc / mr * mr } else { 0 };
+            let i0 = bi * mc_block;
+            let mc = mc_block.min(m - i0);
+            // Row-major A is read in place (each k step broadcasts one value of MR rows), as is a transposed A at a
+            // short stride (see `A_IN_PLACE_STRIDE`); only a ragged last panel is packed (zero rows must not be
+            // read past the matrix). Other strides are packed.
+            let inplace = a_in_place(&a);
+            let full = if inplace { mc / mr * mr } else { 0 };
             let packed: Vec<Scratch<f32>> = kblocks
                 .iter()
                 .map(|&(p0, kc)| {
@@ -156,7 +308,10 @@ pub(crate) unsafe fn products(
                 .enumerate()
                 .map(|(gb, (&(p0, kc), ap))| KBlock {
                     kc,
-                    a: Panels { direct: (a.cs == 1).then(|| (Mat { data: &a.data[i0 * a.rs + p0..], rs: a.rs, cs: 1 }, full)), packed: ap },
+                    a: Panels {
+                        direct: inplace.then(|| (Mat { data: &a.data[i0 * a.rs + p0 * a.cs..], rs: a.rs, cs: a.cs }, full)),
+                        packed: ap,
+                    },
                     bp: &bp[gb * KC * npad..gb * KC * npad + kc * npad],
                 })
                 .collect();
@@ -164,22 +319,93 @@ pub(crate) unsafe fn products(
             unsafe { block(isa, mc, n, &ks, cblk, ldc, init, gi == 0) };
         };
         if parallel && blocks > 1 {
-            c.par_chunks_mut(MC * ldc).enumerate().for_each(run);
+            c.par_chunks_mut(mc_block * ldc).enumerate().for_each(run);
         } else {
-            c.chunks_mut(MC * ldc).enumerate().for_each(run);
+            c.chunks_mut(mc_block * ldc).enumerate().for_each(run);
         }
     }
 }
 
 /// Packs `b[p0..p0+kc, 0..n]` as panels of `kc × NR` (zero-padded columns).
-/// Large blocks are packed by all threads, a panel each: packed on the calling thread alone, the weight
-/// gradients' `dy` (k = the batch's rows, thousands) kept the other threads idle between row blocks.
+/// Large blocks are packed by all threads, a run of panels each: packed on the calling thread alone, the
+/// weight gradients' `dy` (k = the batch's rows, thousands) kept the other threads idle between row blocks.
 fn pack_b(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, out: &mut [f32], parallel: bool) {
-    let panels = &mut out[..n.div_ceil(big_nr) * kc * big_nr];
-    if parallel && panels.len() >= PARALLEL_PACK {
-        panels.par_chunks_mut(kc * big_nr).enumerate().for_each(|(jp, panel)| pack_b_panel(b, p0, kc, n, big_nr, jp, panel));
+    let np = n.div_ceil(big_nr);
+    let panels = &mut out[..np * kc * big_nr];
+    let per = if parallel && panels.len() >= PARALLEL_PACK { np.div_ceil(rayon::current_num_threads()) } else { np };
+    if per < np {
+        panels.par_chunks_mut(per * kc * big_nr).enumerate().for_each(|(t, run)| pack_b_panels(b, p0, kc, n, big_nr, t * per, run));
     } else {
-        panels.chunks_mut(kc * big_nr).enumerate().for_each(|(jp, panel)| pack_b_panel(b, p0, kc, n, big_nr, jp, panel));
+        pack_b_panels(b, p0, kc, n, big_nr, 0, panels);
+    }
+}
+
+/// Panels `jp0..` of [`pack_b`] into `out` (whole panels).
+fn pack_b_panels(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, jp0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if b.cs == 1 && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked).
+        unsafe { pack_b_rows_avx(b, p0, kc, n, big_nr, jp0, out) };
+        return;
+    }
+    for (i, panel) in out.chunks_mut(kc * big_nr).enumerate() {
+        pack_b_panel(b, p0, kc, n, big_nr, jp0 + i, panel);
+    }
+}
+
+/// [`pack_b_panels`] for a row-major B (`cs = 1`), one row of B at a time across all the panels: B is read
+/// in order (a panel at a time read 128 bytes from each of `kc` rows thousands of bytes apart, which the
+/// hardware prefetchers do not follow; with the 12.8 MB `dy` of the ViT-Ti weight gradient, packing was a
+/// quarter of that product's time on an Intel Xeon), and the runs are copied in AVX registers, not by a
+/// `memcpy` call each (the same values land in the same places).
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_b_rows_avx(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize, jp0: usize, out: &mut [f32]) {
+    for p in 0..kc {
+        let base = (p0 + p) * b.rs;
+        for (i, panel) in out.chunks_mut(kc * big_nr).enumerate() {
+            let j0 = (jp0 + i) * big_nr;
+            let nr = big_nr.min(n - j0);
+            let dst = &mut panel[p * big_nr..(p + 1) * big_nr];
+            let src = &b.data[base + j0..base + j0 + nr];
+            if nr == big_nr {
+                // SAFETY: AVX (this function's contract); `dst` and `src` hold `big_nr` values.
+                unsafe { copy_avx(dst, src) };
+            } else {
+                dst[..nr].copy_from_slice(src);
+                dst[nr..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// `dst ← src` (equal lengths): the packing's runs (32 or 16 values of a B row, 12 or 6 of an A column) as
+/// moves of fixed size in AVX registers; other lengths by `copy_from_slice`. A loop of vector moves over a
+/// run of unknown length is turned into a `memcpy` call by the compiler, one per run (perf: ~20 % of the
+/// ViT-Ti weight gradient in `__memmove_avx512_unaligned_erms`).
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn copy_avx(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().expect("run length");
+        let s: &[f32; N] = src.try_into().expect("run length");
+        *d = *s;
+    }
+    match dst.len() {
+        32 => fixed::<32>(dst, src),
+        16 => fixed::<16>(dst, src),
+        12 => fixed::<12>(dst, src),
+        6 => fixed::<6>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -280,6 +506,12 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 /// Packs `a[i0..i0+mc, p0..p0+kc]` as panels of `kc × MR` (k-major, zero-padded rows). Reads along
 /// whichever of `a`'s dimensions is contiguous (a transposed operand, `rs = 1`, is copied `MR` at a time).
 fn pack_a(a: &Mat, i0: usize, mc: usize, p0: usize, kc: usize, big_mr: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if a.rs == 1 && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked).
+        unsafe { pack_a_columns_avx(a, i0, mc, p0, kc, big_mr, out) };
+        return;
+    }
     for (ip, panel) in out.chunks_mut(kc * big_mr).enumerate() {
         let r0 = i0 + ip * big_mr;
         let mr = big_mr.min(i0 + mc - r0);
@@ -300,6 +532,28 @@ fn pack_a(a: &Mat, i0: usize, mc: usize, p0: usize, kc: usize, big_mr: usize, ou
             for i in mr..big_mr {
                 panel[i..].iter_mut().step_by(big_mr).for_each(|v| *v = 0.0);
             }
+        }
+    }
+}
+
+/// [`pack_a`] for a transposed A (`rs = 1`: each of A's columns `p` is a contiguous run, as `xᵀ` in the weight
+/// gradients), one column of A at a time across all the panels (read in order; a panel at a time read `MR`
+/// values from each of `kc` columns far apart), the runs copied in AVX registers.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn pack_a_columns_avx(a: &Mat, i0: usize, mc: usize, p0: usize, kc: usize, big_mr: usize, out: &mut [f32]) {
+    for p in 0..kc {
+        let base = (p0 + p) * a.cs;
+        for (ip, panel) in out.chunks_mut(kc * big_mr).enumerate() {
+            let r0 = i0 + ip * big_mr;
+            let mr = big_mr.min(i0 + mc - r0);
+            let dst = &mut panel[p * big_mr..(p + 1) * big_mr];
+            // SAFETY: AVX (this function's contract); both runs hold `mr` values.
+            unsafe { copy_avx(&mut dst[..mr], &a.data[base + r0..base + r0 + mr]) };
+            dst[mr..].fill(0.0);
         }
     }
 }
@@ -340,7 +594,7 @@ unsafe fn block(isa: Isa, mc: usize, n: usize, ks: &[KBlock], c: &mut [MaybeUnin
                 let mr = big_mr.min(mc - i0);
                 // (pointer to A(i0, 0), row stride, k stride)
                 let (ap, ars, acs) = match a.direct {
-                    Some((d, full)) if i0 < full => (d.data[i0 * d.rs..].as_ptr(), d.rs, 1),
+                    Some((d, full)) if i0 < full => (d.data[i0 * d.rs..].as_ptr(), d.rs, d.cs),
                     _ => (a.packed[(i0 - full_rows) / big_mr * kc * big_mr..].as_ptr(), 1, big_mr),
                 };
                 if mr == big_mr && nr == big_nr {
@@ -671,6 +925,124 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// `c (+)= init + a·b` one element at a time in the documented order (blocks of `KC`, each summed by FMA
+    /// from zero, added in order to the starting value).
+    fn documented((m, n, k): (usize, usize, usize), a: &Mat, b: &Mat, start: &[f32], ldc: usize, init: Init) -> Vec<u32> {
+        let (bias, acc) = match init {
+            Init::Zero => (None, false),
+            Init::Bias(v) => (Some(v), false),
+            Init::Acc => (None, true),
+        };
+        let mut out = vec![];
+        for i in 0..m {
+            for j in 0..n {
+                let mut c: Option<f32> = bias.map(|b| b[j]).or(acc.then_some(start[i * ldc + j]));
+                for p0 in (0..k).step_by(KC) {
+                    let s = (p0..(p0 + KC).min(k)).fold(0.0f32, |s, p| a.data[i * a.rs + p * a.cs].mul_add(b.data[p * b.rs + j * b.cs], s));
+                    c = Some(c.map_or(s, |c| c + s));
+                }
+                out.push(c.unwrap_or(0.0).to_bits());
+            }
+        }
+        out
+    }
+
+    /// Every plan — the column split into 1–3 parts, row blocks of 12 to 384 rows, groups of 1 to 3 blocks of
+    /// `k`, A transposed in place (short stride) or packed (long stride) or row-major — gives the bits of the
+    /// documented order, from zero, from a bias and added to C (row stride past `n`, ragged columns and rows).
+    #[test]
+    fn every_plan_gives_the_bits_of_the_documented_order() {
+        let (m, n, k, ldc) = (37, 77, 600, 80);
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.37 - 3.0).collect();
+        let start: Vec<f32> = (0..m * ldc).map(|i| (i % 9) as f32 - 4.0).collect();
+        let bm = Mat::rows(&b, n);
+        // A row-major [m, k]; transposed at stride m (in place); transposed at stride 300 (packed).
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let wide = 300;
+        let atw: Vec<f32> = (0..k * wide).map(|x| if x % wide < m { a[(x % wide) * k + x / wide] } else { f32::NAN }).collect();
+        let operands = [("rows", Mat::rows(&a, k)), ("t in place", Mat::t(&at, m)), ("t packed", Mat::t(&atw, wide))];
+        assert!(a_in_place(&operands[1].1) && !a_in_place(&operands[2].1));
+        for isa in kernels() {
+            for (what, am) in operands {
+                for init in [Init::Zero, Init::Bias(&bias), Init::Acc] {
+                    let want = documented((m, n, k), &am, &bm, &start, ldc, init);
+                    let mut plans = vec![Plan::Columns { parts: 1 }, Plan::Columns { parts: 2 }, Plan::Columns { parts: 3 }];
+                    for mc in [isa.mr, 48, 384] {
+                        plans.extend([1, 3].map(|group| Plan::Rows { mc, group }));
+                    }
+                    for plan in plans {
+                        let mut c = start.clone();
+                        // SAFETY: the CPU runs `isa`; `c` is initialised.
+                        unsafe {
+                            let cv = crate::as_uninit(&mut c);
+                            match plan {
+                                Plan::Columns { parts } => by_columns(isa, m, n, k, am, bm, cv, ldc, init, parts),
+                                Plan::Rows { mc, group } => by_rows(isa, m, n, k, am, bm, cv, ldc, init, true, mc, group),
+                            }
+                        }
+                        let got: Vec<u32> = (0..m).flat_map(|i| c[i * ldc..i * ldc + n].iter().map(|v| v.to_bits())).collect();
+                        assert!(got == want, "{} {what} {init:?} {plan:?}", isa.name);
+                        for i in 0..m {
+                            assert_eq!(&c[i * ldc + n..(i + 1) * ldc], &start[i * ldc + n..(i + 1) * ldc], "padding kept");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The plans chosen for the ViT-Ti probe's weight gradients on two threads (batch 64 × 65 tokens): `xᵀ·dy`
+    /// (A transposed at stride 192, read in place) split by columns; `hᵀ·dy` (stride 768, packed; B 192 wide)
+    /// in 384-row blocks; the forward and input-gradient products (shallow, or row-major A) as before.
+    #[test]
+    fn the_weight_gradients_take_the_deep_plans() {
+        let Some(isa) = kernels().into_iter().next() else {
+            eprintln!("SKIPPED: no AVX2+FMA on this CPU");
+            return;
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let data = vec![0.0f32; 4160 * 768];
+        pool.install(|| {
+            let x_t = Mat::t(&data, 192);
+            let h_t = Mat::t(&data, 768);
+            assert_eq!(plan(isa, 192, 768, 4160, &x_t, true), Plan::Columns { parts: 2 });
+            assert_eq!(plan(isa, 192, 576, 4160, &x_t, true), Plan::Columns { parts: 2 });
+            assert!(matches!(plan(isa, 768, 192, 4160, &h_t, true), Plan::Rows { mc: 384, .. }));
+            assert_eq!(plan(isa, 192, 768, 4160, &x_t, false), Plan::Rows { mc: MC, group: (B_GROUP / (KC * 768 * 4)).max(1) });
+            assert!(matches!(plan(isa, 4160, 768, 192, &Mat::rows(&data, 192), true), Plan::Rows { mc: MC, .. }));
+            assert!(matches!(plan(isa, 4160, 192, 768, &Mat::rows(&data, 768), true), Plan::Rows { mc: MC, .. }));
+        });
+    }
+
+    /// Packing a row-major B row by row across panels and a transposed A column by column across panels puts
+    /// every value where the per-value loops do (ragged last panel, offset `p0`, padding zeroed over old contents).
+    #[test]
+    fn row_order_packing_equals_the_per_value_loops() {
+        for (k, n, big, p0, kc) in [(600, 77, 32, 256, 256), (19, 9, 16, 3, 13), (300, 64, 12, 0, 256), (40, 13, 6, 7, 30)] {
+            let data: Vec<f32> = (0..k * n).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let m = Mat::rows(&data, n); // [k, n]: B row-major, or A = mᵀ transposed with n rows
+            let panels = n.div_ceil(big);
+            let mut want = vec![f32::NAN; panels * kc * big];
+            for (jp, panel) in want.chunks_mut(kc * big).enumerate() {
+                for p in 0..kc {
+                    for j in 0..big {
+                        let col = jp * big + j;
+                        panel[p * big + j] = if col < n { data[(p0 + p) * n + col] } else { 0.0 };
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let mut got = vec![f32::NAN; panels * kc * big];
+            pack_b(&m, p0, kc, n, big, &mut got, true);
+            assert_eq!(bits(&got), bits(&want), "B: k {k} n {n} NR {big}");
+            let mut got = vec![f32::NAN; panels * kc * big];
+            pack_a(&Mat::t(&data, n), 0, n, p0, kc, big, &mut got);
+            assert_eq!(bits(&got), bits(&want), "A: k {k} m {n} MR {big}");
         }
     }
 
