@@ -3,15 +3,20 @@
 //! gradient (`xᵀ · dy`) of the MLP's first layer, and (f32) the second layer's weight gradient (`hᵀ · dz`); in bf16 also with `x` and `dy` given as bf16 bits, as the fused
 //! block passes them. Best of 5 rounds of 5 products each.
 //!
-//!   cargo run --release -p polyflow-kernels --example products
+//!   cargo run --release -p polyflow-kernels --example products [f32]
 
 use polyflow_kernels::{matmul_any, matmul_p, to_bf16_vec, Mat, Precision};
 use std::time::Instant;
 
 fn main() {
+    // `products f32`: the f32 products only.
+    let only_f32 = std::env::args().nth(1).is_some_and(|a| a == "f32");
     // (name, tokens of the batch, dim, mlp): Ti probe batch 64 × 65 tokens, B/16 batch 16 × 197 tokens.
     for (name, m, d, h) in [("ViT-Ti probe", 4160, 192, 768), ("ViT-B/16", 3152, 768, 3072)] {
         for prec in [Precision::F32, Precision::Bf16] {
+            if only_f32 && prec != Precision::F32 {
+                continue;
+            }
             let x: Vec<f32> = (0..m * d).map(|i| (i % 13) as f32 * 0.01).collect();
             let w: Vec<f32> = (0..d * h).map(|i| (i % 7) as f32 * 0.01).collect();
             let dy: Vec<f32> = (0..m * h).map(|i| (i % 11) as f32 * 0.01).collect();
