@@ -241,11 +241,20 @@ impl Kernel {
 /// `POLYFLOW_BF16=avx512` runs `vdpbf16ps` on an AMX machine (the bits of every non-AMX machine) and
 /// `POLYFLOW_BF16=emulate` the emulation, for comparisons.
 pub fn kernel() -> Kernel {
-    static K: OnceLock<Kernel> = OnceLock::new();
-    *K.get_or_init(|| {
+    *KERNEL.get_or_init(|| {
         let choice = std::env::var("POLYFLOW_BF16").unwrap_or_default();
         best(choice != "emulate", choice != "emulate" && choice != "avx512")
     })
+}
+
+/// The kernel of this process, chosen at its first use.
+static KERNEL: OnceLock<Kernel> = OnceLock::new();
+
+/// Keeps this process's bf16 products off AMX, as `POLYFLOW_BF16=avx512` does (the emulation stays when
+/// `POLYFLOW_BF16=emulate`): for a process that must give the bits of a non-AMX machine. Takes effect only
+/// before the first bf16 product or [`kernel`] call; returns the kernel in force (AMX if it was already chosen).
+pub fn avoid_amx() -> Kernel {
+    *KERNEL.get_or_init(|| best(std::env::var("POLYFLOW_BF16").unwrap_or_default() != "emulate", false))
 }
 
 /// The best kernel this CPU has (`native`: whether `vdpbf16ps` may be used, `amx`: whether AMX may).

@@ -151,11 +151,12 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
     // The pipeline may have been edited since submission: run only what the coordinator asked for.
     let digest = |u: usize| spec.inputs.values().flatten().find(|x| x.id == g.nodes[u].id).map(|x| x.manifest.digest.clone());
     let externals = crate::exec::assess::Externals::new(crate::store::file_digests(&spec.store));
-    let key = match fingerprint(&g, i, &spec.env, &externals, &digest) {
-        Ok(Ok(fp)) => fp.key(),
+    let fp = match fingerprint(&g, i, &spec.env, &externals, &digest) {
+        Ok(Ok(fp)) => fp,
         Ok(Err(m)) => return fail(true, m),
         Err(pending) => return fail(true, format!("inputs missing from job.json: {}", pending.join(", "))),
     };
+    let key = fp.key();
     if key != spec.key {
         return fail(
             true,
@@ -166,6 +167,11 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
                 &spec.key[..12]
             ),
         );
+    }
+    // Compute what the key names (the coordinator's machine made it): the fused block as there, bf16 on AMX only
+    // where the key says so.
+    if let Err(m) = crate::cli::follow_key_env(&fp.env) {
+        return fail(false, format!("node `{}`: {m}", spec.node));
     }
     let mut store = match Store::open(&spec.store) {
         Ok(s) => s,
