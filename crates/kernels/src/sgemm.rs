@@ -421,7 +421,7 @@ unsafe fn pack_b_rows_avx(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize
     }
 }
 
-/// `dst ← src` (equal lengths): the packing's runs (32 or 16 values of a B row, 12 or 6 of an A column) as
+/// `dst ← src` (equal lengths): the packing's runs (48, 32 or 16 values of a B row, 12, 8 or 6 of an A column) as
 /// moves of fixed size in AVX registers; other lengths by `copy_from_slice`. A loop of vector moves over a
 /// run of unknown length is turned into a `memcpy` call by the compiler, one per run (perf: ~20 % of the
 /// ViT-Ti weight gradient in `__memmove_avx512_unaligned_erms`).
@@ -439,9 +439,11 @@ unsafe fn copy_avx(dst: &mut [f32], src: &[f32]) {
         *d = *s;
     }
     match dst.len() {
+        48 => fixed::<48>(dst, src),
         32 => fixed::<32>(dst, src),
         16 => fixed::<16>(dst, src),
         12 => fixed::<12>(dst, src),
+        8 => fixed::<8>(dst, src),
         6 => fixed::<6>(dst, src),
         _ => dst.copy_from_slice(src),
     }
@@ -533,9 +535,11 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
         *d = *s;
     }
     match dst.len() {
+        48 => fixed::<48>(dst, src),
         32 => fixed::<32>(dst, src),
         16 => fixed::<16>(dst, src),
         12 => fixed::<12>(dst, src),
+        8 => fixed::<8>(dst, src),
         6 => fixed::<6>(dst, src),
         _ => dst.copy_from_slice(src),
     }
