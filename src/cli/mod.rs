@@ -2,6 +2,7 @@
 
 mod compare;
 pub mod exit;
+mod knobs;
 mod maintain;
 pub mod report;
 mod status;
@@ -398,6 +399,9 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    for w in knobs::unknown_values(|k| std::env::var(k).ok()) {
+        tracing::warn!("{w}");
+    }
     let verbose = cli.verbose > 0;
     let result = match cli.command {
         Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, reg),
