@@ -90,8 +90,9 @@ const AVX512: Isa = Isa { mr: 12, nr: 32, kernel: kernel_avx512, alt: None, name
 const AVX512_8X48: Isa = Isa { mr: 8, nr: 48, kernel: kernel_avx512_8x48, alt: None, name: "AVX-512 8x48" };
 /// AVX-512F on Intel cores: the 8 × 48 tile for products whose A is read in place (row-major, or a short
 /// transposed stride) and whose columns it fits (every linear layer of ViT-Ti and ViT-B/16), 12 × 32 otherwise.
-/// On an Intel Xeon (Sapphire Rapids cache sizes) the 8 × 48 loop ran 3–7 % faster in L1 and the block's
-/// products up to 8 % faster; 12 × 32 stays where a packed A meets the 48 KiB B panel (BENCHMARKS.md).
+/// On an Intel Xeon (Sapphire Rapids cache sizes) the 8 × 48 loop ran 3–7 % faster in L1, the block's products
+/// up to 14 % faster and ViT-Ti training 1.09× (median of five alternations); 12 × 32 stays where a packed A meets
+/// the 48 KiB B panel (BENCHMARKS.md). AMD CPUs keep 12 × 32 (tuned there; 8 × 48 not measured on them).
 #[cfg(target_arch = "x86_64")]
 const AVX512_INTEL: Isa = Isa { alt: Some(&AVX512_8X48), name: "AVX-512 (8x48 and 12x32 tiles)", ..AVX512 };
 /// The AVX2 + FMA kernel (6 × 16).
