@@ -3,8 +3,9 @@
 //! AMX and the products here do not run on it), the fused CPU block on or off as the `cpu_block` entry says.
 //! Its own test binary: the choices are process-wide, made once, and this test makes them.
 
-use polyflow::cli::{follow_key_env, BF16_KERNEL, CPU_BLOCK};
+use polyflow::cli::{BF16_KERNEL, CPU_BLOCK};
 use polyflow::model::fused::kernels::bf16::{kernel, Kernel};
+use polyflow::stages::training::follow_key_env;
 use std::collections::BTreeMap;
 
 fn env(entries: &[(&str, &str)]) -> BTreeMap<String, String> {

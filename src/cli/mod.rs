@@ -358,32 +358,6 @@ pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
     env
 }
 
-/// Makes this process compute what a node's key environment `env` names (its [`Stage::env_for`] entries), on a
-/// machine that is not the one that made the key (a Slurm compute node): the fused CPU block on or off as
-/// [`CPU_BLOCK`] says, and bf16 products off AMX unless [`BF16_KERNEL`] names it. `Err` when this machine cannot:
-/// the key names AMX and the products here do not run on it (the bits would differ from the key's).
-///
-/// [`Stage::env_for`]: crate::stage::Stage::env_for
-pub fn follow_key_env(env: &BTreeMap<String, String>) -> Result<(), String> {
-    if env.get("backend").map(String::as_str) != Some("flex") {
-        return Ok(());
-    }
-    crate::model::fused::set_enabled(!env.contains_key(CPU_BLOCK));
-    use crate::model::fused::kernels::bf16::{avoid_amx, kernel, Kernel};
-    match env.get(BF16_KERNEL) {
-        None if avoid_amx() == Kernel::Amx => {
-            Err("this process already runs its bf16 products on AMX, which the key does not name".to_string())
-        }
-        Some(want) if kernel() != Kernel::Amx => Err(format!(
-            "the node's key names {BF16_KERNEL} = {want} (its bf16 products ran on AMX where it was submitted), but on this \
-             machine they run on {}, whose sums round otherwise; run it on CPUs with AMX-BF16 (e.g. a Slurm constraint), \
-             or submit with POLYFLOW_BF16=avx512 so that its key names no AMX",
-            kernel().name()
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The environment entry of bf16 nodes trained where the products run on AMX (see [`crate::model::fused`]'s kernels).
 pub const BF16_KERNEL: &str = "bf16_kernel";
 

@@ -123,6 +123,12 @@ pub trait Stage: Send + Sync + 'static {
     ) -> std::collections::BTreeMap<String, String> {
         env
     }
+    /// Makes this process compute what a key environment names — `env`, this node's [`Self::env_for`] entries —
+    /// in a process that did not make the key (a Slurm compute node, whose CPU may choose otherwise): `Err` with
+    /// what to do when this machine cannot.
+    fn follow_env(&self, _params: &serde_json::Value, _env: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+        Ok(())
+    }
     /// One-line description.
     fn doc(&self) -> &'static str;
     /// Type of the artifact it produces.

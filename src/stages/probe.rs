@@ -117,6 +117,9 @@ impl Stage for FeaturesStage {
     fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
         super::training::env_for_block(params, env)
     }
+    fn follow_env(&self, _params: &Value, env: &BTreeMap<String, String>) -> Result<(), String> {
+        super::training::follow_key_env(env)
+    }
     fn effective(&self, params: &Value) -> Option<Value> {
         parse::<FeaturesParams>(params).ok().map(|p| crate::stages::modelspec::effective_size(params, &p.model))
     }

@@ -122,6 +122,31 @@ pub(crate) fn env_for_block(params: &Value, mut env: BTreeMap<String, String>) -
     env
 }
 
+/// [`Stage::follow_env`] of the model-bearing nodes (the inverse of [`env_for_block`]): the fused CPU block on or
+/// off as the key's `cpu_block` entry says, and bf16 products off AMX unless its `bf16_kernel` entry names AMX.
+/// `Err` when this machine cannot: the key names AMX and the products here do not run on it (the bits would differ
+/// from the key's).
+pub fn follow_key_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    if env.get("backend").map(String::as_str) != Some("flex") {
+        return Ok(());
+    }
+    crate::model::fused::set_enabled(!env.contains_key(crate::cli::CPU_BLOCK));
+    use crate::model::fused::kernels::bf16::{avoid_amx, kernel, Kernel};
+    match env.get(crate::cli::BF16_KERNEL) {
+        None if avoid_amx() == Kernel::Amx => {
+            Err("this process already runs its bf16 products on AMX, which the key does not name".to_string())
+        }
+        Some(want) if kernel() != Kernel::Amx => Err(format!(
+            "the node's key names {} = {want} (its bf16 products ran on AMX where it was submitted), but on this \
+             machine they run on {}, whose sums round otherwise; run it on CPUs with AMX-BF16 (e.g. a Slurm constraint), \
+             or submit with POLYFLOW_BF16=avx512 so that its key names no AMX",
+            crate::cli::BF16_KERNEL,
+            kernel().name()
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -412,6 +437,9 @@ impl Stage for TrainStage {
     }
     fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
         env_for_block(params, env)
+    }
+    fn follow_env(&self, _params: &Value, env: &BTreeMap<String, String>) -> Result<(), String> {
+        follow_key_env(env)
     }
     fn resources(&self, params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives

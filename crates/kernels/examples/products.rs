@@ -1,7 +1,8 @@
 //! GFLOP/s of the fused block's matrix products at the ViT-Ti probe's and ViT-B/16's shapes, f32 and bf16, on
 //! the current rayon pool (`RAYON_NUM_THREADS`): forward (`x · w`), input gradient (`dy · wᵀ`) and weight
-//! gradient (`xᵀ · dy`) of the MLP's first layer, and (f32) the second layer's weight gradient (`hᵀ · dz`); in bf16 also with `x` and `dy` given as bf16 bits, as the fused
-//! block passes them. Best of 5 rounds of 5 products each.
+//! gradient (`xᵀ · dy`) of the MLP's first layer, and the second layer's weight gradient (`hᵀ · dz`); in bf16
+//! also with `x` and `dy` given as bf16 bits, as the fused block passes them. Best of 5 rounds of 5 products
+//! each. With the argument `f32`, the f32 products only.
 //!
 //!   cargo run --release -p polyflow-kernels --example products [f32]
 

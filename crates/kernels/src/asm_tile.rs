@@ -1,11 +1,11 @@
 //! Assembly shared by the 12 × 32 AVX-512 micro-kernels (`sgemm::kernel_avx512` and
 //! `bf16::kernel_native`): both keep the tile in `zmm0`–`zmm23` (row `i` in `zmm(2i)`, `zmm(2i+1)`) and
 //! name their operands alike (`a0`, `lda`, `k`, `c0`, `ldc`, `acc`, and the scratch `a4`, `a8`, `lda3`).
-//! Only the loop over `k` between the two differs.
+//! Only the loop over `k` between the two differs. The 8 × 48 kernel (`sgemm::kernel_avx512_8x48`) shares the
+//! zeroing of the accumulators.
 
-/// Zeroes the 24 accumulators, sets the row pointers `a4 = a0 + 4·lda`, `a8 = a0 + 8·lda` and
-/// `lda3 = 3·lda`, skips to `3:` when `k = 0`, and opens the loop at `2:`.
-macro_rules! tile_12x32_start {
+/// Zeroes `zmm0`–`zmm23`, the accumulators of every AVX-512 tile (12 × 32 and 8 × 48).
+macro_rules! zero_zmm0_23 {
     () => {
         concat!(
             "vpxord zmm0, zmm0, zmm0\n",
@@ -32,6 +32,16 @@ macro_rules! tile_12x32_start {
             "vpxord zmm21, zmm21, zmm21\n",
             "vpxord zmm22, zmm22, zmm22\n",
             "vpxord zmm23, zmm23, zmm23\n",
+        )
+    };
+}
+
+/// Zeroes the 24 accumulators, sets the row pointers `a4 = a0 + 4·lda`, `a8 = a0 + 8·lda` and
+/// `lda3 = 3·lda`, skips to `3:` when `k = 0`, and opens the loop at `2:`.
+macro_rules! tile_12x32_start {
+    () => {
+        concat!(
+            zero_zmm0_23!(),
             "lea {a4}, [{a0} + 4*{lda}]\n",
             "lea {a8}, [{a0} + 8*{lda}]\n",
             "lea {lda3}, [{lda} + 2*{lda}]\n",

@@ -422,10 +422,9 @@ unsafe fn pack_b_rows_avx(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize
     }
 }
 
-/// `dst ← src` (equal lengths): the packing's runs (48, 32 or 16 values of a B row, 12, 8 or 6 of an A column) as
-/// moves of fixed size in AVX registers; other lengths by `copy_from_slice`. A loop of vector moves over a
-/// run of unknown length is turned into a `memcpy` call by the compiler, one per run (perf: ~20 % of the
-/// ViT-Ti weight gradient in `__memmove_avx512_unaligned_erms`).
+/// [`copy_run`] in AVX registers, for the row-order packings: a loop of vector moves over a run of unknown length is
+/// turned into a `memcpy` call by the compiler, one per run (perf: ~20 % of the ViT-Ti weight gradient in
+/// `__memmove_avx512_unaligned_erms`).
 ///
 /// # Safety
 /// The CPU must support AVX.
@@ -433,21 +432,8 @@ unsafe fn pack_b_rows_avx(b: &Mat, p0: usize, kc: usize, n: usize, big_nr: usize
 #[target_feature(enable = "avx")]
 #[inline]
 unsafe fn copy_avx(dst: &mut [f32], src: &[f32]) {
-    #[inline(always)]
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
-        let d: &mut [f32; N] = dst.try_into().expect("run length");
-        let s: &[f32; N] = src.try_into().expect("run length");
-        *d = *s;
-    }
-    match dst.len() {
-        48 => fixed::<48>(dst, src),
-        32 => fixed::<32>(dst, src),
-        16 => fixed::<16>(dst, src),
-        12 => fixed::<12>(dst, src),
-        8 => fixed::<8>(dst, src),
-        6 => fixed::<6>(dst, src),
-        _ => dst.copy_from_slice(src),
-    }
+    // Inlined here, so its fixed-size moves are compiled with AVX.
+    copy_run(dst, src)
 }
 
 /// Values of B from which packing is split over threads (256 KiB).
@@ -524,7 +510,7 @@ unsafe fn pack_b_transposed_avx(b: &Mat, p0: usize, kc: usize, j0: usize, nr: us
     }
 }
 
-/// `dst ← src` for the short runs packing copies (a panel's row of 32 or 16, an A column of 12 or 6): at those
+/// `dst ← src` for the short runs packing copies (a panel's row of 48, 32 or 16, an A column of 12, 8 or 6): at those
 /// lengths as register moves, not a `memmove` call each (measured: the calls were ~7 % of a training step,
 /// most of them packing the transposed operands of the weight gradients 12 values at a time).
 #[inline(always)]
@@ -765,30 +751,7 @@ unsafe fn kernel_avx512_8x48(kc: usize, a: *const f32, ars: usize, acs: usize, b
     // `a + i·ars + p·acs` (p < kc), kc·NR values of B and writes the 8 × NR tile of C, nothing else.
     unsafe {
         std::arch::asm!(
-            "vpxord zmm0, zmm0, zmm0",
-            "vpxord zmm1, zmm1, zmm1",
-            "vpxord zmm2, zmm2, zmm2",
-            "vpxord zmm3, zmm3, zmm3",
-            "vpxord zmm4, zmm4, zmm4",
-            "vpxord zmm5, zmm5, zmm5",
-            "vpxord zmm6, zmm6, zmm6",
-            "vpxord zmm7, zmm7, zmm7",
-            "vpxord zmm8, zmm8, zmm8",
-            "vpxord zmm9, zmm9, zmm9",
-            "vpxord zmm10, zmm10, zmm10",
-            "vpxord zmm11, zmm11, zmm11",
-            "vpxord zmm12, zmm12, zmm12",
-            "vpxord zmm13, zmm13, zmm13",
-            "vpxord zmm14, zmm14, zmm14",
-            "vpxord zmm15, zmm15, zmm15",
-            "vpxord zmm16, zmm16, zmm16",
-            "vpxord zmm17, zmm17, zmm17",
-            "vpxord zmm18, zmm18, zmm18",
-            "vpxord zmm19, zmm19, zmm19",
-            "vpxord zmm20, zmm20, zmm20",
-            "vpxord zmm21, zmm21, zmm21",
-            "vpxord zmm22, zmm22, zmm22",
-            "vpxord zmm23, zmm23, zmm23",
+            zero_zmm0_23!(),
             "lea {a4}, [{a0} + 4*{lda}]",
             "lea {lda3}, [{lda} + 2*{lda}]",
             "test {k}, {k}",

@@ -168,9 +168,8 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
             ),
         );
     }
-    // Compute what the key names (the coordinator's machine made it): the fused block as there, bf16 on AMX only
-    // where the key says so.
-    if let Err(m) = crate::cli::follow_key_env(&fp.env) {
+    // Compute what the key names (the coordinator's machine made it, and this one may choose otherwise).
+    if let Err(m) = g.nodes[i].stage.follow_env(&g.nodes[i].params, &fp.env) {
         return fail(false, format!("node `{}`: {m}", spec.node));
     }
     let mut store = match Store::open(&spec.store) {
