@@ -7,6 +7,7 @@
 
 use super::kernels::{self as k, Mat};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Block geometry: `b` examples of `n` tokens of width `d`, `h` heads, MLP width `mlp`.
 #[derive(Clone, Copy, Debug)]
@@ -204,32 +205,42 @@ pub fn forward(x: &[f32], p: &Params, dm: Dims, keep: Option<(&[f32], &[f32])>, 
 fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Vec<f32>) {
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     let scale = 1.0 / (hd as f32).sqrt();
-    // [M, D]: heads side by side.
-    let mut att = vec![0.0f32; m * d];
-    // One example's heads: `pr` holds its [H, N, N] probabilities (kept for the backward pass), or one head's
-    // [N, N] at a time (inference).
-    let heads = |o: &mut [f32], pr: &mut [f32], rows: &[T]| {
+    assert_eq!(h * hd, d, "attention: {h} heads do not divide the width {d}");
+    // One example's heads: writes every value of `o` ([N, D], heads side by side: h·hd = d columns) and of `pr`,
+    // its [H, N, N] probabilities (kept for the backward pass), or one head's [N, N] at a time (inference).
+    // Products into the outputs' uninitialised buffers: nothing is zero-filled first.
+    let heads = |o: &mut [MaybeUninit<f32>], pr: &mut [MaybeUninit<f32>], rows: &[T]| {
         for hi in 0..h {
             let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
             let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
             let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
-            k::matmul_any(dm.prec, n, n, hd, q, kt, p, n, false, false); // [N, N] = q kᵀ
+            k::matmul_any_into(dm.prec, n, n, hd, q, kt, p, n, false); // [N, N] = q kᵀ
+            // SAFETY: the product wrote all N·N values (row stride N).
+            let p = unsafe { k::assume_written(p) };
             k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
             let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
-            k::matmul_any(dm.prec, n, hd, n, Mat::rows(&p[..], n), v, &mut o[hi * hd..], d, false, false);
+            k::matmul_any_into(dm.prec, n, hd, n, Mat::rows(&p[..], n), v, &mut o[hi * hd..], d, false);
             // [N, hd]
         }
     };
     let mut probs = Vec::new(); // [B, H, N, N] when saved
-    if save {
-        probs = vec![0.0f32; dm.b * h * n * n];
-        att.par_chunks_mut(n * d)
-            .zip(probs.par_chunks_mut(h * n * n))
-            .zip(qkv.par_chunks(n * 3 * d))
-            .for_each(|((o, pr), rows)| heads(o, pr, rows));
-    } else {
-        att.par_chunks_mut(n * d).zip(qkv.par_chunks(n * 3 * d)).for_each_init(|| vec![0.0f32; n * n], |pr, (o, rows)| heads(o, pr, rows));
-    }
+    // SAFETY: `heads` writes every value of each example's rows (and of its probabilities, when saved).
+    let att = unsafe {
+        k::written(m * d, |att| {
+            if save {
+                probs = k::written(dm.b * h * n * n, |probs| {
+                    att.par_chunks_mut(n * d)
+                        .zip(probs.par_chunks_mut(h * n * n))
+                        .zip(qkv.par_chunks(n * 3 * d))
+                        .for_each(|((o, pr), rows)| heads(o, pr, rows))
+                });
+            } else {
+                att.par_chunks_mut(n * d)
+                    .zip(qkv.par_chunks(n * 3 * d))
+                    .for_each_init(|| vec![MaybeUninit::uninit(); n * n], |pr, (o, rows)| heads(o, pr, rows));
+            }
+        })
+    };
     (att, probs)
 }
 
@@ -237,8 +248,11 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
 fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm: Dims) -> Vec<f32> {
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut dqkv = vec![0.0f32; m * 3 * d];
-    dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n))).for_each(
+    assert_eq!(h * hd, d, "attention: {h} heads do not divide the width {d}");
+    // Each example's dq | dk | dv: every head writes its hd columns of each (h·hd = d), products into the
+    // uninitialised buffer.
+    let fill = |dqkv: &mut [MaybeUninit<f32>]| {
+        dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n))).for_each(
         |((g, dout), (rows, pr))| {
             let mut dp = vec![0.0f32; n * n];
             for (hi, p) in pr.chunks(n * n).enumerate() {
@@ -246,17 +260,19 @@ fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm
                 let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
                 let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
                 k::matmul_any(dm.prec, n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
-                k::matmul_any(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false, false); // dv = Pᵀ dO
+                k::matmul_any_into(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false); // dv = Pᵀ dO
                 k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
                 let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
-                k::matmul_any(dm.prec, n, hd, n, Mat::rows(&dp[..], n), kk, &mut g[o..], 3 * d, false, false); // dq = dS k
+                k::matmul_any_into(dm.prec, n, hd, n, Mat::rows(&dp[..], n), kk, &mut g[o..], 3 * d, false); // dq = dS k
                 let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
-                k::matmul_any(dm.prec, n, hd, n, Mat::t(&dp[..], n), q, &mut g[d + o..], 3 * d, false, false);
+                k::matmul_any_into(dm.prec, n, hd, n, Mat::t(&dp[..], n), q, &mut g[d + o..], 3 * d, false);
                 // dk = dSᵀ q
             }
         },
-    );
-    dqkv
+    )
+    };
+    // SAFETY: `fill` writes every value (above).
+    unsafe { k::written(m * 3 * d, fill) }
 }
 
 /// Backward of [`forward`] for `dy: [b·n, d]`: returns `dx` and the parameter gradients.
