@@ -1,11 +1,14 @@
 //! The environment variables that choose CPU kernels. A value none of them reads is reported at start-up rather
 //! than silently giving the default (a mistyped `POLYFLOW_SGEMM=avx512` would otherwise time the wrong kernel).
 
-/// Each variable, the values it accepts, and what any other value does.
+use crate::model::fused::{self, kernels};
+
+/// Each variable, the values it accepts (the lists the code that reads it matches against), and what any other
+/// value does.
 const KNOBS: &[(&str, &[&str], &str)] = &[
-    ("POLYFLOW_SGEMM", &["avx2", "avx512-12x32", "avx512-8x48"], "the CPU's default f32 kernel runs"),
-    ("POLYFLOW_BF16", &["avx512", "emulate"], "the CPU's default bf16 kernel runs"),
-    ("POLYFLOW_FUSED_CPU", &["0", "1"], "the fused CPU block stays on (only `0` turns it off)"),
+    (kernels::sgemm::FORCE_VAR, &kernels::sgemm::FORCE_VALUES, "the CPU's default f32 kernel runs"),
+    (kernels::bf16::FORCE_VAR, &kernels::bf16::FORCE_VALUES, "the CPU's default bf16 kernel runs"),
+    (fused::SWITCH_VAR, &fused::SWITCH_VALUES, "the fused CPU block stays on (only `0` turns it off)"),
 ];
 
 /// One warning per knob set (through `get`) to a value it does not accept, naming the accepted values.

@@ -237,13 +237,27 @@ impl Kernel {
     }
 }
 
+/// The environment variable that keeps the bf16 products off AMX or on the emulation (read by [`kernel`]).
+pub const FORCE_VAR: &str = "POLYFLOW_BF16";
+
+/// The values of [`FORCE_VAR`]: `vdpbf16ps` even on an AMX machine, the emulation (any other value: the CPU's
+/// best kernel). The one list that [`kernel`] reads and that the CLI's check of the knobs names.
+pub const FORCE_VALUES: [&str; 2] = ["avx512", "emulate"];
+
+/// Whether [`FORCE_VAR`] asks for the emulation and whether it keeps the products off AMX.
+fn forced() -> (bool, bool) {
+    let choice = std::env::var(FORCE_VAR).unwrap_or_default();
+    let [avx512, emulate] = FORCE_VALUES;
+    (choice == emulate, choice == emulate || choice == avx512)
+}
+
 /// The kernel this CPU runs: AMX where the CPU and OS allow it, else `vdpbf16ps`, else the emulation.
 /// `POLYFLOW_BF16=avx512` runs `vdpbf16ps` on an AMX machine (the bits of every non-AMX machine) and
-/// `POLYFLOW_BF16=emulate` the emulation, for comparisons.
+/// `POLYFLOW_BF16=emulate` the emulation, for comparisons ([`FORCE_VALUES`]).
 pub fn kernel() -> Kernel {
     *KERNEL.get_or_init(|| {
-        let choice = std::env::var("POLYFLOW_BF16").unwrap_or_default();
-        best(choice != "emulate", choice != "emulate" && choice != "avx512")
+        let (emulate, no_amx) = forced();
+        best(!emulate, !no_amx)
     })
 }
 
@@ -254,7 +268,7 @@ static KERNEL: OnceLock<Kernel> = OnceLock::new();
 /// `POLYFLOW_BF16=emulate`): for a process that must give the bits of a non-AMX machine. Takes effect only
 /// before the first bf16 product or [`kernel`] call; returns the kernel in force (AMX if it was already chosen).
 pub fn avoid_amx() -> Kernel {
-    *KERNEL.get_or_init(|| best(std::env::var("POLYFLOW_BF16").unwrap_or_default() != "emulate", false))
+    *KERNEL.get_or_init(|| best(!forced().0, false))
 }
 
 /// The best kernel this CPU has (`native`: whether `vdpbf16ps` may be used, `amx`: whether AMX may).

@@ -442,7 +442,16 @@ pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f3
 /// `yc`.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn layer_norm_rows(xc: &[f32], yc: &mut [MaybeUninit<f32>], mc: &mut [f32], rc: &mut [f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) {
+fn layer_norm_rows(
+    xc: &[f32],
+    yc: &mut [MaybeUninit<f32>],
+    mc: &mut [f32],
+    rc: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    d: usize,
+    eps: f32,
+) {
     let mut xt = Scratch::<f32>::take(G * d); // written whole by `transpose_rows` before any read
     for (((yg, xg), mg), rg) in yc.chunks_mut(G * d).zip(xc.chunks(G * d)).zip(mc.chunks_mut(G)).zip(rc.chunks_mut(G)) {
         // `Iterator::sum` of f32 folds from −0.0: so do these.

@@ -41,6 +41,13 @@ const A_IN_PLACE_STRIDE: usize = 256;
 const NARROW_B: usize = 512 << 10;
 /// Row blocks of the narrow-B plan: at most 384 rows (384 · 256 values of packed A, 384 KiB).
 const MC_NARROW: usize = 384;
+/// Row blocks of a deep product whose row-major A is read in place and whose B is narrow (see [`NARROW_B`]): the
+/// input gradients `dy·wᵀ`, k = the layer's output width. 192 rows against 48: ViT-Ti's `dy·wᵀ`
+/// (`[4160, 768]·[768, 192]`) 1.034× and 1.047× in two runs of interleaved pairs (25 and 40) on an Intel Xeon,
+/// 96 rows 1.03×; a wide B (ViT-B/16's `x·w`, n = 3072) was 0.94–0.99× with larger blocks, so it keeps 48.
+/// Only with the 8 × 48 tile (Intel; its B panel fills a 48 KiB L1, now re-used by 24 row tiles instead of 6):
+/// on a Zen 5, 48-row blocks had beaten larger ones with the 12 × 32 tile.
+const MC_DEEP_ROWS: usize = 192;
 /// Bytes of packed blocks that a thread keeps for one group of `k` blocks in the plans tuned for L2 (the
 /// narrow-B rows, the column split): half of the Xeon's 2 MiB L2, all of a Zen 5's 1 MiB.
 const L2_GROUP: usize = 1 << 20;
@@ -106,19 +113,27 @@ fn intel() -> bool {
     (r.ebx, r.edx, r.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
 }
 
+/// The environment variable that forces an f32 kernel for comparisons (read by [`isa`]).
+pub const FORCE_VAR: &str = "POLYFLOW_SGEMM";
+
+/// The values of [`FORCE_VAR`]: AVX2 + FMA, the 12 × 32 tile everywhere, the 8 × 48 tile everywhere (any other
+/// value: the CPU's default). The one list that [`isa`] reads and that the CLI's check of the knobs names.
+pub const FORCE_VALUES: [&str; 3] = ["avx2", "avx512-12x32", "avx512-8x48"];
+
 /// The kernel this CPU runs, if any: AVX-512F (on Intel with the 8 × 48 tile where it fits, see
-/// [`AVX512_INTEL`]), else AVX2 + FMA. `POLYFLOW_SGEMM` forces one for comparisons: `avx2`, `avx512-12x32`
-/// (the 12 × 32 tile everywhere) or `avx512-8x48` (the 8 × 48 tile everywhere); the bits are the same.
+/// [`AVX512_INTEL`]), else AVX2 + FMA. [`FORCE_VAR`] forces one for comparisons ([`FORCE_VALUES`]); the bits
+/// are the same.
 pub fn isa() -> Option<Isa> {
     static ISA: OnceLock<Option<Isa>> = OnceLock::new();
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            let force = std::env::var("POLYFLOW_SGEMM").unwrap_or_default();
-            if std::arch::is_x86_feature_detected!("avx512f") && force != "avx2" {
+            let force = std::env::var(FORCE_VAR).unwrap_or_default();
+            let [avx2, tile_12x32, tile_8x48] = FORCE_VALUES;
+            if std::arch::is_x86_feature_detected!("avx512f") && force != avx2 {
                 return Some(match force.as_str() {
-                    "avx512-12x32" => AVX512,
-                    "avx512-8x48" => AVX512_8X48,
+                    f if f == tile_12x32 => AVX512,
+                    f if f == tile_8x48 => AVX512_8X48,
                     _ if intel() => AVX512_INTEL,
                     _ => AVX512,
                 });
@@ -209,6 +224,8 @@ fn a_in_place(a: &Mat) -> bool {
 /// `dy` once per product on all threads' shared blocks. So:
 /// - a deep product with an A read in place and no more rows than columns, whose C shares fit in L2, is split
 ///   by columns ([`Plan::Columns`]; ViT-Ti's `xᵀ·dy`: 102 → 176–182 GFLOP/s on an Intel Xeon, MKL 155–167);
+/// - a deep product with a row-major A and a narrow B (the input gradients) on the 8 × 48 tile takes 192-row blocks
+///   ([`MC_DEEP_ROWS`]);
 /// - a deep product with a packed A and a narrow B takes large row blocks and L2-sized groups (see [`NARROW_B`]);
 /// - a deep product with a packed A and a wider B takes the same large row blocks (each B panel, fetched from L3,
 ///   then serves up to 384 rows instead of 48) with groups of the usual 8 MiB (ViT-B/16's `hᵀ·dz`,
@@ -226,6 +243,9 @@ fn plan(isa: Isa, m: usize, n: usize, k: usize, a: &Mat, parallel: bool) -> Plan
         }
     }
     let bytes = |cols: usize| KC * cols * 4;
+    if deep && a.cs == 1 && nr == 48 && bytes(panels * nr) <= NARROW_B {
+        return Plan::Rows { mc: MC_DEEP_ROWS, group: (B_GROUP / bytes(panels * nr)).max(1) };
+    }
     if deep && !a_in_place(a) && bytes(panels * nr) <= NARROW_B {
         let mc = m.div_ceil(threads).next_multiple_of(mr).min(MC_NARROW);
         return Plan::Rows { mc, group: (L2_GROUP / bytes(panels * nr + mc)).max(1) };
@@ -1177,25 +1197,31 @@ mod tests {
     /// in 384-row blocks; the forward and input-gradient products (shallow, or row-major A) as before.
     #[test]
     fn the_weight_gradients_take_the_deep_plans() {
-        let Some(isa) = kernels().into_iter().next() else {
+        if kernels().is_empty() {
             eprintln!("SKIPPED: no AVX2+FMA on this CPU");
             return;
-        };
+        }
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
         let data = vec![0.0f32; 4160 * 768];
-        pool.install(|| {
-            let x_t = Mat::t(&data, 192);
-            let h_t = Mat::t(&data, 768);
-            assert_eq!(plan(isa, 192, 768, 4160, &x_t, true), Plan::Columns { parts: 2 });
-            assert_eq!(plan(isa, 192, 576, 4160, &x_t, true), Plan::Columns { parts: 2 });
-            assert!(matches!(plan(isa, 768, 192, 4160, &h_t, true), Plan::Rows { mc: 384, .. }));
-            assert_eq!(plan(isa, 192, 768, 4160, &x_t, false), Plan::Rows { mc: MC, group: (B_GROUP / (KC * 768 * 4)).max(1) });
-            assert!(matches!(plan(isa, 4160, 768, 192, &Mat::rows(&data, 192), true), Plan::Rows { mc: MC, .. }));
-            assert!(matches!(plan(isa, 4160, 192, 768, &Mat::rows(&data, 768), true), Plan::Rows { mc: MC, .. }));
-            // ViT-B/16's `hᵀ·dz` ([3072, 3152]·[3152, 768]): a packed A and a B too wide for the narrow plan.
-            let wide = (B_GROUP / (KC * (768 + 384) * 4)).max(1);
-            assert_eq!(plan(isa, 3072, 768, 3152, &Mat::t(&data, 3072), true), Plan::Rows { mc: 384, group: wide });
-        });
+        for isa in kernels() {
+            pool.install(|| {
+                let x_t = Mat::t(&data, 192);
+                let h_t = Mat::t(&data, 768);
+                assert_eq!(plan(isa, 192, 768, 4160, &x_t, true), Plan::Columns { parts: 2 });
+                assert_eq!(plan(isa, 192, 576, 4160, &x_t, true), Plan::Columns { parts: 2 });
+                assert!(matches!(plan(isa, 768, 192, 4160, &h_t, true), Plan::Rows { mc: 384, .. }));
+                assert_eq!(plan(isa, 192, 768, 4160, &x_t, false), Plan::Rows { mc: MC, group: (B_GROUP / (KC * 768 * 4)).max(1) });
+                assert!(matches!(plan(isa, 4160, 768, 192, &Mat::rows(&data, 192), true), Plan::Rows { mc: MC, .. }));
+                let deep_rows = if isa.nr == 48 { MC_DEEP_ROWS } else { MC };
+                assert!(matches!(plan(isa, 4160, 192, 768, &Mat::rows(&data, 768), true), Plan::Rows { mc, .. } if mc == deep_rows));
+                // ViT-B/16's input gradient of fc1 (n = 768) and forward of fc1 (n = 3072, k = 768): 48-row blocks.
+                assert!(matches!(plan(isa, 3152, 768, 3072, &Mat::rows(&data, 3072), true), Plan::Rows { mc: MC, .. }));
+                assert!(matches!(plan(isa, 3152, 3072, 768, &Mat::rows(&data, 768), true), Plan::Rows { mc: MC, .. }));
+                // ViT-B/16's `hᵀ·dz` ([3072, 3152]·[3152, 768]): a packed A and a B too wide for the narrow plan.
+                let wide = (B_GROUP / (KC * (768 + 384) * 4)).max(1);
+                assert_eq!(plan(isa, 3072, 768, 3152, &Mat::t(&data, 3072), true), Plan::Rows { mc: 384, group: wide });
+            });
+        }
     }
 
     /// Packing a row-major B row by row across panels and a transposed A column by column across panels puts

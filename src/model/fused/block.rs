@@ -215,7 +215,7 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
             let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
             let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
             k::matmul_any_into(dm.prec, n, n, hd, q, kt, p, n, false); // [N, N] = q kᵀ
-            // SAFETY: the product wrote all N·N values (row stride N).
+                                                                       // SAFETY: the product wrote all N·N values (row stride N).
             let p = unsafe { k::assume_written(p) };
             k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
             let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
@@ -224,7 +224,7 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
         }
     };
     let mut probs = Vec::new(); // [B, H, N, N] when saved
-    // SAFETY: `heads` writes every value of each example's rows (and of its probabilities, when saved).
+                                // SAFETY: `heads` writes every value of each example's rows (and of its probabilities, when saved).
     let att = unsafe {
         k::written(m * d, |att| {
             if save {
@@ -253,23 +253,23 @@ fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm
     // uninitialised buffer.
     let fill = |dqkv: &mut [MaybeUninit<f32>]| {
         dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n))).for_each(
-        |((g, dout), (rows, pr))| {
-            let mut dp = vec![0.0f32; n * n];
-            for (hi, p) in pr.chunks(n * n).enumerate() {
-                let o = hi * hd;
-                let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
-                let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
-                k::matmul_any(dm.prec, n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
-                k::matmul_any_into(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false); // dv = Pᵀ dO
-                k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
-                let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
-                k::matmul_any_into(dm.prec, n, hd, n, Mat::rows(&dp[..], n), kk, &mut g[o..], 3 * d, false); // dq = dS k
-                let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
-                k::matmul_any_into(dm.prec, n, hd, n, Mat::t(&dp[..], n), q, &mut g[d + o..], 3 * d, false);
-                // dk = dSᵀ q
-            }
-        },
-    )
+            |((g, dout), (rows, pr))| {
+                let mut dp = vec![0.0f32; n * n];
+                for (hi, p) in pr.chunks(n * n).enumerate() {
+                    let o = hi * hd;
+                    let dov = Mat { data: &dout[o..], rs: d, cs: 1 };
+                    let vt = Mat { data: &rows[2 * d + o..], rs: 1, cs: 3 * d };
+                    k::matmul_any(dm.prec, n, n, hd, dov, vt, &mut dp, n, false, false); // dP = dO vᵀ
+                    k::matmul_any_into(dm.prec, n, hd, n, Mat::t(p, n), dov, &mut g[2 * d + o..], 3 * d, false); // dv = Pᵀ dO
+                    k::softmax_rows_backward(p, &mut dp, n, scale); // dS, times the 1/√hd scale
+                    let kk = Mat { data: &rows[d + o..], rs: 3 * d, cs: 1 };
+                    k::matmul_any_into(dm.prec, n, hd, n, Mat::rows(&dp[..], n), kk, &mut g[o..], 3 * d, false); // dq = dS k
+                    let q = Mat { data: &rows[o..], rs: 3 * d, cs: 1 };
+                    k::matmul_any_into(dm.prec, n, hd, n, Mat::t(&dp[..], n), q, &mut g[d + o..], 3 * d, false);
+                    // dk = dSᵀ q
+                }
+            },
+        )
     };
     // SAFETY: `fill` writes every value (above).
     unsafe { k::written(m * 3 * d, fill) }

@@ -39,13 +39,19 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// The environment variable that turns the fused CPU block off (`0`).
+pub const SWITCH_VAR: &str = "POLYFLOW_FUSED_CPU";
+
+/// The values of [`SWITCH_VAR`]: off, on (any other value: on). The list the CLI's check of the knobs names.
+pub const SWITCH_VALUES: [&str; 2] = ["0", "1"];
+
 /// Whether the fused CPU block is used where it applies (default: yes unless `POLYFLOW_FUSED_CPU=0`).
 pub fn enabled() -> bool {
     match ENABLED.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let on = std::env::var("POLYFLOW_FUSED_CPU").map(|v| v != "0").unwrap_or(true);
+            let on = std::env::var(SWITCH_VAR).map(|v| v != SWITCH_VALUES[0]).unwrap_or(true);
             set_enabled(on);
             on
         }
