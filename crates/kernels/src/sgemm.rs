@@ -192,12 +192,67 @@ pub(crate) unsafe fn products(
         init.start_rows(c, m, n, ldc, true);
         return;
     }
+    if swapped(isa, m, n, k, &a, &b, init, parallel) {
+        // SAFETY: the caller's contract (`Init::Zero` reads nothing of `c`).
+        return unsafe { by_swapped(isa, m, n, k, a, b, c, ldc, parallel) };
+    }
     let isa = isa.tile(n, &a);
     match plan(isa, m, n, k, &a, parallel) {
         // SAFETY: the caller's contract.
         Plan::Columns { parts } => unsafe { by_columns(isa, m, n, k, a, b, c, ldc, init, parts) },
         // SAFETY: the caller's contract.
         Plan::Rows { mc, group } => unsafe { by_rows(isa, m, n, k, a, b, c, ldc, init, parallel, mc, group) },
+    }
+}
+
+/// `bᵀ` as a view (row-major `b` becomes a transposed operand, and the reverse).
+fn transposed<'a>(b: &Mat<'a>) -> Mat<'a> {
+    Mat { data: b.data, rs: b.cs, cs: b.rs }
+}
+
+/// Whether the product is computed as `(Bᵀ·Aᵀ)ᵀ` ([`by_swapped`]): a product starting from zero whose A is
+/// transposed at a stride too long to be read in place while Bᵀ can be (B row-major and narrow), and whose
+/// swapped form splits by columns ([`Plan::Columns`]: deep, two threads or more). That is the second MLP layer's
+/// weight gradient `hᵀ·dz` (`[768, 4160]·[4160, 192]` in ViT-Ti): as `dzᵀ·h` its A is read in place and it splits
+/// as `xᵀ·dy` does. On an Intel Xeon, 30 interleaved pairs: 1.13× with two threads; with one thread (no column
+/// split) 0.86×, so one thread keeps the packed plan.
+#[allow(clippy::too_many_arguments)]
+fn swapped(isa: Isa, m: usize, n: usize, k: usize, a: &Mat, b: &Mat, init: Init, parallel: bool) -> bool {
+    if !matches!(init, Init::Zero) || a.rs != 1 || a_in_place(a) || b.cs != 1 {
+        return false;
+    }
+    let bt = transposed(b);
+    a_in_place(&bt) && matches!(plan(isa.tile(m, &bt), n, m, k, &bt, parallel), Plan::Columns { .. })
+}
+
+/// `c = a · b` computed as `t = bᵀ · aᵀ` (`n × m`, its own plan and tile) and written into `c` transposed. The same
+/// bits: each element is the same FMAs in the same order, `fma(b, a, s)` being `fma(a, b, s)` (one rounding of the
+/// exact product plus `s`).
+///
+/// # Safety
+/// As [`products`] (nothing of `c` is read).
+#[allow(clippy::too_many_arguments)]
+unsafe fn by_swapped(isa: Isa, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>], ldc: usize, parallel: bool) {
+    let mut t = Scratch::<f32>::take(n * m);
+    let (bt, at) = (transposed(&b), transposed(&a));
+    // SAFETY: the CPU runs `isa` (the caller's contract); `t` holds the `n × m` product; `Init::Zero` reads nothing.
+    unsafe { products(isa, n, m, k, bt, at, crate::as_uninit(&mut t), m, Init::Zero, parallel) };
+    // `c` by blocks of 16 rows: each column of `t`'s block is 16 contiguous values, written down one column of `c`.
+    let write = |(bi, rows): (usize, &mut [MaybeUninit<f32>])| {
+        let i0 = bi * 16;
+        let h = 16.min(m - i0);
+        for j in 0..n {
+            let col = &t[j * m + i0..j * m + i0 + h];
+            for (i, v) in col.iter().enumerate() {
+                rows[i * ldc + j].write(*v);
+            }
+        }
+    };
+    let c = &mut c[..(m - 1) * ldc + n];
+    if parallel {
+        c.par_chunks_mut(16 * ldc).enumerate().for_each(write);
+    } else {
+        c.chunks_mut(16 * ldc).enumerate().for_each(write);
     }
 }
 
@@ -1192,6 +1247,38 @@ mod tests {
         }
     }
 
+    /// A product computed swapped (`(Bᵀ·Aᵀ)ᵀ`: A transposed at a long stride, B row-major and narrow, two threads)
+    /// gives the bits of the documented order, as the same product unswapped on one thread does; the padding of
+    /// C's rows is not written.
+    #[test]
+    fn swapped_products_give_the_bits_of_the_documented_order() {
+        let (m, n, k, ldc, wide) = (100, 37, 600, 41, 300);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let atw: Vec<f32> = (0..k * wide).map(|x| if x % wide < m { a[(x % wide) * k + x / wide] } else { f32::NAN }).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0).collect();
+        let (am, bm) = (Mat::t(&atw, wide), Mat::rows(&b, n));
+        let start: Vec<f32> = (0..m * ldc).map(|i| (i % 9) as f32 - 4.0).collect();
+        let want = documented((m, n, k), &am, &bm, &start, ldc, Init::Zero);
+        for isa in kernels() {
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+                let mut c = start.clone();
+                pool.install(|| {
+                    assert_eq!(swapped(isa, m, n, k, &am, &bm, Init::Zero, true), threads > 1, "{} on {threads}", isa.name);
+                    // SAFETY: the CPU runs `isa`; `Init::Zero` reads nothing of `c`.
+                    unsafe { products(isa, m, n, k, am, bm, crate::as_uninit(&mut c), ldc, Init::Zero, true) };
+                });
+                let got: Vec<u32> = (0..m).flat_map(|i| c[i * ldc..i * ldc + n].iter().map(|v| v.to_bits())).collect();
+                assert!(got == want, "{} on {threads} threads", isa.name);
+                for i in 0..m {
+                    assert_eq!(&c[i * ldc + n..(i + 1) * ldc], &start[i * ldc + n..(i + 1) * ldc], "padding kept");
+                }
+                // Not from a bias or added to C (those keep the packed plan).
+                assert!(!swapped(isa, m, n, k, &am, &bm, Init::Acc, true));
+            }
+        }
+    }
+
     /// The plans chosen for the ViT-Ti probe's weight gradients on two threads (batch 64 × 65 tokens): `xᵀ·dy`
     /// (A transposed at stride 192, read in place) split by columns; `hᵀ·dy` (stride 768, packed; B 192 wide)
     /// in 384-row blocks; the forward and input-gradient products (shallow, or row-major A) as before.
@@ -1220,6 +1307,10 @@ mod tests {
                 // ViT-B/16's `hᵀ·dz` ([3072, 3152]·[3152, 768]): a packed A and a B too wide for the narrow plan.
                 let wide = (B_GROUP / (KC * (768 + 384) * 4)).max(1);
                 assert_eq!(plan(isa, 3072, 768, 3152, &Mat::t(&data, 3072), true), Plan::Rows { mc: 384, group: wide });
+                // ViT-Ti's `hᵀ·dz` is computed as `dzᵀ·h` on two threads (not on one); ViT-B/16's (dz 768 wide) is not.
+                assert!(swapped(isa, 768, 192, 4160, &h_t, &Mat::rows(&data, 192), Init::Zero, true));
+                assert!(!swapped(isa, 768, 192, 4160, &h_t, &Mat::rows(&data, 192), Init::Zero, false));
+                assert!(!swapped(isa, 3072, 768, 3152, &Mat::t(&data, 3072), &Mat::rows(&data, 768), Init::Zero, true));
             });
         }
     }
