@@ -214,8 +214,9 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
             let p = if pr.len() == n * n { &mut pr[..] } else { &mut pr[hi * n * n..(hi + 1) * n * n] };
             let q = Mat { data: &rows[hi * hd..], rs: 3 * d, cs: 1 };
             let kt = Mat { data: &rows[d + hi * hd..], rs: 1, cs: 3 * d };
-            k::matmul_any_into(dm.prec, n, n, hd, q, kt, p, n, false); // [N, N] = q kᵀ
-                                                                       // SAFETY: the product wrote all N·N values (row stride N).
+            // [N, N] = q kᵀ
+            k::matmul_any_into(dm.prec, n, n, hd, q, kt, p, n, false);
+            // SAFETY: the product wrote all N·N values (row stride N).
             let p = unsafe { k::assume_written(p) };
             k::softmax_rows(p, n, scale); // softmax(q kᵀ / √hd)
             let v = Mat { data: &rows[2 * d + hi * hd..], rs: 3 * d, cs: 1 };
@@ -223,8 +224,9 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
             // [N, hd]
         }
     };
-    let mut probs = Vec::new(); // [B, H, N, N] when saved
-                                // SAFETY: `heads` writes every value of each example's rows (and of its probabilities, when saved).
+    // [B, H, N, N] when saved.
+    let mut probs = Vec::new();
+    // SAFETY: `heads` writes every value of each example's rows (and of its probabilities, when saved).
     let att = unsafe {
         k::written(m * d, |att| {
             if save {
