@@ -284,7 +284,7 @@ fn a_in_place(a: &Mat) -> bool {
 /// - a deep product with a packed A and a narrow B takes large row blocks and L2-sized groups (see [`NARROW_B`]);
 /// - a deep product with a packed A and a wider B takes the same large row blocks (each B panel, fetched from L3,
 ///   then serves up to 384 rows instead of 48) with groups of the usual 8 MiB (ViT-B/16's `hᵀ·dz`,
-///   `[3072, 3152]·[3152, 768]`: 1.14× in 40 interleaved pairs on an Intel Xeon; L2-sized groups there: 0.95×);
+///   `[3072, 3152]·[3152, 768]`: 1.14× in 60 interleaved pairs on an Intel Xeon; L2-sized groups there: 0.95×);
 /// - everything else: 48-row blocks and 8 MiB groups, as tuned on a Zen 5.
 fn plan(isa: Isa, m: usize, n: usize, k: usize, a: &Mat, parallel: bool) -> Plan {
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
