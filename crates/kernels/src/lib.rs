@@ -163,13 +163,8 @@ pub fn matmul_any<TA: bf16::Elem, TB: bf16::Elem>(
     acc: bool,
     parallel: bool,
 ) {
-    let (c, init) = (as_uninit(c), Init::acc(acc));
-    // SAFETY (both): `c` is initialised (a `&mut [f32]`), as `Init::Acc` needs.
-    match (prec, TA::as_f32(a), TB::as_f32(b)) {
-        (Precision::Bf16, ..) => unsafe { bf16::matmul_init(bf16::kernel(), m, n, k, a, b, c, ldc, init, parallel) },
-        (Precision::F32, Some(a), Some(b)) => unsafe { matmul_init(prec, m, n, k, a, b, c, ldc, init, parallel) },
-        (Precision::F32, ..) => panic!("matmul_any: an operand of bf16 bits in an f32 product"),
-    }
+    // SAFETY: `c` is initialised (a `&mut [f32]`), as `Init::Acc` needs.
+    unsafe { any_init(prec, m, n, k, a, b, as_uninit(c), ldc, Init::acc(acc), parallel) }
 }
 
 /// [`matmul_any`] without accumulation into a possibly uninitialised `c`: writes every value of the `m × n` view
@@ -186,11 +181,32 @@ pub fn matmul_any_into<TA: bf16::Elem, TB: bf16::Elem>(
     ldc: usize,
     parallel: bool,
 ) {
-    // SAFETY (both): `Init::Zero` reads nothing of `c`.
+    // SAFETY: `Init::Zero` reads nothing of `c`.
+    unsafe { any_init(prec, m, n, k, a, b, c, ldc, Init::Zero, parallel) }
+}
+
+/// [`matmul_any`] and [`matmul_any_into`]: the product at `prec` on operands that may hold bf16 bits.
+///
+/// # Safety
+/// As [`matmul_init`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn any_init<TA: bf16::Elem, TB: bf16::Elem>(
+    prec: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<TA>,
+    b: Mat<TB>,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+    init: Init,
+    parallel: bool,
+) {
+    // SAFETY (both): the caller's contract.
     match (prec, TA::as_f32(a), TB::as_f32(b)) {
-        (Precision::Bf16, ..) => unsafe { bf16::matmul_init(bf16::kernel(), m, n, k, a, b, c, ldc, Init::Zero, parallel) },
-        (Precision::F32, Some(a), Some(b)) => unsafe { matmul_init(prec, m, n, k, a, b, c, ldc, Init::Zero, parallel) },
-        (Precision::F32, ..) => panic!("matmul_any_into: an operand of bf16 bits in an f32 product"),
+        (Precision::Bf16, ..) => unsafe { bf16::matmul_init(bf16::kernel(), m, n, k, a, b, c, ldc, init, parallel) },
+        (Precision::F32, Some(a), Some(b)) => unsafe { matmul_init(prec, m, n, k, a, b, c, ldc, init, parallel) },
+        (Precision::F32, ..) => panic!("matmul_any: an operand of bf16 bits in an f32 product"),
     }
 }
 
@@ -405,6 +421,8 @@ fn reduce(partial: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
 /// LayerNorm over rows of `x: [rows, d]`: returns `(y, mean [rows], rstd [rows])` with
 /// `y = (x − mean)·rstd·gamma + beta`, `rstd = 1/√(var + eps)` (biased variance).
 pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // Whole rows (with a partial one the row chunks would outnumber the statistics' and leave `y` unwritten).
+    assert!(x.len().is_multiple_of(d) && gamma.len() == d && beta.len() == d, "layer_norm: {} values, rows of {d}", x.len());
     let rows = x.len() / d;
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
@@ -576,6 +594,14 @@ unsafe fn transpose_rows_avx(x: &[f32], n: usize, n8: usize, xt: &mut [f32]) {
 
 /// Backward of [`layer_norm`]: returns `(dx, dgamma, dbeta)` for `dy`.
 pub fn layer_norm_backward(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32], dy: &[f32], d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // Every row of `dx` has its input, gradient and statistics (else the zip below would leave rows unwritten).
+    let rows = x.len() / d;
+    assert!(
+        x.len().is_multiple_of(d) && dy.len() == x.len() && mean.len() == rows && rstd.len() == rows && gamma.len() == d,
+        "layer_norm_backward: {} values, {} gradients, rows of {d}",
+        x.len(),
+        dy.len()
+    );
     let mut partial: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
     // SAFETY: `layer_norm_backward_rows` writes every value of its rows of `dx`.
     let dx = unsafe {
@@ -597,8 +623,9 @@ pub fn layer_norm_backward(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32],
     (dx, reduce(dgs, d), reduce(dbs, d))
 }
 
-/// [`layer_norm_backward`] on a chunk of rows, writing every value of `dxc`, accumulating into `dg`, `db`. The per-element passes are
-/// split from the two row sums (kept in order), so they vectorise and the bits are those of one fused loop.
+/// [`layer_norm_backward`] on a chunk of rows, writing every value of `dxc`, accumulating into `dg`, `db`. The
+/// per-element passes are split from the two row sums (kept in order), so they vectorise and the bits are those of
+/// one fused loop.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_backward_rows(

@@ -94,7 +94,9 @@ impl Isa {
 const AVX512: Isa = Isa { mr: 12, nr: 32, kernel: kernel_avx512, alt: None, name: "AVX-512" };
 /// The AVX-512F kernel with an 8 × 48 tile (fewer loads per FMA: 11 per 24 against 14).
 #[cfg(target_arch = "x86_64")]
-const AVX512_8X48: Isa = Isa { mr: 8, nr: 48, kernel: kernel_avx512_8x48, alt: None, name: "AVX-512 8x48" };
+const AVX512_8X48: Isa = Isa { mr: 8, nr: NR_8X48, kernel: kernel_avx512_8x48, alt: None, name: "AVX-512 8x48" };
+/// Columns of the 8 × 48 tile (a plan is tuned for it: [`MC_DEEP_ROWS`]).
+const NR_8X48: usize = 48;
 /// AVX-512F on Intel cores: the 8 × 48 tile for products whose A is read in place (row-major, or a short
 /// transposed stride) and whose columns it fits (every linear layer of ViT-Ti and ViT-B/16), 12 × 32 otherwise.
 /// On an Intel Xeon (Sapphire Rapids cache sizes) the 8 × 48 loop ran 3–7 % faster in L1, the block's products
@@ -298,16 +300,15 @@ fn plan(isa: Isa, m: usize, n: usize, k: usize, a: &Mat, parallel: bool) -> Plan
         }
     }
     let bytes = |cols: usize| KC * cols * 4;
-    if deep && a.cs == 1 && nr == 48 && bytes(panels * nr) <= NARROW_B {
+    let narrow = bytes(panels * nr) <= NARROW_B;
+    if deep && a.cs == 1 && nr == NR_8X48 && narrow {
         return Plan::Rows { mc: MC_DEEP_ROWS, group: (B_GROUP / bytes(panels * nr)).max(1) };
     }
-    if deep && !a_in_place(a) && bytes(panels * nr) <= NARROW_B {
-        let mc = m.div_ceil(threads).next_multiple_of(mr).min(MC_NARROW);
-        return Plan::Rows { mc, group: (L2_GROUP / bytes(panels * nr + mc)).max(1) };
-    }
     if deep && !a_in_place(a) {
+        // A packed: large row blocks; the groups L2-sized for a narrow B, else the usual 8 MiB.
         let mc = m.div_ceil(threads).next_multiple_of(mr).min(MC_NARROW);
-        return Plan::Rows { mc, group: (B_GROUP / bytes(panels * nr + mc)).max(1) };
+        let group_bytes = if narrow { L2_GROUP } else { B_GROUP };
+        return Plan::Rows { mc, group: (group_bytes / bytes(panels * nr + mc)).max(1) };
     }
     Plan::Rows { mc: MC, group: (B_GROUP / bytes(panels * nr)).max(1) }
 }
@@ -1299,7 +1300,7 @@ mod tests {
                 assert!(matches!(plan(isa, 768, 192, 4160, &h_t, true), Plan::Rows { mc: 384, .. }));
                 assert_eq!(plan(isa, 192, 768, 4160, &x_t, false), Plan::Rows { mc: MC, group: (B_GROUP / (KC * 768 * 4)).max(1) });
                 assert!(matches!(plan(isa, 4160, 768, 192, &Mat::rows(&data, 192), true), Plan::Rows { mc: MC, .. }));
-                let deep_rows = if isa.nr == 48 { MC_DEEP_ROWS } else { MC };
+                let deep_rows = if isa.nr == NR_8X48 { MC_DEEP_ROWS } else { MC };
                 assert!(matches!(plan(isa, 4160, 192, 768, &Mat::rows(&data, 768), true), Plan::Rows { mc, .. } if mc == deep_rows));
                 // ViT-B/16's input gradient of fc1 (n = 768) and forward of fc1 (n = 3072, k = 768): 48-row blocks.
                 assert!(matches!(plan(isa, 3152, 768, 3072, &Mat::rows(&data, 3072), true), Plan::Rows { mc: MC, .. }));

@@ -206,6 +206,8 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     let scale = 1.0 / (hd as f32).sqrt();
     assert_eq!(h * hd, d, "attention: {h} heads do not divide the width {d}");
+    // Every example's rows present (each writes its part of the uninitialised outputs below).
+    assert_eq!(qkv.len(), m * 3 * d, "attention: qkv of {} values for {m} rows of 3·{d}", qkv.len());
     // One example's heads: writes every value of `o` ([N, D], heads side by side: h·hd = d columns) and of `pr`,
     // its [H, N, N] probabilities (kept for the backward pass), or one head's [N, N] at a time (inference).
     // Products into the outputs' uninitialised buffers: nothing is zero-filled first.
@@ -251,6 +253,14 @@ fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm
     let (m, d, n, h, hd) = (dm.rows(), dm.d, dm.n, dm.h, dm.hd());
     let scale = 1.0 / (hd as f32).sqrt();
     assert_eq!(h * hd, d, "attention: {h} heads do not divide the width {d}");
+    // Every example's inputs present (each writes its rows of the uninitialised output below).
+    assert!(
+        qkv.len() == m * 3 * d && datt.len() == m * d && probs.len() == dm.b * h * n * n,
+        "attention_backward: qkv {}, dO {}, probabilities {} values for {m} rows",
+        qkv.len(),
+        datt.len(),
+        probs.len()
+    );
     // Each example's dq | dk | dv: every head writes its hd columns of each (h·hd = d), products into the
     // uninitialised buffer.
     let fill = |dqkv: &mut [MaybeUninit<f32>]| {
