@@ -925,6 +925,20 @@ mod tests {
         close(&db, &db_want, 1e-5);
     }
 
+    /// Outputs are written into uninitialised buffers, so operands that would leave rows of them unwritten (a
+    /// partial row, a gradient or statistics of other lengths) are refused rather than returned half-written.
+    #[test]
+    fn layer_norms_refuse_operands_that_would_leave_rows_unwritten() {
+        let (g, b) = (vec![1.0f32; 4], vec![0.0f32; 4]);
+        let partial = std::panic::catch_unwind(|| layer_norm(&[0.5; 10], &g, &b, 4, 1e-6));
+        assert!(partial.is_err(), "10 values in rows of 4");
+        let (x, dy) = (vec![0.5f32; 12], vec![0.1f32; 8]);
+        let (_, mean, rstd) = layer_norm(&x, &g, &b, 4, 1e-6);
+        assert!(std::panic::catch_unwind(|| layer_norm_backward(&x, &mean, &rstd, &g, &dy, 4)).is_err(), "short gradient");
+        assert!(std::panic::catch_unwind(|| layer_norm_backward(&x, &mean[..2], &rstd, &g, &x, 4)).is_err(), "short statistics");
+        assert_eq!(layer_norm_backward(&x, &mean, &rstd, &g, &x, 4).0.len(), 12);
+    }
+
     #[test]
     fn layer_norm_backward_matches_finite_differences() {
         let d = 8;
