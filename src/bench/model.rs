@@ -75,13 +75,23 @@ pub struct BenchArgs {
     /// reported as 0.
     #[arg(long, value_parser = ["train", "infer"])]
     pub only: Option<String>,
+    /// After the timed steps, compare a kernel switch with itself off in one process: rounds of 5 train steps
+    /// and 10 inference batches with the switch on and off, in alternating order (on a machine whose speed
+    /// drifts, adjacent runs compare best). Reports each round's speed ratio (stderr) and the medians (`ab` in
+    /// the JSON line). `small-products`: the attention's per-head products without packing (the bits are the
+    /// same either way).
+    #[arg(long, value_parser = ["small-products"])]
+    pub ab: Option<String>,
+    /// Rounds of `--ab`.
+    #[arg(long, default_value_t = 20)]
+    pub ab_rounds: usize,
 }
 
 struct Job(BenchArgs);
 
 impl BackendJob for Job {
-    type Output = (f64, f64);
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> (f64, f64) {
+    type Output = Timings;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Timings {
         let device = devices[0].clone();
         let a = self.0;
         let cfg = ModelConfig {
@@ -154,8 +164,26 @@ impl BackendJob for Job {
             let _ = B::sync(&device);
             train = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
         }
+        let ab = a.ab.as_deref().map(|name| {
+            let switch = AB_SWITCHES.iter().find(|(n, _)| *n == name).expect("clap checked the name").1;
+            let inf = model.clone().valid();
+            let xi = x.clone().inner();
+            let r = interleave(a.ab_rounds, switch, || {
+                let t = Instant::now();
+                for _ in 0..5 {
+                    model = train_step(model.clone());
+                }
+                let train = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                for _ in 0..10 {
+                    let _ = inf.forward(route, xi.clone(), &[]).into_data();
+                }
+                (train, t.elapsed().as_secs_f64())
+            });
+            (name.to_string(), r)
+        });
         if a.only.as_deref() == Some("train") {
-            return (train, 0.0);
+            return Timings { train, infer: 0.0, ab };
         }
         let inf = model.valid();
         let xi = x.inner();
@@ -167,8 +195,48 @@ impl BackendJob for Job {
             let _ = inf.forward(route, xi.clone(), &[]).into_data();
         }
         let infer = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
-        (train, infer)
+        Timings { train, infer, ab }
     }
+}
+
+/// What [`Job`] measured: images per second, and the interleaved comparison when `--ab` asked for one.
+struct Timings {
+    train: f64,
+    infer: f64,
+    ab: Option<(String, AbRounds)>,
+}
+
+/// A switch `--ab` compares: its name and its setter.
+type Switch = (&'static str, fn(bool));
+
+/// The switches `--ab` compares: each changes how a kernel runs, never a result's bits.
+const AB_SWITCHES: [Switch; 1] = [("small-products", crate::model::fused::sgemm::small_products)];
+
+/// Per round, the speed with a switch on over the speed with it off: `(train, inference)`.
+type AbRounds = Vec<(f64, f64)>;
+
+/// `rounds` rounds of `work` (returning its train and inference seconds) with `switch` on and off, the order
+/// alternating between rounds; the switch is left on (its default). Each round's ratio is printed on stderr.
+fn interleave(rounds: usize, switch: fn(bool), mut work: impl FnMut() -> (f64, f64)) -> AbRounds {
+    let mut out = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let mut secs = [(0.0, 0.0); 2];
+        for on in [r % 2 == 0, r % 2 == 1] {
+            switch(on);
+            secs[on as usize] = work();
+        }
+        let ratio = (secs[0].0 / secs[1].0, secs[0].1 / secs[1].1);
+        eprintln!("round {r}: on/off speed: train {:.3}, inference {:.3}", ratio.0, ratio.1);
+        out.push(ratio);
+    }
+    switch(true);
+    out
+}
+
+/// The median of `v`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Runs the benchmark and prints one JSON line.
@@ -183,7 +251,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     // On a worker of a pool of the configured size, as a pipeline's node runs (`exec::launch`): the calling
     // thread does the serial work itself instead of competing for the cores with the pool's idle workers.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads()).build()?;
-    let (train, infer) = pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
+    let Timings { train, infer, ab } = pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
     // counted as three forward passes (forward, and two products per product in the backward pass).
@@ -214,6 +282,15 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
         .into();
         out["activation_checkpointing"] = a.checkpoint.into();
         out["train_fraction_of_peak"] = (train_gflops / peak).into();
+    }
+    if let Some((switch, rounds)) = ab {
+        out["ab"] = serde_json::json!({
+            "switch": switch,
+            "rounds": rounds.len(),
+            "train_on_over_off": median(rounds.iter().map(|r| r.0).collect()),
+            "infer_on_over_off": median(rounds.iter().map(|r| r.1).collect()),
+            "per_round": rounds,
+        });
     }
     println!("{out}");
     Ok(())

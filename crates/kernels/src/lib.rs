@@ -16,6 +16,8 @@ pub mod bf16;
 pub mod expf;
 mod scratch;
 pub mod sgemm;
+#[cfg(target_arch = "x86_64")]
+mod small;
 mod transpose;
 
 use scratch::Scratch;

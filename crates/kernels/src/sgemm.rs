@@ -9,6 +9,9 @@
 //! `KC × NR` panels, A read in place when row-major (packed into `MR × KC` panels otherwise), and
 //! micro-kernels whose accumulators never leave registers.
 //!
+//! Small products on one thread (the attention's per-head products) skip the packing and take
+//! [`crate::small`]'s register tiles on AVX-512F, with the same sums.
+//!
 //! Every output element is `Σ_p a·b` accumulated by FMA in ascending `p` from zero within blocks of `KC`,
 //! blocks added in order — the same in both kernels and for every thread count (threads split rows), so
 //! AVX-512 and AVX2 machines give bit-identical products (unit test).
@@ -17,10 +20,11 @@ use crate::scratch::Scratch;
 use crate::{Init, Mat};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// Depth of one packed block.
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 /// Rows per A block (one parallel task; a multiple of both kernels' `MR`). 48 rows of a row-major A at the
 /// full depth are 48 KB, one Zen 5 L1: against 96 rows, 11 of 12 of the blocks' products ran faster there,
 /// by up to 9 % (`examples/products.rs`, BENCHMARKS.md). Rows never change an element's sums, so neither do
@@ -73,6 +77,8 @@ pub struct Isa {
     kernel: Kernel,
     /// A second kernel of the same instruction set that this CPU runs faster where it fits (see [`Isa::tile`]).
     alt: Option<&'static Isa>,
+    /// Whether the kernel is AVX-512F's (small products then take [`crate::small`]).
+    avx512: bool,
     /// Name for reports.
     pub name: &'static str,
 }
@@ -91,10 +97,10 @@ impl Isa {
 
 /// The AVX-512F kernel (12 × 32).
 #[cfg(target_arch = "x86_64")]
-const AVX512: Isa = Isa { mr: 12, nr: 32, kernel: kernel_avx512, alt: None, name: "AVX-512" };
+const AVX512: Isa = Isa { mr: 12, nr: 32, kernel: kernel_avx512, alt: None, avx512: true, name: "AVX-512" };
 /// The AVX-512F kernel with an 8 × 48 tile (fewer loads per FMA: 11 per 24 against 14).
 #[cfg(target_arch = "x86_64")]
-const AVX512_8X48: Isa = Isa { mr: 8, nr: NR_8X48, kernel: kernel_avx512_8x48, alt: None, name: "AVX-512 8x48" };
+const AVX512_8X48: Isa = Isa { mr: 8, nr: NR_8X48, kernel: kernel_avx512_8x48, alt: None, avx512: true, name: "AVX-512 8x48" };
 /// Columns of the 8 × 48 tile (a plan is tuned for it: [`MC_DEEP_ROWS`]).
 const NR_8X48: usize = 48;
 /// AVX-512F on Intel cores: the 8 × 48 tile for products whose A is read in place (row-major, or a short
@@ -106,13 +112,23 @@ const NR_8X48: usize = 48;
 const AVX512_INTEL: Isa = Isa { alt: Some(&AVX512_8X48), name: "AVX-512 (8x48 and 12x32 tiles)", ..AVX512 };
 /// The AVX2 + FMA kernel (6 × 16).
 #[cfg(target_arch = "x86_64")]
-const AVX2: Isa = Isa { mr: 6, nr: 16, kernel: kernel_avx2, alt: None, name: "AVX2+FMA" };
+const AVX2: Isa = Isa { mr: 6, nr: 16, kernel: kernel_avx2, alt: None, avx512: false, name: "AVX2+FMA" };
 
 /// Whether the CPU's vendor string is `GenuineIntel`.
 #[cfg(target_arch = "x86_64")]
 fn intel() -> bool {
     let r = std::arch::x86_64::__cpuid_count(0, 0);
     (r.ebx, r.edx, r.ecx) == (u32::from_le_bytes(*b"Genu"), u32::from_le_bytes(*b"ineI"), u32::from_le_bytes(*b"ntel"))
+}
+
+/// Whether small products on one thread take [`crate::small`] (the default; see [`small_products`]).
+static SMALL: AtomicBool = AtomicBool::new(true);
+
+/// Turns [`crate::small`]'s path for small single-thread products on or off, for measurements that compare it with
+/// the blocked path in one process (`examples/attention.rs`). The bits are the same either way.
+#[doc(hidden)]
+pub fn small_products(on: bool) {
+    SMALL.store(on, Ordering::Relaxed);
 }
 
 /// The environment variable that forces an f32 kernel for comparisons (read by [`isa`]).
@@ -193,6 +209,11 @@ pub(crate) unsafe fn products(
     if k == 0 {
         init.start_rows(c, m, n, ldc, true);
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.avx512 && !parallel && matches!(init, Init::Zero) && crate::small::fits(m, n, k) && SMALL.load(Ordering::Relaxed) {
+        // SAFETY: the CPU runs AVX-512F (`isa`); the views were checked above; `Init::Zero` reads nothing.
+        return unsafe { crate::small::product(m, n, k, a, b, c, ldc) };
     }
     if swapped(isa, m, n, k, &a, &b, init, parallel) {
         // SAFETY: the caller's contract (`Init::Zero` reads nothing of `c`).
