@@ -165,7 +165,10 @@ impl BackendJob for Job {
             train = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
         }
         let ab = a.ab.as_deref().map(|name| {
-            let switch = AB_SWITCHES.iter().find(|(n, _)| *n == name).expect("clap checked the name").1;
+            let switch = |on: bool| match name {
+                "small-products" => crate::model::fused::sgemm::small_products(on),
+                _ => unreachable!("clap checked the name"),
+            };
             let inf = model.clone().valid();
             let xi = x.clone().inner();
             let r = interleave(a.ab_rounds, switch, || {
@@ -206,18 +209,12 @@ struct Timings {
     ab: Option<(String, AbRounds)>,
 }
 
-/// A switch `--ab` compares: its name and its setter.
-type Switch = (&'static str, fn(bool));
-
-/// The switches `--ab` compares: each changes how a kernel runs, never a result's bits.
-const AB_SWITCHES: [Switch; 1] = [("small-products", crate::model::fused::sgemm::small_products)];
-
 /// Per round, the speed with a switch on over the speed with it off: `(train, inference)`.
 type AbRounds = Vec<(f64, f64)>;
 
 /// `rounds` rounds of `work` (returning its train and inference seconds) with `switch` on and off, the order
 /// alternating between rounds; the switch is left on (its default). Each round's ratio is printed on stderr.
-fn interleave(rounds: usize, switch: fn(bool), mut work: impl FnMut() -> (f64, f64)) -> AbRounds {
+fn interleave(rounds: usize, switch: impl Fn(bool), mut work: impl FnMut() -> (f64, f64)) -> AbRounds {
     let mut out = Vec::with_capacity(rounds);
     for r in 0..rounds {
         let mut secs = [(0.0, 0.0); 2];
