@@ -336,3 +336,34 @@ fn matmul_peak(m: usize, k: usize, n: usize, prec: Precision) -> f64 {
         })
         .fold(0.0, f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    /// `--ab`'s rounds run the work once with the switch on and once off, the order alternating between rounds,
+    /// report off-time over on-time (the speed ratio), and leave the switch on.
+    #[test]
+    fn interleaved_rounds_alternate_the_order_and_leave_the_switch_on() {
+        let state = Cell::new(true);
+        let order = RefCell::new(Vec::new());
+        // The work takes 1 s with the switch on and 2 s with it off (train), the reverse for inference.
+        let r = interleave(
+            4,
+            |on| state.set(on),
+            || {
+                order.borrow_mut().push(state.get());
+                if state.get() {
+                    (1.0, 2.0)
+                } else {
+                    (2.0, 1.0)
+                }
+            },
+        );
+        assert_eq!(*order.borrow(), [true, false, false, true, true, false, false, true]);
+        assert!(r.iter().all(|&(t, i)| t == 2.0 && i == 0.5), "{r:?}");
+        assert!(state.get(), "the switch is left on");
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+}
