@@ -131,7 +131,8 @@ pub fn small_products(on: bool) {
     SMALL.store(on, Ordering::Relaxed);
 }
 
-/// The environment variable that forces an f32 kernel for comparisons (read by [`isa`]).
+/// The environment variable that forces an f32 kernel for comparisons (read by [`isa`]). An AVX-512 value forces the
+/// blocked path's tile; small single-thread products keep [`crate::small`]'s tiles (`avx2` turns those off too).
 pub const FORCE_VAR: &str = "POLYFLOW_SGEMM";
 
 /// The values of [`FORCE_VAR`]: AVX2 + FMA, the 12 × 32 tile everywhere, the 8 × 48 tile everywhere (any other

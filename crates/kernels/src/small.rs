@@ -4,12 +4,12 @@
 //! [`sgemm`](crate::sgemm)'s blocked path packs B into panels of its 48- or 32-column tile and runs 65 rows as
 //! 8 full tiles and a ragged one through a local buffer: at these shapes most of a product's time went to
 //! packing, ragged tiles and padding (65 columns in two 48-column panels compute 96). Here:
-//! - a row-major B is read in place, a transposed B (`kᵀ`, `vᵀ`) is transposed once into a buffer of `k` rows
-//!   padded to whole vectors;
+//! - a row-major B is read in place; any other B (a transposed `kᵀ`, `vᵀ`, or general strides) is copied once into
+//!   a row-major buffer of `k` rows padded to whole vectors (by 8 × 8 AVX blocks where its columns are contiguous);
 //! - A is read in place at any strides (each step broadcasts one value per row: `Pᵀ` and `dSᵀ` need no copy);
 //! - the columns are covered by one strip of up to five vectors (65 → 80, the last masked) or strips of four,
-//!   the rows by tiles of up to six (four with five vectors), every tile's accumulators in registers, the
-//!   last vector's loads and stores masked (nothing read or written outside the views).
+//!   the rows by tiles of 8, 8, 7, 6 or 4 rows for strips of 1–5 vectors, every tile's accumulators in registers,
+//!   the last vector's loads and stores masked (nothing read or written outside the views).
 //!
 //! Every output element is `Σ_p a·b` accumulated by FMA in ascending `p` from zero, as the blocked path does
 //! for a depth of at most `KC`: the same bits (unit test), so choosing this path never changes a result.
@@ -25,10 +25,12 @@ use std::arch::x86_64::*;
 pub(crate) const MAX_K: usize = crate::sgemm::KC;
 /// The largest `m · n` taken: the attention's products are 65 · 65; larger products amortise packing.
 const MAX_MN: usize = 128 * 128;
+/// The largest `m` or `n` taken (a long thin product would need a large buffer for a transposed B).
+const MAX_SIDE: usize = 256;
 
 /// Whether `c = a·b` (`m × n`, depth `k`, one thread, starting from zero) is taken by [`product`].
 pub(crate) fn fits(m: usize, n: usize, k: usize) -> bool {
-    k <= MAX_K && m * n <= MAX_MN && m > 0 && n > 0 && k > 0
+    k <= MAX_K && m * n <= MAX_MN && m <= MAX_SIDE && n <= MAX_SIDE && m > 0 && n > 0 && k > 0
 }
 
 /// `c[m × n] (row stride ldc) = a · b` on the calling thread, every value of the view written, none read.
@@ -48,7 +50,8 @@ pub(crate) unsafe fn product(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &m
         // `bt[p, j] = b[p, j]`, rows padded to whole vectors (the padding is never read: masked loads).
         let ld = n.next_multiple_of(16);
         let mut bt = Scratch::<f32>::take(k * ld);
-        transpose_into(k, n, &b, &mut bt, ld);
+        // SAFETY: AVX is part of AVX-512F (the caller's contract).
+        unsafe { transpose_into(k, n, &b, &mut bt, ld) };
         // SAFETY: `bt` holds `k` rows of `ld ≥ n` values.
         unsafe { strips(m, n, k, &a, bt.as_ptr(), ld, c, ldc) };
     }
@@ -56,12 +59,15 @@ pub(crate) unsafe fn product(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &m
 
 /// `bt[p·ld + j] = b[p, j]` for the `k × n` view `b`: 8 × 8 blocks through AVX registers where `b` is a
 /// transposed matrix (`rs = 1`: each column of the view is contiguous), single values elsewhere. Moves bits only.
+///
+/// # Safety
+/// The CPU must support AVX.
 #[cfg(target_arch = "x86_64")]
-fn transpose_into(k: usize, n: usize, b: &Mat, bt: &mut [f32], ld: usize) {
+unsafe fn transpose_into(k: usize, n: usize, b: &Mat, bt: &mut [f32], ld: usize) {
     let (k8, n8) = if b.rs == 1 { (k / 8 * 8, n / 8 * 8) } else { (0, 0) };
     for j0 in (0..n8).step_by(8) {
         for p0 in (0..k8).step_by(8) {
-            // SAFETY: AVX is part of AVX-512F (the caller's contract); the 8 columns `j0..j0 + 8` of the view hold
+            // SAFETY: AVX (the caller's contract); the 8 columns `j0..j0 + 8` of the view hold
             // the 8 contiguous values `p0..p0 + 8` each (in bounds: checked views), and `bt`'s rows `p0..p0 + 8`
             // hold columns `j0..j0 + 8` (`ld ≥ n`).
             unsafe { block8(b.data[j0 * b.cs + p0..].as_ptr(), b.cs, bt[p0 * ld + j0..].as_mut_ptr(), ld) };
