@@ -134,8 +134,9 @@ unsafe fn strip(m: usize, w: usize, k: usize, a: &Mat, b: *const f32, brs: usize
         let r = rt.min(m - i0);
         let ap = a.data[i0 * a.rs..].as_ptr();
         let cp = c.wrapping_add(i0 * ldc);
+        let t = Tile { k, a: ap, ars: a.rs, acs: a.cs, b, brs, mask, c: cp, ldc };
         // SAFETY: rows `i0..i0 + r` of A and C lie inside the views; the kernel runs on AVX-512F (caller).
-        unsafe { tile_dispatch(r, v, k, ap, a.rs, a.cs, b, brs, mask, cp, ldc) };
+        unsafe { tile_dispatch(r, v, t) };
         i0 += r;
     }
 }
@@ -151,15 +152,11 @@ fn rows_per_tile(v: usize) -> usize {
     }
 }
 
-/// [`tile`] for `r` rows and `v` vectors (the const parameters of the register tile).
-///
-/// # Safety
-/// As [`tile`].
+/// One register tile's operands: depth `k`; A element `(i, p)` at `a[i·ars + p·acs]`; B row `p` at `b + p·brs`
+/// (the last vector's lanes outside `mask` neither read nor written); C at row stride `ldc`.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_dispatch(
-    r: usize,
-    v: usize,
+#[derive(Clone, Copy)]
+struct Tile {
     k: usize,
     a: *const f32,
     ars: usize,
@@ -169,12 +166,19 @@ unsafe fn tile_dispatch(
     mask: __mmask16,
     c: *mut f32,
     ldc: usize,
-) {
+}
+
+/// [`tile`] for `r` rows and `v` vectors (the const parameters of the register tile).
+///
+/// # Safety
+/// As [`tile`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_dispatch(r: usize, v: usize, t: Tile) {
     macro_rules! rows {
         ($v:literal, $($r:literal)*) => {
             match r {
                 // SAFETY: the caller's contract.
-                $($r => unsafe { tile::<$r, $v>(k, a, ars, acs, b, brs, mask, c, ldc) },)*
+                $($r => unsafe { tile::<$r, $v>(t) },)*
                 _ => unreachable!("small product: {r} rows of {} vectors", $v),
             }
         };
@@ -189,27 +193,16 @@ unsafe fn tile_dispatch(
     }
 }
 
-/// The register tile: `c[R × (16·V)] = Σ_p A(0..R, p) · b[p, ·]`, accumulated by FMA in ascending `p` from zero;
-/// A element `(i, p)` at `a[i·ars + p·acs]`, B row `p` at `b + p·brs` (the last vector's lanes outside `mask`
-/// neither read nor written), C at row stride `ldc`.
+/// The register tile: `c[R × (16·V)] = Σ_p A(0..R, p) · b[p, ·]` ([`Tile`]), accumulated by FMA in ascending `p`
+/// from zero.
 ///
 /// # Safety
 /// The CPU must support AVX-512F; the `R` rows of A (depth `k`), the `k` rows of B and the `R` rows of C (the
 /// columns of the strip, the last vector as masked) must be in bounds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize, const V: usize>(
-    k: usize,
-    a: *const f32,
-    ars: usize,
-    acs: usize,
-    b: *const f32,
-    brs: usize,
-    mask: __mmask16,
-    c: *mut f32,
-    ldc: usize,
-) {
+unsafe fn tile<const R: usize, const V: usize>(t: Tile) {
+    let Tile { k, a, ars, acs, b, brs, mask, c, ldc } = t;
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..k {
