@@ -79,8 +79,8 @@ pub struct BenchArgs {
     /// and 10 inference batches with the switch on and off, in alternating order (on a machine whose speed
     /// drifts, adjacent runs compare best). Reports each round's speed ratio (stderr) and the medians (`ab` in
     /// the JSON line). `small-products`: the attention's per-head products without packing (the bits are the
-    /// same either way).
-    #[arg(long, value_parser = ["small-products"])]
+    /// same either way); `fine-split`: the fused block's parallel loops as one-item tasks (the same bits).
+    #[arg(long, value_parser = ["small-products", "fine-split"])]
     pub ab: Option<String>,
     /// Rounds of `--ab`.
     #[arg(long, default_value_t = 20)]
@@ -167,6 +167,7 @@ impl BackendJob for Job {
         let ab = a.ab.as_deref().map(|name| {
             let switch = |on: bool| match name {
                 "small-products" => crate::model::fused::sgemm::small_products(on),
+                "fine-split" => crate::model::fused::kernels::fine_split(on),
                 _ => unreachable!("clap checked the name"),
             };
             let inf = model.clone().valid();

@@ -322,6 +322,8 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
     let npan = n.div_ceil(NR);
     let bp = pack_b(&b, k, kp, n, npan, parallel);
     let blocks = m.div_ceil(mc_k);
+    // Only C's view is split into row blocks (see `sgemm::by_rows`).
+    let c = &mut c[..(m - 1) * ldc + n];
     // Blocks of `k` (first value, pairs), taken a group at a time: each row block runs every block of its group
     // on one column panel before the next panel, so C's tiles take one trip from memory per group instead of
     // one per block, while the group's B panels (re-read by every row block) stay within `B_GROUP` bytes.
@@ -393,7 +395,7 @@ pub(crate) unsafe fn matmul_init<TA: Elem, TB: Elem>(
             }
         };
         if parallel && blocks > 1 {
-            c.par_chunks_mut(mc_k * ldc).enumerate().for_each(run);
+            crate::split(c.par_chunks_mut(mc_k * ldc).enumerate()).for_each(run);
         } else {
             c.chunks_mut(mc_k * ldc).enumerate().for_each(run);
         }
@@ -451,6 +453,9 @@ fn convert_rows<T: Elem>(data: &[T], outer: usize, inner: usize, stride: usize, 
             T::to_bits(&data[o * stride..o * stride + inner], &mut row[..inner]);
         }
     };
+    // Only the rows that are written are split over threads (see `sgemm::by_rows`).
+    let rows = outer * ld;
+    let out = if out.len() > rows { &mut out[..rows] } else { out };
     if parallel && outer * inner >= 1 << 16 {
         out.par_chunks_mut(ld).enumerate().for_each(f);
     } else {

@@ -21,6 +21,30 @@ mod small;
 mod transpose;
 
 use scratch::Scratch;
+
+/// Whether [`split`] hands out one item at a time (the default; see [`fine_split`]).
+static FINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns [`split`]'s one-item tasks on or off, for measurements that compare both in one process
+/// (`polyflow bench-model --ab fine-split`). The bits are the same either way: every item is computed alike and
+/// every reduction over items is in item order.
+#[doc(hidden)]
+pub fn fine_split(on: bool) {
+    FINE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A parallel loop over row blocks, examples or chunks whose items are each one task that an idle thread can take.
+///
+/// rayon's adaptive split cuts a loop into about two pieces per thread and splits a piece again only when another
+/// thread steals it; the piece a thread is running cannot be taken. So a thread that ran out of work waited for
+/// the other's whole last piece, up to an eighth of the loop: perf on an Intel Xeon (2 vCPU) found one CPU idle
+/// for 10 % of a ViT-Ti training step, most of it at the ends of the matrix products' row blocks. With one-item
+/// tasks (each a row block of 48–384 rows, an example's attention, 64 rows of LayerNorm, 16 Ki values of GELU:
+/// tens of microseconds or more, against about a microsecond for a split) the idle share fell to 5 %
+/// (BENCHMARKS.md).
+pub fn split<I: IndexedParallelIterator>(items: I) -> rayon::iter::MaxLen<I> {
+    items.with_max_len(if FINE.load(std::sync::atomic::Ordering::Relaxed) { 1 } else { usize::MAX })
+}
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -390,8 +414,7 @@ pub fn to_bf16_vec(x: &[f32]) -> Vec<u16> {
 
 /// Sums of the columns of a row-major `[rows, n]` matrix, reduced in fixed chunk order.
 pub fn col_sum(x: &[f32], n: usize) -> Vec<f32> {
-    let partial: Vec<Vec<f32>> = x
-        .par_chunks(ROWS * n)
+    let partial: Vec<Vec<f32>> = split(x.par_chunks(ROWS * n))
         .map(|rows| {
             let mut s = vec![0.0f32; n];
             add_rows(&mut s, rows);
@@ -431,9 +454,7 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f32) ->
     // SAFETY: `layer_norm_rows` writes every value of its rows.
     let y = unsafe {
         written(x.len(), |y| {
-            y.par_chunks_mut(ROWS * d)
-                .zip(x.par_chunks(ROWS * d))
-                .zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))
+            split(y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))))
                 .for_each(|((yc, xc), (mc, rc))| layer_norm_rows(xc, yc, mc, rc, gamma, beta, d, eps))
         })
     };
@@ -447,7 +468,7 @@ pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f3
     let mut y = vec![0u16; x.len()];
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
-    y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))).for_each_init(
+    split(y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))).for_each_init(
         Vec::new,
         |buf, ((yc, xc), (mc, rc))| {
             buf.resize(xc.len(), 0.0);
@@ -608,11 +629,12 @@ pub fn layer_norm_backward(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32],
     // SAFETY: `layer_norm_backward_rows` writes every value of its rows of `dx`.
     let dx = unsafe {
         written(x.len(), |dx| {
-            partial = dx
-                .par_chunks_mut(ROWS * d)
-                .zip(x.par_chunks(ROWS * d).zip(dy.par_chunks(ROWS * d)))
-                .zip(mean.par_chunks(ROWS).zip(rstd.par_chunks(ROWS)))
-                .map(|((dxc, (xc, dyc)), (mc, rc))| {
+            partial = split(
+                dx.par_chunks_mut(ROWS * d)
+                    .zip(x.par_chunks(ROWS * d).zip(dy.par_chunks(ROWS * d)))
+                    .zip(mean.par_chunks(ROWS).zip(rstd.par_chunks(ROWS))),
+            )
+            .map(|((dxc, (xc, dyc)), (mc, rc))| {
                     let mut dg = vec![0.0f32; d];
                     let mut db = vec![0.0f32; d];
                     layer_norm_backward_rows(xc, dyc, dxc, mc, rc, gamma, &mut dg, &mut db, d);
@@ -687,14 +709,14 @@ const C: f32 = 0.797_884_6;
 /// `model::block::gelu_tanh`).
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     // SAFETY: `gelu_chunk` writes every value of its chunk.
-    unsafe { written(x.len(), |y| y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(yc, xc)| gelu_chunk(xc, yc))) }
+    unsafe { written(x.len(), |y| split(y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14))).for_each(|(yc, xc)| gelu_chunk(xc, yc))) }
 }
 
 /// [`gelu_tanh`] rounded to bf16 bits as it is written (the input of a bf16 layer): the bits of
 /// `to_bf16_vec(&gelu_tanh(x))`.
 pub fn gelu_tanh_bf16(x: &[f32]) -> Vec<u16> {
     let mut y = vec![0u16; x.len()];
-    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each_init(Vec::new, |buf, (yc, xc)| {
+    split(y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14))).for_each_init(Vec::new, |buf, (yc, xc)| {
         buf.resize(xc.len(), 0.0);
         gelu_chunk(xc, as_uninit(buf));
         bf16::convert(buf, yc);
@@ -704,7 +726,7 @@ pub fn gelu_tanh_bf16(x: &[f32]) -> Vec<u16> {
 
 /// [`gelu_tanh`] in place (inference, where the input is not kept): the same bits.
 pub fn gelu_tanh_in_place(x: &mut [f32]) {
-    x.par_chunks_mut(1 << 14).for_each(gelu_chunk_in_place);
+    split(x.par_chunks_mut(1 << 14)).for_each(gelu_chunk_in_place);
 }
 
 // The element-wise loops below are compiled for AVX-512, AVX2 + FMA and the baseline, chosen at run time
@@ -763,7 +785,7 @@ fn gelu_chunk_in_place(x: &mut [f32]) {
 
 /// Backward of [`gelu_tanh`] in place: `dy ← dy · gelu'(x)`.
 pub fn gelu_tanh_backward(x: &[f32], dy: &mut [f32]) {
-    dy.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(dc, xc)| gelu_backward_chunk(xc, dc));
+    split(dy.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14))).for_each(|(dc, xc)| gelu_backward_chunk(xc, dc));
 }
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512dq+avx2+fma", "x86_64+avx2+fma"))]
@@ -914,6 +936,32 @@ mod tests {
         assert_eq!((bits(&dx16), bits(&dw16), bits(&db16)), (bits(&dx), bits(&dw), bits(&db)));
         // And bf16 did round: the f32 layer differs.
         assert_ne!(bits(&linear(&y, &w, &bias, m, kk, n, Precision::F32)), bits(&want));
+    }
+
+    /// One-item tasks ([`split`]) change only which thread computes what: the outputs of the loops that use it,
+    /// reductions over chunks included, are the same bits with it on and off, on two threads.
+    #[test]
+    fn one_item_tasks_give_the_same_bits() {
+        let (m, k, n) = (700, 24, 40);
+        let (x, w, b, dy) = (data(m * k, 11), data(k * n, 12), data(n, 13), data(m * n, 14));
+        let (g, beta) = (data(k, 15), data(k, 16));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let run = |on: bool| {
+            fine_split(on);
+            pool.install(|| {
+                let y = linear(&x, &w, &b, m, k, n, Precision::F32);
+                let (dx, dw, db) = linear_backward(&x, &w, &dy, m, k, n, Precision::F32);
+                let (xn, mean, rstd) = layer_norm(&x, &g, &beta, k, 1e-6);
+                let (dxn, dg, dbeta) = layer_norm_backward(&x, &mean, &rstd, &g, &dx, k);
+                let act = gelu_tanh(&y);
+                let mut dact = dy.clone();
+                gelu_tanh_backward(&y, &mut dact);
+                [y, dx, dw, db, xn, dxn, dg, dbeta, act, dact].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+            })
+        };
+        let (coarse, fine) = (run(false), run(true));
+        fine_split(true);
+        assert_eq!(coarse, fine);
     }
 
     #[test]

@@ -233,14 +233,11 @@ fn attention<T: k::bf16::Elem>(qkv: &[T], dm: Dims, save: bool) -> (Vec<f32>, Ve
         k::written(m * d, |att| {
             if save {
                 probs = k::written(dm.b * h * n * n, |probs| {
-                    att.par_chunks_mut(n * d)
-                        .zip(probs.par_chunks_mut(h * n * n))
-                        .zip(qkv.par_chunks(n * 3 * d))
+                    k::split(att.par_chunks_mut(n * d).zip(probs.par_chunks_mut(h * n * n)).zip(qkv.par_chunks(n * 3 * d)))
                         .for_each(|((o, pr), rows)| heads(o, pr, rows))
                 });
             } else {
-                att.par_chunks_mut(n * d)
-                    .zip(qkv.par_chunks(n * 3 * d))
+                k::split(att.par_chunks_mut(n * d).zip(qkv.par_chunks(n * 3 * d)))
                     .for_each_init(|| vec![MaybeUninit::uninit(); n * n], |pr, (o, rows)| heads(o, pr, rows));
             }
         })
@@ -264,7 +261,7 @@ fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm
     // Each example's dq | dk | dv: every head writes its hd columns of each (h·hd = d), products into the
     // uninitialised buffer.
     let fill = |dqkv: &mut [MaybeUninit<f32>]| {
-        dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n))).for_each(
+        k::split(dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n)))).for_each(
             |((g, dout), (rows, pr))| {
                 let mut dp = vec![0.0f32; n * n];
                 for (hi, p) in pr.chunks(n * n).enumerate() {
