@@ -37,10 +37,10 @@ pub fn fine_split(on: bool) {
 ///
 /// rayon's adaptive split cuts a loop into about two pieces per thread and splits a piece again only when another
 /// thread steals it; the piece a thread is running cannot be taken. So a thread that ran out of work waited for
-/// the other's whole last piece, up to an eighth of the loop: perf on an Intel Xeon (2 vCPU) found one CPU idle
-/// for 10 % of a ViT-Ti training step, most of it at the ends of the matrix products' row blocks. With one-item
+/// the other's whole last piece, which can be a large share of the loop: perf on an Intel Xeon (2 vCPU) found one
+/// CPU idle for 10 % of a ViT-Ti training step, about half of it while the other ran a product's row blocks. With one-item
 /// tasks (each a row block of 48–384 rows, an example's attention, 64 rows of LayerNorm, 16 Ki values of GELU:
-/// tens of microseconds or more, against about a microsecond for a split) the idle share fell to 5 %
+/// about ten microseconds or more, against about a microsecond for a split) the idle share fell to 5 %
 /// (BENCHMARKS.md).
 pub fn split<I: IndexedParallelIterator>(items: I) -> rayon::iter::MaxLen<I> {
     items.with_max_len(if FINE.load(std::sync::atomic::Ordering::Relaxed) { 1 } else { usize::MAX })
@@ -468,14 +468,12 @@ pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f3
     let mut y = vec![0u16; x.len()];
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
-    split(y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))).for_each_init(
-        Vec::new,
-        |buf, ((yc, xc), (mc, rc))| {
+    split(y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))))
+        .for_each_init(Vec::new, |buf, ((yc, xc), (mc, rc))| {
             buf.resize(xc.len(), 0.0);
             layer_norm_rows(xc, as_uninit(buf), mc, rc, gamma, beta, d, eps);
             bf16::convert(buf, yc);
-        },
-    );
+        });
     (y, mean, rstd)
 }
 
@@ -635,12 +633,12 @@ pub fn layer_norm_backward(x: &[f32], mean: &[f32], rstd: &[f32], gamma: &[f32],
                     .zip(mean.par_chunks(ROWS).zip(rstd.par_chunks(ROWS))),
             )
             .map(|((dxc, (xc, dyc)), (mc, rc))| {
-                    let mut dg = vec![0.0f32; d];
-                    let mut db = vec![0.0f32; d];
-                    layer_norm_backward_rows(xc, dyc, dxc, mc, rc, gamma, &mut dg, &mut db, d);
-                    (dg, db)
-                })
-                .collect()
+                let mut dg = vec![0.0f32; d];
+                let mut db = vec![0.0f32; d];
+                layer_norm_backward_rows(xc, dyc, dxc, mc, rc, gamma, &mut dg, &mut db, d);
+                (dg, db)
+            })
+            .collect()
         })
     };
     let (dgs, dbs): (Vec<_>, Vec<_>) = partial.into_iter().unzip();

@@ -261,8 +261,8 @@ fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm
     // Each example's dq | dk | dv: every head writes its hd columns of each (h·hd = d), products into the
     // uninitialised buffer.
     let fill = |dqkv: &mut [MaybeUninit<f32>]| {
-        k::split(dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n)))).for_each(
-            |((g, dout), (rows, pr))| {
+        k::split(dqkv.par_chunks_mut(n * 3 * d).zip(datt.par_chunks(n * d)).zip(qkv.par_chunks(n * 3 * d).zip(probs.par_chunks(h * n * n))))
+            .for_each(|((g, dout), (rows, pr))| {
                 let mut dp = vec![0.0f32; n * n];
                 for (hi, p) in pr.chunks(n * n).enumerate() {
                     let o = hi * hd;
@@ -277,8 +277,7 @@ fn attention_backward<T: k::bf16::Elem>(qkv: &[T], datt: &[T], probs: &[f32], dm
                     k::matmul_any_into(dm.prec, n, hd, n, Mat::t(&dp[..], n), q, &mut g[d + o..], 3 * d, false);
                     // dk = dSᵀ q
                 }
-            },
-        )
+            })
     };
     // SAFETY: `fill` writes every value (above).
     unsafe { k::written(m * 3 * d, fill) }
