@@ -39,8 +39,8 @@ pub fn fine_split(on: bool) {
 /// thread steals it; the piece a thread is running cannot be taken. So a thread that ran out of work waited for
 /// the other's whole last piece, which can be a large share of the loop: perf on an Intel Xeon (2 vCPU) found one
 /// CPU idle for 10 % of a ViT-Ti training step, about half of it while the other ran a product's row blocks. With one-item
-/// tasks (each a row block of 48–384 rows, an example's attention, 64 rows of LayerNorm, 16 Ki values of GELU:
-/// about ten microseconds or more, against about a microsecond for a split) the idle share fell to 5 %
+/// tasks (each a row block of a product — 48–384 rows in the fused block's products —, an example's attention, 64 rows
+/// of LayerNorm, 16 Ki values of GELU: about ten microseconds or more, against about a microsecond for a split) the idle share fell to 5 %
 /// (BENCHMARKS.md).
 pub fn split<I: IndexedParallelIterator>(items: I) -> rayon::iter::MaxLen<I> {
     items.with_max_len(if FINE.load(std::sync::atomic::Ordering::Relaxed) { 1 } else { usize::MAX })
@@ -468,12 +468,14 @@ pub fn layer_norm_bf16(x: &[f32], gamma: &[f32], beta: &[f32], d: usize, eps: f3
     let mut y = vec![0u16; x.len()];
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
-    split(y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS))))
-        .for_each_init(Vec::new, |buf, ((yc, xc), (mc, rc))| {
-            buf.resize(xc.len(), 0.0);
-            layer_norm_rows(xc, as_uninit(buf), mc, rc, gamma, beta, d, eps);
-            bf16::convert(buf, yc);
-        });
+    split(y.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).zip(mean.par_chunks_mut(ROWS).zip(rstd.par_chunks_mut(ROWS)))).for_each(
+        |((yc, xc), (mc, rc))| {
+            // This thread's spare buffer (one per task would allocate and zero-fill each 64-row chunk).
+            let mut buf = Scratch::<f32>::take(xc.len());
+            layer_norm_rows(xc, as_uninit(&mut buf), mc, rc, gamma, beta, d, eps);
+            bf16::convert(&buf, yc);
+        },
+    );
     (y, mean, rstd)
 }
 
@@ -714,10 +716,11 @@ pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
 /// `to_bf16_vec(&gelu_tanh(x))`.
 pub fn gelu_tanh_bf16(x: &[f32]) -> Vec<u16> {
     let mut y = vec![0u16; x.len()];
-    split(y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14))).for_each_init(Vec::new, |buf, (yc, xc)| {
-        buf.resize(xc.len(), 0.0);
-        gelu_chunk(xc, as_uninit(buf));
-        bf16::convert(buf, yc);
+    split(y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14))).for_each(|(yc, xc)| {
+        // This thread's spare buffer (one per task would allocate and zero-fill each chunk).
+        let mut buf = Scratch::<f32>::take(xc.len());
+        gelu_chunk(xc, as_uninit(&mut buf));
+        bf16::convert(&buf, yc);
     });
     y
 }
