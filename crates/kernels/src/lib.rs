@@ -22,6 +22,10 @@ mod transpose;
 
 use scratch::Scratch;
 
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
 /// Whether [`split`] hands out one item at a time (the default; see [`fine_split`]).
 static FINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
@@ -38,16 +42,13 @@ pub fn fine_split(on: bool) {
 /// rayon's adaptive split cuts a loop into about two pieces per thread and splits a piece again only when another
 /// thread steals it; the piece a thread is running cannot be taken. So a thread that ran out of work waited for
 /// the other's whole last piece, which can be a large share of the loop: perf on an Intel Xeon (2 vCPU) found one
-/// CPU idle for 10 % of a ViT-Ti training step, about half of it while the other ran a product's row blocks. With one-item
-/// tasks (each a row block of a product — 48–384 rows in the fused block's products —, an example's attention, 64 rows
-/// of LayerNorm, 16 Ki values of GELU: about ten microseconds or more, against about a microsecond for a split) the idle share fell to 5 %
-/// (BENCHMARKS.md).
+/// CPU idle for 10 % of a ViT-Ti training step, about half of it while the other ran a product's row blocks.
+/// With one-item tasks (each a row block of a product — 48–384 rows in the fused block's products —, an
+/// example's attention, 64 rows of LayerNorm, 16 Ki values of GELU: about ten microseconds or more, against about
+/// a microsecond for a split) the idle share fell to 5 % (BENCHMARKS.md).
 pub fn split<I: IndexedParallelIterator>(items: I) -> rayon::iter::MaxLen<I> {
     items.with_max_len(if FINE.load(std::sync::atomic::Ordering::Relaxed) { 1 } else { usize::MAX })
 }
-use std::mem::MaybeUninit;
-
-use rayon::prelude::*;
 
 /// Rows per parallel chunk of the row-wise kernels (fixed: reductions must not depend on thread count).
 pub const ROWS: usize = 64;
@@ -941,8 +942,12 @@ mod tests {
 
     /// One-item tasks ([`split`]) change only which thread computes what: the outputs of the loops that use it,
     /// reductions over chunks included, are the same bits with it on and off, on two threads.
+    /// Held by the tests that turn [`fine_split`] off, so that one does not see the other's setting.
+    static SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn one_item_tasks_give_the_same_bits() {
+        let _held = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
         let (m, k, n) = (700, 24, 40);
         let (x, w, b, dy) = (data(m * k, 11), data(k * n, 12), data(n, 13), data(m * n, 14));
         let (g, beta) = (data(k, 15), data(k, 16));
@@ -963,6 +968,38 @@ mod tests {
         let (coarse, fine) = (run(false), run(true));
         fine_split(true);
         assert_eq!(coarse, fine);
+        // The bf16 loops (their per-task spare buffers included).
+        let run16 = |on: bool| {
+            fine_split(on);
+            pool.install(|| {
+                let y = linear(&x, &w, &b, m, k, n, Precision::Bf16);
+                let (dx, dw, _) = linear_backward(&x, &w, &dy, m, k, n, Precision::Bf16);
+                let f = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+                let h = |v: Vec<u16>| v.into_iter().map(u32::from).collect::<Vec<u32>>();
+                [f(y.clone()), f(dx), f(dw), h(layer_norm_bf16(&x, &g, &beta, k, 1e-6).0), h(gelu_tanh_bf16(&y))]
+            })
+        };
+        let (coarse, fine) = (run16(false), run16(true));
+        fine_split(true);
+        assert_eq!(coarse, fine);
+    }
+
+    /// [`split`] makes each item its own task (one fold accumulator per item); off, rayon's adaptive split
+    /// groups them.
+    #[test]
+    fn split_hands_out_one_item_per_task() {
+        let _held = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+        let tasks = |on: bool| {
+            fine_split(on);
+            let n = pool.install(|| split((0..1000).into_par_iter()).fold(|| 0, |c, _| c + 1).collect::<Vec<usize>>());
+            assert_eq!(n.iter().sum::<usize>(), 1000);
+            n.len()
+        };
+        let (coarse, fine) = (tasks(false), tasks(true));
+        fine_split(true);
+        assert_eq!(fine, 1000);
+        assert!(coarse < 100, "{coarse} tasks without one-item tasks");
     }
 
     #[test]
