@@ -62,6 +62,18 @@ step b16_f32 150 $B bench-model --backend cuda $B16
 step torch_b16_f32 90 python3 benches/vit_torch.py --device cuda $B16
 step torch_b16_tf32 90 python3 benches/vit_torch.py --device cuda --tf32 $B16
 
+echo "== 2b. Where a step's time goes: CubeCL's kernel timings (every kernel waited for: read shares, not speed)"
+# prof NAME TIMEOUT CMD...: step with POLYFLOW_KERNEL_PROFILE set, then the per-kernel table (benches/cubecl_profile.py).
+prof() {
+  local name=$1 limit=$2; shift 2
+  step "$name" "$limit" env POLYFLOW_KERNEL_PROFILE="$OUT/$name.kernels.log" "$@"
+  python3 benches/cubecl_profile.py "$OUT/$name.kernels.log" --short --top 30 --json "$OUT/$name.json" > "$OUT/$name.table.txt" 2>&1
+  python3 benches/cubecl_profile.py "$OUT/$name.kernels.log" --top 30 > "$OUT/$name.table_full.txt" 2>&1
+  head -20 "$OUT/$name.table.txt"; gzip -f "$OUT/$name.kernels.log"
+}
+prof ti_prof 45 $B bench-model --backend cuda --only train ${TI/--steps 20/--steps 4}
+prof b16_prof 75 $B bench-model --backend cuda --only train ${B16/--steps 10/--steps 2}
+
 echo "== 3. bf16: polyflow precision = bf16 (autocast-style block) vs PyTorch bf16 autocast + SDPA"
 step b16_bf16 120 $B bench-model --backend cuda --bf16 $B16
 step torch_b16_bf16 90 python3 benches/vit_torch.py --device cuda --bf16 --sdpa $B16
@@ -88,6 +100,13 @@ done
 echo "== 8. precision = f16 with loss scaling (the path of GPUs without bf16) vs PyTorch f16 autocast + GradScaler"
 step ti_f16 60 $B bench-model --backend cuda --f16 $TI
 step torch_ti_f16 60 python3 benches/vit_torch.py --device cuda --f16 $TI
+echo "== 8b. nsys's kernel summary of B/16 training (where the device has Nsight Systems)"
+if command -v nsys >/dev/null; then
+  step b16_nsys 90 nsys profile -t cuda --stats=true -o "$OUT/b16_nsys" -f true $B bench-model --backend cuda --only train ${B16/--steps 10/--steps 2}
+  grep -A40 "cuda_gpu_kern_sum" "$OUT/b16_nsys.log" > "$OUT/b16_nsys_kernels.txt" 2>/dev/null; rm -f "$OUT"/b16_nsys.sqlite
+else
+  echo "no nsys on this machine" | tee "$OUT/b16_nsys.txt"
+fi
 wait
 echo "== 9. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$OUT/cpu_pairs.txt" 2>/dev/null; tail -1 "$OUT/cpu_pairs_bf16.txt" 2>/dev/null
 echo "done at +$(( $(date +%s) - T0 ))s"

@@ -268,6 +268,9 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     if a.checkpoint && !(backend == "flex" || backend == "cpu") {
         anyhow::bail!("--checkpoint runs on the CPU (flex) backend only");
     }
+    if a.bf16 {
+        backend.parse::<crate::model::device::Backend>().and_then(|b| b.supports_precision("bf16")).map_err(anyhow::Error::msg)?;
+    }
     // On a worker of a pool of the configured size, as a pipeline's node runs (`exec::launch`): the calling
     // thread does the serial work itself instead of competing for the cores with the pool's idle workers.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads()).build()?;
@@ -279,7 +282,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
     let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
     let train_gflops = 3.0 * fwd * train / 1e9;
-    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16, "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1});
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16 && (backend == "flex" || backend == "cpu"), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1});
     if (backend == "flex" || backend == "cpu") && !a.f16 {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;

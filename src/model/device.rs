@@ -1,4 +1,5 @@
-//! Backend choice lives here and only here: CPU (burn's `flex`) by default, CUDA behind the `cuda` feature.
+//! Backend choice lives here and only here: CPU (burn's `flex`) by default, CUDA behind the `cuda` feature,
+//! Vulkan / Metal / DirectX 12 GPUs (burn's `wgpu`) behind the `wgpu` feature.
 //!
 //! [`Backend`] is the one enum of backends: `--backend` is parsed into it (`cpu` is another name for `flex`),
 //! and its canonical [`Backend::name`] is the `backend` entry of the run's environment, which enters the keys
@@ -19,17 +20,21 @@ pub enum Backend {
     Flex,
     /// burn's CUDA backend (needs the `cuda` feature and a driver).
     Cuda,
+    /// burn's wgpu backend: Vulkan, Metal or DirectX 12 GPUs (needs the `wgpu` feature and a GPU driver; Mesa's
+    /// lavapipe, a Vulkan driver on the CPU, serves where there is no GPU).
+    Wgpu,
 }
 
 impl Backend {
     /// Every backend, in order.
-    pub const ALL: [Backend; 2] = [Backend::Flex, Backend::Cuda];
+    pub const ALL: [Backend; 3] = [Backend::Flex, Backend::Cuda, Backend::Wgpu];
 
     /// The canonical name: what enters keys and what `Display` prints.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Flex => "flex",
             Backend::Cuda => "cuda",
+            Backend::Wgpu => "wgpu",
         }
     }
 
@@ -40,7 +45,16 @@ impl Backend {
 
     /// Whether nodes on this backend hold the accelerator slot.
     pub fn holds_device(self) -> bool {
-        self == Backend::Cuda
+        self != Backend::Flex
+    }
+
+    /// Whether this backend computes in `precision` (`f32`, `bf16`, `f16`): `Err` says why not and what to use.
+    /// wgpu's kernels are WGSL, which has no bf16.
+    pub fn supports_precision(self, precision: &str) -> Result<(), String> {
+        if self == Backend::Wgpu && precision == "bf16" {
+            return Err("precision = \"bf16\" is not available on the wgpu backend (its kernels are WGSL, which has no bf16): use \"f16\" or \"f32\" there, or bf16 on the cuda or flex backend".into());
+        }
+        Ok(())
     }
 
     /// The canonical name of the backend called `name` (`cpu` → `flex`): a command-line value parser for
@@ -56,7 +70,7 @@ impl Backend {
 
     /// Runs `job` on the accelerators numbered `indices` (a node's pinned devices, [`crate::stage::StageCtx::devices`];
     /// none = device 0). The CPU backend has one device: the job gets it once.
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(unused_variables))]
     pub fn dispatch_on<J: BackendJob>(self, job: J, indices: &[u32]) -> Result<J::Output, String> {
         match self {
             Backend::Flex => Ok(job.run::<Autodiff<Flex>>(vec![Default::default()])),
@@ -65,7 +79,7 @@ impl Backend {
                 if !cuda_driver_present() {
                     return Err("backend `cuda` requested but no CUDA driver (libcuda.so) is available: use --backend flex".into());
                 }
-                crate::model::gpu_cache::configure();
+                crate::model::gpu_cache::configure(true);
                 let devices = if indices.is_empty() { vec![0] } else { indices.to_vec() };
                 let count = <burn::backend::Cuda as burn::tensor::backend::Backend>::device_count(0);
                 if let Some(bad) = devices.iter().find(|&&i| i as usize >= count) {
@@ -78,6 +92,21 @@ impl Backend {
             }
             #[cfg(not(feature = "cuda"))]
             Backend::Cuda => Err(format!("backend `cuda` is not available in this build (available: {})", available().join(", "))),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => {
+                use burn::backend::wgpu::WgpuDevice;
+                crate::model::gpu_cache::configure(false);
+                // One device: the adapter wgpu ranks first (a discrete GPU before an integrated one before
+                // lavapipe; `CUBECL_WGPU_DEFAULT_DEVICE` overrides). Several: the discrete GPUs numbered `indices`.
+                let devices = match indices {
+                    [] => vec![WgpuDevice::DefaultDevice],
+                    [i] if *i == 0 => vec![WgpuDevice::DefaultDevice],
+                    many => many.iter().map(|&i| WgpuDevice::DiscreteGpu(i as usize)).collect(),
+                };
+                Ok(job.run::<Autodiff<burn::backend::Wgpu>>(devices))
+            }
+            #[cfg(not(feature = "wgpu"))]
+            Backend::Wgpu => Err(format!("backend `wgpu` is not available in this build (available: {})", available().join(", "))),
         }
     }
 }
@@ -88,7 +117,8 @@ impl FromStr for Backend {
         match s {
             "flex" | "cpu" => Ok(Backend::Flex),
             "cuda" => Ok(Backend::Cuda),
-            other => Err(format!("unknown backend `{other}` (flex, also called cpu, or cuda)")),
+            "wgpu" => Ok(Backend::Wgpu),
+            other => Err(format!("unknown backend `{other}` (flex, also called cpu, cuda or wgpu)")),
         }
     }
 }
@@ -109,7 +139,15 @@ pub trait BackendJob {
 
 /// Names of the backends compiled into this binary.
 pub fn available() -> Vec<&'static str> {
-    Backend::ALL.into_iter().filter(|&b| b != Backend::Cuda || cfg!(feature = "cuda")).map(Backend::name).collect()
+    Backend::ALL
+        .into_iter()
+        .filter(|&b| match b {
+            Backend::Flex => true,
+            Backend::Cuda => cfg!(feature = "cuda"),
+            Backend::Wgpu => cfg!(feature = "wgpu"),
+        })
+        .map(Backend::name)
+        .collect()
 }
 
 /// Whether a CUDA driver can be loaded (burn's cuda path panics in a device thread without one).
@@ -136,7 +174,7 @@ unsafe fn libloading_probe(name: &str) -> bool {
     }
 }
 
-/// Runs `job` on the backend called `name` (`flex`, `cpu` or `cuda`): [`Backend::dispatch`] after parsing.
+/// Runs `job` on the backend called `name` (`flex`, `cpu`, `cuda` or `wgpu`): [`Backend::dispatch`] after parsing.
 pub fn dispatch<J: BackendJob>(name: &str, job: J) -> Result<J::Output, String> {
     name.parse::<Backend>()?.dispatch(job)
 }
@@ -157,5 +195,18 @@ mod tests {
         assert_eq!(Backend::from_env(&env), Ok(Backend::Flex));
         env.insert("backend".to_string(), "cuda".to_string());
         assert!(Backend::from_env(&env).unwrap().holds_device());
+        assert!(Backend::Wgpu.holds_device() && !Backend::Flex.holds_device());
+    }
+
+    #[test]
+    fn wgpu_refuses_bf16_and_says_what_to_use() {
+        let e = Backend::Wgpu.supports_precision("bf16").unwrap_err();
+        assert!(e.contains("WGSL") && e.contains("cuda or flex"), "{e}");
+        for p in ["f32", "f16"] {
+            assert_eq!(Backend::Wgpu.supports_precision(p), Ok(()));
+        }
+        for b in [Backend::Flex, Backend::Cuda] {
+            assert_eq!(b.supports_precision("bf16"), Ok(()));
+        }
     }
 }

@@ -1,20 +1,25 @@
-//! Where CUDA kernels and autotune results are kept between runs.
+//! Where GPU kernels and autotune results are kept between runs, and kernel timing on request.
 //!
-//! burn's CUDA backend (CubeCL) tunes every new matrix-product and reduction shape at first use by compiling
+//! burn's GPU backends (CubeCL: cuda, wgpu) tunes every new matrix-product and reduction shape at first use by compiling
 //! and timing each candidate kernel (about 10 s per shape on an H200, NVRTC compiles dominating). By default
 //! it keeps the tuning results under the nearest Cargo project's `target/` (or the user's cache outside
 //! one: a result that depends on where the command was started) and does not keep compiled kernels at all.
-//! Before the first CUDA use polyflow points both caches at one folder of the user's cache:
+//! Before the first GPU use polyflow points both caches at one folder of the user's cache:
 //!
 //! - autotune results: `<root>/autotune` (CubeCL keys them by device and kernel set);
 //! - compiled PTX: `<root>/ptx/<GPU model>` — CubeCL keys PTX by kernel only, not by GPU architecture, so
 //!   the folder is per GPU model (read from the NVIDIA driver's `/proc/driver/nvidia/gpus/*/information`);
-//!   when the model is unknown or the machine mixes models, the PTX cache stays off.
+//!   when the model is unknown or the machine mixes models, the PTX cache stays off (cuda only).
 //!
 //! `<root>` is `$POLYFLOW_KERNEL_CACHE`, else `$XDG_CACHE_HOME/polyflow/kernels`, else
 //! `~/.cache/polyflow/kernels`. A `cubecl.toml` (or `burn.toml` `[cubecl]`) of the user's that sets either
 //! cache to something other than CubeCL's default is left as it is. None of this enters a key: kernels
 //! and tuning choices change speed, and results only as far as the backend's own nondeterminism does.
+//!
+//! Kernel timing: with [`PROFILE_VAR`] (`POLYFLOW_KERNEL_PROFILE=<file>`) set, CubeCL waits for every kernel it
+//! launches and writes its duration to that file, one line `| <duration> | <kernel>` a launch, plus a summary
+//! at each synchronisation (`benches/cubecl_profile.py` sums them by kernel). The waits slow the run: use it
+//! to see where a step's time goes, not to time the step.
 
 use std::path::{Path, PathBuf};
 
@@ -48,11 +53,16 @@ pub fn gpu_model(gpus: &Path) -> Option<String> {
     }
 }
 
-/// Points CubeCL's autotune and PTX caches under [`root`], once per process, before CubeCL reads its
-/// configuration (it can be set only once). Leaves a configuration CubeCL has already read as it is.
-#[cfg(feature = "cuda")]
-pub fn configure() {
+/// The environment variable naming the file CubeCL's kernel timings go to (module docs).
+pub const PROFILE_VAR: &str = "POLYFLOW_KERNEL_PROFILE";
+
+/// Points CubeCL's autotune and (on CUDA, `ptx`) PTX caches under [`root`], and turns on kernel timing when
+/// [`PROFILE_VAR`] is set, once per process, before CubeCL reads its configuration (it can be set only once).
+/// Leaves a configuration CubeCL has already read as it is.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn configure(ptx: bool) {
     use cubecl_runtime::config::cache::CacheConfig;
+    use cubecl_runtime::config::profiling::ProfilingLogLevel;
     use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -62,10 +72,15 @@ pub fn configure() {
         if matches!(cfg.autotune.cache, CacheConfig::Target) {
             cfg.autotune.cache = CacheConfig::File(root.join("autotune"));
         }
-        if cfg.compilation.cache.is_none() {
+        if ptx && cfg.compilation.cache.is_none() {
             if let Some(model) = gpu_model(Path::new("/proc/driver/nvidia/gpus")) {
                 cfg.compilation.cache = Some(CacheConfig::File(root.join("ptx").join(model)));
             }
+        }
+        if let Some(file) = std::env::var_os(PROFILE_VAR).filter(|v| !v.is_empty()) {
+            cfg.profiling.logger.level = ProfilingLogLevel::Basic;
+            cfg.profiling.logger.file = Some(PathBuf::from(file));
+            cfg.profiling.logger.append = false;
         }
         // Set under the lock CubeCL reads it with (its `set` panics when it was read meanwhile).
         let mut state = CubeClRuntimeConfig::storage().lock();

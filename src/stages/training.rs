@@ -503,6 +503,9 @@ impl Stage for TrainStage {
                 "{what} runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or {off}"
             )));
         }
+        if o.precision == Precision::Bf16 {
+            backend.supports_precision("bf16").map_err(StageError::input)?;
+        }
         let tasks = self.tasks(&ctx.inputs)?;
         let refs: Vec<_> = tasks.iter().map(|t| (&t.spec, t.shape)).collect();
         let model = model_config(m, &refs)?;

@@ -1,0 +1,170 @@
+//! The GPU code path on burn's wgpu backend (feature `wgpu`): burn's fusion, autotune and CubeCL kernels, the
+//! composed block, deferred reads, micro-batches and replicas — what CUDA runs, through WGSL instead of PTX.
+//! On a machine without a GPU, Mesa's lavapipe (Debian's `mesa-vulkan-drivers`) runs the kernels on the CPU.
+//!
+//! Ignored by a plain `cargo test` (they need a Vulkan driver); `.ci/run` installs lavapipe and runs them with
+//! `cargo test --features wgpu --test wgpu -- --ignored`.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::{Autodiff, Flex, Wgpu};
+use polyflow::data::tensors::Labels;
+use polyflow::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
+use polyflow::train::batch::{Augment, SplitData};
+use polyflow::train::metrics::Loss;
+use polyflow::train::optim::OptKind;
+use polyflow::train::run::{run, Outcome, RunConfig, TaskRun};
+use polyflow::train::schedule::Schedule;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
+
+fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
+    let per: usize = shape.iter().product();
+    let x = (0..n * per).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+    SplitData::dense(x, shape, Labels::Single((0..n as i64).map(|i| i % classes).collect()))
+}
+
+/// Two image tasks (softmax and sigmoid loss), batches of 8, stochastic depth 0.2, and a depth-2 model.
+fn two_image_tasks() -> (Vec<TaskRun>, ModelConfig) {
+    let task = |name: &str, loss| TaskRun {
+        name: name.into(),
+        loss,
+        batch: 8,
+        steps: 4,
+        lr: 1e-3,
+        warmup: 1,
+        warmup_group: None,
+        augment: Augment::default(),
+        droplayer: 0.2,
+        classes: 3,
+        map: false,
+        train: split(16, [1, 1, 8, 8], 3, 1),
+        val: split(6, [1, 1, 8, 8], 3, 2),
+        test: split(6, [1, 1, 8, 8], 3, 3),
+    };
+    let tasks = vec![task("a", Loss::Softmax), task("b", Loss::Sigmoid)];
+    let model = ModelConfig {
+        size: Size { dim: 16, depth: 2, heads: 2, mlp: 32 },
+        l_adapt: 0,
+        geometry: vec![(Modality::Image, Geometry { channels: 3, input: vec![8, 8], patch: vec![4, 4] })],
+        tasks: tasks
+            .iter()
+            .map(|t| TaskHead { name: t.name.clone(), modality: Modality::Image, classes: 3, init: HeadInit::LecunNormal })
+            .collect(),
+        gelu_tanh: true,
+        ln_eps: 1e-6,
+    };
+    (tasks, model)
+}
+
+fn config(model: ModelConfig, micro_batch: usize, replicas: usize, deferred_reads: Option<usize>) -> RunConfig {
+    RunConfig {
+        model,
+        schedule: Schedule::Weighted,
+        total_steps: None,
+        schedule_seed: 0,
+        optimizer: OptKind::Sgd { momentum: 0.9 },
+        clip: Some(1.0),
+        wrap_last: true,
+        accumulate_mean: false,
+        eval_every: 0,
+        checkpoint_every: 0,
+        seed: 5,
+        eval_batch: 8,
+        bf16: false,
+        f16: false,
+        loss_scale_init: None,
+        micro_batch,
+        replicas,
+        recompute: false,
+        deferred_reads,
+    }
+}
+
+/// Asserts that two runs took the same updates up to float rounding: losses and final weights within `tol`
+/// (relative to the larger of 1 and the loss, and to each tensor's largest value).
+fn assert_close(what: &str, a: &Outcome, b: &Outcome, tol: f64) {
+    assert_eq!(a.steps.len(), b.steps.len(), "{what}");
+    for (x, y) in a.steps.iter().zip(&b.steps) {
+        assert_eq!(x.tasks, y.tasks, "{what}: update {} trained other tasks", x.step);
+        assert!((x.loss - y.loss).abs() <= tol * (1.0 + x.loss.abs()), "{what}: update {} loss {} vs {}", x.step, x.loss, y.loss);
+        assert!(x.loss.is_finite(), "{what}: update {} loss {}", x.step, x.loss);
+    }
+    assert_eq!(a.weights.keys().collect::<Vec<_>>(), b.weights.keys().collect::<Vec<_>>(), "{what}");
+    for (name, w) in &a.weights {
+        let v = &b.weights[name];
+        let scale = w.data.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+        for (x, y) in w.data.iter().zip(&v.data) {
+            assert!(((x - y).abs() as f64) <= tol * scale as f64, "{what} {name}: {x} vs {y}");
+        }
+    }
+}
+
+/// Co-training on wgpu takes the CPU's updates up to float rounding: the same tasks each update, losses and
+/// final weights within 1e-3, with the host reading losses every update or deferred (as on CUDA), and with
+/// micro-batches of 3 over 2 replicas on the one device. The CPU side is the fused CPU block (its own tests pin
+/// it to burn's composition), the wgpu side burn's composition with fusion: two implementations agreeing.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn training_on_wgpu_takes_the_cpu_updates() {
+    let (tasks, model) = two_image_tasks();
+    let cpu =
+        run::<Autodiff<Flex>>(&config(model.clone(), 0, 1, None), &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {})
+            .unwrap();
+    let gpu = |micro, replicas, deferred| {
+        let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+        run::<Autodiff<Wgpu>>(&config(model.clone(), micro, replicas, deferred), &tasks, None, None, &[dev], &|_, _, _| {}, &mut |_| {})
+            .unwrap()
+    };
+    assert_close("wgpu, reading every update", &cpu, &gpu(0, 1, None), 1e-3);
+    assert_close("wgpu, reads deferred by 16", &cpu, &gpu(0, 1, Some(16)), 1e-3);
+    assert_close("wgpu, micro-batches of 3 on 2 replicas", &cpu, &gpu(3, 2, Some(16)), 1e-3);
+    // Evaluations ran on the device too (inference through burn's attention there).
+    assert!(!cpu.evals.is_empty());
+    assert_eq!(cpu.evals.len(), gpu(0, 1, Some(16)).evals.len());
+}
+
+fn polyflow<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(BIN).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+/// The CLI on `--backend wgpu`: a Digits node trains there under its own key (the backend is in it, so the
+/// CPU's model does not stand in for it), a second run finds it fresh, and `precision = "bf16"` (no bf16 in
+/// WGSL) fails with an error that says what to use, leaving nothing cached for it.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_cli_trains_on_wgpu_under_its_own_key() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("s");
+    let s = store.to_str().unwrap();
+    // 40 updates: the key, the cache and the error are the point here, not accuracy (lavapipe is slow).
+    let args = |cmd: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = vec![cmd, "tests/pipelines/digits.toml", "--profile", "minute", "--store", s, "--backend", "wgpu"];
+        a.extend_from_slice(&["--set", "t_digits.steps=40"]);
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect()
+    };
+    let run_args = |extra: &[&str]| args("run", extra);
+    let out = polyflow(&run_args(&[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("Finished st_digits"), "{err}");
+    let again = polyflow(&run_args(&[]));
+    let err2 = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{err2}");
+    assert!(!err2.contains("Finished st_digits"), "the second run found the node fresh: {err2}");
+    // The CPU's node is another key: stale in the same store.
+    let status = polyflow(&["status", "tests/pipelines/digits.toml", "--profile", "minute", "--store", s, "--set", "t_digits.steps=40"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    let row = table.lines().find(|l| l.contains("st_digits")).unwrap_or_default();
+    assert!(row.contains("stale"), "flex's st_digits is not wgpu's: {table}");
+
+    let bf16 = polyflow(&run_args(&["--set", "st_digits.precision=bf16"]));
+    let err = String::from_utf8_lossy(&bf16.stderr);
+    assert_ne!(bf16.status.code(), Some(0), "{err}");
+    assert!(err.contains("not available on the wgpu backend") && err.contains("WGSL"), "{err}");
+    let status = polyflow(&args("status", &["--set", "st_digits.precision=bf16"]));
+    let table = String::from_utf8_lossy(&status.stdout);
+    let row = table.lines().find(|l| l.contains("st_digits")).unwrap_or_default();
+    assert!(row.contains("failed") && row.contains("WGSL"), "nothing was cached for the bf16 node; status says why: {table}");
+}
