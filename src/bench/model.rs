@@ -67,7 +67,7 @@ pub struct BenchArgs {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
-    /// Backend: flex or cuda.
+    /// Backend: flex, cuda or wgpu.
     #[arg(long, default_value = "flex")]
     pub backend: String,
     /// Exact (erf) GELU instead of the tanh approximation.
@@ -143,6 +143,7 @@ impl BackendJob for Job {
             .one_hot::<2>(a.classes)
             .float();
         let read_each_step = crate::train::run::deferred_reads_from_env() == 1;
+        let on_cpu = a.backend == "flex" || a.backend == "cpu";
         let mut train_step = |model: PolyVit<B>| {
             let s = if a.f16 { scaler.scale } else { 1.0 };
             let g = if a.micro_batch == 0 || a.micro_batch >= a.batch {
@@ -160,14 +161,18 @@ impl BackendJob for Job {
                 }
                 acc.grads()
             };
-            // As training on an accelerator: nothing read back unless POLYFLOW_SYNC_EVERY=1 asks for the
-            // gradient norm every step (the cost of a host read per update; the CPU is synchronous anyway);
-            // f16 reads it every step (above), to skip an update whose scaled gradients overflowed.
+            // f16 reads the norm every step, to skip an update whose scaled gradients overflowed.
             if a.f16 {
                 let (m, _, applied) = opt.step_scaled(model, &g, 1e-3, s);
                 scaler.update(applied);
                 return m;
             }
+            if on_cpu {
+                // As training on the CPU: the per-tensor update, its norm read on the host.
+                return opt.step(model, &g, 1e-3).0;
+            }
+            // As training on an accelerator: the flat update, nothing read back unless POLYFLOW_SYNC_EVERY=1
+            // asks for the gradient norm every step (the cost of a host read per update).
             let (m, norm) = opt.step_deferred(model, &g, 1e-3);
             if read_each_step {
                 let _ = norm.map(|n| n.into_scalar());

@@ -42,7 +42,7 @@ pub struct Common {
     /// Store directory.
     #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
     pub store: PathBuf,
-    /// Training backend recorded in keys of backend-dependent nodes: `flex` (CPU, also called `cpu`) or `cuda`.
+    /// Training backend recorded in keys of backend-dependent nodes: `flex` (CPU, also called `cpu`), `cuda` or `wgpu`.
     #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex", value_parser = crate::model::device::Backend::canonical)]
     pub backend: String,
     /// A TOML file of overrides (`[node.ID]`, `[kind.KIND]`, `seed`), e.g. where your datasets live;

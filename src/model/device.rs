@@ -96,8 +96,9 @@ impl Backend {
             Backend::Wgpu => {
                 use burn::backend::wgpu::WgpuDevice;
                 crate::model::gpu_cache::configure(false);
-                // One device: the adapter wgpu ranks first (a discrete GPU before an integrated one before
-                // lavapipe; `CUBECL_WGPU_DEFAULT_DEVICE` overrides). Several: the discrete GPUs numbered `indices`.
+                // One device: the adapter wgpu picks for high performance (a discrete GPU where there is one;
+                // `CUBECL_WGPU_DEFAULT_DEVICE` overrides, e.g. `Cpu` for lavapipe). Several: the discrete GPUs
+                // numbered `indices` (CubeCL panics, naming the adapters it found, when there are fewer).
                 let devices = match indices {
                     [] => vec![WgpuDevice::DefaultDevice],
                     [i] if *i == 0 => vec![WgpuDevice::DefaultDevice],

@@ -409,9 +409,13 @@ impl Stage for TrainStage {
         // per-head attention products moved to bf16. The default CPU path (f32) keeps its keys and bits.
         // One more again for bf16 off the fused block: its evaluations run the explicit autocast-style attention
         // (before: the backend's attention on bf16 q, k, v, scaled after q·kᵀ, softmax in bf16).
+        // One more on an accelerator outside f16 (which keeps the per-tensor update): the flat optimizer update
+        // (`train::flat`) sums the global norm in another order.
         let off = off_fused_cpu(params, env);
-        let bf16 = params.get("precision").and_then(Value::as_str) == Some("bf16");
-        self.version() + u32::from(off || bf16) + u32::from(off && bf16)
+        let precision = params.get("precision").and_then(Value::as_str);
+        let bf16 = precision == Some("bf16");
+        let flat = Backend::from_env(env).is_ok_and(Backend::holds_device) && precision != Some("f16");
+        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + u32::from(flat)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -743,15 +747,19 @@ mod tests {
             let v = s.version();
             assert_eq!(s.version_for(&json!({}), &env("flex")), v, "{}", s.kind());
             assert_eq!(s.version_for(&json!({"gelu": "tanh"}), &BTreeMap::new()), v, "{}", s.kind());
-            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 1, "{}", s.kind());
             assert_eq!(s.version_for(&json!({"gelu": "erf"}), &env("flex")), v + 1, "{}", s.kind());
         }
+        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 1, "features: no optimizer");
         for multi in [false, true] {
             let s = TrainStage { multi };
             let v = s.version();
             assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
-            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 2);
+            // On an accelerator one more for the flat optimizer update, except f16 (the per-tensor update).
+            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 2);
+            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 2);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 1);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 3);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }

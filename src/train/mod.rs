@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod encoded;
+pub mod flat;
 pub mod geometric;
 pub mod metrics;
 pub mod optim;

@@ -44,6 +44,9 @@ pub struct SharedOptimizer<B: AutodiffBackend> {
     pub v: Vec<Option<Tensor<B::InnerBackend, 1>>>,
     /// Updates taken.
     pub t: usize,
+    /// The state of the flat path ([`Self::step_deferred`], accelerators), which holds the moments instead of
+    /// `m` and `v` while it is in use.
+    pub flat: Option<super::flat::FlatState<B::InnerBackend>>,
 }
 
 struct SqNorm<'a, B: AutodiffBackend> {
@@ -63,17 +66,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SqNorm<'_, B> {
     }
 }
 
-/// The clip factor applied to every gradient: known on the host, or a `[1]` tensor computed on the device.
-enum Scale<B: AutodiffBackend> {
-    Host(f64),
-    Device(Tensor<B::InnerBackend, 1>),
-}
-
 struct Update<'a, B: AutodiffBackend> {
     opt: &'a mut SharedOptimizer<B>,
     grads: &'a GradientsParams,
     lr: f64,
-    scale: Scale<B>,
+    /// The clip factor (and the loss scale's inverse) applied to every gradient.
+    scale: f64,
     idx: usize,
 }
 
@@ -88,10 +86,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
-        let grad: Option<Tensor<B::InnerBackend, 1>> = self.grads.get::<B::InnerBackend, D>(id).map(|g| match &self.scale {
-            Scale::Host(c) => g.reshape([n]) * *c,
-            Scale::Device(c) => g.reshape([n]) * c.clone().expand([n]),
-        });
+        let grad: Option<Tensor<B::InnerBackend, 1>> = self.grads.get::<B::InnerBackend, D>(id).map(|g| g.reshape([n]) * self.scale);
         if grad.is_none() && self.opt.m[i].is_none() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
@@ -178,11 +173,12 @@ impl LossScaler {
 impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// A fresh optimizer.
     pub fn new(kind: OptKind, clip: Option<f64>) -> Self {
-        SharedOptimizer { kind, clip, m: vec![], v: vec![], t: 0 }
+        SharedOptimizer { kind, clip, m: vec![], v: vec![], t: 0, flat: None }
     }
 
     /// One update with learning rate `lr`; returns the model and the pre-clip global gradient norm.
     pub fn step<M: AutodiffModule<B>>(&mut self, model: M, grads: &GradientsParams, lr: f64) -> (M, f64) {
+        self.unflatten();
         let mut sq = SqNorm::<B> { grads, total: None };
         model.visit(&mut sq);
         let norm = sq.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
@@ -191,7 +187,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             _ => 1.0,
         };
         self.t += 1;
-        let mut u = Update { opt: self, grads, lr, scale: Scale::Host(scale), idx: 0 };
+        let mut u = Update { opt: self, grads, lr, scale, idx: 0 };
         (model.map(&mut u), norm)
     }
 
@@ -201,6 +197,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// overflow (non-finite norm) nothing changes, weights, moments and the update count included. With a power-of-two scale
     /// and no overflow, the same bits as [`Self::step`] on the unscaled gradients (unit test).
     pub fn step_scaled<M: AutodiffModule<B>>(&mut self, model: M, grads: &GradientsParams, lr: f64, loss_scale: f64) -> (M, f64, bool) {
+        self.unflatten();
         let mut sq = SqNorm::<B> { grads, total: None };
         model.visit(&mut sq);
         let norm = sq.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0) / loss_scale;
@@ -213,37 +210,50 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             _ => 1.0,
         };
         self.t += 1;
-        let mut u = Update { opt: self, grads, lr, scale: Scale::Host(clip / loss_scale), idx: 0 };
+        let mut u = Update { opt: self, grads, lr, scale: clip / loss_scale, idx: 0 };
         (model.map(&mut u), norm, true)
     }
 
-    /// [`Self::step`] without reading anything back to the host, for accelerators (a read waits for every
-    /// queued kernel, so the host cannot prepare the next update while the device works): the clip factor
-    /// `min(1, clip / ‖g‖)` is computed on the device in f32 (the host path computes it in f64, so the bits
-    /// differ from [`Self::step`]'s in the last place). Returns the model and the pre-clip norm as a `[1]`
-    /// tensor to be read later (`None` when no parameter has a gradient: norm 0).
-    pub fn step_deferred<M: AutodiffModule<B>>(
-        &mut self,
-        model: M,
-        grads: &GradientsParams,
-        lr: f64,
-    ) -> (M, Option<Tensor<B::InnerBackend, 1>>) {
-        let mut sq = SqNorm::<B> { grads, total: None };
-        model.visit(&mut sq);
-        let norm = sq.total.map(|t| t.sqrt());
-        let scale = match (self.clip, &norm) {
-            // ‖g‖ = 0 gives +inf, clamped to 1. A NaN norm makes every gradient NaN (the host path leaves the
-            // finite ones alone); either way the next loss read is non-finite and stops the run.
-            (Some(c), Some(n)) => Scale::Device(n.clone().recip().mul_scalar(c).clamp_max(1.0)),
-            _ => Scale::Host(1.0),
-        };
-        self.t += 1;
-        let mut u = Update { opt: self, grads, lr, scale, idx: 0 };
-        (model.map(&mut u), norm)
+    /// [`Self::unflatten`] for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn unflatten_for_test(&mut self) {
+        self.unflatten();
     }
 
-    /// State as host vectors (for checkpoints).
+    /// Moves the flat path's moments back to the per-tensor ones (`m`, `v`), if the flat path was in use.
+    fn unflatten(&mut self) {
+        let Some(flat) = self.flat.take() else {
+            return;
+        };
+        let adam = matches!(self.kind, OptKind::Adam { .. });
+        let dev = flat.m.device();
+        let (mut m, mut v) = (vec![], vec![]);
+        for i in 0..flat.segs.len() {
+            let (mi, vi) = match flat.export(i, adam) {
+                Some((mi, vi)) => (Some(mi), vi),
+                None => (None, None),
+            };
+            let t = |d: Vec<f32>| Tensor::from_data(TensorData::new(d.clone(), [d.len()]), &dev);
+            m.push(mi.map(t));
+            v.push(vi.map(t));
+        }
+        self.m = m;
+        self.v = v;
+    }
+
+    /// State as host vectors (for checkpoints), in the per-tensor format on either path.
     pub fn export(&self) -> Vec<(String, Vec<f32>)> {
+        if let Some(flat) = &self.flat {
+            let adam = matches!(self.kind, OptKind::Adam { .. });
+            let (mut ms, mut vs) = (vec![], vec![]);
+            for i in 0..flat.segs.len() {
+                if let Some((m, v)) = flat.export(i, adam) {
+                    ms.push((format!("opt.m.{i}"), m));
+                    vs.extend(v.map(|v| (format!("opt.v.{i}"), v)));
+                }
+            }
+            return ms.into_iter().chain(vs).collect();
+        }
         let mut out = vec![];
         for (name, v) in [("m", &self.m), ("v", &self.v)] {
             for (i, t) in v.iter().enumerate() {
@@ -258,6 +268,8 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// Restores state exported by [`Self::export`].
     pub fn import(&mut self, items: &[(String, Vec<f32>)], t: usize, device: &B::Device) {
         self.t = t;
+        // The flat path starts over from these moments and the model's weights at its next update.
+        self.flat = None;
         for (name, data) in items {
             let parts: Vec<&str> = name.split('.').collect();
             let (Some(kind), Some(Ok(i))) = (parts.get(1), parts.get(2).map(|s| s.parse::<usize>())) else {
