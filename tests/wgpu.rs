@@ -117,11 +117,18 @@ fn training_on_wgpu_takes_the_cpu_updates() {
             .unwrap()
     };
     assert_close("wgpu, reading every update", &cpu, &gpu(0, 1, None), 1e-3);
-    assert_close("wgpu, reads deferred by 16", &cpu, &gpu(0, 1, Some(16)), 1e-3);
+    let deferred = gpu(0, 1, Some(16));
+    assert_close("wgpu, reads deferred by 16", &cpu, &deferred, 1e-3);
     assert_close("wgpu, micro-batches of 3 on 2 replicas", &cpu, &gpu(3, 2, Some(16)), 1e-3);
-    // Evaluations ran on the device too (inference through burn's attention there).
+    // The final evaluations ran on the device too (inference through burn's attention there): the same tasks,
+    // splits and metrics, values in [0, 1] (top-k and mAP on 6 examples; a near tie may flip one, so not compared).
     assert!(!cpu.evals.is_empty());
-    assert_eq!(cpu.evals.len(), gpu(0, 1, Some(16)).evals.len());
+    assert_eq!(cpu.evals.len(), deferred.evals.len());
+    for (c, g) in cpu.evals.iter().zip(&deferred.evals) {
+        assert_eq!((c.step, &c.task, &c.split), (g.step, &g.task, &g.split));
+        assert_eq!(c.metrics.keys().collect::<Vec<_>>(), g.metrics.keys().collect::<Vec<_>>());
+        assert!(g.metrics.values().all(|v| (0.0..=1.0).contains(v)), "{:?}", g.metrics);
+    }
 }
 
 fn polyflow<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {

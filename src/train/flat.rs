@@ -9,20 +9,24 @@
 //! copied in again: nothing else may change the parameters between two updates of one optimizer (training does
 //! not; [`SharedOptimizer::import`] starts over from the model's values).
 //!
-//! The arithmetic per element is the per-tensor path's ([`SharedOptimizer::step`]), the same operations in the
-//! same order; only the global norm is summed in another order (one reduction over all gradients instead of one
-//! per tensor, then their sum), so the clip factor, and through it the weights, can differ in the last bits.
+//! The update per element is the per-tensor path's ([`SharedOptimizer::step`]), the same operations in the same
+//! order on the CPU backend; the global norm and the clip factor are computed differently (one reduction over all
+//! gradients, the factor `min(1, clip·(1/‖g‖))` in f32 on the device, where `step` sums per-tensor norms and
+//! divides in f64 on the host), and a GPU compiler may contract multiplies and adds differently, so results can
+//! differ in the last bits.
 //! Parameters that never had a gradient keep their values and AdamW does not decay them, as on the per-tensor
 //! path.
 
 use super::optim::{OptKind, SharedOptimizer};
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
 /// The optimizer's state on the flat path. Segment `i` (parameter `i` in visit order) is `offset..offset + len`.
 pub struct FlatState<B: Backend> {
+    /// The parameters the segments belong to, in visit order.
+    pub ids: Vec<ParamId>,
     /// Each parameter's `(offset, len)` in the flat buffers.
     pub segs: Vec<(usize, usize)>,
     /// The weights after the last update (what the parameters were set to).
@@ -41,6 +45,7 @@ pub struct FlatState<B: Backend> {
 /// One parameter as the visitor finds it: its element count, its weights (only when the flat copy is built),
 /// its gradient (flattened) if it has one.
 struct Item<B: Backend> {
+    id: ParamId,
     n: usize,
     w: Option<Tensor<B, 1>>,
     g: Option<Tensor<B, 1>>,
@@ -64,7 +69,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
         let n = w.shape().num_elements();
         let device = w.device();
         let w = self.weights.then(|| w.reshape([n]));
-        self.items.push(Item { n, w, g, device });
+        self.items.push(Item { id: param.id, n, w, g, device });
     }
 }
 
@@ -122,8 +127,8 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         }
         let flat = self.flat.as_mut().expect("built above");
         assert!(
-            flat.segs.len() == items.len() && flat.segs.iter().zip(&items).all(|(s, it)| s.1 == it.n),
-            "the model's parameters changed under the optimizer"
+            flat.ids.len() == items.len() && flat.ids.iter().zip(&flat.segs).zip(&items).all(|((id, s), it)| *id == it.id && s.1 == it.n),
+            "the model's parameters changed under the optimizer (another model, or parameters added or removed)"
         );
         let total = flat.w.shape().num_elements();
         let has_grad: Vec<bool> = items.iter().map(|it| it.g.is_some()).collect();
@@ -133,7 +138,8 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         // No gradient at all: no norm (0), no clipping; the momentum still moves, as on the per-tensor path.
         let norm = any_grad.then(|| g.clone().powf_scalar(2.0).sum().sqrt());
         let g = match (self.clip, &norm) {
-            // ‖g‖ = 0 gives +inf, clamped to 1; a NaN norm makes every gradient NaN and the next read stops the run.
+            // ‖g‖ = 0 gives +inf, clamped to 1. A NaN norm (NaN gradients) gives a factor the backend's clamp decides
+            // (CUDA's `fminf` returns 1); the NaN gradients carry through either way and the next loss read stops the run.
             (Some(c), Some(n)) => g * n.clone().recip().mul_scalar(c).clamp_max(1.0).expand([total]),
             _ => g,
         };
@@ -142,8 +148,10 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             *s |= *h;
         }
         self.t += 1;
+        // The flat weights are aliased by the parameters' views: the update writes new ones. The moments are moved
+        // out, so that the backend may update them in place (a second reference would make it allocate).
         let w = flat.w.clone();
-        let m = flat.m.clone();
+        let m = std::mem::replace(&mut flat.m, Tensor::empty([1], &device));
         let new_w = match self.kind {
             OptKind::Sgd { momentum } => {
                 // Per tensor: `m·momentum + g`, or `g` on the first gradient (0·momentum + g is g exactly).
@@ -153,7 +161,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             }
             OptKind::Adam { beta1, beta2, eps, weight_decay } => {
                 let m = m * beta1 + g.clone() * (1.0 - beta1);
-                let v = flat.v.clone().expect("Adam's state has a second moment") * beta2 + g.powf_scalar(2.0) * (1.0 - beta2);
+                let v = flat.v.take().expect("Adam's state has a second moment") * beta2 + g.powf_scalar(2.0) * (1.0 - beta2);
                 let t = self.t as i32;
                 let mh = m.clone() / (1.0 - beta1.powi(t));
                 let vh = v.clone() / (1.0 - beta2.powi(t));
@@ -203,6 +211,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let started = m.iter().map(Option::is_some).collect();
         let adam = matches!(self.kind, OptKind::Adam { .. });
         FlatState {
+            ids: items.iter().map(|it| it.id).collect(),
             w: pack(items.iter().map(|it| it.w.clone()).collect(), &segs, total, device),
             m: pack(m, &segs, total, device),
             v: adam.then(|| pack(v, &segs, total, device)),
@@ -304,14 +313,15 @@ mod tests {
                 let (mut a, mut b) = (blk.clone(), blk);
                 let mut resumed: Option<(SharedOptimizer<A>, Block<A>)> = None;
                 for step in 0..5 {
-                    let drop = step < 2;
+                    // fc2's bias: no gradient before update 2 (not started), none again at update 3 (started).
+                    let drop = step < 2 || step == 3;
                     let (na, _) = host.step(a.clone(), &grads(&a, drop), 0.05);
                     let (nb, norm) = flat.step_deferred(b.clone(), &grads(&b, drop), 0.05);
                     a = na;
                     b = nb;
                     let norm = norm.expect("a norm").into_scalar().elem::<f64>();
                     assert!(norm.is_finite() && (clip.is_none() || step > 0 || norm > 0.05), "{what}: norm {norm}, clipping active");
-                    if drop {
+                    if step < 2 {
                         let bias = b.fc2.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap();
                         assert_eq!(bias, b0, "{what}: no gradient yet, the parameter is untouched");
                     }
@@ -343,7 +353,7 @@ mod tests {
                         resumed = Some((o, b.clone()));
                     }
                     if let Some((o, r)) = resumed.as_mut().filter(|_| step > 2) {
-                        let (nr, _) = o.step_deferred(r.clone(), &grads(r, false), 0.05);
+                        let (nr, _) = o.step_deferred(r.clone(), &grads(r, drop), 0.05);
                         *r = nr;
                         assert_eq!(params(r), params(&b), "{what} update {step}: resumed from a checkpoint");
                     }

@@ -233,7 +233,10 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
                 Some((mi, vi)) => (Some(mi), vi),
                 None => (None, None),
             };
-            let t = |d: Vec<f32>| Tensor::from_data(TensorData::new(d.clone(), [d.len()]), &dev);
+            let t = |d: Vec<f32>| {
+                let n = d.len();
+                Tensor::from_data(TensorData::new(d, [n]), &dev)
+            };
             m.push(mi.map(t));
             v.push(vi.map(t));
         }
