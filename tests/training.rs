@@ -2,9 +2,8 @@
 //! determinism.
 
 use burn::backend::{Autodiff, Flex};
-use polyflow::data::tensors::Labels;
 use polyflow::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
-use polyflow::train::batch::{Augment, SplitData};
+use polyflow::train::batch::Augment;
 use polyflow::train::metrics::Loss;
 use polyflow::train::optim::OptKind;
 use polyflow::train::run::{run, Outcome, RunConfig, TaskRun};
@@ -13,13 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
-
-fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
-    let per: usize = shape.iter().product();
-    let x = (0..n * per).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
-    SplitData::dense(x, shape, Labels::Single((0..n as i64).map(|i| i % classes).collect()))
-}
+mod common;
+use common::{split, BIN};
 
 fn task(name: &str, shape: [usize; 4], steps: usize, loss: Loss) -> TaskRun {
     TaskRun {

@@ -7,22 +7,16 @@
 #![cfg(feature = "wgpu")]
 
 use burn::backend::{Autodiff, Flex, Wgpu};
-use polyflow::data::tensors::Labels;
 use polyflow::model::{Geometry, HeadInit, Modality, ModelConfig, Size, TaskHead};
-use polyflow::train::batch::{Augment, SplitData};
+use polyflow::train::batch::Augment;
 use polyflow::train::metrics::Loss;
 use polyflow::train::optim::OptKind;
 use polyflow::train::run::{run, Outcome, RunConfig, TaskRun};
 use polyflow::train::schedule::Schedule;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
-
-fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
-    let per: usize = shape.iter().product();
-    let x = (0..n * per).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
-    SplitData::dense(x, shape, Labels::Single((0..n as i64).map(|i| i % classes).collect()))
-}
+mod common;
+use common::{split, BIN};
 
 /// Two image tasks (softmax and sigmoid loss), batches of 8, stochastic depth 0.2, and a depth-2 model.
 fn two_image_tasks() -> (Vec<TaskRun>, ModelConfig) {

@@ -77,10 +77,19 @@ pub fn configure(ptx: bool) {
                 cfg.compilation.cache = Some(CacheConfig::File(root.join("ptx").join(model)));
             }
         }
-        if let Some(file) = std::env::var_os(PROFILE_VAR).filter(|v| !v.is_empty()) {
-            cfg.profiling.logger.level = ProfilingLogLevel::Basic;
-            cfg.profiling.logger.file = Some(PathBuf::from(file));
-            cfg.profiling.logger.append = false;
+        if let Some(file) = std::env::var_os(PROFILE_VAR).filter(|v| !v.is_empty()).map(PathBuf::from) {
+            // Checked here: CubeCL's logger would fail on its own thread, far from the variable that named the file.
+            match std::fs::File::create(&file) {
+                Ok(_) => {
+                    cfg.profiling.logger.level = ProfilingLogLevel::Basic;
+                    cfg.profiling.logger.file = Some(file);
+                    cfg.profiling.logger.append = false;
+                }
+                Err(e) => tracing::warn!(
+                    "{PROFILE_VAR}={}: cannot write it ({e}); kernel timing stays off (name a file in a folder that exists)",
+                    file.display()
+                ),
+            }
         }
         // Set under the lock CubeCL reads it with (its `set` panics when it was read meanwhile).
         let mut state = CubeClRuntimeConfig::storage().lock();

@@ -1,8 +1,10 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)] // each test file uses some of them
 
+use polyflow::data::tensors::Labels;
 use polyflow::model::checkpoint::{to_safetensors, HostTensor};
 use polyflow::stages::weights::{timm_layout, VitInfo};
+use polyflow::train::batch::SplitData;
 use std::path::Path;
 use std::process::Command;
 
@@ -63,4 +65,12 @@ pub fn cifar_task(steps: usize) -> String {
          inputs = {{ data = \"data\" }}\nheight = 8\nwidth = 8\n\n[node.t]\nkind = \"task\"\ninputs = {{ data = \"x\" }}\n\
          steps = {steps}\nbatch_size = 8\n"
     )
+}
+
+/// `n` examples of `shape` with deterministic values in [-1, 1) (by `seed`) and labels cycling over `classes`: a
+/// split for training tests that need data, not learning.
+pub fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
+    let per: usize = shape.iter().product();
+    let x = (0..n * per).map(|i| (((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0) - 1.0).collect();
+    SplitData::dense(x, shape, Labels::Single((0..n as i64).map(|i| i % classes).collect()))
 }
