@@ -169,3 +169,75 @@ fn the_cli_trains_on_wgpu_under_its_own_key() {
     let row = table.lines().find(|l| l.contains("st_digits")).unwrap_or_default();
     assert!(row.contains("failed") && row.contains("WGSL"), "nothing was cached for the bf16 node; status says why: {table}");
 }
+
+/// Values of a tensor as f32.
+fn vals<B: burn::tensor::backend::Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// `a` within `tol` of `b`, relative to `b`'s largest magnitude.
+fn near(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * scale, "{what}[{i}]: kernel {x} vs burn {y} (scale {scale})");
+    }
+}
+
+/// polyflow's LayerNorm and softmax kernels (src/model/gpu_fused) give burn's compositions' outputs and
+/// gradients up to float rounding, tracked (one autodiff node each) and in inference: rows shorter than a cube,
+/// not a power of two, more rows than a grid axis holds, and LayerNorm's parameter gradients summed over
+/// chunks of rows whose last one is short.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn layer_norm_and_softmax_kernels_match_burns_compositions() {
+    use burn::module::{AutodiffModule, Param};
+    use burn::nn::LayerNormConfig;
+    use burn::tensor::{activation, Distribution, Tensor};
+    use polyflow::model::gpu_fused::{layer_norm, softmax_last};
+    type A = Autodiff<Wgpu>;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let normal = |m, s| Distribution::Normal(m, s);
+
+    for shape in [[7, 143, 48], [3, 7, 192], [2, 5, 16]] {
+        let d = shape[2];
+        let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init::<A>(&dev);
+        norm.gamma = Param::from_tensor(Tensor::random([d], normal(1.0, 0.5), &dev));
+        norm.beta = Some(Param::from_tensor(Tensor::random([d], normal(0.0, 0.5), &dev)));
+        let x = Tensor::<A, 3>::random(shape, normal(0.5, 2.0), &dev);
+        let w = Tensor::<A, 3>::random(shape, normal(0.0, 1.0), &dev);
+        let run = |kernel: bool| {
+            let xi = x.clone().detach().require_grad();
+            let y = if kernel { layer_norm(&norm, xi.clone(), 1e-6) } else { norm.forward(xi.clone()) };
+            let g = (y.clone() * w.clone()).sum().backward();
+            let beta = norm.beta.as_ref().unwrap();
+            [vals(y.inner()), vals(xi.grad(&g).unwrap()), vals(norm.gamma.grad(&g).unwrap()), vals(beta.grad(&g).unwrap())]
+        };
+        let (k, b) = (run(true), run(false));
+        // The kernel ran, not burn's composition (its other summation order changes some bits).
+        assert!(k[1].iter().zip(&b[1]).any(|(p, q)| p.to_bits() != q.to_bits()), "layer norm {shape:?}: dx bit-identical to burn's");
+        for (i, what) in ["y", "dx", "dgamma", "dbeta"].iter().enumerate() {
+            near(&format!("layer norm {shape:?} {what}"), &k[i], &b[i], 2e-5);
+        }
+        let inner = norm.valid();
+        let xi = x.clone().inner();
+        near(&format!("layer norm {shape:?} inference"), &vals(layer_norm(&inner, xi.clone(), 1e-6)), &vals(inner.forward(xi)), 2e-5);
+    }
+
+    for shape in [[2, 3, 65, 65], [1, 2, 3, 197], [1, 1, 40_000, 5]] {
+        let x = Tensor::<A, 4>::random(shape, normal(0.0, 3.0), &dev);
+        let w = Tensor::<A, 4>::random(shape, normal(0.0, 1.0), &dev);
+        let run = |kernel: bool| {
+            let xi = x.clone().detach().require_grad();
+            let y = if kernel { softmax_last(xi.clone()) } else { activation::softmax(xi.clone(), 3) };
+            let g = (y.clone() * w.clone()).sum().backward();
+            [vals(y.inner()), vals(xi.grad(&g).unwrap())]
+        };
+        let (k, b) = (run(true), run(false));
+        assert!(k[1].iter().zip(&b[1]).any(|(p, q)| p.to_bits() != q.to_bits()), "softmax {shape:?}: dx bit-identical to burn's");
+        near(&format!("softmax {shape:?} y"), &k[0], &b[0], 2e-6);
+        near(&format!("softmax {shape:?} dx"), &k[1], &b[1], 2e-5);
+        let xi = x.clone().inner();
+        near(&format!("softmax {shape:?} inference"), &vals(softmax_last(xi.clone())), &vals(activation::softmax(xi, 3)), 2e-6);
+    }
+}

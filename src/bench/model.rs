@@ -13,13 +13,17 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use std::time::Instant;
 
-/// A kernel switch `--ab` compares with itself off; each changes how the CPU kernels run, never a result's bits.
+/// A kernel switch `--ab` compares with itself off. The CPU switches change how the CPU kernels run, never a
+/// result's bits; `gpu-kernels` changes float rounding (another summation order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AbSwitch {
     /// The attention's per-head products without packing.
     SmallProducts,
     /// The fused block's parallel loops as one-item tasks.
     FineSplit,
+    /// polyflow's LayerNorm and softmax kernels on the GPU backends (`model::gpu_fused`) instead of burn's
+    /// compositions.
+    GpuKernels,
 }
 
 impl AbSwitch {
@@ -28,6 +32,7 @@ impl AbSwitch {
         match self {
             AbSwitch::SmallProducts => crate::model::fused::sgemm::small_products(on),
             AbSwitch::FineSplit => crate::model::fused::kernels::fine_split(on),
+            AbSwitch::GpuKernels => crate::model::gpu_fused::set_enabled(on),
         }
     }
 
@@ -73,8 +78,9 @@ pub struct BenchArgs {
     /// Exact (erf) GELU instead of the tanh approximation.
     #[arg(long)]
     pub gelu_erf: bool,
-    /// burn's composition of tensor ops for every block instead of the fused CPU block (A/B comparisons;
-    /// the same as `POLYFLOW_FUSED_CPU=0`).
+    /// burn's compositions of tensor ops instead of polyflow's fused kernels (A/B comparisons): every block
+    /// without the fused CPU block (the same as `POLYFLOW_FUSED_CPU=0`), and on cuda/wgpu LayerNorm and softmax
+    /// without polyflow's GPU kernels (`model::gpu_fused`; training nodes always use them there).
     #[arg(long)]
     pub no_fused: bool,
     /// Matrix products of the blocks on bf16 operands (as `precision = "bf16"` on a training node): the fused
@@ -203,6 +209,8 @@ impl BackendJob for Job {
                     for _ in 0..5 {
                         model = train_step(model.clone());
                     }
+                    // A GPU runs behind the host: wait for the updates before reading the clock.
+                    let _ = B::sync(&device);
                     let train = t.elapsed().as_secs_f64();
                     let t = Instant::now();
                     for _ in 0..10 {
@@ -268,6 +276,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     if a.no_fused {
         crate::model::fused::set_enabled(false);
+        crate::model::gpu_fused::set_enabled(false);
     }
     let backend = a.backend.clone();
     if a.checkpoint && !(backend == "flex" || backend == "cpu") {
@@ -287,7 +296,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
     let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
     let train_gflops = 3.0 * fwd * train / 1e9;
-    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16 && (backend == "flex" || backend == "cpu"), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1});
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16 && (backend == "flex" || backend == "cpu"), "gpu_kernels": crate::model::gpu_fused::enabled() && cfg!(feature = "gpu-kernels") && (backend == "cuda" || backend == "wgpu"), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1});
     if (backend == "flex" || backend == "cpu") && !a.f16 {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;
@@ -403,5 +412,6 @@ mod tests {
     fn switch_names_are_the_documented_ones() {
         assert_eq!(AbSwitch::SmallProducts.name(), "small-products");
         assert_eq!(AbSwitch::FineSplit.name(), "fine-split");
+        assert_eq!(AbSwitch::GpuKernels.name(), "gpu-kernels");
     }
 }

@@ -1,5 +1,6 @@
 //! A pre-LayerNorm transformer block with fused QKV attention (the ViT block of the paper).
 
+use super::gpu_fused::{layer_norm, softmax_last};
 use super::init::{param, Init};
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
@@ -126,8 +127,8 @@ impl<B: Backend> Block<B> {
         let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N]
         let att = match half {
             // autocast: softmax in f32, its probabilities back to bf16/f16 for the product with v
-            Some(h) => activation::softmax(scores.cast(FloatDType::F32), 3).cast(h),
-            None => activation::softmax(scores, 3),
+            Some(h) => softmax_last(scores.cast(FloatDType::F32)).cast(h),
+            None => softmax_last(scores),
         };
         let out = att.matmul(v); // [B, H, N, hd]
         self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
@@ -190,13 +191,13 @@ impl<B: Backend> Block<B> {
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn forward_composed(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
         let f32 = |t: Tensor<B, 3>| if self.arith == Arith::F32 { t } else { t.cast(FloatDType::F32) };
-        let a = f32(self.attention(self.norm1.forward(x.clone())));
+        let a = f32(self.attention(layer_norm(&self.norm1, x.clone(), self.eps)));
         let a = match keep {
             Some(k) => a * k.0.clone(),
             None => a,
         };
         let x = x + a;
-        let m = f32(self.mlp(self.norm2.forward(x.clone())));
+        let m = f32(self.mlp(layer_norm(&self.norm2, x.clone(), self.eps)));
         let m = match keep {
             Some(k) => m * k.1.clone(),
             None => m,

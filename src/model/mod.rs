@@ -6,7 +6,8 @@
 //! - [`init`]: seeded host-side initialisers (same weights on every backend).
 //! - [`checkpoint`]: safetensors checkpoints by module path; [`import`]: timm ViT weights.
 //! - [`device`]: the one place that names backends; [`fused`]: the block as fused CPU kernels on `flex`;
-//!   [`gpu_cache`]: where CUDA kernels and autotune results persist.
+//!   [`gpu_cache`]: where CUDA kernels and autotune results persist; [`gpu_fused`]: LayerNorm and softmax as
+//!   single GPU kernels on `cuda`/`wgpu`.
 
 pub mod block;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod count;
 pub mod device;
 pub mod fused;
 pub mod gpu_cache;
+pub mod gpu_fused;
 pub mod import;
 pub mod init;
 pub mod polyvit;

@@ -98,7 +98,11 @@ impl<B: Backend> PolyVit<B> {
         for (i, blk) in self.blocks.iter().enumerate() {
             h = blk.forward(h, masks.get(n_adapt + i).and_then(|m| m.as_ref()));
         }
-        let h = self.norm.forward(h);
+        // The blocks' ε is the model's (`ln_eps`), which burn's LayerNorm keeps private.
+        let h = match self.blocks.first() {
+            Some(b) => super::gpu_fused::layer_norm(&self.norm, h, b.eps),
+            None => self.norm.forward(h),
+        };
         let [b, _, d] = h.dims();
         h.narrow(1, 0, 1).reshape([b, d]) // [B, D]
     }

@@ -411,11 +411,13 @@ impl Stage for TrainStage {
         // (before: the backend's attention on bf16 q, k, v, scaled after q·kᵀ, softmax in bf16).
         // One more on an accelerator outside f16 (which keeps the per-tensor update): the flat optimizer update
         // (`train::flat`) sums the global norm in another order.
+        // One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels (`model::gpu_fused`).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");
-        let flat = Backend::from_env(env).is_ok_and(Backend::holds_device) && precision != Some("f16");
-        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + u32::from(flat)
+        let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
+        let flat = device && precision != Some("f16");
+        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + u32::from(flat) + u32::from(device)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -749,17 +751,18 @@ mod tests {
             assert_eq!(s.version_for(&json!({"gelu": "tanh"}), &BTreeMap::new()), v, "{}", s.kind());
             assert_eq!(s.version_for(&json!({"gelu": "erf"}), &env("flex")), v + 1, "{}", s.kind());
         }
-        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 1, "features: no optimizer");
+        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 2, "features: no optimizer");
         for multi in [false, true] {
             let s = TrainStage { multi };
             let v = s.version();
             assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
-            // On an accelerator one more for the flat optimizer update, except f16 (the per-tensor update).
-            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 2);
-            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 2);
-            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 1);
-            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 3);
+            // On an accelerator one more for the flat optimizer update, except f16 (the per-tensor update), and
+            // one more for the GPU LayerNorm and softmax kernels.
+            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 3);
+            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 3);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 2);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 4);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }

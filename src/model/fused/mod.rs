@@ -80,7 +80,7 @@ fn fused_supported<B: Backend>(gelu_tanh: bool, what: &str, instead: &str) -> Re
 }
 
 /// Moves `a` into type `T` when they are the same type.
-fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
+pub(crate) fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
     (Box::new(a) as Box<dyn Any>).downcast::<T>().ok().map(|b| *b)
 }
 

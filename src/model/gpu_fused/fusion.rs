@@ -1,0 +1,103 @@
+//! The kernels on burn's fusion backend (`Fusion<CubeBackend>`, what `Cuda` and `Wgpu` are): each call is one
+//! custom operation in the fusion stream, executed on the inner backend's tensors when the stream flushes.
+
+use super::GpuKernels;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use std::marker::PhantomData;
+
+/// Which kernel a [`Custom`] operation runs.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    LnForward { eps: f64 },
+    LnBackward,
+    SoftmaxForward,
+    SoftmaxBackward,
+}
+
+/// One of the kernels as an operation of the fusion stream.
+#[derive(Debug)]
+struct Custom<B> {
+    desc: CustomOpIr,
+    kind: Kind,
+    _b: PhantomData<B>,
+}
+
+impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
+    fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+        let inputs: Vec<FloatTensor<B>> = self.desc.inputs.iter().map(|t| handles.get_float_tensor::<B>(t)).collect();
+        let mut inputs = inputs.into_iter();
+        // Arguments are evaluated left to right: the inputs in the order `register` was given them.
+        let mut next = move || inputs.next().expect("as many inputs as registered");
+        let outputs: Vec<FloatTensor<B>> = match self.kind {
+            Kind::LnForward { eps } => B::ln_forward(next(), next(), next(), eps).into(),
+            Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
+            Kind::SoftmaxForward => vec![B::softmax_forward(next())],
+            Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
+        };
+        for (ir, t) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<B>(&ir.id, t);
+        }
+    }
+}
+
+/// Registers `kind` on `inputs` with f32 outputs of `shapes`; returns the outputs.
+fn register<B: FusionBackend + GpuKernels>(
+    name: &'static str,
+    kind: Kind,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    shapes: Vec<Shape>,
+) -> Vec<FusionTensor<B::FusionRuntime>> {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(inputs.iter());
+    let outs: Vec<TensorIr> = shapes.into_iter().map(|s| TensorIr::uninit(client.create_empty_handle(), s, DType::F32)).collect();
+    let ins: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
+    let desc = CustomOpIr::new(name, &ins, &outs);
+    client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, kind, _b: PhantomData })
+}
+
+fn three<T>(v: Vec<T>) -> [T; 3] {
+    <[T; 3]>::try_from(v).ok().expect("three outputs")
+}
+
+fn one<T>(v: Vec<T>) -> T {
+    v.into_iter().next().expect("one output")
+}
+
+impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
+    fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+        let shape = x.shape.clone();
+        let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
+        let stats = Shape::new([rows]);
+        three(register::<B>("polyflow_layer_norm", Kind::LnForward { eps }, vec![x, gamma, beta], vec![shape, stats.clone(), stats]))
+    }
+
+    fn ln_backward(
+        g: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let (shape, pshape) = (x.shape.clone(), gamma.shape.clone());
+        three(register::<B>(
+            "polyflow_layer_norm_backward",
+            Kind::LnBackward,
+            vec![g, x, gamma, mean, rstd],
+            vec![shape, pshape.clone(), pshape],
+        ))
+    }
+
+    fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = x.shape.clone();
+        one(register::<B>("polyflow_softmax", Kind::SoftmaxForward, vec![x], vec![shape]))
+    }
+
+    fn softmax_backward(g: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = y.shape.clone();
+        one(register::<B>("polyflow_softmax_backward", Kind::SoftmaxBackward, vec![g, y], vec![shape]))
+    }
+}

@@ -1,0 +1,420 @@
+//! The CubeCL kernels and their launches on burn's CubeCL backend (CUDA, wgpu): LayerNorm forward and backward,
+//! softmax over the last axis forward and backward, each row of a tensor handled by one cube.
+//!
+//! Reductions inside a cube go through shared memory as a tree (no plane/warp operations: lavapipe, the Vulkan
+//! driver CI runs, has none), so a cube has a power-of-two number of units; each unit strides over its row.
+
+use super::GpuKernels;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::cubecl;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
+use cubecl::prelude::*;
+
+/// The sum of every unit's `v` in the cube (all units get it). `sh` holds `CUBE_DIM_X` floats, a power of two.
+#[cube]
+fn cube_sum(sh: &mut SharedMemory<f32>, v: f32) -> f32 {
+    let t = UNIT_POS_X as usize;
+    sh[t] = v;
+    sync_cube();
+    let mut s = (CUBE_DIM_X / 2) as usize;
+    while s > 0 {
+        if t < s {
+            sh[t] = sh[t] + sh[t + s];
+        }
+        sync_cube();
+        s /= 2;
+    }
+    let r = sh[0];
+    sync_cube();
+    r
+}
+
+/// The largest of every unit's `v` in the cube (all units get it).
+#[cube]
+fn cube_max(sh: &mut SharedMemory<f32>, v: f32) -> f32 {
+    let t = UNIT_POS_X as usize;
+    sh[t] = v;
+    sync_cube();
+    let mut s = (CUBE_DIM_X / 2) as usize;
+    while s > 0 {
+        if t < s {
+            let o = sh[t + s];
+            if o > sh[t] {
+                sh[t] = o;
+            }
+        }
+        sync_cube();
+        s /= 2;
+    }
+    let r = sh[0];
+    sync_cube();
+    r
+}
+
+/// The row this cube handles (the grid is 2-D: Vulkan allows at most 65,535 cubes along an axis).
+#[cube]
+fn row_index() -> usize {
+    (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+}
+
+/// LayerNorm of each row of `x` (`[rows, d]`, contiguous): `y = (x − μ)·r·γ + β` with `r = 1/√(σ² + ε)`, the
+/// variance taken around the mean (two passes, as burn's composition); writes μ and r per row for the backward.
+#[cube(launch)]
+fn ln_forward_kernel(
+    x: &Tensor<f32>,
+    gamma: &Tensor<f32>,
+    beta: &Tensor<f32>,
+    y: &mut Tensor<f32>,
+    mean: &mut Tensor<f32>,
+    rstd: &mut Tensor<f32>,
+    rows: u32,
+    d: u32,
+    eps: f32,
+    #[comptime] block: usize,
+) {
+    let row = row_index();
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut sh = SharedMemory::<f32>::new(block);
+    let n = d as usize;
+    let base = row * n;
+    let t = UNIT_POS_X as usize;
+    let step = CUBE_DIM_X as usize;
+    let count = f32::cast_from(d);
+
+    let mut acc = f32::new(0.0);
+    let mut j = t;
+    while j < n {
+        acc += x[base + j];
+        j += step;
+    }
+    let mu = cube_sum(&mut sh, acc) / count;
+
+    let mut acc2 = f32::new(0.0);
+    let mut j = t;
+    while j < n {
+        let c = x[base + j] - mu;
+        acc2 += c * c;
+        j += step;
+    }
+    let var = cube_sum(&mut sh, acc2) / count;
+    let r = f32::new(1.0) / f32::sqrt(var + eps);
+
+    let mut j = t;
+    while j < n {
+        y[base + j] = (x[base + j] - mu) * r * gamma[j] + beta[j];
+        j += step;
+    }
+    if t == 0 {
+        mean[row] = mu;
+        rstd[row] = r;
+    }
+}
+
+/// LayerNorm's input gradient per row: with `x̂ = (x − μ)·r` and `h = g·γ`,
+/// `dx = r·(h − mean(h) − x̂·mean(h·x̂))`.
+#[cube(launch)]
+fn ln_backward_kernel(
+    g: &Tensor<f32>,
+    x: &Tensor<f32>,
+    gamma: &Tensor<f32>,
+    mean: &Tensor<f32>,
+    rstd: &Tensor<f32>,
+    dx: &mut Tensor<f32>,
+    rows: u32,
+    d: u32,
+    #[comptime] block: usize,
+) {
+    let row = row_index();
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut sh = SharedMemory::<f32>::new(block);
+    let n = d as usize;
+    let base = row * n;
+    let t = UNIT_POS_X as usize;
+    let step = CUBE_DIM_X as usize;
+    let count = f32::cast_from(d);
+    let mu = mean[row];
+    let r = rstd[row];
+
+    let mut sum_h = f32::new(0.0);
+    let mut sum_hx = f32::new(0.0);
+    let mut j = t;
+    while j < n {
+        let h = g[base + j] * gamma[j];
+        sum_h += h;
+        sum_hx += h * (x[base + j] - mu) * r;
+        j += step;
+    }
+    let a = cube_sum(&mut sh, sum_h) / count;
+    let b = cube_sum(&mut sh, sum_hx) / count;
+
+    let mut j = t;
+    while j < n {
+        let h = g[base + j] * gamma[j];
+        let xh = (x[base + j] - mu) * r;
+        dx[base + j] = r * (h - a - xh * b);
+        j += step;
+    }
+}
+
+/// Partial sums of LayerNorm's parameter gradients: cube `(cx, c)` sums rows `c·chunk .. (c+1)·chunk` of
+/// `g·x̂` (γ's gradient) and of `g` (β's) for the columns its units own, into row `c` of `dgamma`/`dbeta`
+/// (`[chunks, d]`).
+#[cube(launch)]
+fn ln_param_partials_kernel(
+    g: &Tensor<f32>,
+    x: &Tensor<f32>,
+    mean: &Tensor<f32>,
+    rstd: &Tensor<f32>,
+    dgamma: &mut Tensor<f32>,
+    dbeta: &mut Tensor<f32>,
+    rows: u32,
+    d: u32,
+    chunk: u32,
+) {
+    let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let n = d as usize;
+    if col >= n {
+        terminate!();
+    }
+    let c = CUBE_POS_Y as usize;
+    let start = c * chunk as usize;
+    let mut end = start + chunk as usize;
+    if end > rows as usize {
+        end = rows as usize;
+    }
+    let mut sg = f32::new(0.0);
+    let mut sb = f32::new(0.0);
+    let mut r = start;
+    while r < end {
+        let gv = g[r * n + col];
+        sg += gv * (x[r * n + col] - mean[r]) * rstd[r];
+        sb += gv;
+        r += 1;
+    }
+    dgamma[c * n + col] = sg;
+    dbeta[c * n + col] = sb;
+}
+
+/// Softmax of each row of `x` (`[rows, n]`, contiguous): `y = exp(x − max)/Σ exp(x − max)`.
+#[cube(launch)]
+fn softmax_forward_kernel(x: &Tensor<f32>, y: &mut Tensor<f32>, rows: u32, n: u32, #[comptime] block: usize) {
+    let row = row_index();
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut sh = SharedMemory::<f32>::new(block);
+    let len = n as usize;
+    let base = row * len;
+    let t = UNIT_POS_X as usize;
+    let step = CUBE_DIM_X as usize;
+
+    // Every unit starts from the row's first value (no infinite constant: WGSL rejects them).
+    let mut m = x[base];
+    let mut j = t;
+    while j < len {
+        let v = x[base + j];
+        if v > m {
+            m = v;
+        }
+        j += step;
+    }
+    let m = cube_max(&mut sh, m);
+
+    let mut s = f32::new(0.0);
+    let mut j = t;
+    while j < len {
+        let e = f32::exp(x[base + j] - m);
+        y[base + j] = e;
+        s += e;
+        j += step;
+    }
+    let s = cube_sum(&mut sh, s);
+
+    let mut j = t;
+    while j < len {
+        y[base + j] = y[base + j] / s;
+        j += step;
+    }
+}
+
+/// Softmax's input gradient per row: `dx = y·(g − Σ g·y)`.
+#[cube(launch)]
+fn softmax_backward_kernel(g: &Tensor<f32>, y: &Tensor<f32>, dx: &mut Tensor<f32>, rows: u32, n: u32, #[comptime] block: usize) {
+    let row = row_index();
+    if row >= rows as usize {
+        terminate!();
+    }
+    let mut sh = SharedMemory::<f32>::new(block);
+    let len = n as usize;
+    let base = row * len;
+    let t = UNIT_POS_X as usize;
+    let step = CUBE_DIM_X as usize;
+
+    let mut s = f32::new(0.0);
+    let mut j = t;
+    while j < len {
+        s += g[base + j] * y[base + j];
+        j += step;
+    }
+    let s = cube_sum(&mut sh, s);
+
+    let mut j = t;
+    while j < len {
+        dx[base + j] = y[base + j] * (g[base + j] - s);
+        j += step;
+    }
+}
+
+/// Units per cube for rows of `len`: the largest power of two ≤ `len`, within 32..=256 and the device's limit.
+fn block_for<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> usize {
+    let max = (client.properties().hardware.max_cube_dim.0 as usize).clamp(1, 256);
+    let pow2 = |v: usize| if v <= 1 { 1 } else { 1 << (usize::BITS - 1 - v.leading_zeros()) };
+    pow2(len.clamp(32, 256)).min(pow2(max))
+}
+
+/// A 2-D grid of `count` cubes (at most 32,768 along x).
+fn grid(count: usize) -> CubeCount {
+    let x = count.clamp(1, 32_768);
+    CubeCount::Static(x as u32, count.div_ceil(x).max(1) as u32, 1)
+}
+
+/// `(rows, last)`: the number of rows of the last axis and its length.
+fn rows_of(shape: &Shape) -> (usize, usize) {
+    let last = shape[shape.num_dims() - 1];
+    (shape.num_elements() / last.max(1), last)
+}
+
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32)
+}
+
+impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT> {
+    fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+        let (x, gamma, beta) = (into_contiguous(x), into_contiguous(gamma), into_contiguous(beta));
+        let shape = x.shape();
+        let (rows, d) = rows_of(&shape);
+        let y = empty(&x, shape);
+        let mean = empty(&x, Shape::new([rows]));
+        let rstd = empty(&x, Shape::new([rows]));
+        let client = x.client.clone();
+        let block = block_for(&client, d);
+        ln_forward_kernel::launch::<R>(
+            &client,
+            grid(rows),
+            CubeDim::new_1d(block as u32),
+            x.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            mean.clone().into_tensor_arg(),
+            rstd.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            eps as f32,
+            block,
+        );
+        [y, mean, rstd]
+    }
+
+    fn ln_backward(
+        g: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let (g, x, gamma) = (into_contiguous(g), into_contiguous(x), into_contiguous(gamma));
+        let shape = x.shape();
+        let (rows, d) = rows_of(&shape);
+        let client = x.client.clone();
+        let dx = empty(&x, shape);
+        let block = block_for(&client, d);
+        ln_backward_kernel::launch::<R>(
+            &client,
+            grid(rows),
+            CubeDim::new_1d(block as u32),
+            g.clone().into_tensor_arg(),
+            x.clone().into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            mean.clone().into_tensor_arg(),
+            rstd.clone().into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            block,
+        );
+        // γ's and β's gradients: column sums over the rows, in chunks of rows (enough cubes to fill a GPU),
+        // then burn's reduction over the chunks.
+        let chunks = rows.div_ceil(8).clamp(1, 1024);
+        let chunk = rows.div_ceil(chunks);
+        let chunks = rows.div_ceil(chunk).max(1);
+        let pg = empty(&x, Shape::new([chunks, d]));
+        let pb = empty(&x, Shape::new([chunks, d]));
+        let units = 64usize;
+        ln_param_partials_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(d.div_ceil(units) as u32, chunks as u32, 1),
+            CubeDim::new_1d(units as u32),
+            g.into_tensor_arg(),
+            x.into_tensor_arg(),
+            mean.into_tensor_arg(),
+            rstd.into_tensor_arg(),
+            pg.clone().into_tensor_arg(),
+            pb.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            chunk as u32,
+        );
+        let sum = |p: CubeTensor<R>| Self::float_reshape(Self::float_sum_dim(p, 0), Shape::new([d]));
+        [dx, sum(pg), sum(pb)]
+    }
+
+    fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = into_contiguous(x);
+        let shape = x.shape();
+        let (rows, n) = rows_of(&shape);
+        let client = x.client.clone();
+        let y = empty(&x, shape);
+        let block = block_for(&client, n);
+        softmax_forward_kernel::launch::<R>(
+            &client,
+            grid(rows),
+            CubeDim::new_1d(block as u32),
+            x.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            rows as u32,
+            n as u32,
+            block,
+        );
+        y
+    }
+
+    fn softmax_backward(g: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (g, y) = (into_contiguous(g), into_contiguous(y));
+        let shape = y.shape();
+        let (rows, n) = rows_of(&shape);
+        let client = y.client.clone();
+        let dx = empty(&y, shape);
+        let block = block_for(&client, n);
+        softmax_backward_kernel::launch::<R>(
+            &client,
+            grid(rows),
+            CubeDim::new_1d(block as u32),
+            g.into_tensor_arg(),
+            y.into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            rows as u32,
+            n as u32,
+            block,
+        );
+        dx
+    }
+}

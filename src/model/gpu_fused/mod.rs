@@ -1,0 +1,200 @@
+//! polyflow's own GPU kernels for burn's CubeCL backends (`cuda`, `wgpu`): LayerNorm and softmax over the last
+//! axis, each forward and each backward pass one kernel launch.
+//!
+//! burn 0.21 composes LayerNorm from two mean reductions and element-wise steps, and softmax from a max and a sum
+//! reduction around an exponential; under autodiff each step records a node whose backward adds more reductions
+//! (the broadcasts' gradients). On a ViT-Ti training step these made 221 of the 715 kernel launches (BENCHMARKS.md,
+//! "Kernel launches of a GPU training step"). Here each is one autodiff node over one kernel per pass, one cube per
+//! row ([`kernels`]), registered as a custom operation of burn's fusion stream ([`fusion`]) with its backward
+//! ([`autodiff`]).
+//!
+//! [`layer_norm`] and [`softmax_last`] take this path when the backend is `Cuda`/`Wgpu` or `Autodiff` of one
+//! (the build's `cuda`/`wgpu` features), the tensors are f32 and the path is enabled ([`set_enabled`], on by
+//! default); otherwise burn's compositions run, which are also the reference these kernels are tested against
+//! (`tests/wgpu.rs`). The results differ from the compositions' in float rounding only (another summation
+//! order, a reciprocal), so training nodes on those backends have keys of their own (`TrainStage::version_for`).
+
+use burn::nn::LayerNorm;
+use burn::tensor::{activation, backend::Backend, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[cfg(feature = "gpu-kernels")]
+mod autodiff;
+#[cfg(feature = "gpu-kernels")]
+mod fusion;
+#[cfg(feature = "gpu-kernels")]
+mod kernels;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the kernels on or off for this process (tests against burn's compositions, `bench-model --ab`).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the kernels run where they apply.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The kernels of one backend (its float tensors f32): the forward passes return what the backward passes read.
+#[cfg(feature = "gpu-kernels")]
+pub trait GpuKernels: Backend {
+    /// LayerNorm over the last axis.
+    ///
+    /// # Shapes
+    /// `x: [..., D]`, `gamma`, `beta: [D]` → `[y: [..., D], mean: [rows], rstd: [rows]]` (`rows` = all but
+    /// the last axis; `rstd` = 1/√(σ² + ε)).
+    fn ln_forward(
+        x: burn::tensor::ops::FloatTensor<Self>,
+        gamma: burn::tensor::ops::FloatTensor<Self>,
+        beta: burn::tensor::ops::FloatTensor<Self>,
+        eps: f64,
+    ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
+
+    /// LayerNorm's gradients from the output's `g`.
+    ///
+    /// # Shapes
+    /// `g`, `x: [..., D]`, `gamma: [D]`, `mean`, `rstd: [rows]` → `[dx: [..., D], dgamma: [D], dbeta: [D]]`
+    fn ln_backward(
+        g: burn::tensor::ops::FloatTensor<Self>,
+        x: burn::tensor::ops::FloatTensor<Self>,
+        gamma: burn::tensor::ops::FloatTensor<Self>,
+        mean: burn::tensor::ops::FloatTensor<Self>,
+        rstd: burn::tensor::ops::FloatTensor<Self>,
+    ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
+
+    /// Softmax over the last axis.
+    ///
+    /// # Shapes
+    /// `x: [..., N]` → `[..., N]`
+    fn softmax_forward(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self>;
+
+    /// Softmax's input gradient from the output's `g` and the output `y`.
+    ///
+    /// # Shapes
+    /// `g`, `y: [..., N]` → `[..., N]`
+    fn softmax_backward(
+        g: burn::tensor::ops::FloatTensor<Self>,
+        y: burn::tensor::ops::FloatTensor<Self>,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+}
+
+/// `norm(x)` (LayerNorm over the last axis, `eps` being the one `norm` was built with): one kernel per pass on
+/// the GPU backends, `norm.forward(x)` elsewhere.
+///
+/// # Shapes
+/// `x: [..., D]` → `[..., D]`
+pub fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    #[cfg(feature = "gpu-kernels")]
+    if let Some(y) = on_gpu::layer_norm(norm, &x, eps) {
+        return y;
+    }
+    let _ = eps;
+    norm.forward(x)
+}
+
+/// Softmax over the last axis: one kernel per pass on the GPU backends, burn's composition elsewhere.
+///
+/// # Shapes
+/// `x: [..., N]` → `[..., N]`
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "gpu-kernels")]
+    if let Some(y) = on_gpu::softmax(&x) {
+        return y;
+    }
+    activation::softmax(x, D - 1)
+}
+
+/// The dispatch from a generic backend to the concrete GPU backends this build has.
+#[cfg(feature = "gpu-kernels")]
+mod on_gpu {
+    use super::{autodiff, enabled, GpuKernels};
+    use burn::backend::Autodiff;
+    use burn::nn::LayerNorm;
+    use burn::tensor::ops::FloatTensor;
+    use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
+    use std::any::TypeId;
+
+    fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
+        crate::model::fused::cast(a)
+    }
+
+    fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+        t.into_primitive().tensor()
+    }
+
+    fn tensor<B: Backend, G: Backend, const D: usize>(p: FloatTensor<G>) -> Option<Tensor<B, D>> {
+        Some(Tensor::from_primitive(TensorPrimitive::Float(cast::<FloatTensor<G>, FloatTensor<B>>(p)?)))
+    }
+
+    /// `Some` when `B` is `G` or `Autodiff<G>`: the function on the matching primitives.
+    fn run<B: Backend, G: GpuKernels, const D: usize, const N: usize>(
+        inputs: [FloatTensor<B>; N],
+        plain: impl FnOnce([FloatTensor<G>; N]) -> FloatTensor<G>,
+        tracked: impl FnOnce([FloatTensor<Autodiff<G>>; N]) -> FloatTensor<Autodiff<G>>,
+    ) -> Option<Tensor<B, D>> {
+        if TypeId::of::<B>() == TypeId::of::<Autodiff<G>>() {
+            let p = inputs.map(|t| cast::<_, FloatTensor<Autodiff<G>>>(t).expect("Autodiff<G> primitive"));
+            tensor::<B, Autodiff<G>, D>(tracked(p))
+        } else if TypeId::of::<B>() == TypeId::of::<G>() {
+            let p = inputs.map(|t| cast::<_, FloatTensor<G>>(t).expect("G primitive"));
+            tensor::<B, G, D>(plain(p))
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: &Tensor<B, D>, eps: f64) -> Option<Tensor<B, D>> {
+        let beta = norm.beta.as_ref()?.val();
+        let gamma = norm.gamma.val();
+        if !enabled() || [x.dtype(), gamma.dtype(), beta.dtype()].iter().any(|d| *d != DType::F32) {
+            return None;
+        }
+        let inputs = [prim(x.clone()), prim(gamma), prim(beta)];
+        macro_rules! on {
+            ($g:ty) => {
+                run::<B, $g, D, 3>(
+                    inputs,
+                    |[x, g, b]| {
+                        let [y, _, _] = <$g as GpuKernels>::ln_forward(x, g, b, eps);
+                        y
+                    },
+                    |[x, g, b]| autodiff::layer_norm::<$g>(x, g, b, eps),
+                )
+            };
+        }
+        #[cfg(feature = "cuda")]
+        if TypeId::of::<B>() == TypeId::of::<burn::backend::Cuda>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Cuda>>() {
+            return on!(burn::backend::Cuda);
+        }
+        #[cfg(feature = "wgpu")]
+        if TypeId::of::<B>() == TypeId::of::<burn::backend::Wgpu>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Wgpu>>() {
+            return on!(burn::backend::Wgpu);
+        }
+        let _ = inputs;
+        None
+    }
+
+    pub(super) fn softmax<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+        if !enabled() || x.dtype() != DType::F32 {
+            return None;
+        }
+        let inputs = [prim(x.clone())];
+        macro_rules! on {
+            ($g:ty) => {
+                run::<B, $g, D, 1>(inputs, |[x]| <$g as GpuKernels>::softmax_forward(x), |[x]| autodiff::softmax::<$g>(x))
+            };
+        }
+        #[cfg(feature = "cuda")]
+        if TypeId::of::<B>() == TypeId::of::<burn::backend::Cuda>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Cuda>>() {
+            return on!(burn::backend::Cuda);
+        }
+        #[cfg(feature = "wgpu")]
+        if TypeId::of::<B>() == TypeId::of::<burn::backend::Wgpu>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Wgpu>>() {
+            return on!(burn::backend::Wgpu);
+        }
+        let _ = inputs;
+        None
+    }
+}
