@@ -139,3 +139,24 @@ fn added_parameters_at_their_default_keep_the_key() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("q.toml:") && err.contains("activation_checkpointing") && err.contains("no f16"), "{err}");
 }
+
+/// A precision the backend cannot compute in (bf16 on wgpu: WGSL has none) is refused before anything runs or is
+/// written, by `run` and `plan` alike, naming the node, its line and the setting to change: in every build, the
+/// check needs no GPU. Other precisions and backends pass it.
+#[test]
+fn a_precision_the_backend_lacks_is_refused_before_running() {
+    let d = tempfile::tempdir().unwrap();
+    common::write_cifar(d.path());
+    std::fs::write(d.path().join("p.toml"), format!("{}{MODELS}precision = \"bf16\"\n", common::cifar_task(2))).unwrap();
+    for cmd in ["run", "plan"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "--backend", "wgpu", "--store", "s"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("problem(s) found before running"), "{cmd}: {err}");
+        assert!(err.contains("`m` (train, p.toml:") && err.contains("not available on the wgpu backend"), "{cmd}: {err}");
+        assert!(err.contains("--set m.precision="), "{cmd}: {err}");
+        assert!(!d.path().join("s").exists(), "{cmd} opened a store");
+    }
+    // The same node on the CPU backend passes the check (`plan` runs nothing).
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--backend", "flex"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -306,13 +306,15 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
     Ok(graph::build(p, reg)?)
 }
 
-/// Checks what the selected nodes will read (e.g. every dataset path) before the store is opened or anything
-/// runs: every problem is listed with the option that fixes it, and nothing is written (exit 2).
-pub fn preflight(g: &Graph, targets: &[String]) -> Result<(), CliError> {
+/// Checks what the selected nodes will read (e.g. every dataset path) and their parameters against the run's
+/// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
+/// problem is listed with the option that fixes it, and nothing is written (exit 2).
+pub fn preflight(g: &Graph, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
     let mut problems = vec![];
     for i in g.select(targets)? {
         let n = &g.nodes[i];
-        if let Err((param, msg)) = n.stage.preflight(&n.params, &n.base_dir) {
+        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env));
+        if let Err((param, msg)) = checked {
             problems.push(format!(
                 "  - `{}` ({}, {}): `{param}` {msg}\n    set it with `--set {}.{param}=...` or `[node.{}] {param} = ...` in a `--config` file",
                 n.id,
@@ -327,7 +329,7 @@ pub fn preflight(g: &Graph, targets: &[String]) -> Result<(), CliError> {
         return Ok(());
     }
     Err(CliError::Other(
-        format!("error: {} input(s) not ready; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
+        format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
         exit::USAGE,
     ))
 }
@@ -443,7 +445,7 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
-    preflight(&g, &a.nodes)?;
+    preflight(&g, &a.nodes, &env_of(&g, &a.common.backend))?;
     let store = Store::open(&a.common.store)?;
     let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
     let _lock = store.lock(wait)?;

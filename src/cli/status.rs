@@ -115,7 +115,7 @@ fn some_ids(ids: &[String]) -> String {
 /// table cells that may change. Runs nothing and writes no index entry.
 pub fn plan(mut c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
-    super::preflight(&g, &nodes)?;
+    super::preflight(&g, &nodes, &super::env_of(&g, &c.backend))?;
     // No store yet: nothing ran, so an empty one thrown away afterwards gives the same answer and a plan
     // leaves no store behind.
     let _empty = if c.store.exists() {

@@ -164,6 +164,12 @@ pub trait Stage: Send + Sync + 'static {
     fn preflight(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<(), (String, String)> {
         Ok(())
     }
+    /// Checks of the parameters against the run's environment (from [`Stage::env_keys`]' sources: `backend`, …),
+    /// done with [`Stage::preflight`] before anything runs (e.g. a precision the chosen backend cannot compute
+    /// in): `Err((param, message))`.
+    fn preflight_env(&self, _params: &serde_json::Value, _env: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+        Ok(())
+    }
     /// What the node's artifact will be, from its parameters and its inputs' declarations alone, with no data
     /// read (e.g. a dataset's declared class count, a preprocessing node's tensor shape): lets
     /// [`Stage::report_declared`] work before anything ran. `None` where only running can tell. `inputs` holds

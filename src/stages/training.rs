@@ -473,6 +473,16 @@ impl Stage for TrainStage {
             _ => Ok(()),
         }
     }
+    fn preflight_env(&self, params: &Value, env: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+        // An unknown backend or a precision that does not parse: `run` and `validate` report them.
+        match (Backend::from_env(env), params.get("precision").and_then(Value::as_str)) {
+            // The report puts the parameter's name first: "`precision` = \"bf16\" is not available on …".
+            (Ok(backend), Some(precision)) => backend
+                .supports_precision(precision)
+                .map_err(|m| ("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string())),
+            _ => Ok(()),
+        }
+    }
     fn effective(&self, params: &Value) -> Option<Value> {
         if self.multi {
             parse::<CotrainParams>(params).ok().map(|p| effective(params, &p.model, &p.optim))

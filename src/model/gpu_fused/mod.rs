@@ -1,10 +1,11 @@
 //! polyflow's own GPU kernels for burn's CubeCL backends (`cuda`, `wgpu`): LayerNorm and softmax over the last
-//! axis, each forward and each backward pass one kernel launch.
+//! axis, one kernel launch per forward pass and for softmax's backward, four for LayerNorm's backward (the input
+//! gradient, partial column sums of γ's and β's gradients, and burn's reductions of those).
 //!
 //! burn 0.21 composes LayerNorm from two mean reductions and element-wise steps, and softmax from a max and a sum
 //! reduction around an exponential; under autodiff each step records a node whose backward adds more reductions
-//! (the broadcasts' gradients). On a ViT-Ti training step these made 221 of the 715 kernel launches (BENCHMARKS.md,
-//! "Kernel launches of a GPU training step"). Here each is one autodiff node over one kernel per pass, one cube per
+//! (the broadcasts' gradients). On a ViT-Ti training step on lavapipe this takes the launches from 713 to 513
+//! (BENCHMARKS.md, "Kernel launches of a GPU training step"). Here each is one autodiff node over one kernel per pass, one cube per
 //! row ([`kernels`]), registered as a custom operation of burn's fusion stream ([`fusion`]) with its backward
 //! ([`autodiff`]).
 //!
