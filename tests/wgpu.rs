@@ -240,3 +240,36 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
         near(&format!("softmax {shape:?} inference"), &vals(softmax_last(xi.clone())), &vals(activation::softmax(xi, 3)), 2e-6);
     }
 }
+
+/// The flat optimizer's gradient buffer from polyflow's pack kernel (five pieces per launch) holds exactly what
+/// burn's `slice_assign` into zeros gives: pieces of every length around the 128-float padding, missing pieces
+/// and padding left zero, more pieces than one launch takes.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_pack_kernel_lays_out_what_slice_assign_does() {
+    use burn::tensor::{Distribution, Tensor};
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let lens = [1usize, 128, 129, 300, 7, 1000, 64, 256, 5, 2, 77, 129, 3000];
+    let mut segs = vec![];
+    let mut off = 0;
+    for &n in &lens {
+        segs.push((off, n));
+        off += n.div_ceil(128) * 128;
+    }
+    let total = off;
+    let pieces: Vec<Option<Tensor<Wgpu, 1>>> =
+        lens.iter().enumerate().map(|(i, &n)| (i % 4 != 2).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), &dev))).collect();
+    let packed = polyflow::model::gpu_fused::pack(&pieces, &segs, total).expect("the kernel runs on wgpu");
+    let mut reference = Tensor::<Wgpu, 1>::zeros([total], &dev);
+    for (p, &(o, n)) in pieces.iter().zip(&segs) {
+        if let Some(p) = p {
+            reference = reference.slice_assign(o..o + n, p.clone());
+        }
+    }
+    let (k, r) = (vals(packed), vals(reference));
+    assert_eq!(k.len(), total);
+    assert!(k.iter().zip(&r).all(|(a, b)| a.to_bits() == b.to_bits()), "pack differs from slice_assign");
+    assert!(r.iter().filter(|v| **v != 0.0).count() > 3000, "the pieces are in it");
+    // Nothing to copy: the caller's slice_assign path (a zero buffer).
+    assert!(polyflow::model::gpu_fused::pack::<Wgpu>(&[None, None], &segs[..2], 256).is_none());
+}

@@ -92,7 +92,12 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
 }
 
 /// `pieces` laid out at `segs` in a zero buffer of `total` elements (a missing piece stays zero).
+/// On cuda and wgpu one of polyflow's kernels copies five pieces per launch (`model::gpu_fused::pack`; the same
+/// values).
 fn pack<B: Backend>(pieces: Vec<Option<Tensor<B, 1>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
+    if let Some(buf) = crate::model::gpu_fused::pack(&pieces, segs, total) {
+        return buf;
+    }
     let mut buf = Tensor::<B, 1>::zeros([total], device);
     for (p, &(off, len)) in pieces.into_iter().zip(segs) {
         if let Some(p) = p {

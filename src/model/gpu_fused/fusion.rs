@@ -10,12 +10,13 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use std::marker::PhantomData;
 
 /// Which kernel a [`Custom`] operation runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     LnForward { eps: f64 },
     LnBackward,
     SoftmaxForward,
     SoftmaxBackward,
+    Pack { offsets: Vec<usize>, total: usize },
 }
 
 /// One of the kernels as an operation of the fusion stream.
@@ -29,6 +30,11 @@ struct Custom<B> {
 impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
     fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
         let inputs: Vec<FloatTensor<B>> = self.desc.inputs.iter().map(|t| handles.get_float_tensor::<B>(t)).collect();
+        if let Kind::Pack { offsets, total } = &self.kind {
+            let out = B::pack(inputs, offsets.clone(), *total);
+            handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out);
+            return;
+        }
         let mut inputs = inputs.into_iter();
         // Arguments are evaluated left to right: the inputs in the order `register` was given them.
         let mut next = move || inputs.next().expect("as many inputs as registered");
@@ -37,6 +43,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
             Kind::SoftmaxForward => vec![B::softmax_forward(next())],
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
+            Kind::Pack { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
             handles.register_float_tensor::<B>(&ir.id, t);
@@ -89,6 +96,10 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
             vec![g, x, gamma, mean, rstd],
             vec![shape, pshape.clone(), pshape],
         ))
+    }
+
+    fn pack(pieces: Vec<FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> FloatTensor<Self> {
+        one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

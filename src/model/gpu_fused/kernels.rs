@@ -273,6 +273,63 @@ fn softmax_backward_kernel(g: &Tensor<f32>, y: &Tensor<f32>, dx: &mut Tensor<f32
     }
 }
 
+/// Tensors one [`pack_kernel`] launch copies: with the output and CubeCL's metadata buffer, 7 storage buffers,
+/// within WebGPU's default limit of 8 per shader stage.
+pub(super) const PACK_GROUP: usize = 5;
+
+/// Copies each `a_k` (its first `n_k` elements) to `out[o_k ..]`; cube row `CUBE_POS_Y` = k, a grid-stride loop
+/// along x.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn pack_kernel(
+    a0: &Tensor<f32>,
+    a1: &Tensor<f32>,
+    a2: &Tensor<f32>,
+    a3: &Tensor<f32>,
+    a4: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    o0: u32,
+    o1: u32,
+    o2: u32,
+    o3: u32,
+    o4: u32,
+    n0: u32,
+    n1: u32,
+    n2: u32,
+    n3: u32,
+    n4: u32,
+) {
+    let k = CUBE_POS_Y;
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    if k == 0 {
+        while i < n0 as usize {
+            out[o0 as usize + i] = a0[i];
+            i += step;
+        }
+    } else if k == 1 {
+        while i < n1 as usize {
+            out[o1 as usize + i] = a1[i];
+            i += step;
+        }
+    } else if k == 2 {
+        while i < n2 as usize {
+            out[o2 as usize + i] = a2[i];
+            i += step;
+        }
+    } else if k == 3 {
+        while i < n3 as usize {
+            out[o3 as usize + i] = a3[i];
+            i += step;
+        }
+    } else {
+        while i < n4 as usize {
+            out[o4 as usize + i] = a4[i];
+            i += step;
+        }
+    }
+}
+
 /// Units per cube for rows of `len`: the largest power of two ≤ `len`, within 32..=256 and the device's limit.
 fn block_for<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> usize {
     let max = (client.properties().hardware.max_cube_dim.0 as usize).clamp(1, 256);
@@ -375,6 +432,44 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         );
         let sum = |p: CubeTensor<R>| Self::float_reshape(Self::float_sum_dim(p, 0), Shape::new([d]));
         [dx, sum(pg), sum(pb)]
+    }
+
+    fn pack(pieces: Vec<FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> FloatTensor<Self> {
+        let first = pieces.first().expect("at least one piece").clone();
+        let (client, device) = (first.client.clone(), first.device.clone());
+        let out = Self::float_zeros(Shape::new([total]), &device, burn::tensor::FloatDType::F32);
+        let pieces: Vec<CubeTensor<R>> = pieces.into_iter().map(into_contiguous).collect();
+        for (group, offs) in pieces.chunks(PACK_GROUP).zip(offsets.chunks(PACK_GROUP)) {
+            // Unused slots: the group's first tensor, copying nothing (length 0).
+            let slot = |k: usize| group.get(k).unwrap_or(&group[0]).clone();
+            let len = |k: usize| group.get(k).map_or(0, |t| t.shape().num_elements()) as u32;
+            let off = |k: usize| offs.get(k).copied().unwrap_or(0) as u32;
+            let longest = (0..PACK_GROUP).map(len).max().unwrap_or(0) as usize;
+            let units = 256usize;
+            let cubes_x = longest.div_ceil(units).clamp(1, 4096);
+            pack_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(cubes_x as u32, PACK_GROUP as u32, 1),
+                CubeDim::new_1d(units as u32),
+                slot(0).into_tensor_arg(),
+                slot(1).into_tensor_arg(),
+                slot(2).into_tensor_arg(),
+                slot(3).into_tensor_arg(),
+                slot(4).into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                off(0),
+                off(1),
+                off(2),
+                off(3),
+                off(4),
+                len(0),
+                len(1),
+                len(2),
+                len(3),
+                len(4),
+            );
+        }
+        out
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

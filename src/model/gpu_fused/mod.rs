@@ -65,6 +65,13 @@ pub trait GpuKernels: Backend {
         rstd: burn::tensor::ops::FloatTensor<Self>,
     ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
 
+    /// The 1-D `pieces` laid out at `offsets` in a zero buffer of `total` elements, copied [`kernels`]' group
+    /// at a time (a launch per five pieces where burn's `slice_assign` launches one each).
+    ///
+    /// # Shapes
+    /// `pieces[i]: [n_i]` → `[total]`
+    fn pack(pieces: Vec<burn::tensor::ops::FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// Softmax over the last axis.
     ///
     /// # Shapes
@@ -105,6 +112,22 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         return y;
     }
     activation::softmax(x, D - 1)
+}
+
+/// `pieces` (1-D) laid out at `segs` (`(offset, length)`, one per piece) in a zero buffer of `total` elements, a
+/// missing piece left zero: one launch per five pieces on the GPU backends (not their autodiff), `None`
+/// elsewhere or with nothing to copy (the caller then uses `slice_assign`).
+///
+/// # Shapes
+/// `pieces[i]: [segs[i].1]` → `[total]`
+pub fn pack<B: Backend>(pieces: &[Option<Tensor<B, 1>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::pack(pieces, segs, total);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (pieces, segs, total);
+        None
+    }
 }
 
 /// The dispatch from a generic backend to the concrete GPU backends this build has.
@@ -174,6 +197,28 @@ mod on_gpu {
             return on!(burn::backend::Wgpu);
         }
         let _ = inputs;
+        None
+    }
+
+    pub(super) fn pack<B: Backend>(pieces: &[Option<Tensor<B, 1>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+        let present: Vec<(Tensor<B, 1>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
+        if !enabled() || present.is_empty() || present.iter().any(|(p, _)| p.dtype() != DType::F32) {
+            return None;
+        }
+        let offsets: Vec<usize> = present.iter().map(|(_, o)| *o).collect();
+        let prims: Vec<FloatTensor<B>> = present.into_iter().map(|(p, _)| prim(p)).collect();
+        macro_rules! on {
+            ($g:ty) => {
+                if TypeId::of::<B>() == TypeId::of::<$g>() {
+                    let prims = prims.into_iter().map(|p| cast::<_, FloatTensor<$g>>(p).expect("G primitive")).collect();
+                    return tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total));
+                }
+            };
+        }
+        #[cfg(feature = "cuda")]
+        on!(burn::backend::Cuda);
+        #[cfg(feature = "wgpu")]
+        on!(burn::backend::Wgpu);
         None
     }
 
