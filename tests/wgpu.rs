@@ -198,7 +198,7 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     let normal = |m, s| Distribution::Normal(m, s);
 
-    for shape in [[7, 143, 48], [3, 7, 192], [2, 5, 16]] {
+    for shape in [[7, 143, 48], [3, 7, 192], [2, 5, 16], [4, 3, 1]] {
         let d = shape[2];
         let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init::<A>(&dev);
         norm.gamma = Param::from_tensor(Tensor::random([d], normal(1.0, 0.5), &dev));
@@ -213,8 +213,10 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
             [vals(y.inner()), vals(xi.grad(&g).unwrap()), vals(norm.gamma.grad(&g).unwrap()), vals(beta.grad(&g).unwrap())]
         };
         let (k, b) = (run(true), run(false));
-        // The kernel ran, not burn's composition (its other summation order changes some bits).
-        assert!(k[1].iter().zip(&b[1]).any(|(p, q)| p.to_bits() != q.to_bits()), "layer norm {shape:?}: dx bit-identical to burn's");
+        // The kernel ran, not burn's composition (its other summation order changes some bits; d = 1 has no sums).
+        if d > 1 {
+            assert!(k[1].iter().zip(&b[1]).any(|(p, q)| p.to_bits() != q.to_bits()), "layer norm {shape:?}: dx bit-identical to burn's");
+        }
         for (i, what) in ["y", "dx", "dgamma", "dbeta"].iter().enumerate() {
             near(&format!("layer norm {shape:?} {what}"), &k[i], &b[i], 2e-5);
         }
@@ -223,8 +225,13 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
         near(&format!("layer norm {shape:?} inference"), &vals(layer_norm(&inner, xi.clone(), 1e-6)), &vals(inner.forward(xi)), 2e-5);
     }
 
-    for shape in [[2, 3, 65, 65], [1, 2, 3, 197], [1, 1, 40_000, 5]] {
+    // The last: a strided view (the kernels copy it contiguous first); n = 1 (every output 1, every gradient 0).
+    for (shape, strided) in
+        [([2, 3, 65, 65], false), ([1, 2, 3, 197], false), ([1, 1, 40_000, 5], false), ([2, 3, 17, 9], true), ([1, 1, 4, 1], false)]
+    {
         let x = Tensor::<A, 4>::random(shape, normal(0.0, 3.0), &dev);
+        let x = if strided { x.swap_dims(2, 3) } else { x };
+        let shape = x.dims();
         let w = Tensor::<A, 4>::random(shape, normal(0.0, 1.0), &dev);
         let run = |kernel: bool| {
             let xi = x.clone().detach().require_grad();
@@ -233,7 +240,9 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
             [vals(y.inner()), vals(xi.grad(&g).unwrap())]
         };
         let (k, b) = (run(true), run(false));
-        assert!(k[1].iter().zip(&b[1]).any(|(p, q)| p.to_bits() != q.to_bits()), "softmax {shape:?}: dx bit-identical to burn's");
+        if shape[3] > 1 {
+            assert!(k[1].iter().zip(&b[1]).any(|(p, q)| p.to_bits() != q.to_bits()), "softmax {shape:?}: dx bit-identical to burn's");
+        }
         near(&format!("softmax {shape:?} y"), &k[0], &b[0], 2e-6);
         near(&format!("softmax {shape:?} dx"), &k[1], &b[1], 2e-5);
         let xi = x.clone().inner();
@@ -243,7 +252,7 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
 
 /// The flat optimizer's gradient buffer from polyflow's pack kernel (five pieces per launch) holds exactly what
 /// burn's `slice_assign` into zeros gives: pieces of every length around the 128-float padding, missing pieces
-/// and padding left zero, more pieces than one launch takes.
+/// and padding left zero, more pieces than one launch takes (9 present: a full launch and one with a slot unused).
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn the_pack_kernel_lays_out_what_slice_assign_does() {
@@ -258,7 +267,7 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     }
     let total = off;
     let pieces: Vec<Option<Tensor<Wgpu, 1>>> =
-        lens.iter().enumerate().map(|(i, &n)| (i % 4 != 2).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), &dev))).collect();
+        lens.iter().enumerate().map(|(i, &n)| (i % 3 != 2).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), &dev))).collect();
     let packed = polyflow::model::gpu_fused::pack(&pieces, &segs, total).expect("the kernel runs on wgpu");
     let mut reference = Tensor::<Wgpu, 1>::zeros([total], &dev);
     for (p, &(o, n)) in pieces.iter().zip(&segs) {

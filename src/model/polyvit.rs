@@ -98,7 +98,8 @@ impl<B: Backend> PolyVit<B> {
         for (i, blk) in self.blocks.iter().enumerate() {
             h = blk.forward(h, masks.get(n_adapt + i).and_then(|m| m.as_ref()));
         }
-        // The blocks' ε is the model's (`ln_eps`), which burn's LayerNorm keeps private.
+        // The GPU kernels take ε from the caller (burn's LayerNorm keeps its own private): the final norm is built
+        // with the blocks' ε (`cfg.ln_eps`, both in `new`), so theirs is its.
         let h = match self.blocks.first() {
             Some(b) => super::gpu_fused::layer_norm(&self.norm, h, b.eps),
             None => self.norm.forward(h),

@@ -140,6 +140,12 @@ mod on_gpu {
     use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
     use std::any::TypeId;
 
+    /// Whether the kernels can address a tensor of `n` elements: not empty (a zero-sized launch), and within their
+    /// 32-bit indices (CubeCL's default address type); burn's compositions take the others.
+    fn indexable(n: usize) -> bool {
+        n > 0 && n <= u32::MAX as usize
+    }
+
     fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
         crate::model::fused::cast(a)
     }
@@ -172,7 +178,7 @@ mod on_gpu {
     pub(super) fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: &Tensor<B, D>, eps: f64) -> Option<Tensor<B, D>> {
         let beta = norm.beta.as_ref()?.val();
         let gamma = norm.gamma.val();
-        if !enabled() || [x.dtype(), gamma.dtype(), beta.dtype()].iter().any(|d| *d != DType::F32) {
+        if !enabled() || !indexable(x.shape().num_elements()) || [x.dtype(), gamma.dtype(), beta.dtype()].iter().any(|d| *d != DType::F32) {
             return None;
         }
         let inputs = [prim(x.clone()), prim(gamma), prim(beta)];
@@ -202,7 +208,12 @@ mod on_gpu {
 
     pub(super) fn pack<B: Backend>(pieces: &[Option<Tensor<B, 1>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
         let present: Vec<(Tensor<B, 1>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
-        if !enabled() || present.is_empty() || present.iter().any(|(p, _)| p.dtype() != DType::F32) {
+        for (p, s) in pieces.iter().zip(segs) {
+            if let Some(p) = p {
+                assert_eq!(p.dims()[0], s.1, "a piece's length differs from its segment's");
+            }
+        }
+        if !enabled() || present.is_empty() || !indexable(total) || present.iter().any(|(p, _)| p.dtype() != DType::F32) {
             return None;
         }
         let offsets: Vec<usize> = present.iter().map(|(_, o)| *o).collect();
@@ -223,7 +234,7 @@ mod on_gpu {
     }
 
     pub(super) fn softmax<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
-        if !enabled() || x.dtype() != DType::F32 {
+        if !enabled() || !indexable(x.shape().num_elements()) || x.dtype() != DType::F32 {
             return None;
         }
         let inputs = [prim(x.clone())];
