@@ -282,3 +282,26 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     // Nothing to copy: the caller's slice_assign path (a zero buffer).
     assert!(polyflow::model::gpu_fused::pack::<Wgpu>(&[None, None], &segs[..2], 256).is_none());
 }
+
+/// `precision = "f16"` on a wgpu adapter: where the adapter reports 16-bit float arithmetic (Vulkan's
+/// shaderFloat16) training runs with finite losses; where it does not, training is refused before the first
+/// step with an error naming the device and what to use, instead of a shader failing to compile mid-step.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn f16_on_wgpu_trains_where_the_adapter_has_it_and_is_refused_where_not() {
+    use burn::tensor::backend::Backend;
+    let (tasks, model) = two_image_tasks();
+    let mut cfg = config(model, 0, 1, Some(16));
+    cfg.f16 = true;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let supported = <Wgpu as Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
+    let r = run::<Autodiff<Wgpu>>(&cfg, &tasks, None, None, &[dev], &|_, _, _| {}, &mut |_| {});
+    eprintln!("f16 on this adapter: {}", if supported { "reported, trained" } else { "not reported, refused" });
+    if supported {
+        let o = r.unwrap();
+        assert!(o.steps.iter().all(|s| s.loss.is_finite()), "{:?}", o.steps.iter().map(|s| s.loss).collect::<Vec<_>>());
+    } else {
+        let e = r.err().expect("refused");
+        assert!(e.contains("precision = \"f16\" is not supported by the device") && e.contains("\"f32\""), "{e}");
+    }
+}

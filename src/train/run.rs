@@ -349,6 +349,24 @@ fn drop_masks<B: Backend>(
         .collect()
 }
 
+/// `Err` naming the device's missing type when `cfg` computes in bf16 or f16 and a device cannot (e.g. a Vulkan
+/// adapter without 16-bit float arithmetic, a GPU without bf16): asked of the backend before anything trains,
+/// where the kernels would otherwise fail to compile deep inside a step.
+fn half_supported<B: AutodiffBackend>(cfg: &RunConfig, devices: &[B::Device]) -> Result<(), String> {
+    let (dtype, name) = match (cfg.bf16, cfg.f16) {
+        (true, _) => (burn::tensor::DType::BF16, "bf16"),
+        (_, true) => (burn::tensor::DType::F16, "f16"),
+        _ => return Ok(()),
+    };
+    match devices.iter().find(|d| !B::supports_dtype(d, dtype)) {
+        Some(d) => Err(format!(
+            "precision = \"{name}\" is not supported by the device {d:?}: the backend reports no {name} arithmetic there \
+             (a GPU or driver without it); use precision = \"f32\" on it, or another device or backend"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Trains on `devices` (at least one; the first holds the master weights and the optimizer, and evaluates;
 /// data-parallel replicas are placed on them in turn). `init`: weights to start from (ignored when resuming).
 /// `checkpoint` receives resumable state every `checkpoint_every` updates. `progress(step, total, message)`.
@@ -367,6 +385,7 @@ pub fn run<B: AutodiffBackend>(
     if cfg.recompute {
         crate::model::fused::recompute_supported::<B>(cfg.model.gelu_tanh)?;
     }
+    half_supported::<B>(cfg, devices)?;
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
     let total = updates.len();
