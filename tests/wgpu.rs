@@ -301,7 +301,7 @@ fn f16_on_wgpu_trains_where_the_adapter_has_it_and_is_refused_where_not() {
         let o = r.unwrap();
         assert!(o.steps.iter().all(|s| s.loss.is_finite()), "{:?}", o.steps.iter().map(|s| s.loss).collect::<Vec<_>>());
     } else {
-        let e = r.err().expect("refused");
+        let e = r.expect_err("refused");
         assert!(e.contains("precision = \"f16\" is not supported by the device") && e.contains("\"f32\""), "{e}");
     }
 }
