@@ -77,8 +77,7 @@ fn one<T>(v: Vec<T>) -> T {
 impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
         let shape = x.shape.clone();
-        let rows = shape.num_elements() / shape[shape.num_dims() - 1].max(1);
-        let stats = Shape::new([rows]);
+        let stats = Shape::new([super::kernels::rows_of(&shape).0]);
         three(register::<B>("polyflow_layer_norm", Kind::LnForward { eps }, vec![x, gamma, beta], vec![shape, stats.clone(), stats]))
     }
 

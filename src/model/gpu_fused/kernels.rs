@@ -344,7 +344,7 @@ fn grid(count: usize) -> CubeCount {
 }
 
 /// `(rows, last)`: the number of rows of the last axis and its length.
-fn rows_of(shape: &Shape) -> (usize, usize) {
+pub(super) fn rows_of(shape: &Shape) -> (usize, usize) {
     let last = shape[shape.num_dims() - 1];
     (shape.num_elements() / last.max(1), last)
 }

@@ -158,6 +158,26 @@ mod on_gpu {
         Some(Tensor::from_primitive(TensorPrimitive::Float(cast::<FloatTensor<G>, FloatTensor<B>>(p)?)))
     }
 
+    /// Whether `B` is `G` or `Autodiff<G>`.
+    fn is<B: Backend, G: Backend>() -> bool {
+        TypeId::of::<B>() == TypeId::of::<G>() || TypeId::of::<B>() == TypeId::of::<Autodiff<G>>()
+    }
+
+    /// Returns `$on!(G)` for the GPU backend `G` of this build that `$b` is (or wraps in `Autodiff`); falls
+    /// through when there is none.
+    macro_rules! dispatch {
+        ($b:ty, $on:ident) => {
+            #[cfg(feature = "cuda")]
+            if is::<$b, burn::backend::Cuda>() {
+                return $on!(burn::backend::Cuda);
+            }
+            #[cfg(feature = "wgpu")]
+            if is::<$b, burn::backend::Wgpu>() {
+                return $on!(burn::backend::Wgpu);
+            }
+        };
+    }
+
     /// `Some` when `B` is `G` or `Autodiff<G>`: the function on the matching primitives.
     fn run<B: Backend, G: GpuKernels, const D: usize, const N: usize>(
         inputs: [FloatTensor<B>; N],
@@ -194,14 +214,7 @@ mod on_gpu {
                 )
             };
         }
-        #[cfg(feature = "cuda")]
-        if TypeId::of::<B>() == TypeId::of::<burn::backend::Cuda>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Cuda>>() {
-            return on!(burn::backend::Cuda);
-        }
-        #[cfg(feature = "wgpu")]
-        if TypeId::of::<B>() == TypeId::of::<burn::backend::Wgpu>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Wgpu>>() {
-            return on!(burn::backend::Wgpu);
-        }
+        dispatch!(B, on);
         let _ = inputs;
         None
     }
@@ -218,18 +231,20 @@ mod on_gpu {
         }
         let offsets: Vec<usize> = present.iter().map(|(_, o)| *o).collect();
         let prims: Vec<FloatTensor<B>> = present.into_iter().map(|(p, _)| prim(p)).collect();
+        // The gradients are the inner backend's: `Autodiff<G>` itself never packs.
         macro_rules! on {
             ($g:ty) => {
-                if TypeId::of::<B>() == TypeId::of::<$g>() {
-                    let prims = prims.into_iter().map(|p| cast::<_, FloatTensor<$g>>(p).expect("G primitive")).collect();
-                    return tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total));
+                match TypeId::of::<B>() == TypeId::of::<$g>() {
+                    true => {
+                        let prims = prims.into_iter().map(|p| cast::<_, FloatTensor<$g>>(p).expect("G primitive")).collect();
+                        tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total))
+                    }
+                    false => None,
                 }
             };
         }
-        #[cfg(feature = "cuda")]
-        on!(burn::backend::Cuda);
-        #[cfg(feature = "wgpu")]
-        on!(burn::backend::Wgpu);
+        dispatch!(B, on);
+        let _ = (prims, offsets);
         None
     }
 
@@ -243,14 +258,7 @@ mod on_gpu {
                 run::<B, $g, D, 1>(inputs, |[x]| <$g as GpuKernels>::softmax_forward(x), |[x]| autodiff::softmax::<$g>(x))
             };
         }
-        #[cfg(feature = "cuda")]
-        if TypeId::of::<B>() == TypeId::of::<burn::backend::Cuda>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Cuda>>() {
-            return on!(burn::backend::Cuda);
-        }
-        #[cfg(feature = "wgpu")]
-        if TypeId::of::<B>() == TypeId::of::<burn::backend::Wgpu>() || TypeId::of::<B>() == TypeId::of::<Autodiff<burn::backend::Wgpu>>() {
-            return on!(burn::backend::Wgpu);
-        }
+        dispatch!(B, on);
         let _ = inputs;
         None
     }
