@@ -110,6 +110,13 @@ impl<B: Backend> Block<B> {
         let h = self.heads;
         let hd = d / h;
         let qkv = self.project(&self.qkv, x); // [B, N, 3D]
+        if half.is_none() && B::ad_enabled(&qkv.device()) {
+            // Training on a GPU backend: the heads' split and merge, the products and the softmax as one
+            // autodiff node (the same values as the explicit composition below, fewer launches).
+            if let Some(out) = super::gpu_fused::attention(qkv.clone(), h) {
+                return self.project(&self.proj, out); // [B, N, D]
+            }
+        }
         let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
@@ -134,7 +141,8 @@ impl<B: Backend> Block<B> {
         self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
     }
 
-    /// `x·W + b` of `l`: burn's `Linear` in f32; with `bf16` (`f16`) on, input, weight and bias cast to bf16
+    /// `x·W + b` of `l` ([`super::gpu_fused::linear`]: burn's `linear`, its leading axes flattened on the GPU
+    /// backends) in f32; with `bf16` (`f16`) on, input, weight and bias cast to bf16
     /// (f16) first (the weight stays f32 in the model, its gradient comes back in f32 through the cast) and a
     /// bf16 (f16) output.
     ///
@@ -142,11 +150,11 @@ impl<B: Backend> Block<B> {
     /// `x: [B, N, D_in]` → `[B, N, D_out]`
     fn project(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let Some(h) = self.arith.half() else {
-            return l.forward(x);
+            return super::gpu_fused::linear(l, x);
         };
         let w = l.weight.val().cast(h);
         let bias = l.bias.as_ref().map(|b| b.val().cast(h));
-        burn::tensor::module::linear(x.cast(h), w, bias)
+        super::gpu_fused::linear_rows(x.cast(h), w, bias)
     }
 
     /// MLP with GELU.

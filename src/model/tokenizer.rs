@@ -80,7 +80,7 @@ impl<B: Backend> Tokenizer<B> {
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, N + 1, D]`
     pub fn forward(&self, x: Tensor<B, 5>, masks: &[Option<DropMasks<B>>]) -> Tensor<B, 3> {
-        let tokens = self.embed.forward(self.patchify(x)); // [B, N, D]
+        let tokens = super::gpu_fused::linear(&self.embed, self.patchify(x)); // [B, N, D]
         let [b, _, d] = tokens.dims();
         let cls = self.cls.val().expand([b as i64, 1, d as i64]); // [B, 1, D]
         let n1 = tokens.dims()[1] + 1;

@@ -86,9 +86,9 @@ impl Stage for FeaturesStage {
         // One more off the fused CPU block (another backend, or the erf GELU): fusion and autotune on CUDA and
         // inference through the backend's attention change the rounding there; the CPU's fused path keeps
         // its keys and bits. One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels
-        // (`model::gpu_fused`).
+        // (`model::gpu_fused`). One more there: linear layers as one product over all tokens (`gpu_fused::linear`).
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
-        self.version() + u32::from(super::training::off_fused_cpu(params, env)) + u32::from(device)
+        self.version() + u32::from(super::training::off_fused_cpu(params, env)) + 2 * u32::from(device)
     }
     fn doc(&self) -> &'static str {
         "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"

@@ -412,12 +412,15 @@ impl Stage for TrainStage {
         // One more on an accelerator outside f16 (which keeps the per-tensor update): the flat optimizer update
         // (`train::flat`) sums the global norm in another order.
         // One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels (`model::gpu_fused`).
+        // One more on an accelerator: linear layers as one product over all tokens (`gpu_fused::linear`; before,
+        // burn's batched product and a sum over the batch for the weights' gradients), and the attention's core as
+        // one autodiff node (`gpu_fused::attention`).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
         let flat = device && precision != Some("f16");
-        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + u32::from(flat) + u32::from(device)
+        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + u32::from(flat) + 2 * u32::from(device)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -761,18 +764,18 @@ mod tests {
             assert_eq!(s.version_for(&json!({"gelu": "tanh"}), &BTreeMap::new()), v, "{}", s.kind());
             assert_eq!(s.version_for(&json!({"gelu": "erf"}), &env("flex")), v + 1, "{}", s.kind());
         }
-        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 2, "features: no optimizer");
+        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 3, "features: no optimizer");
         for multi in [false, true] {
             let s = TrainStage { multi };
             let v = s.version();
             assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
             // On an accelerator one more for the flat optimizer update, except f16 (the per-tensor update), and
-            // one more for the GPU LayerNorm and softmax kernels.
-            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 3);
-            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 3);
-            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 2);
-            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 4);
+            // one more for the GPU LayerNorm and softmax kernels, one more for the flattened linear layers.
+            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 4);
+            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 4);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 3);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 5);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }

@@ -1,5 +1,6 @@
 //! The kernels as autodiff operations: LayerNorm and softmax each one node of burn's graph whose backward
-//! runs the matching backward kernel (instead of the ~20 nodes burn's compositions record).
+//! runs the matching backward kernel (instead of the ~20 nodes burn's compositions record); the attention's core
+//! (heads split, products, softmax, heads merged) one node whose backward ends in one kernel.
 
 use super::GpuKernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -8,6 +9,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Shape, TensorMetadata};
 
 /// LayerNorm's backward step: parents `x`, `γ`, `β`; state `x`, `γ`, the rows' means and reciprocal deviations.
 #[derive(Debug)]
@@ -65,5 +67,54 @@ pub(super) fn softmax<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor
     match SoftmaxBackward.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// The attention's backward step: parent the packed projection; state `q·scale`, `k`, `v`, the probabilities
+/// `p`, and `scale`.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
+    type State = ([FloatTensor<B>; 4], f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let ([q, k, v, p], scale) = ops.state;
+        let g = grads.consume::<B>(&ops.node); // [B, N, D]
+        let [parent] = ops.parents;
+        let Some(node) = parent else { return };
+        let [b, h, n, hd] = q.shape().dims::<4>();
+        let gh = B::float_swap_dims(B::float_reshape(g, Shape::new([b, n, h, hd])), 1, 2); // [B, H, N, hd]
+        let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), gh.clone()); // pᵀ·g: [B, H, N, hd]
+        let dp = B::float_matmul(gh, B::float_swap_dims(v, 2, 3)); // g·vᵀ: [B, H, N, N]
+        let ds = B::softmax_backward(dp, p); // the scores' gradient
+        let dq = B::float_matmul(ds.clone(), k); // of q·scale: [B, H, N, hd]
+        let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), q); // dsᵀ·(q·scale)
+        grads.register::<B>(node.id, B::qkv_merge(dq, dk, dv, scale));
+    }
+}
+
+/// The attention's forward pass on `B`: the output and what the backward reads (`[q·scale, k, v, p]`).
+///
+/// # Shapes
+/// `qkv: [B, N, 3·D]` → `([B, N, D], [[B, H, N, hd]; 3] + [B, H, N, N])`
+pub(super) fn attention_forward<B: GpuKernels>(qkv: FloatTensor<B>, heads: usize) -> (FloatTensor<B>, ([FloatTensor<B>; 4], f64)) {
+    let [b, n, d3] = qkv.shape().dims::<3>();
+    let hd = d3 / 3 / heads;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let [q, k, v] = B::qkv_split(qkv, heads, scale); // [B, H, N, hd] each
+    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3)); // [B, H, N, N]
+    let p = B::softmax_forward(scores);
+    let o = B::float_matmul(p.clone(), v.clone()); // [B, H, N, hd]
+    let out = B::float_reshape(B::float_swap_dims(o, 1, 2), Shape::new([b, n, d3 / 3])); // [B, N, D]
+    (out, ([q, k, v, p], scale))
+}
+
+/// Multi-head self-attention from the packed projection on `Autodiff<B>`, one node.
+pub(super) fn attention<B: GpuKernels>(qkv: FloatTensor<Autodiff<B>>, heads: usize) -> FloatTensor<Autodiff<B>> {
+    let (out, state) = attention_forward::<B>(qkv.primitive, heads);
+    match AttentionBackward.prepare::<NoCheckpointing>([qkv.node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }

@@ -17,6 +17,8 @@ enum Kind {
     SoftmaxForward,
     SoftmaxBackward,
     Pack { offsets: Vec<usize>, total: usize },
+    QkvSplit { heads: usize, scale: f64 },
+    QkvMerge { scale: f64 },
 }
 
 /// One of the kernels as an operation of the fusion stream.
@@ -43,6 +45,8 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
             Kind::SoftmaxForward => vec![B::softmax_forward(next())],
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
+            Kind::QkvSplit { heads, scale } => B::qkv_split(next(), heads, scale).into(),
+            Kind::QkvMerge { scale } => vec![B::qkv_merge(next(), next(), next(), scale)],
             Kind::Pack { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -99,6 +103,17 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
 
     fn pack(pieces: Vec<FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> FloatTensor<Self> {
         one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])]))
+    }
+
+    fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
+        let [b, n, d3] = qkv.shape.dims::<3>();
+        let shape = Shape::new([b, heads, n, d3 / 3 / heads]);
+        three(register::<B>("polyflow_qkv_split", Kind::QkvSplit { heads, scale }, vec![qkv], vec![shape.clone(), shape.clone(), shape]))
+    }
+
+    fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        let [b, h, n, hd] = dq.shape.dims::<4>();
+        one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale }, vec![dq, dk, dv], vec![Shape::new([b, n, 3 * h * hd])]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -1,5 +1,6 @@
 //! The CubeCL kernels and their launches on burn's CubeCL backend (CUDA, wgpu): LayerNorm forward and backward,
-//! softmax over the last axis forward and backward, each row of a tensor handled by one cube.
+//! softmax over the last axis forward and backward, each row of a tensor handled by one cube; the attention's
+//! head split and its transpose, and the optimizer's gradient pack, one unit per element.
 //!
 //! Reductions inside a cube go through shared memory as a tree (no plane/warp operations: lavapipe, the Vulkan
 //! driver CI runs, has none), so a cube has a power-of-two number of units; each unit strides over its row.
@@ -273,6 +274,81 @@ fn softmax_backward_kernel(g: &Tensor<f32>, y: &Tensor<f32>, dx: &mut Tensor<f32
     }
 }
 
+/// The attention's heads from the packed projection: `qkv` (`[B, N, 3·D]`, contiguous, the last axis q | k | v,
+/// each `H` heads of `hd`) into `q·scale`, `k`, `v` as `[B, H, N, hd]`; unit `i` (a grid-stride loop) writes
+/// element `i` of each.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn qkv_split_kernel(
+    qkv: &Tensor<f32>,
+    q: &mut Tensor<f32>,
+    k: &mut Tensor<f32>,
+    v: &mut Tensor<f32>,
+    n: u32,
+    heads: u32,
+    hd: u32,
+    total: u32,
+    scale: f32,
+) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let (n, heads, hd) = (n as usize, heads as usize, hd as usize);
+    let d = heads * hd;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < total as usize {
+        let e = i % hd;
+        let r = i / hd;
+        let t = r % n;
+        let r = r / n;
+        let h = r % heads;
+        let b = r / heads;
+        let src = (b * n + t) * 3 * d + h * hd + e;
+        q[i] = qkv[src] * scale;
+        k[i] = qkv[src + d];
+        v[i] = qkv[src + 2 * d];
+        i += step;
+    }
+}
+
+/// [`qkv_split_kernel`]'s transpose: the gradients of `q·scale`, `k`, `v` (`[B, H, N, hd]`, contiguous) into the
+/// packed projection's (`[B, N, 3·D]`), `dq` multiplied by `scale`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn qkv_merge_kernel(
+    dq: &Tensor<f32>,
+    dk: &Tensor<f32>,
+    dv: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    n: u32,
+    heads: u32,
+    hd: u32,
+    total: u32,
+    scale: f32,
+) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let (n, heads, hd) = (n as usize, heads as usize, hd as usize);
+    let d = heads * hd;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < total as usize {
+        let e = i % hd;
+        let r = i / hd;
+        let t = r % n;
+        let r = r / n;
+        let h = r % heads;
+        let b = r / heads;
+        let dst = (b * n + t) * 3 * d + h * hd + e;
+        out[dst] = dq[i] * scale;
+        out[dst + d] = dk[i];
+        out[dst + 2 * d] = dv[i];
+        i += step;
+    }
+}
+
+/// Units per cube and cubes (at most 32,768, a grid-stride loop covering the rest) for one unit per element.
+fn elementwise(total: usize) -> (CubeCount, CubeDim) {
+    let units = 256usize;
+    (CubeCount::Static(total.div_ceil(units).clamp(1, 32_768) as u32, 1, 1), CubeDim::new_1d(units as u32))
+}
+
 /// Tensors one [`pack_kernel`] launch copies: with the output and CubeCL's metadata buffer, 7 storage buffers,
 /// within WebGPU's default limit of 8 per shader stage.
 pub(super) const PACK_GROUP: usize = 5;
@@ -469,6 +545,54 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
                 len(4),
             );
         }
+        out
+    }
+
+    fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
+        let qkv = into_contiguous(qkv);
+        let [b, n, d3] = qkv.shape().dims::<3>();
+        let hd = d3 / 3 / heads;
+        let shape = Shape::new([b, heads, n, hd]);
+        let (q, k, v) = (empty(&qkv, shape.clone()), empty(&qkv, shape.clone()), empty(&qkv, shape.clone()));
+        let total = shape.num_elements();
+        let (count, dim) = elementwise(total);
+        qkv_split_kernel::launch::<R>(
+            &qkv.client.clone(),
+            count,
+            dim,
+            qkv.into_tensor_arg(),
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            n as u32,
+            heads as u32,
+            hd as u32,
+            total as u32,
+            scale as f32,
+        );
+        [q, k, v]
+    }
+
+    fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        let (dq, dk, dv) = (into_contiguous(dq), into_contiguous(dk), into_contiguous(dv));
+        let [b, heads, n, hd] = dq.shape().dims::<4>();
+        let out = empty(&dq, Shape::new([b, n, 3 * heads * hd]));
+        let total = b * heads * n * hd;
+        let (count, dim) = elementwise(total);
+        qkv_merge_kernel::launch::<R>(
+            &dq.client.clone(),
+            count,
+            dim,
+            dq.into_tensor_arg(),
+            dk.into_tensor_arg(),
+            dv.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n as u32,
+            heads as u32,
+            hd as u32,
+            total as u32,
+            scale as f32,
+        );
         out
     }
 

@@ -9,13 +9,16 @@
 //! row ([`kernels`]), registered as a custom operation of burn's fusion stream ([`fusion`]) with its backward
 //! ([`autodiff`]).
 //!
+//! [`attention`] (the heads split from the packed projection and merged back, with their backward) and [`linear`]
+//! (one product over all tokens) remove more of burn's launches and intermediates the same way.
+//!
 //! [`layer_norm`] and [`softmax_last`] take this path when the backend is `Cuda`/`Wgpu` or `Autodiff` of one
 //! (the build's `cuda`/`wgpu` features), the tensors are f32 and the path is enabled ([`set_enabled`], on by
 //! default); otherwise burn's compositions run, which are also the reference these kernels are tested against
 //! (`tests/wgpu.rs`). The results differ from the compositions' in float rounding only (another summation
 //! order, a reciprocal), so training nodes on those backends have keys of their own (`TrainStage::version_for`).
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{activation, backend::Backend, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -72,6 +75,24 @@ pub trait GpuKernels: Backend {
     /// `pieces[i]: [n_i]` → `[total]`
     fn pack(pieces: Vec<burn::tensor::ops::FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> burn::tensor::ops::FloatTensor<Self>;
 
+    /// The attention's heads from the packed q | k | v projection, q multiplied by `scale`.
+    ///
+    /// # Shapes
+    /// `qkv: [B, N, 3·D]` → `[q·scale, k, v]`, each `[B, heads, N, D/heads]`
+    fn qkv_split(qkv: burn::tensor::ops::FloatTensor<Self>, heads: usize, scale: f64) -> [burn::tensor::ops::FloatTensor<Self>; 3];
+
+    /// [`GpuKernels::qkv_split`]'s transpose (its backward): the gradients of `q·scale`, `k`, `v` laid out as the
+    /// packed projection's gradient, `dq` multiplied by `scale`.
+    ///
+    /// # Shapes
+    /// `dq`, `dk`, `dv: [B, H, N, hd]` → `[B, N, 3·H·hd]`
+    fn qkv_merge(
+        dq: burn::tensor::ops::FloatTensor<Self>,
+        dk: burn::tensor::ops::FloatTensor<Self>,
+        dv: burn::tensor::ops::FloatTensor<Self>,
+        scale: f64,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// Softmax over the last axis.
     ///
     /// # Shapes
@@ -112,6 +133,65 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         return y;
     }
     activation::softmax(x, D - 1)
+}
+
+/// Multi-head self-attention from the packed projection, `softmax(q·kᵀ/√hd)·v` with the heads merged back, as
+/// one autodiff node on the GPU backends: the heads split by one kernel (q scaled there), burn's products, the
+/// softmax kernel, and a backward of four products, the softmax's backward and one kernel laying the three
+/// gradients out as the projection's. burn's composition (three head copies and a scaling forward; a zero tensor
+/// and a `slice_assign` per head tensor and their sums backward) takes 8 and 16 launches per block for the 5 and 8
+/// here (`None`: not a GPU backend, not f32, the kernels off, or tensors past their 32-bit indices — the caller
+/// composes it).
+///
+/// # Shapes
+/// `qkv: [B, N, 3·D]` → `[B, N, D]`
+pub fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::attention(qkv, heads);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (qkv, heads);
+        None
+    }
+}
+
+/// Whether `B` is one of this build's GPU backends (`Cuda`, `Wgpu`) or `Autodiff` of one.
+pub fn gpu_backend<B: Backend>() -> bool {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::gpu_backend::<B>();
+    #[cfg(not(feature = "gpu-kernels"))]
+    false
+}
+
+/// `l(x)` = `x·W + b` over the last axis. On the GPU backends the leading axes are first flattened into one, as
+/// PyTorch's `F.linear` does: burn 0.21's `linear` multiplies a `[B, N, D_in]` input by the weight broadcast to
+/// `[1, D_in, D_out]` (a batched product) and, under autodiff, computes the weight's gradient as `B` products
+/// `[D_in, N]·[N, D_out]` written to a `[B, D_in, D_out]` tensor then summed over `B` (a reduction launch and, for
+/// ViT-B's MLP at batch 64, 600 MB of intermediate), and the bias's as two reductions. Flattened, the weight's
+/// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's one reduction. Elsewhere (the CPU) burn's
+/// `linear` as it is: the same values up to float rounding, and the CPU keeps its bits.
+///
+/// # Shapes
+/// `x: [..., D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[..., D_out]`
+pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
+    if D <= 2 || !gpu_backend::<B>() {
+        return burn::tensor::module::linear(x, w, bias);
+    }
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let d_out = w.dims()[1];
+    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), w, bias); // [rows, D_out]
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
+}
+
+/// [`linear_rows`] with `l`'s weight and bias (what `l.forward(x)` computes).
+///
+/// # Shapes
+/// `x: [..., D_in]` → `[..., D_out]`
+pub fn linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    linear_rows(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
 }
 
 /// `pieces` (1-D) laid out at `segs` (`(offset, length)`, one per piece) in a zero buffer of `total` elements, a
@@ -176,6 +256,35 @@ mod on_gpu {
                 return $on!(burn::backend::Wgpu);
             }
         };
+    }
+
+    pub(super) fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
+        let [b, n, d3] = qkv.dims();
+        if !enabled() || qkv.dtype() != DType::F32 || heads == 0 || d3 % (3 * heads) != 0 || d3 == 0 {
+            return None;
+        }
+        if !indexable(qkv.shape().num_elements()) || !indexable(b * heads * n * n) {
+            return None;
+        }
+        let inputs = [prim(qkv)];
+        macro_rules! on {
+            ($g:ty) => {
+                run::<B, $g, 3, 1>(inputs, |[x]| autodiff::attention_forward::<$g>(x, heads).0, |[x]| autodiff::attention::<$g>(x, heads))
+            };
+        }
+        dispatch!(B, on);
+        let _ = inputs;
+        None
+    }
+
+    pub(super) fn gpu_backend<B: Backend>() -> bool {
+        macro_rules! on {
+            ($g:ty) => {
+                true
+            };
+        }
+        dispatch!(B, on);
+        false
     }
 
     /// `Some` when `B` is `G` or `Autodiff<G>`: the function on the matching primitives.
