@@ -283,6 +283,82 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     assert!(polyflow::model::gpu_fused::pack::<Wgpu>(&[None, None], &segs[..2], 256).is_none());
 }
 
+/// The attention as one autodiff node (`gpu_fused::attention`: head split kernel, burn's products, the softmax
+/// kernel, head merge kernel backward) gives burn's composition's output and packed-projection gradient up to
+/// float rounding, tracked and in inference; heads of 1, 3 and 64 floats, a sequence not a power of two, one head.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_attention_node_matches_burns_composition() {
+    use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+    use polyflow::model::gpu_fused::attention;
+    type A = Autodiff<Wgpu>;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    // What `Block::attention` composes: heads from the packed projection, q scaled, softmax, heads merged.
+    fn composed<B: Backend>(qkv: Tensor<B, 3>, h: usize) -> Tensor<B, 3> {
+        let [b, n, d3] = qkv.dims();
+        let (d, hd) = (d3 / 3, d3 / 3 / h);
+        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+        let att = activation::softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, N, N]
+        att.matmul(v).swap_dims(1, 2).reshape([b, n, d])
+    }
+    for (b, n, h, hd) in [(2, 65, 3, 64), (3, 17, 4, 3), (1, 197, 2, 1), (2, 5, 1, 8)] {
+        let d3 = 3 * h * hd;
+        let qkv = Tensor::<A, 3>::random([b, n, d3], Distribution::Normal(0.0, 1.5), &dev);
+        let w = Tensor::<A, 3>::random([b, n, h * hd], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |kernel: bool| {
+            let x = qkv.clone().detach().require_grad();
+            let y = if kernel { attention(x.clone(), h).expect("the attention node runs on Autodiff<Wgpu>") } else { composed(x.clone(), h) };
+            assert_eq!(y.dims(), [b, n, h * hd]);
+            let g = (y.clone() * w.clone()).sum().backward();
+            [vals(y.inner()), vals(x.grad(&g).unwrap())]
+        };
+        let (k, r) = (run(true), run(false));
+        let what = format!("attention b={b} n={n} heads={h} hd={hd}");
+        near(&format!("{what} y"), &k[0], &r[0], 1e-5);
+        near(&format!("{what} dqkv"), &k[1], &r[1], 1e-5);
+        assert!(k[1].iter().all(|v| v.is_finite()) && k[1].iter().any(|v| *v != 0.0), "{what}: a gradient");
+        let x = qkv.clone().inner();
+        let plain = attention(x.clone(), h).expect("and on Wgpu");
+        near(&format!("{what} inference"), &vals(plain), &vals(composed(x, h)), 1e-5);
+    }
+    // Not f32, or heads that do not divide the width: the caller's composition.
+    let x = Tensor::<A, 3>::random([1, 4, 18], Distribution::Normal(0.0, 1.0), &dev);
+    assert!(attention(x, 4).is_none(), "18 is not 3 × 4 heads × hd");
+}
+
+/// The GPU backends' `linear` (leading axes flattened into one product) gives burn's batched `linear`'s output
+/// and gradients (input, weight, bias) up to float rounding.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn flattened_linear_matches_burns_linear() {
+    use burn::tensor::{Distribution, Tensor};
+    type A = Autodiff<Wgpu>;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    assert!(polyflow::model::gpu_fused::gpu_backend::<A>() && !polyflow::model::gpu_fused::gpu_backend::<Flex>());
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x0 = Tensor::<A, 3>::random([5, 33, 48], normal, &dev);
+    let w0 = Tensor::<A, 2>::random([48, 20], normal, &dev);
+    let b0 = Tensor::<A, 1>::random([20], normal, &dev);
+    let gy = Tensor::<A, 3>::random([5, 33, 20], normal, &dev);
+    let run = |flat: bool| {
+        let (x, w, b) = (x0.clone().detach().require_grad(), w0.clone().detach().require_grad(), b0.clone().detach().require_grad());
+        let y = if flat {
+            polyflow::model::gpu_fused::linear_rows(x.clone(), w.clone(), Some(b.clone()))
+        } else {
+            burn::tensor::module::linear(x.clone(), w.clone(), Some(b.clone()))
+        };
+        let g = (y.clone() * gy.clone()).sum().backward();
+        [vals(y.inner()), vals(x.grad(&g).unwrap()), vals(w.grad(&g).unwrap()), vals(b.grad(&g).unwrap())]
+    };
+    let (f, r) = (run(true), run(false));
+    for (i, what) in ["y", "dx", "dw", "db"].iter().enumerate() {
+        near(&format!("linear {what}"), &f[i], &r[i], 1e-5);
+    }
+}
+
 /// `precision = "f16"` on a wgpu adapter: where the adapter reports 16-bit float arithmetic (Vulkan's
 /// shaderFloat16) training runs with finite losses; where it does not, training is refused before the first
 /// step with an error naming the device and what to use, instead of a shader failing to compile mid-step.

@@ -204,6 +204,27 @@ fn ln_param_partials_kernel(
     dbeta[c * n + col] = sb;
 }
 
+/// The column sums of both partial-sum tensors (`[chunks, d]`) from [`ln_param_partials_kernel`]: γ's and β's
+/// gradients (`[d]`) in one launch (burn's reduction would take one each); unit `col` sums its column in order.
+#[cube(launch)]
+fn ln_param_sums_kernel(pg: &Tensor<f32>, pb: &Tensor<f32>, dgamma: &mut Tensor<f32>, dbeta: &mut Tensor<f32>, chunks: u32, d: u32) {
+    let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let n = d as usize;
+    if col >= n {
+        terminate!();
+    }
+    let mut sg = f32::new(0.0);
+    let mut sb = f32::new(0.0);
+    let mut c = 0usize;
+    while c < chunks as usize {
+        sg += pg[c * n + col];
+        sb += pb[c * n + col];
+        c += 1;
+    }
+    dgamma[col] = sg;
+    dbeta[col] = sb;
+}
+
 /// Softmax of each row of `x` (`[rows, n]`, contiguous): `y = exp(x − max)/Σ exp(x − max)`.
 #[cube(launch)]
 fn softmax_forward_kernel(x: &Tensor<f32>, y: &mut Tensor<f32>, rows: u32, n: u32, #[comptime] block: usize) {
@@ -485,7 +506,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             block,
         );
         // γ's and β's gradients: column sums over the rows, in chunks of rows (enough cubes to fill a GPU),
-        // then burn's reduction over the chunks.
+        // then the chunks' sums (one launch for both).
         let chunks = rows.div_ceil(8).clamp(1, 1024);
         let chunk = rows.div_ceil(chunks);
         let chunks = rows.div_ceil(chunk).max(1);
@@ -506,8 +527,19 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             d as u32,
             chunk as u32,
         );
-        let sum = |p: CubeTensor<R>| Self::float_reshape(Self::float_sum_dim(p, 0), Shape::new([d]));
-        [dx, sum(pg), sum(pb)]
+        let (dgamma, dbeta) = (empty(&x, Shape::new([d])), empty(&x, Shape::new([d])));
+        ln_param_sums_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(d.div_ceil(units) as u32, 1, 1),
+            CubeDim::new_1d(units as u32),
+            pg.into_tensor_arg(),
+            pb.into_tensor_arg(),
+            dgamma.clone().into_tensor_arg(),
+            dbeta.clone().into_tensor_arg(),
+            chunks as u32,
+            d as u32,
+        );
+        [dx, dgamma, dbeta]
     }
 
     fn pack(pieces: Vec<FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> FloatTensor<Self> {

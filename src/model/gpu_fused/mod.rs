@@ -1,6 +1,6 @@
 //! polyflow's own GPU kernels for burn's CubeCL backends (`cuda`, `wgpu`): LayerNorm and softmax over the last
-//! axis, one kernel launch per forward pass and for softmax's backward, four for LayerNorm's backward (the input
-//! gradient, partial column sums of γ's and β's gradients, and burn's reductions of those).
+//! axis, one kernel launch per forward pass and for softmax's backward, three for LayerNorm's backward (the input
+//! gradient, partial column sums of γ's and β's gradients over chunks of rows, and the sums of those).
 //!
 //! burn 0.21 composes LayerNorm from two mean reductions and element-wise steps, and softmax from a max and a sum
 //! reduction around an exponential; under autodiff each step records a node whose backward adds more reductions
