@@ -512,6 +512,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let chunks = rows.div_ceil(chunk).max(1);
         let pg = empty(&x, Shape::new([chunks, d]));
         let pb = empty(&x, Shape::new([chunks, d]));
+        let (dgamma, dbeta) = (empty(&x, Shape::new([d])), empty(&x, Shape::new([d])));
         let units = 64usize;
         ln_param_partials_kernel::launch::<R>(
             &client,
@@ -527,7 +528,6 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             d as u32,
             chunk as u32,
         );
-        let (dgamma, dbeta) = (empty(&x, Shape::new([d])), empty(&x, Shape::new([d])));
         ln_param_sums_kernel::launch::<R>(
             &client,
             CubeCount::Static(d.div_ceil(units) as u32, 1, 1),
