@@ -100,8 +100,10 @@ done
 echo "== 8. precision = f16 with loss scaling (the path of GPUs without bf16) vs PyTorch f16 autocast + GradScaler"
 step ti_f16 60 $B bench-model --backend cuda --f16 $TI
 step torch_ti_f16 60 python3 benches/vit_torch.py --device cuda --f16 $TI
-echo "== 8a. polyflow's LayerNorm/softmax kernels against burn's compositions (--no-fused; its reductions autotune first)"
+echo "== 8a. polyflow's GPU kernels, attention node and flattened linear against burn's compositions (--no-fused; its reductions autotune first)"
 step ti_composed 75 $B bench-model --backend cuda --no-fused $TI
+# ViT-B/16 as burn composes it (also burn's batched `linear`, whose weight gradients are B products and a sum)
+step b16_composed 120 $B bench-model --backend cuda --no-fused $B16
 echo "== 8b. nsys's kernel summary of B/16 training (where the device has Nsight Systems)"
 if command -v nsys >/dev/null; then
   step b16_nsys 90 nsys profile -t cuda --stats=true -o "$OUT/b16_nsys" -f true $B bench-model --backend cuda --only train ${B16/--steps 10/--steps 2}

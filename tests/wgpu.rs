@@ -310,7 +310,8 @@ fn the_attention_node_matches_burns_composition() {
         let w = Tensor::<A, 3>::random([b, n, h * hd], Distribution::Normal(0.0, 1.0), &dev);
         let run = |kernel: bool| {
             let x = qkv.clone().detach().require_grad();
-            let y = if kernel { attention(x.clone(), h).expect("the attention node runs on Autodiff<Wgpu>") } else { composed(x.clone(), h) };
+            let y =
+                if kernel { attention(x.clone(), h).expect("the attention node runs on Autodiff<Wgpu>") } else { composed(x.clone(), h) };
             assert_eq!(y.dims(), [b, n, h * hd]);
             let g = (y.clone() * w.clone()).sum().backward();
             [vals(y.inner()), vals(x.grad(&g).unwrap())]

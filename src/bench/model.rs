@@ -79,8 +79,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub gelu_erf: bool,
     /// burn's compositions of tensor ops instead of polyflow's fused kernels (A/B comparisons): every block
-    /// without the fused CPU block (the same as `POLYFLOW_FUSED_CPU=0`), and on cuda/wgpu LayerNorm and softmax
-    /// without polyflow's GPU kernels (`model::gpu_fused`; training nodes always use them there).
+    /// without the fused CPU block (the same as `POLYFLOW_FUSED_CPU=0`), and on cuda/wgpu LayerNorm, softmax,
+    /// the attention's core and the linear layers as burn composes them, without polyflow's GPU kernels and
+    /// flattened products (`model::gpu_fused`; training nodes always use them there).
     #[arg(long)]
     pub no_fused: bool,
     /// Matrix products of the blocks on bf16 operands (as `precision = "bf16"` on a training node): the fused

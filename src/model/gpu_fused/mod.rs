@@ -168,13 +168,14 @@ pub fn gpu_backend<B: Backend>() -> bool {
 /// `[1, D_in, D_out]` (a batched product) and, under autodiff, computes the weight's gradient as `B` products
 /// `[D_in, N]·[N, D_out]` written to a `[B, D_in, D_out]` tensor then summed over `B` (a reduction launch and, for
 /// ViT-B's MLP at batch 64, 600 MB of intermediate), and the bias's as two reductions. Flattened, the weight's
-/// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's one reduction. Elsewhere (the CPU) burn's
-/// `linear` as it is: the same values up to float rounding, and the CPU keeps its bits.
+/// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's one reduction. Elsewhere (the CPU), and with
+/// the kernels off ([`set_enabled`]), burn's `linear` as it is: the same values up to float rounding, and the CPU
+/// keeps its bits.
 ///
 /// # Shapes
 /// `x: [..., D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[..., D_out]`
 pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
-    if D <= 2 || !gpu_backend::<B>() {
+    if D <= 2 || !enabled() || !gpu_backend::<B>() {
         return burn::tensor::module::linear(x, w, bias);
     }
     let dims = x.dims();
