@@ -325,9 +325,10 @@ fn the_attention_node_matches_burns_composition() {
         let plain = attention(x.clone(), h).expect("and on Wgpu");
         near(&format!("{what} inference"), &vals(plain), &vals(composed(x, h)), 1e-5);
     }
-    // Not f32, or heads that do not divide the width: the caller's composition.
+    // Heads that do not divide the width, or f16: the caller's composition.
     let x = Tensor::<A, 3>::random([1, 4, 18], Distribution::Normal(0.0, 1.0), &dev);
-    assert!(attention(x, 4).is_none(), "18 is not 3 × 4 heads × hd");
+    assert!(attention(x.clone(), 4).is_none(), "18 is not 3 × 4 heads × hd");
+    assert!(attention(x.cast(burn::tensor::FloatDType::F16), 3).is_none(), "f16");
 }
 
 /// The GPU backends' `linear` (leading axes flattened into one product) gives burn's batched `linear`'s output

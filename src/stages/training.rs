@@ -414,7 +414,7 @@ impl Stage for TrainStage {
         // One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels (`model::gpu_fused`).
         // One more on an accelerator: linear layers as one product over all tokens (`gpu_fused::linear`; before,
         // burn's batched product and a sum over the batch for the weights' gradients), and the attention's core as
-        // one autodiff node (`gpu_fused::attention`).
+        // one autodiff node (`gpu_fused::attention`), and LayerNorm's γ/β chunk sums in one kernel (another order).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");

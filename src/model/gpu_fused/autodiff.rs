@@ -84,7 +84,10 @@ impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
         let [parent] = ops.parents;
         let Some(node) = parent else { return };
         let [b, h, n, hd] = q.shape().dims::<4>();
-        let gh = B::float_swap_dims(B::float_reshape(g, Shape::new([b, n, h, hd])), 1, 2); // [B, H, N, hd]
+        // The heads' layout made contiguous once (a reshape that merges B and H must copy): the two products
+        // below would each copy the strided view.
+        let gh = B::float_swap_dims(B::float_reshape(g, Shape::new([b, n, h, hd])), 1, 2);
+        let gh = B::float_reshape(B::float_reshape(gh, Shape::new([b * h, n, hd])), Shape::new([b, h, n, hd])); // [B, H, N, hd]
         let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), gh.clone()); // pᵀ·g: [B, H, N, hd]
         let dp = B::float_matmul(gh, B::float_swap_dims(v, 2, 3)); // g·vᵀ: [B, H, N, N]
         let ds = B::softmax_backward(dp, p); // the scores' gradient

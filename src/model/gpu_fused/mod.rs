@@ -139,9 +139,9 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// one autodiff node on the GPU backends: the heads split by one kernel (q scaled there), burn's products, the
 /// softmax kernel, and a backward of four products, the softmax's backward and one kernel laying the three
 /// gradients out as the projection's. burn's composition (three head copies and a scaling forward; a zero tensor
-/// and a `slice_assign` per head tensor and their sums backward) takes 8 and 16 launches per block for the 5 and 8
-/// here (`None`: not a GPU backend, not f32, the kernels off, or tensors past their 32-bit indices — the caller
-/// composes it).
+/// and a `slice_assign` per head tensor, their sums, the scaling and two copies backward) takes 8 and 17 launches
+/// per block where this node takes 5 and 7 (`None`: not a GPU backend, not f32, the kernels off, or tensors past
+/// their 32-bit indices — the caller composes it).
 ///
 /// # Shapes
 /// `qkv: [B, N, 3·D]` → `[B, N, D]`
