@@ -112,7 +112,7 @@ impl<B: Backend> Block<B> {
         let qkv = self.project(&self.qkv, x); // [B, N, 3D]
         if half.is_none() && B::ad_enabled(&qkv.device()) {
             // Training on a GPU backend: the heads' split and merge, the products and the softmax as one
-            // autodiff node (the same values as the explicit composition below, fewer launches).
+            // autodiff node (the explicit composition below up to float rounding, fewer launches).
             if let Some(out) = super::gpu_fused::attention(qkv.clone(), h) {
                 return self.project(&self.proj, out); // [B, N, D]
             }

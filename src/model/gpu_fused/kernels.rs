@@ -295,6 +295,19 @@ fn softmax_backward_kernel(g: &Tensor<f32>, y: &Tensor<f32>, dx: &mut Tensor<f32
     }
 }
 
+/// Where element `i` of a `[B, H, N, hd]` head tensor (contiguous) sits in the packed projection `[B, N, 3·H·hd]`:
+/// the q part's index (k's is `+ H·hd`, v's `+ 2·H·hd`).
+#[cube]
+fn packed_at(i: usize, n: usize, heads: usize, hd: usize) -> usize {
+    let e = i % hd;
+    let r = i / hd;
+    let t = r % n;
+    let r = r / n;
+    let h = r % heads;
+    let b = r / heads;
+    (b * n + t) * 3 * heads * hd + h * hd + e
+}
+
 /// The attention's heads from the packed projection: `qkv` (`[B, N, 3·D]`, contiguous, the last axis q | k | v,
 /// each `H` heads of `hd`) into `q·scale`, `k`, `v` as `[B, H, N, hd]`; unit `i` (a grid-stride loop) writes
 /// element `i` of each.
@@ -316,13 +329,7 @@ fn qkv_split_kernel(
     let d = heads * hd;
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
-        let e = i % hd;
-        let r = i / hd;
-        let t = r % n;
-        let r = r / n;
-        let h = r % heads;
-        let b = r / heads;
-        let src = (b * n + t) * 3 * d + h * hd + e;
+        let src = packed_at(i, n, heads, hd);
         q[i] = qkv[src] * scale;
         k[i] = qkv[src + d];
         v[i] = qkv[src + 2 * d];
@@ -350,13 +357,7 @@ fn qkv_merge_kernel(
     let d = heads * hd;
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
-        let e = i % hd;
-        let r = i / hd;
-        let t = r % n;
-        let r = r / n;
-        let h = r % heads;
-        let b = r / heads;
-        let dst = (b * n + t) * 3 * d + h * hd + e;
+        let dst = packed_at(i, n, heads, hd);
         out[dst] = dq[i] * scale;
         out[dst + d] = dk[i];
         out[dst + 2 * d] = dv[i];
