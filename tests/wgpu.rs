@@ -325,10 +325,64 @@ fn the_attention_node_matches_burns_composition() {
         let plain = attention(x.clone(), h).expect("and on Wgpu");
         near(&format!("{what} inference"), &vals(plain), &vals(composed(x, h)), 1e-5);
     }
-    // Heads that do not divide the width, or f16: the caller's composition.
+    // Heads that do not divide the width: the caller's composition.
     let x = Tensor::<A, 3>::random([1, 4, 18], Distribution::Normal(0.0, 1.0), &dev);
     assert!(attention(x.clone(), 4).is_none(), "18 is not 3 × 4 heads × hd");
-    assert!(attention(x.cast(burn::tensor::FloatDType::F16), 3).is_none(), "f16");
+}
+
+/// In f16 (the half type lavapipe has; bf16 takes the same kernels with another `#[define]`d type) the attention
+/// node gives the autocast-style composition `Block::attention` runs in half precision (products in f16, softmax
+/// in f32 from f16 scores, probabilities back to f16) up to f16 rounding, output and gradient, tracked and in
+/// inference; and the softmax kernel on f16 tensors gives `softmax(x as f32) as f16`. The node's output stays f16.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_attention_node_in_f16_matches_the_autocast_composition() {
+    use burn::tensor::{activation, backend::Backend, DType, Distribution, FloatDType, Tensor};
+    use polyflow::model::gpu_fused::{attention, softmax_last};
+    type A = Autodiff<Wgpu>;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    assert!(
+        <Wgpu as Backend>::supports_dtype(&dev, DType::F16),
+        "this test needs a Vulkan adapter with 16-bit float arithmetic (shaderFloat16; lavapipe has it)"
+    );
+    fn composed<B: Backend>(qkv: Tensor<B, 3>, h: usize) -> Tensor<B, 3> {
+        let [b, n, d3] = qkv.dims();
+        let (d, hd) = (d3 / 3, d3 / 3 / h);
+        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N], f16
+        let att = activation::softmax(scores.cast(FloatDType::F32), 3).cast(FloatDType::F16);
+        att.matmul(v).swap_dims(1, 2).reshape([b, n, d])
+    }
+    for (b, n, h, hd) in [(2, 65, 3, 64), (3, 17, 4, 3), (1, 197, 2, 8)] {
+        let d3 = 3 * h * hd;
+        let qkv = Tensor::<A, 3>::random([b, n, d3], Distribution::Normal(0.0, 1.5), &dev);
+        let w = Tensor::<A, 3>::random([b, n, h * hd], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |kernel: bool| {
+            // The leaf in f32 (as the model's weights), the node's input f16 (as the bf16/f16 projection's output).
+            let x = qkv.clone().detach().require_grad();
+            let x16 = x.clone().cast(FloatDType::F16);
+            let y = if kernel { attention(x16, h).expect("the attention node takes f16") } else { composed(x16, h) };
+            assert_eq!(y.dtype(), DType::F16);
+            let g = (y.clone().cast(FloatDType::F32) * w.clone()).sum().backward();
+            [vals(y.inner()), vals(x.grad(&g).unwrap())]
+        };
+        let (k, r) = (run(true), run(false));
+        let what = format!("f16 attention b={b} n={n} heads={h} hd={hd}");
+        near(&format!("{what} y"), &k[0], &r[0], 4e-3);
+        near(&format!("{what} dqkv"), &k[1], &r[1], 1e-2);
+        assert!(k[1].iter().all(|v| v.is_finite()) && k[1].iter().any(|v| *v != 0.0), "{what}: a gradient");
+        let x = qkv.clone().inner().cast(FloatDType::F16);
+        let plain = attention(x.clone(), h).expect("and on Wgpu");
+        assert_eq!(plain.dtype(), DType::F16);
+        near(&format!("{what} inference"), &vals(plain), &vals(composed(x, h)), 4e-3);
+    }
+    let x = Tensor::<Wgpu, 4>::random([2, 3, 65, 65], Distribution::Normal(0.0, 3.0), &dev).cast(FloatDType::F16);
+    let y = softmax_last(x.clone());
+    assert_eq!(y.dtype(), DType::F16);
+    near("f16 softmax", &vals(y), &vals(activation::softmax(x.cast(FloatDType::F32), 3).cast(FloatDType::F16)), 1e-3);
 }
 
 /// The GPU backends' `linear` (leading axes flattened into one product) gives burn's batched `linear`'s output

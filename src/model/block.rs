@@ -110,9 +110,11 @@ impl<B: Backend> Block<B> {
         let h = self.heads;
         let hd = d / h;
         let qkv = self.project(&self.qkv, x); // [B, N, 3D]
-        if half.is_none() && B::ad_enabled(&qkv.device()) {
-            // Training on a GPU backend: the heads' split and merge, the products and the softmax as one
-            // autodiff node (the explicit composition below up to float rounding, fewer launches).
+        if half.is_some() || B::ad_enabled(&qkv.device()) {
+            // On a GPU backend, training or in bf16/f16: the heads' split and merge, the products and the softmax
+            // as one autodiff node (the explicit composition below up to float rounding, fewer launches; in
+            // bf16/f16 the softmax in f32 from and to the half type, as autocast). f32 inference keeps burn's
+            // attention below.
             if let Some(out) = super::gpu_fused::attention(qkv.clone(), h) {
                 return self.project(&self.proj, out); // [B, N, D]
             }

@@ -415,12 +415,20 @@ impl Stage for TrainStage {
         // One more on an accelerator: linear layers as one product over all tokens (`gpu_fused::linear`; before,
         // burn's batched product and a sum over the batch for the weights' gradients), and the attention's core as
         // one autodiff node (`gpu_fused::attention`), and LayerNorm's γ/β chunk sums in one kernel (another order).
+        // One more on an accelerator in bf16 or f16: the attention node there too (the backward's softmax reads
+        // the probabilities rounded to the half type).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");
+        let half = bf16 || precision == Some("f16");
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
         let flat = device && precision != Some("f16");
-        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + u32::from(flat) + 2 * u32::from(device)
+        self.version()
+            + u32::from(off || bf16)
+            + u32::from(off && bf16)
+            + u32::from(flat)
+            + 2 * u32::from(device)
+            + u32::from(device && half)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -774,8 +782,8 @@ mod tests {
             // one more for the GPU LayerNorm and softmax kernels, one more for the flattened linear layers.
             assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 4);
             assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 4);
-            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 3);
-            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 5);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 4);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 6);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }

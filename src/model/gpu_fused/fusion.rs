@@ -55,16 +55,17 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
     }
 }
 
-/// Registers `kind` on `inputs` with f32 outputs of `shapes`; returns the outputs.
+/// Registers `kind` on `inputs` with outputs of `shapes` and float types `dtypes`; returns the outputs.
 fn register<B: FusionBackend + GpuKernels>(
     name: &'static str,
     kind: Kind,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     shapes: Vec<Shape>,
+    dtypes: &[DType],
 ) -> Vec<FusionTensor<B::FusionRuntime>> {
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(inputs.iter());
-    let outs: Vec<TensorIr> = shapes.into_iter().map(|s| TensorIr::uninit(client.create_empty_handle(), s, DType::F32)).collect();
+    let outs: Vec<TensorIr> = shapes.into_iter().zip(dtypes).map(|(s, d)| TensorIr::uninit(client.create_empty_handle(), s, *d)).collect();
     let ins: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
     let desc = CustomOpIr::new(name, &ins, &outs);
     client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, kind, _b: PhantomData })
@@ -82,7 +83,13 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
         let shape = x.shape.clone();
         let stats = Shape::new([super::kernels::rows_of(&shape).0]);
-        three(register::<B>("polyflow_layer_norm", Kind::LnForward { eps }, vec![x, gamma, beta], vec![shape, stats.clone(), stats]))
+        three(register::<B>(
+            "polyflow_layer_norm",
+            Kind::LnForward { eps },
+            vec![x, gamma, beta],
+            vec![shape, stats.clone(), stats],
+            &[DType::F32; 3],
+        ))
     }
 
     fn ln_backward(
@@ -98,31 +105,40 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
             Kind::LnBackward,
             vec![g, x, gamma, mean, rstd],
             vec![shape, pshape.clone(), pshape],
+            &[DType::F32; 3],
         ))
     }
 
     fn pack(pieces: Vec<FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> FloatTensor<Self> {
-        one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])]))
+        one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])], &[DType::F32]))
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
         let [b, n, d3] = qkv.shape.dims::<3>();
         let shape = Shape::new([b, heads, n, d3 / 3 / heads]);
-        three(register::<B>("polyflow_qkv_split", Kind::QkvSplit { heads, scale }, vec![qkv], vec![shape.clone(), shape.clone(), shape]))
+        let dt = qkv.dtype;
+        three(register::<B>(
+            "polyflow_qkv_split",
+            Kind::QkvSplit { heads, scale },
+            vec![qkv],
+            vec![shape.clone(), shape.clone(), shape],
+            &[dt; 3],
+        ))
     }
 
     fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         let [b, h, n, hd] = dq.shape.dims::<4>();
-        one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale }, vec![dq, dk, dv], vec![Shape::new([b, n, 3 * h * hd])]))
+        let dt = dq.dtype;
+        one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale }, vec![dq, dk, dv], vec![Shape::new([b, n, 3 * h * hd])], &[dt]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let shape = x.shape.clone();
-        one(register::<B>("polyflow_softmax", Kind::SoftmaxForward, vec![x], vec![shape]))
+        let (shape, dt) = (x.shape.clone(), x.dtype);
+        one(register::<B>("polyflow_softmax", Kind::SoftmaxForward, vec![x], vec![shape], &[dt]))
     }
 
     fn softmax_backward(g: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
-        let shape = y.shape.clone();
-        one(register::<B>("polyflow_softmax_backward", Kind::SoftmaxBackward, vec![g, y], vec![shape]))
+        let (shape, dt) = (y.shape.clone(), y.dtype);
+        one(register::<B>("polyflow_softmax_backward", Kind::SoftmaxBackward, vec![g, y], vec![shape], &[dt]))
     }
 }

@@ -1,6 +1,8 @@
 //! The CubeCL kernels and their launches on burn's CubeCL backend (CUDA, wgpu): LayerNorm forward and backward,
 //! softmax over the last axis forward and backward, each row of a tensor handled by one cube; the attention's
-//! head split and its transpose, and the optimizer's gradient pack, one unit per element.
+//! head split and its transpose, and the optimizer's gradient pack, one unit per element. LayerNorm and the pack
+//! take f32 tensors; softmax and the head split and merge any float type (f32, bf16, f16: the launch's
+//! `#[define]`d type), computing in f32.
 //!
 //! Reductions inside a cube go through shared memory as a tree (no plane/warp operations: lavapipe, the Vulkan
 //! driver CI runs, has none), so a cube has a power-of-two number of units; each unit strides over its row.
@@ -225,9 +227,20 @@ fn ln_param_sums_kernel(pg: &Tensor<f32>, pb: &Tensor<f32>, dgamma: &mut Tensor<
     dbeta[col] = sb;
 }
 
-/// Softmax of each row of `x` (`[rows, n]`, contiguous): `y = exp(x − max)/Σ exp(x − max)`.
+/// Softmax of each row of `x` (`[rows, n]`, contiguous): `y = exp(x − max)/Σ exp(x − max)`. `F` is the tensors'
+/// float type (f32, bf16, f16: the type is the launch's, [`StorageType`]); the arithmetic is f32 whatever `F` is,
+/// each output rounded to `F` once, as PyTorch's autocast runs a softmax on bf16 scores (cast to f32, softmax, the
+/// probabilities cast back for the product with v). The third pass recomputes `exp` rather than storing it: in
+/// `F` a stored value would be rounded twice.
 #[cube(launch)]
-fn softmax_forward_kernel(x: &Tensor<f32>, y: &mut Tensor<f32>, rows: u32, n: u32, #[comptime] block: usize) {
+fn softmax_forward_kernel<F: Float>(
+    x: &Tensor<F>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    n: u32,
+    #[comptime] block: usize,
+    #[define(F)] _dtype: StorageType,
+) {
     let row = row_index();
     if row >= rows as usize {
         terminate!();
@@ -239,10 +252,10 @@ fn softmax_forward_kernel(x: &Tensor<f32>, y: &mut Tensor<f32>, rows: u32, n: u3
     let step = CUBE_DIM_X as usize;
 
     // Every unit starts from the row's first value (no infinite constant: WGSL rejects them).
-    let mut m = x[base];
+    let mut m = f32::cast_from(x[base]);
     let mut j = t;
     while j < len {
-        let v = x[base + j];
+        let v = f32::cast_from(x[base + j]);
         if v > m {
             m = v;
         }
@@ -253,23 +266,29 @@ fn softmax_forward_kernel(x: &Tensor<f32>, y: &mut Tensor<f32>, rows: u32, n: u3
     let mut s = f32::new(0.0);
     let mut j = t;
     while j < len {
-        let e = f32::exp(x[base + j] - m);
-        y[base + j] = e;
-        s += e;
+        s += f32::exp(f32::cast_from(x[base + j]) - m);
         j += step;
     }
     let s = cube_sum(&mut sh, s);
 
     let mut j = t;
     while j < len {
-        y[base + j] = y[base + j] / s;
+        y[base + j] = F::cast_from(f32::exp(f32::cast_from(x[base + j]) - m) / s);
         j += step;
     }
 }
 
-/// Softmax's input gradient per row: `dx = y·(g − Σ g·y)`.
+/// Softmax's input gradient per row: `dx = y·(g − Σ g·y)`, in f32 whatever the tensors' float type `F`.
 #[cube(launch)]
-fn softmax_backward_kernel(g: &Tensor<f32>, y: &Tensor<f32>, dx: &mut Tensor<f32>, rows: u32, n: u32, #[comptime] block: usize) {
+fn softmax_backward_kernel<F: Float>(
+    g: &Tensor<F>,
+    y: &Tensor<F>,
+    dx: &mut Tensor<F>,
+    rows: u32,
+    n: u32,
+    #[comptime] block: usize,
+    #[define(F)] _dtype: StorageType,
+) {
     let row = row_index();
     if row >= rows as usize {
         terminate!();
@@ -283,14 +302,15 @@ fn softmax_backward_kernel(g: &Tensor<f32>, y: &Tensor<f32>, dx: &mut Tensor<f32
     let mut s = f32::new(0.0);
     let mut j = t;
     while j < len {
-        s += g[base + j] * y[base + j];
+        s += f32::cast_from(g[base + j]) * f32::cast_from(y[base + j]);
         j += step;
     }
     let s = cube_sum(&mut sh, s);
 
     let mut j = t;
     while j < len {
-        dx[base + j] = y[base + j] * (g[base + j] - s);
+        let yv = f32::cast_from(y[base + j]);
+        dx[base + j] = F::cast_from(yv * (f32::cast_from(g[base + j]) - s));
         j += step;
     }
 }
@@ -310,19 +330,20 @@ fn packed_at(i: usize, n: usize, heads: usize, hd: usize) -> usize {
 
 /// The attention's heads from the packed projection: `qkv` (`[B, N, 3·D]`, contiguous, the last axis q | k | v,
 /// each `H` heads of `hd`) into `q·scale`, `k`, `v` as `[B, H, N, hd]`; unit `i` (a grid-stride loop) writes
-/// element `i` of each.
+/// element `i` of each. `F`: the tensors' float type; `q·scale` is computed in f32 and rounded once.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn qkv_split_kernel(
-    qkv: &Tensor<f32>,
-    q: &mut Tensor<f32>,
-    k: &mut Tensor<f32>,
-    v: &mut Tensor<f32>,
+fn qkv_split_kernel<F: Float>(
+    qkv: &Tensor<F>,
+    q: &mut Tensor<F>,
+    k: &mut Tensor<F>,
+    v: &mut Tensor<F>,
     n: u32,
     heads: u32,
     hd: u32,
     total: u32,
     scale: f32,
+    #[define(F)] _dtype: StorageType,
 ) {
     let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let (n, heads, hd) = (n as usize, heads as usize, hd as usize);
@@ -330,7 +351,7 @@ fn qkv_split_kernel(
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
         let src = packed_at(i, n, heads, hd);
-        q[i] = qkv[src] * scale;
+        q[i] = F::cast_from(f32::cast_from(qkv[src]) * scale);
         k[i] = qkv[src + d];
         v[i] = qkv[src + 2 * d];
         i += step;
@@ -338,19 +359,20 @@ fn qkv_split_kernel(
 }
 
 /// [`qkv_split_kernel`]'s transpose: the gradients of `q·scale`, `k`, `v` (`[B, H, N, hd]`, contiguous) into the
-/// packed projection's (`[B, N, 3·D]`), `dq` multiplied by `scale`.
+/// packed projection's (`[B, N, 3·D]`), `dq` multiplied by `scale` (in f32, rounded once to `F`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn qkv_merge_kernel(
-    dq: &Tensor<f32>,
-    dk: &Tensor<f32>,
-    dv: &Tensor<f32>,
-    out: &mut Tensor<f32>,
+fn qkv_merge_kernel<F: Float>(
+    dq: &Tensor<F>,
+    dk: &Tensor<F>,
+    dv: &Tensor<F>,
+    out: &mut Tensor<F>,
     n: u32,
     heads: u32,
     hd: u32,
     total: u32,
     scale: f32,
+    #[define(F)] _dtype: StorageType,
 ) {
     let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let (n, heads, hd) = (n as usize, heads as usize, hd as usize);
@@ -358,7 +380,7 @@ fn qkv_merge_kernel(
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
         let dst = packed_at(i, n, heads, hd);
-        out[dst] = dq[i] * scale;
+        out[dst] = F::cast_from(f32::cast_from(dq[i]) * scale);
         out[dst + d] = dk[i];
         out[dst + 2 * d] = dv[i];
         i += step;
@@ -447,8 +469,14 @@ pub(super) fn rows_of(shape: &Shape) -> (usize, usize) {
     (shape.num_elements() / last.max(1), last)
 }
 
+/// An f32 tensor of `shape` on `like`'s device.
 fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32)
+}
+
+/// A tensor of `shape` on `like`'s device, of `like`'s float type.
+fn empty_as<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
 impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT> {
@@ -586,7 +614,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let [b, n, d3] = qkv.shape().dims::<3>();
         let hd = d3 / 3 / heads;
         let shape = Shape::new([b, heads, n, hd]);
-        let (q, k, v) = (empty(&qkv, shape.clone()), empty(&qkv, shape.clone()), empty(&qkv, shape.clone()));
+        let (q, k, v) = (empty_as(&qkv, shape.clone()), empty_as(&qkv, shape.clone()), empty_as(&qkv, shape.clone()));
+        let dtype = qkv.dtype;
         let total = shape.num_elements();
         let (count, dim) = elementwise(total);
         qkv_split_kernel::launch::<R>(
@@ -602,14 +631,18 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             hd as u32,
             total as u32,
             scale as f32,
+            dtype.into(),
         );
         [q, k, v]
     }
 
     fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        let like = |t: CubeTensor<R>| if t.dtype == dq.dtype { t } else { burn_cubecl::kernel::cast(t, dq.dtype) };
+        let (dk, dv) = (like(dk), like(dv));
         let (dq, dk, dv) = (into_contiguous(dq), into_contiguous(dk), into_contiguous(dv));
         let [b, heads, n, hd] = dq.shape().dims::<4>();
-        let out = empty(&dq, Shape::new([b, n, 3 * heads * hd]));
+        let out = empty_as(&dq, Shape::new([b, n, 3 * heads * hd]));
+        let dtype = dq.dtype;
         let total = b * heads * n * hd;
         let (count, dim) = elementwise(total);
         qkv_merge_kernel::launch::<R>(
@@ -625,6 +658,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             hd as u32,
             total as u32,
             scale as f32,
+            dtype.into(),
         );
         out
     }
@@ -634,7 +668,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let shape = x.shape();
         let (rows, n) = rows_of(&shape);
         let client = x.client.clone();
-        let y = empty(&x, shape);
+        let y = empty_as(&x, shape);
+        let dtype = x.dtype;
         let block = block_for(&client, n);
         softmax_forward_kernel::launch::<R>(
             &client,
@@ -645,16 +680,20 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             rows as u32,
             n as u32,
             block,
+            dtype.into(),
         );
         y
     }
 
     fn softmax_backward(g: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
+        // One float type for both (the kernel's): the gradient cast to the output's should they differ.
+        let g = if g.dtype == y.dtype { g } else { burn_cubecl::kernel::cast(g, y.dtype) };
         let (g, y) = (into_contiguous(g), into_contiguous(y));
         let shape = y.shape();
         let (rows, n) = rows_of(&shape);
         let client = y.client.clone();
-        let dx = empty(&y, shape);
+        let dx = empty_as(&y, shape);
+        let dtype = y.dtype;
         let block = block_for(&client, n);
         softmax_backward_kernel::launch::<R>(
             &client,
@@ -666,6 +705,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             rows as u32,
             n as u32,
             block,
+            dtype.into(),
         );
         dx
     }

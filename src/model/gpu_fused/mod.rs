@@ -41,7 +41,9 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// The kernels of one backend (its float tensors f32): the forward passes return what the backward passes read.
+/// The kernels of one backend: the forward passes return what the backward passes read. LayerNorm and the pack
+/// take f32 tensors; softmax and the heads' split and merge f32, bf16 or f16 ones (f32 arithmetic, outputs of the
+/// inputs' type).
 #[cfg(feature = "gpu-kernels")]
 pub trait GpuKernels: Backend {
     /// LayerNorm over the last axis.
@@ -123,7 +125,8 @@ pub fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, 
     norm.forward(x)
 }
 
-/// Softmax over the last axis: one kernel per pass on the GPU backends, burn's composition elsewhere.
+/// Softmax over the last axis: one kernel per pass on the GPU backends (f32 arithmetic whatever the float type,
+/// one rounding to it), burn's composition elsewhere.
 ///
 /// # Shapes
 /// `x: [..., N]` → `[..., N]`
@@ -140,8 +143,15 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// softmax kernel, and a backward of four products, the softmax's backward and one kernel laying the three
 /// gradients out as the projection's. burn's composition (three head copies and a scaling forward; a zero tensor
 /// and a `slice_assign` per head tensor, their sums, the scaling and two copies backward) takes 8 and 17 launches
-/// per block where this node takes 5 and 7 (`None`: not a GPU backend, not f32, the kernels off, or tensors past
-/// their 32-bit indices — the caller composes it).
+/// per block where this node takes 5 and 7 (`None`: not a GPU backend, the kernels off, or tensors past their
+/// 32-bit indices — the caller composes it).
+///
+/// In bf16 or f16 (`qkv` of that type) the node runs as PyTorch's autocast runs the composition: the products in
+/// the half type, the softmax computed in f32 from the half scores and its probabilities rounded once to the half
+/// type, which is what the product with v reads and what the backward keeps. The composition instead keeps f32
+/// probabilities for the softmax's backward and writes its scores, probabilities and their gradients once more
+/// each for the casts (f32 copies of `[B, H, N, N]`): the node saves those passes and that memory; its gradients
+/// differ from the composition's by the rounding of the kept probabilities.
 ///
 /// # Shapes
 /// `qkv: [B, N, 3·D]` → `[B, N, D]`
@@ -227,6 +237,11 @@ mod on_gpu {
         n > 0 && n <= u32::MAX as usize
     }
 
+    /// The float types the softmax and attention kernels take (they compute in f32 whatever the type).
+    fn float(d: DType) -> bool {
+        matches!(d, DType::F32 | DType::BF16 | DType::F16)
+    }
+
     fn cast<A: 'static, T: 'static>(a: A) -> Option<T> {
         crate::model::fused::cast(a)
     }
@@ -261,7 +276,7 @@ mod on_gpu {
 
     pub(super) fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
         let [b, n, d3] = qkv.dims();
-        if !enabled() || qkv.dtype() != DType::F32 || heads == 0 || d3 % (3 * heads) != 0 || d3 == 0 {
+        if !enabled() || !float(qkv.dtype()) || heads == 0 || d3 % (3 * heads) != 0 || d3 == 0 {
             return None;
         }
         if !indexable(qkv.shape().num_elements()) || !indexable(b * heads * n * n) {
@@ -359,7 +374,7 @@ mod on_gpu {
     }
 
     pub(super) fn softmax<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
-        if !enabled() || !indexable(x.shape().num_elements()) || x.dtype() != DType::F32 {
+        if !enabled() || !indexable(x.shape().num_elements()) || !float(x.dtype()) {
             return None;
         }
         let inputs = [prim(x.clone())];
