@@ -409,25 +409,24 @@ impl Stage for TrainStage {
         // per-head attention products moved to bf16. The default CPU path (f32) keeps its keys and bits.
         // One more again for bf16 off the fused block: its evaluations run the explicit autocast-style attention
         // (before: the backend's attention on bf16 q, k, v, scaled after q·kᵀ, softmax in bf16).
-        // One more on an accelerator outside f16 (which keeps the per-tensor update): the flat optimizer update
-        // (`train::flat`) sums the global norm in another order.
+        // One more on an accelerator: the flat optimizer update (`train::flat`) sums the global norm in another
+        // order (f16 took it later, with the next bump).
         // One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels (`model::gpu_fused`).
         // One more on an accelerator: linear layers as one product over all tokens (`gpu_fused::linear`; before,
         // burn's batched product and a sum over the batch for the weights' gradients), and the attention's core as
         // one autodiff node (`gpu_fused::attention`), and LayerNorm's γ/β chunk sums in one kernel (another order).
         // One more on an accelerator in bf16 or f16: the attention node there too (the backward's softmax reads
-        // the probabilities rounded to the half type).
+        // the probabilities rounded to the half type). f16 on an accelerator takes the flat update as well now
+        // (`SharedOptimizer::step_scaled_flat`; the norm summed in one reduction).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");
         let half = bf16 || precision == Some("f16");
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
-        let flat = device && precision != Some("f16");
         self.version()
             + u32::from(off || bf16)
             + u32::from(off && bf16)
-            + u32::from(flat)
-            + 2 * u32::from(device)
+            + 3 * u32::from(device)
             + u32::from(device && half)
     }
     fn doc(&self) -> &'static str {
@@ -782,7 +781,7 @@ mod tests {
             // one more for the GPU LayerNorm and softmax kernels, one more for the flattened linear layers.
             assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 4);
             assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 4);
-            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 4);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 5);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 6);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");

@@ -107,6 +107,13 @@ fn pack<B: Backend>(pieces: Vec<Option<Tensor<B, 1>>>, segs: &[(usize, usize)], 
     buf
 }
 
+/// The gradients of one flat update, gathered: `[total]`, zero where a parameter has none and in the padding;
+/// which parameters have one, in visit order.
+struct Gathered<B: Backend> {
+    g: Tensor<B, 1>,
+    has_grad: Vec<bool>,
+}
+
 impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// [`Self::step`] for accelerators: nothing is read back to the host (a read waits for every queued kernel,
     /// so the host could not prepare the next update while the device works), the clip factor
@@ -119,37 +126,83 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         grads: &GradientsParams,
         lr: f64,
     ) -> (M, Option<Tensor<B::InnerBackend, 1>>) {
-        let fresh = self.flat.is_none();
-        let mut gather = Gather::<B> { grads, weights: fresh, items: vec![] };
-        model.visit(&mut gather);
-        let items = gather.items;
-        let Some(first) = items.first() else {
+        let Some(Gathered { g, has_grad }) = self.gather_flat(&model, grads) else {
             return (model, None);
         };
-        let device = first.device.clone();
-        if fresh {
-            self.flat = Some(self.build_flat(&items, &device));
-        }
-        let flat = self.flat.as_mut().expect("built above");
-        assert!(
-            flat.ids.len() == items.len() && flat.ids.iter().zip(&flat.segs).zip(&items).all(|((id, s), it)| *id == it.id && s.1 == it.n),
-            "the model's parameters changed under the optimizer (another model, or parameters added or removed)"
-        );
-        let total = flat.w.shape().num_elements();
-        let has_grad: Vec<bool> = items.iter().map(|it| it.g.is_some()).collect();
-        let any_grad = has_grad.iter().any(|&h| h);
-        // [total]: the gradients, zero where a parameter has none and in the padding.
-        let g = pack(items.into_iter().map(|it| it.g).collect(), &flat.segs, total, &device);
+        let total = g.shape().num_elements();
         // No gradient at all: no norm (0), no clipping; the momentum still moves, as on the per-tensor path.
-        let norm = any_grad.then(|| g.clone().powf_scalar(2.0).sum().sqrt());
+        let norm = has_grad.iter().any(|&h| h).then(|| g.clone().powf_scalar(2.0).sum().sqrt());
         let g = match (self.clip, &norm) {
             // ‖g‖ = 0 gives +inf, clamped to 1. A NaN norm (NaN gradients) gives a factor the backend's clamp decides
             // (CUDA's `fminf` returns 1); the NaN gradients carry through either way and the next loss read stops the run.
             (Some(c), Some(n)) => g * n.clone().recip().mul_scalar(c).clamp_max(1.0).expand([total]),
             _ => g,
         };
+        (self.apply_flat(model, g, &has_grad, lr), norm)
+    }
+
+    /// [`Self::step_scaled`] over the flat buffers (`precision = "f16"` on accelerators): the gradients of a loss
+    /// multiplied by `loss_scale` are gathered as [`Self::step_deferred`] gathers them, their squared norm is one
+    /// reduction read on the host (the one read an f16 update needs: an overflowed update is skipped before the
+    /// next one, as PyTorch's `GradScaler` does), and the clip factor and `1/loss_scale` are one multiplication
+    /// of the flat gradient before the same fused update. Returns the model, the unscaled pre-clip norm (+inf
+    /// after an overflow) and whether the update was applied: after an overflow nothing changes, weights,
+    /// moments and the update count included.
+    pub fn step_scaled_flat<M: AutodiffModule<B>>(
+        &mut self,
+        model: M,
+        grads: &GradientsParams,
+        lr: f64,
+        loss_scale: f64,
+    ) -> (M, f64, bool) {
+        use burn::tensor::ElementConversion;
+        let Some(Gathered { g, has_grad }) = self.gather_flat(&model, grads) else {
+            return (model, 0.0, true);
+        };
+        let sq: f64 = if has_grad.iter().any(|&h| h) { g.clone().powf_scalar(2.0).sum().into_scalar().elem() } else { 0.0 };
+        let norm = sq.sqrt() / loss_scale;
+        if !norm.is_finite() {
+            // inf or NaN (inf − inf in the overflowed gradients): logged as an overflow, +inf.
+            return (model, f64::INFINITY, false);
+        }
+        let clip = match self.clip {
+            Some(c) if norm > c => c / norm,
+            _ => 1.0,
+        };
+        let g = g * (clip / loss_scale);
+        (self.apply_flat(model, g, &has_grad, lr), norm, true)
+    }
+
+    /// The flat state (built from the parameters on first use) checked against `model`, and `grads` packed into
+    /// one flat gradient; `None` when the model has no parameters.
+    fn gather_flat<M: AutodiffModule<B>>(&mut self, model: &M, grads: &GradientsParams) -> Option<Gathered<B::InnerBackend>> {
+        let fresh = self.flat.is_none();
+        let mut gather = Gather::<B> { grads, weights: fresh, items: vec![] };
+        model.visit(&mut gather);
+        let items = gather.items;
+        let device = items.first()?.device.clone();
+        if fresh {
+            self.flat = Some(self.build_flat(&items, &device));
+        }
+        let flat = self.flat.as_ref().expect("built above");
+        assert!(
+            flat.ids.len() == items.len() && flat.ids.iter().zip(&flat.segs).zip(&items).all(|((id, s), it)| *id == it.id && s.1 == it.n),
+            "the model's parameters changed under the optimizer (another model, or parameters added or removed)"
+        );
+        let total = flat.w.shape().num_elements();
+        let has_grad: Vec<bool> = items.iter().map(|it| it.g.is_some()).collect();
+        let g = pack(items.into_iter().map(|it| it.g).collect(), &flat.segs, total, &device);
+        Some(Gathered { g, has_grad })
+    }
+
+    /// One update of the flat moments and weights from the flat gradient `g` (already clipped and unscaled), the
+    /// parameters set to views of the new weights.
+    fn apply_flat<M: AutodiffModule<B>>(&mut self, model: M, g: Tensor<B::InnerBackend, 1>, has_grad: &[bool], lr: f64) -> M {
+        let flat = self.flat.as_mut().expect("gathered first");
+        let device = g.device();
+        let total = g.shape().num_elements();
         let newly = has_grad.iter().zip(&flat.started).any(|(&h, &s)| h && !s);
-        for (s, h) in flat.started.iter_mut().zip(&has_grad) {
+        for (s, h) in flat.started.iter_mut().zip(has_grad) {
             *s |= *h;
         }
         self.t += 1;
@@ -190,7 +243,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         };
         flat.w = new_w.clone();
         let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, idx: 0 };
-        (model.map(&mut scatter), norm)
+        model.map(&mut scatter)
     }
 
     /// The flat state from the parameters' current values and the per-tensor moments (empty, or imported
@@ -365,6 +418,54 @@ mod tests {
                 }
                 assert!(resumed.is_some());
             }
+        }
+    }
+
+    /// The gradients of `scale` × the mean of `y²` (a loss-scaled backward pass, as f16 training runs it).
+    fn scaled_grads(blk: &Block<A>, scale: f64) -> GradientsParams {
+        let v: Vec<f32> = (0..80).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let x = Tensor::<A, 3>::from_data(TensorData::new(v, [2, 5, 8]), &Default::default());
+        let y = blk.forward_composed(x, None);
+        GradientsParams::from_grads(((y.clone() * y).mean() * scale).backward(), blk)
+    }
+
+    /// The flat loss-scaled update (f16 on accelerators) takes the per-tensor `step_scaled`'s updates within 1e-5
+    /// and reports the same unscaled norm; an overflowed update (gradients past f32) is skipped on both paths:
+    /// +inf, not applied, weights, moments and the update count unchanged.
+    #[test]
+    fn flat_loss_scaled_updates_follow_the_per_tensor_ones_and_skip_overflows() {
+        let _one = crate::train::run::autodiff_guard();
+        let kind = OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+        for clip in [None, Some(0.05)] {
+            let blk = Block::<A>::new(8, 2, 16, 1e-6, true, &mut Init::new(5), &Default::default());
+            let (mut host, mut flat) = (SharedOptimizer::<A>::new(kind, clip), SharedOptimizer::<A>::new(kind, clip));
+            let (mut a, mut b) = (blk.clone(), blk);
+            for (step, scale) in [1024.0, 1e38, 2048.0, 1e38, 512.0].into_iter().enumerate() {
+                let what = format!("clip {clip:?} update {step} scale {scale}");
+                let (before, t, state) = (params(&b), flat.t, flat.export());
+                let (na, norm_a, applied_a) = host.step_scaled(a.clone(), &scaled_grads(&a, scale), 0.05, scale);
+                let (nb, norm_b, applied_b) = flat.step_scaled_flat(b.clone(), &scaled_grads(&b, scale), 0.05, scale);
+                a = na;
+                b = nb;
+                assert_eq!(applied_a, applied_b, "{what}");
+                if scale > 1e30 {
+                    assert!(!applied_b && norm_b == f64::INFINITY && norm_a == f64::INFINITY, "{what}: an overflow");
+                    assert_eq!(params(&b), before, "{what}: skipped, weights unchanged");
+                    assert_eq!((flat.t, flat.export()), (t, state), "{what}: skipped, moments and count unchanged");
+                    continue;
+                }
+                assert!(applied_b && norm_b.is_finite(), "{what}");
+                assert!((norm_a - norm_b).abs() <= 1e-5 * norm_a, "{what}: norm {norm_a} vs {norm_b}");
+                let (mut pa, mut pb) = (params(&a), params(&b));
+                if clip.is_some() {
+                    // The qkv bias's key part: rounding noise scaled up by Adam (see the test above).
+                    let d = pa[2].len() / 3;
+                    pa[2].drain(d..2 * d);
+                    pb[2].drain(d..2 * d);
+                }
+                close(&pa, &pb, 1e-5, &what);
+            }
+            assert_eq!(flat.t, 3);
         }
     }
 

@@ -86,7 +86,8 @@ pub struct RunConfig {
     /// Matrix products of the blocks on f16 operands (autocast-style composition, for GPUs without bf16),
     /// with dynamic loss scaling ([`LossScaler`]); weights and optimizer state stay f32. Every update's
     /// gradient norm is read on the host (to skip overflowed updates), as PyTorch's `GradScaler` reads its
-    /// overflow flag; losses are read as `deferred_reads` says. Written only when on.
+    /// overflow flag; losses are read as `deferred_reads` says. On accelerators the update runs over the flat
+    /// buffers ([`SharedOptimizer::step_scaled_flat`]), on the CPU per tensor. Written only when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub f16: bool,
     /// The first loss scale of an f16 run (`None`: [`LossScaler::INIT`]). Written only when set.
@@ -548,7 +549,12 @@ pub fn run<B: AutodiffBackend>(
             let lr = lr_sched.at(step) * peak;
             let mut scaled = None;
             let grad_norm = if let Some(scaler) = state.loss_scale.as_mut() {
-                let (m, gn, applied) = opt.step_scaled(model, &grads, lr, scaler.scale);
+                // On accelerators over the flat buffers (one read of the norm per update), else per tensor.
+                let (m, gn, applied) = if deferred {
+                    opt.step_scaled_flat(model, &grads, lr, scaler.scale)
+                } else {
+                    opt.step_scaled(model, &grads, lr, scaler.scale)
+                };
                 model = m;
                 scaled = Some((scaler.scale, !applied));
                 scaler.update(applied);
