@@ -168,9 +168,10 @@ impl BackendJob for Job {
                 }
                 acc.grads()
             };
-            // f16 reads the norm every step, to skip an update whose scaled gradients overflowed.
+            // f16 reads the norm every step, to skip an update whose scaled gradients overflowed; as training,
+            // per tensor on the CPU and over the flat buffers on an accelerator.
             if a.f16 {
-                let (m, _, applied) = opt.step_scaled(model, &g, 1e-3, s);
+                let (m, _, applied) = if on_cpu { opt.step_scaled(model, &g, 1e-3, s) } else { opt.step_scaled_flat(model, &g, 1e-3, s) };
                 scaler.update(applied);
                 return m;
             }

@@ -423,11 +423,7 @@ impl Stage for TrainStage {
         let bf16 = precision == Some("bf16");
         let half = bf16 || precision == Some("f16");
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
-        self.version()
-            + u32::from(off || bf16)
-            + u32::from(off && bf16)
-            + 3 * u32::from(device)
-            + u32::from(device && half)
+        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + 3 * u32::from(device) + u32::from(device && half)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
