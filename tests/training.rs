@@ -529,8 +529,8 @@ fn deferred_reads_give_the_same_updates_and_still_catch_divergence() {
 /// Started at 2³⁰, the scaled gradients overflow f16, so the first updates are skipped (logged with an
 /// infinite norm, the scale halved after each) until the scale fits; then updates are applied at that scale
 /// (halved again whenever one overflows). A run resumed from a checkpoint (the scaler's state in it, the logs through JSON as the
-/// checkpoint file keeps them) ends with the same bits as the uninterrupted run, and so does a run with the
-/// accelerators' deferred loss reads. Whole batches and slices.
+/// checkpoint file keeps them) ends with the same bits as the uninterrupted run; a run as on an accelerator
+/// (deferred loss reads, the flat loss-scaled update) follows it within 1e-5. Whole batches and slices.
 #[test]
 fn f16_loss_scaling_skips_overflowed_updates_and_resumes_to_the_same_bits() {
     let (mut tasks, model) = two_image_tasks(0);
@@ -569,15 +569,31 @@ fn f16_loss_scaling_skips_overflowed_updates_and_resumes_to_the_same_bits() {
         let resumed = run::<Autodiff<Flex>>(&cfg, &tasks, None, Some(r), &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
         assert_eq!(resumed.steps, whole.steps, "micro_batch {micro_batch}: logs");
         assert_eq!(resumed.weights, whole.weights, "micro_batch {micro_batch}: weights");
-        // As on an accelerator (losses read every 5 updates; the norm still every update): the same weights
-        // and norms; the logged loss of a sliced batch is summed on the device in f32 there (in f64 on the
-        // host otherwise), so it may differ in the last bits.
+        // As on an accelerator (losses read every 5 updates; the norm still every update; the loss-scaled update
+        // over the flat buffers, its norm one reduction): the same updates skipped at the same scales, norms,
+        // losses and weights within 1e-5; and the read cadence does not change the bits.
         let cfg = RunConfig { deferred_reads: Some(5), ..cfg };
         let deferred = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
-        assert_eq!(deferred.weights, whole.weights, "micro_batch {micro_batch}: deferred reads, weights");
         for (d, w) in deferred.steps.iter().zip(steps) {
-            assert_eq!((d.grad_norm, d.loss_scale, d.skipped), (w.grad_norm, w.loss_scale, w.skipped), "update {}", d.step);
-            assert!((d.loss - w.loss).abs() <= 1e-6 * w.loss.abs(), "update {}: loss {} vs {}", d.step, d.loss, w.loss);
+            assert_eq!((d.loss_scale, d.skipped), (w.loss_scale, w.skipped), "update {}", d.step);
+            assert!(
+                d.skipped || (d.grad_norm - w.grad_norm).abs() <= 1e-5 * w.grad_norm,
+                "update {}: norm {} vs {}",
+                d.step,
+                d.grad_norm,
+                w.grad_norm
+            );
+            assert!((d.loss - w.loss).abs() <= 1e-5 * w.loss.abs(), "update {}: loss {} vs {}", d.step, d.loss, w.loss);
         }
+        for (name, w) in &whole.weights {
+            let d = &deferred.weights[name];
+            let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for (x, y) in d.data.iter().zip(&w.data) {
+                assert!((x - y).abs() <= 1e-5 * scale, "micro_batch {micro_batch} {name}: {x} vs {y}");
+            }
+        }
+        let every = RunConfig { deferred_reads: Some(1), ..cfg };
+        let every = run::<Autodiff<Flex>>(&every, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
+        assert_eq!(every.weights, deferred.weights, "micro_batch {micro_batch}: read cadence");
     }
 }

@@ -80,7 +80,10 @@ impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let ([q, k, v, p], scale) = ops.state;
-        let g = grads.consume::<B>(&ops.node); // [B, N, D]
+        // [B, N, D], of the node's output type (burn's autodiff hands a half output its gradient in that type;
+        // the cast keeps the products below on one type should that ever change).
+        let g = grads.consume::<B>(&ops.node);
+        let g = if g.dtype() == q.dtype() { g } else { B::float_cast(g, q.dtype().into()) };
         let [parent] = ops.parents;
         let Some(node) = parent else { return };
         let [b, h, n, hd] = q.shape().dims::<4>();

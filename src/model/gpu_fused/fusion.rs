@@ -63,6 +63,7 @@ fn register<B: FusionBackend + GpuKernels>(
     shapes: Vec<Shape>,
     dtypes: &[DType],
 ) -> Vec<FusionTensor<B::FusionRuntime>> {
+    assert_eq!(shapes.len(), dtypes.len(), "{name}: one float type per output");
     let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(inputs.iter());
     let outs: Vec<TensorIr> = shapes.into_iter().zip(dtypes).map(|(s, d)| TensorIr::uninit(client.create_empty_handle(), s, *d)).collect();

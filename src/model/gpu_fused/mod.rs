@@ -12,9 +12,10 @@
 //! [`attention`] (the heads split from the packed projection and merged back, with their backward) and [`linear`]
 //! (one product over all tokens) remove more of burn's launches and intermediates the same way.
 //!
-//! [`layer_norm`] and [`softmax_last`] take this path when the backend is `Cuda`/`Wgpu` or `Autodiff` of one
-//! (the build's `cuda`/`wgpu` features), the tensors are f32 and the path is enabled ([`set_enabled`], on by
-//! default); otherwise burn's compositions run, which are also the reference these kernels are tested against
+//! [`layer_norm`], [`softmax_last`] and [`attention`] take this path when the backend is `Cuda`/`Wgpu` or
+//! `Autodiff` of one (the build's `cuda`/`wgpu` features), the tensors are f32 (LayerNorm) or f32, bf16 or f16
+//! (softmax and attention, computed in f32 and rounded once to the tensors' type) and the path is enabled
+//! ([`set_enabled`], on by default); otherwise burn's compositions run, which are also the reference these kernels are tested against
 //! (`tests/wgpu.rs`). The results differ from the compositions' in float rounding only (another summation
 //! order, a reciprocal), so training nodes on those backends have keys of their own (`TrainStage::version_for`).
 
@@ -126,7 +127,8 @@ pub fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, 
 }
 
 /// Softmax over the last axis: one kernel per pass on the GPU backends (f32 arithmetic whatever the float type,
-/// one rounding to it), burn's composition elsewhere.
+/// one rounding to it), burn's composition elsewhere (which on bf16/f16 tensors computes in that type: callers
+/// that want autocast's f32 softmax on the CPU cast first, as `Block::attention` does).
 ///
 /// # Shapes
 /// `x: [..., N]` → `[..., N]`
@@ -143,8 +145,9 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// softmax kernel, and a backward of four products, the softmax's backward and one kernel laying the three
 /// gradients out as the projection's. burn's composition (three head copies and a scaling forward; a zero tensor
 /// and a `slice_assign` per head tensor, their sums, the scaling and two copies backward) takes 8 and 17 launches
-/// per block where this node takes 5 and 7 (`None`: not a GPU backend, the kernels off, or tensors past their
-/// 32-bit indices — the caller composes it).
+/// per block where this node takes 5 and 7 (`None`: not a GPU backend, the kernels off, a float type other than
+/// f32, bf16 and f16, heads that do not divide the width, or tensors past their 32-bit indices — the caller
+/// composes it).
 ///
 /// In bf16 or f16 (`qkv` of that type) the node runs as PyTorch's autocast runs the composition: the products in
 /// the half type, the softmax computed in f32 from the half scores and its probabilities rounded once to the half
