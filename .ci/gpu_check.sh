@@ -104,6 +104,8 @@ echo "== 8a. polyflow's GPU kernels, attention node and flattened linear against
 step ti_composed 75 $B bench-model --backend cuda --no-fused $TI
 # ViT-B/16 as burn composes it (also burn's batched `linear`, whose weight gradients are B products and a sum)
 step b16_composed 120 $B bench-model --backend cuda --no-fused $B16
+# bf16: the attention node in bf16 (scores and probabilities kept in bf16) against the autocast-style composition
+step b16_bf16_composed 120 $B bench-model --backend cuda --bf16 --no-fused $B16
 echo "== 8b. nsys's kernel summary of B/16 training (where the device has Nsight Systems)"
 if command -v nsys >/dev/null; then
   step b16_nsys 90 nsys profile -t cuda --stats=true -o "$OUT/b16_nsys" -f true $B bench-model --backend cuda --only train ${B16/--steps 10/--steps 2}
