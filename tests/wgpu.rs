@@ -283,35 +283,52 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     assert!(polyflow::model::gpu_fused::pack::<Wgpu>(&[None, None], &segs[..2], 256).is_none());
 }
 
+/// What `Block::attention` composes: heads from the packed projection, q scaled, softmax, heads merged; with
+/// `autocast`, the softmax in f32 from the scores' type and its probabilities cast back to it (f16 here).
+///
+/// # Shapes
+/// `qkv: [B, N, 3·D]` → `[B, N, D]`
+fn composed_attention<B: burn::tensor::backend::Backend>(
+    qkv: burn::tensor::Tensor<B, 3>,
+    h: usize,
+    autocast: bool,
+) -> burn::tensor::Tensor<B, 3> {
+    use burn::tensor::{activation, FloatDType};
+    let [b, n, d3] = qkv.dims();
+    let (d, hd) = (d3 / 3, d3 / 3 / h);
+    let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
+    let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
+    let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
+    let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
+    let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N]
+    let att = match autocast {
+        true => activation::softmax(scores.cast(FloatDType::F32), 3).cast(FloatDType::F16),
+        false => activation::softmax(scores, 3),
+    };
+    att.matmul(v).swap_dims(1, 2).reshape([b, n, d])
+}
+
 /// The attention as one autodiff node (`gpu_fused::attention`: head split kernel, burn's products, the softmax
 /// kernel, head merge kernel backward) gives burn's composition's output and packed-projection gradient up to
 /// float rounding, tracked and in inference; heads of 1, 3 and 64 floats, a sequence not a power of two, one head.
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn the_attention_node_matches_burns_composition() {
-    use burn::tensor::{activation, backend::Backend, Distribution, Tensor};
+    use burn::tensor::{Distribution, Tensor};
     use polyflow::model::gpu_fused::attention;
     type A = Autodiff<Wgpu>;
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
-    // What `Block::attention` composes: heads from the packed projection, q scaled, softmax, heads merged.
-    fn composed<B: Backend>(qkv: Tensor<B, 3>, h: usize) -> Tensor<B, 3> {
-        let [b, n, d3] = qkv.dims();
-        let (d, hd) = (d3 / 3, d3 / 3 / h);
-        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
-        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
-        let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
-        let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
-        let att = activation::softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, N, N]
-        att.matmul(v).swap_dims(1, 2).reshape([b, n, d])
-    }
     for (b, n, h, hd) in [(2, 65, 3, 64), (3, 17, 4, 3), (1, 197, 2, 1), (2, 5, 1, 8)] {
         let d3 = 3 * h * hd;
         let qkv = Tensor::<A, 3>::random([b, n, d3], Distribution::Normal(0.0, 1.5), &dev);
         let w = Tensor::<A, 3>::random([b, n, h * hd], Distribution::Normal(0.0, 1.0), &dev);
         let run = |kernel: bool| {
             let x = qkv.clone().detach().require_grad();
-            let y =
-                if kernel { attention(x.clone(), h).expect("the attention node runs on Autodiff<Wgpu>") } else { composed(x.clone(), h) };
+            let y = if kernel {
+                attention(x.clone(), h).expect("the attention node runs on Autodiff<Wgpu>")
+            } else {
+                composed_attention(x.clone(), h, false)
+            };
             assert_eq!(y.dims(), [b, n, h * hd]);
             let g = (y.clone() * w.clone()).sum().backward();
             [vals(y.inner()), vals(x.grad(&g).unwrap())]
@@ -323,7 +340,7 @@ fn the_attention_node_matches_burns_composition() {
         assert!(k[1].iter().all(|v| v.is_finite()) && k[1].iter().any(|v| *v != 0.0), "{what}: a gradient");
         let x = qkv.clone().inner();
         let plain = attention(x.clone(), h).expect("and on Wgpu");
-        near(&format!("{what} inference"), &vals(plain), &vals(composed(x, h)), 1e-5);
+        near(&format!("{what} inference"), &vals(plain), &vals(composed_attention(x, h, false)), 1e-5);
     }
     // Heads that do not divide the width: the caller's composition.
     let x = Tensor::<A, 3>::random([1, 4, 18], Distribution::Normal(0.0, 1.0), &dev);
@@ -345,17 +362,6 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
         <Wgpu as Backend>::supports_dtype(&dev, DType::F16),
         "this test needs a Vulkan adapter with 16-bit float arithmetic (shaderFloat16; lavapipe has it)"
     );
-    fn composed<B: Backend>(qkv: Tensor<B, 3>, h: usize) -> Tensor<B, 3> {
-        let [b, n, d3] = qkv.dims();
-        let (d, hd) = (d3 / 3, d3 / 3 / h);
-        let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
-        let q = qkv.clone().narrow(0, 0, 1).reshape([b, h, n, hd]) * (1.0 / (hd as f64).sqrt());
-        let k = qkv.clone().narrow(0, 1, 1).reshape([b, h, n, hd]);
-        let v = qkv.narrow(0, 2, 1).reshape([b, h, n, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N], f16
-        let att = activation::softmax(scores.cast(FloatDType::F32), 3).cast(FloatDType::F16);
-        att.matmul(v).swap_dims(1, 2).reshape([b, n, d])
-    }
     for (b, n, h, hd) in [(2, 65, 3, 64), (3, 17, 4, 3), (1, 197, 2, 8)] {
         let d3 = 3 * h * hd;
         let qkv = Tensor::<A, 3>::random([b, n, d3], Distribution::Normal(0.0, 1.5), &dev);
@@ -364,7 +370,7 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
             // The leaf in f32 (as the model's weights), the node's input f16 (as the bf16/f16 projection's output).
             let x = qkv.clone().detach().require_grad();
             let x16 = x.clone().cast(FloatDType::F16);
-            let y = if kernel { attention(x16, h).expect("the attention node takes f16") } else { composed(x16, h) };
+            let y = if kernel { attention(x16, h).expect("the attention node takes f16") } else { composed_attention(x16, h, true) };
             assert_eq!(y.dtype(), DType::F16);
             let g = (y.clone().cast(FloatDType::F32) * w.clone()).sum().backward();
             [vals(y.inner()), vals(x.grad(&g).unwrap())]
@@ -377,7 +383,7 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
         let x = qkv.clone().inner().cast(FloatDType::F16);
         let plain = attention(x.clone(), h).expect("and on Wgpu");
         assert_eq!(plain.dtype(), DType::F16);
-        near(&format!("{what} inference"), &vals(plain), &vals(composed(x, h)), 4e-3);
+        near(&format!("{what} inference"), &vals(plain), &vals(composed_attention(x, h, true)), 4e-3);
     }
     let x = Tensor::<Wgpu, 4>::random([2, 3, 65, 65], Distribution::Normal(0.0, 3.0), &dev).cast(FloatDType::F16);
     let y = softmax_last(x.clone());

@@ -160,17 +160,10 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             return (model, 0.0, true);
         };
         let sq: f64 = if has_grad.iter().any(|&h| h) { g.clone().powf_scalar(2.0).sum().into_scalar().elem() } else { 0.0 };
-        let norm = sq.sqrt() / loss_scale;
-        if !norm.is_finite() {
-            // inf or NaN (inf − inf in the overflowed gradients): logged as an overflow, +inf.
+        let Some((norm, factor)) = self.unscaled(sq, loss_scale) else {
             return (model, f64::INFINITY, false);
-        }
-        let clip = match self.clip {
-            Some(c) if norm > c => c / norm,
-            _ => 1.0,
         };
-        let g = g * (clip / loss_scale);
-        (self.apply_flat(model, g, &has_grad, lr), norm, true)
+        (self.apply_flat(model, g * factor, &has_grad, lr), norm, true)
     }
 
     /// The flat state (built from the parameters on first use) checked against `model`, and `grads` packed into
@@ -330,10 +323,7 @@ mod tests {
     /// The gradients of the mean of `y²` of the block on a fixed input, without fc2's bias gradient when `drop_fc2_bias`
     /// (a parameter that has not had a gradient yet, as the head of a task not sampled yet).
     fn grads(blk: &Block<A>, drop_fc2_bias: bool) -> GradientsParams {
-        let v: Vec<f32> = (0..80).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
-        let x = Tensor::<A, 3>::from_data(TensorData::new(v, [2, 5, 8]), &Default::default());
-        let y = blk.forward_composed(x, None);
-        let mut g = GradientsParams::from_grads((y.clone() * y).mean().backward(), blk);
+        let mut g = scaled_grads(blk, 1.0);
         if drop_fc2_bias {
             g.remove::<Flex, 1>(blk.fc2.bias.as_ref().unwrap().id);
         }

@@ -200,18 +200,28 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         self.unflatten();
         let mut sq = SqNorm::<B> { grads, total: None };
         model.visit(&mut sq);
-        let norm = sq.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0) / loss_scale;
-        if !norm.is_finite() {
-            // inf or NaN (inf − inf in the overflowed gradients): logged as an overflow, +inf.
+        let sq = sq.total.map(|t| t.into_scalar().elem::<f64>()).unwrap_or(0.0);
+        let Some((norm, factor)) = self.unscaled(sq, loss_scale) else {
             return (model, f64::INFINITY, false);
+        };
+        self.t += 1;
+        let mut u = Update { opt: self, grads, lr, scale: factor, idx: 0 };
+        (model.map(&mut u), norm, true)
+    }
+
+    /// From the squared norm `sq` of gradients of a loss multiplied by `loss_scale`: the unscaled pre-clip norm and
+    /// the factor the gradients are multiplied by (the clip factor over `loss_scale`); `None` after an overflow (a
+    /// non-finite norm: inf, or NaN from inf − inf in the overflowed gradients), logged as +inf and skipped.
+    pub(super) fn unscaled(&self, sq: f64, loss_scale: f64) -> Option<(f64, f64)> {
+        let norm = sq.sqrt() / loss_scale;
+        if !norm.is_finite() {
+            return None;
         }
         let clip = match self.clip {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
         };
-        self.t += 1;
-        let mut u = Update { opt: self, grads, lr, scale: clip / loss_scale, idx: 0 };
-        (model.map(&mut u), norm, true)
+        Some((norm, clip / loss_scale))
     }
 
     /// [`Self::unflatten`] for tests elsewhere in the crate.
