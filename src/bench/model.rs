@@ -188,11 +188,17 @@ impl BackendJob for Job {
             m
         };
         let mut train = 0.0;
+        let mut warmup = 0.0;
         if a.only.as_deref() != Some("infer") {
-            for _ in 0..3 {
+            // Warm-up: where a GPU autotunes and compiles its kernels (each step's seconds on stderr, so a run
+            // cut short by a timeout still says how far tuning got).
+            let t = Instant::now();
+            for i in 0..3 {
                 model = train_step(model);
+                let _ = B::sync(&device);
+                eprintln!("train warm-up step {i}: {:.2} s since start of warm-up", t.elapsed().as_secs_f64());
             }
-            let _ = B::sync(&device);
+            warmup = t.elapsed().as_secs_f64();
             let t = Instant::now();
             for _ in 0..a.steps {
                 model = train_step(model);
@@ -224,19 +230,21 @@ impl BackendJob for Job {
             (switch.name(), r)
         });
         if a.only.as_deref() == Some("train") {
-            return Timings { train, infer: 0.0, ab };
+            return Timings { train, infer: 0.0, warmup, infer_warmup: 0.0, ab };
         }
         let inf = model.valid();
         let xi = x.inner();
+        let t = Instant::now();
         for _ in 0..3 {
             let _ = inf.forward(route, xi.clone(), &[]).into_data();
         }
+        let infer_warmup = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for _ in 0..a.steps {
             let _ = inf.forward(route, xi.clone(), &[]).into_data();
         }
         let infer = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
-        Timings { train, infer, ab }
+        Timings { train, infer, warmup, infer_warmup, ab }
     }
 }
 
@@ -244,6 +252,10 @@ impl BackendJob for Job {
 struct Timings {
     train: f64,
     infer: f64,
+    /// Seconds of the 3 training warm-up steps (on a GPU: kernel compilation and autotuning included).
+    warmup: f64,
+    /// Seconds of the 3 inference warm-up passes.
+    infer_warmup: f64,
     ab: Option<(String, AbRounds)>,
 }
 
@@ -290,7 +302,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     // On a worker of a pool of the configured size, as a pipeline's node runs (`exec::launch`): the calling
     // thread does the serial work itself instead of competing for the cores with the pool's idle workers.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads()).build()?;
-    let Timings { train, infer, ab } = pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
+    let Timings { train, infer, warmup, infer_warmup, ab } = pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
     // counted as three forward passes (forward, and two products per product in the backward pass).
@@ -298,7 +310,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     let block = 2.0 * n * (4.0 * d * d + 2.0 * d * a.mlp as f64) + 4.0 * n * n * d;
     let fwd = a.depth as f64 * block + 2.0 * (n - 1.0) * (3 * a.patch * a.patch) as f64 * d + 2.0 * d * a.classes as f64;
     let train_gflops = 3.0 * fwd * train / 1e9;
-    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16 && (backend == "flex" || backend == "cpu"), "gpu_kernels": crate::model::gpu_fused::enabled() && cfg!(feature = "gpu-kernels") && (backend == "cuda" || backend == "wgpu"), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1});
+    let mut out = serde_json::json!({"backend": backend, "dim": a.dim, "depth": a.depth, "heads": a.heads, "mlp": a.mlp, "image": a.image, "patch": a.patch, "tokens": tokens, "batch": a.batch, "train_img_s": train, "infer_img_s": infer, "fused_cpu": crate::model::fused::enabled() && !a.f16 && (backend == "flex" || backend == "cpu"), "gpu_kernels": crate::model::gpu_fused::enabled() && cfg!(feature = "gpu-kernels") && (backend == "cuda" || backend == "wgpu"), "train_gflops": train_gflops, "infer_gflops": fwd * infer / 1e9, "precision": if a.bf16 { "bf16" } else if a.f16 { "f16" } else { "f32" }, "micro_batch": a.micro_batch, "read_each_step": a.f16 || crate::train::run::deferred_reads_from_env() == 1, "train_warmup_s": warmup, "infer_warmup_s": infer_warmup});
     if (backend == "flex" || backend == "cpu") && !a.f16 {
         // The matmul peak the fractions refer to: polyflow's CPU product on the block's largest shape.
         let m = a.batch * tokens;
