@@ -171,7 +171,7 @@ impl BackendJob for Job {
             // f16 reads the norm every step, to skip an update whose scaled gradients overflowed; as training,
             // per tensor on the CPU and over the flat buffers on an accelerator.
             if a.f16 {
-                let (m, _, applied) = if on_cpu { opt.step_scaled(model, &g, 1e-3, s) } else { opt.step_scaled_flat(model, &g, 1e-3, s) };
+                let (m, _, applied) = if on_cpu { opt.step_scaled(model, &g, 1e-3, s) } else { opt.step_scaled_flat(model, g, 1e-3, s) };
                 scaler.update(applied);
                 return m;
             }
@@ -181,7 +181,7 @@ impl BackendJob for Job {
             }
             // As training on an accelerator: the flat update, nothing read back unless POLYFLOW_SYNC_EVERY=1
             // asks for the gradient norm every step (the cost of a host read per update).
-            let (m, norm) = opt.step_deferred(model, &g, 1e-3);
+            let (m, norm) = opt.step_deferred(model, g, 1e-3);
             if read_each_step {
                 let _ = norm.map(|n| n.into_scalar());
             }

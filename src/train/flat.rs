@@ -53,14 +53,18 @@ struct Item<B: Backend> {
 }
 
 struct Gather<'a, B: AutodiffBackend> {
-    grads: &'a GradientsParams,
+    grads: &'a mut GradientsParams,
     weights: bool,
     items: Vec<Item<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let g = self.grads.get::<B::InnerBackend, D>(param.id).map(|g| {
+        // Taken out, not cloned: the gradients are then released in visit order, where dropping the map would
+        // release them in its hash order, another order every update. burn's fusion finds a stored execution plan
+        // only for the same sequence of operations (releases included); a new order every update made it search
+        // the whole update again each time (BENCHMARKS.md, "GPU, 2026-12-04": most of a ViT-Ti step's host time).
+        let g = self.grads.remove::<B::InnerBackend, D>(param.id).map(|g| {
             let n = g.shape().num_elements();
             g.reshape([n])
         });
@@ -123,7 +127,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     pub fn step_deferred<M: AutodiffModule<B>>(
         &mut self,
         model: M,
-        grads: &GradientsParams,
+        grads: GradientsParams,
         lr: f64,
     ) -> (M, Option<Tensor<B::InnerBackend, 1>>) {
         let Some(Gathered { g, has_grad }) = self.gather_flat(&model, grads) else {
@@ -151,7 +155,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     pub fn step_scaled_flat<M: AutodiffModule<B>>(
         &mut self,
         model: M,
-        grads: &GradientsParams,
+        grads: GradientsParams,
         lr: f64,
         loss_scale: f64,
     ) -> (M, f64, bool) {
@@ -168,11 +172,13 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
 
     /// The flat state (built from the parameters on first use) checked against `model`, and `grads` packed into
     /// one flat gradient; `None` when the model has no parameters.
-    fn gather_flat<M: AutodiffModule<B>>(&mut self, model: &M, grads: &GradientsParams) -> Option<Gathered<B::InnerBackend>> {
+    fn gather_flat<M: AutodiffModule<B>>(&mut self, model: &M, mut grads: GradientsParams) -> Option<Gathered<B::InnerBackend>> {
         let fresh = self.flat.is_none();
-        let mut gather = Gather::<B> { grads, weights: fresh, items: vec![] };
+        let mut gather = Gather::<B> { grads: &mut grads, weights: fresh, items: vec![] };
         model.visit(&mut gather);
         let items = gather.items;
+        // Gradients of tensors that are not the model's parameters (none in training) go before the update.
+        drop(grads);
         let device = items.first()?.device.clone();
         if fresh {
             self.flat = Some(self.build_flat(&items, &device));
@@ -364,7 +370,7 @@ mod tests {
                     // fc2's bias: no gradient before update 2 (not started), none again at update 3 (started).
                     let drop = step < 2 || step == 3;
                     let (na, _) = host.step(a.clone(), &grads(&a, drop), 0.05);
-                    let (nb, norm) = flat.step_deferred(b.clone(), &grads(&b, drop), 0.05);
+                    let (nb, norm) = flat.step_deferred(b.clone(), grads(&b, drop), 0.05);
                     a = na;
                     b = nb;
                     let norm = norm.expect("a norm").into_scalar().elem::<f64>();
@@ -401,7 +407,7 @@ mod tests {
                         resumed = Some((o, b.clone()));
                     }
                     if let Some((o, r)) = resumed.as_mut().filter(|_| step > 2) {
-                        let (nr, _) = o.step_deferred(r.clone(), &grads(r, drop), 0.05);
+                        let (nr, _) = o.step_deferred(r.clone(), grads(r, drop), 0.05);
                         *r = nr;
                         assert_eq!(params(r), params(&b), "{what} update {step}: resumed from a checkpoint");
                     }
@@ -434,7 +440,7 @@ mod tests {
                 let what = format!("clip {clip:?} update {step} scale {scale}");
                 let (before, t, state) = (params(&b), flat.t, flat.export());
                 let (na, norm_a, applied_a) = host.step_scaled(a.clone(), &scaled_grads(&a, scale), 0.05, scale);
-                let (nb, norm_b, applied_b) = flat.step_scaled_flat(b.clone(), &scaled_grads(&b, scale), 0.05, scale);
+                let (nb, norm_b, applied_b) = flat.step_scaled_flat(b.clone(), scaled_grads(&b, scale), 0.05, scale);
                 a = na;
                 b = nb;
                 assert_eq!(applied_a, applied_b, "{what}");
@@ -467,7 +473,7 @@ mod tests {
         let blk = Block::<A>::new(8, 2, 16, 1e-6, true, &mut Init::new(4), &Default::default());
         let mut o = SharedOptimizer::<A>::new(kind, None);
         let g = grads(&blk, false);
-        let (b, _) = o.step_deferred(blk, &g, 0.1);
+        let (b, _) = o.step_deferred(blk, g, 0.1);
         let before = o.export();
         o.unflatten_for_test();
         assert!(o.flat.is_none());

@@ -551,7 +551,7 @@ pub fn run<B: AutodiffBackend>(
             let grad_norm = if let Some(scaler) = state.loss_scale.as_mut() {
                 // On accelerators over the flat buffers (one read of the norm per update), else per tensor.
                 let (m, gn, applied) = if deferred {
-                    opt.step_scaled_flat(model, &grads, lr, scaler.scale)
+                    opt.step_scaled_flat(model, grads, lr, scaler.scale)
                 } else {
                     opt.step_scaled(model, &grads, lr, scaler.scale)
                 };
@@ -560,7 +560,7 @@ pub fn run<B: AutodiffBackend>(
                 scaler.update(applied);
                 Value::Host(gn)
             } else if deferred {
-                let (m, gn) = opt.step_deferred(model, &grads, lr);
+                let (m, gn) = opt.step_deferred(model, grads, lr);
                 model = m;
                 gn.map_or(Value::Host(0.0), Value::Device)
             } else {
