@@ -6,7 +6,10 @@
 //! one: a result that depends on where the command was started) and does not keep compiled kernels at all.
 //! Before the first GPU use polyflow points both caches at one folder of the user's cache:
 //!
-//! - autotune results: `<root>/autotune` (CubeCL keys them by device and kernel set);
+//! - autotune results: `<root>/autotune/<GPU model>` on cuda, `<root>/autotune` on wgpu — CubeCL keys them by
+//!   device index (`device-4-0`), runtime and kernel set, not by GPU model, so on cuda the folder is per model:
+//!   a home directory shared by machines with different GPUs (a cluster's) keeps each model's choices apart;
+//!   with no model known (none, or several in one machine) the folder is shared, as CubeCL would have it;
 //! - compiled PTX: `<root>/ptx/<GPU model>` — CubeCL keys PTX by kernel only, not by GPU architecture, so
 //!   the folder is per GPU model (read from the NVIDIA driver's `/proc/driver/nvidia/gpus/*/information`);
 //!   when the model is unknown or the machine mixes models, the PTX cache stays off (cuda only).
@@ -53,6 +56,15 @@ pub fn gpu_model(gpus: &Path) -> Option<String> {
     }
 }
 
+/// Where the autotune results go under `root`: per GPU model when it is known (module docs).
+#[cfg(any(feature = "cuda", feature = "wgpu", test))]
+fn autotune_dir(root: &Path, model: Option<&str>) -> PathBuf {
+    match model {
+        Some(m) => root.join("autotune").join(m),
+        None => root.join("autotune"),
+    }
+}
+
 /// The environment variable naming the file CubeCL's kernel timings go to (module docs).
 pub const PROFILE_VAR: &str = "POLYFLOW_KERNEL_PROFILE";
 
@@ -69,13 +81,12 @@ pub fn configure(ptx: bool) {
         // What CubeCL itself would load: the user's cubecl.toml / burn.toml, then CUBECL_* variables.
         let mut cfg = CubeClRuntimeConfig::from_current_dir().override_from_env();
         let root = root();
+        let model = if ptx { gpu_model(Path::new("/proc/driver/nvidia/gpus")) } else { None };
         if matches!(cfg.autotune.cache, CacheConfig::Target) {
-            cfg.autotune.cache = CacheConfig::File(root.join("autotune"));
+            cfg.autotune.cache = CacheConfig::File(autotune_dir(&root, model.as_deref()));
         }
-        if ptx && cfg.compilation.cache.is_none() {
-            if let Some(model) = gpu_model(Path::new("/proc/driver/nvidia/gpus")) {
-                cfg.compilation.cache = Some(CacheConfig::File(root.join("ptx").join(model)));
-            }
+        if let Some(model) = model.as_deref().filter(|_| cfg.compilation.cache.is_none()) {
+            cfg.compilation.cache = Some(CacheConfig::File(root.join("ptx").join(model)));
         }
         if let Some(file) = std::env::var_os(PROFILE_VAR).filter(|v| !v.is_empty()).map(PathBuf::from) {
             // Checked here: CubeCL's logger would fail on its own thread, far from the variable that named the file.
@@ -113,6 +124,14 @@ mod tests {
         assert_eq!(root_from(env(&[("POLYFLOW_KERNEL_CACHE", "/k"), ("HOME", "/h")])), PathBuf::from("/k"));
         assert_eq!(root_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])), PathBuf::from("/x/polyflow/kernels"));
         assert_eq!(root_from(env(&[("HOME", "/h")])), PathBuf::from("/h/.cache/polyflow/kernels"));
+    }
+
+    #[test]
+    fn autotune_results_are_kept_per_gpu_model() {
+        let r = Path::new("/k");
+        assert_eq!(autotune_dir(r, Some("NVIDIA_H200")), PathBuf::from("/k/autotune/NVIDIA_H200"));
+        assert_ne!(autotune_dir(r, Some("NVIDIA_H200")), autotune_dir(r, Some("NVIDIA_A100-SXM4-80GB")));
+        assert_eq!(autotune_dir(r, None), PathBuf::from("/k/autotune"));
     }
 
     #[test]
