@@ -123,7 +123,8 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// so the host could not prepare the next update while the device works), the clip factor
     /// `min(1, clip / ‖g‖)` is computed on the device in f32, and the update runs over flat buffers (module
     /// docs). Returns the model and the pre-clip norm as a `[1]` tensor to be read later (`None` when no
-    /// parameter has a gradient: norm 0).
+    /// parameter has a gradient: norm 0). Takes `grads`: they are released in the model's parameter order, the
+    /// same every update, so that a fusing backend runs each update from the plan it stored for the first.
     pub fn step_deferred<M: AutodiffModule<B>>(
         &mut self,
         model: M,
