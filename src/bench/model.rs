@@ -302,7 +302,8 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     // On a worker of a pool of the configured size, as a pipeline's node runs (`exec::launch`): the calling
     // thread does the serial work itself instead of competing for the cores with the pool's idle workers.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads()).build()?;
-    let Timings { train, infer, warmup, infer_warmup, ab } = pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
+    let Timings { train, infer, warmup, infer_warmup, ab } =
+        pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
     // counted as three forward passes (forward, and two products per product in the backward pass).

@@ -153,13 +153,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// of the flat gradient before the same fused update. Returns the model, the unscaled pre-clip norm (+inf
     /// after an overflow) and whether the update was applied: after an overflow nothing changes, weights,
     /// moments and the update count included.
-    pub fn step_scaled_flat<M: AutodiffModule<B>>(
-        &mut self,
-        model: M,
-        grads: GradientsParams,
-        lr: f64,
-        loss_scale: f64,
-    ) -> (M, f64, bool) {
+    pub fn step_scaled_flat<M: AutodiffModule<B>>(&mut self, model: M, grads: GradientsParams, lr: f64, loss_scale: f64) -> (M, f64, bool) {
         use burn::tensor::ElementConversion;
         let Some(Gathered { g, has_grad }) = self.gather_flat(&model, grads) else {
             return (model, 0.0, true);
