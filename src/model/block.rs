@@ -287,32 +287,51 @@ mod tests {
     }
 
     /// Inference in bf16/f16 runs the explicit composition (q scaled first, the softmax in f32), as training
-    /// does: the inner backend's forward equals the autodiff forward's values bit for bit.
+    /// does: on the same input the inner backend's attention and MLP branches and the whole block match the
+    /// autodiff ones up to float rounding, not bit for bit. burn-flex has its own `softmax` and `layer_norm`
+    /// kernels, which `Autodiff` replaces by compositions of primitives for its backward; the two differ by f32
+    /// rounding, and that now and then flips a half-precision rounding after them (a bit-for-bit comparison
+    /// failed 5 runs in 41 on an AMD EPYC, in CI, and more often on an Intel Xeon with AVX512-FP16). So: some
+    /// elements may differ, each by about one rounding of the half type.
     #[test]
     fn half_precision_inference_is_the_training_forward() {
         let _one = crate::train::run::autodiff_guard();
         use burn::module::AutodiffModule;
+        use burn::tensor::Distribution;
         type A = Autodiff<Flex>;
         let dev = Default::default();
         let mut blk = Block::<A>::new(32, 4, 64, 1e-6, true, &mut Init::new(9), &dev);
-        // On an Intel Xeon with AVX512-FP16 the F16 case differed by one f16 rounding in a few values for some inputs
-        // (about one run in 12 with these random ones; always with some fixed ones), never on the AMD machines without
-        // it: burn-flex's f16 arithmetic there is not the same between the autodiff forward and inference. Open
-        // (BENCHMARKS.md, "Intel Xeon with AMX"); the F16 case is skipped, visibly, on such CPUs.
-        #[cfg(target_arch = "x86_64")]
-        let fp16_cpu = std::arch::is_x86_feature_detected!("avx512fp16");
-        #[cfg(not(target_arch = "x86_64"))]
-        let fp16_cpu = false;
-        let x = Tensor::<A, 3>::random([2, 7, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
-        for arith in [Arith::Bf16, Arith::F16] {
-            if arith == Arith::F16 && fp16_cpu {
-                eprintln!("SKIPPED for F16: this CPU has AVX512-FP16, where burn-flex's f16 forward differs (open)");
-                continue;
+        let v = |t: Tensor<Flex, 3>| t.cast(FloatDType::F32).into_data().to_vec::<f32>().unwrap();
+        // (elements compared, elements that differ, worst difference relative to the largest magnitude)
+        let compare = |acc: &mut (usize, usize, f32), a: Vec<f32>, b: Vec<f32>| {
+            let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            for (p, q) in a.iter().zip(&b) {
+                acc.0 += 1;
+                if p != q {
+                    acc.1 += 1;
+                    acc.2 = acc.2.max((p - q).abs() / scale);
+                }
             }
+        };
+        // relative size of one rounding of the half type near the largest magnitude, with a factor 4 of headroom
+        // for a flipped rounding that goes through a product and a sum after it
+        for (arith, ulp) in [(Arith::Bf16, 2f32.powi(-8)), (Arith::F16, 2f32.powi(-11))] {
             blk.arith = arith;
-            let train = blk.forward_composed(x.clone(), None).inner().into_data().to_vec::<f32>().unwrap();
-            let infer = blk.valid().forward_composed(x.clone().inner(), None).into_data().to_vec::<f32>().unwrap();
-            assert_eq!(train, infer, "{arith:?}");
+            let infer = blk.valid();
+            let (mut att, mut mlp, mut whole) = ((0, 0, 0.0), (0, 0, 0.0), (0, 0, 0.0));
+            for _ in 0..20 {
+                let x = Tensor::<A, 3>::random([2, 7, 32], Distribution::Normal(0.0, 1.0), &dev);
+                compare(&mut att, v(blk.attention(x.clone()).inner()), v(infer.attention(x.clone().inner())));
+                compare(&mut mlp, v(blk.mlp(x.clone()).inner()), v(infer.mlp(x.clone().inner())));
+                compare(&mut whole, v(blk.forward_composed(x.clone(), None).inner()), v(infer.forward_composed(x.inner(), None)));
+            }
+            // a flipped rounding in front of a projection reaches a whole row of its output: the block's count is
+            // looser (over 100 runs on an AMD EPYC at most 24 of 8960 attention elements differed, none of the
+            // MLP's, up to 387 of the block's)
+            for (what, (n, differ, worst), share) in [("attention", att, 50), ("MLP", mlp, 50), ("block", whole, 8)] {
+                assert!(differ * share <= n, "{arith:?} {what}: {differ} of {n} elements differ");
+                assert!(worst <= 4.0 * ulp, "{arith:?} {what}: a difference of {worst} of the largest magnitude");
+            }
         }
     }
 }
