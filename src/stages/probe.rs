@@ -58,12 +58,15 @@ impl BackendJob for FeatJob<'_> {
         let mut out = vec![];
         for s in self.splits {
             let mut f = vec![];
-            let idx: Vec<usize> = (0..s.len()).collect();
-            for chunk in idx.chunks(256) {
-                let (x, _) = s.gather(chunk, self.classes);
+            // batches of one shape on the GPU backends (the last one filled up, its extra rows dropped)
+            for (chunk, n) in crate::train::run::eval_batches(s.len(), 256, crate::model::gpu_fused::gpu_backend::<B>()) {
+                let (x, _) = s.gather(&chunk, self.classes);
                 let sh = s.shape;
                 let xt = Tensor::<B::InnerBackend, 5>::from_data(TensorData::new(x, [chunk.len(), sh[0], sh[1], sh[2], sh[3]]), &device);
-                f.extend(model.features(self.tok, xt, &[]).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| format!("{e:?}"))?);
+                let mut feats =
+                    model.features(self.tok, xt, &[]).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                feats.truncate(feats.len() / chunk.len() * n); // [n, D]
+                f.extend(feats);
             }
             out.push(f);
         }
@@ -87,8 +90,9 @@ impl Stage for FeaturesStage {
         // inference through the backend's attention change the rounding there; the CPU's fused path keeps
         // its keys and bits. One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels
         // (`model::gpu_fused`). One more there: linear layers as one product over all tokens (`gpu_fused::linear`).
+        // One more there: the last batch filled up to the others' size (`train::run::eval_batches`).
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
-        self.version() + u32::from(super::training::off_fused_cpu(params, env)) + 2 * u32::from(device)
+        self.version() + u32::from(super::training::off_fused_cpu(params, env)) + 3 * u32::from(device)
     }
     fn doc(&self) -> &'static str {
         "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"

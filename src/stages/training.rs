@@ -418,12 +418,14 @@ impl Stage for TrainStage {
         // One more on an accelerator in bf16 or f16: the attention node there too (the backward's softmax reads
         // the probabilities rounded to the half type). f16 on an accelerator takes the flat update as well now
         // (`SharedOptimizer::step_scaled_flat`; the norm summed in one reduction).
+        // One more on an accelerator: evaluations fill their last batch up to the others' size
+        // (`train::run::eval_batches`: one shape of every product, no partial batch tuned on its own).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");
         let half = bf16 || precision == Some("f16");
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
-        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + 3 * u32::from(device) + u32::from(device && half)
+        self.version() + u32::from(off || bf16) + u32::from(off && bf16) + 4 * u32::from(device) + u32::from(device && half)
     }
     fn doc(&self) -> &'static str {
         if self.multi {
@@ -767,18 +769,19 @@ mod tests {
             assert_eq!(s.version_for(&json!({"gelu": "tanh"}), &BTreeMap::new()), v, "{}", s.kind());
             assert_eq!(s.version_for(&json!({"gelu": "erf"}), &env("flex")), v + 1, "{}", s.kind());
         }
-        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 3, "features: no optimizer");
+        assert_eq!(stages[2].version_for(&json!({}), &env("cuda")), stages[2].version() + 4, "features: no optimizer");
         for multi in [false, true] {
             let s = TrainStage { multi };
             let v = s.version();
             assert_eq!(s.version_for(&json!({"precision": "f32"}), &env("flex")), v);
             assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("flex")), v + 1);
             // On an accelerator one more for the flat optimizer update, except f16 (the per-tensor update), and
-            // one more for the GPU LayerNorm and softmax kernels, one more for the flattened linear layers.
-            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 4);
-            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 4);
-            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 5);
-            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 6);
+            // one more for the GPU LayerNorm and softmax kernels, one more for the flattened linear layers, one
+            // more for evaluation batches of one size.
+            assert_eq!(s.version_for(&json!({}), &env("cuda")), v + 5);
+            assert_eq!(s.version_for(&json!({}), &env("wgpu")), v + 5);
+            assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("cuda")), v + 6);
+            assert_eq!(s.version_for(&json!({"precision": "bf16"}), &env("cuda")), v + 7);
             assert_eq!(s.version_for(&json!({"precision": "bf16", "gelu": "erf"}), &env("flex")), v + 2);
             assert_eq!(s.version_for(&json!({"precision": "f16"}), &env("flex")), v + 1, "f16 runs off the fused block");
         }

@@ -297,6 +297,23 @@ fn to_tensor<B: Backend>(x: Vec<f32>, b: usize, shape: [usize; 4], device: &B::D
     Tensor::from_data(TensorData::new(x, [b, shape[0], shape[1], shape[2], shape[3]]), device)
 }
 
+/// The batches of an evaluation over `len` examples, `bs` at a time: each batch's example indices and how many
+/// of them are real. With `fixed` (the GPU backends) every batch has `min(bs, len)` rows, the last one filled
+/// up with copies of its last example whose outputs the caller drops: a partial batch would be a new shape
+/// there, and every new shape of a product is tuned again at first use (seconds per candidate kernel with a
+/// cold cache). Elsewhere the last batch is partial, as before.
+pub fn eval_batches(len: usize, bs: usize, fixed: bool) -> Vec<(Vec<usize>, usize)> {
+    let bs = bs.max(1);
+    let rows = if fixed { bs.min(len) } else { 0 };
+    let idx: Vec<usize> = (0..len).collect();
+    idx.chunks(bs)
+        .map(|chunk| {
+            let n = chunk.len();
+            (chunk.iter().copied().chain(std::iter::repeat_n(chunk[n - 1], rows.saturating_sub(n))).collect(), n)
+        })
+        .collect()
+}
+
 /// Evaluates `task` on `split` with the inference model.
 pub fn evaluate<B: Backend>(
     model: &PolyVit<B>,
@@ -310,11 +327,13 @@ pub fn evaluate<B: Backend>(
     let route = PolyVit::<B>::route(cfg, ti);
     let mut logits = Vec::with_capacity(split.len() * t.classes);
     let mut targets = Vec::with_capacity(split.len() * t.classes);
-    let idx: Vec<usize> = (0..split.len()).collect();
-    for chunk in idx.chunks(bs.max(1)) {
-        let (x, tg) = split.gather(chunk, t.classes);
-        let out = model.forward(route, to_tensor::<B>(x, chunk.len(), split.shape, device), &[]);
-        logits.extend(out.into_data().convert::<f32>().into_vec::<f32>().expect("f32"));
+    for (padded, n) in eval_batches(split.len(), bs, crate::model::gpu_fused::gpu_backend::<B>()) {
+        let (x, mut tg) = split.gather(&padded, t.classes);
+        let out = model.forward(route, to_tensor::<B>(x, padded.len(), split.shape, device), &[]); // [rows, classes]
+        let mut out = out.into_data().convert::<f32>().into_vec::<f32>().expect("f32");
+        out.truncate(n * t.classes);
+        tg.truncate(n * t.classes);
+        logits.extend(out);
         targets.extend(tg);
     }
     let mut m = BTreeMap::new();
@@ -645,7 +664,27 @@ pub fn autodiff_guard() -> std::sync::MutexGuard<'static, ()> {
 
 #[cfg(test)]
 mod tests {
-    use super::shards;
+    use super::{eval_batches, shards};
+
+    /// Evaluation batches cover every example once, in order; on the GPU backends (`fixed`) each has the
+    /// first batch's size, the last one filled up with its last example; on the CPU the last one is partial.
+    #[test]
+    fn evaluation_batches_are_of_one_size_on_gpus_and_cover_the_split() {
+        for (len, bs) in [(10, 4), (8, 4), (3, 4), (1, 1), (0, 4), (257, 256)] {
+            for fixed in [false, true] {
+                let b = eval_batches(len, bs, fixed);
+                let real: Vec<usize> = b.iter().flat_map(|(idx, n)| idx[..*n].iter().copied()).collect();
+                assert_eq!(real, (0..len).collect::<Vec<_>>(), "{len} {bs} {fixed}");
+                for (idx, n) in &b {
+                    let want = if fixed { bs.min(len) } else { *n };
+                    assert_eq!(idx.len(), want, "{len} {bs} {fixed}");
+                    assert!(idx[*n..].iter().all(|&i| i == idx[*n - 1]), "filled up with the last real example");
+                }
+            }
+        }
+        assert_eq!(eval_batches(10, 4, true).last().unwrap(), &(vec![8, 9, 9, 9], 2));
+        assert_eq!(eval_batches(10, 4, false).last().unwrap(), &(vec![8, 9], 2));
+    }
 
     #[test]
     fn shards_cover_the_batch_in_order() {
