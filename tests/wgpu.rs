@@ -484,3 +484,26 @@ fn training_steps_run_from_stored_fusion_plans() {
         "{explored_few} explorations after 2 updates, {explored_many} after 8: the updates are searched again"
     );
 }
+
+/// `bench-model --verify` on wgpu: one step's loss, gradients and the inference logits with polyflow's GPU
+/// kernels agree with burn's compositions (what `.ci/gpu_check.sh` runs first on a real GPU, where a wrong
+/// memory layout once went unseen: CUDA pads rows that wgpu packs). Widths chosen so that rows are not a power
+/// of two long (24 wide, 17 tokens).
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn bench_model_verify_compares_the_kernels_with_burns_compositions() {
+    let mut args = vec!["bench-model", "--backend", "wgpu", "--verify", "--only", "train", "--steps", "1", "--dim", "24", "--depth", "2"];
+    args.extend_from_slice(&["--heads", "2", "--mlp", "48", "--image", "16", "--patch", "4", "--classes", "10", "--batch", "3"]);
+    let out = Command::new(BIN).args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let v = &line["verify"];
+    assert_eq!(v["ok"], true, "{v}");
+    for k in ["loss", "logits", "grads"] {
+        let d = v[k].as_f64().unwrap();
+        assert!(d <= 1e-4, "{k}: {d}");
+    }
+    // the kernels really ran: two paths that agree to the last bit everywhere would mean one of them did not
+    assert!(v["grads"].as_f64().unwrap() > 0.0, "{v}");
+}

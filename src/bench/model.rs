@@ -7,7 +7,7 @@ use crate::model::fused::kernels::Precision;
 use crate::model::{Geometry, HeadInit, Modality, ModelConfig, PolyVit, Size, TaskHead};
 use crate::train::metrics::{loss, Loss};
 use crate::train::optim::{OptKind, SharedOptimizer};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
@@ -115,6 +115,15 @@ pub struct BenchArgs {
     /// Rounds of `--ab`.
     #[arg(long, default_value_t = 20)]
     pub ab_rounds: usize,
+    /// Before timing, check polyflow's GPU kernels against burn's compositions on this backend: one training
+    /// step's loss and gradients and the inference logits, computed with the kernels on and off from the same
+    /// weights and batch. Reports the largest differences (`verify` in the JSON line) and fails when one exceeds
+    /// `--verify-tolerance` of the largest magnitude of its tensor.
+    #[arg(long)]
+    pub verify: bool,
+    /// Relative tolerance of `--verify`.
+    #[arg(long, default_value_t = 1e-3)]
+    pub verify_tolerance: f64,
 }
 
 struct Job(BenchArgs);
@@ -187,6 +196,23 @@ impl BackendJob for Job {
             }
             m
         };
+        let verify = a.verify.then(|| {
+            use burn::tensor::ElementConversion;
+            let run = |on: bool| {
+                crate::model::gpu_fused::set_enabled(on);
+                let l = loss(Loss::Softmax, model.forward(route, x.clone(), &[]), y.clone());
+                let lv = l.clone().into_scalar().elem::<f64>();
+                let g = GradientsParams::from_grads(l.backward(), &model);
+                let mut grads = GradValues::<B> { grads: &g, out: vec![], backend: std::marker::PhantomData };
+                model.visit(&mut grads);
+                let logits =
+                    model.valid().forward(route, x.clone().inner(), &[]).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+                (lv, logits, grads.out)
+            };
+            let (off, on) = (run(false), run(true));
+            crate::model::gpu_fused::set_enabled(!a.no_fused);
+            Verify::of(&on, &off)
+        });
         let mut train = 0.0;
         let mut warmup = 0.0;
         if a.only.as_deref() != Some("infer") {
@@ -230,7 +256,7 @@ impl BackendJob for Job {
             (switch.name(), r)
         });
         if a.only.as_deref() == Some("train") {
-            return Timings { train, infer: 0.0, warmup, infer_warmup: 0.0, ab };
+            return Timings { train, infer: 0.0, warmup, infer_warmup: 0.0, ab, verify };
         }
         let inf = model.valid();
         let xi = x.inner();
@@ -244,7 +270,56 @@ impl BackendJob for Job {
             let _ = inf.forward(route, xi.clone(), &[]).into_data();
         }
         let infer = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
-        Timings { train, infer, warmup, infer_warmup, ab }
+        Timings { train, infer, warmup, infer_warmup, ab, verify }
+    }
+}
+
+/// The gradients of a model's float parameters in visit order, read to the host (`--verify`).
+struct GradValues<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    out: Vec<Vec<f32>>,
+    backend: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradValues<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.out.push(g.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default());
+        }
+    }
+}
+
+/// `--verify`'s result: the largest difference between polyflow's GPU kernels and burn's compositions, each
+/// relative to the largest magnitude of its tensor (the loss: to the loss).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Verify {
+    loss: f64,
+    logits: f64,
+    /// The worst over the parameters' gradients.
+    grads: f64,
+}
+
+/// `(loss, logits, gradients per parameter)` of one step.
+type StepValues = (f64, Vec<f32>, Vec<Vec<f32>>);
+
+impl Verify {
+    /// The differences of `a` from the reference `b`; a length mismatch or a non-finite value counts as infinite.
+    fn of(a: &StepValues, b: &StepValues) -> Verify {
+        fn rel(a: &[f32], b: &[f32]) -> f64 {
+            if a.len() != b.len() || a.iter().chain(b).any(|v| !v.is_finite()) {
+                return f64::INFINITY;
+            }
+            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(f64::MIN_POSITIVE);
+            a.iter().zip(b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs() as f64)) / scale
+        }
+        let loss = if a.0.is_finite() && b.0.is_finite() { (a.0 - b.0).abs() / b.0.abs().max(f64::MIN_POSITIVE) } else { f64::INFINITY };
+        let grads = if a.2.len() == b.2.len() { a.2.iter().zip(&b.2).map(|(p, q)| rel(p, q)).fold(0.0, f64::max) } else { f64::INFINITY };
+        Verify { loss, logits: rel(&a.1, &b.1), grads }
+    }
+
+    /// Whether every difference is within `tol` (NaN fails).
+    fn within(&self, tol: f64) -> bool {
+        [self.loss, self.logits, self.grads].iter().all(|d| *d <= tol)
     }
 }
 
@@ -257,6 +332,7 @@ struct Timings {
     /// Seconds of the 3 inference warm-up passes.
     infer_warmup: f64,
     ab: Option<(String, AbRounds)>,
+    verify: Option<Verify>,
 }
 
 /// Per round, the speed with a switch on over the speed with it off: `(train, inference)`.
@@ -302,7 +378,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     // On a worker of a pool of the configured size, as a pipeline's node runs (`exec::launch`): the calling
     // thread does the serial work itself instead of competing for the cores with the pool's idle workers.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads()).build()?;
-    let Timings { train, infer, warmup, infer_warmup, ab } =
+    let Timings { train, infer, warmup, infer_warmup, ab, verify } =
         pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
@@ -344,7 +420,21 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
             "per_round": rounds,
         });
     }
+    let failed = verify.filter(|v| !v.within(a.verify_tolerance));
+    if let Some(v) = verify {
+        out["verify"] = serde_json::json!({"loss": v.loss, "logits": v.logits, "grads": v.grads, "tolerance": a.verify_tolerance, "ok": failed.is_none()});
+    }
     println!("{out}");
+    if let Some(v) = failed {
+        anyhow::bail!(
+            "polyflow's GPU kernels differ from burn's compositions on {backend}: loss {:.3e}, logits {:.3e}, gradients {:.3e} \
+             (relative; tolerance {:e})",
+            v.loss,
+            v.logits,
+            v.grads,
+            a.verify_tolerance
+        );
+    }
     Ok(())
 }
 
@@ -420,6 +510,22 @@ mod tests {
         assert!(r.iter().all(|&(t, i)| t == 2.0 && i == 0.5), "{r:?}");
         assert!(state.get(), "the switch is left on");
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    /// `--verify` measures each difference against the reference's largest magnitude, takes the worst
+    /// gradient, and fails on a mismatch of lengths or a non-finite value rather than passing it.
+    #[test]
+    fn verify_reports_relative_worst_differences_and_fails_on_garbage() {
+        let b: StepValues = (2.0, vec![1.0, -4.0], vec![vec![1.0, 2.0], vec![10.0]]);
+        let a: StepValues = (2.002, vec![1.0, -4.004], vec![vec![1.0, 2.02], vec![10.0]]);
+        let v = Verify::of(&a, &b);
+        assert!((v.loss - 1e-3).abs() < 1e-9 && (v.logits - 1e-3).abs() < 1e-6 && (v.grads - 1e-2).abs() < 1e-6, "{v:?}");
+        assert!(!v.within(5e-3) && v.within(2e-2));
+        assert_eq!(Verify::of(&b, &b), Verify { loss: 0.0, logits: 0.0, grads: 0.0 });
+        let nan: StepValues = (2.0, vec![f32::NAN, -4.0], b.2.clone());
+        assert!(!Verify::of(&nan, &b).within(1.0), "a NaN fails");
+        let short: StepValues = (2.0, b.1.clone(), vec![vec![1.0, 2.0]]);
+        assert!(!Verify::of(&short, &b).within(1.0), "a missing gradient fails");
     }
 
     /// The switches' names on the command line are the ones BENCHMARKS.md and the JSON lines use.

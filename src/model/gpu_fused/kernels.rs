@@ -12,7 +12,7 @@ use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::cubecl;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use cubecl::prelude::*;
@@ -469,14 +469,24 @@ pub(super) fn rows_of(shape: &Shape) -> (usize, usize) {
     (shape.num_elements() / last.max(1), last)
 }
 
-/// An f32 tensor of `shape` on `like`'s device.
+/// An f32 tensor of `shape` on `like`'s device, contiguous ([`empty_as`]).
 fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
-    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32)
+    contiguous(empty_device_contiguous_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32))
 }
 
-/// A tensor of `shape` on `like`'s device, of `like`'s float type.
+/// A tensor of `shape` on `like`'s device, of `like`'s float type, contiguous: the kernels index their outputs
+/// as packed rows. burn's `empty_device_dtype` asks CubeCL for its "optimized" layout, which on CUDA pads every
+/// row to a pitch (rows of 192 f32, 768 bytes, get 1,024: ViT-Ti's width, and the softmax's 65 or 197 columns
+/// too), so a kernel writing packed rows there would leave values where the tensor's strides do not look
+/// (wgpu lays every tensor out packed, which is why tests there could not see it).
 fn empty_as<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
-    empty_device_dtype::<R>(like.client.clone(), like.device.clone(), shape, like.dtype)
+    contiguous(empty_device_contiguous_dtype::<R>(like.client.clone(), like.device.clone(), shape, like.dtype))
+}
+
+/// `t`, checked to be laid out as packed rows (the kernels' indexing).
+fn contiguous<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
+    assert!(t.is_contiguous(), "polyflow's GPU kernels need packed outputs; got strides {:?}", t.meta.strides());
+    t
 }
 
 impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT> {
