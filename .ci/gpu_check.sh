@@ -77,7 +77,10 @@ B384="--dim 768 --depth 12 --heads 12 --mlp 3072 --image 384 --patch 16 --classe
 exec > >(tee -a "$W/console.txt") 2>&1
 echo "== 1. ViT-Ti probe (launch-bound) with a cold kernel cache, PyTorch beside it"
 # 2026-12-04: its three warm-up updates took 90 s + 33.6 s cold; a new process with the cache warm, 0.4 s.
-step ti_f32 150 $B bench-model --backend cuda $TI
+# --verify first: one step's loss, gradients and logits with polyflow's kernels against burn's compositions
+# (`verify` in the JSON line; the step fails beyond 1e-3). The 2026-12-04 run had none: its kernels wrote packed
+# rows into CUDA's pitched outputs (wrong values at ViT-Ti's width 192 and 65-token softmax rows; fixed since).
+step ti_f32 180 $B bench-model --backend cuda --verify $TI
 step torch_ti_tf32 30 python3 benches/vit_torch.py --device cuda --tf32 $TI
 step torch_ti_f32 30 python3 benches/vit_torch.py --device cuda $TI
 
