@@ -185,8 +185,9 @@ fn near(what: &str, a: &[f32], b: &[f32], tol: f32) {
 
 /// polyflow's LayerNorm and softmax kernels (src/model/gpu_fused) give burn's compositions' outputs and
 /// gradients up to float rounding, tracked (one autodiff node each) and in inference: rows shorter than a cube,
-/// not a power of two, more rows than a grid axis holds, and LayerNorm's parameter gradients summed over
-/// chunks of rows whose last one is short.
+/// not a power of two, more rows than a grid axis holds, LayerNorm's parameter gradients summed over chunks of
+/// rows whose last one is short, and inputs whose rows are padded (a narrowed view: rows farther apart than their
+/// length, as CUDA lays out a product's output; the kernels read those in place).
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn layer_norm_and_softmax_kernels_match_burns_compositions() {
@@ -198,16 +199,17 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     let normal = |m, s| Distribution::Normal(m, s);
 
-    for shape in [[7, 143, 48], [3, 7, 192], [2, 5, 16], [4, 3, 1]] {
+    for (shape, pad) in [([7, 143, 48], 0), ([3, 7, 192], 0), ([2, 5, 16], 0), ([4, 3, 1], 0), ([3, 7, 192], 64)] {
         let d = shape[2];
         let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init::<A>(&dev);
         norm.gamma = Param::from_tensor(Tensor::random([d], normal(1.0, 0.5), &dev));
         norm.beta = Some(Param::from_tensor(Tensor::random([d], normal(0.0, 0.5), &dev)));
-        let x = Tensor::<A, 3>::random(shape, normal(0.5, 2.0), &dev);
+        let x = Tensor::<A, 3>::random([shape[0], shape[1], d + pad], normal(0.5, 2.0), &dev);
         let w = Tensor::<A, 3>::random(shape, normal(0.0, 1.0), &dev);
         let run = |kernel: bool| {
             let xi = x.clone().detach().require_grad();
-            let y = if kernel { layer_norm(&norm, xi.clone(), 1e-6) } else { norm.forward(xi.clone()) };
+            let xv = xi.clone().narrow(2, 0, d); // padded rows when pad > 0
+            let y = if kernel { layer_norm(&norm, xv, 1e-6) } else { norm.forward(xv) };
             let g = (y.clone() * w.clone()).sum().backward();
             let beta = norm.beta.as_ref().unwrap();
             [vals(y.inner()), vals(xi.grad(&g).unwrap()), vals(norm.gamma.grad(&g).unwrap()), vals(beta.grad(&g).unwrap())]
@@ -221,16 +223,23 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
             near(&format!("layer norm {shape:?} {what}"), &k[i], &b[i], 2e-5);
         }
         let inner = norm.valid();
-        let xi = x.clone().inner();
+        let xi = x.clone().inner().narrow(2, 0, d);
         near(&format!("layer norm {shape:?} inference"), &vals(layer_norm(&inner, xi.clone(), 1e-6)), &vals(inner.forward(xi)), 2e-5);
     }
 
     // The last: a strided view (the kernels copy it contiguous first); n = 1 (every output 1, every gradient 0).
-    for (shape, strided) in
-        [([2, 3, 65, 65], false), ([1, 2, 3, 197], false), ([1, 1, 40_000, 5], false), ([2, 3, 17, 9], true), ([1, 1, 4, 1], false)]
-    {
+    // Then rows padded to 129 (a narrowed view, read in place).
+    for (shape, strided) in [
+        ([2, 3, 65, 65], false),
+        ([1, 2, 3, 197], false),
+        ([1, 1, 40_000, 5], false),
+        ([2, 3, 17, 9], true),
+        ([1, 1, 4, 1], false),
+        ([2, 3, 65, 129], false),
+    ] {
         let x = Tensor::<A, 4>::random(shape, normal(0.0, 3.0), &dev);
         let x = if strided { x.swap_dims(2, 3) } else { x };
+        let x = if shape[3] == 129 { x.narrow(3, 0, 65) } else { x };
         let shape = x.dims();
         let w = Tensor::<A, 4>::random(shape, normal(0.0, 1.0), &dev);
         let run = |kernel: bool| {

@@ -90,7 +90,8 @@ impl Stage for FeaturesStage {
         // inference through the backend's attention change the rounding there; the CPU's fused path keeps
         // its keys and bits. One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels
         // (`model::gpu_fused`). One more there: linear layers as one product over all tokens (`gpu_fused::linear`).
-        // One more there: the last batch filled up to the others' size (`train::run::eval_batches`).
+        // One more there: the last batch filled up to the others' size (`train::run::eval_batches`), and CUDA's
+        // features from before the kernels' packed outputs (wrong values there) retired with it.
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
         self.version() + u32::from(super::training::off_fused_cpu(params, env)) + 3 * u32::from(device)
     }

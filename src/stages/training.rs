@@ -419,7 +419,9 @@ impl Stage for TrainStage {
         // the probabilities rounded to the half type). f16 on an accelerator takes the flat update as well now
         // (`SharedOptimizer::step_scaled_flat`; the norm summed in one reduction).
         // One more on an accelerator: evaluations fill their last batch up to the others' size
-        // (`train::run::eval_batches`: one shape of every product, no partial batch tuned on its own).
+        // (`train::run::eval_batches`: one shape of every product, no partial batch tuned on its own); the same
+        // bump retires what CUDA computed before polyflow's kernels allocated packed outputs (they wrote packed
+        // rows into pitched tensors there: wrong values, `model::gpu_fused::kernels`).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");

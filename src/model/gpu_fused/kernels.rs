@@ -64,8 +64,9 @@ fn row_index() -> usize {
     (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
 }
 
-/// LayerNorm of each row of `x` (`[rows, d]`, contiguous): `y = (x − μ)·r·γ + β` with `r = 1/√(σ² + ε)`, the
-/// variance taken around the mean (two passes, as burn's composition); writes μ and r per row for the backward.
+/// LayerNorm of each row of `x` (`[rows, d]`, row `r` at `r·xp`: `pitched_rows`) into packed `y`:
+/// `y = (x − μ)·r·γ + β` with `r = 1/√(σ² + ε)`, the variance taken around the mean (two passes, as burn's
+/// composition); writes μ and r per row for the backward.
 #[cube(launch)]
 fn ln_forward_kernel(
     x: &Tensor<f32>,
@@ -76,6 +77,7 @@ fn ln_forward_kernel(
     rstd: &mut Tensor<f32>,
     rows: u32,
     d: u32,
+    xp: u32,
     eps: f32,
     #[comptime] block: usize,
 ) {
@@ -86,6 +88,7 @@ fn ln_forward_kernel(
     let mut sh = SharedMemory::<f32>::new(block);
     let n = d as usize;
     let base = row * n;
+    let xb = row * xp as usize;
     let t = UNIT_POS_X as usize;
     let step = CUBE_DIM_X as usize;
     let count = f32::cast_from(d);
@@ -93,7 +96,7 @@ fn ln_forward_kernel(
     let mut acc = f32::new(0.0);
     let mut j = t;
     while j < n {
-        acc += x[base + j];
+        acc += x[xb + j];
         j += step;
     }
     let mu = cube_sum(&mut sh, acc) / count;
@@ -101,7 +104,7 @@ fn ln_forward_kernel(
     let mut acc2 = f32::new(0.0);
     let mut j = t;
     while j < n {
-        let c = x[base + j] - mu;
+        let c = x[xb + j] - mu;
         acc2 += c * c;
         j += step;
     }
@@ -110,7 +113,7 @@ fn ln_forward_kernel(
 
     let mut j = t;
     while j < n {
-        y[base + j] = (x[base + j] - mu) * r * gamma[j] + beta[j];
+        y[base + j] = (x[xb + j] - mu) * r * gamma[j] + beta[j];
         j += step;
     }
     if t == 0 {
@@ -120,7 +123,7 @@ fn ln_forward_kernel(
 }
 
 /// LayerNorm's input gradient per row: with `x̂ = (x − μ)·r` and `h = g·γ`,
-/// `dx = r·(h − mean(h) − x̂·mean(h·x̂))`.
+/// `dx = r·(h − mean(h) − x̂·mean(h·x̂))`; `g`'s and `x`'s rows `gp` and `xp` apart, `dx` packed.
 #[cube(launch)]
 fn ln_backward_kernel(
     g: &Tensor<f32>,
@@ -131,6 +134,8 @@ fn ln_backward_kernel(
     dx: &mut Tensor<f32>,
     rows: u32,
     d: u32,
+    gp: u32,
+    xp: u32,
     #[comptime] block: usize,
 ) {
     let row = row_index();
@@ -140,6 +145,8 @@ fn ln_backward_kernel(
     let mut sh = SharedMemory::<f32>::new(block);
     let n = d as usize;
     let base = row * n;
+    let gb = row * gp as usize;
+    let xb = row * xp as usize;
     let t = UNIT_POS_X as usize;
     let step = CUBE_DIM_X as usize;
     let count = f32::cast_from(d);
@@ -150,9 +157,9 @@ fn ln_backward_kernel(
     let mut sum_hx = f32::new(0.0);
     let mut j = t;
     while j < n {
-        let h = g[base + j] * gamma[j];
+        let h = g[gb + j] * gamma[j];
         sum_h += h;
-        sum_hx += h * (x[base + j] - mu) * r;
+        sum_hx += h * (x[xb + j] - mu) * r;
         j += step;
     }
     let a = cube_sum(&mut sh, sum_h) / count;
@@ -160,8 +167,8 @@ fn ln_backward_kernel(
 
     let mut j = t;
     while j < n {
-        let h = g[base + j] * gamma[j];
-        let xh = (x[base + j] - mu) * r;
+        let h = g[gb + j] * gamma[j];
+        let xh = (x[xb + j] - mu) * r;
         dx[base + j] = r * (h - a - xh * b);
         j += step;
     }
@@ -169,7 +176,7 @@ fn ln_backward_kernel(
 
 /// Partial sums of LayerNorm's parameter gradients: cube `(cx, c)` sums rows `c·chunk .. (c+1)·chunk` of
 /// `g·x̂` (γ's gradient) and of `g` (β's) for the columns its units own, into row `c` of `dgamma`/`dbeta`
-/// (`[chunks, d]`).
+/// (`[chunks, d]`); `g`'s and `x`'s rows `gp` and `xp` apart.
 #[cube(launch)]
 fn ln_param_partials_kernel(
     g: &Tensor<f32>,
@@ -180,6 +187,8 @@ fn ln_param_partials_kernel(
     dbeta: &mut Tensor<f32>,
     rows: u32,
     d: u32,
+    gp: u32,
+    xp: u32,
     chunk: u32,
 ) {
     let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
@@ -197,8 +206,8 @@ fn ln_param_partials_kernel(
     let mut sb = f32::new(0.0);
     let mut r = start;
     while r < end {
-        let gv = g[r * n + col];
-        sg += gv * (x[r * n + col] - mean[r]) * rstd[r];
+        let gv = g[r * gp as usize + col];
+        sg += gv * (x[r * xp as usize + col] - mean[r]) * rstd[r];
         sb += gv;
         r += 1;
     }
@@ -227,7 +236,7 @@ fn ln_param_sums_kernel(pg: &Tensor<f32>, pb: &Tensor<f32>, dgamma: &mut Tensor<
     dbeta[col] = sb;
 }
 
-/// Softmax of each row of `x` (`[rows, n]`, contiguous): `y = exp(x − max)/Σ exp(x − max)`. `F` is the tensors'
+/// Softmax of each row of `x` (`[rows, n]`, row `r` at `r·xp`) into packed `y`: `y = exp(x − max)/Σ exp(x − max)`. `F` is the tensors'
 /// float type (f32, bf16, f16: the type is the launch's, [`StorageType`]); the arithmetic is f32 whatever `F` is,
 /// each output rounded to `F` once, as PyTorch's autocast runs a softmax on bf16 scores (cast to f32, softmax, the
 /// probabilities cast back for the product with v). The third pass recomputes `exp` rather than storing it: in
@@ -238,6 +247,7 @@ fn softmax_forward_kernel<F: Float>(
     y: &mut Tensor<F>,
     rows: u32,
     n: u32,
+    xp: u32,
     #[comptime] block: usize,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -248,14 +258,15 @@ fn softmax_forward_kernel<F: Float>(
     let mut sh = SharedMemory::<f32>::new(block);
     let len = n as usize;
     let base = row * len;
+    let xb = row * xp as usize;
     let t = UNIT_POS_X as usize;
     let step = CUBE_DIM_X as usize;
 
     // Every unit starts from the row's first value (no infinite constant: WGSL rejects them).
-    let mut m = f32::cast_from(x[base]);
+    let mut m = f32::cast_from(x[xb]);
     let mut j = t;
     while j < len {
-        let v = f32::cast_from(x[base + j]);
+        let v = f32::cast_from(x[xb + j]);
         if v > m {
             m = v;
         }
@@ -266,19 +277,20 @@ fn softmax_forward_kernel<F: Float>(
     let mut s = f32::new(0.0);
     let mut j = t;
     while j < len {
-        s += f32::exp(f32::cast_from(x[base + j]) - m);
+        s += f32::exp(f32::cast_from(x[xb + j]) - m);
         j += step;
     }
     let s = cube_sum(&mut sh, s);
 
     let mut j = t;
     while j < len {
-        y[base + j] = F::cast_from(f32::exp(f32::cast_from(x[base + j]) - m) / s);
+        y[base + j] = F::cast_from(f32::exp(f32::cast_from(x[xb + j]) - m) / s);
         j += step;
     }
 }
 
-/// Softmax's input gradient per row: `dx = y·(g − Σ g·y)`, in f32 whatever the tensors' float type `F`.
+/// Softmax's input gradient per row: `dx = y·(g − Σ g·y)`, in f32 whatever the tensors' float type `F`; `g`'s
+/// and `y`'s rows `gp` and `yp` apart, `dx` packed.
 #[cube(launch)]
 fn softmax_backward_kernel<F: Float>(
     g: &Tensor<F>,
@@ -286,6 +298,8 @@ fn softmax_backward_kernel<F: Float>(
     dx: &mut Tensor<F>,
     rows: u32,
     n: u32,
+    gp: u32,
+    yp: u32,
     #[comptime] block: usize,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -296,21 +310,23 @@ fn softmax_backward_kernel<F: Float>(
     let mut sh = SharedMemory::<f32>::new(block);
     let len = n as usize;
     let base = row * len;
+    let gb = row * gp as usize;
+    let yb = row * yp as usize;
     let t = UNIT_POS_X as usize;
     let step = CUBE_DIM_X as usize;
 
     let mut s = f32::new(0.0);
     let mut j = t;
     while j < len {
-        s += f32::cast_from(g[base + j]) * f32::cast_from(y[base + j]);
+        s += f32::cast_from(g[gb + j]) * f32::cast_from(y[yb + j]);
         j += step;
     }
     let s = cube_sum(&mut sh, s);
 
     let mut j = t;
     while j < len {
-        let yv = f32::cast_from(y[base + j]);
-        dx[base + j] = F::cast_from(yv * (f32::cast_from(g[base + j]) - s));
+        let yv = f32::cast_from(y[yb + j]);
+        dx[base + j] = F::cast_from(yv * (f32::cast_from(g[gb + j]) - s));
         j += step;
     }
 }
@@ -469,6 +485,18 @@ pub(super) fn rows_of(shape: &Shape) -> (usize, usize) {
     (shape.num_elements() / last.max(1), last)
 }
 
+/// `t` with the distance between its rows (of the last axis), for the row kernels: as it is when its rows are
+/// evenly spaced ([`super::row_pitch`]: a product's padded output on CUDA is read in place), else a packed copy.
+fn pitched_rows<R: CubeRuntime>(t: CubeTensor<R>) -> (CubeTensor<R>, usize) {
+    let shape = t.shape();
+    let dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
+    let (rows, n) = rows_of(&shape);
+    match super::row_pitch(&dims, t.meta.strides()) {
+        Some(p) if rows.saturating_mul(p) <= u32::MAX as usize => (t, p),
+        _ => (into_contiguous(t), n),
+    }
+}
+
 /// An f32 tensor of `shape` on `like`'s device, contiguous ([`empty_as`]).
 fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
     contiguous(empty_device_contiguous_dtype::<R>(like.client.clone(), like.device.clone(), shape, DType::F32))
@@ -491,7 +519,7 @@ fn contiguous<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
 
 impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT> {
     fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
-        let (x, gamma, beta) = (into_contiguous(x), into_contiguous(gamma), into_contiguous(beta));
+        let ((x, xp), gamma, beta) = (pitched_rows(x), into_contiguous(gamma), into_contiguous(beta));
         let shape = x.shape();
         let (rows, d) = rows_of(&shape);
         let y = empty(&x, shape);
@@ -511,6 +539,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             rstd.clone().into_tensor_arg(),
             rows as u32,
             d as u32,
+            xp as u32,
             eps as f32,
             block,
         );
@@ -524,7 +553,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        let (g, x, gamma) = (into_contiguous(g), into_contiguous(x), into_contiguous(gamma));
+        let ((g, gp), (x, xp), gamma) = (pitched_rows(g), pitched_rows(x), into_contiguous(gamma));
         let shape = x.shape();
         let (rows, d) = rows_of(&shape);
         let client = x.client.clone();
@@ -542,6 +571,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             dx.clone().into_tensor_arg(),
             rows as u32,
             d as u32,
+            gp as u32,
+            xp as u32,
             block,
         );
         // γ's and β's gradients: column sums over the rows, in chunks of rows (enough cubes to fill a GPU),
@@ -565,6 +596,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             pb.clone().into_tensor_arg(),
             rows as u32,
             d as u32,
+            gp as u32,
+            xp as u32,
             chunk as u32,
         );
         ln_param_sums_kernel::launch::<R>(
@@ -674,7 +707,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let x = into_contiguous(x);
+        let (x, xp) = pitched_rows(x);
         let shape = x.shape();
         let (rows, n) = rows_of(&shape);
         let client = x.client.clone();
@@ -689,6 +722,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             y.clone().into_tensor_arg(),
             rows as u32,
             n as u32,
+            xp as u32,
             block,
             dtype.into(),
         );
@@ -698,7 +732,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
     fn softmax_backward(g: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
         // One float type for both (the kernel's): the gradient cast to the output's should they differ.
         let g = if g.dtype == y.dtype { g } else { burn_cubecl::kernel::cast(g, y.dtype) };
-        let (g, y) = (into_contiguous(g), into_contiguous(y));
+        let ((g, gp), (y, yp)) = (pitched_rows(g), pitched_rows(y));
         let shape = y.shape();
         let (rows, n) = rows_of(&shape);
         let client = y.client.clone();
@@ -714,6 +748,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             dx.clone().into_tensor_arg(),
             rows as u32,
             n as u32,
+            gp as u32,
+            yp as u32,
             block,
             dtype.into(),
         );

@@ -168,6 +168,34 @@ pub fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Option<Tensor<B
     }
 }
 
+/// The row pitch of a tensor laid out as rows of its last axis at a constant distance `pitch ≥ n` apart (packed
+/// rows: `pitch = n`), in elements; `None` for any other layout. CUDA's allocations pad rows to a pitch
+/// (CubeCL's "optimized" layout), so the outputs of burn's products there often come this way.
+#[cfg_attr(not(feature = "gpu-kernels"), allow(dead_code))]
+pub(crate) fn row_pitch(shape: &[usize], strides: &[usize]) -> Option<usize> {
+    let r = shape.len();
+    let n = *shape.last()?;
+    if n > 1 && strides[r - 1] != 1 {
+        return None;
+    }
+    // the innermost axis before the last that has more than one index sets the pitch
+    let Some(i) = (0..r - 1).rev().find(|&i| shape[i] > 1) else {
+        return Some(n); // one row
+    };
+    let pitch = strides[i];
+    if pitch < n {
+        return None;
+    }
+    let mut expect = pitch;
+    for k in (0..=i).rev() {
+        if shape[k] > 1 && strides[k] != expect {
+            return None;
+        }
+        expect *= shape[k];
+    }
+    Some(pitch)
+}
+
 /// Whether `B` is one of this build's GPU backends (`Cuda`, `Wgpu`) or `Autodiff` of one.
 pub fn gpu_backend<B: Backend>() -> bool {
     #[cfg(feature = "gpu-kernels")]
@@ -389,5 +417,29 @@ mod on_gpu {
         dispatch!(B, on);
         let _ = inputs;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_pitch;
+
+    /// Rows evenly spaced are read in place, packed or padded (CUDA's pitched layout); anything else — a
+    /// transposed or broadcast tensor, a strided last axis, rows closer than their length, outer axes not in
+    /// step with the rows — is refused (the kernels then take a packed copy).
+    #[test]
+    fn row_pitch_accepts_evenly_spaced_rows_only() {
+        assert_eq!(row_pitch(&[4, 65], &[65, 1]), Some(65), "packed");
+        assert_eq!(row_pitch(&[2, 3, 65, 65], &[3 * 65 * 128, 65 * 128, 128, 1]), Some(128), "CUDA's pitch");
+        assert_eq!(row_pitch(&[4, 192], &[256, 1]), Some(256));
+        assert_eq!(row_pitch(&[1, 1, 7], &[99, 5, 1]), Some(7), "one row: the outer strides do not matter");
+        assert_eq!(row_pitch(&[3, 1, 7], &[8, 99, 1]), Some(8), "an axis of one index does not matter");
+        assert_eq!(row_pitch(&[5], &[1]), Some(5));
+        assert_eq!(row_pitch(&[4, 8], &[1, 4]), None, "transposed");
+        assert_eq!(row_pitch(&[4, 8], &[0, 1]), None, "broadcast rows");
+        assert_eq!(row_pitch(&[4, 8], &[16, 2]), None, "strided last axis");
+        assert_eq!(row_pitch(&[4, 8], &[4, 1]), None, "overlapping rows");
+        assert_eq!(row_pitch(&[2, 3, 8], &[3 * 16 + 4, 16, 1]), None, "outer axis out of step");
+        assert_eq!(row_pitch(&[3, 2, 8], &[8, 24, 1]), None, "outer axes swapped");
     }
 }
