@@ -261,7 +261,8 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
 
 /// The flat optimizer's gradient buffer from polyflow's pack kernel (five pieces per launch) holds exactly what
 /// burn's `slice_assign` into zeros gives: pieces of every length around the 128-float padding, missing pieces
-/// and padding left zero, more pieces than one launch takes (9 present: a full launch and one with a slot unused).
+/// and padding left zero, more pieces than one launch takes (9 present: a full launch and one with a slot unused),
+/// pieces of several rows whose rows lie farther apart than their length.
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn the_pack_kernel_lays_out_what_slice_assign_does() {
@@ -275,13 +276,26 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
         off += n.div_ceil(128) * 128;
     }
     let total = off;
-    let pieces: Vec<Option<Tensor<Wgpu, 1>>> =
-        lens.iter().enumerate().map(|(i, &n)| (i % 3 != 2).then(|| Tensor::random([n], Distribution::Normal(0.0, 1.0), &dev))).collect();
+    // Pieces as rows: one row, or (lengths with a divisor below) rows narrowed from wider ones, 64 floats apart
+    // more than their length: padded rows, as CUDA lays out a matrix's gradient, read in place by the kernel.
+    let rows_of = |n: usize| [30, 10, 4, 3].into_iter().find(|r| n.is_multiple_of(*r) && n > *r).unwrap_or(1);
+    let pieces: Vec<Option<Tensor<Wgpu, 2>>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            (i % 3 != 2).then(|| {
+                let (r, c) = (rows_of(n), n / rows_of(n));
+                let pad = if r > 1 { 64 } else { 0 };
+                Tensor::random([r, c + pad], Distribution::Normal(0.0, 1.0), &dev).narrow(1, 0, c)
+            })
+        })
+        .collect();
+    assert!(pieces.iter().flatten().filter(|p| p.dims()[0] > 1).count() >= 4, "padded pieces are in the test");
     let packed = polyflow::model::gpu_fused::pack(&pieces, &segs, total).expect("the kernel runs on wgpu");
     let mut reference = Tensor::<Wgpu, 1>::zeros([total], &dev);
     for (p, &(o, n)) in pieces.iter().zip(&segs) {
         if let Some(p) = p {
-            reference = reference.slice_assign(o..o + n, p.clone());
+            reference = reference.slice_assign(o..o + n, p.clone().reshape([n]));
         }
     }
     let (k, r) = (vals(packed), vals(reference));

@@ -43,13 +43,22 @@ pub struct FlatState<B: Backend> {
 }
 
 /// One parameter as the visitor finds it: its element count, its weights (only when the flat copy is built),
-/// its gradient (flattened) if it has one.
+/// its gradient if it has one; both as rows of their last axis ([`rows`]).
 struct Item<B: Backend> {
     id: ParamId,
     n: usize,
-    w: Option<Tensor<B, 1>>,
-    g: Option<Tensor<B, 1>>,
+    w: Option<Tensor<B, 2>>,
+    g: Option<Tensor<B, 2>>,
     device: B::Device,
+}
+
+/// `t` as rows of its last axis (`[n]` as one row). A reshape that only merges leading axes: the rows keep their
+/// layout (a gradient whose rows CUDA padded is not copied packed here; [`pack`] reads it as it is).
+fn rows<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 2> {
+    let dims = t.dims();
+    let cols = if D == 0 { 1 } else { dims[D - 1] };
+    let n = t.shape().num_elements();
+    t.reshape([n / cols.max(1), cols])
 }
 
 struct Gather<'a, B: AutodiffBackend> {
@@ -64,15 +73,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
         // release them in its hash order, another order every update. burn's fusion finds a stored execution plan
         // only for the same sequence of operations (releases included); a new order every update made it search
         // the whole update again each time (BENCHMARKS.md, "GPU, 2026-12-04": most of a ViT-Ti step's host time).
-        let g = self.grads.remove::<B::InnerBackend, D>(param.id).map(|g| {
-            let n = g.shape().num_elements();
-            g.reshape([n])
-        });
+        let g = self.grads.remove::<B::InnerBackend, D>(param.id).map(rows);
         // The weights only when the flat copy has to be (re)built (otherwise they are the flat copy's).
         let w = param.val().inner();
         let n = w.shape().num_elements();
         let device = w.device();
-        let w = self.weights.then(|| w.reshape([n]));
+        let w = self.weights.then(|| rows(w));
         self.items.push(Item { id: param.id, n, w, g, device });
     }
 }
@@ -98,14 +104,14 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
 /// `pieces` laid out at `segs` in a zero buffer of `total` elements (a missing piece stays zero).
 /// On cuda and wgpu one of polyflow's kernels copies five pieces per launch (`model::gpu_fused::pack`; the same
 /// values).
-fn pack<B: Backend>(pieces: Vec<Option<Tensor<B, 1>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
+fn pack<B: Backend>(pieces: Vec<Option<Tensor<B, 2>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
     if let Some(buf) = crate::model::gpu_fused::pack(&pieces, segs, total) {
         return buf;
     }
     let mut buf = Tensor::<B, 1>::zeros([total], device);
     for (p, &(off, len)) in pieces.into_iter().zip(segs) {
         if let Some(p) = p {
-            buf = buf.slice_assign(off..off + len, p);
+            buf = buf.slice_assign(off..off + len, p.reshape([len]));
         }
     }
     buf
@@ -257,7 +263,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let total = off.max(ALIGN);
         let state = |v: &mut Vec<Option<Tensor<B::InnerBackend, 1>>>| {
             v.resize(items.len(), None);
-            std::mem::take(v)
+            std::mem::take(v).into_iter().map(|t| t.map(rows)).collect::<Vec<_>>()
         };
         let (m, v) = (state(&mut self.m), state(&mut self.v));
         let started = m.iter().map(Option::is_some).collect();

@@ -413,8 +413,20 @@ fn elementwise(total: usize) -> (CubeCount, CubeDim) {
 /// within WebGPU's default limit of 8 per shader stage.
 pub(super) const PACK_GROUP: usize = 5;
 
-/// Copies each `a_k` (its first `n_k` elements) to `out[o_k ..]`; cube row `CUBE_POS_Y` = k, a grid-stride loop
-/// along x.
+/// Copies `n` elements of `a`, rows of `w` elements `p` apart (packed: `p = w`), to `out[o ..]` in order: a
+/// grid-stride loop along x.
+#[cube]
+fn copy_rows(a: &Tensor<f32>, out: &mut Tensor<f32>, o: u32, n: u32, w: u32, p: u32) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let (w, p) = (w as usize, p as usize);
+    while i < n as usize {
+        out[o as usize + i] = a[(i / w) * p + i % w];
+        i += step;
+    }
+}
+
+/// Copies each `a_k` (`n_k` elements in rows of `w_k`, `p_k` apart) to `out[o_k ..]`; cube row `CUBE_POS_Y` = k.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn pack_kernel(
@@ -434,35 +446,28 @@ fn pack_kernel(
     n2: u32,
     n3: u32,
     n4: u32,
+    w0: u32,
+    w1: u32,
+    w2: u32,
+    w3: u32,
+    w4: u32,
+    p0: u32,
+    p1: u32,
+    p2: u32,
+    p3: u32,
+    p4: u32,
 ) {
     let k = CUBE_POS_Y;
-    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     if k == 0 {
-        while i < n0 as usize {
-            out[o0 as usize + i] = a0[i];
-            i += step;
-        }
+        copy_rows(a0, out, o0, n0, w0, p0);
     } else if k == 1 {
-        while i < n1 as usize {
-            out[o1 as usize + i] = a1[i];
-            i += step;
-        }
+        copy_rows(a1, out, o1, n1, w1, p1);
     } else if k == 2 {
-        while i < n2 as usize {
-            out[o2 as usize + i] = a2[i];
-            i += step;
-        }
+        copy_rows(a2, out, o2, n2, w2, p2);
     } else if k == 3 {
-        while i < n3 as usize {
-            out[o3 as usize + i] = a3[i];
-            i += step;
-        }
+        copy_rows(a3, out, o3, n3, w3, p3);
     } else {
-        while i < n4 as usize {
-            out[o4 as usize + i] = a4[i];
-            i += step;
-        }
+        copy_rows(a4, out, o4, n4, w4, p4);
     }
 }
 
@@ -618,11 +623,14 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let first = pieces.first().expect("at least one piece").clone();
         let (client, device) = (first.client.clone(), first.device.clone());
         let out = Self::float_zeros(Shape::new([total]), &device, burn::tensor::FloatDType::F32);
-        let pieces: Vec<CubeTensor<R>> = pieces.into_iter().map(into_contiguous).collect();
+        // Each piece as rows of its last axis (a gradient of a matrix whose rows CUDA padded is read in place).
+        let pieces: Vec<(CubeTensor<R>, usize)> = pieces.into_iter().map(pitched_rows).collect();
         for (group, offs) in pieces.chunks(PACK_GROUP).zip(offsets.chunks(PACK_GROUP)) {
             // Unused slots: the group's first tensor, copying nothing (length 0).
-            let slot = |k: usize| group.get(k).unwrap_or(&group[0]).clone();
-            let len = |k: usize| group.get(k).map_or(0, |t| t.shape().num_elements()) as u32;
+            let slot = |k: usize| group.get(k).unwrap_or(&group[0]).0.clone();
+            let len = |k: usize| group.get(k).map_or(0, |t| t.0.shape().num_elements()) as u32;
+            let width = |k: usize| group.get(k).map_or(1, |t| rows_of(&t.0.shape()).1.max(1)) as u32;
+            let pitch = |k: usize| group.get(k).map_or(1, |t| t.1.max(1)) as u32;
             let off = |k: usize| offs.get(k).copied().unwrap_or(0) as u32;
             let longest = (0..PACK_GROUP).map(len).max().unwrap_or(0) as usize;
             let units = 256usize;
@@ -647,6 +655,16 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
                 len(2),
                 len(3),
                 len(4),
+                width(0),
+                width(1),
+                width(2),
+                width(3),
+                width(4),
+                pitch(0),
+                pitch(1),
+                pitch(2),
+                pitch(3),
+                pitch(4),
             );
         }
         out

@@ -236,13 +236,15 @@ pub fn linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Ten
     linear_rows(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
 }
 
-/// `pieces` (1-D) laid out at `segs` (`(offset, length)`, one per piece) in a zero buffer of `total` elements, a
-/// missing piece left zero: one launch per five pieces on the GPU backends (not their autodiff), `None`
-/// elsewhere or with nothing to copy (the caller then uses `slice_assign`).
+/// `pieces` (each as rows, in row-major order) laid out at `segs` (`(offset, length)`, one per piece) in a zero
+/// buffer of `total` elements, a missing piece left zero: one launch per five pieces on the GPU backends (not
+/// their autodiff), reading rows where they are (CUDA pads the rows of a product's output, a weight's gradient
+/// among them: flattening one would copy it), `None` elsewhere or with nothing to copy (the caller then uses
+/// `slice_assign`).
 ///
 /// # Shapes
-/// `pieces[i]: [segs[i].1]` → `[total]`
-pub fn pack<B: Backend>(pieces: &[Option<Tensor<B, 1>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+/// `pieces[i]: [rows, cols]` with `rows·cols = segs[i].1` → `[total]`
+pub fn pack<B: Backend>(pieces: &[Option<Tensor<B, 2>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
     #[cfg(feature = "gpu-kernels")]
     return on_gpu::pack(pieces, segs, total);
     #[cfg(not(feature = "gpu-kernels"))]
@@ -375,11 +377,11 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn pack<B: Backend>(pieces: &[Option<Tensor<B, 1>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
-        let present: Vec<(Tensor<B, 1>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
+    pub(super) fn pack<B: Backend>(pieces: &[Option<Tensor<B, 2>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+        let present: Vec<(Tensor<B, 2>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
         for (p, s) in pieces.iter().zip(segs) {
             if let Some(p) = p {
-                assert_eq!(p.dims()[0], s.1, "a piece's length differs from its segment's");
+                assert_eq!(p.shape().num_elements(), s.1, "a piece's length differs from its segment's");
             }
         }
         if !enabled() || present.is_empty() || !indexable(total) || present.iter().any(|(p, _)| p.dtype() != DType::F32) {
