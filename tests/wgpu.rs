@@ -298,10 +298,21 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
             reference = reference.slice_assign(o..o + n, p.clone().reshape([n]));
         }
     }
-    let (k, r) = (vals(packed), vals(reference));
+    let (k, r) = (vals(packed.clone()), vals(reference));
     assert_eq!(k.len(), total);
     assert!(k.iter().zip(&r).all(|(a, b)| a.to_bits() == b.to_bits()), "pack differs from slice_assign");
     assert!(r.iter().filter(|v| **v != 0.0).count() > 3000, "the pieces are in it");
+    // The inverse for the flat weights: the segments whose ends are off the device's view alignment come back as
+    // copies (five per launch), the others as None (the caller makes views); a copy holds its segment's values.
+    let copies = polyflow::model::gpu_fused::unpack_unaligned(&packed, &segs).expect("the kernel runs on wgpu");
+    assert_eq!(copies.len(), segs.len());
+    assert!(copies.iter().filter(|c| c.is_some()).count() >= 2, "segments of 1 and 7 floats are not views on any device");
+    assert!(copies[0].is_some() && copies[4].is_some());
+    for (c, &(o, n)) in copies.into_iter().zip(&segs) {
+        if let Some(c) = c {
+            assert_eq!(vals(c), k[o..o + n].to_vec(), "segment at {o}");
+        }
+    }
     // Nothing to copy: the caller's slice_assign path (a zero buffer).
     assert!(polyflow::model::gpu_fused::pack::<Wgpu>(&[None, None], &segs[..2], 256).is_none());
 }

@@ -83,10 +83,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
     }
 }
 
-/// Sets each parameter to its segment of the flat weights.
+/// Sets each parameter to its segment of the flat weights: a view, or where burn's `slice` could not make one
+/// (a segment whose length is not a multiple of the device's alignment), the copy in `copies`.
 struct Scatter<'a, B: AutodiffBackend> {
     w: &'a Tensor<B::InnerBackend, 1>,
     segs: &'a [(usize, usize)],
+    copies: Vec<Option<Tensor<B::InnerBackend, 1>>>,
     idx: usize,
 }
 
@@ -96,7 +98,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
         self.idx += 1;
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
-        let w = self.w.clone().narrow(0, off, len).reshape(dims);
+        let w = match self.copies.get_mut(self.idx - 1).and_then(Option::take) {
+            Some(copy) => copy,
+            None => self.w.clone().narrow(0, off, len),
+        }
+        .reshape(dims);
         Param::from_mapped_value(id, Tensor::<B, D>::from_inner(w).require_grad(), mapper)
     }
 }
@@ -242,7 +248,9 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             }
         };
         flat.w = new_w.clone();
-        let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, idx: 0 };
+        // On the GPU backends the segments burn's `slice` would copy one launch each, copied five per launch.
+        let copies = crate::model::gpu_fused::unpack_unaligned(&new_w, &flat.segs).unwrap_or_default();
+        let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, copies, idx: 0 };
         model.map(&mut scatter)
     }
 

@@ -17,6 +17,7 @@ enum Kind {
     SoftmaxForward,
     SoftmaxBackward,
     Pack { offsets: Vec<usize>, total: usize },
+    Unpack { segs: Vec<(usize, usize)> },
     QkvSplit { heads: usize, scale: f64 },
     QkvMerge { scale: f64 },
 }
@@ -47,6 +48,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
             Kind::QkvSplit { heads, scale } => B::qkv_split(next(), heads, scale).into(),
             Kind::QkvMerge { scale } => vec![B::qkv_merge(next(), next(), next(), scale)],
+            Kind::Unpack { ref segs } => B::unpack(next(), segs.clone()),
             Kind::Pack { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -112,6 +114,16 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
 
     fn pack(pieces: Vec<FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> FloatTensor<Self> {
         one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])], &[DType::F32]))
+    }
+
+    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>) -> Vec<FloatTensor<Self>> {
+        let shapes: Vec<Shape> = segs.iter().map(|s| Shape::new([s.1])).collect();
+        let dtypes = vec![DType::F32; segs.len()];
+        register::<B>("polyflow_unpack", Kind::Unpack { segs }, vec![flat], shapes, &dtypes)
+    }
+
+    fn view_alignment(device: &burn::tensor::Device<Self>) -> usize {
+        B::view_alignment(device)
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {

@@ -471,6 +471,52 @@ fn pack_kernel(
     }
 }
 
+/// Copies `flat[o .. o + n]` to `b`: a grid-stride loop along x.
+#[cube]
+fn copy_out(flat: &Tensor<f32>, b: &mut Tensor<f32>, o: u32, n: u32) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < n as usize {
+        b[i] = flat[o as usize + i];
+        i += step;
+    }
+}
+
+/// Copies `flat[o_k .. o_k + n_k]` to each `b_k`; cube row `CUBE_POS_Y` = k ([`pack_kernel`]'s inverse).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn unpack_kernel(
+    flat: &Tensor<f32>,
+    b0: &mut Tensor<f32>,
+    b1: &mut Tensor<f32>,
+    b2: &mut Tensor<f32>,
+    b3: &mut Tensor<f32>,
+    b4: &mut Tensor<f32>,
+    o0: u32,
+    o1: u32,
+    o2: u32,
+    o3: u32,
+    o4: u32,
+    n0: u32,
+    n1: u32,
+    n2: u32,
+    n3: u32,
+    n4: u32,
+) {
+    let k = CUBE_POS_Y;
+    if k == 0 {
+        copy_out(flat, b0, o0, n0);
+    } else if k == 1 {
+        copy_out(flat, b1, o1, n1);
+    } else if k == 2 {
+        copy_out(flat, b2, o2, n2);
+    } else if k == 3 {
+        copy_out(flat, b3, o3, n3);
+    } else {
+        copy_out(flat, b4, o4, n4);
+    }
+}
+
 /// Units per cube for rows of `len`: the largest power of two ≤ `len`, within 32..=256 and the device's limit.
 fn block_for<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> usize {
     let max = (client.properties().hardware.max_cube_dim.0 as usize).clamp(1, 256);
@@ -668,6 +714,47 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             );
         }
         out
+    }
+
+    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>) -> Vec<FloatTensor<Self>> {
+        let flat = into_contiguous(flat);
+        let client = flat.client.clone();
+        let outs: Vec<CubeTensor<R>> = segs.iter().map(|s| empty(&flat, Shape::new([s.1]))).collect();
+        for (group, segs) in outs.chunks(PACK_GROUP).zip(segs.chunks(PACK_GROUP)) {
+            // Unused slots: a one-element scratch tensor each, written nothing (length 0).
+            let slot = |k: usize| group.get(k).cloned().unwrap_or_else(|| empty(&flat, Shape::new([1])));
+            let off = |k: usize| segs.get(k).map_or(0, |s| s.0) as u32;
+            let len = |k: usize| segs.get(k).map_or(0, |s| s.1) as u32;
+            let longest = segs.iter().map(|s| s.1).max().unwrap_or(0);
+            let units = 256usize;
+            let cubes_x = longest.div_ceil(units).clamp(1, 4096);
+            unpack_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(cubes_x as u32, PACK_GROUP as u32, 1),
+                CubeDim::new_1d(units as u32),
+                flat.clone().into_tensor_arg(),
+                slot(0).into_tensor_arg(),
+                slot(1).into_tensor_arg(),
+                slot(2).into_tensor_arg(),
+                slot(3).into_tensor_arg(),
+                slot(4).into_tensor_arg(),
+                off(0),
+                off(1),
+                off(2),
+                off(3),
+                off(4),
+                len(0),
+                len(1),
+                len(2),
+                len(3),
+                len(4),
+            );
+        }
+        outs
+    }
+
+    fn view_alignment(device: &burn::tensor::Device<Self>) -> usize {
+        R::client(device).properties().memory.alignment as usize
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {

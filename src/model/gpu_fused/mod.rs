@@ -78,6 +78,17 @@ pub trait GpuKernels: Backend {
     /// `pieces[i]: [n_i]` → `[total]`
     fn pack(pieces: Vec<burn::tensor::ops::FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> burn::tensor::ops::FloatTensor<Self>;
 
+    /// [`GpuKernels::pack`]'s inverse: a packed copy of each segment `(offset, length)` of `flat`, five per
+    /// launch (burn's `slice` copies one per launch where it cannot make a view).
+    ///
+    /// # Shapes
+    /// `flat: [total]` → `[[segs[i].1]]`
+    fn unpack(flat: burn::tensor::ops::FloatTensor<Self>, segs: Vec<(usize, usize)>) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
+
+    /// The memory alignment in bytes that burn's `slice` needs at both ends of a slice to return a view rather
+    /// than a copy (CubeCL's `memory.alignment` for the device: 512 on CUDA).
+    fn view_alignment(device: &burn::tensor::Device<Self>) -> usize;
+
     /// The attention's heads from the packed q | k | v projection, q multiplied by `scale`.
     ///
     /// # Shapes
@@ -194,6 +205,22 @@ pub(crate) fn row_pitch(shape: &[usize], strides: &[usize]) -> Option<usize> {
         expect *= shape[k];
     }
     Some(pitch)
+}
+
+/// Packed copies of the segments `(offset, length)` of `flat` that burn's `slice` would copy anyway (one end not on
+/// the device's view alignment), five per launch on the GPU backends; `None` for the others (views, or a
+/// backend without the kernels). Returns, per segment, its copy or `None`.
+///
+/// # Shapes
+/// `flat: [total]` → `[Option<[segs[i].1]>]`
+pub fn unpack_unaligned<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)]) -> Option<Vec<Option<Tensor<B, 1>>>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::unpack_unaligned(flat, segs);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (flat, segs);
+        None
+    }
 }
 
 /// Whether `B` is one of this build's GPU backends (`Cuda`, `Wgpu`) or `Autodiff` of one.
@@ -403,6 +430,44 @@ mod on_gpu {
         }
         dispatch!(B, on);
         let _ = (prims, offsets);
+        None
+    }
+
+    pub(super) fn unpack_unaligned<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)]) -> Option<Vec<Option<Tensor<B, 1>>>> {
+        let total = flat.dims()[0];
+        if !enabled() || !indexable(total) || flat.dtype() != DType::F32 {
+            return None;
+        }
+        let device = flat.device();
+        macro_rules! on {
+            ($g:ty) => {
+                match TypeId::of::<B>() == TypeId::of::<$g>() {
+                    true => {
+                        let dev = cast::<_, burn::tensor::Device<$g>>(device.clone()).expect("G device");
+                        let align = (<$g as GpuKernels>::view_alignment(&dev) / 4).max(1); // f32 elements
+                        let copy: Vec<bool> = segs.iter().map(|&(o, n)| o % align != 0 || (total - o - n) % align != 0).collect();
+                        let picked: Vec<(usize, usize)> = segs.iter().zip(&copy).filter(|(_, c)| **c).map(|(s, _)| *s).collect();
+                        if picked.is_empty() {
+                            return Some(vec![None; segs.len()]);
+                        }
+                        let flat = cast::<_, FloatTensor<$g>>(prim(flat.clone())).expect("G primitive");
+                        let mut outs = <$g as GpuKernels>::unpack(flat, picked).into_iter();
+                        copy.iter()
+                            .map(|&c| {
+                                if c {
+                                    tensor::<B, $g, 1>(outs.next().expect("one copy per picked segment")).map(Some)
+                                } else {
+                                    Some(None)
+                                }
+                            })
+                            .collect::<Option<Vec<_>>>()
+                    }
+                    false => None,
+                }
+            };
+        }
+        dispatch!(B, on);
+        let _ = (segs, device);
         None
     }
 
