@@ -352,9 +352,10 @@ fn the_attention_node_matches_burns_composition() {
     use polyflow::model::gpu_fused::attention;
     type A = Autodiff<Wgpu>;
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
-    for (b, n, h, hd) in [(2, 65, 3, 64), (3, 17, 4, 3), (1, 197, 2, 1), (2, 5, 1, 8)] {
+    // The last: the projection's rows padded (a narrowed view, 64 floats more apart), read in place.
+    for (b, n, h, hd, pad) in [(2, 65, 3, 64, 0), (3, 17, 4, 3, 0), (1, 197, 2, 1, 0), (2, 5, 1, 8, 0), (2, 9, 2, 4, 64)] {
         let d3 = 3 * h * hd;
-        let qkv = Tensor::<A, 3>::random([b, n, d3], Distribution::Normal(0.0, 1.5), &dev);
+        let qkv = Tensor::<A, 3>::random([b, n, d3 + pad], Distribution::Normal(0.0, 1.5), &dev).narrow(2, 0, d3);
         let w = Tensor::<A, 3>::random([b, n, h * hd], Distribution::Normal(0.0, 1.0), &dev);
         let run = |kernel: bool| {
             let x = qkv.clone().detach().require_grad();

@@ -331,21 +331,21 @@ fn softmax_backward_kernel<F: Float>(
     }
 }
 
-/// Where element `i` of a `[B, H, N, hd]` head tensor (contiguous) sits in the packed projection `[B, N, 3·H·hd]`:
-/// the q part's index (k's is `+ H·hd`, v's `+ 2·H·hd`).
+/// Where element `i` of a `[B, H, N, hd]` head tensor (contiguous) sits in the projection `[B, N, 3·H·hd]` whose
+/// rows (tokens) are `row` apart (`3·H·hd` when packed): the q part's index (k's is `+ H·hd`, v's `+ 2·H·hd`).
 #[cube]
-fn packed_at(i: usize, n: usize, heads: usize, hd: usize) -> usize {
+fn packed_at(i: usize, n: usize, heads: usize, hd: usize, row: usize) -> usize {
     let e = i % hd;
     let r = i / hd;
     let t = r % n;
     let r = r / n;
     let h = r % heads;
     let b = r / heads;
-    (b * n + t) * 3 * heads * hd + h * hd + e
+    (b * n + t) * row + h * hd + e
 }
 
-/// The attention's heads from the packed projection: `qkv` (`[B, N, 3·D]`, contiguous, the last axis q | k | v,
-/// each `H` heads of `hd`) into `q·scale`, `k`, `v` as `[B, H, N, hd]`; unit `i` (a grid-stride loop) writes
+/// The attention's heads from the packed projection: `qkv` (`[B, N, 3·D]`, its tokens `row` apart, the last axis
+/// q | k | v, each `H` heads of `hd`) into `q·scale`, `k`, `v` as `[B, H, N, hd]`; unit `i` (a grid-stride loop) writes
 /// element `i` of each. `F`: the tensors' float type; `q·scale` is computed in f32 and rounded once.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -357,6 +357,7 @@ fn qkv_split_kernel<F: Float>(
     n: u32,
     heads: u32,
     hd: u32,
+    row: u32,
     total: u32,
     scale: f32,
     #[define(F)] _dtype: StorageType,
@@ -366,7 +367,7 @@ fn qkv_split_kernel<F: Float>(
     let d = heads * hd;
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
-        let src = packed_at(i, n, heads, hd);
+        let src = packed_at(i, n, heads, hd, row as usize);
         q[i] = F::cast_from(f32::cast_from(qkv[src]) * scale);
         k[i] = qkv[src + d];
         v[i] = qkv[src + 2 * d];
@@ -395,7 +396,7 @@ fn qkv_merge_kernel<F: Float>(
     let d = heads * hd;
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
-        let dst = packed_at(i, n, heads, hd);
+        let dst = packed_at(i, n, heads, hd, 3 * heads * hd);
         out[dst] = F::cast_from(f32::cast_from(dq[i]) * scale);
         out[dst + d] = dk[i];
         out[dst + 2 * d] = dv[i];
@@ -758,7 +759,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
-        let qkv = into_contiguous(qkv);
+        // Tokens read at their pitch (CUDA pads a product's rows of 3·D: 576 floats to 640 at ViT-Ti's width).
+        let (qkv, row) = pitched_rows(qkv);
         let [b, n, d3] = qkv.shape().dims::<3>();
         let hd = d3 / 3 / heads;
         let shape = Shape::new([b, heads, n, hd]);
@@ -777,6 +779,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             n as u32,
             heads as u32,
             hd as u32,
+            row as u32,
             total as u32,
             scale as f32,
             dtype.into(),

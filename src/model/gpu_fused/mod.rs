@@ -444,8 +444,10 @@ mod on_gpu {
                 match TypeId::of::<B>() == TypeId::of::<$g>() {
                     true => {
                         let dev = cast::<_, burn::tensor::Device<$g>>(device.clone()).expect("G device");
-                        let align = (<$g as GpuKernels>::view_alignment(&dev) / 4).max(1); // f32 elements
-                        let copy: Vec<bool> = segs.iter().map(|&(o, n)| o % align != 0 || (total - o - n) % align != 0).collect();
+                        // burn's test, in bytes (f32 elements of 4)
+                        let align = <$g as GpuKernels>::view_alignment(&dev).max(1);
+                        let copy: Vec<bool> =
+                            segs.iter().map(|&(o, n)| (4 * o) % align != 0 || (4 * (total - o - n)) % align != 0).collect();
                         let picked: Vec<(usize, usize)> = segs.iter().zip(&copy).filter(|(_, c)| **c).map(|(s, _)| *s).collect();
                         if picked.is_empty() {
                             return Some(vec![None; segs.len()]);
