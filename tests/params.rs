@@ -160,3 +160,17 @@ fn a_precision_the_backend_lacks_is_refused_before_running() {
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--backend", "flex"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// `bench-model --verify` compares polyflow's GPU kernels with burn's compositions; on the CPU backend there
+/// is nothing to compare, so it is refused with what to run instead (before any benchmark runs), not reported
+/// as a pass.
+#[test]
+fn verify_is_refused_on_the_cpu_backend() {
+    let d = tempfile::tempdir().unwrap();
+    for backend in ["flex", "cpu"] {
+        let (code, out, err) = pf(d.path(), &["bench-model", "--verify", "--backend", backend, "--steps", "1"]);
+        assert_ne!(code, 0, "{out}");
+        assert!(err.contains("--verify") && err.contains("--backend cuda or wgpu"), "{err}");
+        assert!(out.is_empty(), "no benchmark line: {out}");
+    }
+}

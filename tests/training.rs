@@ -597,3 +597,31 @@ fn f16_loss_scaling_skips_overflowed_updates_and_resumes_to_the_same_bits() {
         assert_eq!(every.weights, deferred.weights, "micro_batch {micro_batch}: read cadence");
     }
 }
+
+/// Evaluation batches filled up to one size (what the GPU backends do, `eval_batches`) give the metrics of the
+/// real examples: the same top-1 and mAP as batches whose last one is partial, and as one batch of the whole
+/// split (37 examples, batches of 8 and 10: the last one filled up with 3 copies of its last example). A
+/// filler row counted as an example, or a logit row paired with another example's target, changes them.
+#[test]
+fn filled_up_evaluation_batches_give_the_real_examples_metrics() {
+    use polyflow::model::PolyVit;
+    use polyflow::train::run::evaluate_batched;
+    let (tasks, model) = two_image_tasks(0);
+    let dev = Default::default();
+    let net = PolyVit::<Flex>::new(&model, 3, &dev);
+    for (ti, t) in tasks.iter().enumerate() {
+        let mut t = t.clone();
+        t.map = true;
+        let data = split(37, [1, 1, 8, 8], 3, 7);
+        let whole = evaluate_batched(&net, &model, ti, &t, &data, 37, false, &dev);
+        assert!(whole.contains_key("top1") && whole.contains_key("map"), "{whole:?}");
+        for bs in [8, 10] {
+            let (partial, filled) = (
+                evaluate_batched(&net, &model, ti, &t, &data, bs, false, &dev),
+                evaluate_batched(&net, &model, ti, &t, &data, bs, true, &dev),
+            );
+            assert_eq!(filled, partial, "task {} batches of {bs}", t.name);
+            assert_eq!(filled, whole, "task {} batches of {bs}", t.name);
+        }
+    }
+}

@@ -379,6 +379,9 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     if a.checkpoint && !(backend == "flex" || backend == "cpu") {
         anyhow::bail!("--checkpoint runs on the CPU (flex) backend only");
     }
+    if a.verify && (backend == "flex" || backend == "cpu") {
+        anyhow::bail!("--verify checks polyflow's GPU kernels against burn's compositions: run it with --backend cuda or wgpu");
+    }
     if a.bf16 {
         backend.parse::<crate::model::device::Backend>().and_then(|b| b.supports_precision("bf16")).map_err(anyhow::Error::msg)?;
     }

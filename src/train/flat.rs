@@ -94,11 +94,12 @@ struct Scatter<'a, B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (off, len) = self.segs[self.idx];
+        let i = self.idx;
         self.idx += 1;
+        let (off, len) = self.segs[i];
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
-        let w = match self.copies.get_mut(self.idx - 1).and_then(Option::take) {
+        let w = match self.copies.get_mut(i).and_then(Option::take) {
             Some(copy) => copy,
             None => self.w.clone().narrow(0, off, len),
         }

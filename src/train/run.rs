@@ -314,7 +314,8 @@ pub fn eval_batches(len: usize, bs: usize, fixed: bool) -> Vec<(Vec<usize>, usiz
         .collect()
 }
 
-/// Evaluates `task` on `split` with the inference model.
+/// Evaluates `task` on `split` with the inference model, `bs` examples at a time (on the GPU backends every batch
+/// of the same size: [`eval_batches`]).
 pub fn evaluate<B: Backend>(
     model: &PolyVit<B>,
     cfg: &ModelConfig,
@@ -324,10 +325,26 @@ pub fn evaluate<B: Backend>(
     bs: usize,
     device: &B::Device,
 ) -> BTreeMap<String, f64> {
+    evaluate_batched(model, cfg, ti, t, split, bs, crate::model::gpu_fused::gpu_backend::<B>(), device)
+}
+
+/// [`evaluate`] with the batches' layout chosen by the caller: `fixed` fills the last batch up to `bs` rows
+/// ([`eval_batches`]); the metrics are those of the real examples either way.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_batched<B: Backend>(
+    model: &PolyVit<B>,
+    cfg: &ModelConfig,
+    ti: usize,
+    t: &TaskRun,
+    split: &SplitData,
+    bs: usize,
+    fixed: bool,
+    device: &B::Device,
+) -> BTreeMap<String, f64> {
     let route = PolyVit::<B>::route(cfg, ti);
     let mut logits = Vec::with_capacity(split.len() * t.classes);
     let mut targets = Vec::with_capacity(split.len() * t.classes);
-    for (padded, n) in eval_batches(split.len(), bs, crate::model::gpu_fused::gpu_backend::<B>()) {
+    for (padded, n) in eval_batches(split.len(), bs, fixed) {
         let (x, mut tg) = split.gather(&padded, t.classes);
         let out = model.forward(route, to_tensor::<B>(x, padded.len(), split.shape, device), &[]); // [rows, classes]
         let mut out = out.into_data().convert::<f32>().into_vec::<f32>().expect("f32");
