@@ -96,6 +96,8 @@ step ti_warm 30 $B bench-model --backend cuda $TI
 step ti_d12 30 $B bench-model --backend cuda --only train ${TI/--depth 6/--depth 12}
 
 echo "== 3. bf16: polyflow precision = bf16 (autocast-style block) vs PyTorch bf16 autocast + SDPA"
+# bf16 kernels (softmax, head split/merge in bf16) have run on no GPU yet: lavapipe has f16 but no bf16.
+step ti_bf16_verify 120 $B bench-model --backend cuda --bf16 --verify $TI
 step b16_bf16 100 $B bench-model --backend cuda --bf16 $B16
 step torch_b16_bf16 45 python3 benches/vit_torch.py --device cuda --bf16 --sdpa $B16
 
@@ -138,6 +140,14 @@ echo "== 9. Host synchronisation (POLYFLOW_SYNC_EVERY=1) and f16 with loss scali
 step ti_sync1 40 env POLYFLOW_SYNC_EVERY=1 $B bench-model --backend cuda $TI
 step ti_f16 60 $B bench-model --backend cuda --f16 $TI
 step torch_ti_f16 30 python3 benches/vit_torch.py --device cuda --f16 $TI
+# Host work per update of each host thread (caller, burn-fusion's server, CubeCL's device server), spin-waits
+# apart (benches/host_work.sh; needs perf, skipped without it). Measured on lavapipe: 2.2 ms, 8.1 ms and 6.8 ms
+# per ViT-Ti-shaped update on a 2-core AMD EPYC.
+if command -v perf > /dev/null; then
+  step ti_host_work 120 env S1=10 S2=60 benches/host_work.sh $B --backend cuda ${TI/--steps 20/}
+else
+  echo "[ti_host_work skipped: no perf on this machine]" | tee "$W/ti_host_work.txt"
+fi
 [ -n "${CPU_JOB:-}" ] && wait "$CPU_JOB"
 if [ "${CPU_PAIRS:-0}" = 1 ]; then
   echo "== 10. CPU pairs (background, cores $((NCPU - 2))-$((NCPU - 1)))"; tail -4 "$W/cpu_pairs.txt" 2>/dev/null; tail -1 "$W/cpu_pairs_bf16.txt" 2>/dev/null

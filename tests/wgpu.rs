@@ -262,11 +262,13 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
 /// The flat optimizer's gradient buffer from polyflow's pack kernel (five pieces per launch) holds exactly what
 /// burn's `slice_assign` into zeros gives: pieces of every length around the 128-float padding, missing pieces
 /// and padding left zero, more pieces than one launch takes (9 present: a full launch and one with a slot unused),
-/// pieces of several rows whose rows lie farther apart than their length.
+/// pieces of two and three axes whose rows lie farther apart than their length. And the unpack kernel gives every
+/// segment back as a packed tensor of the parameter's shape.
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn the_pack_kernel_lays_out_what_slice_assign_does() {
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+    use burn::tensor::{Distribution, Shape, Tensor, TensorMetadata, TensorPrimitive};
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     let lens = [1usize, 128, 129, 300, 7, 1000, 64, 256, 5, 2, 77, 129, 3000];
     let mut segs = vec![];
@@ -276,42 +278,48 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
         off += n.div_ceil(128) * 128;
     }
     let total = off;
-    // Pieces as rows: one row, or (lengths with a divisor below) rows narrowed from wider ones, 64 floats apart
-    // more than their length: padded rows, as CUDA lays out a matrix's gradient, read in place by the kernel.
+    // Pieces as they come from autodiff: one axis, or (lengths with a divisor below) two or three axes narrowed
+    // from wider ones, 64 floats apart more than their length: padded rows, as CUDA lays out a matrix's gradient,
+    // read in place by the kernel.
     let rows_of = |n: usize| [30, 10, 4, 3].into_iter().find(|r| n.is_multiple_of(*r) && n > *r).unwrap_or(1);
-    let pieces: Vec<Option<Tensor<Wgpu, 2>>> = lens
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            (i % 3 != 2).then(|| {
-                let (r, c) = (rows_of(n), n / rows_of(n));
-                let pad = if r > 1 { 64 } else { 0 };
-                Tensor::random([r, c + pad], Distribution::Normal(0.0, 1.0), &dev).narrow(1, 0, c)
-            })
-        })
-        .collect();
-    assert!(pieces.iter().flatten().filter(|p| p.dims()[0] > 1).count() >= 4, "padded pieces are in the test");
-    let packed = polyflow::model::gpu_fused::pack(&pieces, &segs, total).expect("the kernel runs on wgpu");
+    let shape_of = |n: usize| match rows_of(n) {
+        1 => vec![n],
+        30 => vec![2, 15, n / 30],
+        r => vec![r, n / r],
+    };
+    let padded = |shape: &[usize]| -> FloatTensor<Wgpu> {
+        let last = shape.len() - 1;
+        let pad = if shape.len() > 1 { 64 } else { 0 };
+        let mut wide = shape.to_vec();
+        wide[last] += pad;
+        let t = Tensor::<Wgpu, 1>::random([wide.iter().product::<usize>()], Distribution::Normal(0.0, 1.0), &dev).into_primitive().tensor();
+        let t = <Wgpu as FloatTensorOps<Wgpu>>::float_reshape(t, Shape::from(wide.clone()));
+        let ranges: Vec<burn::tensor::Slice> = shape.iter().map(|&d| burn::tensor::Slice::from(0..d)).collect();
+        <Wgpu as FloatTensorOps<Wgpu>>::float_slice(t, &ranges)
+    };
+    let flat1 = |p: &FloatTensor<Wgpu>, n: usize| Tensor::<Wgpu, 1>::from_primitive(TensorPrimitive::Float(<Wgpu as FloatTensorOps<Wgpu>>::float_reshape(p.clone(), Shape::new([n]))));
+    let pieces: Vec<Option<FloatTensor<Wgpu>>> =
+        lens.iter().enumerate().map(|(i, &n)| (i % 3 != 2).then(|| padded(&shape_of(n)))).collect();
+    assert!(pieces.iter().flatten().filter(|p| p.shape().num_dims() == 2).count() >= 3, "padded matrices are in the test");
+    assert!(pieces.iter().flatten().any(|p| p.shape().num_dims() == 3), "a padded three-axis piece is in the test");
+    let packed = polyflow::model::gpu_fused::pack::<Wgpu>(&pieces, &segs, total).expect("the kernel runs on wgpu");
     let mut reference = Tensor::<Wgpu, 1>::zeros([total], &dev);
     for (p, &(o, n)) in pieces.iter().zip(&segs) {
         if let Some(p) = p {
-            reference = reference.slice_assign(o..o + n, p.clone().reshape([n]));
+            reference = reference.slice_assign(o..o + n, flat1(p, n));
         }
     }
     let (k, r) = (vals(packed.clone()), vals(reference));
     assert_eq!(k.len(), total);
     assert!(k.iter().zip(&r).all(|(a, b)| a.to_bits() == b.to_bits()), "pack differs from slice_assign");
     assert!(r.iter().filter(|v| **v != 0.0).count() > 3000, "the pieces are in it");
-    // The inverse for the flat weights: the segments whose ends are off the device's view alignment come back as
-    // copies (five per launch), the others as None (the caller makes views); a copy holds its segment's values.
-    let copies = polyflow::model::gpu_fused::unpack_unaligned(&packed, &segs).expect("the kernel runs on wgpu");
+    // The inverse for the flat weights: every segment as a packed tensor of its shape, holding its values.
+    let shapes: Vec<Shape> = lens.iter().map(|&n| Shape::from(shape_of(n))).collect();
+    let copies: Vec<FloatTensor<Wgpu>> = polyflow::model::gpu_fused::unpack::<Wgpu>(&packed, &segs, &shapes).expect("the kernel runs on wgpu");
     assert_eq!(copies.len(), segs.len());
-    assert!(copies.iter().filter(|c| c.is_some()).count() >= 2, "segments of 1 and 7 floats are not views on any device");
-    assert!(copies[0].is_some() && copies[4].is_some());
-    for (c, &(o, n)) in copies.into_iter().zip(&segs) {
-        if let Some(c) = c {
-            assert_eq!(vals(c), k[o..o + n].to_vec(), "segment at {o}");
-        }
+    for ((c, &(o, n)), shape) in copies.into_iter().zip(&segs).zip(&shapes) {
+        assert_eq!(&c.shape(), shape, "segment at {o}");
+        assert_eq!(vals(flat1(&c, n)), k[o..o + n].to_vec(), "segment at {o}");
     }
     // Nothing to copy: the caller's slice_assign path (a zero buffer).
     assert!(polyflow::model::gpu_fused::pack::<Wgpu>(&[None, None], &segs[..2], 256).is_none());

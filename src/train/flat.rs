@@ -4,10 +4,12 @@
 //! launches of a GPU training step": 408 of a ViT-Ti step's 1,032 launches were the per-tensor optimizer).
 //!
 //! What remains per tensor: its gradient copied into the flat gradient, and its updated weights copied out of
-//! the flat weights (burn-cubecl's `slice` is a view only at offsets aligned to the device's memory alignment,
-//! which a parameter's end generally is not). The flat weights are kept between updates, so the weights are not
-//! copied in again: nothing else may change the parameters between two updates of one optimizer (training does
-//! not; [`SharedOptimizer::import`] starts over from the model's values).
+//! the flat weights in its shape; on the GPU backends one kernel copies five of either per launch, and each
+//! direction is one operation of burn's fusion stream for all parameters (a view and a reshape per parameter
+//! were two operations each: burn's fusion spends host time on every operation, launched or not). The flat
+//! weights are kept between updates, so the weights are not copied in again: nothing else may change the
+//! parameters between two updates of one optimizer (training does not; [`SharedOptimizer::import`] starts over
+//! from the model's values).
 //!
 //! The update per element is the per-tensor path's ([`SharedOptimizer::step`]), the same operations in the same
 //! order on the CPU backend; the global norm and the clip factor are computed differently (one reduction over all
@@ -21,7 +23,8 @@ use super::optim::{OptKind, SharedOptimizer};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Shape, Tensor, TensorData, TensorPrimitive};
 
 /// The optimizer's state on the flat path. Segment `i` (parameter `i` in visit order) is `offset..offset + len`.
 pub struct FlatState<B: Backend> {
@@ -29,6 +32,8 @@ pub struct FlatState<B: Backend> {
     pub ids: Vec<ParamId>,
     /// Each parameter's `(offset, len)` in the flat buffers.
     pub segs: Vec<(usize, usize)>,
+    /// Each parameter's shape.
+    pub shapes: Vec<Shape>,
     /// The weights after the last update (what the parameters were set to).
     pub w: Tensor<B, 1>,
     /// First moment / velocity.
@@ -42,23 +47,19 @@ pub struct FlatState<B: Backend> {
     mask: Option<Tensor<B, 1>>,
 }
 
-/// One parameter as the visitor finds it: its element count, its weights (only when the flat copy is built),
-/// its gradient if it has one; both as rows of their last axis ([`rows`]).
+/// One parameter as the visitor finds it: its shape, its weights (only when the flat copy is built) and its
+/// gradient if it has one, both as they are (any rank, any row pitch: [`pack`] takes them so).
 struct Item<B: Backend> {
     id: ParamId,
-    n: usize,
-    w: Option<Tensor<B, 2>>,
-    g: Option<Tensor<B, 2>>,
+    shape: Shape,
+    w: Option<FloatTensor<B>>,
+    g: Option<FloatTensor<B>>,
     device: B::Device,
 }
 
-/// `t` as rows of its last axis (`[n]` as one row). A reshape that only merges leading axes: the rows keep their
-/// layout (a gradient whose rows CUDA padded is not copied packed here; [`pack`] reads it as it is).
-fn rows<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 2> {
-    let dims = t.dims();
-    let cols = if D == 0 { 1 } else { dims[D - 1] };
-    let n = t.shape().num_elements();
-    t.reshape([n / cols.max(1), cols])
+/// `t`'s primitive: the rank left out, so that parameters of every rank go in one list.
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
 }
 
 struct Gather<'a, B: AutodiffBackend> {
@@ -73,22 +74,22 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
         // release them in its hash order, another order every update. burn's fusion finds a stored execution plan
         // only for the same sequence of operations (releases included); a new order every update made it search
         // the whole update again each time (BENCHMARKS.md, "GPU, 2026-12-04": most of a ViT-Ti step's host time).
-        let g = self.grads.remove::<B::InnerBackend, D>(param.id).map(rows);
+        let g = self.grads.remove::<B::InnerBackend, D>(param.id).map(prim);
         // The weights only when the flat copy has to be (re)built (otherwise they are the flat copy's).
         let w = param.val().inner();
-        let n = w.shape().num_elements();
+        let shape = w.shape();
         let device = w.device();
-        let w = self.weights.then(|| rows(w));
-        self.items.push(Item { id: param.id, n, w, g, device });
+        let w = self.weights.then(|| prim(w));
+        self.items.push(Item { id: param.id, shape, w, g, device });
     }
 }
 
-/// Sets each parameter to its segment of the flat weights: a view, or where burn's `slice` could not make one
-/// (a segment whose length is not a multiple of the device's alignment), the copy in `copies`.
+/// Sets each parameter to its segment of the flat weights: the copy in `copies` (the GPU backends: [`unpack`]),
+/// else a view reshaped.
 struct Scatter<'a, B: AutodiffBackend> {
     w: &'a Tensor<B::InnerBackend, 1>,
     segs: &'a [(usize, usize)],
-    copies: Vec<Option<Tensor<B::InnerBackend, 1>>>,
+    copies: Option<std::vec::IntoIter<FloatTensor<B::InnerBackend>>>,
     idx: usize,
 }
 
@@ -99,26 +100,35 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
         let (off, len) = self.segs[i];
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
-        let w = match self.copies.get_mut(i).and_then(Option::take) {
-            Some(copy) => copy,
-            None => self.w.clone().narrow(0, off, len),
-        }
-        .reshape(dims);
+        let w = match self.copies.as_mut().map(|c| c.next().expect("one copy per parameter")) {
+            Some(copy) => {
+                let w = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(copy));
+                assert_eq!(w.dims(), dims, "a parameter's copy has another shape than the parameter");
+                w
+            }
+            None => self.w.clone().narrow(0, off, len).reshape(dims),
+        };
         Param::from_mapped_value(id, Tensor::<B, D>::from_inner(w).require_grad(), mapper)
     }
+}
+
+/// Packed copies of the segments `segs` of `flat` in `shapes`, on the GPU backends ([`crate::model::gpu_fused::unpack`]).
+fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Option<Vec<FloatTensor<B>>> {
+    crate::model::gpu_fused::unpack(flat, segs, shapes)
 }
 
 /// `pieces` laid out at `segs` in a zero buffer of `total` elements (a missing piece stays zero).
 /// On cuda and wgpu one of polyflow's kernels copies five pieces per launch (`model::gpu_fused::pack`; the same
 /// values).
-fn pack<B: Backend>(pieces: Vec<Option<Tensor<B, 2>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
+fn pack<B: Backend>(pieces: Vec<Option<FloatTensor<B>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
     if let Some(buf) = crate::model::gpu_fused::pack(&pieces, segs, total) {
         return buf;
     }
     let mut buf = Tensor::<B, 1>::zeros([total], device);
     for (p, &(off, len)) in pieces.into_iter().zip(segs) {
         if let Some(p) = p {
-            buf = buf.slice_assign(off..off + len, p.reshape([len]));
+            let p = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(p, Shape::new([len]))));
+            buf = buf.slice_assign(off..off + len, p);
         }
     }
     buf
@@ -193,7 +203,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         }
         let flat = self.flat.as_ref().expect("built above");
         assert!(
-            flat.ids.len() == items.len() && flat.ids.iter().zip(&flat.segs).zip(&items).all(|((id, s), it)| *id == it.id && s.1 == it.n),
+            flat.ids.len() == items.len() && flat.ids.iter().zip(&flat.shapes).zip(&items).all(|((id, s), it)| *id == it.id && *s == it.shape),
             "the model's parameters changed under the optimizer (another model, or parameters added or removed)"
         );
         let total = flat.w.shape().num_elements();
@@ -250,7 +260,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         };
         flat.w = new_w.clone();
         // On the GPU backends the segments burn's `slice` would copy one launch each, copied five per launch.
-        let copies = crate::model::gpu_fused::unpack_unaligned(&new_w, &flat.segs).unwrap_or_default();
+        let copies = unpack(&new_w, &flat.segs, &flat.shapes).map(Vec::into_iter);
         let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, copies, idx: 0 };
         model.map(&mut scatter)
     }
@@ -265,14 +275,14 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let mut segs = Vec::with_capacity(items.len());
         let mut off = 0;
         for it in items {
-            let len = it.n;
+            let len = it.shape.num_elements();
             segs.push((off, len));
             off += len.div_ceil(ALIGN) * ALIGN;
         }
         let total = off.max(ALIGN);
         let state = |v: &mut Vec<Option<Tensor<B::InnerBackend, 1>>>| {
             v.resize(items.len(), None);
-            std::mem::take(v).into_iter().map(|t| t.map(rows)).collect::<Vec<_>>()
+            std::mem::take(v).into_iter().map(|t| t.map(prim)).collect::<Vec<_>>()
         };
         let (m, v) = (state(&mut self.m), state(&mut self.v));
         let started = m.iter().map(Option::is_some).collect();
@@ -283,6 +293,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             m: pack(m, &segs, total, device),
             v: adam.then(|| pack(v, &segs, total, device)),
             segs,
+            shapes: items.iter().map(|it| it.shape.clone()).collect(),
             started,
             mask: None,
         }

@@ -17,7 +17,7 @@ enum Kind {
     SoftmaxForward,
     SoftmaxBackward,
     Pack { offsets: Vec<usize>, total: usize },
-    Unpack { segs: Vec<(usize, usize)> },
+    Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
     QkvSplit { heads: usize, scale: f64 },
     QkvMerge { scale: f64 },
 }
@@ -48,7 +48,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
             Kind::QkvSplit { heads, scale } => B::qkv_split(next(), heads, scale).into(),
             Kind::QkvMerge { scale } => vec![B::qkv_merge(next(), next(), next(), scale)],
-            Kind::Unpack { ref segs } => B::unpack(next(), segs.clone()),
+            Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
             Kind::Pack { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -116,14 +116,9 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])], &[DType::F32]))
     }
 
-    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>) -> Vec<FloatTensor<Self>> {
-        let shapes: Vec<Shape> = segs.iter().map(|s| Shape::new([s.1])).collect();
+    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>) -> Vec<FloatTensor<Self>> {
         let dtypes = vec![DType::F32; segs.len()];
-        register::<B>("polyflow_unpack", Kind::Unpack { segs }, vec![flat], shapes, &dtypes)
-    }
-
-    fn view_alignment(device: &burn::tensor::Device<Self>) -> usize {
-        B::view_alignment(device)
+        register::<B>("polyflow_unpack", Kind::Unpack { segs, shapes: shapes.clone() }, vec![flat], shapes, &dtypes)
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {

@@ -717,10 +717,11 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         out
     }
 
-    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>) -> Vec<FloatTensor<Self>> {
+    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>) -> Vec<FloatTensor<Self>> {
         let flat = into_contiguous(flat);
         let client = flat.client.clone();
-        let outs: Vec<CubeTensor<R>> = segs.iter().map(|s| empty(&flat, Shape::new([s.1]))).collect();
+        // Packed (`empty`), so that the kernel's element `i` is the tensor's `i`-th in row-major order.
+        let outs: Vec<CubeTensor<R>> = shapes.into_iter().map(|s| empty(&flat, s)).collect();
         for (group, segs) in outs.chunks(PACK_GROUP).zip(segs.chunks(PACK_GROUP)) {
             // Unused slots: a one-element scratch tensor each, written nothing (length 0).
             let slot = |k: usize| group.get(k).cloned().unwrap_or_else(|| empty(&flat, Shape::new([1])));
@@ -752,10 +753,6 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             );
         }
         outs
-    }
-
-    fn view_alignment(device: &burn::tensor::Device<Self>) -> usize {
-        R::client(device).properties().memory.alignment as usize
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {

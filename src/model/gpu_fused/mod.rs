@@ -20,7 +20,8 @@
 //! order, a reciprocal), so training nodes on those backends have keys of their own (`TrainStage::version_for`).
 
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{activation, backend::Backend, Tensor};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{activation, backend::Backend, Shape, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(feature = "gpu-kernels")]
@@ -78,16 +79,16 @@ pub trait GpuKernels: Backend {
     /// `pieces[i]: [n_i]` → `[total]`
     fn pack(pieces: Vec<burn::tensor::ops::FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> burn::tensor::ops::FloatTensor<Self>;
 
-    /// [`GpuKernels::pack`]'s inverse: a packed copy of each segment `(offset, length)` of `flat`, five per
-    /// launch (burn's `slice` copies one per launch where it cannot make a view).
+    /// [`GpuKernels::pack`]'s inverse: a packed copy of each segment `(offset, length)` of `flat` as a tensor of
+    /// `shapes[i]` (row-major; `shapes[i]` has `segs[i].1` elements), five per launch.
     ///
     /// # Shapes
-    /// `flat: [total]` → `[[segs[i].1]]`
-    fn unpack(flat: burn::tensor::ops::FloatTensor<Self>, segs: Vec<(usize, usize)>) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
-
-    /// The memory alignment in bytes that burn's `slice` needs at both ends of a slice to return a view rather
-    /// than a copy (CubeCL's `memory.alignment` for the device: 512 on CUDA).
-    fn view_alignment(device: &burn::tensor::Device<Self>) -> usize;
+    /// `flat: [total]` → `[shapes[i]]`
+    fn unpack(
+        flat: burn::tensor::ops::FloatTensor<Self>,
+        segs: Vec<(usize, usize)>,
+        shapes: Vec<burn::tensor::Shape>,
+    ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
     /// The attention's heads from the packed q | k | v projection, q multiplied by `scale`.
     ///
@@ -207,18 +208,23 @@ pub(crate) fn row_pitch(shape: &[usize], strides: &[usize]) -> Option<usize> {
     Some(pitch)
 }
 
-/// Packed copies of the segments `(offset, length)` of `flat` that burn's `slice` would copy anyway (one end not on
-/// the device's view alignment), five per launch on the GPU backends; `None` for the others (views, or a
-/// backend without the kernels). Returns, per segment, its copy or `None`.
+/// A packed copy of each segment `(offset, length)` of `flat` as a tensor of `shapes[i]` (row-major), five per
+/// launch on the GPU backends (the flat optimizer's parameters after an update, in their shapes: one operation of
+/// burn's fusion stream for all of them where a view and a reshape per parameter were two each); `None` for the
+/// other backends (the caller then slices).
 ///
 /// # Shapes
-/// `flat: [total]` → `[Option<[segs[i].1]>]`
-pub fn unpack_unaligned<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)]) -> Option<Vec<Option<Tensor<B, 1>>>> {
+/// `flat: [total]` → `[shapes[i]]`
+pub fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Option<Vec<FloatTensor<B>>> {
+    assert_eq!(segs.len(), shapes.len(), "one shape per segment");
+    for (s, sh) in segs.iter().zip(shapes) {
+        assert_eq!(s.1, sh.num_elements(), "a shape's size differs from its segment's");
+    }
     #[cfg(feature = "gpu-kernels")]
-    return on_gpu::unpack_unaligned(flat, segs);
+    return on_gpu::unpack(flat, segs, shapes);
     #[cfg(not(feature = "gpu-kernels"))]
     {
-        let _ = (flat, segs);
+        let _ = flat;
         None
     }
 }
@@ -263,15 +269,15 @@ pub fn linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Ten
     linear_rows(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
 }
 
-/// `pieces` (each as rows, in row-major order) laid out at `segs` (`(offset, length)`, one per piece) in a zero
-/// buffer of `total` elements, a missing piece left zero: one launch per five pieces on the GPU backends (not
-/// their autodiff), reading rows where they are (CUDA pads the rows of a product's output, a weight's gradient
-/// among them: flattening one would copy it), `None` elsewhere or with nothing to copy (the caller then uses
-/// `slice_assign`).
+/// `pieces` (tensors of any rank, taken in row-major order) laid out at `segs` (`(offset, length)`, one per
+/// piece) in a zero buffer of `total` elements, a missing piece left zero: one launch per five pieces on the GPU
+/// backends (not their autodiff), each piece read as rows of its last axis where they are (CUDA pads the rows of
+/// a product's output, a weight's gradient among them: flattening one would copy it), `None` elsewhere or with
+/// nothing to copy (the caller then uses `slice_assign`).
 ///
 /// # Shapes
-/// `pieces[i]: [rows, cols]` with `rows·cols = segs[i].1` → `[total]`
-pub fn pack<B: Backend>(pieces: &[Option<Tensor<B, 2>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+/// `pieces[i]: [..]` with `segs[i].1` elements → `[total]`
+pub fn pack<B: Backend>(pieces: &[Option<FloatTensor<B>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
     #[cfg(feature = "gpu-kernels")]
     return on_gpu::pack(pieces, segs, total);
     #[cfg(not(feature = "gpu-kernels"))]
@@ -288,7 +294,7 @@ mod on_gpu {
     use burn::backend::Autodiff;
     use burn::nn::LayerNorm;
     use burn::tensor::ops::FloatTensor;
-    use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
+    use burn::tensor::{backend::Backend, DType, Shape, Tensor, TensorMetadata, TensorPrimitive};
     use std::any::TypeId;
 
     /// Whether the kernels can address a tensor of `n` elements: not empty (a zero-sized launch), and within their
@@ -404,8 +410,8 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn pack<B: Backend>(pieces: &[Option<Tensor<B, 2>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
-        let present: Vec<(Tensor<B, 2>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
+    pub(super) fn pack<B: Backend>(pieces: &[Option<FloatTensor<B>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+        let present: Vec<(FloatTensor<B>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
         for (p, s) in pieces.iter().zip(segs) {
             if let Some(p) = p {
                 assert_eq!(p.shape().num_elements(), s.1, "a piece's length differs from its segment's");
@@ -415,7 +421,7 @@ mod on_gpu {
             return None;
         }
         let offsets: Vec<usize> = present.iter().map(|(_, o)| *o).collect();
-        let prims: Vec<FloatTensor<B>> = present.into_iter().map(|(p, _)| prim(p)).collect();
+        let prims: Vec<FloatTensor<B>> = present.into_iter().map(|(p, _)| p).collect();
         // The gradients are the inner backend's: `Autodiff<G>` itself never packs.
         macro_rules! on {
             ($g:ty) => {
@@ -433,35 +439,19 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn unpack_unaligned<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)]) -> Option<Vec<Option<Tensor<B, 1>>>> {
+    pub(super) fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Option<Vec<FloatTensor<B>>> {
         let total = flat.dims()[0];
-        if !enabled() || !indexable(total) || flat.dtype() != DType::F32 {
+        if !enabled() || segs.is_empty() || !indexable(total) || flat.dtype() != DType::F32 {
             return None;
         }
-        let device = flat.device();
         macro_rules! on {
             ($g:ty) => {
                 match TypeId::of::<B>() == TypeId::of::<$g>() {
                     true => {
-                        let dev = cast::<_, burn::tensor::Device<$g>>(device.clone()).expect("G device");
-                        // burn's test, in bytes (f32 elements of 4)
-                        let align = <$g as GpuKernels>::view_alignment(&dev).max(1);
-                        let copy: Vec<bool> =
-                            segs.iter().map(|&(o, n)| (4 * o) % align != 0 || (4 * (total - o - n)) % align != 0).collect();
-                        let picked: Vec<(usize, usize)> = segs.iter().zip(&copy).filter(|(_, c)| **c).map(|(s, _)| *s).collect();
-                        if picked.is_empty() {
-                            return Some(vec![None; segs.len()]);
-                        }
                         let flat = cast::<_, FloatTensor<$g>>(prim(flat.clone())).expect("G primitive");
-                        let mut outs = <$g as GpuKernels>::unpack(flat, picked).into_iter();
-                        copy.iter()
-                            .map(|&c| {
-                                if c {
-                                    tensor::<B, $g, 1>(outs.next().expect("one copy per picked segment")).map(Some)
-                                } else {
-                                    Some(None)
-                                }
-                            })
+                        <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec())
+                            .into_iter()
+                            .map(cast::<FloatTensor<$g>, FloatTensor<B>>)
                             .collect::<Option<Vec<_>>>()
                     }
                     false => None,
@@ -469,7 +459,7 @@ mod on_gpu {
             };
         }
         dispatch!(B, on);
-        let _ = (segs, device);
+        let _ = (segs, shapes);
         None
     }
 
