@@ -15,6 +15,8 @@
 #   default: target/release/polyflow, `--backend wgpu` and a tiny ViT with ViT-Ti's structure (depth 6) whose
 #   kernels are cheap, so that the run is not dominated by the kernels. Needs `perf`; on lavapipe set
 #   XDG_RUNTIME_DIR. Env: S1 (default 40), S2 (240), FREQ (sampling Hz, 4000).
+# With OPS=1 (root, tracefs) it also counts the operations registered with burn-fusion per update (an uprobe on
+# `MultiStream::register`, the same difference of two runs): launched or not, each costs the host time.
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/polyflow}")
 shift || true
@@ -50,3 +52,20 @@ echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $
 for s in "$S1" "$S2"; do echo "# $s updates: $(tail -1 "$work/out.$s")"; done
 printf '%-20s %12s\n' "thread/class" "ms per update"
 join "$work/cls.$S1" "$work/cls.$S2" | awk -v d=$((S2 - S1)) -v f="$FREQ" '{ printf "%-20s %12.2f\n", $1, ($3 - $2) * 1000 / f / d }'
+
+if [ "${OPS:-0}" = 1 ]; then
+  # perf probe takes an address in the file: the symbol's address less the text segment's address-offset gap.
+  addr=$(nm "$BIN" | awk '/MultiStream.*8register/ && !n++ {print $1}')
+  gap=$(readelf -lW "$BIN" | awk '$1 == "LOAD" && / R E / && !n++ {print $3, $2}' | { read -r va off; echo $((va - off)); })
+  if [ -n "$addr" ] && perf probe -q -x "$BIN" -a "pf_ops=0x$(printf %x $((0x$addr - gap)))" 2> /dev/null; then
+    ev=$(perf probe -l 2> /dev/null | awk '/pf_ops/ && !n++ {print $1}')
+    for s in "$S1" "$S2"; do
+      perf stat -x, -e "$ev" -o "$work/ops.$s" -- "$BIN" bench-model --only train "${ARGS[@]}" --steps "$s" > /dev/null 2>&1
+    done
+    perf probe -q -d "$ev" 2> /dev/null || true
+    a=$(grep pf_ops "$work/ops.$S1" | cut -d, -f1); b=$(grep pf_ops "$work/ops.$S2" | cut -d, -f1)
+    printf '%-20s %12d\n' "fusion ops/update" $(( (b - a) / (S2 - S1) ))
+  else
+    echo "# OPS=1: no uprobe on $BIN (needs root and tracefs)"
+  fi
+fi
