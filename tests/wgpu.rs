@@ -297,7 +297,9 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
         let ranges: Vec<burn::tensor::Slice> = shape.iter().map(|&d| burn::tensor::Slice::from(0..d)).collect();
         <Wgpu as FloatTensorOps<Wgpu>>::float_slice(t, &ranges)
     };
-    let flat1 = |p: &FloatTensor<Wgpu>, n: usize| Tensor::<Wgpu, 1>::from_primitive(TensorPrimitive::Float(<Wgpu as FloatTensorOps<Wgpu>>::float_reshape(p.clone(), Shape::new([n]))));
+    let flat1 = |p: &FloatTensor<Wgpu>, n: usize| {
+        Tensor::<Wgpu, 1>::from_primitive(TensorPrimitive::Float(<Wgpu as FloatTensorOps<Wgpu>>::float_reshape(p.clone(), Shape::new([n]))))
+    };
     let pieces: Vec<Option<FloatTensor<Wgpu>>> =
         lens.iter().enumerate().map(|(i, &n)| (i % 3 != 2).then(|| padded(&shape_of(n)))).collect();
     assert!(pieces.iter().flatten().filter(|p| p.shape().num_dims() == 2).count() >= 3, "padded matrices are in the test");
@@ -315,7 +317,8 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     assert!(r.iter().filter(|v| **v != 0.0).count() > 3000, "the pieces are in it");
     // The inverse for the flat weights: every segment as a packed tensor of its shape, holding its values.
     let shapes: Vec<Shape> = lens.iter().map(|&n| Shape::from(shape_of(n))).collect();
-    let copies: Vec<FloatTensor<Wgpu>> = polyflow::model::gpu_fused::unpack::<Wgpu>(&packed, &segs, &shapes).expect("the kernel runs on wgpu");
+    let copies: Vec<FloatTensor<Wgpu>> =
+        polyflow::model::gpu_fused::unpack::<Wgpu>(&packed, &segs, &shapes).expect("the kernel runs on wgpu");
     assert_eq!(copies.len(), segs.len());
     for ((c, &(o, n)), shape) in copies.into_iter().zip(&segs).zip(&shapes) {
         assert_eq!(&c.shape(), shape, "segment at {o}");
@@ -549,4 +552,128 @@ fn bench_model_verify_compares_the_kernels_with_burns_compositions() {
     }
     // the kernels really ran: two paths that agree to the last bit everywhere would mean one of them did not
     assert!(v["grads"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+/// Two linear layers, one larger than the flat optimizer copies out of its flat weights (a view on the GPU
+/// backends) and one smaller (a copy from the unpack kernel).
+#[derive(burn::module::Module, Debug)]
+struct BigAndSmall<B: burn::tensor::backend::Backend> {
+    big: burn::nn::Linear<B>,
+    small: burn::nn::Linear<B>,
+}
+
+/// The flat optimizer's updates on wgpu (a parameter past `COPY_MAX` handed back as a view of the flat weights,
+/// the others as the unpack kernel's copies in their shapes) take the CPU's per-tensor updates within 1e-5 over
+/// three updates, clipped by the same gradient norm (more than a million gradients: burn's `sum` would have
+/// counted a quarter of them), and every parameter keeps its shape. SGD with momentum: Adam would turn the
+/// rounding differences of tiny gradients into steps of up to the LR (the sign of one flipped between the
+/// backends).
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn flat_updates_hand_back_views_and_copies_with_the_cpus_values() {
+    use burn::module::Module;
+    use burn::optim::GradientsParams;
+    use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
+    use polyflow::train::flat::COPY_MAX;
+    use polyflow::train::optim::SharedOptimizer;
+    let big_in = COPY_MAX / 1000 + 1; // (big_in · 1000 + 1000 bias) > COPY_MAX: the weight stays a view
+    assert!(big_in * 1000 > COPY_MAX);
+    fn model<B: AutodiffBackend>(big_in: usize, dev: &B::Device) -> BigAndSmall<B> {
+        let w = |i: usize, o: usize, salt: usize| {
+            let v: Vec<f32> = (0..i * o).map(|k| (((k * 7 + salt) % 13) as f32 - 6.0) / 50.0).collect();
+            Tensor::<B, 2>::from_data(TensorData::new(v, [i, o]), dev)
+        };
+        // Weights and biases set (`init` would draw them from each backend's own generator).
+        let mut big = burn::nn::LinearConfig::new(big_in, 1000).init::<B>(dev);
+        big.weight = burn::module::Param::from_tensor(w(big_in, 1000, 1));
+        big.bias = Some(burn::module::Param::from_tensor(w(1, 1000, 3).reshape([1000])));
+        let mut small = burn::nn::LinearConfig::new(1000, 3).init::<B>(dev);
+        small.weight = burn::module::Param::from_tensor(w(1000, 3, 2));
+        small.bias = Some(burn::module::Param::from_tensor(w(1, 3, 4).reshape([3])));
+        BigAndSmall { big, small }
+    }
+    fn grads<B: AutodiffBackend>(m: &BigAndSmall<B>, big_in: usize, dev: &B::Device) -> GradientsParams {
+        let x: Vec<f32> = (0..2 * big_in).map(|k| ((k % 11) as f32 - 5.0) / 10.0).collect();
+        let x = Tensor::<B, 2>::from_data(TensorData::new(x, [2, big_in]), dev);
+        let y = m.small.forward(m.big.forward(x));
+        GradientsParams::from_grads((y.clone() * y).mean().backward(), m)
+    }
+    fn params<B: AutodiffBackend>(m: &BigAndSmall<B>) -> Vec<(Vec<usize>, Vec<f32>)> {
+        let p2 = |t: Tensor<B, 2>| (t.dims().to_vec(), vals(t));
+        let p1 = |t: Tensor<B, 1>| (t.dims().to_vec(), vals(t));
+        vec![
+            p2(m.big.weight.val()),
+            p1(m.big.bias.as_ref().unwrap().val()),
+            p2(m.small.weight.val()),
+            p1(m.small.bias.as_ref().unwrap().val()),
+        ]
+    }
+    type G = Autodiff<Wgpu>;
+    type C = Autodiff<Flex>;
+    let (gd, cd) = (burn::backend::wgpu::WgpuDevice::DefaultDevice, Default::default());
+    let kind = OptKind::Sgd { momentum: 0.9 };
+    let (mut og, mut oc) = (SharedOptimizer::<G>::new(kind, Some(1.0)), SharedOptimizer::<C>::new(kind, Some(1.0)));
+    let (mut mg, mut mc) = (model::<G>(big_in, &gd), model::<C>(big_in, &cd));
+    for step in 0..3 {
+        let gg = grads(&mg, big_in, &gd);
+        let (m, ng) = og.step_deferred(mg, gg, 0.01);
+        mg = m;
+        let gc = grads(&mc, big_in, &cd);
+        let (m, nc) = oc.step(mc.clone(), &gc, 0.01);
+        mc = m;
+        let ng = vals(ng.expect("a norm"))[0] as f64;
+        assert!((ng - nc).abs() <= 1e-5 * nc, "update {step}: gradient norm {ng} on wgpu, {nc} on the CPU");
+        for (k, ((sg, vg), (sc, vc))) in params(&mg).into_iter().zip(params(&mc)).enumerate() {
+            assert_eq!(sg, sc, "update {step}, parameter {k}: shape");
+            near(&format!("update {step}, parameter {k}"), &vg, &vc, 1e-5);
+        }
+    }
+    assert_eq!(mg.num_params(), mc.num_params());
+}
+
+/// polyflow's squared norm on wgpu equals the host's sum of squares at every size, past the 262,132 elements
+/// where burn 0.21's own `sum` over a tensor's elements stops counting on lavapipe (also checked here, so that
+/// the day burn counts them all the workaround can go).
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn squared_norm_counts_every_element() {
+    use burn::tensor::{Tensor, TensorData};
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let mut burn_short = false;
+    for n in [1usize, 255, 257, 262_200, 1_049_000, 3_000_001] {
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 1000.0).collect();
+        let host: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        let g = Tensor::<Wgpu, 1>::from_data(TensorData::new(v, [n]), &dev);
+        let ours = vals(polyflow::model::gpu_fused::squared_norm(&g).expect("the kernel runs on wgpu"))[0] as f64;
+        assert!((ours - host).abs() <= 1e-5 * host.max(1e-30), "n = {n}: {ours} against the host's {host}");
+        let burns = vals(g.powf_scalar(2.0).sum())[0] as f64;
+        burn_short |= (burns - host).abs() > 1e-3 * host;
+    }
+    eprintln!("burn's sum over all elements {} on this adapter", if burn_short { "falls short" } else { "counts them all" });
+}
+
+/// Training slices of more rows (examples × tokens) than burn's reductions along an axis cover on this adapter
+/// (lavapipe: 65,532) are refused before training, naming the micro-batch that fits, instead of training with
+/// partial bias gradients.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn training_slices_longer_than_the_devices_reductions_are_refused() {
+    use burn::tensor::Tensor;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let (mut tasks, mut model) = two_image_tasks();
+    // 8×8 patches of one pixel: 64 tokens and the class token; 1,100 examples a batch: 71,500 rows.
+    model.geometry[0].1.patch = vec![1, 1];
+    for t in &mut tasks {
+        t.batch = 1100;
+    }
+    let rows = 1100 * 65;
+    let counted = vals(Tensor::<Wgpu, 2>::ones([rows, 1], &dev).sum_dim(0))[0] as usize;
+    let err = run::<Autodiff<Wgpu>>(&config(model, 0, 1, None), &tasks, None, None, &[dev], &|_, _, _| {}, &mut |_| {}).err();
+    if counted == rows {
+        eprintln!("this adapter's reductions cover {rows} rows: nothing to refuse");
+        assert!(err.as_ref().is_none_or(|e| !e.contains("reductions")), "{err:?}");
+        return;
+    }
+    let err = err.expect("refused");
+    assert!(err.contains("71500 rows") && err.contains("micro_batch = 1008"), "{err}");
 }

@@ -4,9 +4,10 @@
 //! launches of a GPU training step": 408 of a ViT-Ti step's 1,032 launches were the per-tensor optimizer).
 //!
 //! What remains per tensor: its gradient copied into the flat gradient, and its updated weights copied out of
-//! the flat weights in its shape; on the GPU backends one kernel copies five of either per launch, and each
-//! direction is one operation of burn's fusion stream for all parameters (a view and a reshape per parameter
-//! were two operations each: burn's fusion spends host time on every operation, launched or not). The flat
+//! the flat weights in its shape (up to [`COPY_MAX`] elements; larger ones are views); on the GPU backends one
+//! kernel copies five of either per launch, and each direction is one operation of burn's fusion stream for all
+//! parameters (a view and a reshape per parameter were two operations each: burn's fusion spends host time on
+//! every operation, launched or not). The flat
 //! weights are kept between updates, so the weights are not copied in again: nothing else may change the
 //! parameters between two updates of one optimizer (training does not; [`SharedOptimizer::import`] starts over
 //! from the model's values).
@@ -84,12 +85,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
     }
 }
 
-/// Sets each parameter to its segment of the flat weights: the copy in `copies` (the GPU backends: [`unpack`]),
-/// else a view reshaped.
+/// Sets each parameter to its segment of the flat weights: its copy in `copies` where there is one (the GPU
+/// backends: [`unpack`]), else a view reshaped.
 struct Scatter<'a, B: AutodiffBackend> {
     w: &'a Tensor<B::InnerBackend, 1>,
     segs: &'a [(usize, usize)],
-    copies: Option<std::vec::IntoIter<FloatTensor<B::InnerBackend>>>,
+    copies: Vec<Option<FloatTensor<B::InnerBackend>>>,
     idx: usize,
 }
 
@@ -100,7 +101,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
         let (off, len) = self.segs[i];
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
-        let w = match self.copies.as_mut().map(|c| c.next().expect("one copy per parameter")) {
+        let w = match self.copies.get_mut(i).and_then(Option::take) {
             Some(copy) => {
                 let w = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(copy));
                 assert_eq!(w.dims(), dims, "a parameter's copy has another shape than the parameter");
@@ -112,9 +113,33 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
     }
 }
 
-/// Packed copies of the segments `segs` of `flat` in `shapes`, on the GPU backends ([`crate::model::gpu_fused::unpack`]).
-fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Option<Vec<FloatTensor<B>>> {
-    crate::model::gpu_fused::unpack(flat, segs, shapes)
+/// The largest parameter (in elements) that the GPU backends copy out of the flat weights rather than view: a
+/// view and its reshape are two operations of burn's fusion stream, host time whether or not they launch (about
+/// 7 µs each on the fusion thread, BENCHMARKS.md), while a copy of 2^20 f32 (4 MiB read, 4 MiB written) is a
+/// couple of microseconds of a current GPU's memory bandwidth. Larger segments (ViT-B's big matrices) stay views,
+/// so that their copies do not add to a step that the GPU, not the host, bounds.
+pub const COPY_MAX: usize = 1 << 20;
+
+/// Copies of the segments of `flat` no longer than [`COPY_MAX`] in their `shapes` on the GPU backends (five per
+/// launch, one operation for all: [`crate::model::gpu_fused::unpack`]), `None` for the others and for longer
+/// segments (the caller views them); empty off the GPU backends.
+fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Vec<Option<FloatTensor<B>>> {
+    let picked: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].1 <= COPY_MAX).collect();
+    let (ps, sh): (Vec<_>, Vec<_>) = picked.iter().map(|&i| (segs[i], shapes[i].clone())).unzip();
+    let Some(copies) = (!picked.is_empty()).then(|| crate::model::gpu_fused::unpack(flat, &ps, &sh)).flatten() else {
+        return Vec::new();
+    };
+    let mut out: Vec<Option<FloatTensor<B>>> = vec![None; segs.len()];
+    for (i, c) in picked.into_iter().zip(copies) {
+        out[i] = Some(c);
+    }
+    out
+}
+
+/// `Σ g²` as a `[1]` tensor: polyflow's kernel on the GPU backends (burn's `sum` over all of a large tensor is
+/// wrong on wgpu: [`crate::model::gpu_fused::squared_norm`]), `sum` elsewhere.
+fn squared_norm<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
+    crate::model::gpu_fused::squared_norm(g).unwrap_or_else(|| g.clone().powf_scalar(2.0).sum())
 }
 
 /// `pieces` laid out at `segs` in a zero buffer of `total` elements (a missing piece stays zero).
@@ -159,7 +184,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         };
         let total = g.shape().num_elements();
         // No gradient at all: no norm (0), no clipping; the momentum still moves, as on the per-tensor path.
-        let norm = has_grad.iter().any(|&h| h).then(|| g.clone().powf_scalar(2.0).sum().sqrt());
+        let norm = has_grad.iter().any(|&h| h).then(|| squared_norm(&g).sqrt());
         let g = match (self.clip, &norm) {
             // ‖g‖ = 0 gives +inf, clamped to 1. A NaN norm (NaN gradients) gives a factor the backend's clamp decides
             // (CUDA's `fminf` returns 1); the NaN gradients carry through either way and the next loss read stops the run.
@@ -181,7 +206,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let Some(Gathered { g, has_grad }) = self.gather_flat(&model, grads) else {
             return (model, 0.0, true);
         };
-        let sq: f64 = if has_grad.iter().any(|&h| h) { g.clone().powf_scalar(2.0).sum().into_scalar().elem() } else { 0.0 };
+        let sq: f64 = if has_grad.iter().any(|&h| h) { squared_norm(&g).into_scalar().elem() } else { 0.0 };
         let Some((norm, factor)) = self.unscaled(sq, loss_scale) else {
             return (model, f64::INFINITY, false);
         };
@@ -203,7 +228,8 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         }
         let flat = self.flat.as_ref().expect("built above");
         assert!(
-            flat.ids.len() == items.len() && flat.ids.iter().zip(&flat.shapes).zip(&items).all(|((id, s), it)| *id == it.id && *s == it.shape),
+            flat.ids.len() == items.len()
+                && flat.ids.iter().zip(&flat.shapes).zip(&items).all(|((id, s), it)| *id == it.id && *s == it.shape),
             "the model's parameters changed under the optimizer (another model, or parameters added or removed)"
         );
         let total = flat.w.shape().num_elements();
@@ -260,7 +286,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         };
         flat.w = new_w.clone();
         // On the GPU backends the segments burn's `slice` would copy one launch each, copied five per launch.
-        let copies = unpack(&new_w, &flat.segs, &flat.shapes).map(Vec::into_iter);
+        let copies = unpack(&new_w, &flat.segs, &flat.shapes);
         let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, copies, idx: 0 };
         model.map(&mut scatter)
     }

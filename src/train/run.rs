@@ -404,6 +404,46 @@ fn half_supported<B: AutodiffBackend>(cfg: &RunConfig, devices: &[B::Device]) ->
     }
 }
 
+/// The longest axis burn 0.21's reductions along an axis cover on every adapter: on Mesa's lavapipe (Vulkan, at
+/// most 65,535 cubes per axis) `sum_dim` over a longer axis stops after 65,532 elements (`tests/wgpu.rs`).
+pub const SAFE_REDUCE_LEN: usize = 65_532;
+
+/// Checks, before training on a GPU backend, that the device's reductions cover the rows of a training slice
+/// (examples of a slice × tokens, the rows a linear layer's bias gradient is summed over) when they are more than
+/// [`SAFE_REDUCE_LEN`]: a sum of that many ones must give their count. On an adapter where burn's reductions stop
+/// short the bias gradients would silently be partial sums, so training is refused with what to set instead.
+fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], device: &B::Device) -> Result<(), String> {
+    use burn::tensor::ElementConversion;
+    if !crate::model::gpu_fused::gpu_backend::<B>() {
+        return Ok(());
+    }
+    let replicas = cfg.replicas.max(1);
+    let mut worst: Option<(usize, &str, usize)> = None; // (rows, task, tokens)
+    for (j, t) in tasks.iter().enumerate() {
+        let Some(geometry) = cfg.model.tasks.get(j).and_then(|tc| cfg.model.geometry(tc.modality)) else { continue };
+        let tokens = geometry.tokens() + 1;
+        let slice = if cfg.micro_batch > 0 { cfg.micro_batch.min(t.batch.div_ceil(replicas)) } else { t.batch.div_ceil(replicas) };
+        let rows = slice * tokens;
+        if worst.is_none_or(|w| rows > w.0) {
+            worst = Some((rows, &t.name, tokens));
+        }
+    }
+    let Some((rows, task, tokens)) = worst.filter(|w| w.0 > SAFE_REDUCE_LEN) else {
+        return Ok(());
+    };
+    let counted: f64 = Tensor::<B::InnerBackend, 2>::ones([rows, 1], device).sum_dim(0).into_scalar().elem();
+    if counted == rows as f64 {
+        return Ok(());
+    }
+    let fits = (SAFE_REDUCE_LEN / tokens).max(1);
+    Err(format!(
+        "task {task}: a training slice of {rows} rows ({tokens} tokens per example) is more than this device's reductions \
+         cover (a sum over {rows} rows counted {counted}: burn 0.21 on this adapter stops at {SAFE_REDUCE_LEN}), so its \
+         bias gradients would be partial sums; set micro_batch = {fits} (or less) on the training node, or train on \
+         another backend"
+    ))
+}
+
 /// Trains on `devices` (at least one; the first holds the master weights and the optimizer, and evaluates;
 /// data-parallel replicas are placed on them in turn). `init`: weights to start from (ignored when resuming).
 /// `checkpoint` receives resumable state every `checkpoint_every` updates. `progress(step, total, message)`.
@@ -423,6 +463,9 @@ pub fn run<B: AutodiffBackend>(
         crate::model::fused::recompute_supported::<B>(cfg.model.gelu_tanh)?;
     }
     half_supported::<B>(cfg, devices)?;
+    for d in devices {
+        reductions_cover::<B>(cfg, tasks, d)?;
+    }
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
     let total = updates.len();

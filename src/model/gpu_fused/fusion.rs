@@ -18,6 +18,7 @@ enum Kind {
     SoftmaxBackward,
     Pack { offsets: Vec<usize>, total: usize },
     Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
+    SqPartials,
     QkvSplit { heads: usize, scale: f64 },
     QkvMerge { scale: f64 },
 }
@@ -49,6 +50,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::QkvSplit { heads, scale } => B::qkv_split(next(), heads, scale).into(),
             Kind::QkvMerge { scale } => vec![B::qkv_merge(next(), next(), next(), scale)],
             Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
+            Kind::SqPartials => vec![B::sq_partials(next())],
             Kind::Pack { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -119,6 +121,11 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>) -> Vec<FloatTensor<Self>> {
         let dtypes = vec![DType::F32; segs.len()];
         register::<B>("polyflow_unpack", Kind::Unpack { segs, shapes: shapes.clone() }, vec![flat], shapes, &dtypes)
+    }
+
+    fn sq_partials(g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let parts = super::kernels::sq_partials_len(g.shape.num_elements());
+        one(register::<B>("polyflow_sq_partials", Kind::SqPartials, vec![g], vec![Shape::new([parts])], &[DType::F32]))
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {

@@ -518,6 +518,35 @@ fn unpack_kernel(
     }
 }
 
+/// Partial sums of squares of `g` (`n` elements, packed): cube `c` sums `g[i]²` over `i = c·256 + u (mod the
+/// grid's units)` in a grid-stride loop and writes `out[c]` (one cube of 256 units per partial; a fixed grid,
+/// so the summation order, and the result, depend on `n` only).
+#[cube(launch)]
+fn sq_partials_kernel(g: &Tensor<f32>, out: &mut Tensor<f32>, n: u32) {
+    let mut sh = SharedMemory::<f32>::new(SQ_UNITS as usize);
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let mut s = f32::new(0.0);
+    while i < n as usize {
+        let v = g[i];
+        s += v * v;
+        i += step;
+    }
+    let s = cube_sum(&mut sh, s);
+    if UNIT_POS_X == 0 {
+        out[CUBE_POS_X as usize] = s;
+    }
+}
+
+/// Units per cube of [`sq_partials_kernel`].
+const SQ_UNITS: u32 = 256;
+
+/// How many partial sums [`sq_partials_kernel`] writes for `n` elements: one per 256 elements, at most 1,024
+/// (few enough for any reduction after it; the grid stays far within every API's cube count).
+pub(super) fn sq_partials_len(n: usize) -> usize {
+    n.div_ceil(SQ_UNITS as usize).clamp(1, 1024)
+}
+
 /// Units per cube for rows of `len`: the largest power of two ≤ `len`, within 32..=256 and the device's limit.
 fn block_for<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> usize {
     let max = (client.properties().hardware.max_cube_dim.0 as usize).clamp(1, 256);
@@ -753,6 +782,22 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             );
         }
         outs
+    }
+
+    fn sq_partials(g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let g = into_contiguous(g);
+        let n = g.shape().num_elements();
+        let parts = sq_partials_len(n);
+        let out = empty(&g, Shape::new([parts]));
+        sq_partials_kernel::launch::<R>(
+            &g.client.clone(),
+            CubeCount::Static(parts as u32, 1, 1),
+            CubeDim::new_1d(SQ_UNITS),
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n as u32,
+        );
+        out
     }
 
     fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {

@@ -90,6 +90,12 @@ pub trait GpuKernels: Backend {
         shapes: Vec<burn::tensor::Shape>,
     ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
+    /// Partial sums of the squares of `g`'s elements, whose sum is `Σ g²` ([`squared_norm`]).
+    ///
+    /// # Shapes
+    /// `g: [n]` → `[min(⌈n/256⌉, 1024)]`
+    fn sq_partials(g: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// The attention's heads from the packed q | k | v projection, q multiplied by `scale`.
     ///
     /// # Shapes
@@ -225,6 +231,25 @@ pub fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: 
     #[cfg(not(feature = "gpu-kernels"))]
     {
         let _ = flat;
+        None
+    }
+}
+
+/// `Σ g²` over the elements of `g` as a `[1]` tensor on the GPU backends: one kernel writes at most 1,024 partial
+/// sums, burn's `sum` adds them. burn 0.21's own `sum` over all elements of a large tensor is wrong on wgpu:
+/// on lavapipe it stops at 262,132 elements of a 1-D tensor (65,533 cubes of 4, under Vulkan's 65,535 cubes per
+/// axis) and at 1,048,512 of a 2-D one, whatever the tensor's size (`tests/wgpu.rs`), which made the flat
+/// optimizer's gradient norm, and its clipping, wrong for every model of more parameters than that. `None` for
+/// the other backends and types (the caller uses `sum`).
+///
+/// # Shapes
+/// `g: [n]` → `[1]`
+pub fn squared_norm<B: Backend>(g: &Tensor<B, 1>) -> Option<Tensor<B, 1>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::squared_norm(g);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = g;
         None
     }
 }
@@ -460,6 +485,26 @@ mod on_gpu {
         }
         dispatch!(B, on);
         let _ = (segs, shapes);
+        None
+    }
+
+    pub(super) fn squared_norm<B: Backend>(g: &Tensor<B, 1>) -> Option<Tensor<B, 1>> {
+        let n = g.dims()[0];
+        if !enabled() || !indexable(n) || g.dtype() != DType::F32 {
+            return None;
+        }
+        macro_rules! on {
+            ($g:ty) => {
+                match TypeId::of::<B>() == TypeId::of::<$g>() {
+                    true => {
+                        let p = cast::<_, FloatTensor<$g>>(prim(g.clone())).expect("G primitive");
+                        tensor::<B, $g, 1>(<$g as GpuKernels>::sq_partials(p)).map(|parts| parts.sum())
+                    }
+                    false => None,
+                }
+            };
+        }
+        dispatch!(B, on);
         None
     }
 
