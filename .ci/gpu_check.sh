@@ -106,6 +106,8 @@ step small_table2 150 $B run pipelines/table2.toml --backend cuda --store /tmp/g
 cp results/table2.md "$W/table2_small_cuda.md" 2>/dev/null || true
 
 echo "== 5. B/16 384², batch 512 (ImageNet in Table 6) by micro-batches: peak memory per micro-batch size"
+# Micro-batch 128 × 577 tokens = 73,856 rows a bias gradient sums over: past the 65,532 where burn 0.21's
+# reductions stop on lavapipe. The JSON's `reduce_rows.counted` says whether CUDA counts them all.
 for mb in 64 128; do
   step b384_mb$mb 100 $B bench-model --backend cuda $B384 --micro-batch $mb
   step torch_b384_mb$mb 60 python3 benches/vit_torch.py --device cuda --tf32 $B384 --micro-batch $mb

@@ -142,6 +142,18 @@ impl BackendJob for Job {
             gelu_tanh: !a.gelu_erf,
             ln_eps: 1e-6,
         };
+        // A linear layer's bias gradient sums a slice's rows (examples × tokens): past what burn's reductions
+        // cover on some adapters (`train::run::SAFE_REDUCE_LEN`), say whether this device counts them all.
+        let rows = (if a.micro_batch > 0 { a.micro_batch.min(a.batch) } else { a.batch }) * ((a.image / a.patch).pow(2) + 1);
+        let reduce_rows = (crate::model::gpu_fused::gpu_backend::<B>() && rows > crate::train::run::SAFE_REDUCE_LEN).then(|| {
+            let counted = crate::train::run::reduce_count::<B::InnerBackend>(rows, &device);
+            if counted != rows as f64 {
+                eprintln!(
+                    "warning: a sum over {rows} rows counted {counted} on this device: the bias gradients of these slices are partial sums"
+                );
+            }
+            (rows, counted)
+        });
         let mut model = PolyVit::<B>::new(&cfg, 0, &device);
         model.set_arith(if a.bf16 {
             Arith::Bf16
@@ -262,7 +274,7 @@ impl BackendJob for Job {
             (switch.name(), r)
         });
         if a.only.as_deref() == Some("train") {
-            return Timings { train, infer: 0.0, warmup, infer_warmup: 0.0, ab, verify };
+            return Timings { train, infer: 0.0, warmup, infer_warmup: 0.0, ab, verify, reduce_rows };
         }
         let inf = model.valid();
         let xi = x.inner();
@@ -276,7 +288,7 @@ impl BackendJob for Job {
             let _ = inf.forward(route, xi.clone(), &[]).into_data();
         }
         let infer = (a.steps * a.batch) as f64 / t.elapsed().as_secs_f64();
-        Timings { train, infer, warmup, infer_warmup, ab, verify }
+        Timings { train, infer, warmup, infer_warmup, ab, verify, reduce_rows }
     }
 }
 
@@ -340,6 +352,8 @@ struct Timings {
     infer_warmup: f64,
     ab: Option<(String, AbRounds)>,
     verify: Option<Verify>,
+    /// Past `SAFE_REDUCE_LEN` rows a slice on a GPU backend: `(rows, what the device's sum over them counted)`.
+    reduce_rows: Option<(usize, f64)>,
 }
 
 /// Per round, the speed with a switch on over the speed with it off: `(train, inference)`.
@@ -388,7 +402,7 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     // On a worker of a pool of the configured size, as a pipeline's node runs (`exec::launch`): the calling
     // thread does the serial work itself instead of competing for the cores with the pool's idle workers.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads()).build()?;
-    let Timings { train, infer, warmup, infer_warmup, ab, verify } =
+    let Timings { train, infer, warmup, infer_warmup, ab, verify, reduce_rows } =
         pool.install(|| dispatch(&backend, Job(a.clone()))).map_err(anyhow::Error::msg)?;
     let tokens = (a.image / a.patch).pow(2) + 1;
     // Matrix-product FLOPs of one forward pass per image (blocks, patch embedding, head); a train step is
@@ -420,6 +434,9 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
         .into();
         out["activation_checkpointing"] = a.checkpoint.into();
         out["train_fraction_of_peak"] = (train_gflops / peak).into();
+    }
+    if let Some((rows, counted)) = reduce_rows {
+        out["reduce_rows"] = serde_json::json!({"rows": rows, "counted": counted});
     }
     if let Some((switch, rounds)) = ab {
         out["ab"] = serde_json::json!({

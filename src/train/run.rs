@@ -408,12 +408,17 @@ fn half_supported<B: AutodiffBackend>(cfg: &RunConfig, devices: &[B::Device]) ->
 /// most 65,535 cubes per axis) `sum_dim` over a longer axis stops after 65,532 elements (`tests/wgpu.rs`).
 pub const SAFE_REDUCE_LEN: usize = 65_532;
 
+/// What the device's `sum_dim` makes of `rows` ones along an axis (`rows` where the backend counts them all).
+pub fn reduce_count<B: Backend>(rows: usize, device: &B::Device) -> f64 {
+    use burn::tensor::ElementConversion;
+    Tensor::<B, 2>::ones([rows, 1], device).sum_dim(0).into_scalar().elem()
+}
+
 /// Checks, before training on a GPU backend, that the device's reductions cover the rows of a training slice
 /// (examples of a slice × tokens, the rows a linear layer's bias gradient is summed over) when they are more than
 /// [`SAFE_REDUCE_LEN`]: a sum of that many ones must give their count. On an adapter where burn's reductions stop
 /// short the bias gradients would silently be partial sums, so training is refused with what to set instead.
 fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], device: &B::Device) -> Result<(), String> {
-    use burn::tensor::ElementConversion;
     if !crate::model::gpu_fused::gpu_backend::<B>() {
         return Ok(());
     }
@@ -431,7 +436,7 @@ fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], devi
     let Some((rows, task, tokens)) = worst.filter(|w| w.0 > SAFE_REDUCE_LEN) else {
         return Ok(());
     };
-    let counted: f64 = Tensor::<B::InnerBackend, 2>::ones([rows, 1], device).sum_dim(0).into_scalar().elem();
+    let counted = reduce_count::<B::InnerBackend>(rows, device);
     if counted == rows as f64 {
         return Ok(());
     }
