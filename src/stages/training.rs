@@ -424,7 +424,8 @@ impl Stage for TrainStage {
         // rows into pitched tensors there: wrong values, `model::gpu_fused::kernels`).
         // One more on an accelerator: the flat update's gradient norm from polyflow's kernel (another summation
         // order; and burn's `sum` had counted only the first 262,132 gradients on wgpu, a wrong clip beyond:
-        // `model::gpu_fused::squared_norm`).
+        // `model::gpu_fused::squared_norm`), and in f32 the linear layers' bias gradients as polyflow's column
+        // sums (`gpu_fused::linear_rows`).
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");

@@ -414,12 +414,15 @@ pub fn reduce_count<B: Backend>(rows: usize, device: &B::Device) -> f64 {
     Tensor::<B, 2>::ones([rows, 1], device).sum_dim(0).into_scalar().elem()
 }
 
-/// Checks, before training on a GPU backend, that the device's reductions cover the rows of a training slice
-/// (examples of a slice × tokens, the rows a linear layer's bias gradient is summed over) when they are more than
-/// [`SAFE_REDUCE_LEN`]: a sum of that many ones must give their count. On an adapter where burn's reductions stop
-/// short the bias gradients would silently be partial sums, so training is refused with what to set instead.
-fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], device: &B::Device) -> Result<(), String> {
-    if !crate::model::gpu_fused::gpu_backend::<B>() {
+/// Checks, before training on a GPU backend in bf16/f16 (or with polyflow's GPU kernels off), that the device's
+/// reductions cover the rows of a training slice (examples of a slice × tokens, the rows a linear layer's bias
+/// gradient is summed over) when they are more than [`SAFE_REDUCE_LEN`]: a sum of that many ones must give their
+/// count. There the bias gradients are burn's reductions, which on an adapter where they stop short would
+/// silently be partial sums, so training is refused with what to set instead. In f32 with the kernels the bias
+/// gradients are polyflow's column sums (`gpu_fused::linear_rows`) and nothing is checked.
+pub fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], device: &B::Device) -> Result<(), String> {
+    let f32_kernels = !cfg.bf16 && !cfg.f16 && crate::model::gpu_fused::enabled();
+    if !crate::model::gpu_fused::gpu_backend::<B>() || f32_kernels {
         return Ok(());
     }
     let replicas = cfg.replicas.max(1);
@@ -444,8 +447,8 @@ fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], devi
     Err(format!(
         "task {task}: a training slice of {rows} rows ({tokens} tokens per example) is more than this device's reductions \
          cover (a sum over {rows} rows counted {counted}: burn 0.21 on this adapter stops at {SAFE_REDUCE_LEN}), so its \
-         bias gradients would be partial sums; set micro_batch = {fits} (or less) on the training node, or train on \
-         another backend"
+         bias gradients would be partial sums; set micro_batch = {fits} (or less) on the training node, train in \
+         precision = \"f32\" (whose bias gradients are polyflow's own sums), or train on another backend"
     ))
 }
 

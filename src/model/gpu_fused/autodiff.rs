@@ -124,3 +124,38 @@ pub(super) fn attention<B: GpuKernels>(qkv: FloatTensor<Autodiff<B>>, heads: usi
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
+
+/// The bias add's backward step: parents `y` (`[rows, d]`) and the bias (`[d]`); no state.
+#[derive(Debug)]
+struct BiasAddBackward;
+
+impl<B: GpuKernels> Backward<B, 2> for BiasAddBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node);
+        let [y, bias] = ops.parents;
+        if let Some(node) = bias {
+            grads.register::<B>(node.id, B::col_sums(g.clone()));
+        }
+        if let Some(node) = y {
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+/// `y + bias` over the rows of `y` on `B` (burn's broadcast add, which its fusion can still take into the product
+/// before it).
+///
+/// # Shapes
+/// `y: [rows, d]`, `bias: [d]` → `[rows, d]`
+pub(super) fn bias_add_forward<B: GpuKernels>(y: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    let d = bias.shape()[0];
+    B::float_add(y, B::float_reshape(bias, Shape::new([1, d])))
+}
+
+/// `y + bias` on `Autodiff<B>`, one node whose backward sums the gradient's columns with polyflow's kernels.
+pub(super) fn bias_add<B: GpuKernels>(y: FloatTensor<Autodiff<B>>, bias: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
+    let out = bias_add_forward::<B>(y.primitive, bias.primitive);
+    BiasAddBackward.prepare::<NoCheckpointing>([y.node, bias.node]).compute_bound().stateless(out)
+}

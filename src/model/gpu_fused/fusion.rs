@@ -19,6 +19,7 @@ enum Kind {
     Pack { offsets: Vec<usize>, total: usize },
     Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
     SqPartials,
+    ColSums,
     QkvSplit { heads: usize, scale: f64 },
     QkvMerge { scale: f64 },
 }
@@ -51,6 +52,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::QkvMerge { scale } => vec![B::qkv_merge(next(), next(), next(), scale)],
             Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
             Kind::SqPartials => vec![B::sq_partials(next())],
+            Kind::ColSums => vec![B::col_sums(next())],
             Kind::Pack { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -121,6 +123,11 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>) -> Vec<FloatTensor<Self>> {
         let dtypes = vec![DType::F32; segs.len()];
         register::<B>("polyflow_unpack", Kind::Unpack { segs, shapes: shapes.clone() }, vec![flat], shapes, &dtypes)
+    }
+
+    fn col_sums(g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let d = g.shape[g.shape.num_dims() - 1];
+        one(register::<B>("polyflow_col_sums", Kind::ColSums, vec![g], vec![Shape::new([d])], &[DType::F32]))
     }
 
     fn sq_partials(g: FloatTensor<Self>) -> FloatTensor<Self> {

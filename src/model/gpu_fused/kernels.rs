@@ -236,6 +236,48 @@ fn ln_param_sums_kernel(pg: &Tensor<f32>, pb: &Tensor<f32>, dgamma: &mut Tensor<
     dbeta[col] = sb;
 }
 
+/// Partial column sums of `g` (`[rows, d]`, rows `gp` apart): cube `(cx, c)` sums rows `c·chunk .. (c+1)·chunk`
+/// for the columns its units own into row `c` of `out` (`[chunks, d]`), in row order.
+#[cube(launch)]
+fn col_partials_kernel(g: &Tensor<f32>, out: &mut Tensor<f32>, rows: u32, d: u32, gp: u32, chunk: u32) {
+    let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let n = d as usize;
+    if col >= n {
+        terminate!();
+    }
+    let c = CUBE_POS_Y as usize;
+    let start = c * chunk as usize;
+    let mut end = start + chunk as usize;
+    if end > rows as usize {
+        end = rows as usize;
+    }
+    let mut s = f32::new(0.0);
+    let mut r = start;
+    while r < end {
+        s += g[r * gp as usize + col];
+        r += 1;
+    }
+    out[c * n + col] = s;
+}
+
+/// The column sums of `p` (`[chunks, d]`, from [`col_partials_kernel`]) into `out` (`[d]`): unit `col` sums its
+/// column in order.
+#[cube(launch)]
+fn col_sums_kernel(p: &Tensor<f32>, out: &mut Tensor<f32>, chunks: u32, d: u32) {
+    let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    let n = d as usize;
+    if col >= n {
+        terminate!();
+    }
+    let mut s = f32::new(0.0);
+    let mut c = 0usize;
+    while c < chunks as usize {
+        s += p[c * n + col];
+        c += 1;
+    }
+    out[col] = s;
+}
+
 /// Softmax of each row of `x` (`[rows, n]`, row `r` at `r·xp`) into packed `y`: `y = exp(x − max)/Σ exp(x − max)`. `F` is the tensors'
 /// float type (f32, bf16, f16: the type is the launch's, [`StorageType`]); the arithmetic is f32 whatever `F` is,
 /// each output rounded to `F` once, as PyTorch's autocast runs a softmax on bf16 scores (cast to f32, softmax, the
@@ -782,6 +824,40 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             );
         }
         outs
+    }
+
+    fn col_sums(g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (g, gp) = pitched_rows(g);
+        let (rows, d) = rows_of(&g.shape());
+        let client = g.client.clone();
+        // Chunks of rows as LayerNorm's γ/β gradients take them: enough cubes to fill a GPU, at most 1,024.
+        let chunks = rows.div_ceil(8).clamp(1, 1024);
+        let chunk = rows.div_ceil(chunks).max(1);
+        let chunks = rows.div_ceil(chunk).max(1);
+        let partial = empty(&g, Shape::new([chunks, d]));
+        let out = empty(&g, Shape::new([d]));
+        let units = 64usize;
+        col_partials_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(d.div_ceil(units) as u32, chunks as u32, 1),
+            CubeDim::new_1d(units as u32),
+            g.into_tensor_arg(),
+            partial.clone().into_tensor_arg(),
+            rows as u32,
+            d as u32,
+            gp as u32,
+            chunk as u32,
+        );
+        col_sums_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(d.div_ceil(units) as u32, 1, 1),
+            CubeDim::new_1d(units as u32),
+            partial.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            chunks as u32,
+            d as u32,
+        );
+        out
     }
 
     fn sq_partials(g: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -90,6 +90,13 @@ pub trait GpuKernels: Backend {
         shapes: Vec<burn::tensor::Shape>,
     ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
+    /// The sums of `g`'s columns (over all rows: a bias's gradient), in a fixed order, without burn's reductions
+    /// (which stop short on long axes on some wgpu adapters: [`squared_norm`]).
+    ///
+    /// # Shapes
+    /// `g: [rows, d]` → `[d]`
+    fn col_sums(g: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// Partial sums of the squares of `g`'s elements, whose sum is `Σ g²` ([`squared_norm`]).
     ///
     /// # Shapes
@@ -280,10 +287,35 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
     let dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
     let d_out = w.dims()[1];
-    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), w, bias); // [rows, D_out]
+    let y = x.reshape([rows, dims[D - 1]]).matmul(w); // [rows, D_out]
+    let y = match bias {
+        // The bias's gradient as polyflow's column sums (burn's reduction over the rows stops short past 65,532
+        // rows on some wgpu adapters, and each new row count is a shape its autotune tunes again). Moved, not
+        // cloned, into the node: a clone alive would make burn's fusion keep the inputs and release them apart.
+        Some(b) if y.dtype() == burn::tensor::DType::F32 && b.dtype() == burn::tensor::DType::F32 => {
+            bias_add(y, b).expect("a GPU backend in f32 takes the bias-add node")
+        }
+        Some(b) => y + b.unsqueeze(),
+        None => y,
+    };
     let mut out = dims;
     out[D - 1] = d_out;
     y.reshape(out)
+}
+
+/// `y + bias` over `y`'s rows as one autodiff node whose backward sums the gradient's columns with polyflow's
+/// kernels, for the GPU backends in f32 with the kernels on (the caller checks; `None` for any other backend).
+///
+/// # Shapes
+/// `y: [rows, d]`, `bias: [d]` → `[rows, d]`
+fn bias_add<B: Backend>(y: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::bias_add(y, bias);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (y, bias);
+        None
+    }
 }
 
 /// [`linear_rows`] with `l`'s weight and bias (what `l.forward(x)` computes).
@@ -485,6 +517,19 @@ mod on_gpu {
         }
         dispatch!(B, on);
         let _ = (segs, shapes);
+        None
+    }
+
+    pub(super) fn bias_add<B: Backend>(y: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
+        // Checked by the caller: the kernels on, a GPU backend, f32 (the inputs are moved in, not handed back).
+        let inputs = [prim(y), prim(bias)];
+        macro_rules! on {
+            ($g:ty) => {
+                run::<B, $g, 2, 2>(inputs, |[y, b]| autodiff::bias_add_forward::<$g>(y, b), |[y, b]| autodiff::bias_add::<$g>(y, b))
+            };
+        }
+        dispatch!(B, on);
+        let _ = inputs;
         None
     }
 
