@@ -689,7 +689,7 @@ fn training_slices_longer_than_the_devices_reductions_are_refused() {
     let counted = vals(Tensor::<Wgpu, 2>::ones([rows, 1], &dev).sum_dim(0))[0] as usize;
     let mut half = config(model.clone(), 0, 1, None);
     half.f16 = true;
-    let err = run::<Autodiff<Wgpu>>(&half, &tasks, None, None, &[dev.clone()], &|_, _, _| {}, &mut |_| {}).err();
+    let err = run::<Autodiff<Wgpu>>(&half, &tasks, None, None, std::slice::from_ref(&dev), &|_, _, _| {}, &mut |_| {}).err();
     if counted == rows {
         eprintln!("this adapter's reductions cover {rows} rows: nothing to refuse");
         assert!(err.as_ref().is_none_or(|e| !e.contains("reductions")), "{err:?}");
