@@ -1,6 +1,7 @@
 //! The CubeCL kernels and their launches on burn's CubeCL backend (CUDA, wgpu): LayerNorm forward and backward,
 //! softmax over the last axis forward and backward, each row of a tensor handled by one cube; the attention's
-//! head split and its transpose, and the optimizer's gradient pack, one unit per element. LayerNorm and the pack
+//! head split and its transpose, and the optimizer's gradient pack and weight unpack, one unit per element; partial
+//! sums of squares (the gradient norm) and of columns (a bias's gradient) in a fixed grid. LayerNorm and the pack
 //! take f32 tensors; softmax and the head split and merge any float type (f32, bf16, f16: the launch's
 //! `#[define]`d type), computing in f32.
 //!

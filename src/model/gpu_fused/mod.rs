@@ -10,7 +10,10 @@
 //! ([`autodiff`]).
 //!
 //! [`attention`] (the heads split from the packed projection and merged back, with their backward) and [`linear`]
-//! (one product over all tokens) remove more of burn's launches and intermediates the same way.
+//! (one product over all tokens, the bias's gradient as column sums) remove more of burn's launches and
+//! intermediates the same way. The flat optimizer's [`pack`], [`unpack`] and [`squared_norm`] work on its flat
+//! buffers. The column sums and the squared norm also stand in for burn 0.21's reductions over long axes, which
+//! stop short on wgpu adapters with 65,535 cubes per axis ([`squared_norm`]).
 //!
 //! [`layer_norm`], [`softmax_last`] and [`attention`] take this path when the backend is `Cuda`/`Wgpu` or
 //! `Autodiff` of one (the build's `cuda`/`wgpu` features), the tensors are f32 (LayerNorm) or f32, bf16 or f16
