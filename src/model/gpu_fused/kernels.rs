@@ -175,6 +175,16 @@ fn ln_backward_kernel(
     }
 }
 
+/// The end of the chunk of rows that starts at `start`: `start + chunk`, or `rows` for the last chunk.
+#[cube]
+fn chunk_end(start: usize, chunk: u32, rows: u32) -> usize {
+    let mut end = start + chunk as usize;
+    if end > rows as usize {
+        end = rows as usize;
+    }
+    end
+}
+
 /// Partial sums of LayerNorm's parameter gradients: cube `(cx, c)` sums rows `c·chunk .. (c+1)·chunk` of
 /// `g·x̂` (γ's gradient) and of `g` (β's) for the columns its units own, into row `c` of `dgamma`/`dbeta`
 /// (`[chunks, d]`); `g`'s and `x`'s rows `gp` and `xp` apart.
@@ -199,10 +209,7 @@ fn ln_param_partials_kernel(
     }
     let c = CUBE_POS_Y as usize;
     let start = c * chunk as usize;
-    let mut end = start + chunk as usize;
-    if end > rows as usize {
-        end = rows as usize;
-    }
+    let end = chunk_end(start, chunk, rows);
     let mut sg = f32::new(0.0);
     let mut sb = f32::new(0.0);
     let mut r = start;
@@ -248,10 +255,7 @@ fn col_partials_kernel(g: &Tensor<f32>, out: &mut Tensor<f32>, rows: u32, d: u32
     }
     let c = CUBE_POS_Y as usize;
     let start = c * chunk as usize;
-    let mut end = start + chunk as usize;
-    if end > rows as usize {
-        end = rows as usize;
-    }
+    let end = chunk_end(start, chunk, rows);
     let mut s = f32::new(0.0);
     let mut r = start;
     while r < end {
@@ -597,6 +601,13 @@ fn block_for<R: CubeRuntime>(client: &ComputeClient<R>, len: usize) -> usize {
     pow2(len.clamp(32, 256)).min(pow2(max))
 }
 
+/// How column sums over `rows` rows are split: `(chunks, rows per chunk)`, about 8 rows a chunk and at most 1,024
+/// chunks (enough cubes to fill a GPU, few enough partial sums for the second pass).
+fn row_chunks(rows: usize) -> (usize, usize) {
+    let chunk = rows.div_ceil(rows.div_ceil(8).clamp(1, 1024)).max(1);
+    (rows.div_ceil(chunk).max(1), chunk)
+}
+
 /// A 2-D grid of `count` cubes (at most 32,768 along x).
 fn grid(count: usize) -> CubeCount {
     let x = count.clamp(1, 32_768);
@@ -701,9 +712,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         );
         // γ's and β's gradients: column sums over the rows, in chunks of rows (enough cubes to fill a GPU),
         // then the chunks' sums (one launch for both).
-        let chunks = rows.div_ceil(8).clamp(1, 1024);
-        let chunk = rows.div_ceil(chunks);
-        let chunks = rows.div_ceil(chunk).max(1);
+        let (chunks, chunk) = row_chunks(rows);
         let pg = empty(&x, Shape::new([chunks, d]));
         let pb = empty(&x, Shape::new([chunks, d]));
         let (dgamma, dbeta) = (empty(&x, Shape::new([d])), empty(&x, Shape::new([d])));
@@ -832,9 +841,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let (rows, d) = rows_of(&g.shape());
         let client = g.client.clone();
         // Chunks of rows as LayerNorm's γ/β gradients take them: enough cubes to fill a GPU, at most 1,024.
-        let chunks = rows.div_ceil(8).clamp(1, 1024);
-        let chunk = rows.div_ceil(chunks).max(1);
-        let chunks = rows.div_ceil(chunk).max(1);
+        let (chunks, chunk) = row_chunks(rows);
         let partial = empty(&g, Shape::new([chunks, d]));
         let out = empty(&g, Shape::new([d]));
         let units = 64usize;

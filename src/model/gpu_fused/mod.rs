@@ -380,6 +380,16 @@ mod on_gpu {
         Some(Tensor::from_primitive(TensorPrimitive::Float(cast::<FloatTensor<G>, FloatTensor<B>>(p)?)))
     }
 
+    /// `f()` when `B` is `G` itself (the optimizer's flat buffers are the inner backend's: `Autodiff<G>` never
+    /// comes here), `None` otherwise.
+    fn plain_only<B: Backend, G: Backend, T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
+        if TypeId::of::<B>() == TypeId::of::<G>() {
+            f()
+        } else {
+            None
+        }
+    }
+
     /// Whether `B` is `G` or `Autodiff<G>`.
     fn is<B: Backend, G: Backend>() -> bool {
         TypeId::of::<B>() == TypeId::of::<G>() || TypeId::of::<B>() == TypeId::of::<Autodiff<G>>()
@@ -485,13 +495,10 @@ mod on_gpu {
         // The gradients are the inner backend's: `Autodiff<G>` itself never packs.
         macro_rules! on {
             ($g:ty) => {
-                match TypeId::of::<B>() == TypeId::of::<$g>() {
-                    true => {
-                        let prims = prims.into_iter().map(|p| cast::<_, FloatTensor<$g>>(p).expect("G primitive")).collect();
-                        tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total))
-                    }
-                    false => None,
-                }
+                plain_only::<B, $g, _>(|| {
+                    let prims = prims.into_iter().map(|p| cast::<_, FloatTensor<$g>>(p).expect("G primitive")).collect();
+                    tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total))
+                })
             };
         }
         dispatch!(B, on);
@@ -506,16 +513,13 @@ mod on_gpu {
         }
         macro_rules! on {
             ($g:ty) => {
-                match TypeId::of::<B>() == TypeId::of::<$g>() {
-                    true => {
-                        let flat = cast::<_, FloatTensor<$g>>(prim(flat.clone())).expect("G primitive");
-                        <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec())
-                            .into_iter()
-                            .map(cast::<FloatTensor<$g>, FloatTensor<B>>)
-                            .collect::<Option<Vec<_>>>()
-                    }
-                    false => None,
-                }
+                plain_only::<B, $g, _>(|| {
+                    let flat = cast::<_, FloatTensor<$g>>(prim(flat.clone())).expect("G primitive");
+                    <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec())
+                        .into_iter()
+                        .map(cast::<FloatTensor<$g>, FloatTensor<B>>)
+                        .collect::<Option<Vec<_>>>()
+                })
             };
         }
         dispatch!(B, on);
@@ -543,13 +547,10 @@ mod on_gpu {
         }
         macro_rules! on {
             ($g:ty) => {
-                match TypeId::of::<B>() == TypeId::of::<$g>() {
-                    true => {
-                        let p = cast::<_, FloatTensor<$g>>(prim(g.clone())).expect("G primitive");
-                        tensor::<B, $g, 1>(<$g as GpuKernels>::sq_partials(p)).map(|parts| parts.sum())
-                    }
-                    false => None,
-                }
+                plain_only::<B, $g, _>(|| {
+                    let p = cast::<_, FloatTensor<$g>>(prim(g.clone())).expect("G primitive");
+                    tensor::<B, $g, 1>(<$g as GpuKernels>::sq_partials(p)).map(|parts| parts.sum())
+                })
             };
         }
         dispatch!(B, on);
