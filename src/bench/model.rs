@@ -143,13 +143,15 @@ impl BackendJob for Job {
             ln_eps: 1e-6,
         };
         // A linear layer's bias gradient sums a slice's rows (examples × tokens): past what burn's reductions
-        // cover on some adapters (`train::run::SAFE_REDUCE_LEN`), say whether this device counts them all.
+        // cover on some adapters (`train::run::SAFE_REDUCE_LEN`), say whether this device counts them all
+        // (with polyflow's kernels on the bias gradients are its own column sums; off, burn's).
         let rows = (if a.micro_batch > 0 { a.micro_batch.min(a.batch) } else { a.batch }) * ((a.image / a.patch).pow(2) + 1);
         let reduce_rows = (crate::model::gpu_fused::gpu_backend::<B>() && rows > crate::train::run::SAFE_REDUCE_LEN).then(|| {
             let counted = crate::train::run::reduce_count::<B::InnerBackend>(rows, &device);
-            if counted != rows as f64 {
+            if counted != rows as f64 && !crate::model::gpu_fused::enabled() {
                 eprintln!(
-                    "warning: a sum over {rows} rows counted {counted} on this device: the bias gradients of these slices are partial sums"
+                    "warning: a sum over {rows} rows counted {counted} on this device: with the kernels off the bias \
+                     gradients of these slices are partial sums"
                 );
             }
             (rows, counted)

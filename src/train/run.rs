@@ -414,15 +414,17 @@ pub fn reduce_count<B: Backend>(rows: usize, device: &B::Device) -> f64 {
     Tensor::<B, 2>::ones([rows, 1], device).sum_dim(0).into_scalar().elem()
 }
 
-/// Checks, before training on a GPU backend in bf16/f16 (or with polyflow's GPU kernels off), that the device's
-/// reductions cover the rows of a training slice (examples of a slice × tokens, the rows a linear layer's bias
-/// gradient is summed over) when they are more than [`SAFE_REDUCE_LEN`]: a sum of that many ones must give their
-/// count. There the bias gradients are burn's reductions, which on an adapter where they stop short would
-/// silently be partial sums, so training is refused with what to set instead. In f32 with the kernels the bias
-/// gradients are polyflow's column sums (`gpu_fused::linear_rows`) and nothing is checked.
-pub fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], device: &B::Device) -> Result<(), String> {
-    let f32_kernels = !cfg.bf16 && !cfg.f16 && crate::model::gpu_fused::enabled();
-    if !crate::model::gpu_fused::gpu_backend::<B>() || f32_kernels {
+/// Checks, before training on a GPU backend with polyflow's GPU kernels off (`gpu_fused::set_enabled`), that
+/// the device's reductions cover the rows of a training slice (examples of a slice × tokens, the rows a linear
+/// layer's bias gradient is summed over) when they are more than [`SAFE_REDUCE_LEN`]: a sum of that many ones
+/// must give their count. There the bias gradients are burn's reductions, which on an adapter where they stop
+/// short would silently be partial sums, so training is refused with what to set instead. With the kernels on
+/// (`kernels`: [`run`] passes `gpu_fused::enabled()`, on by default) the bias gradients are polyflow's column
+/// sums in every precision (`gpu_fused::linear_rows`) and nothing is checked. (With the kernels off the flat
+/// optimizer's gradient norm is burn's `sum` too, short past 262,132 parameters on lavapipe: that mode is for
+/// comparing kernels with compositions, `bench-model --ab`/`--no-fused`, whose timings do not depend on it.)
+pub fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], device: &B::Device, kernels: bool) -> Result<(), String> {
+    if !crate::model::gpu_fused::gpu_backend::<B>() || kernels {
         return Ok(());
     }
     let replicas = cfg.replicas.max(1);
@@ -447,8 +449,8 @@ pub fn reductions_cover<B: AutodiffBackend>(cfg: &RunConfig, tasks: &[TaskRun], 
     Err(format!(
         "task {task}: a training slice of {rows} rows ({tokens} tokens per example) is more than this device's reductions \
          cover (a sum over {rows} rows counted {counted}: burn 0.21 on this adapter stops at {SAFE_REDUCE_LEN}), so its \
-         bias gradients would be partial sums; set micro_batch = {fits} (or less) on the training node, train in \
-         precision = \"f32\" (whose bias gradients are polyflow's own sums), or train on another backend"
+         bias gradients would be partial sums; set micro_batch = {fits} (or less) on the training node, keep polyflow's GPU \
+         kernels on (whose bias gradients are polyflow's own sums), or train on another backend"
     ))
 }
 
@@ -472,7 +474,7 @@ pub fn run<B: AutodiffBackend>(
     }
     half_supported::<B>(cfg, devices)?;
     for d in devices {
-        reductions_cover::<B>(cfg, tasks, d)?;
+        reductions_cover::<B>(cfg, tasks, d, crate::model::gpu_fused::enabled())?;
     }
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
     let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);

@@ -126,8 +126,8 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     }
 
     fn col_sums(g: FloatTensor<Self>) -> FloatTensor<Self> {
-        let d = g.shape[g.shape.num_dims() - 1];
-        one(register::<B>("polyflow_col_sums", Kind::ColSums, vec![g], vec![Shape::new([d])], &[DType::F32]))
+        let (d, dt) = (g.shape[g.shape.num_dims() - 1], g.dtype);
+        one(register::<B>("polyflow_col_sums", Kind::ColSums, vec![g], vec![Shape::new([d])], &[dt]))
     }
 
     fn sq_partials(g: FloatTensor<Self>) -> FloatTensor<Self> {

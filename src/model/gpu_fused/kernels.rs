@@ -2,8 +2,8 @@
 //! softmax over the last axis forward and backward, each row of a tensor handled by one cube; the attention's
 //! head split and its transpose, and the optimizer's gradient pack and weight unpack, one unit per element; partial
 //! sums of squares (the gradient norm) and of columns (a bias's gradient) in a fixed grid. LayerNorm and the pack
-//! take f32 tensors; softmax and the head split and merge any float type (f32, bf16, f16: the launch's
-//! `#[define]`d type), computing in f32.
+//! take f32 tensors; softmax, the head split and merge and the column sums any float type (f32, bf16, f16: the
+//! launch's `#[define]`d type), computing in f32.
 //!
 //! Reductions inside a cube go through shared memory as a tree (no plane/warp operations: lavapipe, the Vulkan
 //! driver CI runs, has none), so a cube has a power-of-two number of units; each unit strides over its row.
@@ -244,10 +244,19 @@ fn ln_param_sums_kernel(pg: &Tensor<f32>, pb: &Tensor<f32>, dgamma: &mut Tensor<
     dbeta[col] = sb;
 }
 
-/// Partial column sums of `g` (`[rows, d]`, rows `gp` apart): cube `(cx, c)` sums rows `c·chunk .. (c+1)·chunk`
-/// for the columns its units own into row `c` of `out` (`[chunks, d]`), in row order.
+/// Partial column sums of `g` (`[rows, d]`, rows `gp` apart, of the float type `F`: f32, bf16 or f16): cube
+/// `(cx, c)` sums rows `c·chunk .. (c+1)·chunk` for the columns its units own into row `c` of `out` (`[chunks, d]`,
+/// f32), in row order, in f32.
 #[cube(launch)]
-fn col_partials_kernel(g: &Tensor<f32>, out: &mut Tensor<f32>, rows: u32, d: u32, gp: u32, chunk: u32) {
+fn col_partials_kernel<F: Float>(
+    g: &Tensor<F>,
+    out: &mut Tensor<f32>,
+    rows: u32,
+    d: u32,
+    gp: u32,
+    chunk: u32,
+    #[define(F)] _dtype: StorageType,
+) {
     let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let n = d as usize;
     if col >= n {
@@ -259,16 +268,16 @@ fn col_partials_kernel(g: &Tensor<f32>, out: &mut Tensor<f32>, rows: u32, d: u32
     let mut s = f32::new(0.0);
     let mut r = start;
     while r < end {
-        s += g[r * gp as usize + col];
+        s += f32::cast_from(g[r * gp as usize + col]);
         r += 1;
     }
     out[c * n + col] = s;
 }
 
-/// The column sums of `p` (`[chunks, d]`, from [`col_partials_kernel`]) into `out` (`[d]`): unit `col` sums its
-/// column in order.
+/// The column sums of `p` (`[chunks, d]`, f32, from [`col_partials_kernel`]) into `out` (`[d]`, of the float type
+/// `F`): unit `col` sums its column in order, in f32, and rounds the sum to `F` once.
 #[cube(launch)]
-fn col_sums_kernel(p: &Tensor<f32>, out: &mut Tensor<f32>, chunks: u32, d: u32) {
+fn col_sums_kernel<F: Float>(p: &Tensor<f32>, out: &mut Tensor<F>, chunks: u32, d: u32, #[define(F)] _dtype: StorageType) {
     let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let n = d as usize;
     if col >= n {
@@ -280,7 +289,7 @@ fn col_sums_kernel(p: &Tensor<f32>, out: &mut Tensor<f32>, chunks: u32, d: u32) 
         s += p[c * n + col];
         c += 1;
     }
-    out[col] = s;
+    out[col] = F::cast_from(s);
 }
 
 /// Softmax of each row of `x` (`[rows, n]`, row `r` at `r·xp`) into packed `y`: `y = exp(x − max)/Σ exp(x − max)`. `F` is the tensors'
@@ -843,7 +852,8 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         // Chunks of rows as LayerNorm's γ/β gradients take them: enough cubes to fill a GPU, at most 1,024.
         let (chunks, chunk) = row_chunks(rows);
         let partial = empty(&g, Shape::new([chunks, d]));
-        let out = empty(&g, Shape::new([d]));
+        let out = empty_as(&g, Shape::new([d]));
+        let dtype = g.dtype;
         let units = 64usize;
         col_partials_kernel::launch::<R>(
             &client,
@@ -855,6 +865,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             d as u32,
             gp as u32,
             chunk as u32,
+            dtype.into(),
         );
         col_sums_kernel::launch::<R>(
             &client,
@@ -864,6 +875,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             out.clone().into_tensor_arg(),
             chunks as u32,
             d as u32,
+            dtype.into(),
         );
         out
     }

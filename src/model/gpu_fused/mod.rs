@@ -24,7 +24,7 @@
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{activation, backend::Backend, Shape, Tensor};
+use burn::tensor::{activation, backend::Backend, DType, Shape, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(feature = "gpu-kernels")]
@@ -94,7 +94,8 @@ pub trait GpuKernels: Backend {
     ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
     /// The sums of `g`'s columns (over all rows: a bias's gradient), in a fixed order, without burn's reductions
-    /// (which stop short on long axes on some wgpu adapters: [`squared_norm`]).
+    /// (which stop short on long axes on some wgpu adapters: [`squared_norm`]). `g` f32, bf16 or f16: the sums
+    /// in f32, rounded once to `g`'s type (as PyTorch sums a bf16 bias's gradient).
     ///
     /// # Shapes
     /// `g: [rows, d]` → `[d]`
@@ -277,7 +278,8 @@ pub fn gpu_backend<B: Backend>() -> bool {
 /// `[1, D_in, D_out]` (a batched product) and, under autodiff, computes the weight's gradient as `B` products
 /// `[D_in, N]·[N, D_out]` written to a `[B, D_in, D_out]` tensor then summed over `B` (a reduction launch and, for
 /// ViT-B's MLP at batch 64, 600 MB of intermediate), and the bias's as two reductions. Flattened, the weight's
-/// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's one reduction. Elsewhere (the CPU), and with
+/// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's polyflow's column sums (two launches of no
+/// autotuned shape, in f32, bf16 or f16: [`GpuKernels::col_sums`]). Elsewhere (the CPU), and with
 /// the kernels off ([`set_enabled`]), burn's `linear` as it is: the same values up to float rounding, and the CPU
 /// keeps its bits.
 ///
@@ -295,8 +297,9 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
         // The bias's gradient as polyflow's column sums (burn's reduction over the rows stops short past 65,532
         // rows on some wgpu adapters, and each new row count is a shape its autotune tunes again). Moved, not
         // cloned, into the node: a clone alive would make burn's fusion keep the inputs and release them apart.
-        Some(b) if y.dtype() == burn::tensor::DType::F32 && b.dtype() == burn::tensor::DType::F32 => {
-            bias_add(y, b).expect("a GPU backend in f32 takes the bias-add node")
+        // In bf16/f16 (autocast's linear) too: the sums in f32, rounded once to the half type.
+        Some(b) if y.dtype() == b.dtype() && matches!(b.dtype(), DType::F32 | DType::BF16 | DType::F16) => {
+            bias_add(y, b).expect("a GPU backend takes the bias-add node")
         }
         Some(b) => y + b.unsqueeze(),
         None => y,
@@ -307,7 +310,8 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
 }
 
 /// `y + bias` over `y`'s rows as one autodiff node whose backward sums the gradient's columns with polyflow's
-/// kernels, for the GPU backends in f32 with the kernels on (the caller checks; `None` for any other backend).
+/// kernels, for the GPU backends in f32, bf16 or f16 (one type for both) with the kernels on (the caller checks;
+/// `None` for any other backend).
 ///
 /// # Shapes
 /// `y: [rows, d]`, `bias: [d]` → `[rows, d]`
