@@ -371,7 +371,7 @@ fn the_attention_node_matches_burns_composition() {
         let run = |kernel: bool| {
             let x = qkv.clone().detach().require_grad();
             let y = if kernel {
-                attention(x.clone(), h).expect("the attention node runs on Autodiff<Wgpu>")
+                attention(x.clone(), n, h).expect("the attention node runs on Autodiff<Wgpu>")
             } else {
                 composed_attention(x.clone(), h, false)
             };
@@ -385,12 +385,79 @@ fn the_attention_node_matches_burns_composition() {
         near(&format!("{what} dqkv"), &k[1], &r[1], 1e-5);
         assert!(k[1].iter().all(|v| v.is_finite()) && k[1].iter().any(|v| *v != 0.0), "{what}: a gradient");
         let x = qkv.clone().inner();
-        let plain = attention(x.clone(), h).expect("and on Wgpu");
+        let plain = attention(x.clone(), n, h).expect("and on Wgpu");
         near(&format!("{what} inference"), &vals(plain), &vals(composed_attention(x, h, false)), 1e-5);
+        // The same tokens as rows, [B·N, 3·D] (how the blocks hand them over on the GPU backends): the node's
+        // output and gradient have the rows' shape and the same values.
+        let x = qkv.clone().detach().reshape([b * n, d3]).require_grad();
+        let y = attention(x.clone(), n, h).expect("the node takes rows");
+        assert_eq!(y.dims(), [b * n, h * hd]);
+        let g = (y.clone() * w.clone().reshape([b * n, h * hd])).sum().backward();
+        let dx = x.grad(&g).unwrap();
+        assert_eq!(dx.dims(), [b * n, d3]);
+        near(&format!("{what} rows y"), &vals(y.inner()), &k[0], 1e-6);
+        near(&format!("{what} rows dqkv"), &vals(dx), &k[1], 1e-6);
     }
-    // Heads that do not divide the width: the caller's composition.
+    // Heads that do not divide the width, or rows that are not whole examples: the caller's composition.
     let x = Tensor::<A, 3>::random([1, 4, 18], Distribution::Normal(0.0, 1.0), &dev);
-    assert!(attention(x.clone(), 4).is_none(), "18 is not 3 × 4 heads × hd");
+    assert!(attention(x.clone(), 4, 4).is_none(), "18 is not 3 × 4 heads × hd");
+    let x = Tensor::<A, 2>::random([10, 12], Distribution::Normal(0.0, 1.0), &dev);
+    assert!(attention(x.clone(), 3, 2).is_none(), "10 rows are not examples of 3 tokens");
+    assert!(attention(x, 5, 2).is_some());
+}
+
+/// A block on its tokens as rows (`Block::forward_rows`, what the GPU backends run: no reshape around the linear
+/// layers) gives the block on `[B, N, D]` (`forward_composed`) its output and every gradient, with stochastic
+/// depth dropping one example's branches, in f32 and in f16 where the adapter has it.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn blocks_on_token_rows_match_blocks_on_tokens() {
+    use burn::module::AutodiffModule;
+    use burn::tensor::{Distribution, Tensor, TensorData};
+    use polyflow::model::block::{Arith, Block};
+    use polyflow::model::init::Init;
+    type A = Autodiff<Wgpu>;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    assert!(polyflow::model::gpu_fused::token_rows::<A>());
+    let (b, n, d) = (3, 17, 24);
+    let f16 = <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
+    let ariths: &[Arith] = if f16 { &[Arith::F32, Arith::F16] } else { &[Arith::F32] };
+    for &arith in ariths {
+        let mut blk = Block::<A>::new(d, 4, 2 * d, 1e-6, true, &mut Init::new(7), &dev);
+        blk.arith = arith;
+        let mask = |v: [f32; 3]| Tensor::<A, 3>::from_data(TensorData::new(v.to_vec(), [3, 1, 1]), &dev);
+        let keep = (mask([1.0, 0.0, 1.0]), mask([1.0, 1.0, 0.0]));
+        let x0 = Tensor::<A, 3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<A, 3>::random([b, n, d], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |rows: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if rows {
+                blk.forward_rows(x.clone().reshape([b * n, d]), b, Some(&keep)).reshape([b, n, d])
+            } else {
+                blk.forward_composed(x.clone(), Some(&keep))
+            };
+            let g = (y.clone() * w.clone()).sum().backward();
+            let mut out = vec![vals(y.inner()), vals(x.grad(&g).unwrap())];
+            for p in [&blk.qkv.weight, &blk.fc1.weight, &blk.fc2.weight] {
+                out.push(vals(p.grad(&g).unwrap()));
+            }
+            for p in [&blk.proj.bias, &blk.fc2.bias] {
+                out.push(vals(p.as_ref().unwrap().grad(&g).unwrap()));
+            }
+            out.push(vals(blk.norm2.gamma.grad(&g).unwrap()));
+            out
+        };
+        let (r, c) = (run(true), run(false));
+        let tol = if arith == Arith::F32 { 1e-5 } else { 1e-2 };
+        for (i, what) in ["y", "dx", "dW qkv", "dW fc1", "dW fc2", "db proj", "db fc2", "dγ norm2"].iter().enumerate() {
+            near(&format!("{arith:?} rows {what}"), &r[i], &c[i], tol);
+        }
+        // Inference too (the backend's attention in f32).
+        let inner = blk.valid();
+        let x = x0.clone().inner();
+        let y = inner.forward_rows(x.clone().reshape([b * n, d]), b, None).reshape([b, n, d]);
+        near(&format!("{arith:?} rows inference"), &vals(y), &vals(inner.forward_composed(x, None)), tol);
+    }
 }
 
 /// In f16 (the half type lavapipe has; bf16 takes the same kernels with another `#[define]`d type) the attention
@@ -416,7 +483,7 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
             // The leaf in f32 (as the model's weights), the node's input f16 (as the bf16/f16 projection's output).
             let x = qkv.clone().detach().require_grad();
             let x16 = x.clone().cast(FloatDType::F16);
-            let y = if kernel { attention(x16, h).expect("the attention node takes f16") } else { composed_attention(x16, h, true) };
+            let y = if kernel { attention(x16, n, h).expect("the attention node takes f16") } else { composed_attention(x16, h, true) };
             assert_eq!(y.dtype(), DType::F16);
             let g = (y.clone().cast(FloatDType::F32) * w.clone()).sum().backward();
             [vals(y.inner()), vals(x.grad(&g).unwrap())]
@@ -427,7 +494,7 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
         near(&format!("{what} dqkv"), &k[1], &r[1], 1e-2);
         assert!(k[1].iter().all(|v| v.is_finite()) && k[1].iter().any(|v| *v != 0.0), "{what}: a gradient");
         let x = qkv.clone().inner().cast(FloatDType::F16);
-        let plain = attention(x.clone(), h).expect("and on Wgpu");
+        let plain = attention(x.clone(), n, h).expect("and on Wgpu");
         assert_eq!(plain.dtype(), DType::F16);
         near(&format!("{what} inference"), &vals(plain), &vals(composed_attention(x, h, true)), 4e-3);
     }

@@ -105,18 +105,29 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn attention(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, n, _] = x.dims();
+        self.attention_of(x, b, n)
+    }
+
+    /// [`Block::attention`] of tokens laid out as `x`'s rows: `b` examples of `n` tokens, `[B, N, D]` or (the GPU
+    /// backends' [`Block::forward_rows`]) `[B·N, D]`; the output has `x`'s shape.
+    ///
+    /// # Shapes
+    /// `x: [B, N, D]` → `[B, N, D]`; `[B·N, D]` → `[B·N, D]`
+    fn attention_of<const R: usize>(&self, x: Tensor<B, R>, b: usize, n: usize) -> Tensor<B, R> {
         let half = self.arith.half();
-        let [b, n, d] = x.dims();
+        let dims = x.dims();
+        let d = dims[R - 1];
         let h = self.heads;
         let hd = d / h;
-        let qkv = self.project(&self.qkv, x); // [B, N, 3D]
+        let qkv = self.project(&self.qkv, x); // [..., 3D]
         if half.is_some() || B::ad_enabled(&qkv.device()) {
             // On a GPU backend, training or in bf16/f16: the heads' split and merge, the products and the softmax
             // as one autodiff node (the explicit composition below up to float rounding, fewer launches; in
             // bf16/f16 the softmax in f32 from and to the half type, as autocast). f32 inference keeps burn's
             // attention below.
-            if let Some(out) = super::gpu_fused::attention(qkv.clone(), h) {
-                return self.project(&self.proj, out); // [B, N, D]
+            if let Some(out) = super::gpu_fused::attention(qkv.clone(), n, h) {
+                return self.project(&self.proj, out); // [..., D]
             }
         }
         let qkv = qkv.reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, B, H, N, hd]
@@ -130,7 +141,7 @@ impl<B: Backend> Block<B> {
             // scaled first and the softmax in f32 as in training: burn's fallback would scale after q·kᵀ and
             // take the softmax in the half type.
             let out = burn::tensor::module::attention(q, k, v, None, None, Default::default()); // [B, H, N, hd]
-            return self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]));
+            return self.project(&self.proj, out.swap_dims(1, 2).reshape(dims));
         }
         let q = q * (1.0 / (hd as f64).sqrt());
         let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, N, N]
@@ -140,7 +151,7 @@ impl<B: Backend> Block<B> {
             None => softmax_last(scores),
         };
         let out = att.matmul(v); // [B, H, N, hd]
-        self.project(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
+        self.project(&self.proj, out.swap_dims(1, 2).reshape(dims))
     }
 
     /// `x·W + b` of `l` ([`super::gpu_fused::linear`]: burn's `linear`, its leading axes flattened on the GPU
@@ -149,8 +160,8 @@ impl<B: Backend> Block<B> {
     /// bf16 (f16) output.
     ///
     /// # Shapes
-    /// `x: [B, N, D_in]` → `[B, N, D_out]`
-    fn project(&self, l: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// `x: [..., D_in]` → `[..., D_out]`
+    fn project<const R: usize>(&self, l: &Linear<B>, x: Tensor<B, R>) -> Tensor<B, R> {
         let Some(h) = self.arith.half() else {
             return super::gpu_fused::linear(l, x);
         };
@@ -164,7 +175,15 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let hdn = self.project(&self.fc1, x); // [B, N, MLP]
+        self.mlp_of(x)
+    }
+
+    /// [`Block::mlp`] of any layout of the tokens (it acts on each token alone).
+    ///
+    /// # Shapes
+    /// `x: [..., D]` → `[..., D]`
+    fn mlp_of<const R: usize>(&self, x: Tensor<B, R>) -> Tensor<B, R> {
+        let hdn = self.project(&self.fc1, x); // [..., MLP]
                                               // bf16: GELU computed in f32 and rounded once, as PyTorch's bf16 kernels compute in f32 ("opmath");
                                               // with burn's fusion the casts and the activation are one kernel.
         let half = self.arith.half();
@@ -200,16 +219,45 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B, N, D]` → `[B, N, D]`
     pub fn forward_composed(&self, x: Tensor<B, 3>, keep: Option<&DropMasks<B>>) -> Tensor<B, 3> {
-        let f32 = |t: Tensor<B, 3>| if self.arith == Arith::F32 { t } else { t.cast(FloatDType::F32) };
-        let a = f32(self.attention(layer_norm(&self.norm1, x.clone(), self.eps)));
-        let a = match keep {
-            Some(k) => a * k.0.clone(),
+        let [b, n, _] = x.dims();
+        self.composed(x, b, n, keep.map(|k| (k.0.clone(), k.1.clone())))
+    }
+
+    /// The block on tokens laid out as rows, `[B·N, D]` (`b` examples of `N` tokens): what the GPU backends run
+    /// ([`super::gpu_fused::token_rows`]), the same operations as [`Block::forward_composed`] without a reshape
+    /// around every linear layer. `keep` as in [`Block::forward`] (`[B, 1, 1]`, repeated here over the tokens).
+    ///
+    /// # Shapes
+    /// `x: [B·N, D]` → `[B·N, D]`
+    pub fn forward_rows(&self, x: Tensor<B, 2>, b: usize, keep: Option<&DropMasks<B>>) -> Tensor<B, 2> {
+        assert!(
+            !self.recompute,
+            "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, not f16, POLYFLOW_FUSED_CPU not 0)"
+        );
+        let [rows, _] = x.dims();
+        assert!(b > 0 && rows % b == 0, "{rows} token rows are not {b} examples");
+        let n = rows / b;
+        // [B, 1, 1] → [B·N, 1]: constants (no gradient), so nothing is recorded for the backward.
+        let per_row = |k: &Tensor<B, 3>| k.clone().expand([b, n, 1]).reshape([rows, 1]);
+        self.composed(x, b, n, keep.map(|k| (per_row(&k.0), per_row(&k.1))))
+    }
+
+    /// The composition on `x`'s rows (`b` examples of `n` tokens), `keep` broadcast against the branches.
+    ///
+    /// # Shapes
+    /// `x: [B, N, D]` (`keep: [B, 1, 1]`) or `[B·N, D]` (`keep: [B·N, 1]`) → `x`'s shape
+    fn composed<const R: usize>(&self, x: Tensor<B, R>, b: usize, n: usize, keep: Option<(Tensor<B, R>, Tensor<B, R>)>) -> Tensor<B, R> {
+        let f32 = |t: Tensor<B, R>| if self.arith == Arith::F32 { t } else { t.cast(FloatDType::F32) };
+        let (keep_a, keep_m) = keep.unzip();
+        let a = f32(self.attention_of(layer_norm(&self.norm1, x.clone(), self.eps), b, n));
+        let a = match keep_a {
+            Some(k) => a * k,
             None => a,
         };
         let x = x + a;
-        let m = f32(self.mlp(layer_norm(&self.norm2, x.clone(), self.eps)));
-        let m = match keep {
-            Some(k) => m * k.1.clone(),
+        let m = f32(self.mlp_of(layer_norm(&self.norm2, x.clone(), self.eps)));
+        let m = match keep_m {
+            Some(k) => m * k,
             None => m,
         };
         x + m

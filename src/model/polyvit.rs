@@ -95,6 +95,17 @@ impl<B: Backend> PolyVit<B> {
         let tok = &self.tokenizers[tokenizer];
         let n_adapt = tok.adapters.len();
         let mut h = tok.forward(x, masks); // [B, N+1, D]
+        if let (true, Some(eps)) = (super::gpu_fused::token_rows::<B>(), self.blocks.first().map(|b| b.eps)) {
+            // GPU backends: the blocks on the tokens as rows (no reshape around each linear layer), and the final
+            // norm on the class tokens only (LayerNorm acts on each row alone: their values are the same).
+            let [b, n, d] = h.dims();
+            let mut rows = h.reshape([b * n, d]); // [B·(N+1), D]
+            for (i, blk) in self.blocks.iter().enumerate() {
+                rows = blk.forward_rows(rows, b, masks.get(n_adapt + i).and_then(|m| m.as_ref()));
+            }
+            let cls = rows.reshape([b, n * d]).narrow(1, 0, d); // [B, D], rows (N+1)·D apart
+            return super::gpu_fused::layer_norm(&self.norm, cls, eps);
+        }
         for (i, blk) in self.blocks.iter().enumerate() {
             h = blk.forward(h, masks.get(n_adapt + i).and_then(|m| m.as_ref()));
         }

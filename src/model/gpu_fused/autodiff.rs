@@ -71,16 +71,19 @@ pub(super) fn softmax<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor
 }
 
 /// The attention's backward step: parent the packed projection; state `q·scale`, `k`, `v`, the probabilities
-/// `p`, and `scale`.
+/// `p`, `scale` and the projection's shape.
 #[derive(Debug)]
 struct AttentionBackward;
 
+/// What the attention's backward reads: `[q·scale, k, v, p]`, `scale`, the packed projection's shape.
+type AttentionState<B> = ([FloatTensor<B>; 4], f64, Shape);
+
 impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
-    type State = ([FloatTensor<B>; 4], f64);
+    type State = AttentionState<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let ([q, k, v, p], scale) = ops.state;
-        // [B, N, D], of the node's output type (burn's autodiff hands a half output its gradient in that type;
+        let ([q, k, v, p], scale, shape) = ops.state;
+        // [B, N, D] or [B·N, D], of the node's output type (burn's autodiff hands a half output its gradient in that type;
         // the cast keeps the products below on one type should that ever change).
         let g = grads.consume::<B>(&ops.node);
         let g = if g.dtype() == q.dtype() { g } else { B::float_cast(g, q.dtype().into()) };
@@ -96,29 +99,34 @@ impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
         let ds = B::softmax_backward(dp, p); // the scores' gradient
         let dq = B::float_matmul(ds.clone(), k); // of q·scale: [B, H, N, hd]
         let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), q); // dsᵀ·(q·scale)
-        grads.register::<B>(node.id, B::qkv_merge(dq, dk, dv, scale));
+        grads.register::<B>(node.id, B::qkv_merge(dq, dk, dv, scale, shape));
     }
 }
 
-/// The attention's forward pass on `B`: the output and what the backward reads (`[q·scale, k, v, p]`).
+/// The attention's forward pass on `B`: the output and what the backward reads. `qkv`'s rows are `B` examples of
+/// `n` tokens; the output has its leading axes.
 ///
 /// # Shapes
-/// `qkv: [B, N, 3·D]` → `([B, N, D], [[B, H, N, hd]; 3] + [B, H, N, N])`
-pub(super) fn attention_forward<B: GpuKernels>(qkv: FloatTensor<B>, heads: usize) -> (FloatTensor<B>, ([FloatTensor<B>; 4], f64)) {
-    let [b, n, d3] = qkv.shape().dims::<3>();
+/// `qkv: [B, N, 3·D]` (or `[B·N, 3·D]`) → `([B, N, D]` (or `[B·N, D]`), `[[B, H, N, hd]; 3] + [B, H, N, N]`)
+pub(super) fn attention_forward<B: GpuKernels>(qkv: FloatTensor<B>, n: usize, heads: usize) -> (FloatTensor<B>, AttentionState<B>) {
+    let shape = qkv.shape();
+    let d3 = shape[shape.num_dims() - 1];
     let hd = d3 / 3 / heads;
     let scale = 1.0 / (hd as f64).sqrt();
-    let [q, k, v] = B::qkv_split(qkv, heads, scale); // [B, H, N, hd] each
+    let mut out_dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
+    *out_dims.last_mut().expect("a last axis") = d3 / 3;
+    let out_shape = Shape::from(out_dims);
+    let [q, k, v] = B::qkv_split(qkv, n, heads, scale); // [B, H, N, hd] each
     let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3)); // [B, H, N, N]
     let p = B::softmax_forward(scores);
     let o = B::float_matmul(p.clone(), v.clone()); // [B, H, N, hd]
-    let out = B::float_reshape(B::float_swap_dims(o, 1, 2), Shape::new([b, n, d3 / 3])); // [B, N, D]
-    (out, ([q, k, v, p], scale))
+    let out = B::float_reshape(B::float_swap_dims(o, 1, 2), out_shape); // [B, N, D] or [B·N, D]
+    (out, ([q, k, v, p], scale, shape))
 }
 
 /// Multi-head self-attention from the packed projection on `Autodiff<B>`, one node.
-pub(super) fn attention<B: GpuKernels>(qkv: FloatTensor<Autodiff<B>>, heads: usize) -> FloatTensor<Autodiff<B>> {
-    let (out, state) = attention_forward::<B>(qkv.primitive, heads);
+pub(super) fn attention<B: GpuKernels>(qkv: FloatTensor<Autodiff<B>>, n: usize, heads: usize) -> FloatTensor<Autodiff<B>> {
+    let (out, state) = attention_forward::<B>(qkv.primitive, n, heads);
     match AttentionBackward.prepare::<NoCheckpointing>([qkv.node]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(state, out),
         OpsKind::UnTracked(prep) => prep.finish(out),

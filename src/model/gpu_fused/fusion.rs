@@ -20,8 +20,8 @@ enum Kind {
     Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
     SqPartials,
     ColSums,
-    QkvSplit { heads: usize, scale: f64 },
-    QkvMerge { scale: f64 },
+    QkvSplit { tokens: usize, heads: usize, scale: f64 },
+    QkvMerge { scale: f64, shape: Shape },
 }
 
 /// One of the kernels as an operation of the fusion stream.
@@ -48,8 +48,8 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
             Kind::SoftmaxForward => vec![B::softmax_forward(next())],
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
-            Kind::QkvSplit { heads, scale } => B::qkv_split(next(), heads, scale).into(),
-            Kind::QkvMerge { scale } => vec![B::qkv_merge(next(), next(), next(), scale)],
+            Kind::QkvSplit { tokens, heads, scale } => B::qkv_split(next(), tokens, heads, scale).into(),
+            Kind::QkvMerge { scale, ref shape } => vec![B::qkv_merge(next(), next(), next(), scale, shape.clone())],
             Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
             Kind::SqPartials => vec![B::sq_partials(next())],
             Kind::ColSums => vec![B::col_sums(next())],
@@ -135,23 +135,22 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         one(register::<B>("polyflow_sq_partials", Kind::SqPartials, vec![g], vec![Shape::new([parts])], &[DType::F32]))
     }
 
-    fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
-        let [b, n, d3] = qkv.shape.dims::<3>();
-        let shape = Shape::new([b, heads, n, d3 / 3 / heads]);
+    fn qkv_split(qkv: FloatTensor<Self>, tokens: usize, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
+        let (rows, d3) = super::kernels::rows_of(&qkv.shape);
+        let shape = Shape::new([rows / tokens, heads, tokens, d3 / 3 / heads]);
         let dt = qkv.dtype;
         three(register::<B>(
             "polyflow_qkv_split",
-            Kind::QkvSplit { heads, scale },
+            Kind::QkvSplit { tokens, heads, scale },
             vec![qkv],
             vec![shape.clone(), shape.clone(), shape],
             &[dt; 3],
         ))
     }
 
-    fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        let [b, h, n, hd] = dq.shape.dims::<4>();
+    fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64, shape: Shape) -> FloatTensor<Self> {
         let dt = dq.dtype;
-        one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale }, vec![dq, dk, dv], vec![Shape::new([b, n, 3 * h * hd])], &[dt]))
+        one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale, shape: shape.clone() }, vec![dq, dk, dv], vec![shape], &[dt]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -896,10 +896,11 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         out
     }
 
-    fn qkv_split(qkv: FloatTensor<Self>, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
+    fn qkv_split(qkv: FloatTensor<Self>, tokens: usize, heads: usize, scale: f64) -> [FloatTensor<Self>; 3] {
         // Tokens read at their pitch (CUDA pads a product's rows of 3·D: 576 floats to 640 at ViT-Ti's width).
         let (qkv, row) = pitched_rows(qkv);
-        let [b, n, d3] = qkv.shape().dims::<3>();
+        let (rows, d3) = rows_of(&qkv.shape());
+        let (b, n) = (rows / tokens, tokens);
         let hd = d3 / 3 / heads;
         let shape = Shape::new([b, heads, n, hd]);
         let (q, k, v) = (empty_as(&qkv, shape.clone()), empty_as(&qkv, shape.clone()), empty_as(&qkv, shape.clone()));
@@ -925,12 +926,13 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         [q, k, v]
     }
 
-    fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+    fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64, shape: Shape) -> FloatTensor<Self> {
         let like = |t: CubeTensor<R>| if t.dtype == dq.dtype { t } else { burn_cubecl::kernel::cast(t, dq.dtype) };
         let (dk, dv) = (like(dk), like(dv));
         let (dq, dk, dv) = (into_contiguous(dq), into_contiguous(dk), into_contiguous(dv));
         let [b, heads, n, hd] = dq.shape().dims::<4>();
-        let out = empty_as(&dq, Shape::new([b, n, 3 * heads * hd]));
+        assert_eq!(shape.num_elements(), b * n * 3 * heads * hd, "the packed projection's shape: {shape:?}");
+        let out = empty_as(&dq, shape); // packed rows of 3·H·hd, whatever the leading axes
         let dtype = dq.dtype;
         let total = b * heads * n * hd;
         let (count, dim) = elementwise(total);

@@ -107,22 +107,30 @@ pub trait GpuKernels: Backend {
     /// `g: [n]` → `[min(⌈n/256⌉, 1024)]`
     fn sq_partials(g: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self>;
 
-    /// The attention's heads from the packed q | k | v projection, q multiplied by `scale`.
+    /// The attention's heads from the packed q | k | v projection, whose rows are `B` examples of `tokens` (`N`)
+    /// tokens each, q multiplied by `scale`.
     ///
     /// # Shapes
-    /// `qkv: [B, N, 3·D]` → `[q·scale, k, v]`, each `[B, heads, N, D/heads]`
-    fn qkv_split(qkv: burn::tensor::ops::FloatTensor<Self>, heads: usize, scale: f64) -> [burn::tensor::ops::FloatTensor<Self>; 3];
+    /// `qkv: [B, N, 3·D]` or `[B·N, 3·D]` → `[q·scale, k, v]`, each `[B, heads, N, D/heads]`
+    fn qkv_split(
+        qkv: burn::tensor::ops::FloatTensor<Self>,
+        tokens: usize,
+        heads: usize,
+        scale: f64,
+    ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
 
     /// [`GpuKernels::qkv_split`]'s transpose (its backward): the gradients of `q·scale`, `k`, `v` laid out as the
-    /// packed projection's gradient, `dq` multiplied by `scale`.
+    /// packed projection's gradient, of `shape` (the projection's: its rows the `B·N` tokens), `dq` multiplied by
+    /// `scale`.
     ///
     /// # Shapes
-    /// `dq`, `dk`, `dv: [B, H, N, hd]` → `[B, N, 3·H·hd]`
+    /// `dq`, `dk`, `dv: [B, H, N, hd]` → `shape`: `[B, N, 3·H·hd]` or `[B·N, 3·H·hd]`
     fn qkv_merge(
         dq: burn::tensor::ops::FloatTensor<Self>,
         dk: burn::tensor::ops::FloatTensor<Self>,
         dv: burn::tensor::ops::FloatTensor<Self>,
         scale: f64,
+        shape: Shape,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
     /// Softmax over the last axis.
@@ -185,16 +193,28 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 /// each for the casts (f32 copies of `[B, H, N, N]`): the node saves those passes and that memory; its gradients
 /// differ from the composition's by the rounding of the kept probabilities.
 ///
+/// `qkv`'s rows are `B` examples of `tokens` (`N`) tokens each: `[B, N, 3·D]`, or `[B·N, 3·D]` as the blocks
+/// take them on the GPU backends ([`token_rows`]); the output has `qkv`'s leading axes.
+///
 /// # Shapes
-/// `qkv: [B, N, 3·D]` → `[B, N, D]`
-pub fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
+/// `qkv: [B, N, 3·D]` → `[B, N, D]`; `[B·N, 3·D]` → `[B·N, D]`
+pub fn attention<B: Backend, const R: usize>(qkv: Tensor<B, R>, tokens: usize, heads: usize) -> Option<Tensor<B, R>> {
     #[cfg(feature = "gpu-kernels")]
-    return on_gpu::attention(qkv, heads);
+    return on_gpu::attention(qkv, tokens, heads);
     #[cfg(not(feature = "gpu-kernels"))]
     {
-        let _ = (qkv, heads);
+        let _ = (qkv, tokens, heads);
         None
     }
+}
+
+/// Whether the blocks take their tokens as rows, `[B·N, D]` ([`crate::model::block::Block::forward_rows`]): on
+/// the GPU backends with the kernels on. Every step of a block is row-wise there (LayerNorm, the products, the
+/// attention node reading its heads from the rows), so the `[B, N, D]` view only cost a reshape before and after
+/// each linear layer and those reshapes' own backward: 16 operations of burn's fusion stream per block and
+/// update, each prepared by its host thread (`benches/host_work.sh`).
+pub fn token_rows<B: Backend>() -> bool {
+    enabled() && gpu_backend::<B>()
 }
 
 /// The row pitch of a tensor laid out as rows of its last axis at a constant distance `pitch ≥ n` apart (packed
@@ -281,18 +301,21 @@ pub fn gpu_backend<B: Backend>() -> bool {
 /// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's polyflow's column sums (two launches of no
 /// autotuned shape, in f32, bf16 or f16: [`GpuKernels::col_sums`]). Elsewhere (the CPU), and with
 /// the kernels off ([`set_enabled`]), burn's `linear` as it is: the same values up to float rounding, and the CPU
-/// keeps its bits.
+/// keeps its bits. A 2-D `x` (rows) takes the same product and bias node on the GPU backends, with no reshape.
 ///
 /// # Shapes
 /// `x: [..., D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[..., D_out]`
 pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
-    if D <= 2 || !enabled() || !gpu_backend::<B>() {
+    if D < 2 || !enabled() || !gpu_backend::<B>() {
         return burn::tensor::module::linear(x, w, bias);
     }
     let dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
     let d_out = w.dims()[1];
-    let y = x.reshape([rows, dims[D - 1]]).matmul(w); // [rows, D_out]
+    // Rows already (the blocks' tokens on these backends, [`token_rows`]): no reshape, each of which is an
+    // operation of burn's fusion stream, and one more in the backward.
+    let x2: Tensor<B, 2> = if D == 2 { Tensor::from_primitive(x.into_primitive()) } else { x.reshape([rows, dims[D - 1]]) };
+    let y = x2.matmul(w); // [rows, D_out]
     let y = match bias {
         // The bias's gradient as polyflow's column sums (burn's reduction over the rows stops short past 65,532
         // rows on some wgpu adapters, and each new row count is a shape its autotune tunes again). Moved, not
@@ -304,6 +327,9 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
         Some(b) => y + b.unsqueeze(),
         None => y,
     };
+    if D == 2 {
+        return Tensor::from_primitive(y.into_primitive());
+    }
     let mut out = dims;
     out[D - 1] = d_out;
     y.reshape(out)
@@ -414,18 +440,27 @@ mod on_gpu {
         };
     }
 
-    pub(super) fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Option<Tensor<B, 3>> {
-        let [b, n, d3] = qkv.dims();
-        if !enabled() || !float(qkv.dtype()) || heads == 0 || d3 % (3 * heads) != 0 || d3 == 0 {
+    pub(super) fn attention<B: Backend, const R: usize>(qkv: Tensor<B, R>, n: usize, heads: usize) -> Option<Tensor<B, R>> {
+        let dims = qkv.dims();
+        let (rows, d3) = (dims[..R - 1].iter().product::<usize>(), dims[R - 1]);
+        if !enabled() || !float(qkv.dtype()) || R < 2 || heads == 0 || d3 % (3 * heads) != 0 || d3 == 0 {
             return None;
         }
+        if n == 0 || rows % n != 0 || (R == 3 && dims[1] != n) {
+            return None;
+        }
+        let b = rows / n;
         if !indexable(qkv.shape().num_elements()) || !indexable(b * heads * n * n) {
             return None;
         }
         let inputs = [prim(qkv)];
         macro_rules! on {
             ($g:ty) => {
-                run::<B, $g, 3, 1>(inputs, |[x]| autodiff::attention_forward::<$g>(x, heads).0, |[x]| autodiff::attention::<$g>(x, heads))
+                run::<B, $g, R, 1>(
+                    inputs,
+                    |[x]| autodiff::attention_forward::<$g>(x, n, heads).0,
+                    |[x]| autodiff::attention::<$g>(x, n, heads),
+                )
             };
         }
         dispatch!(B, on);
