@@ -406,6 +406,49 @@ fn the_attention_node_matches_burns_composition() {
     assert!(attention(x, 5, 2).is_some());
 }
 
+/// GELU (tanh approximation) as one autodiff node (`gpu_fused::gelu_tanh`: a kernel each way) gives burn's
+/// composition (`block::gelu_tanh`) output and gradient up to float rounding, tracked and in inference, on packed
+/// and padded rows (a narrowed view, as CUDA pads a product's output) and large arguments of both signs; in f16
+/// (where the adapter has it) `gelu(x as f32) as f16` within one f16 rounding, the output staying f16.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_gelu_node_matches_burns_composition() {
+    use burn::tensor::{Distribution, FloatDType, Tensor};
+    use polyflow::model::block::gelu_tanh as composed;
+    use polyflow::model::gpu_fused::gelu_tanh;
+    type A = Autodiff<Wgpu>;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    for (rows, n, pad) in [(7, 33, 0), (5, 40, 24), (1, 1, 0)] {
+        let x0 = Tensor::<A, 2>::random([rows, n + pad], Distribution::Normal(0.0, 4.0), &dev).narrow(1, 0, n);
+        let w = Tensor::<A, 2>::random([rows, n], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |kernel: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if kernel { gelu_tanh(x.clone()).ok().expect("the node runs on Autodiff<Wgpu>") } else { composed(x.clone()) };
+            let g = (y.clone() * w.clone()).sum().backward();
+            [vals(y.inner()), vals(x.grad(&g).unwrap())]
+        };
+        let (k, r) = (run(true), run(false));
+        near(&format!("gelu {rows}×{n}+{pad} y"), &k[0], &r[0], 1e-5);
+        near(&format!("gelu {rows}×{n}+{pad} dx"), &k[1], &r[1], 1e-5);
+        let x = x0.clone().inner();
+        let plain = gelu_tanh(x.clone()).ok().expect("and on Wgpu");
+        near(&format!("gelu {rows}×{n}+{pad} inference"), &vals(plain), &vals(composed(x)), 1e-5);
+    }
+    let edges = Tensor::<Wgpu, 1>::from_floats([-30.0, -9.0, -3.0, -0.5, 0.0, 1e-3, 0.5, 3.0, 9.0, 30.0], &dev);
+    let (k, r) = (vals(gelu_tanh(edges.clone()).ok().unwrap()), vals(composed(edges)));
+    assert!(k.iter().all(|v| v.is_finite()), "{k:?}");
+    near("gelu at large arguments", &k, &r, 1e-6);
+    if <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16) {
+        let x = Tensor::<Wgpu, 2>::random([9, 70], Distribution::Normal(0.0, 3.0), &dev).cast(FloatDType::F16);
+        let y = gelu_tanh(x.clone()).ok().expect("the node takes f16");
+        assert_eq!(y.dtype(), burn::tensor::DType::F16);
+        let want = vals(composed(x.cast(FloatDType::F32)).cast(FloatDType::F16));
+        for (i, (a, b)) in vals(y).iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= b.abs() * 2f32.powi(-10) + 2f32.powi(-20), "f16 gelu[{i}]: node {a} vs {b}");
+        }
+    }
+}
+
 /// A block on its tokens as rows (`Block::forward_rows`, what the GPU backends run: no reshape around the linear
 /// layers) gives the block on `[B, N, D]` (`forward_composed`) its output and every gradient, with stochastic
 /// depth dropping one example's branches, in f32 and in f16 where the adapter has it.

@@ -184,16 +184,28 @@ impl<B: Backend> Block<B> {
     /// `x: [..., D]` → `[..., D]`
     fn mlp_of<const R: usize>(&self, x: Tensor<B, R>) -> Tensor<B, R> {
         let hdn = self.project(&self.fc1, x); // [..., MLP]
-                                              // bf16: GELU computed in f32 and rounded once, as PyTorch's bf16 kernels compute in f32 ("opmath");
-                                              // with burn's fusion the casts and the activation are one kernel.
-        let half = self.arith.half();
-        let hdn = if half.is_some() { hdn.cast(FloatDType::F32) } else { hdn };
-        let hdn = if self.gelu_tanh { gelu_tanh(hdn) } else { activation::gelu(hdn) };
-        let hdn = match half {
-            Some(h) => hdn.cast(h),
-            None => hdn,
+                                              // The tanh GELU on the GPU backends: one autodiff node (f32 arithmetic, rounded once to bf16/f16 there).
+        let hdn = match self.gelu_tanh {
+            true => super::gpu_fused::gelu_tanh(hdn).unwrap_or_else(|hdn| self.gelu(hdn)),
+            false => self.gelu(hdn),
         };
         self.project(&self.fc2, hdn)
+    }
+
+    /// The block's GELU composed of burn's operations; with bf16 (f16) computed in f32 and rounded once, as
+    /// PyTorch's bf16 kernels compute in f32 ("opmath"; with burn's fusion the casts and the activation are one
+    /// kernel).
+    ///
+    /// # Shapes
+    /// `x: [..., MLP]` → `[..., MLP]`
+    fn gelu<const R: usize>(&self, x: Tensor<B, R>) -> Tensor<B, R> {
+        let half = self.arith.half();
+        let x = if half.is_some() { x.cast(FloatDType::F32) } else { x };
+        let y = if self.gelu_tanh { gelu_tanh(x) } else { activation::gelu(x) };
+        match half {
+            Some(h) => y.cast(h),
+            None => y,
+        }
     }
 
     /// The block. `keep` are stochastic-depth masks `[B, 1, 1]` for the attention and MLP branches

@@ -91,9 +91,10 @@ impl Stage for FeaturesStage {
         // its keys and bits. One more on an accelerator: LayerNorm and softmax as polyflow's GPU kernels
         // (`model::gpu_fused`). One more there: linear layers as one product over all tokens (`gpu_fused::linear`).
         // One more there: the last batch filled up to the others' size (`train::run::eval_batches`), and CUDA's
-        // features from before the kernels' packed outputs (wrong values there) retired with it.
+        // features from before the kernels' packed outputs (wrong values there) retired with it. One more there:
+        // the tanh GELU as polyflow's kernel (another rounding).
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
-        self.version() + u32::from(super::training::off_fused_cpu(params, env)) + 3 * u32::from(device)
+        self.version() + u32::from(super::training::off_fused_cpu(params, env)) + 4 * u32::from(device)
     }
     fn doc(&self) -> &'static str {
         "frozen-encoder class-token features of a task's splits (from a model, or the initial model)"

@@ -1,6 +1,6 @@
 //! The kernels as autodiff operations: LayerNorm and softmax each one node of burn's graph whose backward
 //! runs the matching backward kernel (instead of the ~20 nodes burn's compositions record); the attention's core
-//! (heads split, products, softmax, heads merged) one node whose backward ends in one kernel.
+//! (heads split, products, softmax, heads merged) one node whose backward ends in one kernel; GELU (tanh) one node.
 
 use super::GpuKernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -66,6 +66,31 @@ pub(super) fn softmax<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor
     let y = B::softmax_forward(x.primitive);
     match SoftmaxBackward.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// GELU's (tanh approximation) backward step: parent `x`; state `x`.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: GpuKernels> Backward<B, 1> for GeluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::gelu_tanh_backward(g, ops.state));
+        }
+    }
+}
+
+/// GELU (tanh approximation) on `Autodiff<B>`, one node.
+pub(super) fn gelu_tanh<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
+    let y = B::gelu_tanh_forward(x.primitive.clone());
+    match GeluBackward.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }

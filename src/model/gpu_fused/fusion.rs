@@ -16,6 +16,8 @@ enum Kind {
     LnBackward,
     SoftmaxForward,
     SoftmaxBackward,
+    GeluForward,
+    GeluBackward,
     Pack { offsets: Vec<usize>, total: usize },
     Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
     SqPartials,
@@ -48,6 +50,8 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
             Kind::SoftmaxForward => vec![B::softmax_forward(next())],
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
+            Kind::GeluForward => vec![B::gelu_tanh_forward(next())],
+            Kind::GeluBackward => vec![B::gelu_tanh_backward(next(), next())],
             Kind::QkvSplit { tokens, heads, scale } => B::qkv_split(next(), tokens, heads, scale).into(),
             Kind::QkvMerge { scale, ref shape } => vec![B::qkv_merge(next(), next(), next(), scale, shape.clone())],
             Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
@@ -151,6 +155,16 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64, shape: Shape) -> FloatTensor<Self> {
         let dt = dq.dtype;
         one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale, shape: shape.clone() }, vec![dq, dk, dv], vec![shape], &[dt]))
+    }
+
+    fn gelu_tanh_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (shape, dt) = (x.shape.clone(), x.dtype);
+        one(register::<B>("polyflow_gelu", Kind::GeluForward, vec![x], vec![shape], &[dt]))
+    }
+
+    fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (shape, dt) = (x.shape.clone(), x.dtype);
+        one(register::<B>("polyflow_gelu_backward", Kind::GeluBackward, vec![g, x], vec![shape], &[dt]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -133,6 +133,21 @@ pub trait GpuKernels: Backend {
         shape: Shape,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
+    /// GELU, tanh approximation, in f32 whatever the tensor's type (f32, bf16, f16), rounded once to it.
+    ///
+    /// # Shapes
+    /// `x: [..., N]` → `[..., N]`
+    fn gelu_tanh_forward(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self>;
+
+    /// GELU's (tanh approximation) input gradient from the output's `g` and the input `x`.
+    ///
+    /// # Shapes
+    /// `g`, `x: [..., N]` → `[..., N]`
+    fn gelu_tanh_backward(
+        g: burn::tensor::ops::FloatTensor<Self>,
+        x: burn::tensor::ops::FloatTensor<Self>,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// Softmax over the last axis.
     ///
     /// # Shapes
@@ -215,6 +230,22 @@ pub fn attention<B: Backend, const R: usize>(qkv: Tensor<B, R>, tokens: usize, h
 /// update, each prepared by its host thread (`benches/host_work.sh`).
 pub fn token_rows<B: Backend>() -> bool {
     enabled() && gpu_backend::<B>()
+}
+
+/// GELU, tanh approximation (`x·σ(2z)`, `z = √(2/π)·(x + 0.044715·x³)`), as one autodiff node on the GPU backends:
+/// one kernel forward and one backward, which keeps only `x` for the backward, where burn's composition
+/// (`block::gelu_tanh`) records seven operations and their backward, and keeps their intermediates. In f32
+/// whatever the type (f32, bf16, f16), rounded once to it: what PyTorch's GELU kernel does on bf16 tensors, with no
+/// casts around it. `Err(x)` on the other backends, with the kernels off, or for other types or sizes (the caller
+/// composes it).
+///
+/// # Shapes
+/// `x: [..., N]` → `[..., N]`
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::gelu_tanh(x);
+    #[cfg(not(feature = "gpu-kernels"))]
+    Err(x)
 }
 
 /// The row pitch of a tensor laid out as rows of its last axis at a constant distance `pitch ≥ n` apart (packed
@@ -594,6 +625,21 @@ mod on_gpu {
         }
         dispatch!(B, on);
         None
+    }
+
+    pub(super) fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        if !enabled() || !gpu_backend::<B>() || !indexable(x.shape().num_elements()) || !float(x.dtype()) {
+            return Err(x);
+        }
+        let inputs = [prim(x)];
+        macro_rules! on {
+            ($g:ty) => {
+                Ok(run::<B, $g, D, 1>(inputs, |[x]| <$g as GpuKernels>::gelu_tanh_forward(x), |[x]| autodiff::gelu_tanh::<$g>(x))
+                    .expect("one of this build's GPU backends"))
+            };
+        }
+        dispatch!(B, on);
+        unreachable!("gpu_backend::<B>() was checked")
     }
 
     pub(super) fn softmax<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
