@@ -471,8 +471,8 @@ fn gelu_forward_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, n: u32, xp: u
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
         let v = f32::cast_from(x[(i / n) * xp + i % n]);
-        // 2·√(2/π) = 1.5957691
-        let z2 = f32::new(1.595_769_1) * (v + f32::new(0.044_715) * v * v * v);
+        // 2·√(2/π) = 1.5957691216 (1.5957692 in f32)
+        let z2 = f32::new(1.595_769_2) * (v + f32::new(0.044_715) * v * v * v);
         let s = f32::new(1.0) / (f32::new(1.0) + f32::exp(f32::new(0.0) - z2));
         y[i] = F::cast_from(v * s);
         i += step;
@@ -500,9 +500,9 @@ fn gelu_backward_kernel<F: Float>(
     while i < total as usize {
         let (r, c) = (i / n, i % n);
         let v = f32::cast_from(x[r * xp + c]);
-        let z2 = f32::new(1.595_769_1) * (v + f32::new(0.044_715) * v * v * v);
+        let z2 = f32::new(1.595_769_2) * (v + f32::new(0.044_715) * v * v * v);
         let s = f32::new(1.0) / (f32::new(1.0) + f32::exp(f32::new(0.0) - z2));
-        let dz2 = f32::new(1.595_769_1) * (f32::new(1.0) + f32::new(0.134_145) * v * v);
+        let dz2 = f32::new(1.595_769_2) * (f32::new(1.0) + f32::new(0.134_145) * v * v);
         let d = s + v * s * (f32::new(1.0) - s) * dz2;
         dx[i] = F::cast_from(f32::cast_from(g[r * gp + c]) * d);
         i += step;
