@@ -45,54 +45,50 @@ pub(super) fn layer_norm<B: GpuKernels>(
     }
 }
 
-/// Softmax's backward step: parent `x`; state the output `y`.
+/// The backward step of a one-input element-wise node (softmax over the last axis, GELU): parent `x`; state one
+/// tensor (softmax: its output; GELU: its input); the input gradient `grad(g, state)`, one kernel.
 #[derive(Debug)]
-struct SoftmaxBackward;
+struct UnaryBackward<B: GpuKernels>(fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>);
 
-impl<B: GpuKernels> Backward<B, 1> for SoftmaxBackward {
+impl<B: GpuKernels> Backward<B, 1> for UnaryBackward<B> {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<B>(&ops.node);
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            grads.register::<B>(node.id, B::softmax_backward(g, ops.state));
+            grads.register::<B>(node.id, (self.0)(g, ops.state));
         }
     }
 }
 
-/// Softmax over the last axis on `Autodiff<B>`, one node.
+/// The node of `x` whose `forward` gives its output and the state `grad` reads (kept when `x` is tracked). `x`'s
+/// primitive is moved into `forward`, not cloned: a clone alive would make burn's fusion keep it and release it
+/// apart.
+fn unary<B: GpuKernels>(
+    x: FloatTensor<Autodiff<B>>,
+    forward: impl FnOnce(FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>),
+    grad: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B>> {
+    let (y, state) = forward(x.primitive);
+    match UnaryBackward(grad).prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// Softmax over the last axis on `Autodiff<B>`, one node (its backward reads the output).
 pub(super) fn softmax<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
-    let y = B::softmax_forward(x.primitive);
-    match SoftmaxBackward.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    let forward = |x| {
+        let y = B::softmax_forward(x);
+        (y.clone(), y)
+    };
+    unary(x, forward, B::softmax_backward)
 }
 
-/// GELU's (tanh approximation) backward step: parent `x`; state `x`.
-#[derive(Debug)]
-struct GeluBackward;
-
-impl<B: GpuKernels> Backward<B, 1> for GeluBackward {
-    type State = FloatTensor<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let g = grads.consume::<B>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<B>(node.id, B::gelu_tanh_backward(g, ops.state));
-        }
-    }
-}
-
-/// GELU (tanh approximation) on `Autodiff<B>`, one node.
+/// GELU (tanh approximation) on `Autodiff<B>`, one node (its backward reads the input).
 pub(super) fn gelu_tanh<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
-    let y = B::gelu_tanh_forward(x.primitive.clone());
-    match GeluBackward.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(x.primitive, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    unary(x, |x: FloatTensor<B>| (B::gelu_tanh_forward(x.clone()), x), B::gelu_tanh_backward)
 }
 
 /// The attention's backward step: parent the packed projection; state `q·scale`, `k`, `v`, the probabilities

@@ -461,6 +461,14 @@ fn qkv_merge_kernel<F: Float>(
     }
 }
 
+/// `σ(2z)` of GELU's tanh approximation at `v`, `z = √(2/π)·(v + 0.044715·v³)` (`0.5·(1 + tanh z)`).
+#[cube]
+fn gelu_gate(v: f32) -> f32 {
+    // 2·√(2/π) = 1.5957691216 (1.5957692 in f32)
+    let z2 = f32::new(1.595_769_2) * (v + f32::new(0.044_715) * v * v * v);
+    f32::new(1.0) / (f32::new(1.0) + f32::exp(f32::new(0.0) - z2))
+}
+
 /// GELU, tanh approximation, of each element of `x` (`[rows, n]`, rows `xp` apart) into packed `y`:
 /// `x·σ(2z)` with `z = √(2/π)·(x + 0.044715·x³)` (= `0.5·x·(1 + tanh z)`, the form `block::gelu_tanh` composes),
 /// in f32 whatever `F` is, rounded once to `F`; unit `i` (a grid-stride loop) writes element `i`.
@@ -471,10 +479,7 @@ fn gelu_forward_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, n: u32, xp: u
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
         let v = f32::cast_from(x[(i / n) * xp + i % n]);
-        // 2·√(2/π) = 1.5957691216 (1.5957692 in f32)
-        let z2 = f32::new(1.595_769_2) * (v + f32::new(0.044_715) * v * v * v);
-        let s = f32::new(1.0) / (f32::new(1.0) + f32::exp(f32::new(0.0) - z2));
-        y[i] = F::cast_from(v * s);
+        y[i] = F::cast_from(v * gelu_gate(v));
         i += step;
     }
 }
@@ -500,8 +505,7 @@ fn gelu_backward_kernel<F: Float>(
     while i < total as usize {
         let (r, c) = (i / n, i % n);
         let v = f32::cast_from(x[r * xp + c]);
-        let z2 = f32::new(1.595_769_2) * (v + f32::new(0.044_715) * v * v * v);
-        let s = f32::new(1.0) / (f32::new(1.0) + f32::exp(f32::new(0.0) - z2));
+        let s = gelu_gate(v);
         let dz2 = f32::new(1.595_769_2) * (f32::new(1.0) + f32::new(0.134_145) * v * v);
         let d = s + v * s * (f32::new(1.0) - s) * dz2;
         dx[i] = F::cast_from(f32::cast_from(g[r * gp + c]) * d);
