@@ -404,6 +404,22 @@ fn the_attention_node_matches_burns_composition() {
     let x = Tensor::<A, 2>::random([10, 12], Distribution::Normal(0.0, 1.0), &dev);
     assert!(attention(x.clone(), 3, 2).is_none(), "10 rows are not examples of 3 tokens");
     assert!(attention(x, 5, 2).is_some());
+    // The heads' merge and split kernels read rows at their pitch (CUDA pads a product's rows, of hd or of the
+    // width): from narrowed views, against burn's transpose and reshapes.
+    use burn::tensor::{Shape, TensorPrimitive};
+    use polyflow::model::gpu_fused::GpuKernels;
+    let t = |p| Tensor::<Wgpu, 2>::from_primitive(TensorPrimitive::Float(p));
+    let o = Tensor::<Wgpu, 4>::random([2, 3, 5, 16], Distribution::Normal(0.0, 1.0), &dev).narrow(3, 0, 8); // [B, H, N, hd]
+    let merged = t(<Wgpu as GpuKernels>::heads_merge(o.clone().into_primitive().tensor(), Shape::new([10, 24])));
+    near("heads merged", &vals(merged), &vals(o.swap_dims(1, 2).reshape([10, 24])), 0.0);
+    let g = Tensor::<Wgpu, 2>::random([10, 32], Distribution::Normal(0.0, 1.0), &dev).narrow(1, 0, 24); // [B·N, H·hd]
+    let split = Tensor::<Wgpu, 4>::from_primitive(TensorPrimitive::Float(<Wgpu as GpuKernels>::heads_split(
+        g.clone().into_primitive().tensor(),
+        5,
+        3,
+    )));
+    assert_eq!(split.dims(), [2, 3, 5, 8]);
+    near("heads split", &vals(split), &vals(g.reshape([2, 5, 3, 8]).swap_dims(1, 2)), 0.0);
 }
 
 /// GELU (tanh approximation) as one autodiff node (`gpu_fused::gelu_tanh`: a kernel each way) gives burn's

@@ -111,10 +111,10 @@ impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
         let [parent] = ops.parents;
         let Some(node) = parent else { return };
         let [b, h, n, hd] = q.shape().dims::<4>();
-        // The heads' layout made contiguous once (a reshape that merges B and H must copy): the two products
-        // below would each copy the strided view.
-        let gh = B::float_swap_dims(B::float_reshape(g, Shape::new([b, n, h, hd])), 1, 2);
-        let gh = B::float_reshape(B::float_reshape(gh, Shape::new([b * h, n, hd])), Shape::new([b, h, n, hd])); // [B, H, N, hd]
+        // The heads split out by one kernel into a packed [B, H, N, hd], which both products read as it is (a
+        // strided view they would each copy; burn's reshapes and transpose were four operations for one copy).
+        let gh = B::heads_split(g, n, h);
+        debug_assert_eq!(gh.shape().dims::<4>(), [b, h, n, hd]);
         let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), gh.clone()); // pᵀ·g: [B, H, N, hd]
         let dp = B::float_matmul(gh, B::float_swap_dims(v, 2, 3)); // g·vᵀ: [B, H, N, N]
         let ds = B::softmax_backward(dp, p); // the scores' gradient
@@ -141,7 +141,7 @@ pub(super) fn attention_forward<B: GpuKernels>(qkv: FloatTensor<B>, n: usize, he
     let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3)); // [B, H, N, N]
     let p = B::softmax_forward(scores);
     let o = B::float_matmul(p.clone(), v.clone()); // [B, H, N, hd]
-    let out = B::float_reshape(B::float_swap_dims(o, 1, 2), out_shape); // [B, N, D] or [B·N, D]
+    let out = B::heads_merge(o, out_shape); // [B, N, D] or [B·N, D]
     (out, ([q, k, v, p], scale, shape))
 }
 

@@ -18,6 +18,8 @@ enum Kind {
     SoftmaxBackward,
     GeluForward,
     GeluBackward,
+    HeadsSplit { tokens: usize, heads: usize },
+    HeadsMerge { shape: Shape },
     Pack { offsets: Vec<usize>, total: usize },
     Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
     SqPartials,
@@ -52,6 +54,8 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
             Kind::GeluForward => vec![B::gelu_tanh_forward(next())],
             Kind::GeluBackward => vec![B::gelu_tanh_backward(next(), next())],
+            Kind::HeadsSplit { tokens, heads } => vec![B::heads_split(next(), tokens, heads)],
+            Kind::HeadsMerge { ref shape } => vec![B::heads_merge(next(), shape.clone())],
             Kind::QkvSplit { tokens, heads, scale } => B::qkv_split(next(), tokens, heads, scale).into(),
             Kind::QkvMerge { scale, ref shape } => vec![B::qkv_merge(next(), next(), next(), scale, shape.clone())],
             Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
@@ -155,6 +159,17 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn qkv_merge(dq: FloatTensor<Self>, dk: FloatTensor<Self>, dv: FloatTensor<Self>, scale: f64, shape: Shape) -> FloatTensor<Self> {
         let dt = dq.dtype;
         one(register::<B>("polyflow_qkv_merge", Kind::QkvMerge { scale, shape: shape.clone() }, vec![dq, dk, dv], vec![shape], &[dt]))
+    }
+
+    fn heads_split(g: FloatTensor<Self>, tokens: usize, heads: usize) -> FloatTensor<Self> {
+        let (rows, d) = super::kernels::rows_of(&g.shape);
+        let (shape, dt) = (Shape::new([rows / tokens, heads, tokens, d / heads]), g.dtype);
+        one(register::<B>("polyflow_heads_split", Kind::HeadsSplit { tokens, heads }, vec![g], vec![shape], &[dt]))
+    }
+
+    fn heads_merge(o: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self> {
+        let dt = o.dtype;
+        one(register::<B>("polyflow_heads_merge", Kind::HeadsMerge { shape: shape.clone() }, vec![o], vec![shape], &[dt]))
     }
 
     fn gelu_tanh_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -461,6 +461,52 @@ fn qkv_merge_kernel<F: Float>(
     }
 }
 
+/// The attention's heads of `g` (`[B·N, H·hd]`, its tokens `row` apart) as `[B, H, N, hd]` (packed): unit `i` (a
+/// grid-stride loop) writes element `i`. The attention output's gradient, split as [`qkv_split_kernel`] splits one
+/// third of the projection.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn heads_split_kernel<F: Float>(
+    g: &Tensor<F>,
+    out: &mut Tensor<F>,
+    n: u32,
+    heads: u32,
+    hd: u32,
+    row: u32,
+    total: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < total as usize {
+        out[i] = g[packed_at(i, n as usize, heads as usize, hd as usize, row as usize)];
+        i += step;
+    }
+}
+
+/// [`heads_split_kernel`]'s transpose: `o` (`[B, H, N, hd]`, rows of `hd` `op` apart) merged into packed `out`
+/// (`[B·N, H·hd]`): unit `i` moves element `i` of `o`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn heads_merge_kernel<F: Float>(
+    o: &Tensor<F>,
+    out: &mut Tensor<F>,
+    n: u32,
+    heads: u32,
+    hd: u32,
+    op: u32,
+    total: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let (n, heads, hd) = (n as usize, heads as usize, hd as usize);
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < total as usize {
+        out[packed_at(i, n, heads, hd, heads * hd)] = o[(i / hd) * op as usize + i % hd];
+        i += step;
+    }
+}
+
 /// `σ(2z)` of GELU's tanh approximation at `v`, `z = √(2/π)·(v + 0.044715·v³)` (`0.5·(1 + tanh z)`).
 #[cube]
 fn gelu_gate(v: f32) -> f32 {
@@ -1002,6 +1048,55 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             hd as u32,
             total as u32,
             scale as f32,
+            dtype.into(),
+        );
+        out
+    }
+
+    fn heads_split(g: FloatTensor<Self>, tokens: usize, heads: usize) -> FloatTensor<Self> {
+        let (g, row) = pitched_rows(g);
+        let (rows, d) = rows_of(&g.shape());
+        let shape = Shape::new([rows / tokens, heads, tokens, d / heads]);
+        let out = empty_as(&g, shape.clone());
+        let dtype = g.dtype;
+        let total = shape.num_elements();
+        let (count, dim) = elementwise(total);
+        heads_split_kernel::launch::<R>(
+            &g.client.clone(),
+            count,
+            dim,
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            tokens as u32,
+            heads as u32,
+            (d / heads) as u32,
+            row as u32,
+            total as u32,
+            dtype.into(),
+        );
+        out
+    }
+
+    fn heads_merge(o: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self> {
+        // A product's output: its rows of hd may be padded on CUDA, read in place.
+        let (o, op) = pitched_rows(o);
+        let [b, heads, n, hd] = o.shape().dims::<4>();
+        assert_eq!(shape.num_elements(), b * n * heads * hd, "the merged heads' shape: {shape:?}");
+        let out = empty_as(&o, shape); // packed rows of H·hd, whatever the leading axes
+        let dtype = o.dtype;
+        let total = b * heads * n * hd;
+        let (count, dim) = elementwise(total);
+        heads_merge_kernel::launch::<R>(
+            &o.client.clone(),
+            count,
+            dim,
+            o.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n as u32,
+            heads as u32,
+            hd as u32,
+            op as u32,
+            total as u32,
             dtype.into(),
         );
         out

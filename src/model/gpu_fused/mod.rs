@@ -133,6 +133,19 @@ pub trait GpuKernels: Backend {
         shape: Shape,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
+    /// The attention output's gradient, rows of `B` examples of `tokens` (`N`) tokens, split into its heads (the
+    /// transpose of [`GpuKernels::heads_merge`]).
+    ///
+    /// # Shapes
+    /// `g: [B, N, H·hd]` or `[B·N, H·hd]` → `[B, H, N, hd]`
+    fn heads_split(g: burn::tensor::ops::FloatTensor<Self>, tokens: usize, heads: usize) -> burn::tensor::ops::FloatTensor<Self>;
+
+    /// The attention's heads merged back into rows of tokens, of `shape` (packed).
+    ///
+    /// # Shapes
+    /// `o: [B, H, N, hd]` → `shape`: `[B, N, H·hd]` or `[B·N, H·hd]`
+    fn heads_merge(o: burn::tensor::ops::FloatTensor<Self>, shape: Shape) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// GELU, tanh approximation, in f32 whatever the tensor's type (f32, bf16, f16), rounded once to it.
     ///
     /// # Shapes
@@ -194,8 +207,9 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 
 /// Multi-head self-attention from the packed projection, `softmax(q·kᵀ/√hd)·v` with the heads merged back, as
 /// one autodiff node on the GPU backends: the heads split by one kernel (q scaled there), burn's products, the
-/// softmax kernel, and a backward of four products, the softmax's backward and one kernel laying the three
-/// gradients out as the projection's. burn's composition (three head copies and a scaling forward; a zero tensor
+/// softmax kernel, the heads merged back by one kernel; and a backward of one kernel splitting the output's
+/// gradient into heads, four products, the softmax's backward and one kernel laying the three gradients out as
+/// the projection's. burn's composition (three head copies and a scaling forward; a zero tensor
 /// and a `slice_assign` per head tensor, their sums, the scaling and two copies backward) takes 8 and 17 launches
 /// per block where this node takes 5 and 7 (`None`: not a GPU backend, the kernels off, a float type other than
 /// f32, bf16 and f16, heads that do not divide the width, or tensors past their 32-bit indices — the caller
