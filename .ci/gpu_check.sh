@@ -144,7 +144,7 @@ step ti_f16 60 $B bench-model --backend cuda --f16 $TI
 step torch_ti_f16 30 python3 benches/vit_torch.py --device cuda --f16 $TI
 # Host work per update of each host thread (caller, burn-fusion's server, CubeCL's device server), spin-waits
 # apart, and burn-fusion's operations per update (benches/host_work.sh; needs perf, skipped without it). On
-# lavapipe (2-core AMD EPYC, a tiny ViT of ViT-Ti's structure): 636 operations, 335 launches per update.
+# lavapipe (2-core AMD EPYC, a tiny ViT of ViT-Ti's structure): 612 operations, 335 launches per update.
 if command -v perf > /dev/null; then
   step ti_host_work 150 env OPS=1 S1=10 S2=60 benches/host_work.sh $B --backend cuda ${TI/--steps 20/}
 else
