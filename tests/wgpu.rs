@@ -465,47 +465,6 @@ fn the_gelu_node_matches_burns_composition() {
     }
 }
 
-/// A linear layer's bias and the tanh GELU after it as one node (`gpu_fused::linear_gelu`, what a block's MLP runs on
-/// the GPU backends) give burn's product, bias add and GELU composition: output and the gradients of input,
-/// weight and bias, in f32 and, where the adapter has it, f16 (against the composition computed in f32 from the
-/// same f16 operands, within f16 rounding).
-#[test]
-#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
-fn the_bias_gelu_node_matches_the_linear_layer_then_gelu() {
-    use burn::tensor::{Distribution, FloatDType, Tensor};
-    use polyflow::model::block::gelu_tanh;
-    use polyflow::model::gpu_fused::{linear_gelu, linear_rows};
-    type A = Autodiff<Wgpu>;
-    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
-    let f16 = <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
-    let types: &[FloatDType] = if f16 { &[FloatDType::F32, FloatDType::F16] } else { &[FloatDType::F32] };
-    let normal = Distribution::Normal(0.0, 1.0);
-    let (x0, w0, b0) = (
-        Tensor::<A, 2>::random([70, 24], normal, &dev),
-        Tensor::<A, 2>::random([24, 40], normal, &dev),
-        Tensor::<A, 1>::random([40], normal, &dev),
-    );
-    let gy = Tensor::<A, 2>::random([70, 40], normal, &dev);
-    for &ty in types {
-        let run = |node: bool| {
-            let (x, w, b) = (x0.clone().detach().require_grad(), w0.clone().detach().require_grad(), b0.clone().detach().require_grad());
-            let (xh, wh, bh) = (x.clone().cast(ty), w.clone().cast(ty), b.clone().cast(ty));
-            let y = if node {
-                linear_gelu(xh, wh, bh).cast(FloatDType::F32)
-            } else {
-                gelu_tanh(linear_rows(xh, wh, Some(bh)).cast(FloatDType::F32))
-            };
-            let g = (y.clone() * gy.clone()).sum().backward();
-            [vals(y.inner()), vals(x.grad(&g).unwrap()), vals(w.grad(&g).unwrap()), vals(b.grad(&g).unwrap())]
-        };
-        let (k, r) = (run(true), run(false));
-        let tol = if ty == FloatDType::F32 { 1e-5 } else { 4e-3 };
-        for (i, what) in ["y", "dx", "dw", "db"].iter().enumerate() {
-            near(&format!("{ty:?} bias + gelu {what}"), &k[i], &r[i], tol);
-        }
-    }
-}
-
 /// A block on its tokens as rows (`Block::forward_rows`, what the GPU backends run: no reshape around the linear
 /// layers) gives the block on `[B, N, D]` (`forward_composed`) its output and every gradient, with stochastic
 /// depth dropping one example's branches, in f32 and in f16 where the adapter has it.

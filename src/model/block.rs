@@ -183,20 +183,12 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [..., D]` → `[..., D]`
     fn mlp_of<const R: usize>(&self, x: Tensor<B, R>) -> Tensor<B, R> {
-        let hdn = match (self.gelu_tanh, self.fc1.bias.as_ref()) {
-            // GPU backends: fc1's bias and the tanh GELU as one autodiff node after the product (one kernel; f32
-            // arithmetic from and to bf16/f16, as the casts of `project` give them).
-            (true, Some(b)) if super::gpu_fused::token_rows::<B>() => {
-                let (w, b) = (self.fc1.weight.val(), b.val());
-                match self.arith.half() {
-                    Some(h) => super::gpu_fused::linear_gelu(x.cast(h), w.cast(h), b.cast(h)),
-                    None => super::gpu_fused::linear_gelu(x, w, b),
-                }
-            }
-            // Elsewhere the product, then the GELU (one node on the GPU backends without a bias, else composed).
-            (true, _) => super::gpu_fused::gelu_tanh(self.project(&self.fc1, x)).unwrap_or_else(|h| self.gelu(h)),
-            (false, _) => self.gelu(self.project(&self.fc1, x)),
-        }; // [..., MLP]
+        let hdn = self.project(&self.fc1, x); // [..., MLP]
+                                              // The tanh GELU on the GPU backends: one autodiff node (f32 arithmetic, rounded once to bf16/f16 there).
+        let hdn = match self.gelu_tanh {
+            true => super::gpu_fused::gelu_tanh(hdn).unwrap_or_else(|hdn| self.gelu(hdn)),
+            false => self.gelu(hdn),
+        };
         self.project(&self.fc2, hdn)
     }
 

@@ -88,39 +88,7 @@ pub(super) fn softmax<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor
 
 /// GELU (tanh approximation) on `Autodiff<B>`, one node (its backward reads the input).
 pub(super) fn gelu_tanh<B: GpuKernels>(x: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
-    unary(x, |x: FloatTensor<B>| (B::gelu_tanh_forward(x.clone(), None), x), |g, x| B::gelu_tanh_backward(g, x, None))
-}
-
-/// `gelu(y + b)`'s backward step: parents `y` (`[rows, n]`) and the bias `b` (`[n]`); state both (the sum is
-/// recomputed, not kept). The pre-activation's gradient is `y`'s, its column sums `b`'s.
-#[derive(Debug)]
-struct BiasGeluBackward;
-
-impl<B: GpuKernels> Backward<B, 2> for BiasGeluBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let g = grads.consume::<B>(&ops.node);
-        let (y, b) = ops.state;
-        let d = B::gelu_tanh_backward(g, y, Some(b));
-        let [y, bias] = ops.parents;
-        if let Some(node) = bias {
-            grads.register::<B>(node.id, B::col_sums(d.clone()));
-        }
-        if let Some(node) = y {
-            grads.register::<B>(node.id, d);
-        }
-    }
-}
-
-/// `gelu(y + b)` over `y`'s rows (a linear layer's bias, then the tanh GELU) on `Autodiff<B>`, one node: one kernel
-/// forward; backward one kernel and the bias's column sums.
-pub(super) fn bias_gelu<B: GpuKernels>(y: FloatTensor<Autodiff<B>>, b: FloatTensor<Autodiff<B>>) -> FloatTensor<Autodiff<B>> {
-    let out = B::gelu_tanh_forward(y.primitive.clone(), Some(b.primitive.clone()));
-    match BiasGeluBackward.prepare::<NoCheckpointing>([y.node, b.node]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((y.primitive, b.primitive), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    unary(x, |x: FloatTensor<B>| (B::gelu_tanh_forward(x.clone()), x), B::gelu_tanh_backward)
 }
 
 /// The attention's backward step: parent the packed projection; state `q·scale`, `k`, `v`, the probabilities

@@ -16,8 +16,8 @@ enum Kind {
     LnBackward,
     SoftmaxForward,
     SoftmaxBackward,
-    GeluForward { biased: bool },
-    GeluBackward { biased: bool },
+    GeluForward,
+    GeluBackward,
     HeadsSplit { tokens: usize, heads: usize },
     HeadsMerge { shape: Shape },
     Pack { offsets: Vec<usize>, total: usize },
@@ -52,8 +52,8 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
             Kind::SoftmaxForward => vec![B::softmax_forward(next())],
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
-            Kind::GeluForward { biased } => vec![B::gelu_tanh_forward(next(), biased.then(&mut next))],
-            Kind::GeluBackward { biased } => vec![B::gelu_tanh_backward(next(), next(), biased.then(&mut next))],
+            Kind::GeluForward => vec![B::gelu_tanh_forward(next())],
+            Kind::GeluBackward => vec![B::gelu_tanh_backward(next(), next())],
             Kind::HeadsSplit { tokens, heads } => vec![B::heads_split(next(), tokens, heads)],
             Kind::HeadsMerge { ref shape } => vec![B::heads_merge(next(), shape.clone())],
             Kind::QkvSplit { tokens, heads, scale } => B::qkv_split(next(), tokens, heads, scale).into(),
@@ -172,16 +172,14 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         one(register::<B>("polyflow_heads_merge", Kind::HeadsMerge { shape: shape.clone() }, vec![o], vec![shape], &[dt]))
     }
 
-    fn gelu_tanh_forward(x: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
-        let (shape, dt, biased) = (x.shape.clone(), x.dtype, bias.is_some());
-        let inputs = std::iter::once(x).chain(bias).collect();
-        one(register::<B>("polyflow_gelu", Kind::GeluForward { biased }, inputs, vec![shape], &[dt]))
+    fn gelu_tanh_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (shape, dt) = (x.shape.clone(), x.dtype);
+        one(register::<B>("polyflow_gelu", Kind::GeluForward, vec![x], vec![shape], &[dt]))
     }
 
-    fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
-        let (shape, dt, biased) = (x.shape.clone(), x.dtype, bias.is_some());
-        let inputs = [g, x].into_iter().chain(bias).collect();
-        one(register::<B>("polyflow_gelu_backward", Kind::GeluBackward { biased }, inputs, vec![shape], &[dt]))
+    fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (shape, dt) = (x.shape.clone(), x.dtype);
+        one(register::<B>("polyflow_gelu_backward", Kind::GeluBackward, vec![g, x], vec![shape], &[dt]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -515,51 +515,34 @@ fn gelu_gate(v: f32) -> f32 {
     f32::new(1.0) / (f32::new(1.0) + f32::exp(f32::new(0.0) - z2))
 }
 
-/// GELU, tanh approximation, of each element of `x` (`[rows, n]`, rows `xp` apart), plus `b[column]` first when
-/// `biased` (a linear layer's bias: `gelu(x + b)`), into packed `y`: `v·σ(2z)` with `z = √(2/π)·(v + 0.044715·v³)`
-/// (= `0.5·v·(1 + tanh z)`, the form `block::gelu_tanh` composes), in f32 whatever `F` is, rounded once to `F`;
-/// unit `i` (a grid-stride loop) writes element `i`.
+/// GELU, tanh approximation, of each element of `x` (`[rows, n]`, rows `xp` apart) into packed `y`:
+/// `x·σ(2z)` with `z = √(2/π)·(x + 0.044715·x³)` (= `0.5·x·(1 + tanh z)`, the form `block::gelu_tanh` composes),
+/// in f32 whatever `F` is, rounded once to `F`; unit `i` (a grid-stride loop) writes element `i`.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn gelu_forward_kernel<F: Float>(
-    x: &Tensor<F>,
-    b: &Tensor<F>,
-    y: &mut Tensor<F>,
-    n: u32,
-    xp: u32,
-    total: u32,
-    #[comptime] biased: bool,
-    #[define(F)] _dtype: StorageType,
-) {
+fn gelu_forward_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, n: u32, xp: u32, total: u32, #[define(F)] _dtype: StorageType) {
     let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let (n, xp) = (n as usize, xp as usize);
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
-        let c = i % n;
-        let mut v = f32::cast_from(x[(i / n) * xp + c]);
-        if biased {
-            v += f32::cast_from(b[c]);
-        }
+        let v = f32::cast_from(x[(i / n) * xp + i % n]);
         y[i] = F::cast_from(v * gelu_gate(v));
         i += step;
     }
 }
 
 /// GELU's (tanh approximation) input gradient from the output's `g` and the input `x` (`[rows, n]`, rows `gp` and
-/// `xp` apart; plus `b[column]` when `biased`, as [`gelu_forward_kernel`]) into packed `dx`:
-/// `g·(σ(2z) + v·σ(2z)·(1 − σ(2z))·2z′)`, `2z′ = 2·√(2/π)·(1 + 3·0.044715·v²)`, in f32, rounded once to `F`.
+/// `xp` apart) into packed `dx`: `g·(σ(2z) + x·σ(2z)·(1 − σ(2z))·2z′)`, `2z′ = 2·√(2/π)·(1 + 3·0.044715·x²)`, in
+/// f32, rounded once to `F`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn gelu_backward_kernel<F: Float>(
     g: &Tensor<F>,
     x: &Tensor<F>,
-    b: &Tensor<F>,
     dx: &mut Tensor<F>,
     n: u32,
     gp: u32,
     xp: u32,
     total: u32,
-    #[comptime] biased: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
@@ -567,10 +550,7 @@ fn gelu_backward_kernel<F: Float>(
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < total as usize {
         let (r, c) = (i / n, i % n);
-        let mut v = f32::cast_from(x[r * xp + c]);
-        if biased {
-            v += f32::cast_from(b[c]);
-        }
+        let v = f32::cast_from(x[r * xp + c]);
         let s = gelu_gate(v);
         let dz2 = f32::new(1.595_769_2) * (f32::new(1.0) + f32::new(0.134_145) * v * v);
         let d = s + v * s * (f32::new(1.0) - s) * dz2;
@@ -1122,7 +1102,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         out
     }
 
-    fn gelu_tanh_forward(x: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+    fn gelu_tanh_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
         // Read at its pitch: the input is a product's output (fc1's), padded rows on CUDA.
         let (x, xp) = pitched_rows(x);
         let shape = x.shape();
@@ -1130,27 +1110,22 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let total = shape.num_elements();
         let y = empty_as(&x, shape);
         let dtype = x.dtype;
-        let biased = bias.is_some();
-        // Without a bias the kernel never reads `b`: any tensor of the type stands in.
-        let b = bias.map(into_contiguous).unwrap_or_else(|| x.clone());
         let (count, dim) = elementwise(total);
         gelu_forward_kernel::launch::<R>(
             &x.client.clone(),
             count,
             dim,
             x.into_tensor_arg(),
-            b.into_tensor_arg(),
             y.clone().into_tensor_arg(),
             n as u32,
             xp as u32,
             total as u32,
-            biased,
             dtype.into(),
         );
         y
     }
 
-    fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>, bias: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+    fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
         // One float type for both (the kernel's): the gradient cast to the input's should they differ.
         let g = if g.dtype == x.dtype { g } else { burn_cubecl::kernel::cast(g, x.dtype) };
         let ((g, gp), (x, xp)) = (pitched_rows(g), pitched_rows(x));
@@ -1159,8 +1134,6 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let total = shape.num_elements();
         let dx = empty_as(&x, shape);
         let dtype = x.dtype;
-        let biased = bias.is_some();
-        let b = bias.map(into_contiguous).unwrap_or_else(|| x.clone());
         let (count, dim) = elementwise(total);
         gelu_backward_kernel::launch::<R>(
             &x.client.clone(),
@@ -1168,13 +1141,11 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             dim,
             g.into_tensor_arg(),
             x.into_tensor_arg(),
-            b.into_tensor_arg(),
             dx.clone().into_tensor_arg(),
             n as u32,
             gp as u32,
             xp as u32,
             total as u32,
-            biased,
             dtype.into(),
         );
         dx

@@ -146,25 +146,19 @@ pub trait GpuKernels: Backend {
     /// `o: [B, H, N, hd]` → `shape`: `[B, N, H·hd]` or `[B·N, H·hd]`
     fn heads_merge(o: burn::tensor::ops::FloatTensor<Self>, shape: Shape) -> burn::tensor::ops::FloatTensor<Self>;
 
-    /// GELU, tanh approximation, of `x` (plus `bias` over its rows first: `gelu(x + b)`), in f32 whatever the
-    /// tensors' type (f32, bf16, f16; one for all), rounded once to it.
+    /// GELU, tanh approximation, in f32 whatever the tensor's type (f32, bf16, f16), rounded once to it.
     ///
     /// # Shapes
-    /// `x: [..., N]`, `bias: [N]` → `[..., N]`
-    fn gelu_tanh_forward(
-        x: burn::tensor::ops::FloatTensor<Self>,
-        bias: Option<burn::tensor::ops::FloatTensor<Self>>,
-    ) -> burn::tensor::ops::FloatTensor<Self>;
+    /// `x: [..., N]` → `[..., N]`
+    fn gelu_tanh_forward(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self>;
 
-    /// GELU's (tanh approximation) input gradient from the output's `g`, the input `x` and the `bias` added to it
-    /// (the gradient of `x + b`: the bias's own is its column sums).
+    /// GELU's (tanh approximation) input gradient from the output's `g` and the input `x`.
     ///
     /// # Shapes
-    /// `g`, `x: [..., N]`, `bias: [N]` → `[..., N]`
+    /// `g`, `x: [..., N]` → `[..., N]`
     fn gelu_tanh_backward(
         g: burn::tensor::ops::FloatTensor<Self>,
         x: burn::tensor::ops::FloatTensor<Self>,
-        bias: Option<burn::tensor::ops::FloatTensor<Self>>,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
     /// Softmax over the last axis.
@@ -361,7 +355,12 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
         return burn::tensor::module::linear(x, w, bias);
     }
     let dims = x.dims();
-    let y = as_rows(x).matmul(w); // [rows, D_out]
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let d_out = w.dims()[1];
+    // Rows already (the blocks' tokens on these backends, [`token_rows`]): no reshape, each of which is an
+    // operation of burn's fusion stream, and one more in the backward.
+    let x2: Tensor<B, 2> = if D == 2 { Tensor::from_primitive(x.into_primitive()) } else { x.reshape([rows, dims[D - 1]]) };
+    let y = x2.matmul(w); // [rows, D_out]
     let y = match bias {
         // The bias's gradient as polyflow's column sums (burn's reduction over the rows stops short past 65,532
         // rows on some wgpu adapters, and each new row count is a shape its autotune tunes again). Moved, not
@@ -373,48 +372,12 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
         Some(b) => y + b.unsqueeze(),
         None => y,
     };
-    from_rows(y, dims)
-}
-
-/// `x` as the rows of its last axis, `[rows, D_in]`: itself when it has two axes (no reshape: each is an operation of
-/// burn's fusion stream, and one more in the backward).
-fn as_rows<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 2> {
-    if D == 2 {
-        return Tensor::from_primitive(x.into_primitive());
-    }
-    let dims = x.dims();
-    x.reshape([dims[..D - 1].iter().product::<usize>(), dims[D - 1]])
-}
-
-/// [`as_rows`]' inverse for an output of `y`'s width: `[rows, D_out]` → the leading axes of `dims`, then `D_out`.
-fn from_rows<B: Backend, const D: usize>(y: Tensor<B, 2>, dims: [usize; D]) -> Tensor<B, D> {
     if D == 2 {
         return Tensor::from_primitive(y.into_primitive());
     }
     let mut out = dims;
-    out[D - 1] = y.dims()[1];
+    out[D - 1] = d_out;
     y.reshape(out)
-}
-
-/// `gelu_tanh(x·W + b)` (a ViT MLP's first layer and its activation) on the GPU backends with the kernels on
-/// ([`token_rows`]; the caller checks): the product as [`linear_rows`] takes it, then the bias and the tanh GELU as
-/// one autodiff node, one kernel forward (where the bias add and the GELU were a launch each) and, backward, one
-/// kernel and the bias's column sums. f32, bf16 or f16 (one type for the three), computed in f32 and rounded once.
-///
-/// # Shapes
-/// `x: [..., D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[..., D_out]`
-pub fn linear_gelu<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, D> {
-    assert!(D >= 2 && token_rows::<B>(), "linear_gelu: a GPU backend with polyflow's kernels on");
-    let dims = x.dims();
-    let y = as_rows(x).matmul(w); // [rows, D_out]
-    #[cfg(feature = "gpu-kernels")]
-    let y = on_gpu::bias_gelu(y, bias).expect("a GPU backend takes the bias-GELU node");
-    #[cfg(not(feature = "gpu-kernels"))]
-    let y = {
-        let _ = bias;
-        unreachable!("token_rows is false without the GPU kernels: {y:?}")
-    };
-    from_rows(y, dims)
 }
 
 /// `y + bias` over `y`'s rows as one autodiff node whose backward sums the gradient's columns with polyflow's
@@ -661,24 +624,6 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn bias_gelu<B: Backend>(y: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
-        let (yt, bt) = (y.dtype(), bias.dtype());
-        assert!(yt == bt && float(yt) && indexable(y.shape().num_elements()), "bias_gelu: {yt:?} and {bt:?}");
-        let inputs = [prim(y), prim(bias)];
-        macro_rules! on {
-            ($g:ty) => {
-                run::<B, $g, 2, 2>(
-                    inputs,
-                    |[y, b]| <$g as GpuKernels>::gelu_tanh_forward(y, Some(b)),
-                    |[y, b]| autodiff::bias_gelu::<$g>(y, b),
-                )
-            };
-        }
-        dispatch!(B, on);
-        let _ = inputs;
-        None
-    }
-
     pub(super) fn squared_norm<B: Backend>(g: &Tensor<B, 1>) -> Option<Tensor<B, 1>> {
         let n = g.dims()[0];
         if !enabled() || !indexable(n) || g.dtype() != DType::F32 {
@@ -703,7 +648,7 @@ mod on_gpu {
         let inputs = [prim(x)];
         macro_rules! on {
             ($g:ty) => {
-                Ok(run::<B, $g, D, 1>(inputs, |[x]| <$g as GpuKernels>::gelu_tanh_forward(x, None), |[x]| autodiff::gelu_tanh::<$g>(x))
+                Ok(run::<B, $g, D, 1>(inputs, |[x]| <$g as GpuKernels>::gelu_tanh_forward(x), |[x]| autodiff::gelu_tanh::<$g>(x))
                     .expect("one of this build's GPU backends"))
             };
         }
