@@ -9,15 +9,16 @@
 //! row ([`kernels`]), registered as a custom operation of burn's fusion stream ([`fusion`]) with its backward
 //! ([`autodiff`]).
 //!
-//! [`attention`] (the heads split from the packed projection and merged back, with their backward) and [`linear`]
-//! (one product over all tokens, the bias's gradient as column sums) remove more of burn's launches and
-//! intermediates the same way. The flat optimizer's [`pack`], [`unpack`] and [`squared_norm`] work on its flat
+//! [`attention`] (the heads split from the packed projection and merged back, with their backward), [`linear`]
+//! (one product over all tokens, the bias's gradient as column sums) and [`gelu_tanh`] (one kernel each way)
+//! remove more of burn's launches, operations and intermediates the same way; on these backends the blocks take
+//! their tokens as rows ([`token_rows`]), so no reshape surrounds the linear layers. The flat optimizer's [`pack`], [`unpack`] and [`squared_norm`] work on its flat
 //! buffers. The column sums and the squared norm also stand in for burn 0.21's reductions over long axes, which
 //! stop short on wgpu adapters with 65,535 cubes per axis ([`squared_norm`]).
 //!
-//! [`layer_norm`], [`softmax_last`] and [`attention`] take this path when the backend is `Cuda`/`Wgpu` or
-//! `Autodiff` of one (the build's `cuda`/`wgpu` features), the tensors are f32 (LayerNorm) or f32, bf16 or f16
-//! (softmax and attention, computed in f32 and rounded once to the tensors' type) and the path is enabled
+//! [`layer_norm`], [`softmax_last`], [`attention`] and [`gelu_tanh`] take this path when the backend is
+//! `Cuda`/`Wgpu` or `Autodiff` of one (the build's `cuda`/`wgpu` features), the tensors are f32 (LayerNorm) or f32,
+//! bf16 or f16 (softmax, attention and GELU, computed in f32 and rounded once to the tensors' type) and the path is enabled
 //! ([`set_enabled`], on by default); otherwise burn's compositions run, which are also the reference these kernels are tested against
 //! (`tests/wgpu.rs`). The results differ from the compositions' in float rounding only (another summation
 //! order, a reciprocal), so training nodes on those backends have keys of their own (`TrainStage::version_for`).
