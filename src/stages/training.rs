@@ -122,7 +122,7 @@ pub(crate) fn env_for_block(params: &Value, mut env: BTreeMap<String, String>) -
     env
 }
 
-/// [`Stage::follow_env`] of the model-bearing nodes (the inverse of [`env_for_block`]): the fused CPU block on or
+/// [`Stage::follow_env`] of the model-bearing nodes (the inverse of `env_for_block`): the fused CPU block on or
 /// off as the key's `cpu_block` entry says, and bf16 products off AMX unless its `bf16_kernel` entry names AMX.
 /// `Err` when this machine cannot: the key names AMX and the products here do not run on it (the bits would differ
 /// from the key's).

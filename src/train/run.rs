@@ -726,7 +726,7 @@ fn batch(t: &TaskRun, idx: &[usize], seed: u64, j: usize, step: u64) -> (Vec<f32
 /// still building, losing or corrupting a gradient silently.)
 static UPDATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Holds [`UPDATE`]: whatever builds an autodiff graph and calls `backward()` outside the training loop in
+/// Holds `UPDATE`: whatever builds an autodiff graph and calls `backward()` outside the training loop in
 /// this process (unit tests that run side by side) takes it for the graph's whole life.
 pub fn autodiff_guard() -> std::sync::MutexGuard<'static, ()> {
     UPDATE.lock().unwrap_or_else(|e| e.into_inner())

@@ -5,7 +5,7 @@
 //! PyTorch's CPU autocast does for `linear` and `matmul`. On CPUs with AVX512-BF16 the micro-kernel is
 //! `vdpbf16ps` (a 12 × 32 tile, 24 `zmm` accumulators, two bf16 products per lane and instruction: twice the
 //! multiply-adds of an f32 FMA); elsewhere an emulation computes the same sums with f32 FMAs. On CPUs with
-//! AMX-BF16 (Intel Xeon from Sapphire Rapids on) the kernel is AMX's `tdpbf16ps` on 32 × 32 tiles ([`crate::amx`]),
+//! AMX-BF16 (Intel Xeon from Sapphire Rapids on) the kernel is AMX's `tdpbf16ps` on 32 × 32 tiles (`crate::amx`),
 //! whose sums round differently: there, products differ from the other kernels' in their last bits (still
 //! deterministic and independent of the thread count; `POLYFLOW_BF16=avx512` gives the bits of other machines).
 //!
@@ -188,7 +188,7 @@ fn pairs_scalar<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u32]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// AMX `tdpbf16ps` on 32 × 32 tiles (CPUs with AMX-BF16: Intel Xeon from Sapphire Rapids on). Its sums round
-    /// differently from `vdpbf16ps` (see [`crate::amx`]): products differ from the other kernels' in the last bits.
+    /// differently from `vdpbf16ps` (see `crate::amx`): products differ from the other kernels' in the last bits.
     Amx,
     /// AVX512-BF16 `vdpbf16ps`.
     Native,

@@ -10,7 +10,7 @@
 //! micro-kernels whose accumulators never leave registers.
 //!
 //! Small products on one thread (the attention's per-head products) skip the packing and take
-//! [`crate::small`]'s register tiles on AVX-512F, with the same sums.
+//! `crate::small`'s register tiles on AVX-512F, with the same sums.
 //!
 //! Every output element is `Σ_p a·b` accumulated by FMA in ascending `p` from zero within blocks of `KC`,
 //! blocks added in order — the same in both kernels and for every thread count (threads split rows), so
@@ -132,7 +132,7 @@ pub fn small_products(on: bool) {
 }
 
 /// The environment variable that forces an f32 kernel for comparisons (read by [`isa`]). An AVX-512 value forces the
-/// blocked path's tile; small single-thread products keep [`crate::small`]'s tiles (`avx2` turns those off too).
+/// blocked path's tile; small single-thread products keep `crate::small`'s tiles (`avx2` turns those off too).
 pub const FORCE_VAR: &str = "POLYFLOW_SGEMM";
 
 /// The values of [`FORCE_VAR`]: AVX2 + FMA, the 12 × 32 tile everywhere, the 8 × 48 tile everywhere (any other
@@ -140,7 +140,7 @@ pub const FORCE_VAR: &str = "POLYFLOW_SGEMM";
 pub const FORCE_VALUES: [&str; 3] = ["avx2", "avx512-12x32", "avx512-8x48"];
 
 /// The kernel this CPU runs, if any: AVX-512F (on Intel with the 8 × 48 tile where it fits, see
-/// [`AVX512_INTEL`]), else AVX2 + FMA. [`FORCE_VAR`] forces one for comparisons ([`FORCE_VALUES`]); the bits
+/// `AVX512_INTEL`), else AVX2 + FMA. [`FORCE_VAR`] forces one for comparisons ([`FORCE_VALUES`]); the bits
 /// are the same.
 pub fn isa() -> Option<Isa> {
     static ISA: OnceLock<Option<Isa>> = OnceLock::new();

@@ -27,7 +27,7 @@ pub struct Dims {
     /// Arithmetic of the matrix products: projections, MLP and the per-head attention products (as PyTorch's
     /// autocast; at 65 tokens the attention products in bf16 still took a bf16 training step ~4 % less CPU
     /// time than in f32, conversions included: perf, Zen 4). LayerNorm, softmax, GELU and residuals are
-    /// computed in f32; in bf16 the layers' inputs are kept in bf16 ([`Input`]).
+    /// computed in f32; in bf16 the layers' inputs are kept in bf16 (`Input`).
     pub prec: k::Precision,
 }
 

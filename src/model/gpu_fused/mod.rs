@@ -6,8 +6,8 @@
 //! reduction around an exponential; under autodiff each step records a node whose backward adds more reductions
 //! (the broadcasts' gradients). On a ViT-Ti training step on lavapipe this takes the launches from 713 to 513
 //! (BENCHMARKS.md, "Kernel launches of a GPU training step"). Here each is one autodiff node over one kernel per pass, one cube per
-//! row ([`kernels`]), registered as a custom operation of burn's fusion stream ([`fusion`]) with its backward
-//! ([`autodiff`]).
+//! row (`kernels`), registered as a custom operation of burn's fusion stream (`fusion`) with its backward
+//! (`autodiff`).
 //!
 //! [`attention`] (the heads split from the packed projection and merged back, with their backward), [`linear`]
 //! (one product over all tokens, the bias's gradient as column sums) and [`gelu_tanh`] (one kernel each way)
@@ -76,7 +76,7 @@ pub trait GpuKernels: Backend {
         rstd: burn::tensor::ops::FloatTensor<Self>,
     ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
 
-    /// The 1-D `pieces` laid out at `offsets` in a zero buffer of `total` elements, copied [`kernels`]' group
+    /// The 1-D `pieces` laid out at `offsets` in a zero buffer of `total` elements, copied `kernels`' group
     /// at a time (a launch per five pieces where burn's `slice_assign` launches one each).
     ///
     /// # Shapes
