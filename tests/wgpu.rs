@@ -174,6 +174,26 @@ fn vals<B: burn::tensor::backend::Backend, const D: usize>(t: burn::tensor::Tens
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
+/// `got` within one f16 rounding of `want` everywhere (relative 2⁻¹⁰, plus `floor` near zero): what f32 arithmetic
+/// rounded once to f16 gives, where arithmetic in f16 would be several roundings off somewhere.
+fn within_one_f16_step(what: &str, got: &[f32], want: &[f32], floor: f32) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= b.abs() * 2f32.powi(-10) + floor, "{what}[{i}]: kernel {a} vs {b}");
+    }
+}
+
+/// Whether the default adapter has 16-bit float arithmetic (Vulkan's shaderFloat16; lavapipe has it). Without it
+/// the f16 part of `test` is skipped, and said so on stderr.
+fn has_f16(test: &str) -> bool {
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let yes = <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
+    if !yes {
+        eprintln!("{test}: no f16 on this adapter, its f16 checks are SKIPPED");
+    }
+    yes
+}
+
 /// `a` within `tol` of `b`, relative to `b`'s largest magnitude.
 fn near(what: &str, a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "{what}");
@@ -454,14 +474,12 @@ fn the_gelu_node_matches_burns_composition() {
     let (k, r) = (vals(gelu_tanh(edges.clone()).unwrap()), vals(composed(edges)));
     assert!(k.iter().all(|v| v.is_finite()), "{k:?}");
     near("gelu at large arguments", &k, &r, 1e-6);
-    if <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16) {
+    if has_f16("the_gelu_node_matches_burns_composition") {
         let x = Tensor::<Wgpu, 2>::random([9, 70], Distribution::Normal(0.0, 3.0), &dev).cast(FloatDType::F16);
         let y = gelu_tanh(x.clone()).expect("the node takes f16");
         assert_eq!(y.dtype(), burn::tensor::DType::F16);
         let want = vals(composed(x.cast(FloatDType::F32)).cast(FloatDType::F16));
-        for (i, (a, b)) in vals(y).iter().zip(&want).enumerate() {
-            assert!((a - b).abs() <= b.abs() * 2f32.powi(-10) + 2f32.powi(-20), "f16 gelu[{i}]: node {a} vs {b}");
-        }
+        within_one_f16_step("f16 gelu", &vals(y), &want, 2f32.powi(-20));
     }
 }
 
@@ -479,7 +497,7 @@ fn blocks_on_token_rows_match_blocks_on_tokens() {
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     assert!(polyflow::model::gpu_fused::token_rows::<A>());
     let (b, n, d) = (3, 17, 24);
-    let f16 = <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
+    let f16 = has_f16("blocks_on_token_rows_match_blocks_on_tokens");
     let ariths: &[Arith] = if f16 { &[Arith::F32, Arith::F16] } else { &[Arith::F32] };
     for &arith in ariths {
         let mut blk = Block::<A>::new(d, 4, 2 * d, 1e-6, true, &mut Init::new(7), &dev);
@@ -563,9 +581,7 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
     // Within one f16 step of `softmax(x as f32) as f16` everywhere (f32 arithmetic, one rounding): a softmax
     // computed in f16 would be several steps off somewhere.
     let (k, r) = (vals(y), vals(activation::softmax(x.cast(FloatDType::F32), 3).cast(FloatDType::F16)));
-    for (i, (a, b)) in k.iter().zip(&r).enumerate() {
-        assert!((a - b).abs() <= b.abs() * 2f32.powi(-10) + 2f32.powi(-24), "f16 softmax[{i}]: kernel {a} vs {b}");
-    }
+    within_one_f16_step("f16 softmax", &k, &r, 2f32.powi(-24));
 }
 
 /// The GPU backends' `linear` (leading axes flattened into one product, the bias's gradient as polyflow's column
@@ -602,7 +618,7 @@ fn flattened_linear_matches_burns_linear() {
     // the adapter has it (as `precision = "f16"` runs a linear layer: input, weight and bias cast to f16, the
     // sums in f32 rounded once to f16, the f32 bias's gradient back through the cast).
     let (rows, d) = (70_001usize, 3usize);
-    let f16 = <Wgpu as burn::tensor::backend::Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
+    let f16 = has_f16("flattened_linear_matches_burns_linear");
     let types: &[FloatDType] = if f16 { &[FloatDType::F32, FloatDType::F16] } else { &[FloatDType::F32] };
     eprintln!("bias gradients over {rows} rows checked in {types:?}");
     for &ty in types {

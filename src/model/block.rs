@@ -47,6 +47,10 @@ impl Arith {
     }
 }
 
+/// Why a block off the fused CPU block cannot recompute its activations.
+const NO_RECOMPUTE: &str =
+    "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, not f16, POLYFLOW_FUSED_CPU not 0)";
+
 /// `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -183,8 +187,9 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [..., D]` → `[..., D]`
     fn mlp_of<const R: usize>(&self, x: Tensor<B, R>) -> Tensor<B, R> {
-        let hdn = self.project(&self.fc1, x); // [..., MLP]
-                                              // The tanh GELU on the GPU backends: one autodiff node (f32 arithmetic, rounded once to bf16/f16 there).
+        // [..., MLP]; the tanh GELU on the GPU backends is one autodiff node (f32 arithmetic, rounded once to
+        // bf16/f16 there).
+        let hdn = self.project(&self.fc1, x);
         let hdn = match self.gelu_tanh {
             true => super::gpu_fused::gelu_tanh(hdn).unwrap_or_else(|hdn| self.gelu(hdn)),
             false => self.gelu(hdn),
@@ -218,10 +223,7 @@ impl<B: Backend> Block<B> {
         if let Some(y) = super::fused::try_block(self, &x, keep) {
             return y;
         }
-        assert!(
-            !self.recompute,
-            "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, not f16, POLYFLOW_FUSED_CPU not 0)"
-        );
+        assert!(!self.recompute, "{NO_RECOMPUTE}");
         self.forward_composed(x, keep)
     }
 
@@ -242,10 +244,7 @@ impl<B: Backend> Block<B> {
     /// # Shapes
     /// `x: [B·N, D]` → `[B·N, D]`
     pub fn forward_rows(&self, x: Tensor<B, 2>, b: usize, keep: Option<&DropMasks<B>>) -> Tensor<B, 2> {
-        assert!(
-            !self.recompute,
-            "activation checkpointing needs the fused CPU block (flex backend, tanh GELU, not f16, POLYFLOW_FUSED_CPU not 0)"
-        );
+        assert!(!self.recompute, "{NO_RECOMPUTE}");
         let [rows, _] = x.dims();
         assert!(b > 0 && rows % b == 0, "{rows} token rows are not {b} examples");
         let n = rows / b;

@@ -613,7 +613,11 @@ mod on_gpu {
     }
 
     pub(super) fn bias_add<B: Backend>(y: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
-        // Checked by the caller: the kernels on, a GPU backend, f32 (the inputs are moved in, not handed back).
+        // Checked by the caller: the kernels on, a GPU backend, one float type of f32, bf16 and f16 (the inputs are
+        // moved in, not handed back). Past the kernels' 32-bit indices, burn's broadcast add and its reductions.
+        if !indexable(y.shape().num_elements()) {
+            return Some(y + bias.unsqueeze());
+        }
         let inputs = [prim(y), prim(bias)];
         macro_rules! on {
             ($g:ty) => {
