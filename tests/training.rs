@@ -57,6 +57,7 @@ fn config(model: ModelConfig, schedule: Schedule, accumulate_mean: bool, seed: u
         replicas: 1,
         recompute: false,
         deferred_reads: None,
+        f32_params: false,
     }
 }
 

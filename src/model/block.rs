@@ -2,7 +2,7 @@
 
 use super::gpu_fused::{layer_norm, softmax_last};
 use super::init::{param, Init};
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{activation, backend::Backend, FloatDType, Tensor};
 
@@ -104,6 +104,16 @@ impl<B: Backend> Block<B> {
         }
     }
 
+    /// The parameters of the block's matrix products (the weights and biases of `qkv`, `proj`, `fc1`, `fc2`):
+    /// what runs in bf16/f16 under [`Arith::Bf16`] / [`Arith::F16`], and so what the flat optimizer may keep as
+    /// half working copies ([`crate::train::optim::SharedOptimizer::keep_half_copies`]).
+    pub fn product_params(&self) -> Vec<ParamId> {
+        [&self.qkv, &self.proj, &self.fc1, &self.fc2]
+            .into_iter()
+            .flat_map(|l| std::iter::once(l.weight.id).chain(l.bias.as_ref().map(|b| b.id)))
+            .collect()
+    }
+
     /// Multi-head self-attention.
     ///
     /// # Shapes
@@ -160,8 +170,9 @@ impl<B: Backend> Block<B> {
 
     /// `x·W + b` of `l` ([`super::gpu_fused::linear`]: burn's `linear`, its leading axes flattened on the GPU
     /// backends) in f32; with `bf16` (`f16`) on, input, weight and bias cast to bf16
-    /// (f16) first (the weight stays f32 in the model, its gradient comes back in f32 through the cast) and a
-    /// bf16 (f16) output.
+    /// (f16) first and a bf16 (f16) output. An f32 weight's gradient comes back in f32 through the cast; a weight
+    /// that already is a half working copy (the flat optimizer's `keep_half_copies`) is not cast (burn's cast to
+    /// a tensor's own type is no operation) and takes its gradient in the half type.
     ///
     /// # Shapes
     /// `x: [..., D_in]` → `[..., D_out]`

@@ -72,6 +72,12 @@ impl<B: Backend> PolyVit<B> {
         }
     }
 
+    /// The parameters of every block's (adapters included) matrix products ([`Block::product_params`]): those
+    /// that run in the half type under bf16/f16.
+    pub fn product_params(&self) -> Vec<burn::module::ParamId> {
+        self.tokenizers.iter().flat_map(|t| t.adapters.iter()).chain(self.blocks.iter()).flat_map(Block::product_params).collect()
+    }
+
     /// Turns activation checkpointing of every block (adapters included) on or off: the fused CPU block then
     /// recomputes its activations in the backward pass instead of keeping them.
     pub fn set_recompute(&mut self, on: bool) {

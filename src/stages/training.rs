@@ -567,6 +567,7 @@ impl Stage for TrainStage {
             recompute: o.activation_checkpointing,
             // The CPU reads every update (its bits as before); accelerators queue updates ahead.
             deferred_reads: (backend != Backend::Flex).then(crate::train::run::deferred_reads_from_env),
+            f32_params: false,
         };
         // The fused CPU block's bf16 products (off it, burn's casts run instead).
         if cfg.bf16 && !off_fused_cpu(ctx.params, ctx.env) {

@@ -19,13 +19,22 @@
 //! differ in the last bits.
 //! Parameters that never had a gradient keep their values and AdamW does not decay them, as on the per-tensor
 //! path.
+//!
+//! Half working copies ([`SharedOptimizer::keep_half_copies`], bf16/f16 training on the GPU backends): the flat
+//! weights are the f32 master weights, and the parameters named are set after each update to copies rounded to
+//! the half type, written by the same unpack (apex's "O2" layout) — where autocast's layout keeps f32 parameters
+//! and casts each of them in every forward pass and its gradient back in the backward (two operations of burn's
+//! fusion stream per parameter and update). The products see the same values (the same rounding of the same
+//! f32 weights), the pack reads the half gradients into the f32 flat gradient exactly as the cast did, so the
+//! updates are the same bits; [`SharedOptimizer::masters`] gives the model its f32 weights back (checkpoints,
+//! the trained model).
 
 use super::optim::{OptKind, SharedOptimizer};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Shape, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 /// The optimizer's state on the flat path. Segment `i` (parameter `i` in visit order) is `offset..offset + len`.
 pub struct FlatState<B: Backend> {
@@ -35,6 +44,9 @@ pub struct FlatState<B: Backend> {
     pub segs: Vec<(usize, usize)>,
     /// Each parameter's shape.
     pub shapes: Vec<Shape>,
+    /// Each parameter's float type in the model: f32, or the half type of its working copy
+    /// ([`SharedOptimizer::keep_half_copies`]); the flat buffers are f32 whatever it is.
+    pub dtypes: Vec<FloatDType>,
     /// The weights after the last update (what the parameters were set to).
     pub w: Tensor<B, 1>,
     /// First moment / velocity.
@@ -85,11 +97,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
     }
 }
 
-/// Sets each parameter to its segment of the flat weights: its copy in `copies` where there is one (the GPU
-/// backends: [`unpack`]), else a view reshaped.
+/// Sets each parameter to its segment of the flat weights in its float type `dtypes[i]`: its copy in `copies`
+/// where there is one (the GPU backends: [`unpack`]), else a view reshaped (and cast to a half type).
 struct Scatter<'a, B: AutodiffBackend> {
     w: &'a Tensor<B::InnerBackend, 1>,
     segs: &'a [(usize, usize)],
+    dtypes: &'a [FloatDType],
     copies: Vec<Option<FloatTensor<B::InnerBackend>>>,
     idx: usize,
 }
@@ -105,9 +118,10 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
             Some(copy) => {
                 let w = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(copy));
                 assert_eq!(w.dims(), dims, "a parameter's copy has another shape than the parameter");
+                assert_eq!(FloatDType::from(w.dtype()), self.dtypes[i], "a parameter's copy has another float type than asked");
                 w
             }
-            None => self.w.clone().narrow(0, off, len).reshape(dims),
+            None => self.w.clone().narrow(0, off, len).reshape(dims).cast(self.dtypes[i]),
         };
         Param::from_mapped_value(id, Tensor::<B, D>::from_inner(w).require_grad(), mapper)
     }
@@ -120,13 +134,16 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
 /// so that their copies do not add to a step that the GPU, not the host, bounds.
 pub const COPY_MAX: usize = 1 << 20;
 
-/// Copies of the segments of `flat` no longer than [`COPY_MAX`] in their `shapes` on the GPU backends (five per
-/// launch, one operation for all: [`crate::model::gpu_fused::unpack`]), `None` for the others and for longer
-/// segments (the caller views them); empty off the GPU backends.
-fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Vec<Option<FloatTensor<B>>> {
-    let picked: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].1 <= COPY_MAX).collect();
-    let (ps, sh): (Vec<_>, Vec<_>) = picked.iter().map(|&i| (segs[i], shapes[i].clone())).unzip();
-    let Some(copies) = (!picked.is_empty()).then(|| crate::model::gpu_fused::unpack(flat, &ps, &sh)).flatten() else {
+/// Copies of the segments of `flat` in their `shapes` and float types on the GPU backends (five of one type per
+/// launch, one operation for all: [`crate::model::gpu_fused::unpack`]): the f32 ones no longer than
+/// [`COPY_MAX`], and every half working copy (a view cannot change the type). `None` for the others and for
+/// longer f32 segments (the caller views them); empty off the GPU backends.
+fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape], dtypes: &[FloatDType]) -> Vec<Option<FloatTensor<B>>> {
+    let picked: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].1 <= COPY_MAX || dtypes[i] != FloatDType::F32).collect();
+    let ps: Vec<(usize, usize)> = picked.iter().map(|&i| segs[i]).collect();
+    let sh: Vec<Shape> = picked.iter().map(|&i| shapes[i].clone()).collect();
+    let dt: Vec<DType> = picked.iter().map(|&i| dtypes[i].into()).collect();
+    let Some(copies) = (!picked.is_empty()).then(|| crate::model::gpu_fused::unpack(flat, &ps, &sh, &dt)).flatten() else {
         return Vec::new();
     };
     let mut out: Vec<Option<FloatTensor<B>>> = vec![None; segs.len()];
@@ -142,9 +159,9 @@ fn squared_norm<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
     crate::model::gpu_fused::squared_norm(g).unwrap_or_else(|| g.clone().powf_scalar(2.0).sum())
 }
 
-/// `pieces` laid out at `segs` in a zero buffer of `total` elements (a missing piece stays zero).
-/// On cuda and wgpu one of polyflow's kernels copies five pieces per launch (`model::gpu_fused::pack`; the same
-/// values).
+/// `pieces` (f32, or half gradients of half working copies: converted exactly) laid out at `segs` in a zero f32
+/// buffer of `total` elements (a missing piece stays zero). On cuda and wgpu one of polyflow's kernels copies five
+/// pieces of one type per launch (`model::gpu_fused::pack`; the same values).
 fn pack<B: Backend>(pieces: Vec<Option<FloatTensor<B>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
     if let Some(buf) = crate::model::gpu_fused::pack(&pieces, segs, total) {
         return buf;
@@ -153,7 +170,7 @@ fn pack<B: Backend>(pieces: Vec<Option<FloatTensor<B>>>, segs: &[(usize, usize)]
     for (p, &(off, len)) in pieces.into_iter().zip(segs) {
         if let Some(p) = p {
             let p = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(p, Shape::new([len]))));
-            buf = buf.slice_assign(off..off + len, p);
+            buf = buf.slice_assign(off..off + len, p.cast(FloatDType::F32));
         }
     }
     buf
@@ -286,8 +303,35 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         };
         flat.w = new_w.clone();
         // On the GPU backends the segments burn's `slice` would copy one launch each, copied five per launch.
-        let copies = unpack(&new_w, &flat.segs, &flat.shapes);
-        let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, copies, idx: 0 };
+        let copies = unpack(&new_w, &flat.segs, &flat.shapes, &flat.dtypes);
+        let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, dtypes: &flat.dtypes, copies, idx: 0 };
+        model.map(&mut scatter)
+    }
+
+    /// Half working copies ("O2"; module docs): from the next flat update on ([`Self::step_deferred`],
+    /// [`Self::step_scaled_flat`]), the parameters `ids` are set to copies of their f32 master weights rounded to
+    /// `dtype` (bf16 or f16) instead of f32 views, so that a model whose products run in `dtype` (autocast's
+    /// casts) finds its weights already in it. Their gradients then come in `dtype` and are converted exactly
+    /// into the f32 flat gradient: the same updates as with f32 parameters, as long as each parameter's gradient
+    /// is one product's (a parameter used twice in one graph would have its gradients summed in `dtype`; sum
+    /// gradients of several backward passes in f32: [`grads_in_f32`]). The model's parameters must be f32 when
+    /// the flat state is built (the first flat update, or the first after [`Self::import`]). The per-tensor
+    /// path ([`Self::step`]) refuses to follow half working copies; [`Self::masters`] gives the model back its f32
+    /// weights.
+    pub fn keep_half_copies(&mut self, ids: Vec<ParamId>, dtype: FloatDType) {
+        assert!(matches!(dtype, FloatDType::BF16 | FloatDType::F16), "half working copies are bf16 or f16, not {dtype:?}");
+        assert!(self.flat.is_none(), "half working copies are chosen before the first flat update");
+        self.half = Some((dtype, ids.into_iter().collect()));
+    }
+
+    /// `model` with its f32 master weights (views of the flat weights) in place of its half working copies; the
+    /// model as it is when there are none. What checkpoints and the trained model hold.
+    pub fn masters<M: AutodiffModule<B>>(&self, model: M) -> M {
+        let Some(flat) = self.flat.as_ref().filter(|f| f.dtypes.iter().any(|d| *d != FloatDType::F32)) else {
+            return model;
+        };
+        let f32s = vec![FloatDType::F32; flat.segs.len()];
+        let mut scatter = Scatter::<B> { w: &flat.w, segs: &flat.segs, dtypes: &f32s, copies: vec![], idx: 0 };
         model.map(&mut scatter)
     }
 
@@ -313,8 +357,20 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let (m, v) = (state(&mut self.m), state(&mut self.v));
         let started = m.iter().map(Option::is_some).collect();
         let adam = matches!(self.kind, OptKind::Adam { .. });
+        let dtypes = items
+            .iter()
+            .map(|it| match &self.half {
+                Some((h, ids)) if ids.contains(&it.id) => *h,
+                _ => FloatDType::F32,
+            })
+            .collect();
+        for it in items {
+            let d = it.w.as_ref().map(|w| w.dtype());
+            assert!(d.is_none_or(|d| d == DType::F32), "the flat master weights are built from f32 parameters, got {d:?}");
+        }
         FlatState {
             ids: items.iter().map(|it| it.id).collect(),
+            dtypes,
             w: pack(items.iter().map(|it| it.w.clone()).collect(), &segs, total, device),
             m: pack(m, &segs, total, device),
             v: adam.then(|| pack(v, &segs, total, device)),
@@ -324,6 +380,24 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             mask: None,
         }
     }
+}
+
+/// `grads` with every gradient in f32: those of half working copies ([`SharedOptimizer::keep_half_copies`])
+/// converted exactly, so that the gradients of several backward passes (micro-batches, replicas) are summed in
+/// f32 as they are with f32 parameters; f32 ones as they are.
+pub fn grads_in_f32<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, mut grads: GradientsParams) -> GradientsParams {
+    struct ToF32<'a> {
+        grads: &'a mut GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for ToF32<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                self.grads.register(param.id, g.cast(FloatDType::F32));
+            }
+        }
+    }
+    model.visit(&mut ToF32 { grads: &mut grads });
+    grads
 }
 
 /// Segment padding of the flat buffers, in elements: 128 f32 = 512 bytes, CUDA's memory alignment in CubeCL.
@@ -509,6 +583,53 @@ mod tests {
                 close(&pa, &pb, 1e-5, &what);
             }
             assert_eq!(flat.t, 3);
+        }
+    }
+
+    /// Half working copies (`keep_half_copies`): with the block's products in bf16 or f16, a flat optimizer that
+    /// keeps the products' weights as half copies of its f32 masters takes, bit for bit, the updates of one whose
+    /// parameters stay f32 and are cast in every forward pass (autocast's layout): the same forward outputs, the
+    /// same masters (`masters`), the same moments; the copies are the masters rounded by burn's cast, LayerNorm
+    /// stays f32, and `grads_in_f32` gives the cast path's f32 gradients. The per-tensor path refuses to follow.
+    #[test]
+    fn half_working_copies_take_the_casts_updates_bit_for_bit() {
+        use crate::model::block::Arith;
+        let _one = crate::train::run::autodiff_guard();
+        let kind = OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+        let bits = |t: Tensor<A, 3>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let x = || {
+            let v: Vec<f32> = (0..80).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+            Tensor::<A, 3>::from_data(TensorData::new(v, [2, 5, 8]), &Default::default())
+        };
+        for (arith, h) in [(Arith::Bf16, FloatDType::BF16), (Arith::F16, FloatDType::F16)] {
+            let mut blk = Block::<A>::new(8, 2, 16, 1e-6, true, &mut Init::new(6), &Default::default());
+            blk.arith = arith;
+            let (mut cast, mut copies) = (SharedOptimizer::<A>::new(kind, Some(0.05)), SharedOptimizer::<A>::new(kind, Some(0.05)));
+            copies.keep_half_copies(blk.product_params(), h);
+            let (mut a, mut b) = (blk.clone(), blk);
+            for step in 0..4 {
+                let what = format!("{arith:?} update {step}");
+                assert_eq!(bits(a.forward_composed(x(), None)), bits(b.forward_composed(x(), None)), "{what}: outputs");
+                if step > 0 {
+                    let (ga, gb) = (scaled_grads(&a, 1.0), grads_in_f32(&b, scaled_grads(&b, 1.0)));
+                    let (wa, wb) = (ga.get::<Flex, 2>(a.fc1.weight.id).unwrap(), gb.get::<Flex, 2>(b.fc1.weight.id).unwrap());
+                    let (ba, bb) = (ga.get::<Flex, 1>(a.qkv.bias.as_ref().unwrap().id).unwrap(), gb.get::<Flex, 1>(b.qkv.bias.as_ref().unwrap().id).unwrap());
+                    assert_eq!((wb.dtype(), bb.dtype()), (DType::F32, DType::F32), "{what}");
+                    assert_eq!(wa.into_data(), wb.into_data(), "{what}: fc1's weight gradient");
+                    assert_eq!(ba.into_data(), bb.into_data(), "{what}: qkv's bias gradient");
+                }
+                let (na, _) = cast.step_deferred(a.clone(), scaled_grads(&a, 1.0), 0.05);
+                let (nb, _) = copies.step_deferred(b.clone(), scaled_grads(&b, 1.0), 0.05);
+                (a, b) = (na, nb);
+                let hd: DType = h.into();
+                assert_eq!((b.qkv.weight.val().dtype(), b.fc2.bias.as_ref().unwrap().val().dtype()), (hd, hd), "{what}");
+                assert_eq!((a.qkv.weight.val().dtype(), b.norm1.gamma.val().dtype()), (DType::F32, DType::F32), "{what}");
+                assert_eq!(b.fc1.weight.val().into_data(), a.fc1.weight.val().cast(h).into_data(), "{what}: the copy is the master rounded");
+                assert_eq!(params(&copies.masters(b.clone())), params(&a), "{what}: masters");
+                assert_eq!(copies.export(), cast.export(), "{what}: moments");
+            }
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copies.step(b.clone(), &scaled_grads(&b, 1.0), 0.05)));
+            assert!(r.is_err(), "the per-tensor path followed half working copies");
         }
     }
 

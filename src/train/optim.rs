@@ -47,6 +47,9 @@ pub struct SharedOptimizer<B: AutodiffBackend> {
     /// The state of the flat path ([`Self::step_deferred`], accelerators), which holds the moments instead of
     /// `m` and `v` while it is in use.
     pub flat: Option<super::flat::FlatState<B::InnerBackend>>,
+    /// The half type and the parameters kept as half working copies on the flat path
+    /// ([`Self::keep_half_copies`]); `None`: every parameter f32.
+    pub half: Option<(burn::tensor::FloatDType, std::collections::HashSet<burn::module::ParamId>)>,
 }
 
 struct SqNorm<'a, B: AutodiffBackend> {
@@ -173,7 +176,7 @@ impl LossScaler {
 impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// A fresh optimizer.
     pub fn new(kind: OptKind, clip: Option<f64>) -> Self {
-        SharedOptimizer { kind, clip, m: vec![], v: vec![], t: 0, flat: None }
+        SharedOptimizer { kind, clip, m: vec![], v: vec![], t: 0, flat: None, half: None }
     }
 
     /// One update with learning rate `lr`; returns the model and the pre-clip global gradient norm.
@@ -235,6 +238,10 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let Some(flat) = self.flat.take() else {
             return;
         };
+        assert!(
+            flat.dtypes.iter().all(|d| *d == burn::tensor::FloatDType::F32),
+            "the per-tensor update cannot follow half working copies (their f32 masters are the flat weights)"
+        );
         let adam = matches!(self.kind, OptKind::Adam { .. });
         let dev = flat.m.device();
         let (mut m, mut v) = (vec![], vec![]);

@@ -120,6 +120,12 @@ pub struct RunConfig {
     /// the run with the update it happened at. Not serialized: the backend (part of keys) decides it.
     #[serde(skip)]
     pub deferred_reads: Option<usize>,
+    /// bf16/f16 on the GPU backends keeps the blocks' product weights as f32 parameters cast in every forward
+    /// pass (autocast's layout) instead of half working copies written by the flat optimizer
+    /// ([`SharedOptimizer::keep_half_copies`], the default there). The same bits either way (`tests/wgpu.rs`);
+    /// for comparisons. Not serialized.
+    #[serde(skip)]
+    pub f32_params: bool,
 }
 
 /// Updates between host reads on an accelerator ([`RunConfig::deferred_reads`]): `POLYFLOW_SYNC_EVERY`
@@ -515,6 +521,17 @@ pub fn run<B: AutodiffBackend>(
     }
     model.set_arith(arith);
     model.set_recompute(cfg.recompute);
+    // bf16/f16 on the GPU backends: the products' weights as half working copies of the flat optimizer's f32
+    // masters (one rounding per update instead of a cast forward and back per weight and pass). Not under
+    // `accumulate`, whose update sums several tasks' gradients of the shared weights in one backward pass (in the
+    // half type, where the casts sum them in f32).
+    let half_copies = match arith.half() {
+        Some(h) if cfg.deferred_reads.is_some() && !cfg.f32_params && cfg.schedule != Schedule::Accumulate && crate::model::gpu_fused::token_rows::<B>() => {
+            opt.keep_half_copies(model.product_params(), h);
+            true
+        }
+        _ => false,
+    };
     let mut per_task = vec![0usize; tasks.len()];
     for u in &updates[..state.step] {
         u.iter().for_each(|&j| per_task[j] += 1);
@@ -598,6 +615,8 @@ pub fn run<B: AutodiffBackend>(
                         let l = loss(t.loss, logits, target) * (task_weight * len as f64 / b as f64);
                         slice_losses.push(l.clone().inner().to_device(device));
                         let grads = GradientsParams::from_grads(scale_loss(l, &state).backward(), m);
+                        // Half working copies' gradients are summed in f32, as f32 parameters' are.
+                        let grads = if half_copies { super::flat::grads_in_f32(m, grads) } else { grads };
                         // A replica's gradients come to the master's device to be summed there.
                         accum.accumulate(&model, if k == 0 { grads } else { grads.to_device(device, m) });
                     }
@@ -674,7 +693,7 @@ pub fn run<B: AutodiffBackend>(
                 }
             }
             if checkpoint_now {
-                state.weights = named_tensors(&model);
+                state.weights = named_tensors(&opt.masters(model.clone()));
                 state.opt = opt.export();
                 state.opt_t = opt.t;
                 checkpoint(&state);
@@ -682,6 +701,8 @@ pub fn run<B: AutodiffBackend>(
         }
         Ok(model)
     })?;
+    // The f32 master weights in place of half working copies: the trained model, and its evaluations.
+    let model = opt.masters(model);
     let inf = model.valid();
     for (j, t) in tasks.iter().enumerate() {
         for (name, split) in [("val", &t.val), ("test", &t.test)] {

@@ -21,7 +21,7 @@ enum Kind {
     HeadsSplit { tokens: usize, heads: usize },
     HeadsMerge { shape: Shape },
     Pack { offsets: Vec<usize>, total: usize },
-    Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape> },
+    Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType> },
     SqPartials,
     ColSums,
     QkvSplit { tokens: usize, heads: usize, scale: f64 },
@@ -58,7 +58,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::HeadsMerge { ref shape } => vec![B::heads_merge(next(), shape.clone())],
             Kind::QkvSplit { tokens, heads, scale } => B::qkv_split(next(), tokens, heads, scale).into(),
             Kind::QkvMerge { scale, ref shape } => vec![B::qkv_merge(next(), next(), next(), scale, shape.clone())],
-            Kind::Unpack { ref segs, ref shapes } => B::unpack(next(), segs.clone(), shapes.clone()),
+            Kind::Unpack { ref segs, ref shapes, ref dtypes } => B::unpack(next(), segs.clone(), shapes.clone(), dtypes.clone()),
             Kind::SqPartials => vec![B::sq_partials(next())],
             Kind::ColSums => vec![B::col_sums(next())],
             Kind::Pack { .. } => unreachable!("handled above"),
@@ -128,9 +128,9 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])], &[DType::F32]))
     }
 
-    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>) -> Vec<FloatTensor<Self>> {
-        let dtypes = vec![DType::F32; segs.len()];
-        register::<B>("polyflow_unpack", Kind::Unpack { segs, shapes: shapes.clone() }, vec![flat], shapes, &dtypes)
+    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType>) -> Vec<FloatTensor<Self>> {
+        let kind = Kind::Unpack { segs, shapes: shapes.clone(), dtypes: dtypes.clone() };
+        register::<B>("polyflow_unpack", kind, vec![flat], shapes, &dtypes)
     }
 
     fn col_sums(g: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -569,28 +569,29 @@ fn elementwise(total: usize) -> (CubeCount, CubeDim) {
 /// within WebGPU's default limit of 8 per shader stage.
 pub(super) const PACK_GROUP: usize = 5;
 
-/// Copies `n` elements of `a`, rows of `w` elements `p` apart (packed: `p = w`), to `out[o ..]` in order: a
-/// grid-stride loop along x.
+/// Copies `n` elements of `a` (of the float type `F`), rows of `w` elements `p` apart (packed: `p = w`), to f32
+/// `out[o ..]` in order (exact: f32 holds every bf16 and f16 value): a grid-stride loop along x.
 #[cube]
-fn copy_rows(a: &Tensor<f32>, out: &mut Tensor<f32>, o: u32, n: u32, w: u32, p: u32) {
+fn copy_rows<F: Float>(a: &Tensor<F>, out: &mut Tensor<f32>, o: u32, n: u32, w: u32, p: u32) {
     let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let (w, p) = (w as usize, p as usize);
     while i < n as usize {
-        out[o as usize + i] = a[(i / w) * p + i % w];
+        out[o as usize + i] = f32::cast_from(a[(i / w) * p + i % w]);
         i += step;
     }
 }
 
-/// Copies each `a_k` (`n_k` elements in rows of `w_k`, `p_k` apart) to `out[o_k ..]`; cube row `CUBE_POS_Y` = k.
+/// Copies each `a_k` (`n_k` elements in rows of `w_k`, `p_k` apart; all five of the float type `F`) to f32
+/// `out[o_k ..]`; cube row `CUBE_POS_Y` = k.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn pack_kernel(
-    a0: &Tensor<f32>,
-    a1: &Tensor<f32>,
-    a2: &Tensor<f32>,
-    a3: &Tensor<f32>,
-    a4: &Tensor<f32>,
+fn pack_kernel<F: Float>(
+    a0: &Tensor<F>,
+    a1: &Tensor<F>,
+    a2: &Tensor<F>,
+    a3: &Tensor<F>,
+    a4: &Tensor<F>,
     out: &mut Tensor<f32>,
     o0: u32,
     o1: u32,
@@ -612,6 +613,7 @@ fn pack_kernel(
     p2: u32,
     p3: u32,
     p4: u32,
+    #[define(F)] _dtype: StorageType,
 ) {
     let k = CUBE_POS_Y;
     if k == 0 {
@@ -627,27 +629,29 @@ fn pack_kernel(
     }
 }
 
-/// Copies `flat[o .. o + n]` to `b`: a grid-stride loop along x.
+/// Copies f32 `flat[o .. o + n]` to `b` of the float type `F` (each value rounded to `F` as burn's cast rounds it,
+/// CubeCL's conversion): a grid-stride loop along x.
 #[cube]
-fn copy_out(flat: &Tensor<f32>, b: &mut Tensor<f32>, o: u32, n: u32) {
+fn copy_out<F: Float>(flat: &Tensor<f32>, b: &mut Tensor<F>, o: u32, n: u32) {
     let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
     let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     while i < n as usize {
-        b[i] = flat[o as usize + i];
+        b[i] = F::cast_from(flat[o as usize + i]);
         i += step;
     }
 }
 
-/// Copies `flat[o_k .. o_k + n_k]` to each `b_k`; cube row `CUBE_POS_Y` = k ([`pack_kernel`]'s inverse).
+/// Copies `flat[o_k .. o_k + n_k]` to each `b_k` (all five of the float type `F`); cube row `CUBE_POS_Y` = k
+/// ([`pack_kernel`]'s inverse).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn unpack_kernel(
+fn unpack_kernel<F: Float>(
     flat: &Tensor<f32>,
-    b0: &mut Tensor<f32>,
-    b1: &mut Tensor<f32>,
-    b2: &mut Tensor<f32>,
-    b3: &mut Tensor<f32>,
-    b4: &mut Tensor<f32>,
+    b0: &mut Tensor<F>,
+    b1: &mut Tensor<F>,
+    b2: &mut Tensor<F>,
+    b3: &mut Tensor<F>,
+    b4: &mut Tensor<F>,
     o0: u32,
     o1: u32,
     o2: u32,
@@ -658,6 +662,7 @@ fn unpack_kernel(
     n2: u32,
     n3: u32,
     n4: u32,
+    #[define(F)] _dtype: StorageType,
 ) {
     let k = CUBE_POS_Y;
     if k == 0 {
@@ -758,6 +763,115 @@ fn empty_as<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R>
 fn contiguous<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
     assert!(t.is_contiguous(), "polyflow's GPU kernels need packed outputs; got strides {:?}", t.meta.strides());
     t
+}
+
+/// `items` (with their `extra`, one each) grouped by float type in the order each type first appears, each
+/// group in `items`' order: the pack kernels copy tensors of one type per launch.
+fn by_dtype<T, E>(items: Vec<T>, extra: Vec<E>, dtype: impl Fn(&T) -> DType) -> Vec<(DType, Vec<T>, Vec<E>)> {
+    let mut groups: Vec<(DType, Vec<T>, Vec<E>)> = Vec::new();
+    for (t, e) in items.into_iter().zip(extra) {
+        let d = dtype(&t);
+        match groups.iter_mut().find(|g| g.0 == d) {
+            Some(g) => {
+                g.1.push(t);
+                g.2.push(e);
+            }
+            None => groups.push((d, vec![t], vec![e])),
+        }
+    }
+    groups
+}
+
+/// [`pack_kernel`] launches copying `pieces` (each with its row pitch; all of float type `dtype`) to f32 `out`
+/// at `offsets`, five per launch.
+fn pack_group<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    out: &CubeTensor<R>,
+    pieces: &[(CubeTensor<R>, usize)],
+    offsets: &[usize],
+    dtype: DType,
+) {
+    for (group, offs) in pieces.chunks(PACK_GROUP).zip(offsets.chunks(PACK_GROUP)) {
+        // Unused slots: the group's first tensor, copying nothing (length 0).
+        let slot = |k: usize| group.get(k).unwrap_or(&group[0]).0.clone();
+        let len = |k: usize| group.get(k).map_or(0, |t| t.0.shape().num_elements()) as u32;
+        let width = |k: usize| group.get(k).map_or(1, |t| rows_of(&t.0.shape()).1.max(1)) as u32;
+        let pitch = |k: usize| group.get(k).map_or(1, |t| t.1.max(1)) as u32;
+        let off = |k: usize| offs.get(k).copied().unwrap_or(0) as u32;
+        let longest = (0..PACK_GROUP).map(len).max().unwrap_or(0) as usize;
+        let units = 256usize;
+        let cubes_x = longest.div_ceil(units).clamp(1, 4096);
+        pack_kernel::launch::<R>(
+            client,
+            CubeCount::Static(cubes_x as u32, PACK_GROUP as u32, 1),
+            CubeDim::new_1d(units as u32),
+            slot(0).into_tensor_arg(),
+            slot(1).into_tensor_arg(),
+            slot(2).into_tensor_arg(),
+            slot(3).into_tensor_arg(),
+            slot(4).into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            off(0),
+            off(1),
+            off(2),
+            off(3),
+            off(4),
+            len(0),
+            len(1),
+            len(2),
+            len(3),
+            len(4),
+            width(0),
+            width(1),
+            width(2),
+            width(3),
+            width(4),
+            pitch(0),
+            pitch(1),
+            pitch(2),
+            pitch(3),
+            pitch(4),
+            dtype.into(),
+        );
+    }
+}
+
+/// [`unpack_kernel`] launches copying `flat`'s `segs` into `outs` (packed, all of float type `dtype`), five per
+/// launch.
+fn unpack_group<R: CubeRuntime>(client: &ComputeClient<R>, flat: &CubeTensor<R>, outs: &[CubeTensor<R>], segs: &[(usize, usize)], dtype: DType) {
+    for (group, segs) in outs.chunks(PACK_GROUP).zip(segs.chunks(PACK_GROUP)) {
+        // Unused slots: a one-element scratch tensor each, written nothing (length 0; WebGPU refuses one buffer
+        // bound twice for writing).
+        let scratch = || contiguous(empty_device_contiguous_dtype::<R>(client.clone(), flat.device.clone(), Shape::new([1]), dtype));
+        let slot = |k: usize| group.get(k).cloned().unwrap_or_else(scratch);
+        let off = |k: usize| segs.get(k).map_or(0, |s| s.0) as u32;
+        let len = |k: usize| segs.get(k).map_or(0, |s| s.1) as u32;
+        let longest = segs.iter().map(|s| s.1).max().unwrap_or(0);
+        let units = 256usize;
+        let cubes_x = longest.div_ceil(units).clamp(1, 4096);
+        unpack_kernel::launch::<R>(
+            client,
+            CubeCount::Static(cubes_x as u32, PACK_GROUP as u32, 1),
+            CubeDim::new_1d(units as u32),
+            flat.clone().into_tensor_arg(),
+            slot(0).into_tensor_arg(),
+            slot(1).into_tensor_arg(),
+            slot(2).into_tensor_arg(),
+            slot(3).into_tensor_arg(),
+            slot(4).into_tensor_arg(),
+            off(0),
+            off(1),
+            off(2),
+            off(3),
+            off(4),
+            len(0),
+            len(1),
+            len(2),
+            len(3),
+            len(4),
+            dtype.into(),
+        );
+    }
 }
 
 impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT> {
@@ -861,85 +975,24 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let out = Self::float_zeros(Shape::new([total]), &device, burn::tensor::FloatDType::F32);
         // Each piece as rows of its last axis (a gradient of a matrix whose rows CUDA padded is read in place).
         let pieces: Vec<(CubeTensor<R>, usize)> = pieces.into_iter().map(pitched_rows).collect();
-        for (group, offs) in pieces.chunks(PACK_GROUP).zip(offsets.chunks(PACK_GROUP)) {
-            // Unused slots: the group's first tensor, copying nothing (length 0).
-            let slot = |k: usize| group.get(k).unwrap_or(&group[0]).0.clone();
-            let len = |k: usize| group.get(k).map_or(0, |t| t.0.shape().num_elements()) as u32;
-            let width = |k: usize| group.get(k).map_or(1, |t| rows_of(&t.0.shape()).1.max(1)) as u32;
-            let pitch = |k: usize| group.get(k).map_or(1, |t| t.1.max(1)) as u32;
-            let off = |k: usize| offs.get(k).copied().unwrap_or(0) as u32;
-            let longest = (0..PACK_GROUP).map(len).max().unwrap_or(0) as usize;
-            let units = 256usize;
-            let cubes_x = longest.div_ceil(units).clamp(1, 4096);
-            pack_kernel::launch::<R>(
-                &client,
-                CubeCount::Static(cubes_x as u32, PACK_GROUP as u32, 1),
-                CubeDim::new_1d(units as u32),
-                slot(0).into_tensor_arg(),
-                slot(1).into_tensor_arg(),
-                slot(2).into_tensor_arg(),
-                slot(3).into_tensor_arg(),
-                slot(4).into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                off(0),
-                off(1),
-                off(2),
-                off(3),
-                off(4),
-                len(0),
-                len(1),
-                len(2),
-                len(3),
-                len(4),
-                width(0),
-                width(1),
-                width(2),
-                width(3),
-                width(4),
-                pitch(0),
-                pitch(1),
-                pitch(2),
-                pitch(3),
-                pitch(4),
-            );
+        // One kernel per float type (five pieces of one type per launch).
+        for (dtype, pieces, offsets) in by_dtype(pieces, offsets, |p| p.0.dtype) {
+            pack_group(&client, &out, &pieces, &offsets, dtype);
         }
         out
     }
 
-    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>) -> Vec<FloatTensor<Self>> {
+    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType>) -> Vec<FloatTensor<Self>> {
+        assert_eq!((segs.len(), shapes.len()), (dtypes.len(), dtypes.len()), "one shape and one float type per segment");
         let flat = into_contiguous(flat);
         let client = flat.client.clone();
         // Packed (`empty`), so that the kernel's element `i` is the tensor's `i`-th in row-major order.
-        let outs: Vec<CubeTensor<R>> = shapes.into_iter().map(|s| empty(&flat, s)).collect();
-        for (group, segs) in outs.chunks(PACK_GROUP).zip(segs.chunks(PACK_GROUP)) {
-            // Unused slots: a one-element scratch tensor each, written nothing (length 0).
-            let slot = |k: usize| group.get(k).cloned().unwrap_or_else(|| empty(&flat, Shape::new([1])));
-            let off = |k: usize| segs.get(k).map_or(0, |s| s.0) as u32;
-            let len = |k: usize| segs.get(k).map_or(0, |s| s.1) as u32;
-            let longest = segs.iter().map(|s| s.1).max().unwrap_or(0);
-            let units = 256usize;
-            let cubes_x = longest.div_ceil(units).clamp(1, 4096);
-            unpack_kernel::launch::<R>(
-                &client,
-                CubeCount::Static(cubes_x as u32, PACK_GROUP as u32, 1),
-                CubeDim::new_1d(units as u32),
-                flat.clone().into_tensor_arg(),
-                slot(0).into_tensor_arg(),
-                slot(1).into_tensor_arg(),
-                slot(2).into_tensor_arg(),
-                slot(3).into_tensor_arg(),
-                slot(4).into_tensor_arg(),
-                off(0),
-                off(1),
-                off(2),
-                off(3),
-                off(4),
-                len(0),
-                len(1),
-                len(2),
-                len(3),
-                len(4),
-            );
+        let outs: Vec<CubeTensor<R>> =
+            shapes.into_iter().zip(&dtypes).map(|(s, d)| contiguous(empty_device_contiguous_dtype::<R>(client.clone(), flat.device.clone(), s, *d))).collect();
+        let indexed: Vec<(usize, DType)> = dtypes.into_iter().enumerate().collect();
+        for (dtype, group, segs) in by_dtype(indexed, segs, |p| p.1) {
+            let group: Vec<CubeTensor<R>> = group.iter().map(|(i, _)| outs[*i].clone()).collect();
+            unpack_group(&client, &flat, &group, &segs, dtype);
         }
         outs
     }

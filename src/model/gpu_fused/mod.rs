@@ -76,15 +76,17 @@ pub trait GpuKernels: Backend {
         rstd: burn::tensor::ops::FloatTensor<Self>,
     ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
 
-    /// The 1-D `pieces` laid out at `offsets` in a zero buffer of `total` elements, copied `kernels`' group
-    /// at a time (a launch per five pieces where burn's `slice_assign` launches one each).
+    /// The 1-D `pieces` (f32, bf16 or f16, each converted exactly) laid out at `offsets` in a zero f32 buffer of
+    /// `total` elements, copied `kernels`' group at a time (a launch per five pieces of one float type where
+    /// burn's `slice_assign` launches one each).
     ///
     /// # Shapes
     /// `pieces[i]: [n_i]` → `[total]`
     fn pack(pieces: Vec<burn::tensor::ops::FloatTensor<Self>>, offsets: Vec<usize>, total: usize) -> burn::tensor::ops::FloatTensor<Self>;
 
-    /// [`GpuKernels::pack`]'s inverse: a packed copy of each segment `(offset, length)` of `flat` as a tensor of
-    /// `shapes[i]` (row-major; `shapes[i]` has `segs[i].1` elements), five per launch.
+    /// [`GpuKernels::pack`]'s inverse: a packed copy of each segment `(offset, length)` of the f32 `flat` as a
+    /// tensor of `shapes[i]` (row-major; `shapes[i]` has `segs[i].1` elements) and float type `dtypes[i]` (f32,
+    /// or bf16/f16 rounded as burn's cast rounds), five of one type per launch.
     ///
     /// # Shapes
     /// `flat: [total]` → `[shapes[i]]`
@@ -92,6 +94,7 @@ pub trait GpuKernels: Backend {
         flat: burn::tensor::ops::FloatTensor<Self>,
         segs: Vec<(usize, usize)>,
         shapes: Vec<burn::tensor::Shape>,
+        dtypes: Vec<DType>,
     ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
     /// The sums of `g`'s columns (over all rows: a bias's gradient), in a fixed order, without burn's reductions
@@ -291,20 +294,21 @@ pub(crate) fn row_pitch(shape: &[usize], strides: &[usize]) -> Option<usize> {
     Some(pitch)
 }
 
-/// A packed copy of each segment `(offset, length)` of `flat` as a tensor of `shapes[i]` (row-major), five per
-/// launch on the GPU backends (the flat optimizer's parameters after an update, in their shapes: one operation of
-/// burn's fusion stream for all of them where a view and a reshape per parameter were two each); `None` for the
-/// other backends (the caller then slices).
+/// A packed copy of each segment `(offset, length)` of the f32 `flat` as a tensor of `shapes[i]` (row-major) and
+/// float type `dtypes[i]` (f32, bf16 or f16: the flat optimizer's half working copies, rounded as burn's cast
+/// rounds), five per launch on the GPU backends (the flat optimizer's parameters after an update, in their
+/// shapes: one operation of burn's fusion stream for all of them where a view and a reshape per parameter were
+/// two each); `None` for the other backends (the caller then slices).
 ///
 /// # Shapes
 /// `flat: [total]` → `[shapes[i]]`
-pub fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Option<Vec<FloatTensor<B>>> {
-    assert_eq!(segs.len(), shapes.len(), "one shape per segment");
+pub fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape], dtypes: &[DType]) -> Option<Vec<FloatTensor<B>>> {
+    assert!(segs.len() == shapes.len() && segs.len() == dtypes.len(), "one shape and one float type per segment");
     for (s, sh) in segs.iter().zip(shapes) {
         assert_eq!(s.1, sh.num_elements(), "a shape's size differs from its segment's");
     }
     #[cfg(feature = "gpu-kernels")]
-    return on_gpu::unpack(flat, segs, shapes);
+    return on_gpu::unpack(flat, segs, shapes, dtypes);
     #[cfg(not(feature = "gpu-kernels"))]
     {
         let _ = flat;
@@ -572,7 +576,7 @@ mod on_gpu {
                 assert_eq!(p.shape().num_elements(), s.1, "a piece's length differs from its segment's");
             }
         }
-        if !enabled() || present.is_empty() || !indexable(total) || present.iter().any(|(p, _)| p.dtype() != DType::F32) {
+        if !enabled() || present.is_empty() || !indexable(total) || present.iter().any(|(p, _)| !float(p.dtype())) {
             return None;
         }
         let offsets: Vec<usize> = present.iter().map(|(_, o)| *o).collect();
@@ -591,16 +595,16 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape]) -> Option<Vec<FloatTensor<B>>> {
+    pub(super) fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape], dtypes: &[DType]) -> Option<Vec<FloatTensor<B>>> {
         let total = flat.dims()[0];
-        if !enabled() || segs.is_empty() || !indexable(total) || flat.dtype() != DType::F32 {
+        if !enabled() || segs.is_empty() || !indexable(total) || flat.dtype() != DType::F32 || !dtypes.iter().all(|d| float(*d)) {
             return None;
         }
         macro_rules! on {
             ($g:ty) => {
                 plain_only::<B, $g, _>(|| {
                     let flat = cast::<_, FloatTensor<$g>>(prim(flat.clone())).expect("G primitive");
-                    <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec())
+                    <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec(), dtypes.to_vec())
                         .into_iter()
                         .map(cast::<FloatTensor<$g>, FloatTensor<B>>)
                         .collect::<Option<Vec<_>>>()
@@ -608,7 +612,7 @@ mod on_gpu {
             };
         }
         dispatch!(B, on);
-        let _ = (segs, shapes);
+        let _ = (segs, shapes, dtypes);
         None
     }
 
