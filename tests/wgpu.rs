@@ -670,9 +670,43 @@ fn f16_on_wgpu_trains_where_the_adapter_has_it_and_is_refused_where_not() {
     if supported {
         let o = r.unwrap();
         assert!(o.steps.iter().all(|s| s.loss.is_finite()), "{:?}", o.steps.iter().map(|s| s.loss).collect::<Vec<_>>());
+        half_working_copies_are_the_casts_bits(&cfg.model, &tasks);
     } else {
         let e = r.expect_err("refused");
         assert!(e.contains("precision = \"f16\" is not supported by the device") && e.contains("\"f32\""), "{e}");
+    }
+}
+
+/// f16 training with the blocks' product weights as half working copies of the flat optimizer's f32 masters (the
+/// default on the GPU backends) takes the bits of training with f32 parameters cast in every pass
+/// (`f32_params`): the same losses and final weights exactly, with whole batches and with micro-batches of 3 on
+/// 2 replicas (their gradients summed in f32); checkpoints hold the f32 masters (the same as the casts' run's),
+/// and a run resumed from one ends with the uninterrupted run's weights.
+fn half_working_copies_are_the_casts_bits(model: &ModelConfig, tasks: &[TaskRun]) {
+    use polyflow::train::run::Resume;
+    let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    for (micro, replicas) in [(0, 1), (3, 2)] {
+        let go = |f32_params: bool, resume: Option<Resume>| {
+            let mut cfg = config(model.clone(), micro, replicas, Some(16));
+            (cfg.f16, cfg.f32_params, cfg.checkpoint_every) = (true, f32_params, 3);
+            assert_eq!(polyflow::train::run::half_copies::<Autodiff<Wgpu>>(&cfg), !f32_params, "half working copies chosen");
+            let mut saved: Vec<Resume> = vec![];
+            let o =
+                run::<Autodiff<Wgpu>>(&cfg, tasks, None, resume, std::slice::from_ref(&dev), &|_, _, _| {}, &mut |r| saved.push(r.clone()))
+                    .unwrap();
+            (o, saved)
+        };
+        let what = format!("micro-batch {micro}, {replicas} replicas");
+        let ((copies, saved_copies), (cast, saved_cast)) = (go(false, None), go(true, None));
+        let losses = |o: &Outcome| o.steps.iter().map(|s| s.loss.to_bits()).collect::<Vec<_>>();
+        assert_eq!(losses(&copies), losses(&cast), "{what}: losses");
+        assert_eq!(copies.weights, cast.weights, "{what}: final weights");
+        assert!(!saved_copies.is_empty(), "{what}: a checkpoint was written");
+        for (a, b) in saved_copies.iter().zip(&saved_cast) {
+            assert_eq!((a.step, &a.weights, &a.opt), (b.step, &b.weights, &b.opt), "{what}: checkpoint");
+        }
+        let (resumed, _) = go(false, Some(saved_copies[0].clone()));
+        assert_eq!(resumed.weights, copies.weights, "{what}: resumed from update {}", saved_copies[0].step);
     }
 }
 

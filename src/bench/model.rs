@@ -10,7 +10,7 @@ use crate::train::optim::{OptKind, SharedOptimizer};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, FloatDType, Tensor};
 use std::time::Instant;
 
 /// A kernel switch `--ab` compares with itself off. The CPU switches change how the CPU kernels run, never a
@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// overflowed updates (as PyTorch's `GradScaler`).
     #[arg(long, conflicts_with = "checkpoint")]
     pub f16: bool,
+    /// With `--bf16`/`--f16` on cuda or wgpu: the blocks' product weights stay f32 parameters cast in every pass
+    /// (autocast's layout) instead of the flat optimizer's half working copies, which training uses there (the
+    /// same bits; for comparisons of host work).
+    #[arg(long)]
+    pub f32_params: bool,
     /// Activation checkpointing (as `activation_checkpointing = true` on a training node; CPU only): the
     /// blocks recompute their activations in the backward pass.
     #[arg(long)]
@@ -167,6 +172,12 @@ impl BackendJob for Job {
         let mut scaler = crate::train::optim::LossScaler::new(crate::train::optim::LossScaler::INIT);
         model.set_recompute(a.checkpoint);
         let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);
+        let on_cpu = a.backend == "flex" || a.backend == "cpu";
+        // As training on an accelerator: the products' weights as half working copies of the optimizer's masters.
+        let half_copies = (a.bf16 || a.f16) && !on_cpu && !a.f32_params && crate::model::gpu_fused::token_rows::<B>();
+        if half_copies {
+            opt.keep_half_copies(model.product_params(), if a.bf16 { FloatDType::BF16 } else { FloatDType::F16 });
+        }
         let route = PolyVit::<B>::route(&cfg, 0);
         let x = Tensor::<B, 5>::random([a.batch, 3, 1, a.image, a.image], Distribution::Normal(0.0, 1.0), &device);
         let labels: Vec<i64> = (0..a.batch as i64).map(|i| i % a.classes as i64).collect();
@@ -174,7 +185,6 @@ impl BackendJob for Job {
             .one_hot::<2>(a.classes)
             .float();
         let read_each_step = crate::train::run::deferred_reads_from_env() == 1;
-        let on_cpu = a.backend == "flex" || a.backend == "cpu";
         let mut train_step = |model: PolyVit<B>| {
             let s = if a.f16 { scaler.scale } else { 1.0 };
             let g = if a.micro_batch == 0 || a.micro_batch >= a.batch {
@@ -188,7 +198,8 @@ impl BackendJob for Job {
                     let len = a.micro_batch.min(a.batch - start);
                     let logits = model.forward(route, x.clone().narrow(0, start, len), &[]);
                     let l = loss(Loss::Softmax, logits, y.clone().narrow(0, start, len)) * (s * len as f64 / a.batch as f64);
-                    acc.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
+                    let g = GradientsParams::from_grads(l.backward(), &model);
+                    acc.accumulate(&model, if half_copies { crate::train::flat::grads_in_f32(&model, g) } else { g });
                 }
                 acc.grads()
             };

@@ -138,7 +138,12 @@ pub const COPY_MAX: usize = 1 << 20;
 /// launch, one operation for all: [`crate::model::gpu_fused::unpack`]): the f32 ones no longer than
 /// [`COPY_MAX`], and every half working copy (a view cannot change the type). `None` for the others and for
 /// longer f32 segments (the caller views them); empty off the GPU backends.
-fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape], dtypes: &[FloatDType]) -> Vec<Option<FloatTensor<B>>> {
+fn unpack<B: Backend>(
+    flat: &Tensor<B, 1>,
+    segs: &[(usize, usize)],
+    shapes: &[Shape],
+    dtypes: &[FloatDType],
+) -> Vec<Option<FloatTensor<B>>> {
     let picked: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].1 <= COPY_MAX || dtypes[i] != FloatDType::F32).collect();
     let ps: Vec<(usize, usize)> = picked.iter().map(|&i| segs[i]).collect();
     let sh: Vec<Shape> = picked.iter().map(|&i| shapes[i].clone()).collect();
@@ -596,7 +601,8 @@ mod tests {
         use crate::model::block::Arith;
         let _one = crate::train::run::autodiff_guard();
         let kind = OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
-        let bits = |t: Tensor<A, 3>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits =
+            |t: Tensor<A, 3>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let x = || {
             let v: Vec<f32> = (0..80).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
             Tensor::<A, 3>::from_data(TensorData::new(v, [2, 5, 8]), &Default::default())
@@ -613,7 +619,10 @@ mod tests {
                 if step > 0 {
                     let (ga, gb) = (scaled_grads(&a, 1.0), grads_in_f32(&b, scaled_grads(&b, 1.0)));
                     let (wa, wb) = (ga.get::<Flex, 2>(a.fc1.weight.id).unwrap(), gb.get::<Flex, 2>(b.fc1.weight.id).unwrap());
-                    let (ba, bb) = (ga.get::<Flex, 1>(a.qkv.bias.as_ref().unwrap().id).unwrap(), gb.get::<Flex, 1>(b.qkv.bias.as_ref().unwrap().id).unwrap());
+                    let (ba, bb) = (
+                        ga.get::<Flex, 1>(a.qkv.bias.as_ref().unwrap().id).unwrap(),
+                        gb.get::<Flex, 1>(b.qkv.bias.as_ref().unwrap().id).unwrap(),
+                    );
                     assert_eq!((wb.dtype(), bb.dtype()), (DType::F32, DType::F32), "{what}");
                     assert_eq!(wa.into_data(), wb.into_data(), "{what}: fc1's weight gradient");
                     assert_eq!(ba.into_data(), bb.into_data(), "{what}: qkv's bias gradient");
@@ -624,7 +633,11 @@ mod tests {
                 let hd: DType = h.into();
                 assert_eq!((b.qkv.weight.val().dtype(), b.fc2.bias.as_ref().unwrap().val().dtype()), (hd, hd), "{what}");
                 assert_eq!((a.qkv.weight.val().dtype(), b.norm1.gamma.val().dtype()), (DType::F32, DType::F32), "{what}");
-                assert_eq!(b.fc1.weight.val().into_data(), a.fc1.weight.val().cast(h).into_data(), "{what}: the copy is the master rounded");
+                assert_eq!(
+                    b.fc1.weight.val().into_data(),
+                    a.fc1.weight.val().cast(h).into_data(),
+                    "{what}: the copy is the master rounded"
+                );
                 assert_eq!(params(&copies.masters(b.clone())), params(&a), "{what}: masters");
                 assert_eq!(copies.export(), cast.export(), "{what}: moments");
             }

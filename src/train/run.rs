@@ -128,6 +128,19 @@ pub struct RunConfig {
     pub f32_params: bool,
 }
 
+/// Whether a run of `cfg` on `B` keeps the blocks' product weights as half working copies of the flat optimizer's
+/// f32 masters ([`SharedOptimizer::keep_half_copies`]): bf16/f16 on the GPU backends with polyflow's kernels (the
+/// flat path; one rounding per update instead of a cast forward and back per weight and pass), unless
+/// `f32_params`. Not under `accumulate`, whose update sums several tasks' gradients of the shared weights in one
+/// backward pass (in the half type, where the casts sum them in f32).
+pub fn half_copies<B: AutodiffBackend>(cfg: &RunConfig) -> bool {
+    (cfg.bf16 || cfg.f16)
+        && cfg.deferred_reads.is_some()
+        && !cfg.f32_params
+        && cfg.schedule != Schedule::Accumulate
+        && crate::model::gpu_fused::token_rows::<B>()
+}
+
 /// Updates between host reads on an accelerator ([`RunConfig::deferred_reads`]): `POLYFLOW_SYNC_EVERY`
 /// (at least 1), else 16.
 pub fn deferred_reads_from_env() -> usize {
@@ -521,17 +534,10 @@ pub fn run<B: AutodiffBackend>(
     }
     model.set_arith(arith);
     model.set_recompute(cfg.recompute);
-    // bf16/f16 on the GPU backends: the products' weights as half working copies of the flat optimizer's f32
-    // masters (one rounding per update instead of a cast forward and back per weight and pass). Not under
-    // `accumulate`, whose update sums several tasks' gradients of the shared weights in one backward pass (in the
-    // half type, where the casts sum them in f32).
-    let half_copies = match arith.half() {
-        Some(h) if cfg.deferred_reads.is_some() && !cfg.f32_params && cfg.schedule != Schedule::Accumulate && crate::model::gpu_fused::token_rows::<B>() => {
-            opt.keep_half_copies(model.product_params(), h);
-            true
-        }
-        _ => false,
-    };
+    let half_copies = half_copies::<B>(cfg);
+    if let (true, Some(h)) = (half_copies, arith.half()) {
+        opt.keep_half_copies(model.product_params(), h);
+    }
     let mut per_task = vec![0usize; tasks.len()];
     for u in &updates[..state.step] {
         u.iter().for_each(|&j| per_task[j] += 1);

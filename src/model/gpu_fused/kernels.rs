@@ -838,7 +838,13 @@ fn pack_group<R: CubeRuntime>(
 
 /// [`unpack_kernel`] launches copying `flat`'s `segs` into `outs` (packed, all of float type `dtype`), five per
 /// launch.
-fn unpack_group<R: CubeRuntime>(client: &ComputeClient<R>, flat: &CubeTensor<R>, outs: &[CubeTensor<R>], segs: &[(usize, usize)], dtype: DType) {
+fn unpack_group<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    flat: &CubeTensor<R>,
+    outs: &[CubeTensor<R>],
+    segs: &[(usize, usize)],
+    dtype: DType,
+) {
     for (group, segs) in outs.chunks(PACK_GROUP).zip(segs.chunks(PACK_GROUP)) {
         // Unused slots: a one-element scratch tensor each, written nothing (length 0; WebGPU refuses one buffer
         // bound twice for writing).
@@ -987,8 +993,11 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let flat = into_contiguous(flat);
         let client = flat.client.clone();
         // Packed (`empty`), so that the kernel's element `i` is the tensor's `i`-th in row-major order.
-        let outs: Vec<CubeTensor<R>> =
-            shapes.into_iter().zip(&dtypes).map(|(s, d)| contiguous(empty_device_contiguous_dtype::<R>(client.clone(), flat.device.clone(), s, *d))).collect();
+        let outs: Vec<CubeTensor<R>> = shapes
+            .into_iter()
+            .zip(&dtypes)
+            .map(|(s, d)| contiguous(empty_device_contiguous_dtype::<R>(client.clone(), flat.device.clone(), s, *d)))
+            .collect();
         let indexed: Vec<(usize, DType)> = dtypes.into_iter().enumerate().collect();
         for (dtype, group, segs) in by_dtype(indexed, segs, |p| p.1) {
             let group: Vec<CubeTensor<R>> = group.iter().map(|(i, _)| outs[*i].clone()).collect();

@@ -595,7 +595,12 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape], dtypes: &[DType]) -> Option<Vec<FloatTensor<B>>> {
+    pub(super) fn unpack<B: Backend>(
+        flat: &Tensor<B, 1>,
+        segs: &[(usize, usize)],
+        shapes: &[Shape],
+        dtypes: &[DType],
+    ) -> Option<Vec<FloatTensor<B>>> {
         let total = flat.dims()[0];
         if !enabled() || segs.is_empty() || !indexable(total) || flat.dtype() != DType::F32 || !dtypes.iter().all(|d| float(*d)) {
             return None;
