@@ -596,9 +596,10 @@ fn the_attention_node_in_f16_matches_the_autocast_composition() {
     within_one_f16_step("f16 softmax", &k, &r, 2f32.powi(-24));
 }
 
-/// The GPU backends' `linear` (leading axes flattened into one product, the bias's gradient as polyflow's column
-/// sums) gives burn's batched `linear`'s output and gradients (input, weight, bias) up to float rounding, and the
-/// right bias gradient over more rows than burn's own reductions cover on lavapipe.
+/// The GPU backends' `linear` (leading axes flattened into one product, product and bias one node of one operation
+/// each way, the bias's gradient as polyflow's column sums) gives burn's batched `linear`'s output and gradients
+/// (input, weight, bias) up to float rounding, in inference and with an untracked input too, and the right bias
+/// gradient over more rows than burn's own reductions cover on lavapipe.
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn flattened_linear_matches_burns_linear() {
@@ -625,6 +626,15 @@ fn flattened_linear_matches_burns_linear() {
     for (i, what) in ["y", "dx", "dw", "db"].iter().enumerate() {
         near(&format!("linear {what}"), &f[i], &r[i], 1e-5);
     }
+    // The linear node's forward operation alone (inference, the plain backend), and its backward with an input that
+    // is not tracked (only the weight's and the bias's gradients computed): the same values.
+    let plain = polyflow::model::gpu_fused::linear_rows(x0.clone().inner(), w0.clone().inner(), Some(b0.clone().inner()));
+    near("linear inference", &vals(plain), &f[0], 1e-6);
+    let (w, b) = (w0.clone().detach().require_grad(), b0.clone().detach().require_grad());
+    let y = polyflow::model::gpu_fused::linear_rows(x0.clone().detach(), w.clone(), Some(b.clone()));
+    let g = (y * gy.clone()).sum().backward();
+    near("linear dw, input not tracked", &vals(w.grad(&g).unwrap()), &f[2], 1e-6);
+    near("linear db, input not tracked", &vals(b.grad(&g).unwrap()), &f[3], 1e-6);
     // More rows (examples × tokens) than burn's reductions cover on lavapipe (65,532): the bias's gradient is
     // polyflow's column sums, checked against the host's sums of the output gradient; in f32, and in f16 where
     // the adapter has it (as `precision = "f16"` runs a linear layer: input, weight and bias cast to f16, the

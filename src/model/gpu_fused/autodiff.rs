@@ -188,3 +188,43 @@ pub(super) fn bias_add<B: GpuKernels>(y: FloatTensor<Autodiff<B>>, bias: FloatTe
     let out = bias_add_forward::<B>(y.primitive, bias.primitive);
     BiasAddBackward.prepare::<NoCheckpointing>([y.node, bias.node]).compute_bound().stateless(out)
 }
+
+/// The linear layer's backward step: parents `x`, `w`, the bias; state `x` and `w` (what the products read).
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: GpuKernels> Backward<B, 3> for LinearBackward {
+    type State = [FloatTensor<B>; 2];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node);
+        let [x, w] = ops.state;
+        let want = [ops.parents[0].is_some(), ops.parents[1].is_some(), ops.parents[2].is_some()];
+        let d = B::linear_backward(g, x, w, want);
+        for (parent, grad) in ops.parents.into_iter().zip(d) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// `x·w + bias` on `Autodiff<B>`, one node of one operation each way ([`GpuKernels::linear_forward`],
+/// [`GpuKernels::linear_backward`]).
+///
+/// # Shapes
+/// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
+pub(super) fn linear<B: GpuKernels>(
+    x: FloatTensor<Autodiff<B>>,
+    w: FloatTensor<Autodiff<B>>,
+    bias: FloatTensor<Autodiff<B>>,
+) -> FloatTensor<Autodiff<B>> {
+    let nodes = [x.node, w.node, bias.node];
+    match LinearBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = B::linear_forward(x.primitive.clone(), w.primitive.clone(), bias.primitive);
+            prep.finish([x.primitive, w.primitive], y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::linear_forward(x.primitive, w.primitive, bias.primitive)),
+    }
+}

@@ -165,6 +165,30 @@ pub trait GpuKernels: Backend {
         x: burn::tensor::ops::FloatTensor<Self>,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
+    /// A linear layer on rows, `x·w + bias`: the product and the bias add as one operation (one operation of
+    /// burn's fusion stream where the product, the bias's reshape and the add were three).
+    ///
+    /// # Shapes
+    /// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
+    fn linear_forward(
+        x: burn::tensor::ops::FloatTensor<Self>,
+        w: burn::tensor::ops::FloatTensor<Self>,
+        bias: burn::tensor::ops::FloatTensor<Self>,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+
+    /// [`GpuKernels::linear_forward`]'s gradients from the output's `g`, those `want`ed (`[x, w, bias]`) only,
+    /// as one operation: `dx = g·wᵀ`, `dw = xᵀ·g` (the products burn's autodiff takes for a product) and the
+    /// bias's as [`GpuKernels::col_sums`] (where burn's transposed views and products were five operations).
+    ///
+    /// # Shapes
+    /// `g: [rows, D_out]`, `x: [rows, D_in]`, `w: [D_in, D_out]` → `[dx: [rows, D_in], dw: [D_in, D_out], db: [D_out]]`
+    fn linear_backward(
+        g: burn::tensor::ops::FloatTensor<Self>,
+        x: burn::tensor::ops::FloatTensor<Self>,
+        w: burn::tensor::ops::FloatTensor<Self>,
+        want: [bool; 3],
+    ) -> [Option<burn::tensor::ops::FloatTensor<Self>>; 3];
+
     /// Softmax over the last axis.
     ///
     /// # Shapes
@@ -365,8 +389,29 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
     // Rows already (the blocks' tokens on these backends, [`token_rows`]): no reshape, each of which is an
     // operation of burn's fusion stream, and one more in the backward.
     let x2: Tensor<B, 2> = if D == 2 { Tensor::from_primitive(x.into_primitive()) } else { x.reshape([rows, dims[D - 1]]) };
-    let y = x2.matmul(w); // [rows, D_out]
     let y = match bias {
+        // One type for all three (f32, or bf16/f16 under autocast): the product and the bias add one node of one
+        // operation each way ([`GpuKernels::linear_forward`]), its bias gradient polyflow's column sums.
+        Some(b) if x2.dtype() == w.dtype() && w.dtype() == b.dtype() && matches!(b.dtype(), DType::F32 | DType::BF16 | DType::F16) => {
+            linear_node(x2, w, b).expect("a GPU backend takes the linear node")
+        }
+        _ => linear_product(x2, w, bias),
+    };
+    if D == 2 {
+        return Tensor::from_primitive(y.into_primitive());
+    }
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
+}
+
+/// `x·w` and the bias added as two nodes (mixed float types, no bias, the kernels' indices exceeded).
+///
+/// # Shapes
+/// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
+fn linear_product<B: Backend>(x2: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+    let y = x2.matmul(w); // [rows, D_out]
+    match bias {
         // The bias's gradient as polyflow's column sums (burn's reduction over the rows stops short past 65,532
         // rows on some wgpu adapters, and each new row count is a shape its autotune tunes again). Moved, not
         // cloned, into the node: a clone alive would make burn's fusion keep the inputs and release them apart.
@@ -376,13 +421,22 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
         }
         Some(b) => y + b.unsqueeze(),
         None => y,
-    };
-    if D == 2 {
-        return Tensor::from_primitive(y.into_primitive());
     }
-    let mut out = dims;
-    out[D - 1] = d_out;
-    y.reshape(out)
+}
+
+/// `x·w + bias` as one autodiff node ([`GpuKernels::linear_forward`]) for the GPU backends, one float type for
+/// all three with the kernels on (the caller checks; `None` for any other backend).
+///
+/// # Shapes
+/// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
+fn linear_node<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::linear(x, w, bias);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (x, w, bias);
+        None
+    }
 }
 
 /// `y + bias` over `y`'s rows as one autodiff node whose backward sums the gradient's columns with polyflow's
@@ -618,6 +672,25 @@ mod on_gpu {
         }
         dispatch!(B, on);
         let _ = (segs, shapes, dtypes);
+        None
+    }
+
+    pub(super) fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B, 2>> {
+        // Checked by the caller: the kernels on, a GPU backend, one float type of f32, bf16 and f16. Past the
+        // kernels' 32-bit indices (the bias gradient's column sums), the product and burn's broadcast add.
+        let [rows, d_in] = x.dims();
+        let d_out = w.dims()[1];
+        if ![rows * d_in, rows * d_out, d_in * d_out].into_iter().all(indexable) {
+            return Some(super::linear_product(x, w, Some(bias)));
+        }
+        let inputs = [prim(x), prim(w), prim(bias)];
+        macro_rules! on {
+            ($g:ty) => {
+                run::<B, $g, 2, 3>(inputs, |[x, w, b]| <$g as GpuKernels>::linear_forward(x, w, b), |[x, w, b]| autodiff::linear::<$g>(x, w, b))
+            };
+        }
+        dispatch!(B, on);
+        let _ = inputs;
         None
     }
 
