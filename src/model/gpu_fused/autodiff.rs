@@ -209,8 +209,8 @@ impl<B: GpuKernels> Backward<B, 3> for LinearBackward {
     }
 }
 
-/// `x·w + bias` on `Autodiff<B>`, one node of one operation each way ([`GpuKernels::linear_forward`],
-/// [`GpuKernels::linear_backward`]).
+/// `x·w + bias` on `Autodiff<B>`, one node: forward burn's product and broadcast add (which burn's fusion runs
+/// as one launch), backward one operation ([`GpuKernels::linear_backward`]).
 ///
 /// # Shapes
 /// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
@@ -222,9 +222,17 @@ pub(super) fn linear<B: GpuKernels>(
     let nodes = [x.node, w.node, bias.node];
     match LinearBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let y = B::linear_forward(x.primitive.clone(), w.primitive.clone(), bias.primitive);
+            let y = linear_forward::<B>(x.primitive.clone(), w.primitive.clone(), bias.primitive);
             prep.finish([x.primitive, w.primitive], y)
         }
-        OpsKind::UnTracked(prep) => prep.finish(B::linear_forward(x.primitive, w.primitive, bias.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(linear_forward::<B>(x.primitive, w.primitive, bias.primitive)),
     }
+}
+
+/// `x·w + bias` on `B` as burn's product and broadcast add, which burn's fusion runs as one launch.
+///
+/// # Shapes
+/// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
+pub(super) fn linear_forward<B: GpuKernels>(x: FloatTensor<B>, w: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    bias_add_forward::<B>(B::float_matmul(x, w), bias)
 }

@@ -26,7 +26,6 @@ enum Kind {
     ColSums,
     QkvSplit { tokens: usize, heads: usize, scale: f64 },
     QkvMerge { scale: f64, shape: Shape },
-    LinearForward,
     LinearBackward { want: [bool; 3] },
 }
 
@@ -47,7 +46,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             return;
         }
         if let Kind::LinearBackward { want } = self.kind {
-            let [g, x, w] = <[FloatTensor<B>; 3]>::try_from(inputs).ok().expect("g, x, w");
+            let Ok([g, x, w]) = <[FloatTensor<B>; 3]>::try_from(inputs) else { panic!("the linear backward takes g, x, w") };
             // The outputs registered are the wanted gradients, in order.
             let grads = B::linear_backward(g, x, w, want).into_iter().flatten();
             for (ir, t) in self.desc.outputs.iter().zip(grads) {
@@ -72,7 +71,6 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::Unpack { ref segs, ref shapes, ref dtypes } => B::unpack(next(), segs.clone(), shapes.clone(), dtypes.clone()),
             Kind::SqPartials => vec![B::sq_partials(next())],
             Kind::ColSums => vec![B::col_sums(next())],
-            Kind::LinearForward => vec![B::linear_forward(next(), next(), next())],
             Kind::Pack { .. } | Kind::LinearBackward { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -194,16 +192,17 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         one(register::<B>("polyflow_gelu_backward", Kind::GeluBackward, vec![g, x], vec![shape], &[dt]))
     }
 
-    fn linear_forward(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (rows, d_out, dt) = (x.shape[0], w.shape[1], x.dtype);
-        one(register::<B>("polyflow_linear", Kind::LinearForward, vec![x, w, bias], vec![Shape::new([rows, d_out])], &[dt]))
-    }
-
-    fn linear_backward(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, want: [bool; 3]) -> [Option<FloatTensor<Self>>; 3] {
+    fn linear_backward(
+        g: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        want: [bool; 3],
+    ) -> [Option<FloatTensor<Self>>; 3] {
         let d_out = g.shape[1];
         let outs = [(x.shape.clone(), x.dtype), (w.shape.clone(), w.dtype), (Shape::new([d_out]), g.dtype)];
         let (shapes, dtypes): (Vec<Shape>, Vec<DType>) = outs.into_iter().zip(want).filter(|(_, w)| *w).map(|(o, _)| o).unzip();
-        let mut grads = register::<B>("polyflow_linear_backward", Kind::LinearBackward { want }, vec![g, x, w], shapes, &dtypes).into_iter();
+        let mut grads =
+            register::<B>("polyflow_linear_backward", Kind::LinearBackward { want }, vec![g, x, w], shapes, &dtypes).into_iter();
         want.map(|w| if w { grads.next() } else { None })
     }
 

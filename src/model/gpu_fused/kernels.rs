@@ -1263,15 +1263,12 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         dx
     }
 
-    fn linear_forward(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        // The backend's own product (autotuned where burn autotunes) and broadcast add, launched from inside the
-        // one fusion operation.
-        let d = bias.shape()[0];
-        let y = Self::float_matmul(x, w); // [rows, D_out]
-        Self::float_add(y, Self::float_reshape(bias, Shape::new([1, d])))
-    }
-
-    fn linear_backward(g: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, want: [bool; 3]) -> [Option<FloatTensor<Self>>; 3] {
+    fn linear_backward(
+        g: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        want: [bool; 3],
+    ) -> [Option<FloatTensor<Self>>; 3] {
         let [want_x, want_w, want_b] = want;
         let dx = want_x.then(|| Self::float_matmul(g.clone(), Self::float_swap_dims(w, 0, 1))); // g·wᵀ: [rows, D_in]
         let dw = want_w.then(|| Self::float_matmul(Self::float_swap_dims(x, 0, 1), g.clone())); // xᵀ·g: [D_in, D_out]

@@ -165,20 +165,10 @@ pub trait GpuKernels: Backend {
         x: burn::tensor::ops::FloatTensor<Self>,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
-    /// A linear layer on rows, `x·w + bias`: the product and the bias add as one operation (one operation of
-    /// burn's fusion stream where the product, the bias's reshape and the add were three).
-    ///
-    /// # Shapes
-    /// `x: [rows, D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[rows, D_out]`
-    fn linear_forward(
-        x: burn::tensor::ops::FloatTensor<Self>,
-        w: burn::tensor::ops::FloatTensor<Self>,
-        bias: burn::tensor::ops::FloatTensor<Self>,
-    ) -> burn::tensor::ops::FloatTensor<Self>;
-
-    /// [`GpuKernels::linear_forward`]'s gradients from the output's `g`, those `want`ed (`[x, w, bias]`) only,
-    /// as one operation: `dx = g·wᵀ`, `dw = xᵀ·g` (the products burn's autodiff takes for a product) and the
-    /// bias's as [`GpuKernels::col_sums`] (where burn's transposed views and products were five operations).
+    /// The gradients of a linear layer on rows, `y = x·w + bias`, from the output's `g`, those `want`ed
+    /// (`[x, w, bias]`) only, as one operation: `dx = g·wᵀ`, `dw = xᵀ·g` (the products burn's autodiff takes for
+    /// a product) and the bias's as [`GpuKernels::col_sums`] (where burn's transposed views, products and the
+    /// bias node were five operations of burn's fusion stream).
     ///
     /// # Shapes
     /// `g: [rows, D_out]`, `x: [rows, D_in]`, `w: [D_in, D_out]` → `[dx: [rows, D_in], dw: [D_in, D_out], db: [D_out]]`
@@ -373,9 +363,11 @@ pub fn gpu_backend<B: Backend>() -> bool {
 /// `[D_in, N]·[N, D_out]` written to a `[B, D_in, D_out]` tensor then summed over `B` (a reduction launch and, for
 /// ViT-B's MLP at batch 64, 600 MB of intermediate), and the bias's as two reductions. Flattened, the weight's
 /// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's polyflow's column sums (two launches of no
-/// autotuned shape, in f32, bf16 or f16: [`GpuKernels::col_sums`]). Elsewhere (the CPU), and with
+/// autotuned shape, in f32, bf16 or f16: [`GpuKernels::col_sums`]). The layer is one autodiff node there:
+/// forward burn's product and bias add (fused into one launch), backward one operation of burn's fusion stream
+/// for all three gradients ([`GpuKernels::linear_backward`]). Elsewhere (the CPU), and with
 /// the kernels off ([`set_enabled`]), burn's `linear` as it is: the same values up to float rounding, and the CPU
-/// keeps its bits. A 2-D `x` (rows) takes the same product and bias node on the GPU backends, with no reshape.
+/// keeps its bits. A 2-D `x` (rows) takes the same node on the GPU backends, with no reshape.
 ///
 /// # Shapes
 /// `x: [..., D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[..., D_out]`
@@ -390,8 +382,8 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
     // operation of burn's fusion stream, and one more in the backward.
     let x2: Tensor<B, 2> = if D == 2 { Tensor::from_primitive(x.into_primitive()) } else { x.reshape([rows, dims[D - 1]]) };
     let y = match bias {
-        // One type for all three (f32, or bf16/f16 under autocast): the product and the bias add one node of one
-        // operation each way ([`GpuKernels::linear_forward`]), its bias gradient polyflow's column sums.
+        // One type for all three (f32, or bf16/f16 under autocast): the product and the bias add one node whose
+        // backward is one operation ([`GpuKernels::linear_backward`]), its bias gradient polyflow's column sums.
         Some(b) if x2.dtype() == w.dtype() && w.dtype() == b.dtype() && matches!(b.dtype(), DType::F32 | DType::BF16 | DType::F16) => {
             linear_node(x2, w, b).expect("a GPU backend takes the linear node")
         }
@@ -424,7 +416,7 @@ fn linear_product<B: Backend>(x2: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Te
     }
 }
 
-/// `x·w + bias` as one autodiff node ([`GpuKernels::linear_forward`]) for the GPU backends, one float type for
+/// `x·w + bias` as one autodiff node ([`GpuKernels::linear_backward`]) for the GPU backends, one float type for
 /// all three with the kernels on (the caller checks; `None` for any other backend).
 ///
 /// # Shapes
@@ -686,7 +678,7 @@ mod on_gpu {
         let inputs = [prim(x), prim(w), prim(bias)];
         macro_rules! on {
             ($g:ty) => {
-                run::<B, $g, 2, 3>(inputs, |[x, w, b]| <$g as GpuKernels>::linear_forward(x, w, b), |[x, w, b]| autodiff::linear::<$g>(x, w, b))
+                run::<B, $g, 2, 3>(inputs, |[x, w, b]| autodiff::linear_forward::<$g>(x, w, b), |[x, w, b]| autodiff::linear::<$g>(x, w, b))
             };
         }
         dispatch!(B, on);
