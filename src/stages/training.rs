@@ -433,9 +433,11 @@ impl Stage for TrainStage {
         // (another order).
         // One more on an accelerator: the tanh GELU as polyflow's kernel (another rounding; in bf16/f16 from and to
         // the half type with no casts around it).
-        // One more on an accelerator: a linear layer's input and weight gradients as the backend's own products
-        // inside one operation (`GpuKernels::linear_backward`; before, burn's fused products, which may take
-        // another kernel). (Half working copies in bf16/f16, `SharedOptimizer::keep_half_copies`, give the casts'
+        // One more on an accelerator: a linear layer's input and weight gradients, and the attention core's
+        // products both ways, as the backend's own products inside one operation each
+        // (`GpuKernels::linear_backward`, `GpuKernels::attention_forward`/`attention_backward`; before, burn's
+        // fused products, which may take another kernel). f32 inference keeps burn's attention, so features keep
+        // their version. (Half working copies in bf16/f16, `SharedOptimizer::keep_half_copies`, give the casts'
         // bits and move nothing.)
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);

@@ -1,6 +1,7 @@
 //! The kernels as autodiff operations: LayerNorm and softmax each one node of burn's graph whose backward
 //! runs the matching backward kernel (instead of the ~20 nodes burn's compositions record); the attention's core
-//! (heads split, products, softmax, heads merged) one node whose backward ends in one kernel; GELU (tanh) one node.
+//! (heads split, products, softmax, heads merged) one node of one operation of burn's fusion stream each way; GELU
+//! (tanh) one node; a linear layer on rows one node whose backward is one operation.
 
 use super::GpuKernels;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -105,44 +106,83 @@ impl<B: GpuKernels> Backward<B, 1> for AttentionBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let ([q, k, v, p], scale, shape) = ops.state;
         // [B, N, D] or [B·N, D], of the node's output type (burn's autodiff hands a half output its gradient in that type;
-        // the cast keeps the products below on one type should that ever change).
+        // the cast keeps the products on one type should that ever change).
         let g = grads.consume::<B>(&ops.node);
         let g = if g.dtype() == q.dtype() { g } else { B::float_cast(g, q.dtype().into()) };
         let [parent] = ops.parents;
         let Some(node) = parent else { return };
-        let [b, h, n, hd] = q.shape().dims::<4>();
-        // The heads split out by one kernel into a packed [B, H, N, hd], which both products read as it is (a
-        // strided view they would each copy; burn's reshapes and transpose were four operations for one copy).
-        let gh = B::heads_split(g, n, h);
-        debug_assert_eq!(gh.shape().dims::<4>(), [b, h, n, hd]);
-        let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), gh.clone()); // pᵀ·g: [B, H, N, hd]
-        let dp = B::float_matmul(gh, B::float_swap_dims(v, 2, 3)); // g·vᵀ: [B, H, N, N]
-        let ds = B::softmax_backward(dp, p); // the scores' gradient
-        let dq = B::float_matmul(ds.clone(), k); // of q·scale: [B, H, N, hd]
-        let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), q); // dsᵀ·(q·scale)
-        grads.register::<B>(node.id, B::qkv_merge(dq, dk, dv, scale, shape));
+        grads.register::<B>(node.id, B::attention_backward(g, q, k, v, p, scale, shape));
     }
 }
 
-/// The attention's forward pass on `B`: the output and what the backward reads. `qkv`'s rows are `B` examples of
-/// `n` tokens; the output has its leading axes.
+/// The attention's core on `B` as polyflow's kernels and the backend's products, what
+/// [`GpuKernels::attention_forward`] runs (on the fusion backend inside one operation): the output and, when
+/// `state`, `[q·scale, k, v, p]`.
+///
+/// # Shapes
+/// `qkv: [B, N, 3·D]` (or `[B·N, 3·D]`) → `[B, N, D]` (or `[B·N, D]`), then `[B, H, N, hd]` × 3 and `[B, H, N, N]`
+pub(super) fn attention_core<B: GpuKernels>(qkv: FloatTensor<B>, n: usize, heads: usize, state: bool) -> Vec<FloatTensor<B>> {
+    let shape = qkv.shape();
+    let d3 = shape[shape.num_dims() - 1];
+    let hd = d3 / 3 / heads;
+    let mut out_dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
+    *out_dims.last_mut().expect("a last axis") = d3 / 3;
+    let [q, k, v] = B::qkv_split(qkv, n, heads, scale_of(hd)); // [B, H, N, hd] each
+    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3)); // [B, H, N, N]
+    let p = B::softmax_forward(scores);
+    let o = B::float_matmul(p.clone(), v.clone()); // [B, H, N, hd]
+    let out = B::heads_merge(o, Shape::from(out_dims)); // [B, N, D] or [B·N, D]
+    if state {
+        vec![out, q, k, v, p]
+    } else {
+        vec![out]
+    }
+}
+
+/// [`attention_core`]'s gradient on `B`, what [`GpuKernels::attention_backward`] runs.
+///
+/// # Shapes
+/// `g`: the output's shape; `q`, `k`, `v: [B, H, N, hd]`, `p: [B, H, N, N]` → `shape`
+pub(super) fn attention_core_backward<B: GpuKernels>(
+    g: FloatTensor<B>,
+    [q, k, v, p]: [FloatTensor<B>; 4],
+    scale: f64,
+    shape: Shape,
+) -> FloatTensor<B> {
+    let [b, h, n, hd] = q.shape().dims::<4>();
+    // The heads split out by one kernel into a packed [B, H, N, hd], which both products read as it is.
+    let gh = B::heads_split(g, n, h);
+    debug_assert_eq!(gh.shape().dims::<4>(), [b, h, n, hd]);
+    let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), gh.clone()); // pᵀ·g: [B, H, N, hd]
+    let dp = B::float_matmul(gh, B::float_swap_dims(v, 2, 3)); // g·vᵀ: [B, H, N, N]
+    let ds = B::softmax_backward(dp, p); // the scores' gradient
+    let dq = B::float_matmul(ds.clone(), k); // of q·scale: [B, H, N, hd]
+    let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), q); // dsᵀ·(q·scale)
+    B::qkv_merge(dq, dk, dv, scale, shape)
+}
+
+/// `1/√hd`, the scale of the scores.
+fn scale_of(hd: usize) -> f64 {
+    1.0 / (hd as f64).sqrt()
+}
+
+/// The attention's forward pass on `B` (one operation: [`GpuKernels::attention_forward`]): the output and what
+/// the backward reads. `qkv`'s rows are `B` examples of `n` tokens; the output has its leading axes.
 ///
 /// # Shapes
 /// `qkv: [B, N, 3·D]` (or `[B·N, 3·D]`) → `([B, N, D]` (or `[B·N, D]`), `[[B, H, N, hd]; 3] + [B, H, N, N]`)
 pub(super) fn attention_forward<B: GpuKernels>(qkv: FloatTensor<B>, n: usize, heads: usize) -> (FloatTensor<B>, AttentionState<B>) {
     let shape = qkv.shape();
-    let d3 = shape[shape.num_dims() - 1];
-    let hd = d3 / 3 / heads;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let mut out_dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
-    *out_dims.last_mut().expect("a last axis") = d3 / 3;
-    let out_shape = Shape::from(out_dims);
-    let [q, k, v] = B::qkv_split(qkv, n, heads, scale); // [B, H, N, hd] each
-    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3)); // [B, H, N, N]
-    let p = B::softmax_forward(scores);
-    let o = B::float_matmul(p.clone(), v.clone()); // [B, H, N, hd]
-    let out = B::heads_merge(o, out_shape); // [B, N, D] or [B·N, D]
-    (out, ([q, k, v, p], scale, shape))
+    let hd = shape[shape.num_dims() - 1] / 3 / heads;
+    let mut outs = B::attention_forward(qkv, n, heads, true).into_iter();
+    let mut next = move || outs.next().expect("the output and four tensors of state");
+    let (out, q, k, v, p) = (next(), next(), next(), next(), next());
+    (out, ([q, k, v, p], scale_of(hd), shape))
+}
+
+/// The attention's output alone on `B` (inference: [`GpuKernels::attention_forward`] without its state).
+pub(super) fn attention_output<B: GpuKernels>(qkv: FloatTensor<B>, n: usize, heads: usize) -> FloatTensor<B> {
+    B::attention_forward(qkv, n, heads, false).into_iter().next().expect("the output")
 }
 
 /// Multi-head self-attention from the packed projection on `Autodiff<B>`, one node.

@@ -27,6 +27,8 @@ enum Kind {
     QkvSplit { tokens: usize, heads: usize, scale: f64 },
     QkvMerge { scale: f64, shape: Shape },
     LinearBackward { want: [bool; 3] },
+    AttentionForward { tokens: usize, heads: usize, state: bool },
+    AttentionBackward { scale: f64, shape: Shape },
 }
 
 /// One of the kernels as an operation of the fusion stream.
@@ -71,6 +73,10 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::Unpack { ref segs, ref shapes, ref dtypes } => B::unpack(next(), segs.clone(), shapes.clone(), dtypes.clone()),
             Kind::SqPartials => vec![B::sq_partials(next())],
             Kind::ColSums => vec![B::col_sums(next())],
+            Kind::AttentionForward { tokens, heads, state } => B::attention_forward(next(), tokens, heads, state),
+            Kind::AttentionBackward { scale, ref shape } => {
+                vec![B::attention_backward(next(), next(), next(), next(), next(), scale, shape.clone())]
+            }
             Kind::Pack { .. } | Kind::LinearBackward { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -190,6 +196,36 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (shape, dt) = (x.shape.clone(), x.dtype);
         one(register::<B>("polyflow_gelu_backward", Kind::GeluBackward, vec![g, x], vec![shape], &[dt]))
+    }
+
+    fn attention_forward(qkv: FloatTensor<Self>, tokens: usize, heads: usize, state: bool) -> Vec<FloatTensor<Self>> {
+        let (rows, d3) = super::kernels::rows_of(&qkv.shape);
+        let (d, hd, dt) = (d3 / 3, d3 / 3 / heads, qkv.dtype);
+        let b = rows / tokens;
+        let mut out = qkv.shape.clone();
+        let last = out.num_dims() - 1;
+        out[last] = d;
+        let mut shapes = vec![out];
+        if state {
+            let head = Shape::new([b, heads, tokens, hd]);
+            shapes.extend([head.clone(), head.clone(), head, Shape::new([b, heads, tokens, tokens])]);
+        }
+        let dtypes = vec![dt; shapes.len()];
+        register::<B>("polyflow_attention", Kind::AttentionForward { tokens, heads, state }, vec![qkv], shapes, &dtypes)
+    }
+
+    fn attention_backward(
+        g: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        scale: f64,
+        shape: Shape,
+    ) -> FloatTensor<Self> {
+        let dt = q.dtype;
+        let kind = Kind::AttentionBackward { scale, shape: shape.clone() };
+        one(register::<B>("polyflow_attention_backward", kind, vec![g, q, k, v, p], vec![shape], &[dt]))
     }
 
     fn linear_backward(

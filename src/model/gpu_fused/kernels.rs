@@ -1263,6 +1263,22 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         dx
     }
 
+    fn attention_forward(qkv: FloatTensor<Self>, tokens: usize, heads: usize, state: bool) -> Vec<FloatTensor<Self>> {
+        super::autodiff::attention_core::<Self>(qkv, tokens, heads, state)
+    }
+
+    fn attention_backward(
+        g: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        scale: f64,
+        shape: Shape,
+    ) -> FloatTensor<Self> {
+        super::autodiff::attention_core_backward::<Self>(g, [q, k, v, p], scale, shape)
+    }
+
     fn linear_backward(
         g: FloatTensor<Self>,
         x: FloatTensor<Self>,

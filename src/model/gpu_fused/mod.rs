@@ -165,6 +165,37 @@ pub trait GpuKernels: Backend {
         x: burn::tensor::ops::FloatTensor<Self>,
     ) -> burn::tensor::ops::FloatTensor<Self>;
 
+    /// The attention's core from the packed projection `qkv` (rows of `B` examples of `tokens` tokens) as one
+    /// operation: heads split with q scaled by `1/√hd`, `p = softmax(q·kᵀ)`, `o = p·v`, heads merged into rows
+    /// (where its kernels, products and transposed views were six operations of burn's fusion stream). Returns
+    /// the output and, when `state`, what the backward reads (`q·scale`, `k`, `v`, `p`); else the output alone.
+    ///
+    /// # Shapes
+    /// `qkv: [B, N, 3·D]` or `[B·N, 3·D]` → `[out: qkv's leading axes × D, q, k, v: [B, H, N, hd], p: [B, H, N, N]]`
+    fn attention_forward(
+        qkv: burn::tensor::ops::FloatTensor<Self>,
+        tokens: usize,
+        heads: usize,
+        state: bool,
+    ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
+
+    /// [`GpuKernels::attention_forward`]'s gradient from the output's `g` (of `q`'s type) as one operation: the
+    /// packed projection's gradient, of `shape` (where the head split, four products with their transposed views,
+    /// the softmax's backward and the merge were ten operations).
+    ///
+    /// # Shapes
+    /// `g`: the output's shape; `q`, `k`, `v: [B, H, N, hd]`, `p: [B, H, N, N]` → `shape`
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        g: burn::tensor::ops::FloatTensor<Self>,
+        q: burn::tensor::ops::FloatTensor<Self>,
+        k: burn::tensor::ops::FloatTensor<Self>,
+        v: burn::tensor::ops::FloatTensor<Self>,
+        p: burn::tensor::ops::FloatTensor<Self>,
+        scale: f64,
+        shape: Shape,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// The gradients of a linear layer on rows, `y = x·w + bias`, from the output's `g`, those `want`ed
     /// (`[x, w, bias]`) only, as one operation: `dx = g·wᵀ`, `dw = xᵀ·g` (the products burn's autodiff takes for
     /// a product) and the bias's as [`GpuKernels::col_sums`] (where burn's transposed views, products and the
@@ -554,7 +585,7 @@ mod on_gpu {
             ($g:ty) => {
                 run::<B, $g, R, 1>(
                     inputs,
-                    |[x]| autodiff::attention_forward::<$g>(x, n, heads).0,
+                    |[x]| autodiff::attention_output::<$g>(x, n, heads),
                     |[x]| autodiff::attention::<$g>(x, n, heads),
                 )
             };
