@@ -142,9 +142,14 @@ echo "== 9. Host synchronisation (POLYFLOW_SYNC_EVERY=1) and f16 with loss scali
 step ti_sync1 40 env POLYFLOW_SYNC_EVERY=1 $B bench-model --backend cuda $TI
 step ti_f16 60 $B bench-model --backend cuda --f16 $TI
 step torch_ti_f16 30 python3 benches/vit_torch.py --device cuda --f16 $TI
+# bf16 with the blocks' product weights as half working copies of the optimizer's f32 masters (the default)
+# against f32 parameters cast in every pass (--f32-params; the same bits): what the copies save on the card.
+step ti_bf16 40 $B bench-model --backend cuda --bf16 --only train $TI
+step ti_bf16_f32params 40 $B bench-model --backend cuda --bf16 --f32-params --only train $TI
 # Host work per update of each host thread (caller, burn-fusion's server, CubeCL's device server), spin-waits
 # apart, and burn-fusion's operations per update (benches/host_work.sh; needs perf, skipped without it). On
-# lavapipe (2-core AMD EPYC, a tiny ViT of ViT-Ti's structure): 612 operations, 335 launches per update.
+# lavapipe (2-core AMD EPYC, a tiny ViT of ViT-Ti's structure): 430 operations, 335 launches per update
+# (--f16: 479, 379); 53 operations per block.
 if command -v perf > /dev/null; then
   step ti_host_work 150 env OPS=1 S1=10 S2=60 benches/host_work.sh $B --backend cuda ${TI/--steps 20/}
 else
