@@ -220,6 +220,8 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     let normal = |m, s| Distribution::Normal(m, s);
 
+    // Shapes from burn's composition's reference; with f16 where the adapter has it, LayerNorm to f16 against the
+    // f32 kernel and a cast, bit for bit.
     for (shape, pad) in [([7, 143, 48], 0), ([3, 7, 192], 0), ([2, 5, 16], 0), ([4, 3, 1], 0), ([3, 7, 192], 64)] {
         let d = shape[2];
         let mut norm = LayerNormConfig::new(d).with_epsilon(1e-6).init::<A>(&dev);
@@ -246,6 +248,29 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
         let inner = norm.valid();
         let xi = x.clone().inner().narrow(2, 0, d);
         near(&format!("layer norm {shape:?} inference"), &vals(layer_norm(&inner, xi.clone(), 1e-6)), &vals(inner.forward(xi)), 2e-5);
+        // bf16/f16 blocks: the kernel writes f16 itself, the bits of the f32 kernel's output cast to f16, and its
+        // backward takes the f16 gradient (read exactly), the bits of the cast's backward into the f32 kernel.
+        if has_f16("layer_norm_and_softmax_kernels_match_burns_compositions") {
+            use burn::tensor::FloatDType;
+            let run_f16 = |direct: bool| {
+                let xi = x.clone().detach().require_grad();
+                let xv = xi.clone().narrow(2, 0, d);
+                let y = if direct {
+                    polyflow::model::gpu_fused::layer_norm_to(&norm, xv, 1e-6, Some(FloatDType::F16))
+                } else {
+                    layer_norm(&norm, xv, 1e-6).cast(FloatDType::F16)
+                };
+                assert_eq!(y.dtype(), burn::tensor::DType::F16);
+                let g = (y.clone() * w.clone().cast(FloatDType::F16)).cast(FloatDType::F32).sum().backward();
+                let beta = norm.beta.as_ref().unwrap();
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                [vals(y.inner()), vals(xi.grad(&g).unwrap()), vals(norm.gamma.grad(&g).unwrap()), vals(beta.grad(&g).unwrap())].map(bits)
+            };
+            let (direct, cast) = (run_f16(true), run_f16(false));
+            for (i, what) in ["y", "dx", "dgamma", "dbeta"].iter().enumerate() {
+                assert_eq!(direct[i], cast[i], "layer norm {shape:?} to f16: {what}");
+            }
+        }
     }
 
     // The last: a strided view (the kernels copy it contiguous first); n = 1 (every output 1, every gradient 0).

@@ -1,6 +1,6 @@
 //! A pre-LayerNorm transformer block with fused QKV attention (the ViT block of the paper).
 
-use super::gpu_fused::{layer_norm, softmax_last};
+use super::gpu_fused::{layer_norm_to, softmax_last};
 use super::init::{param, Init};
 use burn::module::{Module, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
@@ -271,13 +271,15 @@ impl<B: Backend> Block<B> {
     fn composed<const R: usize>(&self, x: Tensor<B, R>, b: usize, n: usize, keep: Option<(Tensor<B, R>, Tensor<B, R>)>) -> Tensor<B, R> {
         let f32 = |t: Tensor<B, R>| if self.arith == Arith::F32 { t } else { t.cast(FloatDType::F32) };
         let (keep_a, keep_m) = keep.unzip();
-        let a = f32(self.attention_of(layer_norm(&self.norm1, x.clone(), self.eps), b, n));
+        // In bf16/f16 LayerNorm writes the half type the products read (the same values as casting its output).
+        let half = self.arith.half();
+        let a = f32(self.attention_of(layer_norm_to(&self.norm1, x.clone(), self.eps, half), b, n));
         let a = match keep_a {
             Some(k) => a * k,
             None => a,
         };
         let x = x + a;
-        let m = f32(self.mlp_of(layer_norm(&self.norm2, x.clone(), self.eps)));
+        let m = f32(self.mlp_of(layer_norm_to(&self.norm2, x.clone(), self.eps, half)));
         let m = match keep_m {
             Some(k) => m * k,
             None => m,

@@ -31,15 +31,17 @@ impl<B: GpuKernels> Backward<B, 3> for LayerNormBackward {
     }
 }
 
-/// LayerNorm over the last axis on `Autodiff<B>`, one node.
+/// LayerNorm over the last axis on `Autodiff<B>`, one node, its output of type `out` (its backward reads the
+/// gradient in that type).
 pub(super) fn layer_norm<B: GpuKernels>(
     x: FloatTensor<Autodiff<B>>,
     gamma: FloatTensor<Autodiff<B>>,
     beta: FloatTensor<Autodiff<B>>,
     eps: f64,
+    out: burn::tensor::DType,
 ) -> FloatTensor<Autodiff<B>> {
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-    let [y, mean, rstd] = B::ln_forward(x.primitive.clone(), gamma.primitive.clone(), beta.primitive, eps);
+    let [y, mean, rstd] = B::ln_forward(x.primitive.clone(), gamma.primitive.clone(), beta.primitive, eps, out);
     match LayerNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish([x.primitive, gamma.primitive, mean, rstd], y),
         OpsKind::UnTracked(prep) => prep.finish(y),

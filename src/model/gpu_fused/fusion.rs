@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 /// Which kernel a [`Custom`] operation runs.
 #[derive(Clone, Debug)]
 enum Kind {
-    LnForward { eps: f64 },
+    LnForward { eps: f64, out: DType },
     LnBackward,
     SoftmaxForward,
     SoftmaxBackward,
@@ -60,7 +60,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
         // Arguments are evaluated left to right: the inputs in the order `register` was given them.
         let mut next = move || inputs.next().expect("as many inputs as registered");
         let outputs: Vec<FloatTensor<B>> = match self.kind {
-            Kind::LnForward { eps } => B::ln_forward(next(), next(), next(), eps).into(),
+            Kind::LnForward { eps, out } => B::ln_forward(next(), next(), next(), eps, out).into(),
             Kind::LnBackward => B::ln_backward(next(), next(), next(), next(), next()).into(),
             Kind::SoftmaxForward => vec![B::softmax_forward(next())],
             Kind::SoftmaxBackward => vec![B::softmax_backward(next(), next())],
@@ -111,15 +111,15 @@ fn one<T>(v: Vec<T>) -> T {
 }
 
 impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
-    fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+    fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64, out: DType) -> [FloatTensor<Self>; 3] {
         let shape = x.shape.clone();
         let stats = Shape::new([super::kernels::rows_of(&shape).0]);
         three(register::<B>(
             "polyflow_layer_norm",
-            Kind::LnForward { eps },
+            Kind::LnForward { eps, out },
             vec![x, gamma, beta],
             vec![shape, stats.clone(), stats],
-            &[DType::F32; 3],
+            &[out, DType::F32, DType::F32],
         ))
     }
 

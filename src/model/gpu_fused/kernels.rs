@@ -68,13 +68,15 @@ fn row_index() -> usize {
 
 /// LayerNorm of each row of `x` (`[rows, d]`, row `r` at `r·xp`: `pitched_rows`) into packed `y`:
 /// `y = (x − μ)·r·γ + β` with `r = 1/√(σ² + ε)`, the variance taken around the mean (two passes, as burn's
-/// composition); writes μ and r per row for the backward.
+/// composition); writes μ and r per row for the backward. `y` of the float type `F`: f32, or bf16/f16 rounded
+/// once from the f32 value (what a cast of the f32 output gives: autocast's input to the next product).
 #[cube(launch)]
-fn ln_forward_kernel(
+#[allow(clippy::too_many_arguments)]
+fn ln_forward_kernel<F: Float>(
     x: &Tensor<f32>,
     gamma: &Tensor<f32>,
     beta: &Tensor<f32>,
-    y: &mut Tensor<f32>,
+    y: &mut Tensor<F>,
     mean: &mut Tensor<f32>,
     rstd: &mut Tensor<f32>,
     rows: u32,
@@ -82,6 +84,7 @@ fn ln_forward_kernel(
     xp: u32,
     eps: f32,
     #[comptime] block: usize,
+    #[define(F)] _dtype: StorageType,
 ) {
     let row = row_index();
     if row >= rows as usize {
@@ -115,7 +118,7 @@ fn ln_forward_kernel(
 
     let mut j = t;
     while j < n {
-        y[base + j] = (x[xb + j] - mu) * r * gamma[j] + beta[j];
+        y[base + j] = F::cast_from((x[xb + j] - mu) * r * gamma[j] + beta[j]);
         j += step;
     }
     if t == 0 {
@@ -125,10 +128,12 @@ fn ln_forward_kernel(
 }
 
 /// LayerNorm's input gradient per row: with `x̂ = (x − μ)·r` and `h = g·γ`,
-/// `dx = r·(h − mean(h) − x̂·mean(h·x̂))`; `g`'s and `x`'s rows `gp` and `xp` apart, `dx` packed.
+/// `dx = r·(h − mean(h) − x̂·mean(h·x̂))`; `g`'s and `x`'s rows `gp` and `xp` apart, `dx` packed. `g` of the
+/// output's float type `F` (read exactly into f32).
 #[cube(launch)]
-fn ln_backward_kernel(
-    g: &Tensor<f32>,
+#[allow(clippy::too_many_arguments)]
+fn ln_backward_kernel<F: Float>(
+    g: &Tensor<F>,
     x: &Tensor<f32>,
     gamma: &Tensor<f32>,
     mean: &Tensor<f32>,
@@ -139,6 +144,7 @@ fn ln_backward_kernel(
     gp: u32,
     xp: u32,
     #[comptime] block: usize,
+    #[define(F)] _dtype: StorageType,
 ) {
     let row = row_index();
     if row >= rows as usize {
@@ -159,7 +165,7 @@ fn ln_backward_kernel(
     let mut sum_hx = f32::new(0.0);
     let mut j = t;
     while j < n {
-        let h = g[gb + j] * gamma[j];
+        let h = f32::cast_from(g[gb + j]) * gamma[j];
         sum_h += h;
         sum_hx += h * (x[xb + j] - mu) * r;
         j += step;
@@ -169,7 +175,7 @@ fn ln_backward_kernel(
 
     let mut j = t;
     while j < n {
-        let h = g[gb + j] * gamma[j];
+        let h = f32::cast_from(g[gb + j]) * gamma[j];
         let xh = (x[xb + j] - mu) * r;
         dx[base + j] = r * (h - a - xh * b);
         j += step;
@@ -188,10 +194,11 @@ fn chunk_end(start: usize, chunk: u32, rows: u32) -> usize {
 
 /// Partial sums of LayerNorm's parameter gradients: cube `(cx, c)` sums rows `c·chunk .. (c+1)·chunk` of
 /// `g·x̂` (γ's gradient) and of `g` (β's) for the columns its units own, into row `c` of `dgamma`/`dbeta`
-/// (`[chunks, d]`); `g`'s and `x`'s rows `gp` and `xp` apart.
+/// (`[chunks, d]`); `g`'s and `x`'s rows `gp` and `xp` apart, `g` of the float type `F`.
 #[cube(launch)]
-fn ln_param_partials_kernel(
-    g: &Tensor<f32>,
+#[allow(clippy::too_many_arguments)]
+fn ln_param_partials_kernel<F: Float>(
+    g: &Tensor<F>,
     x: &Tensor<f32>,
     mean: &Tensor<f32>,
     rstd: &Tensor<f32>,
@@ -202,6 +209,7 @@ fn ln_param_partials_kernel(
     gp: u32,
     xp: u32,
     chunk: u32,
+    #[define(F)] _dtype: StorageType,
 ) {
     let col = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
     let n = d as usize;
@@ -215,7 +223,7 @@ fn ln_param_partials_kernel(
     let mut sb = f32::new(0.0);
     let mut r = start;
     while r < end {
-        let gv = g[r * gp as usize + col];
+        let gv = f32::cast_from(g[r * gp as usize + col]);
         sg += gv * (x[r * xp as usize + col] - mean[r]) * rstd[r];
         sb += gv;
         r += 1;
@@ -881,11 +889,11 @@ fn unpack_group<R: CubeRuntime>(
 }
 
 impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT> {
-    fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+    fn ln_forward(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64, out: DType) -> [FloatTensor<Self>; 3] {
         let ((x, xp), gamma, beta) = (pitched_rows(x), into_contiguous(gamma), into_contiguous(beta));
         let shape = x.shape();
         let (rows, d) = rows_of(&shape);
-        let y = empty(&x, shape);
+        let y = contiguous(empty_device_contiguous_dtype::<R>(x.client.clone(), x.device.clone(), shape, out));
         let mean = empty(&x, Shape::new([rows]));
         let rstd = empty(&x, Shape::new([rows]));
         let client = x.client.clone();
@@ -905,6 +913,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             xp as u32,
             eps as f32,
             block,
+            out.into(),
         );
         [y, mean, rstd]
     }
@@ -922,6 +931,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         let client = x.client.clone();
         let dx = empty(&x, shape);
         let block = block_for(&client, d);
+        let gt = g.dtype;
         ln_backward_kernel::launch::<R>(
             &client,
             grid(rows),
@@ -937,6 +947,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             gp as u32,
             xp as u32,
             block,
+            gt.into(),
         );
         // γ's and β's gradients: column sums over the rows, in chunks of rows (enough cubes to fill a GPU),
         // then the chunks' sums (one launch for both).
@@ -960,6 +971,7 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             gp as u32,
             xp as u32,
             chunk as u32,
+            gt.into(),
         );
         ln_param_sums_kernel::launch::<R>(
             &client,

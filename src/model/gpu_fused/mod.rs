@@ -25,7 +25,7 @@
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{activation, backend::Backend, DType, Shape, Tensor};
+use burn::tensor::{activation, backend::Backend, DType, FloatDType, Shape, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(feature = "gpu-kernels")]
@@ -62,6 +62,7 @@ pub trait GpuKernels: Backend {
         gamma: burn::tensor::ops::FloatTensor<Self>,
         beta: burn::tensor::ops::FloatTensor<Self>,
         eps: f64,
+        out: DType,
     ) -> [burn::tensor::ops::FloatTensor<Self>; 3];
 
     /// LayerNorm's gradients from the output's `g`.
@@ -232,12 +233,24 @@ pub trait GpuKernels: Backend {
 /// # Shapes
 /// `x: [..., D]` → `[..., D]`
 pub fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    layer_norm_to(norm, x, eps, None)
+}
+
+/// [`layer_norm`] with its output in `out` (`None`: f32): on the GPU backends the kernel writes bf16/f16 itself,
+/// each value rounded once from f32 (what casting the f32 output gives, autocast's input to the next product),
+/// and its backward reads the gradient in that type, two operations of burn's fusion stream fewer than the cast
+/// and its backward; elsewhere LayerNorm then the cast.
+///
+/// # Shapes
+/// `x: [..., D]` → `[..., D]`
+pub fn layer_norm_to<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: Tensor<B, D>, eps: f64, out: Option<FloatDType>) -> Tensor<B, D> {
+    let out_dtype = out.unwrap_or(FloatDType::F32);
     #[cfg(feature = "gpu-kernels")]
-    if let Some(y) = on_gpu::layer_norm(norm, &x, eps) {
+    if let Some(y) = on_gpu::layer_norm(norm, &x, eps, out_dtype.into()) {
         return y;
     }
     let _ = eps;
-    norm.forward(x)
+    norm.forward(x).cast(out_dtype)
 }
 
 /// Softmax over the last axis: one kernel per pass on the GPU backends (f32 arithmetic whatever the float type,
@@ -622,10 +635,18 @@ mod on_gpu {
         }
     }
 
-    pub(super) fn layer_norm<B: Backend, const D: usize>(norm: &LayerNorm<B>, x: &Tensor<B, D>, eps: f64) -> Option<Tensor<B, D>> {
+    pub(super) fn layer_norm<B: Backend, const D: usize>(
+        norm: &LayerNorm<B>,
+        x: &Tensor<B, D>,
+        eps: f64,
+        out: DType,
+    ) -> Option<Tensor<B, D>> {
         let beta = norm.beta.as_ref()?.val();
         let gamma = norm.gamma.val();
         if !enabled() || !indexable(x.shape().num_elements()) || [x.dtype(), gamma.dtype(), beta.dtype()].iter().any(|d| *d != DType::F32) {
+            return None;
+        }
+        if !float(out) {
             return None;
         }
         let inputs = [prim(x.clone()), prim(gamma), prim(beta)];
@@ -634,10 +655,10 @@ mod on_gpu {
                 run::<B, $g, D, 3>(
                     inputs,
                     |[x, g, b]| {
-                        let [y, _, _] = <$g as GpuKernels>::ln_forward(x, g, b, eps);
+                        let [y, _, _] = <$g as GpuKernels>::ln_forward(x, g, b, eps, out);
                         y
                     },
-                    |[x, g, b]| autodiff::layer_norm::<$g>(x, g, b, eps),
+                    |[x, g, b]| autodiff::layer_norm::<$g>(x, g, b, eps, out),
                 )
             };
         }
