@@ -65,7 +65,9 @@ impl<B: Backend> PolyVit<B> {
         PolyVit { tokenizers, blocks, norm: LayerNormConfig::new(s.dim).with_epsilon(cfg.ln_eps).init(device), heads, depth: s.depth }
     }
 
-    /// Sets the arithmetic of every block's (adapters included) matrix products ([`Arith`]). Weights stay f32.
+    /// Sets the arithmetic of every block's (adapters included) matrix products ([`Arith`]). Weights stay f32 (in
+    /// bf16/f16 on the GPU backends the flat optimizer may hand the products half working copies of them:
+    /// [`PolyVit::product_params`]).
     pub fn set_arith(&mut self, arith: Arith) {
         for b in self.tokenizers.iter_mut().flat_map(|t| t.adapters.iter_mut()).chain(self.blocks.iter_mut()) {
             b.arith = arith;

@@ -437,8 +437,8 @@ impl Stage for TrainStage {
         // products both ways, as the backend's own products inside one operation each
         // (`GpuKernels::linear_backward`, `GpuKernels::attention_forward`/`attention_backward`; before, burn's
         // fused products, which may take another kernel). f32 inference keeps burn's attention, so features keep
-        // their version. (Half working copies in bf16/f16, `SharedOptimizer::keep_half_copies`, give the casts'
-        // bits and move nothing.)
+        // their version. (Half working copies in bf16/f16, `SharedOptimizer::keep_half_copies`, and LayerNorm
+        // writing the half type, `gpu_fused::layer_norm_to`, give the casts' bits and move nothing.)
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");
