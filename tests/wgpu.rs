@@ -812,6 +812,88 @@ struct BigAndSmall<B: burn::tensor::backend::Backend> {
     small: burn::nn::Linear<B>,
 }
 
+/// The flat update's kernel (`gpu_fused::flat_update`: one launch for the scaled gradient, the moments and the
+/// weights) takes the CPU composition's updates from the same gradients within float rounding: AdamW with the clip
+/// factor on the device and a layer that has no gradient yet (no decay there: the mask), SGD with momentum, and
+/// f16's host factor (`step_scaled_flat`); four updates each.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_flat_update_kernel_takes_the_compositions_updates() {
+    use burn::module::Module;
+    use burn::optim::GradientsParams;
+    use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
+    use polyflow::train::optim::SharedOptimizer;
+    fn model<B: AutodiffBackend>(dev: &B::Device) -> BigAndSmall<B> {
+        let w = |i: usize, o: usize, salt: usize| {
+            let v: Vec<f32> = (0..i * o).map(|k| (((k * 7 + salt) % 13) as f32 - 6.0) / 50.0).collect();
+            Tensor::<B, 2>::from_data(TensorData::new(v, [i, o]), dev)
+        };
+        let mut big = burn::nn::LinearConfig::new(40, 30).init::<B>(dev);
+        big.weight = burn::module::Param::from_tensor(w(40, 30, 1));
+        big.bias = Some(burn::module::Param::from_tensor(w(1, 30, 3).reshape([30])));
+        let mut small = burn::nn::LinearConfig::new(30, 3).init::<B>(dev);
+        small.weight = burn::module::Param::from_tensor(w(30, 3, 2));
+        small.bias = Some(burn::module::Param::from_tensor(w(1, 3, 4).reshape([3])));
+        BigAndSmall { big, small }
+    }
+    // The same gradients on both backends, from the host: `small` has none before update 2 (not started).
+    fn grads<B: AutodiffBackend>(m: &BigAndSmall<B>, step: usize, dev: &B::Device) -> GradientsParams {
+        let mut g = GradientsParams::new();
+        let t = |n: usize, salt: usize| -> Vec<f32> { (0..n).map(|k| (((k * 5 + salt + 3 * step) % 17) as f32 - 8.0) / 3.0).collect() };
+        g.register::<B::InnerBackend, 2>(m.big.weight.id, Tensor::from_data(TensorData::new(t(1200, 1), [40, 30]), dev));
+        g.register::<B::InnerBackend, 1>(m.big.bias.as_ref().unwrap().id, Tensor::from_data(TensorData::new(t(30, 2), [30]), dev));
+        if step >= 2 {
+            g.register::<B::InnerBackend, 2>(m.small.weight.id, Tensor::from_data(TensorData::new(t(90, 3), [30, 3]), dev));
+        }
+        g
+    }
+    fn params<B: AutodiffBackend>(m: &BigAndSmall<B>) -> Vec<Vec<f32>> {
+        vec![
+            vals(m.big.weight.val()),
+            vals(m.big.bias.as_ref().unwrap().val()),
+            vals(m.small.weight.val()),
+            vals(m.small.bias.as_ref().unwrap().val()),
+        ]
+    }
+    type G = Autodiff<Wgpu>;
+    type C = Autodiff<Flex>;
+    let (gd, cd) = (burn::backend::wgpu::WgpuDevice::DefaultDevice, Default::default());
+    let kinds = [
+        (OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 }, Some(0.5), false),
+        (OptKind::Sgd { momentum: 0.9 }, Some(0.5), false),
+        (OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 }, Some(0.5), true),
+    ];
+    for (kind, clip, scaled) in kinds {
+        let what = format!("{kind:?}, loss-scaled {scaled}");
+        let (mut og, mut oc) = (SharedOptimizer::<G>::new(kind, clip), SharedOptimizer::<C>::new(kind, clip));
+        let (mut mg, mut mc) = (model::<G>(&gd), model::<C>(&cd));
+        for step in 0..4 {
+            let (gg, gc) = (grads(&mg, step, &gd), grads(&mc, step, &cd));
+            if scaled {
+                let (a, _, _) = og.step_scaled_flat(mg, gg, 0.01, 4.0);
+                let (b, _, _) = oc.step_scaled_flat(mc, gc, 0.01, 4.0);
+                (mg, mc) = (a, b);
+            } else {
+                let (a, _) = og.step_deferred(mg, gg, 0.01);
+                let (b, _) = oc.step_deferred(mc, gc, 0.01);
+                (mg, mc) = (a, b);
+            }
+            for (k, (a, b)) in params(&mg).iter().zip(&params(&mc)).enumerate() {
+                near(&format!("{what}, update {step}, parameter {k}"), a, b, 1e-5);
+            }
+            if step < 2 {
+                assert_eq!(params(&mg)[2], vals(model::<C>(&cd).small.weight.val()), "{what}: not started, not decayed");
+            }
+        }
+        assert_eq!(og.export().len(), oc.export().len());
+        for ((na, a), (nb, b)) in og.export().iter().zip(&oc.export()) {
+            assert_eq!(na, nb);
+            near(&format!("{what}: moment {na}"), a, b, 1e-5);
+        }
+        assert_eq!(mg.num_params(), mc.num_params());
+    }
+}
+
 /// The flat optimizer's updates on wgpu (a parameter past `COPY_MAX` handed back as a view of the flat weights,
 /// the others as the unpack kernel's copies in their shapes) take the CPU's per-tensor updates within 1e-5 over
 /// three updates, clipped by the same gradient norm (more than a million gradients: burn's `sum` would have

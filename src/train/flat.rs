@@ -30,6 +30,7 @@
 //! the trained model).
 
 use super::optim::{OptKind, SharedOptimizer};
+use crate::model::gpu_fused::FlatRule;
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -204,16 +205,15 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let Some(Gathered { g, has_grad }) = self.gather_flat(&model, grads) else {
             return (model, None);
         };
-        let total = g.shape().num_elements();
         // No gradient at all: no norm (0), no clipping; the momentum still moves, as on the per-tensor path.
         let norm = has_grad.iter().any(|&h| h).then(|| squared_norm(&g).sqrt());
-        let g = match (self.clip, &norm) {
+        let scale = match (self.clip, &norm) {
             // ‖g‖ = 0 gives +inf, clamped to 1. A NaN norm (NaN gradients) gives a factor the backend's clamp decides
             // (CUDA's `fminf` returns 1); the NaN gradients carry through either way and the next loss read stops the run.
-            (Some(c), Some(n)) => g * n.clone().recip().mul_scalar(c).clamp_max(1.0).expand([total]),
-            _ => g,
+            (Some(c), Some(n)) => GradScale::Device(n.clone().recip().mul_scalar(c).clamp_max(1.0)),
+            _ => GradScale::Host(1.0),
         };
-        (self.apply_flat(model, g, &has_grad, lr), norm)
+        (self.apply_flat(model, g, scale, &has_grad, lr), norm)
     }
 
     /// [`Self::step_scaled`] over the flat buffers (`precision = "f16"` on accelerators): the gradients of a loss
@@ -232,7 +232,7 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         let Some((norm, factor)) = self.unscaled(sq, loss_scale) else {
             return (model, f64::INFINITY, false);
         };
-        (self.apply_flat(model, g * factor, &has_grad, lr), norm, true)
+        (self.apply_flat(model, g, GradScale::Host(factor), &has_grad, lr), norm, true)
     }
 
     /// The flat state (built from the parameters on first use) checked against `model`, and `grads` packed into
@@ -260,9 +260,18 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         Some(Gathered { g, has_grad })
     }
 
-    /// One update of the flat moments and weights from the flat gradient `g` (already clipped and unscaled), the
-    /// parameters set to views of the new weights.
-    fn apply_flat<M: AutodiffModule<B>>(&mut self, model: M, g: Tensor<B::InnerBackend, 1>, has_grad: &[bool], lr: f64) -> M {
+    /// One update of the flat moments and weights from the flat gradient `g` times `scale` (the clip factor and
+    /// the loss scale's inverse), the parameters set to views (or copies) of the new weights. On the GPU backends
+    /// one kernel does it all ([`crate::model::gpu_fused::flat_update`]: the same operations per element in the
+    /// same order), elsewhere burn's element-wise composition.
+    fn apply_flat<M: AutodiffModule<B>>(
+        &mut self,
+        model: M,
+        g: Tensor<B::InnerBackend, 1>,
+        scale: GradScale<B::InnerBackend>,
+        has_grad: &[bool],
+        lr: f64,
+    ) -> M {
         let flat = self.flat.as_mut().expect("gathered first");
         let device = g.device();
         let total = g.shape().num_elements();
@@ -274,6 +283,45 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
         // The flat weights are aliased by the parameters' views: the update writes new ones. The moments are moved
         // out, so that the backend may update them in place (a second reference would make it allocate).
         let w = flat.w.clone();
+        if let OptKind::Adam { weight_decay, .. } = self.kind {
+            if weight_decay > 0.0 && (newly || (flat.mask.is_none() && flat.started.iter().any(|s| !s))) {
+                flat.mask = mask(&flat.segs, &flat.started, total, &device);
+            }
+        }
+        let t = self.t as i32;
+        let rule = match self.kind {
+            OptKind::Sgd { momentum } => FlatRule::Sgd { momentum: momentum as f32, lr: lr as f32 },
+            OptKind::Adam { beta1, beta2, eps, weight_decay } => FlatRule::Adam {
+                b1: beta1 as f32,
+                b2: beta2 as f32,
+                omb1: (1.0 - beta1) as f32,
+                omb2: (1.0 - beta2) as f32,
+                c1: (1.0 - beta1.powi(t)) as f32,
+                c2: (1.0 - beta2.powi(t)) as f32,
+                eps: eps as f32,
+                wd: weight_decay as f32,
+                lr: lr as f32,
+            },
+        };
+        let (factor, gs) = match &scale {
+            GradScale::Device(f) => (Some(f), 1.0),
+            GradScale::Host(s) => (None, *s as f32),
+        };
+        let kernel = crate::model::gpu_fused::flat_update(&w, &g, flat.m.clone(), flat.v.clone(), factor, flat.mask.as_ref(), rule, gs);
+        if let Some(mut outs) = kernel {
+            if outs.len() == 3 {
+                flat.v = outs.pop();
+            }
+            flat.m = outs.pop().expect("the first moment");
+            let new_w = outs.pop().expect("the weights");
+            return self.scatter(model, new_w);
+        }
+        let g = match scale {
+            GradScale::Device(f) => g * f.expand([total]),
+            GradScale::Host(1.0) => g,
+            GradScale::Host(s) => g * s,
+        };
+        let flat = self.flat.as_mut().expect("gathered first");
         let m = std::mem::replace(&mut flat.m, Tensor::empty([1], &device));
         let new_w = match self.kind {
             OptKind::Sgd { momentum } => {
@@ -292,9 +340,6 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
                 flat.v = Some(v);
                 let upd = mh / (vh.sqrt() + eps);
                 let upd = if weight_decay > 0.0 {
-                    if newly || (flat.mask.is_none() && flat.started.iter().any(|s| !s)) {
-                        flat.mask = mask(&flat.segs, &flat.started, total, &device);
-                    }
                     match &flat.mask {
                         // Not started: no decay (the per-tensor path leaves such a parameter alone).
                         Some(mk) => upd + w.clone() * weight_decay * mk.clone(),
@@ -306,6 +351,12 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
                 w - upd * lr
             }
         };
+        self.scatter(model, new_w)
+    }
+
+    /// The flat weights set to `new_w` and the parameters to their segments of it.
+    fn scatter<M: AutodiffModule<B>>(&mut self, model: M, new_w: Tensor<B::InnerBackend, 1>) -> M {
+        let flat = self.flat.as_mut().expect("gathered first");
         flat.w = new_w.clone();
         // On the GPU backends the segments burn's `slice` would copy one launch each, copied five per launch.
         let copies = unpack(&new_w, &flat.segs, &flat.shapes, &flat.dtypes);
@@ -403,6 +454,14 @@ pub fn grads_in_f32<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, mut gra
     }
     model.visit(&mut ToF32 { grads: &mut grads });
     grads
+}
+
+/// What the flat gradient is multiplied by before an update: the clip factor as a `[1]` tensor on the device
+/// ([`SharedOptimizer::step_deferred`]), or a factor known on the host (the loss scale's inverse times the clip
+/// factor, [`SharedOptimizer::step_scaled_flat`]; 1 for none).
+enum GradScale<B: Backend> {
+    Device(Tensor<B, 1>),
+    Host(f64),
 }
 
 /// Segment padding of the flat buffers, in elements: 128 f32 = 512 bytes, CUDA's memory alignment in CubeCL.

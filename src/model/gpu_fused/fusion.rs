@@ -28,6 +28,7 @@ enum Kind {
     QkvMerge { scale: f64, shape: Shape },
     LinearBackward { want: [bool; 3] },
     AttentionForward { tokens: usize, heads: usize, state: bool },
+    FlatUpdate { rule: super::FlatRule, gs: f32, v: bool, scale: bool, mask: bool },
     AttentionBackward { scale: f64, shape: Shape },
 }
 
@@ -45,6 +46,17 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
         if let Kind::Pack { offsets, total } = &self.kind {
             let out = B::pack(inputs, offsets.clone(), *total);
             handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out);
+            return;
+        }
+        if let Kind::FlatUpdate { rule, gs, v, scale, mask } = self.kind {
+            // Inputs w, g, m, then v, scale and mask where given, in that order.
+            let mut it = inputs.into_iter();
+            let (w, g, m) = (it.next().expect("w"), it.next().expect("g"), it.next().expect("m"));
+            let (v, scale, mask) =
+                (v.then(|| it.next().expect("v")), scale.then(|| it.next().expect("scale")), mask.then(|| it.next().expect("mask")));
+            for (ir, t) in self.desc.outputs.iter().zip(B::flat_update(w, g, m, v, scale, mask, rule, gs)) {
+                handles.register_float_tensor::<B>(&ir.id, t);
+            }
             return;
         }
         if let Kind::LinearBackward { want } = self.kind {
@@ -77,7 +89,7 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::AttentionBackward { scale, ref shape } => {
                 vec![B::attention_backward(next(), next(), next(), next(), next(), scale, shape.clone())]
             }
-            Kind::Pack { .. } | Kind::LinearBackward { .. } => unreachable!("handled above"),
+            Kind::Pack { .. } | Kind::LinearBackward { .. } | Kind::FlatUpdate { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
             handles.register_float_tensor::<B>(&ir.id, t);
@@ -196,6 +208,27 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
     fn gelu_tanh_backward(g: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (shape, dt) = (x.shape.clone(), x.dtype);
         one(register::<B>("polyflow_gelu_backward", Kind::GeluBackward, vec![g, x], vec![shape], &[dt]))
+    }
+
+    fn max_bindings(device: &Self::Device) -> u32 {
+        B::max_bindings(device)
+    }
+
+    fn flat_update(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: Option<FloatTensor<Self>>,
+        scale: Option<FloatTensor<Self>>,
+        mask: Option<FloatTensor<Self>>,
+        rule: super::FlatRule,
+        gs: f32,
+    ) -> Vec<FloatTensor<Self>> {
+        let kind = Kind::FlatUpdate { rule, gs, v: v.is_some(), scale: scale.is_some(), mask: mask.is_some() };
+        let n = w.shape.clone();
+        let outputs = if v.is_some() { 3 } else { 2 };
+        let inputs: Vec<FloatTensor<Self>> = [Some(w), Some(g), Some(m), v, scale, mask].into_iter().flatten().collect();
+        register::<B>("polyflow_flat_update", kind, inputs, vec![n; outputs], &vec![DType::F32; outputs])
     }
 
     fn attention_forward(qkv: FloatTensor<Self>, tokens: usize, heads: usize, state: bool) -> Vec<FloatTensor<Self>> {

@@ -686,6 +686,91 @@ fn unpack_kernel<F: Float>(
     }
 }
 
+/// The flat optimizer's AdamW update, one unit per element (a grid-stride loop), in the composition's order
+/// (`train::flat`): `g·scale[0]` (or `g·gs`), the moments, the bias-corrected step, the decay (`·mask[i]` where
+/// there is a mask), the weights.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn adam_kernel(
+    w: &Tensor<f32>,
+    g: &Tensor<f32>,
+    m: &Tensor<f32>,
+    v: &Tensor<f32>,
+    scale: &Tensor<f32>,
+    mask: &Tensor<f32>,
+    w_out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    v_out: &mut Tensor<f32>,
+    n: u32,
+    gs: f32,
+    b1: f32,
+    b2: f32,
+    omb1: f32,
+    omb2: f32,
+    c1: f32,
+    c2: f32,
+    eps: f32,
+    wd: f32,
+    lr: f32,
+    #[comptime] has_scale: bool,
+    #[comptime] has_mask: bool,
+    #[comptime] decay: bool,
+) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < n as usize {
+        let mut gi = g[i] * gs;
+        if has_scale {
+            gi = g[i] * scale[0];
+        }
+        let mi = m[i] * b1 + gi * omb1;
+        let vi = v[i] * b2 + gi * gi * omb2;
+        let mut u = (mi / c1) / (f32::sqrt(vi / c2) + eps);
+        if decay {
+            if has_mask {
+                u += w[i] * wd * mask[i];
+            } else {
+                u += w[i] * wd;
+            }
+        }
+        w_out[i] = w[i] - u * lr;
+        m_out[i] = mi;
+        v_out[i] = vi;
+        i += step;
+    }
+}
+
+/// The flat optimizer's SGD-with-momentum update, one unit per element: `m' = m·momentum + g·scale[0]` (or
+/// `·gs`), `w' = w − m'·lr`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn sgd_kernel(
+    w: &Tensor<f32>,
+    g: &Tensor<f32>,
+    m: &Tensor<f32>,
+    scale: &Tensor<f32>,
+    w_out: &mut Tensor<f32>,
+    m_out: &mut Tensor<f32>,
+    n: u32,
+    gs: f32,
+    momentum: f32,
+    lr: f32,
+    #[comptime] has_scale: bool,
+) {
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while i < n as usize {
+        let mut gi = g[i] * gs;
+        if has_scale {
+            gi = g[i] * scale[0];
+        }
+        let mi = m[i] * momentum + gi;
+        w_out[i] = w[i] - mi * lr;
+        m_out[i] = mi;
+        i += step;
+    }
+}
+
 /// Partial sums of squares of `g` (`n` elements, packed): cube `c` sums `g[i]²` over `i = c·256 + u (mod the
 /// grid's units)` in a grid-stride loop and writes `out[c]` (one cube of 256 units per partial; a fixed grid,
 /// so the summation order, and the result, depend on `n` only).
@@ -1289,6 +1374,87 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         shape: Shape,
     ) -> FloatTensor<Self> {
         super::autodiff::attention_core_backward::<Self>(g, [q, k, v, p], scale, shape)
+    }
+
+    fn max_bindings(device: &Self::Device) -> u32 {
+        R::client(device).properties().hardware.max_bindings
+    }
+
+    fn flat_update(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: Option<FloatTensor<Self>>,
+        scale: Option<FloatTensor<Self>>,
+        mask: Option<FloatTensor<Self>>,
+        rule: super::FlatRule,
+        gs: f32,
+    ) -> Vec<FloatTensor<Self>> {
+        let (w, g, m) = (into_contiguous(w), into_contiguous(g), into_contiguous(m));
+        let n = w.shape().num_elements();
+        let client = w.client.clone();
+        let out = |t: &CubeTensor<R>| empty(t, t.shape());
+        let (w_out, m_out) = (out(&w), out(&m));
+        // Unused tensor slots: `g` again (read-only; nothing reads it there).
+        let has_scale = scale.is_some();
+        let scale = scale.map(into_contiguous).unwrap_or_else(|| g.clone());
+        let (count, dim) = (CubeCount::Static(n.div_ceil(256).clamp(1, 65_535) as u32, 1, 1), CubeDim::new_1d(256));
+        match rule {
+            super::FlatRule::Sgd { momentum, lr } => {
+                sgd_kernel::launch::<R>(
+                    &client,
+                    count,
+                    dim,
+                    w.into_tensor_arg(),
+                    g.into_tensor_arg(),
+                    m.into_tensor_arg(),
+                    scale.into_tensor_arg(),
+                    w_out.clone().into_tensor_arg(),
+                    m_out.clone().into_tensor_arg(),
+                    n as u32,
+                    gs,
+                    momentum,
+                    lr,
+                    has_scale,
+                );
+                vec![w_out, m_out]
+            }
+            super::FlatRule::Adam { b1, b2, omb1, omb2, c1, c2, eps, wd, lr } => {
+                let v = into_contiguous(v.expect("Adam's second moment"));
+                let v_out = out(&v);
+                let has_mask = mask.is_some();
+                let mask = mask.map(into_contiguous).unwrap_or_else(|| g.clone());
+                adam_kernel::launch::<R>(
+                    &client,
+                    count,
+                    dim,
+                    w.into_tensor_arg(),
+                    g.into_tensor_arg(),
+                    m.into_tensor_arg(),
+                    v.into_tensor_arg(),
+                    scale.into_tensor_arg(),
+                    mask.into_tensor_arg(),
+                    w_out.clone().into_tensor_arg(),
+                    m_out.clone().into_tensor_arg(),
+                    v_out.clone().into_tensor_arg(),
+                    n as u32,
+                    gs,
+                    b1,
+                    b2,
+                    omb1,
+                    omb2,
+                    c1,
+                    c2,
+                    eps,
+                    wd,
+                    lr,
+                    has_scale,
+                    has_mask,
+                    wd > 0.0,
+                );
+                vec![w_out, m_out, v_out]
+            }
+        }
     }
 
     fn linear_backward(

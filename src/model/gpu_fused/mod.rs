@@ -47,6 +47,41 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// The flat optimizer's update rule per element (`train::flat`), its constants in f32 as the composition
+/// multiplies them. The gradient is first multiplied by the clip factor (a `[1]` tensor on the device) or by `gs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FlatRule {
+    /// `m' = m·momentum + g`, `w' = w − m'·lr`.
+    Sgd {
+        /// Momentum.
+        momentum: f32,
+        /// Learning rate.
+        lr: f32,
+    },
+    /// `m' = m·β1 + g·(1−β1)`, `v' = v·β2 + g²·(1−β2)`, `u = (m'/c1)/(√(v'/c2) + ε)` (+ `w·wd`, times the mask
+    /// where there is one), `w' = w − u·lr`.
+    Adam {
+        /// β1.
+        b1: f32,
+        /// β2.
+        b2: f32,
+        /// 1 − β1 (computed in f64, as the composition's scalar).
+        omb1: f32,
+        /// 1 − β2.
+        omb2: f32,
+        /// The bias corrections 1 − β1ᵗ.
+        c1: f32,
+        /// 1 − β2ᵗ.
+        c2: f32,
+        /// ε.
+        eps: f32,
+        /// Decoupled weight decay (0: none).
+        wd: f32,
+        /// Learning rate.
+        lr: f32,
+    },
+}
+
 /// The kernels of one backend: the forward passes return what the backward passes read. LayerNorm and the pack
 /// take f32 tensors; softmax and the heads' split and merge f32, bf16 or f16 ones (f32 arithmetic, outputs of the
 /// inputs' type).
@@ -196,6 +231,28 @@ pub trait GpuKernels: Backend {
         scale: f64,
         shape: Shape,
     ) -> burn::tensor::ops::FloatTensor<Self>;
+
+    /// The storage buffers one kernel launch may bind on `device` (CubeCL's count: the device's limit less one).
+    fn max_bindings(device: &Self::Device) -> u32;
+
+    /// One flat optimizer update as one operation and one launch (where its element-wise composition was about
+    /// 20 operations of burn's fusion stream): the gradient `g` times the clip factor `scale` (`[1]`) or `gs`, the
+    /// moments and the weights updated by `rule`, AdamW's decay only where `mask` is 1 when there is one. Returns
+    /// the new weights and moments (`[w', m']`, or `[w', m', v']` for Adam, whose `v` is given).
+    ///
+    /// # Shapes
+    /// `w`, `g`, `m`, `v`, `mask: [n]`, `scale: [1]` → `[n]` each
+    #[allow(clippy::too_many_arguments)]
+    fn flat_update(
+        w: burn::tensor::ops::FloatTensor<Self>,
+        g: burn::tensor::ops::FloatTensor<Self>,
+        m: burn::tensor::ops::FloatTensor<Self>,
+        v: Option<burn::tensor::ops::FloatTensor<Self>>,
+        scale: Option<burn::tensor::ops::FloatTensor<Self>>,
+        mask: Option<burn::tensor::ops::FloatTensor<Self>>,
+        rule: FlatRule,
+        gs: f32,
+    ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
     /// The gradients of a linear layer on rows, `y = x·w + bias`, from the output's `g`, those `want`ed
     /// (`[x, w, bias]`) only, as one operation: `dx = g·wᵀ`, `dw = xᵀ·g` (the products burn's autodiff takes for
@@ -370,6 +427,33 @@ pub fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: 
     #[cfg(not(feature = "gpu-kernels"))]
     {
         let _ = flat;
+        None
+    }
+}
+
+/// One flat optimizer update ([`GpuKernels::flat_update`]) on the GPU backends: `[w', m']` (SGD) or
+/// `[w', m', v']` (Adam) from the weights, the gradient (times the clip factor `scale` or `gs`) and the moments,
+/// AdamW's decay only where `mask` is 1. `None` elsewhere, with the kernels off, past the kernels' 32-bit
+/// indices, or on an adapter that binds fewer storage buffers than the kernel reads (the caller composes).
+///
+/// # Shapes
+/// `w`, `g`, `m`, `v`, `mask: [n]`, `scale: [1]` → `[n]` each
+#[allow(clippy::too_many_arguments)]
+pub fn flat_update<B: Backend>(
+    w: &Tensor<B, 1>,
+    g: &Tensor<B, 1>,
+    m: Tensor<B, 1>,
+    v: Option<Tensor<B, 1>>,
+    scale: Option<&Tensor<B, 1>>,
+    mask: Option<&Tensor<B, 1>>,
+    rule: FlatRule,
+    gs: f32,
+) -> Option<Vec<Tensor<B, 1>>> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::flat_update(w, g, m, v, scale, mask, rule, gs);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = (w, g, m, v, scale, mask, rule, gs);
         None
     }
 }
@@ -735,6 +819,61 @@ mod on_gpu {
         }
         dispatch!(B, on);
         let _ = inputs;
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn flat_update<B: Backend>(
+        w: &Tensor<B, 1>,
+        g: &Tensor<B, 1>,
+        m: Tensor<B, 1>,
+        v: Option<Tensor<B, 1>>,
+        scale: Option<&Tensor<B, 1>>,
+        mask: Option<&Tensor<B, 1>>,
+        rule: super::FlatRule,
+        gs: f32,
+    ) -> Option<Vec<Tensor<B, 1>>> {
+        let n = w.dims()[0];
+        let all_f32 = [Some(w), Some(g), Some(&m), v.as_ref(), scale, mask].into_iter().flatten().all(|t| t.dtype() == DType::F32);
+        if !enabled() || !indexable(n) || !all_f32 {
+            return None;
+        }
+        // Adam's kernel binds nine tensors and CubeCL's metadata; SGD's six.
+        let needed = if v.is_some() { 10 } else { 7 };
+        let device = w.device();
+        macro_rules! on {
+            ($g:ty) => {
+                plain_only::<B, $g, _>(|| {
+                    let dev = cast::<_, burn::tensor::Device<$g>>(device.clone())?;
+                    if <$g as GpuKernels>::max_bindings(&dev) < needed {
+                        return None;
+                    }
+                    let p = |t: &Tensor<B, 1>| cast::<_, FloatTensor<$g>>(prim(t.clone()));
+                    let outs = <$g as GpuKernels>::flat_update(
+                        p(w)?,
+                        p(g)?,
+                        cast::<_, FloatTensor<$g>>(prim(m))?,
+                        match v {
+                            Some(v) => Some(cast::<_, FloatTensor<$g>>(prim(v))?),
+                            None => None,
+                        },
+                        match scale {
+                            Some(s) => Some(p(s)?),
+                            None => None,
+                        },
+                        match mask {
+                            Some(k) => Some(p(k)?),
+                            None => None,
+                        },
+                        rule,
+                        gs,
+                    );
+                    outs.into_iter().map(|t| tensor::<B, $g, 1>(t)).collect::<Option<Vec<_>>>()
+                })
+            };
+        }
+        dispatch!(B, on);
+        let _ = (m, v, device);
         None
     }
 
