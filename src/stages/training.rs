@@ -436,7 +436,9 @@ impl Stage for TrainStage {
         // One more on an accelerator: a linear layer's input and weight gradients, and the attention core's
         // products both ways, as the backend's own products inside one operation each
         // (`GpuKernels::linear_backward`, `GpuKernels::attention_forward`/`attention_backward`; before, burn's
-        // fused products, which may take another kernel). f32 inference keeps burn's attention, so features keep
+        // fused products, which may take another kernel), and the flat update as one kernel of polyflow's
+        // (`gpu_fused::flat_update`; a GPU compiler may contract its multiplies and adds otherwise than burn's
+        // fused composition). f32 inference keeps burn's attention, so features keep
         // their version. (Half working copies in bf16/f16, `SharedOptimizer::keep_half_copies`, and LayerNorm
         // writing the half type, `gpu_fused::layer_norm_to`, give the casts' bits and move nothing.)
         let off = off_fused_cpu(params, env);
