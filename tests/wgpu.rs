@@ -132,7 +132,8 @@ fn polyflow<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
 
 /// The CLI on `--backend wgpu`: a Digits node trains there under its own key (the backend is in it, so the
 /// CPU's model does not stand in for it), a second run finds it fresh, and `precision = "bf16"` (no bf16 in
-/// WGSL) is refused before anything runs, with an error that names the node's line and says what to use.
+/// WGSL) is refused before anything runs, with an error that names the node's line and says what to use;
+/// `precision = "f16"` trains under a key of its own where the adapter has f16.
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn the_cli_trains_on_wgpu_under_its_own_key() {
@@ -168,6 +169,19 @@ fn the_cli_trains_on_wgpu_under_its_own_key() {
     assert!(err.contains("not available on the wgpu backend") && err.contains("WGSL"), "{err}");
     assert!(err.contains("`st_digits`") && err.contains("digits.toml:") && err.contains("--set st_digits.precision="), "{err}");
     assert!(!err.contains("Finished") && !err.contains("Running"), "nothing ran: {err}");
+
+    // f16 where the adapter has it: its own key (trained, then fresh), through the half working copies and
+    // LayerNorm to f16 that training takes on the GPU backends.
+    if has_f16("the_cli_trains_on_wgpu_under_its_own_key") {
+        let f16 = polyflow(&run_args(&["--set", "st_digits.precision=f16"]));
+        let err = String::from_utf8_lossy(&f16.stderr);
+        assert_eq!(f16.status.code(), Some(0), "{err}");
+        assert!(err.contains("Finished st_digits"), "f16 is another key than f32: {err}");
+        let again = polyflow(&run_args(&["--set", "st_digits.precision=f16"]));
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert_eq!(again.status.code(), Some(0), "{err}");
+        assert!(!err.contains("Finished st_digits"), "the f16 node is fresh the second time: {err}");
+    }
 }
 
 /// Values of a tensor as f32.

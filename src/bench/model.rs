@@ -174,7 +174,7 @@ impl BackendJob for Job {
         let mut opt = SharedOptimizer::<B>::new(OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, None);
         let on_cpu = a.backend == "flex" || a.backend == "cpu";
         // As training on an accelerator: the products' weights as half working copies of the optimizer's masters.
-        let half_copies = (a.bf16 || a.f16) && !on_cpu && !a.f32_params && crate::model::gpu_fused::token_rows::<B>();
+        let half_copies = crate::train::run::half_copies_with::<B>(a.bf16 || a.f16, !on_cpu, a.f32_params, false);
         if half_copies {
             opt.keep_half_copies(model.product_params(), if a.bf16 { FloatDType::BF16 } else { FloatDType::F16 });
         }

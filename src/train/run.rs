@@ -134,11 +134,14 @@ pub struct RunConfig {
 /// `f32_params`. Not under `accumulate`, whose update sums several tasks' gradients of the shared weights in one
 /// backward pass (in the half type, where the casts sum them in f32).
 pub fn half_copies<B: AutodiffBackend>(cfg: &RunConfig) -> bool {
-    (cfg.bf16 || cfg.f16)
-        && cfg.deferred_reads.is_some()
-        && !cfg.f32_params
-        && cfg.schedule != Schedule::Accumulate
-        && crate::model::gpu_fused::token_rows::<B>()
+    half_copies_with::<B>(cfg.bf16 || cfg.f16, cfg.deferred_reads.is_some(), cfg.f32_params, cfg.schedule == Schedule::Accumulate)
+}
+
+/// [`half_copies`] from its parts (also `bench-model`'s choice): half products, the flat optimizer's path (an
+/// accelerator), not `f32_params`, not one backward pass over several tasks (`accumulate`), polyflow's kernels on
+/// a GPU backend.
+pub fn half_copies_with<B: AutodiffBackend>(half: bool, flat: bool, f32_params: bool, accumulate: bool) -> bool {
+    half && flat && !f32_params && !accumulate && crate::model::gpu_fused::token_rows::<B>()
 }
 
 /// Updates between host reads on an accelerator ([`RunConfig::deferred_reads`]): `POLYFLOW_SYNC_EVERY`
