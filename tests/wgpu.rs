@@ -1033,3 +1033,78 @@ fn training_slices_longer_than_the_devices_reductions_are_refused() {
         assert!(on.is_ok(), "with the kernels on: {on:?}");
     }
 }
+
+/// The loss node (`gpu_fused::classification_loss`, what `train::metrics::loss` runs on the GPU backends) gives
+/// burn's composition's loss and logits' gradient (that composition on the CPU, from the same values): softmax
+/// and sigmoid, padded logits rows (a narrowed view), soft and multi-hot targets, more rows than a cube has units,
+/// a gradient other than 1 flowing in; logits of ±200 stay finite; at logits exactly 0 (a zero-initialized head's
+/// first step) the sigmoid's gradient is `σ(0) − t`, where the composition's subgradients of `max` and `|·|` add
+/// to `1 − t`; targets that require a gradient are handed back; f16 within one f16 step of the f32 composition.
+#[test]
+#[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
+fn the_loss_node_matches_burns_composition() {
+    use burn::tensor::{Distribution, FloatDType, Tensor, TensorData};
+    use polyflow::model::gpu_fused::classification_loss;
+    use polyflow::train::metrics::loss;
+    type A = Autodiff<Wgpu>;
+    type C = Autodiff<Flex>;
+    let (dev, cpu) = (burn::backend::wgpu::WgpuDevice::DefaultDevice, Default::default());
+    // Targets: one-hot rows, a soft row and an all-zero row (softmax), two positives a row (sigmoid).
+    let targets = |rows: usize, k: usize, sigmoid: bool| -> Vec<f32> {
+        let mut t = vec![0f32; rows * k];
+        for r in 0..rows {
+            if sigmoid {
+                t[r * k + r % k] = 1.0;
+                t[r * k + (r * 7 + 3) % k] = 1.0;
+            } else if r == 1 && k > 1 {
+                t[r * k] = 0.25;
+                t[r * k + k - 1] = 0.75;
+            } else if r != 2 {
+                t[r * k + (r * 5) % k] = 1.0;
+            }
+        }
+        t
+    };
+    for sigmoid in [false, true] {
+        let kind = if sigmoid { Loss::Sigmoid } else { Loss::Softmax };
+        for (rows, k, pad, sd) in [(7, 10, 0, 3.0), (300, 37, 5, 4.0), (3, 1, 0, 1.0), (5, 1000, 24, 200.0)] {
+            let what = format!("{kind:?} {rows}×{k}+{pad}");
+            let z0 = Tensor::<A, 2>::random([rows, k + pad], Distribution::Normal(0.0, sd), &dev).narrow(1, 0, k);
+            let zv = vals(z0.clone().inner());
+            let tv = targets(rows, k, sigmoid);
+            let z = z0.detach().require_grad();
+            let l = loss(kind, z.clone(), Tensor::<A, 2>::from_data(TensorData::new(tv.clone(), [rows, k]), &dev)) * 1.7;
+            let dz = vals(z.grad(&l.backward()).unwrap());
+            let lv = vals(l.inner());
+            let zc = Tensor::<C, 2>::from_data(TensorData::new(zv, [rows, k]), &cpu).require_grad();
+            let lc = loss(kind, zc.clone(), Tensor::<C, 2>::from_data(TensorData::new(tv, [rows, k]), &cpu)) * 1.7;
+            let dzc = vals(zc.grad(&lc.backward()).unwrap());
+            assert!(lv[0].is_finite() && dz.iter().all(|v| v.is_finite()), "{what}: {lv:?}");
+            near(&format!("{what} loss"), &lv, &vals(lc.inner()), 2e-6);
+            near(&format!("{what} dz"), &dz, &dzc, 2e-6);
+        }
+    }
+    // Logits exactly 0: the true gradient of the mean, σ(0) − t over the batch.
+    let (rows, k) = (4, 6);
+    let tv = targets(rows, k, true);
+    let z = Tensor::<A, 2>::zeros([rows, k], &dev).require_grad();
+    let l = loss(Loss::Sigmoid, z.clone(), Tensor::<A, 2>::from_data(TensorData::new(tv.clone(), [rows, k]), &dev));
+    assert!((vals(l.clone().inner())[0] - k as f32 * std::f32::consts::LN_2).abs() < 1e-5);
+    let want: Vec<f32> = tv.iter().map(|t| (0.5 - t) / rows as f32).collect();
+    near("sigmoid dz at 0", &vals(z.grad(&l.backward()).unwrap()), &want, 1e-6);
+    // Targets that require a gradient: the composition's business.
+    let t = Tensor::<A, 2>::from_data(TensorData::new(tv, [rows, k]), &dev).require_grad();
+    assert!(classification_loss(Tensor::<A, 2>::zeros([rows, k], &dev), t, true).is_err());
+    if has_f16("the_loss_node_matches_burns_composition") {
+        for sigmoid in [false, true] {
+            let z = Tensor::<Wgpu, 2>::random([9, 70], Distribution::Normal(0.0, 3.0), &dev);
+            let t = Tensor::<Wgpu, 2>::from_data(TensorData::new(targets(9, 70, sigmoid), [9, 70]), &dev);
+            let h = classification_loss(z.clone().cast(FloatDType::F16), t.clone().cast(FloatDType::F16), sigmoid).ok().unwrap();
+            assert_eq!(h.dtype(), burn::tensor::DType::F16);
+            // The reference from the f16-rounded logits, in f32.
+            let z32 = z.cast(FloatDType::F16).cast(FloatDType::F32);
+            let want = classification_loss(z32, t, sigmoid).ok().unwrap();
+            within_one_f16_step(&format!("f16 loss, sigmoid {sigmoid}"), &vals(h), &vals(want), 0.0);
+        }
+    }
+}

@@ -132,7 +132,8 @@ impl<B: Backend> PolyVit<B> {
     /// # Shapes
     /// `x: [B, C, T, H, W]` → `[B, classes]`
     pub fn forward(&self, route: Route, x: Tensor<B, 5>, masks: &[Option<DropMasks<B>>]) -> Tensor<B, 2> {
-        self.heads[route.head].forward(self.features(route.tokenizer, x, masks))
+        // On the GPU backends the linear node (`gpu_fused::linear`: its backward one operation); burn's `linear` on the CPU.
+        super::gpu_fused::linear(&self.heads[route.head], self.features(route.tokenizer, x, masks))
     }
 }
 

@@ -395,11 +395,13 @@ impl Stage for TrainStage {
         // 2: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
         // 3: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
         // 4 (cotrain): `accumulate` warms up for the same share of its updates as the other schedules.
+        // 5 (cotrain) / 4: the sigmoid loss's gradient at logits exactly 0 is σ(0) − t (`train::metrics::loss`;
+        // it was 1 − t: a zero-initialized head's first update on a multi-label task). No other bit moves.
         // (+1 off the fused CPU block only: see `version_for`.)
         if self.multi {
-            4
+            5
         } else {
-            3
+            4
         }
     }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
@@ -441,6 +443,9 @@ impl Stage for TrainStage {
         // fused composition). f32 inference keeps burn's attention, so features keep
         // their version. (Half working copies in bf16/f16, `SharedOptimizer::keep_half_copies`, and LayerNorm
         // writing the half type, `gpu_fused::layer_norm_to`, give the casts' bits and move nothing.)
+        // (The loss as one node of polyflow's kernels on an accelerator, `gpu_fused::classification_loss`, another
+        // summation order, and the heads as the linear node came with the base version's bump for the sigmoid's
+        // gradient at 0, which every backend takes.)
         let off = off_fused_cpu(params, env);
         let precision = params.get("precision").and_then(Value::as_str);
         let bf16 = precision == Some("bf16");

@@ -1,4 +1,4 @@
-//! Losses (in burn) and metrics (on the host).
+//! Losses (burn's compositions, or one node of polyflow's kernels on the GPU backends) and metrics (on the host).
 
 use burn::tensor::{activation, backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
@@ -19,15 +19,34 @@ pub enum Loss {
 /// # Shapes
 /// `logits, targets: [B, K]` → `[1]`
 pub fn loss<B: Backend>(kind: Loss, logits: Tensor<B, 2>, targets: Tensor<B, 2>) -> Tensor<B, 1> {
+    // On the GPU backends one node of polyflow's kernels (`gpu_fused::classification_loss`); elsewhere burn's
+    // composition below, whose bits the CPU keeps.
+    let (logits, targets) = match crate::model::gpu_fused::classification_loss(logits, targets, kind == Loss::Sigmoid) {
+        Ok(l) => return l,
+        Err(inputs) => inputs,
+    };
     match kind {
         Loss::Softmax => (activation::log_softmax(logits, 1) * targets).sum_dim(1).mean().neg(),
         Loss::Sigmoid => {
             // softplus(z) − y·z, stable: max(z, 0) − y·z + log(1 + e^{−|z|})
             let z = logits;
-            let l = z.clone().clamp_min(0.0) - z.clone() * targets + (z.abs().neg().exp() + 1.0).log();
-            l.sum_dim(1).mean()
+            let l = z.clone().clamp_min(0.0) - z.clone() * targets + (z.clone().abs().neg().exp() + 1.0).log();
+            (l + kink_correction(z)).sum_dim(1).mean()
         }
     }
+}
+
+/// Zero in value, and −½ in gradient where `z` is exactly 0: burn's autodiff takes the subgradient 1 of
+/// `max(z, 0)` and 0 of `|z|` there, so the composed sigmoid loss's gradient would be `1 − t` where the loss's
+/// derivative is `σ(0) − t = ½ − t` (what PyTorch's `BCEWithLogits` gives). Logits are exactly 0 for a
+/// zero-initialized head's first update (the paper's audio and video heads: a multi-label audio task's first
+/// step). Elsewhere it adds zeros to the loss and to the gradient, which moves no bit.
+///
+/// # Shapes
+/// `z: [B, K]` → `[B, K]`
+fn kink_correction<B: Backend>(z: Tensor<B, 2>) -> Tensor<B, 2> {
+    let at_zero = z.clone().detach().equal_elem(0.0).float(); // constant: 1 where z = 0
+    z * at_zero * -0.5
 }
 
 /// Top-k accuracy of logits `[B·K]` against targets (argmax of the target row; all-zero rows ignored).
@@ -90,6 +109,51 @@ pub fn mean_ap(logits: &[f32], targets: &[f32], k_cls: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::TensorData;
+
+    /// The sigmoid loss's gradient at logits exactly 0 is `(σ(0) − t)/B`; at every other logit the loss and its
+    /// gradient have the bits of the composition without the correction.
+    #[test]
+    fn sigmoid_loss_gradient_at_zero_logits_and_bits_elsewhere() {
+        let _one = crate::train::run::autodiff_guard();
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let (b, k) = (3, 4);
+        let t: Vec<f32> = vec![1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let targets = || Tensor::<A, 2>::from_data(TensorData::new(t.clone(), [b, k]), &dev);
+        let z = Tensor::<A, 2>::zeros([b, k], &dev).require_grad();
+        let l = loss(Loss::Sigmoid, z.clone(), targets());
+        assert!((l.clone().into_scalar() - k as f32 * std::f32::consts::LN_2).abs() < 1e-6);
+        let dz = z.grad(&l.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
+        let want: Vec<f32> = t.iter().map(|t| (0.5 - t) / b as f32).collect();
+        assert!(dz.iter().zip(&want).all(|(a, w)| (a - w).abs() <= 1e-7), "{dz:?} vs {want:?}");
+        // Nonzero logits (one exact 0 among them, then a −0 too): the uncorrected composition's bits everywhere else.
+        let zs: Vec<f32> = (0..b * k).map(|i| (i as f32 - 5.0) * 0.7).collect();
+        let plain = |z: Tensor<A, 2>| {
+            let l = z.clone().clamp_min(0.0) - z.clone() * targets() + (z.abs().neg().exp() + 1.0).log();
+            l.sum_dim(1).mean()
+        };
+        let mut zs2 = zs.clone();
+        zs2[7] = -0.0;
+        for zs in [zs, zs2] {
+            let run = |corrected: bool| {
+                let z = Tensor::<A, 2>::from_data(TensorData::new(zs.clone(), [b, k]), &dev).require_grad();
+                let l = if corrected { loss(Loss::Sigmoid, z.clone(), targets()) } else { plain(z.clone()) };
+                let v = l.clone().into_scalar();
+                (v, z.grad(&l.backward()).unwrap().into_data().to_vec::<f32>().unwrap())
+            };
+            let ((lc, gc), (lp, gp)) = (run(true), run(false));
+            assert_eq!(lc.to_bits(), lp.to_bits());
+            for (i, (a, p)) in gc.iter().zip(&gp).enumerate() {
+                if zs[i] == 0.0 {
+                    assert!((a - (p - 0.5 / b as f32)).abs() <= 1e-7, "the logit {i} at ±0: {a} vs {p} − ½/B");
+                } else {
+                    assert_eq!(a.to_bits(), p.to_bits(), "logit {i}");
+                }
+            }
+        }
+    }
     #[test]
     fn metrics() {
         let l = [0.1, 0.9, 0.0, 0.8, 0.1, 0.1];

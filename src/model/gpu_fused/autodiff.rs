@@ -278,3 +278,36 @@ pub(super) fn linear<B: GpuKernels>(
 pub(super) fn linear_forward<B: GpuKernels>(x: FloatTensor<B>, w: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     bias_add_forward::<B>(B::float_matmul(x, w), bias)
 }
+
+/// The loss's backward step: parent the logits (the targets are data, never tracked: the caller checks); state
+/// the logits, the targets and the loss's kind.
+#[derive(Debug)]
+struct LossBackward;
+
+impl<B: GpuKernels> Backward<B, 1> for LossBackward {
+    type State = ([FloatTensor<B>; 2], bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node);
+        let ([z, t], sigmoid) = ops.state;
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::loss_backward(g, z, t, sigmoid));
+        }
+    }
+}
+
+/// The batch's mean classification loss on `Autodiff<B>`, one node of one operation each way
+/// ([`GpuKernels::loss_forward`], [`GpuKernels::loss_backward`]); `t` gets no gradient.
+///
+/// # Shapes
+/// `z`, `t: [B, K]` → `[1]`
+pub(super) fn loss<B: GpuKernels>(z: FloatTensor<Autodiff<B>>, t: FloatTensor<Autodiff<B>>, sigmoid: bool) -> FloatTensor<Autodiff<B>> {
+    match LossBackward.prepare::<NoCheckpointing>([z.node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let l = B::loss_forward(z.primitive.clone(), t.primitive.clone(), sigmoid);
+            prep.finish(([z.primitive, t.primitive], sigmoid), l)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::loss_forward(z.primitive, t.primitive, sigmoid)),
+    }
+}

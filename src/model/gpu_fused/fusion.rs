@@ -30,6 +30,8 @@ enum Kind {
     AttentionForward { tokens: usize, heads: usize, state: bool },
     FlatUpdate { rule: super::FlatRule, gs: f32, v: bool, scale: bool, mask: bool },
     AttentionBackward { scale: f64, shape: Shape },
+    LossForward { sigmoid: bool },
+    LossBackward { sigmoid: bool },
 }
 
 /// One of the kernels as an operation of the fusion stream.
@@ -89,6 +91,8 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::AttentionBackward { scale, ref shape } => {
                 vec![B::attention_backward(next(), next(), next(), next(), next(), scale, shape.clone())]
             }
+            Kind::LossForward { sigmoid } => vec![B::loss_forward(next(), next(), sigmoid)],
+            Kind::LossBackward { sigmoid } => vec![B::loss_backward(next(), next(), next(), sigmoid)],
             Kind::Pack { .. } | Kind::LinearBackward { .. } | Kind::FlatUpdate { .. } => unreachable!("handled above"),
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
@@ -273,6 +277,16 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         let mut grads =
             register::<B>("polyflow_linear_backward", Kind::LinearBackward { want }, vec![g, x, w], shapes, &dtypes).into_iter();
         want.map(|w| if w { grads.next() } else { None })
+    }
+
+    fn loss_forward(z: FloatTensor<Self>, t: FloatTensor<Self>, sigmoid: bool) -> FloatTensor<Self> {
+        let dt = z.dtype;
+        one(register::<B>("polyflow_loss", Kind::LossForward { sigmoid }, vec![z, t], vec![Shape::new([1])], &[dt]))
+    }
+
+    fn loss_backward(g: FloatTensor<Self>, z: FloatTensor<Self>, t: FloatTensor<Self>, sigmoid: bool) -> FloatTensor<Self> {
+        let (shape, dt) = (z.shape.clone(), z.dtype);
+        one(register::<B>("polyflow_loss_backward", Kind::LossBackward { sigmoid }, vec![g, z, t], vec![shape], &[dt]))
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

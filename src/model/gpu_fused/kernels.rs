@@ -19,6 +19,8 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime};
 use cubecl::prelude::*;
 
+mod loss;
+
 /// The sum of every unit's `v` in the cube (all units get it). `sh` holds `CUBE_DIM_X` floats, a power of two.
 #[cube]
 fn cube_sum(sh: &mut SharedMemory<f32>, v: f32) -> f32 {
@@ -1308,6 +1310,14 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
             dtype.into(),
         );
         dx
+    }
+
+    fn loss_forward(z: FloatTensor<Self>, t: FloatTensor<Self>, sigmoid: bool) -> FloatTensor<Self> {
+        loss::forward(z, t, sigmoid)
+    }
+
+    fn loss_backward(g: FloatTensor<Self>, z: FloatTensor<Self>, t: FloatTensor<Self>, sigmoid: bool) -> FloatTensor<Self> {
+        loss::backward(g, z, t, sigmoid)
     }
 
     fn softmax_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -268,6 +268,31 @@ pub trait GpuKernels: Backend {
         want: [bool; 3],
     ) -> [Option<burn::tensor::ops::FloatTensor<Self>>; 3];
 
+    /// The mean over the batch of the classification loss of logits `z` against targets `t` (one launch where
+    /// burn's composition was about ten operations, four of them reductions): softmax cross-entropy
+    /// `−Σ_k t_k·log softmax(z)_k`, or with `sigmoid` binary cross-entropy `Σ_k softplus(z_k) − t_k·z_k`, in f32
+    /// whatever `z`'s type, rounded once to it.
+    ///
+    /// # Shapes
+    /// `z`, `t: [B, K]` → `[1]`
+    fn loss_forward(
+        z: burn::tensor::ops::FloatTensor<Self>,
+        t: burn::tensor::ops::FloatTensor<Self>,
+        sigmoid: bool,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+
+    /// [`GpuKernels::loss_forward`]'s gradient with respect to the logits, from the mean's gradient `g`, one
+    /// launch: `g/B·(softmax(z)·Σ_k t_k − t)`, or `g/B·(σ(z) − t)`.
+    ///
+    /// # Shapes
+    /// `g: [1]`, `z`, `t: [B, K]` → `[B, K]`
+    fn loss_backward(
+        g: burn::tensor::ops::FloatTensor<Self>,
+        z: burn::tensor::ops::FloatTensor<Self>,
+        t: burn::tensor::ops::FloatTensor<Self>,
+        sigmoid: bool,
+    ) -> burn::tensor::ops::FloatTensor<Self>;
+
     /// Softmax over the last axis.
     ///
     /// # Shapes
@@ -572,6 +597,30 @@ fn bias_add<B: Backend>(y: Tensor<B, 2>, bias: Tensor<B, 1>) -> Option<Tensor<B,
     {
         let _ = (y, bias);
         None
+    }
+}
+
+/// The batch's mean classification loss of `logits` against `targets` as one autodiff node on the GPU backends
+/// (one launch forward and one backward, where burn's composition records about ten operations, four of them
+/// reductions, and their backward): softmax cross-entropy, or with `sigmoid` binary cross-entropy on logits,
+/// summed over the classes. `Err` hands the inputs back where the node does not apply (the CPU, the kernels
+/// off, float types other than f32/bf16/f16 or differing, targets that require a gradient, tensors past the
+/// kernels' 32-bit indices): the caller composes the loss with burn's operations, as `train::metrics::loss` does.
+///
+/// # Shapes
+/// `logits`, `targets: [B, K]` → `[1]`
+#[allow(clippy::type_complexity)]
+pub fn classification_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 2>,
+    sigmoid: bool,
+) -> Result<Tensor<B, 1>, (Tensor<B, 2>, Tensor<B, 2>)> {
+    #[cfg(feature = "gpu-kernels")]
+    return on_gpu::loss(logits, targets, sigmoid);
+    #[cfg(not(feature = "gpu-kernels"))]
+    {
+        let _ = sigmoid;
+        Err((logits, targets))
     }
 }
 
@@ -920,6 +969,28 @@ mod on_gpu {
             ($g:ty) => {
                 Ok(run::<B, $g, D, 1>(inputs, |[x]| <$g as GpuKernels>::gelu_tanh_forward(x), |[x]| autodiff::gelu_tanh::<$g>(x))
                     .expect("one of this build's GPU backends"))
+            };
+        }
+        dispatch!(B, on);
+        unreachable!("gpu_backend::<B>() was checked")
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(super) fn loss<B: Backend>(z: Tensor<B, 2>, t: Tensor<B, 2>, sigmoid: bool) -> Result<Tensor<B, 1>, (Tensor<B, 2>, Tensor<B, 2>)> {
+        let n = z.shape().num_elements();
+        let ok = enabled() && gpu_backend::<B>() && indexable(n) && z.dims() == t.dims() && float(z.dtype()) && z.dtype() == t.dtype();
+        if !ok || t.is_require_grad() {
+            return Err((z, t));
+        }
+        let inputs = [prim(z), prim(t)];
+        macro_rules! on {
+            ($g:ty) => {
+                Ok(run::<B, $g, 1, 2>(
+                    inputs,
+                    |[z, t]| <$g as GpuKernels>::loss_forward(z, t, sigmoid),
+                    |[z, t]| autodiff::loss::<$g>(z, t, sigmoid),
+                )
+                .expect("one of this build's GPU backends"))
             };
         }
         dispatch!(B, on);
