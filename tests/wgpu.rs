@@ -323,7 +323,8 @@ fn layer_norm_and_softmax_kernels_match_burns_compositions() {
 /// burn's `slice_assign` into zeros gives: pieces of every length around the 128-float padding, missing pieces
 /// and padding left zero, more pieces than one launch takes (9 present: a full launch and one with a slot unused),
 /// pieces of two and three axes whose rows lie farther apart than their length. And the unpack kernel gives every
-/// segment back as a packed tensor of the parameter's shape.
+/// segment back as a packed tensor of the parameter's shape, into the old tensor's buffer where nothing else holds
+/// it (a tensor held elsewhere keeps its values).
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn the_pack_kernel_lays_out_what_slice_assign_does() {
@@ -384,9 +385,29 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     // (f16 copies rounded as burn's cast rounds: the half working copies' products see what the cast gave them).
     let shapes: Vec<Shape> = lens.iter().map(|&n| Shape::from(shape_of(n))).collect();
     let dtypes: Vec<DType> = (0..lens.len()).map(|i| dtype_of(i + 2).into()).collect();
+    // The tensors the copies replace: alone (their buffers taken), held elsewhere too (a clone, which must keep its
+    // values), none, and padded views (whose buffers are not theirs alone, nor packed).
+    let ones = |i: usize| Tensor::<Wgpu, 1>::ones([lens[i]], &dev).cast(FloatDType::from(dtypes[i])).into_primitive().tensor();
+    let shaped = |t: FloatTensor<Wgpu>, i: usize| <Wgpu as FloatTensorOps<Wgpu>>::float_reshape(t, shapes[i].clone());
+    let mut kept = vec![];
+    let old: Vec<Option<FloatTensor<Wgpu>>> = (0..lens.len())
+        .map(|i| match i % 4 {
+            0 => Some(shaped(ones(i), i)),
+            1 => {
+                let t = shaped(ones(i), i);
+                kept.push((i, t.clone()));
+                Some(t)
+            }
+            2 => None,
+            _ => Some(padded(&shape_of(lens[i]), FloatDType::from(dtypes[i]))),
+        })
+        .collect();
     let copies: Vec<FloatTensor<Wgpu>> =
-        polyflow::model::gpu_fused::unpack::<Wgpu>(&packed, &segs, &shapes, &dtypes).expect("the kernel runs on wgpu");
+        polyflow::model::gpu_fused::unpack::<Wgpu>(&packed, &segs, &shapes, &dtypes, old).expect("the kernel runs on wgpu");
     assert_eq!(copies.len(), segs.len());
+    for (i, t) in kept {
+        assert!(vals(flat1(&t, lens[i])).iter().all(|v| *v == 1.0), "segment {i}: a tensor held elsewhere was written");
+    }
     for (((c, &(o, n)), shape), dt) in copies.into_iter().zip(&segs).zip(&shapes).zip(&dtypes) {
         assert_eq!((&c.shape(), c.dtype()), (shape, *dt), "segment at {o}");
         let want = packed.clone().narrow(0, o, n).cast(*dt);

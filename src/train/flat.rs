@@ -31,7 +31,7 @@
 
 use super::optim::{OptKind, SharedOptimizer};
 use crate::model::gpu_fused::FlatRule;
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId, ParamMapper};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
@@ -98,13 +98,36 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
     }
 }
 
+/// Takes the parameters out of the model, leaving placeholders that [`Scatter`] replaces: the old value of each
+/// (its inner tensor, moved out so that nothing else holds it) and its load/save mapper. On the GPU backends the
+/// copies [`unpack`] writes then take the old values' buffers (no allocation per parameter, and no release
+/// operation registered with burn's fusion for each: [`crate::model::gpu_fused::unpack`]).
+struct Take<B: AutodiffBackend> {
+    old: Vec<FloatTensor<B::InnerBackend>>,
+    mappers: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Take<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let (shape, device) = (tensor.shape(), tensor.device());
+        self.old.push(prim(tensor.inner()));
+        self.mappers.push(Box::new(mapper));
+        // Never read: `Scatter` sets every parameter before the model is used again.
+        Param::uninitialized(id, |_, _| unreachable!("a parameter taken out for the update was read before being set"), device, true, shape)
+    }
+}
+
 /// Sets each parameter to its segment of the flat weights in its float type `dtypes[i]`: its copy in `copies`
-/// where there is one (the GPU backends: [`unpack`]), else a view reshaped (and cast to a half type).
+/// where there is one (the GPU backends: [`unpack`]), else a view reshaped (and cast to a half type); with the
+/// mapper [`Take`] kept for it.
 struct Scatter<'a, B: AutodiffBackend> {
     w: &'a Tensor<B::InnerBackend, 1>,
     segs: &'a [(usize, usize)],
+    shapes: &'a [Shape],
     dtypes: &'a [FloatDType],
     copies: Vec<Option<FloatTensor<B::InnerBackend>>>,
+    mappers: Vec<Box<dyn std::any::Any + Send>>,
     idx: usize,
 }
 
@@ -113,8 +136,10 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
         let i = self.idx;
         self.idx += 1;
         let (off, len) = self.segs[i];
-        let (id, tensor, mapper) = param.consume();
-        let dims = tensor.dims();
+        let dims: [usize; D] = self.shapes[i].dims();
+        let mapper = std::mem::replace(&mut self.mappers[i], Box::new(()));
+        let mapper =
+            *mapper.downcast::<ParamMapper<Tensor<B, D>>>().unwrap_or_else(|_| panic!("the mapper `Take` kept for this parameter"));
         let w = match self.copies.get_mut(i).and_then(Option::take) {
             Some(copy) => {
                 let w = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(copy));
@@ -124,7 +149,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B> {
             }
             None => self.w.clone().narrow(0, off, len).reshape(dims).cast(self.dtypes[i]),
         };
-        Param::from_mapped_value(id, Tensor::<B, D>::from_inner(w).require_grad(), mapper)
+        Param::from_mapped_value(param.id, Tensor::<B, D>::from_inner(w).require_grad(), mapper)
     }
 }
 
@@ -144,12 +169,16 @@ fn unpack<B: Backend>(
     segs: &[(usize, usize)],
     shapes: &[Shape],
     dtypes: &[FloatDType],
+    old: Vec<FloatTensor<B>>,
 ) -> Vec<Option<FloatTensor<B>>> {
     let picked: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].1 <= COPY_MAX || dtypes[i] != FloatDType::F32).collect();
     let ps: Vec<(usize, usize)> = picked.iter().map(|&i| segs[i]).collect();
     let sh: Vec<Shape> = picked.iter().map(|&i| shapes[i].clone()).collect();
     let dt: Vec<DType> = picked.iter().map(|&i| dtypes[i].into()).collect();
-    let Some(copies) = (!picked.is_empty()).then(|| crate::model::gpu_fused::unpack(flat, &ps, &sh, &dt)).flatten() else {
+    // The old values of the parameters copied, for their buffers; the others' are released here.
+    let mut old: Vec<Option<FloatTensor<B>>> = old.into_iter().map(Some).collect();
+    let old: Vec<Option<FloatTensor<B>>> = picked.iter().map(|&i| old.get_mut(i).and_then(Option::take)).collect();
+    let Some(copies) = (!picked.is_empty()).then(|| crate::model::gpu_fused::unpack(flat, &ps, &sh, &dt, old)).flatten() else {
         return Vec::new();
     };
     let mut out: Vec<Option<FloatTensor<B>>> = vec![None; segs.len()];
@@ -358,9 +387,14 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     fn scatter<M: AutodiffModule<B>>(&mut self, model: M, new_w: Tensor<B::InnerBackend, 1>) -> M {
         let flat = self.flat.as_mut().expect("gathered first");
         flat.w = new_w.clone();
+        // The old parameters out first, so that the copies can take their buffers.
+        let mut take = Take::<B> { old: Vec::new(), mappers: Vec::new() };
+        let model = model.map(&mut take);
+        assert_eq!(take.old.len(), flat.segs.len(), "the model has the parameters the flat state was built for");
         // On the GPU backends the segments burn's `slice` would copy one launch each, copied five per launch.
-        let copies = unpack(&new_w, &flat.segs, &flat.shapes, &flat.dtypes);
-        let mut scatter = Scatter::<B> { w: &new_w, segs: &flat.segs, dtypes: &flat.dtypes, copies, idx: 0 };
+        let copies = unpack(&new_w, &flat.segs, &flat.shapes, &flat.dtypes, take.old);
+        let (segs, shapes, dtypes) = (&flat.segs, &flat.shapes, &flat.dtypes);
+        let mut scatter = Scatter::<B> { w: &new_w, segs, shapes, dtypes, copies, mappers: take.mappers, idx: 0 };
         model.map(&mut scatter)
     }
 
@@ -387,7 +421,10 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
             return model;
         };
         let f32s = vec![FloatDType::F32; flat.segs.len()];
-        let mut scatter = Scatter::<B> { w: &flat.w, segs: &flat.segs, dtypes: &f32s, copies: vec![], idx: 0 };
+        let mut take = Take::<B> { old: Vec::new(), mappers: Vec::new() };
+        let model = model.map(&mut take);
+        let (segs, shapes) = (&flat.segs, &flat.shapes);
+        let mut scatter = Scatter::<B> { w: &flat.w, segs, shapes, dtypes: &f32s, copies: vec![], mappers: take.mappers, idx: 0 };
         model.map(&mut scatter)
     }
 

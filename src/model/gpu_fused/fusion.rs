@@ -21,7 +21,7 @@ enum Kind {
     HeadsSplit { tokens: usize, heads: usize },
     HeadsMerge { shape: Shape },
     Pack { offsets: Vec<usize>, total: usize },
-    Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType> },
+    Unpack { segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType>, old: Vec<bool> },
     SqPartials,
     ColSums,
     QkvSplit { tokens: usize, heads: usize, scale: f64 },
@@ -61,6 +61,17 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             }
             return;
         }
+        if let Kind::Unpack { segs, shapes, dtypes, old } = &self.kind {
+            // Inputs: the flat weights, then the old tensors given, in segment order.
+            let mut it = inputs.into_iter();
+            let flat = it.next().expect("the flat weights");
+            let old: Vec<Option<FloatTensor<B>>> = old.iter().map(|&given| if given { it.next() } else { None }).collect();
+            let outs = B::unpack(flat, segs.clone(), shapes.clone(), dtypes.clone(), old);
+            for (ir, t) in self.desc.outputs.iter().zip(outs) {
+                handles.register_float_tensor::<B>(&ir.id, t);
+            }
+            return;
+        }
         if let Kind::LinearBackward { want } = self.kind {
             let Ok([g, x, w]) = <[FloatTensor<B>; 3]>::try_from(inputs) else { panic!("the linear backward takes g, x, w") };
             // The outputs registered are the wanted gradients, in order.
@@ -84,7 +95,6 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             Kind::HeadsMerge { ref shape } => vec![B::heads_merge(next(), shape.clone())],
             Kind::QkvSplit { tokens, heads, scale } => B::qkv_split(next(), tokens, heads, scale).into(),
             Kind::QkvMerge { scale, ref shape } => vec![B::qkv_merge(next(), next(), next(), scale, shape.clone())],
-            Kind::Unpack { ref segs, ref shapes, ref dtypes } => B::unpack(next(), segs.clone(), shapes.clone(), dtypes.clone()),
             Kind::SqPartials => vec![B::sq_partials(next())],
             Kind::ColSums => vec![B::col_sums(next())],
             Kind::AttentionForward { tokens, heads, state } => B::attention_forward(next(), tokens, heads, state),
@@ -93,7 +103,9 @@ impl<B: FusionBackend + GpuKernels> Operation<B::FusionRuntime> for Custom<B> {
             }
             Kind::LossForward { sigmoid } => vec![B::loss_forward(next(), next(), sigmoid)],
             Kind::LossBackward { sigmoid } => vec![B::loss_backward(next(), next(), next(), sigmoid)],
-            Kind::Pack { .. } | Kind::LinearBackward { .. } | Kind::FlatUpdate { .. } => unreachable!("handled above"),
+            Kind::Pack { .. } | Kind::Unpack { .. } | Kind::LinearBackward { .. } | Kind::FlatUpdate { .. } => {
+                unreachable!("handled above")
+            }
         };
         for (ir, t) in self.desc.outputs.iter().zip(outputs) {
             handles.register_float_tensor::<B>(&ir.id, t);
@@ -160,9 +172,19 @@ impl<B: FusionBackend + GpuKernels> GpuKernels for Fusion<B> {
         one(register::<B>("polyflow_pack", Kind::Pack { offsets, total }, pieces, vec![Shape::new([total])], &[DType::F32]))
     }
 
-    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType>) -> Vec<FloatTensor<Self>> {
-        let kind = Kind::Unpack { segs, shapes: shapes.clone(), dtypes: dtypes.clone() };
-        register::<B>("polyflow_unpack", kind, vec![flat], shapes, &dtypes)
+    fn unpack(
+        flat: FloatTensor<Self>,
+        segs: Vec<(usize, usize)>,
+        shapes: Vec<Shape>,
+        dtypes: Vec<DType>,
+        old: Vec<Option<FloatTensor<Self>>>,
+    ) -> Vec<FloatTensor<Self>> {
+        // An old tensor moved in as its last handle is this operation's to release (burn-fusion registers no release
+        // of it), and the kernel's to write the copy into.
+        let given = (0..segs.len()).map(|i| old.get(i).is_some_and(Option::is_some)).collect();
+        let kind = Kind::Unpack { segs, shapes: shapes.clone(), dtypes: dtypes.clone(), old: given };
+        let inputs = std::iter::once(flat).chain(old.into_iter().flatten()).collect();
+        register::<B>("polyflow_unpack", kind, inputs, shapes, &dtypes)
     }
 
     fn col_sums(g: FloatTensor<Self>) -> FloatTensor<Self> {

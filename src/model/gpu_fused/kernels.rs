@@ -1087,15 +1087,26 @@ impl<R: CubeRuntime, BT: BoolElement> GpuKernels for CubeBackend<R, f32, i32, BT
         out
     }
 
-    fn unpack(flat: FloatTensor<Self>, segs: Vec<(usize, usize)>, shapes: Vec<Shape>, dtypes: Vec<DType>) -> Vec<FloatTensor<Self>> {
+    fn unpack(
+        flat: FloatTensor<Self>,
+        segs: Vec<(usize, usize)>,
+        shapes: Vec<Shape>,
+        dtypes: Vec<DType>,
+        old: Vec<Option<FloatTensor<Self>>>,
+    ) -> Vec<FloatTensor<Self>> {
         assert_eq!((segs.len(), shapes.len()), (dtypes.len(), dtypes.len()), "one shape and one float type per segment");
         let flat = into_contiguous(flat);
         let client = flat.client.clone();
-        // Packed (`empty`), so that the kernel's element `i` is the tensor's `i`-th in row-major order.
+        let mut old = old.into_iter();
+        // Packed (`empty`), so that the kernel's element `i` is the tensor's `i`-th in row-major order; an old
+        // tensor's buffer where nothing else holds it (no view, no clone: `can_mut`) and it is laid out so.
         let outs: Vec<CubeTensor<R>> = shapes
             .into_iter()
             .zip(&dtypes)
-            .map(|(s, d)| contiguous(empty_device_contiguous_dtype::<R>(client.clone(), flat.device.clone(), s, *d)))
+            .map(|(s, d)| match old.next().flatten() {
+                Some(t) if t.can_mut() && t.dtype == *d && t.shape() == s && t.is_contiguous() && t.is_contiguous_buffer() => t,
+                _ => contiguous(empty_device_contiguous_dtype::<R>(client.clone(), flat.device.clone(), s, *d)),
+            })
             .collect();
         let indexed: Vec<(usize, DType)> = dtypes.into_iter().enumerate().collect();
         for (dtype, group, segs) in by_dtype(indexed, segs, |p| p.1) {

@@ -122,15 +122,20 @@ pub trait GpuKernels: Backend {
 
     /// [`GpuKernels::pack`]'s inverse: a packed copy of each segment `(offset, length)` of the f32 `flat` as a
     /// tensor of `shapes[i]` (row-major; `shapes[i]` has `segs[i].1` elements) and float type `dtypes[i]` (f32,
-    /// or bf16/f16 rounded as burn's cast rounds), five of one type per launch.
+    /// or bf16/f16 rounded as burn's cast rounds), five of one type per launch. `old[i]`, where given, is the
+    /// tensor segment `i`'s copy replaces (the parameter before the update): its buffer takes the copy when
+    /// nothing else holds it and it has the copy's shape, type and packed layout, so that replacing a parameter
+    /// neither allocates nor releases one (on burn's fusion backend, a release is an operation of its stream);
+    /// else it is released and the copy allocated.
     ///
     /// # Shapes
-    /// `flat: [total]` → `[shapes[i]]`
+    /// `flat: [total]`, `old[i]: shapes[i]` → `[shapes[i]]`
     fn unpack(
         flat: burn::tensor::ops::FloatTensor<Self>,
         segs: Vec<(usize, usize)>,
         shapes: Vec<burn::tensor::Shape>,
         dtypes: Vec<DType>,
+        old: Vec<Option<burn::tensor::ops::FloatTensor<Self>>>,
     ) -> Vec<burn::tensor::ops::FloatTensor<Self>>;
 
     /// The sums of `g`'s columns (over all rows: a bias's gradient), in a fixed order, without burn's reductions
@@ -438,20 +443,29 @@ pub(crate) fn row_pitch(shape: &[usize], strides: &[usize]) -> Option<usize> {
 /// float type `dtypes[i]` (f32, bf16 or f16: the flat optimizer's half working copies, rounded as burn's cast
 /// rounds), five per launch on the GPU backends (the flat optimizer's parameters after an update, in their
 /// shapes: one operation of burn's fusion stream for all of them where a view and a reshape per parameter were
-/// two each); `None` for the other backends (the caller then slices).
+/// two each); `None` for the other backends (the caller then slices, and `old` is dropped). `old` is empty or
+/// has one entry per segment: the tensor the copy replaces, whose buffer the copy takes where nothing else holds
+/// it ([`GpuKernels::unpack`]: no allocation, and no release registered with burn's fusion per parameter).
 ///
 /// # Shapes
-/// `flat: [total]` → `[shapes[i]]`
-pub fn unpack<B: Backend>(flat: &Tensor<B, 1>, segs: &[(usize, usize)], shapes: &[Shape], dtypes: &[DType]) -> Option<Vec<FloatTensor<B>>> {
+/// `flat: [total]`, `old[i]: shapes[i]` → `[shapes[i]]`
+pub fn unpack<B: Backend>(
+    flat: &Tensor<B, 1>,
+    segs: &[(usize, usize)],
+    shapes: &[Shape],
+    dtypes: &[DType],
+    old: Vec<Option<FloatTensor<B>>>,
+) -> Option<Vec<FloatTensor<B>>> {
     assert!(segs.len() == shapes.len() && segs.len() == dtypes.len(), "one shape and one float type per segment");
+    assert!(old.is_empty() || old.len() == segs.len(), "one old tensor (or none) per segment");
     for (s, sh) in segs.iter().zip(shapes) {
         assert_eq!(s.1, sh.num_elements(), "a shape's size differs from its segment's");
     }
     #[cfg(feature = "gpu-kernels")]
-    return on_gpu::unpack(flat, segs, shapes, dtypes);
+    return on_gpu::unpack(flat, segs, shapes, dtypes, old);
     #[cfg(not(feature = "gpu-kernels"))]
     {
-        let _ = flat;
+        let _ = (flat, old);
         None
     }
 }
@@ -831,6 +845,7 @@ mod on_gpu {
         segs: &[(usize, usize)],
         shapes: &[Shape],
         dtypes: &[DType],
+        old: Vec<Option<FloatTensor<B>>>,
     ) -> Option<Vec<FloatTensor<B>>> {
         let total = flat.dims()[0];
         if !enabled() || segs.is_empty() || !indexable(total) || flat.dtype() != DType::F32 || !dtypes.iter().all(|d| float(*d)) {
@@ -840,7 +855,8 @@ mod on_gpu {
             ($g:ty) => {
                 plain_only::<B, $g, _>(|| {
                     let flat = cast::<_, FloatTensor<$g>>(prim(flat.clone())).expect("G primitive");
-                    <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec(), dtypes.to_vec())
+                    let old = old.into_iter().map(|t| t.map(|t| cast::<_, FloatTensor<$g>>(t).expect("G primitive"))).collect();
+                    <$g as GpuKernels>::unpack(flat, segs.to_vec(), shapes.to_vec(), dtypes.to_vec(), old)
                         .into_iter()
                         .map(cast::<FloatTensor<$g>, FloatTensor<B>>)
                         .collect::<Option<Vec<_>>>()
@@ -848,7 +864,7 @@ mod on_gpu {
             };
         }
         dispatch!(B, on);
-        let _ = (segs, shapes, dtypes);
+        let _ = (segs, shapes, dtypes, old);
         None
     }
 

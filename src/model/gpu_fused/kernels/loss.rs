@@ -57,7 +57,7 @@ fn loss_forward_kernel<F: Float>(
                 let v = f32::cast_from(z[zb + j]);
                 let tv = f32::cast_from(t[tb + j]);
                 if v > m {
-                    s = s * f32::exp(m - v);
+                    s *= f32::exp(m - v);
                     m = v;
                 }
                 s += f32::exp(v - m);
