@@ -198,9 +198,10 @@ fn squared_norm<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
 /// buffer of `total` elements (a missing piece stays zero). On cuda and wgpu one of polyflow's kernels copies five
 /// pieces of one type per launch (`model::gpu_fused::pack`; the same values).
 fn pack<B: Backend>(pieces: Vec<Option<FloatTensor<B>>>, segs: &[(usize, usize)], total: usize, device: &B::Device) -> Tensor<B, 1> {
-    if let Some(buf) = crate::model::gpu_fused::pack(&pieces, segs, total) {
-        return buf;
-    }
+    let pieces = match crate::model::gpu_fused::pack(pieces, segs, total) {
+        Ok(buf) => return buf,
+        Err(pieces) => pieces,
+    };
     let mut buf = Tensor::<B, 1>::zeros([total], device);
     for (p, &(off, len)) in pieces.into_iter().zip(segs) {
         if let Some(p) = p {

@@ -649,18 +649,31 @@ pub fn linear<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Ten
 /// `pieces` (tensors of any rank, taken in row-major order) laid out at `segs` (`(offset, length)`, one per
 /// piece) in a zero buffer of `total` elements, a missing piece left zero: one launch per five pieces on the GPU
 /// backends (not their autodiff), each piece read as rows of its last axis where they are (CUDA pads the rows of
-/// a product's output, a weight's gradient among them: flattening one would copy it), `None` elsewhere or with
-/// nothing to copy (the caller then uses `slice_assign`).
+/// a product's output, a weight's gradient among them: flattening one would copy it). The pieces are moved in:
+/// burn's fusion then releases each with the operation that reads it last, where a piece dropped after the
+/// operation would be a release operation of its own (one per gradient and update). `Err` hands them back
+/// elsewhere or with nothing to copy (the caller then uses `slice_assign`).
 ///
 /// # Shapes
 /// `pieces[i]: [..]` with `segs[i].1` elements → `[total]`
-pub fn pack<B: Backend>(pieces: &[Option<FloatTensor<B>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
+#[allow(clippy::type_complexity)]
+pub fn pack<B: Backend>(
+    pieces: Vec<Option<FloatTensor<B>>>,
+    segs: &[(usize, usize)],
+    total: usize,
+) -> Result<Tensor<B, 1>, Vec<Option<FloatTensor<B>>>> {
+    assert_eq!(pieces.len(), segs.len(), "one segment per piece");
+    for (p, s) in pieces.iter().zip(segs) {
+        if let Some(p) = p {
+            assert_eq!(burn::tensor::TensorMetadata::shape(p).num_elements(), s.1, "a piece's length differs from its segment's");
+        }
+    }
     #[cfg(feature = "gpu-kernels")]
     return on_gpu::pack(pieces, segs, total);
     #[cfg(not(feature = "gpu-kernels"))]
     {
-        let _ = (pieces, segs, total);
-        None
+        let _ = (segs, total);
+        Err(pieces)
     }
 }
 
@@ -814,30 +827,33 @@ mod on_gpu {
         None
     }
 
-    pub(super) fn pack<B: Backend>(pieces: &[Option<FloatTensor<B>>], segs: &[(usize, usize)], total: usize) -> Option<Tensor<B, 1>> {
-        let present: Vec<(FloatTensor<B>, usize)> = pieces.iter().zip(segs).filter_map(|(p, s)| Some((p.clone()?, s.0))).collect();
-        for (p, s) in pieces.iter().zip(segs) {
-            if let Some(p) = p {
-                assert_eq!(p.shape().num_elements(), s.1, "a piece's length differs from its segment's");
-            }
+    #[allow(clippy::type_complexity)]
+    pub(super) fn pack<B: Backend>(
+        pieces: Vec<Option<FloatTensor<B>>>,
+        segs: &[(usize, usize)],
+        total: usize,
+    ) -> Result<Tensor<B, 1>, Vec<Option<FloatTensor<B>>>> {
+        let any = pieces.iter().any(Option::is_some);
+        if !enabled() || !any || !indexable(total) || pieces.iter().flatten().any(|p| !float(p.dtype())) {
+            return Err(pieces);
         }
-        if !enabled() || present.is_empty() || !indexable(total) || present.iter().any(|(p, _)| !float(p.dtype())) {
-            return None;
-        }
-        let offsets: Vec<usize> = present.iter().map(|(_, o)| *o).collect();
-        let prims: Vec<FloatTensor<B>> = present.into_iter().map(|(p, _)| p).collect();
         // The gradients are the inner backend's: `Autodiff<G>` itself never packs.
         macro_rules! on {
             ($g:ty) => {
-                plain_only::<B, $g, _>(|| {
-                    let prims = prims.into_iter().map(|p| cast::<_, FloatTensor<$g>>(p).expect("G primitive")).collect();
-                    tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total))
-                })
+                if TypeId::of::<B>() == TypeId::of::<$g>() {
+                    let (prims, offsets): (Vec<FloatTensor<$g>>, Vec<usize>) = pieces
+                        .into_iter()
+                        .zip(segs)
+                        .filter_map(|(p, s)| Some((cast::<_, FloatTensor<$g>>(p?).expect("G primitive"), s.0)))
+                        .unzip();
+                    Ok(tensor::<B, $g, 1>(<$g as GpuKernels>::pack(prims, offsets, total)).expect("B is G"))
+                } else {
+                    Err(pieces)
+                }
             };
         }
         dispatch!(B, on);
-        let _ = (prims, offsets);
-        None
+        Err(pieces)
     }
 
     pub(super) fn unpack<B: Backend>(
