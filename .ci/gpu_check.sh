@@ -148,8 +148,8 @@ step ti_bf16 40 $B bench-model --backend cuda --bf16 --only train $TI
 step ti_bf16_f32params 40 $B bench-model --backend cuda --bf16 --f32-params --only train $TI
 # Host work per update of each host thread (caller, burn-fusion's server, CubeCL's device server), spin-waits
 # apart, and burn-fusion's operations per update (benches/host_work.sh; needs perf, skipped without it). On
-# lavapipe (2-core AMD EPYC, a tiny ViT of ViT-Ti's structure): 386 operations, 325 launches per update
-# (--f16: 409, 329); 53 operations per block.
+# lavapipe (2-core AMD EPYC, a tiny ViT of ViT-Ti's structure): 226 operations, 325 launches per update
+# (--f16: 247 operations).
 if command -v perf > /dev/null; then
   step ti_host_work 150 env OPS=1 S1=10 S2=60 benches/host_work.sh $B --backend cuda ${TI/--steps 20/}
 else

@@ -140,10 +140,11 @@ fn the_cli_trains_on_wgpu_under_its_own_key() {
     let d = tempfile::tempdir().unwrap();
     let store = d.path().join("s");
     let s = store.to_str().unwrap();
-    // 40 updates: the key, the cache and the error are the point here, not accuracy (lavapipe is slow).
+    // 8 updates of 8 examples: the key, the cache and the error are the point here, not accuracy (lavapipe is
+    // slow: 40 updates of 32 took 134 s of this test's ~250 on a 2-core EPYC, 8 of 8 about 54 s).
     let args = |cmd: &str, extra: &[&str]| -> Vec<String> {
         let mut a = vec![cmd, "tests/pipelines/digits.toml", "--profile", "minute", "--store", s, "--backend", "wgpu"];
-        a.extend_from_slice(&["--set", "t_digits.steps=40"]);
+        a.extend_from_slice(&["--set", "t_digits.steps=8", "--set", "t_digits.batch_size=8"]);
         a.extend_from_slice(extra);
         a.into_iter().map(String::from).collect()
     };
@@ -157,7 +158,18 @@ fn the_cli_trains_on_wgpu_under_its_own_key() {
     assert_eq!(again.status.code(), Some(0), "{err2}");
     assert!(!err2.contains("Finished st_digits"), "the second run found the node fresh: {err2}");
     // The CPU's node is another key: stale in the same store.
-    let status = polyflow(&["status", "tests/pipelines/digits.toml", "--profile", "minute", "--store", s, "--set", "t_digits.steps=40"]);
+    let status = polyflow(&[
+        "status",
+        "tests/pipelines/digits.toml",
+        "--profile",
+        "minute",
+        "--store",
+        s,
+        "--set",
+        "t_digits.steps=8",
+        "--set",
+        "t_digits.batch_size=8",
+    ]);
     let table = String::from_utf8_lossy(&status.stdout);
     let row = table.lines().find(|l| l.contains("st_digits")).unwrap_or_default();
     assert!(row.contains("stale"), "flex's st_digits is not wgpu's: {table}");
