@@ -382,7 +382,8 @@ fn the_pack_kernel_lays_out_what_slice_assign_does() {
     assert!(!half || pieces.iter().flatten().any(|p| p.dtype() == DType::F16), "f16 pieces are in the test");
     assert!(pieces.iter().flatten().filter(|p| p.shape().num_dims() == 2).count() >= 3, "padded matrices are in the test");
     assert!(pieces.iter().flatten().any(|p| p.shape().num_dims() == 3), "a padded three-axis piece is in the test");
-    let packed = polyflow::model::gpu_fused::pack::<Wgpu>(pieces.clone(), &segs, total).ok().expect("the kernel runs on wgpu");
+    let packed =
+        polyflow::model::gpu_fused::pack::<Wgpu>(pieces.clone(), &segs, total).unwrap_or_else(|_| panic!("the kernel runs on wgpu"));
     let mut reference = Tensor::<Wgpu, 1>::zeros([total], &dev);
     for (p, &(o, n)) in pieces.iter().zip(&segs) {
         if let Some(p) = p {
