@@ -117,14 +117,16 @@ impl<B: Backend> PolyVit<B> {
         for (i, blk) in self.blocks.iter().enumerate() {
             h = blk.forward(h, masks.get(n_adapt + i).and_then(|m| m.as_ref()));
         }
-        // The GPU kernels take ε from the caller (burn's LayerNorm keeps its own private): the final norm is built
-        // with the blocks' ε (`cfg.ln_eps`, both in `new`), so theirs is its.
-        let h = match self.blocks.first() {
-            Some(b) => super::gpu_fused::layer_norm(&self.norm, h, b.eps),
-            None => self.norm.forward(h),
-        };
+        // The final norm on the class tokens only (LayerNorm acts on each row alone: their values are the same;
+        // on the CPU burn composes it of row-broadcast passes on one thread: perf found them in a ViT-Ti step
+        // when it ran over all tokens). The GPU kernels take ε from the caller (burn's LayerNorm keeps its own private): the
+        // final norm is built with the blocks' ε (`cfg.ln_eps`, both in `new`), so theirs is its.
         let [b, _, d] = h.dims();
-        h.narrow(1, 0, 1).reshape([b, d]) // [B, D]
+        let cls = h.narrow(1, 0, 1).reshape([b, d]); // [B, D]
+        match self.blocks.first() {
+            Some(blk) => super::gpu_fused::layer_norm(&self.norm, cls, blk.eps),
+            None => self.norm.forward(cls),
+        }
     }
 
     /// Logits of one task.

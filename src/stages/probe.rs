@@ -82,8 +82,10 @@ impl Stage for FeaturesStage {
         // 2: features.json keeps only what probes need (no training hyperparameters).
         // 3: SIMD/multi-threaded CPU kernels and tanh-GELU as x·σ(2z) change the float rounding.
         // 4: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
+        // 5: the same bits on every x86-64 CPU with AVX2 + FMA (burn-flex's sums in order, the tokenizers' linear
+        // layers on polyflow's product, the final LayerNorm on the class tokens only: see `TrainStage::version`).
         // (+1 off the fused CPU block only: see `version_for`.)
-        4
+        5
     }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
         // One more off the fused CPU block (another backend, or the erf GELU): fusion and autotune on CUDA and

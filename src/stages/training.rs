@@ -397,11 +397,15 @@ impl Stage for TrainStage {
         // 4 (cotrain): `accumulate` warms up for the same share of its updates as the other schedules.
         // 5 (cotrain) / 4: the sigmoid loss's gradient at logits exactly 0 is σ(0) − t (`train::metrics::loss`;
         // it was 1 − t: a zero-initialized head's first update on a multi-label task). No other bit moves.
+        // 6 (cotrain) / 5: the CPU's bits no longer depend on the CPU model: burn-flex's reductions, softmax and
+        // LayerNorm in order (its `simd` feature off: it summed in as many lanes as the CPU had, AVX-512 or AVX2),
+        // the linear layers outside the blocks on polyflow's product (`model::fused::linear`: the `gemm` crate
+        // split its sums by the L1 cache's size), the final LayerNorm on the class tokens only.
         // (+1 off the fused CPU block only: see `version_for`.)
         if self.multi {
-            5
+            6
         } else {
-            4
+            5
         }
     }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {

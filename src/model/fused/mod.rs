@@ -11,6 +11,7 @@
 //! ([`crate::model::block::Block`]), which is also the reference the fused block is tested against.
 
 pub mod block;
+pub mod linear;
 /// The CPU kernels (crate `polyflow-kernels`).
 pub use polyflow_kernels as kernels;
 /// The x86-64 matrix product (`polyflow_kernels::sgemm`).

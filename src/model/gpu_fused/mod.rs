@@ -532,13 +532,18 @@ pub fn gpu_backend<B: Backend>() -> bool {
 /// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's polyflow's column sums (two launches of no
 /// autotuned shape, in f32, bf16 or f16: [`GpuKernels::col_sums`]). The layer is one autodiff node there:
 /// forward burn's product and bias add (fused into one launch), backward one operation of burn's fusion stream
-/// for all three gradients ([`GpuKernels::linear_backward`]). Elsewhere (the CPU), and with
-/// the kernels off ([`set_enabled`]), burn's `linear` as it is: the same values up to float rounding, and the CPU
-/// keeps its bits. A 2-D `x` (rows) takes the same node on the GPU backends, with no reshape.
+/// for all three gradients ([`GpuKernels::linear_backward`]). On the CPU (`Flex`, f32, with a bias, the fused CPU
+/// path on) one node on polyflow's own product ([`super::fused::linear::try_linear`]: the same bits on every x86-64
+/// CPU with AVX2 + FMA). Elsewhere, and with the kernels off ([`set_enabled`]), burn's `linear` as it is: the same
+/// values up to float rounding. A 2-D `x` (rows) takes the same node on the GPU backends, with no reshape.
 ///
 /// # Shapes
 /// `x: [..., D_in]`, `w: [D_in, D_out]`, `bias: [D_out]` → `[..., D_out]`
 pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
+    // The CPU: one node on polyflow's product, the same bits on every x86-64 CPU with AVX2 + FMA.
+    if let Some(y) = bias.as_ref().and_then(|b| super::fused::linear::try_linear(&x, &w, b)) {
+        return y;
+    }
     if D < 2 || !enabled() || !gpu_backend::<B>() {
         return burn::tensor::module::linear(x, w, bias);
     }
