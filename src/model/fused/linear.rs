@@ -147,7 +147,11 @@ mod tests {
         let r = Tensor::<Ad, 3>::random([b, t, n], Distribution::Normal(0.0, 1.0), &dev);
         let run = |ours: bool| {
             let (x, w, bias) = (x.clone().detach().require_grad(), w.clone().detach().require_grad(), bias.clone().detach().require_grad());
-            let y = if ours { try_linear(&x, &w, &bias).expect("the CPU path applies") } else { burn::tensor::module::linear(x.clone(), w.clone(), Some(bias.clone())) };
+            let y = if ours {
+                try_linear(&x, &w, &bias).expect("the CPU path applies")
+            } else {
+                burn::tensor::module::linear(x.clone(), w.clone(), Some(bias.clone()))
+            };
             let g = (y.clone() * r.clone()).sum().backward();
             [vals(y), vals(x.grad(&g).unwrap()), vals(w.grad(&g).unwrap()), vals(bias.grad(&g).unwrap())]
         };
