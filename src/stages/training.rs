@@ -400,7 +400,8 @@ impl Stage for TrainStage {
         // 6 (cotrain) / 5: the CPU's bits no longer depend on the CPU model: burn-flex's reductions, softmax and
         // LayerNorm in order (its `simd` feature off: it summed in as many lanes as the CPU had, AVX-512 or AVX2),
         // the linear layers outside the blocks on polyflow's product (`model::fused::linear`: the `gemm` crate
-        // split its sums by the L1 cache's size), the final LayerNorm on the class tokens only.
+        // split its sums by the L1 cache's size), the final LayerNorm on the class tokens only, and the clip's
+        // global norm summed in f64 (`model::fused::norm`: flex's f32 running sum drifted over large gradients).
         // (+1 off the fused CPU block only: see `version_for`.)
         if self.multi {
             6

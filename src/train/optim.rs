@@ -52,14 +52,33 @@ pub struct SharedOptimizer<B: AutodiffBackend> {
     pub half: Option<(burn::tensor::FloatDType, std::collections::HashSet<burn::module::ParamId>)>,
 }
 
+/// The squared global norm of the gradients: on the CPU summed in f64 on the host
+/// ([`crate::model::fused::norm::squared_sum`]: burn-flex's f32 running sum drifts over large tensors), elsewhere
+/// with the backend's ops.
 struct SqNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
     total: Option<Tensor<B::InnerBackend, 1>>,
+    host: f64,
+}
+
+impl<'a, B: AutodiffBackend> SqNorm<'a, B> {
+    fn new(grads: &'a GradientsParams) -> Self {
+        SqNorm { grads, total: None, host: 0.0 }
+    }
+
+    /// `Σ g²` over every gradient visited.
+    fn value(self) -> f64 {
+        self.host + self.total.map(|t| t.into_scalar().elem::<f64>()).unwrap_or(0.0)
+    }
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SqNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            if let Some(s) = crate::model::fused::norm::squared_sum(&g) {
+                self.host += s;
+                return;
+            }
             let s = g.powf_scalar(2.0).sum();
             self.total = Some(match self.total.take() {
                 Some(t) => t + s,
@@ -182,9 +201,9 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// One update with learning rate `lr`; returns the model and the pre-clip global gradient norm.
     pub fn step<M: AutodiffModule<B>>(&mut self, model: M, grads: &GradientsParams, lr: f64) -> (M, f64) {
         self.unflatten();
-        let mut sq = SqNorm::<B> { grads, total: None };
+        let mut sq = SqNorm::<B>::new(grads);
         model.visit(&mut sq);
-        let norm = sq.total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
+        let norm = sq.value().sqrt();
         let scale = match self.clip {
             Some(c) if norm > c => c / norm,
             _ => 1.0,
@@ -201,9 +220,9 @@ impl<B: AutodiffBackend> SharedOptimizer<B> {
     /// and no overflow, the same bits as [`Self::step`] on the unscaled gradients (unit test).
     pub fn step_scaled<M: AutodiffModule<B>>(&mut self, model: M, grads: &GradientsParams, lr: f64, loss_scale: f64) -> (M, f64, bool) {
         self.unflatten();
-        let mut sq = SqNorm::<B> { grads, total: None };
+        let mut sq = SqNorm::<B>::new(grads);
         model.visit(&mut sq);
-        let sq = sq.total.map(|t| t.into_scalar().elem::<f64>()).unwrap_or(0.0);
+        let sq = sq.value();
         let Some((norm, factor)) = self.unscaled(sq, loss_scale) else {
             return (model, f64::INFINITY, false);
         };

@@ -12,6 +12,7 @@
 
 pub mod block;
 pub mod linear;
+pub mod norm;
 /// The CPU kernels (crate `polyflow-kernels`).
 pub use polyflow_kernels as kernels;
 /// The x86-64 matrix product (`polyflow_kernels::sgemm`).
