@@ -66,9 +66,11 @@ impl<'a, B: AutodiffBackend> SqNorm<'a, B> {
         SqNorm { grads, total: None, host: 0.0 }
     }
 
-    /// `Σ g²` over every gradient visited.
+    /// `Σ g²` over every gradient visited; +inf past f32's range, as the sum in f32 would be on the other
+    /// backends (a loss-scaled update whose squared norm overflows f32 is skipped there: [`Self::unscaled`]).
     fn value(self) -> f64 {
-        self.host + self.total.map(|t| t.into_scalar().elem::<f64>()).unwrap_or(0.0)
+        let host = if self.host > f64::from(f32::MAX) { f64::INFINITY } else { self.host };
+        host + self.total.map(|t| t.into_scalar().elem::<f64>()).unwrap_or(0.0)
     }
 }
 
