@@ -135,7 +135,8 @@ mod tests {
     }
 
     /// Values and the three gradients equal burn's `linear` to float rounding, for a 3-D input whose sums
-    /// exceed the `gemm` crate's smallest block (k = 768, m = 600); an input that needs no gradient gets none.
+    /// exceed the `gemm` crate's smallest block (k = 768, m = 600); with an untracked input (the data) the weight
+    /// and the bias still get their gradients (the backward skips only the input's).
     #[test]
     fn equals_burns_linear_with_its_gradients() {
         let _one = crate::train::run::autodiff_guard();
@@ -163,7 +164,7 @@ mod tests {
                 assert!((p - q).abs() <= 1e-5 * scale, "{what}[{i}]: {p} vs burn's {q} (scale {scale})");
             }
         }
-        // The data needs no gradient: only the weight and the bias get one.
+        // An untracked input (the data): the backward computes no dx, the weight and the bias get theirs.
         let (w2, b2) = (w.clone().detach().require_grad(), bias.clone().detach().require_grad());
         let g = try_linear(&x.clone().detach(), &w2, &b2).unwrap().sum().backward();
         assert!(w2.grad(&g).is_some() && b2.grad(&g).is_some());
