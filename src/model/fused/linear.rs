@@ -18,7 +18,7 @@ use burn::backend::Flex;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{backend::Backend, DType, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
-use kernels::Mat;
+use kernels::{Mat, Precision::F32};
 use std::any::TypeId;
 use std::sync::Arc;
 
@@ -58,15 +58,17 @@ impl Backward<Flex, 3> for LinearBackward {
         let dy = slice(&dy); // [m, n]
         let [px, pw, pb] = &ops.parents;
         if let Some(node) = px {
-            // dx = dy · wᵀ: [m, n] · [n, k]
-            let mut dx = vec![0.0f32; m * k];
-            kernels::matmul(m, k, n, Mat::rows(dy, n), Mat::t(slice(&st.w), n), &mut dx, k, false, true);
+            // dx = dy · wᵀ: [m, n] · [n, k], written into a new buffer (no zero-filling pass first)
+            let (a, b) = (Mat::rows(dy, n), Mat::t(slice(&st.w), n));
+            // SAFETY: a product that does not accumulate writes every value of its m × k view (row stride k).
+            let dx = unsafe { kernels::written(m * k, |c| kernels::matmul_any_into(F32, m, k, n, a, b, c, k, true)) };
             grads.register::<Flex>(node.id, flex(dx, st.x.layout().shape().to_vec()));
         }
         if let Some(node) = pw {
             // dw = xᵀ · dy: [k, m] · [m, n]
-            let mut dw = vec![0.0f32; k * n];
-            kernels::matmul(k, n, m, Mat::t(slice(&st.x), k), Mat::rows(dy, n), &mut dw, n, false, true);
+            let (a, b) = (Mat::t(slice(&st.x), k), Mat::rows(dy, n));
+            // SAFETY: as dx's, for the k × n view (row stride n).
+            let dw = unsafe { kernels::written(k * n, |c| kernels::matmul_any_into(F32, k, n, m, a, b, c, n, true)) };
             grads.register::<Flex>(node.id, flex(dw, vec![k, n]));
         }
         if let Some(node) = pb {
