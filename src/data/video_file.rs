@@ -74,9 +74,13 @@ mod imp {
         });
     }
 
+    /// What one decoding pass finds: the number of frames decoded, the container's declared frame count, and
+    /// the converted frames by decode-order index.
+    type Pass = (usize, i64, BTreeMap<usize, Vec<u8>>);
+
     /// One decoding pass: the number of frames decoded and the converted frames at `wanted` (decode-order
     /// indices; `None` = convert none, only count). Also returns the container's declared frame count.
-    fn pass(path: &Path, spec: &ClipSpec, wanted: Option<&[usize]>) -> Result<(usize, i64, BTreeMap<usize, Vec<u8>>), DataError> {
+    fn pass(path: &Path, spec: &ClipSpec, wanted: Option<&[usize]>) -> Result<Pass, DataError> {
         let err = |m: String| DataError::new(path, m);
         let mut ictx = ff::format::input(&path).map_err(|e| err(format!("cannot open video ({e}): corrupt, truncated or not a video")))?;
         let stream = ictx.streams().best(ff::media::Type::Video).ok_or_else(|| err("has no video stream".into()))?;
