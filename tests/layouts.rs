@@ -121,6 +121,112 @@ fn pets_lists_with_an_absent_image() {
     assert!(code == 2 && err.contains("beagle_99.jpg") && err.contains("max_missing"), "{err}");
 }
 
+/// The state `status` gives the one node of `p.toml` in `dir`.
+fn state(dir: &Path) -> String {
+    let (_, st, _) = pf(dir, &["status", "p.toml", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&st).unwrap();
+    s[0]["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn label_files_beside_the_dataset_folder_are_part_of_its_key() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("imagenet");
+    for (c, shade) in [("n01440764", 10u8), ("n01443537", 200)] {
+        for i in 0..3 {
+            jpeg(&r.join(format!("train/{c}/{c}_{i}.JPEG")), 20 + i, 15, shade);
+        }
+    }
+    for k in 1..=2u32 {
+        jpeg(&r.join(format!("val/ILSVRC2012_val_{k:08}.JPEG")), 16, 16, 100);
+    }
+    // Kaggle's label file in the folder above `path`, where the reader also looks.
+    let loc = d.path().join("LOC_val_solution.csv");
+    std::fs::write(
+        &loc,
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 2 3 4\nILSVRC2012_val_00000002,n01443537 1 2 3 4\n",
+    )
+    .unwrap();
+    let body = "format = \"image_folder\"\npath = \"imagenet\"\nheight = 8\nwidth = 8";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("n01440764:1 n01443537:1") || count(&show, "test") == 2, "{show}");
+    std::fs::write(
+        &loc,
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n01443537 1 2 3 4\nILSVRC2012_val_00000002,n01443537 1 2 3 4\n",
+    )
+    .unwrap();
+    assert_eq!(state(d.path()), "stale", "a label changed");
+    let (code, err, _) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(state(d.path()), "fresh");
+
+    // VGGSound given as its CSV: the clips it names, wherever below its folder, and nothing else there.
+    let v = d.path().join("vgg");
+    let mut csv = String::new();
+    for i in 0..4 {
+        csv.push_str(&format!("vid{i:08},{},{},{}\n", 10 * i, ["dog", "cat"][i % 2], if i < 3 { "train" } else { "test" }));
+        wav(&v.join(format!("clips/vid{i:08}_{:06}.wav", 10 * i)), 16000, 0.25, 300.0);
+    }
+    std::fs::write(v.join("vggsound.csv"), csv).unwrap();
+    let body = "format = \"vggsound\"\npath = \"vgg/vggsound.csv\"\nval_fraction = 0.34";
+    let (code, err, _) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(v.join("notes.txt"), "not a clip").unwrap();
+    wav(&v.join("clips/unlisted_000000.wav"), 16000, 0.25, 500.0);
+    assert_eq!(state(d.path()), "fresh", "files no row names");
+    wav(&v.join("clips/vid00000001_000010.wav"), 16000, 0.25, 900.0);
+    assert_eq!(state(d.path()), "stale", "a clip replaced");
+}
+
+#[test]
+fn what_users_get_wrong_in_folders_and_lists() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("plain");
+    for (c, shade) in [("cat", 10u8), ("dog", 200)] {
+        for i in 0..4 {
+            jpeg(&r.join(format!("{c}/{c}_{i}.jpg")), 30, 20, shade + i as u8);
+        }
+    }
+    // A notebook's checkpoint folder is no class, a macOS resource fork no image; a JPEG cut short (an
+    // interrupted copy) is undecodable, not silently grey.
+    jpeg(&r.join(".ipynb_checkpoints/x.jpg"), 30, 20, 0);
+    std::fs::write(r.join("cat/._cat_0.jpg"), b"\0\x05\x16\x07").unwrap();
+    let whole = std::fs::read(r.join("dog/dog_3.jpg")).unwrap();
+    std::fs::write(r.join("dog/dog_3.jpg"), &whole[..whole.len() * 6 / 10]).unwrap();
+    let body =
+        "format = \"image_folder\"\npath = \"plain\"\nheight = 8\nwidth = 8\nval_fraction = 0.25\ntest_fraction = 0.25\nmax_bad = 0.2";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("2 classes") && show.contains("1 undecodable") && show.contains("truncated JPEG"), "{show}");
+
+    // Pets lists saved by a spreadsheet (a byte-order mark, CRLF) read as the originals.
+    let p = d.path().join("pets");
+    std::fs::create_dir_all(p.join("annotations")).unwrap();
+    let mut trainval = "\u{feff}Abyssinian_1 1 1 1\r\n".to_string();
+    for i in 1..=4 {
+        jpeg(&p.join(format!("images/Abyssinian_{i}.jpg")), 12, 10, 50);
+        jpeg(&p.join(format!("images/beagle_{i}.jpg")), 12, 10, 150);
+        if i > 1 {
+            trainval.push_str(&format!("Abyssinian_{i} 1 1 1\r\n"));
+        }
+        trainval.push_str(&format!("beagle_{i} 2 2 1\r\n"));
+    }
+    std::fs::write(p.join("annotations/trainval.txt"), trainval).unwrap();
+    jpeg(&p.join("images/beagle_5.jpg"), 12, 10, 150);
+    // The test list repeats a training image: it is kept for testing only.
+    std::fs::write(p.join("annotations/test.txt"), "beagle_5 2 2 1\nbeagle_4 2 2 1\n").unwrap();
+    let (code, err, show) = ingest(d.path(), "format = \"pets\"\npath = \"pets\"\nheight = 8\nwidth = 8\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("Abyssinian:") && !show.contains("feff") && !show.contains("listed but absent"), "{show}");
+    assert!(show.contains("1 repeated rows left out"), "{show}");
+    assert_eq!((count(&show, "train") + count(&show, "val"), count(&show, "test")), (7, 2), "{show}");
+    // …unless the two rows disagree on the label: which is right cannot be guessed.
+    std::fs::write(p.join("annotations/test.txt"), "beagle_5 2 2 1\nAbyssinian_2 1 1 1\nAbyssinian_2 1 1 1\nbeagle_5 1 2 1\n").unwrap();
+    let (code, err, _) = ingest(d.path(), "format = \"pets\"\npath = \"pets\"\nheight = 8\nwidth = 8\nval_fraction = 0.25");
+    assert!(code == 2 && err.contains("test.txt:4"), "{err}");
+}
+
 /// A mono 16-bit PCM WAV of `secs` seconds of a tone.
 fn wav(path: &Path, rate: u32, secs: f32, freq: f32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -84,6 +84,8 @@ pub struct ClipRef {
     pub labels: Vec<usize>,
     /// `train`, `val` or `test`.
     pub split: String,
+    /// Where a manifest lists it (`file:line`); empty for a file found in a folder.
+    pub listed: String,
 }
 
 /// A Speech Commands tree: `root/CLASS/*.{wav,flac,ogg,mp3}`, with `testing_list.txt` and optional
@@ -132,7 +134,7 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
             } else {
                 "train"
             };
-            clips.push(ClipRef { path: f, labels: vec![ci], split: split.into() });
+            clips.push(ClipRef { path: f, labels: vec![ci], split: split.into(), listed: String::new() });
         }
     }
     for name in test.iter().chain(val.iter()) {
@@ -148,6 +150,9 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
 /// `classes` fixes the class list; empty = sorted labels found.
 pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
     let base = csv_path.parent().unwrap_or(Path::new("."));
+    if csv_path.is_dir() {
+        return Err(DataError::new(csv_path, "is a folder: format = \"csv\" takes the manifest file itself (`path,label[,split]` rows)"));
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -193,7 +198,7 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
             };
             idx.push(k);
         }
-        clips.push(ClipRef { path, labels: idx, split });
+        clips.push(ClipRef { path, labels: idx, split, listed: format!("{}:{line}", csv_path.display()) });
     }
     Ok((classes, clips))
 }

@@ -258,10 +258,40 @@ pub struct Rgb {
     pub px: Vec<u8>,
 }
 
-/// Decodes an encoded image (JPEG or PNG, format from its bytes) to RGB; used at ingestion (to check a file) and
-/// per batch (to crop it).
+/// Whether `bytes` are a JPEG cut short: its last scan (the last start-of-scan marker, `FF DA`) has no
+/// end-of-image marker (`FF D9`) after it. Neither pair can occur inside a scan's entropy-coded data (an `FF`
+/// byte there is followed by `00` or a restart marker), so a copy or download that stopped early is told from
+/// a whole file, whatever follows its end (some cameras append data). The JPEG decoder itself fills a missing
+/// end with grey and says nothing.
+pub fn truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let marker = |m: u8| move |w: &[u8]| w[0] == 0xFF && w[1] == m;
+    match bytes.windows(2).rposition(marker(0xDA)) {
+        Some(sos) => !bytes[sos..].windows(2).any(marker(0xD9)),
+        None => true,
+    }
+}
+
+/// Decodes an encoded image (JPEG, PNG, BMP, PNM, TIFF or WebP, format from its bytes) to an image; a JPEG cut
+/// short is an error ([`truncated_jpeg`]).
+pub fn decode(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    if truncated_jpeg(bytes) {
+        return Err("truncated JPEG: the file ends before its image data does (an interrupted copy or download?)".into());
+    }
+    image::load_from_memory(bytes).map_err(|e| format!("undecodable image: {}", one_line(&e.to_string())))
+}
+
+/// A decoder's message on one line (some span several).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Decodes an encoded image (format from its bytes) to RGB; used at ingestion (to check a file) and per batch
+/// (to crop it).
 pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("undecodable image: {e}"))?;
+    let img = decode(bytes)?;
     let rgb = img.into_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     Ok(Rgb { w, h, px: rgb.into_raw() })
@@ -270,6 +300,24 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jpeg_cut_short_is_an_error_a_whole_one_with_trailing_bytes_is_not() {
+        let img = image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, (x ^ y) as u8]));
+        let mut whole = vec![];
+        image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut whole), image::ImageFormat::Jpeg).unwrap();
+        assert!(!truncated_jpeg(&whole) && decode_rgb(&whole).is_ok());
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"camera maker's data");
+        assert!(!truncated_jpeg(&trailing) && decode_rgb(&trailing).is_ok());
+        for keep in [whole.len() * 6 / 10, whole.len() - 2] {
+            let cut = &whole[..keep];
+            assert!(image::load_from_memory(cut).is_ok(), "the decoder alone fills the rest in and says nothing");
+            let e = decode_rgb(cut).err().expect("cut short");
+            assert!(e.contains("truncated JPEG"), "{e}");
+        }
+        assert!(!truncated_jpeg(b"\x89PNG\r\n\x1a\n"), "not a JPEG: the decoder judges");
+    }
 
     fn collect(s: &Images, wanted: impl Fn(usize) -> bool) -> Vec<(usize, Vec<u8>)> {
         let mut v = vec![];

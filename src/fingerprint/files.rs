@@ -31,6 +31,8 @@ pub const RACY_NS: i64 = 2_000_000_000;
 const MAGIC: &[u8; 8] = b"PFSTAT2\n";
 /// The first bytes hashed into a folder's digest.
 const TREE_DOMAIN: &[u8] = b"polyflow folder\0";
+/// The first bytes hashed into a list's digest ([`FileDigests::list`]).
+const LIST_DOMAIN: &[u8] = b"polyflow files\0";
 
 /// A file that could not be listed or read.
 #[derive(Debug, thiserror::Error)]
@@ -141,12 +143,39 @@ impl FileDigests {
         self.digest(path, false).map(hex)
     }
 
+    /// Digest of the files `paths` that exist (a manifest's list of examples, wherever they are), recorded
+    /// under `key` (the manifest): blake3 over `polyflow files` and a NUL byte, then for each file that exists,
+    /// in byte order of its path as given: the path, a NUL byte and the file's 32-byte blake3 digest. A file that
+    /// is absent is left out, so its appearing changes the digest. Anything but a regular file is an error.
+    pub fn list(&self, key: &Path, paths: &[PathBuf]) -> Result<String, FileError> {
+        let mut listing = vec![];
+        for p in paths {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => listing.push(Listed { rel: name_of(p.as_os_str()), path: p.clone(), stat: Stat::of(&m) }),
+                Ok(_) => return Err(FileError { path: p.clone(), source: std::io::Error::other("not a regular file") }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(FileError { path: p.clone(), source: e }),
+            }
+        }
+        listing.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+        listing.dedup_by(|a, b| a.rel == b.rel);
+        let record = format!("{}-list", record_name(key));
+        self.digest_listing(listing, LIST_DOMAIN, &record).map(hex)
+    }
+
     fn digest(&self, root: &Path, folder: bool) -> Result<[u8; 32], FileError> {
+        let listing = if folder { walk(root)? } else { vec![single(root)?] };
+        self.digest_listing(listing, if folder { TREE_DOMAIN } else { b"" }, &record_name(root))
+    }
+
+    /// The digest of `listing` with its record `record` in the cache: over `domain` and each entry's path and
+    /// digest, or with an empty `domain` the one file's own digest.
+    fn digest_listing(&self, mut listing: Vec<Listed>, domain: &[u8], record: &str) -> Result<[u8; 32], FileError> {
         let now = now_ns();
-        let mut listing = if folder { walk(root)? } else { vec![single(root)?] };
+        let folder = !domain.is_empty();
         let signature = signature(&listing);
         let newest = listing.iter().map(|l| l.stat.mtime_ns.max(l.stat.ctime_ns)).max().unwrap_or(i64::MIN);
-        let record_path = self.cache.as_ref().map(|c| c.join(record_name(root)));
+        let record_path = self.cache.as_ref().map(|c| c.join(record));
         // The common case: nothing changed since the record was taken. Only its header is read.
         if let Some(h) = record_path.as_deref().and_then(read_header) {
             if h.signature == signature && newest.saturating_add(RACY_NS) <= h.recorded_ns {
@@ -171,8 +200,8 @@ impl FileDigests {
         *self.last.lock().unwrap() = Work { listed: listing.len(), hashed };
         let digest = if folder {
             let mut h = blake3::Hasher::new();
-            // A folder's digest never equals a file's (an empty folder is not an empty file).
-            h.update(TREE_DOMAIN);
+            // A folder's digest never equals a file's (an empty folder is not an empty file), nor a list's.
+            h.update(domain);
             for (l, (d, _)) in listing.iter().zip(&digests) {
                 h.update(l.rel.as_bytes());
                 h.update(&[0]);
@@ -465,6 +494,31 @@ mod tests {
         let changed = fd.tree(&data).unwrap();
         assert_ne!(changed, first);
         assert_eq!(fd.last_work().hashed, 1, "only the changed file is read");
+    }
+
+    #[test]
+    fn a_list_covers_exactly_its_files_wherever_they_are() {
+        let (d, data, fd) = setup();
+        let manifest = d.path().join("m.csv");
+        std::fs::write(&manifest, b"x.txt\n../elsewhere.txt\n").unwrap();
+        let far = d.path().join("elsewhere.txt");
+        std::fs::write(&far, b"far").unwrap();
+        let absent = d.path().join("absent.txt");
+        let list = vec![manifest.clone(), data.join("x.txt"), far.clone(), absent.clone()];
+        let a = fd.list(&manifest, &list).unwrap();
+        assert_eq!(a, FileDigests::uncached().list(&manifest, &list).unwrap());
+        assert_ne!(a, fd.tree(&data).unwrap(), "a list's digest is not a folder's");
+        // A file outside the list changes nothing; a listed one anywhere does, and so does an absent one appearing.
+        std::fs::write(data.join("a/b/y.txt"), b"TWO").unwrap();
+        assert_eq!(fd.list(&manifest, &list).unwrap(), a);
+        std::fs::write(&far, b"FAR").unwrap();
+        let b = fd.list(&manifest, &list).unwrap();
+        assert_ne!(b, a);
+        std::fs::write(&absent, b"here").unwrap();
+        assert_ne!(fd.list(&manifest, &list).unwrap(), b);
+        // A folder in the list is an error naming it.
+        let e = fd.list(&manifest, std::slice::from_ref(&data)).unwrap_err();
+        assert_eq!(e.path, data);
     }
 
     #[test]

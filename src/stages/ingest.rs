@@ -2,7 +2,7 @@
 //! into a `dataset` artifact with train / val / test splits.
 
 use super::datautil::{shard_put, write_dataset, write_meta, Split};
-use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, Decoder, SplitRule};
+use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, lost, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
 use crate::data::layouts::{self, Catalog, Entry, SplitName};
@@ -227,14 +227,51 @@ fn check_classes(root: &Path, found: usize, declared: usize) -> Result<(), Stage
 /// Decodes one image file (format from its bytes, not its name: ImageNet has a PNG named `.JPEG`) resized to
 /// `h × w` RGB.
 fn decode_image(path: &Path, h: usize, w: usize) -> Result<Vec<u8>, crate::data::DataError> {
-    let err = |m: String| crate::data::DataError::new(path, m);
-    let img = image::ImageReader::open(path)
-        .map_err(|e| err(format!("cannot read: {e}")))?
-        .with_guessed_format()
-        .map_err(|e| err(format!("cannot read: {e}")))?
-        .decode()
-        .map_err(|e| err(format!("unreadable image: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| crate::data::DataError::new(path, format!("cannot read: {e}")))?;
+    let img = images::decode(&bytes).map_err(|m| crate::data::DataError::new(path, m))?;
     Ok(img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle).to_rgb8().into_raw())
+}
+
+/// The digest of what a dataset node reads: the tree at `root` (the dataset `path`), or where the layout reads
+/// files elsewhere, those too. A VGGSound CSV or a CSV manifest given as the `path` names clips beside or
+/// anywhere around it: the digest covers the CSV and exactly the files its rows name (the folder around it may
+/// hold much else). ILSVRC's flat `val/` may take its label file from the dataset folder's parent: that file is
+/// digested with the tree. A CSV that cannot be read yet is digested alone (the run then says what is wrong).
+fn dataset_digest(p: &DatasetParams, root: &Path, files: &crate::fingerprint::FileDigests) -> Result<String, StageError> {
+    let fail = |e: crate::fingerprint::files::FileError| StageError::input(format!("{e}; check the dataset `path`"));
+    let listed = |paths: Result<Vec<std::path::PathBuf>, crate::data::DataError>| -> Result<String, StageError> {
+        match paths {
+            Ok(mut v) => {
+                v.push(root.to_path_buf());
+                files.list(root, &v).map_err(fail)
+            }
+            Err(_) => files.file(root).map_err(fail),
+        }
+    };
+    match p.format {
+        Format::Csv if root.is_file() => {
+            listed(audio::csv_manifest(root, &p.classes, p.multilabel).map(|(_, clips)| clips.into_iter().map(|c| c.path).collect()))
+        }
+        Format::Vggsound if root.is_file() => {
+            listed(layouts::audio_csv::vggsound(root, &p.classes).map(|c| c.entries.into_iter().map(|e| e.path).collect()))
+        }
+        Format::ImageFolder => {
+            let outside = layouts::folders::read_outside(root);
+            let tree = files.tree(root).map_err(fail)?;
+            if outside.is_empty() {
+                return Ok(tree);
+            }
+            // The tree's digest and each outside file's, in the order the reader looks for them.
+            let mut h = blake3::Hasher::new();
+            h.update(b"polyflow dataset and label files\0");
+            h.update(tree.as_bytes());
+            for f in &outside {
+                h.update(files.file(f).map_err(fail)?.as_bytes());
+            }
+            Ok(h.finalize().to_hex().to_string())
+        }
+        _ => files.tree(root).map_err(fail),
+    }
 }
 
 impl DatasetStage {
@@ -259,24 +296,41 @@ impl DatasetStage {
                     "test" => SplitName::Test,
                     _ => SplitName::Train,
                 };
-                let entries: Vec<Entry> =
-                    clips.iter().map(|c| Entry { path: c.path.clone(), labels: c.labels.clone(), split: split(c) }).collect();
+                let entries: Vec<Entry> = clips
+                    .iter()
+                    .map(|c| Entry { path: c.path.clone(), labels: c.labels.clone(), split: split(c), listed: c.listed.clone() })
+                    .collect();
                 // Test as these layouts always had it: from their lists or rows, possibly empty, never carved.
                 let mut declared = vec![SplitName::Train, SplitName::Test];
                 if entries.iter().any(|e: &Entry| e.split == SplitName::Val) {
                     declared.push(SplitName::Val);
                 }
-                Catalog { classes, entries, missing: vec![], note: String::new(), declared }
+                Catalog { classes, entries, missing: vec![], note: String::new(), declared, duplicates: vec![] }
             }
             other @ (Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::Frames) => {
                 return Err(StageError::failed(format!("format `{other}` has no file catalog")))
             }
         };
+        let mut cat = cat;
         check_classes(root, cat.classes.len(), p.num_classes)?;
+        cat.drop_duplicates()?;
+        if !cat.duplicates.is_empty() {
+            let d = &cat.duplicates[0];
+            tracing::warn!(
+                "{}: {} rows name a file another row names and are left out (listed in skipped.json); first: {} at {} ({}), kept at {} ({})",
+                ctx.id,
+                cat.duplicates.len(),
+                d.file,
+                d.listed,
+                d.split.as_str(),
+                d.kept,
+                d.kept_split.as_str()
+            );
+        }
+        check_declared(&cat)?;
         if cat.entries.iter().all(|e| e.split != SplitName::Train) {
             return Err(StageError::input(format!("{}: the layout was read but no training example was found", root.display())));
         }
-        check_declared(&cat)?;
         check_missing(ctx, &cat.missing, cat.entries.len() + cat.missing.len(), p.max_missing)?;
         let modality = p.format.modality();
         let multilabel = p.multilabel || p.format == Format::Audioset;
@@ -313,12 +367,11 @@ impl DatasetStage {
             }
         };
         let rule = SplitRule { val_fraction: p.val_fraction, test_fraction: p.test_fraction, limit: p.limit, seed: ctx.seed() };
-        let outcome = ingest(ctx, &cat, &decoder, multilabel, &rule, p.shard_mb << 20)?;
+        let outcome = ingest(ctx, &cat, &decoder, multilabel, &rule, p.shard_mb << 20, p.max_bad)?;
         let decoded: usize = outcome.sizes.values().sum::<usize>() + outcome.bad.len();
-        let lost: Vec<String> = outcome.bad.iter().map(|b| format!("{} ({})", b.path, b.reason)).collect();
-        check_loss("could not be decoded", &lost, decoded, p.max_bad, "max_bad")?;
-        if !cat.missing.is_empty() || !outcome.bad.is_empty() {
-            ctx.out.put_json("skipped.json", &json!({"missing": cat.missing, "undecodable": outcome.bad}))?;
+        check_loss("could not be decoded", &lost(&outcome.bad), decoded, p.max_bad, "max_bad")?;
+        if !cat.missing.is_empty() || !outcome.bad.is_empty() || !cat.duplicates.is_empty() {
+            ctx.out.put_json("skipped.json", &json!({"missing": cat.missing, "undecodable": outcome.bad, "duplicates": cat.duplicates}))?;
         }
         let mut note = format!(
             "{} from {} ({}), seed {}",
@@ -329,6 +382,9 @@ impl DatasetStage {
         );
         if !cat.note.is_empty() {
             note.push_str(&format!("; {}", cat.note));
+        }
+        if !cat.duplicates.is_empty() {
+            note.push_str(&format!("; {} repeated rows left out (skipped.json)", cat.duplicates.len()));
         }
         if p.store == StoreAs::Encoded && modality == "image" {
             note.push_str("; stored encoded (the files' bytes)");
@@ -491,8 +547,17 @@ impl Stage for DatasetStage {
         if let Err((param, msg)) = self.preflight(params, base) {
             return Err(StageError::input(format!("`{param}`: {msg}")));
         }
-        let p = base.join(parse::<DatasetParams>(params)?.path);
-        files.tree(&p).map(Some).map_err(|e| StageError::input(format!("{e}; check the dataset `path`")))
+        let p: DatasetParams = parse(params)?;
+        dataset_digest(&p, &base.join(&p.path), files).map(Some)
+    }
+    fn version_for(&self, params: &serde_json::Value, _env: &BTreeMap<String, String>) -> u32 {
+        // 2: the layouts read from lists and folders leave hidden files out, take more image formats, drop a
+        // UTF-8 byte-order mark, follow symlinked folders, refuse truncated JPEGs and keep one row per file.
+        // The formats whose readers did not change keep their keys.
+        match parse::<DatasetParams>(params).map(|p| p.format) {
+            Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,
+            _ => 2,
+        }
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p: DatasetParams = parse(ctx.params)?;

@@ -153,6 +153,7 @@ pub fn ingest(
     multilabel: bool,
     rule: &SplitRule,
     budget: u64,
+    max_bad: f64,
 ) -> Result<Outcome, StageError> {
     let k = cat.classes.len();
     let mut out = Outcome::default();
@@ -218,6 +219,10 @@ pub fn ingest(
                 }
             }
             done += part.len();
+            // Past `max_bad` the node fails whatever the rest holds: say so now, not after decoding all of it.
+            if out.bad.len() as f64 > max_bad * total as f64 {
+                check_loss("could not be decoded", &lost(&out.bad), total, max_bad, "max_bad")?;
+            }
         }
         if split == SplitName::Train && w.is_empty() {
             return Err(StageError::input(format!("node `{}`: the train split is empty", ctx.id)));
@@ -234,9 +239,16 @@ enum Rec {
     F32(Vec<f32>),
 }
 
+/// The skipped files as `path (reason)`, for [`check_loss`].
+pub fn lost(bad: &[Bad]) -> Vec<String> {
+    bad.iter().map(|b| format!("{} ({})", b.path, b.reason)).collect()
+}
+
 fn skip(id: &str, bad: &mut Vec<Bad>, split: SplitName, e: DataError) {
     tracing::warn!("{id}: skipped {}: {}", e.path.display(), e.message);
-    bad.push(Bad { split: split.as_str(), path: e.path.display().to_string(), reason: e.message });
+    // One line: it goes into `status` rows and error messages (some decoders' messages span several).
+    let reason = e.message.split_whitespace().collect::<Vec<_>>().join(" ");
+    bad.push(Bad { split: split.as_str(), path: e.path.display().to_string(), reason });
 }
 
 #[cfg(test)]
@@ -246,8 +258,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn cat(splits: &[SplitName]) -> Catalog {
-        let entries =
-            splits.iter().enumerate().map(|(i, &split)| Entry { path: PathBuf::from(format!("{i}")), labels: vec![0], split }).collect();
+        let entries = splits
+            .iter()
+            .enumerate()
+            .map(|(i, &split)| Entry { path: PathBuf::from(format!("{i}")), labels: vec![0], split, listed: String::new() })
+            .collect();
         Catalog { classes: vec!["a".into()], entries, ..Default::default() }
     }
 

@@ -100,7 +100,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             }
             let ytid = ytid.trim();
             match find_clip(&files, ytid, start) {
-                Some(p) => entries.push(Entry { path: p.clone(), labels: idx, split }),
+                Some(p) => entries.push(Entry { path: p.clone(), labels: idx, split, listed: format!("{}:{}", csv.display(), i + 1) }),
                 None => missing.push(Missing { listed: format!("{}:{}", csv.display(), i + 1), file: format!("{ytid}.*"), split }),
             }
         }
@@ -113,6 +113,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         missing,
         note: "AudioSet balanced_train (val carved from it) and eval segments".into(),
         declared,
+        duplicates: vec![],
     })
 }
 
@@ -130,6 +131,12 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         let line = k + 1;
         let rec = rec.map_err(|e| DataError::new(&csv, format!("line {line}: {e}")))?;
         let f = |i: usize| rec.get(i).map(str::trim).unwrap_or("");
+        if rec.len() < 4 {
+            return Err(DataError::new(
+                &csv,
+                format!("line {line}: {} fields, expected 4: `YouTube ID,start seconds,label,train|test`", rec.len()),
+            ));
+        }
         let split = match f(3) {
             "train" => SplitName::Train,
             "test" => SplitName::Test,
@@ -161,7 +168,7 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             return Err(DataError::new(&csv, format!("line {line}: label `{label}` is not in the class list")));
         };
         match find_clip(&files, &ytid, start) {
-            Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split }),
+            Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split, listed: format!("{}:{line}", csv.display()) }),
             None => missing.push(Missing {
                 listed: format!("{}:{line}", csv.display()),
                 file: format!("{ytid}_{:06}.mp4", start.round() as u64),
@@ -170,7 +177,7 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         }
     }
     let declared = if has_test { vec![SplitName::Train, SplitName::Test] } else { vec![SplitName::Train] };
-    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into(), declared })
+    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into(), declared, duplicates: vec![] })
 }
 
 #[cfg(test)]

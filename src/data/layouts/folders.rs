@@ -7,28 +7,40 @@ use crate::data::error::DataError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Sorted subfolder names of `dir`.
+/// Sorted subfolder names of `dir` (symlinks to folders included, hidden folders such as `.ipynb_checkpoints`
+/// left out). A name that is not UTF-8 is an error naming it: class names are text.
 fn subfolders(dir: &Path) -> Result<Vec<String>, DataError> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::new(dir, format!("cannot read dataset folder: {e}")))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
+    let mut v = vec![];
+    for e in std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot read dataset folder: {e}")))?.flatten() {
+        if super::hidden(&e.file_name()) || !e.path().is_dir() {
+            continue;
+        }
+        match e.file_name().into_string() {
+            Ok(name) => v.push(name),
+            Err(_) => return Err(DataError::new(&e.path(), "folder name is not UTF-8 text, so it cannot be a class name: rename it")),
+        }
+    }
     v.sort();
     Ok(v)
 }
 
-/// Sorted files with one of `exts` directly in `dir`.
-fn files_in(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::new(dir, format!("cannot read folder: {e}")))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && has_ext(p, exts))
-        .collect();
+/// Sorted files with one of `exts` directly in `dir` (hidden ones left out), and how many other visible files
+/// there were.
+fn files_in(dir: &Path, exts: &[&str]) -> Result<(Vec<PathBuf>, usize), DataError> {
+    let (mut v, mut other) = (vec![], 0);
+    for e in std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot read folder: {e}")))?.flatten() {
+        let p = e.path();
+        if super::hidden(&e.file_name()) || !p.is_file() {
+            continue;
+        }
+        if has_ext(&p, exts) {
+            v.push(p);
+        } else {
+            other += 1;
+        }
+    }
     v.sort();
-    Ok(v)
+    Ok((v, other))
 }
 
 /// Entries of `dir/<class>/*`, class by class in the order of `classes`. `required` (train): every class
@@ -52,6 +64,7 @@ fn class_tree(
         }
     }
     let mut out = vec![];
+    let mut other = 0;
     for (ci, name) in classes.iter().enumerate() {
         let folder = dir.join(name);
         if !folder.is_dir() {
@@ -60,11 +73,15 @@ fn class_tree(
             }
             continue;
         }
-        let files = files_in(&folder, exts)?;
+        let (files, others) = files_in(&folder, exts)?;
+        other += others;
         if files.is_empty() && required {
             return Err(DataError::new(&folder, format!("empty class folder: no {} files; remove the folder or add some", exts.join("/"))));
         }
-        out.extend(files.into_iter().map(|path| Entry { path, labels: vec![ci], split }));
+        out.extend(files.into_iter().map(|path| Entry { path, labels: vec![ci], split, listed: String::new() }));
+    }
+    if other > 0 {
+        tracing::warn!("{}: {other} files in the class folders are left out: not {} files", dir.display(), exts.join("/"));
     }
     Ok(out)
 }
@@ -105,7 +122,7 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
         }
         let entries = class_tree(root, &classes, SplitName::Train, true, strict, exts)?;
         let note = "class folders; val and test carved from them".to_string();
-        return Ok(Catalog { classes, entries, missing: vec![], note, declared: vec![SplitName::Train] });
+        return Ok(Catalog { classes, entries, missing: vec![], note, declared: vec![SplitName::Train], duplicates: vec![] });
     }
     let strict = classes.is_empty();
     let classes = if strict { subfolders(&train)? } else { classes.to_vec() };
@@ -139,7 +156,7 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
     if has_test {
         declared.push(SplitName::Test);
     }
-    Ok(Catalog { classes, entries, missing, note: note.into(), declared })
+    Ok(Catalog { classes, entries, missing, note: note.into(), declared, duplicates: vec![] })
 }
 
 /// The ILSVRC file number of `ILSVRC2012_val_00000042.JPEG` (42).
@@ -148,64 +165,113 @@ fn val_number(name: &str) -> Option<usize> {
     stem.rsplit('_').next()?.parse().ok()
 }
 
-/// Labels of a flat ILSVRC validation folder.
-fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Result<(Vec<Entry>, Vec<Missing>), DataError> {
-    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+/// The label file of a flat ILSVRC validation folder, as found.
+enum ValLabels {
+    /// Kaggle's `LOC_val_solution.csv`.
+    Loc(PathBuf),
+    /// `imagenet_2012_validation_synset_labels.txt`.
+    Synsets(PathBuf),
+    /// The devkit's `ILSVRC2012_validation_ground_truth.txt`, with its `meta.mat` when found.
+    Devkit(PathBuf, Option<PathBuf>),
+}
+
+/// Looks for a flat `val/`'s label file in `val/`, the dataset folder and its parent (and their
+/// `ILSVRC2012_devkit_t12/data/` and `data/`), in that order.
+fn val_labels(root: &Path, val: &Path) -> Option<ValLabels> {
     let base = [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)];
     // The devkit's files may sit in its own folders.
     let dirs: Vec<PathBuf> = base.into_iter().flatten().flat_map(|d| [d.join("ILSVRC2012_devkit_t12/data"), d.join("data"), d]).collect();
     let find = |names: &[&str]| dirs.iter().find_map(|d| first_existing(d, names));
+    if let Some(csv) = find(&["LOC_val_solution.csv"]) {
+        Some(ValLabels::Loc(csv))
+    } else if let Some(txt) = find(&["imagenet_2012_validation_synset_labels.txt"]) {
+        Some(ValLabels::Synsets(txt))
+    } else {
+        find(&["ILSVRC2012_validation_ground_truth.txt"]).map(|gt| ValLabels::Devkit(gt, find(&["meta.mat"])))
+    }
+}
+
+/// The files outside `root` that [`image_folders`] reads: a flat `val/`'s label file (and the devkit's
+/// `meta.mat`) when it is found in the dataset folder's parent. A digest of the dataset must cover them.
+pub fn read_outside(root: &Path) -> Vec<PathBuf> {
+    let (train, val) = (root.join("train"), root.join("val"));
+    let flat_val = || subfolders(&train).is_ok_and(|t| !t.is_empty()) && val.is_dir() && subfolders(&val).is_ok_and(|v| v.is_empty());
+    let files = match flat_val().then(|| val_labels(root, &val)).flatten() {
+        Some(ValLabels::Loc(f)) | Some(ValLabels::Synsets(f)) => vec![f],
+        Some(ValLabels::Devkit(gt, mat)) => std::iter::once(gt).chain(mat).collect(),
+        None => vec![],
+    };
+    files.into_iter().filter(|f| !f.starts_with(root)).collect()
+}
+
+/// Labels of a flat ILSVRC validation folder.
+fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Result<(Vec<Entry>, Vec<Missing>), DataError> {
+    let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
     // Image stem → (wnid, where listed).
     let mut labels: HashMap<String, (String, String)> = HashMap::new();
-    if let Some(csv) = find(&["LOC_val_solution.csv"]) {
-        let text = read_text(&csv)?;
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if i == 0 && line.starts_with("ImageId") || line.is_empty() {
-                continue;
+    match val_labels(root, val) {
+        Some(ValLabels::Loc(csv)) => {
+            let text = read_text(&csv)?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if i == 0 && line.starts_with("ImageId") || line.is_empty() {
+                    continue;
+                }
+                let (id, pred) = line.split_once(',').ok_or_else(|| {
+                    DataError::new(&csv, format!("line {}: expected `ImageId,PredictionString` (Kaggle's LOC_val_solution.csv)", i + 1))
+                })?;
+                let wnid = pred
+                    .split_whitespace()
+                    .next()
+                    .ok_or_else(|| DataError::new(&csv, format!("line {}: empty PredictionString", i + 1)))?;
+                let at = format!("{}:{}", csv.display(), i + 1);
+                if let Some((before, first)) = labels.insert(id.trim().to_string(), (wnid.to_string(), at.clone())) {
+                    if before != wnid {
+                        return Err(DataError::new(
+                            Path::new(&at),
+                            format!("labels {} `{wnid}`, but {first} labels it `{before}`; fix or remove one of the rows", id.trim()),
+                        ));
+                    }
+                    labels.insert(id.trim().to_string(), (before, first));
+                }
             }
-            let (id, pred) = line.split_once(',').ok_or_else(|| {
-                DataError::new(&csv, format!("line {}: expected `ImageId,PredictionString` (Kaggle's LOC_val_solution.csv)", i + 1))
-            })?;
-            let wnid =
-                pred.split_whitespace().next().ok_or_else(|| DataError::new(&csv, format!("line {}: empty PredictionString", i + 1)))?;
-            labels.insert(id.trim().to_string(), (wnid.to_string(), format!("{}:{}", csv.display(), i + 1)));
         }
-    } else if let Some(txt) = find(&["imagenet_2012_validation_synset_labels.txt"]) {
-        let text = read_text(&txt)?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (line.trim().to_string(), format!("{}:{}", txt.display(), i + 1)));
+        Some(ValLabels::Synsets(txt)) => {
+            let text = read_text(&txt)?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (line.trim().to_string(), format!("{}:{}", txt.display(), i + 1)));
+            }
         }
-    } else if let Some(gt) = find(&["ILSVRC2012_validation_ground_truth.txt"]) {
-        // The devkit: ILSVRC2012_IDs, one per image in file-number order, mapped to WordNet ids by meta.mat.
-        let Some(mat) = find(&["meta.mat"]) else {
-            return Err(DataError::new(&gt, "holds devkit ids: its meta.mat (ILSVRC2012_devkit_t12/data/meta.mat) is needed beside it"));
-        };
-        let bytes = std::fs::read(&mat).map_err(|e| DataError::new(&mat, format!("cannot read: {e}")))?;
-        let wnids = super::matlab::ilsvrc_synsets(&bytes).map_err(|e| DataError::new(&mat, e))?;
-        let text = read_text(&gt)?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let id: usize = line
-                .trim()
-                .parse()
-                .ok()
-                .filter(|k| (1..=1000).contains(k))
-                .ok_or_else(|| DataError::new(&gt, format!("line {}: `{}` is not an ILSVRC2012_ID (1–1000)", i + 1, line.trim())))?;
-            labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (wnids[id - 1].clone(), format!("{}:{}", gt.display(), i + 1)));
+        Some(ValLabels::Devkit(gt, mat)) => {
+            // The devkit: ILSVRC2012_IDs, one per image in file-number order, mapped to WordNet ids by meta.mat.
+            let Some(mat) = mat else {
+                return Err(DataError::new(
+                    &gt,
+                    "holds devkit ids: its meta.mat (ILSVRC2012_devkit_t12/data/meta.mat) is needed beside it",
+                ));
+            };
+            let bytes = std::fs::read(&mat).map_err(|e| DataError::new(&mat, format!("cannot read: {e}")))?;
+            let wnids = super::matlab::ilsvrc_synsets(&bytes).map_err(|e| DataError::new(&mat, e))?;
+            let text = read_text(&gt)?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let id: usize =
+                    line.trim().parse().ok().filter(|k| (1..=1000).contains(k)).ok_or_else(|| {
+                        DataError::new(&gt, format!("line {}: `{}` is not an ILSVRC2012_ID (1–1000)", i + 1, line.trim()))
+                    })?;
+                labels.insert(format!("ILSVRC2012_val_{:08}", i + 1), (wnids[id - 1].clone(), format!("{}:{}", gt.display(), i + 1)));
+            }
         }
-    } else {
-        let hint = "";
-        return Err(DataError::new(
-            val,
-            format!(
-                "holds images but no class folders, and no label file was found{hint}: put LOC_val_solution.csv (Kaggle), \
+        None => {
+            return Err(DataError::new(
+                val,
+                "holds images but no class folders, and no label file was found: put LOC_val_solution.csv (Kaggle), \
                  imagenet_2012_validation_synset_labels.txt, or the devkit (ILSVRC2012_validation_ground_truth.txt with \
-                 meta.mat) next to it, or arrange it as val/CLASS/*.JPEG"
-            ),
-        ));
+                 meta.mat) next to it, or arrange it as val/CLASS/*.JPEG",
+            ));
+        }
     }
     let mut entries = vec![];
-    for path in files_in(val, IMAGE_EXTS)? {
+    for path in files_in(val, IMAGE_EXTS)?.0 {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let stem = name.split('.').next().unwrap_or(&name).to_string();
         let key = if labels.contains_key(&stem) { Some(stem.clone()) } else { val_number(&name).map(|k| format!("ILSVRC2012_val_{k:08}")) };
@@ -218,7 +284,7 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
                 format!("label `{wnid}` is not one of the train folders' {} classes", classes.len()),
             ));
         };
-        entries.push(Entry { path, labels: vec![ci], split });
+        entries.push(Entry { path, labels: vec![ci], split, listed });
     }
     let mut missing: Vec<Missing> =
         labels.into_iter().map(|(stem, (_, listed))| Missing { listed, file: format!("{stem}.JPEG"), split }).collect();
@@ -236,7 +302,7 @@ pub fn pets(root: &Path) -> Result<Catalog, DataError> {
     if !images.is_dir() || !ann.is_dir() {
         return Err(DataError::new(root, "expected the Oxford-IIIT Pets layout: images/*.jpg and annotations/{trainval,test}.txt"));
     }
-    let mut names: Vec<Option<String>> = vec![];
+    let mut names: Vec<Option<(String, String)>> = vec![];
     let mut rows = vec![];
     for (file, split) in [("trainval.txt", SplitName::Train), ("test.txt", SplitName::Test)] {
         let p = ann.join(file);
@@ -258,20 +324,47 @@ pub fn pets(root: &Path) -> Result<Catalog, DataError> {
                 names.resize(id, None);
             }
             let breed = image.rsplit_once('_').map(|(b, _)| b).unwrap_or(image).to_string();
-            names[id - 1].get_or_insert(breed);
-            rows.push((image.to_string(), id - 1, split, format!("{}:{}", p.display(), i + 1)));
+            let at = format!("{}:{}", p.display(), i + 1);
+            // Class names come from the image names: each CLASS-ID has one breed, each breed one CLASS-ID.
+            if let Some(other) = names.iter().position(|n| n.as_ref().is_some_and(|n| n.0 == breed)).filter(|&k| k != id - 1) {
+                return Err(DataError::new(
+                    Path::new(&at),
+                    format!(
+                        "gives {image} CLASS-ID {id}, but {} gives {breed} CLASS-ID {}; fix the row",
+                        names[other].as_ref().unwrap().1,
+                        other + 1
+                    ),
+                ));
+            }
+            if let Some((name, first)) = &names[id - 1] {
+                if *name != breed {
+                    return Err(DataError::new(
+                        Path::new(&at),
+                        format!("gives {image} CLASS-ID {id}, which {first} gives the breed {name}; fix the row"),
+                    ));
+                }
+            }
+            names[id - 1].get_or_insert((breed, at.clone()));
+            rows.push((image.to_string(), id - 1, split, at));
         }
     }
-    let classes: Vec<String> = names.into_iter().enumerate().map(|(i, n)| n.unwrap_or_else(|| format!("class_{}", i + 1))).collect();
+    let classes: Vec<String> = names.into_iter().enumerate().map(|(i, n)| n.map_or_else(|| format!("class_{}", i + 1), |n| n.0)).collect();
     let (mut entries, mut missing) = (vec![], vec![]);
     for (image, label, split, listed) in rows {
         match first_existing(&images, &[&format!("{image}.jpg"), &format!("{image}.jpeg"), &format!("{image}.png")]) {
-            Some(path) => entries.push(Entry { path, labels: vec![label], split }),
+            Some(path) => entries.push(Entry { path, labels: vec![label], split, listed }),
             None => missing.push(Missing { listed, file: format!("{image}.jpg"), split }),
         }
     }
     let declared = vec![SplitName::Train, SplitName::Test];
-    Ok(Catalog { classes, entries, missing, note: "Pets trainval.txt (val carved from it) and test.txt".into(), declared })
+    Ok(Catalog {
+        classes,
+        entries,
+        missing,
+        note: "Pets trainval.txt (val carved from it) and test.txt".into(),
+        declared,
+        duplicates: vec![],
+    })
 }
 
 #[cfg(test)]
@@ -369,5 +462,73 @@ mod tests {
         std::fs::write(r.join("annotations/test.txt"), "american_bulldog_7 two 2 1\n").unwrap();
         let e = pets(r).unwrap_err();
         assert!(e.message.starts_with("line 1:"), "{e}");
+    }
+
+    #[test]
+    fn hidden_folders_and_files_are_not_data() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        touch(&r.join("cat/a.png"));
+        touch(&r.join("cat/.DS_Store"));
+        touch(&r.join("cat/._a.png"));
+        touch(&r.join("dog/b.webp"));
+        touch(&r.join("dog/notes.txt"));
+        touch(&r.join(".ipynb_checkpoints/x.png"));
+        let c = image_folders(r, &[]).unwrap();
+        assert_eq!(c.classes, ["cat", "dog"]);
+        let files: Vec<&Path> = c.entries.iter().map(|e| e.path.strip_prefix(r).unwrap()).collect();
+        assert_eq!(files, [Path::new("cat/a.png"), Path::new("dog/b.webp")]);
+        // A flat ILSVRC val/ with a hidden cache folder in it is still flat.
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("imagenet");
+        touch(&r.join("train/n01/n01_0.JPEG"));
+        touch(&r.join("val/ILSVRC2012_val_00000001.JPEG"));
+        touch(&r.join("val/.cache/x"));
+        std::fs::write(d.path().join("LOC_val_solution.csv"), "ImageId,PredictionString\nILSVRC2012_val_00000001,n01 1 2 3 4\n").unwrap();
+        let c = image_folders(&r, &["n01".to_string()]).unwrap();
+        assert!(c.has(SplitName::Test), "{c:?}");
+        // Its label file, found beside the dataset folder, is what the dataset's digest must also cover.
+        assert_eq!(read_outside(&r), [d.path().join("LOC_val_solution.csv")]);
+        std::fs::rename(d.path().join("LOC_val_solution.csv"), r.join("LOC_val_solution.csv")).unwrap();
+        assert!(read_outside(&r).is_empty(), "inside the folder: in its tree already");
+    }
+
+    #[test]
+    fn conflicting_labels_name_both_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        touch(&r.join("train/n01/a.JPEG"));
+        touch(&r.join("train/n02/b.JPEG"));
+        touch(&r.join("val/ILSVRC2012_val_00000001.JPEG"));
+        let loc = "ImageId,PredictionString\nILSVRC2012_val_00000001,n01 1 2 3 4\nILSVRC2012_val_00000001,n01 5 6 7 8\n";
+        std::fs::write(r.join("LOC_val_solution.csv"), loc).unwrap();
+        assert!(image_folders(r, &[]).is_ok(), "the same label twice (boxes) is no conflict");
+        std::fs::write(r.join("LOC_val_solution.csv"), format!("{loc}ILSVRC2012_val_00000001,n02 1 2 3 4\n")).unwrap();
+        let e = image_folders(r, &[]).unwrap_err();
+        assert!(e.path.to_string_lossy().ends_with("LOC_val_solution.csv:4"), "{e}");
+        assert!(e.message.contains("LOC_val_solution.csv:2 labels it `n01`"), "{e}");
+        // Pets: a CLASS-ID is one breed and a breed one CLASS-ID.
+        let p = tempfile::tempdir().unwrap();
+        let r = p.path();
+        touch(&r.join("images/Abyssinian_1.jpg"));
+        std::fs::create_dir_all(r.join("annotations")).unwrap();
+        std::fs::write(r.join("annotations/test.txt"), "").unwrap();
+        std::fs::write(r.join("annotations/trainval.txt"), "Abyssinian_1 1 1 1\nAbyssinian_3 2 1 1\n").unwrap();
+        let e = pets(r).unwrap_err();
+        assert!(e.path.to_string_lossy().ends_with("trainval.txt:2") && e.message.contains("CLASS-ID 1"), "{e}");
+        std::fs::write(r.join("annotations/trainval.txt"), "Abyssinian_1 1 1 1\nBengal_3 1 1 1\n").unwrap();
+        let e = pets(r).unwrap_err();
+        assert!(e.message.contains("gives the breed Abyssinian"), "{e}");
+    }
+
+    #[test]
+    fn a_folder_name_that_is_not_text_is_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let odd = d.path().join(std::ffi::OsStr::from_bytes(b"b\xffrd"));
+        touch(&odd.join("a.png"));
+        touch(&d.path().join("cat/b.png"));
+        let e = image_folders(d.path(), &[]).unwrap_err();
+        assert!(e.path == odd && e.message.contains("not UTF-8"), "{e}");
     }
 }

@@ -118,7 +118,7 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
                 return Err(DataError::new(Path::new(&r.listed), format!("label `{}` is not a class of the train CSV", r.label)));
             };
             match files.get(&r.stem) {
-                Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split }),
+                Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split, listed: r.listed }),
                 None => missing.push(Missing { listed: r.listed, file: format!("{}.mp4", r.stem), split }),
             }
         }
@@ -135,7 +135,7 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     if test.is_some() {
         declared.push(SplitName::Test);
     }
-    Ok(Catalog { classes, entries, missing, note: note.into(), declared })
+    Ok(Catalog { classes, entries, missing, note: note.into(), declared, duplicates: vec![] })
 }
 
 /// Moments in Time (see the module docs).
@@ -189,7 +189,7 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             return Err(DataError::new(Path::new(&listed), format!("label `{label}` is not in moments_categories.txt")));
         };
         if path.is_file() {
-            entries.push(Entry { path, labels: vec![ci], split });
+            entries.push(Entry { path, labels: vec![ci], split, listed });
         } else {
             missing.push(Missing { listed, file, split });
         }
@@ -201,6 +201,7 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         missing,
         note: "Moments in Time CSVs (validationSet is the test split; val carved from train)".into(),
         declared,
+        duplicates: vec![],
     })
 }
 
