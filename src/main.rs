@@ -19,6 +19,10 @@ fn main() {
     // Shards stay open while a split is read (a paper-scale video cache has thousands): raise the soft limit
     // on open files to the hard one (a no-op where it is already there).
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // A reader that stops early (`polyflow plan … | head`) ends polyflow quietly, as it does any Unix tool,
+    // instead of a panic on the next line printed (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring a signal's default disposition, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = polyflow::cli::Cli::parse();
     let code = polyflow::cli::run(cli, &polyflow::stages::registry());
     std::process::exit(code);

@@ -143,3 +143,63 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
         assert_eq!((state_of(&s, "a"), state_of(&s, "slow")), ("fresh".to_string(), "stale".to_string()));
     }
 }
+
+/// Whether process `pid` runs (a zombie waiting to be reaped does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
+    let d = tempfile::tempdir().unwrap();
+    // The program says its pid, prints to its standard output, and sleeps the first time only.
+    let script =
+        "echo $$ > pid; echo hello-from-command; if [ -e again ]; then echo 1 > \"$POLYFLOW_OUT/x\"; else touch again; sleep 30; fi";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    // A terminal's Ctrl-C: SIGINT to the foreground process group, which polyflow leads here.
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .args(["run", "p.toml", "--json"])
+            .current_dir(d.path())
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    let pidfile = d.path().join("pid");
+    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the command did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sh: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap().success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "it waited for the 30 s program");
+    assert!(err.contains("interrupted while running c (not cached"), "{err}");
+    // The program went with the run, and its output went to standard error: standard output is JSON only.
+    let t = Instant::now();
+    while running(sh) {
+        assert!(t.elapsed() < Duration::from_secs(5), "the command's program outlived the run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(err.contains("hello-from-command"), "{err}");
+    for line in stdout.lines() {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+    // Not a failure of the node's own: stale, and the next run computes it and leaves no scratch behind.
+    assert_eq!(state_of(&status(d.path()), "c"), "stale");
+    let out = polyflow(d.path(), &["run", "p.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(state_of(&status(d.path()), "c"), "fresh");
+    let partial = d.path().join(".polyflow/partial");
+    assert!(!partial.exists() || std::fs::read_dir(&partial).unwrap().next().is_none(), "scratch left in {}", partial.display());
+}

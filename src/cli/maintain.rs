@@ -119,6 +119,27 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     out
 }
 
+/// Scratch folders (`partial/`) of interrupted runs whose key is not one a node of the pipelines would be
+/// computed under now: nothing would resume from them.
+fn stale_partial_dirs(store: &Store, resumable: &BTreeSet<String>) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(store.root.join("partial")) else { return vec![] };
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            !resumable.iter().any(|k| k.starts_with(&name))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Bytes of the files below `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+}
+
 /// Calls `visit` with the graph of every pipeline of `files` under no profile and under each profile it declares.
 fn each_profile(
     files: &[PathBuf],
@@ -143,6 +164,8 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     let _lock = store.lock(std::time::Duration::from_secs(0))?;
     let index = store.index()?;
     let mut keep_keys = BTreeSet::new();
+    // Keys the nodes would be computed under now (stale ones whose inputs are fresh): their resumable scratch stays.
+    let mut resumable = BTreeSet::new();
     let mut ids = BTreeSet::new();
     each_profile(files, overlay, reg, |g| {
         let sel = g.select(&[])?;
@@ -150,10 +173,21 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
             ids.insert(g.nodes[i].id.clone());
             if s.state == State::Fresh {
                 keep_keys.insert(s.key.unwrap());
+            } else if let Some(k) = s.key {
+                resumable.insert(k);
             }
         }
         Ok(())
     })?;
+    let drop_partial = stale_partial_dirs(&store, &resumable);
+    for d in &drop_partial {
+        println!(
+            "{:>12} scratch {} ({}): an interrupted run's checkpoints, which no node of these pipelines would resume",
+            if yes { "Removing" } else { "Would remove" },
+            d.display(),
+            fmt_bytes(dir_size(d))
+        );
+    }
     for r in index.records() {
         if ids.contains(&r.id) {
             keep_keys.insert(r.key.clone());
@@ -183,7 +217,9 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
             fmt_bytes(*size)
         );
     }
-    let freed: u64 = drop_blobs.iter().map(|b| b.1).sum::<u64>() + damaged.iter().map(|d| d.1).sum::<u64>();
+    let freed: u64 = drop_blobs.iter().map(|b| b.1).sum::<u64>()
+        + damaged.iter().map(|d| d.1).sum::<u64>()
+        + drop_partial.iter().map(|d| dir_size(d)).sum::<u64>();
     for (k, size) in &drop_keys {
         // Name the node; every dropped key is one no named pipeline computes now.
         let what = match index.producer(k) {
@@ -208,13 +244,13 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
         for (d, _) in &drop_blobs {
             store.blobs.remove(d)?;
         }
-        for d in &drop_jobs {
+        for d in drop_jobs.iter().chain(&drop_partial) {
             std::fs::remove_dir_all(d).map_err(|e| CliError::Other(format!("error: {}: {e}", d.display()), exit::STORE))?;
         }
         for (p, _) in &damaged {
             std::fs::remove_file(p).map_err(|e| CliError::Other(format!("error: {}: {e}", p.display()), exit::STORE))?;
         }
-    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() || !damaged.is_empty() {
+    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() || !damaged.is_empty() || !drop_partial.is_empty() {
         println!("run again with --yes to delete");
     }
     Ok(exit::OK)

@@ -214,6 +214,11 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             }
             Ok(Msg::Note(i, message)) => (s.sink)(&Event::Note { id: g.nodes[i].id.clone(), message }),
             Ok(Msg::Done(i, result, ms, runner)) => {
+                // A node that failed while the run is being stopped was stopped with it: it was interrupted, and is
+                // not recorded as a failure of its own.
+                if result.is_err() && opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                    return Err(s.interrupt()?);
+                }
                 s.release(i);
                 match result {
                     Ok(manifest) => s.commit(i, manifest, ms, runner)?,
@@ -657,6 +662,9 @@ impl Scheduler<'_> {
     /// Stops the run: cancels (or leaves, with `keep`) what runs, records the cancelled nodes as failed attempts.
     fn interrupt(&mut self) -> Result<super::ExecError, StoreError> {
         let keep = self.opts.keep_jobs || self.g.executor.on_interrupt == OnInterrupt::Keep;
+        // External programs of `command` nodes run in process groups of their own (a terminal's Ctrl-C reaches
+        // polyflow only): stop them, so that none outlives the run.
+        crate::stage::children::stop_all(Duration::from_secs(3));
         for (i, runner) in self.launcher.interrupt(keep) {
             let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
             if let Some(key) = self.assessed[&i].key.clone() {

@@ -3,6 +3,7 @@
 //! The engine (spec, graph, fingerprint, store, exec) only talks to stages through this trait, so it knows
 //! nothing of burn, modalities or tables.
 
+pub mod children;
 mod ctx;
 mod params;
 

@@ -150,10 +150,16 @@ impl Stage for CommandStage {
         if argv.is_empty() {
             return Err(StageError::input(format!("node `{}`: `run` is empty", ctx.id)));
         }
-        let work = tempfile::tempdir().map_err(|e| StageError::failed(e.to_string()))?;
-        let out_dir = work.path().join("out");
-        let in_dir = work.path().join("in");
-        std::fs::create_dir_all(&out_dir).map_err(|e| StageError::failed(e.to_string()))?;
+        // In the node's scratch folder in the store (removed when the node commits; an interrupted run's is
+        // cleared by the next run of the node, or by `gc`), not in /tmp, where a killed run would leave it.
+        let work = ctx.scratch.join("command");
+        let io = |e: std::io::Error| StageError::failed(format!("{}: {e}", work.display()));
+        if work.exists() {
+            std::fs::remove_dir_all(&work).map_err(io)?;
+        }
+        let out_dir = work.join("out");
+        let in_dir = work.join("in");
+        std::fs::create_dir_all(&out_dir).map_err(io)?;
         for (slot, arts) in &ctx.inputs {
             for a in arts {
                 let d = in_dir.join(slot).join(&a.id);
@@ -168,14 +174,19 @@ impl Stage for CommandStage {
                 }
             }
         }
-        let status = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .current_dir(ctx.base_dir)
-            .env("POLYFLOW_OUT", &out_dir)
-            .env("POLYFLOW_IN", &in_dir)
-            .env("POLYFLOW_SEED", ctx.seed().to_string())
-            .status()
-            .map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
+        // Its standard output goes to polyflow's standard error: standard output is `--json`'s event stream.
+        let program = crate::stage::children::spawn(
+            std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(ctx.base_dir)
+                .env("POLYFLOW_OUT", &out_dir)
+                .env("POLYFLOW_IN", &in_dir)
+                .env("POLYFLOW_SEED", ctx.seed().to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::io::stderr()),
+        )
+        .map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
+        let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
         if !status.success() {
             return Err(StageError::failed(format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "))));
         }
