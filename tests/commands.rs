@@ -123,6 +123,30 @@ fn why_of_a_misspelt_node_suggests_the_closest() {
 }
 
 #[test]
+fn commands_that_read_the_store_never_create_one() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let typo = d.path().join("typo/store");
+    let store = typo.to_str().unwrap();
+    for args in [
+        vec!["status", "p.toml", "--store", store],
+        vec!["plan", "p.toml", "--store", store],
+        vec!["show", "p.toml", "a", "--store", store],
+        vec!["compare", "p.toml", "a", "b", "--store", store],
+        vec!["report", "p.toml", "--store", store, "-o", "r.html"],
+        vec!["verify", "--store", store],
+        vec!["gc", "p.toml", "--store", store, "--yes"],
+    ] {
+        let (code, _, err) = pf(d.path(), &args);
+        assert!(code != 101 && err.contains(&format!("no store at {store}")), "{args:?}: {code} {err}");
+        assert!(!d.path().join("typo").exists(), "{args:?} created {}", typo.display());
+    }
+    // Nothing cached there: everything would run.
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--store", store]);
+    assert!(out.contains("0 of 2 nodes fresh"), "{out}");
+}
+
+#[test]
 fn an_empty_pipeline_is_an_error_and_creates_no_store() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("empty.toml"), "# nothing yet\n").unwrap();

@@ -6,7 +6,6 @@ use crate::exec::assess::assess_all;
 use crate::exec::State;
 use crate::graph::Graph;
 use crate::stage::Registry;
-use crate::store::Store;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, ContentArrangement, Table};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,7 +120,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
     let nodes = expand(&g, &a.nodes)?;
     let ids: Vec<String> = nodes.iter().map(|&i| g.nodes[i].id.clone()).collect();
     let sel = g.select(&ids)?;
-    let store = Store::open(&a.common.store)?;
+    let (store, _empty) = super::read_store(&a.common.store)?;
     let states = {
         let index = store.index_read()?;
         assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)

@@ -20,7 +20,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
             exit::USAGE,
         ));
     };
-    let store = Store::open(&c.store)?;
+    let (store, _empty) = super::read_store(&c.store)?;
     let sel = g.select(&[node.to_string()])?;
     let a = {
         let index = store.index_read()?;
@@ -160,6 +160,10 @@ fn each_profile(
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
 /// record of every node id of those pipelines; deletes the rest.
 pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Overlay, yes: bool, reg: &Registry) -> Result<i32, CliError> {
+    if !Store::exists(store_dir) {
+        eprintln!("note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect", store_dir.display());
+        return Ok(exit::OK);
+    }
     let store = Store::open(store_dir)?;
     let _lock = store.lock(std::time::Duration::from_secs(0))?;
     let index = store.index()?;
@@ -355,7 +359,7 @@ pub fn gc_cache(
 
 /// `verify`: checks every blob of every artifact.
 pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
-    let store = Store::open(store_dir)?;
+    let (store, _empty) = super::read_store(store_dir)?;
     let index = store.index_read()?;
     let mut bad = 0;
     let mut n = 0;

@@ -300,6 +300,22 @@ impl From<exec::ExecError> for CliError {
     }
 }
 
+/// The store at `dir` for a command that only reads it (`status`, `plan`, `show`, `compare`, `report`, `verify`,
+/// `gc`). A store that is not there is not created, so a mistyped `--store` or `POLYFLOW_STORE` leaves no folder
+/// behind: the command reads an empty store in a temporary folder (returned with it, removed when dropped) and
+/// says so on standard error.
+pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::TempDir>), CliError> {
+    if Store::exists(dir) {
+        return Ok((Store::open(dir)?, None));
+    }
+    eprintln!(
+        "note: there is no store at {} yet, so nothing is cached there (`polyflow run` creates it; check `--store` or POLYFLOW_STORE)",
+        dir.display()
+    );
+    let empty = tempfile::tempdir().map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
+    Ok((Store::open(empty.path())?, Some(empty)))
+}
+
 /// Loads and validates a pipeline.
 pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
     let p = spec::load_with(&c.file, c.profile.as_deref(), &c.overlay())?;
@@ -429,7 +445,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
 fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     let sel = g.select(&[])?;
-    let store = Store::open(&a.common.store)?;
+    let (store, _empty) = read_store(&a.common.store)?;
     let states = {
         let index = store.index_read()?;
         exec::assess::assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)

@@ -6,7 +6,6 @@ use crate::exec::assess::{assess_all, Assessment};
 use crate::exec::State;
 use crate::graph::Graph;
 use crate::stage::Registry;
-use crate::store::Store;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, ContentArrangement, Table};
 use std::collections::BTreeMap;
 
@@ -24,7 +23,7 @@ fn assess(
             return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {hint}"), exit::USAGE));
         }
     }
-    let store = Store::open(&c.store)?;
+    let (store, _empty) = super::read_store(&c.store)?;
     let index = store.index_read()?;
     let env = env_of(g, &c.backend);
     let forced: Vec<usize> = force.iter().map(|f| g.by_id[f]).collect();
@@ -113,18 +112,10 @@ fn some_ids(ids: &[String]) -> String {
 
 /// `plan`: what would run and why, each node's last recorded time and an estimate of the whole, and the
 /// table cells that may change. Runs nothing and writes no index entry.
-pub fn plan(mut c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, json: bool, reg: &Registry) -> Result<i32, CliError> {
+pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     super::preflight(&g, &nodes, &super::env_of(&g, &c.backend))?;
-    // No store yet: nothing ran, so an empty one thrown away afterwards gives the same answer and a plan
-    // leaves no store behind.
-    let _empty = if c.store.exists() {
-        None
-    } else {
-        let t = tempfile::tempdir().map_err(|e| CliError::Other(format!("error: a temporary folder: {e}"), exit::STORE))?;
-        c.store = t.path().join("store");
-        Some(t)
-    };
+    // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh).collect();
     let last = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);

@@ -137,9 +137,8 @@ pub fn decide(
                     None => {}
                 }
             }
-            if a.failure.is_some() {
-                a.state = State::Failed;
-            }
+            // A failure on record is not this node's state: it was an attempt under some key, and which key the
+            // node has now is not known until its upstream is computed (a failure counts where keys match, below).
             return a;
         }
         Ok(Err(e)) => {

@@ -170,6 +170,11 @@ impl Store {
         Ok(Store { root: root.to_path_buf(), blobs: BlobStore::new(root)? })
     }
 
+    /// Whether `root` holds a store (its index), without creating anything.
+    pub fn exists(root: &Path) -> bool {
+        index_dir(root).is_dir()
+    }
+
     /// Opens the index, waiting up to 60 s while another process holds it briefly.
     pub fn index(&self) -> Result<Index, StoreError> {
         Index::open(&index_dir(&self.root), std::time::Duration::from_secs(60))
