@@ -167,8 +167,13 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         }
         let params = serde_json::Value::Object(params);
         if let Err((key, msg)) = stage.validate(&params) {
-            let span = n.params.get(&key).map(|e| e.value.span).unwrap_or(n.span);
-            return Err(SpecError::at(src, span, K::OutOfRange, format!("`{key}`: {msg}")));
+            let span = span_at(&n.params, &key).unwrap_or(n.span);
+            let e = SpecError::at(src, span, K::OutOfRange, format!("`{}`: {msg}", param_of(&key)));
+            // What the parameter is, as `polyflow kinds` says it.
+            return Err(match specs.iter().find(|s| s.name == param_of(&key)) {
+                Some(spec) => e.help(format!("`{}`: {}", spec.name, spec.doc)),
+                None => e,
+            });
         }
         // Inputs.
         let slots = stage.inputs();
@@ -242,6 +247,14 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 )));
             }
         }
+        let ids: BTreeMap<String, Vec<String>> = inputs
+            .iter()
+            .map(|(slot, idx): (&String, &Vec<usize>)| (slot.clone(), idx.iter().map(|&j| p.nodes[j].id.clone()).collect()))
+            .collect();
+        if let Err((key, msg, help)) = stage.check_refs(&params, &ids, &|id| by_id.contains_key(id)) {
+            let span = span_at(&n.params, &key).unwrap_or(n.span);
+            return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
+        }
         nodes.push(GNode {
             id: n.id.clone(),
             stage: stage.clone(),
@@ -272,6 +285,31 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     }
     let executor = crate::spec::resources::parse_executor(&p.sources, &p.executor)?;
     Ok(Graph { nodes, dag, by_id, pipeline: p, executor })
+}
+
+/// The span of `path` in a node's parameters: a parameter name, then array indices or table keys, `.`-separated
+/// (`rows.2.nodes.0`); the deepest part found.
+fn span_at(params: &BTreeMap<String, crate::spec::value::Entry>, path: &str) -> Option<crate::spec::source::Span> {
+    use crate::spec::value::Value;
+    let mut parts = path.split('.');
+    let mut v = &params.get(parts.next()?)?.value;
+    for part in parts {
+        let next = match &v.value {
+            Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+            Value::Table(t) => t.get(part).map(|e| &e.value),
+            _ => None,
+        };
+        match next {
+            Some(n) => v = n,
+            None => break,
+        }
+    }
+    Some(v.span)
+}
+
+/// The parameter a path into the parameters starts with.
+fn param_of(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
 }
 
 fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {

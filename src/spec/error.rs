@@ -142,8 +142,14 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str> + C
     match closest(word, candidates.clone()) {
         Some(c) => format!("did you mean `{c}`?"),
         None => {
+            // A pipeline has hundreds of node ids: name a few, not all.
+            const SHOWN: usize = 12;
             let all: Vec<_> = candidates.into_iter().collect();
-            format!("expected one of: {}", all.join(", "))
+            if all.len() > SHOWN {
+                format!("expected one of: {}, … ({} in all)", all[..SHOWN].join(", "), all.len())
+            } else {
+                format!("expected one of: {}", all.join(", "))
+            }
         }
     }
 }

@@ -150,6 +150,19 @@ pub trait Stage: Send + Sync + 'static {
     fn validate(&self, _params: &serde_json::Value) -> Result<(), (String, String)> {
         Ok(())
     }
+    /// Checks of the parameters against the pipeline's nodes, once its graph is built: `inputs` holds the ids
+    /// of the nodes of each input slot, `is_node` tells whether an id is a node of the pipeline (e.g. a table's
+    /// rows name nodes among its inputs, its columns tasks of the pipeline). `Err((path, message, help))`, where
+    /// `path` is a parameter or a path into it (`rows.2.nodes.0`), so the error points at what is wrong, and
+    /// `help` says what to do.
+    fn check_refs(
+        &self,
+        _params: &serde_json::Value,
+        _inputs: &BTreeMap<String, Vec<String>>,
+        _is_node: &dyn Fn(&str) -> bool,
+    ) -> Result<(), (String, String, String)> {
+        Ok(())
+    }
     /// Digest of external files the node reads (dataset folders), through `files` (content digests with a stat
     /// cache: unchanged files are not read again). Content only, never paths or mtimes.
     fn external_digest(

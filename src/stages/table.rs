@@ -2,6 +2,7 @@
 //! writes `table.md`, `table.tex` (LaTeX, booktabs), `table.csv`, `table.json` (every cell with the node, key and
 //! artifact that produced it) and `table.txt`. Optional constant rows of published numbers are labelled as such.
 
+use crate::spec::error::suggest;
 use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use crate::tables::{csv, latex, markdown, terminal, Cell, Provenance, ResultTable};
 use serde::Deserialize;
@@ -26,6 +27,9 @@ struct ColSpec {
 fn top1() -> String {
     "top1".into()
 }
+
+/// The test metrics training, co-training and probe nodes report (`metrics.json`: `tasks.TASK.test.METRIC`).
+const METRICS: &[&str] = &["top1", "top5", "map"];
 
 fn col_label(c: &ColSpec) -> String {
     c.label.clone().unwrap_or_else(|| format!("{} {}", c.task, c.metric))
@@ -142,12 +146,59 @@ impl Stage for TableStage {
             };
             (k, format!("expected a list of {shape}: {e}"))
         })?;
+        for (i, c) in p.columns.iter().enumerate() {
+            if !METRICS.contains(&c.metric.as_str()) {
+                return Err((
+                    format!("columns.{i}.metric"),
+                    format!(
+                        "column `{}`: metric `{}` is not one the runs report; {}",
+                        col_label(c),
+                        c.metric,
+                        suggest(&c.metric, METRICS.iter().copied())
+                    ),
+                ));
+            }
+        }
         let labels: Vec<String> = p.columns.iter().map(col_label).collect();
         for a in &p.averages {
             if let Some(c) = a.columns.iter().find(|c| !labels.contains(c)) {
                 return Err((
                     "averages".into(),
                     format!("`{}` averages `{c}`, which is not a column label ({})", a.label, labels.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn check_refs(
+        &self,
+        p: &Value,
+        inputs: &std::collections::BTreeMap<String, Vec<String>>,
+        is_node: &dyn Fn(&str) -> bool,
+    ) -> Result<(), (String, String, String)> {
+        // Checked here, before anything runs, not after the trainings a table waits for.
+        let Ok(p) = parse::<TableParams>(p) else { return Ok(()) };
+        let runs = inputs.get("runs").cloned().unwrap_or_default();
+        for (r, row) in p.rows.iter().enumerate() {
+            for (k, n) in row.nodes.iter().enumerate() {
+                if resolve(&runs, |s| s.as_str(), n).is_empty() {
+                    return Err((
+                        format!("rows.{r}.nodes.{k}"),
+                        format!(
+                            "row `{}` names `{n}`, which is neither one of this table's `runs` inputs nor their seed replicates `{n}.sN`",
+                            row.label
+                        ),
+                        format!("{} (or add it to `inputs = {{ runs = [...] }}`)", suggest(n, runs.iter().map(String::as_str))),
+                    ));
+                }
+            }
+        }
+        for (i, c) in p.columns.iter().enumerate() {
+            if !is_node(&c.task) {
+                return Err((
+                    format!("columns.{i}.task"),
+                    format!("column `{}`: no task node `{}` in this pipeline", col_label(c), c.task),
+                    "name the `task` node whose metrics the column shows (its id, as in `[node.ID]`)".into(),
                 ));
             }
         }
