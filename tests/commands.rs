@@ -208,7 +208,7 @@ fn command_outputs_in_subfolders_reach_downstream_and_a_same_size_edit_of_a_dep_
     // The same size, right away (within the timestamp granularity of the stat cache's record): still seen.
     std::fs::write(d.path().join("in.txt"), "HELLO").unwrap();
     let (_, out, _) = pf(d.path(), &["status", "p.toml", "--why", "a"]);
-    assert!(out.contains("source files changed"), "{out}");
+    assert!(out.contains("source files changed: ") && out.contains("in.txt modified"), "{out}");
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "--json"]);
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "b"]);

@@ -192,10 +192,21 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
             fmt_bytes(dir_size(d))
         );
     }
-    for r in index.records() {
+    let records = index.records();
+    for r in &records {
         if ids.contains(&r.id) {
             keep_keys.insert(r.key.clone());
         }
+    }
+    // Listings of external files kept to name what changed: those the recorded runs were made from stay.
+    let parts: BTreeSet<String> = records.iter().flat_map(|r| r.fingerprint.external_parts.iter().map(|p| p.digest.clone())).collect();
+    let (listings, listing_bytes) = store.file_digests().prune_listings(&parts, !yes);
+    if listings > 0 {
+        println!(
+            "{:>12} {listings} listings of external files no recorded run was made from ({})",
+            if yes { "Removed" } else { "Would remove" },
+            fmt_bytes(listing_bytes)
+        );
     }
     let all = index.artifacts();
     let mut keep_blobs = BTreeSet::new();

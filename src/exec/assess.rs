@@ -1,6 +1,7 @@
 //! Deciding freshness: compute each node's fingerprint from its inputs' digests and look the key up.
 
 use super::event::State;
+use crate::fingerprint::files::{self, Part};
 use crate::fingerprint::{compare, DirtyReason, FileDigests, Fingerprint, InputDigest, NodeRecord};
 use crate::graph::Graph;
 use crate::store::{BlobState, FailRecord, Index, Manifest, Store};
@@ -11,8 +12,11 @@ use std::collections::BTreeMap;
 /// cache, so an unchanged dataset costs a `stat` per file and no reading).
 pub struct Externals {
     files: FileDigests,
-    memo: RefCell<BTreeMap<usize, Result<Option<String>, String>>>,
+    memo: RefCell<BTreeMap<usize, External>>,
 }
+
+/// A node's external digest (`Err(message)` when its files cannot be read) and the parts it was made of.
+pub type External = (Result<Option<String>, String>, Vec<Part>);
 
 impl Externals {
     /// Externals digested through `files`.
@@ -25,15 +29,18 @@ impl Externals {
         Externals::new(store.file_digests())
     }
 
-    /// Node `i`'s external digest (`Err(message)` when its files cannot be read).
-    pub fn get(&self, g: &Graph, i: usize) -> Result<Option<String>, String> {
+    /// Node `i`'s external digest (`Err(message)` when its files cannot be read), and the folders and files it
+    /// was made of.
+    pub fn get(&self, g: &Graph, i: usize) -> External {
         if let Some(e) = self.memo.borrow().get(&i) {
             return e.clone();
         }
         let n = &g.nodes[i];
+        let _ = files::take_parts();
         let e = n.stage.external_digest(&n.params, &n.base_dir, &self.files).map_err(|e| e.message);
-        self.memo.borrow_mut().insert(i, e.clone());
-        e
+        let parts = files::take_parts();
+        self.memo.borrow_mut().insert(i, (e.clone(), parts.clone()));
+        (e, parts)
     }
 }
 
@@ -98,9 +105,9 @@ pub fn fingerprint(
         pending.dedup();
         return Err(pending);
     }
-    let external = match externals.get(g, i) {
-        Ok(e) => e,
-        Err(e) => return Ok(Err(e)),
+    let (external, external_parts) = match externals.get(g, i) {
+        (Ok(e), parts) => (e, parts),
+        (Err(e), _) => return Ok(Err(e)),
     };
     let env = n.stage.env_for(&n.params, stage_env(n.stage.env_keys(), &node_env(g, i, env)));
     Ok(Ok(Fingerprint {
@@ -110,6 +117,7 @@ pub fn fingerprint(
         inputs,
         env,
         external,
+        external_parts,
     }))
 }
 
@@ -165,6 +173,12 @@ pub fn decide(
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
     } else if let Some(r) = &a.record {
         a.reasons.extend(compare(r, &fp));
+        // Which files changed, where the listings of both states were kept.
+        for reason in &mut a.reasons {
+            if let DirtyReason::ExternalChanged { files } = reason {
+                *files = store.file_digests().explain(&r.fingerprint.external_parts, &fp.external_parts, crate::fingerprint::CHANGES_SHOWN);
+            }
+        }
     } else {
         a.reasons.push(DirtyReason::NeverRun);
     }

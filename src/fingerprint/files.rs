@@ -19,11 +19,44 @@
 //! **The digest of a folder** is blake3 over `polyflow folder` and a NUL byte, then, for each regular file below
 //! it in byte order of its path relative to the folder (`/`-separated; a name that is not UTF-8 as a NUL and the
 //! hex of its bytes): the path, a NUL byte and the file's own 32-byte blake3 digest. A file given directly has
-//! the blake3 of its bytes. Anything else in a folder (a FIFO, a device, a symlink loop) is an error.
+//! the blake3 of its bytes. Anything else in a folder (a FIFO, a device, a symlink loop) is an error. A list of
+//! files (a manifest's, [`FileDigests::list`]) is digested the same way under its own domain.
+//!
+//! **Naming what changed.** The records hold the digests of the latest state only. So that `status` can name
+//! the files that changed since a node ran, each listing of at most [`LISTING_MAX`] files is also kept under
+//! its digest (`listings/<digest>`); every digest taken on a thread is noted as a [`Part`] ([`take_parts`]), and
+//! [`FileDigests::explain`] compares the listings of two sets of parts. Larger folders are named as changed,
+//! without their files.
 
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// Folders of up to this many files keep their listing under its digest, to name what changed later.
+pub const LISTING_MAX: usize = 20_000;
+
+/// One folder, file or list a digest was made of, and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    /// The path as digested (explanation only).
+    pub path: String,
+    /// Its digest.
+    pub digest: String,
+}
+
+thread_local! {
+    /// The digests taken on this thread since the last [`take_parts`].
+    static PARTS: std::cell::RefCell<Vec<Part>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The folders, files and lists digested on this thread since the last call, in order.
+pub fn take_parts() -> Vec<Part> {
+    PARTS.with(|p| std::mem::take(&mut *p.borrow_mut()))
+}
+
+fn note(path: &Path, digest: &str) {
+    PARTS.with(|p| p.borrow_mut().push(Part { path: path.display().to_string(), digest: digest.to_string() }));
+}
 
 /// Files whose mtime or ctime is this close to (or after) the moment their record was taken are re-hashed.
 pub const RACY_NS: i64 = 2_000_000_000;
@@ -135,23 +168,94 @@ impl FileDigests {
     /// file — see the module docs for the exact definition.
     pub fn tree(&self, root: &Path) -> Result<String, FileError> {
         let meta = std::fs::metadata(root).map_err(err(root))?;
-        self.digest(root, meta.is_dir()).map(hex)
+        let d = self.digest(root, meta.is_dir()).map(hex)?;
+        note(root, &d);
+        Ok(d)
     }
 
     /// blake3 digest of the bytes of file `path`.
     pub fn file(&self, path: &Path) -> Result<String, FileError> {
-        self.digest(path, false).map(hex)
+        let d = self.digest(path, false).map(hex)?;
+        note(path, &d);
+        Ok(d)
+    }
+
+    /// What changed between the digests `old` and `new` of the same inputs, file by file where both listings
+    /// were kept: `path modified`, `path added`, `path removed` (at most `shown`, then how many more), or the part
+    /// named as a whole. Empty when nothing is known.
+    pub fn explain(&self, old: &[Part], new: &[Part], shown: usize) -> Vec<String> {
+        let mut lines = vec![];
+        for (i, n) in new.iter().enumerate() {
+            let Some(o) = old.get(i).filter(|o| o.path == n.path) else {
+                lines.push(format!("{} (newly read)", n.path));
+                continue;
+            };
+            if o.digest == n.digest {
+                continue;
+            }
+            match (self.listing(&o.digest), self.listing(&n.digest)) {
+                (Some(a), Some(b)) => {
+                    let name = |rel: &str| if rel.is_empty() { n.path.clone() } else { format!("{}/{rel}", n.path) };
+                    for (rel, d) in &b {
+                        match a.get(rel) {
+                            Some(x) if x == d => {}
+                            Some(_) => lines.push(format!("{} modified", name(rel))),
+                            None => lines.push(format!("{} added", name(rel))),
+                        }
+                    }
+                    lines.extend(a.keys().filter(|r| !b.contains_key(*r)).map(|rel| format!("{} removed", name(rel))));
+                }
+                _ => lines.push(format!("{} modified", n.path)),
+            }
+        }
+        lines.extend(old.iter().skip(new.len()).map(|o| format!("{} (no longer read)", o.path)));
+        if lines.len() > shown {
+            let more = lines.len() - shown;
+            lines.truncate(shown);
+            lines.push(format!("{more} more"));
+        }
+        lines
+    }
+
+    /// Deletes the kept listings (module docs) of digests not in `keep` (those the recorded runs were made
+    /// from: what `status` compares with); returns how many and their bytes. With `dry`, only counts.
+    pub fn prune_listings(&self, keep: &std::collections::BTreeSet<String>, dry: bool) -> (usize, u64) {
+        let Some(dir) = self.cache.as_ref().map(|c| c.join("listings")) else { return (0, 0) };
+        let Ok(rd) = std::fs::read_dir(&dir) else { return (0, 0) };
+        let (mut n, mut bytes) = (0, 0);
+        for e in rd.flatten() {
+            if keep.contains(e.file_name().to_string_lossy().as_ref()) {
+                continue;
+            }
+            n += 1;
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            if !dry {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        (n, bytes)
+    }
+
+    /// The listing kept under `digest` (relative path → file digest).
+    fn listing(&self, digest: &str) -> Option<std::collections::BTreeMap<String, [u8; 32]>> {
+        let bytes = std::fs::read(self.cache.as_ref()?.join("listings").join(digest)).ok()?;
+        let r = decode(&bytes)?;
+        Some(r.entries.into_iter().map(|(k, e)| (k, e.digest)).collect())
     }
 
     /// Digest of the files `paths` that exist (a manifest's list of examples, wherever they are), recorded
     /// under `key` (the manifest): blake3 over `polyflow files` and a NUL byte, then for each file that exists,
-    /// in byte order of its path as given: the path, a NUL byte and the file's 32-byte blake3 digest. A file that
+    /// in byte order of its path (relative to `key`'s folder where below it, else as given): the path, a NUL
+    /// byte and the file's 32-byte blake3 digest. A file that
     /// is absent is left out, so its appearing changes the digest. Anything but a regular file is an error.
     pub fn list(&self, key: &Path, paths: &[PathBuf]) -> Result<String, FileError> {
+        // Paths below the manifest's folder enter as relative paths, so that a dataset moved elsewhere keeps its
+        // digest, as a folder does.
+        let base = key.parent().unwrap_or(Path::new(""));
         let mut listing = vec![];
         for p in paths {
             match std::fs::metadata(p) {
-                Ok(m) if m.is_file() => listing.push(Listed { rel: name_of(p.as_os_str()), path: p.clone(), stat: Stat::of(&m) }),
+                Ok(m) if m.is_file() => listing.push(Listed { rel: rel_to(base, p), path: p.clone(), stat: Stat::of(&m) }),
                 Ok(_) => return Err(FileError { path: p.clone(), source: std::io::Error::other("not a regular file") }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(FileError { path: p.clone(), source: e }),
@@ -160,7 +264,9 @@ impl FileDigests {
         listing.sort_unstable_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
         listing.dedup_by(|a, b| a.rel == b.rel);
         let record = format!("{}-list", record_name(key));
-        self.digest_listing(listing, LIST_DOMAIN, &record).map(hex)
+        let d = self.digest_listing(listing, LIST_DOMAIN, &record).map(hex)?;
+        note(base, &d);
+        Ok(d)
     }
 
     fn digest(&self, root: &Path, folder: bool) -> Result<[u8; 32], FileError> {
@@ -213,9 +319,24 @@ impl FileDigests {
         };
         if let Some(p) = record_path {
             // Best-effort: a full disk or a read-only store only costs re-hashing next time.
-            let _ = write_record(&p, &encode(now, &signature, &digest, &listing, &digests));
+            let bytes = encode(now, &signature, &digest, &listing, &digests);
+            let _ = write_record(&p, &bytes);
+            // And the listing under its digest, to name what changed later (module docs).
+            let kept = self.cache.as_ref().map(|c| c.join("listings").join(hex(digest)));
+            if let Some(k) = kept.filter(|k| listing.len() <= LISTING_MAX && !k.exists()) {
+                let _ = write_record(&k, &bytes);
+            }
         }
         Ok(digest)
+    }
+}
+
+/// `p` relative to `base` where it is below it (`/`-separated), else as given; names that are not UTF-8 as
+/// [`name_of`] writes them.
+fn rel_to(base: &Path, p: &Path) -> String {
+    match p.strip_prefix(base) {
+        Ok(r) if !base.as_os_str().is_empty() => r.iter().map(name_of).collect::<Vec<_>>().join("/"),
+        _ => name_of(p.as_os_str()),
     }
 }
 
@@ -519,6 +640,33 @@ mod tests {
         // A folder in the list is an error naming it.
         let e = fd.list(&manifest, std::slice::from_ref(&data)).unwrap_err();
         assert_eq!(e.path, data);
+    }
+
+    #[test]
+    fn what_changed_is_named_from_the_kept_listings() {
+        let (d, data, fd) = setup();
+        let _ = take_parts();
+        fd.tree(&data).unwrap();
+        let before = take_parts();
+        assert_eq!(before.len(), 1);
+        std::fs::write(data.join("x.txt"), b"ONE!").unwrap();
+        std::fs::remove_file(data.join("a/b/y.txt")).unwrap();
+        for i in 0..6 {
+            std::fs::write(data.join(format!("n{i}.txt")), b"new").unwrap();
+        }
+        fd.tree(&data).unwrap();
+        let after = take_parts();
+        let p = data.display();
+        assert_eq!(
+            fd.explain(&before, &after, 3),
+            [format!("{p}/n0.txt added"), format!("{p}/n1.txt added"), format!("{p}/n2.txt added"), "5 more".into()]
+        );
+        let all = fd.explain(&before, &after, 100);
+        assert!(all.contains(&format!("{p}/x.txt modified")) && all.contains(&format!("{p}/a/b/y.txt removed")), "{all:?}");
+        assert!(fd.explain(&after, &after, 3).is_empty());
+        // Without a kept listing (another cache, or a folder over LISTING_MAX files) the folder is named whole.
+        let other = FileDigests::cached(d.path().join("other"));
+        assert_eq!(other.explain(&before, &after, 3), [format!("{p} modified")]);
     }
 
     #[test]

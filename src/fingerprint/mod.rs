@@ -17,7 +17,7 @@ pub mod files;
 mod reason;
 
 pub use files::FileDigests;
-pub use reason::{compare, DirtyReason};
+pub use reason::{compare, DirtyReason, CHANGES_SHOWN};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +46,10 @@ pub struct Fingerprint {
     pub env: BTreeMap<String, String>,
     /// Digest of external files read by the stage, if any.
     pub external: Option<String>,
+    /// The folders and files that digest was made of, with their own digests (explanations only, not hashed:
+    /// they let `status` name the files that changed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_parts: Vec<files::Part>,
 }
 
 impl Fingerprint {
@@ -97,7 +101,7 @@ mod tests {
     fn fp(p: serde_json::Value, id: &str) -> Fingerprint {
         let mut inputs = BTreeMap::new();
         inputs.insert("data".to_string(), vec![InputDigest { id: id.into(), digest: "abc".into() }]);
-        Fingerprint { kind: "k".into(), version: 1, params: p, inputs, env: BTreeMap::new(), external: None }
+        Fingerprint { kind: "k".into(), version: 1, params: p, inputs, env: BTreeMap::new(), external: None, external_parts: vec![] }
     }
 
     #[test]

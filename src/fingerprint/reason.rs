@@ -3,6 +3,9 @@
 use super::{Fingerprint, NodeRecord};
 use serde::{Deserialize, Serialize};
 
+/// How many changed files a reason names (the rest are counted).
+pub const CHANGES_SHOWN: usize = 5;
+
 /// The reason a node must (re)run. Serializable for `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
@@ -54,7 +57,12 @@ pub enum DirtyReason {
         new: String,
     },
     /// External files read by the stage changed.
-    ExternalChanged,
+    ExternalChanged {
+        /// Which, where known (`path modified`, `path added`, `path removed`, at most [`CHANGES_SHOWN`] and a
+        /// count of the rest); empty where the earlier listing was not kept (see `fingerprint::files`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<String>,
+    },
     /// The artifact is recorded but a blob is missing.
     ArtifactMissing {
         /// File inside the artifact.
@@ -141,7 +149,8 @@ impl std::fmt::Display for DirtyReason {
                 let shown = |v: &str| if v.is_empty() { "(unset)".to_string() } else { v.to_string() };
                 write!(f, "{name} changed {} → {}", shown(old), shown(new))
             }
-            DirtyReason::ExternalChanged => write!(f, "source files changed"),
+            DirtyReason::ExternalChanged { files } if files.is_empty() => write!(f, "source files changed"),
+            DirtyReason::ExternalChanged { files } => write!(f, "source files changed: {}", files.join(", ")),
             DirtyReason::ArtifactMissing { file } => {
                 write!(f, "artifact file `{file}` missing from the store")
             }
@@ -216,7 +225,7 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
         }
     }
     if o.external != new.external {
-        out.push(DirtyReason::ExternalChanged);
+        out.push(DirtyReason::ExternalChanged { files: vec![] });
     }
     if out.is_empty() {
         out.push(DirtyReason::Other { detail: "key changed".into() });
