@@ -115,6 +115,32 @@ fn a_bare_pipeline_file_name_runs_command_nodes_in_its_folder() {
 }
 
 #[test]
+fn a_seeds_declaration_names_all_its_replicates_in_why_force_and_show() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.st]\nkind = \"value\"\nvalue = 1\nseeds = 2\n[node.u]\nkind = \"value\"\nvalue = 2\n")
+        .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "st"]);
+    assert!(code == 0 && out.contains("st.s0 (value): fresh") && out.contains("st.s1 (value): fresh"), "{out}{err}");
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--force", "st"]);
+    assert!(code == 0 && out.contains("Would run st.s0") && out.contains("Would run st.s1") && !out.contains("Would run u"), "{out}{err}");
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "st"]);
+    assert!(code == 0 && out.contains("node:   st.s0") && out.contains("node:   st.s1"), "{out}{err}");
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--force", "st", "--json"]);
+    let mut started: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "started")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    started.sort();
+    assert!(code == 0 && started == ["st.s0", "st.s1"], "{out}{err}");
+    // Declarations are suggested too.
+    let (code, _, err) = pf(d.path(), &["show", "p.toml", "sx"]);
+    assert!(code == 2 && err.contains("did you mean `st`?"), "{err}");
+}
+
+#[test]
 fn why_of_a_misspelt_node_suggests_the_closest() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("p.toml"), "[node.st_digits]\nkind = \"value\"\nvalue = 1\n").unwrap();

@@ -14,12 +14,21 @@ use std::path::{Path, PathBuf};
 /// `show NODE`.
 pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
-    let Some(&i) = g.by_id.get(node) else {
-        return Err(CliError::Other(
-            format!("error: no node `{node}`\n  help: {}", spec::error::suggest(node, g.nodes.iter().map(|n| n.id.as_str()))),
-            exit::USAGE,
-        ));
+    let Some(ids) = g.resolve(node) else {
+        return Err(CliError::Other(format!("error: no node `{node}`\n  help: {}", g.suggest(node)), exit::USAGE));
     };
+    if g.by_id.get(node).is_none() {
+        // A declaration (`st.digits`): each of its nodes in turn.
+        let mut code = exit::OK;
+        for (k, id) in ids.iter().map(|&j| g.nodes[j].id.clone()).enumerate() {
+            if k > 0 {
+                println!();
+            }
+            code = code.max(show(c.clone(), &id, reg)?);
+        }
+        return Ok(code);
+    }
+    let i = ids[0];
     let (store, _empty) = super::read_store(&c.store)?;
     let sel = g.select(&[node.to_string()])?;
     let a = {

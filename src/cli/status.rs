@@ -17,16 +17,16 @@ fn assess(
     force_all: bool,
 ) -> Result<(Vec<usize>, BTreeMap<usize, Assessment>), CliError> {
     let sel = g.select(nodes)?;
+    let mut forced: Vec<usize> = vec![];
     for f in force {
-        if !g.by_id.contains_key(f) {
-            let hint = crate::spec::error::suggest(f, g.nodes.iter().map(|n| n.id.as_str()));
-            return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {hint}"), exit::USAGE));
+        match g.resolve(f) {
+            Some(ids) => forced.extend(ids),
+            None => return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {}", g.suggest(f)), exit::USAGE)),
         }
     }
     let (store, _empty) = super::read_store(&c.store)?;
     let index = store.index_read()?;
     let env = env_of(g, &c.backend);
-    let forced: Vec<usize> = force.iter().map(|f| g.by_id[f]).collect();
     let a = assess_all(g, &sel, &store, &index, &env, &|i| force_all || forced.contains(&i));
     Ok((sel, a))
 }
@@ -265,25 +265,28 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
         r.join("; ")
     };
     if let Some(w) = why {
-        let Some(&i) = g.by_id.get(&w) else {
-            let hint = crate::spec::error::suggest(&w, g.nodes.iter().map(|n| n.id.as_str()));
-            return Err(CliError::Other(format!("error: --why: no node `{w}`\n  help: {hint}"), exit::USAGE));
+        // A node, or every replicate of a declaration (`st.digits`), one after another.
+        let Some(ids) = g.resolve(&w) else {
+            return Err(CliError::Other(format!("error: --why: no node `{w}`\n  help: {}", g.suggest(&w)), exit::USAGE));
         };
-        let Some(s) = a.get(&i) else {
-            return Err(CliError::Other(format!("error: `{w}` is not selected"), exit::USAGE));
-        };
-        println!("{} ({}): {}", w, g.nodes[i].stage.kind(), s.state);
-        // Each reason; a node waiting on stale upstream nodes is explained down to the root causes.
-        let mut seen = std::collections::BTreeSet::from([i]);
-        explain_reasons(&g, &a, i, 1, &mut seen);
-        if let Some(k) = &s.key {
-            println!("  key: {k}");
-        }
-        if let Some(f) = &s.failure {
-            println!("  last failure: {}", f.error);
-        }
-        if let Some(j) = running.get(&i) {
-            println!("  in flight as {j}");
+        for i in ids {
+            let w = &g.nodes[i].id;
+            let Some(s) = a.get(&i) else {
+                return Err(CliError::Other(format!("error: `{w}` is not selected"), exit::USAGE));
+            };
+            println!("{} ({}): {}", w, g.nodes[i].stage.kind(), s.state);
+            // Each reason; a node waiting on stale upstream nodes is explained down to the root causes.
+            let mut seen = std::collections::BTreeSet::from([i]);
+            explain_reasons(&g, &a, i, 1, &mut seen);
+            if let Some(k) = &s.key {
+                println!("  key: {k}");
+            }
+            if let Some(f) = &s.failure {
+                println!("  last failure: {}", f.error);
+            }
+            if let Some(j) = running.get(&i) {
+                println!("  in flight as {j}");
+            }
         }
         return Ok(exit::OK);
     }

@@ -156,11 +156,16 @@ struct Scheduler<'a> {
 pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Result<RunSummary, super::ExecError> {
     let t0 = Instant::now();
     let sel = g.select(&opts.targets)?;
+    // A node, or every node of a declaration (`st.digits`).
+    let mut forced = vec![];
     for f in &opts.force {
-        if !g.by_id.contains_key(f) {
-            return Err(
-                crate::spec::SpecError::nowhere(crate::spec::SpecErrorKind::UnknownTarget, format!("--force: no node `{f}`")).into()
-            );
+        match g.resolve(f) {
+            Some(ids) => forced.extend(ids),
+            None => {
+                return Err(crate::spec::SpecError::nowhere(crate::spec::SpecErrorKind::UnknownTarget, format!("--force: no node `{f}`"))
+                    .help(g.suggest(f))
+                    .into())
+            }
         }
     }
     store.blobs.clean_tmp();
@@ -183,7 +188,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         free_cpu: jobs,
         free_dev: (0..opts.devices as u32).collect(),
         order: sel.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
-        forced: if opts.force_all { sel.iter().copied().collect() } else { opts.force.iter().map(|f| g.by_id[f]).collect() },
+        forced: if opts.force_all { sel.iter().copied().collect() } else { forced.into_iter().collect() },
         assessed: BTreeMap::new(),
         dependents: HashMap::new(),
         pending: HashMap::new(),

@@ -335,6 +335,20 @@ fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
 }
 
 impl Graph {
+    /// The nodes `name` stands for: a node id, or a matrix or seeds declaration (`st.digits`: every replicate);
+    /// `None` if neither.
+    pub fn resolve(&self, name: &str) -> Option<Vec<usize>> {
+        if let Some(&i) = self.by_id.get(name) {
+            return Some(vec![i]);
+        }
+        self.pipeline.groups.get(name).map(|g| g.iter().filter_map(|x| self.by_id.get(x).copied()).collect())
+    }
+
+    /// "did you mean …" for a `name` that [`Graph::resolve`] does not know, among node ids and declarations.
+    pub fn suggest(&self, name: &str) -> String {
+        suggest(name, self.nodes.iter().map(|n| n.id.as_str()).chain(self.pipeline.groups.keys().map(String::as_str)))
+    }
+
     /// Indices of `targets` and everything they need, in topological order (all nodes if `targets` is empty).
     pub fn select(&self, targets: &[String]) -> Result<Vec<usize>, SpecError> {
         let mut wanted = vec![false; self.nodes.len()];
@@ -352,8 +366,9 @@ impl Graph {
                     None => match self.pipeline.groups.get(t) {
                         Some(g) => g.iter().map(|x| self.by_id[x]).collect(),
                         None => {
-                            return Err(SpecError::nowhere(K::UnknownTarget, format!("no node `{t}` in this pipeline"))
-                                .help(suggest(t, self.nodes.iter().map(|n| n.id.as_str()))))
+                            return Err(
+                                SpecError::nowhere(K::UnknownTarget, format!("no node `{t}` in this pipeline")).help(self.suggest(t))
+                            )
                         }
                     },
                 };
