@@ -17,7 +17,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let Some(ids) = g.resolve(node) else {
         return Err(CliError::Other(format!("error: no node `{node}`\n  help: {}", g.suggest(node)), exit::USAGE));
     };
-    if g.by_id.get(node).is_none() {
+    if !g.by_id.contains_key(node) {
         // A declaration (`st.digits`): each of its nodes in turn.
         let mut code = exit::OK;
         for (k, id) in ids.iter().map(|&j| g.nodes[j].id.clone()).enumerate() {
