@@ -303,6 +303,9 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     assert_eq!(partial, 1, "a resumable checkpoint was left in the store");
     let out = Command::new(BIN).args(args(&b)).current_dir(root).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
+    // The user is told the run continues where the interrupted one stopped (a note event in `--json`).
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("resuming from an interrupted run's checkpoint at update"), "{said}");
     // A third, independent run: determinism.
     let out = Command::new(BIN).args(args(&c)).current_dir(root).output().unwrap();
     assert_eq!(out.status.code(), Some(0));

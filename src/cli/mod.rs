@@ -100,7 +100,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Delete artifacts that no named pipeline references (dry unless --yes).
     Gc(GcArgs),
-    /// Check every blob in the store against its checksum.
+    /// Check every blob an artifact of the store references against its checksum (blobs no artifact references
+    /// are garbage, which `gc` removes)
     Verify(VerifyArgs),
     /// Parameter counts of every model-bearing node, from parameters alone.
     Params(ParamsArgs),
@@ -128,7 +129,8 @@ pub enum Command {
 pub struct RunArgs {
     #[command(flatten)]
     common: Common,
-    /// Target nodes (or matrix declarations); default: every node.
+    /// Target nodes (or matrix / seeds declarations); default: the nodes the file itself declares (not those only
+    /// its includes declare) and everything they need.
     nodes: Vec<String>,
     /// Re-run this node even if fresh (repeatable).
     #[arg(long)]

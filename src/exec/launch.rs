@@ -108,7 +108,7 @@ impl Launcher for LocalLauncher {
                 let i = l.node;
                 let txp = tx.clone();
                 let progress = move |p: Progress| {
-                    let _ = txp.send(Msg::Progress(i, p));
+                    let _ = txp.send(if p.note { Msg::Note(i, p.message) } else { Msg::Progress(i, p) });
                 };
                 let job = NodeJob {
                     id: &l.id,

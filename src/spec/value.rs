@@ -44,6 +44,9 @@ impl Value {
         match self {
             Value::Bool(_) => "boolean",
             Value::Int(_) => "integer",
+            // Not numbers to any parameter (JSON, which keys hash, has no such values).
+            Value::Float(f) if f.is_nan() => "nan",
+            Value::Float(f) if f.is_infinite() => "an infinity",
             Value::Float(_) => "float",
             Value::Str(_) => "string",
             Value::Array(_) => "array",

@@ -14,6 +14,10 @@ pub struct Progress {
     pub total: u64,
     /// Short status (e.g. `task=digits loss=0.31`).
     pub message: String,
+    /// A message to keep, not a passing status: the run prints it once as a note of the node (e.g. "resuming
+    /// from an interrupted run's checkpoint at update 920"); `done` and `total` are then not read.
+    #[serde(default)]
+    pub note: bool,
 }
 
 /// An input artifact, read with verification.
@@ -159,6 +163,11 @@ pub struct StageCtx<'a> {
 }
 
 impl StageCtx<'_> {
+    /// Tells the user `message` once, as a note of this node (see [`Progress::note`]).
+    pub fn note(&self, message: impl Into<String>) {
+        (self.progress)(Progress { done: 0, total: 0, message: message.into(), note: true });
+    }
+
     /// The seed of the pipeline.
     pub fn seed(&self) -> u64 {
         self.env.get("seed").and_then(|s| s.parse().ok()).unwrap_or(0)

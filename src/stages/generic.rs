@@ -70,7 +70,7 @@ impl Stage for ValueStage {
         let steps = (ms / 100).max(1);
         for s in 0..steps {
             std::thread::sleep(std::time::Duration::from_millis(ms / steps));
-            (ctx.progress)(crate::stage::Progress { done: s + 1, total: steps, message: String::new() });
+            (ctx.progress)(crate::stage::Progress { done: s + 1, total: steps, message: String::new(), note: false });
         }
         if p.fail {
             return Err(StageError::failed(format!("node `{}` fails deliberately (fail = true)", ctx.id)));

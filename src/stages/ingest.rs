@@ -190,6 +190,7 @@ fn stream_pool(
             done: si as u64,
             total: pool.len() as u64,
             message: format!("reading {} examples", src.len()),
+            note: false,
         });
         let out = &mut ctx.out;
         src.for_each(

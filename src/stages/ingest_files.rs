@@ -176,6 +176,7 @@ pub fn ingest(
                 done: done as u64,
                 total: total as u64,
                 message: format!("decoding {}", split.as_str()),
+                note: false,
             });
             let recs: Vec<Result<Rec, DataError>> = part
                 .par_iter()

@@ -246,7 +246,12 @@ where
     let chunk = (rayon::current_num_threads() * 8).max(16);
     let idx: Vec<usize> = (0..r.len()).collect();
     for part in idx.chunks(chunk) {
-        (ctx.progress)(crate::stage::Progress { done: part[0] as u64, total: r.len() as u64, message: "train statistics".into() });
+        (ctx.progress)(crate::stage::Progress {
+            done: part[0] as u64,
+            total: r.len() as u64,
+            message: "train statistics".into(),
+            note: false,
+        });
         let outs: Vec<Result<Vec<f32>, String>> = part.par_iter().map(|&i| r.raw(i).map(&f)).collect();
         for (&i, o) in part.iter().zip(outs) {
             st.add(&o.map_err(|e| StageError::failed(format!("node `{}`: example {i}: {e}", ctx.id)))?);
@@ -283,7 +288,7 @@ where
     let chunk = (rayon::current_num_threads() * 8).max(16);
     let idx: Vec<usize> = (0..n).collect();
     for part in idx.chunks(chunk) {
-        progress(crate::stage::Progress { done: part[0] as u64, total: n as u64, message: format!("{split} split") });
+        progress(crate::stage::Progress { done: part[0] as u64, total: n as u64, message: format!("{split} split"), note: false });
         let res: Vec<Result<Out, String>> = part.par_iter().map(|&i| r.raw(i).and_then(|raw| f(r, raw))).collect();
         for (&i, o) in part.iter().zip(res) {
             let mut o = o.map_err(|e| fail(format!("example {i}: {e}")))?;

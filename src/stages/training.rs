@@ -301,8 +301,9 @@ struct Job<'a> {
 impl BackendJob for Job<'_> {
     type Output = Result<Outcome, String>;
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        let progress =
-            |done: usize, total: usize, message: String| (self.progress)(Progress { done: done as u64, total: total as u64, message });
+        let progress = |done: usize, total: usize, message: String| {
+            (self.progress)(Progress { done: done as u64, total: total as u64, message, note: false })
+        };
         let scratch = self.scratch;
         let mut save = |r: &Resume| {
             if let Err(e) = save_resume(scratch, r) {
@@ -613,7 +614,7 @@ impl Stage for TrainStage {
         };
         let resume = load_resume(&ctx.scratch);
         if let Some(r) = &resume {
-            tracing::info!("{}: resuming at update {}", ctx.id, r.step);
+            ctx.note(format!("resuming from an interrupted run's checkpoint at update {} (the same bits as an uninterrupted run)", r.step));
         }
         let job = Job {
             cfg: &cfg,

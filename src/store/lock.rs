@@ -32,7 +32,7 @@ impl WriterLock {
                     let holder = std::fs::read_to_string(root.join("writer.info")).unwrap_or_default();
                     let holder = match holder.trim() {
                         "" => "another process (starting up)".to_string(),
-                        h => h.to_string(),
+                        h => readable(h),
                     };
                     return Err(StoreError::Locked { holder });
                 }
@@ -79,5 +79,32 @@ mod tests {
         drop(held);
         assert!(WriterLock::acquire(d.path(), Duration::ZERO).is_ok());
         assert!(!std::fs::read_dir(d.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("writer.info.")));
+    }
+}
+
+/// The holder's description with its start time as how long ago (`pid 42 (polyflow run p.toml), started 3 min
+/// 5 s ago`).
+fn readable(holder: &str) -> String {
+    const SINCE: &str = " since unix time ";
+    let Some((head, t)) = holder.split_once(SINCE) else { return holder.to_string() };
+    let Ok(t) = t.trim().parse::<u64>() else { return holder.to_string() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(t);
+    let s = now.saturating_sub(t);
+    let ago = match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    };
+    format!("{head}, started {ago} ago")
+}
+
+#[cfg(test)]
+mod readable_tests {
+    #[test]
+    fn the_holders_start_reads_as_how_long_ago() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let h = super::readable(&format!("pid 42 (polyflow run p.toml) since unix time {}", now - 185));
+        assert!(h == "pid 42 (polyflow run p.toml), started 3 min 5 s ago" || h.ends_with("3 min 6 s ago"), "{h}");
+        assert_eq!(super::readable("pid 1 (x)"), "pid 1 (x)");
     }
 }

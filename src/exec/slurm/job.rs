@@ -198,6 +198,11 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
     let n = &g.nodes[i];
     let last = std::sync::Mutex::new(Instant::now() - Duration::from_secs(10));
     let progress = |p: Progress| {
+        if p.note {
+            // Into the job's log (`polyflow status` names it).
+            eprintln!("note: {}: {}", n.id, p.message);
+            return;
+        }
         let mut l = last.lock().unwrap();
         if l.elapsed() >= Duration::from_millis(500) || p.done == p.total {
             *l = Instant::now();
