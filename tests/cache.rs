@@ -153,3 +153,20 @@ fn no_publish_and_gc_of_the_cache() {
     let (_, out) = pf(d.path(), &["gc", "p.toml", "--store", "s1", "--cache", "cache"]);
     assert!(out.contains("Would free 0 cache entries"), "{out}");
 }
+
+#[test]
+fn a_run_publishes_what_its_store_already_held() {
+    // Computed before the team had a cache: a later run with the cache publishes it, computing nothing.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--json"]);
+    assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"] && ids(&out, "started").is_empty(), "{out}");
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
+    assert!(code == 0 && ids(&out, "fetched") == ["a", "b", "c"], "{out}");
+    // Not with --no-publish.
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "other", "--no-publish"]);
+    assert!(code == 0 && cache_files(&d.path().join("other"), "keys") == 0, "{out}");
+}

@@ -81,7 +81,7 @@ fn make_data(root: &Path) -> PathBuf {
         set(&mut cfg, n, n);
         cfg.push_str("format = \"frames\"\nframes = 64\nstride = 1\n");
     }
-    // AudioSet's segment CSVs, VGGSound's CSV, Speech Commands' folders, a manifest for ESC-50.
+    // AudioSet's segment CSVs, VGGSound's CSV, Speech Commands' folders, ESC-50 as distributed.
     wav(&root.join("audioset/Yaaaaaaaaaaa.wav"), 1600);
     std::fs::write(root.join("audioset/class_labels_indices.csv"), "index,mid,display_name\n0,/m/0,x\n").unwrap();
     std::fs::write(root.join("audioset/balanced_train_segments.csv"), "# a\n# b\n# c\naaaaaaaaaaa, 0.000, 10.000, \"/m/0\"\n").unwrap();
@@ -93,10 +93,15 @@ fn make_data(root: &Path) -> PathBuf {
         wav(&root.join(format!("speech_commands/{c}/a.wav")), 1600);
     }
     set(&mut cfg, "speech_commands", "speech_commands");
-    wav(&root.join("esc50/a.wav"), 1600);
-    wav(&root.join("esc50/b.wav"), 1600);
-    std::fs::write(root.join("esc50/manifest.csv"), "path,label,split\na.wav,x,train\nb.wav,y,test\n").unwrap();
-    set(&mut cfg, "esc50", "esc50/manifest.csv");
+    wav(&root.join("esc50/audio/1-1-A-0.wav"), 1600);
+    wav(&root.join("esc50/audio/2-1-A-1.wav"), 1600);
+    std::fs::create_dir_all(root.join("esc50/meta")).unwrap();
+    std::fs::write(
+        root.join("esc50/meta/esc50.csv"),
+        "filename,fold,target,category,esc10,src_file,take\n1-1-A-0.wav,1,0,dog,True,1,A\n2-1-A-1.wav,2,1,rooster,True,1,A\n",
+    )
+    .unwrap();
+    set(&mut cfg, "esc50", "esc50");
     let path = root.join("my-data.toml");
     std::fs::write(&path, cfg).unwrap();
     path

@@ -199,3 +199,60 @@ fn plan_on_a_fresh_directory_writes_nothing() {
     assert_eq!(v["estimate"]["known"], 0, "{v}");
     assert_eq!(v["stale"][0]["last_ms"], Value::Null, "{v}");
 }
+
+#[test]
+fn a_cell_reads_only_the_row_nodes_that_trained_its_task() {
+    // One row of two single-task models (as the paper's row of single-task baselines): a change of one task
+    // may change its column only.
+    let d = tempfile::tempdir().unwrap();
+    common::write_cifar(d.path());
+    let extra = r#"
+[node.t2]
+kind = "task"
+inputs = { data = "x" }
+steps = 2
+batch_size = 8
+
+[node.a]
+kind = "train"
+inputs = { task = "t" }
+dim = 16
+depth = 1
+heads = 2
+mlp = 32
+
+[node.c]
+kind = "train"
+inputs = { task = "t2" }
+dim = 16
+depth = 1
+heads = 2
+mlp = 32
+
+[node.table]
+kind = "table"
+inputs = { runs = ["a", "c"] }
+title = "Cells"
+caption = "test"
+rows = [{ label = "Single-task", nodes = ["a", "c"] }]
+columns = [{ task = "t", label = "T" }, { task = "t2", label = "T2" }]
+averages = [{ label = "Mean", columns = ["T", "T2"] }]
+"#;
+    std::fs::write(d.path().join("p.toml"), format!("{}{extra}", common::cifar_task(2))).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let v = plan_json(d.path(), &["--set", "t2.steps=3"]);
+    let cells: Vec<(String, Vec<String>)> =
+        v["cells"].as_array().unwrap().iter().map(|c| (c["column"].as_str().unwrap().to_string(), ids(&c["would_run"]))).collect();
+    // T reads `a` only, which stays fresh; #Models and #Params read both models.
+    assert_eq!(
+        cells,
+        [
+            ("#Models".to_string(), vec!["c".to_string()]),
+            ("#Params".to_string(), vec!["c".to_string()]),
+            ("T2".to_string(), vec!["c".to_string()]),
+            ("Mean".to_string(), vec!["c".to_string()]),
+        ],
+        "{v}"
+    );
+}

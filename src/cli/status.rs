@@ -90,7 +90,7 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
         let n = &g.nodes[t];
         let inputs: BTreeMap<String, Vec<String>> =
             n.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
-        for (row, col, reads) in n.stage.cells(&n.params, &inputs) {
+        for (row, col, reads) in n.stage.cells(&n.params, &inputs, &|node, other| reads_from(g, node, other)) {
             let rerun: Vec<String> =
                 reads.into_iter().filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh)).collect();
             if !rerun.is_empty() {
@@ -99,6 +99,13 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
         }
     }
     out
+}
+
+/// Whether node `other` is node `node` or upstream of it (false for ids that are not nodes).
+fn reads_from(g: &Graph, node: &str, other: &str) -> bool {
+    let (Some(&from), Some(&to)) = (g.by_id.get(node), g.by_id.get(other)) else { return false };
+    from == to
+        || petgraph::algo::has_path_connecting(&g.dag, petgraph::graph::NodeIndex::new(to), petgraph::graph::NodeIndex::new(from), None)
 }
 
 /// `a, b, c and 2 more`.
@@ -131,7 +138,7 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
         .filter(|&t| {
             let n = &g.nodes[t];
             let inputs = n.inputs.iter().map(|(s, v)| (s.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
-            !n.stage.cells(&n.params, &inputs).is_empty()
+            !n.stage.cells(&n.params, &inputs, &|node, other| reads_from(&g, node, other)).is_empty()
         })
         .collect();
     if json {

@@ -684,7 +684,7 @@ mod tests {
         let (d, data, fd) = setup();
         let good = fd.tree(&data).unwrap();
         let cache = d.path().join("cache");
-        let rec = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+        let rec = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).find(|p| p.is_file()).unwrap();
         let mut b = std::fs::read(&rec).unwrap();
         let n = b.len();
         b[n - 1] ^= 1;

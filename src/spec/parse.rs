@@ -747,6 +747,18 @@ fn expand(
                         .collect::<Result<_, _>>()?,
                     _ => return Err(type_err(&sv, "a node id or a list of node ids")),
                 };
+                // A placeholder left after substitution names no variable (node ids hold no braces).
+                if let Some(r) = refs.iter().find(|r| r.target.contains('{') && r.target.contains('}')) {
+                    let mut known: Vec<&str> = vars.keys().map(String::as_str).collect();
+                    known.sort();
+                    return Err(SpecError::at(
+                        sources,
+                        r.span,
+                        K::DanglingReference,
+                        format!("`{}` holds a placeholder that is not a variable of `{}`", r.target, d.id),
+                    )
+                    .help(format!("its variables: {}", known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", "))));
+                }
                 inputs.insert(slot.clone(), (se.key_span, refs));
             }
         }
@@ -783,6 +795,18 @@ mod tests {
         assert_eq!(ids, ["a.1.x", "a.1.y", "a.2.x", "a.2.y"]);
         assert_eq!(p.nodes[1].params["v"].value.to_json(), serde_json::json!("y-1"));
         assert_eq!(p.nodes[1].params["n"].value.to_json(), serde_json::json!(1));
+    }
+
+    #[test]
+    fn a_placeholder_of_no_variable_in_an_input_is_named() {
+        let e = load_t(
+            "[node.x_1]\nkind = \"value\"\n[node.a]\nkind = \"value\"\nmatrix = { d = [1] }\ninputs = { after = \"x_{dd}\" }\n",
+            None,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("`x_{dd}` holds a placeholder that is not a variable of `a`"), "{text}");
+        assert!(e.help.as_deref().is_some_and(|h| h.contains("{d}")), "{e:?}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ choice_enum! {
         Audioset = "audioset",
         /// VGGSound CSV.
         Vggsound = "vggsound",
+        /// ESC-50 as distributed (`meta/esc50.csv`, `audio/`).
+        Esc50 = "esc50",
         /// Folders of frame images.
         Frames = "frames",
         /// Kinetics CSVs and video files.
@@ -53,7 +55,7 @@ impl Format {
     /// The modality of the format's examples.
     fn modality(self) -> &'static str {
         match self {
-            Format::SpeechCommands | Format::Csv | Format::Audioset | Format::Vggsound => "audio",
+            Format::SpeechCommands | Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50 => "audio",
             Format::Frames | Format::Kinetics | Format::MomentsInTime | Format::VideoFolder => "video",
             _ => "image",
         }
@@ -101,6 +103,12 @@ struct DatasetParams {
     max_missing: f64,
     shard_mb: u64,
     store: StoreAs,
+    #[serde(default = "first_fold")]
+    test_fold: u32,
+}
+
+fn first_fold() -> u32 {
+    1
 }
 
 fn class_list(dir: &Path, given: &[String], n: usize) -> Vec<String> {
@@ -286,6 +294,7 @@ impl DatasetStage {
             Format::MomentsInTime => layouts::video_csv::moments(root, &p.classes)?,
             Format::Audioset => layouts::audio_csv::audioset(root, &p.classes)?,
             Format::Vggsound => layouts::audio_csv::vggsound(root, &p.classes)?,
+            Format::Esc50 => layouts::audio_csv::esc50(root, p.test_fold)?,
             Format::SpeechCommands | Format::Csv => {
                 let (classes, clips) = if p.format == Format::Csv {
                     audio::csv_manifest(root, &p.classes, p.multilabel)?
@@ -420,7 +429,7 @@ impl Stage for DatasetStage {
         1
     }
     fn doc(&self) -> &'static str {
-        "ingest a dataset in the layout it ships in (IDX, CIFAR, image folders incl. ImageNet, Pets, Speech Commands, CSV manifests, AudioSet, VGGSound, Kinetics, Moments in Time, video folders, frame folders)"
+        "ingest a dataset in the layout it ships in (IDX, CIFAR, image folders incl. ImageNet, Pets, Speech Commands, CSV manifests, AudioSet, VGGSound, ESC-50, Kinetics, Moments in Time, video folders, frame folders)"
     }
     fn output(&self) -> &'static str {
         "dataset"
@@ -434,8 +443,8 @@ impl Stage for DatasetStage {
                 "format",
                 T::Choice(Format::NAMES),
                 "file layout: idx, cifar10, cifar100, image_folder (class folders, optionally under train/ val/ test/; \
-                 ILSVRC's flat val/), pets, speech_commands, csv, audioset, vggsound, frames, kinetics, moments_in_time, \
-                 video_folder",
+                 ILSVRC's flat val/), pets, speech_commands, csv, audioset, vggsound, esc50, frames, kinetics, \
+                 moments_in_time, video_folder",
             ),
             ParamSpec::opt(
                 "path",
@@ -475,6 +484,13 @@ impl Stage for DatasetStage {
                 "video files: temporal stride of the kept frames (centre window; the paper: 32 frames at stride 2)",
             ),
             ParamSpec::opt("coarse", T::Bool, json!(false), "cifar100: coarse labels"),
+            ParamSpec::added(
+                "test_fold",
+                T::Int { min: 1, max: 5 },
+                json!(1),
+                "esc50: the fold that is the test split, the other four train (ESC-50 is usually reported as 5-fold \
+                 cross-validation: one node per fold, e.g. a matrix over test_fold)",
+            ),
             ParamSpec::opt(
                 "resplit",
                 T::Bool,

@@ -216,10 +216,16 @@ impl Stage for TableStage {
     fn summary_file(&self) -> Option<&'static str> {
         Some("table.txt")
     }
-    fn cells(&self, p: &Value, inputs: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<(String, String, Vec<String>)> {
-        // As `run` reads them: a metric or average cell reads every replicate of the row's named nodes (the
-        // first that reports the metric wins, which only a run can tell); #Models and #Params read the first
-        // replicate of each. Published rows are constants.
+    fn cells(
+        &self,
+        p: &Value,
+        inputs: &std::collections::BTreeMap<String, Vec<String>>,
+        reads_from: &dyn Fn(&str, &str) -> bool,
+    ) -> Vec<(String, String, Vec<String>)> {
+        // As `run` reads them: a metric cell reads the replicates of the row's named nodes that report its task
+        // (those with the task node upstream; the first of them that reports the metric wins, which only a run
+        // can tell), an average cell those of its columns; #Models and #Params read the first replicate of each
+        // named node. Published rows are constants.
         let Ok(p) = parse::<TableParams>(p) else { return vec![] };
         let runs = inputs.get("runs").cloned().unwrap_or_default();
         let mut out = vec![];
@@ -232,8 +238,16 @@ impl Stage for TableStage {
                 }
             }
             let all: Vec<String> = reps.concat();
-            for c in p.columns.iter().map(col_label).chain(p.averages.iter().map(|a| a.label.clone())) {
-                out.push((r.label.clone(), c, all.clone()));
+            let of_task = |task: &str| -> Vec<String> { all.iter().filter(|n| reads_from(n, task)).cloned().collect() };
+            for c in &p.columns {
+                out.push((r.label.clone(), col_label(c), of_task(&c.task)));
+            }
+            for a in &p.averages {
+                let mut reads: Vec<String> =
+                    p.columns.iter().filter(|c| a.columns.contains(&col_label(c))).flat_map(|c| of_task(&c.task)).collect();
+                reads.sort();
+                reads.dedup();
+                out.push((r.label.clone(), a.label.clone(), reads));
             }
         }
         out

@@ -8,7 +8,10 @@
 //! - **VGGSound**: `vggsound.csv`, headerless `YouTube ID,start seconds,label,train|test`; clips
 //!   `{ytid}_{start:06}.mp4` (or `.wav`, `.flac`, …). Classes are the sorted labels.
 //!
-//! Val is carved from train in both (neither ships one).
+//! - **ESC-50**: `meta/esc50.csv` (`filename,fold,target,category,esc10,src_file,take`) and `audio/*.wav`;
+//!   classes are the 50 categories in `target` order; one fold is the test split, the other four train.
+//!
+//! Val is carved from train in all three (none ships one).
 
 use super::{files_by_stem, read_text, Catalog, Entry, Missing, SplitName, AUDIO_EXTS};
 use crate::data::error::DataError;
@@ -180,6 +183,69 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into(), declared, duplicates: vec![] })
 }
 
+/// ESC-50 as distributed (see the module docs): fold `test_fold` (1–5) is the test split.
+pub fn esc50(root: &Path, test_fold: u32) -> Result<Catalog, DataError> {
+    let csv = root.join("meta/esc50.csv");
+    if !csv.is_file() {
+        return Err(DataError::new(root, "no meta/esc50.csv: expected ESC-50 as distributed (meta/esc50.csv and audio/*.wav)"));
+    }
+    let text = read_text(&csv)?;
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+    let header = rdr.headers().map_err(|e| DataError::new(&csv, format!("line 1: {e}")))?.clone();
+    let col = |name: &str| header.iter().position(|h| h.trim() == name);
+    let (Some(fi), Some(fo), Some(ti), Some(ci)) = (col("filename"), col("fold"), col("target"), col("category")) else {
+        return Err(DataError::new(&csv, "line 1: expected the header `filename,fold,target,category,…` (ESC-50's meta/esc50.csv)"));
+    };
+    let mut names: Vec<Option<(String, String)>> = vec![None; 50];
+    let (mut entries, mut missing) = (vec![], vec![]);
+    for (k, rec) in rdr.records().enumerate() {
+        let line = k + 2;
+        let at = format!("{}:{line}", csv.display());
+        let rec = rec.map_err(|e| DataError::new(&csv, format!("line {line}: {e}")))?;
+        let f = |i: usize| rec.get(i).map(str::trim).unwrap_or("");
+        let fold: u32 = f(fo)
+            .parse()
+            .ok()
+            .filter(|k| (1..=5).contains(k))
+            .ok_or_else(|| DataError::new(&csv, format!("line {line}: fold `{}` is not 1–5", f(fo))))?;
+        let target: usize = f(ti)
+            .parse()
+            .ok()
+            .filter(|&t| t < 50)
+            .ok_or_else(|| DataError::new(&csv, format!("line {line}: target `{}` is not a class number 0–49", f(ti))))?;
+        let category = f(ci).to_string();
+        match &names[target] {
+            Some((name, first)) if *name != category => {
+                return Err(DataError::new(
+                    Path::new(&at),
+                    format!("gives target {target} the category `{category}`, but {first} gives it `{name}`; fix the row"),
+                ))
+            }
+            Some(_) => {}
+            None => names[target] = Some((category, at.clone())),
+        }
+        let split = if fold == test_fold { SplitName::Test } else { SplitName::Train };
+        let path = root.join("audio").join(f(fi));
+        if path.is_file() {
+            entries.push(Entry { path, labels: vec![target], split, listed: at });
+        } else {
+            missing.push(Missing { listed: at, file: f(fi).to_string(), split });
+        }
+    }
+    let classes = names.into_iter().enumerate().map(|(i, n)| n.map_or_else(|| format!("class_{i}"), |n| n.0)).collect();
+    Ok(Catalog {
+        classes,
+        entries,
+        missing,
+        note: format!("ESC-50 fold {test_fold} is the test split, folds {} train (val carved from them)", {
+            let rest: Vec<String> = (1..=5).filter(|&k| k != test_fold).map(|k| k.to_string()).collect();
+            rest.join(", ")
+        }),
+        declared: vec![SplitName::Train, SplitName::Test],
+        duplicates: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::touch;
@@ -226,5 +292,28 @@ mod tests {
         assert_eq!(c.entries.len(), 2);
         std::fs::write(r.join("vggsound.csv"), "abc,1,x,dev\n").unwrap();
         assert!(vggsound(r, &[]).unwrap_err().message.contains("split `dev`"));
+    }
+
+    #[test]
+    fn esc50_meta_folds_and_categories() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("meta")).unwrap();
+        let head = "filename,fold,target,category,esc10,src_file,take\n";
+        let rows = "1-100032-A-0.wav,1,0,dog,True,100032,A\n1-100038-A-14.wav,1,14,chirping_birds,False,100038,A\n2-1-A-0.wav,2,0,dog,True,1,A\n5-9-A-14.wav,5,14,chirping_birds,False,9,A\n";
+        std::fs::write(r.join("meta/esc50.csv"), format!("{head}{rows}")).unwrap();
+        for f in ["1-100032-A-0.wav", "1-100038-A-14.wav", "2-1-A-0.wav"] {
+            touch(&r.join("audio").join(f));
+        }
+        let c = esc50(r, 1).unwrap();
+        assert_eq!(c.classes.len(), 50);
+        assert_eq!((c.classes[0].as_str(), c.classes[14].as_str()), ("dog", "chirping_birds"));
+        let splits: Vec<(usize, SplitName)> = c.entries.iter().map(|e| (e.labels[0], e.split)).collect();
+        assert_eq!(splits, [(0, SplitName::Test), (14, SplitName::Test), (0, SplitName::Train)]);
+        assert_eq!(c.missing.len(), 1);
+        assert!(c.note.contains("fold 1 is the test split, folds 2, 3, 4, 5 train"), "{}", c.note);
+        std::fs::write(r.join("meta/esc50.csv"), format!("{head}{rows}3-1-A-0.wav,3,0,cat,True,1,A\n")).unwrap();
+        let e = esc50(r, 1).unwrap_err();
+        assert!(e.path.to_string_lossy().ends_with("esc50.csv:6") && e.message.contains("`dog`"), "{e}");
     }
 }
