@@ -19,11 +19,14 @@ fn main() {
     // Shards stay open while a split is read (a paper-scale video cache has thousands): raise the soft limit
     // on open files to the hard one (a no-op where it is already there).
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    // A reader that stops early (`polyflow plan … | head`) ends polyflow quietly, as it does any Unix tool,
-    // instead of a panic on the next line printed (Rust ignores SIGPIPE by default).
-    // SAFETY: restoring a signal's default disposition, before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = polyflow::cli::Cli::parse();
+    // A reader that stops early (`polyflow plan … | head`) ends a command that only reports quietly, as it does
+    // any Unix tool, instead of a panic on the next line printed (Rust ignores SIGPIPE by default). Not one that
+    // computes or writes (`run`, `gc`, …): SIGPIPE would end it between two steps of its work.
+    if !cli.runs_nodes() {
+        // SAFETY: restoring a signal's default disposition, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = polyflow::cli::run(cli, &polyflow::stages::registry());
     std::process::exit(code);
 }

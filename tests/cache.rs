@@ -155,18 +155,22 @@ fn no_publish_and_gc_of_the_cache() {
 }
 
 #[test]
-fn a_run_publishes_what_its_store_already_held() {
-    // Computed before the team had a cache: a later run with the cache publishes it, computing nothing.
+fn push_publishes_what_the_store_already_held() {
+    // Computed before the team had a cache: `push` publishes it, a run computes nothing and publishes nothing old.
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("p.toml"), P).unwrap();
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s1"]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--json"]);
-    assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"] && ids(&out, "started").is_empty(), "{out}");
+    assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"], "{out}");
+    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 0);
+    let (code, out) = pf(d.path(), &["push", "p.toml", "--store", "s1", "--cache", "cache"]);
+    assert!(code == 0 && out.contains("Pushed 3 artifacts") && out.contains("0 were there already"), "{out}");
     assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
+    let (code, out) = pf(d.path(), &["push", "p.toml", "--store", "s1", "--cache", "cache"]);
+    assert!(code == 0 && out.contains("Pushed 0 artifacts") && out.contains("3 were there already"), "{out}");
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
     assert!(code == 0 && ids(&out, "fetched") == ["a", "b", "c"], "{out}");
-    // Not with --no-publish.
-    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "other", "--no-publish"]);
-    assert!(code == 0 && cache_files(&d.path().join("other"), "keys") == 0, "{out}");
+    let (code, out) = pf(d.path(), &["push", "p.toml", "--store", "s1"]);
+    assert!(code == 2 && out.contains("no shared cache"), "{out}");
 }

@@ -179,6 +179,8 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     let mut keep_keys = BTreeSet::new();
     // Keys the nodes would be computed under now (stale ones whose inputs are fresh): their resumable scratch stays.
     let mut resumable = BTreeSet::new();
+    // Stale nodes whose key is not known until their upstream is computed: any scratch may be theirs.
+    let mut unknown = 0;
     let mut ids = BTreeSet::new();
     each_profile(files, overlay, reg, |g| {
         let sel = g.select(&[])?;
@@ -188,11 +190,25 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
                 keep_keys.insert(s.key.unwrap());
             } else if let Some(k) = s.key {
                 resumable.insert(k);
+            } else {
+                unknown += 1;
             }
         }
         Ok(())
     })?;
-    let drop_partial = stale_partial_dirs(&store, &resumable);
+    let drop_partial = if unknown > 0 {
+        let kept = stale_partial_dirs(&store, &resumable).len();
+        if kept > 0 {
+            println!(
+                "{:>12} {kept} scratch folders of interrupted runs: {unknown} nodes' keys are not known until their inputs are \
+                 computed, and a run may resume from them (run `gc` again after a run)",
+                "Keeping"
+            );
+        }
+        vec![]
+    } else {
+        stale_partial_dirs(&store, &resumable)
+    };
     for d in &drop_partial {
         println!(
             "{:>12} scratch {} ({}): an interrupted run's checkpoints, which no node of these pipelines would resume",
@@ -280,6 +296,49 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     Ok(exit::OK)
 }
 
+/// `push FILE [NODES] --cache DIR`: publishes every fresh artifact of the selected nodes that the shared cache
+/// lacks, one after another (each whole or not at all, as a run's publications).
+pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliError> {
+    let g = load_graph(&c, reg)?;
+    let Some((cache, _)) = c.shared_cache(&g)? else {
+        return Err(CliError::Other(
+            "error: no shared cache: name one with `--cache DIR` (or POLYFLOW_CACHE, or `[cache]`)".into(),
+            exit::USAGE,
+        ));
+    };
+    let (store, _empty) = super::read_store(&c.store)?;
+    let sel = g.select(&nodes)?;
+    let a = {
+        let index = store.index_read()?;
+        assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
+    };
+    let (mut pushed, mut bytes, mut had, mut failed) = (0, 0u64, 0, 0);
+    for &i in &sel {
+        let s = &a[&i];
+        let (Some(key), Some(m)) = (s.key.as_ref(), s.manifest.as_ref()) else { continue };
+        if s.state != State::Fresh {
+            continue;
+        }
+        if cache.lookup(key)?.is_some() {
+            had += 1;
+            continue;
+        }
+        match cache.publish(key, m, &g.nodes[i].id, &store.blobs) {
+            Ok(_) => {
+                pushed += 1;
+                bytes += m.size();
+                println!("{:>12} {} ({})", "Published", g.nodes[i].id, fmt_bytes(m.size()));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{:>12} {}: {e}", "Failed", g.nodes[i].id);
+            }
+        }
+    }
+    println!("{:>12} {pushed} artifacts ({}) to {}; {had} were there already", "Pushed", fmt_bytes(bytes), cache.describe());
+    Ok(if failed > 0 { exit::STORE } else { exit::OK })
+}
+
 /// `verify --cache DIR`: checks every blob of every entry of the shared cache.
 pub fn verify_cache(dir: &Path) -> Result<i32, CliError> {
     let cache = crate::store::DirCache::open(dir)?;
@@ -321,6 +380,16 @@ pub fn gc_cache(
     yes: bool,
     reg: &Registry,
 ) -> Result<i32, CliError> {
+    if !Store::exists(store_dir) {
+        // The entries kept are those the pipelines compute now, which only a store can tell.
+        return Err(CliError::Other(
+            format!(
+                "error: there is no store at {}: `gc --cache` keeps what your store's pipelines compute now; name it with `--store`",
+                store_dir.display()
+            ),
+            exit::USAGE,
+        ));
+    }
     let store = Store::open(store_dir)?;
     let keep = current_keys(files, &store, backend, overlay, reg)?;
     let cache = crate::store::DirCache::open(dir)?;

@@ -31,6 +31,15 @@ pub struct Cli {
     pub verbose: u8,
 }
 
+impl Cli {
+    /// Whether the command may compute nodes or change the store (`run`, `params` of nodes not yet computed,
+    /// `push`, `gc`), as opposed to only reporting.
+    pub fn runs_nodes(&self) -> bool {
+        matches!(&self.command, Command::Run(a) if !a.dry_run)
+            || matches!(self.command, Command::Params(_) | Command::Push(_) | Command::Gc(_))
+    }
+}
+
 /// Options shared by every command that reads a pipeline.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
@@ -98,6 +107,9 @@ pub enum Command {
     Show(ShowArgs),
     /// One table of runs: the parameters that differ between the nodes and their metrics (`--csv`, `--json`).
     Compare(compare::CompareArgs),
+    /// Publish to the shared cache (`--cache DIR`) the fresh artifacts of the pipeline that it lacks (a store
+    /// filled before the team had a cache; `run` publishes only what it computes).
+    Push(StatusArgs),
     /// Delete artifacts that no named pipeline references (dry unless --yes).
     Gc(GcArgs),
     /// Check every blob an artifact of the store references against its checksum (blobs no artifact references
@@ -406,6 +418,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => maintain::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),
+        Command::Push(a) => maintain::push(a.common, a.nodes, reg),
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {

@@ -258,19 +258,58 @@ pub struct Rgb {
     pub px: Vec<u8>,
 }
 
-/// Whether `bytes` are a JPEG cut short: its last scan (the last start-of-scan marker, `FF DA`) has no
-/// end-of-image marker (`FF D9`) after it. Neither pair can occur inside a scan's entropy-coded data (an `FF`
-/// byte there is followed by `00` or a restart marker), so a copy or download that stopped early is told from
-/// a whole file, whatever follows its end (some cameras append data). The JPEG decoder itself fills a missing
-/// end with grey and says nothing.
-pub fn truncated_jpeg(bytes: &[u8]) -> bool {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
+/// Whether `bytes` are a JPEG cut short: walking its segments from the start (each header segment skipped by its
+/// length, each scan's entropy-coded data up to the next marker), the bytes end before the end-of-image marker
+/// (`FF D9`). Whatever follows that marker is not read (Motion Photos append a video; some cameras append
+/// data). The JPEG decoder itself fills a missing end with grey and says nothing.
+pub fn truncated_jpeg(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
         return false;
     }
-    let marker = |m: u8| move |w: &[u8]| w[0] == 0xFF && w[1] == m;
-    match bytes.windows(2).rposition(marker(0xDA)) {
-        Some(sos) => !bytes[sos..].windows(2).any(marker(0xD9)),
-        None => true,
+    // The length of the segment whose length field starts at `at`, if the whole segment is there.
+    let segment = |at: usize| -> Option<usize> {
+        let len = u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]) as usize;
+        (len >= 2 && at + len <= b.len()).then_some(len)
+    };
+    let mut i = 2;
+    loop {
+        // The next marker: FF (fill bytes FF allowed), then its code; stray bytes before it are skipped, as
+        // decoders do.
+        match b[i..].iter().position(|&x| x == 0xFF) {
+            Some(k) => i += k,
+            None => return true,
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = b.get(i) else { return true };
+        i += 1;
+        match code {
+            0xD9 => return false,
+            // Restart markers and TEM carry no length.
+            0xD0..=0xD7 | 0x01 => {}
+            0xDA => {
+                let Some(len) = segment(i) else { return true };
+                i += len;
+                // Entropy-coded data: FF 00 is a data byte, FF D0–D7 a restart, FF FF fill; any other FF xx a marker.
+                loop {
+                    match b[i..].iter().position(|&x| x == 0xFF) {
+                        Some(k) => i += k,
+                        None => return true,
+                    }
+                    match b.get(i + 1) {
+                        None => return true,
+                        Some(0x00 | 0xD0..=0xD7) => i += 2,
+                        Some(0xFF) => i += 1,
+                        Some(_) => break,
+                    }
+                }
+            }
+            _ => {
+                let Some(len) = segment(i) else { return true };
+                i += len;
+            }
+        }
     }
 }
 
@@ -310,6 +349,10 @@ mod tests {
         let mut trailing = whole.clone();
         trailing.extend_from_slice(b"camera maker's data");
         assert!(!truncated_jpeg(&trailing) && decode_rgb(&trailing).is_ok());
+        // A Motion Photo: a video after the image, whose bytes hold marker-like pairs and no end-of-image.
+        let mut motion = whole.clone();
+        motion.extend_from_slice(b"\x00\x00\x00\x18ftypmp42\xFF\xDA\x00\x08\x01\x02\xFF\xC0\x00\x11junk");
+        assert!(!truncated_jpeg(&motion) && decode_rgb(&motion).is_ok());
         for keep in [whole.len() * 6 / 10, whole.len() - 2] {
             let cut = &whole[..keep];
             assert!(image::load_from_memory(cut).is_ok(), "the decoder alone fills the rest in and says nothing");

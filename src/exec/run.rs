@@ -352,14 +352,6 @@ impl Scheduler<'_> {
     }
 
     fn mark_fresh(&mut self, i: usize, m: Manifest) {
-        // Fresh here but not in the shared cache (computed before the cache was used, or by a run that did not
-        // publish): published now, so that a teammate's run finds what this store holds.
-        let key = self.assessed.get(&i).and_then(|a| a.key.clone());
-        if let (Some(cache), Some(key)) = (self.opts.cache.as_ref().filter(|_| self.opts.publish), key) {
-            if matches!(cache.lookup(&key), Ok(None)) {
-                self.publish(i, &key, &m);
-            }
-        }
         self.mark_done(i, m);
         self.summary.fresh.push(self.id(i));
         self.timings.push(NodeTiming { id: self.id(i), outcome: "fresh", ms: 0 });

@@ -10,8 +10,8 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Process group ids of the programs running now.
-static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Process group ids of the programs running now, and whether the run is stopping (then nothing new starts).
+static RUNNING: Mutex<(BTreeSet<i32>, bool)> = Mutex::new((BTreeSet::new(), false));
 
 /// A started program; unregistered when waited for.
 pub struct Program {
@@ -19,12 +19,30 @@ pub struct Program {
     pgid: i32,
 }
 
-/// Starts `cmd` in a process group of its own and registers it.
+/// Starts `cmd` in a process group of its own and registers it; refused once [`stop_all`] has begun. On Linux the
+/// program is also sent SIGTERM if polyflow dies without stopping it (a second Ctrl-C, a lost terminal, a kill).
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Program> {
     use std::os::unix::process::CommandExt;
+    // Held across the start, so that a stop either sees the program or keeps it from starting.
+    let mut running = RUNNING.lock().unwrap();
+    if running.1 {
+        return Err(std::io::Error::other("the run is stopping"));
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl and getppid. The parent died before
+    // prctl took effect when the child was reparented already; it ends itself then.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
     let child = cmd.process_group(0).spawn()?;
     let pgid = child.id() as i32;
-    RUNNING.lock().unwrap().insert(pgid);
+    running.0.insert(pgid);
     Ok(Program { child, pgid })
 }
 
@@ -32,7 +50,7 @@ impl Program {
     /// Waits for the program to end.
     pub fn wait(mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait();
-        RUNNING.lock().unwrap().remove(&self.pgid);
+        RUNNING.lock().unwrap().0.remove(&self.pgid);
         status
     }
 }
@@ -40,7 +58,11 @@ impl Program {
 /// Sends SIGTERM to every running program's process group, then SIGKILL to the groups still there after
 /// `grace`. Returns how many groups were signalled.
 pub fn stop_all(grace: Duration) -> usize {
-    let groups: Vec<i32> = RUNNING.lock().unwrap().iter().copied().collect();
+    let groups: Vec<i32> = {
+        let mut running = RUNNING.lock().unwrap();
+        running.1 = true;
+        running.0.iter().copied().collect()
+    };
     for &g in &groups {
         // SAFETY: killpg only sends a signal; a group that has ended meanwhile gives ESRCH, which is fine.
         unsafe { libc::killpg(g, libc::SIGTERM) };
@@ -88,6 +110,9 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(5), "the shell's child outlived the stop");
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(RUNNING.lock().unwrap().is_empty());
+        assert!(RUNNING.lock().unwrap().0.is_empty());
+        // Stopping: nothing new starts.
+        assert!(spawn(&mut Command::new("true")).is_err());
+        RUNNING.lock().unwrap().1 = false;
     }
 }

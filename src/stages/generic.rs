@@ -188,10 +188,13 @@ impl Stage for CommandStage {
         .map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
         let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
         if !status.success() {
+            // A command does not resume: its copy of the inputs and partial outputs go now.
+            let full = fs4::available_space(&out_dir).is_ok_and(|free| free < 1 << 20);
+            let _ = std::fs::remove_dir_all(&work);
             let what = format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "));
             // Its outputs go to the store's disk: a program that failed while that disk is full failed writing
             // its artifact (exit 4, with how to free space), not on its own.
-            if fs4::available_space(&out_dir).is_ok_and(|free| free < 1 << 20) {
+            if full {
                 return Err(StageError::store(what, true));
             }
             return Err(StageError::failed(what));
