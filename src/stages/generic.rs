@@ -97,6 +97,18 @@ fn hash_paths(base: &Path, deps: &[String], files: &FileDigests) -> Result<Strin
     Ok(h.finalize().to_hex().to_string())
 }
 
+/// Whether the disk holding `dir` is full for us: less than 1 MiB free, or (a quota, which free space does not
+/// show) a small write there fails as a full disk would.
+fn disk_full(dir: &Path) -> bool {
+    if fs4::available_space(dir).is_ok_and(|free| free < 1 << 20) {
+        return true;
+    }
+    let probe = dir.join(".polyflow-space-probe");
+    let written = std::fs::write(&probe, vec![0u8; 64 << 10]);
+    let _ = std::fs::remove_file(&probe);
+    written.is_err_and(|e| crate::store::is_disk_full(&e))
+}
+
 /// All regular files below `p` (or `p` itself).
 pub fn collect_files(p: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
     let meta = std::fs::metadata(p)?;
@@ -189,7 +201,7 @@ impl Stage for CommandStage {
         let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
         if !status.success() {
             // A command does not resume: its copy of the inputs and partial outputs go now.
-            let full = fs4::available_space(&out_dir).is_ok_and(|free| free < 1 << 20);
+            let full = disk_full(&out_dir);
             let _ = std::fs::remove_dir_all(&work);
             let what = format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "));
             // Its outputs go to the store's disk: a program that failed while that disk is full failed writing
