@@ -14,28 +14,28 @@ use std::path::{Path, PathBuf};
 /// `show NODE`.
 pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
+    // A node, or a declaration (`st.digits`): each of its nodes in turn, from one assessment.
     let Some(ids) = g.resolve(node) else {
         return Err(CliError::Other(format!("error: no node `{node}`\n  help: {}", g.suggest(node)), exit::USAGE));
     };
-    if !g.by_id.contains_key(node) {
-        // A declaration (`st.digits`): each of its nodes in turn.
-        let mut code = exit::OK;
-        for (k, id) in ids.iter().map(|&j| g.nodes[j].id.clone()).enumerate() {
-            if k > 0 {
-                println!();
-            }
-            code = code.max(show(c.clone(), &id, reg)?);
-        }
-        return Ok(code);
-    }
-    let i = ids[0];
     let (store, _empty) = super::read_store(&c.store)?;
-    let sel = g.select(&[node.to_string()])?;
+    let names: Vec<String> = ids.iter().map(|&j| g.nodes[j].id.clone()).collect();
+    let sel = g.select(&names)?;
     let a = {
         let index = store.index_read()?;
         assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
     };
-    let s = &a[&i];
+    for (k, &i) in ids.iter().enumerate() {
+        if k > 0 {
+            println!();
+        }
+        show_one(&c, &g, &store, &a[&i], i)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `show` of node `i` in state `s`.
+fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &crate::exec::assess::Assessment, i: usize) -> Result<(), CliError> {
     let n = &g.nodes[i];
     // The version in the node's key (a stage may give some settings or backends one more).
     let version = s.fingerprint.as_ref().map_or(n.stage.version(), |f| f.version);
@@ -51,16 +51,16 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }
-    print_runner(&store, s);
+    print_runner(store, s);
     let Some(m) = &s.manifest else {
-        println!("no fresh artifact: run `polyflow run {} {}` first", c.file.display(), node);
-        return Ok(exit::OK);
+        println!("no fresh artifact: run `polyflow run {} {}` first", c.file.display(), n.id);
+        return Ok(());
     };
     println!("artifact {} ({}, {})", &m.digest[..16], m.artifact_type, fmt_bytes(m.size()));
     for (name, f) in &m.files {
         println!("  {name:<28} {:>10}  {}", fmt_bytes(f.size), store.blobs.path(&f.digest).display());
     }
-    let out_dir = store.root.join("show").join(node);
+    let out_dir = store.root.join("show").join(&n.id);
     std::fs::create_dir_all(&out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE))?;
     let art = InputArtifact::new(n.id.clone(), m.clone(), store.clone());
     match n.stage.describe(&art, &out_dir) {
@@ -68,7 +68,7 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
         Ok(_) => {}
         Err(e) => return Err(CliError::Other(format!("error: {e}"), exit::NODE_FAILED)),
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// Where the node last ran, when not in-process (a Slurm job: id, state, logs), and a job still in flight.
