@@ -213,22 +213,6 @@ inputs = { data = "x" }
 steps = 2
 batch_size = 8
 
-[node.a]
-kind = "train"
-inputs = { task = "t" }
-dim = 16
-depth = 1
-heads = 2
-mlp = 32
-
-[node.c]
-kind = "train"
-inputs = { task = "t2" }
-dim = 16
-depth = 1
-heads = 2
-mlp = 32
-
 [node.table]
 kind = "table"
 inputs = { runs = ["a", "c"] }
@@ -238,7 +222,8 @@ rows = [{ label = "Single-task", nodes = ["a", "c"] }]
 columns = [{ task = "t", label = "T" }, { task = "t2", label = "T2" }]
 averages = [{ label = "Mean", columns = ["T", "T2"] }]
 "#;
-    std::fs::write(d.path().join("p.toml"), format!("{}{extra}", common::cifar_task(2))).unwrap();
+    let models = common::tiny_train("a", "t") + &common::tiny_train("c", "t2");
+    std::fs::write(d.path().join("p.toml"), format!("{}{extra}{models}", common::cifar_task(2))).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
     let v = plan_json(d.path(), &["--set", "t2.steps=3"]);

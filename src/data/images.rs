@@ -322,8 +322,8 @@ pub fn decode(bytes: &[u8]) -> Result<image::DynamicImage, String> {
     image::load_from_memory(bytes).map_err(|e| format!("undecodable image: {}", one_line(&e.to_string())))
 }
 
-/// A decoder's message on one line (some span several).
-fn one_line(s: &str) -> String {
+/// A decoder's message on one line (some span several): it goes into `status` rows and error messages.
+pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -247,8 +247,7 @@ pub fn lost(bad: &[Bad]) -> Vec<String> {
 
 fn skip(id: &str, bad: &mut Vec<Bad>, split: SplitName, e: DataError) {
     tracing::warn!("{id}: skipped {}: {}", e.path.display(), e.message);
-    // One line: it goes into `status` rows and error messages (some decoders' messages span several).
-    let reason = e.message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let reason = crate::data::images::one_line(&e.message);
     bad.push(Bad { split: split.as_str(), path: e.path.display().to_string(), reason });
 }
 

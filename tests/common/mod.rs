@@ -67,6 +67,11 @@ pub fn cifar_task(steps: usize) -> String {
     )
 }
 
+/// A `train` node `id` of the tiniest ViT (dim 16, depth 1, 2 heads, MLP 32) on task `task`, as pipeline TOML.
+pub fn tiny_train(id: &str, task: &str) -> String {
+    format!("\n[node.{id}]\nkind = \"train\"\ninputs = {{ task = \"{task}\" }}\ndim = 16\ndepth = 1\nheads = 2\nmlp = 32\n")
+}
+
 /// `n` examples of `shape` with deterministic values in [-1, 1) (by `seed`) and labels cycling over `classes`: a
 /// split for training tests that need data, not learning.
 pub fn split(n: usize, shape: [usize; 4], classes: i64, seed: u64) -> SplitData {
