@@ -114,6 +114,25 @@ fn a_bare_pipeline_file_name_runs_command_nodes_in_its_folder() {
     assert!(code == 0 && out.contains("out.txt"), "{out}");
 }
 
+/// A pipeline file in a subfolder (as `pipelines/*.toml`) run with the default, relative store: its programs run
+/// in that subfolder, and `$POLYFLOW_OUT` / `$POLYFLOW_IN` still name the store's folders (absolute paths).
+#[test]
+fn command_nodes_of_a_pipeline_in_a_subfolder_write_into_the_store() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("p")).unwrap();
+    std::fs::write(
+        d.path().join("p/c.toml"),
+        "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo hello > $POLYFLOW_OUT/a.txt\"]\n\
+         [node.b]\nkind = \"command\"\ninputs = { in = \"a\" }\nrun = [\"sh\", \"-c\", \"cp $POLYFLOW_IN/in/a/a.txt $POLYFLOW_OUT/b.txt\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p/c.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &["show", "p/c.toml", "b"]);
+    assert!(out.contains("b.txt") && out.contains("6 B"), "{out}");
+    assert!(!d.path().join("p/.polyflow").exists(), "nothing written beside the pipeline file");
+}
+
 #[test]
 fn a_seeds_declaration_names_all_its_replicates_in_why_force_and_show() {
     let d = tempfile::tempdir().unwrap();

@@ -316,6 +316,21 @@ fn mp4(path: &Path, frames: usize, w: u32, h: u32) {
     assert!(o.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// Without the `video` feature a video layout is refused before anything runs, with the rebuild as the fix (not
+/// a parameter to set: the format is right, the build is not).
+#[test]
+#[cfg(not(feature = "video"))]
+fn a_build_without_video_says_to_rebuild() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("k400")).unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.d]\nkind = \"dataset\"\nformat = \"kinetics\"\npath = \"k400\"\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("built without video decoding") && err.contains("--features video"), "{err}");
+    assert!(!err.contains("--set d.format"), "no parameter fixes a build: {err}");
+    assert!(!d.path().join(".polyflow").exists(), "nothing written: {err}");
+}
+
 #[test]
 #[cfg_attr(not(feature = "video"), ignore = "needs `--features video` (FFmpeg's libraries); .ci/run runs it")]
 fn kinetics_csv_mp4_clips_missing_and_corrupt() {

@@ -11,7 +11,7 @@ use crate::exec::{self, RunOptions};
 use crate::graph::{self, Graph};
 use crate::spec::ExecutorKind;
 use crate::spec::{self, SpecError};
-use crate::stage::{FailureClass, Registry};
+use crate::stage::{FailureClass, Problem, Registry};
 use crate::store::{Store, StoreError};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -343,16 +343,13 @@ pub fn preflight(g: &Graph, targets: &[String], env: &BTreeMap<String, String>) 
     let mut problems = vec![];
     for i in g.select(targets)? {
         let n = &g.nodes[i];
-        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env));
-        if let Err((param, msg)) = checked {
-            problems.push(format!(
-                "  - `{}` ({}, {}): `{param}` {msg}\n    set it with `--set {}.{param}=...` or `[node.{}] {param} = ...` in a `--config` file",
-                n.id,
-                n.stage.kind(),
-                n.location,
-                n.id,
-                n.id
-            ));
+        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env).map_err(Problem::from));
+        if let Err(Problem { param, msg, by_param }) = checked {
+            let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
+            if by_param {
+                line += &format!("\n    set it with `--set {}.{param}=...` or `[node.{}] {param} = ...` in a `--config` file", n.id, n.id);
+            }
+            problems.push(line);
         }
     }
     if problems.is_empty() {

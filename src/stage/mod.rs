@@ -72,6 +72,32 @@ pub enum FailureClass {
     Store,
 }
 
+/// A problem [`Stage::preflight`] finds before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The parameter concerned.
+    pub param: String,
+    /// What is wrong and what to do.
+    pub msg: String,
+    /// Whether a value of `param` fixes it (the report then says how to set one); `false` for a problem of the
+    /// installation, such as a build without video decoding, whose `msg` says what to do instead.
+    pub by_param: bool,
+}
+
+impl Problem {
+    /// A problem of the installation, not of a parameter's value (see [`Problem::by_param`]).
+    pub fn installation(param: impl Into<String>, msg: impl Into<String>) -> Self {
+        Problem { param: param.into(), msg: msg.into(), by_param: false }
+    }
+}
+
+impl From<(String, String)> for Problem {
+    /// A problem a value of the parameter fixes: `(param, message)`.
+    fn from((param, msg): (String, String)) -> Self {
+        Problem { param, msg, by_param: true }
+    }
+}
+
 /// A stage failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -174,8 +200,8 @@ pub trait Stage: Send + Sync + 'static {
         Ok(None)
     }
     /// Cheap checks of what the node will read, done before anything runs or is written (e.g. a dataset path
-    /// that is not configured or does not exist): `Err((param, message))` names the parameter that fixes it.
-    fn preflight(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<(), (String, String)> {
+    /// that is not configured or does not exist): the [`Problem`] names the parameter concerned.
+    fn preflight(&self, _params: &serde_json::Value, _base_dir: &Path) -> Result<(), Problem> {
         Ok(())
     }
     /// Checks of the parameters against the run's environment (from [`Stage::env_keys`]' sources: `backend`, …),

@@ -164,7 +164,9 @@ impl Stage for CommandStage {
         }
         // In the node's scratch folder in the store (removed when the node commits; an interrupted run's is
         // cleared by the next run of the node, or by `gc`), not in /tmp, where a killed run would leave it.
-        let work = ctx.scratch.join("command");
+        // Absolute: the program runs in the pipeline file's folder, not in polyflow's.
+        let work =
+            std::path::absolute(ctx.scratch.join("command")).map_err(|e| StageError::failed(format!("{}: {e}", ctx.scratch.display())))?;
         let io = |e: std::io::Error| StageError::failed(format!("{}: {e}", work.display()));
         if work.exists() {
             std::fs::remove_dir_all(&work).map_err(io)?;

@@ -10,7 +10,7 @@ use crate::data::shards::{Label, Layout, ShardWriter, Values};
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
 use crate::data::video;
 use crate::data::video_file::{self, ClipSpec};
-use crate::stage::{choice_enum, parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{choice_enum, parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Problem, Stage, StageCtx, StageError};
 use safetensors::Dtype;
 use serde::Deserialize;
 use serde_json::json;
@@ -528,17 +528,20 @@ impl Stage for DatasetStage {
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
         parse_checked::<DatasetParams>(params, &self.params()).map(|_| ())
     }
-    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
+    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), Problem> {
         let p: DatasetParams = parse_checked(params, &self.params())?;
         if p.path.is_empty() {
-            return Err(("path".into(), format!("not configured: where is your copy of this {} dataset?", p.format)));
+            return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?", p.format)).into());
         }
         let root = base.join(&p.path);
         if !root.exists() {
-            return Err(("path".into(), format!("`{}` does not exist (check the dataset `path`)", root.display())));
+            return Err(("path".to_string(), format!("`{}` does not exist (check the dataset `path`)", root.display())).into());
         }
         if p.format.needs_video() && !video_file::AVAILABLE {
-            return Err(("format".into(), video_file::UNAVAILABLE.into()));
+            return Err(Problem::installation(
+                "format",
+                format!("= \"{}\" decodes video files, and {}", p.format, video_file::UNAVAILABLE),
+            ));
         }
         Ok(())
     }
@@ -561,7 +564,7 @@ impl Stage for DatasetStage {
         base: &Path,
         files: &crate::fingerprint::FileDigests,
     ) -> Result<Option<String>, StageError> {
-        if let Err((param, msg)) = self.preflight(params, base) {
+        if let Err(Problem { param, msg, .. }) = self.preflight(params, base) {
             return Err(StageError::input(format!("`{param}`: {msg}")));
         }
         let p: DatasetParams = parse(params)?;

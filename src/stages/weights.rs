@@ -5,7 +5,9 @@
 //! [`crate::model::import`]).
 
 use crate::model::checkpoint::{from_safetensors, HostTensor};
-use crate::stage::{choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{
+    choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Problem, Stage, StageCtx, StageError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -156,14 +158,14 @@ impl Stage for WeightsStage {
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
         parse_checked::<WeightsParams>(params, &self.params()).map(|_| ())
     }
-    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), (String, String)> {
+    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), Problem> {
         let p: WeightsParams = parse_checked(params, &self.params())?;
         if p.path.is_empty() {
-            return Err(("path".into(), "not configured: where is the pretrained checkpoint (.safetensors)?".into()));
+            return Err(("path".to_string(), "not configured: where is the pretrained checkpoint (.safetensors)?".to_string()).into());
         }
         let file = base.join(&p.path);
         if !file.is_file() {
-            return Err(("path".into(), format!("`{}` is not a file", file.display())));
+            return Err(("path".to_string(), format!("`{}` is not a file", file.display())).into());
         }
         Ok(())
     }
@@ -173,7 +175,7 @@ impl Stage for WeightsStage {
         base: &Path,
         files: &crate::fingerprint::FileDigests,
     ) -> Result<Option<String>, StageError> {
-        if let Err((param, msg)) = self.preflight(params, base) {
+        if let Err(Problem { param, msg, .. }) = self.preflight(params, base) {
             return Err(StageError::input(format!("`{param}`: {msg}")));
         }
         files.file(&resolve(params, base)).map(Some).map_err(|e| StageError::input(e.to_string()))

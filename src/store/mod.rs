@@ -167,7 +167,10 @@ impl Store {
     /// Opens (creating) a store at `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
-        Ok(Store { root: root.to_path_buf(), blobs: BlobStore::new(root)? })
+        // Absolute, so that paths into the store handed to programs that run elsewhere (a `command` node's
+        // `$POLYFLOW_OUT`, run in its pipeline file's folder; a Slurm job) name the same place.
+        let root = std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
+        Ok(Store { blobs: BlobStore::new(&root)?, root })
     }
 
     /// Whether `root` holds a store (its index), without creating anything.
