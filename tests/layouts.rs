@@ -95,6 +95,43 @@ fn cifar10_any_number_of_batches_and_an_empty_one() {
     assert!(code == 2 && err.contains("data_batch_2.bin") && err.contains("is empty (0 bytes)"), "{err}");
 }
 
+/// Where a dataset is is not part of its key, its content is: the folder moved to another disk (an absolute
+/// path given with `--set`, as a teammate's mount would be) leaves the dataset and what was computed from it
+/// fresh; a changed file there re-ingests.
+#[test]
+fn a_moved_dataset_keeps_its_key_and_a_changed_one_does_not() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("c10");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("data_batch_1.bin"), cifar_batch(6, 0)).unwrap();
+    std::fs::write(r.join("test_batch.bin"), cifar_batch(3, 1)).unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.d]\nkind = \"dataset\"\nformat = \"cifar10\"\npath = \"c10\"\n\
+         [node.x]\nkind = \"image_prep\"\ninputs = { data = \"d\" }\nheight = 8\nwidth = 8\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = elsewhere.path().join("cifar-10-batches-bin");
+    std::fs::rename(&r, &moved).unwrap();
+    let set = format!("d.path={}", moved.display());
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--set", &set, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("\"event\":\"started\""), "nothing re-runs after a move: {out}");
+    let mut bytes = std::fs::read(moved.join("test_batch.bin")).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(moved.join("test_batch.bin"), bytes).unwrap();
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--set", &set]);
+    assert!(out.contains("test_batch.bin modified"), "{out}");
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--set", &set, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"event\":\"started\",\"id\":\"d\"") && out.contains("\"event\":\"started\",\"id\":\"x\""), "{out}");
+    // The artifact names the absolute folder by its last component only.
+    let (_, show, _) = pf(d.path(), &["show", "p.toml", "d", "--set", &set]);
+    assert!(show.contains("cifar10 from …/cifar-10-batches-bin (all examples)"), "{show}");
+}
+
 #[test]
 fn pets_lists_with_an_absent_image() {
     let d = tempfile::tempdir().unwrap();

@@ -80,6 +80,21 @@ pub fn node_env(g: &Graph, i: usize, env: &BTreeMap<String, String>) -> BTreeMap
     e
 }
 
+/// The parameters a key covers: all but the `Path` ones (where a dataset or checkpoint is), whose content the
+/// key covers instead ([`crate::stage::Stage::external_digest`]); so data moved to another folder or disk, or
+/// mounted elsewhere on a teammate's machine, keeps its key and everything computed from it.
+pub fn keyed_params(stage: &dyn crate::stage::Stage, params: &serde_json::Value) -> serde_json::Value {
+    let mut p = params.clone();
+    if let Some(m) = p.as_object_mut() {
+        for spec in stage.params() {
+            if matches!(spec.ty, crate::stage::ParamType::Path) {
+                m.remove(spec.name);
+            }
+        }
+    }
+    p
+}
+
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; `Err(pending ids)` otherwise.
 pub fn fingerprint(
     g: &Graph,
@@ -113,7 +128,7 @@ pub fn fingerprint(
     Ok(Ok(Fingerprint {
         kind: n.stage.kind().to_string(),
         version: n.stage.version_for(&n.params, &env),
-        params: n.params.clone(),
+        params: keyed_params(n.stage.as_ref(), &n.params),
         inputs,
         env,
         external,

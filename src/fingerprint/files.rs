@@ -190,7 +190,8 @@ impl FileDigests {
         }
         let mut lines = vec![];
         for (i, n) in new.iter().enumerate() {
-            let Some(o) = old.get(i).filter(|o| o.path == n.path) else {
+            // The same part at another path (a moved dataset: paths are not keyed) when the parts line up.
+            let Some(o) = old.get(i).filter(|o| o.path == n.path || old.len() == new.len()) else {
                 lines.push(format!("{} (newly read)", n.path));
                 continue;
             };

@@ -33,7 +33,9 @@ pub enum ParamType {
     /// Any string.
     Str,
     /// A file or folder path: relative to the pipeline file that declares the node, or, when set by
-    /// `--config`/`--set`, to that config file's folder or the current directory (made absolute then).
+    /// `--config`/`--set`, to that config file's folder or the current directory (made absolute then). Not part
+    /// of the node's key (where the data is does not change it): a stage with a `Path` parameter keys what it
+    /// reads there through [`crate::stage::Stage::external_digest`].
     Path,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),

@@ -223,6 +223,18 @@ fn splits_from(n_train: usize, val_fraction: f64, seed: u64, limit: usize) -> (V
     (lim(tr, limit), lim(va, limit))
 }
 
+/// The dataset's `path` as the artifact's note names it: as declared when relative (to the pipeline file, so
+/// the same wherever the project is), else its last component only. The artifact's bytes then do not depend on
+/// where a disk is mounted, and a moved dataset, which keeps its key (paths are not keyed), re-ingested for
+/// another reason still gives the bytes its downstream nodes were computed from.
+fn shown_path(path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_relative() {
+        return path.to_string();
+    }
+    p.file_name().map(|n| format!("…/{}", n.to_string_lossy())).unwrap_or_else(|| path.to_string())
+}
+
 fn check_classes(root: &Path, found: usize, declared: usize) -> Result<(), StageError> {
     if declared > 0 && declared != found {
         return Err(StageError::input(format!(
@@ -386,7 +398,7 @@ impl DatasetStage {
         let mut note = format!(
             "{} from {} ({}), seed {}",
             p.format,
-            p.path,
+            shown_path(&p.path),
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() },
             ctx.seed()
         );
@@ -657,7 +669,7 @@ impl Stage for DatasetStage {
         let note = format!(
             "{} from {} ({}), seed {seed}",
             p.format,
-            p.path,
+            shown_path(&p.path),
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() }
         );
         let meta = Meta {
