@@ -696,7 +696,7 @@ pub fn run<B: AutodiffBackend>(
             }
             if eval_now {
                 let inf = model.valid();
-                for (j, t) in tasks.iter().enumerate() {
+                for (j, t) in tasks.iter().enumerate().filter(|(_, t)| !t.val.is_empty()) {
                     let m = evaluate(&inf, &cfg.model, j, t, &t.val, cfg.eval_batch, device);
                     state.evals.push(EvalLog { step, task: t.name.clone(), split: "val".into(), metrics: m });
                 }
