@@ -58,10 +58,16 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, St
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(format!("tensor `{name}` has dtype {:?}; only F32 is supported", view.dtype()));
-        }
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        use safetensors::Dtype;
+        let b = view.data();
+        // Half-precision checkpoints widen to f32 exactly; f64 rounds to nearest (as `.float()` does).
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            other => return Err(format!("tensor `{name}` has dtype {other:?}; weights must be F32, BF16, F16 or F64")),
+        };
         out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
     }
     Ok(out)
@@ -162,6 +168,22 @@ mod tests {
     use super::*;
     use crate::model::{polyvit::PolyVit, ModelConfig};
     use burn::backend::Flex;
+
+    #[test]
+    fn half_precision_checkpoints_widen_to_f32_exactly() {
+        use safetensors::{tensor::TensorView, Dtype};
+        let vals = [1.5f32, -0.0078125, 3.0e4];
+        let bf: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        let f16: Vec<u8> = vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+        let i8s = vec![1u8, 2, 3];
+        let views =
+            vec![("a", TensorView::new(Dtype::BF16, vec![3], &bf).unwrap()), ("b", TensorView::new(Dtype::F16, vec![3], &f16).unwrap())];
+        let w = from_safetensors(&safetensors::serialize(views, None).unwrap()).unwrap();
+        assert_eq!(w["a"].data, vals.map(|v| half::bf16::from_f32(v).to_f32()).to_vec());
+        assert_eq!(w["b"].data, vals.map(|v| half::f16::from_f32(v).to_f32()).to_vec());
+        let ints = safetensors::serialize(vec![("c", TensorView::new(Dtype::U8, vec![3], &i8s).unwrap())], None).unwrap();
+        assert!(from_safetensors(&ints).unwrap_err().contains("dtype U8"));
+    }
 
     fn cfg() -> ModelConfig {
         serde_json::from_value(serde_json::json!({

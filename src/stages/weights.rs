@@ -70,10 +70,47 @@ pub fn timm_layout(v: &VitInfo) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// What a checkpoint file that is not safetensors is, from its first bytes, and how to convert it; `None` when it
+/// may be safetensors (whose parser then has the last word).
+fn other_format(bytes: &[u8]) -> Option<String> {
+    const TORCH: &str =
+        "`from safetensors.torch import save_file; save_file(torch.load(PATH, map_location=\"cpu\"), \"vit.safetensors\")` \
+         (a timm model: `save_file(timm.create_model(NAME, pretrained=True).state_dict(), …)`)";
+    let what = if bytes.starts_with(b"PK\x03\x04") {
+        format!(
+            "a zip archive: a PyTorch checkpoint (`torch.save`, .pth/.pt/.bin) or a NumPy .npz (JAX ViT checkpoints, \
+             e.g. Scenic's or big_vision's; timm's `create_model(NAME, pretrained=True)` loads those). Convert a \
+             PyTorch one with {TORCH}"
+        )
+    } else if bytes.first() == Some(&0x80) && bytes.get(1).is_some_and(|v| (2..=5).contains(v)) {
+        format!("a Python pickle (PyTorch's legacy `torch.save` format). Convert it with {TORCH}")
+    } else if bytes.starts_with(b"\x93NUMPY") {
+        "a NumPy .npy array, not a set of named tensors: save the model's state dict with safetensors".to_string()
+    } else if bytes.starts_with(b"\x89HDF") {
+        "an HDF5 file (Keras): export the model's weights under timm's names with safetensors".to_string()
+    } else {
+        return None;
+    };
+    Some(what)
+}
+
+/// Tensors of timm ViT checkpoints that PolyViT does not use: the classifier of the pretraining task and the
+/// original ViT's pre-logits layer.
+fn unused(name: &str) -> bool {
+    name.starts_with("head.") || name.starts_with("pre_logits.") || name.starts_with("head_dist.")
+}
+
 /// Checks that `w` is a timm-named ViT and describes it: the geometry is read from the patch embedding, the
 /// position grid, the block count and the first MLP, then every tensor of [`timm_layout`] must be there with its
 /// shape.
 pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, StageError> {
+    if w.contains_key("fc_norm.weight") && !w.contains_key("norm.weight") {
+        return Err(StageError::input(format!(
+            "{file}: a global-pool ViT (`fc_norm` after average pooling, no final `norm`): PolyViT classifies from the \
+             class token through the final LayerNorm; use a class-token ViT checkpoint (timm's `global_pool='token'` \
+             models, e.g. `vit_base_patch16_224.orig_in21k`)"
+        )));
+    }
     let pe = shape_of(w, "patch_embed.proj.weight", file)?;
     let [dim, channels, ph, pw] = pe else {
         return Err(StageError::input(format!("{file}: tensor `patch_embed.proj.weight` has shape {pe:?}, expected [D, C, ph, pw]")));
@@ -91,10 +128,34 @@ pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, 
     let depth = (0..).take_while(|i| w.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
     let mlp = shape_of(w, "blocks.0.mlp.fc1.weight", file)?.first().copied().unwrap_or(0);
     let info = VitInfo { format: "timm".into(), dim, depth, mlp, patch, channels, grid };
-    for (name, want) in timm_layout(&info) {
-        let got = shape_of(w, &name, file)?;
+    let layout = timm_layout(&info);
+    for (name, want) in &layout {
+        let got = shape_of(w, name, file)?;
         if got != want.as_slice() {
             return Err(StageError::input(format!("{file}: tensor `{name}` has shape {got:?}, a ViT of this width needs {want:?}")));
+        }
+    }
+    // A tensor a plain ViT lacks changes the network (LayerScale `ls1.gamma`, q/k norms, register tokens, a
+    // distillation token): loading the rest would silently train another model.
+    let known: std::collections::BTreeSet<&str> = layout.iter().map(|(n, _)| n.as_str()).collect();
+    let extra: Vec<&str> = w.keys().map(String::as_str).filter(|n| !known.contains(n) && !unused(n)).collect();
+    if !extra.is_empty() {
+        let shown: Vec<&str> = extra.iter().take(6).copied().collect();
+        return Err(StageError::input(format!(
+            "{file}: {} tensor(s) a plain ViT does not have ({}{}): a ViT variant (LayerScale, q/k norms, register or \
+             distillation tokens) is another network, which PolyViT's model cannot load; use a plain ViT checkpoint",
+            extra.len(),
+            shown.join(", "),
+            if extra.len() > shown.len() { ", …" } else { "" }
+        )));
+    }
+    // Non-finite weights would only surface as a NaN loss blamed on the learning rate.
+    for (name, t) in w.iter().filter(|(n, _)| known.contains(n.as_str())) {
+        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(StageError::input(format!(
+                "{file}: tensor `{name}` holds {bad} NaN or infinite value(s): the checkpoint is damaged"
+            )));
         }
     }
     Ok(info)
@@ -184,6 +245,9 @@ impl Stage for WeightsStage {
         let p = resolve(ctx.params, ctx.base_dir);
         let shown = crate::spec::source::display_path(&p);
         let bytes = std::fs::read(&p).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
+        if let Some(what) = other_format(&bytes) {
+            return Err(StageError::input(format!("{shown}: not a safetensors file but {what}")));
+        }
         let w = from_safetensors(&bytes).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
         // Only content goes into the artifact, so a moved or renamed file leaves everything downstream fresh.
         let info = inspect(&w, &shown)?;
@@ -224,5 +288,30 @@ mod tests {
         resnet.insert("conv1.weight".into(), HostTensor { shape: vec![64, 3, 7, 7], data: vec![0.0; 64 * 147] });
         let e = inspect(&resnet, "r.safetensors").unwrap_err().message;
         assert!(e.contains("not a timm ViT") && e.contains("patch_embed.proj.weight"), "{e}");
+    }
+
+    #[test]
+    fn refuses_variants_damage_and_other_formats_saying_what_they_are() {
+        let w = vit(8, 2, 16);
+        let mut heads = w.clone();
+        heads.insert("head.weight".into(), HostTensor { shape: vec![3, 8], data: vec![0.0; 24] });
+        heads.insert("pre_logits.fc.weight".into(), HostTensor { shape: vec![8, 8], data: vec![0.0; 64] });
+        assert!(inspect(&heads, "f").is_ok(), "classifier tensors are not used, not refused");
+        let mut ls = w.clone();
+        ls.insert("blocks.0.ls1.gamma".into(), HostTensor { shape: vec![8], data: vec![1.0; 8] });
+        let e = inspect(&ls, "f").unwrap_err().message;
+        assert!(e.contains("blocks.0.ls1.gamma") && e.contains("LayerScale"), "{e}");
+        let mut gap = w.clone();
+        gap.remove("norm.weight");
+        gap.insert("fc_norm.weight".into(), HostTensor { shape: vec![8], data: vec![1.0; 8] });
+        assert!(inspect(&gap, "f").unwrap_err().message.contains("global-pool ViT"));
+        let mut nan = w.clone();
+        nan.get_mut("blocks.1.mlp.fc1.weight").unwrap().data[3] = f32::NAN;
+        let e = inspect(&nan, "f").unwrap_err().message;
+        assert!(e.contains("`blocks.1.mlp.fc1.weight` holds 1 NaN"), "{e}");
+        assert!(other_format(b"PK\x03\x04rest").unwrap().contains("zip archive"));
+        assert!(other_format(&[0x80, 0x02, 0x7d]).unwrap().contains("pickle"));
+        assert!(other_format(b"\x93NUMPY\x01\x00").unwrap().contains(".npy"));
+        assert!(other_format(&[8, 0, 0, 0, 0, 0, 0, 0, b'{']).is_none());
     }
 }
