@@ -265,3 +265,27 @@ fn command_outputs_in_subfolders_reach_downstream_and_a_same_size_edit_of_a_dep_
     let m = store.index().unwrap().artifact(&key).unwrap().unwrap();
     assert_eq!(store.blobs.read(&m.files["y.txt"].digest).unwrap(), b"HELLO");
 }
+
+/// `plan` and `run` with a backend this build lacks stop before anything runs, naming the rebuild (before: the
+/// run started the training node and failed there).
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn a_backend_not_built_in_is_a_preflight_problem() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.d]\nkind = \"dataset\"\nformat = \"cifar10\"\npath = \"c\"\n\
+         [node.x]\nkind = \"image_prep\"\ninputs = { data = \"d\" }\n\
+         [node.t]\nkind = \"task\"\ninputs = { data = \"x\" }\nsteps = 1\n\
+         [node.m]\nkind = \"train\"\ninputs = { task = \"t\" }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.path().join("c")).unwrap();
+    for cmd in ["plan", "run"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "--backend", "cuda"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("`cuda` (from --backend) is not in this build") && err.contains("--features cuda"), "{err}");
+        assert!(!err.contains("--set m.backend"), "{err}");
+    }
+    assert!(!d.path().join(".polyflow").exists());
+}

@@ -343,7 +343,7 @@ pub fn preflight(g: &Graph, targets: &[String], env: &BTreeMap<String, String>) 
     let mut problems = vec![];
     for i in g.select(targets)? {
         let n = &g.nodes[i];
-        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env).map_err(Problem::from));
+        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env));
         if let Err(Problem { param, msg, by_param }) = checked {
             let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
             if by_param {

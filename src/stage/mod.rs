@@ -206,8 +206,8 @@ pub trait Stage: Send + Sync + 'static {
     }
     /// Checks of the parameters against the run's environment (from [`Stage::env_keys`]' sources: `backend`, …),
     /// done with [`Stage::preflight`] before anything runs (e.g. a precision the chosen backend cannot compute
-    /// in): `Err((param, message))`.
-    fn preflight_env(&self, _params: &serde_json::Value, _env: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    /// in, or a backend this build lacks).
+    fn preflight_env(&self, _params: &serde_json::Value, _env: &BTreeMap<String, String>) -> Result<(), Problem> {
         Ok(())
     }
     /// What the node's artifact will be, from its parameters and its inputs' declarations alone, with no data

@@ -11,7 +11,7 @@ use crate::model::count::count;
 use crate::model::device::{Backend, BackendJob};
 use crate::model::import::{from_timm, Inflation};
 use crate::stage::{
-    choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Progress, Resources, Stage, StageCtx,
+    choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Problem, Progress, Resources, Stage, StageCtx,
     StageError,
 };
 use crate::train::batch::Cursor;
@@ -513,13 +513,28 @@ impl Stage for TrainStage {
             _ => Ok(()),
         }
     }
-    fn preflight_env(&self, params: &Value, env: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    fn preflight_env(&self, params: &Value, env: &BTreeMap<String, String>) -> Result<(), Problem> {
+        // A backend this build lacks: a rebuild fixes it, or another `--backend`; no parameter does.
+        if let Ok(backend) = Backend::from_env(env) {
+            let built = crate::model::device::available();
+            if !built.contains(&backend.name()) {
+                return Err(Problem::installation(
+                    "backend",
+                    format!(
+                        "`{}` (from --backend) is not in this build (available: {}): build with `cargo install --path . --features {}`, or pick an available backend",
+                        backend.name(),
+                        built.join(", "),
+                        backend.name()
+                    ),
+                ));
+            }
+        }
         // An unknown backend or a precision that does not parse: `run` and `validate` report them.
         match (Backend::from_env(env), params.get("precision").and_then(Value::as_str)) {
             // The report puts the parameter's name first: "`precision` = \"bf16\" is not available on …".
             (Ok(backend), Some(precision)) => backend
                 .supports_precision(precision)
-                .map_err(|m| ("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string())),
+                .map_err(|m| ("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string()).into()),
             _ => Ok(()),
         }
     }
