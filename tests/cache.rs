@@ -45,12 +45,30 @@ fn a_second_store_fetches_what_the_first_published() {
     assert_eq!(ids(&out, "finished"), ["a", "b", "c"]);
     assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
     // Another store: stale there, but the cache holds every key.
+    // Another store: stale there, but the cache holds every key, downstream ones included (keyed by the digests
+    // of the entries upstream), and `plan` says they would be fetched, estimated at what computing them took.
     let (_, st) = pf(d.path(), &["status", "p.toml", "--store", "s2", "--cache", "cache"]);
-    assert_eq!(st.matches("in the shared cache").count(), 1, "only `a` has a known key before anything runs: {st}");
+    assert_eq!(st.matches("in the shared cache").count(), 3, "{st}");
+    let (_, plan) = pf(d.path(), &["plan", "p.toml", "--store", "s2", "--cache", "cache"]);
+    assert!(plan.contains("0 of 3 nodes would run, 3 would be fetched from the shared cache"), "{plan}");
+    assert_eq!(plan.matches("Would fetch").count(), 3, "{plan}");
+    // A mistyped cache path is an error for commands that read it, never an empty cache made there.
+    for cmd in [
+        &["status", "p.toml", "--store", "s2", "--cache", "nocache"][..],
+        &["verify", "--cache", "nocache"],
+        &["plan", "p.toml", "--cache", "nocache"],
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_polyflow")).args(cmd).current_dir(d.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains("there is no shared cache at nocache"), "{err}");
+    }
+    assert!(!d.path().join("nocache").exists());
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(ids(&out, "fetched"), ["a", "b", "c"], "{out}");
     assert!(ids(&out, "started").is_empty(), "nothing computed: {out}");
+    assert!(out.contains("\"event\":\"fetched\",\"id\":\"a\"") && out.contains("\"artifact\":"), "the digest is in the event: {out}");
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--json"]);
     assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"], "{out}");
     assert_eq!(pf(d.path(), &["verify", "--store", "s2"]).0, 0);

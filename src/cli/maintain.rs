@@ -300,7 +300,7 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
 /// lacks, one after another (each whole or not at all, as a run's publications).
 pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
-    let Some((cache, _)) = c.shared_cache(&g)? else {
+    let Some((cache, _)) = c.shared_cache(&g, true)? else {
         return Err(CliError::Other(
             "error: no shared cache: name one with `--cache DIR` (or POLYFLOW_CACHE, or `[cache]`)".into(),
             exit::USAGE,
@@ -323,7 +323,7 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             had += 1;
             continue;
         }
-        match cache.publish(key, m, &g.nodes[i].id, &store.blobs) {
+        match cache.publish(key, m, &g.nodes[i].id, s.record.as_ref().map(|r| r.duration_ms), &store.blobs) {
             Ok(_) => {
                 pushed += 1;
                 bytes += m.size();
@@ -341,10 +341,10 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
 
 /// `verify --cache DIR`: checks every blob of every entry of the shared cache.
 pub fn verify_cache(dir: &Path) -> Result<i32, CliError> {
-    let cache = crate::store::DirCache::open(dir)?;
+    let cache = super::open_cache(dir, false)?;
     let (n, bad) = cache.verify();
-    for (key, name, what) in &bad {
-        println!("{:>12} {name} of cache entry {} ({what})", "Damaged", &key[..16.min(key.len())]);
+    for (key, node, name, what) in &bad {
+        println!("{:>12} {name} of `{node}` (cache entry {}) ({what})", "Damaged", &key[..16.min(key.len())]);
     }
     println!("{:>12} {n} files checked in {}, {} damaged", "Verified", dir.display(), bad.len());
     Ok(if bad.is_empty() { exit::OK } else { exit::STORE })
@@ -392,7 +392,7 @@ pub fn gc_cache(
     }
     let store = Store::open(store_dir)?;
     let keep = current_keys(files, &store, backend, overlay, reg)?;
-    let cache = crate::store::DirCache::open(dir)?;
+    let cache = super::open_cache(dir, false)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let verb = if yes { "Removing" } else { "Would remove" };
     let mut kept_blobs = BTreeSet::new();

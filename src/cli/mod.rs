@@ -78,14 +78,13 @@ impl Common {
     }
 
     /// The shared cache: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to publish.
-    pub fn shared_cache(&self, g: &Graph) -> Result<Option<SharedCache>, CliError> {
+    pub fn shared_cache(&self, g: &Graph, create: bool) -> Result<Option<SharedCache>, CliError> {
         let (dir, publish) = match (&self.cache, &g.pipeline.cache) {
             (Some(d), _) => (d.clone(), true),
             (None, Some(c)) => (c.dir.clone(), c.publish),
             (None, None) => return Ok(None),
         };
-        let c = crate::store::DirCache::open(&dir)?;
-        Ok(Some((Arc::new(c), publish)))
+        Ok(Some((Arc::new(open_cache(&dir, create)?), publish)))
     }
 }
 
@@ -330,6 +329,28 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
     Ok((Store::open(empty.path())?, Some(empty)))
 }
 
+/// The shared cache in folder `dir`. A folder that is not there is an error for commands that only read the
+/// cache (`create = false`: an unmounted or mistyped path is not an empty cache), and for `run` and `push` a new
+/// cache, announced on standard error (it may be a mistyped path too).
+pub fn open_cache(dir: &std::path::Path, create: bool) -> Result<crate::store::DirCache, CliError> {
+    if !dir.is_dir() {
+        if !create {
+            return Err(CliError::Other(
+                format!(
+                    "error: there is no shared cache at {} (check `--cache`, POLYFLOW_CACHE or the pipeline's `[cache] dir`, and that its file system is mounted); this command does not create one",
+                    dir.display()
+                ),
+                exit::USAGE,
+            ));
+        }
+        eprintln!(
+            "note: there was no shared cache at {}: starting an empty one there (check the path if you meant an existing one)",
+            dir.display()
+        );
+    }
+    Ok(crate::store::DirCache::open(dir)?)
+}
+
 /// Loads and validates a pipeline.
 pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
     let p = spec::load_with(&c.file, c.profile.as_deref(), &c.overlay())?;
@@ -491,7 +512,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         publish: false,
     };
     let mut opts = opts;
-    if let Some((cache, publish)) = a.common.shared_cache(&g)? {
+    if let Some((cache, publish)) = a.common.shared_cache(&g, true)? {
         opts.cache = Some(cache);
         opts.publish = publish && !a.no_publish;
     }

@@ -2,7 +2,7 @@
 
 use super::report::{fmt_bytes, fmt_ms};
 use super::{env_of, exit, load_graph, CliError, Common};
-use crate::exec::assess::{assess_all, Assessment};
+use crate::exec::assess::{assess_all, assess_cached, Assessment};
 use crate::exec::State;
 use crate::graph::Graph;
 use crate::stage::Registry;
@@ -27,7 +27,12 @@ fn assess(
     let (store, _empty) = super::read_store(&c.store)?;
     let index = store.index_read()?;
     let env = env_of(g, &c.backend);
-    let a = assess_all(g, &sel, &store, &index, &env, &|i| force_all || forced.contains(&i));
+    let forced = |i: usize| force_all || forced.contains(&i);
+    // With a shared cache, what a run would fetch (and, through it, what is downstream) as a run sees it.
+    let a = match c.shared_cache(g, false)? {
+        Some((cache, _)) => assess_cached(g, &sel, &store, &index, &env, &forced, cache.as_ref()),
+        None => assess_all(g, &sel, &store, &index, &env, &forced),
+    };
     Ok((sel, a))
 }
 
@@ -124,7 +129,9 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
     super::preflight(&g, &nodes, &super::env_of(&g, &c.backend))?;
     // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
-    let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh).collect();
+    // What would be computed; what the shared cache holds is fetched instead (`fetch`).
+    let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh && a[i].in_cache.is_none()).collect();
+    let fetch: Vec<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
     let last = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);
     let est = estimate(&g, &stale, &last);
     let cells = changed_cells(&g, &sel, &a);
@@ -145,6 +152,7 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
         let v = serde_json::json!({
             "selected": sel.len(),
             "would_run": stale.len(),
+            "would_fetch": ids(&fetch),
             "fresh": sel.iter().filter(|i| a[i].state == State::Fresh).map(|&i| &g.nodes[i].id).collect::<Vec<_>>(),
             "stale": stale.iter().map(|&i| serde_json::json!({
                 "id": g.nodes[i].id,
@@ -172,12 +180,16 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
     for &i in &sel {
         if a[&i].state == State::Fresh {
             println!("{:>12} {}", "Fresh", g.nodes[i].id);
+        } else if let Some(e) = &a[&i].in_cache {
+            let took = e.computed_ms.map(|ms| format!(", computed in {}", fmt_ms(ms))).unwrap_or_default();
+            println!("{:>12} {} ({}): {} [in the shared cache{took}]", "Would fetch", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
         } else {
             let t = last(i).map(|ms| format!("last run took {}", fmt_ms(ms))).unwrap_or_else(|| "no recorded run: time unknown".into());
             println!("{:>12} {} ({}): {} [{t}]", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
         }
     }
-    println!("{:>12} {} of {} nodes would run", "Plan", stale.len(), sel.len());
+    let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };
+    println!("{:>12} {} of {} nodes would run{fetched}", "Plan", stale.len(), sel.len());
     if !stale.is_empty() {
         let of = if est.unknown.is_empty() { String::new() } else { format!(" (the {} nodes with a recorded run)", est.known) };
         println!(
@@ -252,15 +264,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
     let running = in_flight(&c.store, &sel, &a);
     // Stale nodes the shared cache holds: a run fetches them instead of computing them.
-    let in_cache: std::collections::BTreeSet<usize> = match c.shared_cache(&g)? {
-        Some((cache, _)) => sel
-            .iter()
-            .copied()
-            .filter(|i| a[i].state != State::Fresh)
-            .filter(|i| a[i].key.as_ref().is_some_and(|k| cache.lookup(k).ok().flatten().is_some()))
-            .collect(),
-        None => Default::default(),
-    };
+    let in_cache: std::collections::BTreeSet<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
     let reason = |i: usize| {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
         if let Some(j) = running.get(&i) {

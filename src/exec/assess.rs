@@ -61,6 +61,9 @@ pub struct Assessment {
     pub record: Option<NodeRecord>,
     /// The last failure of this id.
     pub failure: Option<FailRecord>,
+    /// Not fresh, not forced, and its key is in the shared cache: a run fetches it (its entry's artifact digest
+    /// then keys the nodes downstream). Only [`assess_cached`] sets it.
+    pub in_cache: Option<crate::store::cache::CacheEntry>,
 }
 
 /// The environment entries of `env` a stage depends on.
@@ -148,7 +151,8 @@ pub fn decide(
     let id = &g.nodes[i].id;
     let record = index.record(id).ok().flatten();
     let failure = index.failure(id).ok().flatten();
-    let mut a = Assessment { state: State::Stale, reasons: vec![], fingerprint: None, key: None, manifest: None, record, failure };
+    let mut a =
+        Assessment { state: State::Stale, reasons: vec![], fingerprint: None, key: None, manifest: None, record, failure, in_cache: None };
     let fp = match fp {
         Err(pending) => {
             a.reasons.push(DirtyReason::UpstreamPending { upstream: pending });
@@ -211,6 +215,36 @@ pub fn assess_all(
     forced: &dyn Fn(usize) -> bool,
 ) -> BTreeMap<usize, Assessment> {
     assess_with(g, sel, store, index, env, &Externals::of(store), forced)
+}
+
+/// [`assess_all`] seen from a run that fetches from `cache`: a stale node the cache holds is marked
+/// [`Assessment::in_cache`], and its entry's artifact digest keys the nodes downstream, so a whole chain a
+/// teammate published shows as fetched, not just its first node.
+pub fn assess_cached(
+    g: &Graph,
+    sel: &[usize],
+    store: &Store,
+    index: &Index,
+    env: &BTreeMap<String, String>,
+    forced: &dyn Fn(usize) -> bool,
+    cache: &dyn crate::store::cache::ArtifactCache,
+) -> BTreeMap<usize, Assessment> {
+    let externals = Externals::of(store);
+    let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
+    for &i in sel {
+        let fp = {
+            let lookup = |u: usize| {
+                out.get(&u).and_then(|a| a.manifest.as_ref().or(a.in_cache.as_ref().map(|e| &e.manifest)).map(|m| m.digest.clone()))
+            };
+            fingerprint(g, i, env, &externals, &lookup)
+        };
+        let mut a = decide(g, i, fp, store, index, forced(i));
+        if a.state != State::Fresh && !forced(i) {
+            a.in_cache = a.key.as_deref().and_then(|k| cache.lookup(k).ok().flatten());
+        }
+        out.insert(i, a);
+    }
+    out
 }
 
 /// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once).

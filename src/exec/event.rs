@@ -108,6 +108,8 @@ pub enum Event {
         kind: String,
         /// Milliseconds the copy took.
         ms: u64,
+        /// Artifact digest (the same as where it was computed).
+        artifact: String,
         /// Artifact size in bytes.
         size: u64,
         /// The cache.

@@ -517,7 +517,10 @@ impl Scheduler<'_> {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.fetch(&entry.manifest, &store.blobs)));
             let msg = match r {
                 Ok(Ok(())) => {
-                    let runner = RunnerNotes::from([("fetched_from".to_string(), cache.describe())]);
+                    let mut runner = RunnerNotes::from([("fetched_from".to_string(), cache.describe())]);
+                    if let Some(ms) = entry.computed_ms {
+                        runner.insert("computed_ms".to_string(), ms.to_string());
+                    }
                     Msg::Done(i, Ok(entry.manifest), t.elapsed().as_millis() as u64, runner)
                 }
                 Ok(Err(e)) => Msg::FetchFailed(i, e.to_string()),
@@ -537,7 +540,7 @@ impl Scheduler<'_> {
 
     /// Publishes node `i`'s artifact to the shared cache on a thread of its own (whole or not at all; a failure
     /// is told, never fatal: the artifact is committed locally either way).
-    fn publish(&mut self, i: usize, key: &str, manifest: &Manifest) {
+    fn publish(&mut self, i: usize, key: &str, manifest: &Manifest, computed_ms: u64) {
         let Some(cache) = self.opts.cache.clone().filter(|_| self.opts.publish) else { return };
         // At most a few publications at a time: wait for the oldest before starting another.
         if self.publishing.len() >= MAX_PUBLISHING {
@@ -551,7 +554,7 @@ impl Scheduler<'_> {
             i,
             std::thread::spawn(move || {
                 cache
-                    .publish(&key, &m, &id, &store.blobs)
+                    .publish(&key, &m, &id, Some(computed_ms), &store.blobs)
                     .map(|_| ())
                     .map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))
             }),
@@ -575,7 +578,9 @@ impl Scheduler<'_> {
             key: key.clone(),
             fingerprint: fp,
             artifact: manifest.digest.clone(),
-            duration_ms: ms,
+            // A fetched artifact records what computing it took where it was computed (when the cache says), so
+            // `plan` estimates a re-run from it, not from the copy's milliseconds.
+            duration_ms: runner.get("computed_ms").and_then(|v| v.parse().ok()).unwrap_or(ms),
             finished_at: now_secs(),
             runner,
         };
@@ -584,7 +589,14 @@ impl Scheduler<'_> {
         let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));
         match fetched {
             Some(from) => {
-                (self.sink)(&Event::Fetched { id: self.id(i), kind: self.kind(i), ms, size: manifest.size(), from });
+                (self.sink)(&Event::Fetched {
+                    id: self.id(i),
+                    kind: self.kind(i),
+                    ms,
+                    artifact: manifest.digest.clone(),
+                    size: manifest.size(),
+                    from,
+                });
                 self.summary.fetched.push(self.id(i));
                 self.timings.push(NodeTiming { id: self.id(i), outcome: "fetched", ms });
             }
@@ -596,7 +608,7 @@ impl Scheduler<'_> {
                     artifact: manifest.digest.clone(),
                     size: manifest.size(),
                 });
-                self.publish(i, &key, &manifest);
+                self.publish(i, &key, &manifest, ms);
                 self.summary.ran.push(self.id(i));
                 self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });
             }

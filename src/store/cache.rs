@@ -39,6 +39,10 @@ pub struct CacheEntry {
     pub node: String,
     /// Seconds since the epoch.
     pub published_at: u64,
+    /// How long computing it took where it was computed (ms), so that a store that fetched it still knows what
+    /// recomputing it costs (`plan`'s estimate, `status`' last run). Absent in entries of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_ms: Option<u64>,
 }
 
 /// A shared artifact cache.
@@ -52,7 +56,7 @@ pub trait ArtifactCache: Send + Sync + std::fmt::Debug {
     fn fetch(&self, m: &Manifest, into: &BlobStore) -> Result<(), StoreError>;
     /// Publishes `m` (its blobs read from `from`) under `key`, whole or not at all. `Ok(false)` when the key was
     /// already there (another publisher won; nothing is overwritten).
-    fn publish(&self, key: &str, m: &Manifest, node: &str, from: &BlobStore) -> Result<bool, StoreError>;
+    fn publish(&self, key: &str, m: &Manifest, node: &str, computed_ms: Option<u64>, from: &BlobStore) -> Result<bool, StoreError>;
 }
 
 /// A cache in a folder (local disk or a shared file system).
@@ -138,12 +142,13 @@ impl DirCache {
     }
 
     /// Moves a damaged blob aside (a unique name: several readers may find it at once).
-    fn quarantine(&self, digest: &str) {
+    fn quarantine(&self, digest: &str) -> bool {
         let dir = self.root.join("damaged");
         if shared_dir(&dir).is_ok() {
             let to = dir.join(format!("{digest}.{}.{}", std::process::id(), now_secs()));
-            let _ = std::fs::rename(self.blob_path(digest), to);
+            return std::fs::rename(self.blob_path(digest), to).is_ok();
         }
+        false
     }
 
     /// Every key entry: (key, entry, path of its file). Unreadable and malformed entries are skipped (see
@@ -202,9 +207,9 @@ impl DirCache {
         out
     }
 
-    /// Checks every blob of every entry (reading it all); damaged ones are moved aside. Returns (files checked,
-    /// damaged: (key, file name, what was found)).
-    pub fn verify(&self) -> (usize, Vec<(String, String, &'static str)>) {
+    /// Checks every blob of every entry (reading it all); damaged ones are moved aside where the cache can be
+    /// written. Returns (files checked, damaged: (key, node, file name, what was found and done)).
+    pub fn verify(&self) -> (usize, Vec<(String, String, String, &'static str)>) {
         let mut n = 0;
         let mut bad = vec![];
         for (key, e, _) in self.entries() {
@@ -214,10 +219,14 @@ impl DirCache {
                     Some(true) => {}
                     // Read and wrong: moved aside. Missing or unreadable (a transient error): reported only.
                     Some(false) => {
-                        self.quarantine(&f.digest);
-                        bad.push((key.clone(), name.clone(), "wrong size or checksum, moved aside"));
+                        let what = if self.quarantine(&f.digest) {
+                            "wrong size or checksum, moved aside"
+                        } else {
+                            "wrong size or checksum; left in place: it cannot be moved (a read-only cache?)"
+                        };
+                        bad.push((key.clone(), e.node.clone(), name.clone(), what));
                     }
-                    None => bad.push((key.clone(), name.clone(), "missing or unreadable")),
+                    None => bad.push((key.clone(), e.node.clone(), name.clone(), "missing or unreadable")),
                 }
             }
         }
@@ -329,7 +338,7 @@ impl ArtifactCache for DirCache {
         Ok(())
     }
 
-    fn publish(&self, key: &str, m: &Manifest, node: &str, from: &BlobStore) -> Result<bool, StoreError> {
+    fn publish(&self, key: &str, m: &Manifest, node: &str, computed_ms: Option<u64>, from: &BlobStore) -> Result<bool, StoreError> {
         if let Some(old) = self.lookup(key)? {
             // Already published: restore any blob of that entry a reader moved aside, from our copy.
             for f in old.manifest.files.values() {
@@ -347,7 +356,7 @@ impl ArtifactCache for DirCache {
                 .open(self.blob_path(&f.digest))
                 .and_then(|b| b.set_modified(std::time::SystemTime::now()));
         }
-        let entry = CacheEntry { manifest: m.clone(), node: node.to_string(), published_at: now_secs() };
+        let entry = CacheEntry { manifest: m.clone(), node: node.to_string(), published_at: now_secs(), computed_ms };
         let mut tmp = self.tmp_file()?;
         tmp.write_all(&serde_json::to_vec_pretty(&entry).expect("json")).map_err(io(tmp.path()))?;
         tmp.as_file().sync_all().map_err(io(tmp.path()))?;
@@ -384,8 +393,8 @@ mod tests {
         let k1 = "1".repeat(64);
         let m = artifact(&a, b"hello");
         assert!(c.lookup(&k1).unwrap().is_none());
-        assert!(c.publish(&k1, &m, "n", &a.blobs).unwrap());
-        assert!(!c.publish(&k1, &artifact(&a, b"other"), "n", &a.blobs).unwrap(), "never overwritten");
+        assert!(c.publish(&k1, &m, "n", None, &a.blobs).unwrap());
+        assert!(!c.publish(&k1, &artifact(&a, b"other"), "n", None, &a.blobs).unwrap(), "never overwritten");
         let e = c.lookup(&k1).unwrap().unwrap();
         assert_eq!(e.manifest, m);
         c.fetch(&e.manifest, &b.blobs).unwrap();
@@ -403,6 +412,7 @@ mod tests {
             manifest: Manifest::new("t", BTreeMap::from([("../x".into(), FileEntry { digest: "é/..".into(), size: 1 })])),
             node: "n".into(),
             published_at: 0,
+            computed_ms: None,
         };
         let p = c.key_path(&key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -419,7 +429,7 @@ mod tests {
         let c = DirCache::open(&t.path().join("cache")).unwrap();
         let m = artifact(&a, b"hello");
         let key = "4".repeat(64);
-        c.publish(&key, &m, "n", &a.blobs).unwrap();
+        c.publish(&key, &m, "n", None, &a.blobs).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&c.key_path(&key)), FILE_MODE);
         assert_eq!(mode(&c.blob_path(&m.files["a.txt"].digest)), FILE_MODE);
@@ -433,16 +443,16 @@ mod tests {
         let c = DirCache::open(&t.path().join("cache")).unwrap();
         let (k1, k2) = ("1".repeat(64), "2".repeat(64));
         let m = artifact(&a, b"hello");
-        c.publish(&k1, &m, "n", &a.blobs).unwrap();
+        c.publish(&k1, &m, "n", None, &a.blobs).unwrap();
         let digest = &m.files["a.txt"].digest;
         std::fs::write(c.blob_path(digest), b"hellp").unwrap();
         assert!(matches!(c.fetch(&m, &b.blobs), Err(StoreError::Corrupt { .. })));
         assert_eq!(b.blobs.present(digest, 5), crate::store::BlobState::Missing, "nothing damaged kept");
         assert!(!c.blob_path(digest).exists(), "moved aside");
         // The next publisher of that key (or of any artifact with that blob) restores it.
-        assert!(!c.publish(&k1, &m, "n", &a.blobs).unwrap());
+        assert!(!c.publish(&k1, &m, "n", None, &a.blobs).unwrap());
         c.fetch(&m, &b.blobs).unwrap();
-        c.publish(&k2, &m, "n", &a.blobs).unwrap();
+        c.publish(&k2, &m, "n", None, &a.blobs).unwrap();
         assert_eq!(c.verify(), (2, vec![]));
     }
 }
