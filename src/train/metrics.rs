@@ -49,17 +49,20 @@ fn kink_correction<B: Backend>(z: Tensor<B, 2>) -> Tensor<B, 2> {
     z * at_zero * -0.5
 }
 
-/// Top-k accuracy of logits `[B·K]` against targets (argmax of the target row; all-zero rows ignored).
+/// Top-k accuracy of logits `[B·K]` against targets: an example is a hit when one of its `k` highest logits is a
+/// positive class (one-hot: the class; multi-label: any of its labels, Scenic's `prec@1` for k = 1). Equal logits
+/// rank by class index, as `argmax` and `topk` break ties, so a constant row (an untrained zero head) is a hit for
+/// class 0 only, not for every class. Rows without a positive are ignored.
 pub fn topk(logits: &[f32], targets: &[f32], k_cls: usize, k: usize) -> f64 {
     let (mut hit, mut n) = (0usize, 0usize);
     for (l, t) in logits.chunks_exact(k_cls).zip(targets.chunks_exact(k_cls)) {
-        let Some(truth) = t.iter().enumerate().filter(|(_, v)| **v > 0.0).max_by(|a, b| a.1.partial_cmp(b.1).unwrap()).map(|(i, _)| i)
-        else {
+        if !t.iter().any(|v| *v > 0.0) {
             continue;
-        };
+        }
         n += 1;
-        let above = l.iter().filter(|&&v| v > l[truth]).count();
-        if above < k {
+        // Class c is among the top k when fewer than k classes rank above it (higher logit, or equal and earlier).
+        let ranks_above = |c: usize| l.iter().enumerate().filter(|&(j, &v)| v > l[c] || (v == l[c] && j < c)).count();
+        if (0..k_cls).any(|c| t[c] > 0.0 && ranks_above(c) < k) {
             hit += 1;
         }
     }
@@ -159,7 +162,18 @@ mod tests {
         let l = [0.1, 0.9, 0.0, 0.8, 0.1, 0.1];
         let t = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
         assert_eq!(topk(&l, &t, 3, 1), 0.5);
-        assert_eq!(topk(&l, &t, 3, 2), 1.0);
+        // The second row's class 2 ties class 1 at 0.1 and ranks after it, as argmax/topk order them: third.
+        assert_eq!(topk(&l, &t, 3, 2), 0.5);
+        assert_eq!(topk(&l, &t, 3, 3), 1.0);
+        // A constant row (an untrained zero head) is no hit for every class, only for the first.
+        let zero = [0.0f32; 8];
+        let one_hot = |c: usize| (0..4).map(|i| f32::from(i == c)).collect::<Vec<_>>();
+        assert_eq!(topk(&zero, &[one_hot(0), one_hot(3)].concat(), 4, 1), 0.5);
+        // Multi-label: a hit when the top prediction is any positive (Scenic's prec@1), not one chosen label.
+        let ml = [0.9, 0.1, 0.5, 0.2];
+        assert_eq!(topk(&ml, &[1.0, 0.0, 1.0, 0.0], 4, 1), 1.0);
+        assert_eq!(topk(&ml, &[0.0, 1.0, 1.0, 0.0], 4, 1), 0.0);
+        assert_eq!(topk(&ml, &[0.0, 1.0, 1.0, 0.0], 4, 2), 1.0);
         // AP: perfectly ranked class → 1.
         assert!((mean_ap(&[0.9, 0.1, 0.8, 0.2], &[1.0, 0.0, 1.0, 0.0], 1) - 1.0).abs() < 1e-12);
         assert!((mean_ap(&[0.1, 0.9], &[1.0, 0.0], 1) - 0.5).abs() < 1e-12);
