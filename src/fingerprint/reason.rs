@@ -173,7 +173,17 @@ fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
                 let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                diff_json(&p, a.get(k).unwrap_or(&J::Null), b.get(k).unwrap_or(&J::Null), out);
+                match (a.get(k), b.get(k)) {
+                    // At the top level: a parameter the key no longer covers (e.g. a dataset's `path`: where the
+                    // data is no longer keys it) or covers now, rather than a change to or from `null`.
+                    (Some(v), None) if prefix.is_empty() => {
+                        out.push(DirtyReason::Other { detail: format!("`{p}` is no longer part of the key (it was {v})") })
+                    }
+                    (None, Some(v)) if prefix.is_empty() => {
+                        out.push(DirtyReason::Other { detail: format!("`{p}` = {v} is part of the key now") })
+                    }
+                    (x, y) => diff_json(&p, x.unwrap_or(&J::Null), y.unwrap_or(&J::Null), out),
+                }
             }
         }
         // Lists of the same length (an argv, a list of sizes): name the elements that changed.
@@ -227,6 +237,15 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
     if o.external != new.external {
         out.push(DirtyReason::ExternalChanged { files: vec![] });
     }
+    // A stage's version may depend on the environment (a GPU backend's kernels): with the environment changed,
+    // that is the reason, and the version follows it.
+    let env_changed = out.iter().any(|r| matches!(r, DirtyReason::EnvChanged { .. }));
+    if env_changed {
+        if let Some(k) = out.iter().position(|r| matches!(r, DirtyReason::VersionBumped { .. })) {
+            let DirtyReason::VersionBumped { old, new } = out.remove(k) else { unreachable!() };
+            out.push(DirtyReason::Other { detail: format!("with it, the stage's version there {old} → {new}") });
+        }
+    }
     if out.is_empty() {
         out.push(DirtyReason::Other { detail: "key changed".into() });
     }
@@ -263,5 +282,38 @@ mod tests {
         let (a, b) = shown_pair(&json!("é".repeat(100)), &json!(format!("{}x", "é".repeat(99))));
         assert!(a.starts_with('…') && b.ends_with("x\""), "{a} / {b}");
         assert!(head(&"ü".repeat(400), 300).ends_with('…'));
+    }
+
+    #[test]
+    fn a_backend_change_explains_the_version_and_an_unkeyed_param_says_so() {
+        use crate::fingerprint::{Fingerprint, NodeRecord};
+        let fp = |version: u32, backend: &str, params: serde_json::Value| Fingerprint {
+            kind: "train".into(),
+            version,
+            params,
+            inputs: Default::default(),
+            env: [("backend".to_string(), backend.to_string())].into(),
+            external: None,
+            external_parts: vec![],
+        };
+        let old = fp(6, "flex", json!({"lr": 1, "path": "/data/x"}));
+        let rec = NodeRecord {
+            id: "n".into(),
+            key: "k".into(),
+            fingerprint: old,
+            artifact: "a".into(),
+            duration_ms: 0,
+            finished_at: 0,
+            runner: Default::default(),
+        };
+        let got: Vec<String> = compare(&rec, &fp(15, "cuda", json!({"lr": 1}))).iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "`path` is no longer part of the key (it was \"/data/x\")",
+                "backend changed flex → cuda",
+                "with it, the stage's version there 6 → 15"
+            ]
+        );
     }
 }

@@ -86,12 +86,13 @@ fn linear<B: Backend>(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize, devic
 }
 
 impl<B: Backend> Block<B> {
-    /// A block with Xavier-uniform kernels, zero attention biases and N(0, 1e-6) MLP biases (Scenic's init).
+    /// A block with Xavier-uniform kernels (q, k and v each as its own `[D, D]` kernel), zero attention biases and
+    /// N(0, 1e-6) MLP biases (Scenic's init).
     pub fn new(dim: usize, heads: usize, mlp: usize, eps: f64, gelu_tanh: bool, init: &mut Init, device: &B::Device) -> Self {
         let ln = || LayerNormConfig::new(dim).with_epsilon(eps).init(device);
         Block {
             norm1: ln(),
-            qkv: linear(init.xavier_uniform(dim, 3 * dim), vec![0.0; 3 * dim], dim, 3 * dim, device),
+            qkv: linear(init.xavier_uniform_parts(dim, dim, 3), vec![0.0; 3 * dim], dim, 3 * dim, device),
             proj: linear(init.xavier_uniform(dim, dim), vec![0.0; dim], dim, dim, device),
             norm2: ln(),
             fc1: linear(init.xavier_uniform(dim, mlp), init.normal(1e-6, mlp), dim, mlp, device),

@@ -24,6 +24,14 @@ impl Init {
         (0..fan_in * fan_out).map(|_| self.rng.random_range(-limit..limit) as f32).collect()
     }
 
+    /// Xavier-uniform for `parts` projections of `fan_in → fan_out` each, side by side in one
+    /// `[fan_in, parts · fan_out]` kernel: the fused qkv, whose q, k and v Flax initialises as three `[D, D]`
+    /// kernels (limit √(6 / 2D), not the √(6 / 4D) of one `[D, 3D]` kernel).
+    pub fn xavier_uniform_parts(&mut self, fan_in: usize, fan_out: usize, parts: usize) -> Vec<f32> {
+        let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+        (0..fan_in * fan_out * parts).map(|_| self.rng.random_range(-limit..limit) as f32).collect()
+    }
+
     /// LeCun normal (Flax: truncated normal at ±2σ, variance 1/fan_in).
     pub fn lecun_normal(&mut self, fan_in: usize, n: usize) -> Vec<f32> {
         // std of a standard normal truncated to [-2, 2] is 0.87962566103423978.

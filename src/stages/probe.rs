@@ -84,8 +84,10 @@ impl Stage for FeaturesStage {
         // 4: the fused CPU block (src/model/fused) and its own matrix product change the float rounding.
         // 5: the same bits on every x86-64 CPU with AVX2 + FMA (burn-flex's sums in order, the tokenizers' linear
         // layers on polyflow's product, the final LayerNorm on the class tokens only: see `TrainStage::version`).
+        // 6: a model from scratch initialises q, k and v as three [D, D] Xavier kernels (the initial model's
+        // features; see `TrainStage::version`).
         // (+1 off the fused CPU block only: see `version_for`.)
-        5
+        6
     }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
         // One more off the fused CPU block (another backend, or the erf GELU): fusion and autotune on CUDA and

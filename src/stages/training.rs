@@ -219,7 +219,7 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
         ParamSpec::opt("weight_decay", T::Float { min: 0.0, max: 10.0 }, json!(0.0), "AdamW decoupled weight decay"),
         ParamSpec::opt("clip", T::Float { min: 0.0, max: 1e9 }, json!(1.0), "global gradient-norm clip (0 = off)"),
         ParamSpec::opt("wrap_last", T::Bool, json!(true), "Scenic's cosine wrap: the last update uses the full peak LR"),
-        ParamSpec::opt("total_steps", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "override Σ U_j (0 = Σ U_j)"),
+        ParamSpec::opt("total_steps", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "override Σ U_j (0 = Σ U_j): the budgets are scaled to it (every task keeps ≥ 1 update while it allows) and the warmup by the same factor"),
         ParamSpec::opt("eval_every", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "evaluate on val every N updates (0 = at the end)"),
         ParamSpec::opt(
             "checkpoint_every",
@@ -403,11 +403,14 @@ impl Stage for TrainStage {
         // the linear layers outside the blocks on polyflow's product (`model::fused::linear`: the `gemm` crate
         // split its sums by the L1 cache's size), the final LayerNorm on the class tokens only, and the clip's
         // global norm summed in f64 (`model::fused::norm`: flex's f32 running sum drifted over large gradients).
+        // 7 (cotrain) / 6: augmentation draws from a generator seeded by a mix of (seed, task, step)
+        // (`train::batch::augment_seed`; seed replicates shared their draws, reordered), and a model from scratch
+        // initialises q, k and v as three [D, D] Xavier kernels (`Init::xavier_uniform_parts`; one [D, 3D] before).
         // (+1 off the fused CPU block only: see `version_for`.)
         if self.multi {
-            6
+            7
         } else {
-            5
+            6
         }
     }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {

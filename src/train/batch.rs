@@ -337,10 +337,23 @@ pub fn next_indices(cur: &mut Cursor, n: usize, batch: usize, seed: u64, task: u
     out
 }
 
+/// The augmentation generator's seed for `(seed, task, step)`: each value mixed in by splitmix64's finaliser, so
+/// that no two triples share a stream. (It was `(seed + c) ^ (task << 40) ^ step`: seed 1 at step s ^ 3 drew
+/// what seed 0 drew at step s, so seed replicates shared their augmentation draws, reordered.)
+pub fn augment_seed(seed: u64, task: usize, step: u64) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    mix(mix(mix(seed ^ 0x5eed) ^ task as u64) ^ step)
+}
+
 /// Applies `aug` to a batch `x [B, C, T, H, W]` with targets `[B, K]`, noise from `(seed, task, step)`.
 #[allow(clippy::too_many_arguments)]
 pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], classes: usize, seed: u64, task: usize, step: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x5eed) ^ ((task as u64) << 40) ^ step);
+    let mut rng = ChaCha8Rng::seed_from_u64(augment_seed(seed, task, step));
     let per: usize = shape.iter().product();
     let b = x.len() / per;
     let [c, tt, h, w] = shape;
@@ -415,6 +428,21 @@ pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], c
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_replicates_draw_their_own_augmentation() {
+        use std::collections::BTreeSet;
+        // Seeds 0–2 × 2 tasks × 4,096 steps: no two share a generator (the old XOR scheme made seed 1 at step s ^ 3
+        // repeat seed 0 at step s).
+        let mut seen = BTreeSet::new();
+        for seed in 0..3u64 {
+            for task in 0..2 {
+                for step in 0..4096u64 {
+                    assert!(seen.insert(augment_seed(seed, task, step)), "({seed}, {task}, {step})");
+                }
+            }
+        }
+    }
 
     #[test]
     fn time_windows_are_central_for_eval_and_seeded_for_training() {

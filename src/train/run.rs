@@ -503,9 +503,10 @@ pub fn run<B: AutodiffBackend>(
     let total = updates.len();
     let warmups: Vec<(usize, Option<&str>)> = tasks.iter().map(|t| (t.warmup, t.warmup_group.as_deref())).collect();
     let mut warmup = global_warmup(&warmups);
-    if cfg.schedule == Schedule::Accumulate {
-        // Accumulate makes Σ U_j / T updates: its warmup keeps the same share of them as the other schedules'.
-        let budget: usize = budgets.iter().sum();
+    let budget: usize = budgets.iter().sum();
+    if total != budget {
+        // Accumulate makes Σ U_j / T updates, and `total_steps` sets another total: the warmup keeps the same
+        // share of the run's updates as it has of Σ U_j (a shortened run would otherwise be mostly warmup).
         warmup = ((warmup as f64) * total as f64 / budget.max(1) as f64).round() as usize;
     }
     let lr_sched = LrSchedule { total, warmup: warmup.min(total), wrap_last: cfg.wrap_last };

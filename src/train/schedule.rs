@@ -79,6 +79,17 @@ pub fn scale_budgets(budgets: &[usize], total: usize) -> Vec<usize> {
         out[j] += 1;
         rest -= 1;
     }
+    // Every task with a budget keeps at least one update while the total allows, taken from the largest share
+    // (with Σ = total ≥ the number of such tasks, one of them holds two or more while another holds none).
+    if total >= budgets.iter().filter(|&&u| u > 0).count() {
+        for j in 0..out.len() {
+            if budgets[j] > 0 && out[j] == 0 {
+                let big = (0..out.len()).max_by_key(|&k| (out[k], std::cmp::Reverse(k))).unwrap();
+                out[big] -= 1;
+                out[j] = 1;
+            }
+        }
+    }
     out
 }
 
@@ -164,6 +175,18 @@ mod tests {
         let switches = tbt.windows(2).filter(|w| w[0] != w[1]).count();
         assert_eq!(switches, 2);
         assert_eq!(counts(&plan(Schedule::Weighted, &u, Some(6), 0), 3), [3, 2, 1]);
+    }
+
+    #[test]
+    fn scaled_budgets_keep_every_task_while_the_total_allows() {
+        // The paper's budgets cut to 200 updates: Pets (500 of 417,920) would get none by largest remainders.
+        let paper = [20000, 10000, 10000, 500, 2500, 100_680, 123_640, 134_700, 15_900];
+        let s = scale_budgets(&paper, 200);
+        assert_eq!(s.iter().sum::<usize>(), 200);
+        assert!(s.iter().all(|&u| u >= 1), "{s:?}");
+        assert_eq!(scale_budgets(&[1000, 1, 1], 3), [1, 1, 1]);
+        assert_eq!(scale_budgets(&[1000, 1, 1], 2).iter().sum::<usize>(), 2, "fewer updates than tasks: some get none");
+        assert_eq!(scale_budgets(&[6, 3, 3], 6), [3, 2, 1]);
     }
 
     #[test]
