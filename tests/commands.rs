@@ -289,3 +289,21 @@ fn a_backend_not_built_in_is_a_preflight_problem() {
     }
     assert!(!d.path().join(".polyflow").exists());
 }
+
+/// A failed program's last lines of output are kept with the failure (`show`), and still reach the terminal as
+/// it runs, on standard error (standard output stays `--json`'s).
+#[test]
+fn a_failed_command_keeps_its_last_output_lines() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo step one; echo 'boom: no such file' >&2; exit 7\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("step one") && err.contains("boom: no such file"), "{err}");
+    assert!(out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{out}");
+    let (_, show, _) = pf(d.path(), &["show", "p.toml", "c"]);
+    assert!(show.contains("exit status: 7") && show.contains("step one") && show.contains("boom: no such file"), "{show}");
+}

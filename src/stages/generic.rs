@@ -189,7 +189,7 @@ impl Stage for CommandStage {
             }
         }
         // Its standard output goes to polyflow's standard error: standard output is `--json`'s event stream.
-        let program = crate::stage::children::spawn(
+        let mut program = crate::stage::children::spawn(
             std::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .current_dir(ctx.base_dir)
@@ -197,15 +197,23 @@ impl Stage for CommandStage {
                 .env("POLYFLOW_IN", &in_dir)
                 .env("POLYFLOW_SEED", ctx.seed().to_string())
                 .stdin(std::process::Stdio::null())
-                .stdout(std::io::stderr()),
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped()),
         )
         .map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
+        let (out, err) = program.take_output();
+        let tail = OutputTail::follow(out, err);
         let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
+        let last = tail.finish();
         if !status.success() {
             // A command does not resume: its copy of the inputs and partial outputs go now.
             let full = disk_full(&out_dir);
             let _ = std::fs::remove_dir_all(&work);
-            let what = format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "));
+            let mut what = format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "));
+            if !last.is_empty() {
+                // Kept with the failure, so `polyflow show` tells a teammate what the program said, later.
+                what.push_str(&format!("\nits last {} line(s) of output:\n  {}", last.len(), last.join("\n  ")));
+            }
             // Its outputs go to the store's disk: a program that failed while that disk is full failed writing
             // its artifact (exit 4, with how to free space), not on its own.
             if full {
@@ -222,5 +230,62 @@ impl Stage for CommandStage {
             ctx.out.put(&name, &bytes)?;
         }
         Ok(())
+    }
+}
+
+/// A program's standard output and error, forwarded line by line to polyflow's standard error (standard output
+/// is `--json`'s event stream) while the last [`OutputTail::KEEP`] lines are kept for the failure record.
+struct OutputTail {
+    lines: std::sync::mpsc::Receiver<Option<String>>,
+    streams: usize,
+}
+
+impl OutputTail {
+    /// Lines kept.
+    const KEEP: usize = 20;
+
+    fn follow(out: Option<std::process::ChildStdout>, err: Option<std::process::ChildStderr>) -> OutputTail {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut streams = 0;
+        let mut spawn = |r: Box<dyn std::io::Read + Send>| {
+            let tx = tx.clone();
+            streams += 1;
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                for line in std::io::BufReader::new(r).split(b'\n').map_while(Result::ok) {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                    let _ = tx.send(Some(line));
+                }
+                let _ = tx.send(None);
+            });
+        };
+        if let Some(o) = out {
+            spawn(Box::new(o));
+        }
+        if let Some(e) = err {
+            spawn(Box::new(e));
+        }
+        OutputTail { lines: rx, streams }
+    }
+
+    /// The last lines, once both streams have ended (or after 2 s more: a process the program left behind may
+    /// keep them open, and then goes on being forwarded).
+    fn finish(self) -> Vec<String> {
+        let mut kept = std::collections::VecDeque::new();
+        let (mut open, until) = (self.streams, std::time::Instant::now() + std::time::Duration::from_secs(2));
+        while open > 0 {
+            match self.lines.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+                Ok(Some(l)) => {
+                    kept.push_back(l);
+                    if kept.len() > Self::KEEP {
+                        kept.pop_front();
+                    }
+                }
+                Ok(None) => open -= 1,
+                Err(_) => break,
+            }
+        }
+        kept.into()
     }
 }
