@@ -313,12 +313,13 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
         assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
     };
     let (mut pushed, mut bytes, mut had, mut failed) = (0, 0u64, 0, 0);
+    let mut not_fresh = vec![];
     for &i in &sel {
         let s = &a[&i];
-        let (Some(key), Some(m)) = (s.key.as_ref(), s.manifest.as_ref()) else { continue };
-        if s.state != State::Fresh {
+        let (Some(key), Some(m), State::Fresh) = (s.key.as_ref(), s.manifest.as_ref(), s.state) else {
+            not_fresh.push(g.nodes[i].id.clone());
             continue;
-        }
+        };
         if cache.lookup(key)?.is_some() {
             had += 1;
             continue;
@@ -336,6 +337,11 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
         }
     }
     println!("{:>12} {pushed} artifacts ({}) to {}; {had} were there already", "Pushed", fmt_bytes(bytes), cache.describe());
+    if !not_fresh.is_empty() {
+        let shown = not_fresh.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+        let more = if not_fresh.len() > 8 { format!(" and {} more", not_fresh.len() - 8) } else { String::new() };
+        println!("{:>12} {} not fresh, not pushed: {shown}{more} (`polyflow run` computes them)", "Skipped", not_fresh.len());
+    }
     Ok(if failed > 0 { exit::STORE } else { exit::OK })
 }
 
@@ -424,13 +430,21 @@ pub fn gc_cache(
         println!("{:>12} {} cannot be read: no blob is deleted (it may name some)", "Warning", p.display());
     }
     let blob_list = if unreadable.is_empty() { cache.blobs() } else { vec![] };
+    let (mut young, mut young_bytes) = (0, 0);
     for (d, size, age) in blob_list {
-        if !kept_blobs.contains(&d) && age >= grace {
-            blobs += 1;
-            freed += size;
-            if yes {
-                let _ = cache.remove_blob(&d);
-            }
+        if kept_blobs.contains(&d) {
+            continue;
+        }
+        if age < grace {
+            // Possibly a publish writing its blobs before its entry: never deleted yet.
+            young += 1;
+            young_bytes += size;
+            continue;
+        }
+        blobs += 1;
+        freed += size;
+        if yes {
+            let _ = cache.remove_blob(&d);
         }
     }
     for p in cache.leftovers(grace) {
@@ -440,6 +454,13 @@ pub fn gc_cache(
         }
     }
     println!("{:>12} {dropped} cache entries, {blobs} blobs, {}", if yes { "Removed" } else { "Would free" }, fmt_bytes(freed));
+    if young > 0 {
+        println!(
+            "{:>12} {young} blobs ({}) no entry names, written less than an hour ago: kept, as a publish writes its blobs before its entry; a gc after that hour removes them",
+            "Held back",
+            fmt_bytes(young_bytes)
+        );
+    }
     if !yes && (dropped > 0 || blobs > 0) {
         println!("run again with --yes to delete");
     }

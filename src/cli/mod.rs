@@ -108,7 +108,7 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Publish to the shared cache (`--cache DIR`) the fresh artifacts of the pipeline that it lacks (a store
     /// filled before the team had a cache; `run` publishes only what it computes).
-    Push(StatusArgs),
+    Push(PushArgs),
     /// Delete artifacts that no named pipeline references (dry unless --yes).
     Gc(GcArgs),
     /// Check every blob an artifact of the store references against its checksum (blobs no artifact references
@@ -190,6 +190,15 @@ pub struct StatusArgs {
     /// Explain one node in full.
     #[arg(long)]
     why: Option<String>,
+}
+
+/// `push` arguments.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Only these nodes (and what they need); default: every node of the file.
+    nodes: Vec<String>,
 }
 
 /// `dag` arguments.
