@@ -643,11 +643,27 @@ impl Stage for TrainStage {
             scratch: &ctx.scratch,
         };
         let out = backend.dispatch_on(job, &ctx.devices).map_err(StageError::input)?.map_err(StageError::failed)?;
-        write_model(ctx, &cfg, &tasks, &out)
+        // Which pretrained checkpoint it started from (its node and content digest), for `show` and provenance.
+        let pretrained = ctx
+            .inputs
+            .get("init")
+            .and_then(|v| v.first())
+            .filter(|a| !a.has("model.safetensors"))
+            .map(|a| json!({"node": a.id, "artifact": a.manifest.digest, "checkpoint_digest": a.manifest.files.get("weights.safetensors").map(|f| &f.digest)}));
+        write_model(ctx, &cfg, &tasks, &out, pretrained)
     }
     fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
         let m: Value = a.json("metrics.json")?;
-        Ok(serde_json::to_string_pretty(&m).unwrap_or_default())
+        let mut text = serde_json::to_string_pretty(&m).unwrap_or_default();
+        if let Some(p) = a.json::<Value>("config.json").ok().and_then(|c| c.get("pretrained").cloned()) {
+            let digest = p["checkpoint_digest"].as_str().unwrap_or("?");
+            text = format!(
+                "initialised from `{}` (checkpoint blake3 {})\n{text}",
+                p["node"].as_str().unwrap_or("?"),
+                &digest[..16.min(digest.len())]
+            );
+        }
+        Ok(text)
     }
 }
 
@@ -698,9 +714,19 @@ pub fn declared_count(params: &ModelParams, tasks: &[Value]) -> Result<Value, St
     Ok(serde_json::to_value(count(&cfg)).unwrap_or_default())
 }
 
-fn write_model(ctx: &mut StageCtx<'_>, cfg: &RunConfig, tasks: &[LoadedTask], out: &Outcome) -> Result<(), StageError> {
+fn write_model(
+    ctx: &mut StageCtx<'_>,
+    cfg: &RunConfig,
+    tasks: &[LoadedTask],
+    out: &Outcome,
+    pretrained: Option<Value>,
+) -> Result<(), StageError> {
     ctx.out.put("model.safetensors", &to_safetensors(&out.weights))?;
-    ctx.out.put_json("config.json", &json!({"model": cfg.model, "run": cfg}))?;
+    let mut conf = json!({"model": cfg.model, "run": cfg});
+    if let Some(p) = pretrained {
+        conf["pretrained"] = p;
+    }
+    ctx.out.put_json("config.json", &conf)?;
     let mut per = serde_json::Map::new();
     for (j, t) in tasks.iter().enumerate() {
         let mut e = serde_json::Map::new();
