@@ -228,6 +228,14 @@ fn the_paper_profile_resolves_table_6() {
         assert_eq!(p["augment"], serde_json::json!({"inception_crop": true, "flip": true}), "{n}: {p}");
         assert_eq!((p["warmup"].as_u64(), p["warmup_group"].as_str()), (Some(warmup), Some("image")), "{n}: {p}");
     }
+    // `show` outlines the co-training schedule from the tasks (T and W of docs/paper.md), and a single-task run's.
+    let table2 = repo().join("pipelines/table2.toml");
+    for (n, want) in
+        [("co_all.0", "weighted, 417,920 updates, one global warmup of 47,330"), ("st.pets", "500 updates, one global warmup of 100")]
+    {
+        let (_, out, _) = pf(d.path(), &["show", table2.to_str().unwrap(), n, "--profile", "paper"]);
+        assert!(out.contains(&format!("schedule: {want}")), "{n}: {out}");
+    }
     // Splits: CIFAR holds out 2 %, Pets 10 %, ImageNet 1 %; video and audio train on all of their train tables.
     for (n, val) in
         [("cifar10", 0.02), ("pets", 0.1), ("imagenet", 0.01), ("kinetics400", 0.0), ("mit", 0.0), ("audioset", 0.0), ("vggsound", 0.0)]

@@ -48,6 +48,14 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &crate::exec::assess
     if let Some(eff) = n.stage.effective(&n.params).filter(|e| *e != n.params) {
         println!("uses:   {}", serde_json::to_string(&eff).unwrap_or_default());
     }
+    let inputs = n
+        .inputs
+        .iter()
+        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
+        .collect();
+    if let Some(text) = n.stage.outline(&n.params, &inputs) {
+        println!("{text}");
+    }
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }
@@ -586,23 +594,11 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(vec!["node", "tokenizers", "adapters", "shared encoder", "heads", "total"]);
     for (id, r) in &out {
-        let f = |k: &str| r.get(k).and_then(|v| v.as_u64()).map(group).unwrap_or_default();
+        let f = |k: &str| r.get(k).and_then(|v| v.as_u64()).map(crate::tables::group_digits).unwrap_or_default();
         t.add_row(vec![id.clone(), f("tokenizers"), f("adapters"), f("shared_encoder"), f("heads"), f("total")]);
     }
     println!("{t}");
     Ok(exit::OK)
-}
-
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// `kinds`.

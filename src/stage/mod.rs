@@ -217,6 +217,12 @@ pub trait Stage: Send + Sync + 'static {
     fn declare(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
         None
     }
+    /// What the node will do that only its inputs' parameters tell (e.g. a co-training run's schedule from its
+    /// tasks' budgets, warmups and learning rates), for `show` before anything runs. `inputs` holds the id and
+    /// resolved parameters of the nodes of each input slot. `None`: nothing to add.
+    fn outline(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<(String, serde_json::Value)>>) -> Option<String> {
+        None
+    }
     /// The values the node actually uses, where they differ from its canonical parameters (presets resolved,
     /// settings of options not chosen left out), for `show`; `None` when they are the parameters as declared.
     fn effective(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {

@@ -517,6 +517,13 @@ impl Stage for TrainStage {
         }
     }
     fn preflight_env(&self, params: &Value, env: &BTreeMap<String, String>) -> Result<(), Problem> {
+        // An unknown backend or a precision that does not parse: `run` and `validate` report them.
+        if let (Ok(backend), Some(precision)) = (Backend::from_env(env), params.get("precision").and_then(Value::as_str)) {
+            // The report puts the parameter's name first: "`precision` = \"bf16\" is not available on …".
+            backend
+                .supports_precision(precision)
+                .map_err(|m| Problem::from(("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string())))?;
+        }
         // A backend this build lacks: a rebuild fixes it, or another `--backend`; no parameter does.
         if let Ok(backend) = Backend::from_env(env) {
             let built = crate::model::device::available();
@@ -532,14 +539,51 @@ impl Stage for TrainStage {
                 ));
             }
         }
-        // An unknown backend or a precision that does not parse: `run` and `validate` report them.
-        match (Backend::from_env(env), params.get("precision").and_then(Value::as_str)) {
-            // The report puts the parameter's name first: "`precision` = \"bf16\" is not available on …".
-            (Ok(backend), Some(precision)) => backend
-                .supports_precision(precision)
-                .map_err(|m| ("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string()).into()),
-            _ => Ok(()),
+        Ok(())
+    }
+    fn outline(&self, params: &Value, inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<String> {
+        let p = self.read(params).ok()?;
+        let tasks = inputs.get(self.slot())?;
+        let field = |t: &Value, k: &str| t.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+        let budgets: Vec<usize> = tasks.iter().map(|(_, t)| field(t, "steps")).collect();
+        let total_steps = (p.optim.total_steps > 0).then_some(p.optim.total_steps);
+        let updates = crate::train::schedule::plan(p.schedule, &budgets, total_steps, p.schedule_seed);
+        let total = updates.len();
+        let mut counts = vec![0usize; tasks.len()];
+        updates.iter().flatten().for_each(|&j| counts[j] += 1);
+        let groups: Vec<(usize, Option<&str>)> = tasks
+            .iter()
+            .map(|(_, t)| (field(t, "warmup"), t.get("warmup_group").and_then(Value::as_str).filter(|g| !g.is_empty())))
+            .collect();
+        let mut warmup = crate::train::schedule::global_warmup(&groups);
+        let budget: usize = budgets.iter().sum();
+        if total != budget {
+            warmup = ((warmup as f64) * total as f64 / budget.max(1) as f64).round() as usize;
         }
+        let thousands = |n: usize| crate::tables::group_digits(n as u64);
+        let kind = if self.multi { format!("{}, ", serde_json::to_value(p.schedule).ok()?.as_str()?) } else { String::new() };
+        let mut text = format!(
+            "schedule: {kind}{} updates, one global warmup of {} then a cosine to 0{}; the LR of an update is that schedule × the peak LR of its task",
+            thousands(total),
+            thousands(warmup.min(total)),
+            if p.optim.wrap_last { " (the last update at the full peak, Scenic's wrap)" } else { "" },
+        );
+        for (j, (id, t)) in tasks.iter().enumerate() {
+            let share = 100.0 * counts[j] as f64 / total.max(1) as f64;
+            text.push_str(&format!(
+                "\n  {id}: {} updates ({share:.1} %), batch {}, peak LR {}, warmup {}{}",
+                thousands(counts[j]),
+                field(t, "batch_size"),
+                t.get("lr").cloned().unwrap_or(Value::Null),
+                thousands(field(t, "warmup")),
+                t.get("warmup_group")
+                    .and_then(Value::as_str)
+                    .filter(|g| !g.is_empty())
+                    .map(|g| format!(" (group `{g}`: its largest counts once)"))
+                    .unwrap_or_default(),
+            ));
+        }
+        Some(text)
     }
     fn effective(&self, params: &Value) -> Option<Value> {
         if self.multi {

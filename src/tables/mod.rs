@@ -5,6 +5,19 @@
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table as Comfy};
 use serde::{Deserialize, Serialize};
 
+/// `n` with its digits in groups of three (`417,920`), as the paper's tables print counts.
+pub fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// Where a cell's number came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
