@@ -192,3 +192,24 @@ fn push_publishes_what_the_store_already_held() {
     let (code, out) = pf(d.path(), &["push", "p.toml", "--store", "s1"]);
     assert!(code == 2 && out.contains("no shared cache"), "{out}");
 }
+
+/// A node re-run (forced) whose result differs from what the cache holds under its key is reported as not
+/// deterministic: the cache keeps the first, and the run says so instead of silently diverging from the team.
+#[test]
+fn a_forced_rerun_that_differs_from_the_cache_is_named_nondeterministic() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("r.toml"),
+        "[node.r]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"head -c 64 /dev/urandom > $POLYFLOW_OUT/r.bin\"]\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "r.toml", "--cache", "cache"]).0, 0);
+    let (code, out) = pf(d.path(), &["run", "r.toml", "--cache", "cache", "--force", "r"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the node is not deterministic"), "{out}");
+    // A deterministic node re-run under --force says nothing of the kind.
+    std::fs::write(d.path().join("r.toml"), "[node.r]\nkind = \"value\"\nvalue = 2\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "r.toml", "--cache", "cache"]).0, 0);
+    let (_, out) = pf(d.path(), &["run", "r.toml", "--cache", "cache", "--force", "r"]);
+    assert!(!out.contains("not deterministic"), "{out}");
+}

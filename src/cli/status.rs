@@ -191,14 +191,18 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
     let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };
     println!("{:>12} {} of {} nodes would run{fetched}", "Plan", stale.len(), sel.len());
     if !stale.is_empty() {
-        let of = if est.unknown.is_empty() { String::new() } else { format!(" (the {} nodes with a recorded run)", est.known) };
-        println!(
-            "{:>12} {} one after another{of}, {} along the critical path {}: a run takes between the two, as nodes run in parallel where cores allow",
-            "Estimate",
-            fmt_ms(est.serial_ms),
-            fmt_ms(est.critical_ms),
-            ids(&est.path).join(" → "),
-        );
+        if est.known == 0 {
+            println!("{:>12} unknown: none of these nodes has a recorded run", "Estimate");
+        } else {
+            let of = if est.unknown.is_empty() { String::new() } else { format!(" (the {} nodes with a recorded run)", est.known) };
+            println!(
+                "{:>12} {} one after another{of}, {} along the critical path {}: a run takes between the two, as nodes run in parallel where cores allow",
+                "Estimate",
+                fmt_ms(est.serial_ms),
+                fmt_ms(est.critical_ms),
+                ids(&est.path).join(" → "),
+            );
+        }
         if !est.unknown.is_empty() {
             let n = est.unknown.len();
             println!("{:>12} {n} node{} never ran, time unknown: {}", "", if n == 1 { "" } else { "s" }, some_ids(&ids(&est.unknown)));
@@ -316,6 +320,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
                     "key": s.key,
                     "size": s.manifest.as_ref().map(|m| m.size()),
                     "last_ms": s.record.as_ref().map(|r| r.duration_ms),
+                    "in_cache": s.in_cache.is_some(),
                 })
             })
             .collect();

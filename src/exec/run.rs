@@ -553,10 +553,19 @@ impl Scheduler<'_> {
         self.publishing.push((
             i,
             std::thread::spawn(move || {
-                cache
+                let new = cache
                     .publish(&key, &m, &id, Some(computed_ms), &store.blobs)
-                    .map(|_| ())
-                    .map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))
+                    .map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))?;
+                // Already there (a forced re-run, or a teammate first): the same key should give the same bytes.
+                match cache.lookup(&key) {
+                    Ok(Some(e)) if !new && e.manifest.digest != m.digest => Err(format!(
+                        "computed again here, it came out different from the artifact the shared cache holds for this key                          ({} here, {} there, published by `{}`): the node is not deterministic; the cache keeps the first",
+                        &m.digest[..16.min(m.digest.len())],
+                        &e.manifest.digest[..16.min(e.manifest.digest.len())],
+                        e.node
+                    )),
+                    _ => Ok(()),
+                }
             }),
         ));
     }
