@@ -134,6 +134,7 @@ fn a_stale_table_is_listed_not_drawn_from_old_parameters() {
     assert!(!h.contains("<table class=\"results\""), "a stale table drawn");
     assert!(h.contains("class=\"dag-node stale\" data-id=\"tab\""), "tab not stale in the DAG");
     assert!(h.contains("<section class=\"training\""), "the fresh training nodes still have curves");
+    assert!(h.contains("With <code>--set tab.title=Other</code>"), "the page says what it was made with");
 }
 
 /// The headless browser: `POLYFLOW_BROWSER`, else Debian's `chromium-headless-shell` or `chromium`.

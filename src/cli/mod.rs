@@ -492,7 +492,14 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
         let index = store.index_read()?;
         exec::assess::assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)
     };
-    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file));
+    let o = a.common.overlay();
+    let overrides: Vec<String> = o
+        .configs
+        .iter()
+        .map(|c| format!("--config {}", spec::source::display_path(c)))
+        .chain(o.sets.iter().map(|s| format!("--set {s}")))
+        .collect();
+    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file), &overrides);
     let tmp = a.output.with_extension("polyflow-tmp");
     std::fs::write(&tmp, page)
         .and_then(|_| std::fs::rename(&tmp, &a.output))
@@ -551,7 +558,18 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         }
         r => r?,
     };
-    materialize(&g, &store, &opts, &summary, !a.json)?;
+    let wrote = materialize(&g, &store, &opts, &summary, !a.json)?;
+    let o = a.common.overlay();
+    if wrote > 0 && !o.is_empty() {
+        // Exported files carry no trace of the overrides in their text (their JSON's keys do): say so here.
+        let opts: Vec<String> = o
+            .configs
+            .iter()
+            .map(|c| format!("--config {}", spec::source::display_path(c)))
+            .chain(o.sets.iter().map(|s| format!("--set {s}")))
+            .collect();
+        eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", opts.join(" "));
+    }
     if summary.failed.is_empty() {
         Ok(exit::OK)
     } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Store) {
@@ -565,16 +583,14 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
 
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
 /// summary files (e.g. the rendered tables).
-fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunSummary, print: bool) -> Result<(), CliError> {
+fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunSummary, print: bool) -> Result<usize, CliError> {
     let sel = g.select(&opts.targets)?;
     let wanted: Vec<usize> = sel
         .iter()
         .copied()
         .filter(|&i| !g.nodes[i].stage.exports(&g.nodes[i].params).is_empty() || g.nodes[i].stage.summary_file().is_some())
         .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
+    let mut wrote = 0;
     for i in wanted {
         let n = &g.nodes[i];
         let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
@@ -590,6 +606,7 @@ fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunS
                 .and_then(|_| std::fs::rename(&tmp, &dest))
                 .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
             eprintln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
+            wrote += 1;
         }
         if let (true, Some(f)) = (print, n.stage.summary_file()) {
             if let Ok(b) = art.read(f) {
@@ -597,5 +614,5 @@ fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunS
             }
         }
     }
-    Ok(())
+    Ok(wrote)
 }

@@ -73,8 +73,9 @@ struct NodeRow<'a> {
 }
 
 /// The report page for the selected nodes: `a` is their assessment (as `status` computes it), `title` names
-/// the pipeline (its file) and `profile` the profile in use.
-pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: &Store, title: &str) -> String {
+/// the pipeline (its file), and `overrides` the `--config`/`--set` options the page was made with (said at its
+/// top: its tables are then not the pipeline file's).
+pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: &Store, title: &str, overrides: &[String]) -> String {
     let rows: Vec<NodeRow> = sel.iter().filter_map(|&i| a.get(&i).map(|a| NodeRow { i, a })).collect();
     let keys: BTreeMap<String, String> =
         rows.iter().filter_map(|r| r.a.key.as_ref().map(|k| (g.nodes[r.i].id.clone(), k.clone()))).collect();
@@ -93,6 +94,13 @@ pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: 
         count(State::Failed),
         rows.len()
     );
+    if !overrides.is_empty() {
+        let shown: Vec<String> = overrides.iter().map(|o| format!("<code>{}</code>", esc(o))).collect();
+        body.push_str(&format!(
+            "<p class=\"meta\">With {}: its nodes and tables are those of the pipeline file with these changes.</p>\n",
+            shown.join(" ")
+        ));
+    }
 
     // Tables.
     body.push_str("<h2 id=\"tables\">Tables</h2>\n<p class=\"meta\">Best per column in <b>bold</b>, second <u>underlined</u> (ties within noise marked); click a cell for its provenance.</p>\n");
