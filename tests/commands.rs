@@ -284,10 +284,13 @@ fn a_backend_not_built_in_is_a_preflight_problem() {
     for cmd in ["plan", "run"] {
         let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "--backend", "cuda"]);
         assert_eq!(code, 2, "{cmd}: {err}");
-        assert!(err.contains("`cuda` (from --backend) is not in this build") && err.contains("--features cuda"), "{err}");
+        assert!(err.contains("`cuda` (--backend or POLYFLOW_BACKEND) is not in this build") && err.contains("--features cuda"), "{err}");
         assert!(!err.contains("--set m.backend"), "{err}");
     }
     assert!(!d.path().join(".polyflow").exists());
+    // With a shared cache the results may come from it (a laptop fetching a GPU machine's): not refused up front.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--backend", "cuda", "--cache", "."]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// A failed program's last lines of output are kept with the failure (`show`), and still reach the terminal as
@@ -297,7 +300,7 @@ fn a_failed_command_keeps_its_last_output_lines() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(
         d.path().join("p.toml"),
-        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo step one; echo 'boom: no such file' >&2; exit 7\"]\n",
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"head -c 300000 /dev/zero | tr '\\\\0' x; printf '\\\\n10%%\\\\r50%%\\\\r'; echo step one; echo 'boom: no such file' >&2; exit 7\"]\n",
     )
     .unwrap();
     let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
@@ -305,5 +308,9 @@ fn a_failed_command_keeps_its_last_output_lines() {
     assert!(err.contains("step one") && err.contains("boom: no such file"), "{err}");
     assert!(out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{out}");
     let (_, show, _) = pf(d.path(), &["show", "p.toml", "c"]);
-    assert!(show.contains("exit status: 7") && show.contains("step one") && show.contains("boom: no such file"), "{show}");
+    // The kept lines, indented under the failure (the command itself, in `params`, holds the same words).
+    assert!(show.contains("exit status: 7") && show.contains("its last 5 line(s) of output:"), "{show}");
+    assert!(show.contains("\n      step one\n") && show.contains("\n      boom: no such file\n"), "{show}");
+    // A progress bar's redraws are lines of their own, and a 300 kB line is kept cut short.
+    assert!(show.contains("\n      50%\n") && show.len() < 20_000, "{}", &show[..show.len().min(3000)]);
 }

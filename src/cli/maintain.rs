@@ -43,6 +43,12 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &crate::exec::assess
     println!("state:  {}", s.state);
     for r in &s.reasons {
         println!("  - {r}");
+        // A failure's message in full (the reason shows its first line): e.g. a program's last lines of output.
+        if let (crate::fingerprint::DirtyReason::Failed { error }, true) = (r, s.state == State::Failed) {
+            for line in error.lines().skip(1) {
+                println!("    {line}");
+            }
+        }
     }
     println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
     if let Some(eff) = n.stage.effective(&n.params).filter(|e| *e != n.params) {

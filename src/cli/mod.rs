@@ -369,11 +369,17 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
 /// Checks what the selected nodes will read (e.g. every dataset path) and their parameters against the run's
 /// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
-pub fn preflight(g: &Graph, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
+pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
     let mut problems = vec![];
+    let computed = computed_elsewhere(g, c, env);
     for i in g.select(targets)? {
         let n = &g.nodes[i];
         let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env));
+        // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
+        // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
+        if matches!(&checked, Err(p) if !p.by_param && p.param == "backend") && computed(i) {
+            continue;
+        }
         if let Err(Problem { param, msg, by_param }) = checked {
             let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
             if by_param {
@@ -389,6 +395,20 @@ pub fn preflight(g: &Graph, targets: &[String], env: &BTreeMap<String, String>) 
         format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
         exit::USAGE,
     ))
+}
+
+/// Whether node `i`'s result may come from elsewhere than a computation here: a shared cache is configured, or
+/// the store recorded a run of the node on the run's backend.
+fn computed_elsewhere<'a>(g: &'a Graph, c: &Common, env: &BTreeMap<String, String>) -> impl Fn(usize) -> bool + 'a {
+    let cache = c.cache.is_some() || g.pipeline.cache.is_some();
+    let backend = env.get("backend").cloned().unwrap_or_default();
+    let index = Store::exists(&c.store).then(|| Store::open(&c.store).ok()).flatten().and_then(|s| s.index_read().ok());
+    move |i: usize| {
+        cache
+            || index.as_ref().is_some_and(|x| {
+                x.record(&g.nodes[i].id).ok().flatten().is_some_and(|r| r.fingerprint.env.get("backend") == Some(&backend))
+            })
+    }
 }
 
 /// The environment recorded in keys.
@@ -510,7 +530,7 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
-    preflight(&g, &a.nodes, &env_of(&g, &a.common.backend))?;
+    preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
     let store = Store::open(&a.common.store)?;
     let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
     let _lock = store.lock(wait)?;

@@ -126,7 +126,7 @@ fn some_ids(ids: &[String]) -> String {
 /// table cells that may change. Runs nothing and writes no index entry.
 pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
-    super::preflight(&g, &nodes, &super::env_of(&g, &c.backend))?;
+    super::preflight(&g, &c, &nodes, &super::env_of(&g, &c.backend))?;
     // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     // What would be computed; what the shared cache holds is fetched instead (`fetch`).

@@ -190,8 +190,11 @@ impl FileDigests {
         }
         let mut lines = vec![];
         for (i, n) in new.iter().enumerate() {
-            // The same part at another path (a moved dataset: paths are not keyed) when the parts line up.
-            let Some(o) = old.get(i).filter(|o| o.path == n.path || old.len() == new.len()) else {
+            // By path; else the part at the same position when its path is gone from the new parts (a dataset moved
+            // elsewhere: paths are not keyed), never one that is still read under its own path.
+            let by_path = old.iter().find(|o| o.path == n.path);
+            let moved = || old.get(i).filter(|o| old.len() == new.len() && !new.iter().any(|x| x.path == o.path));
+            let Some(o) = by_path.or_else(moved) else {
                 lines.push(format!("{} (newly read)", n.path));
                 continue;
             };
@@ -745,5 +748,17 @@ mod tests {
         let fd = FileDigests::uncached();
         let e = fd.tree(Path::new("/nonexistent/polyflow-data")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/polyflow-data:"), "{e}");
+    }
+
+    #[test]
+    fn parts_match_by_path_and_a_moved_one_by_position() {
+        let part = |p: &str, d: &str| Part { path: p.into(), digest: d.into() };
+        let f = FileDigests::uncached();
+        // deps ["a", "b"] → ["b", "c"]: b unchanged is not "modified"; c is newly read.
+        let got = f.explain(&[part("a", "1"), part("b", "2")], &[part("b", "2"), part("c", "3")], 5);
+        assert_eq!(got, ["c (newly read)"]);
+        // One folder moved (its old path gone): compared with the part it was (no listing kept: named whole).
+        let got = f.explain(&[part("/old/d", "1")], &[part("/new/d", "2")], 5);
+        assert!(!got.iter().any(|l| l.contains("newly read")), "{got:?}");
     }
 }

@@ -176,11 +176,13 @@ fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out
                 match (a.get(k), b.get(k)) {
                     // At the top level: a parameter the key no longer covers (e.g. a dataset's `path`: where the
                     // data is no longer keys it) or covers now, rather than a change to or from `null`.
-                    (Some(v), None) if prefix.is_empty() => {
-                        out.push(DirtyReason::Other { detail: format!("`{p}` is no longer part of the key (it was {v})") })
-                    }
+                    // At the top level a parameter at its default is left out of the key (so options added later
+                    // keep old keys), and a location (`path`) is never in it: name both ends as such.
+                    (Some(v), None) if prefix.is_empty() => out.push(DirtyReason::Other {
+                        detail: format!("`{p}` changed {v} → its default (or it is no longer part of the key)"),
+                    }),
                     (None, Some(v)) if prefix.is_empty() => {
-                        out.push(DirtyReason::Other { detail: format!("`{p}` = {v} is part of the key now") })
+                        out.push(DirtyReason::Other { detail: format!("`{p}` changed its default → {v}") })
                     }
                     (x, y) => diff_json(&p, x.unwrap_or(&J::Null), y.unwrap_or(&J::Null), out),
                 }
@@ -310,7 +312,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                "`path` is no longer part of the key (it was \"/data/x\")",
+                "`path` changed \"/data/x\" → its default (or it is no longer part of the key)",
                 "backend changed flex → cuda",
                 "with it, the stage's version there 6 → 15"
             ]

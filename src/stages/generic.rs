@@ -5,7 +5,7 @@ use crate::fingerprint::FileDigests;
 use crate::stage::{parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use serde::Deserialize;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `value`: writes its `value` parameter as `value.json`. Optional `sleep_ms` and `fail` help test pipelines.
 pub struct ValueStage;
@@ -174,6 +174,7 @@ impl Stage for CommandStage {
         let out_dir = work.join("out");
         let in_dir = work.join("in");
         std::fs::create_dir_all(&out_dir).map_err(io)?;
+        std::fs::create_dir_all(&in_dir).map_err(io)?;
         for (slot, arts) in &ctx.inputs {
             for a in arts {
                 let d = in_dir.join(slot).join(&a.id);
@@ -193,8 +194,8 @@ impl Stage for CommandStage {
             std::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .current_dir(ctx.base_dir)
-                .env("POLYFLOW_OUT", &out_dir)
-                .env("POLYFLOW_IN", &in_dir)
+                .env("POLYFLOW_OUT", relative_to(&out_dir, ctx.base_dir))
+                .env("POLYFLOW_IN", relative_to(&in_dir, ctx.base_dir))
                 .env("POLYFLOW_SEED", ctx.seed().to_string())
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -233,8 +234,31 @@ impl Stage for CommandStage {
     }
 }
 
-/// A program's standard output and error, forwarded line by line to polyflow's standard error (standard output
-/// is `--json`'s event stream) while the last [`OutputTail::KEEP`] lines are kept for the failure record.
+/// `path` (absolute) as seen from folder `from`, where the program runs: relative when both are on one root, so
+/// a program that writes its output folder's name into a file writes the same bytes on every machine whose
+/// project and store lie alike (`../.polyflow/partial/…`), not a home directory's absolute path.
+fn relative_to(path: &Path, from: &Path) -> PathBuf {
+    // Physical paths (symlinks resolved), since the system resolves `..` physically.
+    let (Ok(target), Ok(from)) = (std::fs::canonicalize(path), std::fs::canonicalize(from)) else { return path.to_path_buf() };
+    let (p, f): (Vec<_>, Vec<_>) = (target.components().collect(), from.components().collect());
+    let common = p.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    // Only the root in common: the absolute path says more than a climb to it.
+    if common <= 1 {
+        return path.to_path_buf();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// A program's standard output and error, forwarded as they come to polyflow's standard error (standard output
+/// is `--json`'s event stream) while the last [`OutputTail::KEEP`] lines (ended by `\n` or `\r`, at most
+/// [`OutputTail::MAX_LINE`] bytes each) are kept for the failure record.
 struct OutputTail {
     lines: std::sync::mpsc::Receiver<Option<String>>,
     streams: usize,
@@ -243,6 +267,8 @@ struct OutputTail {
 impl OutputTail {
     /// Lines kept.
     const KEEP: usize = 20;
+    /// Bytes kept of one line.
+    const MAX_LINE: usize = 500;
 
     fn follow(out: Option<std::process::ChildStdout>, err: Option<std::process::ChildStderr>) -> OutputTail {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -251,12 +277,30 @@ impl OutputTail {
             let tx = tx.clone();
             streams += 1;
             std::thread::spawn(move || {
-                use std::io::{BufRead, Write};
-                for line in std::io::BufReader::new(r).split(b'\n').map_while(Result::ok) {
-                    let line = String::from_utf8_lossy(&line).into_owned();
-                    let _ = writeln!(std::io::stderr().lock(), "{line}");
-                    let _ = tx.send(Some(line));
+                use std::io::{Read, Write};
+                // Forwarded as it comes (a progress bar redrawn with `\r` shows live), while lines, ended by `\n`
+                // or `\r` and cut at MAX_LINE bytes, go to the tail.
+                let (mut r, mut buf, mut line) = (r, [0u8; 8192], Vec::new());
+                let flush = |line: &mut Vec<u8>, tx: &std::sync::mpsc::Sender<Option<String>>| {
+                    if !line.is_empty() {
+                        let _ = tx.send(Some(String::from_utf8_lossy(line).into_owned()));
+                        line.clear();
+                    }
+                };
+                while let Ok(k) = r.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    let _ = std::io::stderr().lock().write_all(&buf[..k]);
+                    for &b in &buf[..k] {
+                        if b == b'\n' || b == b'\r' {
+                            flush(&mut line, &tx);
+                        } else if line.len() < OutputTail::MAX_LINE {
+                            line.push(b);
+                        }
+                    }
                 }
+                flush(&mut line, &tx);
                 let _ = tx.send(None);
             });
         };

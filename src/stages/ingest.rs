@@ -223,18 +223,6 @@ fn splits_from(n_train: usize, val_fraction: f64, seed: u64, limit: usize) -> (V
     (lim(tr, limit), lim(va, limit))
 }
 
-/// The dataset's `path` as the artifact's note names it: as declared when relative (to the pipeline file, so
-/// the same wherever the project is), else its last component only. The artifact's bytes then do not depend on
-/// where a disk is mounted, and a moved dataset, which keeps its key (paths are not keyed), re-ingested for
-/// another reason still gives the bytes its downstream nodes were computed from.
-fn shown_path(path: &str) -> String {
-    let p = Path::new(path);
-    if p.is_relative() {
-        return path.to_string();
-    }
-    p.file_name().map(|n| format!("…/{}", n.to_string_lossy())).unwrap_or_else(|| path.to_string())
-}
-
 fn check_classes(root: &Path, found: usize, declared: usize) -> Result<(), StageError> {
     if declared > 0 && declared != found {
         return Err(StageError::input(format!(
@@ -395,10 +383,11 @@ impl DatasetStage {
         if !cat.missing.is_empty() || !outcome.bad.is_empty() || !cat.duplicates.is_empty() {
             ctx.out.put_json("skipped.json", &json!({"missing": cat.missing, "undecodable": outcome.bad, "duplicates": cat.duplicates}))?;
         }
+        // Not where the files are: the artifact's bytes (and so every key downstream) depend on their content
+        // only, wherever the dataset is mounted (`show` prints the `path` among the parameters).
         let mut note = format!(
-            "{} from {} ({}), seed {}",
+            "{} ({}), seed {}",
             p.format,
-            shown_path(&p.path),
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() },
             ctx.seed()
         );
@@ -667,9 +656,8 @@ impl Stage for DatasetStage {
         };
         check_classes(&root, classes.len(), p.num_classes)?;
         let note = format!(
-            "{} from {} ({}), seed {seed}",
+            "{} ({}), seed {seed}",
             p.format,
-            shown_path(&p.path),
             if p.limit > 0 { format!("limit {} per split", p.limit) } else { "all examples".into() }
         );
         let meta = Meta {

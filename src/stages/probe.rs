@@ -89,6 +89,9 @@ impl Stage for FeaturesStage {
         // (+1 off the fused CPU block only: see `version_for`.)
         6
     }
+    fn preflight_env(&self, _params: &Value, env: &BTreeMap<String, String>) -> Result<(), crate::stage::Problem> {
+        super::training::backend_built(env)
+    }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {
         // One more off the fused CPU block (another backend, or the erf GELU): fusion and autotune on CUDA and
         // inference through the backend's attention change the rounding there; the CPU's fused path keeps
@@ -420,7 +423,9 @@ impl Stage for ProbeStage {
         "probe"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: top-k ranks equal logits by class index and multi-label top-1 is any positive (`train::metrics::topk`);
+        // features without a val split choose the hyperparameter on a seeded 10 % of train.
+        2
     }
     fn doc(&self) -> &'static str {
         "train a linear head on cached features (Adam with an LR sweep chosen on val, or ridge)"

@@ -384,6 +384,25 @@ impl TrainStage {
     }
 }
 
+/// The run's backend is compiled into this polyflow; else a problem of the installation (a rebuild fixes it, or
+/// another `--backend`; no parameter does), for the nodes that compute on it (`train`, `cotrain`, `features`).
+pub fn backend_built(env: &BTreeMap<String, String>) -> Result<(), Problem> {
+    let Ok(backend) = Backend::from_env(env) else { return Ok(()) };
+    let built = crate::model::device::available();
+    if built.contains(&backend.name()) {
+        return Ok(());
+    }
+    Err(Problem::installation(
+        "backend",
+        format!(
+            "`{}` (--backend or POLYFLOW_BACKEND) is not in this build (available: {}): build with `cargo install --path . --features {}`, or pick an available backend",
+            backend.name(),
+            built.join(", "),
+            backend.name()
+        ),
+    ))
+}
+
 impl Stage for TrainStage {
     fn kind(&self) -> &'static str {
         if self.multi {
@@ -524,22 +543,7 @@ impl Stage for TrainStage {
                 .supports_precision(precision)
                 .map_err(|m| Problem::from(("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string())))?;
         }
-        // A backend this build lacks: a rebuild fixes it, or another `--backend`; no parameter does.
-        if let Ok(backend) = Backend::from_env(env) {
-            let built = crate::model::device::available();
-            if !built.contains(&backend.name()) {
-                return Err(Problem::installation(
-                    "backend",
-                    format!(
-                        "`{}` (from --backend) is not in this build (available: {}): build with `cargo install --path . --features {}`, or pick an available backend",
-                        backend.name(),
-                        built.join(", "),
-                        backend.name()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        backend_built(env)
     }
     fn outline(&self, params: &Value, inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<String> {
         let p = self.read(params).ok()?;

@@ -94,6 +94,15 @@ fn other_format(bytes: &[u8]) -> Option<String> {
     Some(what)
 }
 
+/// The tensors of checkpoint file `shown`: the safetensors parser first (a valid header's length may begin with a
+/// pickle's bytes, e.g. a 640-byte header), and a file it refuses named by what it is.
+fn read_checkpoint(bytes: &[u8], shown: &str) -> Result<BTreeMap<String, HostTensor>, StageError> {
+    from_safetensors(bytes).map_err(|e| match other_format(bytes) {
+        Some(what) => StageError::input(format!("{shown}: not a safetensors file but {what}")),
+        None => StageError::input(format!("{shown}: {e}")),
+    })
+}
+
 /// Tensors of timm ViT checkpoints that PolyViT does not use: the classifier of the pretraining task and the
 /// original ViT's pre-logits layer.
 fn unused(name: &str) -> bool {
@@ -245,10 +254,7 @@ impl Stage for WeightsStage {
         let p = resolve(ctx.params, ctx.base_dir);
         let shown = crate::spec::source::display_path(&p);
         let bytes = std::fs::read(&p).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
-        if let Some(what) = other_format(&bytes) {
-            return Err(StageError::input(format!("{shown}: not a safetensors file but {what}")));
-        }
-        let w = from_safetensors(&bytes).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
+        let w = read_checkpoint(&bytes, &shown)?;
         // Only content goes into the artifact, so a moved or renamed file leaves everything downstream fresh.
         let info = inspect(&w, &shown)?;
         ctx.out.put("weights.safetensors", &bytes)?;
@@ -313,5 +319,14 @@ mod tests {
         assert!(other_format(&[0x80, 0x02, 0x7d]).unwrap().contains("pickle"));
         assert!(other_format(b"\x93NUMPY\x01\x00").unwrap().contains(".npy"));
         assert!(other_format(&[8, 0, 0, 0, 0, 0, 0, 0, b'{']).is_none());
+        // A valid file whose 640-byte header length begins 0x80 0x02, as a pickle does, is read as safetensors.
+        let mut header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_string();
+        header.push_str(&" ".repeat(640 - header.len()));
+        let mut file = 640u64.to_le_bytes().to_vec();
+        file.extend(header.as_bytes());
+        file.extend(1.5f32.to_le_bytes());
+        assert_eq!(&file[..2], &[0x80, 0x02]);
+        assert_eq!(read_checkpoint(&file, "f").unwrap()["a"].data, [1.5]);
+        assert!(read_checkpoint(b"PK\x03\x04 zip", "f").unwrap_err().message.contains("zip archive"));
     }
 }

@@ -60,6 +60,10 @@ pub fn topk(logits: &[f32], targets: &[f32], k_cls: usize, k: usize) -> f64 {
             continue;
         }
         n += 1;
+        // A row with a NaN logit (a diverged model) is a miss, never a hit: NaN compares false both ways.
+        if l.iter().any(|v| v.is_nan()) {
+            continue;
+        }
         // Class c is among the top k when fewer than k classes rank above it (higher logit, or equal and earlier).
         let ranks_above = |c: usize| l.iter().enumerate().filter(|&(j, &v)| v > l[c] || (v == l[c] && j < c)).count();
         if (0..k_cls).any(|c| t[c] > 0.0 && ranks_above(c) < k) {
@@ -174,6 +178,7 @@ mod tests {
         assert_eq!(topk(&ml, &[1.0, 0.0, 1.0, 0.0], 4, 1), 1.0);
         assert_eq!(topk(&ml, &[0.0, 1.0, 1.0, 0.0], 4, 1), 0.0);
         assert_eq!(topk(&ml, &[0.0, 1.0, 1.0, 0.0], 4, 2), 1.0);
+        assert_eq!(topk(&[f32::NAN; 4], &one_hot(2), 4, 1), 0.0, "a diverged row is a miss");
         // AP: perfectly ranked class → 1.
         assert!((mean_ap(&[0.9, 0.1, 0.8, 0.2], &[1.0, 0.0, 1.0, 0.0], 1) - 1.0).abs() < 1e-12);
         assert!((mean_ap(&[0.1, 0.9], &[1.0, 0.0], 1) - 0.5).abs() < 1e-12);
