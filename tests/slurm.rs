@@ -213,7 +213,8 @@ fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish
     assert_eq!(bad["state"], "failed");
     assert!(bad["reason"].as_str().unwrap().contains("Slurm job"), "{bad}");
     assert!(notes(&ev, "after_bad").is_empty());
-    let log = std::fs::read_to_string(err.split("log: ").nth(1).unwrap().trim_end_matches(')')).unwrap();
+    // The log's path ends the first line: `(Slurm job N FAILED, …; log: PATH)`, the program's last lines after it.
+    let log = std::fs::read_to_string(err.split("log: ").nth(1).unwrap().split(')').next().unwrap()).unwrap();
     assert!(log.contains("going down"), "{log}");
 }
 

@@ -127,9 +127,15 @@ impl SlurmLauncher {
         let exit = st.exit_code.as_deref().map(|c| format!(", exit code {c}")).unwrap_or_default();
         let reason = if st.reason != "None" && !st.reason.is_empty() { format!(", reason {}", st.reason) } else { String::new() };
         let head = format!("Slurm job {} {word}{exit}{reason}", w.job_id);
+        // The job's state goes on the message's first line (what `status` shows), before any detail lines.
+        let with_head = |m: &str| {
+            let (first, rest) = m.split_once('\n').map_or((m, ""), |(a, b)| (a, b));
+            let rest = if rest.is_empty() { String::new() } else { format!("\n{rest}") };
+            format!("{first} ({head}; log: {}){rest}", log.display())
+        };
         let err = match read_json::<JobError>(&w.dir, "error.json").filter(|e| e.key == w.key && word == "FAILED") {
-            Some(e) if e.input => StageError::input(format!("{} ({head}; log: {})", e.message, log.display())),
-            Some(e) => StageError::failed(format!("{} ({head}; log: {})", e.message, log.display())),
+            Some(e) if e.input => StageError::input(with_head(&e.message)),
+            Some(e) => StageError::failed(with_head(&e.message)),
             None => {
                 let t = job::tail(&log, 5);
                 let t = if t.is_empty() { String::new() } else { format!("; last lines of the log:\n{t}") };
