@@ -77,6 +77,15 @@ impl Common {
         spec::Overlay { configs: self.config.clone(), sets: self.set.clone() }
     }
 
+    /// The `--config` and `--set` options as typed, in order (for saying what a result was made with).
+    pub fn overrides(&self) -> Vec<String> {
+        self.config
+            .iter()
+            .map(|c| format!("--config {}", spec::source::display_path(c)))
+            .chain(self.set.iter().map(|s| format!("--set {s}")))
+            .collect()
+    }
+
     /// The shared cache: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to publish.
     pub fn shared_cache(&self, g: &Graph, create: bool) -> Result<Option<SharedCache>, CliError> {
         let (dir, publish) = match (&self.cache, &g.pipeline.cache) {
@@ -512,14 +521,7 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
         let index = store.index_read()?;
         exec::assess::assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)
     };
-    let o = a.common.overlay();
-    let overrides: Vec<String> = o
-        .configs
-        .iter()
-        .map(|c| format!("--config {}", spec::source::display_path(c)))
-        .chain(o.sets.iter().map(|s| format!("--set {s}")))
-        .collect();
-    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file), &overrides);
+    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file), &a.common.overrides());
     let tmp = a.output.with_extension("polyflow-tmp");
     std::fs::write(&tmp, page)
         .and_then(|_| std::fs::rename(&tmp, &a.output))
@@ -579,16 +581,10 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         r => r?,
     };
     let wrote = materialize(&g, &store, &opts, &summary, !a.json)?;
-    let o = a.common.overlay();
-    if wrote > 0 && !o.is_empty() {
+    let overrides = a.common.overrides();
+    if wrote > 0 && !overrides.is_empty() {
         // Exported files carry no trace of the overrides in their text (their JSON's keys do): say so here.
-        let opts: Vec<String> = o
-            .configs
-            .iter()
-            .map(|c| format!("--config {}", spec::source::display_path(c)))
-            .chain(o.sets.iter().map(|s| format!("--set {s}")))
-            .collect();
-        eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", opts.join(" "));
+        eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
     }
     if summary.failed.is_empty() {
         Ok(exit::OK)
