@@ -71,6 +71,13 @@ fn a_second_store_fetches_what_the_first_published() {
     assert!(out.contains("\"event\":\"fetched\",\"id\":\"a\"") && out.contains("\"artifact\":"), "the digest is in the event: {out}");
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--json"]);
     assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"], "{out}");
+    // The fetched records keep what computing took in s1 (`a` sleeps 300 ms), not the copy's milliseconds.
+    let last_ms = |store: &str| {
+        let (_, st) = pf(d.path(), &["status", "p.toml", "--store", store, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&st[..st.rfind(']').unwrap() + 1]).unwrap();
+        v.as_array().unwrap().iter().find(|n| n["id"] == "a").unwrap()["last_ms"].as_u64().unwrap()
+    };
+    assert!(last_ms("s2") >= 300 && last_ms("s2") == last_ms("s1"), "{} vs {}", last_ms("s2"), last_ms("s1"));
     assert_eq!(pf(d.path(), &["verify", "--store", "s2"]).0, 0);
     let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
     assert!(code == 0 && out.contains("0 damaged"), "{out}");

@@ -83,21 +83,6 @@ pub fn node_env(g: &Graph, i: usize, env: &BTreeMap<String, String>) -> BTreeMap
     e
 }
 
-/// The parameters a key covers: all but the `Path` ones (where a dataset or checkpoint is), whose content the
-/// key covers instead ([`crate::stage::Stage::external_digest`]); so data moved to another folder or disk, or
-/// mounted elsewhere on a teammate's machine, keeps its key and everything computed from it.
-pub fn keyed_params(stage: &dyn crate::stage::Stage, params: &serde_json::Value) -> serde_json::Value {
-    let mut p = params.clone();
-    if let Some(m) = p.as_object_mut() {
-        for spec in stage.params() {
-            if matches!(spec.ty, crate::stage::ParamType::Path) {
-                m.remove(spec.name);
-            }
-        }
-    }
-    p
-}
-
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; `Err(pending ids)` otherwise.
 pub fn fingerprint(
     g: &Graph,
@@ -131,7 +116,7 @@ pub fn fingerprint(
     Ok(Ok(Fingerprint {
         kind: n.stage.kind().to_string(),
         version: n.stage.version_for(&n.params, &env),
-        params: keyed_params(n.stage.as_ref(), &n.params),
+        params: n.keyed.clone(),
         inputs,
         env,
         external,
@@ -217,6 +202,19 @@ pub fn assess_all(
     assess_with(g, sel, store, index, env, &Externals::of(store), forced)
 }
 
+/// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once).
+pub fn assess_with(
+    g: &Graph,
+    sel: &[usize],
+    store: &Store,
+    index: &Index,
+    env: &BTreeMap<String, String>,
+    externals: &Externals,
+    forced: &dyn Fn(usize) -> bool,
+) -> BTreeMap<usize, Assessment> {
+    assess_inner(g, sel, store, index, env, externals, forced, None)
+}
+
 /// [`assess_all`] seen from a run that fetches from `cache`: a stale node the cache holds is marked
 /// [`Assessment::in_cache`], and its entry's artifact digest keys the nodes downstream, so a whole chain a
 /// teammate published shows as fetched, not just its first node.
@@ -229,26 +227,11 @@ pub fn assess_cached(
     forced: &dyn Fn(usize) -> bool,
     cache: &dyn crate::store::cache::ArtifactCache,
 ) -> BTreeMap<usize, Assessment> {
-    let externals = Externals::of(store);
-    let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
-    for &i in sel {
-        let fp = {
-            let lookup = |u: usize| {
-                out.get(&u).and_then(|a| a.manifest.as_ref().or(a.in_cache.as_ref().map(|e| &e.manifest)).map(|m| m.digest.clone()))
-            };
-            fingerprint(g, i, env, &externals, &lookup)
-        };
-        let mut a = decide(g, i, fp, store, index, forced(i));
-        if a.state != State::Fresh && !forced(i) {
-            a.in_cache = a.key.as_deref().and_then(|k| cache.lookup(k).ok().flatten());
-        }
-        out.insert(i, a);
-    }
-    out
+    assess_inner(g, sel, store, index, env, &Externals::of(store), forced, Some(cache))
 }
 
-/// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once).
-pub fn assess_with(
+#[allow(clippy::too_many_arguments)]
+fn assess_inner(
     g: &Graph,
     sel: &[usize],
     store: &Store,
@@ -256,14 +239,21 @@ pub fn assess_with(
     env: &BTreeMap<String, String>,
     externals: &Externals,
     forced: &dyn Fn(usize) -> bool,
+    cache: Option<&dyn crate::store::cache::ArtifactCache>,
 ) -> BTreeMap<usize, Assessment> {
     let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
     for &i in sel {
         let fp = {
-            let lookup = |u: usize| out.get(&u).and_then(|a| a.manifest.as_ref().map(|m| m.digest.clone()));
+            // A fresh upstream's artifact digest, or the digest of the cache entry a run would fetch.
+            let lookup = |u: usize| {
+                out.get(&u).and_then(|a| a.manifest.as_ref().or(a.in_cache.as_ref().map(|e| &e.manifest)).map(|m| m.digest.clone()))
+            };
             fingerprint(g, i, env, externals, &lookup)
         };
-        let a = decide(g, i, fp, store, index, forced(i));
+        let mut a = decide(g, i, fp, store, index, forced(i));
+        if let Some(cache) = cache.filter(|_| a.state != State::Fresh && !forced(i)) {
+            a.in_cache = a.key.as_deref().and_then(|k| cache.lookup(k).ok().flatten());
+        }
         out.insert(i, a);
     }
     out

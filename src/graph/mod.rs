@@ -19,6 +19,10 @@ pub struct GNode {
     pub stage: Arc<dyn Stage>,
     /// Canonical parameters with defaults filled.
     pub params: serde_json::Value,
+    /// The parameters its key covers: `params` without the `Path` ones (where a dataset or checkpoint is), whose
+    /// content the key covers instead ([`crate::stage::Stage::external_digest`]): data moved to another disk, or
+    /// mounted elsewhere on a teammate's machine, keeps its key. Computed once, here.
+    pub keyed: serde_json::Value,
     /// Slot → upstream node indices.
     pub inputs: BTreeMap<String, Vec<usize>>,
     /// Directory of the declaring file.
@@ -255,9 +259,16 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }
+        let mut keyed = params.clone();
+        if let Some(m) = keyed.as_object_mut() {
+            specs.iter().filter(|s| matches!(s.ty, crate::stage::ParamType::Path)).for_each(|s| {
+                m.remove(s.name);
+            });
+        }
         nodes.push(GNode {
             id: n.id.clone(),
             stage: stage.clone(),
+            keyed,
             params,
             inputs,
             base_dir: n.base_dir.clone(),

@@ -551,25 +551,20 @@ impl Stage for TrainStage {
         let field = |t: &Value, k: &str| t.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
         let budgets: Vec<usize> = tasks.iter().map(|(_, t)| field(t, "steps")).collect();
         let total_steps = (p.optim.total_steps > 0).then_some(p.optim.total_steps);
-        let updates = crate::train::schedule::plan(p.schedule, &budgets, total_steps, p.schedule_seed);
-        let total = updates.len();
-        let mut counts = vec![0usize; tasks.len()];
-        updates.iter().flatten().for_each(|&j| counts[j] += 1);
         let groups: Vec<(usize, Option<&str>)> = tasks
             .iter()
             .map(|(_, t)| (field(t, "warmup"), t.get("warmup_group").and_then(Value::as_str).filter(|g| !g.is_empty())))
             .collect();
-        let mut warmup = crate::train::schedule::global_warmup(&groups);
-        let budget: usize = budgets.iter().sum();
-        if total != budget {
-            warmup = ((warmup as f64) * total as f64 / budget.max(1) as f64).round() as usize;
-        }
+        let (updates, warmup) = crate::train::schedule::run_plan(p.schedule, &budgets, &groups, total_steps, p.schedule_seed);
+        let total = updates.len();
+        let mut counts = vec![0usize; tasks.len()];
+        updates.iter().flatten().for_each(|&j| counts[j] += 1);
         let thousands = |n: usize| crate::tables::group_digits(n as u64);
         let kind = if self.multi { format!("{}, ", serde_json::to_value(p.schedule).ok()?.as_str()?) } else { String::new() };
         let mut text = format!(
             "schedule: {kind}{} updates, one global warmup of {} then a cosine to 0{}; the LR of an update is that schedule × the peak LR of its task",
             thousands(total),
-            thousands(warmup.min(total)),
+            thousands(warmup),
             if p.optim.wrap_last { " (the last update at the full peak, Scenic's wrap)" } else { "" },
         );
         for (j, (id, t)) in tasks.iter().enumerate() {

@@ -6,7 +6,7 @@ use super::batch::{augment, next_indices, Augment, Cursor, SplitData};
 use super::metrics::{loss, mean_ap, topk, Loss};
 use super::optim::{LossScaler, OptKind, SharedOptimizer};
 use super::prefetch::Prefetch;
-use super::schedule::{global_warmup, plan, LrSchedule, Schedule};
+use super::schedule::{run_plan, LrSchedule, Schedule};
 use crate::model::block::{Arith, DropMasks};
 use crate::model::checkpoint::{load_into, named_tensors, HostTensor};
 use crate::model::{ModelConfig, PolyVit};
@@ -499,17 +499,11 @@ pub fn run<B: AutodiffBackend>(
         reductions_cover::<B>(cfg, tasks, d, crate::model::gpu_fused::enabled())?;
     }
     let budgets: Vec<usize> = tasks.iter().map(|t| t.steps).collect();
-    let updates = plan(cfg.schedule, &budgets, cfg.total_steps, cfg.schedule_seed);
-    let total = updates.len();
     let warmups: Vec<(usize, Option<&str>)> = tasks.iter().map(|t| (t.warmup, t.warmup_group.as_deref())).collect();
-    let mut warmup = global_warmup(&warmups);
-    let budget: usize = budgets.iter().sum();
-    if total != budget {
-        // Accumulate makes Σ U_j / T updates, and `total_steps` sets another total: the warmup keeps the same
-        // share of the run's updates as it has of Σ U_j (a shortened run would otherwise be mostly warmup).
-        warmup = ((warmup as f64) * total as f64 / budget.max(1) as f64).round() as usize;
-    }
-    let lr_sched = LrSchedule { total, warmup: warmup.min(total), wrap_last: cfg.wrap_last };
+    // A run shorter than Σ U_j (accumulate, `total_steps`) keeps the warmup's share of it.
+    let (updates, warmup) = run_plan(cfg.schedule, &budgets, &warmups, cfg.total_steps, cfg.schedule_seed);
+    let total = updates.len();
+    let lr_sched = LrSchedule { total, warmup, wrap_last: cfg.wrap_last };
     let mut model = PolyVit::<B>::new(&cfg.model, cfg.seed, device);
     let mut opt = SharedOptimizer::<B>::new(cfg.optimizer, cfg.clip);
     let arith = match (cfg.bf16, cfg.f16) {

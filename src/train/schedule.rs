@@ -93,6 +93,25 @@ pub fn scale_budgets(budgets: &[usize], total: usize) -> Vec<usize> {
     out
 }
 
+/// A run's updates (the task indices of each, from [`plan`]) and its global warmup ([`global_warmup`] of the
+/// tasks' `(warmup, group)`), scaled by the share of Σ U_j the run makes when that is not all of it (`accumulate`
+/// makes Σ U_j / T updates, `total_steps` sets another total), at most the run's length.
+pub fn run_plan(
+    schedule: Schedule,
+    budgets: &[usize],
+    warmups: &[(usize, Option<&str>)],
+    total: Option<usize>,
+    seed: u64,
+) -> (Vec<Vec<usize>>, usize) {
+    let updates = plan(schedule, budgets, total, seed);
+    let (n, budget) = (updates.len(), budgets.iter().sum::<usize>());
+    let mut warmup = global_warmup(warmups);
+    if n != budget {
+        warmup = ((warmup as f64) * n as f64 / budget.max(1) as f64).round() as usize;
+    }
+    (updates, warmup.min(n))
+}
+
 /// The global warmup of a co-training run, from each task's `(warmup, warmup group)`: a group (e.g. the paper's
 /// image tasks, whose single-task warmups Scenic replaces by one shared 500-step warmup) counts once, with its
 /// largest warmup; a task without a group adds its own. With no groups this is the plain sum Σ W_j.
