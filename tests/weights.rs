@@ -77,29 +77,55 @@ fn a_timm_checkpoint_initialises_training_and_the_initial_model() {
 }
 
 #[test]
-fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor() {
+fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor_before_anything_runs() {
     let d = tempfile::tempdir().unwrap();
     pipeline(d.path());
-    // Two blocks for a four-block model.
+    // Two blocks for a four-block model: found from the checkpoint's header and the declared tasks, by `plan`
+    // as by `run`, before the dataset is ingested.
     timm_vit(&d.path().join("vit.safetensors"), 64, 2, 128, 8, 2);
-    let (code, _, err) = pf(d.path(), &["run", "p.toml", "ft", "--set", LIMIT]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("2 blocks") && err.contains("blocks.1"), "{err}");
-    // A ViT of another width: the weights node accepts it (it is a ViT); the model says which tensor is off.
+    for cmd in ["plan", "run"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "ft", "--set", LIMIT]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("2 blocks") && err.contains("blocks.1") && err.contains("nothing was run"), "{err}");
+        assert!(err.contains("set `dim = 64`, `depth = 2`, `mlp = 128`"), "{err}");
+        assert!(err.contains("`ft` (train") && err.contains("`init`"), "{err}");
+    }
+    assert!(!d.path().join(".polyflow").exists(), "a refused run opened the store");
+    // A ViT of another width: the weights node accepts it (it is a ViT); the model says what is off.
     timm_vit(&d.path().join("vit.safetensors"), 32, 4, 128, 8, 2);
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "feat", "--set", LIMIT]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("patch_embed.proj.weight") && err.contains("[32, 3, 8, 8]"), "{err}");
-    // Not a ViT at all.
+    assert!(err.contains("`feat` (features") && err.contains("width 32") && err.contains("the model width 64"), "{err}");
+    // 16×16 patches for the model's 8×8: the tokenizer named, and the parameter to change.
+    timm_vit(&d.path().join("vit.safetensors"), 64, 4, 128, 16, 2);
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("image tokenizer's patch is [8, 8]×3") && err.contains("16×16×3") && err.contains("set `image_patch = [16, 16]`"), "{err}");
+    assert_eq!(err.matches("does not fit the model").count(), 2, "ft and feat: {err}");
+    // With the matching patch, it plans.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT, "--set", "ft.image_patch=[16,16]", "--set", "feat.image_patch=[16,16]"]);
+    assert_eq!(code, 0, "{err}");
+    // A download cut short: its header is whole, its tensors are not.
+    timm_vit(&d.path().join("vit.safetensors"), 64, 4, 128, 8, 2);
+    let full = std::fs::metadata(d.path().join("vit.safetensors")).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(d.path().join("vit.safetensors")).unwrap().set_len(full - 1000).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("vit.safetensors: truncated") && err.contains("interrupted download"), "{err}");
+    // Not a ViT at all: `weights` refuses it before running, from the header.
     let mut w = std::collections::BTreeMap::new();
     w.insert("conv1.weight".to_string(), HostTensor { shape: vec![4, 3, 3, 3], data: vec![0.0; 108] });
     std::fs::write(d.path().join("vit.safetensors"), to_safetensors(&w)).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "vit", "--set", LIMIT]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("not a timm ViT") && err.contains("patch_embed.proj.weight"), "{err}");
-    // Not even safetensors.
+    assert!(err.contains("not a timm ViT") && err.contains("patch_embed.proj.weight") && err.contains("nothing was run"), "{err}");
+    // Not even safetensors: named by what it is.
     std::fs::write(d.path().join("vit.safetensors"), b"hello").unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "vit", "--set", LIMIT]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("vit.safetensors") && err.contains("safetensors"), "{err}");
+    std::fs::write(d.path().join("vit.safetensors"), [0x80, 0x02, 0x7d, 0x71, 0, 0, 0, 0, 0, 0]).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "vit", "--set", LIMIT]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Python pickle"), "{err}");
 }

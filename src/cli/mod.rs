@@ -381,9 +381,17 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
 pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
     let mut problems = vec![];
     let computed = computed_elsewhere(g, c, env);
-    for i in g.select(targets)? {
+    let sel = g.select(targets)?;
+    // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
+    // checkpoint does not fit is found here, not after ingestion.
+    let decls = graph::declarations(g, &sel);
+    for i in sel {
         let n = &g.nodes[i];
-        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env));
+        let declared = || match graph::declared_inputs(g, i, &decls) {
+            Some(inputs) => n.stage.check_declared(&n.params, &inputs),
+            None => Ok(()),
+        };
+        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env)).and_then(|()| declared());
         // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
         // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
         if matches!(&checked, Err(p) if !p.by_param && p.param == "backend") && computed(i) {

@@ -403,23 +403,31 @@ impl Graph {
 }
 
 /// Each selected node's [`crate::stage::Stage::declare`] value, computed in topological order from its
-/// parameters and its inputs' declarations (a node with an undeclared input has none). Reads nothing.
+/// parameters and its inputs' declarations (a node with an undeclared input has none). Reads no data (at most a
+/// file's header).
 pub fn declarations(g: &Graph, sel: &[usize]) -> HashMap<usize, serde_json::Value> {
     let mut out: HashMap<usize, serde_json::Value> = HashMap::new();
     for &i in sel {
         let n = &g.nodes[i];
-        let mut inputs = BTreeMap::new();
-        let mut complete = true;
-        for (slot, ups) in &n.inputs {
-            let ds: Vec<serde_json::Value> = ups.iter().filter_map(|u| out.get(u).cloned()).collect();
-            complete &= ds.len() == ups.len();
-            inputs.insert(slot.clone(), ds);
-        }
-        if let Some(d) = complete.then(|| n.stage.declare(&n.params, &inputs)).flatten() {
+        if let Some(d) = declared_inputs(g, i, &out).and_then(|inputs| n.stage.declare(&n.params, &n.base_dir, &inputs)) {
             out.insert(i, d);
         }
     }
     out
+}
+
+/// The declarations of node `i`'s inputs per slot, from `decls` ([`declarations`]); `None` unless every input
+/// of every slot is declared.
+pub fn declared_inputs(
+    g: &Graph,
+    i: usize,
+    decls: &HashMap<usize, serde_json::Value>,
+) -> Option<BTreeMap<String, Vec<serde_json::Value>>> {
+    g.nodes[i]
+        .inputs
+        .iter()
+        .map(|(slot, ups)| Some((slot.clone(), ups.iter().map(|u| decls.get(u).cloned()).collect::<Option<Vec<_>>>()?)))
+        .collect()
 }
 
 mod render;

@@ -11,7 +11,7 @@
 //! - `norm` → the shared final LayerNorm; `head` is not restored (heads keep their own init).
 
 use super::checkpoint::HostTensor;
-use super::config::{Modality, ModelConfig};
+use super::config::{Modality, ModelConfig, Size};
 use super::tokenizer::as_3d;
 use std::collections::BTreeMap;
 
@@ -71,6 +71,91 @@ pub fn resize_grid(src: &[f32], gh: usize, gw: usize, d: usize, oh: usize, ow: u
     out
 }
 
+/// What a timm ViT checkpoint is: the geometry read from its tensors' shapes (`weights.json` records it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VitInfo {
+    /// Checkpoint naming scheme (`timm`).
+    pub format: String,
+    /// Hidden size D.
+    pub dim: usize,
+    /// Number of blocks L.
+    pub depth: usize,
+    /// MLP size.
+    pub mlp: usize,
+    /// Patch `[h, w]`.
+    pub patch: [usize; 2],
+    /// Input channels.
+    pub channels: usize,
+    /// Side of the square position grid it was trained with (14 for 224² at patch 16).
+    pub grid: usize,
+}
+
+/// Whether a checkpoint of geometry `info` can initialise the model `cfg`: the same width, depth and MLP size,
+/// and every tokenizer's spatial patch and channels as the checkpoint's patch embedding (the position grid is
+/// resized, so any input size fits). `Err` says what differs and what to change.
+pub fn fits(info: &VitInfo, cfg: &ModelConfig) -> Result<(), String> {
+    let s = cfg.size;
+    if (info.dim, info.depth, info.mlp) != (s.dim, s.depth, s.mlp) {
+        let preset = ["Ti", "S", "B", "L"]
+            .into_iter()
+            .find(|n| Size::preset(n).is_some_and(|p| (p.dim, p.depth, p.mlp) == (info.dim, info.depth, info.mlp)));
+        let todo = match preset {
+            Some(n) => format!("set `size = \"{n}\"` (and no `dim`, `depth`, `mlp` overrides)"),
+            None => format!("set `dim = {}`, `depth = {}`, `mlp = {}`", info.dim, info.depth, info.mlp),
+        };
+        return Err(format!(
+            "the checkpoint is a ViT of width {}, {} blocks, MLP {} (`patch_embed.proj.weight` [{}, …], `blocks.0` … `blocks.{}`), \
+             the model width {}, {} blocks, MLP {}: {todo}",
+            info.dim,
+            info.depth,
+            info.mlp,
+            info.dim,
+            info.depth.saturating_sub(1),
+            s.dim,
+            s.depth,
+            s.mlp
+        ));
+    }
+    for (m, geo) in &cfg.geometry {
+        let (_, patch) = as_3d(*m, geo);
+        if patch[1..] != info.patch || geo.channels != info.channels {
+            let [ph, pw] = info.patch;
+            let set = match m {
+                Modality::Video => format!("`video_patch = [{}, {ph}, {pw}]`", patch[0]),
+                _ => format!("`{}_patch = [{ph}, {pw}]`", m.name()),
+            };
+            let set = if geo.channels == info.channels { set } else { format!("{set}, `channels = {}`", info.channels) };
+            return Err(format!(
+                "the {} tokenizer's patch is {:?}×{} channels, the checkpoint's {ph}×{pw}×{}: set {set}",
+                m.name(),
+                &patch[1..],
+                geo.channels,
+                info.channels
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The geometry of timm ViT tensors `src`, from the patch embedding, the position grid, the block count and the
+/// first MLP (the shapes of the rest are checked when the `weights` node reads the file).
+fn info_of(src: &BTreeMap<String, HostTensor>) -> Result<VitInfo, String> {
+    let get = |k: &str| src.get(k).ok_or_else(|| format!("timm checkpoint lacks `{k}`"));
+    let pw = get("patch_embed.proj.weight")?; // [D, C, ph, pw]
+    let &[dim, channels, ph, pwid] = pw.shape.as_slice() else {
+        return Err(format!("`patch_embed.proj.weight` is {:?}, expected [D, C, ph, pw]", pw.shape));
+    };
+    let pos = get("pos_embed")?; // [1, 1 + g*g, D]
+    let n_pos = pos.shape.get(1).copied().unwrap_or(0).saturating_sub(1);
+    let grid = (n_pos as f64).sqrt() as usize;
+    if grid * grid != n_pos || n_pos == 0 || pos.shape.len() != 3 || pos.shape[2] != dim {
+        return Err(format!("`pos_embed` is {:?}, expected [1, 1 + g², {dim}] (a class token and a square grid)", pos.shape));
+    }
+    let depth = (0..).take_while(|i| src.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
+    let mlp = get("blocks.0.mlp.fc1.weight")?.shape.first().copied().unwrap_or(0);
+    Ok(VitInfo { format: "timm".into(), dim, depth, mlp, patch: [ph, pwid], channels, grid })
+}
+
 /// Maps a timm ViT state dict onto `cfg`'s parameter names. Returns our named tensors (heads excluded).
 pub fn from_timm(
     src: &BTreeMap<String, HostTensor>,
@@ -79,39 +164,15 @@ pub fn from_timm(
 ) -> Result<BTreeMap<String, HostTensor>, String> {
     let get = |k: &str| src.get(k).ok_or_else(|| format!("timm checkpoint lacks `{k}`"));
     let d = cfg.size.dim;
+    let info = info_of(src)?;
+    fits(&info, cfg)?;
     let mut out = BTreeMap::new();
     let pw = get("patch_embed.proj.weight")?; // [D, C, ph, pw]
-    if pw.shape.len() != 4 || pw.shape[0] != d {
-        return Err(format!("`patch_embed.proj.weight` is {:?}, expected [{d}, C, ph, pw]", pw.shape));
-    }
-    let (c_in, kh, kw) = (pw.shape[1], pw.shape[2], pw.shape[3]);
-    let depth = (0..).take_while(|i| src.contains_key(&format!("blocks.{i}.norm1.weight"))).count();
-    if depth != cfg.size.depth {
-        return Err(format!("the checkpoint has {depth} blocks (`blocks.0` … `blocks.{}`), the model {}: use the size that matches it (B/16: size = \"B\", L/16: size = \"L\")", depth.saturating_sub(1), cfg.size.depth));
-    }
-    let fc1 = get("blocks.0.mlp.fc1.weight")?;
-    if fc1.shape != [cfg.size.mlp, d] {
-        return Err(format!(
-            "`blocks.0.mlp.fc1.weight` is {:?}, the model needs [{}, {d}] (MLP size {})",
-            fc1.shape, cfg.size.mlp, cfg.size.mlp
-        ));
-    }
+    let (c_in, kh, kw) = (info.channels, info.patch[0], info.patch[1]);
     let pos = get("pos_embed")?; // [1, 1 + g*g, D]
-    let n_pos = pos.shape[1] - 1;
-    let g = (n_pos as f64).sqrt() as usize;
-    if g * g != n_pos {
-        return Err(format!("`pos_embed` grid of {n_pos} tokens is not square"));
-    }
+    let g = info.grid;
     for (ti, (m, geo)) in cfg.geometry.iter().enumerate() {
         let (input, patch) = as_3d(*m, geo);
-        if patch[1] != kh || patch[2] != kw || geo.channels != c_in {
-            return Err(format!(
-                "{} tokenizer patch {:?}×{} channels does not match the checkpoint's {kh}×{kw}×{c_in}",
-                m.name(),
-                &patch[1..],
-                geo.channels
-            ));
-        }
         let pt = patch[0];
         let plen = c_in * pt * kh * kw;
         // Ours: [plen, D] with patch order (c, t, h, w).

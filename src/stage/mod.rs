@@ -211,11 +211,23 @@ pub trait Stage: Send + Sync + 'static {
         Ok(())
     }
     /// What the node's artifact will be, from its parameters and its inputs' declarations alone, with no data
-    /// read (e.g. a dataset's declared class count, a preprocessing node's tensor shape): lets
-    /// [`Stage::report_declared`] work before anything ran. `None` where only running can tell. `inputs` holds
-    /// a declaration for every input of every slot.
-    fn declare(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    /// read (e.g. a dataset's declared class count, a preprocessing node's tensor shape) or at most a file's
+    /// header (a checkpoint's geometry, its paths relative to `base_dir`): lets [`Stage::report_declared`] and
+    /// [`Stage::check_declared`] work before anything ran. `None` where only running can tell. `inputs` holds a
+    /// declaration for every input of every slot.
+    fn declare(
+        &self,
+        _params: &serde_json::Value,
+        _base_dir: &Path,
+        _inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         None
+    }
+    /// Checks of the parameters against what the inputs will be (their [`Stage::declare`] values, every input of
+    /// every slot declared), done with [`Stage::preflight`] before anything runs: e.g. a pretrained checkpoint
+    /// whose width or patch size does not fit the model, found before hours of ingestion rather than after.
+    fn check_declared(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Result<(), Problem> {
+        Ok(())
     }
     /// What the node will do that only its inputs' parameters tell (e.g. a co-training run's schedule from its
     /// tasks' budgets, warmups and learning rates), for `show` before anything runs. `inputs` holds the id and

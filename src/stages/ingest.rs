@@ -546,7 +546,7 @@ impl Stage for DatasetStage {
         }
         Ok(())
     }
-    fn declare(&self, params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(&self, params: &serde_json::Value, _base: &std::path::Path, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
         // Parameters that do not parse declare nothing (validation reports them).
         let p: DatasetParams = parse(params).ok()?;
         let known = match p.format {
@@ -555,7 +555,8 @@ impl Stage for DatasetStage {
             Format::Cifar100 => 100,
             _ => 0,
         };
-        let classes = [p.classes.len(), p.num_classes, known].into_iter().find(|&n| n > 0)?;
+        // 0: not declared (read from the data when it is ingested); the modality is known regardless.
+        let classes = [p.classes.len(), p.num_classes, known].into_iter().find(|&n| n > 0).unwrap_or(0);
         let multilabel = p.multilabel || p.format == Format::Audioset;
         Some(json!({"modality": p.format.modality(), "classes": classes, "multilabel": multilabel}))
     }

@@ -147,6 +147,15 @@ impl Stage for FeaturesStage {
     fn validate(&self, params: &Value) -> Result<(), (String, String)> {
         parse_checked::<FeaturesParams>(params, &self.params()).map(|_| ())
     }
+    fn check_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), crate::stage::Problem> {
+        // The checkpoint is the initial model only without a trained `model` input (whose encoder is used).
+        let (Some(task), Ok(p)) = (inputs.get("task"), parse::<FeaturesParams>(params)) else { return Ok(()) };
+        if inputs.get("model").is_some_and(|m| !m.is_empty()) {
+            return Ok(());
+        }
+        let cfg = super::training::declared_config(&p.model, task).map_err(|e| crate::stage::Problem::installation("task", e.message))?;
+        super::training::check_init_fits(&cfg, inputs)
+    }
     fn describe(&self, a: &InputArtifact, _out: &std::path::Path) -> Result<String, StageError> {
         let info: Value = a.json("features.json")?;
         Ok(serde_json::to_string_pretty(&info).unwrap_or_default())

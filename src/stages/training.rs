@@ -9,7 +9,8 @@ use super::modelspec::{load_task, model_config, model_params, Gelu, LoadedTask, 
 use crate::model::checkpoint::{from_safetensors, to_safetensors, HostTensor};
 use crate::model::count::count;
 use crate::model::device::{Backend, BackendJob};
-use crate::model::import::{from_timm, Inflation};
+use crate::model::import::{fits, from_timm, Inflation, VitInfo};
+use crate::model::ModelConfig;
 use crate::stage::{
     choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Problem, Progress, Resources, Stage, StageCtx,
     StageError,
@@ -609,7 +610,17 @@ impl Stage for TrainStage {
     }
     fn report_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Option<Result<Value, StageError>> {
         let tasks = inputs.get(self.slot())?;
+        // A task whose class count is not declared: the heads' sizes are known once its data is read.
+        if tasks.iter().any(|t| t["spec"]["classes"].as_array().is_none_or(Vec::is_empty)) {
+            return None;
+        }
         Some(self.read(params).and_then(|p| declared_count(&p.model, tasks)))
+    }
+    fn check_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
+        // Parameters that do not parse are validation's to report.
+        let (Some(tasks), Ok(p)) = (inputs.get(self.slot()), self.read(params)) else { return Ok(()) };
+        let cfg = declared_config(&p.model, tasks).map_err(|e| Problem::installation(self.slot(), e.message))?;
+        check_init_fits(&cfg, inputs)
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p = self.read(ctx.params)?;
@@ -742,6 +753,11 @@ fn encoder_of(a: &InputArtifact, model: &crate::model::ModelConfig) -> Result<BT
 /// Parameter counts of the model that `params` builds for tasks known only by their declarations
 /// (`{"spec": TaskSpec, "shape": [C, T, H, W]}`), e.g. the paper's nine tasks before any data exists.
 pub fn declared_count(params: &ModelParams, tasks: &[Value]) -> Result<Value, StageError> {
+    Ok(serde_json::to_value(count(&declared_config(params, tasks)?)).unwrap_or_default())
+}
+
+/// The model `params` builds for tasks known only by their declarations (see [`declared_count`]).
+pub fn declared_config(params: &ModelParams, tasks: &[Value]) -> Result<ModelConfig, StageError> {
     let mut specs = vec![];
     for (i, d) in tasks.iter().enumerate() {
         let mut spec: crate::stages::task::TaskSpec =
@@ -753,8 +769,18 @@ pub fn declared_count(params: &ModelParams, tasks: &[Value]) -> Result<Value, St
         specs.push((spec, shape));
     }
     let refs: Vec<_> = specs.iter().map(|(s, sh)| (s, *sh)).collect();
-    let cfg = model_config(params, &refs)?;
-    Ok(serde_json::to_value(count(&cfg)).unwrap_or_default())
+    model_config(params, &refs)
+}
+
+/// Whether the checkpoint an `init` input declares (a `weights` node's `{"vit": VitInfo}`) fits `cfg`, the model
+/// built from the declared tasks: a [`Problem`] of `init` where it does not. No check without a declared
+/// checkpoint (none, or a trained `model`).
+pub fn check_init_fits(cfg: &ModelConfig, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
+    let declared = inputs.get("init").and_then(|v| v.first()).and_then(|d| serde_json::from_value::<VitInfo>(d["vit"].clone()).ok());
+    match declared {
+        Some(info) => fits(&info, cfg).map_err(|e| Problem::installation("init", format!("(the pretrained checkpoint) does not fit the model: {e}"))),
+        None => Ok(()),
+    }
 }
 
 fn write_model(

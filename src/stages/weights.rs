@@ -8,7 +8,7 @@ use crate::model::checkpoint::{from_safetensors, HostTensor};
 use crate::stage::{
     choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Problem, Stage, StageCtx, StageError,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,27 +16,10 @@ use std::path::Path;
 /// `weights`.
 pub struct WeightsStage;
 
-/// What `weights.json` records about an imported ViT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VitInfo {
-    /// Checkpoint naming scheme (`timm`).
-    pub format: String,
-    /// Hidden size D.
-    pub dim: usize,
-    /// Number of blocks L.
-    pub depth: usize,
-    /// MLP size.
-    pub mlp: usize,
-    /// Patch `[h, w]`.
-    pub patch: [usize; 2],
-    /// Input channels.
-    pub channels: usize,
-    /// Side of the square position grid it was trained with (14 for 224² at patch 16).
-    pub grid: usize,
-}
+pub use crate::model::import::VitInfo;
 
-fn shape_of<'a>(w: &'a BTreeMap<String, HostTensor>, name: &str, file: &str) -> Result<&'a [usize], StageError> {
-    w.get(name).map(|t| t.shape.as_slice()).ok_or_else(|| {
+fn shape_of<'a>(w: &'a BTreeMap<String, Vec<usize>>, name: &str, file: &str) -> Result<&'a [usize], StageError> {
+    w.get(name).map(Vec::as_slice).ok_or_else(|| {
         StageError::input(format!(
             "{file}: not a timm ViT checkpoint: no tensor `{name}` (a timm ViT has patch_embed.proj, cls_token, pos_embed, blocks.N.*, norm); export it with timm's `save_file(model.state_dict(), …)`"
         ))
@@ -109,10 +92,66 @@ fn unused(name: &str) -> bool {
     name.starts_with("head.") || name.starts_with("pre_logits.") || name.starts_with("head_dist.")
 }
 
-/// Checks that `w` is a timm-named ViT and describes it: the geometry is read from the patch embedding, the
-/// position grid, the block count and the first MLP, then every tensor of [`timm_layout`] must be there with its
-/// shape.
+/// The tensor shapes of safetensors file `path` (shown as `shown`), read from its header alone: the first
+/// 8 + n bytes, however large the file. A file that is not safetensors is named by what it is.
+fn header_shapes(path: &Path, shown: &str) -> Result<BTreeMap<String, Vec<usize>>, StageError> {
+    use std::io::Read;
+    let not = |why: String| StageError::input(format!("{shown}: {why}"));
+    let mut f = std::fs::File::open(path).map_err(|e| not(e.to_string()))?;
+    let mut head = [0u8; 8];
+    f.read_exact(&mut head).map_err(|_| not("not a safetensors file: shorter than its 8-byte header length".into()))?;
+    let refuse = |head: &[u8]| match other_format(head) {
+        Some(what) => not(format!("not a safetensors file but {what}")),
+        None => not("not a safetensors file: its header is not a JSON table of tensors".into()),
+    };
+    let n = u64::from_le_bytes(head);
+    // safetensors caps headers at 100 MB.
+    if n > 100_000_000 {
+        return Err(refuse(&head));
+    }
+    let mut json = vec![0u8; n as usize];
+    f.read_exact(&mut json).map_err(|_| refuse(&head))?;
+    let table: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&json).map_err(|_| refuse(&head))?;
+    let mut shapes = BTreeMap::new();
+    let mut end = 0u64;
+    for (name, t) in table.into_iter().filter(|(n, _)| n != "__metadata__") {
+        let shape = serde_json::from_value(t["shape"].clone()).map_err(|_| refuse(&head))?;
+        end = end.max(t["data_offsets"][1].as_u64().unwrap_or(0));
+        shapes.insert(name, shape);
+    }
+    // A download cut short keeps its header: say so now rather than after hours of preprocessing.
+    let len = f.metadata().map_err(|e| not(e.to_string()))?.len();
+    if len < 8 + n + end {
+        return Err(not(format!(
+            "truncated: its header describes {} bytes of tensors, the file holds {} (an interrupted download or copy?)",
+            end,
+            len.saturating_sub(8 + n)
+        )));
+    }
+    Ok(shapes)
+}
+
+/// Checks that `w` is a timm-named ViT and describes it: [`inspect_shapes`] of its tensors, then no tensor may
+/// hold NaN or infinity.
 pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, StageError> {
+    let shapes = w.iter().map(|(n, t)| (n.clone(), t.shape.clone())).collect();
+    let info = inspect_shapes(&shapes, file)?;
+    // Non-finite weights would only surface as a NaN loss blamed on the learning rate.
+    for (name, t) in w.iter().filter(|(n, _)| !unused(n)) {
+        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(StageError::input(format!(
+                "{file}: tensor `{name}` holds {bad} NaN or infinite value(s): the checkpoint is damaged"
+            )));
+        }
+    }
+    Ok(info)
+}
+
+/// Checks that tensors of shapes `w` are a timm-named ViT and describes it: the geometry is read from the patch
+/// embedding, the position grid, the block count and the first MLP, then every tensor of [`timm_layout`] must be
+/// there with its shape, and no other (classifier heads aside).
+pub fn inspect_shapes(w: &BTreeMap<String, Vec<usize>>, file: &str) -> Result<VitInfo, StageError> {
     if w.contains_key("fc_norm.weight") && !w.contains_key("norm.weight") {
         return Err(StageError::input(format!(
             "{file}: a global-pool ViT (`fc_norm` after average pooling, no final `norm`): PolyViT classifies from the \
@@ -157,15 +196,6 @@ pub fn inspect(w: &BTreeMap<String, HostTensor>, file: &str) -> Result<VitInfo, 
             shown.join(", "),
             if extra.len() > shown.len() { ", …" } else { "" }
         )));
-    }
-    // Non-finite weights would only surface as a NaN loss blamed on the learning rate.
-    for (name, t) in w.iter().filter(|(n, _)| known.contains(n.as_str())) {
-        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            return Err(StageError::input(format!(
-                "{file}: tensor `{name}` holds {bad} NaN or infinite value(s): the checkpoint is damaged"
-            )));
-        }
     }
     Ok(info)
 }
@@ -237,7 +267,17 @@ impl Stage for WeightsStage {
         if !file.is_file() {
             return Err(("path".to_string(), format!("`{}` is not a file", file.display())).into());
         }
+        // The header alone says whether it is a timm ViT (a pickle, a ResNet, a LayerScale variant …).
+        let shown = crate::spec::source::display_path(&file);
+        header_shapes(&file, &shown).and_then(|s| inspect_shapes(&s, &shown)).map_err(|e| ("path".to_string(), e.message))?;
         Ok(())
+    }
+    fn declare(&self, params: &serde_json::Value, base: &Path, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+        // The geometry, from the header: `train`, `cotrain` and `features` check that it fits their model.
+        let file = resolve(params, base);
+        let shown = crate::spec::source::display_path(&file);
+        let info = header_shapes(&file, &shown).and_then(|s| inspect_shapes(&s, &shown)).ok()?;
+        Some(json!({ "vit": info }))
     }
     fn external_digest(
         &self,

@@ -38,6 +38,24 @@ pub fn timm_vit(path: &Path, dim: usize, depth: usize, mlp: usize, patch: usize,
     std::fs::write(path, to_safetensors(&w)).unwrap();
 }
 
+/// A timm-named ViT checkpoint of this geometry whose tensors are all zero, written as a sparse file (its header
+/// and a length: a B/16 or L/16 checkpoint for `plan` costs no disk and no time to write).
+pub fn timm_vit_zeros(path: &Path, dim: usize, depth: usize, mlp: usize, patch: usize, grid: usize) {
+    let info = VitInfo { format: "timm".into(), dim, depth, mlp, patch: [patch, patch], channels: 3, grid };
+    let mut header = serde_json::Map::new();
+    let mut end = 0usize;
+    for (n, shape) in timm_layout(&info) {
+        let len = 4 * shape.iter().product::<usize>();
+        header.insert(n, serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [end, end + len]}));
+        end += len;
+    }
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(&header);
+    std::fs::write(path, &bytes).unwrap();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len((bytes.len() + end) as u64).unwrap();
+}
+
 /// `n` CIFAR-10 binary records (label byte + 3072 pixel bytes), deterministic.
 pub fn cifar_batch(n: usize, offset: usize) -> Vec<u8> {
     (0..n)
