@@ -53,6 +53,10 @@ fn compare_values_table_csv_json_sort_and_stale() {
     assert!(out.contains("comment") && out.contains("state"), "comment now differs: {out}");
     assert!(out.contains("—"), "{out}");
     assert!(out.contains(&format!("1 of 4 nodes not fresh (no metrics): {}", ids[2])), "{out}");
+    // The hint is the command that computes them, with the options given here.
+    assert!(out.contains(&format!("(`polyflow run p.toml {}` computes them)", ids[2])), "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "other", "--store", "elsewhere", "--set", "other.comment=\"a b\""]);
+    assert!(out.contains("(`polyflow run p.toml --store elsewhere --set 'other.comment=\"a b\"' other` computes them)"), "{out}");
     // Metrics: the bare values (`value`) and `other`'s `acc`, `loss`.
     let (code, out, _) = pf(d.path(), &["compare", "p.toml", "v", "other", "--json", "--sort", "value"]);
     assert_eq!(code, 0);
@@ -69,7 +73,7 @@ fn compare_values_table_csv_json_sort_and_stale() {
     let (code, out, _) = pf(d.path(), &["compare", "p.toml", "v", "--csv", "--sort", "value", "--ascending"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "node,state,value,value", "params then metrics: {out}");
+    assert_eq!(lines[0], "node,state,param:value,metric:value", "params then metrics, a shared name marked: {out}");
     assert_eq!(lines[1], format!("{first},fresh,0.5,0.5"));
     assert_eq!(lines[2], format!("{second},fresh,0.75,0.75"));
     assert_eq!(lines[3], format!("{},stale,0.25,", ids[2]));

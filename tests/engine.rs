@@ -132,6 +132,10 @@ fn changed_param_reruns_node_and_dependents_and_status_explains() {
     e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 2\n["));
     assert_eq!(e.reasons("a"), ["x changed 1 → 2"]);
     assert_eq!(e.reasons("b"), ["waits on a"]);
+    // A node waiting on its input still shows its own edits (they stand whatever the input becomes).
+    e.write("p.toml", &CHAIN.replace("x = 1\n[", "x = 2\n[").replace("x = 10\n", "x = 11\n"));
+    assert_eq!(e.reasons("b"), ["waits on a", "x changed 10 → 11"]);
+    assert_eq!(e.reasons("c"), ["waits on b"]);
     assert_eq!(e.run(), ["a", "b", "c"]);
     // Back to the old value: every artifact is still cached.
     e.write("p.toml", CHAIN);

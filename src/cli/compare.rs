@@ -22,14 +22,16 @@ pub struct CompareArgs {
     /// Every parameter, not only those that differ between the nodes.
     #[arg(long)]
     all: bool,
-    /// Sort the rows by this column (a metric or parameter; a unique suffix such as `digits.test.top1` is
-    /// enough), highest first.
+    /// Sort the rows by this column (a metric or parameter; a unique suffix such as `t_digits.test.top1` is
+    /// enough, and a task's `t_` may be left out: `digits.test.top1`), highest first.
     #[arg(long, value_name = "COLUMN")]
     sort: Option<String>,
     /// With `--sort`: lowest first.
     #[arg(long, requires = "sort")]
     ascending: bool,
-    /// Only the metric columns containing this text (repeatable), e.g. `--metric test.top1`.
+    /// Only the metric columns containing these whole dot-separated names (repeatable), e.g. `--metric
+    /// test.top1`, or `--metric digits.test.top1` (a task's `t_` may be left out; `digits` does not match
+    /// `spoken_digits`).
     #[arg(long = "metric", value_name = "TEXT")]
     metric: Vec<String>,
     /// CSV on stdout (raw values; missing ones empty).
@@ -38,6 +40,16 @@ pub struct CompareArgs {
     /// JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// Whether the dot-separated names of `pattern` occur in `column` as consecutive whole names, each as is or
+/// with a task's `t_` before it (`digits.test.top1` matches `tasks.t_digits.test.top1`, not
+/// `tasks.t_spoken_digits.test.top1`).
+fn segments_match(column: &str, pattern: &str) -> bool {
+    let c: Vec<&str> = column.split('.').collect();
+    let p: Vec<&str> = pattern.split('.').collect();
+    p.len() <= c.len()
+        && (0..=c.len() - p.len()).any(|k| p.iter().enumerate().all(|(j, x)| c[k + j] == *x || c[k + j].strip_prefix("t_") == Some(x)))
 }
 
 /// The nodes `names` stand for, in order, each once: a node id, else the nodes of a matrix declaration or
@@ -166,15 +178,23 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         .flat_map(|r| r.metrics.keys().cloned())
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .filter(|k| a.metric.is_empty() || a.metric.iter().any(|m| k.contains(m.as_str())))
+        .filter(|k| a.metric.is_empty() || a.metric.iter().any(|m| segments_match(k, m)))
         .collect();
+    for m in &a.metric {
+        if !mcols.iter().any(|k| segments_match(k, m)) {
+            let all: BTreeSet<String> = runs.iter().flat_map(|r| r.metrics.keys().cloned()).collect();
+            let hint = crate::spec::error::suggest(m, all.iter().map(String::as_str));
+            eprintln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
+        }
+    }
     if let Some(s) = &a.sort {
         let cols: Vec<&String> = mcols.iter().chain(pcols.iter()).collect();
         let exact = cols.iter().find(|c| c.as_str() == s.as_str()).map(|c| c.to_string());
         let col = match exact {
             Some(c) => c,
             None => {
-                let suf: Vec<&&String> = cols.iter().filter(|c| c.ends_with(&format!(".{s}"))).collect();
+                let suf: Vec<&&String> =
+                    cols.iter().filter(|c| c.ends_with(&format!(".{s}")) || c.ends_with(&format!(".t_{s}"))).collect();
                 match suf.as_slice() {
                     [c] => c.to_string(),
                     [] => {
@@ -219,10 +239,11 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
     let stale: Vec<&str> = runs.iter().filter(|r| r.state != State::Fresh).map(|r| r.id.as_str()).collect();
     let stale_note = (!stale.is_empty()).then(|| {
         format!(
-            "{} of {} nodes not fresh (no metrics): {} (`polyflow run FILE NODE…` computes them)",
+            "{} of {} nodes not fresh (no metrics): {} (`{}` computes them)",
             stale.len(),
             runs.len(),
-            stale.join(", ")
+            stale.join(", "),
+            a.common.run_command(&stale)
         )
     });
     if a.json {
@@ -246,8 +267,10 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         header.push("kind".into());
     }
     header.push("state".into());
-    header.extend(pcols.iter().cloned());
-    header.extend(mcols.iter().cloned());
+    // A name that is both a parameter and a metric (a `value` node's `value`) says which each column is.
+    let both = |k: &String| pcols.contains(k) && mcols.contains(k) || k == "node" || k == "state" || k == "kind";
+    header.extend(pcols.iter().map(|k| if both(k) { format!("param:{k}") } else { k.clone() }));
+    header.extend(mcols.iter().map(|k| if both(k) { format!("metric:{k}") } else { k.clone() }));
     let row = |r: &Run, raw: bool| -> Vec<String> {
         let mut v = vec![r.id.clone()];
         if kind_differs {
@@ -306,6 +329,16 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_patterns_match_whole_names() {
+        assert!(segments_match("tasks.t_digits.test.top1", "digits.test.top1"));
+        assert!(segments_match("tasks.t_digits.test.top1", "t_digits.test.top1"));
+        assert!(segments_match("tasks.t_digits.test.top1", "test.top1"));
+        assert!(!segments_match("tasks.t_spoken_digits.test.top1", "digits.test.top1"));
+        assert!(!segments_match("tasks.t_digits.test.top5", "test.top1"));
+        assert!(!segments_match("loss", "test.loss"));
+    }
 
     #[test]
     fn flatten_dots_objects_and_keeps_arrays() {

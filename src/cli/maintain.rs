@@ -67,7 +67,7 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &crate::exec::assess
     }
     print_runner(store, s);
     let Some(m) = &s.manifest else {
-        println!("no fresh artifact: run `polyflow run {} {}` first", c.file.display(), n.id);
+        println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
         return Ok(());
     };
     println!("artifact {} ({}, {})", &m.digest[..16], m.artifact_type, fmt_bytes(m.size()));

@@ -86,6 +86,30 @@ impl Common {
             .collect()
     }
 
+    /// The `polyflow run` command line that computes `nodes` with these options (file, profile, store when not
+    /// the default, backend when not the CPU, `--config`, `--set`), quoted for a POSIX shell: what a hint tells
+    /// the user to type, so that it computes what they were looking at.
+    pub fn run_command(&self, nodes: &[&str]) -> String {
+        let mut v = vec!["polyflow".to_string(), "run".to_string(), spec::source::display_path(&self.file)];
+        if let Some(p) = &self.profile {
+            v.extend(["--profile".to_string(), p.clone()]);
+        }
+        if self.store != std::path::Path::new(".polyflow") {
+            v.extend(["--store".to_string(), spec::source::display_path(&self.store)]);
+        }
+        if self.backend != "flex" {
+            v.extend(["--backend".to_string(), self.backend.clone()]);
+        }
+        for c in &self.config {
+            v.extend(["--config".to_string(), spec::source::display_path(c)]);
+        }
+        for s in &self.set {
+            v.extend(["--set".to_string(), s.clone()]);
+        }
+        v.extend(nodes.iter().map(|n| n.to_string()));
+        v.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    }
+
     /// The shared cache: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to publish.
     pub fn shared_cache(&self, g: &Graph, create: bool) -> Result<Option<SharedCache>, CliError> {
         let (dir, publish) = match (&self.cache, &g.pipeline.cache) {
@@ -94,6 +118,16 @@ impl Common {
             (None, None) => return Ok(None),
         };
         Ok(Some((Arc::new(open_cache(&dir, create)?), publish)))
+    }
+}
+
+/// `a` as one POSIX shell word: as is when it holds only characters no shell treats specially, else in single
+/// quotes (a quote inside as `'\''`).
+pub fn shell_quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
     }
 }
 
@@ -529,7 +563,15 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
         let index = store.index_read()?;
         exec::assess::assess_all(&g, &sel, &store, &index, &env_of(&g, &a.common.backend), &|_| false)
     };
-    let page = crate::report::render(&g, &sel, &states, &store, &spec::source::display_path(&a.common.file), &a.common.overrides());
+    let page = crate::report::render(
+        &g,
+        &sel,
+        &states,
+        &store,
+        &spec::source::display_path(&a.common.file),
+        &a.common.overrides(),
+        &a.common.run_command(&[]),
+    );
     let tmp = a.output.with_extension("polyflow-tmp");
     std::fs::write(&tmp, page)
         .and_then(|_| std::fs::rename(&tmp, &a.output))

@@ -83,14 +83,24 @@ pub fn node_env(g: &Graph, i: usize, env: &BTreeMap<String, String>) -> BTreeMap
     e
 }
 
-/// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; `Err(pending ids)` otherwise.
+/// A node whose inputs are not all fresh: which, and what of its fingerprint is known without them.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The upstream ids not fresh yet.
+    pub ids: Vec<String>,
+    /// The node's own part of its fingerprint (kind, version, keyed parameters, environment); its inputs are the
+    /// fresh ones only and its external digest is not computed.
+    pub own: Fingerprint,
+}
+
+/// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; [`Pending`] otherwise.
 pub fn fingerprint(
     g: &Graph,
     i: usize,
     env: &BTreeMap<String, String>,
     externals: &Externals,
     digest_of: &dyn Fn(usize) -> Option<String>,
-) -> Result<Result<Fingerprint, String>, Vec<String>> {
+) -> Result<Result<Fingerprint, String>, Pending> {
     let n = &g.nodes[i];
     let mut inputs = BTreeMap::new();
     let mut pending = vec![];
@@ -104,31 +114,31 @@ pub fn fingerprint(
         }
         inputs.insert(slot.clone(), v);
     }
-    if !pending.is_empty() {
-        pending.dedup();
-        return Err(pending);
-    }
-    let (external, external_parts) = match externals.get(g, i) {
-        (Ok(e), parts) => (e, parts),
-        (Err(e), _) => return Ok(Err(e)),
-    };
     let env = n.stage.env_for(&n.params, stage_env(n.stage.env_keys(), &node_env(g, i, env)));
-    Ok(Ok(Fingerprint {
+    let own = |inputs, external, external_parts| Fingerprint {
         kind: n.stage.kind().to_string(),
         version: n.stage.version_for(&n.params, &env),
         params: n.keyed.clone(),
         inputs,
-        env,
+        env: env.clone(),
         external,
         external_parts,
-    }))
+    };
+    if !pending.is_empty() {
+        pending.dedup();
+        return Err(Pending { ids: pending, own: own(inputs, None, vec![]) });
+    }
+    match externals.get(g, i) {
+        (Ok(e), parts) => Ok(Ok(own(inputs, e, parts))),
+        (Err(e), _) => Ok(Err(e)),
+    }
 }
 
 /// Decides node `i` given its fingerprint (or the pending upstream ids).
 pub fn decide(
     g: &Graph,
     i: usize,
-    fp: Result<Result<Fingerprint, String>, Vec<String>>,
+    fp: Result<Result<Fingerprint, String>, Pending>,
     store: &Store,
     index: &Index,
     forced: bool,
@@ -139,8 +149,20 @@ pub fn decide(
     let mut a =
         Assessment { state: State::Stale, reasons: vec![], fingerprint: None, key: None, manifest: None, record, failure, in_cache: None };
     let fp = match fp {
-        Err(pending) => {
-            a.reasons.push(DirtyReason::UpstreamPending { upstream: pending });
+        Err(Pending { ids, own }) => {
+            a.reasons.push(DirtyReason::UpstreamPending { upstream: ids });
+            // Its own changes since its last run (parameters, version, environment) stand whatever its inputs
+            // turn out to be: the inputs and external files are left out of this comparison.
+            if let Some(r) = &a.record {
+                let own = Fingerprint {
+                    inputs: r.fingerprint.inputs.clone(),
+                    external: r.fingerprint.external.clone(),
+                    external_parts: r.fingerprint.external_parts.clone(),
+                    ..own
+                };
+                let same = own.key() == r.fingerprint.key();
+                a.reasons.extend(compare(r, &own).into_iter().filter(|_| !same));
+            }
             // Its own damage is worth knowing too (it would re-run even if the upstream came back identical).
             if let Some(m) = a.record.as_ref().and_then(|r| index.artifact(&r.key).ok().flatten()) {
                 match store.check(&m) {

@@ -75,7 +75,15 @@ struct NodeRow<'a> {
 /// The report page for the selected nodes: `a` is their assessment (as `status` computes it), `title` names
 /// the pipeline (its file), and `overrides` the `--config`/`--set` options the page was made with (said at its
 /// top: its tables are then not the pipeline file's).
-pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: &Store, title: &str, overrides: &[String]) -> String {
+pub fn render(
+    g: &Graph,
+    sel: &[usize],
+    a: &BTreeMap<usize, Assessment>,
+    store: &Store,
+    title: &str,
+    overrides: &[String],
+    run: &str,
+) -> String {
     let rows: Vec<NodeRow> = sel.iter().filter_map(|&i| a.get(&i).map(|a| NodeRow { i, a })).collect();
     let keys: BTreeMap<String, String> =
         rows.iter().filter_map(|r| r.a.key.as_ref().map(|k| (g.nodes[r.i].id.clone(), k.clone()))).collect();
@@ -116,7 +124,7 @@ pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: 
                 Ok(t) => body.push_str(&table::section(id, &t, g, &keys)),
                 Err(e) => body.push_str(&format!("<section class=\"result-table missing\"><h3><code>{}</code></h3><p class=\"stale\">cannot read its table: {}</p></section>\n", esc(id), esc(&e.to_string()))),
             },
-            None => body.push_str(&not_built(id, r.a)),
+            None => body.push_str(&not_built(id, r.a, run)),
         }
     }
     if n_tables == 0 {
@@ -144,7 +152,7 @@ pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: 
             }
             None if matches!(kind, "train" | "cotrain") => {
                 n_curves += 1;
-                body.push_str(&not_built(id, r.a).replace("result-table missing", "training missing"));
+                body.push_str(&not_built(id, r.a, run).replace("result-table missing", "training missing"));
             }
             _ => {}
         }
@@ -196,16 +204,19 @@ pub fn render(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>, store: 
     )
 }
 
-/// A table or training node that has no fresh artifact: its state and why.
-fn not_built(id: &str, a: &Assessment) -> String {
+/// A table or training node that has no fresh artifact: its state, why, and the command that builds it (`run`:
+/// the report's own options, without nodes).
+fn not_built(id: &str, a: &Assessment, run: &str) -> String {
     let why: Vec<String> = a.reasons.iter().map(|r| esc(&r.to_string())).collect();
     format!(
-        "<section class=\"result-table missing\" data-node=\"{}\"><h3><a href=\"#{}\"><code>{}</code></a></h3><p class=\"state-{}\">{}: {} (run <code>polyflow run</code> to build it)</p></section>\n",
+        "<section class=\"result-table missing\" data-node=\"{}\"><h3><a href=\"#{}\"><code>{}</code></a></h3><p class=\"state-{}\">{}: {} (<code>{} {}</code> builds it)</p></section>\n",
         esc(id),
         node_anchor(id),
         esc(id),
         a.state,
         a.state,
-        why.join("; ")
+        why.join("; "),
+        esc(run),
+        esc(&crate::cli::shell_quote(id))
     )
 }

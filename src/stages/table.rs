@@ -94,7 +94,8 @@ impl Stage for TableStage {
     }
     fn version(&self) -> u32 {
         // 2: seed replicates aggregated (mean ± std), ties within noise, average columns. 3: also `table.tex`.
-        3
+        // 4: a mark's tie group stops at the first untied row (marks follow the means); marks in `table.txt`.
+        4
     }
     fn doc(&self) -> &'static str {
         "a result table (terminal, Markdown and LaTeX with best/second marked, CSV, JSON with provenance)"
@@ -339,7 +340,7 @@ impl Stage for TableStage {
         }
         if max_seeds > 1 {
             t.caption.push_str(&format!(
-                " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second; {} (marked “tie”).",
+                " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second (in text: **best**, _second_), each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
                 crate::tables::TIE_RULE
             ));
         }

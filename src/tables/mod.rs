@@ -116,8 +116,10 @@ pub struct ResultTable {
 }
 
 /// Per column: the rows marked best and the rows marked second (higher is better). The best group is the top
-/// row and every row tied with it ([`tied`]); the second group likewise among the rest. A group of more than one
-/// row is a tie.
+/// row and the rows below it, in order of mean, while each is tied with it ([`tied`]): it stops at the first row
+/// that is not, so a mark never goes to a lower mean and skips a higher one (a noisy low row tied with the top
+/// stays unmarked when a tighter row above it is not tied). The second group likewise among the rest. A group of
+/// more than one row is a tie.
 pub fn ranks(t: &ResultTable) -> Vec<(Vec<usize>, Vec<usize>)> {
     (0..t.columns.len().saturating_sub(1))
         .map(|c| {
@@ -126,12 +128,11 @@ pub fn ranks(t: &ResultTable) -> Vec<(Vec<usize>, Vec<usize>)> {
             v.sort_by(|&a, &b| t.cells[b][c].value.partial_cmp(&t.cells[a][c].value).unwrap().then(a.cmp(&b)));
             let group = |rest: &[usize]| -> Vec<usize> {
                 rest.first()
-                    .map(|&top| rest.iter().copied().filter(|&i| tied(&t.cells[top][c], &t.cells[i][c])).collect())
+                    .map(|&top| rest.iter().copied().take_while(|&i| tied(&t.cells[top][c], &t.cells[i][c])).collect())
                     .unwrap_or_default()
             };
             let best = group(&v);
-            let rest: Vec<usize> = v.iter().copied().filter(|i| !best.contains(i)).collect();
-            let second = group(&rest);
+            let second = group(&v[best.len()..]);
             (best, second)
         })
         .collect()
@@ -266,12 +267,23 @@ pub fn csv(t: &ResultTable) -> String {
 
 /// Terminal rendering.
 pub fn terminal(t: &ResultTable) -> String {
+    let r = ranks(t);
     let mut c = Comfy::new();
     c.load_preset(UTF8_FULL_CONDENSED);
     c.set_header(t.columns.clone());
     for (i, row) in t.cells.iter().enumerate() {
         let mut v = vec![t.rows[i].clone()];
-        v.extend(row.iter().map(|x| x.text.clone()));
+        // Plain-text marks (the text is stored and mailed, so no terminal escapes): **best**, _second_.
+        v.extend(row.iter().enumerate().map(|(c, x)| {
+            let tie = |g: &Vec<usize>| if g.len() > 1 { " (tie)" } else { "" };
+            if r[c].0.contains(&i) {
+                format!("**{}**{}", x.text, tie(&r[c].0))
+            } else if r[c].1.contains(&i) {
+                format!("_{}_{}", x.text, tie(&r[c].1))
+            } else {
+                x.text.clone()
+            }
+        }));
         c.add_row(v);
     }
     format!("{}\n{c}\n{}\n", t.title, t.caption)
@@ -327,6 +339,19 @@ mod tests {
         let md = markdown(&t);
         assert!(md.contains("| a | **72.0 ± 2.0** (tie) |") && md.contains("| b | **71.0 ± 2.0** (tie) |"), "{md}");
         assert!(md.contains("| c | <u>62.0 ± 2.0</u> |"), "{md}");
+        // A noisy lower row tied with the top is not marked over a tighter higher one that is not: the marks
+        // follow the means (the committed Table 2's fashion-motion column before this rule).
+        let col = |v: &[(f64, f64)]| ResultTable {
+            title: "T".into(),
+            caption: "c".into(),
+            columns: vec!["Model".into(), "A".into()],
+            rows: v.iter().map(|_| "r".into()).collect(),
+            cells: v.iter().map(|&(m, s)| vec![Cell::over_seeds(vec![m - s, m, m + s], vec![])]).collect(),
+        };
+        let fm = col(&[(0.699, 0.015), (0.862, 0.059), (0.907, 0.017), (0.928, 0.007), (0.913, 0.010)]);
+        assert!(tied(&fm.cells[3][0], &fm.cells[1][0]) && !tied(&fm.cells[3][0], &fm.cells[4][0]));
+        assert_eq!(ranks(&fm), vec![(vec![3], vec![4, 2, 1])]);
+        assert!(terminal(&fm).contains("**92.8 ± 0.7**") && terminal(&fm).contains("_91.3 ± 1.0_ (tie)"), "{}", terminal(&fm));
         // Single runs tie only when equal.
         let t1 = ResultTable { cells: vec![vec![cell(0.5)], vec![cell(0.5)], vec![cell(0.4)]], ..t };
         assert_eq!(ranks(&t1), vec![(vec![0, 1], vec![2])]);

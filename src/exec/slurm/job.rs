@@ -154,7 +154,7 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
     let fp = match fingerprint(&g, i, &spec.env, &externals, &digest) {
         Ok(Ok(fp)) => fp,
         Ok(Err(m)) => return fail(true, m),
-        Err(pending) => return fail(true, format!("inputs missing from job.json: {}", pending.join(", "))),
+        Err(pending) => return fail(true, format!("inputs missing from job.json: {}", pending.ids.join(", "))),
     };
     let key = fp.key();
     if key != spec.key {
