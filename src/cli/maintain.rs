@@ -553,11 +553,21 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     if !targets.is_empty() {
         let store = Store::open(&c.store)?;
         {
-            let _lock = store.lock(std::time::Duration::from_secs(3600))?;
+            // As `run`: a store held by another run is exit 3 at once, not a silent wait.
+            let _lock = store.lock(std::time::Duration::from_millis(0))?;
+            targets.sort();
+            targets.dedup();
+            eprintln!(
+                "{:>12} class counts or input sizes of {} model node(s) are not declared: reading them from the task nodes {} (computed where not fresh)",
+                "Note",
+                pending.len(),
+                targets.join(", ")
+            );
             let opts = crate::exec::RunOptions { targets, env: env_of(&g, &c.backend), ..Default::default() };
             let rep = super::report::Reporter::new(false, false);
+            // What runs is said (it writes to the store); fresh nodes are not listed.
             let sink = |e: &crate::exec::Event| {
-                if matches!(e, crate::exec::Event::Failed { .. }) {
+                if matches!(e, crate::exec::Event::Failed { .. } | crate::exec::Event::Started { .. } | crate::exec::Event::Finished { .. }) {
                     rep.event(e)
                 }
             };
