@@ -135,6 +135,25 @@ fn a_stale_table_is_listed_not_drawn_from_old_parameters() {
     assert!(h.contains("class=\"dag-node stale\" data-id=\"tab\""), "tab not stale in the DAG");
     assert!(h.contains("<section class=\"training\""), "the fresh training nodes still have curves");
     assert!(h.contains("With <code>--set tab.title=Other</code>"), "the page says what it was made with");
+    // The hint is the command that builds it with the same options.
+    assert!(h.contains("(<code>polyflow run p.toml --set tab.title=Other tab</code> builds it)"), "hint without the --set");
+}
+
+#[test]
+fn the_page_is_written_through_a_symlink_or_to_standard_output() {
+    let f = fixture();
+    let web = f.dir.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("real.html"), "old").unwrap();
+    let _ = std::fs::remove_file(f.dir.join("link.html"));
+    std::os::unix::fs::symlink("web/real.html", f.dir.join("link.html")).unwrap();
+    let (code, _, err) = pf(&f.dir, &["report", "p.toml", "-o", "link.html"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::symlink_metadata(f.dir.join("link.html")).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read_to_string(web.join("real.html")).unwrap().starts_with("<!DOCTYPE html>"), "its target not written");
+    let (code, out, err) = pf(&f.dir, &["report", "p.toml", "-o", "-"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("<!DOCTYPE html>") && !f.dir.join("-").exists(), "{err}");
 }
 
 /// The headless browser: `POLYFLOW_BROWSER`, else Debian's `chromium-headless-shell` or `chromium`.

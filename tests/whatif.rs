@@ -95,7 +95,7 @@ fn plan_with_set_lists_stale_nodes_changed_cells_and_an_estimate_and_runs_nothin
     assert_eq!(v["estimate"]["serial_ms"], 0, "{v}");
     assert_eq!(ids(&v["estimate"]["unknown"]).len(), 8, "{v}");
     let (_, out, _) = pf(dir, &["plan", "p.toml"]);
-    assert!(out.contains("8 nodes never ran, time unknown"), "{out}");
+    assert!(out.contains("8 nodes without a successful run on record, time unknown"), "{out}");
     assert!(out.contains("Would run a (train)") && out.contains("no recorded run: time unknown"), "{out}");
 
     let (code, _, err) = pf(dir, &["run", "p.toml"]);
@@ -190,7 +190,7 @@ fn plan_on_a_fresh_directory_writes_nothing() {
     let v = plan_json(d.path(), &["--set", "a.value=2"]);
     assert_eq!(ids(&v["estimate"]["unknown"]), strings(&["a"]), "{v}");
     let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
-    assert!(code == 0 && out.contains("1 node never ran, time unknown: a"), "{out}{err}");
+    assert!(code == 0 && out.contains("1 node without a successful run on record, time unknown: a"), "{out}{err}");
     assert!(!d.path().join(".polyflow").exists(), "a plan created the store");
     let (code, _, err) = pf(d.path(), &["status", "p.toml"]);
     assert_eq!(code, 0, "{err}");

@@ -259,7 +259,7 @@ pub struct DagArgs {
 pub struct HtmlReportArgs {
     #[command(flatten)]
     common: Common,
-    /// The HTML file to write.
+    /// The HTML file to write (`-`: standard output; a symlink is written through).
     #[arg(short, long, default_value = "report.html")]
     output: PathBuf,
 }
@@ -572,13 +572,47 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
         &a.common.overrides(),
         &a.common.run_command(&[]),
     );
-    let tmp = a.output.with_extension("polyflow-tmp");
-    std::fs::write(&tmp, page)
-        .and_then(|_| std::fs::rename(&tmp, &a.output))
-        .map_err(|e| CliError::Other(format!("error: {}: {e}", a.output.display()), exit::STORE))?;
+    if a.output == std::path::Path::new("-") {
+        use std::io::Write;
+        std::io::stdout().write_all(page.as_bytes()).map_err(|e| CliError::Other(format!("error: stdout: {e}"), exit::STORE))?;
+        return Ok(exit::OK);
+    }
+    write_through(&a.output, page.as_bytes()).map_err(|e| CliError::Other(format!("error: {}: {e}", a.output.display()), exit::STORE))?;
     eprintln!("{:>12} {}", "Wrote", spec::source::display_path(&a.output));
     Ok(exit::OK)
 }
+
+/// Writes `bytes` to `path` as a user means it: a regular file (or a new one) is replaced whole through a
+/// temporary file beside it and a rename, so a reader never sees half a page; a symlink is followed (its target
+/// is replaced, the link kept); anything else (a device, a pipe) is written to directly, never replaced.
+fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut target = path.to_path_buf();
+    // Follow links, as `>` does (a bounded number of hops: a loop is the OS's error when written).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&target)?;
+                target = target.parent().map(|p| p.join(&to)).unwrap_or(to);
+            }
+            _ => break,
+        }
+    }
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&target)?;
+            f.write_all(bytes)?;
+            f.flush()
+        }
+        _ => {
+            let tmp = target.with_extension("polyflow-tmp");
+            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &target)).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        }
+    }
+}
+
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;

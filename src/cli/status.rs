@@ -205,7 +205,12 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
         }
         if !est.unknown.is_empty() {
             let n = est.unknown.len();
-            println!("{:>12} {n} node{} never ran, time unknown: {}", "", if n == 1 { "" } else { "s" }, some_ids(&ids(&est.unknown)));
+            println!(
+                "{:>12} {n} node{} without a successful run on record, time unknown: {}",
+                "",
+                if n == 1 { "" } else { "s" },
+                some_ids(&ids(&est.unknown))
+            );
         }
     }
     if !cells.is_empty() {

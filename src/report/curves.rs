@@ -116,7 +116,9 @@ fn panel(title: &str, series: &Series, colors: &BTreeMap<String, &str>, class: &
         ymin = ymin.min(z);
     }
     if ymax <= ymin {
-        ymax = ymin + 1.0;
+        // One value (or a flat curve): a band around it, not a unit range above it (an accuracy axis to 1.33).
+        let pad = if ymin == 0.0 { 0.5 } else { ymin.abs() * 0.05 };
+        (ymin, ymax) = (ymin - pad, ymax + pad);
     }
     let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
     let py = |y: f64| H - B - (y - ymin) / (ymax - ymin) * (H - T - B);

@@ -24,10 +24,14 @@ pub fn color(s: State) -> &'static str {
 }
 
 fn short(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
+    let c: Vec<char> = s.chars().collect();
+    if c.len() <= n {
         s.to_string()
     } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
+        // Cut in the middle: the end tells replicates and matrix entries apart (`….s0`, `….s1`).
+        let tail = (n / 3).max(1);
+        let head = n - 1 - tail;
+        format!("{}…{}", c[..head].iter().collect::<String>(), c[c.len() - tail..].iter().collect::<String>())
     }
 }
 
@@ -130,4 +134,14 @@ pub fn svg(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> String 
     }
     s.push_str("</g></svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_ids_keep_their_end() {
+        assert_eq!(super::short("probe_init.fashion_motion.s2", 26), "probe_init.fashio…otion.s2");
+        assert_eq!(super::short("probe_init.fashion_motion.s2", 26).chars().count(), 26);
+        assert_eq!(super::short("co_all.0", 26), "co_all.0");
+    }
 }
