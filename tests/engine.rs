@@ -143,6 +143,31 @@ fn changed_param_reruns_node_and_dependents_and_status_explains() {
 }
 
 #[test]
+fn a_stale_node_is_compared_with_its_nearest_run_not_the_last_of_another_profile() {
+    let e = Env::new();
+    let file = format!("{CHAIN}[profile.big.node.a]\nx = 7\n");
+    e.write("p.toml", &file);
+    assert_eq!(e.run(), ["a", "b", "c", "side"]);
+    assert_eq!(e.run_with(Some("big"), RunOptions::default()).0, ["a", "b", "c"]);
+    // Back at the default profile, with one edit: b's last run (profile big) also had another input, its run
+    // under these settings did not. Only the edit is named.
+    e.write("p.toml", &file.replace("x = 10\n", "x = 12\n"));
+    assert_eq!(e.reasons("b"), ["x changed 10 → 12"]);
+    assert_eq!(e.reasons("a"), Vec::<String>::new(), "a is fresh");
+    // The fresh node's record is the run that made its artifact (x = 1), not the id's last run (x = 7).
+    let p = spec::load(&e.dir.path().join("p.toml"), None).unwrap();
+    let g = graph::build(p, &e.reg).unwrap();
+    let store = e.store();
+    let index = store.index().unwrap();
+    let mut env = BTreeMap::new();
+    env.insert("seed".to_string(), g.pipeline.seed.to_string());
+    let a = exec::assess::assess_all(&g, &g.select(&[]).unwrap(), &store, &index, &env, &|_| false);
+    let rec = a[&g.by_id["a"]].record.as_ref().unwrap();
+    assert_eq!(rec.fingerprint.params["x"], 1, "{rec:?}");
+    assert_eq!(index.record("a").unwrap().unwrap().fingerprint.params["x"], 7, "the id's last run");
+}
+
+#[test]
 fn resources_and_executor_settings_never_change_keys() {
     let e = Env::new();
     e.write("p.toml", CHAIN);

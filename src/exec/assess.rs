@@ -134,6 +134,23 @@ pub fn fingerprint(
     }
 }
 
+/// Of node `id`'s runs on record (`last` and every run kept per key), the one whose fingerprint differs least
+/// from `now(record)` (fewest reasons; the latest among equals): a node last run under another profile or
+/// `--set` is compared with the run of its own settings, and `plan` estimates from that run's time.
+fn nearest(index: &Index, id: &str, last: Option<NodeRecord>, now: &dyn Fn(&NodeRecord) -> Fingerprint) -> Option<NodeRecord> {
+    let mut runs = index.runs_of(id);
+    runs.extend(last);
+    let distance = |r: &NodeRecord| {
+        let now = now(r);
+        if now.kind == r.fingerprint.kind {
+            compare(r, &now).len()
+        } else {
+            usize::MAX
+        }
+    };
+    runs.into_iter().min_by_key(|r| (distance(r), std::cmp::Reverse(r.finished_at)))
+}
+
 /// Decides node `i` given its fingerprint (or the pending upstream ids).
 pub fn decide(
     g: &Graph,
@@ -151,17 +168,19 @@ pub fn decide(
     let fp = match fp {
         Err(Pending { ids, own }) => {
             a.reasons.push(DirtyReason::UpstreamPending { upstream: ids });
-            // Its own changes since its last run (parameters, version, environment) stand whatever its inputs
+            // Its own changes since its nearest run (parameters, version, environment) stand whatever its inputs
             // turn out to be: the inputs and external files are left out of this comparison.
-            if let Some(r) = &a.record {
-                let own = Fingerprint {
-                    inputs: r.fingerprint.inputs.clone(),
-                    external: r.fingerprint.external.clone(),
-                    external_parts: r.fingerprint.external_parts.clone(),
-                    ..own
-                };
+            let mine = |r: &NodeRecord| Fingerprint {
+                inputs: r.fingerprint.inputs.clone(),
+                external: r.fingerprint.external.clone(),
+                external_parts: r.fingerprint.external_parts.clone(),
+                ..own.clone()
+            };
+            if let Some(r) = nearest(index, id, a.record.take(), &mine) {
+                let own = mine(&r);
                 let same = own.key() == r.fingerprint.key();
-                a.reasons.extend(compare(r, &own).into_iter().filter(|_| !same));
+                a.reasons.extend(compare(&r, &own).into_iter().filter(|_| !same));
+                a.record = Some(r);
             }
             // Its own damage is worth knowing too (it would re-run even if the upstream came back identical).
             if let Some(m) = a.record.as_ref().and_then(|r| index.artifact(&r.key).ok().flatten()) {
@@ -190,6 +209,10 @@ pub fn decide(
             None => {
                 a.state = State::Fresh;
                 a.manifest = Some(m);
+                // The run that made this artifact (its time and date), not the id's last run of other settings.
+                if let Some(r) = index.run_of(id, &key).ok().flatten() {
+                    a.record = Some(r);
+                }
             }
             Some((file, BlobState::Missing)) => a.reasons.push(DirtyReason::ArtifactMissing { file }),
             Some((file, _)) => a.reasons.push(DirtyReason::ArtifactCorrupt { file }),
@@ -197,8 +220,10 @@ pub fn decide(
     } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key) {
         a.state = State::Failed;
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
-    } else if let Some(r) = &a.record {
-        a.reasons.extend(compare(r, &fp));
+    } else if let Some(r) = nearest(index, id, a.record.take(), &|_| fp.clone()) {
+        a.reasons.extend(compare(&r, &fp));
+        a.record = Some(r);
+        let r = a.record.as_ref().expect("set above");
         // Which files changed, where the listings of both states were kept.
         for reason in &mut a.reasons {
             if let DirtyReason::ExternalChanged { files } = reason {

@@ -1,5 +1,6 @@
-//! The sled index: artifact manifests by key, the last record per node id, failures, and which node last
-//! produced each key (so `gc` can name what it deletes).
+//! The sled index: artifact manifests by key, the last record per node id, every run's record per node id and
+//! key (so a fresh node shows the run that made *its* artifact, and a stale one is compared with its nearest
+//! run), failures, and which node last produced each key (so `gc` can name what it deletes).
 //!
 //! The index is opened briefly and closed when idle so that a long run never stops `status` from reading it
 //! (sled takes an exclusive file lock while open). [`Index::open`] retries while another process holds it.
@@ -29,6 +30,8 @@ pub struct Index {
     db: sled::Db,
     artifacts: sled::Tree,
     records: sled::Tree,
+    /// `id \0 key` → the record of the run of node `id` that produced `key`.
+    runs: sled::Tree,
     failures: sled::Tree,
     producers: sled::Tree,
     /// For [`Index::open_read_only`] on a full disk: the temporary copy opened instead (removed on drop, after
@@ -77,6 +80,7 @@ impl Index {
                     return Ok(Index {
                         artifacts: t("artifacts")?,
                         records: t("records")?,
+                        runs: t("runs")?,
                         failures: t("failures")?,
                         producers: t("producers")?,
                         db,
@@ -101,6 +105,17 @@ impl Index {
         self.get(&self.records, id)
     }
 
+    /// The record of node `id`'s run that produced `key` (`None` for runs committed before these were kept).
+    pub fn run_of(&self, id: &str, key: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.get(&self.runs, &run_key(id, key))
+    }
+
+    /// The records of node `id`'s runs, one per key it produced (whatever profile or overrides gave it).
+    pub fn runs_of(&self, id: &str) -> Vec<NodeRecord> {
+        let prefix = run_key(id, "");
+        self.runs.scan_prefix(prefix.as_bytes()).flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
+    }
+
     /// The last failure of node `id`.
     pub fn failure(&self, id: &str) -> Result<Option<FailRecord>, StoreError> {
         self.get(&self.failures, id)
@@ -120,6 +135,7 @@ impl Index {
         let e = |e: sled::Error| StoreError::Index(e.to_string());
         self.artifacts.insert(key.as_bytes(), serde_json::to_vec(manifest).expect("json")).map_err(e)?;
         self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).expect("json")).map_err(e)?;
+        self.runs.insert(run_key(&record.id, key).as_bytes(), serde_json::to_vec(record).expect("json")).map_err(e)?;
         self.producers.insert(key.as_bytes(), record.id.as_bytes()).map_err(e)?;
         self.failures.remove(record.id.as_bytes()).map_err(e)?;
         self.db.flush().map_err(e)?;
@@ -136,6 +152,9 @@ impl Index {
 
     /// Removes the artifact entry of `key` (e.g. found corrupt).
     pub fn forget_artifact(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(id) = self.producer(key) {
+            self.runs.remove(run_key(&id, key).as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
+        }
         self.artifacts.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
         self.producers.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
@@ -165,6 +184,11 @@ impl Index {
         self.db.flush().map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
     }
+}
+
+/// The `runs` tree's key of node `id`'s run under `key` (node ids hold no NUL).
+fn run_key(id: &str, key: &str) -> String {
+    format!("{id}\0{key}")
 }
 
 /// Removes the empty `snap.*.generating` files an interrupted snapshot write left; returns how many.
