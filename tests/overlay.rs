@@ -33,6 +33,24 @@ fn an_override_is_the_same_edit_as_in_the_file() {
 }
 
 #[test]
+fn an_override_of_a_matrix_value_or_seed_group_applies_to_each_of_its_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    let m = "[node.m]\nkind = \"value\"\nvalue = 1\nmatrix = { sleep_ms = [0, 1] }\nseeds = 2\n";
+    std::fs::write(d.path().join("p.toml"), m).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.1.value=5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Would run m.1.s0") && out.contains("Would run m.1.s1") && out.contains("Plan 2 of 4"), "{out}");
+    // One replicate alone is still addressable.
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "m.1.s1.value=5"]);
+    assert!(out.contains("Would run m.1.s1") && out.contains("Plan 1 of 4"), "{out}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.7.value=5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("override of unknown node `m.7`"), "{err}");
+}
+
+#[test]
 fn bad_overrides_point_at_the_argument_or_the_config_file() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("p.toml"), P).unwrap();

@@ -528,26 +528,20 @@ impl Loader {
             }
         }
         for (target, span, ov) in expanded_over {
-            let Some(n) = nodes.iter_mut().find(|n| n.id == target) else {
-                let ids: Vec<&str> = seen.keys().map(|s| s.as_str()).collect();
+            // A node id, else a group of expanded nodes (a matrix value's seed replicates, `co_all.2` →
+            // `co_all.2.s0` …): an override of a group applies to every node of it, as everywhere else a
+            // group name stands for its nodes.
+            let members: Vec<String> = match groups.get(&target) {
+                Some(ids) if !seen.contains_key(&target) => ids.clone(),
+                _ => vec![target.clone()],
+            };
+            if !members.iter().all(|m| seen.contains_key(m)) {
+                let ids: Vec<&str> = seen.keys().chain(groups.keys()).map(|s| s.as_str()).collect();
                 return Err(SpecError::at(&self.sources, span, K::DanglingReference, format!("override of unknown node `{target}`"))
                     .help(suggest(&target, ids.iter().copied())));
-            };
-            for (k, e) in ov {
-                if NODE_RESERVED.contains(&k.as_str()) {
-                    return Err(SpecError::at(
-                        &self.sources,
-                        e.key_span,
-                        K::UnknownKey,
-                        format!("`{k}` cannot be overridden per expanded node"),
-                    )
-                    .help("override it on the declaration id instead"));
-                }
-                if k == RESOURCES {
-                    n.resources = Some(e);
-                } else {
-                    n.params.insert(k, e);
-                }
+            }
+            for n in nodes.iter_mut().filter(|n| members.contains(&n.id)) {
+                apply_expanded_override(&self.sources, n, &ov)?;
             }
         }
         Ok(Pipeline {
@@ -572,6 +566,22 @@ impl Loader {
                 .iter()
                 .any(|d| target.starts_with(&format!("{}.", d.id)) && (d.table.contains_key("matrix") || d.table.contains_key(SEEDS)))
     }
+}
+
+/// Applies an override of an expanded node's parameters (`--set co_all.0.s1.lr=…`, or each node of a group).
+fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>) -> Result<(), SpecError> {
+    for (k, e) in ov {
+        if NODE_RESERVED.contains(&k.as_str()) {
+            return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{k}` cannot be overridden per expanded node"))
+                .help("override it on the declaration id instead"));
+        }
+        if k == RESOURCES {
+            n.resources = Some(e.clone());
+        } else {
+            n.params.insert(k.clone(), e.clone());
+        }
+    }
+    Ok(())
 }
 
 fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
