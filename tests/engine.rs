@@ -168,6 +168,16 @@ fn a_stale_node_is_compared_with_its_nearest_run_not_the_last_of_another_profile
 }
 
 #[test]
+fn nodes_are_listed_in_declaration_order_where_the_graph_allows() {
+    let e = Env::new();
+    e.write("p.toml", &format!("{CHAIN}[node.r]\nkind = \"count\"\nseeds = 3\ninputs = {{ in = \"a\" }}\n"));
+    let p = spec::load(&e.dir.path().join("p.toml"), None).unwrap();
+    let g = graph::build(p, &e.reg).unwrap();
+    let ids: Vec<&str> = g.select(&[]).unwrap().into_iter().map(|i| g.nodes[i].id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "side", "r.s0", "r.s1", "r.s2"]);
+}
+
+#[test]
 fn resources_and_executor_settings_never_change_keys() {
     let e = Env::new();
     e.write("p.toml", CHAIN);

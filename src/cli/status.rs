@@ -53,10 +53,7 @@ struct Estimate {
 /// [`Estimate`] of running `stale` (nodes without a record count 0 along the critical path).
 fn estimate(g: &Graph, stale: &[usize], last: &dyn Fn(usize) -> Option<u64>) -> Estimate {
     let set: std::collections::BTreeSet<usize> = stale.iter().copied().collect();
-    let order: Vec<usize> = match petgraph::algo::toposort(&g.dag, None) {
-        Ok(o) => o.into_iter().map(|n| g.dag[n]).filter(|i| set.contains(i)).collect(),
-        Err(_) => stale.to_vec(),
-    };
+    let order: Vec<usize> = g.topo_order().into_iter().filter(|i| set.contains(i)).collect();
     // Per stale node: the longest chain ending at it, and the stale input it comes through.
     let mut best: std::collections::HashMap<usize, (u64, Option<usize>)> = std::collections::HashMap::new();
     for &i in &order {

@@ -392,8 +392,33 @@ impl Graph {
                 }
             }
         }
-        let order = petgraph::algo::toposort(&self.dag, None).expect("acyclic");
-        Ok(order.into_iter().map(|n| n.index()).filter(|&i| wanted[i]).collect())
+        Ok(self.topo_order().into_iter().filter(|&i| wanted[i]).collect())
+    }
+
+    /// Every node index in a stable topological order: among the nodes whose inputs are placed, the one declared
+    /// first (then replicate `s0` before `s1`), so listings follow the pipeline file, not the graph's internals.
+    pub fn topo_order(&self) -> Vec<usize> {
+        use std::cmp::Reverse;
+        let n = self.nodes.len();
+        let mut missing: Vec<usize> = (0..n).map(|i| self.dag.neighbors_directed(NodeIndex::new(i), petgraph::Incoming).count()).collect();
+        // Where each node is declared (file, offset), then its index (replicates share a declaration).
+        let at = |i: usize| {
+            let sp = self.pipeline.nodes[i].span;
+            Reverse((sp.file, sp.start, i))
+        };
+        let mut ready: std::collections::BinaryHeap<Reverse<(usize, usize, usize)>> = (0..n).filter(|&i| missing[i] == 0).map(at).collect();
+        let mut out = Vec::with_capacity(n);
+        while let Some(Reverse((_, _, i))) = ready.pop() {
+            out.push(i);
+            for d in self.dag.neighbors(NodeIndex::new(i)) {
+                missing[d.index()] -= 1;
+                if missing[d.index()] == 0 {
+                    ready.push(at(d.index()));
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), n, "the graph is acyclic (checked at build)");
+        out
     }
 
     /// Direct downstream nodes of `i`.

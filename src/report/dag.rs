@@ -38,10 +38,7 @@ fn short(s: &str, n: usize) -> String {
 /// `(depth, row)` of every selected node.
 fn layout(g: &Graph, sel: &[usize]) -> BTreeMap<usize, (usize, usize)> {
     let in_sel: std::collections::HashSet<usize> = sel.iter().copied().collect();
-    let order: Vec<usize> = match petgraph::algo::toposort(&g.dag, None) {
-        Ok(o) => o.into_iter().map(|n| g.dag[n]).filter(|i| in_sel.contains(i)).collect(),
-        Err(_) => sel.to_vec(),
-    };
+    let order: Vec<usize> = g.topo_order().into_iter().filter(|i| in_sel.contains(i)).collect();
     let mut depth: BTreeMap<usize, usize> = BTreeMap::new();
     for &i in &order {
         let d = g.nodes[i].inputs.values().flatten().filter_map(|u| depth.get(u)).map(|d| d + 1).max().unwrap_or(0);
