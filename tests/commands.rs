@@ -145,6 +145,7 @@ fn a_seeds_declaration_names_all_its_replicates_in_why_force_and_show() {
     assert!(code == 0 && out.contains("Would run st.s0") && out.contains("Would run st.s1") && !out.contains("Would run u"), "{out}{err}");
     let (code, out, err) = pf(d.path(), &["show", "p.toml", "st"]);
     assert!(code == 0 && out.contains("node:   st.s0") && out.contains("node:   st.s1"), "{out}{err}");
+    assert!(out.contains("\nran:    20"), "when the artifact was computed: {out}");
     let (code, out, err) = pf(d.path(), &["run", "p.toml", "--force", "st", "--json"]);
     let mut started: Vec<String> = out
         .lines()

@@ -61,6 +61,7 @@ fn a_timm_checkpoint_initialises_training_and_the_initial_model() {
     assert!(out.contains("pretrained weights of `vit`"), "{out}");
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "ft", "--set", LIMIT]);
     assert!(out.contains("initialised from `vit` (checkpoint blake3 "), "{out}");
+    assert!(out.contains("\nseed:   0\n") && out.contains("\ninput:  init: vit (") && out.contains("\ninput:  task: t_digits ("), "{out}");
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "vit", "--set", LIMIT]);
     assert!(out.contains("\"depth\": 4") && out.contains("\"grid\": 2"), "{out}");
     // Keyed by content, not by path: a renamed copy leaves the weights node, training and features fresh.

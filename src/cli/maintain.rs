@@ -54,6 +54,28 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &crate::exec::assess
     if let Some(eff) = n.stage.effective(&n.params).filter(|e| *e != n.params) {
         println!("uses:   {}", serde_json::to_string(&eff).unwrap_or_default());
     }
+    // The seed it runs with (a replicate's is the pipeline seed + its index), when its kind keys one.
+    let env = crate::exec::assess::node_env(g, i, &env_of(g, &c.backend));
+    if n.stage.env_keys().contains(&"seed") {
+        println!("seed:   {}", env.get("seed").map(String::as_str).unwrap_or("?"));
+    }
+    // Its inputs, with the digest of each input artifact it is keyed by (or that it waits on it).
+    for (slot, ups) in &n.inputs {
+        let digests = s.fingerprint.as_ref().and_then(|f| f.inputs.get(slot));
+        let shown: Vec<String> = ups
+            .iter()
+            .enumerate()
+            .map(|(k, &u)| match digests.and_then(|d| d.get(k)) {
+                Some(d) => format!("{} ({})", g.nodes[u].id, &d.digest[..d.digest.len().min(12)]),
+                None => format!("{} (not fresh)", g.nodes[u].id),
+            })
+            .collect();
+        println!("input:  {slot}: {}", shown.join(", "));
+    }
+    // When the artifact shown was computed, and how long it took.
+    if let Some(r) = s.record.as_ref().filter(|r| s.manifest.is_some() && Some(&r.key) == s.key.as_ref()) {
+        println!("ran:    {}, took {}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
+    }
     let inputs = n
         .inputs
         .iter()
