@@ -141,6 +141,13 @@ fn a_seeds_declaration_names_all_its_replicates_in_why_force_and_show() {
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "st"]);
     assert!(code == 0 && out.contains("st.s0 (value): fresh") && out.contains("st.s1 (value): fresh"), "{out}{err}");
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "st", "--json", "--set", "st.value=3"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(code, 0);
+    assert_eq!((v[0]["id"].as_str(), v[1]["id"].as_str()), (Some("st.s0"), Some("st.s1")), "{out}");
+    assert_eq!(v[0]["reasons"][0]["reason"], "param_changed", "{out}");
+    let (code, _, err) = pf(d.path(), &["status", "p.toml", "u", "--why", "st"]);
+    assert!(code == 2 && err.contains("drop the NODES arguments"), "{err}");
     let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--force", "st"]);
     assert!(code == 0 && out.contains("Would run st.s0") && out.contains("Would run st.s1") && !out.contains("Would run u"), "{out}{err}");
     let (code, out, err) = pf(d.path(), &["show", "p.toml", "st"]);

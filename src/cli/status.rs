@@ -165,8 +165,9 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
             "rerendered_tables": ids(&rerendered),
             "estimate": {
                 "serial_ms": est.serial_ms,
-                "critical_path_ms": est.critical_ms,
-                "critical_path": ids(&est.path),
+                // Unknown (null) when no stale node has a recorded run, as the text says.
+                "critical_path_ms": (est.known > 0).then_some(est.critical_ms),
+                "critical_path": (est.known > 0).then(|| ids(&est.path)),
                 "known": est.known,
                 "unknown": ids(&est.unknown),
             },
@@ -264,6 +265,32 @@ fn explain_reasons(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, depth: 
     }
 }
 
+/// `status --why --json` of node `i`: its state, reasons, key and last failure, and for each upstream node it
+/// waits on the same, nested (each node once, as in the text).
+fn why_json(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, seen: &mut std::collections::BTreeSet<usize>) -> serde_json::Value {
+    let s = &a[&i];
+    let mut waits = vec![];
+    for r in &s.reasons {
+        let crate::fingerprint::DirtyReason::UpstreamPending { upstream } = r else { continue };
+        for u in upstream {
+            if let Some(&j) = g.by_id.get(u).filter(|j| a.contains_key(j)) {
+                if seen.insert(j) {
+                    waits.push(why_json(g, a, j, seen));
+                }
+            }
+        }
+    }
+    serde_json::json!({
+        "id": g.nodes[i].id,
+        "kind": g.nodes[i].stage.kind(),
+        "state": s.state,
+        "reasons": s.reasons,
+        "key": s.key,
+        "last_failure": s.failure.as_ref().map(|f| &f.error),
+        "waits_on": waits,
+    })
+}
+
 /// `status`.
 pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
@@ -286,11 +313,20 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
         let Some(ids) = g.resolve(&w) else {
             return Err(CliError::Other(format!("error: --why: no node `{w}`\n  help: {}", g.suggest(&w)), exit::USAGE));
         };
+        if let Some(i) = ids.iter().copied().find(|i| !a.contains_key(i)) {
+            return Err(CliError::Other(
+                format!("error: `{}` is not among the selected nodes\n  help: drop the NODES arguments, or add it to them", g.nodes[i].id),
+                exit::USAGE,
+            ));
+        }
+        if json {
+            let v: Vec<serde_json::Value> = ids.iter().map(|&i| why_json(&g, &a, i, &mut std::collections::BTreeSet::from([i]))).collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            return Ok(exit::OK);
+        }
         for i in ids {
             let w = &g.nodes[i].id;
-            let Some(s) = a.get(&i) else {
-                return Err(CliError::Other(format!("error: `{w}` is not selected"), exit::USAGE));
-            };
+            let s = &a[&i];
             println!("{} ({}): {}", w, g.nodes[i].stage.kind(), s.state);
             // Each reason; a node waiting on stale upstream nodes is explained down to the root causes.
             let mut seen = std::collections::BTreeSet::from([i]);
