@@ -55,6 +55,20 @@ fn compare_values_table_csv_json_sort_and_stale() {
     assert!(out.contains(&format!("1 of 4 nodes not fresh (no metrics): {}", ids[2])), "{out}");
     // The hint is the command that computes them, with the options given here.
     assert!(out.contains(&format!("(`polyflow run p.toml {}` computes them)", ids[2])), "{out}");
+    // A damaged metrics blob makes its node stale in the comparison, not the comparison fail; `status` then says
+    // damaged, not missing.
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", &first]);
+    let blob = shown.lines().find(|l| l.contains("value.json")).and_then(|l| l.split_whitespace().last()).unwrap().to_string();
+    // The same size (what a quick check misses): found as the bytes are read.
+    let old = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, vec![b'7'; old.len()]).unwrap();
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "v"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("note: `{first}`: blob")) && err.contains("corrupt") && out.contains("2 of 3 nodes not fresh"), "{out}{err}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", &first]);
+    assert!(out.contains("is damaged"), "{out}");
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", &first]);
+    assert_eq!(code, 0, "recomputed: {err}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "other", "--store", "elsewhere", "--set", "other.comment=\"a b\""]);
     assert!(out.contains("(`polyflow run p.toml --store elsewhere --set 'other.comment=\"a b\"' other` computes them)"), "{out}");
     // Metrics: the bare values (`value`) and `other`'s `acc`, `loss`.
@@ -130,5 +144,5 @@ mlp = "{mlp}"
     assert_ne!(v["nodes"][0]["metrics"]["params"], v["nodes"][1]["metrics"]["params"]);
     let (code, out, _) = pf(d.path(), &["compare", "p.toml", "m", "--sort", "test.top1"]);
     assert_eq!(code, 0);
-    assert!(out.contains("tasks.t.test.top1") && out.contains("2 nodes, 1 parameters that differ"), "{out}");
+    assert!(out.contains("tasks.t.test.top1") && out.contains("2 nodes, 1 parameter that differs"), "{out}");
 }

@@ -146,19 +146,29 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let seed_key = if params.contains_key("seed") { "seed (replicate)" } else { "seed" };
         params.insert(seed_key.to_string(), json!(g.pipeline.seed + n.seed_offset));
         let st = &states[&i];
+        let mut state = st.state;
         let mut metrics = BTreeMap::new();
         if st.state == State::Fresh {
             if let Some(m) = &st.manifest {
                 // `metrics.json` (training, probes); a `value` node's value stands for its metrics.
                 if let Some(f) = m.files.get("metrics.json").or_else(|| m.files.get("value.json")) {
-                    let bytes = store.blobs.read(&f.digest)?;
-                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                        metrics = numeric_leaves(&v);
+                    match store.blobs.read(&f.digest) {
+                        Ok(bytes) => {
+                            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                                metrics = numeric_leaves(&v);
+                            }
+                        }
+                        // A damaged blob (now moved aside) makes this node stale, not the comparison fail.
+                        Err(e @ (crate::store::StoreError::Corrupt { .. } | crate::store::StoreError::Missing { .. })) => {
+                            eprintln!("note: `{}`: {e}; it is stale now (`{}` recomputes it)", n.id, a.common.run_command(&[&n.id]));
+                            state = State::Stale;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
         }
-        runs.push(Run { id: n.id.clone(), kind: n.stage.kind(), state: st.state, params, metrics });
+        runs.push(Run { id: n.id.clone(), kind: n.stage.kind(), state, params, metrics });
     }
     // Parameter columns: every key any node has, kept when `--all` or when its values differ (a missing key
     // differs from any value).
@@ -314,12 +324,13 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         }
     }
     println!("{t}");
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let params = if a.all {
-        format!("{} parameters", pcols.len())
+        plural(pcols.len(), "parameter", "parameters")
     } else {
-        format!("{} parameters that differ (`--all` shows the ones they share too)", pcols.len())
+        format!("{} (`--all` shows the ones they share too)", plural(pcols.len(), "parameter that differs", "parameters that differ"))
     };
-    println!("{} nodes, {params}, {} metrics", runs.len(), mcols.len());
+    println!("{}, {params}, {}", plural(runs.len(), "node", "nodes"), plural(mcols.len(), "metric", "metrics"));
     if let Some(n) = &stale_note {
         println!("{n}");
     }

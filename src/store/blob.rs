@@ -124,6 +124,8 @@ impl BlobStore {
     /// read ([`Self::read`], `InputArtifact::open`) and `polyflow verify` reads everything.
     pub fn present(&self, digest: &str, size: u64) -> BlobState {
         match std::fs::metadata(self.path(digest)) {
+            // Moved aside by a reader that found it damaged: damaged, not lost.
+            Err(_) if self.dir.parent().is_some_and(|r| r.join("damaged").join(digest).exists()) => BlobState::Corrupt,
             Err(_) => BlobState::Missing,
             Ok(m) if m.len() != size => BlobState::Corrupt,
             Ok(_) => BlobState::Ok,
