@@ -241,9 +241,10 @@ mod tests {
         std::fs::write(s.blobs.path(&dg), b"hellp").unwrap();
         assert_eq!(s.blobs.check(&dg, 5), BlobState::Corrupt);
         assert_eq!(s.blobs.present(&dg, 5), BlobState::Ok, "freshness reads metadata only");
-        // A reader that finds the damage moves the blob aside: from then on it is missing.
+        // A reader that finds the damage moves the blob aside: from then on it is absent, and said damaged.
         assert!(matches!(s.blobs.read(&dg), Err(StoreError::Corrupt { .. })));
-        assert_eq!(s.blobs.present(&dg, 5), BlobState::Missing);
+        assert!(!s.blobs.path(&dg).exists());
+        assert_eq!(s.blobs.present(&dg, 5), BlobState::Corrupt);
         assert_eq!(s.blobs.damaged().len(), 1);
         assert_eq!(s.blobs.present(&s.blobs.put(b"hello").unwrap(), 4), BlobState::Corrupt, "a wrong size is damage");
     }
