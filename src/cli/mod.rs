@@ -508,9 +508,9 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     }
     let verbose = cli.verbose > 0;
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, reg),
+        Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
-        Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, reg),
+        Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),

@@ -121,7 +121,16 @@ fn some_ids(ids: &[String]) -> String {
 
 /// `plan`: what would run and why, each node's last recorded time and an estimate of the whole, and the
 /// table cells that may change. Runs nothing and writes no index entry.
-pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, json: bool, reg: &Registry) -> Result<i32, CliError> {
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
+    c: Common,
+    nodes: Vec<String>,
+    force: Vec<String>,
+    force_all: bool,
+    json: bool,
+    verbose: bool,
+    reg: &Registry,
+) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     super::preflight(&g, &c, &nodes, &super::env_of(&g, &c.backend))?;
     // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
@@ -177,7 +186,10 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
     }
     for &i in &sel {
         if a[&i].state == State::Fresh {
-            println!("{:>12} {}", "Fresh", g.nodes[i].id);
+            // Fresh nodes are listed with `-v` only (a what-if of a few nodes in a study of hundreds).
+            if verbose {
+                println!("{:>12} {}", "Fresh", g.nodes[i].id);
+            }
         } else if let Some(e) = &a[&i].in_cache {
             let took = e.computed_ms.map(|ms| format!(", computed in {}", fmt_ms(ms))).unwrap_or_default();
             println!("{:>12} {} ({}): {} [in the shared cache{took}]", "Would fetch", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
@@ -187,7 +199,9 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
         }
     }
     let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };
-    println!("{:>12} {} of {} nodes would run{fetched}", "Plan", stale.len(), sel.len());
+    let fresh = sel.len() - stale.len() - fetch.len();
+    let listed = if fresh > 0 && !verbose { format!(" ({fresh} fresh: `-v` lists them)") } else { String::new() };
+    println!("{:>12} {} of {} nodes would run{fetched}{listed}", "Plan", stale.len(), sel.len());
     if !stale.is_empty() {
         if est.known == 0 {
             println!("{:>12} unknown: none of these nodes has a recorded run", "Estimate");
@@ -218,7 +232,7 @@ pub fn plan(c: Common, nodes: Vec<String>, force: Vec<String>, force_all: bool, 
         }
     }
     for &t in &rerendered {
-        println!("{:>12} none may change: {} re-renders, but none of its cells reads a node that would run", "Cells", g.nodes[t].id);
+        println!("{:>12} unchanged: {} only re-renders (none of its cells reads a node that would run)", "Cells", g.nodes[t].id);
     }
     Ok(exit::OK)
 }
