@@ -463,3 +463,30 @@ fn moments_in_time_csvs_and_clips() {
         assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 2), "{show}");
     }
 }
+
+/// A file of `tests/fixtures/` (made by its `make_audio_fixtures.sh`).
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// VGGSound's clips as yt-dlp/ffmpeg mux them: the H.264 track first, the AAC track second. The sound is
+/// decoded (not refused as having no sample rate); a video without sound is undecodable, saying so.
+#[test]
+fn vggsound_mp4_clips_whose_first_track_is_video() {
+    let d = tempfile::tempdir().unwrap();
+    let v = d.path().join("vgg");
+    let mut csv = String::new();
+    for i in 0..5 {
+        csv.push_str(&format!("vid{i:08},{},\"{}\",{}\n", 10 * i, ["dog", "cat"][i % 2], if i < 4 { "train" } else { "test" }));
+        std::fs::create_dir_all(v.join("video")).unwrap();
+        std::fs::copy(fixture("video_first.mp4"), v.join(format!("video/vid{i:08}_{:06}.mp4", 10 * i))).unwrap();
+    }
+    std::fs::write(v.join("vggsound.csv"), &csv).unwrap();
+    let body = "format = \"vggsound\"\npath = \"vgg\"\nval_fraction = 0.25";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (3, 1, 1), "{show}");
+    std::fs::copy(fixture("video_only.mp4"), v.join("video/vid00000004_000040.mp4")).unwrap();
+    let (code, err, _) = ingest(d.path(), body);
+    assert!(code == 2 && err.contains("vid00000004_000040.mp4") && err.contains("no audio track"), "{err}");
+}

@@ -1,16 +1,22 @@
-//! Audio decoding (WAV, FLAC, OGG/Vorbis, MP3 via symphonia), stereo → mono, resampling (rubato), and the
-//! dataset layouts users have: Speech Commands folders and CSV manifests (single- or multi-label).
+//! Audio decoding (WAV, FLAC, OGG/Vorbis, MP3, AAC in MP4/M4A via symphonia), stereo → mono, resampling
+//! (rubato), and the dataset layouts users have: Speech Commands folders and CSV manifests (single- or
+//! multi-label).
 
 use super::error::DataError;
 use std::path::{Path, PathBuf};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-/// Decodes `path` to mono f32 samples in [-1, 1] and returns them with the file's sample rate.
+/// The containers and codecs [`decode`] reads, as its errors name them.
+pub const SUPPORTED: &str = "WAV, FLAC, OGG/Vorbis, MP3, AAC in MP4/M4A";
+
+/// Decodes `path` to mono f32 samples in [-1, 1] and returns them with the file's sample rate. The sound is
+/// the container's first audio track (one with a codec and a sample rate): a video downloaded from YouTube
+/// has its H.264 track first and its AAC track second.
 pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     let err = |m: String| DataError::new(path, m);
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open audio: {e}")))?;
@@ -21,14 +27,19 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     }
     let probed = symphonia::default::get_probe()
         .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
-        .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: WAV, FLAC, OGG/Vorbis, MP3")))?;
+        .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: {SUPPORTED}")))?;
     let mut format = probed.format;
-    let track = format.default_track().ok_or_else(|| err("no audio track".into()))?;
-    let track_id = track.id;
-    let rate = track.codec_params.sample_rate.ok_or_else(|| err("unknown sample rate".into()))?;
+    let tracks = format.tracks();
+    let Some(track) = tracks.iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL && t.codec_params.sample_rate.is_some()) else {
+        return Err(err(format!(
+            "no audio track: none of its {} track(s) has an audio codec with a sample rate (a video without sound?)",
+            tracks.len()
+        )));
+    };
+    let (track_id, rate) = (track.id, track.codec_params.sample_rate.unwrap_or_default());
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| err(format!("unsupported codec: {e}")))?;
+        .map_err(|e| err(format!("unsupported audio codec in track {track_id}: {e}; supported: {SUPPORTED}")))?;
     let mut out = vec![];
     loop {
         let packet = match format.next_packet() {
@@ -220,6 +231,27 @@ mod tests {
         let err = csv_manifest(&p, &[], false).unwrap_err();
         assert!(err.path == p && err.message.contains("has no rows"), "{err}");
     }
+    /// A file of `tests/fixtures/` (made by its `make_audio_fixtures.sh`).
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn the_sound_of_a_video_whose_first_track_is_h264_is_its_aac_track() {
+        let (x, rate) = decode(&fixture("video_first.mp4")).unwrap();
+        assert_eq!(rate, 16000);
+        // 1 s of tone (plus at most AAC's priming and last frame), at lavfi's amplitude 1/8: RMS 0.088.
+        assert!((16000..16000 + 3 * 1024).contains(&x.len()), "{} samples", x.len());
+        let rms = (x[4000..12000].iter().map(|v| v * v).sum::<f32>() / 8000.0).sqrt();
+        assert!((rms - 0.125 / 2f32.sqrt()).abs() < 0.02, "rms {rms}");
+        let e = decode(&fixture("video_only.mp4")).unwrap_err();
+        assert!(e.message.contains("no audio track") && e.message.contains("1 track(s)"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("notes.txt"), "not a sound").unwrap();
+        let e = decode(&d.path().join("notes.txt")).unwrap_err();
+        assert!(e.message.contains("AAC in MP4/M4A"), "{e}");
+    }
+
     #[test]
     fn resample_length() {
         let x: Vec<f32> = (0..8000).map(|i| (i as f32 * 0.01).sin()).collect();

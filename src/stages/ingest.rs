@@ -576,8 +576,12 @@ impl Stage for DatasetStage {
         // 2: the layouts read from lists and folders leave hidden files out, take more image formats, drop a
         // UTF-8 byte-order mark, follow symlinked folders, refuse truncated JPEGs and keep one row per file.
         // The formats whose readers did not change keep their keys.
+        // 3 (csv, audioset, vggsound, esc50): a container's first audio track is decoded, not refused when a
+        // video track comes first.
+        // speech_commands keeps 1: Speech Commands ships WAV, which none of this changes.
         match parse::<DatasetParams>(params).map(|p| p.format) {
             Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,
+            Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50) => 3,
             _ => 2,
         }
     }
