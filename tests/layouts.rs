@@ -490,3 +490,32 @@ fn vggsound_mp4_clips_whose_first_track_is_video() {
     let (code, err, _) = ingest(d.path(), body);
     assert!(code == 2 && err.contains("vid00000004_000040.mp4") && err.contains("no audio track"), "{err}");
 }
+
+/// AudioSet clips named with the row's own end time (a segment shorter than 10 s, PANNs' `Y{id}_{s:.3}_{e:.3}`)
+/// are found; one downloaded as WebM/Opus is undecodable, saying how to convert it, not absent; an absent one
+/// is listed with the names tried.
+#[test]
+fn audioset_clip_names_unsupported_containers_and_names_tried() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("as");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/0k4j,Car\n").unwrap();
+    let mut train = "# a\n# b\n# c\n".to_string();
+    for i in 0..4 {
+        train.push_str(&format!("trainclip{i:02}, 0.000, 10.000, \"/m/09x0r\"\n"));
+        wav(&r.join(format!("audio/trainclip{i:02}.wav")), 16000, 0.5, 300.0);
+    }
+    train.push_str("shortend001, 3.000, 10.000, \"/m/0k4j\"\npannsstyle1, 30.000, 40.000, \"/m/0k4j\"\n");
+    wav(&r.join("audio/shortend001_000003_000010.wav"), 16000, 0.5, 500.0);
+    wav(&r.join("audio/Ypannsstyle1_30.000_40.000.wav"), 16000, 0.5, 700.0);
+    train.push_str("opusclip001, 0.000, 10.000, \"/m/0k4j\"\nabsent00000, 0.000, 10.000, \"/m/0k4j\"\n");
+    std::fs::write(r.join("audio/opusclip001.webm"), b"\x1a\x45\xdf\xa3 webm").unwrap();
+    std::fs::write(r.join("balanced_train_segments.csv"), train).unwrap();
+    let body = "format = \"audioset\"\npath = \"as\"\nval_fraction = 0.2\nmax_bad = 0.2";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("1 undecodable, 1 listed but absent"), "{show}");
+    assert!(show.contains("opusclip001.webm") && show.contains("convert it to FLAC or WAV"), "{show}");
+    assert!(show.contains("absent absent00000.* (looked for absent00000, Yabsent00000,"), "{show}");
+    assert_eq!(count(&show, "train") + count(&show, "val") + count(&show, "test"), 6, "{show}");
+}

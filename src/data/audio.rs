@@ -19,6 +19,14 @@ pub const SUPPORTED: &str = "WAV, FLAC, OGG/Vorbis, MP3, AAC in MP4/M4A";
 /// has its H.264 track first and its AAC track second.
 pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     let err = |m: String| DataError::new(path, m);
+    if super::layouts::has_ext(path, super::layouts::AUDIO_UNDECODABLE_EXTS) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        return Err(err(format!(
+            "found {name}: WebM/Matroska/Opus audio is not decodable here (supported: {SUPPORTED}); convert it to FLAC \
+             or WAV, e.g. `ffmpeg -i '{name}' '{stem}.flac'`"
+        )));
+    }
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open audio: {e}")))?;
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
     let mut hint = Hint::new();
