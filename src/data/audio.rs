@@ -34,7 +34,9 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         hint.with_extension(ext);
     }
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        // Gapless: the encoder's delay and padding are trimmed where the container says how long they are (MP3's
+        // LAME/Xing header; symphonia 0.5's MP4 reader does not read the edit list, so AAC keeps its priming).
+        .format(&hint, mss, &FormatOptions { enable_gapless: true, ..Default::default() }, &MetadataOptions::default())
         .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: {SUPPORTED}")))?;
     let mut format = probed.format;
     let tracks = format.tracks();
@@ -258,6 +260,15 @@ mod tests {
         std::fs::write(d.path().join("notes.txt"), "not a sound").unwrap();
         let e = decode(&d.path().join("notes.txt")).unwrap_err();
         assert!(e.message.contains("AAC in MP4/M4A"), "{e}");
+    }
+
+    #[test]
+    fn an_mp3s_encoder_delay_and_padding_are_trimmed() {
+        // 1 s at 16 kHz, encoded by LAME: 16,000 samples, not LAME's whole frames with its delay in front.
+        let (x, rate) = decode(&fixture("tone.mp3")).unwrap();
+        assert_eq!((x.len(), rate), (16000, 16000));
+        // The tone (lavfi's sine starts at phase 0) is there from the first samples, not after ~25 ms of silence.
+        assert!(x[..40].iter().any(|v| v.abs() > 0.05), "{:?}", &x[..40]);
     }
 
     #[test]

@@ -592,7 +592,8 @@ impl Stage for DatasetStage {
         // The formats whose readers did not change keep their keys.
         // 3 (kinetics): validate.csv is the test split even beside a labelled test.csv (`test_table`).
         // 3 (csv, audioset, vggsound, esc50): a container's first audio track is decoded, not refused when a
-        // video track comes first; AudioSet and VGGSound find clips by more names (the row's end time).
+        // video track comes first; MP3's encoder delay and padding are trimmed (gapless); AudioSet and VGGSound
+        // find clips by more names (the row's end time).
         // speech_commands keeps 1: Speech Commands ships WAV, which none of this changes.
         match parse::<DatasetParams>(params).map(|p| p.format) {
             Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,
