@@ -83,7 +83,7 @@ fn absent(wanted: String, tried: &[String]) -> String {
 pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     let idx_csv = root.join("class_labels_indices.csv");
     let mut mids: HashMap<String, usize> = HashMap::new();
-    let mut names = vec![];
+    let (mut names, mut mid_list): (Vec<String>, Vec<String>) = (vec![], vec![]);
     if idx_csv.is_file() {
         let mut rdr =
             csv::ReaderBuilder::new().has_headers(true).from_path(&idx_csv).map_err(|e| DataError::new(&idx_csv, e.to_string()))?;
@@ -96,6 +96,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
                 return Err(DataError::new(&idx_csv, format!("line {}: index {i}, expected {} (rows in index order)", k + 2, names.len())));
             }
             mids.insert(mid.trim().to_string(), i);
+            mid_list.push(mid.trim().to_string());
             names.push(name.trim().to_string());
         }
     } else if classes.is_empty() {
@@ -139,9 +140,20 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             let start: f64 = start.trim().parse().map_err(|_| bad())?;
             let end: f64 = end.trim().parse().map_err(|_| bad())?;
             let mut idx = vec![];
-            for mid in labels.trim().trim_matches('"').split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let field = labels.trim().trim_matches('"');
+            for mid in field.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                 let Some(&k) = mids.get(mid) else {
-                    return Err(DataError::new(&csv, format!("line {}: label `{mid}` is not in class_labels_indices.csv", i + 1)));
+                    // A display name where a MID belongs (a CSV written by hand or by another tool).
+                    let named = |n: &str| names.iter().position(|x| x == n).filter(|&k| k < mid_list.len());
+                    let msg = match named(mid).map(|k| (mid, k)).or_else(|| named(field).map(|k| (field, k))) {
+                        Some((n, k)) => format!(
+                            "label `{n}` is a display name: expected a MID, such as {}, the MID of `{n}` (index {k} in \
+                             class_labels_indices.csv)",
+                            mid_list[k]
+                        ),
+                        None => format!("label `{mid}` is not in class_labels_indices.csv"),
+                    };
+                    return Err(DataError::new(&csv, format!("line {}: {msg}", i + 1)));
                 };
                 idx.push(k);
             }
@@ -323,6 +335,13 @@ mod tests {
         std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"/m/nope\"\n").unwrap();
         let e = audioset(r, &[]).unwrap_err();
         assert!(e.message.starts_with("line 1: label `/m/nope`"), "{e}");
+        // Display names where MIDs belong: the error names the MID, also for a name with a comma.
+        std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"/m/09x0r,Speech\"\n").unwrap();
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.contains("label `Speech` is a display name: expected a MID, such as /m/09x0r"), "{e}");
+        std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"Male speech, man speaking\"\n").unwrap();
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.contains("`Male speech, man speaking` is a display name") && e.message.contains("/m/05zppz"), "{e}");
     }
 
     #[test]
