@@ -519,3 +519,72 @@ fn audioset_clip_names_unsupported_containers_and_names_tried() {
     assert!(show.contains("absent absent00000.* (looked for absent00000, Yabsent00000,"), "{show}");
     assert_eq!(count(&show, "train") + count(&show, "val") + count(&show, "test"), 6, "{show}");
 }
+
+/// A mono 16-bit PCM WAV of consecutive tones, `(seconds, Hz)` each.
+fn wav_tones(path: &Path, rate: u32, tones: &[(u32, f32)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples = vec![];
+    for &(secs, freq) in tones {
+        let part = dir.path().join("part.wav");
+        wav(&part, rate, secs as f32, freq);
+        samples.extend_from_slice(&std::fs::read(&part).unwrap()[44..]);
+    }
+    let mut b = std::fs::read(dir.path().join("part.wav")).unwrap()[..44].to_vec();
+    b[4..8].copy_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    b[40..44].copy_from_slice(&(samples.len() as u32).to_le_bytes());
+    b.extend(samples);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b).unwrap();
+}
+
+/// The waves of `split` of the dataset node `d` (from the blob path `show` prints).
+fn waves(show: &str, split: &str) -> Vec<f32> {
+    let line = show.lines().find(|l| l.trim_start().starts_with(&format!("{split}.safetensors"))).unwrap();
+    let bytes = std::fs::read(line.split_whitespace().last().unwrap()).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("wave").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// AudioSet's and VGGSound's rows name a segment of a YouTube video; a file named by the video id alone that is
+/// clearly longer holds the whole video: the segment is cut from it (not the file's centre), and the note says
+/// how many were.
+#[test]
+fn a_whole_video_named_by_its_id_is_cut_to_its_rows_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("as");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n").unwrap();
+    let mut train = "# a\n# b\n# c\n".to_string();
+    for i in 0..4 {
+        train.push_str(&format!("trainclip{i:02}, 30.000, 40.000, \"/m/09x0r\"\n"));
+        wav(&r.join(format!("audio/trainclip{i:02}_30.wav")), 8000, 1.0, 500.0);
+    }
+    std::fs::write(r.join("balanced_train_segments.csv"), train).unwrap();
+    // 30 s: 0–10 s at 300 Hz, 10–20 s at 1 kHz, 20–30 s at 3 kHz; the row names 20–30 s.
+    std::fs::write(r.join("eval_segments.csv"), "# a\n# b\n# c\nfullvideo01, 20.000, 30.000, \"/m/09x0r\"\n").unwrap();
+    wav_tones(&r.join("audio/fullvideo01.wav"), 8000, &[(10, 300.0), (10, 1000.0), (10, 3000.0)]);
+    let (code, err, show) = ingest(d.path(), "format = \"audioset\"\npath = \"as\"\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("1 of 1 clips named by the video id alone were longer than their row's segment and cut"), "{show}");
+    let x = waves(&show, "test");
+    assert_eq!(x.len(), 160_000, "10 s at 16 kHz");
+    // 3 kHz: 6,000 zero crossings a second (1 kHz, the file's centre, would give 2,000).
+    let crossings = x[16_000..32_000].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    assert!((5_900..6_100).contains(&crossings), "{crossings} zero crossings in 1 s");
+
+    // VGGSound: a whole video is cut to the 10 s from the row's start.
+    let v = d.path().join("vgg");
+    let mut csv = String::new();
+    for i in 0..4 {
+        csv.push_str(&format!("vid{i:08},0,dog,train\n"));
+        wav(&v.join(format!("clips/vid{i:08}_000000.wav")), 8000, 1.0, 300.0);
+    }
+    csv.push_str("wholevideo1,10,dog,test\n");
+    wav_tones(&v.join("clips/wholevideo1.wav"), 8000, &[(10, 300.0), (10, 3000.0), (10, 300.0)]);
+    std::fs::write(v.join("vggsound.csv"), csv).unwrap();
+    let (code, err, show) = ingest(d.path(), "format = \"vggsound\"\npath = \"vgg\"\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    let x = waves(&show, "test");
+    let crossings = x[16_000..32_000].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    assert!(x.len() == 160_000 && (5_900..6_100).contains(&crossings), "{} samples, {crossings} crossings", x.len());
+}

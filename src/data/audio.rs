@@ -3,6 +3,7 @@
 //! multi-label).
 
 use super::error::DataError;
+use super::layouts::Segment;
 use std::path::{Path, PathBuf};
 use symphonia::core::audio::SampleBuffer;
 use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
@@ -73,6 +74,26 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         return Err(err("audio file decodes to no samples".into()));
     }
     Ok((out, rate))
+}
+
+/// The sound of a file named by its video's id alone (AudioSet's, VGGSound's `{ytid}.*`), which may hold the
+/// whole video, cut to its row's segment: samples `[start, end)` seconds of `x` (at `rate` Hz) when `x` is over
+/// 1 s longer than the segment, `None` when it is not (the file is the segment already). A file that is longer
+/// but ends before the segment starts is an error (the wrong file, or a cut of another segment).
+pub fn cut_segment(x: &[f32], rate: u32, seg: Segment) -> Result<Option<Vec<f32>>, String> {
+    let secs = x.len() as f64 / rate as f64;
+    if secs <= seg.end - seg.start + 1.0 {
+        return Ok(None);
+    }
+    let at = |t: f64| ((t.max(0.0) * rate as f64).round() as usize).min(x.len());
+    let (a, b) = (at(seg.start), at(seg.end));
+    if a >= b {
+        return Err(format!(
+            "is {secs:.1} s long, longer than its row's segment [{}, {}) s, but ends before it starts: is it the right file?",
+            seg.start, seg.end
+        ));
+    }
+    Ok(Some(x[a..b].to_vec()))
 }
 
 /// Resamples `x` from `from` Hz to `to` Hz (sinc interpolation).
@@ -269,6 +290,17 @@ mod tests {
         assert_eq!((x.len(), rate), (16000, 16000));
         // The tone (lavfi's sine starts at phase 0) is there from the first samples, not after ~25 ms of silence.
         assert!(x[..40].iter().any(|v| v.abs() > 0.05), "{:?}", &x[..40]);
+    }
+
+    #[test]
+    fn a_whole_video_is_cut_to_its_segment() {
+        let x: Vec<f32> = (0..30 * 100).map(|i| i as f32).collect(); // 30 s at 100 Hz
+        let cut = cut_segment(&x, 100, Segment { start: 20.0, end: 30.0 }).unwrap().unwrap();
+        assert_eq!((cut.len(), cut[0]), (1000, 2000.0));
+        // A clip as long as its segment (or up to 1 s longer) is the segment already.
+        assert_eq!(cut_segment(&x[..1050], 100, Segment { start: 20.0, end: 30.0 }).unwrap(), None);
+        let e = cut_segment(&x, 100, Segment { start: 40.0, end: 50.0 }).unwrap_err();
+        assert!(e.contains("ends before it starts"), "{e}");
     }
 
     #[test]

@@ -322,7 +322,7 @@ impl DatasetStage {
                 if entries.iter().any(|e: &Entry| e.split == SplitName::Val) {
                     declared.push(SplitName::Val);
                 }
-                Catalog { classes, entries, missing: vec![], note: String::new(), declared, duplicates: vec![] }
+                Catalog { classes, entries, declared, ..Default::default() }
             }
             other @ (Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::Frames) => {
                 return Err(StageError::failed(format!("format `{other}` has no file catalog")))
@@ -359,6 +359,8 @@ impl DatasetStage {
                 ctx.id, p.format
             )));
         }
+        // How many whole-video files were cut to their row's segment (AudioSet, VGGSound).
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (decoder, shape, sr) = match modality {
             "image" if p.store == StoreAs::Encoded => {
                 let check = |f: &Path| -> Result<Vec<u8>, crate::data::DataError> {
@@ -376,8 +378,15 @@ impl DatasetStage {
                 (Decoder::Fixed { shape: shape.clone(), decode: Box::new(move |f: &Path| video_file::decode(f, &clip)) }, shape, None)
             }
             _ => {
+                let (segments, cut) = (std::sync::Arc::new(cat.segments.clone()), cut.clone());
                 let decode = move |f: &Path| -> Result<Vec<f32>, crate::data::DataError> {
-                    let (x, r) = audio::decode(f)?;
+                    let (mut x, r) = audio::decode(f)?;
+                    if let Some(&seg) = segments.get(f) {
+                        if let Some(part) = audio::cut_segment(&x, r, seg).map_err(|e| crate::data::DataError::new(f, e))? {
+                            x = part;
+                            cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     audio::resample(&x, r, rate).map_err(|e| crate::data::DataError::new(f, format!("resampling failed: {e}")))
                 };
                 (Decoder::Wave(Box::new(decode)), vec![], Some(rate))
@@ -406,6 +415,13 @@ impl DatasetStage {
         }
         if p.store == StoreAs::Encoded && modality == "image" {
             note.push_str("; stored encoded (the files' bytes)");
+        }
+        if !cat.segments.is_empty() {
+            let n = cut.load(std::sync::atomic::Ordering::Relaxed);
+            note.push_str(&format!(
+                "; {n} of {} clips named by the video id alone were longer than their row's segment and cut to it",
+                cat.segments.len()
+            ));
         }
         if modality == "video" {
             note.push_str(&format!(
@@ -593,7 +609,7 @@ impl Stage for DatasetStage {
         // 3 (kinetics): validate.csv is the test split even beside a labelled test.csv (`test_table`).
         // 3 (csv, audioset, vggsound, esc50): a container's first audio track is decoded, not refused when a
         // video track comes first; MP3's encoder delay and padding are trimmed (gapless); AudioSet and VGGSound
-        // find clips by more names (the row's end time).
+        // find clips by more names (the row's end time) and cut a whole video to its row's segment.
         // speech_commands keeps 1: Speech Commands ships WAV, which none of this changes.
         match parse::<DatasetParams>(params).map(|p| p.format) {
             Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,

@@ -7,17 +7,18 @@
 //!   `Y{YTID}.*` (AST's naming), `{YTID}_{start}[_{end}].*` (seconds as integers, 6-digit or not, or with 3
 //!   decimals) or `Y{YTID}_{start:.3}_{end:.3}.*` (PANNs' naming), with the row's own end time. A clip found
 //!   as `.webm`/`.weba`/`.opus`/`.mkv` is undecodable (convert it to FLAC or WAV), not absent; an absent one is
-//!   listed with every name tried.
+//!   listed with every name tried. A `{YTID}.*` / `Y{YTID}.*` file may hold the whole video: when its sound is
+//!   over 1 s longer than the row's segment, the segment is cut from it ([`Catalog::segments`]).
 //! - **VGGSound**: `vggsound.csv`, headerless `YouTube ID,start seconds,label,train|test`; clips
-//!   `{ytid}_{start:06}.mp4` (or `.wav`, `.flac`, …; found by the same names as AudioSet's, end = start + 10).
-//!   Classes are the sorted labels.
+//!   `{ytid}_{start:06}.mp4` (or `.wav`, `.flac`, …; found by the same names as AudioSet's, end = start + 10;
+//!   a whole video `{ytid}.*` is cut to `[start, start + 10)`). Classes are the sorted labels.
 //!
 //! - **ESC-50**: `meta/esc50.csv` (`filename,fold,target,category,esc10,src_file,take`) and `audio/*.wav`;
 //!   classes are the 50 categories in `target` order; one fold is the test split, the other four train.
 //!
 //! Val is carved from train in all three (none ships one).
 
-use super::{by_stem, has_ext, list_files, read_text, Catalog, Entry, Missing, SplitName, AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS};
+use super::{by_stem, has_ext, list_files, read_text, Catalog, Entry, Missing, Segment, SplitName, AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS};
 use crate::data::error::DataError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,7 +113,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         names = classes.to_vec();
     }
     let files = clip_files(root)?;
-    let (mut entries, mut missing) = (vec![], vec![]);
+    let (mut entries, mut missing, mut segments) = (vec![], vec![], HashMap::new());
     let mut found_any = false;
     for (file, split) in [("balanced_train_segments.csv", SplitName::Train), ("eval_segments.csv", SplitName::Test)] {
         let csv = root.join(file);
@@ -163,7 +164,12 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             let ytid = ytid.trim();
             let listed = format!("{}:{}", csv.display(), i + 1);
             match find_clip(&files, ytid, start, end) {
-                Ok((path, _)) => entries.push(Entry { path, labels: idx, split, listed }),
+                Ok((path, whole)) => {
+                    if whole {
+                        segments.insert(path.clone(), Segment { start, end });
+                    }
+                    entries.push(Entry { path, labels: idx, split, listed })
+                }
                 Err(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}.*"), &tried), split }),
             }
         }
@@ -177,6 +183,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         note: "AudioSet balanced_train (val carved from it) and eval segments".into(),
         declared,
         duplicates: vec![],
+        segments,
     })
 }
 
@@ -225,7 +232,7 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     let has_test = rows.iter().any(|r| r.3 == SplitName::Test);
     let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
     let files = clip_files(&base)?;
-    let (mut entries, mut missing) = (vec![], vec![]);
+    let (mut entries, mut missing, mut segments) = (vec![], vec![], HashMap::new());
     for (ytid, start, label, split, line) in rows {
         let Some(&ci) = index.get(label.as_str()) else {
             return Err(DataError::new(&csv, format!("line {line}: label `{label}` is not in the class list")));
@@ -233,12 +240,25 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         let listed = format!("{}:{line}", csv.display());
         // VGGSound's clips are the 10 s from the row's start.
         match find_clip(&files, &ytid, start, start + 10.0) {
-            Ok((path, _)) => entries.push(Entry { path, labels: vec![ci], split, listed }),
+            Ok((path, whole)) => {
+                if whole {
+                    segments.insert(path.clone(), Segment { start, end: start + 10.0 });
+                }
+                entries.push(Entry { path, labels: vec![ci], split, listed })
+            }
             Err(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}_{:06}.mp4", start.round() as u64), &tried), split }),
         }
     }
     let declared = if has_test { vec![SplitName::Train, SplitName::Test] } else { vec![SplitName::Train] };
-    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into(), declared, duplicates: vec![] })
+    Ok(Catalog {
+        classes,
+        entries,
+        missing,
+        note: "VGGSound train (val carved from it) and test".into(),
+        declared,
+        duplicates: vec![],
+        segments,
+    })
 }
 
 /// ESC-50 as distributed (see the module docs): fold `test_fold` (1–5) is the test split.
@@ -301,6 +321,7 @@ pub fn esc50(root: &Path, test_fold: u32) -> Result<Catalog, DataError> {
         }),
         declared: vec![SplitName::Train, SplitName::Test],
         duplicates: vec![],
+        segments: Default::default(),
     })
 }
 
@@ -382,6 +403,11 @@ mod tests {
             ]
         );
         assert_eq!(c.missing.len(), 1);
+        // Only a file named by the video id alone may hold more than the segment.
+        let mut seg: Vec<(String, f64, f64)> =
+            c.segments.iter().map(|(p, s)| (p.file_name().unwrap().to_string_lossy().into(), s.start, s.end)).collect();
+        seg.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(seg, [("converted01.flac".to_string(), 0.0, 10.0), ("opusclip001.webm".to_string(), 0.0, 10.0)]);
         let m = &c.missing[0].file;
         assert!(m.starts_with("absent00000.* (looked for absent00000, Yabsent00000, absent00000_000020,"), "{m}");
         assert!(m.contains("absent00000_000020_000030, absent00000_20_30, absent00000_20.000_30.000, Yabsent00000_20.000_30.000"), "{m}");

@@ -89,6 +89,19 @@ pub struct Catalog {
     pub declared: Vec<SplitName>,
     /// Rows naming a file another row already names, left out by [`Catalog::drop_duplicates`].
     pub duplicates: Vec<Duplicate>,
+    /// Files found by the video's id alone (AudioSet's and VGGSound's `{ytid}.*`), which may hold the whole
+    /// video: the segment their row names, cut from the sound when the file is clearly longer (see
+    /// [`crate::data::audio::cut_segment`]). Empty for the other layouts.
+    pub segments: HashMap<PathBuf, Segment>,
+}
+
+/// The part of a file a row names: `[start, end)` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Segment {
+    /// Start, in seconds from the file's start.
+    pub start: f64,
+    /// End, in seconds.
+    pub end: f64,
 }
 
 /// A row left out because another row names the same file (see [`Catalog::drop_duplicates`]).

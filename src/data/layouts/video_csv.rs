@@ -176,7 +176,7 @@ pub fn kinetics(root: &Path, classes: &[String], table: TestTable) -> Result<Cat
     if test_csv.is_some() {
         declared.push(SplitName::Test);
     }
-    Ok(Catalog { classes, entries, missing, note, declared, duplicates: vec![] })
+    Ok(Catalog { classes, entries, missing, note, declared, duplicates: vec![], segments: Default::default() })
 }
 
 /// Moments in Time (see the module docs).
@@ -243,6 +243,7 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         note: "Moments in Time CSVs (validationSet is the test split; val carved from train)".into(),
         declared,
         duplicates: vec![],
+        segments: Default::default(),
     })
 }
 
