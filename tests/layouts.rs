@@ -404,6 +404,18 @@ fn kinetics_csv_mp4_clips_missing_and_corrupt() {
         assert!(show.contains("corrupt0000") && show.contains("truncated00") && show.contains("gone0000000"), "{show}");
         assert!(show.contains("x [4, 4, 16, 16, 3]") || show.contains("[4, 4, 16, 16, 3]"), "{show}");
         assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 3), "{show}");
+        // A labelled test.csv (the CVDF copy of K400): the validation table stays the test split, as the paper
+        // reports Kinetics, unless test_table = "test".
+        std::fs::write(r.join("test.csv"), "label,youtube_id,time_start,time_end,split\nair drumming,tst00000000,0,10,test\n").unwrap();
+        mp4(&r.join("test/tst00000000_000000_000010.mp4"), 5, 32, 48);
+        let (code, err, show) = ingest(d.path(), body);
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("validate.csv the test split") && show.contains("test.csv not read"), "{show}");
+        assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 3), "{show}");
+        let (code, err, show) = ingest(d.path(), &format!("{body}\ntest_table = \"test\""));
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("test.csv the test split, validate.csv the val split"), "{show}");
+        assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (6, 3, 1), "{show}");
     }
 }
 
