@@ -404,6 +404,18 @@ fn kinetics_csv_mp4_clips_missing_and_corrupt() {
         assert!(show.contains("corrupt0000") && show.contains("truncated00") && show.contains("gone0000000"), "{show}");
         assert!(show.contains("x [4, 4, 16, 16, 3]") || show.contains("[4, 4, 16, 16, 3]"), "{show}");
         assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 3), "{show}");
+        // A labelled test.csv (the CVDF copy of K400): the validation table stays the test split, as the paper
+        // reports Kinetics, unless test_table = "test".
+        std::fs::write(r.join("test.csv"), "label,youtube_id,time_start,time_end,split\nair drumming,tst00000000,0,10,test\n").unwrap();
+        mp4(&r.join("test/tst00000000_000000_000010.mp4"), 5, 32, 48);
+        let (code, err, show) = ingest(d.path(), body);
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("validate.csv the test split") && show.contains("test.csv not read"), "{show}");
+        assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 3), "{show}");
+        let (code, err, show) = ingest(d.path(), &format!("{body}\ntest_table = \"test\""));
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("test.csv the test split, validate.csv the val split"), "{show}");
+        assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (6, 3, 1), "{show}");
     }
 }
 
@@ -462,4 +474,129 @@ fn moments_in_time_csvs_and_clips() {
         assert!(show.contains("asking:") && show.contains("validationSet is the test split"), "{show}");
         assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (4, 2, 2), "{show}");
     }
+}
+
+/// A file of `tests/fixtures/` (made by its `make_audio_fixtures.sh`).
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// VGGSound's clips as yt-dlp/ffmpeg mux them: the H.264 track first, the AAC track second. The sound is
+/// decoded (not refused as having no sample rate); a video without sound is undecodable, saying so.
+#[test]
+fn vggsound_mp4_clips_whose_first_track_is_video() {
+    let d = tempfile::tempdir().unwrap();
+    let v = d.path().join("vgg");
+    let mut csv = String::new();
+    for i in 0..5 {
+        csv.push_str(&format!("vid{i:08},{},\"{}\",{}\n", 10 * i, ["dog", "cat"][i % 2], if i < 4 { "train" } else { "test" }));
+        std::fs::create_dir_all(v.join("video")).unwrap();
+        std::fs::copy(fixture("video_first.mp4"), v.join(format!("video/vid{i:08}_{:06}.mp4", 10 * i))).unwrap();
+    }
+    std::fs::write(v.join("vggsound.csv"), &csv).unwrap();
+    let body = "format = \"vggsound\"\npath = \"vgg\"\nval_fraction = 0.25";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (3, 1, 1), "{show}");
+    std::fs::copy(fixture("video_only.mp4"), v.join("video/vid00000004_000040.mp4")).unwrap();
+    let (code, err, _) = ingest(d.path(), body);
+    assert!(code == 2 && err.contains("vid00000004_000040.mp4") && err.contains("no audio track"), "{err}");
+}
+
+/// AudioSet clips named with the row's own end time (a segment shorter than 10 s, PANNs' `Y{id}_{s:.3}_{e:.3}`)
+/// are found; one downloaded as WebM/Opus is undecodable, saying how to convert it, not absent; an absent one
+/// is listed with the names tried.
+#[test]
+fn audioset_clip_names_unsupported_containers_and_names_tried() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("as");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/0k4j,Car\n").unwrap();
+    let mut train = "# a\n# b\n# c\n".to_string();
+    for i in 0..4 {
+        train.push_str(&format!("trainclip{i:02}, 0.000, 10.000, \"/m/09x0r\"\n"));
+        wav(&r.join(format!("audio/trainclip{i:02}.wav")), 16000, 0.5, 300.0);
+    }
+    train.push_str("shortend001, 3.000, 10.000, \"/m/0k4j\"\npannsstyle1, 30.000, 40.000, \"/m/0k4j\"\n");
+    wav(&r.join("audio/shortend001_000003_000010.wav"), 16000, 0.5, 500.0);
+    wav(&r.join("audio/Ypannsstyle1_30.000_40.000.wav"), 16000, 0.5, 700.0);
+    train.push_str("opusclip001, 0.000, 10.000, \"/m/0k4j\"\nabsent00000, 0.000, 10.000, \"/m/0k4j\"\n");
+    std::fs::write(r.join("audio/opusclip001.webm"), b"\x1a\x45\xdf\xa3 webm").unwrap();
+    std::fs::write(r.join("balanced_train_segments.csv"), train).unwrap();
+    let body = "format = \"audioset\"\npath = \"as\"\nval_fraction = 0.2\nmax_bad = 0.2";
+    let (code, err, show) = ingest(d.path(), body);
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("1 undecodable, 1 listed but absent"), "{show}");
+    assert!(show.contains("opusclip001.webm") && show.contains("convert it to FLAC or WAV"), "{show}");
+    assert!(show.contains("absent absent00000.* (looked for absent00000, Yabsent00000,"), "{show}");
+    assert_eq!(count(&show, "train") + count(&show, "val") + count(&show, "test"), 6, "{show}");
+}
+
+/// A mono 16-bit PCM WAV of consecutive tones, `(seconds, Hz)` each.
+fn wav_tones(path: &Path, rate: u32, tones: &[(u32, f32)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples = vec![];
+    for &(secs, freq) in tones {
+        let part = dir.path().join("part.wav");
+        wav(&part, rate, secs as f32, freq);
+        samples.extend_from_slice(&std::fs::read(&part).unwrap()[44..]);
+    }
+    let mut b = std::fs::read(dir.path().join("part.wav")).unwrap()[..44].to_vec();
+    b[4..8].copy_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    b[40..44].copy_from_slice(&(samples.len() as u32).to_le_bytes());
+    b.extend(samples);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b).unwrap();
+}
+
+/// The waves of `split` of the dataset node `d` (from the blob path `show` prints).
+fn waves(show: &str, split: &str) -> Vec<f32> {
+    let line = show.lines().find(|l| l.trim_start().starts_with(&format!("{split}.safetensors"))).unwrap();
+    let bytes = std::fs::read(line.split_whitespace().last().unwrap()).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("wave").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// AudioSet's and VGGSound's rows name a segment of a YouTube video; a file named by the video id alone that is
+/// clearly longer holds the whole video: the segment is cut from it (not the file's centre), and the note says
+/// how many were.
+#[test]
+fn a_whole_video_named_by_its_id_is_cut_to_its_rows_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("as");
+    std::fs::create_dir_all(&r).unwrap();
+    std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n").unwrap();
+    let mut train = "# a\n# b\n# c\n".to_string();
+    for i in 0..4 {
+        train.push_str(&format!("trainclip{i:02}, 30.000, 40.000, \"/m/09x0r\"\n"));
+        wav(&r.join(format!("audio/trainclip{i:02}_30.wav")), 8000, 1.0, 500.0);
+    }
+    std::fs::write(r.join("balanced_train_segments.csv"), train).unwrap();
+    // 30 s: 0–10 s at 300 Hz, 10–20 s at 1 kHz, 20–30 s at 3 kHz; the row names 20–30 s.
+    std::fs::write(r.join("eval_segments.csv"), "# a\n# b\n# c\nfullvideo01, 20.000, 30.000, \"/m/09x0r\"\n").unwrap();
+    wav_tones(&r.join("audio/fullvideo01.wav"), 8000, &[(10, 300.0), (10, 1000.0), (10, 3000.0)]);
+    let (code, err, show) = ingest(d.path(), "format = \"audioset\"\npath = \"as\"\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("1 of 1 clips named by the video id alone were longer than their row's segment and cut"), "{show}");
+    let x = waves(&show, "test");
+    assert_eq!(x.len(), 160_000, "10 s at 16 kHz");
+    // 3 kHz: 6,000 zero crossings a second (1 kHz, the file's centre, would give 2,000).
+    let crossings = x[16_000..32_000].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    assert!((5_900..6_100).contains(&crossings), "{crossings} zero crossings in 1 s");
+
+    // VGGSound: a whole video is cut to the 10 s from the row's start.
+    let v = d.path().join("vgg");
+    let mut csv = String::new();
+    for i in 0..4 {
+        csv.push_str(&format!("vid{i:08},0,dog,train\n"));
+        wav(&v.join(format!("clips/vid{i:08}_000000.wav")), 8000, 1.0, 300.0);
+    }
+    csv.push_str("wholevideo1,10,dog,test\n");
+    wav_tones(&v.join("clips/wholevideo1.wav"), 8000, &[(10, 300.0), (10, 3000.0), (10, 300.0)]);
+    std::fs::write(v.join("vggsound.csv"), csv).unwrap();
+    let (code, err, show) = ingest(d.path(), "format = \"vggsound\"\npath = \"vgg\"\nval_fraction = 0.25");
+    assert_eq!(code, 0, "{err}");
+    let x = waves(&show, "test");
+    let crossings = x[16_000..32_000].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    assert!(x.len() == 160_000 && (5_900..6_100).contains(&crossings), "{} samples, {crossings} crossings", x.len());
 }

@@ -1,18 +1,33 @@
-//! Audio decoding (WAV, FLAC, OGG/Vorbis, MP3 via symphonia), stereo → mono, resampling (rubato), and the
-//! dataset layouts users have: Speech Commands folders and CSV manifests (single- or multi-label).
+//! Audio decoding (WAV, FLAC, OGG/Vorbis, MP3, AAC in MP4/M4A via symphonia), stereo → mono, resampling
+//! (rubato), and the dataset layouts users have: Speech Commands folders and CSV manifests (single- or
+//! multi-label).
 
 use super::error::DataError;
+use super::layouts::Segment;
 use std::path::{Path, PathBuf};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-/// Decodes `path` to mono f32 samples in [-1, 1] and returns them with the file's sample rate.
+/// The containers and codecs [`decode`] reads, as its errors name them.
+pub const SUPPORTED: &str = "WAV, FLAC, OGG/Vorbis, MP3, AAC in MP4/M4A";
+
+/// Decodes `path` to mono f32 samples in [-1, 1] and returns them with the file's sample rate. The sound is
+/// the container's first audio track (one with a codec and a sample rate): a video downloaded from YouTube
+/// has its H.264 track first and its AAC track second.
 pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     let err = |m: String| DataError::new(path, m);
+    if super::layouts::has_ext(path, super::layouts::AUDIO_UNDECODABLE_EXTS) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        return Err(err(format!(
+            "found {name}: WebM/Matroska/Opus audio is not decodable here (supported: {SUPPORTED}); convert it to FLAC \
+             or WAV, e.g. `ffmpeg -i '{name}' '{stem}.flac'`"
+        )));
+    }
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open audio: {e}")))?;
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
     let mut hint = Hint::new();
@@ -20,15 +35,22 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         hint.with_extension(ext);
     }
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
-        .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: WAV, FLAC, OGG/Vorbis, MP3")))?;
+        // Gapless: the encoder's delay and padding are trimmed where the container says how long they are (MP3's
+        // LAME/Xing header; symphonia 0.5's MP4 reader does not read the edit list, so AAC keeps its priming).
+        .format(&hint, mss, &FormatOptions { enable_gapless: true, ..Default::default() }, &MetadataOptions::default())
+        .map_err(|e| err(format!("corrupt or unsupported audio ({e}); supported: {SUPPORTED}")))?;
     let mut format = probed.format;
-    let track = format.default_track().ok_or_else(|| err("no audio track".into()))?;
-    let track_id = track.id;
-    let rate = track.codec_params.sample_rate.ok_or_else(|| err("unknown sample rate".into()))?;
+    let tracks = format.tracks();
+    let Some(track) = tracks.iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL && t.codec_params.sample_rate.is_some()) else {
+        return Err(err(format!(
+            "no audio track: none of its {} track(s) has an audio codec with a sample rate (a video without sound?)",
+            tracks.len()
+        )));
+    };
+    let (track_id, rate) = (track.id, track.codec_params.sample_rate.unwrap_or_default());
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| err(format!("unsupported codec: {e}")))?;
+        .map_err(|e| err(format!("unsupported audio codec in track {track_id}: {e}; supported: {SUPPORTED}")))?;
     let mut out = vec![];
     loop {
         let packet = match format.next_packet() {
@@ -52,6 +74,26 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         return Err(err("audio file decodes to no samples".into()));
     }
     Ok((out, rate))
+}
+
+/// The sound of a file named by its video's id alone (AudioSet's, VGGSound's `{ytid}.*`), which may hold the
+/// whole video, cut to its row's segment: samples `[start, end)` seconds of `x` (at `rate` Hz) when `x` is over
+/// 1 s longer than the segment, `None` when it is not (the file is the segment already). A file that is longer
+/// but ends before the segment starts is an error (the wrong file, or a cut of another segment).
+pub fn cut_segment(x: &[f32], rate: u32, seg: Segment) -> Result<Option<Vec<f32>>, String> {
+    let secs = x.len() as f64 / rate as f64;
+    if secs <= seg.end - seg.start + 1.0 {
+        return Ok(None);
+    }
+    let at = |t: f64| ((t.max(0.0) * rate as f64).round() as usize).min(x.len());
+    let (a, b) = (at(seg.start), at(seg.end));
+    if a >= b {
+        return Err(format!(
+            "is {secs:.1} s long, longer than its row's segment [{}, {}) s, but ends before it starts: is it the right file?",
+            seg.start, seg.end
+        ));
+    }
+    Ok(Some(x[a..b].to_vec()))
 }
 
 /// Resamples `x` from `from` Hz to `to` Hz (sinc interpolation).
@@ -220,6 +262,47 @@ mod tests {
         let err = csv_manifest(&p, &[], false).unwrap_err();
         assert!(err.path == p && err.message.contains("has no rows"), "{err}");
     }
+    /// A file of `tests/fixtures/` (made by its `make_audio_fixtures.sh`).
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn the_sound_of_a_video_whose_first_track_is_h264_is_its_aac_track() {
+        let (x, rate) = decode(&fixture("video_first.mp4")).unwrap();
+        assert_eq!(rate, 16000);
+        // 1 s of tone (plus at most AAC's priming and last frame), at lavfi's amplitude 1/8: RMS 0.088.
+        assert!((16000..16000 + 3 * 1024).contains(&x.len()), "{} samples", x.len());
+        let rms = (x[4000..12000].iter().map(|v| v * v).sum::<f32>() / 8000.0).sqrt();
+        assert!((rms - 0.125 / 2f32.sqrt()).abs() < 0.02, "rms {rms}");
+        let e = decode(&fixture("video_only.mp4")).unwrap_err();
+        assert!(e.message.contains("no audio track") && e.message.contains("1 track(s)"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("notes.txt"), "not a sound").unwrap();
+        let e = decode(&d.path().join("notes.txt")).unwrap_err();
+        assert!(e.message.contains("AAC in MP4/M4A"), "{e}");
+    }
+
+    #[test]
+    fn an_mp3s_encoder_delay_and_padding_are_trimmed() {
+        // 1 s at 16 kHz, encoded by LAME: 16,000 samples, not LAME's whole frames with its delay in front.
+        let (x, rate) = decode(&fixture("tone.mp3")).unwrap();
+        assert_eq!((x.len(), rate), (16000, 16000));
+        // The tone (lavfi's sine starts at phase 0) is there from the first samples, not after ~25 ms of silence.
+        assert!(x[..40].iter().any(|v| v.abs() > 0.05), "{:?}", &x[..40]);
+    }
+
+    #[test]
+    fn a_whole_video_is_cut_to_its_segment() {
+        let x: Vec<f32> = (0..30 * 100).map(|i| i as f32).collect(); // 30 s at 100 Hz
+        let cut = cut_segment(&x, 100, Segment { start: 20.0, end: 30.0 }).unwrap().unwrap();
+        assert_eq!((cut.len(), cut[0]), (1000, 2000.0));
+        // A clip as long as its segment (or up to 1 s longer) is the segment already.
+        assert_eq!(cut_segment(&x[..1050], 100, Segment { start: 20.0, end: 30.0 }).unwrap(), None);
+        let e = cut_segment(&x, 100, Segment { start: 40.0, end: 50.0 }).unwrap_err();
+        assert!(e.contains("ends before it starts"), "{e}");
+    }
+
     #[test]
     fn resample_length() {
         let x: Vec<f32> = (0..8000).map(|i| (i as f32 * 0.01).sin()).collect();

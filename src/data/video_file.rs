@@ -2,8 +2,10 @@
 //! libraries through `ffmpeg-next`, behind the `video` cargo feature.
 //!
 //! A clip becomes `frames` RGB frames `[T, S, S, 3]` u8: `frames` frames at `stride` from the clip's centre
-//! window (DMVR's evaluation window, `start = (L − need) / 2` with `need = (frames − 1)·stride + 1`; a clip
-//! shorter than `need` wraps around, as DMVR does), each resized (bilinear) so its short side is `S` and
+//! window, `start = (L − need) / 2` (integer division) with `need = (frames − 1)·stride + 1` (a clip shorter
+//! than `need` wraps around, as DMVR does). DMVR's evaluation window (`sample_sequence(random=False)`) starts
+//! at `(L − frames·stride) / 2` instead: the same start at stride 1; at stride 2 one frame earlier when `L`
+//! is odd (L = 301, 32 frames: DMVR 118, here 119). Each frame is resized (bilinear) so its short side is `S` and
 //! centre-cropped to `S × S`. The frame count `L` comes from the container; when it is absent or wrong the
 //! clip is decoded once more with the true count.
 //!

@@ -5,6 +5,7 @@ use super::datautil::{shard_put, write_dataset, write_meta, Split};
 use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, lost, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
+use crate::data::layouts::video_csv::TestTable;
 use crate::data::layouts::{self, Catalog, Entry, SplitName};
 use crate::data::shards::{Label, Layout, ShardWriter, Values};
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
@@ -105,6 +106,12 @@ struct DatasetParams {
     store: StoreAs,
     #[serde(default = "first_fold")]
     test_fold: u32,
+    #[serde(default = "validation_table")]
+    test_table: TestTable,
+}
+
+fn validation_table() -> TestTable {
+    TestTable::Validate
 }
 
 fn first_fold() -> u32 {
@@ -290,7 +297,7 @@ impl DatasetStage {
             Format::ImageFolder => layouts::folders::image_folders(root, &p.classes)?,
             Format::Pets => layouts::folders::pets(root)?,
             Format::VideoFolder => layouts::folders::video_folders(root, &p.classes)?,
-            Format::Kinetics => layouts::video_csv::kinetics(root, &p.classes)?,
+            Format::Kinetics => layouts::video_csv::kinetics(root, &p.classes, p.test_table)?,
             Format::MomentsInTime => layouts::video_csv::moments(root, &p.classes)?,
             Format::Audioset => layouts::audio_csv::audioset(root, &p.classes)?,
             Format::Vggsound => layouts::audio_csv::vggsound(root, &p.classes)?,
@@ -315,7 +322,7 @@ impl DatasetStage {
                 if entries.iter().any(|e: &Entry| e.split == SplitName::Val) {
                     declared.push(SplitName::Val);
                 }
-                Catalog { classes, entries, missing: vec![], note: String::new(), declared, duplicates: vec![] }
+                Catalog { classes, entries, declared, ..Default::default() }
             }
             other @ (Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::Frames) => {
                 return Err(StageError::failed(format!("format `{other}` has no file catalog")))
@@ -352,6 +359,8 @@ impl DatasetStage {
                 ctx.id, p.format
             )));
         }
+        // How many whole-video files were cut to their row's segment (AudioSet, VGGSound).
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (decoder, shape, sr) = match modality {
             "image" if p.store == StoreAs::Encoded => {
                 let check = |f: &Path| -> Result<Vec<u8>, crate::data::DataError> {
@@ -369,8 +378,15 @@ impl DatasetStage {
                 (Decoder::Fixed { shape: shape.clone(), decode: Box::new(move |f: &Path| video_file::decode(f, &clip)) }, shape, None)
             }
             _ => {
+                let (segments, cut) = (std::sync::Arc::new(cat.segments.clone()), cut.clone());
                 let decode = move |f: &Path| -> Result<Vec<f32>, crate::data::DataError> {
-                    let (x, r) = audio::decode(f)?;
+                    let (mut x, r) = audio::decode(f)?;
+                    if let Some(&seg) = segments.get(f) {
+                        if let Some(part) = audio::cut_segment(&x, r, seg).map_err(|e| crate::data::DataError::new(f, e))? {
+                            x = part;
+                            cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     audio::resample(&x, r, rate).map_err(|e| crate::data::DataError::new(f, format!("resampling failed: {e}")))
                 };
                 (Decoder::Wave(Box::new(decode)), vec![], Some(rate))
@@ -399,6 +415,13 @@ impl DatasetStage {
         }
         if p.store == StoreAs::Encoded && modality == "image" {
             note.push_str("; stored encoded (the files' bytes)");
+        }
+        if !cat.segments.is_empty() {
+            let n = cut.load(std::sync::atomic::Ordering::Relaxed);
+            note.push_str(&format!(
+                "; {n} of {} clips named by the video id alone were longer than their row's segment and cut to it",
+                cat.segments.len()
+            ));
         }
         if modality == "video" {
             note.push_str(&format!(
@@ -492,6 +515,13 @@ impl Stage for DatasetStage {
                 "esc50: the fold that is the test split, the other four train (ESC-50 is usually reported as 5-fold \
                  cross-validation: one node per fold, e.g. a matrix over test_fold)",
             ),
+            ParamSpec::added(
+                "test_table",
+                T::Choice(TestTable::NAMES),
+                json!("validate"),
+                "kinetics: the CSV that is the test split: `validate` = validate.csv (the paper reports Kinetics' \
+                 validation set; test.csv is not read), `test` = a labelled test.csv (validate.csv is then val)",
+            ),
             ParamSpec::opt(
                 "resplit",
                 T::Bool,
@@ -576,8 +606,14 @@ impl Stage for DatasetStage {
         // 2: the layouts read from lists and folders leave hidden files out, take more image formats, drop a
         // UTF-8 byte-order mark, follow symlinked folders, refuse truncated JPEGs and keep one row per file.
         // The formats whose readers did not change keep their keys.
+        // 3 (kinetics): validate.csv is the test split even beside a labelled test.csv (`test_table`).
+        // 3 (csv, audioset, vggsound, esc50): a container's first audio track is decoded, not refused when a
+        // video track comes first; MP3's encoder delay and padding are trimmed (gapless); AudioSet and VGGSound
+        // find clips by more names (the row's end time) and cut a whole video to its row's segment.
+        // speech_commands keeps 1: Speech Commands ships WAV, which none of this changes.
         match parse::<DatasetParams>(params).map(|p| p.format) {
             Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,
+            Ok(Format::Kinetics | Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50) => 3,
             _ => 2,
         }
     }

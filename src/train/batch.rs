@@ -392,7 +392,10 @@ pub fn augment(aug: &Augment, x: &mut [f32], t: &mut [f32], shape: [usize; 4], c
         if aug.grayscale > 0.0 && rng.random_bool(aug.grayscale) {
             super::geometric::grayscale(ex, shape);
         }
-        // SpecAugment on [C, 1, time(h), mel(w)]: masks set to 0 (the mean of a normalised spectrogram).
+        // SpecAugment on [C, 1, time(h), mel(w)]: masks set to 0 in the stored scale (as lingvo's). That is the
+        // mean only when audio_prep normalised with `normalize = "train"`; with `normalize = "none"` (the
+        // default, and the paper profile) log-mel values are mostly negative and 0 is a loud band, not a
+        // neutral one (docs/paper.md, deviations).
         for _ in 0..aug.freq_masks {
             let wd = rng.random_range(0..=aug.freq_mask_width.min(w));
             let f0 = rng.random_range(0..=w - wd);

@@ -4,40 +4,87 @@
 //! - **AudioSet**: `balanced_train_segments.csv` (train) and `eval_segments.csv` (test), three `#` comment lines
 //!   then rows `YTID, start_seconds, end_seconds, "/m/a,/m/b"` (comma + space, quoted multi-labels); classes
 //!   from `class_labels_indices.csv` (`index,mid,display_name`, 527 rows). A clip is found as `{YTID}.*`,
-//!   `Y{YTID}.*` (AST's naming) or `{YTID}_{start}[_{end}].*`.
+//!   `Y{YTID}.*` (AST's naming), `{YTID}_{start}[_{end}].*` (seconds as integers, 6-digit or not, or with 3
+//!   decimals) or `Y{YTID}_{start:.3}_{end:.3}.*` (PANNs' naming), with the row's own end time. A clip found
+//!   as `.webm`/`.weba`/`.opus`/`.mkv` is undecodable (convert it to FLAC or WAV), not absent; an absent one is
+//!   listed with every name tried. A `{YTID}.*` / `Y{YTID}.*` file may hold the whole video: when its sound is
+//!   over 1 s longer than the row's segment, the segment is cut from it ([`Catalog::segments`]).
 //! - **VGGSound**: `vggsound.csv`, headerless `YouTube ID,start seconds,label,train|test`; clips
-//!   `{ytid}_{start:06}.mp4` (or `.wav`, `.flac`, …). Classes are the sorted labels.
+//!   `{ytid}_{start:06}.mp4` (or `.wav`, `.flac`, …; found by the same names as AudioSet's, end = start + 10;
+//!   a whole video `{ytid}.*` is cut to `[start, start + 10)`). Classes are the sorted labels.
 //!
 //! - **ESC-50**: `meta/esc50.csv` (`filename,fold,target,category,esc10,src_file,take`) and `audio/*.wav`;
 //!   classes are the 50 categories in `target` order; one fold is the test split, the other four train.
 //!
 //! Val is carved from train in all three (none ships one).
 
-use super::{files_by_stem, read_text, Catalog, Entry, Missing, SplitName, AUDIO_EXTS};
+use super::{by_stem, has_ext, list_files, read_text, Catalog, Entry, Missing, Segment, SplitName, AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS};
 use crate::data::error::DataError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Finds the clip of `ytid` starting at `start` seconds among `files` (stem → path).
-fn find_clip<'a>(files: &'a HashMap<String, PathBuf>, ytid: &str, start: f64) -> Option<&'a PathBuf> {
-    let s = start.round() as u64;
-    let candidates = [
-        ytid.to_string(),
-        format!("Y{ytid}"),
+/// The clip files below a dataset folder, by stem: those the audio decoder reads, and those it cannot (found
+/// so that a row naming one is reported as undecodable, with the conversion to do, not as absent).
+struct ClipFiles {
+    decodable: HashMap<String, PathBuf>,
+    undecodable: HashMap<String, PathBuf>,
+}
+
+/// Lists the clip files below `root` (two decodable files with one stem are an error, see [`by_stem`]).
+fn clip_files(root: &Path) -> Result<ClipFiles, DataError> {
+    let all = list_files(root, &[AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS].concat())?;
+    let (ok, mut other): (Vec<PathBuf>, Vec<PathBuf>) = all.into_iter().partition(|p| has_ext(p, AUDIO_EXTS));
+    other.sort();
+    let mut undecodable = HashMap::new();
+    for p in other {
+        undecodable.entry(p.file_stem().unwrap_or_default().to_string_lossy().to_string()).or_insert(p);
+    }
+    Ok(ClipFiles { decodable: by_stem(ok)?, undecodable })
+}
+
+/// The file stems the clip of `ytid` for `[start, end)` seconds may have, in the order they are tried, each
+/// with whether it names the video alone (such a file may hold the whole video, not the segment).
+fn candidates(ytid: &str, start: f64, end: f64) -> Vec<(String, bool)> {
+    let (s, e) = (start.round() as u64, end.round() as u64);
+    let mut out: Vec<(String, bool)> = vec![(ytid.to_string(), true), (format!("Y{ytid}"), true)];
+    for c in [
         format!("{ytid}_{s:06}"),
         format!("{ytid}_{s}"),
         format!("{ytid}_{start:.3}"),
-        format!("{ytid}_{s:06}_{:06}", s + 10),
-        format!("{ytid}_{s}_{}", s + 10),
-    ];
-    candidates.iter().find_map(|c| files.get(c))
+        format!("{ytid}_{s:06}_{e:06}"),
+        format!("{ytid}_{s}_{e}"),
+        format!("{ytid}_{start:.3}_{end:.3}"),
+        format!("Y{ytid}_{start:.3}_{end:.3}"),
+    ] {
+        if !out.iter().any(|(o, _)| *o == c) {
+            out.push((c, false));
+        }
+    }
+    out
+}
+
+/// Finds the clip of `ytid` for `[start, end)` among `files`: a decodable file first, then one the decoder will
+/// report as undecodable. Returns the path and whether its name is the video's alone, or the stems tried.
+fn find_clip(files: &ClipFiles, ytid: &str, start: f64, end: f64) -> Result<(PathBuf, bool), Vec<String>> {
+    let cands = candidates(ytid, start, end);
+    for map in [&files.decodable, &files.undecodable] {
+        if let Some((p, whole)) = cands.iter().find_map(|(c, whole)| map.get(c).map(|p| (p, *whole))) {
+            return Ok((p.clone(), whole));
+        }
+    }
+    Err(cands.into_iter().map(|(c, _)| c).collect())
+}
+
+/// What `skipped.json` and `show` say of an absent clip: `wanted`, then every stem tried.
+fn absent(wanted: String, tried: &[String]) -> String {
+    format!("{wanted} (looked for {} with .{})", tried.join(", "), AUDIO_EXTS.join("/."))
 }
 
 /// AudioSet (see the module docs).
 pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     let idx_csv = root.join("class_labels_indices.csv");
     let mut mids: HashMap<String, usize> = HashMap::new();
-    let mut names = vec![];
+    let (mut names, mut mid_list): (Vec<String>, Vec<String>) = (vec![], vec![]);
     if idx_csv.is_file() {
         let mut rdr =
             csv::ReaderBuilder::new().has_headers(true).from_path(&idx_csv).map_err(|e| DataError::new(&idx_csv, e.to_string()))?;
@@ -50,6 +97,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
                 return Err(DataError::new(&idx_csv, format!("line {}: index {i}, expected {} (rows in index order)", k + 2, names.len())));
             }
             mids.insert(mid.trim().to_string(), i);
+            mid_list.push(mid.trim().to_string());
             names.push(name.trim().to_string());
         }
     } else if classes.is_empty() {
@@ -64,8 +112,8 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         }
         names = classes.to_vec();
     }
-    let files = files_by_stem(root, AUDIO_EXTS)?;
-    let (mut entries, mut missing) = (vec![], vec![]);
+    let files = clip_files(root)?;
+    let (mut entries, mut missing, mut segments) = (vec![], vec![], HashMap::new());
     let mut found_any = false;
     for (file, split) in [("balanced_train_segments.csv", SplitName::Train), ("eval_segments.csv", SplitName::Test)] {
         let csv = root.join(file);
@@ -87,14 +135,26 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             }
             let bad = || DataError::new(&csv, format!("line {}: expected `YTID, start_seconds, end_seconds, \"/m/…,/m/…\"`", i + 1));
             let mut parts = line.splitn(4, ',');
-            let (Some(ytid), Some(start), Some(_end), Some(labels)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            let (Some(ytid), Some(start), Some(end), Some(labels)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
                 return Err(bad());
             };
             let start: f64 = start.trim().parse().map_err(|_| bad())?;
+            let end: f64 = end.trim().parse().map_err(|_| bad())?;
             let mut idx = vec![];
-            for mid in labels.trim().trim_matches('"').split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let field = labels.trim().trim_matches('"');
+            for mid in field.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                 let Some(&k) = mids.get(mid) else {
-                    return Err(DataError::new(&csv, format!("line {}: label `{mid}` is not in class_labels_indices.csv", i + 1)));
+                    // A display name where a MID belongs (a CSV written by hand or by another tool).
+                    let named = |n: &str| names.iter().position(|x| x == n).filter(|&k| k < mid_list.len());
+                    let msg = match named(mid).map(|k| (mid, k)).or_else(|| named(field).map(|k| (field, k))) {
+                        Some((n, k)) => format!(
+                            "label `{n}` is a display name: expected a MID, such as {}, the MID of `{n}` (index {k} in \
+                             class_labels_indices.csv)",
+                            mid_list[k]
+                        ),
+                        None => format!("label `{mid}` is not in class_labels_indices.csv"),
+                    };
+                    return Err(DataError::new(&csv, format!("line {}: {msg}", i + 1)));
                 };
                 idx.push(k);
             }
@@ -102,9 +162,15 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
                 return Err(DataError::new(&csv, format!("line {}: no labels", i + 1)));
             }
             let ytid = ytid.trim();
-            match find_clip(&files, ytid, start) {
-                Some(p) => entries.push(Entry { path: p.clone(), labels: idx, split, listed: format!("{}:{}", csv.display(), i + 1) }),
-                None => missing.push(Missing { listed: format!("{}:{}", csv.display(), i + 1), file: format!("{ytid}.*"), split }),
+            let listed = format!("{}:{}", csv.display(), i + 1);
+            match find_clip(&files, ytid, start, end) {
+                Ok((path, whole)) => {
+                    if whole {
+                        segments.insert(path.clone(), Segment { start, end });
+                    }
+                    entries.push(Entry { path, labels: idx, split, listed })
+                }
+                Err(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}.*"), &tried), split }),
             }
         }
     }
@@ -117,6 +183,7 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         note: "AudioSet balanced_train (val carved from it) and eval segments".into(),
         declared,
         duplicates: vec![],
+        segments,
     })
 }
 
@@ -164,23 +231,34 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     };
     let has_test = rows.iter().any(|r| r.3 == SplitName::Test);
     let index: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let files = files_by_stem(&base, AUDIO_EXTS)?;
-    let (mut entries, mut missing) = (vec![], vec![]);
+    let files = clip_files(&base)?;
+    let (mut entries, mut missing, mut segments) = (vec![], vec![], HashMap::new());
     for (ytid, start, label, split, line) in rows {
         let Some(&ci) = index.get(label.as_str()) else {
             return Err(DataError::new(&csv, format!("line {line}: label `{label}` is not in the class list")));
         };
-        match find_clip(&files, &ytid, start) {
-            Some(p) => entries.push(Entry { path: p.clone(), labels: vec![ci], split, listed: format!("{}:{line}", csv.display()) }),
-            None => missing.push(Missing {
-                listed: format!("{}:{line}", csv.display()),
-                file: format!("{ytid}_{:06}.mp4", start.round() as u64),
-                split,
-            }),
+        let listed = format!("{}:{line}", csv.display());
+        // VGGSound's clips are the 10 s from the row's start.
+        match find_clip(&files, &ytid, start, start + 10.0) {
+            Ok((path, whole)) => {
+                if whole {
+                    segments.insert(path.clone(), Segment { start, end: start + 10.0 });
+                }
+                entries.push(Entry { path, labels: vec![ci], split, listed })
+            }
+            Err(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}_{:06}.mp4", start.round() as u64), &tried), split }),
         }
     }
     let declared = if has_test { vec![SplitName::Train, SplitName::Test] } else { vec![SplitName::Train] };
-    Ok(Catalog { classes, entries, missing, note: "VGGSound train (val carved from it) and test".into(), declared, duplicates: vec![] })
+    Ok(Catalog {
+        classes,
+        entries,
+        missing,
+        note: "VGGSound train (val carved from it) and test".into(),
+        declared,
+        duplicates: vec![],
+        segments,
+    })
 }
 
 /// ESC-50 as distributed (see the module docs): fold `test_fold` (1–5) is the test split.
@@ -243,6 +321,7 @@ pub fn esc50(root: &Path, test_fold: u32) -> Result<Catalog, DataError> {
         }),
         declared: vec![SplitName::Train, SplitName::Test],
         duplicates: vec![],
+        segments: Default::default(),
     })
 }
 
@@ -277,6 +356,61 @@ mod tests {
         std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"/m/nope\"\n").unwrap();
         let e = audioset(r, &[]).unwrap_err();
         assert!(e.message.starts_with("line 1: label `/m/nope`"), "{e}");
+        // Display names where MIDs belong: the error names the MID, also for a name with a comma.
+        std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"/m/09x0r,Speech\"\n").unwrap();
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.contains("label `Speech` is a display name: expected a MID, such as /m/09x0r"), "{e}");
+        std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"Male speech, man speaking\"\n").unwrap();
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.contains("`Male speech, man speaking` is a display name") && e.message.contains("/m/05zppz"), "{e}");
+    }
+
+    #[test]
+    fn audioset_names_with_the_rows_end_time_unsupported_containers_and_names_tried() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::write(r.join("class_labels_indices.csv"), "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n").unwrap();
+        let rows = [
+            "shortend001, 3.000, 10.000",  // an AudioSet segment shorter than 10 s
+            "pannsstyle1, 30.000, 40.000", // PANNs' Y{id}_{start:.3}_{end:.3}
+            "decimals001, 1.500, 11.500",  // {id}_{start:.3}_{end:.3}
+            "opusclip001, 0.000, 10.000",  // yt-dlp's bestaudio: WebM/Opus
+            "converted01, 0.000, 10.000",  // converted, the original kept beside it
+            "absent00000, 20.000, 30.000",
+        ];
+        let body: String = rows.iter().map(|r| format!("{r}, \"/m/09x0r\"\n")).collect();
+        std::fs::write(r.join("balanced_train_segments.csv"), format!("# a\n# b\n# c\n{body}")).unwrap();
+        for f in [
+            "shortend001_000003_000010.wav",
+            "Ypannsstyle1_30.000_40.000.wav",
+            "decimals001_1.500_11.500.flac",
+            "opusclip001.webm",
+            "converted01.webm",
+            "converted01.flac",
+        ] {
+            touch(&r.join("audio").join(f));
+        }
+        let c = audioset(r, &[]).unwrap();
+        let names: Vec<String> = c.entries.iter().map(|e| e.path.file_name().unwrap().to_string_lossy().into()).collect();
+        assert_eq!(
+            names,
+            [
+                "shortend001_000003_000010.wav",
+                "Ypannsstyle1_30.000_40.000.wav",
+                "decimals001_1.500_11.500.flac",
+                "opusclip001.webm",
+                "converted01.flac"
+            ]
+        );
+        assert_eq!(c.missing.len(), 1);
+        // Only a file named by the video id alone may hold more than the segment.
+        let mut seg: Vec<(String, f64, f64)> =
+            c.segments.iter().map(|(p, s)| (p.file_name().unwrap().to_string_lossy().into(), s.start, s.end)).collect();
+        seg.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(seg, [("converted01.flac".to_string(), 0.0, 10.0), ("opusclip001.webm".to_string(), 0.0, 10.0)]);
+        let m = &c.missing[0].file;
+        assert!(m.starts_with("absent00000.* (looked for absent00000, Yabsent00000, absent00000_000020,"), "{m}");
+        assert!(m.contains("absent00000_000020_000030, absent00000_20_30, absent00000_20.000_30.000, Yabsent00000_20.000_30.000"), "{m}");
     }
 
     #[test]

@@ -122,7 +122,15 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
         }
         let entries = class_tree(root, &classes, SplitName::Train, true, strict, exts)?;
         let note = "class folders; val and test carved from them".to_string();
-        return Ok(Catalog { classes, entries, missing: vec![], note, declared: vec![SplitName::Train], duplicates: vec![] });
+        return Ok(Catalog {
+            classes,
+            entries,
+            missing: vec![],
+            note,
+            declared: vec![SplitName::Train],
+            duplicates: vec![],
+            segments: Default::default(),
+        });
     }
     let strict = classes.is_empty();
     let classes = if strict { subfolders(&train)? } else { classes.to_vec() };
@@ -156,7 +164,7 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
     if has_test {
         declared.push(SplitName::Test);
     }
-    Ok(Catalog { classes, entries, missing, note: note.into(), declared, duplicates: vec![] })
+    Ok(Catalog { classes, entries, missing, note: note.into(), declared, duplicates: vec![], segments: Default::default() })
 }
 
 /// The ILSVRC file number of `ILSVRC2012_val_00000042.JPEG` (42).
@@ -364,6 +372,7 @@ pub fn pets(root: &Path) -> Result<Catalog, DataError> {
         note: "Pets trainval.txt (val carved from it) and test.txt".into(),
         declared,
         duplicates: vec![],
+        segments: Default::default(),
     })
 }
 

@@ -89,6 +89,19 @@ pub struct Catalog {
     pub declared: Vec<SplitName>,
     /// Rows naming a file another row already names, left out by [`Catalog::drop_duplicates`].
     pub duplicates: Vec<Duplicate>,
+    /// Files found by the video's id alone (AudioSet's and VGGSound's `{ytid}.*`), which may hold the whole
+    /// video: the segment their row names, cut from the sound when the file is clearly longer (see
+    /// [`crate::data::audio::cut_segment`]). Empty for the other layouts.
+    pub segments: HashMap<PathBuf, Segment>,
+}
+
+/// The part of a file a row names: `[start, end)` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Segment {
+    /// Start, in seconds from the file's start.
+    pub start: f64,
+    /// End, in seconds.
+    pub end: f64,
 }
 
 /// A row left out because another row names the same file (see [`Catalog::drop_duplicates`]).
@@ -198,7 +211,12 @@ pub fn hidden(name: &std::ffi::OsStr) -> bool {
 /// of `exts` (lower case), keyed by file stem (the name without its extension). Two files with the same stem
 /// are an error naming both, because a CSV row could not tell them apart; so is a symlink loop.
 pub fn files_by_stem(root: &Path, exts: &[&str]) -> Result<HashMap<String, PathBuf>, DataError> {
-    let mut out: HashMap<String, PathBuf> = HashMap::new();
+    by_stem(list_files(root, exts)?)
+}
+
+/// Files below `root` whose extension is one of `exts`, as [`files_by_stem`] finds them, in walk order.
+pub fn list_files(root: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = vec![];
     let walk = walkdir::WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| e.depth() == 0 || !hidden(e.file_name()));
     for e in walk {
         let e = e.map_err(|e| {
@@ -208,16 +226,24 @@ pub fn files_by_stem(root: &Path, exts: &[&str]) -> Result<HashMap<String, PathB
                 None => DataError::new(&at, format!("cannot list: {e}")),
             }
         })?;
-        let p = e.path();
-        if e.file_type().is_file() && has_ext(p, exts) {
-            let stem = p.file_stem().unwrap_or_default().to_string_lossy().to_string();
-            if let Some(prev) = out.insert(stem, p.to_path_buf()) {
-                let (a, b) = if prev.as_path() < p { (prev, p.to_path_buf()) } else { (p.to_path_buf(), prev) };
-                return Err(DataError::new(
-                    &b,
-                    format!("has the same name as {} (extension aside): the CSV cannot tell them apart; remove one", a.display()),
-                ));
-            }
+        if e.file_type().is_file() && has_ext(e.path(), exts) {
+            out.push(e.path().to_path_buf());
+        }
+    }
+    Ok(out)
+}
+
+/// `files` keyed by stem; two with the same stem are an error naming both (see [`files_by_stem`]).
+pub fn by_stem(files: Vec<PathBuf>) -> Result<HashMap<String, PathBuf>, DataError> {
+    let mut out: HashMap<String, PathBuf> = HashMap::new();
+    for p in files {
+        let stem = p.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        if let Some(prev) = out.insert(stem, p.clone()) {
+            let (a, b) = if prev < p { (prev, p) } else { (p, prev) };
+            return Err(DataError::new(
+                &b,
+                format!("has the same name as {} (extension aside): the CSV cannot tell them apart; remove one", a.display()),
+            ));
         }
     }
     Ok(out)
@@ -248,6 +274,9 @@ pub fn read_text(path: &Path) -> Result<String, DataError> {
 pub const VIDEO_EXTS: &[&str] = &["mp4", "webm", "mkv", "avi", "mov", "m4v"];
 /// Audio (or audio-in-video) file extensions read by the audio decoder.
 pub const AUDIO_EXTS: &[&str] = &["wav", "flac", "ogg", "mp3", "m4a", "mp4", "aac"];
+/// Audio container extensions the audio decoder cannot read (WebM/Matroska, Opus: yt-dlp's usual `bestaudio`):
+/// a clip found with one is reported as undecodable, with the conversion to do, not as absent.
+pub const AUDIO_UNDECODABLE_EXTS: &[&str] = &["webm", "weba", "opus", "mkv"];
 /// Image file extensions: torchvision's `ImageFolder` list (`IMG_EXTENSIONS`); the format is read from the bytes.
 pub const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp"];
 

@@ -4,8 +4,9 @@
 //!   its `annotations/` (ActivityNet's `kinetics-400_train.csv` names work too), with the header
 //!   `label,youtube_id,time_start,time_end,split[,is_cc]`. Clips are named
 //!   `{youtube_id}_{time_start:06}_{time_end:06}.mp4` anywhere below the folder (flat, per split or per
-//!   label). Rows whose clip is absent are counted as missing, not errors. With no test CSV the validation
-//!   CSV is the test split and val is carved from train (as the paper evaluates on Kinetics' validation set).
+//!   label). Rows whose clip is absent are counted as missing, not errors. Which CSV is the test split is
+//!   [`TestTable`]: by default the validation CSV (the paper, like Scenic, evaluates on Kinetics' validation
+//!   set) and `test.csv` is not read, labelled or not; val is carved from train.
 //! - **Moments in Time**: `trainingSet.csv` / `validationSet.csv` (headerless:
 //!   `label/name.mp4,label,positive,negative`), classes from `moments_categories.txt` (`name,index`); clips at
 //!   `training/<label>/<name>.mp4` and `validation/<label>/<name>.mp4`. The validation set is the test split.
@@ -14,6 +15,17 @@ use super::{files_by_stem, read_text, Catalog, Entry, Missing, SplitName, VIDEO_
 use crate::data::error::DataError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+crate::stage::choice_enum! {
+    /// Which Kinetics CSV is the test split (the `dataset` node's `test_table`).
+    pub enum TestTable {
+        /// `validate.csv` (or `val.csv`), as the paper reports Kinetics; `test.csv` is not read. Without a
+        /// validation CSV, a labelled `test.csv` is the test split.
+        Validate = "validate",
+        /// A labelled `test.csv` (Kinetics-400's CVDF copy has one); `validate.csv` is then the val split.
+        Test = "test",
+    }
+}
 
 /// The CSV of one Kinetics split, looked for in `root` and `root/annotations`.
 fn kinetics_csv(root: &Path, split: SplitName) -> Option<PathBuf> {
@@ -81,24 +93,45 @@ fn kinetics_rows(csv: &Path) -> Result<Vec<Row>, DataError> {
     Ok(rows)
 }
 
-/// Kinetics: the CSVs and the clips they name (see the module docs).
-pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
+/// Whether a Kinetics CSV's header has a `label` column (Kinetics-600/700's `test.csv` has none).
+fn labelled(csv: &Path) -> bool {
+    read_text(csv).ok().and_then(|x| x.lines().next().map(|h| h.split(',').any(|c| c.trim().eq_ignore_ascii_case("label")))).unwrap_or(true)
+}
+
+/// The file name of a CSV, for the artifact's note.
+fn name(csv: &Path) -> String {
+    csv.file_name().unwrap_or_default().to_string_lossy().into_owned()
+}
+
+/// Kinetics: the CSVs and the clips they name (see the module docs); `table` picks the test split's CSV.
+pub fn kinetics(root: &Path, classes: &[String], table: TestTable) -> Result<Catalog, DataError> {
     let Some(train) = kinetics_csv(root, SplitName::Train) else {
         return Err(DataError::new(root, "no train.csv (here or in annotations/): expected Kinetics' train.csv and validate.csv"));
     };
     let mut splits = vec![(SplitName::Train, kinetics_rows(&train)?)];
-    // Kinetics-600/700's test.csv has no labels: it cannot be a test split here.
-    let test = kinetics_csv(root, SplitName::Test).filter(|t| {
-        read_text(t)
-            .ok()
-            .and_then(|x| x.lines().next().map(|h| h.split(',').any(|c| c.trim().eq_ignore_ascii_case("label"))))
-            .unwrap_or(true)
-    });
     let val = kinetics_csv(root, SplitName::Val);
-    if let Some(v) = &val {
-        splits.push((if test.is_some() { SplitName::Val } else { SplitName::Test }, kinetics_rows(v)?));
+    let test = kinetics_csv(root, SplitName::Test);
+    // (the CSV that is the test split, the one that is val if any, what is left out)
+    let (test_csv, val_csv, unused) = match (table, val, test) {
+        (TestTable::Validate, Some(v), t) => (Some(v), None, t),
+        (TestTable::Validate, None, Some(t)) if labelled(&t) => (Some(t), None, None),
+        (TestTable::Validate, None, t) => (None, None, t),
+        (TestTable::Test, v, Some(t)) if labelled(&t) => (Some(t), v, None),
+        (TestTable::Test, _, t) => {
+            let why = match t {
+                Some(t) => format!("{} has no `label` column (Kinetics-600/700's test table is unlabelled)", t.display()),
+                None => "there is no test.csv (here or in annotations/)".into(),
+            };
+            return Err(DataError::new(
+                root,
+                format!("test_table = \"test\" takes a labelled test.csv as the test split, but {why}; use test_table = \"validate\""),
+            ));
+        }
+    };
+    if let Some(v) = &val_csv {
+        splits.push((SplitName::Val, kinetics_rows(v)?));
     }
-    if let Some(t) = &test {
+    if let Some(t) = &test_csv {
         splits.push((SplitName::Test, kinetics_rows(t)?));
     }
     let classes: Vec<String> = if classes.is_empty() {
@@ -123,19 +156,27 @@ pub fn kinetics(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             }
         }
     }
-    let note = if test.is_some() {
-        "Kinetics CSVs train/validate/test"
-    } else {
-        "Kinetics CSVs (validate.csv is the test split, an unlabelled test.csv is left out; val carved from train)"
-    };
-    let mut declared = vec![SplitName::Train];
-    if val.is_some() {
-        declared.push(if test.is_some() { SplitName::Val } else { SplitName::Test });
+    let mut note = format!("Kinetics CSVs: {} is the train split", name(&train));
+    match &test_csv {
+        Some(t) => note.push_str(&format!(", {} the test split", name(t))),
+        None => note.push_str(", no test CSV (test carved from train)"),
     }
-    if test.is_some() {
+    match &val_csv {
+        Some(v) => note.push_str(&format!(", {} the val split", name(v))),
+        None => note.push_str(" (val carved from train)"),
+    }
+    if let Some(u) = &unused {
+        let why = if labelled(u) { format!("test_table = \"{table}\"") } else { "no labels".into() };
+        note.push_str(&format!("; {} not read ({why})", name(u)));
+    }
+    let mut declared = vec![SplitName::Train];
+    if val_csv.is_some() {
+        declared.push(SplitName::Val);
+    }
+    if test_csv.is_some() {
         declared.push(SplitName::Test);
     }
-    Ok(Catalog { classes, entries, missing, note: note.into(), declared, duplicates: vec![] })
+    Ok(Catalog { classes, entries, missing, note, declared, duplicates: vec![], segments: Default::default() })
 }
 
 /// Moments in Time (see the module docs).
@@ -202,6 +243,7 @@ pub fn moments(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         note: "Moments in Time CSVs (validationSet is the test split; val carved from train)".into(),
         declared,
         duplicates: vec![],
+        segments: Default::default(),
     })
 }
 
@@ -223,7 +265,7 @@ mod tests {
         touch(&r.join("train/abseiling/abc-_12345A_000014_000024.mp4"));
         touch(&r.join("train/yawning/zzz_000000_000010.mp4"));
         touch(&r.join("val/vvv_000001_000011.mp4"));
-        let c = kinetics(r, &[]).unwrap();
+        let c = kinetics(r, &[], TestTable::Validate).unwrap();
         assert_eq!(c.classes, ["abseiling", "yawning"]);
         assert_eq!(c.entries.len(), 3);
         assert_eq!(c.entries[2].split, SplitName::Test);
@@ -231,10 +273,45 @@ mod tests {
         assert_eq!(c.missing[0].file, "gone_000003_000013.mp4");
         assert!(c.missing[0].listed.ends_with("train.csv:4"));
         std::fs::write(r.join("validate.csv"), "label,youtube_id,time_start,time_end\nflying,vvv,1,11\n").unwrap();
-        let e = kinetics(r, &[]).unwrap_err();
+        let e = kinetics(r, &[], TestTable::Validate).unwrap_err();
         assert!(e.path.to_string_lossy().ends_with("validate.csv:2") && e.message.contains("flying"), "{e}");
         std::fs::write(r.join("train.csv"), "youtube_id,start\n").unwrap();
-        assert!(kinetics(r, &[]).unwrap_err().message.contains("lacks label"));
+        assert!(kinetics(r, &[], TestTable::Validate).unwrap_err().message.contains("lacks label"));
+    }
+
+    #[test]
+    fn the_validation_csv_is_the_test_split_unless_test_table_says_test() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let head = "label,youtube_id,time_start,time_end,split\n";
+        std::fs::write(r.join("train.csv"), format!("{head}abseiling,ttt,0,10,train\n")).unwrap();
+        std::fs::write(r.join("validate.csv"), format!("{head}abseiling,vvv,0,10,val\n")).unwrap();
+        // The CVDF copy of Kinetics-400 has a labelled test.csv.
+        std::fs::write(r.join("test.csv"), format!("{head}abseiling,eee,0,10,test\n")).unwrap();
+        for id in ["ttt", "vvv", "eee"] {
+            touch(&r.join(format!("clips/{id}_000000_000010.mp4")));
+        }
+        let split_of = |c: &Catalog| -> Vec<(String, SplitName)> {
+            c.entries.iter().map(|e| (e.path.file_name().unwrap().to_string_lossy()[..3].to_string(), e.split)).collect()
+        };
+        let c = kinetics(r, &[], TestTable::Validate).unwrap();
+        assert_eq!(split_of(&c), [("ttt".into(), SplitName::Train), ("vvv".into(), SplitName::Test)]);
+        assert_eq!(c.declared, [SplitName::Train, SplitName::Test]);
+        assert!(c.note.contains("validate.csv the test split") && c.note.contains("test.csv not read"), "{}", c.note);
+        let c = kinetics(r, &[], TestTable::Test).unwrap();
+        assert_eq!(split_of(&c), [("ttt".into(), SplitName::Train), ("vvv".into(), SplitName::Val), ("eee".into(), SplitName::Test)]);
+        assert!(c.note.contains("test.csv the test split, validate.csv the val split"), "{}", c.note);
+        // Kinetics-600/700's unlabelled test.csv cannot be the test split.
+        std::fs::write(r.join("test.csv"), "youtube_id,time_start,time_end,split\neee,0,10,test\n").unwrap();
+        let e = kinetics(r, &[], TestTable::Test).unwrap_err();
+        assert!(e.message.contains("no `label` column") && e.message.contains("test_table = \"validate\""), "{e}");
+        let c = kinetics(r, &[], TestTable::Validate).unwrap();
+        assert!(c.note.contains("test.csv not read (no labels)"), "{}", c.note);
+        // No validation CSV: a labelled test.csv is the test split.
+        std::fs::remove_file(r.join("validate.csv")).unwrap();
+        std::fs::write(r.join("test.csv"), format!("{head}abseiling,eee,0,10,test\n")).unwrap();
+        let c = kinetics(r, &[], TestTable::Validate).unwrap();
+        assert_eq!(split_of(&c)[1], ("eee".into(), SplitName::Test));
     }
 
     #[test]
