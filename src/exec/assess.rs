@@ -90,7 +90,7 @@ pub struct Pending {
     pub ids: Vec<String>,
     /// The node's own part of its fingerprint (kind, version, keyed parameters, environment); its inputs are the
     /// fresh ones only and its external digest is not computed.
-    pub own: Fingerprint,
+    pub own: Box<Fingerprint>,
 }
 
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; [`Pending`] otherwise.
@@ -126,7 +126,7 @@ pub fn fingerprint(
     };
     if !pending.is_empty() {
         pending.dedup();
-        return Err(Pending { ids: pending, own: own(inputs, None, vec![]) });
+        return Err(Pending { ids: pending, own: Box::new(own(inputs, None, vec![])) });
     }
     match externals.get(g, i) {
         (Ok(e), parts) => Ok(Ok(own(inputs, e, parts))),
@@ -174,7 +174,7 @@ pub fn decide(
                 inputs: r.fingerprint.inputs.clone(),
                 external: r.fingerprint.external.clone(),
                 external_parts: r.fingerprint.external_parts.clone(),
-                ..own.clone()
+                ..(*own).clone()
             };
             if let Some(r) = nearest(index, id, a.record.take(), &mine) {
                 let own = mine(&r);
