@@ -42,9 +42,11 @@ fn an_override_of_a_matrix_value_or_seed_group_applies_to_each_of_its_nodes() {
     let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.1.value=5"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Would run m.1.s0") && out.contains("Would run m.1.s1") && out.contains("Plan 2 of 4"), "{out}");
-    // One replicate alone is still addressable.
-    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "m.1.s1.value=5"]);
+    assert!(!err.contains("differ in"), "{err}");
+    // One replicate alone is still addressable; its group is then of mixed settings, and that is said.
+    let (_, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.1.s1.value=5"]);
     assert!(out.contains("Would run m.1.s1") && out.contains("Plan 1 of 4"), "{out}");
+    assert!(err.contains("the replicates of `m.1` differ in `value`"), "{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.7.value=5"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("override of unknown node `m.7`"), "{err}");

@@ -409,6 +409,18 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
     Ok(graph::build(p, reg)?)
 }
 
+/// Says on stderr which seed groups have replicates of different settings (an override of one replicate):
+/// their tables' cells average them as if they were seeds of one setting.
+pub fn note_mixed_replicates(g: &Graph) {
+    for (group, params) in g.mixed_replicates() {
+        eprintln!(
+            "{:>12} the replicates of `{group}` differ in {} (an override of one of them?): a table averages them into one cell as seeds of one setting",
+            "Note",
+            params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+}
+
 /// Checks what the selected nodes will read (e.g. every dataset path) and their parameters against the run's
 /// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
@@ -617,6 +629,7 @@ fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
+    note_mixed_replicates(&g);
     let store = Store::open(&a.common.store)?;
     let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
     let _lock = store.lock(wait)?;

@@ -8,7 +8,7 @@ use crate::spec::error::suggest;
 use crate::spec::{Pipeline, SpecError, SpecErrorKind as K};
 use crate::stage::{Mismatch, Registry, Stage};
 use petgraph::graph::{DiGraph, NodeIndex};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A validated node.
@@ -393,6 +393,38 @@ impl Graph {
             }
         }
         Ok(self.topo_order().into_iter().filter(|&i| wanted[i]).collect())
+    }
+
+    /// Seed groups whose replicates differ in more than their seed (e.g. `--set st.digits.s1.clip=0.5`), with
+    /// the parameters that differ: a table averages such replicates into one cell as if they were seeds of one
+    /// setting, so commands say so.
+    pub fn mixed_replicates(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = vec![];
+        for (name, ids) in &self.pipeline.groups {
+            let members: Vec<usize> = ids.iter().filter_map(|x| self.by_id.get(x).copied()).collect();
+            // A seed group: its nodes are one matrix entry's replicates (the same matrix values but the replicate).
+            let entry = |i: usize| {
+                let mut m = self.pipeline.nodes[i].matrix.clone();
+                m.remove("seed");
+                m.remove("replicate").filter(|r| !r.is_empty()).map(|_| m)
+            };
+            let first_entry = members.first().and_then(|&i| entry(i));
+            if members.len() < 2 || first_entry.is_none() || !members.iter().all(|&i| entry(i) == first_entry) {
+                continue;
+            }
+            let first = &self.nodes[members[0]].keyed;
+            let mut differ: BTreeSet<String> = BTreeSet::new();
+            for &i in &members[1..] {
+                let other = &self.nodes[i].keyed;
+                let keys: BTreeSet<&String> =
+                    first.as_object().into_iter().flatten().chain(other.as_object().into_iter().flatten()).map(|(k, _)| k).collect();
+                differ.extend(keys.into_iter().filter(|k| first.get(k.as_str()) != other.get(k.as_str())).cloned());
+            }
+            if !differ.is_empty() {
+                out.push((name.clone(), differ.into_iter().collect()));
+            }
+        }
+        out
     }
 
     /// Every node index in a stable topological order: among the nodes whose inputs are placed, the one declared
