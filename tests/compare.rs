@@ -133,6 +133,11 @@ mlp = "{mlp}"
     assert_eq!(code, 0, "{err}");
     let v = json(&out);
     assert_eq!(v["params"], serde_json::json!(["mlp"]), "{out}");
+    // With --all: what each was trained on, its task input and that task's own parameters.
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "m", "--json", "--all"]);
+    let all = json(&out);
+    assert_eq!(all["nodes"][0]["params"]["task"], "t", "{out}");
+    assert!(all["nodes"][0]["params"]["task.steps"].is_number(), "{out}");
     let metrics: Vec<&str> = v["metrics"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     assert!(metrics.contains(&"tasks.t.test.top1") && metrics.contains(&"params"), "{out}");
     for n in v["nodes"].as_array().unwrap() {

@@ -1,5 +1,6 @@
 //! `compare`: one table of runs (like `dvc exp show`): per node, the parameters that differ between the named
-//! nodes (`--all`: every one) and the metrics of its fresh artifact. Reads the store, runs nothing.
+//! nodes (`--all`: every one; with its inputs' ids and a single input's parameters, as `task.lr`) and the
+//! metrics of its fresh artifact. Reads the store, runs nothing.
 
 use super::{env_of, exit, load_graph, CliError, Common};
 use crate::exec::assess::assess_all;
@@ -142,6 +143,25 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let n = &g.nodes[i];
         let mut params = BTreeMap::new();
         flatten("", &n.params, &mut params);
+        // What it was computed from: each input slot's node ids, and a single input's own parameters under the
+        // slot's name (a `train` node's `task.lr`, `task.steps`: what tells two baselines apart).
+        // (The node's own parameters win a name they share.)
+        let mut from = BTreeMap::new();
+        for (slot, ups) in &n.inputs {
+            let ids: Vec<Value> = ups.iter().map(|&u| json!(g.nodes[u].id)).collect();
+            match ups.as_slice() {
+                [u] => {
+                    from.insert(slot.clone(), ids[0].clone());
+                    flatten(slot, &g.nodes[*u].params, &mut from);
+                }
+                _ => {
+                    from.insert(slot.clone(), Value::Array(ids));
+                }
+            }
+        }
+        for (k, v) in from {
+            params.entry(k).or_insert(v);
+        }
         // Seed replicates share their parameters: the seed they run with tells them apart.
         let seed_key = if params.contains_key("seed") { "seed (replicate)" } else { "seed" };
         params.insert(seed_key.to_string(), json!(g.pipeline.seed + n.seed_offset));
