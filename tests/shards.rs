@@ -195,3 +195,39 @@ fn video_models_see_a_crop_of_the_stored_frames() {
     let p: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(p["m"]["tokenizers"], 3424, "{out}");
 }
+
+#[test]
+fn short_audio_clips_are_zero_padded_or_repeated_as_pad_says() {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/audio/spoken_digits");
+    for c in ["3", "7"] {
+        std::fs::create_dir_all(d.path().join("sc").join(c)).unwrap();
+        for f in std::fs::read_dir(src.join(c)).unwrap().flatten().take(3) {
+            std::fs::copy(f.path(), d.path().join("sc").join(c).join(f.file_name())).unwrap();
+        }
+    }
+    let prep = |id: &str, pad: &str| format!("[node.{id}]\nkind = \"audio_prep\"\ninputs = {{ data = \"data\" }}\nframes = 300\n{pad}fbank = {{ num_mel_bins = 8 }}\n");
+    let pipe = format!(
+        "[node.data]\nkind = \"dataset\"\nformat = \"speech_commands\"\npath = \"sc\"\ntest_fraction = 0.2\n{}{}",
+        prep("z", ""),
+        prep("r", "pad = \"repeat\"\n")
+    );
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let train = |node: &str| {
+        let (_, show) = artifact(d.path(), ".polyflow", node, &[]);
+        let blob = show.lines().find(|l| l.trim_start().starts_with("train.safetensors")).unwrap().split_whitespace().last().unwrap().to_string();
+        let bytes = std::fs::read(blob).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        t.tensor("x").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>()
+    };
+    let (z, r) = (train("z"), train("r"));
+    let row = |x: &[f32], f: usize| x[f * 8..(f + 1) * 8].to_vec();
+    // The first clip: its frames, then zeros (zero) or its frames again (repeat).
+    let m = (0..300).find(|&f| row(&z, f).iter().all(|&v| v == 0.0)).expect("a 1 s clip is shorter than 300 frames");
+    assert!(m > 10 && (m..300).all(|f| row(&z, f).iter().all(|&v| v == 0.0)), "zeros after the clip");
+    for f in 0..300 {
+        assert_eq!(row(&r, f), row(&z, f % m), "frame {f} of the repeated clip");
+    }
+}

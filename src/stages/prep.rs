@@ -81,11 +81,30 @@ struct ImageParams {
 #[serde(deny_unknown_fields)]
 struct AudioParams {
     fbank: FbankOptions,
-    /// Frames stored per clip (centre crop or zero pad).
+    /// Frames stored per clip (centre crop, or `pad` to it).
     frames: usize,
     normalize: Normalize,
     /// Frames the model sees (0 = all).
     window: usize,
+    /// How a clip shorter than `frames` is filled; added later, absent at its default.
+    #[serde(default = "zero_pad")]
+    pad: Pad,
+}
+
+choice_enum! {
+    /// How an audio clip shorter than the stored frames is filled.
+    enum Pad {
+        /// Zeros after the clip (the AST recipe). In the log-mel domain 0 is not silence but a loud value
+        /// unless `normalize = "train"` makes it the mean.
+        Zero = "zero",
+        /// The clip's frames repeated until the length is reached (DMVR's `sample_sequence(repeat_sequence=True)`,
+        /// which MBT's and PolyViT's audio pipeline uses).
+        Repeat = "repeat",
+    }
+}
+
+fn zero_pad() -> Pad {
+    Pad::Zero
 }
 
 impl AudioParams {
@@ -528,6 +547,12 @@ impl Stage for AudioPrep {
                 "frames the model sees: a random window of the stored `frames` per example at training time, the centre \
                  at evaluation (the paper: 800 of a 10 s clip's 1,000); 0 = all",
             ),
+            ParamSpec::added(
+                "pad",
+                T::Choice(Pad::NAMES),
+                json!("zero"),
+                "a clip shorter than `frames`: zeros after it (AST) or its frames repeated (DMVR, the paper's pipeline)",
+            ),
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
@@ -548,14 +573,17 @@ impl Stage for AudioPrep {
         let fb = Fbank::new(opts.clone()).map_err(StageError::input)?;
         let frames = p.frames;
         let bins = opts.num_mel_bins + usize::from(opts.use_energy);
-        // Kaldi log-mel, then a centre crop or zero pad (in the log domain a pad is 0, as AST pads).
+        // Kaldi log-mel, then a centre crop, or a short clip padded (`pad`: zeros after it, as AST pads in the
+        // log domain, or its frames repeated, as DMVR samples a short sequence).
         let feats = |raw: &[u8]| -> Vec<f32> {
             let wave: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let (m, c, feats) = fb.compute(&wave);
             let mut out = vec![0f32; frames * bins];
             let start = m.saturating_sub(frames) / 2;
-            for f in 0..frames.min(m) {
-                out[f * bins..(f + 1) * bins].copy_from_slice(&feats[(start + f) * c..(start + f + 1) * c]);
+            let filled = if p.pad == Pad::Repeat && m > 0 { frames } else { frames.min(m) };
+            for f in 0..filled {
+                let g = if m > frames { start + f } else { f % m };
+                out[f * bins..(f + 1) * bins].copy_from_slice(&feats[g * c..(g + 1) * c]);
             }
             out
         };
@@ -578,6 +606,9 @@ impl Stage for AudioPrep {
         );
         if let Some(w) = p.window() {
             note.push_str(&format!("; the model sees {w} of them (a random window when training, the centre when evaluating)"));
+        }
+        if p.pad == Pad::Repeat {
+            note.push_str("; shorter clips repeated to fill them");
         }
         let shape = vec![1, 1, frames, bins];
         write_meta(
