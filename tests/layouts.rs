@@ -354,6 +354,41 @@ fn mp4(path: &Path, frames: usize, w: u32, h: u32) {
     assert!(o.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// HD video is converted to RGB with its stream's YUV matrix (BT.709), as FFmpeg's `scale` filter does, not
+/// swscale's BT.601 default: a BT.709-tagged clip of RGB (16, 224, 32) comes back within a few levels (BT.601
+/// gave (29, 255, 36)).
+#[test]
+#[cfg_attr(not(feature = "video"), ignore = "needs `--features video` (FFmpeg's libraries); .ci/run runs it")]
+fn bt709_video_keeps_its_colours() {
+    #[cfg(feature = "video")]
+    {
+        let d = tempfile::tempdir().unwrap();
+        for (c, i) in [("a", 0), ("a", 1), ("b", 0), ("b", 1)] {
+            let path = d.path().join(format!("v/{c}/c{i}.mp4"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let o = std::process::Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x10E020:size=64x48:rate=25", "-frames:v", "4"])
+                .args(["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", "-colorspace", "bt709"])
+                .args(["-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv", "-c:v", "libx264", "-qp", "0"])
+                .arg(&path)
+                .output()
+                .expect("the `ffmpeg` command writes the test videos; .ci/run installs it");
+            assert!(o.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let (code, err, show) = ingest(d.path(), "format = \"video_folder\"\npath = \"v\"\nframes = 2\nstride = 1\nwidth = 32\ntest_fraction = 0.25\nval_fraction = 0");
+        assert_eq!(code, 0, "{err}");
+        let blob = show.lines().find(|l| l.trim_start().starts_with("train.safetensors")).unwrap().split_whitespace().last().unwrap();
+        let bytes = std::fs::read(blob).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let x = t.tensor("x").unwrap();
+        for px in x.data().chunks_exact(3) {
+            for (got, want) in px.iter().zip([16u8, 224, 32]) {
+                assert!(got.abs_diff(want) <= 6, "pixel {px:?}, source (16, 224, 32)");
+            }
+        }
+    }
+}
+
 /// Without the `video` feature a video layout is refused before anything runs, with the rebuild as the fix (not
 /// a parameter to set: the format is right, the build is not).
 #[test]

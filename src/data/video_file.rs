@@ -76,6 +76,35 @@ mod imp {
         });
     }
 
+    /// The YUV → RGB matrix and input range of `frame`'s stream on `c`, as FFmpeg's `scale` filter takes them
+    /// from each frame: swscale's own default is BT.601 with limited range whatever the stream says, which
+    /// shifts HD (BT.709) colours by up to ~30 levels. Untagged streams keep that default, as FFmpeg does.
+    fn set_colour_matrix(c: &mut ff::software::scaling::Context, frame: &ff::util::frame::Video) {
+        use ff::util::color::{Range, Space};
+        let matrix = match frame.color_space() {
+            Space::BT709 => ff::ffi::SWS_CS_ITU709,
+            Space::FCC => ff::ffi::SWS_CS_FCC,
+            Space::SMPTE240M => ff::ffi::SWS_CS_SMPTE240M,
+            Space::BT2020NCL | Space::BT2020CL => ff::ffi::SWS_CS_BT2020,
+            _ => ff::ffi::SWS_CS_DEFAULT,
+        };
+        let full = i32::from(frame.color_range() == Range::JPEG);
+        // SAFETY: `c` owns a live SwsContext; the coefficient tables are static in libswscale. Brightness 0,
+        // contrast and saturation 1.0 (16.16 fixed point) are swscale's defaults; the output is full-range RGB.
+        unsafe {
+            ff::ffi::sws_setColorspaceDetails(
+                c.as_mut_ptr(),
+                ff::ffi::sws_getCoefficients(matrix),
+                full,
+                ff::ffi::sws_getCoefficients(ff::ffi::SWS_CS_DEFAULT),
+                1,
+                0,
+                1 << 16,
+                1 << 16,
+            );
+        }
+    }
+
     /// What one decoding pass finds: the number of frames decoded, the container's declared frame count, and
     /// the converted frames by decode-order index.
     type Pass = (usize, i64, BTreeMap<usize, Vec<u8>>);
@@ -116,6 +145,8 @@ mod imp {
                         ff::software::scaling::Flags::BILINEAR,
                     )
                     .map_err(|e| err(format!("cannot convert frames: {e}")))?;
+                    let mut c = c;
+                    set_colour_matrix(&mut c, frame);
                     scaler = Some((c, w, h));
                 }
                 let mut rgb = ff::util::frame::Video::empty();

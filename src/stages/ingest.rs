@@ -611,9 +611,12 @@ impl Stage for DatasetStage {
         // video track comes first; MP3's encoder delay and padding are trimmed (gapless); AudioSet and VGGSound
         // find clips by more names (the row's end time) and cut a whole video to its row's segment.
         // speech_commands keeps 1: Speech Commands ships WAV, which none of this changes.
+        // 3 (moments_in_time, video_folder), 4 (kinetics): video is converted to RGB with the stream's own
+        // YUV matrix and range (BT.709 for HD), not swscale's BT.601 default.
         match parse::<DatasetParams>(params).map(|p| p.format) {
             Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,
-            Ok(Format::Kinetics | Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50) => 3,
+            Ok(Format::Kinetics) => 4,
+            Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50 | Format::MomentsInTime | Format::VideoFolder) => 3,
             _ => 2,
         }
     }
