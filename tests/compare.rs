@@ -64,7 +64,10 @@ fn compare_values_table_csv_json_sort_and_stale() {
     std::fs::write(&blob, vec![b'7'; old.len()]).unwrap();
     let (code, out, err) = pf(d.path(), &["compare", "p.toml", "v"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&format!("note: `{first}`: blob")) && err.contains("corrupt") && out.contains("2 of 3 nodes not fresh"), "{out}{err}");
+    assert!(
+        err.contains(&format!("note: `{first}`: blob")) && err.contains("corrupt") && out.contains("2 of 3 nodes not fresh"),
+        "{out}{err}"
+    );
     let (_, out, _) = pf(d.path(), &["status", "p.toml", &first]);
     assert!(out.contains("is damaged"), "{out}");
     let (code, _, err) = pf(d.path(), &["run", "p.toml", &first]);

@@ -375,7 +375,10 @@ fn bt709_video_keeps_its_colours() {
                 .expect("the `ffmpeg` command writes the test videos; .ci/run installs it");
             assert!(o.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&o.stderr));
         }
-        let (code, err, show) = ingest(d.path(), "format = \"video_folder\"\npath = \"v\"\nframes = 2\nstride = 1\nwidth = 32\ntest_fraction = 0.25\nval_fraction = 0");
+        let (code, err, show) = ingest(
+            d.path(),
+            "format = \"video_folder\"\npath = \"v\"\nframes = 2\nstride = 1\nwidth = 32\ntest_fraction = 0.25\nval_fraction = 0",
+        );
         assert_eq!(code, 0, "{err}");
         let blob = show.lines().find(|l| l.trim_start().starts_with("train.safetensors")).unwrap().split_whitespace().last().unwrap();
         let bytes = std::fs::read(blob).unwrap();

@@ -206,7 +206,9 @@ fn short_audio_clips_are_zero_padded_or_repeated_as_pad_says() {
             std::fs::copy(f.path(), d.path().join("sc").join(c).join(f.file_name())).unwrap();
         }
     }
-    let prep = |id: &str, pad: &str| format!("[node.{id}]\nkind = \"audio_prep\"\ninputs = {{ data = \"data\" }}\nframes = 300\n{pad}fbank = {{ num_mel_bins = 8 }}\n");
+    let prep = |id: &str, pad: &str| {
+        format!("[node.{id}]\nkind = \"audio_prep\"\ninputs = {{ data = \"data\" }}\nframes = 300\n{pad}fbank = {{ num_mel_bins = 8 }}\n")
+    };
     let pipe = format!(
         "[node.data]\nkind = \"dataset\"\nformat = \"speech_commands\"\npath = \"sc\"\ntest_fraction = 0.2\n{}{}",
         prep("z", ""),
@@ -217,7 +219,8 @@ fn short_audio_clips_are_zero_padded_or_repeated_as_pad_says() {
     assert_eq!(code, 0, "{err}");
     let train = |node: &str| {
         let (_, show) = artifact(d.path(), ".polyflow", node, &[]);
-        let blob = show.lines().find(|l| l.trim_start().starts_with("train.safetensors")).unwrap().split_whitespace().last().unwrap().to_string();
+        let blob =
+            show.lines().find(|l| l.trim_start().starts_with("train.safetensors")).unwrap().split_whitespace().last().unwrap().to_string();
         let bytes = std::fs::read(blob).unwrap();
         let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         t.tensor("x").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>()

@@ -101,10 +101,14 @@ fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor_before_anything_r
     timm_vit(&d.path().join("vit.safetensors"), 64, 4, 128, 16, 2);
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("image tokenizer's patch is [8, 8]×3") && err.contains("16×16×3") && err.contains("set `image_patch = [16, 16]`"), "{err}");
+    assert!(
+        err.contains("image tokenizer's patch is [8, 8]×3") && err.contains("16×16×3") && err.contains("set `image_patch = [16, 16]`"),
+        "{err}"
+    );
     assert_eq!(err.matches("does not fit the model").count(), 2, "ft and feat: {err}");
     // With the matching patch, it plans.
-    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT, "--set", "ft.image_patch=[16,16]", "--set", "feat.image_patch=[16,16]"]);
+    let (code, _, err) =
+        pf(d.path(), &["plan", "p.toml", "--set", LIMIT, "--set", "ft.image_patch=[16,16]", "--set", "feat.image_patch=[16,16]"]);
     assert_eq!(code, 0, "{err}");
     // A download cut short: its header is whole, its tensors are not.
     timm_vit(&d.path().join("vit.safetensors"), 64, 4, 128, 8, 2);

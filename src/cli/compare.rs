@@ -223,8 +223,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let col = match exact {
             Some(c) => c,
             None => {
-                let suf: Vec<&&String> =
-                    cols.iter().filter(|c| c.ends_with(&format!(".{s}")) || c.ends_with(&format!(".t_{s}"))).collect();
+                let suf: Vec<&&String> = cols.iter().filter(|c| c.ends_with(&format!(".{s}")) || c.ends_with(&format!(".t_{s}"))).collect();
                 match suf.as_slice() {
                     [c] => c.to_string(),
                     [] => {

@@ -589,7 +589,8 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
             let rep = super::report::Reporter::new(false, false);
             // What runs is said (it writes to the store); fresh nodes are not listed.
             let sink = |e: &crate::exec::Event| {
-                if matches!(e, crate::exec::Event::Failed { .. } | crate::exec::Event::Started { .. } | crate::exec::Event::Finished { .. }) {
+                if matches!(e, crate::exec::Event::Failed { .. } | crate::exec::Event::Started { .. } | crate::exec::Event::Finished { .. })
+                {
                     rep.event(e)
                 }
             };

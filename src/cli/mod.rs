@@ -437,7 +437,8 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             Some(inputs) => n.stage.check_declared(&n.params, &inputs),
             None => Ok(()),
         };
-        let checked = n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env)).and_then(|()| declared());
+        let checked =
+            n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env)).and_then(|()| declared());
         // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
         // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
         if matches!(&checked, Err(p) if !p.by_param && p.param == "backend") && computed(i) {
@@ -624,7 +625,6 @@ fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
 }
-
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;

@@ -475,11 +475,7 @@ pub fn declarations(g: &Graph, sel: &[usize]) -> HashMap<usize, serde_json::Valu
 
 /// The declarations of node `i`'s inputs per slot, from `decls` ([`declarations`]); `None` unless every input
 /// of every slot is declared.
-pub fn declared_inputs(
-    g: &Graph,
-    i: usize,
-    decls: &HashMap<usize, serde_json::Value>,
-) -> Option<BTreeMap<String, Vec<serde_json::Value>>> {
+pub fn declared_inputs(g: &Graph, i: usize, decls: &HashMap<usize, serde_json::Value>) -> Option<BTreeMap<String, Vec<serde_json::Value>>> {
     g.nodes[i]
         .inputs
         .iter()

@@ -576,7 +576,12 @@ impl Stage for DatasetStage {
         }
         Ok(())
     }
-    fn declare(&self, params: &serde_json::Value, _base: &std::path::Path, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(
+        &self,
+        params: &serde_json::Value,
+        _base: &std::path::Path,
+        _inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         // Parameters that do not parse declare nothing (validation reports them).
         let p: DatasetParams = parse(params).ok()?;
         let known = match p.format {

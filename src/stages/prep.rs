@@ -347,7 +347,12 @@ fn declare_shape(inputs: &BTreeMap<String, Vec<serde_json::Value>>, modality: &s
 }
 
 impl Stage for ImagePrep {
-    fn declare(&self, params: &serde_json::Value, _base: &std::path::Path, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(
+        &self,
+        params: &serde_json::Value,
+        _base: &std::path::Path,
+        inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         // Parameters that do not parse declare nothing (validation reports them).
         let p: ImageParams = parse(params).ok()?;
         declare_shape(inputs, "image", [p.channels, 1, p.height, p.width])
@@ -515,7 +520,12 @@ fn encoded_passthrough(ctx: &mut StageCtx<'_>, a: &InputArtifact, meta: Meta, p:
 pub struct AudioPrep;
 
 impl Stage for AudioPrep {
-    fn declare(&self, params: &serde_json::Value, _base: &std::path::Path, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(
+        &self,
+        params: &serde_json::Value,
+        _base: &std::path::Path,
+        inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         // Parameters that do not parse declare nothing (validation reports them).
         let p: AudioParams = parse(params).ok()?;
         declare_shape(inputs, "audio", [1, 1, p.window().unwrap_or(p.frames), p.fbank.num_mel_bins])
@@ -635,7 +645,12 @@ impl Stage for AudioPrep {
 pub struct VideoPrep;
 
 impl Stage for VideoPrep {
-    fn declare(&self, params: &serde_json::Value, _base: &std::path::Path, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(
+        &self,
+        params: &serde_json::Value,
+        _base: &std::path::Path,
+        inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         // Parameters that do not parse declare nothing (validation reports them).
         let p: VideoParams = parse(params).ok()?;
         let side = p.crop(p.size).unwrap_or(p.size);

@@ -207,7 +207,12 @@ impl Stage for TaskStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
-    fn declare(&self, params: &serde_json::Value, _base: &std::path::Path, inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(
+        &self,
+        params: &serde_json::Value,
+        _base: &std::path::Path,
+        inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         // Only the shape and class count are declared: class names are placeholders until the data is read, and
         // `classes` is empty where the dataset does not declare its count (the geometry is still known).
         let d = inputs.get("data")?.first()?;

@@ -778,7 +778,9 @@ pub fn declared_config(params: &ModelParams, tasks: &[Value]) -> Result<ModelCon
 pub fn check_init_fits(cfg: &ModelConfig, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
     let declared = inputs.get("init").and_then(|v| v.first()).and_then(|d| serde_json::from_value::<VitInfo>(d["vit"].clone()).ok());
     match declared {
-        Some(info) => fits(&info, cfg).map_err(|e| Problem::installation("init", format!("(the pretrained checkpoint) does not fit the model: {e}"))),
+        Some(info) => {
+            fits(&info, cfg).map_err(|e| Problem::installation("init", format!("(the pretrained checkpoint) does not fit the model: {e}")))
+        }
         None => Ok(()),
     }
 }

@@ -272,7 +272,12 @@ impl Stage for WeightsStage {
         header_shapes(&file, &shown).and_then(|s| inspect_shapes(&s, &shown)).map_err(|e| ("path".to_string(), e.message))?;
         Ok(())
     }
-    fn declare(&self, params: &serde_json::Value, base: &Path, _inputs: &BTreeMap<String, Vec<serde_json::Value>>) -> Option<serde_json::Value> {
+    fn declare(
+        &self,
+        params: &serde_json::Value,
+        base: &Path,
+        _inputs: &BTreeMap<String, Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Value> {
         // The geometry, from the header: `train`, `cotrain` and `features` check that it fits their model.
         let file = resolve(params, base);
         let shown = crate::spec::source::display_path(&file);
