@@ -237,6 +237,9 @@ fn what_users_get_wrong_in_folders_and_lists() {
     let (code, err, show) = ingest(d.path(), body);
     assert_eq!(code, 0, "{err}");
     assert!(show.contains("2 classes") && show.contains("1 undecodable") && show.contains("truncated JPEG"), "{show}");
+    // A frame rate for images is a mistake, said before anything runs.
+    let (code, err, _) = ingest(d.path(), &format!("{body}\nfps = 25"));
+    assert!(code == 2 && err.contains("`fps`") && err.contains("remove `fps`"), "{err}");
 
     // Pets lists saved by a spreadsheet (a byte-order mark, CRLF) read as the originals.
     let p = d.path().join("pets");
@@ -454,6 +457,16 @@ fn kinetics_csv_mp4_clips_missing_and_corrupt() {
         assert_eq!(code, 0, "{err}");
         assert!(show.contains("test.csv the test split, validate.csv the val split"), "{show}");
         assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (6, 3, 1), "{show}");
+        // Resampled to a frame rate: a new key, said in the note.
+        let (code, err, show) = ingest(
+            d.path(),
+            &format!(
+                "{body}
+fps = 10"
+            ),
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(show.contains("4 frames at stride 2 at 10 fps from the centre"), "{show}");
     }
 }
 
@@ -467,7 +480,7 @@ fn video_frames_are_the_centre_window_at_the_stride() {
         let f = d.path().join("ramp.mp4");
         mp4(&f, 50, 64, 48);
         // need = 7, start = (50 − 7) / 2 = 21: frames 21, 23, 25, 27.
-        let spec = ClipSpec { frames: 4, stride: 2, size: 16 };
+        let spec = ClipSpec { frames: 4, stride: 2, size: 16, fps: None };
         let x = decode(&f, &spec).unwrap();
         assert_eq!(x.len(), 4 * 16 * 16 * 3);
         for (k, n) in [21u32, 23, 25, 27].iter().enumerate() {
@@ -484,6 +497,66 @@ fn video_frames_are_the_centre_window_at_the_stride() {
         assert!(mean(3) < mean(2), "frame index 6 wraps to 1");
         let e = decode(&d.path().join("nope.mp4"), &spec).unwrap_err();
         assert!(e.message.contains("cannot open video"), "{e}");
+    }
+}
+
+/// `fps` resamples a clip by its timestamps as FFmpeg's `fps` filter does: for sources at 50 fps (every other
+/// frame lands on a tie), 30 fps (one frame in six dropped), 12 fps and a variable rate (frames repeated), the
+/// frames kept are those `ffmpeg -vf fps=25` outputs at the centre window's indices. Each source frame n has
+/// luma 20 + 2n, so a frame's mean tells which source frame it is.
+#[test]
+#[cfg_attr(not(feature = "video"), ignore = "needs `--features video` (FFmpeg's libraries); .ci/run runs it")]
+fn fps_resamples_as_ffmpegs_fps_filter() {
+    #[cfg(feature = "video")]
+    {
+        use polyflow::data::video_file::{decode, ClipSpec};
+        let d = tempfile::tempdir().unwrap();
+        let ffmpeg = |args: &[&str]| {
+            let o = std::process::Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().expect("ffmpeg (Debian package)");
+            assert!(o.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            o.stdout
+        };
+        // (source, frames): constant rates, and a variable one (timestamps 0, 1, 3, 4, 6, … in 1/20 s).
+        let sources = [("50", 100), ("30", 90), ("12", 30), ("vfr", 40)];
+        for (rate, n) in sources {
+            let f = d.path().join(format!("r{rate}.mp4"));
+            let lum = format!(
+                "color=c=black:size=64x48:rate={},format=yuv420p,geq=lum='20+2*N':cb=128:cr=128",
+                if rate == "vfr" { "20" } else { rate }
+            );
+            let mut args = vec!["-f", "lavfi", "-i", &lum];
+            let count = n.to_string();
+            args.extend(["-frames:v", &count]);
+            // Variable rate: every third frame of a 20 fps source dropped, timestamps kept (gaps of 2/20 s).
+            if rate == "vfr" {
+                args.extend(["-vf", "select='not(eq(mod(n,3),2))'", "-fps_mode", "vfr"]);
+            }
+            args.extend(["-c:v", "libx264", "-qp", "0", f.to_str().unwrap()]);
+            ffmpeg(&args);
+            // FFmpeg's own resampling, as grey levels per output frame → source frame numbers.
+            let grey = ffmpeg(&["-i", f.to_str().unwrap(), "-vf", "fps=25", "-f", "rawvideo", "-pix_fmt", "gray", "-"]);
+            // (Full-range grey, as RGB below: Y = 16 + v · 219 / 255.)
+            let frame_no = |fr: &[u8]| {
+                let v = fr.iter().map(|&v| v as f32).sum::<f32>() / fr.len() as f32;
+                ((16.0 + v * 219.0 / 255.0 - 20.0) / 2.0).round() as i32
+            };
+            let theirs: Vec<i32> = grey.chunks(64 * 48).map(frame_no).collect();
+            let spec = ClipSpec { frames: 8, stride: 2, size: 16, fps: Some(25) };
+            let x = decode(&f, &spec).unwrap_or_else(|e| panic!("{rate}: {e}"));
+            let ours: Vec<i32> = x.chunks(16 * 16 * 3).map(frame_no).collect();
+            let want: Vec<i32> = spec.indices(theirs.len()).iter().map(|&i| theirs[i]).collect();
+            assert_eq!(ours, want, "source {rate} fps: FFmpeg's fps=25 gives {} frames {theirs:?}", theirs.len());
+        }
+        // Without `fps` the same 50 fps clip is sampled in its own frames: the window spans half the time.
+        let f = d.path().join("r50.mp4");
+        let x = decode(&f, &ClipSpec { frames: 8, stride: 2, size: 16, fps: None }).unwrap();
+        let first_last = |x: &[u8]| {
+            let m = |k: usize| x[k * 768..(k + 1) * 768].iter().map(|&v| v as f32).sum::<f32>() / 768.0;
+            ((m(7) - m(0)) * 219.0 / 255.0 / 2.0).round() as i32 // 2 luma levels a source frame
+        };
+        assert_eq!(first_last(&x), 14, "8 frames at stride 2 of the source's own frames span 14 frames");
+        let x = decode(&f, &ClipSpec { frames: 8, stride: 2, size: 16, fps: Some(25) }).unwrap();
+        assert_eq!(first_last(&x), 28, "at 25 fps they span 14 slots = 28 frames of 50 fps");
     }
 }
 

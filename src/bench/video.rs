@@ -20,6 +20,9 @@ pub struct VideoArgs {
     /// Short side / crop side.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
+    /// Resample clips to this frame rate first (0: the source's frames).
+    #[arg(long, default_value_t = 0)]
+    pub fps: u32,
     /// Decoding threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -33,7 +36,7 @@ pub fn bench_video(a: VideoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!files.is_empty(), "no video files under {}", a.dir.display());
     let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    let spec = ClipSpec { frames: a.frames, stride: a.stride, size: a.size };
+    let spec = ClipSpec { frames: a.frames, stride: a.stride, size: a.size, fps: (a.fps > 0).then_some(a.fps) };
     // Warm-up: one clip (library initialisation, page cache).
     decode(&files[0], &spec)?;
     let t0 = Instant::now();
@@ -44,7 +47,7 @@ pub fn bench_video(a: VideoArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({"pipeline": "polyflow (ffmpeg-next)", "clips": files.len(), "seconds": secs,
             "clips_per_s": files.len() as f64 / secs, "threads": threads, "frames": a.frames, "stride": a.stride,
-            "size": a.size, "bytes_out": bytes})
+            "size": a.size, "fps": a.fps, "bytes_out": bytes})
     );
     Ok(())
 }
