@@ -322,3 +322,18 @@ fn a_failed_command_keeps_its_last_output_lines() {
     // A progress bar's redraws are lines of their own, and a 300 kB line is kept cut short.
     assert!(show.contains("\n      50%\n") && show.len() < 20_000, "{}", &show[..show.len().min(3000)]);
 }
+
+/// A node made fresh by an identical node's artifact (it never ran itself) has that run as its own: after an
+/// edit it is compared with the settings it was fresh under, not reported "never run".
+#[test]
+fn a_node_fresh_through_an_identical_one_explains_its_edits() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |v: &str| format!("[node.a]\nkind = \"value\"\nvalue = 1\n\n[node.b]\nkind = \"value\"\nvalue = {v}\n");
+    std::fs::write(d.path().join("p.toml"), p("1")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(d.path().join("p.toml"), p("2")).unwrap();
+    let (_, why, _) = pf(d.path(), &["status", "p.toml", "--why", "b"]);
+    assert!(!why.contains("never run") && why.contains("value"), "{why}");
+    assert!(why.contains("1") && why.contains("2"), "the change from 1 to 2: {why}");
+}

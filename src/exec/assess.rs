@@ -209,8 +209,9 @@ pub fn decide(
             None => {
                 a.state = State::Fresh;
                 a.manifest = Some(m);
-                // The run that made this artifact (its time and date), not the id's last run of other settings.
-                if let Some(r) = index.run_of(id, &key).ok().flatten() {
+                // The run that made this artifact (its time and date), not the id's last run of other settings;
+                // another node's when an identical one computed it.
+                if let Some(r) = index.run_for(id, &key) {
                     a.record = Some(r);
                 }
             }

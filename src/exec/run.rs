@@ -352,6 +352,17 @@ impl Scheduler<'_> {
     }
 
     fn mark_fresh(&mut self, i: usize, m: Manifest) {
+        // Fresh through an identical node's artifact: that run becomes this node's too (best effort: only
+        // explanations depend on it).
+        if let Some(r) = self.assessed[&i].record.clone().filter(|r| r.runner.contains_key("same_as")) {
+            if let Ok(idx) = self.idx.get() {
+                if idx.run_of(&r.id, &r.key).ok().flatten().is_none() {
+                    if let Err(e) = idx.adopt(&r) {
+                        tracing::warn!("could not record `{}`'s run: {e}", r.id);
+                    }
+                }
+            }
+        }
         self.mark_done(i, m);
         self.summary.fresh.push(self.id(i));
         self.timings.push(NodeTiming { id: self.id(i), outcome: "fresh", ms: 0 });

@@ -110,6 +110,30 @@ impl Index {
         self.get(&self.runs, &run_key(id, key))
     }
 
+    /// The run that made `key`'s artifact, as node `id`'s: its own run of `key`, or, when another node with
+    /// the same key computed the artifact (two identical declarations: `id` became fresh without running), that
+    /// node's run under `id`'s name with `runner.same_as` naming the node that ran.
+    pub fn run_for(&self, id: &str, key: &str) -> Option<NodeRecord> {
+        if let Some(r) = self.run_of(id, key).ok().flatten() {
+            return Some(r);
+        }
+        let by = self.producer(key).filter(|p| p != id)?;
+        let mut r = self.run_of(&by, key).ok().flatten()?;
+        r.id = id.to_string();
+        r.runner.insert("same_as".into(), by);
+        Some(r)
+    }
+
+    /// Keeps `record` (one [`Index::run_for`] derived from another node's run) as its node's run of its key, so
+    /// that after an edit the node is compared with the settings it was fresh under, not reported "never run".
+    /// Not flushed: an explanation, written again by the next run if lost.
+    pub fn adopt(&self, record: &NodeRecord) -> Result<(), StoreError> {
+        self.runs
+            .insert(run_key(&record.id, &record.key).as_bytes(), serde_json::to_vec(record).expect("json"))
+            .map_err(|e| StoreError::Index(e.to_string()))?;
+        Ok(())
+    }
+
     /// The records of node `id`'s runs, one per key it produced (whatever profile or overrides gave it).
     pub fn runs_of(&self, id: &str) -> Vec<NodeRecord> {
         let prefix = run_key(id, "");
