@@ -119,6 +119,13 @@ fn a_moved_dataset_keeps_its_key_and_a_changed_one_does_not() {
     let (code, out, err) = pf(d.path(), &["run", "p.toml", "--set", &set, "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("\"event\":\"started\""), "nothing re-runs after a move: {out}");
+    // What a copy from macOS or a notebook leaves in the folder is never read: the node stays fresh.
+    std::fs::write(moved.join(".DS_Store"), b"Bud1").unwrap();
+    std::fs::write(moved.join("._data_batch_1.bin"), b"\0\x05\x16\x07").unwrap();
+    std::fs::create_dir_all(moved.join(".ipynb_checkpoints")).unwrap();
+    std::fs::write(moved.join(".ipynb_checkpoints/x.bin"), b"x").unwrap();
+    let (_, st, _) = pf(d.path(), &["status", "p.toml", "--set", &set, "--json"]);
+    assert!(st.contains("\"fresh\"") && !st.contains("\"stale\""), "hidden files stale nothing: {st}");
     let mut bytes = std::fs::read(moved.join("test_batch.bin")).unwrap();
     bytes[5] ^= 1;
     std::fs::write(moved.join("test_batch.bin"), bytes).unwrap();

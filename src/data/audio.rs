@@ -156,6 +156,7 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| DataError::new(&dir, e.to_string()))?
             .flatten()
+            .filter(|e| !super::layouts::hidden(&e.file_name()))
             .map(|e| e.path())
             .filter(|p| {
                 p.extension()

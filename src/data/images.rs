@@ -182,6 +182,7 @@ fn list(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| DataError::new(dir, format!("cannot read class folder: {e}")))?
         .flatten()
+        .filter(|e| !super::layouts::hidden(&e.file_name()))
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str())))
         .collect();
@@ -214,6 +215,7 @@ pub fn frame_folders(root: &Path, classes: &[String], frames: usize, size: usize
         let mut dirs: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| DataError::new(&dir, e.to_string()))?
             .flatten()
+            .filter(|e| !super::layouts::hidden(&e.file_name()))
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .collect();
@@ -233,12 +235,12 @@ pub fn frame_folders(root: &Path, classes: &[String], frames: usize, size: usize
     Ok(Images { shape: vec![frames, size, size, 1], labels, src: Source::Frames { clips, frames, size } })
 }
 
-/// Sorted subfolder names of `root`.
+/// Sorted subfolder names of `root` (hidden ones, such as `.ipynb_checkpoints`, left out).
 pub fn class_folders(root: &Path) -> Result<Vec<String>, DataError> {
     let mut v: Vec<String> = std::fs::read_dir(root)
         .map_err(|e| DataError::new(root, format!("cannot read dataset folder: {e}")))?
         .flatten()
-        .filter(|e| e.path().is_dir())
+        .filter(|e| e.path().is_dir() && !super::layouts::hidden(&e.file_name()))
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     v.sort();

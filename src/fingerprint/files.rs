@@ -173,6 +173,21 @@ impl FileDigests {
         Ok(d)
     }
 
+    /// [`Self::tree`] of the visible files only: hidden files and folders below `root` (a name starting with
+    /// `.`: `.DS_Store`, `._x.jpg` of macOS, `.ipynb_checkpoints`, `.cache`) are left out, as for readers that
+    /// never read them (dataset layouts); `root` itself may be hidden. A folder without hidden entries has the
+    /// same digest as [`Self::tree`] gives.
+    pub fn visible_tree(&self, root: &Path) -> Result<String, FileError> {
+        let meta = std::fs::metadata(root).map_err(err(root))?;
+        let d = if meta.is_dir() {
+            self.digest_listing(walk(root, Hidden::Skip)?, TREE_DOMAIN, &format!("{}-visible", record_name(root))).map(hex)?
+        } else {
+            self.digest(root, false).map(hex)?
+        };
+        note(root, &d);
+        Ok(d)
+    }
+
     /// blake3 digest of the bytes of file `path`.
     pub fn file(&self, path: &Path) -> Result<String, FileError> {
         let d = self.digest(path, false).map(hex)?;
@@ -285,7 +300,7 @@ impl FileDigests {
     }
 
     fn digest(&self, root: &Path, folder: bool) -> Result<[u8; 32], FileError> {
-        let listing = if folder { walk(root)? } else { vec![single(root)?] };
+        let listing = if folder { walk(root, Hidden::Keep)? } else { vec![single(root)?] };
         self.digest_listing(listing, if folder { TREE_DOMAIN } else { b"" }, &record_name(root))
     }
 
@@ -373,15 +388,22 @@ fn single(path: &Path) -> Result<Listed, FileError> {
     Ok(Listed { rel: String::new(), path: path.to_path_buf(), stat: Stat::of(&m) })
 }
 
+/// Whether a walk lists hidden files and folders (names starting with `.`) below its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    Keep,
+    Skip,
+}
+
 /// Every regular file below `root`, in no particular order. Folders are read level by level, each level's
 /// folders in parallel (a `stat` per file is the whole cost of an unchanged dataset).
-fn walk(root: &Path) -> Result<Vec<Listed>, FileError> {
+fn walk(root: &Path, hidden: Hidden) -> Result<Vec<Listed>, FileError> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(root).map_err(err(root))?;
     let mut files = vec![];
     let mut frontier: Vec<Folder> = vec![(root.to_path_buf(), String::new(), vec![(m.dev(), m.ino())])];
     while !frontier.is_empty() {
-        let level: Vec<Level> = frontier.par_iter().map(|(dir, rel, up)| read_level(dir, rel, up)).collect::<Result<_, _>>()?;
+        let level: Vec<Level> = frontier.par_iter().map(|(dir, rel, up)| read_level(dir, rel, up, hidden)).collect::<Result<_, _>>()?;
         frontier = vec![];
         for (f, d) in level {
             files.extend(f);
@@ -405,12 +427,15 @@ fn name_of(name: &std::ffi::OsStr) -> String {
     }
 }
 
-fn read_level(dir: &Path, rel: &str, up: &[(u64, u64)]) -> Result<Level, FileError> {
+fn read_level(dir: &Path, rel: &str, up: &[(u64, u64)], hidden: Hidden) -> Result<Level, FileError> {
     use std::os::unix::fs::MetadataExt;
     let mut files = vec![];
     let mut dirs = vec![];
     for e in std::fs::read_dir(dir).map_err(err(dir))? {
         let e = e.map_err(err(dir))?;
+        if hidden == Hidden::Skip && e.file_name().as_encoded_bytes().first() == Some(&b'.') {
+            continue;
+        }
         let path = e.path();
         let name = name_of(&e.file_name());
         let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
@@ -608,6 +633,20 @@ mod tests {
         std::fs::rename(copy.join("x.txt"), copy.join("z.txt")).unwrap();
         assert_ne!(fd.tree(&copy).unwrap(), a, "names are content");
         assert_eq!(fd.file(&data.join("x.txt")).unwrap(), blake3::hash(b"one").to_hex().to_string());
+    }
+
+    #[test]
+    fn the_visible_tree_leaves_hidden_entries_out() {
+        let (_d, data, fd) = setup();
+        let (all, visible) = (fd.tree(&data).unwrap(), fd.visible_tree(&data).unwrap());
+        assert_eq!(all, visible, "no hidden entries: the same digest");
+        std::fs::write(data.join(".DS_Store"), b"Bud1").unwrap();
+        std::fs::create_dir_all(data.join("sub/.cache")).unwrap();
+        std::fs::write(data.join("sub/.cache/x"), b"x").unwrap();
+        assert_ne!(fd.tree(&data).unwrap(), all);
+        assert_eq!(fd.visible_tree(&data).unwrap(), visible);
+        std::fs::write(data.join("sub/seen.txt"), b"seen").unwrap();
+        assert_ne!(fd.visible_tree(&data).unwrap(), visible, "a visible file counts");
     }
 
     #[test]

@@ -256,6 +256,10 @@ fn decode_image(path: &Path, h: usize, w: usize) -> Result<Vec<u8>, crate::data:
 /// anywhere around it: the digest covers the CSV and exactly the files its rows name (the folder around it may
 /// hold much else). ILSVRC's flat `val/` may take its label file from the dataset folder's parent: that file is
 /// digested with the tree. A CSV that cannot be read yet is digested alone (the run then says what is wrong).
+/// The digest a dataset node is keyed by: the files its layout reads. A list-based layout given as one file
+/// (a CSV manifest, VGGSound's CSV) digests the files the list names; a folder, its visible files (hidden ones,
+/// `.DS_Store` and `._x.jpg` of a copy from macOS, `.ipynb_checkpoints`, are never read by a layout, so they do
+/// not stale the node); ImageNet's label files beside the folder are added.
 fn dataset_digest(p: &DatasetParams, root: &Path, files: &crate::fingerprint::FileDigests) -> Result<String, StageError> {
     let fail = |e: crate::fingerprint::files::FileError| StageError::input(format!("{e}; check the dataset `path`"));
     let listed = |paths: Result<Vec<std::path::PathBuf>, crate::data::DataError>| -> Result<String, StageError> {
@@ -276,7 +280,7 @@ fn dataset_digest(p: &DatasetParams, root: &Path, files: &crate::fingerprint::Fi
         }
         Format::ImageFolder => {
             let outside = layouts::folders::read_outside(root);
-            let tree = files.tree(root).map_err(fail)?;
+            let tree = files.visible_tree(root).map_err(fail)?;
             if outside.is_empty() {
                 return Ok(tree);
             }
@@ -289,7 +293,7 @@ fn dataset_digest(p: &DatasetParams, root: &Path, files: &crate::fingerprint::Fi
             }
             Ok(h.finalize().to_hex().to_string())
         }
-        _ => files.tree(root).map_err(fail),
+        _ => files.visible_tree(root).map_err(fail),
     }
 }
 
