@@ -5,6 +5,7 @@ pub mod exit;
 mod knobs;
 mod maintain;
 pub mod report;
+mod show;
 mod status;
 
 use crate::exec::{self, RunOptions};
@@ -527,7 +528,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
-        Command::Show(a) => maintain::show(a.common, &a.node, reg),
+        Command::Show(a) => show::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),
         Command::Push(a) => maintain::push(a.common, a.nodes, reg),
         Command::Gc(a) => {

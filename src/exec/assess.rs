@@ -57,8 +57,14 @@ pub struct Assessment {
     pub key: Option<String>,
     /// Its artifact, when fresh.
     pub manifest: Option<Manifest>,
-    /// The last successful run of this id.
+    /// The last successful run of this id (for a stale node: its nearest run, the one [`Assessment::reasons`]
+    /// compare with).
     pub record: Option<NodeRecord>,
+    /// For a node not fresh (and not forced): its run on record nearest to its settings now — fewest
+    /// differences, the latest among equals (see `nearest`) — whose artifact, if still in the store, holds
+    /// the node's last results (`compare` and `show` present them as outdated; see [`super::earlier`]).
+    /// `None` when it never ran or its fingerprint cannot be computed.
+    pub nearest: Option<NodeRecord>,
     /// The last failure of this id.
     pub failure: Option<FailRecord>,
     /// Not fresh, not forced, and its key is in the shared cache: a run fetches it (its entry's artifact digest
@@ -163,8 +169,17 @@ pub fn decide(
     let id = &g.nodes[i].id;
     let record = index.record(id).ok().flatten();
     let failure = index.failure(id).ok().flatten();
-    let mut a =
-        Assessment { state: State::Stale, reasons: vec![], fingerprint: None, key: None, manifest: None, record, failure, in_cache: None };
+    let mut a = Assessment {
+        state: State::Stale,
+        reasons: vec![],
+        fingerprint: None,
+        key: None,
+        manifest: None,
+        record,
+        failure,
+        nearest: None,
+        in_cache: None,
+    };
     let fp = match fp {
         Err(Pending { ids, own }) => {
             a.reasons.push(DirtyReason::UpstreamPending { upstream: ids });
@@ -180,6 +195,7 @@ pub fn decide(
                 let own = mine(&r);
                 let same = own.key() == r.fingerprint.key();
                 a.reasons.extend(compare(&r, &own).into_iter().filter(|_| !same));
+                a.nearest = Some(r.clone());
                 a.record = Some(r);
             }
             // Its own damage is worth knowing too (it would re-run even if the upstream came back identical).
@@ -218,11 +234,17 @@ pub fn decide(
             Some((file, BlobState::Missing)) => a.reasons.push(DirtyReason::ArtifactMissing { file }),
             Some((file, _)) => a.reasons.push(DirtyReason::ArtifactCorrupt { file }),
         }
+        if a.state != State::Fresh {
+            // The run of this very key is the nearest (its blobs are gone or damaged), unless it was not kept.
+            a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone());
+        }
     } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key) {
         a.state = State::Failed;
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
+        a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone());
     } else if let Some(r) = nearest(index, id, a.record.take(), &|_| fp.clone()) {
         a.reasons.extend(compare(&r, &fp));
+        a.nearest = Some(r.clone());
         a.record = Some(r);
         let r = a.record.as_ref().expect("set above");
         // Which files changed, where the listings of both states were kept.

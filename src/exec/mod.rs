@@ -3,6 +3,7 @@
 //! The executor emits [`Event`]s through a sink and never prints.
 
 pub mod assess;
+pub mod earlier;
 pub mod event;
 pub mod launch;
 pub mod node;

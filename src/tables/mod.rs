@@ -56,18 +56,14 @@ impl Cell {
         Cell { value, text, from, ranked, std: None, seeds: vec![] }
     }
 
-    /// A metric cell over the values of several seeds: mean ± sample std, in percent.
+    /// A metric cell over the values of several seeds: mean ± sample std ([`mean_std`]), in percent.
     pub fn over_seeds(values: Vec<f64>, from: Vec<Provenance>) -> Cell {
-        let n = values.len();
-        if n == 0 {
+        let Some((mean, std)) = mean_std(&values) else {
             return Cell::single(None, "–".into(), from, true);
-        }
-        let mean = values.iter().sum::<f64>() / n as f64;
-        if n == 1 {
+        };
+        let Some(std) = std else {
             return Cell::single(Some(mean), format!("{:.1}", mean * 100.0), from, true);
-        }
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        let std = var.sqrt();
+        };
         Cell {
             value: Some(mean),
             text: format!("{:.1} ± {:.1}", mean * 100.0, std * 100.0),
@@ -82,6 +78,21 @@ impl Cell {
     pub fn n(&self) -> usize {
         self.seeds.len().max(1)
     }
+}
+
+/// The convention of every aggregate over seeds: the mean and the *sample* standard deviation (divided by
+/// n − 1); `None` for no values, and no std for a single value (one seed says nothing about the spread).
+pub fn mean_std(values: &[f64]) -> Option<(f64, Option<f64>)> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return Some((mean, None));
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some((mean, Some(var.sqrt())))
 }
 
 /// The rule that decides ties: two cells are tied when their means differ by at most twice the standard error
@@ -292,6 +303,14 @@ pub fn terminal(t: &ResultTable) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_std_is_the_sample_std() {
+        assert_eq!(mean_std(&[]), None);
+        assert_eq!(mean_std(&[0.5]), Some((0.5, None)));
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0]).unwrap();
+        assert!((m - 2.0).abs() < 1e-12 && (s.unwrap() - 1.0).abs() < 1e-12);
+    }
 
     fn cell(v: f64) -> Cell {
         Cell::single(Some(v), format!("{:.1}", v * 100.0), vec![], true)

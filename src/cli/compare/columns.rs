@@ -1,0 +1,112 @@
+//! Which columns a comparison shows (the parameters that differ, the metrics asked for) and the `--sort` order.
+
+use super::rows::Row;
+use super::values::show;
+use crate::cli::{exit, CliError};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Whether the dot-separated names of `pattern` occur in `column` as consecutive whole names, each as is or
+/// with a task's `t_` before it (`digits.test.top1` matches `tasks.t_digits.test.top1`, not
+/// `tasks.t_spoken_digits.test.top1`).
+pub fn segments_match(column: &str, pattern: &str) -> bool {
+    let c: Vec<&str> = column.split('.').collect();
+    let p: Vec<&str> = pattern.split('.').collect();
+    p.len() <= c.len()
+        && (0..=c.len() - p.len()).any(|k| p.iter().enumerate().all(|(j, x)| c[k + j] == *x || c[k + j].strip_prefix("t_") == Some(x)))
+}
+
+/// Parameter columns: every key any row has, kept when `all` or when its values differ (a missing key differs
+/// from any value).
+pub fn param_columns(rows: &[Row], all: bool) -> Vec<String> {
+    let keys: BTreeSet<String> = rows.iter().flat_map(|r| r.params.keys().cloned()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            all || {
+                let first = rows[0].params.get(k);
+                rows.iter().any(|r| r.params.get(k) != first)
+            }
+        })
+        .collect()
+}
+
+/// Metric columns: every metric any row has, only those matching one of `patterns` when some are given (a
+/// pattern that matches none is noted on stderr).
+pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Vec<String> {
+    let all: BTreeSet<String> = rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect();
+    let cols: Vec<String> = all.iter().filter(|k| patterns.is_empty() || patterns.iter().any(|m| segments_match(k, m))).cloned().collect();
+    for m in patterns {
+        if !cols.iter().any(|k| segments_match(k, m)) {
+            let hint = crate::spec::error::suggest(m, all.iter().map(String::as_str));
+            eprintln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
+        }
+    }
+    cols
+}
+
+/// Sorts `rows` by column `s` (exact, else a unique suffix; a task's `t_` may be left out), highest first
+/// unless `ascending`; a metric by its value (a group's mean); rows without the column last.
+pub fn sort(rows: &mut [Row], s: &str, ascending: bool, pcols: &[String], mcols: &[String]) -> Result<(), CliError> {
+    let cols: Vec<&String> = mcols.iter().chain(pcols.iter()).collect();
+    let exact = cols.iter().find(|c| c.as_str() == s).map(|c| c.to_string());
+    let col = match exact {
+        Some(c) => c,
+        None => {
+            let suf: Vec<&&String> = cols.iter().filter(|c| c.ends_with(&format!(".{s}")) || c.ends_with(&format!(".t_{s}"))).collect();
+            match suf.as_slice() {
+                [c] => c.to_string(),
+                [] => {
+                    let hint = crate::spec::error::suggest(s, cols.iter().map(|c| c.as_str()));
+                    return Err(CliError::Other(format!("error: --sort: no column `{s}`\n  help: {hint}"), exit::USAGE));
+                }
+                many => {
+                    let v: Vec<&str> = many.iter().map(|c| c.as_str()).collect();
+                    return Err(CliError::Other(format!("error: --sort: `{s}` names several columns: {}", v.join(", ")), exit::USAGE));
+                }
+            }
+        }
+    };
+    // A metric when a metric has that name (a `value` node's parameter `value` is also its metric).
+    let is_metric = mcols.contains(&col);
+    let val = |r: &Row| -> Option<Value> {
+        if is_metric {
+            r.metrics.get(&col).map(|x| json!(x.mean))
+        } else {
+            r.params.get(&col).cloned()
+        }
+    };
+    let cmp = |x: &Value, y: &Value| match (x.as_f64(), y.as_f64()) {
+        (Some(p), Some(q)) => p.partial_cmp(&q).unwrap_or(std::cmp::Ordering::Equal),
+        _ => show(x).cmp(&show(y)),
+    };
+    rows.sort_by(|x, y| match (val(x), val(y)) {
+        (Some(p), Some(q)) => {
+            let o = cmp(&p, &q);
+            if ascending {
+                o
+            } else {
+                o.reverse()
+            }
+        }
+        // Missing values last, whichever the direction.
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_patterns_match_whole_names() {
+        assert!(segments_match("tasks.t_digits.test.top1", "digits.test.top1"));
+        assert!(segments_match("tasks.t_digits.test.top1", "t_digits.test.top1"));
+        assert!(segments_match("tasks.t_digits.test.top1", "test.top1"));
+        assert!(!segments_match("tasks.t_spoken_digits.test.top1", "digits.test.top1"));
+        assert!(!segments_match("tasks.t_digits.test.top5", "test.top1"));
+        assert!(!segments_match("loss", "test.loss"));
+    }
+}

@@ -1,0 +1,179 @@
+//! `show NODE`: a node's parameters, the values it uses, its inputs and its artifact; for a node that is not
+//! fresh, the last results it has (its nearest earlier run's artifact), under a heading that says they are
+//! outdated and what changed since.
+
+use super::report::fmt_bytes;
+use super::{env_of, exit, load_graph, CliError, Common};
+use crate::exec::assess::{assess_all, Assessment};
+use crate::exec::earlier::{earlier, Earlier};
+use crate::exec::State;
+use crate::graph;
+use crate::stage::{InputArtifact, Registry};
+use crate::store::{Manifest, Store};
+use std::collections::BTreeMap;
+
+/// `show NODE`.
+pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
+    let g = load_graph(&c, reg)?;
+    // A node, or a declaration (`st.digits`): each of its nodes in turn, from one assessment.
+    let Some(ids) = g.resolve(node) else {
+        return Err(CliError::Other(format!("error: no node `{node}`\n  help: {}", g.suggest(node)), exit::USAGE));
+    };
+    let (store, _empty) = super::read_store(&c.store)?;
+    let names: Vec<String> = ids.iter().map(|&j| g.nodes[j].id.clone()).collect();
+    let sel = g.select(&names)?;
+    let (a, earlier) = {
+        let index = store.index_read()?;
+        let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false);
+        let earlier: BTreeMap<usize, Earlier> = ids.iter().filter_map(|&i| earlier(&store, &index, &a[&i]).map(|e| (i, e))).collect();
+        (a, earlier)
+    };
+    for (k, &i) in ids.iter().enumerate() {
+        if k > 0 {
+            println!();
+        }
+        show_one(&c, &g, &store, &a[&i], earlier.get(&i), i)?;
+    }
+    Ok(exit::OK)
+}
+
+/// `show` of node `i` in state `s`; `earlier`: when not fresh, what the store holds of its nearest earlier run.
+fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier: Option<&Earlier>, i: usize) -> Result<(), CliError> {
+    let n = &g.nodes[i];
+    // The version in the node's key (a stage may give some settings or backends one more).
+    let version = s.fingerprint.as_ref().map_or(n.stage.version(), |f| f.version);
+    println!("node:   {} ({}, v{})", n.id, n.stage.kind(), version);
+    println!("state:  {}", s.state);
+    for r in &s.reasons {
+        println!("  - {r}");
+        // A failure's message in full (the reason shows its first line): e.g. a program's last lines of output.
+        if let (crate::fingerprint::DirtyReason::Failed { error }, true) = (r, s.state == State::Failed) {
+            for line in error.lines().skip(1) {
+                println!("    {line}");
+            }
+        }
+    }
+    println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
+    if let Some(eff) = n.stage.effective(&n.params).filter(|e| *e != n.params) {
+        println!("uses:   {}", serde_json::to_string(&eff).unwrap_or_default());
+    }
+    // The seed it runs with (a replicate's is the pipeline seed + its index), when its kind keys one.
+    let env = crate::exec::assess::node_env(g, i, &env_of(g, &c.backend));
+    if n.stage.env_keys().contains(&"seed") {
+        println!("seed:   {}", env.get("seed").map(String::as_str).unwrap_or("?"));
+    }
+    // Its inputs, with the digest of each input artifact it is keyed by (or that it waits on it).
+    for (slot, ups) in &n.inputs {
+        let digests = s.fingerprint.as_ref().and_then(|f| f.inputs.get(slot));
+        let shown: Vec<String> = ups
+            .iter()
+            .enumerate()
+            .map(|(k, &u)| match digests.and_then(|d| d.get(k)) {
+                Some(d) => format!("{} ({})", g.nodes[u].id, &d.digest[..d.digest.len().min(12)]),
+                None => format!("{} (not fresh)", g.nodes[u].id),
+            })
+            .collect();
+        println!("input:  {slot}: {}", shown.join(", "));
+    }
+    // When the artifact shown was computed, and how long it took.
+    if let Some(r) = s.record.as_ref().filter(|r| s.manifest.is_some() && Some(&r.key) == s.key.as_ref()) {
+        println!("ran:    {}, took {}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
+    }
+    let inputs = n
+        .inputs
+        .iter()
+        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
+        .collect();
+    if let Some(text) = n.stage.outline(&n.params, &inputs) {
+        println!("{text}");
+    }
+    if let Some(k) = &s.key {
+        println!("key:    {k}");
+    }
+    print_runner(store, s);
+    let Some(m) = &s.manifest else {
+        println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
+        return show_earlier(store, n, s, earlier);
+    };
+    print_artifact(store, n, m, &store.root.join("show").join(&n.id))
+}
+
+/// The last results of a node that is not fresh: its nearest earlier run's artifact, under a heading that
+/// says they are outdated and what changed since; or that the store no longer holds them.
+fn show_earlier(store: &Store, n: &graph::GNode, s: &Assessment, earlier: Option<&Earlier>) -> Result<(), CliError> {
+    let Some(e) = earlier else { return Ok(()) };
+    let r = e.record();
+    let ran = format!("ran {}, took {}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
+    match e {
+        Earlier::Kept { manifest, .. } => {
+            let why: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
+            println!();
+            println!(
+                "outdated results: those of its nearest earlier run ({ran}; key {}), not of its settings now",
+                &r.key[..r.key.len().min(16)]
+            );
+            println!("  changed since: {}", if why.is_empty() { "(unknown)".to_string() } else { why.join("; ") });
+            // Beside (not over) the fresh preview of the node.
+            print_artifact(store, n, manifest, &store.root.join("show").join(&n.id).join("outdated"))
+        }
+        Earlier::Gone { file, damaged, .. } => {
+            let what = file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default();
+            let state = if *damaged { "is damaged" } else { "is no longer in the store (`gc` removed it)" };
+            println!("no earlier results either: the artifact{what} of its nearest earlier run ({ran}) {state}");
+            Ok(())
+        }
+    }
+}
+
+/// Artifact `m` of node `n`: its files and blob paths, then what its stage describes of it (previews written
+/// under `out_dir`).
+fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::path::Path) -> Result<(), CliError> {
+    println!("artifact {} ({}, {})", &m.digest[..16], m.artifact_type, fmt_bytes(m.size()));
+    for (name, f) in &m.files {
+        println!("  {name:<28} {:>10}  {}", fmt_bytes(f.size), store.blobs.path(&f.digest).display());
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE))?;
+    let art = InputArtifact::new(n.id.clone(), m.clone(), store.clone());
+    match n.stage.describe(&art, out_dir) {
+        Ok(text) if !text.is_empty() => println!("{text}"),
+        Ok(_) => {}
+        Err(e) => return Err(CliError::Other(format!("error: {e}"), exit::NODE_FAILED)),
+    }
+    Ok(())
+}
+
+/// Where the node last ran, when not in-process (a Slurm job: id, state, logs), and a job still in flight.
+fn print_runner(store: &Store, s: &Assessment) {
+    let line = |what: &str, r: &std::collections::BTreeMap<String, String>| {
+        if let Some(job) = r.get("slurm_job") {
+            println!("{what} Slurm job {job} ({})", r.get("state").map(String::as_str).unwrap_or("?"));
+            for k in ["stdout", "stderr"] {
+                if let Some(p) = r.get(k) {
+                    println!("  {k}: {p}");
+                }
+            }
+        }
+    };
+    let mut told = false;
+    if let Some(r) = s.record.as_ref().filter(|r| Some(&r.key) == s.key.as_ref()) {
+        line("ran as:", &r.runner);
+        told = true;
+    } else if let Some(f) = &s.failure {
+        line("failed as:", &f.runner);
+        told = Some(&f.key) == s.key.as_ref();
+    }
+    if let (Some(key), false) = (&s.key, told) {
+        let dir = crate::exec::slurm::job::job_dir(&store.root, key);
+        if let (None, Some(sub)) =
+            (&s.manifest, crate::exec::slurm::job::read_json::<crate::exec::slurm::job::Submission>(&dir, "slurm.json"))
+        {
+            let state = crate::exec::slurm::sched::squeue(&[&sub.job_id])
+                .ok()
+                .and_then(|m| m.get(&sub.job_id).map(|j| j.state.clone()))
+                .unwrap_or_else(|| "not known to Slurm now".into());
+            println!("job:    Slurm job {} ({state}), submitted at unix {}", sub.job_id, sub.submitted_at);
+            println!("  stdout: {}", dir.join("stdout.log").display());
+            println!("  stderr: {}", dir.join("stderr.log").display());
+        }
+    }
+}

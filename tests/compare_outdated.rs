@@ -1,0 +1,180 @@
+//! `compare` and `show` of stale nodes: the values of each node's nearest earlier run, marked outdated (a `*`
+//! and a footnote of what changed in the table, `outdated` in CSV and JSON), never mixed with fresh ones;
+//! `--fresh-only` shows fresh values only; an earlier artifact no longer in the store is said, not a crash.
+//! `compare --group`: one row per seed group, mean ± sample std over its fresh replicates with their count.
+
+mod common;
+use common::pf;
+
+const TWO: &str = r#"
+[node.a]
+kind = "value"
+value = { acc = 0.5 }
+comment = "first"
+
+[node.b]
+kind = "value"
+value = { acc = 0.75 }
+comment = "first"
+"#;
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn node<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    v["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap_or_else(|| panic!("no {id}: {v}"))
+}
+
+#[test]
+fn an_edited_parameter_shows_the_earlier_values_marked_outdated() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), TWO).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    // Edit one parameter of `a` in the file: `a` is stale, its last values are still there.
+    std::fs::write(d.path().join("p.toml"), TWO.replacen("comment = \"first\"", "comment = \"second\"", 1)).unwrap();
+
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "a", "b", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let a = node(&v, "a");
+    assert_eq!(a["state"], "stale", "{out}");
+    assert_eq!(a["outdated"], true, "{out}");
+    assert_eq!(a["metrics"]["acc"], 0.5, "the earlier run's value: {out}");
+    let changed = a["earlier_run"]["changed"].as_array().unwrap();
+    assert!(changed.iter().any(|c| c.as_str().unwrap().contains("comment changed \"first\" → \"second\"")), "{out}");
+    assert_eq!(a["earlier_run"]["in_store"], true);
+    let b = node(&v, "b");
+    assert_eq!((&b["state"], &b["outdated"], &b["metrics"]["acc"]), (&"fresh".into(), &false.into(), &0.75.into()), "{out}");
+    assert_eq!(v["outdated"], serde_json::json!(["a"]), "{out}");
+    assert_eq!(v["stale"], serde_json::json!(["a"]), "{out}");
+
+    // The table: the state says so, the value is marked, a footnote names what changed.
+    let (code, out, _) = pf(d.path(), &["compare", "p.toml", "a", "b"]);
+    assert_eq!(code, 0);
+    eprintln!("{out}");
+    assert!(out.contains("stale (outdated values)"), "{out}");
+    assert!(out.contains("0.5000*") && out.contains("0.7500") && !out.contains("0.7500*"), "{out}");
+    assert!(out.contains("* outdated: values of the node's nearest earlier run, not of its settings now:"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("  a (ran ") && l.contains("comment changed \"first\" → \"second\"")), "{out}");
+    assert!(out.contains("1 of 2 nodes not fresh: a (outdated values, marked *) (`polyflow run p.toml a` computes them)"), "{out}");
+
+    // Sorting keeps working (the outdated value sorts by its value, still marked).
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "a", "b", "--json", "--sort", "acc", "--ascending"]);
+    let v = json(&out);
+    let order: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(order, ["a", "b"], "{out}");
+
+    // CSV: an explicit `outdated` column.
+    let (_, out, err) = pf(d.path(), &["compare", "p.toml", "a", "b", "--csv"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "node,state,outdated,comment,value.acc,acc", "{out}");
+    assert_eq!(lines[1], "a,stale,true,second,0.5,0.5", "{out}");
+    assert_eq!(lines[2], "b,fresh,false,first,0.75,0.75", "{out}");
+    assert!(err.contains("* outdated:"), "the footnote goes to stderr: {err}");
+
+    // --fresh-only: today's behaviour, no values for a stale node.
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "a", "b", "--json", "--fresh-only"]);
+    let v = json(&out);
+    assert_eq!((&node(&v, "a")["outdated"], &node(&v, "a")["metrics"]), (&false.into(), &serde_json::json!({})), "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "a", "b", "--fresh-only"]);
+    assert!(out.contains("1 of 2 nodes not fresh (no metrics): a") && !out.contains('*'), "{out}");
+
+    // `show` of the stale node: its last results under a heading that says they are outdated, and why.
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no fresh artifact: run `polyflow run p.toml a` first"), "{out}");
+    assert!(out.contains("outdated results: those of its nearest earlier run (ran "), "{out}");
+    assert!(out.contains("changed since: comment changed \"first\" → \"second\""), "{out}");
+    let blob =
+        out.lines().find(|l| l.trim_start().starts_with("value.json")).and_then(|l| l.split_whitespace().last()).unwrap().to_string();
+
+    // The earlier artifact gone (as `gc` may leave it): said, no values, no crash.
+    std::fs::remove_file(&blob).unwrap();
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "a", "b"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("note: `a` is stale; the artifact (value.json) of its earlier run (ran ") && out.contains("is no longer in the store"),
+        "{out}"
+    );
+    assert!(!out.contains("0.5000") && out.contains("1 of 2 nodes not fresh (no metrics): a"), "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "a", "--json"]);
+    let v = json(&out);
+    assert_eq!((&node(&v, "a")["outdated"], &node(&v, "a")["earlier_run"]["in_store"]), (&false.into(), &false.into()), "{out}");
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no earlier results either: the artifact (value.json) of its nearest earlier run (ran "), "{out}");
+
+    // Once it runs again, it is fresh and unmarked.
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "a", "b"]);
+    assert!(!out.contains('*') && !out.contains("not fresh"), "{out}");
+}
+
+const SEEDS: &str = r#"
+[node.st]
+kind = "value"
+seeds = 3
+value = "{seed}"
+comment = "c"
+
+[node.solo]
+kind = "value"
+value = 5
+comment = "c"
+"#;
+
+#[test]
+fn group_gives_mean_and_sample_std_over_fresh_replicates() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), SEEDS).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let group = |extra: &[&str]| {
+        let mut args = vec!["compare", "p.toml", "st", "solo", "--group", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = pf(d.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        json(&out)
+    };
+    // All fresh: the replicates' acc 0, 1, 2 → 1 ± 1 (sample std), n=3.
+    let v = group(&[]);
+    let st = &v["groups"][0];
+    assert_eq!(st["id"], "st", "{v}");
+    assert_eq!(st["members"], serde_json::json!(["st.s0", "st.s1", "st.s2"]), "{v}");
+    assert_eq!((&st["n"], &st["of"], &st["outdated"], &st["state"]), (&3.into(), &3.into(), &false.into(), &"fresh".into()), "{v}");
+    assert_eq!(st["metrics"]["value"], serde_json::json!({"mean": 1.0, "std": 1.0, "n": 3}), "{v}");
+    assert!(st["params"].get("seed").is_none(), "the seed collapses: {v}");
+    assert_eq!(v["groups"][1]["metrics"]["value"], serde_json::json!({"mean": 5.0, "std": null, "n": 1}), "{v}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "solo", "--group"]);
+    eprintln!("{out}");
+    assert!(out.contains("1 ± 1") && out.contains("n=3"), "{out}");
+    assert!(out.contains("2 rows of 4 nodes (mean ± sample std over each seed group's fresh replicates)"), "{out}");
+
+    // One replicate edited: the mean is over the two fresh ones, and says so; its outdated value is not averaged.
+    let v = group(&["--set", "st.s2.comment=\"x\""]);
+    let st = &v["groups"][0];
+    assert_eq!((&st["n"], &st["of"], &st["outdated"], &st["state"]), (&2.into(), &3.into(), &false.into(), &"partial".into()), "{v}");
+    assert_eq!(st["metrics"]["value"]["mean"], 0.5, "{v}");
+    assert_eq!(st["metrics"]["value"]["n"], 2, "{v}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--set", "st.s2.comment=\"x\""]);
+    assert!(out.contains("n=2 of 3") && !out.contains('*'), "{out}");
+    assert!(out.contains("1 of 3 nodes not fresh (left out of the means): st.s2"), "{out}");
+
+    // Every replicate edited: the earlier runs' values, all of them marked outdated.
+    let v = group(&["--set", "st.comment=\"x\""]);
+    let st = &v["groups"][0];
+    assert_eq!((&st["n"], &st["outdated"], &st["state"]), (&3.into(), &true.into(), &"stale".into()), "{v}");
+    assert_eq!(st["metrics"]["value"]["mean"], 1.0, "{v}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--set", "st.comment=\"x\""]);
+    assert!(out.contains("stale (outdated values)") && out.contains("1 ± 1*"), "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--csv"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["group,state,outdated,n,of,value:mean,value:std,value:n", "st,fresh,false,3,3,1,1,3"], "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--csv", "--set", "st.comment=\"x\""]);
+    assert_eq!(out.lines().nth(1), Some("st,stale,true,3,3,1,1,3"), "{out}");
+    // Without --group: one row per replicate, as before.
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--json"]);
+    assert_eq!(json(&out)["nodes"].as_array().unwrap().len(), 3, "{out}");
+}
