@@ -332,6 +332,8 @@ fn a_node_fresh_through_an_identical_one_explains_its_edits() {
     std::fs::write(d.path().join("p.toml"), p("1")).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
+    let (_, show, _) = pf(d.path(), &["show", "p.toml", "b"]);
+    assert!(show.contains("(as `a`, which has the same key)"), "{show}");
     std::fs::write(d.path().join("p.toml"), p("2")).unwrap();
     let (_, why, _) = pf(d.path(), &["status", "p.toml", "--why", "b"]);
     assert!(!why.contains("never run") && why.contains("value"), "{why}");

@@ -77,7 +77,9 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
     }
     // When the artifact shown was computed, and how long it took.
     if let Some(r) = s.record.as_ref().filter(|r| s.manifest.is_some() && Some(&r.key) == s.key.as_ref()) {
-        println!("ran:    {}, took {}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
+        // Fresh through an identical node's artifact: that node ran.
+        let by = r.runner.get("same_as").map(|p| format!(" (as `{p}`, which has the same key)")).unwrap_or_default();
+        println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
     }
     let inputs = n
         .inputs
@@ -118,7 +120,7 @@ fn show_earlier(store: &Store, n: &graph::GNode, s: &Assessment, earlier: Option
         }
         Earlier::Gone { file, damaged, .. } => {
             let what = file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default();
-            let state = if *damaged { "is damaged" } else { "is no longer in the store (`gc` removed it)" };
+            let state = if *damaged { "is damaged" } else { "is no longer in the store (removed by `gc`, or by hand)" };
             println!("no earlier results either: the artifact{what} of its nearest earlier run ({ran}) {state}");
             Ok(())
         }

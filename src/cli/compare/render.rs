@@ -222,7 +222,7 @@ impl View<'_> {
         for r in self.runs {
             if let Origin::Gone { finished_at, file, damaged } = &r.origin {
                 let what = file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default();
-                let why = if *damaged { "is damaged" } else { "is no longer in the store (`gc` removed it)" };
+                let why = if *damaged { "is damaged" } else { "is no longer in the store (removed by `gc`, or by hand)" };
                 out.push(format!(
                     "note: `{}` is {}; the artifact{what} of its earlier run (ran {}) {why}, so no earlier values either",
                     r.id,
