@@ -181,7 +181,7 @@ fn video_models_see_a_crop_of_the_stored_frames() {
         )
         .replace("augment = { crop_pad = 1, flip = true }", "augment = { scale_jitter = [0.9, 1.33], flip = true }")
         .replace("optimizer = \"adam\"", "optimizer = \"adam\"\nvideo_patch = [2, 4, 4]");
-    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    std::fs::write(d.path().join("p.toml"), &pipe).unwrap();
     for store in ["a", "b"] {
         let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", store]);
         assert_eq!(code, 0, "{err}");
@@ -194,6 +194,24 @@ fn video_models_see_a_crop_of_the_stored_frames() {
     let (_, out, _) = pf(d.path(), &["params", "p.toml", "--store", "a", "--json"]);
     let p: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(p["m"]["tokenizers"], 3424, "{out}");
+    // And 2 consecutive frames of the 4 stored (`window`): a random start per example, seeded.
+    let windowed = pipe.replace("crop = 8\n", "crop = 8\nwindow = 2\n");
+    std::fs::write(d.path().join("p.toml"), windowed).unwrap();
+    for store in ["c", "e"] {
+        let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", store]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(artifact(d.path(), "c", "m", &[]).0, artifact(d.path(), "e", "m", &[]).0, "random clip windows are seeded");
+    let (_, show) = artifact(d.path(), "c", "x", &[]);
+    assert!(show.contains("the model sees 2 consecutive frames"), "{show}");
+    // (2/2)·(8/4)² = 4 tubelets + the class token = 5 positions: 2·4·4·3·32 + 32 + 5·32 + 32 = 3,296.
+    let (_, out, _) = pf(d.path(), &["params", "p.toml", "--store", "c", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["m"]["tokenizers"], 3296, "{out}");
+    // More than it stores is refused before anything runs.
+    std::fs::write(d.path().join("p.toml"), pipe.replace("crop = 8\n", "crop = 8\nwindow = 5\n")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--store", "c"]);
+    assert!(code == 2 && err.contains("window") && err.contains("more than the 4 stored"), "{err}");
 }
 
 #[test]

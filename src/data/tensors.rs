@@ -118,6 +118,10 @@ pub struct Meta {
     /// after scale jitter at training time, the centre at evaluation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<usize>,
+    /// For stored clips longer than the model's input: the frames the model sees (`T` axis; a random window of
+    /// consecutive stored frames at training time, the centre at evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_window: Option<usize>,
 }
 
 /// How a stored u8 value becomes the model's float: `minus_one_one` (v / 127.5 − 1, the paper's), `unit`

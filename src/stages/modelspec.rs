@@ -151,7 +151,10 @@ fn split(a: &InputArtifact, name: &str) -> Result<SplitData, StageError> {
         }
         _ => return Err(StageError::input(format!("`{}`: task data must be preprocessed f32 or u8 tensors", a.id))),
     };
-    Ok(SplitData::stored(r, shape, lut).with_time_window(window).with_spatial_crop(meta.crop.unwrap_or(0)))
+    Ok(SplitData::stored(r, shape, lut)
+        .with_time_window(window)
+        .with_clip_window(meta.clip_window.unwrap_or(0))
+        .with_spatial_crop(meta.crop.unwrap_or(0)))
 }
 
 /// Loads a task artifact.

@@ -127,12 +127,20 @@ struct VideoParams {
     channels: usize,
     scale: VideoScale,
     dtype: Stored,
+    /// Frames the model sees (0 = all `frames`); added later, absent at its default.
+    #[serde(default)]
+    window: usize,
 }
 
 impl VideoParams {
     /// The `crop` when it is smaller than the stored side.
     fn crop(&self, side: usize) -> Option<usize> {
         (self.crop > 0 && self.crop < side).then_some(self.crop)
+    }
+
+    /// The `window` when it is shorter than `frames`.
+    fn window(&self) -> Option<usize> {
+        (self.window > 0 && self.window < self.frames).then_some(self.window)
     }
 }
 
@@ -376,6 +384,14 @@ impl Stage for ImagePrep {
         vec![
             ParamSpec::opt("height", T::Int { min: 0, max: 4096 }, json!(0), "output height (0 = keep)"),
             ParamSpec::opt("width", T::Int { min: 0, max: 4096 }, json!(0), "output width (0 = keep)"),
+            ParamSpec::added(
+                "window",
+                T::Int { min: 0, max: 1024 },
+                json!(0),
+                "frames the model sees: a window of `window` consecutive stored frames, starting at random per example \
+                 when training (DMVR's random temporal crop), the centre when evaluating; store more `frames` than the \
+                 model sees for it (e.g. 64 at stride 2 in the dataset, window 32); 0 = all `frames`",
+            ),
             ParamSpec::opt(
                 "channels",
                 T::Int { min: 1, max: 3 },
@@ -654,7 +670,7 @@ impl Stage for VideoPrep {
         // Parameters that do not parse declare nothing (validation reports them).
         let p: VideoParams = parse(params).ok()?;
         let side = p.crop(p.size).unwrap_or(p.size);
-        declare_shape(inputs, "video", [p.channels, p.frames, side, side])
+        declare_shape(inputs, "video", [p.channels, p.window().unwrap_or(p.frames), side, side])
     }
     fn kind(&self) -> &'static str {
         "video_prep"
@@ -683,6 +699,14 @@ impl Stage for VideoPrep {
                 "side the model sees: a random crop of the stored `size` frames after the task's scale jitter when \
                  training, the centre when evaluating (the paper: 224 of 256); 0 = all",
             ),
+            ParamSpec::added(
+                "window",
+                T::Int { min: 0, max: 1024 },
+                json!(0),
+                "frames the model sees: a window of `window` consecutive stored frames, starting at random per example \
+                 when training (DMVR's random temporal crop), the centre when evaluating; store more `frames` than the \
+                 model sees for it (e.g. 64 at stride 2 in the dataset, window 32); 0 = all `frames`",
+            ),
             ParamSpec::opt(
                 "channels",
                 T::Int { min: 1, max: 3 },
@@ -699,7 +723,11 @@ impl Stage for VideoPrep {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        parse_checked::<VideoParams>(params, &self.params()).map(|_| ())
+        let p = parse_checked::<VideoParams>(params, &self.params())?;
+        if p.window > p.frames {
+            return Err(("window".into(), format!("{} frames is more than the {} stored (`frames`)", p.window, p.frames)));
+        }
+        Ok(())
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p: VideoParams = parse(ctx.params)?;
@@ -755,6 +783,11 @@ impl Stage for VideoPrep {
         if let Some(c) = p.crop(side) {
             note.push_str(&format!("; the model sees {c}² crops (random after scale jitter when training, the centre when evaluating)"));
         }
+        if let Some(w) = p.window() {
+            note.push_str(&format!(
+                "; the model sees {w} consecutive frames (from a random start when training, the centre when evaluating)"
+            ));
+        }
         let values = u8_cache.then(|| {
             note.push_str("; stored as u8");
             ValueMap { scale: how.clone(), mean: vec![], std: vec![] }
@@ -772,6 +805,7 @@ impl Stage for VideoPrep {
                 note,
                 values,
                 crop: p.crop(side),
+                clip_window: p.window(),
                 ..Default::default()
             },
         )

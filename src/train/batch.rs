@@ -29,6 +29,10 @@ pub struct SplitData {
     /// Stored `[H, W]` when the model sees a `shape[2] × shape[3]` crop of it: random (after scale jitter) at
     /// training time, the centre at evaluation (video: 224² of 256²).
     crop: Option<[usize; 2]>,
+    /// Stored clip length (`T` axis) when the model sees `shape[1]` consecutive frames of it: from a random start
+    /// per example at training time, the centre at evaluation (video: DMVR's random temporal crop). Taken
+    /// before the spatial crop.
+    clip: Option<usize>,
 }
 
 /// What [`SplitData::gather_train`] applied while reading a batch.
@@ -53,21 +57,21 @@ enum Src {
 impl SplitData {
     /// A split held in memory: `x` is `[N, C, T, H, W]`.
     pub fn dense(x: Vec<f32>, shape: [usize; 4], y: Labels) -> Self {
-        SplitData { shape, y, src: Src::Dense(x), window: None, crop: None }
+        SplitData { shape, y, src: Src::Dense(x), window: None, crop: None, clip: None }
     }
 
     /// A split read from shards: f32 examples as stored, or u8 examples mapped per channel by `lut`
     /// (`lut[c][v]` = the float of value `v` in channel `c`, exactly what a float cache would hold).
     pub fn stored(r: SplitReader, shape: [usize; 4], lut: Option<Vec<[f32; 256]>>) -> Self {
         let y = r.labels.clone();
-        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) }, window: None, crop: None }
+        SplitData { shape, y, src: Src::Stored { r: Arc::new(r), lut: lut.map(Arc::new) }, window: None, crop: None, clip: None }
     }
 
     /// A split of encoded images (see [`super::encoded`]), decoded to `[3, 1, H, W]` with the value map
     /// `v · affine[c].0 + affine[c].1`.
     pub fn encoded(r: SplitReader, h: usize, w: usize, affine: [(f32, f32); 3]) -> Self {
         let y = r.labels.clone();
-        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine }, window: None, crop: None }
+        SplitData { shape: [3, 1, h, w], y, src: Src::Encoded { r: Arc::new(r), affine }, window: None, crop: None, clip: None }
     }
 
     /// The model sees a window of `window` steps of the `H` (time) axis of the stored examples (whose shape is
@@ -76,6 +80,16 @@ impl SplitData {
         if window > 0 && window < self.shape[2] {
             self.window = Some(self.shape[2]);
             self.shape[2] = window;
+        }
+        self
+    }
+
+    /// The model sees `frames` consecutive frames of the stored clips (`T` axis of `self.shape`): from a random
+    /// start per example at training time, the centre at evaluation.
+    pub fn with_clip_window(mut self, frames: usize) -> Self {
+        if frames > 0 && frames < self.shape[1] {
+            self.clip = Some(self.shape[1]);
+            self.shape[1] = frames;
         }
         self
     }
@@ -129,9 +143,12 @@ impl SplitData {
         }
     }
 
-    /// The shape of a stored example (before the time window or the spatial crop).
+    /// The shape of a stored example (before the time window, the clip window or the spatial crop).
     fn stored_shape(&self) -> [usize; 4] {
         let mut s = self.shape;
+        if let Some(t) = self.clip {
+            s[1] = t;
+        }
         if let Some(t) = self.window {
             s[2] = t;
         }
@@ -144,16 +161,37 @@ impl SplitData {
 
     /// Writes example `i` into `dst`: for evaluation (`train` = `None`) the centre window or crop; for
     /// training a random one drawn from the example's generator (with the task's scale jitter before a crop).
-    fn fill(&self, i: usize, dst: &mut [f32], train: Option<(&Augment, &mut ChaCha8Rng)>) {
-        if self.window.is_none() && self.crop.is_none() {
+    fn fill(&self, i: usize, dst: &mut [f32], mut train: Option<(&Augment, &mut ChaCha8Rng)>) {
+        if self.window.is_none() && self.crop.is_none() && self.clip.is_none() {
             return match &self.src {
                 Src::Encoded { .. } => self.fill_encoded(i, dst, train),
                 _ => self.fill_stored(i, dst),
             };
         }
-        let ss = self.stored_shape();
+        let mut ss = self.stored_shape();
         let mut full = vec![0f32; ss.iter().product()];
         self.fill_stored(i, &mut full);
+        // The clip window first (its start is the example's first draw), then the spatial crop of its frames.
+        if let Some(stored) = self.clip {
+            let [c, _, h, w] = ss;
+            let t = self.shape[1];
+            let t0 = match train.as_mut() {
+                Some((_, rng)) => rng.random_range(0..=stored - t),
+                None => (stored - t) / 2,
+            };
+            // [C, T_stored, H, W] → [C, t, H, W]
+            let mut part = vec![0f32; c * t * h * w];
+            for ch in 0..c {
+                part[ch * t * h * w..(ch + 1) * t * h * w]
+                    .copy_from_slice(&full[(ch * stored + t0) * h * w..(ch * stored + t0 + t) * h * w]);
+            }
+            full = part;
+            ss[1] = t;
+            if self.crop.is_none() {
+                dst.copy_from_slice(&full);
+                return;
+            }
+        }
         let [c, t, h, w] = self.shape;
         if let Some(stored) = self.window {
             let s0 = match train {
@@ -201,7 +239,7 @@ impl SplitData {
     ) -> (Vec<f32>, Vec<f32>, Applied) {
         use rayon::prelude::*;
         let encoded = matches!(self.src, Src::Encoded { .. });
-        if !encoded && self.window.is_none() && self.crop.is_none() {
+        if !encoded && self.window.is_none() && self.crop.is_none() && self.clip.is_none() {
             let (x, t) = self.gather(idx, classes);
             return (x, t, Applied::default());
         }
@@ -463,6 +501,42 @@ mod tests {
         let (x, _, _) = s.gather_train(&[0], 2, &aug, 1, 0, 3);
         assert_eq!(x[2], x[0] + 1.0, "consecutive rows");
     }
+    #[test]
+    fn clip_windows_take_consecutive_frames_then_the_crop() {
+        // One example [2, 10, 4, 4] (channels, frames, H, W): value = 100·channel + frame + (y·4 + x) / 100.
+        let x: Vec<f32> =
+            (0..2).flat_map(|c| (0..10).flat_map(move |f| (0..16).map(move |p| 100.0 * c as f32 + f as f32 + p as f32 / 100.0))).collect();
+        let s = SplitData::dense(x.clone(), [2, 10, 4, 4], Labels::Single(vec![0])).with_clip_window(4);
+        assert_eq!(s.shape, [2, 4, 4, 4]);
+        let frame = |x: &[f32], c: usize, t: usize| x[(c * 4 + t) * 16].floor() - 100.0 * c as f32;
+        let (e, _) = s.gather(&[0], 1);
+        assert_eq!((0..4).map(|t| frame(&e, 0, t)).collect::<Vec<_>>(), [3.0, 4.0, 5.0, 6.0], "the centre frames 3..7");
+        assert_eq!((0..4).map(|t| frame(&e, 1, t)).collect::<Vec<_>>(), [3.0, 4.0, 5.0, 6.0], "the same in every channel");
+        let aug = Augment::default();
+        let starts: Vec<f32> = (0..30).map(|step| frame(&s.gather_train(&[0], 1, &aug, 1, 0, step).0, 0, 0)).collect();
+        assert!(starts.iter().all(|&v| (0.0..=6.0).contains(&v)));
+        assert!(starts.iter().any(|&v| v != starts[0]), "random starts: {starts:?}");
+        assert_eq!(s.gather_train(&[0], 1, &aug, 1, 0, 5).0, s.gather_train(&[0], 1, &aug, 1, 0, 5).0, "seeded");
+        for step in 0..10 {
+            let (e, _, applied) = s.gather_train(&[0], 1, &aug, 1, 0, step);
+            let t0 = frame(&e, 0, 0);
+            assert!((0..4).all(|t| frame(&e, 0, t) == t0 + t as f32 && frame(&e, 1, t) == t0 + t as f32), "consecutive, aligned");
+            assert!(!applied.scale_jitter);
+        }
+        // With a spatial crop as well: 4 frames of 2² crops; the centre crop at evaluation.
+        let s = SplitData::dense(x, [2, 10, 4, 4], Labels::Single(vec![0])).with_clip_window(4).with_spatial_crop(2);
+        assert_eq!(s.shape, [2, 4, 2, 2]);
+        let (e, _) = s.gather(&[0], 1);
+        assert_eq!(e.len(), 2 * 4 * 4);
+        let px = |p: f32| (p.fract() * 100.0).round();
+        assert_eq!([px(e[0]), px(e[1]), px(e[2]), px(e[3])], [5.0, 6.0, 9.0, 10.0], "pixels (1,1) (1,2) (2,1) (2,2)");
+        assert_eq!(e[4].floor(), 4.0, "frame 4 next");
+        let (e, _, applied) = s.gather_train(&[0], 1, &Augment { scale_jitter: [0.9, 1.33], ..aug }, 1, 0, 2);
+        assert!(applied.scale_jitter && e.len() == 32);
+        let t0 = e[0].floor();
+        assert!((0..4).all(|t| e[t * 4].floor() == t0 + t as f32), "consecutive frames under the crop");
+    }
+
     #[test]
     fn streams_are_resumable() {
         let mut a = Cursor::default();
