@@ -139,6 +139,29 @@ fn a_stale_table_is_listed_not_drawn_from_old_parameters() {
     assert!(h.contains("(<code>polyflow run p.toml --set tab.title=Other tab</code> builds it)"), "hint without the --set");
 }
 
+/// Tables exported by a run with overrides say so in their Markdown, LaTeX and JSON (not `Other`: the test
+/// above needs that title never computed).
+#[test]
+fn exports_made_with_overrides_say_so() {
+    let f = fixture();
+    let (code, _, err) = pf(&f.dir, &["run", "p.toml", "tab", "--set", "tab.title=Mine"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("not from the file as it is"), "{err}");
+    let md = std::fs::read_to_string(f.dir.join("out/tab.md")).unwrap();
+    assert!(md.contains("Mine") && md.contains("> Made with `--set tab.title=Mine` on top of `p.toml`"), "{md}");
+    let tex = std::fs::read_to_string(f.dir.join("out/tab.tex")).unwrap();
+    assert!(tex.contains("%   --set tab.title=Mine"), "{tex}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.dir.join("out/tab.json")).unwrap()).unwrap();
+    assert_eq!(json["made_with"]["overrides"][0], "--set tab.title=Mine");
+    // The file's own settings again: the same bytes as the artifact, no mark.
+    let (code, _, err) = pf(&f.dir, &["run", "p.toml", "tab"]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(f.dir.join("out/tab.md")).unwrap();
+    assert!(!md.contains("Made with") && !md.contains("Mine"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.dir.join("out/tab.json")).unwrap()).unwrap();
+    assert!(json.get("made_with").is_none());
+}
+
 #[test]
 fn the_page_is_written_through_a_symlink_or_to_standard_output() {
     let f = fixture();

@@ -2,6 +2,7 @@
 
 mod compare;
 pub mod exit;
+mod export;
 mod knobs;
 mod maintain;
 pub mod report;
@@ -678,10 +679,10 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         }
         r => r?,
     };
-    let wrote = materialize(&g, &store, &opts, &summary, !a.json)?;
     let overrides = a.common.overrides();
+    let wrote = materialize(&g, &store, &opts, &summary, !a.json, (&spec::source::display_path(&a.common.file), &overrides))?;
     if wrote > 0 && !overrides.is_empty() {
-        // Exported files carry no trace of the overrides in their text (their JSON's keys do): say so here.
+        // The Markdown, LaTeX and JSON exports say it too (CSV cannot).
         eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
     }
     if summary.failed.is_empty() {
@@ -696,8 +697,16 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
 }
 
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
-/// summary files (e.g. the rendered tables).
-fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunSummary, print: bool) -> Result<usize, CliError> {
+/// summary files (e.g. the rendered tables). `made_with` is the pipeline file and the overrides the run used:
+/// exports say them where their format allows ([`export::mark`]).
+fn materialize(
+    g: &Graph,
+    store: &Store,
+    opts: &RunOptions,
+    summary: &exec::RunSummary,
+    print: bool,
+    made_with: (&str, &[String]),
+) -> Result<usize, CliError> {
     let sel = g.select(&opts.targets)?;
     let wanted: Vec<usize> = sel
         .iter()
@@ -712,6 +721,7 @@ fn materialize(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunS
         for (file, rel) in n.stage.exports(&n.params) {
             let dest = n.base_dir.join(&rel);
             let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
+            let bytes = export::mark(&rel, bytes, made_with.0, made_with.1);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
             }
