@@ -384,14 +384,6 @@ impl Stage for ImagePrep {
         vec![
             ParamSpec::opt("height", T::Int { min: 0, max: 4096 }, json!(0), "output height (0 = keep)"),
             ParamSpec::opt("width", T::Int { min: 0, max: 4096 }, json!(0), "output width (0 = keep)"),
-            ParamSpec::added(
-                "window",
-                T::Int { min: 0, max: 1024 },
-                json!(0),
-                "frames the model sees: a window of `window` consecutive stored frames, starting at random per example \
-                 when training (DMVR's random temporal crop), the centre when evaluating; store more `frames` than the \
-                 model sees for it (e.g. 64 at stride 2 in the dataset, window 32); 0 = all `frames`",
-            ),
             ParamSpec::opt(
                 "channels",
                 T::Int { min: 1, max: 3 },
