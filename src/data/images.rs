@@ -186,7 +186,9 @@ fn list(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str())))
         .collect();
-    v.sort();
+    // Numbers in names in number order: `frame_2` before `frame_10` (a byte sort put 10 and 11 after 1: the frames
+    // of a clip out of order).
+    alphanumeric_sort::sort_path_slice(&mut v);
     Ok(v)
 }
 
@@ -421,5 +423,15 @@ mod tests {
         let recs = collect(&v, |_| true);
         assert_eq!(v.shape, vec![2, 4, 4, 1]);
         assert_eq!((recs[0].1[0], recs[0].1[16]), (0, 50));
+        // Unpadded numbers are in number order: frame_2 before frame_10 (12 frames kept as 12).
+        let clip = d.path().join("w/run/c0");
+        std::fs::create_dir_all(&clip).unwrap();
+        for i in 0..12u8 {
+            image::GrayImage::from_pixel(4, 4, image::Luma([10 * i])).save(clip.join(format!("frame_{i}.png"))).unwrap();
+        }
+        let v = frame_folders(&d.path().join("w"), &["run".to_string()], 12, 4).unwrap();
+        let recs = collect(&v, |_| true);
+        let firsts: Vec<u8> = (0..12).map(|f| recs[0].1[f * 16]).collect();
+        assert_eq!(firsts, (0..12).map(|i| 10 * i).collect::<Vec<u8>>());
     }
 }

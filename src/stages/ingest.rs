@@ -639,7 +639,9 @@ impl Stage for DatasetStage {
         // 3 (moments_in_time, video_folder), 4 (kinetics): video is converted to RGB with the stream's own
         // YUV matrix and range (BT.709 for HD), not swscale's BT.601 default.
         match parse::<DatasetParams>(params).map(|p| p.format) {
-            Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands | Format::Frames) => 1,
+            Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands) => 1,
+            // 2 (frames): a clip's frame files in number order (frame_2 before frame_10), not byte order.
+            Ok(Format::Frames) => 2,
             Ok(Format::Kinetics) => 4,
             Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50 | Format::MomentsInTime | Format::VideoFolder) => 3,
             _ => 2,
