@@ -90,11 +90,10 @@ fn compare_values_table_csv_json_sort_and_stale() {
     let (code, out, _) = pf(d.path(), &["compare", "p.toml", "v", "--csv", "--sort", "value", "--ascending"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
-    // (`outdated`: whether the values are a stale node's earlier run's; see tests/compare_outdated.rs.)
-    assert_eq!(lines[0], "node,state,outdated,param:value,metric:value", "params then metrics, a shared name marked: {out}");
-    assert_eq!(lines[1], format!("{first},fresh,false,0.5,0.5"));
-    assert_eq!(lines[2], format!("{second},fresh,false,0.75,0.75"));
-    assert_eq!(lines[3], format!("{},stale,false,0.25,", ids[2]));
+    assert_eq!(lines[0], "node,state,param:value,metric:value", "params then metrics, a shared name marked: {out}");
+    assert_eq!(lines[1], format!("{first},fresh,0.5,0.5"));
+    assert_eq!(lines[2], format!("{second},fresh,0.75,0.75"));
+    assert_eq!(lines[3], format!("{},stale,0.25,", ids[2]));
     // Only some metrics.
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "other", "v", "--json", "--metric", "loss"]);
     assert_eq!(json(&out)["metrics"], serde_json::json!(["loss"]));

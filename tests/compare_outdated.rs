@@ -1,5 +1,6 @@
 //! `compare` and `show` of stale nodes: the values of each node's nearest earlier run, marked outdated (a `*`
-//! and a footnote of what changed in the table, `outdated` in CSV and JSON), never mixed with fresh ones;
+//! and a footnote of what changed in the table, `outdated` and `earlier_metrics` in JSON, left out of CSV),
+//! never mixed with fresh ones;
 //! `--fresh-only` shows fresh values only; an earlier artifact no longer in the store is said, not a crash.
 //! `compare --group`: one row per seed group, mean ± sample std over its fresh replicates with their count.
 
@@ -41,7 +42,8 @@ fn an_edited_parameter_shows_the_earlier_values_marked_outdated() {
     let a = node(&v, "a");
     assert_eq!(a["state"], "stale", "{out}");
     assert_eq!(a["outdated"], true, "{out}");
-    assert_eq!(a["metrics"]["acc"], 0.5, "the earlier run's value: {out}");
+    assert_eq!(a["earlier_metrics"]["acc"], 0.5, "the earlier run's value: {out}");
+    assert_eq!(a["metrics"], serde_json::json!({}), "never under `metrics`: {out}");
     let changed = a["earlier_run"]["changed"].as_array().unwrap();
     assert!(changed.iter().any(|c| c.as_str().unwrap().contains("comment changed \"first\" → \"second\"")), "{out}");
     assert_eq!(a["earlier_run"]["in_store"], true);
@@ -66,12 +68,12 @@ fn an_edited_parameter_shows_the_earlier_values_marked_outdated() {
     let order: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
     assert_eq!(order, ["a", "b"], "{out}");
 
-    // CSV: an explicit `outdated` column.
+    // CSV: fresh values only (a script reading it cannot take the earlier run's for the settings beside them).
     let (_, out, err) = pf(d.path(), &["compare", "p.toml", "a", "b", "--csv"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "node,state,outdated,comment,value.acc,acc", "{out}");
-    assert_eq!(lines[1], "a,stale,true,second,0.5,0.5", "{out}");
-    assert_eq!(lines[2], "b,fresh,false,first,0.75,0.75", "{out}");
+    assert_eq!(lines[0], "node,state,comment,value.acc,acc", "{out}");
+    assert_eq!(lines[1], "a,stale,second,0.5,", "the parameter `value.acc` stays, the metric `acc` is left out: {out}");
+    assert_eq!(lines[2], "b,fresh,first,0.75,0.75", "{out}");
     assert!(err.contains("* outdated:"), "the footnote goes to stderr: {err}");
 
     // --fresh-only: today's behaviour, no values for a stale node.
@@ -166,15 +168,61 @@ fn group_gives_mean_and_sample_std_over_fresh_replicates() {
     let v = group(&["--set", "st.comment=\"x\""]);
     let st = &v["groups"][0];
     assert_eq!((&st["n"], &st["outdated"], &st["state"]), (&3.into(), &true.into(), &"stale".into()), "{v}");
-    assert_eq!(st["metrics"]["value"]["mean"], 1.0, "{v}");
+    assert_eq!(st["earlier_metrics"]["value"]["mean"], 1.0, "{v}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--set", "st.comment=\"x\""]);
     assert!(out.contains("stale (outdated values)") && out.contains("1 ± 1*"), "{out}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--csv"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, ["group,state,outdated,n,of,value:mean,value:std,value:n", "st,fresh,false,3,3,1,1,3"], "{out}");
+    assert_eq!(lines, ["group,state,n,of,value:mean,value:std,value:n", "st,fresh,3,3,1,1,3"], "{out}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--csv", "--set", "st.comment=\"x\""]);
-    assert_eq!(out.lines().nth(1), Some("st,stale,true,3,3,1,1,3"), "{out}");
+    assert_eq!(out.lines().nth(1), Some("st,stale,3,3,,,"), "{out}");
     // Without --group: one row per replicate, as before.
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--json"]);
     assert_eq!(json(&out)["nodes"].as_array().unwrap().len(), 3, "{out}");
+}
+
+/// Earlier values are only ever a run's of the command's own settings: a node whose only runs were under another
+/// profile or a one-off `--set` shows none (and says so), and after an edit of the file its values are those of
+/// the run of the file's settings, not of a later `--set` experiment; a failed node's footnote names what changed.
+#[test]
+fn earlier_values_come_from_runs_of_the_same_settings() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |lr: &str| {
+        format!(
+            "[node.up]\nkind = \"value\"\nvalue = {lr}\n\n[node.m]\nkind = \"value\"\nvalue = {{ acc = 0.5 }}\ninputs = {{ after = \"up\" }}\n\n[profile.smoke.node.m]\nvalue = {{ acc = 0.1 }}\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("1")).unwrap();
+    // Only a smoke run: the full profile's `m` (waiting on `up`, never run with its settings) shows nothing.
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--profile", "smoke"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "m", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let m = &json(&out)["nodes"][0];
+    assert!(m["earlier_metrics"].is_null() && m["outdated"] == false, "smoke values passed for the full profile's: {out}");
+    assert_eq!(m["earlier_run"]["settings"], "--profile smoke", "{out}");
+    assert!(err.contains("its runs on record were made under another profile (the latest: --profile smoke)"), "{err}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "m"]);
+    assert!(out.contains("no earlier results shown") && !out.contains("outdated results"), "{out}");
+
+    // The file's own run, then a one-off experiment with --set, then an edit of the file.
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.value={ acc = 0.9 }"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), pipe("2")).unwrap();
+    let (_, out, err) = pf(d.path(), &["compare", "p.toml", "m", "--json"]);
+    let m = &json(&out)["nodes"][0];
+    assert_eq!(m["earlier_metrics"]["acc"], 0.5, "the file's run, not the --set experiment's 0.9: {out}");
+    assert_eq!(m["earlier_run"]["settings"], "the pipeline file's own settings", "{out}");
+    assert!(m["earlier_run"]["changed"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("waits on up")), "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "m"]);
+    assert!(out.contains("0.5000*") && out.contains("the pipeline file's own settings"), "{out}{err}");
+    // The experiment's own settings find the experiment's values.
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "m", "--json", "--set", "m.value={ acc = 0.9 }"]);
+    assert_eq!(json(&out)["nodes"][0]["earlier_metrics"]["acc"], 0.9, "{out}");
+
+    // A failed attempt: what changed since the values shown is named, not only the failure.
+    std::fs::write(d.path().join("p.toml"), pipe("1")).unwrap();
+    assert_ne!(pf(d.path(), &["run", "p.toml", "--set", "m.fail=true"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "m", "--json", "--set", "m.fail=true"]);
+    let changed = json(&out)["nodes"][0]["earlier_run"]["changed"].to_string();
+    assert!(changed.contains("fail changed false → true"), "{out}");
 }

@@ -88,6 +88,15 @@ impl Common {
             .collect()
     }
 
+    /// The settings a run records with what it computes, as a command line gives them (`--profile smoke --config
+    /// x.toml --set a.b=1`; empty for the pipeline file's own): `compare` and `show` present an earlier run's
+    /// results only when they were made under the settings of the command at hand ([`crate::exec::earlier`]).
+    pub fn settings(&self) -> String {
+        let mut v: Vec<String> = self.profile.iter().map(|p| format!("--profile {p}")).collect();
+        v.extend(self.overrides());
+        v.join(" ")
+    }
+
     /// The `polyflow run` command line that computes `nodes` with these options (file, profile, store when not
     /// the default, backend when not the CPU, `--config`, `--set`), quoted for a POSIX shell: what a hint tells
     /// the user to type, so that it computes what they were looking at.
@@ -647,6 +656,10 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         interrupt: None,
         cache: None,
         publish: false,
+        notes: BTreeMap::from([
+            (exec::earlier::SETTINGS.to_string(), a.common.settings()),
+            (exec::earlier::PROFILE.to_string(), a.common.profile.clone().unwrap_or_default()),
+        ]),
     };
     let mut opts = opts;
     if let Some((cache, publish)) = a.common.shared_cache(&g, true)? {

@@ -25,7 +25,12 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
     let (a, earlier) = {
         let index = store.index_read()?;
         let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false);
-        let earlier: BTreeMap<usize, Earlier> = ids.iter().filter_map(|&i| earlier(&store, &index, &a[&i]).map(|e| (i, e))).collect();
+        let settings = c.settings();
+        let profile = c.profile.as_deref().unwrap_or("");
+        let earlier: BTreeMap<usize, Earlier> = ids
+            .iter()
+            .filter_map(|&i| earlier(&store, &index, &g.nodes[i].id, &a[&i], &g.nodes[i].keyed, &settings, profile).map(|e| (i, e)))
+            .collect();
         (a, earlier)
     };
     for (k, &i) in ids.iter().enumerate() {
@@ -78,7 +83,11 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
     // When the artifact shown was computed, and how long it took.
     if let Some(r) = s.record.as_ref().filter(|r| s.manifest.is_some() && Some(&r.key) == s.key.as_ref()) {
         // Fresh through an identical node's artifact: that node ran.
-        let by = r.runner.get("same_as").map(|p| format!(" (as `{p}`, which has the same key)")).unwrap_or_default();
+        let mut by = r.runner.get("same_as").map(|p| format!(" (as `{p}`, which has the same key)")).unwrap_or_default();
+        // The settings it was made under, when not the file's own (or not recorded, from before they were kept).
+        if let Some(set) = r.runner.get(crate::exec::earlier::SETTINGS).filter(|s| !s.is_empty()) {
+            by.push_str(&format!(", with {set}"));
+        }
         println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
     }
     let inputs = n
@@ -95,28 +104,36 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
     print_runner(store, s);
     let Some(m) = &s.manifest else {
         println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
-        return show_earlier(store, n, s, earlier);
+        return show_earlier(store, n, earlier);
     };
     print_artifact(store, n, m, &store.root.join("show").join(&n.id))
 }
 
 /// The last results of a node that is not fresh: its nearest earlier run's artifact, under a heading that
 /// says they are outdated and what changed since; or that the store no longer holds them.
-fn show_earlier(store: &Store, n: &graph::GNode, s: &Assessment, earlier: Option<&Earlier>) -> Result<(), CliError> {
+fn show_earlier(store: &Store, n: &graph::GNode, earlier: Option<&Earlier>) -> Result<(), CliError> {
     let Some(e) = earlier else { return Ok(()) };
     let r = e.record();
     let ran = format!("ran {}, took {}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
     match e {
-        Earlier::Kept { manifest, .. } => {
-            let why: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
+        Earlier::Kept { manifest, changed, .. } => {
+            let why: Vec<String> = changed.iter().map(|r| r.to_string()).collect();
             println!();
             println!(
-                "outdated results: those of its nearest earlier run ({ran}; key {}), not of its settings now",
+                "outdated results: those of its nearest earlier run ({ran}, {}; key {}), not of its settings now",
+                crate::exec::earlier::settings_of(r),
                 &r.key[..r.key.len().min(16)]
             );
             println!("  changed since: {}", if why.is_empty() { "(unknown)".to_string() } else { why.join("; ") });
             // Beside (not over) the fresh preview of the node.
             print_artifact(store, n, manifest, &store.root.join("show").join(&n.id).join("outdated"))
+        }
+        Earlier::Elsewhere { .. } => {
+            println!(
+                "no earlier results shown: its runs on record were made under another profile (the latest: {ran}, {})",
+                crate::exec::earlier::settings_of(r)
+            );
+            Ok(())
         }
         Earlier::Gone { file, damaged, .. } => {
             let what = file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default();

@@ -1,27 +1,40 @@
-//! The last results of a node that is not fresh: the artifact of its nearest earlier run
-//! ([`Assessment::nearest`]), when the store still holds it whole.
+//! The last results of a node that is not fresh: the artifact of one of its earlier runs, when the store still
+//! holds it whole, and what changed since.
 //!
 //! Freshness never depends on this: a stale node stays stale and re-runs. It exists so that commands that present
-//! results (`compare`, `show`, `report`) can show a node's earlier numbers, marked as outdated, instead of
-//! nothing while it waits to re-run. Only metadata is checked here (as for freshness: sizes, no bytes read);
-//! readers still check each blob's digest as they read it.
+//! results (`compare`, `show`) can show a node's earlier numbers, marked as outdated, instead of nothing while it
+//! waits to re-run. Only metadata is checked here (as for freshness: sizes, no bytes read); readers still check
+//! each blob's digest as they read it.
+//!
+//! **Which run.** Of the node's runs on record, those made under the same profile as the command at hand come
+//! first, then those under its very settings (profile and overrides: the notes a run keeps,
+//! [`super::RunOptions::notes`]), then the fewest differences from the node's settings now (its whole
+//! fingerprint where its inputs are known, else its own parameters), then the latest. A run under another
+//! profile is never presented as the node's earlier result ([`Earlier::Elsewhere`]): a smoke-profile number
+//! must not pass for the full profile's. A run with other overrides can be (the file's run for a `--set`
+//! what-if, or the other way round), and every presentation names the settings it was made under. Runs
+//! recorded before notes were kept are presented, said to be of unrecorded settings.
 
 use super::assess::Assessment;
 use super::State;
-use crate::fingerprint::NodeRecord;
+use crate::fingerprint::{compare, DirtyReason, Fingerprint, NodeRecord};
 use crate::store::{BlobState, Index, Manifest, Store};
 
-/// What the store holds of a stale node's nearest earlier run.
+/// What the store holds of a stale node's earlier runs.
 #[derive(Debug, Clone)]
 pub enum Earlier {
-    /// Its artifact, every blob present: the node's last results, computed under other settings.
+    /// The chosen run's artifact, every blob present: the node's last results, computed under other settings.
     Kept {
         /// The run (its key, fingerprint, date).
         record: NodeRecord,
         /// Its artifact.
         manifest: Manifest,
+        /// What changed between that run and the node's settings now.
+        changed: Vec<DirtyReason>,
+        /// Whether that run recorded its settings (runs before notes were kept did not).
+        recorded: bool,
     },
-    /// Its artifact is no longer whole: `gc` removed it (or its manifest), or a blob is damaged.
+    /// The chosen run's artifact is no longer whole: `gc` removed it (or its manifest), or a blob is damaged.
     Gone {
         /// The run.
         record: NodeRecord,
@@ -30,29 +43,95 @@ pub enum Earlier {
         /// Damaged (fails its size check) rather than missing.
         damaged: bool,
     },
+    /// The node's runs on record were all made under another profile: their results are not this command's
+    /// node's, and are not shown.
+    Elsewhere {
+        /// The latest such run.
+        record: NodeRecord,
+    },
 }
 
 impl Earlier {
     /// The run.
     pub fn record(&self) -> &NodeRecord {
         match self {
-            Earlier::Kept { record, .. } | Earlier::Gone { record, .. } => record,
+            Earlier::Kept { record, .. } | Earlier::Gone { record, .. } | Earlier::Elsewhere { record } => record,
         }
     }
 }
 
-/// The earlier results of the node assessed as `a`: `None` when it is fresh (its own artifact is its results)
-/// or has no run on record to fall back to.
-pub fn earlier(store: &Store, index: &Index, a: &Assessment) -> Option<Earlier> {
+/// The note under which a run keeps the settings it was made under ([`super::RunOptions::notes`]): profile and
+/// overrides as a command line gives them, empty for the pipeline file's own.
+pub const SETTINGS: &str = "settings";
+/// The note under which a run keeps its profile (empty for none).
+pub const PROFILE: &str = "profile";
+
+/// Whether run `r` kept note `key` equal to `want` (`None`: it did not record its settings).
+fn same(r: &NodeRecord, key: &str, want: &str) -> Option<bool> {
+    r.runner.contains_key(SETTINGS).then(|| r.runner.get(key).map(String::as_str).unwrap_or("") == want)
+}
+
+/// The earlier results of node `id` assessed as `a`, under the command's `settings` and `profile` (what its
+/// runs keep under the notes [`SETTINGS`] and [`PROFILE`]; e.g. `--profile smoke --set a.b=1` and `smoke`, empty
+/// for the file's own). `keyed` is the node's keyed parameters now (compared with a run's where its inputs are
+/// not known yet). `None` when it is fresh or never ran.
+pub fn earlier(
+    store: &Store,
+    index: &Index,
+    id: &str,
+    a: &Assessment,
+    keyed: &serde_json::Value,
+    settings: &str,
+    profile: &str,
+) -> Option<Earlier> {
     if a.state == State::Fresh {
         return None;
     }
-    let record = a.nearest.clone()?;
-    let Some(manifest) = index.artifact(&record.key).ok().flatten() else {
-        return Some(Earlier::Gone { record, file: None, damaged: false });
+    let mut runs = index.runs_of(id);
+    runs.extend(a.nearest.clone());
+    runs.extend(a.record.clone());
+    // What changed since run `r`: its whole fingerprint where the node's is known, else its own parameters (and
+    // the inputs it waits on, from the assessment).
+    let changes = |r: &NodeRecord| -> Vec<DirtyReason> {
+        match &a.fingerprint {
+            Some(fp) => compare(r, fp),
+            None => {
+                let own = Fingerprint { params: keyed.clone(), ..r.fingerprint.clone() };
+                let mut v: Vec<DirtyReason> =
+                    a.reasons.iter().filter(|x| matches!(x, DirtyReason::UpstreamPending { .. })).cloned().collect();
+                // (Its own settings unchanged: no reason of its own, not compare's "key changed".)
+                if own.key() != r.fingerprint.key() {
+                    v.extend(compare(r, &own));
+                }
+                v
+            }
+        }
     };
-    Some(match store.check(&manifest) {
-        None => Earlier::Kept { record, manifest },
-        Some((file, state)) => Earlier::Gone { record, file: Some(file), damaged: state != BlobState::Missing },
-    })
+    let rank = |r: &NodeRecord| {
+        let (other_profile, other_settings) = (same(r, PROFILE, profile) == Some(false), same(r, SETTINGS, settings) == Some(false));
+        (other_profile, other_settings, changes(r).len(), std::cmp::Reverse(r.finished_at))
+    };
+    let record = runs.into_iter().min_by_key(rank)?;
+    match same(&record, PROFILE, profile) {
+        Some(false) => Some(Earlier::Elsewhere { record }),
+        ours => {
+            let Some(manifest) = index.artifact(&record.key).ok().flatten() else {
+                return Some(Earlier::Gone { record, file: None, damaged: false });
+            };
+            Some(match store.check(&manifest) {
+                None => Earlier::Kept { changed: changes(&record), recorded: ours.is_some(), record, manifest },
+                Some((file, state)) => Earlier::Gone { record, file: Some(file), damaged: state != BlobState::Missing },
+            })
+        }
+    }
+}
+
+/// A run's settings as a command line gives them (`--profile smoke --set a.b=1`), "the pipeline file's own" when
+/// none, "not recorded" for runs from before they were kept.
+pub fn settings_of(r: &NodeRecord) -> String {
+    match r.runner.get(SETTINGS).map(String::as_str) {
+        None => "settings not recorded".into(),
+        Some("") => "the pipeline file's own settings".into(),
+        Some(s) => s.to_string(),
+    }
 }

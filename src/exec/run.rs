@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub cache: Option<Arc<dyn ArtifactCache>>,
     /// Publish what this run computes to `cache`.
     pub publish: bool,
+    /// Kept with the record of every node this run computes (e.g. the command line's profile and overrides:
+    /// what settings made an artifact, so that explanations can tell its results from other settings').
+    pub notes: BTreeMap<String, String>,
 }
 
 /// Outcome of a run.
@@ -604,6 +607,10 @@ impl Scheduler<'_> {
             finished_at: now_secs(),
             runner,
         };
+        let mut record = record;
+        for (k, v) in &self.opts.notes {
+            record.runner.entry(k.clone()).or_insert_with(|| v.clone());
+        }
         let fetched = record.runner.get("fetched_from").cloned();
         self.idx.get()?.commit(&key, &manifest, &record)?;
         let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));

@@ -21,6 +21,7 @@ use super::{env_of, exit, load_graph, CliError, Common};
 use crate::exec::assess::assess_all;
 use crate::exec::earlier::{earlier, Earlier};
 use crate::exec::State;
+use crate::fingerprint::DirtyReason;
 use crate::graph::Graph;
 use crate::stage::Registry;
 use crate::store::StoreError;
@@ -124,6 +125,29 @@ fn params_of(g: &Graph, i: usize) -> BTreeMap<String, Value> {
     params
 }
 
+/// A reason as a footnote says it: "waits on `up`" followed up the graph to what changed there, "waits on up
+/// (up: value changed 1 → 2)", at most a few nodes deep.
+fn root_cause(g: &Graph, states: &BTreeMap<usize, crate::exec::assess::Assessment>, r: &DirtyReason, depth: usize) -> String {
+    let DirtyReason::UpstreamPending { upstream } = r else { return r.to_string() };
+    if depth > 4 {
+        return r.to_string();
+    }
+    let why: Vec<String> = upstream
+        .iter()
+        .take(2)
+        .filter_map(|id| {
+            let u = g.nodes.iter().position(|n| &n.id == id)?;
+            let first = states.get(&u)?.reasons.first()?;
+            Some(format!("{id}: {}", root_cause(g, states, first, depth + 1)))
+        })
+        .collect();
+    if why.is_empty() {
+        r.to_string()
+    } else {
+        format!("{r} ({})", why.join("; "))
+    }
+}
+
 /// `compare`.
 pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
@@ -137,7 +161,14 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let earlier_runs: BTreeMap<usize, Earlier> = if a.fresh_only {
             BTreeMap::new()
         } else {
-            nodes.iter().filter_map(|&i| earlier(&store, &index, &states[&i]).map(|e| (i, e))).collect()
+            let settings = a.common.settings();
+            let profile = a.common.profile.as_deref().unwrap_or("");
+            nodes
+                .iter()
+                .filter_map(|&i| {
+                    earlier(&store, &index, &g.nodes[i].id, &states[&i], &g.nodes[i].keyed, &settings, profile).map(|e| (i, e))
+                })
+                .collect()
         };
         (states, earlier_runs)
     };
@@ -164,24 +195,30 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         }
         // Not fresh: its nearest earlier run's values, if the store still has them.
         match earlier_runs.get(&i) {
-            Some(Earlier::Kept { record, manifest }) if state != State::Fresh => match values::read_metrics(&store, manifest) {
-                Ok(Some(v)) => {
-                    metrics = v;
-                    origin = Origin::Outdated {
-                        changed: values::changed(&st.reasons),
-                        finished_at: record.finished_at,
-                        key: record.key.clone(),
-                    };
+            Some(Earlier::Kept { record, manifest, changed, .. }) if state != State::Fresh => {
+                match values::read_metrics(&store, manifest) {
+                    Ok(Some(v)) => {
+                        metrics = v;
+                        origin = Origin::Outdated {
+                            changed: changed.iter().map(|c| root_cause(&g, &states, c, 0)).collect(),
+                            finished_at: record.finished_at,
+                            key: record.key.clone(),
+                            settings: crate::exec::earlier::settings_of(record),
+                        };
+                    }
+                    Ok(None) => {}
+                    Err(e @ (StoreError::Corrupt { .. } | StoreError::Missing { .. })) => {
+                        let damaged = matches!(e, StoreError::Corrupt { .. });
+                        origin = Origin::Gone { finished_at: record.finished_at, file: None, damaged };
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Ok(None) => {}
-                Err(e @ (StoreError::Corrupt { .. } | StoreError::Missing { .. })) => {
-                    let damaged = matches!(e, StoreError::Corrupt { .. });
-                    origin = Origin::Gone { finished_at: record.finished_at, file: None, damaged };
-                }
-                Err(e) => return Err(e.into()),
-            },
+            }
             Some(Earlier::Gone { record, file, damaged }) => {
                 origin = Origin::Gone { finished_at: record.finished_at, file: file.clone(), damaged: *damaged };
+            }
+            Some(Earlier::Elsewhere { record }) if state != State::Fresh => {
+                origin = Origin::Elsewhere { settings: crate::exec::earlier::settings_of(record) };
             }
             _ => {}
         }
@@ -190,12 +227,21 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
     }
     let mut rows = if a.group {
         let (rows, mixed) = rows::grouped(&runs);
-        for (group, params) in mixed {
-            let p: Vec<String> = params.iter().map(|p| format!("`{p}`")).collect();
-            eprintln!(
-                "note: the replicates of `{group}` differ in {} besides their seed: --group averages them as seeds of one setting",
-                p.join(", ")
-            );
+        for m in mixed {
+            if !m.params.is_empty() {
+                let p: Vec<String> = m.params.iter().map(|p| format!("`{p}`")).collect();
+                eprintln!(
+                    "note: the replicates of `{}` differ in {} besides their seed: --group averages them as seeds of one setting",
+                    m.group,
+                    p.join(", ")
+                );
+            }
+            if m.earlier {
+                eprintln!(
+                    "note: the earlier runs of `{}`'s replicates were made with different settings: their values are not averaged (without --group each is shown)",
+                    m.group
+                );
+            }
         }
         rows
     } else {

@@ -52,9 +52,6 @@ impl View<'_> {
             h.push("kind".into());
         }
         h.push("state".into());
-        if csv {
-            h.push("outdated".into());
-        }
         if self.grouped {
             h.extend(if csv { vec!["n".to_string(), "of".to_string()] } else { vec!["seeds".to_string()] });
         }
@@ -77,7 +74,7 @@ impl View<'_> {
         }
         let (n, of) = Self::n_of(r);
         if csv {
-            v.extend([r.state.clone(), r.outdated.to_string()]);
+            v.push(r.state.clone());
             if self.grouped {
                 v.extend([n.to_string(), of.to_string()]);
             }
@@ -90,7 +87,9 @@ impl View<'_> {
         let missing = if csv { "" } else { "—" };
         v.extend(self.pcols.iter().map(|k| r.params.get(k).map(show).unwrap_or_else(|| missing.into())));
         for k in self.mcols {
-            let s = r.metrics.get(k);
+            // CSV carries fresh values only: a script reading it cannot take an earlier run's for the settings
+            // beside them (JSON has them apart, under `earlier_metrics`).
+            let s = r.metrics.get(k).filter(|_| !(csv && r.outdated));
             match (csv, self.grouped, s) {
                 (true, false, s) => v.push(s.map(|s| s.mean.to_string()).unwrap_or_default()),
                 (true, true, s) => v.extend([
@@ -146,7 +145,7 @@ impl View<'_> {
         out
     }
 
-    /// CSV: raw values, missing ones empty; an `outdated` column says whose values are an earlier run's.
+    /// CSV: raw values of fresh artifacts, missing ones empty (outdated values are left out: `--json` has them).
     pub fn csv(&self) -> Result<String, CliError> {
         let err = |e: csv::Error| CliError::Other(format!("error: csv: {e}"), exit::STORE);
         let mut w = csv::Writer::from_writer(vec![]);
@@ -158,8 +157,9 @@ impl View<'_> {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    /// JSON: `outdated: true` on every row whose values are an earlier run's, with that run (`earlier_run`:
-    /// when it finished, its key, what changed since, whether it is still in the store).
+    /// JSON: `metrics` holds fresh values only; a row whose values are an earlier run's has `outdated: true`,
+    /// them under `earlier_metrics`, and that run (`earlier_run`: when it finished, its key, what changed since,
+    /// whether it is still in the store).
     pub fn json(&self) -> Value {
         let runs: BTreeMap<&str, &Run> = self.runs.iter().map(|r| (r.id.as_str(), r)).collect();
         let rows: Vec<Value> = self
@@ -176,7 +176,14 @@ impl View<'_> {
                         })
                     })
                     .collect();
-                let mut o = json!({"id": r.id, "kind": r.kind, "state": r.state, "outdated": r.outdated, "params": p, "metrics": m});
+                // Outdated values never under `metrics`: a script reading that key gets fresh results only.
+                let mut o = json!({"id": r.id, "kind": r.kind, "state": r.state, "outdated": r.outdated, "params": p});
+                if r.outdated {
+                    o["metrics"] = json!({});
+                    o["earlier_metrics"] = Value::Object(m);
+                } else {
+                    o["metrics"] = Value::Object(m);
+                }
                 if self.grouped {
                     let (n, of) = Self::n_of(r);
                     let members = r.members.as_ref().map(|(m, _)| m.clone()).unwrap_or_else(|| vec![r.id.clone()]);
@@ -214,9 +221,22 @@ impl View<'_> {
         if !shown.is_empty() {
             out.push(format!("{MARK} outdated: values of the node's nearest earlier run, not of its settings now:"));
             for r in &shown {
-                if let Origin::Outdated { changed, finished_at, .. } = &r.origin {
-                    out.push(format!("  {} (ran {}): {}", r.id, crate::report::html::utc(*finished_at), changed.join("; ")));
+                if let Origin::Outdated { changed, finished_at, settings, .. } = &r.origin {
+                    let what = if changed.is_empty() {
+                        "(what changed is not known)".to_string()
+                    } else {
+                        super::values::changed(changed).join("; ")
+                    };
+                    out.push(format!("  {} (ran {}, {settings}): {what}", r.id, crate::report::html::utc(*finished_at)));
                 }
+            }
+        }
+        for r in self.runs {
+            if let Origin::Elsewhere { settings } = &r.origin {
+                out.push(format!(
+                    "note: `{}` is {}; its runs on record were made under another profile (the latest: {settings}): their values are not shown",
+                    r.id, r.state
+                ));
             }
         }
         for r in self.runs {
@@ -268,9 +288,10 @@ fn cell(s: &Stat, outdated: bool) -> String {
 /// The earlier run a row's values come from (or would, were its artifact still there), as JSON.
 fn earlier_json(o: &Origin) -> Option<Value> {
     match o {
-        Origin::Outdated { changed, finished_at, key } => {
-            Some(json!({"finished_at": finished_at, "key": key, "changed": changed, "in_store": true}))
+        Origin::Outdated { changed, finished_at, key, settings } => {
+            Some(json!({"finished_at": finished_at, "key": key, "settings": settings, "changed": changed, "in_store": true}))
         }
+        Origin::Elsewhere { settings } => Some(json!({"settings": settings, "other_settings": true, "in_store": false})),
         Origin::Gone { finished_at, file, damaged } => {
             Some(json!({"finished_at": finished_at, "in_store": false, "file": file, "damaged": damaged}))
         }

@@ -76,11 +76,23 @@ pub fn single(r: &Run) -> Row {
     }
 }
 
+/// What the replicates of a seed group differ in besides their seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mixed {
+    /// The group.
+    pub group: String,
+    /// Parameters that differ now (an override of one replicate).
+    pub params: Vec<String>,
+    /// Their earlier runs, whose values would be shown, differ in settings or in what changed since: they are
+    /// not averaged.
+    pub earlier: bool,
+}
+
 /// One row per seed group (a node outside any group is a group of one), in the order of their first member.
 /// Metrics are over the fresh replicates only; only when none is fresh, over the replicates' earlier runs, the
-/// whole row then outdated. Also returns the parameters that differ between the replicates of a group other
-/// than their seed (an override of one replicate), by group.
-pub fn grouped(runs: &[Run]) -> (Vec<Row>, Vec<(String, Vec<String>)>) {
+/// whole row then outdated, and only when those runs share their settings and what changed since (else none).
+/// Also returns what the replicates of a group differ in besides their seed.
+pub fn grouped(runs: &[Run]) -> (Vec<Row>, Vec<Mixed>) {
     let mut order: Vec<String> = vec![];
     let mut by: BTreeMap<String, Vec<&Run>> = BTreeMap::new();
     for r in runs {
@@ -100,9 +112,9 @@ pub fn grouped(runs: &[Run]) -> (Vec<Row>, Vec<(String, Vec<String>)>) {
                     return single(one);
                 }
             }
-            let (row, differ) = group_row(name, members);
-            if !differ.is_empty() {
-                mixed.push((row.id.clone(), differ));
+            let (row, params, earlier) = group_row(name, members);
+            if !params.is_empty() || earlier {
+                mixed.push(Mixed { group: row.id.clone(), params, earlier });
             }
             row
         })
@@ -110,11 +122,21 @@ pub fn grouped(runs: &[Run]) -> (Vec<Row>, Vec<(String, Vec<String>)>) {
     (rows, mixed)
 }
 
-/// The row of seed group `name` over `members`, and the parameters (other than the seed) its members differ in.
-fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>) {
+/// The row of seed group `name` over `members`, the parameters (other than the seed) its members differ in,
+/// and whether their earlier runs differ (then not averaged).
+fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>, bool) {
     let fresh: Vec<&Run> = members.iter().copied().filter(|r| r.origin == Origin::Fresh).collect();
-    let (used, outdated) =
+    let (mut used, outdated) =
         if fresh.is_empty() { (members.iter().copied().filter(|r| r.origin.outdated()).collect::<Vec<_>>(), true) } else { (fresh, false) };
+    // Earlier runs of different settings (one replicate re-run with an edit since) are no seeds of one setting.
+    let how = |r: &Run| match &r.origin {
+        Origin::Outdated { changed, settings, .. } => Some((changed.clone(), settings.clone())),
+        _ => None,
+    };
+    let earlier_differ = outdated && used.iter().any(|r| how(r) != how(used[0]));
+    if earlier_differ {
+        used.clear();
+    }
     let outdated = outdated && !used.is_empty();
     let keys: std::collections::BTreeSet<&String> = used.iter().flat_map(|r| r.metrics.keys()).collect();
     let metrics = keys
@@ -127,9 +149,12 @@ fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>) {
     // Parameters the replicates share; the seed (and anything an override changed in one of them) is left out.
     let mut params = members[0].params.clone();
     let mut differ = vec![];
+    // A parameter that is each replicate's own seed (`value = "{seed}"`) differs as the seed does: no override.
+    let seed_of = |r: &Run| r.params.iter().find(|(k, _)| k.starts_with("seed")).map(|(_, v)| v.clone());
+    let is_seed = |k: &str| members.iter().all(|r| r.params.get(k).is_some_and(|v| Some(v) == seed_of(r).as_ref()));
     params.retain(|k, v| {
         let same = members.iter().all(|r| r.params.get(k) == Some(v));
-        if !same && !k.starts_with("seed") {
+        if !same && !k.starts_with("seed") && !is_seed(k) {
             differ.push(k.clone());
         }
         same
@@ -153,7 +178,7 @@ fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>) {
         metrics,
         members: Some((members.iter().map(|r| r.id.clone()).collect(), used.len())),
     };
-    (row, differ)
+    (row, differ, earlier_differ)
 }
 
 #[cfg(test)]
@@ -175,7 +200,7 @@ mod tests {
     }
 
     fn old() -> Origin {
-        Origin::Outdated { changed: vec!["lr changed 0.2 → 0.1".into()], finished_at: 0, key: "k".into() }
+        Origin::Outdated { changed: vec!["lr changed 0.2 → 0.1".into()], finished_at: 0, key: "k".into(), settings: String::new() }
     }
 
     #[test]
@@ -213,11 +238,23 @@ mod tests {
     }
 
     #[test]
+    fn earlier_runs_of_different_settings_are_not_averaged() {
+        let other =
+            Origin::Outdated { changed: vec!["lr changed 0.3 → 0.1".into()], finished_at: 0, key: "j".into(), settings: String::new() };
+        let runs = [run("a.s0", Some("a"), old(), Some(0.5), 0), run("a.s1", Some("a"), other, Some(0.9), 1)];
+        let (rows, mixed) = grouped(&runs);
+        assert!(rows[0].metrics.is_empty() && !rows[0].outdated, "{:?}", rows[0]);
+        assert_eq!(mixed, [Mixed { group: "a".into(), params: vec![], earlier: true }]);
+        let (rows, mixed) = grouped(&[run("a.s0", Some("a"), old(), Some(0.5), 0), run("a.s1", Some("a"), old(), Some(0.7), 1)]);
+        assert!(rows[0].outdated && rows[0].metrics["acc"].n == 2 && mixed.is_empty(), "the same earlier settings: averaged");
+    }
+
+    #[test]
     fn an_override_of_one_replicate_is_reported() {
         let mut b = run("a.s1", Some("a"), Origin::Fresh, Some(0.7), 1);
         b.params.insert("lr".into(), json!(0.5));
         let (rows, mixed) = grouped(&[run("a.s0", Some("a"), Origin::Fresh, Some(0.5), 0), b]);
-        assert_eq!(mixed, [("a".to_string(), vec!["lr".to_string()])]);
+        assert_eq!(mixed, [Mixed { group: "a".into(), params: vec!["lr".into()], earlier: false }]);
         assert!(!rows[0].params.contains_key("lr"));
     }
 }

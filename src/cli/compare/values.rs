@@ -1,7 +1,6 @@
 //! A compared node's metrics: the numeric leaves of its artifact's `metrics.json` (a `value` node: its
 //! `value.json`), and where they come from — its fresh artifact, or the nearest earlier run's (outdated).
 
-use crate::fingerprint::DirtyReason;
 use crate::store::{Manifest, Store, StoreError};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -13,12 +12,19 @@ pub enum Origin {
     Fresh,
     /// The artifact of its nearest earlier run: the node is stale (or failed), these are its last results.
     Outdated {
-        /// What changed since that run, shortened (the assessment's reasons).
+        /// What changed since that run (footnotes shorten it: [`changed`]).
         changed: Vec<String>,
         /// When that run finished (unix seconds).
         finished_at: u64,
         /// That run's key.
         key: String,
+        /// The settings it was made under (a command line's `--profile`, `--config`, `--set`).
+        settings: String,
+    },
+    /// Its earlier runs were made under other settings (another profile, other overrides): not shown.
+    Elsewhere {
+        /// The settings of the latest of them.
+        settings: String,
     },
     /// Its nearest earlier run's artifact is no longer whole in the store (`gc` removed it, or it is damaged).
     Gone {
@@ -40,14 +46,14 @@ impl Origin {
     }
 }
 
-/// At most this many reasons are named in a footnote (the rest counted).
+/// At most this many reasons are named in a footnote (the rest counted; JSON has them all).
 const REASONS_SHOWN: usize = 3;
 /// At most this many characters of one reason.
 const REASON_CHARS: usize = 90;
 
-/// The assessment's reasons as a short list for a footnote: each cut to [`REASON_CHARS`], at most
-/// [`REASONS_SHOWN`] and a count of the rest.
-pub fn changed(reasons: &[DirtyReason]) -> Vec<String> {
+/// What changed, as a short list for a footnote: each cut to [`REASON_CHARS`], at most [`REASONS_SHOWN`] and a
+/// count of the rest.
+pub fn changed<T: ToString>(reasons: &[T]) -> Vec<String> {
     let cut = |s: String| match s.char_indices().nth(REASON_CHARS) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s,
@@ -112,6 +118,7 @@ pub fn show_num(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fingerprint::DirtyReason;
     use serde_json::json;
 
     #[test]
