@@ -160,6 +160,11 @@ fn exports_made_with_overrides_say_so() {
     assert!(!md.contains("Made with") && !md.contains("Mine"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f.dir.join("out/tab.json")).unwrap()).unwrap();
     assert!(json.get("made_with").is_none());
+    // An override that changes nothing (the value the file has): the file's own result, no mark.
+    let (code, _, err) = pf(&f.dir, &["run", "p.toml", "tab", "--set", "m.mlp=32"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the overrides change none of the files written"), "{err}");
+    assert!(!std::fs::read_to_string(f.dir.join("out/tab.md")).unwrap().contains("Made with"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::spec::{self, SpecError};
 use crate::stage::{FailureClass, Problem, Registry};
 use crate::store::{Store, StoreError};
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -693,10 +693,14 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         r => r?,
     };
     let overrides = a.common.overrides();
-    let wrote = materialize(&g, &store, &opts, &summary, !a.json, (&spec::source::display_path(&a.common.file), &overrides))?;
-    if wrote > 0 && !overrides.is_empty() {
+    let own = if overrides.is_empty() { BTreeSet::new() } else { export::same_without_overrides(&a.common, reg, &summary) };
+    let made_with = (spec::source::display_path(&a.common.file), overrides.clone(), own);
+    let (wrote, marked) = materialize(&g, &store, &opts, &summary, !a.json, &made_with)?;
+    if marked > 0 {
         // The Markdown, LaTeX and JSON exports say it too (CSV cannot).
         eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
+    } else if wrote > 0 && !overrides.is_empty() {
+        eprintln!("{:>12} the overrides change none of the files written: they are the pipeline file's own results", "Note");
     }
     if summary.failed.is_empty() {
         Ok(exit::OK)
@@ -710,23 +714,24 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
 }
 
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
-/// summary files (e.g. the rendered tables). `made_with` is the pipeline file and the overrides the run used:
-/// exports say them where their format allows ([`export::mark`]).
+/// summary files (e.g. the rendered tables). `made_with` is the pipeline file, the overrides the run used and
+/// the nodes whose artifact the file alone gives too: the other nodes' exports say the overrides where their
+/// format allows ([`export::mark`]). Returns the files written and how many of them were marked.
 fn materialize(
     g: &Graph,
     store: &Store,
     opts: &RunOptions,
     summary: &exec::RunSummary,
     print: bool,
-    made_with: (&str, &[String]),
-) -> Result<usize, CliError> {
+    made_with: &(String, Vec<String>, BTreeSet<String>),
+) -> Result<(usize, usize), CliError> {
     let sel = g.select(&opts.targets)?;
     let wanted: Vec<usize> = sel
         .iter()
         .copied()
         .filter(|&i| !g.nodes[i].stage.exports(&g.nodes[i].params).is_empty() || g.nodes[i].stage.summary_file().is_some())
         .collect();
-    let mut wrote = 0;
+    let (mut wrote, mut marked) = (0, 0);
     for i in wanted {
         let n = &g.nodes[i];
         let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
@@ -734,7 +739,10 @@ fn materialize(
         for (file, rel) in n.stage.exports(&n.params) {
             let dest = n.base_dir.join(&rel);
             let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
-            let bytes = export::mark(&rel, bytes, made_with.0, made_with.1);
+            let overrides: &[String] = if made_with.2.contains(&n.id) { &[] } else { &made_with.1 };
+            let before = bytes.len();
+            let bytes = export::mark(&rel, bytes, &made_with.0, overrides);
+            marked += usize::from(bytes.len() != before);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
             }
@@ -751,5 +759,5 @@ fn materialize(
             }
         }
     }
-    Ok(wrote)
+    Ok((wrote, marked))
 }
