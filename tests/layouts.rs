@@ -523,20 +523,36 @@ fn fps_resamples_as_ffmpegs_fps_filter() {
             assert!(o.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&o.stderr));
             o.stdout
         };
-        // (source, frames): constant rates, and a variable one (timestamps 0, 1, 3, 4, 6, … in 1/20 s).
-        let sources = [("50", 100), ("30", 90), ("12", 30), ("vfr", 40)];
+        // (source, frames): constant rates, a variable one (timestamps 0, 1, 3, 4, 6, … in 1/20 s), and a 30 fps
+        // video starting 13 ms after the file's audio (times count from the file's start, then round).
+        let sources = [("50", 100), ("30", 90), ("12", 30), ("vfr", 40), ("late", 60)];
         for (rate, n) in sources {
-            let f = d.path().join(format!("r{rate}.mp4"));
-            let lum = format!(
-                "color=c=black:size=64x48:rate={},format=yuv420p,geq=lum='20+2*N':cb=128:cr=128",
-                if rate == "vfr" { "20" } else { rate }
-            );
-            let mut args = vec!["-f", "lavfi", "-i", &lum];
-            let count = n.to_string();
-            args.extend(["-frames:v", &count]);
+            let src_rate = match rate {
+                "vfr" => "20",
+                "late" => "30",
+                r => r,
+            };
+            // (Matroska keeps the video's 13 ms start, in a millisecond time base, beside PCM audio from 0.)
+            let f = d.path().join(if rate == "late" { "late.mkv".to_string() } else { format!("r{rate}.mp4") });
+            let late = if rate == "late" { ",settb=1/3000,setpts=PTS+39" } else { "" };
+            let lum = format!("color=c=black:size=64x48:rate={src_rate},format=yuv420p,geq=lum='20+2*N':cb=128:cr=128{late}");
+            let mut args: Vec<&str> = vec![];
+            if rate == "late" {
+                args.extend(["-copyts", "-f", "lavfi", "-i", "sine=f=440:d=3"]);
+            }
+            args.extend(["-f", "lavfi", "-i", &lum]);
+            let (count, secs) = (n.to_string(), format!("{}", n as f64 / 30.0));
+            if rate == "late" {
+                args.extend(["-t", &secs]);
+            } else {
+                args.extend(["-frames:v", &count]);
+            }
             // Variable rate: every third frame of a 20 fps source dropped, timestamps kept (gaps of 2/20 s).
             if rate == "vfr" {
                 args.extend(["-vf", "select='not(eq(mod(n,3),2))'", "-fps_mode", "vfr"]);
+            }
+            if rate == "late" {
+                args.extend(["-map", "0:a", "-map", "1:v", "-c:a", "pcm_s16le", "-fps_mode", "passthrough", "-enc_time_base:v", "1:3000"]);
             }
             args.extend(["-c:v", "libx264", "-qp", "0", f.to_str().unwrap()]);
             ffmpeg(&args);

@@ -67,15 +67,17 @@ impl ClipSpec {
     }
 
     /// The number of output slots of a clip whose `count` decoded frames span `last` seconds from the first
-    /// frame to the last: `count` without `fps`; with it, `round(D · fps)` (at least 1) for the clip's duration
-    /// `D = last + last / (count − 1)` (the last frame lasts the mean interval). A last frame landing past the
-    /// end fills no slot, as FFmpeg drops a frame due at the end of the stream.
-    pub fn slots(&self, count: usize, last: f64) -> usize {
+    /// frame to the last, the first shown `start` seconds after the file's start: `count` without `fps`; with it
+    /// `round((start + D) · fps) − round(start · fps)` (at least 1) for the clip's duration `D = last + last /
+    /// (count − 1)` (the last frame lasts the mean interval), as FFmpeg's `fps` filter ends at the end of the
+    /// stream. A last frame landing past the end fills no slot, as FFmpeg drops a frame due at the end.
+    pub fn slots(&self, count: usize, last: f64, start: f64) -> usize {
         match self.fps {
             None => count,
             Some(fps) => {
                 let interval = if count > 1 { last / (count - 1) as f64 } else { 1.0 / fps as f64 };
-                (((last + interval) * fps as f64).round() as usize).max(1)
+                let f = fps as f64;
+                (((start + last + interval) * f).round() - (start * f).round()).max(1.0) as usize
             }
         }
     }
@@ -89,9 +91,12 @@ impl ClipSpec {
 struct Slots {
     /// The stream's time base, seconds per tick `(num, den)`.
     tb: (i64, i64),
+    /// The file's start (ticks of the stream): FFmpeg's command line counts time from it, so that a video
+    /// stream starting after an audio one starts after 0, and its `fps` filter rounds those times.
+    off: i64,
     /// The slot of the frame held back until the next frame's slot is known.
     held: Option<usize>,
-    /// The first frame's timestamp (ticks), the origin of every other.
+    /// The first frame's timestamp (ticks), the origin of the clip's slots.
     t0: Option<i64>,
     /// The latest frame's ticks after the first.
     last: i64,
@@ -101,18 +106,20 @@ struct Slots {
 
 #[cfg_attr(not(feature = "video"), allow(dead_code))]
 impl Slots {
-    fn new(tb: (i64, i64)) -> Slots {
-        Slots { tb: (tb.0.max(1), tb.1.max(1)), held: None, t0: None, last: 0, count: 0 }
+    /// Slots of a stream of time base `tb` in a file starting at `off` ticks.
+    fn new(tb: (i64, i64), off: i64) -> Slots {
+        Slots { tb: (tb.0.max(1), tb.1.max(1)), off, held: None, t0: None, last: 0, count: 0 }
     }
 
-    /// The latest frame's time after the first, in seconds.
-    fn last_secs(&self) -> f64 {
-        self.last as f64 * self.tb.0 as f64 / self.tb.1 as f64
+    /// Ticks in seconds.
+    fn secs(&self, ticks: i64) -> f64 {
+        ticks as f64 * self.tb.0 as f64 / self.tb.1 as f64
     }
 
     /// A frame with timestamp `ts` (ticks; `None` when it has none: the previous frame's plus the mean
     /// interval so far, or 1/25 s) arrives. Returns the slots the *previous* frame fills, now that they are
-    /// known; the new frame is held.
+    /// known; the new frame is held. A frame's slot is `round((t − off) · fps) − round((t₀ − off) · fps)`: times
+    /// from the file's start, rounded, then counted from the first frame's, as FFmpeg's `fps` filter does.
     fn push(&mut self, spec: &ClipSpec, ts: Option<i64>) -> std::ops::Range<usize> {
         let rel = match (ts, self.t0) {
             (Some(t), Some(t0)) => t - t0,
@@ -121,7 +128,7 @@ impl Slots {
                 0
             }
             (None, _) => {
-                self.t0.get_or_insert(0);
+                self.t0.get_or_insert(self.off);
                 match self.count {
                     0 => 0,
                     1 => self.last + (self.tb.1 / (25 * self.tb.0)).max(1),
@@ -129,8 +136,10 @@ impl Slots {
                 }
             }
         };
+        let from_start = self.t0.unwrap_or(self.off) - self.off;
+        let base = spec.slot(0, from_start, self.tb);
+        let own = spec.slot(self.count, from_start + rel, self.tb).saturating_sub(base);
         // Timestamps that go backwards (a broken file) replace the held frame rather than reorder slots.
-        let own = spec.slot(self.count, rel, self.tb);
         let slot = self.held.map_or(own, |h| own.max(h));
         let prev = self.held.map_or(0..0, |h| h..slot);
         self.held = Some(slot);
@@ -141,7 +150,8 @@ impl Slots {
 
     /// The end of the clip: the slots the held (last) frame fills, up to the clip's slot count.
     fn finish(&mut self, spec: &ClipSpec) -> std::ops::Range<usize> {
-        let n = spec.slots(self.count, self.last_secs());
+        let start = self.secs(self.t0.unwrap_or(self.off) - self.off);
+        let n = spec.slots(self.count, self.secs(self.last), start);
         self.held.take().map_or(0..0, |h| h..n.max(h))
     }
 }
@@ -280,7 +290,18 @@ mod imp {
         let mut decoder = ctx.decoder().video().map_err(|e| err(format!("no decoder for this video codec: {e}")))?;
         let mut scaler = None;
         let mut out = BTreeMap::new();
-        let mut slots = Slots::new((tb.numerator() as i64, tb.denominator() as i64));
+        let tbr = (tb.numerator() as i64, tb.denominator() as i64);
+        // The file's start in the stream's ticks (rounded as FFmpeg rescales it); 0 when unknown.
+        // SAFETY: `ictx` owns a live AVFormatContext; `start_time` is a plain field libavformat set when it read
+        // the streams (ffmpeg-next has no accessor for it).
+        let start = unsafe { (*ictx.as_ptr()).start_time };
+        let off = if start == ff::ffi::AV_NOPTS_VALUE || tbr.0 <= 0 {
+            0
+        } else {
+            let (n, d) = (start as i128 * tbr.1 as i128, ff::ffi::AV_TIME_BASE as i128 * tbr.0 as i128);
+            (if n >= 0 { (2 * n + d) / (2 * d) } else { -((-2 * n + d) / (2 * d)) }) as i64
+        };
+        let mut slots = Slots::new(tbr, off);
         let (mut frame, mut held) = (ff::util::frame::Video::empty(), ff::util::frame::Video::empty());
         // The held frame fills `range`: converted once if any of those slots is wanted.
         let mut place = |range: std::ops::Range<usize>, held: &ff::util::frame::Video| -> Result<(), DataError> {
@@ -382,7 +403,7 @@ mod tests {
 
     /// The slots each frame of a clip fills, pushing timestamps `ts` (time base `tb`) in order.
     fn fills(spec: &ClipSpec, tb: (i64, i64), ts: &[Option<i64>]) -> Vec<std::ops::Range<usize>> {
-        let mut s = Slots::new(tb);
+        let mut s = Slots::new(tb, 0);
         let mut v: Vec<_> = ts.iter().map(|&t| s.push(spec, t)).skip(1).collect();
         v.push(s.finish(spec));
         v
@@ -392,7 +413,7 @@ mod tests {
     fn without_fps_each_frame_is_its_own_slot() {
         let s = ClipSpec { frames: 2, stride: 1, size: 8, fps: None };
         assert_eq!(fills(&s, (1, 25), &[Some(0), Some(1), None]), [0..1, 1..2, 2..3]);
-        assert_eq!(s.slots(3, 0.08), 3);
+        assert_eq!(s.slots(3, 0.08, 0.0), 3);
     }
 
     #[test]
@@ -404,12 +425,12 @@ mod tests {
         let t50: Vec<Option<i64>> = (0..6).map(Some).collect();
         assert_eq!(fills(&at25, (1, 50), &t50), [0..1, 1..1, 1..2, 2..2, 2..3, 3..3]);
         // 10 frames at 50 fps last 0.2 s: 5 slots.
-        assert_eq!(at25.slots(10, 9.0 / 50.0), 5);
+        assert_eq!(at25.slots(10, 9.0 / 50.0, 0.0), 5);
         // 12.5 fps → 25, starting at 1 s (time base 1/1000): each frame fills two slots; 4 frames last 0.32 s.
         let t125: Vec<Option<i64>> = (0..4).map(|i| Some(1000 + i * 80)).collect();
         assert_eq!(fills(&at25, (1, 1000), &t125), [0..2, 2..4, 4..6, 6..8]);
         // 30 fps, 300 frames (10 s) → 250 slots: a 32 × 2 window spans 2.56 s whatever the source's rate.
-        assert_eq!(at25.slots(300, 299.0 / 30.0), 250);
+        assert_eq!(at25.slots(300, 299.0 / 30.0, 0.0), 250);
         let t30: Vec<Option<i64>> = (0..300).map(|i| Some(i * 512)).collect(); // time base 1/15360, as MP4 writes
         let f = fills(&at25, (1, 15360), &t30);
         assert_eq!(f.last().map(|r| r.end), Some(250));
@@ -418,11 +439,34 @@ mod tests {
     }
 
     #[test]
+    fn fps_rounds_times_from_the_files_start_as_ffmpeg() {
+        // 30 fps from 0.01 s (time base 1/3000: frame i at 30 + 100·i): frame 4 at 0.1433 s lands on
+        // round(3.58) − round(0.25) = 4, not round((0.1433 − 0.01)·25) = round(3.33) = 3.
+        let at25 = ClipSpec { frames: 2, stride: 1, size: 8, fps: Some(25) };
+        let ts: Vec<Option<i64>> = (0..6).map(|i| Some(30 + 100 * i)).collect();
+        let mut s = Slots::new((1, 3000), 0);
+        let mut slots = vec![];
+        for t in &ts {
+            s.push(&at25, *t);
+            slots.push(s.held.unwrap());
+        }
+        assert_eq!(slots, [0, 1, 2, 3, 4, 4], "times 0.01 + i/30 s: round(25·t) − round(0.25)");
+        // Counted from a file starting at 0.01 s (the video's own start), the same clip rounds as from 0.
+        let mut s = Slots::new((1, 3000), 30);
+        let mut from_start = vec![];
+        for t in &ts {
+            s.push(&at25, *t);
+            from_start.push(s.held.unwrap());
+        }
+        assert_eq!(from_start, [0, 1, 2, 3, 3, 4], "times i/30 s: round(25·t)");
+    }
+
+    #[test]
     fn fps_survives_missing_and_backward_timestamps() {
         let at10 = ClipSpec { frames: 2, stride: 1, size: 8, fps: Some(10) };
         // No timestamps at all: 1/25 s apart, as a guess.
         let none = fills(&at10, (1, 1000), &[None, None, None]);
-        assert_eq!(none.iter().map(|r| r.len()).sum::<usize>(), at10.slots(3, 0.08));
+        assert_eq!(none.iter().map(|r| r.len()).sum::<usize>(), at10.slots(3, 0.08, 0.0));
         // A timestamp going back replaces the held frame; slots never run backwards.
         let back = fills(&at10, (1, 1000), &[Some(0), Some(300), Some(100), Some(400)]);
         assert_eq!(back, [0..3, 3..3, 3..4, 4..5]);
