@@ -776,9 +776,8 @@ impl Stage for VideoPrep {
             note.push_str(&format!("; the model sees {c}² crops (random after scale jitter when training, the centre when evaluating)"));
         }
         if let Some(w) = p.window() {
-            note.push_str(&format!(
-                "; the model sees {w} consecutive frames (from a random start when training, the centre when evaluating)"
-            ));
+            let frames = if w == 1 { "1 frame".to_string() } else { format!("{w} consecutive frames") };
+            note.push_str(&format!("; the model sees {frames} (from a random start when training, the centre when evaluating)"));
         }
         let values = u8_cache.then(|| {
             note.push_str("; stored as u8");
