@@ -134,10 +134,15 @@ fn a_moved_dataset_keeps_its_key_and_a_changed_one_does_not() {
     let (code, out, err) = pf(d.path(), &["run", "p.toml", "--set", &set, "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"event\":\"started\",\"id\":\"d\"") && out.contains("\"event\":\"started\",\"id\":\"x\""), "{out}");
-    // The artifact does not name where the files were (its bytes depend on their content only).
+    // The artifact does not name where the files were (its bytes depend on their content only); the parameters
+    // and the settings of the run that made it do.
     let (_, show, _) = pf(d.path(), &["show", "p.toml", "d", "--set", &set]);
     assert!(show.contains("cifar10 (all examples), seed 0"), "{show}");
-    assert!(!show.lines().filter(|l| !l.starts_with("params:")).any(|l| l.contains("cifar-10-batches-bin")), "{show}");
+    assert!(show.lines().any(|l| l.starts_with("ran:") && l.contains(&format!("with --set {set}"))), "{show}");
+    assert!(
+        !show.lines().filter(|l| !l.starts_with("params:") && !l.starts_with("ran:")).any(|l| l.contains("cifar-10-batches-bin")),
+        "{show}"
+    );
 }
 
 #[test]

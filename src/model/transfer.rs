@@ -14,6 +14,53 @@ use super::import::resize_grid;
 use super::tokenizer::as_3d;
 use std::collections::BTreeMap;
 
+/// Whether the encoder of a trained model `old` can start model `new` (shared blocks, the final norm, and the
+/// tokenizers of the modalities both have, loaded by name): the same width, depth, heads, MLP and `L_adapt`, and
+/// for each modality both have the same patch, channels and input size (its position embedding). `Err` says
+/// what differs and what to set. Without this a deeper model loaded the shallower one's blocks and left the
+/// rest at their initialisation without a word.
+pub fn encoder_fits(old: &super::ModelConfig, new: &super::ModelConfig) -> Result<(), String> {
+    let (o, n) = (old.size, new.size);
+    if (o.dim, o.depth, o.heads, o.mlp) != (n.dim, n.depth, n.heads, n.mlp) {
+        return Err(format!(
+            "it is a ViT of width {}, {} blocks, {} heads, MLP {}; this model has width {}, {} blocks, {} heads, MLP {}: \
+             give it the same `size` (or `dim`, `depth`, `heads`, `mlp`)",
+            o.dim, o.depth, o.heads, o.mlp, n.dim, n.depth, n.heads, n.mlp
+        ));
+    }
+    if old.l_adapt != new.l_adapt {
+        return Err(format!(
+            "it has {} adapter blocks per modality, this model {}: set `l_adapt = {}`",
+            old.l_adapt, new.l_adapt, old.l_adapt
+        ));
+    }
+    for (m, g) in &new.geometry {
+        let Some(og) = old.geometry(*m) else { continue };
+        if og.patch != g.patch || og.channels != g.channels {
+            return Err(format!(
+                "its {} tokenizer has patch {:?} × {} channels, this model's {:?} × {}: set `{}_patch = {:?}`",
+                m.name(),
+                og.patch,
+                og.channels,
+                g.patch,
+                g.channels,
+                m.name(),
+                og.patch
+            ));
+        }
+        if og.input != g.input {
+            return Err(format!(
+                "its {} tokenizer was built for inputs {:?}, this model's are {:?} (its position embedding would not \
+                 fit): prepare this task's data at the same size",
+                m.name(),
+                og.input,
+                g.input
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Copies tokenizer `src_idx` (modality `sm`, geometry `sg`) of `weights` into tokenizer `dst_idx` for
 /// modality `dm` with geometry `dg`, under names `tokenizers.{dst_idx}.…` of the returned map.
 pub fn transfer(
@@ -87,4 +134,31 @@ pub fn transfer(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::encoder_fits;
+    use crate::model::ModelConfig;
+
+    fn cfg(depth: usize, l_adapt: usize, input: [usize; 2]) -> ModelConfig {
+        serde_json::from_value(serde_json::json!({
+            "size": {"dim": 8, "depth": depth, "heads": 2, "mlp": 16}, "l_adapt": l_adapt,
+            "geometry": [["image", {"channels": 3, "input": input, "patch": [2, 2]}]],
+            "tasks": [], "gelu_tanh": true, "ln_eps": 1e-6
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_trained_encoder_fits_only_a_model_of_its_shape() {
+        assert_eq!(encoder_fits(&cfg(2, 0, [4, 4]), &cfg(2, 0, [4, 4])), Ok(()));
+        assert!(encoder_fits(&cfg(1, 0, [4, 4]), &cfg(2, 0, [4, 4])).unwrap_err().contains("1 blocks"));
+        assert!(encoder_fits(&cfg(2, 1, [4, 4]), &cfg(2, 0, [4, 4])).unwrap_err().contains("set `l_adapt = 1`"));
+        assert!(encoder_fits(&cfg(2, 0, [8, 8]), &cfg(2, 0, [4, 4])).unwrap_err().contains("position embedding"));
+        // A modality the trained model never saw is no obstacle (its tokenizer starts fresh).
+        let mut audio = cfg(2, 0, [4, 4]);
+        audio.geometry[0].0 = crate::model::Modality::Audio;
+        assert_eq!(encoder_fits(&cfg(2, 0, [8, 8]), &audio), Ok(()));
+    }
 }

@@ -728,6 +728,8 @@ fn encoder_of(a: &InputArtifact, model: &crate::model::ModelConfig) -> Result<BT
     let conf: Value = a.json("config.json")?;
     let old: crate::model::ModelConfig =
         serde_json::from_value(conf["model"].clone()).map_err(|e| StageError::failed(format!("`{}` config.json: {e}", a.id)))?;
+    crate::model::transfer::encoder_fits(&old, model)
+        .map_err(|e| StageError::input(format!("init from the trained model `{}`: {e}", a.id)))?;
     let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
     let mut out = BTreeMap::new();
     for (k, v) in w {
