@@ -114,6 +114,28 @@ fn a_bare_pipeline_file_name_runs_command_nodes_in_its_folder() {
     assert!(code == 0 && out.contains("out.txt"), "{out}");
 }
 
+/// Python in a `command` node writes unbuffered (its progress shows as it runs, not when it ends), unless the
+/// user's environment sets `PYTHONUNBUFFERED` itself.
+#[test]
+fn command_nodes_run_python_unbuffered_unless_told_otherwise() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo ${PYTHONUNBUFFERED:-unset} > $POLYFLOW_OUT/env.txt\"]\n";
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let seen = |env: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["run", "p.toml", "--force", "c"]).current_dir(d.path()).env_remove("PYTHONUNBUFFERED");
+        if let Some(v) = env {
+            c.env("PYTHONUNBUFFERED", v);
+        }
+        assert!(c.output().unwrap().status.success());
+        let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
+        let blob = out.lines().find(|l| l.trim_start().starts_with("env.txt")).unwrap().split_whitespace().last().unwrap().to_string();
+        std::fs::read_to_string(blob).unwrap().trim().to_string()
+    };
+    assert_eq!(seen(None), "1");
+    assert_eq!(seen(Some("")), "unset", "the user's own (empty) setting stays");
+}
+
 /// A pipeline file in a subfolder (as `pipelines/*.toml`) run with the default, relative store: its programs run
 /// in that subfolder, and `$POLYFLOW_OUT` / `$POLYFLOW_IN` still name the store's folders (absolute paths).
 #[test]

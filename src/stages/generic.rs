@@ -190,9 +190,14 @@ impl Stage for CommandStage {
             }
         }
         // Its standard output goes to polyflow's standard error: standard output is `--json`'s event stream.
+        let mut cmd = std::process::Command::new(&argv[0]);
+        // Python writes to a pipe in 8 KiB blocks: a training script's progress would show only when it ends (or
+        // not at all, killed). Unbuffered as in a terminal, unless the user's environment says otherwise.
+        if std::env::var_os("PYTHONUNBUFFERED").is_none() {
+            cmd.env("PYTHONUNBUFFERED", "1");
+        }
         let mut program = crate::stage::children::spawn(
-            std::process::Command::new(&argv[0])
-                .args(&argv[1..])
+            cmd.args(&argv[1..])
                 .current_dir(ctx.base_dir)
                 .env("POLYFLOW_OUT", relative_to(&out_dir, ctx.base_dir))
                 .env("POLYFLOW_IN", relative_to(&in_dir, ctx.base_dir))
