@@ -47,6 +47,9 @@ fn an_override_of_a_matrix_value_or_seed_group_applies_to_each_of_its_nodes() {
     let (_, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.1.s1.value=5"]);
     assert!(out.contains("Would run m.1.s1") && out.contains("Plan 1 of 4"), "{out}");
     assert!(err.contains("the replicates of `m.1` differ in `value`"), "{err}");
+    // A parameter that is each replicate's seed differs as the seed does: no note.
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.value={seed}"]);
+    assert!(!err.contains("differ in"), "{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.7.value=5"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("override of unknown node `m.7`"), "{err}");
