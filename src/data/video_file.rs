@@ -444,20 +444,19 @@ mod tests {
         // round(3.58) − round(0.25) = 4, not round((0.1433 − 0.01)·25) = round(3.33) = 3.
         let at25 = ClipSpec { frames: 2, stride: 1, size: 8, fps: Some(25) };
         let ts: Vec<Option<i64>> = (0..6).map(|i| Some(30 + 100 * i)).collect();
-        let mut s = Slots::new((1, 3000), 0);
-        let mut slots = vec![];
-        for t in &ts {
-            s.push(&at25, *t);
-            slots.push(s.held.unwrap());
-        }
-        assert_eq!(slots, [0, 1, 2, 3, 4, 4], "times 0.01 + i/30 s: round(25·t) − round(0.25)");
+        // The slot each frame lands on, in a file starting at `off` ticks.
+        let landed = |off: i64| {
+            let mut s = Slots::new((1, 3000), off);
+            ts.iter()
+                .map(|&t| {
+                    s.push(&at25, t);
+                    s.held.unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(landed(0), [0, 1, 2, 3, 4, 4], "times 0.01 + i/30 s: round(25·t) − round(0.25)");
         // Counted from a file starting at 0.01 s (the video's own start), the same clip rounds as from 0.
-        let mut s = Slots::new((1, 3000), 30);
-        let mut from_start = vec![];
-        for t in &ts {
-            s.push(&at25, *t);
-            from_start.push(s.held.unwrap());
-        }
+        let from_start = landed(30);
         assert_eq!(from_start, [0, 1, 2, 3, 3, 4], "times i/30 s: round(25·t)");
     }
 

@@ -31,8 +31,6 @@ pub enum Earlier {
         manifest: Manifest,
         /// What changed between that run and the node's settings now.
         changed: Vec<DirtyReason>,
-        /// Whether that run recorded its settings (runs before notes were kept did not).
-        recorded: bool,
     },
     /// The chosen run's artifact is no longer whole: `gc` removed it (or its manifest), or a blob is damaged.
     Gone {
@@ -114,12 +112,12 @@ pub fn earlier(
     let record = runs.into_iter().min_by_key(rank)?;
     match same(&record, PROFILE, profile) {
         Some(false) => Some(Earlier::Elsewhere { record }),
-        ours => {
+        _ => {
             let Some(manifest) = index.artifact(&record.key).ok().flatten() else {
                 return Some(Earlier::Gone { record, file: None, damaged: false });
             };
             Some(match store.check(&manifest) {
-                None => Earlier::Kept { changed: changes(&record), recorded: ours.is_some(), record, manifest },
+                None => Earlier::Kept { changed: changes(&record), record, manifest },
                 Some((file, state)) => Earlier::Gone { record, file: Some(file), damaged: state != BlobState::Missing },
             })
         }
