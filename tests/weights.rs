@@ -134,3 +134,76 @@ fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor_before_anything_r
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("Python pickle"), "{err}");
 }
+
+/// Digits at 32² trains `base`; `deeper` starts from it (`init`), `feat16` embeds 16² digits with its encoder.
+fn transfer_pipeline(dir: &Path) -> PathBuf {
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/images.toml");
+    let text = format!(
+        r#"include = ["{}"]
+
+[node.d32]
+kind = "image_prep"
+inputs = {{ data = "digits" }}
+height = 32
+width = 32
+
+[node.d16]
+kind = "image_prep"
+inputs = {{ data = "digits" }}
+height = 16
+width = 16
+
+[node.t32]
+kind = "task"
+inputs = {{ data = "d32" }}
+steps = 2
+batch_size = 8
+
+[node.t16]
+kind = "task"
+inputs = {{ data = "d16" }}
+steps = 2
+batch_size = 8
+
+[node.base]
+kind = "train"
+inputs = {{ task = "t32" }}
+
+[node.deeper]
+kind = "train"
+inputs = {{ task = "t32", init = "base" }}
+depth = 5
+
+[node.feat16]
+kind = "features"
+inputs = {{ task = "t16", model = "base" }}
+"#,
+        images.display()
+    );
+    let p = dir.join("p.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_trained_model_that_does_not_fit_is_refused_before_it_is_trained() {
+    let d = tempfile::tempdir().unwrap();
+    transfer_pipeline(d.path());
+    // `base` would train for nothing: `plan` and `run` find both misfits from the declarations alone.
+    for cmd in ["plan", "run"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "--set", LIMIT]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("2 problem(s)") && err.contains("nothing was run"), "{err}");
+        assert!(err.contains("`deeper` (train") && err.contains("`init` (the trained model) does not fit this model"), "{err}");
+        assert!(err.contains("4 blocks") && err.contains("5 blocks") && err.contains("give it the same `size`"), "{err}");
+        assert!(err.contains("`feat16` (features") && err.contains("`model` (the trained model) does not fit this task"), "{err}");
+        assert!(err.contains("its image tokenizer takes inputs [32, 32], this task's data is [16, 16]"), "{err}");
+    }
+    assert!(!d.path().join(".polyflow").exists(), "a refused run opened the store");
+    // Made to fit (the same depth; the probe's data at the model's size), it runs, and the encoder carries over.
+    let fit = ["--set", LIMIT, "--set", "deeper.depth=0", "--set", "d16.height=32", "--set", "d16.width=32"];
+    let (code, _, err) = pf(d.path(), &[&["run", "p.toml"][..], &fit[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &[&["show", "p.toml", "feat16"][..], &fit[..]].concat());
+    assert!(out.contains("encoder of `base`"), "{out}");
+}

@@ -74,6 +74,24 @@ impl BackendJob for FeatJob<'_> {
     }
 }
 
+/// Whether the encoder of a trained model (`old`) can embed a task of modality `m` whose data has `shape`
+/// (`[C, T, H, W]`): where the model has a tokenizer for `m`, it must have been built for the same input size
+/// (its position embedding fits no other). A modality it lacks is built from another tokenizer, so fits.
+fn task_fits_encoder(old: &ModelConfig, m: Modality, shape: [usize; 4], p: &crate::stages::modelspec::ModelParams) -> Result<(), String> {
+    let Some(og) = old.geometry(m) else { return Ok(()) };
+    let input = geometry(m, shape, p).input;
+    if og.input == input {
+        return Ok(());
+    }
+    Err(format!(
+        "its {} tokenizer takes inputs {:?}, this task's data is {:?}: prepare the task's data at {:?}",
+        m.name(),
+        og.input,
+        input,
+        og.input
+    ))
+}
+
 impl Stage for FeaturesStage {
     fn kind(&self) -> &'static str {
         "features"
@@ -150,8 +168,16 @@ impl Stage for FeaturesStage {
     fn check_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), crate::stage::Problem> {
         // The checkpoint is the initial model only without a trained `model` input (whose encoder is used).
         let (Some(task), Ok(p)) = (inputs.get("task"), parse::<FeaturesParams>(params)) else { return Ok(()) };
-        if inputs.get("model").is_some_and(|m| !m.is_empty()) {
-            return Ok(());
+        if let Some(m) = inputs.get("model").and_then(|m| m.first()) {
+            // The trained model's encoder (declared by its training node): its tokenizer for this task's
+            // modality must take this task's input size.
+            let (Ok(old), Some(t)) = (serde_json::from_value::<ModelConfig>(m["model"].clone()), task.first()) else { return Ok(()) };
+            let (Some(modality), Ok(shape)) =
+                (t["spec"]["modality"].as_str().and_then(Modality::parse), serde_json::from_value::<[usize; 4]>(t["shape"].clone()))
+            else {
+                return Ok(());
+            };
+            return task_fits_encoder(&old, modality, shape, &p.model).map_err(|e| crate::stage::Problem::installation("model", format!("(the trained model) does not fit this task: {e}")));
         }
         let cfg = super::training::declared_config(&p.model, task).map_err(|e| crate::stage::Problem::installation("task", e.message))?;
         super::training::check_init_fits(&cfg, inputs)
@@ -184,6 +210,8 @@ impl Stage for FeaturesStage {
                 let conf: Value = a.json("config.json")?;
                 let old: ModelConfig = serde_json::from_value(conf["model"].clone())
                     .map_err(|e| StageError::failed(format!("`{}` config.json: {e}", a.id)))?;
+                task_fits_encoder(&old, m, task.shape, &p.model)
+                    .map_err(|e| StageError::input(format!("the trained model `{}` does not fit this task: {e}", a.id)))?;
                 let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
                 let mut cfg = old.clone();
                 cfg.tasks.clear();

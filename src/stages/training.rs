@@ -616,6 +616,12 @@ impl Stage for TrainStage {
         }
         Some(self.read(params).and_then(|p| declared_count(&p.model, tasks)))
     }
+    fn declare(&self, params: &Value, _base: &Path, inputs: &BTreeMap<String, Vec<Value>>) -> Option<Value> {
+        // The model it will train (`{"model": ModelConfig}`), from its tasks' declarations: lets a node that
+        // starts from it (`init`, a `features` node's `model`) be checked before this one trains for hours.
+        let (tasks, p) = (inputs.get(self.slot())?, self.read(params).ok()?);
+        Some(json!({"model": declared_config(&p.model, tasks).ok()?}))
+    }
     fn check_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
         // Parameters that do not parse are validation's to report.
         let (Some(tasks), Ok(p)) = (inputs.get(self.slot()), self.read(params)) else { return Ok(()) };
@@ -774,16 +780,20 @@ pub fn declared_config(params: &ModelParams, tasks: &[Value]) -> Result<ModelCon
     model_config(params, &refs)
 }
 
-/// Whether the checkpoint an `init` input declares (a `weights` node's `{"vit": VitInfo}`) fits `cfg`, the model
-/// built from the declared tasks: a [`Problem`] of `init` where it does not. No check without a declared
-/// checkpoint (none, or a trained `model`).
+/// Whether what an `init` input declares fits `cfg`, the model built from the declared tasks: a `weights` node's
+/// checkpoint (`{"vit": VitInfo}`) or the encoder of a training node's model (`{"model": ModelConfig}`, as
+/// [`crate::model::transfer::encoder_fits`] checks it when the node runs). A [`Problem`] of `init` where it does
+/// not fit; no check where nothing is declared.
 pub fn check_init_fits(cfg: &ModelConfig, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
-    let declared = inputs.get("init").and_then(|v| v.first()).and_then(|d| serde_json::from_value::<VitInfo>(d["vit"].clone()).ok());
-    match declared {
-        Some(info) => {
-            fits(&info, cfg).map_err(|e| Problem::installation("init", format!("(the pretrained checkpoint) does not fit the model: {e}")))
-        }
-        None => Ok(()),
+    let Some(d) = inputs.get("init").and_then(|v| v.first()) else { return Ok(()) };
+    if let Ok(info) = serde_json::from_value::<VitInfo>(d["vit"].clone()) {
+        return fits(&info, cfg)
+            .map_err(|e| Problem::installation("init", format!("(the pretrained checkpoint) does not fit the model: {e}")));
+    }
+    match serde_json::from_value::<ModelConfig>(d["model"].clone()) {
+        Ok(old) => crate::model::transfer::encoder_fits(&old, cfg)
+            .map_err(|e| Problem::installation("init", format!("(the trained model) does not fit this model: {e}"))),
+        Err(_) => Ok(()),
     }
 }
 
