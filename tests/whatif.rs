@@ -145,6 +145,14 @@ fn plan_with_set_lists_stale_nodes_changed_cells_and_an_estimate_and_runs_nothin
     assert_eq!(ids(&e["critical_path"]).last().map(String::as_str), Some("table"), "{v}");
     assert_eq!((e["known"].as_u64(), ids(&e["unknown"]).len()), (Some(3), 0), "{v}");
     assert_eq!(v["fresh"].as_array().unwrap().len(), 5, "{v}");
+    // Placed on the run's slots: with -j 1 one after another; with -j 2 the replicates side by side (each
+    // takes one slot), then the table; a cluster schedules as it can (no local estimate).
+    let placed = |args: &[&str]| plan_json(dir, &[&["--set", "b.momentum=0.7"][..], args].concat())["estimate"].clone();
+    assert_eq!(placed(&["-j", "1"])["scheduled_ms"].as_u64(), Some(dur["b.s0"] + dur["b.s1"] + dur["table"]));
+    let two = placed(&["-j", "2"]);
+    assert_eq!(two["scheduled_ms"].as_u64(), Some(dur["b.s0"].max(dur["b.s1"]) + dur["table"]), "{two}");
+    assert_eq!((two["jobs"].as_u64(), two["devices"].as_u64()), (Some(2), Some(1)), "{two}");
+    assert!(placed(&["--executor", "slurm"])["scheduled_ms"].is_null());
 
     // The same in words: the cell of row B, not row A.
     let (code, out, err) = pf(dir, &["plan", "p.toml", "--set", "b.momentum=0.7"]);
@@ -153,6 +161,8 @@ fn plan_with_set_lists_stale_nodes_changed_cells_and_an_estimate_and_runs_nothin
     assert!(out.contains("table: row 'Row B' × 'T' (b.s0, b.s1 would run)"), "{out}");
     assert!(!out.contains("Row A"), "{out}");
     assert!(out.contains("Estimate") && out.contains("critical path b.s"), "{out}");
+    let (_, out, _) = pf(dir, &["plan", "p.toml", "--set", "b.momentum=0.7", "-j", "2"]);
+    assert!(out.contains(" on -j 2 and 1 device (each node's last run's time, placed as a run places them)"), "{out}");
     assert!(out.contains("may change"), "{out}");
 
     // Upstream of everything: the task changes, so both rows' cells, and the critical path goes through t.

@@ -532,9 +532,9 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     }
     let verbose = cli.verbose > 0;
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, verbose, reg),
+        Command::Run(a) if a.dry_run => plan(a, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
-        Command::Plan(a) => status::plan(a.common, a.nodes, a.force, a.force_all, a.json, verbose, reg),
+        Command::Plan(a) => plan(a, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
@@ -637,12 +637,25 @@ fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
+fn plan(a: RunArgs, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
+    let executor = a.executor();
+    status::plan(a.common, a.nodes, a.force, a.force_all, (a.jobs, a.devices, executor), a.json, verbose, reg)
+}
+
+impl RunArgs {
+    /// `--executor`, if given.
+    fn executor(&self) -> Option<ExecutorKind> {
+        self.executor.as_deref().map(|e| if e == "slurm" { ExecutorKind::Slurm } else { ExecutorKind::Local })
+    }
+}
+
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
     note_mixed_replicates(&g);
     let store = Store::open(&a.common.store)?;
     let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
+    let executor = a.executor();
     let _lock = store.lock(wait)?;
     let opts = RunOptions {
         targets: a.nodes,
@@ -651,7 +664,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         jobs: a.jobs,
         devices: a.devices,
         env: env_of(&g, &a.common.backend),
-        executor: a.executor.as_deref().map(|e| if e == "slurm" { ExecutorKind::Slurm } else { ExecutorKind::Local }),
+        executor,
         keep_jobs: a.keep_jobs,
         interrupt: None,
         cache: None,

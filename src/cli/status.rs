@@ -81,6 +81,73 @@ fn estimate(g: &Graph, stale: &[usize], last: &dyn Fn(usize) -> Option<u64>) -> 
     }
 }
 
+/// How long running `stale` takes on `jobs` CPU slots and `devices` accelerators, simulating the local
+/// executor: whenever a node ends, the ready nodes are scanned in topological order and each one whose
+/// request (`need`: cores, accelerators, clamped as the executor clamps them) fits the free slots starts; each
+/// takes its last recorded time (`last`; none counts 0).
+fn scheduled(
+    g: &Graph,
+    stale: &[usize],
+    last: &dyn Fn(usize) -> Option<u64>,
+    need: &dyn Fn(usize) -> (usize, u32),
+    jobs: usize,
+    devices: usize,
+) -> u64 {
+    use std::collections::{BTreeSet, HashMap};
+    let set: BTreeSet<usize> = stale.iter().copied().collect();
+    let order: Vec<usize> = g.topo_order().into_iter().filter(|i| set.contains(i)).collect();
+    let mut waiting: HashMap<usize, usize> = HashMap::new();
+    let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut ready = BTreeSet::new();
+    for (pos, &i) in order.iter().enumerate() {
+        let ups: BTreeSet<usize> = g.nodes[i].inputs.values().flatten().copied().filter(|j| set.contains(j)).collect();
+        for &u in &ups {
+            dependents.entry(u).or_default().push(pos);
+        }
+        waiting.insert(pos, ups.len());
+        if ups.is_empty() {
+            ready.insert(pos);
+        }
+    }
+    let (mut free_cpu, mut free_dev, mut t) = (jobs.max(1), devices, 0u64);
+    let mut running: Vec<(u64, usize, usize, usize)> = vec![];
+    loop {
+        let mut started = vec![];
+        for &pos in &ready {
+            if free_cpu == 0 {
+                break;
+            }
+            let i = order[pos];
+            let (cpu, dev) = need(i);
+            let (cpu, dev) = (cpu.clamp(1, jobs.max(1)), (dev as usize).min(devices));
+            if cpu <= free_cpu && dev <= free_dev {
+                free_cpu -= cpu;
+                free_dev -= dev;
+                running.push((t + last(i).unwrap_or(0), pos, cpu, dev));
+                started.push(pos);
+            }
+        }
+        started.iter().for_each(|p| {
+            ready.remove(p);
+        });
+        let Some(end) = running.iter().map(|r| r.0).min() else { break };
+        t = end;
+        for (_, pos, cpu, dev) in running.iter().filter(|r| r.0 == end) {
+            free_cpu += cpu;
+            free_dev += dev;
+            for &d in dependents.get(&order[*pos]).into_iter().flatten() {
+                let w = waiting.get_mut(&d).expect("every stale node has a count");
+                *w -= 1;
+                if *w == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+        running.retain(|r| r.0 != end);
+    }
+    t
+}
+
 /// A rendered cell whose inputs would re-run: (table node, row label, column label, the nodes it reads that
 /// would run).
 type CellChange = (usize, String, String, Vec<String>);
@@ -127,6 +194,7 @@ pub fn plan(
     nodes: Vec<String>,
     force: Vec<String>,
     force_all: bool,
+    (jobs, devices, executor): (usize, usize, Option<crate::spec::resources::ExecutorKind>),
     json: bool,
     verbose: bool,
     reg: &Registry,
@@ -141,6 +209,12 @@ pub fn plan(
     let fetch: Vec<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
     let last = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);
     let est = estimate(&g, &stale, &last);
+    // Locally, the run's `-j` and `--devices` bound what runs at once; a cluster schedules as it can.
+    let env = super::env_of(&g, &c.backend);
+    let local = executor.unwrap_or(g.executor.kind) == crate::spec::resources::ExecutorKind::Local;
+    let jobs = crate::exec::cpu_slots(jobs);
+    let need = |i: usize| crate::exec::requests(&g, i, &env, jobs);
+    let sched = local.then(|| scheduled(&g, &stale, &last, &need, jobs, devices));
     let cells = changed_cells(&g, &sel, &a);
     let reasons = |i: usize| a[&i].reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
@@ -175,6 +249,10 @@ pub fn plan(
             "rerendered_tables": ids(&rerendered),
             "estimate": {
                 "serial_ms": est.serial_ms,
+                // With the local executor: the nodes placed on `jobs` slots and `devices` as a run places them.
+                "scheduled_ms": sched.filter(|_| est.known > 0),
+                "jobs": jobs,
+                "devices": devices,
                 // Unknown (null) when no stale node has a recorded run, as the text says.
                 "critical_path_ms": (est.known > 0).then_some(est.critical_ms),
                 "critical_path": (est.known > 0).then(|| ids(&est.path)),
@@ -208,8 +286,20 @@ pub fn plan(
             println!("{:>12} unknown: none of these nodes has a recorded run", "Estimate");
         } else {
             let of = if est.unknown.is_empty() { String::new() } else { format!(" (the {} nodes with a recorded run)", est.known) };
+            let placed = match sched {
+                Some(ms) => format!(
+                    "about {} on -j {jobs}{} (each node's last run's time, placed as a run places them){of}; ",
+                    fmt_ms(ms),
+                    match devices {
+                        0 => String::new(),
+                        1 => " and 1 device".into(),
+                        n => format!(" and {n} devices"),
+                    }
+                ),
+                None => format!("as the cluster schedules them{of}: "),
+            };
             println!(
-                "{:>12} {} one after another{of}, {} along the critical path {}: a run takes between the two, as nodes run in parallel where cores allow",
+                "{:>12} {placed}{} one after another, {} along the critical path {}",
                 "Estimate",
                 fmt_ms(est.serial_ms),
                 fmt_ms(est.critical_ms),

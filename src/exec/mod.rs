@@ -11,7 +11,7 @@ mod run;
 pub mod slurm;
 
 pub use event::{Event, PlanEntry, Sink, State};
-pub use run::{run, RunOptions, RunSummary};
+pub use run::{cpu_slots, requests, run, RunOptions, RunSummary};
 
 /// Errors that stop a run as a whole (node failures are reported as events instead).
 #[derive(Debug, thiserror::Error)]

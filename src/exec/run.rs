@@ -155,6 +155,25 @@ struct Scheduler<'a> {
     timings: Vec<NodeTiming>,
 }
 
+/// What node `i` asks of the executor with `jobs` CPU slots: (cores, accelerators). Its `resources` (or the
+/// executor's defaults) first, else what its kind needs; the kind's accelerators are a floor: `resources.gpus`
+/// below them would leave a data-parallel node's replicas taking turns on fewer GPUs than it has, silently.
+pub fn requests(g: &Graph, i: usize, env: &BTreeMap<String, String>, jobs: usize) -> (usize, u32) {
+    let node = &g.nodes[i];
+    let res = node.stage.resources(&node.params, env);
+    let want = node.resources.over(&g.executor.defaults);
+    (want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, jobs)), want.gpus.unwrap_or(0).max(res.devices))
+}
+
+/// The `-j` the executor runs with: `jobs`, or the machine's cores for 0.
+pub fn cpu_slots(jobs: usize) -> usize {
+    if jobs == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        jobs
+    }
+}
+
 /// Runs the selected part of `g`. The caller holds the store's writer lock.
 pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Result<RunSummary, super::ExecError> {
     let t0 = Instant::now();
@@ -172,7 +191,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         }
     }
     store.blobs.clean_tmp();
-    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
+    let jobs = cpu_slots(opts.jobs);
     let launcher: Box<dyn Launcher> = match opts.executor.unwrap_or(g.executor.kind) {
         ExecutorKind::Local => Box::new(LocalLauncher::new(store.clone())),
         ExecutorKind::Slurm => Box::new(super::slurm::SlurmLauncher::new(g, store)?),
@@ -399,12 +418,8 @@ impl Scheduler<'_> {
     fn try_start(&mut self, i: usize) -> Result<Started, super::ExecError> {
         let (g, opts) = (self.g, self.opts);
         let node = &g.nodes[i];
-        let res = node.stage.resources(&node.params, &opts.env);
         let want = node.resources.over(&g.executor.defaults);
-        let cpus_req = want.cpus.map(|c| c as usize).unwrap_or_else(|| res.cpu_slots.clamp(1, self.jobs));
-        // The stage's own need is a floor: `resources.gpus` (or an executor default) below it would leave a
-        // data-parallel node's replicas taking turns on fewer GPUs than it has, silently.
-        let gpus = want.gpus.unwrap_or(0).max(res.devices);
+        let (cpus_req, gpus) = requests(g, i, &opts.env, self.jobs);
         // Locally a node holds slots of `-j` and accelerators of `--devices` (cores clamped to the pool, devices to
         // the machine's: a node asking for more GPUs than there are gets them all); a scheduler keeps its own
         // accounting and gets the cores asked for.

@@ -154,7 +154,20 @@ impl ModelConfig {
             }
             for (i, p) in g.input.iter().zip(&g.patch) {
                 if *p == 0 || i % p != 0 {
-                    return Err(format!("{} input {:?} is not divisible by patch {:?}", m.name(), g.input, g.patch));
+                    let axes = match m {
+                        Modality::Video => "`frames` (or `window`), `size` or `crop`",
+                        Modality::Image => "`height`, `width`",
+                        Modality::Audio => "`frames` (or `window`), `fbank.num_mel_bins`",
+                    };
+                    return Err(format!(
+                        "{} input {:?} is not divisible by patch {:?}: prepare the data at a multiple of the patch ({axes} of its \
+                         `{}_prep` node) or set `{}_patch`",
+                        m.name(),
+                        g.input,
+                        g.patch,
+                        m.name(),
+                        m.name()
+                    ));
                 }
             }
         }

@@ -177,7 +177,8 @@ impl Stage for FeaturesStage {
             else {
                 return Ok(());
             };
-            return task_fits_encoder(&old, modality, shape, &p.model).map_err(|e| crate::stage::Problem::installation("model", format!("(the trained model) does not fit this task: {e}")));
+            return task_fits_encoder(&old, modality, shape, &p.model)
+                .map_err(|e| crate::stage::Problem::installation("model", format!("(the trained model) does not fit this task: {e}")));
         }
         let cfg = super::training::declared_config(&p.model, task).map_err(|e| crate::stage::Problem::installation("task", e.message))?;
         super::training::check_init_fits(&cfg, inputs)

@@ -2,7 +2,7 @@
 //! run's) and what changed since, which earlier artifacts are gone, and which nodes are not fresh.
 
 use super::rows::{Row, Run, Stat};
-use super::values::{show, show_num, Origin};
+use super::values::{show, NumFormat, Origin};
 use crate::cli::{exit, CliError};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, ContentArrangement, Table};
 use serde_json::{json, Map, Value};
@@ -67,7 +67,15 @@ impl View<'_> {
         h
     }
 
-    fn row(&self, r: &Row, csv: bool) -> Vec<String> {
+    /// Each metric column's number format, from all of its values (means and stds).
+    fn formats(&self) -> BTreeMap<&str, NumFormat> {
+        let values = |k: &String| -> Vec<f64> {
+            self.rows.iter().filter_map(|r| r.metrics.get(k)).flat_map(|s| [Some(s.mean), s.std]).flatten().collect()
+        };
+        self.mcols.iter().map(|k| (k.as_str(), NumFormat::of(values(k)))).collect()
+    }
+
+    fn row(&self, r: &Row, csv: bool, formats: &BTreeMap<&str, NumFormat>) -> Vec<String> {
         let mut v = vec![r.id.clone()];
         if self.kind_differs() {
             v.push(r.kind.to_string());
@@ -97,7 +105,7 @@ impl View<'_> {
                     s.and_then(|s| s.std).map(|x| x.to_string()).unwrap_or_default(),
                     s.map(|s| s.n.to_string()).unwrap_or_default(),
                 ]),
-                (false, _, Some(s)) => v.push(cell(s, r.outdated)),
+                (false, _, Some(s)) => v.push(cell(s, r.outdated, formats.get(k.as_str()).copied().unwrap_or(NumFormat::Fixed(4)))),
                 (false, _, None) => v.push(missing.into()),
             }
         }
@@ -111,8 +119,9 @@ impl View<'_> {
         t.load_preset(UTF8_FULL_CONDENSED);
         t.set_content_arrangement(ContentArrangement::Disabled);
         t.set_header(header.clone());
+        let formats = self.formats();
         for r in self.rows {
-            t.add_row(self.row(r, false));
+            t.add_row(self.row(r, false, &formats));
         }
         for c in header.len() - self.mcols.len()..header.len() {
             if let Some(col) = t.column_mut(c) {
@@ -151,7 +160,7 @@ impl View<'_> {
         let mut w = csv::Writer::from_writer(vec![]);
         w.write_record(self.header(true)).map_err(err)?;
         for r in self.rows {
-            w.write_record(self.row(r, true)).map_err(err)?;
+            w.write_record(self.row(r, true, &BTreeMap::new())).map_err(err)?;
         }
         let out = w.into_inner().map_err(|e| CliError::Other(format!("error: csv: {e}"), exit::STORE))?;
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -273,11 +282,11 @@ impl View<'_> {
     }
 }
 
-/// A metric cell: the value, or a group's `mean ± std`; an outdated one marked.
-fn cell(s: &Stat, outdated: bool) -> String {
-    let mut t = show_num(s.mean);
+/// A metric cell: the value, or a group's `mean ± std` (both in the column's format `f`); an outdated one marked.
+fn cell(s: &Stat, outdated: bool, f: NumFormat) -> String {
+    let mut t = f.show(s.mean);
     if let Some(std) = s.std {
-        t = format!("{t} ± {}", show_num(std));
+        t = format!("{t} ± {}", f.show(std));
     }
     if outdated {
         t.push_str(MARK);
@@ -305,8 +314,10 @@ mod tests {
 
     #[test]
     fn cells_show_mean_std_and_the_outdated_mark() {
-        assert_eq!(cell(&Stat { mean: 0.5, std: None, n: 1 }, false), "0.5000");
-        assert_eq!(cell(&Stat { mean: 0.5, std: Some(0.01), n: 3 }, false), "0.5000 ± 0.0100");
-        assert_eq!(cell(&Stat { mean: 3.0, std: None, n: 1 }, true), "3*");
+        let f4 = NumFormat::Fixed(4);
+        assert_eq!(cell(&Stat { mean: 0.5, std: None, n: 1 }, false, f4), "0.5000");
+        assert_eq!(cell(&Stat { mean: 0.5, std: Some(0.01), n: 3 }, false, f4), "0.5000 ± 0.0100");
+        assert_eq!(cell(&Stat { mean: 0.1, std: Some(0.0), n: 2 }, false, f4), "0.1000 ± 0.0000");
+        assert_eq!(cell(&Stat { mean: 3.0, std: None, n: 1 }, true, NumFormat::Integer), "3*");
     }
 }

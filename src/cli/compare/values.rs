@@ -106,12 +106,45 @@ pub fn show(v: &Value) -> String {
     }
 }
 
-/// A metric as a cell: integers as such, else 4 decimals.
-pub fn show_num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x:.4}")
+/// How a metric column's numbers are written, chosen from all of its values so that they line up and none
+/// loses its digits: a column of whole numbers (counts, steps) as integers; otherwise a fixed number of
+/// decimals, 4 or enough for three significant digits of its smallest non-zero value (a loss of 0.00023 is
+/// `0.000230`, not `0.0002`); scientific beyond 8 decimals (a learning rate of 3e-10).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NumFormat {
+    /// Whole numbers.
+    Integer,
+    /// This many decimals.
+    Fixed(usize),
+    /// `1.234e-5`.
+    Scientific,
+}
+
+impl NumFormat {
+    /// The format for a column of `values` (non-finite ones are written as Rust writes them, whatever the format).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let finite: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if finite.iter().all(|x| x.fract() == 0.0 && x.abs() < 1e15) {
+            return NumFormat::Integer;
+        }
+        let smallest = finite.iter().map(|x| x.abs()).filter(|&x| x > 0.0).fold(f64::INFINITY, f64::min);
+        // Decimals for three significant digits of the smallest value: 0.9 → 3 (at least 4), 0.00023 → 6.
+        let decimals = if smallest.is_finite() { (2.0 - smallest.log10().floor()).max(4.0) as usize } else { 4 };
+        if decimals > 8 {
+            NumFormat::Scientific
+        } else {
+            NumFormat::Fixed(decimals)
+        }
+    }
+
+    /// `x` in this format.
+    pub fn show(self, x: f64) -> String {
+        match self {
+            _ if !x.is_finite() => x.to_string(),
+            NumFormat::Integer => format!("{}", x as i64),
+            NumFormat::Fixed(d) => format!("{x:.d$}"),
+            NumFormat::Scientific => format!("{x:.3e}"),
+        }
     }
 }
 
@@ -128,8 +161,22 @@ mod tests {
         flatten("", &v, &mut m);
         assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["a.b", "a.c.d", "e", "f"]);
         assert_eq!(numeric_leaves(&json!({"tasks": {"d": {"test": {"top1": 0.5}}}, "s": "x", "n": 3})).len(), 2);
-        assert_eq!(show_num(3.0), "3");
-        assert_eq!(show_num(0.123456), "0.1235");
+    }
+
+    #[test]
+    fn a_columns_numbers_share_one_format_that_keeps_their_digits() {
+        let f = |v: &[f64]| NumFormat::of(v.iter().copied());
+        assert_eq!(f(&[3.0, 120.0]), NumFormat::Integer);
+        assert_eq!(f(&[0.5, 1.0, 0.0]), NumFormat::Fixed(4), "an accuracy of exactly 1 among others");
+        assert_eq!(NumFormat::Fixed(4).show(1.0), "1.0000");
+        assert_eq!(NumFormat::Fixed(4).show(0.123456), "0.1235");
+        assert_eq!(f(&[0.00023, 2.5]), NumFormat::Fixed(6));
+        assert_eq!(NumFormat::Fixed(6).show(0.00023), "0.000230");
+        assert_eq!(f(&[0.001, 0.5]), NumFormat::Fixed(5));
+        assert_eq!(f(&[3e-10, 1e-9]), NumFormat::Scientific);
+        assert_eq!(NumFormat::Scientific.show(3e-10), "3.000e-10");
+        assert_eq!(f(&[f64::NAN, 2.0]), NumFormat::Integer);
+        assert_eq!(NumFormat::Fixed(4).show(f64::NAN), "NaN");
     }
 
     #[test]
