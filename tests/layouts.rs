@@ -76,6 +76,37 @@ fn imagenet_split_folders_with_flat_val_and_bad_files() {
     assert!(code == 2 && err.contains("LOC_val_solution.csv") && err.contains("val"), "{err}");
 }
 
+#[test]
+fn frame_folders_are_read_as_video_in_colour_and_a_bad_frame_skips_its_clip() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("frames");
+    // train/CLASS/CLIP/00001.jpg …, as `ffmpeg -i clip.mp4 CLIP/%05d.jpg` writes them; a test/ split folder.
+    for (split, n) in [("train", 4), ("test", 1)] {
+        for (c, red) in [("jump", 250u8), ("run", 10)] {
+            for clip in 0..n {
+                for f in 1..=6u32 {
+                    let p = r.join(format!("{split}/{c}/clip {clip}/{f:05}.png"));
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    image::RgbImage::from_pixel(16, 12, image::Rgb([red, 20 * f as u8, 255 - red])).save_with_format(&p, image::ImageFormat::Png).unwrap();
+                }
+            }
+        }
+    }
+    // One frame cut short: its clip is skipped and counted, as a bad video file is.
+    let bad = r.join("train/jump/clip 1/00002.png");
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..50]).unwrap();
+    let body = "format = \"frames\"\npath = \"frames\"\nframes = 2\nstride = 2\nwidth = 8\nval_fraction = 0.25";
+    let (code, err, _) = ingest(d.path(), body);
+    assert!(code == 2 && err.contains("1 of 10 examples could not be decoded") && err.contains("00002.png"), "{err}");
+    let (code, err, show) = ingest(d.path(), &format!("{body}\nmax_bad = 0.2"));
+    assert_eq!(code, 0, "{err}");
+    assert!(show.contains("[2, 8, 8, 3]"), "RGB frames, short side 8, centre crop: {show}");
+    assert!(show.contains("1 undecodable") && show.contains("clip 1"), "{show}");
+    assert_eq!((count(&show, "train") + count(&show, "val"), count(&show, "test")), (7, 2), "{show}");
+    assert!(show.contains("2 frames at stride 2 from the centre"), "{show}");
+}
+
 fn cifar_batch(n: usize, label: u8) -> Vec<u8> {
     (0..n).flat_map(|i| std::iter::once(label).chain((0..3072).map(move |p| ((p + i) % 251) as u8))).collect()
 }

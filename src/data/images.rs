@@ -1,4 +1,5 @@
-//! Image readers: IDX pairs, CIFAR-10/100 binary, class-folder trees (PNG/JPEG), and (in `video`) frame folders.
+//! Image readers: IDX pairs and CIFAR-10/100 binary (class folders are a layout: [`super::layouts::folders`]), and
+//! image decoding.
 //!
 //! Each reader first reads what is small (labels, file lists, headers) and checks it, then streams the
 //! examples one at a time through [`Images::for_each`]: nothing holds a whole split in memory.
@@ -11,8 +12,6 @@ use std::path::{Path, PathBuf};
 enum Source {
     Idx(PathBuf),
     Cifar { files: Vec<PathBuf>, label_bytes: usize },
-    Folder { files: Vec<PathBuf>, h: usize, w: usize },
-    Frames { clips: Vec<Vec<PathBuf>>, frames: usize, size: usize },
 }
 
 /// A set of u8 examples with integer labels, read one at a time.
@@ -82,27 +81,6 @@ impl Images {
                         f(i, &buf)?;
                         i += 1;
                     }
-                }
-                Ok(())
-            }
-            Source::Folder { files, h, w } => {
-                for (i, path) in files.iter().enumerate().filter(|(i, _)| wanted(*i)) {
-                    let img = image::open(path).map_err(|e| DataError::new(path, format!("unreadable image: {e}")))?;
-                    let img = img.resize_exact(*w as u32, *h as u32, image::imageops::FilterType::Triangle).to_rgb8();
-                    f(i, img.as_raw())?;
-                }
-                Ok(())
-            }
-            Source::Frames { clips, frames, size } => {
-                let per = size * size;
-                for (i, fs) in clips.iter().enumerate().filter(|(i, _)| wanted(*i)) {
-                    for k in 0..*frames {
-                        let path = &fs[k * fs.len() / frames];
-                        let img = image::open(path).map_err(|e| DataError::new(path, format!("unreadable frame: {e}")))?;
-                        let g = img.resize_exact(*size as u32, *size as u32, image::imageops::FilterType::Triangle).to_luma8();
-                        buf[k * per..(k + 1) * per].copy_from_slice(g.as_raw());
-                    }
-                    f(i, &buf)?;
                 }
                 Ok(())
             }
@@ -176,65 +154,6 @@ pub fn cifar(files: &[PathBuf], cifar100: bool, coarse: bool) -> Result<Images, 
         }
     }
     Ok(Images { shape: vec![32, 32, 3], labels, src: Source::Cifar { files: files.to_vec(), label_bytes: lb } })
-}
-
-fn list(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::new(dir, format!("cannot read class folder: {e}")))?
-        .flatten()
-        .filter(|e| !super::layouts::hidden(&e.file_name()))
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str())))
-        .collect();
-    // Numbers in names in number order: `frame_2` before `frame_10` (a byte sort put 10 and 11 after 1: the frames
-    // of a clip out of order).
-    alphanumeric_sort::sort_path_slice(&mut v);
-    Ok(v)
-}
-
-/// A folder with one subfolder per class of PNG/JPEG files (ImageNet / Pets / RESISC45 layout), resized to
-/// `size` (bilinear) as RGB. Classes are the sorted subfolder names unless `classes` is given.
-pub fn image_folder(root: &Path, classes: &[String], size: (usize, usize)) -> Result<Images, DataError> {
-    let (mut files, mut labels) = (vec![], vec![]);
-    for (ci, class) in classes.iter().enumerate() {
-        let dir = root.join(class);
-        let fs = list(&dir, &["png", "jpg", "jpeg"])?;
-        if fs.is_empty() {
-            return Err(DataError::new(&dir, "empty class folder: no PNG or JPEG images; remove the folder or add images"));
-        }
-        labels.extend(std::iter::repeat_n(ci as i64, fs.len()));
-        files.extend(fs);
-    }
-    Ok(Images { shape: vec![size.0, size.1, 3], labels, src: Source::Folder { files, h: size.0, w: size.1 } })
-}
-
-/// A folder of frame folders: `root/CLASS/CLIP/frame_*.png|jpg`, each clip resampled to `frames` frames
-/// (uniform indices) of `size²` grey pixels: examples `[T, S, S, 1]`.
-pub fn frame_folders(root: &Path, classes: &[String], frames: usize, size: usize) -> Result<Images, DataError> {
-    let (mut clips, mut labels) = (vec![], vec![]);
-    for (ci, c) in classes.iter().enumerate() {
-        let dir = root.join(c);
-        let mut dirs: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| DataError::new(&dir, e.to_string()))?
-            .flatten()
-            .filter(|e| !super::layouts::hidden(&e.file_name()))
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        dirs.sort();
-        if dirs.is_empty() {
-            return Err(DataError::new(&dir, "empty class folder: no clip folders"));
-        }
-        for clip in dirs {
-            let fs = list(&clip, &["png", "jpg", "jpeg"])?;
-            if fs.is_empty() {
-                return Err(DataError::new(&clip, "clip folder has no frame_*.png|jpg"));
-            }
-            clips.push(fs);
-            labels.push(ci as i64);
-        }
-    }
-    Ok(Images { shape: vec![frames, size, size, 1], labels, src: Source::Frames { clips, frames, size } })
 }
 
 /// Sorted subfolder names of `root` (hidden ones, such as `.ipynb_checkpoints`, left out).
@@ -394,44 +313,5 @@ mod tests {
         assert_eq!(&recs[1].1[..6], &[100, 101, 102, 100, 101, 102]);
         std::fs::write(&f, &b[..b.len() - 1]).unwrap();
         assert!(cifar(&[f], false, false).err().unwrap().message.contains("not a multiple"));
-    }
-
-    #[test]
-    fn folders_stream_only_the_wanted_examples() {
-        let d = tempfile::tempdir().unwrap();
-        for (c, n) in [("cat", 2), ("dog", 1)] {
-            std::fs::create_dir_all(d.path().join(c)).unwrap();
-            for i in 0..n {
-                image::RgbImage::from_pixel(5 + i, 4, image::Rgb([10 * i as u8, 0, 0]))
-                    .save(d.path().join(c).join(format!("{i}.png")))
-                    .unwrap();
-            }
-        }
-        let classes = class_folders(d.path()).unwrap();
-        let s = image_folder(d.path(), &classes, (2, 3)).unwrap();
-        assert_eq!(s.labels, vec![0, 0, 1]);
-        let recs = collect(&s, |i| i != 1);
-        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 2]);
-        assert!(recs.iter().all(|r| r.1.len() == 2 * 3 * 3));
-        // Frame folders: one clip of 3 frames sampled to 2, grey.
-        let clip = d.path().join("v/run/c0");
-        std::fs::create_dir_all(&clip).unwrap();
-        for i in 0..3u8 {
-            image::GrayImage::from_pixel(4, 4, image::Luma([50 * i])).save(clip.join(format!("frame_{i}.png"))).unwrap();
-        }
-        let v = frame_folders(&d.path().join("v"), &["run".to_string()], 2, 4).unwrap();
-        let recs = collect(&v, |_| true);
-        assert_eq!(v.shape, vec![2, 4, 4, 1]);
-        assert_eq!((recs[0].1[0], recs[0].1[16]), (0, 50));
-        // Unpadded numbers are in number order: frame_2 before frame_10 (12 frames kept as 12).
-        let clip = d.path().join("w/run/c0");
-        std::fs::create_dir_all(&clip).unwrap();
-        for i in 0..12u8 {
-            image::GrayImage::from_pixel(4, 4, image::Luma([10 * i])).save(clip.join(format!("frame_{i}.png"))).unwrap();
-        }
-        let v = frame_folders(&d.path().join("w"), &["run".to_string()], 12, 4).unwrap();
-        let recs = collect(&v, |_| true);
-        let firsts: Vec<u8> = (0..12).map(|f| recs[0].1[f * 16]).collect();
-        assert_eq!(firsts, (0..12).map(|i| 10 * i).collect::<Vec<u8>>());
     }
 }

@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod error;
 pub mod fbank;
+pub mod frames;
 pub mod idx;
 pub mod images;
 pub mod layouts;

@@ -1,5 +1,5 @@
 //! Video data: clips generated deterministically from real images (the embedded video tasks). The reader for
-//! folders of frames (`class/clip/frame_*.png|jpg`) is [`super::images::frame_folders`].
+//! folders of frames (`class/clip/00001.jpg`) is [`super::frames`].
 //!
 //! - *moving digits*: a digit bounces on a canvas; label = the digit.
 //! - *fashion motion*: a Fashion-MNIST item moves in one of 8 ways (left, right, up, down, rotate cw, rotate

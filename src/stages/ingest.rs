@@ -2,7 +2,7 @@
 //! into a `dataset` artifact with train / val / test splits.
 
 use super::datautil::{shard_put, write_dataset, write_meta, Split};
-use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, lost, Decoder, SplitRule};
+use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, lost, DecodeFn, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
 use crate::data::layouts::video_csv::TestTable;
@@ -304,6 +304,7 @@ impl DatasetStage {
             Format::ImageFolder => layouts::folders::image_folders(root, &p.classes)?,
             Format::Pets => layouts::folders::pets(root)?,
             Format::VideoFolder => layouts::folders::video_folders(root, &p.classes)?,
+            Format::Frames => layouts::folders::frame_folders(root, &p.classes)?,
             Format::Kinetics => layouts::video_csv::kinetics(root, &p.classes, p.test_table)?,
             Format::MomentsInTime => layouts::video_csv::moments(root, &p.classes)?,
             Format::Audioset => layouts::audio_csv::audioset(root, &p.classes)?,
@@ -331,7 +332,7 @@ impl DatasetStage {
                 }
                 Catalog { classes, entries, declared, ..Default::default() }
             }
-            other @ (Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::Frames) => {
+            other @ (Format::Idx | Format::Cifar10 | Format::Cifar100) => {
                 return Err(StageError::failed(format!("format `{other}` has no file catalog")))
             }
         };
@@ -382,7 +383,12 @@ impl DatasetStage {
             }
             "video" => {
                 let shape = vec![clip.frames, clip.size, clip.size, 3];
-                (Decoder::Fixed { shape: shape.clone(), decode: Box::new(move |f: &Path| video_file::decode(f, &clip)) }, shape, None)
+                let decode: DecodeFn<u8> = if p.format == Format::Frames {
+                    Box::new(move |f: &Path| crate::data::frames::decode(f, &clip))
+                } else {
+                    Box::new(move |f: &Path| video_file::decode(f, &clip))
+                };
+                (Decoder::Fixed { shape: shape.clone(), decode }, shape, None)
             }
             _ => {
                 let (segments, cut) = (std::sync::Arc::new(cat.segments.clone()), cut.clone());
@@ -506,7 +512,7 @@ impl Stage for DatasetStage {
                 "width",
                 T::Int { min: 1, max: 4096 },
                 json!(32),
-                "image_folder, pets: resize width; frames: frame side; video files: short side resized to this, then a centre square crop",
+                "image_folder, pets: resize width; video files and frame folders: short side resized to this, then a centre square crop",
             ),
             ParamSpec::opt("sample_rate", T::Int { min: 1000, max: 192000 }, json!(16000), "audio: resample to this rate"),
             ParamSpec::opt("frames", T::Int { min: 1, max: 4096 }, json!(8), "frames, video files: frames kept per clip"),
@@ -514,7 +520,7 @@ impl Stage for DatasetStage {
                 "stride",
                 T::Int { min: 1, max: 64 },
                 json!(1),
-                "video files: temporal stride of the kept frames (centre window; the paper: 32 frames at stride 2)",
+                "video files and frame folders: temporal stride of the kept frames (centre window; the paper: 32 frames at stride 2)",
             ),
             ParamSpec::added(
                 "fps",
@@ -641,9 +647,16 @@ impl Stage for DatasetStage {
         match parse::<DatasetParams>(params).map(|p| p.format) {
             Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands) => 1,
             // 2 (frames): a clip's frame files in number order (frame_2 before frame_10), not byte order.
-            Ok(Format::Frames) => 2,
+            // 3 (frames): read as video files are (RGB, `frames` at `stride` from the centre, short side + centre
+            // crop, undecodable clips skipped up to `max_bad`, split folders), not grey frames sampled uniformly.
+            Ok(Format::Frames) => 3,
             Ok(Format::Kinetics) => 4,
-            Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50 | Format::MomentsInTime | Format::VideoFolder) => 3,
+            // 3 (image_folder), 4 (video_folder): files in a class folder's subfolders are its examples too, as
+            // torchvision's ImageFolder walks them (they were left out without a word). Identical bytes where a
+            // dataset has none: the node re-runs once and everything downstream stays fresh.
+            Ok(Format::ImageFolder) => 3,
+            Ok(Format::VideoFolder) => 4,
+            Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50 | Format::MomentsInTime) => 3,
             _ => 2,
         }
     }
@@ -707,17 +720,6 @@ impl Stage for DatasetStage {
                     stream_pool(ctx, &[&test], vec![("test", te)], &mut sizes, p.shard_mb << 20)?;
                 }
                 ("image", classes, train.shape.clone(), None)
-            }
-            Format::Frames => {
-                let classes = if p.classes.is_empty() { images::class_folders(&root)? } else { p.classes.clone() };
-                let set = images::frame_folders(&root, &classes, p.frames, p.width)?;
-                check_classes(&root, classes.len(), p.num_classes)?;
-                let (rest, te) = carve(set.len(), p.test_fraction, seed ^ 0x7e57);
-                let (tr_i, va_i) = carve(rest.len(), p.val_fraction, seed);
-                let tr: Vec<usize> = lim(tr_i.iter().map(|&i| rest[i]).collect(), p.limit);
-                let va: Vec<usize> = lim(va_i.iter().map(|&i| rest[i]).collect(), p.limit);
-                stream_pool(ctx, &[&set], vec![("train", tr), ("val", va), ("test", lim(te, p.limit))], &mut sizes, p.shard_mb << 20)?;
-                ("video", classes, set.shape.clone(), None)
             }
             _ => return self.run_catalog(ctx, &p, &root),
         };

@@ -24,36 +24,68 @@ fn subfolders(dir: &Path) -> Result<Vec<String>, DataError> {
     Ok(v)
 }
 
-/// Sorted files with one of `exts` directly in `dir` (hidden ones left out), and how many other visible files
-/// there were.
-fn files_in(dir: &Path, exts: &[&str]) -> Result<(Vec<PathBuf>, usize), DataError> {
-    let (mut v, mut other) = (vec![], 0);
-    for e in std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot read folder: {e}")))?.flatten() {
-        let p = e.path();
-        if super::hidden(&e.file_name()) || !p.is_file() {
-            continue;
-        }
-        if has_ext(&p, exts) {
-            v.push(p);
-        } else {
-            other += 1;
-        }
-    }
-    v.sort();
-    Ok((v, other))
+/// What a class folder holds: files with one of these extensions, found in it and its subfolders (as
+/// torchvision's `ImageFolder` walks them), or clip folders of frames (one example each).
+#[derive(Clone, Copy, PartialEq)]
+enum Items {
+    Files(&'static [&'static str]),
+    Clips,
 }
 
+impl Items {
+    fn what(self) -> String {
+        match self {
+            Items::Files(exts) => format!("{} files", exts.join("/")),
+            Items::Clips => "clip folders (one folder of frames per clip)".into(),
+        }
+    }
+}
+
+/// The examples in class folder `dir`: with [`Items::Files`] the files with one of the extensions in it and below
+/// it (symlinks followed, hidden files and folders left out), sorted; with [`Items::Clips`] its visible
+/// subfolders, in number order of their names. Also the other visible files found (left out).
+fn items_in(dir: &Path, items: Items) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DataError> {
+    let (mut v, mut other) = (vec![], vec![]);
+    match items {
+        Items::Files(exts) => {
+            for p in super::visible_files(dir)? {
+                if has_ext(&p, exts) {
+                    v.push(p);
+                } else {
+                    other.push(p);
+                }
+            }
+            v.sort();
+        }
+        Items::Clips => {
+            for e in std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot read folder: {e}")))?.flatten() {
+                let p = e.path();
+                if super::hidden(&e.file_name()) {
+                    continue;
+                }
+                if p.is_dir() {
+                    v.push(p);
+                } else if p.is_file() {
+                    other.push(p);
+                }
+            }
+            alphanumeric_sort::sort_path_slice(&mut v);
+        }
+    }
+    other.sort();
+    Ok((v, other))
+}
 /// Entries of `dir/<class>/*`, class by class in the order of `classes`. `required` (train): every class
-/// needs a folder with files. `strict` (classes found, not given): a folder that is not a class is an error (a
+/// needs a folder with examples. `strict` (classes found, not given): a folder that is not a class is an error (a
 /// typo or a stray folder would silently lose its images); with a given class list, other folders are left out
-/// on purpose.
+/// on purpose. Other files found in the class folders are left out, named in a warning.
 fn class_tree(
     dir: &Path,
     classes: &[String],
     split: SplitName,
     required: bool,
     strict: bool,
-    exts: &[&str],
+    items: Items,
 ) -> Result<Vec<Entry>, DataError> {
     if strict {
         if let Some(stray) = subfolders(dir)?.into_iter().find(|n| !classes.contains(n)) {
@@ -64,7 +96,7 @@ fn class_tree(
         }
     }
     let mut out = vec![];
-    let mut other = 0;
+    let mut other = vec![];
     for (ci, name) in classes.iter().enumerate() {
         let folder = dir.join(name);
         if !folder.is_dir() {
@@ -73,15 +105,24 @@ fn class_tree(
             }
             continue;
         }
-        let (files, others) = files_in(&folder, exts)?;
-        other += others;
-        if files.is_empty() && required {
-            return Err(DataError::new(&folder, format!("empty class folder: no {} files; remove the folder or add some", exts.join("/"))));
+        let (found, others) = items_in(&folder, items)?;
+        other.extend(others);
+        if found.is_empty() && required {
+            return Err(DataError::new(&folder, format!("empty class folder: no {}; remove the folder or add some", items.what())));
         }
-        out.extend(files.into_iter().map(|path| Entry { path, labels: vec![ci], split, listed: String::new() }));
+        out.extend(found.into_iter().map(|path| Entry { path, labels: vec![ci], split, listed: String::new() }));
     }
-    if other > 0 {
-        tracing::warn!("{}: {other} files in the class folders are left out: not {} files", dir.display(), exts.join("/"));
+    if !other.is_empty() {
+        let rel = |p: &PathBuf| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+        let some: Vec<String> = other.iter().take(3).map(rel).collect();
+        let more = if other.len() > 3 { format!(" and {} more", other.len() - 3) } else { String::new() };
+        tracing::warn!(
+            "{}: {} files in the class folders are left out, not {}: {}{more}",
+            dir.display(),
+            other.len(),
+            items.what(),
+            some.join(", ")
+        );
     }
     Ok(out)
 }
@@ -96,16 +137,23 @@ fn class_tree(
 /// file-number order), or the devkit's `ILSVRC2012_validation_ground_truth.txt` with its `meta.mat`, looked for
 /// in `val/`, the dataset folder and its parent (and their `ILSVRC2012_devkit_t12/data/`).
 pub fn image_folders(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
-    class_folders(root, classes, IMAGE_EXTS)
+    class_folders(root, classes, Items::Files(IMAGE_EXTS))
 }
 
 /// Class folders of video files (UCF-101, Something-Something or Kinetics arranged by class), with the same
 /// split-folder rules as [`image_folders`] (no flat validation folder).
 pub fn video_folders(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
-    class_folders(root, classes, VIDEO_EXTS)
+    class_folders(root, classes, Items::Files(VIDEO_EXTS))
 }
 
-fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catalog, DataError> {
+/// Class folders of clip folders, each clip a folder of frames (`CLASS/CLIP/00001.jpg`, as frames extracted
+/// with `ffmpeg -i clip.mp4 CLIP/%05d.jpg`), with the same split-folder rules as [`image_folders`] (no flat
+/// validation folder). Each entry is a clip folder; its frames are read when it is decoded.
+pub fn frame_folders(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
+    class_folders(root, classes, Items::Clips)
+}
+
+fn class_folders(root: &Path, classes: &[String], items: Items) -> Result<Catalog, DataError> {
     let train = root.join("train");
     let split_layout = train.is_dir() && !subfolders(&train)?.is_empty();
     if !split_layout {
@@ -114,13 +162,18 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
         if classes.is_empty() {
             return Err(DataError::new(
                 root,
-                format!(
-                    "no class subfolders found: expected CLASS/*.{e} folders, or train/CLASS/*.{e} (+ val/, test/) split folders",
-                    e = exts[0]
-                ),
+                match items {
+                    Items::Files(exts) => format!(
+                        "no class subfolders found: expected CLASS/*.{e} folders, or train/CLASS/*.{e} (+ val/, test/) split folders",
+                        e = exts[0]
+                    ),
+                    Items::Clips => "no class subfolders found: expected CLASS/CLIP/ folders of frames, or train/CLASS/CLIP/ \
+                                     (+ val/, test/) split folders"
+                        .into(),
+                },
             ));
         }
-        let entries = class_tree(root, &classes, SplitName::Train, true, strict, exts)?;
+        let entries = class_tree(root, &classes, SplitName::Train, true, strict, items)?;
         let note = "class folders; val and test carved from them".to_string();
         return Ok(Catalog {
             classes,
@@ -134,22 +187,22 @@ fn class_folders(root: &Path, classes: &[String], exts: &[&str]) -> Result<Catal
     }
     let strict = classes.is_empty();
     let classes = if strict { subfolders(&train)? } else { classes.to_vec() };
-    let mut entries = class_tree(&train, &classes, SplitName::Train, true, strict, exts)?;
+    let mut entries = class_tree(&train, &classes, SplitName::Train, true, strict, items)?;
     let (val, test) = (root.join("val"), root.join("test"));
     let has_test = test.is_dir();
     let val_as = if has_test { SplitName::Val } else { SplitName::Test };
     let mut missing = vec![];
     if val.is_dir() {
-        if subfolders(&val)?.is_empty() && exts == IMAGE_EXTS {
+        if subfolders(&val)?.is_empty() && items == Items::Files(IMAGE_EXTS) {
             let (e, m) = flat_val(root, &val, &classes, val_as)?;
             entries.extend(e);
             missing = m;
         } else {
-            entries.extend(class_tree(&val, &classes, val_as, false, strict, exts)?);
+            entries.extend(class_tree(&val, &classes, val_as, false, strict, items)?);
         }
     }
     if has_test {
-        entries.extend(class_tree(&test, &classes, SplitName::Test, false, strict, exts)?);
+        entries.extend(class_tree(&test, &classes, SplitName::Test, false, strict, items)?);
     }
     let note = match (val.is_dir(), has_test) {
         (true, true) => "split folders train/, val/, test/",
@@ -279,7 +332,7 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
         }
     }
     let mut entries = vec![];
-    for path in files_in(val, IMAGE_EXTS)?.0 {
+    for path in items_in(val, Items::Files(IMAGE_EXTS))?.0 {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let stem = name.split('.').next().unwrap_or(&name).to_string();
         let key = if labels.contains_key(&stem) { Some(stem.clone()) } else { val_number(&name).map(|k| format!("ILSVRC2012_val_{k:08}")) };
@@ -483,10 +536,13 @@ mod tests {
         touch(&r.join("dog/b.webp"));
         touch(&r.join("dog/notes.txt"));
         touch(&r.join(".ipynb_checkpoints/x.png"));
+        // Images in a class folder's subfolders are its examples, as torchvision's ImageFolder walks them.
+        touch(&r.join("dog/more/c.jpg"));
+        touch(&r.join("dog/.hidden/d.jpg"));
         let c = image_folders(r, &[]).unwrap();
         assert_eq!(c.classes, ["cat", "dog"]);
         let files: Vec<&Path> = c.entries.iter().map(|e| e.path.strip_prefix(r).unwrap()).collect();
-        assert_eq!(files, [Path::new("cat/a.png"), Path::new("dog/b.webp")]);
+        assert_eq!(files, [Path::new("cat/a.png"), Path::new("dog/b.webp"), Path::new("dog/more/c.jpg")]);
         // A flat ILSVRC val/ with a hidden cache folder in it is still flat.
         let d = tempfile::tempdir().unwrap();
         let r = d.path().join("imagenet");

@@ -216,6 +216,12 @@ pub fn files_by_stem(root: &Path, exts: &[&str]) -> Result<HashMap<String, PathB
 
 /// Files below `root` whose extension is one of `exts`, as [`files_by_stem`] finds them, in walk order.
 pub fn list_files(root: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
+    Ok(visible_files(root)?.into_iter().filter(|p| has_ext(p, exts)).collect())
+}
+
+/// The regular files below `root` (recursively, symlinks followed, hidden files and folders left out), in walk
+/// order; a symlink loop is an error naming it.
+pub fn visible_files(root: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = vec![];
     let walk = walkdir::WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| e.depth() == 0 || !hidden(e.file_name()));
     for e in walk {
@@ -226,7 +232,7 @@ pub fn list_files(root: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError>
                 None => DataError::new(&at, format!("cannot list: {e}")),
             }
         })?;
-        if e.file_type().is_file() && has_ext(e.path(), exts) {
+        if e.file_type().is_file() {
             out.push(e.path().to_path_buf());
         }
     }
