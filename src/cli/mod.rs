@@ -525,8 +525,14 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Decoders' own logs stay out (symphonia's "probe reach EOF"): polyflow reports the file and what to do.
+    // `RUST_LOG` replaces this filter.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},symphonia=off")));
+    // Colours on a terminal only, never into a file or pipe, and never with NO_COLOR set.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
     for w in knobs::unknown_values(|k| std::env::var(k).ok()) {
         tracing::warn!("{w}");
     }

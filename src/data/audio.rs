@@ -48,6 +48,8 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
         )));
     };
     let (track_id, rate) = (track.id, track.codec_params.sample_rate.unwrap_or_default());
+    // Frames the header declares (a WAV's data chunk, an MP4's sample table): a file cut short decodes to fewer.
+    let declared = track.codec_params.n_frames.unwrap_or(0);
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| err(format!("unsupported audio codec in track {track_id}: {e}; supported: {SUPPORTED}")))?;
@@ -72,6 +74,12 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     }
     if out.is_empty() {
         return Err(err("audio file decodes to no samples".into()));
+    }
+    if declared > 0 && (out.len() as u64) * 10 < declared * 9 {
+        return Err(err(format!(
+            "decodes to {} of the {declared} samples its header declares: truncated (an interrupted copy or download?)",
+            out.len()
+        )));
     }
     Ok((out, rate))
 }
@@ -136,17 +144,21 @@ pub struct ClipRef {
 pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataError> {
     // `_background_noise_/` (and any `_…` folder) holds noise for augmentation, not a class.
     let classes: Vec<String> = super::images::class_folders(root)?.into_iter().filter(|c| !c.starts_with('_')).collect();
-    let list = |name: &str| -> Result<std::collections::HashSet<String>, DataError> {
+    // Each list's names (`class/file.wav`, `/` or a backslash between them), with the line that names them.
+    let list = |name: &str| -> Result<std::collections::HashMap<String, String>, DataError> {
         let p = root.join(name);
         if !p.exists() {
             return Ok(Default::default());
         }
-        Ok(std::fs::read_to_string(&p)
-            .map_err(|e| DataError::new(&p, e.to_string()))?
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect())
+        let text = super::layouts::read_text(&p)?;
+        let mut out = std::collections::HashMap::new();
+        for (i, l) in text.lines().enumerate() {
+            let l = l.trim().replace('\\', "/");
+            if !l.is_empty() {
+                out.entry(l).or_insert_with(|| format!("{}:{}", p.display(), i + 1));
+            }
+        }
+        Ok(out)
     };
     let test = list("testing_list.txt")?;
     let val = list("validation_list.txt")?;
@@ -170,9 +182,9 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
         }
         for f in files {
             let rel = format!("{c}/{}", f.file_name().unwrap().to_string_lossy());
-            let split = if test.contains(&rel) {
+            let split = if test.contains_key(&rel) {
                 "test"
-            } else if val.contains(&rel) {
+            } else if val.contains_key(&rel) {
                 "val"
             } else {
                 "train"
@@ -180,10 +192,15 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
             clips.push(ClipRef { path: f, labels: vec![ci], split: split.into(), listed: String::new() });
         }
     }
-    for name in test.iter().chain(val.iter()) {
-        if !root.join(name).exists() {
-            return Err(DataError::new(&root.join("testing_list.txt"), format!("lists `{name}`, which does not exist")));
-        }
+    // The first absent one in list order, named with its line.
+    let mut absent: Vec<(&String, &String)> = test.iter().chain(val.iter()).filter(|(name, _)| !root.join(name).exists()).map(|(n, at)| (at, n)).collect();
+    absent.sort_by(|a, b| alphanumeric_sort::compare_str(a.0, b.0));
+    if let Some((at, name)) = absent.first() {
+        let more = if absent.len() > 1 { format!(" ({} listed files are absent in all)", absent.len()) } else { String::new() };
+        return Err(DataError::new(
+            Path::new(at.as_str()),
+            format!("lists `{name}`, which does not exist{more}: is the dataset complete, or the list from another version?"),
+        ));
     }
     Ok((classes, clips))
 }
@@ -264,6 +281,52 @@ mod tests {
         assert!(err.path == p && err.message.contains("has no rows"), "{err}");
     }
     /// A file of `tests/fixtures/` (made by its `make_audio_fixtures.sh`).
+    #[test]
+    fn speech_commands_lists_drop_a_bom_and_an_absent_entry_names_its_list_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["yes/a_nohash_0.wav", "yes/b_nohash_0.wav", "no/a_nohash_0.wav", "_background_noise_/n.wav"] {
+            crate::data::layouts::touch(&d.path().join(f));
+        }
+        std::fs::write(d.path().join("testing_list.txt"), "\u{feff}yes/a_nohash_0.wav\r\n").unwrap();
+        std::fs::write(d.path().join("validation_list.txt"), "no\\a_nohash_0.wav\n").unwrap();
+        let (classes, clips) = speech_commands(d.path()).unwrap();
+        assert_eq!(classes, ["no", "yes"]);
+        let split = |f: &str| clips.iter().find(|c| c.path.ends_with(f)).map(|c| c.split.clone()).unwrap();
+        assert_eq!((split("yes/a_nohash_0.wav"), split("no/a_nohash_0.wav"), split("yes/b_nohash_0.wav")), ("test".into(), "val".into(), "train".into()));
+        std::fs::write(d.path().join("validation_list.txt"), "no/a_nohash_0.wav\nup/x_nohash_0.wav\n").unwrap();
+        let e = speech_commands(d.path()).unwrap_err();
+        assert!(e.path.ends_with("validation_list.txt:2") && e.message.contains("`up/x_nohash_0.wav`"), "{e}");
+    }
+
+    /// A 16-bit mono WAV at 8 kHz whose header declares `declared` samples, holding `held` of them.
+    fn wav_bytes(declared: u32, held: u32) -> Vec<u8> {
+        let mut b = b"RIFF".to_vec();
+        b.extend((36 + 2 * declared).to_le_bytes());
+        b.extend(b"WAVEfmt ");
+        b.extend(16u32.to_le_bytes());
+        b.extend(1u16.to_le_bytes()); // PCM
+        b.extend(1u16.to_le_bytes()); // mono
+        b.extend(8000u32.to_le_bytes());
+        b.extend(16000u32.to_le_bytes());
+        b.extend(2u16.to_le_bytes());
+        b.extend(16u16.to_le_bytes());
+        b.extend(b"data");
+        b.extend((2 * declared).to_le_bytes());
+        b.extend((0..held).flat_map(|i| ((i as i16 % 100) * 100).to_le_bytes()));
+        b
+    }
+
+    #[test]
+    fn a_wav_cut_short_is_an_error_a_whole_one_is_not() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.wav");
+        std::fs::write(&f, wav_bytes(8000, 8000)).unwrap();
+        assert_eq!(decode(&f).unwrap().0.len(), 8000);
+        std::fs::write(&f, wav_bytes(8000, 28)).unwrap();
+        let e = decode(&f).unwrap_err();
+        assert!(e.message.contains("decodes to 28 of the 8000 samples") && e.message.contains("truncated"), "{e}");
+    }
+
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
     }

@@ -645,7 +645,11 @@ impl Stage for DatasetStage {
         // 3 (moments_in_time, video_folder), 4 (kinetics): video is converted to RGB with the stream's own
         // YUV matrix and range (BT.709 for HD), not swscale's BT.601 default.
         match parse::<DatasetParams>(params).map(|p| p.format) {
-            Ok(Format::Idx | Format::Cifar10 | Format::Cifar100 | Format::SpeechCommands) => 1,
+            // 2 (speech_commands), 4 (csv, audioset, vggsound, esc50): an audio file that decodes to under 90 % of
+            // the samples its header declares (cut short) is skipped and counted, not kept as a short clip.
+            Ok(Format::SpeechCommands) => 2,
+            Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50) => 4,
+            Ok(Format::Idx | Format::Cifar10 | Format::Cifar100) => 1,
             // 2 (frames): a clip's frame files in number order (frame_2 before frame_10), not byte order.
             // 3 (frames): read as video files are (RGB, `frames` at `stride` from the centre, short side + centre
             // crop, undecodable clips skipped up to `max_bad`, split folders), not grey frames sampled uniformly.
@@ -656,7 +660,7 @@ impl Stage for DatasetStage {
             // dataset has none: the node re-runs once and everything downstream stays fresh.
             Ok(Format::ImageFolder) => 3,
             Ok(Format::VideoFolder) => 4,
-            Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50 | Format::MomentsInTime) => 3,
+            Ok(Format::MomentsInTime) => 3,
             _ => 2,
         }
     }
