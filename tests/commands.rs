@@ -361,3 +361,24 @@ fn a_node_fresh_through_an_identical_one_explains_its_edits() {
     assert!(!why.contains("never run") && why.contains("value"), "{why}");
     assert!(why.contains("1") && why.contains("2"), "the change from 1 to 2: {why}");
 }
+
+#[test]
+fn a_parameter_set_on_the_wrong_node_says_which_node_has_it() {
+    let d = tempfile::tempdir().unwrap();
+    let images = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/images.toml");
+    let text = format!(
+        "include = [\"{}\"]\n[node.x]\nkind = \"image_prep\"\ninputs = {{ data = \"digits\" }}\n[node.t]\nkind = \"task\"\ninputs = {{ data = \"x\" }}\n\
+         [node.m]\nkind = \"train\"\ninputs = {{ task = \"t\" }}\n",
+        images.display()
+    );
+    std::fs::write(d.path().join("p.toml"), text).unwrap();
+    // A task's learning rate set on the training node that reads the task.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.lr=0.1"]);
+    assert!(code == 2 && err.contains("unknown parameter `lr` for kind `train`"), "{err}");
+    assert!(err.contains("`lr` is a parameter of its input `t` (kind `task`)") && err.contains("`--set t.lr=…`"), "{err}");
+    // A parameter of a kind that is not an input: the kinds named; a typo: the nearest name.
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "t.schedule=uniform"]);
+    assert!(err.contains("`schedule` is a parameter of kind `cotrain`, not of `task`"), "{err}");
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.mlpp=3"]);
+    assert!(err.contains("did you mean `mlp`?"), "{err}");
+}

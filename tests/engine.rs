@@ -241,11 +241,14 @@ fn profiles_matrix_and_includes() {
 #[test]
 fn failure_stops_dependents_but_not_independent_branches() {
     let e = Env::new();
-    e.write("p.toml", &CHAIN.replace("x = 10\n", "x = 10\nfail = true\n"));
+    let tail = "[node.d]\nkind = \"count\"\nx = 1000\ninputs = { in = \"c\" }\n";
+    e.write("p.toml", &(CHAIN.replace("x = 10\n", "x = 10\nfail = true\n") + tail));
     let (ran, events) = e.run_with(None, RunOptions::default());
     assert_eq!(ran, ["a", "side"]);
     assert!(events.iter().any(|ev| matches!(ev, Event::Failed { id, .. } if id == "b")));
     assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because } if id == "c" && because == "b")));
+    // Skipped through a skipped node: the node that failed is named, not `c`.
+    assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because } if id == "d" && because == "b")), "{events:?}");
     assert!(e.reasons("b")[0].starts_with("last run failed: boom"));
 }
 

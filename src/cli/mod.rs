@@ -145,7 +145,7 @@ pub fn shell_quote(a: &str) -> String {
 /// Commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run what is stale among the targets (default: all nodes) and their inputs.
+    /// Run what is stale among the targets (default: the nodes the file itself declares) and their inputs.
     Run(RunArgs),
     /// Print the plan (what would run and why) without running: same as `run --dry-run`.
     Plan(RunArgs),

@@ -137,7 +137,7 @@ pub enum Event {
     Skipped {
         /// Node id.
         id: String,
-        /// The failed upstream.
+        /// The upstream node whose failure it waited on (directly or through other skipped nodes).
         because: String,
     },
     /// The end of a run.

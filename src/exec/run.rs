@@ -352,18 +352,20 @@ impl Scheduler<'_> {
 
     /// Skips every waiting node downstream of the failed node `i`, in topological order.
     fn skip_dependents(&mut self, i: usize) {
-        let mut hit: BTreeMap<usize, (usize, usize)> = BTreeMap::new(); // position → (node, because)
+        // Position → node; each is skipped because of `i` (the node that failed, not the skipped node between).
+        let mut hit: BTreeMap<usize, usize> = BTreeMap::new();
         let mut stack = vec![i];
         while let Some(f) = stack.pop() {
             for &d in self.dependents.get(&f).into_iter().flatten() {
                 let pos = self.order[&d];
                 if self.pending.contains_key(&d) && !hit.contains_key(&pos) {
-                    hit.insert(pos, (d, f));
+                    hit.insert(pos, d);
                     stack.push(d);
                 }
             }
         }
-        for (pos, (d, because)) in hit {
+        let because = i;
+        for (pos, d) in hit {
             self.pending.remove(&d);
             self.ready.remove(&(pos, d));
             self.failed.insert(d);

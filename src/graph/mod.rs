@@ -98,6 +98,37 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Where parameter `k`, unknown to node `n`'s kind, belongs instead: one of `n`'s inputs whose kind has it
+/// (a task's `lr` set on the training node that reads the task), else the kinds that have it. `None` when no
+/// kind has it (a typo: the nearest name is suggested).
+fn param_elsewhere(p: &Pipeline, n: &crate::spec::NodeSpec, k: &str, reg: &Registry) -> Option<String> {
+    let has = |kind: &str| reg.get(kind).is_some_and(|s| s.params().iter().any(|x| x.name == k));
+    let inputs: Vec<(String, String)> = n
+        .inputs
+        .values()
+        .flat_map(|(_, refs)| refs)
+        .filter_map(|r| {
+            let up = p.nodes.iter().find(|m| m.id == r.target || m.decl == r.target)?;
+            has(&up.kind).then(|| (r.target.clone(), up.kind.clone()))
+        })
+        .collect();
+    if let Some((id, kind)) = inputs.first() {
+        let which = match inputs.len() {
+            1 => format!("its input `{id}` (kind `{kind}`)"),
+            2..=3 => format!("its inputs {} (kind `{kind}`, each its own)", inputs.iter().map(|i| format!("`{}`", i.0)).collect::<Vec<_>>().join(", ")),
+            more => format!("its inputs `{id}` and {} more (kind `{kind}`, each its own)", more - 1),
+        };
+        return Some(format!(
+            "`{k}` is a parameter of {which}, not of `{}` nodes: set it there (`--set {id}.{k}=…` or `[node.{id}] {k} = …`)",
+            n.kind
+        ));
+    }
+    let kinds: Vec<&str> = reg.kinds().filter(|kind| has(kind)).collect();
+    (!kinds.is_empty()).then(|| {
+        format!("`{k}` is a parameter of kind{} {}, not of `{}`", if kinds.len() == 1 { "" } else { "s" }, kinds.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "), n.kind)
+    })
+}
+
 /// Validates `p` against `reg` and builds the DAG.
 pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     check_dormant(&p, reg)?;
@@ -116,9 +147,8 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         let mut params = serde_json::Map::new();
         for (k, e) in &n.params {
             let Some(spec) = specs.iter().find(|s| s.name == k) else {
-                let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
                 return Err(SpecError::at(src, e.key_span, K::UnknownKey, format!("unknown parameter `{k}` for kind `{}`", n.kind))
-                    .help(suggest(k, names.iter().copied())));
+                    .help(param_elsewhere(&p, n, k, reg).unwrap_or_else(|| suggest(k, specs.iter().map(|s| s.name)))));
             };
             match spec.ty.check(&e.value.to_json()) {
                 Ok(v) => {
