@@ -381,4 +381,9 @@ fn a_parameter_set_on_the_wrong_node_says_which_node_has_it() {
     assert!(err.contains("`schedule` is a parameter of kind `cotrain`, not of `task`"), "{err}");
     let (_, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.mlpp=3"]);
     assert!(err.contains("did you mean `mlp`?"), "{err}");
+    // A patch is whole numbers, one per axis.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.image_patch=[16.5,16]"]);
+    assert!(code == 2 && err.contains("`image_patch`: 16.5 is not a whole number of at least 1"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.video_patch=[2,16]"]);
+    assert!(code == 2 && err.contains("has 2 numbers; it takes 3 ([t, h, w])"), "{err}");
 }

@@ -82,6 +82,20 @@ pub fn model_params() -> Vec<ParamSpec> {
 }
 
 impl ModelParams {
+    /// Each patch list has its modality's axes (image and audio 2, video 3), each a whole number of at least 1
+    /// (the list type takes any number: `16.5` was truncated to 16 without a word). `Err((param, message))`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        for (name, v, axes) in [("image_patch", &self.image_patch, 2), ("audio_patch", &self.audio_patch, 2), ("video_patch", &self.video_patch, 3)] {
+            if v.len() != axes {
+                return Err((name.into(), format!("has {} numbers; it takes {axes} ({})", v.len(), if axes == 3 { "[t, h, w]" } else { "[h, w]" })));
+            }
+            if let Some(x) = v.iter().find(|x| x.fract() != 0.0 || **x < 1.0) {
+                return Err((name.into(), format!("{x} is not a whole number of at least 1")));
+            }
+        }
+        Ok(())
+    }
+
     /// The transformer size: the preset with the non-zero overrides.
     pub fn size(&self) -> Size {
         let mut s = Size::preset(self.size.name()).unwrap_or(Size { dim: 64, depth: 4, heads: 4, mlp: 128 });
@@ -101,6 +115,10 @@ pub fn effective_size(params: &serde_json::Value, m: &ModelParams) -> serde_json
     let s = m.size();
     for (k, n) in [("dim", s.dim), ("depth", s.depth), ("heads", s.heads), ("mlp", s.mlp)] {
         v[k] = json!(n);
+    }
+    // Patches as the whole numbers they are (the list type holds them as floats).
+    for (k, p) in [("image_patch", &m.image_patch), ("audio_patch", &m.audio_patch), ("video_patch", &m.video_patch)] {
+        v[k] = json!(ints(p));
     }
     v
 }

@@ -163,7 +163,7 @@ impl Stage for FeaturesStage {
         Resources { cpu_slots: 1, devices: u32::from(Backend::from_env(env).is_ok_and(Backend::holds_device)) }
     }
     fn validate(&self, params: &Value) -> Result<(), (String, String)> {
-        parse_checked::<FeaturesParams>(params, &self.params()).map(|_| ())
+        parse_checked::<FeaturesParams>(params, &self.params()).and_then(|p| p.model.check())
     }
     fn check_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), crate::stage::Problem> {
         // The checkpoint is the initial model only without a trained `model` input (whose encoder is used).

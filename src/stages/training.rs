@@ -524,6 +524,7 @@ impl Stage for TrainStage {
         } else {
             parse_checked::<TrainParams>(params, &specs).map(|p| (p.model, p.optim))?
         };
+        model.check()?;
         match optim.fused_only().first() {
             Some((param, what, off)) if model.gelu == Gelu::Erf => Err((
                 param.to_string(),
