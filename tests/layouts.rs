@@ -118,12 +118,21 @@ fn cifar10_any_number_of_batches_and_an_empty_one() {
     std::fs::create_dir_all(&r).unwrap();
     std::fs::write(r.join("data_batch_1.bin"), cifar_batch(10, 3)).unwrap();
     std::fs::write(r.join("test_batch.bin"), cifar_batch(4, 1)).unwrap();
+    let names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+    std::fs::write(r.join("batches.meta.txt"), names.join("\n") + "\n\n").unwrap();
     let (code, err, show) = ingest(d.path(), "format = \"cifar10\"\npath = \"cifar\"\nval_fraction = 0.2");
     assert_eq!(code, 0, "{err}");
     assert_eq!((count(&show, "train"), count(&show, "val"), count(&show, "test")), (8, 2, 4), "{show}");
+    assert!(show.contains("cat") && show.contains("automobile"), "the class names it ships: {show}");
     std::fs::write(r.join("data_batch_2.bin"), b"").unwrap();
     let (code, err, _) = ingest(d.path(), "format = \"cifar10\"\npath = \"cifar\"\nval_fraction = 0.2");
     assert!(code == 2 && err.contains("data_batch_2.bin") && err.contains("is empty (0 bytes)"), "{err}");
+    // The Python version (pickles) is named as such, with the one to get.
+    let py = d.path().join("py/cifar-10-batches-py");
+    std::fs::create_dir_all(&py).unwrap();
+    std::fs::write(py.join("data_batch_1"), b"\x80\x02").unwrap();
+    let (code, err, _) = ingest(d.path(), "format = \"cifar10\"\npath = \"py\"");
+    assert!(code == 2 && err.contains("CIFAR-10's Python version (pickles)") && err.contains("cifar-10-binary.tar.gz"), "{err}");
 }
 
 /// Where a dataset is is not part of its key, its content is: the folder moved to another disk (an absolute

@@ -154,7 +154,11 @@ fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<
         let (tr, te) = (dir.join("train.bin"), dir.join("test.bin"));
         for f in [&tr, &te] {
             if !f.is_file() {
-                return Err(StageError::input(format!("{}: missing; CIFAR-100 binary needs train.bin and test.bin", f.display())));
+                return Err(StageError::input(format!(
+                    "{}: missing; CIFAR-100 binary needs train.bin and test.bin{}",
+                    f.display(),
+                    cifar_python_hint(&dir, true)
+                )));
             }
         }
         return Ok((vec![tr], vec![te]));
@@ -172,13 +176,44 @@ fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<
     let test = dir.join("test_batch.bin");
     if batches.is_empty() || !test.is_file() {
         return Err(StageError::input(format!(
-            "{}: CIFAR-10 binary needs data_batch_1.bin … (any number) and test_batch.bin; found {} batch files{}",
+            "{}: CIFAR-10 binary needs data_batch_1.bin … (any number) and test_batch.bin; found {} batch files{}{}",
             dir.display(),
             batches.len(),
-            if test.is_file() { "" } else { " and no test_batch.bin" }
+            if test.is_file() { "" } else { " and no test_batch.bin" },
+            cifar_python_hint(&dir, false)
         )));
     }
     Ok((batches.into_iter().map(|(_, p)| p).collect(), vec![test]))
+}
+
+/// The class names a CIFAR binary folder ships (`batches.meta.txt` for CIFAR-10, `fine_label_names.txt` or
+/// `coarse_label_names.txt` for CIFAR-100: one per line, in label order), where present.
+fn cifar_names(root: &Path, c100: bool, coarse: bool) -> Option<Vec<String>> {
+    let sub = root.join(if c100 { "cifar-100-binary" } else { "cifar-10-batches-bin" });
+    let dir = if sub.is_dir() { sub } else { root.to_path_buf() };
+    let file = match (c100, coarse) {
+        (false, _) => "batches.meta.txt",
+        (true, false) => "fine_label_names.txt",
+        (true, true) => "coarse_label_names.txt",
+    };
+    let text = crate::data::layouts::read_text(&dir.join(file)).ok()?;
+    Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+/// What to do when a CIFAR folder holds the Python version (pickles: `data_batch_1`, `batches.meta`, or its
+/// `cifar-10-batches-py/` folder; CIFAR-100's `train`, `meta`, `cifar-100-python/`) instead of the binary one.
+fn cifar_python_hint(dir: &Path, c100: bool) -> &'static str {
+    let python = if c100 { ["train", "meta"] } else { ["data_batch_1", "batches.meta"] };
+    let folder = dir.join(if c100 { "cifar-100-python" } else { "cifar-10-batches-py" });
+    if python.iter().all(|f| dir.join(f).is_file()) || folder.is_dir() {
+        if c100 {
+            "; this is CIFAR-100's Python version (pickles): use the binary version, cifar-100-binary.tar.gz"
+        } else {
+            "; this is CIFAR-10's Python version (pickles): use the binary version, cifar-10-binary.tar.gz"
+        }
+    } else {
+        ""
+    }
 }
 
 /// Streams the examples of `pool` (sources indexed one after another) once, each into the split whose
@@ -649,7 +684,10 @@ impl Stage for DatasetStage {
             // the samples its header declares (cut short) is skipped and counted, not kept as a short clip.
             Ok(Format::SpeechCommands) => 2,
             Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50) => 4,
-            Ok(Format::Idx | Format::Cifar10 | Format::Cifar100) => 1,
+            // 2 (cifar10, cifar100): the class names the binary version ships (batches.meta.txt,
+            // fine_label_names.txt / coarse_label_names.txt), not "0".."9".
+            Ok(Format::Cifar10 | Format::Cifar100) => 2,
+            Ok(Format::Idx) => 1,
             // 2 (frames): a clip's frame files in number order (frame_2 before frame_10), not byte order.
             // 3 (frames): read as video files are (RGB, `frames` at `stride` from the centre, short side + centre
             // crop, undecodable clips skipped up to `max_bad`, split folders), not grey frames sampled uniformly.
@@ -701,7 +739,11 @@ impl Stage for DatasetStage {
                     } else {
                         100
                     };
-                    (tr, te, class_list(&root, &p.classes, n))
+                    let classes = match cifar_names(&root, c100, p.coarse) {
+                        Some(names) if p.classes.is_empty() && names.len() == n => names,
+                        _ => class_list(&root, &p.classes, n),
+                    };
+                    (tr, te, classes)
                 };
                 if p.resplit {
                     // Pool the given splits and re-split with the seed (for files whose splits are not
