@@ -205,6 +205,24 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
     Ok((classes, clips))
 }
 
+/// Whether a manifest's first row is a header: its first column named like a path column (`path`, `file`,
+/// `filename`, …) or its second like a label column (`label`, `class`, …), in any case.
+fn is_header(rec: &csv::StringRecord) -> bool {
+    let name = |k: usize, names: &[&str]| rec.get(k).is_some_and(|f| names.contains(&f.trim().to_ascii_lowercase().as_str()));
+    name(0, &["path", "file", "filename", "file_name", "filepath", "file_path", "fname", "audio", "clip", "video", "image", "name"])
+        || name(1, &["label", "labels", "class", "classes", "category", "target", "tag", "tags"])
+}
+
+/// The split a manifest row names: `train`, `val` or `test`, or a common other name for one of them.
+fn split_name(s: &str) -> Option<&'static str> {
+    match s.to_ascii_lowercase().as_str() {
+        "train" | "training" => Some("train"),
+        "val" | "valid" | "validation" | "dev" => Some("val"),
+        "test" | "testing" => Some("test"),
+        _ => None,
+    }
+}
+
 /// A CSV manifest `path,label[,split]` (header row optional, paths relative to the CSV's folder).
 /// With `multilabel`, the label field holds several labels separated by `;` or `,` (AudioSet style, quoted).
 /// `classes` fixes the class list; empty = sorted labels found.
@@ -221,7 +239,8 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
     let mut rows = vec![];
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| DataError::new(csv_path, format!("line {}: {e}", i + 1)))?;
-        if i == 0 && rec.get(0).is_some_and(|f| f.trim() == "path") {
+        // A header: the first row, naming no file, with a column name where the path or label would be.
+        if i == 0 && rec.get(0).is_some_and(|f| !base.join(f.trim()).is_file()) && is_header(&rec) {
             continue;
         }
         if rec.len() < 2 {
@@ -232,10 +251,14 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
         } else {
             vec![rec[1].trim().to_string()]
         };
-        let split = rec.get(2).map(|s| s.trim().to_string()).unwrap_or_else(|| "train".into());
-        if !matches!(split.as_str(), "train" | "val" | "test") {
-            return Err(DataError::new(csv_path, format!("line {}: split `{split}` is not train, val or test", i + 1)));
-        }
+        let given = rec.get(2).map(str::trim).filter(|s| !s.is_empty()).unwrap_or("train");
+        let Some(split) = split_name(given) else {
+            return Err(DataError::new(
+                csv_path,
+                format!("line {}: split `{given}` is not train, val or test (nor training, valid, validation, dev, testing)", i + 1),
+            ));
+        };
+        let split = split.to_string();
         rows.push((i + 1, base.join(rec[0].trim()), labels, split));
     }
     if rows.is_empty() {
@@ -279,6 +302,17 @@ mod tests {
         std::fs::write(&p, "path,label,split\n").unwrap();
         let err = csv_manifest(&p, &[], false).unwrap_err();
         assert!(err.path == p && err.message.contains("has no rows"), "{err}");
+        // Other header names, other split names; a first row naming a file is data, whatever its words.
+        std::fs::write(&p, "File,Class,Split\na.wav,dog,Training\nb.wav,cat,valid\nc.wav,cat,dev\n").unwrap();
+        let (classes, clips) = csv_manifest(&p, &[], false).unwrap();
+        assert_eq!(classes, ["cat", "dog"]);
+        assert_eq!(clips.iter().map(|c| c.split.as_str()).collect::<Vec<_>>(), ["train", "val", "val"]);
+        crate::data::layouts::touch(&d.path().join("file"));
+        std::fs::write(&p, "file,label\nb.wav,cat\n").unwrap();
+        assert_eq!(csv_manifest(&p, &[], false).unwrap().1.len(), 2, "`file` exists: a data row");
+        std::fs::write(&p, "a.wav,dog,holdout\n").unwrap();
+        let err = csv_manifest(&p, &[], false).unwrap_err();
+        assert!(err.message.contains("line 1: split `holdout` is not train, val or test"), "{err}");
     }
     /// A file of `tests/fixtures/` (made by its `make_audio_fixtures.sh`).
     #[test]

@@ -681,7 +681,8 @@ impl Stage for DatasetStage {
         // YUV matrix and range (BT.709 for HD), not swscale's BT.601 default.
         match parse::<DatasetParams>(params).map(|p| p.format) {
             // 2 (speech_commands), 4 (csv, audioset, vggsound, esc50): an audio file that decodes to under 90 % of
-            // the samples its header declares (cut short) is skipped and counted, not kept as a short clip.
+            // the samples its header declares (cut short) is skipped and counted, not kept as a short clip; a CSV
+            // manifest's header may name its columns otherwise (`file,class`: not a row of class `class`).
             Ok(Format::SpeechCommands) => 2,
             Ok(Format::Csv | Format::Audioset | Format::Vggsound | Format::Esc50) => 4,
             // 2 (cifar10, cifar100): the class names the binary version ships (batches.meta.txt,
