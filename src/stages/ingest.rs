@@ -443,7 +443,7 @@ impl DatasetStage {
         let rule = SplitRule { val_fraction: p.val_fraction, test_fraction: p.test_fraction, limit: p.limit, seed: ctx.seed() };
         let outcome = ingest(ctx, &cat, &decoder, multilabel, &rule, p.shard_mb << 20, p.max_bad)?;
         let decoded: usize = outcome.sizes.values().sum::<usize>() + outcome.bad.len();
-        check_loss("could not be decoded", &lost(&outcome.bad), decoded, p.max_bad, "max_bad")?;
+        check_loss("could not be decoded", &lost(&outcome.bad), decoded, p.max_bad, "max_bad", p.limit > 0)?;
         if !cat.missing.is_empty() || !outcome.bad.is_empty() || !cat.duplicates.is_empty() {
             ctx.out.put_json("skipped.json", &json!({"missing": cat.missing, "undecodable": outcome.bad, "duplicates": cat.duplicates}))?;
         }

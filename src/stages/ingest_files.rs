@@ -120,17 +120,50 @@ pub fn check_declared(cat: &Catalog) -> Result<(), StageError> {
     Ok(())
 }
 
-/// Fails when more than `max` of `total` were lost.
-pub fn check_loss(what: &str, lost: &[String], total: usize, max: f64, param: &str) -> Result<(), StageError> {
-    if lost.is_empty() || (lost.len() as f64) <= max * total as f64 {
+/// Whether `k` lost of `n` is too many for a share of at most `max`. Of the whole dataset: more than `max · n`.
+/// Of a sample (`limit`), whose share only estimates the dataset's: so many would be unlikely were at most
+/// `max` of the dataset lost, P(X ≥ k) < 5 % for X ~ Binomial(n, max) (one bad file among a smoke run's 48
+/// is no evidence that over 1 % of the dataset is bad; three are). Monotone in `k`: once true, more losses keep
+/// it true.
+pub fn too_many(k: usize, n: usize, max: f64, sample: bool) -> bool {
+    if k == 0 {
+        return false;
+    }
+    if !sample {
+        return k as f64 > max * n as f64;
+    }
+    if max >= 1.0 {
+        return false;
+    }
+    if max <= 0.0 {
+        return true;
+    }
+    // P(X < k) = Σ_{i<k} C(n, i) pⁱ (1 − p)ⁿ⁻ⁱ, term by term in logs (n up to millions).
+    let (lp, lq) = (max.ln(), (1.0 - max).ln());
+    let mut log_term = n as f64 * lq;
+    let mut below = 0.0;
+    for i in 0..k.min(n + 1) {
+        below += log_term.exp();
+        log_term += ((n - i) as f64).ln() - ((i + 1) as f64).ln() + lp - lq;
+    }
+    1.0 - below < 0.05
+}
+
+/// Fails when too many of `total` were lost (see [`too_many`]; `sample`: `total` is a `limit`ed subset).
+pub fn check_loss(what: &str, lost: &[String], total: usize, max: f64, param: &str, sample: bool) -> Result<(), StageError> {
+    if !too_many(lost.len(), total, max, sample) {
         return Ok(());
     }
     let first: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
+    let above = if sample {
+        format!("with `limit`, a sample: that many would be unlikely, p < 0.05, were at most {param} = {:.1} % of the dataset bad", 100.0 * max)
+    } else {
+        format!("above {param} = {:.1} %", 100.0 * max)
+    };
     Err(StageError::input(format!(
-        "{} of {total} examples {what} ({:.1} %, above {param} = {:.1} %); first: {}. Fix or remove those files, or raise `{param}`",
+        "{} of {total} examples {what} ({:.1} %, {above}); first: {}. Fix or remove those files, or raise `{param}`",
         lost.len(),
         100.0 * lost.len() as f64 / total.max(1) as f64,
-        100.0 * max,
         first.join("; ")
     )))
 }
@@ -141,7 +174,7 @@ pub fn check_missing(ctx: &StageCtx<'_>, missing: &[Missing], listed: usize, max
         tracing::warn!("{}: {} of {listed} listed examples have no file (listed in skipped.json)", ctx.id, missing.len());
     }
     let lost: Vec<String> = missing.iter().map(|m| format!("{} ({})", m.file, m.listed)).collect();
-    check_loss("listed are absent", &lost, listed, max_missing, "max_missing")
+    check_loss("listed are absent", &lost, listed, max_missing, "max_missing", false)
 }
 
 /// Decodes and writes the three splits of `cat` as shards of `budget` bytes; returns split sizes and the
@@ -221,8 +254,8 @@ pub fn ingest(
             }
             done += part.len();
             // Past `max_bad` the node fails whatever the rest holds: say so now, not after decoding all of it.
-            if out.bad.len() as f64 > max_bad * total as f64 {
-                check_loss("could not be decoded", &lost(&out.bad), total, max_bad, "max_bad")?;
+            if too_many(out.bad.len(), total, max_bad, rule.limit > 0) {
+                check_loss("could not be decoded", &lost(&out.bad), total, max_bad, "max_bad", rule.limit > 0)?;
             }
         }
         if split == SplitName::Train && w.is_empty() {
@@ -295,8 +328,14 @@ mod tests {
     #[test]
     fn loss_threshold() {
         let lost = vec!["a.jpg".to_string()];
-        assert!(check_loss("could not be decoded", &lost, 100, 0.01, "max_bad").is_ok());
-        let e = check_loss("could not be decoded", &lost, 50, 0.01, "max_bad").unwrap_err();
+        assert!(check_loss("could not be decoded", &lost, 100, 0.01, "max_bad", false).is_ok());
+        let e = check_loss("could not be decoded", &lost, 50, 0.01, "max_bad", false).unwrap_err();
         assert!(e.to_string().contains("1 of 50 examples could not be decoded") && e.to_string().contains("a.jpg"), "{e}");
+        // A `limit`ed sample: one bad file among 50 is no evidence of over 1 %; three are (P(X ≥ 3) = 1.4 %).
+        assert!(check_loss("could not be decoded", &lost, 50, 0.01, "max_bad", true).is_ok());
+        assert!(!too_many(2, 50, 0.01, true) && too_many(3, 50, 0.01, true));
+        assert!(too_many(1, 50, 0.0, true) && !too_many(50, 50, 1.0, true) && !too_many(0, 50, 0.0, true));
+        // Large samples: close to the whole-dataset rule (1.3 % of 100,000 is far above 1 %).
+        assert!(too_many(1300, 100_000, 0.01, true) && !too_many(1000, 100_000, 0.01, true));
     }
 }
