@@ -779,3 +779,30 @@ fn a_whole_video_named_by_its_id_is_cut_to_its_rows_segment() {
     let crossings = x[16_000..32_000].windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
     assert!(x.len() == 160_000 && (5_900..6_100).contains(&crossings), "{} samples, {crossings} crossings", x.len());
 }
+
+#[test]
+fn an_empty_split_or_a_class_never_tested_is_warned_of() {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path().join("imgs");
+    for c in ["bird", "cat"] {
+        for i in 0..2 {
+            jpeg(&r.join(format!("{c}/{i}.jpg")), 8, 8, 10);
+        }
+    }
+    // Four images: a tenth carved as test is none.
+    let (code, err, _) = ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8\ntest_fraction = 0.1\nval_fraction = 0.3");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the test split is empty") && err.contains("raise `test_fraction`"), "{err}");
+    // ImageNet-style split folders whose val/ (the test split) lacks a class.
+    std::fs::remove_dir_all(&r).unwrap();
+    for c in ["bird", "cat"] {
+        for i in 0..3 {
+            jpeg(&r.join(format!("train/{c}/{i}.jpg")), 8, 8, 10);
+        }
+    }
+    jpeg(&r.join("val/cat/0.jpg"), 8, 8, 10);
+    let (code, err, _) = ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 of 2 classes have no test example (bird)"), "{err}");
+    assert!(!err.contains("split is empty"), "{err}");
+}

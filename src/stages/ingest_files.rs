@@ -177,6 +177,41 @@ pub fn check_missing(ctx: &StageCtx<'_>, missing: &[Missing], listed: usize, max
     check_loss("listed are absent", &lost, listed, max_missing, "max_missing", false)
 }
 
+/// Warns of what makes results hollow while the node succeeds: an empty val or test split (a model trained on
+/// it has no metric there; a table prints `–`), and classes without a test example (their accuracy is never
+/// measured). Multi-label data (AudioSet's rare classes) is left to its mAP. A `limit`ed run is a sample and
+/// says nothing of the dataset: no class warning there.
+fn warn_thin_splits(id: &str, cat: &Catalog, splits: &[(SplitName, Vec<usize>)], sample: bool) {
+    for (split, idx) in splits {
+        if idx.is_empty() && *split != SplitName::Train {
+            tracing::warn!(
+                "{id}: the {} split is empty: a model trained on this data has no {} metric (a table shows –); add examples, \
+                 or give the layout its own {} split, or raise `{}_fraction`",
+                split.as_str(),
+                split.as_str(),
+                split.as_str(),
+                split.as_str()
+            );
+        }
+    }
+    let Some((_, test)) = splits.iter().find(|(s, v)| *s == SplitName::Test && !v.is_empty()) else { return };
+    if sample || cat.entries.iter().any(|e| e.labels.len() != 1) {
+        return;
+    }
+    let mut seen = vec![false; cat.classes.len()];
+    test.iter().for_each(|&i| seen[cat.entries[i].labels[0]] = true);
+    let absent: Vec<&str> = cat.classes.iter().zip(&seen).filter(|(_, s)| !**s).map(|(c, _)| c.as_str()).collect();
+    if !absent.is_empty() {
+        let more = if absent.len() > 5 { format!(" and {} more", absent.len() - 5) } else { String::new() };
+        tracing::warn!(
+            "{id}: {} of {} classes have no test example ({}{more}): their accuracy is not measured",
+            absent.len(),
+            cat.classes.len(),
+            absent[..absent.len().min(5)].join(", ")
+        );
+    }
+}
+
 /// Decodes and writes the three splits of `cat` as shards of `budget` bytes; returns split sizes and the
 /// skipped files.
 pub fn ingest(
@@ -191,6 +226,7 @@ pub fn ingest(
     let k = cat.classes.len();
     let mut out = Outcome::default();
     let splits = assign(cat, rule);
+    warn_thin_splits(ctx.id, cat, &splits, rule.limit > 0);
     let total: usize = splits.iter().map(|(_, v)| v.len()).sum();
     let mut done = 0usize;
     let chunk = (rayon::current_num_threads() * 8).max(16);
