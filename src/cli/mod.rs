@@ -537,6 +537,14 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         tracing::warn!("{w}");
     }
     let verbose = cli.verbose > 0;
+    // Machine output asked for: an error is also a JSON line on stdout, so a consumer gets JSON either way.
+    let json = match &cli.command {
+        Command::Run(a) | Command::Plan(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Params(a) => a.json,
+        Command::Compare(a) => a.json,
+        _ => false,
+    };
     let result = match cli.command {
         Command::Run(a) if a.dry_run => plan(a, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
@@ -579,6 +587,9 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e:#}");
+            if json {
+                println!("{}", serde_json::json!({"event": "error", "exit": e.code(), "message": format!("{e:#}")}));
+            }
             e.code()
         }
     }

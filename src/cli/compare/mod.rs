@@ -59,7 +59,7 @@ pub struct CompareArgs {
     csv: bool,
     /// JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Only fresh values: a stale node shows none, not its nearest earlier run's (outdated) values.
     #[arg(long)]
     fresh_only: bool,
