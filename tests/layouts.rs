@@ -133,6 +133,9 @@ fn cifar10_any_number_of_batches_and_an_empty_one() {
     std::fs::write(py.join("data_batch_1"), b"\x80\x02").unwrap();
     let (code, err, _) = ingest(d.path(), "format = \"cifar10\"\npath = \"py\"");
     assert!(code == 2 && err.contains("CIFAR-10's Python version (pickles)") && err.contains("cifar-10-binary.tar.gz"), "{err}");
+    // Found by `plan` already, before anything queues behind the node.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("`path` does not hold the cifar10 layout") && err.contains("nothing was run"), "{err}");
 }
 
 /// Where a dataset is is not part of its key, its content is: the folder moved to another disk (an absolute

@@ -622,15 +622,27 @@ impl Stage for DatasetStage {
         if p.path.is_empty() {
             return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?", p.format)).into());
         }
-        let root = base.join(&p.path);
-        if !root.exists() {
-            return Err(("path".to_string(), format!("`{}` does not exist (check the dataset `path`)", root.display())).into());
-        }
+        // A rebuild first: it takes longest, and a path set next would only meet this.
         if p.format.needs_video() && !video_file::AVAILABLE {
             return Err(Problem::installation(
                 "format",
                 format!("= \"{}\" decodes video files, and {}", p.format, video_file::UNAVAILABLE),
             ));
+        }
+        let root = base.join(&p.path);
+        if !root.exists() {
+            return Err(("path".to_string(), format!("`{}` does not exist (check the dataset `path`)", root.display())).into());
+        }
+        // The layouts made of fixed files: each file there, before anything queues behind the node.
+        let fixed = match p.format {
+            Format::Cifar10 | Format::Cifar100 => cifar_files(&root, p.format == Format::Cifar100).map(|_| ()),
+            Format::Idx => ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+                .iter()
+                .try_for_each(|f| find(&root, f).map(|_| ())),
+            _ => Ok(()),
+        };
+        if let Err(e) = fixed {
+            return Err(("path".to_string(), format!("does not hold the {} layout: {}", p.format, e.message)).into());
         }
         if p.fps > 0 && !p.format.needs_video() {
             return Err(("fps".to_string(), format!("resamples video files, and format = \"{}\" has none: remove `fps`", p.format)).into());
