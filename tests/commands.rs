@@ -384,7 +384,10 @@ fn a_parameter_set_on_the_wrong_node_says_which_node_has_it() {
     // Asked for JSON, the error is a JSON line on stdout too.
     let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--json", "--set", "m.lr=0.1"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert!(code == 2 && v["event"] == "error" && v["exit"] == 2 && v["message"].as_str().unwrap().contains("unknown parameter `lr`"), "{v}");
+    assert!(
+        code == 2 && v["event"] == "error" && v["exit"] == 2 && v["message"].as_str().unwrap().contains("unknown parameter `lr`"),
+        "{v}"
+    );
     // A patch is whole numbers, one per axis.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.image_patch=[16.5,16]"]);
     assert!(code == 2 && err.contains("`image_patch`: 16.5 is not a whole number of at least 1"), "{err}");

@@ -87,7 +87,9 @@ fn frame_folders_are_read_as_video_in_colour_and_a_bad_frame_skips_its_clip() {
                 for f in 1..=6u32 {
                     let p = r.join(format!("{split}/{c}/clip {clip}/{f:05}.png"));
                     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                    image::RgbImage::from_pixel(16, 12, image::Rgb([red, 20 * f as u8, 255 - red])).save_with_format(&p, image::ImageFormat::Png).unwrap();
+                    image::RgbImage::from_pixel(16, 12, image::Rgb([red, 20 * f as u8, 255 - red]))
+                        .save_with_format(&p, image::ImageFormat::Png)
+                        .unwrap();
                 }
             }
         }
@@ -793,7 +795,8 @@ fn an_empty_split_or_a_class_never_tested_is_warned_of() {
         }
     }
     // Four images: a tenth carved as test is none.
-    let (code, err, _) = ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8\ntest_fraction = 0.1\nval_fraction = 0.3");
+    let (code, err, _) =
+        ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8\ntest_fraction = 0.1\nval_fraction = 0.3");
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("the test split is empty") && err.contains("raise `test_fraction`"), "{err}");
     // ImageNet-style split folders whose val/ (the test split) lacks a class.

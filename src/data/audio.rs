@@ -193,7 +193,8 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
         }
     }
     // The first absent one in list order, named with its line.
-    let mut absent: Vec<(&String, &String)> = test.iter().chain(val.iter()).filter(|(name, _)| !root.join(name).exists()).map(|(n, at)| (at, n)).collect();
+    let mut absent: Vec<(&String, &String)> =
+        test.iter().chain(val.iter()).filter(|(name, _)| !root.join(name).exists()).map(|(n, at)| (at, n)).collect();
     absent.sort_by(|a, b| alphanumeric_sort::compare_str(a.0, b.0));
     if let Some((at, name)) = absent.first() {
         let more = if absent.len() > 1 { format!(" ({} listed files are absent in all)", absent.len()) } else { String::new() };
@@ -326,7 +327,10 @@ mod tests {
         let (classes, clips) = speech_commands(d.path()).unwrap();
         assert_eq!(classes, ["no", "yes"]);
         let split = |f: &str| clips.iter().find(|c| c.path.ends_with(f)).map(|c| c.split.clone()).unwrap();
-        assert_eq!((split("yes/a_nohash_0.wav"), split("no/a_nohash_0.wav"), split("yes/b_nohash_0.wav")), ("test".into(), "val".into(), "train".into()));
+        assert_eq!(
+            (split("yes/a_nohash_0.wav"), split("no/a_nohash_0.wav"), split("yes/b_nohash_0.wav")),
+            ("test".into(), "val".into(), "train".into())
+        );
         std::fs::write(d.path().join("validation_list.txt"), "no/a_nohash_0.wav\nup/x_nohash_0.wav\n").unwrap();
         let e = speech_commands(d.path()).unwrap_err();
         assert!(e.path.ends_with("validation_list.txt:2") && e.message.contains("`up/x_nohash_0.wav`"), "{e}");

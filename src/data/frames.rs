@@ -27,10 +27,7 @@ pub fn frame_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 pub fn decode(dir: &Path, spec: &ClipSpec) -> Result<Vec<u8>, DataError> {
     let files = frame_files(dir)?;
     if files.is_empty() {
-        return Err(DataError::new(
-            dir,
-            format!("clip folder has no frames (no {} files)", super::layouts::IMAGE_EXTS.join("/")),
-        ));
+        return Err(DataError::new(dir, format!("clip folder has no frames (no {} files)", super::layouts::IMAGE_EXTS.join("/"))));
     }
     let s = spec.size;
     let mut out = Vec::with_capacity(spec.record_len());
@@ -79,7 +76,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         // 12 frames, unpadded numbers; frame k is (10k, 200, 255 − 10k), 8 wide and 4 high.
         for k in 0..12u8 {
-            image::RgbImage::from_pixel(8, 4, image::Rgb([10 * k, 200, 255 - 10 * k])).save(d.path().join(format!("frame_{k}.png"))).unwrap();
+            image::RgbImage::from_pixel(8, 4, image::Rgb([10 * k, 200, 255 - 10 * k]))
+                .save(d.path().join(format!("frame_{k}.png")))
+                .unwrap();
         }
         // A PNG named .jpg decodes (the format is read from the bytes); hidden files and other files are not frames.
         std::fs::write(d.path().join(".frame_99.png"), b"x").unwrap();

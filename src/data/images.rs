@@ -144,11 +144,18 @@ pub fn cifar(files: &[PathBuf], cifar100: bool, coarse: bool) -> Result<Images, 
         }
         let mut r = std::io::BufReader::with_capacity(1 << 20, open(f)?);
         let mut buf = vec![0u8; rec];
-        for _ in 0..len / rec {
+        for n in 0..len / rec {
             r.read_exact(&mut buf).map_err(|e| DataError::new(f, format!("cannot read: {e}")))?;
             let label = if cifar100 && !coarse { buf[1] } else { buf[0] } as i64;
             if label >= classes {
-                return Err(DataError::new(f, format!("label {label} is not in the class list ({classes} classes)")));
+                return Err(DataError::new(
+                    f,
+                    format!(
+                        "record {n} (byte {}): label {label} is not in the class list ({classes} classes): the file is damaged, or \
+                         not this dataset's (CIFAR-100 for CIFAR-10?)",
+                        n * rec
+                    ),
+                ));
             }
             labels.push(label);
         }

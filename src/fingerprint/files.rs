@@ -441,7 +441,15 @@ fn read_level(dir: &Path, rel: &str, up: &[(u64, u64)], hidden: Hidden) -> Resul
         let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
         let ft = e.file_type().map_err(err(&path))?;
         // Symlinks are followed (a dataset folder of links to the real files is common).
-        let meta = if ft.is_symlink() { std::fs::metadata(&path) } else { e.metadata() }.map_err(err(&path))?;
+        let meta = match if ft.is_symlink() { std::fs::metadata(&path) } else { e.metadata() } {
+            Ok(m) => m,
+            Err(x) if ft.is_symlink() && x.kind() == std::io::ErrorKind::NotFound => {
+                let to = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+                let what = std::io::Error::other(format!("a symlink to {to}, which does not exist: restore it or remove the link"));
+                return Err(FileError { path, source: what });
+            }
+            Err(x) => return Err(FileError { path, source: x }),
+        };
         if meta.is_dir() {
             let id = (meta.dev(), meta.ino());
             if up.contains(&id) {
@@ -633,6 +641,15 @@ mod tests {
         std::fs::rename(copy.join("x.txt"), copy.join("z.txt")).unwrap();
         assert_ne!(fd.tree(&copy).unwrap(), a, "names are content");
         assert_eq!(fd.file(&data.join("x.txt")).unwrap(), blake3::hash(b"one").to_hex().to_string());
+    }
+
+    #[test]
+    fn a_dangling_symlink_is_named_with_its_target() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.png"), b"x").unwrap();
+        std::os::unix::fs::symlink("/nonexistent/x.png", d.path().join("b.png")).unwrap();
+        let e = FileDigests::uncached().visible_tree(d.path()).unwrap_err().to_string();
+        assert!(e.contains("b.png") && e.contains("a symlink to /nonexistent/x.png, which does not exist"), "{e}");
     }
 
     #[test]

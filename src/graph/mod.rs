@@ -115,7 +115,10 @@ fn param_elsewhere(p: &Pipeline, n: &crate::spec::NodeSpec, k: &str, reg: &Regis
     if let Some((id, kind)) = inputs.first() {
         let which = match inputs.len() {
             1 => format!("its input `{id}` (kind `{kind}`)"),
-            2..=3 => format!("its inputs {} (kind `{kind}`, each its own)", inputs.iter().map(|i| format!("`{}`", i.0)).collect::<Vec<_>>().join(", ")),
+            2..=3 => format!(
+                "its inputs {} (kind `{kind}`, each its own)",
+                inputs.iter().map(|i| format!("`{}`", i.0)).collect::<Vec<_>>().join(", ")
+            ),
             more => format!("its inputs `{id}` and {} more (kind `{kind}`, each its own)", more - 1),
         };
         return Some(format!(
@@ -125,7 +128,12 @@ fn param_elsewhere(p: &Pipeline, n: &crate::spec::NodeSpec, k: &str, reg: &Regis
     }
     let kinds: Vec<&str> = reg.kinds().filter(|kind| has(kind)).collect();
     (!kinds.is_empty()).then(|| {
-        format!("`{k}` is a parameter of kind{} {}, not of `{}`", if kinds.len() == 1 { "" } else { "s" }, kinds.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "), n.kind)
+        format!(
+            "`{k}` is a parameter of kind{} {}, not of `{}`",
+            if kinds.len() == 1 { "" } else { "s" },
+            kinds.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "),
+            n.kind
+        )
     })
 }
 

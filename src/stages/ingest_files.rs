@@ -156,7 +156,10 @@ pub fn check_loss(what: &str, lost: &[String], total: usize, max: f64, param: &s
     }
     let first: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
     let above = if sample {
-        format!("with `limit`, a sample: that many would be unlikely, p < 0.05, were at most {param} = {:.1} % of the dataset bad", 100.0 * max)
+        format!(
+            "with `limit`, a sample: that many would be unlikely, p < 0.05, were at most {param} = {:.1} % of the dataset bad",
+            100.0 * max
+        )
     } else {
         format!("above {param} = {:.1} %", 100.0 * max)
     };

@@ -85,9 +85,14 @@ impl ModelParams {
     /// Each patch list has its modality's axes (image and audio 2, video 3), each a whole number of at least 1
     /// (the list type takes any number: `16.5` was truncated to 16 without a word). `Err((param, message))`.
     pub fn check(&self) -> Result<(), (String, String)> {
-        for (name, v, axes) in [("image_patch", &self.image_patch, 2), ("audio_patch", &self.audio_patch, 2), ("video_patch", &self.video_patch, 3)] {
+        for (name, v, axes) in
+            [("image_patch", &self.image_patch, 2), ("audio_patch", &self.audio_patch, 2), ("video_patch", &self.video_patch, 3)]
+        {
             if v.len() != axes {
-                return Err((name.into(), format!("has {} numbers; it takes {axes} ({})", v.len(), if axes == 3 { "[t, h, w]" } else { "[h, w]" })));
+                return Err((
+                    name.into(),
+                    format!("has {} numbers; it takes {axes} ({})", v.len(), if axes == 3 { "[t, h, w]" } else { "[h, w]" }),
+                ));
             }
             if let Some(x) = v.iter().find(|x| x.fract() != 0.0 || **x < 1.0) {
                 return Err((name.into(), format!("{x} is not a whole number of at least 1")));
