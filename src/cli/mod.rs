@@ -452,10 +452,10 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env)).and_then(|()| declared());
         // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
         // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
-        if matches!(&checked, Err(p) if !p.by_param && p.param == "backend") && computed(i) {
+        if matches!(&checked, Err(p) if p.local) && computed(i) {
             continue;
         }
-        if let Err(Problem { param, msg, by_param }) = checked {
+        if let Err(Problem { param, msg, by_param, .. }) = checked {
             let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
             if by_param {
                 line += &format!("\n    set it with `--set {}.{param}=...` or `[node.{}] {param} = ...` in a `--config` file", n.id, n.id);

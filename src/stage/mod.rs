@@ -82,19 +82,28 @@ pub struct Problem {
     /// Whether a value of `param` fixes it (the report then says how to set one); `false` for a problem of the
     /// installation, such as a build without video decoding, whose `msg` says what to do instead.
     pub by_param: bool,
+    /// A problem only for computing the node here: none for a node whose artifact may come from elsewhere (a
+    /// shared cache, a store that computed it before), e.g. a backend this build lacks, or a dataset folder
+    /// that no longer holds its layout's files.
+    pub local: bool,
 }
 
 impl Problem {
     /// A problem of the installation, not of a parameter's value (see [`Problem::by_param`]).
     pub fn installation(param: impl Into<String>, msg: impl Into<String>) -> Self {
-        Problem { param: param.into(), msg: msg.into(), by_param: false }
+        Problem { param: param.into(), msg: msg.into(), by_param: false, local: false }
+    }
+
+    /// This problem, as one for computing the node here only (see [`Problem::local`]).
+    pub fn local(self) -> Self {
+        Problem { local: true, ..self }
     }
 }
 
 impl From<(String, String)> for Problem {
     /// A problem a value of the parameter fixes: `(param, message)`.
     fn from((param, msg): (String, String)) -> Self {
-        Problem { param, msg, by_param: true }
+        Problem { param, msg, by_param: true, local: false }
     }
 }
 

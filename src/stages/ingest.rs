@@ -333,6 +333,30 @@ fn dataset_digest(p: &DatasetParams, root: &Path, files: &crate::fingerprint::Fi
 }
 
 impl DatasetStage {
+    /// The parameters, once the dataset `path` is configured and exists and what the format needs is built in:
+    /// all the node's key (the folder's files) needs.
+    fn located(&self, params: &serde_json::Value, base: &Path) -> Result<DatasetParams, Problem> {
+        let p: DatasetParams = parse_checked(params, &self.params())?;
+        if p.path.is_empty() {
+            return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?", p.format)).into());
+        }
+        // A rebuild first: it takes longest, and a path set next would only meet this.
+        if p.format.needs_video() && !video_file::AVAILABLE {
+            return Err(Problem::installation(
+                "format",
+                format!("= \"{}\" decodes video files, and {}", p.format, video_file::UNAVAILABLE),
+            ));
+        }
+        let root = base.join(&p.path);
+        if !root.exists() {
+            return Err(("path".to_string(), format!("`{}` does not exist (check the dataset `path`)", root.display())).into());
+        }
+        if p.fps > 0 && !p.format.needs_video() {
+            return Err(("fps".to_string(), format!("resamples video files, and format = \"{}\" has none: remove `fps`", p.format)).into());
+        }
+        Ok(p)
+    }
+
     /// The layouts with one file per example: read the catalog, check it, decode and write the splits.
     fn run_catalog(&self, ctx: &mut StageCtx<'_>, p: &DatasetParams, root: &Path) -> Result<(), StageError> {
         let cat: Catalog = match p.format {
@@ -615,25 +639,20 @@ impl Stage for DatasetStage {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        parse_checked::<DatasetParams>(params, &self.params()).map(|_| ())
-    }
-    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), Problem> {
-        let p: DatasetParams = parse_checked(params, &self.params())?;
-        if p.path.is_empty() {
-            return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?", p.format)).into());
-        }
-        // A rebuild first: it takes longest, and a path set next would only meet this.
-        if p.format.needs_video() && !video_file::AVAILABLE {
-            return Err(Problem::installation(
-                "format",
-                format!("= \"{}\" decodes video files, and {}", p.format, video_file::UNAVAILABLE),
+        let p = parse_checked::<DatasetParams>(params, &self.params())?;
+        if p.store == StoreAs::Encoded && !matches!(p.format, Format::ImageFolder | Format::Pets) {
+            return Err((
+                "store".into(),
+                format!("= \"encoded\" keeps image files' bytes: it is for image_folder and pets, not `{}`", p.format),
             ));
         }
+        Ok(())
+    }
+    fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), Problem> {
+        let p = self.located(params, base)?;
         let root = base.join(&p.path);
-        if !root.exists() {
-            return Err(("path".to_string(), format!("`{}` does not exist (check the dataset `path`)", root.display())).into());
-        }
-        // The layouts made of fixed files: each file there, before anything queues behind the node.
+        // The layouts made of fixed files: each file there, before anything queues behind the node (a problem
+        // only for ingesting here: the key is the folder's files, whatever they are, and may be in a cache).
         let fixed = match p.format {
             Format::Cifar10 | Format::Cifar100 => cifar_files(&root, p.format == Format::Cifar100).map(|_| ()),
             Format::Idx => ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -642,10 +661,7 @@ impl Stage for DatasetStage {
             _ => Ok(()),
         };
         if let Err(e) = fixed {
-            return Err(("path".to_string(), format!("does not hold the {} layout: {}", p.format, e.message)).into());
-        }
-        if p.fps > 0 && !p.format.needs_video() {
-            return Err(("fps".to_string(), format!("resamples video files, and format = \"{}\" has none: remove `fps`", p.format)).into());
+            return Err(Problem::from(("path".to_string(), format!("does not hold the {} layout: {}", p.format, e.message))).local());
         }
         Ok(())
     }
@@ -674,10 +690,7 @@ impl Stage for DatasetStage {
         base: &Path,
         files: &crate::fingerprint::FileDigests,
     ) -> Result<Option<String>, StageError> {
-        if let Err(Problem { param, msg, .. }) = self.preflight(params, base) {
-            return Err(StageError::input(format!("`{param}`: {msg}")));
-        }
-        let p: DatasetParams = parse(params)?;
+        let p = self.located(params, base).map_err(|Problem { param, msg, .. }| StageError::input(format!("`{param}`: {msg}")))?;
         dataset_digest(&p, &base.join(&p.path), files).map(Some)
     }
     fn version_for(&self, params: &serde_json::Value, _env: &BTreeMap<String, String>) -> u32 {

@@ -401,7 +401,8 @@ pub fn backend_built(env: &BTreeMap<String, String>) -> Result<(), Problem> {
             built.join(", "),
             backend.name()
         ),
-    ))
+    )
+    .local())
 }
 
 impl Stage for TrainStage {
