@@ -809,6 +809,6 @@ fn an_empty_split_or_a_class_never_tested_is_warned_of() {
     jpeg(&r.join("val/cat/0.jpg"), 8, 8, 10);
     let (code, err, _) = ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8");
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("1 of 2 classes have no test example (bird)"), "{err}");
+    assert!(err.contains("1 of 2 classes has no test example (bird)"), "{err}");
     assert!(!err.contains("split is empty"), "{err}");
 }

@@ -49,7 +49,11 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     };
     let (track_id, rate) = (track.id, track.codec_params.sample_rate.unwrap_or_default());
     // Frames the header declares (a WAV's data chunk, an MP4's sample table): a file cut short decodes to fewer.
+    // A WAV written to a pipe (`ffmpeg … -f wav -`) declares 0xFFFFFFFF bytes: its length is unknown.
     let declared = track.codec_params.n_frames.unwrap_or(0);
+    let frame_bytes = track.codec_params.channels.map_or(1, |c| c.count() as u64)
+        * u64::from(track.codec_params.bits_per_sample.or(track.codec_params.bits_per_coded_sample).unwrap_or(0)).div_ceil(8);
+    let declared = if frame_bytes > 0 && (declared + 1) * frame_bytes > 0xFFFF_FFFF { 0 } else { declared };
     let mut decoder = symphonia::default::get_codecs()
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|e| err(format!("unsupported audio codec in track {track_id}: {e}; supported: {SUPPORTED}")))?;
@@ -153,7 +157,13 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
         let text = super::layouts::read_text(&p)?;
         let mut out = std::collections::HashMap::new();
         for (i, l) in text.lines().enumerate() {
+            // `./yes/x.wav` names `yes/x.wav`: a clip it missed would be trained on, not tested.
             let l = l.trim().replace('\\', "/");
+            let mut l = l.as_str();
+            while let Some(rest) = l.strip_prefix("./") {
+                l = rest.trim_start_matches('/');
+            }
+            let l = l.to_string();
             if !l.is_empty() {
                 out.entry(l).or_insert_with(|| format!("{}:{}", p.display(), i + 1));
             }
@@ -323,7 +333,7 @@ mod tests {
             crate::data::layouts::touch(&d.path().join(f));
         }
         std::fs::write(d.path().join("testing_list.txt"), "\u{feff}yes/a_nohash_0.wav\r\n").unwrap();
-        std::fs::write(d.path().join("validation_list.txt"), "no\\a_nohash_0.wav\n").unwrap();
+        std::fs::write(d.path().join("validation_list.txt"), "./no\\a_nohash_0.wav\n").unwrap();
         let (classes, clips) = speech_commands(d.path()).unwrap();
         assert_eq!(classes, ["no", "yes"]);
         let split = |f: &str| clips.iter().find(|c| c.path.ends_with(f)).map(|c| c.split.clone()).unwrap();
@@ -363,6 +373,12 @@ mod tests {
         std::fs::write(&f, wav_bytes(8000, 28)).unwrap();
         let e = decode(&f).unwrap_err();
         assert!(e.message.contains("decodes to 28 of the 8000 samples") && e.message.contains("truncated"), "{e}");
+        // Written to a pipe: the sizes say 0xFFFFFFFF, the length is unknown, the clip is whole.
+        let mut streamed = wav_bytes(8000, 8000);
+        streamed[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        streamed[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&f, streamed).unwrap();
+        assert_eq!(decode(&f).unwrap().0.len(), 8000);
     }
 
     fn fixture(name: &str) -> PathBuf {

@@ -46,7 +46,7 @@ pub fn decode(dir: &Path, spec: &ClipSpec) -> Result<Vec<u8>, DataError> {
 /// decoder does), centre crop `s × s`, RGB.
 fn frame(path: &Path, s: usize) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-    let img = super::images::decode(&bytes).map_err(|m| DataError::new(path, format!("frame {m}")))?.into_rgb8();
+    let img = super::images::decode(&bytes).map_err(|m| DataError::new(path, m))?.into_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(DataError::new(path, "frame has no pixels"));
@@ -106,6 +106,6 @@ mod tests {
         assert!(decode(d.path(), &spec(2, 1, 4)).is_ok(), "a PNG named .jpg");
         std::fs::write(d.path().join("00002.jpg"), &png[..20]).unwrap();
         let e = decode(d.path(), &spec(2, 1, 4)).unwrap_err();
-        assert!(e.path.ends_with("00002.jpg") && e.message.contains("frame"), "{e}");
+        assert!(e.path.ends_with("00002.jpg") && e.message.contains("undecodable image"), "{e}");
     }
 }

@@ -36,16 +36,23 @@ pub fn encoder_fits(old: &super::ModelConfig, new: &super::ModelConfig) -> Resul
     }
     for (m, g) in &new.geometry {
         let Some(og) = old.geometry(*m) else { continue };
-        if og.patch != g.patch || og.channels != g.channels {
+        if og.patch != g.patch {
             return Err(format!(
-                "its {} tokenizer has patch {:?} × {} channels, this model's {:?} × {}: set `{}_patch = {:?}`",
+                "its {} tokenizer has patch {:?}, this model's {:?}: set `{}_patch = {:?}`",
                 m.name(),
                 og.patch,
-                og.channels,
                 g.patch,
-                g.channels,
                 m.name(),
                 og.patch
+            ));
+        }
+        if og.channels != g.channels {
+            return Err(format!(
+                "its {} tokenizer takes {} channels, this model's {}: set `channels = {}`",
+                m.name(),
+                og.channels,
+                g.channels,
+                og.channels
             ));
         }
         if og.input != g.input {
@@ -156,6 +163,9 @@ mod fit_tests {
         assert!(encoder_fits(&cfg(1, 0, [4, 4]), &cfg(2, 0, [4, 4])).unwrap_err().contains("1 blocks"));
         assert!(encoder_fits(&cfg(2, 1, [4, 4]), &cfg(2, 0, [4, 4])).unwrap_err().contains("set `l_adapt = 1`"));
         assert!(encoder_fits(&cfg(2, 0, [8, 8]), &cfg(2, 0, [4, 4])).unwrap_err().contains("position embedding"));
+        let mut grey = cfg(2, 0, [4, 4]);
+        grey.geometry[0].1.channels = 1;
+        assert!(encoder_fits(&cfg(2, 0, [4, 4]), &grey).unwrap_err().contains("takes 3 channels, this model's 1: set `channels = 3`"));
         // A modality the trained model never saw is no obstacle (its tokenizer starts fresh).
         let mut audio = cfg(2, 0, [4, 4]);
         audio.geometry[0].0 = crate::model::Modality::Audio;

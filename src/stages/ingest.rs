@@ -155,9 +155,10 @@ fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<
         for f in [&tr, &te] {
             if !f.is_file() {
                 return Err(StageError::input(format!(
-                    "{}: missing; CIFAR-100 binary needs train.bin and test.bin{}",
+                    "{}: missing; CIFAR-100 binary needs train.bin and test.bin{}{}",
                     f.display(),
-                    cifar_python_hint(&dir, true)
+                    cifar_python_hint(&dir, true),
+                    cifar_other_hint(&dir, true)
                 )));
             }
         }
@@ -176,11 +177,12 @@ fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<
     let test = dir.join("test_batch.bin");
     if batches.is_empty() || !test.is_file() {
         return Err(StageError::input(format!(
-            "{}: CIFAR-10 binary needs data_batch_1.bin … (any number) and test_batch.bin; found {} batch files{}{}",
+            "{}: CIFAR-10 binary needs data_batch_1.bin … (any number) and test_batch.bin; found {} batch files{}{}{}",
             dir.display(),
             batches.len(),
             if test.is_file() { "" } else { " and no test_batch.bin" },
-            cifar_python_hint(&dir, false)
+            cifar_python_hint(&dir, false),
+            cifar_other_hint(&dir, false)
         )));
     }
     Ok((batches.into_iter().map(|(_, p)| p).collect(), vec![test]))
@@ -198,6 +200,17 @@ fn cifar_names(root: &Path, c100: bool, coarse: bool) -> Option<Vec<String>> {
     };
     let text = crate::data::layouts::read_text(&dir.join(file)).ok()?;
     Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+/// What to do when a CIFAR folder holds the other CIFAR's binary batches (CIFAR-10's for `cifar100`, or the reverse).
+fn cifar_other_hint(dir: &Path, c100: bool) -> &'static str {
+    if c100 && dir.join("data_batch_1.bin").is_file() {
+        "; it holds CIFAR-10's batches: set format = \"cifar10\""
+    } else if !c100 && dir.join("train.bin").is_file() {
+        "; it holds CIFAR-100's train.bin: set format = \"cifar100\""
+    } else {
+        ""
+    }
 }
 
 /// What to do when a CIFAR folder holds the Python version (pickles: `data_batch_1`, `batches.meta`, or its
@@ -767,6 +780,15 @@ impl Stage for DatasetStage {
                     };
                     let classes = match cifar_names(&root, c100, p.coarse) {
                         Some(names) if p.classes.is_empty() && names.len() == n => names,
+                        Some(names) if p.classes.is_empty() => {
+                            tracing::warn!(
+                                "{}: its class-name file has {} names for {n} classes, left unused (the classes are numbered); \
+                                 is it this dataset's?",
+                                ctx.id,
+                                names.len()
+                            );
+                            class_list(&root, &p.classes, n)
+                        }
                         _ => class_list(&root, &p.classes, n),
                     };
                     (tr, te, classes)

@@ -187,14 +187,14 @@ pub fn check_missing(ctx: &StageCtx<'_>, missing: &[Missing], listed: usize, max
 fn warn_thin_splits(id: &str, cat: &Catalog, splits: &[(SplitName, Vec<usize>)], sample: bool) {
     for (split, idx) in splits {
         if idx.is_empty() && *split != SplitName::Train {
-            tracing::warn!(
-                "{id}: the {} split is empty: a model trained on this data has no {} metric (a table shows –); add examples, \
-                 or give the layout its own {} split, or raise `{}_fraction`",
-                split.as_str(),
-                split.as_str(),
-                split.as_str(),
-                split.as_str()
-            );
+            let s = split.as_str();
+            // The layout's own split (a folder, a list, rows) has none, or too few examples to carve one from.
+            let fix = if cat.declared.contains(split) || cat.entries.iter().any(|e| e.split == *split) {
+                format!("the layout's {s} split has no examples: add some to it")
+            } else {
+                format!("too few examples to carve one: add examples, give the layout a {s} split of its own, or raise `{s}_fraction`")
+            };
+            tracing::warn!("{id}: the {s} split is empty, so a model trained on this data has no {s} metric (a table shows –); {fix}");
         }
     }
     let Some((_, test)) = splits.iter().find(|(s, v)| *s == SplitName::Test && !v.is_empty()) else { return };
@@ -207,9 +207,10 @@ fn warn_thin_splits(id: &str, cat: &Catalog, splits: &[(SplitName, Vec<usize>)],
     if !absent.is_empty() {
         let more = if absent.len() > 5 { format!(" and {} more", absent.len() - 5) } else { String::new() };
         tracing::warn!(
-            "{id}: {} of {} classes have no test example ({}{more}): their accuracy is not measured",
+            "{id}: {} of {} classes {} no test example ({}{more}): their accuracy is not measured",
             absent.len(),
             cat.classes.len(),
+            if absent.len() == 1 { "has" } else { "have" },
             absent[..absent.len().min(5)].join(", ")
         );
     }
