@@ -18,7 +18,9 @@
 //!
 //! **The digest of a folder** is blake3 over `polyflow folder` and a NUL byte, then, for each regular file below
 //! it in byte order of its path relative to the folder (`/`-separated; a name that is not UTF-8 as a NUL and the
-//! hex of its bytes): the path, a NUL byte and the file's own 32-byte blake3 digest. A file given directly has
+//! hex of its bytes): the path, a NUL byte and the file's own 32-byte blake3 digest; an empty folder below it
+//! (which a layout may read as an empty split or class) enters as its path and a `/`, a NUL byte and the blake3
+//! of `polyflow empty folder`, so that creating or removing one changes the digest. A file given directly has
 //! the blake3 of its bytes. Anything else in a folder (a FIFO, a device, a symlink loop) is an error. A list of
 //! files (a manifest's, [`FileDigests::list`]) is digested the same way under its own domain.
 //!
@@ -328,6 +330,7 @@ impl FileDigests {
         let digests: Vec<([u8; 32], bool)> = listing
             .par_iter()
             .map(|l| match known(l) {
+                _ if l.rel.ends_with('/') => Ok((*blake3::hash(b"polyflow empty folder").as_bytes(), false)),
                 Some(d) => Ok((d, false)),
                 None => hash_file(&l.path).map(|d| (d, true)),
             })
@@ -404,8 +407,13 @@ fn walk(root: &Path, hidden: Hidden) -> Result<Vec<Listed>, FileError> {
     let mut frontier: Vec<Folder> = vec![(root.to_path_buf(), String::new(), vec![(m.dev(), m.ino())])];
     while !frontier.is_empty() {
         let level: Vec<Level> = frontier.par_iter().map(|(dir, rel, up)| read_level(dir, rel, up, hidden)).collect::<Result<_, _>>()?;
-        frontier = vec![];
-        for (f, d) in level {
+        let read = std::mem::take(&mut frontier);
+        for ((dir, rel, _), (f, d)) in read.into_iter().zip(level) {
+            // An empty folder below the root is an entry of its own (see the module docs): a zero stat, so that
+            // only its appearing or going changes anything.
+            if f.is_empty() && d.is_empty() && !rel.is_empty() {
+                files.push(Listed { rel: format!("{rel}/"), path: dir, stat: Stat { size: 0, mtime_ns: 0, ctime_ns: 0, ino: 0 } });
+            }
             files.extend(f);
             frontier.extend(d);
         }
@@ -641,6 +649,30 @@ mod tests {
         std::fs::rename(copy.join("x.txt"), copy.join("z.txt")).unwrap();
         assert_ne!(fd.tree(&copy).unwrap(), a, "names are content");
         assert_eq!(fd.file(&data.join("x.txt")).unwrap(), blake3::hash(b"one").to_hex().to_string());
+    }
+
+    #[test]
+    fn an_empty_folder_counts_and_a_folder_of_files_is_its_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("train/cat")).unwrap();
+        std::fs::write(d.path().join("train/cat/a.png"), b"x").unwrap();
+        let fd = FileDigests::uncached();
+        let before = fd.visible_tree(d.path()).unwrap();
+        // An empty `val/` (read by a layout as an empty split) changes the digest; gone again, it is as before.
+        std::fs::create_dir(d.path().join("val")).unwrap();
+        let with_val = fd.visible_tree(d.path()).unwrap();
+        assert_ne!(with_val, before);
+        // A folder holding only hidden files is empty to a layout.
+        std::fs::write(d.path().join("val/.DS_Store"), b"x").unwrap();
+        assert_eq!(fd.visible_tree(d.path()).unwrap(), with_val);
+        std::fs::remove_dir_all(d.path().join("val")).unwrap();
+        assert_eq!(fd.visible_tree(d.path()).unwrap(), before);
+        // A folder with files in it is only its files, as it always was (keys of such datasets do not move).
+        let mut h = blake3::Hasher::new();
+        h.update(TREE_DOMAIN);
+        h.update(b"train/cat/a.png\0");
+        h.update(blake3::hash(b"x").as_bytes());
+        assert_eq!(before, h.finalize().to_hex().to_string());
     }
 
     #[test]
