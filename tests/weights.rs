@@ -200,6 +200,14 @@ fn a_trained_model_that_does_not_fit_is_refused_before_it_is_trained() {
         assert!(err.contains("its image tokenizer takes inputs [32, 32], this task's data is [16, 16]"), "{err}");
     }
     assert!(!d.path().join(".polyflow").exists(), "a refused run opened the store");
+    // Two tasks of one modality at two sizes: the task is named by its node.
+    std::fs::write(
+        d.path().join("c.toml"),
+        "include = [\"p.toml\"]\n[node.c]\nkind = \"cotrain\"\ninputs = { tasks = [\"t32\", \"t16\"] }\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "c.toml", "c", "--set", LIMIT]);
+    assert!(code == 2 && err.contains("task `t16` has image input [16, 16] but another image task has [32, 32]"), "{err}");
     // Made to fit (the same depth; the probe's data at the model's size), it runs, and the encoder carries over.
     let fit = ["--set", LIMIT, "--set", "deeper.depth=0", "--set", "d16.height=32", "--set", "d16.width=32"];
     let (code, _, err) = pf(d.path(), &[&["run", "p.toml"][..], &fit[..]].concat());

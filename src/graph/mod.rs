@@ -519,14 +519,17 @@ pub fn declarations(g: &Graph, sel: &[usize]) -> HashMap<usize, serde_json::Valu
     out
 }
 
-/// The declarations of node `i`'s inputs per slot, from `decls` ([`declarations`]); `None` unless every input
-/// of every slot is declared.
+/// The declarations of node `i`'s inputs per slot, from `decls` ([`declarations`]), each object naming the
+/// input node under `"node"` (for messages); `None` unless every input of every slot is declared.
 pub fn declared_inputs(g: &Graph, i: usize, decls: &HashMap<usize, serde_json::Value>) -> Option<BTreeMap<String, Vec<serde_json::Value>>> {
-    g.nodes[i]
-        .inputs
-        .iter()
-        .map(|(slot, ups)| Some((slot.clone(), ups.iter().map(|u| decls.get(u).cloned()).collect::<Option<Vec<_>>>()?)))
-        .collect()
+    let named = |u: &usize| {
+        let mut d = decls.get(u)?.clone();
+        if let Some(o) = d.as_object_mut() {
+            o.entry("node").or_insert_with(|| serde_json::Value::String(g.nodes[*u].id.clone()));
+        }
+        Some(d)
+    };
+    g.nodes[i].inputs.iter().map(|(slot, ups)| Some((slot.clone(), ups.iter().map(named).collect::<Option<Vec<_>>>()?))).collect()
 }
 
 mod render;

@@ -773,7 +773,8 @@ pub fn declared_config(params: &ModelParams, tasks: &[Value]) -> Result<ModelCon
         let mut spec: crate::stages::task::TaskSpec =
             serde_json::from_value(d["spec"].clone()).map_err(|e| StageError::failed(format!("task declaration: {e}")))?;
         if spec.name.is_empty() {
-            spec.name = format!("task{i}");
+            // Named by its node where the declaration says it (see `graph::declared_inputs`).
+            spec.name = d["node"].as_str().map_or_else(|| format!("task{i}"), String::from);
         }
         let shape: [usize; 4] = serde_json::from_value(d["shape"].clone()).map_err(|e| StageError::failed(format!("task shape: {e}")))?;
         specs.push((spec, shape));
