@@ -92,6 +92,49 @@ fn task_fits_encoder(old: &ModelConfig, m: Modality, shape: [usize; 4], p: &crat
     ))
 }
 
+/// The model parameters of a `features` node that a trained model's encoder (`old`) makes unused, for a task of
+/// modality `m`: a value set away from its default that differs from the trained model's (the encoder is used as
+/// it is; before, `depth = 2` re-ran the node to the same features and `show` reported depth 2). A patch or
+/// channel count of a modality the model lacks is used (its new tokenizer is built with them). `Err((param,
+/// message))`.
+fn unused_with_encoder(p: &crate::stages::modelspec::ModelParams, old: &ModelConfig, m: Modality) -> Result<(), (String, String)> {
+    use crate::stages::modelspec::{Gelu, SizePreset};
+    let why = "the features come from the trained model's encoder as it is: remove it, or set the trained model's value";
+    let resized = p.size != SizePreset::Micro || p.dim + p.depth + p.heads + p.mlp > 0;
+    let (s, o) = (p.size(), old.size);
+    if resized && (s.dim, s.depth, s.heads, s.mlp) != (o.dim, o.depth, o.heads, o.mlp) {
+        return Err((
+            "size".into(),
+            format!(
+                "(with `dim`, `depth`, `heads`, `mlp`) gives width {}, {} blocks, {} heads, MLP {}; the trained model has width {}, {} blocks, \
+                 {} heads, MLP {}: {why}",
+                s.dim, s.depth, s.heads, s.mlp, o.dim, o.depth, o.heads, o.mlp
+            ),
+        ));
+    }
+    if p.l_adapt != 0 && p.l_adapt != old.l_adapt {
+        return Err(("l_adapt".into(), format!("= {} is not the trained model's {}: {why}", p.l_adapt, old.l_adapt)));
+    }
+    if p.gelu != Gelu::Tanh && old.gelu_tanh {
+        return Err(("gelu".into(), format!("= \"{}\" is not the trained model's tanh GELU: {why}", p.gelu.name())));
+    }
+    if let Some(og) = old.geometry(m) {
+        let (name, patch, default): (&str, &[f64], &[f64]) = match m {
+            Modality::Image => ("image_patch", &p.image_patch, &[8.0, 8.0]),
+            Modality::Audio => ("audio_patch", &p.audio_patch, &[8.0, 8.0]),
+            Modality::Video => ("video_patch", &p.video_patch, &[4.0, 8.0, 8.0]),
+        };
+        let mine: Vec<usize> = patch.iter().map(|&x| x as usize).collect();
+        if patch != default && mine != og.patch {
+            return Err((name.into(), format!("= {mine:?} is not the trained model's {} patch {:?}: {why}", m.name(), og.patch)));
+        }
+        if p.channels != 3 && p.channels != og.channels {
+            return Err(("channels".into(), format!("= {} is not the trained model's {}: {why}", p.channels, og.channels)));
+        }
+    }
+    Ok(())
+}
+
 impl Stage for FeaturesStage {
     fn kind(&self) -> &'static str {
         "features"
@@ -177,6 +220,7 @@ impl Stage for FeaturesStage {
             else {
                 return Ok(());
             };
+            unused_with_encoder(&p.model, &old, modality).map_err(|(param, msg)| crate::stage::Problem::installation(param, msg))?;
             return task_fits_encoder(&old, modality, shape, &p.model)
                 .map_err(|e| crate::stage::Problem::installation("model", format!("(the trained model) does not fit this task: {e}")));
         }
@@ -211,6 +255,8 @@ impl Stage for FeaturesStage {
                 let conf: Value = a.json("config.json")?;
                 let old: ModelConfig = serde_json::from_value(conf["model"].clone())
                     .map_err(|e| StageError::failed(format!("`{}` config.json: {e}", a.id)))?;
+                unused_with_encoder(&p.model, &old, m)
+                    .map_err(|(param, msg)| StageError::input(format!("`{param}` {msg} (`{}`)", a.id)))?;
                 task_fits_encoder(&old, m, task.shape, &p.model)
                     .map_err(|e| StageError::input(format!("the trained model `{}` does not fit this task: {e}", a.id)))?;
                 let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
