@@ -84,7 +84,7 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
                         src,
                         e.value.span,
                         K::WrongType,
-                        format!("profile `{}`: `{k}` must be {exp}, found {}", d.profile, e.value.value.type_name()),
+                        format!("profile `{}`: `{k}` must be {exp}, found {}", d.profile, e.value.value.describe()),
                     )
                     .help(spec.doc.to_string()))
                 }
@@ -174,7 +174,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                         src,
                         e.value.span,
                         K::WrongType,
-                        format!("`{k}` must be {exp}, found {}", e.value.value.type_name()),
+                        format!("`{k}` must be {exp}, found {}", e.value.value.describe()),
                     )
                     .help(spec.doc.to_string()))
                 }

@@ -39,6 +39,24 @@ pub enum Value {
 }
 
 impl Value {
+    /// [`Self::type_name`], with an array's element types (`array of string and integer`): what a type error
+    /// shows.
+    pub fn describe(&self) -> String {
+        match self {
+            Value::Array(items) if !items.is_empty() => {
+                let mut kinds: Vec<&str> = vec![];
+                for v in items {
+                    let k = v.value.type_name();
+                    if !kinds.contains(&k) {
+                        kinds.push(k);
+                    }
+                }
+                format!("array of {}", kinds.join(" and "))
+            }
+            v => v.type_name().to_string(),
+        }
+    }
+
     /// Name of the TOML type, for messages.
     pub fn type_name(&self) -> &'static str {
         match self {

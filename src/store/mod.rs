@@ -66,7 +66,7 @@ pub enum StoreError {
     #[error("store index: {0}")]
     Index(String),
     /// Another run holds the writer lock.
-    #[error("the store is in use by another `polyflow run`: {holder}")]
+    #[error("the store is in use by another `polyflow run`: {holder}; `--wait` waits for it to finish")]
     Locked {
         /// Description of the holder.
         holder: String,

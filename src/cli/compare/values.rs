@@ -141,6 +141,8 @@ impl NumFormat {
     pub fn show(self, x: f64) -> String {
         match self {
             _ if !x.is_finite() => x.to_string(),
+            // A zero is a zero in any column (not `0.000e0`).
+            NumFormat::Scientific if x == 0.0 => "0".into(),
             NumFormat::Integer => format!("{}", x as i64),
             NumFormat::Fixed(d) => format!("{x:.d$}"),
             NumFormat::Scientific => format!("{x:.3e}"),
@@ -175,6 +177,7 @@ mod tests {
         assert_eq!(f(&[0.001, 0.5]), NumFormat::Fixed(5));
         assert_eq!(f(&[3e-10, 1e-9]), NumFormat::Scientific);
         assert_eq!(NumFormat::Scientific.show(3e-10), "3.000e-10");
+        assert_eq!(NumFormat::Scientific.show(0.0), "0");
         assert_eq!(f(&[f64::NAN, 2.0]), NumFormat::Integer);
         assert_eq!(NumFormat::Fixed(4).show(f64::NAN), "NaN");
     }
