@@ -121,7 +121,7 @@ fn encoded_images_are_cropped_per_batch_deterministically() {
     assert_eq!(code, 0, "{err}");
     // Encoded storage is for image files only.
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", "a", "--set", "data.format=cifar10"]);
-    assert!(code == 2 && err.contains("store = \"encoded\""), "{code} {err}");
+    assert!(code == 2 && err.contains("`store` = \"encoded\" keeps image files' bytes") && err.contains("nothing was run"), "{code} {err}");
 }
 
 #[test]

@@ -350,6 +350,13 @@ impl DatasetStage {
     /// all the node's key (the folder's files) needs.
     fn located(&self, params: &serde_json::Value, base: &Path) -> Result<DatasetParams, Problem> {
         let p: DatasetParams = parse_checked(params, &self.params())?;
+        if p.store == StoreAs::Encoded && !matches!(p.format, Format::ImageFolder | Format::Pets) {
+            return Err((
+                "store".to_string(),
+                format!("= \"encoded\" keeps image files' bytes: it is for image_folder and pets, not `{}`", p.format),
+            )
+                .into());
+        }
         if p.path.is_empty() {
             return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?", p.format)).into());
         }
@@ -652,14 +659,7 @@ impl Stage for DatasetStage {
         ]
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        let p = parse_checked::<DatasetParams>(params, &self.params())?;
-        if p.store == StoreAs::Encoded && !matches!(p.format, Format::ImageFolder | Format::Pets) {
-            return Err((
-                "store".into(),
-                format!("= \"encoded\" keeps image files' bytes: it is for image_folder and pets, not `{}`", p.format),
-            ));
-        }
-        Ok(())
+        parse_checked::<DatasetParams>(params, &self.params()).map(|_| ())
     }
     fn preflight(&self, params: &serde_json::Value, base: &Path) -> Result<(), Problem> {
         let p = self.located(params, base)?;
