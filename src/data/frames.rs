@@ -27,7 +27,11 @@ pub fn frame_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 pub fn decode(dir: &Path, spec: &ClipSpec) -> Result<Vec<u8>, DataError> {
     let files = frame_files(dir)?;
     if files.is_empty() {
-        return Err(DataError::new(dir, format!("clip folder has no frames (no {} files)", super::layouts::IMAGE_EXTS.join("/"))));
+        // Frames one folder too deep (`CLASS/CLIP/rgb/00001.jpg`) are the usual cause: say so.
+        let nested =
+            std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| !super::layouts::hidden(&e.file_name()) && e.path().is_dir());
+        let hint = if nested { ": its frames must be directly in it, and it holds folders (frames one level too deep?)" } else { "" };
+        return Err(DataError::new(dir, format!("clip folder has no frames (no {} files){hint}", super::layouts::IMAGE_EXTS.join("/"))));
     }
     let s = spec.size;
     let mut out = Vec::with_capacity(spec.record_len());
@@ -100,6 +104,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = decode(d.path(), &spec(2, 1, 4)).unwrap_err();
         assert!(e.message.contains("clip folder has no frames"), "{e}");
+        std::fs::create_dir(d.path().join("rgb")).unwrap();
+        let e = decode(d.path(), &spec(2, 1, 4)).unwrap_err();
+        assert!(e.message.contains("frames one level too deep?"), "{e}");
+        std::fs::remove_dir(d.path().join("rgb")).unwrap();
         image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3])).save(d.path().join("00001.png")).unwrap();
         let png = std::fs::read(d.path().join("00001.png")).unwrap();
         std::fs::write(d.path().join("00002.jpg"), &png).unwrap();
