@@ -199,6 +199,23 @@ impl Stage for FeaturesStage {
     fn effective(&self, params: &Value) -> Option<Value> {
         parse::<FeaturesParams>(params).ok().map(|p| crate::stages::modelspec::effective_size(params, &p.model))
     }
+    fn outline(&self, _params: &Value, inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<String> {
+        // With a trained model, its encoder is what embeds (this node's own size settings are not used).
+        let (id, up) = inputs.get("model")?.first()?;
+        let m: crate::stages::modelspec::ModelParams = serde_json::from_value(serde_json::Value::Object(
+            up.as_object()?
+                .iter()
+                .filter(|(k, _)| model_params().iter().any(|s| s.name == k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ))
+        .ok()?;
+        let s = m.size();
+        Some(format!(
+            "embeds with the encoder of `{id}` (width {}, {} blocks, {} heads, MLP {}, l_adapt {}): this node's own model size settings are not used",
+            s.dim, s.depth, s.heads, s.mlp, m.l_adapt
+        ))
+    }
     fn resources(&self, _params: &Value, env: &BTreeMap<String, String>) -> Resources {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
         // one node N threads for its kernels); on CUDA each holds the device slot. An unknown backend holds
