@@ -799,6 +799,7 @@ fn an_empty_split_or_a_class_never_tested_is_warned_of() {
         ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8\ntest_fraction = 0.1\nval_fraction = 0.3");
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("the test split is empty") && err.contains("raise `test_fraction`"), "{err}");
+    assert!(!err.contains('\u{1b}'), "no colour codes in a warning written to a pipe: {err:?}");
     // ImageNet-style split folders whose val/ (the test split) lacks a class.
     std::fs::remove_dir_all(&r).unwrap();
     for c in ["bird", "cat"] {

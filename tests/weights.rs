@@ -8,25 +8,32 @@ use common::{pf, timm_vit};
 use polyflow::model::checkpoint::{to_safetensors, HostTensor};
 use std::path::{Path, PathBuf};
 
+/// Writes `p.toml` in `dir`: the embedded image datasets included, then `body`.
+fn with_images(dir: &Path, body: &str) -> PathBuf {
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/images.toml");
+    let p = dir.join("p.toml");
+    std::fs::write(&p, format!("include = [\"{}\"]\n{body}", images.display())).unwrap();
+    p
+}
+
 /// Digits (embedded, 48 examples per split), a micro ViT (dim 64, depth 4, MLP 128, 8×8 patches) fine-tuned from
 /// `vit` and probed as the initial model.
 fn pipeline(dir: &Path) -> PathBuf {
-    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/images.toml");
-    let text = format!(
-        r#"include = ["{}"]
-
+    with_images(
+        dir,
+        r#"
 [node.digits_x]
 kind = "image_prep"
-inputs = {{ data = "digits" }}
+inputs = { data = "digits" }
 height = 32
 width = 32
 
 [node.t_digits]
 kind = "task"
-inputs = {{ data = "digits_x" }}
+inputs = { data = "digits_x" }
 steps = 2
 batch_size = 8
-augment = {{ inception_crop = true, flip = true }}
+augment = { inception_crop = true, flip = true }
 
 [node.vit]
 kind = "weights"
@@ -34,18 +41,14 @@ path = "vit.safetensors"
 
 [node.ft]
 kind = "train"
-inputs = {{ task = "t_digits", init = "vit" }}
+inputs = { task = "t_digits", init = "vit" }
 optimizer = "adam"
 
 [node.feat]
 kind = "features"
-inputs = {{ task = "t_digits", init = "vit" }}
+inputs = { task = "t_digits", init = "vit" }
 "#,
-        images.display()
-    );
-    let p = dir.join("p.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    )
 }
 
 const LIMIT: &str = "digits.limit=48";
@@ -137,52 +140,47 @@ fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor_before_anything_r
 
 /// Digits at 32² trains `base`; `deeper` starts from it (`init`), `feat16` embeds 16² digits with its encoder.
 fn transfer_pipeline(dir: &Path) -> PathBuf {
-    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/images.toml");
-    let text = format!(
-        r#"include = ["{}"]
-
+    with_images(
+        dir,
+        r#"
 [node.d32]
 kind = "image_prep"
-inputs = {{ data = "digits" }}
+inputs = { data = "digits" }
 height = 32
 width = 32
 
 [node.d16]
 kind = "image_prep"
-inputs = {{ data = "digits" }}
+inputs = { data = "digits" }
 height = 16
 width = 16
 
 [node.t32]
 kind = "task"
-inputs = {{ data = "d32" }}
+inputs = { data = "d32" }
 steps = 2
 batch_size = 8
 
 [node.t16]
 kind = "task"
-inputs = {{ data = "d16" }}
+inputs = { data = "d16" }
 steps = 2
 batch_size = 8
 
 [node.base]
 kind = "train"
-inputs = {{ task = "t32" }}
+inputs = { task = "t32" }
 
 [node.deeper]
 kind = "train"
-inputs = {{ task = "t32", init = "base" }}
+inputs = { task = "t32", init = "base" }
 depth = 5
 
 [node.feat16]
 kind = "features"
-inputs = {{ task = "t16", model = "base" }}
+inputs = { task = "t16", model = "base" }
 "#,
-        images.display()
-    );
-    let p = dir.join("p.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    )
 }
 
 #[test]

@@ -364,14 +364,13 @@ impl Scheduler<'_> {
                 }
             }
         }
-        let because = i;
         for (pos, d) in hit {
             self.pending.remove(&d);
             self.ready.remove(&(pos, d));
             self.failed.insert(d);
             self.summary.skipped.push(self.id(d));
             self.timings.push(NodeTiming { id: self.id(d), outcome: "skipped", ms: 0 });
-            (self.sink)(&Event::Skipped { id: self.id(d), because: self.id(because) });
+            (self.sink)(&Event::Skipped { id: self.id(d), because: self.id(i) });
         }
     }
 

@@ -148,8 +148,7 @@ fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf, StageError> {
 /// `cifar-100-binary/` subfolder): CIFAR-10's `data_batch_*.bin` (any number, in numeric order) and
 /// `test_batch.bin`; CIFAR-100's `train.bin` and `test.bin`.
 fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>), StageError> {
-    let sub = root.join(if c100 { "cifar-100-binary" } else { "cifar-10-batches-bin" });
-    let dir = if sub.is_dir() { sub } else { root.to_path_buf() };
+    let dir = cifar_dir(root, c100);
     if c100 {
         let (tr, te) = (dir.join("train.bin"), dir.join("test.bin"));
         for f in [&tr, &te] {
@@ -188,11 +187,21 @@ fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<
     Ok((batches.into_iter().map(|(_, p)| p).collect(), vec![test]))
 }
 
+/// The folder of a CIFAR binary dataset at `root`: its `cifar-10-batches-bin/` / `cifar-100-binary/` subfolder as
+/// the archive unpacks, or `root` itself.
+fn cifar_dir(root: &Path, c100: bool) -> std::path::PathBuf {
+    let sub = root.join(if c100 { "cifar-100-binary" } else { "cifar-10-batches-bin" });
+    if sub.is_dir() {
+        sub
+    } else {
+        root.to_path_buf()
+    }
+}
+
 /// The class names a CIFAR binary folder ships (`batches.meta.txt` for CIFAR-10, `fine_label_names.txt` or
 /// `coarse_label_names.txt` for CIFAR-100: one per line, in label order), where present.
 fn cifar_names(root: &Path, c100: bool, coarse: bool) -> Option<Vec<String>> {
-    let sub = root.join(if c100 { "cifar-100-binary" } else { "cifar-10-batches-bin" });
-    let dir = if sub.is_dir() { sub } else { root.to_path_buf() };
+    let dir = cifar_dir(root, c100);
     let file = match (c100, coarse) {
         (false, _) => "batches.meta.txt",
         (true, false) => "fine_label_names.txt",

@@ -85,9 +85,8 @@ impl ModelParams {
     /// Each patch list has its modality's axes (image and audio 2, video 3), each a whole number of at least 1
     /// (the list type takes any number: `16.5` was truncated to 16 without a word). `Err((param, message))`.
     pub fn check(&self) -> Result<(), (String, String)> {
-        for (name, v, axes) in
-            [("image_patch", &self.image_patch, 2), ("audio_patch", &self.audio_patch, 2), ("video_patch", &self.video_patch, 3)]
-        {
+        for (name, m, v) in self.patches() {
+            let axes = if m == Modality::Video { 3 } else { 2 };
             if v.len() != axes {
                 return Err((
                     name.into(),
@@ -99,6 +98,22 @@ impl ModelParams {
             }
         }
         Ok(())
+    }
+
+    /// Each modality's patch parameter: (its name, the modality, its value).
+    pub fn patches(&self) -> [(&'static str, Modality, &Vec<f64>); 3] {
+        [
+            ("image_patch", Modality::Image, &self.image_patch),
+            ("audio_patch", Modality::Audio, &self.audio_patch),
+            ("video_patch", Modality::Video, &self.video_patch),
+        ]
+    }
+
+    /// The parameters at their declared defaults ([`model_params`]).
+    pub fn defaults() -> ModelParams {
+        let v: serde_json::Map<String, serde_json::Value> =
+            model_params().into_iter().filter_map(|s| Some((s.name.to_string(), s.default?))).collect();
+        serde_json::from_value(serde_json::Value::Object(v)).expect("the declared defaults parse")
     }
 
     /// The transformer size: the preset with the non-zero overrides.
@@ -122,7 +137,7 @@ pub fn effective_size(params: &serde_json::Value, m: &ModelParams) -> serde_json
         v[k] = json!(n);
     }
     // Patches as the whole numbers they are (the list type holds them as floats).
-    for (k, p) in [("image_patch", &m.image_patch), ("audio_patch", &m.audio_patch), ("video_patch", &m.video_patch)] {
+    for (k, _, p) in m.patches() {
         v[k] = json!(ints(p));
     }
     v

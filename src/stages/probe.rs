@@ -98,9 +98,9 @@ fn task_fits_encoder(old: &ModelConfig, m: Modality, shape: [usize; 4], p: &crat
 /// channel count of a modality the model lacks is used (its new tokenizer is built with them). `Err((param,
 /// message))`.
 fn unused_with_encoder(p: &crate::stages::modelspec::ModelParams, old: &ModelConfig, m: Modality) -> Result<(), (String, String)> {
-    use crate::stages::modelspec::{Gelu, SizePreset};
     let why = "the features come from the trained model's encoder as it is: remove it, or set the trained model's value";
-    let resized = p.size != SizePreset::Micro || p.dim + p.depth + p.heads + p.mlp > 0;
+    let d = crate::stages::modelspec::ModelParams::defaults();
+    let resized = p.size != d.size || (p.dim, p.depth, p.heads, p.mlp) != (d.dim, d.depth, d.heads, d.mlp);
     let (s, o) = (p.size(), old.size);
     if resized && (s.dim, s.depth, s.heads, s.mlp) != (o.dim, o.depth, o.heads, o.mlp) {
         return Err((
@@ -112,23 +112,21 @@ fn unused_with_encoder(p: &crate::stages::modelspec::ModelParams, old: &ModelCon
             ),
         ));
     }
-    if p.l_adapt != 0 && p.l_adapt != old.l_adapt {
+    if p.l_adapt != d.l_adapt && p.l_adapt != old.l_adapt {
         return Err(("l_adapt".into(), format!("= {} is not the trained model's {}: {why}", p.l_adapt, old.l_adapt)));
     }
-    if p.gelu != Gelu::Tanh && old.gelu_tanh {
-        return Err(("gelu".into(), format!("= \"{}\" is not the trained model's tanh GELU: {why}", p.gelu.name())));
+    let gelu_tanh = p.gelu == crate::stages::modelspec::Gelu::Tanh;
+    if p.gelu != d.gelu && gelu_tanh != old.gelu_tanh {
+        return Err(("gelu".into(), format!("= \"{}\" is not the trained model's GELU: {why}", p.gelu.name())));
     }
     if let Some(og) = old.geometry(m) {
-        let (name, patch, default): (&str, &[f64], &[f64]) = match m {
-            Modality::Image => ("image_patch", &p.image_patch, &[8.0, 8.0]),
-            Modality::Audio => ("audio_patch", &p.audio_patch, &[8.0, 8.0]),
-            Modality::Video => ("video_patch", &p.video_patch, &[4.0, 8.0, 8.0]),
-        };
+        let pick = |ps: &crate::stages::modelspec::ModelParams| ps.patches().into_iter().find(|x| x.1 == m).map(|x| (x.0, x.2.clone()));
+        let ((name, patch), (_, default)) = (pick(p).expect("every modality"), pick(&d).expect("every modality"));
         let mine: Vec<usize> = patch.iter().map(|&x| x as usize).collect();
         if patch != default && mine != og.patch {
             return Err((name.into(), format!("= {mine:?} is not the trained model's {} patch {:?}: {why}", m.name(), og.patch)));
         }
-        if p.channels != 3 && p.channels != og.channels {
+        if p.channels != d.channels && p.channels != og.channels {
             return Err(("channels".into(), format!("= {} is not the trained model's {}: {why}", p.channels, og.channels)));
         }
     }
