@@ -213,6 +213,10 @@ fn a_trained_model_that_does_not_fit_is_refused_before_it_is_trained() {
     let (_, out, _) = pf(d.path(), &[&["show", "p.toml", "feat16"][..], &fit[..]].concat());
     assert!(out.contains("encoder of `base`"), "{out}");
     assert!(out.contains("embeds with the encoder of `base` (width 64, 4 blocks, 4 heads, MLP 128, l_adapt 0)"), "{out}");
+    // The sizes it uses are the trained model's, whatever its own defaults say.
+    let (_, out, _) = pf(d.path(), &[&["show", "p.toml", "feat16"][..], &fit[..], &["--set", "base.depth=2"]].concat());
+    let uses = out.lines().find(|l| l.starts_with("uses:")).unwrap_or_default();
+    assert!(uses.contains("\"depth\":2") && out.contains("(width 64, 2 blocks"), "{out}");
     // Its own model settings are not used with a trained model: one that differs from the model's is refused.
     let (code, _, err) = pf(d.path(), &[&["plan", "p.toml"][..], &fit[..], &["--set", "feat16.depth=2"]].concat());
     assert!(code == 2 && err.contains("`feat16` (features") && err.contains("2 blocks") && err.contains("the trained model has"), "{err}");

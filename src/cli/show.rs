@@ -59,7 +59,13 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
         }
     }
     println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
-    if let Some(eff) = n.stage.effective(&n.params).filter(|e| *e != n.params) {
+    // The ids and parameters of its inputs (for what only they tell: a schedule, a trained model's size).
+    let inputs = n
+        .inputs
+        .iter()
+        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
+        .collect();
+    if let Some(eff) = n.stage.effective(&n.params, &inputs).filter(|e| *e != n.params) {
         println!("uses:   {}", serde_json::to_string(&eff).unwrap_or_default());
     }
     // The seed it runs with (a replicate's is the pipeline seed + its index), when its kind keys one.
@@ -90,11 +96,6 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
         }
         println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
     }
-    let inputs = n
-        .inputs
-        .iter()
-        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
-        .collect();
     if let Some(text) = n.stage.outline(&n.params, &inputs) {
         println!("{text}");
     }

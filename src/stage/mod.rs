@@ -245,8 +245,13 @@ pub trait Stage: Send + Sync + 'static {
         None
     }
     /// The values the node actually uses, where they differ from its canonical parameters (presets resolved,
-    /// settings of options not chosen left out), for `show`; `None` when they are the parameters as declared.
-    fn effective(&self, _params: &serde_json::Value) -> Option<serde_json::Value> {
+    /// settings of options not chosen left out, or values an input decides), for `show`; `None` when they are the
+    /// parameters as declared. `inputs` as for [`Stage::outline`].
+    fn effective(
+        &self,
+        _params: &serde_json::Value,
+        _inputs: &BTreeMap<String, Vec<(String, serde_json::Value)>>,
+    ) -> Option<serde_json::Value> {
         None
     }
     /// The cells a node of this kind renders, each with the upstream node ids its value is read from:

@@ -194,20 +194,15 @@ impl Stage for FeaturesStage {
     fn follow_env(&self, _params: &Value, env: &BTreeMap<String, String>) -> Result<(), String> {
         super::training::follow_key_env(env)
     }
-    fn effective(&self, params: &Value) -> Option<Value> {
-        parse::<FeaturesParams>(params).ok().map(|p| crate::stages::modelspec::effective_size(params, &p.model))
+    fn effective(&self, params: &Value, inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<Value> {
+        let own = parse::<FeaturesParams>(params).ok()?;
+        // With a trained model, the sizes are that model's (this node's own are not used).
+        let m = trained_model(inputs).map_or(own.model, |(_, m)| m);
+        Some(crate::stages::modelspec::effective_size(params, &m))
     }
     fn outline(&self, _params: &Value, inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<String> {
         // With a trained model, its encoder is what embeds (this node's own size settings are not used).
-        let (id, up) = inputs.get("model")?.first()?;
-        let m: crate::stages::modelspec::ModelParams = serde_json::from_value(serde_json::Value::Object(
-            up.as_object()?
-                .iter()
-                .filter(|(k, _)| model_params().iter().any(|s| s.name == k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ))
-        .ok()?;
+        let (id, m) = trained_model(inputs)?;
         let s = m.size();
         Some(format!(
             "embeds with the encoder of `{id}` (width {}, {} blocks, {} heads, MLP {}, l_adapt {}): this node's own model size settings are not used",
@@ -614,4 +609,19 @@ impl Stage for ProbeStage {
         let m: Value = a.json("metrics.json")?;
         Ok(serde_json::to_string_pretty(&m).unwrap_or_default())
     }
+}
+
+/// The id and model settings of the trained model a `features` node embeds with (its `model` input), from that
+/// training node's parameters; `None` without one.
+fn trained_model(inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<(&str, crate::stages::modelspec::ModelParams)> {
+    let (id, up) = inputs.get("model")?.first()?;
+    let model = serde_json::from_value(Value::Object(
+        up.as_object()?
+            .iter()
+            .filter(|(k, _)| model_params().iter().any(|s| s.name == k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+    .ok()?;
+    Some((id, model))
 }

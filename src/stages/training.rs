@@ -587,7 +587,7 @@ impl Stage for TrainStage {
         }
         Some(text)
     }
-    fn effective(&self, params: &Value) -> Option<Value> {
+    fn effective(&self, params: &Value, _inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<Value> {
         if self.multi {
             parse::<CotrainParams>(params).ok().map(|p| effective(params, &p.model, &p.optim))
         } else {

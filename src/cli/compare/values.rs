@@ -116,7 +116,7 @@ pub enum NumFormat {
     Integer,
     /// This many decimals.
     Fixed(usize),
-    /// `1.234e-5`.
+    /// `1.234e-05`.
     Scientific,
 }
 
@@ -145,8 +145,21 @@ impl NumFormat {
             NumFormat::Scientific if x == 0.0 => "0".into(),
             NumFormat::Integer => format!("{}", x as i64),
             NumFormat::Fixed(d) => format!("{x:.d$}"),
-            NumFormat::Scientific => format!("{x:.3e}"),
+            NumFormat::Scientific => scientific(x),
         }
+    }
+}
+
+/// `x` as `1.234e-05` / `2.000e+00`: the exponent signed and of two digits at least, as C's and Python's `%.3e`
+/// write it, so a column's exponents line up (Rust's `{:.3e}` writes `2.000e0` beside `3.000e-10`).
+fn scientific(x: f64) -> String {
+    let s = format!("{x:.3e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
     }
 }
 
@@ -177,6 +190,9 @@ mod tests {
         assert_eq!(f(&[0.001, 0.5]), NumFormat::Fixed(5));
         assert_eq!(f(&[3e-10, 1e-9]), NumFormat::Scientific);
         assert_eq!(NumFormat::Scientific.show(3e-10), "3.000e-10");
+        assert_eq!(NumFormat::Scientific.show(2.0), "2.000e+00", "exponents line up in a column");
+        assert_eq!(NumFormat::Scientific.show(-1.5e-3), "-1.500e-03");
+        assert_eq!(NumFormat::Scientific.show(1.23456e120), "1.235e+120");
         assert_eq!(NumFormat::Scientific.show(0.0), "0");
         assert_eq!(f(&[f64::NAN, 2.0]), NumFormat::Integer);
         assert_eq!(NumFormat::Fixed(4).show(f64::NAN), "NaN");
