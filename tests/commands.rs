@@ -1,5 +1,6 @@
 //! `gc`, `verify`, `dag`, `plan` and `kinds` through the binary.
 
+use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 
@@ -76,10 +77,56 @@ fn verify_reports_damage_with_exit_4_and_run_repairs_it() {
     std::fs::write(&f, b"garbage").unwrap();
     let (code, out, _) = pf(d.path(), &["verify"]);
     assert_eq!(code, 4, "{out}");
-    assert!(out.contains("Damaged"));
+    // Named by its node and key (the key `status --json` gives).
+    assert!(
+        out.contains("Damaged value.json of `a`'s artifact (key ") || out.contains("Damaged value.json of `b`'s artifact (key "),
+        "{out}"
+    );
     let (code, _, _) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0);
     assert_eq!(pf(d.path(), &["verify"]).0, 0);
+}
+
+/// The JSON lines of `out`.
+fn events(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn run_events_share_plan_and_status_fields() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.z]\nkind = \"value\"\nvalue = 1\n[node.bad]\nkind = \"value\"\nfail = true\n[node.after]\nkind = \"value\"\ninputs = { after = \"bad\" }\n[node.a]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"z\" }\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    let ev = events(&out);
+    let find =
+        |event: &str, id: &str| ev.iter().find(|e| e["event"] == event && e["id"] == id).unwrap_or_else(|| panic!("{event} {id}: {out}"));
+    // Reasons as `plan --json` and `status --json` give them: in words and structured.
+    let plan = &ev[0]["nodes"][0];
+    assert_eq!((&plan["reason"], &plan["reasons"][0]["reason"]), (&json!("never run"), &json!("never_run")), "{out}");
+    let started = find("started", "z");
+    assert_eq!((&started["reason"], &started["reasons"][0]["reason"]), (&json!("never run"), &json!("never_run")), "{out}");
+    assert!(find("failed", "bad")["ms"].is_u64() && find("skipped", "after")["kind"] == "value", "{out}");
+    // `finished` carries the key `status --json` names.
+    let (_, st, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let z_key = st.as_array().unwrap().iter().find(|n| n["id"] == "z").unwrap()["key"].clone();
+    assert_eq!(find("finished", "z")["key"], z_key, "{out}");
+    // The summary lists the nodes in plan order, whatever order they ended in.
+    let summary = ev.iter().find(|e| e["event"] == "summary").unwrap();
+    let order: Vec<&str> = summary["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let planned: Vec<&str> = ev[0]["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(order, planned, "{out}");
+    // A node failing on its input or settings ends the run as exit 2, with the JSON error line of any exit 2.
+    std::fs::write(d.path().join("q.toml"), "[node.nf]\nkind = \"command\"\nrun = [\"/nonexistent/prog\"]\n").unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "q.toml", "--json"]);
+    let last = events(&out).pop().unwrap();
+    assert!(code == 2 && last["event"] == "error" && last["exit"] == 2, "{out}{err}");
+    assert!(err.contains("nf failed on its input or settings"), "{err}");
 }
 
 #[test]

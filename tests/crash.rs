@@ -128,12 +128,25 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
                 break;
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
         let t0 = Instant::now();
         assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{sig}: {err}");
+        // The events close what they opened: `slow` interrupted, `z` never started, then a summary.
+        let rest: Vec<serde_json::Value> = rest
+            .join()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] != "progress")
+            .collect();
+        let kinds: Vec<&str> = rest.iter().map(|e| e["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["interrupted", "summary", "error"], "{sig}: {rest:?}");
+        assert_eq!((&rest[0]["id"], &rest[0]["kept"]), (&serde_json::json!("slow"), &serde_json::json!(false)));
+        assert_eq!((&rest[1]["ran"], &rest[1]["interrupted"]), (&serde_json::json!(1), &serde_json::json!(1)), "{sig}");
+        assert_eq!(rest[2]["exit"], code);
         assert!(t0.elapsed() < Duration::from_secs(10), "{sig}: stopped without waiting for the 20 s node");
         assert!(
             err.contains("interrupted while running slow (not cached") && err.contains("1 node(s) finished in this run and stay cached"),
@@ -142,6 +155,37 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
         let s = status(d.path());
         assert_eq!((state_of(&s, "a"), state_of(&s, "slow")), ("fresh".to_string(), "stale".to_string()));
     }
+}
+
+#[test]
+fn a_reader_that_stops_early_stops_the_run_cleanly_with_141() {
+    // `polyflow run --json | head -2`: the run stops as on SIGTERM (no panic, nothing half-cached), exit 141.
+    let d = tempfile::tempdir().unwrap();
+    pipeline(d.path(), 20_000);
+    let mut child = Command::new(BIN)
+        .args(["run", "p.toml", "--json"])
+        .current_dir(d.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let ev: serde_json::Value = serde_json::from_str(&lines.next().expect("run ended early").unwrap()).unwrap();
+        if ev["event"] == "started" && ev["id"] == "slow" {
+            break;
+        }
+    }
+    let t0 = Instant::now();
+    drop(lines);
+    // The next event (a progress line of `slow` within a second) finds the pipe closed.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "stopped without waiting for the 20 s node");
+    assert!(!err.contains("panicked") && err.contains("standard output was closed by its reader"), "{err}");
+    let s = status(d.path());
+    assert_eq!((state_of(&s, "a"), state_of(&s, "slow")), ("fresh".to_string(), "stale".to_string()));
 }
 
 /// Whether process `pid` runs (a zombie waiting to be reaped does not).

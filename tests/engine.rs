@@ -226,7 +226,8 @@ fn profiles_matrix_and_includes() {
     let (ran, events) = e.run_with(Some("fast"), RunOptions::default());
     assert_eq!(ran, ["base", "m.1", "m.2", "m.3", "sum"]);
     let plan = events.iter().find_map(|ev| if let Event::Plan { nodes } = ev { Some(nodes.clone()) } else { None }).unwrap();
-    assert_eq!(plan[0].reasons, ["x changed 3 → 4"]);
+    assert_eq!(plan[0].reason, "x changed 3 → 4");
+    assert!(matches!(&plan[0].reasons[..], [polyflow::fingerprint::DirtyReason::ParamChanged { .. }]), "{:?}", plan[0].reasons);
     assert_eq!(e.run_with(Some("fast"), RunOptions::default()).0, Vec::<String>::new());
     // The matrix declaration id as a target selects all of its expansions.
     // Back to the default profile: still cached. The matrix declaration id as a target selects its expansions.
@@ -246,9 +247,9 @@ fn failure_stops_dependents_but_not_independent_branches() {
     let (ran, events) = e.run_with(None, RunOptions::default());
     assert_eq!(ran, ["a", "side"]);
     assert!(events.iter().any(|ev| matches!(ev, Event::Failed { id, .. } if id == "b")));
-    assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because } if id == "c" && because == "b")));
+    assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because, .. } if id == "c" && because == "b")));
     // Skipped through a skipped node: the node that failed is named, not `c`.
-    assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because } if id == "d" && because == "b")), "{events:?}");
+    assert!(events.iter().any(|ev| matches!(ev, Event::Skipped { id, because, .. } if id == "d" && because == "b")), "{events:?}");
     assert!(e.reasons("b")[0].starts_with("last run failed: boom"));
 }
 

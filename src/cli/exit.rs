@@ -16,3 +16,6 @@ pub const STORE: i32 = 4;
 pub const INTERRUPTED: i32 = 130;
 /// Terminated by SIGTERM while running: as [`INTERRUPTED`].
 pub const TERMINATED: i32 = 143;
+/// `run`'s standard output was closed by its reader (`polyflow run … --json | head`): it stopped as on SIGTERM
+/// (128 + SIGPIPE, what a shell reports for a process SIGPIPE ended).
+pub const PIPE_CLOSED: i32 = 141;

@@ -1,5 +1,6 @@
 //! `gc`, `verify`, `params`, `kinds`.
 
+use super::out::outln;
 use super::report::fmt_bytes;
 use super::{env_of, exit, load_graph, CliError, Common};
 use crate::exec::assess::assess_all;
@@ -72,13 +73,21 @@ fn each_profile(
 
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
 /// record of every node id of those pipelines; deletes the rest.
-pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Overlay, yes: bool, reg: &Registry) -> Result<i32, CliError> {
+pub fn gc(
+    files: &[PathBuf],
+    store_dir: &Path,
+    backend: &str,
+    overlay: &spec::Overlay,
+    yes: bool,
+    wait: bool,
+    reg: &Registry,
+) -> Result<i32, CliError> {
     if !Store::exists(store_dir) {
         eprintln!("note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect", store_dir.display());
         return Ok(exit::OK);
     }
     let store = Store::open(store_dir)?;
-    let _lock = store.lock(std::time::Duration::from_secs(0))?;
+    let _lock = super::lock_store(&store, wait, false)?;
     let index = store.index()?;
     let mut keep_keys = BTreeSet::new();
     // Keys the nodes would be computed under now (stale ones whose inputs are fresh): their resumable scratch stays.
@@ -103,7 +112,7 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     let drop_partial = if unknown > 0 {
         let kept = stale_partial_dirs(&store, &resumable).len();
         if kept > 0 {
-            println!(
+            outln!(
                 "{:>12} {kept} scratch folders of interrupted runs: {unknown} nodes' keys are not known until their inputs are \
                  computed, and a run may resume from them (run `gc` again after a run)",
                 "Keeping"
@@ -114,7 +123,7 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
         stale_partial_dirs(&store, &resumable)
     };
     for d in &drop_partial {
-        println!(
+        outln!(
             "{:>12} scratch {} ({}): an interrupted run's checkpoints, which no node of these pipelines would resume",
             if yes { "Removing" } else { "Would remove" },
             d.display(),
@@ -131,7 +140,7 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     let parts: BTreeSet<String> = records.iter().flat_map(|r| r.fingerprint.external_parts.iter().map(|p| p.digest.clone())).collect();
     let (listings, listing_bytes) = store.file_digests().prune_listings(&parts, !yes);
     if listings > 0 {
-        println!(
+        outln!(
             "{:>12} {listings} listings of external files no recorded run was made from ({})",
             if yes { "Removed" } else { "Would remove" },
             fmt_bytes(listing_bytes)
@@ -150,11 +159,11 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
     let drop_blobs: Vec<(String, u64)> = store.blobs.list().into_iter().filter(|(d, _)| !keep_blobs.contains(d)).collect();
     let drop_jobs = stale_job_dirs(&store, &keep_keys);
     for d in &drop_jobs {
-        println!("{:>12} job directory {}", if yes { "Removing" } else { "Would remove" }, d.display());
+        outln!("{:>12} job directory {}", if yes { "Removing" } else { "Would remove" }, d.display());
     }
     let damaged = store.blobs.damaged();
     for (p, size) in &damaged {
-        println!(
+        outln!(
             "{:>12} damaged blob {} ({}), moved aside when found",
             if yes { "Removing" } else { "Would remove" },
             p.display(),
@@ -171,9 +180,9 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
             Some(id) => format!("node `{id}`, no longer in these pipelines"),
             None => "no longer referenced by any of these pipelines".to_string(),
         };
-        println!("{:>12} artifact {} ({}): {what}", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
+        outln!("{:>12} artifact {} ({}): {what}", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
     }
-    println!(
+    outln!(
         "{:>12} {} artifacts, {} blobs, {}",
         if yes { "Removed" } else { "Would free" },
         drop_keys.len(),
@@ -195,7 +204,7 @@ pub fn gc(files: &[PathBuf], store_dir: &Path, backend: &str, overlay: &spec::Ov
             std::fs::remove_file(p).map_err(|e| CliError::Other(format!("error: {}: {e}", p.display()), exit::STORE))?;
         }
     } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() || !damaged.is_empty() || !drop_partial.is_empty() {
-        println!("run again with --yes to delete");
+        outln!("run again with --yes to delete");
     }
     Ok(exit::OK)
 }
@@ -232,7 +241,7 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             Ok(_) => {
                 pushed += 1;
                 bytes += m.size();
-                println!("{:>12} {} ({})", "Published", g.nodes[i].id, fmt_bytes(m.size()));
+                outln!("{:>12} {} ({})", "Published", g.nodes[i].id, fmt_bytes(m.size()));
             }
             Err(e) => {
                 failed += 1;
@@ -240,11 +249,11 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             }
         }
     }
-    println!("{:>12} {pushed} artifacts ({}) to {}; {had} were there already", "Pushed", fmt_bytes(bytes), cache.describe());
+    outln!("{:>12} {pushed} artifacts ({}) to {}; {had} were there already", "Pushed", fmt_bytes(bytes), cache.describe());
     if !not_fresh.is_empty() {
         let shown = not_fresh.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
         let more = if not_fresh.len() > 8 { format!(" and {} more", not_fresh.len() - 8) } else { String::new() };
-        println!("{:>12} {} not fresh, not pushed: {shown}{more} (`polyflow run` computes them)", "Skipped", not_fresh.len());
+        outln!("{:>12} {} not fresh, not pushed: {shown}{more} (`polyflow run` computes them)", "Skipped", not_fresh.len());
     }
     Ok(if failed > 0 { exit::STORE } else { exit::OK })
 }
@@ -254,9 +263,9 @@ pub fn verify_cache(dir: &Path) -> Result<i32, CliError> {
     let cache = super::open_cache(dir, false)?;
     let (n, bad) = cache.verify();
     for (key, node, name, what) in &bad {
-        println!("{:>12} {name} of `{node}` (cache entry {}) ({what})", "Damaged", &key[..16.min(key.len())]);
+        outln!("{:>12} {name} of `{node}` (cache entry {}) ({what})", "Damaged", &key[..16.min(key.len())]);
     }
-    println!("{:>12} {n} files checked in {}, {} damaged", "Verified", dir.display(), bad.len());
+    outln!("{:>12} {n} files checked in {}, {} damaged", "Verified", dir.display(), bad.len());
     Ok(if bad.is_empty() { exit::OK } else { exit::STORE })
 }
 
@@ -314,7 +323,7 @@ pub fn gc_cache(
             continue;
         }
         dropped += 1;
-        println!(
+        outln!(
             "{verb:>12} cache entry {} ({}): node `{}`, published {} days ago",
             &key[..16],
             fmt_bytes(e.manifest.size()),
@@ -331,7 +340,7 @@ pub fn gc_cache(
     let mut blobs = 0;
     let unreadable = cache.unreadable();
     for p in &unreadable {
-        println!("{:>12} {} cannot be read: no blob is deleted (it may name some)", "Warning", p.display());
+        outln!("{:>12} {} cannot be read: no blob is deleted (it may name some)", "Warning", p.display());
     }
     let blob_list = if unreadable.is_empty() { cache.blobs() } else { vec![] };
     let (mut young, mut young_bytes) = (0, 0);
@@ -352,21 +361,21 @@ pub fn gc_cache(
         }
     }
     for p in cache.leftovers(grace) {
-        println!("{verb:>12} {}", p.display());
+        outln!("{verb:>12} {}", p.display());
         if yes {
             let _ = std::fs::remove_file(&p);
         }
     }
-    println!("{:>12} {dropped} cache entries, {blobs} blobs, {}", if yes { "Removed" } else { "Would free" }, fmt_bytes(freed));
+    outln!("{:>12} {dropped} cache entries, {blobs} blobs, {}", if yes { "Removed" } else { "Would free" }, fmt_bytes(freed));
     if young > 0 {
-        println!(
+        outln!(
             "{:>12} {young} blobs ({}) no entry names, written less than an hour ago: kept, as a publish writes its blobs before its entry; a gc after that hour removes them",
             "Held back",
             fmt_bytes(young_bytes)
         );
     }
     if !yes && (dropped > 0 || blobs > 0) {
-        println!("run again with --yes to delete");
+        outln!("run again with --yes to delete");
     }
     Ok(exit::OK)
 }
@@ -377,6 +386,11 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     let index = store.index_read()?;
     let mut bad = 0;
     let mut n = 0;
+    // The node that computed an artifact, and its key (what `status --json` calls `key`).
+    let whose = |k: &str| match index.producer(k) {
+        Some(id) => format!("`{id}`'s artifact (key {})", &k[..16.min(k.len())]),
+        None => format!("the artifact of key {}", &k[..16.min(k.len())]),
+    };
     for (k, m) in index.artifacts() {
         for (name, f) in &m.files {
             n += 1;
@@ -384,18 +398,18 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
                 BlobState::Ok => {}
                 BlobState::Missing => {
                     bad += 1;
-                    println!("{:>12} {name} of artifact {} (missing)", "Damaged", &k[..16]);
+                    outln!("{:>12} {name} of {} (missing)", "Damaged", whose(&k));
                 }
                 BlobState::Corrupt => {
                     bad += 1;
                     // Moved aside, so the artifact is stale (missing) from now on, not trusted by its size.
                     let to = store.blobs.quarantine(&f.digest).map(|p| format!(", moved to {}", p.display())).unwrap_or_default();
-                    println!("{:>12} {name} of artifact {} (checksum mismatch{to})", "Damaged", &k[..16]);
+                    outln!("{:>12} {name} of {} (checksum mismatch{to})", "Damaged", whose(&k));
                 }
             }
         }
     }
-    println!(
+    outln!(
         "{:>12} {n} files checked, {bad} damaged{}",
         "Verified",
         if bad > 0 { " (their nodes are stale and re-run on the next `run`)" } else { "" }
@@ -405,7 +419,7 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
 
 /// `params`: parameter counts of every model-bearing node, computed from its config and its tasks' data
 /// (the data and task nodes those need are brought up to date first; nothing is trained).
-pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
+pub fn params(c: Common, json: bool, wait: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let sel = g.select(&[])?;
     let wanted: Vec<usize> = sel.iter().copied().filter(|&i| !g.nodes[i].stage.report_slots().is_empty()).collect();
@@ -443,8 +457,8 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
     if !targets.is_empty() {
         let store = Store::open(&c.store)?;
         {
-            // As `run`: a store held by another run is exit 3 at once, not a silent wait.
-            let _lock = store.lock(std::time::Duration::from_millis(0))?;
+            // As `run`: a store held by another run is exit 3 at once, unless `--wait`.
+            let _lock = super::lock_store(&store, wait, false)?;
             targets.sort();
             targets.dedup();
             eprintln!(
@@ -494,7 +508,7 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(exit::OK);
     }
     let mut t = comfy_table::Table::new();
@@ -504,20 +518,20 @@ pub fn params(c: Common, json: bool, reg: &Registry) -> Result<i32, CliError> {
         let f = |k: &str| r.get(k).and_then(|v| v.as_u64()).map(crate::tables::group_digits).unwrap_or_default();
         t.add_row(vec![id.clone(), f("tokenizers"), f("adapters"), f("shared_encoder"), f("heads"), f("total")]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(exit::OK)
 }
 
 /// `kinds`.
 pub fn kinds(reg: &Registry) -> Result<i32, CliError> {
     for s in reg.stages() {
-        println!("{} (v{}) → {}: {}", s.kind(), s.version(), s.output(), s.doc());
+        outln!("{} (v{}) → {}: {}", s.kind(), s.version(), s.output(), s.doc());
         for i in s.inputs() {
-            println!("    input  {:<16} {}{}", i.name, i.types.join("|"), if i.optional { " (optional)" } else { "" });
+            outln!("    input  {:<16} {}{}", i.name, i.types.join("|"), if i.optional { " (optional)" } else { "" });
         }
         for p in s.params() {
             let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
-            println!("    param  {:<16} {}{d}", p.name, p.doc);
+            outln!("    param  {:<16} {}{d}", p.name, p.doc);
         }
     }
     Ok(exit::OK)

@@ -5,6 +5,7 @@ pub mod exit;
 mod export;
 mod knobs;
 mod maintain;
+mod out;
 pub mod report;
 mod show;
 mod status;
@@ -299,6 +300,9 @@ pub struct GcArgs {
     /// Really delete (otherwise only list).
     #[arg(long)]
     yes: bool,
+    /// Wait for a run holding the store instead of exiting with code 3.
+    #[arg(long)]
+    wait: bool,
     /// The `--config` files your runs used (their artifacts count as referenced).
     #[arg(long = "config", value_name = "FILE")]
     config: Vec<PathBuf>,
@@ -337,6 +341,9 @@ pub struct ParamsArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// Where task nodes must be computed first: wait for a run holding the store instead of exiting with code 3.
+    #[arg(long)]
+    wait: bool,
 }
 
 /// A command failure with its exit code.
@@ -559,14 +566,14 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {
                 Some(dir) => maintain::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
-                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, a.yes, reg),
+                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, a.yes, a.wait, reg),
             }
         }
         Command::Verify(a) => match &a.cache {
             Some(dir) => maintain::verify_cache(dir),
             None => maintain::verify(a.file.as_deref(), &a.store),
         },
-        Command::Params(a) => maintain::params(a.common, a.json, reg),
+        Command::Params(a) => maintain::params(a.common, a.json, a.wait, reg),
         Command::Kinds => maintain::kinds(reg),
         Command::BenchModel(a) => {
             crate::bench::model::bench_model(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
@@ -588,7 +595,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Err(e) => {
             eprintln!("{e:#}");
             if json {
-                println!("{}", serde_json::json!({"event": "error", "exit": e.code(), "message": format!("{e:#}")}));
+                out::line(&serde_json::json!({"event": "error", "exit": e.code(), "message": format!("{e:#}")}).to_string());
             }
             e.code()
         }
@@ -666,14 +673,28 @@ impl RunArgs {
     }
 }
 
+/// Takes the store's writer lock: at once, or with `wait` as long as another run holds it, saying so first
+/// (on stderr, and as a `{"event": "waiting", "holder": …}` line with `json`) so that a wait is never silent.
+pub(crate) fn lock_store(store: &Store, wait: bool, json: bool) -> Result<crate::store::WriterLock, CliError> {
+    match store.lock(std::time::Duration::ZERO) {
+        Err(StoreError::Locked { holder }) if wait => {
+            eprintln!("{:>12} for the run holding the store to finish: {holder}", "Waiting");
+            if json {
+                out::line(&serde_json::json!({"event": "waiting", "holder": holder}).to_string());
+            }
+            Ok(store.lock(std::time::Duration::from_secs(7 * 24 * 3600))?)
+        }
+        r => Ok(r?),
+    }
+}
+
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
     note_mixed_replicates(&g);
     let store = Store::open(&a.common.store)?;
-    let wait = if a.wait { std::time::Duration::from_secs(7 * 24 * 3600) } else { std::time::Duration::from_millis(0) };
     let executor = a.executor();
-    let _lock = store.lock(wait)?;
+    let _lock = lock_store(&store, a.wait, a.json)?;
     let opts = RunOptions {
         targets: a.nodes,
         force: a.force,
@@ -714,11 +735,15 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     hook(signal_hook::consts::SIGTERM, &term)?;
     hook(signal_hook::consts::SIGTERM, &flag)?;
     opts.interrupt = Some(flag);
-    let rep = report::Reporter::new(a.json, verbose);
+    // A reader of the JSON lines that goes away stops the run as SIGTERM would.
+    let rep = report::Reporter::new(a.json, verbose).stopping(opts.interrupt.clone());
     let sink = |e: &exec::Event| rep.event(e);
     let summary = match exec::run(&g, &store, &opts, &sink) {
         Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) => {
             return Err(CliError::Other(format!("{e}"), exit::TERMINATED));
+        }
+        Err(e @ exec::ExecError::Interrupted { .. }) if out::closed() => {
+            return Err(CliError::Other(format!("standard output was closed by its reader: {e}"), exit::PIPE_CLOSED));
         }
         r => r?,
     };
@@ -732,12 +757,25 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     } else if wrote > 0 && !overrides.is_empty() {
         eprintln!("{:>12} the overrides change none of the files written: they are the pipeline file's own results", "Note");
     }
-    if summary.failed.is_empty() {
+    // Failures that are the store's (4) or the user's input's (2) end the run as errors of that code, so that
+    // `--json` gives the error line it gives for any exit 2 or 4; other failures are exit 1.
+    let of = |class: FailureClass| summary.failed.iter().filter(|(_, c)| *c == class).map(|(id, _)| id.as_str()).collect::<Vec<_>>();
+    let (store_failed, input_failed) = (of(FailureClass::Store), of(FailureClass::Input));
+    if !store_failed.is_empty() {
+        Err(CliError::Other(
+            format!("error: the store could not be written or read for {} (see `Failed` above)", store_failed.join(", ")),
+            exit::STORE,
+        ))
+    } else if !input_failed.is_empty() {
+        Err(CliError::Other(
+            format!(
+                "error: {} failed on its input or settings (see `Failed` above: fix the pipeline or the data)",
+                input_failed.join(", ")
+            ),
+            exit::USAGE,
+        ))
+    } else if summary.failed.is_empty() {
         Ok(exit::OK)
-    } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Store) {
-        Ok(exit::STORE)
-    } else if summary.failed.iter().any(|(_, c)| *c == FailureClass::Input) {
-        Ok(exit::USAGE)
     } else {
         Ok(exit::NODE_FAILED)
     }
@@ -785,7 +823,8 @@ fn materialize(
         }
         if let (true, Some(f)) = (print, n.stage.summary_file()) {
             if let Ok(b) = art.read(f) {
-                println!("{}", String::from_utf8_lossy(&b));
+                // Everything ran: a reader gone by now loses only this copy of the table (the files are written).
+                out::line(&String::from_utf8_lossy(&b));
             }
         }
     }

@@ -23,6 +23,8 @@ pub struct Reporter {
     verbose: bool,
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Raised when the JSON lines' reader goes away (the run's stop flag).
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 fn status(word: &str, rest: &str) -> String {
@@ -39,7 +41,14 @@ impl Reporter {
         } else {
             Mode::Plain
         };
-        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()) }
+        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()), stop: None }
+    }
+
+    /// Raises `stop` when standard output is closed while JSON lines are written to it (`run … --json | head`),
+    /// so the run stops as on SIGTERM instead of going on with nobody reading.
+    pub fn stopping(mut self, stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        self.stop = stop;
+        self
     }
 
     fn line(&self, s: String) {
@@ -53,7 +62,11 @@ impl Reporter {
     /// Renders one event.
     pub fn event(&self, e: &Event) {
         if self.mode == Mode::Json {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            if !super::out::line(&serde_json::to_string(e).unwrap_or_default()) {
+                if let Some(stop) = &self.stop {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
             return;
         }
         match e {
@@ -62,7 +75,7 @@ impl Reporter {
                 self.line(status("Plan", &format!("{} nodes, {} to run", nodes.len(), stale)));
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.state != State::Fresh) {
-                        self.line(status("Dirty", &format!("{}: {}", n.id, n.reasons.join("; "))));
+                        self.line(status("Dirty", &format!("{}: {}", n.id, n.reason)));
                     }
                 }
             }
@@ -71,13 +84,13 @@ impl Reporter {
                     self.line(status("Fresh", id));
                 }
             }
-            Event::Started { id, kind, reasons, devices } => {
+            Event::Started { id, kind, reason, devices, .. } => {
                 let on = match devices.as_slice() {
                     [] => String::new(),
                     [d] => format!(" on device {d}"),
                     ds => format!(" on devices {}", ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")),
                 };
-                self.line(status("Running", &format!("{id} ({kind}){on}: {}", reasons.join("; "))));
+                self.line(status("Running", &format!("{id} ({kind}){on}: {reason}")));
                 if self.mode == Mode::Bars {
                     let pb = self.multi.add(ProgressBar::new(1));
                     pb.set_style(
@@ -114,17 +127,25 @@ impl Reporter {
                 self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
             }
             Event::Note { id, message } => self.line(status("Note", &format!("{id}: {message}"))),
-            Event::Skipped { id, because } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
-            Event::Summary { ran, fresh, fetched, failed, skipped, ms, nodes } => {
+            Event::Skipped { id, because, .. } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
+            // The error that ends the run names what was running: only the bar goes.
+            Event::Interrupted { id, .. } => {
+                if let Some(pb) = self.bars.lock().unwrap().remove(id) {
+                    pb.finish_and_clear();
+                }
+            }
+            Event::Summary { ran, fresh, fetched, failed, skipped, interrupted, ms, nodes } => {
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.outcome == "ran") {
                         self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
                     }
                 }
                 let fetched = if *fetched > 0 { format!(", {fetched} fetched") } else { String::new() };
+                let (word, stopped) =
+                    if *interrupted > 0 { ("Stopped", format!(", {interrupted} interrupted")) } else { ("Done", String::new()) };
                 self.line(status(
-                    "Done",
-                    &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped in {}", fmt_ms(*ms)),
+                    word,
+                    &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped{stopped} in {}", fmt_ms(*ms)),
                 ));
             }
         }

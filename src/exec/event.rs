@@ -1,5 +1,6 @@
 //! Events emitted by the engine. The engine never prints: reporters (in `cli::report`) render these.
 
+use crate::fingerprint::DirtyReason;
 use serde::Serialize;
 
 /// The state of a node as decided before or during a run.
@@ -33,8 +34,10 @@ pub struct PlanEntry {
     pub kind: String,
     /// State.
     pub state: State,
-    /// Why it is stale (empty when fresh).
-    pub reasons: Vec<String>,
+    /// Why it is stale, in words (`lr changed 0.002 → 0.003; …`; empty when fresh), as `plan` and `status` write it.
+    pub reason: String,
+    /// Why it is stale, each reason as `plan --json` and `status --json` give it (`{"reason": "param_changed", …}`).
+    pub reasons: Vec<DirtyReason>,
 }
 
 /// A per-node timing in the summary.
@@ -42,7 +45,7 @@ pub struct PlanEntry {
 pub struct NodeTiming {
     /// Node id.
     pub id: String,
-    /// Outcome: `ran`, `fresh`, `fetched`, `failed`, `skipped`.
+    /// Outcome: `ran`, `fresh`, `fetched`, `failed`, `skipped`, `interrupted`.
     pub outcome: &'static str,
     /// Milliseconds (0 unless it ran).
     pub ms: u64,
@@ -70,8 +73,10 @@ pub enum Event {
         id: String,
         /// Kind.
         kind: String,
-        /// Why it runs.
-        reasons: Vec<String>,
+        /// Why it runs, in words.
+        reason: String,
+        /// Why it runs, as structured reasons (those of the plan, less the inputs it waited on).
+        reasons: Vec<DirtyReason>,
         /// The accelerator indices it is pinned to (`--devices` slots; absent when it holds none).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         devices: Vec<u32>,
@@ -95,6 +100,8 @@ pub enum Event {
         kind: String,
         /// Milliseconds.
         ms: u64,
+        /// The node's cache key (`status --json`'s `key`).
+        key: String,
         /// Artifact digest.
         artifact: String,
         /// Artifact size in bytes.
@@ -108,6 +115,8 @@ pub enum Event {
         kind: String,
         /// Milliseconds the copy took.
         ms: u64,
+        /// The node's cache key.
+        key: String,
         /// Artifact digest (the same as where it was computed).
         artifact: String,
         /// Artifact size in bytes.
@@ -123,8 +132,20 @@ pub enum Event {
         kind: String,
         /// Where the node is declared (`file:line:col`).
         at: String,
+        /// Milliseconds it ran before failing.
+        ms: u64,
         /// Error text.
         error: String,
+    },
+    /// A node that was running when the run was stopped (Ctrl-C, SIGTERM, its output's reader gone): not
+    /// cached; with `kept`, its Slurm job was left running for the next `run` to re-attach to.
+    Interrupted {
+        /// Node id.
+        id: String,
+        /// Kind.
+        kind: String,
+        /// Whether its Slurm job keeps running (`--keep-jobs`).
+        kept: bool,
     },
     /// Something worth telling about a running node (e.g. `submitted as Slurm job 12`).
     Note {
@@ -137,6 +158,8 @@ pub enum Event {
     Skipped {
         /// Node id.
         id: String,
+        /// Kind.
+        kind: String,
         /// The upstream node whose failure it waited on (directly or through other skipped nodes).
         because: String,
     },
@@ -152,9 +175,11 @@ pub enum Event {
         failed: usize,
         /// Nodes skipped.
         skipped: usize,
+        /// Nodes stopped while running (the run was interrupted; 0 otherwise).
+        interrupted: usize,
         /// Wall time.
         ms: u64,
-        /// Per-node outcomes.
+        /// Per-node outcomes, in plan order.
         nodes: Vec<NodeTiming>,
     },
 }

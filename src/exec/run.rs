@@ -231,7 +231,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             break;
         }
         if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-            return Err(s.interrupt()?);
+            return Err(s.interrupt(t0)?);
         }
         s.launcher.tick(&s.tx)?;
         s.idx.close_if_idle();
@@ -244,7 +244,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
                 // A node that failed while the run is being stopped was stopped with it: it was interrupted, and is
                 // not recorded as a failure of its own.
                 if result.is_err() && opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-                    return Err(s.interrupt()?);
+                    return Err(s.interrupt(t0)?);
                 }
                 s.release(i);
                 match result {
@@ -269,21 +269,35 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             (s.sink)(&Event::Note { id: g.nodes[i].id.clone(), message });
         }
     }
-    (s.sink)(&Event::Summary {
-        ran: s.summary.ran.len(),
-        fresh: s.summary.fresh.len(),
-        fetched: s.summary.fetched.len(),
-        failed: s.summary.failed.len(),
-        skipped: s.summary.skipped.len(),
-        ms: t0.elapsed().as_millis() as u64,
-        nodes: std::mem::take(&mut s.timings),
-    });
+    s.emit_summary(t0, 0);
     let mut summary = std::mem::take(&mut s.summary);
     summary.artifacts = s.done.iter().map(|(&i, m)| (g.nodes[i].id.clone(), m.clone())).collect();
     Ok(summary)
 }
 
+/// Reasons in words, as `plan` and `status` write them.
+fn words(reasons: &[DirtyReason]) -> String {
+    reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+}
+
 impl Scheduler<'_> {
+    /// The `summary` event: counts, the wall time since `t0` and each node's outcome in plan order.
+    fn emit_summary(&mut self, t0: std::time::Instant, interrupted: usize) {
+        let mut nodes = std::mem::take(&mut self.timings);
+        let pos: HashMap<String, usize> = self.order.iter().map(|(&i, &p)| (self.id(i), p)).collect();
+        nodes.sort_by_key(|t| pos.get(&t.id).copied().unwrap_or(usize::MAX));
+        (self.sink)(&Event::Summary {
+            ran: self.summary.ran.len(),
+            fresh: self.summary.fresh.len(),
+            fetched: self.summary.fetched.len(),
+            failed: self.summary.failed.len(),
+            skipped: self.summary.skipped.len(),
+            interrupted,
+            ms: t0.elapsed().as_millis() as u64,
+            nodes,
+        });
+    }
+
     fn id(&self, i: usize) -> String {
         self.g.nodes[i].id.clone()
     }
@@ -303,7 +317,7 @@ impl Scheduler<'_> {
             .iter()
             .map(|&i| {
                 let a = &self.assessed[&i];
-                PlanEntry { id: self.id(i), kind: self.kind(i), state: a.state, reasons: a.reasons.iter().map(|r| r.to_string()).collect() }
+                PlanEntry { id: self.id(i), kind: self.kind(i), state: a.state, reason: words(&a.reasons), reasons: a.reasons.clone() }
             })
             .collect();
         (self.sink)(&Event::Plan { nodes });
@@ -370,7 +384,7 @@ impl Scheduler<'_> {
             self.failed.insert(d);
             self.summary.skipped.push(self.id(d));
             self.timings.push(NodeTiming { id: self.id(d), outcome: "skipped", ms: 0 });
-            (self.sink)(&Event::Skipped { id: self.id(d), because: self.id(i) });
+            (self.sink)(&Event::Skipped { id: self.id(d), kind: self.kind(d), because: self.id(i) });
         }
     }
 
@@ -478,10 +492,9 @@ impl Scheduler<'_> {
             self.assessed.insert(i, a);
             return Ok(Started::Yes);
         };
-        let reasons: Vec<String> =
-            a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).map(|r| r.to_string()).collect();
-        let reasons = if reasons.is_empty() { vec!["inputs changed".to_string()] } else { reasons };
-        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reasons, devices: devices.clone() });
+        let reasons: Vec<DirtyReason> = a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).cloned().collect();
+        let reasons = if reasons.is_empty() { vec![DirtyReason::Other { detail: "inputs changed".into() }] } else { reasons };
+        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reason: words(&reasons), reasons, devices: devices.clone() });
         let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
         for (slot, ups) in &node.inputs {
             let arts = ups
@@ -636,6 +649,7 @@ impl Scheduler<'_> {
                     id: self.id(i),
                     kind: self.kind(i),
                     ms,
+                    key: key.clone(),
                     artifact: manifest.digest.clone(),
                     size: manifest.size(),
                     from,
@@ -648,6 +662,7 @@ impl Scheduler<'_> {
                     id: self.id(i),
                     kind: self.kind(i),
                     ms,
+                    key: key.clone(),
                     artifact: manifest.digest.clone(),
                     size: manifest.size(),
                 });
@@ -692,7 +707,7 @@ impl Scheduler<'_> {
         if let Some(key) = &self.assessed[&i].key {
             self.idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone(), runner })?;
         }
-        (self.sink)(&Event::Failed { id: id.clone(), kind, at: self.g.nodes[i].location.clone(), error: e.message.clone() });
+        (self.sink)(&Event::Failed { id: id.clone(), kind, at: self.g.nodes[i].location.clone(), ms, error: e.message.clone() });
         self.failed.insert(i);
         self.summary.failed.push((id.clone(), e.class));
         self.timings.push(NodeTiming { id, outcome: "failed", ms });
@@ -720,7 +735,7 @@ impl Scheduler<'_> {
     }
 
     /// Stops the run: cancels (or leaves, with `keep`) what runs, records the cancelled nodes as failed attempts.
-    fn interrupt(&mut self) -> Result<super::ExecError, StoreError> {
+    fn interrupt(&mut self, t0: Instant) -> Result<super::ExecError, StoreError> {
         let keep = self.opts.keep_jobs || self.g.executor.on_interrupt == OnInterrupt::Keep;
         // External programs of `command` nodes run in process groups of their own (a terminal's Ctrl-C reaches
         // polyflow only): stop them, so that none outlives the run.
@@ -735,6 +750,13 @@ impl Scheduler<'_> {
         self.idx.flush()?;
         let names: Vec<String> = self.running.keys().map(|&i| self.id(i)).collect();
         let kept = if keep && !names.is_empty() && self.launcher.keeps_jobs() { self.running.len() } else { 0 };
+        // Each node stopped, then the summary, so that a reader of the events closes every `started` one.
+        let running: Vec<usize> = self.running.keys().copied().collect();
+        for &i in &running {
+            (self.sink)(&Event::Interrupted { id: self.id(i), kind: self.kind(i), kept: kept > 0 });
+            self.timings.push(NodeTiming { id: self.id(i), outcome: "interrupted", ms: 0 });
+        }
+        self.emit_summary(t0, running.len());
         Ok(super::ExecError::Interrupted { kept, running: names, done: self.summary.ran.len() })
     }
 }

@@ -181,7 +181,10 @@ impl View<'_> {
                     .iter()
                     .filter_map(|k| {
                         r.metrics.get(k).map(|s| {
-                            (k.clone(), if self.grouped { json!({"mean": s.mean, "std": s.std, "n": s.n}) } else { json!(s.mean) })
+                            (
+                                k.clone(),
+                                if self.grouped { json!({"mean": s.mean, "std": s.std, "n": s.n}) } else { super::values::number(s.mean) },
+                            )
                         })
                     })
                     .collect();

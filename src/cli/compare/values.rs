@@ -98,6 +98,16 @@ pub fn numeric_leaves(v: &Value) -> BTreeMap<String, f64> {
     all.into_iter().filter_map(|(k, v)| v.as_f64().map(|x| (if k.is_empty() { "value".to_string() } else { k }, x))).collect()
 }
 
+/// A metric as JSON: a whole number as an integer, as `metrics.json` holds counts (`3`, not `3.0`); others as
+/// they are.
+pub fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 {
+        Value::from(x as i64)
+    } else {
+        serde_json::json!(x)
+    }
+}
+
 /// A value as a cell: strings bare, other JSON compact.
 pub fn show(v: &Value) -> String {
     match v {
@@ -176,6 +186,10 @@ mod tests {
         flatten("", &v, &mut m);
         assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["a.b", "a.c.d", "e", "f"]);
         assert_eq!(numeric_leaves(&json!({"tasks": {"d": {"test": {"top1": 0.5}}}, "s": "x", "n": 3})).len(), 2);
+        assert_eq!(
+            (number(3.0).to_string(), number(0.5).to_string(), number(148170.0).to_string()),
+            ("3".into(), "0.5".into(), "148170".into())
+        );
     }
 
     #[test]

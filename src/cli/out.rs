@@ -1,0 +1,41 @@
+//! Standard output for the commands that compute or write (`run`, `gc`, `push`, `params`), which keep SIGPIPE
+//! ignored so that a reader going away cannot end them between two steps of their work (`main.rs`). A line
+//! written after the reader has gone (`polyflow run … --json | head -3`) is dropped instead of panicking, and
+//! the closing is remembered: `run` then stops as on SIGTERM (what finished stays cached) and exits with
+//! [`super::exit::PIPE_CLOSED`]; the others finish their work quietly.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a write to standard output failed.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `s` and a newline to standard output (flushed, so that a reader sees each line as it comes).
+/// Returns `false` when standard output is closed (this write failed, or an earlier one did).
+pub fn line(s: &str) -> bool {
+    if CLOSED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut out = std::io::stdout().lock();
+    let ok = writeln!(out, "{s}").and_then(|()| out.flush()).is_ok();
+    if !ok {
+        CLOSED.store(true, Ordering::Relaxed);
+    }
+    ok
+}
+
+/// Whether a write to standard output has failed (its reader went away).
+pub fn closed() -> bool {
+    CLOSED.load(Ordering::Relaxed)
+}
+
+/// `println!` through [`line`]: a closed standard output drops the line.
+macro_rules! outln {
+    () => {
+        $crate::cli::out::line("")
+    };
+    ($($t:tt)*) => {
+        $crate::cli::out::line(&format!($($t)*))
+    };
+}
+pub(crate) use outln;
