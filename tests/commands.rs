@@ -266,6 +266,10 @@ fn commands_that_read_the_store_never_create_one() {
     // Nothing cached there: everything would run.
     let (_, out, _) = pf(d.path(), &["status", "p.toml", "--store", store]);
     assert!(out.contains("0 of 2 nodes fresh"), "{out}");
+    // A file is no store, for reading commands as for `run`.
+    std::fs::write(d.path().join("afile"), "x").unwrap();
+    let (code, _, err) = pf(d.path(), &["status", "p.toml", "--store", "afile"]);
+    assert!(code == 2 && err.contains("is a file, not a folder"), "{code} {err}");
 }
 
 #[test]

@@ -391,6 +391,13 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
     if Store::exists(dir) {
         return Ok((Store::open(dir)?, None));
     }
+    // A file there is no store and never becomes one (`run` would fail on it): an error, not an empty store.
+    if dir.exists() && !dir.is_dir() {
+        return Err(CliError::Other(
+            format!("error: the store path {} is a file, not a folder (check `--store` or POLYFLOW_STORE)", dir.display()),
+            exit::USAGE,
+        ));
+    }
     eprintln!(
         "note: there is no store at {} yet, so nothing is cached there (`polyflow run` creates it; check `--store` or POLYFLOW_STORE)",
         dir.display()
