@@ -127,6 +127,20 @@ fn run_events_share_plan_and_status_fields() {
     let last = events(&out).pop().unwrap();
     assert!(code == 2 && last["event"] == "error" && last["exit"] == 2, "{out}{err}");
     assert!(err.contains("nf failed on its input or settings"), "{err}");
+    // Errors a script can act on: a pipeline error's place, and each problem found before running.
+    std::fs::write(d.path().join("r.toml"), "[node.x]\nkind = \"valu\"\n").unwrap();
+    let (code, out, _) = pf(d.path(), &["plan", "r.toml", "--json"]);
+    let e = events(&out).pop().unwrap();
+    assert!(code == 2 && e["at"] == json!({"file": "r.toml", "line": 2, "col": 8}) && e["help"].is_string(), "{out}");
+    std::fs::write(d.path().join("s.toml"), "[node.d]\nkind = \"dataset\"\nformat = \"image_folder\"\n").unwrap();
+    let (code, out, _) = pf(d.path(), &["run", "s.toml", "--json"]);
+    let e = events(&out).pop().unwrap();
+    let p = &e["problems"][0];
+    assert!(code == 2 && p["node"] == "d" && p["param"] == "path" && p["set"] == "--set d.path=...", "{out}");
+    assert!(
+        p["at"].as_str().is_some_and(|a| a.starts_with("s.toml:1")) && p["message"].as_str().is_some_and(|m| m.contains("not configured")),
+        "{out}"
+    );
 }
 
 #[test]

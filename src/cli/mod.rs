@@ -358,6 +358,10 @@ pub enum CliError {
     /// Other, with exit code.
     #[error("{0}")]
     Other(String, i32),
+    /// Problems found before running (exit 2): the message, and each problem as `{node, kind, at, param,
+    /// message, set}` for `--json`.
+    #[error("{0}")]
+    Problems(String, Vec<serde_json::Value>),
 }
 
 impl CliError {
@@ -368,7 +372,27 @@ impl CliError {
             CliError::Store(StoreError::Locked { .. }) => exit::LOCKED,
             CliError::Store(_) => exit::STORE,
             CliError::Other(_, c) => *c,
+            CliError::Problems(..) => exit::USAGE,
         }
+    }
+
+    /// The `{"event": "error", …}` line of `--json`: `exit` and `message`, with what a script can act on where
+    /// known: a pipeline error's place (`at`: `file`, `line`, `col`) and `help`, the problems found before running.
+    pub fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"event": "error", "exit": self.code(), "message": format!("{self:#}")});
+        match self {
+            CliError::Spec(e) => {
+                if let Some(l) = &e.location {
+                    v["at"] = serde_json::json!({"file": l.file, "line": l.line, "col": l.col});
+                }
+                if let Some(h) = &e.help {
+                    v["help"] = serde_json::json!(h);
+                }
+            }
+            CliError::Problems(_, p) => v["problems"] = serde_json::json!(p),
+            _ => {}
+        }
+        v
     }
 }
 
@@ -450,7 +474,7 @@ pub fn note_mixed_replicates(g: &Graph) {
 /// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
 pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
-    let mut problems = vec![];
+    let (mut problems, mut listed) = (vec![], vec![]);
     let computed = computed_elsewhere(g, c, env);
     let sel = g.select(targets)?;
     // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
@@ -471,18 +495,22 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         }
         if let Err(Problem { param, msg, by_param, .. }) = checked {
             let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
-            if by_param {
-                line += &format!("\n    set it with `--set {}.{param}=...` or `[node.{}] {param} = ...` in a `--config` file", n.id, n.id);
+            let set = by_param.then(|| format!("--set {}.{param}=...", n.id));
+            if let Some(set) = &set {
+                line += &format!("\n    set it with `{set}` or `[node.{}] {param} = ...` in a `--config` file", n.id);
             }
             problems.push(line);
+            listed.push(serde_json::json!({
+                "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": set,
+            }));
         }
     }
     if problems.is_empty() {
         return Ok(());
     }
-    Err(CliError::Other(
+    Err(CliError::Problems(
         format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
-        exit::USAGE,
+        listed,
     ))
 }
 
@@ -602,7 +630,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Err(e) => {
             eprintln!("{e:#}");
             if json {
-                out::line(&serde_json::json!({"event": "error", "exit": e.code(), "message": format!("{e:#}")}).to_string());
+                out::line(&e.json().to_string());
             }
             e.code()
         }
