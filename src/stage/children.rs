@@ -47,11 +47,6 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Program> {
 }
 
 impl Program {
-    /// The program's piped standard output and error (taken once; `None` for a stream that was not piped).
-    pub fn take_output(&mut self) -> (Option<std::process::ChildStdout>, Option<std::process::ChildStderr>) {
-        (self.child.stdout.take(), self.child.stderr.take())
-    }
-
     /// Waits for the program to end.
     pub fn wait(mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait();

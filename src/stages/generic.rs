@@ -196,19 +196,26 @@ impl Stage for CommandStage {
         if std::env::var_os("PYTHONUNBUFFERED").is_none() {
             cmd.env("PYTHONUNBUFFERED", "1");
         }
-        let mut program = crate::stage::children::spawn(
+        // Standard output and error into one pipe, as `2>&1` does: their lines reach the tail in the order the
+        // program wrote them (two pipes read by two threads could put a traceback's last line before the
+        // output printed just ahead of it).
+        let (reader, writer) = std::io::pipe().map_err(|e| StageError::failed(format!("node `{}`: cannot make a pipe: {e}", ctx.id)))?;
+        let writer2 = writer.try_clone().map_err(|e| StageError::failed(format!("node `{}`: cannot make a pipe: {e}", ctx.id)))?;
+        let program = crate::stage::children::spawn(
             cmd.args(&argv[1..])
                 .current_dir(ctx.base_dir)
                 .env("POLYFLOW_OUT", relative_to(&out_dir, ctx.base_dir))
                 .env("POLYFLOW_IN", relative_to(&in_dir, ctx.base_dir))
                 .env("POLYFLOW_SEED", ctx.seed().to_string())
                 .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped()),
-        )
-        .map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
-        let (out, err) = program.take_output();
-        let tail = OutputTail::follow(out, err);
+                .stdout(writer)
+                .stderr(writer2),
+        );
+        // The command holds this process's ends of the pipe: closed now, so that the reader sees the end when
+        // the program (and whatever it started) has closed its own.
+        drop(cmd);
+        let program = program.map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
+        let tail = OutputTail::follow(reader);
         let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
         let last = tail.finish();
         if !status.success() {
@@ -266,7 +273,6 @@ fn relative_to(path: &Path, from: &Path) -> PathBuf {
 /// [`OutputTail::MAX_LINE`] bytes each) are kept for the failure record.
 struct OutputTail {
     lines: std::sync::mpsc::Receiver<Option<String>>,
-    streams: usize,
 }
 
 impl OutputTail {
@@ -275,64 +281,48 @@ impl OutputTail {
     /// Bytes kept of one line.
     const MAX_LINE: usize = 500;
 
-    fn follow(out: Option<std::process::ChildStdout>, err: Option<std::process::ChildStderr>) -> OutputTail {
+    /// Follows `output` (the program's standard output and error, one pipe) on a thread of its own.
+    fn follow(output: std::io::PipeReader) -> OutputTail {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut streams = 0;
-        let mut spawn = |r: Box<dyn std::io::Read + Send>| {
-            let tx = tx.clone();
-            streams += 1;
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                // Forwarded as it comes (a progress bar redrawn with `\r` shows live), while lines, ended by `\n`
-                // or `\r` and cut at MAX_LINE bytes, go to the tail.
-                let (mut r, mut buf, mut line) = (r, [0u8; 8192], Vec::new());
-                let flush = |line: &mut Vec<u8>, tx: &std::sync::mpsc::Sender<Option<String>>| {
-                    if !line.is_empty() {
-                        let _ = tx.send(Some(String::from_utf8_lossy(line).into_owned()));
-                        line.clear();
-                    }
-                };
-                while let Ok(k) = r.read(&mut buf) {
-                    if k == 0 {
-                        break;
-                    }
-                    let _ = std::io::stderr().lock().write_all(&buf[..k]);
-                    for &b in &buf[..k] {
-                        if b == b'\n' || b == b'\r' {
-                            flush(&mut line, &tx);
-                        } else if line.len() < OutputTail::MAX_LINE {
-                            line.push(b);
-                        }
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            // Forwarded as it comes (a progress bar redrawn with `\r` shows live), while lines, ended by `\n` or
+            // `\r` and cut at MAX_LINE bytes, go to the tail.
+            let (mut r, mut buf, mut line) = (output, [0u8; 8192], Vec::new());
+            let flush = |line: &mut Vec<u8>, tx: &std::sync::mpsc::Sender<Option<String>>| {
+                if !line.is_empty() {
+                    let _ = tx.send(Some(String::from_utf8_lossy(line).into_owned()));
+                    line.clear();
+                }
+            };
+            while let Ok(k) = r.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                let _ = std::io::stderr().lock().write_all(&buf[..k]);
+                for &b in &buf[..k] {
+                    if b == b'\n' || b == b'\r' {
+                        flush(&mut line, &tx);
+                    } else if line.len() < OutputTail::MAX_LINE {
+                        line.push(b);
                     }
                 }
-                flush(&mut line, &tx);
-                let _ = tx.send(None);
-            });
-        };
-        if let Some(o) = out {
-            spawn(Box::new(o));
-        }
-        if let Some(e) = err {
-            spawn(Box::new(e));
-        }
-        OutputTail { lines: rx, streams }
+            }
+            flush(&mut line, &tx);
+            let _ = tx.send(None);
+        });
+        OutputTail { lines: rx }
     }
 
-    /// The last lines, once both streams have ended (or after 2 s more: a process the program left behind may
+    /// The last lines, once the output has ended (or after 2 s more: a process the program left behind may
     /// keep them open, and then goes on being forwarded).
     fn finish(self) -> Vec<String> {
         let mut kept = std::collections::VecDeque::new();
-        let (mut open, until) = (self.streams, std::time::Instant::now() + std::time::Duration::from_secs(2));
-        while open > 0 {
-            match self.lines.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
-                Ok(Some(l)) => {
-                    kept.push_back(l);
-                    if kept.len() > Self::KEEP {
-                        kept.pop_front();
-                    }
-                }
-                Ok(None) => open -= 1,
-                Err(_) => break,
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Some(l)) = self.lines.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+            kept.push_back(l);
+            if kept.len() > Self::KEEP {
+                kept.pop_front();
             }
         }
         kept.into()
