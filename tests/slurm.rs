@@ -191,18 +191,23 @@ fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish
     ) else {
         return;
     };
-    // A node Slurm refuses to take (no such partition) fails with sbatch's message; the rest goes on.
-    std::fs::write(
-        d.path().join(&f),
-        std::fs::read_to_string(d.path().join(&f)).unwrap()
-            + "\n[node.misplaced]\nkind = \"command\"\nrun = [\"true\"]\nresources = { partition = \"nowhere\" }\n",
-    )
-    .unwrap();
+    // Options Slurm refuses (no such partition) end the run before anything is submitted, exit 2, once, naming
+    // the nodes that ask for them and sbatch's message.
+    let text = std::fs::read_to_string(d.path().join(&f)).unwrap();
+    let misplaced = "\n[node.misplaced]\nkind = \"command\"\nrun = [\"true\"]\nresources = { partition = \"nowhere\" }\n";
+    std::fs::write(d.path().join(&f), text.clone() + misplaced).unwrap();
+    let (code, ev, err) = run(d.path(), &["run", &f]);
+    assert_eq!(code, 2, "{err}");
+    assert!(ids(&ev, "started").is_empty() && ids(&ev, "note").is_empty(), "{ev:?}");
+    let last = ev.last().unwrap();
+    let refused = last["message"].as_str().unwrap();
+    assert!(last["event"] == "error" && refused.contains("nothing was submitted") && refused.contains("`misplaced`"), "{last}");
+    assert!(refused.contains("partition") && !refused.contains("`good`"), "{refused}");
+    // Without it, a failing job fails its node; the rest goes on.
+    std::fs::write(d.path().join(&f), text).unwrap();
     let (code, ev, _) = run(d.path(), &["run", &f]);
     assert_eq!(code, 1);
-    assert_eq!(ids(&ev, "failed"), vec!["bad", "misplaced"]);
-    let refused = ev.iter().find(|e| e["event"] == "failed" && e["id"] == "misplaced").unwrap()["error"].as_str().unwrap().to_string();
-    assert!(refused.contains("submitting node `misplaced`") && refused.contains("sbatch") && refused.contains("partition"), "{refused}");
+    assert_eq!(ids(&ev, "failed"), vec!["bad"]);
     assert_eq!(ids(&ev, "skipped"), vec!["after_bad"]);
     assert_eq!(ids(&ev, "finished"), vec!["after_good", "good"]);
     let err = ev.iter().find(|e| e["event"] == "failed" && e["id"] == "bad").unwrap()["error"].as_str().unwrap().to_string();
@@ -328,4 +333,30 @@ fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_for_the_next_run() {
     let n = notes(&ev, "slow");
     assert!(n.iter().any(|m| m.contains(&format!("Slurm job {job}")) && !m.starts_with("submitted")), "{n:?}");
     assert_eq!(ids(&ev, "finished"), vec!["slow"]);
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster: POLYFLOW_SLURM_TESTS=1 cargo test --test slurm -- --ignored (.ci/run does)"]
+fn a_job_of_earlier_settings_left_running_is_named_with_its_scancel() {
+    let Some((_g, d, f)) =
+        setup("l.toml", "[node.long]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 30; echo s > $POLYFLOW_OUT/s\"]\n")
+    else {
+        return;
+    };
+    // Interrupted with --keep-jobs, then edited: the kept job computes settings nobody will collect.
+    let mut bg = Bg::start(d.path(), &["run", &f, "--keep-jobs"]);
+    let note = bg.wait_for("long submitted", |e| e["event"] == "note" && e["id"] == "long");
+    let job = job_id(note["message"].as_str().unwrap()).unwrap();
+    assert!(Command::new("kill").args(["-INT", &bg.child.id().to_string()]).status().unwrap().success());
+    assert_eq!(bg.finish().0, 130);
+    let text = std::fs::read_to_string(d.path().join(&f)).unwrap();
+    std::fs::write(d.path().join(&f), text.replace("sleep 30", "sleep 1")).unwrap();
+    let st = status(d.path(), &f);
+    let left = st["long"]["leftover_jobs"][0].as_str().unwrap_or_default().to_string();
+    assert!(left.contains(&format!("Slurm job {job}")) && left.contains(&format!("scancel {job}")), "{:?}", st["long"]);
+    // A local run of the old settings is told it duplicates the job; a run of the new ones, that it is left over.
+    let (code, ev, err) = run(d.path(), &["run", &f, "--executor", "local"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(notes(&ev, "long").iter().any(|m| m.contains(&format!("scancel {job}"))), "{ev:?}");
+    let _ = Command::new("scancel").arg(&job).status();
 }

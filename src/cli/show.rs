@@ -102,7 +102,7 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }
-    print_runner(store, s);
+    print_runner(store, &n.id, s);
     let Some(m) = &s.manifest else {
         println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
         return show_earlier(store, n, earlier);
@@ -162,8 +162,9 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
     Ok(())
 }
 
-/// Where the node last ran, when not in-process (a Slurm job: id, state, logs), and a job still in flight.
-fn print_runner(store: &Store, s: &Assessment) {
+/// Where the node last ran, when not in-process (a Slurm job: id, state, logs), a job still in flight, and jobs
+/// of earlier settings left running.
+fn print_runner(store: &Store, id: &str, s: &Assessment) {
     let line = |what: &str, r: &std::collections::BTreeMap<String, String>| {
         if let Some(job) = r.get("slurm_job") {
             println!("{what} Slurm job {job} ({})", r.get("state").map(String::as_str).unwrap_or("?"));
@@ -174,26 +175,25 @@ fn print_runner(store: &Store, s: &Assessment) {
             }
         }
     };
-    let mut told = false;
     if let Some(r) = s.record.as_ref().filter(|r| Some(&r.key) == s.key.as_ref()) {
         line("ran as:", &r.runner);
-        told = true;
     } else if let Some(f) = &s.failure {
-        line("failed as:", &f.runner);
-        told = Some(&f.key) == s.key.as_ref();
+        // A failure of other settings than the node's now is history, said as such.
+        let what = if Some(&f.key) == s.key.as_ref() { "failed as:" } else { "failed as (earlier settings):" };
+        line(what, &f.runner);
     }
-    if let (Some(key), false) = (&s.key, told) {
-        let dir = crate::exec::slurm::job::job_dir(&store.root, key);
-        if let (None, Some(sub)) =
-            (&s.manifest, crate::exec::slurm::job::read_json::<crate::exec::slurm::job::Submission>(&dir, "slurm.json"))
-        {
-            let state = crate::exec::slurm::sched::squeue(&[&sub.job_id])
-                .ok()
-                .and_then(|m| m.get(&sub.job_id).map(|j| j.state.clone()))
-                .unwrap_or_else(|| "not known to Slurm now".into());
-            println!("job:    Slurm job {} ({state}), submitted at unix {}", sub.job_id, sub.submitted_at);
-            println!("  stdout: {}", dir.join("stdout.log").display());
-            println!("  stderr: {}", dir.join("stderr.log").display());
+    let ids = std::collections::BTreeSet::from([id.to_string()]);
+    for f in crate::exec::slurm::flight::in_flight(&store.root, Some(&ids)).remove(id).unwrap_or_default() {
+        let submitted = crate::report::html::utc(f.sub.submitted_at);
+        if Some(&f.sub.key) == s.key.as_ref() || s.key.is_none() {
+            if s.manifest.is_none() {
+                println!("job:    {}, submitted {submitted}", f.describe());
+                let dir = crate::exec::slurm::job::job_dir(&store.root, &f.sub.key);
+                println!("  stdout: {}", dir.join("stdout.log").display());
+                println!("  stderr: {}", dir.join("stderr.log").display());
+            }
+        } else {
+            println!("job:    {} (submitted {submitted})", crate::exec::slurm::flight::leftover(&f));
         }
     }
 }

@@ -328,28 +328,36 @@ pub fn plan(
     Ok(exit::OK)
 }
 
-/// Nodes not fresh whose job (for their current key) Slurm still has pending or running: node → `Slurm job N (STATE)`.
-/// One `squeue` call, made only when such job directories exist.
-fn in_flight(store_root: &std::path::Path, sel: &[usize], a: &BTreeMap<usize, crate::exec::assess::Assessment>) -> BTreeMap<usize, String> {
-    use crate::exec::slurm::{job, sched};
-    let subs: Vec<(usize, job::Submission)> = sel
-        .iter()
-        .filter(|i| a[i].state != State::Fresh)
-        .filter_map(|&i| {
-            let key = a[&i].key.as_ref()?;
-            job::read_json::<job::Submission>(&job::job_dir(store_root, key), "slurm.json").filter(|s| &s.key == key).map(|s| (i, s))
-        })
-        .collect();
-    if subs.is_empty() {
-        return BTreeMap::new();
+/// The Slurm jobs of the selected nodes that have not ended: node → `Slurm job N (STATE)` of a node not fresh
+/// whose job computes its current key (a Slurm run re-attaches to it), and node → a line for each job of
+/// earlier settings left running (`--keep-jobs`). One `squeue` call, made only when the store records
+/// submissions of these nodes.
+fn in_flight(
+    store_root: &std::path::Path,
+    g: &Graph,
+    sel: &[usize],
+    a: &BTreeMap<usize, crate::exec::assess::Assessment>,
+) -> (BTreeMap<usize, String>, BTreeMap<usize, Vec<String>>) {
+    use crate::exec::slurm::flight;
+    let ids: std::collections::BTreeSet<String> = sel.iter().map(|&i| g.nodes[i].id.clone()).collect();
+    let jobs = flight::in_flight(store_root, Some(&ids));
+    let (mut current, mut left) = (BTreeMap::new(), BTreeMap::<usize, Vec<String>>::new());
+    for &i in sel {
+        for f in jobs.get(&g.nodes[i].id).into_iter().flatten() {
+            match &a[&i].key {
+                Some(k) if *k != f.sub.key => left.entry(i).or_default().push(flight::leftover(f)),
+                Some(_) if a[&i].state != State::Fresh => {
+                    current.insert(i, f.describe());
+                }
+                Some(_) => {}
+                // Its key waits on its inputs: the job may be of the settings it will have.
+                None => {
+                    current.insert(i, format!("{} (its settings are known once its inputs are)", f.describe()));
+                }
+            }
+        }
     }
-    let ids: Vec<&str> = subs.iter().map(|(_, s)| s.job_id.as_str()).collect();
-    let states = sched::squeue(&ids).unwrap_or_default();
-    subs.iter()
-        .filter_map(|(i, s)| {
-            states.get(&s.job_id).filter(|st| !st.terminal()).map(|st| (*i, format!("Slurm job {} ({})", s.job_id, st.state)))
-        })
-        .collect()
+    (current, left)
 }
 
 /// Prints node `i`'s reasons at `depth`, then, for each upstream it waits on, that node and its reasons (each
@@ -400,10 +408,10 @@ fn why_json(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, seen: &mut std
 pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
-    let running = in_flight(&c.store, &sel, &a);
+    let (running, leftover) = in_flight(&c.store, &g, &sel, &a);
     // Stale nodes the shared cache holds: a run fetches them instead of computing them.
     let in_cache: std::collections::BTreeSet<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
-    let reason = |i: usize| {
+    let reasons_of = |i: usize| -> Vec<String> {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
         if let Some(j) = running.get(&i) {
             r.insert(0, format!("in flight as {j}"));
@@ -411,8 +419,10 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
         if in_cache.contains(&i) {
             r.push("in the shared cache: a run fetches it".to_string());
         }
-        r.join("; ")
+        r.extend(leftover.get(&i).into_iter().flatten().cloned());
+        r
     };
+    let reason = |i: usize| reasons_of(i).join("; ");
     if let Some(w) = why {
         // A node, or every replicate of a declaration (`st.digits`), one after another.
         let Some(ids) = g.resolve(&w) else {
@@ -445,6 +455,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
             if let Some(j) = running.get(&i) {
                 println!("  in flight as {j}");
             }
+            for l in leftover.get(&i).into_iter().flatten() {
+                println!("  {l}");
+            }
         }
         return Ok(exit::OK);
     }
@@ -460,6 +473,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
                     "reason": reason(i),
                     "reasons": s.reasons,
                     "job": running.get(&i),
+                    "leftover_jobs": leftover.get(&i).cloned().unwrap_or_default(),
                     "key": s.key,
                     "size": s.manifest.as_ref().map(|m| m.size()),
                     "last_ms": s.record.as_ref().map(|r| r.duration_ms),
@@ -484,7 +498,8 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
             Cell::new(&g.nodes[i].id),
             Cell::new(g.nodes[i].stage.kind()),
             Cell::new(s.state.to_string()).fg(color),
-            Cell::new(reason(i)),
+            // One line per reason in the table (a failure's program output is for `show` and `--why`).
+            Cell::new(reasons_of(i).iter().map(|r| r.lines().next().unwrap_or("")).collect::<Vec<_>>().join("; ")),
             Cell::new(s.manifest.as_ref().map(|m| fmt_bytes(m.size())).unwrap_or_default()),
             Cell::new(s.record.as_ref().map(|r| fmt_ms(r.duration_ms)).unwrap_or_default()),
         ]);

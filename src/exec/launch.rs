@@ -71,6 +71,12 @@ pub trait Launcher {
     fn keeps_jobs(&self) -> bool {
         false
     }
+    /// Checks, before anything starts, that the nodes that may run can be started as asked: (id, where it is
+    /// declared, what it asks for). An error (what is wrong, what to do: the executor's configuration or
+    /// environment, e.g. a Slurm partition that does not exist) ends the run before anything is started.
+    fn check(&mut self, _nodes: &[(String, String, crate::spec::NodeResources)]) -> Result<(), (String, String)> {
+        Ok(())
+    }
 }
 
 /// Runs each node on its own thread of this process, inside its own rayon pool of as many threads as the

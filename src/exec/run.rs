@@ -302,12 +302,18 @@ impl Scheduler<'_> {
         self.g.nodes[i].id.clone()
     }
 
+    /// Whether each started node holds a slot of `-j`: always locally; with a scheduler (Slurm) only where `-j`
+    /// was given, as a cap on the jobs submitted at once (a QOS's `MaxSubmitJobs`, a fair share of the queue).
+    fn slotted(&self) -> bool {
+        self.launcher.limited() || self.opts.jobs > 0
+    }
+
     fn kind(&self, i: usize) -> String {
         self.g.nodes[i].stage.kind().to_string()
     }
 
     /// Assesses every selected node once, emits the plan and marks the fresh ones done.
-    fn plan(&mut self, sel: &[usize]) -> Result<(), StoreError> {
+    fn plan(&mut self, sel: &[usize]) -> Result<(), super::ExecError> {
         let forced = &self.forced;
         self.assessed = {
             let index = self.idx.get()?;
@@ -321,6 +327,23 @@ impl Scheduler<'_> {
             })
             .collect();
         (self.sink)(&Event::Plan { nodes });
+        // What the nodes that may run ask for, checked by the launcher before any starts.
+        let asks: Vec<(String, String, NodeResources)> = sel
+            .iter()
+            .filter(|&&i| self.assessed[&i].state != State::Fresh)
+            .map(|&i| {
+                let n = &self.g.nodes[i];
+                let (cpus, gpus) = requests(self.g, i, &self.opts.env, self.jobs);
+                let want = n.resources.over(&self.g.executor.defaults);
+                (n.id.clone(), n.location.clone(), NodeResources { cpus: Some(cpus as u32), gpus: Some(gpus), ..want })
+            })
+            .collect();
+        if !asks.is_empty() {
+            self.launcher.check(&asks).map_err(|(e, help)| {
+                super::ExecError::Spec(crate::spec::SpecError::nowhere(crate::spec::SpecErrorKind::OutOfRange, e).help(help))
+            })?;
+        }
+        self.note_jobs_in_flight(sel);
         for &i in sel {
             for u in self.ups(i) {
                 self.dependents.entry(u).or_default().push(i);
@@ -335,6 +358,29 @@ impl Scheduler<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Notes the Slurm jobs of selected nodes that an interrupted run left running: those of earlier settings,
+    /// which nothing will collect, and — for a run that does not submit to Slurm — those computing a node's
+    /// current key, which this run would compute a second time.
+    fn note_jobs_in_flight(&mut self, sel: &[usize]) {
+        let ids: BTreeSet<String> = sel.iter().map(|&i| self.id(i)).collect();
+        let jobs = super::slurm::flight::in_flight(&self.store.root, Some(&ids));
+        let slurm = self.launcher.keeps_jobs();
+        for &i in sel {
+            for f in jobs.get(&self.g.nodes[i].id).into_iter().flatten() {
+                let message = match &self.assessed[&i].key {
+                    Some(k) if *k != f.sub.key => super::slurm::flight::leftover(f),
+                    Some(_) if !slurm && self.assessed[&i].state != State::Fresh => format!(
+                        "{} computes this very key (left running by an interrupted run): this run computes it too; `--executor slurm` re-attaches to the job instead, or `scancel {}` stops it",
+                        f.describe(),
+                        f.sub.job_id
+                    ),
+                    _ => continue,
+                };
+                (self.sink)(&Event::Note { id: self.id(i), message });
+            }
+        }
     }
 
     /// Node `i`'s distinct selected inputs.
@@ -413,7 +459,7 @@ impl Scheduler<'_> {
         while let Some(&(pos, i)) = self.ready.range(from..).next() {
             // Every node holds at least one slot of a limited launcher: with none free, nothing can start (and a
             // scan of thousands of ready nodes per message would make a run quadratic again).
-            if self.launcher.limited() && self.free_cpu == 0 {
+            if self.slotted() && self.free_cpu == 0 {
                 break;
             }
             from = (pos, i + 1);
@@ -439,7 +485,9 @@ impl Scheduler<'_> {
         // the machine's: a node asking for more GPUs than there are gets them all); a scheduler keeps its own
         // accounting and gets the cores asked for.
         let limited = self.launcher.limited();
-        let (cpu, ndev) = if limited { (cpus_req.clamp(1, self.jobs), (gpus as usize).min(opts.devices)) } else { (0, 0) };
+        // A scheduler's jobs hold one slot each where `-j` was given: at most that many queued at once.
+        let (cpu, ndev) =
+            if limited { (cpus_req.clamp(1, self.jobs), (gpus as usize).min(opts.devices)) } else { (usize::from(opts.jobs > 0), 0) };
         // A node holding accelerators without a `cpus` of its own prepares their input (whatever its kind does on
         // the host) on its share of the cores, `-j` × its devices / `--devices` (as a PyTorch user sizes `num_workers`), while
         // holding the slots its kind asks for: the cores feed the devices, and CPU-only nodes still get slots.
@@ -546,7 +594,7 @@ impl Scheduler<'_> {
                 return Ok(None);
             }
         };
-        let cpu = usize::from(self.launcher.limited());
+        let cpu = usize::from(self.slotted());
         if cpu > self.free_cpu {
             return Ok(Some(Started::NoRoom));
         }

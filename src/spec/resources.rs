@@ -154,7 +154,13 @@ fn field(src: &SourceMap, r: &mut NodeResources, k: &str, e: &Entry) -> Result<(
             };
             for it in items {
                 match it.as_str() {
-                    Some(s) if s.starts_with('-') => r.sbatch.push(s.to_string()),
+                    Some(s) if s.starts_with('-') => {
+                        if let Some((opt, why)) = owned_option(s) {
+                            return Err(SpecError::at(src, it.span, K::OutOfRange, format!("`{opt}` is set by polyflow for every job: {why}"))
+                                .help("leave it out (the job's logs are `stdout.log` and `stderr.log` in its folder, which `polyflow show` names)"));
+                        }
+                        r.sbatch.push(s.to_string())
+                    }
                     Some(_) => {
                         return Err(SpecError::at(src, it.span, K::OutOfRange, "an sbatch option starts with `-`")
                             .help("write options as sbatch takes them, e.g. \"--qos=high\""))
@@ -166,6 +172,24 @@ fn field(src: &SourceMap, r: &mut NodeResources, k: &str, e: &Entry) -> Result<(
         _ => unreachable!("checked by the caller"),
     }
     Ok(())
+}
+
+/// The `sbatch` options polyflow sets for every job itself, which a pipeline's list must not override: the
+/// option as written and why. `None` for any other option.
+fn owned_option(s: &str) -> Option<(&str, &'static str)> {
+    let name = s.split_once('=').map_or(s, |(n, _)| n);
+    // Short options may carry their value attached (`-oout.log`).
+    let short = |c: &str| name == c || (name.starts_with(c) && !name.starts_with("--"));
+    let why = if name == "--output" || short("-o") || name == "--error" || short("-e") {
+        "the job's logs go to its folder in the store, where `status`, `show` and a failure's last lines read them"
+    } else if name == "--chdir" || short("-D") {
+        "jobs run in the folder `polyflow run` ran in, where the pipeline's relative paths resolve"
+    } else if matches!(name, "--wrap" | "--parsable" | "--test-only") {
+        "polyflow submits its own job script and reads the job id"
+    } else {
+        return None;
+    };
+    Some((name, why))
 }
 
 /// Parses a node's `resources = { … }` table.
@@ -251,6 +275,19 @@ mod tests {
         assert_eq!(r.mem.as_deref(), Some("16G"));
         assert_eq!(r.time.as_deref(), Some("2:00:00"));
         assert_eq!(r.sbatch, vec!["--qos=x".to_string()]);
+    }
+
+    #[test]
+    fn options_polyflow_sets_are_refused_where_written() {
+        for opt in ["--output=/tmp/x-%j.out", "-e", "-oslurm.log", "--chdir=/x", "--wrap=true"] {
+            let pl = p(&format!("[node.a]\nkind = \"value\"\nresources = {{ sbatch = [\"--qos=x\", \"{opt}\"] }}\n"));
+            let e = super::parse_resources(&pl.sources, pl.nodes[0].resources.as_ref()).unwrap_err().to_string();
+            assert!(e.contains("p.toml:3:") && e.contains("is set by polyflow for every job"), "{opt}: {e}");
+        }
+        // Options that merely start alike are not.
+        for opt in ["--export=ALL", "--exclusive", "--dependency=afterok:1", "--exclude=n1"] {
+            assert!(super::owned_option(opt).is_none(), "{opt}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Job ids are recorded in the store (`jobs/<key>/slurm.json`), so a later run re-attaches to jobs still
 //! pending or running instead of submitting them twice, and takes the results of jobs that finished meanwhile.
 
+pub mod flight;
 pub mod job;
 pub mod sched;
 
@@ -29,6 +30,8 @@ struct Watched {
     dir: PathBuf,
     since: Instant,
     progress_seen: Option<SystemTime>,
+    /// The state (and reason) last told, so that a change is told once: `PENDING: Priority` → `RUNNING`.
+    told: String,
 }
 
 /// Submits nodes to Slurm and watches them.
@@ -43,6 +46,8 @@ pub struct SlurmLauncher {
     last_poll: Instant,
     watched: Vec<Watched>,
     failing_since: Option<Instant>,
+    /// When Slurm's failing to answer was last warned of.
+    warned: Option<Instant>,
 }
 
 fn now_secs() -> u64 {
@@ -75,6 +80,7 @@ impl SlurmLauncher {
             last_poll: Instant::now() - Duration::from_secs(3600),
             watched: vec![],
             failing_since: None,
+            warned: None,
         })
     }
 
@@ -139,7 +145,17 @@ impl SlurmLauncher {
             None => {
                 let t = job::tail(&log, 5);
                 let t = if t.is_empty() { String::new() } else { format!("; last lines of the log:\n{t}") };
-                StageError::failed(format!("{head}: the node did not finish; run again to resubmit (log: {}){t}", log.display()))
+                // What to do depends on why: a job that ran out of time or memory does so again if resubmitted as is.
+                let todo = match word {
+                    "TIMEOUT" => "it ran out of its time limit: raise the node's `resources.time` (or `[executor] time`), then run again",
+                    "OUT_OF_MEMORY" => "it ran out of memory: raise the node's `resources.mem` (or `[executor] mem`), then run again",
+                    "CANCELLED" => "it was cancelled; run again to resubmit",
+                    _ if st.exit_code.as_deref().is_some_and(|c| c.starts_with("127:")) => {
+                        "its command was not found on the compute node: the polyflow executable must be at the same path there (`POLYFLOW_EXE` sets it)"
+                    }
+                    _ => "run again to resubmit",
+                };
+                StageError::failed(format!("{head}: the node did not finish; {todo} (log: {}){t}", log.display()))
             }
         };
         Msg::Done(w.node, Err(err), fallback_ms, notes)
@@ -198,6 +214,35 @@ impl Launcher for SlurmLauncher {
         false
     }
 
+    fn check(&mut self, nodes: &[(String, String, crate::spec::NodeResources)]) -> Result<(), (String, String)> {
+        // Each distinct set of options once (usually the executor's defaults and a few nodes' own), asked of
+        // Slurm without submitting (`--test-only`): a partition that does not exist, an option sbatch does not
+        // know or a time above the partition's limit end the run here, once, instead of failing every node.
+        let mut groups: Vec<(Vec<String>, Vec<&(String, String, crate::spec::NodeResources)>)> = vec![];
+        for n in nodes {
+            let args = options(&n.2);
+            match groups.iter_mut().find(|(a, _)| *a == args) {
+                Some((_, v)) => v.push(n),
+                None => groups.push((args, vec![n])),
+            }
+        }
+        for (args, who) in &groups {
+            if let Err(e) = sched::test_only(args) {
+                let named: Vec<String> = who.iter().take(3).map(|(id, at, _)| format!("`{id}` ({at})")).collect();
+                let more = if who.len() > 3 { format!(" and {} more", who.len() - 3) } else { String::new() };
+                // Slurm's client itself (not on PATH, no configuration) or the options the pipeline gives.
+                let client = e.contains("not found") || e.contains("configuration source") || e.contains("Unable to contact");
+                let help = if client {
+                    "set up Slurm's client here: `sbatch` on PATH, and SLURM_CONF naming the cluster's slurm.conf where it is not in /etc/slurm".to_string()
+                } else {
+                    format!("fix the `[executor]` table or those nodes' `resources` (the options polyflow passed: {})", args.join(" "))
+                };
+                return Err((format!("nothing was submitted: Slurm refuses the jobs of {}{more}: {e}", named.join(", ")), help));
+            }
+        }
+        Ok(())
+    }
+
     fn start(&mut self, l: Launch, tx: &Sender<Msg>) -> Result<(), ExecError> {
         let dir = job_dir(&self.store.root, &l.key);
         // A job submitted earlier for this very key (by a run that was killed or left its jobs running)?
@@ -211,6 +256,7 @@ impl Launcher for SlurmLauncher {
                 dir: dir.clone(),
                 since: Instant::now(),
                 progress_seen: None,
+                told: String::new(),
             };
             match &st {
                 Some(s) if l.forced && !s.terminal() => {
@@ -246,7 +292,16 @@ impl Launcher for SlurmLauncher {
             }
         };
         let _ = tx.send(Msg::Note(l.node, format!("submitted as Slurm job {job_id} (log {})", dir.join("stderr.log").display())));
-        self.watched.push(Watched { node: l.node, id: l.id, key: l.key, job_id, dir, since: Instant::now(), progress_seen: None });
+        self.watched.push(Watched {
+            node: l.node,
+            id: l.id,
+            key: l.key,
+            job_id,
+            dir,
+            since: Instant::now(),
+            progress_seen: None,
+            told: String::new(),
+        });
         Ok(())
     }
 
@@ -270,12 +325,17 @@ impl Launcher for SlurmLauncher {
         let states = match sched::squeue(&ids) {
             Ok(s) => {
                 self.failing_since = None;
+                self.warned = None;
                 s
             }
             // A busy or restarting slurmctld: keep polling for a while (the jobs run on meanwhile).
             Err(e) => {
                 let since = *self.failing_since.get_or_insert_with(Instant::now);
-                tracing::warn!("squeue: {e}");
+                // Once, then once a minute, not at every poll.
+                if self.warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!("squeue: {e} (polling on for up to 5 minutes)");
+                    self.warned = Some(Instant::now());
+                }
                 if since.elapsed() > Duration::from_secs(300) {
                     return Err(ExecError::Other(format!(
                         "Slurm has not answered for 5 minutes ({e}); the submitted jobs keep running and the next `polyflow run` re-attaches to them"
@@ -285,9 +345,18 @@ impl Launcher for SlurmLauncher {
             }
         };
         let mut ended = vec![];
-        for (k, w) in self.watched.iter().enumerate() {
+        for (k, w) in self.watched.iter_mut().enumerate() {
             match states.get(&w.job_id) {
-                Some(s) if !s.terminal() => {}
+                Some(s) if !s.terminal() => {
+                    // Why it waits, where that is not the queue's usual (`ReqNodeNotAvail`, `JobHeldUser`,
+                    // `QOSMaxJobsPerUserLimit`, …), and that it started after such a wait: each change told once.
+                    let usual = matches!(s.reason.as_str(), "" | "None" | "Priority" | "Resources");
+                    let now = s.describe();
+                    if now != w.told && (!usual || !w.told.is_empty()) {
+                        let _ = tx.send(Msg::Note(w.node, format!("Slurm job {}: {now}", w.job_id)));
+                        w.told = now;
+                    }
+                }
                 // Ended: scontrol adds the exit code.
                 Some(s) => ended.push((k, Some(sched::scontrol(&w.job_id).unwrap_or_else(|| s.clone())))),
                 None => ended.push((k, sched::scontrol(&w.job_id).or_else(|| sched::sacct(&w.job_id)))),
@@ -316,17 +385,22 @@ impl Launcher for SlurmLauncher {
     }
 }
 
-/// The `sbatch` options of a node's job: its name, log files, working directory, one task with the node's
-/// cores, `--gres=gpu:N` for its GPUs, memory, time, partition, then the pipeline's extra options.
+/// The `sbatch` options of a node's job: its name, log files, working directory, then [`options`].
 fn sbatch_args(name: &str, r: &crate::spec::NodeResources, dir: &std::path::Path, cwd: &std::path::Path) -> Vec<String> {
     let mut args = vec![
         format!("--job-name={name}"),
         format!("--output={}", dir.join("stdout.log").display()),
         format!("--error={}", dir.join("stderr.log").display()),
         format!("--chdir={}", cwd.display()),
-        "--ntasks=1".into(),
-        format!("--cpus-per-task={}", r.cpus.unwrap_or(1)),
     ];
+    args.extend(options(r));
+    args
+}
+
+/// What a node's job asks of Slurm: one task with the node's cores, `--gres=gpu:N` for its GPUs, memory, time,
+/// partition, then the pipeline's extra options.
+fn options(r: &crate::spec::NodeResources) -> Vec<String> {
+    let mut args = vec!["--ntasks=1".to_string(), format!("--cpus-per-task={}", r.cpus.unwrap_or(1))];
     if let Some(g) = r.gpus.filter(|&g| g > 0) {
         args.push(format!("--gres=gpu:{g}"));
     }

@@ -16,6 +16,14 @@ pub struct JobState {
 }
 
 impl JobState {
+    /// The state, with Slurm's reason where it gives one: `RUNNING`, `PENDING: JobHeldUser`.
+    pub fn describe(&self) -> String {
+        match self.reason.as_str() {
+            "" | "None" => self.state.clone(),
+            r => format!("{}: {r}", self.state),
+        }
+    }
+
     /// Whether the job has ended (successfully or not).
     pub fn terminal(&self) -> bool {
         is_terminal(&self.state)
@@ -65,6 +73,12 @@ pub fn sbatch(args: &[String], script: &Path) -> Result<String, String> {
         return Err(format!("sbatch printed no job id: {out:?}"));
     }
     Ok(id)
+}
+
+/// Asks Slurm whether a job with `args` would be accepted, without submitting one (`sbatch --test-only`):
+/// the error sbatch gives otherwise (an unknown partition or option, a time above the partition's limit).
+pub fn test_only(args: &[String]) -> Result<(), String> {
+    run(Command::new("sbatch").arg("--test-only").args(args).arg("--wrap=true")).map(|_| ())
 }
 
 /// The states of the given jobs that `squeue` still knows (ended jobs stay known for `MinJobAge` seconds).
