@@ -57,6 +57,9 @@ pub enum Msg {
     FetchFailed(usize, String),
 }
 
+/// What a node that may run asks of a launcher: its id, where it is declared (`file:line:col`), its resources.
+pub type Ask = (String, String, crate::spec::NodeResources);
+
 /// Starts nodes and reports their ends.
 pub trait Launcher {
     /// Whether the coordinator must keep within its CPU and device slots (a scheduler keeps its own).
@@ -74,7 +77,7 @@ pub trait Launcher {
     /// Checks, before anything starts, that the nodes that may run can be started as asked: (id, where it is
     /// declared, what it asks for). An error (what is wrong, what to do: the executor's configuration or
     /// environment, e.g. a Slurm partition that does not exist) ends the run before anything is started.
-    fn check(&mut self, _nodes: &[(String, String, crate::spec::NodeResources)]) -> Result<(), (String, String)> {
+    fn check(&mut self, _nodes: &[Ask]) -> Result<(), (String, String)> {
         Ok(())
     }
 }

@@ -328,7 +328,7 @@ impl Scheduler<'_> {
             .collect();
         (self.sink)(&Event::Plan { nodes });
         // What the nodes that may run ask for, checked by the launcher before any starts.
-        let asks: Vec<(String, String, NodeResources)> = sel
+        let asks: Vec<super::launch::Ask> = sel
             .iter()
             .filter(|&&i| self.assessed[&i].state != State::Fresh)
             .map(|&i| {

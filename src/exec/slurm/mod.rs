@@ -11,7 +11,7 @@ pub mod flight;
 pub mod job;
 pub mod sched;
 
-use super::launch::{Launch, Launcher, Msg, RunnerNotes};
+use super::launch::{Ask, Launch, Launcher, Msg, RunnerNotes};
 use super::ExecError;
 use crate::graph::Graph;
 use crate::stage::StageError;
@@ -214,11 +214,11 @@ impl Launcher for SlurmLauncher {
         false
     }
 
-    fn check(&mut self, nodes: &[(String, String, crate::spec::NodeResources)]) -> Result<(), (String, String)> {
+    fn check(&mut self, nodes: &[Ask]) -> Result<(), (String, String)> {
         // Each distinct set of options once (usually the executor's defaults and a few nodes' own), asked of
         // Slurm without submitting (`--test-only`): a partition that does not exist, an option sbatch does not
         // know or a time above the partition's limit end the run here, once, instead of failing every node.
-        let mut groups: Vec<(Vec<String>, Vec<&(String, String, crate::spec::NodeResources)>)> = vec![];
+        let mut groups: Vec<(Vec<String>, Vec<&Ask>)> = vec![];
         for n in nodes {
             let args = options(&n.2);
             match groups.iter_mut().find(|(a, _)| *a == args) {
