@@ -39,7 +39,11 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
         assert_eq!(code, 0, "table{i}: {ev:?}");
         for ext in ["md", "tex", "csv", "json"] {
             assert!(root.join(format!("results/smoke/table{i}.{ext}")).exists(), "table{i}.{ext} written");
+            // Each file written is an event after the summary (a script need not parse stderr).
+            let path = format!("results/smoke/table{i}.{ext}");
+            assert!(ev.iter().any(|e| e["event"] == "wrote" && e["path"] == path.as_str()), "table{i}: no `wrote` {path}: {ev:?}");
         }
+        assert_eq!(ev.last().map(|e| e["event"] == "wrote"), Some(true), "the files after the summary");
     }
     // The findings over Tables 1-3: nothing to train any more, only the findings node runs.
     let (code, ev) = run_json(root, &["run", "pipelines/findings.toml", "--profile", "smoke", "--store", store.to_str().unwrap()]);

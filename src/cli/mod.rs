@@ -785,7 +785,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let overrides = a.common.overrides();
     let own = if overrides.is_empty() { BTreeSet::new() } else { export::same_without_overrides(&a.common, reg, &summary) };
     let made_with = (spec::source::display_path(&a.common.file), overrides.clone(), own);
-    let (wrote, marked) = materialize(&g, &store, &opts, &summary, !a.json, &made_with)?;
+    let (wrote, marked) = materialize(&g, &store, &opts, &summary, a.json, &made_with)?;
     if marked > 0 {
         // The Markdown, LaTeX and JSON exports say it too (CSV cannot).
         eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
@@ -817,7 +817,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
 }
 
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
-/// summary files (e.g. the rendered tables). `made_with` is the pipeline file, the overrides the run used and
+/// summary files (e.g. the rendered tables; with `json`, a `wrote` event per file instead of the tables). `made_with` is the pipeline file, the overrides the run used and
 /// the nodes whose artifact the file alone gives too: the other nodes' exports say the overrides where their
 /// format allows ([`export::mark`]). Returns the files written and how many of them were marked.
 fn materialize(
@@ -825,7 +825,7 @@ fn materialize(
     store: &Store,
     opts: &RunOptions,
     summary: &exec::RunSummary,
-    print: bool,
+    json: bool,
     made_with: &(String, Vec<String>, BTreeSet<String>),
 ) -> Result<(usize, usize), CliError> {
     let sel = g.select(&opts.targets)?;
@@ -854,9 +854,15 @@ fn materialize(
                 .and_then(|_| std::fs::rename(&tmp, &dest))
                 .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
             eprintln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
+            if json {
+                let path = crate::spec::source::display_path(&dest);
+                out::line(
+                    &serde_json::json!({"event": "wrote", "id": n.id, "kind": n.stage.kind(), "path": path, "file": file}).to_string(),
+                );
+            }
             wrote += 1;
         }
-        if let (true, Some(f)) = (print, n.stage.summary_file()) {
+        if let (false, Some(f)) = (json, n.stage.summary_file()) {
             if let Ok(b) = art.read(f) {
                 // Everything ran: a reader gone by now loses only this copy of the table (the files are written).
                 out::line(&String::from_utf8_lossy(&b));

@@ -218,6 +218,8 @@ pub fn plan(
     let cells = changed_cells(&g, &sel, &a);
     let reasons = |i: usize| a[&i].reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
+    // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.
+    let (flying, leftover) = in_flight(&c.store, &g, &sel, &a);
     // Stale tables none of whose cells read a node that would run (a title or caption changed).
     let rerendered: Vec<usize> = stale
         .iter()
@@ -242,6 +244,8 @@ pub fn plan(
                 "reason": reasons(i),
                 "reasons": a[&i].reasons,
                 "last_ms": last(i),
+                "job": flying.get(&i),
+                "leftover_jobs": leftover.get(&i).cloned().unwrap_or_default(),
             })).collect::<Vec<_>>(),
             "cells": cells.iter().map(|(t, row, col, rerun)| serde_json::json!({
                 "table": g.nodes[*t].id, "row": row, "column": col, "would_run": rerun,
@@ -274,7 +278,11 @@ pub fn plan(
             println!("{:>12} {} ({}): {} [in the shared cache{took}]", "Would fetch", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
         } else {
             let t = last(i).map(|ms| format!("last run took {}", fmt_ms(ms))).unwrap_or_else(|| "no recorded run: time unknown".into());
-            println!("{:>12} {} ({}): {} [{t}]", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
+            let job = flying.get(&i).map(|j| format!(" [in flight as {j}: a Slurm run re-attaches to it]")).unwrap_or_default();
+            println!("{:>12} {} ({}): {} [{t}]{job}", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
+        }
+        for l in leftover.get(&i).into_iter().flatten() {
+            println!("{:>12} {}: {l}", "Note", g.nodes[i].id);
         }
     }
     let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };

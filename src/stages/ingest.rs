@@ -281,6 +281,8 @@ fn stream_pool(
         sizes.insert(name.to_string(), w.len());
         w.finish(&mut shard_put(&mut ctx.out)).map_err(tmp_err)?;
     }
+    let n = pool.len() as u64;
+    (ctx.progress)(crate::stage::Progress { done: n, total: n, message: "written".into(), note: false });
     Ok(())
 }
 

@@ -305,6 +305,8 @@ pub fn ingest(
         w.finish(&mut shard_put(&mut ctx.out)).map_err(fail)?;
         out.sizes.insert(split.as_str().to_string(), n);
     }
+    // The end, so that a progress bar or a script reading the events sees it complete.
+    (ctx.progress)(crate::stage::Progress { done: total as u64, total: total as u64, message: "decoded".into(), note: false });
     Ok(out)
 }
 
