@@ -788,7 +788,12 @@ impl Scheduler<'_> {
         // External programs of `command` nodes run in process groups of their own (a terminal's Ctrl-C reaches
         // polyflow only): stop them, so that none outlives the run.
         crate::stage::children::stop_all(Duration::from_secs(3));
+        // The jobs cancelled, named with their nodes (`slow (Slurm job 12, cancelled)`).
+        let mut cancelled: BTreeMap<usize, String> = BTreeMap::new();
         for (i, runner) in self.launcher.interrupt(keep) {
+            if let Some(job) = runner.get("slurm_job") {
+                cancelled.insert(i, format!(" (Slurm job {job}, cancelled)"));
+            }
             let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
             if let Some(key) = self.assessed[&i].key.clone() {
                 let id = self.id(i);
@@ -796,7 +801,8 @@ impl Scheduler<'_> {
             }
         }
         self.idx.flush()?;
-        let names: Vec<String> = self.running.keys().map(|&i| self.id(i)).collect();
+        let names: Vec<String> =
+            self.running.keys().map(|&i| format!("{}{}", self.id(i), cancelled.get(&i).map(String::as_str).unwrap_or(""))).collect();
         let kept = if keep && !names.is_empty() && self.launcher.keeps_jobs() { self.running.len() } else { 0 };
         // Each node stopped, then the summary, so that a reader of the events closes every `started` one.
         let running: Vec<usize> = self.running.keys().copied().collect();

@@ -163,7 +163,14 @@ impl SlurmLauncher {
 
     fn submit(&mut self, l: &Launch, dir: &std::path::Path) -> Result<String, ExecError> {
         let io = |e: std::io::Error| ExecError::Other(format!("{}: {e}", dir.display()));
-        // A fresh directory: results of an earlier attempt must not be mistaken for this one's.
+        // A fresh directory: results of an earlier attempt must not be mistaken for this one's. That attempt's
+        // folder (its logs: why it was cancelled, timed out or failed) is kept beside it as `<dir>.<job id>`
+        // until `gc` collects it.
+        let earlier = read_json::<Submission>(dir, "slurm.json").map(|s| s.job_id);
+        let kept = earlier.map(|j| dir.with_file_name(format!("{}.{j}", dir.file_name().unwrap_or_default().to_string_lossy())));
+        if let Some(to) = kept.as_ref().filter(|to| !to.exists()) {
+            let _ = std::fs::rename(dir, to);
+        }
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(io)?;
         let spec = JobSpec {
