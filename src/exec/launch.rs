@@ -74,9 +74,10 @@ pub trait Launcher {
     fn keeps_jobs(&self) -> bool {
         false
     }
-    /// Checks, before anything starts, that the nodes that may run can be started as asked: (id, where it is
+    /// Checks, before anything starts, that the nodes that will run can be started as asked: (id, where it is
     /// declared, what it asks for). An error (what is wrong, what to do: the executor's configuration or
-    /// environment, e.g. a Slurm partition that does not exist) ends the run before anything is started.
+    /// environment, e.g. a Slurm partition that does not exist) ends the run before anything is started. A
+    /// launcher checks what it was not asked here when such a node starts.
     fn check(&mut self, _nodes: &[Ask]) -> Result<(), (String, String)> {
         Ok(())
     }

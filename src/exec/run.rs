@@ -327,10 +327,12 @@ impl Scheduler<'_> {
             })
             .collect();
         (self.sink)(&Event::Plan { nodes });
-        // What the nodes that may run ask for, checked by the launcher before any starts.
+        // What the nodes that will run ask for, checked by the launcher before any starts: those stale under a
+        // known key, without a shared cache that may hand them over (a laptop fetching a cluster's results needs
+        // no Slurm). The launcher checks the others as they start.
         let asks: Vec<super::launch::Ask> = sel
             .iter()
-            .filter(|&&i| self.assessed[&i].state != State::Fresh)
+            .filter(|&&i| self.assessed[&i].state != State::Fresh && self.assessed[&i].key.is_some() && self.opts.cache.is_none())
             .map(|&i| {
                 let n = &self.g.nodes[i];
                 let (cpus, gpus) = requests(self.g, i, &self.opts.env, self.jobs);

@@ -48,6 +48,12 @@ pub struct SlurmLauncher {
     failing_since: Option<Instant>,
     /// When Slurm's failing to answer was last warned of.
     warned: Option<Instant>,
+    /// Option sets Slurm accepted (`sbatch --test-only`).
+    checked: Vec<Vec<String>>,
+    /// Option sets Slurm refused, with the message.
+    refused: Vec<(Vec<String>, String)>,
+    /// Where each node is declared, for messages.
+    locations: std::collections::HashMap<String, String>,
 }
 
 fn now_secs() -> u64 {
@@ -81,6 +87,9 @@ impl SlurmLauncher {
             watched: vec![],
             failing_since: None,
             warned: None,
+            checked: vec![],
+            refused: vec![],
+            locations: g.nodes.iter().map(|n| (n.id.clone(), n.location.clone())).collect(),
         })
     }
 
@@ -234,6 +243,9 @@ impl Launcher for SlurmLauncher {
             }
         }
         for (args, who) in &groups {
+            if self.checked.contains(args) {
+                continue;
+            }
             if let Err(e) = sched::test_only(args) {
                 let named: Vec<String> = who.iter().take(3).map(|(id, at, _)| format!("`{id}` ({at})")).collect();
                 let more = if who.len() > 3 { format!(" and {} more", who.len() - 3) } else { String::new() };
@@ -246,6 +258,7 @@ impl Launcher for SlurmLauncher {
                 };
                 return Err((format!("nothing was submitted: Slurm refuses the jobs of {}{more}: {e}", named.join(", ")), help));
             }
+            self.checked.push(args.clone());
         }
         Ok(())
     }
@@ -289,6 +302,29 @@ impl Launcher for SlurmLauncher {
                 }
                 _ => {}
             }
+        }
+        // Options not checked before the run (a node whose key was not known then): checked now, once per set;
+        // a node Slurm refuses fails on its settings (exit 2), without a submission.
+        let args = options(&l.resources);
+        let refused = match self.refused.iter().find(|(a, _)| *a == args) {
+            Some((_, why)) => Some(why.clone()),
+            None => {
+                let ask = (l.id.clone(), self.locations.get(&l.id).cloned().unwrap_or_default(), l.resources.clone());
+                let why = self.check(std::slice::from_ref(&ask)).err().map(|(e, help)| format!("{e}\n  help: {help}"));
+                if let Some(w) = &why {
+                    self.refused.push((args, w.clone()));
+                }
+                why
+            }
+        };
+        if let Some(why) = refused {
+            let _ = tx.send(Msg::Done(
+                l.node,
+                Err(StageError::input(why.replace("nothing was submitted: ", "not submitted: "))),
+                0,
+                RunnerNotes::new(),
+            ));
+            return Ok(());
         }
         let job_id = match self.submit(&l, &dir) {
             Ok(j) => j,
