@@ -82,6 +82,12 @@ pub fn gc(
     wait: bool,
     reg: &Registry,
 ) -> Result<i32, CliError> {
+    if store_dir.exists() && !store_dir.is_dir() {
+        return Err(CliError::Other(
+            format!("error: the store path {} is a file, not a folder (check `--store` or POLYFLOW_STORE)", store_dir.display()),
+            exit::USAGE,
+        ));
+    }
     if !Store::exists(store_dir) {
         eprintln!("note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect", store_dir.display());
         return Ok(exit::OK);

@@ -628,7 +628,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{e:#}");
+            out::err_line(&format!("{e:#}"));
             if json {
                 out::line(&e.json().to_string());
             }
@@ -713,7 +713,7 @@ impl RunArgs {
 pub(crate) fn lock_store(store: &Store, wait: bool, json: bool) -> Result<crate::store::WriterLock, CliError> {
     match store.lock(std::time::Duration::ZERO) {
         Err(StoreError::Locked { holder }) if wait => {
-            eprintln!("{:>12} for the run holding the store to finish: {holder}", "Waiting");
+            out::errln!("{:>12} for the run holding the store to finish: {holder}", "Waiting");
             if json {
                 out::line(&serde_json::json!({"event": "waiting", "holder": holder}).to_string());
             }
@@ -739,7 +739,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         env: env_of(&g, &a.common.backend),
         executor,
         keep_jobs: a.keep_jobs,
-        interrupt: None,
+        interrupt: vec![],
         cache: None,
         publish: false,
         notes: BTreeMap::from([
@@ -769,9 +769,11 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     hook(signal_hook::consts::SIGINT, &flag)?;
     hook(signal_hook::consts::SIGTERM, &term)?;
     hook(signal_hook::consts::SIGTERM, &flag)?;
-    opts.interrupt = Some(flag);
-    // A reader of the JSON lines that goes away stops the run as SIGTERM would.
-    let rep = report::Reporter::new(a.json, verbose).stopping(opts.interrupt.clone());
+    // A reader of the JSON lines that goes away stops the run as SIGTERM would, with a flag of its own: the
+    // signal handlers' (a second signal ends the process at once) stays down until a signal comes.
+    let pipe = Arc::new(AtomicBool::new(false));
+    opts.interrupt = vec![flag, pipe.clone()];
+    let rep = report::Reporter::new(a.json, verbose).stopping(Some(pipe));
     let sink = |e: &exec::Event| rep.event(e);
     let summary = match exec::run(&g, &store, &opts, &sink) {
         Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) => {
@@ -788,9 +790,9 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let (wrote, marked) = materialize(&g, &store, &opts, &summary, a.json, &made_with)?;
     if marked > 0 {
         // The Markdown, LaTeX and JSON exports say it too (CSV cannot).
-        eprintln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
+        out::errln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
     } else if wrote > 0 && !overrides.is_empty() {
-        eprintln!("{:>12} the overrides change none of the files written: they are the pipeline file's own results", "Note");
+        out::errln!("{:>12} the overrides change none of the files written: they are the pipeline file's own results", "Note");
     }
     // Failures that are the store's (4) or the user's input's (2) end the run as errors of that code, so that
     // `--json` gives the error line it gives for any exit 2 or 4; other failures are exit 1.
@@ -853,7 +855,7 @@ fn materialize(
             std::fs::write(&tmp, &bytes)
                 .and_then(|_| std::fs::rename(&tmp, &dest))
                 .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
-            eprintln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
+            out::errln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
             if json {
                 let path = crate::spec::source::display_path(&dest);
                 out::line(

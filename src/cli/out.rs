@@ -29,6 +29,21 @@ pub fn closed() -> bool {
     CLOSED.load(Ordering::Relaxed)
 }
 
+/// Writes `s` and a newline to standard error, dropping it when standard error is closed (`run … 2>&1 | head`:
+/// `eprintln!` would panic there, SIGPIPE being ignored).
+pub fn err_line(s: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{s}");
+}
+
+/// `eprintln!` through [`err_line`]: a closed standard error drops the line.
+macro_rules! errln {
+    ($($t:tt)*) => {
+        $crate::cli::out::err_line(&format!($($t)*))
+    };
+}
+pub(crate) use errln;
+
 /// `println!` through [`line`]: a closed standard output drops the line.
 macro_rules! outln {
     () => {

@@ -55,7 +55,7 @@ impl Reporter {
         if self.mode == Mode::Bars {
             let _ = self.multi.println(s);
         } else {
-            eprintln!("{s}");
+            super::out::err_line(&s);
         }
     }
 

@@ -102,7 +102,7 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
     if let Some(k) = &s.key {
         println!("key:    {k}");
     }
-    print_runner(store, &n.id, s);
+    print_runner(store, &n.id, &g.executor.job_prefix, s);
     let Some(m) = &s.manifest else {
         println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
         return show_earlier(store, n, earlier);
@@ -164,7 +164,7 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
 
 /// Where the node last ran, when not in-process (a Slurm job: id, state, logs), a job still in flight, and jobs
 /// of earlier settings left running.
-fn print_runner(store: &Store, id: &str, s: &Assessment) {
+fn print_runner(store: &Store, id: &str, prefix: &str, s: &Assessment) {
     let line = |what: &str, r: &std::collections::BTreeMap<String, String>| {
         if let Some(job) = r.get("slurm_job") {
             println!("{what} Slurm job {job} ({})", r.get("state").map(String::as_str).unwrap_or("?"));
@@ -183,14 +183,20 @@ fn print_runner(store: &Store, id: &str, s: &Assessment) {
         line(what, &f.runner);
     }
     let ids = std::collections::BTreeSet::from([id.to_string()]);
-    for f in crate::exec::slurm::flight::in_flight(&store.root, Some(&ids)).remove(id).unwrap_or_default() {
+    let jobs = match crate::exec::slurm::flight::in_flight(&store.root, Some(&ids), prefix) {
+        Ok(mut j) => j.remove(id).unwrap_or_default(),
+        Err(e) => {
+            println!("job:    {}", crate::exec::slurm::flight::unknown(&e));
+            vec![]
+        }
+    };
+    for f in jobs {
         let submitted = crate::report::html::utc(f.sub.submitted_at);
         if Some(&f.sub.key) == s.key.as_ref() || s.key.is_none() {
             if s.manifest.is_none() {
                 println!("job:    {}, submitted {submitted}", f.describe());
-                let dir = crate::exec::slurm::job::job_dir(&store.root, &f.sub.key);
-                println!("  stdout: {}", dir.join("stdout.log").display());
-                println!("  stderr: {}", dir.join("stderr.log").display());
+                println!("  stdout: {}", f.dir.join("stdout.log").display());
+                println!("  stderr: {}", f.dir.join("stderr.log").display());
             }
         } else {
             println!("job:    {} (submitted {submitted})", crate::exec::slurm::flight::leftover(&f));

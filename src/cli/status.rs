@@ -348,7 +348,13 @@ fn in_flight(
 ) -> (BTreeMap<usize, String>, BTreeMap<usize, Vec<String>>) {
     use crate::exec::slurm::flight;
     let ids: std::collections::BTreeSet<String> = sel.iter().map(|&i| g.nodes[i].id.clone()).collect();
-    let jobs = flight::in_flight(store_root, Some(&ids));
+    let jobs = match flight::in_flight(store_root, Some(&ids), &g.executor.job_prefix) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("note: {}", flight::unknown(&e));
+            BTreeMap::new()
+        }
+    };
     let (mut current, mut left) = (BTreeMap::new(), BTreeMap::<usize, Vec<String>>::new());
     for &i in sel {
         for f in jobs.get(&g.nodes[i].id).into_iter().flatten() {

@@ -47,8 +47,9 @@ pub struct RunOptions {
     pub executor: Option<ExecutorKind>,
     /// Leave submitted jobs running when interrupted (`--keep-jobs`), overriding `[executor] on_interrupt`.
     pub keep_jobs: bool,
-    /// Set (e.g. by a Ctrl-C handler) to stop the run: jobs are cancelled or left as configured.
-    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Flags that stop the run when any is set (e.g. by a Ctrl-C handler, or when the events' reader has gone):
+    /// jobs are cancelled or left as configured.
+    pub interrupt: Vec<Arc<AtomicBool>>,
     /// A shared artifact cache: stale nodes whose key it holds are fetched, not computed.
     pub cache: Option<Arc<dyn ArtifactCache>>,
     /// Publish what this run computes to `cache`.
@@ -225,13 +226,15 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         timings: vec![],
     };
     s.plan(&sel)?;
+    let stopping = || opts.interrupt.iter().any(|f| f.load(Ordering::SeqCst));
     loop {
+        // Before starting anything more: a stop raised while the last message was handled starts nothing new.
+        if stopping() {
+            return Err(s.interrupt(t0)?);
+        }
         s.dispatch_ready()?;
         if s.running.is_empty() {
             break;
-        }
-        if opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-            return Err(s.interrupt(t0)?);
         }
         s.launcher.tick(&s.tx)?;
         s.idx.close_if_idle();
@@ -243,7 +246,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
             Ok(Msg::Done(i, result, ms, runner)) => {
                 // A node that failed while the run is being stopped was stopped with it: it was interrupted, and is
                 // not recorded as a failure of its own.
-                if result.is_err() && opts.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                if result.is_err() && stopping() {
                     return Err(s.interrupt(t0)?);
                 }
                 s.release(i);
@@ -367,8 +370,19 @@ impl Scheduler<'_> {
     /// current key, which this run would compute a second time.
     fn note_jobs_in_flight(&mut self, sel: &[usize]) {
         let ids: BTreeSet<String> = sel.iter().map(|&i| self.id(i)).collect();
-        let jobs = super::slurm::flight::in_flight(&self.store.root, Some(&ids));
         let slurm = self.launcher.keeps_jobs();
+        let jobs = match super::slurm::flight::in_flight(&self.store.root, Some(&ids), &self.g.executor.job_prefix) {
+            Ok(j) => j,
+            Err(e) => {
+                // A Slurm run finds out as it polls; a local one is told once.
+                if !slurm {
+                    if let Some(&i) = sel.first() {
+                        (self.sink)(&Event::Note { id: self.id(i), message: super::slurm::flight::unknown(&e) });
+                    }
+                }
+                return;
+            }
+        };
         for &i in sel {
             for f in jobs.get(&self.g.nodes[i].id).into_iter().flatten() {
                 let message = match &self.assessed[&i].key {

@@ -156,8 +156,8 @@ fn field(src: &SourceMap, r: &mut NodeResources, k: &str, e: &Entry) -> Result<(
                 match it.as_str() {
                     Some(s) if s.starts_with('-') => {
                         if let Some((opt, why)) = owned_option(s) {
-                            return Err(SpecError::at(src, it.span, K::OutOfRange, format!("`{opt}` is set by polyflow for every job: {why}"))
-                                .help("leave it out (the job's logs are `stdout.log` and `stderr.log` in its folder, which `polyflow show` names)"));
+                            return Err(SpecError::at(src, it.span, K::OutOfRange, format!("`{opt}` is not for a polyflow job: {why}"))
+                                .help("leave it out"));
                         }
                         r.sbatch.push(s.to_string())
                     }
@@ -174,18 +174,22 @@ fn field(src: &SourceMap, r: &mut NodeResources, k: &str, e: &Entry) -> Result<(
     Ok(())
 }
 
-/// The `sbatch` options polyflow sets for every job itself, which a pipeline's list must not override: the
-/// option as written and why. `None` for any other option.
+/// The `sbatch` options polyflow sets for every job itself, or that would defeat how it submits, which a
+/// pipeline's list must not hold: the option as written and why. Long options are matched as sbatch matches
+/// them, by any abbreviation of three letters or more (`--out=x` is `--output`). `None` for any other option.
 fn owned_option(s: &str) -> Option<(&str, &'static str)> {
     let name = s.split_once('=').map_or(s, |(n, _)| n);
     // Short options may carry their value attached (`-oout.log`).
     let short = |c: &str| name == c || (name.starts_with(c) && !name.starts_with("--"));
-    let why = if name == "--output" || short("-o") || name == "--error" || short("-e") {
+    let long = |full: &str| name.len() >= 5 && name.starts_with("--") && full.starts_with(name);
+    let why = if long("--output") || short("-o") || long("--error") || short("-e") {
         "the job's logs go to its folder in the store, where `status`, `show` and a failure's last lines read them"
-    } else if name == "--chdir" || short("-D") {
+    } else if long("--chdir") || long("--workdir") || short("-D") {
         "jobs run in the folder `polyflow run` ran in, where the pipeline's relative paths resolve"
-    } else if matches!(name, "--wrap" | "--parsable" | "--test-only") {
-        "polyflow submits its own job script and reads the job id"
+    } else if long("--wrap") || long("--parsable") || long("--test-only") {
+        "polyflow submits its own job script, reads the job id and tests the options itself"
+    } else if name == "--wait" || short("-W") {
+        "sbatch would block until the job ends: polyflow would submit one job at a time and not hear Ctrl-C"
     } else {
         return None;
     };
@@ -279,13 +283,22 @@ mod tests {
 
     #[test]
     fn options_polyflow_sets_are_refused_where_written() {
-        for opt in ["--output=/tmp/x-%j.out", "-e", "-oslurm.log", "--chdir=/x", "--wrap=true"] {
+        for opt in ["--output=/tmp/x-%j.out", "-e", "-oslurm.log", "--chdir=/x", "--wrap=true", "--out=x", "--workdir=/x", "-W", "--wait"] {
             let pl = p(&format!("[node.a]\nkind = \"value\"\nresources = {{ sbatch = [\"--qos=x\", \"{opt}\"] }}\n"));
             let e = super::parse_resources(&pl.sources, pl.nodes[0].resources.as_ref()).unwrap_err().to_string();
-            assert!(e.contains("p.toml:3:") && e.contains("is set by polyflow for every job"), "{opt}: {e}");
+            assert!(e.contains("p.toml:3:") && e.contains("is not for a polyflow job"), "{opt}: {e}");
         }
         // Options that merely start alike are not.
-        for opt in ["--export=ALL", "--exclusive", "--dependency=afterok:1", "--exclude=n1"] {
+        for opt in [
+            "--export=ALL",
+            "--exclusive",
+            "--dependency=afterok:1",
+            "--exclude=n1",
+            "-O",
+            "-d",
+            "--open-mode=append",
+            "--wait-all-nodes=1",
+        ] {
             assert!(super::owned_option(opt).is_none(), "{opt}");
         }
     }

@@ -8,63 +8,70 @@ use super::sched::{self, JobState};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A recorded submission and what Slurm says of it now.
+/// A recorded submission whose job Slurm reports pending or running.
 #[derive(Debug, Clone)]
 pub struct InFlight {
     /// The submission (job id, node, key, time).
     pub sub: Submission,
-    /// Its state, when Slurm still knows it and it has not ended.
-    pub state: Result<JobState, String>,
+    /// Its folder (`jobs/<key>`, or `jobs/<key>.<job id>` for an earlier attempt): its logs are there.
+    pub dir: std::path::PathBuf,
+    /// Its state.
+    pub state: JobState,
 }
 
 impl InFlight {
-    /// `Slurm job 12 (RUNNING)`, `Slurm job 12 (PENDING: JobHeldUser)`, or why its state is unknown.
+    /// `Slurm job 12 (RUNNING)`, `Slurm job 12 (PENDING: JobHeldUser)`.
     pub fn describe(&self) -> String {
-        match &self.state {
-            Ok(s) => format!("Slurm job {} ({})", self.sub.job_id, s.describe()),
-            Err(e) => format!("Slurm job {} (state unknown: {e})", self.sub.job_id),
-        }
+        format!("Slurm job {} ({})", self.sub.job_id, self.state.describe())
     }
 }
 
-/// Every recorded submission of the nodes `ids` (all nodes when `None`) whose job has not ended, by node id:
-/// one `squeue` call for all of them, none when the store records no submission (a store only ever run
-/// locally asks nothing of Slurm). When Slurm cannot be asked, each submission is returned with the error.
-pub fn in_flight(store_root: &Path, ids: Option<&std::collections::BTreeSet<String>>) -> BTreeMap<String, Vec<InFlight>> {
-    let mut subs: Vec<Submission> = vec![];
+/// The jobs in flight of the nodes `ids` (all nodes when `None`), by node id, from the recorded submissions
+/// whose job has not left its result or error: one `squeue` call for all of them, none when there is no such
+/// submission (a store only ever run locally asks nothing of Slurm). A job counts only when Slurm reports it
+/// pending or running under the name polyflow gave it (`<prefix>-<node>`: a job id Slurm has since reused for
+/// another job is not it). `Err` when Slurm could not be asked, with the error and how many submissions
+/// were left unknown.
+pub fn in_flight(
+    store_root: &Path,
+    ids: Option<&std::collections::BTreeSet<String>>,
+    prefix: &str,
+) -> Result<BTreeMap<String, Vec<InFlight>>, (String, usize)> {
+    let mut subs: Vec<(Submission, std::path::PathBuf)> = vec![];
     let jobs = crate::store::jobs_root(store_root);
     for e in std::fs::read_dir(&jobs).into_iter().flatten().flatten() {
-        if let Some(s) = read_json::<Submission>(&e.path(), "slurm.json") {
+        let dir = e.path();
+        // A job that wrote its result or error has ended, whatever Slurm says.
+        if dir.join("result.json").exists() || dir.join("error.json").exists() {
+            continue;
+        }
+        if let Some(s) = read_json::<Submission>(&dir, "slurm.json") {
             if ids.is_none_or(|ids| ids.contains(&s.node)) {
-                subs.push(s);
+                subs.push((s, dir));
             }
         }
     }
     let mut out: BTreeMap<String, Vec<InFlight>> = BTreeMap::new();
     if subs.is_empty() {
-        return out;
+        return Ok(out);
     }
-    let job_ids: Vec<&str> = subs.iter().map(|s| s.job_id.as_str()).collect();
-    match sched::squeue(&job_ids) {
-        Ok(states) => {
-            for s in subs {
-                if let Some(st) = states.get(&s.job_id).filter(|st| !st.terminal()) {
-                    out.entry(s.node.clone()).or_default().push(InFlight { state: Ok(st.clone()), sub: s });
-                }
-            }
-        }
-        Err(e) => {
-            // Slurm could not be asked: say so rather than report the jobs gone (or never submitted).
-            let e = e.lines().next().unwrap_or("").to_string();
-            for s in subs {
-                out.entry(s.node.clone()).or_default().push(InFlight { state: Err(format!("Slurm could not be asked: {e}")), sub: s });
-            }
+    let job_ids: Vec<&str> = subs.iter().map(|(s, _)| s.job_id.as_str()).collect();
+    let states = sched::squeue(&job_ids).map_err(|e| (e.lines().next().unwrap_or("").to_string(), subs.len()))?;
+    for (sub, dir) in subs {
+        let name = format!("{prefix}-{}", sub.node);
+        if let Some(st) = states.get(&sub.job_id).filter(|st| !st.terminal() && (st.name.is_empty() || st.name == name)) {
+            out.entry(sub.node.clone()).or_default().push(InFlight { state: st.clone(), sub, dir });
         }
     }
     for v in out.values_mut() {
         v.sort_by_key(|f| f.sub.submitted_at);
     }
-    out
+    Ok(out)
+}
+
+/// The note for a store whose recorded jobs Slurm could not be asked about.
+pub fn unknown(e: &(String, usize)) -> String {
+    format!("the state of {} Slurm job(s) this store submitted is unknown: Slurm could not be asked ({})", e.1, e.0)
 }
 
 /// The message for a job of a node's earlier settings (not its current key): it computes what nobody will

@@ -246,11 +246,18 @@ impl Launcher for SlurmLauncher {
             if self.checked.contains(args) {
                 continue;
             }
-            if let Err(e) = sched::test_only(args) {
+            if let Err(e) = sched::test_only(args).map_err(|e| e.trim().to_string()) {
+                // Only what resubmitting would meet again ends the run: wrong options, a client not set up. A
+                // controller briefly unreachable (or a refusal of another kind) is left to the submission.
+                if !lasting(&e) {
+                    tracing::warn!("sbatch --test-only: {e} (submitting anyway)");
+                    self.checked.push(args.clone());
+                    continue;
+                }
                 let named: Vec<String> = who.iter().take(3).map(|(id, at, _)| format!("`{id}` ({at})")).collect();
                 let more = if who.len() > 3 { format!(" and {} more", who.len() - 3) } else { String::new() };
                 // Slurm's client itself (not on PATH, no configuration) or the options the pipeline gives.
-                let client = e.contains("not found") || e.contains("configuration source") || e.contains("Unable to contact");
+                let client = e.contains("not found: the Slurm executor") || e.contains("configuration source");
                 let help = if client {
                     "set up Slurm's client here: `sbatch` on PATH, and SLURM_CONF naming the cluster's slurm.conf where it is not in /etc/slurm".to_string()
                 } else {
@@ -426,6 +433,29 @@ impl Launcher for SlurmLauncher {
         }
         self.watched.drain(..).map(|w| (w.node, Self::notes(&w, "CANCELLED"))).collect()
     }
+}
+
+/// Whether an sbatch refusal is one that submitting again would meet again: an option it does not know, a
+/// partition, account, QOS or GPU type the cluster lacks, a time limit above the partition's, or a Slurm client
+/// that is not there or not configured.
+fn lasting(e: &str) -> bool {
+    let e = e.to_ascii_lowercase();
+    [
+        "unrecognized option",
+        "invalid option",
+        "invalid partition",
+        "invalid account",
+        "invalid qos",
+        "invalid generic resource",
+        "invalid gres",
+        "time limit is invalid",
+        "invalid time",
+        "invalid feature",
+        "not found: the slurm executor",
+        "configuration source",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
 }
 
 /// The `sbatch` options of a node's job: its name, log files, working directory, then [`options`].

@@ -13,6 +13,8 @@ pub struct JobState {
     pub reason: String,
     /// `ExitCode=code:signal`, when known.
     pub exit_code: Option<String>,
+    /// The job's name (`squeue` only; empty otherwise): polyflow names its jobs `<job_prefix>-<node>`.
+    pub name: String,
 }
 
 impl JobState {
@@ -87,16 +89,19 @@ pub fn squeue(ids: &[&str]) -> Result<BTreeMap<String, JobState>, String> {
     if ids.is_empty() {
         return Ok(m);
     }
-    let out = match run(Command::new("squeue").args(["-h", "--states=all", "-o", "%i|%T|%r", "-j", &ids.join(",")])) {
+    let out = match run(Command::new("squeue").args(["-h", "--states=all", "-o", "%i|%T|%j|%r", "-j", &ids.join(",")])) {
         Ok(o) => o,
         // Every id unknown: squeue exits 1 ("Invalid job id specified").
         Err(e) if e.contains("Invalid job id") => return Ok(m),
         Err(e) => return Err(e),
     };
     for line in out.lines() {
+        // The name may hold `|`; the reason never does: split it off from the end.
         let mut p = line.splitn(3, '|');
-        if let (Some(id), Some(st), Some(r)) = (p.next(), p.next(), p.next()) {
-            m.insert(id.trim().to_string(), JobState { state: st.trim().into(), reason: r.trim().into(), exit_code: None });
+        if let (Some(id), Some(st), Some(rest)) = (p.next(), p.next(), p.next()) {
+            let (name, r) = rest.rsplit_once('|').unwrap_or(("", rest));
+            let st = JobState { state: st.trim().into(), reason: r.trim().into(), exit_code: None, name: name.trim().into() };
+            m.insert(id.trim().to_string(), st);
         }
     }
     Ok(m)
@@ -106,7 +111,12 @@ pub fn squeue(ids: &[&str]) -> Result<BTreeMap<String, JobState>, String> {
 pub fn scontrol(id: &str) -> Option<JobState> {
     let out = run(Command::new("scontrol").args(["show", "job", "-o", id])).ok()?;
     let field = |k: &str| out.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).map(|s| s.to_string());
-    Some(JobState { state: field("JobState")?, reason: field("Reason").unwrap_or_else(|| "None".into()), exit_code: field("ExitCode") })
+    Some(JobState {
+        state: field("JobState")?,
+        reason: field("Reason").unwrap_or_else(|| "None".into()),
+        exit_code: field("ExitCode"),
+        name: String::new(),
+    })
 }
 
 /// `sacct` (only where accounting is configured): state and exit code of a job Slurm's controller forgot.
@@ -118,6 +128,7 @@ pub fn sacct(id: &str) -> Option<JobState> {
         state: p.get(1)?.to_string(),
         exit_code: p.get(2).map(|s| s.to_string()),
         reason: p.get(3).map(|s| s.to_string()).unwrap_or_else(|| "None".into()),
+        name: String::new(),
     })
 }
 
