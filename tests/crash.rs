@@ -109,25 +109,31 @@ fn failing_node_exits_1_and_status_shows_failed() {
     assert!(bad["reason"].as_str().unwrap().contains("fails deliberately"));
 }
 
+/// `polyflow run p.toml --json` in `dir`, read up to the `started` event of node `id`: the child (its standard
+/// error piped) and the rest of its event lines.
+fn run_until_started(dir: &Path, id: &str) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut child =
+        Command::new(BIN).args(["run", "p.toml", "--json"]).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            // Ended before `id` started: its error says why.
+            let out = child.wait_with_output().unwrap();
+            panic!("run ended before `{id}` started: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["event"] == "started" && ev["id"] == id {
+            return (child, lines);
+        }
+    }
+}
+
 #[test]
 fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
     for (sig, code) in [("-INT", 130), ("-TERM", 143)] {
         let d = tempfile::tempdir().unwrap();
         pipeline(d.path(), 20_000);
-        let mut child = Command::new(BIN)
-            .args(["run", "p.toml", "--json"])
-            .current_dir(d.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let ev: serde_json::Value = serde_json::from_str(&lines.next().expect("run ended early").unwrap()).unwrap();
-            if ev["event"] == "started" && ev["id"] == "slow" {
-                break;
-            }
-        }
+        let (child, lines) = run_until_started(d.path(), "slow");
         let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
         let t0 = Instant::now();
         assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
@@ -162,20 +168,7 @@ fn a_reader_that_stops_early_stops_the_run_cleanly_with_141() {
     // `polyflow run --json | head -2`: the run stops as on SIGTERM (no panic, nothing half-cached), exit 141.
     let d = tempfile::tempdir().unwrap();
     pipeline(d.path(), 20_000);
-    let mut child = Command::new(BIN)
-        .args(["run", "p.toml", "--json"])
-        .current_dir(d.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let ev: serde_json::Value = serde_json::from_str(&lines.next().expect("run ended early").unwrap()).unwrap();
-        if ev["event"] == "started" && ev["id"] == "slow" {
-            break;
-        }
-    }
+    let (child, lines) = run_until_started(d.path(), "slow");
     let t0 = Instant::now();
     drop(lines);
     // The next event (a progress line of `slow` within a second) finds the pipe closed.

@@ -192,7 +192,7 @@ fn print_runner(store: &Store, id: &str, prefix: &str, s: &Assessment) {
     };
     for f in jobs {
         let submitted = crate::report::html::utc(f.sub.submitted_at);
-        if Some(&f.sub.key) == s.key.as_ref() || s.key.is_none() {
+        if !f.is_leftover(s.key.as_deref()) {
             if s.manifest.is_none() {
                 println!("job:    {}, submitted {submitted}", f.describe());
                 println!("  stdout: {}", f.dir.join("stdout.log").display());

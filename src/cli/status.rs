@@ -358,16 +358,13 @@ fn in_flight(
     let (mut current, mut left) = (BTreeMap::new(), BTreeMap::<usize, Vec<String>>::new());
     for &i in sel {
         for f in jobs.get(&g.nodes[i].id).into_iter().flatten() {
-            match &a[&i].key {
-                Some(k) if *k != f.sub.key => left.entry(i).or_default().push(flight::leftover(f)),
-                Some(_) if a[&i].state != State::Fresh => {
-                    current.insert(i, f.describe());
-                }
-                Some(_) => {}
-                // Its key waits on its inputs: the job may be of the settings it will have.
-                None => {
-                    current.insert(i, format!("{} (its settings are known once its inputs are)", f.describe()));
-                }
+            let key = a[&i].key.as_deref();
+            if f.is_leftover(key) {
+                left.entry(i).or_default().push(flight::leftover(f));
+            } else if key.is_none() {
+                current.insert(i, format!("{} (its settings are known once its inputs are)", f.describe()));
+            } else if a[&i].state != State::Fresh {
+                current.insert(i, f.describe());
             }
         }
     }

@@ -385,9 +385,10 @@ impl Scheduler<'_> {
         };
         for &i in sel {
             for f in jobs.get(&self.g.nodes[i].id).into_iter().flatten() {
-                let message = match &self.assessed[&i].key {
-                    Some(k) if *k != f.sub.key => super::slurm::flight::leftover(f),
-                    Some(_) if !slurm && self.assessed[&i].state != State::Fresh => format!(
+                let a = &self.assessed[&i];
+                let message = match a.key.as_deref() {
+                    key if f.is_leftover(key) => super::slurm::flight::leftover(f),
+                    Some(_) if !slurm && a.state != State::Fresh => format!(
                         "{} computes this very key (left running by an interrupted run): this run computes it too; `--executor slurm` re-attaches to the job instead, or `scancel {}` stops it",
                         f.describe(),
                         f.sub.job_id

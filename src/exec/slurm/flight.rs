@@ -24,6 +24,12 @@ impl InFlight {
     pub fn describe(&self) -> String {
         format!("Slurm job {} ({})", self.sub.job_id, self.state.describe())
     }
+
+    /// Whether it computes settings its node no longer has: `key` is the node's key now, `None` while that
+    /// waits on its inputs (then the job may be of the settings it will have, and is not called left over).
+    pub fn is_leftover(&self, key: Option<&str>) -> bool {
+        key.is_some_and(|k| k != self.sub.key)
+    }
 }
 
 /// The jobs in flight of the nodes `ids` (all nodes when `None`), by node id, from the recorded submissions
