@@ -154,3 +154,19 @@ mlp = "{mlp}"
     assert_eq!(code, 0);
     assert!(out.contains("tasks.t.test.top1") && out.contains("2 nodes, 1 parameter that differs"), "{out}");
 }
+
+/// A metric keeps the type its file gives it: a count written `3` stays an integer, an accuracy of `1.0` a float
+/// (in JSON and in the table), even when every row's value is whole.
+#[test]
+fn compare_keeps_integers_and_whole_floats_apart() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.w]\nkind = \"value\"\nvalue = { acc = 1.0, n = 3 }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "w", "--json"]);
+    let m = &json(&out)["nodes"][0]["metrics"];
+    assert!(m["acc"].is_f64() && m["acc"] == 1.0, "{out}");
+    assert!(m["n"].is_u64() && m["n"] == 3, "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "w"]);
+    assert!(out.contains("1.0000") && !out.contains("3.0000"), "{out}");
+}

@@ -177,7 +177,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let n = &g.nodes[i];
         let st = &states[&i];
         let mut state = st.state;
-        let mut metrics = BTreeMap::new();
+        let mut metrics = values::Metrics::default();
         let mut origin = Origin::Absent;
         if let (State::Fresh, Some(m)) = (st.state, &st.manifest) {
             match values::read_metrics(&store, m) {
@@ -223,7 +223,8 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
             _ => {}
         }
         let group = if a.group { rows::seed_group(&g, i) } else { None };
-        runs.push(Run { id: n.id.clone(), group, kind: n.stage.kind(), state, params: params_of(&g, i), metrics, origin });
+        let values::Metrics { values: metrics, integers } = metrics;
+        runs.push(Run { id: n.id.clone(), group, kind: n.stage.kind(), state, params: params_of(&g, i), metrics, integers, origin });
     }
     let mut rows = if a.group {
         let (rows, mixed) = rows::grouped(&runs);

@@ -67,12 +67,14 @@ impl View<'_> {
         h
     }
 
-    /// Each metric column's number format, from all of its values (means and stds).
+    /// Each metric column's number format, from all of its values (means and stds); whole numbers are written as
+    /// integers only where the files hold integers (an accuracy of `1.0` in every row is still `1.0000`).
     fn formats(&self) -> BTreeMap<&str, NumFormat> {
         let values = |k: &String| -> Vec<f64> {
             self.rows.iter().filter_map(|r| r.metrics.get(k)).flat_map(|s| [Some(s.mean), s.std]).flatten().collect()
         };
-        self.mcols.iter().map(|k| (k.as_str(), NumFormat::of(values(k)))).collect()
+        let integers = |k: &String| self.rows.iter().filter(|r| r.metrics.contains_key(k)).all(|r| r.integers.contains(k));
+        self.mcols.iter().map(|k| (k.as_str(), NumFormat::of(values(k), integers(k)))).collect()
     }
 
     fn row(&self, r: &Row, csv: bool, formats: &BTreeMap<&str, NumFormat>) -> Vec<String> {
@@ -183,7 +185,11 @@ impl View<'_> {
                         r.metrics.get(k).map(|s| {
                             (
                                 k.clone(),
-                                if self.grouped { json!({"mean": s.mean, "std": s.std, "n": s.n}) } else { super::values::number(s.mean) },
+                                if self.grouped {
+                                    json!({"mean": s.mean, "std": s.std, "n": s.n})
+                                } else {
+                                    super::values::number(s.mean, r.integers.contains(k))
+                                },
                             )
                         })
                     })

@@ -22,6 +22,9 @@ pub struct Run {
     pub params: BTreeMap<String, Value>,
     /// Its metrics (empty when [`Run::origin`] is absent or gone).
     pub metrics: BTreeMap<String, f64>,
+    /// The metrics its file holds as JSON integers (counts, steps): written back as integers, others as floats
+    /// even when whole (an accuracy of `1.0` stays `1.0`).
+    pub integers: std::collections::BTreeSet<String>,
     /// Where the metrics come from.
     pub origin: Origin,
 }
@@ -52,6 +55,8 @@ pub struct Row {
     pub params: BTreeMap<String, Value>,
     /// Metrics.
     pub metrics: BTreeMap<String, Stat>,
+    /// The metrics that are integers in the node's file (a group's: in the files of all the replicates used).
+    pub integers: std::collections::BTreeSet<String>,
     /// With `--group`: the member nodes, and how many of them the values are over.
     pub members: Option<(Vec<String>, usize)>,
 }
@@ -72,6 +77,7 @@ pub fn single(r: &Run) -> Row {
         outdated: r.origin.outdated(),
         params: r.params.clone(),
         metrics: r.metrics.iter().map(|(k, &v)| (k.clone(), Stat { mean: v, std: None, n: 1 })).collect(),
+        integers: r.integers.clone(),
         members: None,
     }
 }
@@ -176,6 +182,10 @@ fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>, bool) {
         outdated,
         params,
         metrics,
+        integers: used
+            .first()
+            .map(|f| f.integers.iter().filter(|k| used.iter().all(|r| r.integers.contains(*k))).cloned().collect())
+            .unwrap_or_default(),
         members: Some((members.iter().map(|r| r.id.clone()).collect(), used.len())),
     };
     (row, differ, earlier_differ)
@@ -195,6 +205,7 @@ mod tests {
             state,
             params: [("lr".to_string(), json!(0.1)), ("seed".to_string(), json!(seed))].into_iter().collect(),
             metrics: acc.map(|a| ("acc".to_string(), a)).into_iter().collect(),
+            integers: Default::default(),
             origin,
         }
     }

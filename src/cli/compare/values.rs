@@ -3,7 +3,7 @@
 
 use crate::store::{Manifest, Store, StoreError};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a node's metric values come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,14 +65,40 @@ pub fn changed<T: ToString>(reasons: &[T]) -> Vec<String> {
     out
 }
 
+/// A node's metrics: the numeric leaves, and which of them its file holds as integers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// Dotted name → value.
+    pub values: BTreeMap<String, f64>,
+    /// The names whose JSON is an integer (`3`, not `3.0`).
+    pub integers: BTreeSet<String>,
+}
+
 /// The metrics of artifact `m`: `None` when it has no `metrics.json` (nor `value.json`); an unparsable file
 /// has no metrics. A missing or damaged blob is an error (the store moves a damaged one aside).
-pub fn read_metrics(store: &Store, m: &Manifest) -> Result<Option<BTreeMap<String, f64>>, StoreError> {
+pub fn read_metrics(store: &Store, m: &Manifest) -> Result<Option<Metrics>, StoreError> {
     let Some(f) = m.files.get("metrics.json").or_else(|| m.files.get("value.json")) else {
         return Ok(None);
     };
     let bytes = store.blobs.read(&f.digest)?;
-    Ok(Some(serde_json::from_slice::<Value>(&bytes).map(|v| numeric_leaves(&v)).unwrap_or_default()))
+    Ok(Some(serde_json::from_slice::<Value>(&bytes).map(|v| metrics_of(&v)).unwrap_or_default()))
+}
+
+/// The numeric leaves of `v` and which are integers.
+pub fn metrics_of(v: &Value) -> Metrics {
+    let mut all = BTreeMap::new();
+    flatten("", v, &mut all);
+    let mut m = Metrics::default();
+    for (k, x) in all {
+        let Some(f) = x.as_f64() else { continue };
+        // A bare number (a `value` node's value) is the column `value`.
+        let k = if k.is_empty() { "value".to_string() } else { k };
+        if x.is_i64() || x.is_u64() {
+            m.integers.insert(k.clone());
+        }
+        m.values.insert(k, f);
+    }
+    m
 }
 
 /// `v` flattened to dotted keys: objects are walked, anything else (arrays included) is one leaf.
@@ -90,18 +116,10 @@ pub fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// The numeric leaves of `v` (arrays not walked), dotted.
-pub fn numeric_leaves(v: &Value) -> BTreeMap<String, f64> {
-    let mut all = BTreeMap::new();
-    flatten("", v, &mut all);
-    // A bare number (a `value` node's value) is the column `value`.
-    all.into_iter().filter_map(|(k, v)| v.as_f64().map(|x| (if k.is_empty() { "value".to_string() } else { k }, x))).collect()
-}
-
-/// A metric as JSON: a whole number as an integer, as `metrics.json` holds counts (`3`, not `3.0`); others as
-/// they are.
-pub fn number(x: f64) -> Value {
-    if x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 {
+/// A metric as JSON: as the node's file has it — an integer there (a count: `3`) as an integer, any other
+/// number as a float, even when whole (an accuracy of `1.0`).
+pub fn number(x: f64, integer: bool) -> Value {
+    if integer && x.fract() == 0.0 && x.abs() < 9.007_199_254_740_992e15 {
         Value::from(x as i64)
     } else {
         serde_json::json!(x)
@@ -131,10 +149,11 @@ pub enum NumFormat {
 }
 
 impl NumFormat {
-    /// The format for a column of `values` (non-finite ones are written as Rust writes them, whatever the format).
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+    /// The format for a column of `values` (non-finite ones are written as Rust writes them, whatever the format);
+    /// `integers`: the files hold them as integers, so whole ones may be written so (else `1.0` stays `1.0000`).
+    pub fn of(values: impl IntoIterator<Item = f64>, integers: bool) -> Self {
         let finite: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if finite.iter().all(|x| x.fract() == 0.0 && x.abs() < 1e15) {
+        if integers && finite.iter().all(|x| x.fract() == 0.0 && x.abs() < 1e15) {
             return NumFormat::Integer;
         }
         let smallest = finite.iter().map(|x| x.abs()).filter(|&x| x > 0.0).fold(f64::INFINITY, f64::min);
@@ -185,17 +204,21 @@ mod tests {
         let mut m = BTreeMap::new();
         flatten("", &v, &mut m);
         assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["a.b", "a.c.d", "e", "f"]);
-        assert_eq!(numeric_leaves(&json!({"tasks": {"d": {"test": {"top1": 0.5}}}, "s": "x", "n": 3})).len(), 2);
+        let m = metrics_of(&json!({"tasks": {"d": {"test": {"top1": 0.5, "all": 1.0}}}, "s": "x", "n": 3}));
+        assert_eq!(m.values.len(), 3);
+        assert_eq!(m.integers.iter().collect::<Vec<_>>(), ["n"], "1.0 is a float in the file, 3 an integer");
         assert_eq!(
-            (number(3.0).to_string(), number(0.5).to_string(), number(148170.0).to_string()),
+            (number(3.0, true).to_string(), number(0.5, false).to_string(), number(148170.0, true).to_string()),
             ("3".into(), "0.5".into(), "148170".into())
         );
+        assert_eq!(number(1.0, false).to_string(), "1.0", "an accuracy of 1.0 stays a float");
     }
 
     #[test]
     fn a_columns_numbers_share_one_format_that_keeps_their_digits() {
-        let f = |v: &[f64]| NumFormat::of(v.iter().copied());
+        let f = |v: &[f64]| NumFormat::of(v.iter().copied(), true);
         assert_eq!(f(&[3.0, 120.0]), NumFormat::Integer);
+        assert_eq!(NumFormat::of([1.0, 1.0], false), NumFormat::Fixed(4), "whole floats (accuracies of 1.0) keep decimals");
         assert_eq!(f(&[0.5, 1.0, 0.0]), NumFormat::Fixed(4), "an accuracy of exactly 1 among others");
         assert_eq!(NumFormat::Fixed(4).show(1.0), "1.0000");
         assert_eq!(NumFormat::Fixed(4).show(0.123456), "0.1235");
