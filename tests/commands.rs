@@ -460,3 +460,25 @@ fn a_parameter_set_on_the_wrong_node_says_which_node_has_it() {
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.video_patch=[2,16]"]);
     assert!(code == 2 && err.contains("has 2 numbers; it takes 3 ([t, h, w])"), "{err}");
 }
+
+/// A `command` node is given its seed (`$POLYFLOW_SEED`), so the seed is in its key: replicates of `seeds = 3`
+/// are three runs, each with its own seed, and `--set seed=…` makes them stale.
+#[test]
+fn command_replicates_run_each_with_its_own_seed() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.r]\nkind = \"command\"\nseeds = 3\nrun = [\"sh\", \"-c\", \"echo $POLYFLOW_SEED > $POLYFLOW_OUT/seed.txt\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("3 ran"), "{err}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: std::collections::BTreeSet<String> = v.as_array().unwrap().iter().map(|n| n["key"].as_str().unwrap().to_string()).collect();
+    assert_eq!(keys.len(), 3, "{out}");
+    let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "seed=5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("3 of 3 nodes would run"), "{out}");
+}

@@ -74,6 +74,10 @@ pub trait Launcher {
     fn keeps_jobs(&self) -> bool {
         false
     }
+    /// Whether node `node` is work of its own that outlives the coordinator (a submitted job it watches).
+    fn holds(&self, _node: usize) -> bool {
+        false
+    }
     /// Checks, before anything starts, that the nodes that will run can be started as asked: (id, where it is
     /// declared, what it asks for). An error (what is wrong, what to do: the executor's configuration or
     /// environment, e.g. a Slurm partition that does not exist) ends the run before anything is started. A

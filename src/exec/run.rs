@@ -117,6 +117,8 @@ struct Running {
     cpu: usize,
     /// Accelerator indices it holds.
     dev: Vec<u32>,
+    /// A copy from the shared cache (no `started` event was emitted for it).
+    fetch: bool,
 }
 
 /// The state of one run.
@@ -549,7 +551,7 @@ impl Scheduler<'_> {
         devices.iter().for_each(|d| {
             self.free_dev.remove(d);
         });
-        self.running.insert(i, Running { cpu, dev: devices.clone() });
+        self.running.insert(i, Running { cpu, dev: devices.clone(), fetch: false });
         let Some(fp) = a.fingerprint.clone() else {
             // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
             let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
@@ -616,7 +618,7 @@ impl Scheduler<'_> {
             return Ok(Some(Started::NoRoom));
         }
         self.free_cpu -= cpu;
-        self.running.insert(i, Running { cpu, dev: vec![] });
+        self.running.insert(i, Running { cpu, dev: vec![], fetch: true });
         self.assessed.insert(i, a.clone());
         let (store, tx) = (self.store.clone(), self.tx.clone());
         let spawned = std::thread::Builder::new().name(format!("polyflow-fetch-{i}")).spawn(move || {
@@ -805,11 +807,21 @@ impl Scheduler<'_> {
         // External programs of `command` nodes run in process groups of their own (a terminal's Ctrl-C reaches
         // polyflow only): stop them, so that none outlives the run.
         crate::stage::children::stop_all(Duration::from_secs(3));
+        // The nodes whose Slurm jobs are left running (`--keep-jobs`): asked before the launcher lets go of them.
+        let kept: BTreeSet<usize> = if keep && self.launcher.keeps_jobs() {
+            self.running.keys().copied().filter(|&i| self.launcher.holds(i)).collect()
+        } else {
+            BTreeSet::new()
+        };
         // The jobs cancelled, named with their nodes (`slow (Slurm job 12, cancelled)`).
         let mut cancelled: BTreeMap<usize, String> = BTreeMap::new();
         for (i, runner) in self.launcher.interrupt(keep) {
             if let Some(job) = runner.get("slurm_job") {
-                cancelled.insert(i, format!(" (Slurm job {job}, cancelled)"));
+                let told = match runner.get("scancel_error") {
+                    Some(e) => format!(" (Slurm job {job}: scancel failed, {e}; `scancel {job}` stops it)"),
+                    None => format!(" (Slurm job {job}, cancelled)"),
+                };
+                cancelled.insert(i, told);
             }
             let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
             if let Some(key) = self.assessed[&i].key.clone() {
@@ -818,17 +830,29 @@ impl Scheduler<'_> {
             }
         }
         self.idx.flush()?;
-        let names: Vec<String> =
-            self.running.keys().map(|&i| format!("{}{}", self.id(i), cancelled.get(&i).map(String::as_str).unwrap_or(""))).collect();
-        let kept = if keep && !names.is_empty() && self.launcher.keeps_jobs() { self.running.len() } else { 0 };
-        // Each node stopped, then the summary, so that a reader of the events closes every `started` one.
-        let running: Vec<usize> = self.running.keys().copied().collect();
-        for &i in &running {
-            (self.sink)(&Event::Interrupted { id: self.id(i), kind: self.kind(i), kept: kept > 0 });
+        let names: Vec<String> = self
+            .running
+            .iter()
+            .map(|(&i, r)| {
+                let how = match cancelled.get(&i) {
+                    Some(c) => c.clone(),
+                    None if r.fetch => " (fetching from the shared cache)".to_string(),
+                    None => String::new(),
+                };
+                format!("{}{how}", self.id(i))
+            })
+            .collect();
+        // Each node stopped, then the summary, so that a reader of the events closes every `started` one (a fetch
+        // had none: it ends without an event).
+        let running: Vec<(usize, bool)> = self.running.iter().map(|(&i, r)| (i, r.fetch)).collect();
+        for &(i, fetch) in &running {
+            if !fetch {
+                (self.sink)(&Event::Interrupted { id: self.id(i), kind: self.kind(i), kept: kept.contains(&i) });
+            }
             self.timings.push(NodeTiming { id: self.id(i), outcome: "interrupted", ms: 0 });
         }
         self.emit_summary(t0, running.len());
-        Ok(super::ExecError::Interrupted { kept, running: names, done: self.summary.ran.len() })
+        Ok(super::ExecError::Interrupted { kept: kept.len(), running: names, done: self.summary.ran.len() })
     }
 }
 

@@ -77,6 +77,18 @@ impl InputArtifact {
         std::fs::File::open(&path).map_err(|e| StageError::failed(format!("input `{}` file `{name}` ({}): {e}", self.id, path.display())))
     }
 
+    /// Copies file `name` to `to` (constant memory; a copy-on-write clone where the file system makes one), after
+    /// checking its checksum.
+    pub fn copy_to(&self, name: &str, to: &Path) -> Result<(), StageError> {
+        let mut from = self.open(name)?;
+        use std::io::Seek;
+        from.rewind().map_err(|e| StageError::failed(format!("input `{}` file `{name}`: {e}", self.id)))?;
+        let mut out = std::fs::File::create(to).map_err(|e| StageError::failed(format!("{}: {e}", to.display())))?;
+        std::io::copy(&mut from, &mut out)
+            .map_err(|e| StageError::store(format!("{}: {e}", to.display()), crate::store::is_disk_full(&e)))?;
+        Ok(())
+    }
+
     /// Reads and parses a JSON file.
     pub fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, StageError> {
         let b = self.read(name)?;
@@ -113,6 +125,14 @@ impl ArtifactWriter {
     pub fn put_reader(&mut self, name: &str, r: impl std::io::Read) -> Result<(), StageError> {
         let (digest, size) =
             self.store.blobs.put_reader(r).map_err(|e| StageError::store(format!("writing `{name}`: {e}"), e.is_disk_full()))?;
+        self.files.insert(name.to_string(), FileEntry { digest, size });
+        Ok(())
+    }
+
+    /// Adds file `name` by moving file `path` (on the store's disk) into the store: no copy, constant memory.
+    pub fn put_moved(&mut self, name: &str, path: &Path) -> Result<(), StageError> {
+        let (digest, size) =
+            self.store.blobs.put_moved(path).map_err(|e| StageError::store(format!("writing `{name}`: {e}"), e.is_disk_full()))?;
         self.files.insert(name.to_string(), FileEntry { digest, size });
         Ok(())
     }

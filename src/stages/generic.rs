@@ -144,8 +144,10 @@ impl Stage for CommandStage {
             ParamSpec::opt("deps", T::StrList, json!([]), "files or folders (relative to the pipeline file) hashed into the key"),
         ]
     }
+    /// The seed is in its key: the program is given it (`$POLYFLOW_SEED`), so replicates (`seeds = 3`) are runs of
+    /// their own.
     fn env_keys(&self) -> &'static [&'static str] {
-        &[]
+        &["seed"]
     }
     fn external_digest(&self, params: &serde_json::Value, base_dir: &Path, files: &FileDigests) -> Result<Option<String>, StageError> {
         let deps = parse::<CommandParams>(params)?.deps;
@@ -185,7 +187,9 @@ impl Stage for CommandStage {
                     if let Some(parent) = to.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| StageError::failed(format!("{}: {e}", parent.display())))?;
                     }
-                    std::fs::write(&to, a.read(name)?).map_err(|e| StageError::failed(format!("{}: {e}", to.display())))?;
+                    // Streamed (constant memory; a copy-on-write clone where the file system makes one): a program
+                    // may change its inputs in place, so never the store's own blob.
+                    a.copy_to(name, &to)?;
                 }
             }
         }
@@ -239,8 +243,8 @@ impl Stage for CommandStage {
         files.sort();
         for f in files {
             let name = f.strip_prefix(&out_dir).unwrap().to_string_lossy().to_string();
-            let bytes = std::fs::read(&f).map_err(|e| StageError::failed(e.to_string()))?;
-            ctx.out.put(&name, &bytes)?;
+            // Moved into the store, not read into memory: a program's output may be larger than memory.
+            ctx.out.put_moved(&name, &f)?;
         }
         Ok(())
     }

@@ -102,6 +102,32 @@ impl BlobStore {
         Ok((digest, size))
     }
 
+    /// Takes file `path` (on the store's disk, e.g. a program's output in the store's scratch folder) as a blob
+    /// without copying it: hashed by streaming (constant memory), fsynced, renamed into place. Falls back to a
+    /// streamed copy where a rename cannot move it (another disk). Returns its digest and size.
+    pub fn put_moved(&self, path: &Path) -> Result<(String, u64), StoreError> {
+        let mut f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let size = hasher.update_reader(&mut f).map_err(|e| StoreError::io(path, e))?.count();
+        let digest = hasher.finalize().to_hex().to_string();
+        if self.check(&digest, size) == BlobState::Ok {
+            return Ok((digest, size));
+        }
+        let to = self.path(&digest);
+        let parent = to.parent().expect("blob parent");
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+        f.sync_all().map_err(|e| StoreError::io(path, e))?;
+        drop(f);
+        if std::fs::rename(path, &to).is_err() {
+            let f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+            return self.put_reader(f);
+        }
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok((digest, size))
+    }
+
     /// Reads blob `digest` and checks its checksum.
     pub fn read(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path(digest);

@@ -226,6 +226,10 @@ impl Launcher for SlurmLauncher {
         true
     }
 
+    fn holds(&self, node: usize) -> bool {
+        self.watched.iter().any(|w| w.node == node)
+    }
+
     fn limited(&self) -> bool {
         false
     }
@@ -428,10 +432,19 @@ impl Launcher for SlurmLauncher {
             return vec![];
         }
         let ids: Vec<&str> = self.watched.iter().map(|w| w.job_id.as_str()).collect();
-        if let Err(e) = sched::scancel(&ids) {
-            tracing::warn!("scancel: {e}");
-        }
-        self.watched.drain(..).map(|w| (w.node, Self::notes(&w, "CANCELLED"))).collect()
+        // A failed `scancel` leaves the jobs running: each is named so, with the command that stops it.
+        let failed = sched::scancel(&ids).err();
+        self.watched
+            .drain(..)
+            .map(|w| match &failed {
+                None => (w.node, Self::notes(&w, "CANCELLED")),
+                Some(e) => {
+                    let mut n = Self::notes(&w, "UNKNOWN (scancel failed)");
+                    n.insert("scancel_error".into(), e.trim().to_string());
+                    (w.node, n)
+                }
+            })
+            .collect()
     }
 }
 
