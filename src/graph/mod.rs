@@ -302,6 +302,18 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             specs.iter().filter(|s| matches!(s.ty, crate::stage::ParamType::Path)).for_each(|s| {
                 m.remove(s.name);
             });
+            // Parameters outside the key enter it at their default, whatever their value (keys made while they were
+            // keyed, at their default, stay valid).
+            for s in specs.iter().filter(|s| !s.keyed) {
+                match (&s.default, m.contains_key(s.name)) {
+                    (Some(d), true) => {
+                        m.insert(s.name.to_string(), d.clone());
+                    }
+                    _ => {
+                        m.remove(s.name);
+                    }
+                }
+            }
         }
         nodes.push(GNode {
             id: n.id.clone(),

@@ -43,6 +43,13 @@ pub enum ParamType {
     StrList,
     /// A list of numbers.
     FloatList,
+    /// A list of integers, each within `[min, max]` (a whole float such as `8.0` is taken as `8`).
+    IntList {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
     /// Any table (checked by the stage itself).
     Table,
     /// Anything (checked by the stage itself).
@@ -64,22 +71,31 @@ pub struct ParamSpec {
     /// parameter added after nodes were cached whose default is the old behaviour ([`ParamSpec::added`]):
     /// left out at its default, so existing keys and artifacts stay valid.
     pub keyed_default: bool,
+    /// Whether its value enters the key. `false` for a parameter that changes how the work is done, never what
+    /// it computes (how often a resumable checkpoint is written): the key holds its default whatever the
+    /// value, so changing it neither re-runs the node nor loses an interrupted run's checkpoint.
+    pub keyed: bool,
 }
 
 impl ParamSpec {
     /// A parameter with a default.
     pub fn opt(name: &'static str, ty: ParamType, default: J, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: Some(default), doc, keyed_default: true }
+        ParamSpec { name, ty, default: Some(default), doc, keyed_default: true, keyed: true }
     }
     /// A parameter added to an existing kind, whose default is what the kind did before: at its default
     /// (given or not) it is left out of the canonical parameters, so nodes cached before it existed keep
     /// their keys. The stage's typed struct gives the field a serde default.
     pub fn added(name: &'static str, ty: ParamType, default: J, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: Some(default), doc, keyed_default: false }
+        ParamSpec { name, ty, default: Some(default), doc, keyed_default: false, keyed: true }
+    }
+    /// A parameter outside the key ([`ParamSpec::keyed`]): it must not change what the node computes, bit for bit.
+    pub fn unkeyed(mut self) -> Self {
+        self.keyed = false;
+        self
     }
     /// A required parameter.
     pub fn req(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: None, doc, keyed_default: true }
+        ParamSpec { name, ty, default: None, doc, keyed_default: true, keyed: true }
     }
 }
 
@@ -130,6 +146,21 @@ impl ParamType {
                 )),
                 _ => Err(Mismatch::Type("a list of numbers".into())),
             },
+            ParamType::IntList { min, max } => {
+                let J::Array(a) = v else { return Err(Mismatch::Type("a list of integers".into())) };
+                let mut out = Vec::with_capacity(a.len());
+                for x in a {
+                    let i = match x.as_f64() {
+                        Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => f as i64,
+                        _ => return Err(Mismatch::Type("a list of integers".into())),
+                    };
+                    if i < *min || i > *max {
+                        return Err(Mismatch::Range(format!("{i} is outside [{min}, {max}]")));
+                    }
+                    out.push(J::from(i));
+                }
+                Ok(J::Array(out))
+            }
             ParamType::Table => {
                 if v.is_object() {
                     Ok(v.clone())
@@ -211,7 +242,7 @@ pub fn sample(ty: &ParamType) -> J {
         ParamType::Float { min, .. } => J::from(*min),
         ParamType::Str | ParamType::Path => J::String("x".into()),
         ParamType::Choice(c) => J::String(c[0].into()),
-        ParamType::StrList | ParamType::FloatList | ParamType::Any => J::Array(vec![]),
+        ParamType::StrList | ParamType::FloatList | ParamType::IntList { .. } | ParamType::Any => J::Array(vec![]),
         ParamType::Table => J::Object(Default::default()),
     }
 }

@@ -77,6 +77,38 @@ mod tests {
         }
     }
 
+    /// Every default is already canonical (what [`ParamType::check`] makes of it): a node that writes a default
+    /// out (`image_patch = [8, 8]`, `clip = 1`) has the key of one that leaves it out.
+    #[test]
+    fn defaults_are_canonical() {
+        let reg = super::registry();
+        for stage in reg.stages() {
+            for s in stage.params() {
+                if let Some(d) = &s.default {
+                    assert_eq!(s.ty.check(d).as_ref(), Ok(d), "{}: default of `{}` is not canonical", stage.kind(), s.name);
+                }
+            }
+        }
+    }
+
+    /// Writing a default out (`image_patch = [8, 8]`, `clip = 1`), or changing a parameter outside the key
+    /// (`checkpoint_every`), leaves a node's key as it was; a real change does not.
+    #[test]
+    fn written_out_defaults_and_unkeyed_parameters_keep_the_key() {
+        let reg = super::registry();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let keyed = |extra: &str| {
+            let text = format!("include = [\"tasks.toml\"]\n[node.m]\nkind = \"train\"\ninputs = {{ task = \"t_digits\" }}\n{extra}");
+            let p = crate::spec::load_str("p.toml", &text, &dir, None).unwrap();
+            let g = crate::graph::build(p, &reg).unwrap();
+            g.nodes.iter().find(|n| n.id == "m").unwrap().keyed.clone()
+        };
+        let plain = keyed("");
+        assert_eq!(keyed("image_patch = [8, 8]\nvideo_patch = [4.0, 8, 8]\nclip = 1\n"), plain);
+        assert_eq!(keyed("checkpoint_every = 50\n"), plain);
+        assert_ne!(keyed("image_patch = [4, 4]\n"), plain);
+    }
+
     /// A bad nested table is reported at its parameter (so the graph builder points at its line).
     #[test]
     fn a_bad_nested_table_names_its_parameter() {

@@ -73,9 +73,9 @@ pub fn model_params() -> Vec<ParamSpec> {
         ParamSpec::opt("heads", T::Int { min: 0, max: 1024 }, json!(0), "override the preset's heads"),
         ParamSpec::opt("mlp", T::Int { min: 0, max: 262144 }, json!(0), "override the preset's MLP size"),
         ParamSpec::opt("l_adapt", T::Int { min: 0, max: 1024 }, json!(0), "modality-specific adapter blocks per tokenizer"),
-        ParamSpec::opt("image_patch", T::FloatList, json!([8, 8]), "image patch [h, w]"),
-        ParamSpec::opt("audio_patch", T::FloatList, json!([8, 8]), "spectrogram patch [time, mel]"),
-        ParamSpec::opt("video_patch", T::FloatList, json!([4, 8, 8]), "video tubelet [t, h, w]"),
+        ParamSpec::opt("image_patch", T::IntList { min: 1, max: 4096 }, json!([8, 8]), "image patch [h, w]"),
+        ParamSpec::opt("audio_patch", T::IntList { min: 1, max: 4096 }, json!([8, 8]), "spectrogram patch [time, mel]"),
+        ParamSpec::opt("video_patch", T::IntList { min: 1, max: 4096 }, json!([4, 8, 8]), "video tubelet [t, h, w]"),
         ParamSpec::opt("channels", T::Int { min: 1, max: 3 }, json!(3), "tokenizer input channels (grey data is tiled)"),
         ParamSpec::opt("gelu", T::Choice(Gelu::NAMES), json!("tanh"), "GELU form (the paper's Flax code uses tanh)"),
     ]

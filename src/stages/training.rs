@@ -226,8 +226,9 @@ fn optim_params(multi: bool) -> Vec<ParamSpec> {
             "checkpoint_every",
             T::Int { min: 0, max: 1_000_000_000 },
             json!(0),
-            "resumable checkpoint every N updates (0 = off)",
-        ),
+            "resumable checkpoint every N updates (0 = off); not in the key: it changes no bit of the result",
+        )
+        .unkeyed(),
         ParamSpec::opt(
             "init_inflation",
             T::Choice(&["central", "average"]),

@@ -72,7 +72,9 @@ pub struct RunConfig {
     pub accumulate_mean: bool,
     /// Evaluate on val every this many updates (0 = only at the end).
     pub eval_every: usize,
-    /// Checkpoint every this many updates (0 = never).
+    /// Checkpoint every this many updates (0 = never). Not written to `config.json`: outside the key (it changes
+    /// no bit of the result), so the artifact stays a function of the key.
+    #[serde(skip)]
     pub checkpoint_every: usize,
     /// Seed of init, data order and augmentation.
     pub seed: u64,
