@@ -482,3 +482,23 @@ fn command_replicates_run_each_with_its_own_seed() {
     assert_eq!(code, 0);
     assert!(out.contains("3 of 3 nodes would run"), "{out}");
 }
+
+/// The README's pipeline-format example is a pipeline that `plan` accepts, at the default and the smoke profile.
+#[test]
+fn the_readmes_pipeline_example_plans() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## The pipeline format").expect("README has its pipeline format section")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let d = tempfile::tempdir().unwrap();
+    let prep = root.join("pipelines/prep.toml");
+    std::fs::write(d.path().join("ex.toml"), text.replacen("\"prep.toml\"", &format!("{:?}", prep.to_str().unwrap()), 1)).unwrap();
+    for extra in [&[][..], &["--profile", "smoke"][..]] {
+        let mut args = vec!["plan", "ex.toml"];
+        args.extend(extra);
+        let (code, out, err) = pf(d.path(), &args);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("st.digits") && out.contains("table"), "{out}");
+    }
+}
