@@ -682,7 +682,21 @@ impl Stage for DatasetStage {
             Format::Idx => ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
                 .iter()
                 .try_for_each(|f| find(&root, f).map(|_| ())),
-            _ => Ok(()),
+            _ => {
+                use layouts::shallow as sh;
+                let shape = match p.format {
+                    Format::ImageFolder => Some(sh::IMAGE_FOLDERS),
+                    Format::VideoFolder => Some(sh::VIDEO_FOLDERS),
+                    Format::Frames => Some(sh::Shape::FrameFolders),
+                    Format::Audioset => Some(sh::AUDIOSET),
+                    Format::Kinetics => Some(sh::KINETICS),
+                    Format::MomentsInTime => Some(sh::MOMENTS),
+                    Format::Esc50 => Some(sh::ESC50),
+                    Format::Vggsound if root.is_dir() => Some(sh::VGGSOUND),
+                    _ => None,
+                };
+                shape.map_or(Ok(()), |s| sh::check(&root, s).map_err(|e| StageError::input(e.to_string())))
+            }
         };
         if let Err(e) = fixed {
             return Err(Problem::from(("path".to_string(), format!("does not hold the {} layout: {}", p.format, e.message))).local());

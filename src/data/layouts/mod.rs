@@ -16,6 +16,7 @@
 pub mod audio_csv;
 pub mod folders;
 pub mod matlab;
+pub mod shallow;
 pub mod video_csv;
 
 use super::error::DataError;

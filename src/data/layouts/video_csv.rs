@@ -28,7 +28,7 @@ crate::stage::choice_enum! {
 }
 
 /// The CSV of one Kinetics split, looked for in `root` and `root/annotations`.
-fn kinetics_csv(root: &Path, split: SplitName) -> Option<PathBuf> {
+pub(crate) fn kinetics_csv(root: &Path, split: SplitName) -> Option<PathBuf> {
     let suffixes: &[&str] = match split {
         SplitName::Train => &["train.csv"],
         SplitName::Val => &["validate.csv", "val.csv"],

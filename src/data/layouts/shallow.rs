@@ -1,0 +1,162 @@
+//! What `plan` checks of a dataset folder before anything runs: the layout's fixed parts (its CSVs, its split
+//! folders) and that it holds at least one data file, found by a walk that stops at the first one. A full read
+//! (every row, every file) is the ingestion's; this catches the empty or misplaced folder in a second, where
+//! ingestion would find it after the nodes ahead of it had run.
+
+use super::{hidden, DataError, AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS};
+use std::path::Path;
+
+/// The shape of a layout, as far as the shallow check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Class folders of files with these extensions (`CLASS/x` or `train/CLASS/x`, + `val/`, `test/`).
+    ClassFolders(&'static [&'static str]),
+    /// Class folders of clip folders of frame images.
+    FrameFolders,
+    /// Files the layout needs (relative to the root; each a list of alternatives), and data files with these
+    /// extensions somewhere below the root.
+    Files(&'static [&'static [&'static str]], &'static [&'static str]),
+}
+
+/// The shape of the image-folder layout.
+pub const IMAGE_FOLDERS: Shape = Shape::ClassFolders(IMAGE_EXTS);
+/// The shape of the video-folder layout.
+pub const VIDEO_FOLDERS: Shape = Shape::ClassFolders(VIDEO_EXTS);
+/// AudioSet: its segment CSV and audio files (the class list is checked where `classes` is known).
+pub const AUDIOSET: Shape = Shape::Files(&[&["balanced_train_segments.csv"]], AUDIO_EXTS);
+/// Kinetics: its train CSV (here or in `annotations/`, any prefix) and video files.
+pub const KINETICS: Shape = Shape::Files(&[], VIDEO_EXTS);
+/// Moments in Time: its CSVs and video files.
+pub const MOMENTS: Shape = Shape::Files(&[&["trainingSet.csv"]], VIDEO_EXTS);
+/// ESC-50 as distributed.
+pub const ESC50: Shape = Shape::Files(&[&["meta/esc50.csv"]], AUDIO_EXTS);
+/// VGGSound: its CSV and audio files.
+pub const VGGSOUND: Shape = Shape::Files(&[&["vggsound.csv"]], AUDIO_EXTS);
+
+/// At most this many entries are looked at while searching for a first data file (a folder of millions of
+/// files that holds no data file at all is left to ingestion).
+const LOOK: usize = 200_000;
+
+/// Checks `root` against `shape`: `Err` names the folder and what is missing.
+pub fn check(root: &Path, shape: Shape) -> Result<(), DataError> {
+    if !root.is_dir() {
+        return Ok(());
+    }
+    if entries(root)?.is_empty() {
+        return Err(DataError::new(root, "the folder is empty"));
+    }
+    match shape {
+        Shape::ClassFolders(exts) => class_folders(root, exts, false),
+        Shape::FrameFolders => class_folders(root, IMAGE_EXTS, true),
+        Shape::Files(needed, exts) => {
+            if shape == KINETICS && super::video_csv::kinetics_csv(root, super::SplitName::Train).is_none() {
+                return Err(DataError::new(root, "no train.csv (here or in annotations/): the Kinetics layout needs it"));
+            }
+            for alternatives in needed {
+                if !alternatives.iter().any(|f| root.join(f).is_file()) {
+                    return Err(DataError::new(root, format!("no {}: the layout needs it", alternatives.join(" or "))));
+                }
+            }
+            if !has_data(root, exts)? {
+                return Err(DataError::new(root, format!("holds no .{} file (searched below it)", exts.join("/."))));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Visible entries of `dir`, sorted.
+fn entries(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot read dataset folder: {e}")))?;
+    let mut v: Vec<_> = rd.flatten().filter(|e| !hidden(&e.file_name())).map(|e| e.path()).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Class folders, directly or under `train/`: the split folders present hold class folders, and the first class
+/// folder of each holds a data file (with `clips`: a clip folder holding one).
+fn class_folders(root: &Path, exts: &[&str], clips: bool) -> Result<(), DataError> {
+    // As the reader decides: split folders when `train/` holds folders, else the root's folders are the classes.
+    let train = root.join("train");
+    if train.is_dir() && entries(&train)?.is_empty() {
+        return Err(DataError::new(&train, "the split folder is empty: expected train/CLASS/ folders"));
+    }
+    let split = train.is_dir() && entries(&train)?.iter().any(|p| p.is_dir());
+    let tops: Vec<_> = if split {
+        ["train", "val", "test"].iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect()
+    } else {
+        vec![root.to_path_buf()]
+    };
+    for top in tops {
+        let classes: Vec<_> = entries(&top)?.into_iter().filter(|p| p.is_dir()).collect();
+        // ILSVRC's flat `val/` (images beside each other, labels in a file) is a split without class folders.
+        if classes.is_empty() && top != root && top.file_name().is_some_and(|n| n == "val") && has_data(&top, exts)? {
+            continue;
+        }
+        let Some(first) = classes.first() else {
+            let what = if clips { "CLASS/CLIP/ folders of frames" } else { "CLASS/ folders" };
+            return Err(DataError::new(&top, format!("holds no class folders: expected {what} here")));
+        };
+        if !has_data(first, exts)? {
+            let what = if clips { "clip folder of frames" } else { "file" };
+            return Err(DataError::new(first, format!("holds no .{} {what}: the first class folder is empty", exts.join("/."))));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file with one of `exts` lies below `dir` (stops at the first, or after [`LOOK`] entries: then
+/// assumed).
+fn has_data(dir: &Path, exts: &[&str]) -> Result<bool, DataError> {
+    let walk = walkdir::WalkDir::new(dir).follow_links(true).into_iter().filter_entry(|e| e.depth() == 0 || !hidden(e.file_name()));
+    for (n, e) in walk.enumerate() {
+        if n >= LOOK {
+            return Ok(true);
+        }
+        let Ok(e) = e else { continue };
+        if e.file_type().is_file() && super::has_ext(e.path(), exts) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn empty_split_and_class_folders_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        assert!(check(r, IMAGE_FOLDERS).unwrap_err().message.contains("empty"));
+        std::fs::create_dir_all(r.join("train")).unwrap();
+        std::fs::create_dir_all(r.join("val")).unwrap();
+        let e = check(r, IMAGE_FOLDERS).unwrap_err();
+        assert!(e.message.contains("split folder is empty") && e.to_string().contains("train"), "{e}");
+        std::fs::create_dir_all(r.join("train/n01")).unwrap();
+        assert!(check(r, IMAGE_FOLDERS).unwrap_err().message.contains("first class folder is empty"));
+        touch(&r.join("train/n01/a.JPEG"));
+        // ILSVRC's flat val/ is fine once it holds images; empty, it is named.
+        assert!(check(r, IMAGE_FOLDERS).unwrap_err().to_string().contains("val"));
+        touch(&r.join("val/ILSVRC2012_val_00000001.JPEG"));
+        assert!(check(r, IMAGE_FOLDERS).is_ok());
+    }
+
+    #[test]
+    fn csv_layouts_need_their_files_and_some_data() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        touch(&r.join("eval_segments.csv"));
+        assert!(check(r, AUDIOSET).unwrap_err().message.contains("balanced_train_segments.csv"));
+        touch(&r.join("balanced_train_segments.csv"));
+        assert!(check(r, AUDIOSET).unwrap_err().message.contains("holds no .wav"));
+        touch(&r.join("audio/bal/abc.flac"));
+        assert!(check(r, AUDIOSET).is_ok());
+    }
+}
