@@ -502,3 +502,27 @@ fn the_readmes_pipeline_example_plans() {
         assert!(out.contains("st.digits") && out.contains("table"), "{out}");
     }
 }
+
+/// `status --stale` lists only the nodes not fresh; its last line counts them all. `--why` tells a long chain of
+/// nodes, each waiting on the next, as one line, not a staircase a thousand levels deep.
+#[test]
+fn status_lists_only_stale_nodes_and_why_folds_chains() {
+    let d = tempfile::tempdir().unwrap();
+    let mut p = "[node.c0]\nkind = \"value\"\nvalue = 1\n".to_string();
+    for i in 1..50 {
+        p.push_str(&format!("[node.c{i}]\nkind = \"value\"\nvalue = {i}\ninputs = {{ after = \"c{}\" }}\n", i - 1));
+    }
+    std::fs::write(d.path().join("p.toml"), &p).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), p.replacen("value = 1\n", "value = 100\n", 1)).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "c0"]).0, 0);
+    let (code, out, _) = pf(d.path(), &["status", "p.toml", "--stale"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("c1 ") && out.contains("c49") && !out.contains("c0 "), "{out}");
+    assert!(out.contains("1 of 50 nodes fresh (those not listed: --stale)"), "{out}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--why", "c49"]);
+    assert!(out.contains("c48 (value): stale … c1 (48 nodes, each waiting only on the next)"), "{out}");
+    assert!(out.lines().count() < 12 && out.lines().all(|l| l.len() < 200), "{out}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json", "--stale"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 49);
+}

@@ -245,6 +245,9 @@ pub struct StatusArgs {
     /// Explain one node in full.
     #[arg(long)]
     why: Option<String>,
+    /// List only the nodes that are not fresh (stale or failed); the last line still counts them all.
+    #[arg(long)]
+    stale: bool,
 }
 
 /// `push` arguments.
@@ -591,7 +594,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Run(a) if a.dry_run => plan(a, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
         Command::Plan(a) => plan(a, verbose, reg),
-        Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, reg),
+        Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
         Command::Dag(a) => status::dag(a.common, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => show::show(a.common, &a.node, reg),

@@ -374,20 +374,61 @@ fn in_flight(
 /// Prints node `i`'s reasons at `depth`, then, for each upstream it waits on, that node and its reasons (each
 /// node once), so `--why` reaches the parameter or file that changed.
 fn explain_reasons(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, depth: usize, seen: &mut std::collections::BTreeSet<usize>) {
-    let pad = "    ".repeat(depth - 1);
+    // Indented by depth up to a point: a chain of a thousand nodes must not print a thousand widening lines.
+    let pad = "    ".repeat((depth - 1).min(MAX_INDENT));
+    // The single upstream node `j` waits on, when that is all it waits for.
+    let only_upstream = |j: usize| -> Option<usize> {
+        match a.get(&j)?.reasons.as_slice() {
+            [crate::fingerprint::DirtyReason::UpstreamPending { upstream }] if upstream.len() == 1 => {
+                g.by_id.get(&upstream[0]).copied().filter(|k| a.contains_key(k))
+            }
+            _ => None,
+        }
+    };
     for r in &a[&i].reasons {
         println!("{pad}  - {r}");
         let crate::fingerprint::DirtyReason::UpstreamPending { upstream } = r else { continue };
         for u in upstream {
             let Some(&j) = g.by_id.get(u) else { continue };
             let Some(s) = a.get(&j) else { continue };
-            if seen.insert(j) {
-                println!("{pad}    {} ({}): {}", u, g.nodes[j].stage.kind(), s.state);
-                explain_reasons(g, a, j, depth + 1, seen);
+            if !seen.insert(j) {
+                continue;
             }
+            // A chain of nodes each waiting on the next only: named once, from its first to its last, then the
+            // last explained.
+            let mut chain = vec![j];
+            let mut last = j;
+            while let Some(k) = only_upstream(last).filter(|k| !seen.contains(k)) {
+                seen.insert(k);
+                chain.push(k);
+                last = k;
+            }
+            if chain.len() > CHAIN_SHOWN {
+                println!(
+                    "{pad}    {u} ({}): {} … {} ({} nodes, each waiting only on the next)",
+                    g.nodes[j].stage.kind(),
+                    s.state,
+                    g.nodes[last].id,
+                    chain.len()
+                );
+                println!("{pad}    {} ({}): {}", g.nodes[last].id, g.nodes[last].stage.kind(), a[&last].state);
+                explain_reasons(g, a, last, depth + 1, seen);
+                continue;
+            }
+            // Short: each as before (the chain's later nodes are explained in turn).
+            for k in &chain[1..] {
+                seen.remove(k);
+            }
+            println!("{pad}    {} ({}): {}", u, g.nodes[j].stage.kind(), s.state);
+            explain_reasons(g, a, j, depth + 1, seen);
         }
     }
 }
+
+/// The deepest indentation of `status --why` (deeper levels stay at it).
+const MAX_INDENT: usize = 8;
+/// A chain of nodes each waiting only on the next, longer than this, is told as one line.
+const CHAIN_SHOWN: usize = 3;
 
 /// `status --why --json` of node `i`: its state, reasons, key and last failure, and for each upstream node it
 /// waits on the same, nested (each node once, as in the text).
@@ -416,7 +457,7 @@ fn why_json(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, seen: &mut std
 }
 
 /// `status`.
-pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, reg: &Registry) -> Result<i32, CliError> {
+pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, only_stale: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
     let (running, leftover) = in_flight(&c.store, &g, &sel, &a);
@@ -472,8 +513,10 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
         }
         return Ok(exit::OK);
     }
+    // The rows listed: with `--stale`, the nodes not fresh.
+    let listed: Vec<usize> = sel.iter().copied().filter(|i| !only_stale || a[i].state != State::Fresh).collect();
     if json {
-        let arr: Vec<serde_json::Value> = sel
+        let arr: Vec<serde_json::Value> = listed
             .iter()
             .map(|&i| {
                 let s = &a[&i];
@@ -498,7 +541,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
     t.set_header(vec!["id", "kind", "state", "reason", "size", "last run"]);
-    for &i in &sel {
+    for &i in &listed {
         let s = &a[&i];
         let color = match s.state {
             State::Fresh => Color::Green,
@@ -515,9 +558,16 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, re
             Cell::new(s.record.as_ref().map(|r| fmt_ms(r.duration_ms)).unwrap_or_default()),
         ]);
     }
-    println!("{t}");
     let fresh = sel.iter().filter(|i| a[i].state == State::Fresh).count();
-    println!("{fresh} of {} nodes fresh{}", sel.len(), g.pipeline.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default());
+    if !listed.is_empty() {
+        println!("{t}");
+    }
+    let hidden = if only_stale && fresh > 0 { " (those not listed: --stale)".to_string() } else { String::new() };
+    println!(
+        "{fresh} of {} nodes fresh{hidden}{}",
+        sel.len(),
+        g.pipeline.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default()
+    );
     Ok(exit::OK)
 }
 
