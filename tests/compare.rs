@@ -170,3 +170,28 @@ fn compare_keeps_integers_and_whole_floats_apart() {
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "w"]);
     assert!(out.contains("1.0000") && !out.contains("3.0000"), "{out}");
 }
+
+/// The expansions of a matrix of `command` nodes differ only inside their argv: their matrix variables are columns
+/// of their own (`matrix.lr`, sortable as `lr`), and the terminal cuts long argv cells.
+#[test]
+fn compare_shows_matrix_variables_as_columns() {
+    let d = tempfile::tempdir().unwrap();
+    let long = "x".repeat(200);
+    std::fs::write(
+        d.path().join("p.toml"),
+        format!(
+            "[node.t]\nkind = \"command\"\nmatrix = {{ lr = [0.1, 0.01], task = [\"a\", \"b\"] }}\n\
+             run = [\"sh\", \"-c\", \"echo {{lr}} {{task}} {long} > $POLYFLOW_OUT/o\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "t", "--json", "--sort", "lr", "--ascending"]);
+    let v = json(&out);
+    assert_eq!(v["params"], serde_json::json!(["matrix.lr", "matrix.task", "run"]), "{out}");
+    assert_eq!(v["nodes"][0]["params"]["matrix.lr"], 0.01, "{out}");
+    assert_eq!(v["nodes"][0]["params"]["matrix.task"], "a", "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "t"]);
+    assert!(out.contains("…") && out.lines().all(|l| l.chars().count() < 160), "{out}");
+}

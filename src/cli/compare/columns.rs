@@ -20,15 +20,23 @@ pub fn segments_match(column: &str, pattern: &str) -> bool {
 /// from any value).
 pub fn param_columns(rows: &[Row], all: bool) -> Vec<String> {
     let keys: BTreeSet<String> = rows.iter().flat_map(|r| r.params.keys().cloned()).collect();
-    keys.into_iter()
+    let cols: Vec<String> = keys
+        .into_iter()
         .filter(|k| {
             all || {
                 let first = rows[0].params.get(k);
                 rows.iter().any(|r| r.params.get(k) != first)
             }
         })
-        .collect()
+        .collect();
+    // A matrix variable whose values a parameter's column already shows, row for row (`mlp = "{mlp}"`), is
+    // left out.
+    let same = |a: &String, b: &String| rows.iter().all(|r| r.params.get(a) == r.params.get(b));
+    cols.iter().filter(|m| !m.starts_with(MATRIX) || !cols.iter().any(|c| !c.starts_with(MATRIX) && same(m, c))).cloned().collect()
 }
+
+/// The prefix of a matrix variable's column (`matrix.lr`).
+pub const MATRIX: &str = "matrix.";
 
 /// Metric columns: every metric any row has, only those matching one of `patterns` when some are given (a
 /// pattern that matches none is noted on stderr).

@@ -119,6 +119,17 @@ fn params_of(g: &Graph, i: usize) -> BTreeMap<String, Value> {
     for (k, v) in from {
         params.entry(k).or_insert(v);
     }
+    // The matrix variables of its declaration (`matrix.lr`, `matrix.task`): what tells its expansions apart, even
+    // where the values only appear inside a parameter (a command's argv); a column that repeats a parameter's
+    // column is left out ([`columns::param_columns`]).
+    for (var, val) in g.pipeline.nodes.get(i).map(|d| &d.matrix).into_iter().flatten() {
+        if var == "replicate" {
+            continue;
+        }
+        let name = format!("{}{var}", columns::MATRIX);
+        let v = serde_json::from_str::<Value>(val).ok().filter(|v| v.is_number() || v.is_boolean()).unwrap_or_else(|| json!(val));
+        params.insert(name, v);
+    }
     // Seed replicates share their parameters: the seed they run with tells them apart.
     let seed_key = if params.contains_key("seed") { "seed (replicate)" } else { "seed" };
     params.insert(seed_key.to_string(), json!(g.pipeline.seed + n.seed_offset));

@@ -28,6 +28,8 @@ pub struct View<'a> {
 
 /// The mark after an outdated value.
 const MARK: &str = "*";
+/// At most this many characters of a parameter in a terminal table's cell (the rest cut, `…`).
+const CELL_CHARS: usize = 60;
 
 impl View<'_> {
     fn kind_differs(&self) -> bool {
@@ -95,7 +97,12 @@ impl View<'_> {
             }
         }
         let missing = if csv { "" } else { "—" };
-        v.extend(self.pcols.iter().map(|k| r.params.get(k).map(show).unwrap_or_else(|| missing.into())));
+        // The terminal's cells are cut (a command's argv can be hundreds of characters); CSV and JSON are whole.
+        let cut = |s: String| match s.char_indices().nth(CELL_CHARS) {
+            Some((i, _)) if !csv => format!("{}…", &s[..i]),
+            _ => s,
+        };
+        v.extend(self.pcols.iter().map(|k| r.params.get(k).map(|x| cut(show(x))).unwrap_or_else(|| missing.into())));
         for k in self.mcols {
             // CSV carries fresh values only: a script reading it cannot take an earlier run's for the settings
             // beside them (JSON has them apart, under `earlier_metrics`).
