@@ -298,7 +298,9 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(metrics(&b, "tests/pipelines/resume.toml", "t", "co")["state"], "stale");
+    let killed = metrics(&b, "tests/pipelines/resume.toml", "t", "co");
+    assert_eq!(killed["state"], "stale");
+    assert!(killed["reason"].as_str().unwrap().contains("an interrupted run's checkpoint is kept"), "{killed}");
     let partial = std::fs::read_dir(b.join("partial")).unwrap().count();
     assert_eq!(partial, 1, "a resumable checkpoint was left in the store");
     // Resumed with checkpoints at another cadence: outside the key, it changes no bit, and the checkpoint is kept.

@@ -463,6 +463,19 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     let (running, leftover) = in_flight(&c.store, &g, &sel, &a);
     // Stale nodes the shared cache holds: a run fetches them instead of computing them.
     let in_cache: std::collections::BTreeSet<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
+    // A stale node of a resumable kind whose interrupted run left its scratch: the next run continues from it.
+    let resumes = |i: usize| -> Option<String> {
+        let key = a[&i].key.as_deref().filter(|_| a[&i].state != State::Fresh && g.nodes[i].stage.resumable())?;
+        let dir = crate::store::partial_dir(&c.store, key);
+        let size = walkdir::WalkDir::new(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum::<u64>();
+        (size > 0).then(|| format!("an interrupted run's checkpoint is kept ({}): a run resumes from it", fmt_bytes(size)))
+    };
     let reasons_of = |i: usize| -> Vec<String> {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
         if let Some(j) = running.get(&i) {
@@ -472,6 +485,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             r.push("in the shared cache: a run fetches it".to_string());
         }
         r.extend(leftover.get(&i).into_iter().flatten().cloned());
+        if let Some(c) = resumes(i) {
+            r.push(c);
+        }
         r
     };
     let reason = |i: usize| reasons_of(i).join("; ");
@@ -503,6 +519,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             }
             if let Some(f) = &s.failure {
                 println!("  last failure: {}", f.error);
+            }
+            if let Some(r) = resumes(i) {
+                println!("  {r}");
             }
             if let Some(j) = running.get(&i) {
                 println!("  in flight as {j}");

@@ -278,6 +278,11 @@ pub trait Stage: Send + Sync + 'static {
     fn exports(&self, _params: &serde_json::Value) -> Vec<(String, String)> {
         vec![]
     }
+    /// Whether an interrupted run's scratch folder (the store's `partial/`, kept under the node's key) lets the
+    /// next run continue where it stopped (a training run's checkpoint), so `status` can say so.
+    fn resumable(&self) -> bool {
+        false
+    }
     /// A file of the artifact to print after a run (e.g. the rendered table).
     fn summary_file(&self) -> Option<&'static str> {
         None

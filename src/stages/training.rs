@@ -407,6 +407,9 @@ pub fn backend_built(env: &BTreeMap<String, String>) -> Result<(), Problem> {
 }
 
 impl Stage for TrainStage {
+    fn resumable(&self) -> bool {
+        true
+    }
     fn kind(&self) -> &'static str {
         if self.multi {
             "cotrain"
@@ -696,6 +699,11 @@ impl Stage for TrainStage {
         let resume = load_resume(&ctx.scratch);
         if let Some(r) = &resume {
             ctx.note(format!("resuming from an interrupted run's checkpoint at update {} (the same bits as an uninterrupted run)", r.step));
+        } else if ctx.scratch.join("resume.json").exists() {
+            ctx.note(format!(
+                "an interrupted run's checkpoint in {} cannot be read (damaged or cut short): training from the start",
+                ctx.scratch.display()
+            ));
         }
         let job = Job {
             cfg: &cfg,
