@@ -645,7 +645,7 @@ fn typed_value(ty: &ParamType, v: &Vocab) -> BoxedStrategy<String> {
             proptest::collection::vec(select(v.numbers.clone()), 0..4).prop_map(|xs| format!("[{}]", xs.join(", "))).boxed()
         }
         ParamType::IntList { min, max } => proptest::collection::vec(
-            prop_oneof![4 => (min..=max.min(min.saturating_add(64))), 1 => select(vec![min.saturating_sub(1), max.saturating_add(1)])],
+            prop_oneof![4 => min..=max.min(min.saturating_add(64)), 1 => select(vec![min.saturating_sub(1), max.saturating_add(1)])],
             0..4,
         )
         .prop_map(|xs| format!("[{}]", xs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")))

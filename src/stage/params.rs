@@ -150,14 +150,14 @@ impl ParamType {
                 let J::Array(a) = v else { return Err(Mismatch::Type("a list of integers".into())) };
                 let mut out = Vec::with_capacity(a.len());
                 for x in a {
-                    let i = match x.as_f64() {
-                        Some(f) if f.fract() == 0.0 && f.abs() < 9e15 => f as i64,
-                        _ => return Err(Mismatch::Type("a list of integers".into())),
-                    };
-                    if i < *min || i > *max {
-                        return Err(Mismatch::Range(format!("{i} is outside [{min}, {max}]")));
+                    let Some(f) = x.as_f64() else { return Err(Mismatch::Type("a list of integers".into())) };
+                    if f.fract() != 0.0 || f < *min as f64 {
+                        return Err(Mismatch::Range(format!("{x} is not a whole number of at least {min}")));
                     }
-                    out.push(J::from(i));
+                    if f > *max as f64 {
+                        return Err(Mismatch::Range(format!("{x} is outside [{min}, {max}]")));
+                    }
+                    out.push(J::from(f as i64));
                 }
                 Ok(J::Array(out))
             }
