@@ -184,6 +184,29 @@ fn the_page_is_written_through_a_symlink_or_to_standard_output() {
     assert!(out.starts_with("<!DOCTYPE html>") && !f.dir.join("-").exists(), "{err}");
 }
 
+/// A pipeline of hundreds of nodes draws its DAG by declaration: a box per matrix declaration, coloured by its
+/// worst state, not a picture hundreds of boxes tall.
+#[test]
+fn a_large_dag_is_drawn_by_declaration() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.a]\nkind = \"value\"\nmatrix = { i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], j = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }\nvalue = \"{i}\"\n\
+         [node.b]\nkind = \"value\"\nmatrix = { i = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], j = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], k = [0, 1, 2] }\n\
+         inputs = { after = \"a.{i}.{j}\" }\nvalue = \"{k}\"\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "a"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["report", "p.toml", "-o", "-"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("400 nodes, drawn by declaration"), "the page says so");
+    let dag = &out[out.find("<svg class=\"dag\"").unwrap()..];
+    let dag = &dag[..dag.find("</svg>").unwrap()];
+    assert_eq!(dag.matches("class=\"dag-node").count(), 2, "{dag}");
+    assert!(dag.contains("a ×100") && dag.contains("b ×300") && dag.contains("300 nodes, 0 fresh, 300 stale"), "{dag}");
+    assert!(dag.contains("dag-node fresh") && dag.contains("dag-node stale"), "{dag}");
+}
+
 /// The headless browser: `POLYFLOW_BROWSER`, else Debian's `chromium-headless-shell` or `chromium`.
 fn browser() -> Option<PathBuf> {
     if let Ok(b) = std::env::var("POLYFLOW_BROWSER") {

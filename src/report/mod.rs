@@ -163,7 +163,15 @@ pub fn render(
 
     // DAG.
     body.push_str(&format!(
-        "<h2 id=\"dag\">DAG</h2>\n<p class=\"meta\"><span class=\"state-fresh\">fresh</span> <span class=\"state-stale\">stale</span> <span class=\"state-failed\">failed</span>; hover a node for its state, reasons and key, click it for its run times.</p>\n<div class=\"dag-wrap\">{}</div>\n",
+        "<h2 id=\"dag\">DAG</h2>\n<p class=\"meta\"><span class=\"state-fresh\">fresh</span> <span class=\"state-stale\">stale</span> <span class=\"state-failed\">failed</span>; hover a node for its state, reasons and key, click it for its run times.{}</p>\n<div class=\"dag-wrap\">{}</div>\n",
+        if dag::by_declaration(sel) {
+            format!(
+                " {} nodes, drawn by declaration (a box per matrix or seed declaration, coloured by its worst state; `polyflow dag` gives every node).",
+                sel.len()
+            )
+        } else {
+            String::new()
+        },
         dag::svg(g, sel, a)
     ));
 
