@@ -205,7 +205,8 @@ impl Stage for FindingsStage {
                 T::Any,
                 "list of { claim, table, row, versus = [rows], columns = [labels], expect = higher|lower|not_lower|similar, per_column = N }",
             ),
-            ParamSpec::opt("export", T::Str, json!(""), "copy findings.{md,json} to this path stem after a run"),
+            ParamSpec::opt("export", T::Str, json!(""), "copy findings.{md,json} to this path stem after a run (not in the key: where a copy goes changes nothing computed)")
+                .unkeyed(),
         ]
     }
     fn env_keys(&self) -> &'static [&'static str] {

@@ -109,6 +109,22 @@ mod tests {
         assert_ne!(keyed("image_patch = [4, 4]\n"), plain);
     }
 
+    /// Where a table's copy goes is not in its key: moving the export re-runs nothing (the next run writes there).
+    #[test]
+    fn a_tables_export_is_outside_its_key() {
+        let reg = super::registry();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let text = std::fs::read_to_string(dir.join("table2.toml")).unwrap();
+        let keyed = |t: &str| {
+            let g = crate::graph::build(crate::spec::load_str("table2.toml", t, &dir, None).unwrap(), &reg).unwrap();
+            g.nodes.iter().find(|n| n.id == "table2").unwrap().keyed.clone()
+        };
+        let moved = text.replacen("export = \"../results/table2\"", "export = \"./../results/elsewhere/table2\"", 1);
+        assert_ne!(moved, text);
+        assert_eq!(keyed(&moved), keyed(&text));
+        assert_ne!(keyed(&text.replacen("counts = true", "counts = false", 1)), keyed(&text));
+    }
+
     /// A bad nested table is reported at its parameter (so the graph builder points at its line).
     #[test]
     fn a_bad_nested_table_names_its_parameter() {

@@ -129,8 +129,9 @@ impl Stage for TableStage {
                 "export",
                 T::Str,
                 json!(""),
-                "copy table.{md,tex,csv,json} to this path stem after a run (relative to the pipeline file)",
-            ),
+                "copy table.{md,tex,csv,json} to this path stem after a run (relative to the pipeline file; not in the key: where a copy goes changes nothing computed)",
+            )
+            .unkeyed(),
         ]
     }
     fn env_keys(&self) -> &'static [&'static str] {
