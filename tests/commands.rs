@@ -526,3 +526,47 @@ fn status_lists_only_stale_nodes_and_why_folds_chains() {
     let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json", "--stale"]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 49);
 }
+
+/// `gc` past a screenful of artifacts counts them by declaration (`-v`: each one).
+#[test]
+fn gc_counts_many_artifacts_by_declaration() {
+    let d = tempfile::tempdir().unwrap();
+    let values: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+    let p = format!("[node.v]\nkind = \"value\"\nmatrix = {{ i = [{}] }}\nvalue = \"{{i}}\"\ncomment = \"a\"\n", values.join(", "));
+    std::fs::write(d.path().join("p.toml"), &p).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), p.replace("\"a\"", "\"b\"")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Would remove 30 artifact(s)") && out.contains("earlier versions of the nodes of `v`"), "{out}");
+    assert!(out.lines().count() < 5, "{out}");
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml", "-v"]);
+    assert_eq!(out.matches("Would remove artifact ").count(), 30, "{out}");
+}
+
+/// A command's outputs are moved into the store, except what is the user's too: a symlinked file or folder, or a
+/// hard link, is copied, and the user's files stay where they are.
+#[test]
+fn command_outputs_linked_to_user_files_are_copied_not_moved() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("data/sub")).unwrap();
+    std::fs::write(d.path().join("data/sub/a.txt"), "a").unwrap();
+    std::fs::write(d.path().join("data/b.txt"), "b").unwrap();
+    std::fs::write(d.path().join("data/c.txt"), "c").unwrap();
+    let run = "ln -s \\\"$PWD/data/sub\\\" $POLYFLOW_OUT/sub && ln -s \\\"$PWD/data/b.txt\\\" $POLYFLOW_OUT/b.txt && ln data/c.txt $POLYFLOW_OUT/c.txt && echo own > $POLYFLOW_OUT/own.txt";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"{run}\"]\n")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    for (f, text) in [("data/sub/a.txt", "a"), ("data/b.txt", "b"), ("data/c.txt", "c")] {
+        assert_eq!(std::fs::read_to_string(d.path().join(f)).unwrap(), text, "{f} stays the user's");
+    }
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
+    for f in ["sub/a.txt", "b.txt", "c.txt", "own.txt"] {
+        assert!(out.contains(f), "{f}: {out}");
+    }
+    // The store holds regular files of its own: changing the user's file changes no blob.
+    std::fs::write(d.path().join("data/c.txt"), "changed").unwrap();
+    let (code, out, _) = pf(d.path(), &["verify"]);
+    assert_eq!(code, 0, "{out}");
+}

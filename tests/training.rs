@@ -300,7 +300,7 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     child.wait().unwrap();
     let killed = metrics(&b, "tests/pipelines/resume.toml", "t", "co");
     assert_eq!(killed["state"], "stale");
-    assert!(killed["reason"].as_str().unwrap().contains("an interrupted run's checkpoint is kept"), "{killed}");
+    assert!(killed["reason"].as_str().unwrap().contains("an interrupted run's checkpoint at update 25 is kept"), "{killed}");
     let partial = std::fs::read_dir(b.join("partial")).unwrap().count();
     assert_eq!(partial, 1, "a resumable checkpoint was left in the store");
     // Resumed with checkpoints at another cadence: outside the key, it changes no bit, and the checkpoint is kept.

@@ -49,6 +49,9 @@ fn stale_partial_dirs(store: &Store, resumable: &BTreeSet<String>) -> Vec<PathBu
     out
 }
 
+/// Past this many artifacts to remove, `gc` counts them by declaration (the largest first) unless `-v`.
+const LISTED: usize = 20;
+
 /// Bytes of the files below `dir`.
 fn dir_size(dir: &Path) -> u64 {
     walkdir::WalkDir::new(dir).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
@@ -78,8 +81,7 @@ pub fn gc(
     store_dir: &Path,
     backend: &str,
     overlay: &spec::Overlay,
-    yes: bool,
-    wait: bool,
+    (yes, wait, verbose): (bool, bool, bool),
     reg: &Registry,
 ) -> Result<i32, CliError> {
     if store_dir.exists() && !store_dir.is_dir() {
@@ -101,7 +103,17 @@ pub fn gc(
     // Stale nodes whose key is not known until their upstream is computed: any scratch may be theirs.
     let mut unknown = 0;
     let mut ids = BTreeSet::new();
+    // Each node's outermost declaration (`st` for `st.digits.s0`), to count what is removed by declaration.
+    let mut decl_of: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     each_profile(files, overlay, reg, |g| {
+        for (gid, members) in &g.pipeline.groups {
+            for m in members {
+                let e = decl_of.entry(m.clone()).or_insert_with(|| gid.clone());
+                if gid.len() < e.len() {
+                    *e = gid.clone();
+                }
+            }
+        }
         let sel = g.select(&[])?;
         for (i, s) in assess_all(g, &sel, &store, &index, &env_of(g, backend), &|_| false) {
             ids.insert(g.nodes[i].id.clone());
@@ -179,6 +191,9 @@ pub fn gc(
     let freed: u64 = drop_blobs.iter().map(|b| b.1).sum::<u64>()
         + damaged.iter().map(|d| d.1).sum::<u64>()
         + drop_partial.iter().map(|d| dir_size(d)).sum::<u64>();
+    // Each artifact named with its node; past a screenful, counted by declaration instead (`-v`: each).
+    let mut by_node: std::collections::BTreeMap<String, (usize, u64)> = std::collections::BTreeMap::new();
+    let many = drop_keys.len() > LISTED && !verbose;
     for (k, size) in &drop_keys {
         // Name the node; every dropped key is one no named pipeline computes now.
         let what = match index.producer(k) {
@@ -186,7 +201,43 @@ pub fn gc(
             Some(id) => format!("node `{id}`, no longer in these pipelines"),
             None => "no longer referenced by any of these pipelines".to_string(),
         };
-        outln!("{:>12} artifact {} ({}): {what}", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
+        if many {
+            // Counted by declaration: `v.1` … `v.29` are `v`.
+            let what = match index.producer(k) {
+                Some(id) => {
+                    let d = decl_of.get(&id).cloned().unwrap_or(id.clone());
+                    let node = if d == id { format!("node `{id}`") } else { format!("the nodes of `{d}`") };
+                    if ids.contains(&id) {
+                        format!("earlier versions of {node}")
+                    } else {
+                        format!("{node}, no longer in these pipelines")
+                    }
+                }
+                None => what,
+            };
+            let e = by_node.entry(what).or_default();
+            e.0 += 1;
+            e.1 += size;
+        } else {
+            outln!("{:>12} artifact {} ({}): {what}", if yes { "Removing" } else { "Would remove" }, &k[..16], fmt_bytes(*size));
+        }
+    }
+    if many {
+        // The largest first.
+        let mut v: Vec<(String, (usize, u64))> = by_node.into_iter().collect();
+        v.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
+        for (what, (n, size)) in v.iter().take(LISTED) {
+            outln!("{:>12} {n} artifact(s) ({}): {what}", if yes { "Removing" } else { "Would remove" }, fmt_bytes(*size));
+        }
+        if v.len() > LISTED {
+            let (n, size) = v[LISTED..].iter().fold((0, 0), |(n, s), (_, (a, b))| (n + a, s + b));
+            outln!(
+                "{:>12} {n} more artifact(s) of {} other declarations ({}): `-v` lists every one",
+                "…",
+                v.len() - LISTED,
+                fmt_bytes(size)
+            );
+        }
     }
     outln!(
         "{:>12} {} artifacts, {} blobs, {}",

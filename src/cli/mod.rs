@@ -604,7 +604,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {
                 Some(dir) => maintain::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
-                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, a.yes, a.wait, reg),
+                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, (a.yes, a.wait, verbose), reg),
             }
         }
         Command::Verify(a) => match &a.cache {

@@ -293,7 +293,15 @@ pub fn plan(
         if est.known == 0 {
             println!("{:>12} unknown: none of these nodes has a recorded run", "Estimate");
         } else {
-            let of = if est.unknown.is_empty() { String::new() } else { format!(" (the {} nodes with a recorded run)", est.known) };
+            let of = if est.unknown.is_empty() {
+                String::new()
+            } else {
+                if est.known == 1 {
+                    " (the 1 node with a recorded run)".to_string()
+                } else {
+                    format!(" (the {} nodes with a recorded run)", est.known)
+                }
+            };
             let placed = match sched {
                 Some(ms) => format!(
                     "about {} on -j {jobs}{} (each node's last run's time, placed as a run places them){of}; ",
@@ -463,10 +471,11 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     let (running, leftover) = in_flight(&c.store, &g, &sel, &a);
     // Stale nodes the shared cache holds: a run fetches them instead of computing them.
     let in_cache: std::collections::BTreeSet<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
-    // A stale node of a resumable kind whose interrupted run left its scratch: the next run continues from it.
+    // A stale node (not in flight) whose interrupted run left a checkpoint its kind resumes from.
     let resumes = |i: usize| -> Option<String> {
-        let key = a[&i].key.as_deref().filter(|_| a[&i].state != State::Fresh && g.nodes[i].stage.resumable())?;
+        let key = a[&i].key.as_deref().filter(|_| a[&i].state != State::Fresh && !running.contains_key(&i))?;
         let dir = crate::store::partial_dir(&c.store, key);
+        let point = g.nodes[i].stage.resume_point(&dir)?;
         let size = walkdir::WalkDir::new(&dir)
             .into_iter()
             .flatten()
@@ -474,7 +483,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             .filter(|m| m.is_file())
             .map(|m| m.len())
             .sum::<u64>();
-        (size > 0).then(|| format!("an interrupted run's checkpoint is kept ({}): a run resumes from it", fmt_bytes(size)))
+        Some(format!("an interrupted run's checkpoint at {point} is kept ({}): a run resumes from it", fmt_bytes(size)))
     };
     let reasons_of = |i: usize| -> Vec<String> {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();

@@ -823,7 +823,12 @@ impl Scheduler<'_> {
                 };
                 cancelled.insert(i, told);
             }
-            let error = "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string();
+            let error = match (runner.get("slurm_job"), runner.get("scancel_error")) {
+                (Some(job), Some(e)) => format!(
+                    "the coordinating `polyflow run` was interrupted and `scancel {job}` failed ({e}): the job may still be running; `scancel {job}`, then run again"
+                ),
+                _ => "cancelled: the coordinating `polyflow run` was interrupted; run again to resubmit".to_string(),
+            };
             if let Some(key) = self.assessed[&i].key.clone() {
                 let id = self.id(i);
                 self.idx.get()?.fail(&FailRecord { id, key, error, runner })?;

@@ -80,8 +80,8 @@ fn units(g: &Graph, sel: &[usize], grouped: bool) -> Vec<Unit> {
         out[u].members.push(i);
         unit_of.insert(i, u);
     }
-    for u in 0..out.len() {
-        let mut ins: Vec<usize> = out[u]
+    for (u, unit) in out.iter_mut().enumerate() {
+        let mut ins: Vec<usize> = unit
             .members
             .iter()
             .flat_map(|&i| g.nodes[i].inputs.values().flatten())
@@ -90,26 +90,37 @@ fn units(g: &Graph, sel: &[usize], grouped: bool) -> Vec<Unit> {
             .collect();
         ins.sort_unstable();
         ins.dedup();
-        let mut kinds: Vec<&str> = out[u].members.iter().map(|&i| g.nodes[i].stage.kind()).collect();
+        let mut kinds: Vec<&str> = unit.members.iter().map(|&i| g.nodes[i].stage.kind()).collect();
         kinds.sort_unstable();
         kinds.dedup();
-        out[u].inputs = ins;
-        out[u].kind = kinds.join(", ");
-        if out[u].members.len() > 1 {
-            out[u].label = format!("{} ×{}", out[u].label, out[u].members.len());
+        unit.inputs = ins;
+        unit.kind = kinds.join(", ");
+        if unit.members.len() > 1 {
+            unit.label = format!("{} ×{}", unit.label, unit.members.len());
         }
     }
     out
 }
 
-/// `(depth, row)` of every unit: depth the longest path from a source (an input not yet placed, in a cycle
-/// between declarations, is left out); within a layer, units ordered by the mean row of their inputs.
+/// `(depth, row)` of every unit: depth the longest path from a source (relaxed until nothing moves; declarations
+/// that read each other, `a.1 → b → a.2`, stop at the number of units); within a layer, units ordered by the
+/// mean row of their inputs.
 fn layout(units: &[Unit]) -> Vec<(usize, usize)> {
-    let mut depth: Vec<Option<usize>> = vec![None; units.len()];
-    for u in 0..units.len() {
-        depth[u] = Some(units[u].inputs.iter().filter_map(|&v| depth[v]).map(|d| d + 1).max().unwrap_or(0));
+    let n = units.len();
+    let mut depth = vec![0usize; n];
+    for _ in 0..n {
+        let mut moved = false;
+        for u in 0..n {
+            let d = units[u].inputs.iter().map(|&v| depth[v] + 1).max().unwrap_or(0).min(n);
+            if d != depth[u] {
+                depth[u] = d;
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
     }
-    let depth: Vec<usize> = depth.into_iter().map(|d| d.unwrap_or(0)).collect();
     let layers = depth.iter().max().map(|m| m + 1).unwrap_or(0);
     let mut pos: Vec<Option<(usize, usize)>> = vec![None; units.len()];
     for l in 0..layers {

@@ -278,10 +278,11 @@ pub trait Stage: Send + Sync + 'static {
     fn exports(&self, _params: &serde_json::Value) -> Vec<(String, String)> {
         vec![]
     }
-    /// Whether an interrupted run's scratch folder (the store's `partial/`, kept under the node's key) lets the
-    /// next run continue where it stopped (a training run's checkpoint), so `status` can say so.
-    fn resumable(&self) -> bool {
-        false
+    /// Where the next run would continue from, when an interrupted run's scratch folder (the store's `partial/`,
+    /// kept under the node's key) lets it (a training run's readable checkpoint: `update 1200`), so `status` can
+    /// say so.
+    fn resume_point(&self, _scratch: &Path) -> Option<String> {
+        None
     }
     /// A file of the artifact to print after a run (e.g. the rendered table).
     fn summary_file(&self) -> Option<&'static str> {

@@ -109,15 +109,27 @@ fn disk_full(dir: &Path) -> bool {
     written.is_err_and(|e| crate::store::is_disk_full(&e))
 }
 
-/// All regular files below `p` (or `p` itself).
+/// All regular files below `p` (or `p` itself), symlinks followed.
 pub fn collect_files(p: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    let mut linked = vec![];
+    collect_files_linked(p, false, &mut linked)?;
+    out.extend(linked.into_iter().map(|(f, _)| f));
+    Ok(())
+}
+
+/// [`collect_files`], each file with whether it is reached through a symlink (itself one, or in a linked folder)
+/// or has other hard links: such a file is someone else's too, never to be moved into the store.
+fn collect_files_linked(p: &Path, via_link: bool, out: &mut Vec<(std::path::PathBuf, bool)>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::symlink_metadata(p)?;
+    let via_link = via_link || own.file_type().is_symlink();
     let meta = std::fs::metadata(p)?;
     if meta.is_dir() {
         for e in std::fs::read_dir(p)? {
-            collect_files(&e?.path(), out)?;
+            collect_files_linked(&e?.path(), via_link, out)?;
         }
     } else {
-        out.push(p.to_path_buf());
+        out.push((p.to_path_buf(), via_link || meta.nlink() > 1));
     }
     Ok(())
 }
@@ -239,12 +251,18 @@ impl Stage for CommandStage {
             return Err(StageError::failed(what));
         }
         let mut files = vec![];
-        collect_files(&out_dir, &mut files).map_err(|e| StageError::failed(e.to_string()))?;
+        collect_files_linked(&out_dir, false, &mut files).map_err(|e| StageError::failed(e.to_string()))?;
         files.sort();
-        for f in files {
+        for (f, shared) in files {
             let name = f.strip_prefix(&out_dir).unwrap().to_string_lossy().to_string();
-            // Moved into the store, not read into memory: a program's output may be larger than memory.
-            ctx.out.put_moved(&name, &f)?;
+            // Moved into the store, not read into memory: a program's output may be larger than memory. A file
+            // reached through a symlink or with other hard links is the user's too: copied, never moved.
+            if shared {
+                let r = std::fs::File::open(&f).map_err(|e| StageError::failed(format!("{}: {e}", f.display())))?;
+                ctx.out.put_reader(&name, r)?;
+            } else {
+                ctx.out.put_moved(&name, &f)?;
+            }
         }
         Ok(())
     }

@@ -407,8 +407,10 @@ pub fn backend_built(env: &BTreeMap<String, String>) -> Result<(), Problem> {
 }
 
 impl Stage for TrainStage {
-    fn resumable(&self) -> bool {
-        true
+    fn resume_point(&self, scratch: &Path) -> Option<String> {
+        // The checkpoint's step, from its small JSON (the tensors are read by the run itself).
+        let meta: Value = serde_json::from_slice(&std::fs::read(scratch.join("resume.json")).ok()?).ok()?;
+        scratch.join("resume.safetensors").is_file().then(|| format!("update {}", meta["step"].as_u64().unwrap_or(0)))
     }
     fn kind(&self) -> &'static str {
         if self.multi {
@@ -431,11 +433,12 @@ impl Stage for TrainStage {
         // 7 (cotrain) / 6: augmentation draws from a generator seeded by a mix of (seed, task, step)
         // (`train::batch::augment_seed`; seed replicates shared their draws, reordered), and a model from scratch
         // initialises q, k and v as three [D, D] Xavier kernels (`Init::xavier_uniform_parts`; one [D, 3D] before).
+        // 8 (cotrain) / 7: `config.json` no longer holds `checkpoint_every` (outside the key: it changes no bit).
         // (+1 off the fused CPU block only: see `version_for`.)
         if self.multi {
-            7
+            8
         } else {
-            6
+            7
         }
     }
     fn version_for(&self, params: &Value, env: &BTreeMap<String, String>) -> u32 {

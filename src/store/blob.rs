@@ -106,6 +106,13 @@ impl BlobStore {
     /// without copying it: hashed by streaming (constant memory), fsynced, renamed into place. Falls back to a
     /// streamed copy where a rename cannot move it (another disk). Returns its digest and size.
     pub fn put_moved(&self, path: &Path) -> Result<(String, u64), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        // Only a regular file of one name is moved: a symlink, or a file with other hard links, is copied.
+        let own = std::fs::symlink_metadata(path).map_err(|e| StoreError::io(path, e))?;
+        if !own.file_type().is_file() || own.nlink() > 1 {
+            let f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+            return self.put_reader(f);
+        }
         let mut f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
         let mut hasher = blake3::Hasher::new();
         let size = hasher.update_reader(&mut f).map_err(|e| StoreError::io(path, e))?.count();

@@ -123,7 +123,8 @@ fn params_of(g: &Graph, i: usize) -> BTreeMap<String, Value> {
     // where the values only appear inside a parameter (a command's argv); a column that repeats a parameter's
     // column is left out ([`columns::param_columns`]).
     for (var, val) in g.pipeline.nodes.get(i).map(|d| &d.matrix).into_iter().flatten() {
-        if var == "replicate" {
+        // The replicate's suffix and seed index: the seed column tells replicates apart.
+        if var == "replicate" || var == "seed" {
             continue;
         }
         let name = format!("{}{var}", columns::MATRIX);

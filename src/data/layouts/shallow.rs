@@ -3,7 +3,7 @@
 //! (every row, every file) is the ingestion's; this catches the empty or misplaced folder in a second, where
 //! ingestion would find it after the nodes ahead of it had run.
 
-use super::{hidden, DataError, AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS};
+use super::{hidden, DataError, AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS, IMAGE_EXTS, VIDEO_EXTS};
 use std::path::Path;
 
 /// The shape of a layout, as far as the shallow check sees it.
@@ -37,8 +37,9 @@ pub const VGGSOUND: Shape = Shape::Files(&[&["vggsound.csv"]], AUDIO_EXTS);
 /// files that holds no data file at all is left to ingestion).
 const LOOK: usize = 200_000;
 
-/// Checks `root` against `shape`: `Err` names the folder and what is missing.
-pub fn check(root: &Path, shape: Shape) -> Result<(), DataError> {
+/// Checks `root` against `shape`: `Err` names the folder and what is missing. With `classes` given (the reader
+/// then takes only the folders named), class folders are not looked into.
+pub fn check(root: &Path, shape: Shape, classes: bool) -> Result<(), DataError> {
     if !root.is_dir() {
         return Ok(());
     }
@@ -46,6 +47,7 @@ pub fn check(root: &Path, shape: Shape) -> Result<(), DataError> {
         return Err(DataError::new(root, "the folder is empty"));
     }
     match shape {
+        Shape::ClassFolders(_) | Shape::FrameFolders if classes => Ok(()),
         Shape::ClassFolders(exts) => class_folders(root, exts, false),
         Shape::FrameFolders => class_folders(root, IMAGE_EXTS, true),
         Shape::Files(needed, exts) => {
@@ -57,7 +59,9 @@ pub fn check(root: &Path, shape: Shape) -> Result<(), DataError> {
                     return Err(DataError::new(root, format!("no {}: the layout needs it", alternatives.join(" or "))));
                 }
             }
-            if !has_data(root, exts)? {
+            // Audio the reader names as undecodable (`.webm`, `.opus`) counts: it says what to convert.
+            let any: Vec<&str> = if exts == AUDIO_EXTS { [AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS].concat() } else { exts.to_vec() };
+            if !has_data(root, &any)? {
                 return Err(DataError::new(root, format!("holds no .{} file (searched below it)", exts.join("/."))));
             }
             Ok(())
@@ -73,8 +77,9 @@ fn entries(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
     Ok(v)
 }
 
-/// Class folders, directly or under `train/`: the split folders present hold class folders, and the first class
-/// folder of each holds a data file (with `clips`: a clip folder holding one).
+/// Class folders, directly or under `train/`: the training classes' folders are there and the first of them
+/// holds a data file (with `clips`: a clip folder holding one). `val/` and `test/` are the reader's: they may be
+/// sparse, flat (ILSVRC's val) or unlabelled.
 fn class_folders(root: &Path, exts: &[&str], clips: bool) -> Result<(), DataError> {
     // As the reader decides: split folders when `train/` holds folders, else the root's folders are the classes.
     let train = root.join("train");
@@ -82,25 +87,15 @@ fn class_folders(root: &Path, exts: &[&str], clips: bool) -> Result<(), DataErro
         return Err(DataError::new(&train, "the split folder is empty: expected train/CLASS/ folders"));
     }
     let split = train.is_dir() && entries(&train)?.iter().any(|p| p.is_dir());
-    let tops: Vec<_> = if split {
-        ["train", "val", "test"].iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect()
-    } else {
-        vec![root.to_path_buf()]
+    let top = if split { train } else { root.to_path_buf() };
+    let classes: Vec<_> = entries(&top)?.into_iter().filter(|p| p.is_dir()).collect();
+    let Some(first) = classes.first() else {
+        let what = if clips { "CLASS/CLIP/ folders of frames" } else { "CLASS/ folders" };
+        return Err(DataError::new(&top, format!("holds no class folders: expected {what} here")));
     };
-    for top in tops {
-        let classes: Vec<_> = entries(&top)?.into_iter().filter(|p| p.is_dir()).collect();
-        // ILSVRC's flat `val/` (images beside each other, labels in a file) is a split without class folders.
-        if classes.is_empty() && top != root && top.file_name().is_some_and(|n| n == "val") && has_data(&top, exts)? {
-            continue;
-        }
-        let Some(first) = classes.first() else {
-            let what = if clips { "CLASS/CLIP/ folders of frames" } else { "CLASS/ folders" };
-            return Err(DataError::new(&top, format!("holds no class folders: expected {what} here")));
-        };
-        if !has_data(first, exts)? {
-            let what = if clips { "clip folder of frames" } else { "file" };
-            return Err(DataError::new(first, format!("holds no .{} {what}: the first class folder is empty", exts.join("/."))));
-        }
+    if !has_data(first, exts)? {
+        let what = if clips { "clip folder of frames" } else { "file" };
+        return Err(DataError::new(first, format!("holds no .{} {what}: the first class folder is empty", exts.join("/."))));
     }
     Ok(())
 }
@@ -134,18 +129,22 @@ mod tests {
     fn empty_split_and_class_folders_are_named() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        assert!(check(r, IMAGE_FOLDERS).unwrap_err().message.contains("empty"));
+        assert!(check(r, IMAGE_FOLDERS, false).unwrap_err().message.contains("empty"));
         std::fs::create_dir_all(r.join("train")).unwrap();
         std::fs::create_dir_all(r.join("val")).unwrap();
-        let e = check(r, IMAGE_FOLDERS).unwrap_err();
+        let e = check(r, IMAGE_FOLDERS, false).unwrap_err();
         assert!(e.message.contains("split folder is empty") && e.to_string().contains("train"), "{e}");
         std::fs::create_dir_all(r.join("train/n01")).unwrap();
-        assert!(check(r, IMAGE_FOLDERS).unwrap_err().message.contains("first class folder is empty"));
+        assert!(check(r, IMAGE_FOLDERS, false).unwrap_err().message.contains("first class folder is empty"));
         touch(&r.join("train/n01/a.JPEG"));
-        // ILSVRC's flat val/ is fine once it holds images; empty, it is named.
-        assert!(check(r, IMAGE_FOLDERS).unwrap_err().to_string().contains("val"));
-        touch(&r.join("val/ILSVRC2012_val_00000001.JPEG"));
-        assert!(check(r, IMAGE_FOLDERS).is_ok());
+        // val/ and test/ are the reader's to judge (sparse, flat, unlabelled).
+        assert!(check(r, IMAGE_FOLDERS, false).is_ok());
+        std::fs::create_dir_all(r.join("val/n01")).unwrap();
+        assert!(check(r, IMAGE_FOLDERS, false).is_ok());
+        // With `classes` given, the class folders are not looked into.
+        std::fs::create_dir_all(r.join("train/a_unused")).unwrap();
+        assert!(check(r, IMAGE_FOLDERS, false).is_err());
+        assert!(check(r, IMAGE_FOLDERS, true).is_ok());
     }
 
     #[test]
@@ -153,10 +152,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         touch(&r.join("eval_segments.csv"));
-        assert!(check(r, AUDIOSET).unwrap_err().message.contains("balanced_train_segments.csv"));
+        assert!(check(r, AUDIOSET, false).unwrap_err().message.contains("balanced_train_segments.csv"));
         touch(&r.join("balanced_train_segments.csv"));
-        assert!(check(r, AUDIOSET).unwrap_err().message.contains("holds no .wav"));
+        assert!(check(r, AUDIOSET, false).unwrap_err().message.contains("holds no .wav"));
+        touch(&r.join("audio/bal/abc.webm"));
+        assert!(check(r, AUDIOSET, false).is_ok(), "the reader names undecodable clips itself");
+        std::fs::remove_file(r.join("audio/bal/abc.webm")).unwrap();
         touch(&r.join("audio/bal/abc.flac"));
-        assert!(check(r, AUDIOSET).is_ok());
+        assert!(check(r, AUDIOSET, false).is_ok());
     }
 }
