@@ -12,21 +12,32 @@ use crate::store::{BlobState, Store};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Slurm job directories (`jobs/<key>`) of keys not kept whose job Slurm does not report pending or running.
+/// Slurm job directories (`jobs/<key>`) of keys not kept whose job Slurm does not report pending or running:
+/// one `squeue` for all of them (each alone only when that one fails).
 fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     use crate::exec::slurm::{job, sched};
     let Ok(rd) = std::fs::read_dir(crate::store::jobs_root(&store.root)) else { return vec![] };
     let mut out = vec![];
+    let mut jobs: Vec<(PathBuf, String)> = vec![];
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if keep_keys.iter().any(|k| k.starts_with(&name)) {
             continue;
         }
-        let alive = job::read_json::<job::Submission>(&e.path(), "slurm.json").is_some_and(|sub| {
-            sched::squeue(&[&sub.job_id]).ok().and_then(|m| m.get(&sub.job_id).cloned()).is_some_and(|st| !st.terminal())
-        });
-        if !alive {
-            out.push(e.path());
+        match job::read_json::<job::Submission>(&e.path(), "slurm.json") {
+            Some(sub) => jobs.push((e.path(), sub.job_id)),
+            None => out.push(e.path()),
+        }
+    }
+    let ids: Vec<&str> = jobs.iter().map(|(_, id)| id.as_str()).collect();
+    let states = sched::squeue(&ids).ok();
+    for (dir, id) in &jobs {
+        let state = match &states {
+            Some(m) => m.get(id).cloned(),
+            None => sched::squeue(&[id]).ok().and_then(|m| m.get(id).cloned()),
+        };
+        if !state.is_some_and(|st| !st.terminal()) {
+            out.push(dir.clone());
         }
     }
     out.sort();
