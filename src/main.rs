@@ -19,7 +19,19 @@ fn main() {
     // Shards stay open while a split is read (a paper-scale video cache has thousands): raise the soft limit
     // on open files to the hard one (a no-op where it is already there).
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let cli = polyflow::cli::Cli::parse();
+    let cli = match polyflow::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Asked for JSON, a misspelt option is a JSON error line too (on stdout, as every exit 2's), then
+            // clap's own message on stderr; `--help` and `--version` are not errors.
+            let code = e.exit_code();
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                let message = e.render().to_string();
+                println!("{}", serde_json::json!({"event": "error", "exit": code, "message": message.trim_end()}));
+            }
+            e.exit()
+        }
+    };
     // A reader that stops early (`polyflow plan … | head`) ends a command that only reports quietly, as it does
     // any Unix tool, instead of a panic on the next line printed (Rust ignores SIGPIPE by default). Not one that
     // computes or writes (`run`, `gc`, …): SIGPIPE would end it between two steps of its work.

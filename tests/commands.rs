@@ -570,3 +570,16 @@ fn command_outputs_linked_to_user_files_are_copied_not_moved() {
     let (code, out, _) = pf(d.path(), &["verify"]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Asked for JSON, even an option the argument parser refuses is a JSON error line on stdout (exit 2).
+#[test]
+fn a_misspelt_option_with_json_is_a_json_error_line() {
+    let d = tempfile::tempdir().unwrap();
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--json", "--bogus"]);
+    assert_eq!(code, 2, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(v["event"] == "error" && v["exit"] == 2 && v["message"].as_str().unwrap().contains("--bogus"), "{v}");
+    assert!(err.contains("unexpected argument"), "{err}");
+    let (code, out, _) = pf(d.path(), &["status", "--help", "--json"]);
+    assert!(code == 0 && !out.contains("\"event\""), "{out}");
+}
