@@ -583,3 +583,18 @@ fn a_misspelt_option_with_json_is_a_json_error_line() {
     let (code, out, _) = pf(d.path(), &["status", "--help", "--json"]);
     assert!(code == 0 && !out.contains("\"event\""), "{out}");
 }
+
+/// Matrix values in any script keep their letters in the ids (they used to become `_` and collide).
+#[test]
+fn matrix_values_in_any_script_are_ids_of_their_own() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.v]\nkind = \"value\"\nmatrix = { lang = [\"日本\", \"中文\", \"a b\"] }\nvalue = \"{lang}\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml"]);
+    assert!(out.contains("v.日本") && out.contains("v.中文") && out.contains("v.a_b"), "{out}");
+}

@@ -679,7 +679,8 @@ fn expand(
                     let mut vars = vars.clone();
                     let mut values = values.clone();
                     let label = value_label(v);
-                    labels.push(label.replace(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)), "_"));
+                    // Letters and digits of any script stay (`lang = ["日本語", "中文"]` are two ids); others become `_`.
+                    labels.push(label.replace(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)), "_"));
                     vars.insert(k.clone(), label);
                     values.insert(k.clone(), v.clone());
                     next.push((labels, vars, values));
