@@ -301,6 +301,10 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     let killed = metrics(&b, "tests/pipelines/resume.toml", "t", "co");
     assert_eq!(killed["state"], "stale");
     assert!(killed["reason"].as_str().unwrap().contains("an interrupted run's checkpoint at update 25 is kept"), "{killed}");
+    let plan = polyflow(root, &["plan", "tests/pipelines/resume.toml", "--profile", "t", "--store", b.to_str().unwrap(), "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let co = plan["stale"].as_array().unwrap().iter().find(|n| n["id"] == "co").unwrap();
+    assert_eq!(co["resumes_from"], "update 25", "{co}");
     let partial = std::fs::read_dir(b.join("partial")).unwrap().count();
     assert_eq!(partial, 1, "a resumable checkpoint was left in the store");
     // Resumed with checkpoints at another cadence: outside the key, it changes no bit, and the checkpoint is kept.

@@ -216,7 +216,14 @@ pub fn plan(
     let need = |i: usize| crate::exec::requests(&g, i, &env, jobs);
     let sched = local.then(|| scheduled(&g, &stale, &last, &need, jobs, devices));
     let cells = changed_cells(&g, &sel, &a);
-    let reasons = |i: usize| a[&i].reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
+    let resume = |i: usize| resume_point(&g, &a, &c.store, i).map(|(p, _)| p);
+    let reasons = |i: usize| {
+        let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
+        if let Some(p) = resume(i) {
+            r.push(format!("resumes from an interrupted run's checkpoint at {p}"));
+        }
+        r.join("; ")
+    };
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
     // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.
     let (flying, leftover) = in_flight(&c.store, &g, &sel, &a);
@@ -246,6 +253,7 @@ pub fn plan(
                 "last_ms": last(i),
                 "job": flying.get(&i),
                 "leftover_jobs": leftover.get(&i).cloned().unwrap_or_default(),
+                "resumes_from": resume(i),
             })).collect::<Vec<_>>(),
             "cells": cells.iter().map(|(t, row, col, rerun)| serde_json::json!({
                 "table": g.nodes[*t].id, "row": row, "column": col, "would_run": rerun,
@@ -464,6 +472,17 @@ fn why_json(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, seen: &mut std
     })
 }
 
+/// Where node `i` would resume from: a stale node (not in flight) whose interrupted run left a checkpoint its
+/// kind resumes from (`update 1200`), with the checkpoint's size.
+fn resume_point(g: &Graph, a: &BTreeMap<usize, Assessment>, store: &std::path::Path, i: usize) -> Option<(String, u64)> {
+    let key = a[&i].key.as_deref().filter(|_| a[&i].state != State::Fresh)?;
+    let dir = crate::store::partial_dir(store, key);
+    let point = g.nodes[i].stage.resume_point(&dir)?;
+    let size =
+        walkdir::WalkDir::new(&dir).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    Some((point, size))
+}
+
 /// `status`.
 pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, only_stale: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
@@ -473,16 +492,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     let in_cache: std::collections::BTreeSet<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
     // A stale node (not in flight) whose interrupted run left a checkpoint its kind resumes from.
     let resumes = |i: usize| -> Option<String> {
-        let key = a[&i].key.as_deref().filter(|_| a[&i].state != State::Fresh && !running.contains_key(&i))?;
-        let dir = crate::store::partial_dir(&c.store, key);
-        let point = g.nodes[i].stage.resume_point(&dir)?;
-        let size = walkdir::WalkDir::new(&dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum::<u64>();
+        let (point, size) = resume_point(&g, &a, &c.store, i).filter(|_| !running.contains_key(&i))?;
         Some(format!("an interrupted run's checkpoint at {point} is kept ({}): a run resumes from it", fmt_bytes(size)))
     };
     let reasons_of = |i: usize| -> Vec<String> {
