@@ -36,7 +36,7 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
             Some(m) => m.get(id).cloned(),
             None => sched::squeue(&[id]).ok().and_then(|m| m.get(id).cloned()),
         };
-        if !state.is_some_and(|st| !st.terminal()) {
+        if state.is_none_or(|st| st.terminal()) {
             out.push(dir.clone());
         }
     }
