@@ -525,6 +525,12 @@ fn status_lists_only_stale_nodes_and_why_folds_chains() {
     assert!(out.lines().count() < 12 && out.lines().all(|l| l.len() < 200), "{out}");
     let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json", "--stale"]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 49);
+    // JSON: the chain is one entry listing its nodes, not 48 levels of nesting.
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--why", "c49", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let first = &v[0]["waits_on"][0];
+    assert_eq!(first["chain"].as_array().map(Vec::len), Some(48), "{out}");
+    assert_eq!(first["id"], "c1", "the chain's last node, explained: {out}");
 }
 
 /// `gc` past a screenful of artifacts counts them by declaration (`-v`: each one).
@@ -554,7 +560,7 @@ fn command_outputs_linked_to_user_files_are_copied_not_moved() {
     std::fs::write(d.path().join("data/sub/a.txt"), "a").unwrap();
     std::fs::write(d.path().join("data/b.txt"), "b").unwrap();
     std::fs::write(d.path().join("data/c.txt"), "c").unwrap();
-    let run = "ln -s \\\"$PWD/data/sub\\\" $POLYFLOW_OUT/sub && ln -s \\\"$PWD/data/b.txt\\\" $POLYFLOW_OUT/b.txt && ln data/c.txt $POLYFLOW_OUT/c.txt && echo own > $POLYFLOW_OUT/own.txt";
+    let run = "ln -s \\\"$PWD/data/sub\\\" $POLYFLOW_OUT/sub && ln -s \\\"$PWD/data/b.txt\\\" $POLYFLOW_OUT/b.txt && ln data/c.txt $POLYFLOW_OUT/c.txt && echo own > $POLYFLOW_OUT/own.txt && ln -s own.txt $POLYFLOW_OUT/z_latest.txt";
     std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"{run}\"]\n")).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
@@ -562,7 +568,8 @@ fn command_outputs_linked_to_user_files_are_copied_not_moved() {
         assert_eq!(std::fs::read_to_string(d.path().join(f)).unwrap(), text, "{f} stays the user's");
     }
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
-    for f in ["sub/a.txt", "b.txt", "c.txt", "own.txt"] {
+    // A link to a sibling output (sorting after it) is read before its target is moved into the store.
+    for f in ["sub/a.txt", "b.txt", "c.txt", "own.txt", "z_latest.txt"] {
         assert!(out.contains(f), "{f}: {out}");
     }
     // The store holds regular files of its own: changing the user's file changes no blob.

@@ -392,36 +392,21 @@ fn in_flight(
 fn explain_reasons(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, depth: usize, seen: &mut std::collections::BTreeSet<usize>) {
     // Indented by depth up to a point: a chain of a thousand nodes must not print a thousand widening lines.
     let pad = "    ".repeat((depth - 1).min(MAX_INDENT));
-    // The single upstream node `j` waits on, when that is all it waits for.
-    let only_upstream = |j: usize| -> Option<usize> {
-        match a.get(&j)?.reasons.as_slice() {
-            [crate::fingerprint::DirtyReason::UpstreamPending { upstream }] if upstream.len() == 1 => {
-                g.by_id.get(&upstream[0]).copied().filter(|k| a.contains_key(k))
-            }
-            _ => None,
-        }
-    };
     for r in &a[&i].reasons {
         println!("{pad}  - {r}");
-        let crate::fingerprint::DirtyReason::UpstreamPending { upstream } = r else { continue };
-        for u in upstream {
-            let Some(&j) = g.by_id.get(u) else { continue };
-            let Some(s) = a.get(&j) else { continue };
-            if !seen.insert(j) {
-                continue;
-            }
-            // A chain of nodes each waiting on the next only: named once, from its first to its last, then the
-            // last explained.
-            let mut chain = vec![j];
-            let mut last = j;
-            while let Some(k) = only_upstream(last).filter(|k| !seen.contains(k)) {
-                seen.insert(k);
-                chain.push(k);
-                last = k;
-            }
+        let crate::fingerprint::DirtyReason::UpstreamPending { .. } = r else { continue };
+        // The upstream nodes not explained yet, marked at once: a chain below one of them does not explain a
+        // sibling (a node every link of a comb also waits on) inside itself.
+        let ups: Vec<usize> = upstream_of(g, a, r).into_iter().filter(|&j| seen.insert(j)).collect();
+        for j in ups {
+            let s = &a[&j];
+            let (chain, also) = follow_chain(g, a, j, seen);
+            let last = *chain.last().unwrap_or(&j);
             if chain.len() > CHAIN_SHOWN {
+                let how = if also { "each waiting on the next and on nodes explained here" } else { "each waiting only on the next" };
                 println!(
-                    "{pad}    {u} ({}): {} … {} ({} nodes, each waiting only on the next)",
+                    "{pad}    {} ({}): {} … {} ({} nodes, {how})",
+                    g.nodes[j].id,
                     g.nodes[j].stage.kind(),
                     s.state,
                     g.nodes[last].id,
@@ -435,33 +420,77 @@ fn explain_reasons(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, depth: 
             for k in &chain[1..] {
                 seen.remove(k);
             }
-            println!("{pad}    {} ({}): {}", u, g.nodes[j].stage.kind(), s.state);
+            println!("{pad}    {} ({}): {}", g.nodes[j].id, g.nodes[j].stage.kind(), s.state);
             explain_reasons(g, a, j, depth + 1, seen);
         }
     }
 }
 
+/// The selected nodes an `upstream_pending` reason names.
+fn upstream_of(g: &Graph, a: &BTreeMap<usize, Assessment>, r: &crate::fingerprint::DirtyReason) -> Vec<usize> {
+    let crate::fingerprint::DirtyReason::UpstreamPending { upstream } = r else { return vec![] };
+    upstream.iter().filter_map(|u| g.by_id.get(u).copied()).filter(|j| a.contains_key(j)).collect()
+}
+
+/// From `j`, the chain of nodes whose only reason is waiting, on exactly one node not yet explained: `j` and
+/// the nodes after it, marked explained; and whether some link also waits on nodes explained already.
+fn follow_chain(g: &Graph, a: &BTreeMap<usize, Assessment>, j: usize, seen: &mut std::collections::BTreeSet<usize>) -> (Vec<usize>, bool) {
+    let (mut chain, mut also, mut last) = (vec![j], false, j);
+    while let [r @ crate::fingerprint::DirtyReason::UpstreamPending { .. }] = a[&last].reasons.as_slice() {
+        let ups = upstream_of(g, a, r);
+        let new: Vec<usize> = ups.iter().copied().filter(|k| !seen.contains(k)).collect();
+        let [k] = new.as_slice() else { break };
+        also |= ups.len() > 1;
+        seen.insert(*k);
+        chain.push(*k);
+        last = *k;
+    }
+    (chain, also)
+}
+
 /// The deepest indentation of `status --why` (deeper levels stay at it).
 const MAX_INDENT: usize = 8;
-/// A chain of nodes each waiting only on the next, longer than this, is told as one line.
+/// A chain of nodes each waiting on the next, longer than this, is told as one line.
 const CHAIN_SHOWN: usize = 3;
+/// The deepest nesting of `status --why --json` (JSON readers have recursion limits): below it, `more`.
+const MAX_JSON_DEPTH: usize = 32;
 
 /// `status --why --json` of node `i`: its state, reasons, key and last failure, and for each upstream node it
-/// waits on the same, nested (each node once, as in the text).
-fn why_json(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, seen: &mut std::collections::BTreeSet<usize>) -> serde_json::Value {
+/// waits on the same, nested (each node once, as in the text); a long chain of nodes each waiting on the next is
+/// one entry whose `chain` lists them (the last explained), and below [`MAX_JSON_DEPTH`] levels `more` lists
+/// the nodes not explained (`status --why` of one of them goes on).
+fn why_json(
+    g: &Graph,
+    a: &BTreeMap<usize, Assessment>,
+    i: usize,
+    seen: &mut std::collections::BTreeSet<usize>,
+    depth: usize,
+) -> serde_json::Value {
     let s = &a[&i];
     let mut waits = vec![];
+    let mut more = vec![];
     for r in &s.reasons {
-        let crate::fingerprint::DirtyReason::UpstreamPending { upstream } = r else { continue };
-        for u in upstream {
-            if let Some(&j) = g.by_id.get(u).filter(|j| a.contains_key(j)) {
-                if seen.insert(j) {
-                    waits.push(why_json(g, a, j, seen));
+        let ups: Vec<usize> = upstream_of(g, a, r).into_iter().filter(|&j| seen.insert(j)).collect();
+        for j in ups {
+            if depth >= MAX_JSON_DEPTH {
+                more.push(g.nodes[j].id.clone());
+                continue;
+            }
+            let (chain, _) = follow_chain(g, a, j, seen);
+            if chain.len() > CHAIN_SHOWN {
+                let last = *chain.last().unwrap_or(&j);
+                let mut v = why_json(g, a, last, seen, depth + 1);
+                v["chain"] = serde_json::json!(chain.iter().map(|&k| &g.nodes[k].id).collect::<Vec<_>>());
+                waits.push(v);
+            } else {
+                for k in &chain[1..] {
+                    seen.remove(k);
                 }
+                waits.push(why_json(g, a, j, seen, depth + 1));
             }
         }
     }
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "id": g.nodes[i].id,
         "kind": g.nodes[i].stage.kind(),
         "state": s.state,
@@ -469,7 +498,11 @@ fn why_json(g: &Graph, a: &BTreeMap<usize, Assessment>, i: usize, seen: &mut std
         "key": s.key,
         "last_failure": s.failure.as_ref().map(|f| &f.error),
         "waits_on": waits,
-    })
+    });
+    if !more.is_empty() {
+        v["more"] = serde_json::json!(more);
+    }
+    v
 }
 
 /// Where node `i` would resume from: a stale node (not in flight) whose interrupted run left a checkpoint its
@@ -522,7 +555,8 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             ));
         }
         if json {
-            let v: Vec<serde_json::Value> = ids.iter().map(|&i| why_json(&g, &a, i, &mut std::collections::BTreeSet::from([i]))).collect();
+            let v: Vec<serde_json::Value> =
+                ids.iter().map(|&i| why_json(&g, &a, i, &mut std::collections::BTreeSet::from([i]), 0)).collect();
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             return Ok(exit::OK);
         }

@@ -121,9 +121,11 @@ pub fn collect_files(p: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Re
 /// or has other hard links: such a file is someone else's too, never to be moved into the store.
 fn collect_files_linked(p: &Path, via_link: bool, out: &mut Vec<(std::path::PathBuf, bool)>) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let own = std::fs::symlink_metadata(p)?;
+    // Errors name the file (a dangling link, a loop of links).
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    let own = std::fs::symlink_metadata(p).map_err(named)?;
     let via_link = via_link || own.file_type().is_symlink();
-    let meta = std::fs::metadata(p)?;
+    let meta = std::fs::metadata(p).map_err(named)?;
     if meta.is_dir() {
         for e in std::fs::read_dir(p)? {
             collect_files_linked(&e?.path(), via_link, out)?;
@@ -252,7 +254,9 @@ impl Stage for CommandStage {
         }
         let mut files = vec![];
         collect_files_linked(&out_dir, false, &mut files).map_err(|e| StageError::failed(e.to_string()))?;
-        files.sort();
+        // The files reached through links first: a link to a sibling output (`latest -> model_10`) is read
+        // before its target is moved into the store.
+        files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         for (f, shared) in files {
             let name = f.strip_prefix(&out_dir).unwrap().to_string_lossy().to_string();
             // Moved into the store, not read into memory: a program's output may be larger than memory. A file

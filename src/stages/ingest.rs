@@ -695,7 +695,7 @@ impl Stage for DatasetStage {
                     Format::Vggsound if root.is_dir() => Some(sh::VGGSOUND),
                     _ => None,
                 };
-                shape.map_or(Ok(()), |s| sh::check(&root, s, !p.classes.is_empty()).map_err(|e| StageError::input(e.to_string())))
+                shape.map_or(Ok(()), |s| sh::check(&root, s, &p.classes).map_err(|e| StageError::input(e.to_string())))
             }
         };
         if let Err(e) = fixed {

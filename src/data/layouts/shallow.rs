@@ -37,9 +37,9 @@ pub const VGGSOUND: Shape = Shape::Files(&[&["vggsound.csv"]], AUDIO_EXTS);
 /// files that holds no data file at all is left to ingestion).
 const LOOK: usize = 200_000;
 
-/// Checks `root` against `shape`: `Err` names the folder and what is missing. With `classes` given (the reader
-/// then takes only the folders named), class folders are not looked into.
-pub fn check(root: &Path, shape: Shape, classes: bool) -> Result<(), DataError> {
+/// Checks `root` against `shape`: `Err` names the folder and what is missing. With `classes` given, the reader
+/// takes only the folders named: those must be there and hold data, the others are not looked into.
+pub fn check(root: &Path, shape: Shape, classes: &[String]) -> Result<(), DataError> {
     if !root.is_dir() {
         return Ok(());
     }
@@ -47,9 +47,8 @@ pub fn check(root: &Path, shape: Shape, classes: bool) -> Result<(), DataError> 
         return Err(DataError::new(root, "the folder is empty"));
     }
     match shape {
-        Shape::ClassFolders(_) | Shape::FrameFolders if classes => Ok(()),
-        Shape::ClassFolders(exts) => class_folders(root, exts, false),
-        Shape::FrameFolders => class_folders(root, IMAGE_EXTS, true),
+        Shape::ClassFolders(exts) => class_folders(root, exts, false, classes),
+        Shape::FrameFolders => class_folders(root, IMAGE_EXTS, true, classes),
         Shape::Files(needed, exts) => {
             if shape == KINETICS && super::video_csv::kinetics_csv(root, super::SplitName::Train).is_none() {
                 return Err(DataError::new(root, "no train.csv (here or in annotations/): the Kinetics layout needs it"));
@@ -59,9 +58,18 @@ pub fn check(root: &Path, shape: Shape, classes: bool) -> Result<(), DataError> 
                     return Err(DataError::new(root, format!("no {}: the layout needs it", alternatives.join(" or "))));
                 }
             }
-            // Audio the reader names as undecodable (`.webm`, `.opus`) counts: it says what to convert.
-            let any: Vec<&str> = if exts == AUDIO_EXTS { [AUDIO_EXTS, AUDIO_UNDECODABLE_EXTS].concat() } else { exts.to_vec() };
-            if !has_data(root, &any)? {
+            if !has_data(root, exts)? {
+                // Only audio polyflow cannot decode (yt-dlp's `bestaudio`): what to convert it to.
+                if exts == AUDIO_EXTS && has_data(root, AUDIO_UNDECODABLE_EXTS)? {
+                    return Err(DataError::new(
+                        root,
+                        format!(
+                            "holds only .{} clips, which polyflow cannot decode: convert them to FLAC or WAV \
+                             (`ffmpeg -i CLIP.webm CLIP.flac`)",
+                            AUDIO_UNDECODABLE_EXTS.join("/.")
+                        ),
+                    ));
+                }
                 return Err(DataError::new(root, format!("holds no .{} file (searched below it)", exts.join("/."))));
             }
             Ok(())
@@ -80,7 +88,7 @@ fn entries(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
 /// Class folders, directly or under `train/`: the training classes' folders are there and the first of them
 /// holds a data file (with `clips`: a clip folder holding one). `val/` and `test/` are the reader's: they may be
 /// sparse, flat (ILSVRC's val) or unlabelled.
-fn class_folders(root: &Path, exts: &[&str], clips: bool) -> Result<(), DataError> {
+fn class_folders(root: &Path, exts: &[&str], clips: bool, named: &[String]) -> Result<(), DataError> {
     // As the reader decides: split folders when `train/` holds folders, else the root's folders are the classes.
     let train = root.join("train");
     if train.is_dir() && entries(&train)?.is_empty() {
@@ -88,14 +96,26 @@ fn class_folders(root: &Path, exts: &[&str], clips: bool) -> Result<(), DataErro
     }
     let split = train.is_dir() && entries(&train)?.iter().any(|p| p.is_dir());
     let top = if split { train } else { root.to_path_buf() };
-    let classes: Vec<_> = entries(&top)?.into_iter().filter(|p| p.is_dir()).collect();
-    let Some(first) = classes.first() else {
+    // The classes the reader takes: those named, else every folder there.
+    let classes: Vec<_> = if named.is_empty() {
+        entries(&top)?.into_iter().filter(|p| p.is_dir()).collect()
+    } else {
+        let v: Vec<_> = named.iter().map(|c| top.join(c)).collect();
+        if let Some(missing) = v.iter().find(|p| !p.is_dir()) {
+            return Err(DataError::new(missing, "class folder not found (named in `classes`)"));
+        }
+        v
+    };
+    if classes.is_empty() {
         let what = if clips { "CLASS/CLIP/ folders of frames" } else { "CLASS/ folders" };
         return Err(DataError::new(&top, format!("holds no class folders: expected {what} here")));
-    };
-    if !has_data(first, exts)? {
-        let what = if clips { "clip folder of frames" } else { "file" };
-        return Err(DataError::new(first, format!("holds no .{} {what}: the first class folder is empty", exts.join("/."))));
+    }
+    // Each training class holds data (one directory read each, until its first file).
+    let what = if clips { "clip folder of frames" } else { "file" };
+    for c in &classes {
+        if !has_data(c, exts)? {
+            return Err(DataError::new(c, format!("holds no .{} {what}: an empty class folder", exts.join("/."))));
+        }
     }
     Ok(())
 }
@@ -129,22 +149,24 @@ mod tests {
     fn empty_split_and_class_folders_are_named() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        assert!(check(r, IMAGE_FOLDERS, false).unwrap_err().message.contains("empty"));
+        assert!(check(r, IMAGE_FOLDERS, &[]).unwrap_err().message.contains("empty"));
         std::fs::create_dir_all(r.join("train")).unwrap();
         std::fs::create_dir_all(r.join("val")).unwrap();
-        let e = check(r, IMAGE_FOLDERS, false).unwrap_err();
+        let e = check(r, IMAGE_FOLDERS, &[]).unwrap_err();
         assert!(e.message.contains("split folder is empty") && e.to_string().contains("train"), "{e}");
         std::fs::create_dir_all(r.join("train/n01")).unwrap();
-        assert!(check(r, IMAGE_FOLDERS, false).unwrap_err().message.contains("first class folder is empty"));
+        assert!(check(r, IMAGE_FOLDERS, &[]).unwrap_err().message.contains("an empty class folder"));
         touch(&r.join("train/n01/a.JPEG"));
         // val/ and test/ are the reader's to judge (sparse, flat, unlabelled).
-        assert!(check(r, IMAGE_FOLDERS, false).is_ok());
+        assert!(check(r, IMAGE_FOLDERS, &[]).is_ok());
         std::fs::create_dir_all(r.join("val/n01")).unwrap();
-        assert!(check(r, IMAGE_FOLDERS, false).is_ok());
-        // With `classes` given, the class folders are not looked into.
+        assert!(check(r, IMAGE_FOLDERS, &[]).is_ok());
+        // With `classes` given, only the named folders are looked into; a named one missing is named.
         std::fs::create_dir_all(r.join("train/a_unused")).unwrap();
-        assert!(check(r, IMAGE_FOLDERS, false).is_err());
-        assert!(check(r, IMAGE_FOLDERS, true).is_ok());
+        assert!(check(r, IMAGE_FOLDERS, &[]).is_err());
+        assert!(check(r, IMAGE_FOLDERS, &["n01".to_string()]).is_ok());
+        let e = check(r, IMAGE_FOLDERS, &["n01".to_string(), "n09".to_string()]).unwrap_err();
+        assert!(e.message.contains("class folder not found") && e.to_string().contains("n09"), "{e}");
     }
 
     #[test]
@@ -152,13 +174,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         touch(&r.join("eval_segments.csv"));
-        assert!(check(r, AUDIOSET, false).unwrap_err().message.contains("balanced_train_segments.csv"));
+        assert!(check(r, AUDIOSET, &[]).unwrap_err().message.contains("balanced_train_segments.csv"));
         touch(&r.join("balanced_train_segments.csv"));
-        assert!(check(r, AUDIOSET, false).unwrap_err().message.contains("holds no .wav"));
+        assert!(check(r, AUDIOSET, &[]).unwrap_err().message.contains("holds no .wav"));
         touch(&r.join("audio/bal/abc.webm"));
-        assert!(check(r, AUDIOSET, false).is_ok(), "the reader names undecodable clips itself");
+        assert!(check(r, AUDIOSET, &[]).unwrap_err().message.contains("convert them to FLAC"));
         std::fs::remove_file(r.join("audio/bal/abc.webm")).unwrap();
         touch(&r.join("audio/bal/abc.flac"));
-        assert!(check(r, AUDIOSET, false).is_ok());
+        assert!(check(r, AUDIOSET, &[]).is_ok());
     }
 }
