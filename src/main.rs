@@ -25,7 +25,7 @@ fn main() {
             // Asked for JSON, a misspelt option is a JSON error line too (on stdout, as every exit 2's), then
             // clap's own message on stderr; `--help` and `--version` are not errors.
             let code = e.exit_code();
-            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+            if e.use_stderr() && std::env::args().any(|a| a == "--json" || a.starts_with("--json=")) {
                 let message = e.render().to_string();
                 println!("{}", serde_json::json!({"event": "error", "exit": code, "message": message.trim_end()}));
             }

@@ -80,7 +80,16 @@ impl View<'_> {
     }
 
     fn row(&self, r: &Row, csv: bool, formats: &BTreeMap<&str, NumFormat>) -> Vec<String> {
-        let mut v = vec![r.id.clone()];
+        // A long id (matrix values in it) is cut in the middle in the terminal: its end tells expansions apart.
+        let id = match r.id.chars().count() {
+            n if !csv && n > CELL_CHARS => {
+                let c: Vec<char> = r.id.chars().collect();
+                let tail = CELL_CHARS / 2;
+                format!("{}…{}", c[..CELL_CHARS - 1 - tail].iter().collect::<String>(), c[n - tail..].iter().collect::<String>())
+            }
+            _ => r.id.clone(),
+        };
+        let mut v = vec![id];
         if self.kind_differs() {
             v.push(r.kind.to_string());
         }
