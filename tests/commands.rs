@@ -605,3 +605,27 @@ fn matrix_values_in_any_script_are_ids_of_their_own() {
     let (_, out, _) = pf(d.path(), &["status", "p.toml"]);
     assert!(out.contains("v.日本") && out.contains("v.中文") && out.contains("v.a_b"), "{out}");
 }
+
+/// A node declared in two files is one node only where both declarations mean the same: a `path` is compared
+/// as the folder it names (`./data` and `data`), and a command's `run`/`deps` with the folder it runs in.
+#[test]
+fn declarations_in_two_files_are_one_node_only_when_they_mean_the_same() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = |p: &str| format!("[node.d]\nkind = \"dataset\"\nformat = \"idx\"\npath = \"{p}\"\n");
+    std::fs::write(d.path().join("q.toml"), ds("./data")).unwrap();
+    std::fs::write(d.path().join("p.toml"), format!("include = [\"q.toml\"]\n{}", ds("data"))).unwrap();
+    let (_, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(!err.contains("declared twice") && !out.contains("declared twice"), "{out}{err}");
+    // The same command text in another folder runs there: two meanings, refused.
+    std::fs::create_dir_all(d.path().join("sub")).unwrap();
+    let c = "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"cp in.txt $POLYFLOW_OUT/x\"]\n";
+    std::fs::write(d.path().join("sub/a.toml"), c).unwrap();
+    std::fs::write(d.path().join("r.toml"), format!("include = [\"sub/a.toml\"]\n{c}")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "r.toml"]);
+    assert!(code == 2 && err.contains("node `c` is declared twice, differently"), "{err}");
+    // The same file included twice is one declaration.
+    std::fs::write(d.path().join("s.toml"), "include = [\"sub/a.toml\", \"t.toml\"]\n").unwrap();
+    std::fs::write(d.path().join("t.toml"), "include = [\"sub/a.toml\"]\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "s.toml"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -404,8 +404,7 @@ impl Loader {
     fn add_decl(&mut self, d: Decl) -> Result<(), SpecError> {
         if let Some(&i) = self.decl_index.get(&d.id) {
             let old = &self.decls[i];
-            let same = SValue { value: Value::Table(old.table.clone()), span: old.key_span }.to_json()
-                == SValue { value: Value::Table(d.table.clone()), span: d.key_span }.to_json();
+            let same = decl_json(old) == decl_json(&d);
             if same {
                 return Ok(());
             }
@@ -582,6 +581,42 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
         }
     }
     Ok(())
+}
+
+/// Keys whose text is relative to the declaring file's folder: a `path` (a dataset's, a checkpoint's), a
+/// command's `deps` and `run` (it runs in that folder).
+const FOLDER_RELATIVE: [&str; 3] = ["path", "deps", "run"];
+
+/// A declaration as compared with another of the same id: its table, with a relative `path` resolved against its
+/// folder (`./data` and `data` are one folder), and its folder itself where the table holds keys relative to it
+/// (the same text in two folders names two places).
+fn decl_json(d: &Decl) -> serde_json::Value {
+    let mut v = SValue { value: Value::Table(d.table.clone()), span: d.key_span }.to_json();
+    if let Some(m) = v.as_object_mut() {
+        if let Some(serde_json::Value::String(p)) = m.get("path") {
+            let resolved = lexical(&d.base_dir.join(p));
+            m.insert("path".into(), serde_json::json!(resolved.to_string_lossy()));
+        }
+        if FOLDER_RELATIVE.iter().any(|k| *k != "path" && m.contains_key(*k)) {
+            m.insert("\u{0}folder".into(), serde_json::json!(lexical(&d.base_dir).to_string_lossy()));
+        }
+    }
+    v
+}
+
+/// `p` with `.` removed and `..` applied, without touching the disk.
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
