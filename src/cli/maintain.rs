@@ -117,13 +117,8 @@ pub fn gc(
     // Each node's outermost declaration (`st` for `st.digits.s0`), to count what is removed by declaration.
     let mut decl_of: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     each_profile(files, overlay, reg, |g| {
-        for (gid, members) in &g.pipeline.groups {
-            for m in members {
-                let e = decl_of.entry(m.clone()).or_insert_with(|| gid.clone());
-                if gid.len() < e.len() {
-                    *e = gid.clone();
-                }
-            }
+        for (id, d) in g.pipeline.declaration_of() {
+            decl_of.entry(id.to_string()).or_insert_with(|| d.to_string());
         }
         let sel = g.select(&[])?;
         for (i, s) in assess_all(g, &sel, &store, &index, &env_of(g, backend), &|_| false) {

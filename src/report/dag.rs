@@ -55,18 +55,7 @@ struct Unit {
 fn units(g: &Graph, sel: &[usize], grouped: bool) -> Vec<Unit> {
     let in_sel: std::collections::HashSet<usize> = sel.iter().copied().collect();
     let order: Vec<usize> = g.topo_order().into_iter().filter(|i| in_sel.contains(i)).collect();
-    // A node's outermost declaration: the shortest group id holding it.
-    let mut decl: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-    if grouped {
-        for (gid, ids) in &g.pipeline.groups {
-            for id in ids {
-                let e = decl.entry(id.as_str()).or_insert(gid.as_str());
-                if gid.len() < e.len() {
-                    *e = gid.as_str();
-                }
-            }
-        }
-    }
+    let decl = if grouped { g.pipeline.declaration_of() } else { Default::default() };
     let mut unit_of: BTreeMap<usize, usize> = BTreeMap::new();
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out: Vec<Unit> = vec![];

@@ -92,6 +92,23 @@ pub struct Pipeline {
     pub dormant: Vec<DormantOverride>,
 }
 
+impl Pipeline {
+    /// Each expanded node's outermost declaration (`st` for `st.digits.s0`: the shortest group id holding it), for
+    /// counting or drawing by declaration; a node of no group is absent.
+    pub fn declaration_of(&self) -> std::collections::HashMap<&str, &str> {
+        let mut decl: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for (gid, ids) in &self.groups {
+            for id in ids {
+                let e = decl.entry(id.as_str()).or_insert(gid.as_str());
+                if gid.len() < e.len() {
+                    *e = gid.as_str();
+                }
+            }
+        }
+        decl
+    }
+}
+
 /// `[cache]`: a shared artifact cache folder (see `store::cache`); `--cache` and `POLYFLOW_CACHE` win over it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSpec {

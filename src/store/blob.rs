@@ -45,23 +45,30 @@ impl BlobStore {
         self.dir.join(&digest[..2.min(digest.len())]).join(digest)
     }
 
+    /// Puts a synced file into place as blob `digest`: `place` moves it to the path given (a temp file's
+    /// persist, a rename), after its shard folder exists; the folder is synced after. Every writer ends here.
+    fn install(&self, digest: &str, place: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<(), StoreError> {
+        let to = self.path(digest);
+        let parent = to.parent().expect("blob parent");
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+        place(&to).map_err(|e| StoreError::io(&to, e))?;
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
     /// Writes `bytes` (temp file, fsync, rename, fsync dir) and returns the blake3 digest.
     /// A blob that already exists intact is not rewritten.
     pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
         let digest = blake3::hash(bytes).to_hex().to_string();
-        let path = self.path(&digest);
         if self.check(&digest, bytes.len() as u64) == BlobState::Ok {
             return Ok(digest);
         }
-        let parent = path.parent().expect("blob parent");
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
         tmp.write_all(bytes).map_err(|e| StoreError::io(tmp.path(), e))?;
         tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| StoreError::io(&path, e.error))?;
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
+        self.install(&digest, |to| tmp.persist(to).map(|_| ()).map_err(|e| e.error))?;
         Ok(digest)
     }
 
@@ -91,14 +98,8 @@ impl BlobStore {
         if self.check(&digest, size) == BlobState::Ok {
             return Ok((digest, size));
         }
-        let path = self.path(&digest);
-        let parent = path.parent().expect("blob parent");
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
         tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| StoreError::io(&path, e.error))?;
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
+        self.install(&digest, |to| tmp.persist(to).map(|_| ()).map_err(|e| e.error))?;
         Ok((digest, size))
     }
 
@@ -120,17 +121,12 @@ impl BlobStore {
         if self.check(&digest, size) == BlobState::Ok {
             return Ok((digest, size));
         }
-        let to = self.path(&digest);
-        let parent = to.parent().expect("blob parent");
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
         f.sync_all().map_err(|e| StoreError::io(path, e))?;
         drop(f);
-        if std::fs::rename(path, &to).is_err() {
+        if self.install(&digest, |to| std::fs::rename(path, to)).is_err() {
+            // Another disk (or a rename refused): a streamed copy.
             let f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
             return self.put_reader(f);
-        }
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
         }
         Ok((digest, size))
     }
