@@ -315,6 +315,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 }
             }
         }
+        stage.canonical_key(&mut keyed);
         nodes.push(GNode {
             id: n.id.clone(),
             stage: stage.clone(),

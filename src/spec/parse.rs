@@ -650,6 +650,8 @@ fn value_label(v: &SValue) -> String {
     match &v.value {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
+        // A whole float keeps its point (`1.0`, not `1`): `[1, 1.0]` are two values, as TOML says.
+        Value::Float(f) if f.is_finite() && f.fract() == 0.0 => format!("{f:.1}"),
         Value::Float(f) => format!("{f}"),
         Value::Bool(b) => b.to_string(),
         _ => serde_json::to_string(&v.to_json()).unwrap_or_default(),
@@ -858,6 +860,15 @@ mod tests {
         assert_eq!(ids, ["a.1.x", "a.1.y", "a.2.x", "a.2.y"]);
         assert_eq!(p.nodes[1].params["v"].value.to_json(), serde_json::json!("y-1"));
         assert_eq!(p.nodes[1].params["n"].value.to_json(), serde_json::json!(1));
+    }
+
+    #[test]
+    fn a_whole_float_keeps_its_point_in_ids_and_text() {
+        let p = load_t("[node.a]\nkind = \"value\"\nmatrix = { lr = [1.0, 1, 0.5] }\nv = \"lr={lr}\"\n", None).unwrap();
+        let ids: Vec<_> = p.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["a.1.0", "a.1", "a.0.5"]);
+        assert_eq!(p.nodes[0].params["v"].value.to_json(), serde_json::json!("lr=1.0"));
+        assert_eq!(p.nodes[1].params["v"].value.to_json(), serde_json::json!("lr=1"));
     }
 
     #[test]

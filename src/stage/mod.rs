@@ -9,7 +9,9 @@ mod params;
 
 pub use ctx::{ArtifactWriter, InputArtifact, Progress, StageCtx};
 pub(crate) use params::choice_enum;
-pub use params::{defaults, parse, parse_checked, sample, Mismatch, ParamSpec, ParamType};
+pub use params::{
+    canonical_option_table, defaults, option_table_key, parse, parse_checked, sample, Mismatch, ParamSpec, ParamType,
+};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -185,6 +187,12 @@ pub trait Stage: Send + Sync + 'static {
     fn validate(&self, _params: &serde_json::Value) -> Result<(), (String, String)> {
         Ok(())
     }
+    /// Writes a value that means what the default means as the default, in the parameters that enter the key
+    /// (`keyed`: checked, defaults filled, [`Stage::validate`] passed), so that spelling a default out does not
+    /// re-run the node: e.g. `dim = 64` on a preset whose width is 64 is `dim = 0`, an option table's entry at
+    /// its default is left out (see [`option_table_key`]). Only what the parameters alone tell; the
+    /// node runs on its parameters as written.
+    fn canonical_key(&self, _keyed: &mut serde_json::Value) {}
     /// Checks of the parameters against the pipeline's nodes, once its graph is built: `inputs` holds the ids
     /// of the nodes of each input slot, `is_node` tells whether an id is a node of the pipeline (e.g. a table's
     /// rows name nodes among its inputs, its columns tasks of the pipeline). `Err((path, message, help))`, where

@@ -9,6 +9,7 @@
 
 use super::StageError;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value as J;
 
 /// The type (and range) of a parameter.
@@ -16,7 +17,7 @@ use serde_json::Value as J;
 pub enum ParamType {
     /// `true`/`false`.
     Bool,
-    /// Integer within `[min, max]`.
+    /// Integer within `[min, max]` (a whole float such as `1e5` is taken as the integer it equals).
     Int {
         /// Smallest allowed.
         min: i64,
@@ -114,7 +115,17 @@ impl ParamType {
         match self {
             ParamType::Bool => v.as_bool().map(J::Bool).ok_or_else(|| Mismatch::Type("a boolean".into())),
             ParamType::Int { min, max } => {
-                let i = v.as_i64().filter(|_| v.is_i64() || v.is_u64()).ok_or_else(|| Mismatch::Type("an integer".into()))?;
+                // A whole float (`steps = 1e5`, `20.0`) is the integer it equals, as in an integer list.
+                let i = match v.as_i64().filter(|_| v.is_i64() || v.is_u64()) {
+                    Some(i) => i,
+                    None => match v.as_f64() {
+                        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+                        Some(f) if f.is_finite() && f.fract() != 0.0 => {
+                            return Err(Mismatch::Range(format!("{f} is not a whole number")))
+                        }
+                        _ => return Err(Mismatch::Type("an integer".into())),
+                    },
+                };
                 if i < *min || i > *max {
                     return Err(Mismatch::Range(format!("{i} is outside [{min}, {max}]")));
                 }
@@ -202,6 +213,25 @@ pub fn parse_checked<T: DeserializeOwned>(params: &J, specs: &[ParamSpec]) -> Re
     Err((at_fault.map(|s| s.name).unwrap_or("parameters").to_string(), err))
 }
 
+/// The key form of an option table that reads into `T` (a task's `augment`, a filterbank's `fbank`): each entry
+/// as `T` writes it back (`color = 1` and `color = 1.0` are one value), the entries at `T::default()`'s value
+/// left out (`mixup = 0` is no mixup, as is no `mixup`). `None` when the table does not read as `T` (the stage's
+/// validation names that).
+pub fn option_table_key<T: Serialize + DeserializeOwned + Default>(table: &J) -> Option<J> {
+    let t: T = serde_json::from_value(table.clone()).ok()?;
+    let J::Object(mut m) = serde_json::to_value(&t).ok()? else { return None };
+    let J::Object(d) = serde_json::to_value(T::default()).ok()? else { return None };
+    m.retain(|k, v| d.get(k) != Some(v));
+    Some(J::Object(m))
+}
+
+/// Replaces `params[name]`, an option table, by its key form ([`option_table_key`]), where it reads as `T`.
+pub fn canonical_option_table<T: Serialize + DeserializeOwned + Default>(params: &mut J, name: &str) {
+    if let Some(k) = params.get(name).and_then(option_table_key::<T>) {
+        params[name] = k;
+    }
+}
+
 /// Declares the enum of a [`ParamType::Choice`] parameter, each variant with the name pipelines write:
 /// serde (de)serialises it by those names, `NAMES` is the list for its `ParamSpec`, `name()` gives one name
 /// back (for notes and artifacts that recorded the string), and `Display` prints it.
@@ -264,5 +294,36 @@ mod tests {
         assert!(matches!(f.check(&serde_json::json!("x")), Err(Mismatch::Type(_))));
         let c = ParamType::Choice(&["a", "b"]);
         assert!(matches!(c.check(&serde_json::json!("c")), Err(Mismatch::Range(_))));
+        // A whole float is the integer it equals (`steps = 1e5`); a fraction is named.
+        let i = ParamType::Int { min: 0, max: 1_000_000 };
+        assert_eq!(i.check(&serde_json::json!(1e5)).unwrap(), serde_json::json!(100000));
+        assert_eq!(i.check(&serde_json::json!(20.0)).unwrap(), i.check(&serde_json::json!(20)).unwrap());
+        assert!(matches!(i.check(&serde_json::json!(20.5)), Err(Mismatch::Range(m)) if m.contains("whole")));
+        assert!(matches!(i.check(&serde_json::json!(2e6)), Err(Mismatch::Range(_))));
+        assert!(matches!(i.check(&serde_json::json!("20")), Err(Mismatch::Type(_))));
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct Opts {
+        rate: f64,
+        on: bool,
+        n: usize,
+    }
+
+    #[test]
+    fn an_option_table_keys_without_its_defaults_and_with_its_own_number_types() {
+        let k = |v: J| option_table_key::<Opts>(&v).unwrap();
+        assert_eq!(k(serde_json::json!({})), serde_json::json!({}));
+        // Spelling a default out is leaving it out.
+        assert_eq!(k(serde_json::json!({ "rate": 0, "on": false })), serde_json::json!({}));
+        // `1` and `1.0` for a float option are one value.
+        assert_eq!(k(serde_json::json!({ "rate": 1 })), k(serde_json::json!({ "rate": 1.0 })));
+        assert_eq!(k(serde_json::json!({ "rate": 0.5, "n": 0 })), serde_json::json!({ "rate": 0.5 }));
+        // A table that does not read is left to validation.
+        assert_eq!(option_table_key::<Opts>(&serde_json::json!({ "bogus": 1 })), None);
+        let mut p = serde_json::json!({ "opts": { "bogus": 1 }, "x": 1 });
+        canonical_option_table::<Opts>(&mut p, "opts");
+        assert_eq!(p["opts"], serde_json::json!({ "bogus": 1 }));
     }
 }

@@ -107,6 +107,34 @@ mod tests {
         assert_eq!(keyed("image_patch = [8, 8]\nvideo_patch = [4.0, 8, 8]\nclip = 1\n"), plain);
         assert_eq!(keyed("checkpoint_every = 50\n"), plain);
         assert_ne!(keyed("image_patch = [4, 4]\n"), plain);
+        // A size override equal to the preset's value is no override (micro: dim 64, depth 4, heads 4, mlp 128).
+        assert_eq!(keyed("dim = 64\ndepth = 4\nheads = 4\nmlp = 128\n"), plain);
+        assert_eq!(keyed("size = \"Ti\"\ndim = 192\n"), keyed("size = \"Ti\"\n"));
+        assert_ne!(keyed("dim = 96\n"), plain);
+    }
+
+    /// An option table's entry at its default (`augment.mixup = 0`, `fbank.num_mel_bins = 128`), a float option
+    /// written as an integer, or a window of every stored frame, keys as the node that leaves it out.
+    #[test]
+    fn values_that_mean_the_default_keep_the_key() {
+        let reg = super::registry();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let keyed = |node: &str| {
+            let text = format!("include = [\"prep.toml\"]\n[node.n]\n{node}");
+            let p = crate::spec::load_str("p.toml", &text, &dir, None).unwrap();
+            let g = crate::graph::build(p, &reg).unwrap();
+            g.nodes.iter().find(|n| n.id == "n").unwrap().keyed.clone()
+        };
+        let task = |extra: &str| keyed(&format!("kind = \"task\"\ninputs = {{ data = \"digits_x\" }}\nsteps = 10\n{extra}"));
+        assert_eq!(task("augment = { mixup = 0, flip = false, crop_pad = 0 }"), task(""));
+        assert_eq!(task("augment = { mixup = 1, crop_pad = 2 }"), task("augment = { crop_pad = 2, mixup = 1.0 }"));
+        assert_ne!(task("augment = { mixup = 0.2 }"), task(""));
+        let audio = |extra: &str| keyed(&format!("kind = \"audio_prep\"\ninputs = {{ data = \"spoken_digits\" }}\n{extra}"));
+        assert_eq!(audio("fbank = { num_mel_bins = 128, frame_length = 25 }\nframes = 100\nwindow = 100"), audio("frames = 100"));
+        assert_ne!(audio("frames = 100\nwindow = 80"), audio("frames = 100"));
+        let video = |extra: &str| keyed(&format!("kind = \"video_prep\"\ninputs = {{ data = \"moving_digits\" }}\n{extra}"));
+        assert_eq!(video("frames = 8\nwindow = 8\nsize = 32\ncrop = 32"), video("frames = 8\nsize = 32"));
+        assert_ne!(video("frames = 8\nsize = 32\ncrop = 28"), video("frames = 8\nsize = 32"));
     }
 
     /// Where a table's copy goes is not in its key: moving the export re-runs nothing (the next run writes there).

@@ -128,6 +128,17 @@ impl ModelParams {
     }
 }
 
+/// Writes a size override equal to its preset's value as `0` ("the preset's") in a node's key parameters
+/// ([`crate::stage::Stage::canonical_key`]): `dim = 64` on the micro preset is the same model as no `dim`.
+pub fn canonical_size(keyed: &mut serde_json::Value) {
+    let Some(preset) = keyed.get("size").and_then(|s| s.as_str()).and_then(Size::preset) else { return };
+    for (k, n) in [("dim", preset.dim), ("depth", preset.depth), ("heads", preset.heads), ("mlp", preset.mlp)] {
+        if keyed.get(k).and_then(|v| v.as_u64()) == Some(n as u64) {
+            keyed[k] = json!(0);
+        }
+    }
+}
+
 /// `params` with the model size resolved: the preset's `dim`, `depth`, `heads`, `mlp` in place of the `0`s
 /// that mean "the preset's".
 pub fn effective_size(params: &serde_json::Value, m: &ModelParams) -> serde_json::Value {

@@ -582,6 +582,13 @@ impl Stage for AudioPrep {
         }
         Ok(())
     }
+    fn canonical_key(&self, keyed: &mut serde_json::Value) {
+        crate::stage::canonical_option_table::<FbankOptions>(keyed, "fbank");
+        // A window of all the stored frames is no window.
+        if keyed.get("window").is_some() && keyed.get("window") == keyed.get("frames") {
+            keyed["window"] = json!(0);
+        }
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p: AudioParams = parse(ctx.params)?;
         let a = ctx.input("data")?.clone();
@@ -720,6 +727,18 @@ impl Stage for VideoPrep {
             return Err(("window".into(), format!("{} frames is more than the {} stored (`frames`)", p.window, p.frames)));
         }
         Ok(())
+    }
+    fn canonical_key(&self, keyed: &mut serde_json::Value) {
+        // A window of all the stored frames is no window (`window` is left out at its default), a crop of the whole
+        // stored side no crop.
+        if keyed.get("window").is_some() && keyed.get("window") == keyed.get("frames") {
+            if let Some(m) = keyed.as_object_mut() {
+                m.remove("window");
+            }
+        }
+        if keyed.get("size").and_then(|v| v.as_u64()).is_some_and(|s| s > 0) && keyed.get("crop") == keyed.get("size") {
+            keyed["crop"] = json!(0);
+        }
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let p: VideoParams = parse(ctx.params)?;

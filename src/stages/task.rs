@@ -207,6 +207,9 @@ impl Stage for TaskStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    fn canonical_key(&self, keyed: &mut serde_json::Value) {
+        crate::stage::canonical_option_table::<crate::train::batch::Augment>(keyed, "augment");
+    }
     fn declare(
         &self,
         params: &serde_json::Value,

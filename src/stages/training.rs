@@ -512,6 +512,9 @@ impl Stage for TrainStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision", crate::cli::CPU_BLOCK, crate::cli::BF16_KERNEL]
     }
+    fn canonical_key(&self, keyed: &mut Value) {
+        super::modelspec::canonical_size(keyed);
+    }
     fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
         env_for_block(params, env)
     }
