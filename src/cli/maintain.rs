@@ -106,7 +106,7 @@ pub fn gc(
         return Ok(exit::OK);
     }
     let store = Store::open(store_dir)?;
-    let _lock = super::lock_store(&store, wait, false)?;
+    let _lock = super::lock_store(&store, wait, false, None)?;
     let index = store.index()?;
     let mut keep_keys = BTreeSet::new();
     // Keys the nodes would be computed under now (stale ones whose inputs are fresh): their resumable scratch stays.
@@ -301,11 +301,13 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             continue;
         }
         match cache.publish(key, m, &g.nodes[i].id, s.record.as_ref().map(|r| r.duration_ms), &store.blobs) {
-            Ok(_) => {
+            Ok(true) => {
                 pushed += 1;
                 bytes += m.size();
                 outln!("{:>12} {} ({})", "Published", g.nodes[i].id, fmt_bytes(m.size()));
             }
+            // Another publisher (a teammate's push or run) put the same key there first.
+            Ok(false) => had += 1,
             Err(e) => {
                 failed += 1;
                 eprintln!("{:>12} {}: {e}", "Failed", g.nodes[i].id);
@@ -379,6 +381,7 @@ pub fn gc_cache(
     let verb = if yes { "Removing" } else { "Would remove" };
     let mut kept_blobs = BTreeSet::new();
     let mut dropped = 0;
+    let mut refused = Refused::default();
     for (key, e, path) in cache.entries() {
         let young = now.saturating_sub(e.published_at) < keep_days * 86_400;
         if keep.contains(&key) || young {
@@ -395,7 +398,9 @@ pub fn gc_cache(
         );
         if yes {
             // Gone already (another gc): fine.
-            let _ = cache.remove_entry(&path);
+            if let Err(e) = cache.remove_entry(&path) {
+                refused.note(e);
+            }
         }
     }
     let grace = std::time::Duration::from_secs(3600);
@@ -420,14 +425,29 @@ pub fn gc_cache(
         blobs += 1;
         freed += size;
         if yes {
-            let _ = cache.remove_blob(&d);
+            if let Err(e) = cache.remove_blob(&d) {
+                refused.note(e);
+            }
         }
     }
     for p in cache.leftovers(grace) {
         outln!("{verb:>12} {}", p.display());
         if yes {
-            let _ = std::fs::remove_file(&p);
+            if let Err(e) = std::fs::remove_file(&p) {
+                refused.note(crate::store::StoreError::io(&p, e));
+            }
         }
+    }
+    if refused.count > 0 {
+        // Said, never counted as removed: a read-only cache (or another user's files) keeps them.
+        outln!(
+            "{:>12} {} of these could not be removed, e.g. {} (the cache's files must be writable by whoever collects it)",
+            "Refused",
+            refused.count,
+            refused.first
+        );
+        outln!("{:>12} {dropped} cache entries, {blobs} blobs, {} were to go; not all did", "Partly", fmt_bytes(freed));
+        return Ok(exit::STORE);
     }
     outln!("{:>12} {dropped} cache entries, {blobs} blobs, {}", if yes { "Removed" } else { "Would free" }, fmt_bytes(freed));
     if young > 0 {
@@ -443,11 +463,33 @@ pub fn gc_cache(
     Ok(exit::OK)
 }
 
+/// Removals that failed, other than of files already gone (another `gc`): how many, and the first error.
+#[derive(Default)]
+struct Refused {
+    count: usize,
+    first: String,
+}
+
+impl Refused {
+    fn note(&mut self, e: crate::store::StoreError) {
+        if let crate::store::StoreError::Io { source, .. } = &e {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                return;
+            }
+        }
+        if self.count == 0 {
+            self.first = e.to_string();
+        }
+        self.count += 1;
+    }
+}
+
 /// `verify`: checks every blob of every artifact.
 pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     let (store, _empty) = super::read_store(store_dir)?;
     let index = store.index_read()?;
     let mut bad = 0;
+    let mut unreadable = 0;
     let mut n = 0;
     // The node that computed an artifact, and its key (what `status --json` calls `key`).
     let whose = |k: &str| match index.producer(k) {
@@ -463,6 +505,11 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
                     bad += 1;
                     outln!("{:>12} {name} of {} (missing)", "Damaged", whose(&k));
                 }
+                BlobState::Unreadable => {
+                    unreadable += 1;
+                    let path = store.blobs.path(&f.digest);
+                    outln!("{:>12} {name} of {}: permission denied ({})", "Unreadable", whose(&k), crate::store::owner_and_mode(&path));
+                }
                 BlobState::Corrupt => {
                     bad += 1;
                     // Moved aside, so the artifact is stale (missing) from now on, not trusted by its size.
@@ -473,11 +520,16 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
         }
     }
     outln!(
-        "{:>12} {n} files checked, {bad} damaged{}",
+        "{:>12} {n} files checked, {bad} damaged{}{}",
         "Verified",
-        if bad > 0 { " (their nodes are stale and re-run on the next `run`)" } else { "" }
+        if bad > 0 { " (their nodes are stale and re-run on the next `run`)" } else { "" },
+        if unreadable > 0 {
+            format!(", {unreadable} not readable by this user (not checked: their owner can make them readable, `chmod g+r` or `o+r`)")
+        } else {
+            String::new()
+        }
     );
-    Ok(if bad > 0 { exit::STORE } else { exit::OK })
+    Ok(if bad + unreadable > 0 { exit::STORE } else { exit::OK })
 }
 
 /// `params`: parameter counts of every model-bearing node, computed from its config and its tasks' data
@@ -521,7 +573,7 @@ pub fn params(c: Common, json: bool, wait: bool, reg: &Registry) -> Result<i32, 
         let store = Store::open(&c.store)?;
         {
             // As `run`: a store held by another run is exit 3 at once, unless `--wait`.
-            let _lock = super::lock_store(&store, wait, false)?;
+            let _lock = super::lock_store(&store, wait, false, None)?;
             targets.sort();
             targets.dedup();
             eprintln!(

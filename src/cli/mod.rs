@@ -436,19 +436,23 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
 /// The shared cache in folder `dir`. A folder that is not there is an error for commands that only read the
 /// cache (`create = false`: an unmounted or mistyped path is not an empty cache), and for `run` and `push` a new
 /// cache, announced on standard error (it may be a mistyped path too).
+///
+/// A folder without the cache's `keys/` (an empty mount point) is no cache either: read commands never write
+/// into it.
 pub fn open_cache(dir: &std::path::Path, create: bool) -> Result<crate::store::DirCache, CliError> {
-    if !dir.is_dir() {
+    if !dir.join("keys").is_dir() {
+        let what = if dir.is_dir() { "an empty folder, or not a cache" } else { "no such folder" };
         if !create {
             return Err(CliError::Other(
                 format!(
-                    "error: there is no shared cache at {} (check `--cache`, POLYFLOW_CACHE or the pipeline's `[cache] dir`, and that its file system is mounted); this command does not create one",
+                    "error: there is no shared cache at {} ({what}: check `--cache`, POLYFLOW_CACHE or the pipeline's `[cache] dir`, and that its file system is mounted); this command does not create one",
                     dir.display()
                 ),
                 exit::USAGE,
             ));
         }
         eprintln!(
-            "note: there was no shared cache at {}: starting an empty one there (check the path if you meant an existing one)",
+            "note: there was no shared cache at {} ({what}): starting an empty one there (check the path if you meant an existing one)",
             dir.display()
         );
     }
@@ -713,14 +717,34 @@ impl RunArgs {
 
 /// Takes the store's writer lock: at once, or with `wait` as long as another run holds it, saying so first
 /// (on stderr, and as a `{"event": "waiting", "holder": …}` line with `json`) so that a wait is never silent.
-pub(crate) fn lock_store(store: &Store, wait: bool, json: bool) -> Result<crate::store::WriterLock, CliError> {
+///
+/// `stop`: the run's (interrupt, terminate) flags, set by SIGINT/SIGTERM; a stop while waiting ends the command
+/// as an interrupted run does (exit 130 or 143, with `--json` an `error` line), having started nothing.
+pub(crate) fn lock_store(
+    store: &Store,
+    wait: bool,
+    json: bool,
+    stop: Option<(&AtomicBool, &AtomicBool)>,
+) -> Result<crate::store::WriterLock, CliError> {
     match store.lock(std::time::Duration::ZERO) {
         Err(StoreError::Locked { holder }) if wait => {
             out::errln!("{:>12} for the run holding the store to finish: {holder}", "Waiting");
             if json {
                 out::line(&serde_json::json!({"event": "waiting", "holder": holder}).to_string());
             }
-            Ok(store.lock(std::time::Duration::from_secs(7 * 24 * 3600))?)
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(7 * 24 * 3600);
+            loop {
+                match store.lock(std::time::Duration::from_millis(200)) {
+                    Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {}
+                    r => return Ok(r?),
+                }
+                if let Some((interrupt, term)) = stop {
+                    if interrupt.load(Ordering::SeqCst) {
+                        let code = if term.load(Ordering::SeqCst) { exit::TERMINATED } else { exit::INTERRUPTED };
+                        return Err(CliError::Other("stopped while waiting for the store: nothing ran".into(), code));
+                    }
+                }
+            }
         }
         r => Ok(r?),
     }
@@ -732,7 +756,24 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     note_mixed_replicates(&g);
     let store = Store::open(&a.common.store)?;
     let executor = a.executor();
-    let _lock = lock_store(&store, a.wait, a.json)?;
+    // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
+    // a Slurm coordinator cancels (or keeps) its jobs and records them. Installed before waiting for the store.
+    let flag = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    let hook = |sig, f: &Arc<AtomicBool>| {
+        signal_hook::flag::register(sig, f.clone())
+            .map(|_| ())
+            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))
+    };
+    // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop).
+    for (sig, code) in [(signal_hook::consts::SIGINT, exit::INTERRUPTED), (signal_hook::consts::SIGTERM, exit::TERMINATED)] {
+        signal_hook::flag::register_conditional_shutdown(sig, code, flag.clone())
+            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))?;
+    }
+    hook(signal_hook::consts::SIGINT, &flag)?;
+    hook(signal_hook::consts::SIGTERM, &term)?;
+    hook(signal_hook::consts::SIGTERM, &flag)?;
+    let _lock = lock_store(&store, a.wait, a.json, Some((&flag, &term)))?;
     let opts = RunOptions {
         targets: a.nodes,
         force: a.force,
@@ -755,23 +796,6 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         opts.cache = Some(cache);
         opts.publish = publish && !a.no_publish;
     }
-    // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
-    // a Slurm coordinator cancels (or keeps) its jobs and records them.
-    let flag = Arc::new(AtomicBool::new(false));
-    let term = Arc::new(AtomicBool::new(false));
-    let hook = |sig, f: &Arc<AtomicBool>| {
-        signal_hook::flag::register(sig, f.clone())
-            .map(|_| ())
-            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))
-    };
-    // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop).
-    for (sig, code) in [(signal_hook::consts::SIGINT, exit::INTERRUPTED), (signal_hook::consts::SIGTERM, exit::TERMINATED)] {
-        signal_hook::flag::register_conditional_shutdown(sig, code, flag.clone())
-            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))?;
-    }
-    hook(signal_hook::consts::SIGINT, &flag)?;
-    hook(signal_hook::consts::SIGTERM, &term)?;
-    hook(signal_hook::consts::SIGTERM, &flag)?;
     // A reader of the JSON lines that goes away stops the run as SIGTERM would, with a flag of its own: the
     // signal handlers' (a second signal ends the process at once) stays down until a signal comes.
     let pipe = Arc::new(AtomicBool::new(false));

@@ -37,14 +37,23 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
         if k > 0 {
             println!();
         }
-        show_one(&c, &g, &store, &a[&i], earlier.get(&i), i)?;
+        show_one(&c, &g, &store, &a, earlier.get(&i), i)?;
     }
     Ok(exit::OK)
 }
 
-/// `show` of node `i` in state `s`; `earlier`: when not fresh, what the store holds of its nearest earlier run.
-fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier: Option<&Earlier>, i: usize) -> Result<(), CliError> {
+/// `show` of node `i`, `a` the assessment of it and its inputs; `earlier`: when not fresh, what the store holds of
+/// its nearest earlier run.
+fn show_one(
+    c: &Common,
+    g: &graph::Graph,
+    store: &Store,
+    a: &BTreeMap<usize, Assessment>,
+    earlier: Option<&Earlier>,
+    i: usize,
+) -> Result<(), CliError> {
     let n = &g.nodes[i];
+    let s = &a[&i];
     // The version in the node's key (a stage may give some settings or backends one more).
     let version = s.fingerprint.as_ref().map_or(n.stage.version(), |f| f.version);
     println!("node:   {} ({}, v{})", n.id, n.stage.kind(), version);
@@ -73,15 +82,22 @@ fn show_one(c: &Common, g: &graph::Graph, store: &Store, s: &Assessment, earlier
     if n.stage.env_keys().contains(&"seed") {
         println!("seed:   {}", env.get("seed").map(String::as_str).unwrap_or("?"));
     }
-    // Its inputs, with the digest of each input artifact it is keyed by (or that it waits on it).
+    // Its inputs, with the digest of each input artifact it is keyed by, else each input's own state (a node
+    // waiting on one stale input has fresh ones too).
     for (slot, ups) in &n.inputs {
         let digests = s.fingerprint.as_ref().and_then(|f| f.inputs.get(slot));
+        let short = |d: &str| d[..d.len().min(12)].to_string();
         let shown: Vec<String> = ups
             .iter()
             .enumerate()
-            .map(|(k, &u)| match digests.and_then(|d| d.get(k)) {
-                Some(d) => format!("{} ({})", g.nodes[u].id, &d.digest[..d.digest.len().min(12)]),
-                None => format!("{} (not fresh)", g.nodes[u].id),
+            .map(|(k, &u)| match (digests.and_then(|d| d.get(k)), a.get(&u)) {
+                (Some(d), _) => format!("{} ({})", g.nodes[u].id, short(&d.digest)),
+                (None, Some(up)) if up.state == State::Fresh => match &up.manifest {
+                    Some(m) => format!("{} (fresh, {})", g.nodes[u].id, short(&m.digest)),
+                    None => format!("{} (fresh)", g.nodes[u].id),
+                },
+                (None, Some(up)) => format!("{} ({})", g.nodes[u].id, up.state),
+                (None, None) => format!("{} (not fresh)", g.nodes[u].id),
             })
             .collect();
         println!("input:  {slot}: {}", shown.join(", "));
@@ -152,7 +168,19 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
     for (name, f) in &m.files {
         println!("  {name:<28} {:>10}  {}", fmt_bytes(f.size), store.blobs.path(&f.digest).display());
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE))?;
+    // A store this user cannot write (another's, a read-only mount): the previews go to a folder of the user's.
+    let fallback;
+    let out_dir = match std::fs::create_dir_all(out_dir) {
+        Ok(()) => out_dir,
+        Err(e) if crate::store::is_not_writable(&e) => {
+            let rel = out_dir.strip_prefix(&store.root).unwrap_or(out_dir);
+            fallback = std::env::temp_dir().join(format!("polyflow-{}", unsafe { libc::getuid() })).join(rel);
+            std::fs::create_dir_all(&fallback).map_err(|e| CliError::Other(format!("{}: {e}", fallback.display()), exit::STORE))?;
+            println!("previews: {} (the store is not writable here)", fallback.display());
+            &fallback
+        }
+        Err(e) => return Err(CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE)),
+    };
     let art = InputArtifact::new(n.id.clone(), m.clone(), store.clone());
     match n.stage.describe(&art, out_dir) {
         Ok(text) if !text.is_empty() => println!("{text}"),

@@ -91,9 +91,12 @@ impl IdleIndex<'_> {
         self.last_use = Instant::now();
         Ok(self.index.as_ref().unwrap())
     }
-    /// Closes the index when it has not been used for a while (progress messages do not count).
+    /// Closes the index when it has not been used for a while (progress messages do not count), or at once when
+    /// another process waits for it (`status` while nodes commit one after another).
     fn close_if_idle(&mut self) {
-        if self.index.is_some() && self.last_use.elapsed() > Duration::from_millis(250) {
+        if self.index.is_some()
+            && (self.last_use.elapsed() > Duration::from_millis(250) || Index::wanted(&crate::store::index_dir(&self.store.root)))
+        {
             self.index = None;
         }
     }

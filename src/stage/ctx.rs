@@ -47,7 +47,24 @@ impl InputArtifact {
                 self.manifest.files.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        self.store.blobs.read(&f.digest).map_err(|e| StageError::failed(format!("input `{}`: {e}; run again to recompute it", self.id)))
+        self.store.blobs.read(&f.digest).map_err(|e| match &e {
+            crate::store::StoreError::Io { source, path } if crate::store::is_not_writable(source) => self.unreadable(name, path),
+            _ => StageError::failed(format!("input `{}`: {e}; run again to recompute it", self.id)),
+        })
+    }
+
+    /// A blob of this artifact that this user may not read: a store error (exit 4), not a node's failure, and
+    /// nothing a re-run mends.
+    fn unreadable(&self, name: &str, path: &Path) -> StageError {
+        StageError::store(
+            format!(
+                "input `{}` file `{name}`: permission denied ({}); everyone who runs in a store must be able to read \
+                 its files: its owner can `chmod -R g+rX` it (a shared store: see the README)",
+                self.id,
+                crate::store::owner_and_mode(path)
+            ),
+            false,
+        )
     }
 
     /// Opens file `name` for random access, after checking its checksum by streaming it once (constant memory).
@@ -57,7 +74,13 @@ impl InputArtifact {
         let fail = |m: String| {
             StageError::failed(format!("input `{}` file `{name}` ({}): {m}; run again to recompute it", self.id, path.display()))
         };
-        let mut file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
+        let mut file = std::fs::File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                self.unreadable(name, &path)
+            } else {
+                fail(e.to_string())
+            }
+        })?;
         let mut h = blake3::Hasher::new();
         h.update_reader(&mut file).map_err(|e| fail(e.to_string()))?;
         if h.finalize().to_hex().as_str() != f.digest {

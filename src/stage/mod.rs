@@ -9,9 +9,7 @@ mod params;
 
 pub use ctx::{ArtifactWriter, InputArtifact, Progress, StageCtx};
 pub(crate) use params::choice_enum;
-pub use params::{
-    canonical_option_table, defaults, option_table_key, parse, parse_checked, sample, Mismatch, ParamSpec, ParamType,
-};
+pub use params::{canonical_option_table, defaults, option_table_key, parse, parse_checked, sample, Mismatch, ParamSpec, ParamType};
 
 use std::collections::BTreeMap;
 use std::path::Path;

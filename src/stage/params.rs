@@ -120,9 +120,7 @@ impl ParamType {
                     Some(i) => i,
                     None => match v.as_f64() {
                         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
-                        Some(f) if f.is_finite() && f.fract() != 0.0 => {
-                            return Err(Mismatch::Range(format!("{f} is not a whole number")))
-                        }
+                        Some(f) if f.is_finite() && f.fract() != 0.0 => return Err(Mismatch::Range(format!("{f} is not a whole number"))),
                         _ => return Err(Mismatch::Type("an integer".into())),
                     },
                 };

@@ -183,7 +183,14 @@ impl Stage for CommandStage {
         // Absolute: the program runs in the pipeline file's folder, not in polyflow's.
         let work =
             std::path::absolute(ctx.scratch.join("command")).map_err(|e| StageError::failed(format!("{}: {e}", ctx.scratch.display())))?;
-        let io = |e: std::io::Error| StageError::failed(format!("{}: {e}", work.display()));
+        // The scratch folder is the store's: failing to make it is a store error (exit 4), as a full disk is.
+        let io = |e: std::io::Error| {
+            if crate::store::is_not_writable(&e) {
+                StageError::store(format!("{}: {e} ({})", work.display(), crate::store::owner_and_mode(&ctx.scratch)), false)
+            } else {
+                StageError::store(format!("{}: {e}", work.display()), crate::store::is_disk_full(&e))
+            }
+        };
         if work.exists() {
             std::fs::remove_dir_all(&work).map_err(io)?;
         }

@@ -20,6 +20,8 @@ pub enum BlobState {
     Missing,
     /// Size or checksum mismatch.
     Corrupt,
+    /// There with the right size, but this user may not read it (permissions): not damage, nothing to re-run.
+    Unreadable,
 }
 
 impl BlobStore {
@@ -58,6 +60,11 @@ impl BlobStore {
         Ok(())
     }
 
+    /// A temp file for a new blob ([`super::temp_file_in`]).
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        super::temp_file_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))
+    }
+
     /// Writes `bytes` (temp file, fsync, rename, fsync dir) and returns the blake3 digest.
     /// A blob that already exists intact is not rewritten.
     pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
@@ -65,7 +72,7 @@ impl BlobStore {
         if self.check(&digest, bytes.len() as u64) == BlobState::Ok {
             return Ok(digest);
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
+        let mut tmp = self.temp_file()?;
         tmp.write_all(bytes).map_err(|e| StoreError::io(tmp.path(), e))?;
         tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
         self.install(&digest, |to| tmp.persist(to).map(|_| ()).map_err(|e| e.error))?;
@@ -75,7 +82,7 @@ impl BlobStore {
     /// Writes a blob from a stream (constant memory: hashed while copied to a temp file, fsynced, renamed);
     /// returns its digest and size.
     pub fn put_reader(&self, mut r: impl std::io::Read) -> Result<(String, u64), StoreError> {
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp).map_err(|e| StoreError::io(&self.tmp, e))?;
+        let mut tmp = self.temp_file()?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
@@ -192,8 +199,10 @@ impl BlobStore {
         }
         let mut hasher = blake3::Hasher::new();
         // Read through a buffer, not mmap: a mapped blob would count in the resident set of every run.
-        if std::fs::File::open(&path).and_then(|f| hasher.update_reader(f).map(|_| ())).is_err() {
-            return BlobState::Missing;
+        match std::fs::File::open(&path).and_then(|f| hasher.update_reader(f).map(|_| ())) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return BlobState::Unreadable,
+            Err(_) => return BlobState::Missing,
         }
         if hasher.finalize().to_hex().as_str() == digest {
             BlobState::Ok

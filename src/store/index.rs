@@ -56,26 +56,40 @@ impl Index {
     /// Opens the index for reading (`status`, `plan`, `verify`, `show`): as [`Index::open`], but on a full
     /// disk — where sled cannot open anything, since opening writes — a copy in memory (`/dev/shm`) or the
     /// temp folder is opened instead, so read-only commands keep working. Writes to that copy are lost.
+    ///
+    /// The same on a store this user cannot write (another user's, a read-only mount): the copy is taken under a
+    /// shared lock on sled's own lock file, so no writer is half-way through it.
     pub fn open_read_only(dir: &Path, wait: Duration) -> Result<Index, StoreError> {
+        let copy = |e: &StoreError, locked: bool| -> Result<Index, StoreError> {
+            let shm = Path::new("/dev/shm");
+            let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.map_err(|_| e.clone_msg())?;
+            let lock = if locked { Some(shared_lock(&dir.join("db"), wait).map_err(|_| e.clone_msg())?) } else { None };
+            copy_dir(dir, tmp.path()).map_err(|_| e.clone_msg())?;
+            drop(lock);
+            let mut ix = Self::open_once(tmp.path(), wait)?;
+            ix._copy = Some(tmp);
+            Ok(ix)
+        };
         match Self::open(dir, wait) {
             Err(e) if e.is_disk_full() => {
                 remove_empty_snapshots(dir);
-                let shm = Path::new("/dev/shm");
-                let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.map_err(|_| e.clone_msg())?;
-                copy_dir(dir, tmp.path()).map_err(|_| e.clone_msg())?;
-                let mut ix = Self::open_once(tmp.path(), wait)?;
-                ix._copy = Some(tmp);
-                Ok(ix)
+                copy(&e, false)
             }
+            Err(e @ StoreError::Index(_)) if not_writable(dir) => copy(&e, true),
             r => r,
         }
     }
 
     fn open_once(dir: &Path, wait: Duration) -> Result<Index, StoreError> {
         let start = Instant::now();
+        // After a short wait, a `want` file asks the holder (a run committing node after node) to close the index
+        // between two commits ([`Index::wanted`]); removed once this process has it.
+        let want = want_path(dir);
+        let unask = Unask(&want, std::cell::Cell::new(false));
         loop {
             match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
                 Ok(db) => {
+                    drop(unask);
                     let t = |n: &str| db.open_tree(n).map_err(|e| StoreError::Index(e.to_string()));
                     return Ok(Index {
                         artifacts: t("artifacts")?,
@@ -88,6 +102,13 @@ impl Index {
                     });
                 }
                 Err(sled::Error::Io(e)) if start.elapsed() < wait && is_lock_error(&e) => {
+                    // Asked again every half second (its age tells a live request from one left by a killed process).
+                    if start.elapsed() > Duration::from_millis(100)
+                        && want_age(&want).is_none_or(|a| a > Duration::from_millis(500))
+                        && std::fs::write(&want, std::process::id().to_string()).is_ok()
+                    {
+                        unask.1.set(true);
+                    }
                     std::thread::sleep(Duration::from_millis(15));
                 }
                 Err(e) => return Err(StoreError::Index(format!("cannot open index {}: {e}", dir.display()))),
@@ -203,6 +224,12 @@ impl Index {
         self.records.iter().flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
     }
 
+    /// Whether another process has been waiting for the index at `dir` in the last second: its holder closes it
+    /// at the next chance (a run between two commits), so that `status` does not wait for a whole run.
+    pub fn wanted(dir: &Path) -> bool {
+        want_age(&want_path(dir)).is_some_and(|a| a < Duration::from_secs(1))
+    }
+
     /// Flushes to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| StoreError::Index(e.to_string()))?;
@@ -244,6 +271,51 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The file by which a process waiting for the index asks its holder to close it ([`Index::wanted`]).
+fn want_path(dir: &Path) -> PathBuf {
+    dir.with_extension("wanted")
+}
+
+fn want_age(want: &Path) -> Option<Duration> {
+    std::fs::metadata(want).and_then(|m| m.modified()).ok().map(|t| t.elapsed().unwrap_or_default())
+}
+
+/// Removes the `want` file on drop when this process wrote it and then got the index.
+struct Unask<'a>(&'a Path, std::cell::Cell<bool>);
+
+impl Drop for Unask<'_> {
+    fn drop(&mut self) {
+        if self.1.get() {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+}
+
+/// Whether `dir` (an index folder) cannot be written by this user: sled opens its files for writing.
+fn not_writable(dir: &Path) -> bool {
+    let probe = |p: &Path| std::fs::OpenOptions::new().append(true).open(p).err().is_some_and(|e| super::is_not_writable(&e));
+    probe(&dir.join("db")) || probe(&dir.join("conf")) || {
+        // Sled writes new snapshot files into the folder.
+        let ro = std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly());
+        ro || tempfile::tempfile_in(dir).err().is_some_and(|e| super::is_not_writable(&e))
+    }
+}
+
+/// A shared lock on `path` (sled's lock file), waiting up to `wait` while a writer holds it; released on drop.
+fn shared_lock(path: &Path, wait: Duration) -> std::io::Result<std::fs::File> {
+    use fs4::fs_std::FileExt;
+    let f = std::fs::File::open(path)?;
+    let start = Instant::now();
+    loop {
+        match FileExt::try_lock_shared(&f) {
+            Ok(true) => return Ok(f),
+            Ok(false) | Err(_) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(15)),
+            Ok(false) => return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "the index stays locked")),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn is_lock_error(e: &std::io::Error) -> bool {

@@ -14,13 +14,14 @@ impl WriterLock {
     /// Takes the writer lock; waits up to `wait` for another holder, then fails naming it.
     pub fn acquire(root: &Path, wait: Duration) -> Result<WriterLock, StoreError> {
         let path = root.join("writer.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| {
+            if super::is_not_writable(&e) {
+                let what = if path.exists() { path.clone() } else { root.to_path_buf() };
+                StoreError::NotWritable { root: root.to_path_buf(), why: format!("{e}; {}", super::owner_and_mode(&what)) }
+            } else {
+                StoreError::io(&path, e)
+            }
+        })?;
         let start = std::time::Instant::now();
         loop {
             match FileExt::try_lock_exclusive(&file) {

@@ -11,6 +11,7 @@
 //! stat/           stat cache of external files' digests (see `fingerprint::files`; safe to delete)
 //! damaged/        blobs found not to match their digest, moved aside (their artifacts are then stale)
 //! writer.lock     advisory lock held by the one running `polyflow run`
+//! index.wanted    written by a process waiting for the index: its holder closes it between two commits
 //! show/<id>/      previews written by `polyflow show`
 //! ```
 //!
@@ -71,6 +72,34 @@ pub enum StoreError {
         /// Description of the holder.
         holder: String,
     },
+    /// The store cannot be written by this user (a read-only copy, another user's store, a read-only mount).
+    #[error(
+        "the store {root} is not writable here ({why}): `status`, `plan`, `show`, `compare`, `report` and `verify` \
+         read it as it is; to run, use a store of your own (`--store DIR`), or ask its owner to make it \
+         group-writable (`chmod -R g+w` and `chmod g+s` on its folders: a group-writable store is shared, see the README)"
+    )]
+    NotWritable {
+        /// The store root.
+        root: PathBuf,
+        /// The cause, with the owner and mode of what refused.
+        why: String,
+    },
+}
+
+/// Whether an I/O error means the place cannot be written by this user (permissions, a read-only mount).
+pub fn is_not_writable(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem)
+}
+
+/// `path`'s owner and mode (or its nearest existing folder's), for an error that says why it could not be written
+/// (`owner uid 1001, group gid 1001, mode 2755`).
+pub fn owner_and_mode(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let path = path.ancestors().find(|p| p.exists()).unwrap_or(path);
+    match std::fs::metadata(path) {
+        Ok(m) => format!("{}: owner uid {}, group gid {}, mode {:o}", path.display(), m.uid(), m.gid(), m.mode() & 0o7777),
+        Err(e) => format!("{}: {e}", path.display()),
+    }
 }
 
 impl StoreError {
@@ -154,6 +183,32 @@ pub fn job_dir(root: &Path, key: &str) -> PathBuf {
     jobs_root(root).join(&key[..24.min(key.len())])
 }
 
+/// A temp file in `dir` to be renamed into place in the store, with the mode the umask gives any new file
+/// (`0666 & !umask`): tempfile's own `0600` made what polyflow wrote unreadable to the rest of a group sharing a
+/// store, while a program's outputs followed the umask.
+pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o666)).tempfile_in(dir)
+}
+
+/// A store (or cache) whose root folder is group-writable is shared by its group: from then on this process
+/// creates what it creates group-writable too (its umask's group bits cleared, so the index, blobs, scratch
+/// folders and a `command` node's outputs are `g+rw` whatever the user's umask; with the root's setgid bit, new
+/// folders keep its group). A member with umask `022` made folders others of the group could not write.
+/// Returns whether the store is shared.
+pub fn share_with_group(root: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = std::fs::metadata(root).is_ok_and(|m| m.permissions().mode() & 0o020 != 0);
+    if shared {
+        // SAFETY: umask only sets the process's file-creation mask; read and written back at once.
+        unsafe {
+            let old = libc::umask(0o022);
+            libc::umask(old & !0o070);
+        }
+    }
+    shared
+}
+
 /// A store root.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -164,9 +219,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) a store at `root`.
+    /// Opens (creating) a store at `root`. A store whose root folder is group-writable is shared with its group
+    /// ([`share_with_group`]).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+        share_with_group(root);
         // Absolute, so that paths into the store handed to programs that run elsewhere (a `command` node's
         // `$POLYFLOW_OUT`, run in its pipeline file's folder; a Slurm job) name the same place.
         let root = std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
@@ -247,6 +304,20 @@ mod tests {
         assert_eq!(s.blobs.present(&dg, 5), BlobState::Corrupt);
         assert_eq!(s.blobs.damaged().len(), 1);
         assert_eq!(s.blobs.present(&s.blobs.put(b"hello").unwrap(), 4), BlobState::Corrupt, "a wrong size is damage");
+    }
+
+    /// A blob polyflow writes has the mode the umask gives any new file, as a program's outputs do (it was
+    /// `0600`: unreadable to the rest of a group sharing the store).
+    #[test]
+    fn blobs_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status.lines().find_map(|l| l.strip_prefix("Umask:")).map(|m| u32::from_str_radix(m.trim(), 8).unwrap()).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let mode = |dg: &str| std::fs::metadata(s.blobs.path(dg)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&s.blobs.put(b"a").unwrap()), 0o666 & !umask);
+        assert_eq!(mode(&s.blobs.put_reader(&b"b"[..]).unwrap().0), 0o666 & !umask);
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub fn job_dir(store_root: &Path, key: &str) -> PathBuf {
 /// Writes `v` as JSON to `dir/name` atomically (temp file, fsync, rename).
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, v: &T) -> std::io::Result<()> {
     use std::io::Write;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = crate::store::temp_file_in(dir)?;
     tmp.write_all(&serde_json::to_vec_pretty(v).expect("json"))?;
     tmp.as_file().sync_all()?;
     tmp.persist(dir.join(name)).map_err(|e| e.error)?;
