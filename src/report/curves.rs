@@ -1,5 +1,5 @@
-//! Training curves as inline SVG, drawn from a training node's `steps.jsonl` (loss per task, moving average
-//! over 20 of its updates) and `evals.jsonl` (the validation metric per task where evaluated; the test metric
+//! Training curves as inline SVG, drawn from a training node's `steps.jsonl` (loss per task: each update's, faint,
+//! and the mean of the task's last [`SMOOTH`] updates, bold) and `evals.jsonl` (the validation metric per task where evaluated; the test metric
 //! when there is no validation).
 
 use super::html::esc;
@@ -22,8 +22,11 @@ fn lines(text: &str) -> impl Iterator<Item = Value> + '_ {
     text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok())
 }
 
-/// Loss per task over updates (moving average over 20 of the task's updates).
-fn losses(steps: &str) -> Series {
+/// The loss curve's bold line is the mean of each task's last this many updates (fewer at the start).
+pub const SMOOTH: usize = 20;
+
+/// Loss per task over updates: (each update's, the mean of the task's last [`SMOOTH`] updates).
+fn losses(steps: &str) -> (Series, Series) {
     let mut raw: Series = BTreeMap::new();
     for v in lines(steps) {
         let (Some(step), Some(loss)) = (v["step"].as_f64(), v["loss"].as_f64()) else { continue };
@@ -34,17 +37,19 @@ fn losses(steps: &str) -> Series {
             raw.entry(t.to_string()).or_default().push((step, loss));
         }
     }
-    raw.into_iter()
+    let smooth = raw
+        .iter()
         .map(|(t, pts)| {
             let smooth = (0..pts.len())
                 .map(|i| {
-                    let lo = i.saturating_sub(19);
+                    let lo = i.saturating_sub(SMOOTH - 1);
                     (pts[i].0, pts[lo..=i].iter().map(|q| q.1).sum::<f64>() / (i - lo + 1) as f64)
                 })
                 .collect();
-            (t, smooth)
+            (t.clone(), smooth)
         })
-        .collect()
+        .collect();
+    (raw, smooth)
 }
 
 /// The evaluated metric per task over updates: `(split, metric, series)`.
@@ -95,10 +100,20 @@ fn x_range<'a>(all: impl Iterator<Item = &'a Series>) -> (f64, f64) {
     }
 }
 
-/// One panel over updates `x0..x1`: axes, end ticks, a polyline (and dots when few) per task.
-fn panel(title: &str, series: &Series, colors: &BTreeMap<String, &str>, class: &str, y0: Option<f64>, (x0, x1): (f64, f64)) -> String {
+/// One panel over updates `x0..x1`: axes, end ticks, a polyline (and dots when few) per task. `faint`: each
+/// point's own value behind a smoothed `series` (same tasks, same points), drawn thin and named in the dots'
+/// hover text.
+fn panel(
+    title: &str,
+    series: &Series,
+    faint: Option<&Series>,
+    colors: &BTreeMap<String, &str>,
+    class: &str,
+    y0: Option<f64>,
+    (x0, x1): (f64, f64),
+) -> String {
     let (mut ymin, mut ymax) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &(_, y) in series.values().flatten() {
+    for &(_, y) in series.values().chain(faint.into_iter().flat_map(|f| f.values())).flatten() {
         ymin = ymin.min(y);
         ymax = ymax.max(y);
     }
@@ -130,6 +145,15 @@ fn panel(title: &str, series: &Series, colors: &BTreeMap<String, &str>, class: &
         s.push_str(&format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" class=\"tick\">{}</text>", L - 4.0, py(y) + 4.0, num(y)));
     }
     s.push_str(&format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" class=\"tick\">update</text>", L + (W - L - R) / 2.0, H - 4.0));
+    for (task, p) in faint.into_iter().flatten() {
+        let c = colors.get(task).copied().unwrap_or("#333");
+        let path: Vec<String> = p.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        s.push_str(&format!(
+            "<polyline class=\"raw\" data-task=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-opacity=\"0.3\" stroke-width=\"1\" points=\"{}\"/>",
+            esc(task),
+            path.join(" ")
+        ));
+    }
     for (task, p) in series {
         let c = colors.get(task).copied().unwrap_or("#333");
         let path: Vec<String> = p.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
@@ -140,13 +164,17 @@ fn panel(title: &str, series: &Series, colors: &BTreeMap<String, &str>, class: &
             esc(task)
         ));
         if p.len() <= 40 {
-            for &(x, y) in p {
+            let own = faint.and_then(|f| f.get(task));
+            for (k, &(x, y)) in p.iter().enumerate() {
+                let what = match own.and_then(|o| o.get(k)) {
+                    Some(&(_, v)) => format!("{} at update {x:.0} (mean of its last {} updates: {})", num(v), (k + 1).min(SMOOTH), num(y)),
+                    None => format!("{} at update {x:.0}", num(y)),
+                };
                 s.push_str(&format!(
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{c}\"><title>{}: {} at update {x:.0}</title></circle>",
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{c}\"><title>{}: {what}</title></circle>",
                     px(x),
                     py(y),
                     esc(task),
-                    num(y)
                 ));
             }
         }
@@ -157,7 +185,7 @@ fn panel(title: &str, series: &Series, colors: &BTreeMap<String, &str>, class: &
 
 /// The two panels and a legend, from the node's `steps.jsonl` and `evals.jsonl` text.
 pub fn figure(steps: &str, evals_text: &str) -> String {
-    let loss = losses(steps);
+    let (raw, loss) = losses(steps);
     let (split, metric, ev) = evals(evals_text);
     let mut colors: BTreeMap<String, &str> = BTreeMap::new();
     for t in loss.keys().chain(ev.keys()) {
@@ -166,8 +194,9 @@ pub fn figure(steps: &str, evals_text: &str) -> String {
     }
     let mut s = String::from("<div class=\"curves\">");
     let xr = x_range([&loss, &ev].into_iter());
-    s.push_str(&panel("training loss", &loss, &colors, "loss", Some(0.0), xr));
-    s.push_str(&panel(&format!("{split} {metric}"), &ev, &colors, "eval", None, xr));
+    let title = format!("training loss (bold: mean of {SMOOTH} updates)");
+    s.push_str(&panel(&title, &loss, Some(&raw), &colors, "loss", Some(0.0), xr));
+    s.push_str(&panel(&format!("{split} {metric}"), &ev, None, &colors, "eval", None, xr));
     s.push_str("<ul class=\"legend\">");
     for (t, c) in &colors {
         s.push_str(&format!("<li><span class=\"swatch\" style=\"background:{c}\"></span>{}</li>", esc(t)));
@@ -185,7 +214,12 @@ mod tests {
         let steps = "{\"step\":1,\"tasks\":[\"a\"],\"loss\":2.0,\"lr\":0.1,\"grad_norm\":1}\n{\"step\":2,\"tasks\":[\"b\"],\"loss\":1.0,\"lr\":0.1,\"grad_norm\":1}\n{\"step\":3,\"tasks\":[\"a\"],\"loss\":1.0,\"lr\":0.1,\"grad_norm\":1}\n";
         let evals = "{\"step\":3,\"task\":\"a\",\"split\":\"val\",\"metrics\":{\"top1\":0.5}}\n{\"step\":3,\"task\":\"a\",\"split\":\"test\",\"metrics\":{\"top1\":0.4}}\n";
         let f = figure(steps, evals);
-        assert_eq!(f.matches("<polyline").count(), 3, "{f}");
+        // Loss: each update's (faint) and the running mean (bold) per task; the eval metric.
+        assert_eq!(f.matches("<polyline class=\"series\"").count(), 3, "{f}");
+        assert_eq!(f.matches("<polyline class=\"raw\"").count(), 2, "{f}");
+        // The hover text gives the update's own loss, then the mean drawn: task a's second update is 1.00 (mean 1.50).
+        assert!(f.contains("a: 1.00 at update 3 (mean of its last 2 updates: 1.50)"), "{f}");
+        assert!(f.contains("bold: mean of 20 updates"), "{f}");
         assert!(f.contains("val top1") && f.contains("data-task=\"b\""), "{f}");
         // Nothing to draw: an empty panel, not a failure.
         assert!(figure("", "").contains("no data"));

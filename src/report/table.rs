@@ -96,7 +96,15 @@ fn prov_html(p: &Provenance, seed_value: Option<f64>, g: &Graph, keys: &BTreeMap
     ));
     if let Some(&i) = g.by_id.get(&p.node) {
         let n = &g.nodes[i];
-        let params = serde_json::to_string_pretty(&n.params).unwrap_or_default();
+        // As the node uses them (a preset's size in place of `0`, only the chosen optimizer's settings), as `show`
+        // says under `uses:`.
+        let ups = n
+            .inputs
+            .iter()
+            .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
+            .collect();
+        let used = n.stage.effective(&n.params, &ups).unwrap_or_else(|| n.params.clone());
+        let params = serde_json::to_string_pretty(&used).unwrap_or_default();
         s.push_str(&format!("<dt>parameters</dt><dd><pre class=\"prov-params\">{}</pre></dd>", esc(&params)));
         let inputs: Vec<String> = n
             .inputs

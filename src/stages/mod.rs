@@ -111,6 +111,11 @@ mod tests {
         assert_eq!(keyed("dim = 64\ndepth = 4\nheads = 4\nmlp = 128\n"), plain);
         assert_eq!(keyed("size = \"Ti\"\ndim = 192\n"), keyed("size = \"Ti\"\n"));
         assert_ne!(keyed("dim = 96\n"), plain);
+        // An optimizer's settings count only where it is the one chosen.
+        let adam = keyed("optimizer = \"adam\"\n");
+        assert_eq!(keyed("optimizer = \"adam\"\nweight_decay = 0.5\nmomentum = 0.5\n"), adam);
+        assert_ne!(keyed("optimizer = \"adamw\"\nweight_decay = 0.5\n"), keyed("optimizer = \"adamw\"\n"));
+        assert_ne!(keyed("momentum = 0.5\n"), plain);
     }
 
     /// An option table's entry at its default (`augment.mixup = 0`, `fbank.num_mel_bins = 128`), a float option

@@ -95,7 +95,9 @@ impl Stage for TableStage {
     fn version(&self) -> u32 {
         // 2: seed replicates aggregated (mean ± std), ties within noise, average columns. 3: also `table.tex`.
         // 4: a mark's tie group stops at the first untied row (marks follow the means); marks in `table.txt`.
-        4
+        // 5: no model counts 0 on a row without models (no value); CSV with `:std`/`:n` columns, empty where no
+        // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does).
+        5
     }
     fn doc(&self) -> &'static str {
         "a result table (terminal, Markdown and LaTeX with best/second marked, CSV, JSON with provenance)"
@@ -289,8 +291,9 @@ impl Stage for TableStage {
                 let params: u64 = firsts.iter().map(|(_, m)| m["params"].as_u64().unwrap_or(0)).sum();
                 let from: Vec<Provenance> =
                     firsts.iter().filter(|(_, m)| m["models"].as_u64().unwrap_or(0) > 0).map(|(a, _)| prov(a, "params".into())).collect();
+                // No model (a probe of the initial model): no value, not a count of 0.
                 cells.push(Cell::single(
-                    Some(models as f64),
+                    (models > 0).then_some(models as f64),
                     if models > 0 { models.to_string() } else { "–".into() },
                     from.clone(),
                     false,
@@ -302,7 +305,7 @@ impl Stage for TableStage {
                 } else {
                     format!("{:.1}K", params as f64 / 1e3)
                 };
-                cells.push(Cell::single(Some(params as f64), ptxt, from, false));
+                cells.push(Cell::single((params > 0).then_some(params as f64), ptxt, from, false));
             }
             // Per column: the per-seed values of the first named node that reports the metric.
             let mut per_col: Vec<(Vec<f64>, Vec<Provenance>)> = vec![];
@@ -341,7 +344,7 @@ impl Stage for TableStage {
         }
         if max_seeds > 1 {
             t.caption.push_str(&format!(
-                " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second (in text: **best**, _second_), each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
+                " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
                 crate::tables::TIE_RULE
             ));
         }

@@ -514,6 +514,15 @@ impl Stage for TrainStage {
     }
     fn canonical_key(&self, keyed: &mut Value) {
         super::modelspec::canonical_size(keyed);
+        // The settings of an optimizer not chosen change nothing: keyed at their defaults (the `effective` values
+        // leave them out).
+        let opt = keyed.get("optimizer").and_then(|o| o.as_str()).map(str::to_string);
+        if opt.as_deref() != Some(Optimizer::Sgd.name()) {
+            keyed["momentum"] = json!(0.9);
+        }
+        if opt.as_deref() != Some(Optimizer::AdamW.name()) {
+            keyed["weight_decay"] = json!(0.0);
+        }
     }
     fn env_for(&self, params: &Value, env: BTreeMap<String, String>) -> BTreeMap<String, String> {
         env_for_block(params, env)

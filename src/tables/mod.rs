@@ -149,11 +149,32 @@ pub fn ranks(t: &ResultTable) -> Vec<(Vec<usize>, Vec<usize>)> {
         .collect()
 }
 
-/// Markdown with the best value per column in **bold** and the second <u>underlined</u>.
+/// Text for a Markdown table cell: `|` would end the cell and `<`, `>`, `&` start HTML, `*`, `_` and a backslash
+/// emphasis and escapes, so each is escaped (`\|`, `&lt;`, …); a line break is a space.
+pub fn markdown_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '|' | '*' | '_' | '\\' | '`' => {
+                o.push('\\');
+                o.push(ch);
+            }
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            '\n' | '\r' => o.push(' '),
+            _ => o.push(ch),
+        }
+    }
+    o
+}
+
+/// Markdown with the best value per column in **bold** and the second <u>underlined</u>; labels escaped
+/// ([`markdown_escape`]).
 pub fn markdown(t: &ResultTable) -> String {
     let r = ranks(t);
-    let mut s = format!("### {}\n\n", t.title);
-    s.push_str(&format!("| {} |\n", t.columns.join(" | ")));
+    let mut s = format!("### {}\n\n", markdown_escape(&t.title));
+    s.push_str(&format!("| {} |\n", t.columns.iter().map(|c| markdown_escape(c)).collect::<Vec<_>>().join(" | ")));
     s.push_str(&format!("|{}\n", t.columns.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>()));
     for (i, row) in t.cells.iter().enumerate() {
         let cells: Vec<String> = row
@@ -161,16 +182,17 @@ pub fn markdown(t: &ResultTable) -> String {
             .enumerate()
             .map(|(c, cell)| {
                 let tie = |g: &Vec<usize>| if g.len() > 1 { " (tie)" } else { "" };
+                let text = markdown_escape(&cell.text);
                 if r[c].0.contains(&i) {
-                    format!("**{}**{}", cell.text, tie(&r[c].0))
+                    format!("**{text}**{}", tie(&r[c].0))
                 } else if r[c].1.contains(&i) {
-                    format!("<u>{}</u>{}", cell.text, tie(&r[c].1))
+                    format!("<u>{text}</u>{}", tie(&r[c].1))
                 } else {
-                    cell.text.clone()
+                    text
                 }
             })
             .collect();
-        s.push_str(&format!("| {} | {} |\n", t.rows[i], cells.join(" | ")));
+        s.push_str(&format!("| {} | {} |\n", markdown_escape(&t.rows[i]), cells.join(" | ")));
     }
     s.push_str(&format!("\n{}\n", t.caption));
     s
@@ -264,13 +286,30 @@ pub fn latex(t: &ResultTable) -> String {
     s
 }
 
-/// CSV.
+/// CSV: each cell's value as computed (a metric as a fraction, not the percent the text shows; a count as
+/// the number), empty where there is none; a column of cells over seeds gets `COLUMN:std` (the sample std,
+/// empty for one run) and `COLUMN:n` (the runs averaged) beside it, as `compare --csv` writes them.
 pub fn csv(t: &ResultTable) -> String {
     let mut w = csv::Writer::from_writer(vec![]);
-    let _ = w.write_record(&t.columns);
+    let seeded: Vec<bool> = (0..t.columns.len().saturating_sub(1)).map(|c| t.cells.iter().any(|r| r[c].seeds.len() > 1)).collect();
+    let mut head = vec![t.columns.first().cloned().unwrap_or_default()];
+    for (c, name) in t.columns.iter().skip(1).enumerate() {
+        head.push(name.clone());
+        if seeded[c] {
+            head.push(format!("{name}:std"));
+            head.push(format!("{name}:n"));
+        }
+    }
+    let _ = w.write_record(&head);
     for (i, row) in t.cells.iter().enumerate() {
         let mut rec = vec![t.rows[i].clone()];
-        rec.extend(row.iter().map(|c| c.value.map(|v| format!("{v}")).unwrap_or_else(|| c.text.clone())));
+        for (c, cell) in row.iter().enumerate() {
+            rec.push(cell.value.map(|v| format!("{v}")).unwrap_or_default());
+            if seeded[c] {
+                rec.push(cell.std.map(|v| format!("{v}")).unwrap_or_default());
+                rec.push(if cell.value.is_some() { cell.n().to_string() } else { String::new() });
+            }
+        }
         let _ = w.write_record(&rec);
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
@@ -297,7 +336,8 @@ pub fn terminal(t: &ResultTable) -> String {
         }));
         c.add_row(v);
     }
-    format!("{}\n{c}\n{}\n", t.title, t.caption)
+    let marks = if r.iter().any(|(b, s)| !b.is_empty() || !s.is_empty()) { "\nHere bold is **best**, underlined _second_." } else { "" };
+    format!("{}\n{c}\n{}{marks}\n", t.title, t.caption)
 }
 
 #[cfg(test)]
@@ -378,7 +418,28 @@ mod tests {
 
     #[test]
     fn csv_snapshot() {
-        assert_eq!(csv(&table()), "Model,A,B\nx,0.5,0.9\ny,0.7,0.8\nz,0.6,–\n");
+        assert_eq!(csv(&table()), "Model,A,B\nx,0.5,0.9\ny,0.7,0.8\nz,0.6,\n");
+        // A column over seeds carries its std and count; a missing value is an empty field, never 0.
+        let mut t = table();
+        t.cells[0][1] = Cell::over_seeds(vec![0.5, 0.7], vec![]);
+        t.cells[2][1] = Cell::over_seeds(vec![], vec![]);
+        let c = csv(&t);
+        assert!(c.starts_with("Model,A,B,B:std,B:n\nx,0.5,0.6,0.1414213562373"), "{c}");
+        assert!(c.ends_with("\nz,0.6,,,\n"), "{c}");
+    }
+
+    /// A `|` in a label would split its cell and shift the row's values into the wrong columns; HTML would render.
+    #[test]
+    fn markdown_escapes_what_would_split_or_render() {
+        let mut t = table();
+        t.rows[0] = "r2 | a&b <script>x_y*".into();
+        let md = markdown(&t);
+        let row = md.lines().find(|l| l.starts_with("| r2")).unwrap();
+        assert_eq!(row, "| r2 \\| a&amp;b &lt;script&gt;x\\_y\\* | 50.0 | **90.0** |", "{md}");
+        // Every row has as many unescaped separators as the header.
+        let seps = |l: &str| l.replace("\\|", "").matches('|').count();
+        let head = md.lines().find(|l| l.starts_with("| Model")).unwrap();
+        assert!(md.lines().filter(|l| l.starts_with('|')).all(|l| seps(l) == seps(head)), "{md}");
     }
 
     #[test]

@@ -97,11 +97,18 @@ fn expand(g: &Graph, names: &[String]) -> Result<Vec<usize>, CliError> {
 
 /// The parameters node `i` is compared by: its own, each input slot's node ids and a single input's own
 /// parameters under the slot's name (a `train` node's `task.lr`, `task.steps`: what tells two baselines apart),
-/// and the seed it runs with.
+/// and the seed it runs with. Its own as it uses them ([`crate::stage::Stage::effective`]: a preset's size in
+/// place of `0`, an optimizer's settings only where it is the one chosen), so a column never shows a difference
+/// that changes nothing.
 fn params_of(g: &Graph, i: usize) -> BTreeMap<String, Value> {
     let n = &g.nodes[i];
     let mut params = BTreeMap::new();
-    flatten("", &n.params, &mut params);
+    let inputs = n
+        .inputs
+        .iter()
+        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
+        .collect();
+    flatten("", &n.stage.effective(&n.params, &inputs).unwrap_or_else(|| n.params.clone()), &mut params);
     // (The node's own parameters win a name they share.)
     let mut from = BTreeMap::new();
     for (slot, ups) in &n.inputs {
