@@ -75,7 +75,8 @@ fn status_reads_while_a_run_commits_node_after_node() {
 }
 
 /// A store this user cannot write (another user's, a read-only copy): the read commands read it as it is and
-/// change nothing in it; `run` and `gc` say why they cannot write it and what to do, with exit 4. As root, the
+/// change nothing in it (a dry `gc` too); `run` and `gc --yes` say why they cannot write it and what to do, with
+/// exit 4. As root, the
 /// commands run as `nobody` (root ignores permissions).
 #[test]
 fn a_store_this_user_cannot_write_is_read_as_it_is() {
@@ -111,7 +112,10 @@ fn a_store_this_user_cannot_write_is_read_as_it_is() {
     let (code, out, err) = as_reader(&["report", "p.toml", "--store", "s", "-o", "-"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("</html>"));
-    for args in [&["run", "q.toml", "--store", "s"][..], &["gc", "p.toml", "--store", "s"]] {
+    // A dry gc deletes nothing: it reads.
+    let (code, out, err) = as_reader(&["gc", "p.toml", "--store", "s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for args in [&["run", "q.toml", "--store", "s"][..], &["gc", "q.toml", "--store", "s", "--yes"]] {
         let (code, out, err) = as_reader(args);
         assert_eq!(code, 4, "{args:?}: {out}{err}");
         assert!(err.contains("is not writable here") && err.contains("--store DIR"), "{args:?}: {err}");
@@ -159,8 +163,8 @@ fn a_group_writable_store_stays_group_writable() {
     }
 }
 
-/// `run --wait --json` stopped while it waits for another run's store ends as an interrupted run does: exit 130,
-/// and a closing `error` line.
+/// `status` says what another process's run is computing; `run --wait --json` stopped while it waits for that run
+/// ends as an interrupted run does: exit 130, and a closing `error` line.
 #[test]
 fn a_wait_for_the_store_that_is_interrupted_ends_with_an_error_line() {
     let d = tempfile::tempdir().unwrap();
@@ -170,6 +174,10 @@ fn a_wait_for_the_store_that_is_interrupted_ends_with_an_error_line() {
     while !d.path().join("s/writer.info").exists() && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // `status` in another process names what the run is computing.
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--store", "s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("in flight: running for") && out.contains(&format!("pid {}", holder.id())), "{out}");
     let waiter = Command::new(BIN)
         .args(["run", "p.toml", "--store", "s", "--wait", "--json"])
         .current_dir(d.path())

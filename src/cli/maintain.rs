@@ -106,8 +106,23 @@ pub fn gc(
         return Ok(exit::OK);
     }
     let store = Store::open(store_dir)?;
-    let _lock = super::lock_store(&store, wait, false, None)?;
-    let index = store.index()?;
+    // A dry run deletes nothing: it reads the store as `status` does, also while a run holds it or where this
+    // user cannot write it.
+    let (_lock, index) = if yes {
+        (Some(super::lock_store(&store, wait, false, None)?), store.index()?)
+    } else {
+        let lock = match store.lock(std::time::Duration::ZERO) {
+            Ok(l) => Some(l),
+            Err(crate::store::StoreError::Locked { holder }) => {
+                eprintln!(
+                    "note: a run holds the store ({holder}): what it is writing now shows below as unreferenced (`gc --yes` needs the store to itself: it stops, or waits with `--wait`)"
+                );
+                None
+            }
+            Err(_) => None,
+        };
+        (lock, store.index_read()?)
+    };
     let mut keep_keys = BTreeSet::new();
     // Keys the nodes would be computed under now (stale ones whose inputs are fresh): their resumable scratch stays.
     let mut resumable = BTreeSet::new();

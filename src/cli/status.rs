@@ -372,7 +372,14 @@ fn in_flight(
         }
     };
     let (mut current, mut left) = (BTreeMap::new(), BTreeMap::<usize, Vec<String>>::new());
+    // A run in another process: the nodes it is computing or fetching now.
+    let local = crate::exec::running::read(store_root);
     for &i in sel {
+        if let Some((r, f)) = local.as_ref().and_then(|r| r.nodes.get(&g.nodes[i].id).map(|f| (r, f))) {
+            if a[&i].state != State::Fresh {
+                current.insert(i, crate::exec::running::describe(f, r.pid));
+            }
+        }
         for f in jobs.get(&g.nodes[i].id).into_iter().flatten() {
             let key = a[&i].key.as_deref();
             if f.is_leftover(key) {
@@ -531,7 +538,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     let reasons_of = |i: usize| -> Vec<String> {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
         if let Some(j) = running.get(&i) {
-            r.insert(0, format!("in flight as {j}"));
+            r.insert(0, format!("in flight: {j}"));
         }
         if in_cache.contains(&i) {
             r.push("in the shared cache: a run fetches it".to_string());
@@ -577,7 +584,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
                 println!("  {r}");
             }
             if let Some(j) = running.get(&i) {
-                println!("  in flight as {j}");
+                println!("  in flight: {j}");
             }
             for l in leftover.get(&i).into_iter().flatten() {
                 println!("  {l}");

@@ -8,6 +8,7 @@ pub mod event;
 pub mod launch;
 pub mod node;
 mod run;
+pub mod running;
 pub mod slurm;
 
 pub use event::{Event, PlanEntry, Sink, State};

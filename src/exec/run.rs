@@ -122,6 +122,8 @@ struct Running {
     dev: Vec<u32>,
     /// A copy from the shared cache (no `started` event was emitted for it).
     fetch: bool,
+    /// When it started (seconds since the Unix epoch), for `status` in another process.
+    since: u64,
 }
 
 /// The state of one run.
@@ -183,6 +185,14 @@ pub fn cpu_slots(jobs: usize) -> usize {
 /// Runs the selected part of `g`. The caller holds the store's writer lock.
 pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Result<RunSummary, super::ExecError> {
     let t0 = Instant::now();
+    // However the run ends, `running.json` no longer names this process's nodes.
+    struct Cleared<'a>(&'a std::path::Path);
+    impl Drop for Cleared<'_> {
+        fn drop(&mut self) {
+            super::running::clear(self.0);
+        }
+    }
+    let _cleared = Cleared(&store.root);
     let sel = g.select(&opts.targets)?;
     // A node, or every node of a declaration (`st.digits`).
     let mut forced = vec![];
@@ -554,7 +564,8 @@ impl Scheduler<'_> {
         devices.iter().for_each(|d| {
             self.free_dev.remove(d);
         });
-        self.running.insert(i, Running { cpu, dev: devices.clone(), fetch: false });
+        self.running.insert(i, Running { cpu, dev: devices.clone(), fetch: false, since: now_secs() });
+        self.note_running();
         let Some(fp) = a.fingerprint.clone() else {
             // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
             let msg = a.reasons.first().map(|r| r.to_string()).unwrap_or_default();
@@ -621,7 +632,8 @@ impl Scheduler<'_> {
             return Ok(Some(Started::NoRoom));
         }
         self.free_cpu -= cpu;
-        self.running.insert(i, Running { cpu, dev: vec![], fetch: true });
+        self.running.insert(i, Running { cpu, dev: vec![], fetch: true, since: now_secs() });
+        self.note_running();
         self.assessed.insert(i, a.clone());
         let (store, tx) = (self.store.clone(), self.tx.clone());
         let spawned = std::thread::Builder::new().name(format!("polyflow-fetch-{i}")).spawn(move || {
@@ -688,7 +700,14 @@ impl Scheduler<'_> {
         if let Some(r) = self.running.remove(&i) {
             self.free_cpu += r.cpu;
             self.free_dev.extend(r.dev);
+            self.note_running();
         }
+    }
+
+    /// Tells `status` in other processes what is in flight now ([`super::running`]).
+    fn note_running(&self) {
+        let nodes = self.running.iter().map(|(&i, r)| (self.id(i), super::running::InFlight { since: r.since, fetch: r.fetch })).collect();
+        super::running::write(&self.store.root, nodes);
     }
 
     /// Commits node `i`'s artifact (its blobs are durable already): index entry, then its scratch goes.

@@ -1,0 +1,94 @@
+//! What a run is doing now, for `status` in another process: `running.json` in the store root names the run's
+//! process and the nodes it is computing or fetching, rewritten (atomically) whenever one starts or ends.
+//! `status` trusts it only while that process lives; a killed run's file says nothing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One node in flight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InFlight {
+    /// When it started (seconds since the Unix epoch).
+    pub since: u64,
+    /// Copied from the shared cache rather than computed.
+    pub fetch: bool,
+}
+
+/// The file's content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Running {
+    /// The run's process.
+    pub pid: u32,
+    /// Node id → what it is doing.
+    pub nodes: BTreeMap<String, InFlight>,
+}
+
+fn path(root: &Path) -> PathBuf {
+    root.join("running.json")
+}
+
+/// Writes what the run in this process has in flight (best effort: it only informs `status`).
+pub fn write(root: &Path, nodes: BTreeMap<String, InFlight>) {
+    let r = Running { pid: std::process::id(), nodes };
+    let Ok(mut tmp) = crate::store::temp_file_in(&root.join("tmp")) else { return };
+    if std::io::Write::write_all(&mut tmp, &serde_json::to_vec(&r).expect("json")).is_ok() {
+        let _ = tmp.persist(path(root));
+    }
+}
+
+/// Removes the file when it is this process's (the run ended).
+pub fn clear(root: &Path) {
+    if read_any(root).is_some_and(|r| r.pid == std::process::id()) {
+        let _ = std::fs::remove_file(path(root));
+    }
+}
+
+fn read_any(root: &Path) -> Option<Running> {
+    serde_json::from_slice(&std::fs::read(path(root)).ok()?).ok()
+}
+
+/// What another process's run has in flight, while that process lives.
+pub fn read(root: &Path) -> Option<Running> {
+    let r = read_any(root)?;
+    (r.pid != std::process::id() && Path::new(&format!("/proc/{}", r.pid)).exists()).then_some(r)
+}
+
+/// "running for 3m 20s in pid 4242" (or "being fetched …").
+pub fn describe(f: &InFlight, pid: u32) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = now.saturating_sub(f.since);
+    let age = if secs >= 3600 {
+        format!("{}h {}m", secs / 3600, secs % 3600 / 60)
+    } else if secs >= 60 {
+        format!("{}m {}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    };
+    let what = if f.fetch { "being fetched from the shared cache" } else { "running" };
+    format!("{what} for {age} in the run of pid {pid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_live_process_is_read_this_one_and_dead_ones_not() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("tmp")).unwrap();
+        let n = BTreeMap::from([("a".to_string(), InFlight { since: 1, fetch: false })]);
+        write(d.path(), n.clone());
+        // This process's own run is not "another run".
+        assert_eq!(read(d.path()), None);
+        // Another live process (pid 1 always lives).
+        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: 1, nodes: n.clone() }).unwrap()).unwrap();
+        assert_eq!(read(d.path()).map(|r| r.nodes), Some(n.clone()));
+        clear(d.path());
+        assert!(path(d.path()).exists(), "another process's file stays");
+        // A pid that is not alive: nothing.
+        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: u32::MAX - 1, nodes: n }).unwrap()).unwrap();
+        assert_eq!(read(d.path()), None);
+        assert!(describe(&InFlight { since: 0, fetch: false }, 7).starts_with("running for "));
+    }
+}
