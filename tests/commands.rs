@@ -384,7 +384,8 @@ fn a_backend_not_built_in_is_a_preflight_problem() {
     }
     assert!(!d.path().join(".polyflow").exists());
     // With a shared cache the results may come from it (a laptop fetching a GPU machine's): not refused up front.
-    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--backend", "cuda", "--cache", "."]);
+    std::fs::create_dir_all(d.path().join("cache/keys")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--backend", "cuda", "--cache", "cache"]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -589,6 +590,9 @@ fn a_misspelt_option_with_json_is_a_json_error_line() {
     assert!(err.contains("unexpected argument"), "{err}");
     let (code, out, _) = pf(d.path(), &["status", "--help", "--json"]);
     assert!(code == 0 && !out.contains("\"event\""), "{out}");
+    // A command without JSON output (`gc`) answers in text: `--json` is the misspelt option there.
+    let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--json"]);
+    assert!(code == 2 && out.is_empty() && err.contains("--json"), "{out}{err}");
 }
 
 /// Matrix values in any script keep their letters in the ids (they used to become `_` and collide).

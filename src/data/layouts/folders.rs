@@ -252,6 +252,29 @@ fn val_labels(root: &Path, val: &Path) -> Option<ValLabels> {
     }
 }
 
+/// For `plan`'s shallow check: a flat ILSVRC `val/` (images, no class folders, beside `train/CLASS/` folders)
+/// with no label file where ingestion looks for one, or with the devkit's ground truth but no `meta.mat`: the
+/// error ingestion would give, before anything runs.
+pub fn flat_val_unlabelled(root: &Path) -> Option<DataError> {
+    let (train, val) = (root.join("train"), root.join("val"));
+    let flat = subfolders(&train).is_ok_and(|t| !t.is_empty()) && val.is_dir() && subfolders(&val).is_ok_and(|v| v.is_empty());
+    if !flat || !items_in(&val, Items::Files(IMAGE_EXTS)).is_ok_and(|(v, _)| !v.is_empty()) {
+        return None;
+    }
+    match val_labels(root, &val) {
+        None => Some(DataError::new(
+            &val,
+            "holds images but no class folders, and no label file was found: put LOC_val_solution.csv (Kaggle), \
+             imagenet_2012_validation_synset_labels.txt, or the devkit (ILSVRC2012_validation_ground_truth.txt with \
+             meta.mat) next to it, or arrange it as val/CLASS/*.JPEG",
+        )),
+        Some(ValLabels::Devkit(gt, None)) => {
+            Some(DataError::new(&gt, "holds devkit ids: its meta.mat (ILSVRC2012_devkit_t12/data/meta.mat) is needed beside it"))
+        }
+        Some(_) => None,
+    }
+}
+
 /// The files outside `root` that [`image_folders`] reads: a flat `val/`'s label file (and the devkit's
 /// `meta.mat`) when it is found in the dataset folder's parent. A digest of the dataset must cover them.
 pub fn read_outside(root: &Path) -> Vec<PathBuf> {

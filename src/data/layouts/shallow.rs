@@ -47,7 +47,14 @@ pub fn check(root: &Path, shape: Shape, classes: &[String]) -> Result<(), DataEr
         return Err(DataError::new(root, "the folder is empty"));
     }
     match shape {
-        Shape::ClassFolders(exts) => class_folders(root, exts, false, classes),
+        Shape::ClassFolders(exts) => {
+            class_folders(root, exts, false, classes)?;
+            // ILSVRC's flat val/ needs its label file: missing, ingestion would fail after the train split's read.
+            match super::folders::flat_val_unlabelled(root).filter(|_| exts == IMAGE_EXTS) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
         Shape::FrameFolders => class_folders(root, IMAGE_EXTS, true, classes),
         Shape::Files(needed, exts) => {
             if shape == KINETICS && super::video_csv::kinetics_csv(root, super::SplitName::Train).is_none() {
@@ -167,6 +174,24 @@ mod tests {
         assert!(check(r, IMAGE_FOLDERS, &["n01".to_string()]).is_ok());
         let e = check(r, IMAGE_FOLDERS, &["n01".to_string(), "n09".to_string()]).unwrap_err();
         assert!(e.message.contains("class folder not found") && e.to_string().contains("n09"), "{e}");
+    }
+
+    /// ILSVRC's flat val/ needs a label file where ingestion looks for one; `plan` says so before anything runs.
+    #[test]
+    fn a_flat_val_folder_needs_its_label_file() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("imagenet");
+        touch(&r.join("train/n01/a.JPEG"));
+        touch(&r.join("val/ILSVRC2012_val_00000001.JPEG"));
+        let e = check(&r, IMAGE_FOLDERS, &[]).unwrap_err();
+        assert!(e.message.contains("no label file") && e.to_string().contains("val"), "{e}");
+        // The devkit's ground truth alone: its meta.mat is named.
+        touch(&d.path().join("ILSVRC2012_validation_ground_truth.txt"));
+        let e = check(&r, IMAGE_FOLDERS, &[]).unwrap_err();
+        assert!(e.message.contains("meta.mat"), "{e}");
+        // Kaggle's CSV beside the dataset folder, as ingestion finds it.
+        touch(&d.path().join("LOC_val_solution.csv"));
+        assert!(check(&r, IMAGE_FOLDERS, &[]).is_ok());
     }
 
     #[test]
