@@ -404,6 +404,7 @@ pub fn gc_cache(
             continue;
         }
         dropped += 1;
+        let e_files: Vec<String> = e.manifest.files.values().map(|f| f.digest.clone()).collect();
         outln!(
             "{verb:>12} cache entry {} ({}): node `{}`, published {} days ago",
             &key[..16],
@@ -412,9 +413,11 @@ pub fn gc_cache(
             now.saturating_sub(e.published_at) / 86_400
         );
         if yes {
-            // Gone already (another gc): fine.
+            // Gone already (another gc): fine. An entry that stays keeps its blobs.
             if let Err(e) = cache.remove_entry(&path) {
-                refused.note(e);
+                if refused.note(e) {
+                    kept_blobs.extend(e_files);
+                }
             }
         }
     }
@@ -486,16 +489,18 @@ struct Refused {
 }
 
 impl Refused {
-    fn note(&mut self, e: crate::store::StoreError) {
+    /// Notes a failed removal; `false` when the file was gone already (not a refusal).
+    fn note(&mut self, e: crate::store::StoreError) -> bool {
         if let crate::store::StoreError::Io { source, .. } = &e {
             if source.kind() == std::io::ErrorKind::NotFound {
-                return;
+                return false;
             }
         }
         if self.count == 0 {
             self.first = e.to_string();
         }
         self.count += 1;
+        true
     }
 }
 
@@ -505,6 +510,7 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     let index = store.index_read()?;
     let mut bad = 0;
     let mut unreadable = 0;
+    let mut unmoved = 0;
     let mut n = 0;
     // The node that computed an artifact, and its key (what `status --json` calls `key`).
     let whose = |k: &str| match index.producer(k) {
@@ -528,7 +534,14 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
                 BlobState::Corrupt => {
                     bad += 1;
                     // Moved aside, so the artifact is stale (missing) from now on, not trusted by its size.
-                    let to = store.blobs.quarantine(&f.digest).map(|p| format!(", moved to {}", p.display())).unwrap_or_default();
+                    let to = match store.blobs.quarantine(&f.digest) {
+                        Some(p) => format!(", moved to {}", p.display()),
+                        // A store this user cannot write: the blob stays, its node fresh by metadata until moved.
+                        None => {
+                            unmoved += 1;
+                            ", not moved aside: this user cannot write the store; its node stays fresh until its owner runs `polyflow verify`".into()
+                        }
+                    };
                     outln!("{:>12} {name} of {} (checksum mismatch{to})", "Damaged", whose(&k));
                 }
             }
@@ -537,7 +550,7 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
     outln!(
         "{:>12} {n} files checked, {bad} damaged{}{}",
         "Verified",
-        if bad > 0 { " (their nodes are stale and re-run on the next `run`)" } else { "" },
+        if bad > unmoved { " (their nodes are stale and re-run on the next `run`)" } else { "" },
         if unreadable > 0 {
             format!(", {unreadable} not readable by this user (not checked: their owner can make them readable, `chmod g+r` or `o+r`)")
         } else {

@@ -20,6 +20,10 @@ pub struct InFlight {
 pub struct Running {
     /// The run's process.
     pub pid: u32,
+    /// That process's start time (`/proc/PID/stat`, clock ticks after boot): a later process given the same pid
+    /// is not the run.
+    #[serde(default)]
+    pub start: u64,
     /// Node id → what it is doing.
     pub nodes: BTreeMap<String, InFlight>,
 }
@@ -30,7 +34,8 @@ fn path(root: &Path) -> PathBuf {
 
 /// Writes what the run in this process has in flight (best effort: it only informs `status`).
 pub fn write(root: &Path, nodes: BTreeMap<String, InFlight>) {
-    let r = Running { pid: std::process::id(), nodes };
+    let pid = std::process::id();
+    let r = Running { pid, start: start_time(pid).unwrap_or(0), nodes };
     let Ok(mut tmp) = crate::store::temp_file_in(&root.join("tmp")) else { return };
     if std::io::Write::write_all(&mut tmp, &serde_json::to_vec(&r).expect("json")).is_ok() {
         let _ = tmp.persist(path(root));
@@ -51,7 +56,14 @@ fn read_any(root: &Path) -> Option<Running> {
 /// What another process's run has in flight, while that process lives.
 pub fn read(root: &Path) -> Option<Running> {
     let r = read_any(root)?;
-    (r.pid != std::process::id() && Path::new(&format!("/proc/{}", r.pid)).exists()).then_some(r)
+    (r.pid != std::process::id() && start_time(r.pid) == Some(r.start)).then_some(r)
+}
+
+/// When process `pid` started (`/proc/PID/stat`'s 22nd field, after the parenthesised command name); `None`
+/// when it does not exist.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// "running for 3m 20s in pid 4242" (or "being fetched …").
@@ -81,13 +93,18 @@ mod tests {
         write(d.path(), n.clone());
         // This process's own run is not "another run".
         assert_eq!(read(d.path()), None);
-        // Another live process (pid 1 always lives).
-        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: 1, nodes: n.clone() }).unwrap()).unwrap();
+        // Another live process (pid 1 always lives), with its start time.
+        let start = start_time(1).unwrap();
+        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: 1, start, nodes: n.clone() }).unwrap()).unwrap();
         assert_eq!(read(d.path()).map(|r| r.nodes), Some(n.clone()));
+        // The same pid started at another time is another process: not the run.
+        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: 1, start: start + 1, nodes: n.clone() }).unwrap()).unwrap();
+        assert_eq!(read(d.path()), None);
+        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: 1, start, nodes: n.clone() }).unwrap()).unwrap();
         clear(d.path());
         assert!(path(d.path()).exists(), "another process's file stays");
         // A pid that is not alive: nothing.
-        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: u32::MAX - 1, nodes: n }).unwrap()).unwrap();
+        std::fs::write(path(d.path()), serde_json::to_vec(&Running { pid: u32::MAX - 1, start, nodes: n }).unwrap()).unwrap();
         assert_eq!(read(d.path()), None);
         assert!(describe(&InFlight { since: 0, fetch: false }, 7).starts_with("running for "));
     }

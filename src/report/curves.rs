@@ -163,15 +163,18 @@ fn panel(
             path.join(" "),
             esc(task)
         ));
-        if p.len() <= 40 {
+        // Dots with their values on hover: every point of a short series; about 40 of a long one, invisible.
+        {
             let own = faint.and_then(|f| f.get(task));
-            for (k, &(x, y)) in p.iter().enumerate() {
+            let every = p.len().div_ceil(40).max(1);
+            let shown = if every == 1 { "" } else { " fill-opacity=\"0\"" };
+            for (k, &(x, y)) in p.iter().enumerate().filter(|(k, _)| k % every == 0 || *k + 1 == p.len()) {
                 let what = match own.and_then(|o| o.get(k)) {
                     Some(&(_, v)) => format!("{} at update {x:.0} (mean of its last {} updates: {})", num(v), (k + 1).min(SMOOTH), num(y)),
                     None => format!("{} at update {x:.0}", num(y)),
                 };
                 s.push_str(&format!(
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{c}\"><title>{}: {what}</title></circle>",
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{c}\"{shown}><title>{}: {what}</title></circle>",
                     px(x),
                     py(y),
                     esc(task),
@@ -220,6 +223,12 @@ mod tests {
         // The hover text gives the update's own loss, then the mean drawn: task a's second update is 1.00 (mean 1.50).
         assert!(f.contains("a: 1.00 at update 3 (mean of its last 2 updates: 1.50)"), "{f}");
         assert!(f.contains("bold: mean of 20 updates"), "{f}");
+        // A long run: hover points on about 40 of its updates, the last one among them, each with both values.
+        let long: String = (1..=500).map(|k| format!("{{\"step\":{k},\"tasks\":[\"a\"],\"loss\":1.0}}\n")).collect();
+        let g = figure(&long, "");
+        let dots = g.matches("fill-opacity=\"0\"><title>a: 1.00 at update").count();
+        assert!((40..=42).contains(&dots), "{dots}");
+        assert!(g.contains("at update 500 (mean of its last 20 updates: 1.00)"));
         assert!(f.contains("val top1") && f.contains("data-task=\"b\""), "{f}");
         // Nothing to draw: an empty panel, not a failure.
         assert!(figure("", "").contains("no data"));

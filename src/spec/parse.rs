@@ -646,6 +646,13 @@ fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> 
     }
 }
 
+/// A matrix value's label as a part of a node id: NFC-composed, letters, digits, combining marks and `_-.` kept,
+/// anything else `_`.
+fn id_label(label: &str) -> String {
+    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
+    label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect()
+}
+
 fn value_label(v: &SValue) -> String {
     match &v.value {
         Value::Str(s) => s.clone(),
@@ -733,8 +740,9 @@ fn expand(
                     let mut vars = vars.clone();
                     let mut values = values.clone();
                     let label = value_label(v);
-                    // Letters and digits of any script stay (`lang = ["日本語", "中文"]` are two ids); others become `_`.
-                    labels.push(label.replace(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)), "_"));
+                    // Letters, digits and combining marks of any script stay (`lang = ["日本語", "中文", "हिन्दी"]` are
+                    // three ids; `é` typed as `e` + U+0301 is the composed `é`); others become `_`.
+                    labels.push(id_label(&label));
                     vars.insert(k.clone(), label);
                     values.insert(k.clone(), v.clone());
                     next.push((labels, vars, values));
@@ -860,6 +868,15 @@ mod tests {
         assert_eq!(ids, ["a.1.x", "a.1.y", "a.2.x", "a.2.y"]);
         assert_eq!(p.nodes[1].params["v"].value.to_json(), serde_json::json!("y-1"));
         assert_eq!(p.nodes[1].params["n"].value.to_json(), serde_json::json!(1));
+    }
+
+    /// Combining marks are part of a script's words: two Hindi words differing in a vowel sign are two ids, and
+    /// `é` typed decomposed is the composed `é`.
+    #[test]
+    fn combining_marks_stay_in_ids() {
+        let p = load_t("[node.a]\nkind = \"value\"\nmatrix = { w = [\"हिन्दी\", \"हिन्दू\", \"e\u{301}\", \"a b\"] }\n", None).unwrap();
+        let ids: Vec<_> = p.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["a.हिन्दी", "a.हिन्दू", "a.é", "a.a_b"]);
     }
 
     #[test]

@@ -120,7 +120,10 @@ impl ParamType {
                     Some(i) => i,
                     None => match v.as_f64() {
                         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
-                        Some(f) if f.is_finite() && f.fract() != 0.0 => return Err(Mismatch::Range(format!("{f} is not a whole number"))),
+                        Some(f) if f.fract() == 0.0 => {
+                            return Err(Mismatch::Range(format!("{} is outside [{min}, {max}]", short_float(f))))
+                        }
+                        Some(f) if f.is_finite() => return Err(Mismatch::Range(format!("{} is not a whole number", short_float(f)))),
                         _ => return Err(Mismatch::Type("an integer".into())),
                     },
                 };
@@ -132,7 +135,7 @@ impl ParamType {
             ParamType::Float { min, max } => {
                 let f = v.as_f64().ok_or_else(|| Mismatch::Type("a number".into()))?;
                 if !f.is_finite() || f < *min || f > *max {
-                    return Err(Mismatch::Range(format!("{f} is outside [{min}, {max}]")));
+                    return Err(Mismatch::Range(format!("{} is outside [{min}, {max}]", short_float(f))));
                 }
                 Ok(serde_json::Number::from_f64(f).map(J::Number).unwrap_or(J::Null))
             }
@@ -182,18 +185,45 @@ impl ParamType {
     }
 }
 
+/// A float as a person wrote it: `1e30`, `1e-300`, `20.5` (not 300 digits).
+fn short_float(f: f64) -> String {
+    if f != 0.0 && (f.abs() >= 1e15 || f.abs() < 1e-4) {
+        format!("{f:e}")
+    } else {
+        format!("{f}")
+    }
+}
+
 /// Reads a node's canonical parameters (every default filled in by the graph builder) into the stage's typed
 /// parameter struct. A failure is a bad-input error; the graph builder's `Stage::validate`, which parses the
 /// same struct with [`parse_checked`], normally reports it first, with the parameter's place in the file.
 pub fn parse<T: DeserializeOwned>(params: &J) -> Result<T, StageError> {
-    serde_json::from_value(params.clone()).map_err(|e| StageError::input(format!("bad parameters: {e}")))
+    from_value_lenient(params).map_err(|e| StageError::input(format!("bad parameters: {e}")))
+}
+
+/// `serde_json::from_value`, but where that fails, once more with every whole float turned into the integer it
+/// equals: an option table's integer (`augment = { crop_pad = 1.0 }`) takes a whole float as a parameter does,
+/// and a float field takes an integer anyway.
+pub fn from_value_lenient<T: DeserializeOwned>(v: &J) -> Result<T, serde_json::Error> {
+    fn whole(v: &J) -> J {
+        match v {
+            J::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => J::from(f as i64),
+                _ => v.clone(),
+            },
+            J::Array(a) => J::Array(a.iter().map(whole).collect()),
+            J::Object(o) => J::Object(o.iter().map(|(k, x)| (k.clone(), whole(x))).collect()),
+            _ => v.clone(),
+        }
+    }
+    serde_json::from_value(v.clone()).or_else(|e| serde_json::from_value(whole(v)).map_err(|_| e))
 }
 
 /// [`parse`] for `Stage::validate`: a failure is `(parameter, message)`. The parameter is the one which, put
 /// back to its default (a [`sample`] value when it has none), lets the rest parse, so a bad nested table such
 /// as `augment` is named and the graph builder points at its line; `parameters` when no single one is at fault.
 pub fn parse_checked<T: DeserializeOwned>(params: &J, specs: &[ParamSpec]) -> Result<T, (String, String)> {
-    let err = match serde_json::from_value::<T>(params.clone()) {
+    let err = match from_value_lenient::<T>(params) {
         Ok(t) => return Ok(t),
         Err(e) => e.to_string(),
     };
@@ -216,7 +246,7 @@ pub fn parse_checked<T: DeserializeOwned>(params: &J, specs: &[ParamSpec]) -> Re
 /// left out (`mixup = 0` is no mixup, as is no `mixup`). `None` when the table does not read as `T` (the stage's
 /// validation names that).
 pub fn option_table_key<T: Serialize + DeserializeOwned + Default>(table: &J) -> Option<J> {
-    let t: T = serde_json::from_value(table.clone()).ok()?;
+    let t: T = from_value_lenient(table).ok()?;
     let J::Object(mut m) = serde_json::to_value(&t).ok()? else { return None };
     let J::Object(d) = serde_json::to_value(T::default()).ok()? else { return None };
     m.retain(|k, v| d.get(k) != Some(v));
@@ -299,6 +329,9 @@ mod tests {
         assert!(matches!(i.check(&serde_json::json!(20.5)), Err(Mismatch::Range(m)) if m.contains("whole")));
         assert!(matches!(i.check(&serde_json::json!(2e6)), Err(Mismatch::Range(_))));
         assert!(matches!(i.check(&serde_json::json!("20")), Err(Mismatch::Type(_))));
+        // Out of range and fractions read as written, not as 300 digits.
+        assert_eq!(i.check(&serde_json::json!(1e30)), Err(Mismatch::Range("1e30 is outside [0, 1000000]".into())));
+        assert_eq!(i.check(&serde_json::json!(1e-300)), Err(Mismatch::Range("1e-300 is not a whole number".into())));
     }
 
     #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -318,6 +351,8 @@ mod tests {
         // `1` and `1.0` for a float option are one value.
         assert_eq!(k(serde_json::json!({ "rate": 1 })), k(serde_json::json!({ "rate": 1.0 })));
         assert_eq!(k(serde_json::json!({ "rate": 0.5, "n": 0 })), serde_json::json!({ "rate": 0.5 }));
+        // A whole float for an integer option is that integer (as for a parameter).
+        assert_eq!(k(serde_json::json!({ "n": 2.0 })), serde_json::json!({ "n": 2 }));
         // A table that does not read is left to validation.
         assert_eq!(option_table_key::<Opts>(&serde_json::json!({ "bogus": 1 })), None);
         let mut p = serde_json::json!({ "opts": { "bogus": 1 }, "x": 1 });

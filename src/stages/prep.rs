@@ -726,6 +726,9 @@ impl Stage for VideoPrep {
         if p.window > p.frames {
             return Err(("window".into(), format!("{} frames is more than the {} stored (`frames`)", p.window, p.frames)));
         }
+        if p.size > 0 && p.crop > p.size {
+            return Err(("crop".into(), format!("a {0}² crop is larger than the {1}² frames stored (`size`)", p.crop, p.size)));
+        }
         Ok(())
     }
     fn canonical_key(&self, keyed: &mut serde_json::Value) {

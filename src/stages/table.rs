@@ -96,7 +96,8 @@ impl Stage for TableStage {
         // 2: seed replicates aggregated (mean ± std), ties within noise, average columns. 3: also `table.tex`.
         // 4: a mark's tie group stops at the first untied row (marks follow the means); marks in `table.txt`.
         // 5: no model counts 0 on a row without models (no value); CSV with `:std`/`:n` columns, empty where no
-        // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does).
+        // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does); a
+        // published row's values as fractions, as computed cells are.
         5
     }
     fn doc(&self) -> &'static str {
@@ -355,8 +356,9 @@ impl Stage for TableStage {
                 cells.push(Cell::single(None, "".into(), vec![], false));
             }
             for i in 0..cols.len() + avgs.len() {
+                // Written in % as the paper prints them; kept as fractions, as every computed cell is (CSV, JSON).
                 let v = pr.values.get(i).copied().flatten();
-                cells.push(Cell::single(v, v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into()), vec![], false));
+                cells.push(Cell::single(v.map(|x| x / 100.0), v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into()), vec![], false));
             }
             t.rows.push(format!("{} (published, paper scale)", pr.label));
             t.cells.push(cells);

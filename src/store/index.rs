@@ -84,12 +84,11 @@ impl Index {
         let start = Instant::now();
         // After a short wait, a `want` file asks the holder (a run committing node after node) to close the index
         // between two commits ([`Index::wanted`]); removed once this process has it.
-        let want = want_path(dir);
-        let unask = Unask(&want, std::cell::Cell::new(false));
+        let mut asker = Asker::new(dir);
         loop {
             match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
                 Ok(db) => {
-                    drop(unask);
+                    drop(asker);
                     let t = |n: &str| db.open_tree(n).map_err(|e| StoreError::Index(e.to_string()));
                     return Ok(Index {
                         artifacts: t("artifacts")?,
@@ -102,13 +101,7 @@ impl Index {
                     });
                 }
                 Err(sled::Error::Io(e)) if start.elapsed() < wait && is_lock_error(&e) => {
-                    // Asked again every half second (its age tells a live request from one left by a killed process).
-                    if start.elapsed() > Duration::from_millis(100)
-                        && want_age(&want).is_none_or(|a| a > Duration::from_millis(500))
-                        && std::fs::write(&want, std::process::id().to_string()).is_ok()
-                    {
-                        unask.1.set(true);
-                    }
+                    asker.ask();
                     std::thread::sleep(Duration::from_millis(15));
                 }
                 Err(e) => return Err(StoreError::Index(format!("cannot open index {}: {e}", dir.display()))),
@@ -227,7 +220,15 @@ impl Index {
     /// Whether another process has been waiting for the index at `dir` in the last second: its holder closes it
     /// at the next chance (a run between two commits), so that `status` does not wait for a whole run.
     pub fn wanted(dir: &Path) -> bool {
-        want_age(&want_path(dir)).is_some_and(|a| a < Duration::from_secs(1))
+        // Only a live request: written in the last second by a process that lives (and is not this one), so a
+        // file left by a killed reader, or touched by hand, costs a run nothing.
+        want_paths(dir).iter().any(|want| {
+            want_age(want).is_some_and(|a| a < Duration::from_secs(1))
+                && std::fs::read_to_string(want)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                    .is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
+        })
     }
 
     /// Flushes to disk.
@@ -270,25 +271,64 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::copy(e.path(), to.join(&name))?;
         }
     }
+    // The copy is this process's to write (sled opens its files read-write): `std::fs::copy` kept the modes of a
+    // read-only store (`chmod -R a-w`).
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(to)?.flatten() {
+        let mode = if e.file_type()?.is_dir() { 0o700 } else { 0o600 };
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))?;
+    }
     Ok(())
 }
 
-/// The file by which a process waiting for the index asks its holder to close it ([`Index::wanted`]).
-fn want_path(dir: &Path) -> PathBuf {
-    dir.with_extension("wanted")
+/// The files by which a process waiting for the index asks its holder to close it ([`Index::wanted`]):
+/// `index.wanted` in the store root, else (a reader that may not write the store) one named after the index's
+/// path in `/dev/shm` (or `/tmp`), which every process on the machine agrees on.
+fn want_paths(dir: &Path) -> [PathBuf; 2] {
+    let shm = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
+    let tag = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+    [dir.with_extension("wanted"), shm.join(format!("polyflow-{}.wanted", &tag[..16]))]
 }
 
 fn want_age(want: &Path) -> Option<Duration> {
     std::fs::metadata(want).and_then(|m| m.modified()).ok().map(|t| t.elapsed().unwrap_or_default())
 }
 
-/// Removes the `want` file on drop when this process wrote it and then got the index.
-struct Unask<'a>(&'a Path, std::cell::Cell<bool>);
+/// A process waiting for the index: after 100 ms it writes a `want` file ([`want_paths`]), again every half
+/// second (its age tells a live request from one left behind), and removes it on drop.
+struct Asker {
+    paths: [PathBuf; 2],
+    written: Option<usize>,
+    start: Instant,
+}
 
-impl Drop for Unask<'_> {
+impl Asker {
+    fn new(dir: &Path) -> Asker {
+        Asker { paths: want_paths(dir), written: None, start: Instant::now() }
+    }
+
+    fn ask(&mut self) {
+        if self.start.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        let fresh = |p: &Path| want_age(p).is_some_and(|a| a < Duration::from_millis(500));
+        let me = std::process::id().to_string();
+        match self.written {
+            Some(k) if !fresh(&self.paths[k]) => {
+                let _ = std::fs::write(&self.paths[k], &me);
+            }
+            Some(_) => {}
+            // Another waiter's live request asks for both.
+            None if self.paths.iter().any(|p| fresh(p)) => {}
+            None => self.written = (0..2).find(|&k| std::fs::write(&self.paths[k], &me).is_ok()),
+        }
+    }
+}
+
+impl Drop for Asker {
     fn drop(&mut self) {
-        if self.1.get() {
-            let _ = std::fs::remove_file(self.0);
+        if let Some(k) = self.written {
+            let _ = std::fs::remove_file(&self.paths[k]);
         }
     }
 }
@@ -308,10 +348,14 @@ fn shared_lock(path: &Path, wait: Duration) -> std::io::Result<std::fs::File> {
     use fs4::fs_std::FileExt;
     let f = std::fs::File::open(path)?;
     let start = Instant::now();
+    let mut asker = Asker::new(path.parent().unwrap_or(path));
     loop {
         match FileExt::try_lock_shared(&f) {
             Ok(true) => return Ok(f),
-            Ok(false) | Err(_) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(15)),
+            Ok(false) | Err(_) if start.elapsed() < wait => {
+                asker.ask();
+                std::thread::sleep(Duration::from_millis(15))
+            }
             Ok(false) => return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "the index stays locked")),
             Err(e) => return Err(e),
         }

@@ -17,7 +17,11 @@ impl WriterLock {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| {
             if super::is_not_writable(&e) {
                 let what = if path.exists() { path.clone() } else { root.to_path_buf() };
-                StoreError::NotWritable { root: root.to_path_buf(), why: format!("{e}; {}", super::owner_and_mode(&what)) }
+                StoreError::NotWritable {
+                    root: root.to_path_buf(),
+                    why: format!("{e}; {}", super::owner_and_mode(&what)),
+                    advice: super::not_writable_advice(root, &what, &e),
+                }
             } else {
                 StoreError::io(&path, e)
             }

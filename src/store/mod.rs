@@ -74,21 +74,43 @@ pub enum StoreError {
     },
     /// The store cannot be written by this user (a read-only copy, another user's store, a read-only mount).
     #[error(
-        "the store {root} is not writable here ({why}): `status`, `plan`, `show`, `compare`, `report` and `verify` \
-         read it as it is; to run, use a store of your own (`--store DIR`), or ask its owner to make it \
-         group-writable (`chmod -R g+w` and `chmod g+s` on its folders: a group-writable store is shared, see the README)"
+        "the store {root} is not writable here ({why}): `status`, `plan`, `show`, `compare`, `report`, `verify` and a \
+         dry `gc` read it as it is; to write it, {advice}"
     )]
     NotWritable {
         /// The store root.
         root: PathBuf,
         /// The cause, with the owner and mode of what refused.
         why: String,
+        /// What to do ([`not_writable_advice`]).
+        advice: String,
     },
 }
 
 /// Whether an I/O error means the place cannot be written by this user (permissions, a read-only mount).
 pub fn is_not_writable(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem)
+}
+
+/// What to do about a store that refused a write with `e` at `path`: a read-only mount, one's own read-only
+/// files, or another user's store.
+pub fn not_writable_advice(root: &Path, path: &Path, e: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+        return "use a store of your own on a writable disk (`--store DIR`): this file system is mounted read-only".into();
+    }
+    let path = path.ancestors().find(|p| p.exists()).unwrap_or(path);
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    match std::fs::metadata(path).map(|m| m.uid()) {
+        Ok(owner) if owner == me => format!("make its files writable again (`chmod -R u+w {}`)", root.display()),
+        Ok(owner) => format!(
+            "use a store of your own (`--store DIR`), or ask its owner (uid {owner}) to share it with your group \
+             (`chgrp -R GROUP` and `chmod -R g+w` on it, `chmod g+s` on its folders: a group-writable store is shared, \
+             see the README)"
+        ),
+        Err(_) => "use a store of your own (`--store DIR`)".into(),
+    }
 }
 
 /// `path`'s owner and mode (or its nearest existing folder's), for an error that says why it could not be written
@@ -110,7 +132,10 @@ impl StoreError {
 
     /// A copy of a message-only error (the I/O source is not `Clone`).
     pub fn clone_msg(&self) -> StoreError {
-        StoreError::Index(self.to_string())
+        match self {
+            StoreError::Index(m) => StoreError::Index(m.clone()),
+            e => StoreError::Index(e.to_string()),
+        }
     }
 
     /// Whether the error is a full disk (or quota).

@@ -307,7 +307,8 @@ pub fn csv(t: &ResultTable) -> String {
             rec.push(cell.value.map(|v| format!("{v}")).unwrap_or_default());
             if seeded[c] {
                 rec.push(cell.std.map(|v| format!("{v}")).unwrap_or_default());
-                rec.push(if cell.value.is_some() { cell.n().to_string() } else { String::new() });
+                // A run's count; none for a number written into the pipeline (a published row).
+                rec.push(if cell.value.is_some() && !cell.from.is_empty() { cell.n().to_string() } else { String::new() });
             }
         }
         let _ = w.write_record(&rec);
