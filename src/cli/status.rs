@@ -632,7 +632,11 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             Cell::new(g.nodes[i].stage.kind()),
             Cell::new(s.state.to_string()).fg(color),
             // One line per reason in the table (a failure's program output is for `show` and `--why`).
-            Cell::new(reasons_of(i).iter().map(|r| r.lines().next().unwrap_or("")).collect::<Vec<_>>().join("; ")),
+            // A long reason (a table's caption changed, a command's argv) is cut: `--why` has it whole.
+            Cell::new(cut_reason(
+                &reasons_of(i).iter().map(|r| r.lines().next().unwrap_or("")).collect::<Vec<_>>().join("; "),
+                &g.nodes[i].id,
+            )),
             Cell::new(s.manifest.as_ref().map(|m| fmt_bytes(m.size())).unwrap_or_default()),
             Cell::new(s.record.as_ref().map(|r| fmt_ms(r.duration_ms)).unwrap_or_default()),
         ]);
@@ -648,6 +652,18 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
         g.pipeline.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default()
     );
     Ok(exit::OK)
+}
+
+/// The most characters of reasons a row of the `status` table shows.
+const REASON_CHARS: usize = 240;
+
+/// `text` cut to [`REASON_CHARS`], ending with where the rest is.
+fn cut_reason(text: &str, id: &str) -> String {
+    if text.chars().count() <= REASON_CHARS {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(REASON_CHARS).collect();
+    format!("{head}… (all: `status --why {id}`)")
 }
 
 /// `dag`.

@@ -99,10 +99,22 @@ pub fn fits(info: &VitInfo, cfg: &ModelConfig) -> Result<(), String> {
         let preset = ["Ti", "S", "B", "L"]
             .into_iter()
             .find(|n| Size::preset(n).is_some_and(|p| (p.dim, p.depth, p.mlp) == (info.dim, info.depth, info.mlp)));
-        let todo = match preset {
+        let mut todo = match preset {
             Some(n) => format!("set `size = \"{n}\"` (and no `dim`, `depth`, `mlp` overrides)"),
             None => format!("set `dim = {}`, `depth = {}`, `mlp = {}`", info.dim, info.depth, info.mlp),
         };
+        // The heads must divide the width; a checkpoint does not record them (ViTs use 64 dimensions per head).
+        if preset.is_none() && !info.dim.is_multiple_of(s.heads.max(1)) {
+            let h = if info.dim.is_multiple_of(64) {
+                info.dim / 64
+            } else {
+                (1..=s.heads).rev().find(|h| info.dim.is_multiple_of(*h)).unwrap_or(1)
+            };
+            todo.push_str(&format!(
+                " and `heads` to a divisor of {} (the checkpoint does not record it; ViTs use 64 dimensions per head: `heads = {h}`)",
+                info.dim
+            ));
+        }
         return Err(format!(
             "the checkpoint is a ViT of width {}, {} blocks, MLP {} (`patch_embed.proj.weight` [{}, …], `blocks.0` … `blocks.{}`), \
              the model width {}, {} blocks, MLP {}: {todo}",

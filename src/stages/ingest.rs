@@ -295,7 +295,8 @@ fn splits_from(n_train: usize, val_fraction: f64, seed: u64, limit: usize) -> (V
 fn check_classes(root: &Path, found: usize, declared: usize) -> Result<(), StageError> {
     if declared > 0 && declared != found {
         return Err(StageError::input(format!(
-            "{}: found {found} classes but the node declares num_classes = {declared}; fix the dataset folder or the declaration",
+            "{}: found {found} classes but the node declares num_classes = {declared}; fix the dataset folder, or declare \
+             what it holds (a subset of the dataset, your own copy): `num_classes = {found}`",
             root.display()
         )));
     }
@@ -693,13 +694,23 @@ impl Stage for DatasetStage {
                     Format::MomentsInTime => Some(sh::MOMENTS),
                     Format::Esc50 => Some(sh::ESC50),
                     Format::Vggsound if root.is_dir() => Some(sh::VGGSOUND),
+                    Format::Pets => Some(sh::PETS),
+                    Format::SpeechCommands => Some(sh::SPEECH_COMMANDS),
                     _ => None,
                 };
                 shape.map_or(Ok(()), |s| sh::check(&root, s, &p.classes).map_err(|e| StageError::input(e.to_string())))
             }
         };
+
         if let Err(e) = fixed {
             return Err(Problem::from(("path".to_string(), format!("does not hold the {} layout: {}", p.format, e.message))).local());
+        }
+        // Class folders whose count the node declares: counted now (one directory read), not after the read of
+        // every example. (Speech Commands' reader leaves folders out, so its count is the ingestion's to check.)
+        if matches!(p.format, Format::ImageFolder | Format::VideoFolder | Format::Frames) && p.classes.is_empty() {
+            if let Some(Err(e)) = layouts::shallow::class_count(&root).map(|n| check_classes(&root, n, p.num_classes)) {
+                return Err(Problem::from(("num_classes".to_string(), e.message)).local());
+            }
         }
         Ok(())
     }

@@ -184,12 +184,19 @@ pub fn check_missing(ctx: &StageCtx<'_>, missing: &[Missing], listed: usize, max
 /// it has no metric there; a table prints `–`), and classes without a test example (their accuracy is never
 /// measured). Multi-label data (AudioSet's rare classes) is left to its mAP. A `limit`ed run is a sample and
 /// says nothing of the dataset: no class warning there.
-fn warn_thin_splits(id: &str, cat: &Catalog, splits: &[(SplitName, Vec<usize>)], sample: bool) {
+fn warn_thin_splits(id: &str, cat: &Catalog, splits: &[(SplitName, Vec<usize>)], rule: &SplitRule) {
+    let sample = rule.limit > 0;
     for (split, idx) in splits {
         if idx.is_empty() && *split != SplitName::Train {
             let s = split.as_str();
+            let own = cat.declared.contains(split) || cat.entries.iter().any(|e| e.split == *split);
+            // None carved by choice (`val_fraction = 0`: train on the whole train table, as the paper profile does).
+            let fraction = if *split == SplitName::Val { rule.val_fraction } else { rule.test_fraction };
+            if !own && fraction == 0.0 {
+                continue;
+            }
             // The layout's own split (a folder, a list, rows) has none, or too few examples to carve one from.
-            let fix = if cat.declared.contains(split) || cat.entries.iter().any(|e| e.split == *split) {
+            let fix = if own {
                 format!("the layout's {s} split has no examples: add some to it")
             } else {
                 format!("too few examples to carve one: add examples, give the layout a {s} split of its own, or raise `{s}_fraction`")
@@ -230,7 +237,7 @@ pub fn ingest(
     let k = cat.classes.len();
     let mut out = Outcome::default();
     let splits = assign(cat, rule);
-    warn_thin_splits(ctx.id, cat, &splits, rule.limit > 0);
+    warn_thin_splits(ctx.id, cat, &splits, rule);
     let total: usize = splits.iter().map(|(_, v)| v.len()).sum();
     let mut done = 0usize;
     let chunk = (rayon::current_num_threads() * 8).max(16);

@@ -646,7 +646,12 @@ impl Stage for TrainStage {
     fn check_declared(&self, params: &Value, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
         // Parameters that do not parse are validation's to report.
         let (Some(tasks), Ok(p)) = (inputs.get(self.slot()), self.read(params)) else { return Ok(()) };
-        let cfg = declared_config(&p.model, tasks).map_err(|e| Problem::installation(self.slot(), e.message))?;
+        // A size that does not hold together (width not divisible by the heads) is the parameters' fault, not the
+        // tasks'.
+        let cfg = declared_config(&p.model, tasks).map_err(|e| {
+            let at = if e.message.contains("divisible by heads") { "heads" } else { self.slot() };
+            Problem::installation(at, e.message)
+        })?;
         check_init_fits(&cfg, inputs)
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {

@@ -226,6 +226,12 @@ fn val_number(name: &str) -> Option<usize> {
     stem.rsplit('_').next()?.parse().ok()
 }
 
+/// A flat `val/` without a label file where [`val_labels`] looks: what to do.
+const NO_VAL_LABELS: &str = "holds images but no class folders, and no label file was found in it, in the dataset folder or \
+     up to three folders above that: put LOC_val_solution.csv there (Kaggle's archive has it three above \
+     ILSVRC/Data/CLS-LOC), or imagenet_2012_validation_synset_labels.txt, or the devkit \
+     (ILSVRC2012_validation_ground_truth.txt with meta.mat), or arrange it as val/CLASS/*.JPEG";
+
 /// The label file of a flat ILSVRC validation folder, as found.
 enum ValLabels {
     /// Kaggle's `LOC_val_solution.csv`.
@@ -236,10 +242,11 @@ enum ValLabels {
     Devkit(PathBuf, Option<PathBuf>),
 }
 
-/// Looks for a flat `val/`'s label file in `val/`, the dataset folder and its parent (and their
-/// `ILSVRC2012_devkit_t12/data/` and `data/`), in that order.
+/// Looks for a flat `val/`'s label file in `val/`, the dataset folder and up to three folders above it (Kaggle's
+/// archive keeps `LOC_val_solution.csv` three above `ILSVRC/Data/CLS-LOC`), and their `ILSVRC2012_devkit_t12/data/`
+/// and `data/`, in that order.
 fn val_labels(root: &Path, val: &Path) -> Option<ValLabels> {
-    let base = [Some(val.to_path_buf()), Some(root.to_path_buf()), root.parent().map(Path::to_path_buf)];
+    let base = std::iter::once(Some(val.to_path_buf())).chain(root.ancestors().take(4).map(|p| Some(p.to_path_buf())));
     // The devkit's files may sit in its own folders.
     let dirs: Vec<PathBuf> = base.into_iter().flatten().flat_map(|d| [d.join("ILSVRC2012_devkit_t12/data"), d.join("data"), d]).collect();
     let find = |names: &[&str]| dirs.iter().find_map(|d| first_existing(d, names));
@@ -262,12 +269,7 @@ pub fn flat_val_unlabelled(root: &Path) -> Option<DataError> {
         return None;
     }
     match val_labels(root, &val) {
-        None => Some(DataError::new(
-            &val,
-            "holds images but no class folders, and no label file was found: put LOC_val_solution.csv (Kaggle), \
-             imagenet_2012_validation_synset_labels.txt, or the devkit (ILSVRC2012_validation_ground_truth.txt with \
-             meta.mat) next to it, or arrange it as val/CLASS/*.JPEG",
-        )),
+        None => Some(DataError::new(&val, NO_VAL_LABELS)),
         Some(ValLabels::Devkit(gt, None)) => {
             Some(DataError::new(&gt, "holds devkit ids: its meta.mat (ILSVRC2012_devkit_t12/data/meta.mat) is needed beside it"))
         }
@@ -346,12 +348,7 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
             }
         }
         None => {
-            return Err(DataError::new(
-                val,
-                "holds images but no class folders, and no label file was found: put LOC_val_solution.csv (Kaggle), \
-                 imagenet_2012_validation_synset_labels.txt, or the devkit (ILSVRC2012_validation_ground_truth.txt with \
-                 meta.mat) next to it, or arrange it as val/CLASS/*.JPEG",
-            ));
+            return Err(DataError::new(val, NO_VAL_LABELS));
         }
     }
     let mut entries = vec![];

@@ -32,6 +32,10 @@ pub const MOMENTS: Shape = Shape::Files(&[&["trainingSet.csv"]], VIDEO_EXTS);
 pub const ESC50: Shape = Shape::Files(&[&["meta/esc50.csv"]], AUDIO_EXTS);
 /// VGGSound: its CSV and audio files.
 pub const VGGSOUND: Shape = Shape::Files(&[&["vggsound.csv"]], AUDIO_EXTS);
+/// Oxford-IIIT Pets as distributed: its two split lists and the images.
+pub const PETS: Shape = Shape::Files(&[&["annotations/trainval.txt"], &["annotations/test.txt"]], IMAGE_EXTS);
+/// Speech Commands: one folder of clips per word.
+pub const SPEECH_COMMANDS: Shape = Shape::ClassFolders(AUDIO_EXTS);
 
 /// At most this many entries are looked at while searching for a first data file (a folder of millions of
 /// files that holds no data file at all is left to ingestion).
@@ -127,6 +131,15 @@ fn class_folders(root: &Path, exts: &[&str], clips: bool, named: &[String]) -> R
     Ok(())
 }
 
+/// How many class folders a class-folder layout at `root` has, as its reader counts them (under `train/` when
+/// that holds folders, else at the root); `None` where the folder cannot be read.
+pub fn class_count(root: &Path) -> Option<usize> {
+    let train = root.join("train");
+    let split = train.is_dir() && entries(&train).ok()?.iter().any(|p| p.is_dir());
+    let top = if split { train } else { root.to_path_buf() };
+    Some(entries(&top).ok()?.iter().filter(|p| p.is_dir()).count())
+}
+
 /// Whether a file with one of `exts` lies below `dir` (stops at the first, or after [`LOOK`] entries: then
 /// assumed).
 fn has_data(dir: &Path, exts: &[&str]) -> Result<bool, DataError> {
@@ -192,6 +205,35 @@ mod tests {
         // Kaggle's CSV beside the dataset folder, as ingestion finds it.
         touch(&d.path().join("LOC_val_solution.csv"));
         assert!(check(&r, IMAGE_FOLDERS, &[]).is_ok());
+        // Kaggle's archive: the CSV three folders above ILSVRC/Data/CLS-LOC.
+        let k = d.path().join("kaggle");
+        let cls = k.join("ILSVRC/Data/CLS-LOC");
+        touch(&cls.join("train/n01/a.JPEG"));
+        touch(&cls.join("train/n02/a.JPEG"));
+        touch(&cls.join("val/ILSVRC2012_val_00000001.JPEG"));
+        assert!(check(&cls, IMAGE_FOLDERS, &[]).is_err());
+        touch(&k.join("LOC_val_solution.csv"));
+        assert!(check(&cls, IMAGE_FOLDERS, &[]).is_ok());
+        // The class folders `plan` counts against a declared `num_classes`: train/'s.
+        assert_eq!(class_count(&cls), Some(2));
+        assert_eq!(class_count(&r), Some(1));
+    }
+
+    /// Pets needs both its split lists; Speech Commands its word folders.
+    #[test]
+    fn pets_and_speech_commands_shapes() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        touch(&r.join("images/Abyssinian_1.jpg"));
+        touch(&r.join("annotations/trainval.txt"));
+        assert!(check(r, PETS, &[]).unwrap_err().message.contains("annotations/test.txt"));
+        touch(&r.join("annotations/test.txt"));
+        assert!(check(r, PETS, &[]).is_ok());
+        let s = d.path().join("sc");
+        std::fs::create_dir_all(s.join("yes")).unwrap();
+        assert!(check(&s, SPEECH_COMMANDS, &[]).unwrap_err().message.contains("empty class folder"));
+        touch(&s.join("yes/a.wav"));
+        assert!(check(&s, SPEECH_COMMANDS, &[]).is_ok());
     }
 
     #[test]
