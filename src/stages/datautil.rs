@@ -142,13 +142,24 @@ pub fn describe(a: &InputArtifact, out: &Path) -> Result<String, StageError> {
             }
             Labels::Multi(v, k) => (0..*k).map(|j| v.iter().skip(j).step_by(*k).filter(|&&b| b > 0).count()).collect(),
         };
-        let per: Vec<String> = meta.classes.iter().zip(&counts).map(|(c, n)| format!("{c}:{n}")).collect();
+        // Every class's count up to 40 classes; past that the 20 largest, the rest summarised (AudioSet's 527 made a
+        // line of thousands of characters).
+        let mut per: Vec<String> = meta.classes.iter().zip(&counts).map(|(c, n)| format!("{c}:{n}")).collect();
+        if per.len() > 40 {
+            let mut order: Vec<usize> = (0..counts.len()).collect();
+            order.sort_by_key(|&i| (std::cmp::Reverse(counts[i]), i));
+            let (min, max) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+            let rest = per.len() - 20;
+            per = order[..20].iter().map(|&i| format!("{}:{}", meta.classes[i], counts[i])).collect();
+            per.push(format!("… {rest} more classes (counts {min}–{max})"));
+        }
         let ys = match &r.labels {
             Labels::Single(v) => format!("y [{}]", v.len()),
             Labels::Multi(v, k) => format!("y [{}, {k}]", v.len() / k.max(&1)),
         };
         let xs = if r.shape.is_empty() {
-            format!("{} [{} clips, variable length]", r.name, r.len())
+            let what = if meta.modality == "image" { "encoded images" } else { "clips, variable length" };
+            format!("{} [{} {what}]", r.name, r.len())
         } else {
             format!("{} {:?}", r.name, [&[r.len()][..], &r.shape].concat())
         };

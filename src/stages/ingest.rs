@@ -214,9 +214,11 @@ fn cifar_names(root: &Path, c100: bool, coarse: bool) -> Option<Vec<String>> {
 /// What to do when a CIFAR folder holds the other CIFAR's binary batches (CIFAR-10's for `cifar100`, or the reverse).
 fn cifar_other_hint(dir: &Path, c100: bool) -> &'static str {
     if c100 && dir.join("data_batch_1.bin").is_file() {
-        "; it holds CIFAR-10's batches: set format = \"cifar10\""
+        "; it holds CIFAR-10's batches: point `path` at CIFAR-100's binary version (cifar-100-binary: train.bin, \
+         test.bin), or, if this node is meant to read CIFAR-10, set format = \"cifar10\""
     } else if !c100 && dir.join("train.bin").is_file() {
-        "; it holds CIFAR-100's train.bin: set format = \"cifar100\""
+        "; it holds CIFAR-100's train.bin: point `path` at CIFAR-10's binary version (cifar-10-batches-bin: \
+         data_batch_1.bin …), or, if this node is meant to read CIFAR-100, set format = \"cifar100\""
     } else {
         ""
     }
