@@ -374,6 +374,12 @@ fn in_flight(
     let (mut current, mut left) = (BTreeMap::new(), BTreeMap::<usize, Vec<String>>::new());
     // A run in another process: the nodes it is computing or fetching now.
     let local = crate::exec::running::read(store_root);
+    if local.is_none() {
+        // A run that names no nodes (a polyflow from before `running.json`): at least that it runs.
+        if let Some(h) = crate::exec::running::holder(store_root) {
+            eprintln!("note: a run holds the store ({h}) without naming the nodes it is computing (a polyflow from before 2026-12-06, or one starting up): those show as stale");
+        }
+    }
     for &i in sel {
         if let Some((r, f)) = local.as_ref().and_then(|r| r.nodes.get(&g.nodes[i].id).map(|f| (r, f))) {
             if a[&i].state != State::Fresh {

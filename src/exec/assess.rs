@@ -157,6 +157,30 @@ fn nearest(index: &Index, id: &str, last: Option<NodeRecord>, now: &dyn Fn(&Node
     runs.into_iter().min_by_key(|r| (distance(r), std::cmp::Reverse(r.finished_at)))
 }
 
+/// When the parameters of run `r` differ from `fp`'s only in form (the ones of a version of polyflow that keyed a
+/// spelt-out default as written: `flip = false` where the default is no flip), the reasons with that said once
+/// instead of as changes the user never made; `None` otherwise.
+fn rekeyed_only(stage: &dyn crate::stage::Stage, r: &NodeRecord, fp: &Fingerprint) -> Option<Vec<DirtyReason>> {
+    if r.fingerprint.params == fp.params {
+        return None;
+    }
+    let mut old = r.fingerprint.params.clone();
+    stage.canonical_key(&mut old);
+    if old != fp.params {
+        return None;
+    }
+    let mut same = r.clone();
+    same.fingerprint.params = old;
+    let mut out = vec![DirtyReason::Other {
+        detail: "no setting changed: this version of polyflow keys a value that spells out a default as that default \
+                 (the node runs once under its new key)"
+            .into(),
+    }];
+    // Whatever else changed too (its generic "key changed" is the sentence above).
+    out.extend(compare(&same, fp).into_iter().filter(|r| !matches!(r, DirtyReason::Other { detail } if detail == "key changed")));
+    Some(out)
+}
+
 /// Decides node `i` given its fingerprint (or the pending upstream ids).
 pub fn decide(
     g: &Graph,
@@ -243,7 +267,7 @@ pub fn decide(
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
         a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone());
     } else if let Some(r) = nearest(index, id, a.record.take(), &|_| fp.clone()) {
-        a.reasons.extend(compare(&r, &fp));
+        a.reasons.extend(rekeyed_only(g.nodes[i].stage.as_ref(), &r, &fp).unwrap_or_else(|| compare(&r, &fp)));
         a.nearest = Some(r.clone());
         a.record = Some(r);
         let r = a.record.as_ref().expect("set above");
@@ -327,4 +351,49 @@ fn assess_inner(
         out.insert(i, a);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(params: serde_json::Value) -> NodeRecord {
+        let fingerprint = Fingerprint {
+            kind: "task".into(),
+            version: 1,
+            params,
+            inputs: BTreeMap::new(),
+            env: BTreeMap::new(),
+            external: None,
+            external_parts: vec![],
+        };
+        NodeRecord {
+            id: "t".into(),
+            key: fingerprint.key(),
+            fingerprint,
+            artifact: String::new(),
+            duration_ms: 0,
+            finished_at: 0,
+            runner: BTreeMap::new(),
+        }
+    }
+
+    /// A run keyed before a spelt-out default was keyed as the default is explained as that, not as an edit the
+    /// user never made; a real edit still is one.
+    #[test]
+    fn a_rekeyed_default_is_said_as_such() {
+        let reg = crate::stages::registry();
+        let stage = reg.get("task").unwrap().as_ref();
+        let old = record(serde_json::json!({ "steps": 10, "augment": { "flip": false } }));
+        let now = record(serde_json::json!({ "steps": 10, "augment": {} })).fingerprint;
+        let r = rekeyed_only(stage, &old, &now).unwrap();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].to_string().starts_with("no setting changed"), "{}", r[0]);
+        let edited = record(serde_json::json!({ "steps": 10, "augment": { "flip": true } })).fingerprint;
+        assert_eq!(rekeyed_only(stage, &old, &edited), None);
+        // A substantive change beside it: the parameters differ in substance, said as such.
+        let more = record(serde_json::json!({ "steps": 20, "augment": {} })).fingerprint;
+        let r = rekeyed_only(stage, &old, &more);
+        assert_eq!(r, None, "steps changed: the parameters differ in substance");
+    }
 }

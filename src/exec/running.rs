@@ -66,6 +66,14 @@ fn start_time(pid: u32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The run that holds the store, as its `writer.info` names it (`pid 4242 (polyflow run …) since unix time …`),
+/// while that process lives and is not this one: for a run that writes no `running.json` (an earlier polyflow).
+pub fn holder(root: &Path) -> Option<String> {
+    let info = std::fs::read_to_string(root.join("writer.info")).ok()?;
+    let pid: u32 = info.strip_prefix("pid ")?.split_whitespace().next()?.parse().ok()?;
+    (pid != std::process::id() && start_time(pid).is_some()).then(|| info.trim().to_string())
+}
+
 /// "running for 3m 20s in pid 4242" (or "being fetched …").
 pub fn describe(f: &InFlight, pid: u32) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -106,7 +106,7 @@ pub fn not_writable_advice(root: &Path, path: &Path, e: &std::io::Error) -> Stri
         Ok(owner) if owner == me => format!("make its files writable again (`chmod -R u+w {}`)", root.display()),
         Ok(owner) => format!(
             "use a store of your own (`--store DIR`), or ask its owner (uid {owner}) to share it with your group \
-             (`chgrp -R GROUP` and `chmod -R g+w` on it, `chmod g+s` on its folders: a group-writable store is shared, \
+             (`chgrp -R GROUP` and `chmod -R g+rwX` on it, `chmod g+s` on its folders: a group-writable store is shared, \
              see the README)"
         ),
         Err(_) => "use a store of your own (`--store DIR`)".into(),
