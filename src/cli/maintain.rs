@@ -677,5 +677,9 @@ pub fn kinds(reg: &Registry) -> Result<i32, CliError> {
             outln!("    param  {:<16} {}{d}", p.name, p.doc);
         }
     }
+    outln!(
+        "(vN: the kind's version; a node's can be later where a change touched only some of its settings or backends, \
+         e.g. one dataset format: `show NODE` gives a node's)"
+    );
     Ok(exit::OK)
 }

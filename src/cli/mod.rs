@@ -182,6 +182,13 @@ pub enum Command {
     /// Clips per second of video decoding on a folder of video files (needs the `video` feature).
     #[cfg(feature = "video")]
     BenchVideo(crate::bench::video::VideoArgs),
+    /// Clips per second of video decoding: this build has no video decoder (build with `--features video`).
+    #[cfg(not(feature = "video"))]
+    BenchVideo {
+        /// Ignored: the command only says what it needs.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Internal: run one submitted node inside a Slurm job (the directory holds its job.json).
     #[command(hide = true)]
     ExecNode {
@@ -627,6 +634,13 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::BenchVideo(a) => {
             crate::bench::video::bench_video(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
         }
+        #[cfg(not(feature = "video"))]
+        Command::BenchVideo { .. } => Err(CliError::Other(
+            "error: `bench-video` decodes video files, and this build has no video decoder: build with `--features video` \
+             (FFmpeg's development libraries; see the README)"
+                .into(),
+            exit::USAGE,
+        )),
         Command::BenchLoader(a) => {
             crate::bench::loader::bench_loader(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
         }
