@@ -214,6 +214,15 @@ fn a_forced_rerun_that_differs_from_the_cache_is_named_nondeterministic() {
     let (code, out) = pf(d.path(), &["run", "r.toml", "--cache", "cache", "--force", "r"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("the node is not deterministic"), "{out}");
+    // The entry names the build that published it, and the note says it (here the same build as this one).
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    let build = String::from_utf8_lossy(&version.stdout).trim().trim_start_matches("polyflow ").to_string();
+    assert!(out.contains(&format!("with polyflow {build})")), "{out}");
+    assert!(!out.contains("computes it otherwise"), "{out}");
+    let keys = d.path().join("cache/keys");
+    let entry = std::fs::read_dir(&keys).unwrap().flatten().flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten()).next().unwrap();
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    assert_eq!(e["polyflow"].as_str(), Some(build.as_str()), "{e}");
     // A deterministic node re-run under --force says nothing of the kind.
     std::fs::write(d.path().join("r.toml"), "[node.r]\nkind = \"value\"\nvalue = 2\n").unwrap();
     assert_eq!(pf(d.path(), &["run", "r.toml", "--cache", "cache"]).0, 0);

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// Declare an ML study in TOML; regenerate its result tables incrementally.
 #[derive(Parser, Debug)]
-#[command(name = "polyflow", version, about, long_about = None)]
+#[command(name = "polyflow", version = env!("POLYFLOW_BUILD"), about, long_about = None)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]

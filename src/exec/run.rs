@@ -684,10 +684,12 @@ impl Scheduler<'_> {
                 // Already there (a forced re-run, or a teammate first): the same key should give the same bytes.
                 match cache.lookup(&key) {
                     Ok(Some(e)) if !new && e.manifest.digest != m.digest => Err(format!(
-                        "computed again here, it came out different from the artifact the shared cache holds for this key ({} here, {} there, published by `{}`): the node is not deterministic; the cache keeps the first",
+                        "computed again here, it came out different from the artifact the shared cache holds for this key ({} here, {} there, published by `{}`{}): the node is not deterministic{}; the cache keeps the first",
                         &m.digest[..16.min(m.digest.len())],
                         &e.manifest.digest[..16.min(e.manifest.digest.len())],
-                        e.node
+                        e.node,
+                        if e.polyflow.is_empty() { " with an earlier polyflow".to_string() } else { format!(" with polyflow {}", e.polyflow) },
+                        if e.polyflow != env!("POLYFLOW_BUILD") { format!(", or polyflow {} computes it otherwise", env!("POLYFLOW_BUILD")) } else { String::new() }
                     )),
                     _ => Ok(()),
                 }

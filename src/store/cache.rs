@@ -43,6 +43,10 @@ pub struct CacheEntry {
     /// recomputing it costs (`plan`'s estimate, `status`' last run). Absent in entries of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computed_ms: Option<u64>,
+    /// The polyflow build that published it (`0.1.0 (2a4c43f1b2c3)`; see `build.rs`), so a difference between
+    /// teammates' results can be traced to their releases. Absent in entries of older versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub polyflow: String,
 }
 
 /// A shared artifact cache.
@@ -356,7 +360,13 @@ impl ArtifactCache for DirCache {
                 .open(self.blob_path(&f.digest))
                 .and_then(|b| b.set_modified(std::time::SystemTime::now()));
         }
-        let entry = CacheEntry { manifest: m.clone(), node: node.to_string(), published_at: now_secs(), computed_ms };
+        let entry = CacheEntry {
+            manifest: m.clone(),
+            node: node.to_string(),
+            published_at: now_secs(),
+            computed_ms,
+            polyflow: env!("POLYFLOW_BUILD").to_string(),
+        };
         let mut tmp = self.tmp_file()?;
         tmp.write_all(&serde_json::to_vec_pretty(&entry).expect("json")).map_err(io(tmp.path()))?;
         tmp.as_file().sync_all().map_err(io(tmp.path()))?;
@@ -413,6 +423,7 @@ mod tests {
             node: "n".into(),
             published_at: 0,
             computed_ms: None,
+            polyflow: String::new(),
         };
         let p = c.key_path(&key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
