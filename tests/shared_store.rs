@@ -35,6 +35,26 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `polyflow ARGS` started in `dir`, its standard error discarded, its standard output piped or discarded.
+fn spawn(dir: &Path, args: &[&str], piped: bool) -> std::process::Child {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("POLYFLOW_CACHE")
+        .stdout(if piped { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 30 s) until `path` exists: the run started has made its store.
+fn wait_for(path: &Path) {
+    let t0 = Instant::now();
+    while !path.exists() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -50,17 +70,8 @@ fn status_reads_while_a_run_commits_node_after_node() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("p.toml"), sleepers(120, 40)).unwrap();
     // 120 × 40 ms on 2 slots: the run lasts at least 2.4 s, however fast the machine.
-    let mut run = Command::new(BIN)
-        .args(["run", "p.toml", "--store", "s", "-j", "2"])
-        .current_dir(d.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !d.path().join("s/index").exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = spawn(d.path(), &["run", "p.toml", "--store", "s", "-j", "2"], false);
+    wait_for(&d.path().join("s/index"));
     std::thread::sleep(Duration::from_millis(300));
     let (code, out, err) = pf(d.path(), &["status", "p.toml", "--store", "s", "--json"]);
     let still_running = run.try_wait().unwrap().is_none();
@@ -171,22 +182,13 @@ fn a_group_writable_store_stays_group_writable() {
 fn a_wait_for_the_store_that_is_interrupted_ends_with_an_error_line() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"command\"\nrun = [\"sleep\", \"3\"]\n").unwrap();
-    let mut holder = Command::new(BIN).args(["run", "p.toml", "--store", "s"]).current_dir(d.path()).stderr(Stdio::null()).spawn().unwrap();
-    let t0 = Instant::now();
-    while !d.path().join("s/writer.info").exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut holder = spawn(d.path(), &["run", "p.toml", "--store", "s"], false);
+    wait_for(&d.path().join("s/writer.info"));
     // `status` in another process names what the run is computing.
     let (code, out, err) = pf(d.path(), &["status", "p.toml", "--store", "s"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("in flight: running for") && out.contains(&format!("pid {}", holder.id())), "{out}");
-    let waiter = Command::new(BIN)
-        .args(["run", "p.toml", "--store", "s", "--wait", "--json"])
-        .current_dir(d.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let waiter = spawn(d.path(), &["run", "p.toml", "--store", "s", "--wait", "--json"], true);
     std::thread::sleep(Duration::from_millis(700));
     Command::new("kill").args(["-INT", &waiter.id().to_string()]).status().unwrap();
     let o = waiter.wait_with_output().unwrap();

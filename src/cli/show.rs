@@ -69,11 +69,7 @@ fn show_one(
     }
     println!("params: {}", serde_json::to_string(&n.params).unwrap_or_default());
     // The ids and parameters of its inputs (for what only they tell: a schedule, a trained model's size).
-    let inputs = n
-        .inputs
-        .iter()
-        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
-        .collect();
+    let inputs = g.input_params(i);
     if let Some(eff) = n.stage.effective(&n.params, &inputs).filter(|e| *e != n.params) {
         println!("uses:   {}", serde_json::to_string(&eff).unwrap_or_default());
     }

@@ -397,6 +397,23 @@ fn find_cycle(dag: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
 }
 
 impl Graph {
+    /// The id and parameters of each input of node `i`, by slot: what [`crate::stage::Stage::outline`] and
+    /// [`crate::stage::Stage::effective`] read.
+    pub fn input_params(&self, i: usize) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
+        self.nodes[i]
+            .inputs
+            .iter()
+            .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (self.nodes[u].id.clone(), self.nodes[u].params.clone())).collect()))
+            .collect()
+    }
+
+    /// Node `i`'s parameters as it uses them ([`crate::stage::Stage::effective`]: a preset's size in place of `0`,
+    /// only the chosen optimizer's settings), else as declared.
+    pub fn used_params(&self, i: usize) -> serde_json::Value {
+        let n = &self.nodes[i];
+        n.stage.effective(&n.params, &self.input_params(i)).unwrap_or_else(|| n.params.clone())
+    }
+
     /// The nodes `name` stands for: a node id, or a matrix or seeds declaration (`st.digits`: every replicate);
     /// `None` if neither.
     pub fn resolve(&self, name: &str) -> Option<Vec<usize>> {

@@ -98,13 +98,7 @@ fn prov_html(p: &Provenance, seed_value: Option<f64>, g: &Graph, keys: &BTreeMap
         let n = &g.nodes[i];
         // As the node uses them (a preset's size in place of `0`, only the chosen optimizer's settings), as `show`
         // says under `uses:`.
-        let ups = n
-            .inputs
-            .iter()
-            .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
-            .collect();
-        let used = n.stage.effective(&n.params, &ups).unwrap_or_else(|| n.params.clone());
-        let params = serde_json::to_string_pretty(&used).unwrap_or_default();
+        let params = serde_json::to_string_pretty(&g.used_params(i)).unwrap_or_default();
         s.push_str(&format!("<dt>parameters</dt><dd><pre class=\"prov-params\">{}</pre></dd>", esc(&params)));
         let inputs: Vec<String> = n
             .inputs

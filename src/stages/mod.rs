@@ -93,15 +93,19 @@ mod tests {
 
     /// Writing a default out (`image_patch = [8, 8]`, `clip = 1`), or changing a parameter outside the key
     /// (`checkpoint_every`), leaves a node's key as it was; a real change does not.
+    /// The key parameters of node `id` declared by `text` (a pipeline in `pipelines/`, so it may include the
+    /// embedded ones).
+    fn keyed_of(text: &str, id: &str) -> serde_json::Value {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let p = crate::spec::load_str("p.toml", text, &dir, None).unwrap();
+        let g = crate::graph::build(p, &super::registry()).unwrap();
+        g.nodes.iter().find(|n| n.id == id).unwrap().keyed.clone()
+    }
+
     #[test]
     fn written_out_defaults_and_unkeyed_parameters_keep_the_key() {
-        let reg = super::registry();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
         let keyed = |extra: &str| {
-            let text = format!("include = [\"tasks.toml\"]\n[node.m]\nkind = \"train\"\ninputs = {{ task = \"t_digits\" }}\n{extra}");
-            let p = crate::spec::load_str("p.toml", &text, &dir, None).unwrap();
-            let g = crate::graph::build(p, &reg).unwrap();
-            g.nodes.iter().find(|n| n.id == "m").unwrap().keyed.clone()
+            keyed_of(&format!("include = [\"tasks.toml\"]\n[node.m]\nkind = \"train\"\ninputs = {{ task = \"t_digits\" }}\n{extra}"), "m")
         };
         let plain = keyed("");
         assert_eq!(keyed("image_patch = [8, 8]\nvideo_patch = [4.0, 8, 8]\nclip = 1\n"), plain);
@@ -122,14 +126,7 @@ mod tests {
     /// written as an integer, or a window of every stored frame, keys as the node that leaves it out.
     #[test]
     fn values_that_mean_the_default_keep_the_key() {
-        let reg = super::registry();
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-        let keyed = |node: &str| {
-            let text = format!("include = [\"prep.toml\"]\n[node.n]\n{node}");
-            let p = crate::spec::load_str("p.toml", &text, &dir, None).unwrap();
-            let g = crate::graph::build(p, &reg).unwrap();
-            g.nodes.iter().find(|n| n.id == "n").unwrap().keyed.clone()
-        };
+        let keyed = |node: &str| keyed_of(&format!("include = [\"prep.toml\"]\n[node.n]\n{node}"), "n");
         let task = |extra: &str| keyed(&format!("kind = \"task\"\ninputs = {{ data = \"digits_x\" }}\nsteps = 10\n{extra}"));
         assert_eq!(task("augment = { mixup = 0, flip = false, crop_pad = 0 }"), task(""));
         assert_eq!(task("augment = { mixup = 1, crop_pad = 2 }"), task("augment = { crop_pad = 2, mixup = 1.0 }"));

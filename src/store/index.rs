@@ -83,7 +83,7 @@ impl Index {
     fn open_once(dir: &Path, wait: Duration) -> Result<Index, StoreError> {
         let start = Instant::now();
         // After a short wait, a `want` file asks the holder (a run committing node after node) to close the index
-        // between two commits ([`Index::wanted`]); removed once this process has it.
+        // between two commits ([`Wanted::now`]); removed once this process has it.
         let mut asker = Asker::new(dir);
         loop {
             match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
@@ -217,20 +217,6 @@ impl Index {
         self.records.iter().flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
     }
 
-    /// Whether another process has been waiting for the index at `dir` in the last second: its holder closes it
-    /// at the next chance (a run between two commits), so that `status` does not wait for a whole run.
-    pub fn wanted(dir: &Path) -> bool {
-        // Only a live request: written in the last second by a process that lives (and is not this one), so a
-        // file left by a killed reader, or touched by hand, costs a run nothing.
-        want_paths(dir).iter().any(|want| {
-            want_age(want).is_some_and(|a| a < Duration::from_secs(1))
-                && std::fs::read_to_string(want)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u32>().ok())
-                    .is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
-        })
-    }
-
     /// Flushes to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| StoreError::Index(e.to_string()))?;
@@ -281,13 +267,39 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The files by which a process waiting for the index asks its holder to close it ([`Index::wanted`]):
+/// The files by which a process waiting for the index asks its holder to close it ([`Wanted::now`]):
 /// `index.wanted` in the store root, else (a reader that may not write the store) one named after the index's
 /// path in `/dev/shm` (or `/tmp`), which every process on the machine agrees on.
 fn want_paths(dir: &Path) -> [PathBuf; 2] {
     let shm = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
     let tag = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
     [dir.with_extension("wanted"), shm.join(format!("polyflow-{}.wanted", &tag[..16]))]
+}
+
+/// Where processes waiting for one index ask for it, named once for a holder that asks often (a run, after
+/// every message).
+#[derive(Debug, Clone)]
+pub struct Wanted([PathBuf; 2]);
+
+impl Wanted {
+    /// The request files of the index at `dir`.
+    pub fn new(dir: &Path) -> Wanted {
+        Wanted(want_paths(dir))
+    }
+
+    /// Whether another process has been waiting for the index in the last second: its holder closes it at the next
+    /// chance (a run between two commits), so that `status` does not wait for a whole run. Only a live request
+    /// counts: written in the last second by a process that lives (and is not this one), so a file left by a
+    /// killed reader, or touched by hand, costs a run nothing.
+    pub fn now(&self) -> bool {
+        self.0.iter().any(|want| {
+            want_age(want).is_some_and(|a| a < Duration::from_secs(1))
+                && std::fs::read_to_string(want)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                    .is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
+        })
+    }
 }
 
 fn want_age(want: &Path) -> Option<Duration> {

@@ -32,7 +32,7 @@ mod lock;
 
 pub use blob::{BlobState, BlobStore};
 pub use cache::{ArtifactCache, CacheEntry, DirCache};
-pub use index::{index_dir, FailRecord, Index};
+pub use index::{index_dir, FailRecord, Index, Wanted};
 pub use lock::WriterLock;
 
 use serde::{Deserialize, Serialize};

@@ -103,12 +103,7 @@ fn expand(g: &Graph, names: &[String]) -> Result<Vec<usize>, CliError> {
 fn params_of(g: &Graph, i: usize) -> BTreeMap<String, Value> {
     let n = &g.nodes[i];
     let mut params = BTreeMap::new();
-    let inputs = n
-        .inputs
-        .iter()
-        .map(|(slot, ups)| (slot.clone(), ups.iter().map(|&u| (g.nodes[u].id.clone(), g.nodes[u].params.clone())).collect()))
-        .collect();
-    flatten("", &n.stage.effective(&n.params, &inputs).unwrap_or_else(|| n.params.clone()), &mut params);
+    flatten("", &g.used_params(i), &mut params);
     // (The node's own parameters win a name they share.)
     let mut from = BTreeMap::new();
     for (slot, ups) in &n.inputs {
