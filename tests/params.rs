@@ -174,3 +174,21 @@ fn verify_is_refused_on_the_cpu_backend() {
         assert!(out.is_empty(), "no benchmark line: {out}");
     }
 }
+
+/// A size override is keyed as `0` where it equals its preset's ("the preset's"), yet a change of it reads in the
+/// values the model has: `heads changed 2 → 4`, not `2 → 0`, in `status --why` and `plan`.
+#[test]
+fn a_size_change_is_explained_in_the_values_the_model_has() {
+    let d = tempfile::tempdir().unwrap();
+    common::write_cifar(d.path());
+    std::fs::write(d.path().join("p.toml"), pipe()).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    // micro has 4 heads: `heads = 4` keys as the preset's.
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--set", "m.heads=4", "--why", "m"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("heads changed 2 → 4"), "{out}");
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.heads=4"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Would run m (train): heads changed 2 → 4"), "{out}");
+}

@@ -29,7 +29,10 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
         let profile = c.profile.as_deref().unwrap_or("");
         let earlier: BTreeMap<usize, Earlier> = ids
             .iter()
-            .filter_map(|&i| earlier(&store, &index, &g.nodes[i].id, &a[&i], &g.nodes[i].keyed, &settings, profile).map(|e| (i, e)))
+            .filter_map(|&i| {
+                earlier(&store, &index, &g.nodes[i].id, g.nodes[i].stage.as_ref(), &a[&i], &g.nodes[i].keyed, &settings, profile)
+                    .map(|e| (i, e))
+            })
             .collect();
         (a, earlier)
     };

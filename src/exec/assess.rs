@@ -157,6 +157,19 @@ fn nearest(index: &Index, id: &str, last: Option<NodeRecord>, now: &dyn Fn(&Node
     runs.into_iter().min_by_key(|r| (distance(r), std::cmp::Reverse(r.finished_at)))
 }
 
+/// Why `new` differs from run `old`, with the parameters of both as a reader reads them
+/// ([`crate::stage::Stage::shown_key`]: `heads changed 4 → 2`, not `0 → 2`); the parameters as keyed where that
+/// form would hide the change.
+pub fn explain(stage: &dyn crate::stage::Stage, old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
+    let (mut a, mut b) = (old.clone(), new.clone());
+    stage.shown_key(&mut a.fingerprint.params);
+    stage.shown_key(&mut b.params);
+    if a.fingerprint.params == b.params && old.fingerprint.params != new.params {
+        return compare(old, new);
+    }
+    compare(&a, &b)
+}
+
 /// When the parameters of run `r` differ from `fp`'s only in form (the ones of a version of polyflow that keyed a
 /// spelt-out default as written: `flip = false` where the default is no flip), the reasons with that said once
 /// instead of as changes the user never made; `None` otherwise.
@@ -177,7 +190,7 @@ fn rekeyed_only(stage: &dyn crate::stage::Stage, r: &NodeRecord, fp: &Fingerprin
             .into(),
     }];
     // Whatever else changed too (its generic "key changed" is the sentence above).
-    out.extend(compare(&same, fp).into_iter().filter(|r| !matches!(r, DirtyReason::Other { detail } if detail == "key changed")));
+    out.extend(explain(stage, &same, fp).into_iter().filter(|r| !matches!(r, DirtyReason::Other { detail } if detail == "key changed")));
     Some(out)
 }
 
@@ -218,7 +231,7 @@ pub fn decide(
             if let Some(r) = nearest(index, id, a.record.take(), &mine) {
                 let own = mine(&r);
                 let same = own.key() == r.fingerprint.key();
-                a.reasons.extend(compare(&r, &own).into_iter().filter(|_| !same));
+                a.reasons.extend(explain(g.nodes[i].stage.as_ref(), &r, &own).into_iter().filter(|_| !same));
                 a.nearest = Some(r.clone());
                 a.record = Some(r);
             }
@@ -267,7 +280,7 @@ pub fn decide(
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
         a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone());
     } else if let Some(r) = nearest(index, id, a.record.take(), &|_| fp.clone()) {
-        a.reasons.extend(rekeyed_only(g.nodes[i].stage.as_ref(), &r, &fp).unwrap_or_else(|| compare(&r, &fp)));
+        a.reasons.extend(rekeyed_only(g.nodes[i].stage.as_ref(), &r, &fp).unwrap_or_else(|| explain(g.nodes[i].stage.as_ref(), &r, &fp)));
         a.nearest = Some(r.clone());
         a.record = Some(r);
         let r = a.record.as_ref().expect("set above");

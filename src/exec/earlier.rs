@@ -15,9 +15,9 @@
 //! what-if, or the other way round), and every presentation names the settings it was made under. Runs
 //! recorded before notes were kept are presented, said to be of unrecorded settings.
 
-use super::assess::Assessment;
+use super::assess::{explain, Assessment};
 use super::State;
-use crate::fingerprint::{compare, DirtyReason, Fingerprint, NodeRecord};
+use crate::fingerprint::{DirtyReason, Fingerprint, NodeRecord};
 use crate::store::{BlobState, Index, Manifest, Store};
 
 /// What the store holds of a stale node's earlier runs.
@@ -77,6 +77,7 @@ pub fn earlier(
     store: &Store,
     index: &Index,
     id: &str,
+    stage: &dyn crate::stage::Stage,
     a: &Assessment,
     keyed: &serde_json::Value,
     settings: &str,
@@ -92,14 +93,14 @@ pub fn earlier(
     // the inputs it waits on, from the assessment).
     let changes = |r: &NodeRecord| -> Vec<DirtyReason> {
         match &a.fingerprint {
-            Some(fp) => compare(r, fp),
+            Some(fp) => explain(stage, r, fp),
             None => {
                 let own = Fingerprint { params: keyed.clone(), ..r.fingerprint.clone() };
                 let mut v: Vec<DirtyReason> =
                     a.reasons.iter().filter(|x| matches!(x, DirtyReason::UpstreamPending { .. })).cloned().collect();
                 // (Its own settings unchanged: no reason of its own, not compare's "key changed".)
                 if own.key() != r.fingerprint.key() {
-                    v.extend(compare(r, &own));
+                    v.extend(explain(stage, r, &own));
                 }
                 v
             }

@@ -191,6 +191,10 @@ pub trait Stage: Send + Sync + 'static {
     /// its default is left out (see [`option_table_key`]). Only what the parameters alone tell; the
     /// node runs on its parameters as written.
     fn canonical_key(&self, _keyed: &mut serde_json::Value) {}
+    /// Writes the key parameters as a reader reads them, for explanations only (`status`, `plan`, `compare`): e.g.
+    /// the preset's width in place of the `0` that keys "the preset's", so a change reads `heads changed 4 → 2`,
+    /// not `0 → 2`. The hash never sees this form.
+    fn shown_key(&self, _keyed: &mut serde_json::Value) {}
     /// Checks of the parameters against the pipeline's nodes, once its graph is built: `inputs` holds the ids
     /// of the nodes of each input slot, `is_node` tells whether an id is a node of the pipeline (e.g. a table's
     /// rows name nodes among its inputs, its columns tasks of the pipeline). `Err((path, message, help))`, where

@@ -139,6 +139,17 @@ pub fn canonical_size(keyed: &mut serde_json::Value) {
     }
 }
 
+/// Writes the preset's value in place of each size field that keys "the preset's" (`0` or left out), in key
+/// parameters shown to a reader ([`crate::stage::Stage::shown_key`]).
+pub fn shown_size(keyed: &mut serde_json::Value) {
+    let Some(preset) = keyed.get("size").and_then(|s| s.as_str()).and_then(Size::preset) else { return };
+    for (k, n) in [("dim", preset.dim), ("depth", preset.depth), ("heads", preset.heads), ("mlp", preset.mlp)] {
+        if keyed.get(k).map_or(true, |v| v.as_u64() == Some(0)) {
+            keyed[k] = json!(n);
+        }
+    }
+}
+
 /// `params` with the model size resolved: the preset's `dim`, `depth`, `heads`, `mlp` in place of the `0`s
 /// that mean "the preset's".
 pub fn effective_size(params: &serde_json::Value, m: &ModelParams) -> serde_json::Value {

@@ -188,6 +188,9 @@ impl Stage for FeaturesStage {
     fn env_keys(&self) -> &'static [&'static str] {
         &["seed", "backend", "precision", crate::cli::CPU_BLOCK, crate::cli::BF16_KERNEL]
     }
+    fn shown_key(&self, keyed: &mut Value) {
+        super::modelspec::shown_size(keyed);
+    }
     fn canonical_key(&self, keyed: &mut Value) {
         super::modelspec::canonical_size(keyed);
     }

@@ -180,7 +180,8 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
             nodes
                 .iter()
                 .filter_map(|&i| {
-                    earlier(&store, &index, &g.nodes[i].id, &states[&i], &g.nodes[i].keyed, &settings, profile).map(|e| (i, e))
+                    earlier(&store, &index, &g.nodes[i].id, g.nodes[i].stage.as_ref(), &states[&i], &g.nodes[i].keyed, &settings, profile)
+                        .map(|e| (i, e))
                 })
                 .collect()
         };
