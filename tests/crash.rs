@@ -240,3 +240,34 @@ fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
     let partial = d.path().join(".polyflow/partial");
     assert!(!partial.exists() || std::fs::read_dir(&partial).unwrap().next().is_none(), "scratch left in {}", partial.display());
 }
+
+/// A hang-up (a closed terminal, a dropped ssh session) stops a run as SIGTERM does: the programs of `command`
+/// nodes, which run in process groups of their own that the terminal's hang-up does not reach, are stopped with
+/// it, down to what they started, instead of running on unattended; exit 129.
+#[test]
+fn a_hang_up_stops_a_command_nodes_programs_and_exits_129() {
+    let d = tempfile::tempdir().unwrap();
+    // The shell starts a program of its own and waits for it.
+    let script = "sleep 30 & echo $! > pid; wait";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let child =
+        Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    let pidfile = d.path().join("pid");
+    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the command did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleep: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(129), "{err}");
+    assert!(err.contains("interrupted while running c (not cached"), "{err}");
+    let t = Instant::now();
+    while running(sleep) {
+        assert!(t.elapsed() < Duration::from_secs(5), "the command's own program outlived the run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(state_of(&status(d.path()), "c"), "stale");
+}

@@ -16,6 +16,9 @@ pub const STORE: i32 = 4;
 pub const INTERRUPTED: i32 = 130;
 /// Terminated by SIGTERM while running: as [`INTERRUPTED`].
 pub const TERMINATED: i32 = 143;
+/// Hung up (SIGHUP: its terminal closed, an ssh session dropped) while running: as [`INTERRUPTED`], so the
+/// programs of `command` nodes are stopped with it rather than left running unattended.
+pub const HUNG_UP: i32 = 129;
 /// `run`'s standard output was closed by its reader (`polyflow run … --json | head`): it stopped as on SIGTERM
 /// (128 + SIGPIPE, what a shell reports for a process SIGPIPE ended).
 pub const PIPE_CLOSED: i32 = 141;

@@ -732,13 +732,14 @@ impl RunArgs {
 /// Takes the store's writer lock: at once, or with `wait` as long as another run holds it, saying so first
 /// (on stderr, and as a `{"event": "waiting", "holder": …}` line with `json`) so that a wait is never silent.
 ///
-/// `stop`: the run's (interrupt, terminate) flags, set by SIGINT/SIGTERM; a stop while waiting ends the command
-/// as an interrupted run does (exit 130 or 143, with `--json` an `error` line), having started nothing.
+/// `stop`: the run's (interrupt, terminate, hang-up) flags, set by SIGINT/SIGTERM/SIGHUP; a stop while waiting
+/// ends the command as an interrupted run does (exit 130, 143 or 129, with `--json` an `error` line), having
+/// started nothing.
 pub(crate) fn lock_store(
     store: &Store,
     wait: bool,
     json: bool,
-    stop: Option<(&AtomicBool, &AtomicBool)>,
+    stop: Option<(&AtomicBool, &AtomicBool, &AtomicBool)>,
 ) -> Result<crate::store::WriterLock, CliError> {
     match store.lock(std::time::Duration::ZERO) {
         Err(StoreError::Locked { holder }) if wait => {
@@ -752,15 +753,26 @@ pub(crate) fn lock_store(
                     Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {}
                     r => return Ok(r?),
                 }
-                if let Some((interrupt, term)) = stop {
+                if let Some((interrupt, term, hup)) = stop {
                     if interrupt.load(Ordering::SeqCst) {
-                        let code = if term.load(Ordering::SeqCst) { exit::TERMINATED } else { exit::INTERRUPTED };
+                        let code = stop_code(term, hup);
                         return Err(CliError::Other("stopped while waiting for the store: nothing ran".into(), code));
                     }
                 }
             }
         }
         r => Ok(r?),
+    }
+}
+
+/// The exit code of a run stopped by a signal: SIGHUP's, SIGTERM's, else Ctrl-C's.
+fn stop_code(term: &AtomicBool, hup: &AtomicBool) -> i32 {
+    if hup.load(Ordering::SeqCst) {
+        exit::HUNG_UP
+    } else if term.load(Ordering::SeqCst) {
+        exit::TERMINATED
+    } else {
+        exit::INTERRUPTED
     }
 }
 
@@ -772,22 +784,31 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let executor = a.executor();
     // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
     // a Slurm coordinator cancels (or keeps) its jobs and records them. Installed before waiting for the store.
+    // A hang-up (its terminal closed, an ssh session dropped) stops it as SIGTERM does: the programs of `command`
+    // nodes run in process groups of their own, which the terminal's hang-up does not reach.
     let flag = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
     let hook = |sig, f: &Arc<AtomicBool>| {
         signal_hook::flag::register(sig, f.clone())
             .map(|_| ())
             .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))
     };
     // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop).
-    for (sig, code) in [(signal_hook::consts::SIGINT, exit::INTERRUPTED), (signal_hook::consts::SIGTERM, exit::TERMINATED)] {
+    for (sig, code) in [
+        (signal_hook::consts::SIGINT, exit::INTERRUPTED),
+        (signal_hook::consts::SIGTERM, exit::TERMINATED),
+        (signal_hook::consts::SIGHUP, exit::HUNG_UP),
+    ] {
         signal_hook::flag::register_conditional_shutdown(sig, code, flag.clone())
             .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))?;
     }
     hook(signal_hook::consts::SIGINT, &flag)?;
     hook(signal_hook::consts::SIGTERM, &term)?;
     hook(signal_hook::consts::SIGTERM, &flag)?;
-    let _lock = lock_store(&store, a.wait, a.json, Some((&flag, &term)))?;
+    hook(signal_hook::consts::SIGHUP, &hup)?;
+    hook(signal_hook::consts::SIGHUP, &flag)?;
+    let _lock = lock_store(&store, a.wait, a.json, Some((&flag, &term, &hup)))?;
     let opts = RunOptions {
         targets: a.nodes,
         force: a.force,
@@ -817,8 +838,8 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let rep = report::Reporter::new(a.json, verbose).stopping(Some(pipe));
     let sink = |e: &exec::Event| rep.event(e);
     let summary = match exec::run(&g, &store, &opts, &sink) {
-        Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) => {
-            return Err(CliError::Other(format!("{e}"), exit::TERMINATED));
+        Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) || hup.load(Ordering::SeqCst) => {
+            return Err(CliError::Other(format!("{e}"), stop_code(&term, &hup)));
         }
         Err(e @ exec::ExecError::Interrupted { .. }) if out::closed() => {
             return Err(CliError::Other(format!("standard output was closed by its reader: {e}"), exit::PIPE_CLOSED));
