@@ -633,3 +633,28 @@ fn declarations_in_two_files_are_one_node_only_when_they_mean_the_same() {
     let (code, _, err) = pf(d.path(), &["plan", "s.toml"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// `{seed}` in a command's argv is the seed the replicate runs with (`$POLYFLOW_SEED`), not its index; replicates
+/// whose argv differs only by it are not reported as differing; a `{name}` naming no variable is passed as
+/// written, with a warning naming where it is and the variables there are.
+#[test]
+fn seed_placeholders_are_the_seed_and_unknown_ones_are_warned_of() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "echo \"$0 $POLYFLOW_SEED $1\" > $POLYFLOW_OUT/s";
+    std::fs::write(
+        d.path().join("p.toml"),
+        format!("seed = 7\n[node.c]\nkind = \"command\"\nseeds = 2\nmatrix = {{ lr = [0.1] }}\nrun = [\"sh\", \"-c\", {script:?}, \"{{seed}}\", \"{{lrr}}\"]\n"),
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("differ in"), "replicates reported as differing: {err}");
+    assert_eq!(err.matches("`{lrr}` in `run` of `c` (p.toml:6:").count(), 1, "{err}");
+    assert!(err.contains("its variables: {lr}, {replicate}, {seed}"), "{err}");
+    for (id, want) in [("c.0.1.s0", "7 7 {lrr}"), ("c.0.1.s1", "8 8 {lrr}")] {
+        let (code, out, err) = pf(d.path(), &["show", "p.toml", id]);
+        assert_eq!(code, 0, "{err}");
+        let blob = out.lines().find(|l| l.trim_start().starts_with("s ")).and_then(|l| l.split_whitespace().last()).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join(blob)).unwrap().trim(), want);
+    }
+}

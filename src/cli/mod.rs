@@ -472,9 +472,32 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
     Ok(graph::build(p, reg)?)
 }
 
+/// Warns of each `{name}` a declaration's parameters hold that names none of its variables (a misspelt `{lr}`):
+/// it is passed to the node as written. Once per declaration, parameter and name.
+fn note_placeholders(g: &Graph) {
+    let mut seen = BTreeSet::new();
+    for n in &g.pipeline.nodes {
+        for (param, name, span) in &n.unknown_placeholders {
+            if !seen.insert((n.decl.clone(), param.clone(), name.clone())) {
+                continue;
+            }
+            let mut vars: Vec<String> = n.matrix.keys().map(|k| format!("{{{k}}}")).collect();
+            vars.sort();
+            eprintln!(
+                "{:>12} `{{{name}}}` in `{param}` of `{}` ({}) names no variable of it, so it is passed as written; its variables: {}",
+                "Warning",
+                n.decl,
+                g.pipeline.sources.locate(*span),
+                vars.join(", ")
+            );
+        }
+    }
+}
+
 /// Says on stderr which seed groups have replicates of different settings (an override of one replicate):
 /// their tables' cells average them as if they were seeds of one setting.
 pub fn note_mixed_replicates(g: &Graph) {
+    note_placeholders(g);
     for (group, params) in g.mixed_replicates() {
         eprintln!(
             "{:>12} the replicates of `{group}` differ in {} (an override of one of them?): a table averages them into one cell as seeds of one setting",

@@ -488,14 +488,9 @@ impl Graph {
                     first.as_object().into_iter().flatten().chain(other.as_object().into_iter().flatten()).map(|(k, _)| k).collect();
                 differ.extend(keys.into_iter().filter(|k| first.get(k.as_str()) != other.get(k.as_str())).cloned());
             }
-            // A parameter that is each replicate's own seed (`value = "{seed}"`) differs as the seed does.
-            let seed_of = |i: usize| self.pipeline.seed + self.nodes[i].seed_offset;
-            differ.retain(|k| {
-                !members.iter().all(|&i| {
-                    let v = self.nodes[i].keyed.get(k.as_str());
-                    v == Some(&serde_json::json!(seed_of(i))) || v == Some(&serde_json::json!(seed_of(i).to_string()))
-                })
-            });
+            // A parameter that names the replicate's seed or suffix (`value = "{seed}"`, `run = [.., "{seed}"]`)
+            // differs by design.
+            differ.retain(|k| !members.iter().all(|&i| self.pipeline.nodes[i].per_replicate.contains(k)));
             if !differ.is_empty() {
                 out.push((name.clone(), differ.into_iter().collect()));
             }

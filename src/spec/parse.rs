@@ -20,8 +20,9 @@
 //!
 //! `seeds = N` on a node (or in a kind/node override) replicates it over seeds: expansion `s` gets the id suffix
 //! `.s{s}` and runs with seed = pipeline seed + `s` (so `.s0` has the key the node had without replicates); `{seed}`
-//! in its inputs and parameters is `s`, and `{replicate}` the id suffix `.s{s}` (empty when `seeds = 1`, which adds
-//! no suffix), so `model = "{m}{replicate}"` pairs the replicates of two declarations.
+//! in its inputs and parameters is that seed (what `$POLYFLOW_SEED` says to a command), and `{replicate}` the id
+//! suffix `.s{s}` (empty when `seeds = 1`, which adds no suffix), so `model = "{m}{replicate}"` pairs the
+//! replicates of two declarations.
 
 use super::error::{suggest, SpecError, SpecErrorKind as K};
 use super::overlay::{self, Overlay};
@@ -64,6 +65,11 @@ pub struct NodeSpec {
     pub resources: Option<Entry>,
     /// Replicate index of a `seeds = N` declaration: the node runs with seed = pipeline seed + this (0 otherwise).
     pub seed_offset: u64,
+    /// Parameters whose declared value names `{seed}` or `{replicate}`: each replicate has its own value by design.
+    pub per_replicate: BTreeSet<String>,
+    /// `{name}` placeholders left in its parameters after substitution, naming no variable of it: (parameter,
+    /// name, where).
+    pub unknown_placeholders: Vec<(String, String, Span)>,
 }
 
 /// A resolved pipeline.
@@ -517,7 +523,7 @@ impl Loader {
         let mut nodes = vec![];
         let mut groups = BTreeMap::new();
         for d in &self.decls {
-            let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id))?;
+            let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id), seed)?;
             if d.table.contains_key("matrix") || expanded.len() > 1 || expanded.first().is_some_and(|n| n.id != d.id) {
                 groups.insert(d.id.clone(), expanded.iter().map(|n| n.id.clone()).collect());
             }
@@ -670,6 +676,7 @@ fn expand(
     d: &Decl,
     kind_over: &[(String, Span, BTreeMap<String, Entry>)],
     node_over: Option<&BTreeMap<String, Entry>>,
+    seed: u64,
 ) -> Result<Vec<NodeSpec>, SpecError> {
     let type_err = |v: &SValue, exp: &str| {
         SpecError::at(sources, v.span, K::WrongType, format!("expected {exp}, found {}", v.value.type_name()))
@@ -751,7 +758,8 @@ fn expand(
             combos = next;
         }
     }
-    // Replicates: `{seed}` is the replicate index, `{replicate}` the id suffix (`.s1`; empty without replicates).
+    // Replicates: `{seed}` is the seed the replicate runs with (the pipeline's seed + its index, what
+    // `$POLYFLOW_SEED` says), `{replicate}` the id suffix (`.s1`; empty without replicates).
     let mut next = vec![];
     for (labels, vars, values) in &combos {
         for s in 0..seeds {
@@ -759,17 +767,15 @@ fn expand(
             if seeds > 1 {
                 labels.push(format!("s{s}"));
             }
-            vars.insert("seed".to_string(), s.to_string());
+            vars.insert("seed".to_string(), (seed + s).to_string());
             vars.insert("replicate".to_string(), if seeds > 1 { format!(".s{s}") } else { String::new() });
-            values.insert("seed".to_string(), SValue { value: Value::Int(s as i64), span: d.key_span });
-            next.push((labels, vars, values));
+            values.insert("seed".to_string(), SValue { value: Value::Int((seed + s) as i64), span: d.key_span });
+            next.push((labels, vars, values, s));
         }
     }
-    combos = next;
     let mut out = vec![];
-    for (labels, vars, values) in combos {
+    for (labels, vars, values, seed_offset) in next {
         let id = if labels.is_empty() { d.id.clone() } else { format!("{}.{}", d.id, labels.join(".")) };
-        let seed_offset = vars.get("seed").filter(|_| seeds > 1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let mut params = BTreeMap::new();
         // Precedence: declaration < profile kind override < profile node override.
         for (k, e) in &d.table {
@@ -790,6 +796,9 @@ fn expand(
         }
         let resources = params.remove(RESOURCES);
         params.remove(SEEDS);
+        // Parameters each replicate has its own value of by design (`run = […, "--seed", "{seed}"]`).
+        let per_replicate: BTreeSet<String> =
+            params.iter().filter(|(_, e)| e.value.mentions(&["{seed}", "{replicate}"])).map(|(k, _)| k.clone()).collect();
         for e in params.values_mut() {
             // "{lr}" alone keeps the variable's type (so a float stays a float).
             if let Value::Str(s) = &e.value.value {
@@ -799,6 +808,13 @@ fn expand(
                 }
             }
             e.value.substitute(&vars);
+        }
+        // What is left is no variable of this node: passed as written (a program may want braces), and warned of.
+        let mut unknown_placeholders = vec![];
+        for (k, e) in &params {
+            let mut found = vec![];
+            e.value.placeholders(&mut found);
+            unknown_placeholders.extend(found.into_iter().map(|(name, span)| (k.clone(), name, span)));
         }
         let mut inputs = BTreeMap::new();
         if let Some(ie) = d.table.get("inputs") {
@@ -847,6 +863,8 @@ fn expand(
             base_dir: d.base_dir.clone(),
             resources,
             seed_offset,
+            per_replicate,
+            unknown_placeholders,
         });
     }
     Ok(out)
@@ -930,6 +948,27 @@ mod tests {
         let p = load_t(&format!("{t}[profile.one.kind.value]\nseeds = 1\n"), Some("one")).unwrap();
         assert!(p.nodes.iter().any(|n| n.id == "a.x") && p.nodes.iter().all(|n| n.seed_offset == 0));
         assert!(load_t("[node.a]\nkind = \"value\"\nseeds = 0\n", None).is_err());
+    }
+
+    #[test]
+    fn seed_is_the_seed_a_replicate_runs_with_and_unknown_placeholders_are_kept() {
+        let t = "seed = 7\n[node.a]\nkind = \"command\"\nseeds = 2\nmatrix = { lr = [0.1] }\n\
+                 run = [\"sh\", \"-c\", \"echo ${HOME} {{x}} '{print $1}' {lrr}\", \"{seed}\", \"{lr}\"]\nv = \"{seed}\"\nw = 1\n";
+        let p = load_t(t, None).unwrap();
+        let a1 = p.nodes.iter().find(|n| n.id == "a.0.1.s1").unwrap();
+        assert_eq!(a1.seed_offset, 1);
+        // `{seed}` alone keeps its type: the integer 8 = 7 + 1, what `$POLYFLOW_SEED` says.
+        assert!(matches!(a1.params["v"].value.value, Value::Int(8)));
+        let Value::Array(run) = &a1.params["run"].value.value else { panic!() };
+        assert!(matches!(&run[3].value, Value::Str(s) if s == "8"));
+        assert!(matches!(&run[4].value, Value::Str(s) if s == "0.1"));
+        // Each replicate has its own `run` and `v` by design, not `w`.
+        assert_eq!(a1.per_replicate, ["run".to_string(), "v".to_string()].into_iter().collect());
+        // `{lrr}` names no variable: kept, and named (not `${HOME}`, `{{x}}` or an awk program).
+        let Value::Str(line) = &run[2].value else { panic!() };
+        assert!(line.ends_with(" {lrr}"), "{line}");
+        let names: Vec<(&str, &str)> = a1.unknown_placeholders.iter().map(|(k, n, _)| (k.as_str(), n.as_str())).collect();
+        assert_eq!(names, [("run", "lrr")]);
     }
 
     #[test]

@@ -104,6 +104,40 @@ impl SValue {
         }
     }
 
+    /// The `{name}` placeholders left in this value's strings (at any depth), with the span of the string holding
+    /// each: `name` a word (letters, digits, `_`), not right after `$` or `{` (a shell's `${HOME}`, a template's
+    /// `{{x}}`).
+    pub fn placeholders(&self, out: &mut Vec<(String, Span)>) {
+        match &self.value {
+            Value::Str(s) => {
+                let b = s.as_bytes();
+                for (i, _) in s.match_indices('{') {
+                    if i > 0 && matches!(b[i - 1], b'$' | b'{') {
+                        continue;
+                    }
+                    let rest = &s[i + 1..];
+                    let n = rest.bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
+                    if n > 0 && !rest.as_bytes()[0].is_ascii_digit() && rest[n..].starts_with('}') {
+                        out.push((rest[..n].to_string(), self.span));
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| v.placeholders(out)),
+            Value::Table(t) => t.values().for_each(|e| e.value.placeholders(out)),
+            _ => {}
+        }
+    }
+
+    /// Whether a string in this value (at any depth) contains one of `needles`.
+    pub fn mentions(&self, needles: &[&str]) -> bool {
+        match &self.value {
+            Value::Str(s) => needles.iter().any(|n| s.contains(n)),
+            Value::Array(a) => a.iter().any(|v| v.mentions(needles)),
+            Value::Table(t) => t.values().any(|e| e.value.mentions(needles)),
+            _ => false,
+        }
+    }
+
     /// Replaces `{name}` placeholders in every string with `vars[name]`.
     pub fn substitute(&mut self, vars: &BTreeMap<String, String>) {
         match &mut self.value {
