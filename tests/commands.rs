@@ -658,3 +658,29 @@ fn seed_placeholders_are_the_seed_and_unknown_ones_are_warned_of() {
         assert_eq!(std::fs::read_to_string(d.path().join(blob)).unwrap().trim(), want);
     }
 }
+
+/// A `deps` entry that does not exist is found by `plan` and `run` before anything runs (exit 2, nothing
+/// written), once for all the expansions of its declaration; a file added to a listed folder is named by
+/// `status --why` as written in `deps` (`./data/new.txt added`, whether `deps` says `data` or `data/`).
+#[test]
+fn command_deps_are_checked_before_running_and_named_when_they_change() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("data")).unwrap();
+    std::fs::write(d.path().join("data/a.txt"), "a").unwrap();
+    let node = |deps: &str| format!("[node.c]\nkind = \"command\"\nseeds = 2\nrun = [\"sh\", \"-c\", \"true\"]\ndeps = {deps}\n");
+    std::fs::write(d.path().join("p.toml"), node("[\"data/\", \"missing.py\"]")).unwrap();
+    for cmd in ["plan", "run"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "p.toml"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert_eq!(err.matches("`deps` lists a file that cannot be read: `missing.py`").count(), 1, "{cmd}: {err}");
+        assert!(err.contains("`c` (2 nodes, command, p.toml:1:7)"), "{cmd}: {err}");
+        assert!(!d.path().join(".polyflow").exists(), "{cmd} wrote a store");
+    }
+    std::fs::write(d.path().join("p.toml"), node("[\"data/\"]")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(d.path().join("data/new.txt"), "n").unwrap();
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "c.s0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("./data/new.txt added"), "{out}");
+}

@@ -512,6 +512,8 @@ pub fn note_mixed_replicates(g: &Graph) {
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
 pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
     let (mut problems, mut listed) = (vec![], vec![]);
+    // (declaration, parameter, message, how many of its nodes): a problem shared by a declaration's expansions.
+    let mut grouped: Vec<(String, String, String, usize)> = vec![];
     let computed = computed_elsewhere(g, c, env);
     let sel = g.select(targets)?;
     // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
@@ -531,6 +533,23 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             continue;
         }
         if let Err(Problem { param, msg, by_param, .. }) = checked {
+            // The same problem in every expansion of a declaration (a matrix, replicates) is listed once.
+            let decl = &g.pipeline.nodes[i].decl;
+            if !by_param && decl != &n.id {
+                if let Some(k) = grouped.iter().position(|(d, p, m, _)| d == decl && p == &param && m == &msg) {
+                    grouped[k].3 += 1;
+                    listed.push(serde_json::json!({
+                        "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": null,
+                    }));
+                    continue;
+                }
+                grouped.push((decl.clone(), param.clone(), msg.clone(), 1));
+                problems.push(format!("  - `{decl}` ({}, {}): `{param}` {msg}", n.stage.kind(), n.location));
+                listed.push(serde_json::json!({
+                    "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": null,
+                }));
+                continue;
+            }
             let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
             let set = by_param.then(|| format!("--set {}.{param}=...", n.id));
             if let Some(set) = &set {
@@ -544,6 +563,12 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
     }
     if problems.is_empty() {
         return Ok(());
+    }
+    // A grouped problem says how many nodes share it.
+    for (decl, _, msg, count) in grouped.iter().filter(|g| g.3 > 1) {
+        if let Some(line) = problems.iter_mut().find(|l| l.starts_with(&format!("  - `{decl}` (")) && l.ends_with(msg.as_str())) {
+            *line = line.replacen(&format!("`{decl}` ("), &format!("`{decl}` ({count} nodes, "), 1);
+        }
     }
     Err(CliError::Problems(
         format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),

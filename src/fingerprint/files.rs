@@ -224,7 +224,7 @@ impl FileDigests {
                     let name = |rel: &str| match rel {
                         "" => n.path.clone(),
                         r if r.starts_with('/') => r.to_string(),
-                        r => format!("{}/{r}", n.path),
+                        r => format!("{}/{r}", n.path.trim_end_matches('/')),
                     };
                     for (rel, d) in &b {
                         match a.get(rel) {

@@ -173,6 +173,28 @@ impl Stage for CommandStage {
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
         parse_checked::<CommandParams>(params, &self.params()).map(|_| ())
     }
+    /// Every file or folder `deps` lists exists (it is hashed into the key, so without it the node has none).
+    fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
+        let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
+        let missing: Vec<String> = deps
+            .iter()
+            .filter(|d| std::fs::metadata(base_dir.join(d)).is_err())
+            .map(|d| format!("`{d}` ({})", crate::spec::source::display_path(&base_dir.join(d))))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(crate::stage::Problem {
+            param: "deps".to_string(),
+            msg: format!(
+                "lists {} that cannot be read: {}; paths in `deps` are relative to the pipeline file's folder",
+                if missing.len() == 1 { "a file" } else { "files" },
+                missing.join(", ")
+            ),
+            by_param: false,
+            local: false,
+        })
+    }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let argv = parse::<CommandParams>(ctx.params)?.run;
         if argv.is_empty() {
