@@ -175,26 +175,30 @@ fn a_bare_pipeline_file_name_runs_command_nodes_in_its_folder() {
     assert!(code == 0 && out.contains("out.txt"), "{out}");
 }
 
-/// Python in a `command` node writes unbuffered (its progress shows as it runs, not when it ends), unless the
-/// user's environment sets `PYTHONUNBUFFERED` itself.
+/// Python in a `command` node writes unbuffered (its progress shows as it runs, not when it ends) and no bytecode
+/// cache (an imported module's `__pycache__/` in a folder `deps` lists would make the node stale after every run),
+/// unless the user's environment sets `PYTHONUNBUFFERED` / `PYTHONDONTWRITEBYTECODE` itself.
 #[test]
 fn command_nodes_run_python_unbuffered_unless_told_otherwise() {
     let d = tempfile::tempdir().unwrap();
-    let pipe = "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo ${PYTHONUNBUFFERED:-unset} > $POLYFLOW_OUT/env.txt\"]\n";
+    let pipe = "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo ${PYTHONUNBUFFERED:-unset} ${PYTHONDONTWRITEBYTECODE:-unset} > $POLYFLOW_OUT/env.txt\"]\n";
     std::fs::write(d.path().join("p.toml"), pipe).unwrap();
     let seen = |env: Option<&str>| {
         let mut c = Command::new(BIN);
-        c.args(["run", "p.toml", "--force", "c"]).current_dir(d.path()).env_remove("PYTHONUNBUFFERED");
+        c.args(["run", "p.toml", "--force", "c"])
+            .current_dir(d.path())
+            .env_remove("PYTHONUNBUFFERED")
+            .env_remove("PYTHONDONTWRITEBYTECODE");
         if let Some(v) = env {
-            c.env("PYTHONUNBUFFERED", v);
+            c.env("PYTHONUNBUFFERED", v).env("PYTHONDONTWRITEBYTECODE", v);
         }
         assert!(c.output().unwrap().status.success());
         let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
         let blob = out.lines().find(|l| l.trim_start().starts_with("env.txt")).unwrap().split_whitespace().last().unwrap().to_string();
         std::fs::read_to_string(blob).unwrap().trim().to_string()
     };
-    assert_eq!(seen(None), "1");
-    assert_eq!(seen(Some("")), "unset", "the user's own (empty) setting stays");
+    assert_eq!(seen(None), "1 1");
+    assert_eq!(seen(Some("")), "unset unset", "the user's own (empty) settings stay");
 }
 
 /// A pipeline file in a subfolder (as `pipelines/*.toml`) run with the default, relative store: its programs run

@@ -243,6 +243,12 @@ impl Stage for CommandStage {
         if std::env::var_os("PYTHONUNBUFFERED").is_none() {
             cmd.env("PYTHONUNBUFFERED", "1");
         }
+        // An imported module's bytecode cache (`__pycache__/`) written into a folder that `deps` lists would change
+        // that folder's digest: the node would be stale again after every run. Not written, unless the user's
+        // environment says otherwise.
+        if std::env::var_os("PYTHONDONTWRITEBYTECODE").is_none() {
+            cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        }
         // Standard output and error into one pipe, as `2>&1` does: their lines reach the tail in the order the
         // program wrote them (two pipes read by two threads could put a traceback's last line before the
         // output printed just ahead of it).
