@@ -48,22 +48,23 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     }
     assert!(pf(d.path(), &["gc", "p.toml"]).1.contains("Would free 0 artifacts"));
     assert_eq!(pf(d.path(), &["verify"]).0, 0);
-    // Scratch of interrupted runs: the checkpoints of the key a stale node would be computed under stay (a run
-    // resumes from them); those of a key no node has any more go.
+    // Scratch of interrupted runs: that of a key no node has any more goes, and so does that of the key a stale
+    // node would be computed under when its kind resumes from nothing there (a training run's checkpoint stays:
+    // tests/training.rs).
     std::fs::write(d.path().join("p.toml"), P.replace("value = 2", "value = 4")).unwrap();
     let (_, st, _) = pf(d.path(), &["status", "p.toml", "--json"]);
     let st: serde_json::Value = serde_json::from_str(&st).unwrap();
     let b = st.as_array().unwrap().iter().find(|n| n["id"] == "b").unwrap();
     assert_eq!(b["state"], "stale");
     let partial = d.path().join(".polyflow/partial");
-    let (resumable, abandoned) = (partial.join(&b["key"].as_str().unwrap()[..24]), partial.join("00112233445566778899aabb"));
-    for p in [&resumable, &abandoned] {
+    let (current, abandoned) = (partial.join(&b["key"].as_str().unwrap()[..24]), partial.join("00112233445566778899aabb"));
+    for p in [&current, &abandoned] {
         std::fs::create_dir_all(p).unwrap();
         std::fs::write(p.join("checkpoint"), vec![0u8; 1000]).unwrap();
     }
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--yes"]);
     assert!(out.contains("Removing scratch") && out.contains("00112233445566778899aabb") && out.contains("1000 B"), "{out}");
-    assert!(resumable.exists() && !abandoned.exists(), "{out}");
+    assert!(!current.exists() && !abandoned.exists(), "{out}");
 }
 
 #[test]

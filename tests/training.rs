@@ -307,6 +307,10 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     assert_eq!(co["resumes_from"], "update 25", "{co}");
     let partial = std::fs::read_dir(b.join("partial")).unwrap().count();
     assert_eq!(partial, 1, "a resumable checkpoint was left in the store");
+    // `gc` keeps it: the next run resumes from it.
+    let gc = polyflow(root, &["gc", "tests/pipelines/resume.toml", "--store", b.to_str().unwrap(), "--yes"]);
+    assert_eq!(gc.status.code(), Some(0), "{}", String::from_utf8_lossy(&gc.stderr));
+    assert_eq!(std::fs::read_dir(b.join("partial")).unwrap().count(), 1, "gc removed a resumable checkpoint");
     // Resumed with checkpoints at another cadence: outside the key, it changes no bit, and the checkpoint is kept.
     let out = Command::new(BIN).args(args(&b)).args(["--set", "co.checkpoint_every=7"]).current_dir(root).output().unwrap();
     assert_eq!(out.status.code(), Some(0));

@@ -44,15 +44,16 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     out
 }
 
-/// Scratch folders (`partial/`) of interrupted runs whose key is not one a node of the pipelines would be
-/// computed under now: nothing would resume from them.
-fn stale_partial_dirs(store: &Store, resumable: &BTreeSet<String>) -> Vec<PathBuf> {
+/// Scratch folders (`partial/`) of interrupted runs that nothing would resume from: not the folder of a key a
+/// node of the pipelines would be computed under now with a checkpoint that node's kind resumes from (`resumable`),
+/// nor one that `maybe` resumes (a node whose key is not known yet could be computed under it).
+fn stale_partial_dirs(store: &Store, resumable: &BTreeSet<String>, maybe: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(store.root.join("partial")) else { return vec![] };
     let mut out: Vec<PathBuf> = rd
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            !resumable.iter().any(|k| k.starts_with(&name))
+            !resumable.iter().any(|k| k.starts_with(&name)) && !maybe(&e.path())
         })
         .map(|e| e.path())
         .collect();
@@ -124,10 +125,12 @@ pub fn gc(
         (lock, store.index_read()?)
     };
     let mut keep_keys = BTreeSet::new();
-    // Keys the nodes would be computed under now (stale ones whose inputs are fresh): their resumable scratch stays.
+    // Keys the nodes would be computed under now (stale ones whose inputs are fresh) whose scratch holds a
+    // checkpoint their kind resumes from (a training run's): that scratch stays. A command's is started afresh.
     let mut resumable = BTreeSet::new();
-    // Stale nodes whose key is not known until their upstream is computed: any scratch may be theirs.
+    // Stale nodes whose key is not known until their upstream is computed: any resumable scratch may be theirs.
     let mut unknown = 0;
+    let mut unknown_kinds: std::collections::BTreeMap<&'static str, std::sync::Arc<dyn crate::stage::Stage>> = Default::default();
     let mut ids = BTreeSet::new();
     // Each node's outermost declaration (`st` for `st.digits.s0`), to count what is removed by declaration.
     let mut decl_of: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
@@ -141,15 +144,20 @@ pub fn gc(
             if s.state == State::Fresh {
                 keep_keys.insert(s.key.unwrap());
             } else if let Some(k) = s.key {
-                resumable.insert(k);
+                if g.nodes[i].stage.resume_point(&crate::store::partial_dir(&store.root, &k)).is_some() {
+                    resumable.insert(k);
+                }
             } else {
                 unknown += 1;
+                unknown_kinds.entry(g.nodes[i].stage.kind()).or_insert_with(|| g.nodes[i].stage.clone());
             }
         }
         Ok(())
     })?;
-    let drop_partial = if unknown > 0 {
-        let kept = stale_partial_dirs(&store, &resumable).len();
+    let maybe = |dir: &Path| unknown_kinds.values().any(|st| st.resume_point(dir).is_some());
+    let drop_partial = stale_partial_dirs(&store, &resumable, &maybe);
+    if unknown > 0 {
+        let kept = stale_partial_dirs(&store, &resumable, &|_| false).len() - drop_partial.len();
         if kept > 0 {
             outln!(
                 "{:>12} {kept} scratch folders of interrupted runs: {unknown} nodes' keys are not known until their inputs are \
@@ -157,13 +165,10 @@ pub fn gc(
                 "Keeping"
             );
         }
-        vec![]
-    } else {
-        stale_partial_dirs(&store, &resumable)
-    };
+    }
     for d in &drop_partial {
         outln!(
-            "{:>12} scratch {} ({}): an interrupted run's checkpoints, which no node of these pipelines would resume",
+            "{:>12} scratch {} ({}): an interrupted run's, which no node of these pipelines would resume from",
             if yes { "Removing" } else { "Would remove" },
             d.display(),
             fmt_bytes(dir_size(d))
