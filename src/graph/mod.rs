@@ -208,15 +208,6 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             }
         }
         let params = serde_json::Value::Object(params);
-        if let Err((key, msg)) = stage.validate(&params) {
-            let span = span_at(&n.params, &key).unwrap_or(n.span);
-            let e = SpecError::at(src, span, K::OutOfRange, format!("`{}`: {msg}", param_of(&key)));
-            // What the parameter is, as `polyflow kinds` says it.
-            return Err(match specs.iter().find(|s| s.name == param_of(&key)) {
-                Some(spec) => e.help(format!("`{}`: {}", spec.name, spec.doc)),
-                None => e,
-            });
-        }
         // Inputs.
         let slots = stage.inputs();
         let mut inputs = BTreeMap::new();
@@ -288,6 +279,16 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                     sd.types.join(", ")
                 )));
             }
+        }
+        // Cross-field checks after the inputs are wired: a wrong kind of input is the first thing to fix.
+        if let Err((key, msg)) = stage.validate(&params) {
+            let span = span_at(&n.params, &key).unwrap_or(n.span);
+            let e = SpecError::at(src, span, K::OutOfRange, format!("`{}`: {msg}", param_of(&key)));
+            // What the parameter is, as `polyflow kinds` says it.
+            return Err(match specs.iter().find(|s| s.name == param_of(&key)) {
+                Some(spec) => e.help(format!("`{}`: {}", spec.name, spec.doc)),
+                None => e,
+            });
         }
         let ids: BTreeMap<String, Vec<String>> = inputs
             .iter()
