@@ -689,3 +689,23 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("./data/new.txt added"), "{out}");
 }
+
+/// `show` on a command node prints the `metrics.json` it wrote (what `compare` reads), or says it is not JSON.
+#[test]
+fn show_prints_a_command_nodes_metrics() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"test\\\": {\\\"acc\\\": 0.79}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+         [node.bad]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo 'acc=0.79' > $POLYFLOW_OUT/metrics.json\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "c"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("metrics.json:\n{\n  \"test\": {\n    \"acc\": 0.79"), "{out}");
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "bad"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("metrics.json: not JSON"), "{out}");
+}

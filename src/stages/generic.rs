@@ -85,6 +85,9 @@ pub struct CommandStage;
 
 /// Digest of `deps` (files or folders relative to `base`): each dependency's name, a NUL byte and its content
 /// digest (see [`crate::fingerprint::files`]).
+/// How much of a command's `metrics.json` `show` prints.
+const METRICS_SHOWN: usize = 4000;
+
 fn hash_paths(base: &Path, deps: &[String], files: &FileDigests) -> Result<String, StageError> {
     let mut h = blake3::Hasher::new();
     for d in deps {
@@ -193,6 +196,23 @@ impl Stage for CommandStage {
             ),
             by_param: false,
             local: false,
+        })
+    }
+    /// Its `metrics.json`, where it wrote one (what `compare` reads), pretty-printed up to [`METRICS_SHOWN`] bytes.
+    fn describe(&self, a: &crate::stage::InputArtifact, _out: &Path) -> Result<String, StageError> {
+        if !a.manifest.files.contains_key("metrics.json") {
+            return Ok(String::new());
+        }
+        let bytes = a.read("metrics.json")?;
+        Ok(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) => {
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                match text.char_indices().nth(METRICS_SHOWN) {
+                    Some((cut, _)) => format!("metrics.json:\n{}\n… ({} bytes in all)", &text[..cut], text.len()),
+                    None => format!("metrics.json:\n{text}"),
+                }
+            }
+            Err(e) => format!("metrics.json: not JSON ({e}), so `compare` reads no metric from it"),
         })
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
