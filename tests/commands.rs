@@ -672,7 +672,9 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir(d.path().join("data")).unwrap();
     std::fs::write(d.path().join("data/a.txt"), "a").unwrap();
-    let node = |deps: &str| format!("[node.c]\nkind = \"command\"\nseeds = 2\nrun = [\"sh\", \"-c\", \"true\"]\ndeps = {deps}\n");
+    let node = |deps: &str| {
+        format!("[node.c]\nkind = \"command\"\nseeds = 2\nrun = [\"sh\", \"-c\", \"echo '{{\\\"a\\\": 1}}' > $POLYFLOW_OUT/metrics.json\"]\ndeps = {deps}\n")
+    };
     std::fs::write(d.path().join("p.toml"), node("[\"data/\", \"missing.py\"]")).unwrap();
     for cmd in ["plan", "run"] {
         let (code, _, err) = pf(d.path(), &[cmd, "p.toml"]);
@@ -688,6 +690,10 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
     let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "c.s0"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("./data/new.txt added"), "{out}");
+    // `compare`'s footnote on the outdated values names it too.
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "c"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("source files changed: ./data/new.txt added"), "{out}");
 }
 
 /// `show` on a command node prints the `metrics.json` it wrote (what `compare` reads), or says it is not JSON.

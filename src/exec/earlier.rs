@@ -118,7 +118,22 @@ pub fn earlier(
                 return Some(Earlier::Gone { record, file: None, damaged: false });
             };
             Some(match store.check(&manifest) {
-                None => Earlier::Kept { changed: changes(&record), record, manifest },
+                None => {
+                    let mut changed = changes(&record);
+                    // Which files changed, where the listings of both states were kept (as `status` names them).
+                    if let Some(fp) = &a.fingerprint {
+                        for reason in &mut changed {
+                            if let DirtyReason::ExternalChanged { files } = reason {
+                                *files = store.file_digests().explain(
+                                    &record.fingerprint.external_parts,
+                                    &fp.external_parts,
+                                    crate::fingerprint::CHANGES_SHOWN,
+                                );
+                            }
+                        }
+                    }
+                    Earlier::Kept { changed, record, manifest }
+                }
                 Some((file, state)) => Earlier::Gone { record, file: Some(file), damaged: state != BlobState::Missing },
             })
         }
