@@ -600,6 +600,9 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
         if k == RESOURCES {
             n.resources = Some(e.clone());
         } else {
+            // Its own value now, written for this node alone: not one that differs by design.
+            n.per_replicate.remove(k);
+            n.unknown_placeholders.retain(|(p, _, _)| p != k);
             n.params.insert(k.clone(), e.clone());
         }
     }
