@@ -228,7 +228,7 @@ fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
         assert!(t.elapsed() < Duration::from_secs(5), "the command's program outlived the run");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(err.contains("hello-from-command"), "{err}");
+    assert!(err.contains("[c] hello-from-command"), "{err}");
     for line in stdout.lines() {
         assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
     }

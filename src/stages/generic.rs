@@ -288,7 +288,7 @@ impl Stage for CommandStage {
         // the program (and whatever it started) has closed its own.
         drop(cmd);
         let program = program.map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
-        let tail = OutputTail::follow(reader);
+        let tail = OutputTail::follow(reader, format!("[{}] ", ctx.id));
         let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
         let last = tail.finish();
         if !status.success() {
@@ -350,7 +350,7 @@ fn relative_to(path: &Path, from: &Path) -> PathBuf {
 }
 
 /// A program's standard output and error, forwarded as they come to polyflow's standard error (standard output
-/// is `--json`'s event stream) while the last [`OutputTail::KEEP`] lines (ended by `\n` or `\r`, at most
+/// is `--json`'s event stream), each line prefixed with its node's id (nodes run side by side), while the last [`OutputTail::KEEP`] lines (ended by `\n` or `\r`, at most
 /// [`OutputTail::MAX_LINE`] bytes each) are kept for the failure record.
 struct OutputTail {
     lines: std::sync::mpsc::Receiver<Option<String>>,
@@ -362,14 +362,17 @@ impl OutputTail {
     /// Bytes kept of one line.
     const MAX_LINE: usize = 500;
 
-    /// Follows `output` (the program's standard output and error, one pipe) on a thread of its own.
-    fn follow(output: std::io::PipeReader) -> OutputTail {
+    /// Follows `output` (the program's standard output and error, one pipe) on a thread of its own; what is
+    /// forwarded has `prefix` at the start of every line (after each `\n` or `\r`, so a redrawn progress bar keeps
+    /// it).
+    fn follow(output: std::io::PipeReader, prefix: String) -> OutputTail {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::{Read, Write};
             // Forwarded as it comes (a progress bar redrawn with `\r` shows live), while lines, ended by `\n` or
             // `\r` and cut at MAX_LINE bytes, go to the tail.
             let (mut r, mut buf, mut line) = (output, [0u8; 8192], Vec::new());
+            let (mut at_start, mut out) = (true, Vec::with_capacity(8192 + 64));
             let flush = |line: &mut Vec<u8>, tx: &std::sync::mpsc::Sender<Option<String>>| {
                 if !line.is_empty() {
                     let _ = tx.send(Some(String::from_utf8_lossy(line).into_owned()));
@@ -380,7 +383,15 @@ impl OutputTail {
                 if k == 0 {
                     break;
                 }
-                let _ = std::io::stderr().lock().write_all(&buf[..k]);
+                out.clear();
+                for &b in &buf[..k] {
+                    if at_start {
+                        out.extend_from_slice(prefix.as_bytes());
+                    }
+                    out.push(b);
+                    at_start = b == b'\n' || b == b'\r';
+                }
+                let _ = std::io::stderr().lock().write_all(&out);
                 for &b in &buf[..k] {
                     if b == b'\n' || b == b'\r' {
                         flush(&mut line, &tx);
