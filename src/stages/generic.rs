@@ -349,6 +349,57 @@ fn relative_to(path: &Path, from: &Path) -> PathBuf {
     out
 }
 
+/// A program's output as forwarded: whole lines (ended by `\n` or `\r`, a `\r\n` as one end), each with its node's
+/// prefix, so that nothing else (another node's output, polyflow's own lines) lands within a line; a line still
+/// unfinished when nothing more came for [`Prefixed::WAIT`] (a prompt, the end of the output) is written with a
+/// line end of its own, as is one past [`Prefixed::LONGEST`] bytes.
+struct Prefixed {
+    prefix: Vec<u8>,
+    pending: Vec<u8>,
+    after_cr: bool,
+}
+
+impl Prefixed {
+    /// How long an unfinished line waits for its end.
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+    /// The longest line held back.
+    const LONGEST: usize = 1 << 16;
+
+    fn new(prefix: String) -> Prefixed {
+        Prefixed { prefix: prefix.into_bytes(), pending: vec![], after_cr: false }
+    }
+
+    /// Appends to `out` what `bytes` complete.
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        for &b in bytes {
+            // The `\n` of a `\r\n`: the line was written with its `\r`.
+            if b == b'\n' && self.after_cr && self.pending.is_empty() {
+                out.push(b);
+                self.after_cr = false;
+                continue;
+            }
+            self.pending.push(b);
+            self.after_cr = b == b'\r';
+            if b == b'\n' || b == b'\r' {
+                out.extend_from_slice(&self.prefix);
+                out.append(&mut self.pending);
+            } else if self.pending.len() >= Self::LONGEST {
+                self.cut(out);
+            }
+        }
+    }
+
+    /// Appends to `out` the unfinished line, ended.
+    fn cut(&mut self, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            out.extend_from_slice(&self.prefix);
+            out.append(&mut self.pending);
+            out.push(b'\n');
+        }
+        self.after_cr = false;
+    }
+}
+
 /// A program's standard output and error, forwarded as they come to polyflow's standard error (standard output
 /// is `--json`'s event stream), each line prefixed with its node's id (nodes run side by side), while the last [`OutputTail::KEEP`] lines (ended by `\n` or `\r`, at most
 /// [`OutputTail::MAX_LINE`] bytes each) are kept for the failure record.
@@ -367,37 +418,56 @@ impl OutputTail {
     /// it).
     fn follow(output: std::io::PipeReader, prefix: String) -> OutputTail {
         let (tx, rx) = std::sync::mpsc::channel();
+        let (chunks_tx, chunks) = std::sync::mpsc::channel::<Vec<u8>>();
+        // Read as it comes, on a thread of its own, so that a line left unfinished is cut after a while.
         std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            // Forwarded as it comes (a progress bar redrawn with `\r` shows live), while lines, ended by `\n` or
-            // `\r` and cut at MAX_LINE bytes, go to the tail.
-            let (mut r, mut buf, mut line) = (output, [0u8; 8192], Vec::new());
-            let (mut at_start, mut out) = (true, Vec::with_capacity(8192 + 64));
+            use std::io::Read;
+            let (mut r, mut buf) = (output, [0u8; 8192]);
+            while let Ok(k) = r.read(&mut buf) {
+                if k == 0 || chunks_tx.send(buf[..k].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // Forwarded line by line, prefixed (a progress bar redrawn with `\r` shows live), while lines, ended by
+            // `\n` or `\r` and cut at MAX_LINE bytes, go to the tail.
+            let (mut fwd, mut out, mut line) = (Prefixed::new(prefix), Vec::new(), Vec::new());
             let flush = |line: &mut Vec<u8>, tx: &std::sync::mpsc::Sender<Option<String>>| {
                 if !line.is_empty() {
                     let _ = tx.send(Some(String::from_utf8_lossy(line).into_owned()));
                     line.clear();
                 }
             };
-            while let Ok(k) = r.read(&mut buf) {
-                if k == 0 {
-                    break;
-                }
+            loop {
                 out.clear();
-                for &b in &buf[..k] {
-                    if at_start {
-                        out.extend_from_slice(prefix.as_bytes());
+                let done = match chunks.recv_timeout(Prefixed::WAIT) {
+                    Ok(chunk) => {
+                        fwd.push(&chunk, &mut out);
+                        for &b in &chunk {
+                            if b == b'\n' || b == b'\r' {
+                                flush(&mut line, &tx);
+                            } else if line.len() < OutputTail::MAX_LINE {
+                                line.push(b);
+                            }
+                        }
+                        false
                     }
-                    out.push(b);
-                    at_start = b == b'\n' || b == b'\r';
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        fwd.cut(&mut out);
+                        false
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        fwd.cut(&mut out);
+                        true
+                    }
+                };
+                if !out.is_empty() {
+                    let _ = std::io::stderr().lock().write_all(&out);
                 }
-                let _ = std::io::stderr().lock().write_all(&out);
-                for &b in &buf[..k] {
-                    if b == b'\n' || b == b'\r' {
-                        flush(&mut line, &tx);
-                    } else if line.len() < OutputTail::MAX_LINE {
-                        line.push(b);
-                    }
+                if done {
+                    break;
                 }
             }
             flush(&mut line, &tx);
@@ -418,5 +488,43 @@ impl OutputTail {
             }
         }
         kept.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prefixed;
+
+    /// What `chunks` give, each followed by a cut where `cut_after` says so.
+    fn forwarded(chunks: &[(&str, bool)]) -> String {
+        let (mut p, mut out) = (Prefixed::new("[a] ".into()), vec![]);
+        for (c, cut) in chunks {
+            p.push(c.as_bytes(), &mut out);
+            if *cut {
+                p.cut(&mut out);
+            }
+        }
+        p.cut(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_are_prefixed_whole() {
+        // Lines split across reads, a progress bar redrawn with `\r`, a CRLF line, blank lines.
+        assert_eq!(forwarded(&[("one\ntw", false), ("o\n\n", false)]), "[a] one\n[a] two\n[a] \n");
+        assert_eq!(forwarded(&[("1%\r50%\r", false), ("100%\r\n", false)]), "[a] 1%\r[a] 50%\r[a] 100%\r\n");
+        assert_eq!(forwarded(&[("x\r", false), ("\ny\r\n", false)]), "[a] x\r\n[a] y\r\n");
+        // An unfinished line, cut when nothing more came, goes on under the prefix; the end of the output ends it.
+        assert_eq!(forwarded(&[("part1 ", true), ("part2\nlast", false)]), "[a] part1 \n[a] part2\n[a] last\n");
+        // Nothing at all: nothing.
+        assert_eq!(forwarded(&[("", true)]), "");
+    }
+
+    #[test]
+    fn a_very_long_line_is_not_held_back_whole() {
+        let long = "x".repeat(Prefixed::LONGEST + 10);
+        let out = forwarded(&[(&long, false)]);
+        assert_eq!(out.matches("[a] ").count(), 2);
+        assert_eq!(out.len(), long.len() + 2 * 4 + 2);
     }
 }
