@@ -662,10 +662,17 @@ fn seed_placeholders_are_the_seed_and_unknown_ones_are_warned_of() {
         let blob = out.lines().find(|l| l.trim_start().starts_with("s ")).and_then(|l| l.split_whitespace().last()).unwrap();
         assert_eq!(std::fs::read_to_string(d.path().join(blob)).unwrap().trim(), want);
     }
-    // An override of one replicate's `run` is a difference of settings, said so.
+    // `compare --group` averages them without a note; an override of one replicate's `run` is a difference of
+    // settings, said so by `plan` and `compare`.
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "c", "--group"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("differ in") && !err.contains("differ in"), "{out}{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "c.0.1.s1.run=[\"true\"]"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("the replicates of `c.0.1` differ in `run`"), "{err}");
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "c", "--group", "--set", "c.0.1.s1.run=[\"true\"]"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(format!("{out}{err}").contains("the replicates of `c.0.1` differ in `run` besides their seed"), "{out}{err}");
 }
 
 /// A `deps` entry that does not exist is found by `plan` and `run` before anything runs (exit 2, nothing

@@ -67,6 +67,9 @@ pub struct NodeSpec {
     pub seed_offset: u64,
     /// Parameters whose declared value names `{seed}` or `{replicate}`: each replicate has its own value by design.
     pub per_replicate: BTreeSet<String>,
+    /// Input slots whose declared nodes name `{seed}` or `{replicate}` (`model = "m{replicate}"`): each replicate
+    /// has its own inputs by design.
+    pub per_replicate_inputs: BTreeSet<String>,
     /// `{name}` placeholders left in its parameters after substitution, naming no variable of it: (parameter,
     /// name, where).
     pub unknown_placeholders: Vec<(String, String, Span)>,
@@ -820,11 +823,15 @@ fn expand(
             unknown_placeholders.extend(found.into_iter().map(|(name, span)| (k.clone(), name, span)));
         }
         let mut inputs = BTreeMap::new();
+        let mut per_replicate_inputs = BTreeSet::new();
         if let Some(ie) = d.table.get("inputs") {
             let Some(it) = ie.value.as_table() else {
                 return Err(type_err(&ie.value, "a table `{ slot = \"node\" }`"));
             };
             for (slot, se) in it {
+                if se.value.mentions(&["{seed}", "{replicate}"]) {
+                    per_replicate_inputs.insert(slot.clone());
+                }
                 let mut sv = se.value.clone();
                 sv.substitute(&vars);
                 let refs = match &sv.value {
@@ -867,6 +874,7 @@ fn expand(
             resources,
             seed_offset,
             per_replicate,
+            per_replicate_inputs,
             unknown_placeholders,
         });
     }

@@ -239,7 +239,19 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         }
         let group = if a.group { rows::seed_group(&g, i) } else { None };
         let values::Metrics { values: metrics, integers } = metrics;
-        runs.push(Run { id: n.id.clone(), group, kind: n.stage.kind(), state, params: params_of(&g, i), metrics, integers, origin });
+        let spec = &g.pipeline.nodes[i];
+        let by_design = spec.per_replicate.iter().chain(&spec.per_replicate_inputs).cloned().collect();
+        runs.push(Run {
+            id: n.id.clone(),
+            group,
+            kind: n.stage.kind(),
+            state,
+            params: params_of(&g, i),
+            metrics,
+            integers,
+            origin,
+            by_design,
+        });
     }
     let mut rows = if a.group {
         let (rows, mixed) = rows::grouped(&runs);

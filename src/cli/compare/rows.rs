@@ -27,6 +27,16 @@ pub struct Run {
     pub integers: std::collections::BTreeSet<String>,
     /// Where the metrics come from.
     pub origin: Origin,
+    /// Parameters each replicate has its own value of by design (they name `{seed}` or `{replicate}`): a name
+    /// here stands for itself and the names under it (`model` for `model.lr`).
+    pub by_design: std::collections::BTreeSet<String>,
+}
+
+impl Run {
+    /// Whether parameter `k` differs between replicates by design ([`Run::by_design`]).
+    fn differs_by_design(&self, k: &str) -> bool {
+        self.by_design.iter().any(|p| k == p || k.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('.')))
+    }
 }
 
 /// A metric of a row: one value (`n` = 1, no std) or a seed group's mean and sample std.
@@ -160,7 +170,7 @@ fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>, bool) {
     let is_seed = |k: &str| members.iter().all(|r| r.params.get(k).is_some_and(|v| Some(v) == seed_of(r).as_ref()));
     params.retain(|k, v| {
         let same = members.iter().all(|r| r.params.get(k) == Some(v));
-        if !same && !k.starts_with("seed") && !is_seed(k) {
+        if !same && !k.starts_with("seed") && !is_seed(k) && !members.iter().all(|r| r.differs_by_design(k)) {
             differ.push(k.clone());
         }
         same
@@ -207,6 +217,7 @@ mod tests {
             metrics: acc.map(|a| ("acc".to_string(), a)).into_iter().collect(),
             integers: Default::default(),
             origin,
+            by_design: Default::default(),
         }
     }
 
