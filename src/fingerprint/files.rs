@@ -239,6 +239,12 @@ impl FileDigests {
             }
         }
         lines.extend(old.iter().skip(new.len()).map(|o| format!("{} (no longer read)", o.path)));
+        // As a reader writes paths: `deps = ["./data"]` read from `.` is `./data`, not `././data`.
+        for l in &mut lines {
+            while l.contains("/./") {
+                *l = l.replace("/./", "/");
+            }
+        }
         if lines.len() > shown {
             let more = lines.len() - shown;
             lines.truncate(shown);

@@ -97,6 +97,22 @@ impl ModelParams {
                 return Err((name.into(), format!("{x} is not a whole number of at least 1")));
             }
         }
+        // The size as resolved (a preset's values where not overridden) holds together: found before anything
+        // runs, not when the model is built.
+        let s = self.size();
+        if !s.dim.is_multiple_of(s.heads) {
+            let at = if self.heads > 0 { "heads" } else { "dim" };
+            return Err((
+                at.into(),
+                format!(
+                    "dim {} is not divisible by heads {} (each head takes dim / heads of the width): pick heads dividing dim",
+                    s.dim, s.heads
+                ),
+            ));
+        }
+        if self.l_adapt > s.depth {
+            return Err(("l_adapt".into(), format!("{} exceeds the depth {}", self.l_adapt, s.depth)));
+        }
         Ok(())
     }
 
