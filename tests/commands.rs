@@ -705,6 +705,11 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
     let (code, out, err) = pf(d.path(), &["compare", "p.toml", "c"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("source files changed: ./data/new.txt added"), "{out}");
+    // What a listed folder holds must be readable as well: a dangling symlink in it is found before running.
+    std::os::unix::fs::symlink("/nonexistent/target", d.path().join("data/dl")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("data/dl: a symlink whose target does not exist"), "{err}");
 }
 
 /// `show` on a command node prints the `metrics.json` it wrote (what `compare` reads), or says it is not JSON.

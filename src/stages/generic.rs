@@ -85,6 +85,36 @@ pub struct CommandStage;
 
 /// Digest of `deps` (files or folders relative to `base`): each dependency's name, a NUL byte and its content
 /// digest (see [`crate::fingerprint::files`]).
+/// What cannot be read below `path` (itself, a file, a folder, a symlink's target), at most 3, each with why:
+/// the stat and access checks of a walk, no file read.
+fn unreadable_in(path: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = vec![];
+    for e in walkdir::WalkDir::new(path).follow_links(true) {
+        let problem = match e {
+            Err(e) => {
+                let at = e.path().map(crate::spec::source::display_path).unwrap_or_default();
+                match e.io_error().map(|io| io.kind()) {
+                    Some(std::io::ErrorKind::NotFound) => Some(format!("{at}: a symlink whose target does not exist")),
+                    _ => Some(format!("{at}: {}", e.io_error().map_or_else(|| e.to_string(), |io| io.to_string()))),
+                }
+            }
+            Ok(e) if e.file_type().is_file() => {
+                let c = std::ffi::CString::new(e.path().as_os_str().as_bytes()).ok();
+                // SAFETY: access(2) on a NUL-terminated path; it only reads the string.
+                let readable = c.is_some_and(|c| unsafe { libc::access(c.as_ptr(), libc::R_OK) } == 0);
+                (!readable).then(|| format!("{}: permission denied", crate::spec::source::display_path(e.path())))
+            }
+            Ok(_) => None,
+        };
+        out.extend(problem);
+        if out.len() >= 3 {
+            break;
+        }
+    }
+    out
+}
+
 /// How much of a command's `metrics.json` `show` prints.
 const METRICS_SHOWN: usize = 4000;
 
@@ -185,7 +215,17 @@ impl Stage for CommandStage {
             .map(|d| format!("`{d}` ({})", crate::spec::source::display_path(&base_dir.join(d))))
             .collect();
         if missing.is_empty() {
-            return Ok(());
+            // Everything they hold must be readable too: it is all hashed into the key.
+            let unreadable: Vec<String> = deps.iter().flat_map(|d| unreadable_in(&base_dir.join(d))).take(3).collect();
+            if unreadable.is_empty() {
+                return Ok(());
+            }
+            return Err(crate::stage::Problem {
+                param: "deps".to_string(),
+                msg: format!("lists what cannot be read, and all of it is hashed into the key: {}", unreadable.join("; ")),
+                by_param: false,
+                local: false,
+            });
         }
         Err(crate::stage::Problem {
             param: "deps".to_string(),
