@@ -27,13 +27,8 @@ pub fn show(c: Common, node: &str, reg: &Registry) -> Result<i32, CliError> {
         let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false);
         let settings = c.settings();
         let profile = c.profile.as_deref().unwrap_or("");
-        let earlier: BTreeMap<usize, Earlier> = ids
-            .iter()
-            .filter_map(|&i| {
-                earlier(&store, &index, &g.nodes[i].id, g.nodes[i].stage.as_ref(), &a[&i], &g.nodes[i].keyed, &settings, profile)
-                    .map(|e| (i, e))
-            })
-            .collect();
+        let earlier: BTreeMap<usize, Earlier> =
+            ids.iter().filter_map(|&i| earlier(&store, &index, &g.nodes[i], &a[&i], &settings, profile).map(|e| (i, e))).collect();
         (a, earlier)
     };
     for (k, &i) in ids.iter().enumerate() {

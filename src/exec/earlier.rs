@@ -69,20 +69,12 @@ fn same(r: &NodeRecord, key: &str, want: &str) -> Option<bool> {
     r.runner.contains_key(SETTINGS).then(|| r.runner.get(key).map(String::as_str).unwrap_or("") == want)
 }
 
-/// The earlier results of node `id` assessed as `a`, under the command's `settings` and `profile` (what its
+/// The earlier results of node `n` assessed as `a`, under the command's `settings` and `profile` (what its
 /// runs keep under the notes [`SETTINGS`] and [`PROFILE`]; e.g. `--profile smoke --set a.b=1` and `smoke`, empty
-/// for the file's own). `keyed` is the node's keyed parameters now (compared with a run's where its inputs are
-/// not known yet). `None` when it is fresh or never ran.
-pub fn earlier(
-    store: &Store,
-    index: &Index,
-    id: &str,
-    stage: &dyn crate::stage::Stage,
-    a: &Assessment,
-    keyed: &serde_json::Value,
-    settings: &str,
-    profile: &str,
-) -> Option<Earlier> {
+/// for the file's own). Its keyed parameters now are compared with a run's where its inputs are not known yet.
+/// `None` when it is fresh or never ran.
+pub fn earlier(store: &Store, index: &Index, n: &crate::graph::GNode, a: &Assessment, settings: &str, profile: &str) -> Option<Earlier> {
+    let (id, stage, keyed) = (n.id.as_str(), n.stage.as_ref(), &n.keyed);
     if a.state == State::Fresh {
         return None;
     }

@@ -160,7 +160,7 @@ pub fn canonical_size(keyed: &mut serde_json::Value) {
 pub fn shown_size(keyed: &mut serde_json::Value) {
     let Some(preset) = keyed.get("size").and_then(|s| s.as_str()).and_then(Size::preset) else { return };
     for (k, n) in [("dim", preset.dim), ("depth", preset.depth), ("heads", preset.heads), ("mlp", preset.mlp)] {
-        if keyed.get(k).map_or(true, |v| v.as_u64() == Some(0)) {
+        if keyed.get(k).is_none_or(|v| v.as_u64() == Some(0)) {
             keyed[k] = json!(n);
         }
     }

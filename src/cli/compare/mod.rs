@@ -177,13 +177,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         } else {
             let settings = a.common.settings();
             let profile = a.common.profile.as_deref().unwrap_or("");
-            nodes
-                .iter()
-                .filter_map(|&i| {
-                    earlier(&store, &index, &g.nodes[i].id, g.nodes[i].stage.as_ref(), &states[&i], &g.nodes[i].keyed, &settings, profile)
-                        .map(|e| (i, e))
-                })
-                .collect()
+            nodes.iter().filter_map(|&i| earlier(&store, &index, &g.nodes[i], &states[&i], &settings, profile).map(|e| (i, e))).collect()
         };
         (states, earlier_runs)
     };
