@@ -328,6 +328,9 @@ fn ctrl_c_cancels_the_jobs_or_with_keep_jobs_leaves_them_for_the_next_run() {
     let (code, _) = bg.finish();
     assert_eq!(code, 130);
     assert!(!squeue_state(&job).starts_with("CANCELLED"));
+    // `gc` meanwhile leaves the scratch folder the job works in alone (a command's scratch is removed otherwise).
+    let gc = Command::new(bin()).current_dir(d.path()).args(["gc", &f, "--yes"]).output().unwrap();
+    assert_eq!(gc.status.code(), Some(0), "{}", String::from_utf8_lossy(&gc.stderr));
     let (code, ev, err) = run(d.path(), &["run", &f]);
     assert_eq!(code, 0, "{err}");
     let n = notes(&ev, "slow");

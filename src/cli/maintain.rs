@@ -44,6 +44,16 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     out
 }
 
+/// Whether a Slurm job still in flight (as `squeue` says) computes the key whose scratch folder is `dir`.
+fn job_in_flight(store: &Store, dir: &Path) -> bool {
+    use crate::exec::slurm::{job, sched};
+    let Some(name) = dir.file_name() else { return false };
+    let Some(sub) = job::read_json::<job::Submission>(&crate::store::jobs_root(&store.root).join(name), "slurm.json") else {
+        return false;
+    };
+    sched::squeue(&[sub.job_id.as_str()]).ok().and_then(|m| m.get(&sub.job_id).cloned()).is_some_and(|st| !st.terminal())
+}
+
 /// Scratch folders (`partial/`) of interrupted runs that nothing would resume from: not the folder of a key a
 /// node of the pipelines would be computed under now with a checkpoint that node's kind resumes from (`resumable`),
 /// nor one that `maybe` resumes (a node whose key is not known yet could be computed under it).
@@ -154,7 +164,8 @@ pub fn gc(
         }
         Ok(())
     })?;
-    let maybe = |dir: &Path| unknown_kinds.values().any(|st| st.resume_point(dir).is_some());
+    // A scratch folder a Slurm job still in flight works in (`run --keep-jobs`) stays, whatever its kind.
+    let maybe = |dir: &Path| unknown_kinds.values().any(|st| st.resume_point(dir).is_some()) || job_in_flight(&store, dir);
     let drop_partial = stale_partial_dirs(&store, &resumable, &maybe);
     if unknown > 0 {
         let kept = stale_partial_dirs(&store, &resumable, &|_| false).len() - drop_partial.len();
