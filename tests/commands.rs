@@ -731,3 +731,14 @@ fn show_prints_a_command_nodes_metrics() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("metrics.json: not JSON"), "{out}");
 }
+
+/// A command that wrote nothing into `$POLYFLOW_OUT` is cached as done, with a note saying its artifact is empty
+/// (a program writing its results elsewhere is found at once, not when its dependants find no input).
+#[test]
+fn a_command_that_writes_nothing_is_noted() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.e]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo hi > elsewhere.txt\"]\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Note e: `sh` wrote no file into $POLYFLOW_OUT: its artifact is empty"), "{err}");
+}

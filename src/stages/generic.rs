@@ -349,6 +349,14 @@ impl Stage for CommandStage {
         }
         let mut files = vec![];
         collect_files_linked(&out_dir, false, &mut files).map_err(|e| StageError::failed(e.to_string()))?;
+        // Not a failure (a step may only check something), but a program that wrote its results elsewhere, or
+        // into a relative `out/` of its own, would otherwise be cached as done with nothing.
+        if files.is_empty() {
+            ctx.note(format!(
+                "`{}` wrote no file into $POLYFLOW_OUT: its artifact is empty, and what it wrote elsewhere is not cached",
+                argv[0]
+            ));
+        }
         // The files reached through links first: a link to a sibling output (`latest -> model_10`) is read
         // before its target is moved into the store.
         files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
