@@ -187,6 +187,18 @@ fn running(pid: i32) -> bool {
         .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
 }
 
+/// The pid a command node's program writes into `file` once it has started (within 30 s).
+fn pid_written(file: &Path) -> i32 {
+    let t0 = Instant::now();
+    loop {
+        match std::fs::read_to_string(file).ok().and_then(|s| s.trim().parse().ok()) {
+            Some(pid) => return pid,
+            None => assert!(t0.elapsed() < Duration::from_secs(30), "the command did not start"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
     let d = tempfile::tempdir().unwrap();
@@ -207,12 +219,7 @@ fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
             .unwrap()
     };
     let t0 = Instant::now();
-    let pidfile = d.path().join("pid");
-    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the command did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sh: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let sh = pid_written(&d.path().join("pid"));
     std::thread::sleep(Duration::from_millis(200));
     assert!(Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap().success());
     let mut stdout = String::new();
@@ -252,13 +259,7 @@ fn a_hang_up_stops_a_command_nodes_programs_and_exits_129() {
     std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
     let child =
         Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let t0 = Instant::now();
-    let pidfile = d.path().join("pid");
-    while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the command did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sleep: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let sleep = pid_written(&d.path().join("pid"));
     assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

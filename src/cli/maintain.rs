@@ -54,16 +54,15 @@ fn job_in_flight(store: &Store, dir: &Path) -> bool {
     sched::squeue(&[sub.job_id.as_str()]).ok().and_then(|m| m.get(&sub.job_id).cloned()).is_some_and(|st| !st.terminal())
 }
 
-/// Scratch folders (`partial/`) of interrupted runs that nothing would resume from: not the folder of a key a
-/// node of the pipelines would be computed under now with a checkpoint that node's kind resumes from (`resumable`),
-/// nor one that `maybe` resumes (a node whose key is not known yet could be computed under it).
-fn stale_partial_dirs(store: &Store, resumable: &BTreeSet<String>, maybe: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
+/// Scratch folders (`partial/`) of interrupted runs that are not under a key in `resumable` (one a node of the
+/// pipelines would be computed under now, with a checkpoint its kind resumes from).
+fn partial_dirs_outside(store: &Store, resumable: &BTreeSet<String>) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(store.root.join("partial")) else { return vec![] };
     let mut out: Vec<PathBuf> = rd
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            !resumable.iter().any(|k| k.starts_with(&name)) && !maybe(&e.path())
+            !resumable.iter().any(|k| k.starts_with(&name))
         })
         .map(|e| e.path())
         .collect();
@@ -166,9 +165,9 @@ pub fn gc(
     })?;
     // A scratch folder a Slurm job still in flight works in (`run --keep-jobs`) stays, whatever its kind.
     let maybe = |dir: &Path| unknown_kinds.values().any(|st| st.resume_point(dir).is_some()) || job_in_flight(&store, dir);
-    let drop_partial = stale_partial_dirs(&store, &resumable, &maybe);
+    let (kept, drop_partial): (Vec<PathBuf>, Vec<PathBuf>) = partial_dirs_outside(&store, &resumable).into_iter().partition(|d| maybe(d));
     if unknown > 0 {
-        let kept = stale_partial_dirs(&store, &resumable, &|_| false).len() - drop_partial.len();
+        let kept = kept.len();
         if kept > 0 {
             outln!(
                 "{:>12} {kept} scratch folders of interrupted runs: {unknown} nodes' keys are not known until their inputs are \

@@ -494,9 +494,10 @@ fn note_placeholders(g: &Graph) {
     }
 }
 
-/// Says on stderr which seed groups have replicates of different settings (an override of one replicate):
-/// their tables' cells average them as if they were seeds of one setting.
-pub fn note_mixed_replicates(g: &Graph) {
+/// Says on stderr what in the pipeline is likely a mistake, before `run` or `plan` goes on: placeholders naming
+/// no variable, and seed groups with replicates of different settings (an override of one replicate), whose
+/// tables' cells average them as if they were seeds of one setting.
+pub fn pipeline_notes(g: &Graph) {
     note_placeholders(g);
     for (group, params) in g.mixed_replicates() {
         eprintln!(
@@ -511,9 +512,17 @@ pub fn note_mixed_replicates(g: &Graph) {
 /// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
 pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
-    let (mut problems, mut listed) = (vec![], vec![]);
-    // (declaration, parameter, message, how many of its nodes): a problem shared by a declaration's expansions.
-    let mut grouped: Vec<(String, String, String, usize)> = vec![];
+    /// A problem as `preflight` lists it: the node that has it, or the declaration whose `count` expansions share it
+    /// (`shared`: the declaration and the problem's text).
+    struct Listed {
+        who: String,
+        shared: Option<(String, String)>,
+        count: usize,
+        kind: &'static str,
+        at: String,
+        text: String,
+    }
+    let (mut problems, mut listed): (Vec<Listed>, Vec<serde_json::Value>) = (vec![], vec![]);
     let computed = computed_elsewhere(g, c, env);
     let sel = g.select(targets)?;
     // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
@@ -533,43 +542,37 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             continue;
         }
         if let Err(Problem { param, msg, by_param, .. }) = checked {
-            // The same problem in every expansion of a declaration (a matrix, replicates) is listed once.
-            let decl = &g.pipeline.nodes[i].decl;
-            if !by_param && decl != &n.id {
-                if let Some(k) = grouped.iter().position(|(d, p, m, _)| d == decl && p == &param && m == &msg) {
-                    grouped[k].3 += 1;
-                    listed.push(serde_json::json!({
-                        "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": null,
-                    }));
-                    continue;
-                }
-                grouped.push((decl.clone(), param.clone(), msg.clone(), 1));
-                problems.push(format!("  - `{decl}` ({}, {}): `{param}` {msg}", n.stage.kind(), n.location));
-                listed.push(serde_json::json!({
-                    "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": null,
-                }));
-                continue;
-            }
-            let mut line = format!("  - `{}` ({}, {}): `{param}` {msg}", n.id, n.stage.kind(), n.location);
             let set = by_param.then(|| format!("--set {}.{param}=...", n.id));
-            if let Some(set) = &set {
-                line += &format!("\n    set it with `{set}` or `[node.{}] {param} = ...` in a `--config` file", n.id);
-            }
-            problems.push(line);
             listed.push(serde_json::json!({
                 "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": set,
             }));
+            // The same problem in every expansion of a declaration (a matrix, replicates), where no value of the
+            // node's own fixes it, is listed once, counted.
+            let text = format!("`{param}` {msg}");
+            let decl = &g.pipeline.nodes[i].decl;
+            let shared = (!by_param && decl != &n.id).then(|| (decl.clone(), text.clone()));
+            if let Some(p) = problems.iter_mut().find(|p: &&mut Listed| shared.is_some() && p.shared == shared) {
+                p.count += 1;
+                continue;
+            }
+            let mut text = text;
+            if let Some(set) = &set {
+                text += &format!("\n    set it with `{set}` or `[node.{}] {param} = ...` in a `--config` file", n.id);
+            }
+            let who = shared.as_ref().map_or_else(|| n.id.clone(), |(d, _)| d.clone());
+            problems.push(Listed { who, shared, count: 1, kind: n.stage.kind(), at: n.location.to_string(), text });
         }
     }
     if problems.is_empty() {
         return Ok(());
     }
-    // A grouped problem says how many nodes share it.
-    for (decl, _, msg, count) in grouped.iter().filter(|g| g.3 > 1) {
-        if let Some(line) = problems.iter_mut().find(|l| l.starts_with(&format!("  - `{decl}` (")) && l.ends_with(msg.as_str())) {
-            *line = line.replacen(&format!("`{decl}` ("), &format!("`{decl}` ({count} nodes, "), 1);
-        }
-    }
+    let problems: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let count = if p.count > 1 { format!("{} nodes, ", p.count) } else { String::new() };
+            format!("  - `{}` ({count}{}, {}): {}", p.who, p.kind, p.at, p.text)
+        })
+        .collect();
     Err(CliError::Problems(
         format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
         listed,
@@ -827,7 +830,7 @@ fn stop_code(term: &AtomicBool, hup: &AtomicBool) -> i32 {
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
-    note_mixed_replicates(&g);
+    pipeline_notes(&g);
     let store = Store::open(&a.common.store)?;
     let executor = a.executor();
     // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and

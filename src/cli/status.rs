@@ -201,7 +201,7 @@ pub fn plan(
 ) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
     super::preflight(&g, &c, &nodes, &super::env_of(&g, &c.backend))?;
-    super::note_mixed_replicates(&g);
+    super::pipeline_notes(&g);
     // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     // What would be computed; what the shared cache holds is fetched instead (`fetch`).
