@@ -123,6 +123,14 @@ fn concurrent_publishers_leave_one_whole_entry_per_key() {
     for k in 0..4 {
         assert_eq!(pf(d.path(), &["verify", "--store", &format!("s{k}")]).0, 0);
     }
+    // With the pipeline named: the entries it computes now, known from a store that has none of them fresh (the
+    // whole chain as a run would fetch it), and an error without a store.
+    std::fs::write(d.path().join("q.toml"), "[node.q]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "q.toml", "--store", "s8"]).0, 0);
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache", "--store", "s8", "p.toml"]);
+    assert!(code == 0 && out.contains("3 files checked in cache (3 entries that p.toml compute now)"), "{out}");
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache", "--store", "nostore", "p.toml"]);
+    assert!(code == 2 && out.contains("there is no store at nostore"), "{out}");
 }
 
 #[test]

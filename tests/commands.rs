@@ -88,6 +88,60 @@ fn verify_reports_damage_with_exit_4_and_run_repairs_it() {
     assert_eq!(pf(d.path(), &["verify"]).0, 0);
 }
 
+/// `verify FILES…` checks only what those pipelines use now (every profile), so one team's damaged blob in a
+/// shared store does not fail another pipeline's check; without pipelines, everything is checked.
+#[test]
+fn verify_with_pipelines_checks_only_their_artifacts() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    std::fs::write(d.path().join("q.toml"), "[node.q]\nkind = \"value\"\nvalue = \"only q\"\n").unwrap();
+    for f in ["p.toml", "q.toml"] {
+        assert_eq!(pf(d.path(), &["run", f]).0, 0);
+    }
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--profile", "other"]).0, 0);
+    // Damage q's blob (the one whose bytes are q's value).
+    let blobs = d.path().join(".polyflow/blobs");
+    let q_blob = walk(&blobs).into_iter().find(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("only q"))).unwrap();
+    std::fs::write(&q_blob, b"garbage").unwrap();
+    let (code, out, err) = pf(d.path(), &["verify", "p.toml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // a and b of the default profile, a and b of `other`.
+    assert!(out.contains("4 files checked (4 artifacts that p.toml use now), 0 damaged"), "{out}");
+    let (code, out, _) = pf(d.path(), &["verify", "q.toml"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("Damaged value.json of `q`'s artifact")
+            && out.contains("1 files checked (1 artifacts that q.toml use now), 1 damaged"),
+        "{out}"
+    );
+    // Moved aside: damaged (missing) until a run computes it again.
+    let (code, out, _) = pf(d.path(), &["verify", "q.toml"]);
+    assert!(code == 4 && out.contains("(missing)"), "{out}");
+    assert_eq!(pf(d.path(), &["run", "q.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["verify", "q.toml", "p.toml"]).0, 0);
+    // A pipeline with nothing in the store says so.
+    std::fs::write(d.path().join("r.toml"), "[node.r]\nkind = \"value\"\nvalue = 3\n").unwrap();
+    let (code, out, _) = pf(d.path(), &["verify", "r.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("none of the artifacts r.toml use now is in the store"), "{out}");
+    // A pipeline that does not load is an error naming it, not an empty check.
+    let (code, _, err) = pf(d.path(), &["verify", "missing.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// The JSON lines of `out`.
 fn events(out: &str) -> Vec<serde_json::Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()

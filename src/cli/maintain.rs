@@ -353,33 +353,72 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
     Ok(if failed > 0 { exit::STORE } else { exit::OK })
 }
 
-/// `verify --cache DIR`: checks every blob of every entry of the shared cache.
-pub fn verify_cache(dir: &Path) -> Result<i32, CliError> {
+/// `verify --cache DIR`: checks every blob of every entry of the shared cache, or with pipelines named, of the
+/// entries whose keys they compute now (their current keys need the store at `store_dir`).
+pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32, CliError> {
     let cache = super::open_cache(dir, false)?;
-    let (n, bad) = cache.verify();
+    let keys = match only {
+        Some((files, backend, overlay)) => {
+            if !Store::exists(store_dir) {
+                return Err(CliError::Other(
+                    format!(
+                        "error: there is no store at {}: `verify --cache DIR {}` checks the entries those pipelines compute now, which only your store can tell; name it with `--store`, or leave out the pipelines to check the whole cache",
+                        store_dir.display(),
+                        names(files)
+                    ),
+                    exit::USAGE,
+                ));
+            }
+            let store = Store::open(store_dir)?;
+            Some(current_keys(files, &store, backend, overlay, Some(&cache), reg)?)
+        }
+        None => None,
+    };
+    let (n, entries, bad) = cache.verify(&|k| keys.as_ref().is_none_or(|keys| keys.contains(k)));
     for (key, node, name, what) in &bad {
         outln!("{:>12} {name} of `{node}` (cache entry {}) ({what})", "Damaged", &key[..16.min(key.len())]);
     }
-    outln!("{:>12} {n} files checked in {}, {} damaged", "Verified", dir.display(), bad.len());
+    let of = match only {
+        Some((files, ..)) => format!(" ({entries} entries that {} compute now)", names(files)),
+        None => String::new(),
+    };
+    outln!("{:>12} {n} files checked in {}{of}, {} damaged", "Verified", dir.display(), bad.len());
     Ok(if bad.is_empty() { exit::OK } else { exit::STORE })
 }
 
-/// The keys every profile of `files` computes now in the store at `store_dir` (fresh nodes).
+/// The keys every profile of `files` computes now in the store at `store` (fresh nodes, and stale ones whose
+/// inputs are fresh). Seen from `cache`, a chain of nodes the cache holds counts as fetched, so its keys are
+/// known too.
 fn current_keys(
     files: &[PathBuf],
     store: &Store,
     backend: &str,
     overlay: &spec::Overlay,
+    cache: Option<&dyn crate::store::ArtifactCache>,
     reg: &Registry,
 ) -> Result<BTreeSet<String>, CliError> {
     let index = store.index_read()?;
     let mut keys = BTreeSet::new();
     each_profile(files, overlay, reg, |g| {
         let sel = g.select(&[])?;
-        keys.extend(assess_all(g, &sel, store, &index, &env_of(g, backend), &|_| false).into_values().filter_map(|s| s.key));
+        let env = env_of(g, backend);
+        let states = match cache {
+            Some(c) => crate::exec::assess::assess_cached(g, &sel, store, &index, &env, &|_| false, c),
+            None => assess_all(g, &sel, store, &index, &env, &|_| false),
+        };
+        keys.extend(states.into_values().filter_map(|s| s.key));
         Ok(())
     })?;
     Ok(keys)
+}
+
+/// `verify FILES…`: the pipelines whose artifacts alone are checked, with the backend and overrides that key
+/// them.
+pub type VerifyOnly<'a> = Option<(&'a [PathBuf], &'a str, &'a spec::Overlay)>;
+
+/// The pipelines' names for messages: `p.toml` or `p.toml, q.toml`.
+fn names(files: &[PathBuf]) -> String {
+    files.iter().map(|f| spec::source::display_path(f)).collect::<Vec<_>>().join(", ")
 }
 
 /// `gc --cache DIR FILES…`: collects the shared cache (see `GcArgs::cache`).
@@ -405,8 +444,8 @@ pub fn gc_cache(
         ));
     }
     let store = Store::open(store_dir)?;
-    let keep = current_keys(files, &store, backend, overlay, reg)?;
     let cache = super::open_cache(dir, false)?;
+    let keep = current_keys(files, &store, backend, overlay, Some(&cache), reg)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let verb = if yes { "Removing" } else { "Would remove" };
     let mut kept_blobs = BTreeSet::new();
@@ -519,10 +558,16 @@ impl Refused {
     }
 }
 
-/// `verify`: checks every blob of every artifact.
-pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
+/// `verify`: checks every blob of every artifact, or with pipelines named, of the artifacts they use now (every
+/// profile).
+pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32, CliError> {
     let (store, _empty) = super::read_store(store_dir)?;
+    let keys = match only {
+        Some((files, backend, overlay)) => Some(current_keys(files, &store, backend, overlay, None, reg)?),
+        None => None,
+    };
     let index = store.index_read()?;
+    let mut artifacts = 0;
     let mut bad = 0;
     let mut unreadable = 0;
     let mut unmoved = 0;
@@ -533,6 +578,10 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
         None => format!("the artifact of key {}", &k[..16.min(k.len())]),
     };
     for (k, m) in index.artifacts() {
+        if keys.as_ref().is_some_and(|keys| !keys.contains(&k)) {
+            continue;
+        }
+        artifacts += 1;
         for (name, f) in &m.files {
             n += 1;
             match store.blobs.check(&f.digest, f.size) {
@@ -562,8 +611,15 @@ pub fn verify(_file: Option<&Path>, store_dir: &Path) -> Result<i32, CliError> {
             }
         }
     }
+    let of = match only {
+        Some((files, ..)) if artifacts == 0 => {
+            format!(" (none of the artifacts {} use now is in the store: `polyflow status` says what is stale)", names(files))
+        }
+        Some((files, ..)) => format!(" ({artifacts} artifacts that {} use now)", names(files)),
+        None => String::new(),
+    };
     outln!(
-        "{:>12} {n} files checked, {bad} damaged{}{}",
+        "{:>12} {n} files checked{of}, {bad} damaged{}{}",
         "Verified",
         if bad > unmoved { " (their nodes are stale and re-run on the next `run`)" } else { "" },
         if unreadable > 0 {

@@ -332,11 +332,21 @@ pub struct GcArgs {
 /// `verify` arguments.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Pipeline (optional; the whole store is checked).
-    file: Option<PathBuf>,
+    /// Pipelines: check only the artifacts they use now (every profile; with `--cache`, the cache entries they
+    /// would fetch). Without any, every artifact is checked.
+    files: Vec<PathBuf>,
     /// Store directory.
     #[arg(long, env = "POLYFLOW_STORE", default_value = ".polyflow")]
     store: PathBuf,
+    /// Training backend recorded in keys (with pipelines named).
+    #[arg(long, env = "POLYFLOW_BACKEND", default_value = "flex", value_parser = crate::model::device::Backend::canonical)]
+    backend: String,
+    /// The `--config` files your runs used (with pipelines named).
+    #[arg(long = "config", value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// The `--set` overrides your runs used (with pipelines named).
+    #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
+    set: Vec<String>,
     /// Check the shared cache DIR instead of the store (damaged blobs are moved aside: their entries are
     /// fetched by nobody until a run publishes them again).
     #[arg(long, value_name = "DIR")]
@@ -669,10 +679,14 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
                 None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, (a.yes, a.wait, verbose), reg),
             }
         }
-        Command::Verify(a) => match &a.cache {
-            Some(dir) => maintain::verify_cache(dir),
-            None => maintain::verify(a.file.as_deref(), &a.store),
-        },
+        Command::Verify(a) => {
+            let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
+            let only = (!a.files.is_empty()).then_some((&a.files[..], &a.backend[..], &overlay));
+            match &a.cache {
+                Some(dir) => maintain::verify_cache(dir, &a.store, only, reg),
+                None => maintain::verify(&a.store, only, reg),
+            }
+        }
         Command::Params(a) => maintain::params(a.common, a.json, a.wait, reg),
         Command::Kinds => maintain::kinds(reg),
         Command::BenchModel(a) => {
