@@ -710,6 +710,10 @@ fn seed_placeholders_are_the_seed_and_unknown_ones_are_warned_of() {
     assert!(!err.contains("differ in"), "replicates reported as differing: {err}");
     assert_eq!(err.matches("`{lrr}` in `run` of `c` (p.toml:6:").count(), 1, "{err}");
     assert!(err.contains("its variables: {lr}, {replicate}, {seed}"), "{err}");
+    // `status` says it too (on standard error: `--json` stays parseable).
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("`{lrr}` in `run` of `c`") && serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{err}");
     for (id, want) in [("c.0.1.s0", "7 7 {lrr}"), ("c.0.1.s1", "8 8 {lrr}")] {
         let (code, out, err) = pf(d.path(), &["show", "p.toml", id]);
         assert_eq!(code, 0, "{err}");

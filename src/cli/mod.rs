@@ -504,7 +504,7 @@ fn note_placeholders(g: &Graph) {
     }
 }
 
-/// Says on stderr what in the pipeline is likely a mistake, before `run` or `plan` goes on: placeholders naming
+/// Says on stderr what in the pipeline is likely a mistake, before `run`, `plan` or `status` goes on: placeholders naming
 /// no variable, and seed groups with replicates of different settings (an override of one replicate), whose
 /// tables' cells average them as if they were seeds of one setting.
 pub fn pipeline_notes(g: &Graph) {

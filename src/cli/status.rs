@@ -532,6 +532,7 @@ fn resume_point(g: &Graph, a: &BTreeMap<usize, Assessment>, store: &std::path::P
 /// `status`.
 pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, only_stale: bool, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
+    super::pipeline_notes(&g);
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
     let (running, leftover) = in_flight(&c.store, &g, &sel, &a);
     // Stale nodes the shared cache holds: a run fetches them instead of computing them.
