@@ -749,9 +749,17 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
         let (code, _, err) = pf(d.path(), &[cmd, "p.toml"]);
         assert_eq!(code, 2, "{cmd}: {err}");
         assert_eq!(err.matches("`deps` lists a file that cannot be read: `missing.py`").count(), 1, "{cmd}: {err}");
-        assert!(err.contains("`c` (2 nodes, command, p.toml:1:7)"), "{cmd}: {err}");
+        // Placed at `deps` (line 5), where the fix goes.
+        assert!(err.contains("`c` (2 nodes, command, p.toml:5:1)"), "{cmd}: {err}");
         assert!(!d.path().join(".polyflow").exists(), "{cmd} wrote a store");
     }
+    // `--json` lists it as the text does: once, with the nodes that share it.
+    let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--json"]);
+    let e = events(&out).pop().unwrap();
+    assert!(code == 2 && e["problems"].as_array().unwrap().len() == 1, "{out}");
+    assert_eq!(e["problems"][0]["node"], "c", "{out}");
+    assert_eq!(e["problems"][0]["nodes"], json!(["c.s0", "c.s1"]), "{out}");
+    assert_eq!(e["problems"][0]["at"], "p.toml:5:1", "{out}");
     std::fs::write(d.path().join("p.toml"), node("[\"data/\"]")).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");

@@ -522,17 +522,19 @@ pub fn pipeline_notes(g: &Graph) {
 /// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
 pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
-    /// A problem as `preflight` lists it: the node that has it, or the declaration whose `count` expansions share it
-    /// (`shared`: the declaration and the problem's text).
+    /// A problem as `preflight` lists it: the node that has it, or the declaration whose expansions (`nodes`)
+    /// share it (`shared`: the declaration and the problem's text).
     struct Listed {
         who: String,
         shared: Option<(String, String)>,
-        count: usize,
+        nodes: Vec<String>,
         kind: &'static str,
         at: String,
-        text: String,
+        param: String,
+        msg: String,
+        set: Option<String>,
     }
-    let (mut problems, mut listed): (Vec<Listed>, Vec<serde_json::Value>) = (vec![], vec![]);
+    let mut problems: Vec<Listed> = vec![];
     let computed = computed_elsewhere(g, c, env);
     let sel = g.select(targets)?;
     // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
@@ -553,34 +555,42 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         }
         if let Err(Problem { param, msg, by_param, .. }) = checked {
             let set = by_param.then(|| format!("--set {}.{param}=...", n.id));
-            listed.push(serde_json::json!({
-                "node": n.id, "kind": n.stage.kind(), "at": n.location, "param": param, "message": msg, "set": set,
-            }));
+            // Where the parameter is written (the node's header when it is not: a default, or a derived value).
+            let spec = &g.pipeline.nodes[i];
+            let at = spec.params.get(&param).map_or_else(|| n.location.to_string(), |e| g.pipeline.sources.locate(e.key_span).to_string());
             // The same problem in every expansion of a declaration (a matrix, replicates), where no value of the
             // node's own fixes it, is listed once, counted.
-            let text = format!("`{param}` {msg}");
-            let decl = &g.pipeline.nodes[i].decl;
-            let shared = (!by_param && decl != &n.id).then(|| (decl.clone(), text.clone()));
+            let shared = (!by_param && spec.decl != n.id).then(|| (spec.decl.clone(), format!("`{param}` {msg}")));
             if let Some(p) = problems.iter_mut().find(|p: &&mut Listed| shared.is_some() && p.shared == shared) {
-                p.count += 1;
+                p.nodes.push(n.id.clone());
                 continue;
             }
-            let mut text = text;
-            if let Some(set) = &set {
-                text += &format!("\n    set it with `{set}` or `[node.{}] {param} = ...` in a `--config` file", n.id);
-            }
             let who = shared.as_ref().map_or_else(|| n.id.clone(), |(d, _)| d.clone());
-            problems.push(Listed { who, shared, count: 1, kind: n.stage.kind(), at: n.location.to_string(), text });
+            problems.push(Listed { who, shared, nodes: vec![n.id.clone()], kind: n.stage.kind(), at, param, msg, set });
         }
     }
     if problems.is_empty() {
         return Ok(());
     }
+    // One JSON entry per problem as the text lists it: `node` is the declaration of a shared one, `nodes` its
+    // expansions.
+    let listed = problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "node": p.who, "nodes": p.nodes, "kind": p.kind, "at": p.at, "param": p.param, "message": p.msg, "set": p.set,
+            })
+        })
+        .collect();
     let problems: Vec<String> = problems
         .iter()
         .map(|p| {
-            let count = if p.count > 1 { format!("{} nodes, ", p.count) } else { String::new() };
-            format!("  - `{}` ({count}{}, {}): {}", p.who, p.kind, p.at, p.text)
+            let count = if p.nodes.len() > 1 { format!("{} nodes, ", p.nodes.len()) } else { String::new() };
+            let mut text = format!("  - `{}` ({count}{}, {}): `{}` {}", p.who, p.kind, p.at, p.param, p.msg);
+            if let Some(set) = &p.set {
+                text += &format!("\n    set it with `{set}` or `[node.{}] {} = ...` in a `--config` file", p.who, p.param);
+            }
+            text
         })
         .collect();
     Err(CliError::Problems(
