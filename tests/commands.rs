@@ -731,6 +731,17 @@ fn seed_placeholders_are_the_seed_and_unknown_ones_are_warned_of() {
     let (code, out, err) = pf(d.path(), &["compare", "p.toml", "c", "--group", "--set", "c.0.1.s1.run=[\"true\"]"]);
     assert_eq!(code, 0, "{err}");
     assert!(format!("{out}{err}").contains("the replicates of `c.0.1` differ in `run` besides their seed"), "{out}{err}");
+    // An override of an expanded node or of a group has that node's variables substituted: the group's
+    // replicates still differ by design only; one replicate's `{seed}` override is a difference of settings.
+    let set = format!("c.0.1.run=[\"sh\", \"-c\", {script:?}, \"{{seed}}\", \"{{lr}}\"]");
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--set", &set]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("differ in") && !err.contains("names no variable"), "{err}");
+    let (_, out2, _) = pf(d.path(), &["show", "p.toml", "c.0.1.s1", "--set", &set]);
+    let blob = out2.lines().find(|l| l.trim_start().starts_with("s ")).and_then(|l| l.split_whitespace().last()).unwrap();
+    assert_eq!(std::fs::read_to_string(d.path().join(blob)).unwrap().trim(), "8 8 0.1", "{out}");
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "c.0.1.s1.run=[\"echo\", \"{seed}\", \"{lrr}\"]"]);
+    assert!(err.contains("the replicates of `c.0.1` differ in `run`") && err.contains("`{lrr}` in `run` of `c`"), "{err}");
 }
 
 /// A `deps` entry that does not exist is found by `plan` and `run` before anything runs (exit 2, nothing

@@ -57,8 +57,10 @@ pub struct NodeSpec {
     pub inputs: BTreeMap<String, (Span, Vec<InputRef>)>,
     /// Parameters (every key except `kind`, `inputs`, `matrix`).
     pub params: BTreeMap<String, Entry>,
-    /// Matrix variables of this expansion.
+    /// Matrix variables of this expansion (with `seed` and `replicate`), as `{name}` placeholders write them.
     pub matrix: BTreeMap<String, String>,
+    /// The same variables as typed values (`"{lr}"` alone becomes the float), for overrides of this node.
+    pub values: BTreeMap<String, SValue>,
     /// Directory of the file that declared the node (relative paths in params resolve here; never hashed).
     pub base_dir: PathBuf,
     /// The node's `resources = { … }` table, for executors (never hashed: it does not change results).
@@ -556,9 +558,9 @@ impl Loader {
             // A node id, else a group of expanded nodes (a matrix value's seed replicates, `co_all.2` →
             // `co_all.2.s0` …): an override of a group applies to every node of it, as everywhere else a
             // group name stands for its nodes.
-            let members: Vec<String> = match groups.get(&target) {
-                Some(ids) if !seen.contains_key(&target) => ids.clone(),
-                _ => vec![target.clone()],
+            let (members, group): (Vec<String>, bool) = match groups.get(&target) {
+                Some(ids) if !seen.contains_key(&target) => (ids.clone(), true),
+                _ => (vec![target.clone()], false),
             };
             if !members.iter().all(|m| seen.contains_key(m)) {
                 let ids: Vec<&str> = seen.keys().chain(groups.keys()).map(|s| s.as_str()).collect();
@@ -566,7 +568,7 @@ impl Loader {
                     .help(suggest(&target, ids.iter().copied())));
             }
             for n in nodes.iter_mut().filter(|n| members.contains(&n.id)) {
-                apply_expanded_override(&self.sources, n, &ov)?;
+                apply_expanded_override(&self.sources, n, &ov, group)?;
             }
         }
         Ok(Pipeline {
@@ -593,8 +595,9 @@ impl Loader {
     }
 }
 
-/// Applies an override of an expanded node's parameters (`--set co_all.0.s1.lr=…`, or each node of a group).
-fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>) -> Result<(), SpecError> {
+/// Applies an override of an expanded node's parameters (`--set co_all.0.s1.lr=…`, or each node of a group:
+/// `group`).
+fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>, group: bool) -> Result<(), SpecError> {
     for (k, e) in ov {
         if NODE_RESERVED.contains(&k.as_str()) {
             return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{k}` cannot be overridden per expanded node"))
@@ -603,13 +606,48 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
         if k == RESOURCES {
             n.resources = Some(e.clone());
         } else {
-            // Its own value now, written for this node alone: not one that differs by design.
-            n.per_replicate.remove(k);
+            // Its own value now, with this node's variables substituted (`--set c.0.1.s1.run=[…, "{seed}"]`). One
+            // that names the replicate differs by design only when the whole group is given it; one replicate's
+            // own value is a difference of settings (`Graph::mixed_replicates`).
+            let mut e = e.clone();
+            if group && per_replicate_value(&e) {
+                n.per_replicate.insert(k.clone());
+            } else {
+                n.per_replicate.remove(k);
+            }
             n.unknown_placeholders.retain(|(p, _, _)| p != k);
-            n.params.insert(k.clone(), e.clone());
+            let unknown = substitute_param(k, &mut e, &n.matrix, &n.values);
+            n.unknown_placeholders.extend(unknown);
+            n.params.insert(k.clone(), e);
         }
     }
     Ok(())
+}
+
+/// Whether a parameter's value names the replicate (`{seed}`, `{replicate}`): each replicate has its own.
+fn per_replicate_value(e: &Entry) -> bool {
+    e.value.mentions(&["{seed}", "{replicate}"])
+}
+
+/// Substitutes a node's variables into parameter `k`'s value; returns the placeholders left, which name no
+/// variable of the node: (parameter, name, where), passed as written (a program may want braces) and warned of.
+fn substitute_param(
+    k: &str,
+    e: &mut Entry,
+    vars: &BTreeMap<String, String>,
+    values: &BTreeMap<String, SValue>,
+) -> Vec<(String, String, Span)> {
+    // "{lr}" alone keeps the variable's type (so a float stays a float).
+    if let Value::Str(s) = &e.value.value {
+        if let Some(v) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).and_then(|name| values.get(name)) {
+            e.value.value = v.value.clone();
+            return vec![];
+        }
+    }
+    e.value.substitute(vars);
+    let mut found = vec![];
+    e.value.placeholders(&mut found);
+    found.into_iter().map(|(name, span)| (k.to_string(), name, span)).collect()
 }
 
 /// Keys whose text is relative to the declaring file's folder: a `path` (a dataset's, a checkpoint's), a
@@ -803,24 +841,10 @@ fn expand(
         let resources = params.remove(RESOURCES);
         params.remove(SEEDS);
         // Parameters each replicate has its own value of by design (`run = […, "--seed", "{seed}"]`).
-        let per_replicate: BTreeSet<String> =
-            params.iter().filter(|(_, e)| e.value.mentions(&["{seed}", "{replicate}"])).map(|(k, _)| k.clone()).collect();
-        for e in params.values_mut() {
-            // "{lr}" alone keeps the variable's type (so a float stays a float).
-            if let Value::Str(s) = &e.value.value {
-                if let Some(v) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).and_then(|name| values.get(name)) {
-                    e.value.value = v.value.clone();
-                    continue;
-                }
-            }
-            e.value.substitute(&vars);
-        }
-        // What is left is no variable of this node: passed as written (a program may want braces), and warned of.
+        let per_replicate: BTreeSet<String> = params.iter().filter(|(_, e)| per_replicate_value(e)).map(|(k, _)| k.clone()).collect();
         let mut unknown_placeholders = vec![];
-        for (k, e) in &params {
-            let mut found = vec![];
-            e.value.placeholders(&mut found);
-            unknown_placeholders.extend(found.into_iter().map(|(name, span)| (k.clone(), name, span)));
+        for (k, e) in params.iter_mut() {
+            unknown_placeholders.extend(substitute_param(k, e, &vars, &values));
         }
         let mut inputs = BTreeMap::new();
         let mut per_replicate_inputs = BTreeSet::new();
@@ -870,6 +894,7 @@ fn expand(
             inputs,
             params,
             matrix: vars,
+            values,
             base_dir: d.base_dir.clone(),
             resources,
             seed_offset,
