@@ -237,3 +237,60 @@ fn a_forced_rerun_that_differs_from_the_cache_is_named_nondeterministic() {
     let (_, out) = pf(d.path(), &["run", "r.toml", "--cache", "cache", "--force", "r"]);
     assert!(!out.contains("not deterministic"), "{out}");
 }
+
+/// A teammate's bad or hostile writes into the cache: a blob that is a link to a file only this user may read is
+/// refused (nothing of it enters the store) and the node computed; a malformed entry is named by `verify --cache`
+/// and removed by `gc --cache`; a `tmp/` that is a link elsewhere is not emptied by `gc`.
+#[test]
+fn a_tampered_cache_is_refused_named_and_collected_without_leaving_it() {
+    use std::os::unix::fs::symlink;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache"]).0, 0);
+    let cache = d.path().join("cache");
+    // `b`'s big blob becomes a link to a secret.
+    let big = std::fs::read_dir(cache.join("blobs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+        .find(|f| f.metadata().unwrap().len() == 200_000)
+        .unwrap()
+        .path();
+    let secret = d.path().join("secret");
+    std::fs::write(&secret, "TOPSECRET".repeat(1000)).unwrap();
+    std::fs::remove_file(&big).unwrap();
+    symlink(&secret, &big).unwrap();
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(ids(&out, "finished"), ["b"], "{out}");
+    assert!(out.contains("symbolic link"), "{out}");
+    let leaked = std::fs::read_dir(d.path().join("s2/blobs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+        .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("TOPSECRET")));
+    assert!(!leaked, "the secret was copied into the store");
+    // A malformed entry (a file name outside its artifact), named and collected.
+    let entry =
+        std::fs::read_dir(cache.join("keys")).unwrap().flatten().flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten()).next();
+    let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let name = v["manifest"]["files"].as_object().unwrap().keys().next().unwrap().clone();
+    let bad = cache.join("keys/ee").join(format!("{}.json", "e".repeat(64)));
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, text.replace(&format!("\"{name}\""), "\"../../escape.txt\"")).unwrap();
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
+    assert!(code == 4 && out.contains("Malformed") && out.contains("1 entries malformed or unreadable"), "{out}");
+    // `tmp/` made a link to a folder of someone's files, old enough to be collected.
+    let victim = d.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let old = std::fs::File::create(victim.join("important.txt")).unwrap();
+    old.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200)).unwrap();
+    std::fs::remove_dir_all(cache.join("tmp")).unwrap();
+    symlink(&victim, cache.join("tmp")).unwrap();
+    let (code, out) = pf(d.path(), &["gc", "p.toml", "--store", "s2", "--cache", "cache", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("malformed cache entry") && !bad.exists(), "{out}");
+    assert!(victim.join("important.txt").exists(), "gc deleted a file outside the cache: {out}");
+    assert!(!out.contains("important.txt"), "{out}");
+}

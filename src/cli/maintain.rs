@@ -378,12 +378,23 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
     for (key, node, name, what) in &bad {
         outln!("{:>12} {name} of `{node}` (cache entry {}) ({what})", "Damaged", &key[..16.min(key.len())]);
     }
+    // Entries no run can use, named whatever pipelines were given (their keys are unknown or not to be trusted).
+    let mut broken = 0;
+    for (p, why) in cache.malformed() {
+        broken += 1;
+        outln!("{:>12} cache entry {}: {why}; not used (`polyflow gc --cache` removes it)", "Malformed", p.display());
+    }
+    for p in cache.unreadable() {
+        broken += 1;
+        outln!("{:>12} {}: cannot be read or decoded; not used", "Unreadable", p.display());
+    }
     let of = match only {
         Some((files, ..)) => format!(" ({entries} entries that {} compute now)", names(files)),
         None => String::new(),
     };
-    outln!("{:>12} {n} files checked in {}{of}, {} damaged", "Verified", dir.display(), bad.len());
-    Ok(if bad.is_empty() { exit::OK } else { exit::STORE })
+    let broken_note = if broken > 0 { format!(", {broken} entries malformed or unreadable") } else { String::new() };
+    outln!("{:>12} {n} files checked in {}{of}, {} damaged{broken_note}", "Verified", dir.display(), bad.len());
+    Ok(if bad.is_empty() && broken == 0 { exit::OK } else { exit::STORE })
 }
 
 /// The keys every profile of `files` computes now in the store at `store` (fresh nodes, and stale ones whose
@@ -472,6 +483,17 @@ pub fn gc_cache(
                 if refused.note(e) {
                     kept_blobs.extend(e_files);
                 }
+            }
+        }
+    }
+    // Entries no run can use (a file name outside its artifact, a digest that is not one): they name no blob
+    // to trust, so they keep none.
+    for (path, why) in cache.malformed() {
+        dropped += 1;
+        outln!("{verb:>12} malformed cache entry {} ({why})", path.display());
+        if yes {
+            if let Err(e) = cache.remove_entry(&path) {
+                refused.note(e);
             }
         }
     }

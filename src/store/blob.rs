@@ -110,6 +110,30 @@ impl BlobStore {
         Ok((digest, size))
     }
 
+    /// Writes a blob from a stream that should hold blob `digest` of `size` bytes (a copy from a shared cache):
+    /// at most `size + 1` bytes are read, and the blob is installed only if they are exactly those. Returns
+    /// whether it was (`false`: nothing kept).
+    pub fn put_expected(&self, r: impl std::io::Read, digest: &str, size: u64) -> Result<bool, StoreError> {
+        if self.check(digest, size) == BlobState::Ok {
+            return Ok(true);
+        }
+        let mut tmp = self.temp_file()?;
+        let mut hasher = blake3::Hasher::new();
+        let copied = {
+            let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+            let mut tee = TeeHash { w: &mut w, h: &mut hasher };
+            let n = std::io::copy(&mut r.take(size.saturating_add(1)), &mut tee).map_err(|e| StoreError::io(&self.tmp, e))?;
+            w.flush().map_err(|e| StoreError::io(&self.tmp, e))?;
+            n
+        };
+        if copied != size || hasher.finalize().to_hex().as_str() != digest {
+            return Ok(false);
+        }
+        tmp.as_file().sync_all().map_err(|e| StoreError::io(tmp.path(), e))?;
+        self.install(digest, |to| tmp.persist(to).map(|_| ()).map_err(|e| e.error))?;
+        Ok(true)
+    }
+
     /// Takes file `path` (on the store's disk, e.g. a program's output in the store's scratch folder) as a blob
     /// without copying it: hashed by streaming (constant memory), fsynced, renamed into place. Falls back to a
     /// streamed copy where a rename cannot move it (another disk). Returns its digest and size.
@@ -179,13 +203,11 @@ impl BlobStore {
         Some(to)
     }
 
-    /// Blobs moved aside by [`Self::quarantine`]: (path, size).
+    /// Blobs moved aside by [`Self::quarantine`]: (path, size). Only the files of a real `damaged/` folder (a
+    /// link there is not followed: `gc` removes what this lists).
     pub fn damaged(&self) -> Vec<(PathBuf, u64)> {
         let Some(dir) = self.dir.parent().map(|r| r.join("damaged")) else { return vec![] };
-        let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-        let mut out: Vec<(PathBuf, u64)> = rd.flatten().map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))).collect();
-        out.sort();
-        out
+        super::fsafe::own_files(&dir).into_iter().map(|(p, m)| (p, m.len())).collect()
     }
 
     /// Checks presence, size and checksum of a blob without keeping its bytes (reads it all).
@@ -211,23 +233,10 @@ impl BlobStore {
         }
     }
 
-    /// Every blob digest on disk.
+    /// Every blob on disk: (digest, size). Only regular files with blob names in real shard folders: `gc`
+    /// removes what this lists, so a link or a stranger's file in `blobs/` is never followed or deleted.
     pub fn list(&self) -> Vec<(String, u64)> {
-        let mut out = vec![];
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return out;
-        };
-        for sub in rd.flatten() {
-            let Ok(inner) = std::fs::read_dir(sub.path()) else {
-                continue;
-            };
-            for f in inner.flatten() {
-                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((f.file_name().to_string_lossy().to_string(), size));
-            }
-        }
-        out.sort();
-        out
+        super::fsafe::blob_files(&self.dir).into_iter().map(|(d, size, _)| (d, size)).collect()
     }
 
     /// Deletes one blob.
@@ -236,12 +245,31 @@ impl BlobStore {
         std::fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))
     }
 
-    /// Removes leftover temp files of interrupted writes.
+    /// Removes leftover temp files of interrupted writes: only polyflow's own (`.tmp…`, the names
+    /// [`super::temp_file_in`] gives), and only in a real folder (a `tmp` that is a link is not emptied).
     pub fn clean_tmp(&self) {
-        if let Ok(rd) = std::fs::read_dir(&self.tmp) {
-            for f in rd.flatten() {
-                let _ = std::fs::remove_file(f.path());
+        for (f, _) in super::fsafe::own_files(&self.tmp) {
+            if f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp")) {
+                let _ = std::fs::remove_file(f);
             }
         }
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct TeeHash<'a, W: Write> {
+    w: &'a mut W,
+    h: &'a mut blake3::Hasher,
+}
+
+impl<W: Write> Write for TeeHash<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
     }
 }

@@ -155,8 +155,31 @@ impl DirCache {
         false
     }
 
+    /// Entries that decode but cannot be used (a file name outside the artifact, a digest that is not one, a
+    /// key name that is not a key): (path, what is wrong). A run treats them as misses and replaces them when it
+    /// publishes that key; `gc --cache` removes them; `verify --cache` names them.
+    pub fn malformed(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut out = vec![];
+        let Ok(rd) = std::fs::read_dir(self.root.join("keys")) else { return out };
+        for sub in rd.flatten() {
+            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().to_string();
+                let Some(e) = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()) else {
+                    continue;
+                };
+                if !name.strip_suffix(".json").is_some_and(is_hex64) {
+                    out.push((f.path(), "its file name is not a key"));
+                } else if !well_formed(&e) {
+                    out.push((f.path(), "it names a file outside its artifact or a digest that is not one"));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Every key entry: (key, entry, path of its file). Unreadable and malformed entries are skipped (see
-    /// [`Self::unreadable`]).
+    /// [`Self::unreadable`], [`Self::malformed`]).
     pub fn entries(&self) -> Vec<(String, CacheEntry, PathBuf)> {
         let mut out = vec![];
         let Ok(rd) = std::fs::read_dir(self.root.join("keys")) else { return out };
@@ -196,19 +219,13 @@ impl DirCache {
         out
     }
 
-    /// Every blob: (digest, size, age).
+    /// Every blob: (digest, size, age). Only regular files with blob names in real shard folders (`gc`
+    /// removes what this lists: a link or a stranger's file planted in `blobs/` is never followed or deleted).
     pub fn blobs(&self) -> Vec<(String, u64, Duration)> {
-        let mut out = vec![];
-        let Ok(rd) = std::fs::read_dir(self.root.join("blobs")) else { return out };
-        for sub in rd.flatten() {
-            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
-                let Ok(m) = f.metadata() else { continue };
-                let age = m.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
-                out.push((f.file_name().to_string_lossy().to_string(), m.len(), age));
-            }
-        }
-        out.sort();
-        out
+        super::fsafe::blob_files(&self.root.join("blobs"))
+            .into_iter()
+            .map(|(d, size, t)| (d, size, t.and_then(|t| t.elapsed().ok()).unwrap_or_default()))
+            .collect()
     }
 
     /// Checks every blob of every entry whose key `wanted` accepts (reading it all); damaged ones are moved aside
@@ -268,11 +285,11 @@ impl DirCache {
     /// Temp files and damaged blobs older than `age` (interrupted publishes, readers' quarantine).
     pub fn leftovers(&self, age: Duration) -> Vec<PathBuf> {
         let mut out = vec![];
+        // Only the files of real folders: a `tmp` or `damaged` that is a link is not followed.
         for sub in ["tmp", "damaged"] {
-            for f in std::fs::read_dir(self.root.join(sub)).into_iter().flatten().flatten() {
-                let old = f.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|a| a >= age);
-                if old {
-                    out.push(f.path());
+            for (f, m) in super::fsafe::own_files(&self.root.join(sub)) {
+                if m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a >= age) {
+                    out.push(f);
                 }
             }
         }
@@ -280,11 +297,16 @@ impl DirCache {
         out
     }
 
+    /// Whether blob `f` is in the cache as a regular file of its size (a link or a wrong size is not it).
+    fn blob_there(&self, f: &FileEntry) -> bool {
+        std::fs::symlink_metadata(self.blob_path(&f.digest)).is_ok_and(|m| m.is_file() && m.len() == f.size)
+    }
+
     /// Writes one blob from `src` (temp file in the cache, fsync, rename); skipped when a blob of that size is
     /// already there (content-addressed: the same name is the same content; `verify` finds a damaged one).
     fn put_blob(&self, f: &FileEntry, src: &Path) -> Result<(), StoreError> {
         let dest = self.blob_path(&f.digest);
-        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == f.size) {
+        if self.blob_there(f) {
             return Ok(());
         }
         let mut tmp = self.tmp_file()?;
@@ -335,12 +357,34 @@ impl ArtifactCache for DirCache {
                 continue;
             }
             let path = self.blob_path(&f.digest);
-            let file = std::fs::File::open(&path).map_err(io(&path))?;
-            // Hashed while copied into the local store; a mismatch is refused there (nothing is kept).
-            // A mismatch leaves a blob under the digest of what was actually read: valid content-addressed data
-            // (possibly one the store already had), never referenced by this artifact; `gc` removes it if unused.
-            let (digest, size) = into.put_reader(file)?;
-            if digest != f.digest || size != f.size {
+            // A regular file only: a link (to a file this user may read and the team may not), a FIFO or a
+            // device is refused at once, and moved aside.
+            let (file, len) = match super::fsafe::open_regular(&path) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::Other => {
+                    self.quarantine(&f.digest);
+                    return Err(StoreError::io(&path, e));
+                }
+                Err(e) => return Err(StoreError::io(&path, e)),
+            };
+            if len != f.size {
+                // The blob may be intact and the entry wrong: one whose bytes are its name stays for the entries
+                // that name it rightly.
+                let mut h = blake3::Hasher::new();
+                if h.update_reader(&file).is_ok() && h.finalize().to_hex().as_str() == f.digest {
+                    return Err(StoreError::io(
+                        &path,
+                        std::io::Error::other(format!(
+                            "intact ({len} bytes), but the cache entry says {} bytes: a malformed entry, not used (a run that computes the node publishes it anew)",
+                            f.size
+                        )),
+                    ));
+                }
+                self.quarantine(&f.digest);
+                return Err(StoreError::Corrupt { path });
+            }
+            // Hashed while copied into the local store, and kept only if it is exactly the blob named.
+            if !into.put_expected(file, &f.digest, f.size)? {
                 self.quarantine(&f.digest);
                 return Err(StoreError::Corrupt { path });
             }
@@ -350,13 +394,23 @@ impl ArtifactCache for DirCache {
 
     fn publish(&self, key: &str, m: &Manifest, node: &str, computed_ms: Option<u64>, from: &BlobStore) -> Result<bool, StoreError> {
         if let Some(old) = self.lookup(key)? {
-            // Already published: restore any blob of that entry a reader moved aside, from our copy.
+            // Already published: restore any blob of that entry a reader moved aside, from our copy. An entry
+            // whose blob can be had from nowhere (a size no blob has: a buggy or tampered entry) is dead; ours
+            // replaces it.
+            let mut dead = false;
             for f in old.manifest.files.values() {
-                if !self.blob_path(&f.digest).exists() && from.present(&f.digest, f.size) == super::BlobState::Ok {
+                if self.blob_there(f) {
+                    continue;
+                }
+                if from.present(&f.digest, f.size) == super::BlobState::Ok {
                     self.put_blob(f, &from.path(&f.digest))?;
+                } else {
+                    dead = true;
                 }
             }
-            return Ok(false);
+            if !dead {
+                return Ok(false);
+            }
         }
         for f in m.files.values() {
             self.put_blob(f, &from.path(&f.digest))?;
@@ -380,10 +434,18 @@ impl ArtifactCache for DirCache {
         if let Some(parent) = dest.parent() {
             shared_dir(parent)?;
         }
-        // Create-if-absent in one step: a hard link fails when the key exists (another publisher won).
+        // Create-if-absent in one step: a hard link fails when the key exists (another publisher won). An entry
+        // there that no run can use (malformed, or dead as above) is replaced in one step (a rename over it).
         match std::fs::hard_link(tmp.path(), &dest) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let usable = self.lookup(key)?.is_some_and(|e| e.manifest.files.values().all(|f| self.blob_there(f)));
+                if usable {
+                    return Ok(false);
+                }
+                tmp.persist(&dest).map_err(|e| StoreError::io(&dest, e.error))?;
+                Ok(true)
+            }
             Err(e) => Err(StoreError::io(&dest, e)),
         }
         // The temp file is removed when `tmp` drops.
@@ -436,6 +498,72 @@ mod tests {
         std::fs::write(&p, serde_json::to_vec(&bad).unwrap()).unwrap();
         assert!(c.lookup(&key).unwrap().is_none(), "a digest that is not hex never becomes a path");
         assert!(c.entries().is_empty());
+        assert_eq!(c.malformed().len(), 1, "named, for verify and gc");
+        // A publisher of that key replaces it (before, the malformed entry blocked the key for good).
+        let a = Store::open(&t.path().join("a")).unwrap();
+        let m = artifact(&a, b"good");
+        assert!(c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        assert_eq!(c.lookup(&key).unwrap().unwrap().manifest, m);
+        assert!(c.malformed().is_empty());
+    }
+
+    /// A blob planted as a link (to a file this user may read), a FIFO or a folder is refused at once, moved
+    /// aside, and nothing of it enters the store; an entry with a wrong size leaves the intact blob alone, and the
+    /// next publisher replaces the entry.
+    #[test]
+    fn fetch_takes_regular_blobs_of_the_named_size_only() {
+        use std::os::unix::fs::symlink;
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (Store::open(&t.path().join("a")).unwrap(), Store::open(&t.path().join("b")).unwrap());
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let m = artifact(&a, b"hello");
+        let key = "5".repeat(64);
+        c.publish(&key, &m, "n", None, &a.blobs).unwrap();
+        let blob = c.blob_path(&m.files["a.txt"].digest);
+        let secret = t.path().join("secret");
+        std::fs::write(&secret, b"TOPSECRET").unwrap();
+        std::fs::remove_file(&blob).unwrap();
+        symlink(&secret, &blob).unwrap();
+        let err = c.fetch(&m, &b.blobs).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(b.blobs.list().is_empty(), "nothing copied into the store");
+        assert!(std::fs::symlink_metadata(&blob).is_err() && secret.exists(), "the link moved aside, its target kept");
+        // Restored by the next publisher; then a FIFO there does not hang the fetch.
+        assert!(!c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        std::fs::remove_file(&blob).unwrap();
+        let cs = std::ffi::CString::new(blob.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(cs.as_ptr(), 0o644) }, 0);
+        assert!(c.fetch(&m, &b.blobs).unwrap_err().to_string().contains("FIFO"));
+        assert!(!c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        // An entry that says another size: the intact blob stays, the fetch fails naming the entry's fault.
+        let mut wrong = c.lookup(&key).unwrap().unwrap();
+        wrong.manifest.files.get_mut("a.txt").unwrap().size = 999_999;
+        std::fs::write(c.key_path(&key), serde_json::to_vec(&wrong).unwrap()).unwrap();
+        let err = c.fetch(&wrong.manifest, &b.blobs).unwrap_err().to_string();
+        assert!(err.contains("malformed entry"), "{err}");
+        assert!(blob.exists(), "the intact blob is not moved aside");
+        assert!(b.blobs.list().is_empty());
+        // Nobody can restore a blob of that size: the entry is dead, and a publisher replaces it.
+        assert!(c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        c.fetch(&c.lookup(&key).unwrap().unwrap().manifest, &b.blobs).unwrap();
+        assert_eq!(b.blobs.read(&m.files["a.txt"].digest).unwrap(), b"hello");
+    }
+
+    /// `gc`'s listings never follow a link planted where a folder of the cache belongs.
+    #[test]
+    fn leftovers_and_blobs_stay_inside_the_cache() {
+        use std::os::unix::fs::symlink;
+        let t = tempfile::tempdir().unwrap();
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("important.txt"), "x").unwrap();
+        std::fs::remove_dir(t.path().join("cache/tmp")).unwrap();
+        symlink(&victim, t.path().join("cache/tmp")).unwrap();
+        symlink(&victim, t.path().join("cache/damaged")).unwrap();
+        symlink(&victim, t.path().join("cache/blobs/im")).unwrap();
+        assert!(c.leftovers(Duration::ZERO).is_empty());
+        assert!(c.blobs().is_empty());
     }
 
     #[test]

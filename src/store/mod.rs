@@ -27,6 +27,7 @@
 
 mod blob;
 pub mod cache;
+pub mod fsafe;
 mod index;
 mod lock;
 
@@ -329,6 +330,31 @@ mod tests {
         assert_eq!(s.blobs.present(&dg, 5), BlobState::Corrupt);
         assert_eq!(s.blobs.damaged().len(), 1);
         assert_eq!(s.blobs.present(&s.blobs.put(b"hello").unwrap(), 4), BlobState::Corrupt, "a wrong size is damage");
+    }
+
+    /// A `tmp`, `damaged` or shard folder that is a link elsewhere is never emptied or listed for `gc`, and only
+    /// polyflow's own temp files are removed from a real `tmp`.
+    #[test]
+    fn clean_ups_stay_inside_the_store() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("s");
+        let s = Store::open(&root).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("important.txt"), "x").unwrap();
+        std::fs::write(root.join("tmp/.tmpAbC123"), "leftover").unwrap();
+        std::fs::write(root.join("tmp/notes.txt"), "someone's").unwrap();
+        s.blobs.clean_tmp();
+        assert!(!root.join("tmp/.tmpAbC123").exists() && root.join("tmp/notes.txt").exists());
+        symlink(&victim, root.join("damaged")).unwrap();
+        symlink(&victim, root.join("blobs/im")).unwrap();
+        assert!(s.blobs.damaged().is_empty() && s.blobs.list().is_empty());
+        std::fs::remove_dir_all(root.join("tmp")).unwrap();
+        symlink(&victim, root.join("tmp")).unwrap();
+        std::fs::write(victim.join(".tmpXyZ"), "x").unwrap();
+        Store::open(&root).unwrap().blobs.clean_tmp();
+        assert!(victim.join("important.txt").exists() && victim.join(".tmpXyZ").exists());
     }
 
     /// A blob polyflow writes has the mode the umask gives any new file, as a program's outputs do (it was
