@@ -819,3 +819,31 @@ fn a_command_that_writes_nothing_is_noted() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("Note e: `sh` wrote no file into $POLYFLOW_OUT: its artifact is empty"), "{err}");
 }
+
+/// A FIFO or a socket left in `$POLYFLOW_OUT` fails the node at once, naming the file and what it is (reading
+/// the FIFO waited forever; the socket was reported as a store error, exit 4); nothing is cached.
+#[test]
+fn a_fifo_or_socket_among_the_outputs_fails_the_node_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = "python3 -c \"import socket,os; socket.socket(socket.AF_UNIX).bind(os.environ['POLYFLOW_OUT'] + '/sock')\"";
+    std::fs::write(
+        d.path().join("p.toml"),
+        format!(
+            "[node.f]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"mkfifo $POLYFLOW_OUT/f; echo x > $POLYFLOW_OUT/ok\"]\n\
+             [node.s]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {sock:?}]\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "p.toml"]).current_dir(d.path()).stdin(std::process::Stdio::null());
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "hung: {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("$POLYFLOW_OUT/f is a FIFO, not a regular file"), "{err}");
+    assert!(err.contains("$POLYFLOW_OUT/sock is a socket, not a regular file"), "{err}");
+    let (_, st, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    assert!(!st.contains("\"fresh\""), "{st}");
+}

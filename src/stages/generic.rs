@@ -163,8 +163,15 @@ fn collect_files_linked(p: &Path, via_link: bool, out: &mut Vec<(std::path::Path
         for e in std::fs::read_dir(p)? {
             collect_files_linked(&e?.path(), via_link, out)?;
         }
-    } else {
+    } else if meta.is_file() {
         out.push((p.to_path_buf(), via_link || meta.nlink() > 1));
+    } else {
+        // Reading a FIFO would wait forever, a device never end, a socket fail: none is a result.
+        return Err(std::io::Error::other(format!(
+            "{} is {}, not a regular file: only files and folders are results (remove it before the program exits)",
+            p.display(),
+            crate::store::fsafe::kind_of(meta.file_type())
+        )));
     }
     Ok(())
 }
@@ -348,7 +355,9 @@ impl Stage for CommandStage {
             return Err(StageError::failed(what));
         }
         let mut files = vec![];
-        collect_files_linked(&out_dir, false, &mut files).map_err(|e| StageError::failed(e.to_string()))?;
+        // Named as the program knows them (`$POLYFLOW_OUT/f`), not by the scratch folder's path.
+        collect_files_linked(&out_dir, false, &mut files)
+            .map_err(|e| StageError::failed(e.to_string().replace(&out_dir.display().to_string(), "$POLYFLOW_OUT")))?;
         // Not a failure (a step may only check something), but a program that wrote its results elsewhere, or
         // into a relative `out/` of its own, would otherwise be cached as done with nothing.
         if files.is_empty() {
