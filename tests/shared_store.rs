@@ -97,7 +97,7 @@ fn a_store_this_user_cannot_write_is_read_as_it_is() {
     std::fs::write(d.path().join("q.toml"), "[node.other]\nkind = \"value\"\nvalue = 9\n").unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s"]).0, 0);
     let root = is_root();
-    let as_reader = |args: &[&str]| -> (i32, String, String) {
+    let as_reader_in = |tmp: &Path, args: &[&str]| -> (i32, String, String) {
         let mut c = if root {
             let mut c = Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
@@ -105,9 +105,10 @@ fn a_store_this_user_cannot_write_is_read_as_it_is() {
         } else {
             Command::new(BIN)
         };
-        let o = c.args(args).current_dir(d.path()).env("TMPDIR", "/tmp").env_remove("POLYFLOW_CACHE").output().unwrap();
+        let o = c.args(args).current_dir(d.path()).env("TMPDIR", tmp).env_remove("POLYFLOW_CACHE").output().unwrap();
         (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
     };
+    let as_reader = |args: &[&str]| as_reader_in(Path::new("/tmp"), args);
     if !root {
         Command::new("chmod").args(["-R", "a-w", "s"]).current_dir(d.path()).status().unwrap();
     }
@@ -123,6 +124,21 @@ fn a_store_this_user_cannot_write_is_read_as_it_is() {
     let (code, out, err) = as_reader(&["report", "p.toml", "--store", "s", "-o", "-"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("</html>"));
+    // `show` writes its previews into the reader's own folder under $TMPDIR: a link another user planted at its
+    // name is not written through (a fresh private folder is used, with a warning).
+    let tmpd = d.path().join("tmpd");
+    let victim = d.path().join("victim");
+    for p in [&tmpd, &victim] {
+        std::fs::create_dir(p).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let uid = if root { "65534".to_string() } else { String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap() };
+    std::os::unix::fs::symlink(&victim, tmpd.join(format!("polyflow-{}", uid.trim()))).unwrap();
+    let (code, out, err) = as_reader_in(&tmpd, &["show", "p.toml", "--store", "s", "v1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("is not a private folder of this user"), "{err}");
+    assert!(out.contains(&format!("previews: {}/polyflow-{}-", tmpd.display(), uid.trim())), "{out}");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "written through the planted link");
     // A dry gc deletes nothing: it reads.
     let (code, out, err) = as_reader(&["gc", "p.toml", "--store", "s"]);
     assert_eq!(code, 0, "{out}{err}");

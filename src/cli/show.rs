@@ -168,7 +168,7 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
         Ok(()) => out_dir,
         Err(e) if crate::store::is_not_writable(&e) => {
             let rel = out_dir.strip_prefix(&store.root).unwrap_or(out_dir);
-            fallback = std::env::temp_dir().join(format!("polyflow-{}", unsafe { libc::getuid() })).join(rel);
+            fallback = private_tmp()?.join(rel);
             std::fs::create_dir_all(&fallback).map_err(|e| CliError::Other(format!("{}: {e}", fallback.display()), exit::STORE))?;
             println!("previews: {} (the store is not writable here)", fallback.display());
             &fallback
@@ -182,6 +182,31 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
         Err(e) => return Err(CliError::Other(format!("error: {e}"), exit::NODE_FAILED)),
     }
     Ok(())
+}
+
+/// This user's own folder for previews, `$TMPDIR/polyflow-UID` (made 0700; one writable by others is refused). `$TMPDIR` is everyone's: a folder
+/// of that name another user made, or a link planted there, would have previews written through links into
+/// this user's files; then a fresh folder of the user's is used instead (kept, as it holds the previews).
+fn private_tmp() -> Result<std::path::PathBuf, CliError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = unsafe { libc::getuid() };
+    let base = std::env::temp_dir().join(format!("polyflow-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&base);
+    let ours = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0);
+    if ours {
+        return Ok(base);
+    }
+    let fresh = tempfile::Builder::new()
+        .prefix(&format!("polyflow-{uid}-"))
+        .tempdir()
+        .map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
+    eprintln!(
+        "{:>12} {} is not a private folder of this user (another's, a link, or writable by others): previews go to {} instead",
+        "Warning",
+        base.display(),
+        fresh.path().display()
+    );
+    Ok(fresh.keep())
 }
 
 /// Where the node last ran, when not in-process (a Slurm job: id, state, logs), a job still in flight, and jobs
