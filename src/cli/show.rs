@@ -184,9 +184,10 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
     Ok(())
 }
 
-/// This user's own folder for previews, `$TMPDIR/polyflow-UID` (made 0700; one writable by others is refused). `$TMPDIR` is everyone's: a folder
-/// of that name another user made, or a link planted there, would have previews written through links into
-/// this user's files; then a fresh folder of the user's is used instead (kept, as it holds the previews).
+/// This user's own folder for previews, `$TMPDIR/polyflow-UID` (made 0700). `$TMPDIR` is everyone's: a folder of
+/// that name another user made, one writable by others, or a link planted there would have previews written
+/// through links into this user's files; then a fresh folder of the user's is used instead (kept: it holds the
+/// previews).
 fn private_tmp() -> Result<std::path::PathBuf, CliError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let uid = unsafe { libc::getuid() };
