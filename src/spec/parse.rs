@@ -688,12 +688,23 @@ fn lexical(p: &Path) -> PathBuf {
 
 fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
     let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::at(sources, span, K::WrongType, format!("invalid node id `{id}`"))
-            .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"))
+    if !ok {
+        return Err(SpecError::at(sources, span, K::WrongType, format!("invalid node id `{id}`"))
+            .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"));
     }
+    check_id_length(sources, id, span)
+}
+
+/// The longest node id, in bytes: ids name files (`show/<id>/`, a job's logs), and a file name has at most 255.
+pub const MAX_ID_BYTES: usize = 200;
+
+fn check_id_length(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
+    if id.len() <= MAX_ID_BYTES {
+        return Ok(());
+    }
+    let shown: String = id.chars().take(40).collect();
+    Err(SpecError::at(sources, span, K::OutOfRange, format!("node id `{shown}…` is {} bytes long, over {MAX_ID_BYTES}", id.len()))
+        .help("node ids name files: shorten the id, or the matrix values it is made of"))
 }
 
 /// A matrix value's label as a part of a node id: NFC-composed, letters, digits, combining marks and `_-.` kept,
@@ -820,6 +831,7 @@ fn expand(
     let mut out = vec![];
     for (labels, vars, values, seed_offset) in next {
         let id = if labels.is_empty() { d.id.clone() } else { format!("{}.{}", d.id, labels.join(".")) };
+        check_id_length(sources, &id, d.table.get("matrix").map_or(d.key_span, |m| m.value.span))?;
         let mut params = BTreeMap::new();
         // Precedence: declaration < profile kind override < profile node override.
         for (k, e) in &d.table {
@@ -912,6 +924,18 @@ mod tests {
 
     fn load_t(text: &str, profile: Option<&str>) -> Result<Pipeline, SpecError> {
         load_str("t.toml", text, Path::new("."), profile)
+    }
+
+    #[test]
+    fn ids_too_long_for_a_file_name_are_refused_where_written() {
+        let long = "a".repeat(MAX_ID_BYTES + 1);
+        let e = load_t(&format!("[node.{long}]\nkind = \"value\"\nvalue = 1\n"), None).unwrap_err().to_string();
+        assert!(e.contains("201 bytes long, over 200") && e.contains("t.toml:1:"), "{e}");
+        let e = load_t(&format!("[node.m]\nkind = \"value\"\nmatrix = {{ x = [\"{}\"] }}\nvalue = 1\n", "b".repeat(199)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("201 bytes long") && e.contains("t.toml:3:"), "{e}");
+        assert!(load_t(&format!("[node.{}]\nkind = \"value\"\nvalue = 1\n", "a".repeat(MAX_ID_BYTES)), None).is_ok());
     }
 
     #[test]
