@@ -847,3 +847,40 @@ fn a_fifo_or_socket_among_the_outputs_fails_the_node_naming_it() {
     let (_, st, _) = pf(d.path(), &["status", "p.toml", "--json"]);
     assert!(!st.contains("\"fresh\""), "{st}");
 }
+
+/// A table of one's own study: `key` columns read any number a `command` writes into its metrics.json, seeds
+/// aggregated as for the paper's tables; a loss column ranks the lowest first and shows the values as reported;
+/// a misspelt key is an error saying what the runs report, not a column of dashes.
+#[test]
+fn a_table_reads_command_metrics_by_key() {
+    let d = tempfile::tempdir().unwrap();
+    // Accuracy grows with lr; the loss falls with it; seeds move both a little.
+    let script = "python3 -c \"import os,sys; lr=float(sys.argv[1]); s=int(os.environ['POLYFLOW_SEED']); \
+open(os.environ['POLYFLOW_OUT']+'/metrics.json','w').write('{\\\"test\\\": {\\\"acc\\\": %f, \\\"loss\\\": %f}}' % (0.5+lr+0.002*s, 2-lr-0.002*s))\" {lr}";
+    let table = |key: &str| {
+        format!(
+            "[node.c]\nkind = \"command\"\nseeds = 2\nmatrix = {{ lr = [0.1, 0.3] }}\nrun = [\"sh\", \"-c\", {script:?}]\n\
+             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"c\"] }}\ntitle = \"Sweep\"\ncaption = \"Two seeds.\"\ncounts = false\n\
+             rows = [{{ label = \"lr 0.1\", nodes = [\"c.0.1\"] }}, {{ label = \"lr 0.3\", nodes = [\"c.0.3\"] }}]\n\
+             columns = [{{ key = \"{key}\", label = \"Acc\" }}, {{ key = \"test.loss\", label = \"Loss\", scale = 1, digits = 3, better = \"lower\" }}]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), table("test.acc")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pf(d.path(), &["show", "p.toml", "t"]);
+    assert_eq!(code, 0, "{err}");
+    // Acc in percent, mean ± std over the two seeds; the best acc is lr 0.3, and so is the best (lowest) loss.
+    let row = |label: &str| out.lines().find(|l| l.contains(label) && l.contains("┆")).unwrap_or_else(|| panic!("{out}")).to_string();
+    assert!(row("lr 0.1").contains("60.1 ± 0.1") && row("lr 0.1").contains("1.899 ± 0.001"), "{out}");
+    assert!(row("lr 0.3").contains("**80.1 ± 0.1**") && row("lr 0.3").contains("**1.699 ± 0.001**"), "{out}");
+    std::fs::write(d.path().join("p.toml"), table("test.accuracy")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("column `Acc`: no run of this table reports `test.accuracy`") && err.contains("test.acc, test.loss"), "{err}");
+    // A column names a task or a key, not both; checked before anything runs.
+    std::fs::write(d.path().join("p.toml"), table("test.acc").replace("key = \"test.acc\"", "key = \"test.acc\", task = \"c\"")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("either a `task`"), "{err}");
+}

@@ -15,24 +15,79 @@ struct RowSpec {
     nodes: Vec<String>,
 }
 
+/// A column: a task's test metric (`task`, `metric`), or any number a run writes into its `metrics.json` (`key`,
+/// a dotted path such as `test.acc`: a `command` node's own metrics).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ColSpec {
-    task: String,
+    task: Option<String>,
     #[serde(default = "top1")]
     metric: String,
+    key: Option<String>,
     label: Option<String>,
+    /// The text shows the value × `scale` (100: fractions in percent; 1: as reported).
+    #[serde(default = "hundred")]
+    scale: f64,
+    /// Decimals of the text.
+    #[serde(default = "one")]
+    digits: u8,
+    #[serde(default)]
+    better: Better,
+}
+
+/// Which end of a column ranks first.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Better {
+    /// Accuracy, mAP.
+    #[default]
+    Higher,
+    /// A loss, an error rate.
+    Lower,
 }
 
 fn top1() -> String {
     "top1".into()
 }
 
+fn hundred() -> f64 {
+    100.0
+}
+
+fn one() -> u8 {
+    1
+}
+
 /// The test metrics training, co-training and probe nodes report (`metrics.json`: `tasks.TASK.test.METRIC`).
 const METRICS: &[&str] = &["top1", "top5", "map"];
 
 fn col_label(c: &ColSpec) -> String {
-    c.label.clone().unwrap_or_else(|| format!("{} {}", c.task, c.metric))
+    c.label.clone().unwrap_or_else(|| match (&c.task, &c.key) {
+        (Some(t), _) => format!("{t} {}", c.metric),
+        (None, Some(k)) => k.clone(),
+        (None, None) => String::new(),
+    })
+}
+
+impl ColSpec {
+    /// Where the column's value is in a run's `metrics.json`, as a dotted path (for provenance) and a JSON pointer.
+    fn path(&self) -> (String, String) {
+        let dotted = match (&self.task, &self.key) {
+            (Some(t), _) => format!("tasks.{t}.test.{}", self.metric),
+            (None, Some(k)) => k.clone(),
+            (None, None) => String::new(),
+        };
+        let pointer = match (&self.task, &self.key) {
+            (Some(t), _) => format!("/tasks/{}/test/{}", escape_pointer(t), escape_pointer(&self.metric)),
+            _ => dotted.split('.').map(|p| format!("/{}", escape_pointer(p))).collect(),
+        };
+        (dotted, pointer)
+    }
+}
+
+/// A JSON pointer token (RFC 6901): `~` and `/` escaped.
+fn escape_pointer(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
 }
 
 /// The artifacts a row names: the node itself, or its seed replicates `NAME.s0`, `NAME.s1`, … in order.
@@ -51,6 +106,23 @@ fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'
         .collect();
     v.sort_by_key(|x| x.0);
     v.into_iter().map(|x| x.1).collect()
+}
+
+/// The dotted paths of the numbers in `v` (the first 12), for saying what a run's metrics.json holds.
+fn number_paths(v: &Value, prefix: &str) -> Vec<String> {
+    let mut out = vec![];
+    match v {
+        Value::Number(_) => out.push(prefix.to_string()),
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                out.extend(number_paths(x, &p));
+            }
+        }
+        _ => {}
+    }
+    out.truncate(12);
+    out
 }
 
 fn prov(a: &InputArtifact, path: String) -> Provenance {
@@ -107,14 +179,19 @@ impl Stage for TableStage {
         "table"
     }
     fn inputs(&self) -> Vec<InputSlot> {
-        vec![InputSlot::many("runs", &["model", "metrics"])]
+        // A `command` node's files: its `metrics.json`, read by `key` columns.
+        vec![InputSlot::many("runs", &["model", "metrics", "files"])]
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::req("title", T::Str, "table title"),
             ParamSpec::req("caption", T::Str, "profile, scale and datasets (small-scale numbers are never the paper's)"),
             ParamSpec::req("rows", T::Any, "list of { label, nodes = [...] }"),
-            ParamSpec::req("columns", T::Any, "list of { task, metric = \"top1\", label }"),
+            ParamSpec::req(
+                "columns",
+                T::Any,
+                "list of { task, metric = \"top1\", label }, or { key = \"test.acc\", label, scale = 100, digits = 1, better = \"higher\" } for a number of each run's metrics.json (a command's own)",
+            ),
             ParamSpec::opt("counts", T::Bool, json!(true), "add #Models and #Params columns"),
             ParamSpec::opt(
                 "averages",
@@ -144,7 +221,7 @@ impl Stage for TableStage {
         let p: TableParams = parse_checked(p, &self.params()).map_err(|(k, e)| {
             let shape = match k.as_str() {
                 "rows" => "{ label, nodes }",
-                "columns" => "{ task, metric, label }",
+                "columns" => "{ task, metric, label } or { key, label, scale, digits, better }",
                 "averages" => "{ label, columns }",
                 "published" => "{ label, values }",
                 _ => return (k, e),
@@ -152,6 +229,22 @@ impl Stage for TableStage {
             (k, format!("expected a list of {shape}: {e}"))
         })?;
         for (i, c) in p.columns.iter().enumerate() {
+            match (&c.task, &c.key) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err((
+                        format!("columns.{i}"),
+                        "a column names either a `task` (its test `metric`) or a `key` of the runs' metrics.json (`key = \"test.acc\"`), one of them".into(),
+                    ))
+                }
+                (None, Some(k)) if k.is_empty() || k.split('.').any(str::is_empty) => {
+                    return Err((format!("columns.{i}.key"), format!("`{k}` is not a dotted path such as `test.acc`")))
+                }
+                (None, Some(_)) => continue,
+                (Some(_), None) => {}
+            }
+            if !(c.scale.is_finite() && c.scale > 0.0) || c.digits > 6 {
+                return Err((format!("columns.{i}"), "`scale` must be a positive number and `digits` at most 6".into()));
+            }
             if !METRICS.contains(&c.metric.as_str()) {
                 return Err((
                     format!("columns.{i}.metric"),
@@ -199,10 +292,11 @@ impl Stage for TableStage {
             }
         }
         for (i, c) in p.columns.iter().enumerate() {
-            if !is_node(&c.task) {
+            let Some(task) = &c.task else { continue };
+            if !is_node(task) {
                 return Err((
                     format!("columns.{i}.task"),
-                    format!("column `{}`: no task node `{}` in this pipeline", col_label(c), c.task),
+                    format!("column `{}`: no task node `{task}` in this pipeline", col_label(c)),
                     "name the `task` node whose metrics the column shows (its id, as in `[node.ID]`)".into(),
                 ));
             }
@@ -244,12 +338,14 @@ impl Stage for TableStage {
             }
             let all: Vec<String> = reps.concat();
             let of_task = |task: &str| -> Vec<String> { all.iter().filter(|n| reads_from(n, task)).cloned().collect() };
+            // A `key` column reads every run of the row (the first named node that reports it wins).
+            let of_col = |c: &ColSpec| -> Vec<String> { c.task.as_ref().map_or_else(|| all.clone(), |t| of_task(t)) };
             for c in &p.columns {
-                out.push((r.label.clone(), col_label(c), of_task(&c.task)));
+                out.push((r.label.clone(), col_label(c), of_col(c)));
             }
             for a in &p.averages {
                 let mut reads: Vec<String> =
-                    p.columns.iter().filter(|c| a.columns.contains(&col_label(c))).flat_map(|c| of_task(&c.task)).collect();
+                    p.columns.iter().filter(|c| a.columns.contains(&col_label(c))).flat_map(|c| of_col(c)).collect();
                 reads.sort();
                 reads.dedup();
                 out.push((r.label.clone(), a.label.clone(), reads));
@@ -268,7 +364,10 @@ impl Stage for TableStage {
         let labels: Vec<String> = cols.iter().map(col_label).collect();
         columns.extend(labels.iter().cloned());
         columns.extend(avgs.iter().map(|a| a.label.clone()));
-        let mut t = ResultTable { title, caption, columns, rows: vec![], cells: vec![] };
+        let lower_is_better = cols.iter().filter(|c| c.better == Better::Lower).map(col_label).collect();
+        let mut t = ResultTable { title, caption, columns, rows: vec![], cells: vec![], lower_is_better };
+        // Per `key` column, whether any run reported it (a misspelt key would otherwise be a column of dashes).
+        let mut reported = vec![false; cols.len()];
         let mut max_seeds = 1;
         for r in &rows {
             // Per named node: its replicates with their metrics.
@@ -280,6 +379,12 @@ impl Stage for TableStage {
                 }
                 let mut v = vec![];
                 for a in reps {
+                    if !a.manifest.files.contains_key("metrics.json") {
+                        return Err(StageError::input(format!(
+                            "row `{}`: `{}` has no metrics.json, which a table reads (a command writes its numbers as JSON into $POLYFLOW_OUT/metrics.json)",
+                            r.label, a.id
+                        )));
+                    }
                     v.push((a, a.json::<Value>("metrics.json")?));
                 }
                 named.push(v);
@@ -310,18 +415,19 @@ impl Stage for TableStage {
             }
             // Per column: the per-seed values of the first named node that reports the metric.
             let mut per_col: Vec<(Vec<f64>, Vec<Provenance>)> = vec![];
-            for c in &cols {
-                let path = format!("tasks.{}.test.{}", c.task, c.metric);
+            for (ci, c) in cols.iter().enumerate() {
+                let (path, pointer) = c.path();
                 let found = named.iter().find_map(|reps| {
                     let vals: Vec<(f64, Provenance)> = reps
                         .iter()
-                        .filter_map(|(a, m)| m["tasks"][&c.task]["test"][&c.metric].as_f64().map(|v| (v, prov(a, path.clone()))))
+                        .filter_map(|(a, m)| m.pointer(&pointer).and_then(Value::as_f64).map(|v| (v, prov(a, path.clone()))))
                         .collect();
                     (!vals.is_empty()).then_some(vals)
                 });
                 let (vals, from): (Vec<f64>, Vec<Provenance>) = found.unwrap_or_default().into_iter().unzip();
                 max_seeds = max_seeds.max(vals.len());
-                cells.push(Cell::over_seeds(vals.clone(), from.clone()));
+                reported[ci] |= !vals.is_empty();
+                cells.push(Cell::over_seeds_shown(vals.clone(), from.clone(), c.scale, c.digits));
                 per_col.push((vals, from));
             }
             // Averages of columns: per seed when every averaged column has the same seeds, else of the means.
@@ -342,6 +448,15 @@ impl Stage for TableStage {
             }
             t.rows.push(r.label.clone());
             t.cells.push(cells);
+        }
+        if let Some(c) = cols.iter().zip(&reported).find(|(c, r)| c.key.is_some() && !**r).map(|(c, _)| c) {
+            let some = runs.iter().find_map(|a| a.json::<Value>("metrics.json").ok().map(|m| (a.id.clone(), m)));
+            let seen = some.map(|(id, m)| format!(" (`{id}`'s has: {})", number_paths(&m, "").join(", "))).unwrap_or_default();
+            return Err(StageError::input(format!(
+                "column `{}`: no run of this table reports `{}` in its metrics.json{seen}",
+                col_label(c),
+                c.path().0
+            )));
         }
         if max_seeds > 1 {
             t.caption.push_str(&format!(

@@ -48,29 +48,61 @@ pub struct Cell {
     /// The per-seed values behind `value` (their mean), in replicate order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<f64>,
+    /// How the text shows `value`: multiplied by `scale` (100: a fraction shown in percent) with `digits`
+    /// decimals.
+    #[serde(default = "percent", skip_serializing_if = "is_percent")]
+    pub scale: f64,
+    /// Decimals of the text (1 by default).
+    #[serde(default = "one_digit", skip_serializing_if = "is_one_digit")]
+    pub digits: u8,
+}
+
+fn percent() -> f64 {
+    100.0
+}
+
+fn is_percent(x: &f64) -> bool {
+    *x == 100.0
+}
+
+fn one_digit() -> u8 {
+    1
+}
+
+fn is_one_digit(x: &u8) -> bool {
+    *x == 1
 }
 
 impl Cell {
     /// A cell of one value (text formatted by the caller).
     pub fn single(value: Option<f64>, text: String, from: Vec<Provenance>, ranked: bool) -> Cell {
-        Cell { value, text, from, ranked, std: None, seeds: vec![] }
+        Cell { value, text, from, ranked, std: None, seeds: vec![], scale: 100.0, digits: 1 }
     }
 
     /// A metric cell over the values of several seeds: mean ± sample std ([`mean_std`]), in percent.
     pub fn over_seeds(values: Vec<f64>, from: Vec<Provenance>) -> Cell {
+        Cell::over_seeds_shown(values, from, 100.0, 1)
+    }
+
+    /// [`Cell::over_seeds`] shown as `value × scale` with `digits` decimals (`scale = 1`: the values as they
+    /// are, e.g. a loss).
+    pub fn over_seeds_shown(values: Vec<f64>, from: Vec<Provenance>, scale: f64, digits: u8) -> Cell {
+        let d = digits as usize;
         let Some((mean, std)) = mean_std(&values) else {
-            return Cell::single(None, "–".into(), from, true);
+            return Cell { scale, digits, ..Cell::single(None, "–".into(), from, true) };
         };
         let Some(std) = std else {
-            return Cell::single(Some(mean), format!("{:.1}", mean * 100.0), from, true);
+            return Cell { scale, digits, ..Cell::single(Some(mean), format!("{:.d$}", mean * scale), from, true) };
         };
         Cell {
             value: Some(mean),
-            text: format!("{:.1} ± {:.1}", mean * 100.0, std * 100.0),
+            text: format!("{:.d$} ± {:.d$}", mean * scale, std * scale),
             from,
             ranked: true,
             std: Some(std),
             seeds: values,
+            scale,
+            digits,
         }
     }
 
@@ -124,9 +156,13 @@ pub struct ResultTable {
     pub rows: Vec<String>,
     /// Cells `[row][col]` (without the label column).
     pub cells: Vec<Vec<Cell>>,
+    /// Columns (headers) where the lowest value ranks first (a loss, an error rate); higher is better elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lower_is_better: Vec<String>,
 }
 
-/// Per column: the rows marked best and the rows marked second (higher is better). The best group is the top
+/// Per column: the rows marked best and the rows marked second (higher is better, unless the column is one of
+/// [`ResultTable::lower_is_better`]). The best group is the top
 /// row and the rows below it, in order of mean, while each is tied with it ([`tied`]): it stops at the first row
 /// that is not, so a mark never goes to a lower mean and skips a higher one (a noisy low row tied with the top
 /// stays unmarked when a tighter row above it is not tied). The second group likewise among the rest. A group of
@@ -136,7 +172,11 @@ pub fn ranks(t: &ResultTable) -> Vec<(Vec<usize>, Vec<usize>)> {
         .map(|c| {
             let mut v: Vec<usize> =
                 (0..t.cells.len()).filter(|&i| t.cells[i][c].ranked && t.cells[i][c].value.is_some_and(|x| x.is_finite())).collect();
-            v.sort_by(|&a, &b| t.cells[b][c].value.partial_cmp(&t.cells[a][c].value).unwrap().then(a.cmp(&b)));
+            let lower = t.columns.get(c + 1).is_some_and(|h| t.lower_is_better.contains(h));
+            v.sort_by(|&a, &b| {
+                let (x, y) = if lower { (a, b) } else { (b, a) };
+                t.cells[x][c].value.partial_cmp(&t.cells[y][c].value).unwrap().then(a.cmp(&b))
+            });
             let group = |rest: &[usize]| -> Vec<usize> {
                 rest.first()
                     .map(|&top| rest.iter().copied().take_while(|&i| tied(&t.cells[top][c], &t.cells[i][c])).collect())
@@ -238,7 +278,10 @@ pub fn latex_escape(s: &str) -> String {
 /// its text escaped (`--` for a missing value).
 fn latex_cell(c: &Cell) -> (String, bool) {
     match (c.value, c.std) {
-        (Some(m), Some(s)) if c.seeds.len() > 1 => (format!("${:.1} \\pm {:.1}$", m * 100.0, s * 100.0), true),
+        (Some(m), Some(s)) if c.seeds.len() > 1 => {
+            let d = c.digits as usize;
+            (format!("${:.d$} \\pm {:.d$}$", m * c.scale, s * c.scale), true)
+        }
         _ => (latex_escape(&c.text), false),
     }
 }
@@ -359,6 +402,7 @@ mod tests {
 
     fn table() -> ResultTable {
         ResultTable {
+            lower_is_better: vec![],
             title: "T".into(),
             caption: "small profile".into(),
             columns: vec!["Model".into(), "A".into(), "B".into()],
@@ -389,6 +433,7 @@ mod tests {
         let c = Cell::over_seeds(vec![0.60, 0.62, 0.64], vec![]);
         assert!(!tied(&a, &c));
         let t = ResultTable {
+            lower_is_better: vec![],
             title: "T".into(),
             caption: "c".into(),
             columns: vec!["Model".into(), "A".into()],
@@ -402,6 +447,7 @@ mod tests {
         // A noisy lower row tied with the top is not marked over a tighter higher one that is not: the marks
         // follow the means (the committed Table 2's fashion-motion column before this rule).
         let col = |v: &[(f64, f64)]| ResultTable {
+            lower_is_better: vec![],
             title: "T".into(),
             caption: "c".into(),
             columns: vec!["Model".into(), "A".into()],
@@ -452,6 +498,7 @@ mod tests {
             "L\\_adapt = L/2, 8$\\times$8 $\\to$ 32\\textsuperscript{2}, s\\textsubscript{1} $\\pm$ 1 -- ``tie''"
         );
         let t = ResultTable {
+            lower_is_better: vec![],
             title: "T_1 & co".into(),
             caption: "100% #small".into(),
             columns: vec!["Model".into(), "#Params".into()],
@@ -481,6 +528,7 @@ z & \\underline{60.0} & -- \\\\\n\
     #[test]
     fn latex_mean_std_and_ties_as_in_markdown() {
         let t = ResultTable {
+            lower_is_better: vec![],
             title: "T".into(),
             caption: "c".into(),
             columns: vec!["Model".into(), "A".into()],
