@@ -884,3 +884,24 @@ open(os.environ['POLYFLOW_OUT']+'/metrics.json','w').write('{\\\"test\\\": {\\\"
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("either a `task`"), "{err}");
 }
+
+/// A kind override of a misspelt kind is an error whether its profile is in use or not, and in a `--config`
+/// file (it was checked only in profiles not in use, and did nothing, silently, where it mattered).
+#[test]
+fn a_misspelt_kind_override_is_an_error_where_it_applies() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), format!("{P}[profile.smoke.kind.valeu]\nvalue = 3\n")).unwrap();
+    for args in [&["plan", "p.toml"][..], &["plan", "p.toml", "-p", "smoke"]] {
+        let (code, _, err) = pf(d.path(), args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("profile `smoke`: unknown node kind `valeu`") && err.contains("`value`"), "{args:?}: {err}");
+    }
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    std::fs::write(d.path().join("kc.toml"), "[kind.valeu]\nvalue = 5\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--config", "kc.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("kc.toml:1:") && err.contains("override: unknown node kind `valeu`"), "{err}");
+    // A kind no node of this pipeline has, spelt right, is no error (a shared config file for many pipelines).
+    std::fs::write(d.path().join("kc.toml"), "[kind.task]\nsteps = 5\n").unwrap();
+    assert_eq!(pf(d.path(), &["plan", "p.toml", "--config", "kc.toml"]).0, 0);
+}

@@ -55,8 +55,10 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
     let src = &p.sources;
     for d in &p.dormant {
         let Some(kind) = &d.kind else { continue };
+        // Where it is written: a profile's table, or a `--config` file or `--set` (no profile).
+        let whose = if d.profile.is_empty() { "override".to_string() } else { format!("profile `{}`", d.profile) };
         let Some(stage) = reg.get(kind) else {
-            return Err(SpecError::at(src, d.span, K::UnknownKind, format!("profile `{}`: unknown node kind `{kind}`", d.profile))
+            return Err(SpecError::at(src, d.span, K::UnknownKind, format!("{whose}: unknown node kind `{kind}`"))
                 .help(format!("{} (`polyflow kinds` lists them)", suggest(kind, reg.kinds()))));
         };
         let specs = stage.params();
@@ -65,13 +67,8 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
                 continue;
             }
             let Some(spec) = specs.iter().find(|s| s.name == k) else {
-                return Err(SpecError::at(
-                    src,
-                    e.key_span,
-                    K::UnknownKey,
-                    format!("profile `{}`: unknown parameter `{k}` for kind `{kind}`", d.profile),
-                )
-                .help(suggest(k, specs.iter().map(|s| s.name))));
+                return Err(SpecError::at(src, e.key_span, K::UnknownKey, format!("{whose}: unknown parameter `{k}` for kind `{kind}`"))
+                    .help(suggest(k, specs.iter().map(|s| s.name))));
             };
             let v = e.value.to_json();
             if v.as_str().is_some_and(|s| s.contains('{')) {
@@ -84,13 +81,12 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
                         src,
                         e.value.span,
                         K::WrongType,
-                        format!("profile `{}`: `{k}` must be {exp}, found {}", d.profile, e.value.value.describe()),
+                        format!("{whose}: `{k}` must be {exp}, found {}", e.value.value.describe()),
                     )
                     .help(spec.doc.to_string()))
                 }
                 Err(Mismatch::Range(why)) => {
-                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("profile `{}`: `{k}`: {why}", d.profile))
-                        .help(spec.doc.to_string()))
+                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("{whose}: `{k}`: {why}")).help(spec.doc.to_string()))
                 }
             }
         }

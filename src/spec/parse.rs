@@ -99,7 +99,9 @@ pub struct Pipeline {
     /// The command-line overrides applied (`--config`, `--set`), so that jobs rebuild the same pipeline.
     pub overlay: Overlay,
     /// The overrides of every profile not in use, so that the graph builder checks them too (a typo in
-    /// `[profile.paper…]` is an error today, not on the day someone runs the paper profile).
+    /// `[profile.paper…]` is an error today, not on the day someone runs the paper profile), and every kind
+    /// override in use (the profile's, `--config`'s and `--set`'s: one of a kind no node has is applied to
+    /// nothing, so its kind and parameters are checked here).
     pub dormant: Vec<DormantOverride>,
 }
 
@@ -132,7 +134,7 @@ pub struct CacheSpec {
 /// One `[profile.NAME.node.ID]` or `[profile.NAME.kind.KIND]` table of a profile not in use.
 #[derive(Debug, Clone)]
 pub struct DormantOverride {
-    /// The profile.
+    /// The profile (empty for a `--config` or `--set` override).
     pub profile: String,
     /// The kind whose parameters the keys must be (the node's kind for a node override); `None` when the node's
     /// declaration has no usable `kind` (reported elsewhere).
@@ -494,6 +496,11 @@ impl Loader {
             }
             node_over = decl.nodes;
             kind_over = decl.kinds;
+            // Checked as a profile not in use is: a kind override of a kind no node has is otherwise never
+            // looked at, so a misspelt kind would do nothing, silently.
+            for (kind, span, entries) in &kind_over {
+                dormant.push(DormantOverride { profile: p.to_string(), kind: Some(kind.clone()), span: *span, entries: entries.clone() });
+            }
             self.executor.extend(decl.executor);
         }
         // Command-line overrides come last, so they win over the file and the profile.
@@ -508,6 +515,9 @@ impl Loader {
             seed = s;
         }
         node_over.extend(extra.nodes);
+        for (kind, span, entries) in &extra.kinds {
+            dormant.push(DormantOverride { profile: String::new(), kind: Some(kind.clone()), span: *span, entries: entries.clone() });
+        }
         kind_over.extend(extra.kinds);
         // Declaration-level node overrides (before matrix expansion).
         let mut expanded_over = vec![];
