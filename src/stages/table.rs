@@ -249,10 +249,17 @@ impl Stage for TableStage {
                 return Err((
                     format!("columns.{i}.metric"),
                     format!(
-                        "column `{}`: metric `{}` is not one the runs report; {}",
+                        "column `{}`: metric `{}` is not one a task's runs report; {}",
                         col_label(c),
                         c.metric,
-                        suggest(&c.metric, METRICS.iter().copied())
+                        match suggest(&c.metric, METRICS.iter().copied()) {
+                            // A typo of one of them, or a number of the runs' own.
+                            close if close.starts_with("did you mean") => close,
+                            list => format!(
+                                "{list} (a number your runs write into their own metrics.json is a `key` column: `{{ key = \"{}\" }}`)",
+                                c.metric
+                            ),
+                        }
                     ),
                 ));
             }
