@@ -119,6 +119,18 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     assert!(code == 4 && out.contains("(missing)"), "{out}");
     assert_eq!(pf(d.path(), &["run", "q.toml"]).0, 0);
     assert_eq!(pf(d.path(), &["verify", "q.toml", "p.toml"]).0, 0);
+    // A node whose input is damaged (stale) has no known artifact of now: said, not silently skipped.
+    let a_blob = walk(&blobs).into_iter().find(|f| std::fs::read_to_string(f).is_ok_and(|t| t.trim() == "1")).unwrap();
+    std::fs::remove_file(&a_blob).unwrap();
+    let (code, out, _) = pf(d.path(), &["verify", "p.toml"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("Damaged value.json of `a`'s artifact")
+            && out.contains("1 nodes not checked, as an input of theirs is stale")
+            && out.contains(": b"),
+        "{out}"
+    );
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     // A pipeline with nothing in the store says so.
     std::fs::write(d.path().join("r.toml"), "[node.r]\nkind = \"value\"\nvalue = 3\n").unwrap();
     let (code, out, _) = pf(d.path(), &["verify", "r.toml"]);
