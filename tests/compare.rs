@@ -109,6 +109,14 @@ fn compare_unknown_node_or_column_is_a_usage_error_with_a_suggestion() {
     let (code, _, err) = pf(d.path(), &["compare", "p.toml", "v", "--sort", "nosuch"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--sort: no column `nosuch`"), "{err}");
+    // A `--metric` that matches nothing at all is a misspelling, as a `--sort` is; one of several only a note.
+    std::fs::write(d.path().join("p.toml"), VALUES).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, _, err) = pf(d.path(), &["compare", "p.toml", "other", "v", "--metric", "los"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--metric: `los` matches no metric") && err.contains("did you mean `loss`?"), "{err}");
+    let (code, _, err) = pf(d.path(), &["compare", "p.toml", "other", "v", "--metric", "los", "--metric", "loss"]);
+    assert!(code == 0 && err.contains("note: --metric `los` matches no metric"), "{err}");
 }
 
 /// Two tiny trainings (a matrix over `mlp`): the differing parameter and the task's test top-1 from

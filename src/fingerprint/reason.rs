@@ -155,7 +155,7 @@ impl std::fmt::Display for DirtyReason {
                 write!(f, "artifact file `{file}` missing from the store")
             }
             DirtyReason::ArtifactCorrupt { file } => {
-                write!(f, "artifact file `{file}` is damaged (wrong size or checksum; a damaged blob is kept in the store's `damaged/`)")
+                write!(f, "artifact file `{file}` is damaged (wrong size or checksum: the next run recomputes it; a reader or `polyflow verify` moves a damaged blob into the store's `damaged/`)")
             }
             DirtyReason::Failed { error } => {
                 let first = error.lines().next().unwrap_or("");

@@ -39,17 +39,22 @@ pub fn param_columns(rows: &[Row], all: bool) -> Vec<String> {
 pub const MATRIX: &str = "matrix.";
 
 /// Metric columns: every metric any row has, only those matching one of `patterns` when some are given (a
-/// pattern that matches none is noted on stderr).
-pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Vec<String> {
+/// pattern that matches none is noted on stderr; when none matches anything, a misspelling is likely: an error,
+/// as for `--sort`).
+pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Result<Vec<String>, CliError> {
     let all: BTreeSet<String> = rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect();
     let cols: Vec<String> = all.iter().filter(|k| patterns.is_empty() || patterns.iter().any(|m| segments_match(k, m))).cloned().collect();
-    for m in patterns {
-        if !cols.iter().any(|k| segments_match(k, m)) {
-            let hint = crate::spec::error::suggest(m, all.iter().map(String::as_str));
-            eprintln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
-        }
+    let unmatched: Vec<&String> = patterns.iter().filter(|m| !cols.iter().any(|k| segments_match(k, m))).collect();
+    if cols.is_empty() && !unmatched.is_empty() && !all.is_empty() {
+        let m = unmatched[0];
+        let hint = crate::spec::error::suggest(m, all.iter().map(String::as_str));
+        return Err(CliError::Other(format!("error: --metric: `{m}` matches no metric of these nodes\n  help: {hint}"), exit::USAGE));
     }
-    cols
+    for m in unmatched {
+        let hint = crate::spec::error::suggest(m, all.iter().map(String::as_str));
+        eprintln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
+    }
+    Ok(cols)
 }
 
 /// Sorts `rows` by column `s` (exact, else a unique suffix; a task's `t_` may be left out), highest first

@@ -270,7 +270,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         runs.iter().map(rows::single).collect()
     };
     let pcols = columns::param_columns(&rows, a.all);
-    let mcols = columns::metric_columns(&rows, &a.metric);
+    let mcols = columns::metric_columns(&rows, &a.metric)?;
     if let Some(s) = &a.sort {
         columns::sort(&mut rows, s, a.ascending, &pcols, &mcols)?;
     }
