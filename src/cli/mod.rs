@@ -313,10 +313,11 @@ pub struct GcArgs {
     /// Wait for a run holding the store instead of exiting with code 3.
     #[arg(long)]
     wait: bool,
-    /// The `--config` files your runs used (their artifacts count as referenced).
+    /// The `--config` files of the runs to keep: what the pipelines compute with them is kept. They replace the
+    /// file's settings as in a run, so what the pipelines compute without them is not kept (in any profile).
     #[arg(long = "config", value_name = "FILE")]
     config: Vec<PathBuf>,
-    /// The `--set` overrides your runs used.
+    /// The `--set` overrides of the runs to keep (replacing, not adding to, the file's settings: see `--config`).
     #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
     set: Vec<String>,
     /// Collect the shared cache DIR instead of the store: entries older than `--keep-days` that the named
@@ -327,6 +328,9 @@ pub struct GcArgs {
     /// With `--cache`: keep every entry published in the last N days.
     #[arg(long, default_value_t = 30)]
     keep_days: u64,
+    /// Refused with a word on why: `gc` covers every profile.
+    #[arg(short = 'p', long = "profile", hide = true)]
+    profile: Option<String>,
 }
 
 /// `verify` arguments.
@@ -351,6 +355,9 @@ pub struct VerifyArgs {
     /// fetched by nobody until a run publishes them again).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+    /// Refused with a word on why: `verify` covers every profile.
+    #[arg(short = 'p', long = "profile", hide = true)]
+    profile: Option<String>,
 }
 
 /// `params` arguments.
@@ -682,6 +689,12 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Show(a) => show::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),
         Command::Push(a) => maintain::push(a.common, a.nodes, reg),
+        Command::Gc(GcArgs { profile: Some(p), .. }) | Command::Verify(VerifyArgs { profile: Some(p), .. }) => Err(CliError::Other(
+            format!(
+                "error: `gc` and `verify` take no --profile: they cover every profile of the pipelines named (what `--profile {p}` computes among them); leave it out"
+            ),
+            exit::USAGE,
+        )),
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {
