@@ -917,3 +917,18 @@ fn a_misspelt_kind_override_is_an_error_where_it_applies() {
     std::fs::write(d.path().join("kc.toml"), "[kind.task]\nsteps = 5\n").unwrap();
     assert_eq!(pf(d.path(), &["plan", "p.toml", "--config", "kc.toml"]).0, 0);
 }
+
+/// `--force` of a node outside the run's selection (its targets and what they need) is an error saying so; it
+/// forced nothing, silently.
+#[test]
+fn force_outside_the_targets_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n[node.b]\nkind = \"value\"\nvalue = 2\n").unwrap();
+    for cmd in ["run", "plan"] {
+        let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "a", "--force", "b"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("`b` is not among the nodes this run selects") && err.contains("add `b` to the targets"), "{err}");
+    }
+    assert!(!d.path().join(".polyflow").exists());
+    assert_eq!(pf(d.path(), &["run", "p.toml", "a", "b", "--force", "b"]).0, 0);
+}

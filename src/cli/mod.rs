@@ -864,8 +864,32 @@ fn stop_code(term: &AtomicBool, hup: &AtomicBool) -> i32 {
     }
 }
 
+/// `--force` nodes must be among those the run selects (its targets and what they need): one outside is
+/// forced to nothing, which said nothing before. Returns the forced nodes.
+pub fn forced_nodes(g: &Graph, targets: &[String], force: &[String]) -> Result<Vec<usize>, CliError> {
+    let sel = g.select(targets)?;
+    let mut forced = vec![];
+    for f in force {
+        let Some(ids) = g.resolve(f) else {
+            return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {}", g.suggest(f)), exit::USAGE));
+        };
+        if !ids.iter().any(|i| sel.contains(i)) {
+            return Err(CliError::Other(
+                format!(
+                    "error: --force: `{f}` is not among the nodes this run selects (its targets {} and what they need)\n  help: add `{f}` to the targets (after the pipeline file), or name no targets to select every node",
+                    targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                ),
+                exit::USAGE,
+            ));
+        }
+        forced.extend(ids);
+    }
+    Ok(forced)
+}
+
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
+    forced_nodes(&g, &a.nodes, &a.force)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
     pipeline_notes(&g);
     let store = Store::open(&a.common.store)?;

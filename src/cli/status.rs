@@ -17,13 +17,7 @@ fn assess(
     force_all: bool,
 ) -> Result<(Vec<usize>, BTreeMap<usize, Assessment>), CliError> {
     let sel = g.select(nodes)?;
-    let mut forced: Vec<usize> = vec![];
-    for f in force {
-        match g.resolve(f) {
-            Some(ids) => forced.extend(ids),
-            None => return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {}", g.suggest(f)), exit::USAGE)),
-        }
-    }
+    let forced = super::forced_nodes(g, nodes, force)?;
     let (store, _empty) = super::read_store(&c.store)?;
     let index = store.index_read()?;
     let env = env_of(g, &c.backend);
