@@ -72,7 +72,7 @@ impl Reporter {
         match e {
             Event::Plan { nodes } => {
                 let stale = nodes.iter().filter(|n| n.state != State::Fresh).count();
-                self.line(status("Plan", &format!("{} nodes, {} to run", nodes.len(), stale)));
+                self.line(status("Plan", &format!("{} node{}, {} to run", nodes.len(), if nodes.len() == 1 { "" } else { "s" }, stale)));
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.state != State::Fresh) {
                         self.line(status("Dirty", &format!("{}: {}", n.id, n.reason)));

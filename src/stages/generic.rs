@@ -342,7 +342,16 @@ impl Stage for CommandStage {
             // A command does not resume: its copy of the inputs and partial outputs go now.
             let full = disk_full(&out_dir);
             let _ = std::fs::remove_dir_all(&work);
-            let mut what = format!("node `{}`: `{}` exited with {status}", ctx.id, argv.join(" "));
+            // "exited with code 3" / "was killed by signal 9 (SIGKILL)", not Rust's "exit status: 3".
+            let how = {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(c), _) => format!("exited with code {c}"),
+                    (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+                    _ => format!("ended with {status}"),
+                }
+            };
+            let mut what = format!("node `{}`: `{}` {how}", ctx.id, argv.join(" "));
             if !last.is_empty() {
                 // Kept with the failure, so `polyflow show` tells a teammate what the program said, later.
                 what.push_str(&format!("\nits last {} line(s) of output:\n  {}", last.len(), last.join("\n  ")));
@@ -381,6 +390,20 @@ impl Stage for CommandStage {
             }
         }
         Ok(())
+    }
+}
+
+/// ` (SIGKILL)` for the signals a program is usually stopped by, else nothing.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => " (SIGKILL: out of memory, or killed)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGINT => " (SIGINT)",
+        libc::SIGSEGV => " (SIGSEGV: the program crashed)",
+        libc::SIGABRT => " (SIGABRT: the program aborted)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGHUP => " (SIGHUP)",
+        _ => "",
     }
 }
 
