@@ -476,7 +476,7 @@ fn a_failed_command_keeps_its_last_output_lines() {
     assert!(out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{out}");
     let (_, show, _) = pf(d.path(), &["show", "p.toml", "c"]);
     // The kept lines, indented under the failure (the command itself, in `params`, holds the same words).
-    assert!(show.contains("exit status: 7") && show.contains("its last 5 line(s) of output:"), "{show}");
+    assert!(show.contains("exited with code 7") && show.contains("its last 5 line(s) of output:"), "{show}");
     // In the order written: the error last, though it came on standard error after lines on standard output.
     assert!(show.contains("\n      step one\n      boom: no such file\n"), "{show}");
     // A progress bar's redraws are lines of their own, and a 300 kB line is kept cut short.

@@ -114,7 +114,13 @@ fn show_one(
     }
     print_runner(store, &n.id, &g.executor.job_prefix, s);
     let Some(m) = &s.manifest else {
-        println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
+        if s.failure.as_ref().is_some_and(|f| Some(&f.key) == s.key.as_ref()) {
+            // Said above: the failure with these very settings. Running it again as it is fails again, unless
+            // what failed was outside (a full disk, a file since fixed).
+            println!("no artifact: its last run with these settings failed (above); fix the cause, then `{}`", c.run_command(&[&n.id]));
+        } else {
+            println!("no fresh artifact: run `{}` first", c.run_command(&[&n.id]));
+        }
         return show_earlier(store, n, earlier);
     };
     print_artifact(store, n, m, &store.root.join("show").join(&n.id))

@@ -44,7 +44,11 @@ fn interrupted_message(kept: usize, running: &[String], done: usize) -> String {
     if kept > 0 {
         m.push_str(&format!(": {kept} submitted job(s) left running; the next `polyflow run` re-attaches to them"));
     } else if !running.is_empty() {
-        m.push_str(&format!(" while running {} (not cached: run again to compute them)", running.join(", ")));
+        let (it, them) = if running.len() == 1 { ("it", "it") } else { ("they", "them") };
+        m.push_str(&format!(
+            " while running {} (not cached: run again to compute {them}; a training node resumes from its last checkpoint if {it} wrote one)",
+            running.join(", ")
+        ));
     }
     m.push_str(&format!("; {done} node(s) finished in this run and stay cached"));
     m

@@ -75,7 +75,7 @@ impl Index {
                 remove_empty_snapshots(dir);
                 copy(&e, false)
             }
-            Err(e @ StoreError::Index(_)) if not_writable(dir) => copy(&e, true),
+            Err(e @ (StoreError::Index(_) | StoreError::NotWritable { .. })) if not_writable(dir) => copy(&e, true),
             r => r,
         }
     }
@@ -103,6 +103,17 @@ impl Index {
                 Err(sled::Error::Io(e)) if start.elapsed() < wait && is_lock_error(&e) => {
                     asker.ask();
                     std::thread::sleep(Duration::from_millis(15));
+                }
+                // Its files not writable by this user (a writer's open needs write access): said with the owner
+                // and what to do, as for the writer lock.
+                Err(sled::Error::Io(e)) if super::is_not_writable(&e) => {
+                    let root = dir.parent().unwrap_or(dir);
+                    let what = if dir.join("db").exists() { dir.join("db") } else { dir.to_path_buf() };
+                    return Err(StoreError::NotWritable {
+                        root: root.to_path_buf(),
+                        why: format!("its index {}: {e}; {}", dir.display(), super::owner_and_mode(&what)),
+                        advice: super::not_writable_advice(root, &what, &e),
+                    });
                 }
                 Err(e) => return Err(StoreError::Index(format!("cannot open index {}: {e}", dir.display()))),
             }
