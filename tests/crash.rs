@@ -272,3 +272,25 @@ fn a_hang_up_stops_a_command_nodes_programs_and_exits_129() {
     }
     assert_eq!(state_of(&status(d.path()), "c"), "stale");
 }
+
+/// polyflow killed outright (`kill -9`, the OOM killer) does not leave its programs' children running: the
+/// guardian of each program's process group stops the group (before, only the direct child was signalled, and
+/// a shell's `python train.py` ran on, holding its GPU).
+#[test]
+fn sigkill_of_polyflow_stops_a_commands_grandchildren() {
+    let d = tempfile::tempdir().unwrap();
+    // A shell whose child sleeps (a training script run by a wrapper) and says its pid.
+    let script = "sleep 60 & echo $! > pid; wait";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let mut child =
+        Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let sleeper = pid_written(&d.path().join("pid"));
+    assert!(running(sleeper));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let t = Instant::now();
+    while running(sleeper) {
+        assert!(t.elapsed() < Duration::from_secs(15), "the command's grandchild outlived a killed polyflow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

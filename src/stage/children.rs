@@ -4,6 +4,12 @@
 //! and a terminal's Ctrl-C reaches polyflow alone: the run then stops its programs itself ([`stop_all`]),
 //! says what it stopped, and exits 130, instead of each program dying first and its node being recorded as
 //! failed.
+//!
+//! On Linux a small guardian process leads each group: the program is its child, and when polyflow dies
+//! without stopping it (`kill -9`, the OOM killer, a job's time limit) the guardian stops the whole group —
+//! SIGTERM, then SIGKILL after [`ORPHAN_GRACE`] — so no shell's grandchild (a training script holding a GPU)
+//! runs on unattended. The guardian is forked between fork and exec, uses only async-signal-safe calls, and
+//! ends as its program did (its exit code, or the same signal), which is what polyflow then sees.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, ExitStatus};
@@ -29,21 +35,114 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Program> {
         return Err(std::io::Error::other("the run is stopping"));
     }
     #[cfg(target_os = "linux")]
-    // SAFETY: between fork and exec only async-signal-safe calls: prctl and getppid. The parent died before
-    // prctl took effect when the child was reparented already; it ends itself then.
+    // SAFETY: between fork and exec only async-signal-safe calls (see `guard`).
     unsafe {
         let parent = libc::getpid();
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 || libc::getppid() != parent {
-                libc::raise(libc::SIGTERM);
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || guard(parent));
     }
     let child = cmd.process_group(0).spawn()?;
     let pgid = child.id() as i32;
     running.0.insert(pgid);
     Ok(Program { child, pgid })
+}
+
+/// How long a guardian whose polyflow died waits after SIGTERM before it kills its program's group.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+
+/// Set by the guardian's signal handler when polyflow has died.
+#[cfg(target_os = "linux")]
+static ORPHANED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+extern "C" fn on_parent_death(_: libc::c_int) {
+    ORPHANED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Runs in the child between fork and exec (process group already its own). Forks again: the grandchild returns
+/// to exec the program; this process becomes its guardian and never returns. Only async-signal-safe calls.
+///
+/// # Safety
+/// Called only as a `pre_exec` hook.
+#[cfg(target_os = "linux")]
+unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
+    let program = libc::fork();
+    if program < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if program == 0 {
+        // The program: ended with its guardian if that is killed alone.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        return Ok(());
+    }
+    // The guardian. Closes what it inherited, among them the pipe through which the parent learns whether the
+    // exec succeeded (it hears it from the program's side alone) and the program's output pipes.
+    if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+        for fd in 0..4096 {
+            libc::close(fd);
+        }
+    }
+    // A stop of the group (SIGTERM, Ctrl-C, a hang-up) is the program's to handle: the guardian stays until it
+    // ends. SIGKILL still ends both.
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+        libc::signal(sig, libc::SIG_IGN);
+    }
+    // polyflow's death arrives as SIGUSR1 (no SA_RESTART: it interrupts the wait below).
+    let mut sa: libc::sigaction = std::mem::zeroed();
+    sa.sa_sigaction = on_parent_death as *const () as usize;
+    libc::sigemptyset(&mut sa.sa_mask);
+    libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1) != 0 || libc::getppid() != parent {
+        ORPHANED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let mut status = 0;
+    let mut deadline: Option<libc::timespec> = None;
+    loop {
+        let orphaned = ORPHANED.load(std::sync::atomic::Ordering::SeqCst);
+        if orphaned && deadline.is_none() {
+            libc::killpg(0, libc::SIGTERM);
+            let mut now: libc::timespec = std::mem::zeroed();
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+            now.tv_sec += ORPHAN_GRACE.as_secs() as libc::time_t;
+            deadline = Some(now);
+        }
+        let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
+        let r = libc::waitpid(program, &mut status, flags);
+        if r == program {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            libc::_exit(127);
+        }
+        if let Some(d) = deadline {
+            let mut now: libc::timespec = std::mem::zeroed();
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+            if (now.tv_sec, now.tv_nsec) >= (d.tv_sec, d.tv_nsec) {
+                // Ends this process too.
+                libc::killpg(0, libc::SIGKILL);
+            }
+            let nap = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
+            libc::nanosleep(&nap, std::ptr::null_mut());
+        }
+    }
+    if deadline.is_some() {
+        // The group's other processes (a shell's children) may outlive the program itself.
+        libc::killpg(0, libc::SIGKILL);
+    }
+    // End as the program did.
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // No core file of the guardian's own.
+        let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig);
+    }
+    libc::_exit(libc::WEXITSTATUS(status))
 }
 
 impl Program {
