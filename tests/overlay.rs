@@ -75,6 +75,14 @@ fn bad_overrides_point_at_the_argument_or_the_config_file() {
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--config", "missing.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("missing.toml"), "{err}");
+    // A node's kind is the pipeline's; inputs are overridden whole, as the advice says, which then works.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "a.kind=command"]);
+    assert!(code == 2 && err.contains("--set a.kind=command:1:3") && err.contains("`kind` of `a` cannot be overridden"), "{err}");
+    std::fs::write(d.path().join("p.toml"), format!("{P}[node.c]\nkind = \"value\"\nvalue = 3\n")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "b.inputs.after=c"]);
+    assert!(code == 2 && err.contains("`--set 'b.inputs={ after = \"c\" }'`"), "{err}");
+    let (code, dot, err) = pf(d.path(), &["dag", "p.toml", "--set", "b.inputs={ after = \"c\" }"]);
+    assert!(code == 0 && dot.contains("\"c\" -> \"b\"") && !dot.contains("\"a\" -> \"b\""), "{dot}{err}");
     assert!(!d.path().join(".polyflow").exists());
 }
 

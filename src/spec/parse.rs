@@ -505,7 +505,25 @@ impl Loader {
         }
         // Command-line overrides come last, so they win over the file and the profile.
         let extra = overlay::parse(&mut self.sources, overlay)?;
-        for (target, span, _) in &extra.nodes {
+        for (target, span, entries) in &extra.nodes {
+            // What a node is stays the pipeline's: `--set a.kind=…` made the file's parameters the error.
+            if let Some(e) = entries.get("kind") {
+                return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("`kind` of `{target}` cannot be overridden"))
+                    .help("a node's kind is what it is: change it in the pipeline file"));
+            }
+            // `--set a.inputs.after=c` reads as node `a.inputs`: say how inputs are overridden.
+            if let Some(node) = target.strip_suffix(".inputs").filter(|n| self.knows(n)) {
+                return Err(SpecError::at(
+                    &self.sources,
+                    *span,
+                    K::DanglingReference,
+                    format!("`{target}` is no node: inputs are one value"),
+                )
+                .help(format!(
+                    "override the whole table (its other slots too): `--set '{node}.inputs={{ {} }}'`",
+                    entries.iter().map(|(k, e)| format!("{k} = {}", e.value.to_json())).collect::<Vec<_>>().join(", ")
+                )));
+            }
             if !self.knows(target) {
                 return Err(SpecError::at(&self.sources, *span, K::DanglingReference, format!("override of unknown node `{target}`"))
                     .help(suggest(target, self.decls.iter().map(|d| d.id.as_str()))));
