@@ -351,8 +351,7 @@ impl Stage for TableStage {
                 out.push((r.label.clone(), col_label(c), of_col(c)));
             }
             for a in &p.averages {
-                let mut reads: Vec<String> =
-                    p.columns.iter().filter(|c| a.columns.contains(&col_label(c))).flat_map(|c| of_col(c)).collect();
+                let mut reads: Vec<String> = p.columns.iter().filter(|c| a.columns.contains(&col_label(c))).flat_map(&of_col).collect();
                 reads.sort();
                 reads.dedup();
                 out.push((r.label.clone(), a.label.clone(), reads));

@@ -112,6 +112,10 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// A damaged blob of a cache entry, as [`DirCache::verify`] finds it: (key, node, file name, what was found and
+/// done).
+pub type Damage = (String, String, String, &'static str);
+
 impl DirCache {
     /// Opens (creating) the cache folder `root`.
     pub fn open(root: &Path) -> Result<DirCache, StoreError> {
@@ -231,7 +235,7 @@ impl DirCache {
     /// Checks every blob of every entry whose key `wanted` accepts (reading it all); damaged ones are moved aside
     /// where the cache can be written. Returns (files checked, entries checked, damaged: (key, node, file name,
     /// what was found and done)).
-    pub fn verify(&self, wanted: &dyn Fn(&str) -> bool) -> (usize, usize, Vec<(String, String, String, &'static str)>) {
+    pub fn verify(&self, wanted: &dyn Fn(&str) -> bool) -> (usize, usize, Vec<Damage>) {
         let mut n = 0;
         let mut entries = 0;
         let mut bad = vec![];
