@@ -211,7 +211,7 @@ fn a_failing_job_fails_its_node_skips_dependents_and_independent_branches_finish
     assert_eq!(ids(&ev, "skipped"), vec!["after_bad"]);
     assert_eq!(ids(&ev, "finished"), vec!["after_good", "good"]);
     let err = ev.iter().find(|e| e["event"] == "failed" && e["id"] == "bad").unwrap()["error"].as_str().unwrap().to_string();
-    assert!(err.contains("exit status: 3") && err.contains("FAILED") && err.contains("stderr.log"), "{err}");
+    assert!(err.contains("exited with code 3") && err.contains("FAILED") && err.contains("stderr.log"), "{err}");
     // `status` shows the failure with Slurm's state; after_bad was never submitted.
     let st = status(d.path(), &f);
     let bad = &st["bad"];
