@@ -27,16 +27,23 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     let stale_job = d.path().join(".polyflow/jobs/0123456789abcdef01234567");
     std::fs::create_dir_all(&stale_job).unwrap();
     std::fs::write(stale_job.join("stderr.log"), "old log").unwrap();
+    // A blob an interrupted run wrote and never committed, in a shard of its own.
+    let orphan = d.path().join(".polyflow/blobs/ff").join("f".repeat(64));
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, "orphan").unwrap();
     let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
     assert_eq!(code, 0);
     assert!(out.contains("Would remove job directory") && stale_job.exists(), "{out}");
-    // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob.
-    assert!(out.contains("Would free 2 artifacts, 1 blobs"), "{out}");
+    assert!(out.contains("Would remove 1 blob(s) no artifact names (6 B), left by interrupted runs"), "{out}");
+    // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob; and the
+    // orphan.
+    assert!(out.contains("Would free 2 artifacts, 2 blobs"), "{out}");
     assert_eq!(out.matches("an earlier version of node `b`").count(), 2, "gc names the nodes: {out}");
     assert!(out.contains("--yes"));
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--yes"]);
     assert!(out.contains("Removed 2 artifacts"), "{out}");
     assert!(!stale_job.exists());
+    assert!(!orphan.parent().unwrap().exists(), "its emptied shard folder stays");
     // Both profiles are still fresh; nothing left to collect; the store verifies.
     for prof in [None, Some("other")] {
         let mut args = vec!["run", "p.toml", "--json"];

@@ -275,6 +275,19 @@ pub fn gc(
             );
         }
     }
+    // Blobs no artifact of the index names at all (a run interrupted between writing its files and committing
+    // them): not covered by the lines above.
+    let named: BTreeSet<&String> = all.iter().flat_map(|(_, m)| m.files.values().map(|f| &f.digest)).collect();
+    let orphans: Vec<&(String, u64)> = drop_blobs.iter().filter(|(d, _)| !named.contains(d)).collect();
+    if !orphans.is_empty() {
+        outln!(
+            "{:>12} {} blob(s) no artifact names ({}), left by interrupted runs, e.g. {}",
+            if yes { "Removing" } else { "Would remove" },
+            orphans.len(),
+            fmt_bytes(orphans.iter().map(|b| b.1).sum()),
+            store.blobs.path(&orphans[0].0).display()
+        );
+    }
     outln!(
         "{:>12} {} artifacts, {} blobs, {}",
         if yes { "Removed" } else { "Would free" },
@@ -289,6 +302,12 @@ pub fn gc(
         index.flush()?;
         for (d, _) in &drop_blobs {
             store.blobs.remove(d)?;
+        }
+        // Shard folders left empty (a later blob of that prefix makes its folder again).
+        for (d, _) in &drop_blobs {
+            if let Some(shard) = store.blobs.path(d).parent() {
+                let _ = std::fs::remove_dir(shard);
+            }
         }
         for d in drop_jobs.iter().chain(&drop_partial) {
             std::fs::remove_dir_all(d).map_err(|e| CliError::Other(format!("error: {}: {e}", d.display()), exit::STORE))?;
