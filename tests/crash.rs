@@ -294,3 +294,22 @@ fn sigkill_of_polyflow_stops_a_commands_grandchildren() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A program's own SIGUSR1 sent to its process group (a "checkpoint now" signal) reaches the program and is
+/// the program's: the guardian, which hears polyflow's death as SIGUSR1, stops nothing while polyflow lives.
+#[test]
+fn a_sigusr1_to_the_group_is_the_programs() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "trap 'echo got > usr1' USR1; echo $$ > pid; i=0; while [ $i -lt 40 ] && [ ! -e usr1 ]; do sleep 0.05; i=$((i+1)); done; echo 1 > $POLYFLOW_OUT/x";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let child =
+        Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let sh = pid_written(&d.path().join("pid"));
+    // The group's id: the guardian's pid, the shell's parent.
+    let stat = std::fs::read_to_string(format!("/proc/{sh}/stat")).unwrap();
+    let pgid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(Command::new("kill").args(["-USR1", "--", &format!("-{pgid}")]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(d.path().join("usr1")).unwrap().trim(), "got");
+}

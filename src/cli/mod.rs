@@ -1010,6 +1010,27 @@ fn materialize(
         .copied()
         .filter(|&i| !g.nodes[i].stage.exports(&g.nodes[i].params).is_empty() || g.nodes[i].stage.summary_file().is_some())
         .collect();
+    // A destination that is a folder (a typo, an old layout) is found before any file is written: otherwise
+    // some of a table's files were updated and the rest not.
+    for &i in &wanted {
+        let n = &g.nodes[i];
+        if !summary.artifacts.contains_key(&n.id) {
+            continue;
+        }
+        for (_, rel) in n.stage.exports(&n.params) {
+            let dest = n.base_dir.join(&rel);
+            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                return Err(CliError::Other(
+                    format!(
+                        "error: `{}` exports to {}, which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)",
+                        n.id,
+                        crate::spec::source::display_path(&dest)
+                    ),
+                    exit::USAGE,
+                ));
+            }
+        }
+    }
     let (mut wrote, mut marked) = (0, 0);
     for i in wanted {
         let n = &g.nodes[i];
@@ -1028,6 +1049,9 @@ fn materialize(
             let tmp = dest.with_extension("polyflow-tmp");
             std::fs::write(&tmp, &bytes)
                 .and_then(|_| std::fs::rename(&tmp, &dest))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
                 .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
             out::errln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
             if json {

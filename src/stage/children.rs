@@ -53,9 +53,18 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 #[cfg(target_os = "linux")]
 static ORPHANED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// polyflow's pid, as the guardian's handler compares it with its parent's.
+#[cfg(target_os = "linux")]
+static POLYFLOW: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// A SIGUSR1 is polyflow's death only when polyflow is no longer the parent: the same signal sent to the group
+/// (a program's own "checkpoint now") is the program's, and the guardian lets it be.
 #[cfg(target_os = "linux")]
 extern "C" fn on_parent_death(_: libc::c_int) {
-    ORPHANED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: getppid is async-signal-safe.
+    if unsafe { libc::getppid() } != POLYFLOW.load(std::sync::atomic::Ordering::SeqCst) {
+        ORPHANED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Runs in the child between fork and exec (process group already its own). Forks again: the grandchild returns
@@ -87,6 +96,7 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
         libc::signal(sig, libc::SIG_IGN);
     }
     // polyflow's death arrives as SIGUSR1 (no SA_RESTART: it interrupts the wait below).
+    POLYFLOW.store(parent, std::sync::atomic::Ordering::SeqCst);
     let mut sa: libc::sigaction = std::mem::zeroed();
     sa.sa_sigaction = on_parent_death as *const () as usize;
     libc::sigemptyset(&mut sa.sa_mask);
