@@ -117,8 +117,7 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     let (code, out, _) = pf(d.path(), &["verify", "q.toml"]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains("Damaged value.json of `q`'s artifact")
-            && out.contains("1 files checked (1 artifacts that q.toml use now), 1 damaged"),
+        out.contains("Damaged value.json of `q`'s artifact") && out.contains("1 files checked (1 artifact that q.toml use now), 1 damaged"),
         "{out}"
     );
     // Moved aside: damaged (missing) until a run computes it again.
@@ -133,7 +132,7 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     assert_eq!(code, 4, "{out}");
     assert!(
         out.contains("Damaged value.json of `a`'s artifact")
-            && out.contains("1 nodes not checked, as an input of theirs is stale")
+            && out.contains("1 node(s) not checked, as an input of theirs is stale")
             && out.contains(": b"),
         "{out}"
     );

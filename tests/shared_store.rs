@@ -139,6 +139,12 @@ fn a_store_this_user_cannot_write_is_read_as_it_is() {
     assert!(err.contains("is not a private folder of this user"), "{err}");
     assert!(out.contains(&format!("previews: {}/polyflow-{}-", tmpd.display(), uid.trim())), "{out}");
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "written through the planted link");
+    let fresh = std::fs::read_dir(&tmpd)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("polyflow-{}-", uid.trim())));
+    let mode = fresh.unwrap().metadata().unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the fresh folder is open to others: {mode:o}");
     // A dry gc deletes nothing: it reads.
     let (code, out, err) = as_reader(&["gc", "p.toml", "--store", "s"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -405,7 +405,7 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
     }
     for p in cache.unreadable() {
         broken += 1;
-        outln!("{:>12} {}: cannot be read or decoded; not used", "Unreadable", p.display());
+        outln!("{:>12} {}: this user cannot read it; not used here", "Unreadable", p.display());
     }
     let of = match only {
         Some((files, ..)) => format!(" ({entries} entries that {} compute now)", names(files)),
@@ -683,7 +683,7 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
         Some((files, ..)) if artifacts == 0 => {
             format!(" (none of the artifacts {} use now is in the store: `polyflow status` says what is stale)", names(files))
         }
-        Some((files, ..)) => format!(" ({artifacts} artifacts that {} use now)", names(files)),
+        Some((files, ..)) => format!(" ({artifacts} artifact{} that {} use now)", if artifacts == 1 { "" } else { "s" }, names(files)),
         None => String::new(),
     };
     outln!(
@@ -702,7 +702,7 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
         let shown = unknown.iter().take(6).cloned().collect::<Vec<_>>().join(", ");
         let more = if unknown.len() > 6 { format!(" and {} more", unknown.len() - 6) } else { String::new() };
         outln!(
-            "{:>12} {} nodes not checked, as an input of theirs is stale (what they compute now is known once it has run; `polyflow verify` without pipelines checks every artifact): {shown}{more}",
+            "{:>12} {} node(s) not checked, as an input of theirs is stale (what they compute now is known once it has run; `polyflow verify` without pipelines checks every artifact): {shown}{more}",
             "Note",
             unknown.len()
         );

@@ -205,6 +205,7 @@ fn private_tmp() -> Result<std::path::PathBuf, CliError> {
     }
     let fresh = tempfile::Builder::new()
         .prefix(&format!("polyflow-{uid}-"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
     eprintln!(

@@ -168,7 +168,15 @@ impl DirCache {
         for sub in rd.flatten() {
             for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
                 let name = f.file_name().to_string_lossy().to_string();
-                let Some(e) = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()) else {
+                // A link or anything but a file is no entry a publisher writes (never read through).
+                if !std::fs::symlink_metadata(f.path()).is_ok_and(|m| m.is_file()) {
+                    out.push((f.path(), "it is not a regular file"));
+                    continue;
+                }
+                // Read, but not an entry: garbage no run can use (one this user cannot read is `unreadable`).
+                let Ok(bytes) = std::fs::read(f.path()) else { continue };
+                let Ok(e) = serde_json::from_slice::<CacheEntry>(&bytes) else {
+                    out.push((f.path(), "it is not a cache entry (not its JSON)"));
                     continue;
                 };
                 if !name.strip_suffix(".json").is_some_and(is_hex64) {
@@ -202,8 +210,8 @@ impl DirCache {
         out
     }
 
-    /// Key-entry files (and folders) that cannot be read or decoded: `gc` deletes no blob while there are any,
-    /// since it cannot know which blobs they name.
+    /// Key-entry files (and folders) this user cannot read: `gc` deletes no blob while there are any, since it
+    /// cannot know which blobs they name.
     pub fn unreadable(&self) -> Vec<PathBuf> {
         let mut out = vec![];
         let keys = self.root.join("keys");
@@ -214,8 +222,10 @@ impl DirCache {
                 continue;
             };
             for f in inner.flatten() {
-                let ok = std::fs::read(f.path()).ok().and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok()).is_some();
-                if !ok {
+                // Malformed files are [`Self::malformed`]'s (removable); here only those this user cannot read,
+                // which may be entries naming blobs.
+                let regular = std::fs::symlink_metadata(f.path()).is_ok_and(|m| m.is_file());
+                if regular && std::fs::read(f.path()).is_err() {
                     out.push(f.path());
                 }
             }
@@ -248,6 +258,16 @@ impl DirCache {
                 n += 1;
                 match self.blob_ok(&f.digest, f.size) {
                     Some(true) => {}
+                    // The blob is its name's bytes; the entry says another size: the entry is wrong, and the blob
+                    // stays for the entries that name it rightly.
+                    Some(false) if self.blob_intact(&f.digest) => {
+                        bad.push((
+                            key.clone(),
+                            e.node.clone(),
+                            name.clone(),
+                            "the entry says another size than its intact blob has: a malformed entry, not used; the blob is left in place",
+                        ));
+                    }
                     // Read and wrong: moved aside. Missing or unreadable (a transient error): reported only.
                     Some(false) => {
                         let what = if self.quarantine(&f.digest) {
@@ -262,6 +282,13 @@ impl DirCache {
             }
         }
         (n, entries, bad)
+    }
+
+    /// Whether blob `digest` is a regular file whose bytes hash to its name, whatever size an entry says.
+    fn blob_intact(&self, digest: &str) -> bool {
+        let Ok((f, _)) = super::fsafe::open_regular(&self.blob_path(digest)) else { return false };
+        let mut h = blake3::Hasher::new();
+        h.update_reader(f).is_ok() && h.finalize().to_hex().as_str() == digest
     }
 
     /// `Some(true)`: intact; `Some(false)`: read, and of the wrong size or digest; `None`: could not be read.
@@ -503,6 +530,15 @@ mod tests {
         assert!(c.lookup(&key).unwrap().is_none(), "a digest that is not hex never becomes a path");
         assert!(c.entries().is_empty());
         assert_eq!(c.malformed().len(), 1, "named, for verify and gc");
+        // Garbage and a link where entries belong are malformed too (removable), not unreadable (which stops gc
+        // from deleting any blob).
+        std::fs::write(p.with_file_name(format!("{}.json", "6".repeat(64))), "{not json").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", p.with_file_name(format!("{}.json", "7".repeat(64)))).unwrap();
+        assert_eq!(c.malformed().len(), 3);
+        assert!(c.unreadable().is_empty());
+        for (f, _) in c.malformed().into_iter().filter(|(f, _)| !f.ends_with(format!("{key}.json"))) {
+            std::fs::remove_file(f).unwrap();
+        }
         // A publisher of that key replaces it (before, the malformed entry blocked the key for good).
         let a = Store::open(&t.path().join("a")).unwrap();
         let m = artifact(&a, b"good");
@@ -547,6 +583,9 @@ mod tests {
         assert!(err.contains("malformed entry"), "{err}");
         assert!(blob.exists(), "the intact blob is not moved aside");
         assert!(b.blobs.list().is_empty());
+        // `verify` says so too, and leaves the blob.
+        let (_, _, bad) = c.verify(&|_| true);
+        assert!(bad.len() == 1 && bad[0].3.contains("malformed entry") && blob.exists(), "{bad:?}");
         // Nobody can restore a blob of that size: the entry is dead, and a publisher replaces it.
         assert!(c.publish(&key, &m, "n", None, &a.blobs).unwrap());
         c.fetch(&c.lookup(&key).unwrap().unwrap().manifest, &b.blobs).unwrap();

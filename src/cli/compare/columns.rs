@@ -51,7 +51,11 @@ pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Result<Vec<String>, 
         return Err(CliError::Other(format!("error: --metric: `{m}` matches no metric of these nodes\n  help: {hint}"), exit::USAGE));
     }
     for m in unmatched {
-        let hint = crate::spec::error::suggest(m, all.iter().map(String::as_str));
+        let hint = if all.is_empty() {
+            "they report none: a command writes its numbers as JSON into $POLYFLOW_OUT/metrics.json".to_string()
+        } else {
+            crate::spec::error::suggest(m, all.iter().map(String::as_str))
+        };
         eprintln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
     }
     Ok(cols)
