@@ -901,6 +901,16 @@ open(os.environ['POLYFLOW_OUT']+'/metrics.json','w').write('{\\\"test\\\": {\\\"
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("either a `task`"), "{err}");
+    // A replicate that does not report the number: the cell is over the others, and the run says so.
+    std::fs::write(
+        d.path().join("q.toml"),
+        "[node.r]\nkind = \"command\"\nseeds = 3\nrun = [\"sh\", \"-c\", \"if [ $POLYFLOW_SEED != 2 ]; then echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json; else echo '{}' > $POLYFLOW_OUT/metrics.json; fi\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = { runs = [\"r\"] }\ntitle = \"T\"\ncaption = \"c\"\ncounts = false\nrows = [{ label = \"R\", nodes = [\"r\"] }]\ncolumns = [{ key = \"acc\" }]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "q.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("row `R`, column `acc`: r.s2 report(s) no `acc`, so the cell is over 2 of 3 replicates"), "{err}");
 }
 
 /// A kind override of a misspelt kind is an error whether its profile is in use or not, and in a `--config`

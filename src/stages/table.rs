@@ -374,6 +374,7 @@ impl Stage for TableStage {
         let mut t = ResultTable { title, caption, columns, rows: vec![], cells: vec![], lower_is_better };
         // Per `key` column, whether any run reported it (a misspelt key would otherwise be a column of dashes).
         let mut reported = vec![false; cols.len()];
+        let mut notes: Vec<String> = vec![];
         let mut max_seeds = 1;
         for r in &rows {
             // Per named node: its replicates with their metrics.
@@ -428,6 +429,22 @@ impl Stage for TableStage {
                         .iter()
                         .filter_map(|(a, m)| m.pointer(&pointer).and_then(Value::as_f64).map(|v| (v, prov(a, path.clone()))))
                         .collect();
+                    // Replicates of that node without the number: the cell is over fewer seeds than it has, said.
+                    let missing: Vec<&str> = reps
+                        .iter()
+                        .filter(|(_, m)| m.pointer(&pointer).and_then(Value::as_f64).is_none())
+                        .map(|(a, _)| a.id.as_str())
+                        .collect();
+                    if !vals.is_empty() && !missing.is_empty() {
+                        notes.push(format!(
+                            "row `{}`, column `{}`: {} report(s) no `{path}`, so the cell is over {} of {} replicates",
+                            r.label,
+                            col_label(c),
+                            missing.join(", "),
+                            vals.len(),
+                            reps.len()
+                        ));
+                    }
                     (!vals.is_empty()).then_some(vals)
                 });
                 let (vals, from): (Vec<f64>, Vec<Provenance>) = found.unwrap_or_default().into_iter().unzip();
@@ -483,6 +500,9 @@ impl Stage for TableStage {
             }
             t.rows.push(format!("{} (published, paper scale)", pr.label));
             t.cells.push(cells);
+        }
+        for n in notes {
+            ctx.note(n);
         }
         ctx.out.put("table.md", markdown(&t).as_bytes())?;
         ctx.out.put("table.tex", latex(&t).as_bytes())?;
