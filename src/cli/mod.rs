@@ -980,8 +980,9 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     } else if !input_failed.is_empty() {
         Err(CliError::Other(
             format!(
-                "error: {} failed on its input or settings (see `Failed` above: fix the pipeline or the data)",
-                input_failed.join(", ")
+                "error: {} failed on {} input or settings (see `Failed` above: fix the pipeline or the data)",
+                input_failed.join(", "),
+                if input_failed.len() == 1 { "its" } else { "their" }
             ),
             exit::USAGE,
         ))
