@@ -174,12 +174,13 @@ fn the_cli_trains_on_wgpu_under_its_own_key() {
     let row = table.lines().find(|l| l.contains("st_digits")).unwrap_or_default();
     assert!(row.contains("stale"), "flex's st_digits is not wgpu's: {table}");
 
-    // bf16 is refused before anything runs (exit 2), naming the node, where it is declared and what to set.
+    // bf16 is refused before anything runs (exit 2), naming the node, where the value was written (here the
+    // `--set`) and what to set.
     let bf16 = polyflow(&run_args(&["--set", "st_digits.precision=bf16"]));
     let err = String::from_utf8_lossy(&bf16.stderr);
     assert_eq!(bf16.status.code(), Some(2), "{err}");
     assert!(err.contains("not available on the wgpu backend") && err.contains("WGSL"), "{err}");
-    assert!(err.contains("`st_digits`") && err.contains("digits.toml:") && err.contains("--set st_digits.precision="), "{err}");
+    assert!(err.contains("`st_digits` (train, --set st_digits.precision=bf16:1:11)") && err.contains("--set st_digits.precision="), "{err}");
     assert!(!err.contains("Finished") && !err.contains("Running"), "nothing ran: {err}");
 
     // f16 where the adapter has it: its own key (trained, then fresh), through the half working copies and
