@@ -180,7 +180,10 @@ fn the_cli_trains_on_wgpu_under_its_own_key() {
     let err = String::from_utf8_lossy(&bf16.stderr);
     assert_eq!(bf16.status.code(), Some(2), "{err}");
     assert!(err.contains("not available on the wgpu backend") && err.contains("WGSL"), "{err}");
-    assert!(err.contains("`st_digits` (train, --set st_digits.precision=bf16:1:11)") && err.contains("--set st_digits.precision="), "{err}");
+    assert!(
+        err.contains("`st_digits` (train, --set st_digits.precision=bf16:1:11)") && err.contains("--set st_digits.precision="),
+        "{err}"
+    );
     assert!(!err.contains("Finished") && !err.contains("Running"), "nothing ran: {err}");
 
     // f16 where the adapter has it: its own key (trained, then fresh), through the half working copies and
