@@ -896,6 +896,10 @@ open(os.environ['POLYFLOW_OUT']+'/metrics.json','w').write('{\\\"test\\\": {\\\"
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("column `Acc`: no run of this table reports `test.accuracy`") && err.contains("test.acc, test.loss"), "{err}");
+    // A number written as a string is said to be one.
+    std::fs::write(d.path().join("s.toml"), "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": \\\"0.5\\\"}' > $POLYFLOW_OUT/metrics.json\"]\n[node.t]\nkind = \"table\"\ninputs = { runs = [\"c\"] }\ntitle = \"T\"\ncaption = \"c\"\ncounts = false\nrows = [{ label = \"R\", nodes = [\"c\"] }]\ncolumns = [{ key = \"acc\" }]\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "s.toml"]);
+    assert!(code == 2 && err.contains("`c` reports `acc` as \"0.5\", which is not a number"), "{err}");
     // A column names a task or a key, not both; checked before anything runs.
     std::fs::write(d.path().join("p.toml"), table("test.acc").replace("key = \"test.acc\"", "key = \"test.acc\", task = \"c\"")).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);

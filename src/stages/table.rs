@@ -473,6 +473,17 @@ impl Stage for TableStage {
             t.cells.push(cells);
         }
         if let Some(c) = cols.iter().zip(&reported).find(|(c, r)| c.key.is_some() && !**r).map(|(c, _)| c) {
+            // There, but not a number (`"0.5"`, `true`): said as such, not as absent.
+            let (path, pointer) = c.path();
+            let typed = runs
+                .iter()
+                .find_map(|a| a.json::<Value>("metrics.json").ok().and_then(|m| m.pointer(&pointer).cloned()).map(|v| (a.id.clone(), v)));
+            if let Some((id, v)) = typed {
+                return Err(StageError::input(format!(
+                    "column `{}`: `{id}` reports `{path}` as {v}, which is not a number (write it as a JSON number)",
+                    col_label(c)
+                )));
+            }
             let some = runs.iter().find_map(|a| a.json::<Value>("metrics.json").ok().map(|m| (a.id.clone(), m)));
             let seen = some.map(|(id, m)| format!(" (`{id}`'s has: {})", number_paths(&m, "").join(", "))).unwrap_or_default();
             return Err(StageError::input(format!(
