@@ -389,7 +389,7 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
                 ));
             }
             let store = Store::open(store_dir)?;
-            Some(current_keys(files, &store, backend, overlay, Some(&cache), reg)?)
+            Some(current_keys(files, &store, backend, overlay, Some(&cache), reg)?.0)
         }
         None => None,
     };
@@ -417,22 +417,10 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
 }
 
 /// The keys every profile of `files` computes now in the store at `store` (fresh nodes, and stale ones whose
-/// inputs are fresh). Seen from `cache`, a chain of nodes the cache holds counts as fetched, so its keys are
-/// known too.
+/// inputs are fresh; seen from `cache`, a chain of nodes the cache holds counts as fetched, so its keys are
+/// known too), and the nodes (`id` or `id (profile)`) whose key is not known yet: an input of theirs is stale,
+/// so what they will compute is known only when it has run.
 fn current_keys(
-    files: &[PathBuf],
-    store: &Store,
-    backend: &str,
-    overlay: &spec::Overlay,
-    cache: Option<&dyn crate::store::ArtifactCache>,
-    reg: &Registry,
-) -> Result<BTreeSet<String>, CliError> {
-    Ok(current_keys_and_unknown(files, store, backend, overlay, cache, reg)?.0)
-}
-
-/// [`current_keys`], and the nodes (`id` or `id (profile)`) whose key is not known yet: an input of theirs is
-/// stale, so what they will compute is known only when it has run.
-fn current_keys_and_unknown(
     files: &[PathBuf],
     store: &Store,
     backend: &str,
@@ -499,7 +487,7 @@ pub fn gc_cache(
     }
     let store = Store::open(store_dir)?;
     let cache = super::open_cache(dir, false)?;
-    let keep = current_keys(files, &store, backend, overlay, Some(&cache), reg)?;
+    let keep = current_keys(files, &store, backend, overlay, Some(&cache), reg)?.0;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let verb = if yes { "Removing" } else { "Would remove" };
     let mut kept_blobs = BTreeSet::new();
@@ -629,7 +617,7 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
     let (store, _empty) = super::read_store(store_dir)?;
     let (keys, unknown) = match only {
         Some((files, backend, overlay)) => {
-            let (k, u) = current_keys_and_unknown(files, &store, backend, overlay, None, reg)?;
+            let (k, u) = current_keys(files, &store, backend, overlay, None, reg)?;
             (Some(k), u)
         }
         None => (None, vec![]),

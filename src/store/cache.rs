@@ -24,6 +24,7 @@
 //! (content-addressed, so overwriting is harmless), the key entry an object `keys/<key>.json` written last with
 //! a conditional put (`If-None-Match: *` on S3), `gc` a listing. Nothing else in the engine changes.
 
+use super::fsafe::is_hex64;
 use super::{BlobStore, FileEntry, Manifest, StoreError};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -95,13 +96,8 @@ fn shared_dir(d: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Whether `s` is a blake3 digest or key as this store writes them (64 lowercase hex digits): anything read
-/// from a shared folder is checked before it becomes part of a path.
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Whether an entry read from the cache is well-formed: hex digests, plain relative file names.
+/// Whether an entry read from the cache is well-formed: hex digests ([`is_hex64`]: anything read from a shared
+/// folder is checked before it becomes part of a path), plain relative file names.
 fn well_formed(e: &CacheEntry) -> bool {
     e.manifest.files.iter().all(|(name, f)| {
         is_hex64(&f.digest) && !name.is_empty() && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
@@ -401,8 +397,7 @@ impl ArtifactCache for DirCache {
             if len != f.size {
                 // The blob may be intact and the entry wrong: one whose bytes are its name stays for the entries
                 // that name it rightly.
-                let mut h = blake3::Hasher::new();
-                if h.update_reader(&file).is_ok() && h.finalize().to_hex().as_str() == f.digest {
+                if self.blob_intact(&f.digest) {
                     return Err(StoreError::io(
                         &path,
                         std::io::Error::other(format!(

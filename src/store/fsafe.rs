@@ -49,9 +49,14 @@ pub fn open_regular(p: &Path) -> std::io::Result<(File, u64)> {
     Ok((f, m.len()))
 }
 
-/// Whether `name` in shard folder `shard` is a blob's name: 64 lowercase hex digits, the first two the shard's.
+/// Whether `s` is a blake3 digest as the store writes it: 64 lowercase hex digits.
+pub fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `name` in shard folder `shard` is a blob's name: a digest ([`is_hex64`]) starting with the shard's two.
 pub fn is_blob_name(shard: &str, name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && name.starts_with(shard)
+    is_hex64(name) && name.starts_with(shard)
 }
 
 /// The regular files of blob folder `dir` (`dir/ab/<hex>`): only real shard folders, only files with blob
