@@ -654,7 +654,7 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
 
 /// Whether a parameter's value names the replicate (`{seed}`, `{replicate}`): each replicate has its own.
 fn per_replicate_value(e: &Entry) -> bool {
-    e.value.mentions(&["{seed}", "{replicate}"])
+    e.value.names_variable(&["seed", "replicate"])
 }
 
 /// Substitutes a node's variables into parameter `k`'s value; returns the placeholders left, which name no
@@ -672,10 +672,10 @@ fn substitute_param(
             return vec![];
         }
     }
-    e.value.substitute(vars);
     let mut found = vec![];
     e.value.placeholders(&mut found);
-    found.into_iter().map(|(name, span)| (k.to_string(), name, span)).collect()
+    e.value.substitute(vars);
+    found.into_iter().filter(|(name, _)| !vars.contains_key(name)).map(|(name, span)| (k.to_string(), name, span)).collect()
 }
 
 /// Keys whose text is relative to the declaring file's folder: a `path` (a dataset's, a checkpoint's), a
@@ -739,7 +739,9 @@ fn check_id_length(sources: &SourceMap, id: &str, span: Span) -> Result<(), Spec
 /// anything else `_`.
 fn id_label(label: &str) -> String {
     use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
-    label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect()
+    let mapped: String = label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect();
+    // No empty part between dots (`""`, `".."`, `".jpg"` would make ids `m.`, `m...`, `m..jpg`): `_` stands in.
+    mapped.split('.').map(|p| if p.is_empty() { "_" } else { p }).collect::<Vec<_>>().join(".")
 }
 
 fn value_label(v: &SValue) -> String {
@@ -893,7 +895,7 @@ fn expand(
                 return Err(type_err(&ie.value, "a table `{ slot = \"node\" }`"));
             };
             for (slot, se) in it {
-                if se.value.mentions(&["{seed}", "{replicate}"]) {
+                if se.value.names_variable(&["seed", "replicate"]) {
                     per_replicate_inputs.insert(slot.clone());
                 }
                 let mut sv = se.value.clone();
@@ -1057,6 +1059,25 @@ mod tests {
         assert!(line.ends_with(" {lrr}"), "{line}");
         let names: Vec<(&str, &str)> = a1.unknown_placeholders.iter().map(|(k, n, _)| (k.as_str(), n.as_str())).collect();
         assert_eq!(names, [("run", "lrr")]);
+    }
+
+    #[test]
+    fn a_doubled_placeholder_of_a_variable_is_a_literal_one() {
+        let t = "[node.a]\nkind = \"command\"\nseeds = 2\nrun = [\"echo\", \"{{seed}}={seed}\", \"{{x}}\"]\nw = \"{{seed}}\"\n";
+        let p = load_t(t, None).unwrap();
+        let a1 = p.nodes.iter().find(|n| n.id == "a.s1").unwrap();
+        assert_eq!(a1.params["run"].value.to_json(), serde_json::json!(["echo", "{seed}=1", "{{x}}"]));
+        assert_eq!(a1.params["w"].value.to_json(), serde_json::json!("{seed}"));
+        // Not named as a placeholder of no variable, and `w` is the same for every replicate.
+        assert!(a1.unknown_placeholders.is_empty(), "{:?}", a1.unknown_placeholders);
+        assert_eq!(a1.per_replicate, ["run".to_string()].into_iter().collect());
+    }
+
+    #[test]
+    fn matrix_values_make_no_empty_id_parts() {
+        let p = load_t("[node.m]\nkind = \"value\"\nmatrix = { x = [\"\", \"..\", \".jpg\", \"a.\"] }\n", None).unwrap();
+        let ids: Vec<_> = p.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["m._", "m._._._", "m._.jpg", "m.a._"]);
     }
 
     #[test]

@@ -104,53 +104,119 @@ impl SValue {
         }
     }
 
-    /// The `{name}` placeholders left in this value's strings (at any depth), with the span of the string holding
-    /// each: `name` a word (letters, digits, `_`), not right after `$` or `{` (a shell's `${HOME}`, a template's
-    /// `{{x}}`).
+    /// The `{name}` placeholders in this value's strings (at any depth), with the span of the string holding each:
+    /// `name` a word (letters, digits, `_`, not starting with a digit), not right after `$` (a shell's `${HOME}`)
+    /// and not doubled (`{{name}}`, a template's or an escaped placeholder: see [`expand`]).
     pub fn placeholders(&self, out: &mut Vec<(String, Span)>) {
         match &self.value {
-            Value::Str(s) => {
-                let b = s.as_bytes();
-                for (i, _) in s.match_indices('{') {
-                    if i > 0 && matches!(b[i - 1], b'$' | b'{') {
-                        continue;
-                    }
-                    let rest = &s[i + 1..];
-                    let n = rest.bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
-                    if n > 0 && !rest.as_bytes()[0].is_ascii_digit() && rest[n..].starts_with('}') {
-                        out.push((rest[..n].to_string(), self.span));
-                    }
+            Value::Str(s) => pieces(s, |p| {
+                if let Piece::Var(name) = p {
+                    out.push((name.to_string(), self.span));
                 }
-            }
+            }),
             Value::Array(a) => a.iter().for_each(|v| v.placeholders(out)),
             Value::Table(t) => t.values().for_each(|e| e.value.placeholders(out)),
             _ => {}
         }
     }
 
-    /// Whether a string in this value (at any depth) contains one of `needles`.
-    pub fn mentions(&self, needles: &[&str]) -> bool {
-        match &self.value {
-            Value::Str(s) => needles.iter().any(|n| s.contains(n)),
-            Value::Array(a) => a.iter().any(|v| v.mentions(needles)),
-            Value::Table(t) => t.values().any(|e| e.value.mentions(needles)),
-            _ => false,
-        }
+    /// Whether a string in this value (at any depth) holds a placeholder of one of `names` (not an escaped one).
+    pub fn names_variable(&self, names: &[&str]) -> bool {
+        let mut found = vec![];
+        self.placeholders(&mut found);
+        found.iter().any(|(n, _)| names.contains(&n.as_str()))
     }
 
-    /// Replaces `{name}` placeholders in every string with `vars[name]`.
+    /// Replaces `{name}` placeholders in every string with `vars[name]`, and an escaped `{{name}}` of a variable
+    /// with the literal `{name}` (see [`expand`]).
     pub fn substitute(&mut self, vars: &BTreeMap<String, String>) {
         match &mut self.value {
-            Value::Str(s) if s.contains('{') => {
-                for (k, v) in vars {
-                    *s = s.replace(&format!("{{{k}}}"), v);
-                }
-            }
+            Value::Str(s) if s.contains('{') => *s = expand(s, vars),
             Value::Array(a) => a.iter_mut().for_each(|v| v.substitute(vars)),
             Value::Table(t) => t.values_mut().for_each(|e| e.value.substitute(vars)),
             _ => {}
         }
     }
+}
+
+/// A piece of a string as placeholders read it.
+enum Piece<'a> {
+    /// Text passed as written.
+    Lit(&'a str),
+    /// `{name}`: a placeholder.
+    Var(&'a str),
+    /// `{{name}}`: the literal `{name}` where `name` is a variable, else passed as written (a template's).
+    Escaped(&'a str),
+}
+
+/// The length of the word (`[A-Za-z_][A-Za-z0-9_]*`) at the start of `s`.
+fn word(s: &str) -> usize {
+    let n = s.bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
+    if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        0
+    } else {
+        n
+    }
+}
+
+/// Splits `s` into [`Piece`]s, in order.
+fn pieces<'a>(s: &'a str, mut f: impl FnMut(Piece<'a>)) {
+    let mut lit = 0;
+    let mut i = 0;
+    while let Some(j) = s[i..].find('{').map(|j| i + j) {
+        let after_dollar = j > 0 && s.as_bytes()[j - 1] == b'$';
+        let rest = &s[j..];
+        let (piece, len) = if let Some(inner) = rest.strip_prefix("{{") {
+            let n = word(inner);
+            if n > 0 && inner[n..].starts_with("}}") {
+                (Some(Piece::Escaped(&inner[..n])), n + 4)
+            } else {
+                (None, 2)
+            }
+        } else {
+            let n = word(&rest[1..]);
+            if n > 0 && rest[1 + n..].starts_with('}') && !after_dollar {
+                (Some(Piece::Var(&rest[1..1 + n])), n + 2)
+            } else {
+                (None, 1)
+            }
+        };
+        if let Some(p) = piece {
+            if lit < j {
+                f(Piece::Lit(&s[lit..j]));
+            }
+            f(p);
+            lit = j + len;
+        }
+        i = j + len;
+    }
+    if lit < s.len() {
+        f(Piece::Lit(&s[lit..]));
+    }
+}
+
+/// `s` with each `{name}` placeholder of a variable replaced by its value, and each `{{name}}` of a variable by the
+/// literal `{name}` (the escape: `"{{seed}}"` passes `{seed}` to a program). A placeholder or doubled braces
+/// naming no variable are kept as written (`${HOME}`, a template's `{{x}}`).
+pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    pieces(s, |p| match p {
+        Piece::Lit(t) => out.push_str(t),
+        Piece::Var(name) => match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                out.push('{');
+                out.push_str(name);
+                out.push('}');
+            }
+        },
+        Piece::Escaped(name) => {
+            out.push_str(if vars.contains_key(name) { "{" } else { "{{" });
+            out.push_str(name);
+            out.push_str(if vars.contains_key(name) { "}" } else { "}}" });
+        }
+    });
+    out
 }
 
 /// Converts a parsed `toml` document value into a spanned value of file `file`.
@@ -187,4 +253,38 @@ pub fn table_from_toml(t: &toml::de::DeTable<'_>, file: usize) -> Result<BTreeMa
         out.insert(k.get_ref().to_string(), Entry { key_span, value: from_toml(v, file)? });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> BTreeMap<String, String> {
+        [("seed", "7"), ("lr", "0.1")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn placeholders_expand_and_an_escape_stays_literal() {
+        let v = vars();
+        assert_eq!(expand("--seed={seed} lr{lr}", &v), "--seed=7 lr0.1");
+        assert_eq!(expand("{{seed}} is {seed}", &v), "{seed} is 7");
+        // Not variables: as written (a shell's `${HOME}`, a template's `{{x}}`, an unknown `{x}`, odd braces).
+        for s in ["${HOME}", "${seed}", "{{x}}", "{x}", "{{seed}", "{ seed }", "{1}", "awk '{print $1}'", "{", "}}"] {
+            assert_eq!(expand(s, &v), s, "{s}");
+        }
+        assert_eq!(expand("{{{seed}}}", &v), "{{7}}");
+    }
+
+    #[test]
+    fn an_escaped_placeholder_is_not_one() {
+        let sv = |s: &str| SValue { value: Value::Str(s.into()), span: Span { file: 0, start: 0, end: 0 } };
+        let names = |s: &str| {
+            let mut out = vec![];
+            sv(s).placeholders(&mut out);
+            out.into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+        };
+        assert_eq!(names("{a} {{b}} ${c} {d}"), ["a", "d"]);
+        assert!(sv("--seed {seed}").names_variable(&["seed"]));
+        assert!(!sv("--seed {{seed}}").names_variable(&["seed"]));
+    }
 }
