@@ -1,5 +1,6 @@
 //! A corpus of malformed pipelines (tests/malformed/*.toml). Each file's first line says where the error must
-//! be reported and what it must say: `# expect: LINE:COL text`. Each must exit with code 2 and leave no store.
+//! be reported and what it must say: `# expect: LINE:COL text`; a second line `# help: text` what its help must say.
+//! Each must exit with code 2 and leave no store.
 
 use std::path::Path;
 use std::process::Command;
@@ -32,6 +33,9 @@ fn every_malformed_pipeline_reports_its_line_and_writes_nothing() {
         );
         assert!(stderr.contains(want), "{name}: expected `{want}` in:\n{stderr}");
         assert!(stderr.contains("help:") || name.starts_with("0"), "{name}: no help line:\n{stderr}");
+        if let Some(help) = text.lines().nth(1).and_then(|l| l.strip_prefix("# help: ")) {
+            assert!(stderr.contains(help), "{name}: expected help `{help}` in:\n{stderr}");
+        }
         assert!(!store.exists(), "{name}: the store was created");
     }
 }

@@ -149,7 +149,7 @@ pub enum Command {
     /// Run what is stale among the targets (default: the nodes the file itself declares) and their inputs.
     Run(RunArgs),
     /// Print the plan (what would run and why) without running: same as `run --dry-run`.
-    Plan(RunArgs),
+    Plan(PlanArgs),
     /// Show each node's state (fresh / stale / failed), why, size and last duration.
     Status(StatusArgs),
     /// Print the graph as Graphviz DOT or Mermaid.
@@ -237,6 +237,34 @@ pub struct RunArgs {
     /// Fetch from the shared cache but publish nothing to it.
     #[arg(long)]
     no_publish: bool,
+}
+
+/// `plan` arguments: `run`'s, less those that only matter to a run that runs.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Target nodes (or matrix / seeds declarations); default: the nodes the file itself declares (not those only
+    /// its includes declare) and everything they need.
+    nodes: Vec<String>,
+    /// Plan this node to re-run even if fresh (repeatable).
+    #[arg(long)]
+    force: Vec<String>,
+    /// Plan every selected node to re-run.
+    #[arg(long)]
+    force_all: bool,
+    /// Parallel CPU slots the plan assumes (default: number of cores).
+    #[arg(short, long, default_value_t = 0)]
+    jobs: usize,
+    /// Accelerators the plan assumes (as `run --devices`).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// The plan as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Where the stale nodes would run: `local` or `slurm` (as `run --executor`).
+    #[arg(long, value_parser = ["local", "slurm"])]
+    executor: Option<String>,
 }
 
 /// `status` arguments.
@@ -673,14 +701,28 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     let verbose = cli.verbose > 0;
     // Machine output asked for: an error is also a JSON line on stdout, so a consumer gets JSON either way.
     let json = match &cli.command {
-        Command::Run(a) | Command::Plan(a) => a.json,
+        Command::Run(a) => a.json,
+        Command::Plan(a) => a.json,
         Command::Status(a) => a.json,
         Command::Params(a) => a.json,
         Command::Compare(a) => a.json,
         _ => false,
     };
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => plan(a, verbose, reg),
+        Command::Run(a) if a.dry_run => plan(
+            PlanArgs {
+                common: a.common,
+                nodes: a.nodes,
+                force: a.force,
+                force_all: a.force_all,
+                jobs: a.jobs,
+                devices: a.devices,
+                json: a.json,
+                executor: a.executor,
+            },
+            verbose,
+            reg,
+        ),
         Command::Run(a) => cmd_run(a, reg, verbose),
         Command::Plan(a) => plan(a, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
@@ -805,16 +847,14 @@ fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-fn plan(a: RunArgs, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
-    let executor = a.executor();
+fn plan(a: PlanArgs, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
+    let executor = executor_kind(a.executor.as_deref());
     status::plan(a.common, a.nodes, a.force, a.force_all, (a.jobs, a.devices, executor), a.json, verbose, reg)
 }
 
-impl RunArgs {
-    /// `--executor`, if given.
-    fn executor(&self) -> Option<ExecutorKind> {
-        self.executor.as_deref().map(|e| if e == "slurm" { ExecutorKind::Slurm } else { ExecutorKind::Local })
-    }
+/// `--executor`, if given.
+fn executor_kind(e: Option<&str>) -> Option<ExecutorKind> {
+    e.map(|e| if e == "slurm" { ExecutorKind::Slurm } else { ExecutorKind::Local })
 }
 
 /// Takes the store's writer lock: at once, or with `wait` as long as another run holds it, saying so first
@@ -893,7 +933,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
     pipeline_notes(&g);
     let store = Store::open(&a.common.store)?;
-    let executor = a.executor();
+    let executor = executor_kind(a.executor.as_deref());
     // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
     // a Slurm coordinator cancels (or keeps) its jobs and records them. Installed before waiting for the store.
     // A hang-up (its terminal closed, an ssh session dropped) stops it as SIGTERM does: the programs of `command`

@@ -141,6 +141,8 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     for (i, n) in p.nodes.iter().enumerate() {
         by_id.insert(n.id.clone(), i);
     }
+    // Every node's id and kind, for the checks of references in parameters (`Stage::check_refs`).
+    let kinds: BTreeMap<&str, &str> = p.nodes.iter().map(|n| (n.id.as_str(), n.kind.as_str())).collect();
     let mut nodes = Vec::with_capacity(p.nodes.len());
     for n in &p.nodes {
         let Some(stage) = reg.get(&n.kind) else {
@@ -290,7 +292,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             .iter()
             .map(|(slot, idx): (&String, &Vec<usize>)| (slot.clone(), idx.iter().map(|&j| p.nodes[j].id.clone()).collect()))
             .collect();
-        if let Err((key, msg, help)) = stage.check_refs(&params, &ids, &|id| by_id.contains_key(id)) {
+        if let Err((key, msg, help)) = stage.check_refs(&params, &ids, &kinds) {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }

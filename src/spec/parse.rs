@@ -739,7 +739,8 @@ fn check_id_length(sources: &SourceMap, id: &str, span: Span) -> Result<(), Spec
 /// anything else `_`.
 fn id_label(label: &str) -> String {
     use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
-    let mapped: String = label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect();
+    let mapped: String =
+        label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect();
     // No empty part between dots (`""`, `".."`, `".jpg"` would make ids `m.`, `m...`, `m..jpg`): `_` stands in.
     mapped.split('.').map(|p| if p.is_empty() { "_" } else { p }).collect::<Vec<_>>().join(".")
 }

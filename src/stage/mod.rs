@@ -196,15 +196,15 @@ pub trait Stage: Send + Sync + 'static {
     /// not `0 → 2`. The hash never sees this form.
     fn shown_key(&self, _keyed: &mut serde_json::Value) {}
     /// Checks of the parameters against the pipeline's nodes, once its graph is built: `inputs` holds the ids
-    /// of the nodes of each input slot, `is_node` tells whether an id is a node of the pipeline (e.g. a table's
-    /// rows name nodes among its inputs, its columns tasks of the pipeline). `Err((path, message, help))`, where
+    /// of the nodes of each input slot, `nodes` maps every node id of the pipeline to its kind (e.g. a table's
+    /// rows name nodes among its inputs, its columns task nodes of the pipeline). `Err((path, message, help))`, where
     /// `path` is a parameter or a path into it (`rows.2.nodes.0`), so the error points at what is wrong, and
     /// `help` says what to do.
     fn check_refs(
         &self,
         _params: &serde_json::Value,
         _inputs: &BTreeMap<String, Vec<String>>,
-        _is_node: &dyn Fn(&str) -> bool,
+        _nodes: &BTreeMap<&str, &str>,
     ) -> Result<(), (String, String, String)> {
         Ok(())
     }

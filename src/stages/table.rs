@@ -279,7 +279,7 @@ impl Stage for TableStage {
         &self,
         p: &Value,
         inputs: &std::collections::BTreeMap<String, Vec<String>>,
-        is_node: &dyn Fn(&str) -> bool,
+        nodes: &std::collections::BTreeMap<&str, &str>,
     ) -> Result<(), (String, String, String)> {
         // Checked here, before anything runs, not after the trainings a table waits for.
         let Ok(p) = parse::<TableParams>(p) else { return Ok(()) };
@@ -300,11 +300,15 @@ impl Stage for TableStage {
         }
         for (i, c) in p.columns.iter().enumerate() {
             let Some(task) = &c.task else { continue };
-            if !is_node(task) {
+            if !nodes.contains_key(task.as_str()) {
+                let tasks = nodes.iter().filter(|(_, k)| **k == "task").map(|(id, _)| *id);
                 return Err((
                     format!("columns.{i}.task"),
                     format!("column `{}`: no task node `{task}` in this pipeline", col_label(c)),
-                    "name the `task` node whose metrics the column shows (its id, as in `[node.ID]`)".into(),
+                    format!(
+                        "{} (a column's `task` names the `task` node whose metrics it shows, its id as in `[node.ID]`)",
+                        suggest(task, tasks)
+                    ),
                 ));
             }
         }
