@@ -406,6 +406,15 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
     if a.checkpoint && !(backend == "flex" || backend == "cpu") {
         anyhow::bail!("--checkpoint runs on the CPU (flex) backend only");
     }
+    if a.checkpoint && a.gelu_erf {
+        anyhow::bail!("--checkpoint needs the fused CPU block, which has the tanh GELU only: drop --gelu-erf or --checkpoint");
+    }
+    if a.checkpoint && !crate::model::fused::enabled() {
+        anyhow::bail!(
+            "--checkpoint needs the fused CPU block, which {} turned off: drop it or --checkpoint",
+            if a.no_fused { "--no-fused" } else { "POLYFLOW_FUSED_CPU=0" }
+        );
+    }
     if a.verify && (backend == "flex" || backend == "cpu") {
         anyhow::bail!("--verify checks polyflow's GPU kernels against burn's compositions: run it with --backend cuda or wgpu");
     }

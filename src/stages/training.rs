@@ -568,6 +568,21 @@ impl Stage for TrainStage {
                 .supports_precision(precision)
                 .map_err(|m| Problem::from(("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string())))?;
         }
+        if params.get("activation_checkpointing") == Some(&Value::Bool(true)) {
+            let why = match Backend::from_env(env) {
+                Ok(b) if b != Backend::Flex => Some(format!("runs on the CPU (flex) backend only in this version, not on `{b}`")),
+                _ if env.contains_key(crate::cli::CPU_BLOCK) => {
+                    Some("needs the fused CPU block, which POLYFLOW_FUSED_CPU=0 turns off".to_string())
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(Problem::from((
+                    "activation_checkpointing".to_string(),
+                    format!("= true {why}: set activation_checkpointing = false, or run on the CPU with the fused block"),
+                )));
+            }
+        }
         backend_built(env)
     }
     fn outline(&self, params: &Value, inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<String> {
@@ -665,6 +680,13 @@ impl Stage for TrainStage {
             return Err(StageError::input(format!(
                 "{what} runs on the CPU (flex) backend only in this version, not on `{backend}`: use --backend flex or {off}"
             )));
+        }
+        if o.activation_checkpointing && backend == Backend::Flex && !crate::model::fused::enabled() {
+            return Err(StageError::input(
+                "activation_checkpointing = true needs the fused CPU block, which POLYFLOW_FUSED_CPU=0 turned off: \
+                 set activation_checkpointing = false, or run with the fused block"
+                    .to_string(),
+            ));
         }
         if o.precision == Precision::Bf16 {
             backend.supports_precision("bf16").map_err(StageError::input)?;
@@ -885,6 +907,24 @@ mod tests {
             assert_eq!(s.resources(&json!({"gpus": 4}), &env("flex")).devices, 0);
             assert_eq!(s.resources(&json!({"gpus": 4}), &env("tpu")).devices, 0);
         }
+    }
+
+    /// Activation checkpointing off the fused CPU block (another backend, `POLYFLOW_FUSED_CPU=0`) is a settings
+    /// problem found before anything runs, named by its parameter.
+    #[test]
+    fn checkpointing_off_the_fused_block_is_refused_before_running() {
+        let s = TrainStage { multi: false };
+        let p = json!({"activation_checkpointing": true});
+        let flex = BTreeMap::from([("backend".to_string(), "flex".to_string())]);
+        assert!(s.preflight_env(&p, &flex).is_ok());
+        let mut off = flex.clone();
+        off.insert(crate::cli::CPU_BLOCK.to_string(), "composed".to_string());
+        let e = s.preflight_env(&p, &off).unwrap_err();
+        assert!(e.param == "activation_checkpointing" && e.msg.contains("POLYFLOW_FUSED_CPU=0"), "{e:?}");
+        assert!(s.preflight_env(&json!({}), &off).is_ok());
+        let wgpu = BTreeMap::from([("backend".to_string(), "wgpu".to_string())]);
+        let e = s.preflight_env(&p, &wgpu).unwrap_err();
+        assert!(e.msg.contains("not on `wgpu`"), "{e:?}");
     }
 
     /// The `cpu_block` entry (`POLYFLOW_FUSED_CPU=0`) stays in the keys of nodes the fused block would run,

@@ -61,30 +61,48 @@ pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Result<Vec<String>, 
     Ok(cols)
 }
 
-/// Sorts `rows` by column `s` (exact, else a unique suffix; a task's `t_` may be left out), highest first
+/// Sorts `rows` by column `s` (exact, else a unique suffix; a task's `t_` may be left out; `param:`/`metric:`
+/// before it picks one of a parameter and a metric of the same name, as the header shows them), highest first
 /// unless `ascending`; a metric by its value (a group's mean); rows without the column last.
 pub fn sort(rows: &mut [Row], s: &str, ascending: bool, pcols: &[String], mcols: &[String]) -> Result<(), CliError> {
-    let cols: Vec<&String> = mcols.iter().chain(pcols.iter()).collect();
-    let exact = cols.iter().find(|c| c.as_str() == s).map(|c| c.to_string());
-    let col = match exact {
-        Some(c) => c,
-        None => {
-            let suf: Vec<&&String> = cols.iter().filter(|c| c.ends_with(&format!(".{s}")) || c.ends_with(&format!(".t_{s}"))).collect();
-            match suf.as_slice() {
-                [c] => c.to_string(),
-                [] => {
-                    let hint = crate::spec::error::suggest(s, cols.iter().map(|c| c.as_str()));
-                    return Err(CliError::Other(format!("error: --sort: no column `{s}`\n  help: {hint}"), exit::USAGE));
-                }
-                many => {
-                    let v: Vec<&str> = many.iter().map(|c| c.as_str()).collect();
-                    return Err(CliError::Other(format!("error: --sort: `{s}` names several columns: {}", v.join(", ")), exit::USAGE));
-                }
-            }
+    let (only, name) = match s.split_once(':') {
+        Some(("param", n)) => (Some(false), n),
+        Some(("metric", n)) => (Some(true), n),
+        _ => (None, s),
+    };
+    // (name, is a metric), of the kind asked for.
+    let cols: Vec<(&String, bool)> =
+        mcols.iter().map(|c| (c, true)).chain(pcols.iter().map(|c| (c, false))).filter(|(_, m)| only.is_none_or(|o| o == *m)).collect();
+    // As the header names them: a name both a parameter and a metric with its prefix.
+    let shown = |(c, m): &(&String, bool)| {
+        if mcols.contains(c) && pcols.contains(c) {
+            format!("{}:{c}", if *m { "metric" } else { "param" })
+        } else {
+            c.to_string()
         }
     };
-    // A metric when a metric has that name (a `value` node's parameter `value` is also its metric).
-    let is_metric = mcols.contains(&col);
+    let exact: Vec<&(&String, bool)> = cols.iter().filter(|(c, _)| c.as_str() == name).collect();
+    let found = if exact.is_empty() {
+        cols.iter().filter(|(c, _)| c.ends_with(&format!(".{name}")) || c.ends_with(&format!(".t_{name}"))).collect()
+    } else {
+        exact
+    };
+    let (col, is_metric) = match found.as_slice() {
+        [c] => (c.0.clone(), c.1),
+        [] => {
+            let mut names: Vec<String> = cols.iter().map(shown).collect();
+            names.dedup();
+            let hint = crate::spec::error::suggest(s, names.iter().map(String::as_str));
+            return Err(CliError::Other(format!("error: --sort: no column `{s}`\n  help: {hint}"), exit::USAGE));
+        }
+        many => {
+            let v: Vec<String> = many.iter().map(|c| shown(c)).collect();
+            return Err(CliError::Other(
+                format!("error: --sort: `{s}` names several columns: {}\n  help: write one of them", v.join(", ")),
+                exit::USAGE,
+            ));
+        }
+    };
     let val = |r: &Row| -> Option<Value> {
         if is_metric {
             r.metrics.get(&col).map(|x| json!(x.mean))
@@ -116,6 +134,33 @@ pub fn sort(rows: &mut [Row], s: &str, ascending: bool, pcols: &[String], mcols:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name both a parameter and a metric is ambiguous bare and picked with the prefix its header shows.
+    #[test]
+    fn sort_takes_the_headers_prefixes() {
+        use super::super::rows::Stat;
+        let row = |id: &str, p: i64, m: f64| Row {
+            id: id.into(),
+            kind: "value",
+            state: "fresh".into(),
+            outdated: false,
+            params: [("value".to_string(), json!(p))].into(),
+            metrics: [("value".to_string(), Stat { mean: m, std: None, n: 1 })].into(),
+            integers: Default::default(),
+            members: None,
+        };
+        let mut rows = vec![row("a", 1, 20.0), row("b", 2, 10.0)];
+        let cols = ["value".to_string()];
+        let ids = |r: &[Row]| r.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        sort(&mut rows, "param:value", false, &cols, &cols).unwrap();
+        assert_eq!(ids(&rows), ["b", "a"]);
+        sort(&mut rows, "metric:value", false, &cols, &cols).unwrap();
+        assert_eq!(ids(&rows), ["a", "b"]);
+        let e = sort(&mut rows, "value", false, &cols, &cols).unwrap_err().to_string();
+        assert!(e.contains("metric:value, param:value"), "{e}");
+        let e = sort(&mut rows, "valu", false, &cols, &cols).unwrap_err().to_string();
+        assert!(e.contains("metric:value, param:value"), "{e}");
+    }
 
     #[test]
     fn metric_patterns_match_whole_names() {
