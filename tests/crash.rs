@@ -313,3 +313,49 @@ fn a_sigusr1_to_the_group_is_the_programs() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(d.path().join("usr1")).unwrap().trim(), "got");
 }
+
+/// What a program left running in its group when it ended (a shell's `cmd &`) is stopped, with a note, before
+/// its outputs are moved into the store: it would write on into a stored blob (`verify` found it damaged later).
+#[test]
+fn what_a_program_leaves_running_is_stopped_before_its_outputs_are_stored() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "echo early > $POLYFLOW_OUT/o; (exec >/dev/null 2>&1; exec 3>>$POLYFLOW_OUT/o; echo $$ > late.pid; sleep 2; echo LATE >&3) & while [ ! -s late.pid ]; do sleep 0.01; done; exit 0";
+    std::fs::write(d.path().join("p.toml"), format!("[node.late]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let out = polyflow(d.path(), &["run", "p.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ended leaving processes it started running; they were stopped"), "{err}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = polyflow(d.path(), &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A program that waits for what it starts gets no note.
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.w]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"sleep 0.1 & wait; echo 1 > $POLYFLOW_OUT/o\"]\n",
+    )
+    .unwrap();
+    let out = polyflow(d.path(), &["run", "p.toml"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("leaving processes"));
+}
+
+/// Every line a program writes is forwarded before its node is reported finished, however slowly polyflow's
+/// standard error is read (before, what was still queued when the run ended was lost); the program waits for
+/// the reader instead of polyflow's memory growing.
+#[test]
+fn a_slow_reader_gets_every_line_of_a_programs_output_before_done() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; echo 1 > $POLYFLOW_OUT/o";
+    std::fs::write(d.path().join("p.toml"), format!("[node.chatty]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let mut child =
+        Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Not read at first: the pipe (64 KiB) fills.
+    std::thread::sleep(Duration::from_secs(2));
+    let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let forwarded: Vec<&String> = lines.iter().filter(|l| l.starts_with("[chatty] line ")).collect();
+    assert_eq!(forwarded.len(), 3000);
+    assert_eq!(forwarded.last().unwrap().as_str(), "[chatty] line 2999");
+    let finished = lines.iter().position(|l| l.contains("Finished chatty")).unwrap();
+    let last = lines.iter().position(|l| l == "[chatty] line 2999").unwrap();
+    assert!(last < finished, "output after `Finished`:\n{}", lines.join("\n"));
+}

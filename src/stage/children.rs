@@ -155,13 +155,61 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
     libc::_exit(libc::WEXITSTATUS(status))
 }
 
+/// How long processes a program left running in its group get after SIGTERM before SIGKILL.
+pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// How a program ended.
+pub struct Ended {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Whether processes it started were still running in its group when it ended (they were then stopped).
+    pub leftovers: bool,
+}
+
 impl Program {
-    /// Waits for the program to end.
-    pub fn wait(mut self) -> std::io::Result<ExitStatus> {
+    /// Waits for the program to end, then stops what it left running in its process group (a shell's
+    /// `cmd &`): SIGTERM, then SIGKILL after [`LEFTOVER_GRACE`]. The node's work is done when its program is, and
+    /// a process left behind would write on into files already moved into the store (and hold the output
+    /// pipe open).
+    pub fn wait(mut self) -> std::io::Result<Ended> {
         let status = self.child.wait();
+        // SAFETY: killpg only sends a signal. The group id is still this program's: a group id is not reused
+        // while a process is in the group.
+        let signal = |sig| unsafe { libc::killpg(self.pgid, sig) };
+        let leftovers = status.is_ok() && group_alive(self.pgid);
+        if leftovers {
+            signal(libc::SIGTERM);
+            let until = Instant::now() + LEFTOVER_GRACE;
+            while Instant::now() < until && group_alive(self.pgid) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            signal(libc::SIGKILL);
+        }
         RUNNING.lock().unwrap().0.remove(&self.pgid);
-        status
+        status.map(|status| Ended { status, leftovers })
     }
+}
+
+/// Whether process group `pgid` has a process that has not ended: on Linux one whose `/proc/PID/stat` names the
+/// group and is not a zombie (an ended process its new parent has not reaped yet, which a container's init may
+/// never do); elsewhere one that signal 0 finds.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 checks for existence only.
+    if unsafe { libc::killpg(pgid, 0) } != 0 {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        return dir.flatten().filter(|e| e.file_name().as_encoded_bytes().iter().all(u8::is_ascii_digit)).any(|e| {
+            // `PID (COMM) STATE PPID PGRP …`; COMM may hold spaces and parentheses: read after the last `)`.
+            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                let mut f = st.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace();
+                let (state, pgrp) = (f.next(), f.nth(1));
+                !matches!(state, Some("Z" | "X")) && pgrp.and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+            })
+        });
+    }
+    true
 }
 
 /// Sends SIGTERM to every running program's process group, then SIGKILL to the groups still there after
@@ -177,13 +225,10 @@ pub fn stop_all(grace: Duration) -> usize {
         unsafe { libc::killpg(g, libc::SIGTERM) };
     }
     let until = Instant::now() + grace;
-    // A group has ended when signal 0 finds no process in it.
-    // SAFETY: as above; signal 0 checks for existence only.
-    let alive = |g: i32| unsafe { libc::killpg(g, 0) } == 0;
-    while Instant::now() < until && groups.iter().any(|&g| alive(g)) {
+    while Instant::now() < until && groups.iter().any(|&g| group_alive(g)) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for &g in groups.iter().filter(|&&g| alive(g)) {
+    for &g in groups.iter().filter(|&&g| group_alive(g)) {
         // SAFETY: as above.
         unsafe { libc::killpg(g, libc::SIGKILL) };
     }
@@ -207,7 +252,7 @@ mod tests {
         }
         let sleeper: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         assert!(stop_all(Duration::from_secs(5)) >= 1);
-        let status = p.wait().unwrap();
+        let status = p.wait().unwrap().status;
         assert!(!status.success());
         // Gone, or a zombie waiting for whoever adopted it to reap it.
         let running = |pid: i32| {

@@ -336,8 +336,17 @@ impl Stage for CommandStage {
         drop(cmd);
         let program = program.map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
         let tail = OutputTail::follow(reader, format!("[{}] ", ctx.id));
-        let status = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
+        let ended = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
+        let status = ended.status;
         let last = tail.finish();
+        if ended.leftovers {
+            ctx.note(format!(
+                "`{}` ended leaving processes it started running; they were stopped (SIGTERM, then SIGKILL after {} s): \
+                 a node's work ends with its program, so wait for what it starts (`wait` in a shell)",
+                argv[0],
+                crate::stage::children::LEFTOVER_GRACE.as_secs()
+            ));
+        }
         if !status.success() {
             // A command does not resume: its copy of the inputs and partial outputs go now.
             let full = disk_full(&out_dir);
@@ -481,10 +490,23 @@ impl Prefixed {
 }
 
 /// A program's standard output and error, forwarded as they come to polyflow's standard error (standard output
-/// is `--json`'s event stream), each line prefixed with its node's id (nodes run side by side), while the last [`OutputTail::KEEP`] lines (ended by `\n` or `\r`, at most
-/// [`OutputTail::MAX_LINE`] bytes each) are kept for the failure record.
+/// is `--json`'s event stream), each line prefixed with its node's id (nodes run side by side), while the last
+/// [`OutputTail::KEEP`] lines (ended by `\n` or `\r`, at most [`OutputTail::MAX_LINE`] bytes each) are kept for the
+/// failure record. Memory stays bounded: a program that writes faster than polyflow's standard error is read
+/// waits for it, as it would writing to a terminal.
 struct OutputTail {
-    lines: std::sync::mpsc::Receiver<Option<String>>,
+    state: std::sync::Arc<(std::sync::Mutex<TailState>, std::sync::Condvar)>,
+}
+
+/// What the forwarding thread shares with [`OutputTail::finish`].
+#[derive(Default)]
+struct TailState {
+    /// The last lines.
+    kept: std::collections::VecDeque<String>,
+    /// The output has ended and all of it was forwarded.
+    done: bool,
+    /// Since when the forwarding thread has had nothing to write (none while it is writing).
+    idle_since: Option<std::time::Instant>,
 }
 
 impl OutputTail {
@@ -492,13 +514,19 @@ impl OutputTail {
     const KEEP: usize = 20;
     /// Bytes kept of one line.
     const MAX_LINE: usize = 500;
+    /// Chunks read ahead of what was forwarded (of at most 8 KiB each).
+    const AHEAD: usize = 16;
+    /// How long [`OutputTail::finish`] waits for an output that stays open but silent (a process that left the
+    /// program's group holds it).
+    const SILENT: std::time::Duration = std::time::Duration::from_secs(2);
 
     /// Follows `output` (the program's standard output and error, one pipe) on a thread of its own; what is
     /// forwarded has `prefix` at the start of every line (after each `\n` or `\r`, so a redrawn progress bar keeps
     /// it).
     fn follow(output: std::io::PipeReader, prefix: String) -> OutputTail {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (chunks_tx, chunks) = std::sync::mpsc::channel::<Vec<u8>>();
+        let state = std::sync::Arc::new((std::sync::Mutex::new(TailState::default()), std::sync::Condvar::new()));
+        // Bounded: the reader waits while the forwarding is behind, and so the program does.
+        let (chunks_tx, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::AHEAD);
         // Read as it comes, on a thread of its own, so that a line left unfinished is cut after a while.
         std::thread::spawn(move || {
             use std::io::Read;
@@ -509,25 +537,41 @@ impl OutputTail {
                 }
             }
         });
+        let shared = state.clone();
         std::thread::spawn(move || {
             use std::io::Write;
             // Forwarded line by line, prefixed (a progress bar redrawn with `\r` shows live), while lines, ended by
             // `\n` or `\r` and cut at MAX_LINE bytes, go to the tail.
             let (mut fwd, mut out, mut line) = (Prefixed::new(prefix), Vec::new(), Vec::new());
-            let flush = |line: &mut Vec<u8>, tx: &std::sync::mpsc::Sender<Option<String>>| {
+            let keep = |line: &mut Vec<u8>| {
                 if !line.is_empty() {
-                    let _ = tx.send(Some(String::from_utf8_lossy(line).into_owned()));
+                    let mut st = shared.0.lock().unwrap();
+                    st.kept.push_back(String::from_utf8_lossy(line).into_owned());
+                    if st.kept.len() > OutputTail::KEEP {
+                        st.kept.pop_front();
+                    }
                     line.clear();
                 }
             };
             loop {
                 out.clear();
-                let done = match chunks.recv_timeout(Prefixed::WAIT) {
+                {
+                    let mut st = shared.0.lock().unwrap();
+                    if st.idle_since.is_none() {
+                        st.idle_since = Some(std::time::Instant::now());
+                        shared.1.notify_all();
+                    }
+                }
+                let next = chunks.recv_timeout(Prefixed::WAIT);
+                if next.is_ok() {
+                    shared.0.lock().unwrap().idle_since = None;
+                }
+                let done = match next {
                     Ok(chunk) => {
                         fwd.push(&chunk, &mut out);
                         for &b in &chunk {
                             if b == b'\n' || b == b'\r' {
-                                flush(&mut line, &tx);
+                                keep(&mut line);
                             } else if line.len() < OutputTail::MAX_LINE {
                                 line.push(b);
                             }
@@ -550,24 +594,26 @@ impl OutputTail {
                     break;
                 }
             }
-            flush(&mut line, &tx);
-            let _ = tx.send(None);
+            keep(&mut line);
+            shared.0.lock().unwrap().done = true;
+            shared.1.notify_all();
         });
-        OutputTail { lines: rx }
+        OutputTail { state }
     }
 
-    /// The last lines, once the output has ended (or after 2 s more: a process the program left behind may
-    /// keep them open, and then goes on being forwarded).
+    /// The last lines, once the output has ended and all of it was forwarded (however slowly polyflow's standard
+    /// error is read), or once it has stayed open and silent for [`OutputTail::SILENT`] (a process that left the
+    /// program's group may hold it; what it writes later goes on being forwarded).
     fn finish(self) -> Vec<String> {
-        let mut kept = std::collections::VecDeque::new();
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while let Ok(Some(l)) = self.lines.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
-            kept.push_back(l);
-            if kept.len() > Self::KEEP {
-                kept.pop_front();
+        let (lock, cvar) = &*self.state;
+        let mut st = lock.lock().unwrap();
+        loop {
+            if st.done || st.idle_since.is_some_and(|t| t.elapsed() >= Self::SILENT) {
+                return st.kept.iter().cloned().collect();
             }
+            // Woken when the output ends or falls silent; checked again at least every 100 ms.
+            st = cvar.wait_timeout(st, std::time::Duration::from_millis(100)).unwrap().0;
         }
-        kept.into()
     }
 }
 
