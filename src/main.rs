@@ -25,7 +25,10 @@ fn main() {
             // Asked for JSON, a misspelt option is a JSON error line too (on stdout, as every exit 2's), then
             // clap's own message on stderr; `--help` and `--version` are not errors.
             let code = e.exit_code();
-            if e.use_stderr() && std::env::args().any(|a| a == "--json" || a.starts_with("--json=")) && json_possible() {
+            if e.use_stderr()
+                && std::env::args_os().map(|a| a.to_string_lossy().into_owned()).any(|a| a == "--json" || a.starts_with("--json="))
+                && json_possible()
+            {
                 let message = e.render().to_string();
                 println!("{}", serde_json::json!({"event": "error", "exit": code, "message": message.trim_end()}));
             }
@@ -48,7 +51,7 @@ fn main() {
 fn json_possible() -> bool {
     use clap::CommandFactory;
     let cmd = polyflow::cli::Cli::command();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let Some(sub) = args.iter().find(|a| !a.starts_with('-')) else { return true };
     match cmd.find_subcommand(sub) {
         Some(s) => s.get_arguments().any(|a| a.get_long() == Some("json")),

@@ -952,3 +952,31 @@ fn force_outside_the_targets_is_an_error() {
     assert!(!d.path().join(".polyflow").exists());
     assert_eq!(pf(d.path(), &["run", "p.toml", "a", "b", "--force", "b"]).0, 0);
 }
+
+/// An output file whose name is not UTF-8 fails its node, named (before, it was stored under a rewritten name,
+/// and two such names became one file).
+#[test]
+fn an_output_name_that_is_not_utf8_fails_the_node_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "echo one > \"$POLYFLOW_OUT/f$(printf '\\377')\"; echo two > \"$POLYFLOW_OUT/f$(printf '\\376')\"";
+    std::fs::write(d.path().join("p.toml"), format!("[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("whose name is not UTF-8 text") && err.contains("$POLYFLOW_OUT/f\\xf"), "{err}");
+}
+
+/// Arguments that are not UTF-8 (a store or pipeline path, a `--set` value) never panic: a path works, a text
+/// argument is a usage error.
+#[test]
+fn arguments_that_are_not_utf8_never_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    let store = std::ffi::OsStr::from_bytes(b"st\xfd");
+    let o = Command::new(BIN).arg("run").arg("p.toml").arg("--store").arg(store).current_dir(d.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let set = std::ffi::OsStr::from_bytes(b"a.value=\xff");
+    let o = Command::new(BIN).args(["run", "p.toml", "--json", "--set"]).arg(set).current_dir(d.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"event\":\"error\""));
+}

@@ -384,6 +384,16 @@ impl Stage for CommandStage {
                 argv[0]
             ));
         }
+        // Artifact file names are text (the index, `show`, `$POLYFLOW_IN` of the nodes downstream): a name that is
+        // not UTF-8 would be rewritten, and two such names could become one.
+        if let Some((f, _)) = files.iter().find(|(f, _)| f.strip_prefix(&out_dir).is_ok_and(|n| n.to_str().is_none())) {
+            let name = f.strip_prefix(&out_dir).unwrap_or(f).as_os_str().as_encoded_bytes().escape_ascii().to_string();
+            return Err(StageError::failed(format!(
+                "node `{}`: `{}` wrote `$POLYFLOW_OUT/{name}`, whose name is not UTF-8 text: artifact file names must be; \
+                 have the program name its outputs in UTF-8",
+                ctx.id, argv[0]
+            )));
+        }
         // The files reached through links first: a link to a sibling output (`latest -> model_10`) is read
         // before its target is moved into the store.
         files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -46,7 +46,7 @@ impl WriterLock {
         let info = format!(
             "pid {} ({}) since unix time {}",
             std::process::id(),
-            std::env::args().collect::<Vec<_>>().join(" "),
+            std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         );
         // Written aside and renamed over the old description: a refused process reads the old or the new one,
