@@ -980,3 +980,24 @@ fn arguments_that_are_not_utf8_never_panic() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"event\":\"error\""));
 }
+
+/// An export that cannot be written (onto a folder; into a folder this user cannot write) is refused before any
+/// file of it is written, saying what to do, and the table is printed all the same: it is computed and cached.
+#[test]
+fn an_export_that_cannot_be_written_still_prints_the_table() {
+    let d = tempfile::tempdir().unwrap();
+    let p = "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.t]\nkind = \"table\"\ninputs = { runs = [\"a\"] }\ntitle = \"T\"\ncaption = \"c\"\n\
+             rows = [{ label = \"A\", nodes = [\"a\"] }]\ncolumns = [{ key = \"acc\", label = \"Acc\" }]\nexport = \"out/t\"\n";
+    std::fs::write(d.path().join("p.toml"), p).unwrap();
+    std::fs::create_dir_all(d.path().join("out/t.md")).unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`t` exports to out/t.md, which is a folder: nothing was exported"), "{err}");
+    assert!(out.contains("50.0"), "the table is printed: {out}");
+    assert!(!d.path().join("out/t.csv").exists());
+    std::fs::remove_dir(d.path().join("out/t.md")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(d.path().join("out/t.csv").exists());
+}

@@ -18,7 +18,7 @@ use crate::stage::{FailureClass, Problem, Registry};
 use crate::store::{Store, StoreError};
 use clap::{Args, Parser, Subcommand};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -1033,6 +1033,20 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     }
 }
 
+/// The folder that writing `dest` would need to change and this user cannot write: its parent, or where the
+/// parent does not exist yet, the nearest folder above that does (where it would be made).
+fn unwritable_ancestor(dest: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dir = dest.parent()?;
+    while !dir.as_os_str().is_empty() && std::fs::symlink_metadata(dir).is_err() {
+        dir = dir.parent()?;
+    }
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path; access only reads it.
+    (unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0).then(|| dir.to_path_buf())
+}
+
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
 /// summary files (e.g. the rendered tables; with `json`, a `wrote` event per file instead of the tables). `made_with` is the pipeline file, the overrides the run used and
 /// the nodes whose artifact the file alone gives too: the other nodes' exports say the overrides where their
@@ -1051,26 +1065,47 @@ fn materialize(
         .copied()
         .filter(|&i| !g.nodes[i].stage.exports(&g.nodes[i].params).is_empty() || g.nodes[i].stage.summary_file().is_some())
         .collect();
-    // A destination that is a folder (a typo, an old layout) is found before any file is written: otherwise
-    // some of a table's files were updated and the rest not.
-    for &i in &wanted {
+    // A destination that is a folder (a typo, an old layout) or in a folder this user cannot write is found
+    // before any file is written: otherwise some of a table's files were updated and the rest not. The tables
+    // are printed all the same: they are computed and cached.
+    let mut refused = None;
+    'check: for &i in &wanted {
         let n = &g.nodes[i];
         if !summary.artifacts.contains_key(&n.id) {
             continue;
         }
         for (_, rel) in n.stage.exports(&n.params) {
             let dest = n.base_dir.join(&rel);
-            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-                return Err(CliError::Other(
+            let shown = crate::spec::source::display_path(&dest);
+            let why = if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                Some(format!(
+                    "which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)"
+                ))
+            } else {
+                unwritable_ancestor(&dest).map(|a| {
                     format!(
-                        "error: `{}` exports to {}, which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)",
-                        n.id,
-                        crate::spec::source::display_path(&dest)
-                    ),
-                    exit::USAGE,
-                ));
+                        "but {} cannot be written by this user: nothing was exported (the results are cached; make it writable, or change `export`, and run again)",
+                        crate::spec::source::display_path(&a)
+                    )
+                })
+            };
+            if let Some(why) = why {
+                refused = Some(format!("error: `{}` exports to {shown}, {why}", n.id));
+                break 'check;
             }
         }
+    }
+    if let Some(message) = refused {
+        if !json {
+            for &i in &wanted {
+                let n = &g.nodes[i];
+                let (Some(m), Some(f)) = (summary.artifacts.get(&n.id).cloned(), n.stage.summary_file()) else { continue };
+                if let Ok(b) = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone()).read(f) {
+                    out::line(&String::from_utf8_lossy(&b));
+                }
+            }
+        }
+        return Err(CliError::Other(message, exit::USAGE));
     }
     let (mut wrote, mut marked) = (0, 0);
     for i in wanted {

@@ -124,7 +124,12 @@ pub fn display_path(path: &Path) -> String {
             }
         }
     }
-    path.display().to_string()
+    // A path outside the working folder as written, without a leading `./` before a climb (`./../results`).
+    let shown = path.display().to_string();
+    match shown.strip_prefix("./") {
+        Some(rest) if rest.starts_with("../") => rest.to_string(),
+        _ => shown,
+    }
 }
 
 #[cfg(test)]
