@@ -1001,3 +1001,17 @@ fn an_export_that_cannot_be_written_still_prints_the_table() {
     assert_eq!(code, 0, "{err}");
     assert!(d.path().join("out/t.csv").exists());
 }
+
+/// `plan --force-all` gives the reason the run then gives: a node downstream of a forced one is "forced", not
+/// "waits on".
+#[test]
+fn plan_gives_forced_nodes_the_reason_the_run_gives() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--force-all"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Would run b (value): forced") && !out.contains("waits on"), "{out}");
+    let (_, _, err) = pf(d.path(), &["run", "p.toml", "--force-all"]);
+    assert!(err.contains("Running b (value): forced"), "{err}");
+}

@@ -218,6 +218,11 @@ pub fn decide(
         in_cache: None,
     };
     let fp = match fp {
+        // Forced: that is why it runs, whatever its inputs turn out to be (as the run then says).
+        Err(Pending { .. }) if forced => {
+            a.reasons.push(DirtyReason::Forced);
+            return a;
+        }
         Err(Pending { ids, own }) => {
             a.reasons.push(DirtyReason::UpstreamPending { upstream: ids });
             // Its own changes since its nearest run (parameters, version, environment) stand whatever its inputs
