@@ -481,8 +481,37 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
         "note: there is no store at {} yet, so nothing is cached there (`polyflow run` creates it; check `--store` or POLYFLOW_STORE)",
         dir.display()
     );
-    let empty = tempfile::tempdir().map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
+    // Named by this process, so that one left behind by a command ended outright (SIGPIPE under `| head`, a
+    // kill) is removed by the next that makes one.
+    sweep_empty_stores();
+    let empty = tempfile::Builder::new()
+        .prefix(&format!("{EMPTY_STORE}{}-", std::process::id()))
+        .tempdir()
+        .map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
     Ok((Store::open(empty.path())?, Some(empty)))
+}
+
+/// The name prefix of the empty stores read commands open where there is none: `polyflow-empty-store-PID-…`.
+const EMPTY_STORE: &str = "polyflow-empty-store-";
+
+/// Removes the empty stores (of [`read_store`]) in the temporary folder whose process has ended, this user's.
+fn sweep_empty_stores() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(EMPTY_STORE)).and_then(|r| r.split('-').next()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 checks for existence only.
+        let ended = pid > 0 && unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if ended && e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The shared cache in folder `dir`. A folder that is not there is an error for commands that only read the
