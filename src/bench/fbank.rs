@@ -6,6 +6,7 @@ use std::time::Instant;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FbankBenchArgs {
     /// Folders of audio clips (searched recursively).
+    #[arg(required = true)]
     pub dirs: Vec<std::path::PathBuf>,
     /// Mel bins.
     #[arg(long, default_value_t = 128)]
@@ -25,6 +26,9 @@ pub fn bench_fbank(a: FbankBenchArgs) -> anyhow::Result<()> {
     files.retain(|f| f.extension().is_some_and(|e| e == "flac" || e == "wav"));
     files.sort();
     let clips: Vec<Vec<f32>> = files.iter().filter_map(|f| crate::data::audio::decode(f).ok().map(|x| x.0)).collect();
+    if clips.is_empty() {
+        anyhow::bail!("no .wav or .flac clip that decodes under {}: nothing to time", a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
     let fb = Fbank::new(FbankOptions { num_mel_bins: a.bins, ..Default::default() }).map_err(anyhow::Error::msg)?;
     let t = Instant::now();
     let mut frames = 0usize;
