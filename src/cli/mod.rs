@@ -808,7 +808,11 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            out::err_line(&format!("{e:#}"));
+            // A store's errors name a path first (`.polyflow/index: …`): marked as errors as the others are.
+            match &e {
+                CliError::Store(_) => out::err_line(&format!("error: {e:#}")),
+                _ => out::err_line(&format!("{e:#}")),
+            }
             if json {
                 out::line(&e.json().to_string());
             }

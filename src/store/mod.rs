@@ -248,6 +248,13 @@ impl Store {
     /// Opens (creating) a store at `root`. A store whose root folder is group-writable is shared with its group
     /// ([`share_with_group`]).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "is a file, not a folder: a store is a folder (check `--store` or POLYFLOW_STORE)",
+            );
+            return Err(StoreError::io(root, e));
+        }
         std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
         share_with_group(root);
         // Absolute, so that paths into the store handed to programs that run elsewhere (a `command` node's
