@@ -207,7 +207,15 @@ fn private_tmp() -> Result<std::path::PathBuf, CliError> {
         .prefix(&format!("polyflow-{uid}-"))
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
-        .map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
+        .map_err(|e| {
+            CliError::Other(
+                format!(
+                    "error: the store is not writable here, and no folder for previews can be made in {} either: {e}\n  help: set TMPDIR to a folder you can write",
+                    std::env::temp_dir().display()
+                ),
+                exit::STORE,
+            )
+        })?;
     eprintln!(
         "{:>12} {} is not a private folder of this user (another's, a link, or writable by others): previews go to {} instead",
         "Warning",
