@@ -27,7 +27,10 @@ pub fn bench_fbank(a: FbankBenchArgs) -> anyhow::Result<()> {
     files.sort();
     let clips: Vec<Vec<f32>> = files.iter().filter_map(|f| crate::data::audio::decode(f).ok().map(|x| x.0)).collect();
     if clips.is_empty() {
-        anyhow::bail!("no .wav or .flac clip that decodes under {}: nothing to time", a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+        anyhow::bail!(
+            "no .wav or .flac clip that decodes under {}: nothing to time",
+            a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     let fb = Fbank::new(FbankOptions { num_mel_bins: a.bins, ..Default::default() }).map_err(anyhow::Error::msg)?;
     let t = Instant::now();

@@ -62,8 +62,8 @@ pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Result<Vec<String>, 
 }
 
 /// Sorts `rows` by column `s` (exact, else a unique suffix; a task's `t_` may be left out; `param:`/`metric:`
-/// before it picks one of a parameter and a metric of the same name, as the header shows them), highest first
-/// unless `ascending`; a metric by its value (a group's mean); rows without the column last.
+/// before it picks one of a parameter and a metric of the same name, as the header shows them; bare, the metric),
+/// highest first unless `ascending`; a metric by its value (a group's mean); rows without the column last.
 pub fn sort(rows: &mut [Row], s: &str, ascending: bool, pcols: &[String], mcols: &[String]) -> Result<(), CliError> {
     let (only, name) = match s.split_once(':') {
         Some(("param", n)) => (Some(false), n),
@@ -81,7 +81,11 @@ pub fn sort(rows: &mut [Row], s: &str, ascending: bool, pcols: &[String], mcols:
             c.to_string()
         }
     };
-    let exact: Vec<&(&String, bool)> = cols.iter().filter(|(c, _)| c.as_str() == name).collect();
+    // A bare name both a parameter and a metric is the metric (a `value` node's parameter `value` is its metric).
+    let mut exact: Vec<&(&String, bool)> = cols.iter().filter(|(c, _)| c.as_str() == name).collect();
+    if exact.len() == 2 {
+        exact.retain(|(_, m)| *m);
+    }
     let found = if exact.is_empty() {
         cols.iter().filter(|(c, _)| c.ends_with(&format!(".{name}")) || c.ends_with(&format!(".t_{name}"))).collect()
     } else {
@@ -135,7 +139,7 @@ pub fn sort(rows: &mut [Row], s: &str, ascending: bool, pcols: &[String], mcols:
 mod tests {
     use super::*;
 
-    /// A name both a parameter and a metric is ambiguous bare and picked with the prefix its header shows.
+    /// A name both a parameter and a metric is the metric bare, and either with the prefix its header shows.
     #[test]
     fn sort_takes_the_headers_prefixes() {
         use super::super::rows::Stat;
@@ -156,8 +160,10 @@ mod tests {
         assert_eq!(ids(&rows), ["b", "a"]);
         sort(&mut rows, "metric:value", false, &cols, &cols).unwrap();
         assert_eq!(ids(&rows), ["a", "b"]);
-        let e = sort(&mut rows, "value", false, &cols, &cols).unwrap_err().to_string();
-        assert!(e.contains("metric:value, param:value"), "{e}");
+        // Bare: the metric.
+        sort(&mut rows, "param:value", false, &cols, &cols).unwrap();
+        sort(&mut rows, "value", false, &cols, &cols).unwrap();
+        assert_eq!(ids(&rows), ["a", "b"]);
         let e = sort(&mut rows, "valu", false, &cols, &cols).unwrap_err().to_string();
         assert!(e.contains("metric:value, param:value"), "{e}");
     }
