@@ -995,6 +995,8 @@ fn an_export_that_cannot_be_written_still_prints_the_table() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("`t` exports to out/t.md, which is a folder: nothing was exported"), "{err}");
     assert!(out.contains("50.0"), "the table is printed: {out}");
+    // Over command nodes, which count no model: no #Models / #Params columns of dashes.
+    assert!(!out.contains("#Models") && !out.contains("#Params"), "{out}");
     assert!(!d.path().join("out/t.csv").exists());
     std::fs::remove_dir(d.path().join("out/t.md")).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);

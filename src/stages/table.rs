@@ -169,8 +169,8 @@ impl Stage for TableStage {
         // 4: a mark's tie group stops at the first untied row (marks follow the means); marks in `table.txt`.
         // 5: no model counts 0 on a row without models (no value); CSV with `:std`/`:n` columns, empty where no
         // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does); a
-        // published row's values as fractions, as computed cells are.
-        5
+        // published row's values as fractions, as computed cells are. 6: no count columns when no row has a model.
+        6
     }
     fn doc(&self) -> &'static str {
         "a result table (terminal, Markdown and LaTeX with best/second marked, CSV, JSON with provenance)"
@@ -192,7 +192,7 @@ impl Stage for TableStage {
                 T::Any,
                 "list of { task, metric = \"top1\", label }, or { key = \"test.acc\", label, scale = 100, digits = 1, better = \"higher\" } for a number of each run's metrics.json (a command's own)",
             ),
-            ParamSpec::opt("counts", T::Bool, json!(true), "add #Models and #Params columns"),
+            ParamSpec::opt("counts", T::Bool, json!(true), "add #Models and #Params columns (left out when no row has a model, as over `command` nodes)"),
             ParamSpec::opt(
                 "averages",
                 T::Any,
@@ -495,6 +495,13 @@ impl Stage for TableStage {
                 col_label(c),
                 c.path().0
             )));
+        }
+        // No row with a model (a table over `command` nodes, which count none): no count columns, not two columns
+        // of dashes.
+        let counts = counts && t.cells.iter().any(|c| c[0].value.is_some());
+        if !counts && t.columns.get(1).is_some_and(|c| c == "#Models") {
+            t.columns.drain(1..3);
+            t.cells.iter_mut().for_each(|c| drop(c.drain(0..2)));
         }
         if max_seeds > 1 {
             t.caption.push_str(&format!(
