@@ -549,22 +549,29 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
 /// Warns of each `{name}` a declaration's parameters hold that names none of its variables (a misspelt `{lr}`):
 /// it is passed to the node as written. Once per declaration, parameter and name.
 fn note_placeholders(g: &Graph) {
-    let mut seen = BTreeSet::new();
+    // Per (declaration, parameter, name): the nodes with it, where it is written, their variables.
+    let mut found: BTreeMap<(String, String, String), (Vec<String>, crate::spec::source::Span, Vec<String>)> = BTreeMap::new();
     for n in &g.pipeline.nodes {
         for (param, name, span) in &n.unknown_placeholders {
-            if !seen.insert((n.decl.clone(), param.clone(), name.clone())) {
-                continue;
-            }
-            let mut vars: Vec<String> = n.matrix.keys().map(|k| format!("{{{k}}}")).collect();
-            vars.sort();
-            eprintln!(
-                "{:>12} `{{{name}}}` in `{param}` of `{}` ({}) names no variable of it, so it is passed as written; its variables: {}",
-                "Warning",
-                n.decl,
-                g.pipeline.sources.locate(*span),
-                vars.join(", ")
-            );
+            let e = found.entry((n.decl.clone(), param.clone(), name.clone())).or_insert_with(|| {
+                let mut vars: Vec<String> = n.matrix.keys().map(|k| format!("{{{k}}}")).collect();
+                vars.sort();
+                (vec![], *span, vars)
+            });
+            e.0.push(n.id.clone());
         }
+    }
+    for ((decl, param, name), (nodes, span, vars)) in found {
+        // The declaration when every node of it has the placeholder, else the nodes (an override of one of them).
+        let all = g.pipeline.nodes.iter().filter(|n| n.decl == decl).count();
+        let whose =
+            if nodes.len() == all { format!("`{decl}`") } else { nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ") };
+        eprintln!(
+            "{:>12} `{{{name}}}` in `{param}` of {whose} ({}) names no variable of it, so it is passed as written; its variables: {}",
+            "Warning",
+            g.pipeline.sources.locate(span),
+            vars.join(", ")
+        );
     }
 }
 
