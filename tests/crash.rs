@@ -359,3 +359,36 @@ fn a_slow_reader_gets_every_line_of_a_programs_output_before_done() {
     let last = lines.iter().position(|l| l == "[chatty] line 2999").unwrap();
     assert!(last < finished, "output after `Finished`:\n{}", lines.join("\n"));
 }
+
+/// A process that left the program's group (`setsid`, a daemon's double fork) is adopted by the guardian and
+/// stopped with the rest: when the program ends, and when polyflow is killed outright.
+#[test]
+fn a_setsid_process_is_stopped_too() {
+    let d = tempfile::tempdir().unwrap();
+    let left = "setsid sh -c 'echo $$ > esc.pid; exec sleep 60' & while [ ! -s esc.pid ]; do sleep 0.01; done; echo 1 > $POLYFLOW_OUT/o";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {left:?}]\n")).unwrap();
+    let out = polyflow(d.path(), &["run", "p.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ended leaving processes it started running"), "{err}");
+    let escaped = pid_written(&d.path().join("esc.pid"));
+    let t = Instant::now();
+    while running(escaped) {
+        assert!(t.elapsed() < Duration::from_secs(5), "a setsid process outlived its node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killed outright: the guardian stops it as it stops the group.
+    std::fs::remove_file(d.path().join("esc.pid")).unwrap();
+    let waits = "setsid sh -c 'echo $$ > esc.pid; exec sleep 60' & wait";
+    std::fs::write(d.path().join("p.toml"), format!("[node.k]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {waits:?}]\n")).unwrap();
+    let mut child =
+        Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let escaped = pid_written(&d.path().join("esc.pid"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    while running(escaped) {
+        assert!(t.elapsed() < Duration::from_secs(15), "a setsid process outlived a killed polyflow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

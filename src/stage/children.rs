@@ -8,8 +8,11 @@
 //! On Linux a small guardian process leads each group: the program is its child, and when polyflow dies
 //! without stopping it (`kill -9`, the OOM killer, a job's time limit) the guardian stops the whole group —
 //! SIGTERM, then SIGKILL after [`ORPHAN_GRACE`] — so no shell's grandchild (a training script holding a GPU)
-//! runs on unattended. The guardian is forked between fork and exec, uses only async-signal-safe calls, and
-//! ends as its program did (its exit code, or the same signal), which is what polyflow then sees.
+//! runs on unattended. The guardian is a subreaper: what left the group (`setsid`, a daemon's double fork) is
+//! adopted by it when its parent ends, and stopped with the group. When the program ends, the guardian stops
+//! what it left running (see [`Program::wait`]). The guardian is forked between fork and exec, uses only
+//! async-signal-safe calls, and ends as its program did (its exit code, or the same signal), which is what
+//! polyflow then sees.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, ExitStatus};
@@ -23,6 +26,8 @@ static RUNNING: Mutex<(BTreeSet<i32>, bool)> = Mutex::new((BTreeSet::new(), fals
 pub struct Program {
     child: Child,
     pgid: i32,
+    /// The reading end of the guardian's note (Linux).
+    note: Option<std::fs::File>,
 }
 
 /// Starts `cmd` in a process group of its own and registers it; refused once [`stop_all`] has begun. On Linux the
@@ -34,16 +39,38 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<Program> {
     if running.1 {
         return Err(std::io::Error::other("the run is stopping"));
     }
+    // The guardian's note of what the program left running (a byte written before it ends).
+    #[cfg(target_os = "linux")]
+    let note = {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`, which are then owned here.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above: fresh descriptors, owned once.
+        unsafe { (std::fs::File::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) }
+    };
     #[cfg(target_os = "linux")]
     // SAFETY: between fork and exec only async-signal-safe calls (see `guard`).
     unsafe {
+        use std::os::fd::AsRawFd;
         let parent = libc::getpid();
-        cmd.pre_exec(move || guard(parent));
+        let w = note.1.as_raw_fd();
+        cmd.pre_exec(move || guard(parent, w));
     }
     let child = cmd.process_group(0).spawn()?;
     let pgid = child.id() as i32;
     running.0.insert(pgid);
-    Ok(Program { child, pgid })
+    #[cfg(target_os = "linux")]
+    let note = {
+        // This process's copy of the writing end: closed, so that the read sees the end once the guardian has.
+        drop(note.1);
+        Some(note.0)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let note = None;
+    Ok(Program { child, pgid, note })
 }
 
 /// How long a guardian whose polyflow died waits after SIGTERM before it kills its program's group.
@@ -73,7 +100,10 @@ extern "C" fn on_parent_death(_: libc::c_int) {
 /// # Safety
 /// Called only as a `pre_exec` hook.
 #[cfg(target_os = "linux")]
-unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
+unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
+    // What the program starts and leaves to end on its own (a `setsid` daemon, a double fork) is adopted by the
+    // guardian, not by init, so that it can be found and stopped. Set before the fork: not inherited.
+    libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     let program = libc::fork();
     if program < 0 {
         return Err(std::io::Error::last_os_error());
@@ -85,11 +115,15 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
     }
     // The guardian. Closes what it inherited, among them the pipe through which the parent learns whether the
     // exec succeeded (it hears it from the program's side alone) and the program's output pipes.
-    if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
-        for fd in 0..4096 {
+    // All but the note.
+    let note = note as u32;
+    let below = note == 0 || libc::syscall(libc::SYS_close_range, 0u32, note - 1, 0u32) == 0;
+    if !below || libc::syscall(libc::SYS_close_range, note + 1, u32::MAX, 0u32) != 0 {
+        for fd in (0..4096).filter(|&fd| fd != note as libc::c_int) {
             libc::close(fd);
         }
     }
+    let me = libc::getpid();
     // A stop of the group (SIGTERM, Ctrl-C, a hang-up) is the program's to handle: the guardian stays until it
     // ends. SIGKILL still ends both.
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
@@ -110,6 +144,7 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
         let orphaned = ORPHANED.load(std::sync::atomic::Ordering::SeqCst);
         if orphaned && deadline.is_none() {
             libc::killpg(0, libc::SIGTERM);
+            signal_ours(me, libc::SIGTERM);
             let mut now: libc::timespec = std::mem::zeroed();
             libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
             now.tv_sec += ORPHAN_GRACE.as_secs() as libc::time_t;
@@ -128,6 +163,7 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
             libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
             if (now.tv_sec, now.tv_nsec) >= (d.tv_sec, d.tv_nsec) {
                 // Ends this process too.
+                signal_ours(me, libc::SIGKILL);
                 libc::killpg(0, libc::SIGKILL);
             }
             let nap = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
@@ -136,7 +172,34 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
     }
     if deadline.is_some() {
         // The group's other processes (a shell's children) may outlive the program itself.
+        signal_ours(me, libc::SIGKILL);
         libc::killpg(0, libc::SIGKILL);
+    }
+    // What the program left running: its group's other processes and what it adopted. Stopped (SIGTERM, then
+    // SIGKILL after LEFTOVER_GRACE), and said through the note.
+    if signal_ours(me, libc::SIGTERM) > 0 {
+        let start = monotonic();
+        loop {
+            let mut s = 0;
+            while libc::waitpid(-1, &mut s, libc::WNOHANG) > 0 {}
+            if signal_ours(me, 0) == 0 {
+                break;
+            }
+            let waited = monotonic() - start;
+            if waited >= LEFTOVER_GRACE.as_secs() as i64 * 1_000 {
+                signal_ours(me, libc::SIGKILL);
+            }
+            // A process that does not end even then (stuck in the kernel) is left.
+            if waited >= (LEFTOVER_GRACE.as_secs() as i64 + 3) * 1_000 {
+                break;
+            }
+            let nap = libc::timespec { tv_sec: 0, tv_nsec: 10_000_000 };
+            libc::nanosleep(&nap, std::ptr::null_mut());
+        }
+        // Those it adopted and which have ended: reaped (a container's init may never reap them).
+        let mut s = 0;
+        while libc::waitpid(-1, &mut s, libc::WNOHANG) > 0 {}
+        libc::write(note as libc::c_int, b"L".as_ptr().cast(), 1);
     }
     // End as the program did.
     if libc::WIFSIGNALED(status) {
@@ -153,6 +216,84 @@ unsafe fn guard(parent: libc::pid_t) -> std::io::Result<()> {
         libc::_exit(128 + sig);
     }
     libc::_exit(libc::WEXITSTATUS(status))
+}
+
+/// Milliseconds of the monotonic clock (async-signal-safe).
+#[cfg(target_os = "linux")]
+unsafe fn monotonic() -> i64 {
+    let mut t: libc::timespec = std::mem::zeroed();
+    libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t);
+    t.tv_sec as i64 * 1_000 + t.tv_nsec as i64 / 1_000_000
+}
+
+/// Sends `sig` (0: none) to every live process other than `me` in process group `me` or whose parent is `me`
+/// (what a subreaper adopted); returns how many there are. Reads `/proc` with raw system calls and buffers on the
+/// stack only: it runs in the guardian, between fork and exec of a threaded process.
+#[cfg(target_os = "linux")]
+unsafe fn signal_ours(me: libc::pid_t, sig: libc::c_int) -> usize {
+    let dir = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+    if dir < 0 {
+        return 0;
+    }
+    let mut count = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        // Each record: inode (8), offset (8), length (2), type (1), then the NUL-ended name.
+        while off + 19 < n as usize {
+            let len = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if len == 0 {
+                break;
+            }
+            let name = &buf[off + 19..(off + len).min(n as usize)];
+            off += len;
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            let pid = name.iter().fold(0i64, |a, &b| a * 10 + (b - b'0') as i64) as libc::pid_t;
+            if pid == me {
+                continue;
+            }
+            // "/proc/PID/stat\0"
+            let mut path = [0u8; 32];
+            let parts: [&[u8]; 3] = [b"/proc/", name, b"/stat\0"];
+            let mut k = 0;
+            for p in parts {
+                path[k..k + p.len()].copy_from_slice(p);
+                k += p.len();
+            }
+            let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                continue;
+            }
+            let mut st = [0u8; 512];
+            let got = libc::read(fd, st.as_mut_ptr().cast(), st.len());
+            libc::close(fd);
+            if got <= 0 {
+                continue;
+            }
+            // `PID (COMM) STATE PPID PGRP …`; COMM may hold spaces and parentheses: read after the last `)`.
+            let st = &st[..got as usize];
+            let Some(rp) = st.iter().rposition(|&b| b == b')') else { continue };
+            let mut fields = st[rp + 1..].split(|&b| b == b' ').filter(|f| !f.is_empty());
+            let (Some(state), Some(ppid), Some(pgrp)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            let num = |f: &[u8]| f.iter().fold(0i64, |a, &b| a * 10 + (b.wrapping_sub(b'0')) as i64) as libc::pid_t;
+            if matches!(state, b"Z" | b"X") || (num(ppid) != me && num(pgrp) != me) {
+                continue;
+            }
+            if sig != 0 {
+                libc::kill(pid, sig);
+            }
+            count += 1;
+        }
+    }
+    libc::close(dir);
+    count
 }
 
 /// How long processes a program left running in its group get after SIGTERM before SIGKILL.
@@ -173,11 +314,19 @@ impl Program {
     /// pipe open).
     pub fn wait(mut self) -> std::io::Result<Ended> {
         let status = self.child.wait();
+        // The guardian stopped what the program left (its group, and what it adopted: a `setsid` daemon).
+        let told = self.note.take().is_some_and(|mut f| {
+            use std::io::Read;
+            let mut b = [0u8; 1];
+            f.read(&mut b).is_ok_and(|n| n == 1)
+        });
         // SAFETY: killpg only sends a signal. The group id is still this program's: a group id is not reused
         // while a process is in the group.
         let signal = |sig| unsafe { libc::killpg(self.pgid, sig) };
-        let leftovers = status.is_ok() && group_alive(self.pgid);
-        if leftovers {
+        // Without a guardian (or one killed), the group's processes are stopped here.
+        let in_group = status.is_ok() && group_alive(self.pgid);
+        let leftovers = told || in_group;
+        if in_group {
             signal(libc::SIGTERM);
             let until = Instant::now() + LEFTOVER_GRACE;
             while Instant::now() < until && group_alive(self.pgid) {
