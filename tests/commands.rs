@@ -1017,3 +1017,19 @@ fn plan_gives_forced_nodes_the_reason_the_run_gives() {
     let (_, _, err) = pf(d.path(), &["run", "p.toml", "--force-all"]);
     assert!(err.contains("Running b (value): forced"), "{err}");
 }
+
+/// A command's `metrics.json` that is not JSON is said when the node runs (kept: its other outputs may be hours
+/// of work), and a seed group's metric over fewer replicates than the group's `n` says its own count.
+#[test]
+fn a_metrics_file_that_is_not_json_is_said_at_once_and_counted_out() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "if [ $POLYFLOW_SEED = 0 ]; then echo '{\"acc\": .1}'; else echo \"{\\\"acc\\\": $POLYFLOW_SEED}\"; fi > $POLYFLOW_OUT/metrics.json";
+    std::fs::write(d.path().join("p.toml"), format!("[node.t]\nkind = \"command\"\nseeds = 3\nrun = [\"sh\", \"-c\", {script:?}]\n"))
+        .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("t.s0: `sh` wrote a metrics.json that is not JSON"), "{err}");
+    assert_eq!(err.matches("not JSON").count(), 1, "{err}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "t", "--group"]);
+    assert!(out.contains("n=3") && out.contains("1.5000 ± 0.7071 (n=2)"), "{out}");
+}

@@ -394,6 +394,25 @@ impl Stage for CommandStage {
                 ctx.id, argv[0]
             )));
         }
+        // A `metrics.json` that is not JSON: said now, not found out later by a table (which refuses it) or
+        // `compare` (which reads no metric from it). Kept: the node's other outputs may be hours of work.
+        if let Some((f, _)) = files.iter().find(|(f, _)| f.strip_prefix(&out_dir).is_ok_and(|n| n == Path::new("metrics.json"))) {
+            let parsed = std::fs::File::open(f)
+                .map_err(|e| e.to_string())
+                .and_then(|r| serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(r)).map_err(|e| e.to_string()));
+            match parsed {
+                Err(e) => ctx.note(format!(
+                    "`{}` wrote a metrics.json that is not JSON ({e}): tables refuse it and `compare` reads no metric from it; \
+                     fix how the program writes it (`--force {}` reruns the node)",
+                    argv[0], ctx.id
+                )),
+                Ok(v) if !v.is_object() => ctx.note(format!(
+                    "`{}` wrote a metrics.json that is not a JSON object: tables and `compare` read numbers by name from an object",
+                    argv[0]
+                )),
+                Ok(_) => {}
+            }
+        }
         // The files reached through links first: a link to a sibling output (`latest -> model_10`) is read
         // before its target is moved into the store.
         files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -123,7 +123,14 @@ impl View<'_> {
                     s.and_then(|s| s.std).map(|x| x.to_string()).unwrap_or_default(),
                     s.map(|s| s.n.to_string()).unwrap_or_default(),
                 ]),
-                (false, _, Some(s)) => v.push(cell(s, r.outdated, formats.get(k.as_str()).copied().unwrap_or(NumFormat::Fixed(4)))),
+                (false, grouped, Some(s)) => {
+                    let mut t = cell(s, r.outdated, formats.get(k.as_str()).copied().unwrap_or(NumFormat::Fixed(4)));
+                    // Over fewer replicates than the row's `n` (some did not report it): said in the cell.
+                    if grouped && s.n < n {
+                        t.push_str(&format!(" (n={})", s.n));
+                    }
+                    v.push(t)
+                }
                 (false, _, None) => v.push(missing.into()),
             }
         }
