@@ -1033,3 +1033,28 @@ fn a_metrics_file_that_is_not_json_is_said_at_once_and_counted_out() {
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "t", "--group"]);
     assert!(out.contains("n=3") && out.contains("1.5000 ± 0.7071 (n=2)"), "{out}");
 }
+
+/// A table depends on the runs its rows name, not on every node of `runs = ["sweep"]`: a failed run no row names
+/// does not keep it from being made, nor does a change to one make it stale.
+#[test]
+fn a_table_depends_only_on_the_runs_its_rows_name() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |bad: &str| {
+        format!(
+            "[node.train]\nkind = \"command\"\nmatrix = {{ lr = [0.01, 0.1] }}\nseeds = 2\n\
+             run = [\"sh\", \"-c\", \"if [ {{lr}} = {bad} ] && [ $POLYFLOW_SEED = 1 ]; then exit 1; fi; echo \\\"{{\\\\\\\"acc\\\\\\\": $POLYFLOW_SEED}}\\\" > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.table]\nkind = \"table\"\ninputs = {{ runs = [\"train\"] }}\ntitle = \"T\"\ncaption = \"c.\"\n\
+             rows = [{{ label = \"lr=0.01\", nodes = [\"train.0.01\"] }}]\ncolumns = [{{ key = \"acc\", scale = 1, digits = 3 }}]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), p("0.1")).unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Failed train.0.1.s1") && err.contains("Finished table"), "{err}");
+    assert!(out.contains("0.500 ± 0.707"), "{out}");
+    // Another failure condition for lr = 0.1 only: the table stays fresh.
+    std::fs::write(d.path().join("p.toml"), p("0.10")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("Running table") && err.contains("Running train.0.1.s1"), "{err}");
+}

@@ -296,6 +296,14 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }
+        // Only what it reads of what is wired to it: its edges, its key.
+        let mut inputs = inputs;
+        if let Some(used) = stage.used_inputs(&params, &ids) {
+            for (slot, idx) in inputs.iter_mut() {
+                let keep = used.get(slot).cloned().unwrap_or_default();
+                idx.retain(|&j| keep.contains(&p.nodes[j].id));
+            }
+        }
         let mut keyed = params.clone();
         if let Some(m) = keyed.as_object_mut() {
             specs.iter().filter(|s| matches!(s.ty, crate::stage::ParamType::Path)).for_each(|s| {

@@ -208,6 +208,12 @@ pub trait Stage: Send + Sync + 'static {
     ) -> Result<(), (String, String, String)> {
         Ok(())
     }
+    /// The inputs the node reads of those wired to it (`inputs`: the ids of each slot), where it reads fewer
+    /// (a table reads the runs its rows name, of `runs = ["sweep"]`): the node then depends on these alone, so
+    /// that neither a change nor a failure of another can make it stale or skip it. `None`: all of them.
+    fn used_inputs(&self, _params: &serde_json::Value, _inputs: &BTreeMap<String, Vec<String>>) -> Option<BTreeMap<String, Vec<String>>> {
+        None
+    }
     /// Digest of external files the node reads (dataset folders), through `files` (content digests with a stat
     /// cache: unchanged files are not read again). Content only, never paths or mtimes.
     fn external_digest(

@@ -314,6 +314,24 @@ impl Stage for TableStage {
         }
         Ok(())
     }
+    fn used_inputs(
+        &self,
+        p: &Value,
+        inputs: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Option<std::collections::BTreeMap<String, Vec<String>>> {
+        // The runs its rows name (with their seed replicates): a sweep's other runs neither make it stale nor,
+        // failed, keep it from being made.
+        let p = parse::<TableParams>(p).ok()?;
+        let runs = inputs.get("runs")?;
+        let used: Vec<String> = runs
+            .iter()
+            .filter(|id| p.rows.iter().flat_map(|r| &r.nodes).any(|n| resolve(std::slice::from_ref(*id), |s| s.as_str(), n).len() == 1))
+            .cloned()
+            .collect();
+        let mut out = inputs.clone();
+        out.insert("runs".into(), used);
+        Some(out)
+    }
     fn exports(&self, p: &Value) -> Vec<(String, String)> {
         // Parameters that do not parse export nothing (validation reports them).
         match parse::<TableParams>(p).map(|p| p.export) {
