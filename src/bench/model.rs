@@ -398,6 +398,25 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the benchmark and prints one JSON line.
 pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
+    // Sizes a ViT can have (before: panics deep in the tensor code).
+    for (name, v) in
+        [("--dim", a.dim), ("--depth", a.depth), ("--heads", a.heads), ("--mlp", a.mlp), ("--image", a.image), ("--patch", a.patch)]
+    {
+        if v == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
+    for (name, v) in [("--classes", a.classes), ("--batch", a.batch), ("--steps", a.steps)] {
+        if v == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
+    if a.dim % a.heads != 0 {
+        anyhow::bail!("--dim {} is not a multiple of --heads {}: each head takes dim / heads channels", a.dim, a.heads);
+    }
+    if a.image % a.patch != 0 {
+        anyhow::bail!("--image {} is not a multiple of --patch {}: the image is cut into whole patches", a.image, a.patch);
+    }
     if a.no_fused {
         crate::model::fused::set_enabled(false);
         crate::model::gpu_fused::set_enabled(false);

@@ -112,7 +112,7 @@ pub fn gc(
         ));
     }
     if !Store::exists(store_dir) {
-        eprintln!("note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect", store_dir.display());
+        crate::cli::out::errln!("note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect", store_dir.display());
         return Ok(exit::OK);
     }
     let store = Store::open(store_dir)?;
@@ -124,7 +124,7 @@ pub fn gc(
         let lock = match store.lock(std::time::Duration::ZERO) {
             Ok(l) => Some(l),
             Err(crate::store::StoreError::Locked { holder }) => {
-                eprintln!(
+                crate::cli::out::errln!(
                     "note: a run holds the store ({holder}): what it is writing now shows below as unreferenced (`gc --yes` needs the store to itself: it stops, or waits with `--wait`)"
                 );
                 None
@@ -359,7 +359,7 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             Ok(false) => had += 1,
             Err(e) => {
                 failed += 1;
-                eprintln!("{:>12} {}: {e}", "Failed", g.nodes[i].id);
+                crate::cli::out::errln!("{:>12} {}: {e}", "Failed", g.nodes[i].id);
             }
         }
     }
@@ -742,7 +742,7 @@ pub fn params(c: Common, json: bool, wait: bool, reg: &Registry) -> Result<i32, 
             let _lock = super::lock_store(&store, wait, false, None)?;
             targets.sort();
             targets.dedup();
-            eprintln!(
+            crate::cli::out::errln!(
                 "{:>12} class counts or input sizes of {} model node(s) are not declared: reading them from the task nodes {} (computed where not fresh)",
                 "Note",
                 pending.len(),

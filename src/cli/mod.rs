@@ -477,7 +477,7 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
             exit::USAGE,
         ));
     }
-    eprintln!(
+    crate::cli::out::errln!(
         "note: there is no store at {} yet, so nothing is cached there (`polyflow run` creates it; check `--store` or POLYFLOW_STORE)",
         dir.display()
     );
@@ -532,7 +532,7 @@ pub fn open_cache(dir: &std::path::Path, create: bool) -> Result<crate::store::D
                 exit::USAGE,
             ));
         }
-        eprintln!(
+        crate::cli::out::errln!(
             "note: there was no shared cache at {} ({what}): starting an empty one there (check the path if you meant an existing one)",
             dir.display()
         );
@@ -566,7 +566,7 @@ fn note_placeholders(g: &Graph) {
         let all = g.pipeline.nodes.iter().filter(|n| n.decl == decl).count();
         let whose =
             if nodes.len() == all { format!("`{decl}`") } else { nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ") };
-        eprintln!(
+        crate::cli::out::errln!(
             "{:>12} `{{{name}}}` in `{param}` of {whose} ({}) names no variable of it, so it is passed as written; its variables: {}",
             "Warning",
             g.pipeline.sources.locate(span),
@@ -581,7 +581,7 @@ fn note_placeholders(g: &Graph) {
 pub fn pipeline_notes(g: &Graph) {
     note_placeholders(g);
     for (group, params) in g.mixed_replicates() {
-        eprintln!(
+        crate::cli::out::errln!(
             "{:>12} the replicates of `{group}` differ in {} (an override of one of them?): a table averages them into one cell as seeds of one setting",
             "Note",
             params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
@@ -730,7 +730,13 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     // Colours on a terminal only, never into a file or pipe, and never with NO_COLOR set.
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    // A standard error gone (`run … 2>&1 | head`) drops log lines: no complaint of its own, which would panic there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false)
+        .try_init();
     for w in knobs::unknown_values(|k| std::env::var(k).ok()) {
         tracing::warn!("{w}");
     }
@@ -852,7 +858,7 @@ fn cmd_report(a: HtmlReportArgs, reg: &Registry) -> Result<i32, CliError> {
         return Ok(exit::OK);
     }
     write_through(&a.output, page.as_bytes()).map_err(|e| CliError::Other(format!("error: {}: {e}", a.output.display()), exit::STORE))?;
-    eprintln!("{:>12} {}", "Wrote", spec::source::display_path(&a.output));
+    crate::cli::out::errln!("{:>12} {}", "Wrote", spec::source::display_path(&a.output));
     Ok(exit::OK)
 }
 

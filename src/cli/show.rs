@@ -216,7 +216,7 @@ fn private_tmp() -> Result<std::path::PathBuf, CliError> {
                 exit::STORE,
             )
         })?;
-    eprintln!(
+    crate::cli::out::errln!(
         "{:>12} {} is not a private folder of this user (another's, a link, or writable by others): previews go to {} instead",
         "Warning",
         base.display(),

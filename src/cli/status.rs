@@ -361,7 +361,7 @@ fn in_flight(
     let jobs = match flight::in_flight(store_root, Some(&ids), &g.executor.job_prefix) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("note: {}", flight::unknown(&e));
+            crate::cli::out::errln!("note: {}", flight::unknown(&e));
             BTreeMap::new()
         }
     };
@@ -371,7 +371,7 @@ fn in_flight(
     if local.is_none() {
         // A run that names no nodes (a polyflow from before `running.json`): at least that it runs.
         if let Some(h) = crate::exec::running::holder(store_root) {
-            eprintln!("note: a run holds the store ({h}) without naming the nodes it is computing (a polyflow from before 2026-12-06, or one starting up): those show as stale");
+            crate::cli::out::errln!("note: a run holds the store ({h}) without naming the nodes it is computing (a polyflow from before 2026-12-06, or one starting up): those show as stale");
         }
     }
     for &i in sel {

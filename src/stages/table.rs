@@ -300,11 +300,15 @@ impl Stage for TableStage {
         }
         for (i, c) in p.columns.iter().enumerate() {
             let Some(task) = &c.task else { continue };
-            if !nodes.contains_key(task.as_str()) {
+            if nodes.get(task.as_str()) != Some(&"task") {
                 let tasks = nodes.iter().filter(|(_, k)| **k == "task").map(|(id, _)| *id);
+                let what = match nodes.get(task.as_str()) {
+                    Some(kind) => format!("`{task}` is a `{kind}` node, not a `task` node"),
+                    None => format!("no task node `{task}` in this pipeline"),
+                };
                 return Err((
                     format!("columns.{i}.task"),
-                    format!("column `{}`: no task node `{task}` in this pipeline", col_label(c)),
+                    format!("column `{}`: {what}", col_label(c)),
                     format!(
                         "{} (a column's `task` names the `task` node whose metrics it shows, its id as in `[node.ID]`)",
                         suggest(task, tasks)

@@ -56,7 +56,7 @@ pub fn metric_columns(rows: &[Row], patterns: &[String]) -> Result<Vec<String>, 
         } else {
             crate::spec::error::suggest(m, all.iter().map(String::as_str))
         };
-        eprintln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
+        crate::cli::out::errln!("note: --metric `{m}` matches no metric of these nodes ({hint})");
     }
     Ok(cols)
 }

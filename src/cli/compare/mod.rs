@@ -196,7 +196,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
                 }
                 // A damaged blob (now moved aside) makes this node stale, not the comparison fail.
                 Err(e @ (StoreError::Corrupt { .. } | StoreError::Missing { .. })) => {
-                    eprintln!("note: `{}`: {e}; it is stale now (`{}` recomputes it)", n.id, a.common.run_command(&[&n.id]));
+                    crate::cli::out::errln!("note: `{}`: {e}; it is stale now (`{}` recomputes it)", n.id, a.common.run_command(&[&n.id]));
                     state = State::Stale;
                 }
                 Err(e) => return Err(e.into()),
@@ -252,14 +252,14 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         for m in mixed {
             if !m.params.is_empty() {
                 let p: Vec<String> = m.params.iter().map(|p| format!("`{p}`")).collect();
-                eprintln!(
+                crate::cli::out::errln!(
                     "note: the replicates of `{}` differ in {} besides their seed: --group averages them as seeds of one setting",
                     m.group,
                     p.join(", ")
                 );
             }
             if m.earlier {
-                eprintln!(
+                crate::cli::out::errln!(
                     "note: the earlier runs of `{}`'s replicates were made with different settings: their values are not averaged (without --group each is shown)",
                     m.group
                 );
@@ -281,7 +281,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let out = if a.json { serde_json::to_string_pretty(&view.json()).unwrap_or_default() + "\n" } else { view.csv()? };
         print!("{out}");
         for n in view.notes() {
-            eprintln!("{n}");
+            crate::cli::out::errln!("{n}");
         }
         return Ok(exit::OK);
     }
