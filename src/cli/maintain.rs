@@ -112,7 +112,10 @@ pub fn gc(
         ));
     }
     if !Store::exists(store_dir) {
-        crate::cli::out::errln!("note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect", store_dir.display());
+        crate::cli::out::errln!(
+            "note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect",
+            store_dir.display()
+        );
         return Ok(exit::OK);
     }
     let store = Store::open(store_dir)?;

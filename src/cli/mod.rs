@@ -1079,18 +1079,35 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     }
 }
 
-/// The folder that writing `dest` would need to change and this user cannot write: its parent, or where the
-/// parent does not exist yet, the nearest folder above that does (where it would be made).
-fn unwritable_ancestor(dest: &Path) -> Option<PathBuf> {
+/// Why `dest` cannot be written (replaced through a temporary file beside it) by this user, if it cannot: a
+/// folder above it is a file; the folder it goes in (or, not there yet, the nearest folder above, where it would
+/// be made) is not writable; or `dest` is another user's in a shared sticky folder (`/tmp`-like), which only they
+/// may replace.
+fn export_blocker(dest: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let shown = |p: &Path| crate::spec::source::display_path(if p.as_os_str().is_empty() { Path::new(".") } else { p });
     let mut dir = dest.parent()?;
-    while !dir.as_os_str().is_empty() && std::fs::symlink_metadata(dir).is_err() {
-        dir = dir.parent()?;
+    loop {
+        match std::fs::metadata(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Some(format!("but {} is a file, not a folder", shown(dir))),
+            Err(_) => dir = dir.parent()?,
+        }
     }
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path; access only reads it.
-    (unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0).then(|| dir.to_path_buf())
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Some(format!("but {} cannot be written by this user", shown(at)));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (Ok(d), Ok(f)) = (std::fs::metadata(at), std::fs::symlink_metadata(dest)) else { return None };
+    if me != 0 && d.mode() & libc::S_ISVTX as u32 != 0 && f.uid() != me && d.uid() != me {
+        return Some(format!("but {} is another user's, in a shared folder where only its owner may replace it", shown(dest)));
+    }
+    None
 }
 
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
@@ -1128,12 +1145,8 @@ fn materialize(
                     "which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)"
                 ))
             } else {
-                unwritable_ancestor(&dest).map(|a| {
-                    format!(
-                        "but {} cannot be written by this user: nothing was exported (the results are cached; make it writable, or change `export`, and run again)",
-                        crate::spec::source::display_path(&a)
-                    )
-                })
+                export_blocker(&dest)
+                    .map(|why| format!("{why}: nothing was exported (the results are cached; fix that, or change `export`, and run again)"))
             };
             if let Some(why) = why {
                 refused = Some(format!("error: `{}` exports to {shown}, {why}", n.id));

@@ -124,10 +124,11 @@ pub fn display_path(path: &Path) -> String {
             }
         }
     }
-    // A path outside the working folder as written, without a leading `./` before a climb (`./../results`).
+    // Otherwise (outside the working folder, or not there yet) as written, without a leading `./` (`./../results`,
+    // `./out/t.md`: as a path that exists is shown).
     let shown = path.display().to_string();
     match shown.strip_prefix("./") {
-        Some(rest) if rest.starts_with("../") => rest.to_string(),
+        Some(rest) if !rest.is_empty() => rest.to_string(),
         _ => shown,
     }
 }
