@@ -223,8 +223,8 @@ impl FileDigests {
                     // A list's entries outside its folder are absolute paths already.
                     let name = |rel: &str| match rel {
                         "" => n.path.clone(),
-                        r if r.starts_with('/') => r.to_string(),
-                        r => format!("{}/{r}", n.path.trim_end_matches('/')),
+                        r if r.starts_with('/') => shown_name(r),
+                        r => format!("{}/{}", n.path.trim_end_matches('/'), shown_name(r)),
                     };
                     for (rel, d) in &b {
                         match a.get(rel) {
@@ -377,6 +377,21 @@ fn rel_to(base: &Path, p: &Path) -> String {
         Ok(r) if !base.as_os_str().is_empty() => r.iter().map(name_of).collect::<Vec<_>>().join("/"),
         _ => name_of(p.as_os_str()),
     }
+}
+
+/// A listing's path as shown: a name that is not UTF-8, kept as a NUL byte and the hex of its bytes, shown as
+/// its bytes with the others escaped (`b\xff.txt`).
+fn shown_name(rel: &str) -> String {
+    rel.split('/')
+        .map(|part| match part.strip_prefix('\0') {
+            Some(h) if h.len() % 2 == 0 => {
+                let bytes: Option<Vec<u8>> = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok()).collect();
+                bytes.map(|b| b.escape_ascii().to_string()).unwrap_or_else(|| part.escape_default().to_string())
+            }
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn hex(d: [u8; 32]) -> String {
@@ -639,6 +654,12 @@ mod tests {
         std::fs::write(data.join("a/b/y.txt"), b"two").unwrap();
         let fd = FileDigests::cached(d.path().join("cache"));
         (d, data, fd)
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_shown_escaped() {
+        assert_eq!(super::shown_name("data/\u{0}62ff2e747874"), "data/b\\xff.txt");
+        assert_eq!(super::shown_name("a/b.txt"), "a/b.txt");
     }
 
     #[test]
