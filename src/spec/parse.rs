@@ -570,16 +570,32 @@ impl Loader {
             nodes.extend(expanded);
         }
         let mut seen = BTreeMap::new();
-        for n in &nodes {
+        for (k, n) in nodes.iter().enumerate() {
             if let Some(sp) = seen.insert(n.id.clone(), n.span) {
-                let other = self.sources.locate(sp);
-                return Err(SpecError::at(
-                    &self.sources,
-                    n.span,
-                    K::DuplicateId,
-                    format!("node id `{}` is produced twice (also at {other})", n.id),
-                )
-                .help("matrix expansions append `.VALUE` to the id: rename the declaration that collides"));
+                let first = nodes[..k].iter().find(|m| m.id == n.id).expect("seen before");
+                // Two values of one matrix (`"a b"` and `"a_b"`, `1.5` and `"1.5"`): named, as renaming helps not.
+                let values = |m: &NodeSpec| {
+                    let v: Vec<String> = m
+                        .matrix
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "seed" && k.as_str() != "replicate")
+                        .map(|(k, _)| format!("{k} = {}", m.values.get(k).map(|v| v.to_json().to_string()).unwrap_or_default()))
+                        .collect();
+                    v.join(", ")
+                };
+                let (msg, help) = if first.decl == n.decl && !n.matrix.is_empty() {
+                    (
+                        format!("the matrix of `{}` gives node id `{}` twice: for {} and for {}", n.decl, n.id, values(first), values(n)),
+                        "an id keeps letters, digits, `_`, `-` and `.` of each value (others become `_`): make the values differ there"
+                            .to_string(),
+                    )
+                } else {
+                    (
+                        format!("node id `{}` is produced twice (also at {})", n.id, self.sources.locate(sp)),
+                        "matrix expansions append `.VALUE` to the id: rename the declaration that collides".to_string(),
+                    )
+                };
+                return Err(SpecError::at(&self.sources, n.span, K::DuplicateId, msg).help(help));
             }
         }
         for (target, span, ov) in expanded_over {
@@ -1079,6 +1095,9 @@ mod tests {
         let p = load_t("[node.m]\nkind = \"value\"\nmatrix = { x = [\"\", \"..\", \".jpg\", \"a.\"] }\n", None).unwrap();
         let ids: Vec<_> = p.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["m._", "m._._._", "m._.jpg", "m.a._"]);
+        // Two values one id: both named.
+        let e = load_t("[node.m]\nkind = \"value\"\nmatrix = { x = [\"a b\", \"a_b\"] }\n", None).unwrap_err().to_string();
+        assert!(e.contains("gives node id `m.a_b` twice: for x = \"a b\" and for x = \"a_b\""), "{e}");
     }
 
     #[test]
