@@ -1058,3 +1058,19 @@ fn a_table_depends_only_on_the_runs_its_rows_name() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("Running table") && err.contains("Running train.0.1.s1"), "{err}");
 }
+
+/// Several failures are listed together after the summary, each with how its program ended and its last line.
+#[test]
+fn failures_are_listed_after_the_summary() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.f]\nkind = \"command\"\nseeds = 2\nrun = [\"sh\", \"-c\", \"echo loss is NaN; exit 3\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    let after: Vec<&str> = err.lines().skip_while(|l| !l.contains("Done")).skip(1).collect();
+    assert_eq!(after.len(), 2, "{err}");
+    assert!(after.iter().all(|l| l.contains("exited with code 3 — loss is NaN")), "{err}");
+}

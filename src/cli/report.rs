@@ -25,7 +25,13 @@ pub struct Reporter {
     bars: Mutex<HashMap<String, ProgressBar>>,
     /// Raised when the JSON lines' reader goes away (the run's stop flag).
     stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The nodes that failed, with the first line of each error, listed again after the summary (a sweep's
+    /// failures are otherwise scattered through its output).
+    failures: Mutex<Vec<(String, String)>>,
 }
+
+/// How many failures the closing list names.
+const FAILURES_LISTED: usize = 10;
 
 fn status(word: &str, rest: &str) -> String {
     format!("{word:>12} {rest}")
@@ -41,7 +47,7 @@ impl Reporter {
         } else {
             Mode::Plain
         };
-        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()), stop: None }
+        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()), stop: None, failures: Mutex::new(vec![]) }
     }
 
     /// Raises `stop` when standard output is closed while JSON lines are written to it (`run … --json | head`),
@@ -125,6 +131,20 @@ impl Reporter {
                     pb.finish_and_clear();
                 }
                 self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
+                // The first line, without the `node `ID`: ` it starts with.
+                let first = error.lines().next().unwrap_or("");
+                let first = first.strip_prefix(&format!("node `{id}`: ")).unwrap_or(first);
+                let cut = |t: &str, n: usize| t.char_indices().nth(n).map_or(t.to_string(), |(i, _)| format!("{}…", &t[..i]));
+                // A long command line shortened, not how it ended: "`sh -c …` exited with code 1".
+                let mut line = match first.strip_prefix('`').and_then(|r| r.rsplit_once("` ")) {
+                    Some((cmd, how)) => format!("`{}` {how}", cut(cmd, 60)),
+                    None => cut(first, 160),
+                };
+                // A program's last line of output, where kept (`loss is NaN`, a traceback's error).
+                if let Some(last) = error.split_once("line(s) of output:\n").and_then(|(_, o)| o.lines().last()).map(str::trim) {
+                    line.push_str(&format!(" — {}", cut(last, 120)));
+                }
+                self.failures.lock().unwrap().push((id.clone(), line));
             }
             Event::Note { id, message } => self.line(status("Note", &format!("{id}: {message}"))),
             Event::Skipped { id, because, .. } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
@@ -147,6 +167,20 @@ impl Reporter {
                     word,
                     &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped{stopped} in {}", fmt_ms(*ms)),
                 ));
+                // More than one failure: listed together (`status --stale` and `show` tell the rest).
+                let failures = self.failures.lock().unwrap();
+                if failures.len() > 1 {
+                    for (id, first) in failures.iter().take(FAILURES_LISTED) {
+                        self.line(status("Failed", &format!("{id}: {first}")));
+                    }
+                    if failures.len() > FAILURES_LISTED {
+                        self.line(format!(
+                            "{:>12} {} more (`polyflow status FILE --stale` lists them)",
+                            "",
+                            failures.len() - FAILURES_LISTED
+                        ));
+                    }
+                }
             }
         }
     }
