@@ -98,6 +98,13 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
 /// (a task's `lr` set on the training node that reads the task), else the kinds that have it. `None` when no
 /// kind has it (a typo: the nearest name is suggested).
 fn param_elsewhere(p: &Pipeline, n: &crate::spec::NodeSpec, k: &str, reg: &Registry) -> Option<String> {
+    // A variable of its matrix: set through the matrix, not as a parameter.
+    if k != "seed" && k != "replicate" && n.matrix.contains_key(k) {
+        return Some(format!(
+            "`{k}` is a variable of `{}`'s matrix, not a parameter: change its values with `--set '{}.matrix={{ {k} = [...], … }}'` (or in the file), and use `{{{k}}}` where the node needs it",
+            n.decl, n.decl
+        ));
+    }
     let has = |kind: &str| reg.get(kind).is_some_and(|s| s.params().iter().any(|x| x.name == k));
     let inputs: Vec<(String, String)> = n
         .inputs

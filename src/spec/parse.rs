@@ -560,6 +560,17 @@ impl Loader {
             if d.table.contains_key("matrix") || expanded.len() > 1 || expanded.first().is_some_and(|n| n.id != d.id) {
                 groups.insert(d.id.clone(), expanded.iter().map(|n| n.id.clone()).collect());
             }
+            // Each leading part of a matrix's values is a group too (keys in order): `train.0.01` for every `wd`
+            // and seed of `lr = 0.01` in `matrix = { lr = […], wd = […] }`.
+            for n in &expanded {
+                let labels: Vec<String> =
+                    n.matrix.iter().filter(|(k, _)| k.as_str() != "seed" && k.as_str() != "replicate").map(|(_, v)| id_label(v)).collect();
+                for j in 1..labels.len() {
+                    let base = format!("{}.{}", d.id, labels[..j].join("."));
+                    let members: &mut Vec<String> = groups.entry(base).or_default();
+                    members.push(n.id.clone());
+                }
+            }
             // The replicates of one matrix expansion are a group too: `st.digits` → `st.digits.s0`, `st.digits.s1`, …
             for n in &expanded {
                 let suffix = n.matrix.get("replicate").map(|s| s.as_str()).unwrap_or("");
@@ -1088,6 +1099,14 @@ mod tests {
         // Not named as a placeholder of no variable, and `w` is the same for every replicate.
         assert!(a1.unknown_placeholders.is_empty(), "{:?}", a1.unknown_placeholders);
         assert_eq!(a1.per_replicate, ["run".to_string()].into_iter().collect());
+    }
+
+    #[test]
+    fn each_leading_part_of_a_matrix_is_a_group() {
+        let p = load_t("[node.t]\nkind = \"value\"\nmatrix = { lr = [0.01, 0.1], wd = [0, 1] }\nseeds = 2\nvalue = 1\n", None).unwrap();
+        assert_eq!(p.groups["t.0.01"], ["t.0.01.0.s0", "t.0.01.0.s1", "t.0.01.1.s0", "t.0.01.1.s1"]);
+        assert_eq!(p.groups["t.0.1.1"], ["t.0.1.1.s0", "t.0.1.1.s1"]);
+        assert_eq!(p.groups["t"].len(), 8);
     }
 
     #[test]
