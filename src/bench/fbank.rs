@@ -19,9 +19,13 @@ pub struct FbankBenchArgs {
 /// Log-mel throughput (clips/s) on decoded clips; decoding is not timed. Prints one JSON line.
 pub fn bench_fbank(a: FbankBenchArgs) -> anyhow::Result<()> {
     use crate::data::fbank::{Fbank, FbankOptions};
+    if a.reps == 0 || a.bins == 0 {
+        anyhow::bail!("--reps and --bins must be at least 1");
+    }
     let mut files = vec![];
     for d in &a.dirs {
-        crate::stages::generic::collect_files(d, &mut files).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+        // The error names the path already.
+        crate::stages::generic::collect_files(d, &mut files).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     files.retain(|f| f.extension().is_some_and(|e| e == "flac" || e == "wav"));
     files.sort();

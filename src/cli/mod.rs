@@ -487,7 +487,16 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
     let empty = tempfile::Builder::new()
         .prefix(&format!("{EMPTY_STORE}{}-", std::process::id()))
         .tempdir()
-        .map_err(|e| CliError::Other(format!("error: cannot make a temporary folder: {e}"), exit::STORE))?;
+        .map_err(|e| {
+            CliError::Other(
+                format!(
+                    "error: there is no store at {}, and no empty one to read can be made in {}: {e}\n  help: set TMPDIR to a folder you can write, or point --store at a store",
+                    dir.display(),
+                    std::env::temp_dir().display()
+                ),
+                exit::STORE,
+            )
+        })?;
     Ok((Store::open(empty.path())?, Some(empty)))
 }
 

@@ -255,12 +255,74 @@ impl Store {
             );
             return Err(StoreError::io(root, e));
         }
-        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+        if !Store::exists(root) {
+            if let Some(why) = Self::not_a_new_store(root) {
+                return Err(StoreError::io(root, std::io::Error::new(std::io::ErrorKind::AlreadyExists, why)));
+            }
+        }
+        std::fs::create_dir_all(root).map_err(|e| {
+            // Said as what to fix: `sfile/sub`, a link to nothing.
+            let why = match e.kind() {
+                std::io::ErrorKind::NotADirectory => "a folder above it is a file (check `--store` or POLYFLOW_STORE)".to_string(),
+                std::io::ErrorKind::AlreadyExists if std::fs::symlink_metadata(root).is_ok() => {
+                    "is a link to nothing (check `--store` or POLYFLOW_STORE)".to_string()
+                }
+                _ => return StoreError::io(root, e),
+            };
+            StoreError::io(root, std::io::Error::new(e.kind(), why))
+        })?;
         share_with_group(root);
         // Absolute, so that paths into the store handed to programs that run elsewhere (a `command` node's
         // `$POLYFLOW_OUT`, run in its pipeline file's folder; a Slurm job) name the same place.
         let root = std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
         Ok(Store { blobs: BlobStore::new(&root)?, root })
+    }
+
+    /// What a store folder holds (its own names, and the shared cache's `keys`).
+    const STORE_PARTS: [&str; 13] = [
+        "blobs",
+        "damaged",
+        "index",
+        "jobs",
+        "keys",
+        "outdated",
+        "partial",
+        "running.json",
+        "show",
+        "stat",
+        "tmp",
+        "writer.info",
+        "writer.lock",
+    ];
+
+    /// Why a store cannot be made in the existing folder `root` (none holds a store's index yet): it holds files of
+    /// its own (`--store .`, `--store results`), which would be mixed with the store's, or a store's `index` that is
+    /// no folder. Hidden entries (`.gitignore`) are let be.
+    fn not_a_new_store(root: &Path) -> Option<String> {
+        let entries = std::fs::read_dir(root).ok()?;
+        let mut others = vec![];
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            if name == "index" {
+                return Some("holds an `index` that is not a store's (a folder): it is not a store, and a store needs a folder of its own (check `--store` or POLYFLOW_STORE)".into());
+            }
+            if !Self::STORE_PARTS.contains(&name.as_ref()) {
+                others.push(name.into_owned());
+            }
+        }
+        others.sort();
+        (!others.is_empty()).then(|| {
+        let shown: Vec<String> = others.iter().take(3).map(|n| format!("`{n}`")).collect();
+        let more = if others.len() > 3 { format!(" and {} more", others.len() - 3) } else { String::new() };
+        format!(
+            "is a folder of other files ({}{more}), not a store: a store needs a folder of its own, new or empty (check `--store` or POLYFLOW_STORE)",
+            shown.join(", ")
+        )
+    })
     }
 
     /// Whether `root` holds a store (its index), without creating anything.
