@@ -201,7 +201,19 @@ pub fn plan(
     // What would be computed; what the shared cache holds is fetched instead (`fetch`).
     let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh && a[i].in_cache.is_none()).collect();
     let fetch: Vec<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
-    let last = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);
+    let own = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);
+    // A node without a run of its own (a new seed, a new matrix value): the median of its declaration's runs.
+    let mut by_decl: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (&j, s) in a.iter() {
+        if let Some(r) = &s.record {
+            by_decl.entry(g.pipeline.nodes[j].decl.as_str()).or_default().push(r.duration_ms);
+        }
+    }
+    for v in by_decl.values_mut() {
+        v.sort_unstable();
+    }
+    let sibling = |i: usize| by_decl.get(g.pipeline.nodes[i].decl.as_str()).map(|v| v[v.len() / 2]);
+    let last = |i: usize| own(i).or_else(|| sibling(i));
     let est = estimate(&g, &stale, &last);
     // Locally, the run's `-j` and `--devices` bound what runs at once; a cluster schedules as it can.
     let env = super::env_of(&g, &c.backend);
@@ -244,7 +256,7 @@ pub fn plan(
                 "state": a[&i].state,
                 "reason": reasons(i),
                 "reasons": a[&i].reasons,
-                "last_ms": last(i),
+                "last_ms": own(i),
                 "job": flying.get(&i),
                 "leftover_jobs": leftover.get(&i).cloned().unwrap_or_default(),
                 "resumes_from": resume(i),
@@ -279,7 +291,11 @@ pub fn plan(
             let took = e.computed_ms.map(|ms| format!(", computed in {}", fmt_ms(ms))).unwrap_or_default();
             println!("{:>12} {} ({}): {} [in the shared cache{took}]", "Would fetch", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
         } else {
-            let t = last(i).map(|ms| format!("last run took {}", fmt_ms(ms))).unwrap_or_else(|| "no recorded run: time unknown".into());
+            let t = match (own(i), sibling(i)) {
+                (Some(ms), _) => format!("last run took {}", fmt_ms(ms)),
+                (None, Some(ms)) => format!("no run of its own: about {}, as its declaration's runs", fmt_ms(ms)),
+                (None, None) => "no recorded run: time unknown".into(),
+            };
             let job = flying.get(&i).map(|j| format!(" [in flight as {j}: a Slurm run re-attaches to it]")).unwrap_or_default();
             println!("{:>12} {} ({}): {} [{t}]{job}", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
         }
@@ -299,9 +315,9 @@ pub fn plan(
                 String::new()
             } else {
                 if est.known == 1 {
-                    " (the 1 node with a recorded run)".to_string()
+                    " (the 1 node with a recorded run, its own or its declaration's)".to_string()
                 } else {
-                    format!(" (the {} nodes with a recorded run)", est.known)
+                    format!(" (the {} nodes with a recorded run, their own or their declaration's)", est.known)
                 }
             };
             let placed = match sched {

@@ -948,9 +948,12 @@ fn expand(
                         sources,
                         r.span,
                         K::DanglingReference,
-                        format!("`{}` holds a placeholder that is not a variable of `{}`", r.target, d.id),
+                        format!("`{}` holds braces, which no node id does: a placeholder there names no variable of `{}`", r.target, d.id),
                     )
-                    .help(format!("its variables: {}", known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", "))));
+                    .help(format!(
+                        "`{{name}}` is replaced by a variable's value (`{{{{name}}}}` is a literal `{{name}}`, which no id holds); its variables: {}",
+                        known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ")
+                    )));
                 }
                 inputs.insert(slot.clone(), (se.key_span, refs));
             }
@@ -1032,7 +1035,7 @@ mod tests {
         )
         .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("`x_{dd}` holds a placeholder that is not a variable of `a`"), "{text}");
+        assert!(text.contains("`x_{dd}` holds braces, which no node id does: a placeholder there names no variable of `a`"), "{text}");
         assert!(e.help.as_deref().is_some_and(|h| h.contains("{d}")), "{e:?}");
     }
 

@@ -169,7 +169,8 @@ impl Stage for TableStage {
         // 4: a mark's tie group stops at the first untied row (marks follow the means); marks in `table.txt`.
         // 5: no model counts 0 on a row without models (no value); CSV with `:std`/`:n` columns, empty where no
         // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does); a
-        // published row's values as fractions, as computed cells are. 6: no count columns when no row has a model.
+        // published row's values as fractions, as computed cells are. 6: no count columns when no row has a model; a
+        // caption without a full stop gets one before the seeds' sentence.
         6
     }
     fn doc(&self) -> &'static str {
@@ -526,6 +527,10 @@ impl Stage for TableStage {
             t.cells.iter_mut().for_each(|c| drop(c.drain(0..2)));
         }
         if max_seeds > 1 {
+            // Its own sentence after the caption's (`caption = "toy sweep"` ran into "toy sweep Mean ± …").
+            if !t.caption.trim_end().is_empty() && !t.caption.trim_end().ends_with(['.', '!', '?', ':', ')']) {
+                t.caption = format!("{}.", t.caption.trim_end());
+            }
             t.caption.push_str(&format!(
                 " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
                 crate::tables::TIE_RULE
