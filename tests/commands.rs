@@ -1074,3 +1074,17 @@ fn failures_are_listed_after_the_summary() {
     assert_eq!(after.len(), 2, "{err}");
     assert!(after.iter().all(|l| l.contains("exited with code 3 — loss is NaN")), "{err}");
 }
+
+/// A new replicate has no run of its own: `plan` estimates it from its declaration's runs, not as unknown.
+#[test]
+fn plan_estimates_a_new_seed_from_its_siblings() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: u32| format!("[node.t]\nkind = \"command\"\nseeds = {n}\nrun = [\"sh\", \"-c\", \"echo $POLYFLOW_SEED > $POLYFLOW_OUT/o\"]\n");
+    std::fs::write(d.path().join("p.toml"), p(2)).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), p(3)).unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Would run t.s2 (command): never run [no run of its own: about"), "{out}");
+    assert!(!out.contains("time unknown"), "{out}");
+}
