@@ -1079,7 +1079,8 @@ fn failures_are_listed_after_the_summary() {
 #[test]
 fn plan_estimates_a_new_seed_from_its_siblings() {
     let d = tempfile::tempdir().unwrap();
-    let p = |n: u32| format!("[node.t]\nkind = \"command\"\nseeds = {n}\nrun = [\"sh\", \"-c\", \"echo $POLYFLOW_SEED > $POLYFLOW_OUT/o\"]\n");
+    let p =
+        |n: u32| format!("[node.t]\nkind = \"command\"\nseeds = {n}\nrun = [\"sh\", \"-c\", \"echo $POLYFLOW_SEED > $POLYFLOW_OUT/o\"]\n");
     std::fs::write(d.path().join("p.toml"), p(2)).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     std::fs::write(d.path().join("p.toml"), p(3)).unwrap();
