@@ -1089,3 +1089,14 @@ fn plan_estimates_a_new_seed_from_its_siblings() {
     assert!(out.contains("Would run t.s2 (command): never run [no run of its own: about"), "{out}");
     assert!(!out.contains("time unknown"), "{out}");
 }
+
+/// A node that failed and was then changed is "never succeeded", with how its last attempt ended, not "never run".
+#[test]
+fn a_failed_node_changed_since_says_it_never_succeeded() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.f]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"exit 3\"]\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 1);
+    std::fs::write(d.path().join("p.toml"), "[node.f]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"exit 4\"]\n").unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("never succeeded: its last attempt, with other settings, failed (`sh -c exit 3` exited with code 3)"), "{out}");
+}

@@ -324,10 +324,20 @@ fn what_a_program_leaves_running_is_stopped_before_its_outputs_are_stored() {
     let out = polyflow(d.path(), &["run", "p.toml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("ended leaving processes it started running; they were stopped"), "{err}");
+    assert!(err.contains("ended leaving processes it started running; they were killed"), "{err}");
     std::thread::sleep(Duration::from_millis(2500));
     let out = polyflow(d.path(), &["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Killed at once: a leftover's TERM trap writes nothing into the stored outputs.
+    let trap = "sh -c 'trap \"echo t > $POLYFLOW_OUT/onterm\" TERM; echo $$ > trap.pid; while :; do sleep 0.05; done' & while [ ! -s trap.pid ]; do sleep 0.01; done; echo 1 > $POLYFLOW_OUT/o";
+    std::fs::write(d.path().join("p.toml"), format!("[node.trap]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {trap:?}]\n")).unwrap();
+    let out = polyflow(d.path(), &["run", "p.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = polyflow(d.path(), &["show", "p.toml", "trap"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    // Among its files (the parameters above name it too): `o` only.
+    assert!(shown.lines().any(|l| l.trim_start().starts_with("o ")), "{shown}");
+    assert!(!shown.lines().any(|l| l.trim_start().starts_with("onterm")), "{shown}");
     // A program that waits for what it starts gets no note.
     std::fs::write(
         d.path().join("p.toml"),

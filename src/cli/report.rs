@@ -141,9 +141,12 @@ impl Reporter {
                     None => cut(first, 160),
                 };
                 // A program's last line of output, where kept (`loss is NaN`, a traceback's error).
-                if let Some(last) = error.split_once("line(s) of output:\n").and_then(|(_, o)| o.lines().last()).map(str::trim) {
+                let last = error.split_once("line(s) of output:\n").and_then(|(_, o)| o.lines().map(str::trim).rfind(|l| !l.is_empty()));
+                if let Some(last) = last {
                     line.push_str(&format!(" — {}", cut(last, 120)));
                 }
+                // No terminal control sequences of the program's (colours, cursor moves) in polyflow's own line.
+                let line = plain(&line);
                 self.failures.lock().unwrap().push((id.clone(), line));
             }
             Event::Note { id, message } => self.line(status("Note", &format!("{id}: {message}"))),
@@ -186,6 +189,40 @@ impl Reporter {
     }
 }
 
+/// `s` without terminal control sequences (`ESC [ … letter`, `ESC ] … BEL`) or other control characters.
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    // Parameters and intermediates, then one final byte in `@`..=`~`.
+                    for d in chars.by_ref() {
+                        if ('@'..='~').contains(&d) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    for d in chars.by_ref() {
+                        if d == '\u{7}' || d == '\u{1b}' {
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    chars.next();
+                }
+            },
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `1.2s`, `340ms`, `3m05s`.
 pub fn fmt_ms(ms: u64) -> String {
     if ms < 1000 {
@@ -199,3 +236,12 @@ pub fn fmt_ms(ms: u64) -> String {
 
 /// `12.3 KiB` (the one formatter, shared with the HTML report).
 pub use crate::report::html::bytes as fmt_bytes;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_sequences_are_left_out() {
+        assert_eq!(super::plain("\u{1b}[31mred\u{1b}[0m and \u{1b}]0;title\u{7}x\u{8}"), "red and x");
+        assert_eq!(super::plain("plain — text"), "plain — text");
+    }
+}

@@ -295,6 +295,13 @@ pub fn decide(
                 *files = store.file_digests().explain(&r.fingerprint.external_parts, &fp.external_parts, crate::fingerprint::CHANGES_SHOWN);
             }
         }
+    } else if let Some(f) = &a.failure {
+        // Never succeeded, but tried: said, with how (a fixed script reruns the sweep's failed nodes, which are
+        // not "never run").
+        let first = f.error.lines().next().unwrap_or("");
+        let first = first.strip_prefix(&format!("node `{id}`: ")).unwrap_or(first);
+        let first = first.char_indices().nth(120).map_or(first.to_string(), |(i, _)| format!("{}…", &first[..i]));
+        a.reasons.push(DirtyReason::Other { detail: format!("never succeeded: its last attempt, with other settings, failed ({first})") });
     } else {
         a.reasons.push(DirtyReason::NeverRun);
     }

@@ -609,6 +609,9 @@ impl Loader {
                 return Err(SpecError::at(&self.sources, n.span, K::DuplicateId, msg).help(help));
             }
         }
+        // A group named as a node is (a matrix prefix `t.0.1` of `lr = "0.1"`, the node `t.0.1` of `lr = "0"`,
+        // `wd = "1"`): the node, everywhere (targets, inputs, `--set`), never one here and the group there.
+        groups.retain(|name, _| !seen.contains_key(name));
         for (target, span, ov) in expanded_over {
             // A node id, else a group of expanded nodes (a matrix value's seed replicates, `co_all.2` →
             // `co_all.2.s0` …): an override of a group applies to every node of it, as everywhere else a

@@ -138,7 +138,7 @@ unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1) != 0 || libc::getppid() != parent {
         ORPHANED.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    let mut status = 0;
+    let status;
     let mut deadline: Option<libc::timespec> = None;
     loop {
         let orphaned = ORPHANED.load(std::sync::atomic::Ordering::SeqCst);
@@ -150,10 +150,17 @@ unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
             now.tv_sec += ORPHAN_GRACE.as_secs() as libc::time_t;
             deadline = Some(now);
         }
+        // Any child: what it adopted is reaped as it ends (a program launching helpers would otherwise pile up
+        // zombies under it until the end).
         let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
-        let r = libc::waitpid(program, &mut status, flags);
+        let mut st = 0;
+        let r = libc::waitpid(-1, &mut st, flags);
         if r == program {
+            status = st;
             break;
+        }
+        if r > 0 {
+            continue;
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             libc::_exit(127);
@@ -163,7 +170,7 @@ unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
             libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
             if (now.tv_sec, now.tv_nsec) >= (d.tv_sec, d.tv_nsec) {
                 // Ends this process too.
-                signal_ours(me, libc::SIGKILL);
+                kill_ours(me);
                 libc::killpg(0, libc::SIGKILL);
             }
             let nap = libc::timespec { tv_sec: 0, tv_nsec: 20_000_000 };
@@ -172,7 +179,7 @@ unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
     }
     if deadline.is_some() {
         // The group's other processes (a shell's children) may outlive the program itself.
-        signal_ours(me, libc::SIGKILL);
+        kill_ours(me);
         libc::killpg(0, libc::SIGKILL);
     }
     // What the program left running: its group's other processes and what it adopted. Stopped (SIGTERM, then
@@ -187,28 +194,10 @@ unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
             _ => break std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD),
         }
     };
-    if adopted && signal_ours(me, libc::SIGTERM) > 0 {
-        let start = monotonic();
-        loop {
-            let mut s = 0;
-            while libc::waitpid(-1, &mut s, libc::WNOHANG) > 0 {}
-            if signal_ours(me, 0) == 0 {
-                break;
-            }
-            let waited = monotonic() - start;
-            if waited >= LEFTOVER_GRACE.as_secs() as i64 * 1_000 {
-                signal_ours(me, libc::SIGKILL);
-            }
-            // A process that does not end even then (stuck in the kernel) is left.
-            if waited >= (LEFTOVER_GRACE.as_secs() as i64 + 3) * 1_000 {
-                break;
-            }
-            let nap = libc::timespec { tv_sec: 0, tv_nsec: 10_000_000 };
-            libc::nanosleep(&nap, std::ptr::null_mut());
-        }
-        // Those it adopted and which have ended: reaped (a container's init may never reap them).
-        let mut s = 0;
-        while libc::waitpid(-1, &mut s, libc::WNOHANG) > 0 {}
+    if adopted && signal_ours(me, 0) > 0 {
+        // At once: a process left running writes nothing more into the outputs about to be stored (a TERM trap
+        // of its own would).
+        kill_ours(me);
         libc::write(note as libc::c_int, b"L".as_ptr().cast(), 1);
     }
     // End as the program did.
@@ -306,7 +295,22 @@ unsafe fn signal_ours(me: libc::pid_t, sig: libc::c_int) -> usize {
     count
 }
 
-/// How long processes a program left running in its group get after SIGTERM before SIGKILL.
+/// SIGKILLs every process of [`signal_ours`] until none is left, reaping what it adopted: one whose parent is
+/// killed is adopted in turn and killed in the next round (at most 3 s: a process stuck in the kernel is left).
+#[cfg(target_os = "linux")]
+unsafe fn kill_ours(me: libc::pid_t) {
+    let start = monotonic();
+    while signal_ours(me, libc::SIGKILL) > 0 && monotonic() - start < 3_000 {
+        let mut s = 0;
+        while libc::waitpid(-1, &mut s, libc::WNOHANG) > 0 {}
+        let nap = libc::timespec { tv_sec: 0, tv_nsec: 5_000_000 };
+        libc::nanosleep(&nap, std::ptr::null_mut());
+    }
+    let mut s = 0;
+    while libc::waitpid(-1, &mut s, libc::WNOHANG) > 0 {}
+}
+
+/// How long a program's group is waited for after SIGKILL of what it left (where no guardian killed it).
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
 /// How a program ended.
@@ -318,10 +322,9 @@ pub struct Ended {
 }
 
 impl Program {
-    /// Waits for the program to end, then stops what it left running in its process group (a shell's
-    /// `cmd &`): SIGTERM, then SIGKILL after [`LEFTOVER_GRACE`]. The node's work is done when its program is, and
-    /// a process left behind would write on into files already moved into the store (and hold the output
-    /// pipe open).
+    /// Waits for the program to end; what it left running (a shell's `cmd &`, a `setsid` daemon) is killed at
+    /// once (SIGKILL), by its guardian or else here. The node's work is done when its program is, and a process
+    /// left behind would write on into files already moved into the store (and hold the output pipe open).
     pub fn wait(mut self) -> std::io::Result<Ended> {
         let status = self.child.wait();
         // The guardian stopped what the program left (its group, and what it adopted: a `setsid` daemon).
@@ -337,12 +340,11 @@ impl Program {
         let in_group = status.is_ok() && group_alive(self.pgid);
         let leftovers = told || in_group;
         if in_group {
-            signal(libc::SIGTERM);
+            signal(libc::SIGKILL);
             let until = Instant::now() + LEFTOVER_GRACE;
             while Instant::now() < until && group_alive(self.pgid) {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            signal(libc::SIGKILL);
         }
         RUNNING.lock().unwrap().0.remove(&self.pgid);
         status.map(|status| Ended { status, leftovers })

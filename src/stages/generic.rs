@@ -341,10 +341,9 @@ impl Stage for CommandStage {
         let last = tail.finish();
         if ended.leftovers {
             ctx.note(format!(
-                "`{}` ended leaving processes it started running; they were stopped (SIGTERM, then SIGKILL after {} s): \
-                 a node's work ends with its program, so wait for what it starts (`wait` in a shell)",
-                argv[0],
-                crate::stage::children::LEFTOVER_GRACE.as_secs()
+                "`{}` ended leaving processes it started running; they were killed (SIGKILL): a node's work ends \
+                 with its program, so wait for what it starts (`wait` in a shell)",
+                argv[0]
             ));
         }
         if !status.success() {

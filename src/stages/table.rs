@@ -528,11 +528,17 @@ impl Stage for TableStage {
         }
         if max_seeds > 1 {
             // Its own sentence after the caption's (`caption = "toy sweep"` ran into "toy sweep Mean ± …").
-            if !t.caption.trim_end().is_empty() && !t.caption.trim_end().ends_with(['.', '!', '?', ':', ')']) {
-                t.caption = format!("{}.", t.caption.trim_end());
-            }
+            let c = t.caption.trim_end();
+            let closed = c.trim_end_matches(['"', '\'', '”', '’', ')']);
+            t.caption = if c.is_empty() {
+                String::new()
+            } else if closed.ends_with(['.', '!', '?', '…', ':']) && !c.ends_with(')') {
+                format!("{c} ")
+            } else {
+                format!("{c}. ")
+            };
             t.caption.push_str(&format!(
-                " Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
+                "Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
                 crate::tables::TIE_RULE
             ));
         }

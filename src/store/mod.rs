@@ -304,11 +304,15 @@ impl Store {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') {
+            // Hidden files (`.gitignore`) are let be; a repository's `.git` is not: its root is no store's folder.
+            if name.starts_with('.') && name != ".git" {
                 continue;
             }
-            if name == "index" {
-                return Some("holds an `index` that is not a store's (a folder): it is not a store, and a store needs a folder of its own (check `--store` or POLYFLOW_STORE)".into());
+            let folder = !matches!(name.as_ref(), "running.json" | "writer.info" | "writer.lock");
+            if Self::STORE_PARTS.contains(&name.as_ref()) && folder && !std::fs::metadata(e.path()).is_ok_and(|m| m.is_dir()) {
+                return Some(format!(
+                    "holds a `{name}` that is not a store's (a folder): it is not a store, and a store needs a folder of its own (check `--store` or POLYFLOW_STORE)"
+                ));
             }
             if !Self::STORE_PARTS.contains(&name.as_ref()) {
                 others.push(name.into_owned());
