@@ -411,10 +411,10 @@ pub fn bench_model(a: BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("{name} must be at least 1");
         }
     }
-    if a.dim % a.heads != 0 {
+    if !a.dim.is_multiple_of(a.heads) {
         anyhow::bail!("--dim {} is not a multiple of --heads {}: each head takes dim / heads channels", a.dim, a.heads);
     }
-    if a.image % a.patch != 0 {
+    if !a.image.is_multiple_of(a.patch) {
         anyhow::bail!("--image {} is not a multiple of --patch {}: the image is cut into whole patches", a.image, a.patch);
     }
     if a.no_fused {

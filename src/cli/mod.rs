@@ -559,7 +559,8 @@ pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
 /// it is passed to the node as written. Once per declaration, parameter and name.
 fn note_placeholders(g: &Graph) {
     // Per (declaration, parameter, name): the nodes with it, where it is written, their variables.
-    let mut found: BTreeMap<(String, String, String), (Vec<String>, crate::spec::source::Span, Vec<String>)> = BTreeMap::new();
+    type Found = (Vec<String>, crate::spec::source::Span, Vec<String>);
+    let mut found: BTreeMap<(String, String, String), Found> = BTreeMap::new();
     for n in &g.pipeline.nodes {
         for (param, name, span) in &n.unknown_placeholders {
             let e = found.entry((n.decl.clone(), param.clone(), name.clone())).or_insert_with(|| {
@@ -1113,7 +1114,7 @@ fn export_blocker(dest: &Path) -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let (Ok(d), Ok(f)) = (std::fs::metadata(at), std::fs::symlink_metadata(dest)) else { return None };
-    if me != 0 && d.mode() & libc::S_ISVTX as u32 != 0 && f.uid() != me && d.uid() != me {
+    if me != 0 && d.mode() & libc::S_ISVTX != 0 && f.uid() != me && d.uid() != me {
         return Some(format!("but {} is another user's, in a shared folder where only its owner may replace it", shown(dest)));
     }
     None
@@ -1150,9 +1151,10 @@ fn materialize(
             let dest = n.base_dir.join(&rel);
             let shown = crate::spec::source::display_path(&dest);
             let why = if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-                Some(format!(
+                Some(
                     "which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)"
-                ))
+                        .to_string(),
+                )
             } else {
                 export_blocker(&dest)
                     .map(|why| format!("{why}: nothing was exported (the results are cached; fix that, or change `export`, and run again)"))

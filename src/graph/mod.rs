@@ -304,7 +304,6 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }
         // Only what it reads of what is wired to it: its edges, its key.
-        let mut inputs = inputs;
         if let Some(used) = stage.used_inputs(&params, &ids) {
             for (slot, idx) in inputs.iter_mut() {
                 let keep = used.get(slot).cloned().unwrap_or_default();

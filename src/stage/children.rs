@@ -9,7 +9,7 @@
 //! without stopping it (`kill -9`, the OOM killer, a job's time limit) the guardian stops the whole group —
 //! SIGTERM, then SIGKILL after [`ORPHAN_GRACE`] — so no shell's grandchild (a training script holding a GPU)
 //! runs on unattended. The guardian is a subreaper: what left the group (`setsid`, a daemon's double fork) is
-//! adopted by it when its parent ends, and stopped with the group. When the program ends, the guardian stops
+//! adopted by it when its parent ends, and stopped with the group. When the program ends, the guardian kills
 //! what it left running (see [`Program::wait`]). The guardian is forked between fork and exec, uses only
 //! async-signal-safe calls, and ends as its program did (its exit code, or the same signal), which is what
 //! polyflow then sees.
@@ -182,8 +182,8 @@ unsafe fn guard(parent: libc::pid_t, note: libc::c_int) -> std::io::Result<()> {
         kill_ours(me);
         libc::killpg(0, libc::SIGKILL);
     }
-    // What the program left running: its group's other processes and what it adopted. Stopped (SIGTERM, then
-    // SIGKILL after LEFTOVER_GRACE), and said through the note. Every process still running below the program
+    // What the program left running: its group's other processes and what it adopted. Killed, and said through
+    // the note. Every process still running below the program
     // has been adopted by now (its line of parents ends at the program, which has ended), so without a child
     // there is nothing to look for in `/proc` (the common case: one system call).
     let adopted = loop {
