@@ -287,6 +287,19 @@ impl Stage for TableStage {
         let runs = inputs.get("runs").cloned().unwrap_or_default();
         for (r, row) in p.rows.iter().enumerate() {
             for (k, n) in row.nodes.iter().enumerate() {
+                // A group of several settings (a matrix prefix such as `sweep.0.01`): not one row's.
+                let under: Vec<&String> = runs.iter().filter(|id| id.starts_with(&format!("{n}."))).collect();
+                if resolve(&runs, |s| s.as_str(), n).is_empty() && !under.is_empty() {
+                    return Err((
+                        format!("rows.{r}.nodes.{k}"),
+                        format!(
+                            "row `{}` names `{n}`, a group of {} runs of different settings: a row shows one setting (a node, or its seed replicates `NODE.sN`)",
+                            row.label,
+                            under.len()
+                        ),
+                        format!("name one of them (e.g. `{}`), or give each its own row", under[0]),
+                    ));
+                }
                 if resolve(&runs, |s| s.as_str(), n).is_empty() {
                     return Err((
                         format!("rows.{r}.nodes.{k}"),
