@@ -251,7 +251,7 @@ impl Stage for CommandStage {
             return Ok(String::new());
         }
         let bytes = a.read("metrics.json")?;
-        Ok(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(match parse_metrics(&bytes) {
             Ok(v) => {
                 let text = serde_json::to_string_pretty(&v).unwrap_or_default();
                 match text.char_indices().nth(METRICS_SHOWN) {
@@ -396,9 +396,7 @@ impl Stage for CommandStage {
         // A `metrics.json` that is not JSON: said now, not found out later by a table (which refuses it) or
         // `compare` (which reads no metric from it). Kept: the node's other outputs may be hours of work.
         if let Some((f, _)) = files.iter().find(|(f, _)| f.strip_prefix(&out_dir).is_ok_and(|n| n == Path::new("metrics.json"))) {
-            let parsed = std::fs::File::open(f)
-                .map_err(|e| e.to_string())
-                .and_then(|r| serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(r)).map_err(|e| e.to_string()));
+            let parsed = std::fs::read(f).map_err(|e| e.to_string()).and_then(|b| parse_metrics(&b).map_err(|e| e.to_string()));
             match parsed {
                 Err(e) => ctx.note(format!(
                     "`{}` wrote a metrics.json that is not JSON ({e}): tables refuse it and `compare` reads no metric from it; \
@@ -427,6 +425,44 @@ impl Stage for CommandStage {
             }
         }
         Ok(())
+    }
+}
+
+/// A `metrics.json` as tables, `compare` and `show` read it: JSON, where the bare `NaN`, `Infinity` and
+/// `-Infinity` that Python's `json.dump` writes by default (a diverged run's loss) are read as `null` (no
+/// number), and a leading UTF-8 byte-order mark is let be.
+pub(crate) fn parse_metrics(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Outside strings only.
+            let (mut out, mut i, mut in_str, mut esc) = (Vec::with_capacity(bytes.len()), 0, false, false);
+            while i < bytes.len() {
+                let b = bytes[i];
+                if in_str {
+                    out.push(b);
+                    match (esc, b) {
+                        (true, _) => esc = false,
+                        (false, b'\\') => esc = true,
+                        (false, b'"') => in_str = false,
+                        _ => {}
+                    }
+                    i += 1;
+                    continue;
+                }
+                let rest = &bytes[i..];
+                if let Some(t) = [&b"-Infinity"[..], b"Infinity", b"NaN"].into_iter().find(|t| rest.starts_with(t)) {
+                    out.extend_from_slice(b"null");
+                    i += t.len();
+                    continue;
+                }
+                in_str = b == b'"';
+                out.push(b);
+                i += 1;
+            }
+            serde_json::from_slice(&out).map_err(|_| e)
+        }
     }
 }
 
@@ -660,6 +696,16 @@ mod tests {
         }
         p.cut(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn python_json_reads_with_nan_as_null() {
+        let v = super::parse_metrics(
+            b"\xef\xbb\xbf{\"loss\": NaN, \"a\": -Infinity, \"b\": Infinity, \"s\": \"NaN \\\" Infinity\", \"acc\": 0.5}",
+        )
+        .unwrap();
+        assert_eq!(v, serde_json::json!({"loss": null, "a": null, "b": null, "s": "NaN \" Infinity", "acc": 0.5}));
+        assert!(super::parse_metrics(b"{\"acc\": .1}").is_err());
     }
 
     #[test]

@@ -108,6 +108,12 @@ fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'
     v.into_iter().map(|x| x.1).collect()
 }
 
+/// A run's `metrics.json` (Python's `NaN` read as no number: [`super::generic::parse_metrics`]).
+fn metrics_of(a: &InputArtifact) -> Result<Value, StageError> {
+    super::generic::parse_metrics(&a.read("metrics.json")?)
+        .map_err(|e| StageError::failed(format!("input `{}` file `metrics.json`: {e}", a.id)))
+}
+
 /// The dotted paths of the numbers in `v` (the first 12), for saying what a run's metrics.json holds.
 fn number_paths(v: &Value, prefix: &str) -> Vec<String> {
     let mut out = vec![];
@@ -432,7 +438,7 @@ impl Stage for TableStage {
                             r.label, a.id
                         )));
                     }
-                    v.push((a, a.json::<Value>("metrics.json")?));
+                    v.push((a, metrics_of(a)?));
                 }
                 named.push(v);
             }
@@ -515,16 +521,14 @@ impl Stage for TableStage {
         if let Some(c) = cols.iter().zip(&reported).find(|(c, r)| c.key.is_some() && !**r).map(|(c, _)| c) {
             // There, but not a number (`"0.5"`, `true`): said as such, not as absent.
             let (path, pointer) = c.path();
-            let typed = runs
-                .iter()
-                .find_map(|a| a.json::<Value>("metrics.json").ok().and_then(|m| m.pointer(&pointer).cloned()).map(|v| (a.id.clone(), v)));
+            let typed = runs.iter().find_map(|a| metrics_of(a).ok().and_then(|m| m.pointer(&pointer).cloned()).map(|v| (a.id.clone(), v)));
             if let Some((id, v)) = typed {
                 return Err(StageError::input(format!(
                     "column `{}`: `{id}` reports `{path}` as {v}, which is not a number (write it as a JSON number)",
                     col_label(c)
                 )));
             }
-            let some = runs.iter().find_map(|a| a.json::<Value>("metrics.json").ok().map(|m| (a.id.clone(), m)));
+            let some = runs.iter().find_map(|a| metrics_of(a).ok().map(|m| (a.id.clone(), m)));
             let seen = some.map(|(id, m)| format!(" (`{id}`'s has: {})", number_paths(&m, "").join(", "))).unwrap_or_default();
             return Err(StageError::input(format!(
                 "column `{}`: no run of this table reports `{}` in its metrics.json{seen}",
