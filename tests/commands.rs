@@ -1100,3 +1100,29 @@ fn a_failed_node_changed_since_says_it_never_succeeded() {
     let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
     assert!(out.contains("never succeeded: its last attempt, with other settings, failed (`sh -c exit 3` exited with code 3)"), "{out}");
 }
+
+/// A new store needs a folder of its own: a folder of other files, one whose store part is no folder, a path under
+/// a file and a link to nothing are refused (exit 2), nothing made there; hidden files are let be.
+#[test]
+fn a_new_store_needs_a_folder_of_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), P).unwrap();
+    std::fs::create_dir_all(d.path().join("junk")).unwrap();
+    std::fs::write(d.path().join("junk/blobs"), "").unwrap();
+    std::fs::write(d.path().join("afile"), "").unwrap();
+    std::os::unix::fs::symlink("/nonexistent-polyflow", d.path().join("dangling")).unwrap();
+    for (store, says) in [
+        (".", "is a folder of other files (`afile`, `dangling`, `junk` and 1 more), not a store"),
+        ("junk", "holds a `blobs` that is not a store's (a folder)"),
+        ("afile/sub", "a folder above it is a file"),
+        ("dangling", "is a link to nothing"),
+    ] {
+        let (code, _, err) = pf(d.path(), &["run", "p.toml", "--store", store]);
+        assert!(code == 2 && err.contains(says), "{store}: {code} {err}");
+    }
+    assert!(!d.path().join("index").exists() && !d.path().join("junk/index").exists());
+    std::fs::create_dir_all(d.path().join("hidden")).unwrap();
+    std::fs::write(d.path().join("hidden/.gitignore"), "*\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "hidden"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "hidden"]).0, 0);
+}

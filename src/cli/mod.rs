@@ -425,6 +425,7 @@ impl CliError {
         match self {
             CliError::Spec(_) => exit::USAGE,
             CliError::Store(StoreError::Locked { .. }) => exit::LOCKED,
+            CliError::Store(StoreError::NotAStore { .. }) => exit::USAGE,
             CliError::Store(_) => exit::STORE,
             CliError::Other(_, c) => *c,
             CliError::Problems(..) => exit::USAGE,

@@ -73,6 +73,15 @@ pub enum StoreError {
         /// Description of the holder.
         holder: String,
     },
+    /// The store path names no place a store can be made (a file, a folder of other files, under a file, a link
+    /// to nothing): a usage error, said with what to check.
+    #[error("{}: {why}", path.display())]
+    NotAStore {
+        /// The store path as given.
+        path: PathBuf,
+        /// What is there, and what to do.
+        why: String,
+    },
     /// The store cannot be written by this user (a read-only copy, another user's store, a read-only mount).
     #[error(
         "the store {root} is not writable here ({why}): `status`, `plan`, `show`, `compare`, `report`, `verify` and a \
@@ -248,28 +257,22 @@ impl Store {
     /// Opens (creating) a store at `root`. A store whose root folder is group-writable is shared with its group
     /// ([`share_with_group`]).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let not_a_store = |why: &str| StoreError::NotAStore { path: root.to_path_buf(), why: why.to_string() };
         if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
-            let e = std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "is a file, not a folder: a store is a folder (check `--store` or POLYFLOW_STORE)",
-            );
-            return Err(StoreError::io(root, e));
+            return Err(not_a_store("is a file, not a folder: a store is a folder (check `--store` or POLYFLOW_STORE)"));
         }
         if !Store::exists(root) {
             if let Some(why) = Self::not_a_new_store(root) {
-                return Err(StoreError::io(root, std::io::Error::new(std::io::ErrorKind::AlreadyExists, why)));
+                return Err(not_a_store(&why));
             }
         }
-        std::fs::create_dir_all(root).map_err(|e| {
+        std::fs::create_dir_all(root).map_err(|e| match e.kind() {
             // Said as what to fix: `sfile/sub`, a link to nothing.
-            let why = match e.kind() {
-                std::io::ErrorKind::NotADirectory => "a folder above it is a file (check `--store` or POLYFLOW_STORE)".to_string(),
-                std::io::ErrorKind::AlreadyExists if std::fs::symlink_metadata(root).is_ok() => {
-                    "is a link to nothing (check `--store` or POLYFLOW_STORE)".to_string()
-                }
-                _ => return StoreError::io(root, e),
-            };
-            StoreError::io(root, std::io::Error::new(e.kind(), why))
+            std::io::ErrorKind::NotADirectory => not_a_store("a folder above it is a file (check `--store` or POLYFLOW_STORE)"),
+            std::io::ErrorKind::AlreadyExists if std::fs::symlink_metadata(root).is_ok() => {
+                not_a_store("is a link to nothing (check `--store` or POLYFLOW_STORE)")
+            }
+            _ => StoreError::io(root, e),
         })?;
         share_with_group(root);
         // Absolute, so that paths into the store handed to programs that run elsewhere (a `command` node's
