@@ -197,9 +197,28 @@ pub enum Command {
     },
 }
 
-/// `run` / `plan` arguments.
+/// `run` arguments: `plan`'s and those of a run that runs.
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Print the plan with each node's reason and run nothing (as `plan`).
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait for another run holding the store instead of exiting with code 3.
+    #[arg(long)]
+    wait: bool,
+    /// On Ctrl-C, leave submitted Slurm jobs running (the next `run` re-attaches) instead of cancelling them.
+    #[arg(long)]
+    keep_jobs: bool,
+    /// Fetch from the shared cache but publish nothing to it.
+    #[arg(long)]
+    no_publish: bool,
+}
+
+/// `plan` arguments, which `run` shares: what to run, and where.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
     #[command(flatten)]
     common: Common,
     /// Target nodes (or matrix / seeds declarations); default: the nodes the file itself declares (not those only
@@ -211,9 +230,6 @@ pub struct RunArgs {
     /// Re-run every selected node.
     #[arg(long)]
     force_all: bool,
-    /// Print the plan with each node's reason and run nothing.
-    #[arg(long)]
-    dry_run: bool,
     /// Parallel CPU slots (default: number of cores).
     #[arg(short, long, default_value_t = 0)]
     jobs: usize,
@@ -221,48 +237,11 @@ pub struct RunArgs {
     /// to devices no other running node holds (a node asking for more than N gets all N). 0 = hold none.
     #[arg(long, default_value_t = 1)]
     devices: usize,
-    /// Events as JSON lines on stdout (`plan`, `run --dry-run`: the plan as one JSON object).
+    /// JSON on stdout: a run's events as lines; a plan (`plan`, `run --dry-run`) as one object.
     #[arg(long)]
     json: bool,
-    /// Wait for another run holding the store instead of exiting with code 3.
-    #[arg(long)]
-    wait: bool,
     /// Where stale nodes run: `local` (threads of this process) or `slurm` (one sbatch job per node);
     /// default: the pipeline's `[executor] kind`, else local.
-    #[arg(long, value_parser = ["local", "slurm"])]
-    executor: Option<String>,
-    /// On Ctrl-C, leave submitted Slurm jobs running (the next `run` re-attaches) instead of cancelling them.
-    #[arg(long)]
-    keep_jobs: bool,
-    /// Fetch from the shared cache but publish nothing to it.
-    #[arg(long)]
-    no_publish: bool,
-}
-
-/// `plan` arguments: `run`'s, less those that only matter to a run that runs.
-#[derive(Args, Debug)]
-pub struct PlanArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Target nodes (or matrix / seeds declarations); default: the nodes the file itself declares (not those only
-    /// its includes declare) and everything they need.
-    nodes: Vec<String>,
-    /// Plan this node to re-run even if fresh (repeatable).
-    #[arg(long)]
-    force: Vec<String>,
-    /// Plan every selected node to re-run.
-    #[arg(long)]
-    force_all: bool,
-    /// Parallel CPU slots the plan assumes (default: number of cores).
-    #[arg(short, long, default_value_t = 0)]
-    jobs: usize,
-    /// Accelerators the plan assumes (as `run --devices`).
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
-    /// The plan as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Where the stale nodes would run: `local` or `slurm` (as `run --executor`).
     #[arg(long, value_parser = ["local", "slurm"])]
     executor: Option<String>,
 }
@@ -754,7 +733,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     let verbose = cli.verbose > 0;
     // Machine output asked for: an error is also a JSON line on stdout, so a consumer gets JSON either way.
     let json = match &cli.command {
-        Command::Run(a) => a.json,
+        Command::Run(a) => a.plan.json,
         Command::Plan(a) => a.json,
         Command::Status(a) => a.json,
         Command::Params(a) => a.json,
@@ -762,20 +741,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         _ => false,
     };
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => plan(
-            PlanArgs {
-                common: a.common,
-                nodes: a.nodes,
-                force: a.force,
-                force_all: a.force_all,
-                jobs: a.jobs,
-                devices: a.devices,
-                json: a.json,
-                executor: a.executor,
-            },
-            verbose,
-            reg,
-        ),
+        Command::Run(a) if a.dry_run => plan(a.plan, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
         Command::Plan(a) => plan(a, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
@@ -985,6 +951,7 @@ pub fn forced_nodes(g: &Graph, targets: &[String], force: &[String]) -> Result<V
 }
 
 fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
+    let RunArgs { plan: a, dry_run: _, wait, keep_jobs, no_publish } = a;
     let g = load_graph(&a.common, reg)?;
     forced_nodes(&g, &a.nodes, &a.force)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
@@ -1017,7 +984,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     hook(signal_hook::consts::SIGTERM, &flag)?;
     hook(signal_hook::consts::SIGHUP, &hup)?;
     hook(signal_hook::consts::SIGHUP, &flag)?;
-    let _lock = lock_store(&store, a.wait, a.json, Some((&flag, &term, &hup)))?;
+    let _lock = lock_store(&store, wait, a.json, Some((&flag, &term, &hup)))?;
     let opts = RunOptions {
         targets: a.nodes,
         force: a.force,
@@ -1026,7 +993,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
         devices: a.devices,
         env: env_of(&g, &a.common.backend),
         executor,
-        keep_jobs: a.keep_jobs,
+        keep_jobs,
         interrupt: vec![],
         cache: None,
         publish: false,
@@ -1038,7 +1005,7 @@ fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
     let mut opts = opts;
     if let Some((cache, publish)) = a.common.shared_cache(&g, true)? {
         opts.cache = Some(cache);
-        opts.publish = publish && !a.no_publish;
+        opts.publish = publish && !no_publish;
     }
     // A reader of the JSON lines that goes away stops the run as SIGTERM would, with a flag of its own: the
     // signal handlers' (a second signal ends the process at once) stays down until a signal comes.
