@@ -181,3 +181,47 @@ fn committed_findings_name_the_committed_tables() {
         }
     }
 }
+
+/// Every key and artifact digest behind a table JSON (64-hex strings), sorted: what the table's numbers were
+/// computed from, without the node ids that name them.
+fn digests_behind(table_json: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(table_json).unwrap();
+    let mut out: Vec<String> = text.split(|c: char| !c.is_ascii_hexdigit()).filter(|w| w.len() == 64).map(str::to_string).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn renamed_nodes_give_the_same_keys_and_bytes() {
+    // A node's id is not in any key, so it must not be in any artifact either: a renamed model (features name
+    // their encoder) or image dataset (a generated video dataset names its source) gave other bytes under the
+    // same key, and so other keys downstream (a teammate's shared cache missed; `git diff results/` lied).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&a, &b] {
+        for dir in ["pipelines", "datasets"] {
+            copy_tree(&root.join(dir), &d.path().join(dir));
+        }
+    }
+    let renames = [("co_image", "co_img"), ("[node.mnist]", "[node.mnist_pixels]"), ("= \"mnist\" }", "= \"mnist_pixels\" }")];
+    let mut changed = 0;
+    for dir in ["pipelines", "datasets"] {
+        for e in std::fs::read_dir(b.path().join(dir)).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                let new = renames.iter().fold(text.clone(), |t, (from, to)| t.replace(from, to));
+                changed += usize::from(new != text);
+                std::fs::write(e.path(), new).unwrap();
+            }
+        }
+    }
+    assert!(changed >= 3, "the renames reach the model, the dataset and the generated video's declarations");
+    for d in [&a, &b] {
+        let (code, _) = run_json(d.path(), &["run", "pipelines/table3.toml", "--profile", "smoke"]);
+        assert_eq!(code, 0);
+    }
+    let json = |d: &tempfile::TempDir| d.path().join("results/smoke/table3.json");
+    let renamed = std::fs::read_to_string(json(&b)).unwrap();
+    assert!(renamed.contains("co_img") && !renamed.contains("co_image"), "the table reads the renamed nodes");
+    assert_eq!(digests_behind(&json(&a)), digests_behind(&json(&b)), "renaming nodes changed keys or artifacts");
+}

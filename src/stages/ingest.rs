@@ -6,7 +6,7 @@ use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
 use crate::data::layouts::video_csv::TestTable;
-use crate::data::layouts::{self, Catalog, Entry, SplitName};
+use crate::data::layouts::{self, Catalog, Entry, Missing, SplitName};
 use crate::data::shards::{Label, Layout, ShardWriter, Values};
 use crate::data::tensors::{carve, Array, Labels, Meta, Named};
 use crate::data::video;
@@ -414,16 +414,23 @@ impl DatasetStage {
                     "test" => SplitName::Test,
                     _ => SplitName::Train,
                 };
-                let entries: Vec<Entry> = clips
+                // A row of a CSV whose file is not there is a listed example absent (`max_missing`), not a file
+                // that could not be decoded (`max_bad`).
+                let (present, absent): (Vec<&ClipRef>, Vec<&ClipRef>) = clips.iter().partition(|c| c.path.exists());
+                let entries: Vec<Entry> = present
                     .iter()
                     .map(|c| Entry { path: c.path.clone(), labels: c.labels.clone(), split: split(c), listed: c.listed.clone() })
+                    .collect();
+                let missing: Vec<Missing> = absent
+                    .iter()
+                    .map(|c| Missing { listed: c.listed.clone(), file: crate::spec::source::display_path(&c.path), split: split(c) })
                     .collect();
                 // Test as these layouts always had it: from their lists or rows, possibly empty, never carved.
                 let mut declared = vec![SplitName::Train, SplitName::Test];
                 if entries.iter().any(|e: &Entry| e.split == SplitName::Val) {
                     declared.push(SplitName::Val);
                 }
-                Catalog { classes, entries, declared, ..Default::default() }
+                Catalog { classes, entries, declared, missing, ..Default::default() }
             }
             other @ (Format::Idx | Format::Cifar10 | Format::Cifar100) => {
                 return Err(StageError::failed(format!("format `{other}` has no file catalog")))
@@ -905,7 +912,9 @@ impl Stage for VideoSynthStage {
         "video_synth"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the note names the image dataset by its artifact's digest, not by its node's id (which is not in the
+        // key: a renamed node gave other bytes under the same key).
+        2
     }
     fn doc(&self) -> &'static str {
         "generate a video task from images: moving_digits (label = digit) or fashion_motion (label = motion)"
@@ -961,7 +970,12 @@ impl Stage for VideoSynthStage {
         }
         let classes =
             if task == SynthTask::MovingDigits { meta.classes.clone() } else { video::MOTIONS.iter().map(|s| s.to_string()).collect() };
-        let note = format!("{task} generated from `{}` ({frames} frames, {size}², seed {})", src.id, ctx.seed());
+        // Content only: the image dataset by its artifact's digest, not its node's id (not in the key).
+        let note = format!(
+            "{task} generated from an image dataset (artifact {}; {frames} frames, {size}², seed {})",
+            &src.manifest.digest[..12.min(src.manifest.digest.len())],
+            ctx.seed()
+        );
         write_dataset(ctx, "video", classes, false, splits, None, note)
     }
     fn describe(&self, a: &crate::stage::InputArtifact, out: &Path) -> Result<String, StageError> {

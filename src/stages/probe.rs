@@ -145,8 +145,10 @@ impl Stage for FeaturesStage {
         // layers on polyflow's product, the final LayerNorm on the class tokens only: see `TrainStage::version`).
         // 6: a model from scratch initialises q, k and v as three [D, D] Xavier kernels (the initial model's
         // features; see `TrainStage::version`).
+        // 7: `source` names the model by its artifact's digest, not by its node's id (which is not in the key: a
+        // renamed node gave other bytes under the same key).
         // (+1 off the fused CPU block only: see `version_for`.)
-        6
+        7
     }
     fn preflight_env(&self, _params: &Value, env: &BTreeMap<String, String>) -> Result<(), crate::stage::Problem> {
         super::training::backend_built(env)
@@ -186,7 +188,7 @@ impl Stage for FeaturesStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision", crate::cli::CPU_BLOCK, crate::cli::BF16_KERNEL]
+        &crate::model::device::MODEL_ENV_KEYS
     }
     fn shown_key(&self, keyed: &mut Value) {
         super::modelspec::shown_size(keyed);
@@ -262,7 +264,8 @@ impl Stage for FeaturesStage {
                         let timm = from_safetensors(&a.read("weights.safetensors")?).map_err(StageError::input)?;
                         let w = from_timm(&timm, &cfg, p.init_inflation)
                             .map_err(|e| StageError::input(format!("init from `{}`: {e}", a.id)))?;
-                        (cfg, Some(w), format!("initial model: pretrained weights of `{}`", a.id))
+                        // Content only (no node id: a renamed node keeps its key, so it must keep its bytes).
+                        (cfg, Some(w), format!("initial model: pretrained weights (artifact {})", short(&a.manifest.digest)))
                     }
                     None => (cfg, None, "initial model (seeded random init)".to_string()),
                 }
@@ -278,7 +281,7 @@ impl Stage for FeaturesStage {
                 let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
                 let mut cfg = old.clone();
                 cfg.tasks.clear();
-                let mut note = format!("encoder of `{}`", a.id);
+                let mut note = format!("encoder of a trained model (artifact {})", short(&a.manifest.digest));
                 if cfg.geometry(m).is_none() {
                     cfg.geometry.push((m, geometry(m, task.shape, &p.model)));
                     cfg.geometry.sort_by_key(|(k, _)| *k);
@@ -630,4 +633,9 @@ fn trained_model(inputs: &BTreeMap<String, Vec<(String, Value)>>) -> Option<(&st
     ))
     .ok()?;
     Some((id, model))
+}
+
+/// The first 12 characters of a digest, as artifacts name one another.
+fn short(digest: &str) -> &str {
+    &digest[..12.min(digest.len())]
 }

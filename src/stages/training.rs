@@ -96,18 +96,43 @@ struct OptimParams {
     activation_checkpointing: bool,
 }
 
+/// The settings of a model-bearing node (`train`, `cotrain`, `probe`) that decide its arithmetic and devices, read
+/// from its parameters as they are (a probe's have no `precision`: absent is the default). A value that does not
+/// parse reads as the default here: `validate` reports it before anything runs.
+#[derive(Deserialize, Default)]
+struct Arithmetic {
+    #[serde(default)]
+    precision: Option<Precision>,
+    #[serde(default)]
+    gelu: Option<Gelu>,
+    #[serde(default)]
+    gpus: Option<usize>,
+    #[serde(default)]
+    activation_checkpointing: bool,
+}
+
+impl Arithmetic {
+    fn of(params: &Value) -> Self {
+        Self::deserialize(params).unwrap_or_default()
+    }
+    fn precision(&self) -> Precision {
+        self.precision.unwrap_or(Precision::F32)
+    }
+}
+
 /// Whether a model-bearing node with `params` under `env` (its key's entries) runs off the fused CPU block: on
 /// another backend than `flex`, with a setting the fused kernels do not have ([`never_fused`]), or with the
 /// fused block turned off (`POLYFLOW_FUSED_CPU=0`, the `cpu_block` entry: burn's composition rounds
 /// differently, so its artifacts must not stand in for the fused block's under one key, nor the other way
 /// round). A function of the key's inputs alone.
 pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
-    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || never_fused(params) || env.contains_key(crate::cli::CPU_BLOCK)
+    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || never_fused(params) || env.contains_key(crate::model::device::CPU_BLOCK)
 }
 
 /// Settings the fused CPU block does not implement: the erf GELU, f16.
 fn never_fused(params: &Value) -> bool {
-    params.get("gelu").and_then(Value::as_str) == Some("erf") || params.get("precision").and_then(Value::as_str) == Some("f16")
+    let a = Arithmetic::of(params);
+    a.gelu == Some(Gelu::Erf) || a.precision() == Precision::F16
 }
 
 /// The key's environment of a model-bearing node: the `cpu_block` entry (`POLYFLOW_FUSED_CPU=0`) only where
@@ -115,10 +140,10 @@ fn never_fused(params: &Value) -> bool {
 /// The `bf16_kernel` entry (AMX) only on bf16 nodes the fused block runs: the others never use its bf16 products.
 pub(crate) fn env_for_block(params: &Value, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
     if never_fused(params) {
-        env.remove(crate::cli::CPU_BLOCK);
+        env.remove(crate::model::device::CPU_BLOCK);
     }
-    if params.get("precision").and_then(Value::as_str) != Some("bf16") || off_fused_cpu(params, &env) {
-        env.remove(crate::cli::BF16_KERNEL);
+    if Arithmetic::of(params).precision() != Precision::Bf16 || off_fused_cpu(params, &env) {
+        env.remove(crate::model::device::BF16_KERNEL);
     }
     env
 }
@@ -131,9 +156,9 @@ pub fn follow_key_env(env: &BTreeMap<String, String>) -> Result<(), String> {
     if env.get("backend").map(String::as_str) != Some("flex") {
         return Ok(());
     }
-    crate::model::fused::set_enabled(!env.contains_key(crate::cli::CPU_BLOCK));
+    crate::model::fused::set_enabled(!env.contains_key(crate::model::device::CPU_BLOCK));
     use crate::model::fused::kernels::bf16::{avoid_amx, kernel, Kernel};
-    match env.get(crate::cli::BF16_KERNEL) {
+    match env.get(crate::model::device::BF16_KERNEL) {
         None if avoid_amx() == Kernel::Amx => {
             Err("this process already runs its bf16 products on AMX, which the key does not name".to_string())
         }
@@ -141,7 +166,7 @@ pub fn follow_key_env(env: &BTreeMap<String, String>) -> Result<(), String> {
             "the node's key names {} = {want} (its bf16 products ran on AMX where it was submitted), but on this \
              machine they run on {}, whose sums round otherwise; run it on CPUs with AMX-BF16 (e.g. a Slurm constraint), \
              or submit with POLYFLOW_BF16=avx512 so that its key names no AMX",
-            crate::cli::BF16_KERNEL,
+            crate::model::device::BF16_KERNEL,
             kernel().name()
         )),
         _ => Ok(()),
@@ -326,13 +351,9 @@ fn save_resume(dir: &Path, r: &Resume) -> std::io::Result<()> {
     if let Some(s) = &r.loss_scale {
         meta["loss_scale"] = json!(s);
     }
-    // Tensors first, then the JSON that makes them count (both atomic renames).
-    let tmp = dir.join("resume.safetensors.tmp");
-    std::fs::write(&tmp, to_safetensors(&t))?;
-    std::fs::rename(&tmp, dir.join("resume.safetensors"))?;
-    let tmp = dir.join("resume.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&meta)?)?;
-    std::fs::rename(&tmp, dir.join("resume.json"))
+    // Tensors first, then the JSON that makes them count (each on disk before its rename).
+    crate::store::write_atomic(&dir.join("resume.safetensors"), &to_safetensors(&t), true)?;
+    crate::store::write_atomic(&dir.join("resume.json"), &serde_json::to_vec(&meta)?, true)
 }
 
 fn load_resume(dir: &Path) -> Option<Resume> {
@@ -484,9 +505,9 @@ impl Stage for TrainStage {
         // summation order, and the heads as the linear node came with the base version's bump for the sigmoid's
         // gradient at 0, which every backend takes.)
         let off = off_fused_cpu(params, env);
-        let precision = params.get("precision").and_then(Value::as_str);
-        let bf16 = precision == Some("bf16");
-        let half = bf16 || precision == Some("f16");
+        let precision = Arithmetic::of(params).precision();
+        let bf16 = precision == Precision::Bf16;
+        let half = precision != Precision::F32;
         let device = Backend::from_env(env).is_ok_and(Backend::holds_device);
         self.version() + u32::from(off || bf16) + u32::from(off && bf16) + 9 * u32::from(device) + u32::from(device && half)
     }
@@ -510,7 +531,7 @@ impl Stage for TrainStage {
         v
     }
     fn env_keys(&self) -> &'static [&'static str] {
-        &["seed", "backend", "precision", crate::cli::CPU_BLOCK, crate::cli::BF16_KERNEL]
+        &crate::model::device::MODEL_ENV_KEYS
     }
     fn shown_key(&self, keyed: &mut Value) {
         super::modelspec::shown_size(keyed);
@@ -537,7 +558,7 @@ impl Stage for TrainStage {
         // One CPU slot, so that training nodes run side by side on the cores (`resources = { cpus = N }` gives
         // one node N threads for its kernels); on CUDA each holds one device per data-parallel replica (`gpus`).
         // An unknown backend holds none: `run` reports it.
-        let replicas = params.get("gpus").and_then(Value::as_u64).unwrap_or(1).max(1) as u32;
+        let replicas = Arithmetic::of(params).gpus.unwrap_or(1).max(1) as u32;
         Resources { cpu_slots: 1, devices: if Backend::from_env(env).is_ok_and(Backend::holds_device) { replicas } else { 0 } }
     }
     fn validate(&self, params: &Value) -> Result<(), (String, String)> {
@@ -562,16 +583,17 @@ impl Stage for TrainStage {
     }
     fn preflight_env(&self, params: &Value, env: &BTreeMap<String, String>) -> Result<(), Problem> {
         // An unknown backend or a precision that does not parse: `run` and `validate` report them.
-        if let (Ok(backend), Some(precision)) = (Backend::from_env(env), params.get("precision").and_then(Value::as_str)) {
+        let arithmetic = Arithmetic::of(params);
+        if let (Ok(backend), Some(precision)) = (Backend::from_env(env), arithmetic.precision) {
             // The report puts the parameter's name first: "`precision` = \"bf16\" is not available on …".
             backend
-                .supports_precision(precision)
+                .supports_precision(precision.name())
                 .map_err(|m| Problem::from(("precision".to_string(), m.strip_prefix("precision ").unwrap_or(&m).to_string())))?;
         }
-        if params.get("activation_checkpointing") == Some(&Value::Bool(true)) {
+        if arithmetic.activation_checkpointing {
             let why = match Backend::from_env(env) {
                 Ok(b) if b != Backend::Flex => Some(format!("runs on the CPU (flex) backend only in this version, not on `{b}`")),
-                _ if env.contains_key(crate::cli::CPU_BLOCK) => {
+                _ if env.contains_key(crate::model::device::CPU_BLOCK) => {
                     Some("needs the fused CPU block, which POLYFLOW_FUSED_CPU=0 turns off".to_string())
                 }
                 _ => None,
@@ -765,7 +787,9 @@ impl Stage for TrainStage {
             .get("init")
             .and_then(|v| v.first())
             .filter(|a| !a.has("model.safetensors"))
-            .map(|a| json!({"node": a.id, "artifact": a.manifest.digest, "checkpoint_digest": a.manifest.files.get("weights.safetensors").map(|f| &f.digest)}));
+            // Content only: the `weights` node's id is not in the key, so it is not in the bytes either (models
+            // written before this name it as `node`; `describe` reads both).
+            .map(|a| json!({"artifact": a.manifest.digest, "checkpoint_digest": a.manifest.files.get("weights.safetensors").map(|f| &f.digest)}));
         write_model(ctx, &cfg, &tasks, &out, pretrained)
     }
     fn describe(&self, a: &InputArtifact, _out: &Path) -> Result<String, StageError> {
@@ -773,11 +797,8 @@ impl Stage for TrainStage {
         let mut text = serde_json::to_string_pretty(&m).unwrap_or_default();
         if let Some(p) = a.json::<Value>("config.json").ok().and_then(|c| c.get("pretrained").cloned()) {
             let digest = p["checkpoint_digest"].as_str().unwrap_or("?");
-            text = format!(
-                "initialised from `{}` (checkpoint blake3 {})\n{text}",
-                p["node"].as_str().unwrap_or("?"),
-                &digest[..16.min(digest.len())]
-            );
+            let from = p["node"].as_str().map_or_else(|| "a pretrained checkpoint".to_string(), |n| format!("`{n}`"));
+            text = format!("initialised from {from} (checkpoint blake3 {})\n{text}", &digest[..16.min(digest.len())]);
         }
         Ok(text)
     }
@@ -918,7 +939,7 @@ mod tests {
         let flex = BTreeMap::from([("backend".to_string(), "flex".to_string())]);
         assert!(s.preflight_env(&p, &flex).is_ok());
         let mut off = flex.clone();
-        off.insert(crate::cli::CPU_BLOCK.to_string(), "composed".to_string());
+        off.insert(crate::model::device::CPU_BLOCK.to_string(), "composed".to_string());
         let e = s.preflight_env(&p, &off).unwrap_err();
         assert!(e.param == "activation_checkpointing" && e.msg.contains("POLYFLOW_FUSED_CPU=0"), "{e:?}");
         assert!(s.preflight_env(&json!({}), &off).is_ok());
@@ -931,11 +952,13 @@ mod tests {
     /// and leaves those that never use it (erf GELU, f16), which keep one key either way.
     #[test]
     fn the_cpu_block_entry_only_keys_nodes_the_fused_block_runs() {
-        let env =
-            BTreeMap::from([("backend".to_string(), "flex".to_string()), (crate::cli::CPU_BLOCK.to_string(), "composed".to_string())]);
+        let env = BTreeMap::from([
+            ("backend".to_string(), "flex".to_string()),
+            (crate::model::device::CPU_BLOCK.to_string(), "composed".to_string()),
+        ]);
         let stages: [Box<dyn Stage>; 2] = [Box::new(TrainStage { multi: false }), Box::new(crate::stages::probe::FeaturesStage)];
         for s in &stages {
-            let kept = |p| s.env_for(&p, env.clone()).contains_key(crate::cli::CPU_BLOCK);
+            let kept = |p| s.env_for(&p, env.clone()).contains_key(crate::model::device::CPU_BLOCK);
             assert!(kept(json!({})) && kept(json!({"precision": "bf16"})), "{}", s.kind());
             assert!(!kept(json!({"gelu": "erf"})) && !kept(json!({"precision": "f16"})), "{}", s.kind());
         }
@@ -948,20 +971,20 @@ mod tests {
         let env = |extra: &[(&str, &str)]| {
             let mut e = BTreeMap::from([
                 ("backend".to_string(), "flex".to_string()),
-                (crate::cli::BF16_KERNEL.to_string(), "AMX-BF16".to_string()),
+                (crate::model::device::BF16_KERNEL.to_string(), "AMX-BF16".to_string()),
             ]);
             e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             e
         };
         let stages: [Box<dyn Stage>; 2] = [Box::new(TrainStage { multi: true }), Box::new(crate::stages::probe::FeaturesStage)];
         for s in &stages {
-            assert!(s.env_keys().contains(&crate::cli::BF16_KERNEL), "{}", s.kind());
-            let kept = |p: serde_json::Value, e: BTreeMap<String, String>| s.env_for(&p, e).contains_key(crate::cli::BF16_KERNEL);
+            assert!(s.env_keys().contains(&crate::model::device::BF16_KERNEL), "{}", s.kind());
+            let kept = |p: serde_json::Value, e: BTreeMap<String, String>| s.env_for(&p, e).contains_key(crate::model::device::BF16_KERNEL);
             assert!(kept(json!({"precision": "bf16"}), env(&[])), "{}", s.kind());
             for p in [json!({}), json!({"precision": "f32"}), json!({"precision": "f16"}), json!({"precision": "bf16", "gelu": "erf"})] {
                 assert!(!kept(p.clone(), env(&[])), "{} {p}", s.kind());
             }
-            assert!(!kept(json!({"precision": "bf16"}), env(&[(crate::cli::CPU_BLOCK, "composed")])), "{}", s.kind());
+            assert!(!kept(json!({"precision": "bf16"}), env(&[(crate::model::device::CPU_BLOCK, "composed")])), "{}", s.kind());
             assert!(!kept(json!({"precision": "bf16"}), env(&[("backend", "cuda")])), "{}", s.kind());
         }
     }
