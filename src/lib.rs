@@ -13,6 +13,7 @@
 //! - [`exec`]: freshness assessment and the parallel executor; emits [`exec::Event`]s. Nodes start through
 //!   a launcher: in this process ([`exec::launch::LocalLauncher`]) or as Slurm jobs ([`exec::slurm`]).
 //! - [`stage`]: the trait node kinds implement, and the registry.
+//! - [`text`]: small text and clock helpers every layer shares.
 //!
 //! Node kinds and their domains:
 //! - [`stages`]: the built-in kinds (generic `value`/`command`, and the PolyViT study's kinds).
@@ -34,4 +35,5 @@ pub mod stage;
 pub mod stages;
 pub mod store;
 pub mod tables;
+pub mod text;
 pub mod train;

@@ -3,7 +3,7 @@
 //! AMX and the products here do not run on it), the fused CPU block on or off as the `cpu_block` entry says.
 //! Its own test binary: the choices are process-wide, made once, and this test makes them.
 
-use polyflow::cli::{BF16_KERNEL, CPU_BLOCK};
+use polyflow::model::device::{BF16_KERNEL, CPU_BLOCK};
 use polyflow::model::fused::kernels::bf16::{kernel, Kernel};
 use polyflow::stages::training::follow_key_env;
 use std::collections::BTreeMap;

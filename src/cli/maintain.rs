@@ -57,17 +57,8 @@ fn job_in_flight(store: &Store, dir: &Path) -> bool {
 /// Scratch folders (`partial/`) of interrupted runs that are not under a key in `resumable` (one a node of the
 /// pipelines would be computed under now, with a checkpoint its kind resumes from).
 fn partial_dirs_outside(store: &Store, resumable: &BTreeSet<String>) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(store.root.join("partial")) else { return vec![] };
-    let mut out: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            !resumable.iter().any(|k| k.starts_with(&name))
-        })
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
+    use crate::store::{is_partial_of, partial_dirs};
+    partial_dirs(&store.root).into_iter().filter(|d| !resumable.iter().any(|k| is_partial_of(d, k))).collect()
 }
 
 /// Past this many artifacts to remove, `gc` counts them by declaration (the largest first) unless `-v`.
@@ -491,7 +482,7 @@ pub fn gc_cache(
     let store = Store::open(store_dir)?;
     let cache = super::open_cache(dir, false)?;
     let keep = current_keys(files, &store, backend, overlay, Some(&cache), reg)?.0;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crate::text::now_secs();
     let verb = if yes { "Removing" } else { "Would remove" };
     let mut kept_blobs = BTreeSet::new();
     let mut dropped = 0;

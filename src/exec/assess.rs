@@ -298,9 +298,7 @@ pub fn decide(
     } else if let Some(f) = &a.failure {
         // Never succeeded, but tried: said, with how (a fixed script reruns the sweep's failed nodes, which are
         // not "never run").
-        let first = f.error.lines().next().unwrap_or("");
-        let first = first.strip_prefix(&format!("node `{id}`: ")).unwrap_or(first);
-        let first = first.char_indices().nth(120).map_or(first.to_string(), |(i, _)| format!("{}…", &first[..i]));
+        let first = crate::text::cut(crate::text::failure_headline(&f.error, id), 120);
         a.reasons.push(DirtyReason::Other { detail: format!("never succeeded: its last attempt, with other settings, failed ({first})") });
     } else {
         a.reasons.push(DirtyReason::NeverRun);

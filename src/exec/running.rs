@@ -76,7 +76,7 @@ pub fn holder(root: &Path) -> Option<String> {
 
 /// "running for 3m 20s in pid 4242" (or "being fetched …").
 pub fn describe(f: &InFlight, pid: u32) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crate::text::now_secs();
     let secs = now.saturating_sub(f.since);
     let age = if secs >= 3600 {
         format!("{}h {}m", secs / 3600, secs % 3600 / 60)

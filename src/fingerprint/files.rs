@@ -630,10 +630,7 @@ fn decode(bytes: &[u8]) -> Option<Record> {
 fn write_record(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let mut tmp = crate::store::temp_file_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    crate::store::write_atomic(path, bytes, false)
 }
 
 #[cfg(test)]

@@ -93,13 +93,7 @@ fn render(v: &serde_json::Value) -> String {
     }
 }
 
-/// At most `n` characters of `s`, marked with `…` where cut.
-fn head(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_string(),
-    }
-}
+use crate::text::cut as head;
 
 /// Both values as shown in a reason: whole when short; otherwise each is cut to the part where they start to
 /// differ (a few characters of common context kept), so the change is always visible.

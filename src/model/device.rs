@@ -138,6 +138,35 @@ pub trait BackendJob {
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 }
 
+/// The environment entry of bf16 nodes trained where the products run on AMX (see [`crate::model::fused`]'s kernels).
+pub const BF16_KERNEL: &str = "bf16_kernel";
+
+/// The environment entry that marks runs with the fused CPU block turned off (`POLYFLOW_FUSED_CPU=0`).
+pub const CPU_BLOCK: &str = "cpu_block";
+
+/// The key environment entries model nodes read ([`arithmetic_env`]'s, with the engine's `seed`, `backend` and
+/// `precision`).
+pub const MODEL_ENV_KEYS: [&str; 5] = ["seed", "backend", "precision", CPU_BLOCK, BF16_KERNEL];
+
+/// The entries of this machine and process that change a model's arithmetic on `backend`, for cache keys.
+///
+/// Only when set, so default keys carry none: burn's composition instead of the fused CPU block rounds
+/// differently (`POLYFLOW_FUSED_CPU=0`: its nodes have their own keys, and `status` names the variable that made
+/// them); on CPUs whose bf16 products run on AMX, which rounds their sums otherwise than `vdpbf16ps` and the
+/// emulation, the fused block's bf16 nodes get keys of their own (training's `env_for_block` keeps the entry on
+/// those alone), so a shared store or cache never hands one kind of machine's bf16 bits to the other as fresh.
+pub fn arithmetic_env(backend: Backend) -> BTreeMap<String, String> {
+    use super::fused::kernels::bf16::{kernel, Kernel};
+    let mut env = BTreeMap::new();
+    if backend == Backend::Flex && !super::fused::enabled() {
+        env.insert(CPU_BLOCK.to_string(), "composed (POLYFLOW_FUSED_CPU=0)".to_string());
+    }
+    if backend == Backend::Flex && kernel() == Kernel::Amx {
+        env.insert(BF16_KERNEL.to_string(), Kernel::Amx.name().to_string());
+    }
+    env
+}
+
 /// Names of the backends compiled into this binary.
 pub fn available() -> Vec<&'static str> {
     Backend::ALL

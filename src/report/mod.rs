@@ -89,7 +89,7 @@ pub fn render(
         rows.iter().filter_map(|r| r.a.key.as_ref().map(|k| (g.nodes[r.i].id.clone(), k.clone()))).collect();
     let artifact = |r: &NodeRow| r.a.manifest.clone().map(|m| InputArtifact::new(g.nodes[r.i].id.clone(), m, store.clone()));
     let count = |s: State| rows.iter().filter(|r| r.a.state == s).count();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crate::text::now_secs();
     let profile = g.pipeline.profile.as_deref().map(|p| format!(", profile <code>{}</code>", esc(p))).unwrap_or_default();
 
     let mut body = format!(
@@ -225,6 +225,6 @@ fn not_built(id: &str, a: &Assessment, run: &str) -> String {
         a.state,
         why.join("; "),
         esc(run),
-        esc(&crate::cli::shell_quote(id))
+        esc(&crate::text::shell_word(id))
     )
 }

@@ -215,7 +215,6 @@ struct WeightsParams {
     /// The `.safetensors` file (empty = not configured yet).
     path: String,
     /// Tensor naming (only timm today: `run` checks the file against it).
-    #[allow(dead_code)]
     format: Naming,
 }
 
@@ -301,7 +300,10 @@ impl Stage for WeightsStage {
         let bytes = std::fs::read(&p).map_err(|e| StageError::input(format!("{shown}: {e}")))?;
         let w = read_checkpoint(&bytes, &shown)?;
         // Only content goes into the artifact, so a moved or renamed file leaves everything downstream fresh.
-        let info = inspect(&w, &shown)?;
+        // One naming today; another would be read by an arm of its own.
+        let info = match parse::<WeightsParams>(ctx.params)?.format {
+            Naming::Timm => inspect(&w, &shown)?,
+        };
         ctx.out.put("weights.safetensors", &bytes)?;
         ctx.out.put_json("weights.json", &info)
     }

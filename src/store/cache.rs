@@ -104,10 +104,6 @@ fn well_formed(e: &CacheEntry) -> bool {
     })
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// A damaged blob of a cache entry, as [`DirCache::verify`] finds it: (key, node, file name, what was found and
 /// done).
 pub type Damage = (String, String, String, &'static str);
@@ -149,7 +145,7 @@ impl DirCache {
     fn quarantine(&self, digest: &str) -> bool {
         let dir = self.root.join("damaged");
         if shared_dir(&dir).is_ok() {
-            let to = dir.join(format!("{digest}.{}.{}", std::process::id(), now_secs()));
+            let to = dir.join(format!("{digest}.{}.{}", std::process::id(), crate::text::now_secs()));
             return std::fs::rename(self.blob_path(digest), to).is_ok();
         }
         false
@@ -449,7 +445,7 @@ impl ArtifactCache for DirCache {
         let entry = CacheEntry {
             manifest: m.clone(),
             node: node.to_string(),
-            published_at: now_secs(),
+            published_at: crate::text::now_secs(),
             computed_ms,
             polyflow: env!("POLYFLOW_BUILD").to_string(),
         };

@@ -47,7 +47,7 @@ impl WriterLock {
             "pid {} ({}) since unix time {}",
             std::process::id(),
             std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            crate::text::now_secs()
         );
         // Written aside and renamed over the old description: a refused process reads the old or the new one,
         // never an empty or partial file.
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn the_holders_start_reads_as_how_long_ago() {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = crate::text::now_secs();
         let h = readable(&format!("pid 42 (polyflow run p.toml) since unix time {}", now - 185));
         assert!(h == "pid 42 (polyflow run p.toml), started 3 min 5 s ago" || h.ends_with("3 min 6 s ago"), "{h}");
         assert_eq!(readable("pid 1 (x)"), "pid 1 (x)");

@@ -202,6 +202,19 @@ pub fn partial_dir(root: &Path, key: &str) -> PathBuf {
     root.join("partial").join(&key[..24.min(key.len())])
 }
 
+/// The scratch folders in the store at `root` ([`partial_dir`]), sorted.
+pub fn partial_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(root.join("partial")) else { return vec![] };
+    let mut out: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    out.sort();
+    out
+}
+
+/// Whether `dir`, one of [`partial_dirs`], is the scratch folder of the node computed under `key`.
+pub fn is_partial_of(dir: &Path, key: &str) -> bool {
+    dir.file_name().is_some_and(|n| key.starts_with(&*n.to_string_lossy()))
+}
+
 /// Content digests of external files with the stat cache of the store at `root` (nothing is created until
 /// a digest is recorded).
 pub fn file_digests(root: &Path) -> crate::fingerprint::FileDigests {
@@ -224,6 +237,29 @@ pub fn job_dir(root: &Path, key: &str) -> PathBuf {
 pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o666)).tempfile_in(dir)
+}
+
+/// Replaces `path` with `bytes` whole: written to a temporary file beside it (a unique `.polyflow-*.tmp` name, the
+/// mode the umask gives), flushed to disk first when `durable` (so that a crash never leaves the new name over
+/// unwritten data), then renamed over it; a reader sees the old file or the new one, never half of one. The
+/// temporary file is removed on failure.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".polyflow-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// A store (or cache) whose root folder is group-writable is shared by its group: from then on this process

@@ -81,14 +81,7 @@ impl View<'_> {
 
     fn row(&self, r: &Row, csv: bool, formats: &BTreeMap<&str, NumFormat>) -> Vec<String> {
         // A long id (matrix values in it) is cut in the middle in the terminal: its end tells expansions apart.
-        let id = match r.id.chars().count() {
-            n if !csv && n > CELL_CHARS => {
-                let c: Vec<char> = r.id.chars().collect();
-                let tail = CELL_CHARS / 2;
-                format!("{}…{}", c[..CELL_CHARS - 1 - tail].iter().collect::<String>(), c[n - tail..].iter().collect::<String>())
-            }
-            _ => r.id.clone(),
-        };
+        let id = if csv { r.id.clone() } else { crate::text::cut_middle(&r.id, CELL_CHARS) };
         let mut v = vec![id];
         if self.kind_differs() {
             v.push(r.kind.to_string());
@@ -107,10 +100,7 @@ impl View<'_> {
         }
         let missing = if csv { "" } else { "—" };
         // The terminal's cells are cut (a command's argv can be hundreds of characters); CSV and JSON are whole.
-        let cut = |s: String| match s.char_indices().nth(CELL_CHARS) {
-            Some((i, _)) if !csv => format!("{}…", &s[..i]),
-            _ => s,
-        };
+        let cut = |s: String| if csv { s } else { crate::text::cut(&s, CELL_CHARS) };
         v.extend(self.pcols.iter().map(|k| r.params.get(k).map(|x| cut(show(x))).unwrap_or_else(|| missing.into())));
         for k in self.mcols {
             // CSV carries fresh values only: a script reading it cannot take an earlier run's for the settings

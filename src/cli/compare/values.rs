@@ -54,11 +54,7 @@ const REASON_CHARS: usize = 90;
 /// What changed, as a short list for a footnote: each cut to [`REASON_CHARS`], at most [`REASONS_SHOWN`] and a
 /// count of the rest.
 pub fn changed<T: ToString>(reasons: &[T]) -> Vec<String> {
-    let cut = |s: String| match s.char_indices().nth(REASON_CHARS) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    };
-    let mut out: Vec<String> = reasons.iter().take(REASONS_SHOWN).map(|r| cut(r.to_string())).collect();
+    let mut out: Vec<String> = reasons.iter().take(REASONS_SHOWN).map(|r| crate::text::cut(&r.to_string(), REASON_CHARS)).collect();
     if reasons.len() > REASONS_SHOWN {
         out.push(format!("{} more", reasons.len() - REASONS_SHOWN));
     }

@@ -105,12 +105,7 @@ pub fn job_dir(store_root: &Path, key: &str) -> PathBuf {
 
 /// Writes `v` as JSON to `dir/name` atomically (temp file, fsync, rename).
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, v: &T) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = crate::store::temp_file_in(dir)?;
-    tmp.write_all(&serde_json::to_vec_pretty(v).expect("json"))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
-    Ok(())
+    crate::store::write_atomic(&dir.join(name), &serde_json::to_vec_pretty(v).expect("json"), true)
 }
 
 /// Reads `dir/name` as JSON; `None` if absent or undecodable.
@@ -125,20 +120,30 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs the job in `dir` (inside a Slurm allocation): returns the process exit code
-/// (0 done, 1 the stage failed, 2 bad input or the pipeline changed since submission).
-pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
+/// How a job ended (the front end prints it into the job's log and exits with its code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The node was computed; `result.json` holds its manifest.
+    Done,
+    /// The stage failed (`error.json` says why).
+    Failed(String),
+    /// Bad input, or the pipeline changed since submission (`error.json` says why, where the job folder had its
+    /// `job.json`).
+    BadInput(String),
+}
+
+/// Runs the job in `dir` (inside a Slurm allocation); a node's notes go to `log` (the job's log, which
+/// `polyflow status` names).
+pub fn run_job(dir: &Path, reg: &Registry, log: &(dyn Fn(String) + Sync)) -> JobOutcome {
     let Some(spec) = read_json::<JobSpec>(dir, "job.json") else {
-        eprintln!("error: {}: missing or unreadable job.json", dir.join("job.json").display());
-        return 2;
+        return JobOutcome::BadInput(format!("{}: missing or unreadable job.json", dir.join("job.json").display()));
     };
     let fail = |input: bool, message: String| {
-        eprintln!("error: {message}");
-        let _ = write_json(dir, "error.json", &JobError { key: spec.key.clone(), input, message });
+        let _ = write_json(dir, "error.json", &JobError { key: spec.key.clone(), input, message: message.clone() });
         if input {
-            2
+            JobOutcome::BadInput(message)
         } else {
-            1
+            JobOutcome::Failed(message)
         }
     };
     let g = match crate::spec::load_with(&spec.pipeline, spec.profile.as_deref(), &spec.overlay).and_then(|p| graph::build(p, reg)) {
@@ -199,8 +204,7 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
     let last = std::sync::Mutex::new(Instant::now() - Duration::from_secs(10));
     let progress = |p: Progress| {
         if p.note {
-            // Into the job's log (`polyflow status` names it).
-            eprintln!("note: {}: {}", n.id, p.message);
+            log(format!("note: {}: {}", n.id, p.message));
             return;
         }
         let mut l = last.lock().unwrap();
@@ -231,7 +235,7 @@ pub fn run_job(dir: &Path, reg: &Registry) -> i32 {
         Ok(manifest) => {
             let r = JobResult { key: spec.key.clone(), manifest, ms: t0.elapsed().as_millis() as u64 };
             match write_json(dir, "result.json", &r) {
-                Ok(()) => 0,
+                Ok(()) => JobOutcome::Done,
                 Err(e) => fail(false, format!("{}: {e}", dir.join("result.json").display())),
             }
         }

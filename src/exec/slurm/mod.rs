@@ -56,14 +56,6 @@ pub struct SlurmLauncher {
     locations: std::collections::HashMap<String, String>,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 impl SlurmLauncher {
     /// A launcher for graph `g` over `store` (which must live on a filesystem the cluster shares).
     pub fn new(g: &Graph, store: &Store) -> Result<Self, ExecError> {
@@ -208,14 +200,14 @@ impl SlurmLauncher {
             "#!/bin/sh\n# polyflow node `{}` (key {}), submitted by `polyflow run`.\nexec {} exec-node {}\n",
             l.id,
             &l.key[..16],
-            shell_quote(&self.exe.to_string_lossy()),
-            shell_quote(&dir.to_string_lossy())
+            crate::text::shell_word(&self.exe.to_string_lossy()),
+            crate::text::shell_word(&dir.to_string_lossy())
         );
         std::fs::write(dir.join("job.sh"), script).map_err(io)?;
         let cwd = std::env::current_dir().map_err(io)?;
         let args = sbatch_args(&format!("{}-{}", self.prefix, l.id), &l.resources, dir, &cwd);
         let job_id = sched::sbatch(&args, &dir.join("job.sh")).map_err(|e| ExecError::Other(format!("submitting node `{}`: {e}", l.id)))?;
-        let sub = Submission { job_id: job_id.clone(), node: l.id.clone(), key: l.key.clone(), submitted_at: now_secs() };
+        let sub = Submission { job_id: job_id.clone(), node: l.id.clone(), key: l.key.clone(), submitted_at: crate::text::now_secs() };
         write_json(dir, "slurm.json", &sub).map_err(io)?;
         Ok(job_id)
     }

@@ -1,0 +1,188 @@
+//! What every command that reads a pipeline does first: load and validate it, say what looks like a mistake,
+//! check what the selected nodes will read before anything runs, and the environment keys record.
+
+use super::*;
+
+/// Loads and validates a pipeline.
+pub fn load_graph(c: &Common, reg: &Registry) -> Result<Graph, CliError> {
+    let p = spec::load_with(&c.file, c.profile.as_deref(), &c.overlay())?;
+    Ok(graph::build(p, reg)?)
+}
+
+/// Warns of each `{name}` a declaration's parameters hold that names none of its variables (a misspelt `{lr}`):
+/// it is passed to the node as written. Once per declaration, parameter and name.
+pub(super) fn note_placeholders(g: &Graph) {
+    // Per (declaration, parameter, name): the nodes with it, where it is written, their variables.
+    type Found = (Vec<String>, crate::spec::source::Span, Vec<String>);
+    let mut found: BTreeMap<(String, String, String), Found> = BTreeMap::new();
+    for n in &g.pipeline.nodes {
+        for (param, name, span) in &n.unknown_placeholders {
+            let e = found.entry((n.decl.clone(), param.clone(), name.clone())).or_insert_with(|| {
+                let mut vars: Vec<String> = n.matrix.keys().map(|k| format!("{{{k}}}")).collect();
+                vars.sort();
+                (vec![], *span, vars)
+            });
+            e.0.push(n.id.clone());
+        }
+    }
+    for ((decl, param, name), (nodes, span, vars)) in found {
+        // The declaration when every node of it has the placeholder, else the nodes (an override of one of them).
+        let all = g.pipeline.nodes.iter().filter(|n| n.decl == decl).count();
+        let whose =
+            if nodes.len() == all { format!("`{decl}`") } else { nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ") };
+        crate::cli::out::errln!(
+            "{:>12} `{{{name}}}` in `{param}` of {whose} ({}) names no variable of it, so it is passed as written; its variables: {}",
+            "Warning",
+            g.pipeline.sources.locate(span),
+            vars.join(", ")
+        );
+    }
+}
+
+/// Says on stderr what in the pipeline is likely a mistake, before `run`, `plan` or `status` goes on: placeholders naming
+/// no variable, and seed groups with replicates of different settings (an override of one replicate), whose
+/// tables' cells average them as if they were seeds of one setting.
+pub fn pipeline_notes(g: &Graph) {
+    note_placeholders(g);
+    for (group, params) in g.mixed_replicates() {
+        crate::cli::out::errln!(
+            "{:>12} the replicates of `{group}` differ in {} (an override of one of them?): a table averages them into one cell as seeds of one setting",
+            "Note",
+            params.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+}
+
+/// Checks what the selected nodes will read (e.g. every dataset path) and their parameters against the run's
+/// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
+/// problem is listed with the option that fixes it, and nothing is written (exit 2).
+pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
+    /// A problem as `preflight` lists it: the node that has it, or the declaration whose expansions (`nodes`)
+    /// share it (`shared`: the declaration and the problem's text).
+    struct Listed {
+        who: String,
+        shared: Option<(String, String)>,
+        nodes: Vec<String>,
+        kind: &'static str,
+        at: String,
+        param: String,
+        msg: String,
+        set: Option<String>,
+    }
+    let mut problems: Vec<Listed> = vec![];
+    let computed = computed_elsewhere(g, c, env);
+    let sel = g.select(targets)?;
+    // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
+    // checkpoint does not fit is found here, not after ingestion.
+    let decls = graph::declarations(g, &sel);
+    for i in sel {
+        let n = &g.nodes[i];
+        let declared = || match graph::declared_inputs(g, i, &decls) {
+            Some(inputs) => n.stage.check_declared(&n.params, &inputs),
+            None => Ok(()),
+        };
+        let checked =
+            n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env)).and_then(|()| declared());
+        // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
+        // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
+        if matches!(&checked, Err(p) if p.local) && computed(i) {
+            continue;
+        }
+        if let Err(Problem { param, msg, by_param, .. }) = checked {
+            let set = by_param.then(|| format!("--set {}.{param}=...", n.id));
+            // Where the parameter is written (the node's header when it is not: a default, or a derived value).
+            let spec = &g.pipeline.nodes[i];
+            let at = spec.params.get(&param).map_or_else(|| n.location.to_string(), |e| g.pipeline.sources.locate(e.key_span).to_string());
+            // The same problem in every expansion of a declaration (a matrix, replicates), where no value of the
+            // node's own fixes it, is listed once, counted.
+            let shared = (!by_param && spec.decl != n.id).then(|| (spec.decl.clone(), format!("`{param}` {msg}")));
+            if let Some(p) = problems.iter_mut().find(|p: &&mut Listed| shared.is_some() && p.shared == shared) {
+                p.nodes.push(n.id.clone());
+                continue;
+            }
+            let who = shared.as_ref().map_or_else(|| n.id.clone(), |(d, _)| d.clone());
+            problems.push(Listed { who, shared, nodes: vec![n.id.clone()], kind: n.stage.kind(), at, param, msg, set });
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    // One JSON entry per problem as the text lists it: `node` is the declaration of a shared one, `nodes` its
+    // expansions.
+    let listed = problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "node": p.who, "nodes": p.nodes, "kind": p.kind, "at": p.at, "param": p.param, "message": p.msg, "set": p.set,
+            })
+        })
+        .collect();
+    let problems: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let count = if p.nodes.len() > 1 { format!("{} nodes, ", p.nodes.len()) } else { String::new() };
+            let mut text = format!("  - `{}` ({count}{}, {}): `{}` {}", p.who, p.kind, p.at, p.param, p.msg);
+            if let Some(set) = &p.set {
+                text += &format!("\n    set it with `{set}` or `[node.{}] {} = ...` in a `--config` file", p.who, p.param);
+            }
+            text
+        })
+        .collect();
+    Err(CliError::Problems(
+        format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
+        listed,
+    ))
+}
+
+/// Whether node `i`'s result may come from elsewhere than a computation here: a shared cache is configured, or
+/// the store recorded a run of the node on the run's backend.
+pub(super) fn computed_elsewhere<'a>(g: &'a Graph, c: &Common, env: &BTreeMap<String, String>) -> impl Fn(usize) -> bool + 'a {
+    let cache = c.cache.is_some() || g.pipeline.cache.is_some();
+    let backend = env.get("backend").cloned().unwrap_or_default();
+    let index = Store::exists(&c.store).then(|| Store::open(&c.store).ok()).flatten().and_then(|s| s.index_read().ok());
+    move |i: usize| {
+        cache
+            || index.as_ref().is_some_and(|x| {
+                x.record(&g.nodes[i].id).ok().flatten().is_some_and(|r| r.fingerprint.env.get("backend") == Some(&backend))
+            })
+    }
+}
+
+/// The environment recorded in keys.
+pub fn env_of(g: &Graph, backend: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("seed".to_string(), g.pipeline.seed.to_string());
+    // The canonical name (`cpu` → `flex`), so one backend always gives one key.
+    env.insert("backend".to_string(), crate::model::device::Backend::canonical(backend).unwrap_or_else(|_| backend.to_string()));
+    // Reserved, always "f32" (it has been in every training key since the first version); a training node's
+    // arithmetic is its `precision` parameter.
+    env.insert("precision".to_string(), "f32".to_string());
+    // What of this machine changes a model's arithmetic (the fused CPU block turned off, AMX's bf16 products).
+    if let Ok(b) = env["backend"].parse::<crate::model::device::Backend>() {
+        env.extend(crate::model::device::arithmetic_env(b));
+    }
+    env
+}
+
+/// `--force` nodes must be among those the run selects (its targets and what they need): one outside is
+/// forced to nothing, which said nothing before. Returns the forced nodes.
+pub fn forced_nodes(g: &Graph, targets: &[String], force: &[String]) -> Result<Vec<usize>, CliError> {
+    let sel = g.select(targets)?;
+    let mut forced = vec![];
+    for f in force {
+        let Some(ids) = g.resolve(f) else {
+            return Err(CliError::Other(format!("error: --force: no node `{f}`\n  help: {}", g.suggest(f)), exit::USAGE));
+        };
+        if !ids.iter().any(|i| sel.contains(i)) {
+            return Err(CliError::Other(
+                format!(
+                    "error: --force: `{f}` is not among the nodes this run selects (its targets {} and what they need)\n  help: add `{f}` to the targets (after the pipeline file), or name no targets to select every node",
+                    targets.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                ),
+                exit::USAGE,
+            ));
+        }
+        forced.extend(ids);
+    }
+    Ok(forced)
+}

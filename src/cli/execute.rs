@@ -1,0 +1,110 @@
+//! `polyflow run`: lock the store, run what is stale, report and export.
+
+use super::*;
+
+pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
+    let RunArgs { plan: a, dry_run: _, wait, keep_jobs, no_publish } = a;
+    let g = load_graph(&a.common, reg)?;
+    forced_nodes(&g, &a.nodes, &a.force)?;
+    preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
+    pipeline_notes(&g);
+    let store = Store::open(&a.common.store)?;
+    let executor = executor_kind(a.executor.as_deref());
+    // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
+    // a Slurm coordinator cancels (or keeps) its jobs and records them. Installed before waiting for the store.
+    // A hang-up (its terminal closed, an ssh session dropped) stops it as SIGTERM does: the programs of `command`
+    // nodes run in process groups of their own, which the terminal's hang-up does not reach.
+    let flag = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    let hook = |sig, f: &Arc<AtomicBool>| {
+        signal_hook::flag::register(sig, f.clone())
+            .map(|_| ())
+            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))
+    };
+    // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop).
+    for (sig, code) in [
+        (signal_hook::consts::SIGINT, exit::INTERRUPTED),
+        (signal_hook::consts::SIGTERM, exit::TERMINATED),
+        (signal_hook::consts::SIGHUP, exit::HUNG_UP),
+    ] {
+        signal_hook::flag::register_conditional_shutdown(sig, code, flag.clone())
+            .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))?;
+    }
+    hook(signal_hook::consts::SIGINT, &flag)?;
+    hook(signal_hook::consts::SIGTERM, &term)?;
+    hook(signal_hook::consts::SIGTERM, &flag)?;
+    hook(signal_hook::consts::SIGHUP, &hup)?;
+    hook(signal_hook::consts::SIGHUP, &flag)?;
+    let _lock = lock_store(&store, wait, a.json, Some((&flag, &term, &hup)))?;
+    let opts = RunOptions {
+        targets: a.nodes,
+        force: a.force,
+        force_all: a.force_all,
+        jobs: a.jobs,
+        devices: a.devices,
+        env: env_of(&g, &a.common.backend),
+        executor,
+        keep_jobs,
+        interrupt: vec![],
+        cache: None,
+        publish: false,
+        notes: BTreeMap::from([
+            (exec::earlier::SETTINGS.to_string(), a.common.settings()),
+            (exec::earlier::PROFILE.to_string(), a.common.profile.clone().unwrap_or_default()),
+        ]),
+    };
+    let mut opts = opts;
+    if let Some((cache, publish)) = a.common.shared_cache(&g, true)? {
+        opts.cache = Some(cache);
+        opts.publish = publish && !no_publish;
+    }
+    // A reader of the JSON lines that goes away stops the run as SIGTERM would, with a flag of its own: the
+    // signal handlers' (a second signal ends the process at once) stays down until a signal comes.
+    let pipe = Arc::new(AtomicBool::new(false));
+    opts.interrupt = vec![flag, pipe.clone()];
+    let rep = report::Reporter::new(a.json, verbose).stopping(Some(pipe));
+    let sink = |e: &exec::Event| rep.event(e);
+    let summary = match exec::run(&g, &store, &opts, &sink) {
+        Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) || hup.load(Ordering::SeqCst) => {
+            return Err(CliError::Other(format!("{e}"), stop_code(&term, &hup)));
+        }
+        Err(e @ exec::ExecError::Interrupted { .. }) if out::closed() => {
+            return Err(CliError::Other(format!("standard output was closed by its reader: {e}"), exit::PIPE_CLOSED));
+        }
+        r => r?,
+    };
+    let overrides = a.common.overrides();
+    let own = if overrides.is_empty() { BTreeSet::new() } else { export::same_without_overrides(&a.common, reg, &summary) };
+    let made_with = (spec::source::display_path(&a.common.file), overrides.clone(), own);
+    let (wrote, marked) = materialize(&g, &store, &opts, &summary, a.json, &made_with)?;
+    if marked > 0 {
+        // The Markdown, LaTeX and JSON exports say it too (CSV cannot).
+        out::errln!("{:>12} the files written come from the pipeline with {}, not from the file as it is", "Note", overrides.join(" "));
+    } else if wrote > 0 && !overrides.is_empty() {
+        out::errln!("{:>12} the overrides change none of the files written: they are the pipeline file's own results", "Note");
+    }
+    // Failures that are the store's (4) or the user's input's (2) end the run as errors of that code, so that
+    // `--json` gives the error line it gives for any exit 2 or 4; other failures are exit 1.
+    let of = |class: FailureClass| summary.failed.iter().filter(|(_, c)| *c == class).map(|(id, _)| id.as_str()).collect::<Vec<_>>();
+    let (store_failed, input_failed) = (of(FailureClass::Store), of(FailureClass::Input));
+    if !store_failed.is_empty() {
+        Err(CliError::Other(
+            format!("error: the store could not be written or read for {} (see `Failed` above)", store_failed.join(", ")),
+            exit::STORE,
+        ))
+    } else if !input_failed.is_empty() {
+        Err(CliError::Other(
+            format!(
+                "error: {} failed on {} input or settings (see `Failed` above: fix the pipeline or the data)",
+                input_failed.join(", "),
+                if input_failed.len() == 1 { "its" } else { "their" }
+            ),
+            exit::USAGE,
+        ))
+    } else if summary.failed.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Ok(exit::NODE_FAILED)
+    }
+}

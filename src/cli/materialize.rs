@@ -1,0 +1,127 @@
+//! A run's exports copied into the project (checked writable first) and its tables printed.
+
+use super::*;
+
+/// Why `dest` cannot be written (replaced through a temporary file beside it) by this user, if it cannot: a
+/// folder above it is a file; the folder it goes in (or, not there yet, the nearest folder above, where it would
+/// be made) is not writable; or `dest` is another user's in a shared sticky folder (`/tmp`-like), which only they
+/// may replace.
+pub(super) fn export_blocker(dest: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let shown = |p: &Path| crate::spec::source::display_path(if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let mut dir = dest.parent()?;
+    loop {
+        match std::fs::metadata(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Some(format!("but {} is a file, not a folder", shown(dir))),
+            Err(_) => dir = dir.parent()?,
+        }
+    }
+    let at = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let c = std::ffi::CString::new(at.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path; access only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Some(format!("but {} cannot be written by this user", shown(at)));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (Ok(d), Ok(f)) = (std::fs::metadata(at), std::fs::symlink_metadata(dest)) else { return None };
+    if me != 0 && d.mode() & libc::S_ISVTX != 0 && f.uid() != me && d.uid() != me {
+        return Some(format!("but {} is another user's, in a shared folder where only its owner may replace it", shown(dest)));
+    }
+    None
+}
+
+/// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
+/// summary files (e.g. the rendered tables; with `json`, a `wrote` event per file instead of the tables). `made_with` is the pipeline file, the overrides the run used and
+/// the nodes whose artifact the file alone gives too: the other nodes' exports say the overrides where their
+/// format allows ([`export::mark`]). Returns the files written and how many of them were marked.
+pub(super) fn materialize(
+    g: &Graph,
+    store: &Store,
+    opts: &RunOptions,
+    summary: &exec::RunSummary,
+    json: bool,
+    made_with: &(String, Vec<String>, BTreeSet<String>),
+) -> Result<(usize, usize), CliError> {
+    let sel = g.select(&opts.targets)?;
+    let wanted: Vec<usize> = sel
+        .iter()
+        .copied()
+        .filter(|&i| !g.nodes[i].stage.exports(&g.nodes[i].params).is_empty() || g.nodes[i].stage.summary_file().is_some())
+        .collect();
+    // A destination that is a folder (a typo, an old layout) or in a folder this user cannot write is found
+    // before any file is written: otherwise some of a table's files were updated and the rest not. The tables
+    // are printed all the same: they are computed and cached.
+    let mut refused = None;
+    'check: for &i in &wanted {
+        let n = &g.nodes[i];
+        if !summary.artifacts.contains_key(&n.id) {
+            continue;
+        }
+        for (_, rel) in n.stage.exports(&n.params) {
+            let dest = n.base_dir.join(&rel);
+            let shown = crate::spec::source::display_path(&dest);
+            let why = if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                Some(
+                    "which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)"
+                        .to_string(),
+                )
+            } else {
+                export_blocker(&dest)
+                    .map(|why| format!("{why}: nothing was exported (the results are cached; fix that, or change `export`, and run again)"))
+            };
+            if let Some(why) = why {
+                refused = Some(format!("error: `{}` exports to {shown}, {why}", n.id));
+                break 'check;
+            }
+        }
+    }
+    if let Some(message) = refused {
+        if !json {
+            for &i in &wanted {
+                let n = &g.nodes[i];
+                let (Some(m), Some(f)) = (summary.artifacts.get(&n.id).cloned(), n.stage.summary_file()) else { continue };
+                if let Ok(b) = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone()).read(f) {
+                    out::line(&String::from_utf8_lossy(&b));
+                }
+            }
+        }
+        return Err(CliError::Other(message, exit::USAGE));
+    }
+    let (mut wrote, mut marked) = (0, 0);
+    for i in wanted {
+        let n = &g.nodes[i];
+        let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
+        let art = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone());
+        for (file, rel) in n.stage.exports(&n.params) {
+            let dest = n.base_dir.join(&rel);
+            let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
+            let overrides: &[String] = if made_with.2.contains(&n.id) { &[] } else { &made_with.1 };
+            let before = bytes.len();
+            let bytes = export::mark(&rel, bytes, &made_with.0, overrides);
+            marked += usize::from(bytes.len() != before);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
+            }
+            crate::store::write_atomic(&dest, &bytes, true)
+                .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
+            out::errln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
+            if json {
+                let path = crate::spec::source::display_path(&dest);
+                out::line(
+                    &serde_json::json!({"event": "wrote", "id": n.id, "kind": n.stage.kind(), "path": path, "file": file}).to_string(),
+                );
+            }
+            wrote += 1;
+        }
+        if let (false, Some(f)) = (json, n.stage.summary_file()) {
+            if let Ok(b) = art.read(f) {
+                // Everything ran: a reader gone by now loses only this copy of the table (the files are written).
+                out::line(&String::from_utf8_lossy(&b));
+            }
+        }
+    }
+    Ok((wrote, marked))
+}

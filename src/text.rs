@@ -1,0 +1,79 @@
+//! Small text and clock helpers every layer uses (no domain knowledge): cutting a message to a length, quoting a
+//! shell word, the first line of a failure, the current Unix time.
+
+/// At most `n` characters of `s` (not bytes: never inside a character), marked with `…` where cut.
+pub fn cut(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// At most `n` characters of `s`, cut in the middle (`…`) where longer: the end of an id tells a matrix's or seed
+/// group's nodes apart (`sweep.0.001.s0`, `sweep.0.001.s1`).
+pub fn cut_middle(s: &str, n: usize) -> String {
+    let c: Vec<char> = s.chars().collect();
+    if c.len() <= n || n == 0 {
+        return if n == 0 { String::new() } else { s.to_string() };
+    }
+    let tail = n / 2;
+    let head = n - 1 - tail;
+    format!("{}…{}", c[..head].iter().collect::<String>(), c[c.len() - tail..].iter().collect::<String>())
+}
+
+/// `a` as one POSIX shell word, quoted only where a shell would read it otherwise (shlex's rules).
+pub fn shell_word(a: &str) -> String {
+    match shlex::try_quote(a) {
+        Ok(q) => q.into_owned(),
+        // A NUL byte, which no argument can hold: single-quoted as written, for a message.
+        Err(_) => format!("'{}'", a.replace('\'', r"'\''")),
+    }
+}
+
+/// The first line of node `id`'s error text, without the `` node `ID`: `` it starts with.
+pub fn failure_headline<'a>(error: &'a str, id: &str) -> &'a str {
+    let first = error.lines().next().unwrap_or("");
+    first.strip_prefix(&format!("node `{id}`: ")).unwrap_or(first)
+}
+
+/// Seconds since the Unix epoch (0 on a clock set before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_counts_characters_and_marks_the_cut() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc…");
+        assert_eq!(cut("ééé", 2), "éé…");
+        assert_eq!(cut("", 0), "");
+    }
+
+    #[test]
+    fn cut_middle_keeps_both_ends() {
+        assert_eq!(cut_middle("sweep.0.001.s0", 20), "sweep.0.001.s0");
+        assert_eq!(cut_middle("sweep.0.001.s0", 9), "swee…1.s0");
+        assert_eq!(cut_middle("sweep.0.001.s0", 9).chars().count(), 9);
+        assert_eq!(cut_middle("abc", 0), "");
+    }
+
+    #[test]
+    fn shell_words_round_trip_through_shlex() {
+        for a in ["plain", "a b", "it's", "$HOME", "", "--set=x.y=1", "naïve"] {
+            let q = shell_word(a);
+            assert_eq!(shlex::split(&q), Some(vec![a.to_string()]), "{a:?} → {q}");
+        }
+        assert_eq!(shell_word("pipelines/table2.toml"), "pipelines/table2.toml");
+    }
+
+    #[test]
+    fn headline_drops_the_node_prefix() {
+        assert_eq!(failure_headline("node `a`: exited 1\nmore", "a"), "exited 1");
+        assert_eq!(failure_headline("other", "a"), "other");
+        assert_eq!(failure_headline("", "a"), "");
+    }
+}
