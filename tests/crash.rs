@@ -152,6 +152,9 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
         assert_eq!(kinds, ["interrupted", "summary", "error"], "{sig}: {rest:?}");
         assert_eq!((&rest[0]["id"], &rest[0]["kept"]), (&serde_json::json!("slow"), &serde_json::json!(false)));
         assert_eq!((&rest[1]["ran"], &rest[1]["interrupted"]), (&serde_json::json!(1), &serde_json::json!(1)), "{sig}");
+        // `z`, which waited on `slow`, is counted and listed as never started.
+        assert_eq!(rest[1]["not_started"], 1, "{sig}");
+        assert!(rest[1]["nodes"].as_array().unwrap().iter().any(|n| n["id"] == "z" && n["outcome"] == "not_started"), "{sig}");
         assert_eq!(rest[2]["exit"], code);
         assert!(t0.elapsed() < Duration::from_secs(10), "{sig}: stopped without waiting for the 20 s node");
         assert!(

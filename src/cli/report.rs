@@ -30,6 +30,10 @@ pub struct Reporter {
     failures: Mutex<Vec<(String, String)>>,
 }
 
+/// The longest node id a progress bar shows (longer ones cut in the middle, keeping the end that tells a
+/// sweep's nodes apart).
+const BAR_ID_CHARS: usize = 36;
+
 /// How many failures the closing list names.
 const FAILURES_LISTED: usize = 10;
 
@@ -38,16 +42,28 @@ fn status(word: &str, rest: &str) -> String {
 }
 
 impl Reporter {
-    /// Chooses bars on a terminal, plain lines otherwise, or JSON when asked.
+    /// Chooses bars on a terminal that can redraw (not `TERM=dumb`), plain lines otherwise, or JSON when asked.
+    /// With bars, programs' output is printed above them (a redraw would otherwise erase it).
     pub fn new(json: bool, verbose: bool) -> Self {
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         let mode = if json {
             Mode::Json
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !dumb {
             Mode::Bars
         } else {
             Mode::Plain
         };
-        Reporter { mode, verbose, multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()), stop: None, failures: Mutex::new(vec![]) }
+        let multi = MultiProgress::new();
+        if mode == Mode::Bars {
+            let m = multi.clone();
+            crate::stage::children::set_output_sink(Some(Box::new(move |bytes: &[u8]| {
+                // Whole lines only: a `\r` update becomes a line of its own, which a redraw cannot overwrite.
+                for l in String::from_utf8_lossy(bytes).split(['\n', '\r']).filter(|l| !l.is_empty()) {
+                    let _ = m.println(l);
+                }
+            })));
+        }
+        Reporter { mode, verbose, multi, bars: Mutex::new(HashMap::new()), stop: None, failures: Mutex::new(vec![]) }
     }
 
     /// Raises `stop` when standard output is closed while JSON lines are written to it (`run … --json | head`),
@@ -98,18 +114,23 @@ impl Reporter {
                 };
                 self.line(status("Running", &format!("{id} ({kind}){on}: {reason}")));
                 if self.mode == Mode::Bars {
+                    // A spinner and the time so far until the node reports steps (a `command` never does).
                     let pb = self.multi.add(ProgressBar::new(1));
-                    pb.set_style(
-                        ProgressStyle::with_template("{prefix:>12.cyan} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
-                            .unwrap()
-                            .progress_chars("=> "),
-                    );
-                    pb.set_prefix(id.chars().take(12).collect::<String>());
+                    pb.set_style(ProgressStyle::with_template("{prefix:>12.cyan} {spinner} {elapsed} {msg}").unwrap());
+                    pb.set_prefix(crate::text::cut_middle(id, BAR_ID_CHARS));
+                    pb.enable_steady_tick(std::time::Duration::from_millis(250));
                     self.bars.lock().unwrap().insert(id.clone(), pb);
                 }
             }
             Event::Progress { id, done, total, message } => {
                 if let Some(pb) = self.bars.lock().unwrap().get(id) {
+                    if pb.length() == Some(1) && *total > 1 {
+                        pb.set_style(
+                            ProgressStyle::with_template("{prefix:>12.cyan} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
+                                .unwrap()
+                                .progress_chars("=> "),
+                        );
+                    }
                     pb.set_length(*total);
                     pb.set_position(*done);
                     pb.set_message(message.clone());
@@ -132,9 +153,8 @@ impl Reporter {
                 }
                 self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
                 // The first line, without the `node `ID`: ` it starts with.
-                let first = error.lines().next().unwrap_or("");
-                let first = first.strip_prefix(&format!("node `{id}`: ")).unwrap_or(first);
-                let cut = |t: &str, n: usize| t.char_indices().nth(n).map_or(t.to_string(), |(i, _)| format!("{}…", &t[..i]));
+                let first = crate::text::failure_headline(&error, &id);
+                let cut = crate::text::cut;
                 // A long command line shortened, not how it ended: "`sh -c …` exited with code 1".
                 let mut line = match first.strip_prefix('`').and_then(|r| r.rsplit_once("` ")) {
                     Some((cmd, how)) => format!("`{}` {how}", cut(cmd, 60)),
@@ -157,22 +177,26 @@ impl Reporter {
                     pb.finish_and_clear();
                 }
             }
-            Event::Summary { ran, fresh, fetched, failed, skipped, interrupted, ms, nodes } => {
+            Event::Summary { ran, fresh, fetched, failed, skipped, interrupted, not_started, ms, nodes } => {
                 if self.verbose {
-                    for n in nodes.iter().filter(|n| n.outcome == "ran") {
+                    for n in nodes.iter().filter(|n| n.outcome == crate::exec::event::Outcome::Ran) {
                         self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
                     }
                 }
                 let fetched = if *fetched > 0 { format!(", {fetched} fetched") } else { String::new() };
-                let (word, stopped) =
-                    if *interrupted > 0 { ("Stopped", format!(", {interrupted} interrupted")) } else { ("Done", String::new()) };
+                let (word, stopped) = if *interrupted > 0 || *not_started > 0 {
+                    ("Stopped", format!(", {interrupted} interrupted, {not_started} not started"))
+                } else {
+                    ("Done", String::new())
+                };
                 self.line(status(
                     word,
                     &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped{stopped} in {}", fmt_ms(*ms)),
                 ));
-                // More than one failure: listed together (`status --stale` and `show` tell the rest).
+                // Listed together at the end, where a long run's failures are found (`status --stale` and `show`
+                // tell the rest).
                 let failures = self.failures.lock().unwrap();
-                if failures.len() > 1 {
+                if !failures.is_empty() {
                     for (id, first) in failures.iter().take(FAILURES_LISTED) {
                         self.line(status("Failed", &format!("{id}: {first}")));
                     }
@@ -185,6 +209,14 @@ impl Reporter {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if self.mode == Mode::Bars {
+            crate::stage::children::set_output_sink(None);
         }
     }
 }

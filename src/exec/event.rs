@@ -40,13 +40,33 @@ pub struct PlanEntry {
     pub reasons: Vec<DirtyReason>,
 }
 
+/// What became of a node in a run (`--json`: `ran`, `fresh`, `fetched`, `failed`, `skipped`, `interrupted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Computed by this run.
+    Ran,
+    /// Already in the store.
+    Fresh,
+    /// Copied from the shared cache.
+    Fetched,
+    /// Its computation failed.
+    Failed,
+    /// Not run: an input failed.
+    Skipped,
+    /// Stopped by a signal.
+    Interrupted,
+    /// Never started: the run was stopped first.
+    NotStarted,
+}
+
 /// A per-node timing in the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeTiming {
     /// Node id.
     pub id: String,
-    /// Outcome: `ran`, `fresh`, `fetched`, `failed`, `skipped`, `interrupted`.
-    pub outcome: &'static str,
+    /// What became of it.
+    pub outcome: Outcome,
     /// Milliseconds (0 unless it ran).
     pub ms: u64,
 }
@@ -177,6 +197,8 @@ pub enum Event {
         skipped: usize,
         /// Nodes stopped while running (the run was interrupted; 0 otherwise).
         interrupted: usize,
+        /// Nodes of the plan the run never started (it was interrupted first; 0 otherwise).
+        not_started: usize,
         /// Wall time.
         ms: u64,
         /// Per-node outcomes, in plan order.

@@ -16,7 +16,7 @@
 //! key may have produced it meanwhile).
 
 use super::assess::{decide, fingerprint, Assessment, Externals};
-use super::event::{Event, NodeTiming, PlanEntry, Sink, State};
+use super::event::{Event, NodeTiming, Outcome, PlanEntry, Sink, State};
 use super::launch::{Launch, Launcher, LocalLauncher, Msg, RunnerNotes};
 use crate::fingerprint::{DirtyReason, NodeRecord};
 use crate::graph::Graph;
@@ -106,10 +106,6 @@ impl IdleIndex<'_> {
             None => Ok(()),
         }
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Publications to the shared cache in flight at once.
@@ -314,6 +310,15 @@ impl Scheduler<'_> {
     /// The `summary` event: counts, the wall time since `t0` and each node's outcome in plan order.
     fn emit_summary(&mut self, t0: std::time::Instant, interrupted: usize) {
         let mut nodes = std::mem::take(&mut self.timings);
+        // A stopped run's nodes that never started (waiting on others, or for a slot): counted too.
+        let seen: std::collections::HashSet<String> = nodes.iter().map(|t| t.id.clone()).collect();
+        let mut not_started = 0;
+        for &i in self.order.keys() {
+            if !seen.contains(&self.g.nodes[i].id) {
+                nodes.push(NodeTiming { id: self.id(i), outcome: Outcome::NotStarted, ms: 0 });
+                not_started += 1;
+            }
+        }
         let pos: HashMap<String, usize> = self.order.iter().map(|(&i, &p)| (self.id(i), p)).collect();
         nodes.sort_by_key(|t| pos.get(&t.id).copied().unwrap_or(usize::MAX));
         (self.sink)(&Event::Summary {
@@ -323,6 +328,7 @@ impl Scheduler<'_> {
             failed: self.summary.failed.len(),
             skipped: self.summary.skipped.len(),
             interrupted,
+            not_started,
             ms: t0.elapsed().as_millis() as u64,
             nodes,
         });
@@ -473,7 +479,7 @@ impl Scheduler<'_> {
             self.ready.remove(&(pos, d));
             self.failed.insert(d);
             self.summary.skipped.push(self.id(d));
-            self.timings.push(NodeTiming { id: self.id(d), outcome: "skipped", ms: 0 });
+            self.timings.push(NodeTiming { id: self.id(d), outcome: Outcome::Skipped, ms: 0 });
             (self.sink)(&Event::Skipped { id: self.id(d), kind: self.kind(d), because: self.id(i) });
         }
     }
@@ -492,7 +498,7 @@ impl Scheduler<'_> {
         }
         self.mark_done(i, m);
         self.summary.fresh.push(self.id(i));
-        self.timings.push(NodeTiming { id: self.id(i), outcome: "fresh", ms: 0 });
+        self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Fresh, ms: 0 });
         (self.sink)(&Event::Fresh { id: self.id(i), kind: self.kind(i) });
     }
 
@@ -576,7 +582,7 @@ impl Scheduler<'_> {
         devices.iter().for_each(|d| {
             self.free_dev.remove(d);
         });
-        self.running.insert(i, Running { cpu, dev: devices.clone(), fetch: false, since: now_secs() });
+        self.running.insert(i, Running { cpu, dev: devices.clone(), fetch: false, since: crate::text::now_secs() });
         self.note_running();
         let Some(fp) = a.fingerprint.clone() else {
             // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
@@ -644,7 +650,7 @@ impl Scheduler<'_> {
             return Ok(Some(Started::NoRoom));
         }
         self.free_cpu -= cpu;
-        self.running.insert(i, Running { cpu, dev: vec![], fetch: true, since: now_secs() });
+        self.running.insert(i, Running { cpu, dev: vec![], fetch: true, since: crate::text::now_secs() });
         self.note_running();
         self.assessed.insert(i, a.clone());
         let (store, tx) = (self.store.clone(), self.tx.clone());
@@ -747,7 +753,7 @@ impl Scheduler<'_> {
             // A fetched artifact records what computing it took where it was computed (when the cache says), so
             // `plan` estimates a re-run from it, not from the copy's milliseconds.
             duration_ms: runner.get("computed_ms").and_then(|v| v.parse().ok()).unwrap_or(ms),
-            finished_at: now_secs(),
+            finished_at: crate::text::now_secs(),
             runner,
         };
         let mut record = record;
@@ -769,7 +775,7 @@ impl Scheduler<'_> {
                     from,
                 });
                 self.summary.fetched.push(self.id(i));
-                self.timings.push(NodeTiming { id: self.id(i), outcome: "fetched", ms });
+                self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Fetched, ms });
             }
             None => {
                 (self.sink)(&Event::Finished {
@@ -782,7 +788,7 @@ impl Scheduler<'_> {
                 });
                 self.publish(i, &key, &manifest, ms);
                 self.summary.ran.push(self.id(i));
-                self.timings.push(NodeTiming { id: self.id(i), outcome: "ran", ms });
+                self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Ran, ms });
             }
         }
         self.mark_done(i, manifest);
@@ -824,7 +830,7 @@ impl Scheduler<'_> {
         (self.sink)(&Event::Failed { id: id.clone(), kind, at: self.g.nodes[i].location.clone(), ms, error: e.message.clone() });
         self.failed.insert(i);
         self.summary.failed.push((id.clone(), e.class));
-        self.timings.push(NodeTiming { id, outcome: "failed", ms });
+        self.timings.push(NodeTiming { id, outcome: Outcome::Failed, ms });
         self.skip_dependents(i);
         Ok(())
     }
@@ -901,7 +907,7 @@ impl Scheduler<'_> {
             if !fetch {
                 (self.sink)(&Event::Interrupted { id: self.id(i), kind: self.kind(i), kept: kept.contains(&i) });
             }
-            self.timings.push(NodeTiming { id: self.id(i), outcome: "interrupted", ms: 0 });
+            self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Interrupted, ms: 0 });
         }
         self.emit_summary(t0, running.len());
         Ok(super::ExecError::Interrupted { kept: kept.len(), running: names, done: self.summary.ran.len() })

@@ -603,7 +603,6 @@ impl OutputTail {
         });
         let shared = state.clone();
         std::thread::spawn(move || {
-            use std::io::Write;
             // Forwarded line by line, prefixed (a progress bar redrawn with `\r` shows live), while lines, ended by
             // `\n` or `\r` and cut at MAX_LINE bytes, go to the tail.
             let (mut fwd, mut out, mut line) = (Prefixed::new(prefix), Vec::new(), Vec::new());
@@ -652,7 +651,7 @@ impl OutputTail {
                     }
                 };
                 if !out.is_empty() {
-                    let _ = std::io::stderr().lock().write_all(&out);
+                    crate::stage::children::write_output(&out);
                 }
                 if done {
                     break;
