@@ -260,8 +260,11 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
         let labels: Vec<String> = if multilabel {
             rec[1].split([';', ',']).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
         } else {
-            vec![rec[1].trim().to_string()]
+            vec![rec[1].trim().to_string()].into_iter().filter(|s| !s.is_empty()).collect()
         };
+        if labels.is_empty() {
+            return Err(DataError::new(csv_path, format!("line {}: no label: give the row its class (or remove it)", i + 1)));
+        }
         let given = rec.get(2).map(str::trim).filter(|s| !s.is_empty()).unwrap_or("train");
         let Some(split) = split_name(given) else {
             return Err(DataError::new(
@@ -310,6 +313,12 @@ mod tests {
         assert_eq!(clips[0].labels, [1, 0]);
         let err = csv_manifest(&p, &["cat".to_string()], true).unwrap_err();
         assert!(err.message.contains("label `dog` is not in the class list"));
+        // An empty label is no class named "": the line is named.
+        for multilabel in [false, true] {
+            std::fs::write(&p, "path,label,split\na.wav,cat,train\nb.wav,,train\n").unwrap();
+            let err = csv_manifest(&p, &[], multilabel).unwrap_err();
+            assert!(err.message.contains("line 3: no label"), "{err}");
+        }
         std::fs::write(&p, "path,label,split\n").unwrap();
         let err = csv_manifest(&p, &[], false).unwrap_err();
         assert!(err.path == p && err.message.contains("has no rows"), "{err}");

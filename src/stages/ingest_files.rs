@@ -243,6 +243,8 @@ pub fn ingest(
     let chunk = (rayon::current_num_threads() * 8).max(16);
     let id = ctx.id.to_string();
     let fail = |m: String| StageError::failed(format!("node `{id}`: {m}"));
+    // Examples written per class, to find a class that decoding emptied.
+    let mut written = vec![0usize; k];
     for (split, idx) in splits {
         let layout = match decoder {
             Decoder::Fixed { shape, .. } => Layout::Fixed("x".into(), Dtype::U8, shape.clone()),
@@ -298,6 +300,7 @@ pub fn ingest(
                     }
                     return Err(fail(m));
                 }
+                e.labels.iter().for_each(|&l| written[l] += 1);
             }
             done += part.len();
             // Past `max_bad` the node fails whatever the rest holds: say so now, not after decoding all of it.
@@ -312,9 +315,30 @@ pub fn ingest(
         w.finish(&mut shard_put(&mut ctx.out)).map_err(fail)?;
         out.sizes.insert(split.as_str().to_string(), n);
     }
+    emptied_class(cat, &written, &out.bad, rule)?;
     // The end, so that a progress bar or a script reading the events sees it complete.
     (ctx.progress)(crate::stage::Progress { done: total as u64, total: total as u64, message: "decoded".into(), note: false });
     Ok(out)
+}
+
+/// A single-label class with examples in the layout none of which could be decoded: an output the model would
+/// never see, which the layout alone (an empty class folder) is refused for. A `limit`ed run is a sample: not
+/// checked there.
+fn emptied_class(cat: &Catalog, written: &[usize], bad: &[Bad], rule: &SplitRule) -> Result<(), StageError> {
+    if rule.limit > 0 || cat.entries.iter().any(|e| e.labels.len() != 1) {
+        return Ok(());
+    }
+    let mut listed = vec![0usize; written.len()];
+    cat.entries.iter().for_each(|e| listed[e.labels[0]] += 1);
+    let Some(c) = (0..written.len()).find(|&c| listed[c] > 0 && written[c] == 0) else { return Ok(()) };
+    let files: std::collections::HashSet<String> =
+        cat.entries.iter().filter(|e| e.labels[0] == c).map(|e| e.path.display().to_string()).collect();
+    let why = bad.iter().find(|b| files.contains(&b.path)).map(|b| format!(" (first: {} ({}))", b.path, b.reason)).unwrap_or_default();
+    Err(StageError::input(format!(
+        "class `{}`: none of its {} files could be decoded{why}, which would leave the model an output it never sees; fix \
+         those files, or remove the class from the data",
+        cat.classes[c], listed[c]
+    )))
 }
 
 enum Rec {

@@ -65,14 +65,41 @@ fn candidates(ytid: &str, start: f64, end: f64) -> Vec<(String, bool)> {
 
 /// Finds the clip of `ytid` for `[start, end)` among `files`: a decodable file first, then one the decoder will
 /// report as undecodable. Returns the path and whether its name is the video's alone, or the stems tried.
-fn find_clip(files: &ClipFiles, ytid: &str, start: f64, end: f64) -> Result<(PathBuf, bool), Vec<String>> {
+fn find_clip(files: &ClipFiles, ytid: &str, start: f64, end: f64) -> Found {
     let cands = candidates(ytid, start, end);
     for map in [&files.decodable, &files.undecodable] {
-        if let Some((p, whole)) = cands.iter().find_map(|(c, whole)| map.get(c).map(|p| (p, *whole))) {
-            return Ok((p.clone(), whole));
+        let mut hits: Vec<(&PathBuf, bool)> = cands.iter().filter_map(|(c, whole)| map.get(c).map(|p| (p, *whole))).collect();
+        hits.dedup_by(|a, b| a.0 == b.0);
+        match hits.as_slice() {
+            [] => continue,
+            [(p, whole)] => return Found::Clip((*p).clone(), *whole),
+            several => return Found::Several(several.iter().map(|(p, _)| (*p).clone()).collect()),
         }
     }
-    Err(cands.into_iter().map(|(c, _)| c).collect())
+    Found::Absent(cands.into_iter().map(|(c, _)| c).collect())
+}
+
+/// What [`find_clip`] found for a row.
+enum Found {
+    /// The row's file, and whether it is a whole video's audio (to be cut to the row's segment).
+    Clip(PathBuf, bool),
+    /// No file: the stems tried.
+    Absent(Vec<String>),
+    /// Several files, by different naming schemes (`Y…` and a segment-named one): the row cannot choose.
+    Several(Vec<PathBuf>),
+}
+
+/// The error of a row that several files match.
+fn several(csv: &Path, line: usize, paths: &[PathBuf]) -> DataError {
+    let names: Vec<String> = paths.iter().map(|p| crate::spec::source::display_path(p)).collect();
+    DataError::new(
+        csv,
+        format!(
+            "line {line}: {} files match this row ({}): the CSV cannot tell them apart; remove all but one",
+            names.len(),
+            names.join(", ")
+        ),
+    )
 }
 
 /// What `skipped.json` and `show` say of an absent clip: `wanted`, then every stem tried.
@@ -164,13 +191,14 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             let ytid = ytid.trim();
             let listed = format!("{}:{}", csv.display(), i + 1);
             match find_clip(&files, ytid, start, end) {
-                Ok((path, whole)) => {
+                Found::Several(paths) => return Err(several(&csv, i + 1, &paths)),
+                Found::Clip(path, whole) => {
                     if whole {
                         segments.insert(path.clone(), Segment { start, end });
                     }
                     entries.push(Entry { path, labels: idx, split, listed })
                 }
-                Err(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}.*"), &tried), split }),
+                Found::Absent(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}.*"), &tried), split }),
             }
         }
     }
@@ -240,13 +268,16 @@ pub fn vggsound(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
         let listed = format!("{}:{line}", csv.display());
         // VGGSound's clips are the 10 s from the row's start.
         match find_clip(&files, &ytid, start, start + 10.0) {
-            Ok((path, whole)) => {
+            Found::Several(paths) => return Err(several(&csv, line, &paths)),
+            Found::Clip(path, whole) => {
                 if whole {
                     segments.insert(path.clone(), Segment { start, end: start + 10.0 });
                 }
                 entries.push(Entry { path, labels: vec![ci], split, listed })
             }
-            Err(tried) => missing.push(Missing { listed, file: absent(format!("{ytid}_{:06}.mp4", start.round() as u64), &tried), split }),
+            Found::Absent(tried) => {
+                missing.push(Missing { listed, file: absent(format!("{ytid}_{:06}.mp4", start.round() as u64), &tried), split })
+            }
         }
     }
     let declared = if has_test { vec![SplitName::Train, SplitName::Test] } else { vec![SplitName::Train] };
@@ -411,6 +442,10 @@ mod tests {
         let m = &c.missing[0].file;
         assert!(m.starts_with("absent00000.* (looked for absent00000, Yabsent00000, absent00000_000020,"), "{m}");
         assert!(m.contains("absent00000_000020_000030, absent00000_20_30, absent00000_20.000_30.000, Yabsent00000_20.000_30.000"), "{m}");
+        // Two naming schemes for one row (a downloader's `Y…` and a segment-named copy): no silent choice.
+        touch(&r.join("audio/Yshortend001.wav"));
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.contains("line 4: 2 files match this row") && e.message.contains("Yshortend001.wav"), "{e}");
     }
 
     #[test]
