@@ -1126,3 +1126,44 @@ fn a_new_store_needs_a_folder_of_its_own() {
     assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "hidden"]).0, 0);
     assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "hidden"]).0, 0);
 }
+
+#[test]
+fn the_run_compared_with_is_the_nearest_one() {
+    // Waiting on an input, a node set back to settings it ran under is compared with that run: no change of its
+    // own is invented (it was compared with its latest run, another setting's).
+    let d = tempfile::tempdir().unwrap();
+    let p = |x: &str| {
+        format!(
+            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"cat in.txt > $POLYFLOW_OUT/a.txt\"]\ndeps = [\"in.txt\"]\n\
+             [node.b]\nkind = \"command\"\ninputs = {{ in = \"a\" }}\nrun = [\"sh\", \"-c\", \"echo $0 > $POLYFLOW_OUT/b.txt\", \"{x}\"]\n"
+        )
+    };
+    std::fs::write(d.path().join("in.txt"), "1").unwrap();
+    for x in ["x=1", "x=2"] {
+        std::fs::write(d.path().join("p.toml"), p(x)).unwrap();
+        assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    }
+    std::fs::write(d.path().join("p.toml"), p("x=1")).unwrap();
+    std::fs::write(d.path().join("in.txt"), "2").unwrap();
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--why", "b"]);
+    assert!(out.contains("waits on a") && !out.contains("changed \"x=2\""), "{out}");
+
+    // Of two runs that differ from now in the sources, the one with fewer changed `deps` entries: the original
+    // script with one data file added, not an experiment's other script.
+    let e = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(e.path().join("d")).unwrap();
+    std::fs::write(e.path().join("d/x.txt"), "x").unwrap();
+    std::fs::write(e.path().join("p.toml"), "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"s.sh\"]\ndeps = [\"s.sh\", \"d\"]\n").unwrap();
+    let script = |acc: u32| format!("echo '{{\"acc\": {acc}}}' > $POLYFLOW_OUT/metrics.json\n");
+    for acc in [1, 2] {
+        std::fs::write(e.path().join("s.sh"), script(acc)).unwrap();
+        assert_eq!(pf(e.path(), &["run", "p.toml"]).0, 0);
+    }
+    std::fs::write(e.path().join("s.sh"), script(1)).unwrap();
+    std::fs::write(e.path().join("d/README"), "note").unwrap();
+    let (_, why, _) = pf(e.path(), &["status", "p.toml", "--why", "a"]);
+    assert!(why.contains("d/README added") && !why.contains("s.sh modified"), "{why}");
+    let (_, cmp, _) = pf(e.path(), &["compare", "p.toml", "a", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&cmp).unwrap();
+    assert_eq!(v["nodes"][0]["earlier_metrics"]["acc"], json!(1), "{v}");
+}

@@ -148,13 +148,28 @@ fn nearest(index: &Index, id: &str, last: Option<NodeRecord>, now: &dyn Fn(&Node
     runs.extend(last);
     let distance = |r: &NodeRecord| {
         let now = now(r);
-        if now.kind == r.fingerprint.kind {
-            compare(r, &now).len()
-        } else {
-            usize::MAX
+        if now.kind != r.fingerprint.kind {
+            return usize::MAX;
         }
+        distance(&compare(r, &now), &r.fingerprint.external_parts, &now.external_parts)
     };
     runs.into_iter().min_by_key(|r| (distance(r), std::cmp::Reverse(r.finished_at)))
+}
+
+/// How far a run is from a node's settings now, given why they differ and the external files' parts of both: one
+/// per reason, except that the one reason naming every changed source file counts each part (a `deps` entry, a
+/// dataset's folder) that differs, so that the run of the same script with one data file changed is nearer than
+/// an experiment's run of another script.
+pub(crate) fn distance(reasons: &[DirtyReason], old: &[Part], new: &[Part]) -> usize {
+    let external = reasons.iter().any(|x| matches!(x, DirtyReason::ExternalChanged { .. }));
+    reasons.len() + if external { changed_parts(old, new).saturating_sub(1) } else { 0 }
+}
+
+/// How many parts (by path) differ between two listings of a node's external files: changed, added or gone.
+fn changed_parts(old: &[Part], new: &[Part]) -> usize {
+    let old: BTreeMap<&str, &str> = old.iter().map(|p| (p.path.as_str(), p.digest.as_str())).collect();
+    let new: BTreeMap<&str, &str> = new.iter().map(|p| (p.path.as_str(), p.digest.as_str())).collect();
+    old.keys().chain(new.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().filter(|k| old.get(*k) != new.get(*k)).count()
 }
 
 /// Why `new` differs from run `old`, with the parameters of both as a reader reads them

@@ -100,7 +100,9 @@ pub fn earlier(store: &Store, index: &Index, n: &crate::graph::GNode, a: &Assess
     };
     let rank = |r: &NodeRecord| {
         let (other_profile, other_settings) = (same(r, PROFILE, profile) == Some(false), same(r, SETTINGS, settings) == Some(false));
-        (other_profile, other_settings, changes(r).len(), std::cmp::Reverse(r.finished_at))
+        let now = a.fingerprint.as_ref().map_or(&[][..], |f| f.external_parts.as_slice());
+        let far = super::assess::distance(&changes(r), &r.fingerprint.external_parts, now);
+        (other_profile, other_settings, far, std::cmp::Reverse(r.finished_at))
     };
     let record = runs.into_iter().min_by_key(rank)?;
     match same(&record, PROFILE, profile) {

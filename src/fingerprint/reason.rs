@@ -242,7 +242,9 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
             out.push(DirtyReason::Other { detail: format!("with it, the stage's version there {old} → {new}") });
         }
     }
-    if out.is_empty() {
+    // Nothing named, yet another key (a part of the key no reason above covers): said as such. The same key: no
+    // reason at all (a node compared with the run of its very settings, as `nearest` does).
+    if out.is_empty() && o.key() != new.key() {
         out.push(DirtyReason::Other { detail: "key changed".into() });
     }
     out
