@@ -1167,3 +1167,23 @@ fn the_run_compared_with_is_the_nearest_one() {
     let v: serde_json::Value = serde_json::from_str(&cmp).unwrap();
     assert_eq!(v["nodes"][0]["earlier_metrics"]["acc"], json!(1), "{v}");
 }
+
+#[test]
+fn plan_lists_only_the_cells_a_table_has() {
+    // A table over `command` nodes has no #Models/#Params columns (no row names a model): `plan` names none of
+    // their cells either.
+    let d = tempfile::tempdir().unwrap();
+    let p = |v: &str| {
+        format!(
+            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": {v}}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\n\
+             rows = [{{ label = \"A\", nodes = [\"a\"] }}]\ncolumns = [{{ key = \"acc\" }}]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), p("0.5")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), p("0.7")).unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("row 'A' × 'acc'") && !out.contains("#Models") && !out.contains("#Params"), "{out}");
+}

@@ -54,3 +54,28 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+/// Whether standard output may be coloured: a terminal, no `NO_COLOR` (<https://no-color.org>), not `TERM=dumb`.
+pub fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// Fits a table to the terminal it is printed on: where the terminal reports no width (0 columns, as some CI
+/// and container terminals do, which squeezed a table to a character a column), `COLUMNS` if set, else no
+/// wrapping at all.
+pub fn fit(t: &mut comfy_table::Table) {
+    if t.width().is_some_and(|w| w > 0) {
+        return;
+    }
+    match std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<u16>().ok()).filter(|&c| c > 0) {
+        Some(c) => {
+            t.set_width(c);
+        }
+        None => {
+            t.set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+        }
+    }
+}

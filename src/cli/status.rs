@@ -153,7 +153,7 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
         let n = &g.nodes[t];
         let inputs: BTreeMap<String, Vec<String>> =
             n.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
-        for (row, col, reads) in n.stage.cells(&n.params, &inputs, &|node, other| reads_from(g, node, other)) {
+        for (row, col, reads) in n.stage.cells(&n.params, &inputs, &|node, other| reads_from(g, node, other), &|id| kind_of(g, id)) {
             let rerun: Vec<String> =
                 reads.into_iter().filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh)).collect();
             if !rerun.is_empty() {
@@ -162,6 +162,11 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
         }
     }
     out
+}
+
+/// The kind of node `id` (`None` for ids that are not nodes).
+fn kind_of(g: &Graph, id: &str) -> Option<&'static str> {
+    g.by_id.get(id).map(|&i| g.nodes[i].stage.kind())
 }
 
 /// Whether node `other` is node `node` or upstream of it (false for ids that are not nodes).
@@ -241,7 +246,7 @@ pub fn plan(
         .filter(|&t| {
             let n = &g.nodes[t];
             let inputs = n.inputs.iter().map(|(s, v)| (s.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
-            !n.stage.cells(&n.params, &inputs, &|node, other| reads_from(&g, node, other)).is_empty()
+            !n.stage.cells(&n.params, &inputs, &|node, other| reads_from(&g, node, other), &|id| kind_of(&g, id)).is_empty()
         })
         .collect();
     if json {
@@ -636,6 +641,8 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    super::out::fit(&mut t);
+    let colour = super::out::colour();
     t.set_header(vec!["id", "kind", "state", "reason", "size", "last run"]);
     for &i in &listed {
         let s = &a[&i];
@@ -647,7 +654,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
         t.add_row(vec![
             Cell::new(&g.nodes[i].id),
             Cell::new(g.nodes[i].stage.kind()),
-            Cell::new(s.state.to_string()).fg(color),
+            if colour { Cell::new(s.state.to_string()).fg(color) } else { Cell::new(s.state.to_string()) },
             // One line per reason in the table (a failure's program output is for `show` and `--why`).
             // A long reason (a table's caption changed, a command's argv) is cut: `--why` has it whole.
             Cell::new(cut_reason(

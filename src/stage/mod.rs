@@ -273,13 +273,14 @@ pub trait Stage: Send + Sync + 'static {
     /// The cells a node of this kind renders, each with the upstream node ids its value is read from:
     /// (row label, column label, node ids), given its parameters and the ids of its inputs per slot. Lets
     /// `plan` say which cells a change may alter before anything runs. `reads_from(node, other)` tells whether
-    /// `other` is `node` or upstream of it (a cell of task T reads only the nodes that trained or probed T).
-    /// Empty for kinds that render no cells.
+    /// `other` is `node` or upstream of it (a cell of task T reads only the nodes that trained or probed T);
+    /// `kind_of(node)` is the node's kind. Empty for kinds that render no cells.
     fn cells(
         &self,
         _params: &serde_json::Value,
         _inputs: &BTreeMap<String, Vec<String>>,
         _reads_from: &dyn Fn(&str, &str) -> bool,
+        _kind_of: &dyn Fn(&str) -> Option<&'static str>,
     ) -> Vec<(String, String, Vec<String>)> {
         vec![]
     }

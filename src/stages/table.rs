@@ -90,6 +90,9 @@ fn escape_pointer(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
+/// The kinds whose metrics count a model (`models`, `params`): the training kinds.
+const MODEL_KINDS: [&str; 2] = ["train", "cotrain"];
+
 /// The artifacts a row names: the node itself, or its seed replicates `NAME.s0`, `NAME.s1`, … in order.
 fn replicates<'a>(runs: &'a [InputArtifact], name: &str) -> Vec<&'a InputArtifact> {
     resolve(runs, |a| a.id.as_str(), name)
@@ -373,17 +376,24 @@ impl Stage for TableStage {
         p: &Value,
         inputs: &std::collections::BTreeMap<String, Vec<String>>,
         reads_from: &dyn Fn(&str, &str) -> bool,
+        kind_of: &dyn Fn(&str) -> Option<&'static str>,
     ) -> Vec<(String, String, Vec<String>)> {
         // As `run` reads them: a metric cell reads the replicates of the row's named nodes that report its task
         // (those with the task node upstream; the first of them that reports the metric wins, which only a run
         // can tell), an average cell those of its columns; #Models and #Params read the first replicate of each
-        // named node. Published rows are constants.
+        // named node, and are columns only where some row names a model (a training node's metrics count it: a
+        // table over `command` or probe nodes has none). Published rows are constants.
         let Ok(p) = parse::<TableParams>(p) else { return vec![] };
         let runs = inputs.get("runs").cloned().unwrap_or_default();
+        let reps_of = |r: &RowSpec| -> Vec<Vec<String>> {
+            r.nodes.iter().map(|n| resolve(&runs, |s| s.as_str(), n).into_iter().cloned().collect()).collect()
+        };
+        let models = |id: &String| kind_of(id).is_some_and(|k| MODEL_KINDS.contains(&k));
+        let counts = p.counts && p.rows.iter().any(|r| reps_of(r).iter().filter_map(|v| v.first()).any(models));
         let mut out = vec![];
         for r in &p.rows {
-            let reps: Vec<Vec<String>> = r.nodes.iter().map(|n| resolve(&runs, |s| s.as_str(), n).into_iter().cloned().collect()).collect();
-            if p.counts {
+            let reps = reps_of(r);
+            if counts {
                 let firsts: Vec<String> = reps.iter().filter_map(|v| v.first().cloned()).collect();
                 for c in ["#Models", "#Params"] {
                     out.push((r.label.clone(), c.to_string(), firsts.clone()));
