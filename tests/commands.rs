@@ -1187,3 +1187,30 @@ fn plan_lists_only_the_cells_a_table_has() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("row 'A' × 'acc'") && !out.contains("#Models") && !out.contains("#Params"), "{out}");
 }
+
+#[test]
+fn status_names_exported_files_a_run_would_rewrite() {
+    // Set back to a setting that ran before, the table is fresh, but its exported file still shows the other
+    // setting's numbers: `status` says so (only `run` rewrites exports).
+    let d = tempfile::tempdir().unwrap();
+    let p = |v: &str| {
+        format!(
+            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": {v}}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\nexport = \"out/t\"\n\
+             rows = [{{ label = \"A\", nodes = [\"a\"] }}]\ncolumns = [{{ key = \"acc\" }}]\n"
+        )
+    };
+    for v in ["0.5", "0.9"] {
+        std::fs::write(d.path().join("p.toml"), p(v)).unwrap();
+        assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    }
+    let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
+    assert!(!err.contains("out/t"), "{err}");
+    std::fs::write(d.path().join("p.toml"), p("0.5")).unwrap();
+    let (code, out, err) = pf(d.path(), &["status", "p.toml"]);
+    assert!(code == 0 && out.contains("2 of 2 nodes fresh"), "{out}");
+    assert!(err.contains("note: out/t.md is not what `t` holds now") && err.contains("`polyflow run` rewrites it"), "{err}");
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
+    assert!(!err.contains("out/t"), "{err}");
+}

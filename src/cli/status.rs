@@ -669,6 +669,17 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     if !listed.is_empty() {
         println!("{t}");
     }
+    // A fresh node's exported files that are not what it holds (an earlier setting's table, an edit by hand): only
+    // a run rewrites them, and a reader of `results/` would read other numbers than the store's.
+    if c.config.is_empty() && c.set.is_empty() {
+        let differ = outdated_exports(&g, &c, &sel, &a);
+        for (id, path) in differ.iter().take(EXPORTS_LISTED) {
+            super::out::errln!("note: {path} is not what `{id}` holds now (an earlier run's, or edited): `polyflow run` rewrites it");
+        }
+        if differ.len() > EXPORTS_LISTED {
+            super::out::errln!("note: and {} more exported files out of date", differ.len() - EXPORTS_LISTED);
+        }
+    }
     let hidden = if only_stale && fresh > 0 { " (those not listed: --stale)".to_string() } else { String::new() };
     println!(
         "{fresh} of {} nodes fresh{hidden}{}",
@@ -676,6 +687,34 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
         g.pipeline.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default()
     );
     Ok(exit::OK)
+}
+
+/// How many out-of-date exported files `status` names.
+const EXPORTS_LISTED: usize = 5;
+
+/// The exported files of the fresh selected nodes (a table's `results/…`) whose content differs from the node's
+/// artifact, or which are not there: (node id, path as shown). A file a run exported with overrides carries
+/// them and counts as different, as it is not the file's own result.
+fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> Vec<(String, String)> {
+    let Ok((store, _empty)) = super::read_store(&c.store) else { return vec![] };
+    let mut out = vec![];
+    for &i in sel {
+        let (n, s) = (&g.nodes[i], &a[&i]);
+        let (State::Fresh, Some(m)) = (s.state, s.manifest.as_ref()) else { continue };
+        let exports = n.stage.exports(&n.params);
+        if exports.is_empty() {
+            continue;
+        }
+        let art = crate::stage::InputArtifact::new(n.id.clone(), m.clone(), store.clone());
+        for (file, rel) in exports {
+            let dest = n.base_dir.join(&rel);
+            let Ok(want) = art.read(&file) else { continue };
+            if std::fs::read(&dest).ok().as_deref() != Some(want.as_slice()) {
+                out.push((n.id.clone(), crate::spec::source::display_path(&dest)));
+            }
+        }
+    }
+    out
 }
 
 /// The most characters of reasons a row of the `status` table shows.
