@@ -813,3 +813,43 @@ fn an_empty_split_or_a_class_never_tested_is_warned_of() {
     assert!(err.contains("1 of 2 classes has no test example (bird)"), "{err}");
     assert!(!err.contains("split is empty"), "{err}");
 }
+
+#[test]
+fn absent_rows_emptied_classes_and_stray_files_are_said() {
+    let d = tempfile::tempdir().unwrap();
+    // A CSV row whose file is not there is an absent example (`max_missing`), not an undecodable one.
+    for i in 0..8 {
+        wav(&d.path().join(format!("clips/c{i}.wav")), 16000, 0.25, 300.0 + 100.0 * (i % 2) as f32);
+    }
+    let mut rows: String = (0..8).map(|i| format!("clips/c{i}.wav,{}\n", ["cat", "dog"][i % 2])).collect();
+    rows.push_str("clips/nope.wav,cat\n");
+    std::fs::write(d.path().join("m.csv"), &rows).unwrap();
+    let (code, err, _) = ingest(d.path(), "format = \"csv\"\npath = \"m.csv\"");
+    assert!(code == 0 && err.contains("1 of 9 listed examples have no file"), "{err}");
+    let (code, err, _) = ingest(d.path(), "format = \"csv\"\npath = \"m.csv\"\nmax_missing = 0.05");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("1 of 9 examples listed are absent") && err.contains("max_missing") && err.contains("m.csv:9"), "{err}");
+    // A class whose every file fails to decode is no class of 0 examples.
+    for i in 0..30 {
+        jpeg(&d.path().join(format!("imgs/red/{i}.jpg")), 8, 8, 200);
+        jpeg(&d.path().join(format!("imgs/blue/{i}.jpg")), 8, 8, 20);
+    }
+    std::fs::create_dir_all(d.path().join("imgs/bad")).unwrap();
+    for i in 0..2 {
+        std::fs::write(d.path().join(format!("imgs/bad/{i}.jpg")), "<html>error</html>").unwrap();
+    }
+    let (code, err, _) = ingest(d.path(), "format = \"image_folder\"\npath = \"imgs\"\nheight = 8\nwidth = 8\nmax_bad = 0.05");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("class `bad`: none of its 2 files could be decoded"), "{err}");
+    // Speech Commands: what the class folders hold that is no clip is named, not dropped unsaid.
+    for c in ["yes", "no"] {
+        for i in 0..4 {
+            wav(&d.path().join(format!("sc/{c}/{i}.wav")), 16000, 0.25, 440.0);
+        }
+    }
+    std::fs::write(d.path().join("sc/yes/extra.aiff"), "x").unwrap();
+    std::fs::create_dir_all(d.path().join("sc/no/nested")).unwrap();
+    let (code, err, _) = ingest(d.path(), "format = \"speech_commands\"\npath = \"sc\"");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 entries of the class folders are left out") && err.contains("yes/extra.aiff"), "{err}");
+}

@@ -657,8 +657,13 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             if colour { Cell::new(s.state.to_string()).fg(color) } else { Cell::new(s.state.to_string()) },
             // One line per reason in the table (a failure's program output is for `show` and `--why`).
             // A long reason (a table's caption changed, a command's argv) is cut: `--why` has it whole.
+            // A failure's text without the id its row already shows (`last run failed: node `x`: …`).
             Cell::new(cut_reason(
-                &reasons_of(i).iter().map(|r| r.lines().next().unwrap_or("")).collect::<Vec<_>>().join("; "),
+                &reasons_of(i)
+                    .iter()
+                    .map(|r| r.lines().next().unwrap_or("").replacen(&format!("failed: node `{}`: ", g.nodes[i].id), "failed: ", 1))
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 &g.nodes[i].id,
             )),
             Cell::new(s.manifest.as_ref().map(|m| fmt_bytes(m.size())).unwrap_or_default()),

@@ -79,6 +79,11 @@ pub fn decode(path: &Path) -> Result<(Vec<f32>, u32), DataError> {
     if out.is_empty() {
         return Err(err("audio file decodes to no samples".into()));
     }
+    // Past the length the container declares (an Ogg stream's last granule position): the decoder's padding of
+    // the last packet, which libsndfile and torchaudio leave out (a 16,000-sample Vorbis clip decoded to 16,128).
+    if declared > 0 && out.len() as u64 > declared {
+        out.truncate(declared as usize);
+    }
     if declared > 0 && (out.len() as u64) * 10 < declared * 9 {
         return Err(err(format!(
             "decodes to {} of the {declared} samples its header declares: truncated (an interrupted copy or download?)",
@@ -173,19 +178,23 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
     let test = list("testing_list.txt")?;
     let val = list("validation_list.txt")?;
     let mut clips = vec![];
+    // What the class folders hold that is no clip (a subfolder, another format): named in a warning, not dropped
+    // unsaid.
+    let mut other: Vec<String> = vec![];
     for (ci, c) in classes.iter().enumerate() {
         let dir = root.join(c);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let (mut files, rest): (Vec<PathBuf>, Vec<PathBuf>) = std::fs::read_dir(&dir)
             .map_err(|e| DataError::new(&dir, e.to_string()))?
             .flatten()
             .filter(|e| !super::layouts::hidden(&e.file_name()))
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "wav" | "flac" | "ogg" | "mp3"))
-            })
-            .collect();
+            .partition(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "wav" | "flac" | "ogg" | "mp3"))
+            });
+        other.extend(rest.iter().map(|p| format!("{c}/{}", p.file_name().unwrap_or_default().to_string_lossy())));
         files.sort();
         if files.is_empty() {
             return Err(DataError::new(&dir, "empty class folder: no WAV/FLAC/OGG/MP3 clips; remove it or add clips"));
@@ -212,6 +221,16 @@ pub fn speech_commands(root: &Path) -> Result<(Vec<String>, Vec<ClipRef>), DataE
             Path::new(at.as_str()),
             format!("lists `{name}`, which does not exist{more}: is the dataset complete, or the list from another version?"),
         ));
+    }
+    if !other.is_empty() {
+        other.sort();
+        let more = if other.len() > 3 { format!(" and {} more", other.len() - 3) } else { String::new() };
+        tracing::warn!(
+            "{}: {} entries of the class folders are left out, not WAV/FLAC/OGG/MP3 clips (subfolders are not read): {}{more}",
+            root.display(),
+            other.len(),
+            other[..other.len().min(3)].join(", ")
+        );
     }
     Ok((classes, clips))
 }
@@ -417,6 +436,15 @@ mod tests {
         assert_eq!((x.len(), rate), (16000, 16000));
         // The tone (lavfi's sine starts at phase 0) is there from the first samples, not after ~25 ms of silence.
         assert!(x[..40].iter().any(|v| v.abs() > 0.05), "{:?}", &x[..40]);
+    }
+
+    #[test]
+    fn an_ogg_vorbis_clip_ends_where_its_container_says() {
+        // 1 s of a 440 Hz tone at 16 kHz written by libsndfile: 16,000 samples, not the last packet's 128 more.
+        let (x, rate) = decode(&fixture("tone.ogg")).unwrap();
+        assert_eq!((x.len(), rate), (16000, 16000));
+        let expected = |i: usize| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16000.0).sin();
+        assert!((0..16000).step_by(97).all(|i| (x[i] - expected(i)).abs() < 0.05), "the tone, sample for sample");
     }
 
     #[test]
