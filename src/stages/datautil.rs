@@ -196,40 +196,47 @@ fn to_u8(v: f32, lo: f32, hi: f32) -> u8 {
     (((v - lo) / (hi - lo).max(1e-6)) * 255.0).clamp(0.0, 255.0) as u8
 }
 
-/// A grid of up to 16 examples (for 5-D tensors: the frames of up to 4 clips, one clip per row).
-fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::GrayImage> {
+/// A grid of up to 16 examples (for 5-D tensors: the frames of up to 4 clips, one clip per row), in colour where
+/// the data has three channels (an image's or a video's RGB; a decoding error such as a CMYK file read as RGB shows
+/// in its colours), grey otherwise (a spectrogram). Bytes are drawn as they are (0–255); floats (a standardised
+/// cache) stretched over their range.
+fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::RgbImage> {
     let x = arrays.get("x")?;
+    let bytes = matches!(&x.data, Array::U8(_));
     let vals: Vec<f32> = match &x.data {
         Array::U8(v) => v.iter().map(|&b| b as f32).collect(),
         Array::F32(v) => v.clone(),
         Array::I64(_) => return None,
     };
-    let (lo, hi) = vals.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    // Normalise to (n, t, h, w) taking channel 0.
-    // A value at (example, frame, row, column).
-    type Pixel = Box<dyn Fn(usize, usize, usize, usize) -> f32>;
-    let (n, t, h, w, get): (usize, usize, usize, usize, Pixel) = match x.shape.as_slice() {
+    let (lo, hi) = if bytes { (0.0, 255.0) } else { vals.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v))) };
+    // A value at (example, frame, row, column, channel); the channels drawn (3: RGB, 1: grey).
+    type Pixel = Box<dyn Fn(usize, usize, usize, usize, usize) -> f32>;
+    let (n, t, h, w, channels, get): (usize, usize, usize, usize, usize, Pixel) = match x.shape.as_slice() {
+        // [N, H, W, C]
         [n, h, w, c] if meta.modality == "image" => {
             let (h, w, c) = (*h, *w, *c);
-            (*n, 1, h, w, Box::new(move |i, _, y, xx| vals[((i * h + y) * w + xx) * c]))
+            (*n, 1, h, w, if c >= 3 { 3 } else { 1 }, Box::new(move |i, _, y, xx, ch| vals[((i * h + y) * w + xx) * c + ch]))
         }
-        [n, t, h, w, c] if matches!(&x.data, Array::U8(_)) => {
+        // [N, T, H, W, C]
+        [n, t, h, w, c] if bytes => {
             let (t, h, w, c) = (*t, *h, *w, *c);
-            (*n, t, h, w, Box::new(move |i, f, y, xx| vals[(((i * t + f) * h + y) * w + xx) * c]))
+            (*n, t, h, w, if c >= 3 { 3 } else { 1 }, Box::new(move |i, f, y, xx, ch| vals[(((i * t + f) * h + y) * w + xx) * c + ch]))
         }
+        // [N, C, T, H, W]
         [n, c, t, h, w] => {
             let (c, t, h, w) = (*c, *t, *h, *w);
             // Spectrograms [N, C, 1, time, mel] are drawn with time along x.
             if meta.modality == "audio" {
-                (*n, 1, w, h, Box::new(move |i, _, y, xx| vals[(((i * c) * t) * h + xx) * w + (w - 1 - y)]))
+                (*n, 1, w, h, 1, Box::new(move |i, _, y, xx, _| vals[(((i * c) * t) * h + xx) * w + (w - 1 - y)]))
             } else {
-                (*n, t, h, w, Box::new(move |i, f, y, xx| vals[(((i * c) * t + f) * h + y) * w + xx]))
+                let chans = if c >= 3 { 3 } else { 1 };
+                (*n, t, h, w, chans, Box::new(move |i, f, y, xx, ch| vals[(((i * c + ch) * t + f) * h + y) * w + xx]))
             }
         }
         _ => return None,
     };
     let (rows, cols) = if t > 1 { (n.min(4), t) } else { (n.min(16).div_ceil(4), n.min(4)) };
-    let mut img = image::GrayImage::new((cols * (w + 1)) as u32, (rows * (h + 1)) as u32);
+    let mut img = image::RgbImage::new((cols * (w + 1)) as u32, (rows * (h + 1)) as u32);
     for r in 0..rows {
         for c in 0..cols {
             let (i, f) = if t > 1 { (r, c) } else { (r * 4 + c, 0) };
@@ -238,7 +245,8 @@ fn preview(arrays: &BTreeMap<String, Named>, meta: &Meta) -> Option<image::GrayI
             }
             for y in 0..h {
                 for xx in 0..w {
-                    img.put_pixel((c * (w + 1) + xx) as u32, (r * (h + 1) + y) as u32, image::Luma([to_u8(get(i, f, y, xx), lo, hi)]));
+                    let v = |ch: usize| to_u8(get(i, f, y, xx, ch.min(channels - 1)), lo, hi);
+                    img.put_pixel((c * (w + 1) + xx) as u32, (r * (h + 1) + y) as u32, image::Rgb([v(0), v(1), v(2)]));
                 }
             }
         }
