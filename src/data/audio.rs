@@ -297,6 +297,14 @@ pub fn csv_manifest(csv_path: &Path, classes: &[String], multilabel: bool) -> Re
     if rows.is_empty() {
         return Err(DataError::new(csv_path, "has no rows: expected `path,label[,split]` lines (a header line is optional)"));
     }
+    // `cat;dog` in a single-label manifest is one class of that name: likely meant as two labels.
+    if let Some((line, _, l, _)) = rows.iter().find(|r| !multilabel && r.2.iter().any(|l| l.contains(';'))) {
+        tracing::warn!(
+            "{}:{line}: label `{}` is one class here; if it lists several labels, set `multilabel = true`",
+            csv_path.display(),
+            l[0]
+        );
+    }
     let classes: Vec<String> = if classes.is_empty() {
         let mut s: Vec<String> = rows.iter().flat_map(|r| r.2.clone()).collect();
         s.sort();

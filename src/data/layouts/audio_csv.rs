@@ -160,6 +160,10 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
+            // A re-exported copy's plain header row (`YTID,start_seconds,end_seconds,positive_labels`, no `#`).
+            if line.split(',').next().is_some_and(|f| f.trim().eq_ignore_ascii_case("ytid")) {
+                continue;
+            }
             let bad = || DataError::new(&csv, format!("line {}: expected `YTID, start_seconds, end_seconds, \"/m/…,/m/…\"`", i + 1));
             let mut parts = line.splitn(4, ',');
             let (Some(ytid), Some(start), Some(end), Some(labels)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -442,10 +446,14 @@ mod tests {
         let m = &c.missing[0].file;
         assert!(m.starts_with("absent00000.* (looked for absent00000, Yabsent00000, absent00000_000020,"), "{m}");
         assert!(m.contains("absent00000_000020_000030, absent00000_20_30, absent00000_20.000_30.000, Yabsent00000_20.000_30.000"), "{m}");
+        // A plain header row is a header, not a malformed row.
+        let csv = std::fs::read_to_string(r.join("balanced_train_segments.csv")).unwrap();
+        std::fs::write(r.join("balanced_train_segments.csv"), format!("YTID,start_seconds,end_seconds,positive_labels\n{csv}")).unwrap();
+        assert_eq!(audioset(r, &[]).unwrap().entries.len(), 5);
         // Two naming schemes for one row (a downloader's `Y…` and a segment-named copy): no silent choice.
         touch(&r.join("audio/Yshortend001.wav"));
         let e = audioset(r, &[]).unwrap_err();
-        assert!(e.message.contains("line 4: 2 files match this row") && e.message.contains("Yshortend001.wav"), "{e}");
+        assert!(e.message.contains("line 5: 2 files match this row") && e.message.contains("Yshortend001.wav"), "{e}");
     }
 
     #[test]

@@ -125,7 +125,19 @@ fn class_folders(root: &Path, exts: &[&str], clips: bool, named: &[String]) -> R
     let what = if clips { "clip folder of frames" } else { "file" };
     for c in &classes {
         if !has_data(c, exts)? {
-            return Err(DataError::new(c, format!("holds no .{} {what}: an empty class folder", exts.join("/."))));
+            // What it holds instead (another format, a subfolder), so the message says what to convert or move.
+            let mut other: Vec<String> =
+                entries(c)?.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+            other.sort();
+            let holds = match other.len() {
+                0 => String::new(),
+                n => format!(
+                    " (it holds {}{})",
+                    other[..n.min(3)].join(", "),
+                    if n > 3 { format!(" and {} more", n - 3) } else { String::new() }
+                ),
+            };
+            return Err(DataError::new(c, format!("holds no .{} {what}{holds}: an empty class folder", exts.join("/."))));
         }
     }
     Ok(())
