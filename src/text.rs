@@ -21,12 +21,15 @@ pub fn cut_middle(s: &str, n: usize) -> String {
     format!("{}…{}", c[..head].iter().collect::<String>(), c[c.len() - tail..].iter().collect::<String>())
 }
 
-/// `a` as one POSIX shell word, quoted only where a shell would read it otherwise (shlex's rules).
+/// `a` as one POSIX shell word: as is when it holds only characters no shell treats specially in an argument,
+/// else in single quotes (a quote inside as `'\''`). Not shlex's `try_quote`, which also quotes `=`, `,` and `%`
+/// (for brace expansion and interactive shells): the commands polyflow prints for you to run read `--set
+/// a.b=1`, not `'a.b=1'` (the test checks shlex splits every word back as it was).
 pub fn shell_word(a: &str) -> String {
-    match shlex::try_quote(a) {
-        Ok(q) => q.into_owned(),
-        // A NUL byte, which no argument can hold: single-quoted as written, for a message.
-        Err(_) => format!("'{}'", a.replace('\'', r"'\''")),
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
     }
 }
 
@@ -68,6 +71,7 @@ mod tests {
             assert_eq!(shlex::split(&q), Some(vec![a.to_string()]), "{a:?} → {q}");
         }
         assert_eq!(shell_word("pipelines/table2.toml"), "pipelines/table2.toml");
+        assert_eq!(shell_word("tab.title=Other"), "tab.title=Other");
     }
 
     #[test]

@@ -1214,3 +1214,27 @@ fn status_names_exported_files_a_run_would_rewrite() {
     let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
     assert!(!err.contains("out/t"), "{err}");
 }
+
+#[test]
+fn a_table_columns_numbers_are_keyed_as_their_types_read_them() {
+    // `scale = 1` and `scale = 1.0` are one setting: the table keeps its key.
+    let d = tempfile::tempdir().unwrap();
+    let p = |scale: &str| {
+        format!(
+            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"loss\\\": 0.5}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\n\
+             rows = [{{ label = \"A\", nodes = [\"a\"] }}]\ncolumns = [{{ key = \"loss\", scale = {scale} }}]\n"
+        )
+    };
+    let key = |scale: &str| {
+        std::fs::write(d.path().join("p.toml"), p(scale)).unwrap();
+        let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().iter().find(|n| n["id"] == "t").unwrap()["key"].clone()
+    };
+    std::fs::write(d.path().join("p.toml"), p("1")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert!(key("1").is_string(), "the table's key is known once its run is fresh");
+    assert_eq!(key("1"), key("1.0"));
+    assert_ne!(key("1"), key("100"));
+}

@@ -225,3 +225,41 @@ fn renamed_nodes_give_the_same_keys_and_bytes() {
     assert!(renamed.contains("co_img") && !renamed.contains("co_image"), "the table reads the renamed nodes");
     assert_eq!(digests_behind(&json(&a)), digests_behind(&json(&b)), "renaming nodes changed keys or artifacts");
 }
+
+#[test]
+fn a_renamed_task_is_recomputed_not_served_under_its_old_name() {
+    // A task's id is its name in `task.json`, which models report their metrics under: it is in the task's key,
+    // so a renamed task reruns (with what trains on it) instead of handing tables metrics of the old name (every
+    // cell `–`, exit 0).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    for dir in ["pipelines", "datasets"] {
+        copy_tree(&root.join(dir), &d.path().join(dir));
+    }
+    let args = ["run", "pipelines/table2.toml", "--profile", "smoke"];
+    assert_eq!(run_json(d.path(), &args).0, 0);
+    for e in std::fs::read_dir(d.path().join("pipelines")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            // Every task id `t_…` (matrix templates `t_{t}` too) becomes `task_…`.
+            let mut out = String::new();
+            let mut prev = ' ';
+            for (i, c) in text.char_indices() {
+                if c == 't' && text[i..].starts_with("t_") && !(prev.is_alphanumeric() || prev == '_') {
+                    out.push_str("task");
+                } else {
+                    out.push(c);
+                }
+                prev = c;
+            }
+            std::fs::write(e.path(), out).unwrap();
+        }
+    }
+    let (code, ev) = run_json(d.path(), &args);
+    assert_eq!(code, 0);
+    let ran = started(&ev);
+    assert!(ran.contains("task_digits") && ran.contains("st.digits.s0") && ran.contains("co_all.0.s0"), "{ran:?}");
+    let md = std::fs::read_to_string(d.path().join("results/smoke/table2.md")).unwrap();
+    let single = md.lines().find(|l| l.starts_with("| Single-task")).unwrap_or_else(|| panic!("{md}"));
+    assert!(!single.split('|').nth(4).unwrap().contains('–'), "the digits cell has its value: {md}");
+}

@@ -61,9 +61,10 @@ fn a_timm_checkpoint_initialises_training_and_the_initial_model() {
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "--set", LIMIT, "-j", "2"]);
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "feat", "--set", LIMIT]);
-    assert!(out.contains("pretrained weights of `vit`"), "{out}");
+    // The checkpoint by its artifact's digest, not by its node's id (which is not in the key).
+    assert!(out.contains("pretrained weights (artifact ") && !out.contains("`vit`"), "{out}");
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "ft", "--set", LIMIT]);
-    assert!(out.contains("initialised from `vit` (checkpoint blake3 "), "{out}");
+    assert!(out.contains("initialised from a pretrained checkpoint (checkpoint blake3 "), "{out}");
     assert!(out.contains("\nseed:   0\n") && out.contains("\ninput:  init: vit (") && out.contains("\ninput:  task: t_digits ("), "{out}");
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "vit", "--set", LIMIT]);
     assert!(out.contains("\"depth\": 4") && out.contains("\"grid\": 2"), "{out}");

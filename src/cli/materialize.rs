@@ -105,7 +105,8 @@ pub(super) fn materialize(
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
             }
-            crate::store::write_atomic(&dest, &bytes, true)
+            // As `>` would: through a symlink to its target, into a FIFO; a regular file replaced whole.
+            super::out::write_through(&dest, &bytes)
                 .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
             out::errln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
             if json {

@@ -52,12 +52,15 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},symphonia=off")));
     // Colours on a terminal only, never into a file or pipe, and never with NO_COLOR set.
     use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
     // A standard error gone (`run … 2>&1 | head`) drops log lines: no complaint of its own, which would panic there.
+    // Each line goes where programs' output goes: above `run`'s progress bars, which would otherwise erase it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+        .with_writer(out::LogLine::default)
         .log_internal_errors(false)
         .try_init();
     for w in knobs::unknown_values(|k| std::env::var(k).ok()) {

@@ -79,3 +79,53 @@ pub fn fit(t: &mut comfy_table::Table) {
         }
     }
 }
+
+/// A log event's text, written as one piece when the logger is done with it, through
+/// [`crate::stage::children::write_output`]: to standard error, or above `run`'s progress bars while they are
+/// drawn (a line written beside them was erased by their next redraw).
+#[derive(Default)]
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            crate::stage::children::write_output(&self.0);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` as a user means it: a regular file (or a new one) is replaced whole through a
+/// temporary file beside it and a rename, so a reader never sees half a page; a symlink is followed (its target
+/// is replaced, the link kept); anything else (a device, a pipe) is written to directly, never replaced.
+pub fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut target = path.to_path_buf();
+    // Follow links, as `>` does (a bounded number of hops: a loop is the OS's error when written).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&target)?;
+                target = target.parent().map(|p| p.join(&to)).unwrap_or(to);
+            }
+            _ => break,
+        }
+    }
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&target)?;
+            f.write_all(bytes)?;
+            f.flush()
+        }
+        _ => crate::store::write_atomic(&target, bytes, true),
+    }
+}

@@ -129,6 +129,7 @@ pub fn fingerprint(
         env: env.clone(),
         external,
         external_parts,
+        named: n.stage.id_in_output().then(|| n.id.clone()),
     };
     if !pending.is_empty() {
         pending.dedup();
@@ -404,6 +405,7 @@ mod tests {
             env: BTreeMap::new(),
             external: None,
             external_parts: vec![],
+            named: None,
         };
         NodeRecord {
             id: "t".into(),

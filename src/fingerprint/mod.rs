@@ -50,6 +50,10 @@ pub struct Fingerprint {
     /// they let `status` name the files that changed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_parts: Vec<files::Part>,
+    /// The node's id, for kinds whose output holds it ([`crate::stage::Stage::id_in_output`]: a task's name, which
+    /// metrics are reported under); hashed only then, so a renamed node of such a kind gets a key of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named: Option<String>,
 }
 
 impl Fingerprint {
@@ -57,14 +61,18 @@ impl Fingerprint {
     pub fn hashed(&self) -> serde_json::Value {
         let inputs: BTreeMap<&String, Vec<&str>> =
             self.inputs.iter().map(|(k, v)| (k, v.iter().map(|d| d.digest.as_str()).collect())).collect();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "kind": self.kind,
             "version": self.version,
             "params": self.params,
             "inputs": inputs,
             "env": self.env,
             "external": self.external,
-        })
+        });
+        if let Some(id) = &self.named {
+            v["id"] = serde_json::json!(id);
+        }
+        v
     }
 
     /// The cache key: blake3 hex of the canonical JSON of [`Self::hashed`].
@@ -101,7 +109,16 @@ mod tests {
     fn fp(p: serde_json::Value, id: &str) -> Fingerprint {
         let mut inputs = BTreeMap::new();
         inputs.insert("data".to_string(), vec![InputDigest { id: id.into(), digest: "abc".into() }]);
-        Fingerprint { kind: "k".into(), version: 1, params: p, inputs, env: BTreeMap::new(), external: None, external_parts: vec![] }
+        Fingerprint {
+            kind: "k".into(),
+            version: 1,
+            params: p,
+            inputs,
+            env: BTreeMap::new(),
+            external: None,
+            external_parts: vec![],
+            named: None,
+        }
     }
 
     #[test]

@@ -204,6 +204,17 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
     if o.version != new.version {
         out.push(DirtyReason::VersionBumped { old: o.version, new: new.version });
     }
+    match (&o.named, &new.named) {
+        (None, Some(_)) => out.push(DirtyReason::Other {
+            detail: "this version of polyflow keys this kind by the node's id, which its output holds (it runs once under \
+                     its new key, giving the same bytes)"
+                .into(),
+        }),
+        (a, b) if a != b => out.push(DirtyReason::Other {
+            detail: format!("id changed {} → {}", a.as_deref().unwrap_or("?"), b.as_deref().unwrap_or("(not keyed)")),
+        }),
+        _ => {}
+    }
     diff_json("", &o.params, &new.params, &mut out);
     let slots: std::collections::BTreeSet<&String> = o.inputs.keys().chain(new.inputs.keys()).collect();
     for slot in slots {
@@ -293,6 +304,7 @@ mod tests {
             env: [("backend".to_string(), backend.to_string())].into(),
             external: None,
             external_parts: vec![],
+            named: None,
         };
         let old = fp(6, "flex", json!({"lr": 1, "path": "/data/x"}));
         let rec = NodeRecord {

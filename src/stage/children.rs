@@ -432,8 +432,9 @@ mod tests {
     }
 }
 
-/// Where programs' forwarded output goes: standard error, unless a front end installed a writer of its own
-/// ([`set_output_sink`]), e.g. one that draws its progress bars around the lines instead of over them.
+/// Where programs' forwarded output (and the front end's log lines) go: standard error, unless a front end
+/// installed a writer of its own ([`set_output_sink`]), e.g. one that draws its progress bars around the lines
+/// instead of over them.
 type OutputSink = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 static OUTPUT_SINK: std::sync::RwLock<Option<OutputSink>> = std::sync::RwLock::new(None);

@@ -191,6 +191,12 @@ pub trait Stage: Send + Sync + 'static {
     /// its default is left out (see [`option_table_key`]). Only what the parameters alone tell; the
     /// node runs on its parameters as written.
     fn canonical_key(&self, _keyed: &mut serde_json::Value) {}
+    /// Whether the node's id is part of what it computes (a task's name, which the models trained on it report
+    /// their metrics under): then the id is in its key, so a renamed node is recomputed rather than given the
+    /// artifact of the old name. Every other kind's output must not depend on its id, nor on its inputs' ids.
+    fn id_in_output(&self) -> bool {
+        false
+    }
     /// Writes the key parameters as a reader reads them, for explanations only (`status`, `plan`, `compare`): e.g.
     /// the preset's width in place of the `0` that keys "the preset's", so a change reads `heads changed 4 → 2`,
     /// not `0 → 2`. The hash never sees this form.

@@ -184,15 +184,28 @@ fn scale(v: u8, unit: bool) -> f32 {
     }
 }
 
+/// Pixel `p` of an interleaved u8 image (`c` channels) as output channel `ch` of `oc`: grey tiled to every
+/// channel; colour to one channel as its luminance, PIL's `convert("L")` (ITU-R 601-2, `(19595 R + 38470 G +
+/// 7471 B + 2¹⁵) >> 16`, so a grey pixel stored as RGB keeps its value); else the channel itself.
+fn pixel(img: &[u8], c: usize, oc: usize, p: usize, ch: usize) -> u8 {
+    match (c, oc) {
+        (1, _) => img[p],
+        (3.., 1) => {
+            let (r, g, b) = (img[p * c] as u32, img[p * c + 1] as u32, img[p * c + 2] as u32);
+            ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as u8
+        }
+        _ => img[p * c + ch.min(c - 1)],
+    }
+}
+
 /// Writes an interleaved u8 image (`c` channels) as `oc` scaled channel planes, plane `ch` starting at
-/// `out[offset(ch)]` (grey is tiled to every output channel).
+/// `out[offset(ch)]` ([`pixel`]: grey tiled to every output channel, colour to one as its luminance).
 fn write_planes(img: &[u8], c: usize, oc: usize, unit: bool, out: &mut [f32], offset: impl Fn(usize) -> usize) {
     let pixels = img.len() / c;
     for ch in 0..oc {
-        let sc = if c == 1 { 0 } else { ch.min(c - 1) };
         let o = offset(ch);
         for p in 0..pixels {
-            out[o + p] = scale(img[p * c + sc], unit);
+            out[o + p] = scale(pixel(img, c, oc, p, ch), unit);
         }
     }
 }
@@ -202,9 +215,8 @@ fn planes_u8(img: &[u8], c: usize, oc: usize) -> Vec<u8> {
     let pixels = img.len() / c;
     let mut out = vec![0u8; oc * pixels];
     for ch in 0..oc {
-        let sc = if c == 1 { 0 } else { ch.min(c - 1) };
         for p in 0..pixels {
-            out[ch * pixels + p] = img[p * c + sc];
+            out[ch * pixels + p] = pixel(img, c, oc, p, ch);
         }
     }
     out
@@ -370,6 +382,11 @@ impl Stage for ImagePrep {
     }
     fn version(&self) -> u32 {
         1
+    }
+    fn version_for(&self, params: &serde_json::Value, _env: &BTreeMap<String, String>) -> u32 {
+        // One more where one channel is stored: colour becomes its luminance there, not its red channel (grey
+        // data gives the same bytes; 3-channel nodes, ImageNet's, keep their keys).
+        self.version() + u32::from(params.get("channels").and_then(serde_json::Value::as_u64) == Some(1))
     }
     fn doc(&self) -> &'static str {
         "resize images, grey → C channels, scale to [-1, 1] (paper), [0, 1] or per-channel mean/std"
@@ -676,6 +693,10 @@ impl Stage for VideoPrep {
     }
     fn version(&self) -> u32 {
         1
+    }
+    fn version_for(&self, params: &serde_json::Value, _env: &BTreeMap<String, String>) -> u32 {
+        // As `image_prep`'s: one channel stored is the luminance of colour frames, not their red channel.
+        self.version() + u32::from(params.get("channels").and_then(serde_json::Value::as_u64) == Some(1))
     }
     fn doc(&self) -> &'static str {
         "sample frames (count, stride), resize, grey → C channels, scale to [-1, 1]"

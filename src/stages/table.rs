@@ -368,6 +368,18 @@ impl Stage for TableStage {
             _ => vec![],
         }
     }
+    fn canonical_key(&self, keyed: &mut Value) {
+        // A column's numbers as their types read them (`scale = 1` is `scale = 1.0`, `digits = 3.0` is `3`), as
+        // the engine keys a typed parameter's: a respelling is no change.
+        for c in keyed.get_mut("columns").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(x) = c.get("scale").and_then(Value::as_f64) {
+                c["scale"] = serde_json::json!(x);
+            }
+            if let Some(x) = c.get("digits").and_then(Value::as_f64).filter(|x| x.fract() == 0.0 && *x >= 0.0) {
+                c["digits"] = serde_json::json!(x as u64);
+            }
+        }
+    }
     fn summary_file(&self) -> Option<&'static str> {
         Some("table.txt")
     }
@@ -393,7 +405,8 @@ impl Stage for TableStage {
         let mut out = vec![];
         for r in &p.rows {
             let reps = reps_of(r);
-            if counts {
+            // A row of no model (probes of the initial model) shows `–` there, whatever runs.
+            if counts && reps.iter().filter_map(|v| v.first()).any(models) {
                 let firsts: Vec<String> = reps.iter().filter_map(|v| v.first().cloned()).collect();
                 for c in ["#Models", "#Params"] {
                     out.push((r.label.clone(), c.to_string(), firsts.clone()));

@@ -127,6 +127,10 @@ impl Stage for TaskStage {
     fn kind(&self) -> &'static str {
         "task"
     }
+    fn id_in_output(&self) -> bool {
+        // `task.json` names the task by its node id, and models report their metrics under it.
+        true
+    }
     fn version(&self) -> u32 {
         1
     }
