@@ -153,7 +153,7 @@ impl Reporter {
                 }
                 self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
                 // The first line, without the `node `ID`: ` it starts with.
-                let first = crate::text::failure_headline(&error, &id);
+                let first = crate::text::failure_headline(error, id);
                 let cut = crate::text::cut;
                 // A long command line shortened, not how it ended: "`sh -c …` exited with code 1".
                 let mut line = match first.strip_prefix('`').and_then(|r| r.rsplit_once("` ")) {

@@ -396,6 +396,32 @@ pub fn stop_all(grace: Duration) -> usize {
     groups.len()
 }
 
+/// Where programs' forwarded output (and the front end's log lines) go: standard error, unless a front end
+/// installed a writer of its own ([`set_output_sink`]), e.g. one that draws its progress bars around the lines
+/// instead of over them.
+type OutputSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+static OUTPUT_SINK: std::sync::RwLock<Option<OutputSink>> = std::sync::RwLock::new(None);
+
+/// Sends the programs' forwarded output (prefixed lines) to `sink` instead of standard error, for the rest of
+/// the process (`None`: standard error again).
+pub fn set_output_sink(sink: Option<OutputSink>) {
+    *OUTPUT_SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
+}
+
+/// Writes forwarded program output through the installed sink, else to standard error (dropped when standard
+/// error is closed).
+pub fn write_output(bytes: &[u8]) {
+    let sink = OUTPUT_SINK.read().unwrap_or_else(|e| e.into_inner());
+    match sink.as_ref() {
+        Some(f) => f(bytes),
+        None => {
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(bytes);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,31 +455,5 @@ mod tests {
         // Stopping: nothing new starts.
         assert!(spawn(&mut Command::new("true")).is_err());
         RUNNING.lock().unwrap().1 = false;
-    }
-}
-
-/// Where programs' forwarded output (and the front end's log lines) go: standard error, unless a front end
-/// installed a writer of its own ([`set_output_sink`]), e.g. one that draws its progress bars around the lines
-/// instead of over them.
-type OutputSink = Box<dyn Fn(&[u8]) + Send + Sync>;
-
-static OUTPUT_SINK: std::sync::RwLock<Option<OutputSink>> = std::sync::RwLock::new(None);
-
-/// Sends the programs' forwarded output (prefixed lines) to `sink` instead of standard error, for the rest of
-/// the process (`None`: standard error again).
-pub fn set_output_sink(sink: Option<OutputSink>) {
-    *OUTPUT_SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
-}
-
-/// Writes forwarded program output through the installed sink, else to standard error (dropped when standard
-/// error is closed).
-pub fn write_output(bytes: &[u8]) {
-    let sink = OUTPUT_SINK.read().unwrap_or_else(|e| e.into_inner());
-    match sink.as_ref() {
-        Some(f) => f(bytes),
-        None => {
-            use std::io::Write;
-            let _ = std::io::stderr().lock().write_all(bytes);
-        }
     }
 }
