@@ -1168,18 +1168,22 @@ fn the_run_compared_with_is_the_nearest_one() {
     assert_eq!(v["nodes"][0]["earlier_metrics"]["acc"], json!(1), "{v}");
 }
 
+/// A pipeline of one `command` node `a` writing `{"acc": ACC}` as its metrics (`loss` 0.5 too) and a table `t`
+/// over it, with `table` appended to the table's declaration (`export = …`, its `columns`).
+fn acc_table(acc: &str, table: &str) -> String {
+    format!(
+        "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": {acc}, \\\"loss\\\": 0.5}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\n\
+         rows = [{{ label = \"A\", nodes = [\"a\"] }}]\n{table}\n"
+    )
+}
+
 #[test]
 fn plan_lists_only_the_cells_a_table_has() {
     // A table over `command` nodes has no #Models/#Params columns (no row names a model): `plan` names none of
     // their cells either.
     let d = tempfile::tempdir().unwrap();
-    let p = |v: &str| {
-        format!(
-            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": {v}}}' > $POLYFLOW_OUT/metrics.json\"]\n\
-             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\n\
-             rows = [{{ label = \"A\", nodes = [\"a\"] }}]\ncolumns = [{{ key = \"acc\" }}]\n"
-        )
-    };
+    let p = |v: &str| acc_table(v, "columns = [{ key = \"acc\" }]");
     std::fs::write(d.path().join("p.toml"), p("0.5")).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     std::fs::write(d.path().join("p.toml"), p("0.7")).unwrap();
@@ -1193,13 +1197,7 @@ fn status_names_exported_files_a_run_would_rewrite() {
     // Set back to a setting that ran before, the table is fresh, but its exported file still shows the other
     // setting's numbers: `status` says so (only `run` rewrites exports).
     let d = tempfile::tempdir().unwrap();
-    let p = |v: &str| {
-        format!(
-            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": {v}}}' > $POLYFLOW_OUT/metrics.json\"]\n\
-             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\nexport = \"out/t\"\n\
-             rows = [{{ label = \"A\", nodes = [\"a\"] }}]\ncolumns = [{{ key = \"acc\" }}]\n"
-        )
-    };
+    let p = |v: &str| acc_table(v, "export = \"out/t\"\ncolumns = [{ key = \"acc\" }]");
     for v in ["0.5", "0.9"] {
         std::fs::write(d.path().join("p.toml"), p(v)).unwrap();
         assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
@@ -1219,13 +1217,7 @@ fn status_names_exported_files_a_run_would_rewrite() {
 fn a_table_columns_numbers_are_keyed_as_their_types_read_them() {
     // `scale = 1` and `scale = 1.0` are one setting: the table keeps its key.
     let d = tempfile::tempdir().unwrap();
-    let p = |scale: &str| {
-        format!(
-            "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"loss\\\": 0.5}}' > $POLYFLOW_OUT/metrics.json\"]\n\
-             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"a\"] }}\ntitle = \"T\"\ncaption = \"c\"\n\
-             rows = [{{ label = \"A\", nodes = [\"a\"] }}]\ncolumns = [{{ key = \"loss\", scale = {scale} }}]\n"
-        )
-    };
+    let p = |scale: &str| acc_table("0.7", &format!("columns = [{{ key = \"loss\", scale = {scale} }}]"));
     let key = |scale: &str| {
         std::fs::write(d.path().join("p.toml"), p(scale)).unwrap();
         let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);

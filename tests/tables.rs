@@ -84,6 +84,14 @@ fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
     assert!(std::fs::read_to_string(root.join("results/smoke/table2.md")).unwrap().contains("Profile smoke"));
 }
 
+/// The repository's pipelines and embedded datasets copied into `to` (a project of one's own to edit).
+fn copy_project(to: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["pipelines", "datasets"] {
+        copy_tree(&root.join(dir), &to.join(dir));
+    }
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
@@ -98,11 +106,8 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn changing_one_task_lr_reruns_exactly_its_dependents() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
-    for dir in ["pipelines", "datasets"] {
-        copy_tree(&root.join(dir), &d.path().join(dir));
-    }
+    copy_project(d.path());
     let args = ["run", "pipelines/table2.toml", "--profile", "smoke"];
     let (code, _) = run_json(d.path(), &args);
     assert_eq!(code, 0);
@@ -196,12 +201,9 @@ fn renamed_nodes_give_the_same_keys_and_bytes() {
     // A node's id is not in any key, so it must not be in any artifact either: a renamed model (features name
     // their encoder) or image dataset (a generated video dataset names its source) gave other bytes under the
     // same key, and so other keys downstream (a teammate's shared cache missed; `git diff results/` lied).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for d in [&a, &b] {
-        for dir in ["pipelines", "datasets"] {
-            copy_tree(&root.join(dir), &d.path().join(dir));
-        }
+        copy_project(d.path());
     }
     let renames = [("co_image", "co_img"), ("[node.mnist]", "[node.mnist_pixels]"), ("= \"mnist\" }", "= \"mnist_pixels\" }")];
     let mut changed = 0;
@@ -231,11 +233,8 @@ fn a_renamed_task_is_recomputed_not_served_under_its_old_name() {
     // A task's id is its name in `task.json`, which models report their metrics under: it is in the task's key,
     // so a renamed task reruns (with what trains on it) instead of handing tables metrics of the old name (every
     // cell `–`, exit 0).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let d = tempfile::tempdir().unwrap();
-    for dir in ["pipelines", "datasets"] {
-        copy_tree(&root.join(dir), &d.path().join(dir));
-    }
+    copy_project(d.path());
     let args = ["run", "pipelines/table2.toml", "--profile", "smoke"];
     assert_eq!(run_json(d.path(), &args).0, 0);
     for e in std::fs::read_dir(d.path().join("pipelines")).unwrap().flatten() {
