@@ -226,3 +226,29 @@ fn earlier_values_come_from_runs_of_the_same_settings() {
     let changed = json(&out)["nodes"][0]["earlier_run"]["changed"].to_string();
     assert!(changed.contains("fail changed false → true"), "{out}");
 }
+
+/// `status --why` explains a stale node from the same earlier run whose values `show` and `compare` present: the
+/// run of the command's own settings, even where a `--set` experiment's run differs from the node's settings now
+/// in fewer parts.
+#[test]
+fn status_and_show_explain_from_the_same_earlier_run() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |up: &str, acc: &str| {
+        format!("[node.up]\nkind = \"value\"\nvalue = {up}\n\n[node.m]\nkind = \"value\"\nvalue = {{ acc = {acc} }}\ninputs = {{ after = \"up\" }}\n")
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("1", "0.5")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.value={ acc = 0.9 }"]).0, 0);
+    // The file now has the experiment's value, and `up` changed: the experiment's run differs in one part (its
+    // input), the file's run in two; the file's run is the one both commands speak of.
+    std::fs::write(d.path().join("p.toml"), pipe("2", "0.9")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "up"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "m"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("value.acc changed 0.5 → 0.9"), "status compared with the --set experiment's run: {out}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "m"]);
+    assert!(out.contains("value.acc changed 0.5 → 0.9") && out.contains("the pipeline file's own settings"), "{out}");
+    // Under the experiment's settings, both speak of the experiment's run: only the input changed.
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--why", "m", "--set", "m.value={ acc = 0.9 }"]);
+    assert!(!out.contains("value.acc changed") && out.contains("input `after` (up) changed"), "{out}");
+}

@@ -62,20 +62,14 @@ impl Common {
 
     /// The `--config` and `--set` options as typed, in order (for saying what a result was made with).
     pub fn overrides(&self) -> Vec<String> {
-        self.config
-            .iter()
-            .map(|c| format!("--config {}", spec::source::display_path(c)))
-            .chain(self.set.iter().map(|s| format!("--set {s}")))
-            .collect()
+        self.overlay().words()
     }
 
     /// The settings a run records with what it computes, as a command line gives them (`--profile smoke --config
-    /// x.toml --set a.b=1`; empty for the pipeline file's own): `compare` and `show` present an earlier run's
-    /// results only when they were made under the settings of the command at hand ([`crate::exec::earlier`]).
+    /// x.toml --set a.b=1`; empty for the pipeline file's own): the same rule as [`spec::Pipeline::settings`],
+    /// which `status`, `show` and `compare` match earlier runs against ([`crate::exec::earlier`]).
     pub fn settings(&self) -> String {
-        let mut v: Vec<String> = self.profile.iter().map(|p| format!("--profile {p}")).collect();
-        v.extend(self.overrides());
-        v.join(" ")
+        spec::parse::settings_line(self.profile.as_deref(), &self.overlay())
     }
 
     /// The `polyflow run` command line that computes `nodes` with these options (file, profile, store when not

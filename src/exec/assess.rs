@@ -60,8 +60,9 @@ pub struct Assessment {
     /// The last successful run of this id (for a stale node: its nearest run, the one [`Assessment::reasons`]
     /// compare with).
     pub record: Option<NodeRecord>,
-    /// For a node not fresh (and not forced): its run on record nearest to its settings now — fewest
-    /// differences, the latest among equals (see `nearest`) — whose artifact, if still in the store, holds
+    /// For a node not fresh (and not forced): its run on record nearest to its settings now — one made under the
+    /// command's settings first, then the fewest differences, the latest among equals (see `nearest`) — whose
+    /// artifact, if still in the store, holds
     /// the node's last results (`compare` and `show` present them as outdated; see [`super::earlier`]).
     /// `None` when it never ran or its fingerprint cannot be computed.
     pub nearest: Option<NodeRecord>,
@@ -141,10 +142,31 @@ pub fn fingerprint(
     }
 }
 
-/// Of node `id`'s runs on record (`last` and every run kept per key), the one whose fingerprint differs least
-/// from `now(record)` (fewest reasons; the latest among equals): a node last run under another profile or
-/// `--set` is compared with the run of its own settings, and `plan` estimates from that run's time.
-fn nearest(index: &Index, id: &str, last: Option<NodeRecord>, now: &dyn Fn(&NodeRecord) -> Fingerprint) -> Option<NodeRecord> {
+/// The settings a command assesses under (as [`crate::spec::Pipeline::settings`] and its profile give them): of
+/// a node's earlier runs, one made under them is preferred ([`super::earlier`] chooses by the same rule).
+struct Settings {
+    line: String,
+    profile: String,
+}
+
+impl Settings {
+    fn of(g: &Graph) -> Self {
+        Settings { line: g.pipeline.settings(), profile: g.pipeline.profile.clone().unwrap_or_default() }
+    }
+}
+
+/// Of node `id`'s runs on record (`last` and every run kept per key), the one nearest to `now(record)`: first one
+/// made under the command's profile, then under its very settings (profile and overrides), then the one whose
+/// fingerprint differs least (fewest reasons), the latest among equals. So a node last run under another profile
+/// or `--set` is compared with the run of its own settings, `plan` estimates from that run's time, and `status
+/// --why` explains from the run whose results `show` and `compare` present.
+fn nearest(
+    index: &Index,
+    id: &str,
+    last: Option<NodeRecord>,
+    now: &dyn Fn(&NodeRecord) -> Fingerprint,
+    s: &Settings,
+) -> Option<NodeRecord> {
     let mut runs = index.runs_of(id);
     runs.extend(last);
     let distance = |r: &NodeRecord| {
@@ -154,7 +176,7 @@ fn nearest(index: &Index, id: &str, last: Option<NodeRecord>, now: &dyn Fn(&Node
         }
         distance(&compare(r, &now), &r.fingerprint.external_parts, &now.external_parts)
     };
-    runs.into_iter().min_by_key(|r| (distance(r), std::cmp::Reverse(r.finished_at)))
+    runs.into_iter().min_by_key(|r| (super::earlier::made_elsewhere(r, &s.line, &s.profile), distance(r), std::cmp::Reverse(r.finished_at)))
 }
 
 /// How far a run is from a node's settings now, given why they differ and the external files' parts of both: one
@@ -220,6 +242,7 @@ pub fn decide(
     forced: bool,
 ) -> Assessment {
     let id = &g.nodes[i].id;
+    let settings = Settings::of(g);
     let record = index.record(id).ok().flatten();
     let failure = index.failure(id).ok().flatten();
     let mut a = Assessment {
@@ -249,7 +272,7 @@ pub fn decide(
                 external_parts: r.fingerprint.external_parts.clone(),
                 ..(*own).clone()
             };
-            if let Some(r) = nearest(index, id, a.record.take(), &mine) {
+            if let Some(r) = nearest(index, id, a.record.take(), &mine, &settings) {
                 let own = mine(&r);
                 let same = own.key() == r.fingerprint.key();
                 a.reasons.extend(explain(g.nodes[i].stage.as_ref(), &r, &own).into_iter().filter(|_| !same));
@@ -294,13 +317,13 @@ pub fn decide(
         }
         if a.state != State::Fresh {
             // The run of this very key is the nearest (its blobs are gone or damaged), unless it was not kept.
-            a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone());
+            a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone(), &settings);
         }
     } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key) {
         a.state = State::Failed;
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
-        a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone());
-    } else if let Some(r) = nearest(index, id, a.record.take(), &|_| fp.clone()) {
+        a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone(), &settings);
+    } else if let Some(r) = nearest(index, id, a.record.take(), &|_| fp.clone(), &settings) {
         a.reasons.extend(rekeyed_only(g.nodes[i].stage.as_ref(), &r, &fp).unwrap_or_else(|| explain(g.nodes[i].stage.as_ref(), &r, &fp)));
         a.nearest = Some(r.clone());
         a.record = Some(r);

@@ -69,6 +69,13 @@ fn same(r: &NodeRecord, key: &str, want: &str) -> Option<bool> {
     r.runner.contains_key(SETTINGS).then(|| r.runner.get(key).map(String::as_str).unwrap_or("") == want)
 }
 
+/// Whether run `r` was made under another profile than `profile`, and under other settings than `settings`
+/// (both false for a run that did not record its settings): the first two criteria by which both this module and
+/// `status` ([`super::assess`]'s nearest run) choose a node's earlier run, so that they choose the same one.
+pub(crate) fn made_elsewhere(r: &NodeRecord, settings: &str, profile: &str) -> (bool, bool) {
+    (same(r, PROFILE, profile) == Some(false), same(r, SETTINGS, settings) == Some(false))
+}
+
 /// The earlier results of node `n` assessed as `a`, under the command's `settings` and `profile` (what its
 /// runs keep under the notes [`SETTINGS`] and [`PROFILE`]; e.g. `--profile smoke --set a.b=1` and `smoke`, empty
 /// for the file's own). Its keyed parameters now are compared with a run's where its inputs are not known yet.
@@ -99,7 +106,7 @@ pub fn earlier(store: &Store, index: &Index, n: &crate::graph::GNode, a: &Assess
         }
     };
     let rank = |r: &NodeRecord| {
-        let (other_profile, other_settings) = (same(r, PROFILE, profile) == Some(false), same(r, SETTINGS, settings) == Some(false));
+        let (other_profile, other_settings) = made_elsewhere(r, settings, profile);
         let now = a.fingerprint.as_ref().map_or(&[][..], |f| f.external_parts.as_slice());
         let far = super::assess::distance(&changes(r), &r.fingerprint.external_parts, now);
         (other_profile, other_settings, far, std::cmp::Reverse(r.finished_at))

@@ -45,6 +45,16 @@ impl Overlay {
         self.configs.is_empty() && self.sets.is_empty()
     }
 
+    /// The overrides as a command line gives them, in order (`--config local.toml`, `--set a.b=1`): how a run
+    /// records the settings it was made under.
+    pub fn words(&self) -> Vec<String> {
+        self.configs
+            .iter()
+            .map(|c| format!("--config {}", super::source::display_path(c)))
+            .chain(self.sets.iter().map(|s| format!("--set {s}")))
+            .collect()
+    }
+
     /// The same overlay with config paths made absolute (for jobs that run elsewhere).
     pub fn absolute(&self) -> Overlay {
         let cwd = std::env::current_dir().unwrap_or_default();

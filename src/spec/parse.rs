@@ -106,6 +106,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The settings this pipeline was built under, as a command line gives them (`--profile smoke --config
+    /// x.toml --set a.b=1`; empty for the file's own): what a run records with what it computes, and what
+    /// `status`, `show` and `compare` match an earlier run's against ([`crate::exec::earlier`]).
+    pub fn settings(&self) -> String {
+        settings_line(self.profile.as_deref(), &self.overlay)
+    }
+
     /// Each expanded node's outermost declaration (`st` for `st.digits.s0`: the shortest group id holding it), for
     /// counting or drawing by declaration; a node of no group is absent.
     pub fn declaration_of(&self) -> std::collections::HashMap<&str, &str> {
@@ -185,6 +192,14 @@ pub const NOT_PARAMS: &[&str] = &["kind", "inputs", "matrix", RESOURCES, SEEDS];
 const MAX_FILE_BYTES: u64 = 16 << 20;
 /// The most nodes one declaration may expand to (matrix values × seeds).
 const MAX_EXPANSION: usize = 100_000;
+
+/// Settings as a command line gives them: `--profile P` (when one is active), then the overrides
+/// ([`Overlay::words`]), joined by spaces; empty for the file's own.
+pub fn settings_line(profile: Option<&str>, overlay: &Overlay) -> String {
+    let mut v: Vec<String> = profile.iter().map(|p| format!("--profile {p}")).collect();
+    v.extend(overlay.words());
+    v.join(" ")
+}
 
 /// Loads `path` and everything it includes, applies `profile`, expands matrices.
 pub fn load(path: &Path, profile: Option<&str>) -> Result<Pipeline, SpecError> {
