@@ -16,15 +16,22 @@ fn main() {
     };
     let build = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(commit) if !commit.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            // `--no-optional-locks`: a plain `git status` refreshes and rewrites `.git/index`, which is watched
+            // below, so every build would have made the next one run this script and rebuild the crate again.
+            let dirty = git(&["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
             format!("{version} ({commit}{})", if dirty { "+dirty" } else { "" })
         }
         _ => version,
     };
     println!("cargo:rustc-env=POLYFLOW_BUILD={build}");
-    // A new commit (or checkout) names a new build.
-    for p in [".git/HEAD", ".git/index"] {
-        if std::path::Path::new(p).exists() {
+    // A new commit (the branch's ref file moves, `.git/HEAD` does not), a checkout, or a change staged names a new
+    // build.
+    let mut watched = vec![".git/HEAD".to_string(), ".git/index".to_string(), ".git/packed-refs".to_string()];
+    if let Some(r) = std::fs::read_to_string(".git/HEAD").ok().and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string())) {
+        watched.push(format!(".git/{r}"));
+    }
+    for p in watched {
+        if std::path::Path::new(&p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }
     }

@@ -854,12 +854,29 @@ fn a_fifo_or_socket_among_the_outputs_fails_the_node_naming_it() {
     .unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "p.toml"]).current_dir(d.path()).stdin(std::process::Stdio::null());
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let started = std::time::Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "hung: {err}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Stderr read on a thread, the exit waited for with a deadline: a run that hangs (opening the FIFO waits for
+    // a writer) is killed and fails the test instead of blocking it forever.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("hung on a FIFO or socket: {}", reader.join().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("$POLYFLOW_OUT/f is a FIFO, not a regular file"), "{err}");
     assert!(err.contains("$POLYFLOW_OUT/sock is a socket, not a regular file"), "{err}");
     let (_, st, _) = pf(d.path(), &["status", "p.toml", "--json"]);

@@ -357,19 +357,21 @@ fn what_a_program_leaves_running_is_stopped_before_its_outputs_are_stored() {
 #[test]
 fn a_slow_reader_gets_every_line_of_a_programs_output_before_done() {
     let d = tempfile::tempdir().unwrap();
-    let script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; echo 1 > $POLYFLOW_OUT/o";
+    let script = "i=0; while [ $i -lt 30000 ]; do echo line $i; i=$((i+1)); done; echo 1 > $POLYFLOW_OUT/o";
     std::fs::write(d.path().join("p.toml"), format!("[node.chatty]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
     let mut child =
         Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    // Not read at first: the pipe (64 KiB) fills.
+    // Not read at first: 30,000 lines (about 600 KB) fill polyflow's stderr pipe (64 KiB), its bounded read-ahead
+    // (16 chunks of at most 8 KiB) and the program's pipe (64 KiB), so the program waits: the run is not over.
     std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended with nobody reading its output: it was held in memory");
     let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap).collect();
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let forwarded: Vec<&String> = lines.iter().filter(|l| l.starts_with("[chatty] line ")).collect();
-    assert_eq!(forwarded.len(), 3000);
-    assert_eq!(forwarded.last().unwrap().as_str(), "[chatty] line 2999");
+    assert_eq!(forwarded.len(), 30000);
+    assert_eq!(forwarded.last().unwrap().as_str(), "[chatty] line 29999");
     let finished = lines.iter().position(|l| l.contains("Finished chatty")).unwrap();
-    let last = lines.iter().position(|l| l == "[chatty] line 2999").unwrap();
+    let last = lines.iter().position(|l| l == "[chatty] line 29999").unwrap();
     assert!(last < finished, "output after `Finished`:\n{}", lines.join("\n"));
 }
 

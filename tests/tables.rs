@@ -1,6 +1,7 @@
 //! The five table pipelines at the smoke profile: they run end to end, a second run executes nothing, the
-//! results (tables and the artifact digests behind them) equal the committed `results/smoke/` files (the pipeline is deterministic), the JSON records
-//! provenance for every cell; and changing one task's peak LR re-runs exactly what depends on it.
+//! results (tables and the artifact digests behind them) equal the committed `results/smoke/` files (the pipeline
+//! is deterministic; `POLYFLOW_BLESS=1 cargo test --test tables smoke` rewrites them), the JSON records provenance
+//! for every cell; and changing one task's peak LR re-runs exactly what depends on it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,46 +22,55 @@ fn started(events: &[serde_json::Value]) -> BTreeSet<String> {
 #[test]
 fn smoke_tables_run_reproduce_the_committed_results_and_rerun_nothing() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // In a copy of the project, so that a failing run neither leaves the checkout dirty nor becomes the baseline
+    // the next run compares with. POLYFLOW_BLESS=1 copies what the run wrote over the committed files instead of
+    // comparing (after a change that is meant to change them; review `git diff results/smoke`).
     let d = tempfile::tempdir().unwrap();
-    let store = d.path().join("s");
-    // The tables and their provenance (`.json`: the cache key and artifact digest behind every cell), so a
-    // run that trains different bits fails here even where the rounded table text would not change.
-    let committed: Vec<(String, Option<String>)> = (1..=5)
-        .flat_map(|i| ["md", "tex", "json"].map(|ext| format!("table{i}.{ext}")))
-        .chain(["FINDINGS.md".to_string(), "FINDINGS.json".to_string()])
-        .map(|f| {
-            let old = std::fs::read_to_string(root.join("results/smoke").join(&f)).ok();
-            (f, old)
-        })
-        .collect();
+    copy_project(d.path());
+    let dir = d.path();
+    let store = dir.join("s");
     for i in 1..=5 {
         let file = format!("pipelines/table{i}.toml");
-        let (code, ev) = run_json(root, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
+        let (code, ev) = run_json(dir, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
         assert_eq!(code, 0, "table{i}: {ev:?}");
         for ext in ["md", "tex", "csv", "json"] {
-            assert!(root.join(format!("results/smoke/table{i}.{ext}")).exists(), "table{i}.{ext} written");
             // Each file written is an event after the summary (a script need not parse stderr).
             let path = format!("results/smoke/table{i}.{ext}");
+            assert!(dir.join(&path).is_file(), "{path} written");
             assert!(ev.iter().any(|e| e["event"] == "wrote" && e["path"] == path.as_str()), "table{i}: no `wrote` {path}: {ev:?}");
         }
         assert_eq!(ev.last().map(|e| e["event"] == "wrote"), Some(true), "the files after the summary");
     }
     // The findings over Tables 1-3: nothing to train any more, only the findings node runs.
-    let (code, ev) = run_json(root, &["run", "pipelines/findings.toml", "--profile", "smoke", "--store", store.to_str().unwrap()]);
+    let (code, ev) = run_json(dir, &["run", "pipelines/findings.toml", "--profile", "smoke", "--store", store.to_str().unwrap()]);
     assert_eq!(code, 0, "findings: {ev:?}");
     assert_eq!(started(&ev), ["findings".to_string()].into_iter().collect());
     for i in 1..=5 {
         let file = format!("pipelines/table{i}.toml");
-        let (code, ev) = run_json(root, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
+        let (code, ev) = run_json(dir, &["run", &file, "--profile", "smoke", "--store", store.to_str().unwrap()]);
         assert_eq!(code, 0);
         assert!(started(&ev).is_empty(), "table{i}: second run executed {:?}", started(&ev));
     }
-    for (f, old) in &committed {
-        let new = std::fs::read_to_string(root.join("results/smoke").join(f)).unwrap();
-        if let Some(old) = old {
-            assert!(&new == old, "{f}: smoke results differ from the committed ones (git diff results/smoke)");
+    // The tables and their provenance (`.json`: the cache key and artifact digest behind every cell), so a
+    // run that trains different bits fails here even where the rounded table text would not change.
+    let bless = std::env::var("POLYFLOW_BLESS").is_ok_and(|v| v == "1");
+    let files = (1..=5)
+        .flat_map(|i| ["md", "tex", "csv", "json"].map(|ext| format!("table{i}.{ext}")))
+        .chain(["FINDINGS.md".to_string(), "FINDINGS.json".to_string()]);
+    for f in files {
+        let new = std::fs::read(dir.join("results/smoke").join(&f)).unwrap();
+        let committed = root.join("results/smoke").join(&f);
+        if bless {
+            std::fs::write(&committed, &new).unwrap();
+            continue;
         }
+        let old = std::fs::read(&committed).unwrap_or_else(|e| panic!("results/smoke/{f}: {e} (POLYFLOW_BLESS=1 writes it)"));
+        assert!(
+            new == old,
+            "{f}: smoke results differ from the committed ones (POLYFLOW_BLESS=1 writes them; then git diff results/smoke)"
+        );
     }
+    let root = dir;
     // Provenance: every metric cell names its node, key and artifact.
     let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("results/smoke/table2.json")).unwrap()).unwrap();
     let mut n = 0;

@@ -334,15 +334,18 @@ fn killed_cotraining_resumes_to_the_same_bits_and_runs_are_deterministic() {
     assert!(!b.join("partial").exists() || std::fs::read_dir(b.join("partial")).unwrap().count() == 0, "scratch removed after commit");
 }
 
-/// Co-training one image, one audio and one video task (U_j = 200 each, weighted sampling) stays within a
-/// margin of the three single-task baselines on every task.
+/// Co-training one image, one audio and one video task (U_j = 120, 160 and 200 updates, weighted sampling) stays
+/// within a margin of the three single-task baselines of the same seed on every task, and above chance.
 ///
-/// Measured here (2026-11-26, CPU, this pipeline): digits 75.1 → 77.1, spoken digits 38.8 → 47.5, moving
-/// digits 30.4 → 15.8 (single → co-trained, test top-1 %). The worst drop, 14.6 points on moving digits
-/// (1,200 test clips, so ±1.3 points of sampling noise), is a task whose single-task baseline is itself only
-/// about twice chance after 200 updates; the margin is that drop plus 1.4 points. Runs are deterministic, so
-/// this guards against regressions in the co-training path rather than against noise.
+/// Measured here (2026-12-07, CPU, this pipeline, seed 0): digits 69.7 → 56.2, spoken digits 50.0 → 50.0, moving
+/// digits 19.8 → 20.7 (single → co-trained, test top-1 %). The worst drop, 13.5 points on digits, is the
+/// smallest budget (120 updates) shared among three tasks; the margin is that drop plus 2.5 points. Runs are
+/// deterministic, so this guards against regressions in the co-training path rather than against noise. The
+/// floor, 1.5 × chance (10 classes each), fails a co-training path that learns nothing on a task even where its
+/// single-task baseline is itself weak (moving digits, about twice chance).
 const MARGIN: f64 = 0.16;
+/// The least test top-1 a co-trained task must reach: 1.5 × chance for these 10-class tasks.
+const FLOOR: f64 = 0.15;
 
 #[test]
 fn cotraining_three_modalities_is_within_margin_of_single_task() {
@@ -363,6 +366,7 @@ fn cotraining_three_modalities_is_within_margin_of_single_task() {
         let co = cells[1][2 + c]["value"].as_f64().unwrap();
         eprintln!("task {c}: single {single:.3} co {co:.3}");
         assert!(co >= single - MARGIN, "task {c}: co-trained {co:.3} vs single-task {single:.3} (margin {MARGIN})");
+        assert!(co >= FLOOR, "task {c}: co-trained {co:.3}, under {FLOOR} (1.5 × chance)");
     }
 }
 
@@ -391,6 +395,7 @@ fn micro_batches_and_replicas_give_the_whole_batch_update() {
             let mut differs = false;
             for (name, w) in &whole.weights {
                 let s = &sliced.weights[name];
+                assert_eq!(w.data.len(), s.data.len(), "{what} {name}");
                 let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
                 for (x, y) in w.data.iter().zip(&s.data) {
                     assert!((x - y).abs() <= 1e-4 * scale, "{what} {name}: {x} vs {y}");
@@ -430,6 +435,7 @@ fn f16_micro_batches_and_replicas_give_the_whole_batch_update() {
     let whole = go(0, 1, 1);
     let sliced = go(3, 2, 1);
     assert_eq!(whole.steps.len(), 16);
+    assert_eq!(sliced.steps.len(), 16);
     let (mut max_loss, mut max_w) = (0.0f64, 0.0f32);
     for (w, s) in whole.steps.iter().zip(&sliced.steps) {
         assert_eq!((w.loss_scale, w.skipped), (s.loss_scale, s.skipped), "update {}: scale and skip", w.step);
@@ -440,6 +446,7 @@ fn f16_micro_batches_and_replicas_give_the_whole_batch_update() {
     let mut differs = false;
     for (name, w) in &whole.weights {
         let s = &sliced.weights[name];
+        assert_eq!(w.data.len(), s.data.len(), "{name}");
         let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
         for (x, y) in w.data.iter().zip(&s.data) {
             max_w = max_w.max((x - y).abs() / scale);
@@ -589,6 +596,7 @@ fn f16_loss_scaling_skips_overflowed_updates_and_resumes_to_the_same_bits() {
         // losses and weights within 1e-5; and the read cadence does not change the bits.
         let cfg = RunConfig { deferred_reads: Some(5), ..cfg };
         let deferred = run::<Autodiff<Flex>>(&cfg, &tasks, None, None, &[Default::default()], &|_, _, _| {}, &mut |_| {}).unwrap();
+        assert_eq!(deferred.steps.len(), steps.len(), "micro_batch {micro_batch}: updates");
         for (d, w) in deferred.steps.iter().zip(steps) {
             assert_eq!((d.loss_scale, d.skipped), (w.loss_scale, w.skipped), "update {}", d.step);
             assert!(
@@ -602,6 +610,7 @@ fn f16_loss_scaling_skips_overflowed_updates_and_resumes_to_the_same_bits() {
         }
         for (name, w) in &whole.weights {
             let d = &deferred.weights[name];
+            assert_eq!(d.data.len(), w.data.len(), "micro_batch {micro_batch} {name}");
             let scale = w.data.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             for (x, y) in d.data.iter().zip(&w.data) {
                 assert!((x - y).abs() <= 1e-5 * scale, "micro_batch {micro_batch} {name}: {x} vs {y}");

@@ -35,6 +35,7 @@ fn image_logits_match_numpy_reference() {
     let xt = Tensor::<Flex, 5>::from_data(TensorData::new(x.data.clone(), [2, 3, 1, 16, 16]), &dev);
     let got = m.forward(PolyVit::<Flex>::route(&c, 0), xt, &[]).into_data().into_vec::<f32>().unwrap();
     let want = &fx["logits"].data;
+    assert_eq!(got.len(), want.len(), "logits: got {got:?}\nwant {want:?}");
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "got {got:?}\nwant {want:?}");
     }

@@ -2,8 +2,8 @@
 //! composed block, deferred reads, micro-batches and replicas — what CUDA runs, through WGSL instead of PTX.
 //! On a machine without a GPU, Mesa's lavapipe (Debian's `mesa-vulkan-drivers`) runs the kernels on the CPU.
 //!
-//! Ignored by a plain `cargo test` (they need a Vulkan driver); `.ci/run` installs lavapipe and runs them with
-//! `cargo test --features wgpu --test wgpu -- --ignored`.
+//! Built only with the `wgpu` feature, and ignored even then (they need a Vulkan driver); `.ci/run` installs
+//! lavapipe and runs them with `cargo test --features wgpu,video --test wgpu --test layouts -- --include-ignored`.
 #![cfg(feature = "wgpu")]
 
 use burn::backend::{Autodiff, Flex, Wgpu};
@@ -752,13 +752,12 @@ fn f16_on_wgpu_trains_where_the_adapter_has_it_and_is_refused_where_not() {
     cfg.f16 = true;
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     let supported = <Wgpu as Backend>::supports_dtype(&dev, burn::tensor::DType::F16);
-    let r = run::<Autodiff<Wgpu>>(&cfg, &tasks, None, None, &[dev], &|_, _, _| {}, &mut |_| {});
     eprintln!("f16 on this adapter: {}", if supported { "reported, trained" } else { "not reported, refused" });
     if supported {
-        let o = r.unwrap();
-        assert!(o.steps.iter().all(|s| s.loss.is_finite()), "{:?}", o.steps.iter().map(|s| s.loss).collect::<Vec<_>>());
+        // Trains with finite losses (checked there, on the same configuration with checkpoints on).
         half_working_copies_are_the_casts_bits(&cfg.model, &tasks);
     } else {
+        let r = run::<Autodiff<Wgpu>>(&cfg, &tasks, None, None, &[dev], &|_, _, _| {}, &mut |_| {});
         let e = r.expect_err("refused");
         assert!(e.contains("precision = \"f16\" is not supported by the device") && e.contains("\"f32\""), "{e}");
     }
@@ -767,8 +766,8 @@ fn f16_on_wgpu_trains_where_the_adapter_has_it_and_is_refused_where_not() {
 /// f16 training with the blocks' product weights as half working copies of the flat optimizer's f32 masters (the
 /// default on the GPU backends) takes the bits of training with f32 parameters cast in every pass
 /// (`f32_params`): the same losses and final weights exactly, with whole batches and with micro-batches of 3 on
-/// 2 replicas (their gradients summed in f32); checkpoints hold the f32 masters (the same as the casts' run's),
-/// and a run resumed from one ends with the uninterrupted run's weights.
+/// 2 replicas (their gradients summed in f32), with finite losses; checkpoints hold the f32 masters (the same as
+/// the casts' run's), and a run resumed from one ends with the uninterrupted run's weights.
 fn half_working_copies_are_the_casts_bits(model: &ModelConfig, tasks: &[TaskRun]) {
     use polyflow::train::run::Resume;
     let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
@@ -785,6 +784,7 @@ fn half_working_copies_are_the_casts_bits(model: &ModelConfig, tasks: &[TaskRun]
         };
         let what = format!("micro-batch {micro}, {replicas} replicas");
         let ((copies, saved_copies), (cast, saved_cast)) = (go(false, None), go(true, None));
+        assert!(copies.steps.iter().all(|s| s.loss.is_finite()), "{what}: {:?}", copies.steps.iter().map(|s| s.loss).collect::<Vec<_>>());
         let losses = |o: &Outcome| o.steps.iter().map(|s| s.loss.to_bits()).collect::<Vec<_>>();
         assert_eq!(losses(&copies), losses(&cast), "{what}: losses");
         assert_eq!(copies.weights, cast.weights, "{what}: final weights");
@@ -1016,8 +1016,9 @@ fn flat_updates_hand_back_views_and_copies_with_the_cpus_values() {
 }
 
 /// polyflow's squared norm on wgpu equals the host's sum of squares at every size, past the 262,132 elements
-/// where burn 0.21's own `sum` over a tensor's elements stops counting on lavapipe (also checked here, so that
-/// the day burn counts them all the workaround can go).
+/// where burn 0.21's own `sum` over a tensor's elements stops counting on lavapipe. Whether burn's falls short on
+/// this adapter is reported on stderr, not asserted (on other adapters it counts them all), so that the day it
+/// counts them all on lavapipe too the workaround can go.
 #[test]
 #[ignore = "needs a Vulkan driver (lavapipe: mesa-vulkan-drivers); .ci/run runs it"]
 fn squared_norm_counts_every_element() {

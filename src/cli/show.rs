@@ -182,7 +182,10 @@ fn print_artifact(store: &Store, n: &graph::GNode, m: &Manifest, out_dir: &std::
         Err(e) => return Err(CliError::Other(format!("{}: {e}", out_dir.display()), exit::STORE)),
     };
     let art = InputArtifact::new(n.id.clone(), m.clone(), store.clone());
-    match n.stage.describe(&art, out_dir) {
+    let described = n.stage.describe(&art, out_dir);
+    // Kinds without previews (a model, a table) leave no empty folder behind (removing a folder with files fails).
+    let _ = std::fs::remove_dir(out_dir);
+    match described {
         Ok(text) if !text.is_empty() => println!("{text}"),
         Ok(_) => {}
         Err(e) => return Err(CliError::Other(format!("error: {e}"), exit::NODE_FAILED)),

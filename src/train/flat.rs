@@ -560,7 +560,9 @@ mod tests {
     }
 
     fn close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: tensors");
         for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.len(), y.len(), "{what}: elements");
             let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             for (p, q) in x.iter().zip(y) {
                 assert!((p - q).abs() <= tol * scale, "{what}: {p} vs {q}");
