@@ -1247,3 +1247,54 @@ fn a_table_columns_numbers_are_keyed_as_their_types_read_them() {
     assert_eq!(key("1"), key("1.0"));
     assert_ne!(key("1"), key("100"));
 }
+
+/// A `command` node's `params`: in its key, in the JSON file `$POLYFLOW_PARAMS` names, and substituted for
+/// `{params.NAME}` in `run`; `--set NODE.params.NAME=VALUE` changes one value and keeps the others (the same key
+/// as that edit in the file); a name `run` uses that `params` lacks is an error before anything runs. The program
+/// is told its CPU threads (`$POLYFLOW_THREADS`, and `OMP_NUM_THREADS` for its thread pools).
+#[test]
+fn command_params_reach_the_program_and_one_is_set_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |lr: &str| {
+        format!(
+            "[node.train]\nkind = \"command\"\nresources = {{ cpus = 1 }}\n\
+             run = [\"sh\", \"-c\", \"echo {{params.lr}} > $POLYFLOW_OUT/lr; cp $POLYFLOW_PARAMS $POLYFLOW_OUT/params.json; echo $POLYFLOW_THREADS $OMP_NUM_THREADS > $POLYFLOW_OUT/threads\"]\n\
+             params = {{ lr = {lr}, epochs = 5, opt = {{ name = \"adam\" }} }}\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("0.1")).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).current_dir(d.path()).env_remove("OMP_NUM_THREADS").output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["run", "p.toml"]);
+    let file = |name: &str| {
+        let (_, out, _) = pf(d.path(), &["show", "p.toml", "train"]);
+        let line = out.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("{out}"));
+        std::fs::read_to_string(line.split_whitespace().last().unwrap()).unwrap()
+    };
+    assert_eq!(file("lr"), "0.1\n");
+    assert_eq!(file("threads"), "1 1\n");
+    let p: serde_json::Value = serde_json::from_str(&file("params.json")).unwrap();
+    assert_eq!(p, json!({"lr": 0.1, "epochs": 5, "opt": {"name": "adam"}}));
+    // One value from the command line: the others kept; the same key as the edit in the file.
+    run(&["run", "p.toml", "--set", "train.params.lr=0.3", "--set", "train.params.opt.name=sgd"]);
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "train", "--set", "train.params.lr=0.3", "--set", "train.params.opt.name=sgd"]);
+    assert!(out.contains(r#""params":{"epochs":5,"lr":0.3,"opt":{"name":"sgd"}}"#), "{out}");
+    std::fs::write(d.path().join("p.toml"), pipe("0.3").replace("\"adam\"", "\"sgd\"")).unwrap();
+    let (_, st, _) = pf(d.path(), &["status", "p.toml"]);
+    assert!(st.contains("fresh"), "the edit in the file has the --set's key: {st}");
+    let (_, why, _) = pf(d.path(), &["status", "p.toml", "--why", "train", "--set", "train.params.lr=0.5"]);
+    assert!(why.contains("params.lr changed 0.3 → 0.5"), "{why}");
+    // A name `run` uses that `params` lacks, and a path through a value that is no table.
+    std::fs::write(d.path().join("p.toml"), pipe("0.1").replace("{params.lr}", "{params.rate}")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("p.toml:") && err.contains("`{params.rate}`: the node's `params` has no `rate` (it has epochs, lr, opt)"),
+        "{err}"
+    );
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "train.params.lr.x=1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`train.params.lr` is a float, not a table"), "{err}");
+}

@@ -519,7 +519,10 @@ impl Loader {
             self.executor.extend(decl.executor);
         }
         // Command-line overrides come last, so they win over the file and the profile.
-        let extra = overlay::parse(&mut self.sources, overlay)?;
+        let mut extra = overlay::parse(&mut self.sources, overlay)?;
+        for item in &mut extra.nodes {
+            self.nest_set(item);
+        }
         for (target, span, entries) in &extra.nodes {
             // What a node is stays the pipeline's: `--set a.kind=…` made the file's parameters the error.
             if let Some(e) = entries.get("kind") {
@@ -540,6 +543,27 @@ impl Loader {
                 )));
             }
             if !self.knows(target) {
+                // `--set hp.valu.lr=…` where `hp` is a node: a table parameter it does not have.
+                if let Some((node, table)) = target.split_once('.').filter(|(n, _)| self.decl_index.contains_key(*n)) {
+                    let d = &self.decls[self.decl_index[node]];
+                    let tables: Vec<&str> = d.table.iter().filter(|(_, e)| e.value.as_table().is_some()).map(|(k, _)| k.as_str()).collect();
+                    let head = table.split('.').next().unwrap_or(table);
+                    return Err(SpecError::at(
+                        &self.sources,
+                        *span,
+                        K::DanglingReference,
+                        format!(
+                            "node `{node}` has no table `{head}` in its declaration: `{target}` is neither a node nor one of its tables"
+                        ),
+                    )
+                    .help(if tables.is_empty() {
+                        format!(
+                            "`--set {node}.PARAM=VALUE` sets a parameter; `--set {node}.TABLE.KEY=VALUE` one entry of a table it declares"
+                        )
+                    } else {
+                        suggest(head, tables.iter().copied())
+                    }));
+                }
                 return Err(SpecError::at(&self.sources, *span, K::DanglingReference, format!("override of unknown node `{target}`"))
                     .help(suggest(target, self.decls.iter().map(|d| d.id.as_str()))));
             }
@@ -658,6 +682,31 @@ impl Loader {
         })
     }
 
+    /// `--set hp.value.lr=0.3`, read as parameter `lr` of node `hp.value`, where no such node is but declaration
+    /// `hp` has a table `value`: rewritten as the nested parameter `value.lr` of `hp` (one key of the table set, the
+    /// others kept, as the same edit in the file; [`set_param`]). Deeper paths too (`hp.a.b.c=1`).
+    fn nest_set(&self, item: &mut (String, Span, BTreeMap<String, Entry>)) {
+        let (target, span, entries) = item;
+        if self.decl_index.contains_key(target.as_str()) || entries.len() != 1 {
+            return;
+        }
+        let mut cut = target.len();
+        while let Some(dot) = target[..cut].rfind('.') {
+            cut = dot;
+            let (node, path) = (&target[..dot], &target[dot + 1..]);
+            let Some(&i) = self.decl_index.get(node) else { continue };
+            let head = path.split('.').next().unwrap_or(path);
+            if self.decls[i].table.get(head).is_some_and(|e| e.value.as_table().is_some()) {
+                let (param, e) = entries.pop_first().expect("one entry");
+                let key = format!("{path}.{param}");
+                *entries = BTreeMap::from([(key, e)]);
+                *span = Span { end: span.start + dot, ..*span };
+                *target = node.to_string();
+            }
+            return;
+        }
+    }
+
     /// Whether `target` names a declaration or (by prefix) an expansion of a matrix declaration.
     fn knows(&self, target: &str) -> bool {
         self.decl_index.contains_key(target)
@@ -666,6 +715,33 @@ impl Loader {
                 .iter()
                 .any(|d| target.starts_with(&format!("{}.", d.id)) && (d.table.contains_key("matrix") || d.table.contains_key(SEEDS)))
     }
+}
+
+/// Sets parameter `key` of node `node`'s `params` to `e`; a dotted key (`value.lr`, from `--set hp.value.lr=…`) sets
+/// one entry of a table parameter at any depth, keeping its other entries. An error names the part that is not a
+/// table.
+fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entry>, key: &str, e: Entry) -> Result<(), SpecError> {
+    let mut table = params;
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split gives one part at least");
+    for (depth, part) in parts.iter().enumerate() {
+        let here = parts[..=depth].join(".");
+        match table.get_mut(*part) {
+            Some(Entry { value: SValue { value: Value::Table(t), .. }, .. }) => table = t,
+            other => {
+                let found = other.map_or("absent".to_string(), |p| format!("a {}", p.value.value.type_name()));
+                return Err(SpecError::at(
+                    sources,
+                    e.key_span,
+                    K::WrongType,
+                    format!("`{node}.{here}` is {found}, not a table: `{node}.{key}` names no entry of it"),
+                )
+                .help(format!("set `{here}` whole: `--set {node}.{here}=VALUE`")));
+            }
+        }
+    }
+    table.insert(last.to_string(), e);
+    Ok(())
 }
 
 /// Applies an override of an expanded node's parameters (`--set co_all.0.s1.lr=…`, or each node of a group:
@@ -924,7 +1000,7 @@ fn expand(
             }
         }
         for (k, e) in node_over.into_iter().flatten() {
-            params.insert(k.clone(), e.clone());
+            set_param(sources, &d.id, &mut params, k, e.clone())?;
         }
         let resources = params.remove(RESOURCES);
         params.remove(SEEDS);

@@ -28,10 +28,13 @@ pub struct ValueParams {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandParams {
-    /// argv of the program.
+    /// argv of the program (`{params.NAME}` replaced by the value in `params`).
     pub run: Vec<String>,
     /// Files or folders hashed into the key.
     pub deps: Vec<String>,
+    /// Values for the program ([`super::command_params`]): in `$POLYFLOW_PARAMS` and `{params.NAME}`.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Stage for ValueStage {
@@ -79,8 +82,9 @@ impl Stage for ValueStage {
     }
 }
 
-/// `command`: runs a program with `$POLYFLOW_OUT` (write outputs there) and `$POLYFLOW_IN` (inputs, one
-/// folder per slot and node) set; `deps` files are hashed into the key by content.
+/// `command`: runs a program with `$POLYFLOW_OUT` (write outputs there), `$POLYFLOW_IN` (inputs, one folder per
+/// slot and node), `$POLYFLOW_PARAMS` (its `params`, JSON), `$POLYFLOW_SEED` and `$POLYFLOW_THREADS` set; `deps`
+/// files are hashed into the key by content.
 pub struct CommandStage;
 
 /// Digest of `deps` (files or folders relative to `base`): each dependency's name, a NUL byte and its content
@@ -196,6 +200,13 @@ impl Stage for CommandStage {
         vec![
             ParamSpec::req("run", T::StrList, "argv of the program, e.g. [\"sh\", \"-c\", \"echo hi > $POLYFLOW_OUT/x\"]"),
             ParamSpec::opt("deps", T::StrList, json!([]), "files or folders (relative to the pipeline file) hashed into the key"),
+            ParamSpec::added(
+                "params",
+                T::Table,
+                json!({}),
+                "values for the program, in the key: in the JSON file $POLYFLOW_PARAMS names, and `{params.NAME}` in `run` \
+                 is replaced by one (`--set NODE.params.NAME=VALUE` sets one)",
+            ),
         ]
     }
     /// The seed is in its key: the program is given it (`$POLYFLOW_SEED`), so replicates (`seeds = 3`) are runs of
@@ -211,7 +222,10 @@ impl Stage for CommandStage {
         hash_paths(base_dir, &deps, files).map(Some)
     }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        parse_checked::<CommandParams>(params, &self.params()).map(|_| ())
+        let p = parse_checked::<CommandParams>(params, &self.params())?;
+        super::command_params::substitute(&p.run, &p.params)
+            .map(|_| ())
+            .map_err(|e| ("run".to_string(), format!("{e}: add it to the node's `params = {{ NAME = VALUE }}`")))
     }
     /// Every file or folder `deps` lists exists (it is hashed into the key, so without it the node has none).
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
@@ -263,7 +277,9 @@ impl Stage for CommandStage {
         })
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let argv = parse::<CommandParams>(ctx.params)?.run;
+        let p = parse::<CommandParams>(ctx.params)?;
+        let argv =
+            super::command_params::substitute(&p.run, &p.params).map_err(|e| StageError::input(format!("node `{}`: {e}", ctx.id)))?;
         if argv.is_empty() {
             return Err(StageError::input(format!("node `{}`: `run` is empty", ctx.id)));
         }
@@ -287,6 +303,9 @@ impl Stage for CommandStage {
         let in_dir = work.join("in");
         std::fs::create_dir_all(&out_dir).map_err(io)?;
         std::fs::create_dir_all(&in_dir).map_err(io)?;
+        let params_file = work.join("params.json");
+        let params_json = serde_json::to_vec_pretty(&p.params).expect("a JSON map serializes");
+        std::fs::write(&params_file, params_json).map_err(io)?;
         for (slot, arts) in &ctx.inputs {
             for a in arts {
                 let d = in_dir.join(slot).join(&a.id);
@@ -316,6 +335,14 @@ impl Stage for CommandStage {
         if std::env::var_os("PYTHONDONTWRITEBYTECODE").is_none() {
             cmd.env("PYTHONDONTWRITEBYTECODE", "1");
         }
+        // The CPU threads the node holds (`resources.cpus`, 1 by default: its slots of `-j`), for the usual
+        // thread pools (OpenMP, and through it NumPy's BLAS, PyTorch's intra-op pool): without it each of the
+        // nodes run side by side starts one thread per core. The user's own setting wins.
+        for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, ctx.threads.max(1).to_string());
+            }
+        }
         // Standard output and error into one pipe, as `2>&1` does: their lines reach the tail in the order the
         // program wrote them (two pipes read by two threads could put a traceback's last line before the
         // output printed just ahead of it).
@@ -327,6 +354,8 @@ impl Stage for CommandStage {
                 .env("POLYFLOW_OUT", relative_to(&out_dir, ctx.base_dir))
                 .env("POLYFLOW_IN", relative_to(&in_dir, ctx.base_dir))
                 .env("POLYFLOW_SEED", ctx.seed().to_string())
+                .env("POLYFLOW_PARAMS", relative_to(&params_file, ctx.base_dir))
+                .env("POLYFLOW_THREADS", ctx.threads.max(1).to_string())
                 .stdin(std::process::Stdio::null())
                 .stdout(writer)
                 .stderr(writer2),

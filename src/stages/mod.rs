@@ -5,6 +5,7 @@
 //! - models: `weights` (a pretrained checkpoint), `task`, `train`, `cotrain`, `features`, `probe`
 //! - results: `table`, `findings` (qualitative claims checked against tables)
 
+pub mod command_params;
 pub mod datautil;
 pub mod findings;
 pub mod generic;
