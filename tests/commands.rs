@@ -1298,3 +1298,44 @@ fn command_params_reach_the_program_and_one_is_set_from_the_command_line() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("`train.params.lr` is a float, not a table"), "{err}");
 }
+
+/// A `command` node's `export`: files its program wrote are copied into the project after a run (folders made,
+/// bytes as written, even under `--set`, where the run says the copy is not the file's own settings); `status`
+/// notes an exported file that is not the node's fresh artifact; an entry naming a file the program did not write
+/// is an error before any file is written; `export` is outside the key.
+#[test]
+fn command_exports_copy_outputs_into_the_project() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |export: &str| {
+        format!(
+            "[node.train]\nkind = \"command\"\n\
+             run = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": {{params.acc}}}}' > $POLYFLOW_OUT/metrics.json; mkdir $POLYFLOW_OUT/sub; head -c 300000 /dev/zero > $POLYFLOW_OUT/sub/w.bin\"]\n\
+             params = {{ acc = 0.5 }}\nexport = {export}\n"
+        )
+    };
+    let both = r#"{ "metrics.json" = "out/metrics.json", "sub/w.bin" = "out/model/w.bin" }"#;
+    std::fs::write(d.path().join("p.toml"), pipe(both)).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Wrote out/metrics.json") && err.contains("Wrote out/model/w.bin"), "{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/metrics.json")).unwrap(), "{\"acc\": 0.5}\n");
+    assert_eq!(std::fs::read(d.path().join("out/model/w.bin")).unwrap(), vec![0u8; 300_000]);
+    // An experiment's export says what it was made with; status then notes the file is not the node's now.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--set", "train.params.acc=0.9"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Wrote out/metrics.json (made with --set train.params.acc=0.9: not the pipeline file's own settings)"), "{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/metrics.json")).unwrap(), "{\"acc\": 0.9}\n");
+    let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
+    assert!(err.contains("out/metrics.json is not what `train` holds now") && !err.contains("w.bin"), "{err}");
+    // Another destination changes no key: the node stays fresh and its file goes where it is told.
+    std::fs::write(d.path().join("p.toml"), pipe(r#"{ "metrics.json" = "elsewhere/m.json" }"#)).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 ran, 1 fresh") && err.contains("Wrote elsewhere/m.json"), "{err}");
+    // A file the program did not write: an error naming what it did write, and nothing exported.
+    std::fs::write(d.path().join("p.toml"), pipe(r#"{ "metrics.json" = "x/m.json", "model.bin" = "x/w.bin" }"#)).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("its artifact has no `model.bin` (it holds metrics.json, sub/w.bin)"), "{err}");
+    assert!(!d.path().join("x").exists(), "nothing exported");
+}

@@ -60,10 +60,17 @@ pub(super) fn materialize(
         if !summary.artifacts.contains_key(&n.id) {
             continue;
         }
-        for (_, rel) in n.stage.exports(&n.params) {
+        let files = &summary.artifacts[&n.id].files;
+        for (file, rel) in n.stage.exports(&n.params) {
             let dest = n.base_dir.join(&rel);
             let shown = crate::spec::source::display_path(&dest);
-            let why = if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            let why = if !files.contains_key(&file) {
+                let wrote: Vec<&str> = files.keys().map(String::as_str).take(10).collect();
+                Some(format!(
+                    "but its artifact has no `{file}` (it holds {}): nothing was exported (fix `export`, and run again)",
+                    if wrote.is_empty() { "no file".to_string() } else { wrote.join(", ") }
+                ))
+            } else if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
                 Some(
                     "which is a folder: nothing was exported (the results are cached; move the folder, or change `export`, and run again)"
                         .to_string(),
@@ -95,20 +102,34 @@ pub(super) fn materialize(
         let n = &g.nodes[i];
         let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
         let art = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone());
+        let overrides: &[String] = if made_with.2.contains(&n.id) { &[] } else { &made_with.1 };
         for (file, rel) in n.stage.exports(&n.params) {
             let dest = n.base_dir.join(&rel);
-            let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
-            let overrides: &[String] = if made_with.2.contains(&n.id) { &[] } else { &made_with.1 };
-            let before = bytes.len();
-            let bytes = export::mark(&rel, bytes, &made_with.0, overrides);
-            marked += usize::from(bytes.len() != before);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
             }
+            let mut with = String::new();
             // As `>` would: through a symlink to its target, into a FIFO; a regular file replaced whole.
-            super::out::write_through(&dest, &bytes)
-                .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
-            out::errln!("{:>12} {}", "Wrote", crate::spec::source::display_path(&dest));
+            if n.stage.export_marks() {
+                let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
+                let before = bytes.len();
+                let bytes = export::mark(&rel, bytes, &made_with.0, overrides);
+                marked += usize::from(bytes.len() != before);
+                super::out::write_through(&dest, &bytes)
+            } else {
+                // A program's file as it wrote it, streamed (a model's weights need not fit in memory); the line says
+                // what the file cannot.
+                if !overrides.is_empty() {
+                    with = format!(" (made with {}: not the pipeline file's own settings)", overrides.join(" "));
+                }
+                let mut from = art.open(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
+                super::out::write_through_with(&dest, &mut |w| {
+                    std::io::Seek::rewind(&mut from)?;
+                    std::io::copy(&mut from, w).map(|_| ())
+                })
+            }
+            .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
+            out::errln!("{:>12} {}{with}", "Wrote", crate::spec::source::display_path(&dest));
             if json {
                 let path = crate::spec::source::display_path(&dest);
                 out::line(

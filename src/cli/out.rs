@@ -108,6 +108,14 @@ impl Drop for LogLine {
 /// temporary file beside it and a rename, so a reader never sees half a page; a symlink is followed (its target
 /// is replaced, the link kept); anything else (a device, a pipe) is written to directly, never replaced.
 pub fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_through_with(path, &mut |w| w.write_all(bytes))
+}
+
+/// [`write_through`] with the content streamed by `write` (a large file never held in memory).
+pub fn write_through_with(
+    path: &std::path::Path,
+    write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut target = path.to_path_buf();
     // Follow links, as `>` does (a bounded number of hops: a loop is the OS's error when written).
     for _ in 0..40 {
@@ -123,9 +131,9 @@ pub fn write_through(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
         Ok(m) if !m.is_file() => {
             use std::io::Write;
             let mut f = std::fs::OpenOptions::new().write(true).open(&target)?;
-            f.write_all(bytes)?;
+            write(&mut f)?;
             f.flush()
         }
-        _ => crate::store::write_atomic(&target, bytes, true),
+        _ => crate::store::write_atomic_with(&target, true, |f| write(f)),
     }
 }

@@ -710,11 +710,14 @@ fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, As
         if exports.is_empty() {
             continue;
         }
-        let art = crate::stage::InputArtifact::new(n.id.clone(), m.clone(), store.clone());
         for (file, rel) in exports {
             let dest = n.base_dir.join(&rel);
-            let Ok(want) = art.read(&file) else { continue };
-            if std::fs::read(&dest).ok().as_deref() != Some(want.as_slice()) {
+            let Some(want) = m.files.get(&file) else { continue };
+            // The size, then the content's digest through the store's stat cache: an unchanged exported file (a
+            // model's weights too) is not read again.
+            let same = std::fs::metadata(&dest).is_ok_and(|d| d.len() == want.size)
+                && store.file_digests().file(&dest).is_ok_and(|d| d == want.digest);
+            if !same {
                 out.push((n.id.clone(), crate::spec::source::display_path(&dest)));
             }
         }

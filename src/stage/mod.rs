@@ -301,6 +301,13 @@ pub trait Stage: Send + Sync + 'static {
     fn exports(&self, _params: &serde_json::Value) -> Vec<(String, String)> {
         vec![]
     }
+    /// Whether an exported file made under command-line overrides says so in its text (a table's Markdown, LaTeX
+    /// and JSON do: it cannot pass for the pipeline file's own result). `false`: the files are exported byte for
+    /// byte (a program's own outputs, whose format polyflow does not know), and the run says which were made
+    /// with overrides.
+    fn export_marks(&self) -> bool {
+        true
+    }
     /// Where the next run would continue from, when an interrupted run's scratch folder (the store's `partial/`,
     /// kept under the node's key) lets it (a training run's readable checkpoint: `update 1200`), so `status` can
     /// say so.

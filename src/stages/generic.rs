@@ -5,6 +5,7 @@ use crate::fingerprint::FileDigests;
 use crate::stage::{parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// `value`: writes its `value` parameter as `value.json`. Optional `sleep_ms` and `fail` help test pipelines.
@@ -35,6 +36,10 @@ pub struct CommandParams {
     /// Values for the program ([`super::command_params`]): in `$POLYFLOW_PARAMS` and `{params.NAME}`.
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// Output files copied into the project after a run: file in `$POLYFLOW_OUT` → path relative to the pipeline
+    /// file (DVC's `outs` in the workspace). Not in the key.
+    #[serde(default)]
+    pub export: BTreeMap<String, String>,
 }
 
 impl Stage for ValueStage {
@@ -207,6 +212,14 @@ impl Stage for CommandStage {
                 "values for the program, in the key: in the JSON file $POLYFLOW_PARAMS names, and `{params.NAME}` in `run` \
                  is replaced by one (`--set NODE.params.NAME=VALUE` sets one)",
             ),
+            ParamSpec::added(
+                "export",
+                T::Table,
+                json!({}),
+                "output files copied into the project after a run, `{ \"metrics.json\" = \"results/metrics.json\" }` (file in \
+                 $POLYFLOW_OUT = path relative to the pipeline file); not in the key",
+            )
+            .unkeyed(),
         ]
     }
     /// The seed is in its key: the program is given it (`$POLYFLOW_SEED`), so replicates (`seeds = 3`) are runs of
@@ -221,8 +234,24 @@ impl Stage for CommandStage {
         }
         hash_paths(base_dir, &deps, files).map(Some)
     }
+    fn exports(&self, params: &serde_json::Value) -> Vec<(String, String)> {
+        // Parameters that do not parse export nothing (validation reports them).
+        parse::<CommandParams>(params).map(|p| p.export.into_iter().collect()).unwrap_or_default()
+    }
+    fn export_marks(&self) -> bool {
+        false
+    }
     fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
         let p = parse_checked::<CommandParams>(params, &self.params())?;
+        if let Some((file, to)) = p.export.iter().find(|(f, t)| f.is_empty() || t.is_empty() || f.starts_with('/') || f.contains("..")) {
+            return Err((
+                "export".to_string(),
+                format!(
+                    "`{file:?} = {to:?}`: each entry names a file the program writes, as a path below $POLYFLOW_OUT \
+                     (`metrics.json`, `sub/x.txt`), and where to copy it"
+                ),
+            ));
+        }
         super::command_params::substitute(&p.run, &p.params)
             .map(|_| ())
             .map_err(|e| ("run".to_string(), format!("{e}: add it to the node's `params = {{ NAME = VALUE }}`")))

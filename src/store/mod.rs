@@ -244,6 +244,12 @@ pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
 /// unwritten data), then renamed over it; a reader sees the old file or the new one, never half of one. The
 /// temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    write_atomic_with(path, durable, |f| std::io::Write::write_all(f, bytes))
+}
+
+/// [`write_atomic`] with the content written by `write` into the temporary file (streamed: a large file is never
+/// held in memory).
+pub fn write_atomic_with(path: &Path, durable: bool, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -254,7 +260,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result
         .suffix(".tmp")
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
+    write(tmp.as_file_mut())?;
     if durable {
         tmp.as_file().sync_all()?;
     }
