@@ -203,3 +203,49 @@ fn compare_shows_matrix_variables_as_columns() {
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "t"]);
     assert!(out.contains("…") && out.lines().all(|l| l.chars().count() < 160), "{out}");
 }
+
+/// `runs FILE NODE`: each setting a node was computed under, newest first, with its settings, what differs from
+/// the node now and its metrics; one whose artifact `gc` removed says so; `--metric` keeps the columns asked for.
+#[test]
+fn runs_lists_every_setting_a_node_ran_under() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.m]\nkind = \"value\"\nvalue = { acc = 0.5, loss = 2 }\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.value.acc=0.9"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["runs", "p.toml", "m", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{out}");
+    // Newest first: the experiment, then the file's own run, which is the node now.
+    assert_eq!(runs[0]["settings"], "--set m.value.acc=0.9");
+    assert_eq!(runs[0]["metrics"]["acc"], 0.9);
+    assert_eq!(runs[0]["differs"][0], "value.acc changed 0.9 → 0.5", "{out}");
+    assert_eq!((runs[1]["current"].as_bool(), runs[1]["metrics"]["loss"].as_i64()), (Some(true), Some(2)), "{out}");
+    let (_, out, _) = pf(d.path(), &["runs", "p.toml", "m", "--metric", "acc"]);
+    assert!(out.contains("nothing (fresh)") && out.contains("--set m.value.acc=0.9") && !out.contains("loss"), "{out}");
+    // gc keeps the file's run and the node's latest (the 0.7 experiment): the 0.9 experiment goes, record and all.
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.value.acc=0.7"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["gc", "p.toml", "--yes"]).0, 0);
+    let listed = |d: &std::path::Path| {
+        let (_, out, _) = pf(d, &["runs", "p.toml", "m", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut l: Vec<String> = v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}: {}", r["settings"].as_str().unwrap(), r["artifact"].as_str().unwrap()))
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(listed(d.path()), ["--set m.value.acc=0.7: kept", "the pipeline file's own settings: kept"]);
+    // A run whose blob is gone (removed by hand here) is listed, and says so.
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "m", "--set", "m.value.acc=0.7"]);
+    let blob = out.lines().find(|l| l.trim_start().starts_with("value.json")).and_then(|l| l.split_whitespace().last()).unwrap();
+    std::fs::remove_file(blob).unwrap();
+    assert_eq!(listed(d.path()), ["--set m.value.acc=0.7: value.json removed", "the pipeline file's own settings: kept"]);
+    let (code, _, err) = pf(d.path(), &["runs", "p.toml", "nope"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -125,6 +125,9 @@ pub enum Command {
     Show(ShowArgs),
     /// One table of runs: the parameters that differ between the nodes and their metrics (`--csv`, `--json`).
     Compare(compare::CompareArgs),
+    /// Every run of one node on record (one per setting it was computed under), newest first: the settings it was
+    /// made under, what differs from the node now, its time and metrics (`--json`).
+    Runs(super::runs::RunsArgs),
     /// Publish to the shared cache (`--cache DIR`) the fresh artifacts of the pipeline that it lacks (a store
     /// filled before the team had a cache; `run` publishes only what it computes).
     Push(PushArgs),

@@ -14,6 +14,7 @@ mod materialize;
 mod open;
 mod out;
 pub mod report;
+mod runs;
 mod show;
 mod status;
 
@@ -74,6 +75,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Status(a) => a.json,
         Command::Params(a) => a.json,
         Command::Compare(a) => a.json,
+        Command::Runs(a) => a.json,
         _ => false,
     };
     let result = match cli.command {
@@ -85,6 +87,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => show::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),
+        Command::Runs(a) => runs::runs(a, reg),
         Command::Push(a) => maintain::push(a.common, a.nodes, reg),
         Command::Gc(GcArgs { profile: Some(p), .. }) | Command::Verify(VerifyArgs { profile: Some(p), .. }) => Err(CliError::Other(
             format!(

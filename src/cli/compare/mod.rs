@@ -15,7 +15,7 @@
 mod columns;
 mod render;
 mod rows;
-mod values;
+pub(super) mod values;
 
 use super::{env_of, exit, load_graph, CliError, Common};
 use crate::exec::assess::assess_all;
