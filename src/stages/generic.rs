@@ -127,9 +127,30 @@ fn unreadable_in(path: &Path) -> Vec<String> {
 /// How much of a command's `metrics.json` `show` prints.
 const METRICS_SHOWN: usize = 4000;
 
+/// A `deps` entry as its path means it: `./data/` is `data`, `a//b` is `a/b` (`.` for the pipeline's own
+/// folder); `..` is kept (it is not `x/..` undone: a link can make them differ). A plain path is unchanged, so keys
+/// made before this rule stay.
+fn normal_dep(d: &str) -> String {
+    let p = Path::new(d);
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            c => out.push(c.as_os_str()),
+        }
+    }
+    let s = out.to_string_lossy().into_owned();
+    if s.is_empty() {
+        ".".to_string()
+    } else {
+        s
+    }
+}
+
 fn hash_paths(base: &Path, deps: &[String], files: &FileDigests) -> Result<String, StageError> {
     let mut h = blake3::Hasher::new();
     for d in deps {
+        let d = &normal_dep(d);
         let p = base.join(d);
         let digest = files.tree(&p).map_err(|e| StageError::input(format!("dependency `{d}`: {e}")))?;
         h.update(d.as_bytes());
@@ -233,6 +254,14 @@ impl Stage for CommandStage {
             return Ok(None);
         }
         hash_paths(base_dir, &deps, files).map(Some)
+    }
+    /// `deps` entries keyed as their paths mean them (`./data/` is `data`): a respelling is no change.
+    fn canonical_key(&self, keyed: &mut serde_json::Value) {
+        for d in keyed.get_mut("deps").and_then(serde_json::Value::as_array_mut).into_iter().flatten() {
+            if let Some(s) = d.as_str() {
+                *d = serde_json::Value::String(normal_dep(s));
+            }
+        }
     }
     fn exports(&self, params: &serde_json::Value) -> Vec<(String, String)> {
         // Parameters that do not parse export nothing (validation reports them).
@@ -740,7 +769,9 @@ impl OutputTail {
 
 #[cfg(test)]
 mod tests {
-    use super::Prefixed;
+    use super::{normal_dep, CommandStage, Prefixed};
+    use crate::stage::Stage;
+    use serde_json::json;
 
     /// What `chunks` give, each followed by a cut where `cut_after` says so.
     fn forwarded(chunks: &[(&str, bool)]) -> String {
@@ -783,5 +814,15 @@ mod tests {
         let out = forwarded(&[(&long, false)]);
         assert_eq!(out.matches("[a] ").count(), 2);
         assert_eq!(out.len(), long.len() + 2 * 4 + 2);
+    }
+
+    #[test]
+    fn deps_respelt_are_the_same_path() {
+        for (a, b) in [("./data/", "data"), ("data//x", "data/x"), ("./", "."), ("../d", "../d"), ("a/./b", "a/b"), ("/abs/", "/abs")] {
+            assert_eq!(normal_dep(a), b, "{a}");
+        }
+        let mut k = json!({"deps": ["./train.py", "data/"], "run": ["x"]});
+        CommandStage.canonical_key(&mut k);
+        assert_eq!(k["deps"], json!(["train.py", "data"]));
     }
 }
