@@ -224,10 +224,10 @@ fn runs_lists_every_setting_a_node_ran_under() {
     assert_eq!((runs[1]["current"].as_bool(), runs[1]["metrics"]["loss"].as_i64()), (Some(true), Some(2)), "{out}");
     let (_, out, _) = pf(d.path(), &["runs", "p.toml", "m", "--metric", "acc"]);
     assert!(out.contains("nothing (fresh)") && out.contains("--set m.value.acc=0.9") && !out.contains("loss"), "{out}");
-    // gc keeps the file's run and the node's latest (the 0.7 experiment): the 0.9 experiment goes, record and all.
+    // `gc --all-runs` keeps every run on record; a plain gc keeps the file's run and the node's latest (the 0.7
+    // experiment): the 0.9 experiment goes, record and all.
     assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.value.acc=0.7"]).0, 0);
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
-    assert_eq!(pf(d.path(), &["gc", "p.toml", "--yes"]).0, 0);
     let listed = |d: &std::path::Path| {
         let (_, out, _) = pf(d, &["runs", "p.toml", "m", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -240,6 +240,11 @@ fn runs_lists_every_setting_a_node_ran_under() {
         l.sort();
         l
     };
+    let before = listed(d.path());
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(pf(d.path(), &["gc", "p.toml", "--all-runs", "--yes"]).0, 0);
+    assert_eq!(listed(d.path()), before, "gc --all-runs kept every run on record");
+    assert_eq!(pf(d.path(), &["gc", "p.toml", "--yes"]).0, 0);
     assert_eq!(listed(d.path()), ["--set m.value.acc=0.7: kept", "the pipeline file's own settings: kept"]);
     // A run whose blob is gone (removed by hand here) is listed, and says so.
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "m", "--set", "m.value.acc=0.7"]);

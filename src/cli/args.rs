@@ -287,6 +287,11 @@ pub struct GcArgs {
     /// Wait for a run holding the store instead of exiting with code 3.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Keep the artifact of every run on record of these pipelines' nodes (each setting a node was computed
+    /// under: `--set` experiments, other `--config`s; what `polyflow runs` lists), not only what the pipelines
+    /// compute now and each node's latest run.
+    #[arg(long, conflicts_with = "cache")]
+    pub(crate) all_runs: bool,
     /// The `--config` files of the runs to keep: what the pipelines compute with them is kept. They replace the
     /// file's settings as in a run, so what the pipelines compute without them is not kept (in any profile).
     #[arg(long = "config", value_name = "FILE")]

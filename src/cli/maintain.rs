@@ -86,16 +86,29 @@ fn each_profile(
     Ok(())
 }
 
+/// How `gc` collects.
+pub struct GcHow {
+    /// Really delete (otherwise list).
+    pub yes: bool,
+    /// Wait for a run holding the store.
+    pub wait: bool,
+    /// Name every artifact removed.
+    pub verbose: bool,
+    /// Keep every recorded run of the pipelines' nodes.
+    pub all_runs: bool,
+}
+
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
-/// record of every node id of those pipelines; deletes the rest.
+/// record of every node id of those pipelines (with `all_runs`, every run on record of them); deletes the rest.
 pub fn gc(
     files: &[PathBuf],
     store_dir: &Path,
     backend: &str,
     overlay: &spec::Overlay,
-    (yes, wait, verbose): (bool, bool, bool),
+    how: GcHow,
     reg: &Registry,
 ) -> Result<i32, CliError> {
+    let GcHow { yes, wait, verbose, all_runs } = how;
     if store_dir.exists() && !store_dir.is_dir() {
         return Err(CliError::Other(
             format!("error: the store path {} is a file, not a folder (check `--store` or POLYFLOW_STORE)", store_dir.display()),
@@ -182,6 +195,11 @@ pub fn gc(
     for r in &records {
         if ids.contains(&r.id) {
             keep_keys.insert(r.key.clone());
+        }
+    }
+    if all_runs {
+        for id in &ids {
+            keep_keys.extend(index.runs_of(id).into_iter().map(|r| r.key));
         }
     }
     // Listings of external files kept to name what changed: those the recorded runs were made from stay.
