@@ -224,6 +224,10 @@ fn dag_plan_and_kinds() {
     assert!(dot.starts_with("digraph") && dot.contains("\"a\" -> \"b\" [label=\"after\"]"), "{dot}");
     let (_, mm, _) = pf(d.path(), &["dag", "p.toml", "--format", "mermaid"]);
     assert!(mm.contains("n0 -->|after| n1"), "{mm}");
+    // A target and what it needs only.
+    let (code, dot, err) = pf(d.path(), &["dag", "p.toml", "a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dot.contains("\"a\"") && !dot.contains("\"b\""), "{dot}");
     let (code, plan, _) = pf(d.path(), &["plan", "p.toml"]);
     assert_eq!(code, 0);
     assert!(plan.contains("Would run a (value): never run") && plan.contains("2 of 2 nodes would run"), "{plan}");

@@ -245,6 +245,9 @@ pub struct PushArgs {
 pub struct DagArgs {
     #[command(flatten)]
     pub(crate) common: Common,
+    /// Only these nodes (or matrix / seeds declarations) and what they need; default: the nodes the file itself
+    /// declares and what they need.
+    pub(crate) nodes: Vec<String>,
     /// Output format.
     #[arg(long, value_parser = ["dot", "mermaid"], default_value = "dot")]
     pub(crate) format: String,

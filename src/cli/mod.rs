@@ -83,7 +83,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Run(a) => cmd_run(a, reg, verbose),
         Command::Plan(a) => plan(a, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
-        Command::Dag(a) => status::dag(a.common, &a.format, reg),
+        Command::Dag(a) => status::dag(a.common, &a.nodes, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
         Command::Show(a) => show::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),

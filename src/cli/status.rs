@@ -737,11 +737,11 @@ fn cut_reason(text: &str, id: &str) -> String {
     format!("{head}… (all: `status --why {id}`)")
 }
 
-/// `dag`.
-pub fn dag(c: Common, format: &str, reg: &Registry) -> Result<i32, CliError> {
+/// `dag [NODES]`: the graph of the targets and what they need, each node labelled with its state.
+pub fn dag(c: Common, nodes: &[String], format: &str, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&c, reg)?;
-    let sel = g.select(&[])?;
-    let states: BTreeMap<usize, State> = match assess(&g, &c, &[], &[], false) {
+    let sel = g.select(nodes)?;
+    let states: BTreeMap<usize, State> = match assess(&g, &c, nodes, &[], false) {
         Ok((_, a)) => a.into_iter().map(|(i, s)| (i, s.state)).collect(),
         Err(_) => BTreeMap::new(),
     };
