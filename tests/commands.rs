@@ -1343,3 +1343,24 @@ fn command_exports_copy_outputs_into_the_project() {
     assert!(err.contains("its artifact has no `model.bin` (it holds metrics.json, sub/w.bin)"), "{err}");
     assert!(!d.path().join("x").exists(), "nothing exported");
 }
+
+/// `plan` counts a stale node whose key another stale node has (a matrix entry identical to a declared node) as
+/// the other's result, as a run computes it once.
+#[test]
+fn plan_counts_nodes_of_one_key_once() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.a]\nkind = \"value\"\nvalue = 1\n\n[node.m]\nkind = \"value\"\nmatrix = { v = [1, 2] }\nvalue = \"{v}\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Would reuse m.1 (value): never run [same key as a: computed once, by it]"), "{out}");
+    assert!(out.contains("2 of 3 nodes would run, 1 would be the result of another with the same key"), "{out}");
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["would_run"].as_u64(), &v["same_key_as"]["m.1"]), (Some(2), &json!("a")), "{out}");
+    let (_, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(err.contains("2 ran, 1 fresh"), "{err}");
+}

@@ -205,6 +205,24 @@ pub fn plan(
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     // What would be computed; what the shared cache holds is fetched instead (`fetch`).
     let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh && a[i].in_cache.is_none()).collect();
+    // A stale node whose key an earlier stale node has (a matrix entry identical to a declared node): a run computes
+    // it once, and the other is then fresh. Not for forced nodes (each is run).
+    let mut first_of_key: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut same_as: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in &stale {
+        let forced = a[&i].reasons.iter().any(|r| matches!(r, crate::fingerprint::DirtyReason::Forced));
+        if let (Some(k), false) = (a[&i].key.as_deref(), forced) {
+            match first_of_key.get(k) {
+                Some(&j) => {
+                    same_as.insert(i, j);
+                }
+                None => {
+                    first_of_key.insert(k, i);
+                }
+            }
+        }
+    }
+    let stale: Vec<usize> = stale.into_iter().filter(|i| !same_as.contains_key(i)).collect();
     let fetch: Vec<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
     let own = |i: usize| a[&i].record.as_ref().map(|r| r.duration_ms);
     // A node without a run of its own (a new seed, a new matrix value): the median of its declaration's runs.
@@ -253,6 +271,8 @@ pub fn plan(
         let v = serde_json::json!({
             "selected": sel.len(),
             "would_run": stale.len(),
+            // Stale nodes a run does not compute: their key is another stale node's (node → that node).
+            "same_key_as": same_as.iter().map(|(&i, &j)| (g.nodes[i].id.clone(), serde_json::Value::from(g.nodes[j].id.clone()))).collect::<serde_json::Map<_, _>>(),
             "would_fetch": ids(&fetch),
             "fresh": sel.iter().filter(|i| a[i].state == State::Fresh).map(|&i| &g.nodes[i].id).collect::<Vec<_>>(),
             "stale": stale.iter().map(|&i| serde_json::json!({
@@ -292,6 +312,15 @@ pub fn plan(
             if verbose {
                 println!("{:>12} {}", "Fresh", g.nodes[i].id);
             }
+        } else if let Some(&j) = same_as.get(&i) {
+            println!(
+                "{:>12} {} ({}): {} [same key as {}: computed once, by it]",
+                "Would reuse",
+                g.nodes[i].id,
+                g.nodes[i].stage.kind(),
+                reasons(i),
+                g.nodes[j].id
+            );
         } else if let Some(e) = &a[&i].in_cache {
             let took = e.computed_ms.map(|ms| format!(", computed in {}", fmt_ms(ms))).unwrap_or_default();
             println!("{:>12} {} ({}): {} [in the shared cache{took}]", "Would fetch", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
@@ -309,9 +338,13 @@ pub fn plan(
         }
     }
     let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };
-    let fresh = sel.len() - stale.len() - fetch.len();
+    let fresh = sel.len() - stale.len() - fetch.len() - same_as.len();
     let listed = if fresh > 0 && !verbose { format!(" ({fresh} fresh: `-v` lists them)") } else { String::new() };
-    println!("{:>12} {} of {} nodes would run{fetched}{listed}", "Plan", stale.len(), sel.len());
+    let reused = match same_as.len() {
+        0 => String::new(),
+        n => format!(", {n} would be the result of another with the same key"),
+    };
+    println!("{:>12} {} of {} nodes would run{reused}{fetched}{listed}", "Plan", stale.len(), sel.len());
     if !stale.is_empty() {
         if est.known == 0 {
             println!("{:>12} unknown: none of these nodes has a recorded run", "Estimate");
