@@ -1331,6 +1331,9 @@ fn command_exports_copy_outputs_into_the_project() {
     assert_eq!(std::fs::read_to_string(d.path().join("out/metrics.json")).unwrap(), "{\"acc\": 0.9}\n");
     let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
     assert!(err.contains("out/metrics.json is not what `train` holds now") && !err.contains("w.bin"), "{err}");
+    std::fs::remove_file(d.path().join("out/model/w.bin")).unwrap();
+    let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
+    assert!(err.contains("out/model/w.bin, which `train` exports, is not there"), "{err}");
     // Another destination changes no key: the node stays fresh and its file goes where it is told.
     std::fs::write(d.path().join("p.toml"), pipe(r#"{ "metrics.json" = "elsewhere/m.json" }"#)).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
@@ -1363,4 +1366,46 @@ fn plan_counts_nodes_of_one_key_once() {
     assert_eq!((v["would_run"].as_u64(), &v["same_key_as"]["m.1"]), (Some(2), &json!("a")), "{out}");
     let (_, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert!(err.contains("2 ran, 1 fresh"), "{err}");
+}
+
+/// Matrix values in a command's `params` keep their type at any depth; `--set` reaches one entry of a table on a
+/// matrix value's nodes; `{params.NAME}` is replaced in export paths; exports over the pipeline file or onto
+/// another node's export are refused before anything runs; an experiment's export is said to be one, never "the
+/// file's own results"; a user's OMP_NUM_THREADS wins for every thread pool.
+#[test]
+fn command_params_in_matrices_and_export_checks() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = "[node.train]\nkind = \"command\"\nmatrix = { lr = [0.1, 2] }\n\
+                run = [\"sh\", \"-c\", \"cp $POLYFLOW_PARAMS $POLYFLOW_OUT/p.json; echo $OMP_NUM_THREADS $MKL_NUM_THREADS > $POLYFLOW_OUT/t\"]\n\
+                params = { lr = \"{lr}\", opt = { lrs = [\"{lr}\"] }, tag = \"t{lr}\" }\n\
+                export = { \"p.json\" = \"out/{params.tag}.json\" }\n";
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let o = Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).env("OMP_NUM_THREADS", "3").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("out/t0.1.json")).unwrap()).unwrap();
+    assert_eq!(p, json!({"lr": 0.1, "opt": {"lrs": [0.1]}, "tag": "t0.1"}));
+    assert!(d.path().join("out/t2.json").is_file(), "{err}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "train.0.1"]);
+    let t = out.lines().find(|l| l.trim_start().starts_with("t ")).and_then(|l| l.split_whitespace().last()).unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(t).unwrap(), "3\n", "OMP_NUM_THREADS set by the user, MKL's left to follow it");
+    // One entry of a table on one matrix value's nodes.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "--set", "train.0.1.params.opt.lrs=[5]"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 ran, 1 fresh"), "{err}");
+    assert!(err.contains("Note the files written come from the pipeline with --set"), "{err}");
+    assert!(!err.contains("change none of the files"), "{err}");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("out/t0.1.json")).unwrap()).unwrap();
+    assert_eq!(p["opt"]["lrs"], json!([5]));
+    // Both matrix values export to one path; an export over the pipeline file.
+    for (export, want) in [
+        ("\"out/same.json\"", "writes out/same.json, as `train.0.1` does: one would overwrite the other"),
+        ("\"p.toml\"", "would write over p.toml, a file this pipeline is read from"),
+    ] {
+        std::fs::write(d.path().join("p.toml"), pipe.replace("\"out/{params.tag}.json\"", export)).unwrap();
+        let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(want) && err.contains("nothing was run or written"), "{err}");
+    }
+    assert!(std::fs::read_to_string(d.path().join("p.toml")).unwrap().starts_with("[node.train]"));
 }

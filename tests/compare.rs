@@ -253,4 +253,7 @@ fn runs_lists_every_setting_a_node_ran_under() {
     assert_eq!(listed(d.path()), ["--set m.value.acc=0.7: value.json removed", "the pipeline file's own settings: kept"]);
     let (code, _, err) = pf(d.path(), &["runs", "p.toml", "nope"]);
     assert_eq!(code, 2, "{err}");
+    let (code, _, err) = pf(d.path(), &["runs", "p.toml", "m", "--metric", "ac"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--metric ac: no metric of `m`'s runs has it") && err.contains("acc, loss"), "{err}");
 }

@@ -70,6 +70,8 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         set: Option<String>,
     }
     let mut problems: Vec<Listed> = vec![];
+    // Where the selected nodes export to, and which node does.
+    let mut exported: BTreeMap<std::path::PathBuf, String> = BTreeMap::new();
     let computed = computed_elsewhere(g, c, env);
     let sel = g.select(targets)?;
     // What the inputs will be, from declarations (a checkpoint's geometry is read from its header): a model the
@@ -81,8 +83,12 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             Some(inputs) => n.stage.check_declared(&n.params, &inputs),
             None => Ok(()),
         };
-        let checked =
-            n.stage.preflight(&n.params, &n.base_dir).and_then(|()| n.stage.preflight_env(&n.params, env)).and_then(|()| declared());
+        let checked = n
+            .stage
+            .preflight(&n.params, &n.base_dir)
+            .and_then(|()| n.stage.preflight_env(&n.params, env))
+            .and_then(|()| declared())
+            .and_then(|()| export_clash(g, i, &mut exported));
         // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
         // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
         if matches!(&checked, Err(p) if p.local) && computed(i) {
@@ -132,6 +138,46 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
         listed,
     ))
+}
+
+/// A path as the file system resolves it where it exists (links followed), else absolute with `.` and `..` folded:
+/// two spellings of one file compare equal.
+fn resolved(p: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Node `i`'s exports, checked before anything runs: none writes over a file the pipeline is read from (its TOML
+/// files, `--config` files), and none goes where another selected node's export goes (`exported`: path → node;
+/// one would overwrite the other, and `status` would then call one of them outdated after every run).
+fn export_clash(g: &Graph, i: usize, exported: &mut BTreeMap<std::path::PathBuf, String>) -> Result<(), Problem> {
+    let n = &g.nodes[i];
+    for (_, rel) in n.stage.exports(&n.params) {
+        let dest = resolved(&n.base_dir.join(&rel));
+        let shown = crate::spec::source::display_path(&n.base_dir.join(&rel));
+        let problem = |msg: String| Problem { param: "export".into(), msg, by_param: true, local: false };
+        if g.pipeline.sources.files.iter().any(|f| f.canonical == dest) {
+            return Err(problem(format!("would write over {shown}, a file this pipeline is read from")));
+        }
+        if let Some(other) = exported.get(&dest).filter(|o| **o != n.id) {
+            return Err(problem(format!("writes {shown}, as `{other}` does: one would overwrite the other")));
+        }
+        exported.insert(dest, n.id.clone());
+    }
+    Ok(())
 }
 
 /// Whether node `i`'s result may come from elsewhere than a computation here: a shared cache is configured, or

@@ -36,7 +36,8 @@ pub(super) fn export_blocker(dest: &Path) -> Option<String> {
 /// Copies declared exports of the nodes the run left done into the project (atomically) and prints their
 /// summary files (e.g. the rendered tables; with `json`, a `wrote` event per file instead of the tables). `made_with` is the pipeline file, the overrides the run used and
 /// the nodes whose artifact the file alone gives too: the other nodes' exports say the overrides where their
-/// format allows ([`export::mark`]). Returns the files written and how many of them were marked.
+/// format allows ([`export::mark`]), or, for a stage whose files are exported as written, the `Wrote` line does.
+/// Returns the files written and how many of them were made with the overrides (marked, or said so).
 pub(super) fn materialize(
     g: &Graph,
     store: &Store,
@@ -121,6 +122,7 @@ pub(super) fn materialize(
                 // what the file cannot.
                 if !overrides.is_empty() {
                     with = format!(" (made with {}: not the pipeline file's own settings)", overrides.join(" "));
+                    marked += 1;
                 }
                 let mut from = art.open(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
                 super::out::write_through_with(&dest, &mut |w| {
@@ -132,8 +134,10 @@ pub(super) fn materialize(
             out::errln!("{:>12} {}{with}", "Wrote", crate::spec::source::display_path(&dest));
             if json {
                 let path = crate::spec::source::display_path(&dest);
+                let made_with: Option<&[String]> = (!overrides.is_empty()).then_some(overrides);
                 out::line(
-                    &serde_json::json!({"event": "wrote", "id": n.id, "kind": n.stage.kind(), "path": path, "file": file}).to_string(),
+                    &serde_json::json!({"event": "wrote", "id": n.id, "kind": n.stage.kind(), "path": path, "file": file, "made_with": made_with})
+                        .to_string(),
                 );
             }
             wrote += 1;

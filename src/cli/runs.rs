@@ -102,6 +102,19 @@ pub fn runs(a: RunsArgs, reg: &Registry) -> Result<i32, CliError> {
         .flat_map(|m| m.values.keys().cloned())
         .filter(|k| a.metric.is_empty() || a.metric.iter().any(|w| matches(k, w)))
         .collect();
+    if let Some(w) = a.metric.iter().find(|w| !names.iter().any(|k| matches(k, w))) {
+        let all: BTreeSet<&String> =
+            rows.iter().filter_map(|r| r.metrics.as_ref().ok().and_then(|m| m.as_ref())).flat_map(|m| m.values.keys()).collect();
+        let have: Vec<&str> = all.iter().map(|s| s.as_str()).take(12).collect();
+        return Err(CliError::Other(
+            format!(
+                "error: --metric {w}: no metric of `{}`'s runs has it as a whole name\n  help: its runs report: {}",
+                n.id,
+                if have.is_empty() { "no metric".to_string() } else { have.join(", ") }
+            ),
+            exit::USAGE,
+        ));
+    }
     if a.json {
         let list: Vec<Value> = rows
             .iter()

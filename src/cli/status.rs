@@ -711,8 +711,12 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     // a run rewrites them, and a reader of `results/` would read other numbers than the store's.
     if c.config.is_empty() && c.set.is_empty() {
         let differ = outdated_exports(&g, &c, &sel, &a);
-        for (id, path) in differ.iter().take(EXPORTS_LISTED) {
-            super::out::errln!("note: {path} is not what `{id}` holds now (an earlier run's, or edited): `polyflow run` rewrites it");
+        for (id, path, missing) in differ.iter().take(EXPORTS_LISTED) {
+            if *missing {
+                super::out::errln!("note: {path}, which `{id}` exports, is not there: `polyflow run` writes it");
+            } else {
+                super::out::errln!("note: {path} is not what `{id}` holds now (an earlier run's, or edited): `polyflow run` rewrites it");
+            }
         }
         if differ.len() > EXPORTS_LISTED {
             super::out::errln!("note: and {} more exported files out of date", differ.len() - EXPORTS_LISTED);
@@ -731,9 +735,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
 const EXPORTS_LISTED: usize = 5;
 
 /// The exported files of the fresh selected nodes (a table's `results/…`) whose content differs from the node's
-/// artifact, or which are not there: (node id, path as shown). A file a run exported with overrides carries
-/// them and counts as different, as it is not the file's own result.
-fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> Vec<(String, String)> {
+/// artifact, or which are not there: (node id, path as shown, not there). A file a run exported with overrides
+/// carries them and counts as different, as it is not the file's own result.
+fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> Vec<(String, String, bool)> {
     let Ok((store, _empty)) = super::read_store(&c.store) else { return vec![] };
     let mut out = vec![];
     for &i in sel {
@@ -748,10 +752,11 @@ fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, As
             let Some(want) = m.files.get(&file) else { continue };
             // The size, then the content's digest through the store's stat cache: an unchanged exported file (a
             // model's weights too) is not read again.
-            let same = std::fs::metadata(&dest).is_ok_and(|d| d.len() == want.size)
-                && store.file_digests().file(&dest).is_ok_and(|d| d == want.digest);
+            let meta = std::fs::metadata(&dest);
+            let same =
+                meta.as_ref().is_ok_and(|d| d.len() == want.size) && store.file_digests().file(&dest).is_ok_and(|d| d == want.digest);
             if !same {
-                out.push((n.id.clone(), crate::spec::source::display_path(&dest)));
+                out.push((n.id.clone(), crate::spec::source::display_path(&dest), meta.is_err()));
             }
         }
     }

@@ -543,27 +543,6 @@ impl Loader {
                 )));
             }
             if !self.knows(target) {
-                // `--set hp.valu.lr=…` where `hp` is a node: a table parameter it does not have.
-                if let Some((node, table)) = target.split_once('.').filter(|(n, _)| self.decl_index.contains_key(*n)) {
-                    let d = &self.decls[self.decl_index[node]];
-                    let tables: Vec<&str> = d.table.iter().filter(|(_, e)| e.value.as_table().is_some()).map(|(k, _)| k.as_str()).collect();
-                    let head = table.split('.').next().unwrap_or(table);
-                    return Err(SpecError::at(
-                        &self.sources,
-                        *span,
-                        K::DanglingReference,
-                        format!(
-                            "node `{node}` has no table `{head}` in its declaration: `{target}` is neither a node nor one of its tables"
-                        ),
-                    )
-                    .help(if tables.is_empty() {
-                        format!(
-                            "`--set {node}.PARAM=VALUE` sets a parameter; `--set {node}.TABLE.KEY=VALUE` one entry of a table it declares"
-                        )
-                    } else {
-                        suggest(head, tables.iter().copied())
-                    }));
-                }
                 return Err(SpecError::at(&self.sources, *span, K::DanglingReference, format!("override of unknown node `{target}`"))
                     .help(suggest(target, self.decls.iter().map(|d| d.id.as_str()))));
             }
@@ -655,6 +634,25 @@ impl Loader {
             // A node id, else a group of expanded nodes (a matrix value's seed replicates, `co_all.2` →
             // `co_all.2.s0` …): an override of a group applies to every node of it, as everywhere else a
             // group name stands for its nodes.
+            let (mut target, mut ov) = (target, ov);
+            // `--set train.0.1.params.lr=…`: an entry of table `params` of the expanded node (or group) `train.0.1`.
+            if !seen.contains_key(&target) && !groups.contains_key(&target) && ov.len() == 1 {
+                // A node or a group of them; the declaration itself only for a parameter it declares (`m.7.value`
+                // is matrix value 7 of `m`, unknown, not a table `7`).
+                let known = |t: &str, rest: &str| {
+                    let head = rest.split('.').next().unwrap_or(rest);
+                    match self.decl_index.get(t) {
+                        Some(&d) => self.decls[d].table.contains_key(head),
+                        None => seen.contains_key(t) || groups.contains_key(t),
+                    }
+                };
+                if let Some(dot) = target.match_indices('.').map(|(i, _)| i).rev().find(|&i| known(&target[..i], &target[i + 1..])) {
+                    let path = target[dot + 1..].to_string();
+                    let (param, e) = ov.pop_first().expect("one entry");
+                    ov = BTreeMap::from([(format!("{path}.{param}"), e)]);
+                    target.truncate(dot);
+                }
+            }
             let (members, group): (Vec<String>, bool) = match groups.get(&target) {
                 Some(ids) if !seen.contains_key(&target) => (ids.clone(), true),
                 _ => (vec![target.clone()], false),
@@ -682,9 +680,11 @@ impl Loader {
         })
     }
 
-    /// `--set hp.value.lr=0.3`, read as parameter `lr` of node `hp.value`, where no such node is but declaration
-    /// `hp` has a table `value`: rewritten as the nested parameter `value.lr` of `hp` (one key of the table set, the
-    /// others kept, as the same edit in the file; [`set_param`]). Deeper paths too (`hp.a.b.c=1`).
+    /// `--set hp.value.lr=0.3`, read as parameter `lr` of node `hp.value`, where no such node is but `hp` is a
+    /// declaration (without a matrix or seeds, whose expanded ids are resolved later): rewritten as the nested
+    /// parameter `value.lr` of `hp` (one entry of the table set, the others kept, as the same edit in the file;
+    /// [`set_param`]). Deeper paths too (`hp.a.b.c=1`). A table it does not have is made; its kind then says
+    /// whether it takes such a parameter.
     fn nest_set(&self, item: &mut (String, Span, BTreeMap<String, Entry>)) {
         let (target, span, entries) = item;
         if self.decl_index.contains_key(target.as_str()) || entries.len() != 1 {
@@ -695,11 +695,11 @@ impl Loader {
             cut = dot;
             let (node, path) = (&target[..dot], &target[dot + 1..]);
             let Some(&i) = self.decl_index.get(node) else { continue };
+            let d = &self.decls[i];
             let head = path.split('.').next().unwrap_or(path);
-            if self.decls[i].table.get(head).is_some_and(|e| e.value.as_table().is_some()) {
+            if !d.table.contains_key("matrix") && !d.table.contains_key(SEEDS) && !NOT_PARAMS.contains(&head) {
                 let (param, e) = entries.pop_first().expect("one entry");
-                let key = format!("{path}.{param}");
-                *entries = BTreeMap::from([(key, e)]);
+                *entries = BTreeMap::from([(format!("{path}.{param}"), e)]);
                 *span = Span { end: span.start + dot, ..*span };
                 *target = node.to_string();
             }
@@ -726,10 +726,16 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
     let last = parts.pop().expect("split gives one part at least");
     for (depth, part) in parts.iter().enumerate() {
         let here = parts[..=depth].join(".");
+        // A table the node does not declare is made (a kind's table parameter left at its default, `{}`); the kind
+        // then says whether it takes such a parameter.
+        if !table.contains_key(*part) {
+            let value = SValue { value: Value::Table(BTreeMap::new()), span: e.value.span };
+            table.insert(part.to_string(), Entry { key_span: e.key_span, value });
+        }
         match table.get_mut(*part) {
             Some(Entry { value: SValue { value: Value::Table(t), .. }, .. }) => table = t,
             other => {
-                let found = other.map_or("absent".to_string(), |p| format!("a {}", p.value.value.type_name()));
+                let found = other.map_or("absent".to_string(), |p| crate::text::a_or_an(p.value.value.type_name()));
                 return Err(SpecError::at(
                     sources,
                     e.key_span,
@@ -748,8 +754,9 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
 /// `group`).
 fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>, group: bool) -> Result<(), SpecError> {
     for (k, e) in ov {
-        if NODE_RESERVED.contains(&k.as_str()) {
-            return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{k}` cannot be overridden per expanded node"))
+        let head = k.split('.').next().unwrap_or(k);
+        if NODE_RESERVED.contains(&head) {
+            return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{head}` cannot be overridden per expanded node"))
                 .help("override it on the declaration id instead"));
         }
         if k == RESOURCES {
@@ -760,14 +767,17 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
             // own value is a difference of settings (`Graph::mixed_replicates`).
             let mut e = e.clone();
             if group && per_replicate_value(&e) {
-                n.per_replicate.insert(k.clone());
-            } else {
+                n.per_replicate.insert(head.to_string());
+            } else if head == k {
+                // (An entry of a table leaves what the rest of the table says of the replicate.)
                 n.per_replicate.remove(k);
             }
-            n.unknown_placeholders.retain(|(p, _, _)| p != k);
-            let unknown = substitute_param(k, &mut e, &n.matrix, &n.values);
+            if head == k {
+                n.unknown_placeholders.retain(|(p, _, _)| p != k);
+            }
+            let unknown = substitute_param(head, &mut e, &n.matrix, &n.values);
             n.unknown_placeholders.extend(unknown);
-            n.params.insert(k.clone(), e);
+            set_param(sources, &n.id, &mut n.params, k, e)?;
         }
     }
     Ok(())
@@ -786,16 +796,15 @@ fn substitute_param(
     vars: &BTreeMap<String, String>,
     values: &BTreeMap<String, SValue>,
 ) -> Vec<(String, String, Span)> {
-    // "{lr}" alone keeps the variable's type (so a float stays a float).
-    if let Value::Str(s) = &e.value.value {
-        if let Some(v) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).and_then(|name| values.get(name)) {
-            e.value.value = v.value.clone();
-            return vec![];
-        }
-    }
+    // "{lr}" alone keeps the variable's type (so a float stays a float), as the parameter's value and at any depth
+    // of a table; a list parameter's elements stay text (`run = [..., "{seed}"]` is an argv).
     let mut found = vec![];
     e.value.placeholders(&mut found);
-    e.value.substitute(vars);
+    if matches!(e.value.value, Value::Array(_)) {
+        e.value.substitute(vars);
+    } else {
+        e.value.substitute_typed(vars, values);
+    }
     found.into_iter().filter(|(name, _)| !vars.contains_key(name)).map(|(name, span)| (k.to_string(), name, span)).collect()
 }
 

@@ -127,6 +127,25 @@ impl SValue {
         found.iter().any(|(n, _)| names.contains(&n.as_str()))
     }
 
+    /// [`SValue::substitute`], except that a string that is one placeholder alone (`"{lr}"`), at any depth (a
+    /// table's entry, a list's element), becomes the variable's value in `values` with its type: `lr = "{lr}"`
+    /// is the float, in a command's `params` table as at the top level. (A list parameter itself, such as a
+    /// command's argv, takes [`SValue::substitute`]: its elements stay text.)
+    pub fn substitute_typed(&mut self, vars: &BTreeMap<String, String>, values: &BTreeMap<String, SValue>) {
+        match &mut self.value {
+            Value::Str(s) => {
+                if let Some(v) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')).and_then(|name| values.get(name)) {
+                    self.value = v.value.clone();
+                } else if s.contains('{') {
+                    *s = expand(s, vars);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| v.substitute_typed(vars, values)),
+            Value::Table(t) => t.values_mut().for_each(|e| e.value.substitute_typed(vars, values)),
+            _ => {}
+        }
+    }
+
     /// Replaces `{name}` placeholders in every string with `vars[name]`, and an escaped `{{name}}` of a variable
     /// with the literal `{name}` (see [`expand`]).
     pub fn substitute(&mut self, vars: &BTreeMap<String, String>) {

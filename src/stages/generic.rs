@@ -238,7 +238,7 @@ impl Stage for CommandStage {
                 T::Table,
                 json!({}),
                 "output files copied into the project after a run, `{ \"metrics.json\" = \"results/metrics.json\" }` (file in \
-                 $POLYFLOW_OUT = path relative to the pipeline file); not in the key",
+                 $POLYFLOW_OUT = path relative to the pipeline file; `{params.NAME}` replaced in both); not in the key",
             )
             .unkeyed(),
         ]
@@ -265,7 +265,10 @@ impl Stage for CommandStage {
     }
     fn exports(&self, params: &serde_json::Value) -> Vec<(String, String)> {
         // Parameters that do not parse export nothing (validation reports them).
-        parse::<CommandParams>(params).map(|p| p.export.into_iter().collect()).unwrap_or_default()
+        let Ok(p) = parse::<CommandParams>(params) else { return vec![] };
+        let sub =
+            |t: &String| super::command_params::substitute(std::slice::from_ref(t), &p.params).map_or_else(|_| t.clone(), |v| v[0].clone());
+        p.export.iter().map(|(file, to)| (sub(file), sub(to))).collect()
     }
     fn export_marks(&self) -> bool {
         false
@@ -281,9 +284,12 @@ impl Stage for CommandStage {
                 ),
             ));
         }
-        super::command_params::substitute(&p.run, &p.params)
-            .map(|_| ())
-            .map_err(|e| ("run".to_string(), format!("{e}: add it to the node's `params = {{ NAME = VALUE }}`")))
+        fn missing(param: &'static str) -> impl Fn(String) -> (String, String) {
+            move |e| (param.to_string(), format!("{e}: add it to the node's `params = {{ NAME = VALUE }}`"))
+        }
+        super::command_params::substitute(&p.run, &p.params).map_err(missing("run"))?;
+        let paths: Vec<String> = p.export.iter().flat_map(|(f, t)| [f.clone(), t.clone()]).collect();
+        super::command_params::substitute(&paths, &p.params).map(|_| ()).map_err(missing("export"))
     }
     /// Every file or folder `deps` lists exists (it is hashed into the key, so without it the node has none).
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
@@ -395,9 +401,11 @@ impl Stage for CommandStage {
         }
         // The CPU threads the node holds (`resources.cpus`, 1 by default: its slots of `-j`), for the usual
         // thread pools (OpenMP, and through it NumPy's BLAS, PyTorch's intra-op pool): without it each of the
-        // nodes run side by side starts one thread per core. The user's own setting wins.
-        for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"] {
-            if std::env::var_os(var).is_none() {
+        // nodes run side by side starts one thread per core. The user's own setting of any of them wins for all
+        // (MKL and OpenBLAS follow OMP_NUM_THREADS when theirs is unset).
+        let pools = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"];
+        if pools.iter().all(|v| std::env::var_os(v).is_none()) {
+            for var in pools {
                 cmd.env(var, ctx.threads.max(1).to_string());
             }
         }
