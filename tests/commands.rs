@@ -1409,3 +1409,27 @@ fn command_params_in_matrices_and_export_checks() {
     }
     assert!(std::fs::read_to_string(d.path().join("p.toml")).unwrap().starts_with("[node.train]"));
 }
+
+/// `$POLYFLOW_SCRATCH`: a command's own folder across attempts of its key (DVC's `persist`). What a failed attempt
+/// left there is there for the next (status and gc keep it, plan says the run resumes from it); it goes once the
+/// node commits.
+#[test]
+fn a_commands_scratch_folder_outlives_a_failed_attempt() {
+    let d = tempfile::tempdir().unwrap();
+    let script = "if [ -f $POLYFLOW_SCRATCH/ckpt ]; then cat $POLYFLOW_SCRATCH/ckpt > $POLYFLOW_OUT/o; else echo half > $POLYFLOW_SCRATCH/ckpt; exit 3; fi";
+    std::fs::write(d.path().join("p.toml"), format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", {script:?}]\n")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--why", "c"]);
+    assert!(out.contains("an interrupted run's checkpoint at $POLYFLOW_SCRATCH (1 file) is kept"), "{out}");
+    assert_eq!(pf(d.path(), &["gc", "p.toml", "--yes"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("resumes from an interrupted run's checkpoint at $POLYFLOW_SCRATCH (1 file)"), "gc kept it: {out}");
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
+    let o = out.lines().find(|l| l.trim_start().starts_with("o ")).and_then(|l| l.split_whitespace().last()).unwrap();
+    assert_eq!(std::fs::read_to_string(o).unwrap(), "half\n");
+    let partial = d.path().join(".polyflow/partial");
+    assert!(!partial.exists() || std::fs::read_dir(&partial).unwrap().count() == 0, "the scratch folder went with the commit");
+}

@@ -88,8 +88,9 @@ impl Stage for ValueStage {
 }
 
 /// `command`: runs a program with `$POLYFLOW_OUT` (write outputs there), `$POLYFLOW_IN` (inputs, one folder per
-/// slot and node), `$POLYFLOW_PARAMS` (its `params`, JSON), `$POLYFLOW_SEED` and `$POLYFLOW_THREADS` set; `deps`
-/// files are hashed into the key by content.
+/// slot and node), `$POLYFLOW_PARAMS` (its `params`, JSON), `$POLYFLOW_SCRATCH` (a folder kept across failed or
+/// interrupted attempts of its key), `$POLYFLOW_SEED` and `$POLYFLOW_THREADS` set; `deps` files are hashed into the
+/// key by content.
 pub struct CommandStage;
 
 /// Digest of `deps` (files or folders relative to `base`): each dependency's name, a NUL byte and its content
@@ -123,6 +124,9 @@ fn unreadable_in(path: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The folder of a command's scratch that `$POLYFLOW_SCRATCH` names, kept across attempts of its key.
+const KEPT: &str = "kept";
 
 /// How much of a command's `metrics.json` `show` prints.
 const METRICS_SHOWN: usize = 4000;
@@ -291,6 +295,11 @@ impl Stage for CommandStage {
         let paths: Vec<String> = p.export.iter().flat_map(|(f, t)| [f.clone(), t.clone()]).collect();
         super::command_params::substitute(&paths, &p.params).map(|_| ()).map_err(missing("export"))
     }
+    /// What a failed or interrupted attempt of this key left in `$POLYFLOW_SCRATCH` (the next attempt gets it).
+    fn resume_point(&self, scratch: &Path) -> Option<String> {
+        let n = walkdir::WalkDir::new(scratch.join(KEPT)).into_iter().flatten().filter(|e| e.file_type().is_file()).count();
+        (n > 0).then(|| format!("$POLYFLOW_SCRATCH ({n} file{})", if n == 1 { "" } else { "s" }))
+    }
     /// Every file or folder `deps` lists exists (it is hashed into the key, so without it the node has none).
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
         let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
@@ -367,6 +376,11 @@ impl Stage for CommandStage {
         let in_dir = work.join("in");
         std::fs::create_dir_all(&out_dir).map_err(io)?;
         std::fs::create_dir_all(&in_dir).map_err(io)?;
+        // The program's own folder across attempts of this key (DVC's `persist`): what a failed or interrupted
+        // attempt left there (a training script's checkpoint) is there for the next; removed with the scratch
+        // folder once the node commits.
+        let keep = std::path::absolute(ctx.scratch.join(KEPT)).map_err(io)?;
+        std::fs::create_dir_all(&keep).map_err(io)?;
         let params_file = work.join("params.json");
         let params_json = serde_json::to_vec_pretty(&p.params).expect("a JSON map serializes");
         std::fs::write(&params_file, params_json).map_err(io)?;
@@ -421,6 +435,7 @@ impl Stage for CommandStage {
                 .env("POLYFLOW_IN", relative_to(&in_dir, ctx.base_dir))
                 .env("POLYFLOW_SEED", ctx.seed().to_string())
                 .env("POLYFLOW_PARAMS", relative_to(&params_file, ctx.base_dir))
+                .env("POLYFLOW_SCRATCH", relative_to(&keep, ctx.base_dir))
                 .env("POLYFLOW_THREADS", ctx.threads.max(1).to_string())
                 .stdin(std::process::Stdio::null())
                 .stdout(writer)
