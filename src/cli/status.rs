@@ -694,7 +694,13 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             Cell::new(cut_reason(
                 &reasons_of(i)
                     .iter()
-                    .map(|r| r.lines().next().unwrap_or("").replacen(&format!("failed: node `{}`: ", g.nodes[i].id), "failed: ", 1))
+                    .map(|r| {
+                        short_quotes(&r.lines().next().unwrap_or("").replacen(
+                            &format!("failed: node `{}`: ", g.nodes[i].id),
+                            "failed: ",
+                            1,
+                        ))
+                    })
                     .collect::<Vec<_>>()
                     .join("; "),
                 &g.nodes[i].id,
@@ -763,6 +769,23 @@ fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, As
     out
 }
 
+/// The most characters of one quoted piece (`…`) of a reason in the `status` table: a command's argv, a long
+/// value, cut in the middle so that the reason's own words after it (`exited with code 3`) stay in the row.
+const QUOTED_CHARS: usize = 60;
+
+/// `text` with each backquoted piece longer than [`QUOTED_CHARS`] cut in the middle.
+fn short_quotes(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    // Odd parts are between backquotes (an unmatched last one is left as is).
+    let quoted = |k: usize| k % 2 == 1 && k + 1 < parts.len();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| if quoted(k) { crate::text::cut_middle(p, QUOTED_CHARS) } else { p.to_string() })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 /// The most characters of reasons a row of the `status` table shows.
 const REASON_CHARS: usize = 240;
 
@@ -787,4 +810,18 @@ pub fn dag(c: Common, nodes: &[String], format: &str, reg: &Registry) -> Result<
     let out = if format == "mermaid" { crate::graph::to_mermaid(&g, &sel, &label) } else { crate::graph::to_dot(&g, &sel, &label) };
     print!("{out}");
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_quotes;
+
+    #[test]
+    fn long_quoted_pieces_are_cut_in_the_middle_and_the_words_after_them_kept() {
+        let argv = format!("sh -c {}", "x".repeat(200));
+        let short = short_quotes(&format!("last run failed: `{argv}` exited with code 3"));
+        assert!(short.starts_with("last run failed: `sh -c x") && short.ends_with("xx` exited with code 3"), "{short}");
+        assert!(short.chars().count() < 100, "{short}");
+        assert_eq!(short_quotes("a `b` c `unmatched"), "a `b` c `unmatched");
+    }
 }
