@@ -1433,3 +1433,21 @@ fn a_commands_scratch_folder_outlives_a_failed_attempt() {
     let partial = d.path().join(".polyflow/partial");
     assert!(!partial.exists() || std::fs::read_dir(&partial).unwrap().count() == 0, "the scratch folder went with the commit");
 }
+
+/// An export into a folder the node's `deps` lists is refused before running (the node would be stale after every
+/// run); `{{params.NAME}}` is the text `{params.NAME}`.
+#[test]
+fn an_export_into_the_nodes_own_deps_is_refused_and_params_escape() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("data")).unwrap();
+    let pipe = "[node.e]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo {{params.lr}} {params.lr} > $POLYFLOW_OUT/o\"]\n\
+                params = { lr = 1 }\ndeps = [\"./data\"]\nexport = { o = \"data/sub/o.txt\" }\n";
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("writes `data/sub/o.txt` into `./data`, which `deps` lists"), "{err}");
+    std::fs::write(d.path().join("p.toml"), pipe.replace("data/sub/o.txt", "out/o.txt")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/o.txt")).unwrap(), "{params.lr} 1\n");
+}

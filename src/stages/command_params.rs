@@ -13,8 +13,12 @@
 
 use serde_json::{Map, Value};
 
-/// The `{params.…}` placeholders of `arg`, each as its path below `params` (`["opt", "beta"]`), in order.
-fn placeholders(arg: &str) -> Vec<(std::ops::Range<usize>, Vec<&str>)> {
+/// A `{params.…}` placeholder of an argument: where it is, and its path below `params` (`["opt", "beta"]`), or
+/// `None` for an escaped one, `{{params.a}}`, which stands for the text `{params.a}`.
+type Placeholder<'a> = (std::ops::Range<usize>, Option<Vec<&'a str>>);
+
+/// The `{params.…}` placeholders of `arg`, in order.
+fn placeholders(arg: &str) -> Vec<Placeholder<'_>> {
     let mut out = vec![];
     let mut from = 0;
     while let Some(i) = arg[from..].find("{params.") {
@@ -23,10 +27,16 @@ fn placeholders(arg: &str) -> Vec<(std::ops::Range<usize>, Vec<&str>)> {
         let inner = &arg[start + "{params.".len()..start + len];
         let path: Vec<&str> = inner.split('.').collect();
         let word = |w: &&str| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        let end = start + len + 1;
         if path.iter().all(word) {
-            out.push((start..start + len + 1, path));
+            let escaped = start > 0 && arg.as_bytes()[start - 1] == b'{' && arg.as_bytes().get(end) == Some(&b'}');
+            if escaped {
+                out.push((start - 1..end + 1, None));
+            } else {
+                out.push((start..end, Some(path)));
+            }
         }
-        from = start + len + 1;
+        from = end;
     }
     out
 }
@@ -58,6 +68,13 @@ pub fn substitute(argv: &[String], params: &Map<String, Value>) -> Result<Vec<St
             let mut out = String::new();
             let mut last = 0;
             for (range, path) in placeholders(arg) {
+                let Some(path) = path else {
+                    // `{{params.a}}`: the text `{params.a}`.
+                    out.push_str(&arg[last..range.start]);
+                    out.push_str(&arg[range.start + 1..range.end - 1]);
+                    last = range.end;
+                    continue;
+                };
                 let Some(v) = lookup(params, &path) else {
                     let names: Vec<&str> = params.keys().map(String::as_str).collect();
                     let have = if names.is_empty() { "none".to_string() } else { names.join(", ") };
@@ -90,6 +107,9 @@ mod tests {
                 .map(String::from)
                 .to_vec();
         assert_eq!(substitute(&argv, &p).unwrap(), ["x", "--lr=0.1", "run a", "5true", "0.9", "[1,2]", "{lr}", "${params}"]);
+        // Escaped: the text itself, even for a name `params` lacks.
+        let argv = ["{{params.lr}}={params.lr}", "{{params.nope}}"].map(String::from).to_vec();
+        assert_eq!(substitute(&argv, &p).unwrap(), ["{params.lr}=0.1", "{params.nope}"]);
     }
 
     #[test]

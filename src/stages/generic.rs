@@ -303,6 +303,31 @@ impl Stage for CommandStage {
     /// Every file or folder `deps` lists exists (it is hashed into the key, so without it the node has none).
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
         let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
+        // An export into what `deps` lists changes the node's own key after every run.
+        let folded = |p: &Path| {
+            let mut out = PathBuf::new();
+            for c in std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).components() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        };
+        for (_, to) in self.exports(params) {
+            let dest = folded(&base_dir.join(&to));
+            if let Some(d) = deps.iter().find(|d| dest.starts_with(folded(&base_dir.join(normal_dep(d))))) {
+                return Err(crate::stage::Problem {
+                    param: "export".to_string(),
+                    msg: format!("writes `{to}` into `{d}`, which `deps` lists: the node would be stale again after every run"),
+                    by_param: true,
+                    local: false,
+                });
+            }
+        }
         let missing: Vec<String> = deps
             .iter()
             .filter(|d| std::fs::metadata(base_dir.join(d)).is_err())
