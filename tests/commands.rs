@@ -1334,6 +1334,12 @@ fn command_exports_copy_outputs_into_the_project() {
     std::fs::remove_file(d.path().join("out/model/w.bin")).unwrap();
     let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
     assert!(err.contains("out/model/w.bin, which `train` exports, is not there"), "{err}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v[0]["outdated_exports"],
+        json!([{"path": "out/metrics.json", "missing": false}, {"path": "out/model/w.bin", "missing": true}])
+    );
     // Another destination changes no key: the node stays fresh and its file goes where it is told.
     std::fs::write(d.path().join("p.toml"), pipe(r#"{ "metrics.json" = "elsewhere/m.json" }"#)).unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);

@@ -650,11 +650,19 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     // The rows listed: with `--stale`, the nodes not fresh.
     let listed: Vec<usize> = sel.iter().copied().filter(|i| !only_stale || a[i].state != State::Fresh).collect();
     if json {
+        // Exported files that are not the fresh node's artifact (as the text's notes say), per node.
+        let differ = if c.config.is_empty() && c.set.is_empty() { outdated_exports(&g, &c, &sel, &a) } else { vec![] };
         let arr: Vec<serde_json::Value> = listed
             .iter()
             .map(|&i| {
                 let s = &a[&i];
+                let exports: Vec<serde_json::Value> = differ
+                    .iter()
+                    .filter(|(id, _, _)| *id == g.nodes[i].id)
+                    .map(|(_, path, missing)| serde_json::json!({"path": path, "missing": missing}))
+                    .collect();
                 serde_json::json!({
+                    "outdated_exports": exports,
                     "id": g.nodes[i].id,
                     "kind": g.nodes[i].stage.kind(),
                     "state": s.state,
