@@ -1440,6 +1440,30 @@ fn a_commands_scratch_folder_outlives_a_failed_attempt() {
     assert!(!partial.exists() || std::fs::read_dir(&partial).unwrap().count() == 0, "the scratch folder went with the commit");
 }
 
+/// A node asking for more CPUs than a local run's `-j` gives is told it runs on `-j` (one note per declaration), and
+/// its program is told so.
+#[test]
+fn cpus_above_the_runs_slots_are_said() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.big]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo $POLYFLOW_THREADS > $POLYFLOW_OUT/t\"]\nresources = { cpus = 64 }\nmatrix = { v = [1, 2] }\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.matches("note: 2 nodes of `big` ask for 64 CPUs (`resources.cpus`), and -j gives 2: each runs on 2").count(),
+        1,
+        "{err}"
+    );
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "big.1"]);
+    let t = out.lines().find(|l| l.trim_start().starts_with("t ")).and_then(|l| l.split_whitespace().last()).unwrap();
+    assert_eq!(std::fs::read_to_string(t).unwrap(), "2\n");
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml", "-j", "64"]);
+    assert!(!err.contains("ask for"), "{err}");
+}
+
 /// An export into a folder the node's `deps` lists is refused before running (the node would be stale after every
 /// run); `{{params.NAME}}` is the text `{params.NAME}`.
 #[test]

@@ -180,6 +180,31 @@ fn export_clash(g: &Graph, i: usize, exported: &mut BTreeMap<std::path::PathBuf,
     Ok(())
 }
 
+/// A note for each declaration whose selected nodes ask for more CPUs (`resources.cpus`) than a local run's `-j`
+/// gives: they run on `-j` slots (and their programs are told that many threads), not on what they asked for.
+pub(super) fn note_capped_cpus(g: &Graph, targets: &[String], jobs: usize, executor: Option<crate::spec::resources::ExecutorKind>) {
+    if executor.unwrap_or(g.executor.kind) != crate::spec::resources::ExecutorKind::Local {
+        return;
+    }
+    let Ok(sel) = g.select(targets) else { return };
+    let slots = crate::exec::cpu_slots(jobs);
+    let mut by_decl: BTreeMap<&str, (u32, usize)> = BTreeMap::new();
+    for i in sel {
+        if let Some(c) = g.nodes[i].resources.over(&g.executor.defaults).cpus.filter(|&c| c as usize > slots) {
+            let e = by_decl.entry(g.pipeline.nodes[i].decl.as_str()).or_insert((c, 0));
+            e.1 += 1;
+        }
+    }
+    for (decl, (cpus, n)) in by_decl {
+        let who = if n == 1 { format!("`{decl}`") } else { format!("{n} nodes of `{decl}`") };
+        crate::cli::out::errln!(
+            "note: {who} ask{} for {cpus} CPUs (`resources.cpus`), and -j gives {slots}: {} on {slots} (raise -j to give more)",
+            if n == 1 { "s" } else { "" },
+            if n == 1 { "it runs" } else { "each runs" }
+        );
+    }
+}
+
 /// Whether node `i`'s result may come from elsewhere than a computation here: a shared cache is configured, or
 /// the store recorded a run of the node on the run's backend.
 pub(super) fn computed_elsewhere<'a>(g: &'a Graph, c: &Common, env: &BTreeMap<String, String>) -> impl Fn(usize) -> bool + 'a {

@@ -10,6 +10,7 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     pipeline_notes(&g);
     let store = Store::open(&a.common.store)?;
     let executor = executor_kind(a.executor.as_deref());
+    checks::note_capped_cpus(&g, &a.nodes, a.jobs, executor);
     // Ctrl-C / SIGTERM stop the run cleanly: it says what was running (not cached) and what stays cached, and
     // a Slurm coordinator cancels (or keeps) its jobs and records them. Installed before waiting for the store.
     // A hang-up (its terminal closed, an ssh session dropped) stops it as SIGTERM does: the programs of `command`

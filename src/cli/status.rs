@@ -201,6 +201,7 @@ pub fn plan(
     let g = load_graph(&c, reg)?;
     super::preflight(&g, &c, &nodes, &super::env_of(&g, &c.backend))?;
     super::pipeline_notes(&g);
+    super::checks::note_capped_cpus(&g, &nodes, jobs, executor);
     // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
     // What would be computed; what the shared cache holds is fetched instead (`fetch`).
