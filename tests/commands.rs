@@ -11,6 +11,13 @@ fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
 }
 
+/// File `name` of the fresh artifact of node `node` of `p.toml` in `dir`, read from the blob path `show` lists.
+fn stored(dir: &Path, node: &str, name: &str) -> String {
+    let (_, out, _) = pf(dir, &["show", "p.toml", node]);
+    let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}: {out}"));
+    std::fs::read_to_string(line.split_whitespace().last().unwrap()).unwrap()
+}
+
 const P: &str = "[node.a]\nkind = \"value\"\nvalue = 1\n[node.b]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"a\" }\n[profile.other.node.a]\nvalue = 7\n";
 
 #[test]
@@ -1272,11 +1279,7 @@ fn command_params_reach_the_program_and_one_is_set_from_the_command_line() {
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     };
     run(&["run", "p.toml"]);
-    let file = |name: &str| {
-        let (_, out, _) = pf(d.path(), &["show", "p.toml", "train"]);
-        let line = out.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("{out}"));
-        std::fs::read_to_string(line.split_whitespace().last().unwrap()).unwrap()
-    };
+    let file = |name: &str| stored(d.path(), "train", name);
     assert_eq!(file("lr"), "0.1\n");
     assert_eq!(file("threads"), "1 1\n");
     let p: serde_json::Value = serde_json::from_str(&file("params.json")).unwrap();
@@ -1392,9 +1395,7 @@ fn command_params_in_matrices_and_export_checks() {
     let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("out/t0.1.json")).unwrap()).unwrap();
     assert_eq!(p, json!({"lr": 0.1, "opt": {"lrs": [0.1]}, "tag": "t0.1"}));
     assert!(d.path().join("out/t2.json").is_file(), "{err}");
-    let (_, out, _) = pf(d.path(), &["show", "p.toml", "train.0.1"]);
-    let t = out.lines().find(|l| l.trim_start().starts_with("t ")).and_then(|l| l.split_whitespace().last()).unwrap().to_string();
-    assert_eq!(std::fs::read_to_string(t).unwrap(), "3\n", "OMP_NUM_THREADS set by the user, MKL's left to follow it");
+    assert_eq!(stored(d.path(), "train.0.1", "t"), "3\n", "OMP_NUM_THREADS set by the user, MKL's left to follow it");
     // One entry of a table on one matrix value's nodes.
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "--set", "train.0.1.params.opt.lrs=[5]"]);
     assert_eq!(code, 0, "{err}");
@@ -1433,9 +1434,7 @@ fn a_commands_scratch_folder_outlives_a_failed_attempt() {
     assert!(out.contains("resumes from an interrupted run's checkpoint at $POLYFLOW_SCRATCH (1 file)"), "gc kept it: {out}");
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
-    let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
-    let o = out.lines().find(|l| l.trim_start().starts_with("o ")).and_then(|l| l.split_whitespace().last()).unwrap();
-    assert_eq!(std::fs::read_to_string(o).unwrap(), "half\n");
+    assert_eq!(stored(d.path(), "c", "o"), "half\n");
     let partial = d.path().join(".polyflow/partial");
     assert!(!partial.exists() || std::fs::read_dir(&partial).unwrap().count() == 0, "the scratch folder went with the commit");
 }
@@ -1457,9 +1456,7 @@ fn cpus_above_the_runs_slots_are_said() {
         1,
         "{err}"
     );
-    let (_, out, _) = pf(d.path(), &["show", "p.toml", "big.1"]);
-    let t = out.lines().find(|l| l.trim_start().starts_with("t ")).and_then(|l| l.split_whitespace().last()).unwrap();
-    assert_eq!(std::fs::read_to_string(t).unwrap(), "2\n");
+    assert_eq!(stored(d.path(), "big.1", "t"), "2\n");
     let (_, _, err) = pf(d.path(), &["plan", "p.toml", "-j", "64"]);
     assert!(!err.contains("ask for"), "{err}");
 }

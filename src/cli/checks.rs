@@ -146,18 +146,7 @@ fn resolved(p: &std::path::Path) -> std::path::PathBuf {
     if let Ok(c) = std::fs::canonicalize(p) {
         return c;
     }
-    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut out = std::path::PathBuf::new();
-    for c in abs.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    crate::spec::source::folded_absolute(p)
 }
 
 /// Node `i`'s exports, checked before anything runs: none writes over a file the pipeline is read from (its TOML

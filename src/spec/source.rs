@@ -115,6 +115,22 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// `path` made absolute (against the current directory) with `.` and `..` folded, without touching the disk: two
+/// spellings of one path compare equal (links aside).
+pub fn folded_absolute(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for c in std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A path relative to the current directory when it lies below it.
 pub fn display_path(path: &Path) -> String {
     if let Ok(cwd) = std::env::current_dir() {

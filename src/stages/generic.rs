@@ -304,19 +304,7 @@ impl Stage for CommandStage {
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
         let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
         // An export into what `deps` lists changes the node's own key after every run.
-        let folded = |p: &Path| {
-            let mut out = PathBuf::new();
-            for c in std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).components() {
-                match c {
-                    std::path::Component::ParentDir => {
-                        out.pop();
-                    }
-                    std::path::Component::CurDir => {}
-                    c => out.push(c),
-                }
-            }
-            out
-        };
+        let folded = crate::spec::source::folded_absolute;
         for (_, to) in self.exports(params) {
             let dest = folded(&base_dir.join(&to));
             if let Some(d) = deps.iter().find(|d| dest.starts_with(folded(&base_dir.join(normal_dep(d))))) {
