@@ -25,7 +25,7 @@ pub fn bench_fbank(a: FbankBenchArgs) -> anyhow::Result<()> {
     let mut files = vec![];
     for d in &a.dirs {
         // The error names the path already.
-        crate::stages::generic::collect_files(d, &mut files).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::stages::command::collect_files(d, &mut files).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     files.retain(|f| f.extension().is_some_and(|e| e == "flac" || e == "wav"));
     files.sort();

@@ -111,9 +111,9 @@ fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'
     v.into_iter().map(|x| x.1).collect()
 }
 
-/// A run's `metrics.json` (Python's `NaN` read as no number: [`super::generic::parse_metrics`]).
+/// A run's `metrics.json` (Python's `NaN` read as no number: [`super::command::parse_metrics`]).
 fn metrics_of(a: &InputArtifact) -> Result<Value, StageError> {
-    super::generic::parse_metrics(&a.read("metrics.json")?)
+    super::command::parse_metrics(&a.read("metrics.json")?)
         .map_err(|e| StageError::failed(format!("input `{}` file `metrics.json`: {e}", a.id)))
 }
 

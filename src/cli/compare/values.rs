@@ -77,7 +77,7 @@ pub fn read_metrics(store: &Store, m: &Manifest) -> Result<Option<Metrics>, Stor
         return Ok(None);
     };
     let bytes = store.blobs.read(&f.digest)?;
-    Ok(Some(crate::stages::generic::parse_metrics(&bytes).map(|v| metrics_of(&v)).unwrap_or_default()))
+    Ok(Some(crate::stages::command::parse_metrics(&bytes).map(|v| metrics_of(&v)).unwrap_or_default()))
 }
 
 /// The numeric leaves of `v` and which are integers.

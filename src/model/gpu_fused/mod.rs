@@ -445,7 +445,7 @@ pub(crate) fn row_pitch(shape: &[usize], strides: &[usize]) -> Option<usize> {
 /// shapes: one operation of burn's fusion stream for all of them where a view and a reshape per parameter were
 /// two each); `None` for the other backends (the caller then slices, and `old` is dropped). `old` is empty or
 /// has one entry per segment: the tensor the copy replaces, whose buffer the copy takes where nothing else holds
-/// it ([`GpuKernels::unpack`]: no allocation, and no release registered with burn's fusion per parameter).
+/// it (`GpuKernels::unpack`: no allocation, and no release registered with burn's fusion per parameter).
 ///
 /// # Shapes
 /// `flat: [total]`, `old[i]: shapes[i]` → `[shapes[i]]`
@@ -470,7 +470,7 @@ pub fn unpack<B: Backend>(
     }
 }
 
-/// One flat optimizer update ([`GpuKernels::flat_update`]) on the GPU backends: `[w', m']` (SGD) or
+/// One flat optimizer update (`GpuKernels::flat_update`) on the GPU backends: `[w', m']` (SGD) or
 /// `[w', m', v']` (Adam) from the weights, the gradient (times the clip factor `scale` or `gs`) and the moments,
 /// AdamW's decay only where `mask` is 1. `None` elsewhere, with the kernels off, past the kernels' 32-bit
 /// indices, or on an adapter that binds fewer storage buffers than the kernel reads (the caller composes).
@@ -530,9 +530,9 @@ pub fn gpu_backend<B: Backend>() -> bool {
 /// `[D_in, N]·[N, D_out]` written to a `[B, D_in, D_out]` tensor then summed over `B` (a reduction launch and, for
 /// ViT-B's MLP at batch 64, 600 MB of intermediate), and the bias's as two reductions. Flattened, the weight's
 /// gradient is one product `[D_in, B·N]·[B·N, D_out]` and the bias's polyflow's column sums (two launches of no
-/// autotuned shape, in f32, bf16 or f16: [`GpuKernels::col_sums`]). The layer is one autodiff node there:
+/// autotuned shape, in f32, bf16 or f16: `GpuKernels::col_sums`). The layer is one autodiff node there:
 /// forward burn's product and bias add (fused into one launch), backward one operation of burn's fusion stream
-/// for all three gradients ([`GpuKernels::linear_backward`]). On the CPU (`Flex`, f32, with a bias, the fused CPU
+/// for all three gradients (`GpuKernels::linear_backward`). On the CPU (`Flex`, f32, with a bias, the fused CPU
 /// path on) one node on polyflow's own product ([`super::fused::linear::try_linear`]: the same bits on every x86-64
 /// CPU with AVX2 + FMA). Elsewhere, and with the kernels off ([`set_enabled`]), burn's `linear` as it is: the same
 /// values up to float rounding. A 2-D `x` (rows) takes the same node on the GPU backends, with no reshape.
