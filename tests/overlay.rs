@@ -99,3 +99,59 @@ fn gc_keeps_what_runs_with_the_same_overrides_computed() {
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--set", "a.value=7"]);
     assert!(out.contains("Would free 0 artifacts"), "{out}");
 }
+
+/// `--set NODE.TABLE.KEY=VALUE` sets an entry its table has; a name it lacks is taken for a misspelling (an
+/// error naming the entries there are and the nearest), unless added with a `+` (as Hydra and DVC's `--set-param`
+/// write it), on a plain node, a matrix group and a table the node leaves at its default alike.
+#[test]
+fn a_table_entry_set_must_exist_unless_added_with_a_plus() {
+    let d = tempfile::tempdir().unwrap();
+    let p = "[node.hp]\nkind = \"value\"\nvalue = { lr = 0.1, opt = { name = \"adam\" } }\n\
+             [node.m]\nkind = \"command\"\nmatrix = { lr = [1, 2] }\nrun = [\"true\"]\nparams = { lr = \"{lr}\" }\n\
+             [node.bare]\nkind = \"command\"\nrun = [\"true\"]\n";
+    std::fs::write(d.path().join("p.toml"), p).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "hp.value.lrr=0.3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--set hp.value.lrr=0.3:1:10") && err.contains("`hp.value` has no entry `lrr` (it has `lr`, `opt`)"), "{err}");
+    assert!(err.contains("did you mean `lr`?") && err.contains("`--set +hp.value.lrr=0.3`"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "hp.value.opt.nme=sgd"]);
+    assert!(code == 2 && err.contains("`hp.value.opt` has no entry `nme` (it has `name`)"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.params.lrr=3"]);
+    assert!(code == 2 && err.contains("has no entry `lrr`") && err.contains("`--set +m.params.lrr=3`"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "bare.params.lr=3"]);
+    assert!(code == 2 && err.contains("`bare.params` has no entry `lr` (it has none)"), "{err}");
+    // Added: the entry is there, the others kept (what `show` prints of the key's parameters).
+    for (set, node, want) in [
+        ("+hp.value.lrr=0.3", "hp", r#""value":{"lr":0.1,"lrr":0.3,"opt":{"name":"adam"}}"#),
+        ("+hp.value.opt.beta=0.9", "hp", r#""opt":{"beta":0.9,"name":"adam"}"#),
+        ("+m.params.x=3", "m.1", r#""params":{"lr":1,"x":3}"#),
+        ("+bare.params.lr=3", "bare", r#""params":{"lr":3}"#),
+        ("hp.value.lr=0.5", "hp", r#""value":{"lr":0.5,"opt":{"name":"adam"}}"#),
+    ] {
+        let (code, out, err) = pf(d.path(), &["show", "p.toml", node, "--set", set]);
+        assert!(code == 0 && out.contains(want), "{set}: {out}{err}");
+    }
+    // Nothing was run or written by any of it.
+    assert!(!d.path().join(".polyflow").exists());
+}
+
+/// No parameter takes NaN or an infinity: JSON, which keys hash and programs read, has neither (they became the
+/// strings "inf" and "NaN"); `cpus = 0` is refused, not taken for 1.
+#[test]
+fn non_finite_parameters_and_zero_cpus_are_refused_where_written() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.c]\nkind = \"command\"\nrun = [\"true\"]\nparams = { lr = 0.1, clip = inf }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("p.toml:4:29") && err.contains("`params`: `inf` is not a value a parameter can take"), "{err}");
+    assert!(err.contains("`\"inf\"`"), "{err}");
+    std::fs::write(d.path().join("p.toml"), "[node.v]\nkind = \"value\"\nvalue = [1.0, nan]\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("p.toml:3:15") && err.contains("`nan` is not a value"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "v.value=-inf"]);
+    assert!(code == 2 && err.contains("--set v.value=-inf") && err.contains("`-inf` is not a value"), "{err}");
+    std::fs::write(d.path().join("p.toml"), "[node.v]\nkind = \"value\"\nresources = { cpus = 0 }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("p.toml:3:22") && err.contains("`cpus = 0`: a node runs on at least one CPU"), "{err}");
+    assert!(!d.path().join(".polyflow").exists());
+}

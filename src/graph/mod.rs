@@ -163,6 +163,25 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 return Err(SpecError::at(src, e.key_span, K::UnknownKey, format!("unknown parameter `{k}` for kind `{}`", n.kind))
                     .help(param_elsewhere(&p, n, k, reg).unwrap_or_else(|| suggest(k, specs.iter().map(|s| s.name)))));
             };
+            if let Some(bad) = e.value.non_finite() {
+                return Err(SpecError::at(
+                    src,
+                    bad.span,
+                    K::OutOfRange,
+                    format!(
+                        "`{k}`: `{}` is not a value a parameter can take",
+                        match bad.value {
+                            crate::spec::value::Value::Float(f) if f.is_nan() => "nan",
+                            crate::spec::value::Value::Float(f) if f < 0.0 => "-inf",
+                            _ => "inf",
+                        }
+                    ),
+                )
+                .help(
+                    "keys are hashed from JSON, and programs read their parameters as JSON, which has no infinity or NaN: \
+                     write a large finite number (`1e308`), or a string (`\"inf\"`, which Python's `float()` reads)",
+                ));
+            }
             match spec.ty.check(&e.value.to_json()) {
                 Ok(v) => {
                     let v = match (&spec.ty, &src.files[e.value.span.file].overlay_dir, v.as_str()) {

@@ -62,6 +62,10 @@ impl Overlay {
     }
 }
 
+/// What marks an override's entry as one to add to a table that lacks it (`--set +hp.value.lr=0.3`): the first
+/// character of the entry's own name.
+pub const ADDS: char = '+';
+
 /// Overrides read from an [`Overlay`], with spans into the source map.
 #[derive(Debug, Default)]
 pub struct Parsed {
@@ -140,7 +144,13 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
             return Err(SpecError::at(sources, whole, K::Syntax, format!("`--set {arg}` has no `=`"))
                 .help("write --set NODE.PARAM=VALUE, e.g. --set imagenet.path=/data/imagenet"));
         };
-        let lhs = arg[..eq].trim();
+        // `+NODE.TABLE.KEY=VALUE` adds an entry a table lacks (Hydra's and DVC's `+`): without it, a name the
+        // table lacks is taken for a misspelling ([`super::parse`]'s `set_param`). Marked by a `+` before the
+        // entry's own name, which is what reaches the table.
+        let (adds, lhs) = match arg[..eq].trim().strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, arg[..eq].trim()),
+        };
         let value = parse_value(&arg[eq + 1..], file, eq + 1);
         if lhs == "seed" {
             out.seed = Some(seed_of(sources, &value)?);
@@ -151,13 +161,15 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
                 .help("write --set NODE.PARAM=VALUE (or --set seed=N)"));
         };
         let (node, param) = (&lhs[..dot], &lhs[dot + 1..]);
-        if node.is_empty() || param.is_empty() {
+        if node.is_empty() || param.is_empty() || param.starts_with('+') {
             return Err(SpecError::at(sources, Span { file, start: 0, end: eq }, K::Syntax, format!("`{lhs}` is not NODE.PARAM"))
                 .help("write --set NODE.PARAM=VALUE, e.g. --set imagenet.path=/data/imagenet"));
         }
-        let key_span = Span { file, start: dot + 1, end: eq };
+        let lead = arg.len() - arg.trim_start().len() + usize::from(adds);
+        let key_span = Span { file, start: lead + dot + 1, end: eq };
         let entry = Entry { key_span, value };
-        out.nodes.push((node.to_string(), Span { file, start: 0, end: dot }, [(param.to_string(), entry)].into()));
+        let param = if adds { format!("{ADDS}{param}") } else { param.to_string() };
+        out.nodes.push((node.to_string(), Span { file, start: lead, end: lead + dot }, [(param, entry)].into()));
     }
     Ok(out)
 }

@@ -724,11 +724,41 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
     let mut table = params;
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().expect("split gives one part at least");
+    // `--set +NODE.TABLE.KEY=…` adds an entry; without the `+`, an entry of a table that the table lacks is taken
+    // for a misspelling (as Hydra and DVC's `--set-param` do): a run under a misspelt name would run the program
+    // with what it had, under a new key.
+    let (adds, last) = match last.strip_prefix(super::overlay::ADDS) {
+        Some(name) => (true, name),
+        None => (false, last),
+    };
+    let unknown_entry = |here: &str, name: &str, has: Vec<&str>| {
+        let there = if has.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("it has {}", has.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
+        };
+        // The argument as given, with the `+` (a group's `--set m.params.x=1` reaches each of its nodes).
+        let given = sources.files.get(e.key_span.file).and_then(|f| f.display.strip_prefix("--set "));
+        let arg = given.map_or_else(|| format!("{node}.{key}=…"), |g| g.trim_start().to_string());
+        let fix = format!("to add it, put a `+` before the node: `--set +{arg}`");
+        let help = match crate::spec::error::closest(name, has.iter().copied()) {
+            Some(c) => format!("did you mean `{c}`? Or {fix}"),
+            None => fix[..1].to_uppercase() + &fix[1..],
+        };
+        SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{node}.{here}` has no entry `{name}` ({there})")).help(help)
+    };
     for (depth, part) in parts.iter().enumerate() {
         let here = parts[..=depth].join(".");
-        // A table the node does not declare is made (a kind's table parameter left at its default, `{}`); the kind
-        // then says whether it takes such a parameter.
+        // A table the node does not declare is made (a kind's table parameter left at its default, `{}`) when the
+        // entry is added; the kind then says whether it takes such a parameter.
         if !table.contains_key(*part) {
+            if !adds && depth > 0 {
+                return Err(unknown_entry(&parts[..depth].join("."), part, table.keys().map(String::as_str).collect()));
+            }
+            if !adds {
+                // A table parameter the node leaves at its default: every entry of it is an addition.
+                return Err(unknown_entry(part, last, vec![]));
+            }
             let value = SValue { value: Value::Table(BTreeMap::new()), span: e.value.span };
             table.insert(part.to_string(), Entry { key_span: e.key_span, value });
         }
@@ -746,6 +776,9 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
             }
         }
     }
+    if !parts.is_empty() && !adds && !table.contains_key(last) {
+        return Err(unknown_entry(&parts.join("."), last, table.keys().map(String::as_str).collect()));
+    }
     table.insert(last.to_string(), e);
     Ok(())
 }
@@ -754,6 +787,9 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
 /// `group`).
 fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>, group: bool) -> Result<(), SpecError> {
     for (k, e) in ov {
+        // (An entry to add is marked in its name: `params.+lr`, `+lr`; see `set_param`.)
+        let (marked, plain) = (k, k.replace(super::overlay::ADDS, ""));
+        let k = &plain;
         let head = k.split('.').next().unwrap_or(k);
         if NODE_RESERVED.contains(&head) {
             return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{head}` cannot be overridden per expanded node"))
@@ -777,7 +813,7 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
             }
             let unknown = substitute_param(head, &mut e, &n.matrix, &n.values);
             n.unknown_placeholders.extend(unknown);
-            set_param(sources, &n.id, &mut n.params, k, e)?;
+            set_param(sources, &n.id, &mut n.params, marked, e)?;
         }
     }
     Ok(())
@@ -879,9 +915,7 @@ fn value_label(v: &SValue) -> String {
     match &v.value {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
-        // A whole float keeps its point (`1.0`, not `1`): `[1, 1.0]` are two values, as TOML says.
-        Value::Float(f) if f.is_finite() && f.fract() == 0.0 => format!("{f:.1}"),
-        Value::Float(f) => format!("{f}"),
+        Value::Float(f) => super::value::float_text(*f),
         Value::Bool(b) => b.to_string(),
         _ => serde_json::to_string(&v.to_json()).unwrap_or_default(),
     }

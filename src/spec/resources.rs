@@ -143,7 +143,14 @@ fn time(src: &SourceMap, v: &SValue) -> Result<String, SpecError> {
 fn field(src: &SourceMap, r: &mut NodeResources, k: &str, e: &Entry) -> Result<(), SpecError> {
     let v = &e.value;
     match k {
-        "cpus" => r.cpus = Some(count(src, v)?.max(1)),
+        "cpus" => {
+            let n = count(src, v)?;
+            if n == 0 {
+                return Err(SpecError::at(src, v.span, K::OutOfRange, "`cpus = 0`: a node runs on at least one CPU")
+                    .help("give a count ≥ 1 (leave `cpus` out for 1)"));
+            }
+            r.cpus = Some(n)
+        }
         "gpus" => r.gpus = Some(count(src, v)?),
         "mem" => r.mem = Some(mem(src, v)?),
         "time" => r.time = Some(time(src, v)?),

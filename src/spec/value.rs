@@ -88,6 +88,17 @@ impl SValue {
         }
     }
 
+    /// The first NaN or infinity in this value (itself, or in an array or table it holds): JSON, which keys
+    /// hash and programs read their parameters as, has neither.
+    pub fn non_finite(&self) -> Option<&SValue> {
+        match &self.value {
+            Value::Float(f) if !f.is_finite() => Some(self),
+            Value::Array(a) => a.iter().find_map(SValue::non_finite),
+            Value::Table(t) => t.values().find_map(|e| e.value.non_finite()),
+            _ => None,
+        }
+    }
+
     /// The string, if this is a string.
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
@@ -272,6 +283,16 @@ pub fn table_from_toml(t: &toml::de::DeTable<'_>, file: usize) -> Result<BTreeMa
         out.insert(k.get_ref().to_string(), Entry { key_span, value: from_toml(v, file)? });
     }
     Ok(out)
+}
+
+/// A float as `{NAME}` placeholders and matrix ids write it, and so as `{params.NAME}` does: a whole float keeps
+/// its point (`1.0`, not `1`: `[1, 1.0]` are two values, as TOML says), and no exponent (`0.00001`).
+pub fn float_text(f: f64) -> String {
+    if f.is_finite() && f.fract() == 0.0 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
 }
 
 #[cfg(test)]

@@ -51,11 +51,13 @@ fn lookup<'a>(params: &'a Map<String, Value>, path: &[&str]) -> Option<&'a Value
     lookup(v.as_object()?, rest)
 }
 
-/// How a value reads on a command line: a string as itself, a number or boolean as TOML writes it, a list or
+/// How a value reads on a command line: a string as itself, a float as a `{NAME}` matrix placeholder writes it
+/// ([`crate::spec::value::float_text`]: `1e20` as in `{lr}`), an integer or boolean as TOML writes it, a list or
 /// table as JSON.
 fn as_arg(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_f64() => n.as_f64().map_or_else(|| n.to_string(), crate::spec::value::float_text),
         other => other.to_string(),
     }
 }
@@ -107,6 +109,11 @@ mod tests {
                 .map(String::from)
                 .to_vec();
         assert_eq!(substitute(&argv, &p).unwrap(), ["x", "--lr=0.1", "run a", "5true", "0.9", "[1,2]", "{lr}", "${params}"]);
+        // Floats as a matrix's `{lr}` writes them: a whole one keeps its point, none takes an exponent.
+        let p = params(json!({"big": 1e20, "w": 2.0, "s": 1e-5}));
+        let argv = ["{params.big}", "{params.w}", "{params.s}"].map(String::from).to_vec();
+        assert_eq!(substitute(&argv, &p).unwrap(), ["100000000000000000000.0", "2.0", "0.00001"]);
+        let p = params(json!({"lr": 0.1}));
         // Escaped: the text itself, even for a name `params` lacks.
         let argv = ["{{params.lr}}={params.lr}", "{{params.nope}}"].map(String::from).to_vec();
         assert_eq!(substitute(&argv, &p).unwrap(), ["{params.lr}=0.1", "{params.nope}"]);
