@@ -1478,3 +1478,57 @@ fn an_export_into_the_nodes_own_deps_is_refused_and_params_escape() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(d.path().join("out/o.txt")).unwrap(), "{params.lr} 1\n");
 }
+
+/// A matrix over files (`{ files = "raw/{sample}.csv" }`, Snakemake's `glob_wildcards`): one node per file, keyed
+/// by its own file; a new file runs alone (and what reads them all again), a changed one reruns alone, a removed
+/// one's node is gone from what reads them.
+#[test]
+fn a_matrix_over_files_runs_one_node_per_file_and_only_the_changed_ones() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("raw")).unwrap();
+    for (f, text) in [("a", "1\n"), ("b", "2\n")] {
+        std::fs::write(d.path().join(format!("raw/{f}.csv")), text).unwrap();
+    }
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.clean]\nkind = \"command\"\nmatrix = { sample = { files = \"raw/{sample}.csv\" } }\n\
+         run = [\"sh\", \"-c\", \"cp raw/{sample}.csv $POLYFLOW_OUT/out.csv\"]\ndeps = [\"raw/{sample}.csv\"]\n\
+         [node.all]\nkind = \"command\"\ninputs = { in = \"clean\" }\n\
+         run = [\"sh\", \"-c\", \"cat $POLYFLOW_IN/in/*/out.csv > $POLYFLOW_OUT/all.csv\"]\n",
+    )
+    .unwrap();
+    let ran = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["run", "p.toml", "--json"];
+        a.extend(args);
+        let (code, out, err) = pf(d.path(), &a);
+        assert_eq!(code, 0, "{err}");
+        events(&out).iter().filter(|e| e["event"] == "finished").map(|e| e["id"].as_str().unwrap().to_string()).collect()
+    };
+    let mut first = ran(&[]);
+    first.sort();
+    assert_eq!(first, ["all", "clean.a", "clean.b"]);
+    assert_eq!(stored(d.path(), "all", "all.csv"), "1\n2\n");
+    assert!(ran(&[]).is_empty());
+    // A new file: its node, then what reads them all.
+    std::fs::write(d.path().join("raw/c.csv"), "3\n").unwrap();
+    let (_, plan, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(plan.contains("Would run clean.c (command): never run") && plan.contains("Plan 2 of 4"), "{plan}");
+    assert_eq!(ran(&[]), ["clean.c", "all"]);
+    // A changed file: its node alone, and what reads it.
+    std::fs::write(d.path().join("raw/a.csv"), "10\n").unwrap();
+    assert_eq!(ran(&[]), ["clean.a", "all"]);
+    assert_eq!(stored(d.path(), "all", "all.csv"), "10\n2\n3\n");
+    // A removed file: its node is gone; what read it runs over the others.
+    std::fs::remove_file(d.path().join("raw/b.csv")).unwrap();
+    assert_eq!(ran(&[]), ["all"]);
+    assert_eq!(stored(d.path(), "all", "all.csv"), "10\n3\n");
+    // No file at all: an error naming the pattern, nothing run.
+    for f in ["a", "c"] {
+        std::fs::remove_file(d.path().join(format!("raw/{f}.csv"))).unwrap();
+    }
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(
+        code == 2 && err.contains("p.toml:3:31") && err.contains("files pattern `raw/{sample}.csv`: it matches no file below `raw`"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 //! exist or what their parameters mean: that is checked against the stage registry by [`crate::graph`].
 
 pub mod error;
+pub mod files_matrix;
 pub mod overlay;
 pub mod parse;
 pub mod resources;

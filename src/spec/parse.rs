@@ -967,10 +967,18 @@ fn expand(
                 SpecError::at(sources, m.value.span, K::OutOfRange, "empty matrix").help("give at least one key with a list of values")
             );
         }
+        // Each key's values: a list, or the files a `{ files = "data/{KEY}.csv" }` pattern matches.
+        let mut listed: BTreeMap<&String, Vec<SValue>> = BTreeMap::new();
+        for (k, e) in mt {
+            if let Some(vals) = super::files_matrix::values(sources, k, e, &d.base_dir)? {
+                listed.insert(k, vals);
+            }
+        }
         let mut count = seeds as usize;
-        for e in mt.values() {
-            if let Value::Array(vals) = &e.value.value {
-                count = count.saturating_mul(vals.len().max(1));
+        for (k, e) in mt {
+            match (listed.get(k), &e.value.value) {
+                (Some(vals), _) | (None, Value::Array(vals)) => count = count.saturating_mul(vals.len().max(1)),
+                _ => {}
             }
         }
         if count > MAX_EXPANSION {
@@ -983,8 +991,9 @@ fn expand(
             .help("split the study into several declarations or pipelines"));
         }
         for (k, e) in mt {
-            let Value::Array(vals) = &e.value.value else {
-                return Err(type_err(&e.value, "a list of values"));
+            let vals = match (listed.get(k), &e.value.value) {
+                (Some(vals), _) | (None, Value::Array(vals)) => vals,
+                _ => return Err(type_err(&e.value, "a list of values, or `{ files = \"data/{KEY}.csv\" }`")),
             };
             if vals.is_empty() {
                 return Err(SpecError::at(sources, e.value.span, K::OutOfRange, format!("matrix key `{k}` has no values"))
