@@ -1532,3 +1532,50 @@ fn a_matrix_over_files_runs_one_node_per_file_and_only_the_changed_ones() {
         "{err}"
     );
 }
+
+/// `retries`: a node whose work failed starts again (its `$POLYFLOW_SCRATCH` kept), up to N more times, each
+/// attempt said (`retrying` events, `attempt 2 of 3` as the reason it starts); `--retries` is the default for nodes
+/// without their own; bad input (a program that does not exist) is not retried; more than 10 is refused.
+#[test]
+fn retries_start_a_failed_node_again_until_its_attempts_run_out() {
+    let d = tempfile::tempdir().unwrap();
+    let flaky = "n=$(cat $POLYFLOW_SCRATCH/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > $POLYFLOW_SCRATCH/n; \
+                 [ $n -ge 3 ] && echo $n > $POLYFLOW_OUT/x || exit 7";
+    std::fs::write(
+        d.path().join("p.toml"),
+        format!(
+            "[node.flaky]\nkind = \"command\"\nresources = {{ retries = 2 }}\nrun = [\"sh\", \"-c\", \"{flaky}\"]\n\
+             [node.after]\nkind = \"command\"\ninputs = {{ in = \"flaky\" }}\nrun = [\"sh\", \"-c\", \"cp $POLYFLOW_IN/in/flaky/x $POLYFLOW_OUT/\"]\n\
+             [node.broken]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo try >> $POLYFLOW_SCRATCH/tries; exit 3\"]\n\
+             [node.missing]\nkind = \"command\"\nrun = [\"./no-such-program\"]\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "flaky", "after", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let retrying: Vec<_> = ev.iter().filter(|e| e["event"] == "retrying").collect();
+    assert_eq!(retrying.len(), 2, "{out}");
+    assert_eq!((&retrying[1]["attempt"], &retrying[1]["attempts"]), (&json!(2), &json!(3)));
+    assert!(retrying[0]["error"].as_str().unwrap().contains("exited with code 7"), "{out}");
+    let started: Vec<&str> =
+        ev.iter().filter(|e| e["event"] == "started" && e["id"] == "flaky").map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(started, ["never run", "attempt 2 of 3; never run", "attempt 3 of 3; never run"]);
+    assert_eq!(stored(d.path(), "after", "x"), "3\n");
+    // `--retries 1` for a node without its own: two attempts, then its failure, recorded as ever.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "broken", "--retries", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("Running broken").count(), 2, "{err}");
+    assert!(err.contains("Retrying broken: attempt 1 of 2 failed after") && err.contains("exited with code 3"), "{err}");
+    let (_, st, _) = pf(d.path(), &["status", "p.toml", "broken"]);
+    assert!(st.contains("failed"), "{st}");
+    // Bad input fails the same way again: not retried.
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "missing", "--retries", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains("Retrying"), "{err}");
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "missing", "--retries", "11"]);
+    assert!(code == 2 && err.contains("11 is not in 0..=10"), "{err}");
+    std::fs::write(d.path().join("q.toml"), "[node.v]\nkind = \"value\"\nresources = { retries = 11 }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
+    assert!(code == 2 && err.contains("q.toml:3:25") && err.contains("`retries = 11`: at most 10"), "{err}");
+}

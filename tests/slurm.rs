@@ -6,7 +6,7 @@
 //! them); run on purpose, they fail without `POLYFLOW_SLURM_TESTS=1` or without a cluster.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -362,4 +362,26 @@ fn a_job_of_earlier_settings_left_running_is_named_with_its_scancel() {
     assert_eq!(code, 0, "{err}");
     assert!(notes(&ev, "long").iter().any(|m| m.contains(&format!("scancel {job}"))), "{ev:?}");
     let _ = Command::new("scancel").arg(&job).status();
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster: POLYFLOW_SLURM_TESTS=1 cargo test --test slurm -- --ignored (.ci/run does)"]
+fn a_failed_job_with_retries_left_is_submitted_again_and_resumes_from_its_scratch() {
+    let Some((_g, d, f)) = setup(
+        "r.toml",
+        "[node.flaky]\nkind = \"command\"\nresources = { retries = 1 }\n\
+         run = [\"sh\", \"-c\", \"if [ -e $POLYFLOW_SCRATCH/tried ]; then echo ok > $POLYFLOW_OUT/x; else touch $POLYFLOW_SCRATCH/tried; exit 5; fi\"]\n",
+    ) else {
+        return;
+    };
+    let (code, ev, err) = run(d.path(), &["run", &f]);
+    assert_eq!(code, 0, "{err}");
+    let retrying: Vec<&Value> = ev.iter().filter(|e| e["event"] == "retrying").collect();
+    assert_eq!(retrying.len(), 1, "{ev:?}");
+    assert!(retrying[0]["error"].as_str().unwrap().contains("exited with code 5"), "{}", retrying[0]);
+    // Two jobs: the failed one and the one that finished.
+    let jobs: BTreeSet<String> = notes(&ev, "flaky").iter().filter_map(|n| job_id(n)).collect();
+    assert_eq!(jobs.len(), 2, "{ev:?}");
+    assert_eq!(ids(&ev, "finished"), vec!["flaky"]);
+    assert_eq!(status(d.path(), &f)["flaky"]["state"], "fresh");
 }

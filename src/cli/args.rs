@@ -181,6 +181,10 @@ pub struct RunArgs {
     /// Fetch from the shared cache but publish nothing to it.
     #[arg(long)]
     pub(crate) no_publish: bool,
+    /// Start a node whose work failed again, up to N more times (a node's own `resources = { retries = … }`
+    /// wins; over `[executor] retries`). Bad input and a full disk are not retried.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=crate::spec::resources::MAX_RETRIES as i64))]
+    pub(crate) retries: Option<u32>,
 }
 
 /// `plan` arguments, which `run` shares: what to run, and where.

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, CliError> {
-    let RunArgs { plan: a, dry_run: _, wait, keep_jobs, no_publish } = a;
+    let RunArgs { plan: a, dry_run: _, wait, keep_jobs, no_publish, retries } = a;
     let g = load_graph(&a.common, reg)?;
     forced_nodes(&g, &a.nodes, &a.force)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
@@ -47,6 +47,7 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
         env: env_of(&g, &a.common.backend),
         executor,
         keep_jobs,
+        retries,
         interrupt: vec![],
         cache: None,
         publish: false,

@@ -152,22 +152,17 @@ impl Reporter {
                     pb.finish_and_clear();
                 }
                 self.line(status("Failed", &format!("{id} (declared at {at}): {error}")));
-                // The first line, without the `node `ID`: ` it starts with.
-                let first = crate::text::failure_headline(error, id);
-                let cut = crate::text::cut;
-                // A long command line shortened, not how it ended: "`sh -c …` exited with code 1".
-                let mut line = match first.strip_prefix('`').and_then(|r| r.rsplit_once("` ")) {
-                    Some((cmd, how)) => format!("`{}` {how}", cut(cmd, 60)),
-                    None => cut(first, 160),
-                };
-                // A program's last line of output, where kept (`loss is NaN`, a traceback's error).
-                let last = error.split_once("line(s) of output:\n").and_then(|(_, o)| o.lines().map(str::trim).rfind(|l| !l.is_empty()));
-                if let Some(last) = last {
-                    line.push_str(&format!(" — {}", cut(last, 120)));
+                self.failures.lock().unwrap().push((id.clone(), failure_line(error, id)));
+            }
+            Event::Retrying { id, attempt, attempts, ms, error, .. } => {
+                if let Some(pb) = self.bars.lock().unwrap().remove(id) {
+                    pb.finish_and_clear();
                 }
-                // No terminal control sequences of the program's (colours, cursor moves) in polyflow's own line.
-                let line = plain(&line);
-                self.failures.lock().unwrap().push((id.clone(), line));
+                let what = failure_line(error, id);
+                self.line(status(
+                    "Retrying",
+                    &format!("{id}: attempt {attempt} of {attempts} failed after {}: {what}; starting it again", fmt_ms(*ms)),
+                ));
             }
             Event::Note { id, message } => self.line(status("Note", &format!("{id}: {message}"))),
             Event::Skipped { id, because, .. } => self.line(status("Skipped", &format!("{id} (upstream {because} failed)"))),
@@ -219,6 +214,23 @@ impl Drop for Reporter {
             crate::stage::children::set_output_sink(None);
         }
     }
+}
+
+/// A failure in one line: its first line without the `node `ID`: ` it starts with (a long command line shortened,
+/// not how it ended: "`sh -c …` exited with code 1"), and the program's last line of output where kept (`loss is
+/// NaN`, a traceback's error), without the program's terminal control sequences.
+fn failure_line(error: &str, id: &str) -> String {
+    let first = crate::text::failure_headline(error, id);
+    let cut = crate::text::cut;
+    let mut line = match first.strip_prefix('`').and_then(|r| r.rsplit_once("` ")) {
+        Some((cmd, how)) => format!("`{}` {how}", cut(cmd, 60)),
+        None => cut(first, 160),
+    };
+    let last = error.split_once("line(s) of output:\n").and_then(|(_, o)| o.lines().map(str::trim).rfind(|l| !l.is_empty()));
+    if let Some(last) = last {
+        line.push_str(&format!(" — {}", cut(last, 120)));
+    }
+    plain(&line)
 }
 
 /// `s` without terminal control sequences (`ESC [ … letter`, `ESC ] … BEL`) or other control characters.

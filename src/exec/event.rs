@@ -157,6 +157,22 @@ pub enum Event {
         /// Error text.
         error: String,
     },
+    /// A node's attempt failed and it starts again (`resources = { retries = N }`, `run --retries N`): the
+    /// failure is not the node's end, and is not recorded as its failure.
+    Retrying {
+        /// Node id.
+        id: String,
+        /// Kind.
+        kind: String,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// The attempts it may have in all (`retries` + 1).
+        attempts: u32,
+        /// Milliseconds the failed attempt ran.
+        ms: u64,
+        /// The failed attempt's error text.
+        error: String,
+    },
     /// A node that was running when the run was stopped (Ctrl-C, SIGTERM, its output's reader gone): not
     /// cached; with `kept`, its Slurm job was left running for the next `run` to re-attach to.
     Interrupted {

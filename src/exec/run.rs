@@ -8,7 +8,7 @@
 //! | [`Scheduler::plan`] | assesses every selected node once (fingerprint from its inputs' digests, key lookup, blobs present with their sizes) and emits the plan; fresh nodes are done at once |
 //! | [`Scheduler::dispatch_ready`] | in topological order, each ready node (a count of unfinished inputs per waiting node, decremented as inputs finish, so a step costs what changed, not the size of the graph) that fits the free CPU/device slots is re-decided with its inputs' *actual* digests (early cutoff: an upstream that re-ran to identical bytes leaves it fresh) and, if still stale, handed to the [`Launcher`] |
 //! | [`Scheduler::commit`] | a node's result: its blobs are already durable; the index entry (artifact then record) is written, its scratch removed |
-//! | [`Scheduler::fail`] | a node's failure is recorded (its dependents are skipped), unless it failed because an input blob was damaged: that input is recomputed and the node retried once |
+//! | [`Scheduler::fail`] | a node's failure is recorded (its dependents are skipped), unless it failed because an input blob was damaged (that input is recomputed and the node retried once) or its work failed with attempts left (`retries`: it starts again) |
 //! | [`Scheduler::interrupt`] | Ctrl-C / SIGTERM: what runs is cancelled (or left to a scheduler with `keep`) and recorded as such |
 //!
 //! Each node is fingerprinted from scratch at most once per run: the external files it reads are digested
@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub executor: Option<ExecutorKind>,
     /// Leave submitted jobs running when interrupted (`--keep-jobs`), overriding `[executor] on_interrupt`.
     pub keep_jobs: bool,
+    /// Attempts after a failed one for nodes whose `resources` set no `retries` (`--retries`), over the
+    /// `[executor]` table's.
+    pub retries: Option<u32>,
     /// Flags that stop the run when any is set (e.g. by a Ctrl-C handler, or when the events' reader has gone):
     /// jobs are cancelled or left as configured.
     pub interrupt: Vec<Arc<AtomicBool>>,
@@ -151,6 +154,8 @@ struct Scheduler<'a> {
     failed: BTreeSet<usize>,
     /// Nodes already retried after a damaged input.
     retried: BTreeSet<usize>,
+    /// Failed attempts of nodes that may retry (`retries`), by node.
+    attempts: HashMap<usize, u32>,
     /// Nodes whose fetch from the cache failed (computed instead).
     no_fetch: BTreeSet<usize>,
     /// Publications to the shared cache in progress (joined before the run returns; failures are told then).
@@ -240,6 +245,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         done: BTreeMap::new(),
         failed: BTreeSet::new(),
         retried: BTreeSet::new(),
+        attempts: HashMap::new(),
         no_fetch: BTreeSet::new(),
         publishing: vec![],
         running_changed: false,
@@ -593,7 +599,12 @@ impl Scheduler<'_> {
         };
         let reasons: Vec<DirtyReason> = a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).cloned().collect();
         let reasons = if reasons.is_empty() { vec![DirtyReason::Other { detail: "inputs changed".into() }] } else { reasons };
-        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reason: words(&reasons), reasons, devices: devices.clone() });
+        // Another attempt after a failed one: said first (`attempt 2 of 3; never run`).
+        let reason = match self.attempts.get(&i) {
+            Some(&failed) => format!("attempt {} of {}; {}", failed + 1, self.retries(i) + 1, words(&reasons)),
+            None => words(&reasons),
+        };
+        (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reason, reasons, devices: devices.clone() });
         let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
         for (slot, ups) in &node.inputs {
             let arts = ups
@@ -824,6 +835,17 @@ impl Scheduler<'_> {
             return Ok(());
         }
         let (id, kind) = (self.id(i), self.kind(i));
+        // Its work failed (not its input, not the store's disk, which would fail the same way again): started
+        // again while it has attempts left, resuming from what the failed attempt checkpointed.
+        let allowed = self.retries(i);
+        let failed_before = self.attempts.get(&i).copied().unwrap_or(0);
+        if e.class == FailureClass::Failed && failed_before < allowed {
+            self.attempts.insert(i, failed_before + 1);
+            let (attempt, attempts) = (failed_before + 1, allowed + 1);
+            (self.sink)(&Event::Retrying { id, kind, attempt, attempts, ms, error: e.message });
+            self.requeue(i);
+            return Ok(());
+        }
         if let Some(key) = &self.assessed[&i].key {
             self.idx.get()?.fail(&FailRecord { id: id.clone(), key: key.clone(), error: e.message.clone(), runner })?;
         }
@@ -833,6 +855,13 @@ impl Scheduler<'_> {
         self.timings.push(NodeTiming { id, outcome: Outcome::Failed, ms });
         self.skip_dependents(i);
         Ok(())
+    }
+
+    /// The attempts after a failed one node `i` may have: its own `resources.retries`, else `--retries`, else the
+    /// `[executor]` table's, else none.
+    fn retries(&self, i: usize) -> u32 {
+        let n = &self.g.nodes[i];
+        n.resources.retries.or(self.opts.retries).or(self.g.executor.defaults.retries).unwrap_or(0)
     }
 
     /// Puts node `i` back among the waiting ones (its artifact, if it had one, is gone): its waiting dependents

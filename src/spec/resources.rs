@@ -23,6 +23,12 @@ pub struct NodeResources {
     pub partition: Option<String>,
     /// Extra `sbatch` options, appended as given (e.g. `["--qos=high", "--constraint=a100"]`).
     pub sbatch: Vec<String>,
+    /// Attempts after a failed one (Snakemake's `retries`): a node whose work failed (its program exited with an
+    /// error, was killed, its job ended on a lost or preempted machine) is started again, up to this many times,
+    /// resuming from its checkpoint (a training node's, a command's `$POLYFLOW_SCRATCH`). Bad input and a full
+    /// disk are not retried: they fail the same way again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 impl NodeResources {
@@ -35,6 +41,7 @@ impl NodeResources {
             time: self.time.clone().or_else(|| base.time.clone()),
             partition: self.partition.clone().or_else(|| base.partition.clone()),
             sbatch: base.sbatch.iter().chain(&self.sbatch).cloned().collect(),
+            retries: self.retries.or(base.retries),
         }
     }
 }
@@ -66,7 +73,7 @@ pub enum OnInterrupt {
 pub struct ExecutorSpec {
     /// Which executor (`kind = "local" | "slurm"`).
     pub kind: ExecutorKind,
-    /// Defaults for every node's resources (`cpus`, `gpus`, `mem`, `time`, `partition`, `sbatch`).
+    /// Defaults for every node's resources (`cpus`, `gpus`, `mem`, `time`, `partition`, `sbatch`, `retries`).
     pub defaults: NodeResources,
     /// Seconds between two polls of the scheduler (`poll`, default 1).
     pub poll_s: f64,
@@ -88,8 +95,12 @@ impl Default for ExecutorSpec {
     }
 }
 
-const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem", "time", "partition", "sbatch"];
-const EXECUTOR_KEYS: &[&str] = &["kind", "cpus", "gpus", "mem", "time", "partition", "sbatch", "poll", "on_interrupt", "job_prefix"];
+const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "mem", "time", "partition", "sbatch", "retries"];
+const EXECUTOR_KEYS: &[&str] =
+    &["kind", "cpus", "gpus", "mem", "time", "partition", "sbatch", "retries", "poll", "on_interrupt", "job_prefix"];
+
+/// The most attempts after a failed one that `retries` may ask for.
+pub const MAX_RETRIES: u32 = 10;
 
 fn wrong(src: &SourceMap, v: &SValue, expected: &str) -> SpecError {
     SpecError::at(src, v.span, K::WrongType, format!("expected {expected}, found {}", v.value.type_name()))
@@ -152,6 +163,14 @@ fn field(src: &SourceMap, r: &mut NodeResources, k: &str, e: &Entry) -> Result<(
             r.cpus = Some(n)
         }
         "gpus" => r.gpus = Some(count(src, v)?),
+        "retries" => {
+            let n = count(src, v)?;
+            if n > MAX_RETRIES {
+                return Err(SpecError::at(src, v.span, K::OutOfRange, format!("`retries = {n}`: at most {MAX_RETRIES}"))
+                    .help("a node that fails this often fails for a reason: look at its last lines (`polyflow status`)"));
+            }
+            r.retries = Some(n)
+        }
         "mem" => r.mem = Some(mem(src, v)?),
         "time" => r.time = Some(time(src, v)?),
         "partition" => r.partition = Some(string(src, v, "partition name")?),
