@@ -1579,3 +1579,45 @@ fn retries_start_a_failed_node_again_until_its_attempts_run_out() {
     let (code, _, err) = pf(d.path(), &["plan", "q.toml"]);
     assert!(code == 2 && err.contains("q.toml:3:25") && err.contains("`retries = 11`: at most 10"), "{err}");
 }
+
+/// A program's whole output is kept in the store (the latest attempt's): `show` names it for a run that
+/// succeeded and for one that failed (whose record keeps only the last lines); `gc` removes it with its artifact.
+#[test]
+fn a_programs_whole_output_is_kept_and_named_by_show_until_gc() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |n: u32, code: u32| {
+        format!(
+            "[node.talk]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"for i in $(seq 1 {n}); do echo line $i; done; echo err >&2; \
+             echo x > $POLYFLOW_OUT/x; exit {code}\"]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe(50, 0)).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let log_of = |out: &str| -> String {
+        let line = out.lines().find(|l| l.starts_with("output: ")).unwrap_or_else(|| panic!("no output line: {out}"));
+        let path = line["output: ".len()..].rsplit_once(" (").unwrap().0.to_string();
+        std::fs::read_to_string(path).unwrap()
+    };
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "talk"]);
+    let log = log_of(&out);
+    assert!(log.starts_with("line 1\n") && log.contains("line 50\nerr\n"), "{log}");
+    // A failure: the record's last lines are 20 of them; the log has all of this attempt's.
+    std::fs::write(d.path().join("p.toml"), pipe(40, 3)).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 1);
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "talk"]);
+    let log = log_of(&out);
+    assert!(log.starts_with("line 1\n") && log.contains("line 40\nerr\n") && !log.contains("line 50"), "{log}");
+    // `gc` keeps the failure's log while it is the node's last word.
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert!(!out.contains("output log"), "{out}");
+    // Once other settings succeed, the logs of the first run's artifact (no longer the node's latest) and of the
+    // failure go.
+    std::fs::write(d.path().join("p.toml"), pipe(30, 0)).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("Removing output log").count(), 2, "{out}");
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "talk"]);
+    assert!(log_of(&out).contains("line 30\nerr\n"), "{out}");
+    assert_eq!(std::fs::read_dir(d.path().join(".polyflow/logs")).unwrap().count(), 1);
+}

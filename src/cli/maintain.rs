@@ -44,6 +44,22 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     out
 }
 
+/// Programs' output logs (`logs/<key>.log`) of keys not in `keep`, with their sizes.
+fn stale_logs(store: &Store, keep: &BTreeSet<String>) -> Vec<(PathBuf, u64)> {
+    let Ok(rd) = std::fs::read_dir(crate::store::logs_root(&store.root)) else { return vec![] };
+    let mut out: Vec<(PathBuf, u64)> = rd
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let stem = name.strip_suffix(".log").unwrap_or(&name).to_string();
+            !keep.iter().any(|k| k.starts_with(&stem))
+        })
+        .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+        .collect();
+    out.sort();
+    out
+}
+
 /// Whether a Slurm job still in flight (as `squeue` says) computes the key whose scratch folder is `dir`.
 fn job_in_flight(store: &Store, dir: &Path) -> bool {
     use crate::exec::slurm::{job, sched};
@@ -227,6 +243,13 @@ pub fn gc(
     for d in &drop_jobs {
         outln!("{:>12} job directory {}", if yes { "Removing" } else { "Would remove" }, d.display());
     }
+    // Programs' output logs: those of kept artifacts, and of the nodes' last failures, stay.
+    let mut log_keys = keep_keys.clone();
+    log_keys.extend(ids.iter().filter_map(|id| index.failure(id).ok().flatten()).map(|f| f.key));
+    let drop_logs = stale_logs(&store, &log_keys);
+    for (p, size) in &drop_logs {
+        outln!("{:>12} output log {} ({})", if yes { "Removing" } else { "Would remove" }, p.display(), fmt_bytes(*size));
+    }
     let damaged = store.blobs.damaged();
     for (p, size) in &damaged {
         outln!(
@@ -238,7 +261,8 @@ pub fn gc(
     }
     let freed: u64 = drop_blobs.iter().map(|b| b.1).sum::<u64>()
         + damaged.iter().map(|d| d.1).sum::<u64>()
-        + drop_partial.iter().map(|d| dir_size(d)).sum::<u64>();
+        + drop_partial.iter().map(|d| dir_size(d)).sum::<u64>()
+        + drop_logs.iter().map(|l| l.1).sum::<u64>();
     // Each artifact named with its node; past a screenful, counted by declaration instead (`-v`: each).
     let mut by_node: std::collections::BTreeMap<String, (usize, u64)> = std::collections::BTreeMap::new();
     let many = drop_keys.len() > LISTED && !verbose;
@@ -324,10 +348,16 @@ pub fn gc(
         for d in drop_jobs.iter().chain(&drop_partial) {
             std::fs::remove_dir_all(d).map_err(|e| CliError::Other(format!("error: {}: {e}", d.display()), exit::STORE))?;
         }
-        for (p, _) in &damaged {
+        for (p, _) in damaged.iter().chain(&drop_logs) {
             std::fs::remove_file(p).map_err(|e| CliError::Other(format!("error: {}: {e}", p.display()), exit::STORE))?;
         }
-    } else if !drop_keys.is_empty() || !drop_blobs.is_empty() || !drop_jobs.is_empty() || !damaged.is_empty() || !drop_partial.is_empty() {
+    } else if !drop_keys.is_empty()
+        || !drop_blobs.is_empty()
+        || !drop_jobs.is_empty()
+        || !damaged.is_empty()
+        || !drop_partial.is_empty()
+        || !drop_logs.is_empty()
+    {
         outln!("run again with --yes to delete");
     }
     Ok(exit::OK)

@@ -240,6 +240,13 @@ fn print_runner(store: &Store, id: &str, prefix: &str, s: &Assessment) {
                 }
             }
         }
+        // A program's whole output (a local run's), while the store keeps it.
+        if let Some(p) = r.get(crate::store::OUTPUT_NOTE) {
+            match std::fs::metadata(p) {
+                Ok(m) => println!("output: {p} ({})", fmt_bytes(m.len())),
+                Err(_) => println!("output: {p} (removed since)"),
+            }
+        }
     };
     if let Some(r) = s.record.as_ref().filter(|r| Some(&r.key) == s.key.as_ref()) {
         line("ran as:", &r.runner);

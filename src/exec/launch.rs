@@ -116,6 +116,7 @@ impl Launcher for LocalLauncher {
             .build()
             .map_err(|e| ExecError::Other(e.to_string()))?;
         let name = format!("polyflow-node-{}", l.node);
+        let output_log = crate::store::output_log(&store.root, &l.key);
         let spawn = std::thread::Builder::new().name(name).spawn(move || {
             pool.install(|| {
                 let start = Instant::now();
@@ -134,9 +135,15 @@ impl Launcher for LocalLauncher {
                     threads,
                     devices: l.devices.clone(),
                     scratch: l.scratch.clone(),
+                    output_log: Some(output_log.clone()),
                 };
                 let result = execute(job, &store, &progress);
-                let _ = tx.send(Msg::Done(i, result, start.elapsed().as_millis() as u64, RunnerNotes::new()));
+                // A program's output, where it wrote any: named in the run's (or the failure's) record.
+                let mut notes = RunnerNotes::new();
+                if std::fs::metadata(&output_log).is_ok_and(|m| m.len() > 0) {
+                    notes.insert(crate::store::OUTPUT_NOTE.to_string(), output_log.display().to_string());
+                }
+                let _ = tx.send(Msg::Done(i, result, start.elapsed().as_millis() as u64, notes));
             })
         });
         spawn.map(|_| ()).map_err(|e| ExecError::Other(format!("cannot start a thread: {e}")))

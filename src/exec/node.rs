@@ -26,6 +26,8 @@ pub struct NodeJob<'a> {
     pub devices: Vec<u32>,
     /// Private resumable scratch directory.
     pub scratch: std::path::PathBuf,
+    /// Where a program's whole output is kept ([`StageCtx::output_log`]).
+    pub output_log: Option<std::path::PathBuf>,
 }
 
 /// Runs the stage and returns its artifact's manifest (every blob already durable). Panics become failures.
@@ -42,6 +44,7 @@ pub fn execute(job: NodeJob<'_>, store: &Store, progress: &(dyn Fn(Progress) + S
             threads: job.threads,
             devices: job.devices.clone(),
             scratch: job.scratch.clone(),
+            output_log: job.output_log.clone(),
         };
         job.stage.run(&mut ctx).map(|_| ctx.out.finish(job.stage.output()))
     }));

@@ -203,6 +203,10 @@ pub struct StageCtx<'a> {
     /// A private directory that survives an interrupted run (for resumable checkpoints); keyed by the node's
     /// cache key and removed once the node's artifact is committed.
     pub scratch: std::path::PathBuf,
+    /// Where a stage that runs a program keeps that program's whole output (each attempt's, replacing the
+    /// last), which the engine names in the run's or the failure's record; `None` where the run's own log keeps it
+    /// (a Slurm job's `stdout.log`).
+    pub output_log: Option<std::path::PathBuf>,
 }
 
 impl StageCtx<'_> {

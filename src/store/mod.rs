@@ -231,6 +231,20 @@ pub fn job_dir(root: &Path, key: &str) -> PathBuf {
     jobs_root(root).join(&key[..24.min(key.len())])
 }
 
+/// The folder of the programs' output logs in the store at `root`.
+pub fn logs_root(root: &Path) -> PathBuf {
+    root.join("logs")
+}
+
+/// Where the output of the program computing `key` (a `command` node's) is kept in the store at `root`: the
+/// latest attempt's, whether it succeeded or failed.
+pub fn output_log(root: &Path, key: &str) -> PathBuf {
+    logs_root(root).join(format!("{}.log", &key[..24.min(key.len())]))
+}
+
+/// The entry of a run's or a failure's record ([`crate::fingerprint::NodeRecord::runner`]) naming its output log.
+pub const OUTPUT_NOTE: &str = "output";
+
 /// A temp file in `dir` to be renamed into place in the store, with the mode the umask gives any new file
 /// (`0666 & !umask`): tempfile's own `0600` made what polyflow wrote unreadable to the rest of a group sharing a
 /// store, while a program's outputs followed the umask.
@@ -324,12 +338,13 @@ impl Store {
     }
 
     /// What a store folder holds (its own names, and the shared cache's `keys`).
-    const STORE_PARTS: [&str; 13] = [
+    const STORE_PARTS: [&str; 14] = [
         "blobs",
         "damaged",
         "index",
         "jobs",
         "keys",
+        "logs",
         "outdated",
         "partial",
         "running.json",

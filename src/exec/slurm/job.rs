@@ -223,6 +223,8 @@ pub fn run_job(dir: &Path, reg: &Registry, log: &(dyn Fn(String) + Sync)) -> Job
         threads: spec.threads.max(1),
         devices: (0..spec.gpus).collect(),
         scratch: crate::store::partial_dir(&spec.store, &spec.key),
+        // The job's `stdout.log` keeps it.
+        output_log: None,
     };
     let t0 = Instant::now();
     // Stay within the allocation: rayon (burn's kernels) would otherwise start one thread per core of the

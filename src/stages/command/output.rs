@@ -82,10 +82,14 @@ impl OutputTail {
     /// program's group holds it).
     const SILENT: std::time::Duration = std::time::Duration::from_secs(2);
 
+    /// The most bytes of a program's output kept in its log.
+    const LOG_MAX: u64 = 64 << 20;
+
     /// Follows `output` (the program's standard output and error, one pipe) on a thread of its own; what is
     /// forwarded has `prefix` at the start of every line (after each `\n` or `\r`, so a redrawn progress bar keeps
-    /// it).
-    pub(super) fn follow(output: std::io::PipeReader, prefix: String) -> OutputTail {
+    /// it). All of it, as written, also goes to `log` where given (up to [`OutputTail::LOG_MAX`] bytes, then a line
+    /// saying the rest is not kept).
+    pub(super) fn follow(output: std::io::PipeReader, prefix: String, log: Option<std::fs::File>) -> OutputTail {
         let state = std::sync::Arc::new((std::sync::Mutex::new(TailState::default()), std::sync::Condvar::new()));
         // Bounded: the reader waits while the forwarding is behind, and so the program does.
         let (chunks_tx, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::AHEAD);
@@ -104,6 +108,7 @@ impl OutputTail {
             // Forwarded line by line, prefixed (a progress bar redrawn with `\r` shows live), while lines, ended by
             // `\n` or `\r` and cut at MAX_LINE bytes, go to the tail.
             let (mut fwd, mut out, mut line) = (Prefixed::new(prefix), Vec::new(), Vec::new());
+            let (mut log, mut logged) = (log.map(std::io::BufWriter::new), 0u64);
             let keep = |line: &mut Vec<u8>| {
                 if !line.is_empty() {
                     let mut st = shared.0.lock().unwrap();
@@ -130,6 +135,22 @@ impl OutputTail {
                 let done = match next {
                     Ok(chunk) => {
                         fwd.push(&chunk, &mut out);
+                        if let Some(w) = log.as_mut() {
+                            use std::io::Write;
+                            let room = OutputTail::LOG_MAX.saturating_sub(logged) as usize;
+                            let mut kept = w.write_all(&chunk[..chunk.len().min(room)]);
+                            logged += chunk.len() as u64;
+                            let full = logged > OutputTail::LOG_MAX;
+                            if full {
+                                let mib = OutputTail::LOG_MAX >> 20;
+                                kept = kept.and_then(|_| writeln!(w, "\n[polyflow: the output past {mib} MiB is not kept]"));
+                            }
+                            // A log that cannot be written (a full disk) is given up, not the program's run.
+                            if kept.is_err() || full {
+                                let _ = w.flush();
+                                log = None;
+                            }
+                        }
                         for &b in &chunk {
                             if b == b'\n' || b == b'\r' {
                                 keep(&mut line);
@@ -156,6 +177,10 @@ impl OutputTail {
                 }
             }
             keep(&mut line);
+            if let Some(mut w) = log {
+                use std::io::Write;
+                let _ = w.flush();
+            }
             shared.0.lock().unwrap().done = true;
             shared.1.notify_all();
         });

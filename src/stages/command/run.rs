@@ -102,7 +102,13 @@ pub(super) fn run(ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
     // the program (and whatever it started) has closed its own.
     drop(cmd);
     let program = program.map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
-    let tail = OutputTail::follow(reader, format!("[{}] ", ctx.id));
+    // Its whole output kept in the store (the latest attempt's), where the run has a place for it: the failure
+    // record keeps only the last lines, and a training script's log is worth reading after it succeeded too.
+    let log = ctx.output_log.as_ref().and_then(|p| {
+        let made = p.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::File::create(p));
+        made.map_err(|e| ctx.note(format!("its output is not kept ({}: {e})", p.display()))).ok()
+    });
+    let tail = OutputTail::follow(reader, format!("[{}] ", ctx.id), log);
     let ended = program.wait().map_err(|e| StageError::failed(format!("node `{}`: waiting for `{}`: {e}", ctx.id, argv[0])))?;
     let status = ended.status;
     let last = tail.finish();
