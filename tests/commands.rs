@@ -1621,3 +1621,28 @@ fn a_programs_whole_output_is_kept_and_named_by_show_until_gc() {
     assert!(log_of(&out).contains("line 30\nerr\n"), "{out}");
     assert_eq!(std::fs::read_dir(d.path().join(".polyflow/logs")).unwrap().count(), 1);
 }
+
+/// A row naming the k folds of a cross-validation (`nodes = ["cv.0", "cv.1", "cv.2"]`, each reporting the same
+/// number): the cell is the mean ± std over all of them, said in a note and the caption (it showed fold 0's
+/// number alone, bold, with no word).
+#[test]
+fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.cv]\nkind = \"command\"\nmatrix = { fold = [0, 1, 2] }\n\
+         run = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": {fold}' > $POLYFLOW_OUT/metrics.json; echo '}' >> $POLYFLOW_OUT/metrics.json\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = { runs = [\"cv\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+         rows = [{ label = \"lr\", nodes = [\"cv.0\", \"cv.1\", \"cv.2\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\", scale = 1, digits = 2 }]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("row `lr`, column `acc`: 3 named nodes report `acc` (cv.0, cv.1, cv.2), so the cell is the mean over all their runs"),
+        "{err}"
+    );
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "t"]);
+    // Folds 0, 1, 2: mean 1.00, sample std 1.00, over 3 runs.
+    assert!(out.contains("1.00 ± 1.00") && out.contains("over 3 runs (seeds, or the several nodes a row names)"), "{out}");
+}

@@ -179,8 +179,9 @@ impl Stage for TableStage {
         // 5: no model counts 0 on a row without models (no value); CSV with `:std`/`:n` columns, empty where no
         // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does); a
         // published row's values as fractions, as computed cells are. 6: no count columns when no row has a model; a
-        // caption without a full stop gets one before the seeds' sentence.
-        6
+        // caption without a full stop gets one before the seeds' sentence. 7: a cell that several of a row's named
+        // nodes report is over all their runs (k folds listed in one row), not the first node's alone.
+        7
     }
     fn doc(&self) -> &'static str {
         "a result table (terminal, Markdown and LaTeX with best/second marked, CSV, JSON with provenance)"
@@ -391,7 +392,7 @@ impl Stage for TableStage {
         kind_of: &dyn Fn(&str) -> Option<&'static str>,
     ) -> Vec<(String, String, Vec<String>)> {
         // As `run` reads them: a metric cell reads the replicates of the row's named nodes that report its task
-        // (those with the task node upstream; the first of them that reports the metric wins, which only a run
+        // (those with the task node upstream; the cell is over all of them that report the metric, which only a run
         // can tell), an average cell those of its columns; #Models and #Params read the first replicate of each
         // named node, and are columns only where some row names a model (a training node's metrics count it: a
         // table over `command` or probe nodes has none). Published rows are constants.
@@ -414,7 +415,7 @@ impl Stage for TableStage {
             }
             let all: Vec<String> = reps.concat();
             let of_task = |task: &str| -> Vec<String> { all.iter().filter(|n| reads_from(n, task)).cloned().collect() };
-            // A `key` column reads every run of the row (the first named node that reports it wins).
+            // A `key` column reads every run of the row (those that report it make the cell).
             let of_col = |c: &ColSpec| -> Vec<String> { c.task.as_ref().map_or_else(|| all.clone(), |t| of_task(t)) };
             for c in &p.columns {
                 out.push((r.label.clone(), col_label(c), of_col(c)));
@@ -445,6 +446,8 @@ impl Stage for TableStage {
         let mut reported = vec![false; cols.len()];
         let mut notes: Vec<String> = vec![];
         let mut max_seeds = 1;
+        // Whether a cell is over the runs of several of its row's nodes.
+        let mut pooled = false;
         for r in &rows {
             // Per named node: its replicates with their metrics.
             let mut named = vec![];
@@ -489,34 +492,51 @@ impl Stage for TableStage {
                 };
                 cells.push(Cell::single((params > 0).then_some(params as f64), ptxt, from, false));
             }
-            // Per column: the per-seed values of the first named node that reports the metric.
+            // Per column: the per-seed values of the named nodes that report the metric — one node of the row in the
+            // paper's tables (each task's baseline reports its own task); all of them where several do (the k folds
+            // of a cross-validation listed in one row: the cell is over all their runs, said).
             let mut per_col: Vec<(Vec<f64>, Vec<Provenance>)> = vec![];
             for (ci, c) in cols.iter().enumerate() {
                 let (path, pointer) = c.path();
-                let found = named.iter().find_map(|reps| {
-                    let vals: Vec<(f64, Provenance)> = reps
-                        .iter()
-                        .filter_map(|(a, m)| m.pointer(&pointer).and_then(Value::as_f64).map(|v| (v, prov(a, path.clone()))))
-                        .collect();
-                    // Replicates of that node without the number: the cell is over fewer seeds than it has, said.
-                    let missing: Vec<&str> = reps
-                        .iter()
-                        .filter(|(_, m)| m.pointer(&pointer).and_then(Value::as_f64).is_none())
-                        .map(|(a, _)| a.id.as_str())
-                        .collect();
-                    if !vals.is_empty() && !missing.is_empty() {
-                        notes.push(format!(
-                            "row `{}`, column `{}`: {} report(s) no `{path}`, so the cell is over {} of {} replicates",
-                            r.label,
-                            col_label(c),
-                            missing.join(", "),
-                            vals.len(),
-                            reps.len()
-                        ));
-                    }
-                    (!vals.is_empty()).then_some(vals)
-                });
-                let (vals, from): (Vec<f64>, Vec<Provenance>) = found.unwrap_or_default().into_iter().unzip();
+                let reporting: Vec<(&String, Vec<(f64, Provenance)>)> = named
+                    .iter()
+                    .zip(&r.nodes)
+                    .filter_map(|(reps, name)| {
+                        let vals: Vec<(f64, Provenance)> = reps
+                            .iter()
+                            .filter_map(|(a, m)| m.pointer(&pointer).and_then(Value::as_f64).map(|v| (v, prov(a, path.clone()))))
+                            .collect();
+                        // Replicates of that node without the number: the cell is over fewer seeds than it has, said.
+                        let missing: Vec<&str> = reps
+                            .iter()
+                            .filter(|(_, m)| m.pointer(&pointer).and_then(Value::as_f64).is_none())
+                            .map(|(a, _)| a.id.as_str())
+                            .collect();
+                        if !vals.is_empty() && !missing.is_empty() {
+                            notes.push(format!(
+                                "row `{}`, column `{}`: {} report(s) no `{path}`, so the cell is over {} of {} replicates",
+                                r.label,
+                                col_label(c),
+                                missing.join(", "),
+                                vals.len(),
+                                reps.len()
+                            ));
+                        }
+                        (!vals.is_empty()).then_some((name, vals))
+                    })
+                    .collect();
+                if reporting.len() > 1 {
+                    pooled = true;
+                    let ids: Vec<&str> = reporting.iter().map(|(name, _)| name.as_str()).collect();
+                    notes.push(format!(
+                        "row `{}`, column `{}`: {} named nodes report `{path}` ({}), so the cell is the mean over all their runs",
+                        r.label,
+                        col_label(c),
+                        ids.len(),
+                        ids.join(", ")
+                    ));
+                }
+                let (vals, from): (Vec<f64>, Vec<Provenance>) = reporting.into_iter().flat_map(|(_, v)| v).unzip();
                 max_seeds = max_seeds.max(vals.len());
                 reported[ci] |= !vals.is_empty();
                 cells.push(Cell::over_seeds_shown(vals.clone(), from.clone(), c.scale, c.digits));
@@ -577,8 +597,9 @@ impl Stage for TableStage {
             } else {
                 format!("{c}. ")
             };
+            let over = if pooled { "runs (seeds, or the several nodes a row names)" } else { "seeds" };
             t.caption.push_str(&format!(
-                "Mean ± sample std over {max_seeds} seeds (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
+                "Mean ± sample std over {max_seeds} {over} (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
                 crate::tables::TIE_RULE
             ));
         }
