@@ -1646,3 +1646,37 @@ fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
     // Folds 0, 1, 2: mean 1.00, sample std 1.00, over 3 runs.
     assert!(out.contains("1.00 ± 1.00") && out.contains("over 3 runs (seeds, or the several nodes a row names)"), "{out}");
 }
+
+/// Two matrices over the same files chained file by file (`inputs = { in = "clean.{sample}" }`), a file in a
+/// subfolder and one with a space included (their ids are `clean.sub_c`, `clean.c_d`); without `deps`, each node is
+/// still keyed by its own file: a changed file reruns its two nodes alone.
+#[test]
+fn matrices_over_files_chain_file_by_file_and_key_each_node_by_its_file() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("raw/sub")).unwrap();
+    for (f, text) in [("a", "1\n"), ("sub/c", "2\n"), ("c d", "3\n")] {
+        std::fs::write(d.path().join(format!("raw/{f}.csv")), text).unwrap();
+    }
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.clean]\nkind = \"command\"\nmatrix = { sample = { files = \"raw/{sample}.csv\" } }\n\
+         run = [\"sh\", \"-c\", \"cp \\\"$1\\\" $POLYFLOW_OUT/out.csv\", \"sh\", \"raw/{sample}.csv\"]\n\
+         [node.feat]\nkind = \"command\"\nmatrix = { sample = { files = \"raw/{sample}.csv\" } }\ninputs = { in = \"clean.{sample}\" }\n\
+         run = [\"sh\", \"-c\", \"cat $POLYFLOW_IN/in/*/out.csv > $POLYFLOW_OUT/f.csv\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(events(&out).iter().filter(|e| e["event"] == "finished").count(), 6, "{out}");
+    assert_eq!(stored(d.path(), "feat.sub_c", "f.csv"), "2\n");
+    assert_eq!(stored(d.path(), "feat.c_d", "f.csv"), "3\n");
+    std::fs::write(d.path().join("raw/sub/c.csv"), "20\n").unwrap();
+    let (_, why, _) = pf(d.path(), &["status", "p.toml", "--why", "clean.sub_c"]);
+    assert!(why.contains("raw/sub/c.csv"), "{why}");
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let ran: Vec<&str> = ev.iter().filter(|e| e["event"] == "finished").map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ran, ["clean.sub_c", "feat.sub_c"], "{out}");
+    assert_eq!(stored(d.path(), "feat.sub_c", "f.csv"), "20\n");
+}

@@ -37,7 +37,22 @@ impl Externals {
         }
         let n = &g.nodes[i];
         let _ = files::take_parts();
-        let e = n.stage.external_digest(&n.params, &n.base_dir, &self.files).map_err(|e| e.message);
+        let mut e = n.stage.external_digest(&n.params, &n.base_dir, &self.files).map_err(|e| e.message);
+        // The files its matrix runs over, whatever its kind reads of them: each file's node is keyed by its file.
+        if !n.files.is_empty() {
+            e = e.and_then(|own| {
+                let mut h = blake3::Hasher::new();
+                h.update(own.as_deref().unwrap_or("").as_bytes());
+                for f in &n.files {
+                    let d = self.files.tree(&n.base_dir.join(f)).map_err(|err| format!("the matrix's file `{f}`: {err}"))?;
+                    h.update(b"\0file\0");
+                    h.update(f.as_bytes());
+                    h.update(b"\0");
+                    h.update(d.as_bytes());
+                }
+                Ok(Some(h.finalize().to_hex().to_string()))
+            });
+        }
         let parts = files::take_parts();
         self.memo.borrow_mut().insert(i, (e.clone(), parts.clone()));
         (e, parts)

@@ -33,6 +33,9 @@ pub struct GNode {
     pub resources: crate::spec::NodeResources,
     /// Replicate index of a `seeds = N` node: it runs with seed = pipeline seed + this.
     pub seed_offset: u64,
+    /// The files its matrix runs over, relative to `base_dir`: hashed into its key (see
+    /// [`crate::spec::files_matrix`]).
+    pub files: Vec<String>,
 }
 
 /// A validated pipeline graph.
@@ -358,6 +361,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             location: src.locate(n.span).to_string(),
             resources: crate::spec::resources::parse_resources(src, n.resources.as_ref())?,
             seed_offset: n.seed_offset,
+            files: n.files.clone(),
         });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());

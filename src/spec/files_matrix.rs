@@ -9,8 +9,9 @@
 //! deps = ["clean.py", "raw/{sample}.csv"]
 //! ```
 //!
-//! is one node per file (`clean.a`, `clean.b`, and `clean.sub/c` named `clean.sub_c`), each keyed by its own file's
-//! content: a new file is a node that never ran, a changed one reruns alone, a removed one's node is gone (and a
+//! is one node per file (`clean.a`, `clean.b`, and `clean.sub/c` named `clean.sub_c`, as `inputs = { in =
+//! "clean.{sample}" }` names it too), each keyed by its own file's content (the engine hashes a node's matched
+//! files into its key whatever its kind reads: `deps` may leave it out): a new file is a node that never ran, a changed one reruns alone, a removed one's node is gone (and a
 //! table that reads the declaration reads one run fewer). The pattern is relative to the declaring file's folder;
 //! the placeholder matches one or more characters, `/` included (files in subfolders); files and folders whose
 //! names start with `.` (`.git`, the store `.polyflow`, editor backups) are not matched. The values are sorted, so
@@ -21,9 +22,9 @@ use super::source::SourceMap;
 use super::value::{Entry, SValue, Value};
 use std::path::Path;
 
-/// The values of matrix key `key` when its entry `e` is a `{ files = "PATTERN" }` table, else `None` (a list of
-/// values, read by the caller). `base` is the folder of the file that declares it.
-pub fn values(sources: &SourceMap, key: &str, e: &Entry, base: &Path) -> Result<Option<Vec<SValue>>, SpecError> {
+/// The pattern and the values of matrix key `key` when its entry `e` is a `{ files = "PATTERN" }` table, else
+/// `None` (a list of values, read by the caller). `base` is the folder of the file that declares it.
+pub fn values(sources: &SourceMap, key: &str, e: &Entry, base: &Path) -> Result<Option<(String, Vec<SValue>)>, SpecError> {
     let Value::Table(t) = &e.value.value else { return Ok(None) };
     let example = format!("`{key} = {{ files = \"data/{{{key}}}.csv\" }}`");
     let Some(pe) = t.get("files") else {
@@ -77,7 +78,7 @@ pub fn values(sources: &SourceMap, key: &str, e: &Entry, base: &Path) -> Result<
         return Err(bad(format!("it matches no file below `{}`", super::source::display_path(&root))));
     }
     found.sort();
-    Ok(Some(found.into_iter().map(|v| SValue { value: Value::Str(v), span: pe.value.span }).collect()))
+    Ok(Some((pattern.to_string(), found.into_iter().map(|v| SValue { value: Value::Str(v), span: pe.value.span }).collect())))
 }
 
 #[cfg(test)]

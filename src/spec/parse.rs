@@ -75,6 +75,9 @@ pub struct NodeSpec {
     /// `{name}` placeholders left in its parameters after substitution, naming no variable of it: (parameter,
     /// name, where).
     pub unknown_placeholders: Vec<(String, String, Span)>,
+    /// The files its matrix runs over (`{ files = "raw/{sample}.csv" }`: `raw/a.csv`), relative to `base_dir`: their
+    /// content is part of its key, whatever its kind reads.
+    pub files: Vec<String>,
 }
 
 /// A resolved pipeline.
@@ -958,6 +961,8 @@ fn expand(
     // (name parts, placeholder values, parameter values) of each combination.
     type Combo = (Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>);
     let mut combos: Vec<Combo> = vec![(vec![], BTreeMap::new(), BTreeMap::new())];
+    // Matrix key → the files pattern it runs over (`raw/{sample}.csv`).
+    let mut patterns: BTreeMap<String, String> = BTreeMap::new();
     if let Some(m) = d.table.get("matrix") {
         let Some(mt) = m.value.as_table() else {
             return Err(type_err(&m.value, "a table of lists, e.g. `{ lr = [0.1, 0.3] }`"));
@@ -970,8 +975,9 @@ fn expand(
         // Each key's values: a list, or the files a `{ files = "data/{KEY}.csv" }` pattern matches.
         let mut listed: BTreeMap<&String, Vec<SValue>> = BTreeMap::new();
         for (k, e) in mt {
-            if let Some(vals) = super::files_matrix::values(sources, k, e, &d.base_dir)? {
+            if let Some((pattern, vals)) = super::files_matrix::values(sources, k, e, &d.base_dir)? {
                 listed.insert(k, vals);
+                patterns.insert(k.clone(), pattern);
             }
         }
         let mut count = seeds as usize;
@@ -1073,7 +1079,11 @@ fn expand(
                     per_replicate_inputs.insert(slot.clone());
                 }
                 let mut sv = se.value.clone();
-                sv.substitute(&vars);
+                // A matrix value as node ids spell it (`sub/c` of a files matrix is `clean.sub_c`): an input names
+                // nodes. (`{seed}` and `{replicate}` are written as they are.)
+                let id_vars: BTreeMap<String, String> =
+                    vars.iter().map(|(k, v)| (k.clone(), if k == "seed" || k == "replicate" { v.clone() } else { id_label(v) })).collect();
+                sv.substitute(&id_vars);
                 let refs = match &sv.value {
                     Value::Str(s) => vec![InputRef { target: s.clone(), span: sv.span }],
                     Value::Array(a) => a
@@ -1104,6 +1114,7 @@ fn expand(
                 inputs.insert(slot.clone(), (se.key_span, refs));
             }
         }
+        let files = patterns.iter().filter_map(|(k, p)| vars.get(k).map(|v| p.replace(&format!("{{{k}}}"), v))).collect();
         out.push(NodeSpec {
             id,
             decl: d.id.clone(),
@@ -1120,6 +1131,7 @@ fn expand(
             per_replicate,
             per_replicate_inputs,
             unknown_placeholders,
+            files,
         });
     }
     Ok(out)
