@@ -155,3 +155,17 @@ fn non_finite_parameters_and_zero_cpus_are_refused_where_written() {
     assert!(code == 2 && err.contains("p.toml:3:22") && err.contains("`cpus = 0`: a node runs on at least one CPU"), "{err}");
     assert!(!d.path().join(".polyflow").exists());
 }
+
+/// A matrix value that is NaN or an infinity (`1e400` reads as one) is refused at the value; whole floats count
+/// where integers are read (`cpus = 2.0`, `seeds = 2.0`).
+#[test]
+fn non_finite_matrix_values_are_refused_and_whole_floats_count() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.c]\nkind = \"value\"\nvalue = \"{x}\"\nmatrix = { x = [1.0, 1e400] }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("p.toml:4:22") && err.contains("matrix key `x`: a value is not a finite number"), "{err}");
+    std::fs::write(d.path().join("p.toml"), "[node.c]\nkind = \"value\"\nseeds = 2.0\nresources = { cpus = 2.0, retries = 1.0 }\n")
+        .unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 0 && out.contains("c.s1"), "{out}{err}");
+}

@@ -954,6 +954,7 @@ fn expand(
         None => 1,
         Some(e) => match e.value.value {
             Value::Int(n) if (1..=1000).contains(&n) => n as u64,
+            Value::Float(f) if f.fract() == 0.0 && (1.0..=1000.0).contains(&f) => f as u64,
             _ => return Err(type_err(&e.value, "a replicate count from 1 to 1000, e.g. `seeds = 3`")),
         },
     };
@@ -1004,6 +1005,11 @@ fn expand(
             if vals.is_empty() {
                 return Err(SpecError::at(sources, e.value.span, K::OutOfRange, format!("matrix key `{k}` has no values"))
                     .help("list at least one value"));
+            }
+            // No node's id or parameter may be NaN or an infinity (`1e400` reads as one): said at the value.
+            if let Some(bad) = vals.iter().find_map(SValue::non_finite) {
+                return Err(SpecError::at(sources, bad.span, K::OutOfRange, format!("matrix key `{k}`: a value is not a finite number"))
+                    .help("keys are hashed from JSON, which has no infinity or NaN: write a finite number, or a string (`\"inf\"`)"));
             }
             let mut next = vec![];
             for (labels, vars, values) in &combos {

@@ -110,6 +110,8 @@ fn wrong(src: &SourceMap, v: &SValue, expected: &str) -> SpecError {
 fn count(src: &SourceMap, v: &SValue) -> Result<u32, SpecError> {
     match v.value {
         Value::Int(i) if (0..=1_000_000).contains(&i) => Ok(i as u32),
+        // A whole float, as wherever an integer is read (`cpus = 4.0`).
+        Value::Float(f) if f.fract() == 0.0 && (0.0..=1e6).contains(&f) => Ok(f as u32),
         Value::Int(_) => Err(SpecError::at(src, v.span, K::OutOfRange, "out of range").help("give a count ≥ 0")),
         _ => Err(wrong(src, v, "an integer")),
     }
