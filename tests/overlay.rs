@@ -131,6 +131,14 @@ fn a_table_entry_set_must_exist_unless_added_with_a_plus() {
         let (code, out, err) = pf(d.path(), &["show", "p.toml", node, "--set", set]);
         assert!(code == 0 && out.contains(want), "{set}: {out}{err}");
     }
+    // Two `+`; an entry whose name holds a dot (an export's file), which `--set` reads as a path: its whole table.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "++hp.value.x=1"]);
+    assert!(code == 2 && err.contains("has more than one `+`"), "{err}");
+    std::fs::write(d.path().join("e.toml"), "[node.c]\nkind = \"command\"\nrun = [\"true\"]\nexport = { \"p.json\" = \"out/p.json\" }\n")
+        .unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "e.toml", "--set", "c.export.p.json=x.json"]);
+    assert!(code == 2 && err.contains("(it has `p.json`)") && err.contains("`--set 'c.export={ \"p.json\" = … }'`"), "{err}");
+    assert!(!err.contains("+c.export"), "{err}");
     // Nothing was run or written by any of it.
     assert!(!d.path().join(".polyflow").exists());
 }
@@ -168,4 +176,22 @@ fn non_finite_matrix_values_are_refused_and_whole_floats_count() {
         .unwrap();
     let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
     assert!(code == 0 && out.contains("c.s1"), "{out}{err}");
+}
+
+/// A matrix key no parameter or input uses gives nodes that compute the same (one key, run once): warned, naming
+/// the key; a key that is used, and seed replicates, are not.
+#[test]
+fn a_matrix_key_used_nowhere_is_warned_of() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nmatrix = { lr = [0.1, 0.2], wd = [0, 0.1] }\nrun = [\"sh\", \"-c\", \"echo {lr} > $POLYFLOW_OUT/x\"]\n\
+         [node.ok]\nkind = \"command\"\nmatrix = { lr = [0.1, 0.2] }\nseeds = 2\nrun = [\"sh\", \"-c\", \"echo {lr} > $POLYFLOW_OUT/x\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Warning matrix key `wd` of `c` changes none of its nodes' parameters or inputs"), "{err}");
+    assert_eq!(err.matches("matrix key").count(), 1, "{err}");
+    assert!(out.contains("Would reuse c.0.1.0.1"), "{out}");
 }

@@ -39,11 +39,49 @@ pub(super) fn note_placeholders(g: &Graph) {
     }
 }
 
+/// Warns of a matrix key that changes nothing of a declaration's nodes (no parameter or input names `{wd}`): its
+/// values are one computation under one key, run once, where a sweep over it was meant. Once per declaration,
+/// naming the keys whose values give nodes of the same parameters, inputs and files.
+fn note_unused_matrix_keys(g: &Graph) {
+    let spec: std::collections::HashMap<&str, &crate::spec::NodeSpec> = g.pipeline.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    // Per declaration: what each node computes (its kind, parameters, inputs, files and seed) → its matrix values.
+    let mut seen: BTreeMap<&str, BTreeMap<String, Vec<&BTreeMap<String, String>>>> = BTreeMap::new();
+    for n in &g.nodes {
+        let Some(s) = spec.get(n.id.as_str()) else { continue };
+        if s.matrix.keys().all(|k| k == "seed" || k == "replicate") {
+            continue;
+        }
+        let inputs: Vec<Vec<&str>> = n.inputs.values().map(|ups| ups.iter().map(|&u| g.nodes[u].id.as_str()).collect()).collect();
+        let what = serde_json::json!([n.stage.kind(), n.keyed, inputs, n.files, n.seed_offset]).to_string();
+        seen.entry(s.decl.as_str()).or_default().entry(what).or_default().push(&s.matrix);
+    }
+    for (decl, by_what) in seen {
+        let Some(same) = by_what.values().find(|v| v.len() > 1) else { continue };
+        // The keys whose values differ among nodes that compute the same.
+        let keys: Vec<String> = same[0]
+            .iter()
+            .filter(|(k, v)| *k != "seed" && *k != "replicate" && same.iter().any(|m| m.get(*k) != Some(*v)))
+            .map(|(k, _)| format!("`{k}`"))
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let first = keys[0].trim_matches('`');
+        crate::cli::out::errln!(
+            "{:>12} matrix key {} of `{decl}` changes none of its nodes' parameters or inputs: its values are one \
+             computation, run once; pass `{{{first}}}` to the node (in `run`, or as a parameter)",
+            "Warning",
+            keys.join(", "),
+        );
+    }
+}
+
 /// Says on stderr what in the pipeline is likely a mistake, before `run`, `plan` or `status` goes on: placeholders naming
 /// no variable, and seed groups with replicates of different settings (an override of one replicate), whose
 /// tables' cells average them as if they were seeds of one setting.
 pub fn pipeline_notes(g: &Graph) {
     note_placeholders(g);
+    note_unused_matrix_keys(g);
     for (group, params) in g.mixed_replicates() {
         crate::cli::out::errln!(
             "{:>12} the replicates of `{group}` differ in {} (an override of one of them?): a table averages them into one cell as seeds of one setting",

@@ -151,6 +151,15 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
             Some(rest) => (true, rest),
             None => (false, arg[..eq].trim()),
         };
+        if lhs.starts_with('+') {
+            return Err(SpecError::at(
+                sources,
+                Span { file, start: 0, end: eq },
+                K::Syntax,
+                format!("`{}` has more than one `+`", &arg[..eq]),
+            )
+            .help("one `+` before the node adds an entry a table lacks (`--set +NODE.TABLE.KEY=VALUE`); without it, an entry is set"));
+        }
         let value = parse_value(&arg[eq + 1..], file, eq + 1);
         if lhs == "seed" {
             out.seed = Some(seed_of(sources, &value)?);

@@ -744,10 +744,20 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
         let given = sources.files.get(e.key_span.file).and_then(|f| f.display.strip_prefix("--set "));
         let arg = given.map_or_else(|| format!("{node}.{key}=…"), |g| g.trim_start().to_string());
         let fix = format!("to add it, put a `+` before the node: `--set +{arg}`");
-        let help = match crate::spec::error::closest(name, has.iter().copied()) {
+        let mut help = match crate::spec::error::closest(name, has.iter().copied()) {
             Some(c) => format!("did you mean `{c}`? Or {fix}"),
             None => fix[..1].to_uppercase() + &fix[1..],
         };
+        // `--set` reads dots as the path: an entry whose name holds one is set with its whole table.
+        if let Some(dotted) = has.iter().find(|k| k.contains('.')) {
+            let table = if here.is_empty() { name.to_string() } else { here.to_string() };
+            let whole = format!(
+                "an entry whose name holds a dot (`{dotted}`) is set with its whole table: `--set '{node}.{table}={{ \"{dotted}\" = … }}'`"
+            );
+            // What was meant is that entry (`export.p.json` read as the path `p` → `json`): the whole-table way alone.
+            help =
+                if dotted.starts_with(&format!("{name}.")) { whole[..1].to_uppercase() + &whole[1..] } else { format!("{help}; {whole}") };
+        }
         SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{node}.{here}` has no entry `{name}` ({there})")).help(help)
     };
     for (depth, part) in parts.iter().enumerate() {
@@ -773,7 +783,10 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
                     sources,
                     e.key_span,
                     K::WrongType,
-                    format!("`{node}.{here}` is {found}, not a table: `{node}.{key}` names no entry of it"),
+                    format!(
+                        "`{node}.{here}` is {found}, not a table: `{node}.{}` names no entry of it",
+                        key.replace(super::overlay::ADDS, "")
+                    ),
                 )
                 .help(format!("set `{here}` whole: `--set {node}.{here}=VALUE`")));
             }
