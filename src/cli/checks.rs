@@ -45,7 +45,8 @@ pub(super) fn note_placeholders(g: &Graph) {
 fn note_unused_matrix_keys(g: &Graph) {
     let spec: std::collections::HashMap<&str, &crate::spec::NodeSpec> = g.pipeline.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     // Per declaration: what each node computes (its kind, parameters, inputs, files and seed) → its matrix values.
-    let mut seen: BTreeMap<&str, BTreeMap<String, Vec<&BTreeMap<String, String>>>> = BTreeMap::new();
+    type Values<'a> = &'a BTreeMap<String, String>;
+    let mut seen: BTreeMap<&str, BTreeMap<String, Vec<Values<'_>>>> = BTreeMap::new();
     for n in &g.nodes {
         let Some(s) = spec.get(n.id.as_str()) else { continue };
         if s.matrix.keys().all(|k| k == "seed" || k == "replicate") {
