@@ -257,3 +257,32 @@ fn runs_lists_every_setting_a_node_ran_under() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--metric ac: no metric of `m`'s runs has it") && err.contains("acc, loss"), "{err}");
 }
+
+/// `compare --over fold`: one row per setting of the other matrix keys (`cv.*.0.1` for every fold and seed of
+/// `lr = 0.1`), each metric the mean ± sample std over its folds and seeds; `--over` names a matrix key or is an
+/// error with the keys there are.
+#[test]
+fn compare_over_a_matrix_key_averages_its_values() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.cv]\nkind = \"value\"\nmatrix = { lr = [0.1, 0.5], fold = [0, 1, 2] }\nvalue = { acc = \"{lr}\", fold = \"{fold}\" }\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fold", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    let groups = v["groups"].as_array().unwrap_or_else(|| panic!("{out}"));
+    let ids: Vec<&str> = groups.iter().map(|g| g["id"].as_str().unwrap_or_else(|| panic!("{g}"))).collect();
+    assert_eq!(ids, ["cv.*.0.1", "cv.*.0.5"], "{out}");
+    // acc is lr whatever the fold: mean lr, std 0, over 3; fold averages to 1 with std 1.
+    assert_eq!(groups[1]["metrics"]["acc"]["mean"], 0.5, "{out}");
+    assert_eq!(groups[1]["metrics"]["acc"]["n"], 3, "{out}");
+    assert_eq!(groups[0]["metrics"]["fold"]["mean"], 1.0, "{out}");
+    assert_eq!(groups[0]["metrics"]["fold"]["std"], 1.0, "{out}");
+    let (_, out, _) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fold"]);
+    assert!(out.contains("2 rows of 6 nodes (mean ± sample std over each group's fresh nodes: its fold and seeds)"), "{out}");
+    let (code, _, err) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fld"]);
+    assert!(code == 2 && err.contains("`fld` is not a matrix key of the nodes compared (`fold`, `lr`)") && err.contains("`fold`"), "{err}");
+}

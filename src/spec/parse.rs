@@ -919,7 +919,7 @@ fn check_id_length(sources: &SourceMap, id: &str, span: Span) -> Result<(), Spec
 
 /// A matrix value's label as a part of a node id: NFC-composed, letters, digits, combining marks and `_-.` kept,
 /// anything else `_`.
-fn id_label(label: &str) -> String {
+pub(crate) fn id_label(label: &str) -> String {
     use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
     let mapped: String =
         label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect();

@@ -68,6 +68,11 @@ pub struct CompareArgs {
     /// Only a group without any fresh replicate shows its earlier runs' values, all marked outdated.
     #[arg(long)]
     group: bool,
+    /// One row per setting of the other matrix keys, averaging over this matrix key's values and the seeds
+    /// (repeatable; implies `--group`): the folds of a cross-validation, `--over fold`, give one row per `lr`
+    /// (`cv.*.0.01`), each metric the mean ± sample std over its folds.
+    #[arg(long = "over", value_name = "KEY")]
+    over: Vec<String>,
 }
 
 /// The nodes `names` stand for, in order, each once: a node id, else the nodes of a matrix declaration or
@@ -166,6 +171,27 @@ fn root_cause(g: &Graph, states: &BTreeMap<usize, crate::exec::assess::Assessmen
 pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
     let g = load_graph(&a.common, reg)?;
     let nodes = expand(&g, &a.nodes)?;
+    // `--over` names matrix keys of the nodes compared.
+    let keys: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter_map(|&i| g.pipeline.nodes.get(i))
+        .flat_map(|s| s.matrix.keys().map(String::as_str))
+        .filter(|k| *k != "seed" && *k != "replicate")
+        .collect();
+    if let Some(k) = a.over.iter().find(|k| !keys.contains(k.as_str())) {
+        let have = if keys.is_empty() {
+            "they have none".to_string()
+        } else {
+            keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        };
+        return Err(CliError::Other(
+            format!(
+                "error: --over {k}: `{k}` is not a matrix key of the nodes compared ({have})\n  help: {}",
+                crate::spec::error::suggest(k, keys.iter().copied())
+            ),
+            exit::USAGE,
+        ));
+    }
     let ids: Vec<String> = nodes.iter().map(|&i| g.nodes[i].id.clone()).collect();
     let sel = g.select(&ids)?;
     let (store, _empty) = super::read_store(&a.common.store)?;
@@ -231,7 +257,13 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
             }
             _ => {}
         }
-        let group = if a.group { rows::seed_group(&g, i) } else { None };
+        let group = if !a.over.is_empty() {
+            rows::over_group(&g, i, &a.over)
+        } else if a.group {
+            rows::seed_group(&g, i)
+        } else {
+            None
+        };
         let values::Metrics { values: metrics, integers } = metrics;
         let spec = &g.pipeline.nodes[i];
         let by_design = spec.per_replicate.iter().chain(&spec.per_replicate_inputs).cloned().collect();
@@ -247,10 +279,12 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
             by_design,
         });
     }
-    let mut rows = if a.group {
+    let grouped = a.group || !a.over.is_empty();
+    let mut rows = if grouped {
         let (rows, mixed) = rows::grouped(&runs);
         for m in mixed {
-            if !m.params.is_empty() {
+            // (Under `--over`, the members differ by design in what the averaged keys change.)
+            if !m.params.is_empty() && a.over.is_empty() {
                 let p: Vec<String> = m.params.iter().map(|p| format!("`{p}`")).collect();
                 crate::cli::out::errln!(
                     "note: the replicates of `{}` differ in {} besides their seed: --group averages them as seeds of one setting",
@@ -275,8 +309,16 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         columns::sort(&mut rows, s, a.ascending, &pcols, &mcols)?;
     }
     let run_command = |ids: &[&str]| a.common.run_command(ids);
-    let view =
-        render::View { rows: &rows, runs: &runs, pcols: &pcols, mcols: &mcols, grouped: a.group, all: a.all, run_command: &run_command };
+    let view = render::View {
+        rows: &rows,
+        runs: &runs,
+        pcols: &pcols,
+        mcols: &mcols,
+        grouped,
+        over: &a.over,
+        all: a.all,
+        run_command: &run_command,
+    };
     if a.json || a.csv {
         let out = if a.json { serde_json::to_string_pretty(&view.json()).unwrap_or_default() + "\n" } else { view.csv()? };
         print!("{out}");

@@ -20,6 +20,8 @@ pub struct View<'a> {
     pub mcols: &'a [String],
     /// One row per seed group (`--group`).
     pub grouped: bool,
+    /// The matrix keys rows average over (`--over`).
+    pub over: &'a [String],
     /// `--all`.
     pub all: bool,
     /// The `run` command that computes the given nodes, with this command's options.
@@ -156,7 +158,13 @@ impl View<'_> {
             format!(
                 "{} of {}",
                 plural(self.rows.len(), "row", "rows"),
-                plural(self.runs.len(), "node", "nodes") + " (mean ± sample std over each seed group's fresh replicates)"
+                plural(self.runs.len(), "node", "nodes")
+                    + if self.over.is_empty() {
+                        " (mean ± sample std over each seed group's fresh replicates)".to_string()
+                    } else {
+                        format!(" (mean ± sample std over each group's fresh nodes: its {} and seeds)", self.over.join(", "))
+                    }
+                    .as_str()
             )
         } else {
             plural(self.rows.len(), "node", "nodes")

@@ -78,6 +78,22 @@ pub fn seed_group(g: &Graph, i: usize) -> Option<String> {
     g.pipeline.groups.contains_key(base).then(|| base.to_string())
 }
 
+/// Its group under `compare --over KEYS`: its declaration's id with each of `over`'s matrix values (and its
+/// replicate suffix) left out, as `*` (`cv.*.0.01` for `cv.2.0.01` over `fold`); its seed group where it has none
+/// of those keys.
+pub fn over_group(g: &Graph, i: usize, over: &[String]) -> Option<String> {
+    let spec = g.pipeline.nodes.get(i)?;
+    if !over.iter().any(|k| spec.matrix.contains_key(k)) {
+        return seed_group(g, i);
+    }
+    let mut name = spec.decl.clone();
+    for (k, v) in spec.matrix.iter().filter(|(k, _)| *k != "seed" && *k != "replicate") {
+        name.push('.');
+        name.push_str(&if over.contains(k) { "*".to_string() } else { crate::spec::parse::id_label(v) });
+    }
+    Some(name)
+}
+
 /// One row per node.
 pub fn single(r: &Run) -> Row {
     Row {
