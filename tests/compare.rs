@@ -224,6 +224,8 @@ fn runs_lists_every_setting_a_node_ran_under() {
     assert_eq!((runs[1]["current"].as_bool(), runs[1]["metrics"]["loss"].as_i64()), (Some(true), Some(2)), "{out}");
     let (_, out, _) = pf(d.path(), &["runs", "p.toml", "m", "--metric", "acc"]);
     assert!(out.contains("nothing (fresh)") && out.contains("--set m.value.acc=0.9") && !out.contains("loss"), "{out}");
+    // Written as `compare` writes a column: lined up to the digits its values need.
+    assert!(out.contains("┆ 0.9000 │") && out.contains("┆ 0.5000 │"), "{out}");
     // `gc --all-runs` keeps every run on record; a plain gc keeps the file's run and the node's latest (the 0.7
     // experiment): the 0.9 experiment goes, record and all.
     assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.value.acc=0.7"]).0, 0);

@@ -155,6 +155,15 @@ pub fn runs(a: RunsArgs, reg: &Registry) -> Result<i32, CliError> {
     let mut header = vec!["finished (UTC)".to_string(), "settings".into(), "took".into(), "differs from the node now".into()];
     header.extend(names.iter().cloned());
     t.set_header(header);
+    // Each metric column written as `compare` writes it: lined up, with the digits its values need.
+    let formats: Vec<super::compare::values::NumFormat> = names
+        .iter()
+        .map(|k| {
+            let of = rows.iter().filter_map(|r| r.metrics.as_ref().ok().and_then(|m| m.as_ref()));
+            let vals: Vec<f64> = of.clone().filter_map(|m| m.values.get(k).copied()).collect();
+            super::compare::values::NumFormat::of(vals, of.clone().all(|m| !m.values.contains_key(k) || m.integers.contains(k)))
+        })
+        .collect();
     for r in &rows {
         let differs = if r.current { format!("nothing ({})", s.state) } else { r.differs.join("; ") };
         let mut cells = vec![
@@ -163,11 +172,9 @@ pub fn runs(a: RunsArgs, reg: &Registry) -> Result<i32, CliError> {
             Cell::new(fmt_ms(r.record.duration_ms)),
             Cell::new(differs),
         ];
-        for k in &names {
+        for (k, f) in names.iter().zip(&formats) {
             cells.push(Cell::new(match &r.metrics {
-                Ok(Some(m)) => {
-                    m.values.get(k).map(|&x| super::compare::values::show(&number(x, m.integers.contains(k)))).unwrap_or_default()
-                }
+                Ok(Some(m)) => m.values.get(k).map(|&x| f.show(x)).unwrap_or_default(),
                 Ok(None) => String::new(),
                 Err(e) => e.clone(),
             }));
