@@ -1680,3 +1680,24 @@ fn matrices_over_files_chain_file_by_file_and_key_each_node_by_its_file() {
     assert_eq!(ran, ["clean.sub_c", "feat.sub_c"], "{out}");
     assert_eq!(stored(d.path(), "feat.sub_c", "f.csv"), "20\n");
 }
+
+/// A file `export` names is an output the node declares: a program that ends well without writing it fails the
+/// node (not cached as done, so the next run runs it again), naming the file.
+#[test]
+fn a_command_that_does_not_write_what_export_names_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |write: &str| {
+        format!("[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"{write}echo > $POLYFLOW_OUT/other\"]\nexport = {{ \"m.json\" = \"out/m.json\" }}\n")
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ended well without writing `$POLYFLOW_OUT/m.json` (exported to out/m.json), which `export` names"), "{err}");
+    let (_, st, _) = pf(d.path(), &["status", "p.toml"]);
+    assert!(st.contains("failed"), "{st}");
+    // Once the program writes it, the next run exports it.
+    std::fs::write(d.path().join("p.toml"), pipe("echo 1 > $POLYFLOW_OUT/m.json; ")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/m.json")).unwrap(), "1\n");
+}

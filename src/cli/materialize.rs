@@ -68,8 +68,10 @@ pub(super) fn materialize(
             let why = if !files.contains_key(&file) {
                 let wrote: Vec<&str> = files.keys().map(String::as_str).take(10).collect();
                 Some(format!(
-                    "but its artifact has no `{file}` (it holds {}): nothing was exported (fix `export`, and run again)",
-                    if wrote.is_empty() { "no file".to_string() } else { wrote.join(", ") }
+                    "but its artifact has no `{file}` (it holds {}): nothing was exported (fix `export`, and run again; a program \
+                     that writes it now is run again with `--force {}`)",
+                    if wrote.is_empty() { "no file".to_string() } else { wrote.join(", ") },
+                    n.id
                 ))
             } else if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
                 Some(

@@ -148,6 +148,27 @@ pub(super) fn run(ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
     // Named as the program knows them (`$POLYFLOW_OUT/f`), not by the scratch folder's path.
     collect_files_linked(&out_dir, false, &mut files)
         .map_err(|e| StageError::failed(e.to_string().replace(&out_dir.display().to_string(), "$POLYFLOW_OUT")))?;
+    // A file `export` names is an output the node declares (Snakemake's missing output): without it the run
+    // failed, and is not cached as done (it would be fresh, its export failing on every run until `--force`).
+    let exported: Vec<(String, String)> = {
+        use crate::stage::Stage;
+        super::CommandStage.exports(ctx.params)
+    };
+    let missing: Vec<String> = exported
+        .iter()
+        .filter(|(name, _)| !files.iter().any(|(f, _)| f.strip_prefix(&out_dir).is_ok_and(|n| n == Path::new(name))))
+        .map(|(name, to)| format!("`$POLYFLOW_OUT/{name}` (exported to {to})"))
+        .collect();
+    if !missing.is_empty() {
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(StageError::failed(format!(
+            "node `{}`: its program ({}) ended well without writing {}, which `export` names: have the program write \
+             it, or take it out of `export`",
+            ctx.id,
+            crate::text::cut(&format!("`{}`", argv.join(" ")), 80),
+            missing.join(", ")
+        )));
+    }
     // Not a failure (a step may only check something), but a program that wrote its results elsewhere, or
     // into a relative `out/` of its own, would otherwise be cached as done with nothing.
     if files.is_empty() {
