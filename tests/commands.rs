@@ -1633,7 +1633,8 @@ fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
         "[node.cv]\nkind = \"command\"\nmatrix = { fold = [0, 1, 2] }\n\
          run = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": {fold}' > $POLYFLOW_OUT/metrics.json; echo '}' >> $POLYFLOW_OUT/metrics.json\"]\n\
          [node.t]\nkind = \"table\"\ninputs = { runs = [\"cv\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
-         rows = [{ label = \"lr\", nodes = [\"cv.0\", \"cv.1\", \"cv.2\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\", scale = 1, digits = 2 }]\n",
+         rows = [{ label = \"lr\", nodes = [\"cv.0\", \"cv.1\", \"cv.2\"] }, { label = \"dup\", nodes = [\"cv.2\", \"cv.2\"] }]\n\
+         columns = [{ key = \"acc\", label = \"acc\", scale = 1, digits = 2 }]\n",
     )
     .unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
@@ -1645,6 +1646,9 @@ fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "t"]);
     // Folds 0, 1, 2: mean 1.00, sample std 1.00, over 3 runs.
     assert!(out.contains("1.00 ± 1.00") && out.contains("over 3 runs (seeds, or the several nodes a row names)"), "{out}");
+    // A run named twice counts once: fold 2's value, not a mean of two with a std of 0.
+    let dup = out.lines().find(|l| l.contains("dup") && l.contains("┆")).unwrap_or_else(|| panic!("{out}"));
+    assert!(dup.contains("2.00") && !dup.contains('±'), "{out}");
 }
 
 /// Two matrices over the same files chained file by file (`inputs = { in = "clean.{sample}" }`), a file in a
@@ -1700,4 +1704,33 @@ fn a_command_that_does_not_write_what_export_names_fails() {
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(d.path().join("out/m.json")).unwrap(), "1\n");
+}
+
+/// The worked example of one's own study (`pipelines/examples/sweep`): a k-fold learning-rate sweep of a Python
+/// script, a table of mean ± std over the folds, the best rate chosen and retrained; everything runs, a second
+/// run runs nothing, and `compare --over split` gives one row per rate.
+#[test]
+fn the_sweep_example_runs_and_then_is_fresh() {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/examples/sweep");
+    for f in ["sweep.toml", "train.py", "select.py", "data/points.csv"] {
+        std::fs::create_dir_all(d.path().join(f).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), d.path().join(f)).unwrap();
+    }
+    let (code, out, err) = pf(d.path(), &["run", "sweep.toml", "-j", "2", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    assert_eq!(ev.iter().filter(|e| e["event"] == "finished").count(), 18, "{out}");
+    let table = std::fs::read_to_string(d.path().join("results/cv.md")).unwrap();
+    assert_eq!(table.lines().filter(|l| l.starts_with("| lr ") && l.contains(" ± ")).count(), 3, "{table}");
+    assert!(table.contains("over 5 runs (seeds, or the several nodes a row names)"), "{table}");
+    // Retrained with one of the swept rates, on every row.
+    let fin: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("results/final.json")).unwrap()).unwrap();
+    assert!([0.0003, 0.003, 0.3].contains(&fin["lr"].as_f64().unwrap()) && fin["val"]["acc"].as_f64().unwrap() > 0.7, "{fin}");
+    let (code, out, err) = pf(d.path(), &["run", "sweep.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(events(&out).iter().filter(|e| e["event"] == "finished").count(), 0, "{out}");
+    let (code, out, err) = pf(d.path(), &["compare", "sweep.toml", "cv", "--over", "split", "--csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("cv.") && l.contains(".*,fresh,5,5,")).count(), 3, "{out}");
 }

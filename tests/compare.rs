@@ -284,7 +284,7 @@ fn compare_over_a_matrix_key_averages_its_values() {
     assert_eq!(groups[0]["metrics"]["fold"]["mean"], 1.0, "{out}");
     assert_eq!(groups[0]["metrics"]["fold"]["std"], 1.0, "{out}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fold"]);
-    assert!(out.contains("2 rows of 6 nodes (mean ± sample std over each group's fresh nodes: its fold and seeds)"), "{out}");
+    assert!(out.contains("2 rows of 6 nodes (mean ± sample std over each group's fresh nodes: its values of fold and seeds)"), "{out}");
     let (code, _, err) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fld"]);
     assert!(code == 2 && err.contains("`fld` is not a matrix key of the nodes compared (`fold`, `lr`)") && err.contains("`fold`"), "{err}");
 }

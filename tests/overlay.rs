@@ -195,3 +195,16 @@ fn a_matrix_key_used_nowhere_is_warned_of() {
     assert_eq!(err.matches("matrix key").count(), 1, "{err}");
     assert!(out.contains("Would reuse c.0.1.0.1"), "{out}");
 }
+
+/// `--set train.parms.lr=1`: a parameter the node lacks, named as such with the nearest it has (it was "`train.parms`
+/// has no entry `lr`", whose `+` advice led to a second error).
+#[test]
+fn a_misspelt_table_parameter_in_a_set_is_named_with_the_nearest() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.train]\nkind = \"command\"\nrun = [\"true\"]\nparams = { lr = 0.1 }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "train.parms.lr=1"]);
+    assert!(
+        code == 2 && err.contains("`train` has no parameter `parms`") && err.contains("did you mean `params`? (`--set train.params.lr=…`)"),
+        "{err}"
+    );
+}

@@ -769,7 +769,16 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
                 return Err(unknown_entry(&parts[..depth].join("."), part, table.keys().map(String::as_str).collect()));
             }
             if !adds {
-                // A table parameter the node leaves at its default: every entry of it is an addition.
+                // A misspelt parameter (`parms`), or a table parameter the node leaves at its default, where every
+                // entry is an addition.
+                if let Some(c) = crate::spec::error::closest(part, table.keys().map(String::as_str)) {
+                    return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{node}` has no parameter `{part}`")).help(
+                        format!(
+                            "did you mean `{c}`? (`--set {node}.{c}.{}=…`)",
+                            parts[1..].iter().chain([&last]).copied().collect::<Vec<_>>().join(".")
+                        ),
+                    ));
+                }
                 return Err(unknown_entry(part, last, vec![]));
             }
             let value = SValue { value: Value::Table(BTreeMap::new()), span: e.value.span };

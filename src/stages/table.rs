@@ -307,7 +307,11 @@ impl Stage for TableStage {
                             row.label,
                             under.len()
                         ),
-                        format!("name one of them (e.g. `{}`), or give each its own row", under[0]),
+                        format!(
+                            "name one of them (e.g. `{}`), give each its own row, or list those the cell averages over (k folds): \
+                             `nodes = [\"{}\", …]`",
+                            under[0], under[0]
+                        ),
                     ));
                 }
                 if resolve(&runs, |s| s.as_str(), n).is_empty() {
@@ -449,10 +453,16 @@ impl Stage for TableStage {
         // Whether a cell is over the runs of several of its row's nodes.
         let mut pooled = false;
         for r in &rows {
-            // Per named node: its replicates with their metrics.
+            // Per named node: its replicates with their metrics; each run once (a row naming `a` twice, or `cv.0` and
+            // its replicate `cv.0.s1`, counts the run once, not as two values of a mean).
             let mut named = vec![];
+            let mut counted: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
             for n in &r.nodes {
-                let reps = replicates(&runs, n);
+                let all = replicates(&runs, n);
+                let reps: Vec<&InputArtifact> = all.iter().copied().filter(|a| counted.insert(a.id.as_str())).collect();
+                if reps.is_empty() && !all.is_empty() {
+                    continue;
+                }
                 if reps.is_empty() {
                     return Err(StageError::input(format!("row `{}` names `{n}`, which is not among this table's `runs` inputs", r.label)));
                 }

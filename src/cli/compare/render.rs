@@ -57,7 +57,9 @@ impl View<'_> {
         }
         h.push("state".into());
         if self.grouped {
-            h.extend(if csv { vec!["n".to_string(), "of".to_string()] } else { vec!["seeds".to_string()] });
+            // (Under `--over`, a group's members are its key's values and seeds: runs.)
+            let what = if self.over.is_empty() { "seeds" } else { "runs" };
+            h.extend(if csv { vec!["n".to_string(), "of".to_string()] } else { vec![what.to_string()] });
         }
         h.extend(self.pcols.iter().map(|k| if both(k) { format!("param:{k}") } else { k.clone() }));
         for k in self.mcols {
@@ -162,7 +164,7 @@ impl View<'_> {
                     + if self.over.is_empty() {
                         " (mean ± sample std over each seed group's fresh replicates)".to_string()
                     } else {
-                        format!(" (mean ± sample std over each group's fresh nodes: its {} and seeds)", self.over.join(", "))
+                        format!(" (mean ± sample std over each group's fresh nodes: its values of {} and seeds)", self.over.join(", "))
                     }
                     .as_str()
             )
