@@ -285,6 +285,8 @@ fn compare_over_a_matrix_key_averages_its_values() {
     assert_eq!(groups[0]["metrics"]["fold"]["std"], 1.0, "{out}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fold"]);
     assert!(out.contains("2 rows of 6 nodes (mean ± sample std over each group's fresh nodes: its values of fold and seeds)"), "{out}");
+    // A std of rounding noise (0.1 three times: 1.7e-17) is no reason for exponents.
+    assert!(out.contains("0.1000 ± 0.0000") && !out.contains("e-"), "{out}");
     let (code, _, err) = pf(d.path(), &["compare", "p.toml", "cv", "--over", "fld"]);
     assert!(code == 2 && err.contains("`fld` is not a matrix key of the nodes compared (`fold`, `lr`)") && err.contains("`fold`"), "{err}");
 }

@@ -73,11 +73,13 @@ impl View<'_> {
         h
     }
 
-    /// Each metric column's number format, from all of its values (means and stds); whole numbers are written as
-    /// integers only where the files hold integers (an accuracy of `1.0` in every row is still `1.0000`).
+    /// Each metric column's number format, from all of its values (means and stds; a std that is only rounding
+    /// noise, under 1e-9 of its mean, as 0: `0.99 ± 1.2e-16` is not a reason for exponents); whole numbers are
+    /// written as integers only where the files hold integers (an accuracy of `1.0` in every row is still `1.0000`).
     fn formats(&self) -> BTreeMap<&str, NumFormat> {
         let values = |k: &String| -> Vec<f64> {
-            self.rows.iter().filter_map(|r| r.metrics.get(k)).flat_map(|s| [Some(s.mean), s.std]).flatten().collect()
+            let noise = |s: &super::rows::Stat| s.std.map(|sd| if sd < 1e-9 * s.mean.abs() { 0.0 } else { sd });
+            self.rows.iter().filter_map(|r| r.metrics.get(k)).flat_map(|s| [Some(s.mean), noise(s)]).flatten().collect()
         };
         let integers = |k: &String| self.rows.iter().filter(|r| r.metrics.contains_key(k)).all(|r| r.integers.contains(k));
         self.mcols.iter().map(|k| (k.as_str(), NumFormat::of(values(k), integers(k)))).collect()
