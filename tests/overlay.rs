@@ -161,6 +161,10 @@ fn non_finite_parameters_and_zero_cpus_are_refused_where_written() {
     std::fs::write(d.path().join("p.toml"), "[node.v]\nkind = \"value\"\nresources = { cpus = 0 }\n").unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
     assert!(code == 2 && err.contains("p.toml:3:22") && err.contains("`cpus = 0`: a node runs on at least one CPU"), "{err}");
+    // In a profile not in use too.
+    std::fs::write(d.path().join("p.toml"), "[node.v]\nkind = \"value\"\n[profile.x.node.v]\nresources = { cpus = 0 }\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("p.toml:4:22") && err.contains("`cpus = 0`"), "{err}");
     assert!(!d.path().join(".polyflow").exists());
 }
 

@@ -66,6 +66,11 @@ fn check_dormant(p: &Pipeline, reg: &Registry) -> Result<(), SpecError> {
         };
         let specs = stage.params();
         for (k, e) in &d.entries {
+            // Its resources are read as a node's are (`cpus = 0`, a misspelt key), whether the profile is used or not.
+            if k == crate::spec::parse::RESOURCES {
+                crate::spec::resources::parse_resources(src, Some(e))?;
+                continue;
+            }
             if crate::spec::NOT_PARAMS.contains(&k.as_str()) {
                 continue;
             }

@@ -185,7 +185,7 @@ struct ProfileDecl {
 
 const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor", "cache"];
 /// The per-node key that executors read and keys never include.
-const RESOURCES: &str = "resources";
+pub(crate) const RESOURCES: &str = "resources";
 /// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
 const SEEDS: &str = "seeds";
 const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
