@@ -1734,3 +1734,29 @@ fn the_sweep_example_runs_and_then_is_fresh() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().filter(|l| l.starts_with("cv.") && l.contains(".*,fresh,5,5,")).count(), 3, "{out}");
 }
+
+/// `input_files`: only the files of its inputs that it names (or matches) reach a command's `$POLYFLOW_IN` (a
+/// sweep's metrics, not its checkpoints); an input holding none of them is an error naming what it holds.
+#[test]
+fn input_files_copy_only_the_named_files_of_the_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |take: &str| {
+        format!(
+            "[node.up]\nkind = \"command\"\nmatrix = {{ i = [1, 2] }}\n\
+             run = [\"sh\", \"-c\", \"echo {{i}} > $POLYFLOW_OUT/metrics.json; head -c 1000 /dev/zero > $POLYFLOW_OUT/ckpt.bin\"]\n\
+             [node.down]\nkind = \"command\"\ninputs = {{ in = \"up\" }}\ninput_files = [\"{take}\"]\n\
+             run = [\"sh\", \"-c\", \"cd $POLYFLOW_IN && find . -type f | sort > $OLDPWD/$POLYFLOW_OUT/seen\"]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("*.json")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stored(d.path(), "down", "seen"), "./in/up.1/metrics.json\n./in/up.2/metrics.json\n");
+    std::fs::write(d.path().join("p.toml"), pipe("model.pt")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("input `up.1` has no file `input_files` takes (model.pt); it holds ckpt.bin, metrics.json"), "{err}");
+    std::fs::write(d.path().join("p.toml"), pipe("[")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("`[` is not a file name pattern"), "{err}");
+}

@@ -41,6 +41,10 @@ pub struct CommandParams {
     /// Values for the program ([`params`]): in `$POLYFLOW_PARAMS` and `{params.NAME}`.
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// Which files of its inputs' artifacts are copied into `$POLYFLOW_IN` (names or glob patterns, `*.json`);
+    /// empty: all of them.
+    #[serde(default)]
+    pub input_files: Vec<String>,
     /// Output files copied into the project after a run: file in `$POLYFLOW_OUT` → path relative to the pipeline
     /// file (DVC's `outs` in the workspace). Not in the key.
     #[serde(default)]
@@ -79,6 +83,13 @@ impl Stage for CommandStage {
                 json!({}),
                 "values for the program, in the key: in the JSON file $POLYFLOW_PARAMS names, and `{params.NAME}` in `run` \
                  is replaced by one (`--set NODE.params.NAME=VALUE` sets one)",
+            ),
+            ParamSpec::added(
+                "input_files",
+                T::StrList,
+                json!([]),
+                "which files of its inputs' artifacts are copied into $POLYFLOW_IN: names or glob patterns \
+                 (`[\"metrics.json\"]`, `[\"*.json\"]`), not a sweep's checkpoints; empty: all (the key covers the inputs whole either way)",
             ),
             ParamSpec::added(
                 "export",
@@ -129,6 +140,9 @@ impl Stage for CommandStage {
                      (`metrics.json`, `sub/x.txt`), and where to copy it"
                 ),
             ));
+        }
+        if let Some((pat, e)) = p.input_files.iter().find_map(|f| glob::Pattern::new(f).err().map(|e| (f, e))) {
+            return Err(("input_files".to_string(), format!("`{pat}` is not a file name pattern: {e}")));
         }
         fn missing(param: &'static str) -> impl Fn(String) -> (String, String) {
             move |e| (param.to_string(), format!("{e}: add it to the node's `params = {{ NAME = VALUE }}`"))
