@@ -66,6 +66,15 @@ impl Overlay {
 /// character of the entry's own name.
 pub const ADDS: char = '+';
 
+/// `key` without the [`ADDS`] mark its last entry's name may start with (`params.+lr` → `params.lr`); a `+`
+/// anywhere else is part of a name (`"c++"`).
+pub fn unmarked(key: &str) -> String {
+    match key.rsplit_once('.') {
+        Some((path, last)) => format!("{path}.{}", last.strip_prefix(ADDS).unwrap_or(last)),
+        None => key.strip_prefix(ADDS).unwrap_or(key).to_string(),
+    }
+}
+
 /// Overrides read from an [`Overlay`], with spans into the source map.
 #[derive(Debug, Default)]
 pub struct Parsed {

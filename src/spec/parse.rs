@@ -792,10 +792,7 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
                     sources,
                     e.key_span,
                     K::WrongType,
-                    format!(
-                        "`{node}.{here}` is {found}, not a table: `{node}.{}` names no entry of it",
-                        key.replace(super::overlay::ADDS, "")
-                    ),
+                    format!("`{node}.{here}` is {found}, not a table: `{node}.{}` names no entry of it", super::overlay::unmarked(key)),
                 )
                 .help(format!("set `{here}` whole: `--set {node}.{here}=VALUE`")));
             }
@@ -813,7 +810,7 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
 fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>, group: bool) -> Result<(), SpecError> {
     for (k, e) in ov {
         // (An entry to add is marked in its name: `params.+lr`, `+lr`; see `set_param`.)
-        let (marked, plain) = (k, k.replace(super::overlay::ADDS, ""));
+        let (marked, plain) = (k, super::overlay::unmarked(k));
         let k = &plain;
         let head = k.split('.').next().unwrap_or(k);
         if NODE_RESERVED.contains(&head) {
@@ -1102,15 +1099,15 @@ fn expand(
             let Some(it) = ie.value.as_table() else {
                 return Err(type_err(&ie.value, "a table `{ slot = \"node\" }`"));
             };
+            // A matrix value as node ids spell it (`sub/c` of a files matrix is `clean.sub_c`): an input names
+            // nodes. (`{seed}` and `{replicate}` are written as they are.)
+            let id_vars: BTreeMap<String, String> =
+                vars.iter().map(|(k, v)| (k.clone(), if k == "seed" || k == "replicate" { v.clone() } else { id_label(v) })).collect();
             for (slot, se) in it {
                 if se.value.names_variable(&["seed", "replicate"]) {
                     per_replicate_inputs.insert(slot.clone());
                 }
                 let mut sv = se.value.clone();
-                // A matrix value as node ids spell it (`sub/c` of a files matrix is `clean.sub_c`): an input names
-                // nodes. (`{seed}` and `{replicate}` are written as they are.)
-                let id_vars: BTreeMap<String, String> =
-                    vars.iter().map(|(k, v)| (k.clone(), if k == "seed" || k == "replicate" { v.clone() } else { id_label(v) })).collect();
                 sv.substitute(&id_vars);
                 let refs = match &sv.value {
                     Value::Str(s) => vec![InputRef { target: s.clone(), span: sv.span }],

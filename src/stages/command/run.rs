@@ -44,20 +44,21 @@ pub(super) fn run(ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
     // `input_files`: the files the program reads (a sweep's metrics, not its checkpoints); each input must hold one.
     let wanted: Vec<glob::Pattern> = p.input_files.iter().filter_map(|f| glob::Pattern::new(f).ok()).collect();
     let taken = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w.matches(name));
+    // Checked for every input before any file is copied.
+    if let Some(a) = ctx.inputs.values().flatten().find(|a| !a.manifest.files.is_empty() && !a.manifest.files.keys().any(|n| taken(n))) {
+        let held: Vec<&str> = a.manifest.files.keys().map(String::as_str).take(10).collect();
+        return Err(StageError::input(format!(
+            "node `{}`: input `{}` has no file `input_files` takes ({}); it holds {}",
+            ctx.id,
+            a.id,
+            p.input_files.join(", "),
+            held.join(", ")
+        )));
+    }
     for (slot, arts) in &ctx.inputs {
         for a in arts {
             let d = in_dir.join(slot).join(&a.id);
             std::fs::create_dir_all(&d).map_err(|e| StageError::failed(e.to_string()))?;
-            if !a.manifest.files.keys().any(|n| taken(n)) && !a.manifest.files.is_empty() {
-                let held: Vec<&str> = a.manifest.files.keys().map(String::as_str).take(10).collect();
-                return Err(StageError::input(format!(
-                    "node `{}`: input `{}` has no file `input_files` takes ({}); it holds {}",
-                    ctx.id,
-                    a.id,
-                    p.input_files.join(", "),
-                    held.join(", ")
-                )));
-            }
             for name in a.manifest.files.keys().filter(|n| taken(n)) {
                 // Names keep their folders (`sub/x.txt` from `$POLYFLOW_OUT/sub/x.txt`).
                 let to = d.join(name);
