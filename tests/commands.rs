@@ -1651,6 +1651,53 @@ fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
     assert!(dup.contains("2.00") && !dup.contains('±'), "{out}");
 }
 
+/// Rows written from a matrix (`{ matrix = "cv", over = ["fold"], label = "lr {lr}, wd {wd}" }`): one row per
+/// setting of the other variables, each over its folds and seeds; the table is the one the rows written out by hand
+/// give (same key: fresh), it depends on the runs its rows name alone, and without `over` each node is a row
+/// labelled by its variables.
+#[test]
+fn table_rows_written_from_a_matrix_are_one_per_setting_over_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |rows: &str| {
+        format!(
+            "[node.cv]\nkind = \"command\"\nmatrix = {{ lr = [1, 2], wd = [0, 10], fold = [0, 100] }}\nseeds = 2\n\
+             run = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": '$(( {{lr}} + {{wd}} + {{fold}} + $POLYFLOW_SEED ))'}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.other]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{{\\\"acc\\\": 7}}' > $POLYFLOW_OUT/metrics.json\"]\n\
+             [node.t]\nkind = \"table\"\ninputs = {{ runs = [\"cv\", \"other\"] }}\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+             rows = [{rows}]\ncolumns = [{{ key = \"acc\", label = \"acc\", scale = 1, digits = 2 }}]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr}, wd {wd}\" }")).unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "t", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    // `other` is among the runs but no row names it: not run for the table.
+    let ran: Vec<String> =
+        events(&out).iter().filter(|e| e["event"] == "finished").map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ran.len(), 17, "{ran:?}");
+    assert!(!ran.iter().any(|id| id == "other"), "{ran:?}");
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", "t"]);
+    // lr 2, wd 10: folds 0 and 100, seeds 0 and 1 → 12, 13, 112, 113: mean 62.50, sample std 57.74 over 4 runs.
+    let row = shown.lines().find(|l| l.contains("lr 2, wd 10") && l.contains("┆")).unwrap_or_else(|| panic!("{shown}"));
+    assert!(row.contains("62.50 ± 57.74"), "{shown}");
+    assert_eq!(shown.lines().filter(|l| l.contains("┆") && l.contains("lr ")).count(), 4, "{shown}");
+    // The rows written out by hand are the same table: fresh.
+    let by_hand: Vec<String> = [(1, 0), (1, 10), (2, 0), (2, 10)]
+        .iter()
+        .map(|(lr, wd)| format!("{{ label = \"lr {lr}, wd {wd}\", nodes = [\"cv.0.{lr}.{wd}\", \"cv.100.{lr}.{wd}\"] }}"))
+        .collect();
+    std::fs::write(d.path().join("p.toml"), pipe(&by_hand.join(", "))).unwrap();
+    let (_, st, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let t = st.as_array().unwrap().iter().find(|n| n["id"] == "t").unwrap();
+    assert_eq!(t["state"], "fresh", "{t}");
+    // Without `over`, a row per node (its seeds averaged), labelled by its variables.
+    std::fs::write(d.path().join("p.toml"), pipe("{ matrix = \"cv\" }")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "t"]).0, 0);
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", "t"]);
+    assert_eq!(shown.lines().filter(|l| l.contains("fold=") && l.contains("┆")).count(), 8, "{shown}");
+    assert!(shown.lines().any(|l| l.contains("fold=100, lr=2, wd=10") && l.contains("112.50 ± 0.71")), "{shown}");
+}
+
 /// Two matrices over the same files chained file by file (`inputs = { in = "clean.{sample}" }`), a file in a
 /// subfolder and one with a space included (their ids are `clean.sub_c`, `clean.c_d`); without `deps`, each node is
 /// still keyed by its own file: a changed file reruns its two nodes alone.

@@ -158,6 +158,9 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
     }
     // Every node's id and kind, for the checks of references in parameters (`Stage::check_refs`).
     let kinds: BTreeMap<&str, &str> = p.nodes.iter().map(|n| (n.id.as_str(), n.kind.as_str())).collect();
+    // Every node's matrix variables and every declaration's nodes, for parameters written over them
+    // (`Stage::expand_params`).
+    let facts = crate::stage::MatrixFacts { vars: p.nodes.iter().map(|n| (n.id.as_str(), &n.matrix)).collect(), groups: &p.groups };
     let mut nodes = Vec::with_capacity(p.nodes.len());
     for n in &p.nodes {
         let Some(stage) = reg.get(&n.kind) else {
@@ -239,7 +242,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                 params.remove(spec.name);
             }
         }
-        let params = serde_json::Value::Object(params);
+        let mut params = serde_json::Value::Object(params);
         // Inputs.
         let slots = stage.inputs();
         let mut inputs = BTreeMap::new();
@@ -327,6 +330,10 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             .map(|(slot, idx): (&String, &Vec<usize>)| (slot.clone(), idx.iter().map(|&j| p.nodes[j].id.clone()).collect()))
             .collect();
         if let Err((key, msg, help)) = stage.check_refs(&params, &ids, &kinds) {
+            let span = span_at(&n.params, &key).unwrap_or(n.span);
+            return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
+        }
+        if let Err((key, msg, help)) = stage.expand_params(&mut params, &ids, &facts) {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }

@@ -15,6 +15,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// What the pipeline's matrix expansion made, for [`Stage::expand_params`]: each node's variables and each
+/// declaration's nodes.
+pub struct MatrixFacts<'a> {
+    /// Node id → its matrix variables as `{name}` placeholders write them (`seed` and `replicate` among them:
+    /// `replicate` is the id suffix of a seed replicate, `.s1`, empty otherwise).
+    pub vars: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
+    /// Matrix or seeds declaration (`cv`, `cv.0.1` for one entry's seed replicates) → its nodes, in expansion order.
+    pub groups: &'a BTreeMap<String, Vec<String>>,
+}
+
 /// An input slot of a stage.
 #[derive(Debug, Clone)]
 pub struct InputSlot {
@@ -211,6 +221,20 @@ pub trait Stage: Send + Sync + 'static {
         _params: &serde_json::Value,
         _inputs: &BTreeMap<String, Vec<String>>,
         _nodes: &BTreeMap<&str, &str>,
+    ) -> Result<(), (String, String, String)> {
+        Ok(())
+    }
+    /// Parameters that stand for several, written out once the graph is built, against the pipeline's matrices (a
+    /// table's `{ matrix = "cv", over = ["fold"] }` row: one row per setting of `cv`'s other variables). `inputs`
+    /// holds the ids of each input slot; `matrix` each node's variables and each declaration's nodes. What it writes
+    /// is what the node's key and every later hook ([`Stage::used_inputs`], [`Stage::cells`], the run) see; called
+    /// after [`Stage::check_refs`]. Errors as there: `(path, message, help)` with `path` into the parameters as
+    /// written.
+    fn expand_params(
+        &self,
+        _params: &mut serde_json::Value,
+        _inputs: &BTreeMap<String, Vec<String>>,
+        _matrix: &MatrixFacts<'_>,
     ) -> Result<(), (String, String, String)> {
         Ok(())
     }

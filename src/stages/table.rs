@@ -3,16 +3,26 @@
 //! artifact that produced it) and `table.txt`. Optional constant rows of published numbers are labelled as such.
 
 use crate::spec::error::suggest;
-use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
+use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, MatrixFacts, ParamSpec, ParamType as T, Stage, StageCtx, StageError};
 use crate::tables::{csv, latex, markdown, terminal, Cell, Provenance, ResultTable};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
+/// A row: the nodes it shows (`nodes`), or rows written out from a matrix declaration (`matrix = "cv"`, `over`: the
+/// variables each row is over; see [`rows_from_matrix`]), which [`TableStage::expand_params`] turns into rows of
+/// `nodes` before anything else reads them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RowSpec {
+    #[serde(default)]
     label: String,
+    #[serde(default)]
     nodes: Vec<String>,
+    #[serde(default)]
+    matrix: Option<String>,
+    #[serde(default)]
+    over: Vec<String>,
 }
 
 /// A column: a task's test metric (`task`, `metric`), or any number a run writes into its `metrics.json` (`key`,
@@ -111,6 +121,98 @@ fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'
     v.into_iter().map(|x| x.1).collect()
 }
 
+/// The rows `{ matrix = DECL, over = [...], label }` (row `i` of the table) stands for: one per setting of the
+/// declaration's variables not in `over`, in the declaration's order, each naming the nodes of that setting (a seed
+/// replicate by its node, so the row is over the seeds too) and labelled by `label` with `{var}` written as ids
+/// write it, or `lr=0.1, wd=0` where it has none.
+fn rows_from_matrix(
+    i: usize,
+    decl: &str,
+    spec: &RowSpec,
+    runs: &[String],
+    matrix: &MatrixFacts<'_>,
+) -> Result<Vec<Value>, (String, String, String)> {
+    let Some(group) = matrix.groups.get(decl) else {
+        // The outermost declarations among the runs (`cv`, not each of its prefixes `cv.0.1`).
+        let among = |g: &&String| runs.iter().any(|r| r.starts_with(&format!("{g}.")));
+        let outer: Vec<&String> = matrix.groups.keys().filter(among).collect();
+        let decls = outer.iter().filter(|g| !outer.iter().any(|o| g.starts_with(&format!("{o}.")))).map(|g| g.as_str());
+        return Err((
+            format!("rows.{i}.matrix"),
+            format!("`{decl}` is not a matrix or seeds declaration"),
+            format!("{} (a row of one node is `nodes = [\"{decl}\"]`)", suggest(decl, decls)),
+        ));
+    };
+    let members: Vec<&String> = group.iter().filter(|id| runs.contains(id)).collect();
+    if members.is_empty() {
+        return Err((
+            format!("rows.{i}.matrix"),
+            format!("none of `{decl}`'s {} nodes is among this table's runs", group.len()),
+            format!("add it to the table's inputs: `inputs = {{ runs = [\"{decl}\"] }}`"),
+        ));
+    }
+    const OWN: [&str; 2] = ["seed", "replicate"];
+    let vars = |id: &str| -> BTreeMap<String, String> {
+        matrix
+            .vars
+            .get(id)
+            .map(|v| v.iter().filter(|(k, _)| !OWN.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let names: Vec<String> =
+        members.iter().flat_map(|id| vars(id).into_keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for (k, o) in spec.over.iter().enumerate() {
+        // Seeds are averaged over in every row.
+        if o != "seed" && !names.contains(o) {
+            return Err((
+                format!("rows.{i}.over.{k}"),
+                format!(
+                    "`{o}` is not a variable of `{decl}`'s matrix ({})",
+                    if names.is_empty() { "it has none: its nodes differ by seed alone".to_string() } else { names.join(", ") }
+                ),
+                suggest(o, names.iter().map(String::as_str)),
+            ));
+        }
+    }
+    // Settings in the declaration's order, each with its nodes (a replicate by the node it replicates).
+    let mut settings: Vec<(BTreeMap<String, String>, Vec<String>)> = vec![];
+    for id in members {
+        let setting: BTreeMap<String, String> = vars(id).into_iter().filter(|(k, _)| !spec.over.contains(k)).collect();
+        let replicate = matrix.vars.get(id.as_str()).and_then(|v| v.get("replicate")).map_or("", String::as_str);
+        let node = id.strip_suffix(replicate).filter(|_| !replicate.is_empty()).unwrap_or(id).to_string();
+        match settings.iter_mut().find(|(s, _)| *s == setting) {
+            Some((_, nodes)) if nodes.contains(&node) => {}
+            Some((_, nodes)) => nodes.push(node),
+            None => settings.push((setting, vec![node])),
+        }
+    }
+    let mut out = vec![];
+    for (setting, nodes) in settings {
+        let label = if spec.label.is_empty() {
+            if setting.is_empty() {
+                decl.to_string()
+            } else {
+                setting.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+            }
+        } else {
+            let mut l = spec.label.clone();
+            for (k, v) in &setting {
+                l = l.replace(&format!("{{{k}}}"), v);
+            }
+            if let Some(o) = spec.over.iter().find(|o| l.contains(&format!("{{{o}}}"))) {
+                return Err((
+                    format!("rows.{i}.label"),
+                    format!("the label names `{{{o}}}`, which each row is over (`over = [\"{o}\"]`): a row has no one value of it"),
+                    format!("leave `{{{o}}}` out of the label, or `{o}` out of `over` for a row per value of it"),
+                ));
+            }
+            l
+        };
+        out.push(json!({ "label": label, "nodes": nodes }));
+    }
+    Ok(out)
+}
+
 /// A run's `metrics.json` (Python's `NaN` read as no number: [`super::command::parse_metrics`]).
 fn metrics_of(a: &InputArtifact) -> Result<Value, StageError> {
     super::command::parse_metrics(&a.read("metrics.json")?)
@@ -197,7 +299,11 @@ impl Stage for TableStage {
         vec![
             ParamSpec::req("title", T::Str, "table title"),
             ParamSpec::req("caption", T::Str, "profile, scale and datasets (small-scale numbers are never the paper's)"),
-            ParamSpec::req("rows", T::Any, "list of { label, nodes = [...] }"),
+            ParamSpec::req(
+                "rows",
+                T::Any,
+                "list of { label, nodes = [...] } (a row over several nodes shows the mean ± std of those that report a column), or { matrix = \"DECL\", over = [\"fold\"], label = \"lr {lr}\" }: one row per setting of a matrix declaration's variables not in `over` (the seeds always averaged), labelled `lr=0.1` without `label`",
+            ),
             ParamSpec::req(
                 "columns",
                 T::Any,
@@ -231,7 +337,7 @@ impl Stage for TableStage {
     fn validate(&self, p: &Value) -> Result<(), (String, String)> {
         let p: TableParams = parse_checked(p, &self.params()).map_err(|(k, e)| {
             let shape = match k.as_str() {
-                "rows" => "{ label, nodes }",
+                "rows" => "{ label, nodes } or { matrix, over, label }",
                 "columns" => "{ task, metric, label } or { key, label, scale, digits, better }",
                 "averages" => "{ label, columns }",
                 "published" => "{ label, values }",
@@ -239,6 +345,32 @@ impl Stage for TableStage {
             };
             (k, format!("expected a list of {shape}: {e}"))
         })?;
+        for (i, r) in p.rows.iter().enumerate() {
+            match (&r.matrix, r.nodes.is_empty()) {
+                (Some(_), false) => {
+                    return Err((
+                        format!("rows.{i}"),
+                        "a row names its `nodes`, or the `matrix` declaration its rows are written from, not both".into(),
+                    ))
+                }
+                (None, true) => {
+                    return Err((
+                        format!("rows.{i}"),
+                        "a row needs `nodes = [\"ID\", …]` (the runs it shows), or `matrix = \"DECL\"` for one row per setting of a matrix declaration".into(),
+                    ))
+                }
+                (None, false) if r.label.is_empty() => {
+                    return Err((format!("rows.{i}"), format!("the row of {} needs a `label`", r.nodes.join(", "))))
+                }
+                (None, false) if !r.over.is_empty() => {
+                    return Err((
+                        format!("rows.{i}.over"),
+                        "`over` belongs to a row written from a matrix (`matrix = \"DECL\", over = [\"fold\"]`); a row of `nodes` is over the nodes it lists".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
         for (i, c) in p.columns.iter().enumerate() {
             match (&c.task, &c.key) {
                 (Some(_), Some(_)) | (None, None) => {
@@ -295,6 +427,7 @@ impl Stage for TableStage {
         // Checked here, before anything runs, not after the trainings a table waits for.
         let Ok(p) = parse::<TableParams>(p) else { return Ok(()) };
         let runs = inputs.get("runs").cloned().unwrap_or_default();
+        // Rows written from a matrix are checked as they are written (`expand_params`).
         for (r, row) in p.rows.iter().enumerate() {
             for (k, n) in row.nodes.iter().enumerate() {
                 // A group of several settings (a matrix prefix such as `sweep.0.01`): not one row's.
@@ -344,6 +477,41 @@ impl Stage for TableStage {
                 ));
             }
         }
+        Ok(())
+    }
+    fn expand_params(
+        &self,
+        p: &mut Value,
+        inputs: &std::collections::BTreeMap<String, Vec<String>>,
+        matrix: &MatrixFacts<'_>,
+    ) -> Result<(), (String, String, String)> {
+        let Some(rows) = p.get("rows").and_then(Value::as_array) else { return Ok(()) };
+        if !rows.iter().any(|r| r.get("matrix").is_some()) {
+            return Ok(());
+        }
+        let runs = inputs.get("runs").cloned().unwrap_or_default();
+        // Each row written, with the row it was written from.
+        let mut out: Vec<(usize, Value)> = vec![];
+        for (i, r) in rows.iter().enumerate() {
+            let Ok(spec) = serde_json::from_value::<RowSpec>(r.clone()) else { return Ok(()) };
+            match spec.matrix {
+                None => out.push((i, r.clone())),
+                Some(ref decl) => out.extend(rows_from_matrix(i, decl, &spec, &runs, matrix)?.into_iter().map(|r| (i, r))),
+            }
+        }
+        // Two rows of one label would be one row to a reader (and to `plan`'s cells).
+        for (k, (at, r)) in out.iter().enumerate() {
+            let label = r["label"].as_str().unwrap_or_default();
+            if let Some((first, _)) = out[..k].iter().find(|(_, o)| o["label"].as_str() == Some(label)) {
+                let at = if rows[*at].get("matrix").is_some() { *at } else { *first };
+                return Err((
+                    format!("rows.{at}.label"),
+                    format!("two rows are labelled `{label}`"),
+                    "give each row its own label: a matrix row's `label` names the variables its rows differ in (`\"lr {lr}, wd {wd}\"`), or leave it out for `lr=0.1, wd=0`".into(),
+                ));
+            }
+        }
+        p["rows"] = Value::Array(out.into_iter().map(|(_, r)| r).collect());
         Ok(())
     }
     fn used_inputs(
