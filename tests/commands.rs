@@ -806,11 +806,11 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
     std::fs::write(d.path().join("data/new.txt"), "n").unwrap();
     let (code, out, err) = pf(d.path(), &["status", "p.toml", "--why", "c.s0"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("./data/new.txt added"), "{out}");
+    assert!(out.contains(" data/new.txt added"), "{out}");
     // `compare`'s footnote on the outdated values names it too.
     let (code, out, err) = pf(d.path(), &["compare", "p.toml", "c"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("source files changed: ./data/new.txt added"), "{out}");
+    assert!(out.contains("source files changed: data/new.txt added"), "{out}");
     // What a listed folder holds must be readable as well: a dangling symlink in it is found before running.
     std::os::unix::fs::symlink("/nonexistent/target", d.path().join("data/dl")).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);

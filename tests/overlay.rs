@@ -131,6 +131,9 @@ fn a_table_entry_set_must_exist_unless_added_with_a_plus() {
         let (code, out, err) = pf(d.path(), &["show", "p.toml", node, "--set", set]);
         assert!(code == 0 && out.contains(want), "{set}: {out}{err}");
     }
+    // A `+` on an entry the table has (Hydra's rule): an error saying to leave it out.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+hp.value.lr=0.3"]);
+    assert!(code == 2 && err.contains("`hp.value` has an entry `lr` already") && err.contains("`--set hp.value.lr=…`"), "{err}");
     // Two `+`; an entry whose name holds a dot (an export's file), which `--set` reads as a path: its whole table.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "++hp.value.x=1"]);
     assert!(code == 2 && err.contains("has more than one `+`"), "{err}");

@@ -239,10 +239,14 @@ impl FileDigests {
             }
         }
         lines.extend(old.iter().skip(new.len()).map(|o| format!("{} (no longer read)", o.path)));
-        // As a reader writes paths: `deps = ["./data"]` read from `.` is `./data`, not `././data`.
+        // As a reader writes paths relative to where they are: `deps = ["./data"]` read from `.` is `data`, not
+        // `././data`.
         for l in &mut lines {
             while l.contains("/./") {
                 *l = l.replace("/./", "/");
+            }
+            while let Some(rest) = l.strip_prefix("./") {
+                *l = rest.to_string();
             }
         }
         if lines.len() > shown {

@@ -801,6 +801,18 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
     if !parts.is_empty() && !adds && !table.contains_key(last) {
         return Err(unknown_entry(&parts.join("."), last, table.keys().map(String::as_str).collect()));
     }
+    // `+` adds what is not there (as Hydra's `+` does): on an entry the table has, what was meant is unclear (a
+    // name thought new, holding a value the program already reads).
+    if !parts.is_empty() && adds && table.contains_key(last) {
+        let here = parts.join(".");
+        return Err(SpecError::at(
+            sources,
+            e.key_span,
+            K::UnknownKey,
+            format!("`{node}.{here}` has an entry `{last}` already: a `+` adds one the table lacks"),
+        )
+        .help(format!("to set it, leave out the `+`: `--set {node}.{here}.{last}=…`")));
+    }
     table.insert(last.to_string(), e);
     Ok(())
 }
