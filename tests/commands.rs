@@ -1670,6 +1670,8 @@ fn table_rows_written_from_a_matrix_are_one_per_setting_over_the_rest() {
     std::fs::write(d.path().join("p.toml"), pipe("{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr}, wd {wd}\" }")).unwrap();
     let (code, out, err) = pf(d.path(), &["run", "p.toml", "t", "--json"]);
     assert_eq!(code, 0, "{err}");
+    // The label's `{lr}` is written out, not a placeholder passed as written.
+    assert!(!err.contains("Warning"), "{err}");
     // `other` is among the runs but no row names it: not run for the table.
     let ran: Vec<String> =
         events(&out).iter().filter(|e| e["event"] == "finished").map(|e| e["id"].as_str().unwrap().to_string()).collect();

@@ -174,6 +174,16 @@ fn rows_from_matrix(
             ));
         }
     }
+    // A `{name}` of the label naming no variable is a misspelling (its rows would share one label).
+    for name in placeholders(&spec.label) {
+        if !names.contains(&name.to_string()) {
+            return Err((
+                format!("rows.{i}.label"),
+                format!("`{{{name}}}` names no variable of `{decl}`'s matrix ({})", names.join(", ")),
+                suggest(name, names.iter().map(String::as_str)),
+            ));
+        }
+    }
     // Settings in the declaration's order, each with its nodes (a replicate by the node it replicates).
     let mut settings: Vec<(BTreeMap<String, String>, Vec<String>)> = vec![];
     for id in members {
@@ -211,6 +221,22 @@ fn rows_from_matrix(
         out.push(json!({ "label": label, "nodes": nodes }));
     }
     Ok(out)
+}
+
+/// The `{name}` placeholders of `text` (a name of letters, digits and `_`).
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut out = vec![];
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        if let Some(close) = rest.find('}') {
+            let name = &rest[..close];
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.push(name);
+            }
+        }
+    }
+    out
 }
 
 /// A run's `metrics.json` (Python's `NaN` read as no number: [`super::command::parse_metrics`]).
