@@ -23,13 +23,15 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
             .map(|_| ())
             .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))
     };
-    // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop).
+    // A second signal while stopping ends the process at once (a second Ctrl-C is a hard stop), but not one within
+    // half a second of the first: that is the same stop delivered twice (`timeout -s INT` signals the program and
+    // then its process group; `kill -INT` of a job's group and its leader), which must not cut the summary off.
     for (sig, code) in [
         (signal_hook::consts::SIGINT, exit::INTERRUPTED),
         (signal_hook::consts::SIGTERM, exit::TERMINATED),
         (signal_hook::consts::SIGHUP, exit::HUNG_UP),
     ] {
-        signal_hook::flag::register_conditional_shutdown(sig, code, flag.clone())
+        hard_stop_on_second(sig, code, flag.clone())
             .map_err(|e| CliError::Other(format!("error: cannot install the signal handler: {e}"), exit::USAGE))?;
     }
     hook(signal_hook::consts::SIGINT, &flag)?;
@@ -109,4 +111,36 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     } else {
         Ok(exit::NODE_FAILED)
     }
+}
+
+/// When the first stop signal came (milliseconds of `CLOCK_MONOTONIC`), 0 before one.
+static FIRST_STOP_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long after the first stop signal a second one ends the process at once.
+const HARD_STOP_AFTER_MS: u64 = 500;
+
+/// `CLOCK_MONOTONIC` in milliseconds (`clock_gettime` is async-signal-safe).
+fn monotonic_ms() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000 + 1
+}
+
+/// Signal `sig` ends the process with `code` when `stopping` is already set (registered before the handler that sets
+/// it) and the first stop signal came at least [`HARD_STOP_AFTER_MS`] before; the first one's time is recorded.
+fn hard_stop_on_second(sig: i32, code: i32, stopping: Arc<AtomicBool>) -> std::io::Result<()> {
+    let action = move || {
+        let now = monotonic_ms();
+        if !stopping.load(Ordering::SeqCst) {
+            let _ = FIRST_STOP_MS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+            return;
+        }
+        let first = FIRST_STOP_MS.load(Ordering::SeqCst);
+        if first != 0 && now.saturating_sub(first) >= HARD_STOP_AFTER_MS {
+            signal_hook::low_level::exit(code);
+        }
+    };
+    // SAFETY: the action only reads the clock, loads and stores atomics and calls `_exit`: all async-signal-safe.
+    unsafe { signal_hook::low_level::register(sig, action) }.map(|_| ())
 }
