@@ -559,6 +559,7 @@ fn why_json(
         "reasons": s.reasons,
         "key": s.key,
         "last_failure": s.failure.as_ref().map(|f| &f.error),
+        "last_failure_key": s.failure.as_ref().map(|f| &f.key),
         "waits_on": waits,
     });
     if !more.is_empty() {
@@ -633,8 +634,12 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             if let Some(k) = &s.key {
                 println!("  key: {k}");
             }
-            if let Some(f) = &s.failure {
-                println!("  last failure: {}", f.error);
+            // A failure under other settings (an earlier edit, a `--set` experiment, another pipeline file naming
+            // the node) is not this node's state: said apart, and not at all once it is fresh.
+            match &s.failure {
+                Some(f) if s.key.as_deref() == Some(f.key.as_str()) => println!("  last failure: {}", f.error),
+                Some(f) if s.state != State::Fresh => println!("  last failure, under other settings (key {}): {}", &f.key[..12.min(f.key.len())], f.error),
+                _ => {}
             }
             if let Some(r) = resumes(i) {
                 println!("  {r}");
