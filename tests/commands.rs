@@ -788,7 +788,7 @@ fn command_deps_are_checked_before_running_and_named_when_they_change() {
     for cmd in ["plan", "run"] {
         let (code, _, err) = pf(d.path(), &[cmd, "p.toml"]);
         assert_eq!(code, 2, "{cmd}: {err}");
-        assert_eq!(err.matches("`deps` lists a file that cannot be read: `missing.py`").count(), 1, "{cmd}: {err}");
+        assert_eq!(err.matches("`deps` lists a file or folder not there: `missing.py`").count(), 1, "{cmd}: {err}");
         // Placed at `deps` (line 5), where the fix goes.
         assert!(err.contains("`c` (2 nodes, command, p.toml:5:1)"), "{cmd}: {err}");
         assert!(!d.path().join(".polyflow").exists(), "{cmd} wrote a store");
@@ -1640,7 +1640,7 @@ fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("row `lr`, column `acc`: 3 named nodes report `acc` (cv.0, cv.1, cv.2), so the cell is the mean over all their runs"),
+        err.contains("row `lr`: 3 named nodes report its columns (cv.0, cv.1, cv.2), so each cell is the mean over all their runs"),
         "{err}"
     );
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "t"]);
@@ -1776,9 +1776,18 @@ fn the_sweep_example_runs_and_then_is_fresh() {
     // Retrained with one of the swept rates, on every row.
     let fin: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("results/final.json")).unwrap()).unwrap();
     assert!([0.0003, 0.003, 0.3].contains(&fin["lr"].as_f64().unwrap()) && fin["val"]["acc"].as_f64().unwrap() > 0.7, "{fin}");
+    let mtime = std::fs::metadata(d.path().join("results/cv.md")).unwrap().modified().unwrap();
     let (code, out, err) = pf(d.path(), &["run", "sweep.toml", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(events(&out).iter().filter(|e| e["event"] == "finished").count(), 0, "{out}");
+    // The exports hold these results already: left as they were (listed as unchanged in the events), not rewritten.
+    assert!(err.contains("Unchanged 5 exported files already held their results") && !err.contains("Wrote"), "{err}");
+    assert!(events(&out).iter().filter(|e| e["event"] == "wrote").all(|e| e["unchanged"] == true), "{out}");
+    assert_eq!(std::fs::metadata(d.path().join("results/cv.md")).unwrap().modified().unwrap(), mtime);
+    // One edited by hand is written again.
+    std::fs::write(d.path().join("results/final.json"), "{}").unwrap();
+    let (_, _, err) = pf(d.path(), &["run", "sweep.toml"]);
+    assert!(err.contains("Wrote results/final.json") && err.contains("Unchanged 4 exported files"), "{err}");
     let (code, out, err) = pf(d.path(), &["compare", "sweep.toml", "cv", "--over", "split", "--csv"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().filter(|l| l.starts_with("cv.") && l.contains(".*,fresh,5,5,")).count(), 3, "{out}");

@@ -100,7 +100,7 @@ pub(super) fn materialize(
         }
         return Err(CliError::Other(message, exit::USAGE));
     }
-    let (mut wrote, mut marked) = (0, 0);
+    let (mut wrote, mut marked, mut unchanged) = (0, 0, 0);
     for i in wanted {
         let n = &g.nodes[i];
         let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
@@ -111,34 +111,51 @@ pub(super) fn materialize(
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;
             }
-            let mut with = String::new();
-            // As `>` would: through a symlink to its target, into a FIFO; a regular file replaced whole.
-            if n.stage.export_marks() {
+            let with = if overrides.is_empty() {
+                String::new()
+            } else {
+                format!(" (made with {}: not the pipeline file's own settings)", overrides.join(" "))
+            };
+            // As `>` would: through a symlink to its target, into a FIFO; a regular file replaced whole. A regular
+            // file that holds these bytes already is left as it is (a run that computed nothing rewrites nothing).
+            let same = if n.stage.export_marks() {
                 let bytes = art.read(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
                 let before = bytes.len();
                 let bytes = export::mark(&rel, bytes, &made_with.0, overrides);
                 marked += usize::from(bytes.len() != before);
-                super::out::write_through(&dest, &bytes)
+                if holds(&dest, &bytes) {
+                    true
+                } else {
+                    super::out::write_through(&dest, &bytes)
+                        .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
+                    false
+                }
             } else {
                 // A program's file as it wrote it, streamed (a model's weights need not fit in memory); the line says
                 // what the file cannot.
-                if !overrides.is_empty() {
-                    with = format!(" (made with {}: not the pipeline file's own settings)", overrides.join(" "));
-                    marked += 1;
+                marked += usize::from(!overrides.is_empty());
+                if art.manifest.files.get(&file).is_some_and(|e| holds_blob(&dest, e)) {
+                    true
+                } else {
+                    let mut from = art.open(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
+                    super::out::write_through_with(&dest, &mut |w| {
+                        std::io::Seek::rewind(&mut from)?;
+                        std::io::copy(&mut from, w).map(|_| ())
+                    })
+                    .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
+                    false
                 }
-                let mut from = art.open(&file).map_err(|e| CliError::Other(format!("error: {e}"), exit::STORE))?;
-                super::out::write_through_with(&dest, &mut |w| {
-                    std::io::Seek::rewind(&mut from)?;
-                    std::io::copy(&mut from, w).map(|_| ())
-                })
+            };
+            if same {
+                unchanged += 1;
+            } else {
+                out::errln!("{:>12} {}{with}", "Wrote", crate::spec::source::display_path(&dest));
             }
-            .map_err(|e| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE))?;
-            out::errln!("{:>12} {}{with}", "Wrote", crate::spec::source::display_path(&dest));
             if json {
                 let path = crate::spec::source::display_path(&dest);
                 let made_with: Option<&[String]> = (!overrides.is_empty()).then_some(overrides);
                 out::line(
-                    &serde_json::json!({"event": "wrote", "id": n.id, "kind": n.stage.kind(), "path": path, "file": file, "made_with": made_with})
+                    &serde_json::json!({"event": "wrote", "id": n.id, "kind": n.stage.kind(), "path": path, "file": file, "made_with": made_with, "unchanged": same})
                         .to_string(),
                 );
             }
@@ -151,5 +168,28 @@ pub(super) fn materialize(
             }
         }
     }
+    if unchanged > 0 {
+        out::errln!(
+            "{:>12} {unchanged} exported file{} already held {} results: left as {}",
+            "Unchanged",
+            if unchanged == 1 { "" } else { "s" },
+            if unchanged == 1 { "its" } else { "their" },
+            if unchanged == 1 { "it was" } else { "they were" }
+        );
+    }
     Ok((wrote, marked))
+}
+
+/// Whether `dest` is a regular file (a symlink's target) holding `bytes`.
+fn holds(dest: &Path, bytes: &[u8]) -> bool {
+    std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) && std::fs::read(dest).is_ok_and(|b| b == bytes)
+}
+
+/// Whether `dest` is a regular file (a symlink's target) holding the blob `e` (its size, then its digest).
+fn holds_blob(dest: &Path, e: &crate::store::FileEntry) -> bool {
+    if !std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == e.size) {
+        return false;
+    }
+    let mut h = blake3::Hasher::new();
+    std::fs::File::open(dest).and_then(|mut f| std::io::copy(&mut f, &mut h)).is_ok() && h.finalize().to_hex().as_str() == e.digest
 }

@@ -638,7 +638,9 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             // the node) is not this node's state: said apart, and not at all once it is fresh.
             match &s.failure {
                 Some(f) if s.key.as_deref() == Some(f.key.as_str()) => println!("  last failure: {}", f.error),
-                Some(f) if s.state != State::Fresh => println!("  last failure, under other settings (key {}): {}", &f.key[..12.min(f.key.len())], f.error),
+                Some(f) if s.state != State::Fresh => {
+                    println!("  last failure, under other settings (key {}): {}", &f.key[..12.min(f.key.len())], f.error)
+                }
                 _ => {}
             }
             if let Some(r) = resumes(i) {

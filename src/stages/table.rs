@@ -644,8 +644,9 @@ impl Stage for TableStage {
         let mut reported = vec![false; cols.len()];
         let mut notes: Vec<String> = vec![];
         let mut max_seeds = 1;
-        // Whether a cell is over the runs of several of its row's nodes.
+        // Whether a cell is over the runs of several of its row's nodes; the rows with such cells, with those nodes.
         let mut pooled = false;
+        let mut pooled_rows: Vec<(String, Vec<String>)> = vec![];
         for r in &rows {
             // Per named node: its replicates with their metrics; each run once (a row naming `a` twice, or `cv.0` and
             // its replicate `cv.0.s1`, counts the run once, not as two values of a mean).
@@ -731,14 +732,15 @@ impl Stage for TableStage {
                     .collect();
                 if reporting.len() > 1 {
                     pooled = true;
-                    let ids: Vec<&str> = reporting.iter().map(|(name, _)| name.as_str()).collect();
-                    notes.push(format!(
-                        "row `{}`, column `{}`: {} named nodes report `{path}` ({}), so the cell is the mean over all their runs",
-                        r.label,
-                        col_label(c),
-                        ids.len(),
-                        ids.join(", ")
-                    ));
+                    if pooled_rows.last().is_none_or(|(l, _)| *l != r.label) {
+                        pooled_rows.push((r.label.clone(), vec![]));
+                    }
+                    let ids = &mut pooled_rows.last_mut().expect("pushed").1;
+                    for (name, _) in &reporting {
+                        if !ids.iter().any(|n| n == *name) {
+                            ids.push(name.to_string());
+                        }
+                    }
                 }
                 let (vals, from): (Vec<f64>, Vec<Provenance>) = reporting.into_iter().flat_map(|(_, v)| v).unzip();
                 max_seeds = max_seeds.max(vals.len());
@@ -820,6 +822,19 @@ impl Stage for TableStage {
             }
             t.rows.push(format!("{} (published, paper scale)", pr.label));
             t.cells.push(cells);
+        }
+        // One note for the rows over several nodes (k folds listed, a matrix's rows `over` a variable).
+        match pooled_rows.as_slice() {
+            [] => {}
+            [(label, ids)] => notes.push(format!(
+                "row `{label}`: {} named nodes report its columns ({}), so each cell is the mean over all their runs",
+                ids.len(),
+                ids.join(", ")
+            )),
+            rows => notes.push(format!(
+                "rows {}: each names several nodes that report its columns, so each cell is the mean over all their runs",
+                rows.iter().map(|(l, ids)| format!("`{l}` ({} nodes)", ids.len())).collect::<Vec<_>>().join(", ")
+            )),
         }
         for n in notes {
             ctx.note(n);

@@ -175,7 +175,15 @@ impl Stage for CommandStage {
         let missing: Vec<String> = deps
             .iter()
             .filter(|d| std::fs::metadata(base_dir.join(d)).is_err())
-            .map(|d| format!("`{d}` ({})", crate::spec::source::display_path(&base_dir.join(d))))
+            .map(|d| {
+                // Where it was looked for, where that is not how it is written (a pipeline in another folder).
+                let at = crate::spec::source::display_path(&base_dir.join(d));
+                if at == deps::normal_dep(d) {
+                    format!("`{d}`")
+                } else {
+                    format!("`{d}` ({at})")
+                }
+            })
             .collect();
         if missing.is_empty() {
             // Everything they hold must be readable too: it is all hashed into the key.
@@ -193,8 +201,8 @@ impl Stage for CommandStage {
         Err(crate::stage::Problem {
             param: "deps".to_string(),
             msg: format!(
-                "lists {} that cannot be read: {}; paths in `deps` are relative to the pipeline file's folder",
-                if missing.len() == 1 { "a file" } else { "files" },
+                "lists {} not there: {}; paths in `deps` are relative to the pipeline file's folder",
+                if missing.len() == 1 { "a file or folder" } else { "files or folders" },
                 missing.join(", ")
             ),
             by_param: false,
