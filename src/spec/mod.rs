@@ -9,6 +9,7 @@ pub mod overlay;
 pub mod parse;
 pub mod resources;
 pub mod source;
+mod unclosed;
 pub mod value;
 
 pub use error::{SpecError, SpecErrorKind};

@@ -112,11 +112,7 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
         };
         let file = sources.add(path, text.clone());
         sources.files[file].overlay_dir = Some(absolute(&dir));
-        let doc = toml::de::DeTable::parse(&text).map_err(|e| {
-            let r = e.span().unwrap_or(0..0);
-            SpecError::at(sources, Span { file, start: r.start, end: r.end }, K::Syntax, format!("invalid TOML: {}", e.message().trim()))
-                .help("fix the TOML syntax at this place")
-        })?;
+        let doc = toml::de::DeTable::parse(&text).map_err(|e| super::unclosed::syntax_error(sources, file, &text, &e))?;
         let top = table_from_toml(doc.get_ref(), file).map_err(|(m, span)| SpecError::at(sources, span, K::OutOfRange, m))?;
         for (k, e) in &top {
             match k.as_str() {

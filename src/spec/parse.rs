@@ -301,12 +301,7 @@ impl Loader {
         let doc = match toml::de::DeTable::parse(&text) {
             Ok(d) => d,
             Err(e) => {
-                let r = e.span().unwrap_or(0..0);
-                let span = Span { file, start: r.start, end: r.end };
-                let msg = e.message().trim().to_string();
-                return Err(
-                    SpecError::at(&self.sources, span, K::Syntax, format!("invalid TOML: {msg}")).help("fix the TOML syntax at this place")
-                );
+                return Err(super::unclosed::syntax_error(&self.sources, file, &text, &e));
             }
         };
         let top = table_from_toml(doc.get_ref(), file)
