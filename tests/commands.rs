@@ -1700,6 +1700,28 @@ fn table_rows_written_from_a_matrix_are_one_per_setting_over_the_rest() {
     assert!(shown.lines().any(|l| l.contains("fold=100, lr=2, wd=10") && l.contains("112.50 ± 0.71")), "{shown}");
 }
 
+/// A `command`'s inputs under names of the pipeline's own (`inputs = { data = "prep", model = "train" }`): each
+/// slot is a folder of `$POLYFLOW_IN`; a name that is no folder name is refused where it is written.
+#[test]
+fn command_inputs_take_names_of_the_pipelines_own() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |slot: &str| {
+        format!(
+            "[node.prep]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo p > $POLYFLOW_OUT/x.csv\"]\n\
+             [node.train]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo t > $POLYFLOW_OUT/w.bin\"]\n\
+             [node.eval]\nkind = \"command\"\ninputs = {{ {slot} = \"prep\", model = \"train\" }}\n\
+             run = [\"sh\", \"-c\", \"cat $POLYFLOW_IN/data/prep/x.csv $POLYFLOW_IN/model/train/w.bin > $POLYFLOW_OUT/seen\"]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("data")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stored(d.path(), "eval", "seen"), "p\nt\n");
+    std::fs::write(d.path().join("p.toml"), pipe("\"../up\"")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("p.toml:9:12: error: `../up` cannot name an input of `command`"), "{err}");
+}
+
 /// Two matrices over the same files chained file by file (`inputs = { in = "clean.{sample}" }`), a file in a
 /// subfolder and one with a space included (their ids are `clean.sub_c`, `clean.c_d`); without `deps`, each node is
 /// still keyed by its own file: a changed file reruns its two nodes alone.

@@ -850,7 +850,8 @@ pub fn kinds(reg: &Registry) -> Result<i32, CliError> {
     for s in reg.stages() {
         outln!("{} (v{}) → {}: {}", s.kind(), s.version(), s.output(), s.doc());
         for i in s.inputs() {
-            outln!("    input  {:<16} {}{}", i.name, i.types.join("|"), if i.optional { " (optional)" } else { "" });
+            let name = if i.name == crate::stage::ANY_SLOT { "<any name>" } else { i.name };
+            outln!("    input  {:<16} {}{}", name, i.types.join("|"), if i.optional { " (optional)" } else { "" });
         }
         for p in s.params() {
             let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());

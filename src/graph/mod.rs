@@ -247,7 +247,16 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         let slots = stage.inputs();
         let mut inputs = BTreeMap::new();
         for (slot, (slot_span, refs)) in &n.inputs {
-            let Some(sd) = slots.iter().find(|s| s.name == slot) else {
+            let named = slots.iter().find(|s| s.name == slot);
+            let any = slots.iter().find(|s| s.name == crate::stage::ANY_SLOT);
+            if named.is_none()
+                && any.is_some()
+                && (slot.is_empty() || !slot.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                return Err(SpecError::at(src, *slot_span, K::UnknownKey, format!("`{slot}` cannot name an input of `{}`", n.kind))
+                    .help("an input's name is a folder name: letters, digits, `_` and `-` (`inputs = { data = \"prep\" }`)"));
+            }
+            let Some(sd) = named.or(any) else {
                 let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
                 return Err(SpecError::at(src, *slot_span, K::UnknownKey, format!("kind `{}` has no input slot `{slot}`", n.kind))
                     .help(if names.is_empty() { "this kind takes no inputs".into() } else { suggest(slot, names.iter().copied()) }));

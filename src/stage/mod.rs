@@ -38,6 +38,9 @@ pub struct InputSlot {
     pub optional: bool,
 }
 
+/// The name of a slot that takes any name ([`InputSlot::any_name`]).
+pub const ANY_SLOT: &str = "*";
+
 impl InputSlot {
     /// A required slot taking one node.
     pub fn one(name: &'static str, types: &'static [&'static str]) -> Self {
@@ -46,6 +49,11 @@ impl InputSlot {
     /// A required slot taking one or more nodes.
     pub fn many(name: &'static str, types: &'static [&'static str]) -> Self {
         InputSlot { name, types, multiple: true, optional: false }
+    }
+    /// Optional slots of any name the pipeline gives (a `command`'s `inputs = { data = "prep", model = "train" }`),
+    /// each taking one or more nodes: a name of letters, digits, `_` and `-` (it names a folder).
+    pub fn any_name(types: &'static [&'static str]) -> Self {
+        InputSlot { name: ANY_SLOT, types, multiple: true, optional: true }
     }
     /// Marks the slot optional.
     pub fn optional(mut self) -> Self {

@@ -71,7 +71,9 @@ impl Stage for CommandStage {
         "files"
     }
     fn inputs(&self) -> Vec<InputSlot> {
-        vec![InputSlot::many("in", &["*"]).optional()]
+        // `in`, or names of the pipeline's own: `inputs = { data = "prep", model = "train" }` gives
+        // `$POLYFLOW_IN/data/prep/…` and `$POLYFLOW_IN/model/train/…`.
+        vec![InputSlot::any_name(&["*"])]
     }
     fn params(&self) -> Vec<ParamSpec> {
         vec![
