@@ -317,7 +317,8 @@ impl Store {
         if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
             return Err(not_a_store("is a file, not a folder: a store is a folder (check `--store` or POLYFLOW_STORE)"));
         }
-        if !Store::exists(root) {
+        let new = !Store::exists(root);
+        if new {
             if let Some(why) = Self::not_a_new_store(root) {
                 return Err(not_a_store(&why));
             }
@@ -331,6 +332,11 @@ impl Store {
             _ => StoreError::io(root, e),
         })?;
         share_with_group(root);
+        // A new store keeps itself out of git (as `.pytest_cache` does): `git add .` after a run adds no blobs.
+        let ignore = root.join(".gitignore");
+        if new && !ignore.exists() {
+            let _ = std::fs::write(&ignore, "# polyflow's store: content-addressed artifacts, not for git (see polyflow's README)\n*\n");
+        }
         // Absolute, so that paths into the store handed to programs that run elsewhere (a `command` node's
         // `$POLYFLOW_OUT`, run in its pipeline file's folder; a Slurm job) name the same place.
         let root = std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
