@@ -251,3 +251,24 @@ averages = [{ label = "Mean", columns = ["T", "T2"] }]
         "{v}"
     );
 }
+
+/// After a `--set` experiment, a what-if of other settings compares with that experiment's run (its nearest): the
+/// reason says so, so that the experiment's value is not taken for the file's; the file's own plan compares with the
+/// file's own run and says nothing of it.
+#[test]
+fn a_reason_compared_with_an_experiments_run_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "a.value=2"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "a.value=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("value changed 2 → 3 (since its run under --set a.value=2)"), "{out}");
+    let (_, _, err) = pf(d.path(), &["run", "p.toml", "--set", "a.value=3"]);
+    assert!(err.contains("value changed 2 → 3 (since its run under --set a.value=2)"), "{err}");
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("value changed 3 → 1 (since its run under --set a.value=3)"), "{out}");
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 4\n").unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("value changed 1 → 4") && !out.contains("since its run"), "{out}");
+}

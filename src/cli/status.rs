@@ -247,12 +247,14 @@ pub fn plan(
     let sched = local.then(|| scheduled(&g, &stale, &last, &need, jobs, devices));
     let cells = changed_cells(&g, &sel, &a);
     let resume = |i: usize| resume_point(&g, &a, &c.store, i).map(|(p, _)| p);
+    let settings = c.settings();
     let reasons = |i: usize| {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
         if let Some(p) = resume(i) {
             r.push(format!("resumes from an interrupted run's checkpoint at {p}"));
         }
-        r.join("; ")
+        let since = crate::exec::earlier::compared_with(&a[&i], &settings).map(|s| format!(" ({s})")).unwrap_or_default();
+        r.join("; ") + &since
     };
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
     // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.

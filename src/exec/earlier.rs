@@ -141,6 +141,15 @@ pub fn earlier(store: &Store, index: &Index, n: &crate::graph::GNode, a: &Assess
     }
 }
 
+/// For a node whose reasons compare it with a run made under other settings than the command's own `settings`
+/// (after a `--set lr=0.2` experiment, `plan --set lr=0.3` compares with that run: `lr changed 0.2 → 0.3`), the
+/// words that say so (`since its run under --set …`), so that the old value is not taken for the file's.
+pub fn compared_with(a: &Assessment, settings: &str) -> Option<String> {
+    let r = a.record.as_ref()?;
+    let own = |x: &DirtyReason| !matches!(x, DirtyReason::NeverRun | DirtyReason::Forced | DirtyReason::UpstreamPending { .. });
+    (same(r, SETTINGS, settings) == Some(false) && a.reasons.iter().any(own)).then(|| format!("since its run under {}", settings_of(r)))
+}
+
 /// A run's settings as a command line gives them (`--profile smoke --set a.b=1`), "the pipeline file's own" when
 /// none, "not recorded" for runs from before they were kept.
 pub fn settings_of(r: &NodeRecord) -> String {

@@ -599,10 +599,15 @@ impl Scheduler<'_> {
         };
         let reasons: Vec<DirtyReason> = a.reasons.iter().filter(|r| !matches!(r, DirtyReason::UpstreamPending { .. })).cloned().collect();
         let reasons = if reasons.is_empty() { vec![DirtyReason::Other { detail: "inputs changed".into() }] } else { reasons };
-        // Another attempt after a failed one: said first (`attempt 2 of 3; never run`).
+        // Another attempt after a failed one: said first (`attempt 2 of 3; never run`). Compared with a run of other
+        // settings: said last.
+        let mut said = words(&reasons);
+        if let Some(since) = super::earlier::compared_with(&a, &self.g.pipeline.settings()) {
+            said = format!("{said} ({since})");
+        }
         let reason = match self.attempts.get(&i) {
-            Some(&failed) => format!("attempt {} of {}; {}", failed + 1, self.retries(i) + 1, words(&reasons)),
-            None => words(&reasons),
+            Some(&failed) => format!("attempt {} of {}; {said}", failed + 1, self.retries(i) + 1),
+            None => said,
         };
         (self.sink)(&Event::Started { id: self.id(i), kind: self.kind(i), reason, reasons, devices: devices.clone() });
         let mut inputs: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
