@@ -215,3 +215,45 @@ fn a_misspelt_table_parameter_in_a_set_is_named_with_the_nearest() {
         "{err}"
     );
 }
+
+/// `[vars]`: the pipeline's own variables, `{NAME}` in any node's parameters and inputs (typed where alone), set by a
+/// profile, a config file or `--set vars.NAME=…` (one the pipeline declares, unless added with `+`), in the keys of
+/// the nodes that use them.
+#[test]
+fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[vars]\nsplit = 3\nname = \"a\"\n\
+         [node.prep]\nkind = \"value\"\nvalue = \"{split}\"\ncomment = \"{name}-{split}\"\n\
+         [node.other]\nkind = \"value\"\nvalue = 1\n\
+         [node.m]\nkind = \"value\"\nmatrix = { split = [7] }\nvalue = \"{split}\"\n\
+         [profile.smoke.vars]\nsplit = 1\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("c.toml"), "[vars]\nsplit = 5\n").unwrap();
+    let shown = |args: &[&str], node: &str| {
+        let (code, out, err) = pf(d.path(), &[&["show", "p.toml", node][..], args].concat());
+        assert_eq!(code, 0, "{err}");
+        out.lines().find(|l| l.starts_with("params:")).unwrap_or_default().to_string()
+    };
+    // Typed where alone, text inside a string; a matrix variable of the same name wins.
+    let prep = shown(&[], "prep");
+    assert!(prep.contains(r#""comment":"a-3""#) && prep.contains(r#""value":3}"#), "{prep}");
+    assert!(shown(&[], "m.7").contains(r#""value":7}"#));
+    assert!(shown(&["-p", "smoke"], "prep").contains(r#""value":1}"#));
+    assert!(shown(&["--config", "c.toml"], "prep").contains(r#""value":5}"#));
+    assert!(shown(&["--set", "vars.split=9"], "prep").contains(r#""value":9}"#));
+    // Only the nodes that use it are stale after a change.
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=4"]);
+    assert!(out.contains("Would run prep") && !out.contains("Would run other") && !out.contains("Would run m."), "{out}");
+    // A misspelt one, a + on one there is, and what cannot be a variable.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.splt=4"]);
+    assert!(code == 2 && err.contains("the pipeline has no variable `splt`") && err.contains("did you mean `split`?"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.split=4"]);
+    assert!(code == 2 && err.contains("has a variable `split` already"), "{err}");
+    assert_eq!(pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4"]).0, 0);
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=[1]"]);
+    assert!(code == 2 && err.contains("a pipeline variable is a string, a finite number or a boolean"), "{err}");
+}

@@ -143,11 +143,15 @@ pub fn earlier(store: &Store, index: &Index, n: &crate::graph::GNode, a: &Assess
 
 /// For a node whose reasons compare it with a run made under other settings than the command's own `settings`
 /// (after a `--set lr=0.2` experiment, `plan --set lr=0.3` compares with that run: `lr changed 0.2 → 0.3`), the
-/// words that say so (`since its run under --set …`), so that the old value is not taken for the file's.
+/// words that say so (`since its run under --set …`), so that the old value is not taken for the file's; nothing
+/// where that run is the file's own.
 pub fn compared_with(a: &Assessment, settings: &str) -> Option<String> {
     let r = a.record.as_ref()?;
     let own = |x: &DirtyReason| !matches!(x, DirtyReason::NeverRun | DirtyReason::Forced | DirtyReason::UpstreamPending { .. });
-    (same(r, SETTINGS, settings) == Some(false) && a.reasons.iter().any(own)).then(|| format!("since its run under {}", settings_of(r)))
+    // Compared with the file's own run, the old value is the file's, as a reader takes it: nothing to say.
+    let experiment = r.runner.get(SETTINGS).is_some_and(|s| !s.is_empty());
+    (experiment && same(r, SETTINGS, settings) == Some(false) && a.reasons.iter().any(own))
+        .then(|| format!("since its run under {}", settings_of(r)))
 }
 
 /// A run's settings as a command line gives them (`--profile smoke --set a.b=1`), "the pipeline file's own" when

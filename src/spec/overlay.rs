@@ -84,6 +84,8 @@ pub struct Parsed {
     pub kinds: Vec<(String, Span, BTreeMap<String, Entry>)>,
     /// The seed, if set.
     pub seed: Option<u64>,
+    /// Pipeline variables set (`--set vars.NAME=…`, a config file's `[vars]`), with whether each is added (`+`).
+    pub vars: Vec<(String, Entry, bool)>,
 }
 
 fn type_err(sources: &SourceMap, v: &SValue, expected: &str) -> SpecError {
@@ -117,6 +119,7 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
         for (k, e) in &top {
             match k.as_str() {
                 "seed" => out.seed = Some(seed_of(sources, &e.value)?),
+                "vars" => out.vars.extend(super::parse::vars_table(sources, e)?.into_iter().map(|(k, v)| (k, v, false))),
                 "node" | "kind" => {
                     let Some(t) = e.value.as_table() else {
                         return Err(type_err(sources, &e.value, "a table"));
@@ -135,7 +138,7 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
                 }
                 _ => {
                     return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("unknown key `{k}` in a config file"))
-                        .help(super::error::suggest(k, ["seed", "node", "kind"])))
+                        .help(super::error::suggest(k, ["seed", "node", "kind", "vars"])))
                 }
             }
         }
@@ -168,6 +171,16 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
         let value = parse_value(&arg[eq + 1..], file, eq + 1);
         if lhs == "seed" {
             out.seed = Some(seed_of(sources, &value)?);
+            continue;
+        }
+        // `--set vars.NAME=VALUE`: a pipeline variable.
+        if let Some(name) = lhs.strip_prefix("vars.") {
+            let lead = arg.len() - arg.trim_start().len() + usize::from(adds) + "vars.".len();
+            let key_span = Span { file, start: lead, end: eq };
+            let wrapper =
+                SValue { value: Value::Table([(name.to_string(), Entry { key_span, value: value.clone() })].into()), span: value.span };
+            let t = super::parse::vars_table(sources, &Entry { key_span, value: wrapper })?;
+            out.vars.extend(t.into_iter().map(|(k, v)| (k, v, adds)));
             continue;
         }
         let Some(dot) = lhs.rfind('.') else {

@@ -173,6 +173,8 @@ struct Loader {
     loaded: BTreeSet<PathBuf>,
     executor: BTreeMap<String, Entry>,
     cache: Option<CacheSpec>,
+    /// `[vars]`: the pipeline's own variables (the including file's over included ones).
+    vars: BTreeMap<String, Entry>,
 }
 
 #[derive(Default)]
@@ -181,9 +183,10 @@ struct ProfileDecl {
     kinds: Vec<(String, Span, BTreeMap<String, Entry>)>,
     seed: Option<u64>,
     executor: BTreeMap<String, Entry>,
+    vars: BTreeMap<String, Entry>,
 }
 
-const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor", "cache"];
+const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description", "executor", "cache", "vars"];
 /// The per-node key that executors read and keys never include.
 pub(crate) const RESOURCES: &str = "resources";
 /// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
@@ -237,6 +240,36 @@ pub fn load_str(name: &str, text: &str, dir: &Path, profile: Option<&str>) -> Re
 }
 
 impl Loader {
+    /// Sets pipeline variable `k` (a profile's or the command line's value): one the pipeline declares, unless
+    /// added (`--set +vars.k=…`).
+    fn set_var(&mut self, k: &str, e: Entry, adds: bool) -> Result<(), SpecError> {
+        match (self.vars.contains_key(k), adds) {
+            (true, false) | (false, true) => {
+                self.vars.insert(k.to_string(), e);
+                Ok(())
+            }
+            (false, false) => Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("the pipeline has no variable `{k}`"))
+                .help(match crate::spec::error::closest(k, self.vars.keys().map(String::as_str)) {
+                    Some(c) => format!("did you mean `{c}`? Or, to add one, `--set +vars.{k}=…`"),
+                    None => format!(
+                        "its `[vars]` declare {}; to add one, `--set +vars.{k}=…`",
+                        if self.vars.is_empty() {
+                            "none".to_string()
+                        } else {
+                            self.vars.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                })),
+            (true, true) => Err(SpecError::at(
+                &self.sources,
+                e.key_span,
+                K::UnknownKey,
+                format!("the pipeline has a variable `{k}` already: a `+` adds one it lacks"),
+            )
+            .help(format!("to set it, leave out the `+`: `--set vars.{k}=…`"))),
+        }
+    }
+
     fn load_file(&mut self, path: &Path, from: Option<Span>) -> Result<(), SpecError> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if self.loaded.contains(&canonical) {
@@ -342,6 +375,11 @@ impl Loader {
                 self.load_file(&dir.join(rel), Some(item.span))?;
             }
         }
+        if let Some(e) = top.get("vars") {
+            let t = vars_table(&self.sources, e)?;
+            // Included files were loaded above, so the including file's values win.
+            self.vars.extend(t);
+        }
         if let Some(e) = top.get("executor") {
             let Some(t) = e.value.as_table() else {
                 return Err(self.type_err(&e.value, "a table `[executor]`"));
@@ -406,6 +444,7 @@ impl Loader {
                             };
                             decl.executor.extend(t.clone());
                         }
+                        "vars" => decl.vars.extend(vars_table(&self.sources, e)?),
                         "node" | "kind" => {
                             let Some(t) = e.value.as_table() else {
                                 return Err(self.type_err(&e.value, "a table"));
@@ -429,7 +468,7 @@ impl Loader {
                                 K::UnknownKey,
                                 format!("unknown key `{k}` in profile `{name}`"),
                             )
-                            .help(suggest(k, ["seed", "node", "kind", "executor"])))
+                            .help(suggest(k, ["seed", "node", "kind", "executor", "vars"])))
                         }
                     }
                 }
@@ -515,6 +554,10 @@ impl Loader {
                 dormant.push(DormantOverride { profile: p.to_string(), kind: Some(kind.clone()), span: *span, entries: entries.clone() });
             }
             self.executor.extend(decl.executor);
+            // A profile's values of the pipeline's variables (each one the pipeline declares).
+            for (k, e) in decl.vars {
+                self.set_var(&k, e, false)?;
+            }
         }
         // Command-line overrides come last, so they win over the file and the profile.
         let mut extra = overlay::parse(&mut self.sources, overlay)?;
@@ -548,6 +591,9 @@ impl Loader {
         if let Some(s) = extra.seed {
             seed = s;
         }
+        for (k, e, adds) in extra.vars {
+            self.set_var(&k, e, adds)?;
+        }
         node_over.extend(extra.nodes);
         for (kind, span, entries) in &extra.kinds {
             dormant.push(DormantOverride { profile: String::new(), kind: Some(kind.clone()), span: *span, entries: entries.clone() });
@@ -572,7 +618,7 @@ impl Loader {
         let mut nodes = vec![];
         let mut groups = BTreeMap::new();
         for d in &self.decls {
-            let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id), seed)?;
+            let expanded = expand(&self.sources, d, &kind_over, decl_over.get(&d.id), seed, &self.vars)?;
             if d.table.contains_key("matrix") || expanded.len() > 1 || expanded.first().is_some_and(|n| n.id != d.id) {
                 groups.insert(d.id.clone(), expanded.iter().map(|n| n.id.clone()).collect());
             }
@@ -661,7 +707,7 @@ impl Loader {
                     .help(suggest(&target, ids.iter().copied())));
             }
             for n in nodes.iter_mut().filter(|n| members.contains(&n.id)) {
-                apply_expanded_override(&self.sources, n, &ov, group)?;
+                apply_expanded_override(&self.sources, n, &ov, group, &self.vars)?;
             }
         }
         Ok(Pipeline {
@@ -814,7 +860,13 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
 
 /// Applies an override of an expanded node's parameters (`--set co_all.0.s1.lr=…`, or each node of a group:
 /// `group`).
-fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<String, Entry>, group: bool) -> Result<(), SpecError> {
+fn apply_expanded_override(
+    sources: &SourceMap,
+    n: &mut NodeSpec,
+    ov: &BTreeMap<String, Entry>,
+    group: bool,
+    pvars: &BTreeMap<String, Entry>,
+) -> Result<(), SpecError> {
     for (k, e) in ov {
         // (An entry to add is marked in its name: `params.+lr`, `+lr`; see `set_param`.)
         let (marked, plain) = (k, super::overlay::unmarked(k));
@@ -840,12 +892,59 @@ fn apply_expanded_override(sources: &SourceMap, n: &mut NodeSpec, ov: &BTreeMap<
             if head == k {
                 n.unknown_placeholders.retain(|(p, _, _)| p != k);
             }
-            let unknown = substitute_param(head, &mut e, &n.matrix, &n.values);
+            let (vars, values) = with_pipeline_vars(&n.matrix, &n.values, pvars);
+            let unknown = substitute_param(head, &mut e, &vars, &values);
             n.unknown_placeholders.extend(unknown);
             set_param(sources, &n.id, &mut n.params, marked, e)?;
         }
     }
     Ok(())
+}
+
+/// A node's variables with the pipeline's `[vars]` added (its matrix's win): as placeholders write them, and typed.
+fn with_pipeline_vars(
+    vars: &BTreeMap<String, String>,
+    values: &BTreeMap<String, SValue>,
+    pvars: &BTreeMap<String, Entry>,
+) -> (BTreeMap<String, String>, BTreeMap<String, SValue>) {
+    let (mut vars, mut values) = (vars.clone(), values.clone());
+    for (k, e) in pvars {
+        if !vars.contains_key(k) {
+            vars.insert(k.clone(), value_label(&e.value));
+            values.insert(k.clone(), e.value.clone());
+        }
+    }
+    (vars, values)
+}
+
+/// `[vars]` (or a profile's, or a config file's): names of letters, digits and `_` (not `seed`, `replicate`),
+/// each a string, number or boolean.
+pub(super) fn vars_table(sources: &SourceMap, e: &Entry) -> Result<BTreeMap<String, Entry>, SpecError> {
+    let Some(t) = e.value.as_table() else {
+        return Err(SpecError::at(
+            sources,
+            e.value.span,
+            K::WrongType,
+            format!("expected a table `[vars]`, found {}", e.value.value.type_name()),
+        )
+        .help("write `[vars]` with `NAME = VALUE` lines, used as `{NAME}` in parameters and inputs"));
+    };
+    for (k, v) in t {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k == "seed" || k == "replicate" {
+            return Err(SpecError::at(sources, v.key_span, K::UnknownKey, format!("`{k}` cannot name a pipeline variable"))
+                .help("a variable's name is letters, digits and `_`; `seed` and `replicate` are every node's own"));
+        }
+        if !matches!(v.value.value, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)) || v.value.non_finite().is_some() {
+            return Err(SpecError::at(
+                sources,
+                v.value.span,
+                K::WrongType,
+                format!("`{k}`: a pipeline variable is a string, a finite number or a boolean"),
+            )
+            .help("it is written into parameters and inputs as `{NAME}`: a list or a table is a parameter of the nodes that use it"));
+        }
+    }
+    Ok(t.clone())
 }
 
 /// Whether a parameter's value names the replicate (`{seed}`, `{replicate}`): each replicate has its own.
@@ -956,6 +1055,7 @@ fn expand(
     kind_over: &[(String, Span, BTreeMap<String, Entry>)],
     node_over: Option<&BTreeMap<String, Entry>>,
     seed: u64,
+    pvars: &BTreeMap<String, Entry>,
 ) -> Result<Vec<NodeSpec>, SpecError> {
     let type_err = |v: &SValue, exp: &str| {
         SpecError::at(sources, v.span, K::WrongType, format!("expected {exp}, found {}", v.value.type_name()))
@@ -1097,8 +1197,11 @@ fn expand(
         // Parameters each replicate has its own value of by design (`run = […, "--seed", "{seed}"]`).
         let per_replicate: BTreeSet<String> = params.iter().filter(|(_, e)| per_replicate_value(e)).map(|(k, _)| k.clone()).collect();
         let mut unknown_placeholders = vec![];
+        // The pipeline's `[vars]` are placeholders too (a matrix variable of the same name wins), but not the
+        // node's matrix: tables and `compare` read that.
+        let (all_vars, all_values) = with_pipeline_vars(&vars, &values, pvars);
         for (k, e) in params.iter_mut() {
-            unknown_placeholders.extend(substitute_param(k, e, &vars, &values));
+            unknown_placeholders.extend(substitute_param(k, e, &all_vars, &all_values));
         }
         let mut inputs = BTreeMap::new();
         let mut per_replicate_inputs = BTreeSet::new();
@@ -1109,7 +1212,7 @@ fn expand(
             // A matrix value as node ids spell it (`sub/c` of a files matrix is `clean.sub_c`): an input names
             // nodes. (`{seed}` and `{replicate}` are written as they are.)
             let id_vars: BTreeMap<String, String> =
-                vars.iter().map(|(k, v)| (k.clone(), if k == "seed" || k == "replicate" { v.clone() } else { id_label(v) })).collect();
+                all_vars.iter().map(|(k, v)| (k.clone(), if k == "seed" || k == "replicate" { v.clone() } else { id_label(v) })).collect();
             for (slot, se) in it {
                 if se.value.names_variable(&["seed", "replicate"]) {
                     per_replicate_inputs.insert(slot.clone());
@@ -1130,7 +1233,7 @@ fn expand(
                 };
                 // A placeholder left after substitution names no variable (node ids hold no braces).
                 if let Some(r) = refs.iter().find(|r| r.target.contains('{') && r.target.contains('}')) {
-                    let mut known: Vec<&str> = vars.keys().map(String::as_str).collect();
+                    let mut known: Vec<&str> = all_vars.keys().map(String::as_str).collect();
                     known.sort();
                     return Err(SpecError::at(
                         sources,
