@@ -170,7 +170,7 @@ mod tests {
         let mut p = defaults(&table.params());
         p["rows"] = json!([{"label": "a"}]);
         let (param, msg) = table.validate(&p).unwrap_err();
-        assert_eq!(param, "rows", "{msg}");
+        assert_eq!(param, "rows.0", "{msg}");
         assert!(msg.contains("nodes"), "{msg}");
     }
 }

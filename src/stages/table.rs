@@ -308,8 +308,9 @@ impl Stage for TableStage {
         // value; Markdown labels escaped; the caption names no text marks (the terminal rendering does); a
         // published row's values as fractions, as computed cells are. 6: no count columns when no row has a model; a
         // caption without a full stop gets one before the seeds' sentence. 7: a cell that several of a row's named
-        // nodes report is over all their runs (k folds listed in one row), not the first node's alone.
-        7
+        // nodes report is over all their runs (k folds listed in one row), not the first node's alone. 8: a caption
+        // over rows of different run counts says the range, not the largest alone.
+        8
     }
     fn doc(&self) -> &'static str {
         "a result table (terminal, Markdown and LaTeX with best/second marked, CSV, JSON with provenance)"
@@ -644,6 +645,9 @@ impl Stage for TableStage {
         let mut reported = vec![false; cols.len()];
         let mut notes: Vec<String> = vec![];
         let mut max_seeds = 1;
+        // The fewest runs a computed cell is over (rows over different numbers of runs: a baseline's one seed
+        // beside a sweep's folds).
+        let mut min_seeds = usize::MAX;
         // Whether a cell is over the runs of several of its row's nodes; the rows with such cells, with those nodes.
         let mut pooled = false;
         let mut pooled_rows: Vec<(String, Vec<String>)> = vec![];
@@ -744,6 +748,9 @@ impl Stage for TableStage {
                 }
                 let (vals, from): (Vec<f64>, Vec<Provenance>) = reporting.into_iter().flat_map(|(_, v)| v).unzip();
                 max_seeds = max_seeds.max(vals.len());
+                if !vals.is_empty() {
+                    min_seeds = min_seeds.min(vals.len());
+                }
                 reported[ci] |= !vals.is_empty();
                 cells.push(Cell::over_seeds_shown(vals.clone(), from.clone(), c.scale, c.digits));
                 per_col.push((vals, from));
@@ -804,8 +811,13 @@ impl Stage for TableStage {
                 format!("{c}. ")
             };
             let over = if pooled { "runs (seeds, or the several nodes a row names)" } else { "seeds" };
+            let count = if min_seeds < max_seeds {
+                format!("{min_seeds} to {max_seeds} {over}, as each row has (each cell's count in the CSV's `:n` columns)")
+            } else {
+                format!("{max_seeds} {over}")
+            };
             t.caption.push_str(&format!(
-                "Mean ± sample std over {max_seeds} {over} (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
+                "Mean ± sample std over {count} (per-seed values in the JSON). Bold: best, underlined: second, each with the cells below it in the column while they are tied with it; {} (marked “tie”).",
                 crate::tables::TIE_RULE
             ));
         }
