@@ -1645,7 +1645,10 @@ fn a_row_naming_several_nodes_that_report_a_number_averages_them_all() {
     );
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "t"]);
     // Folds 0, 1, 2: mean 1.00, sample std 1.00, over 3 runs.
-    assert!(out.contains("1.00 ± 1.00") && out.contains("over 1 to 3 runs (seeds, or the several nodes a row names), as each row has"), "{out}");
+    assert!(
+        out.contains("1.00 ± 1.00") && out.contains("over 1 to 3 runs (seeds, or the several nodes a row names), as each row has"),
+        "{out}"
+    );
     // A run named twice counts once: fold 2's value, not a mean of two with a std of 0.
     let dup = out.lines().find(|l| l.contains("dup") && l.contains("┆")).unwrap_or_else(|| panic!("{out}"));
     assert!(dup.contains("2.00") && !dup.contains('±'), "{out}");

@@ -134,6 +134,13 @@ fn a_table_entry_set_must_exist_unless_added_with_a_plus() {
     // A `+` on an entry the table has (Hydra's rule): an error saying to leave it out.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+hp.value.lr=0.3"]);
     assert!(code == 2 && err.contains("`hp.value` has an entry `lr` already") && err.contains("`--set hp.value.lr=…`"), "{err}");
+    // So on a parameter the node declares; one it leaves at its default may be added.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+hp.value={ lr = 1 }"]);
+    assert!(code == 2 && err.contains("`hp` has `value` already"), "{err}");
+    assert_eq!(pf(d.path(), &["plan", "p.toml", "--set", "+hp.comment=x"]).0, 0);
+    // A group's names the group, not its first node.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+m.params.lr=3"]);
+    assert!(code == 2 && err.contains("`m.params` has an entry `lr` already") && err.contains("`--set m.params.lr=…`"), "{err}");
     // Two `+`; an entry whose name holds a dot (an export's file), which `--set` reads as a path: its whole table.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "++hp.value.x=1"]);
     assert!(code == 2 && err.contains("has more than one `+`"), "{err}");
@@ -228,6 +235,7 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
          [node.prep]\nkind = \"value\"\nvalue = \"{split}\"\ncomment = \"{name}-{split}\"\n\
          [node.other]\nkind = \"value\"\nvalue = 1\n\
          [node.m]\nkind = \"value\"\nmatrix = { split = [7] }\nvalue = \"{split}\"\n\
+         [node.mv]\nkind = \"value\"\nmatrix = { x = [\"{name}\", \"b\"] }\nvalue = \"{x}\"\n\
          [profile.smoke.vars]\nsplit = 1\n",
     )
     .unwrap();
@@ -241,6 +249,8 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
     let prep = shown(&[], "prep");
     assert!(prep.contains(r#""comment":"a-3""#) && prep.contains(r#""value":3}"#), "{prep}");
     assert!(shown(&[], "m.7").contains(r#""value":7}"#));
+    // In a matrix's values too: `x = ["{name}", "b"]` is nodes `mv.a`, `mv.b`.
+    assert!(shown(&[], "mv.a").contains(r#""value":"a"}"#));
     assert!(shown(&["-p", "smoke"], "prep").contains(r#""value":1}"#));
     assert!(shown(&["--config", "c.toml"], "prep").contains(r#""value":5}"#));
     assert!(shown(&["--set", "vars.split=9"], "prep").contains(r#""value":9}"#));
@@ -253,7 +263,9 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
     assert!(code == 2 && err.contains("the pipeline has no variable `splt`") && err.contains("did you mean `split`?"), "{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.split=4"]);
     assert!(code == 2 && err.contains("has a variable `split` already"), "{err}");
-    assert_eq!(pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4"]).0, 0);
+    // Added, and used by no node: said.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4"]);
+    assert!(code == 0 && err.contains("variable `extra` of `[vars]`") && err.contains("is named by no node"), "{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=[1]"]);
     assert!(code == 2 && err.contains("a pipeline variable is a string, a finite number or a boolean"), "{err}");
 }

@@ -88,6 +88,13 @@ fn note_unused_matrix_keys(g: &Graph) {
 /// tables' cells average them as if they were seeds of one setting.
 pub fn pipeline_notes(g: &Graph) {
     note_placeholders(g);
+    for (name, span) in &g.pipeline.unused_vars {
+        crate::cli::out::errln!(
+            "{:>12} variable `{name}` of `[vars]` ({}) is named by no node as `{{{name}}}`: its value changes nothing",
+            "Warning",
+            g.pipeline.sources.locate(*span)
+        );
+    }
     note_unused_matrix_keys(g);
     for (group, params) in g.mixed_replicates() {
         crate::cli::out::errln!(

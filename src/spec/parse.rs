@@ -99,6 +99,9 @@ pub struct Pipeline {
     pub executor: BTreeMap<String, Entry>,
     /// The `[cache]` table: a shared artifact cache (the including file's over included ones).
     pub cache: Option<CacheSpec>,
+    /// The `[vars]` no declaration names as `{NAME}` (where each is declared), for a warning: their values are
+    /// in no key, so setting them changes nothing.
+    pub unused_vars: Vec<(String, Span)>,
     /// The command-line overrides applied (`--config`, `--set`), so that jobs rebuild the same pipeline.
     pub overlay: Overlay,
     /// The overrides of every profile not in use, so that the graph builder checks them too (a typo in
@@ -710,8 +713,19 @@ impl Loader {
                 apply_expanded_override(&self.sources, n, &ov, group, &self.vars)?;
             }
         }
+        // A variable no declaration names: setting it changes nothing (a misspelt `{split_sed}` is warned of where
+        // it is written; this is the other side).
+        let written: Vec<String> =
+            self.decls.iter().map(|d| SValue { value: Value::Table(d.table.clone()), span: d.key_span }.to_json().to_string()).collect();
+        let unused_vars = self
+            .vars
+            .iter()
+            .filter(|(k, _)| !written.iter().any(|w| w.contains(&format!("{{{k}}}"))))
+            .map(|(k, e)| (k.clone(), e.key_span))
+            .collect();
         Ok(Pipeline {
             sources: self.sources,
+            unused_vars,
             nodes,
             seed,
             profile: profile.map(|s| s.to_string()),
@@ -844,15 +858,23 @@ fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entr
     }
     // `+` adds what is not there (as Hydra's `+` does): on an entry the table has, what was meant is unclear (a
     // name thought new, holding a value the program already reads).
-    if !parts.is_empty() && adds && table.contains_key(last) {
-        let here = parts.join(".");
-        return Err(SpecError::at(
-            sources,
-            e.key_span,
-            K::UnknownKey,
-            format!("`{node}.{here}` has an entry `{last}` already: a `+` adds one the table lacks"),
-        )
-        .help(format!("to set it, leave out the `+`: `--set {node}.{here}.{last}=…`")));
+    if adds && table.contains_key(last) {
+        // The argument as given (a group's `--set +cv.params.x=1` reaches each of its nodes), without its `+`.
+        let given = sources.files.get(e.key_span.file).and_then(|f| f.display.strip_prefix("--set "));
+        let lhs =
+            given.and_then(|g| g.trim_start().strip_prefix(super::overlay::ADDS)).and_then(|g| g.split_once('=')).map(|(l, _)| l.trim());
+        let plain = super::overlay::unmarked(key);
+        let fix = format!("to set it, leave out the `+`: `--set {}=…`", lhs.map_or_else(|| format!("{node}.{plain}"), str::to_string));
+        let owner = lhs.and_then(|l| l.rsplit_once('.')).map_or_else(
+            || if parts.is_empty() { node.to_string() } else { format!("{node}.{}", parts.join(".")) },
+            |(o, _)| o.to_string(),
+        );
+        let what = if parts.is_empty() {
+            format!("`{owner}` has `{last}` already: a `+` adds a parameter the node leaves out")
+        } else {
+            format!("`{owner}` has an entry `{last}` already: a `+` adds one the table lacks")
+        };
+        return Err(SpecError::at(sources, e.key_span, K::UnknownKey, what).help(fix));
     }
     table.insert(last.to_string(), e);
     Ok(())
@@ -1137,9 +1159,19 @@ fn expand(
                 return Err(SpecError::at(sources, bad.span, K::OutOfRange, format!("matrix key `{k}`: a value is not a finite number"))
                     .help("keys are hashed from JSON, which has no infinity or NaN: write a finite number, or a string (`\"inf\"`)"));
             }
+            // The pipeline's `[vars]` in a matrix value (`lr = ["{base}", 0.2]`): the value is the variable's.
+            let (pv_text, pv_values) = with_pipeline_vars(&BTreeMap::new(), &BTreeMap::new(), pvars);
+            let vals: Vec<SValue> = vals
+                .iter()
+                .map(|v| {
+                    let mut v = v.clone();
+                    v.substitute_typed(&pv_text, &pv_values);
+                    v
+                })
+                .collect();
             let mut next = vec![];
             for (labels, vars, values) in &combos {
-                for v in vals {
+                for v in &vals {
                     let mut labels = labels.clone();
                     let mut vars = vars.clone();
                     let mut values = values.clone();

@@ -176,6 +176,13 @@ fn rows_from_matrix(
     }
     // A `{name}` of the label naming no variable is a misspelling (its rows would share one label).
     for name in placeholders(&spec.label) {
+        if OWN.contains(&name) {
+            return Err((
+                format!("rows.{i}.label"),
+                format!("the label names `{{{name}}}`, but each row is over the seeds: a row has no one seed"),
+                "leave it out of the label (each row's cells are the mean ± std over its seeds; the JSON has each seed's value)".into(),
+            ));
+        }
         if !names.contains(&name.to_string()) {
             return Err((
                 format!("rows.{i}.label"),
@@ -566,6 +573,16 @@ impl Stage for TableStage {
                 ["md", "tex", "csv", "json"].iter().map(|e| (format!("table.{e}"), format!("{stem}.{e}"))).collect()
             }
             _ => vec![],
+        }
+    }
+    fn shown_key(&self, keyed: &mut Value) {
+        // Rows by label, so that a change reads `rows.lr 0.3 added`, not two lists of JSON.
+        if let Some(rows) = keyed.get("rows").and_then(Value::as_array) {
+            let by_label: serde_json::Map<String, Value> =
+                rows.iter().map(|r| (r["label"].as_str().unwrap_or_default().to_string(), r["nodes"].clone())).collect();
+            if by_label.len() == rows.len() {
+                keyed["rows"] = Value::Object(by_label);
+            }
         }
     }
     fn canonical_key(&self, keyed: &mut Value) {
