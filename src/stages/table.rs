@@ -140,7 +140,11 @@ fn rows_from_matrix(
         return Err((
             format!("rows.{i}.matrix"),
             format!("`{decl}` is not a matrix or seeds declaration"),
-            format!("{} (a row of one node is `nodes = [\"{decl}\"]`)", suggest(decl, decls)),
+            if runs.iter().any(|r| r == decl) {
+                format!("{} (a row of one node is `nodes = [\"{decl}\"]`)", suggest(decl, decls))
+            } else {
+                suggest(decl, decls)
+            },
         ));
     };
     let members: Vec<&String> = group.iter().filter(|id| runs.contains(id)).collect();
