@@ -135,6 +135,8 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
         pipeline(d.path(), 20_000);
         let (child, lines) = run_until_started(d.path(), "slow");
         let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        // Stopped a while after it started: the summary says how long it ran.
+        std::thread::sleep(Duration::from_millis(300));
         let t0 = Instant::now();
         assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
         let out = child.wait_with_output().unwrap();
@@ -155,6 +157,8 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
         // `z`, which waited on `slow`, is counted and listed as never started.
         assert_eq!(rest[1]["not_started"], 1, "{sig}");
         assert!(rest[1]["nodes"].as_array().unwrap().iter().any(|n| n["id"] == "z" && n["outcome"] == "not_started"), "{sig}");
+        let slow = rest[1]["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "slow").unwrap();
+        assert!(slow["outcome"] == "interrupted" && slow["ms"].as_u64().unwrap() >= 250, "{sig}: {slow}");
         assert_eq!(rest[2]["exit"], code);
         assert!(t0.elapsed() < Duration::from_secs(10), "{sig}: stopped without waiting for the 20 s node");
         assert!(

@@ -123,6 +123,8 @@ struct Running {
     fetch: bool,
     /// When it started (seconds since the Unix epoch), for `status` in another process.
     since: u64,
+    /// When it started, for how long it ran when stopped.
+    t: std::time::Instant,
 }
 
 /// The state of one run.
@@ -588,7 +590,8 @@ impl Scheduler<'_> {
         devices.iter().for_each(|d| {
             self.free_dev.remove(d);
         });
-        self.running.insert(i, Running { cpu, dev: devices.clone(), fetch: false, since: crate::text::now_secs() });
+        self.running
+            .insert(i, Running { cpu, dev: devices.clone(), fetch: false, since: crate::text::now_secs(), t: std::time::Instant::now() });
         self.note_running();
         let Some(fp) = a.fingerprint.clone() else {
             // Fingerprinting failed (e.g. unreadable sources): report as a failure of this node.
@@ -666,7 +669,7 @@ impl Scheduler<'_> {
             return Ok(Some(Started::NoRoom));
         }
         self.free_cpu -= cpu;
-        self.running.insert(i, Running { cpu, dev: vec![], fetch: true, since: crate::text::now_secs() });
+        self.running.insert(i, Running { cpu, dev: vec![], fetch: true, since: crate::text::now_secs(), t: std::time::Instant::now() });
         self.note_running();
         self.assessed.insert(i, a.clone());
         let (store, tx) = (self.store.clone(), self.tx.clone());
@@ -936,12 +939,13 @@ impl Scheduler<'_> {
             .collect();
         // Each node stopped, then the summary, so that a reader of the events closes every `started` one (a fetch
         // had none: it ends without an event).
-        let running: Vec<(usize, bool)> = self.running.iter().map(|(&i, r)| (i, r.fetch)).collect();
-        for &(i, fetch) in &running {
+        let running: Vec<(usize, bool, u64)> = self.running.iter().map(|(&i, r)| (i, r.fetch, r.t.elapsed().as_millis() as u64)).collect();
+        for &(i, fetch, ms) in &running {
             if !fetch {
                 (self.sink)(&Event::Interrupted { id: self.id(i), kind: self.kind(i), kept: kept.contains(&i) });
             }
-            self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Interrupted, ms: 0 });
+            // How long it ran before it was stopped.
+            self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Interrupted, ms });
         }
         self.emit_summary(t0, running.len());
         Ok(super::ExecError::Interrupted { kept: kept.len(), running: names, done: self.summary.ran.len() })
