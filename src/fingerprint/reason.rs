@@ -122,6 +122,9 @@ impl std::fmt::Display for DirtyReason {
         match self {
             DirtyReason::NeverRun => write!(f, "never run"),
             DirtyReason::Forced => write!(f, "forced"),
+            // An entry that one side lacks (a table's row, a `params` entry added or removed) is said so.
+            DirtyReason::ParamChanged { param, old, new } if old.is_null() => write!(f, "{param} added: {}", head(&render(new), 60)),
+            DirtyReason::ParamChanged { param, old, new } if new.is_null() => write!(f, "{param} removed (was {})", head(&render(old), 60)),
             DirtyReason::ParamChanged { param, old, new } => {
                 let (a, b) = shown_pair(old, new);
                 write!(f, "{param} changed {a} → {b}")
@@ -265,6 +268,14 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_entry_one_side_lacks_is_said_added_or_removed() {
+        let r = |old, new| DirtyReason::ParamChanged { param: "params.w".into(), old, new }.to_string();
+        assert_eq!(r(json!(null), json!(1)), "params.w added: 1");
+        assert_eq!(r(json!("a"), json!(null)), "params.w removed (was \"a\")");
+        assert_eq!(r(json!(1), json!(2)), "params.w changed 1 → 2");
+    }
 
     #[test]
     fn a_long_changed_argv_shows_the_differing_part() {
