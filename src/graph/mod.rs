@@ -301,6 +301,11 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                             .help("connect a node of a fitting kind"));
                         }
                     }
+                    // Listed twice (`["a", "a"]`, or a group and a node of it): one input, or a mistake for another.
+                    if idx.contains(&j) {
+                        return Err(SpecError::at(src, r.span, K::DuplicateId, format!("input `{slot}` of `{}` names `{t}` twice", n.id))
+                            .help("list each node once (a group such as a matrix declaration names all its nodes)"));
+                    }
                     idx.push(j);
                 }
             }
