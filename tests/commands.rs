@@ -1701,6 +1701,10 @@ fn table_rows_written_from_a_matrix_are_one_per_setting_over_the_rest() {
     let (_, shown, _) = pf(d.path(), &["show", "p.toml", "t"]);
     assert_eq!(shown.lines().filter(|l| l.contains("fold=") && l.contains("┆")).count(), 8, "{shown}");
     assert!(shown.lines().any(|l| l.contains("fold=100, lr=2, wd=10") && l.contains("112.50 ± 0.71")), "{shown}");
+    // A label naming a variable the rows are over has no one value in a row: refused where written.
+    std::fs::write(d.path().join("p.toml"), pipe("{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr} fold {fold}\" }")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("p.toml:15:51:") && err.contains("which each row is over"), "{err}");
 }
 
 /// A `command`'s inputs under names of the pipeline's own (`inputs = { data = "prep", model = "train" }`): each

@@ -158,6 +158,9 @@ struct Scheduler<'a> {
     retried: BTreeSet<usize>,
     /// Failed attempts of nodes that may retry (`retries`), by node.
     attempts: HashMap<usize, u32>,
+    /// The settings this run is made under (`Pipeline::settings`), made once: a reason compared with a run of other
+    /// settings says which.
+    settings: String,
     /// Nodes whose fetch from the cache failed (computed instead).
     no_fetch: BTreeSet<usize>,
     /// Publications to the shared cache in progress (joined before the run returns; failures are told then).
@@ -248,6 +251,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         failed: BTreeSet::new(),
         retried: BTreeSet::new(),
         attempts: HashMap::new(),
+        settings: g.pipeline.settings(),
         no_fetch: BTreeSet::new(),
         publishing: vec![],
         running_changed: false,
@@ -605,7 +609,7 @@ impl Scheduler<'_> {
         // Another attempt after a failed one: said first (`attempt 2 of 3; never run`). Compared with a run of other
         // settings: said last.
         let mut said = words(&reasons);
-        if let Some(since) = super::earlier::compared_with(&a, &self.g.pipeline.settings()) {
+        if let Some(since) = super::earlier::compared_with(&a, &self.settings) {
             said = format!("{said} ({since})");
         }
         let reason = match self.attempts.get(&i) {

@@ -225,6 +225,18 @@ fn pieces<'a>(s: &'a str, mut f: impl FnMut(Piece<'a>)) {
     }
 }
 
+/// The names of the `{name}` placeholders in `s`, in order (as [`SValue::placeholders`] reads them: not `${name}`,
+/// not an escaped `{{name}}`).
+pub fn placeholder_names(s: &str) -> Vec<&str> {
+    let mut out = vec![];
+    pieces(s, |p| {
+        if let Piece::Var(name) = p {
+            out.push(name);
+        }
+    });
+    out
+}
+
 /// `s` with each `{name}` placeholder of a variable replaced by its value, and each `{{name}}` of a variable by the
 /// literal `{name}` (the escape: `"{{seed}}"` passes `{seed}` to a program). A placeholder or doubled braces
 /// naming no variable are kept as written (`${HOME}`, a template's `{{x}}`).

@@ -123,8 +123,8 @@ fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'
 
 /// The rows `{ matrix = DECL, over = [...], label }` (row `i` of the table) stands for: one per setting of the
 /// declaration's variables not in `over`, in the declaration's order, each naming the nodes of that setting (a seed
-/// replicate by its node, so the row is over the seeds too) and labelled by `label` with `{var}` written as ids
-/// write it, or `lr=0.1, wd=0` where it has none.
+/// replicate by its node, so the row is over the seeds too) and labelled by `label` with `{var}` written as
+/// placeholders write it (`{{var}}` the literal `{var}`, as in parameters), or `lr=0.1, wd=0` where it has none.
 fn rows_from_matrix(
     i: usize,
     decl: &str,
@@ -178,20 +178,22 @@ fn rows_from_matrix(
             ));
         }
     }
-    // A `{name}` of the label naming no variable is a misspelling (its rows would share one label).
-    for name in placeholders(&spec.label) {
-        if OWN.contains(&name) {
-            return Err((
-                format!("rows.{i}.label"),
-                format!("the label names `{{{name}}}`, but each row is over the seeds: a row has no one seed"),
-                "leave it out of the label (each row's cells are the mean ± std over its seeds; the JSON has each seed's value)".into(),
-            ));
-        }
+    // A `{name}` of the label naming no variable is a misspelling (its rows would share one label); one that
+    // each row is over has no one value in a row. (`{seed}` never reaches here: it is the table node's own seed,
+    // written in by the pipeline as in any parameter.)
+    for name in crate::spec::value::placeholder_names(&spec.label) {
         if !names.contains(&name.to_string()) {
             return Err((
                 format!("rows.{i}.label"),
                 format!("`{{{name}}}` names no variable of `{decl}`'s matrix ({})", names.join(", ")),
                 suggest(name, names.iter().map(String::as_str)),
+            ));
+        }
+        if spec.over.iter().any(|o| o == name) {
+            return Err((
+                format!("rows.{i}.label"),
+                format!("the label names `{{{name}}}`, which each row is over (`over = [\"{name}\"]`): a row has no one value of it"),
+                format!("leave `{{{name}}}` out of the label, or `{name}` out of `over` for a row per value of it"),
             ));
         }
     }
@@ -216,38 +218,11 @@ fn rows_from_matrix(
                 setting.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
             }
         } else {
-            let mut l = spec.label.clone();
-            for (k, v) in &setting {
-                l = l.replace(&format!("{{{k}}}"), v);
-            }
-            if let Some(o) = spec.over.iter().find(|o| l.contains(&format!("{{{o}}}"))) {
-                return Err((
-                    format!("rows.{i}.label"),
-                    format!("the label names `{{{o}}}`, which each row is over (`over = [\"{o}\"]`): a row has no one value of it"),
-                    format!("leave `{{{o}}}` out of the label, or `{o}` out of `over` for a row per value of it"),
-                ));
-            }
-            l
+            crate::spec::value::expand(&spec.label, &setting)
         };
         out.push(json!({ "label": label, "nodes": nodes }));
     }
     Ok(out)
-}
-
-/// The `{name}` placeholders of `text` (a name of letters, digits and `_`).
-fn placeholders(text: &str) -> Vec<&str> {
-    let mut out = vec![];
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        rest = &rest[open + 1..];
-        if let Some(close) = rest.find('}') {
-            let name = &rest[..close];
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                out.push(name);
-            }
-        }
-    }
-    out
 }
 
 /// A run's `metrics.json` (Python's `NaN` read as no number: [`super::command::parse_metrics`]).
