@@ -421,6 +421,32 @@ fn why_shows_the_root_cause_chain_and_the_nodes_own_damage() {
     }
 }
 
+/// A node waiting on a stale input names its own edited source file too (`status --why`, `plan`), not only
+/// "waits on": the edit stands whatever its input turns out to be.
+#[test]
+fn a_node_waiting_on_its_input_names_its_own_changed_files() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"a.sh\"]\ndeps = [\"a.sh\"]\n\
+         [node.b]\nkind = \"command\"\ninputs = { in = \"a\" }\nrun = [\"sh\", \"b.sh\"]\ndeps = [\"b.sh\"]\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("a.sh"), "echo 1 > $POLYFLOW_OUT/x\n").unwrap();
+    std::fs::write(d.path().join("b.sh"), "cat $POLYFLOW_IN/in/a/x > $POLYFLOW_OUT/y\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("a.sh"), "echo 2 > $POLYFLOW_OUT/x\n").unwrap();
+    std::fs::write(d.path().join("b.sh"), "cat $POLYFLOW_IN/in/a/x >> $POLYFLOW_OUT/y\n").unwrap();
+    let (_, why, _) = pf(d.path(), &["status", "p.toml", "--why", "b"]);
+    assert!(why.contains("  - waits on a") && why.contains("  - source files changed: b.sh modified"), "{why}");
+    let (_, plan, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(plan.contains("Would run b (command): waits on a; source files changed: b.sh modified"), "{plan}");
+    // Only its input changed: "waits on" alone.
+    std::fs::write(d.path().join("b.sh"), "cat $POLYFLOW_IN/in/a/x > $POLYFLOW_OUT/y\n").unwrap();
+    let (_, plan, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(plan.contains("Would run b (command): waits on a ["), "{plan}");
+}
+
 #[test]
 fn command_outputs_in_subfolders_reach_downstream_and_a_same_size_edit_of_a_dep_is_seen() {
     let d = tempfile::tempdir().unwrap();
@@ -1705,6 +1731,12 @@ fn table_rows_written_from_a_matrix_are_one_per_setting_over_the_rest() {
     std::fs::write(d.path().join("p.toml"), pipe("{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr} fold {fold}\" }")).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
     assert!(code == 2 && err.contains("p.toml:15:51:") && err.contains("which each row is over"), "{err}");
+    // `{{lr}}` is the escape: the row reads `{lr}`, and no warning says a placeholder is passed as written.
+    std::fs::write(d.path().join("p.toml"), pipe("{ matrix = \"cv\", over = [\"fold\"], label = \"{{lr}} = {lr}, wd {wd}\" }")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml", "t"]);
+    assert!(code == 0 && !err.contains("Warning"), "{err}");
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", "t"]);
+    assert!(shown.lines().any(|l| l.contains("{lr} = 2, wd 10") && l.contains("62.50 ± 57.74")), "{shown}");
 }
 
 /// A `command`'s inputs under names of the pipeline's own (`inputs = { data = "prep", model = "train" }`): each

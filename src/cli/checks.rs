@@ -17,10 +17,11 @@ pub(super) fn note_placeholders(g: &Graph) {
     let mut found: BTreeMap<(String, String, String), Found> = BTreeMap::new();
     for n in &g.pipeline.nodes {
         for (param, name, span) in &n.unknown_placeholders {
-            // One its kind wrote out (a table row's `label = "lr {lr}"` from a matrix: `Stage::expand_params`) is
-            // not passed as written.
-            let now = g.by_id.get(&n.id).and_then(|&i| g.nodes[i].params.get(param.split('.').next().unwrap_or(param)));
-            if now.is_some_and(|v| !v.to_string().contains(&format!("{{{name}}}"))) {
+            // One in a parameter its kind wrote out (a table row's `label = "lr {lr}"` from a matrix:
+            // `Stage::expand_params`, which refuses a name it lacks) is not passed as written: the parameter the node
+            // has is not the one written.
+            let top = param.split('.').next().unwrap_or(param);
+            if g.by_id.get(&n.id).is_some_and(|&i| g.nodes[i].written_out.contains(top)) {
                 continue;
             }
             let e = found.entry((n.decl.clone(), param.clone(), name.clone())).or_insert_with(|| {

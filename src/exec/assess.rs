@@ -110,9 +110,11 @@ pub fn node_env(g: &Graph, i: usize, env: &BTreeMap<String, String>) -> BTreeMap
 pub struct Pending {
     /// The upstream ids not fresh yet.
     pub ids: Vec<String>,
-    /// The node's own part of its fingerprint (kind, version, keyed parameters, environment); its inputs are the
-    /// fresh ones only and its external digest is not computed.
+    /// The node's own part of its fingerprint (kind, version, keyed parameters, environment, and its external
+    /// files where they can be read); its inputs are the fresh ones only.
     pub own: Box<Fingerprint>,
+    /// Whether `own` holds its external files' digest (they could be read).
+    pub external_known: bool,
 }
 
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; [`Pending`] otherwise.
@@ -149,7 +151,13 @@ pub fn fingerprint(
     };
     if !pending.is_empty() {
         pending.dedup();
-        return Err(Pending { ids: pending, own: Box::new(own(inputs, None, vec![])) });
+        // Its own files are known without its inputs (an edited script is a change of its own, whatever they
+        // turn out to be).
+        let (own, external_known) = match externals.get(g, i) {
+            (Ok(e), parts) => (own(inputs, e, parts), true),
+            (Err(_), _) => (own(inputs, None, vec![]), false),
+        };
+        return Err(Pending { ids: pending, own: Box::new(own), external_known });
     }
     match externals.get(g, i) {
         (Ok(e), parts) => Ok(Ok(own(inputs, e, parts))),
@@ -277,20 +285,24 @@ pub fn decide(
             a.reasons.push(DirtyReason::Forced);
             return a;
         }
-        Err(Pending { ids, own }) => {
+        Err(Pending { ids, own, external_known }) => {
             a.reasons.push(DirtyReason::UpstreamPending { upstream: ids });
-            // Its own changes since its nearest run (parameters, version, environment) stand whatever its inputs
-            // turn out to be: the inputs and external files are left out of this comparison.
-            let mine = |r: &NodeRecord| Fingerprint {
-                inputs: r.fingerprint.inputs.clone(),
-                external: r.fingerprint.external.clone(),
-                external_parts: r.fingerprint.external_parts.clone(),
-                ..(*own).clone()
+            // Its own changes since its nearest run (parameters, version, environment, its source files) stand
+            // whatever its inputs turn out to be: the inputs are left out of this comparison (and its files, where
+            // they cannot be read; computing it says so).
+            let mine = |r: &NodeRecord| {
+                let mut f = Fingerprint { inputs: r.fingerprint.inputs.clone(), ..(*own).clone() };
+                if !external_known {
+                    f.external = r.fingerprint.external.clone();
+                    f.external_parts = r.fingerprint.external_parts.clone();
+                }
+                f
             };
             if let Some(r) = nearest(index, id, a.record.take(), &mine, &settings) {
                 let own = mine(&r);
                 let same = own.key() == r.fingerprint.key();
                 a.reasons.extend(explain(g.nodes[i].stage.as_ref(), &r, &own).into_iter().filter(|_| !same));
+                name_changed_files(&mut a.reasons, store, &r, &own);
                 a.nearest = Some(r.clone());
                 a.record = Some(r);
             }
@@ -342,13 +354,7 @@ pub fn decide(
         a.reasons.extend(rekeyed_only(g.nodes[i].stage.as_ref(), &r, &fp).unwrap_or_else(|| explain(g.nodes[i].stage.as_ref(), &r, &fp)));
         a.nearest = Some(r.clone());
         a.record = Some(r);
-        let r = a.record.as_ref().expect("set above");
-        // Which files changed, where the listings of both states were kept.
-        for reason in &mut a.reasons {
-            if let DirtyReason::ExternalChanged { files } = reason {
-                *files = store.file_digests().explain(&r.fingerprint.external_parts, &fp.external_parts, crate::fingerprint::CHANGES_SHOWN);
-            }
-        }
+        name_changed_files(&mut a.reasons, store, a.record.as_ref().expect("set above"), &fp);
     } else if let Some(f) = &a.failure {
         // Never succeeded, but tried: said, with how (a fixed script reruns the sweep's failed nodes, which are
         // not "never run").
@@ -359,6 +365,16 @@ pub fn decide(
     }
     a.fingerprint = Some(fp);
     a
+}
+
+/// Names in `reasons` the files that changed since run `r` (the first few), where the listings of both states
+/// were kept.
+fn name_changed_files(reasons: &mut [DirtyReason], store: &Store, r: &NodeRecord, now: &Fingerprint) {
+    for reason in reasons {
+        if let DirtyReason::ExternalChanged { files } = reason {
+            *files = store.file_digests().explain(&r.fingerprint.external_parts, &now.external_parts, crate::fingerprint::CHANGES_SHOWN);
+        }
+    }
 }
 
 /// Assesses the selected nodes in topological order without running anything (`status`, `plan`).

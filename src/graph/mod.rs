@@ -36,6 +36,9 @@ pub struct GNode {
     /// The files its matrix runs over, relative to `base_dir`: hashed into its key (see
     /// [`crate::spec::files_matrix`]).
     pub files: Vec<String>,
+    /// The parameters its kind wrote out once the graph was built ([`Stage::expand_params`]: a table's rows from a
+    /// matrix), whose `{name}` placeholders it read: none of them is passed as written.
+    pub written_out: BTreeSet<String>,
 }
 
 /// A validated pipeline graph.
@@ -347,10 +350,15 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }
+        let before = params.clone();
         if let Err((key, msg, help)) = stage.expand_params(&mut params, &ids, &facts) {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }
+        let written_out: BTreeSet<String> = match (before.as_object(), params.as_object()) {
+            (Some(b), Some(a)) => a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect(),
+            _ => BTreeSet::new(),
+        };
         // Only what it reads of what is wired to it: its edges, its key.
         if let Some(used) = stage.used_inputs(&params, &ids) {
             for (slot, idx) in inputs.iter_mut() {
@@ -388,6 +396,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             resources: crate::spec::resources::parse_resources(src, n.resources.as_ref())?,
             seed_offset: n.seed_offset,
             files: n.files.clone(),
+            written_out,
         });
     }
     let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
