@@ -1739,6 +1739,29 @@ fn table_rows_written_from_a_matrix_are_one_per_setting_over_the_rest() {
     assert!(shown.lines().any(|l| l.contains("{lr} = 2, wd 10") && l.contains("62.50 ± 57.74")), "{shown}");
 }
 
+/// A matrix row's label reads its runs' variables before the pipeline's `[vars]` of the same name (a matrix
+/// variable wins, as in parameters), its escapes once (`{{lr}}` is the literal `{lr}`), and the table's own
+/// variables (`{seed}`) as in any parameter.
+#[test]
+fn a_matrix_rows_label_prefers_the_runs_variables_to_the_pipelines() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[vars]\nlr = 0.1\n[node.cv]\nkind = \"command\"\nmatrix = { lr = [0.3, 0.5], fold = [0, 1] }\n\
+         run = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": {fold}}' > $POLYFLOW_OUT/metrics.json; echo {lr}\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = { runs = [\"cv\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+         rows = [{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr} ({{lr}} = {seed})\" }]\n\
+         columns = [{ key = \"acc\", label = \"acc\", scale = 1, digits = 2 }]\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(code == 0 && !err.contains("Warning"), "{err}");
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", "t"]);
+    for lr in ["0.3", "0.5"] {
+        assert!(shown.lines().any(|l| l.contains(&format!("lr {lr} ({{lr}} = 0)")) && l.contains("0.50 ± 0.71")), "{shown}");
+    }
+}
+
 /// A `command`'s inputs under names of the pipeline's own (`inputs = { data = "prep", model = "train" }`): each
 /// slot is a folder of `$POLYFLOW_IN`; a name that is no folder name is refused where it is written.
 #[test]
@@ -1759,6 +1782,9 @@ fn command_inputs_take_names_of_the_pipelines_own() {
     std::fs::write(d.path().join("p.toml"), pipe("\"../up\"")).unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
     assert!(code == 2 && err.contains("p.toml:9:12: error: `../up` cannot name an input of `command`"), "{err}");
+    std::fs::write(d.path().join("p.toml"), pipe("\"*\"")).unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 2 && err.contains("`*` cannot name an input of `command`"), "{err}");
 }
 
 /// Two matrices over the same files chained file by file (`inputs = { in = "clean.{sample}" }`), a file in a

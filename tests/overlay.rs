@@ -268,4 +268,18 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
     assert!(code == 0 && err.contains("variable `extra` of `[vars]`") && err.contains("is named by no node"), "{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=[1]"]);
     assert!(code == 2 && err.contains("a pipeline variable is a string, a finite number or a boolean"), "{err}");
+    // Named only in an override (`--set`, a profile's node): used, no warning; `${x}` or an escaped `{{x}}` is
+    // no use of it.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4", "--set", "+other.comment=v{extra}"]);
+    assert!(code == 0 && !err.contains("Warning"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4", "--set", "+other.comment=${extra} {{extra}}"]);
+    assert!(code == 0 && err.contains("variable `extra` of `[vars]`"), "{err}");
+    // A misspelt placeholder: the pipeline's variables among the node's, and the nearest.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+other.comment={splt}"]);
+    assert!(code == 0 && err.contains("(did you mean `{split}`?); its variables: {name}, {replicate}, {seed}, {split}"), "{err}");
+    // `+` on a node's own key, or on the pipeline's seed: an error saying to leave it out, not an override dropped.
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+other.seeds=3"]);
+    assert!(code == 2 && err.contains("`seeds` is a key of every node") && err.contains("`--set other.seeds=…`"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+seed=3"]);
+    assert!(code == 2 && err.contains("leave out the `+`: `--set seed=N`"), "{err}");
 }

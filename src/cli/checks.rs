@@ -25,9 +25,8 @@ pub(super) fn note_placeholders(g: &Graph) {
                 continue;
             }
             let e = found.entry((n.decl.clone(), param.clone(), name.clone())).or_insert_with(|| {
-                let mut vars: Vec<String> = n.matrix.keys().map(|k| format!("{{{k}}}")).collect();
-                vars.sort();
-                (vec![], *span, vars)
+                let names: BTreeSet<&String> = n.matrix.keys().chain(&g.pipeline.vars).collect();
+                (vec![], *span, names.into_iter().cloned().collect())
             });
             e.0.push(n.id.clone());
         }
@@ -37,11 +36,16 @@ pub(super) fn note_placeholders(g: &Graph) {
         let all = g.pipeline.nodes.iter().filter(|n| n.decl == decl).count();
         let whose =
             if nodes.len() == all { format!("`{decl}`") } else { nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ") };
+        // A near name is most likely what was meant (`{thrr}` for `{thr}`, `{S}` for `{s}`).
+        let near = crate::spec::error::closest(&name, vars.iter().map(String::as_str))
+            .or_else(|| vars.iter().find(|v| v.eq_ignore_ascii_case(&name)).map(String::as_str))
+            .map(|v| format!(" (did you mean `{{{v}}}`?)"))
+            .unwrap_or_default();
         crate::cli::out::errln!(
-            "{:>12} `{{{name}}}` in `{param}` of {whose} ({}) names no variable of it, so it is passed as written; its variables: {}",
+            "{:>12} `{{{name}}}` in `{param}` of {whose} ({}) names no variable of it, so it is passed as written{near}; its variables: {}",
             "Warning",
             g.pipeline.sources.locate(span),
-            vars.join(", ")
+            vars.iter().map(|v| format!("{{{v}}}")).collect::<Vec<_>>().join(", ")
         );
     }
 }

@@ -250,7 +250,8 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
         let slots = stage.inputs();
         let mut inputs = BTreeMap::new();
         for (slot, (slot_span, refs)) in &n.inputs {
-            let named = slots.iter().find(|s| s.name == slot);
+            // (The catch-all slot's own name `*` is no name of an input.)
+            let named = slots.iter().find(|s| s.name == slot && s.name != crate::stage::ANY_SLOT);
             let any = slots.iter().find(|s| s.name == crate::stage::ANY_SLOT);
             if named.is_none()
                 && any.is_some()
@@ -351,7 +352,7 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }
         let before = params.clone();
-        if let Err((key, msg, help)) = stage.expand_params(&mut params, &ids, &facts) {
+        if let Err((key, msg, help)) = stage.expand_params(&mut params, &n.written, &ids, &facts) {
             let span = span_at(&n.params, &key).unwrap_or(n.span);
             return Err(SpecError::at(src, span, K::DanglingReference, format!("`{}`: {msg}", param_of(&key))).help(help));
         }

@@ -14,7 +14,7 @@ pub mod value;
 
 pub use error::{SpecError, SpecErrorKind};
 pub use overlay::Overlay;
-pub use parse::{load, load_str, load_with, CacheSpec, DormantOverride, InputRef, NodeSpec, Pipeline, NOT_PARAMS};
+pub use parse::{load, load_str, load_with, AsWritten, CacheSpec, DormantOverride, InputRef, NodeSpec, Pipeline, NOT_PARAMS};
 pub use resources::{ExecutorKind, ExecutorSpec, NodeResources, OnInterrupt};
 pub use source::{SourceMap, Span};
 pub use value::{Entry, SValue, Value};

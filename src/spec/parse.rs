@@ -75,6 +75,10 @@ pub struct NodeSpec {
     /// `{name}` placeholders left in its parameters after substitution, naming no variable of it: (parameter,
     /// name, where).
     pub unknown_placeholders: Vec<(String, String, Span)>,
+    /// The parameters whose placeholders were replaced, as written (before), with the variables they were replaced
+    /// with: a kind that writes a parameter out over other nodes' variables (a table's rows from a matrix:
+    /// `label = "lr {lr}"`) reads it from there ([`crate::stage::Stage::expand_params`]).
+    pub written: AsWritten,
     /// The files its matrix runs over (`{ files = "raw/{sample}.csv" }`: `raw/a.csv`), relative to `base_dir`: their
     /// content is part of its key, whatever its kind reads.
     pub files: Vec<String>,
@@ -102,6 +106,8 @@ pub struct Pipeline {
     /// The `[vars]` no declaration names as `{NAME}` (where each is declared), for a warning: their values are
     /// in no key, so setting them changes nothing.
     pub unused_vars: Vec<(String, Span)>,
+    /// The names of the pipeline's `[vars]` (as set for this command).
+    pub vars: BTreeSet<String>,
     /// The command-line overrides applied (`--config`, `--set`), so that jobs rebuild the same pipeline.
     pub overlay: Overlay,
     /// The overrides of every profile not in use, so that the graph builder checks them too (a typo in
@@ -606,6 +612,17 @@ impl Loader {
         let mut expanded_over = vec![];
         let mut decl_over: BTreeMap<String, BTreeMap<String, Entry>> = BTreeMap::new();
         for (target, span, ov) in node_over {
+            // `+` adds a parameter; a node's own keys (`seeds`, `kind`, …) are set without it.
+            if let Some((k, e)) = ov.iter().find(|(k, _)| k.starts_with(super::overlay::ADDS) && NOT_PARAMS.contains(&&k[1..])) {
+                let plain = &k[1..];
+                return Err(SpecError::at(
+                    &self.sources,
+                    e.key_span,
+                    K::UnknownKey,
+                    format!("`{plain}` is a key of every node, not a parameter to add: a `+` adds a parameter the node leaves out"),
+                )
+                .help(format!("leave out the `+`: `--set {target}.{plain}=…`")));
+            }
             if let Some(&i) = self.decl_index.get(&target) {
                 for (k, e) in ov {
                     if NODE_RESERVED.contains(&k.as_str()) {
@@ -715,16 +732,24 @@ impl Loader {
         }
         // A variable no declaration names: setting it changes nothing (a misspelt `{split_sed}` is warned of where
         // it is written; this is the other side).
-        let written: Vec<String> =
-            self.decls.iter().map(|d| SValue { value: Value::Table(d.table.clone()), span: d.key_span }.to_json().to_string()).collect();
-        let unused_vars = self
-            .vars
-            .iter()
-            .filter(|(k, _)| !written.iter().any(|w| w.contains(&format!("{{{k}}}"))))
-            .map(|(k, e)| (k.clone(), e.key_span))
-            .collect();
+        // (Named as a placeholder, not `${k}` or an escaped `{{k}}`: in a declaration, or in a parameter a
+        // profile, a config file or `--set` gave a node.)
+        let mut named = BTreeSet::new();
+        let mut found = vec![];
+        for d in &self.decls {
+            SValue { value: Value::Table(d.table.clone()), span: d.key_span }.placeholders(&mut found);
+        }
+        named.extend(found.into_iter().map(|(name, _)| name));
+        for n in &nodes {
+            for w in n.written.params.values() {
+                let text = w.to_string();
+                named.extend(self.vars.keys().filter(|k| crate::spec::value::placeholder_names(&text).contains(&k.as_str())).cloned());
+            }
+        }
+        let unused_vars = self.vars.iter().filter(|(k, _)| !named.contains(*k)).map(|(k, e)| (k.clone(), e.key_span)).collect();
         Ok(Pipeline {
             sources: self.sources,
+            vars: self.vars.keys().cloned().collect(),
             unused_vars,
             nodes,
             seed,
@@ -915,7 +940,14 @@ fn apply_expanded_override(
                 n.unknown_placeholders.retain(|(p, _, _)| p != k);
             }
             let (vars, values) = with_pipeline_vars(&n.matrix, &n.values, pvars);
-            let unknown = substitute_param(head, &mut e, &vars, &values);
+            let unknown = if head == k {
+                substitute_param(head, &mut e, &vars, &values, &mut n.written)
+            } else {
+                // One entry of a parameter: the rest of it is written in already, so the parameter as written is
+                // no longer known (its kind reads it as it is now).
+                n.written.params.remove(head);
+                substitute_param(head, &mut e, &vars, &values, &mut AsWritten::default())
+            };
             n.unknown_placeholders.extend(unknown);
             set_param(sources, &n.id, &mut n.params, marked, e)?;
         }
@@ -981,17 +1013,41 @@ fn substitute_param(
     e: &mut Entry,
     vars: &BTreeMap<String, String>,
     values: &BTreeMap<String, SValue>,
+    written: &mut AsWritten,
 ) -> Vec<(String, String, Span)> {
     // "{lr}" alone keeps the variable's type (so a float stays a float), as the parameter's value and at any depth
     // of a table; a list parameter's elements stay text (`run = [..., "{seed}"]` is an argv).
     let mut found = vec![];
     e.value.placeholders(&mut found);
+    let before = e.value.has_braces().then(|| e.value.to_json());
     if matches!(e.value.value, Value::Array(_)) {
         e.value.substitute(vars);
     } else {
         e.value.substitute_typed(vars, values);
     }
+    match before {
+        Some(b) if b != e.value.to_json() => {
+            written.params.insert(k.to_string(), b);
+            if written.vars.is_empty() {
+                written.vars = vars.clone();
+            }
+        }
+        _ => {
+            written.params.remove(k);
+        }
+    }
     found.into_iter().filter(|(name, _)| !vars.contains_key(name)).map(|(name, span)| (k.to_string(), name, span)).collect()
+}
+
+/// A node's parameters whose placeholders were replaced, as written, with the variables replaced (see
+/// [`NodeSpec::written`]).
+#[derive(Debug, Clone, Default)]
+pub struct AsWritten {
+    /// Parameter → its value as written (JSON), for those the replacement changed.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// The variables (the node's matrix variables, `seed`, `replicate`, the pipeline's `[vars]`), as `{name}`
+    /// writes them; empty where no parameter is kept.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// Keys whose text is relative to the declaring file's folder: a `path` (a dataset's, a checkpoint's), a
@@ -1035,6 +1091,11 @@ fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> 
     if !ok {
         return Err(SpecError::at(sources, span, K::WrongType, format!("invalid node id `{id}`"))
             .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"));
+    }
+    // `--set vars.NAME=…` sets a pipeline variable: a node `vars` could not be set so.
+    if id == "vars" {
+        return Err(SpecError::at(sources, span, K::WrongType, "`vars` cannot be a node id: it names the pipeline's variables")
+            .help("give the node another id (`--set vars.NAME=…` sets the variable NAME of `[vars]`)"));
     }
     check_id_length(sources, id, span)
 }
@@ -1232,8 +1293,9 @@ fn expand(
         // The pipeline's `[vars]` are placeholders too (a matrix variable of the same name wins), but not the
         // node's matrix: tables and `compare` read that.
         let (all_vars, all_values) = with_pipeline_vars(&vars, &values, pvars);
+        let mut written = AsWritten::default();
         for (k, e) in params.iter_mut() {
-            unknown_placeholders.extend(substitute_param(k, e, &all_vars, &all_values));
+            unknown_placeholders.extend(substitute_param(k, e, &all_vars, &all_values, &mut written));
         }
         let mut inputs = BTreeMap::new();
         let mut per_replicate_inputs = BTreeSet::new();
@@ -1298,6 +1360,7 @@ fn expand(
             per_replicate,
             per_replicate_inputs,
             unknown_placeholders,
+            written,
             files,
         });
     }

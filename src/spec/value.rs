@@ -131,6 +131,16 @@ impl SValue {
         }
     }
 
+    /// Whether a string in this value (at any depth) holds a `{`, as every placeholder and escape does.
+    pub fn has_braces(&self) -> bool {
+        match &self.value {
+            Value::Str(s) => s.contains('{'),
+            Value::Array(a) => a.iter().any(SValue::has_braces),
+            Value::Table(t) => t.values().any(|e| e.value.has_braces()),
+            _ => false,
+        }
+    }
+
     /// Whether a string in this value (at any depth) holds a placeholder of one of `names` (not an escaped one).
     pub fn names_variable(&self, names: &[&str]) -> bool {
         let mut found = vec![];

@@ -234,13 +234,16 @@ pub trait Stage: Send + Sync + 'static {
     }
     /// Parameters that stand for several, written out once the graph is built, against the pipeline's matrices (a
     /// table's `{ matrix = "cv", over = ["fold"] }` row: one row per setting of `cv`'s other variables). `inputs`
-    /// holds the ids of each input slot; `matrix` each node's variables and each declaration's nodes. What it writes
-    /// is what the node's key and every later hook ([`Stage::used_inputs`], [`Stage::cells`], the run) see; called
-    /// after [`Stage::check_refs`]. Errors as there: `(path, message, help)` with `path` into the parameters as
-    /// written.
+    /// holds the ids of each input slot; `matrix` each node's variables and each declaration's nodes; `written` the
+    /// node's parameters whose `{name}` placeholders the pipeline replaced, as written, with the variables it
+    /// replaced (where another node's variables are to be written in, as a row's label: `{{x}}` then read once).
+    /// What it writes is what the node's key and every later hook ([`Stage::used_inputs`], [`Stage::cells`], the
+    /// run) see; called after [`Stage::check_refs`]. Errors as there: `(path, message, help)` with `path` into the
+    /// parameters as written.
     fn expand_params(
         &self,
         _params: &mut serde_json::Value,
+        _written: &crate::spec::AsWritten,
         _inputs: &BTreeMap<String, Vec<String>>,
         _matrix: &MatrixFacts<'_>,
     ) -> Result<(), (String, String, String)> {

@@ -124,11 +124,13 @@ fn resolve<'a, T>(items: &'a [T], id: impl Fn(&T) -> &str, name: &str) -> Vec<&'
 /// The rows `{ matrix = DECL, over = [...], label }` (row `i` of the table) stands for: one per setting of the
 /// declaration's variables not in `over`, in the declaration's order, each naming the nodes of that setting (a seed
 /// replicate by its node, so the row is over the seeds too) and labelled by `label` with `{var}` written as
-/// placeholders write it (`{{var}}` the literal `{var}`, as in parameters), or `lr=0.1, wd=0` where it has none.
+/// placeholders write it (`{{var}}` the literal `{var}`, as in parameters; a name no variable of it has, one of
+/// `own`: the table's own variables and the pipeline's), or `lr=0.1, wd=0` where it has none.
 fn rows_from_matrix(
     i: usize,
     decl: &str,
     spec: &RowSpec,
+    own: &BTreeMap<String, String>,
     runs: &[String],
     matrix: &MatrixFacts<'_>,
 ) -> Result<Vec<Value>, (String, String, String)> {
@@ -179,10 +181,13 @@ fn rows_from_matrix(
         }
     }
     // A `{name}` of the label naming no variable is a misspelling (its rows would share one label); one that
-    // each row is over has no one value in a row. (`{seed}` never reaches here: it is the table node's own seed,
-    // written in by the pipeline as in any parameter.)
+    // each row is over has no one value in a row. (A name of the table's own, such as `{seed}` or a pipeline
+    // variable, is its value there.)
     for name in crate::spec::value::placeholder_names(&spec.label) {
         if !names.contains(&name.to_string()) {
+            if own.contains_key(name) {
+                continue;
+            }
             return Err((
                 format!("rows.{i}.label"),
                 format!("`{{{name}}}` names no variable of `{decl}`'s matrix ({})", names.join(", ")),
@@ -218,7 +223,9 @@ fn rows_from_matrix(
                 setting.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
             }
         } else {
-            crate::spec::value::expand(&spec.label, &setting)
+            let mut vars = own.clone();
+            vars.extend(setting.iter().map(|(k, v)| (k.clone(), v.clone())));
+            crate::spec::value::expand(&spec.label, &vars)
         };
         out.push(json!({ "label": label, "nodes": nodes }));
     }
@@ -495,6 +502,7 @@ impl Stage for TableStage {
     fn expand_params(
         &self,
         p: &mut Value,
+        written: &crate::spec::AsWritten,
         inputs: &std::collections::BTreeMap<String, Vec<String>>,
         matrix: &MatrixFacts<'_>,
     ) -> Result<(), (String, String, String)> {
@@ -503,13 +511,21 @@ impl Stage for TableStage {
             return Ok(());
         }
         let runs = inputs.get("runs").cloned().unwrap_or_default();
+        // The rows as written, where the pipeline replaced placeholders in them: a matrix row's label is written
+        // out here, its runs' variables first (`{lr}` is the row's, not a pipeline variable `lr`).
+        let as_written = written.params.get("rows").and_then(Value::as_array).filter(|w| w.len() == rows.len());
         // Each row written, with the row it was written from.
         let mut out: Vec<(usize, Value)> = vec![];
         for (i, r) in rows.iter().enumerate() {
-            let Ok(spec) = serde_json::from_value::<RowSpec>(r.clone()) else { return Ok(()) };
+            let Ok(mut spec) = serde_json::from_value::<RowSpec>(r.clone()) else { return Ok(()) };
+            let mut own = BTreeMap::new();
+            if let Some(label) = as_written.and_then(|w| w[i].get("label")).and_then(Value::as_str) {
+                spec.label = label.to_string();
+                own = written.vars.clone();
+            }
             match spec.matrix {
                 None => out.push((i, r.clone())),
-                Some(ref decl) => out.extend(rows_from_matrix(i, decl, &spec, &runs, matrix)?.into_iter().map(|r| (i, r))),
+                Some(ref decl) => out.extend(rows_from_matrix(i, decl, &spec, &own, &runs, matrix)?.into_iter().map(|r| (i, r))),
             }
         }
         // Two rows of one label would be one row to a reader (and to `plan`'s cells).
