@@ -272,3 +272,35 @@ fn a_reason_compared_with_an_experiments_run_says_so() {
     let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
     assert!(out.contains("value changed 1 → 4") && !out.contains("since its run"), "{out}");
 }
+
+/// A table whose rows change (a file of its matrix removed, one added) changes cells whatever runs: `plan` says
+/// which rows it gains and loses, not that it only re-renders.
+#[test]
+fn plan_names_the_rows_a_table_gains_and_loses() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("raw")).unwrap();
+    for s in ["s1", "s2"] {
+        std::fs::write(d.path().join(format!("raw/{s}.csv")), "1\n").unwrap();
+    }
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.proc]\nkind = \"command\"\nmatrix = { sample = { files = \"raw/{sample}.csv\" } }\n\
+         run = [\"sh\", \"-c\", \"echo '{\\\"n\\\": 1}' > $POLYFLOW_OUT/metrics.json\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = { runs = [\"proc\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+         rows = [{ matrix = \"proc\", label = \"{sample}\" }]\ncolumns = [{ key = \"n\", label = \"n\", scale = 1, digits = 0 }]\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::remove_file(d.path().join("raw/s1.csv")).unwrap();
+    std::fs::write(d.path().join("raw/s3.csv"), "1\n").unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("Cells of t change: rows 's3' added, 's1' removed since its last run"), "{out}");
+    assert!(!out.contains("only re-renders"), "{out}");
+    let v = plan_json(d.path(), &[]);
+    assert_eq!(v["reshaped_tables"]["t"], "rows 's3' added, 's1' removed", "{v}");
+    // A caption alone: it re-renders, its cells unchanged.
+    std::fs::write(d.path().join("raw/s1.csv"), "1\n").unwrap();
+    std::fs::remove_file(d.path().join("raw/s3.csv")).unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "t.caption=d"]);
+    assert!(out.contains("Cells unchanged: t only re-renders") && !out.contains("Cells of t"), "{out}");
+}

@@ -164,6 +164,49 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
     out
 }
 
+/// The rows and columns a stale table gains and loses against the run it is compared with (its nearest run on
+/// record): `rows 's4' added, 's1' removed; columns …`. `None` where they are the same, or there is no such run.
+fn reshaped(g: &Graph, t: usize, a: &Assessment) -> Option<String> {
+    let n = &g.nodes[t];
+    let r = a.record.as_ref()?;
+    let labels = |params: &serde_json::Value, inputs: &BTreeMap<String, Vec<String>>| {
+        let cells = n.stage.cells(params, inputs, &|node, other| reads_from(g, node, other), &|id| kind_of(g, id));
+        let mut rows: Vec<String> = vec![];
+        let mut cols: Vec<String> = vec![];
+        for (row, col, _) in cells {
+            if !rows.contains(&row) {
+                rows.push(row);
+            }
+            if !cols.contains(&col) {
+                cols.push(col);
+            }
+        }
+        (rows, cols)
+    };
+    let now_inputs = n.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
+    let old_inputs = r.fingerprint.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|d| d.id.clone()).collect())).collect();
+    let (rows, cols) = labels(&n.params, &now_inputs);
+    let (old_rows, old_cols) = labels(&r.fingerprint.params, &old_inputs);
+    if rows.is_empty() || old_rows.is_empty() {
+        return None;
+    }
+    let diff = |what: &str, now: &[String], old: &[String]| {
+        let quote = |v: Vec<&String>| v.iter().map(|x| format!("'{x}'")).collect::<Vec<_>>().join(", ");
+        let added: Vec<&String> = now.iter().filter(|x| !old.contains(x)).collect();
+        let removed: Vec<&String> = old.iter().filter(|x| !now.contains(x)).collect();
+        let mut parts = vec![];
+        if !added.is_empty() {
+            parts.push(format!("{} added", quote(added)));
+        }
+        if !removed.is_empty() {
+            parts.push(format!("{} removed", quote(removed)));
+        }
+        (!parts.is_empty()).then(|| format!("{what} {}", parts.join(", ")))
+    };
+    let said: Vec<String> = [diff("rows", &rows, &old_rows), diff("columns", &cols, &old_cols)].into_iter().flatten().collect();
+    (!said.is_empty()).then(|| said.join("; "))
+}
+
 /// The kind of node `id` (`None` for ids that are not nodes).
 fn kind_of(g: &Graph, id: &str) -> Option<&'static str> {
     g.by_id.get(id).map(|&i| g.nodes[i].stage.kind())
@@ -259,11 +302,13 @@ pub fn plan(
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
     // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.
     let (flying, leftover) = in_flight(&c.store, &g, &sel, &a);
+    // Stale tables whose rows or columns are not those of their last run: their cells change, whatever runs.
+    let reshapes: Vec<(usize, String)> = stale.iter().filter_map(|&t| reshaped(&g, t, &a[&t]).map(|d| (t, d))).collect();
     // Stale tables none of whose cells read a node that would run (a title or caption changed).
     let rerendered: Vec<usize> = stale
         .iter()
         .copied()
-        .filter(|&t| !cells.iter().any(|c| c.0 == t))
+        .filter(|&t| !cells.iter().any(|c| c.0 == t) && !reshapes.iter().any(|r| r.0 == t))
         .filter(|&t| {
             let n = &g.nodes[t];
             let inputs = n.inputs.iter().map(|(s, v)| (s.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
@@ -289,6 +334,7 @@ pub fn plan(
                 "leftover_jobs": leftover.get(&i).cloned().unwrap_or_default(),
                 "resumes_from": resume(i),
             })).collect::<Vec<_>>(),
+            "reshaped_tables": reshapes.iter().map(|(t, d)| (g.nodes[*t].id.clone(), serde_json::Value::from(d.clone()))).collect::<serde_json::Map<_, _>>(),
             "cells": cells.iter().map(|(t, row, col, rerun)| serde_json::json!({
                 "table": g.nodes[*t].id, "row": row, "column": col, "would_run": rerun,
             })).collect::<Vec<_>>(),
@@ -396,6 +442,9 @@ pub fn plan(
         for (t, row, col, rerun) in &cells {
             println!("{:>12} {}: row '{row}' × '{col}' ({} would run)", "", g.nodes[*t].id, some_ids(rerun));
         }
+    }
+    for (t, d) in &reshapes {
+        println!("{:>12} of {} change: {d} since its last run", "Cells", g.nodes[*t].id);
     }
     for &t in &rerendered {
         println!("{:>12} unchanged: {} only re-renders (none of its cells reads a node that would run)", "Cells", g.nodes[t].id);
