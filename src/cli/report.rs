@@ -172,7 +172,7 @@ impl Reporter {
                     pb.finish_and_clear();
                 }
             }
-            Event::Summary { ran, fresh, fetched, failed, skipped, interrupted, not_started, ms, nodes } => {
+            Event::Summary { ran, fresh, fresh_after_inputs, fetched, failed, skipped, interrupted, not_started, ms, nodes } => {
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.outcome == crate::exec::event::Outcome::Ran) {
                         self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
@@ -184,9 +184,14 @@ impl Reporter {
                 } else {
                     ("Done", String::new())
                 };
+                // Nodes the plan counted to run that did not: their inputs came out as before.
+                let cut = match fresh_after_inputs {
+                    0 => String::new(),
+                    n => format!(" ({n} of the plan's found fresh once their inputs came out as before)"),
+                };
                 self.line(status(
                     word,
-                    &format!("{ran} ran, {fresh} fresh{fetched}, {failed} failed, {skipped} skipped{stopped} in {}", fmt_ms(*ms)),
+                    &format!("{ran} ran, {fresh} fresh{cut}{fetched}, {failed} failed, {skipped} skipped{stopped} in {}", fmt_ms(*ms)),
                 ));
                 // Listed together at the end, where a long run's failures are found (`status --stale` and `show`
                 // tell the rest).

@@ -205,6 +205,9 @@ pub enum Event {
         ran: usize,
         /// Nodes that were fresh.
         fresh: usize,
+        /// Of them, nodes the plan was to run found fresh once their inputs were computed: the inputs came out
+        /// as before (early cutoff).
+        fresh_after_inputs: usize,
         /// Nodes fetched from the shared cache.
         fetched: usize,
         /// Nodes that failed.

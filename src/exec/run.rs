@@ -171,6 +171,8 @@ struct Scheduler<'a> {
     running_written: Option<Instant>,
     summary: RunSummary,
     timings: Vec<NodeTiming>,
+    /// Nodes of the plan to run found fresh once their inputs were computed (the same inputs as before).
+    cut_off: usize,
 }
 
 /// What node `i` asks of the executor with `jobs` CPU slots: (cores, accelerators). Its `resources` (or the
@@ -258,6 +260,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         running_written: None,
         summary: RunSummary::default(),
         timings: vec![],
+        cut_off: 0,
     };
     s.plan(&sel)?;
     let stopping = || opts.interrupt.iter().any(|f| f.load(Ordering::SeqCst));
@@ -336,6 +339,7 @@ impl Scheduler<'_> {
         (self.sink)(&Event::Summary {
             ran: self.summary.ran.len(),
             fresh: self.summary.fresh.len(),
+            fresh_after_inputs: self.cut_off,
             fetched: self.summary.fetched.len(),
             failed: self.summary.failed.len(),
             skipped: self.summary.skipped.len(),
@@ -571,6 +575,7 @@ impl Scheduler<'_> {
         if a.state == State::Fresh {
             let m = a.manifest.clone().unwrap();
             self.assessed.insert(i, a);
+            self.cut_off += 1;
             self.mark_fresh(i, m);
             return Ok(Started::Fresh);
         }
