@@ -169,8 +169,8 @@ pub enum Command {
 pub struct RunArgs {
     #[command(flatten)]
     pub(crate) plan: PlanArgs,
-    /// Print the plan with each node's reason and run nothing (as `plan`).
-    #[arg(long)]
+    /// Print the plan with each node's reason and run nothing (as `plan`; `-n` as in make and Snakemake).
+    #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
     /// Wait for another run holding the store instead of exiting with code 3.
     #[arg(long)]
