@@ -421,6 +421,28 @@ fn why_shows_the_root_cause_chain_and_the_nodes_own_damage() {
     }
 }
 
+/// A script `run` names that `deps` does not key (an edit of it would not make the node stale), and a program not
+/// on PATH, are warned of before anything runs: once per declaration.
+#[test]
+fn an_unkeyed_script_and_a_missing_program_are_warned_of() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.sh"), "echo 1 > $POLYFLOW_OUT/x\n").unwrap();
+    let pipe = |deps: &str| {
+        format!(
+            "[node.a]\nkind = \"command\"\nmatrix = {{ x = [1, 2] }}\nrun = [\"sh\", \"-c\", \"sh ./a.sh {{x}}\"]\n{deps}\n\
+             [node.b]\nkind = \"command\"\nrun = [\"pythn3\", \"-c\", \"1\"]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("")).unwrap();
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(err.matches("names `a.sh`, which `deps` does not list").count(), 1, "{err}");
+    assert!(err.contains("Warning `run` of `a` (p.toml:1:7)"), "{err}");
+    assert!(err.contains("its program `pythn3` is not on PATH here"), "{err}");
+    std::fs::write(d.path().join("p.toml"), pipe("deps = [\".\"]")).unwrap();
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(!err.contains("a.sh"), "{err}");
+}
+
 /// A node waiting on a stale input names its own edited source file too (`status --why`, `plan`), not only
 /// "waits on": the edit stands whatever its input turns out to be.
 #[test]
@@ -1380,6 +1402,23 @@ fn command_exports_copy_outputs_into_the_project() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("its artifact has no `model.bin` (it holds metrics.json, sub/w.bin)"), "{err}");
     assert!(!d.path().join("x").exists(), "nothing exported");
+    // A folder: each file below it, to the same place below the path (Snakemake's `directory()`); `status` names
+    // one that is not there.
+    std::fs::write(d.path().join("p.toml"), pipe(r#"{ "sub" = "folder/model" }"#)).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(code == 0 && err.contains("Wrote folder/model/w.bin"), "{err}");
+    assert_eq!(std::fs::read(d.path().join("folder/model/w.bin")).unwrap(), vec![0u8; 300_000]);
+    std::fs::remove_file(d.path().join("folder/model/w.bin")).unwrap();
+    let (_, _, err) = pf(d.path(), &["status", "p.toml"]);
+    assert!(err.contains("folder/model/w.bin, which `train` exports, is not there"), "{err}");
+    // One the program leaves empty is not written: the run fails.
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.e]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"mkdir $POLYFLOW_OUT/d\"]\nexport = { \"d\" = \"out/d\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(code != 0 && err.contains("without writing `$POLYFLOW_OUT/d` (exported to out/d)"), "{err}");
 }
 
 /// `plan` counts a stale node whose key another stale node has (a matrix entry identical to a declared node) as

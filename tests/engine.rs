@@ -198,11 +198,7 @@ fn upstream_rerun_with_identical_output_leaves_downstream_fresh() {
     assert_eq!(ran, ["a"]);
     assert!(events.iter().any(|ev| matches!(ev, Event::Fresh { id, .. } if id == "c")));
     // The summary counts them apart: planned to run, found fresh once their input came out as before.
-    assert!(
-        events.iter().any(|ev| matches!(ev, Event::Summary { ran: 1, fresh_after_inputs: 2, .. })),
-        "{:?}",
-        events.last()
-    );
+    assert!(events.iter().any(|ev| matches!(ev, Event::Summary { ran: 1, fresh_after_inputs: 2, .. })), "{:?}", events.last());
 }
 
 #[test]

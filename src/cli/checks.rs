@@ -88,6 +88,27 @@ fn note_unused_matrix_keys(g: &Graph) {
     }
 }
 
+/// Warns of what each node's kind finds likely a mistake in its parameters ([`crate::stage::Stage::lints`]: a script
+/// its command names that `deps` does not key): once per declaration, parameter and message.
+fn note_lints(g: &Graph) {
+    let mut found: BTreeMap<(&str, String, String), Vec<&str>> = BTreeMap::new();
+    for (n, s) in g.nodes.iter().zip(&g.pipeline.nodes) {
+        for (param, msg) in n.stage.lints(&n.params, &n.base_dir, &n.files) {
+            found.entry((s.decl.as_str(), param, msg)).or_default().push(n.id.as_str());
+        }
+    }
+    for ((decl, param, msg), nodes) in found {
+        let all = g.pipeline.nodes.iter().filter(|n| n.decl == decl).count();
+        let whose = match nodes.len() {
+            n if n == all => format!("`{decl}`"),
+            n if n <= 3 => nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+            n => format!("`{}`, `{}` and {} more", nodes[0], nodes[1], n - 2),
+        };
+        let at = g.by_id.get(nodes[0]).map(|&i| g.nodes[i].location.as_str()).unwrap_or_default();
+        crate::cli::out::errln!("{:>12} `{param}` of {whose} ({at}) {msg}", "Warning");
+    }
+}
+
 /// Says on stderr what in the pipeline is likely a mistake, before `run`, `plan` or `status` goes on: placeholders naming
 /// no variable, and seed groups with replicates of different settings (an override of one replicate), whose
 /// tables' cells average them as if they were seeds of one setting.
@@ -101,6 +122,7 @@ pub fn pipeline_notes(g: &Graph) {
         );
     }
     note_unused_matrix_keys(g);
+    note_lints(g);
     for (group, params) in g.mixed_replicates() {
         crate::cli::out::errln!(
             "{:>12} the replicates of `{group}` differ in {} (an override of one of them?): a table averages them into one cell as seeds of one setting",

@@ -62,7 +62,7 @@ pub(super) fn materialize(
             continue;
         }
         let files = &summary.artifacts[&n.id].files;
-        for (file, rel) in n.stage.exports(&n.params) {
+        for (file, rel) in summary.artifacts[&n.id].exported_files(n.stage.exports(&n.params)) {
             let dest = n.base_dir.join(&rel);
             let shown = crate::spec::source::display_path(&dest);
             let why = if !files.contains_key(&file) {
@@ -106,7 +106,7 @@ pub(super) fn materialize(
         let Some(m) = summary.artifacts.get(&n.id).cloned() else { continue };
         let art = crate::stage::InputArtifact::new(n.id.clone(), m, store.clone());
         let overrides: &[String] = if made_with.2.contains(&n.id) { &[] } else { &made_with.1 };
-        for (file, rel) in n.stage.exports(&n.params) {
+        for (file, rel) in art.manifest.exported_files(n.stage.exports(&n.params)) {
             let dest = n.base_dir.join(&rel);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| CliError::Other(format!("error: {}: {e}", parent.display()), exit::STORE))?;

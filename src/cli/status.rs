@@ -816,7 +816,7 @@ fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, As
     for &i in sel {
         let (n, s) = (&g.nodes[i], &a[&i]);
         let (State::Fresh, Some(m)) = (s.state, s.manifest.as_ref()) else { continue };
-        let exports = n.stage.exports(&n.params);
+        let exports = m.exported_files(n.stage.exports(&n.params));
         if exports.is_empty() {
             continue;
         }

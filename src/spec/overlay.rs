@@ -171,8 +171,13 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
         let value = parse_value(&arg[eq + 1..], file, eq + 1);
         if lhs == "seed" {
             if adds {
-                return Err(SpecError::at(sources, Span { file, start: 0, end: eq }, K::Syntax, "`seed` is the pipeline's seed, which every pipeline has: a `+` adds an entry a table lacks")
-                    .help("leave out the `+`: `--set seed=N`"));
+                return Err(SpecError::at(
+                    sources,
+                    Span { file, start: 0, end: eq },
+                    K::Syntax,
+                    "`seed` is the pipeline's seed, which every pipeline has: a `+` adds an entry a table lacks",
+                )
+                .help("leave out the `+`: `--set seed=N`"));
             }
             out.seed = Some(seed_of(sources, &value)?);
             continue;

@@ -276,6 +276,12 @@ pub trait Stage: Send + Sync + 'static {
     fn preflight_env(&self, _params: &serde_json::Value, _env: &BTreeMap<String, String>) -> Result<(), Problem> {
         Ok(())
     }
+    /// What in the node's parameters looks like a mistake without being an error, said as a warning before anything
+    /// runs: `(parameter, message)` (a script its command names that no `deps` entry keys). `keyed`: files its key
+    /// covers apart from its parameters (a files matrix's), relative to `base_dir`.
+    fn lints(&self, _params: &serde_json::Value, _base_dir: &Path, _keyed: &[String]) -> Vec<(String, String)> {
+        vec![]
+    }
     /// What the node's artifact will be, from its parameters and its inputs' declarations alone, with no data
     /// read (e.g. a dataset's declared class count, a preprocessing node's tensor shape) or at most a file's
     /// header (a checkpoint's geometry, its paths relative to `base_dir`): lets [`Stage::report_declared`] and

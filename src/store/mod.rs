@@ -195,6 +195,24 @@ impl Manifest {
     pub fn size(&self) -> u64 {
         self.files.values().map(|f| f.size).sum()
     }
+
+    /// `exports` ((name in the artifact, destination)) with each name that is a folder of the artifact (no file
+    /// of that name, files below it) written out as its files, each to the same place below the destination
+    /// (`("plots", "out/plots")` → `("plots/a.png", "out/plots/a.png")`, …). Names that are neither stay as
+    /// given (the caller says that the artifact lacks them).
+    pub fn exported_files(&self, exports: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for (name, to) in exports {
+            let prefix = format!("{}/", name.trim_end_matches('/'));
+            if self.files.contains_key(&name) || !self.files.keys().any(|f| f.starts_with(&prefix)) {
+                out.push((name, to));
+                continue;
+            }
+            let to = to.trim_end_matches('/').to_string();
+            out.extend(self.files.keys().filter_map(|f| f.strip_prefix(&prefix).map(|rest| (f.clone(), format!("{to}/{rest}")))));
+        }
+        out
+    }
 }
 
 /// Scratch folder of the node computed under `key` in the store at `root`.

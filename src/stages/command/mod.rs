@@ -8,6 +8,7 @@
 //! - [`metrics`]: its `metrics.json` as tables and `compare` read it.
 
 pub mod deps;
+mod lint;
 pub mod metrics;
 mod output;
 pub mod params;
@@ -45,8 +46,8 @@ pub struct CommandParams {
     /// empty: all of them.
     #[serde(default)]
     pub input_files: Vec<String>,
-    /// Output files copied into the project after a run: file in `$POLYFLOW_OUT` → path relative to the pipeline
-    /// file (DVC's `outs` in the workspace). Not in the key.
+    /// Output files copied into the project after a run: file (or folder: its files) in `$POLYFLOW_OUT` → path
+    /// relative to the pipeline file (DVC's `outs` in the workspace). Not in the key.
     #[serde(default)]
     pub export: BTreeMap<String, String>,
 }
@@ -98,7 +99,8 @@ impl Stage for CommandStage {
                 T::Table,
                 json!({}),
                 "output files copied into the project after a run, `{ \"metrics.json\" = \"results/metrics.json\" }` (file in \
-                 $POLYFLOW_OUT = path relative to the pipeline file; `{params.NAME}` replaced in both); not in the key",
+                 $POLYFLOW_OUT = path relative to the pipeline file; a folder there is its files, each below the path; \
+                 `{params.NAME}` replaced in both); not in the key",
             )
             .unkeyed(),
         ]
@@ -159,6 +161,31 @@ impl Stage for CommandStage {
         (n > 0).then(|| format!("$POLYFLOW_SCRATCH ({n} file{})", if n == 1 { "" } else { "s" }))
     }
     /// Every file or folder `deps` lists exists (it is hashed into the key, so without it the node has none).
+    fn lints(&self, params: &serde_json::Value, base_dir: &Path, keyed: &[String]) -> Vec<(String, String)> {
+        let Ok(p) = parse::<CommandParams>(params) else { return vec![] };
+        let mut out = vec![];
+        for f in lint::unkeyed_files(&p.run, &p.deps, keyed, base_dir) {
+            out.push((
+                "run".to_string(),
+                format!("names `{f}`, which `deps` does not list: an edit of it will not make the node stale (add it to `deps`)"),
+            ));
+        }
+        // The program: on PATH, or a file of the project.
+        if let Some(prog) = p.run.first().filter(|p| !p.is_empty() && !p.contains('{')) {
+            if prog.contains('/') {
+                if !base_dir.join(prog).exists() {
+                    out.push(("run".to_string(), format!("its program `{prog}` does not exist: the node will fail when it runs")));
+                }
+            } else if let Err(near) = lint::on_path(prog, &std::env::var_os("PATH").unwrap_or_default()) {
+                let near = near.map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+                out.push((
+                    "run".to_string(),
+                    format!("its program `{prog}` is not on PATH here{near}: the node will fail when it runs here"),
+                ));
+            }
+        }
+        out
+    }
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
         let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
         // An export into what `deps` lists changes the node's own key after every run.

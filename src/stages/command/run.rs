@@ -168,9 +168,10 @@ pub(super) fn run(ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         use crate::stage::Stage;
         super::CommandStage.exports(ctx.params)
     };
+    // (A folder it names is exported as the files below it: it must hold one at least.)
     let missing: Vec<String> = exported
         .iter()
-        .filter(|(name, _)| !files.iter().any(|(f, _)| f.strip_prefix(&out_dir).is_ok_and(|n| n == Path::new(name))))
+        .filter(|(name, _)| !files.iter().any(|(f, _)| f.strip_prefix(&out_dir).is_ok_and(|n| n.starts_with(name))))
         .map(|(name, to)| format!("`$POLYFLOW_OUT/{name}` (exported to {to})"))
         .collect();
     if !missing.is_empty() {
