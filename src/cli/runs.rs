@@ -6,7 +6,7 @@
 use super::compare::values::{changed, number, read_metrics, Metrics};
 use super::report::fmt_ms;
 use super::{env_of, exit, load_graph, CliError, Common};
-use crate::exec::assess::{assess_all, explain};
+use crate::exec::assess::{assess_all, explain, name_changed_files};
 use crate::exec::earlier::settings_of;
 use crate::fingerprint::{Fingerprint, NodeRecord};
 use crate::stage::Registry;
@@ -75,7 +75,11 @@ pub fn runs(a: RunsArgs, reg: &Registry) -> Result<i32, CliError> {
                 vec![]
             } else {
                 match &s.fingerprint {
-                    Some(fp) => changed(&explain(n.stage.as_ref(), &r, fp)),
+                    Some(fp) => {
+                        let mut reasons = explain(n.stage.as_ref(), &r, fp);
+                        name_changed_files(&mut reasons, &store, &r, fp);
+                        changed(&reasons)
+                    }
                     // Inputs not computed yet: its own settings against the run's, and that the inputs are to come.
                     None => {
                         let own = Fingerprint { params: n.keyed.clone(), ..r.fingerprint.clone() };

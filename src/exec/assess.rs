@@ -369,7 +369,7 @@ pub fn decide(
 
 /// Names in `reasons` the files that changed since run `r` (the first few), where the listings of both states
 /// were kept.
-fn name_changed_files(reasons: &mut [DirtyReason], store: &Store, r: &NodeRecord, now: &Fingerprint) {
+pub fn name_changed_files(reasons: &mut [DirtyReason], store: &Store, r: &NodeRecord, now: &Fingerprint) {
     for reason in reasons {
         if let DirtyReason::ExternalChanged { files } = reason {
             *files = store.file_digests().explain(&r.fingerprint.external_parts, &now.external_parts, crate::fingerprint::CHANGES_SHOWN);
