@@ -246,8 +246,12 @@ fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
     for line in stdout.lines() {
         assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
     }
-    // Not a failure of the node's own: stale, and the next run computes it and leaves no scratch behind.
-    assert_eq!(state_of(&status(d.path()), "c"), "stale");
+    // Not a failure of the node's own: stale, said to be interrupted (not "never run"), and the next run computes
+    // it and leaves no scratch behind.
+    let st = status(d.path());
+    assert_eq!(state_of(&st, "c"), "stale");
+    let reason = st.as_array().unwrap().iter().find(|n| n["id"] == "c").unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("interrupted after ") && reason.contains("its run was stopped before it finished"), "{reason}");
     let out = polyflow(d.path(), &["run", "p.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(state_of(&status(d.path()), "c"), "fresh");

@@ -273,15 +273,7 @@ fn plain(s: &str) -> String {
 }
 
 /// `1.2s`, `340ms`, `3m05s`.
-pub fn fmt_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    }
-}
+pub use crate::text::fmt_ms;
 
 /// `12.3 KiB` (the one formatter, shared with the HTML report).
 pub use crate::report::html::bytes as fmt_bytes;

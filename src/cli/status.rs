@@ -688,6 +688,8 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
             // A failure under other settings (an earlier edit, a `--set` experiment, another pipeline file naming
             // the node) is not this node's state: said apart, and not at all once it is fresh.
             match &s.failure {
+                // (A node stopped with its run says so among its reasons.)
+                Some(f) if f.runner.contains_key(crate::exec::assess::INTERRUPTED) => {}
                 Some(f) if s.key.as_deref() == Some(f.key.as_str()) => println!("  last failure: {}", f.error),
                 Some(f) if s.state != State::Fresh => {
                     println!("  last failure, under other settings (key {}): {}", &f.key[..12.min(f.key.len())], f.error)

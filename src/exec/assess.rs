@@ -346,7 +346,7 @@ pub fn decide(
             // The run of this very key is the nearest (its blobs are gone or damaged), unless it was not kept.
             a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone(), &settings);
         }
-    } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key) {
+    } else if let Some(f) = a.failure.as_ref().filter(|f| f.key == key && !f.runner.contains_key(INTERRUPTED)) {
         a.state = State::Failed;
         a.reasons.push(DirtyReason::Failed { error: f.error.clone() });
         a.nearest = nearest(index, id, a.record.clone(), &|_| fp.clone(), &settings);
@@ -355,7 +355,7 @@ pub fn decide(
         a.nearest = Some(r.clone());
         a.record = Some(r);
         name_changed_files(&mut a.reasons, store, a.record.as_ref().expect("set above"), &fp);
-    } else if let Some(f) = &a.failure {
+    } else if let Some(f) = a.failure.as_ref().filter(|f| !f.runner.contains_key(INTERRUPTED)) {
         // Never succeeded, but tried: said, with how (a fixed script reruns the sweep's failed nodes, which are
         // not "never run").
         let first = crate::text::cut(crate::text::failure_headline(&f.error, id), 120);
@@ -363,9 +363,18 @@ pub fn decide(
     } else {
         a.reasons.push(DirtyReason::NeverRun);
     }
+    // Stopped while computing this very key: said first (it is no failure, and not "never run").
+    if let Some(f) = a.failure.as_ref().filter(|f| f.key == key && f.runner.contains_key(INTERRUPTED) && a.state != State::Fresh) {
+        a.reasons.retain(|r| !matches!(r, DirtyReason::NeverRun));
+        a.reasons.insert(0, DirtyReason::Other { detail: f.error.clone() });
+    }
     a.fingerprint = Some(fp);
     a
 }
+
+/// The `runner` entry of a [`FailRecord`] that stands for a node stopped with its run (Ctrl-C, a signal), not
+/// failed: its value is how long it had run, in milliseconds.
+pub const INTERRUPTED: &str = "interrupted_after_ms";
 
 /// Names in `reasons` the files that changed since run `r` (the first few), where the listings of both states
 /// were kept.

@@ -933,6 +933,24 @@ impl Scheduler<'_> {
                 self.idx.get()?.fail(&FailRecord { id, key, error, runner })?;
             }
         }
+        // The others stopped here: recorded as such (`status` says so, not "never run"); a run computes them again.
+        let stopped: Vec<(usize, u64)> = self
+            .running
+            .iter()
+            .filter(|(i, r)| !r.fetch && !cancelled.contains_key(i) && !kept.contains(i))
+            .map(|(&i, r)| (i, r.t.elapsed().as_millis() as u64))
+            .collect();
+        for (i, ms) in stopped {
+            if let Some(key) = self.assessed[&i].key.clone() {
+                let error = format!(
+                    "interrupted after {}: its run was stopped before it finished; `polyflow run` computes it again",
+                    crate::text::fmt_ms(ms)
+                );
+                let runner = [(super::assess::INTERRUPTED.to_string(), ms.to_string())].into();
+                let id = self.id(i);
+                self.idx.get()?.fail(&FailRecord { id, key, error, runner })?;
+            }
+        }
         self.idx.flush()?;
         let names: Vec<String> = self
             .running
