@@ -1789,7 +1789,7 @@ fn a_matrix_rows_label_prefers_the_runs_variables_to_the_pipelines() {
         "[vars]\nlr = 0.1\n[node.cv]\nkind = \"command\"\nmatrix = { lr = [0.3, 0.5], fold = [0, 1] }\n\
          run = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": {fold}}' > $POLYFLOW_OUT/metrics.json; echo {lr}\"]\n\
          [node.t]\nkind = \"table\"\ninputs = { runs = [\"cv\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
-         rows = [{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr} ({{lr}} = {seed})\" }]\n\
+         row_header = \"Rate\"\nrows = [{ matrix = \"cv\", over = [\"fold\"], label = \"lr {lr} ({{lr}} = {seed})\" }]\n\
          columns = [{ key = \"acc\", label = \"acc\", scale = 1, digits = 2 }]\n",
     )
     .unwrap();
@@ -1799,6 +1799,8 @@ fn a_matrix_rows_label_prefers_the_runs_variables_to_the_pipelines() {
     for lr in ["0.3", "0.5"] {
         assert!(shown.lines().any(|l| l.contains(&format!("lr {lr} ({{lr}} = 0)")) && l.contains("0.50 ± 0.71")), "{shown}");
     }
+    // The rows' column is headed as `row_header` says.
+    assert!(shown.lines().any(|l| l.contains("│ Rate ")), "{shown}");
 }
 
 /// A `command`'s inputs under names of the pipeline's own (`inputs = { data = "prep", model = "train" }`): each
@@ -1897,7 +1899,8 @@ fn the_sweep_example_runs_and_then_is_fresh() {
     let ev = events(&out);
     assert_eq!(ev.iter().filter(|e| e["event"] == "finished").count(), 18, "{out}");
     let table = std::fs::read_to_string(d.path().join("results/cv.md")).unwrap();
-    assert_eq!(table.lines().filter(|l| l.starts_with("| lr ") && l.contains(" ± ")).count(), 3, "{table}");
+    assert!(table.contains("| Learning rate |"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with("| 0.") && l.contains(" ± ")).count(), 3, "{table}");
     assert!(table.contains("over 5 runs (seeds, or the several nodes a row names)"), "{table}");
     // Retrained with one of the swept rates, on every row.
     let fin: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("results/final.json")).unwrap()).unwrap();

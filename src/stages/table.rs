@@ -279,12 +279,19 @@ struct Published {
 struct TableParams {
     title: String,
     caption: String,
+    #[serde(default = "model_header")]
+    row_header: String,
     rows: Vec<RowSpec>,
     columns: Vec<ColSpec>,
     counts: bool,
     averages: Vec<AvgSpec>,
     published: Vec<Published>,
     export: String,
+}
+
+/// The header of the rows' label column unless `row_header` says otherwise: the paper's tables are of models.
+fn model_header() -> String {
+    "Model".into()
 }
 
 /// `table`.
@@ -318,7 +325,12 @@ impl Stage for TableStage {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::req("title", T::Str, "table title"),
-            ParamSpec::req("caption", T::Str, "profile, scale and datasets (small-scale numbers are never the paper's)"),
+            ParamSpec::req(
+                "caption",
+                T::Str,
+                "what the numbers are: data, scale and settings (a table at a small scale says so: its numbers are never a paper's)",
+            ),
+            ParamSpec::added("row_header", T::Str, json!("Model"), "the header of the rows' label column (`Sample`, `Learning rate`)"),
             ParamSpec::req(
                 "rows",
                 T::Any,
@@ -641,9 +653,10 @@ impl Stage for TableStage {
         out
     }
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let TableParams { title, caption, rows, columns: cols, counts, averages: avgs, published, export: _ } = parse(ctx.params)?;
+        let TableParams { title, caption, row_header, rows, columns: cols, counts, averages: avgs, published, export: _ } =
+            parse(ctx.params)?;
         let runs = ctx.inputs.get("runs").cloned().unwrap_or_default();
-        let mut columns = vec!["Model".to_string()];
+        let mut columns = vec![row_header];
         if counts {
             columns.push("#Models".into());
             columns.push("#Params".into());
