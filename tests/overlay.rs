@@ -266,8 +266,8 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
     // Added, and used by no node: said.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4"]);
     assert!(code == 0 && err.contains("variable `extra` of `[vars]`") && err.contains("is named by no node"), "{err}");
-    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=[1]"]);
-    assert!(code == 2 && err.contains("a pipeline variable is a string, a finite number or a boolean"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split={ a = 1 }"]);
+    assert!(code == 2 && err.contains("a pipeline variable is a string, a finite number, a boolean or a list of them"), "{err}");
     // Named only in an override (`--set`, a profile's node): used, no warning; `${x}` or an escaped `{{x}}` is
     // no use of it.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+vars.extra=4", "--set", "+other.comment=v{extra}"]);
@@ -282,4 +282,38 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
     assert!(code == 2 && err.contains("`seeds` is a key of every node") && err.contains("`--set other.seeds=…`"), "{err}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "+seed=3"]);
     assert!(code == 2 && err.contains("leave out the `+`: `--set seed=N`"), "{err}");
+}
+
+/// A list variable (`[vars] samples = ["a", "b"]`, Snakemake's `config["samples"]`) is a matrix's values written
+/// alone (`matrix = { sample = "{samples}" }`) or among others, a list parameter's elements in place (`run = ["agg",
+/// "{samples}"]`), the list itself where alone as a value, and its values space-separated in text; set from the
+/// command line, it adds the nodes of a new value, and only they and what reads them go stale.
+#[test]
+fn a_list_variable_is_a_matrixs_values_and_arguments_in_place() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[vars]\nsamples = [\"a\", \"b\"]\n\
+         [node.proc]\nkind = \"command\"\nmatrix = { sample = \"{samples}\" }\nrun = [\"sh\", \"-c\", \"echo {sample} > $POLYFLOW_OUT/o\"]\n\
+         [node.more]\nkind = \"value\"\nmatrix = { x = [\"{samples}\", \"c\"] }\nvalue = \"{x}\"\n\
+         [node.agg]\nkind = \"command\"\ninputs = { in = \"proc\" }\nrun = [\"echo\", \"{samples}\", \"all: {samples}\"]\nparams = { list = \"{samples}\" }\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let finished: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "finished")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in ["proc.a", "proc.b", "more.a", "more.b", "more.c", "agg"] {
+        assert!(finished.contains(&id.to_string()), "{id} in {finished:?}");
+    }
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", "agg"]);
+    assert!(shown.contains(r#""params":{"list":["a","b"]},"run":["echo","a","b","all: a b"]"#), "{shown}");
+    // A value added on the command line: its node, and what reads the list.
+    let (_, plan, _) = pf(d.path(), &["plan", "p.toml", "--set", r#"vars.samples=["a","b","z"]"#]);
+    assert!(plan.contains("Would run proc.z") && plan.contains("Would run agg") && plan.contains("Would run more.z"), "{plan}");
+    assert!(!plan.contains("Would run proc.a") && !plan.contains("Would run more.c"), "{plan}");
 }

@@ -964,11 +964,30 @@ fn with_pipeline_vars(
     let (mut vars, mut values) = (vars.clone(), values.clone());
     for (k, e) in pvars {
         if !vars.contains_key(k) {
-            vars.insert(k.clone(), value_label(&e.value));
+            // A list in text is its values, space-separated (as a shell word list).
+            let text = match &e.value.value {
+                Value::Array(a) => a.iter().map(value_label).collect::<Vec<_>>().join(" "),
+                _ => value_label(&e.value),
+            };
+            vars.insert(k.clone(), text);
             values.insert(k.clone(), e.value.clone());
         }
     }
     (vars, values)
+}
+
+/// The pipeline's list variable a value names alone (`"{samples}"` with `[vars] samples = ["a", "b"]`): its values.
+fn list_var<'a>(v: &SValue, pvars: &'a BTreeMap<String, Entry>) -> Option<&'a Vec<SValue>> {
+    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
+    match &pvars.get(name)?.value.value {
+        Value::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// `vals` with each element that names a list variable alone (`"{samples}"`) replaced by its values, in place.
+fn splice_lists(vals: &[SValue], pvars: &BTreeMap<String, Entry>) -> Vec<SValue> {
+    vals.iter().flat_map(|v| list_var(v, pvars).cloned().unwrap_or_else(|| vec![v.clone()])).collect()
 }
 
 /// `[vars]` (or a profile's, or a config file's): names of letters, digits and `_` (not `seed`, `replicate`),
@@ -988,14 +1007,22 @@ pub(super) fn vars_table(sources: &SourceMap, e: &Entry) -> Result<BTreeMap<Stri
             return Err(SpecError::at(sources, v.key_span, K::UnknownKey, format!("`{k}` cannot name a pipeline variable"))
                 .help("a variable's name is letters, digits and `_`; `seed` and `replicate` are every node's own"));
         }
-        if !matches!(v.value.value, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_)) || v.value.non_finite().is_some() {
+        let scalar = |x: &SValue| matches!(x.value, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_));
+        let ok = match &v.value.value {
+            Value::Array(a) => a.iter().all(scalar),
+            _ => scalar(&v.value),
+        };
+        if !ok || v.value.non_finite().is_some() {
             return Err(SpecError::at(
                 sources,
                 v.value.span,
                 K::WrongType,
-                format!("`{k}`: a pipeline variable is a string, a finite number or a boolean"),
+                format!("`{k}`: a pipeline variable is a string, a finite number, a boolean or a list of them"),
             )
-            .help("it is written into parameters and inputs as `{NAME}`: a list or a table is a parameter of the nodes that use it"));
+            .help(
+                "it is written into parameters and inputs as `{NAME}` (a list alone as a matrix's values, `matrix = { s = \"{NAME}\" }`, \
+                 or as arguments of `run`); a table is a parameter of the nodes that use it",
+            ));
         }
     }
     Ok(t.clone())
@@ -1020,7 +1047,18 @@ fn substitute_param(
     let mut found = vec![];
     e.value.placeholders(&mut found);
     let before = e.value.has_braces().then(|| e.value.to_json());
-    if matches!(e.value.value, Value::Array(_)) {
+    if let Value::Array(a) = &mut e.value.value {
+        // An element that is a list variable alone is its values, one element each (`run = ["agg", "{samples}"]`),
+        // as text as the list's other elements are.
+        if a.iter().any(|x| list_of(x, values).is_some()) {
+            *a = a
+                .iter()
+                .flat_map(|x| match list_of(x, values) {
+                    Some(l) => l.iter().map(|y| SValue { value: Value::Str(value_label(y)), span: y.span }).collect(),
+                    None => vec![x.clone()],
+                })
+                .collect();
+        }
         e.value.substitute(vars);
     } else {
         e.value.substitute_typed(vars, values);
@@ -1037,6 +1075,15 @@ fn substitute_param(
         }
     }
     found.into_iter().filter(|(name, _)| !vars.contains_key(name)).map(|(name, span)| (k.to_string(), name, span)).collect()
+}
+
+/// The list a value names alone (`"{samples}"`), where that variable of `values` is a list.
+fn list_of<'a>(v: &SValue, values: &'a BTreeMap<String, SValue>) -> Option<&'a Vec<SValue>> {
+    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
+    match &values.get(name)?.value {
+        Value::Array(a) => Some(a),
+        _ => None,
+    }
 }
 
 /// A node's parameters whose placeholders were replaced, as written, with the variables replaced (see
@@ -1188,6 +1235,13 @@ fn expand(
             if let Some((pattern, vals)) = super::files_matrix::values(sources, k, e, &d.base_dir)? {
                 listed.insert(k, vals);
                 patterns.insert(k.clone(), pattern);
+            } else if let Some(vals) = list_var(&e.value, pvars) {
+                // `sample = "{samples}"`: a list variable's values.
+                listed.insert(k, vals.clone());
+            } else if let Value::Array(vals) = &e.value.value {
+                if vals.iter().any(|v| list_var(v, pvars).is_some()) {
+                    listed.insert(k, splice_lists(vals, pvars));
+                }
             }
         }
         let mut count = seeds as usize;
