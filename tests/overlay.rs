@@ -317,3 +317,21 @@ fn a_list_variable_is_a_matrixs_values_and_arguments_in_place() {
     assert!(plan.contains("Would run proc.z") && plan.contains("Would run agg") && plan.contains("Would run more.z"), "{plan}");
     assert!(!plan.contains("Would run proc.a") && !plan.contains("Would run more.c"), "{plan}");
 }
+
+/// A pipeline variable sets a node's replicate count (`seeds = "{n}"`) and its resources (`cpus = "{ncpu}"`),
+/// typed as where written by hand.
+#[test]
+fn a_variable_sets_seeds_and_resources() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[vars]\nn = 3\nncpu = 2\n[node.a]\nkind = \"value\"\nvalue = \"{seed}\"\nseeds = \"{n}\"\nresources = { cpus = \"{ncpu}\" }\n",
+    )
+    .unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(code == 0 && out.contains("Would run a.s2") && !out.contains("a.s3"), "{out}{err}");
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "vars.n=2"]);
+    assert!(out.contains("Would run a.s1") && !out.contains("a.s2"), "{out}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.ncpu=x"]);
+    assert!(code == 2 && err.contains("p.toml:8:22: error: expected an integer, found string"), "{err}");
+}

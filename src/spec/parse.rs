@@ -1206,6 +1206,12 @@ fn expand(
         }
     }
     seeds_e = node_over.and_then(|o| o.get(SEEDS)).or(seeds_e);
+    // `seeds = "{n}"`: a pipeline variable's number.
+    let seeds_var: Option<Entry> = seeds_e.and_then(|e| {
+        let name = e.value.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
+        pvars.get(name).map(|v| Entry { key_span: e.key_span, value: SValue { value: v.value.value.clone(), span: e.value.span } })
+    });
+    let seeds_e = seeds_var.as_ref().or(seeds_e);
     let seeds = match seeds_e {
         None => 1,
         Some(e) => match e.value.value {
@@ -1339,7 +1345,7 @@ fn expand(
         for (k, e) in node_over.into_iter().flatten() {
             set_param(sources, &d.id, &mut params, k, e.clone())?;
         }
-        let resources = params.remove(RESOURCES);
+        let mut resources = params.remove(RESOURCES);
         params.remove(SEEDS);
         // Parameters each replicate has its own value of by design (`run = […, "--seed", "{seed}"]`).
         let per_replicate: BTreeSet<String> = params.iter().filter(|(_, e)| per_replicate_value(e)).map(|(k, _)| k.clone()).collect();
@@ -1347,6 +1353,10 @@ fn expand(
         // The pipeline's `[vars]` are placeholders too (a matrix variable of the same name wins), but not the
         // node's matrix: tables and `compare` read that.
         let (all_vars, all_values) = with_pipeline_vars(&vars, &values, pvars);
+        // Its resources too (`cpus = "{ncpu}"`, `time = "{hours}:00:00"`), typed where alone.
+        if let Some(r) = resources.as_mut() {
+            r.value.substitute_typed(&all_vars, &all_values);
+        }
         let mut written = AsWritten::default();
         for (k, e) in params.iter_mut() {
             unknown_placeholders.extend(substitute_param(k, e, &all_vars, &all_values, &mut written));
