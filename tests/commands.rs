@@ -1419,6 +1419,28 @@ fn command_exports_copy_outputs_into_the_project() {
     .unwrap();
     let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
     assert!(code != 0 && err.contains("without writing `$POLYFLOW_OUT/d` (exported to out/d)"), "{err}");
+    // A folder's files over the pipeline file, over a file its `deps` lists, or where another export goes: refused
+    // before any file is written.
+    let folder = |export: &str, more: &str| {
+        format!(
+            "[node.w]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"mkdir $POLYFLOW_OUT/f; echo G > $POLYFLOW_OUT/f/p.toml; echo 1 > $POLYFLOW_OUT/f/a.txt\"]\nexport = {export}\n{more}"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), folder(r#"{ "f" = "." }"#, "")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(code == 2 && err.contains("`w` exports to p.toml, a file this pipeline is read from: nothing was exported"), "{err}");
+    assert!(std::fs::read_to_string(d.path().join("p.toml")).unwrap().starts_with("[node.w]") && !d.path().join("a.txt").exists());
+    std::fs::create_dir_all(d.path().join("o")).unwrap();
+    std::fs::write(d.path().join("o/a.txt"), "0\n").unwrap();
+    std::fs::write(d.path().join("p.toml"), folder(r#"{ "f" = "o" }"#, "deps = [\"o/a.txt\"]\n")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(code == 2 && err.contains("`w` exports to o/a.txt, but its `deps` lists `o/a.txt`"), "{err}");
+    let other =
+        "[node.v]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo 3 > $POLYFLOW_OUT/a.txt\"]\nexport = { \"a.txt\" = \"q/a.txt\" }\n";
+    std::fs::write(d.path().join("p.toml"), folder(r#"{ "f" = "q" }"#, other)).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert!(code == 2 && err.contains("exports to q/a.txt, where an export of `"), "{err}");
+    assert!(!d.path().join("q").exists(), "nothing exported");
 }
 
 /// `plan` counts a stale node whose key another stale node has (a matrix entry identical to a declared node) as

@@ -252,6 +252,8 @@ fn ctrl_c_stops_a_command_nodes_program_and_exits_130() {
     assert_eq!(state_of(&st, "c"), "stale");
     let reason = st.as_array().unwrap().iter().find(|n| n["id"] == "c").unwrap()["reason"].as_str().unwrap().to_string();
     assert!(reason.starts_with("interrupted after ") && reason.contains("its run was stopped before it finished"), "{reason}");
+    let reasons = &st.as_array().unwrap().iter().find(|n| n["id"] == "c").unwrap()["reasons"];
+    assert!(reasons[0]["reason"] == "interrupted" && reasons[0]["after_ms"].as_u64().is_some_and(|ms| ms >= 100), "{reasons}");
     let out = polyflow(d.path(), &["run", "p.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(state_of(&status(d.path()), "c"), "fresh");

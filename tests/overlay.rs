@@ -293,10 +293,11 @@ fn a_list_variable_is_a_matrixs_values_and_arguments_in_place() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(
         d.path().join("p.toml"),
-        "[vars]\nsamples = [\"a\", \"b\"]\n\
+        "[vars]\nsamples = [\"a\", \"b\"]\npicked = [\"proc.b\"]\n\
          [node.proc]\nkind = \"command\"\nmatrix = { sample = \"{samples}\" }\nrun = [\"sh\", \"-c\", \"echo {sample} > $POLYFLOW_OUT/o\"]\n\
          [node.more]\nkind = \"value\"\nmatrix = { x = [\"{samples}\", \"c\"] }\nvalue = \"{x}\"\n\
-         [node.agg]\nkind = \"command\"\ninputs = { in = \"proc\" }\nrun = [\"echo\", \"{samples}\", \"all: {samples}\"]\nparams = { list = \"{samples}\" }\n",
+         [node.agg]\nkind = \"command\"\ninputs = { in = \"proc\" }\nrun = [\"echo\", \"{samples}\", \"all: {samples}\"]\nparams = { list = \"{samples}\", more = [\"{samples}\", \"z\"] }\n\
+         [node.pick]\nkind = \"command\"\ninputs = { in = \"{picked}\" }\nrun = [\"sh\", \"-c\", \"ls $POLYFLOW_IN/in > $POLYFLOW_OUT/seen\"]\n",
     )
     .unwrap();
     let (code, out, err) = pf(d.path(), &["run", "p.toml", "--json"]);
@@ -307,11 +308,14 @@ fn a_list_variable_is_a_matrixs_values_and_arguments_in_place() {
         .filter(|e| e["event"] == "finished")
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect();
-    for id in ["proc.a", "proc.b", "more.a", "more.b", "more.c", "agg"] {
+    for id in ["proc.a", "proc.b", "more.a", "more.b", "more.c", "agg", "pick"] {
         assert!(finished.contains(&id.to_string()), "{id} in {finished:?}");
     }
     let (_, shown, _) = pf(d.path(), &["show", "p.toml", "agg"]);
-    assert!(shown.contains(r#""params":{"list":["a","b"]},"run":["echo","a","b","all: a b"]"#), "{shown}");
+    assert!(shown.contains(r#""params":{"list":["a","b"],"more":["a","b","z"]},"run":["echo","a","b","all: a b"]"#), "{shown}");
+    // As inputs: the ids it lists.
+    let (_, shown, _) = pf(d.path(), &["show", "p.toml", "pick"]);
+    assert!(shown.lines().any(|l| l.starts_with("input:  in: proc.b (") && !l.contains("proc.a")), "{shown}");
     // A value added on the command line: its node, and what reads the list.
     let (_, plan, _) = pf(d.path(), &["plan", "p.toml", "--set", r#"vars.samples=["a","b","z"]"#]);
     assert!(plan.contains("Would run proc.z") && plan.contains("Would run agg") && plan.contains("Would run more.z"), "{plan}");

@@ -301,6 +301,10 @@ fn plan_names_the_rows_a_table_gains_and_loses() {
     // A caption alone: it re-renders, its cells unchanged.
     std::fs::write(d.path().join("raw/s1.csv"), "1\n").unwrap();
     std::fs::remove_file(d.path().join("raw/s3.csv")).unwrap();
-    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "t.caption=d"]);
+    let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "t.caption=d", "--exit-code"]);
     assert!(out.contains("Cells unchanged: t only re-renders") && !out.contains("Cells of t"), "{out}");
+    // `--exit-code`: 1 while something would run, as `git diff --exit-code`; 0 once everything is fresh.
+    assert_eq!(code, 1);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["plan", "p.toml", "--exit-code"]).0, 0);
 }

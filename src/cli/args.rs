@@ -113,7 +113,7 @@ pub enum Command {
     /// Run what is stale among the targets (default: the nodes the file itself declares) and their inputs.
     Run(RunArgs),
     /// Print the plan (what would run and why) without running: same as `run --dry-run`.
-    Plan(PlanArgs),
+    Plan(PlanCmd),
     /// Show each node's state (fresh / stale / failed), why, size and last duration.
     Status(StatusArgs),
     /// Print the graph as Graphviz DOT or Mermaid.
@@ -215,6 +215,17 @@ pub struct PlanArgs {
     /// default: the pipeline's `[executor] kind`, else local.
     #[arg(long, value_parser = ["local", "slurm"])]
     pub(crate) executor: Option<String>,
+}
+
+/// `plan` arguments: a run's, and how it exits.
+#[derive(Args, Debug)]
+pub struct PlanCmd {
+    #[command(flatten)]
+    pub(crate) plan: PlanArgs,
+    /// Exit 1 when a node would run or be fetched (as `git diff --exit-code`), 0 when everything is fresh: for CI
+    /// that fails a check whose results are not the committed ones.
+    #[arg(long)]
+    pub(crate) exit_code: bool,
 }
 
 /// `status` arguments.

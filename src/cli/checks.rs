@@ -221,7 +221,7 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
 
 /// A path as the file system resolves it where it exists (links followed), else absolute with `.` and `..` folded:
 /// two spellings of one file compare equal.
-fn resolved(p: &std::path::Path) -> std::path::PathBuf {
+pub(super) fn resolved(p: &std::path::Path) -> std::path::PathBuf {
     if let Ok(c) = std::fs::canonicalize(p) {
         return c;
     }

@@ -56,6 +56,9 @@ pub(super) fn materialize(
     // before any file is written: otherwise some of a table's files were updated and the rest not. The tables
     // are printed all the same: they are computed and cached.
     let mut refused = None;
+    // Each destination once (a folder's files can land where another export goes), never a file the pipeline is
+    // read from (a folder exported over the project's own files).
+    let mut dests: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
     'check: for &i in &wanted {
         let n = &g.nodes[i];
         if !summary.artifacts.contains_key(&n.id) {
@@ -65,7 +68,14 @@ pub(super) fn materialize(
         for (file, rel) in summary.artifacts[&n.id].exported_files(n.stage.exports(&n.params)) {
             let dest = n.base_dir.join(&rel);
             let shown = crate::spec::source::display_path(&dest);
-            let why = if !files.contains_key(&file) {
+            let at = super::checks::resolved(&dest);
+            let why = if g.pipeline.sources.files.iter().any(|f| f.canonical == at) {
+                Some("a file this pipeline is read from: nothing was exported (change `export`, and run again)".to_string())
+            } else if let Some(other) = dests.insert(at, &n.id) {
+                Some(format!("where an export of `{other}` goes too: nothing was exported (give each its own path, and run again)"))
+            } else if let Err(why) = n.stage.export_allowed(&n.params, &n.base_dir, &dest) {
+                Some(format!("but {why}; nothing was exported (change `export`, and run again)"))
+            } else if !files.contains_key(&file) {
                 let wrote: Vec<&str> = files.keys().map(String::as_str).take(10).collect();
                 Some(format!(
                     "but its artifact has no `{file}` (it holds {}): nothing was exported (fix `export`, and run again; a program \

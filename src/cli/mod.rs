@@ -71,7 +71,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     // Machine output asked for: an error is also a JSON line on stdout, so a consumer gets JSON either way.
     let json = match &cli.command {
         Command::Run(a) => a.plan.json,
-        Command::Plan(a) => a.json,
+        Command::Plan(a) => a.plan.json,
         Command::Status(a) => a.json,
         Command::Params(a) => a.json,
         Command::Compare(a) => a.json,
@@ -79,9 +79,9 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         _ => false,
     };
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => plan(a.plan, verbose, reg),
+        Command::Run(a) if a.dry_run => plan(a.plan, false, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
-        Command::Plan(a) => plan(a, verbose, reg),
+        Command::Plan(a) => plan(a.plan, a.exit_code, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
         Command::Dag(a) => status::dag(a.common, &a.nodes, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
@@ -164,9 +164,10 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     }
 }
 
-fn plan(a: PlanArgs, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
+fn plan(a: PlanArgs, exit_code: bool, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
     let executor = executor_kind(a.executor.as_deref());
-    status::plan(a.common, a.nodes, a.force, a.force_all, (a.jobs, a.devices, executor), a.json, verbose, reg)
+    let pending = status::plan(a.common, a.nodes, a.force, a.force_all, (a.jobs, a.devices, executor), a.json, verbose, reg)?;
+    Ok(if exit_code && pending > 0 { exit::WOULD_RUN } else { exit::OK })
 }
 
 /// `--executor`, if given.

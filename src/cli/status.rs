@@ -155,7 +155,11 @@ fn changed_cells(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> V
             n.inputs.iter().map(|(slot, v)| (slot.clone(), v.iter().map(|&j| g.nodes[j].id.clone()).collect())).collect();
         for (row, col, reads) in n.stage.cells(&n.params, &inputs, &|node, other| reads_from(g, node, other), &|id| kind_of(g, id)) {
             let rerun: Vec<String> =
-                reads.into_iter().filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh)).collect();
+                // (One the shared cache has is fetched, not computed: its value is the cached one.)
+                reads
+                    .into_iter()
+                    .filter(|id| g.by_id.get(id).and_then(|j| a.get(j)).is_some_and(|s| s.state != State::Fresh && s.in_cache.is_none()))
+                    .collect();
             if !rerun.is_empty() {
                 out.push((t, row, col, rerun));
             }
@@ -229,7 +233,8 @@ fn some_ids(ids: &[String]) -> String {
 }
 
 /// `plan`: what would run and why, each node's last recorded time and an estimate of the whole, and the
-/// table cells that may change. Runs nothing and writes no index entry.
+/// table cells that may change. Runs nothing and writes no index entry. Returns how many nodes would run or be
+/// fetched.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     c: Common,
@@ -240,7 +245,7 @@ pub fn plan(
     json: bool,
     verbose: bool,
     reg: &Registry,
-) -> Result<i32, CliError> {
+) -> Result<usize, CliError> {
     let g = load_graph(&c, reg)?;
     super::preflight(&g, &c, &nodes, &super::env_of(&g, &c.backend))?;
     super::pipeline_notes(&g);
@@ -353,7 +358,7 @@ pub fn plan(
             },
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(exit::OK);
+        return Ok(stale.len() + fetch.len());
     }
     for &i in &sel {
         if a[&i].state == State::Fresh {
@@ -449,7 +454,7 @@ pub fn plan(
     for &t in &rerendered {
         println!("{:>12} unchanged: {} only re-renders (none of its cells reads a node that would run)", "Cells", g.nodes[t].id);
     }
-    Ok(exit::OK)
+    Ok(stale.len() + fetch.len())
 }
 
 /// The Slurm jobs of the selected nodes that have not ended: node → `Slurm job N (STATE)` of a node not fresh

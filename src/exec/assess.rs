@@ -366,7 +366,8 @@ pub fn decide(
     // Stopped while computing this very key: said first (it is no failure, and not "never run").
     if let Some(f) = a.failure.as_ref().filter(|f| f.key == key && f.runner.contains_key(INTERRUPTED) && a.state != State::Fresh) {
         a.reasons.retain(|r| !matches!(r, DirtyReason::NeverRun));
-        a.reasons.insert(0, DirtyReason::Other { detail: f.error.clone() });
+        let after_ms = f.runner.get(INTERRUPTED).and_then(|ms| ms.parse().ok()).unwrap_or(0);
+        a.reasons.insert(0, DirtyReason::Interrupted { after_ms });
     }
     a.fingerprint = Some(fp);
     a

@@ -86,6 +86,9 @@ pub enum Event {
         id: String,
         /// Kind.
         kind: String,
+        /// Found fresh once its inputs were computed (the plan was to run it; they came out as before), not at
+        /// plan time.
+        after_inputs: bool,
     },
     /// A node started.
     Started {

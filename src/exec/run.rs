@@ -406,7 +406,7 @@ impl Scheduler<'_> {
         for &i in sel {
             if self.assessed[&i].state == State::Fresh {
                 let m = self.assessed[&i].manifest.clone().unwrap();
-                self.mark_fresh(i, m);
+                self.mark_fresh(i, m, false);
             } else {
                 self.enqueue(i);
             }
@@ -500,7 +500,7 @@ impl Scheduler<'_> {
         }
     }
 
-    fn mark_fresh(&mut self, i: usize, m: Manifest) {
+    fn mark_fresh(&mut self, i: usize, m: Manifest, after_inputs: bool) {
         // Fresh through an identical node's artifact: that run becomes this node's too (best effort: only
         // explanations depend on it).
         if let Some(r) = self.assessed[&i].record.clone().filter(|r| r.runner.contains_key("same_as")) {
@@ -515,7 +515,7 @@ impl Scheduler<'_> {
         self.mark_done(i, m);
         self.summary.fresh.push(self.id(i));
         self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Fresh, ms: 0 });
-        (self.sink)(&Event::Fresh { id: self.id(i), kind: self.kind(i) });
+        (self.sink)(&Event::Fresh { id: self.id(i), kind: self.kind(i), after_inputs });
     }
 
     /// Starts every ready node that fits the free slots, in topological order (a node found fresh may make
@@ -576,7 +576,7 @@ impl Scheduler<'_> {
             let m = a.manifest.clone().unwrap();
             self.assessed.insert(i, a);
             self.cut_off += 1;
-            self.mark_fresh(i, m);
+            self.mark_fresh(i, m, true);
             return Ok(Started::Fresh);
         }
         // Another node with the same key (a matrix entry identical to a declared node) is being computed: wait

@@ -78,6 +78,11 @@ pub enum DirtyReason {
         /// The error.
         error: String,
     },
+    /// Its last attempt with this key was stopped with its run (Ctrl-C, a signal) before it finished.
+    Interrupted {
+        /// How long it had run, in milliseconds.
+        after_ms: u64,
+    },
     /// The kind changed, or something the comparison cannot name.
     Other {
         /// Explanation.
@@ -154,6 +159,11 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::ArtifactCorrupt { file } => {
                 write!(f, "artifact file `{file}` is damaged (wrong size or checksum: the next run recomputes it; a reader or `polyflow verify` moves a damaged blob into the store's `damaged/`)")
             }
+            DirtyReason::Interrupted { after_ms } => write!(
+                f,
+                "interrupted after {}: its run was stopped before it finished; `polyflow run` computes it again",
+                crate::text::fmt_ms(*after_ms)
+            ),
             DirtyReason::Failed { error } => {
                 let first = error.lines().next().unwrap_or("");
                 write!(f, "last run failed: {}", head(first, 300))

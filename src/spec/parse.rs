@@ -978,8 +978,13 @@ fn with_pipeline_vars(
 
 /// The pipeline's list variable a value names alone (`"{samples}"` with `[vars] samples = ["a", "b"]`): its values.
 fn list_var<'a>(v: &SValue, pvars: &'a BTreeMap<String, Entry>) -> Option<&'a Vec<SValue>> {
+    named_list(v, |name| pvars.get(name).map(|e| &e.value))
+}
+
+/// The list a value names alone (`"{samples}"`), where the variable `lookup` gives for that name is a list.
+fn named_list<'a>(v: &SValue, lookup: impl Fn(&str) -> Option<&'a SValue>) -> Option<&'a Vec<SValue>> {
     let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
-    match &pvars.get(name)?.value.value {
+    match &lookup(name)?.value {
         Value::Array(a) => Some(a),
         _ => None,
     }
@@ -1079,11 +1084,7 @@ fn substitute_param(
 
 /// The list a value names alone (`"{samples}"`), where that variable of `values` is a list.
 fn list_of<'a>(v: &SValue, values: &'a BTreeMap<String, SValue>) -> Option<&'a Vec<SValue>> {
-    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
-    match &values.get(name)?.value {
-        Value::Array(a) => Some(a),
-        _ => None,
-    }
+    named_list(v, |name| values.get(name))
 }
 
 /// A node's parameters whose placeholders were replaced, as written, with the variables replaced (see
@@ -1376,6 +1377,13 @@ fn expand(
                     per_replicate_inputs.insert(slot.clone());
                 }
                 let mut sv = se.value.clone();
+                // A list variable alone is its ids (`in = "{ids}"`, `in = ["{ids}", "c"]`).
+                if let Some(l) = list_of(&sv, &all_values) {
+                    sv.value = Value::Array(l.clone());
+                } else if let Value::Array(a) = &sv.value {
+                    sv.value =
+                        Value::Array(a.iter().flat_map(|x| list_of(x, &all_values).cloned().unwrap_or_else(|| vec![x.clone()])).collect());
+                }
                 sv.substitute(&id_vars);
                 let refs = match &sv.value {
                     Value::Str(s) => vec![InputRef { target: s.clone(), span: sv.span }],

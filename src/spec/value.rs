@@ -161,7 +161,20 @@ impl SValue {
                     *s = expand(s, vars);
                 }
             }
-            Value::Array(a) => a.iter_mut().for_each(|v| v.substitute_typed(vars, values)),
+            Value::Array(a) => {
+                // An element that is a list variable alone is its values, in place (`["{samples}", "z"]`).
+                let list_of = |v: &SValue| {
+                    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
+                    match &values.get(name)?.value {
+                        Value::Array(l) => Some(l.clone()),
+                        _ => None,
+                    }
+                };
+                if a.iter().any(|v| list_of(v).is_some()) {
+                    *a = a.iter().flat_map(|v| list_of(v).unwrap_or_else(|| vec![v.clone()])).collect();
+                }
+                a.iter_mut().for_each(|v| v.substitute_typed(vars, values))
+            }
             Value::Table(t) => t.values_mut().for_each(|e| e.value.substitute_typed(vars, values)),
             _ => {}
         }

@@ -342,6 +342,13 @@ pub trait Stage: Send + Sync + 'static {
     fn exports(&self, _params: &serde_json::Value) -> Vec<(String, String)> {
         vec![]
     }
+    /// Whether the node may export a file to `dest` (a path below `base_dir`, as a folder's export writes it out):
+    /// `Err(why)` where it must not (a file its own key reads, which would make it stale after every run; `why`
+    /// follows "but"). Asked
+    /// for each file before any is written.
+    fn export_allowed(&self, _params: &serde_json::Value, _base_dir: &Path, _dest: &Path) -> Result<(), String> {
+        Ok(())
+    }
     /// Whether an exported file made under command-line overrides says so in its text (a table's Markdown, LaTeX
     /// and JSON do: it cannot pass for the pipeline file's own result). `false`: the files are exported byte for
     /// byte (a program's own outputs, whose format polyflow does not know), and the run says which were made

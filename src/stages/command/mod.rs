@@ -186,6 +186,15 @@ impl Stage for CommandStage {
         }
         out
     }
+    fn export_allowed(&self, params: &serde_json::Value, base_dir: &Path, dest: &Path) -> Result<(), String> {
+        let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
+        let folded = crate::spec::source::folded_absolute;
+        let dest = folded(dest);
+        match deps.iter().find(|d| dest.starts_with(folded(&base_dir.join(normal_dep(d))))) {
+            Some(d) => Err(format!("its `deps` lists `{d}`, which holds that path: the node would be stale again after every run")),
+            None => Ok(()),
+        }
+    }
     fn preflight(&self, params: &serde_json::Value, base_dir: &Path) -> Result<(), crate::stage::Problem> {
         let deps = parse::<CommandParams>(params).map(|p| p.deps).unwrap_or_default();
         // An export into what `deps` lists changes the node's own key after every run.
