@@ -338,4 +338,11 @@ fn a_variable_sets_seeds_and_resources() {
     assert!(out.contains("Would run a.s1") && !out.contains("a.s2"), "{out}");
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.ncpu=x"]);
     assert!(code == 2 && err.contains("p.toml:8:22: error: expected an integer, found string"), "{err}");
+    // One entry of the resources, on the declaration or one replicate; a new one with `+`.
+    for set in ["a.resources.cpus=1", "a.s1.resources.cpus=1", "+a.resources.mem=1G"] {
+        let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", set]);
+        assert_eq!(code, 0, "{set}: {err}");
+    }
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "a.resources.mem=1G"]);
+    assert!(code == 2 && err.contains("`a.s0.resources` has no entry `mem` (it has `cpus`)"), "{err}");
 }

@@ -780,7 +780,8 @@ impl Loader {
             let Some(&i) = self.decl_index.get(node) else { continue };
             let d = &self.decls[i];
             let head = path.split('.').next().unwrap_or(path);
-            if !d.table.contains_key("matrix") && !d.table.contains_key(SEEDS) && !NOT_PARAMS.contains(&head) {
+            // (`resources` is set as a parameter of the declaration is: one entry, the others kept.)
+            if !d.table.contains_key("matrix") && !d.table.contains_key(SEEDS) && (!NOT_PARAMS.contains(&head) || head == RESOURCES) {
                 let (param, e) = entries.pop_first().expect("one entry");
                 *entries = BTreeMap::from([(format!("{path}.{param}"), e)]);
                 *span = Span { end: span.start + dot, ..*span };
@@ -925,6 +926,12 @@ fn apply_expanded_override(
         }
         if k == RESOURCES {
             n.resources = Some(e.clone());
+        } else if head == RESOURCES {
+            // One entry of its resources (`--set train.0.1.resources.cpus=4`), the others kept.
+            let empty = Entry { key_span: e.key_span, value: SValue { value: Value::Table(BTreeMap::new()), span: e.value.span } };
+            let mut holder = BTreeMap::from([(RESOURCES.to_string(), n.resources.clone().unwrap_or(empty))]);
+            set_param(sources, &n.id, &mut holder, marked, e.clone())?;
+            n.resources = holder.remove(RESOURCES);
         } else {
             // Its own value now, with this node's variables substituted (`--set c.0.1.s1.run=[…, "{seed}"]`). One
             // that names the replicate differs by design only when the whole group is given it; one replicate's
