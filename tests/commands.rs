@@ -443,6 +443,40 @@ fn an_unkeyed_script_and_a_missing_program_are_warned_of() {
     assert!(!err.contains("a.sh"), "{err}");
 }
 
+/// A damaged blob among the files to export (a store restored from a CI cache) is found before any file is
+/// written: moved aside, its node computed again in the same run, and the export written from the new artifact.
+#[test]
+fn a_damaged_blob_of_an_export_is_recomputed_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = { runs = [\"c\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+         rows = [{ label = \"R\", nodes = [\"c\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\" }]\nexport = \"results/t\"\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let md = std::fs::read_to_string(d.path().join("results/t.md")).unwrap();
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let key = rows.iter().find(|r| r["id"] == "t").unwrap()["key"].as_str().unwrap().to_string();
+    let store = polyflow::store::Store::open(&d.path().join(".polyflow")).unwrap();
+    let m = store.index().unwrap().artifact(&key).unwrap().unwrap();
+    let blob = store.blobs.path(&m.files["table.md"].digest);
+    drop(store);
+    // The same size, other bytes: only a checksum tells.
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, md.replace("50.0", "99.9")).unwrap();
+    std::fs::remove_file(d.path().join("results/t.md")).unwrap();
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Damaged `table.md` of `t` in the store does not match its checksum") && err.contains("1 ran, 1 fresh"), "{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("results/t.md")).unwrap(), md);
+}
+
 /// A node waiting on a stale input names its own edited source file too (`status --why`, `plan`), not only
 /// "waits on": the edit stands whatever its input turns out to be.
 #[test]

@@ -69,15 +69,28 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     opts.interrupt = vec![flag, pipe.clone()];
     let rep = report::Reporter::new(a.json, verbose).stopping(Some(pipe));
     let sink = |e: &exec::Event| rep.event(e);
-    let summary = match exec::run(&g, &store, &opts, &sink) {
-        Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) || hup.load(Ordering::SeqCst) => {
-            return Err(CliError::Other(format!("{e}"), stop_code(&term, &hup)));
+    let run = || -> Result<exec::RunSummary, CliError> {
+        match exec::run(&g, &store, &opts, &sink) {
+            Err(e @ exec::ExecError::Interrupted { .. }) if term.load(Ordering::SeqCst) || hup.load(Ordering::SeqCst) => {
+                Err(CliError::Other(format!("{e}"), stop_code(&term, &hup)))
+            }
+            Err(e @ exec::ExecError::Interrupted { .. }) if out::closed() => {
+                Err(CliError::Other(format!("standard output was closed by its reader: {e}"), exit::PIPE_CLOSED))
+            }
+            r => Ok(r?),
         }
-        Err(e @ exec::ExecError::Interrupted { .. }) if out::closed() => {
-            return Err(CliError::Other(format!("standard output was closed by its reader: {e}"), exit::PIPE_CLOSED));
-        }
-        r => r?,
     };
+    let mut summary = run()?;
+    // A damaged blob among the files to export: moved aside (its node is then stale) and computed again, before
+    // any file is written, as a reader of an input does.
+    let damaged = super::materialize::damaged_exports(&g, &store, &opts, &summary);
+    if !damaged.is_empty() {
+        for (id, file, digest) in &damaged {
+            store.blobs.quarantine(digest);
+            out::errln!("{:>12} `{file}` of `{id}` in the store does not match its checksum: moved into the store's damaged/, computing `{id}` again", "Damaged");
+        }
+        summary = run()?;
+    }
     let overrides = a.common.overrides();
     let own = if overrides.is_empty() { BTreeSet::new() } else { export::same_without_overrides(&a.common, reg, &summary) };
     let made_with = (spec::source::display_path(&a.common.file), overrides.clone(), own);

@@ -191,6 +191,28 @@ pub(super) fn materialize(
 }
 
 /// Whether `dest` is a regular file (a symlink's target) holding `bytes`.
+/// The blobs of the files a run is about to export that do not match their digests (a store restored from a CI
+/// cache, a bad disk): (node, file, digest). Only those a destination does not hold already are read (a run that
+/// changes nothing reads no blob; a table's files, which are small and marked, always).
+pub(super) fn damaged_exports(g: &Graph, store: &Store, opts: &RunOptions, summary: &exec::RunSummary) -> Vec<(String, String, String)> {
+    let Ok(sel) = g.select(&opts.targets) else { return vec![] };
+    let mut out = vec![];
+    for i in sel {
+        let n = &g.nodes[i];
+        let Some(m) = summary.artifacts.get(&n.id) else { continue };
+        for (file, rel) in m.exported_files(n.stage.exports(&n.params)) {
+            let Some(e) = m.files.get(&file) else { continue };
+            if !n.stage.export_marks() && holds_blob(&n.base_dir.join(&rel), e) {
+                continue;
+            }
+            if store.blobs.check(&e.digest, e.size) == crate::store::BlobState::Corrupt {
+                out.push((n.id.clone(), file, e.digest.clone()));
+            }
+        }
+    }
+    out
+}
+
 fn holds(dest: &Path, bytes: &[u8]) -> bool {
     std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) && std::fs::read(dest).is_ok_and(|b| b == bytes)
 }
