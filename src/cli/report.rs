@@ -101,9 +101,10 @@ impl Reporter {
                     }
                 }
             }
-            Event::Fresh { id, .. } => {
+            Event::Fresh { id, after_inputs, .. } => {
                 if self.verbose {
-                    self.line(status("Fresh", id));
+                    let how = if *after_inputs { " (its inputs came out as before)" } else { "" };
+                    self.line(status("Fresh", &format!("{id}{how}")));
                 }
             }
             Event::Started { id, kind, reason, devices, .. } => {

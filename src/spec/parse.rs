@@ -1003,7 +1003,7 @@ fn splice_lists(vals: &[SValue], pvars: &BTreeMap<String, Entry>) -> Vec<SValue>
 }
 
 /// `[vars]` (or a profile's, or a config file's): names of letters, digits and `_` (not `seed`, `replicate`),
-/// each a string, number or boolean.
+/// each a string, number or boolean, or a list of them.
 pub(super) fn vars_table(sources: &SourceMap, e: &Entry) -> Result<BTreeMap<String, Entry>, SpecError> {
     let Some(t) = e.value.as_table() else {
         return Err(SpecError::at(
