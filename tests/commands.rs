@@ -477,6 +477,20 @@ fn a_damaged_blob_of_an_export_is_recomputed_before_anything_is_written() {
     assert_eq!(std::fs::read_to_string(d.path().join("results/t.md")).unwrap(), md);
 }
 
+/// A command run from a folder below the project's store (`pipelines/`) says where that store is, before it reads
+/// an empty one or `run` makes a second.
+#[test]
+fn a_store_above_the_working_directory_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    std::fs::write(d.path().join("sub/p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "sub/p.toml"]).0, 0);
+    let (_, _, err) = pf(&d.path().join("sub"), &["status", "p.toml"]);
+    assert!(err.contains("../.polyflow is one: run from its folder, or pass `--store ../.polyflow`"), "{err}");
+    let (code, _, err) = pf(&d.path().join("sub"), &["run", "p.toml"]);
+    assert!(code == 0 && err.contains("Note there is no store at .polyflow: this run makes one"), "{err}");
+}
+
 /// A node waiting on a stale input names its own edited source file too (`status --why`, `plan`), not only
 /// "waits on": the edit stands whatever its input turns out to be.
 #[test]

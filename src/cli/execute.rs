@@ -8,6 +8,17 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     forced_nodes(&g, &a.nodes, &a.force)?;
     preflight(&g, &a.common, &a.nodes, &env_of(&g, &a.common.backend))?;
     pipeline_notes(&g);
+    // A new store where one is above (a run from `pipelines/` of a project whose store is at its root): said, as
+    // everything is then computed again.
+    if let Some(above) = super::open::store_above(&a.common.store) {
+        out::errln!(
+            "{:>12} there is no store at {}: this run makes one and computes what it needs; {} is one (run from its folder, or pass `--store {}`)",
+            "Note",
+            a.common.store.display(),
+            above.display(),
+            above.display()
+        );
+    }
     let store = Store::open(&a.common.store)?;
     let executor = executor_kind(a.executor.as_deref());
     checks::note_capped_cpus(&g, &a.nodes, a.jobs, executor);

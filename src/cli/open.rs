@@ -19,8 +19,11 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
         ));
     }
     crate::cli::out::errln!(
-        "note: there is no store at {} yet, so nothing is cached there (`polyflow run` creates it; check `--store` or POLYFLOW_STORE)",
-        dir.display()
+        "note: there is no store at {} yet, so nothing is cached there (`polyflow run` creates it; check `--store` or POLYFLOW_STORE){}",
+        dir.display(),
+        store_above(dir)
+            .map(|s| format!("; {} is one: run from its folder, or pass `--store {}`", s.display(), s.display()))
+            .unwrap_or_default()
     );
     // Named by this process, so that one left behind by a command ended outright (SIGPIPE under `| head`, a
     // kill) is removed by the next that makes one.
@@ -39,6 +42,24 @@ pub fn read_store(dir: &std::path::Path) -> Result<(Store, Option<tempfile::Temp
             )
         })?;
     Ok((Store::open(empty.path())?, Some(empty)))
+}
+
+/// Where `dir` is a relative path that holds no store, the nearest folder above the working directory where that
+/// path is one (`../.polyflow` for a command run from `pipelines/`), as a relative path: a command run from the
+/// wrong folder would otherwise read an empty store, or `run` make a second one and compute everything again.
+pub(super) fn store_above(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    if dir.is_absolute() || Store::exists(dir) {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let mut up = std::path::PathBuf::new();
+    for a in cwd.ancestors().skip(1) {
+        up.push("..");
+        if Store::exists(&a.join(dir)) {
+            return Some(up.join(dir));
+        }
+    }
+    None
 }
 
 /// The name prefix of the empty stores read commands open where there is none: `polyflow-empty-store-PID-…`.
