@@ -27,7 +27,7 @@
 use super::error::{suggest, SpecError, SpecErrorKind as K};
 use super::overlay::{self, Overlay};
 use super::source::{SourceMap, Span};
-use super::value::{table_from_toml, Entry, SValue, Value};
+use super::value::{named_list, spliced, table_from_toml, Entry, SValue, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -988,20 +988,6 @@ fn list_var<'a>(v: &SValue, pvars: &'a BTreeMap<String, Entry>) -> Option<&'a Ve
     named_list(v, |name| pvars.get(name).map(|e| &e.value))
 }
 
-/// The list a value names alone (`"{samples}"`), where the variable `lookup` gives for that name is a list.
-fn named_list<'a>(v: &SValue, lookup: impl Fn(&str) -> Option<&'a SValue>) -> Option<&'a Vec<SValue>> {
-    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
-    match &lookup(name)?.value {
-        Value::Array(a) => Some(a),
-        _ => None,
-    }
-}
-
-/// `vals` with each element that names a list variable alone (`"{samples}"`) replaced by its values, in place.
-fn splice_lists(vals: &[SValue], pvars: &BTreeMap<String, Entry>) -> Vec<SValue> {
-    vals.iter().flat_map(|v| list_var(v, pvars).cloned().unwrap_or_else(|| vec![v.clone()])).collect()
-}
-
 /// `[vars]` (or a profile's, or a config file's): names of letters, digits and `_` (not `seed`, `replicate`),
 /// each a string, number or boolean, or a list of them.
 pub(super) fn vars_table(sources: &SourceMap, e: &Entry) -> Result<BTreeMap<String, Entry>, SpecError> {
@@ -1062,14 +1048,8 @@ fn substitute_param(
     if let Value::Array(a) = &mut e.value.value {
         // An element that is a list variable alone is its values, one element each (`run = ["agg", "{samples}"]`),
         // as text as the list's other elements are.
-        if a.iter().any(|x| list_of(x, values).is_some()) {
-            *a = a
-                .iter()
-                .flat_map(|x| match list_of(x, values) {
-                    Some(l) => l.iter().map(|y| SValue { value: Value::Str(value_label(y)), span: y.span }).collect(),
-                    None => vec![x.clone()],
-                })
-                .collect();
+        if let Some(s) = spliced(a, |name| values.get(name), |y| SValue { value: Value::Str(value_label(y)), span: y.span }) {
+            *a = s;
         }
         e.value.substitute(vars);
     } else {
@@ -1087,11 +1067,6 @@ fn substitute_param(
         }
     }
     found.into_iter().filter(|(name, _)| !vars.contains_key(name)).map(|(name, span)| (k.to_string(), name, span)).collect()
-}
-
-/// The list a value names alone (`"{samples}"`), where that variable of `values` is a list.
-fn list_of<'a>(v: &SValue, values: &'a BTreeMap<String, SValue>) -> Option<&'a Vec<SValue>> {
-    named_list(v, |name| values.get(name))
 }
 
 /// A node's parameters whose placeholders were replaced, as written, with the variables replaced (see
@@ -1253,8 +1228,8 @@ fn expand(
                 // `sample = "{samples}"`: a list variable's values.
                 listed.insert(k, vals.clone());
             } else if let Value::Array(vals) = &e.value.value {
-                if vals.iter().any(|v| list_var(v, pvars).is_some()) {
-                    listed.insert(k, splice_lists(vals, pvars));
+                if let Some(s) = spliced(vals, |name| pvars.get(name).map(|e| &e.value), SValue::clone) {
+                    listed.insert(k, s);
                 }
             }
         }
@@ -1385,11 +1360,12 @@ fn expand(
                 }
                 let mut sv = se.value.clone();
                 // A list variable alone is its ids (`in = "{ids}"`, `in = ["{ids}", "c"]`).
-                if let Some(l) = list_of(&sv, &all_values) {
+                if let Some(l) = named_list(&sv, |name| all_values.get(name)) {
                     sv.value = Value::Array(l.clone());
                 } else if let Value::Array(a) = &sv.value {
-                    sv.value =
-                        Value::Array(a.iter().flat_map(|x| list_of(x, &all_values).cloned().unwrap_or_else(|| vec![x.clone()])).collect());
+                    if let Some(s) = spliced(a, |name| all_values.get(name), SValue::clone) {
+                        sv.value = Value::Array(s);
+                    }
                 }
                 sv.substitute(&id_vars);
                 let refs = match &sv.value {

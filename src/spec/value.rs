@@ -163,15 +163,8 @@ impl SValue {
             }
             Value::Array(a) => {
                 // An element that is a list variable alone is its values, in place (`["{samples}", "z"]`).
-                let list_of = |v: &SValue| {
-                    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
-                    match &values.get(name)?.value {
-                        Value::Array(l) => Some(l.clone()),
-                        _ => None,
-                    }
-                };
-                if a.iter().any(|v| list_of(v).is_some()) {
-                    *a = a.iter().flat_map(|v| list_of(v).unwrap_or_else(|| vec![v.clone()])).collect();
+                if let Some(s) = spliced(a, |name| values.get(name), SValue::clone) {
+                    *a = s;
                 }
                 a.iter_mut().for_each(|v| v.substitute_typed(vars, values))
             }
@@ -190,6 +183,32 @@ impl SValue {
             _ => {}
         }
     }
+}
+
+/// The list a value names alone (`"{samples}"`), where the variable `lookup` gives for that name is a list.
+pub fn named_list<'a>(v: &SValue, lookup: impl Fn(&str) -> Option<&'a SValue>) -> Option<&'a Vec<SValue>> {
+    let name = v.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
+    match &lookup(name)?.value {
+        Value::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// `items` with each element that names a list variable alone (`"{samples}"`) replaced in place by its values,
+/// each through `each`; `None` where no element names one.
+pub fn spliced<'a>(items: &[SValue], lookup: impl Fn(&str) -> Option<&'a SValue>, each: impl Fn(&SValue) -> SValue) -> Option<Vec<SValue>> {
+    if !items.iter().any(|v| named_list(v, &lookup).is_some()) {
+        return None;
+    }
+    Some(
+        items
+            .iter()
+            .flat_map(|v| match named_list(v, &lookup) {
+                Some(l) => l.iter().map(&each).collect(),
+                None => vec![v.clone()],
+            })
+            .collect(),
+    )
 }
 
 /// A piece of a string as placeholders read it.
