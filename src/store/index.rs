@@ -178,17 +178,25 @@ impl Index {
         }
     }
 
-    /// Commits a finished node: the artifact manifest, then the record, then clears its failure; flushed.
+    /// Commits a finished node in one sled transaction (all of it or none, even if the process dies half-way):
+    /// the artifact manifest, the node's record and its run, the key's producer, and clears its failure; flushed.
     /// Call only after every blob of the manifest is durable.
     pub fn commit(&self, key: &str, manifest: &Manifest, record: &NodeRecord) -> Result<(), StoreError> {
-        let e = |e: sled::Error| StoreError::Index(e.to_string());
-        self.artifacts.insert(key.as_bytes(), serde_json::to_vec(manifest).expect("json")).map_err(e)?;
-        self.records.insert(record.id.as_bytes(), serde_json::to_vec(record).expect("json")).map_err(e)?;
-        self.runs.insert(run_key(&record.id, key).as_bytes(), serde_json::to_vec(record).expect("json")).map_err(e)?;
-        self.producers.insert(key.as_bytes(), record.id.as_bytes()).map_err(e)?;
-        self.failures.remove(record.id.as_bytes()).map_err(e)?;
-        self.db.flush().map_err(e)?;
-        Ok(())
+        use sled::transaction::{ConflictableTransactionError, Transactional};
+        let man = serde_json::to_vec(manifest).expect("json");
+        let rec = serde_json::to_vec(record).expect("json");
+        let run = run_key(&record.id, key);
+        (&self.artifacts, &self.records, &self.runs, &self.producers, &self.failures)
+            .transaction(|(artifacts, records, runs, producers, failures)| {
+                artifacts.insert(key.as_bytes(), man.as_slice())?;
+                records.insert(record.id.as_bytes(), rec.as_slice())?;
+                runs.insert(run.as_bytes(), rec.as_slice())?;
+                producers.insert(key.as_bytes(), record.id.as_bytes())?;
+                failures.remove(record.id.as_bytes())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
     }
 
     /// Records a failure of node `id`.
@@ -199,13 +207,21 @@ impl Index {
         Ok(())
     }
 
-    /// Removes the artifact entry of `key` (e.g. found corrupt).
+    /// Removes the artifact entry of `key` (e.g. found corrupt), its producer and that node's run of it, in one
+    /// transaction.
     pub fn forget_artifact(&self, key: &str) -> Result<(), StoreError> {
-        if let Some(id) = self.producer(key) {
-            self.runs.remove(run_key(&id, key).as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
-        }
-        self.artifacts.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
-        self.producers.remove(key.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
+        use sled::transaction::{ConflictableTransactionError, Transactional};
+        let run = self.producer(key).map(|id| run_key(&id, key));
+        (&self.artifacts, &self.runs, &self.producers)
+            .transaction(|(artifacts, runs, producers)| {
+                if let Some(run) = &run {
+                    runs.remove(run.as_bytes())?;
+                }
+                artifacts.remove(key.as_bytes())?;
+                producers.remove(key.as_bytes())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
         Ok(())
     }
 
@@ -232,6 +248,15 @@ impl Index {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// A failed index transaction as a store error: its storage error's text (as a single write's error reads, so a
+/// full disk is recognised as one); the transactions here never abort of their own accord.
+fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Index(e.to_string()),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Index("index transaction aborted".into()),
     }
 }
 
@@ -393,4 +418,62 @@ fn is_lock_error(e: &std::io::Error) -> bool {
 /// Where the index lives inside a store root.
 pub fn index_dir(root: &Path) -> PathBuf {
     root.join("index")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::Fingerprint;
+    use std::collections::BTreeMap;
+
+    fn record(id: &str) -> NodeRecord {
+        let fingerprint = Fingerprint {
+            kind: "task".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            inputs: BTreeMap::new(),
+            env: BTreeMap::new(),
+            external: None,
+            external_parts: vec![],
+            named: None,
+        };
+        NodeRecord {
+            id: id.into(),
+            key: fingerprint.key(),
+            fingerprint,
+            artifact: String::new(),
+            duration_ms: 0,
+            finished_at: 0,
+            runner: BTreeMap::new(),
+        }
+    }
+
+    /// A commit writes every tree (and clears the node's failure); forgetting the artifact takes back the
+    /// manifest, its producer and that run, and keeps the node's last record; both survive reopening.
+    #[test]
+    fn commit_and_forget_touch_every_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = record("a");
+        let key = rec.key.clone();
+        let man = Manifest::new("dataset", BTreeMap::new());
+        {
+            let ix = Index::open(d.path(), Duration::from_secs(1)).unwrap();
+            let fail = FailRecord { id: "a".into(), key: key.clone(), error: "boom".into(), runner: BTreeMap::new() };
+            ix.fail(&fail).unwrap();
+            ix.commit(&key, &man, &rec).unwrap();
+        }
+        let ix = Index::open(d.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(ix.artifact(&key).unwrap().unwrap().digest, man.digest);
+        assert_eq!(ix.record("a").unwrap().unwrap().key, key);
+        assert!(ix.run_of("a", &key).unwrap().is_some());
+        assert_eq!(ix.producer(&key).as_deref(), Some("a"));
+        assert!(ix.failure("a").unwrap().is_none(), "a commit clears the failure");
+        ix.forget_artifact(&key).unwrap();
+        drop(ix);
+        let ix = Index::open(d.path(), Duration::from_secs(1)).unwrap();
+        assert!(ix.artifact(&key).unwrap().is_none());
+        assert!(ix.producer(&key).is_none());
+        assert!(ix.run_of("a", &key).unwrap().is_none());
+        assert!(ix.record("a").unwrap().is_some(), "the node's last record stays (status explains from it)");
+    }
 }
