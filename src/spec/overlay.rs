@@ -119,7 +119,7 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
         for (k, e) in &top {
             match k.as_str() {
                 "seed" => out.seed = Some(seed_of(sources, &e.value)?),
-                "vars" => out.vars.extend(super::parse::vars_table(sources, e)?.into_iter().map(|(k, v)| (k, v, false))),
+                "vars" => out.vars.extend(super::vars::vars_table(sources, e)?.into_iter().map(|(k, v)| (k, v, false))),
                 "node" | "kind" => {
                     let Some(t) = e.value.as_table() else {
                         return Err(type_err(sources, &e.value, "a table"));
@@ -188,7 +188,7 @@ pub fn parse(sources: &mut SourceMap, overlay: &Overlay) -> Result<Parsed, SpecE
             let key_span = Span { file, start: lead, end: eq };
             let wrapper =
                 SValue { value: Value::Table([(name.to_string(), Entry { key_span, value: value.clone() })].into()), span: value.span };
-            let t = super::parse::vars_table(sources, &Entry { key_span, value: wrapper })?;
+            let t = super::vars::vars_table(sources, &Entry { key_span, value: wrapper })?;
             out.vars.extend(t.into_iter().map(|(k, v)| (k, v, adds)));
             continue;
         }

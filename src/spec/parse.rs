@@ -1,4 +1,5 @@
-//! Loading a pipeline: TOML parsing with spans, includes, profiles and matrix expansion.
+//! Loading a pipeline: TOML parsing with spans, includes, profiles and overrides, then expansion of each
+//! declaration ([`super::expand`]), with per-node overrides ([`super::overrides`]) and variables ([`super::vars`]).
 //!
 //! Format (see README.md for a tour):
 //!
@@ -25,9 +26,13 @@
 //! replicates of two declarations.
 
 use super::error::{suggest, SpecError, SpecErrorKind as K};
+use super::expand::{check_id, expand, id_label};
 use super::overlay::{self, Overlay};
+use super::overrides::apply_expanded_override;
 use super::source::{SourceMap, Span};
-use super::value::{named_list, spliced, table_from_toml, Entry, SValue, Value};
+use super::value::{table_from_toml, Entry, SValue, Value};
+use super::vars::vars_table;
+pub use super::vars::AsWritten;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -164,11 +169,16 @@ pub struct DormantOverride {
     pub entries: BTreeMap<String, Entry>,
 }
 
-struct Decl {
-    id: String,
-    key_span: Span,
-    table: BTreeMap<String, Entry>,
-    base_dir: PathBuf,
+/// One `[node.ID]` table as declared (the including file's over an included one of the same id).
+pub(super) struct Decl {
+    /// The declared id.
+    pub(super) id: String,
+    /// Span of its header key.
+    pub(super) key_span: Span,
+    /// Its keys.
+    pub(super) table: BTreeMap<String, Entry>,
+    /// The declaring file's folder.
+    pub(super) base_dir: PathBuf,
 }
 
 #[derive(Default)]
@@ -199,14 +209,15 @@ const TOP_KEYS: &[&str] = &["include", "seed", "node", "profile", "description",
 /// The per-node key that executors read and keys never include.
 pub(crate) const RESOURCES: &str = "resources";
 /// The per-node key that replicates a node over seeds (an expansion axis, never a parameter).
-const SEEDS: &str = "seeds";
-const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
+pub(super) const SEEDS: &str = "seeds";
+/// Keys of a declaration that no override of one expanded node may set.
+pub(super) const NODE_RESERVED: &[&str] = &["kind", "inputs", "matrix"];
 /// Keys of a node table that are not stage parameters.
 pub const NOT_PARAMS: &[&str] = &["kind", "inputs", "matrix", RESOURCES, SEEDS];
 /// The largest pipeline file (or include) read.
 const MAX_FILE_BYTES: u64 = 16 << 20;
 /// The most nodes one declaration may expand to (matrix values × seeds).
-const MAX_EXPANSION: usize = 100_000;
+pub(super) const MAX_EXPANSION: usize = 100_000;
 
 /// Settings as a command line gives them: `--profile P` (when one is active), then the overrides
 /// ([`Overlay::words`]), joined by spaces; empty for the file's own.
@@ -801,285 +812,6 @@ impl Loader {
     }
 }
 
-/// Sets parameter `key` of node `node`'s `params` to `e`; a dotted key (`value.lr`, from `--set hp.value.lr=…`) sets
-/// one entry of a table parameter at any depth, keeping its other entries. An error names the part that is not a
-/// table.
-fn set_param(sources: &SourceMap, node: &str, params: &mut BTreeMap<String, Entry>, key: &str, e: Entry) -> Result<(), SpecError> {
-    let mut table = params;
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().expect("split gives one part at least");
-    // `--set +NODE.TABLE.KEY=…` adds an entry; without the `+`, an entry of a table that the table lacks is taken
-    // for a misspelling (as Hydra and DVC's `--set-param` do): a run under a misspelt name would run the program
-    // with what it had, under a new key.
-    let (adds, last) = match last.strip_prefix(super::overlay::ADDS) {
-        Some(name) => (true, name),
-        None => (false, last),
-    };
-    let unknown_entry = |here: &str, name: &str, has: Vec<&str>| {
-        let there = if has.is_empty() {
-            "it has none".to_string()
-        } else {
-            format!("it has {}", has.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
-        };
-        // The argument as given, with the `+` (a group's `--set m.params.x=1` reaches each of its nodes).
-        let given = sources.files.get(e.key_span.file).and_then(|f| f.display.strip_prefix("--set "));
-        let arg = given.map_or_else(|| format!("{node}.{key}=…"), |g| g.trim_start().to_string());
-        let fix = format!("to add it, put a `+` before the node: `--set +{arg}`");
-        let mut help = match crate::spec::error::closest(name, has.iter().copied()) {
-            Some(c) => format!("did you mean `{c}`? Or {fix}"),
-            None => fix[..1].to_uppercase() + &fix[1..],
-        };
-        // `--set` reads dots as the path: an entry whose name holds one is set with its whole table.
-        if let Some(dotted) = has.iter().find(|k| k.contains('.')) {
-            let table = if here.is_empty() { name.to_string() } else { here.to_string() };
-            let whole = format!(
-                "an entry whose name holds a dot (`{dotted}`) is set with its whole table: `--set '{node}.{table}={{ \"{dotted}\" = … }}'`"
-            );
-            // What was meant is that entry (`export.p.json` read as the path `p` → `json`): the whole-table way alone.
-            help =
-                if dotted.starts_with(&format!("{name}.")) { whole[..1].to_uppercase() + &whole[1..] } else { format!("{help}; {whole}") };
-        }
-        SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{node}.{here}` has no entry `{name}` ({there})")).help(help)
-    };
-    for (depth, part) in parts.iter().enumerate() {
-        let here = parts[..=depth].join(".");
-        // A table the node does not declare is made (a kind's table parameter left at its default, `{}`) when the
-        // entry is added; the kind then says whether it takes such a parameter.
-        if !table.contains_key(*part) {
-            if !adds && depth > 0 {
-                return Err(unknown_entry(&parts[..depth].join("."), part, table.keys().map(String::as_str).collect()));
-            }
-            if !adds {
-                // A misspelt parameter (`parms`), or a table parameter the node leaves at its default, where every
-                // entry is an addition.
-                if let Some(c) = crate::spec::error::closest(part, table.keys().map(String::as_str)) {
-                    return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{node}` has no parameter `{part}`")).help(
-                        format!(
-                            "did you mean `{c}`? (`--set {node}.{c}.{}=…`)",
-                            parts[1..].iter().chain([&last]).copied().collect::<Vec<_>>().join(".")
-                        ),
-                    ));
-                }
-                return Err(unknown_entry(part, last, vec![]));
-            }
-            let value = SValue { value: Value::Table(BTreeMap::new()), span: e.value.span };
-            table.insert(part.to_string(), Entry { key_span: e.key_span, value });
-        }
-        match table.get_mut(*part) {
-            Some(Entry { value: SValue { value: Value::Table(t), .. }, .. }) => table = t,
-            other => {
-                let found = other.map_or("absent".to_string(), |p| crate::text::a_or_an(p.value.value.type_name()));
-                return Err(SpecError::at(
-                    sources,
-                    e.key_span,
-                    K::WrongType,
-                    format!("`{node}.{here}` is {found}, not a table: `{node}.{}` names no entry of it", super::overlay::unmarked(key)),
-                )
-                .help(format!("set `{here}` whole: `--set {node}.{here}=VALUE`")));
-            }
-        }
-    }
-    if !parts.is_empty() && !adds && !table.contains_key(last) {
-        return Err(unknown_entry(&parts.join("."), last, table.keys().map(String::as_str).collect()));
-    }
-    // `+` adds what is not there (as Hydra's `+` does): on an entry the table has, what was meant is unclear (a
-    // name thought new, holding a value the program already reads).
-    if adds && table.contains_key(last) {
-        // The argument as given (a group's `--set +cv.params.x=1` reaches each of its nodes), without its `+`.
-        let given = sources.files.get(e.key_span.file).and_then(|f| f.display.strip_prefix("--set "));
-        let lhs =
-            given.and_then(|g| g.trim_start().strip_prefix(super::overlay::ADDS)).and_then(|g| g.split_once('=')).map(|(l, _)| l.trim());
-        let plain = super::overlay::unmarked(key);
-        let fix = format!("to set it, leave out the `+`: `--set {}=…`", lhs.map_or_else(|| format!("{node}.{plain}"), str::to_string));
-        let owner = lhs.and_then(|l| l.rsplit_once('.')).map_or_else(
-            || if parts.is_empty() { node.to_string() } else { format!("{node}.{}", parts.join(".")) },
-            |(o, _)| o.to_string(),
-        );
-        let what = if parts.is_empty() {
-            format!("`{owner}` has `{last}` already: a `+` adds a parameter the node leaves out")
-        } else {
-            format!("`{owner}` has an entry `{last}` already: a `+` adds one the table lacks")
-        };
-        return Err(SpecError::at(sources, e.key_span, K::UnknownKey, what).help(fix));
-    }
-    table.insert(last.to_string(), e);
-    Ok(())
-}
-
-/// Applies an override of an expanded node's parameters (`--set co_all.0.s1.lr=…`, or each node of a group:
-/// `group`).
-fn apply_expanded_override(
-    sources: &SourceMap,
-    n: &mut NodeSpec,
-    ov: &BTreeMap<String, Entry>,
-    group: bool,
-    pvars: &BTreeMap<String, Entry>,
-) -> Result<(), SpecError> {
-    for (k, e) in ov {
-        // (An entry to add is marked in its name: `params.+lr`, `+lr`; see `set_param`.)
-        let (marked, plain) = (k, super::overlay::unmarked(k));
-        let k = &plain;
-        let head = k.split('.').next().unwrap_or(k);
-        if NODE_RESERVED.contains(&head) {
-            return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{head}` cannot be overridden per expanded node"))
-                .help("override it on the declaration id instead"));
-        }
-        if k == RESOURCES {
-            n.resources = Some(e.clone());
-        } else if head == RESOURCES {
-            // One entry of its resources (`--set train.0.1.resources.cpus=4`), the others kept.
-            let empty = Entry { key_span: e.key_span, value: SValue { value: Value::Table(BTreeMap::new()), span: e.value.span } };
-            let mut holder = BTreeMap::from([(RESOURCES.to_string(), n.resources.clone().unwrap_or(empty))]);
-            set_param(sources, &n.id, &mut holder, marked, e.clone())?;
-            n.resources = holder.remove(RESOURCES);
-        } else {
-            // Its own value now, with this node's variables substituted (`--set c.0.1.s1.run=[…, "{seed}"]`). One
-            // that names the replicate differs by design only when the whole group is given it; one replicate's
-            // own value is a difference of settings (`Graph::mixed_replicates`).
-            let mut e = e.clone();
-            if group && per_replicate_value(&e) {
-                n.per_replicate.insert(head.to_string());
-            } else if head == k {
-                // (An entry of a table leaves what the rest of the table says of the replicate.)
-                n.per_replicate.remove(k);
-            }
-            if head == k {
-                n.unknown_placeholders.retain(|(p, _, _)| p != k);
-            }
-            let (vars, values) = with_pipeline_vars(&n.matrix, &n.values, pvars);
-            let unknown = if head == k {
-                substitute_param(head, &mut e, &vars, &values, &mut n.written)
-            } else {
-                // One entry of a parameter: the rest of it is written in already, so the parameter as written is
-                // no longer known (its kind reads it as it is now).
-                n.written.params.remove(head);
-                substitute_param(head, &mut e, &vars, &values, &mut AsWritten::default())
-            };
-            n.unknown_placeholders.extend(unknown);
-            set_param(sources, &n.id, &mut n.params, marked, e)?;
-        }
-    }
-    Ok(())
-}
-
-/// A node's variables with the pipeline's `[vars]` added (its matrix's win): as placeholders write them, and typed.
-fn with_pipeline_vars(
-    vars: &BTreeMap<String, String>,
-    values: &BTreeMap<String, SValue>,
-    pvars: &BTreeMap<String, Entry>,
-) -> (BTreeMap<String, String>, BTreeMap<String, SValue>) {
-    let (mut vars, mut values) = (vars.clone(), values.clone());
-    for (k, e) in pvars {
-        if !vars.contains_key(k) {
-            // A list in text is its values, space-separated (as a shell word list).
-            let text = match &e.value.value {
-                Value::Array(a) => a.iter().map(value_label).collect::<Vec<_>>().join(" "),
-                _ => value_label(&e.value),
-            };
-            vars.insert(k.clone(), text);
-            values.insert(k.clone(), e.value.clone());
-        }
-    }
-    (vars, values)
-}
-
-/// The pipeline's list variable a value names alone (`"{samples}"` with `[vars] samples = ["a", "b"]`): its values.
-fn list_var<'a>(v: &SValue, pvars: &'a BTreeMap<String, Entry>) -> Option<&'a Vec<SValue>> {
-    named_list(v, |name| pvars.get(name).map(|e| &e.value))
-}
-
-/// `[vars]` (or a profile's, or a config file's): names of letters, digits and `_` (not `seed`, `replicate`),
-/// each a string, number or boolean, or a list of them.
-pub(super) fn vars_table(sources: &SourceMap, e: &Entry) -> Result<BTreeMap<String, Entry>, SpecError> {
-    let Some(t) = e.value.as_table() else {
-        return Err(SpecError::at(
-            sources,
-            e.value.span,
-            K::WrongType,
-            format!("expected a table `[vars]`, found {}", e.value.value.type_name()),
-        )
-        .help("write `[vars]` with `NAME = VALUE` lines, used as `{NAME}` in parameters and inputs"));
-    };
-    for (k, v) in t {
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k == "seed" || k == "replicate" {
-            return Err(SpecError::at(sources, v.key_span, K::UnknownKey, format!("`{k}` cannot name a pipeline variable"))
-                .help("a variable's name is letters, digits and `_`; `seed` and `replicate` are every node's own"));
-        }
-        let scalar = |x: &SValue| matches!(x.value, Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_));
-        let ok = match &v.value.value {
-            Value::Array(a) => a.iter().all(scalar),
-            _ => scalar(&v.value),
-        };
-        if !ok || v.value.non_finite().is_some() {
-            return Err(SpecError::at(
-                sources,
-                v.value.span,
-                K::WrongType,
-                format!("`{k}`: a pipeline variable is a string, a finite number, a boolean or a list of them"),
-            )
-            .help(
-                "it is written into parameters and inputs as `{NAME}` (a list alone as a matrix's values, `matrix = { s = \"{NAME}\" }`, \
-                 or as arguments of `run`); a table is a parameter of the nodes that use it",
-            ));
-        }
-    }
-    Ok(t.clone())
-}
-
-/// Whether a parameter's value names the replicate (`{seed}`, `{replicate}`): each replicate has its own.
-fn per_replicate_value(e: &Entry) -> bool {
-    e.value.names_variable(&["seed", "replicate"])
-}
-
-/// Substitutes a node's variables into parameter `k`'s value; returns the placeholders left, which name no
-/// variable of the node: (parameter, name, where), passed as written (a program may want braces) and warned of.
-fn substitute_param(
-    k: &str,
-    e: &mut Entry,
-    vars: &BTreeMap<String, String>,
-    values: &BTreeMap<String, SValue>,
-    written: &mut AsWritten,
-) -> Vec<(String, String, Span)> {
-    // "{lr}" alone keeps the variable's type (so a float stays a float), as the parameter's value and at any depth
-    // of a table; a list parameter's elements stay text (`run = [..., "{seed}"]` is an argv).
-    let mut found = vec![];
-    e.value.placeholders(&mut found);
-    let before = e.value.has_braces().then(|| e.value.to_json());
-    if let Value::Array(a) = &mut e.value.value {
-        // An element that is a list variable alone is its values, one element each (`run = ["agg", "{samples}"]`),
-        // as text as the list's other elements are.
-        if let Some(s) = spliced(a, |name| values.get(name), |y| SValue { value: Value::Str(value_label(y)), span: y.span }) {
-            *a = s;
-        }
-        e.value.substitute(vars);
-    } else {
-        e.value.substitute_typed(vars, values);
-    }
-    match before {
-        Some(b) if b != e.value.to_json() => {
-            written.params.insert(k.to_string(), b);
-            if written.vars.is_empty() {
-                written.vars = vars.clone();
-            }
-        }
-        _ => {
-            written.params.remove(k);
-        }
-    }
-    found.into_iter().filter(|(name, _)| !vars.contains_key(name)).map(|(name, span)| (k.to_string(), name, span)).collect()
-}
-
-/// A node's parameters whose placeholders were replaced, as written, with the variables replaced (see
-/// [`NodeSpec::written`]).
-#[derive(Debug, Clone, Default)]
-pub struct AsWritten {
-    /// Parameter → its value as written (JSON), for those the replacement changed.
-    pub params: BTreeMap<String, serde_json::Value>,
-    /// The variables (the node's matrix variables, `seed`, `replicate`, the pipeline's `[vars]`), as `{name}`
-    /// writes them; empty where no parameter is kept.
-    pub vars: BTreeMap<String, String>,
-}
-
 /// Keys whose text is relative to the declaring file's folder: a `path` (a dataset's, a checkpoint's), a
 /// command's `deps` and `run` (it runs in that folder).
 const FOLDER_RELATIVE: [&str; 3] = ["path", "deps", "run"];
@@ -1114,312 +846,6 @@ fn lexical(p: &Path) -> PathBuf {
         }
     }
     out
-}
-
-fn check_id(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
-    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
-    if !ok {
-        return Err(SpecError::at(sources, span, K::WrongType, format!("invalid node id `{id}`"))
-            .help("use letters, digits, `_` and `-` (dots are reserved for matrix expansions)"));
-    }
-    // `--set vars.NAME=…` sets a pipeline variable: a node `vars` could not be set so.
-    if id == "vars" {
-        return Err(SpecError::at(sources, span, K::WrongType, "`vars` cannot be a node id: it names the pipeline's variables")
-            .help("give the node another id (`--set vars.NAME=…` sets the variable NAME of `[vars]`)"));
-    }
-    check_id_length(sources, id, span)
-}
-
-/// The longest node id, in bytes: ids name files (`show/<id>/`, a job's logs), and a file name has at most 255.
-pub const MAX_ID_BYTES: usize = 200;
-
-fn check_id_length(sources: &SourceMap, id: &str, span: Span) -> Result<(), SpecError> {
-    if id.len() <= MAX_ID_BYTES {
-        return Ok(());
-    }
-    let shown: String = id.chars().take(40).collect();
-    Err(SpecError::at(sources, span, K::OutOfRange, format!("node id `{shown}…` is {} bytes long, over {MAX_ID_BYTES}", id.len()))
-        .help("node ids name files: shorten the id, or the matrix values it is made of"))
-}
-
-/// A matrix value's label as a part of a node id: NFC-composed, letters, digits, combining marks and `_-.` kept,
-/// anything else `_`.
-pub(crate) fn id_label(label: &str) -> String {
-    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
-    let mapped: String =
-        label.nfc().map(|c| if c.is_alphanumeric() || is_combining_mark(c) || "_-.".contains(c) { c } else { '_' }).collect();
-    // No empty part between dots (`""`, `".."`, `".jpg"` would make ids `m.`, `m...`, `m..jpg`): `_` stands in.
-    mapped.split('.').map(|p| if p.is_empty() { "_" } else { p }).collect::<Vec<_>>().join(".")
-}
-
-fn value_label(v: &SValue) -> String {
-    match &v.value {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => super::value::float_text(*f),
-        Value::Bool(b) => b.to_string(),
-        _ => serde_json::to_string(&v.to_json()).unwrap_or_default(),
-    }
-}
-
-fn expand(
-    sources: &SourceMap,
-    d: &Decl,
-    kind_over: &[(String, Span, BTreeMap<String, Entry>)],
-    node_over: Option<&BTreeMap<String, Entry>>,
-    seed: u64,
-    pvars: &BTreeMap<String, Entry>,
-) -> Result<Vec<NodeSpec>, SpecError> {
-    let type_err = |v: &SValue, exp: &str| {
-        SpecError::at(sources, v.span, K::WrongType, format!("expected {exp}, found {}", v.value.type_name()))
-            .help(format!("write {exp} here"))
-    };
-    let Some(kind_e) = d.table.get("kind") else {
-        return Err(SpecError::at(sources, d.key_span, K::Missing, format!("node `{}` has no `kind`", d.id))
-            .help("add `kind = \"...\"` (see `polyflow kinds`)"));
-    };
-    let Some(kind) = kind_e.value.as_str() else {
-        return Err(type_err(&kind_e.value, "a string"));
-    };
-    // `seeds = N`: declaration < kind override < node override, like a parameter, but an expansion axis.
-    let mut seeds_e = d.table.get(SEEDS);
-    for (kname, _span, ov) in kind_over {
-        if kname == kind {
-            seeds_e = ov.get(SEEDS).or(seeds_e);
-        }
-    }
-    seeds_e = node_over.and_then(|o| o.get(SEEDS)).or(seeds_e);
-    // `seeds = "{n}"`: a pipeline variable's number.
-    let seeds_var: Option<Entry> = seeds_e.and_then(|e| {
-        let name = e.value.as_str()?.strip_prefix('{')?.strip_suffix('}')?;
-        pvars.get(name).map(|v| Entry { key_span: e.key_span, value: SValue { value: v.value.value.clone(), span: e.value.span } })
-    });
-    let seeds_e = seeds_var.as_ref().or(seeds_e);
-    let seeds = match seeds_e {
-        None => 1,
-        Some(e) => match e.value.value {
-            Value::Int(n) if (1..=1000).contains(&n) => n as u64,
-            Value::Float(f) if f.fract() == 0.0 && (1.0..=1000.0).contains(&f) => f as u64,
-            _ => return Err(type_err(&e.value, "a replicate count from 1 to 1000, e.g. `seeds = 3`")),
-        },
-    };
-    // Matrix: cartesian product over keys (sorted), values kept in order.
-    // (name parts, placeholder values, parameter values) of each combination.
-    type Combo = (Vec<String>, BTreeMap<String, String>, BTreeMap<String, SValue>);
-    let mut combos: Vec<Combo> = vec![(vec![], BTreeMap::new(), BTreeMap::new())];
-    // Matrix key → the files pattern it runs over (`raw/{sample}.csv`).
-    let mut patterns: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(m) = d.table.get("matrix") {
-        let Some(mt) = m.value.as_table() else {
-            return Err(type_err(&m.value, "a table of lists, e.g. `{ lr = [0.1, 0.3] }`"));
-        };
-        if mt.is_empty() {
-            return Err(
-                SpecError::at(sources, m.value.span, K::OutOfRange, "empty matrix").help("give at least one key with a list of values")
-            );
-        }
-        // Each key's values: a list, or the files a `{ files = "data/{KEY}.csv" }` pattern matches.
-        let mut listed: BTreeMap<&String, Vec<SValue>> = BTreeMap::new();
-        for (k, e) in mt {
-            if let Some((pattern, vals)) = super::files_matrix::values(sources, k, e, &d.base_dir)? {
-                listed.insert(k, vals);
-                patterns.insert(k.clone(), pattern);
-            } else if let Some(vals) = list_var(&e.value, pvars) {
-                // `sample = "{samples}"`: a list variable's values.
-                listed.insert(k, vals.clone());
-            } else if let Value::Array(vals) = &e.value.value {
-                if let Some(s) = spliced(vals, |name| pvars.get(name).map(|e| &e.value), SValue::clone) {
-                    listed.insert(k, s);
-                }
-            }
-        }
-        let mut count = seeds as usize;
-        for (k, e) in mt {
-            match (listed.get(k), &e.value.value) {
-                (Some(vals), _) | (None, Value::Array(vals)) => count = count.saturating_mul(vals.len().max(1)),
-                _ => {}
-            }
-        }
-        if count > MAX_EXPANSION {
-            return Err(SpecError::at(
-                sources,
-                m.value.span,
-                K::OutOfRange,
-                format!("this matrix expands to {count} nodes, over {MAX_EXPANSION}"),
-            )
-            .help("split the study into several declarations or pipelines"));
-        }
-        for (k, e) in mt {
-            let vals = match (listed.get(k), &e.value.value) {
-                (Some(vals), _) | (None, Value::Array(vals)) => vals,
-                _ => return Err(type_err(&e.value, "a list of values, or `{ files = \"data/{KEY}.csv\" }`")),
-            };
-            if vals.is_empty() {
-                return Err(SpecError::at(sources, e.value.span, K::OutOfRange, format!("matrix key `{k}` has no values"))
-                    .help("list at least one value"));
-            }
-            // No node's id or parameter may be NaN or an infinity (`1e400` reads as one): said at the value.
-            if let Some(bad) = vals.iter().find_map(SValue::non_finite) {
-                return Err(SpecError::at(sources, bad.span, K::OutOfRange, format!("matrix key `{k}`: a value is not a finite number"))
-                    .help("keys are hashed from JSON, which has no infinity or NaN: write a finite number, or a string (`\"inf\"`)"));
-            }
-            // The pipeline's `[vars]` in a matrix value (`lr = ["{base}", 0.2]`): the value is the variable's.
-            let (pv_text, pv_values) = with_pipeline_vars(&BTreeMap::new(), &BTreeMap::new(), pvars);
-            let vals: Vec<SValue> = vals
-                .iter()
-                .map(|v| {
-                    let mut v = v.clone();
-                    v.substitute_typed(&pv_text, &pv_values);
-                    v
-                })
-                .collect();
-            let mut next = vec![];
-            for (labels, vars, values) in &combos {
-                for v in &vals {
-                    let mut labels = labels.clone();
-                    let mut vars = vars.clone();
-                    let mut values = values.clone();
-                    let label = value_label(v);
-                    // Letters, digits and combining marks of any script stay (`lang = ["日本語", "中文", "हिन्दी"]` are
-                    // three ids; `é` typed as `e` + U+0301 is the composed `é`); others become `_`.
-                    labels.push(id_label(&label));
-                    vars.insert(k.clone(), label);
-                    values.insert(k.clone(), v.clone());
-                    next.push((labels, vars, values));
-                }
-            }
-            combos = next;
-        }
-    }
-    // Replicates: `{seed}` is the seed the replicate runs with (the pipeline's seed + its index, what
-    // `$POLYFLOW_SEED` says), `{replicate}` the id suffix (`.s1`; empty without replicates).
-    let mut next = vec![];
-    for (labels, vars, values) in &combos {
-        for s in 0..seeds {
-            let (mut labels, mut vars, mut values) = (labels.clone(), vars.clone(), values.clone());
-            if seeds > 1 {
-                labels.push(format!("s{s}"));
-            }
-            vars.insert("seed".to_string(), (seed + s).to_string());
-            vars.insert("replicate".to_string(), if seeds > 1 { format!(".s{s}") } else { String::new() });
-            values.insert("seed".to_string(), SValue { value: Value::Int((seed + s) as i64), span: d.key_span });
-            next.push((labels, vars, values, s));
-        }
-    }
-    let mut out = vec![];
-    for (labels, vars, values, seed_offset) in next {
-        let id = if labels.is_empty() { d.id.clone() } else { format!("{}.{}", d.id, labels.join(".")) };
-        check_id_length(sources, &id, d.table.get("matrix").map_or(d.key_span, |m| m.value.span))?;
-        let mut params = BTreeMap::new();
-        // Precedence: declaration < profile kind override < profile node override.
-        for (k, e) in &d.table {
-            if NODE_RESERVED.contains(&k.as_str()) {
-                continue;
-            }
-            params.insert(k.clone(), e.clone());
-        }
-        for (kname, _span, ov) in kind_over {
-            if kname == kind {
-                for (k, e) in ov {
-                    params.insert(k.clone(), e.clone());
-                }
-            }
-        }
-        for (k, e) in node_over.into_iter().flatten() {
-            set_param(sources, &d.id, &mut params, k, e.clone())?;
-        }
-        let mut resources = params.remove(RESOURCES);
-        params.remove(SEEDS);
-        // Parameters each replicate has its own value of by design (`run = […, "--seed", "{seed}"]`).
-        let per_replicate: BTreeSet<String> = params.iter().filter(|(_, e)| per_replicate_value(e)).map(|(k, _)| k.clone()).collect();
-        let mut unknown_placeholders = vec![];
-        // The pipeline's `[vars]` are placeholders too (a matrix variable of the same name wins), but not the
-        // node's matrix: tables and `compare` read that.
-        let (all_vars, all_values) = with_pipeline_vars(&vars, &values, pvars);
-        // Its resources too (`cpus = "{ncpu}"`, `time = "{hours}:00:00"`), typed where alone.
-        if let Some(r) = resources.as_mut() {
-            r.value.substitute_typed(&all_vars, &all_values);
-        }
-        let mut written = AsWritten::default();
-        for (k, e) in params.iter_mut() {
-            unknown_placeholders.extend(substitute_param(k, e, &all_vars, &all_values, &mut written));
-        }
-        let mut inputs = BTreeMap::new();
-        let mut per_replicate_inputs = BTreeSet::new();
-        if let Some(ie) = d.table.get("inputs") {
-            let Some(it) = ie.value.as_table() else {
-                return Err(type_err(&ie.value, "a table `{ slot = \"node\" }`"));
-            };
-            // A matrix value as node ids spell it (`sub/c` of a files matrix is `clean.sub_c`): an input names
-            // nodes. (`{seed}` and `{replicate}` are written as they are.)
-            let id_vars: BTreeMap<String, String> =
-                all_vars.iter().map(|(k, v)| (k.clone(), if k == "seed" || k == "replicate" { v.clone() } else { id_label(v) })).collect();
-            for (slot, se) in it {
-                if se.value.names_variable(&["seed", "replicate"]) {
-                    per_replicate_inputs.insert(slot.clone());
-                }
-                let mut sv = se.value.clone();
-                // A list variable alone is its ids (`in = "{ids}"`, `in = ["{ids}", "c"]`).
-                if let Some(l) = named_list(&sv, |name| all_values.get(name)) {
-                    sv.value = Value::Array(l.clone());
-                } else if let Value::Array(a) = &sv.value {
-                    if let Some(s) = spliced(a, |name| all_values.get(name), SValue::clone) {
-                        sv.value = Value::Array(s);
-                    }
-                }
-                sv.substitute(&id_vars);
-                let refs = match &sv.value {
-                    Value::Str(s) => vec![InputRef { target: s.clone(), span: sv.span }],
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|x| {
-                            x.as_str()
-                                .map(|s| InputRef { target: s.to_string(), span: x.span })
-                                .ok_or_else(|| type_err(x, "a node id string"))
-                        })
-                        .collect::<Result<_, _>>()?,
-                    _ => return Err(type_err(&sv, "a node id or a list of node ids")),
-                };
-                // A placeholder left after substitution names no variable (node ids hold no braces).
-                if let Some(r) = refs.iter().find(|r| r.target.contains('{') && r.target.contains('}')) {
-                    let mut known: Vec<&str> = all_vars.keys().map(String::as_str).collect();
-                    known.sort();
-                    return Err(SpecError::at(
-                        sources,
-                        r.span,
-                        K::DanglingReference,
-                        format!("`{}` holds braces, which no node id does: a placeholder there names no variable of `{}`", r.target, d.id),
-                    )
-                    .help(format!(
-                        "`{{name}}` is replaced by a variable's value (`{{{{name}}}}` is a literal `{{name}}`, which no id holds); its variables: {}",
-                        known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                inputs.insert(slot.clone(), (se.key_span, refs));
-            }
-        }
-        let files = patterns.iter().filter_map(|(k, p)| vars.get(k).map(|v| p.replace(&format!("{{{k}}}"), v))).collect();
-        out.push(NodeSpec {
-            id,
-            decl: d.id.clone(),
-            span: d.key_span,
-            kind: kind.to_string(),
-            kind_span: kind_e.value.span,
-            inputs,
-            params,
-            matrix: vars,
-            values,
-            base_dir: d.base_dir.clone(),
-            resources,
-            seed_offset,
-            per_replicate,
-            per_replicate_inputs,
-            unknown_placeholders,
-            written,
-            files,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

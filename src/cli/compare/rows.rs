@@ -89,7 +89,7 @@ pub fn over_group(g: &Graph, i: usize, over: &[String]) -> Option<String> {
     let mut name = spec.decl.clone();
     for (k, v) in spec.matrix.iter().filter(|(k, _)| *k != "seed" && *k != "replicate") {
         name.push('.');
-        name.push_str(&if over.contains(k) { "*".to_string() } else { crate::spec::parse::id_label(v) });
+        name.push_str(&if over.contains(k) { "*".to_string() } else { crate::spec::id_label(v) });
     }
     Some(name)
 }
