@@ -83,8 +83,19 @@ fn a_second_store_fetches_what_the_first_published() {
     assert!(code == 0 && out.contains("0 damaged"), "{out}");
     // The same through `[cache]` in the pipeline, and POLYFLOW_CACHE.
     std::fs::write(d.path().join("q.toml"), format!("[cache]\ndir = \"cache\"\n{P}")).unwrap();
+    // `plan` names the cache the pipeline file sends results to; the run's header counts the fetches apart.
+    let (_, plan) = pf(d.path(), &["plan", "q.toml", "--store", "s3"]);
+    assert!(plan.contains("Cache cache (the pipeline's `[cache]`): a run fetches from it and publishes what it computes there"), "{plan}");
     let (code, out) = pf(d.path(), &["run", "q.toml", "--store", "s3", "--json"]);
     assert!(code == 0 && ids(&out, "fetched") == ["a", "b", "c"], "{out}");
+    let plan_event: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.contains("\"event\":\"plan\"")).unwrap()).unwrap();
+    assert!(plan_event["nodes"].as_array().unwrap().iter().all(|n| n["in_cache"] == true), "{plan_event}");
+    // What a run publishes is counted, with where it went.
+    let (code, out) = pf(d.path(), &["run", "q.toml", "--store", "s5", "--set", "c.value=4"]);
+    assert!(code == 0 && out.contains("Plan 3 nodes, 1 to run, 2 to fetch from the shared cache"), "{out}");
+    assert!(out.contains("Published 1 artifact to the shared cache"), "{out}");
+    let (code, out) = pf(d.path(), &["run", "q.toml", "--store", "s5", "--force", "c", "--set", "c.value=4"]);
+    assert!(code == 0 && !out.contains("Published"), "the key was there already: {out}");
     let o = Command::new(BIN)
         .args(["run", "p.toml", "--store", "s4", "--json"])
         .current_dir(d.path())
@@ -293,4 +304,33 @@ fn a_tampered_cache_is_refused_named_and_collected_without_leaving_it() {
     assert!(out.contains("malformed cache entry") && !bad.exists(), "{out}");
     assert!(victim.join("important.txt").exists(), "gc deleted a file outside the cache: {out}");
     assert!(!out.contains("important.txt"), "{out}");
+}
+
+/// An entry whose file list was swapped for another artifact's blobs (its artifact digest left as published) is
+/// not fetched: the run says why and computes the node, and `verify --cache` names the entry (exit 4).
+#[test]
+fn an_entry_whose_files_were_swapped_after_publishing_is_not_fetched() {
+    let d = tempfile::tempdir().unwrap();
+    let p = "[node.a]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo 0.5 > $POLYFLOW_OUT/m.txt\"]\n\
+             [node.z]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo 0.99 > $POLYFLOW_OUT/m.txt\"]\n";
+    std::fs::write(d.path().join("p.toml"), p).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache"]).0, 0);
+    let cache = d.path().join("cache");
+    let entries: Vec<(std::path::PathBuf, serde_json::Value)> = std::fs::read_dir(cache.join("keys"))
+        .unwrap()
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+        .map(|f| (f.path(), serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap()))
+        .collect();
+    let of = |n: &str| entries.iter().find(|(_, v)| v["node"] == n).unwrap().clone();
+    let ((a_path, mut a), (_, z)) = (of("a"), of("z"));
+    a["manifest"]["files"] = z["manifest"]["files"].clone();
+    std::fs::write(&a_path, serde_json::to_vec(&a).unwrap()).unwrap();
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--cache", "cache", "--no-publish", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(ids(&out, "finished"), ["a"], "computed, not fetched: {out}");
+    assert_eq!(ids(&out, "fetched"), ["z"], "{out}");
+    assert!(out.contains("changed after it was published"), "{out}");
+    let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
+    assert!(code == 4 && out.contains("changed after it was published"), "{out}");
 }

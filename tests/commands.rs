@@ -1543,6 +1543,9 @@ fn command_params_in_matrices_and_export_checks() {
     for (export, want) in [
         ("\"out/same.json\"", "writes out/same.json, as `train.0.1` does: one would overwrite the other"),
         ("\"p.toml\"", "would write over p.toml, a file this pipeline is read from"),
+        // Into the store (its index overwritten would lose every record), or a name no file can have.
+        ("\".polyflow/index/db\"", "would write .polyflow/index/db into the store .polyflow"),
+        ("\"x\\u0000y\"", "holds a NUL character"),
     ] {
         std::fs::write(d.path().join("p.toml"), pipe.replace("\"out/{params.tag}.json\"", export)).unwrap();
         let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);

@@ -136,6 +136,8 @@ pub fn pipeline_notes(g: &Graph) {
 /// environment `env` (e.g. a precision the backend lacks) before the store is opened or anything runs: every
 /// problem is listed with the option that fixes it, and nothing is written (exit 2).
 pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<String, String>) -> Result<(), CliError> {
+    // Where the store is (or would be made), as exports are resolved: none goes into it.
+    let store_at = resolved(&c.store);
     /// A problem as `preflight` lists it: the node that has it, or the declaration whose expansions (`nodes`)
     /// share it (`shared`: the declaration and the problem's text).
     struct Listed {
@@ -167,7 +169,7 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             .preflight(&n.params, &n.base_dir)
             .and_then(|()| n.stage.preflight_env(&n.params, env))
             .and_then(|()| declared())
-            .and_then(|()| export_clash(g, i, &mut exported));
+            .and_then(|()| export_clash(g, i, &store_at, &mut exported));
         // A backend this build lacks matters only to a node that computes here: not to one the shared cache may
         // hold, or that this store computed on that backend before (a laptop fetching a GPU machine's results).
         if matches!(&checked, Err(p) if p.local) && computed(i) {
@@ -229,16 +231,26 @@ pub(super) fn resolved(p: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Node `i`'s exports, checked before anything runs: none writes over a file the pipeline is read from (its TOML
-/// files, `--config` files), and none goes where another selected node's export goes (`exported`: path → node;
+/// files, `--config` files) or into the store (`store`, resolved: its index or blobs overwritten), none is a path
+/// no file can have (a NUL), and none goes where another selected node's export goes (`exported`: path → node;
 /// one would overwrite the other, and `status` would then call one of them outdated after every run).
-fn export_clash(g: &Graph, i: usize, exported: &mut BTreeMap<std::path::PathBuf, String>) -> Result<(), Problem> {
+fn export_clash(g: &Graph, i: usize, store: &std::path::Path, exported: &mut BTreeMap<std::path::PathBuf, String>) -> Result<(), Problem> {
     let n = &g.nodes[i];
     for (_, rel) in n.stage.exports(&n.params) {
+        let problem = |msg: String| Problem { param: "export".into(), msg, by_param: true, local: false };
+        if rel.contains('\0') {
+            return Err(problem(format!("{:?} holds a NUL character, which no file name can", rel)));
+        }
         let dest = resolved(&n.base_dir.join(&rel));
         let shown = crate::spec::source::display_path(&n.base_dir.join(&rel));
-        let problem = |msg: String| Problem { param: "export".into(), msg, by_param: true, local: false };
         if g.pipeline.sources.files.iter().any(|f| f.canonical == dest) {
             return Err(problem(format!("would write over {shown}, a file this pipeline is read from")));
+        }
+        if dest.starts_with(store) {
+            return Err(problem(format!(
+                "would write {shown} into the store {}: export into the project (e.g. `results/`)",
+                crate::spec::source::display_path(store)
+            )));
         }
         if let Some(other) = exported.get(&dest).filter(|o| **o != n.id) {
             return Err(problem(format!("writes {shown}, as `{other}` does: one would overwrite the other")));

@@ -59,6 +59,7 @@ pub(super) fn materialize(
     // Each destination once (a folder's files can land where another export goes), never a file the pipeline is
     // read from (a folder exported over the project's own files).
     let mut dests: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
+    let store_at = super::checks::resolved(&store.root);
     'check: for &i in &wanted {
         let n = &g.nodes[i];
         if !summary.artifacts.contains_key(&n.id) {
@@ -71,6 +72,8 @@ pub(super) fn materialize(
             let at = super::checks::resolved(&dest);
             let why = if g.pipeline.sources.files.iter().any(|f| f.canonical == at) {
                 Some("a file this pipeline is read from: nothing was exported (change `export`, and run again)".to_string())
+            } else if at.starts_with(&store_at) {
+                Some("inside the store: nothing was exported (export into the project, e.g. `results/`, and run again)".to_string())
             } else if let Some(other) = dests.insert(at, &n.id) {
                 Some(format!("where an export of `{other}` goes too: nothing was exported (give each its own path, and run again)"))
             } else if let Err(why) = n.stage.export_allowed(&n.params, &n.base_dir, &dest) {

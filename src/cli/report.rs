@@ -93,8 +93,13 @@ impl Reporter {
         }
         match e {
             Event::Plan { nodes } => {
-                let stale = nodes.iter().filter(|n| n.state != State::Fresh).count();
-                self.line(status("Plan", &format!("{} node{}, {} to run", nodes.len(), if nodes.len() == 1 { "" } else { "s" }, stale)));
+                let stale = nodes.iter().filter(|n| n.state != State::Fresh && !n.in_cache).count();
+                let fetch = match nodes.iter().filter(|n| n.state != State::Fresh && n.in_cache).count() {
+                    0 => String::new(),
+                    n => format!(", {n} to fetch from the shared cache"),
+                };
+                let s = if nodes.len() == 1 { "" } else { "s" };
+                self.line(status("Plan", &format!("{} node{s}, {stale} to run{fetch}", nodes.len())));
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.state != State::Fresh) {
                         self.line(status("Dirty", &format!("{}: {}", n.id, n.reason)));
@@ -173,7 +178,20 @@ impl Reporter {
                     pb.finish_and_clear();
                 }
             }
-            Event::Summary { ran, fresh, fresh_after_inputs, fetched, failed, skipped, interrupted, not_started, ms, nodes } => {
+            Event::Summary {
+                ran,
+                fresh,
+                fresh_after_inputs,
+                fetched,
+                published,
+                published_to,
+                failed,
+                skipped,
+                interrupted,
+                not_started,
+                ms,
+                nodes,
+            } => {
                 if self.verbose {
                     for n in nodes.iter().filter(|n| n.outcome == crate::exec::event::Outcome::Ran) {
                         self.line(status("Time", &format!("{} {}", n.id, fmt_ms(n.ms))));
@@ -194,6 +212,11 @@ impl Reporter {
                     word,
                     &format!("{ran} ran, {fresh} fresh{cut}{fetched}, {failed} failed, {skipped} skipped{stopped} in {}", fmt_ms(*ms)),
                 ));
+                // Where what ran went besides this store (a `[cache]` of the pipeline file's says so only here).
+                if let (Some(to), 1..) = (published_to, *published) {
+                    let s = if *published == 1 { "" } else { "s" };
+                    self.line(status("Published", &format!("{published} artifact{s} to the shared cache {to}")));
+                }
                 // Listed together at the end, where a long run's failures are found (`status --stale` and `show`
                 // tell the rest).
                 let failures = self.failures.lock().unwrap();

@@ -306,7 +306,7 @@ pub fn plan(
     };
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
     // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.
-    let (flying, leftover) = in_flight(&c.store, &g, &sel, &a);
+    let (flying, leftover, here) = in_flight(&c.store, &g, &sel, &a);
     // Stale tables whose rows or columns are not those of their last run: their cells change, whatever runs.
     let reshapes: Vec<(usize, String)> = stale.iter().filter_map(|&t| reshaped(&g, t, &a[&t]).map(|d| (t, d))).collect();
     // Stale tables none of whose cells read a node that would run (a title or caption changed).
@@ -320,6 +320,12 @@ pub fn plan(
             !n.stage.cells(&n.params, &inputs, &|node, other| reads_from(&g, node, other), &|id| kind_of(&g, id)).is_empty()
         })
         .collect();
+    // The shared cache a run would use: (folder, whether it publishes, where it is set).
+    let cache_line = match (&c.cache, &g.pipeline.cache) {
+        (Some(d), _) => Some((d.clone(), true, "--cache or POLYFLOW_CACHE")),
+        (None, Some(spec)) => Some((spec.dir.clone(), spec.publish, "the pipeline's `[cache]`")),
+        (None, None) => None,
+    };
     if json {
         let v = serde_json::json!({
             "selected": sel.len(),
@@ -344,6 +350,7 @@ pub fn plan(
                 "table": g.nodes[*t].id, "row": row, "column": col, "would_run": rerun,
             })).collect::<Vec<_>>(),
             "rerendered_tables": ids(&rerendered),
+            "cache": cache_line.as_ref().map(|(dir, publish, _)| serde_json::json!({"dir": dir, "publish": publish})),
             "estimate": {
                 "serial_ms": est.serial_ms,
                 // With the local executor: the nodes placed on `jobs` slots and `devices` as a run places them.
@@ -384,7 +391,13 @@ pub fn plan(
                 (None, Some(ms)) => format!("no run of its own: about {}, as its declaration's runs", fmt_ms(ms)),
                 (None, None) => "no recorded run: time unknown".into(),
             };
-            let job = flying.get(&i).map(|j| format!(" [in flight as {j}: a Slurm run re-attaches to it]")).unwrap_or_default();
+            // A Slurm job outlives its run (the next Slurm run re-attaches to it); a local run holds the store, so
+            // this run would wait for it (`--wait`) and then find the node as it left it.
+            let job = match flying.get(&i) {
+                Some(j) if here.contains(&i) => format!(" [in flight: {j}; a run waits for that one with `--wait`]"),
+                Some(j) => format!(" [in flight as {j}: a Slurm run re-attaches to it]"),
+                None => String::new(),
+            };
             println!("{:>12} {} ({}): {} [{t}]{job}", "Would run", g.nodes[i].id, g.nodes[i].stage.kind(), reasons(i));
         }
         for l in leftover.get(&i).into_iter().flatten() {
@@ -399,6 +412,11 @@ pub fn plan(
         n => format!(", {n} would be the result of another with the same key"),
     };
     println!("{:>12} {} of {} nodes would run{reused}{fetched}{listed}", "Plan", stale.len(), sel.len());
+    // Where a run's results go besides this store: a pipeline file's `[cache]` is otherwise easily missed.
+    if let Some((dir, publish, from)) = &cache_line {
+        let publishes = if *publish { " and publishes what it computes there (`run --no-publish` only fetches)" } else { "" };
+        println!("{:>12} {} ({from}): a run fetches from it{publishes}", "Cache", crate::spec::source::display_path(dir));
+    }
     if !stale.is_empty() {
         if est.known == 0 {
             println!("{:>12} unknown: none of these nodes has a recorded run", "Estimate");
@@ -460,13 +478,14 @@ pub fn plan(
 /// The Slurm jobs of the selected nodes that have not ended: node → `Slurm job N (STATE)` of a node not fresh
 /// whose job computes its current key (a Slurm run re-attaches to it), and node → a line for each job of
 /// earlier settings left running (`--keep-jobs`). One `squeue` call, made only when the store records
-/// submissions of these nodes.
+/// submissions of these nodes. Third: the nodes of the first map a run of this machine is computing (not a Slurm
+/// job).
 fn in_flight(
     store_root: &std::path::Path,
     g: &Graph,
     sel: &[usize],
     a: &BTreeMap<usize, crate::exec::assess::Assessment>,
-) -> (BTreeMap<usize, String>, BTreeMap<usize, Vec<String>>) {
+) -> (BTreeMap<usize, String>, BTreeMap<usize, Vec<String>>, std::collections::BTreeSet<usize>) {
     use crate::exec::slurm::flight;
     let ids: std::collections::BTreeSet<String> = sel.iter().map(|&i| g.nodes[i].id.clone()).collect();
     let jobs = match flight::in_flight(store_root, Some(&ids), &g.executor.job_prefix) {
@@ -477,6 +496,7 @@ fn in_flight(
         }
     };
     let (mut current, mut left) = (BTreeMap::new(), BTreeMap::<usize, Vec<String>>::new());
+    let mut here = std::collections::BTreeSet::new();
     // A run in another process: the nodes it is computing or fetching now.
     let local = crate::exec::running::read(store_root);
     if local.is_none() {
@@ -489,6 +509,7 @@ fn in_flight(
         if let Some((r, f)) = local.as_ref().and_then(|r| r.nodes.get(&g.nodes[i].id).map(|f| (r, f))) {
             if a[&i].state != State::Fresh {
                 current.insert(i, crate::exec::running::describe(f, r.pid));
+                here.insert(i);
             }
         }
         for f in jobs.get(&g.nodes[i].id).into_iter().flatten() {
@@ -497,12 +518,14 @@ fn in_flight(
                 left.entry(i).or_default().push(flight::leftover(f));
             } else if key.is_none() {
                 current.insert(i, format!("{} (its settings are known once its inputs are)", f.describe()));
+                here.remove(&i);
             } else if a[&i].state != State::Fresh {
                 current.insert(i, f.describe());
+                here.remove(&i);
             }
         }
     }
-    (current, left)
+    (current, left, here)
 }
 
 /// Prints node `i`'s reasons at `depth`, then, for each upstream it waits on, that node and its reasons (each
@@ -640,7 +663,7 @@ pub fn status(c: Common, nodes: Vec<String>, json: bool, why: Option<String>, on
     let g = load_graph(&c, reg)?;
     super::pipeline_notes(&g);
     let (sel, a) = assess(&g, &c, &nodes, &[], false)?;
-    let (running, leftover) = in_flight(&c.store, &g, &sel, &a);
+    let (running, leftover, _) = in_flight(&c.store, &g, &sel, &a);
     // Stale nodes the shared cache holds: a run fetches them instead of computing them.
     let in_cache: std::collections::BTreeSet<usize> = sel.iter().copied().filter(|i| a[i].in_cache.is_some()).collect();
     // A stale node (not in flight) whose interrupted run left a checkpoint its kind resumes from.

@@ -396,10 +396,11 @@ pub fn assess_all(
     env: &BTreeMap<String, String>,
     forced: &dyn Fn(usize) -> bool,
 ) -> BTreeMap<usize, Assessment> {
-    assess_with(g, sel, store, index, env, &Externals::of(store), forced)
+    assess_with(g, sel, store, index, env, &Externals::of(store), forced, None)
 }
 
 /// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once).
+#[allow(clippy::too_many_arguments)]
 pub fn assess_with(
     g: &Graph,
     sel: &[usize],
@@ -408,8 +409,9 @@ pub fn assess_with(
     env: &BTreeMap<String, String>,
     externals: &Externals,
     forced: &dyn Fn(usize) -> bool,
+    cache: Option<&dyn crate::store::cache::ArtifactCache>,
 ) -> BTreeMap<usize, Assessment> {
-    assess_inner(g, sel, store, index, env, externals, forced, None)
+    assess_inner(g, sel, store, index, env, externals, forced, cache)
 }
 
 /// [`assess_all`] seen from a run that fetches from `cache`: a stale node the cache holds is marked

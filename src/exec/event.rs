@@ -38,6 +38,9 @@ pub struct PlanEntry {
     pub reason: String,
     /// Why it is stale, each reason as `plan --json` and `status --json` give it (`{"reason": "param_changed", …}`).
     pub reasons: Vec<DirtyReason>,
+    /// Stale, and the shared cache holds what it would compute (directly, or down a chain of fetches): a run
+    /// fetches it unless the fetch fails.
+    pub in_cache: bool,
 }
 
 /// What became of a node in a run (`--json`: `ran`, `fresh`, `fetched`, `failed`, `skipped`, `interrupted`).
@@ -213,6 +216,10 @@ pub enum Event {
         fresh_after_inputs: usize,
         /// Nodes fetched from the shared cache.
         fetched: usize,
+        /// Artifacts this run added to the shared cache (a key already there is not counted).
+        published: usize,
+        /// The shared cache this run publishes to, if any.
+        published_to: Option<String>,
         /// Nodes that failed.
         failed: usize,
         /// Nodes skipped.

@@ -164,7 +164,10 @@ struct Scheduler<'a> {
     /// Nodes whose fetch from the cache failed (computed instead).
     no_fetch: BTreeSet<usize>,
     /// Publications to the shared cache in progress (joined before the run returns; failures are told then).
-    publishing: Vec<(usize, std::thread::JoinHandle<Result<(), String>>)>,
+    /// Publications in flight: each ends `Ok(true)` when it added the entry, `Ok(false)` when it was there.
+    publishing: Vec<(usize, std::thread::JoinHandle<Result<bool, String>>)>,
+    /// Artifacts this run added to the shared cache.
+    published: usize,
     /// What is in flight changed since `running.json` was last written ([`Scheduler::write_running`]).
     running_changed: bool,
     /// When `running.json` was last written.
@@ -256,6 +259,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         settings: g.pipeline.settings(),
         no_fetch: BTreeSet::new(),
         publishing: vec![],
+        published: 0,
         running_changed: false,
         running_written: None,
         summary: RunSummary::default(),
@@ -306,9 +310,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
     }
     s.idx.flush()?;
     for (i, h) in std::mem::take(&mut s.publishing) {
-        if let Ok(Err(message)) = h.join() {
-            (s.sink)(&Event::Note { id: g.nodes[i].id.clone(), message });
-        }
+        s.joined(i, h);
     }
     s.emit_summary(t0, 0);
     let mut summary = std::mem::take(&mut s.summary);
@@ -341,6 +343,8 @@ impl Scheduler<'_> {
             fresh: self.summary.fresh.len(),
             fresh_after_inputs: self.cut_off,
             fetched: self.summary.fetched.len(),
+            published: self.published,
+            published_to: self.opts.cache.as_ref().filter(|_| self.opts.publish).map(|c| c.describe()),
             failed: self.summary.failed.len(),
             skipped: self.summary.skipped.len(),
             interrupted,
@@ -367,15 +371,35 @@ impl Scheduler<'_> {
     /// Assesses every selected node once, emits the plan and marks the fresh ones done.
     fn plan(&mut self, sel: &[usize]) -> Result<(), super::ExecError> {
         let forced = &self.forced;
-        self.assessed = {
+        let (assessed, fetchable) = {
             let index = self.idx.get()?;
-            super::assess::assess_with(self.g, sel, self.store, index, &self.opts.env, &self.externals, &|i| forced.contains(&i))
+            let (env, ext) = (&self.opts.env, &self.externals);
+            let assessed = super::assess::assess_with(self.g, sel, self.store, index, env, ext, &|i| forced.contains(&i), None);
+            // What the shared cache holds, as `plan` sees it (down a chain a teammate published), for the plan's
+            // counts only: the run decides on its own assessment, each node's fetch made and checked as it comes.
+            let fetchable: BTreeSet<usize> = match &self.opts.cache {
+                Some(c) => super::assess::assess_with(self.g, sel, self.store, index, env, ext, &|i| forced.contains(&i), Some(c.as_ref()))
+                    .into_iter()
+                    .filter(|(_, a)| a.in_cache.is_some())
+                    .map(|(i, _)| i)
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            (assessed, fetchable)
         };
+        self.assessed = assessed;
         let nodes = sel
             .iter()
             .map(|&i| {
                 let a = &self.assessed[&i];
-                PlanEntry { id: self.id(i), kind: self.kind(i), state: a.state, reason: words(&a.reasons), reasons: a.reasons.clone() }
+                PlanEntry {
+                    id: self.id(i),
+                    kind: self.kind(i),
+                    state: a.state,
+                    reason: words(&a.reasons),
+                    reasons: a.reasons.clone(),
+                    in_cache: fetchable.contains(&i),
+                }
             })
             .collect();
         (self.sink)(&Event::Plan { nodes });
@@ -666,7 +690,14 @@ impl Scheduler<'_> {
         }
         let entry = match cache.lookup(&key) {
             Ok(Some(e)) => e,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                if let Some(why) = cache.unusable(&key) {
+                    self.no_fetch.insert(i);
+                    let message = format!("not taken from the shared cache ({why}): computing it");
+                    (self.sink)(&Event::Note { id: self.id(i), message });
+                }
+                return Ok(None);
+            }
             Err(e) => {
                 let message = format!("shared cache unreadable ({e}): computing it");
                 (self.sink)(&Event::Note { id: self.id(i), message });
@@ -716,9 +747,7 @@ impl Scheduler<'_> {
         // At most a few publications at a time: wait for the oldest before starting another.
         if self.publishing.len() >= MAX_PUBLISHING {
             let (j, h) = self.publishing.remove(0);
-            if let Ok(Err(message)) = h.join() {
-                (self.sink)(&Event::Note { id: self.id(j), message });
-            }
+            self.joined(j, h);
         }
         let (store, key, m, id) = (self.store.clone(), key.to_string(), manifest.clone(), self.id(i));
         self.publishing.push((
@@ -728,6 +757,9 @@ impl Scheduler<'_> {
                     .publish(&key, &m, &id, Some(computed_ms), &store.blobs)
                     .map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))?;
                 // Already there (a forced re-run, or a teammate first): the same key should give the same bytes.
+                if new {
+                    return Ok(true);
+                }
                 match cache.lookup(&key) {
                     Ok(Some(e)) if !new && e.manifest.digest != m.digest => Err(format!(
                         "computed again here, it came out different from the artifact the shared cache holds for this key ({} here, {} there, published by `{}`{}): the node is not deterministic{}; the cache keeps the first",
@@ -737,10 +769,19 @@ impl Scheduler<'_> {
                         if e.polyflow.is_empty() { " with an earlier polyflow".to_string() } else { format!(" with polyflow {}", e.polyflow) },
                         if e.polyflow != env!("POLYFLOW_BUILD") { format!(", or polyflow {} computes it otherwise", env!("POLYFLOW_BUILD")) } else { String::new() }
                     )),
-                    _ => Ok(()),
+                    _ => Ok(false),
                 }
             }),
         ));
+    }
+
+    /// Waits for node `i`'s publication `h`: counted when it added the entry, told when it failed.
+    fn joined(&mut self, i: usize, h: std::thread::JoinHandle<Result<bool, String>>) {
+        match h.join() {
+            Ok(Ok(true)) => self.published += 1,
+            Ok(Err(message)) => (self.sink)(&Event::Note { id: self.id(i), message }),
+            _ => {}
+        }
     }
 
     /// Gives node `i`'s slots back.

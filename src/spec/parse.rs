@@ -851,6 +851,7 @@ fn lexical(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::MAX_ID_BYTES;
 
     fn load_t(text: &str, profile: Option<&str>) -> Result<Pipeline, SpecError> {
         load_str("t.toml", text, Path::new("."), profile)

@@ -56,6 +56,11 @@ pub trait ArtifactCache: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// The entry published under `key`, if any (a cheap lookup: no blob is read).
     fn lookup(&self, key: &str) -> Result<Option<CacheEntry>, StoreError>;
+    /// Why the entry under `key` is not used, where one is there but [`Self::lookup`] passes it over (malformed,
+    /// or changed after it was published): for a note, since a run then computes the node.
+    fn unusable(&self, _key: &str) -> Option<String> {
+        None
+    }
     /// Copies every blob of `m` into `into`, checking each digest as it is copied. A blob that is missing or does
     /// not match is a miss (`Err`): the damaged copy is moved aside so that the next publish replaces it.
     fn fetch(&self, m: &Manifest, into: &BlobStore) -> Result<(), StoreError>;
@@ -96,12 +101,24 @@ fn shared_dir(d: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Whether an entry read from the cache is well-formed: hex digests ([`is_hex64`]: anything read from a shared
-/// folder is checked before it becomes part of a path), plain relative file names.
+/// Whether an entry read from the cache is well-formed ([`entry_problem`] finds nothing).
 fn well_formed(e: &CacheEntry) -> bool {
-    e.manifest.files.iter().all(|(name, f)| {
-        is_hex64(&f.digest) && !name.is_empty() && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
-    })
+    entry_problem(e).is_none()
+}
+
+/// What makes an entry read from the cache unusable, if anything: a digest that is not one ([`is_hex64`]: anything
+/// read from a shared folder is checked before it becomes part of a path), a file name that is not a plain
+/// relative one, or a file list that is not the one its artifact digest was computed from (an entry edited after
+/// it was published: the digest downstream keys are made of would then name other contents).
+fn entry_problem(e: &CacheEntry) -> Option<&'static str> {
+    let bad_name = |name: &str| name.is_empty() || !Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if e.manifest.files.iter().any(|(name, f)| !is_hex64(&f.digest) || bad_name(name)) {
+        return Some("it names a file outside its artifact or a digest that is not one");
+    }
+    if Manifest::new(&e.manifest.artifact_type, e.manifest.files.clone()).digest != e.manifest.digest {
+        return Some("its file list is not the one its artifact digest was made from: it was changed after it was published");
+    }
+    None
 }
 
 /// A damaged blob of a cache entry, as [`DirCache::verify`] finds it: (key, node, file name, what was found and
@@ -173,8 +190,8 @@ impl DirCache {
                 };
                 if !name.strip_suffix(".json").is_some_and(is_hex64) {
                     out.push((f.path(), "its file name is not a key"));
-                } else if !well_formed(&e) {
-                    out.push((f.path(), "it names a file outside its artifact or a digest that is not one"));
+                } else if let Some(why) = entry_problem(&e) {
+                    out.push((f.path(), why));
                 }
             }
         }
@@ -374,6 +391,19 @@ impl ArtifactCache for DirCache {
         }
     }
 
+    fn unusable(&self, key: &str) -> Option<String> {
+        if !is_hex64(key) {
+            return None;
+        }
+        let p = self.key_path(key);
+        let bytes = std::fs::read(&p).ok()?;
+        let why = match serde_json::from_slice::<CacheEntry>(&bytes) {
+            Err(_) => "it is not a cache entry (not its JSON)",
+            Ok(e) => entry_problem(&e)?,
+        };
+        Some(format!("its entry {} is not used: {why}", p.display()))
+    }
+
     fn fetch(&self, m: &Manifest, into: &BlobStore) -> Result<(), StoreError> {
         for f in m.files.values() {
             if into.present(&f.digest, f.size) == super::BlobState::Ok {
@@ -502,6 +532,31 @@ mod tests {
         assert_eq!(std::fs::read_dir(t.path().join("cache/tmp")).unwrap().count(), 0, "no temp file left");
     }
 
+    /// An entry whose file list was changed after publishing (another blob of the cache put in one file's place,
+    /// the artifact digest left as it was) is never fetched: downstream keys would name contents it no longer has.
+    /// A run is told why; `verify --cache` and `gc --cache` name it.
+    #[test]
+    fn an_entry_edited_after_publishing_is_not_used() {
+        let t = tempfile::tempdir().unwrap();
+        let a = Store::open(&t.path().join("a")).unwrap();
+        let c = DirCache::open(&t.path().join("cache")).unwrap();
+        let (k1, k2) = ("1".repeat(64), "2".repeat(64));
+        c.publish(&k1, &artifact(&a, b"acc 0.5"), "n", None, &a.blobs).unwrap();
+        let other = artifact(&a, b"acc 0.99");
+        c.publish(&k2, &other, "m", None, &a.blobs).unwrap();
+        let p = c.key_path(&k1);
+        let mut e: CacheEntry = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert!(c.unusable(&k1).is_none(), "an entry as published is used");
+        e.manifest.files = other.files.clone();
+        std::fs::write(&p, serde_json::to_vec(&e).unwrap()).unwrap();
+        assert!(c.lookup(&k1).unwrap().is_none());
+        assert!(c.unusable(&k1).unwrap().contains("changed after it was published"), "{:?}", c.unusable(&k1));
+        let bad = c.malformed();
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].0.ends_with(format!("{k1}.json")) && bad[0].1.contains("artifact digest"));
+        assert!(c.lookup(&k2).unwrap().is_some(), "the other entry is untouched");
+    }
+
     #[test]
     fn malformed_keys_and_entries_are_misses() {
         let t = tempfile::tempdir().unwrap();
@@ -566,18 +621,22 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(cs.as_ptr(), 0o644) }, 0);
         assert!(c.fetch(&m, &b.blobs).unwrap_err().to_string().contains("FIFO"));
         assert!(!c.publish(&key, &m, "n", None, &a.blobs).unwrap());
-        // An entry that says another size: the intact blob stays, the fetch fails naming the entry's fault.
+        // An entry that says another size no longer matches its artifact digest: not used, named as malformed, and
+        // the intact blob stays.
         let mut wrong = c.lookup(&key).unwrap().unwrap();
         wrong.manifest.files.get_mut("a.txt").unwrap().size = 999_999;
         std::fs::write(c.key_path(&key), serde_json::to_vec(&wrong).unwrap()).unwrap();
+        assert!(c.lookup(&key).unwrap().is_none());
+        assert!(c.unusable(&key).is_some_and(|w| w.contains("artifact digest")));
+        // A fetch of such a manifest (taken before the entry changed) names the entry's fault.
         let err = c.fetch(&wrong.manifest, &b.blobs).unwrap_err().to_string();
         assert!(err.contains("malformed entry"), "{err}");
         assert!(blob.exists(), "the intact blob is not moved aside");
         assert!(b.blobs.list().is_empty());
-        // `verify` says so too, and leaves the blob.
+        // `verify` names it, and leaves the blob.
         let (_, _, bad) = c.verify(&|_| true);
-        assert!(bad.len() == 1 && bad[0].3.contains("malformed entry") && blob.exists(), "{bad:?}");
-        // Nobody can restore a blob of that size: the entry is dead, and a publisher replaces it.
+        assert!(bad.is_empty() && c.malformed().len() == 1 && blob.exists(), "{bad:?}");
+        // A publisher replaces it.
         assert!(c.publish(&key, &m, "n", None, &a.blobs).unwrap());
         c.fetch(&c.lookup(&key).unwrap().unwrap().manifest, &b.blobs).unwrap();
         assert_eq!(b.blobs.read(&m.files["a.txt"].digest).unwrap(), b"hello");
