@@ -2020,3 +2020,48 @@ fn input_files_copy_only_the_named_files_of_the_inputs() {
     let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
     assert!(code == 2 && err.contains("`[` is not a file name pattern"), "{err}");
 }
+
+/// `gc` in a git repository keeps the latest run of each node on each other branch that still exists (switching
+/// back finds it fresh), names a collected run's branch, and `--this-branch` collects them; it keeps every node
+/// the pipeline declares, an included file's too (not only what `run` targets by default).
+#[test]
+fn gc_keeps_other_branches_latest_runs_and_included_nodes() {
+    let d = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@t"]).args(args).current_dir(d.path()).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let pipe = |v: u32| format!("include = [\"inc.toml\"]\n[node.a]\nkind = \"value\"\nvalue = {v}\ninputs = {{ after = \"shared\" }}\n");
+    std::fs::write(d.path().join("inc.toml"), "[node.shared]\nkind = \"value\"\nvalue = 1\n[node.extra]\nkind = \"value\"\nvalue = 2\n")
+        .unwrap();
+    std::fs::write(d.path().join("p.toml"), pipe(10)).unwrap();
+    std::fs::write(d.path().join(".gitignore"), ".polyflow\n").unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "main"]);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "extra"]).0, 0, "a node of the included file only");
+    for (branch, v) in [("feat-a", 11), ("feat-b", 12)] {
+        git(&["checkout", "-q", "-b", branch, "main"]);
+        std::fs::write(d.path().join("p.toml"), pipe(v)).unwrap();
+        git(&["commit", "-qam", branch]);
+        assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    }
+    // On feat-b: main's and feat-a's `a` are other branches' latest runs, `extra` is declared (through the
+    // include): nothing goes.
+    let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Keeping 2 artifacts of the latest runs on other branches (feat-a, main)"), "{out}");
+    assert!(out.contains("Removed 0 artifacts"), "{out}");
+    git(&["checkout", "-q", "feat-a"]);
+    let (_, st, _) = pf(d.path(), &["status", "p.toml"]);
+    assert!(!st.contains("stale"), "switching back finds everything fresh: {st}");
+    // A deleted branch's runs are no other branch's (feat-b's stays here as `a`'s latest run on record);
+    // `--this-branch` collects the other branches' runs, named.
+    git(&["branch", "-q", "-D", "feat-b"]);
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert!(out.contains("Keeping 1 artifact of the latest runs on other branches (main)"), "{out}");
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--this-branch"]);
+    assert!(out.contains("node `a` as run on branch `main`") && out.contains("Would free 1 artifacts"), "{out}");
+    assert!(!out.contains("`extra`") && !out.contains("`shared`"), "included nodes stay: {out}");
+}

@@ -235,7 +235,8 @@ pub struct StatusArgs {
     pub(crate) common: Common,
     /// Only these nodes (and what they need).
     pub(crate) nodes: Vec<String>,
-    /// JSON array of {id, kind, state, reason, reasons, size, last_ms}.
+    /// JSON array of {id, kind, state, key, reason, reasons, size, last_ms, in_cache, job, leftover_jobs,
+    /// outdated_exports} (the README describes each).
     #[arg(long)]
     pub(crate) json: bool,
     /// Explain one node in full.
@@ -251,7 +252,8 @@ pub struct StatusArgs {
 pub struct PushArgs {
     #[command(flatten)]
     pub(crate) common: Common,
-    /// Only these nodes (and what they need); default: every node of the file.
+    /// Only these nodes (and what they need); default: the nodes the file itself declares and what they need, as
+    /// `run` (name an included file's other nodes to push them).
     pub(crate) nodes: Vec<String>,
 }
 
@@ -310,6 +312,10 @@ pub struct GcArgs {
     /// compute now and each node's latest run.
     #[arg(long, conflicts_with = "cache")]
     pub(crate) all_runs: bool,
+    /// Collect what only other git branches' runs made too. By default, in a git repository, the artifact of the
+    /// latest run of each node on each other branch that still exists is kept (switching back finds it fresh).
+    #[arg(long, conflicts_with = "cache")]
+    pub(crate) this_branch: bool,
     /// The `--config` files of the runs to keep: what the pipelines compute with them is kept. They replace the
     /// file's settings as in a run, so what the pipelines compute without them is not kept (in any profile).
     #[arg(long = "config", value_name = "FILE")]

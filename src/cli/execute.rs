@@ -70,6 +70,13 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
         ]),
     };
     let mut opts = opts;
+    // The git checkout the run is made on (notes, never in a key): `gc` keeps each live branch's latest runs.
+    if let Some((branch, commit)) = super::git::head(a.common.file.parent().unwrap_or(Path::new("."))) {
+        opts.notes.insert(super::git::COMMIT.to_string(), commit);
+        if let Some(b) = branch {
+            opts.notes.insert(super::git::BRANCH.to_string(), b);
+        }
+    }
     if let Some((cache, publish)) = a.common.shared_cache(&g, true)? {
         opts.cache = Some(cache);
         opts.publish = publish && !no_publish;

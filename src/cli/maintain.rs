@@ -112,10 +112,45 @@ pub struct GcHow {
     pub verbose: bool,
     /// Keep every recorded run of the pipelines' nodes.
     pub all_runs: bool,
+    /// Do not keep other git branches' latest runs.
+    pub this_branch: bool,
 }
 
 /// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
 /// record of every node id of those pipelines (with `all_runs`, every run on record of them); deletes the rest.
+/// Adds to `keep` the key of the latest of `runs` of each node on each branch of the repository at `dir` that
+/// still exists (where the store `has` its artifact), other than the one checked out (whose pipelines as they are now say what stays); returns how many
+/// keys that added and the branches they came from. Nothing outside a git repository, or for runs that recorded
+/// no branch.
+fn other_branches_latest(
+    runs: &[crate::fingerprint::NodeRecord],
+    dir: &Path,
+    has: &dyn Fn(&str) -> bool,
+    keep: &mut BTreeSet<String>,
+) -> (usize, BTreeSet<String>) {
+    let Some(live) = super::git::branches(dir) else { return (0, BTreeSet::new()) };
+    let current = super::git::head(dir).and_then(|(b, _)| b);
+    let mut newest: std::collections::BTreeMap<(&str, &str), (u64, &str)> = Default::default();
+    for r in runs {
+        let Some(b) = r.runner.get(super::git::BRANCH) else { continue };
+        if current.as_deref() == Some(b.as_str()) || !live.contains(b) {
+            continue;
+        }
+        let e = newest.entry((r.id.as_str(), b.as_str())).or_insert((r.finished_at, r.key.as_str()));
+        if r.finished_at > e.0 {
+            *e = (r.finished_at, r.key.as_str());
+        }
+    }
+    let (mut added, mut from) = (0, BTreeSet::new());
+    for ((_, b), (_, k)) in newest {
+        if has(k) && keep.insert(k.to_string()) {
+            added += 1;
+            from.insert(b.to_string());
+        }
+    }
+    (added, from)
+}
+
 pub fn gc(
     files: &[PathBuf],
     store_dir: &Path,
@@ -124,7 +159,7 @@ pub fn gc(
     how: GcHow,
     reg: &Registry,
 ) -> Result<i32, CliError> {
-    let GcHow { yes, wait, verbose, all_runs } = how;
+    let GcHow { yes, wait, verbose, all_runs, this_branch } = how;
     if store_dir.exists() && !store_dir.is_dir() {
         return Err(CliError::Other(
             format!("error: the store path {} is a file, not a folder (check `--store` or POLYFLOW_STORE)", store_dir.display()),
@@ -141,7 +176,7 @@ pub fn gc(
     let store = Store::open(store_dir)?;
     // A dry run deletes nothing: it reads the store as `status` does, also while a run holds it or where this
     // user cannot write it.
-    let (_lock, index) = if yes {
+    let (lock, index) = if yes {
         (Some(super::lock_store(&store, wait, false, None)?), store.index()?)
     } else {
         let lock = match store.lock(std::time::Duration::ZERO) {
@@ -170,7 +205,8 @@ pub fn gc(
         for (id, d) in g.pipeline.declaration_of() {
             decl_of.entry(id.to_string()).or_insert_with(|| d.to_string());
         }
-        let sel = g.select(&[])?;
+        // Every node the files declare, their includes' too (not only what a run of the file targets).
+        let sel: Vec<usize> = (0..g.nodes.len()).collect();
         for (i, s) in assess_all(g, &sel, &store, &index, &env_of(g, backend), &|_| false) {
             ids.insert(g.nodes[i].id.clone());
             if s.state == State::Fresh {
@@ -199,13 +235,22 @@ pub fn gc(
             );
         }
     }
+    // Seen while a run holds the store (a dry `gc`): a scratch folder written since the first node it is computing
+    // started is one of those nodes', which `--yes` (waiting for the store) would find gone or committed.
+    let running = if lock.is_none() { crate::exec::running::read(&store.root) } else { None };
+    let run_started = running.and_then(|r| r.nodes.values().map(|f| f.since).min());
+    let since_start = |d: &Path| {
+        let modified = std::fs::metadata(d).and_then(|m| m.modified()).ok();
+        let secs = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|t| t.as_secs());
+        run_started.zip(secs).is_some_and(|(s, m)| m >= s)
+    };
     for d in &drop_partial {
-        outln!(
-            "{:>12} scratch {} ({}): an interrupted run's, which no node of these pipelines would resume from",
-            if yes { "Removing" } else { "Would remove" },
-            d.display(),
-            fmt_bytes(dir_size(d))
-        );
+        let whose = if since_start(d) {
+            "a node's that the run holding the store is computing now (listed as a run would leave it: it goes once that node commits)"
+        } else {
+            "an interrupted run's, which no node of these pipelines would resume from"
+        };
+        outln!("{:>12} scratch {} ({}): {whose}", if yes { "Removing" } else { "Would remove" }, d.display(), fmt_bytes(dir_size(d)));
     }
     let records = index.records();
     for r in &records {
@@ -216,6 +261,19 @@ pub fn gc(
     if all_runs {
         for id in &ids {
             keep_keys.extend(index.runs_of(id).into_iter().map(|r| r.key));
+        }
+    }
+    if !this_branch {
+        let dir = files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."));
+        let has = |k: &str| index.artifact(k).ok().flatten().is_some();
+        let (kept, branches) = other_branches_latest(&index.all_runs(), dir, &has, &mut keep_keys);
+        if kept > 0 {
+            outln!(
+                "{:>12} {kept} artifact{} of the latest runs on other branches ({}): a checkout of one finds them fresh (`--this-branch` collects them)",
+                "Keeping",
+                if kept == 1 { "" } else { "s" },
+                branches.into_iter().collect::<Vec<_>>().join(", ")
+            );
         }
     }
     // Listings of external files kept to name what changed: those the recorded runs were made from stay.
@@ -263,13 +321,22 @@ pub fn gc(
         + damaged.iter().map(|d| d.1).sum::<u64>()
         + drop_partial.iter().map(|d| dir_size(d)).sum::<u64>()
         + drop_logs.iter().map(|l| l.1).sum::<u64>();
+    let current_branch = super::git::head(files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."))).and_then(|(b, _)| b);
     // Each artifact named with its node; past a screenful, counted by declaration instead (`-v`: each).
     let mut by_node: std::collections::BTreeMap<String, (usize, u64)> = std::collections::BTreeMap::new();
     let many = drop_keys.len() > LISTED && !verbose;
     for (k, size) in &drop_keys {
         // Name the node; every dropped key is one no named pipeline computes now.
+        // A run made on another branch says so (one that is gone, or any with `--this-branch`).
+        let on = |id: &str| {
+            let r = index.run_of(id, k).ok().flatten()?;
+            r.runner.get(super::git::BRANCH).filter(|b| current_branch.as_ref() != Some(*b)).cloned()
+        };
         let what = match index.producer(k) {
-            Some(id) if ids.contains(&id) => format!("an earlier version of node `{id}`"),
+            Some(id) if ids.contains(&id) => match on(&id) {
+                Some(b) => format!("node `{id}` as run on branch `{b}`"),
+                None => format!("an earlier version of node `{id}`"),
+            },
             Some(id) => format!("node `{id}`, no longer in these pipelines"),
             None => "no longer referenced by any of these pipelines".to_string(),
         };
@@ -474,7 +541,8 @@ fn current_keys(
     let mut keys = BTreeSet::new();
     let mut unknown = vec![];
     each_profile(files, overlay, reg, |g| {
-        let sel = g.select(&[])?;
+        // Every node the files declare, their includes' too, as `gc` keeps them.
+        let sel: Vec<usize> = (0..g.nodes.len()).collect();
         let env = env_of(g, backend);
         let states = match cache {
             Some(c) => crate::exec::assess::assess_cached(g, &sel, store, &index, &env, &|_| false, c),

@@ -7,6 +7,7 @@ mod error;
 mod execute;
 pub mod exit;
 mod export;
+mod git;
 mod html;
 mod knobs;
 mod maintain;
@@ -99,7 +100,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {
                 Some(dir) => maintain::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
-                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, maintain::GcHow { yes: a.yes, wait: a.wait, verbose, all_runs: a.all_runs }, reg),
+                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, maintain::GcHow { yes: a.yes, wait: a.wait, verbose, all_runs: a.all_runs, this_branch: a.this_branch }, reg),
             }
         }
         Command::Verify(a) => {

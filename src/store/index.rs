@@ -165,6 +165,11 @@ impl Index {
         self.runs.scan_prefix(prefix.as_bytes()).flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
     }
 
+    /// The records of every node's runs on record (one per node and key).
+    pub fn all_runs(&self) -> Vec<NodeRecord> {
+        self.runs.iter().flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
+    }
+
     /// The last failure of node `id`.
     pub fn failure(&self, id: &str) -> Result<Option<FailRecord>, StoreError> {
         self.get(&self.failures, id)
