@@ -258,6 +258,13 @@ fn pipeline_vars_are_placeholders_of_every_node_and_set_like_parameters() {
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=4"]);
     assert!(out.contains("Would run prep") && !out.contains("Would run other") && !out.contains("Would run m."), "{out}");
+    // Said as the variable that changed, not as each parameter written with it; a parameter edited as well is
+    // still named.
+    assert!(out.contains("Would run prep (value): vars.split changed 3 → 4 [") && !out.contains("comment changed"), "{out}");
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=4", "--set", "prep.comment=x{split}"]);
+    assert!(out.contains("vars.split changed 3 → 4; comment changed \"a-3\" → \"x4\""), "{out}");
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "vars.split=4", "--json"]);
+    assert!(out.contains(r#""reason": "var_changed""#) && out.contains(r#""name": "split""#), "{out}");
     // A misspelt one, a + on one there is, and what cannot be a variable.
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.splt=4"]);
     assert!(code == 2 && err.contains("the pipeline has no variable `splt`") && err.contains("did you mean `split`?"), "{err}");

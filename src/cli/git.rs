@@ -28,9 +28,10 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// The checkout of the repository holding `dir`: (branch, commit); the branch is `None` on a detached HEAD (a CI
 /// checkout of a commit). `None` outside a repository, before its first commit, or without git.
 pub fn head(dir: &Path) -> Option<(Option<String>, String)> {
-    let out = git(dir, &["rev-parse", "--abbrev-ref", "HEAD", "HEAD"])?;
+    // (`--abbrev-ref` applies to the revisions after it.)
+    let out = git(dir, &["rev-parse", "HEAD", "--abbrev-ref", "HEAD"])?;
     let mut lines = out.lines();
-    let (branch, commit) = (lines.next()?.trim(), lines.next()?.trim());
+    let (commit, branch) = (lines.next()?.trim(), lines.next()?.trim());
     Some(((branch != "HEAD").then(|| branch.to_string()), commit.to_string()))
 }
 

@@ -117,6 +117,30 @@ pub struct Pending {
     pub external_known: bool,
 }
 
+/// The pipeline variables node `i`'s parameters name (`[vars]`, not a matrix variable of the same name), as text,
+/// with those parameters as written: what an explanation of a change of a variable needs ([`Fingerprint::vars`]).
+fn pipeline_vars_of(g: &Graph, i: usize) -> (BTreeMap<String, String>, BTreeMap<String, serde_json::Value>) {
+    let Some(spec) = g.pipeline.nodes.get(i) else { return Default::default() };
+    let text: Vec<(&String, String)> = spec.written.params.iter().map(|(k, v)| (k, v.to_string())).collect();
+    let vars: BTreeMap<String, String> = spec
+        .written
+        .vars
+        .iter()
+        .filter(|(name, _)| g.pipeline.vars.contains(*name) && !spec.matrix.contains_key(*name))
+        .filter(|(name, _)| text.iter().any(|(_, t)| t.contains(&format!("{{{name}}}"))))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if vars.is_empty() {
+        return Default::default();
+    }
+    let written = text
+        .iter()
+        .filter(|(_, t)| vars.keys().any(|name| t.contains(&format!("{{{name}}}"))))
+        .map(|(k, _)| ((*k).clone(), spec.written.params[*k].clone()))
+        .collect();
+    (vars, written)
+}
+
 /// Builds node `i`'s fingerprint from the digests of its (fresh) inputs; [`Pending`] otherwise.
 pub fn fingerprint(
     g: &Graph,
@@ -139,6 +163,7 @@ pub fn fingerprint(
         inputs.insert(slot.clone(), v);
     }
     let env = n.stage.env_for(&n.params, stage_env(n.stage.env_keys(), &node_env(g, i, env)));
+    let (vars, written) = pipeline_vars_of(g, i);
     let own = |inputs, external, external_parts| Fingerprint {
         kind: n.stage.kind().to_string(),
         version: n.stage.version_for(&n.params, &env),
@@ -148,6 +173,8 @@ pub fn fingerprint(
         external,
         external_parts,
         named: n.stage.id_in_output().then(|| n.id.clone()),
+        vars: vars.clone(),
+        written: written.clone(),
     };
     if !pending.is_empty() {
         pending.dedup();
@@ -472,6 +499,8 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            vars: BTreeMap::new(),
+            written: BTreeMap::new(),
         };
         NodeRecord {
             id: "t".into(),

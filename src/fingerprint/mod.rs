@@ -54,6 +54,14 @@ pub struct Fingerprint {
     /// metrics are reported under); hashed only then, so a renamed node of such a kind gets a key of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub named: Option<String>,
+    /// The pipeline's `[vars]` its parameters name, as `{NAME}` writes them (explanations only, not hashed:
+    /// `status` says `vars.thr changed 3 → 4` rather than how each parameter written with it changed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+    /// Those parameters as written, before `{NAME}` was replaced (explanations only): one written the same way
+    /// before and now changed through the variables alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub written: BTreeMap<String, serde_json::Value>,
 }
 
 impl Fingerprint {
@@ -118,6 +126,8 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            vars: BTreeMap::new(),
+            written: BTreeMap::new(),
         }
     }
 

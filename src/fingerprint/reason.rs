@@ -23,6 +23,16 @@ pub enum DirtyReason {
         /// New value (JSON), `null` if absent.
         new: serde_json::Value,
     },
+    /// A pipeline variable (`[vars]`) its parameters are written with changed; the parameters that changed
+    /// through it alone are not listed apart.
+    VarChanged {
+        /// The variable's name.
+        name: String,
+        /// Old value, as `{NAME}` wrote it.
+        old: String,
+        /// New value.
+        new: String,
+    },
     /// An input artifact's content changed.
     InputChanged {
         /// Input slot.
@@ -134,6 +144,7 @@ impl std::fmt::Display for DirtyReason {
                 let (a, b) = shown_pair(old, new);
                 write!(f, "{param} changed {a} → {b}")
             }
+            DirtyReason::VarChanged { name, old, new } => write!(f, "vars.{name} changed {old} → {new}"),
             DirtyReason::InputChanged { slot, upstream } => {
                 write!(f, "input `{slot}` ({upstream}) changed")
             }
@@ -206,6 +217,30 @@ fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out
     }
 }
 
+/// Where pipeline variables the node's parameters name changed (`[vars]`, a profile's, `--set vars.x=…`): each
+/// said once at `at` (`vars.thr changed 3 → 4`), in place of the changes of parameters written the same way
+/// before and now (they changed through the variables alone; one edited as well is still listed).
+fn explain_vars(o: &Fingerprint, new: &Fingerprint, at: usize, out: &mut Vec<DirtyReason>) {
+    let changed: Vec<DirtyReason> = new
+        .vars
+        .iter()
+        .filter_map(|(name, v)| {
+            let old = o.vars.get(name).filter(|ov| *ov != v)?;
+            Some(DirtyReason::VarChanged { name: name.clone(), old: old.clone(), new: v.clone() })
+        })
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let through_vars = |param: &str| {
+        let top = param.split(['.', '[']).next().unwrap_or(param);
+        o.written.get(top).is_some_and(|w| new.written.get(top) == Some(w))
+    };
+    out.retain(|r| !matches!(r, DirtyReason::ParamChanged { param, .. } if through_vars(param)));
+    let at = at.min(out.len());
+    out.splice(at..at, changed);
+}
+
 /// Explains why `new` differs from the last recorded run. Returns every difference found, most specific first.
 pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
     let o = &old.fingerprint;
@@ -228,7 +263,9 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
         }),
         _ => {}
     }
+    let first_param = out.len();
     diff_json("", &o.params, &new.params, &mut out);
+    explain_vars(o, new, first_param, &mut out);
     let slots: std::collections::BTreeSet<&String> = o.inputs.keys().chain(new.inputs.keys()).collect();
     for slot in slots {
         match (o.inputs.get(slot), new.inputs.get(slot)) {
@@ -326,6 +363,8 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            vars: std::collections::BTreeMap::new(),
+            written: std::collections::BTreeMap::new(),
         };
         let old = fp(6, "flex", json!({"lr": 1, "path": "/data/x"}));
         let rec = NodeRecord {

@@ -299,6 +299,15 @@ impl Loader {
             Some(span) => SpecError::at(sources, span, K::Io, msg).help(help),
             None => SpecError::nowhere(K::Io, msg).help(help),
         };
+        // An include is a pipeline file: `NAME.toml`. Another file (`~/.aws/credentials`, a `.env`) is never read, so
+        // no line of it is quoted in an error (a CI log of `plan` on a pull request).
+        if from.is_some() && path.extension().is_none_or(|e| e != "toml") {
+            return Err(fail(
+                &self.sources,
+                format!("`{}` is not a `.toml` file: an include is a pipeline file", path.display()),
+                "include pipeline files only (NAME.toml); rename the file if it is one",
+            ));
+        }
         // Only regular files of a sane size: `include = ["/dev/zero"]` must not hang or exhaust memory.
         match std::fs::metadata(path) {
             Ok(m) if !m.is_file() => {

@@ -441,6 +441,8 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            vars: BTreeMap::new(),
+            written: BTreeMap::new(),
         };
         NodeRecord {
             id: id.into(),
