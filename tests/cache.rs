@@ -71,6 +71,9 @@ fn a_second_store_fetches_what_the_first_published() {
     assert!(out.contains("\"event\":\"fetched\",\"id\":\"a\"") && out.contains("\"artifact\":"), "the digest is in the event: {out}");
     let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s2", "--json"]);
     assert!(code == 0 && ids(&out, "fresh") == ["a", "b", "c"], "{out}");
+    // `show` says a fetched artifact was fetched, from where, and which build published it.
+    let (_, shown) = pf(d.path(), &["show", "p.toml", "a", "--store", "s2"]);
+    assert!(shown.contains("fetched: ") && shown.contains("from the shared cache") && shown.contains(", by polyflow "), "{shown}");
     // The fetched records keep what computing took in s1 (`a` sleeps 300 ms), not the copy's milliseconds.
     let last_ms = |store: &str| {
         let (_, st) = pf(d.path(), &["status", "p.toml", "--store", store, "--json"]);

@@ -104,7 +104,23 @@ fn show_one(
         if let Some(set) = r.runner.get(crate::exec::earlier::SETTINGS).filter(|s| !s.is_empty()) {
             by.push_str(&format!(", with {set}"));
         }
-        println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms));
+        match r.runner.get("fetched_from") {
+            // Fetched: when, from where, and what computing it took where it was computed (with which build).
+            Some(from) => {
+                let build = r.runner.get("published_with").map(|b| format!(", by polyflow {b}")).unwrap_or_default();
+                println!(
+                    "fetched: {} from the shared cache {from}{by}; computing it took {} where it was computed{build}",
+                    crate::report::html::utc(r.finished_at),
+                    super::report::fmt_ms(r.duration_ms)
+                );
+            }
+            None => println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms)),
+        }
+        if let (Some(branch), Some(commit)) = (r.runner.get(super::git::BRANCH), r.runner.get(super::git::COMMIT)) {
+            println!("on:     branch {branch}, commit {}", &commit[..12.min(commit.len())]);
+        } else if let Some(commit) = r.runner.get(super::git::COMMIT) {
+            println!("on:     commit {}", &commit[..12.min(commit.len())]);
+        }
     }
     if let Some(text) = n.stage.outline(&n.params, &inputs) {
         println!("{text}");

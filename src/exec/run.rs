@@ -723,6 +723,9 @@ impl Scheduler<'_> {
                     if let Some(ms) = entry.computed_ms {
                         runner.insert("computed_ms".to_string(), ms.to_string());
                     }
+                    if !entry.polyflow.is_empty() {
+                        runner.insert("published_with".to_string(), entry.polyflow.clone());
+                    }
                     Msg::Done(i, Ok(entry.manifest), t.elapsed().as_millis() as u64, runner)
                 }
                 Ok(Err(e)) => Msg::FetchFailed(i, e.to_string()),
