@@ -2021,11 +2021,12 @@ fn input_files_copy_only_the_named_files_of_the_inputs() {
     assert!(code == 2 && err.contains("`[` is not a file name pattern"), "{err}");
 }
 
-/// `gc` in a git repository keeps the latest run of each node on each other branch that still exists (switching
-/// back finds it fresh), names a collected run's branch, and `--this-branch` collects them; it keeps every node
-/// the pipeline declares, an included file's too (not only what `run` targets by default).
+/// `gc` in a git repository keeps what the last run on each other branch that still exists found or made (a
+/// checkout of it finds it fresh), also where that run computed nothing (every node fresh) and whatever `--set`
+/// experiments ran since; `--this-branch` collects them; and it keeps every node the pipeline declares, an
+/// included file's too (not only what `run` targets by default).
 #[test]
-fn gc_keeps_other_branches_latest_runs_and_included_nodes() {
+fn gc_keeps_other_branches_results_and_included_nodes() {
     let d = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
         let o = Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@t"]).args(args).current_dir(d.path()).output().unwrap();
@@ -2041,27 +2042,32 @@ fn gc_keeps_other_branches_latest_runs_and_included_nodes() {
     git(&["commit", "-qm", "main"]);
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     assert_eq!(pf(d.path(), &["run", "p.toml", "extra"]).0, 0, "a node of the included file only");
-    for (branch, v) in [("feat-a", 11), ("feat-b", 12)] {
-        git(&["checkout", "-q", "-b", branch, "main"]);
-        std::fs::write(d.path().join("p.toml"), pipe(v)).unwrap();
-        git(&["commit", "-qam", branch]);
-        assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
-    }
-    // On feat-b: main's and feat-a's `a` are other branches' latest runs, `extra` is declared (through the
-    // include): nothing goes.
+    // feat-a branches off and runs: everything is fresh there, nothing computed.
+    git(&["checkout", "-q", "-b", "feat-a"]);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    // main moves on (a = 11), with a `--set` experiment after it.
+    git(&["checkout", "-q", "main"]);
+    std::fs::write(d.path().join("p.toml"), pipe(11)).unwrap();
+    git(&["commit", "-qam", "main 11"]);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "a.value=99"]).0, 0);
+    // feat-a's `a` (10) is neither main's now nor `a`'s latest run (the experiment): kept as feat-a's; `extra` is
+    // declared (through the include). Nothing goes.
     let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--yes"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Keeping 2 artifacts of the latest runs on other branches (feat-a, main)"), "{out}");
+    assert!(out.contains("Keeping 1 artifact of other branches' last runs (feat-a)"), "{out}");
     assert!(out.contains("Removed 0 artifacts"), "{out}");
     git(&["checkout", "-q", "feat-a"]);
     let (_, st, _) = pf(d.path(), &["status", "p.toml"]);
     assert!(!st.contains("stale"), "switching back finds everything fresh: {st}");
-    // A deleted branch's runs are no other branch's (feat-b's stays here as `a`'s latest run on record);
-    // `--this-branch` collects the other branches' runs, named.
-    git(&["branch", "-q", "-D", "feat-b"]);
+    // From feat-a, main's a=11 is main's result; `--this-branch` collects it, named by the branch it ran on.
     let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
-    assert!(out.contains("Keeping 1 artifact of the latest runs on other branches (main)"), "{out}");
+    assert!(out.contains("Keeping 1 artifact of other branches' last runs (main)"), "{out}");
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--this-branch"]);
-    assert!(out.contains("node `a` as run on branch `main`") && out.contains("Would free 1 artifacts"), "{out}");
+    assert!(out.contains("node `a` as run on branch `main`"), "{out}");
     assert!(!out.contains("`extra`") && !out.contains("`shared`"), "included nodes stay: {out}");
+    // A deleted branch's results go with it.
+    git(&["branch", "-q", "-D", "main"]);
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert!(!out.contains("Keeping") && out.contains("node `a` as run on branch `main`"), "{out}");
 }

@@ -221,11 +221,21 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
     ))
 }
 
-/// A path as the file system resolves it where it exists (links followed), else absolute with `.` and `..` folded:
-/// two spellings of one file compare equal.
+/// A path as the file system resolves it (links followed) as far as it exists — its deepest existing folder
+/// resolved, the rest appended with `.` and `..` folded: two spellings of one file compare equal, also a file not
+/// written yet below a link (`storelink/x` where `storelink` → `.polyflow`).
 pub(super) fn resolved(p: &std::path::Path) -> std::path::PathBuf {
     if let Ok(c) = std::fs::canonicalize(p) {
         return c;
+    }
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let parts: Vec<std::path::Component> = abs.components().collect();
+    for k in (1..parts.len()).rev() {
+        let head: std::path::PathBuf = parts[..k].iter().collect();
+        if let Ok(c) = std::fs::canonicalize(&head) {
+            let rest: std::path::PathBuf = parts[k..].iter().collect();
+            return crate::spec::source::folded_absolute(&c.join(rest));
+        }
     }
     crate::spec::source::folded_absolute(p)
 }
@@ -236,10 +246,10 @@ pub(super) fn resolved(p: &std::path::Path) -> std::path::PathBuf {
 /// one would overwrite the other, and `status` would then call one of them outdated after every run).
 fn export_clash(g: &Graph, i: usize, store: &std::path::Path, exported: &mut BTreeMap<std::path::PathBuf, String>) -> Result<(), Problem> {
     let n = &g.nodes[i];
-    for (_, rel) in n.stage.exports(&n.params) {
+    for (file, rel) in n.stage.exports(&n.params) {
         let problem = |msg: String| Problem { param: "export".into(), msg, by_param: true, local: false };
-        if rel.contains('\0') {
-            return Err(problem(format!("{:?} holds a NUL character, which no file name can", rel)));
+        if let Some(bad) = [&file, &rel].into_iter().find(|x| x.contains('\0')) {
+            return Err(problem(format!("{bad:?} holds a NUL character, which no file name can")));
         }
         let dest = resolved(&n.base_dir.join(&rel));
         let shown = crate::spec::source::display_path(&n.base_dir.join(&rel));

@@ -116,41 +116,57 @@ pub struct GcHow {
     pub this_branch: bool,
 }
 
-/// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
-/// record of every node id of those pipelines (with `all_runs`, every run on record of them); deletes the rest.
-/// Adds to `keep` the key of the latest of `runs` of each node on each branch of the repository at `dir` that
-/// still exists (where the store `has` its artifact), other than the one checked out (whose pipelines as they are now say what stays); returns how many
-/// keys that added and the branches they came from. Nothing outside a git repository, or for runs that recorded
-/// no branch.
-fn other_branches_latest(
-    runs: &[crate::fingerprint::NodeRecord],
-    dir: &Path,
-    has: &dyn Fn(&str) -> bool,
-    keep: &mut BTreeSet<String>,
-) -> (usize, BTreeSet<String>) {
-    let Some(live) = super::git::branches(dir) else { return (0, BTreeSet::new()) };
-    let current = super::git::head(dir).and_then(|(b, _)| b);
-    let mut newest: std::collections::BTreeMap<(&str, &str), (u64, &str)> = Default::default();
-    for r in runs {
-        let Some(b) = r.runner.get(super::git::BRANCH) else { continue };
-        if current.as_deref() == Some(b.as_str()) || !live.contains(b) {
-            continue;
-        }
-        let e = newest.entry((r.id.as_str(), b.as_str())).or_insert((r.finished_at, r.key.as_str()));
-        if r.finished_at > e.0 {
-            *e = (r.finished_at, r.key.as_str());
-        }
+/// The pin under which a run on git branch `branch` with `settings` (its profile and `--config` files, as a command
+/// line gives them; empty for the file's own) records its nodes' keys: each setting's results are the branch's.
+pub(super) fn branch_pin(branch: &str, settings: &str) -> String {
+    if settings.is_empty() {
+        format!("{BRANCH_PIN}{branch}")
+    } else {
+        format!("{BRANCH_PIN}{branch}\0{settings}")
     }
-    let (mut added, mut from) = (0, BTreeSet::new());
-    for ((_, b), (_, k)) in newest {
-        if has(k) && keep.insert(k.to_string()) {
-            added += 1;
-            from.insert(b.to_string());
-        }
-    }
-    (added, from)
 }
 
+/// The prefix of [`branch_pin`]s.
+const BRANCH_PIN: &str = "branch:";
+
+/// Adds to `keep` the keys pinned by the last runs of the pipelines' own settings on each other branch of the
+/// repository at `dir` that still exists (where the store `has` the artifact), and returns how many that added,
+/// the branches, and the pins of branches that no longer exist (`gc --yes` removes them). Nothing outside a
+/// git repository (then every branch's pin is reported as unknown: the third value lists none, the fourth is
+/// true).
+fn other_branches_pinned(
+    pins: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    dir: &Path,
+    current: Option<&str>,
+    has: &dyn Fn(&str) -> bool,
+    keep: &mut BTreeSet<String>,
+) -> (usize, BTreeSet<String>, Vec<String>, bool) {
+    let branch_of = |name: &str| name.strip_prefix(BRANCH_PIN).map(|b| b.split('\0').next().unwrap_or(b).to_string());
+    let Some(live) = super::git::branches(dir) else {
+        return (0, BTreeSet::new(), vec![], pins.keys().any(|n| n.starts_with(BRANCH_PIN)));
+    };
+    let (mut added, mut from, mut gone) = (0, BTreeSet::new(), vec![]);
+    for (name, keys) in pins {
+        let Some(b) = branch_of(name) else { continue };
+        if !live.contains(&b) {
+            gone.push(name.clone());
+            continue;
+        }
+        if current == Some(b.as_str()) {
+            continue;
+        }
+        for k in keys.values() {
+            if has(k) && keep.insert(k.clone()) {
+                added += 1;
+                from.insert(b.clone());
+            }
+        }
+    }
+    (added, from, gone, false)
+}
+
+/// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
+/// record of every node id of those pipelines (with `all_runs`, every run on record of them); deletes the rest.
 pub fn gc(
     files: &[PathBuf],
     store_dir: &Path,
@@ -195,6 +211,7 @@ pub fn gc(
     // Keys the nodes would be computed under now (stale ones whose inputs are fresh) whose scratch holds a
     // checkpoint their kind resumes from (a training run's): that scratch stays. A command's is started afresh.
     let mut resumable = BTreeSet::new();
+    let mut current_logs = BTreeSet::new();
     // Stale nodes whose key is not known until their upstream is computed: any resumable scratch may be theirs.
     let mut unknown = 0;
     let mut unknown_kinds: std::collections::BTreeMap<&'static str, std::sync::Arc<dyn crate::stage::Stage>> = Default::default();
@@ -213,8 +230,10 @@ pub fn gc(
                 keep_keys.insert(s.key.unwrap());
             } else if let Some(k) = s.key {
                 if g.nodes[i].stage.resume_point(&crate::store::partial_dir(&store.root, &k)).is_some() {
-                    resumable.insert(k);
+                    resumable.insert(k.clone());
                 }
+                // Its output log is of an attempt at what it computes now (one running, or interrupted).
+                current_logs.insert(k);
             } else {
                 unknown += 1;
                 unknown_kinds.entry(g.nodes[i].stage.kind()).or_insert_with(|| g.nodes[i].stage.clone());
@@ -263,16 +282,27 @@ pub fn gc(
             keep_keys.extend(index.runs_of(id).into_iter().map(|r| r.key));
         }
     }
+    let dir = files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."));
+    let current_branch = super::git::head(dir).and_then(|(b, _)| b);
+    let mut gone_pins = vec![];
     if !this_branch {
-        let dir = files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."));
         let has = |k: &str| index.artifact(k).ok().flatten().is_some();
-        let (kept, branches) = other_branches_latest(&index.all_runs(), dir, &has, &mut keep_keys);
+        let (kept, branches, gone, no_git) = other_branches_pinned(&index.pins(), dir, current_branch.as_deref(), &has, &mut keep_keys);
+        gone_pins = gone;
         if kept > 0 {
             outln!(
-                "{:>12} {kept} artifact{} of the latest runs on other branches ({}): a checkout of one finds them fresh (`--this-branch` collects them)",
+                "{:>12} {kept} artifact{} of other branches' last runs ({}): a checkout of one finds them fresh \
+                 (`--this-branch` collects them)",
                 "Keeping",
                 if kept == 1 { "" } else { "s" },
                 branches.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        if no_git {
+            crate::cli::out::errln!(
+                "note: runs in this store were made on git branches, but {} is in no git repository (or git is missing): \
+                 other branches' results are not kept apart from the rest",
+                crate::spec::source::display_path(dir)
             );
         }
     }
@@ -303,6 +333,7 @@ pub fn gc(
     }
     // Programs' output logs: those of kept artifacts, and of the nodes' last failures, stay.
     let mut log_keys = keep_keys.clone();
+    log_keys.extend(current_logs);
     log_keys.extend(ids.iter().filter_map(|id| index.failure(id).ok().flatten()).map(|f| f.key));
     let drop_logs = stale_logs(&store, &log_keys);
     for (p, size) in &drop_logs {
@@ -321,7 +352,6 @@ pub fn gc(
         + damaged.iter().map(|d| d.1).sum::<u64>()
         + drop_partial.iter().map(|d| dir_size(d)).sum::<u64>()
         + drop_logs.iter().map(|l| l.1).sum::<u64>();
-    let current_branch = super::git::head(files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."))).and_then(|(b, _)| b);
     // Each artifact named with its node; past a screenful, counted by declaration instead (`-v`: each).
     let mut by_node: std::collections::BTreeMap<String, (usize, u64)> = std::collections::BTreeMap::new();
     let many = drop_keys.len() > LISTED && !verbose;
@@ -401,6 +431,10 @@ pub fn gc(
     if yes {
         for (k, _) in &drop_keys {
             index.forget_artifact(k)?;
+        }
+        // What deleted branches' last runs computed goes with the rest; their record of it too.
+        for p in &gone_pins {
+            index.unpin(p)?;
         }
         index.flush()?;
         for (d, _) in &drop_blobs {

@@ -294,7 +294,10 @@ pub fn plan(
     let need = |i: usize| crate::exec::requests(&g, i, &env, jobs);
     let sched = local.then(|| scheduled(&g, &stale, &last, &need, jobs, devices));
     let cells = changed_cells(&g, &sel, &a);
-    let resume = |i: usize| resume_point(&g, &a, &c.store, i).map(|(p, _)| p);
+    // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.
+    let (flying, leftover, here) = in_flight(&c.store, &g, &sel, &a);
+    // (A node in flight is working in its scratch folder: that is no interrupted run's.)
+    let resume = |i: usize| resume_point(&g, &a, &c.store, i).filter(|_| !flying.contains_key(&i)).map(|(p, _)| p);
     let settings = c.settings();
     let reasons = |i: usize| {
         let mut r: Vec<String> = a[&i].reasons.iter().map(|r| r.to_string()).collect();
@@ -305,8 +308,6 @@ pub fn plan(
         r.join("; ") + &since
     };
     let ids = |v: &[usize]| v.iter().map(|&i| g.nodes[i].id.clone()).collect::<Vec<_>>();
-    // Slurm jobs still in flight: of a node's current key (a Slurm run re-attaches to it), of earlier settings.
-    let (flying, leftover, here) = in_flight(&c.store, &g, &sel, &a);
     // Stale tables whose rows or columns are not those of their last run: their cells change, whatever runs.
     let reshapes: Vec<(usize, String)> = stale.iter().filter_map(|&t| reshaped(&g, t, &a[&t]).map(|d| (t, d))).collect();
     // Stale tables none of whose cells read a node that would run (a title or caption changed).

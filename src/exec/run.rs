@@ -77,6 +77,8 @@ pub struct RunSummary {
     pub fetched: Vec<String>,
     /// The artifact of every selected node that is done (fresh or ran), by node id.
     pub artifacts: BTreeMap<String, Manifest>,
+    /// The key of each of those nodes' artifacts, by node id.
+    pub keys: BTreeMap<String, String>,
 }
 
 /// Keeps the index open while commits arrive and closes it when idle, so `status` can read meanwhile.
@@ -153,6 +155,8 @@ struct Scheduler<'a> {
     ready: BTreeSet<(usize, usize)>,
     running: BTreeMap<usize, Running>,
     done: BTreeMap<usize, Manifest>,
+    /// The key each done node's artifact has.
+    done_keys: BTreeMap<usize, String>,
     failed: BTreeSet<usize>,
     /// Nodes already retried after a damaged input.
     retried: BTreeSet<usize>,
@@ -253,6 +257,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
         ready: BTreeSet::new(),
         running: BTreeMap::new(),
         done: BTreeMap::new(),
+        done_keys: BTreeMap::new(),
         failed: BTreeSet::new(),
         retried: BTreeSet::new(),
         attempts: HashMap::new(),
@@ -315,6 +320,7 @@ pub fn run(g: &Graph, store: &Store, opts: &RunOptions, sink: Sink<'_>) -> Resul
     s.emit_summary(t0, 0);
     let mut summary = std::mem::take(&mut s.summary);
     summary.artifacts = s.done.iter().map(|(&i, m)| (g.nodes[i].id.clone(), m.clone())).collect();
+    summary.keys = s.done_keys.iter().map(|(&i, k)| (g.nodes[i].id.clone(), k.clone())).collect();
     Ok(summary)
 }
 
@@ -488,8 +494,11 @@ impl Scheduler<'_> {
     }
 
     /// Node `i` is done (fresh or ran): its waiting dependents have one input less to wait for.
-    fn mark_done(&mut self, i: usize, m: Manifest) {
+    fn mark_done(&mut self, i: usize, m: Manifest, key: Option<String>) {
         self.done.insert(i, m);
+        if let Some(k) = key {
+            self.done_keys.insert(i, k);
+        }
         for &d in self.dependents.get(&i).into_iter().flatten() {
             if let Some(n) = self.pending.get_mut(&d) {
                 *n -= 1;
@@ -536,7 +545,8 @@ impl Scheduler<'_> {
                 }
             }
         }
-        self.mark_done(i, m);
+        let key = self.assessed[&i].key.clone();
+        self.mark_done(i, m, key);
         self.summary.fresh.push(self.id(i));
         self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Fresh, ms: 0 });
         (self.sink)(&Event::Fresh { id: self.id(i), kind: self.kind(i), after_inputs });
@@ -764,7 +774,7 @@ impl Scheduler<'_> {
                     return Ok(true);
                 }
                 match cache.lookup(&key) {
-                    Ok(Some(e)) if !new && e.manifest.digest != m.digest => Err(format!(
+                    Ok(Some(e)) if e.manifest.digest != m.digest => Err(format!(
                         "computed again here, it came out different from the artifact the shared cache holds for this key ({} here, {} there, published by `{}`{}): the node is not deterministic{}; the cache keeps the first",
                         &m.digest[..16.min(m.digest.len())],
                         &e.manifest.digest[..16.min(e.manifest.digest.len())],
@@ -863,7 +873,7 @@ impl Scheduler<'_> {
                 self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Ran, ms });
             }
         }
-        self.mark_done(i, manifest);
+        self.mark_done(i, manifest, Some(key));
         Ok(())
     }
 
@@ -1017,6 +1027,11 @@ impl Scheduler<'_> {
             }
             // How long it ran before it was stopped.
             self.timings.push(NodeTiming { id: self.id(i), outcome: Outcome::Interrupted, ms });
+        }
+        // Publications under way finish (each is a few copies, and what they publish is computed and kept):
+        // counted in the summary as a finished run's are.
+        for (j, h) in std::mem::take(&mut self.publishing) {
+            self.joined(j, h);
         }
         self.emit_summary(t0, running.len());
         Ok(super::ExecError::Interrupted { kept: kept.len(), running: names, done: self.summary.ran.len() })

@@ -301,7 +301,8 @@ impl Loader {
         };
         // An include is a pipeline file: `NAME.toml`. Another file (`~/.aws/credentials`, a `.env`) is never read, so
         // no line of it is quoted in an error (a CI log of `plan` on a pull request).
-        if from.is_some() && path.extension().is_none_or(|e| e != "toml") {
+        // (What it resolves to as well: a `x.toml` that links to `~/.aws/credentials` is no pipeline file.)
+        if from.is_some() && [path, canonical.as_path()].iter().any(|p| p.extension().is_none_or(|e| e != "toml")) {
             return Err(fail(
                 &self.sources,
                 format!("`{}` is not a `.toml` file: an include is a pipeline file", path.display()),

@@ -8,6 +8,7 @@
 use super::{Manifest, StoreError};
 use crate::fingerprint::NodeRecord;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub struct Index {
     runs: sled::Tree,
     failures: sled::Tree,
     producers: sled::Tree,
+    /// Pins: a name (a checkout's, `branch:main`) → node id → the key its artifact had there, kept by `gc`.
+    pins: sled::Tree,
     /// For [`Index::open_read_only`] on a full disk: the temporary copy opened instead (removed on drop, after
     /// the trees above: fields drop in order).
     _copy: Option<tempfile::TempDir>,
@@ -96,6 +99,7 @@ impl Index {
                         runs: t("runs")?,
                         failures: t("failures")?,
                         producers: t("producers")?,
+                        pins: t("pins")?,
                         db,
                         _copy: None,
                     });
@@ -163,6 +167,33 @@ impl Index {
     pub fn runs_of(&self, id: &str) -> Vec<NodeRecord> {
         let prefix = run_key(id, "");
         self.runs.scan_prefix(prefix.as_bytes()).flatten().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect()
+    }
+
+    /// Records under pin `name` the key each node of `keys` (node id → key) has there, over what the pin held for
+    /// those nodes (its other nodes stay); flushed. A caller names what a pin stands for (a git branch) and
+    /// decides which pins `gc` keeps.
+    pub fn pin(&self, name: &str, keys: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        let e = |e: sled::Error| StoreError::Index(e.to_string());
+        let mut all: BTreeMap<String, String> =
+            self.pins.get(name.as_bytes()).map_err(e)?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default();
+        all.extend(keys.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.pins.insert(name.as_bytes(), serde_json::to_vec(&all).expect("json")).map_err(e)?;
+        self.flush()
+    }
+
+    /// Every pin: name → node id → key.
+    pub fn pins(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.pins
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((String::from_utf8(k.to_vec()).ok()?, serde_json::from_slice(&v).ok()?)))
+            .collect()
+    }
+
+    /// Removes pin `name`.
+    pub fn unpin(&self, name: &str) -> Result<(), StoreError> {
+        self.pins.remove(name.as_bytes()).map_err(|e| StoreError::Index(e.to_string()))?;
+        Ok(())
     }
 
     /// The records of every node's runs on record (one per node and key).
