@@ -329,7 +329,7 @@ pub struct GcArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) cache: Option<PathBuf>,
     /// With `--cache`: keep every entry published in the last N days.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, requires = "cache")]
     pub(crate) keep_days: u64,
     /// Refused with a word on why: `gc` covers every profile.
     #[arg(short = 'p', long = "profile", hide = true)]

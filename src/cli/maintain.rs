@@ -165,8 +165,9 @@ fn other_branches_pinned(
     (added, from, gone, false)
 }
 
-/// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile) computes now, and the last
-/// record of every node id of those pipelines (with `all_runs`, every run on record of them); deletes the rest.
+/// `gc FILES...`: keeps every artifact whose key a named pipeline (any profile, every node declared) computes now,
+/// the last record of every node id of those pipelines (with `all_runs`, every run on record of them) and, in a git
+/// repository, what the last runs on other live branches found or made (not with `this_branch`); deletes the rest.
 pub fn gc(
     files: &[PathBuf],
     store_dir: &Path,

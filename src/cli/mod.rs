@@ -80,9 +80,9 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         _ => false,
     };
     let result = match cli.command {
-        Command::Run(a) if a.dry_run => plan(a.plan, false, verbose, reg),
+        Command::Run(a) if a.dry_run => plan(a.plan, false, a.no_publish, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
-        Command::Plan(a) => plan(a.plan, a.exit_code, verbose, reg),
+        Command::Plan(a) => plan(a.plan, a.exit_code, false, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
         Command::Dag(a) => status::dag(a.common, &a.nodes, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),
@@ -165,9 +165,10 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     }
 }
 
-fn plan(a: PlanArgs, exit_code: bool, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
+/// `plan`, or `run --dry-run` (`no_publish`: its `--no-publish`, said on the `Cache` line).
+fn plan(a: PlanArgs, exit_code: bool, no_publish: bool, verbose: bool, reg: &Registry) -> Result<i32, CliError> {
     let executor = executor_kind(a.executor.as_deref());
-    let pending = status::plan(a.common, a.nodes, a.force, a.force_all, (a.jobs, a.devices, executor), a.json, verbose, reg)?;
+    let pending = status::plan(a.common, a.nodes, a.force, a.force_all, (a.jobs, a.devices, executor), (a.json, no_publish), verbose, reg)?;
     Ok(if exit_code && pending > 0 { exit::WOULD_RUN } else { exit::OK })
 }
 

@@ -104,10 +104,10 @@ fn show_one(
         if let Some(set) = r.runner.get(crate::exec::earlier::SETTINGS).filter(|s| !s.is_empty()) {
             by.push_str(&format!(", with {set}"));
         }
-        match r.runner.get("fetched_from") {
+        match r.runner.get(crate::exec::FETCHED_FROM) {
             // Fetched: when, from where, and what computing it took where it was computed (with which build).
             Some(from) => {
-                let build = r.runner.get("published_with").map(|b| format!(", by polyflow {b}")).unwrap_or_default();
+                let build = r.runner.get(crate::exec::PUBLISHED_WITH).map(|b| format!(", by polyflow {b}")).unwrap_or_default();
                 println!(
                     "fetched: {} from the shared cache {from}{by}; computing it took {} where it was computed{build}",
                     crate::report::html::utc(r.finished_at),
@@ -116,10 +116,14 @@ fn show_one(
             }
             None => println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms)),
         }
-        if let (Some(branch), Some(commit)) = (r.runner.get(super::git::BRANCH), r.runner.get(super::git::COMMIT)) {
-            println!("on:     branch {branch}, commit {}", &commit[..12.min(commit.len())]);
-        } else if let Some(commit) = r.runner.get(super::git::COMMIT) {
-            println!("on:     commit {}", &commit[..12.min(commit.len())]);
+        // The checkout it was made (or fetched) on.
+        let on = if r.runner.contains_key(crate::exec::FETCHED_FROM) { "fetched on" } else { "on" };
+        if let Some(commit) = r.runner.get(super::git::COMMIT) {
+            let short = commit.get(..12).unwrap_or(commit);
+            match r.runner.get(super::git::BRANCH) {
+                Some(branch) => println!("{:<8}branch {branch}, commit {short}", format!("{on}:")),
+                None => println!("{:<8}commit {short}", format!("{on}:")),
+            }
         }
     }
     if let Some(text) = n.stage.outline(&n.params, &inputs) {

@@ -242,7 +242,7 @@ pub fn plan(
     force: Vec<String>,
     force_all: bool,
     (jobs, devices, executor): (usize, usize, Option<crate::spec::resources::ExecutorKind>),
-    json: bool,
+    (json, no_publish): (bool, bool),
     verbose: bool,
     reg: &Registry,
 ) -> Result<usize, CliError> {
@@ -323,8 +323,8 @@ pub fn plan(
         .collect();
     // The shared cache a run would use: (folder, whether it publishes, where it is set).
     let cache_line = match (&c.cache, &g.pipeline.cache) {
-        (Some(d), _) => Some((d.clone(), true, "--cache or POLYFLOW_CACHE")),
-        (None, Some(spec)) => Some((spec.dir.clone(), spec.publish, "the pipeline's `[cache]`")),
+        (Some(d), _) => Some((d.clone(), !no_publish, "--cache or POLYFLOW_CACHE")),
+        (None, Some(spec)) => Some((spec.dir.clone(), spec.publish && !no_publish, "the pipeline's `[cache]`")),
         (None, None) => None,
     };
     if json {

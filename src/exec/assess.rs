@@ -121,7 +121,10 @@ pub struct Pending {
 /// with those parameters as written: what an explanation of a change of a variable needs ([`Fingerprint::vars`]).
 fn pipeline_vars_of(g: &Graph, i: usize) -> (BTreeMap<String, String>, BTreeMap<String, serde_json::Value>) {
     let Some(spec) = g.pipeline.nodes.get(i) else { return Default::default() };
-    let text: Vec<(&String, String)> = spec.written.params.iter().map(|(k, v)| (k, v.to_string())).collect();
+    // Only parameters in the key: a variable written into a `path` (never keyed) changes no result.
+    let keyed = g.nodes[i].keyed.as_object();
+    let text: Vec<(&String, String)> =
+        spec.written.params.iter().filter(|(k, _)| keyed.is_some_and(|o| o.contains_key(*k))).map(|(k, v)| (k, v.to_string())).collect();
     let vars: BTreeMap<String, String> = spec
         .written
         .vars
@@ -426,7 +429,8 @@ pub fn assess_all(
     assess_with(g, sel, store, index, env, &Externals::of(store), forced, None)
 }
 
-/// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once).
+/// [`assess_all`] with the run's [`Externals`] (so the executor digests each node's files once), seen from
+/// `cache` where one is given (as [`assess_cached`]).
 #[allow(clippy::too_many_arguments)]
 pub fn assess_with(
     g: &Graph,
@@ -483,6 +487,41 @@ fn assess_inner(
         out.insert(i, a);
     }
     out
+}
+
+/// Of `sel` (in order), the stale nodes of `assessed` that `cache` holds, as [`assess_cached`] finds them (down a
+/// chain of fetches: a node waiting on one is keyed with the cached artifact's digest) without assessing again:
+/// one lookup per stale node, a fingerprint only for those waiting on their inputs.
+#[allow(clippy::too_many_arguments)]
+pub fn fetchable(
+    g: &Graph,
+    sel: &[usize],
+    assessed: &BTreeMap<usize, Assessment>,
+    env: &BTreeMap<String, String>,
+    externals: &Externals,
+    forced: &dyn Fn(usize) -> bool,
+    cache: &dyn crate::store::cache::ArtifactCache,
+) -> std::collections::BTreeSet<usize> {
+    let mut cached: BTreeMap<usize, String> = BTreeMap::new();
+    for &i in sel {
+        let Some(a) = assessed.get(&i) else { continue };
+        if a.state == State::Fresh || forced(i) {
+            continue;
+        }
+        let key = match &a.key {
+            Some(k) => Some(k.clone()),
+            None => {
+                let lookup = |u: usize| {
+                    assessed.get(&u).and_then(|x| x.manifest.as_ref()).map(|m| m.digest.clone()).or_else(|| cached.get(&u).cloned())
+                };
+                fingerprint(g, i, env, externals, &lookup).ok().and_then(|r| r.ok()).map(|f| f.key())
+            }
+        };
+        if let Some(e) = key.and_then(|k| cache.lookup(&k).ok().flatten()) {
+            cached.insert(i, e.manifest.digest);
+        }
+    }
+    cached.into_keys().collect()
 }
 
 #[cfg(test)]

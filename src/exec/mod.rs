@@ -14,6 +14,11 @@ pub mod slurm;
 pub use event::{Event, PlanEntry, Sink, State};
 pub use run::{cpu_slots, requests, run, RunOptions, RunSummary};
 
+/// The note on a fetched node's record naming the shared cache it came from.
+pub const FETCHED_FROM: &str = "fetched_from";
+/// The note on a fetched node's record naming the polyflow build that published it.
+pub const PUBLISHED_WITH: &str = "published_with";
+
 /// Errors that stop a run as a whole (node failures are reported as events instead).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

@@ -384,11 +384,7 @@ impl Scheduler<'_> {
             // What the shared cache holds, as `plan` sees it (down a chain a teammate published), for the plan's
             // counts only: the run decides on its own assessment, each node's fetch made and checked as it comes.
             let fetchable: BTreeSet<usize> = match &self.opts.cache {
-                Some(c) => super::assess::assess_with(self.g, sel, self.store, index, env, ext, &|i| forced.contains(&i), Some(c.as_ref()))
-                    .into_iter()
-                    .filter(|(_, a)| a.in_cache.is_some())
-                    .map(|(i, _)| i)
-                    .collect(),
+                Some(c) => super::assess::fetchable(self.g, sel, &assessed, env, ext, &|i| forced.contains(&i), c.as_ref()),
                 None => BTreeSet::new(),
             };
             (assessed, fetchable)
@@ -729,12 +725,12 @@ impl Scheduler<'_> {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.fetch(&entry.manifest, &store.blobs)));
             let msg = match r {
                 Ok(Ok(())) => {
-                    let mut runner = RunnerNotes::from([("fetched_from".to_string(), cache.describe())]);
+                    let mut runner = RunnerNotes::from([(super::FETCHED_FROM.to_string(), cache.describe())]);
                     if let Some(ms) = entry.computed_ms {
                         runner.insert("computed_ms".to_string(), ms.to_string());
                     }
                     if !entry.polyflow.is_empty() {
-                        runner.insert("published_with".to_string(), entry.polyflow.clone());
+                        runner.insert(super::PUBLISHED_WITH.to_string(), entry.polyflow.clone());
                     }
                     Msg::Done(i, Ok(entry.manifest), t.elapsed().as_millis() as u64, runner)
                 }
@@ -842,7 +838,7 @@ impl Scheduler<'_> {
         for (k, v) in &self.opts.notes {
             record.runner.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let fetched = record.runner.get("fetched_from").cloned();
+        let fetched = record.runner.get(super::FETCHED_FROM).cloned();
         self.idx.get()?.commit(&key, &manifest, &record)?;
         let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));
         match fetched {

@@ -137,4 +137,15 @@ mod tests {
         assert_eq!(a.key(), fp(serde_json::json!({"lr": 0.1}), "y").key());
         assert_ne!(a.key(), fp(serde_json::json!({"lr": 0.2}), "x").key());
     }
+
+    /// The variables a node's parameters were written with, and those parameters as written, explain a change
+    /// and are never in the key (the parameters after substitution are).
+    #[test]
+    fn key_ignores_vars_and_parameters_as_written() {
+        let a = fp(serde_json::json!({"run": "t=3"}), "x");
+        let mut b = a.clone();
+        b.vars.insert("t".into(), "3".into());
+        b.written.insert("run".into(), serde_json::json!("t={t}"));
+        assert_eq!(a.key(), b.key());
+    }
 }

@@ -386,4 +386,41 @@ mod tests {
             ]
         );
     }
+
+    /// A variable that changed is said once in place of the parameters written with it that changed through it
+    /// alone; a parameter written otherwise than before is still listed; a record without variables (an older
+    /// one) is explained as before.
+    #[test]
+    fn a_changed_variable_replaces_the_parameters_it_alone_changed() {
+        let fp = |run: &str, label: &str, t: &str, label_written: &str| Fingerprint {
+            kind: "command".into(),
+            version: 1,
+            params: serde_json::json!({"run": run, "label": label}),
+            inputs: std::collections::BTreeMap::new(),
+            env: std::collections::BTreeMap::new(),
+            external: None,
+            external_parts: vec![],
+            named: None,
+            vars: [("t".to_string(), t.to_string())].into(),
+            written: [("run".to_string(), serde_json::json!("go {t}")), ("label".to_string(), serde_json::json!(label_written))].into(),
+        };
+        let rec = |f: Fingerprint| NodeRecord {
+            id: "n".into(),
+            key: f.key(),
+            fingerprint: f,
+            artifact: String::new(),
+            duration_ms: 0,
+            finished_at: 0,
+            runner: std::collections::BTreeMap::new(),
+        };
+        let old = rec(fp("go 3", "t3", "3", "t{t}"));
+        let words = |new: &Fingerprint| compare(&old, new).iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(words(&fp("go 4", "t4", "4", "t{t}")), ["vars.t changed 3 → 4"]);
+        assert_eq!(words(&fp("go 4", "x4", "4", "x{t}")), ["vars.t changed 3 → 4", "label changed \"t3\" → \"x4\""]);
+        let mut older = old.clone();
+        older.fingerprint.vars.clear();
+        older.fingerprint.written.clear();
+        let said: Vec<String> = compare(&older, &fp("go 4", "t4", "4", "t{t}")).iter().map(|r| r.to_string()).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+    }
 }

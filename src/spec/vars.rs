@@ -114,7 +114,7 @@ pub(super) fn substitute_param(
 }
 
 /// A node's parameters whose placeholders were replaced, as written, with the variables replaced (see
-/// [`NodeSpec::written`]).
+/// [`super::NodeSpec::written`]).
 #[derive(Debug, Clone, Default)]
 pub struct AsWritten {
     /// Parameter → its value as written (JSON), for those the replacement changed.
