@@ -476,17 +476,16 @@ pub fn plan(
     Ok(stale.len() + fetch.len())
 }
 
+/// What [`in_flight`] finds: node → what computes its current key; node → lines for jobs of earlier settings; the
+/// nodes of the first map a run of this machine computes.
+type InFlight = (BTreeMap<usize, String>, BTreeMap<usize, Vec<String>>, std::collections::BTreeSet<usize>);
+
 /// The Slurm jobs of the selected nodes that have not ended: node → `Slurm job N (STATE)` of a node not fresh
 /// whose job computes its current key (a Slurm run re-attaches to it), and node → a line for each job of
 /// earlier settings left running (`--keep-jobs`). One `squeue` call, made only when the store records
 /// submissions of these nodes. Third: the nodes of the first map a run of this machine is computing (not a Slurm
 /// job).
-fn in_flight(
-    store_root: &std::path::Path,
-    g: &Graph,
-    sel: &[usize],
-    a: &BTreeMap<usize, crate::exec::assess::Assessment>,
-) -> (BTreeMap<usize, String>, BTreeMap<usize, Vec<String>>, std::collections::BTreeSet<usize>) {
+fn in_flight(store_root: &std::path::Path, g: &Graph, sel: &[usize], a: &BTreeMap<usize, crate::exec::assess::Assessment>) -> InFlight {
     use crate::exec::slurm::flight;
     let ids: std::collections::BTreeSet<String> = sel.iter().map(|&i| g.nodes[i].id.clone()).collect();
     let jobs = match flight::in_flight(store_root, Some(&ids), &g.executor.job_prefix) {

@@ -1,5 +1,5 @@
 //! Loading a pipeline: TOML parsing with spans, includes, profiles and overrides, then expansion of each
-//! declaration ([`super::expand`]), with per-node overrides ([`super::overrides`]) and variables ([`super::vars`]).
+//! declaration (`expand.rs`), with per-node overrides (`overrides.rs`) and variables (`vars.rs`).
 //!
 //! Format (see README.md for a tour):
 //!
