@@ -336,4 +336,7 @@ fn an_entry_whose_files_were_swapped_after_publishing_is_not_fetched() {
     assert!(out.contains("changed after it was published"), "{out}");
     let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
     assert!(code == 4 && out.contains("changed after it was published"), "{out}");
+    // `gc --cache` leaves it while young (a later polyflow's entry would look the same), with its blobs.
+    let (code, out) = pf(d.path(), &["gc", "p.toml", "--store", "s2", "--cache", "cache", "--yes"]);
+    assert!(code == 0 && out.contains("not used here, kept until older than --keep-days") && a_path.exists(), "{out}");
 }

@@ -665,6 +665,22 @@ pub fn gc_cache(
     // Entries no run can use (a file name outside its artifact, a digest that is not one): they name no blob
     // to trust, so they keep none.
     for (path, why) in cache.malformed() {
+        // One whose file list does not give its digest may be a later polyflow's (fields this one does not know):
+        // left, with its blobs, while it is younger than `--keep-days`; a publish of its key replaces it.
+        let young = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < std::time::Duration::from_secs(keep_days * 86_400));
+        if why == crate::store::cache::EDITED && young {
+            kept_blobs.extend(crate::store::cache::named_digests(&path));
+            outln!(
+                "{:>12} cache entry {} ({why}; or published by a later polyflow): not used here, kept until older than --keep-days",
+                "Keeping",
+                path.display()
+            );
+            continue;
+        }
         dropped += 1;
         outln!("{verb:>12} malformed cache entry {} ({why})", path.display());
         if yes {

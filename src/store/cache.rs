@@ -116,9 +116,21 @@ fn entry_problem(e: &CacheEntry) -> Option<&'static str> {
         return Some("it names a file outside its artifact or a digest that is not one");
     }
     if Manifest::new(&e.manifest.artifact_type, e.manifest.files.clone()).digest != e.manifest.digest {
-        return Some("its file list is not the one its artifact digest was made from: it was changed after it was published");
+        return Some(EDITED);
     }
     None
+}
+
+/// Why an entry whose file list does not give its artifact digest is not used. Also what an entry of a later
+/// polyflow whose manifest holds fields this one does not know would look like: `gc --cache` leaves such entries
+/// (and their blobs) until they are older than `--keep-days`.
+pub const EDITED: &str = "its file list is not the one its artifact digest was made from: it was changed after it was published";
+
+/// Digests named by the entry at `path`, read whatever its form (hex digests only), for `gc --cache` to keep.
+pub fn named_digests(path: &Path) -> Vec<String> {
+    let Ok(v) = std::fs::read(path).map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default()) else { return vec![] };
+    let Some(files) = v["manifest"]["files"].as_object() else { return vec![] };
+    files.values().filter_map(|f| f["digest"].as_str()).filter(|d| is_hex64(d)).map(str::to_string).collect()
 }
 
 /// A damaged blob of a cache entry, as [`DirCache::verify`] finds it: (key, node, file name, what was found and
