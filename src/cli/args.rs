@@ -312,8 +312,9 @@ pub struct GcArgs {
     /// compute now and each node's latest run.
     #[arg(long, conflicts_with = "cache")]
     pub(crate) all_runs: bool,
-    /// Collect what only other git branches' runs made too. By default, in a git repository, the artifact of the
-    /// latest run of each node on each other branch that still exists is kept (switching back finds it fresh).
+    /// Collect what only other git branches' runs found or made too. By default, in a git repository, what the last
+    /// run on each other branch that still exists found or made is kept (switching back finds it fresh): of any
+    /// pipeline run with this store, not only the named ones.
     #[arg(long, conflicts_with = "cache")]
     pub(crate) this_branch: bool,
     /// The `--config` files of the runs to keep: what the pipelines compute with them is kept. They replace the
