@@ -52,6 +52,10 @@ fn a_second_store_fetches_what_the_first_published() {
     let (_, plan) = pf(d.path(), &["plan", "p.toml", "--store", "s2", "--cache", "cache"]);
     assert!(plan.contains("0 of 3 nodes would run, 3 would be fetched from the shared cache"), "{plan}");
     assert_eq!(plan.matches("Would fetch").count(), 3, "{plan}");
+    let (_, plan) = pf(d.path(), &["plan", "p.toml", "--store", "s2", "--cache", "cache", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&plan[plan.find('{').unwrap()..plan.rfind('}').unwrap() + 1]).unwrap();
+    let fetch = v["fetch"].as_array().unwrap();
+    assert!(fetch.len() == 3 && fetch.iter().all(|f| f["reason"] == "never run" && f["computed_ms"].is_u64()), "{v}");
     // A mistyped cache path is an error for commands that read it, never an empty cache made there.
     for cmd in [
         &["status", "p.toml", "--store", "s2", "--cache", "nocache"][..],

@@ -334,6 +334,14 @@ pub fn plan(
             // Stale nodes a run does not compute: their key is another stale node's (node → that node).
             "same_key_as": same_as.iter().map(|(&i, &j)| (g.nodes[i].id.clone(), serde_json::Value::from(g.nodes[j].id.clone()))).collect::<serde_json::Map<_, _>>(),
             "would_fetch": ids(&fetch),
+            // Each of them as `stale` gives a node, with what computing it took where it was computed.
+            "fetch": fetch.iter().map(|&i| serde_json::json!({
+                "id": g.nodes[i].id,
+                "kind": g.nodes[i].stage.kind(),
+                "reason": reasons(i),
+                "reasons": a[&i].reasons,
+                "computed_ms": a[&i].in_cache.as_ref().and_then(|e| e.computed_ms),
+            })).collect::<Vec<_>>(),
             "fresh": sel.iter().filter(|i| a[i].state == State::Fresh).map(|&i| &g.nodes[i].id).collect::<Vec<_>>(),
             "stale": stale.iter().map(|&i| serde_json::json!({
                 "id": g.nodes[i].id,
