@@ -50,6 +50,19 @@ pub fn a_or_an(word: &str) -> String {
     format!("{} {word}", if vowel { "an" } else { "a" })
 }
 
+/// `n` and `noun`, plural unless `n` is 1: `1 blob`, `3 blobs`, `2 entries`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let consonant_y = noun.strip_suffix('y').is_some_and(|stem| stem.ends_with(|c: char| !"aeiou".contains(c)));
+    if consonant_y {
+        format!("{n} {}ies", &noun[..noun.len() - 1])
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `1.2s`, `340ms`, `3m05s`.
 pub fn fmt_ms(ms: u64) -> String {
     if ms < 1000 {
@@ -64,6 +77,15 @@ pub fn fmt_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_one_or_many() {
+        assert_eq!(count(1, "blob"), "1 blob");
+        assert_eq!(count(0, "blob"), "0 blobs");
+        assert_eq!(count(2, "entry"), "2 entries");
+        assert_eq!(count(2, "key"), "2 keys");
+        assert_eq!(count(1, "cache entry"), "1 cache entry");
+    }
 
     #[test]
     fn cut_counts_characters_and_marks_the_cut() {

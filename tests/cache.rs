@@ -146,7 +146,7 @@ fn concurrent_publishers_leave_one_whole_entry_per_key() {
     std::fs::write(d.path().join("q.toml"), "[node.q]\nkind = \"value\"\nvalue = 1\n").unwrap();
     assert_eq!(pf(d.path(), &["run", "q.toml", "--store", "s8"]).0, 0);
     let (code, out) = pf(d.path(), &["verify", "--cache", "cache", "--store", "s8", "p.toml"]);
-    assert!(code == 0 && out.contains("3 files checked in cache (3 entries that p.toml compute now)"), "{out}");
+    assert!(code == 0 && out.contains("3 files checked in cache (3 entries that p.toml computes now)"), "{out}");
     let (code, out) = pf(d.path(), &["verify", "--cache", "cache", "--store", "nostore", "p.toml"]);
     assert!(code == 2 && out.contains("there is no store at nostore"), "{out}");
 }
@@ -194,9 +194,9 @@ fn no_publish_and_gc_of_the_cache() {
     assert_eq!(cache_files(&d.path().join("cache"), "keys"), 4);
     let (code, out) = pf(d.path(), &["gc", "p.toml", "--store", "s1", "--cache", "cache", "--keep-days", "0"]);
     assert!(code == 0 && out.contains("Would remove cache entry") && out.contains("node `c`"), "{out}");
-    assert_eq!(out.matches("cache entry").count(), 1, "{out}");
+    assert_eq!(out.matches("Would remove cache entry").count(), 1, "{out}");
     let (code, out) = pf(d.path(), &["gc", "p.toml", "--store", "s1", "--cache", "cache", "--keep-days", "0", "--yes"]);
-    assert!(code == 0 && out.contains("Removed 1 cache entries"), "{out}");
+    assert!(code == 0 && out.contains("Removed 1 cache entry"), "{out}");
     assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
     // Recent entries are kept by default.
     std::fs::write(d.path().join("p.toml"), P.replace("value = 3", "value = 5")).unwrap();
@@ -298,7 +298,7 @@ fn a_tampered_cache_is_refused_named_and_collected_without_leaving_it() {
     std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
     std::fs::write(&bad, text.replace(&format!("\"{name}\""), "\"../../escape.txt\"")).unwrap();
     let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
-    assert!(code == 4 && out.contains("Malformed") && out.contains("1 entries malformed or unreadable"), "{out}");
+    assert!(code == 4 && out.contains("Malformed") && out.contains("1 entry malformed or unreadable"), "{out}");
     // `tmp/` made a link to a folder of someone's files, old enough to be collected.
     let victim = d.path().join("victim");
     std::fs::create_dir(&victim).unwrap();

@@ -41,7 +41,7 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
     assert_eq!(code, 0);
     assert!(out.contains("Would remove job directory") && stale_job.exists(), "{out}");
-    assert!(out.contains("Would remove 1 blob(s) no artifact names (6 B), left by interrupted runs"), "{out}");
+    assert!(out.contains("Would remove 1 blob no artifact names (6 B), left by interrupted runs"), "{out}");
     // The old `b` of both profiles (value 2 after a = 1, and after a = 7): two entries, one shared blob; and the
     // orphan.
     assert!(out.contains("Would free 2 artifacts, 2 blobs"), "{out}");
@@ -120,11 +120,11 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     let (code, out, err) = pf(d.path(), &["verify", "p.toml"]);
     assert_eq!(code, 0, "{out}{err}");
     // a and b of the default profile, a and b of `other`.
-    assert!(out.contains("4 files checked (4 artifacts that p.toml use now), 0 damaged"), "{out}");
+    assert!(out.contains("4 files checked (4 artifacts that p.toml uses now), 0 damaged"), "{out}");
     let (code, out, _) = pf(d.path(), &["verify", "q.toml"]);
     assert_eq!(code, 4, "{out}");
     assert!(
-        out.contains("Damaged value.json of `q`'s artifact") && out.contains("1 files checked (1 artifact that q.toml use now), 1 damaged"),
+        out.contains("Damaged value.json of `q`'s artifact") && out.contains("1 file checked (1 artifact that q.toml uses now), 1 damaged"),
         "{out}"
     );
     // Moved aside: damaged (missing) until a run computes it again.
@@ -139,7 +139,7 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     assert_eq!(code, 4, "{out}");
     assert!(
         out.contains("Damaged value.json of `a`'s artifact")
-            && out.contains("1 node(s) not checked, as an input of theirs is stale")
+            && out.contains("1 node not checked, as an input of theirs is stale")
             && out.contains(": b"),
         "{out}"
     );
@@ -148,7 +148,7 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     std::fs::write(d.path().join("r.toml"), "[node.r]\nkind = \"value\"\nvalue = 3\n").unwrap();
     let (code, out, _) = pf(d.path(), &["verify", "r.toml"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("none of the artifacts r.toml use now is in the store"), "{out}");
+    assert!(out.contains("none of the artifacts r.toml uses now is in the store"), "{out}");
     // A pipeline that does not load is an error naming it, not an empty check.
     let (code, _, err) = pf(d.path(), &["verify", "missing.toml"]);
     assert_eq!(code, 2, "{err}");
@@ -730,7 +730,7 @@ fn gc_counts_many_artifacts_by_declaration() {
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     let (code, out, _) = pf(d.path(), &["gc", "p.toml"]);
     assert_eq!(code, 0);
-    assert!(out.contains("Would remove 30 artifact(s)") && out.contains("earlier versions of the nodes of `v`"), "{out}");
+    assert!(out.contains("Would remove 30 artifacts") && out.contains("earlier versions of the nodes of `v`"), "{out}");
     assert!(out.lines().count() < 5, "{out}");
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "-v"]);
     assert_eq!(out.matches("Would remove artifact ").count(), 30, "{out}");

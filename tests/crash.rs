@@ -162,7 +162,7 @@ fn sigint_and_sigterm_say_what_stopped_and_what_stays_cached() {
         assert_eq!(rest[2]["exit"], code);
         assert!(t0.elapsed() < Duration::from_secs(10), "{sig}: stopped without waiting for the 20 s node");
         assert!(
-            err.contains("interrupted while running slow (not cached") && err.contains("1 node(s) finished in this run and stay cached"),
+            err.contains("interrupted while running slow (not cached") && err.contains("1 node finished in this run and stays cached"),
             "{sig}: {err}"
         );
         let s = status(d.path());

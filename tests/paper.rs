@@ -152,7 +152,7 @@ fn every_table_names_its_missing_data_and_writes_nothing() {
     // Table 5 needs the ViT-L/16 weights and the three video datasets only.
     let f = repo().join("pipelines/table5.toml");
     let (_, _, err) = pf(d.path(), &["plan", f.to_str().unwrap(), "--profile", "paper"]);
-    assert!(err.starts_with("error: 4 problem(s) found before running"), "{err}");
+    assert!(err.starts_with("error: 4 problems found before running"), "{err}");
     assert!(err.contains("vit_l16") && err.contains("kinetics600") && !err.contains("imagenet"), "{err}");
 }
 

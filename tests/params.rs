@@ -151,7 +151,7 @@ fn a_precision_the_backend_lacks_is_refused_before_running() {
     for cmd in ["run", "plan"] {
         let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "--backend", "wgpu", "--store", "s"]);
         assert_eq!(code, 2, "{cmd}: {err}");
-        assert!(err.contains("problem(s) found before running"), "{cmd}: {err}");
+        assert!(err.contains("found before running; nothing was run"), "{cmd}: {err}");
         assert!(err.contains("`m` (train, p.toml:") && err.contains("not available on the wgpu backend"), "{cmd}: {err}");
         assert!(err.contains("--set m.precision="), "{cmd}: {err}");
         assert!(!d.path().join("s").exists(), "{cmd} opened a store");

@@ -192,7 +192,7 @@ fn a_trained_model_that_does_not_fit_is_refused_before_it_is_trained() {
     for cmd in ["plan", "run"] {
         let (code, _, err) = pf(d.path(), &[cmd, "p.toml", "--set", LIMIT]);
         assert_eq!(code, 2, "{cmd}: {err}");
-        assert!(err.contains("2 problem(s)") && err.contains("nothing was run"), "{err}");
+        assert!(err.contains("2 problems") && err.contains("nothing was run"), "{err}");
         assert!(err.contains("`deeper` (train") && err.contains("`init` (the trained model) does not fit this model"), "{err}");
         assert!(err.contains("4 blocks") && err.contains("5 blocks") && err.contains("give it the same `size`"), "{err}");
         assert!(err.contains("`feat16` (features") && err.contains("`model` (the trained model) does not fit this task"), "{err}");

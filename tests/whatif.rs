@@ -308,3 +308,39 @@ fn plan_names_the_rows_a_table_gains_and_loses() {
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     assert_eq!(pf(d.path(), &["plan", "p.toml", "--exit-code"]).0, 0);
 }
+
+/// A fresh table whose exported file is gone or edited is not the store's result: `plan` lists the file as one a
+/// run would write, counts it for `--exit-code` and `--json`, and a run puts it back.
+#[test]
+fn plan_counts_exported_files_a_run_would_write() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json\"]\n\
+         [node.t]\nkind = \"table\"\ninputs = { runs = [\"c\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+         rows = [{ label = \"R\", nodes = [\"c\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\" }]\nexport = \"results/t\"\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--exit-code"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("Would write"), "{out}");
+    let md = d.path().join("results/t.md");
+    std::fs::remove_file(&md).unwrap();
+    std::fs::write(d.path().join("results/t.csv"), "edited\n").unwrap();
+    let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--exit-code"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Would write results/t.md, which `t` exports: not there"), "{out}");
+    assert!(out.contains("Would write results/t.csv, which `t` exports: not what it holds now"), "{out}");
+    assert!(out.contains("0 of 2 nodes would run, 2 exported files would be written"), "{out}");
+    let v = plan_json(d.path(), &[]);
+    let listed: Vec<(&str, bool)> =
+        v["outdated_exports"].as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap(), e["missing"].as_bool().unwrap())).collect();
+    assert_eq!(listed, [("results/t.csv", false), ("results/t.md", true)], "{v}");
+    // A what-if with overrides says nothing of them (a run with them marks what it writes).
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "t.caption=d"]);
+    assert!(!out.contains("Would write"), "{out}");
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert!(md.exists());
+    assert_eq!(pf(d.path(), &["plan", "p.toml", "--exit-code"]).0, 0);
+}

@@ -222,8 +222,9 @@ pub struct PlanArgs {
 pub struct PlanCmd {
     #[command(flatten)]
     pub(crate) plan: PlanArgs,
-    /// Exit 1 when a node would run or be fetched (as `git diff --exit-code`), 0 when everything is fresh: for CI
-    /// that fails a check whose results are not the committed ones.
+    /// Exit 1 when a node would run or be fetched, or a fresh node's exported file (a table's `results/…`) is not
+    /// there or not what the node holds (as `git diff --exit-code`), 0 when everything is fresh: for CI that fails
+    /// a check whose results are not the committed ones.
     #[arg(long)]
     pub(crate) exit_code: bool,
 }

@@ -216,7 +216,11 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         })
         .collect();
     Err(CliError::Problems(
-        format!("error: {} problem(s) found before running; nothing was run or written:\n{}", problems.len(), problems.join("\n")),
+        format!(
+            "error: {} found before running; nothing was run or written:\n{}",
+            crate::text::count(problems.len(), "problem"),
+            problems.join("\n")
+        ),
         listed,
     ))
 }

@@ -4,7 +4,8 @@
 pub const OK: i32 = 0;
 /// A node failed (its dependents were skipped; independent branches finished).
 pub const NODE_FAILED: i32 = 1;
-/// `plan --exit-code`: a node would run or be fetched (the results are not those of the store).
+/// `plan --exit-code`: a node would run or be fetched, or an exported file would be written (the results are not
+/// those of the store).
 pub const WOULD_RUN: i32 = 1;
 /// Usage error, invalid pipeline, or bad input data (a node failed on the user's files).
 pub const USAGE: i32 = 2;

@@ -9,6 +9,7 @@ use crate::graph;
 use crate::spec;
 use crate::stage::{InputArtifact, Registry};
 use crate::store::{BlobState, Store};
+use crate::text::count;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -397,16 +398,11 @@ pub fn gc(
         let mut v: Vec<(String, (usize, u64))> = by_node.into_iter().collect();
         v.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
         for (what, (n, size)) in v.iter().take(LISTED) {
-            outln!("{:>12} {n} artifact(s) ({}): {what}", if yes { "Removing" } else { "Would remove" }, fmt_bytes(*size));
+            outln!("{:>12} {} ({}): {what}", if yes { "Removing" } else { "Would remove" }, count(*n, "artifact"), fmt_bytes(*size));
         }
         if v.len() > LISTED {
             let (n, size) = v[LISTED..].iter().fold((0, 0), |(n, s), (_, (a, b))| (n + a, s + b));
-            outln!(
-                "{:>12} {n} more artifact(s) of {} other declarations ({}): `-v` lists every one",
-                "…",
-                v.len() - LISTED,
-                fmt_bytes(size)
-            );
+            outln!("{:>12} {n} more of {} ({}): `-v` lists every one", "…", count(v.len() - LISTED, "other declaration"), fmt_bytes(size));
         }
     }
     // Blobs no artifact of the index names at all (a run interrupted between writing its files and committing
@@ -415,18 +411,18 @@ pub fn gc(
     let orphans: Vec<&(String, u64)> = drop_blobs.iter().filter(|(d, _)| !named.contains(d)).collect();
     if !orphans.is_empty() {
         outln!(
-            "{:>12} {} blob(s) no artifact names ({}), left by interrupted runs, e.g. {}",
+            "{:>12} {} no artifact names ({}), left by interrupted runs, e.g. {}",
             if yes { "Removing" } else { "Would remove" },
-            orphans.len(),
+            count(orphans.len(), "blob"),
             fmt_bytes(orphans.iter().map(|b| b.1).sum()),
             store.blobs.path(&orphans[0].0).display()
         );
     }
     outln!(
-        "{:>12} {} artifacts, {} blobs, {}",
+        "{:>12} {}, {}, {}",
         if yes { "Removed" } else { "Would free" },
-        drop_keys.len(),
-        drop_blobs.len(),
+        count(drop_keys.len(), "artifact"),
+        count(drop_blobs.len(), "blob"),
         fmt_bytes(freed)
     );
     if yes {
@@ -507,7 +503,8 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             }
         }
     }
-    outln!("{:>12} {pushed} artifacts ({}) to {}; {had} were there already", "Pushed", fmt_bytes(bytes), cache.describe());
+    let there = if had == 1 { "1 was there already".to_string() } else { format!("{had} were there already") };
+    outln!("{:>12} {} ({}) to {}; {there}", "Pushed", count(pushed, "artifact"), fmt_bytes(bytes), cache.describe());
     if !not_fresh.is_empty() {
         let shown = not_fresh.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
         let more = if not_fresh.len() > 8 { format!(" and {} more", not_fresh.len() - 8) } else { String::new() };
@@ -552,11 +549,11 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
         outln!("{:>12} {}: this user cannot read it; not used here", "Unreadable", p.display());
     }
     let of = match only {
-        Some((files, ..)) => format!(" ({entries} entries that {} compute now)", names(files)),
+        Some((files, ..)) => format!(" ({} that {} compute{} now)", count(entries, "entry"), names(files), verb_s(files)),
         None => String::new(),
     };
-    let broken_note = if broken > 0 { format!(", {broken} entries malformed or unreadable") } else { String::new() };
-    outln!("{:>12} {n} files checked in {}{of}, {} damaged{broken_note}", "Verified", dir.display(), bad.len());
+    let broken_note = if broken > 0 { format!(", {} malformed or unreadable", count(broken, "entry")) } else { String::new() };
+    outln!("{:>12} {} checked in {}{of}, {} damaged{broken_note}", "Verified", count(n, "file"), dir.display(), bad.len());
     Ok(if bad.is_empty() && broken == 0 { exit::OK } else { exit::STORE })
 }
 
@@ -606,6 +603,15 @@ pub type VerifyOnly<'a> = Option<(&'a [PathBuf], &'a str, &'a spec::Overlay)>;
 /// The pipelines' names for messages: `p.toml` or `p.toml, q.toml`.
 fn names(files: &[PathBuf]) -> String {
     files.iter().map(|f| spec::source::display_path(f)).collect::<Vec<_>>().join(", ")
+}
+
+/// A verb's `s` after [`names`] of `files`: `p.toml uses`, `p.toml, q.toml use`.
+fn verb_s(files: &[PathBuf]) -> &'static str {
+    if files.len() == 1 {
+        "s"
+    } else {
+        ""
+    }
 }
 
 /// `gc --cache DIR FILES…`: collects the shared cache (see `GcArgs::cache`).
@@ -732,14 +738,27 @@ pub fn gc_cache(
             refused.count,
             refused.first
         );
-        outln!("{:>12} {dropped} cache entries, {blobs} blobs, {} were to go; not all did", "Partly", fmt_bytes(freed));
+        outln!(
+            "{:>12} {}, {}, {} were to go; not all did",
+            "Partly",
+            count(dropped, "cache entry"),
+            count(blobs, "blob"),
+            fmt_bytes(freed)
+        );
         return Ok(exit::STORE);
     }
-    outln!("{:>12} {dropped} cache entries, {blobs} blobs, {}", if yes { "Removed" } else { "Would free" }, fmt_bytes(freed));
+    outln!(
+        "{:>12} {}, {}, {}",
+        if yes { "Removed" } else { "Would free" },
+        count(dropped, "cache entry"),
+        count(blobs, "blob"),
+        fmt_bytes(freed)
+    );
     if young > 0 {
         outln!(
-            "{:>12} {young} blobs ({}) no entry names, written less than an hour ago: kept, as a publish writes its blobs before its entry; a gc after that hour removes them",
+            "{:>12} {} ({}) no entry names, written less than an hour ago: kept, as a publish writes its blobs before its entry; a gc after that hour removes them",
             "Held back",
+            count(young, "blob"),
             fmt_bytes(young_bytes)
         );
     }
@@ -830,14 +849,19 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
     }
     let of = match only {
         Some((files, ..)) if artifacts == 0 => {
-            format!(" (none of the artifacts {} use now is in the store: `polyflow status` says what is stale)", names(files))
+            format!(
+                " (none of the artifacts {} use{} now is in the store: `polyflow status` says what is stale)",
+                names(files),
+                verb_s(files)
+            )
         }
-        Some((files, ..)) => format!(" ({artifacts} artifact{} that {} use now)", if artifacts == 1 { "" } else { "s" }, names(files)),
+        Some((files, ..)) => format!(" ({} that {} use{} now)", count(artifacts, "artifact"), names(files), verb_s(files)),
         None => String::new(),
     };
     outln!(
-        "{:>12} {n} files checked{of}, {bad} damaged{}{}",
+        "{:>12} {} checked{of}, {bad} damaged{}{}",
         "Verified",
+        count(n, "file"),
         if bad > unmoved { " (their nodes are stale and re-run on the next `run`)" } else { "" },
         if unreadable > 0 {
             format!(", {unreadable} not readable by this user (not checked: their owner can make them readable, `chmod g+r` or `o+r`)")
@@ -851,9 +875,9 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
         let shown = unknown.iter().take(6).cloned().collect::<Vec<_>>().join(", ");
         let more = if unknown.len() > 6 { format!(" and {} more", unknown.len() - 6) } else { String::new() };
         outln!(
-            "{:>12} {} node(s) not checked, as an input of theirs is stale (what they compute now is known once it has run; `polyflow verify` without pipelines checks every artifact): {shown}{more}",
+            "{:>12} {} not checked, as an input of theirs is stale (what they compute now is known once it has run; `polyflow verify` without pipelines checks every artifact): {shown}{more}",
             "Note",
-            unknown.len()
+            count(unknown.len(), "node")
         );
     }
     Ok(if bad + unreadable > 0 { exit::STORE } else { exit::OK })
@@ -904,9 +928,9 @@ pub fn params(c: Common, json: bool, wait: bool, reg: &Registry) -> Result<i32, 
             targets.sort();
             targets.dedup();
             crate::cli::out::errln!(
-                "{:>12} class counts or input sizes of {} model node(s) are not declared: reading them from the task nodes {} (computed where not fresh)",
+                "{:>12} class counts or input sizes of {} are not declared: reading them from the task nodes {} (computed where not fresh)",
                 "Note",
-                pending.len(),
+                count(pending.len(), "model node"),
                 targets.join(", ")
             );
             let opts = crate::exec::RunOptions { targets, env: env_of(&g, &c.backend), ..Default::default() };

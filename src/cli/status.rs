@@ -234,7 +234,7 @@ fn some_ids(ids: &[String]) -> String {
 
 /// `plan`: what would run and why, each node's last recorded time and an estimate of the whole, and the
 /// table cells that may change. Runs nothing and writes no index entry. Returns how many nodes would run or be
-/// fetched.
+/// fetched, and fresh nodes' exported files it would write.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     c: Common,
@@ -327,6 +327,9 @@ pub fn plan(
         (None, Some(spec)) => Some((spec.dir.clone(), spec.publish && !no_publish, "the pipeline's `[cache]`")),
         (None, None) => None,
     };
+    // Fresh nodes' exported files that a run would write (not there, or not what the node holds): with overrides a
+    // run marks what it writes, so a what-if says nothing of them.
+    let rewrites = if c.config.is_empty() && c.set.is_empty() { outdated_exports(&g, &c, &sel, &a) } else { vec![] };
     if json {
         let v = serde_json::json!({
             "selected": sel.len(),
@@ -360,6 +363,8 @@ pub fn plan(
             })).collect::<Vec<_>>(),
             "rerendered_tables": ids(&rerendered),
             "cache": cache_line.as_ref().map(|(dir, publish, _)| serde_json::json!({"dir": dir, "publish": publish})),
+            // Fresh nodes' exported files a run would write: not there (`missing`), or not what the node holds.
+            "outdated_exports": rewrites.iter().map(|(id, path, missing)| serde_json::json!({"id": id, "path": path, "missing": missing})).collect::<Vec<_>>(),
             "estimate": {
                 "serial_ms": est.serial_ms,
                 // With the local executor: the nodes placed on `jobs` slots and `devices` as a run places them.
@@ -374,7 +379,7 @@ pub fn plan(
             },
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(stale.len() + fetch.len());
+        return Ok(stale.len() + fetch.len() + rewrites.len());
     }
     for &i in &sel {
         if a[&i].state == State::Fresh {
@@ -413,14 +418,26 @@ pub fn plan(
             println!("{:>12} {}: {l}", "Note", g.nodes[i].id);
         }
     }
+    for (id, path, missing) in rewrites.iter().take(if verbose { usize::MAX } else { EXPORTS_LISTED }) {
+        let why = if *missing { "not there" } else { "not what it holds now (an earlier run's, or edited)" };
+        println!("{:>12} {path}, which `{id}` exports: {why}", "Would write");
+    }
+    if rewrites.len() > EXPORTS_LISTED && !verbose {
+        println!("{:>12} and {} more exported files (`-v` lists them)", "", rewrites.len() - EXPORTS_LISTED);
+    }
     let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };
+    let written = match rewrites.len() {
+        0 => String::new(),
+        1 => ", 1 exported file would be written".to_string(),
+        n => format!(", {n} exported files would be written"),
+    };
     let fresh = sel.len() - stale.len() - fetch.len() - same_as.len();
     let listed = if fresh > 0 && !verbose { format!(" ({fresh} fresh: `-v` lists them)") } else { String::new() };
     let reused = match same_as.len() {
         0 => String::new(),
         n => format!(", {n} would be the result of another with the same key"),
     };
-    println!("{:>12} {} of {} nodes would run{reused}{fetched}{listed}", "Plan", stale.len(), sel.len());
+    println!("{:>12} {} of {} nodes would run{reused}{fetched}{written}{listed}", "Plan", stale.len(), sel.len());
     // Where a run's results go besides this store: a pipeline file's `[cache]` is otherwise easily missed.
     if let Some((dir, publish, from)) = &cache_line {
         let publishes = if *publish { " and publishes what it computes there (`run --no-publish` only fetches)" } else { "" };
@@ -481,7 +498,7 @@ pub fn plan(
     for &t in &rerendered {
         println!("{:>12} unchanged: {} only re-renders (none of its cells reads a node that would run)", "Cells", g.nodes[t].id);
     }
-    Ok(stale.len() + fetch.len())
+    Ok(stale.len() + fetch.len() + rewrites.len())
 }
 
 /// What [`in_flight`] finds: node → what computes its current key; node → lines for jobs of earlier settings; the

@@ -47,7 +47,11 @@ pub enum ExecError {
 fn interrupted_message(kept: usize, running: &[String], done: usize) -> String {
     let mut m = "interrupted".to_string();
     if kept > 0 {
-        m.push_str(&format!(": {kept} submitted job(s) left running; the next `polyflow run` re-attaches to them"));
+        m.push_str(&format!(
+            ": {} left running; the next `polyflow run` re-attaches to {}",
+            crate::text::count(kept, "submitted job"),
+            if kept == 1 { "it" } else { "them" }
+        ));
     } else if !running.is_empty() {
         let (it, them) = if running.len() == 1 { ("it", "it") } else { ("they", "them") };
         m.push_str(&format!(
@@ -55,6 +59,10 @@ fn interrupted_message(kept: usize, running: &[String], done: usize) -> String {
             running.join(", ")
         ));
     }
-    m.push_str(&format!("; {done} node(s) finished in this run and stay cached"));
+    m.push_str(&format!(
+        "; {} finished in this run and {} cached",
+        crate::text::count(done, "node"),
+        if done == 1 { "stays" } else { "stay" }
+    ));
     m
 }

@@ -77,7 +77,7 @@ pub fn in_flight(
 
 /// The note for a store whose recorded jobs Slurm could not be asked about.
 pub fn unknown(e: &(String, usize)) -> String {
-    format!("the state of {} Slurm job(s) this store submitted is unknown: Slurm could not be asked ({})", e.1, e.0)
+    format!("the state of {} this store submitted is unknown: Slurm could not be asked ({})", crate::text::count(e.1, "Slurm job"), e.0)
 }
 
 /// The message for a job of a node's earlier settings (not its current key): it computes what nobody will
