@@ -113,7 +113,7 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     // A run on a git branch records what its nodes' results are there (under its profile and `--config` files: a
     // paper run names its data so), so that `gc` on another branch keeps them; not a `--set` experiment's.
     if let (Some(branch), true) = (opts.notes.get(super::git::BRANCH), a.common.set.is_empty()) {
-        let pin = super::maintain::branch_pin(branch, &a.common.settings());
+        let pin = super::gc::branch_pin(branch, &a.common.settings());
         if let Err(e) = store.index().and_then(|ix| ix.pin(&pin, &summary.keys)) {
             out::errln!("{:>12} could not record this branch's results for `gc` ({e})", "Note");
         }

@@ -3,21 +3,25 @@
 mod args;
 mod checks;
 mod compare;
+mod current;
 mod error;
 mod execute;
 pub mod exit;
 mod export;
+mod gc;
 mod git;
 mod html;
 mod knobs;
-mod maintain;
 mod materialize;
 mod open;
 mod out;
+mod params;
+mod push;
 pub mod report;
 mod runs;
 mod show;
 mod status;
+mod verify;
 
 use crate::exec::{self, RunOptions};
 use crate::graph::{self, Graph};
@@ -89,7 +93,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Show(a) => show::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),
         Command::Runs(a) => runs::runs(a, reg),
-        Command::Push(a) => maintain::push(a.common, a.nodes, reg),
+        Command::Push(a) => push::push(a.common, a.nodes, reg),
         Command::Gc(GcArgs { profile: Some(p), .. }) | Command::Verify(VerifyArgs { profile: Some(p), .. }) => Err(CliError::Other(
             format!(
                 "error: `gc` and `verify` take no --profile: they cover every profile of the pipelines named (what `--profile {p}` computes among them); leave it out"
@@ -99,20 +103,20 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Gc(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {
-                Some(dir) => maintain::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
-                None => maintain::gc(&a.files, &a.store, &a.backend, &overlay, maintain::GcHow { yes: a.yes, wait: a.wait, verbose, all_runs: a.all_runs, this_branch: a.this_branch }, reg),
+                Some(dir) => gc::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
+                None => gc::gc(&a.files, &a.store, &a.backend, &overlay, gc::GcHow { yes: a.yes, wait: a.wait, verbose, all_runs: a.all_runs, this_branch: a.this_branch }, reg),
             }
         }
         Command::Verify(a) => {
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             let only = (!a.files.is_empty()).then_some((&a.files[..], &a.backend[..], &overlay));
             match &a.cache {
-                Some(dir) => maintain::verify_cache(dir, &a.store, only, reg),
-                None => maintain::verify(&a.store, only, reg),
+                Some(dir) => verify::verify_cache(dir, &a.store, only, reg),
+                None => verify::verify(&a.store, only, reg),
             }
         }
-        Command::Params(a) => maintain::params(a.common, a.json, a.wait, reg),
-        Command::Kinds => maintain::kinds(reg),
+        Command::Params(a) => params::params(a.common, a.json, a.wait, reg),
+        Command::Kinds => params::kinds(reg),
         Command::BenchModel(a) => {
             crate::bench::model::bench_model(a).map(|()| 0).map_err(|e| CliError::Other(format!("error: {e:#}"), exit::USAGE))
         }
