@@ -184,9 +184,14 @@ fn a_damaged_cache_blob_is_refused_and_the_node_recomputed() {
 fn no_publish_and_gc_of_the_cache() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("p.toml"), P).unwrap();
-    assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--no-publish"]).0, 0);
-    assert_eq!(cache_files(&d.path().join("cache"), "keys"), 0);
+    // A run that only fetches makes no cache where there is none (a mistyped path, say).
+    let (code, out) = pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--no-publish"]);
+    assert!(code == 0 && out.contains("note: there is no shared cache at cache, and this run publishes nothing"), "{out}");
+    assert!(!d.path().join("cache").exists());
     assert_eq!(pf(d.path(), &["run", "p.toml", "--store", "s1", "--cache", "cache", "--force-all"]).0, 0);
+    // `plan --no-publish` plans such a run, as `run -n --no-publish` does.
+    let (code, out) = pf(d.path(), &["plan", "p.toml", "--store", "s1", "--cache", "cache", "--no-publish"]);
+    assert!(code == 0 && out.contains("a run fetches from it") && !out.contains("publishes what it computes"), "{out}");
     assert_eq!(cache_files(&d.path().join("cache"), "keys"), 3);
     // `c` changes: a new entry; the old one is not computed by the pipeline any more.
     std::fs::write(d.path().join("p.toml"), P.replace("value = 3", "value = 4")).unwrap();

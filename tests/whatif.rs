@@ -334,8 +334,9 @@ fn plan_counts_exported_files_a_run_would_write() {
     assert!(out.contains("Would write results/t.csv, which `t` exports: not what it holds now"), "{out}");
     assert!(out.contains("0 of 2 nodes would run, 2 exported files would be written"), "{out}");
     let v = plan_json(d.path(), &[]);
-    let listed: Vec<(&str, bool)> =
+    let mut listed: Vec<(&str, bool)> =
         v["outdated_exports"].as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap(), e["missing"].as_bool().unwrap())).collect();
+    listed.sort();
     assert_eq!(listed, [("results/t.csv", false), ("results/t.md", true)], "{v}");
     // A what-if with overrides says nothing of them (a run with them marks what it writes).
     let (_, out, _) = pf(d.path(), &["plan", "p.toml", "--set", "t.caption=d"]);
@@ -343,4 +344,37 @@ fn plan_counts_exported_files_a_run_would_write() {
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     assert!(md.exists());
     assert_eq!(pf(d.path(), &["plan", "p.toml", "--exit-code"]).0, 0);
+}
+
+/// A node whose artifact is damaged is computed again as it was: `plan` gives that run's time and compares with
+/// nothing else (not the id's later run under `--set`, whose settings have nothing to do with the damage).
+#[test]
+fn a_damaged_artifact_is_planned_with_the_run_that_made_it() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nparams = { off = 0 }\nrun = [\"sh\", \"-c\", \"sleep 0.$1; echo $1 > $POLYFLOW_OUT/out.txt\", \"sh\", \"{params.off}\"]\n",
+    )
+    .unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let own_ms = durations(d.path())["c"];
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "c.params.off=5"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let key = rows[0]["key"].as_str().unwrap().to_string();
+    let store = polyflow::store::Store::open(&d.path().join(".polyflow")).unwrap();
+    let blob = store.blobs.path(&store.index().unwrap().artifact(&key).unwrap().unwrap().files["out.txt"].digest);
+    drop(store);
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, "9\n").unwrap();
+    // The same size: `verify` finds it (and moves it aside).
+    assert_eq!(pf(d.path(), &["verify"]).0, 4);
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("artifact file `out.txt` is damaged") && !out.contains("since its run under"), "{out}");
+    let v = plan_json(d.path(), &[]);
+    assert_eq!(v["stale"][0]["last_ms"].as_u64(), Some(own_ms), "{v}");
 }

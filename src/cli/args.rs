@@ -96,13 +96,19 @@ impl Common {
         v.iter().map(|a| crate::text::shell_word(a)).collect::<Vec<_>>().join(" ")
     }
 
-    /// The shared cache: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to publish.
+    /// The shared cache's folder: `--cache` / `POLYFLOW_CACHE`, else the pipeline's `[cache]`; with whether to
+    /// publish.
+    pub fn cache_dir(&self, g: &Graph) -> Option<(std::path::PathBuf, bool)> {
+        match (&self.cache, &g.pipeline.cache) {
+            (Some(d), _) => Some((d.clone(), true)),
+            (None, Some(c)) => Some((c.dir.clone(), c.publish)),
+            (None, None) => None,
+        }
+    }
+
+    /// The shared cache ([`Common::cache_dir`]), opened; with whether to publish.
     pub fn shared_cache(&self, g: &Graph, create: bool) -> Result<Option<SharedCache>, CliError> {
-        let (dir, publish) = match (&self.cache, &g.pipeline.cache) {
-            (Some(d), _) => (d.clone(), true),
-            (None, Some(c)) => (c.dir.clone(), c.publish),
-            (None, None) => return Ok(None),
-        };
+        let Some((dir, publish)) = self.cache_dir(g) else { return Ok(None) };
         Ok(Some((Arc::new(open_cache(&dir, create)?), publish)))
     }
 }
@@ -227,6 +233,9 @@ pub struct PlanCmd {
     /// a check whose results are not the committed ones.
     #[arg(long)]
     pub(crate) exit_code: bool,
+    /// As `run --no-publish`: the plan of a run that only fetches from the shared cache (said on its `Cache` line).
+    #[arg(long)]
+    pub(crate) no_publish: bool,
 }
 
 /// `status` arguments.

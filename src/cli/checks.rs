@@ -105,7 +105,7 @@ fn note_lints(g: &Graph) {
             n => format!("`{}`, `{}` and {} more", nodes[0], nodes[1], n - 2),
         };
         let at = g.by_id.get(nodes[0]).map(|&i| g.nodes[i].location.as_str()).unwrap_or_default();
-        crate::cli::out::errln!("{:>12} `{param}` of {whose} ({at}) {msg}", "Warning");
+        crate::cli::out::errln!("{:>12} `{param}` of {whose} ({at}): {msg}", "Warning");
     }
 }
 
@@ -145,7 +145,7 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         shared: Option<(String, String)>,
         nodes: Vec<String>,
         kind: &'static str,
-        at: String,
+        at: crate::spec::source::Location,
         param: String,
         msg: String,
         set: Option<String>,
@@ -179,7 +179,7 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             let set = by_param.then(|| format!("--set {}.{param}=...", n.id));
             // Where the parameter is written (the node's header when it is not: a default, or a derived value).
             let spec = &g.pipeline.nodes[i];
-            let at = spec.params.get(&param).map_or_else(|| n.location.to_string(), |e| g.pipeline.sources.locate(e.key_span).to_string());
+            let at = g.pipeline.sources.locate(spec.params.get(&param).map_or(spec.span, |e| e.key_span));
             // The same problem in every expansion of a declaration (a matrix, replicates), where no value of the
             // node's own fixes it, is listed once, counted.
             let shared = (!by_param && spec.decl != n.id).then(|| (spec.decl.clone(), format!("`{param}` {msg}")));
@@ -200,7 +200,9 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
         .iter()
         .map(|p| {
             serde_json::json!({
-                "node": p.who, "nodes": p.nodes, "kind": p.kind, "at": p.at, "param": p.param, "message": p.msg, "set": p.set,
+                "node": p.who, "nodes": p.nodes, "kind": p.kind, "param": p.param, "message": p.msg, "set": p.set,
+                // As an error's `at`: the file (or the `--set` argument) and where in it.
+                "at": {"file": p.at.file, "line": p.at.line, "col": p.at.col},
             })
         })
         .collect();

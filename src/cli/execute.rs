@@ -77,9 +77,19 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
             opts.notes.insert(super::git::BRANCH.to_string(), b);
         }
     }
-    if let Some((cache, publish)) = a.common.shared_cache(&g, true)? {
-        opts.cache = Some(cache);
-        opts.publish = publish && !no_publish;
+    if let Some((dir, publish)) = a.common.cache_dir(&g) {
+        let publish = publish && !no_publish;
+        if !publish && !dir.join("keys").is_dir() {
+            // A run that only fetches makes no cache where there is none (a mistyped path, a cache not filled yet).
+            out::errln!(
+                "note: there is no shared cache at {}, and this run publishes nothing (`--no-publish` or the pipeline's \
+                 `publish = false`): nothing is fetched, and no cache is made there",
+                spec::source::display_path(&dir)
+            );
+        } else {
+            opts.cache = Some(Arc::new(super::open::open_cache(&dir, true)?));
+            opts.publish = publish;
+        }
     }
     // A reader of the JSON lines that goes away stops the run as SIGTERM would, with a flag of its own: the
     // signal handlers' (a second signal ends the process at once) stays down until a signal comes.
@@ -131,15 +141,17 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     // `--json` gives the error line it gives for any exit 2 or 4; other failures are exit 1.
     let of = |class: FailureClass| summary.failed.iter().filter(|(_, c)| *c == class).map(|(id, _)| id.as_str()).collect::<Vec<_>>();
     let (store_failed, input_failed) = (of(FailureClass::Store), of(FailureClass::Input));
+    // Where the failures were said: the text's `Failed` lines, or the JSON's `failed` events.
+    let above = if a.json { "the `failed` events above" } else { "`Failed` above" };
     if !store_failed.is_empty() {
         Err(CliError::Other(
-            format!("error: the store could not be written or read for {} (see `Failed` above)", store_failed.join(", ")),
+            format!("error: the store could not be written or read for {} (see {above})", store_failed.join(", ")),
             exit::STORE,
         ))
     } else if !input_failed.is_empty() {
         Err(CliError::Other(
             format!(
-                "error: {} failed on {} input or settings (see `Failed` above: fix the pipeline or the data)",
+                "error: {} failed on {} input or settings (see {above}: fix the pipeline or the data)",
                 input_failed.join(", "),
                 if input_failed.len() == 1 { "its" } else { "their" }
             ),

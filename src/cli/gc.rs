@@ -251,7 +251,7 @@ pub fn gc(
     };
     for d in &drop_partial {
         let whose = if since_start(d) {
-            "a node's that the run holding the store is computing now (listed as a run would leave it: it goes once that node commits)"
+            "the scratch folder of a node the run holding the store is computing now (listed as a run would leave it: it goes once that node commits)"
         } else {
             "an interrupted run's, which no node of these pipelines would resume from"
         };
@@ -403,10 +403,11 @@ pub fn gc(
         );
     }
     outln!(
-        "{:>12} {}, {}, {}",
+        "{:>12} {}, {}{}, {} in all",
         if yes { "Removed" } else { "Would free" },
         count(drop_keys.len(), "artifact"),
-        count(drop_blobs.len(), "blob"),
+        count(drop_blobs.len() + damaged.len(), "blob"),
+        if damaged.is_empty() { String::new() } else { format!(" ({} damaged)", damaged.len()) },
         fmt_bytes(freed)
     );
     if yes {
@@ -587,10 +588,11 @@ pub fn gc_cache(
     );
     if young > 0 {
         outln!(
-            "{:>12} {} ({}) no entry names, written less than an hour ago: kept, as a publish writes its blobs before its entry; a gc after that hour removes them",
+            "{:>12} {} ({}) no entry names, written less than an hour ago: kept, as a publish writes its blobs before its entry; a gc after that hour removes {}",
             "Held back",
             count(young, "blob"),
-            fmt_bytes(young_bytes)
+            fmt_bytes(young_bytes),
+            if young == 1 { "it" } else { "them" }
         );
     }
     if !yes && (dropped > 0 || blobs > 0) {

@@ -86,7 +86,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
     let result = match cli.command {
         Command::Run(a) if a.dry_run => plan(a.plan, false, a.no_publish, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),
-        Command::Plan(a) => plan(a.plan, a.exit_code, false, verbose, reg),
+        Command::Plan(a) => plan(a.plan, a.exit_code, a.no_publish, verbose, reg),
         Command::Status(a) => status::status(a.common, a.nodes, a.json, a.why, a.stale, reg),
         Command::Dag(a) => status::dag(a.common, &a.nodes, &a.format, reg),
         Command::Report(a) => cmd_report(a, reg),

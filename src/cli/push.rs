@@ -55,7 +55,8 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
     if !not_fresh.is_empty() {
         let shown = not_fresh.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
         let more = if not_fresh.len() > 8 { format!(" and {} more", not_fresh.len() - 8) } else { String::new() };
-        outln!("{:>12} {} not fresh, not pushed: {shown}{more} (`polyflow run` computes them)", "Skipped", not_fresh.len());
+        let them = if not_fresh.len() == 1 { "it" } else { "them" };
+        outln!("{:>12} {} not fresh, not pushed: {shown}{more} (`polyflow run` computes {them})", "Skipped", not_fresh.len());
     }
     Ok(if failed > 0 { exit::STORE } else { exit::OK })
 }

@@ -255,7 +255,7 @@ fn failure_line(error: &str, id: &str) -> String {
         Some((cmd, how)) => format!("`{}` {how}", cut(cmd, 60)),
         None => cut(first, 160),
     };
-    let last = error.split_once("line(s) of output:\n").and_then(|(_, o)| o.lines().map(str::trim).rfind(|l| !l.is_empty()));
+    let last = error.split_once(" of output:\n").and_then(|(_, o)| o.lines().map(str::trim).rfind(|l| !l.is_empty()));
     if let Some(last) = last {
         line.push_str(&format!(" — {}", cut(last, 120)));
     }

@@ -423,7 +423,7 @@ pub fn plan(
         println!("{:>12} {path}, which `{id}` exports: {why}", "Would write");
     }
     if rewrites.len() > EXPORTS_LISTED && !verbose {
-        println!("{:>12} and {} more exported files (`-v` lists them)", "", rewrites.len() - EXPORTS_LISTED);
+        println!("{:>12} and {} more (`-v` lists them)", "", crate::text::count(rewrites.len() - EXPORTS_LISTED, "exported file"));
     }
     let fetched = if fetch.is_empty() { String::new() } else { format!(", {} would be fetched from the shared cache", fetch.len()) };
     let written = match rewrites.len() {

@@ -359,15 +359,16 @@ pub fn decide(
     if forced {
         a.reasons.push(DirtyReason::Forced);
     } else if let Some(m) = index.artifact(&key).ok().flatten() {
+        // The run that made this artifact (its time, date and settings), not the id's last run of other settings;
+        // another node's when an identical one computed it. Also when its blobs are damaged: that run is what
+        // computing it again takes, and nothing else changed since.
+        if let Some(r) = index.run_for(id, &key) {
+            a.record = Some(r);
+        }
         match store.check(&m) {
             None => {
                 a.state = State::Fresh;
                 a.manifest = Some(m);
-                // The run that made this artifact (its time and date), not the id's last run of other settings;
-                // another node's when an identical one computed it.
-                if let Some(r) = index.run_for(id, &key) {
-                    a.record = Some(r);
-                }
             }
             Some((file, BlobState::Missing)) => a.reasons.push(DirtyReason::ArtifactMissing { file }),
             Some((file, _)) => a.reasons.push(DirtyReason::ArtifactCorrupt { file }),

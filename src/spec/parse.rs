@@ -614,8 +614,13 @@ impl Loader {
                 )));
             }
             if !self.knows(target) {
-                return Err(SpecError::at(&self.sources, *span, K::DanglingReference, format!("override of unknown node `{target}`"))
-                    .help(suggest(target, self.decls.iter().map(|d| d.id.as_str()))));
+                return Err(SpecError::at(
+                    &self.sources,
+                    *span,
+                    K::DanglingReference,
+                    format!("override of unknown node {}", node_names(target, |h| self.knows(h))),
+                )
+                .help(suggest(target, self.decls.iter().map(|d| d.id.as_str()))));
             }
         }
         if let Some(s) = extra.seed {
@@ -744,8 +749,13 @@ impl Loader {
             };
             if !members.iter().all(|m| seen.contains_key(m)) {
                 let ids: Vec<&str> = seen.keys().chain(groups.keys()).map(|s| s.as_str()).collect();
-                return Err(SpecError::at(&self.sources, span, K::DanglingReference, format!("override of unknown node `{target}`"))
-                    .help(suggest(&target, ids.iter().copied())));
+                return Err(SpecError::at(
+                    &self.sources,
+                    span,
+                    K::DanglingReference,
+                    format!("override of unknown node {}", node_names(&target, |h| seen.contains_key(h) || groups.contains_key(h))),
+                )
+                .help(suggest(&target, ids.iter().copied())));
             }
             for n in nodes.iter_mut().filter(|n| members.contains(&n.id)) {
                 apply_expanded_override(&self.sources, n, &ov, group, &self.vars)?;
@@ -858,9 +868,27 @@ fn lexical(p: &Path) -> PathBuf {
     out
 }
 
+/// The node an override's path `a.b.c` (`--set a.b.c.lr=…`) may name, as an error says it: `` `a.b.c` `` where a
+/// shorter head is a node (`m.7` of matrix `m`), else every head, `` `a.b.c` or `a.b` or `a` `` (ids hold dots:
+/// `--set cc.params.off=1` may be a misspelt `c` as well as a node `cc.params`).
+fn node_names(target: &str, known: impl Fn(&str) -> bool) -> String {
+    let shorter: Vec<&str> = target.match_indices('.').map(|(i, _)| &target[..i]).collect();
+    if shorter.iter().any(|h| known(h)) {
+        return format!("`{target}`");
+    }
+    std::iter::once(target).chain(shorter.into_iter().rev()).map(|h| format!("`{h}`")).collect::<Vec<_>>().join(" or ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_override_target_names_each_node_it_may_mean() {
+        assert_eq!(node_names("cc.params", |_| false), "`cc.params` or `cc`");
+        assert_eq!(node_names("m.7", |h| h == "m"), "`m.7`");
+        assert_eq!(node_names("x", |_| false), "`x`");
+    }
     use crate::spec::MAX_ID_BYTES;
 
     fn load_t(text: &str, profile: Option<&str>) -> Result<Pipeline, SpecError> {

@@ -347,6 +347,10 @@ impl Store {
             std::io::ErrorKind::AlreadyExists if std::fs::symlink_metadata(root).is_ok() => {
                 not_a_store("is a link to nothing (check `--store` or POLYFLOW_STORE)")
             }
+            // A place no folder can be made (`/proc/x`, a read-only mount, another user's folder): the path to fix.
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                not_a_store(&format!("no store can be made there ({e}): check `--store` or POLYFLOW_STORE"))
+            }
             _ => StoreError::io(root, e),
         })?;
         share_with_group(root);

@@ -149,7 +149,8 @@ pub(super) fn run(ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
         let mut what = format!("node `{}`: `{}` {how}", ctx.id, argv.join(" "));
         if !last.is_empty() {
             // Kept with the failure, so `polyflow show` tells a teammate what the program said, later.
-            what.push_str(&format!("\nits last {} line(s) of output:\n  {}", last.len(), last.join("\n  ")));
+            let lines = if last.len() == 1 { "line".to_string() } else { format!("{} lines", last.len()) };
+            what.push_str(&format!("\nits last {lines} of output:\n  {}", last.join("\n  ")));
         }
         // Its outputs go to the store's disk: a program that failed while that disk is full failed writing
         // its artifact (exit 4, with how to free space), not on its own.
