@@ -12,6 +12,14 @@ fn pf(dir: &Path, args: &[&str]) -> (i32, String) {
     (o.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
 }
 
+/// The JSON object a command writes on stdout, which exits with `code`.
+fn json_of(dir: &Path, args: &[&str], code: i32) -> serde_json::Value {
+    let o = Command::new(BIN).args(args).current_dir(dir).env_remove("POLYFLOW_CACHE").output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(code), "{out}{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 /// Node ids of the `--json` events named `event`.
 fn ids(out: &str, event: &str) -> Vec<String> {
     let mut v: Vec<String> = out
@@ -304,6 +312,11 @@ fn a_tampered_cache_is_refused_named_and_collected_without_leaving_it() {
     std::fs::write(&bad, text.replace(&format!("\"{name}\""), "\"../../escape.txt\"")).unwrap();
     let (code, out) = pf(d.path(), &["verify", "--cache", "cache"]);
     assert!(code == 4 && out.contains("Malformed") && out.contains("1 entry malformed or unreadable"), "{out}");
+    // `--json`: one object on stdout (the text on stderr).
+    let v = json_of(d.path(), &["verify", "--cache", "cache", "--json"], 4);
+    assert!(v["malformed"][0]["path"].as_str().is_some_and(|p| p.ends_with(".json")) && v["damaged"] == serde_json::json!([]), "{v}");
+    let v = json_of(d.path(), &["gc", "p.toml", "--store", "s2", "--cache", "cache", "--json"], 0);
+    assert!(v["removed"] == false && v["malformed"].as_array().map(Vec::len) == Some(1), "{v}");
     // `tmp/` made a link to a folder of someone's files, old enough to be collected.
     let victim = d.path().join("victim");
     std::fs::create_dir(&victim).unwrap();

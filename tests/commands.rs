@@ -47,6 +47,14 @@ fn gc_keeps_what_pipelines_reference_and_removes_the_rest() {
     assert!(out.contains("Would free 2 artifacts, 2 blobs"), "{out}");
     assert_eq!(out.matches("an earlier version of node `b`").count(), 2, "gc names the nodes: {out}");
     assert!(out.contains("--yes"));
+    // `--json`: the same as one object on stdout, the text on stderr.
+    let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(code == 0 && err.contains("Would free 2 artifacts"), "{err}");
+    assert_eq!((v["removed"].as_bool(), v["blobs"].as_u64(), v["orphan_blobs"].as_u64()), (Some(false), Some(2), Some(1)), "{v}");
+    let arts = v["artifacts"].as_array().unwrap();
+    assert!(arts.len() == 2 && arts.iter().all(|a| a["node"] == "b" && a["key"].is_string()), "{v}");
+    assert_eq!(v["job_dirs"].as_array().map(Vec::len), Some(1), "{v}");
     let (_, out, _) = pf(d.path(), &["gc", "p.toml", "--yes"]);
     assert!(out.contains("Removed 2 artifacts"), "{out}");
     assert!(!stale_job.exists());
@@ -121,15 +129,23 @@ fn verify_with_pipelines_checks_only_their_artifacts() {
     assert_eq!(code, 0, "{out}{err}");
     // a and b of the default profile, a and b of `other`.
     assert!(out.contains("4 files checked (4 artifacts that p.toml uses now), 0 damaged"), "{out}");
-    let (code, out, _) = pf(d.path(), &["verify", "q.toml"]);
-    assert_eq!(code, 4, "{out}");
+    // `--json`: one object on stdout, each damaged file with its node and key; the text on stderr.
+    let (code, out, err) = pf(d.path(), &["verify", "q.toml", "--json"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((v["files"].as_u64(), v["artifacts"].as_u64(), v["damaged"].as_u64()), (Some(1), Some(1), Some(1)), "{v}");
+    let f = &v["found"][0];
+    assert!(f["node"] == "q" && f["file"] == "value.json" && f["state"] == "corrupt" && f["moved_to"].is_string(), "{v}");
     assert!(
-        out.contains("Damaged value.json of `q`'s artifact") && out.contains("1 file checked (1 artifact that q.toml uses now), 1 damaged"),
-        "{out}"
+        err.contains("Damaged value.json of `q`'s artifact") && err.contains("1 file checked (1 artifact that q.toml uses now), 1 damaged"),
+        "{err}"
     );
     // Moved aside: damaged (missing) until a run computes it again.
     let (code, out, _) = pf(d.path(), &["verify", "q.toml"]);
     assert!(code == 4 && out.contains("(missing)"), "{out}");
+    let (_, out, _) = pf(d.path(), &["verify", "q.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["found"][0]["state"], "missing", "{v}");
     assert_eq!(pf(d.path(), &["run", "q.toml"]).0, 0);
     assert_eq!(pf(d.path(), &["verify", "q.toml", "p.toml"]).0, 0);
     // A node whose input is damaged (stale) has no known artifact of now: said, not silently skipped.
@@ -774,9 +790,13 @@ fn a_misspelt_option_with_json_is_a_json_error_line() {
     assert!(err.contains("unexpected argument"), "{err}");
     let (code, out, _) = pf(d.path(), &["status", "--help", "--json"]);
     assert!(code == 0 && !out.contains("\"event\""), "{out}");
-    // A command without JSON output (`gc`) answers in text: `--json` is the misspelt option there.
-    let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--json"]);
+    // A command without JSON output (`kinds`) answers in text: `--json` is the misspelt option there.
+    let (code, out, err) = pf(d.path(), &["kinds", "--json"]);
     assert!(code == 2 && out.is_empty() && err.contains("--json"), "{out}{err}");
+    // `gc --json` without a store: nothing to collect, said in JSON.
+    let (code, out, _) = pf(d.path(), &["gc", "p.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(code == 0 && v["artifacts"] == json!([]) && v["bytes"] == 0, "{v}");
 }
 
 /// Matrix values in any script keep their letters in the ids (they used to become `_` and collide).

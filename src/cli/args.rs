@@ -342,6 +342,9 @@ pub struct GcArgs {
     /// With `--cache`: keep every entry published in the last N days.
     #[arg(long, default_value_t = 30, requires = "cache")]
     pub(crate) keep_days: u64,
+    /// One JSON object on stdout: what is (or would be) removed (the text goes to stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Refused with a word on why: `gc` covers every profile.
     #[arg(short = 'p', long = "profile", hide = true)]
     pub(crate) profile: Option<String>,
@@ -369,6 +372,10 @@ pub struct VerifyArgs {
     /// fetched by nobody until a run publishes them again).
     #[arg(long, value_name = "DIR")]
     pub(crate) cache: Option<PathBuf>,
+    /// One JSON object on stdout: what was checked and every damaged, missing or unreadable file (the text goes
+    /// to stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Refused with a word on why: `verify` covers every profile.
     #[arg(short = 'p', long = "profile", hide = true)]
     pub(crate) profile: Option<String>,

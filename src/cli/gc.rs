@@ -99,6 +99,8 @@ pub struct GcHow {
     pub all_runs: bool,
     /// Do not keep other git branches' latest runs.
     pub this_branch: bool,
+    /// One JSON object on stdout (the text on stderr).
+    pub json: bool,
 }
 
 /// The pin under which a run on git branch `branch` with `settings` (its profile and `--config` files, as a command
@@ -161,7 +163,7 @@ pub fn gc(
     how: GcHow,
     reg: &Registry,
 ) -> Result<i32, CliError> {
-    let GcHow { yes, wait, verbose, all_runs, this_branch } = how;
+    let GcHow { yes, wait, verbose, all_runs, this_branch, json } = how;
     if store_dir.exists() && !store_dir.is_dir() {
         return Err(CliError::Other(
             format!("error: the store path {} is a file, not a folder (check `--store` or POLYFLOW_STORE)", store_dir.display()),
@@ -173,6 +175,10 @@ pub fn gc(
             "note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect",
             store_dir.display()
         );
+        if json {
+            let v = serde_json::json!({"removed": false, "artifacts": [], "blobs": 0, "orphan_blobs": 0, "damaged_blobs": [], "scratch": [], "job_dirs": [], "logs": [], "bytes": 0});
+            super::out::line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
         return Ok(exit::OK);
     }
     let store = Store::open(store_dir)?;
@@ -341,6 +347,8 @@ pub fn gc(
     // Each artifact named with its node; past a screenful, counted by declaration instead (`-v`: each).
     let mut by_node: std::collections::BTreeMap<String, (usize, u64)> = std::collections::BTreeMap::new();
     let many = drop_keys.len() > LISTED && !verbose;
+    // For `--json`: each artifact removed, with its node and why.
+    let mut listed = vec![];
     for (k, size) in &drop_keys {
         // Name the node; every dropped key is one no named pipeline computes now.
         // A run made on another branch says so (one that is gone, or any with `--this-branch`).
@@ -356,6 +364,7 @@ pub fn gc(
             Some(id) => format!("node `{id}`, no longer in these pipelines"),
             None => "no longer referenced by any of these pipelines".to_string(),
         };
+        listed.push(serde_json::json!({"key": k, "node": index.producer(k), "size": size, "why": what}));
         if many {
             // Counted by declaration: `v.1` … `v.29` are `v`.
             let what = match index.producer(k) {
@@ -410,6 +419,18 @@ pub fn gc(
         if damaged.is_empty() { String::new() } else { format!(" ({} damaged)", damaged.len()) },
         fmt_bytes(freed)
     );
+    let paths = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let report = serde_json::json!({
+        "removed": yes,
+        "artifacts": listed,
+        "blobs": drop_blobs.len(),
+        "orphan_blobs": orphans.len(),
+        "damaged_blobs": paths(&damaged.iter().map(|d| d.0.clone()).collect::<Vec<_>>()),
+        "scratch": paths(&drop_partial),
+        "job_dirs": paths(&drop_jobs),
+        "logs": paths(&drop_logs.iter().map(|l| l.0.clone()).collect::<Vec<_>>()),
+        "bytes": freed,
+    });
     if yes {
         for (k, _) in &drop_keys {
             index.forget_artifact(k)?;
@@ -443,6 +464,9 @@ pub fn gc(
     {
         outln!("run again with --yes to delete");
     }
+    if json {
+        super::out::line(&serde_json::to_string_pretty(&report).unwrap_or_default());
+    }
     Ok(exit::OK)
 }
 
@@ -455,7 +479,7 @@ pub fn gc_cache(
     keep_days: u64,
     backend: &str,
     overlay: &spec::Overlay,
-    yes: bool,
+    (yes, json): (bool, bool),
     reg: &Registry,
 ) -> Result<i32, CliError> {
     if !Store::exists(store_dir) {
@@ -476,6 +500,8 @@ pub fn gc_cache(
     let mut kept_blobs = BTreeSet::new();
     let mut dropped = 0;
     let mut refused = Refused::default();
+    // For `--json`: each entry removed, and each malformed one.
+    let (mut entries, mut malformed) = (vec![], vec![]);
     for (key, e, path) in cache.entries() {
         let young = now.saturating_sub(e.published_at) < keep_days * 86_400;
         if keep.contains(&key) || young {
@@ -483,6 +509,7 @@ pub fn gc_cache(
             continue;
         }
         dropped += 1;
+        entries.push(serde_json::json!({"key": key, "node": e.node, "size": e.manifest.size(), "published_at": e.published_at}));
         let e_files: Vec<String> = e.manifest.files.values().map(|f| f.digest.clone()).collect();
         outln!(
             "{verb:>12} cache entry {} ({}): node `{}`, published {} days ago",
@@ -520,6 +547,7 @@ pub fn gc_cache(
             continue;
         }
         dropped += 1;
+        malformed.push(serde_json::json!({"path": path.display().to_string(), "why": why}));
         outln!("{verb:>12} malformed cache entry {} ({why})", path.display());
         if yes {
             if let Err(e) = cache.remove_entry(&path) {
@@ -562,6 +590,21 @@ pub fn gc_cache(
             }
         }
     }
+    let report = |complete: bool| {
+        if json {
+            let v = serde_json::json!({
+                "removed": yes && complete,
+                "entries": entries,
+                "malformed": malformed,
+                "blobs": blobs,
+                "bytes": freed,
+                "held_back_blobs": young,
+                "refused": refused.count,
+                "unreadable": unreadable.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            });
+            super::out::line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+    };
     if refused.count > 0 {
         // Said, never counted as removed: a read-only cache (or another user's files) keeps them.
         outln!(
@@ -577,6 +620,7 @@ pub fn gc_cache(
             count(blobs, "blob"),
             fmt_bytes(freed)
         );
+        report(false);
         return Ok(exit::STORE);
     }
     outln!(
@@ -598,6 +642,7 @@ pub fn gc_cache(
     if !yes && (dropped > 0 || blobs > 0) {
         outln!("run again with --yes to delete");
     }
+    report(true);
     Ok(exit::OK)
 }
 

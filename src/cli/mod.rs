@@ -101,18 +101,24 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
             exit::USAGE,
         )),
         Command::Gc(a) => {
+            if a.json {
+                out::text_on_stderr();
+            }
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             match &a.cache {
-                Some(dir) => gc::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, a.yes, reg),
-                None => gc::gc(&a.files, &a.store, &a.backend, &overlay, gc::GcHow { yes: a.yes, wait: a.wait, verbose, all_runs: a.all_runs, this_branch: a.this_branch }, reg),
+                Some(dir) => gc::gc_cache(&a.files, &a.store, dir, a.keep_days, &a.backend, &overlay, (a.yes, a.json), reg),
+                None => gc::gc(&a.files, &a.store, &a.backend, &overlay, gc::GcHow { yes: a.yes, wait: a.wait, verbose, all_runs: a.all_runs, this_branch: a.this_branch, json: a.json }, reg),
             }
         }
         Command::Verify(a) => {
+            if a.json {
+                out::text_on_stderr();
+            }
             let overlay = spec::Overlay { configs: a.config.clone(), sets: a.set.clone() };
             let only = (!a.files.is_empty()).then_some((&a.files[..], &a.backend[..], &overlay));
             match &a.cache {
-                Some(dir) => verify::verify_cache(dir, &a.store, only, reg),
-                None => verify::verify(&a.store, only, reg),
+                Some(dir) => verify::verify_cache(dir, &a.store, only, a.json, reg),
+                None => verify::verify(&a.store, only, a.json, reg),
             }
         }
         Command::Params(a) => params::params(a.common, a.json, a.wait, reg),

@@ -10,6 +10,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set once a write to standard output failed.
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Set by a command whose standard output is one JSON document (`gc --json`, `verify --json`): its text lines
+/// ([`outln!`]) go to standard error.
+static TEXT_ON_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// From now on, [`outln!`]'s lines go to standard error: standard output is the command's JSON alone.
+pub fn text_on_stderr() {
+    TEXT_ON_STDERR.store(true, Ordering::Relaxed);
+}
+
+/// A text line of a command's report: [`line`], or on standard error after [`text_on_stderr`] (`true` then).
+pub fn text(s: &str) -> bool {
+    if TEXT_ON_STDERR.load(Ordering::Relaxed) {
+        err_line(s);
+        return true;
+    }
+    line(s)
+}
+
 /// Writes `s` and a newline to standard output (flushed, so that a reader sees each line as it comes).
 /// Returns `false` when standard output is closed (this write failed, or an earlier one did).
 pub fn line(s: &str) -> bool {
@@ -44,13 +62,13 @@ macro_rules! errln {
 }
 pub(crate) use errln;
 
-/// `println!` through [`line`]: a closed standard output drops the line.
+/// `println!` through [`text`]: a closed standard output drops the line (and a JSON command's go to stderr).
 macro_rules! outln {
     () => {
-        $crate::cli::out::line("")
+        $crate::cli::out::text("")
     };
     ($($t:tt)*) => {
-        $crate::cli::out::line(&format!($($t)*))
+        $crate::cli::out::text(&format!($($t)*))
     };
 }
 pub(crate) use outln;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// `verify --cache DIR`: checks every blob of every entry of the shared cache, or with pipelines named, of the
 /// entries whose keys they compute now (their current keys need the store at `store_dir`).
-pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32, CliError> {
+pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let cache = super::open_cache(dir, false)?;
     let keys = match only {
         Some((files, backend, overlay)) => {
@@ -35,13 +35,16 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
     }
     // Entries no run can use, named whatever pipelines were given (their keys are unknown or not to be trusted).
     let mut broken = 0;
+    let (mut malformed, mut unreadable) = (vec![], vec![]);
     for (p, why) in cache.malformed() {
         broken += 1;
         outln!("{:>12} cache entry {}: {why}; not used (`polyflow gc --cache` removes it)", "Malformed", p.display());
+        malformed.push(serde_json::json!({"path": p.display().to_string(), "why": why}));
     }
     for p in cache.unreadable() {
         broken += 1;
         outln!("{:>12} {}: this user cannot read it; not used here", "Unreadable", p.display());
+        unreadable.push(p.display().to_string());
     }
     let of = match only {
         Some((files, ..)) => format!(" ({} that {} compute{} now)", count(entries, "entry"), names(files), verb_s(files)),
@@ -49,11 +52,25 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, reg: &Regist
     };
     let broken_note = if broken > 0 { format!(", {} malformed or unreadable", count(broken, "entry")) } else { String::new() };
     outln!("{:>12} {} checked in {}{of}, {} damaged{broken_note}", "Verified", count(n, "file"), dir.display(), bad.len());
+    if json {
+        let damaged: Vec<serde_json::Value> =
+            bad.iter().map(|(key, node, name, what)| serde_json::json!({"key": key, "node": node, "file": name, "what": what})).collect();
+        let v = serde_json::json!({
+            "cache": dir.display().to_string(),
+            "files": n,
+            // With pipelines named: the entries they compute now.
+            "entries": only.map(|_| entries),
+            "damaged": damaged,
+            "malformed": malformed,
+            "unreadable": unreadable,
+        });
+        super::out::line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
     Ok(if bad.is_empty() && broken == 0 { exit::OK } else { exit::STORE })
 }
 /// `verify`: checks every blob of every artifact, or with pipelines named, of the artifacts they use now (every
 /// profile).
-pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32, CliError> {
+pub fn verify(store_dir: &Path, only: VerifyOnly, json: bool, reg: &Registry) -> Result<i32, CliError> {
     let (store, _empty) = super::read_store(store_dir)?;
     let (keys, unknown) = match only {
         Some((files, backend, overlay)) => {
@@ -68,6 +85,10 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
     let mut unreadable = 0;
     let mut unmoved = 0;
     let mut n = 0;
+    // For `--json`: each file found damaged, missing or unreadable.
+    let mut found = vec![];
+    let file_json =
+        |k: &str, name: &str, state: &str| serde_json::json!({"key": k, "node": index.producer(k), "file": name, "state": state});
     // The node that computed an artifact, and its key (what `status --json` calls `key`).
     let whose = |k: &str| match index.producer(k) {
         Some(id) => format!("`{id}`'s artifact (key {})", &k[..16.min(k.len())]),
@@ -85,16 +106,22 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
                 BlobState::Missing => {
                     bad += 1;
                     outln!("{:>12} {name} of {} (missing)", "Damaged", whose(&k));
+                    found.push(file_json(&k, name, "missing"));
                 }
                 BlobState::Unreadable => {
                     unreadable += 1;
                     let path = store.blobs.path(&f.digest);
                     outln!("{:>12} {name} of {}: permission denied ({})", "Unreadable", whose(&k), crate::store::owner_and_mode(&path));
+                    found.push(file_json(&k, name, "unreadable"));
                 }
                 BlobState::Corrupt => {
                     bad += 1;
                     // Moved aside, so the artifact is stale (missing) from now on, not trusted by its size.
-                    let to = match store.blobs.quarantine(&f.digest) {
+                    let moved = store.blobs.quarantine(&f.digest);
+                    let mut entry = file_json(&k, name, "corrupt");
+                    entry["moved_to"] = serde_json::json!(moved.as_ref().map(|p| p.display().to_string()));
+                    found.push(entry);
+                    let to = match moved {
                         Some(p) => format!(", moved to {}", p.display()),
                         // A store this user cannot write: the blob stays, its node fresh by metadata until moved.
                         None => {
@@ -139,6 +166,19 @@ pub fn verify(store_dir: &Path, only: VerifyOnly, reg: &Registry) -> Result<i32,
             "Note",
             count(unknown.len(), "node")
         );
+    }
+    if json {
+        let v = serde_json::json!({
+            "files": n,
+            "artifacts": artifacts,
+            "damaged": bad,
+            "unreadable": unreadable,
+            // Each file damaged (`missing`, `corrupt` with where it was moved) or `unreadable`.
+            "found": found,
+            // With pipelines named: nodes whose artifact of now is not known (an input of theirs is stale).
+            "not_checked": unknown,
+        });
+        super::out::line(&serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     Ok(if bad + unreadable > 0 { exit::STORE } else { exit::OK })
 }
