@@ -47,7 +47,7 @@ fn main() {
 }
 
 /// Whether the command line names a subcommand that takes `--json`, or none that exists (a misspelt command
-/// with `--json` still gets its JSON error line; `gc --json`, of a command without JSON output, does not).
+/// with `--json` still gets its JSON error line; `kinds --json`, of a command without JSON output, does not).
 fn json_possible() -> bool {
     use clap::CommandFactory;
     let cmd = polyflow::cli::Cli::command();

@@ -50,7 +50,8 @@ pub fn a_or_an(word: &str) -> String {
     format!("{} {word}", if vowel { "an" } else { "a" })
 }
 
-/// `n` and `noun`, plural unless `n` is 1: `1 blob`, `3 blobs`, `2 entries`.
+/// `n` and `noun`, plural unless `n` is 1: `1 blob`, `3 blobs`, `2 entries`, `2 processes` (regular English
+/// plurals only).
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         return format!("1 {noun}");
@@ -58,6 +59,8 @@ pub fn count(n: usize, noun: &str) -> String {
     let consonant_y = noun.strip_suffix('y').is_some_and(|stem| stem.ends_with(|c: char| !"aeiou".contains(c)));
     if consonant_y {
         format!("{n} {}ies", &noun[..noun.len() - 1])
+    } else if ["s", "x", "z", "sh", "ch"].iter().any(|e| noun.ends_with(e)) {
+        format!("{n} {noun}es")
     } else {
         format!("{n} {noun}s")
     }
@@ -85,6 +88,8 @@ mod tests {
         assert_eq!(count(2, "entry"), "2 entries");
         assert_eq!(count(2, "key"), "2 keys");
         assert_eq!(count(1, "cache entry"), "1 cache entry");
+        assert_eq!(count(2, "process"), "2 processes");
+        assert_eq!(count(3, "match"), "3 matches");
     }
 
     #[test]

@@ -314,7 +314,12 @@ fn a_tampered_cache_is_refused_named_and_collected_without_leaving_it() {
     assert!(code == 4 && out.contains("Malformed") && out.contains("1 entry malformed or unreadable"), "{out}");
     // `--json`: one object on stdout (the text on stderr).
     let v = json_of(d.path(), &["verify", "--cache", "cache", "--json"], 4);
-    assert!(v["malformed"][0]["path"].as_str().is_some_and(|p| p.ends_with(".json")) && v["damaged"] == serde_json::json!([]), "{v}");
+    assert!(
+        v["malformed"][0]["path"].as_str().is_some_and(|p| p.ends_with(".json"))
+            && v["damaged"] == 0
+            && v["found"] == serde_json::json!([]),
+        "{v}"
+    );
     let v = json_of(d.path(), &["gc", "p.toml", "--store", "s2", "--cache", "cache", "--json"], 0);
     assert!(v["removed"] == false && v["malformed"].as_array().map(Vec::len) == Some(1), "{v}");
     // `tmp/` made a link to a folder of someone's files, old enough to be collected.

@@ -797,6 +797,14 @@ fn a_misspelt_option_with_json_is_a_json_error_line() {
     let (code, out, _) = pf(d.path(), &["gc", "p.toml", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert!(code == 0 && v["artifacts"] == json!([]) && v["bytes"] == 0, "{v}");
+    // … and its failures are a JSON error line, as any JSON command's (a store there: a pipeline file missing).
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    for args in [&["gc", "nope.toml", "--json"][..], &["verify", "nope.toml", "--json"][..]] {
+        let (code, out, _) = pf(d.path(), args);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(code == 2 && v["event"] == "error" && v["exit"] == 2, "{args:?}: {v}");
+    }
 }
 
 /// Matrix values in any script keep their letters in the ids (they used to become `_` and collide).

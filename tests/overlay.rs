@@ -353,3 +353,21 @@ fn a_variable_sets_seeds_and_resources() {
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "a.resources.mem=1G"]);
     assert!(code == 2 && err.contains("`a.s0.resources` has no entry `mem` (it has `cpus`)"), "{err}");
 }
+
+/// A parameter of the wrong type that a variable wrote says which variable, its value and where that was set
+/// (the `[vars]` line, or the `--set` that changed it), not only the placeholder.
+#[test]
+fn a_wrong_value_from_a_variable_names_the_variable_and_where_it_was_set() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[vars]\nn = \"abc\"\n\n[node.a]\nkind = \"value\"\nvalue = 1\nsleep_ms = \"{n}\"\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`sleep_ms` must be an integer, found string (written `\"{n}\"`, `{n}` being `abc`, set at p.toml:2:5)"), "{err}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "vars.n=xyz"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`{n}` being `xyz`, set at --set vars.n=xyz:1:8"), "{err}");
+    // A value written as it is says nothing more.
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\nsleep_ms = \"abc\"\n").unwrap();
+    let (_, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(err.contains("found string\n") || err.contains("found string\r") || !err.contains("written"), "{err}");
+}

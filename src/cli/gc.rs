@@ -240,9 +240,11 @@ pub fn gc(
         let kept = kept.len();
         if kept > 0 {
             outln!(
-                "{:>12} {kept} scratch folders of interrupted runs: {unknown} nodes' keys are not known until their inputs are \
-                 computed, and a run may resume from them (run `gc` again after a run)",
-                "Keeping"
+                "{:>12} {} of interrupted runs: the keys of {} are not known until their inputs are computed, and a run \
+                 may resume from them (run `gc` again after a run)",
+                "Keeping",
+                count(kept, "scratch folder"),
+                count(unknown, "node")
             );
         }
     }
@@ -423,7 +425,7 @@ pub fn gc(
     let report = serde_json::json!({
         "removed": yes,
         "artifacts": listed,
-        "blobs": drop_blobs.len(),
+        "blobs": drop_blobs.len() + damaged.len(),
         "orphan_blobs": orphans.len(),
         "damaged_blobs": paths(&damaged.iter().map(|d| d.0.clone()).collect::<Vec<_>>()),
         "scratch": paths(&drop_partial),

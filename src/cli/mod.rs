@@ -81,6 +81,8 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Params(a) => a.json,
         Command::Compare(a) => a.json,
         Command::Runs(a) => a.json,
+        Command::Gc(a) => a.json,
+        Command::Verify(a) => a.json,
         _ => false,
     };
     let result = match cli.command {

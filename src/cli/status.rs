@@ -329,7 +329,8 @@ pub fn plan(
     };
     // Fresh nodes' exported files that a run would write (not there, or not what the node holds): with overrides a
     // run marks what it writes, so a what-if says nothing of them.
-    let rewrites = if c.config.is_empty() && c.set.is_empty() { outdated_exports(&g, &c, &sel, &a) } else { vec![] };
+    let any_fresh = sel.iter().any(|i| a[i].state == State::Fresh);
+    let rewrites = if any_fresh && c.config.is_empty() && c.set.is_empty() { outdated_exports(&g, &c, &sel, &a) } else { vec![] };
     if json {
         let v = serde_json::json!({
             "selected": sel.len(),

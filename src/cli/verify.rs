@@ -53,14 +53,16 @@ pub fn verify_cache(dir: &Path, store_dir: &Path, only: VerifyOnly, json: bool, 
     let broken_note = if broken > 0 { format!(", {} malformed or unreadable", count(broken, "entry")) } else { String::new() };
     outln!("{:>12} {} checked in {}{of}, {} damaged{broken_note}", "Verified", count(n, "file"), dir.display(), bad.len());
     if json {
-        let damaged: Vec<serde_json::Value> =
+        let found: Vec<serde_json::Value> =
             bad.iter().map(|(key, node, name, what)| serde_json::json!({"key": key, "node": node, "file": name, "what": what})).collect();
         let v = serde_json::json!({
             "cache": dir.display().to_string(),
             "files": n,
             // With pipelines named: the entries they compute now.
             "entries": only.map(|_| entries),
-            "damaged": damaged,
+            // As `verify --json` of a store: how many damaged, and each.
+            "damaged": bad.len(),
+            "found": found,
             "malformed": malformed,
             "unreadable": unreadable,
         });

@@ -212,12 +212,13 @@ pub fn build(p: Pipeline, reg: &Registry) -> Result<Graph, SpecError> {
                         src,
                         e.value.span,
                         K::WrongType,
-                        format!("`{k}` must be {exp}, found {}", e.value.value.describe()),
+                        format!("`{k}` must be {exp}, found {}{}", e.value.value.describe(), n.written.note(src, k)),
                     )
                     .help(spec.doc.to_string()))
                 }
                 Err(Mismatch::Range(why)) => {
-                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("`{k}`: {why}")).help(spec.doc.to_string()))
+                    return Err(SpecError::at(src, e.value.span, K::OutOfRange, format!("`{k}`: {why}{}", n.written.note(src, k)))
+                        .help(spec.doc.to_string()))
                 }
             }
         }

@@ -104,6 +104,7 @@ pub(super) fn substitute_param(
             written.params.insert(k.to_string(), b);
             if written.vars.is_empty() {
                 written.vars = vars.clone();
+                written.set_at = values.iter().map(|(name, v)| (name.clone(), v.span)).collect();
             }
         }
         _ => {
@@ -122,6 +123,33 @@ pub struct AsWritten {
     /// The variables (the node's matrix variables, `seed`, `replicate`, the pipeline's `[vars]`), as `{name}`
     /// writes them; empty where no parameter is kept.
     pub vars: BTreeMap<String, String>,
+    /// Where each of those variables got its value (a `[vars]` line, a matrix, `--set vars.x=…`), for errors.
+    pub set_at: BTreeMap<String, Span>,
+}
+
+impl AsWritten {
+    /// For an error on parameter `k`'s value where placeholders wrote it, what they were: `` (written `"{n}"`,
+    /// `{n}` being `abc`, set at p.toml:2:5) ``; empty for a value written as it is.
+    pub fn note(&self, sources: &SourceMap, k: &str) -> String {
+        let Some(w) = self.params.get(k) else { return String::new() };
+        let text = w.to_string();
+        let mut named: Vec<String> = vec![];
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else { break };
+            let name = &after[..close];
+            if let Some(v) = self.vars.get(name).filter(|_| !named.iter().any(|n| n.starts_with(&format!("`{{{name}}}`")))) {
+                let at = self.set_at.get(name).map(|s| format!(", set at {}", sources.locate(*s))).unwrap_or_default();
+                named.push(format!("`{{{name}}}` being `{v}`{at}"));
+            }
+            rest = &after[close + 1..];
+        }
+        if named.is_empty() {
+            return String::new();
+        }
+        format!(" (written `{text}`, {})", named.join(", "))
+    }
 }
 
 /// A value as text: a placeholder's replacement, an id's label.
