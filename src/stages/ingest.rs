@@ -1,15 +1,15 @@
-//! `dataset` and `video_synth`: ingest files in the formats users have (or generate the embedded video tasks)
-//! into a `dataset` artifact with train / val / test splits.
+//! `dataset`: ingests files in the formats users have into a `dataset` artifact with train / val / test splits
+//! (`video_synth` generates the embedded video tasks: [`super::video_synth`]).
 
-use super::datautil::{shard_put, write_dataset, write_meta, Split};
+use super::datautil::{shard_put, write_meta};
+use super::ingest_cifar::{cifar_files, cifar_names};
 use super::ingest_files::{check_declared, check_loss, check_missing, ingest, lim, lost, DecodeFn, Decoder, SplitRule};
 use crate::data::audio::{self, ClipRef};
 use crate::data::images::{self, Images};
 use crate::data::layouts::video_csv::TestTable;
 use crate::data::layouts::{self, Catalog, Entry, Missing, SplitName};
 use crate::data::shards::{Label, Layout, ShardWriter, Values};
-use crate::data::tensors::{carve, Array, Labels, Meta, Named};
-use crate::data::video;
+use crate::data::tensors::{carve, Meta};
 use crate::data::video_file::{self, ClipSpec};
 use crate::stage::{choice_enum, parse, parse_checked, InputSlot, ParamSpec, ParamType as T, Problem, Stage, StageCtx, StageError};
 use safetensors::Dtype;
@@ -142,102 +142,6 @@ fn find(dir: &Path, stem: &str) -> Result<std::path::PathBuf, StageError> {
         }
     }
     Err(StageError::input(format!("{}: no `{stem}` or `{stem}.gz` (IDX datasets need train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)", dir.display())))
-}
-
-/// The train and test batch files of a CIFAR binary folder (or its `cifar-10-batches-bin/` /
-/// `cifar-100-binary/` subfolder): CIFAR-10's `data_batch_*.bin` (any number, in numeric order) and
-/// `test_batch.bin`; CIFAR-100's `train.bin` and `test.bin`.
-fn cifar_files(root: &Path, c100: bool) -> Result<(Vec<std::path::PathBuf>, Vec<std::path::PathBuf>), StageError> {
-    let dir = cifar_dir(root, c100);
-    if c100 {
-        let (tr, te) = (dir.join("train.bin"), dir.join("test.bin"));
-        for f in [&tr, &te] {
-            if !f.is_file() {
-                return Err(StageError::input(format!(
-                    "{}: missing; CIFAR-100 binary needs train.bin and test.bin{}{}",
-                    f.display(),
-                    cifar_python_hint(&dir, true),
-                    cifar_other_hint(&dir, true)
-                )));
-            }
-        }
-        return Ok((vec![tr], vec![te]));
-    }
-    let mut batches: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
-        .map_err(|e| StageError::input(format!("{}: cannot read: {e}; check the dataset `path`", dir.display())))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let n = name.strip_prefix("data_batch_")?.strip_suffix(".bin")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    batches.sort();
-    let test = dir.join("test_batch.bin");
-    if batches.is_empty() || !test.is_file() {
-        return Err(StageError::input(format!(
-            "{}: CIFAR-10 binary needs data_batch_1.bin … (any number) and test_batch.bin; found {} batch files{}{}{}",
-            dir.display(),
-            batches.len(),
-            if test.is_file() { "" } else { " and no test_batch.bin" },
-            cifar_python_hint(&dir, false),
-            cifar_other_hint(&dir, false)
-        )));
-    }
-    Ok((batches.into_iter().map(|(_, p)| p).collect(), vec![test]))
-}
-
-/// The folder of a CIFAR binary dataset at `root`: its `cifar-10-batches-bin/` / `cifar-100-binary/` subfolder as
-/// the archive unpacks, or `root` itself.
-fn cifar_dir(root: &Path, c100: bool) -> std::path::PathBuf {
-    let sub = root.join(if c100 { "cifar-100-binary" } else { "cifar-10-batches-bin" });
-    if sub.is_dir() {
-        sub
-    } else {
-        root.to_path_buf()
-    }
-}
-
-/// The class names a CIFAR binary folder ships (`batches.meta.txt` for CIFAR-10, `fine_label_names.txt` or
-/// `coarse_label_names.txt` for CIFAR-100: one per line, in label order), where present.
-fn cifar_names(root: &Path, c100: bool, coarse: bool) -> Option<Vec<String>> {
-    let dir = cifar_dir(root, c100);
-    let file = match (c100, coarse) {
-        (false, _) => "batches.meta.txt",
-        (true, false) => "fine_label_names.txt",
-        (true, true) => "coarse_label_names.txt",
-    };
-    let text = crate::data::layouts::read_text(&dir.join(file)).ok()?;
-    Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
-}
-
-/// What to do when a CIFAR folder holds the other CIFAR's binary batches (CIFAR-10's for `cifar100`, or the reverse).
-fn cifar_other_hint(dir: &Path, c100: bool) -> &'static str {
-    if c100 && dir.join("data_batch_1.bin").is_file() {
-        "; it holds CIFAR-10's batches: point `path` at CIFAR-100's binary version (cifar-100-binary: train.bin, \
-         test.bin), or, if this node is meant to read CIFAR-10, set format = \"cifar10\""
-    } else if !c100 && dir.join("train.bin").is_file() {
-        "; it holds CIFAR-100's train.bin: point `path` at CIFAR-10's binary version (cifar-10-batches-bin: \
-         data_batch_1.bin …), or, if this node is meant to read CIFAR-100, set format = \"cifar100\""
-    } else {
-        ""
-    }
-}
-
-/// What to do when a CIFAR folder holds the Python version (pickles: `data_batch_1`, `batches.meta`, or its
-/// `cifar-10-batches-py/` folder; CIFAR-100's `train`, `meta`, `cifar-100-python/`) instead of the binary one.
-fn cifar_python_hint(dir: &Path, c100: bool) -> &'static str {
-    let python = if c100 { ["train", "meta"] } else { ["data_batch_1", "batches.meta"] };
-    let folder = dir.join(if c100 { "cifar-100-python" } else { "cifar-10-batches-py" });
-    if python.iter().all(|f| dir.join(f).is_file()) || folder.is_dir() {
-        if c100 {
-            "; this is CIFAR-100's Python version (pickles): use the binary version, cifar-100-binary.tar.gz"
-        } else {
-            "; this is CIFAR-10's Python version (pickles): use the binary version, cifar-10-binary.tar.gz"
-        }
-    } else {
-        ""
-    }
 }
 
 /// Streams the examples of `pool` (sources indexed one after another) once, each into the split whose
@@ -879,104 +783,6 @@ impl Stage for DatasetStage {
             ..Default::default()
         };
         write_meta(ctx, meta)
-    }
-    fn describe(&self, a: &crate::stage::InputArtifact, out: &Path) -> Result<String, StageError> {
-        super::datautil::describe(a, out)
-    }
-}
-
-/// `video_synth`: the embedded video tasks, generated deterministically from an image dataset.
-pub struct VideoSynthStage;
-
-choice_enum! {
-    /// Which video task `video_synth` generates.
-    enum SynthTask {
-        /// Digits moving on a canvas; label = digit.
-        MovingDigits = "moving_digits",
-        /// A garment moving one of several ways; label = motion.
-        FashionMotion = "fashion_motion",
-    }
-}
-
-/// The parameters of a `video_synth` node.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SynthParams {
-    task: SynthTask,
-    frames: usize,
-    size: usize,
-}
-
-impl Stage for VideoSynthStage {
-    fn kind(&self) -> &'static str {
-        "video_synth"
-    }
-    fn version(&self) -> u32 {
-        // 2: the note names the image dataset by its artifact's digest, not by its node's id (which is not in the
-        // key: a renamed node gave other bytes under the same key).
-        2
-    }
-    fn doc(&self) -> &'static str {
-        "generate a video task from images: moving_digits (label = digit) or fashion_motion (label = motion)"
-    }
-    fn output(&self) -> &'static str {
-        "dataset"
-    }
-    fn inputs(&self) -> Vec<InputSlot> {
-        vec![InputSlot::one("source", &["dataset"])]
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::req("task", T::Choice(SynthTask::NAMES), "which video task"),
-            ParamSpec::opt("frames", T::Int { min: 1, max: 256 }, json!(8), "frames per clip"),
-            ParamSpec::opt("size", T::Int { min: 8, max: 512 }, json!(32), "canvas side in pixels"),
-        ]
-    }
-    fn validate(&self, params: &serde_json::Value) -> Result<(), (String, String)> {
-        parse_checked::<SynthParams>(params, &self.params()).map(|_| ())
-    }
-    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
-        let SynthParams { task, frames, size } = parse(ctx.params)?;
-        let src = ctx.input("source")?.clone();
-        let meta: Meta = src.json("meta.json")?;
-        if meta.modality != "image" {
-            return Err(StageError::input(format!("video_synth needs an image dataset, `{}` is {}", src.id, meta.modality)));
-        }
-        let mut splits = vec![];
-        for (si, name) in ["train", "val", "test"].iter().enumerate() {
-            let arrays = super::datautil::read_split(&src, name)?;
-            let x = &arrays["x"];
-            let Array::U8(px) = &x.data else {
-                return Err(StageError::failed("images must be u8"));
-            };
-            let (n, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
-            let labels = match Labels::from_named(&arrays["y"]).map_err(StageError::failed)? {
-                Labels::Single(v) => v,
-                _ => return Err(StageError::input("video_synth needs single-label images")),
-            };
-            let seed = ctx.seed().wrapping_mul(31).wrapping_add(si as u64 + 1);
-            let clips = if task == SynthTask::MovingDigits {
-                video::moving_digits(px, h, w, &labels, frames, size, seed)
-            } else {
-                video::fashion_motion(px, h, w, n, frames, size, seed)
-            };
-            splits.push((
-                *name,
-                Split {
-                    x: vec![("x".into(), Named { shape: vec![n, frames, size, size, 1], data: Array::U8(clips.pixels) })],
-                    y: Labels::Single(clips.labels),
-                },
-            ));
-        }
-        let classes =
-            if task == SynthTask::MovingDigits { meta.classes.clone() } else { video::MOTIONS.iter().map(|s| s.to_string()).collect() };
-        // Content only: the image dataset by its artifact's digest, not its node's id (not in the key).
-        let note = format!(
-            "{task} generated from an image dataset (artifact {}; {frames} frames, {size}², seed {})",
-            &src.manifest.digest[..12.min(src.manifest.digest.len())],
-            ctx.seed()
-        );
-        write_dataset(ctx, "video", classes, false, splits, None, note)
     }
     fn describe(&self, a: &crate::stage::InputArtifact, out: &Path) -> Result<String, StageError> {
         super::datautil::describe(a, out)

@@ -9,6 +9,7 @@ pub mod command;
 pub mod datautil;
 pub mod findings;
 pub mod ingest;
+mod ingest_cifar;
 pub mod ingest_files;
 pub mod modelspec;
 pub mod plot;
@@ -18,6 +19,7 @@ pub mod table;
 pub mod task;
 pub mod training;
 pub mod value;
+pub mod video_synth;
 pub mod weights;
 
 use crate::stage::Registry;
@@ -26,7 +28,7 @@ use crate::stage::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(value::ValueStage).register(command::CommandStage);
-    r.register(ingest::DatasetStage).register(ingest::VideoSynthStage);
+    r.register(ingest::DatasetStage).register(video_synth::VideoSynthStage);
     r.register(prep::ImagePrep).register(prep::AudioPrep).register(prep::VideoPrep);
     r.register(task::TaskStage).register(training::TrainStage { multi: false }).register(training::TrainStage { multi: true });
     r.register(probe::FeaturesStage).register(probe::ProbeStage);
