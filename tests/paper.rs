@@ -249,3 +249,45 @@ fn the_paper_profile_resolves_table_6() {
         assert_eq!(paper_params(d.path(), n)["val_fraction"].as_f64(), Some(val), "{n}");
     }
 }
+
+/// The findings node under every profile names rows and columns its tables have under that profile (the claims
+/// are checked only when the node runs: at the paper profile, after weeks of training), and a paper run
+/// exports into `results/paper/`, never over the committed small-profile results.
+#[test]
+fn findings_claims_name_their_tables_rows_under_every_profile() {
+    let file = repo().join("pipelines/findings.toml");
+    for profile in [None, Some("smoke"), Some("paper")] {
+        let p = polyflow::spec::load_with(&file, profile, &Default::default()).unwrap();
+        let params = |id: &str| -> serde_json::Value {
+            let n = p.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("{id}"));
+            n.params.iter().map(|(k, e)| (k.clone(), e.value.to_json())).collect::<serde_json::Map<_, _>>().into()
+        };
+        let labels = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|x| x["label"].as_str().map(str::to_string)).collect()
+        };
+        let f = params("findings");
+        for c in f["claims"].as_array().unwrap() {
+            let t = params(c["table"].as_str().unwrap());
+            let rows = labels(&t["rows"]);
+            let mut cols = labels(&t["columns"]);
+            cols.extend(labels(&t["averages"]));
+            for r in std::iter::once(&c["row"]).chain(c["versus"].as_array().unwrap()) {
+                assert!(rows.iter().any(|x| Some(x.as_str()) == r.as_str()), "{profile:?}: {r} not among {rows:?}");
+            }
+            for col in c["columns"].as_array().into_iter().flatten() {
+                assert!(cols.iter().any(|x| Some(x.as_str()) == col.as_str()), "{profile:?}: {col} not among {cols:?}");
+            }
+        }
+        if profile == Some("paper") {
+            for id in ["findings", "table1", "table2", "table3"] {
+                let export = params(id)["export"].as_str().unwrap().to_string();
+                assert!(export.starts_with("../results/paper/"), "{id}: {export}");
+            }
+        }
+    }
+    for t in ["table4", "table5"] {
+        let p = polyflow::spec::load_with(&repo().join(format!("pipelines/{t}.toml")), Some("paper"), &Default::default()).unwrap();
+        let n = p.nodes.iter().find(|n| n.id == t).unwrap();
+        assert_eq!(n.params["export"].value.to_json(), format!("../results/paper/{t}"));
+    }
+}
