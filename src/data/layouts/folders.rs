@@ -193,7 +193,9 @@ fn class_folders(root: &Path, classes: &[String], items: Items) -> Result<Catalo
     let val_as = if has_test { SplitName::Val } else { SplitName::Test };
     let mut missing = vec![];
     if val.is_dir() {
-        if subfolders(&val)?.is_empty() && items == Items::Files(IMAGE_EXTS) {
+        // A flat ILSVRC `val/` holds images; an empty one (no class folders, no images) is an empty split.
+        let flat = subfolders(&val)?.is_empty() && items == Items::Files(IMAGE_EXTS) && !items_in(&val, items)?.0.is_empty();
+        if flat {
             let (e, m) = flat_val(root, &val, &classes, val_as)?;
             entries.extend(e);
             missing = m;
@@ -503,6 +505,21 @@ mod tests {
         std::fs::write(r.join("LOC_val_solution.csv"), "ImageId,PredictionString\nILSVRC2012_val_00000001,n09 1 2 3 4\n").unwrap();
         let e = image_folders(r, &[]).unwrap_err();
         assert!(e.path.to_string_lossy().ends_with("LOC_val_solution.csv:2"), "{e}");
+    }
+
+    /// An empty `val/` beside `train/CLASS/` folders is an empty split, not a flat ILSVRC `val/` lacking its labels.
+    #[test]
+    fn an_empty_val_folder_is_an_empty_split() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for c in ["a", "b"] {
+            touch(&r.join(format!("train/{c}/0.png")));
+        }
+        std::fs::create_dir(r.join("val")).unwrap();
+        assert!(flat_val_unlabelled(r).is_none());
+        let c = image_folders(r, &[]).unwrap();
+        assert_eq!(c.entries.iter().filter(|e| e.split == SplitName::Test).count(), 0);
+        assert!(c.declared.contains(&SplitName::Test), "{:?}", c.declared);
     }
 
     #[test]
