@@ -2099,3 +2099,27 @@ fn gc_keeps_other_branches_results_and_included_nodes() {
     let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
     assert!(!out.contains("Keeping") && out.contains("node `a` as run on branch `main`"), "{out}");
 }
+
+/// A dataset folder holding a dangling symlink cannot be digested: `plan` says so as a problem found before
+/// running (exit 2, the node and the link named), as a run would fail on it.
+#[test]
+fn plan_names_a_dataset_whose_files_cannot_be_read() {
+    let d = tempfile::tempdir().unwrap();
+    for c in ["a", "b"] {
+        std::fs::create_dir_all(d.path().join(format!("e/train/{c}"))).unwrap();
+        std::fs::write(d.path().join(format!("e/train/{c}/0.png")), "").unwrap();
+    }
+    std::fs::write(d.path().join("p.toml"), "[node.d]\nkind = \"dataset\"\nformat = \"image_folder\"\npath = \"e\"\nnum_classes = 2\n")
+        .unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    std::os::unix::fs::symlink("/nonexistent/file.png", d.path().join("e/train/a/broken.png")).unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--json"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`d` (dataset, p.toml:1:7): its files cannot be read") && err.contains("broken.png"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(v["problems"][0]["node"], "d", "{v}");
+    // `status` lists it, stale, with the same words.
+    let (code, out, _) = pf(d.path(), &["status", "p.toml"]);
+    assert!(code == 0 && out.contains("cannot fingerprint sources"), "{out}");
+}

@@ -252,6 +252,7 @@ pub fn plan(
     super::checks::note_capped_cpus(&g, &nodes, jobs, executor);
     // No store yet: `assess` reads an empty one (`read_store`), so a plan leaves no store behind.
     let (sel, a) = assess(&g, &c, &nodes, &force, force_all)?;
+    unreadable_sources(&g, &sel, &a)?;
     // What would be computed; what the shared cache holds is fetched instead (`fetch`).
     let stale: Vec<usize> = sel.iter().copied().filter(|i| a[i].state != State::Fresh && a[i].in_cache.is_none()).collect();
     // A stale node whose key an earlier stale node has (a matrix entry identical to a declared node): a run computes
@@ -500,6 +501,47 @@ pub fn plan(
         println!("{:>12} unchanged: {} only re-renders (none of its cells reads a node that would run)", "Cells", g.nodes[t].id);
     }
     Ok(stale.len() + fetch.len() + rewrites.len())
+}
+
+/// Nodes whose files cannot be digested (a dangling symlink in a dataset folder, a file this user cannot read):
+/// a run would fail on them, so `plan` says so as it says of a missing input, with exit 2.
+fn unreadable_sources(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> Result<(), CliError> {
+    let found: Vec<(usize, &str)> = sel
+        .iter()
+        .filter_map(|&i| {
+            a[&i].reasons.iter().find_map(|r| match r {
+                crate::fingerprint::DirtyReason::SourcesUnreadable { error } => Some((i, error.as_str())),
+                _ => None,
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let at = |i: usize| g.pipeline.sources.locate(g.pipeline.nodes[i].span);
+    let listed = found
+        .iter()
+        .map(|&(i, e)| {
+            let l = at(i);
+            serde_json::json!({
+                "node": g.nodes[i].id, "nodes": [g.nodes[i].id], "kind": g.nodes[i].stage.kind(), "param": null,
+                "message": format!("its files cannot be read: {e}"), "set": null,
+                "at": {"file": l.file, "line": l.line, "col": l.col},
+            })
+        })
+        .collect();
+    let lines: Vec<String> = found
+        .iter()
+        .map(|&(i, e)| format!("  - `{}` ({}, {}): its files cannot be read: {e}", g.nodes[i].id, g.nodes[i].stage.kind(), at(i)))
+        .collect();
+    Err(CliError::Problems(
+        format!(
+            "error: {} found before running; nothing was run or written:\n{}",
+            crate::text::count(found.len(), "problem"),
+            lines.join("\n")
+        ),
+        listed,
+    ))
 }
 
 /// What [`in_flight`] finds: node → what computes its current key; node → lines for jobs of earlier settings; the

@@ -349,7 +349,7 @@ pub fn decide(
             return a;
         }
         Ok(Err(e)) => {
-            a.reasons.push(DirtyReason::Other { detail: format!("cannot fingerprint sources: {e}") });
+            a.reasons.push(DirtyReason::SourcesUnreadable { error: e.to_string() });
             return a;
         }
         Ok(Ok(fp)) => fp,

@@ -93,6 +93,12 @@ pub enum DirtyReason {
         /// How long it had run, in milliseconds.
         after_ms: u64,
     },
+    /// The files it reads cannot be digested (a dangling symlink in a dataset, a file this user cannot read): it
+    /// cannot run until they are fixed.
+    SourcesUnreadable {
+        /// What could not be read, and why.
+        error: String,
+    },
     /// The kind changed, or something the comparison cannot name.
     Other {
         /// Explanation.
@@ -179,6 +185,7 @@ impl std::fmt::Display for DirtyReason {
                 let first = error.lines().next().unwrap_or("");
                 write!(f, "last run failed: {}", head(first, 300))
             }
+            DirtyReason::SourcesUnreadable { error } => write!(f, "cannot fingerprint sources: {error}"),
             DirtyReason::Other { detail } => write!(f, "{detail}"),
         }
     }
