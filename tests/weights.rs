@@ -101,6 +101,8 @@ fn wrong_shapes_and_non_vit_files_are_exit_2_naming_the_tensor_before_anything_r
     let (code, _, err) = pf(d.path(), &["run", "p.toml", "feat", "--set", LIMIT]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("`feat` (features") && err.contains("width 32") && err.contains("the model width 64"), "{err}");
+    // Either the file or the model may be the mistake.
+    assert!(err.contains("if it is the wrong file, point the `weights` node's `path` at the intended checkpoint"), "{err}");
     // 16×16 patches for the model's 8×8: the tokenizer named, and the parameter to change.
     timm_vit(&d.path().join("vit.safetensors"), 64, 4, 128, 16, 2);
     let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", LIMIT]);

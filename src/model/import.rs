@@ -105,19 +105,17 @@ pub fn fits(info: &VitInfo, cfg: &ModelConfig) -> Result<(), String> {
         };
         // The heads must divide the width; a checkpoint does not record them (ViTs use 64 dimensions per head).
         if preset.is_none() && !info.dim.is_multiple_of(s.heads.max(1)) {
-            let h = if info.dim.is_multiple_of(64) {
-                info.dim / 64
+            let why = if info.dim.is_multiple_of(64) {
+                format!("ViTs use 64 dimensions per head: `heads = {}`", info.dim / 64)
             } else {
-                (1..=s.heads).rev().find(|h| info.dim.is_multiple_of(*h)).unwrap_or(1)
+                format!("e.g. `heads = {}`", (1..=s.heads).rev().find(|h| info.dim.is_multiple_of(*h)).unwrap_or(1))
             };
-            todo.push_str(&format!(
-                " and `heads` to a divisor of {} (the checkpoint does not record it; ViTs use 64 dimensions per head: `heads = {h}`)",
-                info.dim
-            ));
+            todo.push_str(&format!(" and `heads` to a divisor of {} (the checkpoint does not record it; {why})", info.dim));
         }
         return Err(format!(
             "the checkpoint is a ViT of width {}, {} blocks, MLP {} (`patch_embed.proj.weight` [{}, …], `blocks.0` … `blocks.{}`), \
-             the model width {}, {} blocks, MLP {}: {todo}",
+             the model width {}, {} blocks, MLP {}: if it is the wrong file, point the `weights` node's `path` at the \
+             intended checkpoint; to start from this one, {todo}",
             info.dim,
             info.depth,
             info.mlp,
