@@ -154,6 +154,9 @@ fn every_table_names_its_missing_data_and_writes_nothing() {
     let (_, _, err) = pf(d.path(), &["plan", f.to_str().unwrap(), "--profile", "paper"]);
     assert!(err.starts_with("error: 4 problems found before running"), "{err}");
     assert!(err.contains("vit_l16") && err.contains("kinetics600") && !err.contains("imagenet"), "{err}");
+    // A build without video decoding says so with the first list, not once the paths are set.
+    let without_video = err.contains("kinetics600.path") && err.contains("built without video decoding");
+    assert_eq!(without_video, !cfg!(feature = "video"), "{err}");
 }
 
 #[test]

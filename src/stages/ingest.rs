@@ -276,7 +276,13 @@ impl DatasetStage {
                 .into());
         }
         if p.path.is_empty() {
-            return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?", p.format)).into());
+            // A build without video decoding is said at once too: the rebuild takes longest.
+            let also = if p.format.needs_video() && !video_file::AVAILABLE {
+                format!(" Also, {}", video_file::UNAVAILABLE)
+            } else {
+                String::new()
+            };
+            return Err(("path".to_string(), format!("not configured: where is your copy of this {} dataset?{also}", p.format)).into());
         }
         // A rebuild first: it takes longest, and a path set next would only meet this.
         if p.format.needs_video() && !video_file::AVAILABLE {
