@@ -115,6 +115,14 @@ pub fn audioset(root: &Path, classes: &[String]) -> Result<Catalog, DataError> {
     if idx_csv.is_file() {
         let mut rdr =
             csv::ReaderBuilder::new().has_headers(true).from_path(&idx_csv).map_err(|e| DataError::new(&idx_csv, e.to_string()))?;
+        // Its first line is the header: a file without one would lose its first class to it.
+        let first = rdr.headers().map_err(|e| DataError::new(&idx_csv, format!("line 1: {e}")))?.get(0).unwrap_or("").trim().to_string();
+        if first.parse::<usize>().is_ok() {
+            return Err(DataError::new(
+                &idx_csv,
+                "line 1 is a class row, not the header `index,mid,display_name`: add that header as the first line",
+            ));
+        }
         for (k, rec) in rdr.records().enumerate() {
             let rec = rec.map_err(|e| DataError::new(&idx_csv, format!("line {}: {e}", k + 2)))?;
             let (Some(i), Some(mid), Some(name)) = (rec.get(0).and_then(|s| s.trim().parse::<usize>().ok()), rec.get(1), rec.get(2)) else {
@@ -398,6 +406,10 @@ mod tests {
         std::fs::write(r.join("eval_segments.csv"), "abc, 1.0, 2.0, \"Male speech, man speaking\"\n").unwrap();
         let e = audioset(r, &[]).unwrap_err();
         assert!(e.message.contains("`Male speech, man speaking` is a display name") && e.message.contains("/m/05zppz"), "{e}");
+        // A class list without its header would lose its first class to it: said.
+        std::fs::write(r.join("class_labels_indices.csv"), "0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n").unwrap();
+        let e = audioset(r, &[]).unwrap_err();
+        assert!(e.message.contains("line 1 is a class row, not the header `index,mid,display_name`"), "{e}");
     }
 
     #[test]

@@ -305,6 +305,15 @@ fn flat_val(root: &Path, val: &Path, classes: &[String], split: SplitName) -> Re
                 if i == 0 && line.starts_with("ImageId") || line.is_empty() {
                     continue;
                 }
+                // Another header than Kaggle's (its first label no WordNet id `n…`): read as a row, it would name an
+                // image `id.JPEG` that is not there.
+                let wnid_like = |w: &str| w.strip_prefix('n').is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
+                if i == 0 && !line.split_once(',').and_then(|(_, p)| p.split_whitespace().next()).is_some_and(wnid_like) {
+                    return Err(DataError::new(
+                        &csv,
+                        format!("line 1: `{line}` is neither Kaggle's header `ImageId,PredictionString` nor a row `IMAGE,WNID …`"),
+                    ));
+                }
                 let (id, pred) = line.split_once(',').ok_or_else(|| {
                     DataError::new(&csv, format!("line {}: expected `ImageId,PredictionString` (Kaggle's LOC_val_solution.csv)", i + 1))
                 })?;
@@ -501,6 +510,10 @@ mod tests {
         assert_eq!(tests, [0, 1, 1]);
         std::fs::remove_dir_all(r.join("ILSVRC2012_devkit_t12")).unwrap();
         std::fs::write(r.join("LOC_val_solution.csv"), "ImageId,PredictionString\n").unwrap();
+        // Another header is named as such, not read as an image that is not there.
+        std::fs::write(r.join("LOC_val_solution.csv"), "id,label\nILSVRC2012_val_00000001,n01 1 2 3 4\n").unwrap();
+        let e = image_folders(r, &[]).unwrap_err();
+        assert!(e.message.contains("line 1: `id,label` is neither Kaggle's header"), "{e}");
         // A label not among the train classes names the CSV line.
         std::fs::write(r.join("LOC_val_solution.csv"), "ImageId,PredictionString\nILSVRC2012_val_00000001,n09 1 2 3 4\n").unwrap();
         let e = image_folders(r, &[]).unwrap_err();
