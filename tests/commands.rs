@@ -1,15 +1,11 @@
 //! `gc`, `verify`, `dag`, `plan` and `kinds` through the binary.
 
+mod common;
+
+use common::{pf, BIN};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
-
-fn pf(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
 
 /// File `name` of the fresh artifact of node `node` of `p.toml` in `dir`, read from the blob path `show` lists.
 fn stored(dir: &Path, node: &str, name: &str) -> String {
@@ -464,13 +460,7 @@ fn an_unkeyed_script_and_a_missing_program_are_warned_of() {
 #[test]
 fn a_damaged_blob_of_an_export_is_recomputed_before_anything_is_written() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(
-        d.path().join("p.toml"),
-        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json\"]\n\
-         [node.t]\nkind = \"table\"\ninputs = { runs = [\"c\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
-         rows = [{ label = \"R\", nodes = [\"c\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\" }]\nexport = \"results/t\"\n",
-    )
-    .unwrap();
+    std::fs::write(d.path().join("p.toml"), common::EXPORTED_TABLE).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     let md = std::fs::read_to_string(d.path().join("results/t.md")).unwrap();
     let (_, out, _) = pf(d.path(), &["status", "p.toml", "--json"]);

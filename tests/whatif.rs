@@ -314,13 +314,7 @@ fn plan_names_the_rows_a_table_gains_and_loses() {
 #[test]
 fn plan_counts_exported_files_a_run_would_write() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::write(
-        d.path().join("p.toml"),
-        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json\"]\n\
-         [node.t]\nkind = \"table\"\ninputs = { runs = [\"c\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
-         rows = [{ label = \"R\", nodes = [\"c\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\" }]\nexport = \"results/t\"\n",
-    )
-    .unwrap();
+    std::fs::write(d.path().join("p.toml"), common::EXPORTED_TABLE).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     let (code, out, _) = pf(d.path(), &["plan", "p.toml", "--exit-code"]);
     assert_eq!(code, 0, "{out}");

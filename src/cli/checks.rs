@@ -217,14 +217,20 @@ pub fn preflight(g: &Graph, c: &Common, targets: &[String], env: &BTreeMap<Strin
             text
         })
         .collect();
-    Err(CliError::Problems(
+    Err(problems_found(&problems, listed))
+}
+
+/// The error of problems found before running (exit 2): each problem's lines as the text lists them, and each as
+/// its JSON entry (`{node, nodes, kind, at, param, message, set}`).
+pub(super) fn problems_found(lines: &[String], listed: Vec<serde_json::Value>) -> CliError {
+    CliError::Problems(
         format!(
             "error: {} found before running; nothing was run or written:\n{}",
-            crate::text::count(problems.len(), "problem"),
-            problems.join("\n")
+            crate::text::count(lines.len(), "problem"),
+            lines.join("\n")
         ),
         listed,
-    ))
+    )
 }
 
 /// A path as the file system resolves it (links followed) as far as it exists — its deepest existing folder

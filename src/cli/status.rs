@@ -534,14 +534,7 @@ fn unreadable_sources(g: &Graph, sel: &[usize], a: &BTreeMap<usize, Assessment>)
         .iter()
         .map(|&(i, e)| format!("  - `{}` ({}, {}): its files cannot be read: {e}", g.nodes[i].id, g.nodes[i].stage.kind(), at(i)))
         .collect();
-    Err(CliError::Problems(
-        format!(
-            "error: {} found before running; nothing was run or written:\n{}",
-            crate::text::count(found.len(), "problem"),
-            lines.join("\n")
-        ),
-        listed,
-    ))
+    Err(super::checks::problems_found(&lines, listed))
 }
 
 /// What [`in_flight`] finds: node → what computes its current key; node → lines for jobs of earlier settings; the

@@ -8,6 +8,12 @@ use polyflow::train::batch::SplitData;
 use std::path::Path;
 use std::process::Command;
 
+/// A `command` node writing `{"acc": 0.5}` and a table `t` over it exported to `results/t.*`.
+pub const EXPORTED_TABLE: &str =
+    "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo '{\\\"acc\\\": 0.5}' > $POLYFLOW_OUT/metrics.json\"]\n\
+     [node.t]\nkind = \"table\"\ninputs = { runs = [\"c\"] }\ntitle = \"t\"\ncaption = \"c\"\ncounts = false\n\
+     rows = [{ label = \"R\", nodes = [\"c\"] }]\ncolumns = [{ key = \"acc\", label = \"acc\" }]\nexport = \"results/t\"\n";
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_polyflow");
 
