@@ -100,6 +100,23 @@ fn gc_keeps_what_runs_with_the_same_overrides_computed() {
     assert!(out.contains("Would free 0 artifacts"), "{out}");
 }
 
+/// After a `--set` run, `gc` keeps what the file itself computes, whatever order its nodes' names sort in: a node
+/// named before its input (`a` after `z`) was once assessed before it, read as stale, and its artifact collected.
+#[test]
+fn gc_after_a_set_run_keeps_what_the_file_computes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = "[node.z]\nkind = \"value\"\nvalue = 1\n[node.a]\nkind = \"value\"\nvalue = 2\ninputs = { after = \"z\" }\n";
+    std::fs::write(d.path().join("p.toml"), p).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "z.value=7"]).0, 0);
+    // The file's results and the `--set` run's (each node's latest run) all stay.
+    let (code, out, err) = pf(d.path(), &["gc", "p.toml", "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Removed 0 artifacts"), "{out}");
+    let (_, out, _) = pf(d.path(), &["status", "p.toml"]);
+    assert!(out.contains("2 of 2 nodes fresh"), "{out}");
+}
+
 /// `--set NODE.TABLE.KEY=VALUE` sets an entry its table has; a name it lacks is taken for a misspelling (an
 /// error naming the entries there are and the nearest), unless added with a `+` (as Hydra and DVC's `--set-param`
 /// write it), on a plain node, a matrix group and a table the node leaves at its default alike.

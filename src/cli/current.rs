@@ -43,7 +43,7 @@ pub(super) fn current_keys(
     let mut unknown = vec![];
     each_profile(files, overlay, reg, |g| {
         // Every node the files declare, their includes' too, as `gc` keeps them.
-        let sel: Vec<usize> = (0..g.nodes.len()).collect();
+        let sel = g.topo_order();
         let env = env_of(g, backend);
         let states = match cache {
             Some(c) => crate::exec::assess::assess_cached(g, &sel, store, &index, &env, &|_| false, c),

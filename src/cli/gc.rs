@@ -215,7 +215,7 @@ pub fn gc(
             decl_of.entry(id.to_string()).or_insert_with(|| d.to_string());
         }
         // Every node the files declare, their includes' too (not only what a run of the file targets).
-        let sel: Vec<usize> = (0..g.nodes.len()).collect();
+        let sel = g.topo_order();
         for (i, s) in assess_all(g, &sel, &store, &index, &env_of(g, backend), &|_| false) {
             ids.insert(g.nodes[i].id.clone());
             if s.state == State::Fresh {

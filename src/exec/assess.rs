@@ -473,6 +473,9 @@ fn assess_inner(
     cache: Option<&dyn crate::store::cache::ArtifactCache>,
 ) -> BTreeMap<usize, Assessment> {
     let mut out: BTreeMap<usize, Assessment> = BTreeMap::new();
+    // Each node after its inputs (as `Graph::select` and `Graph::topo_order` give them): a node assessed before a
+    // selected input would find no digest for it and read as stale, its key unknown.
+    debug_assert!(in_topo_order(g, sel), "nodes to assess are in topological order");
     for &i in sel {
         let fp = {
             // A fresh upstream's artifact digest, or the digest of the cache entry a run would fetch.
@@ -488,6 +491,12 @@ fn assess_inner(
         out.insert(i, a);
     }
     out
+}
+
+/// Whether every node of `sel` comes after those of its inputs that `sel` holds.
+fn in_topo_order(g: &Graph, sel: &[usize]) -> bool {
+    let at: BTreeMap<usize, usize> = sel.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+    sel.iter().enumerate().all(|(pos, &i)| g.nodes[i].inputs.values().flatten().all(|u| at.get(u).is_none_or(|&p| p < pos)))
 }
 
 /// Of `sel` (in order), the stale nodes of `assessed` that `cache` holds, as [`assess_cached`] finds them (down a

@@ -5,22 +5,27 @@
 //! to the node's scratch directory in the store; a killed run resumes there and ends with exactly the
 //! weights and metrics of an uninterrupted run.
 
-use super::modelspec::{load_task, model_config, model_params, Gelu, LoadedTask, ModelParams};
-use crate::model::checkpoint::{from_safetensors, to_safetensors, HostTensor};
+mod artifact;
+mod block;
+mod declared;
+mod params;
+mod resume;
+
+pub use block::{backend_built, follow_key_env};
+pub(crate) use block::{env_for_block, off_fused_cpu};
+pub use declared::{check_init_fits, declared_config, declared_count};
+
+use artifact::{encoder_of, write_model};
+use params::{effective, opt_kind, optim_params, Accumulate, Arithmetic, CotrainParams, Optimizer, Precision, TrainParams};
+use resume::{load_resume, Job};
+
+use super::modelspec::{load_task, model_config, model_params, Gelu, LoadedTask};
+use crate::model::checkpoint::from_safetensors;
 use crate::model::count::count;
-use crate::model::device::{Backend, BackendJob};
-use crate::model::import::{fits, from_timm, Inflation, VitInfo};
-use crate::model::ModelConfig;
-use crate::stage::{
-    choice_enum, parse, parse_checked, InputArtifact, InputSlot, ParamSpec, ParamType as T, Problem, Progress, Resources, Stage, StageCtx,
-    StageError,
-};
-use crate::train::batch::Cursor;
-use crate::train::optim::OptKind;
-use crate::train::run::{run, Outcome, Resume, RunConfig, TaskRun};
-use crate::train::schedule::{Schedule, SCHEDULES};
-use burn::tensor::backend::AutodiffBackend;
-use serde::Deserialize;
+use crate::model::device::Backend;
+use crate::model::import::from_timm;
+use crate::stage::{parse, parse_checked, InputArtifact, InputSlot, ParamSpec, Problem, Resources, Stage, StageCtx, StageError};
+use crate::train::run::RunConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,358 +34,6 @@ use std::path::Path;
 pub struct TrainStage {
     /// Co-training over several tasks.
     pub multi: bool,
-}
-
-choice_enum! {
-    /// The shared optimizer.
-    enum Optimizer {
-        /// SGD with momentum (the paper).
-        Sgd = "sgd",
-        /// Adam.
-        Adam = "adam",
-        /// Adam with decoupled weight decay.
-        AdamW = "adamw",
-    }
-}
-
-choice_enum! {
-    /// How the `accumulate` schedule combines the task gradients.
-    enum Accumulate {
-        /// Their sum.
-        Sum = "sum",
-        /// Their mean.
-        Mean = "mean",
-    }
-}
-
-choice_enum! {
-    /// The arithmetic of the blocks' matrix products.
-    enum Precision {
-        /// f32 throughout.
-        F32 = "f32",
-        /// bf16 operands with f32 master weights and optimizer state: on the CPU the fused block's products
-        /// accumulate in f32; elsewhere the block runs as PyTorch's autocast (products and GELU in bf16).
-        Bf16 = "bf16",
-        /// f16 operands with dynamic loss scaling, f32 master weights and optimizer state: the autocast-style
-        /// composition (never the fused CPU block), for GPUs without bf16 (V100, T4).
-        F16 = "f16",
-    }
-}
-
-/// The optimisation parameters of `train` and `cotrain` ([`optim_params`]).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OptimParams {
-    optimizer: Optimizer,
-    momentum: f64,
-    weight_decay: f64,
-    /// Global gradient-norm clip (0 = off).
-    clip: f64,
-    wrap_last: bool,
-    /// Σ U_j override (0 = Σ U_j).
-    total_steps: usize,
-    eval_every: usize,
-    checkpoint_every: usize,
-    init_inflation: Inflation,
-    /// Added after nodes were cached ([`ParamSpec::added`]): absent at its default.
-    #[serde(default = "f32_precision")]
-    precision: Precision,
-    /// Gradient accumulation slice (0 = the whole batch); added later, absent at its default.
-    #[serde(default)]
-    micro_batch: usize,
-    /// Data-parallel replicas (one per GPU); added later, absent at its default.
-    #[serde(default = "one")]
-    gpus: usize,
-    /// Activation checkpointing; added later, absent at its default (off).
-    #[serde(default)]
-    activation_checkpointing: bool,
-}
-
-/// The settings of a model-bearing node (`train`, `cotrain`, `probe`) that decide its arithmetic and devices, read
-/// from its parameters as they are (a probe's have no `precision`: absent is the default). A value that does not
-/// parse reads as the default here: `validate` reports it before anything runs.
-#[derive(Deserialize, Default)]
-struct Arithmetic {
-    #[serde(default)]
-    precision: Option<Precision>,
-    #[serde(default)]
-    gelu: Option<Gelu>,
-    #[serde(default)]
-    gpus: Option<usize>,
-    #[serde(default)]
-    activation_checkpointing: bool,
-}
-
-impl Arithmetic {
-    fn of(params: &Value) -> Self {
-        Self::deserialize(params).unwrap_or_default()
-    }
-    fn precision(&self) -> Precision {
-        self.precision.unwrap_or(Precision::F32)
-    }
-}
-
-/// Whether a model-bearing node with `params` under `env` (its key's entries) runs off the fused CPU block: on
-/// another backend than `flex`, with a setting the fused kernels do not have ([`never_fused`]), or with the
-/// fused block turned off (`POLYFLOW_FUSED_CPU=0`, the `cpu_block` entry: burn's composition rounds
-/// differently, so its artifacts must not stand in for the fused block's under one key, nor the other way
-/// round). A function of the key's inputs alone.
-pub(crate) fn off_fused_cpu(params: &Value, env: &BTreeMap<String, String>) -> bool {
-    Backend::from_env(env).is_ok_and(|b| b != Backend::Flex) || never_fused(params) || env.contains_key(crate::model::device::CPU_BLOCK)
-}
-
-/// Settings the fused CPU block does not implement: the erf GELU, f16.
-fn never_fused(params: &Value) -> bool {
-    let a = Arithmetic::of(params);
-    a.gelu == Some(Gelu::Erf) || a.precision() == Precision::F16
-}
-
-/// The key's environment of a model-bearing node: the `cpu_block` entry (`POLYFLOW_FUSED_CPU=0`) only where
-/// the fused block would otherwise run, so nodes that never use it keep one key either way.
-/// The `bf16_kernel` entry (AMX) only on bf16 nodes the fused block runs: the others never use its bf16 products.
-pub(crate) fn env_for_block(params: &Value, mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    if never_fused(params) {
-        env.remove(crate::model::device::CPU_BLOCK);
-    }
-    if Arithmetic::of(params).precision() != Precision::Bf16 || off_fused_cpu(params, &env) {
-        env.remove(crate::model::device::BF16_KERNEL);
-    }
-    env
-}
-
-/// [`Stage::follow_env`] of the model-bearing nodes (the inverse of `env_for_block`): the fused CPU block on or
-/// off as the key's `cpu_block` entry says, and bf16 products off AMX unless its `bf16_kernel` entry names AMX.
-/// `Err` when this machine cannot: the key names AMX and the products here do not run on it (the bits would differ
-/// from the key's).
-pub fn follow_key_env(env: &BTreeMap<String, String>) -> Result<(), String> {
-    if env.get("backend").map(String::as_str) != Some("flex") {
-        return Ok(());
-    }
-    crate::model::fused::set_enabled(!env.contains_key(crate::model::device::CPU_BLOCK));
-    use crate::model::fused::kernels::bf16::{avoid_amx, kernel, Kernel};
-    match env.get(crate::model::device::BF16_KERNEL) {
-        None if avoid_amx() == Kernel::Amx => {
-            Err("this process already runs its bf16 products on AMX, which the key does not name".to_string())
-        }
-        Some(want) if kernel() != Kernel::Amx => Err(format!(
-            "the node's key names {} = {want} (its bf16 products ran on AMX where it was submitted), but on this \
-             machine they run on {}, whose sums round otherwise; run it on CPUs with AMX-BF16 (e.g. a Slurm constraint), \
-             or submit with POLYFLOW_BF16=avx512 so that its key names no AMX",
-            crate::model::device::BF16_KERNEL,
-            kernel().name()
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn one() -> usize {
-    1
-}
-
-impl OptimParams {
-    /// The options set here that only the fused CPU block implements: `(parameter, as written, its off value)`.
-    /// (`precision = "bf16"` is not one: every backend runs it, the fused block with its own kernels.)
-    fn fused_only(&self) -> Vec<(&'static str, &'static str, &'static str)> {
-        let mut v = vec![];
-        if self.activation_checkpointing {
-            v.push(("activation_checkpointing", "activation_checkpointing = true", "activation_checkpointing = false"));
-        }
-        v
-    }
-}
-
-fn f32_precision() -> Precision {
-    Precision::F32
-}
-
-/// `params` as a training node uses them: the size resolved, and the settings of optimizers not chosen left out.
-fn effective(params: &Value, model: &ModelParams, optim: &OptimParams) -> Value {
-    let mut v = crate::stages::modelspec::effective_size(params, model);
-    if let Some(o) = v.as_object_mut() {
-        if optim.optimizer != Optimizer::Sgd {
-            o.remove("momentum");
-        }
-        if optim.optimizer != Optimizer::AdamW {
-            o.remove("weight_decay");
-        }
-    }
-    v
-}
-
-/// The parameters of a `train` node.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TrainParams {
-    #[serde(flatten)]
-    model: ModelParams,
-    #[serde(flatten)]
-    optim: OptimParams,
-}
-
-/// The parameters of a `cotrain` node: those of `train` and the task schedule. (Not a flattened
-/// [`TrainParams`]: a flattened struct that itself flattens refuses the keys it does not know.)
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CotrainParams {
-    #[serde(flatten)]
-    model: ModelParams,
-    #[serde(flatten)]
-    optim: OptimParams,
-    schedule: Schedule,
-    schedule_seed: u64,
-    accumulate: Accumulate,
-}
-
-impl From<TrainParams> for CotrainParams {
-    /// A single-task run: every update trains its one task (`weighted`, seed 0, summed).
-    fn from(p: TrainParams) -> Self {
-        CotrainParams { model: p.model, optim: p.optim, schedule: Schedule::Weighted, schedule_seed: 0, accumulate: Accumulate::Sum }
-    }
-}
-
-fn optim_params(multi: bool) -> Vec<ParamSpec> {
-    let mut v = vec![
-        ParamSpec::opt("optimizer", T::Choice(Optimizer::NAMES), json!("sgd"), "one shared optimizer (paper: SGD, momentum 0.9)"),
-        ParamSpec::opt("momentum", T::Float { min: 0.0, max: 1.0 }, json!(0.9), "SGD momentum"),
-        ParamSpec::opt("weight_decay", T::Float { min: 0.0, max: 10.0 }, json!(0.0), "AdamW decoupled weight decay"),
-        ParamSpec::opt("clip", T::Float { min: 0.0, max: 1e9 }, json!(1.0), "global gradient-norm clip (0 = off)"),
-        ParamSpec::opt("wrap_last", T::Bool, json!(true), "Scenic's cosine wrap: the last update uses the full peak LR"),
-        ParamSpec::opt("total_steps", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "override Σ U_j (0 = Σ U_j): the budgets are scaled to it (every task keeps ≥ 1 update while it allows) and the warmup by the same factor"),
-        ParamSpec::opt("eval_every", T::Int { min: 0, max: 1_000_000_000 }, json!(0), "evaluate on val every N updates (0 = at the end)"),
-        ParamSpec::opt(
-            "checkpoint_every",
-            T::Int { min: 0, max: 1_000_000_000 },
-            json!(0),
-            "resumable checkpoint every N updates (0 = off); not in the key: it changes no bit of the result",
-        )
-        .unkeyed(),
-        ParamSpec::opt(
-            "init_inflation",
-            T::Choice(&["central", "average"]),
-            json!("central"),
-            "2D → 3D kernel inflation when initialising video from a ViT",
-        ),
-        ParamSpec::added(
-            "precision",
-            T::Choice(Precision::NAMES),
-            json!("f32"),
-            "matrix products of the blocks: f32, bf16 operands with f32 master weights (every backend), or f16 operands with dynamic loss scaling (off the fused CPU block: for GPUs without bf16)",
-        ),
-        ParamSpec::added(
-            "micro_batch",
-            T::Int { min: 0, max: 1_000_000 },
-            json!(0),
-            "gradient accumulation: forward/backward in slices of this many examples, one optimizer step per batch (0 = whole batch)",
-        ),
-        ParamSpec::added(
-            "gpus",
-            T::Int { min: 1, max: 1024 },
-            json!(1),
-            "data parallelism: the batch cut into this many shards, one model replica per GPU, gradients summed before one optimizer step (on the CPU backend the replicas take turns on the CPU)",
-        ),
-        ParamSpec::added(
-            "activation_checkpointing",
-            T::Bool,
-            json!(false),
-            "keep only each block's input for the backward pass and recompute its activations there (fused CPU block: same bits, ~1/3 more arithmetic, far less memory)",
-        ),
-    ];
-    if multi {
-        v.push(ParamSpec::opt(
-            "schedule",
-            T::Choice(SCHEDULES),
-            json!("weighted"),
-            "task sampling: task_by_task, alternating, uniform, weighted, accumulate",
-        ));
-        v.push(ParamSpec::opt(
-            "schedule_seed",
-            T::Int { min: 0, max: i64::MAX },
-            json!(0),
-            "seed of the schedule's permutation (Scenic: 0)",
-        ));
-        v.push(ParamSpec::opt(
-            "accumulate",
-            T::Choice(Accumulate::NAMES),
-            json!("sum"),
-            "accumulate: combine the task gradients by sum or mean",
-        ));
-    }
-    v
-}
-
-fn opt_kind(p: &OptimParams) -> OptKind {
-    match p.optimizer {
-        Optimizer::Sgd => OptKind::Sgd { momentum: p.momentum },
-        Optimizer::Adam => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
-        Optimizer::AdamW => OptKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: p.weight_decay },
-    }
-}
-
-struct Job<'a> {
-    cfg: &'a RunConfig,
-    tasks: Vec<TaskRun>,
-    init: Option<BTreeMap<String, HostTensor>>,
-    resume: Option<Resume>,
-    progress: &'a (dyn Fn(Progress) + Sync),
-    scratch: &'a Path,
-}
-
-impl BackendJob for Job<'_> {
-    type Output = Result<Outcome, String>;
-    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        let progress = |done: usize, total: usize, message: String| {
-            (self.progress)(Progress { done: done as u64, total: total as u64, message, note: false })
-        };
-        let scratch = self.scratch;
-        let mut save = |r: &Resume| {
-            if let Err(e) = save_resume(scratch, r) {
-                tracing::warn!("cannot write resumable checkpoint: {e}");
-            }
-        };
-        run::<B>(self.cfg, &self.tasks, self.init.as_ref(), self.resume, &devices, &progress, &mut save)
-    }
-}
-
-fn save_resume(dir: &Path, r: &Resume) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut t = r.weights.clone();
-    for (k, v) in &r.opt {
-        t.insert(k.clone(), HostTensor { shape: vec![v.len()], data: v.clone() });
-    }
-    let mut meta = json!({"step": r.step, "opt_t": r.opt_t, "cursors": r.cursors, "steps": r.steps, "evals": r.evals});
-    if let Some(s) = &r.loss_scale {
-        meta["loss_scale"] = json!(s);
-    }
-    // Tensors first, then the JSON that makes them count (each on disk before its rename).
-    crate::store::write_atomic(&dir.join("resume.safetensors"), &to_safetensors(&t), true)?;
-    crate::store::write_atomic(&dir.join("resume.json"), &serde_json::to_vec(&meta)?, true)
-}
-
-fn load_resume(dir: &Path) -> Option<Resume> {
-    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("resume.json")).ok()?).ok()?;
-    let t = from_safetensors(&std::fs::read(dir.join("resume.safetensors")).ok()?).ok()?;
-    let mut weights = BTreeMap::new();
-    let mut opt = vec![];
-    for (k, v) in t {
-        if k.starts_with("opt.") {
-            opt.push((k, v.data))
-        } else {
-            weights.insert(k, v);
-        }
-    }
-    Some(Resume {
-        step: meta["step"].as_u64()? as usize,
-        weights,
-        opt,
-        opt_t: meta["opt_t"].as_u64()? as usize,
-        cursors: serde_json::from_value::<Vec<Cursor>>(meta["cursors"].clone()).ok()?,
-        steps: serde_json::from_value(meta["steps"].clone()).ok()?,
-        evals: serde_json::from_value(meta["evals"].clone()).ok()?,
-        loss_scale: match meta.get("loss_scale") {
-            Some(s) => Some(serde_json::from_value(s.clone()).ok()?),
-            None => None,
-        },
-    })
 }
 
 impl TrainStage {
@@ -405,26 +58,6 @@ impl TrainStage {
             parse::<TrainParams>(params).map(CotrainParams::from)
         }
     }
-}
-
-/// The run's backend is compiled into this polyflow; else a problem of the installation (a rebuild fixes it, or
-/// another `--backend`; no parameter does), for the nodes that compute on it (`train`, `cotrain`, `features`).
-pub fn backend_built(env: &BTreeMap<String, String>) -> Result<(), Problem> {
-    let Ok(backend) = Backend::from_env(env) else { return Ok(()) };
-    let built = crate::model::device::available();
-    if built.contains(&backend.name()) {
-        return Ok(());
-    }
-    Err(Problem::installation(
-        "backend",
-        format!(
-            "`{}` (--backend or POLYFLOW_BACKEND) is not in this build (available: {}): build with `cargo install --path . --features {}`, or pick an available backend",
-            backend.name(),
-            built.join(", "),
-            backend.name()
-        ),
-    )
-    .local())
 }
 
 impl Stage for TrainStage {
@@ -804,111 +437,6 @@ impl Stage for TrainStage {
     }
 }
 
-/// The encoder of a trained `model` artifact mapped onto `model`: shared blocks and final norm as they are, each
-/// modality's tokenizer (and adapters) moved to that modality's index in `model`, tokenizers of modalities
-/// `model` lacks and every task head dropped (a new task starts from a fresh head, as in MBT-style transfer).
-fn encoder_of(a: &InputArtifact, model: &crate::model::ModelConfig) -> Result<BTreeMap<String, HostTensor>, StageError> {
-    let conf: Value = a.json("config.json")?;
-    let old: crate::model::ModelConfig =
-        serde_json::from_value(conf["model"].clone()).map_err(|e| StageError::failed(format!("`{}` config.json: {e}", a.id)))?;
-    crate::model::transfer::encoder_fits(&old, model)
-        .map_err(|e| StageError::input(format!("init from the trained model `{}`: {e}", a.id)))?;
-    let w = from_safetensors(&a.read("model.safetensors")?).map_err(StageError::failed)?;
-    let mut out = BTreeMap::new();
-    for (k, v) in w {
-        if k.starts_with("heads.") {
-            continue;
-        }
-        let k2 = match k.strip_prefix("tokenizers.") {
-            Some(rest) => {
-                let (i, tail) = rest.split_once('.').unwrap_or((rest, ""));
-                let m = old.geometry.get(i.parse::<usize>().unwrap_or(usize::MAX)).map(|g| g.0);
-                match m.and_then(|m| model.geometry.iter().position(|(k, _)| *k == m)) {
-                    Some(ni) => format!("tokenizers.{ni}.{tail}"),
-                    None => continue,
-                }
-            }
-            None => k,
-        };
-        out.insert(k2, v);
-    }
-    Ok(out)
-}
-
-/// Parameter counts of the model that `params` builds for tasks known only by their declarations
-/// (`{"spec": TaskSpec, "shape": [C, T, H, W]}`), e.g. the paper's nine tasks before any data exists.
-pub fn declared_count(params: &ModelParams, tasks: &[Value]) -> Result<Value, StageError> {
-    Ok(serde_json::to_value(count(&declared_config(params, tasks)?)).unwrap_or_default())
-}
-
-/// The model `params` builds for tasks known only by their declarations (see [`declared_count`]).
-pub fn declared_config(params: &ModelParams, tasks: &[Value]) -> Result<ModelConfig, StageError> {
-    let mut specs = vec![];
-    for (i, d) in tasks.iter().enumerate() {
-        let mut spec: crate::stages::task::TaskSpec =
-            serde_json::from_value(d["spec"].clone()).map_err(|e| StageError::failed(format!("task declaration: {e}")))?;
-        if spec.name.is_empty() {
-            // Named by its node where the declaration says it (see `graph::declared_inputs`).
-            spec.name = d["node"].as_str().map_or_else(|| format!("task{i}"), String::from);
-        }
-        let shape: [usize; 4] = serde_json::from_value(d["shape"].clone()).map_err(|e| StageError::failed(format!("task shape: {e}")))?;
-        specs.push((spec, shape));
-    }
-    let refs: Vec<_> = specs.iter().map(|(s, sh)| (s, *sh)).collect();
-    model_config(params, &refs)
-}
-
-/// Whether what an `init` input declares fits `cfg`, the model built from the declared tasks: a `weights` node's
-/// checkpoint (`{"vit": VitInfo}`) or the encoder of a training node's model (`{"model": ModelConfig}`, as
-/// [`crate::model::transfer::encoder_fits`] checks it when the node runs). A [`Problem`] of `init` where it does
-/// not fit; no check where nothing is declared.
-pub fn check_init_fits(cfg: &ModelConfig, inputs: &BTreeMap<String, Vec<Value>>) -> Result<(), Problem> {
-    let Some(d) = inputs.get("init").and_then(|v| v.first()) else { return Ok(()) };
-    if let Ok(info) = serde_json::from_value::<VitInfo>(d["vit"].clone()) {
-        return fits(&info, cfg)
-            .map_err(|e| Problem::installation("init", format!("(the pretrained checkpoint) does not fit the model: {e}")));
-    }
-    match serde_json::from_value::<ModelConfig>(d["model"].clone()) {
-        Ok(old) => crate::model::transfer::encoder_fits(&old, cfg)
-            .map_err(|e| Problem::installation("init", format!("(the trained model) does not fit this model: {e}"))),
-        Err(_) => Ok(()),
-    }
-}
-
-fn write_model(
-    ctx: &mut StageCtx<'_>,
-    cfg: &RunConfig,
-    tasks: &[LoadedTask],
-    out: &Outcome,
-    pretrained: Option<Value>,
-) -> Result<(), StageError> {
-    ctx.out.put("model.safetensors", &to_safetensors(&out.weights))?;
-    let mut conf = json!({"model": cfg.model, "run": cfg});
-    if let Some(p) = pretrained {
-        conf["pretrained"] = p;
-    }
-    ctx.out.put_json("config.json", &conf)?;
-    let mut per = serde_json::Map::new();
-    for (j, t) in tasks.iter().enumerate() {
-        let mut e = serde_json::Map::new();
-        for ev in out.evals.iter().filter(|e| e.task == t.spec.name && (e.step == out.steps.len().max(1) || e.split == "test")) {
-            e.insert(ev.split.clone(), json!(ev.metrics));
-        }
-        e.insert("steps".into(), json!(out.steps_per_task[j]));
-        per.insert(t.spec.name.clone(), Value::Object(e));
-    }
-    let c = count(&cfg.model);
-    ctx.out.put_json(
-        "metrics.json",
-        &json!({"tasks": per, "models": 1, "params": c.total, "param_counts": c, "schedule": cfg.schedule, "updates": out.steps.len()}),
-    )?;
-    let jsonl = |v: Vec<String>| v.join("\n") + "\n";
-    ctx.out.put("steps.jsonl", jsonl(out.steps.iter().map(|s| serde_json::to_string(s).unwrap()).collect()).as_bytes())?;
-    ctx.out.put("evals.jsonl", jsonl(out.evals.iter().map(|s| serde_json::to_string(s).unwrap()).collect()).as_bytes())?;
-    let svg = super::plot::curves(out, &tasks.iter().map(|t| t.spec.name.clone()).collect::<Vec<_>>());
-    ctx.out.put("curves.svg", svg.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::TrainStage;
@@ -1004,14 +532,14 @@ mod tests {
         }];
         let scaler = crate::train::optim::LossScaler { scale: 32768.0, good: 7 };
         let r = crate::train::run::Resume { step: 1, opt_t: 0, steps, loss_scale: Some(scaler), ..Default::default() };
-        super::save_resume(d.path(), &r).unwrap();
-        let back = super::load_resume(d.path()).expect("a checkpoint");
+        super::resume::save_resume(d.path(), &r).unwrap();
+        let back = super::resume::load_resume(d.path()).expect("a checkpoint");
         assert_eq!(back.loss_scale, Some(scaler));
         assert_eq!(back.steps, r.steps, "the skipped update's infinite norm comes back");
         let f32_run = crate::train::run::Resume { step: 1, ..Default::default() };
-        super::save_resume(d.path(), &f32_run).unwrap();
+        super::resume::save_resume(d.path(), &f32_run).unwrap();
         assert!(!std::fs::read_to_string(d.path().join("resume.json")).unwrap().contains("loss_scale"));
-        assert_eq!(super::load_resume(d.path()).unwrap().loss_scale, None);
+        assert_eq!(super::resume::load_resume(d.path()).unwrap().loss_scale, None);
     }
 
     /// The version in the key moves only off the fused CPU block (another backend, or the erf GELU): the
