@@ -316,6 +316,28 @@ fn command_nodes_of_a_pipeline_in_a_subfolder_write_into_the_store() {
     assert!(!d.path().join("p/.polyflow").exists(), "nothing written beside the pipeline file");
 }
 
+/// A `command` program finds its inputs under their node ids (`$POLYFLOW_IN/in/a/`): renaming the input node
+/// re-runs it (its program, run now, reads another folder), where a kind that never sees the ids keeps its result.
+#[test]
+fn renaming_a_commands_input_node_reruns_it() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |up: &str| {
+        format!(
+            "[node.{up}]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo hello > $POLYFLOW_OUT/a.txt\"]\n\
+             [node.b]\nkind = \"command\"\ninputs = {{ in = \"{up}\" }}\nrun = [\"sh\", \"-c\", \"cp $POLYFLOW_IN/in/{up}/a.txt $POLYFLOW_OUT/b.txt\"]\n\
+             [node.v]\nkind = \"value\"\nvalue = 1\ninputs = {{ after = \"{up}\" }}\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe("a")).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("p.toml"), pipe("a2")).unwrap();
+    let (_, out, _) = pf(d.path(), &["plan", "p.toml"]);
+    assert!(out.contains("Would run b") && out.contains("inputs of `in` rewired"), "{out}");
+    assert!(out.contains("Plan 1 of 3 nodes would run"), "the renamed node and the value keep their results: {out}");
+    let (code, _, err) = pf(d.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn a_seeds_declaration_names_all_its_replicates_in_why_force_and_show() {
     let d = tempfile::tempdir().unwrap();

@@ -176,6 +176,7 @@ pub fn fingerprint(
         external,
         external_parts,
         named: n.stage.id_in_output().then(|| n.id.clone()),
+        input_ids: n.stage.input_ids_in_output(),
         vars: vars.clone(),
         written: written.clone(),
     };
@@ -548,6 +549,7 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            input_ids: false,
             vars: BTreeMap::new(),
             written: BTreeMap::new(),
         };

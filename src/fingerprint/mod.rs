@@ -10,7 +10,8 @@
 //! | the environment entries the stage declares (seed, backend, precision) | they change results |
 //! | a digest of external files the stage reads (e.g. a dataset folder) | content, never paths or mtimes ([`files`]: a stat cache avoids re-reading unchanged files) |
 //!
-//! Never hashed: absolute paths, mtimes, node ids of inputs (kept only to explain), durations.
+//! Never hashed: absolute paths, mtimes, durations; node ids of inputs only for kinds that see them (a `command`'s
+//! `$POLYFLOW_IN/<slot>/<id>/`), else kept only to explain.
 //! The key is blake3 over the canonical JSON of [`Fingerprint::hashed`]; [`compare`] exists only to explain.
 
 pub mod files;
@@ -54,6 +55,11 @@ pub struct Fingerprint {
     /// metrics are reported under); hashed only then, so a renamed node of such a kind gets a key of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub named: Option<String>,
+    /// Whether its inputs' node ids are hashed too, for kinds whose output may depend on them
+    /// ([`crate::stage::Stage::input_ids_in_output`]: a `command` finds its inputs in folders named by them), so that
+    /// renaming an input node gives such a node a key of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_ids: bool,
     /// The pipeline's `[vars]` its parameters name, as `{NAME}` writes them (explanations only, not hashed:
     /// `status` says `vars.thr changed 3 → 4` rather than how each parameter written with it changed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -65,7 +71,7 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The part of the fingerprint that is hashed (input ids dropped).
+    /// The part of the fingerprint that is hashed (input ids dropped, unless [`Self::input_ids`]).
     pub fn hashed(&self) -> serde_json::Value {
         let inputs: BTreeMap<&String, Vec<&str>> =
             self.inputs.iter().map(|(k, v)| (k, v.iter().map(|d| d.digest.as_str()).collect())).collect();
@@ -79,6 +85,11 @@ impl Fingerprint {
         });
         if let Some(id) = &self.named {
             v["id"] = serde_json::json!(id);
+        }
+        if self.input_ids {
+            let ids: BTreeMap<&String, Vec<&str>> =
+                self.inputs.iter().map(|(k, v)| (k, v.iter().map(|d| d.id.as_str()).collect())).collect();
+            v["input_ids"] = serde_json::json!(ids);
         }
         v
     }
@@ -126,6 +137,7 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            input_ids: false,
             vars: BTreeMap::new(),
             written: BTreeMap::new(),
         }

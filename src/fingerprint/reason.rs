@@ -270,6 +270,13 @@ pub fn compare(old: &NodeRecord, new: &Fingerprint) -> Vec<DirtyReason> {
         }),
         _ => {}
     }
+    if !o.input_ids && new.input_ids {
+        out.push(DirtyReason::Other {
+            detail: "this version of polyflow keys this kind by its inputs' node ids, which its program sees in \
+                     $POLYFLOW_IN (it runs once under its new key)"
+                .into(),
+        });
+    }
     let first_param = out.len();
     diff_json("", &o.params, &new.params, &mut out);
     explain_vars(o, new, first_param, &mut out);
@@ -370,6 +377,7 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            input_ids: false,
             vars: std::collections::BTreeMap::new(),
             written: std::collections::BTreeMap::new(),
         };
@@ -408,6 +416,7 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            input_ids: false,
             vars: [("t".to_string(), t.to_string())].into(),
             written: [("run".to_string(), serde_json::json!("go {t}")), ("label".to_string(), serde_json::json!(label_written))].into(),
         };

@@ -211,8 +211,15 @@ pub trait Stage: Send + Sync + 'static {
     fn canonical_key(&self, _keyed: &mut serde_json::Value) {}
     /// Whether the node's id is part of what it computes (a task's name, which the models trained on it report
     /// their metrics under): then the id is in its key, so a renamed node is recomputed rather than given the
-    /// artifact of the old name. Every other kind's output must not depend on its id, nor on its inputs' ids.
+    /// artifact of the old name. Every other kind's output must not depend on its id, nor on its inputs' ids unless
+    /// [`Stage::input_ids_in_output`] says so.
     fn id_in_output(&self) -> bool {
+        false
+    }
+    /// Whether what the node computes may depend on its inputs' node ids (a `command` program reads its inputs from
+    /// `$POLYFLOW_IN/<slot>/<id>/`): then they are in its key, so renaming an input node re-runs it rather than
+    /// keeping an artifact its program, run now, would not find its files to make.
+    fn input_ids_in_output(&self) -> bool {
         false
     }
     /// Writes the key parameters as a reader reads them, for explanations only (`status`, `plan`, `compare`): e.g.

@@ -71,6 +71,10 @@ impl Stage for CommandStage {
     fn output(&self) -> &'static str {
         "files"
     }
+    fn input_ids_in_output(&self) -> bool {
+        // The program finds its inputs in folders named by them.
+        true
+    }
     fn inputs(&self) -> Vec<InputSlot> {
         // `in`, or names of the pipeline's own: `inputs = { data = "prep", model = "train" }` gives
         // `$POLYFLOW_IN/data/prep/…` and `$POLYFLOW_IN/model/train/…`.
