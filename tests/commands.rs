@@ -1758,7 +1758,7 @@ fn retries_start_a_failed_node_again_until_its_attempts_run_out() {
     assert!(code == 2 && err.contains("q.toml:3:25") && err.contains("`retries = 11`: at most 10"), "{err}");
 }
 
-/// A program's whole output is kept in the store (the latest attempt's): `show` names it for a run that
+/// A program's whole output is kept in the store (the latest attempt's of each outcome): `show` names it for a run that
 /// succeeded and for one that failed (whose record keeps only the last lines); `gc` removes it with its artifact.
 #[test]
 fn a_programs_whole_output_is_kept_and_named_by_show_until_gc() {
@@ -1798,6 +1798,26 @@ fn a_programs_whole_output_is_kept_and_named_by_show_until_gc() {
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "talk"]);
     assert!(log_of(&out).contains("line 30\nerr\n"), "{out}");
     assert_eq!(std::fs::read_dir(d.path().join(".polyflow/logs")).unwrap().count(), 1);
+}
+
+/// A forced re-run that fails (here on a file outside the key) leaves the artifact and the log of the run that made
+/// it: `show` of the fresh node names that log, not the failed attempt's, which is kept beside it.
+#[test]
+fn a_failed_forced_rerun_leaves_the_artifacts_log() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"if [ -f fail ]; then echo broken; exit 3; fi; echo made; \
+                echo x > $POLYFLOW_OUT/x\"]\n";
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    std::fs::write(d.path().join("fail"), "").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--force", "c"]).0, 1);
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
+    let line = out.lines().find(|l| l.starts_with("output: ")).unwrap_or_else(|| panic!("no output line: {out}"));
+    let path = line["output: ".len()..].rsplit_once(" (").unwrap().0.to_string();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "made\n", "{out}");
+    let logs: Vec<String> =
+        std::fs::read_dir(d.path().join(".polyflow/logs")).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+    assert!(logs.len() == 2 && logs.contains(&"broken\n".to_string()), "{logs:?}");
 }
 
 /// A row naming the k folds of a cross-validation (`nodes = ["cv.0", "cv.1", "cv.2"]`, each reporting the same

@@ -46,15 +46,16 @@ fn stale_job_dirs(store: &Store, keep_keys: &BTreeSet<String>) -> Vec<PathBuf> {
     out
 }
 
-/// Programs' output logs (`logs/<key>.log`) of keys not in `keep`, with their sizes.
+/// Programs' output logs (`logs/<key>.log`, a failed or interrupted attempt's too) of keys not in `keep`, with
+/// their sizes.
 fn stale_logs(store: &Store, keep: &BTreeSet<String>) -> Vec<(PathBuf, u64)> {
     let Ok(rd) = std::fs::read_dir(crate::store::logs_root(&store.root)) else { return vec![] };
     let mut out: Vec<(PathBuf, u64)> = rd
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let stem = name.strip_suffix(".log").unwrap_or(&name).to_string();
-            !keep.iter().any(|k| k.starts_with(&stem))
+            let stem = crate::store::log_key(&name);
+            !keep.iter().any(|k| k.starts_with(stem))
         })
         .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
         .collect();

@@ -116,7 +116,8 @@ impl Launcher for LocalLauncher {
             .build()
             .map_err(|e| ExecError::Other(e.to_string()))?;
         let name = format!("polyflow-node-{}", l.node);
-        let output_log = crate::store::output_log(&store.root, &l.key);
+        let attempt_log = crate::store::attempt_log(&store.root, &l.key);
+        let (done_log, failed_log) = (crate::store::output_log(&store.root, &l.key), crate::store::failed_log(&store.root, &l.key));
         let spawn = std::thread::Builder::new().name(name).spawn(move || {
             pool.install(|| {
                 let start = Instant::now();
@@ -135,13 +136,18 @@ impl Launcher for LocalLauncher {
                     threads,
                     devices: l.devices.clone(),
                     scratch: l.scratch.clone(),
-                    output_log: Some(output_log.clone()),
+                    output_log: Some(attempt_log.clone()),
                 };
                 let result = execute(job, &store, &progress);
-                // A program's output, where it wrote any: named in the run's (or the failure's) record.
+                // A program's output, where it wrote any: named in the run's (or the failure's) record, each kept
+                // apart (a failed forced re-run leaves the log of the run that made the artifact).
                 let mut notes = RunnerNotes::new();
-                if std::fs::metadata(&output_log).is_ok_and(|m| m.len() > 0) {
-                    notes.insert(crate::store::OUTPUT_NOTE.to_string(), output_log.display().to_string());
+                if std::fs::metadata(&attempt_log).is_ok_and(|m| m.len() > 0) {
+                    let log = if result.is_ok() { &done_log } else { &failed_log };
+                    let kept = if std::fs::rename(&attempt_log, log).is_ok() { log } else { &attempt_log };
+                    notes.insert(crate::store::OUTPUT_NOTE.to_string(), kept.display().to_string());
+                } else {
+                    let _ = std::fs::remove_file(&attempt_log);
                 }
                 let _ = tx.send(Msg::Done(i, result, start.elapsed().as_millis() as u64, notes));
             })

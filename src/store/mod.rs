@@ -254,10 +254,28 @@ pub fn logs_root(root: &Path) -> PathBuf {
     root.join("logs")
 }
 
-/// Where the output of the program computing `key` (a `command` node's) is kept in the store at `root`: the
-/// latest attempt's, whether it succeeded or failed.
+/// Where the output of the program computing `key` (a `command` node's) is kept in the store at `root`: that
+/// of the latest run that made its artifact. A failed attempt's goes to [`failed_log`], so a forced re-run that
+/// fails leaves the log of the run that made the artifact.
 pub fn output_log(root: &Path, key: &str) -> PathBuf {
     logs_root(root).join(format!("{}.log", &key[..24.min(key.len())]))
+}
+
+/// The output of the latest failed attempt at `key` (see [`output_log`]).
+pub fn failed_log(root: &Path, key: &str) -> PathBuf {
+    logs_root(root).join(format!("{}.failed.log", &key[..24.min(key.len())]))
+}
+
+/// Where an attempt at `key` writes its output while it runs: moved to [`output_log`] or [`failed_log`] as it
+/// ends (an interrupted one's stays here, of the key it was computing).
+pub fn attempt_log(root: &Path, key: &str) -> PathBuf {
+    logs_root(root).join(format!("{}.running.log", &key[..24.min(key.len())]))
+}
+
+/// The key prefix a file of the logs folder is of (`<key>.log`, `<key>.failed.log`, `<key>.running.log`).
+pub fn log_key(file_name: &str) -> &str {
+    let stem = file_name.strip_suffix(".log").unwrap_or(file_name);
+    stem.strip_suffix(".failed").or_else(|| stem.strip_suffix(".running")).unwrap_or(stem)
 }
 
 /// The entry of a run's or a failure's record ([`crate::fingerprint::NodeRecord::runner`]) naming its output log.

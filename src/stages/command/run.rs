@@ -116,8 +116,9 @@ pub(super) fn run(ctx: &mut StageCtx<'_>) -> Result<(), StageError> {
     // the program (and whatever it started) has closed its own.
     drop(cmd);
     let program = program.map_err(|e| StageError::input(format!("node `{}`: cannot start `{}`: {e}", ctx.id, argv[0])))?;
-    // Its whole output kept in the store (the latest attempt's), where the run has a place for it: the failure
-    // record keeps only the last lines, and a training script's log is worth reading after it succeeded too.
+    // Its whole output kept in the store where the run has a place for it (the attempt's log, moved to the run's
+    // or the failure's as it ends): the failure record keeps only the last lines, and a training script's log is
+    // worth reading after it succeeded too.
     let log = ctx.output_log.as_ref().and_then(|p| {
         let made = p.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::File::create(p));
         made.map_err(|e| ctx.note(format!("its output is not kept ({}: {e})", p.display()))).ok()
