@@ -2081,6 +2081,33 @@ fn input_files_copy_only_the_named_files_of_the_inputs() {
     assert!(code == 2 && err.contains("`[` is not a file name pattern"), "{err}");
 }
 
+/// `show` says what made an artifact: the polyflow build (as `--version` names it) and the git commit, with a
+/// word where tracked files had uncommitted changes then (the commit alone does not give what ran).
+#[test]
+fn show_names_the_build_and_an_uncommitted_checkout() {
+    let d = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@t"]).args(args).current_dir(d.path()).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    std::fs::write(d.path().join(".gitignore"), ".polyflow\n").unwrap();
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "one"]);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    let build = String::from_utf8_lossy(&version.stdout).trim().trim_start_matches("polyflow ").to_string();
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "a"]);
+    assert!(out.contains(&format!("by polyflow {build}")), "{out}");
+    assert!(out.contains("on:     branch main, commit ") && !out.contains("uncommitted"), "{out}");
+    // An edit not committed: the run says so.
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 2\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "a"]);
+    assert!(out.contains("(with uncommitted changes)"), "{out}");
+}
+
 /// `gc` in a git repository keeps what the last run on each other branch that still exists found or made (a
 /// checkout of it finds it fresh), also where that run computed nothing (every node fresh) and whatever `--set`
 /// experiments ran since; `--this-branch` collects them; and it keeps every node the pipeline declares, an

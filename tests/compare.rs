@@ -222,6 +222,10 @@ fn runs_lists_every_setting_a_node_ran_under() {
     assert_eq!(runs[0]["metrics"]["acc"], 0.9);
     assert_eq!(runs[0]["differs"][0], "value.acc changed 0.9 → 0.5", "{out}");
     assert_eq!((runs[1]["current"].as_bool(), runs[1]["metrics"]["loss"].as_i64()), (Some(true), Some(2)), "{out}");
+    // What made each: this build (outside git: no commit).
+    let version = std::process::Command::new(common::BIN).arg("--version").output().unwrap();
+    let build = String::from_utf8_lossy(&version.stdout).trim().trim_start_matches("polyflow ").to_string();
+    assert!(runs.iter().all(|r| r["polyflow"] == build.as_str() && r["git_commit"].is_null()), "{out}");
     let (_, out, _) = pf(d.path(), &["runs", "p.toml", "m", "--metric", "acc"]);
     assert!(out.contains("nothing (fresh)") && out.contains("--set m.value.acc=0.9") && !out.contains("loss"), "{out}");
     // Written as `compare` writes a column: lined up to the digits its values need.

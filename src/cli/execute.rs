@@ -71,8 +71,12 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     };
     let mut opts = opts;
     // The git checkout the run is made on (notes, never in a key): `gc` keeps each live branch's latest runs.
-    if let Some((branch, commit)) = super::git::head(a.common.file.parent().unwrap_or(Path::new("."))) {
+    let dir = a.common.file.parent().unwrap_or(Path::new("."));
+    if let Some((branch, commit)) = super::git::head(dir) {
         opts.notes.insert(super::git::COMMIT.to_string(), commit);
+        if super::git::dirty(dir) {
+            opts.notes.insert(super::git::DIRTY.to_string(), "true".to_string());
+        }
         if let Some(b) = branch {
             opts.notes.insert(super::git::BRANCH.to_string(), b);
         }

@@ -9,6 +9,9 @@ use std::path::Path;
 pub const BRANCH: &str = "git_branch";
 /// The note under which a run keeps the commit checked out when it was made.
 pub const COMMIT: &str = "git_commit";
+/// The note a run has when tracked files differed from that commit as it started (`git status`; untracked files
+/// are not looked at).
+pub const DIRTY: &str = "git_dirty";
 
 /// Runs `git -C dir ARGS` without taking git's optional locks; its output when it succeeds.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -33,6 +36,12 @@ pub fn head(dir: &Path) -> Option<(Option<String>, String)> {
     let mut lines = out.lines();
     let (commit, branch) = (lines.next()?.trim(), lines.next()?.trim());
     Some(((branch != "HEAD").then(|| branch.to_string()), commit.to_string()))
+}
+
+/// Whether tracked files of the repository holding `dir` differ from its HEAD (staged or not); `false` outside
+/// one or without git.
+pub fn dirty(dir: &Path) -> bool {
+    git(dir, &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty())
 }
 
 /// The local branches of the repository holding `dir` (`None` outside one, or without git).

@@ -36,7 +36,14 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
             had += 1;
             continue;
         }
-        match cache.publish(key, m, &g.nodes[i].id, s.record.as_ref().map(|r| r.duration_ms), &store.blobs) {
+        // What the record says of how it was made: the build that computed it (or published what this store
+        // fetched), not this one.
+        let record = s.record.as_ref().filter(|r| &r.key == key);
+        let polyflow = record
+            .and_then(|r| r.runner.get(crate::exec::BUILT_WITH).or_else(|| r.runner.get(crate::exec::PUBLISHED_WITH)))
+            .map_or("", String::as_str);
+        let made = crate::store::Made { computed_ms: record.map(|r| r.duration_ms), polyflow };
+        match cache.publish(key, m, &g.nodes[i].id, made, &store.blobs) {
             Ok(true) => {
                 pushed += 1;
                 bytes += m.size();

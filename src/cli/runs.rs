@@ -143,6 +143,10 @@ pub fn runs(a: RunsArgs, reg: &Registry) -> Result<i32, CliError> {
                     "differs": r.differs,
                     "artifact": r.metrics.as_ref().err().map_or("kept".to_string(), |e| e.clone()),
                     "metrics": metrics,
+                    // What made it: the build (or the one that published what was fetched) and the checkout.
+                    "polyflow": r.record.runner.get(crate::exec::BUILT_WITH).or_else(|| r.record.runner.get(crate::exec::PUBLISHED_WITH)),
+                    "git_commit": r.record.runner.get(super::git::COMMIT),
+                    "git_dirty": r.record.runner.contains_key(super::git::DIRTY),
                 })
             })
             .collect();

@@ -114,15 +114,20 @@ fn show_one(
                     super::report::fmt_ms(r.duration_ms)
                 );
             }
-            None => println!("ran:    {}, took {}{by}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms)),
+            None => {
+                let build = r.runner.get(crate::exec::BUILT_WITH).map(|b| format!(", by polyflow {b}")).unwrap_or_default();
+                println!("ran:    {}, took {}{by}{build}", crate::report::html::utc(r.finished_at), super::report::fmt_ms(r.duration_ms))
+            }
         }
         // The checkout it was made (or fetched) on.
         let on = if r.runner.contains_key(crate::exec::FETCHED_FROM) { "fetched on" } else { "on" };
         if let Some(commit) = r.runner.get(super::git::COMMIT) {
             let short = commit.get(..12).unwrap_or(commit);
+            // Edits of tracked files not committed then: the commit alone does not give what ran.
+            let dirty = if r.runner.contains_key(super::git::DIRTY) { " (with uncommitted changes)" } else { "" };
             match r.runner.get(super::git::BRANCH) {
-                Some(branch) => println!("{:<8}branch {branch}, commit {short}", format!("{on}:")),
-                None => println!("{:<8}commit {short}", format!("{on}:")),
+                Some(branch) => println!("{:<8}branch {branch}, commit {short}{dirty}", format!("{on}:")),
+                None => println!("{:<8}commit {short}{dirty}", format!("{on}:")),
             }
         }
     }

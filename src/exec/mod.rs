@@ -18,6 +18,9 @@ pub use run::{cpu_slots, requests, run, RunOptions, RunSummary};
 pub const FETCHED_FROM: &str = "fetched_from";
 /// The note on a fetched node's record naming the polyflow build that published it.
 pub const PUBLISHED_WITH: &str = "published_with";
+/// The note on a computed node's record naming the polyflow build that computed it (`0.1.0 (2a4c43f1b2c3)`, as
+/// `polyflow --version` says; of the run that coordinated a Slurm job), and that `push` publishes it with.
+pub const BUILT_WITH: &str = "polyflow";
 
 /// Errors that stop a run as a whole (node failures are reported as events instead).
 #[derive(Debug, thiserror::Error)]

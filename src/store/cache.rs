@@ -50,6 +50,15 @@ pub struct CacheEntry {
     pub polyflow: String,
 }
 
+/// How a published artifact was made, as its cache entry records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Made<'a> {
+    /// How long computing it took (ms), where known.
+    pub computed_ms: Option<u64>,
+    /// The polyflow build that computed it (`""`: not known, a record of a polyflow that did not keep it).
+    pub polyflow: &'a str,
+}
+
 /// A shared artifact cache.
 pub trait ArtifactCache: Send + Sync + std::fmt::Debug {
     /// Where it is, for messages.
@@ -66,7 +75,7 @@ pub trait ArtifactCache: Send + Sync + std::fmt::Debug {
     fn fetch(&self, m: &Manifest, into: &BlobStore) -> Result<(), StoreError>;
     /// Publishes `m` (its blobs read from `from`) under `key`, whole or not at all. `Ok(false)` when the key was
     /// already there (another publisher won; nothing is overwritten).
-    fn publish(&self, key: &str, m: &Manifest, node: &str, computed_ms: Option<u64>, from: &BlobStore) -> Result<bool, StoreError>;
+    fn publish(&self, key: &str, m: &Manifest, node: &str, made: Made<'_>, from: &BlobStore) -> Result<bool, StoreError>;
 }
 
 /// A cache in a folder (local disk or a shared file system).
@@ -456,7 +465,7 @@ impl ArtifactCache for DirCache {
         Ok(())
     }
 
-    fn publish(&self, key: &str, m: &Manifest, node: &str, computed_ms: Option<u64>, from: &BlobStore) -> Result<bool, StoreError> {
+    fn publish(&self, key: &str, m: &Manifest, node: &str, made: Made<'_>, from: &BlobStore) -> Result<bool, StoreError> {
         if let Some(old) = self.lookup(key)? {
             // Already published: restore any blob of that entry a reader moved aside, from our copy. An entry
             // whose blob can be had from nowhere (a size no blob has: a buggy or tampered entry) is dead; ours
@@ -488,8 +497,8 @@ impl ArtifactCache for DirCache {
             manifest: m.clone(),
             node: node.to_string(),
             published_at: crate::text::now_secs(),
-            computed_ms,
-            polyflow: env!("POLYFLOW_BUILD").to_string(),
+            computed_ms: made.computed_ms,
+            polyflow: made.polyflow.to_string(),
         };
         let mut tmp = self.tmp_file()?;
         tmp.write_all(&serde_json::to_vec_pretty(&entry).expect("json")).map_err(io(tmp.path()))?;
@@ -535,8 +544,8 @@ mod tests {
         let k1 = "1".repeat(64);
         let m = artifact(&a, b"hello");
         assert!(c.lookup(&k1).unwrap().is_none());
-        assert!(c.publish(&k1, &m, "n", None, &a.blobs).unwrap());
-        assert!(!c.publish(&k1, &artifact(&a, b"other"), "n", None, &a.blobs).unwrap(), "never overwritten");
+        assert!(c.publish(&k1, &m, "n", Made::default(), &a.blobs).unwrap());
+        assert!(!c.publish(&k1, &artifact(&a, b"other"), "n", Made::default(), &a.blobs).unwrap(), "never overwritten");
         let e = c.lookup(&k1).unwrap().unwrap();
         assert_eq!(e.manifest, m);
         c.fetch(&e.manifest, &b.blobs).unwrap();
@@ -553,9 +562,9 @@ mod tests {
         let a = Store::open(&t.path().join("a")).unwrap();
         let c = DirCache::open(&t.path().join("cache")).unwrap();
         let (k1, k2) = ("1".repeat(64), "2".repeat(64));
-        c.publish(&k1, &artifact(&a, b"acc 0.5"), "n", None, &a.blobs).unwrap();
+        c.publish(&k1, &artifact(&a, b"acc 0.5"), "n", Made::default(), &a.blobs).unwrap();
         let other = artifact(&a, b"acc 0.99");
-        c.publish(&k2, &other, "m", None, &a.blobs).unwrap();
+        c.publish(&k2, &other, "m", Made::default(), &a.blobs).unwrap();
         let p = c.key_path(&k1);
         let mut e: CacheEntry = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert!(c.unusable(&k1).is_none(), "an entry as published is used");
@@ -600,7 +609,7 @@ mod tests {
         // A publisher of that key replaces it (before, the malformed entry blocked the key for good).
         let a = Store::open(&t.path().join("a")).unwrap();
         let m = artifact(&a, b"good");
-        assert!(c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        assert!(c.publish(&key, &m, "n", Made::default(), &a.blobs).unwrap());
         assert_eq!(c.lookup(&key).unwrap().unwrap().manifest, m);
         assert!(c.malformed().is_empty());
     }
@@ -616,7 +625,7 @@ mod tests {
         let c = DirCache::open(&t.path().join("cache")).unwrap();
         let m = artifact(&a, b"hello");
         let key = "5".repeat(64);
-        c.publish(&key, &m, "n", None, &a.blobs).unwrap();
+        c.publish(&key, &m, "n", Made::default(), &a.blobs).unwrap();
         let blob = c.blob_path(&m.files["a.txt"].digest);
         let secret = t.path().join("secret");
         std::fs::write(&secret, b"TOPSECRET").unwrap();
@@ -627,12 +636,12 @@ mod tests {
         assert!(b.blobs.list().is_empty(), "nothing copied into the store");
         assert!(std::fs::symlink_metadata(&blob).is_err() && secret.exists(), "the link moved aside, its target kept");
         // Restored by the next publisher; then a FIFO there does not hang the fetch.
-        assert!(!c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        assert!(!c.publish(&key, &m, "n", Made::default(), &a.blobs).unwrap());
         std::fs::remove_file(&blob).unwrap();
         let cs = std::ffi::CString::new(blob.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(cs.as_ptr(), 0o644) }, 0);
         assert!(c.fetch(&m, &b.blobs).unwrap_err().to_string().contains("FIFO"));
-        assert!(!c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        assert!(!c.publish(&key, &m, "n", Made::default(), &a.blobs).unwrap());
         // An entry that says another size no longer matches its artifact digest: not used, named as malformed, and
         // the intact blob stays.
         let mut wrong = c.lookup(&key).unwrap().unwrap();
@@ -649,7 +658,7 @@ mod tests {
         let (_, _, bad) = c.verify(&|_| true);
         assert!(bad.is_empty() && c.malformed().len() == 1 && blob.exists(), "{bad:?}");
         // A publisher replaces it.
-        assert!(c.publish(&key, &m, "n", None, &a.blobs).unwrap());
+        assert!(c.publish(&key, &m, "n", Made::default(), &a.blobs).unwrap());
         c.fetch(&c.lookup(&key).unwrap().unwrap().manifest, &b.blobs).unwrap();
         assert_eq!(b.blobs.read(&m.files["a.txt"].digest).unwrap(), b"hello");
     }
@@ -679,7 +688,7 @@ mod tests {
         let c = DirCache::open(&t.path().join("cache")).unwrap();
         let m = artifact(&a, b"hello");
         let key = "4".repeat(64);
-        c.publish(&key, &m, "n", None, &a.blobs).unwrap();
+        c.publish(&key, &m, "n", Made::default(), &a.blobs).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&c.key_path(&key)), FILE_MODE);
         assert_eq!(mode(&c.blob_path(&m.files["a.txt"].digest)), FILE_MODE);
@@ -693,16 +702,16 @@ mod tests {
         let c = DirCache::open(&t.path().join("cache")).unwrap();
         let (k1, k2) = ("1".repeat(64), "2".repeat(64));
         let m = artifact(&a, b"hello");
-        c.publish(&k1, &m, "n", None, &a.blobs).unwrap();
+        c.publish(&k1, &m, "n", Made::default(), &a.blobs).unwrap();
         let digest = &m.files["a.txt"].digest;
         std::fs::write(c.blob_path(digest), b"hellp").unwrap();
         assert!(matches!(c.fetch(&m, &b.blobs), Err(StoreError::Corrupt { .. })));
         assert_eq!(b.blobs.present(digest, 5), crate::store::BlobState::Missing, "nothing damaged kept");
         assert!(!c.blob_path(digest).exists(), "moved aside");
         // The next publisher of that key (or of any artifact with that blob) restores it.
-        assert!(!c.publish(&k1, &m, "n", None, &a.blobs).unwrap());
+        assert!(!c.publish(&k1, &m, "n", Made::default(), &a.blobs).unwrap());
         c.fetch(&m, &b.blobs).unwrap();
-        c.publish(&k2, &m, "n", None, &a.blobs).unwrap();
+        c.publish(&k2, &m, "n", Made::default(), &a.blobs).unwrap();
         assert_eq!(c.verify(&|_| true), (2, 2, vec![]));
     }
 }

@@ -472,6 +472,7 @@ mod tests {
             external: None,
             external_parts: vec![],
             named: None,
+            input_ids: false,
             vars: BTreeMap::new(),
             written: BTreeMap::new(),
         };

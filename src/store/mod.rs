@@ -32,7 +32,7 @@ mod index;
 mod lock;
 
 pub use blob::{BlobState, BlobStore};
-pub use cache::{ArtifactCache, CacheEntry, DirCache};
+pub use cache::{ArtifactCache, CacheEntry, DirCache, Made};
 pub use index::{index_dir, FailRecord, Index, Wanted};
 pub use lock::WriterLock;
 

@@ -80,7 +80,7 @@ impl Scheduler<'_> {
             i,
             std::thread::spawn(move || {
                 let new = cache
-                    .publish(&key, &m, &id, Some(computed_ms), &store.blobs)
+                    .publish(&key, &m, &id, crate::store::Made { computed_ms: Some(computed_ms), polyflow: env!("POLYFLOW_BUILD") }, &store.blobs)
                     .map_err(|e| format!("not published to the shared cache {}: {e}", cache.describe()))?;
                 // Already there (a forced re-run, or a teammate first): the same key should give the same bytes.
                 if new {

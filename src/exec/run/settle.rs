@@ -90,6 +90,9 @@ impl Scheduler<'_> {
             record.runner.entry(k.clone()).or_insert_with(|| v.clone());
         }
         let fetched = record.runner.get(crate::exec::FETCHED_FROM).cloned();
+        if fetched.is_none() {
+            record.runner.insert(crate::exec::BUILT_WITH.to_string(), env!("POLYFLOW_BUILD").to_string());
+        }
         self.idx.get()?.commit(&key, &manifest, &record)?;
         let _ = std::fs::remove_dir_all(self.store.partial_dir(&key));
         match fetched {
