@@ -519,6 +519,34 @@ fn a_store_above_the_working_directory_is_named() {
     assert!(code == 0 && err.contains("Note there is no store at .polyflow: this run makes one"), "{err}");
 }
 
+/// A command run from a subfolder of the project uses the project's store, as git finds its repository: from
+/// `src/` on `../p.toml` (the pipeline's folder holds the store), and from any folder of a git repository whose
+/// store is above it; nothing is made in the subfolder. `--store .polyflow` still makes one there.
+#[test]
+fn a_command_in_a_subfolder_uses_the_projects_store() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("src/deep")).unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, err) = pf(&d.path().join("src"), &["run", "../p.toml"]);
+    assert!(code == 0 && err.contains("note: using the store at ../.polyflow"), "{err}");
+    assert!(out.contains("1 fresh") || err.contains("1 fresh"), "{out}{err}");
+    assert!(!d.path().join("src/.polyflow").exists());
+    // In a git repository: from any folder below the store's, whichever pipeline file.
+    let git = |args: &[&str]| {
+        let o = Command::new("git").args(args).current_dir(d.path()).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::copy(d.path().join("p.toml"), d.path().join("src/deep/q.toml")).unwrap();
+    let (code, out, err) = pf(&d.path().join("src/deep"), &["status", "q.toml"]);
+    assert!(code == 0 && err.contains("note: using the store at ../../.polyflow") && out.contains("1 of 1 nodes fresh"), "{out}{err}");
+    // Named, it is the one used.
+    let (code, _, err) = pf(&d.path().join("src"), &["run", "../p.toml", "--store", ".polyflow"]);
+    assert!(code == 0 && !err.contains("using the store"), "{err}");
+    assert!(d.path().join("src/.polyflow").exists());
+}
+
 /// A node waiting on a stale input names its own edited source file too (`status --why`, `plan`), not only
 /// "waits on": the edit stands whatever its input turns out to be.
 #[test]

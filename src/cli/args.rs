@@ -170,6 +170,38 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The store folder the command reads or writes, and the pipeline file it names first (for [`super::open::
+    /// discover_store`]); `None` for commands without a store.
+    pub(crate) fn store_of(&mut self) -> Option<(&mut PathBuf, Option<PathBuf>)> {
+        fn common(c: &mut Common) -> (&mut PathBuf, Option<PathBuf>) {
+            let file = c.file.clone();
+            (&mut c.store, Some(file))
+        }
+        match self {
+            Command::Run(a) => Some(common(&mut a.plan.common)),
+            Command::Plan(a) => Some(common(&mut a.plan.common)),
+            Command::Status(a) => Some(common(&mut a.common)),
+            Command::Dag(a) => Some(common(&mut a.common)),
+            Command::Report(a) => Some(common(&mut a.common)),
+            Command::Show(a) => Some(common(&mut a.common)),
+            Command::Compare(a) => Some(common(&mut a.common)),
+            Command::Runs(a) => Some(common(&mut a.common)),
+            Command::Push(a) => Some(common(&mut a.common)),
+            Command::Params(a) => Some(common(&mut a.common)),
+            Command::Gc(a) => {
+                let file = a.files.first().cloned();
+                Some((&mut a.store, file))
+            }
+            Command::Verify(a) => {
+                let file = a.files.first().cloned();
+                Some((&mut a.store, file))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// `run` arguments: `plan`'s and those of a run that runs.
 #[derive(Args, Debug)]
 pub struct RunArgs {

@@ -38,6 +38,13 @@ pub fn head(dir: &Path) -> Option<(Option<String>, String)> {
     Some(((branch != "HEAD").then(|| branch.to_string()), commit.to_string()))
 }
 
+/// The top folder of the repository holding `dir` (`None` outside one, or without git).
+pub fn toplevel(dir: &Path) -> Option<std::path::PathBuf> {
+    let out = git(dir, &["rev-parse", "--show-toplevel"])?;
+    let top = std::path::PathBuf::from(out.trim_end_matches('\n'));
+    top.canonicalize().ok().or(Some(top))
+}
+
 /// Whether tracked files of the repository holding `dir` differ from its HEAD (staged or not); `false` outside
 /// one or without git.
 pub fn dirty(dir: &Path) -> bool {

@@ -85,6 +85,13 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Verify(a) => a.json,
         _ => false,
     };
+    let mut cli = cli;
+    // A command run from a subfolder of a project uses the project's store, as git finds its repository.
+    if let Some((store, file)) = cli.command.store_of() {
+        if let Some(found) = open::discover_store(store, file.as_deref()) {
+            *store = found;
+        }
+    }
     let result = match cli.command {
         Command::Run(a) if a.dry_run => plan(a.plan, false, a.no_publish, verbose, reg),
         Command::Run(a) => cmd_run(a, reg, verbose),

@@ -62,6 +62,39 @@ pub(super) fn store_above(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     None
 }
 
+/// The store a command run from a subfolder of a project means, where it names none (`--store` and
+/// `POLYFLOW_STORE` absent, the default `.polyflow` not in the working folder): the nearest `.polyflow` store in
+/// a folder above, as git and DVC find their repository, but not beyond the project: the git repository holding
+/// the working folder, or else the folder of the pipeline file (a command run in `src/` on `../pipeline.toml`).
+/// Said on standard error. `None` leaves the default (a run makes a new store there, and says where one is).
+pub(super) fn discover_store(dir: &std::path::Path, pipeline: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    let named = std::env::var_os("POLYFLOW_STORE").is_some()
+        || std::env::args_os().any(|a| a.to_str().is_some_and(|a| a == "--store" || a.starts_with("--store=")));
+    if named || dir != std::path::Path::new(".polyflow") || dir.exists() {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let bound = super::git::toplevel(&cwd)
+        .or_else(|| pipeline.and_then(|p| cwd.join(p).parent().map(std::path::Path::to_path_buf)).and_then(|p| p.canonicalize().ok()))?;
+    let mut up = std::path::PathBuf::new();
+    for a in cwd.ancestors().skip(1) {
+        if !a.starts_with(&bound) {
+            return None;
+        }
+        up.push("..");
+        if Store::exists(&a.join(dir)) {
+            let found = up.join(dir);
+            crate::cli::out::errln!(
+                "note: using the store at {} (the nearest above this folder, in {}; `--store .polyflow` makes one here)",
+                found.display(),
+                crate::spec::source::display_path(a)
+            );
+            return Some(found);
+        }
+    }
+    None
+}
+
 /// The name prefix of the empty stores read commands open where there is none: `polyflow-empty-store-PID-…`.
 pub(super) const EMPTY_STORE: &str = "polyflow-empty-store-";
 

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 #[derive(clap::Args, Debug)]
 pub struct RunsArgs {
     #[command(flatten)]
-    common: Common,
+    pub(crate) common: Common,
     /// The node.
     node: String,
     /// Only the metric columns containing these whole dot-separated names (repeatable), e.g. `--metric acc` or

@@ -34,7 +34,7 @@ use values::{flatten, Origin};
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
     #[command(flatten)]
-    common: Common,
+    pub(crate) common: Common,
     /// Nodes to compare: ids, matrix declarations (`co_all` → `co_all.0`, `co_all.2`, …) or seed groups
     /// (`st.digits` → `st.digits.s0`, …).
     #[arg(required = true)]
