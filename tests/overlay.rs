@@ -100,6 +100,25 @@ fn gc_keeps_what_runs_with_the_same_overrides_computed() {
     assert!(out.contains("Would free 0 artifacts"), "{out}");
 }
 
+/// `--set DECL.matrix.NAME=[…]` replaces one value list of a declaration's matrix, the others kept; a name the
+/// matrix lacks is a misspelling unless added with a `+`.
+#[test]
+fn one_entry_of_a_matrix_is_set_on_its_declaration() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("p.toml"), "[node.m]\nkind = \"value\"\nvalue = \"{lr}-{wd}\"\nmatrix = { lr = [1, 2], wd = [0] }\n")
+        .unwrap();
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.matrix.lr=[3]"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Would run m.3.0") && !out.contains("m.1.0") && out.contains("Plan 1 of 1"), "{out}");
+    let (code, _, err) = pf(d.path(), &["plan", "p.toml", "--set", "m.matrix.lrr=[3]"]);
+    assert!(
+        code == 2 && err.contains("the matrix of `m` has no entry `lrr` (it has `lr`, `wd`)") && err.contains("did you mean `lr`?"),
+        "{err}"
+    );
+    let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "+m.matrix.bs=[8]"]);
+    assert!(code == 0 && out.contains("Would run m.8.1.0") && out.contains("Plan 2 of 2"), "{out}{err}");
+}
+
 /// After a `--set` run, `gc` keeps what the file itself computes, whatever order its nodes' names sort in: a node
 /// named before its input (`a` after `z`) was once assessed before it, read as stale, and its artifact collected.
 #[test]

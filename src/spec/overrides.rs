@@ -135,7 +135,7 @@ pub(super) fn apply_expanded_override(
         let head = k.split('.').next().unwrap_or(k);
         if NODE_RESERVED.contains(&head) {
             return Err(SpecError::at(sources, e.key_span, K::UnknownKey, format!("`{head}` cannot be overridden per expanded node"))
-                .help("override it on the declaration id instead"));
+                .help(format!("set it on the declaration `{}`: `--set {}.{k}=…`", n.decl, n.decl)));
         }
         if k == RESOURCES {
             n.resources = Some(e.clone());

@@ -290,6 +290,51 @@ impl Loader {
         }
     }
 
+    /// Sets entries of declaration `i`'s matrix (`--set train.matrix.lr=[0.3]`): a value list it has replaced,
+    /// one it lacks added only with a `+` (`--set train.matrix.+wd=[0, 0.1]`), the others kept.
+    fn set_matrix_entry(&mut self, i: usize, ov: BTreeMap<String, Entry>) -> Result<(), SpecError> {
+        let id = self.decls[i].id.clone();
+        for (k, e) in ov {
+            let (name, adds) = match k.strip_prefix(super::overlay::ADDS) {
+                Some(n) => (n.to_string(), true),
+                None => (k.clone(), false),
+            };
+            let Some(Entry { value: SValue { value: Value::Table(m), .. }, .. }) = self.decls[i].table.get_mut("matrix") else {
+                return Err(SpecError::at(&self.sources, e.key_span, K::UnknownKey, format!("`{id}` has no matrix"))
+                    .help(format!("give it one whole: `--set '{id}.matrix={{ {name} = [...] }}'`")));
+            };
+            match (m.contains_key(&name), adds) {
+                (true, false) | (false, true) => {
+                    m.insert(name, e);
+                }
+                (false, false) => {
+                    let has: Vec<String> = m.keys().map(|k| format!("`{k}`")).collect();
+                    let near = crate::spec::error::closest(&name, m.keys().map(String::as_str));
+                    return Err(SpecError::at(
+                        &self.sources,
+                        e.key_span,
+                        K::UnknownKey,
+                        format!("the matrix of `{id}` has no entry `{name}` (it has {})", has.join(", ")),
+                    )
+                    .help(match near {
+                        Some(c) => format!("did you mean `{c}`? Or, to add one, `--set +{id}.matrix.{name}=[...]`"),
+                        None => format!("to add one, `--set +{id}.matrix.{name}=[...]`"),
+                    }));
+                }
+                (true, true) => {
+                    return Err(SpecError::at(
+                        &self.sources,
+                        e.key_span,
+                        K::UnknownKey,
+                        format!("the matrix of `{id}` has an entry `{name}` already: a `+` adds one it lacks"),
+                    )
+                    .help(format!("to set it, leave out the `+`: `--set {id}.matrix.{name}=…`")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn load_file(&mut self, path: &Path, from: Option<Span>) -> Result<(), SpecError> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if self.loaded.contains(&canonical) {
@@ -648,6 +693,12 @@ impl Loader {
                     format!("`{plain}` is a key of every node, not a parameter to add: a `+` adds a parameter the node leaves out"),
                 )
                 .help(format!("leave out the `+`: `--set {target}.{plain}=…`")));
+            }
+            // One entry of a declaration's matrix (`--set train.matrix.lr=[0.3]`): that value list replaced, or added
+            // with a `+`, the others kept.
+            if let Some(i) = target.strip_suffix(".matrix").and_then(|d| self.decl_index.get(d).copied()) {
+                self.set_matrix_entry(i, ov)?;
+                continue;
             }
             if let Some(&i) = self.decl_index.get(&target) {
                 for (k, e) in ov {
