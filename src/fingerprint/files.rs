@@ -216,6 +216,11 @@ impl FileDigests {
                 continue;
             };
             if o.digest == n.digest {
+                // Read under another name with the same content (a renamed `deps` file): said, as the name may
+                // count (a script run by it), and else the change would name nothing.
+                if o.path != n.path {
+                    lines.push(format!("{} → {} (same content)", o.path, n.path));
+                }
                 continue;
             }
             match (self.listing(&o.digest), self.listing(&n.digest)) {
@@ -877,5 +882,7 @@ mod tests {
         // One folder moved (its old path gone): compared with the part it was (no listing kept: named whole).
         let got = f.explain(&[part("/old/d", "1")], &[part("/new/d", "2")], 5);
         assert!(!got.iter().any(|l| l.contains("newly read")), "{got:?}");
+        // A file renamed with the same content (deps ["in1.txt"] → ["in2.txt"]): said, not a change naming nothing.
+        assert_eq!(f.explain(&[part("in1.txt", "1")], &[part("in2.txt", "1")], 5), ["in1.txt → in2.txt (same content)"]);
     }
 }
