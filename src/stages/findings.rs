@@ -185,7 +185,8 @@ impl Stage for FindingsStage {
         "findings"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: findings.json carries the title and caption (the profile and scale), as a table's JSON does.
+        2
     }
     fn doc(&self) -> &'static str {
         "checks qualitative claims against tables (mean ± std over seeds, the tables' noise rule) → FINDINGS.md"
@@ -245,7 +246,8 @@ impl Stage for FindingsStage {
             crate::tables::TIE_RULE
         ));
         ctx.out.put("findings.md", md.as_bytes())?;
-        ctx.out.put_json("findings.json", &json!({"claims": out}))
+        // The title and caption say the profile and scale, so the JSON alone is not taken for the paper's.
+        ctx.out.put_json("findings.json", &json!({"title": title, "caption": caption, "claims": out}))
     }
 }
 
