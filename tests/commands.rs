@@ -1828,6 +1828,42 @@ fn a_programs_whole_output_is_kept_and_named_by_show_until_gc() {
     assert_eq!(std::fs::read_dir(d.path().join(".polyflow/logs")).unwrap().count(), 1);
 }
 
+/// `checkout` copies a node's artifact out of the store: its current one, or an earlier run's by key prefix (from
+/// `runs`); files already in the folder are kept unless `--force`; a node not fresh says how to get one.
+#[test]
+fn checkout_copies_a_current_or_earlier_artifact_into_a_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let pipe = |v: u32| {
+        format!(
+            "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"mkdir -p $POLYFLOW_OUT/sub; echo {v} > $POLYFLOW_OUT/sub/m.txt\"]\n"
+        )
+    };
+    std::fs::write(d.path().join("p.toml"), pipe(1)).unwrap();
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out"]);
+    assert!(code == 2 && err.contains("`c` is not fresh") && err.contains("polyflow run p.toml c"), "{err}");
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out"]);
+    assert!(code == 0 && out.contains("Copied 1 file of `c`"), "{out}{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/sub/m.txt")).unwrap(), "1\n");
+    // Another setting: the first run's artifact by its key's first characters, over the file only with --force.
+    let (_, runs, _) = pf(d.path(), &["runs", "p.toml", "c", "--json"]);
+    let first: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let key = first["runs"][0]["key"].as_str().unwrap()[..10].to_string();
+    std::fs::write(d.path().join("p.toml"), pipe(2)).unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--key", &key]);
+    assert!(code == 2 && err.contains("holds 1 of the artifact's files already (`sub/m.txt`)"), "{err}");
+    assert_eq!(pf(d.path(), &["checkout", "p.toml", "c", "-o", "out"]).0, 2);
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--key", &key, "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/sub/m.txt")).unwrap(), "1\n");
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--key", "zz", "--force"]);
+    assert!(code == 2 && err.contains("no run of `c` on record has a key starting with `zz`"), "{err}");
+    // Never into the store.
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", ".polyflow/x"]);
+    assert!(code == 2 && err.contains("inside the store"), "{err}");
+}
+
 /// A forced re-run that fails (here on a file outside the key) leaves the artifact and the log of the run that made
 /// it: `show` of the fresh node names that log, not the failed attempt's, which is kept beside it.
 #[test]

@@ -15,11 +15,11 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Whether the command may compute nodes or change the store (`run`, `params` of nodes not yet computed,
-    /// `push`, `gc`), as opposed to only reporting.
+    /// Whether the command may compute nodes or write files (`run`, `params` of nodes not yet computed, `push`,
+    /// `gc`, `checkout`), as opposed to only reporting.
     pub fn runs_nodes(&self) -> bool {
         matches!(&self.command, Command::Run(a) if !a.dry_run)
-            || matches!(self.command, Command::Params(_) | Command::Push(_) | Command::Gc(_))
+            || matches!(self.command, Command::Params(_) | Command::Push(_) | Command::Gc(_) | Command::Checkout(_))
     }
 }
 
@@ -76,7 +76,12 @@ impl Common {
     /// the default, backend when not the CPU, `--config`, `--set`), quoted for a POSIX shell: what a hint tells
     /// the user to type, so that it computes what they were looking at.
     pub fn run_command(&self, nodes: &[&str]) -> String {
-        let mut v = vec!["polyflow".to_string(), "run".to_string(), spec::source::display_path(&self.file)];
+        self.command("run", nodes)
+    }
+
+    /// [`Self::run_command`] for another command on the same pipeline and options (`runs`, `show`, …).
+    pub fn command(&self, verb: &str, nodes: &[&str]) -> String {
+        let mut v = vec!["polyflow".to_string(), verb.to_string(), spec::source::display_path(&self.file)];
         if let Some(p) = &self.profile {
             v.extend(["--profile".to_string(), p.clone()]);
         }
@@ -134,6 +139,8 @@ pub enum Command {
     /// Every run of one node on record (one per setting it was computed under), newest first: the settings it was
     /// made under, what differs from the node now, its time and metrics (`--json`).
     Runs(super::runs::RunsArgs),
+    /// Copy a node's artifact (its current one, or an earlier run's with `--key`) out of the store into a folder.
+    Checkout(super::checkout::CheckoutArgs),
     /// Publish to the shared cache (`--cache DIR`) the fresh artifacts of the pipeline that it lacks (a store
     /// filled before the team had a cache; `run` publishes only what it computes).
     Push(PushArgs),
@@ -187,6 +194,7 @@ impl Command {
             Command::Show(a) => Some(common(&mut a.common)),
             Command::Compare(a) => Some(common(&mut a.common)),
             Command::Runs(a) => Some(common(&mut a.common)),
+            Command::Checkout(a) => Some(common(&mut a.common)),
             Command::Push(a) => Some(common(&mut a.common)),
             Command::Params(a) => Some(common(&mut a.common)),
             Command::Gc(a) => {

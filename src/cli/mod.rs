@@ -1,6 +1,7 @@
 //! The `polyflow` command line: argument parsing, one function per command, reporters, exit codes.
 
 mod args;
+mod checkout;
 mod checks;
 mod compare;
 mod current;
@@ -102,6 +103,7 @@ pub fn run(cli: Cli, reg: &Registry) -> i32 {
         Command::Show(a) => show::show(a.common, &a.node, reg),
         Command::Compare(a) => compare::compare(a, reg),
         Command::Runs(a) => runs::runs(a, reg),
+        Command::Checkout(a) => checkout::checkout(a, reg),
         Command::Push(a) => push::push(a.common, a.nodes, reg),
         Command::Gc(GcArgs { profile: Some(p), .. }) | Command::Verify(VerifyArgs { profile: Some(p), .. }) => Err(CliError::Other(
             format!(

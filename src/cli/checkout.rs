@@ -1,0 +1,174 @@
+//! `checkout FILE NODE -o DIR`: a node's artifact copied out of the store into a folder, its files as the node
+//! wrote them (a model's weights, a command's outputs, a table's files): the node's current artifact, or the
+//! artifact of any run on record (`--key`, from `polyflow runs`), as `dvc checkout` puts a version's outputs
+//! into the workspace. Every blob is checked against its digest as it is copied; nothing is computed.
+
+use super::{env_of, exit, load_graph, CliError, Common};
+use crate::exec::assess::assess_all;
+use crate::exec::State;
+use crate::stage::{InputArtifact, Registry};
+use crate::store::{BlobState, Manifest};
+use std::path::{Path, PathBuf};
+
+/// `checkout` arguments.
+#[derive(clap::Args, Debug)]
+pub struct CheckoutArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// The node.
+    node: String,
+    /// The folder to copy the artifact's files into (made if missing).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// The artifact of an earlier run of the node: its key, or the first characters of it (`polyflow runs FILE NODE`
+    /// lists them), instead of the node's current one.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Replace files of the same names already in the folder.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `checkout FILE NODE -o DIR`.
+pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
+    let c = &a.common;
+    let g = load_graph(c, reg)?;
+    let Some(&i) = g.by_id.get(&a.node) else {
+        let help = match g.resolve(&a.node) {
+            Some(ids) => format!("`{}` stands for {} nodes: name one, e.g. `{}`", a.node, ids.len(), g.nodes[ids[0]].id),
+            None => g.suggest(&a.node),
+        };
+        return Err(CliError::Other(format!("error: no node `{}`\n  help: {help}", a.node), exit::USAGE));
+    };
+    let (store, _empty) = super::read_store(&c.store)?;
+    let index = store.index_read()?;
+    let id = &g.nodes[i].id;
+    let (key, manifest): (String, Manifest) = match &a.key {
+        Some(prefix) => {
+            let runs: Vec<String> = index.runs_of(id).into_iter().map(|r| r.key).filter(|k| k.starts_with(prefix.as_str())).collect();
+            let key = match runs.as_slice() {
+                [k] => k.clone(),
+                [] => return Err(CliError::Other(
+                    format!(
+                        "error: no run of `{id}` on record has a key starting with `{prefix}`\n  help: `{}` lists its runs and their keys",
+                        c.command("runs", &[id])
+                    ),
+                    exit::USAGE,
+                )),
+                many => {
+                    return Err(CliError::Other(
+                        format!("error: {} runs of `{id}` have keys starting with `{prefix}`: give more of the key", many.len()),
+                        exit::USAGE,
+                    ))
+                }
+            };
+            match index.artifact(&key)? {
+                Some(m) => (key, m),
+                None => {
+                    return Err(CliError::Other(
+                        format!("error: the artifact of that run of `{id}` ({}) is no longer in the store (`gc` removed it)", &key[..16]),
+                        exit::USAGE,
+                    ))
+                }
+            }
+        }
+        None => {
+            let sel = g.select(std::slice::from_ref(id))?;
+            let s = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false).remove(&i).expect("assessed");
+            match (s.state, s.key, s.manifest) {
+                (State::Fresh, Some(k), Some(m)) => (k, m),
+                _ => {
+                    return Err(CliError::Other(
+                        format!(
+                            "error: `{id}` is not fresh ({}): its artifact for the settings now is not in the store\n  help: `{}` computes it; `--key` takes an earlier run's (`{}` lists them)",
+                            s.reasons.first().map_or_else(|| s.state.to_string(), ToString::to_string),
+                            c.run_command(&[id]),
+                            c.command("runs", &[id])
+                        ),
+                        exit::USAGE,
+                    ))
+                }
+            }
+        }
+    };
+    // A damaged blob is not copied out as if it were the artifact.
+    if let Some((file, state)) = store.check(&manifest) {
+        let what = if state == BlobState::Missing { "is missing from" } else { "does not match its checksum in" };
+        return Err(CliError::Other(
+            format!("error: `{file}` of `{id}` {what} the store: nothing copied\n  help: `{}` computes it again", c.run_command(&[id])),
+            exit::STORE,
+        ));
+    }
+    // Into the store, never (its blobs are read-only content); over files already there only with --force.
+    let out = super::checks::resolved(&a.output);
+    if out.starts_with(super::checks::resolved(&c.store)) {
+        return Err(CliError::Other(format!("error: {} is inside the store: choose a folder outside it", a.output.display()), exit::USAGE));
+    }
+    let there: Vec<&String> = manifest.files.keys().filter(|f| std::fs::symlink_metadata(a.output.join(f)).is_ok()).collect();
+    if !there.is_empty() && !a.force {
+        return Err(CliError::Other(
+            format!(
+                "error: {} holds {} of the artifact's files already (`{}`{}): nothing copied\n  help: `--force` replaces them, or choose another folder",
+                a.output.display(),
+                there.len(),
+                there[0],
+                if there.len() > 1 { ", …" } else { "" }
+            ),
+            exit::USAGE,
+        ));
+    }
+    let art = InputArtifact::new(id.clone(), manifest.clone(), store.clone());
+    for (name, entry) in &manifest.files {
+        let dest = a.output.join(name);
+        copy_checked(&art, name, entry, &dest)?;
+    }
+    super::out::outln!(
+        "{:>12} {} of `{id}` ({}, key {}) into {}",
+        "Copied",
+        crate::text::count(manifest.files.len(), "file"),
+        super::report::fmt_bytes(manifest.size()),
+        &key[..16],
+        a.output.display()
+    );
+    Ok(exit::OK)
+}
+
+/// Copies file `name` of `art` to `dest` through a temporary file beside it, checking its digest on the way: a
+/// blob damaged since the store's check leaves nothing at `dest`.
+fn copy_checked(art: &InputArtifact, name: &str, entry: &crate::store::FileEntry, dest: &Path) -> Result<(), CliError> {
+    let fail = |e: String| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    }
+    let mut from = art.open(name).map_err(|e| fail(e.to_string()))?;
+    let mut hasher = blake3::Hasher::new();
+    super::out::write_through_with(dest, &mut |w| {
+        std::io::Seek::rewind(&mut from)?;
+        hasher = blake3::Hasher::new();
+        let mut tee = Tee { w, h: &mut hasher };
+        std::io::copy(&mut from, &mut tee).map(|_| ())
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    if hasher.finalize().to_hex().as_str() != entry.digest {
+        let _ = std::fs::remove_file(dest);
+        return Err(fail(format!("`{name}` changed in the store while it was copied (its checksum does not match): removed")));
+    }
+    Ok(())
+}
+
+/// A writer that hashes what passes through it.
+struct Tee<'a, W: std::io::Write> {
+    w: W,
+    h: &'a mut blake3::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
