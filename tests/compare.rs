@@ -262,6 +262,16 @@ fn runs_lists_every_setting_a_node_ran_under() {
     let (code, _, err) = pf(d.path(), &["runs", "p.toml", "m", "--metric", "ac"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--metric ac: no metric of `m`'s runs has it") && err.contains("acc, loss"), "{err}");
+    // A sweep's declaration: every node's runs, each named.
+    std::fs::write(d.path().join("p.toml"), "[node.m]\nkind = \"value\"\nvalue = { acc = \"{lr}\" }\nmatrix = { lr = [1, 2] }\n").unwrap();
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.matrix.lr=[3]"]).0, 0);
+    let (code, out, err) = pf(d.path(), &["runs", "p.toml", "m"]);
+    assert!(code == 0 && out.contains("runs of the 2 nodes of `m` on record (2;"), "{out}{err}");
+    assert!(out.contains("│ m.1 ") && out.contains("│ m.2 "), "{out}");
+    let (_, out, _) = pf(d.path(), &["runs", "p.toml", "m", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["group"].as_str(), v["nodes"][1]["node"].as_str()), (Some("m"), Some("m.2")), "{out}");
 }
 
 /// `compare --over fold`: one row per setting of the other matrix keys (`cv.*.0.1` for every fold and seed of

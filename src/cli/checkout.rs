@@ -48,13 +48,15 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
             let runs: Vec<String> = index.runs_of(id).into_iter().map(|r| r.key).filter(|k| k.starts_with(prefix.as_str())).collect();
             let key = match runs.as_slice() {
                 [k] => k.clone(),
-                [] => return Err(CliError::Other(
-                    format!(
+                [] => {
+                    return Err(CliError::Other(
+                        format!(
                         "error: no run of `{id}` on record has a key starting with `{prefix}`\n  help: `{}` lists its runs and their keys",
                         c.command("runs", &[id])
                     ),
-                    exit::USAGE,
-                )),
+                        exit::USAGE,
+                    ))
+                }
                 many => {
                     return Err(CliError::Other(
                         format!("error: {} runs of `{id}` have keys starting with `{prefix}`: give more of the key", many.len()),
