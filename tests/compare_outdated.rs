@@ -171,6 +171,9 @@ fn group_gives_mean_and_sample_std_over_fresh_replicates() {
     assert_eq!(st["earlier_metrics"]["value"]["mean"], 1.0, "{v}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--set", "st.comment=\"x\""]);
     assert!(out.contains("stale (outdated values)") && out.contains("1 ± 1*"), "{out}");
+    assert!(out.contains("fresh replicates; a group with none fresh: their earlier runs, marked)"), "{out}");
+    // Every node compared is stale: the hint names them as given, not each replicate.
+    assert!(out.contains("`polyflow run p.toml --set 'st.comment=\"x\"' st` computes them"), "{out}");
     let (_, out, _) = pf(d.path(), &["compare", "p.toml", "st", "--group", "--csv"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["group,state,n,of,value:mean,value:std,value:n", "st,fresh,3,3,1,1,3"], "{out}");

@@ -308,7 +308,9 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
     if let Some(s) = &a.sort {
         columns::sort(&mut rows, s, a.ascending, &pcols, &mcols)?;
     }
-    let run_command = |ids: &[&str]| a.common.run_command(ids);
+    // Every node compared not fresh: the names as given (`train` of a sweep), not each of its nodes.
+    let given: Vec<&str> = a.nodes.iter().map(String::as_str).collect();
+    let run_command = |ids: &[&str]| a.common.run_command(if ids.len() == runs.len() { &given } else { ids });
     let view = render::View {
         rows: &rows,
         runs: &runs,

@@ -158,15 +158,20 @@ impl View<'_> {
                 plural(self.pcols.len(), "parameter that differs", "parameters that differ")
             )
         };
+        // A group none of whose nodes is fresh shows their earlier runs' values (marked): said where there is one.
+        let earlier = if self.rows.iter().any(|r| r.outdated) { "; a group with none fresh: their earlier runs, marked" } else { "" };
         let what = if self.grouped {
             format!(
                 "{} of {}",
                 plural(self.rows.len(), "row", "rows"),
                 plural(self.runs.len(), "node", "nodes")
                     + if self.over.is_empty() {
-                        " (mean ± sample std over each seed group's fresh replicates)".to_string()
+                        format!(" (mean ± sample std over each seed group's fresh replicates{earlier})")
                     } else {
-                        format!(" (mean ± sample std over each group's fresh nodes: its values of {} and seeds)", self.over.join(", "))
+                        format!(
+                            " (mean ± sample std over each group's fresh nodes: its values of {} and seeds{earlier})",
+                            self.over.join(", ")
+                        )
                     }
                     .as_str()
             )
