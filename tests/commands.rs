@@ -541,6 +541,15 @@ fn a_command_in_a_subfolder_uses_the_projects_store() {
     std::fs::copy(d.path().join("p.toml"), d.path().join("src/deep/q.toml")).unwrap();
     let (code, out, err) = pf(&d.path().join("src/deep"), &["status", "q.toml"]);
     assert!(code == 0 && err.contains("note: using the store at ../../.polyflow") && out.contains("1 of 1 nodes fresh"), "{out}{err}");
+    // `gc` deletes: it only names the store above.
+    let (code, out, err) = pf(&d.path().join("src/deep"), &["gc", "q.toml", "--yes"]);
+    assert!(code == 0 && err.contains("../../.polyflow is one: pass `--store ../../.polyflow`") && !out.contains("Remov"), "{out}{err}");
+    // Not from a folder git ignores (a build or scratch folder is not part of the project).
+    std::fs::write(d.path().join(".gitignore"), "/scratch\n").unwrap();
+    std::fs::create_dir_all(d.path().join("scratch")).unwrap();
+    std::fs::copy(d.path().join("p.toml"), d.path().join("scratch/q.toml")).unwrap();
+    let (_, _, err) = pf(&d.path().join("scratch"), &["status", "q.toml"]);
+    assert!(!err.contains("using the store") && err.contains("../.polyflow is one"), "{err}");
     // Named, it is the one used.
     let (code, _, err) = pf(&d.path().join("src"), &["run", "../p.toml", "--store", ".polyflow"]);
     assert!(code == 0 && !err.contains("using the store"), "{err}");

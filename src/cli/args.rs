@@ -178,8 +178,9 @@ pub enum Command {
 }
 
 impl Command {
-    /// The store folder the command reads or writes, and the pipeline file it names first (for [`super::open::
-    /// discover_store`]); `None` for commands without a store.
+    /// The store folder the command reads or writes, and its pipeline file, where a store above the working folder
+    /// may stand in for a missing one ([`super::open::discover_store`]); `None` for commands without a store, and
+    /// for `gc` and `verify`, which delete or move what they find: they use the store named, or none.
     pub(crate) fn store_of(&mut self) -> Option<(&mut PathBuf, Option<PathBuf>)> {
         fn common(c: &mut Common) -> (&mut PathBuf, Option<PathBuf>) {
             let file = c.file.clone();
@@ -197,14 +198,6 @@ impl Command {
             Command::Checkout(a) => Some(common(&mut a.common)),
             Command::Push(a) => Some(common(&mut a.common)),
             Command::Params(a) => Some(common(&mut a.common)),
-            Command::Gc(a) => {
-                let file = a.files.first().cloned();
-                Some((&mut a.store, file))
-            }
-            Command::Verify(a) => {
-                let file = a.files.first().cloned();
-                Some((&mut a.store, file))
-            }
             _ => None,
         }
     }

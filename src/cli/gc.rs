@@ -172,9 +172,13 @@ pub fn gc(
         ));
     }
     if !Store::exists(store_dir) {
+        // A store above is only named: gc deletes, so it takes the store named, never one found.
         crate::cli::out::errln!(
-            "note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect",
-            store_dir.display()
+            "note: there is no store at {} (check `--store` or POLYFLOW_STORE): nothing to collect{}",
+            store_dir.display(),
+            super::open::store_above(store_dir)
+                .map(|s| format!("; {} is one: pass `--store {}` to collect it", s.display(), s.display()))
+                .unwrap_or_default()
         );
         if json {
             let v = serde_json::json!({"removed": false, "artifacts": [], "blobs": 0, "orphan_blobs": 0, "damaged_blobs": [], "scratch": [], "job_dirs": [], "logs": [], "bytes": 0});

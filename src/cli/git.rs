@@ -45,6 +45,11 @@ pub fn toplevel(dir: &Path) -> Option<std::path::PathBuf> {
     top.canonicalize().ok().or(Some(top))
 }
 
+/// Whether git ignores folder `dir` (a build or scratch folder of the repository holding it).
+pub fn ignored(dir: &Path) -> bool {
+    git(dir, &["check-ignore", "-q", "."]).is_some()
+}
+
 /// Whether tracked files of the repository holding `dir` differ from its HEAD (staged or not); `false` outside
 /// one or without git.
 pub fn dirty(dir: &Path) -> bool {

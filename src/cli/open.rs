@@ -66,7 +66,8 @@ pub(super) fn store_above(dir: &std::path::Path) -> Option<std::path::PathBuf> {
 /// `POLYFLOW_STORE` absent, the default `.polyflow` not in the working folder): the nearest `.polyflow` store in
 /// a folder above, as git and DVC find their repository, but not beyond the project: the git repository holding
 /// the working folder, or else the folder of the pipeline file (a command run in `src/` on `../pipeline.toml`).
-/// Said on standard error. `None` leaves the default (a run makes a new store there, and says where one is).
+/// Not from a folder git ignores (`target/`, a scratch folder: not part of the project), and not another user's
+/// store. Said on standard error. `None` leaves the default (a run makes a new store there, and says where one is).
 pub(super) fn discover_store(dir: &std::path::Path, pipeline: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
     let named = std::env::var_os("POLYFLOW_STORE").is_some()
         || std::env::args_os().any(|a| a.to_str().is_some_and(|a| a == "--store" || a.starts_with("--store=")));
@@ -74,15 +75,26 @@ pub(super) fn discover_store(dir: &std::path::Path, pipeline: Option<&std::path:
         return None;
     }
     let cwd = std::env::current_dir().ok()?;
-    let bound = super::git::toplevel(&cwd)
-        .or_else(|| pipeline.and_then(|p| cwd.join(p).parent().map(std::path::Path::to_path_buf)).and_then(|p| p.canonicalize().ok()))?;
+    let top = super::git::toplevel(&cwd);
+    let in_git = top.is_some();
+    let bound =
+        top.or_else(|| pipeline.and_then(|p| cwd.join(p).parent().map(std::path::Path::to_path_buf)).and_then(|p| p.canonicalize().ok()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mine = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).is_ok_and(|m| m.uid() == me)
+    };
     let mut up = std::path::PathBuf::new();
     for a in cwd.ancestors().skip(1) {
         if !a.starts_with(&bound) {
             return None;
         }
         up.push("..");
-        if Store::exists(&a.join(dir)) {
+        if Store::exists(&a.join(dir)) && mine(&a.join(dir)) {
+            if in_git && super::git::ignored(&cwd) {
+                return None;
+            }
             let found = up.join(dir);
             crate::cli::out::errln!(
                 "note: using the store at {} (the nearest above this folder, in {}; `--store .polyflow` makes one here)",
