@@ -1868,9 +1868,20 @@ fn checkout_copies_a_current_or_earlier_artifact_into_a_folder() {
     assert_eq!(std::fs::read_to_string(d.path().join("out/sub/m.txt")).unwrap(), "1\n");
     let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--key", "zz", "--force"]);
     assert!(code == 2 && err.contains("no run of `c` on record has a key starting with `zz`"), "{err}");
-    // Never into the store.
+    // Never into the store, nor through a link: a link in the folder is replaced, its target left as it was.
     let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", ".polyflow/x"]);
     assert!(code == 2 && err.contains("inside the store"), "{err}");
+    std::fs::write(d.path().join("mine.txt"), "mine\n").unwrap();
+    std::fs::remove_file(d.path().join("out/sub/m.txt")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("mine.txt"), d.path().join("out/sub/m.txt")).unwrap();
+    assert_eq!(pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--force"]).0, 0);
+    assert_eq!(std::fs::read_to_string(d.path().join("mine.txt")).unwrap(), "mine\n");
+    assert_eq!(std::fs::read_to_string(d.path().join("out/sub/m.txt")).unwrap(), "2\n");
+    assert!(!std::fs::symlink_metadata(d.path().join("out/sub/m.txt")).unwrap().file_type().is_symlink());
+    std::fs::remove_dir_all(d.path().join("out/sub")).unwrap();
+    std::os::unix::fs::symlink(d.path().join(".polyflow"), d.path().join("out/sub")).unwrap();
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--force"]);
+    assert!(code == 2 && err.contains("into the store"), "{err}");
 }
 
 /// A forced re-run that fails (here on a file outside the key) leaves the artifact and the log of the run that made
@@ -2174,8 +2185,20 @@ fn show_names_the_build_and_an_uncommitted_checkout() {
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "a"]);
     assert!(out.contains(&format!("by polyflow {build}")), "{out}");
     assert!(out.contains("on:     branch main, commit ") && !out.contains("uncommitted"), "{out}");
+    // A tracked file a run exports, rewritten by it: an output, not an edit of what ran.
+    let pipe = "[node.a]\nkind = \"value\"\nvalue = 1\n[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo new > $POLYFLOW_OUT/x.txt\"]\nexport = { \"x.txt\" = \"out/x.txt\" }\n";
+    std::fs::write(d.path().join("p.toml"), pipe).unwrap();
+    std::fs::create_dir_all(d.path().join("out")).unwrap();
+    std::fs::write(d.path().join("out/x.txt"), "old\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "two"]);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    assert_eq!(std::fs::read_to_string(d.path().join("out/x.txt")).unwrap(), "new\n");
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--force", "c"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["show", "p.toml", "c"]);
+    assert!(out.contains("on:     branch main, commit ") && !out.contains("uncommitted"), "{out}");
     // An edit not committed: the run says so.
-    std::fs::write(d.path().join("p.toml"), "[node.a]\nkind = \"value\"\nvalue = 2\n").unwrap();
+    std::fs::write(d.path().join("p.toml"), pipe.replace("value = 1", "value = 2")).unwrap();
     assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
     let (_, out, _) = pf(d.path(), &["show", "p.toml", "a"]);
     assert!(out.contains("(with uncommitted changes)"), "{out}");

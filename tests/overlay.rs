@@ -117,6 +117,10 @@ fn one_entry_of_a_matrix_is_set_on_its_declaration() {
     );
     let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "+m.matrix.bs=[8]"]);
     assert!(code == 0 && out.contains("Would run m.8.1.0") && out.contains("Plan 2 of 2"), "{out}{err}");
+    // A declaration without a matrix says so, with the way to give it one.
+    std::fs::write(d.path().join("q.toml"), "[node.v]\nkind = \"value\"\nvalue = 1\n").unwrap();
+    let (code, _, err) = pf(d.path(), &["plan", "q.toml", "--set", "v.matrix.lr=[3]"]);
+    assert!(code == 2 && err.contains("`v` has no matrix") && err.contains("`--set 'v.matrix={ lr = [...] }'`"), "{err}");
 }
 
 /// After a `--set` run, `gc` keeps what the file itself computes, whatever order its nodes' names sort in: a node

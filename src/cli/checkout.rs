@@ -6,7 +6,7 @@
 use super::{env_of, exit, load_graph, CliError, Common};
 use crate::exec::assess::assess_all;
 use crate::exec::State;
-use crate::stage::{InputArtifact, Registry};
+use crate::stage::Registry;
 use crate::store::{BlobState, Manifest};
 use std::path::{Path, PathBuf};
 
@@ -119,10 +119,19 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
             exit::USAGE,
         ));
     }
-    let art = InputArtifact::new(id.clone(), manifest.clone(), store.clone());
+    // Each file inside the folder: a name of plain parts (a manifest's are; checked all the same), and no folder
+    // on the way a link into the store.
+    let store_root = super::checks::resolved(&c.store);
     for (name, entry) in &manifest.files {
+        let plain = Path::new(name).components().all(|p| matches!(p, std::path::Component::Normal(_)));
         let dest = a.output.join(name);
-        copy_checked(&art, name, entry, &dest)?;
+        if !plain || dest.parent().is_some_and(|p| super::checks::resolved(p).starts_with(&store_root)) {
+            return Err(CliError::Other(
+                format!("error: `{name}` of `{id}` would be written outside {} or into the store", a.output.display()),
+                exit::USAGE,
+            ));
+        }
+        copy_checked(&store, name, entry, &dest)?;
     }
     super::out::outln!(
         "{:>12} {} of `{id}` ({}, key {}) into {}",
@@ -135,27 +144,29 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
     Ok(exit::OK)
 }
 
-/// Copies file `name` of `art` to `dest` through a temporary file beside it, checking its digest on the way: a
-/// blob damaged since the store's check leaves nothing at `dest`.
-fn copy_checked(art: &InputArtifact, name: &str, entry: &crate::store::FileEntry, dest: &Path) -> Result<(), CliError> {
+/// Copies file `name` of the artifact (blob `entry` of `store`) to `dest`, through a temporary file beside it, and
+/// checks its digest on the way: a blob that does not match leaves `dest` as it was. A link at `dest` is replaced by
+/// the file, never written through (it may point anywhere, the store's blobs included).
+fn copy_checked(store: &crate::store::Store, name: &str, entry: &crate::store::FileEntry, dest: &Path) -> Result<(), CliError> {
     let fail = |e: String| CliError::Other(format!("error: {}: {e}", dest.display()), exit::STORE);
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
     }
-    let mut from = art.open(name).map_err(|e| fail(e.to_string()))?;
-    let mut hasher = blake3::Hasher::new();
-    super::out::write_through_with(dest, &mut |w| {
-        std::io::Seek::rewind(&mut from)?;
-        hasher = blake3::Hasher::new();
-        let mut tee = Tee { w, h: &mut hasher };
-        std::io::copy(&mut from, &mut tee).map(|_| ())
-    })
-    .map_err(|e| fail(e.to_string()))?;
-    if hasher.finalize().to_hex().as_str() != entry.digest {
-        let _ = std::fs::remove_file(dest);
-        return Err(fail(format!("`{name}` changed in the store while it was copied (its checksum does not match): removed")));
+    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(dest).map_err(|e| fail(e.to_string()))?;
     }
-    Ok(())
+    let blob = store.blobs.path(&entry.digest);
+    let mut from = std::fs::File::open(&blob).map_err(|e| fail(format!("`{name}` in the store ({}): {e}", blob.display())))?;
+    super::out::write_through_with(dest, &mut |w| {
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut from, &mut Tee { w, h: &mut hasher })?;
+        if hasher.finalize().to_hex().as_str() == entry.digest {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("`{name}` in the store does not match its checksum (damaged): not copied")))
+        }
+    })
+    .map_err(|e| fail(e.to_string()))
 }
 
 /// A writer that hashes what passes through it.

@@ -74,7 +74,13 @@ pub(super) fn cmd_run(a: RunArgs, reg: &Registry, verbose: bool) -> Result<i32, 
     let dir = a.common.file.parent().unwrap_or(Path::new("."));
     if let Some((branch, commit)) = super::git::head(dir) {
         opts.notes.insert(super::git::COMMIT.to_string(), commit);
-        if super::git::dirty(dir) {
+        // Exported files a run rewrites are outputs, not edits of what ran.
+        let outputs: Vec<PathBuf> = g
+            .nodes
+            .iter()
+            .flat_map(|n| n.stage.exports(&n.params).into_iter().map(|(_, rel)| super::checks::resolved(&n.base_dir.join(rel))))
+            .collect();
+        if super::git::dirty(dir, &outputs) {
             opts.notes.insert(super::git::DIRTY.to_string(), "true".to_string());
         }
         if let Some(b) = branch {

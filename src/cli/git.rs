@@ -50,10 +50,25 @@ pub fn ignored(dir: &Path) -> bool {
     git(dir, &["check-ignore", "-q", "."]).is_some()
 }
 
-/// Whether tracked files of the repository holding `dir` differ from its HEAD (staged or not); `false` outside
-/// one or without git.
-pub fn dirty(dir: &Path) -> bool {
-    git(dir, &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty())
+/// Whether tracked files of the repository holding `dir` differ from its HEAD (staged or not), leaving out those
+/// at or under `outputs` (absolute paths: what runs write, such as exported results, are no edit of what ran);
+/// `false` outside a repository or without git.
+pub fn dirty(dir: &Path, outputs: &[std::path::PathBuf]) -> bool {
+    let (Some(top), Some(status)) = (toplevel(dir), git(dir, &["status", "--porcelain", "-z", "--untracked-files=no"])) else {
+        return false;
+    };
+    // `XY path` entries, NUL-separated; a rename's or copy's entry is followed by its source path.
+    let mut entries = status.split('\0').filter(|e| !e.is_empty());
+    while let Some(e) = entries.next() {
+        let (xy, path) = (e.get(..2).unwrap_or(""), e.get(3..).unwrap_or(""));
+        if xy.contains('R') || xy.contains('C') {
+            entries.next();
+        }
+        if !outputs.iter().any(|o| top.join(path).starts_with(o)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The local branches of the repository holding `dir` (`None` outside one, or without git).

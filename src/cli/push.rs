@@ -20,10 +20,8 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
     };
     let (store, _empty) = super::read_store(&c.store)?;
     let sel = g.select(&nodes)?;
-    let a = {
-        let index = store.index_read()?;
-        assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false)
-    };
+    let index = store.index_read()?;
+    let a = assess_all(&g, &sel, &store, &index, &env_of(&g, &c.backend), &|_| false);
     let (mut pushed, mut bytes, mut had, mut failed) = (0, 0u64, 0, 0);
     let mut not_fresh = vec![];
     for &i in &sel {
@@ -38,7 +36,9 @@ pub fn push(c: Common, nodes: Vec<String>, reg: &Registry) -> Result<i32, CliErr
         }
         // What the record says of how it was made: the build that computed it (or published what this store
         // fetched), not this one.
-        let record = s.record.as_ref().filter(|r| &r.key == key);
+        // (Its run under this key, also where the node's latest run is another's: a later `--set` experiment.)
+        let kept = s.record.clone().filter(|r| &r.key == key).or_else(|| index.run_of(&g.nodes[i].id, key).ok().flatten());
+        let record = kept.as_ref();
         let polyflow = record
             .and_then(|r| r.runner.get(crate::exec::BUILT_WITH).or_else(|| r.runner.get(crate::exec::PUBLISHED_WITH)))
             .map_or("", String::as_str);

@@ -291,7 +291,7 @@ impl Loader {
     }
 
     /// Sets entries of declaration `i`'s matrix (`--set train.matrix.lr=[0.3]`): a value list it has replaced,
-    /// one it lacks added only with a `+` (`--set train.matrix.+wd=[0, 0.1]`), the others kept.
+    /// one it lacks added only with a `+` (`--set +train.matrix.wd=[0, 0.1]`), the others kept.
     fn set_matrix_entry(&mut self, i: usize, ov: BTreeMap<String, Entry>) -> Result<(), SpecError> {
         let id = self.decls[i].id.clone();
         for (k, e) in ov {
@@ -658,7 +658,10 @@ impl Loader {
                     entries.iter().map(|(k, e)| format!("{k} = {}", e.value.to_json())).collect::<Vec<_>>().join(", ")
                 )));
             }
-            if !self.knows(target) {
+            // A declaration's matrix entry (`train.matrix.lr`): the declaration says whether it has a matrix.
+            let matrix_of =
+                target.strip_suffix(".matrix").filter(|d| self.decl_index.contains_key(*d) && !self.decl_index.contains_key(target));
+            if !self.knows(target) && matrix_of.is_none() {
                 return Err(SpecError::at(
                     &self.sources,
                     *span,
@@ -696,7 +699,11 @@ impl Loader {
             }
             // One entry of a declaration's matrix (`--set train.matrix.lr=[0.3]`): that value list replaced, or added
             // with a `+`, the others kept.
-            if let Some(i) = target.strip_suffix(".matrix").and_then(|d| self.decl_index.get(d).copied()) {
+            if let Some(i) = target
+                .strip_suffix(".matrix")
+                .filter(|_| !self.decl_index.contains_key(&target))
+                .and_then(|d| self.decl_index.get(d).copied())
+            {
                 self.set_matrix_entry(i, ov)?;
                 continue;
             }

@@ -266,8 +266,8 @@ pub fn failed_log(root: &Path, key: &str) -> PathBuf {
     logs_root(root).join(format!("{}.failed.log", &key[..24.min(key.len())]))
 }
 
-/// Where an attempt at `key` writes its output while it runs: moved to [`output_log`] or [`failed_log`] as it
-/// ends (an interrupted one's stays here, of the key it was computing).
+/// Where an attempt at `key` writes its output while it runs: moved to [`output_log`] or [`failed_log`] (a failed
+/// or interrupted attempt's) as it ends.
 pub fn attempt_log(root: &Path, key: &str) -> PathBuf {
     logs_root(root).join(format!("{}.running.log", &key[..24.min(key.len())]))
 }
