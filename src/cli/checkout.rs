@@ -159,7 +159,7 @@ fn copy_checked(store: &crate::store::Store, name: &str, entry: &crate::store::F
     let mut from = std::fs::File::open(&blob).map_err(|e| fail(format!("`{name}` in the store ({}): {e}", blob.display())))?;
     super::out::write_through_with(dest, &mut |w| {
         let mut hasher = blake3::Hasher::new();
-        std::io::copy(&mut from, &mut Tee { w, h: &mut hasher })?;
+        std::io::copy(&mut from, &mut crate::store::TeeHash { w, h: &mut hasher })?;
         if hasher.finalize().to_hex().as_str() == entry.digest {
             Ok(())
         } else {
@@ -167,21 +167,4 @@ fn copy_checked(store: &crate::store::Store, name: &str, entry: &crate::store::F
         }
     })
     .map_err(|e| fail(e.to_string()))
-}
-
-/// A writer that hashes what passes through it.
-struct Tee<'a, W: std::io::Write> {
-    w: W,
-    h: &'a mut blake3::Hasher,
-}
-
-impl<W: std::io::Write> std::io::Write for Tee<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.w.write(buf)?;
-        self.h.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.w.flush()
-    }
 }

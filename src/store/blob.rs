@@ -257,12 +257,14 @@ impl BlobStore {
 }
 
 /// A writer that hashes what passes through it.
-struct TeeHash<'a, W: Write> {
-    w: &'a mut W,
-    h: &'a mut blake3::Hasher,
+pub struct TeeHash<'a, W: Write + ?Sized> {
+    /// Where the bytes go.
+    pub w: &'a mut W,
+    /// What hashes them.
+    pub h: &'a mut blake3::Hasher,
 }
 
-impl<W: Write> Write for TeeHash<'_, W> {
+impl<W: Write + ?Sized> Write for TeeHash<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.w.write(buf)?;
         self.h.update(&buf[..n]);

@@ -31,7 +31,7 @@ pub mod fsafe;
 mod index;
 mod lock;
 
-pub use blob::{BlobState, BlobStore};
+pub use blob::{BlobState, BlobStore, TeeHash};
 pub use cache::{ArtifactCache, CacheEntry, DirCache, Made};
 pub use index::{index_dir, FailRecord, Index, Wanted};
 pub use lock::WriterLock;
