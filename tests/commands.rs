@@ -1881,7 +1881,19 @@ fn checkout_copies_a_current_or_earlier_artifact_into_a_folder() {
     std::fs::remove_dir_all(d.path().join("out/sub")).unwrap();
     std::os::unix::fs::symlink(d.path().join(".polyflow"), d.path().join("out/sub")).unwrap();
     let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--force"]);
-    assert!(code == 2 && err.contains("into the store"), "{err}");
+    assert!(code == 2 && err.contains("would be written outside out (a link in it leads out)"), "{err}");
+    // A link to a folder elsewhere: refused too, and what it leads to is left as it was.
+    std::fs::create_dir_all(d.path().join("victim")).unwrap();
+    std::fs::remove_file(d.path().join("out/sub")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("victim"), d.path().join("out/sub")).unwrap();
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "out", "--force"]);
+    assert!(code == 2 && err.contains("a link in it leads out"), "{err}");
+    assert_eq!(std::fs::read_dir(d.path().join("victim")).unwrap().count(), 0);
+    // A file where the folder should be; a key given empty.
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "mine.txt"]);
+    assert!(code == 2 && err.contains("mine.txt is a file, not a folder"), "{err}");
+    let (code, _, err) = pf(d.path(), &["checkout", "p.toml", "c", "-o", "o2", "--key", ""]);
+    assert!(code == 2 && err.contains("`--key` is empty"), "{err}");
 }
 
 /// A forced re-run that fails (here on a file outside the key) leaves the artifact and the log of the run that made

@@ -34,17 +34,30 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
     let c = &a.common;
     let g = load_graph(c, reg)?;
     let Some(&i) = g.by_id.get(&a.node) else {
-        let help = match g.resolve(&a.node) {
-            Some(ids) => format!("`{}` stands for {} nodes: name one, e.g. `{}`", a.node, ids.len(), g.nodes[ids[0]].id),
-            None => g.suggest(&a.node),
+        let e = match g.resolve(&a.node) {
+            Some(ids) => format!(
+                "error: `{}` stands for {} nodes, and checkout copies one node's artifact\n  help: name one, e.g. `{}`",
+                a.node,
+                ids.len(),
+                g.nodes[ids[0]].id
+            ),
+            None => format!("error: no node `{}`\n  help: {}", a.node, g.suggest(&a.node)),
         };
-        return Err(CliError::Other(format!("error: no node `{}`\n  help: {help}", a.node), exit::USAGE));
+        return Err(CliError::Other(e, exit::USAGE));
     };
     let (store, _empty) = super::read_store(&c.store)?;
     let index = store.index_read()?;
     let id = &g.nodes[i].id;
     let (key, manifest): (String, Manifest) = match &a.key {
         Some(prefix) => {
+            // Hex digits, any case (as git takes a commit's).
+            let prefix = prefix.to_ascii_lowercase();
+            if prefix.is_empty() {
+                return Err(CliError::Other(
+                    "error: `--key` is empty: give the first characters of a key `runs` lists".into(),
+                    exit::USAGE,
+                ));
+            }
             let runs: Vec<String> = index.runs_of(id).into_iter().map(|r| r.key).filter(|k| k.starts_with(prefix.as_str())).collect();
             let key = match runs.as_slice() {
                 [k] => k.clone(),
@@ -58,10 +71,15 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
                     ))
                 }
                 many => {
+                    let keys: Vec<&str> = many.iter().map(|k| &k[..16]).collect();
                     return Err(CliError::Other(
-                        format!("error: {} runs of `{id}` have keys starting with `{prefix}`: give more of the key", many.len()),
+                        format!(
+                            "error: {} runs of `{id}` have keys starting with `{prefix}` ({}): give more of the key",
+                            many.len(),
+                            keys.join(", ")
+                        ),
                         exit::USAGE,
-                    ))
+                    ));
                 }
             };
             match index.artifact(&key)? {
@@ -106,6 +124,9 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
     if out.starts_with(super::checks::resolved(&c.store)) {
         return Err(CliError::Other(format!("error: {} is inside the store: choose a folder outside it", a.output.display()), exit::USAGE));
     }
+    if std::fs::metadata(&a.output).is_ok_and(|m| !m.is_dir()) {
+        return Err(CliError::Other(format!("error: {} is a file, not a folder: choose a folder", a.output.display()), exit::USAGE));
+    }
     let there: Vec<&String> = manifest.files.keys().filter(|f| std::fs::symlink_metadata(a.output.join(f)).is_ok()).collect();
     if !there.is_empty() && !a.force {
         return Err(CliError::Other(
@@ -119,19 +140,37 @@ pub fn checkout(a: CheckoutArgs, reg: &Registry) -> Result<i32, CliError> {
             exit::USAGE,
         ));
     }
-    // Each file inside the folder: a name of plain parts (a manifest's are; checked all the same), and no folder
-    // on the way a link into the store.
-    let store_root = super::checks::resolved(&c.store);
-    for (name, entry) in &manifest.files {
+    // Each file inside the folder, checked before any is written: a name of plain parts (a manifest's are;
+    // checked all the same), no folder on the way a link out of it (into the store, or anywhere else), and no
+    // folder where the file goes.
+    for name in manifest.files.keys() {
         let plain = Path::new(name).components().all(|p| matches!(p, std::path::Component::Normal(_)));
         let dest = a.output.join(name);
-        if !plain || dest.parent().is_some_and(|p| super::checks::resolved(p).starts_with(&store_root)) {
+        if !plain || dest.parent().is_some_and(|p| !super::checks::resolved(p).starts_with(&out)) {
             return Err(CliError::Other(
-                format!("error: `{name}` of `{id}` would be written outside {} or into the store", a.output.display()),
+                format!(
+                    "error: `{name}` of `{id}` would be written outside {} (a link in it leads out): nothing copied\n  help: remove the link, or choose another folder",
+                    a.output.display()
+                ),
                 exit::USAGE,
             ));
         }
-        copy_checked(&store, name, entry, &dest)?;
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            return Err(CliError::Other(
+                format!("error: {} is a folder, where the artifact has file `{name}`: nothing copied", dest.display()),
+                exit::USAGE,
+            ));
+        }
+    }
+    for (name, entry) in &manifest.files {
+        copy_checked(&store, name, entry, &a.output.join(name)).map_err(|e| match e {
+            // A damaged blob: what to do about it.
+            CliError::Other(m, code) if m.contains("does not match its checksum") => CliError::Other(
+                format!("{m}\n  help: `polyflow verify` moves it aside; then `{}` computes it again", c.run_command(&[id])),
+                code,
+            ),
+            e => e,
+        })?;
     }
     super::out::outln!(
         "{:>12} {} of `{id}` ({}, key {}) into {}",
