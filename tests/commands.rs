@@ -397,6 +397,7 @@ fn commands_that_read_the_store_never_create_one() {
     ] {
         let (code, _, err) = pf(d.path(), &args);
         assert!(code != 101 && err.contains(&format!("no store at {store}")), "{args:?}: {code} {err}");
+        assert_eq!(err.matches("no store at").count(), 1, "{args:?}: said once: {err}");
         assert!(!d.path().join("typo").exists(), "{args:?} created {}", typo.display());
     }
     // Nothing cached there: everything would run.

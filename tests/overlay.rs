@@ -117,6 +117,11 @@ fn one_entry_of_a_matrix_is_set_on_its_declaration() {
     );
     let (code, out, err) = pf(d.path(), &["plan", "p.toml", "--set", "+m.matrix.bs=[8]"]);
     assert!(code == 0 && out.contains("Would run m.8.1.0") && out.contains("Plan 2 of 2"), "{out}{err}");
+    // What only such a run made is named as its, when `gc` collects it.
+    assert_eq!(pf(d.path(), &["run", "p.toml", "--set", "m.matrix.lr=[3]"]).0, 0);
+    assert_eq!(pf(d.path(), &["run", "p.toml"]).0, 0);
+    let (_, out, _) = pf(d.path(), &["gc", "p.toml"]);
+    assert!(out.contains("node `m.3.0` of a run with --set m.matrix.lr=[3], not in these pipelines"), "{out}");
     // A declaration without a matrix says so, with the way to give it one.
     std::fs::write(d.path().join("q.toml"), "[node.v]\nkind = \"value\"\nvalue = 1\n").unwrap();
     let (code, _, err) = pf(d.path(), &["plan", "q.toml", "--set", "v.matrix.lr=[3]"]);

@@ -368,7 +368,11 @@ pub fn gc(
                 Some(b) => format!("node `{id}` as run on branch `{b}`"),
                 None => format!("an earlier version of node `{id}`"),
             },
-            Some(id) => format!("node `{id}`, no longer in these pipelines"),
+            // A node only a run with overrides declared (`--set 'sw.matrix.lr=[0.3]'` makes `sw.0.3`): said so.
+            Some(id) => match index.run_of(&id, k).ok().flatten().and_then(|r| r.runner.get(crate::exec::earlier::SETTINGS).cloned()) {
+                Some(set) if !set.is_empty() => format!("node `{id}` of a run with {set}, not in these pipelines"),
+                _ => format!("node `{id}`, no longer in these pipelines"),
+            },
             None => "no longer referenced by any of these pipelines".to_string(),
         };
         listed.push(serde_json::json!({"key": k, "node": index.producer(k), "size": size, "why": what}));

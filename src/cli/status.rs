@@ -902,6 +902,10 @@ const EXPORTS_LISTED: usize = 5;
 /// artifact, or which are not there: (node id, path as shown, not there). A file a run exported with overrides
 /// carries them and counts as different, as it is not the file's own result.
 fn outdated_exports(g: &Graph, c: &Common, sel: &[usize], a: &BTreeMap<usize, Assessment>) -> Vec<(String, String, bool)> {
+    // No store: nothing is fresh (and its note was said once already).
+    if !crate::store::Store::exists(&c.store) {
+        return vec![];
+    }
     let Ok((store, _empty)) = super::read_store(&c.store) else { return vec![] };
     let mut out = vec![];
     for &i in sel {
