@@ -417,3 +417,42 @@ fn a_setsid_process_is_stopped_too() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A forced re-run stopped by Ctrl-C leaves the artifact the store holds under its key, and the message says so
+/// rather than "not cached".
+#[test]
+fn an_interrupted_forced_rerun_keeps_the_artifact_and_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("p.toml"),
+        "[node.c]\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"if [ -f slow ]; then sleep 20; fi; echo x > $POLYFLOW_OUT/x\"]\n",
+    )
+    .unwrap();
+    let ok = Command::new(BIN).args(["run", "p.toml"]).current_dir(d.path()).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    std::fs::write(d.path().join("slow"), "").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "p.toml", "--force", "c", "--json"])
+        .current_dir(d.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["event"] == "started" && ev["id"] == "c" {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted during the forced re-run of c (the artifact the store holds stays)") && !err.contains("not cached"),
+        "{err}"
+    );
+    assert_eq!(state_of(&status(d.path()), "c"), "fresh");
+}

@@ -33,12 +33,14 @@ pub enum ExecError {
     Store(#[from] crate::store::StoreError),
     /// The run was interrupted (Ctrl-C, SIGTERM): what was running is not cached (`kept` submitted jobs were left
     /// running for the next run to re-attach to), what finished is.
-    #[error("{}", interrupted_message(*kept, running, *done))]
+    #[error("{}", interrupted_message(*kept, running, rerun, *done))]
     Interrupted {
         /// Jobs left running.
         kept: usize,
         /// Nodes that were running when the run stopped.
         running: Vec<String>,
+        /// Of those, forced re-runs of an artifact the store holds: it stays.
+        rerun: Vec<String>,
         /// Nodes that finished in this run (cached).
         done: usize,
     },
@@ -47,7 +49,7 @@ pub enum ExecError {
     Other(String),
 }
 
-fn interrupted_message(kept: usize, running: &[String], done: usize) -> String {
+fn interrupted_message(kept: usize, running: &[String], rerun: &[String], done: usize) -> String {
     let mut m = "interrupted".to_string();
     if kept > 0 {
         m.push_str(&format!(
@@ -55,12 +57,23 @@ fn interrupted_message(kept: usize, running: &[String], done: usize) -> String {
             crate::text::count(kept, "submitted job"),
             if kept == 1 { "it" } else { "them" }
         ));
-    } else if !running.is_empty() {
-        let (it, them) = if running.len() == 1 { ("it", "it") } else { ("they", "them") };
-        m.push_str(&format!(
-            " while running {} (not cached: run again to compute {them}; a training node resumes from its last checkpoint if {it} wrote one)",
-            running.join(", ")
-        ));
+    } else {
+        // Forced re-runs of what the store holds keep that artifact; the others' work is not cached.
+        let lost: Vec<&String> = running.iter().filter(|r| !rerun.iter().any(|x| *r == x || r.starts_with(&format!("{x} ")))).collect();
+        if !lost.is_empty() {
+            let (it, them) = if lost.len() == 1 { ("it", "it") } else { ("they", "them") };
+            m.push_str(&format!(
+                " while running {} (not cached: run again to compute {them}; a training node resumes from its last checkpoint if {it} wrote one)",
+                lost.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !rerun.is_empty() {
+            m.push_str(&format!(
+                "{} the forced re-run of {} (the artifact the store holds stays)",
+                if lost.is_empty() { " during" } else { ", and during" },
+                rerun.join(", ")
+            ));
+        }
     }
     m.push_str(&format!(
         "; {} finished in this run and {} cached",

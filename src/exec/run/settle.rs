@@ -268,6 +268,14 @@ impl Scheduler<'_> {
                 format!("{}{how}", self.id(i))
             })
             .collect();
+        // Forced re-runs of an artifact the store holds under the same key: it stays (said apart).
+        let mut rerun: Vec<String> = vec![];
+        for i in self.running.keys().copied().collect::<Vec<_>>() {
+            let Some(key) = self.assessed.get(&i).and_then(|a| a.key.clone()) else { continue };
+            if self.idx.get().ok().and_then(|x| x.artifact(&key).ok().flatten()).is_some() {
+                rerun.push(self.id(i));
+            }
+        }
         // Each node stopped, then the summary, so that a reader of the events closes every `started` one (a fetch
         // had none: it ends without an event).
         let running: Vec<(usize, bool, u64)> = self.running.iter().map(|(&i, r)| (i, r.fetch, r.t.elapsed().as_millis() as u64)).collect();
@@ -284,6 +292,6 @@ impl Scheduler<'_> {
             self.joined(j, h);
         }
         self.emit_summary(t0, running.len());
-        Ok(crate::exec::ExecError::Interrupted { kept: kept.len(), running: names, done: self.summary.ran.len() })
+        Ok(crate::exec::ExecError::Interrupted { kept: kept.len(), running: names, rerun, done: self.summary.ran.len() })
     }
 }
