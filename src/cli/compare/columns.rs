@@ -32,7 +32,15 @@ pub fn param_columns(rows: &[Row], all: bool) -> Vec<String> {
     // A matrix variable whose values a parameter's column already shows, row for row (`mlp = "{mlp}"`), is
     // left out.
     let same = |a: &String, b: &String| rows.iter().all(|r| r.params.get(a) == r.params.get(b));
-    cols.iter().filter(|m| !m.starts_with(MATRIX) || !cols.iter().any(|c| !c.starts_with(MATRIX) && same(m, c))).cloned().collect()
+    let cols: Vec<String> =
+        cols.iter().filter(|m| !m.starts_with(MATRIX) || !cols.iter().any(|c| !c.starts_with(MATRIX) && same(m, c))).cloned().collect();
+    // A parameter every row wrote alike with placeholders (a command's `run = [..., "--lr", "{lr}"]`) differs only
+    // through the variables the matrix columns show: left out, unless `all`.
+    let alike = |k: &String| rows[0].written.get(k).is_some_and(|w| rows.iter().all(|r| r.written.get(k) == Some(w)));
+    if all || !cols.iter().any(|c| c.starts_with(MATRIX)) {
+        return cols;
+    }
+    cols.iter().filter(|k| k.starts_with(MATRIX) || !alike(k)).cloned().collect()
 }
 
 /// The prefix of a matrix variable's column (`matrix.lr`).
@@ -152,6 +160,7 @@ mod tests {
             metrics: [("value".to_string(), Stat { mean: m, std: None, n: 1 })].into(),
             integers: Default::default(),
             members: None,
+            written: Default::default(),
         };
         let mut rows = vec![row("a", 1, 20.0), row("b", 2, 10.0)];
         let cols = ["value".to_string()];

@@ -267,6 +267,10 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
         let values::Metrics { values: metrics, integers } = metrics;
         let spec = &g.pipeline.nodes[i];
         let by_design = spec.per_replicate.iter().chain(&spec.per_replicate_inputs).cloned().collect();
+        let mut written = BTreeMap::new();
+        for (k, v) in &spec.written.params {
+            values::flatten(k, v, &mut written);
+        }
         runs.push(Run {
             id: n.id.clone(),
             group,
@@ -277,6 +281,7 @@ pub fn compare(a: CompareArgs, reg: &Registry) -> Result<i32, CliError> {
             integers,
             origin,
             by_design,
+            written,
         });
     }
     let grouped = a.group || !a.over.is_empty();

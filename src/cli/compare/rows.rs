@@ -30,6 +30,9 @@ pub struct Run {
     /// Parameters each replicate has its own value of by design (they name `{seed}` or `{replicate}`): a name
     /// here stands for itself and the names under it (`model` for `model.lr`).
     pub by_design: std::collections::BTreeSet<String>,
+    /// Its parameters written with placeholders, as written (dotted as `params`): a column whose rows were all
+    /// written alike differs only through the variables the matrix columns show.
+    pub written: BTreeMap<String, Value>,
 }
 
 impl Run {
@@ -69,6 +72,8 @@ pub struct Row {
     pub integers: std::collections::BTreeSet<String>,
     /// With `--group`: the member nodes, and how many of them the values are over.
     pub members: Option<(Vec<String>, usize)>,
+    /// Its parameters written with placeholders, as written ([`Run::written`]; a group's: those its members share).
+    pub written: BTreeMap<String, Value>,
 }
 
 /// Node `i`'s seed group: the declaration its replicate suffix (`.s1`) was added to, when that is a group.
@@ -105,6 +110,7 @@ pub fn single(r: &Run) -> Row {
         metrics: r.metrics.iter().map(|(k, &v)| (k.clone(), Stat { mean: v, std: None, n: 1 })).collect(),
         integers: r.integers.clone(),
         members: None,
+        written: r.written.clone(),
     }
 }
 
@@ -213,6 +219,12 @@ fn group_row(name: String, members: &[&Run]) -> (Row, Vec<String>, bool) {
             .map(|f| f.integers.iter().filter(|k| used.iter().all(|r| r.integers.contains(*k))).cloned().collect())
             .unwrap_or_default(),
         members: Some((members.iter().map(|r| r.id.clone()).collect(), used.len())),
+        written: members[0]
+            .written
+            .iter()
+            .filter(|(k, v)| members.iter().all(|m| m.written.get(*k) == Some(*v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     (row, differ, earlier_differ)
 }
@@ -234,6 +246,7 @@ mod tests {
             integers: Default::default(),
             origin,
             by_design: Default::default(),
+            written: Default::default(),
         }
     }
 
