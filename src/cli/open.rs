@@ -79,32 +79,26 @@ pub(super) fn discover_store(dir: &std::path::Path, pipeline: Option<&std::path:
     let in_git = top.is_some();
     let bound =
         top.or_else(|| pipeline.and_then(|p| cwd.join(p).parent().map(std::path::Path::to_path_buf)).and_then(|p| p.canonicalize().ok()))?;
+    // The nearest store above (as `store_above` names it), then whether it may stand in: in the project, this
+    // user's, and the working folder not one git ignores.
+    let found = store_above(dir)?;
+    let depth = found.components().filter(|c| matches!(c, std::path::Component::ParentDir)).count();
+    let folder = cwd.ancestors().nth(depth)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let mine = |p: &std::path::Path| {
+    let mine = {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p).is_ok_and(|m| m.uid() == me)
+        std::fs::metadata(folder.join(dir)).is_ok_and(|m| m.uid() == me)
     };
-    let mut up = std::path::PathBuf::new();
-    for a in cwd.ancestors().skip(1) {
-        if !a.starts_with(&bound) {
-            return None;
-        }
-        up.push("..");
-        if Store::exists(&a.join(dir)) && mine(&a.join(dir)) {
-            if in_git && super::git::ignored(&cwd) {
-                return None;
-            }
-            let found = up.join(dir);
-            crate::cli::out::errln!(
-                "note: using the store at {} (the nearest above this folder, in {}; `--store .polyflow` makes one here)",
-                found.display(),
-                crate::spec::source::display_path(a)
-            );
-            return Some(found);
-        }
+    if !folder.starts_with(&bound) || !mine || (in_git && super::git::ignored(&cwd)) {
+        return None;
     }
-    None
+    crate::cli::out::errln!(
+        "note: using the store at {} (the nearest above this folder, in {}; `--store .polyflow` makes one here)",
+        found.display(),
+        crate::spec::source::display_path(folder)
+    );
+    Some(found)
 }
 
 /// The name prefix of the empty stores read commands open where there is none: `polyflow-empty-store-PID-…`.
